@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: GPL-2.0-only
+# tern: one non-recursive Makefile. Objects go to build/ (override with O=).
+#
+#   make            build everything
+#   make check      install missing packages, build, run every test
+#   make demo       install missing packages, build, show the guest running
+#   make deps       install missing Debian packages (apt-get, as root)
+#   WERROR=0        do not turn warnings into errors
+#   SANITIZE=1      build with ASan + UBSan (objects in build-san/)
+#   V=1             show the commands
+
+O        ?= build
+ifeq ($(SANITIZE),1)
+O        := build-san
+endif
+WERROR   ?= 1
+V        ?= 0
+
+CC       ?= cc
+PROTOC_C ?= protoc-c
+PKGS     := libevent libprotobuf-c libcap liburing libzstd
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_CFLAGS := $(shell pkg-config --cflags cmocka 2>/dev/null)
+CMOCKA_LIBS   := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow \
+	    -Wmissing-prototypes -fno-strict-aliasing -D_GNU_SOURCE \
+	    -I. -I$(O) $(PKG_CFLAGS)
+ifeq ($(WERROR),1)
+CFLAGS   += -Werror
+endif
+ifeq ($(SANITIZE),1)
+CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer \
+	    -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+LDLIBS   += $(PKG_LIBS) -lpthread
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-7s %s\n' $(1) $(2);
+endif
+
+# ---- protobuf schemas -------------------------------------------------
+PROTOS      := $(wildcard proto/*.proto)
+PROTO_C     := $(patsubst proto/%.proto,$(O)/proto/%.pb-c.c,$(PROTOS))
+PROTO_H     := $(PROTO_C:.c=.h)
+PROTO_OBJS  := $(PROTO_C:.c=.o)
+
+$(O)/proto/%.pb-c.c $(O)/proto/%.pb-c.h: proto/%.proto
+	$(call msg,PROTOC,$<)
+	@mkdir -p $(O)/proto
+	$(Q)$(PROTOC_C) --proto_path=proto --c_out=$(O)/proto $<
+
+# ---- common/: the shared library ---------------------------------------
+COMMON_SRCS := $(wildcard common/*.c)
+COMMON_OBJS := $(patsubst %.c,$(O)/%.o,$(COMMON_SRCS)) $(PROTO_OBJS)
+LIBCOMMON   := $(O)/libtern.a
+
+$(LIBCOMMON): $(COMMON_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# ---- programs -----------------------------------------------------------
+# Each program is the objects of its directory that are not another
+# program's main file.  vmm/ also holds vmmctl (its control client).
+VMM_SRCS    := $(filter-out vmm/vmmctl.c,$(wildcard vmm/*.c)) $(wildcard vmm/*.S)
+VMM_OBJS    := $(patsubst %,$(O)/%.o,$(basename $(VMM_SRCS)))
+VMMCTL_OBJS := $(O)/vmm/vmmctl.o
+
+PROGS := $(O)/bin/vmm $(O)/bin/vmmctl
+
+$(O)/bin/vmm: $(VMM_OBJS) $(LIBCOMMON)
+	$(call msg,LD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/bin/vmmctl: $(VMMCTL_OBJS) $(LIBCOMMON)
+	$(call msg,LD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- compile rules --------------------------------------------------------
+$(O)/%.o: %.c | $(PROTO_H)
+	$(call msg,CC,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(O)/%.o: %.S
+	$(call msg,AS,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(O)/proto/%.o: $(O)/proto/%.c
+	$(call msg,CC,$<)
+	$(Q)$(CC) $(filter-out -Wmissing-prototypes -Wshadow,$(CFLAGS)) -c -o $@ $<
+
+# ---- tests ------------------------------------------------------------------
+UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRCS))
+
+$(O)/tests/test_%: $(O)/tests/unit/test_%.o $(LIBCOMMON)
+	$(call msg,LD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS)
+
+$(O)/tests/unit/%.o: tests/unit/%.c | $(PROTO_H)
+	$(call msg,CC,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) -MMD -MP -c -o $@ $<
+
+# ---- top-level targets ------------------------------------------------------
+.DEFAULT_GOAL := all
+.PHONY: all deps check demo clean unit integration
+
+all: $(PROGS) $(UNIT_BINS)
+
+deps:
+	$(Q)scripts/deps.sh
+
+# make check: deps first, then a recursive make so that pkg-config is
+# evaluated after the packages exist on a fresh machine.
+check: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)O=$(O) tests/run.sh
+
+unit: all
+	$(Q)O=$(O) tests/run.sh unit
+
+integration: all
+	$(Q)O=$(O) tests/run.sh integration
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)O=$(O) scripts/demo.sh
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)

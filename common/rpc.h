@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The control RPC of every tern process (wire format in tern-rpc(7) and
+ * proto/rpc.proto): length-prefixed protobuf frames on stream sockets,
+ * requests that name a method of a protobuf service, replies with an
+ * errno-style status and a message, events streamed before a reply, and
+ * SCM_RIGHTS descriptors on unix sockets.
+ *
+ * Three layers, each usable alone:
+ *  - rpc_conn: one socket's framing (nonblocking receive and a send queue)
+ *    with every length, count and descriptor checked;
+ *  - rpc_server: a libevent listener that dispatches requests to handlers
+ *    by the services' protobuf-c descriptors;
+ *  - rpc_client: a blocking client with timeouts, for CLIs and tests.
+ * A peer's mistake closes that peer; the server itself never exits.
+ */
+#ifndef TERN_RPC_H
+#define TERN_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "proto/rpc.pb-c.h"
+
+#define RPC_FRAME_MAX_DEFAULT (1u << 20)  /* 1 MiB */
+#define RPC_FRAME_MAX_LIMIT (64u << 20)   /* no cap may exceed 64 MiB */
+#define RPC_MAX_FDS 16                    /* descriptors per frame */
+#define RPC_LEN_BYTES 4
+
+struct event_base;
+
+/* ---- framing ------------------------------------------------------- */
+
+struct rpc_conn;
+
+/* Takes ownership of fd (made nonblocking).  max_frame 0 = default. */
+int rpc_conn_new(int fd, uint32_t max_frame, struct rpc_conn **ret);
+/* Closes the fd, any queued descriptors and received ones not taken. */
+void rpc_conn_free(struct rpc_conn *c);
+int rpc_conn_fd(const struct rpc_conn *c);
+bool rpc_conn_is_unix(const struct rpc_conn *c);
+
+/*
+ * Read what the socket has.  Returns 1 with *ret_frame (free it with
+ * tern__rpc__frame__free_unpacked(f, NULL)) and its descriptors in
+ * fds[0..*ret_nfds) (caller owns them) when a whole frame is there; 0
+ * when more bytes are needed (EAGAIN); -EPIPE on orderly EOF between
+ * frames; -EMSGSIZE for a length over the cap; -EPROTO for a frame that
+ * does not decode, has no body, or whose nfds disagrees with the
+ * descriptors received; -EBADMSG for EOF inside a frame; other -errno
+ * from the socket.  After an error the connection is unusable.
+ * fds must have room for RPC_MAX_FDS.
+ */
+int rpc_conn_recv(struct rpc_conn *c, Tern__Rpc__Frame **ret_frame,
+		  int *fds, size_t *ret_nfds);
+
+/*
+ * Queue a frame (f->nfds is set from nfds).  The descriptors are dup'ed;
+ * the caller keeps its own.  -EMSGSIZE if the encoding exceeds the cap,
+ * -EINVAL for descriptors on a non-unix socket or nfds > RPC_MAX_FDS.
+ */
+int rpc_conn_send(struct rpc_conn *c, Tern__Rpc__Frame *f, const int *fds,
+		  size_t nfds);
+/* Write queued bytes: 1 when the queue is empty, 0 on EAGAIN, -errno. */
+int rpc_conn_flush(struct rpc_conn *c);
+bool rpc_conn_pending(const struct rpc_conn *c);
+
+/* Encode a frame into buf (for tests and fuzzing): bytes written or -errno. */
+int rpc_frame_encode(const Tern__Rpc__Frame *f, uint8_t *buf, size_t len);
+
+/* ---- server ------------------------------------------------------- */
+
+struct rpc_server;
+struct rpc_call;
+
+/*
+ * A method handler.  arg is the decoded input (never NULL), valid until
+ * the call is finished.  Return:
+ *  - 0: reply with the result given to rpc_call_reply(), or with an empty
+ *    output message if none was given;
+ *  - -errno: reply with that error and the text set by rpc_call_errorf()
+ *    (or strerror when none);
+ *  - RPC_DEFERRED: the handler keeps the call and finishes it later with
+ *    rpc_call_reply()/rpc_call_fail() followed by rpc_call_finish().
+ */
+#define RPC_DEFERRED 1
+typedef int (*rpc_method_fn)(struct rpc_call *call, const ProtobufCMessage *arg);
+
+/* Called for each new peer; return <0 to refuse it (e.g. SO_PEERCRED). */
+typedef int (*rpc_accept_fn)(void *ctx, int fd);
+
+int rpc_server_new(struct event_base *base, struct rpc_server **ret);
+void rpc_server_free(struct rpc_server *s);
+/* Serve on a listening socket (takes ownership). */
+int rpc_server_listen_fd(struct rpc_server *s, int listen_fd);
+/* Serve one already-connected socket (takes ownership). */
+int rpc_server_add_peer(struct rpc_server *s, int fd);
+/*
+ * handlers[i] serves desc->methods[i]; NULL entries answer ENOSYS.
+ * ctx is what rpc_call_ctx() gives the handler.
+ */
+int rpc_server_add_service(struct rpc_server *s,
+			   const ProtobufCServiceDescriptor *desc,
+			   const rpc_method_fn *handlers, void *ctx);
+void rpc_server_set_accept(struct rpc_server *s, rpc_accept_fn fn, void *ctx);
+void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame);
+/* Peers currently connected (for tests). */
+size_t rpc_server_npeers(const struct rpc_server *s);
+
+void *rpc_call_ctx(const struct rpc_call *call);
+const char *rpc_call_method(const struct rpc_call *call); /* "pkg.Svc/Method" */
+/* Descriptors that came with the request; the handler may take them
+ * (rpc_call_take_fd sets the slot to -1); the rest are closed after. */
+size_t rpc_call_nfds(const struct rpc_call *call);
+int rpc_call_take_fd(struct rpc_call *call, size_t i);
+bool rpc_call_wants_events(const struct rpc_call *call);
+/* The credentials of a unix peer (-ENOTSUP on tcp). */
+int rpc_call_peercred(const struct rpc_call *call, struct ucred *ret);
+
+/* Set the reply's result and descriptors (dup'ed).  Once per call. */
+int rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *result,
+		   const int *fds, size_t nfds);
+/* Set the error text; returns -err so handlers can `return rpc_call_errorf(...)`. */
+int rpc_call_errorf(struct rpc_call *call, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Stream an event to the caller (only if it asked for events). */
+int rpc_call_event(struct rpc_call *call, const char *name,
+		   const ProtobufCMessage *data);
+/* Deferred calls: send the reply (or err) and free the call.  A call whose
+ * peer went away is finished silently. */
+void rpc_call_finish(struct rpc_call *call, int err);
+
+/* ---- client ------------------------------------------------------- */
+
+struct rpc_client;
+
+/* addr: "unix:PATH", "tcp:HOST:PORT" or a path.  */
+int rpc_client_connect(const char *addr, int timeout_ms,
+		       struct rpc_client **ret);
+/* Wrap an already connected socket (takes ownership). */
+int rpc_client_from_fd(int fd, struct rpc_client **ret);
+void rpc_client_free(struct rpc_client *cl);
+/* The cap on frames this client receives (0 = default; -EINVAL above
+ * RPC_FRAME_MAX_LIMIT), for methods with large results. */
+int rpc_client_set_max_frame(struct rpc_client *cl, uint32_t max_frame);
+
+typedef void (*rpc_event_fn)(void *ctx, const char *name,
+			     const uint8_t *data, size_t len);
+
+struct rpc_result {
+	int fds[RPC_MAX_FDS];   /* received descriptors; caller closes them */
+	size_t nfds;
+	char message[512];      /* the remote error text, or a local one */
+};
+
+/*
+ * Call svc's method `method` (its short name, "Status").  On success
+ * returns 0 and, when ret_msg is not NULL, the decoded output (free with
+ * protobuf_c_message_free_unpacked).  A remote error returns -status
+ * with res->message set; a local or transport error returns -errno with
+ * res->message describing it.  timeout_ms <= 0 waits forever.  on_event
+ * may be NULL; when set, events are requested and delivered to it.
+ */
+int rpc_client_call(struct rpc_client *cl,
+		    const ProtobufCServiceDescriptor *svc, const char *method,
+		    const ProtobufCMessage *arg, const int *fds, size_t nfds,
+		    ProtobufCMessage **ret_msg, struct rpc_result *res,
+		    int timeout_ms, rpc_event_fn on_event, void *ev_ctx);
+
+void rpc_result_close_fds(struct rpc_result *res);
+
+#endif

@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The built-in test guest's memory layout and page format, shared by the
+ * vmm (which lays the guest out and embeds its code), the guest's own
+ * assembly (vmm/guest.S, so only #defines here outside C) and the memory
+ * checker (common/memcheck.c).
+ *
+ * Guest-physical layout (identity-mapped with 2 MiB pages, all user-
+ * accessible so that the workload runs in ring 3, natively under PVM):
+ *
+ *   0x001000  GDT            0x005000  TSSs (128 bytes per vCPU)
+ *   0x003000  parameters     (struct tg_params, written by the vmm)
+ *   0x004000  vCPU status    (struct tg_vcpu_status[TG_MAX_VCPUS])
+ *   0x010000  page tables    (PML4, PDPT, one PD per GiB)
+ *   0x100000  guest code     (vmm/guest.S, copied here)
+ *   0x110000  stacks         (TG_STACK_SIZE user + kernel per vCPU)
+ *   0x200000  test range     (to the end of RAM, skipping the PCI hole)
+ *
+ * Every page of the test range holds, once written at generation g >= 1:
+ *   word 0  gpa ^ TG_MAGIC_DIRTY or gpa ^ TG_MAGIC_FILL (the mode)
+ *   word 1  g
+ *   words 2..511: 0 in dirty mode; tg_fill_word(gpa, g, i) in fill mode.
+ * A page never written is all zero (generation 0).  Each vCPU walks its
+ * own slice in ascending address order; a pass writes generation g+1 over
+ * g.  Fill mode writes words 2..511 in order, then word 1, then word 0,
+ * so a page the vCPU was stopped inside shows a prefix of g+1 data.
+ * Before rewriting a page the guest verifies that it holds generation g.
+ */
+#ifndef TERN_TESTGUEST_H
+#define TERN_TESTGUEST_H
+
+#define TG_GDT_GPA 0x1000
+#define TG_TSS_GPA 0x5000
+#define TG_TSS_SIZE 128
+
+/*
+ * The test device: an MMIO doorbell in the PCI hole through which ring 3
+ * talks to the vmm without entering ring 0 (PVM delivers user->kernel
+ * events only through its own paravirtual ABI).  An 8-byte write of a
+ * line buffer's gpa (a length word, then up to TG_LINE_MAX bytes) to
+ * TG_DB_PRINT prints the line on the console; any write to TG_DB_HALT
+ * parks the vCPU until the VM is next paused or resumed.
+ */
+#define TG_DOORBELL_GPA 0xd0000000
+#define TG_DB_PRINT 0
+#define TG_DB_HALT 8
+#define TG_PARAMS_GPA 0x3000
+#define TG_STATUS_GPA 0x4000
+#define TG_PT_GPA 0x10000
+#define TG_PT_END 0x100000
+#define TG_CODE_GPA 0x100000
+#define TG_CODE_MAX 0x10000
+#define TG_STACK_GPA 0x110000
+#define TG_STACK_SIZE 0x1000     /* each of user and kernel, per vCPU */
+#define TG_LINE_MAX 248          /* console line buffer at the user stack's bottom */
+#define TG_RANGE_GPA 0x200000
+#define TG_MAX_VCPUS 64
+#define TG_MIN_MEMORY (4u << 20)
+
+/* Linux's GDT layout: PVM requires ring 3 to use the host's selectors. */
+#define TG_SEL_KCODE 0x10
+#define TG_SEL_KDATA 0x18
+#define TG_SEL_UCODE32 0x23
+#define TG_SEL_UDATA 0x2b
+#define TG_SEL_UCODE 0x33
+#define TG_SEL_TSS 0x40         /* + 16 * vCPU index */
+#define TG_GDT_FIXED 8          /* entries before the first TSS */
+
+#define TG_PARAMS_MAGIC 0x74656e7274677031 /* "tenrtgp1" */
+#define TG_MAGIC_DIRTY 0x5445524e44495254  /* "TERNDIRT" */
+#define TG_MAGIC_FILL 0x5445524e46494c4c   /* "TERNFILL" */
+#define TG_FILL_K1 0x9e3779b97f4a7c15
+#define TG_FILL_K2 0xbf58476d1ce4e5b9
+#define TG_FILL_K3 0x94d049bb133111eb
+
+#define TG_MODE_IDLE 0
+#define TG_MODE_DIRTY 1
+#define TG_MODE_FILL 2
+#define TG_MODE_MAX 3
+
+#define TG_PAGE 4096
+#define TG_WORDS (TG_PAGE / 8)
+
+/* Offsets in struct tg_params, for the assembly. */
+#define TGP_MAGIC 0
+#define TGP_MODE 8
+#define TGP_NVCPUS 16
+#define TGP_TSC_HZ 24
+#define TGP_RATE 32             /* pages per second per vCPU, 0 = no cap */
+#define TGP_PASSES 40           /* 0 = forever */
+#define TGP_HOLE_START 48       /* 0 when RAM does not reach the hole */
+#define TGP_HOLE_END 56
+#define TGP_HEARTBEAT 64        /* TSC ticks between heartbeat lines, 0 = none */
+#define TGP_UART_LOCK 72
+#define TGP_SLICES 128          /* TG_MAX_VCPUS x { start gpa, pages } */
+
+/* Offsets in struct tg_vcpu_status (64 bytes each). */
+#define TGS_SIZE 64
+#define TGS_PASS 0              /* generation being written (>= 1) */
+#define TGS_POS 8               /* gpa of the page being written */
+#define TGS_ERRORS 16           /* pages that failed the in-guest check */
+#define TGS_FIRST_BAD 24        /* gpa of the first of them */
+#define TGS_STATE 32            /* TG_VSTATE_* */
+#define TGS_PAGES 40            /* pages written in all */
+
+#define TG_VSTATE_BOOT 0
+#define TG_VSTATE_RUN 1
+#define TG_VSTATE_DONE 2        /* passes finished, halted */
+
+#ifndef __ASSEMBLER__
+#include <stdint.h>
+
+struct tg_slice {
+	uint64_t start;         /* gpa of the first page */
+	uint64_t pages;
+};
+
+struct tg_params {
+	uint64_t magic;
+	uint64_t mode;
+	uint64_t nvcpus;
+	uint64_t tsc_hz;
+	uint64_t rate;
+	uint64_t passes;
+	uint64_t hole_start;
+	uint64_t hole_end;
+	uint64_t heartbeat;
+	uint64_t uart_lock;
+	uint64_t reserved[6];
+	struct tg_slice slices[TG_MAX_VCPUS];
+};
+
+struct tg_vcpu_status {
+	uint64_t pass;
+	uint64_t pos;
+	uint64_t errors;
+	uint64_t first_bad;
+	uint64_t state;
+	uint64_t pages;
+	uint64_t reserved[2];
+};
+
+_Static_assert(__builtin_offsetof(struct tg_params, slices) == TGP_SLICES,
+	       "tg_params layout");
+_Static_assert(__builtin_offsetof(struct tg_params, uart_lock) == TGP_UART_LOCK,
+	       "tg_params layout");
+_Static_assert(sizeof(struct tg_params) <= TG_PAGE, "tg_params size");
+_Static_assert(sizeof(struct tg_vcpu_status) == TGS_SIZE, "status size");
+_Static_assert(__builtin_offsetof(struct tg_vcpu_status, pages) == TGS_PAGES,
+	       "status layout");
+
+/* The fill-mode content of word i (2..511) of the page at gpa, gen g. */
+static inline uint64_t tg_fill_word(uint64_t gpa, uint64_t g, uint64_t i)
+{
+	uint64_t z = gpa + i * 8 + g * TG_FILL_K1;
+
+	z = (z ^ (z >> 30)) * TG_FILL_K2;
+	z = (z ^ (z >> 27)) * TG_FILL_K3;
+	return z ^ (z >> 31);
+}
+
+static inline const char *tg_mode_name(uint64_t mode)
+{
+	static const char *const names[TG_MODE_MAX] = { "idle", "dirty", "fill" };
+
+	return mode < TG_MODE_MAX ? names[mode] : "unknown";
+}
+#endif
+
+#endif

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Endpoint addresses as users write them: "tcp:HOST:PORT" (HOST a name,
+ * an IPv4 address or a bracketed IPv6 address), "unix:PATH", "file:PATH".
+ * A bare path (containing '/') is taken as unix:PATH.
+ */
+#ifndef TERN_URI_H
+#define TERN_URI_H
+
+#include <stdint.h>
+#include <limits.h>
+
+enum uri_kind {
+	URI_TCP,
+	URI_UNIX,
+	URI_FILE,
+	URI_KIND_MAX
+};
+
+struct uri {
+	enum uri_kind kind;
+	char host[256];         /* tcp: without brackets */
+	uint16_t port;          /* tcp: 0 allowed for listen (any port) */
+	char path[PATH_MAX];    /* unix, file; unix paths must fit sun_path */
+};
+
+const char *uri_kind_name(enum uri_kind kind);
+/* -EINVAL with nothing written to *ret on malformed input. */
+int uri_parse(const char *s, struct uri *ret);
+/* Back to text; -ENAMETOOLONG when it does not fit. */
+int uri_format(const struct uri *u, char *buf, size_t len);
+
+/*
+ * Sockets for tcp: and unix: URIs, SOCK_CLOEXEC, blocking.  uri_listen
+ * binds and listens (unix: removes a stale socket file first only when
+ * nobody answers on it, -EADDRINUSE otherwise).  uri_connect gives up
+ * after timeout_ms (-ETIMEDOUT).  Both return the fd or -errno.
+ */
+int uri_listen(const struct uri *u, int backlog);
+int uri_connect(const struct uri *u, int timeout_ms);
+/* The port a listening tcp socket got (for port 0), or -errno. */
+int uri_bound_port(int fd);
+
+#endif

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Small helpers every program uses: parsing numbers and sizes from the
+ * command line with full checking, string copies that never overflow.
+ */
+#ifndef TERN_UTIL_H
+#define TERN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((__typeof__(x))(a) - 1))
+#define ALIGN_DOWN(x, a) ((x) & ~((__typeof__(x))(a) - 1))
+
+/*
+ * "4096", "512K", "64M", "4G", "1T" (binary units, optional "iB"/"B"
+ * suffix) -> bytes.  -EINVAL on anything else, -ERANGE on overflow.
+ */
+int parse_size(const char *s, uint64_t *ret);
+/* A decimal or 0x-hex unsigned number within [min, max]. */
+int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
+/* "4.0 GiB" style, into buf; returns buf. */
+const char *fmt_size(uint64_t bytes, char *buf, size_t len);
+
+/* Copies like strlcpy; -ENAMETOOLONG when src does not fit (dst untouched). */
+int str_copy(char *dst, const char *src, size_t len);
+
+/* Valid VM name: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'.
+ * Returns 0 when valid, -EINVAL otherwise. */
+int name_valid(const char *name);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t now_ns(void);
+
+/* mkdir -p with mode for missing components. */
+int mkdir_p(const char *path, unsigned int mode);
+
+#endif

@@ -1,0 +1,63 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Runs tern's tests: every cmocka unit binary in $O/tests, then every
+# integration script in tests/integration (which start the real programs).
+# An integration script exits 0 (pass), 77 (skip; its last line of
+# output says why) or anything else (fail).  Each test is bounded by
+# TEST_TIMEOUT seconds.  Usage: tests/run.sh [unit|integration] [NAME...]
+set -u
+cd "$(dirname "$0")/.."
+O=${O:-build}
+export O TERN_BUILD=$PWD/$O
+what=${1:-all}
+[ $# -gt 0 ] && shift
+only=("$@")
+timeout_s=${TEST_TIMEOUT:-300}
+logdir=$O/test-logs
+mkdir -p "$logdir"
+pass=0 fail=0 skip=0 failed=()
+
+selected() {
+	[ ${#only[@]} -eq 0 ] && return 0
+	local n
+	for n in "${only[@]}"; do [ "$n" = "$1" ] && return 0; done
+	return 1
+}
+
+run_one() {	# name, command...
+	local name=$1 rc start end
+	shift
+	selected "$name" || return 0
+	start=$(date +%s)
+	timeout -k 10 "$timeout_s" "$@" >"$logdir/$name.log" 2>&1
+	rc=$?
+	end=$(date +%s)
+	case $rc in
+	0)  pass=$((pass + 1)); printf 'PASS  %-34s %3ss\n' "$name" $((end - start)) ;;
+	77) skip=$((skip + 1))
+	    printf 'SKIP  %-34s %s\n' "$name" "$(tail -n 1 "$logdir/$name.log")" ;;
+	*)  fail=$((fail + 1)); failed+=("$name")
+	    [ $rc = 124 ] && echo "timed out after ${timeout_s}s" >>"$logdir/$name.log"
+	    printf 'FAIL  %-34s (exit %s, log %s)\n' "$name" $rc "$logdir/$name.log"
+	    sed 's/^/    | /' "$logdir/$name.log" | tail -n 40 ;;
+	esac
+}
+
+if [ "$what" = all ] || [ "$what" = unit ]; then
+	for t in "$O"/tests/test_*; do
+		[ -x "$t" ] || continue
+		run_one "unit/$(basename "$t")" "$t"
+	done
+fi
+if [ "$what" = all ] || [ "$what" = integration ]; then
+	for t in tests/integration/t_*.sh; do
+		[ -f "$t" ] || continue
+		n=$(basename "$t" .sh)
+		run_one "integration/${n#t_}" bash "$t"
+	done
+fi
+
+echo
+[ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ] && [ $((pass + skip)) -gt 0 ]

@@ -1,0 +1,387 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The vmm's control service (tern.vmm.Vmm in proto/vmm.proto) on
+ * RUNDIR/vmm/NAME.sock: run control, state save/load, handing guest RAM
+ * and the dirty bitmap to migd, and memory access for checkers.  Runs on
+ * the main thread's event loop; only root and the vmm's own user may
+ * connect (SO_PEERCRED).
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/uri.h"
+#include "common/util.h"
+#include "vmm/vmm.h"
+
+#define CONTROL_MAX_FRAME (4u << 20)
+#define CONTROL_MAX_MEM_IO (1u << 20)
+
+static struct control {
+	struct vm *vm;
+	struct event_base *base;
+	struct rpc_server *server;
+	char path[PATH_MAX];
+	bool state_loaded;              /* an incoming VM got its state */
+} ctl;
+
+static const Tern__Vmm__RunState run_states[VM_STATE_MAX] = {
+	[VM_STATE_INCOMING] = TERN__VMM__RUN_STATE__RUN_STATE_INCOMING,
+	[VM_STATE_RUNNING] = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING,
+	[VM_STATE_PAUSED] = TERN__VMM__RUN_STATE__RUN_STATE_PAUSED,
+	[VM_STATE_SHUTDOWN] = TERN__VMM__RUN_STATE__RUN_STATE_SHUTDOWN,
+	[VM_STATE_ERROR] = TERN__VMM__RUN_STATE__RUN_STATE_ERROR,
+};
+
+static enum vm_state control_state(void)
+{
+	enum vm_state st;
+
+	pthread_mutex_lock(&ctl.vm->lock);
+	st = ctl.vm->state;
+	pthread_mutex_unlock(&ctl.vm->lock);
+	return st;
+}
+
+static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	static const char *const modes[] = { "idle", "dirty", "fill" };
+	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
+	struct vm *vm = ctl.vm;
+	char msg[256];
+	int i;
+
+	pthread_mutex_lock(&vm->lock);
+	st.state = run_states[vm->state];
+	str_copy(msg, vm->state_msg, sizeof(msg));
+	pthread_mutex_unlock(&vm->lock);
+	st.name = (char *)vm->name;
+	st.vcpus = vm->nvcpus;
+	st.memory = vm->memory;
+	st.guest = (Tern__Vmm__GuestKind)vm->guest.kind;
+	st.guest_mode = vm->guest.kind == GUEST_KIND_TEST ?
+			(char *)modes[vm->guest.mode] : "";
+	st.pid = getpid();
+	st.dirty_logging = vm->dirty_on;
+	st.message = msg;
+	for (i = 0; i < vm->nvcpus; i++)
+		st.exits += __atomic_load_n(&vm->vcpus[i].exits, __ATOMIC_RELAXED);
+	return rpc_call_reply(call, &st.base, NULL, 0);
+}
+
+static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	enum vm_state st = control_state();
+	int ret;
+
+	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
+		return rpc_call_errorf(call, EINVAL, "cannot stop: the VM is %s",
+				       vm_state_name(st));
+	ret = vm_pause(ctl.vm);
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "vCPUs did not stop: %s",
+				       strerror(-ret));
+	log_info("paused");
+	return method_status(call, arg);
+}
+
+static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	enum vm_state st = control_state();
+	int ret;
+
+	if (st == VM_STATE_INCOMING && !ctl.state_loaded)
+		return rpc_call_errorf(call, EINVAL,
+				       "cannot continue: no state loaded yet");
+	ret = vm_resume(ctl.vm);
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "cannot continue: the VM is %s",
+				       vm_state_name(st));
+	log_info("running");
+	return method_status(call, arg);
+}
+
+static void handle_quit(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopexit(ctl.base, NULL);
+}
+
+static int method_quit(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	log_info("quit requested");
+	/* Leave the loop on its next turn, after this reply is written. */
+	event_base_once(ctl.base, -1, EV_TIMEOUT, handle_quit, NULL, NULL);
+	return 0;
+}
+
+static int method_save_state(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	Tern__Vmm__VmState *st = NULL;
+	enum vm_state vst = control_state();
+	int ret;
+
+	if (vst != VM_STATE_PAUSED && vst != VM_STATE_SHUTDOWN)
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot save state: the VM is %s (stop it first)",
+				       vm_state_name(vst));
+	ret = state_save(ctl.vm, &st);
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "saving state: %s", strerror(-ret));
+	ret = rpc_call_reply(call, &st->base, NULL, 0);
+	state_free(st);
+	return ret;
+}
+
+static int method_load_state(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Vmm__VmState *st = (const Tern__Vmm__VmState *)arg;
+	char err[256] = "";
+	int ret;
+
+	if (control_state() != VM_STATE_INCOMING || ctl.state_loaded)
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot load state: this vmm is not waiting for an incoming guest");
+	ret = state_load(ctl.vm, st, err, sizeof(err));
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "state refused: %s",
+				       err[0] ? err : strerror(-ret));
+	ctl.state_loaded = true;
+	log_info("state loaded");
+	return 0;
+}
+
+static int method_get_ram(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	Tern__Vmm__RamLayout lay = TERN__VMM__RAM_LAYOUT__INIT;
+	Tern__Vmm__RamRegion regs[VMM_MAX_REGIONS], *pregs[VMM_MAX_REGIONS];
+	int fds[VMM_MAX_REGIONS], i;
+	struct vm *vm = ctl.vm;
+
+	for (i = 0; i < vm->nregions; i++) {
+		tern__vmm__ram_region__init(&regs[i]);
+		regs[i].gpa = vm->regions[i].gpa;
+		regs[i].size = vm->regions[i].size;
+		pregs[i] = &regs[i];
+		fds[i] = vm->regions[i].memfd;
+	}
+	lay.page_size = VMM_PAGE;
+	lay.n_regions = vm->nregions;
+	lay.regions = pregs;
+	return rpc_call_reply(call, &lay.base, fds, vm->nregions);
+}
+
+static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Vmm__RamLayout *lay = (const Tern__Vmm__RamLayout *)arg;
+	uint64_t gpas[VMM_MAX_REGIONS], sizes[VMM_MAX_REGIONS];
+	int fds[VMM_MAX_REGIONS];
+	size_t i, n = lay->n_regions;
+	int ret;
+
+	if (control_state() != VM_STATE_INCOMING || ctl.state_loaded)
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot adopt RAM: this vmm is not waiting for an incoming guest");
+	if (n == 0 || n > VMM_MAX_REGIONS || rpc_call_nfds(call) != n ||
+	    lay->page_size != VMM_PAGE)
+		return rpc_call_errorf(call, EINVAL,
+				       "AdoptRam needs one memfd per region (got %zu regions, %zu fds)",
+				       n, rpc_call_nfds(call));
+	for (i = 0; i < n; i++) {
+		gpas[i] = lay->regions[i]->gpa;
+		sizes[i] = lay->regions[i]->size;
+		fds[i] = rpc_call_take_fd(call, i);
+	}
+	ret = mem_adopt(ctl.vm, fds, gpas, sizes, n);
+	if (ret < 0) {
+		for (i = 0; i < n; i++)
+			close(fds[i]);
+		return rpc_call_errorf(call, -ret,
+				       "RAM refused: the layout must match this vmm's %llu bytes",
+				       (unsigned long long)ctl.vm->memory);
+	}
+	log_info("adopted guest RAM from the caller");
+	return 0;
+}
+
+static int method_dirty_start(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	Tern__Vmm__DirtyInfo info = TERN__VMM__DIRTY_INFO__INIT;
+	int fd, ret;
+
+	ret = dirty_start(ctl.vm, &fd);
+	if (ret == -EALREADY)
+		return rpc_call_errorf(call, EALREADY, "dirty logging is already on");
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "cannot start dirty logging: %s",
+				       strerror(-ret));
+	info.pages = ctl.vm->npages;
+	info.bitmap_bytes = (ctl.vm->npages + 63) / 64 * 8;
+	return rpc_call_reply(call, &info.base, &fd, 1);
+}
+
+static int method_dirty_sync(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	Tern__Vmm__DirtySyncResult res = TERN__VMM__DIRTY_SYNC_RESULT__INIT;
+	int ret;
+
+	ret = dirty_sync(ctl.vm, &res.dirty_pages);
+	if (ret == -EINVAL)
+		return rpc_call_errorf(call, EINVAL, "dirty logging is not on");
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "dirty log sync: %s", strerror(-ret));
+	return rpc_call_reply(call, &res.base, NULL, 0);
+}
+
+static int method_dirty_stop(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	int ret = dirty_stop(ctl.vm);
+
+	if (ret == -EINVAL)
+		return rpc_call_errorf(call, EINVAL, "dirty logging is not on");
+	return ret;
+}
+
+static int method_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Vmm__MemRange *r = (const Tern__Vmm__MemRange *)arg;
+	Tern__Vmm__MemData d = TERN__VMM__MEM_DATA__INIT;
+	uint8_t *buf;
+	int ret;
+
+	if (r->len > CONTROL_MAX_MEM_IO)
+		return rpc_call_errorf(call, EINVAL, "ReadMem: at most %u bytes at a time",
+				       CONTROL_MAX_MEM_IO);
+	buf = malloc(r->len ? r->len : 1);
+	if (!buf)
+		return -ENOMEM;
+	ret = mem_read(ctl.vm, r->gpa, buf, r->len);
+	if (ret < 0) {
+		free(buf);
+		return rpc_call_errorf(call, EFAULT,
+				       "ReadMem: 0x%llx+%u is not guest RAM",
+				       (unsigned long long)r->gpa, r->len);
+	}
+	d.gpa = r->gpa;
+	d.data.data = buf;
+	d.data.len = r->len;
+	ret = rpc_call_reply(call, &d.base, NULL, 0);
+	free(buf);
+	return ret;
+}
+
+static int method_write_mem(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Vmm__MemData *d = (const Tern__Vmm__MemData *)arg;
+
+	if (d->data.len > CONTROL_MAX_MEM_IO)
+		return rpc_call_errorf(call, EINVAL, "WriteMem: at most %u bytes at a time",
+				       CONTROL_MAX_MEM_IO);
+	if (mem_write(ctl.vm, d->gpa, d->data.data, d->data.len) < 0)
+		return rpc_call_errorf(call, EFAULT,
+				       "WriteMem: 0x%llx+%zu is not guest RAM",
+				       (unsigned long long)d->gpa, d->data.len);
+	log_info("WriteMem: %zu bytes at 0x%llx", d->data.len,
+		 (unsigned long long)d->gpa);
+	return 0;
+}
+
+/* Handlers by method name, matched to the descriptor's order at start. */
+static const struct {
+	const char *name;
+	rpc_method_fn fn;
+} control_methods[] = {
+	{ "Status", method_status },
+	{ "Stop", method_stop },
+	{ "Cont", method_cont },
+	{ "Quit", method_quit },
+	{ "SaveState", method_save_state },
+	{ "LoadState", method_load_state },
+	{ "GetRam", method_get_ram },
+	{ "AdoptRam", method_adopt_ram },
+	{ "DirtyStart", method_dirty_start },
+	{ "DirtySync", method_dirty_sync },
+	{ "DirtyStop", method_dirty_stop },
+	{ "ReadMem", method_read_mem },
+	{ "WriteMem", method_write_mem },
+};
+
+static int control_accept(void *arg, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (cred.uid != 0 && cred.uid != geteuid()) {
+		log_warnx("control: refused uid %u (pid %d)", cred.uid, cred.pid);
+		return -EPERM;
+	}
+	return 0;
+}
+
+int control_start(struct vm *vm, struct event_base *base, const char *rundir)
+{
+	const ProtobufCServiceDescriptor *d = &tern__vmm__vmm__descriptor;
+	static rpc_method_fn handlers[ARRAY_SIZE(control_methods)];
+	struct uri u = { .kind = URI_UNIX };
+	unsigned int i, j;
+	int fd, ret;
+
+	if (d->n_methods != ARRAY_SIZE(control_methods))
+		fatalx("control: %u methods in proto/vmm.proto, %zu handlers",
+		       d->n_methods, ARRAY_SIZE(control_methods));
+	for (i = 0; i < d->n_methods; i++) {
+		for (j = 0; j < ARRAY_SIZE(control_methods); j++)
+			if (!strcmp(d->methods[i].name, control_methods[j].name))
+				handlers[i] = control_methods[j].fn;
+		if (!handlers[i])
+			fatalx("control: no handler for %s", d->methods[i].name);
+	}
+	ctl.vm = vm;
+	ctl.base = base;
+	if ((size_t)snprintf(ctl.path, sizeof(ctl.path), "%s/vmm/%s.sock", rundir,
+			     vm->name) >= sizeof(u.path)) {
+		log_warnx("control socket path %s/vmm/%s.sock is too long", rundir,
+			  vm->name);
+		return -ENAMETOOLONG;
+	}
+	str_copy(u.path, ctl.path, sizeof(u.path));
+	/* We hold the name lock, so any socket file left here is stale. */
+	unlink(ctl.path);
+	fd = uri_listen(&u, 16);
+	if (fd < 0) {
+		log_warnc(fd, "control socket %s", ctl.path);
+		return fd;
+	}
+	chmod(ctl.path, 0660);
+	ret = rpc_server_new(base, &ctl.server);
+	if (ret == 0)
+		ret = rpc_server_listen_fd(ctl.server, fd);
+	else
+		close(fd);
+	if (ret == 0)
+		ret = rpc_server_add_service(ctl.server, d, handlers, vm);
+	if (ret < 0) {
+		log_warnc(ret, "control service");
+		return ret;
+	}
+	rpc_server_set_accept(ctl.server, control_accept, vm);
+	rpc_server_set_max_frame(ctl.server, CONTROL_MAX_FRAME);
+	return 0;
+}
+
+void control_stop(void)
+{
+	if (ctl.server) {
+		rpc_server_free(ctl.server);
+		ctl.server = NULL;
+		unlink(ctl.path);
+	}
+}

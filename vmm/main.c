@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vmm: parse the command line, create the VM, boot or wait for an
+ * incoming guest, serve the control socket until told to quit.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/testguest.h"
+#include "common/util.h"
+#include "vmm/vmm.h"
+
+struct options {
+	const char *name;
+	const char *rundir;
+	const char *serial;
+	const char *memory;
+	const char *vcpus;
+	const char *test_mode;
+	bool incoming;
+	bool debug;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: vmm --name NAME --memory SIZE [--vcpus N] [--rundir DIR]\n"
+"           [--serial FILE|stdio|none] [--debug]\n"
+"           (--test-guest dirty|fill|idle [--guest-rate PAGES] [--guest-passes N]\n"
+"                 [--guest-range SIZE] [--heartbeat MS]\n"
+"            | --image FILE [--image-addr ADDR] | --incoming)\n"
+"see vmm(8)\n");
+}
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "vmm: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	exit(2);
+}
+
+static uint64_t opt_u64(const char *flag, const char *s, uint64_t min, uint64_t max)
+{
+	uint64_t v;
+
+	if (parse_u64(s, min, max, &v) < 0)
+		die_usage("%s %s: expected a number from %llu to %llu", flag, s,
+			  (unsigned long long)min, (unsigned long long)max);
+	return v;
+}
+
+static uint64_t opt_size(const char *flag, const char *s)
+{
+	uint64_t v;
+
+	if (parse_size(s, &v) < 0)
+		die_usage("%s %s: expected a size such as 512M or 4G", flag, s);
+	return v;
+}
+
+static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
+{
+	enum { O_RATE = 256, O_PASSES, O_RANGE, O_HEARTBEAT, O_IMAGE_ADDR,
+	       O_INCOMING, O_TEST, O_IMAGE, O_VERSION };
+	static const struct option longopts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "memory", required_argument, NULL, 'm' },
+		{ "vcpus", required_argument, NULL, 'c' },
+		{ "rundir", required_argument, NULL, 'r' },
+		{ "serial", required_argument, NULL, 's' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ "test-guest", required_argument, NULL, O_TEST },
+		{ "guest-rate", required_argument, NULL, O_RATE },
+		{ "guest-passes", required_argument, NULL, O_PASSES },
+		{ "guest-range", required_argument, NULL, O_RANGE },
+		{ "heartbeat", required_argument, NULL, O_HEARTBEAT },
+		{ "image", required_argument, NULL, O_IMAGE },
+		{ "image-addr", required_argument, NULL, O_IMAGE_ADDR },
+		{ "incoming", no_argument, NULL, O_INCOMING },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, kinds = 0;
+
+	vm->guest.heartbeat_ms = 1000;
+	vm->guest.image_addr = 0x7c00;
+	while ((c = getopt_long(argc, argv, "n:m:c:r:s:dh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'n': o->name = optarg; break;
+		case 'm': o->memory = optarg; break;
+		case 'c': o->vcpus = optarg; break;
+		case 'r': o->rundir = optarg; break;
+		case 's': o->serial = optarg; break;
+		case 'd': o->debug = true; break;
+		case 'h': usage(stdout); exit(0);
+		case O_VERSION: printf("vmm (tern) %s\n", VMM_VERSION); exit(0);
+		case O_TEST: o->test_mode = optarg; kinds++; break;
+		case O_IMAGE: vm->guest.image = optarg; kinds++; break;
+		case O_INCOMING: o->incoming = true; kinds++; break;
+		case O_RATE:
+			vm->guest.rate = opt_u64("--guest-rate", optarg, 0, 1ULL << 40);
+			break;
+		case O_PASSES:
+			vm->guest.passes = opt_u64("--guest-passes", optarg, 0, 1ULL << 40);
+			break;
+		case O_RANGE:
+			vm->guest.range = opt_size("--guest-range", optarg);
+			break;
+		case O_HEARTBEAT:
+			vm->guest.heartbeat_ms = opt_u64("--heartbeat", optarg, 0, 3600000);
+			break;
+		case O_IMAGE_ADDR:
+			vm->guest.image_addr = opt_u64("--image-addr", optarg, 0,
+						       (1ULL << 20) - 1);
+			break;
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (!o->name)
+		die_usage("--name is required");
+	if (name_valid(o->name) < 0)
+		die_usage("--name %s: use 1-64 letters, digits, '.', '_' or '-'",
+			  o->name);
+	if (!o->memory)
+		die_usage("--memory is required");
+	vm->memory = opt_size("--memory", o->memory);
+	if (vm->memory < TG_MIN_MEMORY || vm->memory > VMM_MAX_MEMORY ||
+	    vm->memory % (2u << 20))
+		die_usage("--memory %s: must be a multiple of 2 MiB from 4 MiB to 1 TiB",
+			  o->memory);
+	if (kinds != 1)
+		die_usage("choose exactly one of --test-guest MODE, --image FILE, --incoming");
+	vm->nvcpus = o->vcpus ? (int)opt_u64("--vcpus", o->vcpus, 1, 4096) : 1;
+	if (o->test_mode) {
+		vm->guest.kind = GUEST_KIND_TEST;
+		vm->guest.mode = boot_test_guest_parse_mode(o->test_mode);
+		if (vm->guest.mode < 0)
+			die_usage("--test-guest %s: unknown mode (dirty, fill, idle)",
+				  o->test_mode);
+		if (vm->nvcpus > TG_MAX_VCPUS)
+			die_usage("--vcpus %d: the test guest supports at most %d",
+				  vm->nvcpus, TG_MAX_VCPUS);
+	} else if (vm->guest.image) {
+		vm->guest.kind = GUEST_KIND_IMAGE;
+	}
+	if (!o->rundir)
+		o->rundir = VMM_DEFAULT_RUNDIR;
+	vm->name = o->name;
+}
+
+/* RUNDIR/vmm/NAME.lock, held for the vmm's life: a second vmm of the same
+ * name is refused before it touches anything of the first. */
+static int take_name_lock(const char *rundir, const char *name, char *path,
+			  size_t len)
+{
+	char dir[PATH_MAX], pid[32];
+	int fd, ret;
+	ssize_t n;
+
+	snprintf(dir, sizeof(dir), "%s/vmm", rundir);
+	ret = mkdir_p(dir, 0750);
+	if (ret < 0) {
+		log_warnc(ret, "rundir %s: cannot create %s", rundir, dir);
+		return ret;
+	}
+	if ((size_t)snprintf(path, len, "%s/%s.lock", dir, name) >= len)
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		ret = -errno;
+		log_warn("rundir %s: cannot create %s", rundir, path);
+		return ret;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = -errno;
+		n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		log_warnx("a vmm named %s is already running (pid %s)", name,
+			  pid[0] ? pid : "unknown");
+		close(fd);
+		return ret == -EWOULDBLOCK ? -EEXIST : ret;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, n, 0) != n)
+		log_warn("%s", path);
+	return fd;
+}
+
+static void handle_signal(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("signal %d: quitting", (int)sig);
+	event_base_loopexit(arg, NULL);
+}
+
+static void handle_vcpu_notify(evutil_socket_t fd, short what, void *arg)
+{
+	struct vm *vm = arg;
+	uint64_t n;
+	char msg[256];
+	enum vm_state st;
+
+	if (read(fd, &n, sizeof(n)) < 0)
+		return;
+	pthread_mutex_lock(&vm->lock);
+	st = vm->state;
+	str_copy(msg, vm->state_msg, sizeof(msg));
+	pthread_mutex_unlock(&vm->lock);
+	log_warnx("guest stopped: %s (%s)", msg, vm_state_name(st));
+}
+
+static int vm_setup(struct vm *vm, bool incoming)
+{
+	int ret, max;
+
+	ret = kvm_vm_create(vm);
+	if (ret < 0)
+		return ret;
+	max = kvm_max_vcpus(vm->kvm_fd);
+	if (vm->nvcpus > max) {
+		log_warnx("--vcpus %d: this host's KVM supports at most %d",
+			  vm->nvcpus, max);
+		return -EINVAL;
+	}
+	ret = mem_create(vm);
+	if (ret < 0) {
+		log_warnc(ret, "guest RAM (%llu bytes)", (unsigned long long)vm->memory);
+		return ret;
+	}
+	ret = mem_register(vm, false);
+	if (ret < 0) {
+		log_warnc(ret, "KVM_SET_USER_MEMORY_REGION");
+		return ret;
+	}
+	ret = vcpu_create_all(vm);
+	if (ret < 0) {
+		log_warnc(ret, "creating %d vCPUs", vm->nvcpus);
+		return ret;
+	}
+	if (incoming)
+		return 0;
+	ret = vm->guest.kind == GUEST_KIND_TEST ? boot_test_guest(vm) : boot_image(vm);
+	if (ret < 0)
+		log_warnc(ret, "booting the guest");
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { 0 };
+	struct vm vm = { .kvm_fd = -1, .vm_fd = -1, .dirty_memfd = -1,
+			 .notify_fd = -1 };
+	struct event *ev_term = NULL, *ev_int = NULL, *ev_notify = NULL;
+	struct event_base *base = NULL;
+	char lock_path[PATH_MAX];
+	int lock_fd = -1, ret = 1;
+
+	parse_args(argc, argv, &o, &vm);
+	log_init("vmm", o.name, o.debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
+	signal(SIGPIPE, SIG_IGN);
+	pthread_mutex_init(&vm.lock, NULL);
+	pthread_cond_init(&vm.cond, NULL);
+	vm.state = VM_STATE_INCOMING;
+
+	lock_fd = take_name_lock(o.rundir, o.name, lock_path, sizeof(lock_path));
+	if (lock_fd < 0)
+		return 1;
+	if (serial_init(&vm.serial, o.serial) < 0) {
+		log_warn("--serial %s", o.serial);
+		goto out;
+	}
+	vm.notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	base = event_base_new();
+	if (vm.notify_fd < 0 || !base)
+		fatal("event loop set-up");
+	if (vm_setup(&vm, o.incoming) < 0)
+		goto out;
+	ev_term = evsignal_new(base, SIGTERM, handle_signal, base);
+	ev_int = evsignal_new(base, SIGINT, handle_signal, base);
+	ev_notify = event_new(base, vm.notify_fd, EV_READ | EV_PERSIST,
+			      handle_vcpu_notify, &vm);
+	if (!ev_term || !ev_int || !ev_notify || event_add(ev_term, NULL) ||
+	    event_add(ev_int, NULL) || event_add(ev_notify, NULL))
+		fatalx("event set-up");
+	if (vcpu_start_all(&vm) < 0)
+		fatalx("cannot start vCPU threads");
+	if (!o.incoming)
+		vm_resume(&vm);
+	if (control_start(&vm, base, o.rundir) < 0)
+		goto out;
+	log_info("%s: %llu MiB, %d vCPU%s, %s", vm_state_name(vm.state),
+		 (unsigned long long)(vm.memory >> 20), vm.nvcpus,
+		 vm.nvcpus > 1 ? "s" : "",
+		 o.incoming ? "waiting for an incoming guest" :
+		 o.test_mode ? o.test_mode : vm.guest.image);
+	event_base_dispatch(base);
+	ret = 0;
+out:
+	control_stop();
+	vcpu_destroy_all(&vm);
+	if (vm.dirty_on)
+		dirty_stop(&vm);
+	mem_destroy(&vm);
+	kvm_vm_destroy(&vm);
+	serial_destroy(&vm.serial);
+	if (ev_term)
+		event_free(ev_term);
+	if (ev_int)
+		event_free(ev_int);
+	if (ev_notify)
+		event_free(ev_notify);
+	if (base)
+		event_base_free(base);
+	if (vm.notify_fd >= 0)
+		close(vm.notify_fd);
+	unlink(lock_path);
+	close(lock_fd);
+	return ret;
+}

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Guest RAM: one memfd per region, mapped MAP_SHARED so that migd can map
+ * the same pages and send straight from them.  RAM below the 32-bit PCI
+ * hole is region 0 at gpa 0; what does not fit below 3 GiB is region 1 at
+ * 4 GiB.  Also the vmm's own accesses to guest memory, which mark pages
+ * dirty for migration.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "vmm/vmm.h"
+
+static void mem_unregister(struct vm *vm);
+
+static int mem_map_region(struct mem_region *r, int index)
+{
+	void *p;
+
+	p = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		 r->memfd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	r->host = p;
+	r->slot = index;
+	return 0;
+}
+
+static void mem_layout(struct vm *vm, uint64_t *gpas, uint64_t *sizes, int *ret_n)
+{
+	int n = 0;
+
+	gpas[n] = 0;
+	sizes[n++] = (vm->memory < VMM_HOLE_START ? vm->memory : VMM_HOLE_START);
+	if (vm->memory > VMM_HOLE_START) {
+		gpas[n] = VMM_HOLE_END;
+		sizes[n++] = vm->memory - VMM_HOLE_START;
+	}
+	*ret_n = n;
+}
+
+static void mem_index_pages(struct vm *vm)
+{
+	uint64_t pages = 0;
+	int i;
+
+	for (i = 0; i < vm->nregions; i++) {
+		vm->regions[i].first_page = pages;
+		pages += vm->regions[i].size / VMM_PAGE;
+	}
+	vm->npages = pages;
+}
+
+int mem_create(struct vm *vm)
+{
+	uint64_t gpas[VMM_MAX_REGIONS], sizes[VMM_MAX_REGIONS];
+	char name[32];
+	int i, n, ret;
+
+	mem_layout(vm, gpas, sizes, &n);
+	for (i = 0; i < n; i++) {
+		struct mem_region *r = &vm->regions[i];
+
+		r->gpa = gpas[i];
+		r->size = sizes[i];
+		snprintf(name, sizeof(name), "tern-ram%d", i);
+		r->memfd = memfd_create(name, MFD_CLOEXEC);
+		if (r->memfd < 0)
+			return -errno;
+		vm->nregions = i + 1;
+		if (ftruncate(r->memfd, r->size) < 0)
+			return -errno;
+		ret = mem_map_region(r, i);
+		if (ret < 0)
+			return ret;
+	}
+	mem_index_pages(vm);
+	return 0;
+}
+
+/*
+ * Replace our (untouched, incoming) RAM with a caller's memfds: the
+ * layout must be exactly ours.  Takes ownership of the fds on success.
+ */
+int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
+	      const uint64_t *sizes, int n)
+{
+	uint64_t mygpas[VMM_MAX_REGIONS], mysizes[VMM_MAX_REGIONS];
+	struct mem_region fresh[VMM_MAX_REGIONS];
+	struct stat st;
+	int i, myn, ret;
+
+	mem_layout(vm, mygpas, mysizes, &myn);
+	if (n != myn)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		if (gpas[i] != mygpas[i] || sizes[i] != mysizes[i])
+			return -EINVAL;
+		if (fstat(fds[i], &st) < 0)
+			return -errno;
+		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != sizes[i])
+			return -EINVAL;
+	}
+	memset(fresh, 0, sizeof(fresh));
+	for (i = 0; i < n; i++) {
+		fresh[i].gpa = gpas[i];
+		fresh[i].size = sizes[i];
+		fresh[i].memfd = fds[i];
+		ret = mem_map_region(&fresh[i], i);
+		if (ret < 0)
+			goto fail;
+	}
+	mem_unregister(vm);
+	mem_destroy(vm);
+	memcpy(vm->regions, fresh, sizeof(fresh));
+	vm->nregions = n;
+	mem_index_pages(vm);
+	return mem_register(vm, vm->dirty_on);
+fail:
+	while (--i >= 0)
+		munmap(fresh[i].host, fresh[i].size);
+	return ret;
+}
+
+void mem_destroy(struct vm *vm)
+{
+	int i;
+
+	for (i = 0; i < vm->nregions; i++) {
+		struct mem_region *r = &vm->regions[i];
+
+		if (r->host)
+			munmap(r->host, r->size);
+		if (r->memfd >= 0)
+			close(r->memfd);
+		r->host = NULL;
+		r->memfd = -1;
+	}
+	vm->nregions = 0;
+}
+
+/* Remove our slots from KVM (a slot's host address cannot change in place). */
+static void mem_unregister(struct vm *vm)
+{
+	int i;
+
+	for (i = 0; i < vm->nregions; i++) {
+		struct kvm_userspace_memory_region kr = {
+			.slot = vm->regions[i].slot,
+		};
+
+		ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr);
+	}
+}
+
+/* (Re)register every region as a KVM slot, with or without dirty logging. */
+int mem_register(struct vm *vm, bool log_dirty)
+{
+	int i;
+
+	for (i = 0; i < vm->nregions; i++) {
+		struct mem_region *r = &vm->regions[i];
+		struct kvm_userspace_memory_region kr = {
+			.slot = r->slot,
+			.flags = log_dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+			.guest_phys_addr = r->gpa,
+			.memory_size = r->size,
+			.userspace_addr = (uintptr_t)r->host,
+		};
+
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+uint64_t mem_end(const struct vm *vm)
+{
+	const struct mem_region *r = &vm->regions[vm->nregions - 1];
+
+	return r->gpa + r->size;
+}
+
+/* Host address of [gpa, gpa + len) if it lies inside one region. */
+void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	int i;
+
+	for (i = 0; i < vm->nregions; i++) {
+		struct mem_region *r = &vm->regions[i];
+
+		if (gpa >= r->gpa && len <= r->size && gpa - r->gpa <= r->size - len)
+			return r->host + (gpa - r->gpa);
+	}
+	return NULL;
+}
+
+int mem_write(struct vm *vm, uint64_t gpa, const void *buf, uint64_t len)
+{
+	void *p = mem_gpa_to_host(vm, gpa, len);
+
+	if (!p)
+		return -EFAULT;
+	memcpy(p, buf, len);
+	dirty_mark_vmm(vm, gpa, len);
+	return 0;
+}
+
+int mem_read(struct vm *vm, uint64_t gpa, void *buf, uint64_t len)
+{
+	void *p = mem_gpa_to_host(vm, gpa, len);
+
+	if (!p)
+		return -EFAULT;
+	memcpy(buf, p, len);
+	return 0;
+}

@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * vmm: a minimal KVM virtual machine monitor.  This header is the
+ * program's table of contents: its state and its functions, by file.
+ *
+ * Threads: the main thread runs the libevent loop (control service,
+ * signals, vCPU notifications); each vCPU has its own thread running
+ * KVM_RUN.  Only the main thread changes vm->state (vm_set_state); vCPU
+ * threads report events through vm->notify_fd.
+ */
+#ifndef VMM_H
+#define VMM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <linux/kvm.h>
+
+#include "proto/vmm.pb-c.h"
+
+#define VMM_VERSION "0.1"
+#define VMM_STATE_VERSION 1             /* VmState.version; bump on change */
+#define VMM_PAGE 4096ULL
+#define VMM_HOLE_START (3ULL << 30)      /* 32-bit PCI hole: [3 GiB, 4 GiB) */
+#define VMM_HOLE_END (4ULL << 30)
+#define VMM_MAX_REGIONS 2
+#define VMM_MAX_MEMORY (1ULL << 40)
+#define VMM_DEFAULT_RUNDIR "/run/tern"
+
+enum vm_state {
+	VM_STATE_INCOMING,      /* waiting for RAM and state */
+	VM_STATE_RUNNING,
+	VM_STATE_PAUSED,
+	VM_STATE_SHUTDOWN,      /* the guest stopped itself */
+	VM_STATE_ERROR,         /* KVM failed to run the guest */
+	VM_STATE_MAX
+};
+
+enum guest_kind {
+	GUEST_KIND_NONE,
+	GUEST_KIND_TEST,
+	GUEST_KIND_IMAGE,
+	GUEST_KIND_MAX
+};
+
+struct mem_region {
+	uint64_t gpa;
+	uint64_t size;
+	int memfd;
+	uint8_t *host;                  /* MAP_SHARED mapping of memfd */
+	uint64_t first_page;            /* index of its first page across regions */
+	uint32_t slot;
+};
+
+struct vcpu {
+	struct vm *vm;
+	int index;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	bool parked;                    /* vm->lock */
+	bool guest_halted;              /* own thread, then vm->lock: test device halt */
+	bool io_pending;                /* own thread: an I/O exit awaits KVM_RUN */
+	uint64_t exits;                 /* own thread; read racily for status */
+};
+
+struct serial {
+	pthread_mutex_t lock;           /* all fields below */
+	int out_fd;                     /* -1: discard */
+	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+	char line[256];
+	size_t len;
+};
+
+struct guest_config {
+	enum guest_kind kind;
+	int mode;                       /* TG_MODE_* for the test guest */
+	uint64_t rate;                  /* test guest: pages/s in all, 0 = no cap */
+	uint64_t passes;                /* test guest: 0 = forever */
+	uint64_t range;                 /* test guest: bytes of the test range, 0 = all */
+	uint64_t heartbeat_ms;
+	const char *image;              /* raw image path */
+	uint64_t image_addr;
+};
+
+struct vm {
+	const char *name;
+	uint64_t memory;
+	int nvcpus;
+	struct guest_config guest;
+
+	int kvm_fd;
+	int vm_fd;
+	int run_size;
+	struct kvm_cpuid2 *cpuid;
+	uint64_t tsc_khz;
+
+	struct mem_region regions[VMM_MAX_REGIONS];
+	int nregions;
+	uint64_t npages;                /* guest pages across regions */
+
+	struct vcpu *vcpus;
+	struct serial serial;
+
+	/* dirty logging (main thread) */
+	bool dirty_on;
+	int dirty_memfd;
+	uint64_t *dirty_shared;         /* the bitmap shared with migd */
+	uint64_t *dirty_scratch;        /* one slot's KVM log */
+	uint64_t *dirty_vmm;            /* pages the vmm wrote itself (atomic) */
+
+	/* run control */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vm_state state;            /* main thread writes, under lock */
+	bool pause_req;                 /* lock */
+	bool quit_req;                  /* lock */
+	int nparked;                    /* lock */
+	char state_msg[256];            /* lock: why SHUTDOWN or ERROR */
+	int notify_fd;                  /* eventfd: a vCPU stopped the VM */
+	uint64_t state_change_ns;
+};
+
+/* kvm.c: the VM and its platform devices */
+int kvm_vm_create(struct vm *vm);
+void kvm_vm_destroy(struct vm *vm);
+int kvm_max_vcpus(int kvm_fd);
+
+/* mem.c: guest RAM in memfds */
+int mem_create(struct vm *vm);
+int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
+	      const uint64_t *sizes, int n);
+void mem_destroy(struct vm *vm);
+int mem_register(struct vm *vm, bool log_dirty);
+void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len);
+int mem_write(struct vm *vm, uint64_t gpa, const void *buf, uint64_t len);
+int mem_read(struct vm *vm, uint64_t gpa, void *buf, uint64_t len);
+uint64_t mem_end(const struct vm *vm);  /* highest gpa + 1 */
+
+/* vcpu.c: threads, the run loop, pausing */
+int vcpu_create_all(struct vm *vm);
+void vcpu_destroy_all(struct vm *vm);
+int vcpu_start_all(struct vm *vm);
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+void vm_set_state(struct vm *vm, enum vm_state state, const char *msg);
+const char *vm_state_name(enum vm_state state);
+
+/* serial.c: an 8250 UART at 0x3f8 */
+int serial_init(struct serial *s, const char *spec);
+void serial_destroy(struct serial *s);
+void serial_io(struct serial *s, uint16_t port, bool is_write, uint8_t *data);
+void serial_write(struct serial *s, const uint8_t *buf, size_t len);
+void serial_save(struct serial *s, Tern__Vmm__UartState *ret);
+void serial_load(struct serial *s, const Tern__Vmm__UartState *st);
+
+/* testdev.c: the test guest's MMIO doorbell */
+bool testdev_mmio(struct vcpu *v, uint64_t addr, uint8_t *data, uint32_t len,
+		  bool is_write);
+
+/* boot.c: initial CPU and memory set-up for each kind of guest */
+int boot_test_guest(struct vm *vm);
+int boot_image(struct vm *vm);
+int boot_test_guest_parse_mode(const char *s);
+
+/* dirty.c: dirty logging into a bitmap shared with migd */
+int dirty_start(struct vm *vm, int *ret_memfd);
+int dirty_sync(struct vm *vm, uint64_t *ret_newly);
+int dirty_stop(struct vm *vm);
+void dirty_mark_vmm(struct vm *vm, uint64_t gpa, uint64_t len);
+
+/* state.c: complete VM state save and load */
+int state_save(struct vm *vm, Tern__Vmm__VmState **ret);
+void state_free(Tern__Vmm__VmState *st);
+int state_load(struct vm *vm, const Tern__Vmm__VmState *st, char *err,
+	       size_t errlen);
+
+/* control.c: the control service on RUNDIR/vmm/NAME.sock */
+struct event_base;
+int control_start(struct vm *vm, struct event_base *base, const char *rundir);
+void control_stop(void);
+
+#endif
