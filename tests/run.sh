@@ -28,6 +28,7 @@ run_one() {	# name, command...
 	local name=$1 rc start end
 	shift
 	selected "$name" || return 0
+	mkdir -p "$(dirname "$logdir/$name.log")"
 	start=$(date +%s)
 	timeout -k 10 "$timeout_s" "$@" >"$logdir/$name.log" 2>&1
 	rc=$?

@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Endpoint addresses: parsing and printing "tcp:HOST:PORT", "unix:PATH",
+ * "file:PATH", and opening listening or connected sockets for them.
+ * Used by every program that serves or calls the control RPC and by the
+ * migration channels.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include "common/uri.h"
+#include "common/util.h"
+
+static const char *const uri_kind_names[URI_KIND_MAX] = {
+	[URI_TCP] = "tcp",
+	[URI_UNIX] = "unix",
+	[URI_FILE] = "file",
+};
+
+const char *uri_kind_name(enum uri_kind kind)
+{
+	return kind < URI_KIND_MAX ? uri_kind_names[kind] : "unknown";
+}
+
+/* "HOST:PORT" or "[V6]:PORT" into u->host and u->port. */
+static int uri_parse_hostport(const char *s, struct uri *u)
+{
+	const char *colon, *host = s;
+	size_t hlen;
+	uint64_t port;
+
+	if (s[0] == '[') {
+		colon = strchr(s, ']');
+		if (!colon || colon[1] != ':')
+			return -EINVAL;
+		host = s + 1;
+		hlen = (size_t)(colon - host);
+		colon++;
+	} else {
+		colon = strchr(s, ':');
+		if (!colon || strchr(colon + 1, ':'))
+			return -EINVAL;
+		hlen = (size_t)(colon - s);
+	}
+	if (hlen == 0 || hlen >= sizeof(u->host) || memchr(host, '/', hlen))
+		return -EINVAL;
+	if (parse_u64(colon + 1, 0, 65535, &port) < 0)
+		return -EINVAL;
+	memcpy(u->host, host, hlen);
+	u->host[hlen] = '\0';
+	u->port = (uint16_t)port;
+	return 0;
+}
+
+static int uri_parse_path(const char *s, enum uri_kind kind, struct uri *u)
+{
+	size_t max = sizeof(u->path);
+
+	if (kind == URI_UNIX)
+		max = sizeof(((struct sockaddr_un *)0)->sun_path);
+	if (!s[0] || str_copy(u->path, s, max) < 0)
+		return -EINVAL;
+	u->kind = kind;
+	return 0;
+}
+
+int uri_parse(const char *s, struct uri *ret)
+{
+	struct uri u = { 0 };
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	if (strncmp(s, "tcp:", 4) == 0) {
+		u.kind = URI_TCP;
+		r = uri_parse_hostport(s + 4, &u);
+	} else if (strncmp(s, "unix:", 5) == 0) {
+		r = uri_parse_path(s + 5, URI_UNIX, &u);
+	} else if (strncmp(s, "file:", 5) == 0) {
+		r = uri_parse_path(s + 5, URI_FILE, &u);
+	} else if (strchr(s, '/')) {
+		r = uri_parse_path(s, URI_UNIX, &u);
+	} else {
+		r = -EINVAL;
+	}
+	if (r < 0)
+		return r;
+	*ret = u;
+	return 0;
+}
+
+int uri_format(const struct uri *u, char *buf, size_t len)
+{
+	int n;
+
+	switch (u->kind) {
+	case URI_TCP:
+		if (strchr(u->host, ':'))
+			n = snprintf(buf, len, "tcp:[%s]:%u", u->host, u->port);
+		else
+			n = snprintf(buf, len, "tcp:%s:%u", u->host, u->port);
+		break;
+	case URI_UNIX:
+	case URI_FILE:
+		n = snprintf(buf, len, "%s:%s", uri_kind_name(u->kind),
+			     u->path);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (n < 0)
+		return -EINVAL;
+	return (size_t)n < len ? n : -ENAMETOOLONG;
+}
+
+static int gai_errno(int e)
+{
+	switch (e) {
+	case EAI_SYSTEM:
+		return errno ? -errno : -EIO;
+	case EAI_MEMORY:
+		return -ENOMEM;
+	case EAI_AGAIN:
+		return -EAGAIN;
+	default:
+		return -EADDRNOTAVAIL;
+	}
+}
+
+static int uri_resolve(const struct uri *u, bool passive,
+		       struct addrinfo **ret)
+{
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
+	};
+	char port[8];
+	int r;
+
+	snprintf(port, sizeof(port), "%u", u->port);
+	r = getaddrinfo(u->host, port, &hints, ret);
+	return r ? gai_errno(r) : 0;
+}
+
+static void uri_unix_addr(const struct uri *u, struct sockaddr_un *sun)
+{
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	memcpy(sun->sun_path, u->path, strlen(u->path));
+}
+
+static int tcp_listen_one(const struct addrinfo *ai, int backlog)
+{
+	int fd, one = 1, r;
+
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+		    ai->ai_protocol);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+	    listen(fd, backlog) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+static int tcp_listen(const struct uri *u, int backlog)
+{
+	struct addrinfo *res, *ai;
+	int r;
+
+	r = uri_resolve(u, true, &res);
+	if (r < 0)
+		return r;
+	r = -EADDRNOTAVAIL;
+	for (ai = res; ai; ai = ai->ai_next) {
+		r = tcp_listen_one(ai, backlog);
+		if (r >= 0)
+			break;
+	}
+	freeaddrinfo(res);
+	return r;
+}
+
+/* A socket file at path that nobody answers on may be removed. */
+static int unix_remove_stale(const struct sockaddr_un *sun)
+{
+	struct stat st;
+	int fd, r;
+
+	if (lstat(sun->sun_path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EADDRINUSE;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	r = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	if (r == 0)
+		r = -EADDRINUSE;
+	else if (errno == ECONNREFUSED)
+		r = unlink(sun->sun_path) < 0 && errno != ENOENT ? -errno : 0;
+	else
+		r = errno == ENOENT ? 0 : -errno;
+	close(fd);
+	return r;
+}
+
+static int unix_listen(const struct uri *u, int backlog)
+{
+	struct sockaddr_un sun;
+	int fd, r;
+
+	uri_unix_addr(u, &sun);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	if (r < 0 && errno == EADDRINUSE) {
+		r = unix_remove_stale(&sun);
+		if (r == 0)
+			r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+		else
+			errno = -r;
+	}
+	if (r < 0 || listen(fd, backlog) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int uri_listen(const struct uri *u, int backlog)
+{
+	switch (u->kind) {
+	case URI_TCP:
+		return tcp_listen(u, backlog);
+	case URI_UNIX:
+		return unix_listen(u, backlog);
+	default:
+		return -EINVAL;
+	}
+}
+
+static int set_nonblock(int fd, bool on)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return -errno;
+	fl = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+	return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
+}
+
+/* Wait for a nonblocking connect until deadline_ns (0 = forever). */
+static int connect_wait(int fd, uint64_t deadline_ns)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	socklen_t len = sizeof(int);
+	uint64_t now;
+	int err = 0, ms = -1, r;
+
+	for (;;) {
+		if (deadline_ns) {
+			now = now_ns();
+			if (now >= deadline_ns)
+				return -ETIMEDOUT;
+			ms = (int)((deadline_ns - now + 999999) / 1000000);
+		}
+		r = poll(&pfd, 1, ms);
+		if (r > 0)
+			break;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return -errno;
+	return -err;
+}
+
+static int connect_one(int family, const struct sockaddr *sa, socklen_t len,
+		       uint64_t deadline_ns)
+{
+	int fd, r;
+
+	fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	r = connect(fd, sa, len) < 0 ? -errno : 0;
+	if (r == -EINPROGRESS)
+		r = connect_wait(fd, deadline_ns);
+	if (r == 0)
+		r = set_nonblock(fd, false);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int uri_connect(const struct uri *u, int timeout_ms)
+{
+	uint64_t deadline = 0;
+	struct addrinfo *res, *ai;
+	struct sockaddr_un sun;
+	int r;
+
+	if (timeout_ms > 0)
+		deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
+	if (u->kind == URI_UNIX) {
+		uri_unix_addr(u, &sun);
+		return connect_one(AF_UNIX, (struct sockaddr *)&sun,
+				   sizeof(sun), deadline);
+	}
+	if (u->kind != URI_TCP)
+		return -EINVAL;
+	r = uri_resolve(u, false, &res);
+	if (r < 0)
+		return r;
+	r = -EADDRNOTAVAIL;
+	for (ai = res; ai; ai = ai->ai_next) {
+		r = connect_one(ai->ai_family, ai->ai_addr, ai->ai_addrlen,
+				deadline);
+		if (r >= 0 || r == -ETIMEDOUT)
+			break;
+	}
+	freeaddrinfo(res);
+	return r;
+}
+
+int uri_bound_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -errno;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return -EAFNOSUPPORT;
+}

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Small helpers shared by every program: checked number and size parsing
+ * for command lines and config, size formatting for status output, safe
+ * string copies, VM name checks, the monotonic clock and mkdir -p.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/util.h"
+
+static int digit_value(char c, unsigned int base)
+{
+	int v;
+
+	if (c >= '0' && c <= '9')
+		v = c - '0';
+	else if (c >= 'a' && c <= 'f')
+		v = c - 'a' + 10;
+	else if (c >= 'A' && c <= 'F')
+		v = c - 'A' + 10;
+	else
+		return -1;
+	return v < (int)base ? v : -1;
+}
+
+/* Digits of base at s into *ret; *end after the last.  No sign, no space. */
+static int parse_digits(const char *s, unsigned int base, uint64_t *ret,
+			const char **end)
+{
+	uint64_t v = 0;
+	const char *p = s;
+	int d;
+
+	for (; (d = digit_value(*p, base)) >= 0; p++) {
+		if (v > (UINT64_MAX - (uint64_t)d) / base)
+			return -ERANGE;
+		v = v * base + (uint64_t)d;
+	}
+	if (p == s)
+		return -EINVAL;
+	*ret = v;
+	*end = p;
+	return 0;
+}
+
+int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	unsigned int base = 10;
+	const char *end;
+	uint64_t v;
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+	}
+	r = parse_digits(s, base, &v, &end);
+	if (r < 0)
+		return r;
+	if (*end)
+		return -EINVAL;
+	if (v < min || v > max)
+		return -ERANGE;
+	*ret = v;
+	return 0;
+}
+
+static int size_shift(char unit)
+{
+	switch (unit) {
+	case 'K': case 'k': return 10;
+	case 'M': case 'm': return 20;
+	case 'G': case 'g': return 30;
+	case 'T': case 't': return 40;
+	default: return -1;
+	}
+}
+
+int parse_size(const char *s, uint64_t *ret)
+{
+	const char *end;
+	int shift = 0;
+	uint64_t v;
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	r = parse_digits(s, 10, &v, &end);
+	if (r < 0)
+		return r;
+	if (*end && size_shift(*end) >= 0) {
+		shift = size_shift(*end++);
+		if (strcmp(end, "iB") == 0)
+			end += 2;
+	}
+	if (strcmp(end, "B") == 0)
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*ret = v << shift;
+	return 0;
+}
+
+const char *fmt_size(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "KiB", "MiB", "GiB", "TiB",
+					     "PiB", "EiB" };
+	double v = (double)bytes;
+	size_t i = 0;
+
+	if (!buf || len == 0)
+		return buf;
+	if (bytes < 1024) {
+		snprintf(buf, len, "%u B", (unsigned int)bytes);
+		return buf;
+	}
+	v /= 1024;
+	while (v >= 1024 && i + 1 < ARRAY_SIZE(units)) {
+		v /= 1024;
+		i++;
+	}
+	snprintf(buf, len, "%.1f %s", v, units[i]);
+	return buf;
+}
+
+int str_copy(char *dst, const char *src, size_t len)
+{
+	size_t n = strlen(src);
+
+	if (n >= len)
+		return -ENAMETOOLONG;
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+static bool name_char_ok(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+int name_valid(const char *name)
+{
+	size_t i;
+
+	if (!name || !name[0] || name[0] == '.' || name[0] == '-')
+		return -EINVAL;
+	for (i = 0; name[i]; i++)
+		if (i >= 64 || !name_char_ok(name[i]))
+			return -EINVAL;
+	return 0;
+}
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* mkdir one component; an existing directory is fine. */
+static int mkdir_one(const char *path, unsigned int mode)
+{
+	struct stat st;
+
+	if (mkdir(path, mode) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return -errno;
+	if (stat(path, &st) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+int mkdir_p(const char *path, unsigned int mode)
+{
+	char buf[PATH_MAX];
+	char *p;
+	int r;
+
+	if (!path || !path[0])
+		return -EINVAL;
+	r = str_copy(buf, path, sizeof(buf));
+	if (r < 0)
+		return r;
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/' || p[-1] == '/')
+			continue;
+		*p = '\0';
+		r = mkdir_one(buf, mode);
+		*p = '/';
+		if (r < 0)
+			return r;
+	}
+	return mkdir_one(buf, mode);
+}

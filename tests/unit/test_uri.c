@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/* Unit tests for common/uri.c: parsing, printing, listen and connect. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "common/uri.h"
+#include "common/util.h"
+
+static const struct {
+	const char *in;
+	int kind;               /* -1: invalid */
+	const char *host_or_path;
+	int port;
+	const char *out;        /* uri_format of the result */
+} cases[] = {
+	{ "tcp:10.0.0.1:4444", URI_TCP, "10.0.0.1", 4444, NULL },
+	{ "tcp:host.example:1", URI_TCP, "host.example", 1, NULL },
+	{ "tcp:[::1]:80", URI_TCP, "::1", 80, NULL },
+	{ "tcp:[fe80::1%eth0]:0", URI_TCP, "fe80::1%eth0", 0, NULL },
+	{ "tcp:0x7f:0x10", URI_TCP, "0x7f", 16, "tcp:0x7f:16" },
+	{ "unix:/run/tern/vmm.sock", URI_UNIX, "/run/tern/vmm.sock", 0, NULL },
+	{ "unix:rel.sock", URI_UNIX, "rel.sock", 0, NULL },
+	{ "./x.sock", URI_UNIX, "./x.sock", 0, "unix:./x.sock" },
+	{ "/tmp/a", URI_UNIX, "/tmp/a", 0, "unix:/tmp/a" },
+	{ "file:/var/lib/vm.img", URI_FILE, "/var/lib/vm.img", 0, NULL },
+	{ "tcp:::1:80", -1, NULL, 0, NULL },
+	{ "tcp:[::1]80", -1, NULL, 0, NULL },
+	{ "tcp:[::1", -1, NULL, 0, NULL },
+	{ "tcp:host", -1, NULL, 0, NULL },
+	{ "tcp:host:", -1, NULL, 0, NULL },
+	{ "tcp::80", -1, NULL, 0, NULL },
+	{ "tcp:host:65536", -1, NULL, 0, NULL },
+	{ "tcp:host:-1", -1, NULL, 0, NULL },
+	{ "tcp:host:80x", -1, NULL, 0, NULL },
+	{ "unix:", -1, NULL, 0, NULL },
+	{ "file:", -1, NULL, 0, NULL },
+	{ "vm.sock", -1, NULL, 0, NULL },
+	{ "udp:1.2.3.4:5", -1, NULL, 0, NULL },
+	{ "", -1, NULL, 0, NULL },
+};
+
+static void test_parse_table(void **state)
+{
+	char buf[256];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct uri u;
+		int r;
+
+		memset(&u, 0xa5, sizeof(u));
+		r = uri_parse(cases[i].in, &u);
+		if (cases[i].kind < 0) {
+			if (r != -EINVAL)
+				fail_msg("\"%s\" parsed (%d)", cases[i].in, r);
+			assert_int_equal(((unsigned char *)&u)[0], 0xa5);
+			continue;
+		}
+		if (r != 0)
+			fail_msg("\"%s\" rejected (%d)", cases[i].in, r);
+		assert_int_equal(u.kind, cases[i].kind);
+		assert_string_equal(u.kind == URI_TCP ? u.host : u.path,
+				    cases[i].host_or_path);
+		if (u.kind == URI_TCP)
+			assert_int_equal(u.port, cases[i].port);
+		assert_true(uri_format(&u, buf, sizeof(buf)) > 0);
+		assert_string_equal(buf, cases[i].out ? cases[i].out
+						     : cases[i].in);
+	}
+}
+
+static void test_unix_path_limit(void **state)
+{
+	char s[200];
+	struct uri u;
+
+	memset(s, 'a', sizeof(s));
+	memcpy(s, "unix:/", 6);
+	s[5 + 107] = '\0';              /* 107 chars + NUL = sun_path */
+	assert_int_equal(uri_parse(s, &u), 0);
+	s[5 + 107] = 'a';
+	s[5 + 108] = '\0';
+	assert_int_equal(uri_parse(s, &u), -EINVAL);
+	memcpy(s, "file:", 5);          /* file paths may be longer */
+	assert_int_equal(uri_parse(s, &u), 0);
+}
+
+static void test_format_too_long(void **state)
+{
+	struct uri u;
+	char buf[8];
+
+	assert_int_equal(uri_parse("tcp:[::1]:4444", &u), 0);
+	assert_int_equal(uri_format(&u, buf, sizeof(buf)), -ENAMETOOLONG);
+	assert_string_equal(uri_kind_name(URI_FILE), "file");
+	assert_string_equal(uri_kind_name(URI_KIND_MAX), "unknown");
+}
+
+static void assert_cloexec(int fd)
+{
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+}
+
+static void test_tcp_listen_connect(void **state)
+{
+	struct uri u;
+	int lfd, cfd, afd, port;
+	char buf[4];
+
+	assert_int_equal(uri_parse("tcp:127.0.0.1:0", &u), 0);
+	lfd = uri_listen(&u, 4);
+	assert_true(lfd >= 0);
+	assert_cloexec(lfd);
+	port = uri_bound_port(lfd);
+	assert_true(port > 0);
+	u.port = (uint16_t)port;
+	cfd = uri_connect(&u, 2000);
+	assert_true(cfd >= 0);
+	assert_cloexec(cfd);
+	assert_false(fcntl(cfd, F_GETFL) & O_NONBLOCK);
+	afd = accept(lfd, NULL, NULL);
+	assert_true(afd >= 0);
+	assert_int_equal(write(cfd, "hi", 2), 2);
+	assert_int_equal(read(afd, buf, sizeof(buf)), 2);
+	close(afd);
+	close(cfd);
+	close(lfd);
+	assert_int_equal(uri_connect(&u, 2000), -ECONNREFUSED);
+}
+
+/* A listener whose accept queue is full drops SYNs: connect must time out. */
+static void test_tcp_connect_timeout(void **state)
+{
+	int lfd, fds[8], n = 0, r = 0, port;
+	struct uri u;
+
+	assert_int_equal(uri_parse("tcp:127.0.0.1:0", &u), 0);
+	lfd = uri_listen(&u, 0);
+	assert_true(lfd >= 0);
+	port = uri_bound_port(lfd);
+	u.port = (uint16_t)port;
+	while (n < 8) {
+		r = uri_connect(&u, 200);
+		if (r < 0)
+			break;
+		fds[n++] = r;
+	}
+	assert_int_equal(r, -ETIMEDOUT);
+	while (n)
+		close(fds[--n]);
+	close(lfd);
+}
+
+static void test_unix_listen(void **state)
+{
+	char dir[] = "/tmp/tern-uri-XXXXXX", s[256];
+	struct uri u;
+	int lfd, lfd2, cfd, fd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(s, sizeof(s), "unix:%s/s.sock", dir);
+	assert_int_equal(uri_parse(s, &u), 0);
+	assert_int_equal(uri_connect(&u, 1000), -ENOENT);
+	lfd = uri_listen(&u, 4);
+	assert_true(lfd >= 0);
+	assert_cloexec(lfd);
+	assert_int_equal(uri_bound_port(lfd), -EAFNOSUPPORT);
+	/* someone answers: refuse */
+	assert_int_equal(uri_listen(&u, 4), -EADDRINUSE);
+	cfd = uri_connect(&u, 1000);
+	assert_true(cfd >= 0);
+	assert_cloexec(cfd);
+	close(cfd);
+	/* stale socket file: taken over */
+	close(lfd);
+	lfd2 = uri_listen(&u, 4);
+	assert_true(lfd2 >= 0);
+	close(lfd2);
+	/* not a socket: never removed */
+	unlink(u.path);
+	fd = open(u.path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(uri_listen(&u, 4), -EADDRINUSE);
+	assert_int_equal(access(u.path, F_OK), 0);
+	unlink(u.path);
+	rmdir(dir);
+}
+
+static void test_file_not_a_socket(void **state)
+{
+	struct uri u;
+
+	assert_int_equal(uri_parse("file:/tmp/x", &u), 0);
+	assert_int_equal(uri_listen(&u, 1), -EINVAL);
+	assert_int_equal(uri_connect(&u, 1), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_table),
+		cmocka_unit_test(test_unix_path_limit),
+		cmocka_unit_test(test_format_too_long),
+		cmocka_unit_test(test_tcp_listen_connect),
+		cmocka_unit_test(test_tcp_connect_timeout),
+		cmocka_unit_test(test_unix_listen),
+		cmocka_unit_test(test_file_not_a_socket),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

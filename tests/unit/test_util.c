@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/* Unit tests for common/util.c: parsing, formatting, names, mkdir_p. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "common/util.h"
+
+static const struct {
+	const char *s;
+	int r;
+	uint64_t v;
+} size_cases[] = {
+	{ "4096", 0, 4096 },
+	{ "0", 0, 0 },
+	{ "512K", 0, 512ull << 10 },
+	{ "512k", 0, 512ull << 10 },
+	{ "64M", 0, 64ull << 20 },
+	{ "64MiB", 0, 64ull << 20 },
+	{ "64MB", 0, 64ull << 20 },
+	{ "4G", 0, 4ull << 30 },
+	{ "1T", 0, 1ull << 40 },
+	{ "100B", 0, 100 },
+	{ "16777215T", 0, 16777215ull << 40 },
+	{ "16777216T", -ERANGE, 0 },
+	{ "18446744073709551615", 0, UINT64_MAX },
+	{ "18446744073709551616", -ERANGE, 0 },
+	{ "", -EINVAL, 0 },
+	{ "K", -EINVAL, 0 },
+	{ "-1", -EINVAL, 0 },
+	{ " 1", -EINVAL, 0 },
+	{ "1 ", -EINVAL, 0 },
+	{ "1.5G", -EINVAL, 0 },
+	{ "1X", -EINVAL, 0 },
+	{ "1iB", -EINVAL, 0 },
+	{ "1GiBB", -EINVAL, 0 },
+	{ "0x10", -EINVAL, 0 },
+};
+
+static void test_parse_size(void **state)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(size_cases); i++) {
+		uint64_t v = 12345;
+		int r = parse_size(size_cases[i].s, &v);
+
+		if (r != size_cases[i].r)
+			fail_msg("parse_size(\"%s\") = %d, want %d",
+				 size_cases[i].s, r, size_cases[i].r);
+		assert_int_equal(v, r == 0 ? size_cases[i].v : 12345);
+	}
+}
+
+static void test_parse_u64(void **state)
+{
+	uint64_t v = 7;
+
+	assert_int_equal(parse_u64("42", 0, 100, &v), 0);
+	assert_int_equal(v, 42);
+	assert_int_equal(parse_u64("0x1F", 0, 100, &v), 0);
+	assert_int_equal(v, 31);
+	assert_int_equal(parse_u64("010", 0, 100, &v), 0);
+	assert_int_equal(v, 10);
+	assert_int_equal(parse_u64("18446744073709551615", 0, UINT64_MAX, &v),
+			 0);
+	assert_int_equal(v, UINT64_MAX);
+	v = 7;
+	assert_int_equal(parse_u64("101", 0, 100, &v), -ERANGE);
+	assert_int_equal(parse_u64("4", 5, 100, &v), -ERANGE);
+	assert_int_equal(parse_u64("18446744073709551616", 0, UINT64_MAX, &v),
+			 -ERANGE);
+	assert_int_equal(parse_u64("0x", 0, 100, &v), -EINVAL);
+	assert_int_equal(parse_u64("", 0, 100, &v), -EINVAL);
+	assert_int_equal(parse_u64("-1", 0, 100, &v), -EINVAL);
+	assert_int_equal(parse_u64("+1", 0, 100, &v), -EINVAL);
+	assert_int_equal(parse_u64("1a", 0, 100, &v), -EINVAL);
+	assert_int_equal(parse_u64("0xg", 0, 100, &v), -EINVAL);
+	assert_int_equal(parse_u64(NULL, 0, 100, &v), -EINVAL);
+	assert_int_equal(v, 7);
+}
+
+static void test_fmt_size(void **state)
+{
+	char buf[32];
+
+	assert_string_equal(fmt_size(0, buf, sizeof(buf)), "0 B");
+	assert_string_equal(fmt_size(1023, buf, sizeof(buf)), "1023 B");
+	assert_string_equal(fmt_size(1024, buf, sizeof(buf)), "1.0 KiB");
+	assert_string_equal(fmt_size(1536, buf, sizeof(buf)), "1.5 KiB");
+	assert_string_equal(fmt_size(4ull << 30, buf, sizeof(buf)),
+			    "4.0 GiB");
+	assert_string_equal(fmt_size(3ull << 40, buf, sizeof(buf)),
+			    "3.0 TiB");
+	assert_string_equal(fmt_size(UINT64_MAX, buf, sizeof(buf)),
+			    "16.0 EiB");
+	assert_string_equal(fmt_size(4ull << 30, buf, 4), "4.0");
+}
+
+static void test_str_copy(void **state)
+{
+	char dst[4] = "xyz";
+
+	assert_int_equal(str_copy(dst, "abcd", sizeof(dst)), -ENAMETOOLONG);
+	assert_string_equal(dst, "xyz");
+	assert_int_equal(str_copy(dst, "abc", sizeof(dst)), 0);
+	assert_string_equal(dst, "abc");
+	assert_int_equal(str_copy(dst, "", sizeof(dst)), 0);
+	assert_string_equal(dst, "");
+	assert_int_equal(str_copy(dst, "", 0), -ENAMETOOLONG);
+}
+
+static void test_name_valid(void **state)
+{
+	static const char *const good[] = { "vm1", "a", "A.b_c-9", "1",
+					    "x-" };
+	static const char *const bad[] = { "", ".vm", "-vm", "vm/1", "vm 1",
+					   "vm\n", "vm:1", "vé" };
+	char longname[66];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(good); i++)
+		assert_int_equal(name_valid(good[i]), 0);
+	for (i = 0; i < ARRAY_SIZE(bad); i++)
+		assert_int_equal(name_valid(bad[i]), -EINVAL);
+	assert_int_equal(name_valid(NULL), -EINVAL);
+	memset(longname, 'a', 64);
+	longname[64] = '\0';
+	assert_int_equal(name_valid(longname), 0);
+	longname[64] = 'a';
+	longname[65] = '\0';
+	assert_int_equal(name_valid(longname), -EINVAL);
+}
+
+static void test_now_ns(void **state)
+{
+	uint64_t a = now_ns(), b = now_ns();
+
+	assert_true(a > 0);
+	assert_true(b >= a);
+}
+
+static void test_mkdir_p(void **state)
+{
+	char base[] = "/tmp/tern-util-XXXXXX", path[PATH_MAX];
+	struct stat st;
+	int fd;
+
+	assert_non_null(mkdtemp(base));
+	snprintf(path, sizeof(path), "%s/a//b/c/", base);
+	assert_int_equal(mkdir_p(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/a/b/c", base);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0700);
+	assert_int_equal(mkdir_p(path, 0700), 0);       /* exists: fine */
+	snprintf(path, sizeof(path), "%s/file", base);
+	fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(mkdir_p(path, 0700), -ENOTDIR);
+	snprintf(path, sizeof(path), "%s/file/sub", base);
+	assert_int_equal(mkdir_p(path, 0700), -ENOTDIR);
+	assert_int_equal(mkdir_p("", 0700), -EINVAL);
+	snprintf(path, sizeof(path), "rm -rf '%s'", base);
+	assert_int_equal(system(path), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_parse_u64),
+		cmocka_unit_test(test_fmt_size),
+		cmocka_unit_test(test_str_copy),
+		cmocka_unit_test(test_name_valid),
+		cmocka_unit_test(test_now_ns),
+		cmocka_unit_test(test_mkdir_p),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
