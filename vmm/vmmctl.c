@@ -1,0 +1,813 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vmmctl: drive a vmm through its control socket (RUNDIR/vmm/NAME.sock):
+ * status and run control, state files, the test guest's memory check,
+ * moving a guest to a new vmm on this host, memory access, dirty rate.
+ * Every command is one or a few tern.vmm.Vmm RPCs; see vmmctl(8).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <endian.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/memcheck.h"
+#include "common/testguest.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "proto/vmm.pb-c.h"
+
+#define CTL_MAX_FRAME (4u << 20)
+#define STATE_FILE_MAGIC "TERNVMS1"
+#define STATE_FILE_MAX (64u << 20)
+
+enum exit_code { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+static struct ctl_opts {
+	const char *rundir;
+	bool json;
+	int timeout_ms;
+} opts = { "/run/tern", false, 30000 };
+
+struct vmm_conn {
+	const char *name;
+	struct rpc_client *cl;
+};
+
+static void errx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void errx_(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "vmmctl: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int conn_open(struct vmm_conn *c, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int ret;
+
+	c->name = name;
+	c->cl = NULL;
+	if (name_valid(name) < 0) {
+		errx_("'%s' is not a valid VM name", name);
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/vmm/%s.sock", opts.rundir, name);
+	if (stat(path, &st) < 0) {
+		errx_("vmm %s is not running (no socket %s)", name, path);
+		return -ENOENT;
+	}
+	ret = rpc_client_connect(path, opts.timeout_ms, &c->cl);
+	if (ret < 0) {
+		errx_("vmm %s: cannot connect to %s: %s", name, path, strerror(-ret));
+		return ret;
+	}
+	rpc_client_set_max_frame(c->cl, CTL_MAX_FRAME);
+	return 0;
+}
+
+static void conn_close(struct vmm_conn *c)
+{
+	if (c->cl)
+		rpc_client_free(c->cl);
+	c->cl = NULL;
+}
+
+/* One call; prints the error (remote text included) and returns -errno. */
+static int call(struct vmm_conn *c, const char *method, const ProtobufCMessage *arg,
+		const int *fds, size_t nfds, ProtobufCMessage **ret_msg,
+		struct rpc_result *ret_res)
+{
+	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
+	struct rpc_result res;
+	int ret;
+
+	ret = rpc_client_call(c->cl, &tern__vmm__vmm__descriptor, method,
+			      arg ? arg : &empty.base, fds, nfds, ret_msg, &res,
+			      opts.timeout_ms, NULL, NULL);
+	if (ret < 0)
+		errx_("vmm %s: %s: %s", c->name, method,
+		      res.message[0] ? res.message : strerror(-ret));
+	if (ret_res)
+		*ret_res = res;
+	else
+		rpc_result_close_fds(&res);
+	return ret;
+}
+
+static const char *run_state_name(Tern__Vmm__RunState s)
+{
+	static const char *const names[] = {
+		"none", "incoming", "running", "paused", "shutdown", "error",
+	};
+
+	return (unsigned int)s < ARRAY_SIZE(names) ? names[s] : "unknown";
+}
+
+static int get_status(struct vmm_conn *c, Tern__Vmm__VmmStatus **ret)
+{
+	return call(c, "Status", NULL, NULL, 0, (ProtobufCMessage **)ret, NULL);
+}
+
+static void print_status(const Tern__Vmm__VmmStatus *s)
+{
+	char mem[32];
+
+	fmt_size(s->memory, mem, sizeof(mem));
+	if (opts.json) {
+		printf("{\"name\":\"%s\",\"state\":\"%s\",\"vcpus\":%u,\"memory\":%llu,"
+		       "\"guest\":\"%s\",\"pid\":%u,\"dirty_logging\":%s,"
+		       "\"exits\":%llu,\"message\":\"%s\"}\n",
+		       s->name, run_state_name(s->state), s->vcpus,
+		       (unsigned long long)s->memory,
+		       s->guest == TERN__VMM__GUEST_KIND__GUEST_TEST ? s->guest_mode :
+		       s->guest == TERN__VMM__GUEST_KIND__GUEST_IMAGE ? "image" : "none",
+		       s->pid, s->dirty_logging ? "true" : "false",
+		       (unsigned long long)s->exits, s->message);
+		return;
+	}
+	printf("%s: %s, %u vCPU%s, %s, pid %u", s->name, run_state_name(s->state),
+	       s->vcpus, s->vcpus == 1 ? "" : "s", mem, s->pid);
+	if (s->guest == TERN__VMM__GUEST_KIND__GUEST_TEST)
+		printf(", test guest (%s)", s->guest_mode);
+	else if (s->guest == TERN__VMM__GUEST_KIND__GUEST_IMAGE)
+		printf(", image");
+	if (s->dirty_logging)
+		printf(", dirty logging");
+	if (s->message[0])
+		printf(": %s", s->message);
+	printf("\n");
+}
+
+/* status, stop, cont: the reply is a status. */
+static int cmd_simple(struct vmm_conn *c, const char *method)
+{
+	Tern__Vmm__VmmStatus *s = NULL;
+	int ret;
+
+	ret = call(c, method, NULL, NULL, 0, (ProtobufCMessage **)&s, NULL);
+	if (ret < 0)
+		return EXIT_FAILED;
+	print_status(s);
+	protobuf_c_message_free_unpacked(&s->base, NULL);
+	return EXIT_OK;
+}
+
+static int cmd_quit(struct vmm_conn *c)
+{
+	return call(c, "Quit", NULL, NULL, 0, NULL, NULL) < 0 ? EXIT_FAILED : EXIT_OK;
+}
+
+/* ---- state files: "TERNVMS1", 8-byte little-endian length, VmState ---- */
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int state_file_write(const char *path, const Tern__Vmm__VmState *st)
+{
+	size_t len = tern__vmm__vm_state__get_packed_size(st);
+	char tmp[PATH_MAX];
+	uint8_t *buf;
+	uint64_t le = htole64(len);
+	int fd, ret;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	tern__vmm__vm_state__pack(st, buf);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ret = fd < 0 ? -errno : 0;
+	if (ret == 0)
+		ret = write_all(fd, STATE_FILE_MAGIC, 8);
+	if (ret == 0)
+		ret = write_all(fd, &le, 8);
+	if (ret == 0)
+		ret = write_all(fd, buf, len);
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	/* Only a complete file takes the name: nothing half-written is left. */
+	if (ret == 0 && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret < 0)
+		unlink(tmp);
+	free(buf);
+	return ret;
+}
+
+static int state_file_read(const char *path, Tern__Vmm__VmState **ret, char *why,
+			   size_t whylen)
+{
+	uint8_t hdr[16], *buf = NULL;
+	uint64_t len;
+	struct stat st;
+	int fd, r = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		r = -errno;
+		goto out;
+	}
+	if (st.st_size < 16 || pread(fd, hdr, 16, 0) != 16 ||
+	    memcmp(hdr, STATE_FILE_MAGIC, 8)) {
+		snprintf(why, whylen, "not a tern VM state file");
+		r = -EINVAL;
+		goto out;
+	}
+	memcpy(&len, hdr + 8, 8);
+	len = le64toh(len);
+	if (len > STATE_FILE_MAX || (uint64_t)st.st_size != 16 + len) {
+		snprintf(why, whylen, "truncated or damaged: header says %llu bytes, "
+			 "file has %llu", (unsigned long long)len,
+			 (unsigned long long)(st.st_size - 16));
+		r = -EINVAL;
+		goto out;
+	}
+	buf = malloc(len ? len : 1);
+	if (!buf || pread(fd, buf, len, 16) != (ssize_t)len) {
+		snprintf(why, whylen, "cannot read it");
+		r = -EIO;
+		goto out;
+	}
+	*ret = tern__vmm__vm_state__unpack(NULL, len, buf);
+	if (!*ret) {
+		snprintf(why, whylen, "damaged: the state does not decode");
+		r = -EINVAL;
+	}
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+static int cmd_save(struct vmm_conn *c, const char *path)
+{
+	Tern__Vmm__VmState *st = NULL;
+	int ret;
+
+	if (call(c, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL) < 0)
+		return EXIT_FAILED;
+	ret = state_file_write(path, st);
+	if (ret < 0)
+		errx_("%s: %s", path, strerror(-ret));
+	else
+		printf("saved the state of %s (%u vCPUs) to %s\n", c->name,
+		       st->vcpus_count, path);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	return ret < 0 ? EXIT_FAILED : EXIT_OK;
+}
+
+static int cmd_load(struct vmm_conn *c, const char *path)
+{
+	Tern__Vmm__VmState *st = NULL;
+	char why[256];
+	int ret;
+
+	if (state_file_read(path, &st, why, sizeof(why)) < 0) {
+		errx_("%s: %s", path, why);
+		return EXIT_FAILED;
+	}
+	ret = call(c, "LoadState", &st->base, NULL, 0, NULL, NULL);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (ret < 0)
+		return EXIT_FAILED;
+	printf("loaded %s into %s; 'vmmctl cont %s' starts it\n", path, c->name,
+	       c->name);
+	return EXIT_OK;
+}
+
+/* ---- guest RAM ------------------------------------------------------ */
+
+struct ram_map {
+	struct memcheck_view view;
+	int fds[MEMCHECK_MAX_REGIONS];
+};
+
+static void ram_unmap(struct ram_map *m)
+{
+	int i;
+
+	for (i = 0; i < m->view.nregions; i++) {
+		munmap((void *)m->view.r[i].host, m->view.r[i].size);
+		close(m->fds[i]);
+	}
+	m->view.nregions = 0;
+}
+
+/* Map the vmm's RAM memfds (writable when rw, for --copy). */
+static int ram_map(struct vmm_conn *c, struct ram_map *m, bool rw,
+		   Tern__Vmm__RamLayout **ret_layout)
+{
+	Tern__Vmm__RamLayout *lay = NULL;
+	struct rpc_result res;
+	size_t i;
+	int ret;
+
+	memset(m, 0, sizeof(*m));
+	ret = call(c, "GetRam", NULL, NULL, 0, (ProtobufCMessage **)&lay, &res);
+	if (ret < 0)
+		return ret;
+	if (lay->n_regions == 0 || lay->n_regions > MEMCHECK_MAX_REGIONS ||
+	    res.nfds != lay->n_regions) {
+		errx_("vmm %s: GetRam: %zu regions with %zu descriptors", c->name,
+		      lay->n_regions, res.nfds);
+		ret = -EPROTO;
+		goto out;
+	}
+	for (i = 0; i < lay->n_regions; i++) {
+		void *p = mmap(NULL, lay->regions[i]->size,
+			       PROT_READ | (rw ? PROT_WRITE : 0), MAP_SHARED,
+			       res.fds[i], 0);
+
+		if (p == MAP_FAILED) {
+			ret = -errno;
+			errx_("vmm %s: cannot map guest RAM: %s", c->name,
+			      strerror(errno));
+			goto out;
+		}
+		m->view.r[i].gpa = lay->regions[i]->gpa;
+		m->view.r[i].size = lay->regions[i]->size;
+		m->view.r[i].host = p;
+		m->fds[i] = res.fds[i];
+		res.fds[i] = -1;
+		m->view.nregions = i + 1;
+	}
+out:
+	rpc_result_close_fds(&res);
+	if (ret < 0)
+		ram_unmap(m);
+	if (ret == 0 && ret_layout)
+		*ret_layout = lay;
+	else
+		protobuf_c_message_free_unpacked(&lay->base, NULL);
+	return ret;
+}
+
+/* Pause the VM for a consistent view; *was_running says whether to resume. */
+static int pause_for_view(struct vmm_conn *c, bool *was_running)
+{
+	Tern__Vmm__VmmStatus *s = NULL;
+	int ret = get_status(c, &s);
+
+	if (ret < 0)
+		return ret;
+	*was_running = s->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	protobuf_c_message_free_unpacked(&s->base, NULL);
+	return *was_running ? call(c, "Stop", NULL, NULL, 0, NULL, NULL) : 0;
+}
+
+static void print_check(const char *name, const struct memcheck_result *r)
+{
+	bool ok = r->bad == 0 && r->guest_errors == 0;
+	int i;
+
+	if (opts.json) {
+		printf("{\"name\":\"%s\",\"intact\":%s,\"pages\":%llu,\"bad_pages\":%llu,"
+		       "\"guest_errors\":%llu,\"generation_min\":%llu,"
+		       "\"generation_max\":%llu,\"vcpus\":%llu,\"mode\":\"%s\"}\n",
+		       name, ok ? "true" : "false", (unsigned long long)r->pages,
+		       (unsigned long long)r->bad,
+		       (unsigned long long)r->guest_errors,
+		       (unsigned long long)r->gen_min, (unsigned long long)r->gen_max,
+		       (unsigned long long)r->nvcpus, tg_mode_name(r->mode));
+	} else if (ok) {
+		printf("%s: memory check passed: %llu pages intact, generations "
+		       "%llu-%llu, %llu vCPU%s, mode %s\n", name,
+		       (unsigned long long)r->pages, (unsigned long long)r->gen_min,
+		       (unsigned long long)r->gen_max, (unsigned long long)r->nvcpus,
+		       r->nvcpus == 1 ? "" : "s", tg_mode_name(r->mode));
+	} else {
+		printf("%s: memory check FAILED: %llu of %llu pages bad, %llu "
+		       "reported by the guest\n", name, (unsigned long long)r->bad,
+		       (unsigned long long)r->pages,
+		       (unsigned long long)r->guest_errors);
+	}
+	for (i = 0; i < r->nreports; i++)
+		fprintf(opts.json ? stderr : stdout, "  %s\n", r->reports[i]);
+}
+
+static int cmd_check(struct vmm_conn *c)
+{
+	struct memcheck_result r;
+	struct ram_map m;
+	bool was_running = false;
+	int ret, code = EXIT_FAILED;
+
+	if (pause_for_view(c, &was_running) < 0)
+		return EXIT_FAILED;
+	if (ram_map(c, &m, false, NULL) < 0)
+		goto resume;
+	ret = memcheck_run(&m.view, &r);
+	ram_unmap(&m);
+	if (ret == -ENOENT)
+		errx_("vmm %s: no test guest in its memory", c->name);
+	else if (ret < 0)
+		errx_("vmm %s: the test guest's parameters do not fit its RAM", c->name);
+	else {
+		print_check(c->name, &r);
+		code = r.bad || r.guest_errors ? EXIT_FAILED : EXIT_OK;
+	}
+resume:
+	if (was_running && call(c, "Cont", NULL, NULL, 0, NULL, NULL) < 0)
+		code = EXIT_FAILED;
+	return code;
+}
+
+/* ---- transfer: move a guest to an incoming vmm on this host ---------- */
+
+/* Copy the data extents of each source region (holes stay holes). */
+static int ram_copy(const struct ram_map *src, const struct ram_map *dst)
+{
+	int i;
+
+	if (src->view.nregions != dst->view.nregions)
+		return -EINVAL;
+	for (i = 0; i < src->view.nregions; i++) {
+		uint64_t size = src->view.r[i].size;
+		off_t off = 0, end;
+
+		if (dst->view.r[i].size != size || dst->view.r[i].gpa != src->view.r[i].gpa)
+			return -EINVAL;
+		while ((uint64_t)off < size) {
+			off = lseek(src->fds[i], off, SEEK_DATA);
+			if (off < 0)
+				break;          /* ENXIO: no data past off */
+			end = lseek(src->fds[i], off, SEEK_HOLE);
+			if (end < 0 || (uint64_t)end > size)
+				end = size;
+			memcpy((uint8_t *)dst->view.r[i].host + off,
+			       src->view.r[i].host + off, end - off);
+			off = end;
+		}
+	}
+	return 0;
+}
+
+static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
+{
+	Tern__Vmm__RamLayout *lay = NULL;
+	struct ram_map sm, dm;
+	int ret;
+
+	if (copy) {
+		ret = ram_map(src, &sm, false, NULL);
+		if (ret < 0)
+			return ret;
+		ret = ram_map(dst, &dm, true, NULL);
+		if (ret == 0) {
+			ret = ram_copy(&sm, &dm);
+			if (ret < 0)
+				errx_("%s and %s have different RAM layouts", src->name,
+				      dst->name);
+			ram_unmap(&dm);
+		}
+		ram_unmap(&sm);
+		return ret;
+	}
+	ret = ram_map(src, &sm, false, &lay);
+	if (ret < 0)
+		return ret;
+	ret = call(dst, "AdoptRam", &lay->base, sm.fds, sm.view.nregions, NULL, NULL);
+	protobuf_c_message_free_unpacked(&lay->base, NULL);
+	ram_unmap(&sm);
+	return ret;
+}
+
+/*
+ * Stop SRC, give its RAM (the memfds themselves, or a copy) and state to
+ * the incoming DST, start DST and quit SRC.  Until DST runs, any failure
+ * resumes SRC: the guest is never lost.
+ */
+static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
+{
+	Tern__Vmm__VmmStatus *ds = NULL;
+	Tern__Vmm__VmState *st = NULL;
+	bool was_running = false, incoming;
+	int ret;
+
+	if (get_status(dst, &ds) < 0)
+		return EXIT_FAILED;
+	incoming = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_INCOMING;
+	protobuf_c_message_free_unpacked(&ds->base, NULL);
+	if (!incoming) {
+		errx_("vmm %s is not waiting for an incoming guest (start it with "
+		      "--incoming)", dst->name);
+		return EXIT_FAILED;
+	}
+	if (pause_for_view(src, &was_running) < 0)
+		return EXIT_FAILED;
+	ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL);
+	if (ret == 0)
+		ret = transfer_ram(src, dst, copy);
+	if (ret == 0)
+		ret = call(dst, "LoadState", &st->base, NULL, 0, NULL, NULL);
+	if (ret == 0)
+		ret = call(dst, "Cont", NULL, NULL, 0, NULL, NULL);
+	if (st)
+		protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (ret < 0) {
+		if (was_running && call(src, "Cont", NULL, NULL, 0, NULL, NULL) == 0)
+			errx_("transfer failed; %s is running again", src->name);
+		return EXIT_FAILED;
+	}
+	if (call(src, "Quit", NULL, NULL, 0, NULL, NULL) < 0)
+		errx_("%s runs the guest now, but %s did not quit: stop it by hand",
+		      dst->name, src->name);
+	printf("%s now runs on %s (%s)\n", src->name, dst->name,
+	       copy ? "RAM copied" : "RAM handed over");
+	return EXIT_OK;
+}
+
+/* ---- memory access ---------------------------------------------------- */
+
+static int cmd_read(struct vmm_conn *c, uint64_t gpa, uint64_t len)
+{
+	Tern__Vmm__MemRange r = TERN__VMM__MEM_RANGE__INIT;
+	Tern__Vmm__MemData *d = NULL;
+	uint64_t done = 0;
+	size_t i;
+
+	while (done < len) {
+		r.gpa = gpa + done;
+		r.len = MIN(len - done, 1u << 20);
+		if (call(c, "ReadMem", &r.base, NULL, 0, (ProtobufCMessage **)&d, NULL) < 0)
+			return EXIT_FAILED;
+		for (i = 0; i < d->data.len; i++)
+			printf("%s%02x", i % 16 == 0 ? (i ? "\n" : "") : " ",
+			       d->data.data[i]);
+		if (i % 16 || i)
+			printf("\n");
+		done += d->data.len;
+		protobuf_c_message_free_unpacked(&d->base, NULL);
+	}
+	return EXIT_OK;
+}
+
+static int cmd_write(struct vmm_conn *c, uint64_t gpa, const char *hex)
+{
+	Tern__Vmm__MemData d = TERN__VMM__MEM_DATA__INIT;
+	size_t n = strlen(hex), i;
+	uint8_t *buf;
+	int ret;
+
+	if (n == 0 || n % 2 || n / 2 > (1u << 20)) {
+		errx_("write: give 1 to 1 MiB of bytes as an even number of hex digits");
+		return EXIT_USAGE;
+	}
+	buf = malloc(n / 2);
+	if (!buf)
+		return EXIT_FAILED;
+	for (i = 0; i < n / 2; i++) {
+		unsigned int b;
+
+		if (sscanf(hex + 2 * i, "%2x", &b) != 1 ||
+		    !strchr("0123456789abcdefABCDEF", hex[2 * i]) ||
+		    !strchr("0123456789abcdefABCDEF", hex[2 * i + 1])) {
+			errx_("write: '%.2s' is not a hex byte", hex + 2 * i);
+			free(buf);
+			return EXIT_USAGE;
+		}
+		buf[i] = b;
+	}
+	d.gpa = gpa;
+	d.data.data = buf;
+	d.data.len = n / 2;
+	ret = call(c, "WriteMem", &d.base, NULL, 0, NULL, NULL);
+	free(buf);
+	return ret < 0 ? EXIT_FAILED : EXIT_OK;
+}
+
+/* ---- dirty rate -------------------------------------------------------- */
+
+static void sleep_ms(unsigned int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static int cmd_dirty_rate(struct vmm_conn *c, unsigned int seconds)
+{
+	Tern__Vmm__DirtyInfo *info = NULL;
+	Tern__Vmm__DirtySyncResult *sync = NULL;
+	struct rpc_result res;
+	uint64_t *map = MAP_FAILED, total = 0;
+	uint64_t t0, t1;
+	unsigned int i;
+	int code = EXIT_FAILED;
+
+	if (call(c, "DirtyStart", NULL, NULL, 0, (ProtobufCMessage **)&info, &res) < 0)
+		return EXIT_FAILED;
+	if (res.nfds == 1 && info->bitmap_bytes)
+		map = mmap(NULL, info->bitmap_bytes, PROT_READ | PROT_WRITE,
+			   MAP_SHARED, res.fds[0], 0);
+	rpc_result_close_fds(&res);
+	if (map == MAP_FAILED) {
+		errx_("vmm %s: DirtyStart gave no usable bitmap", c->name);
+		goto stop;
+	}
+	t0 = now_ns();
+	for (i = 0; i < seconds; i++) {
+		sleep_ms(1000);
+		if (call(c, "DirtySync", NULL, NULL, 0, (ProtobufCMessage **)&sync, NULL) < 0)
+			goto stop;
+		total += sync->dirty_pages;
+		memset(map, 0, info->bitmap_bytes);
+		protobuf_c_message_free_unpacked(&sync->base, NULL);
+	}
+	t1 = now_ns();
+	if (opts.json)
+		printf("{\"name\":\"%s\",\"dirty_pages\":%llu,\"seconds\":%.3f,"
+		       "\"pages_per_second\":%.0f}\n", c->name,
+		       (unsigned long long)total, (t1 - t0) / 1e9,
+		       total / ((t1 - t0) / 1e9));
+	else
+		printf("%s: %llu pages dirtied in %.1f s: %.0f pages/s (%.1f MiB/s)\n",
+		       c->name, (unsigned long long)total, (t1 - t0) / 1e9,
+		       total / ((t1 - t0) / 1e9),
+		       total * 4096.0 / (1 << 20) / ((t1 - t0) / 1e9));
+	code = EXIT_OK;
+stop:
+	if (map != MAP_FAILED)
+		munmap(map, info->bitmap_bytes);
+	if (info)
+		protobuf_c_message_free_unpacked(&info->base, NULL);
+	if (call(c, "DirtyStop", NULL, NULL, 0, NULL, NULL) < 0)
+		code = EXIT_FAILED;
+	return code;
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: vmmctl [--rundir DIR] [--json] [--timeout SEC] COMMAND NAME [ARGS]\n"
+"  status NAME              state of the vmm and its guest\n"
+"  stop NAME                pause the guest's vCPUs\n"
+"  cont NAME                resume them (or start a loaded incoming guest)\n"
+"  quit NAME                end the vmm\n"
+"  save NAME FILE           write the paused VM's complete state to FILE\n"
+"  load NAME FILE           load a state FILE into an incoming vmm\n"
+"  check NAME               verify the test guest's memory (pauses it meanwhile)\n"
+"  transfer SRC DST [--copy]  move the guest to the incoming vmm DST\n"
+"  read NAME GPA LEN        print guest memory in hex\n"
+"  write NAME GPA HEX       write bytes into guest memory (debugging)\n"
+"  dirty-rate NAME [SEC]    measure how fast the guest dirties memory\n"
+"see vmmctl(8)\n");
+}
+
+static int need_args(int have, int want, const char *cmd)
+{
+	if (have == want)
+		return 0;
+	errx_("%s: expected %d argument%s (see vmmctl --help)", cmd, want - 1,
+	      want == 2 ? "" : "s");
+	return -1;
+}
+
+static int run(int argc, char **argv)
+{
+	const char *cmd = argv[0];
+	struct vmm_conn c = { 0 }, d = { 0 };
+	uint64_t a = 0, b = 0;
+	int code = EXIT_USAGE, n = argc;
+
+	if (n < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(cmd, "transfer")) {
+		bool copy = n == 4 && !strcmp(argv[3], "--copy");
+
+		if (n != 3 && !copy) {
+			errx_("transfer: expected SRC DST [--copy]");
+			return EXIT_USAGE;
+		}
+		if (conn_open(&c, argv[1]) < 0 || conn_open(&d, argv[2]) < 0)
+			code = EXIT_FAILED;
+		else
+			code = cmd_transfer(&c, &d, copy);
+		conn_close(&c);
+		conn_close(&d);
+		return code;
+	}
+	if (!strcmp(cmd, "read") || !strcmp(cmd, "write")) {
+		if (need_args(n, 4, cmd) < 0 ||
+		    parse_u64(argv[2], 0, UINT64_MAX, &a) < 0 ||
+		    (!strcmp(cmd, "read") && parse_u64(argv[3], 1, 1ULL << 32, &b) < 0)) {
+			errx_("%s: expected NAME GPA %s", cmd,
+			      !strcmp(cmd, "read") ? "LEN" : "HEX");
+			return EXIT_USAGE;
+		}
+	} else if (!strcmp(cmd, "save") || !strcmp(cmd, "load")) {
+		if (need_args(n, 3, cmd) < 0)
+			return EXIT_USAGE;
+	} else if (!strcmp(cmd, "dirty-rate")) {
+		if (n > 3 || (n == 3 && parse_u64(argv[2], 1, 3600, &a) < 0)) {
+			errx_("dirty-rate: expected NAME [SECONDS from 1 to 3600]");
+			return EXIT_USAGE;
+		}
+		if (n == 2)
+			a = 3;
+	} else if (need_args(n, 2, cmd) < 0) {
+		return EXIT_USAGE;
+	}
+	if (conn_open(&c, argv[1]) < 0)
+		return EXIT_FAILED;
+	if (!strcmp(cmd, "status"))
+		code = cmd_simple(&c, "Status");
+	else if (!strcmp(cmd, "stop"))
+		code = cmd_simple(&c, "Stop");
+	else if (!strcmp(cmd, "cont"))
+		code = cmd_simple(&c, "Cont");
+	else if (!strcmp(cmd, "quit"))
+		code = cmd_quit(&c);
+	else if (!strcmp(cmd, "save"))
+		code = cmd_save(&c, argv[2]);
+	else if (!strcmp(cmd, "load"))
+		code = cmd_load(&c, argv[2]);
+	else if (!strcmp(cmd, "check"))
+		code = cmd_check(&c);
+	else if (!strcmp(cmd, "read"))
+		code = cmd_read(&c, a, b);
+	else if (!strcmp(cmd, "write"))
+		code = cmd_write(&c, a, argv[3]);
+	else if (!strcmp(cmd, "dirty-rate"))
+		code = cmd_dirty_rate(&c, a);
+	else {
+		errx_("unknown command '%s' (see vmmctl --help)", cmd);
+		code = EXIT_USAGE;
+	}
+	conn_close(&c);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "rundir", required_argument, NULL, 'r' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t t;
+	int ch;
+
+	signal(SIGPIPE, SIG_IGN);
+	while ((ch = getopt_long(argc, argv, "+r:jt:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'r': opts.rundir = optarg; break;
+		case 'j': opts.json = true; break;
+		case 't':
+			if (parse_u64(optarg, 1, 3600, &t) < 0) {
+				errx_("--timeout %s: expected seconds from 1 to 3600", optarg);
+				return EXIT_USAGE;
+			}
+			opts.timeout_ms = t * 1000;
+			break;
+		case 'h': usage(stdout); return EXIT_OK;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	return run(argc - optind, argv + optind);
+}
