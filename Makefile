@@ -143,3 +143,56 @@ clean:
 	rm -rf build build-san
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
+
+# ---- test helpers: integration test programs and guest images ------------
+ITEST_SRCS := $(wildcard tests/integration/*.c)
+ITEST_BINS := $(patsubst tests/integration/%.c,$(O)/tests/itest_%,$(ITEST_SRCS))
+TEST_IMAGES := $(patsubst tests/images/%.S,$(O)/tests/%.img,$(wildcard tests/images/*.S))
+
+$(O)/tests/itest_%: tests/integration/%.c $(LIBCOMMON) | $(PROTO_H)
+	$(call msg,CCLD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBCOMMON) $(LDLIBS)
+
+$(O)/tests/%.img: tests/images/%.S
+	$(call msg,IMAGE,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) -m32 -nostdlib -ffreestanding -c -o $(@:.img=.o) $<
+	$(Q)ld -m elf_i386 -Ttext=0 -e _start -o $(@:.img=.elf) $(@:.img=.o)
+	$(Q)objcopy -O binary -j .text $(@:.img=.elf) $@
+
+all: $(ITEST_BINS) $(TEST_IMAGES)
+
+# ---- install ------------------------------------------------------------------
+#   make install [PREFIX=/usr/local] [DESTDIR=/staging]
+# Programs go to PREFIX/sbin, man pages to PREFIX/share/man, the systemd
+# unit to PREFIX/lib/systemd/system (systemd reads /usr/local/lib/systemd/
+# system too); the unit's paths are rewritten to match PREFIX.
+PREFIX  ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+MAN7    := man/tern-rpc.7
+MAN8    := man/vmm.8 man/vmmctl.8
+UNITS   := systemd/vmm@.service
+
+.PHONY: install uninstall
+install: $(PROGS)
+	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man7 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR)
+	$(Q)$(INSTALL) -m 0755 $(PROGS) $(DESTDIR)$(SBINDIR)/
+	$(Q)$(INSTALL) -m 0644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
+	$(Q)$(INSTALL) -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+	$(Q)for u in $(UNITS); do \
+		sed 's|/usr/local/sbin/|$(SBINDIR)/|g' $$u > $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp && \
+		mv $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; \
+	done
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(notdir $(PROGS))) \
+	      $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7))) \
+	      $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8))) \
+	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))

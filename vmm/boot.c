@@ -221,8 +221,11 @@ int boot_test_guest(struct vm *vm)
 	int i, ret;
 
 	if (vm->memory < TG_MIN_MEMORY || vm->nvcpus > TG_MAX_VCPUS ||
-	    code_len > TG_CODE_MAX)
+	    code_len > TG_CODE_MAX) {
+		log_warnx("the test guest needs at least 4 MiB and at most %d vCPUs",
+			  TG_MAX_VCPUS);
 		return -EINVAL;
+	}
 	ret = boot_page_tables(vm);
 	if (ret == 0)
 		ret = boot_gdt_tss(vm);
@@ -230,8 +233,11 @@ int boot_test_guest(struct vm *vm)
 		ret = boot_params(vm);
 	if (ret == 0)
 		ret = boot_write(vm, TG_CODE_GPA, tg_code_start, code_len);
-	for (i = 0; ret == 0 && i < vm->nvcpus; i++)
+	for (i = 0; ret == 0 && i < vm->nvcpus; i++) {
 		ret = boot_test_vcpu(vm, &vm->vcpus[i]);
+		if (ret < 0)
+			log_warnc(ret, "vcpu %d: initial register state", i);
+	}
 	return ret;
 }
 
@@ -279,6 +285,7 @@ int boot_image(struct vm *vm)
 	if (ioctl(vm->vcpus[0].fd, KVM_GET_SREGS, &sregs) < 0 ||
 	    ioctl(vm->vcpus[0].fd, KVM_GET_REGS, &regs) < 0) {
 		ret = -errno;
+		log_warn("vcpu 0: reading registers");
 		goto out;
 	}
 	/* CS:IP = 0:addr when addr fits 16 bits (0:0x7c00), else seg:off. */
@@ -290,8 +297,10 @@ int boot_image(struct vm *vm)
 	regs.rdx = 0x80;                /* boot drive, as a BIOS passes it */
 	regs.rflags = 0x2;
 	if (ioctl(vm->vcpus[0].fd, KVM_SET_SREGS, &sregs) < 0 ||
-	    ioctl(vm->vcpus[0].fd, KVM_SET_REGS, &regs) < 0)
+	    ioctl(vm->vcpus[0].fd, KVM_SET_REGS, &regs) < 0) {
 		ret = -errno;
+		log_warn("vcpu 0: setting real-mode registers");
+	}
 out:
 	if (fd >= 0)
 		close(fd);

@@ -258,10 +258,8 @@ static int vm_setup(struct vm *vm, bool incoming)
 	}
 	if (incoming)
 		return 0;
-	ret = vm->guest.kind == GUEST_KIND_TEST ? boot_test_guest(vm) : boot_image(vm);
-	if (ret < 0)
-		log_warnc(ret, "booting the guest");
-	return ret;
+	/* The boot functions say what went wrong themselves. */
+	return vm->guest.kind == GUEST_KIND_TEST ? boot_test_guest(vm) : boot_image(vm);
 }
 
 int main(int argc, char **argv)

@@ -1,0 +1,53 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Bad command lines exit non-zero with one clear line; a second vmm with
+# the same name is refused without harming the first.
+. "$(dirname "$0")/lib.sh"
+
+# expect_error WORDS ARGS...: vmm ARGS must exit non-zero with exactly one
+# line on stderr that contains WORDS.
+expect_error() {
+	local words=$1 err rc lines
+	shift
+	err=$(timeout 20 "$BIN/vmm" "$@" 2>&1 >/dev/null)
+	rc=$?
+	[ $rc -ne 0 ] || fail "vmm $* exited 0"
+	[ $rc -ne 124 ] || fail "vmm $* did not exit"
+	lines=$(printf '%s\n' "$err" | wc -l)
+	[ "$lines" -eq 1 ] || fail "vmm $*: $lines lines: $err"
+	case $err in *"$words"*) ;; *) fail "vmm $*: '$err' lacks '$words'" ;; esac
+	echo "ok: $err"
+}
+
+R=(--rundir "$RUNDIR")
+expect_error "--memory 0" --name a --memory 0 --test-guest idle "${R[@]}"
+expect_error "--memory 3M" --name a --memory 3M --test-guest idle "${R[@]}"
+expect_error "--memory lots" --name a --memory lots --test-guest idle "${R[@]}"
+expect_error "--vcpus 1000" --name a --memory 64M --vcpus 1000 --test-guest dirty "${R[@]}"
+expect_error "--vcpus 0" --name a --memory 64M --vcpus 0 --test-guest dirty "${R[@]}"
+expect_error "unknown mode" --name a --memory 64M --test-guest bogus "${R[@]}"
+expect_error "--name is required" --memory 64M --test-guest idle "${R[@]}"
+expect_error "--name ../x" --name ../x --memory 64M --test-guest idle "${R[@]}"
+expect_error "exactly one of" --name a --memory 64M "${R[@]}"
+expect_error "exactly one of" --name a --memory 64M --incoming --test-guest idle "${R[@]}"
+expect_error "unexpected argument" --name a --memory 64M --incoming extra "${R[@]}"
+touch "$RUNDIR/file"
+expect_error "rundir $RUNDIR/file/sub" --name a --memory 64M --test-guest idle \
+	--rundir "$RUNDIR/file/sub"
+expect_error "--image-addr" --name a --memory 64M --image x --image-addr 0x100000 "${R[@]}"
+
+need_kvm
+expect_error "supports at most" --name a --memory 64M --vcpus 4096 --incoming "${R[@]}"
+expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
+truncate -s 5M "$RUNDIR/big.img"
+expect_error "do not fit" --name a --memory 4M --image "$RUNDIR/big.img" "${R[@]}"
+
+note "a second vmm with the same name"
+start_vmm dup --memory 64M --test-guest dirty --heartbeat 100
+wait_pass dup 0 2
+expect_error "a vmm named dup is already running (pid $(pid_of dup))" \
+	--name dup --memory 64M --test-guest idle "${R[@]}"
+[ "$(state_of dup)" = running ] || fail "the first vmm was harmed"
+wait_progress dup 0
+vmmctl check dup || fail "the first vmm's guest was harmed"
+echo PASS
