@@ -1,0 +1,88 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Complete state save and load: the guest moves to a fresh vmm --incoming
+# (handing over its RAM memfds, or a copy of RAM) and carries on with its
+# memory intact and its counters continuing; bad state is refused with a
+# clear error and costs nothing.
+. "$(dirname "$0")/lib.sh"
+need_kvm
+
+# hop FROM TO [--copy]: move the guest, then check it continues on TO.
+hop() {
+	local from=$1 to=$2 copy=${3:-} n c before
+	n=$(vmmctl --json status "$from" | sed -n 's/.*"vcpus":\([0-9]*\).*/\1/p')
+	start_vmm "$to" --memory 64M --vcpus "$n" --incoming
+	[ "$(state_of "$to")" = incoming ] || fail "$to is not incoming"
+	before=()
+	for ((c = 0; c < n; c++)); do before+=("$(pages_of "$from" "$c")"); done
+	vmmctl transfer "$from" "$to" $copy || fail "transfer $from -> $to $copy"
+	wait_exit "$(pid_of "$from")" || fail "$from did not quit cleanly"
+	[ "$(state_of "$to")" = running ] || fail "$to is not running"
+	for ((c = 0; c < n; c++)); do
+		# The counters continue from where they were on the source.
+		wait_until 60 pages_above "$to" "$c" "${before[$c]}" ||
+			fail "$to: vcpu $c did not continue past ${before[$c]} pages"
+	done
+	vmmctl check "$to" || fail "$to: memory check after the move"
+	grep -q FAIL "$RUNDIR/$to.serial" && fail "$to: the guest reported a failure"
+	echo "ok: $from -> $to ${copy:-(memfds)}"
+}
+
+for n in 1 2; do
+	note "$n vCPU(s): dirty guest through three fresh vmms"
+	start_vmm "a$n" --memory 64M --vcpus "$n" --test-guest dirty \
+		--guest-rate 100000 --heartbeat 100
+	for ((c = 0; c < n; c++)); do wait_pass "a$n" "$c" 2; done
+	hop "a$n" "b$n"
+	hop "b$n" "c$n" --copy
+	hop "c$n" "d$n"
+	vmmctl quit "d$n"
+done
+
+note "fill guest, copied"
+start_vmm f --memory 64M --vcpus 2 --test-guest fill --guest-rate 50000 --heartbeat 100
+wait_pass f 1 2
+hop f g --copy
+
+note "refusals"
+start_vmm s --memory 64M --test-guest dirty --heartbeat 100 --guest-rate 50000
+wait_pass s 0 2
+out=$(vmmctl save s "$RUNDIR/x.state" 2>&1) && fail "saved a running VM"
+echo "$out" | grep -q "stop it first" || fail "$out"
+vmmctl stop s >/dev/null
+vmmctl save s "$RUNDIR/good.state" || fail "save"
+[ -e "$RUNDIR/good.state.tmp" ] && fail "temporary file left behind"
+
+start_vmm in --memory 64M --incoming
+out=$(vmmctl cont in 2>&1) && fail "an incoming vmm started without state"
+echo "$out" | grep -q "no state loaded yet" || fail "$out"
+
+head -c 100 "$RUNDIR/good.state" >"$RUNDIR/trunc.state"
+out=$(vmmctl load in "$RUNDIR/trunc.state" 2>&1) && fail "loaded a truncated file"
+echo "$out" | grep -q "truncated or damaged" || fail "$out"
+
+# Version is the first field of the message: bytes 08 01 after the header.
+cp "$RUNDIR/good.state" "$RUNDIR/v2.state"
+printf '\x02' | dd of="$RUNDIR/v2.state" bs=1 seek=17 conv=notrunc status=none
+out=$(vmmctl load in "$RUNDIR/v2.state" 2>&1) && fail "loaded version 2"
+echo "$out" | grep -q "state version 2, this vmm loads version 1" || fail "$out"
+
+# Garbage in the message body.
+cp "$RUNDIR/good.state" "$RUNDIR/bad.state"
+dd if=/dev/urandom of="$RUNDIR/bad.state" bs=1 seek=40 count=64 conv=notrunc status=none
+out=$(vmmctl load in "$RUNDIR/bad.state" 2>&1) && fail "loaded a corrupted state"
+echo "corrupted: $out"
+
+start_vmm other --memory 128M --incoming
+out=$(vmmctl load other "$RUNDIR/good.state" 2>&1) && fail "loaded into a different RAM size"
+echo "$out" | grep -q "bytes of RAM, this vmm has" || fail "$out"
+
+out=$(vmmctl load s "$RUNDIR/good.state" 2>&1) && fail "loaded into a running vmm"
+echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"
+
+note "after all that, the incoming vmm still takes a good state"
+[ "$(state_of in)" = incoming ] || fail "refusals changed the incoming vmm"
+vmmctl load in "$RUNDIR/good.state" || fail "good state refused after bad ones"
+note "and the source, never harmed, resumes"
+vmmctl cont s >/dev/null && wait_progress s 0 && vmmctl check s || fail "source"
+echo PASS
