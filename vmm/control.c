@@ -82,7 +82,7 @@ static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 	int ret;
 
 	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
-		return rpc_call_errorf(call, EINVAL, "cannot stop: the VM is %s",
+		return rpc_call_errorf(call, EINVAL, "cannot stop: the VM is in state %s",
 				       vm_state_name(st));
 	ret = vm_pause(ctl.vm);
 	if (ret < 0)
@@ -102,7 +102,7 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "cannot continue: no state loaded yet");
 	ret = vm_resume(ctl.vm);
 	if (ret < 0)
-		return rpc_call_errorf(call, -ret, "cannot continue: the VM is %s",
+		return rpc_call_errorf(call, -ret, "cannot continue: the VM is in state %s",
 				       vm_state_name(st));
 	log_info("running");
 	return method_status(call, arg);
@@ -129,7 +129,7 @@ static int method_save_state(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	if (vst != VM_STATE_PAUSED && vst != VM_STATE_SHUTDOWN)
 		return rpc_call_errorf(call, EBUSY,
-				       "cannot save state: the VM is %s (stop it first)",
+				       "cannot save state: the VM is in state %s (stop it first)",
 				       vm_state_name(vst));
 	ret = state_save(ctl.vm, &st);
 	if (ret < 0)
@@ -256,7 +256,7 @@ static int method_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 	int ret;
 
 	if (r->len > CONTROL_MAX_MEM_IO)
-		return rpc_call_errorf(call, EINVAL, "ReadMem: at most %u bytes at a time",
+		return rpc_call_errorf(call, EINVAL, "at most %u bytes at a time",
 				       CONTROL_MAX_MEM_IO);
 	buf = malloc(r->len ? r->len : 1);
 	if (!buf)
@@ -265,7 +265,7 @@ static int method_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (ret < 0) {
 		free(buf);
 		return rpc_call_errorf(call, EFAULT,
-				       "ReadMem: 0x%llx+%u is not guest RAM",
+				       "0x%llx+%u is not guest RAM",
 				       (unsigned long long)r->gpa, r->len);
 	}
 	d.gpa = r->gpa;
@@ -281,11 +281,11 @@ static int method_write_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 	const Tern__Vmm__MemData *d = (const Tern__Vmm__MemData *)arg;
 
 	if (d->data.len > CONTROL_MAX_MEM_IO)
-		return rpc_call_errorf(call, EINVAL, "WriteMem: at most %u bytes at a time",
+		return rpc_call_errorf(call, EINVAL, "at most %u bytes at a time",
 				       CONTROL_MAX_MEM_IO);
 	if (mem_write(ctl.vm, d->gpa, d->data.data, d->data.len) < 0)
 		return rpc_call_errorf(call, EFAULT,
-				       "WriteMem: 0x%llx+%zu is not guest RAM",
+				       "0x%llx+%zu is not guest RAM",
 				       (unsigned long long)d->gpa, d->data.len);
 	log_info("WriteMem: %zu bytes at 0x%llx", d->data.len,
 		 (unsigned long long)d->gpa);
@@ -332,6 +332,7 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 	static rpc_method_fn handlers[ARRAY_SIZE(control_methods)];
 	struct uri u = { .kind = URI_UNIX };
 	unsigned int i, j;
+	mode_t mask;
 	int fd, ret;
 
 	if (d->n_methods != ARRAY_SIZE(control_methods))
@@ -355,12 +356,14 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 	str_copy(u.path, ctl.path, sizeof(u.path));
 	/* We hold the name lock, so any socket file left here is stale. */
 	unlink(ctl.path);
+	/* Born 0600: only root and our own uid may connect (SO_PEERCRED too). */
+	mask = umask(0177);
 	fd = uri_listen(&u, 16);
+	umask(mask);
 	if (fd < 0) {
 		log_warnc(fd, "control socket %s", ctl.path);
 		return fd;
 	}
-	chmod(ctl.path, 0660);
 	ret = rpc_server_new(base, &ctl.server);
 	if (ret == 0)
 		ret = rpc_server_listen_fd(ctl.server, fd);

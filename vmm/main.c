@@ -149,7 +149,8 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 			  o->memory);
 	if (kinds != 1)
 		die_usage("choose exactly one of --test-guest MODE, --image FILE, --incoming");
-	vm->nvcpus = o->vcpus ? (int)opt_u64("--vcpus", o->vcpus, 1, 4096) : 1;
+	/* xAPIC ids are 8 bits and we do not enable x2APIC. */
+	vm->nvcpus = o->vcpus ? (int)opt_u64("--vcpus", o->vcpus, 1, VMM_MAX_VCPUS) : 1;
 	if (o->test_mode) {
 		vm->guest.kind = GUEST_KIND_TEST;
 		vm->guest.mode = boot_test_guest_parse_mode(o->test_mode);
@@ -330,7 +331,8 @@ out:
 		event_base_free(base);
 	if (vm.notify_fd >= 0)
 		close(vm.notify_fd);
-	unlink(lock_path);
+	/* The lock file stays: unlinking it would let a vmm that opened the
+	 * old file and one that creates a new one both hold "the" lock. */
 	close(lock_fd);
 	return ret;
 }

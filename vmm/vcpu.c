@@ -403,8 +403,11 @@ int vm_pause(struct vm *vm)
 	}
 	if (ret == 0 && vm->state == VM_STATE_RUNNING)
 		vm_set_state_locked(vm, VM_STATE_PAUSED, NULL);
-	if (ret < 0)
+	if (ret < 0) {
+		/* Give up: let the vCPUs that did stop run again. */
 		vm->pause_req = false;
+		pthread_cond_broadcast(&vm->cond);
+	}
 	pthread_mutex_unlock(&vm->lock);
 	return ret;
 }

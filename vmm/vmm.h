@@ -26,6 +26,7 @@
 #define VMM_HOLE_END (4ULL << 30)
 #define VMM_MAX_REGIONS 2
 #define VMM_MAX_MEMORY (1ULL << 40)
+#define VMM_MAX_VCPUS 255               /* xAPIC ids; keeps VmState < 4 MiB */
 #define VMM_DEFAULT_RUNDIR "/run/tern"
 
 enum vm_state {

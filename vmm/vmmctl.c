@@ -123,8 +123,29 @@ static int get_status(struct vmm_conn *c, Tern__Vmm__VmmStatus **ret)
 	return call(c, "Status", NULL, NULL, 0, (ProtobufCMessage **)ret, NULL);
 }
 
+/* A string as a JSON string body (quotes, backslashes, controls escaped). */
+static const char *json_str(const char *in, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	for (; *in && o + 7 < len; in++) {
+		unsigned char ch = *in;
+
+		if (ch == '"' || ch == '\\')
+			o += snprintf(buf + o, len - o, "\\%c", ch);
+		else if (ch < 0x20)
+			o += snprintf(buf + o, len - o, "\\u%04x", ch);
+		else
+			buf[o++] = ch;
+	}
+	buf[o] = 0;
+	return buf;
+}
+
 static void print_status(const Tern__Vmm__VmmStatus *s)
 {
+	char msg[1024];
+
 	char mem[32];
 
 	fmt_size(s->memory, mem, sizeof(mem));
@@ -137,7 +158,8 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 		       s->guest == TERN__VMM__GUEST_KIND__GUEST_TEST ? s->guest_mode :
 		       s->guest == TERN__VMM__GUEST_KIND__GUEST_IMAGE ? "image" : "none",
 		       s->pid, s->dirty_logging ? "true" : "false",
-		       (unsigned long long)s->exits, s->message);
+		       (unsigned long long)s->exits,
+		       json_str(s->message, msg, sizeof(msg)));
 		return;
 	}
 	printf("%s: %s, %u vCPU%s, %s, pid %u", s->name, run_state_name(s->state),
@@ -539,6 +561,14 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	if (st)
 		protobuf_c_message_free_unpacked(&st->base, NULL);
 	if (ret < 0) {
+		/* A destination that adopted the source's memfds must never run
+		 * beside it: end it before the source resumes. */
+		if (!copy && call(dst, "Quit", NULL, NULL, 0, NULL, NULL) < 0) {
+			errx_("transfer failed and %s may hold %s's RAM: %s stays "
+			      "paused; quit %s, then 'vmmctl cont %s'", dst->name,
+			      src->name, src->name, dst->name, src->name);
+			return EXIT_FAILED;
+		}
 		if (was_running && call(src, "Cont", NULL, NULL, 0, NULL, NULL) == 0)
 			errx_("transfer failed; %s is running again", src->name);
 		return EXIT_FAILED;
@@ -576,48 +606,35 @@ static int cmd_read(struct vmm_conn *c, uint64_t gpa, uint64_t len)
 	return EXIT_OK;
 }
 
-static int cmd_write(struct vmm_conn *c, uint64_t gpa, const char *hex)
+static int cmd_write(struct vmm_conn *c, uint64_t gpa, uint8_t *buf, size_t len)
 {
 	Tern__Vmm__MemData d = TERN__VMM__MEM_DATA__INIT;
-	size_t n = strlen(hex), i;
-	uint8_t *buf;
-	int ret;
 
-	if (n == 0 || n % 2 || n / 2 > (1u << 20)) {
-		errx_("write: give 1 to 1 MiB of bytes as an even number of hex digits");
-		return EXIT_USAGE;
-	}
-	buf = malloc(n / 2);
-	if (!buf)
-		return EXIT_FAILED;
-	for (i = 0; i < n / 2; i++) {
-		unsigned int b;
-
-		if (sscanf(hex + 2 * i, "%2x", &b) != 1 ||
-		    !strchr("0123456789abcdefABCDEF", hex[2 * i]) ||
-		    !strchr("0123456789abcdefABCDEF", hex[2 * i + 1])) {
-			errx_("write: '%.2s' is not a hex byte", hex + 2 * i);
-			free(buf);
-			return EXIT_USAGE;
-		}
-		buf[i] = b;
-	}
 	d.gpa = gpa;
 	d.data.data = buf;
-	d.data.len = n / 2;
-	ret = call(c, "WriteMem", &d.base, NULL, 0, NULL, NULL);
-	free(buf);
-	return ret < 0 ? EXIT_FAILED : EXIT_OK;
+	d.data.len = len;
+	return call(c, "WriteMem", &d.base, NULL, 0, NULL, NULL) < 0 ?
+	       EXIT_FAILED : EXIT_OK;
 }
 
 /* ---- dirty rate -------------------------------------------------------- */
 
-static void sleep_ms(unsigned int ms)
+static volatile sig_atomic_t interrupted;
+
+static void handle_interrupt(int sig)
+{
+	interrupted = sig;
+}
+
+/* Sleep, but return early (false) when interrupted. */
+static bool sleep_ms(unsigned int ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+		if (interrupted)
+			return false;
+	return !interrupted;
 }
 
 static int cmd_dirty_rate(struct vmm_conn *c, unsigned int seconds)
@@ -630,6 +647,11 @@ static int cmd_dirty_rate(struct vmm_conn *c, unsigned int seconds)
 	unsigned int i;
 	int code = EXIT_FAILED;
 
+	struct sigaction sa = { .sa_handler = handle_interrupt };
+
+	/* An interrupted measurement must still turn dirty logging off. */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 	if (call(c, "DirtyStart", NULL, NULL, 0, (ProtobufCMessage **)&info, &res) < 0)
 		return EXIT_FAILED;
 	if (res.nfds == 1 && info->bitmap_bytes)
@@ -642,7 +664,10 @@ static int cmd_dirty_rate(struct vmm_conn *c, unsigned int seconds)
 	}
 	t0 = now_ns();
 	for (i = 0; i < seconds; i++) {
-		sleep_ms(1000);
+		if (!sleep_ms(1000)) {
+			errx_("interrupted; dirty logging turned off");
+			goto stop;
+		}
 		if (call(c, "DirtySync", NULL, NULL, 0, (ProtobufCMessage **)&sync, NULL) < 0)
 			goto stop;
 		total += sync->dirty_pages;
@@ -691,89 +716,144 @@ static void usage(FILE *f)
 "see vmmctl(8)\n");
 }
 
-static int need_args(int have, int want, const char *cmd)
+/* Parsed arguments of one command, all checked before connecting. */
+struct cmd_args {
+	uint64_t gpa, len, seconds;
+	uint8_t *bytes;                 /* write */
+	size_t nbytes;
+	bool copy;                      /* transfer */
+};
+
+static int parse_hex(const char *hex, struct cmd_args *a)
 {
-	if (have == want)
-		return 0;
-	errx_("%s: expected %d argument%s (see vmmctl --help)", cmd, want - 1,
-	      want == 2 ? "" : "s");
-	return -1;
+	size_t n = strlen(hex), i;
+	static const char digits[] = "0123456789abcdefABCDEF";
+
+	if (n == 0 || n % 2 || n / 2 > (1u << 20) || strspn(hex, digits) != n) {
+		errx_("write: give 1 byte to 1 MiB as an even number of hex digits");
+		return -EINVAL;
+	}
+	a->nbytes = n / 2;
+	a->bytes = malloc(a->nbytes);
+	if (!a->bytes)
+		return -ENOMEM;
+	for (i = 0; i < a->nbytes; i++) {
+		unsigned int b;
+
+		sscanf(hex + 2 * i, "%2x", &b);
+		a->bytes[i] = b;
+	}
+	return 0;
+}
+
+static const struct command {
+	const char *name;
+	int min, max;                   /* arguments after the command */
+	const char *usage;
+} commands[] = {
+	{ "status", 1, 1, "NAME" },
+	{ "stop", 1, 1, "NAME" },
+	{ "cont", 1, 1, "NAME" },
+	{ "quit", 1, 1, "NAME" },
+	{ "save", 2, 2, "NAME FILE" },
+	{ "load", 2, 2, "NAME FILE" },
+	{ "check", 1, 1, "NAME" },
+	{ "transfer", 2, 3, "SRC DST [--copy]" },
+	{ "read", 3, 3, "NAME GPA LEN" },
+	{ "write", 3, 3, "NAME GPA HEX" },
+	{ "dirty-rate", 1, 2, "NAME [SECONDS]" },
+};
+
+static int parse_cmd(const struct command *c, int argc, char **argv,
+		     struct cmd_args *a)
+{
+	const char *name = c->name;
+
+	if (argc - 1 < c->min || argc - 1 > c->max) {
+		errx_("usage: vmmctl %s %s", name, c->usage);
+		return -EINVAL;
+	}
+	if (!strcmp(name, "transfer") && argc == 4) {
+		if (strcmp(argv[3], "--copy")) {
+			errx_("usage: vmmctl %s %s", name, c->usage);
+			return -EINVAL;
+		}
+		a->copy = true;
+	}
+	if ((!strcmp(name, "read") || !strcmp(name, "write")) &&
+	    parse_u64(argv[2], 0, UINT64_MAX, &a->gpa) < 0) {
+		errx_("%s: '%s' is not a guest physical address", name, argv[2]);
+		return -EINVAL;
+	}
+	if (!strcmp(name, "read") && parse_u64(argv[3], 1, 1ULL << 32, &a->len) < 0) {
+		errx_("read: '%s' is not a length from 1 to 4 GiB", argv[3]);
+		return -EINVAL;
+	}
+	if (!strcmp(name, "write"))
+		return parse_hex(argv[3], a);
+	a->seconds = 3;
+	if (!strcmp(name, "dirty-rate") && argc == 3 &&
+	    parse_u64(argv[2], 1, 3600, &a->seconds) < 0) {
+		errx_("dirty-rate: '%s' is not a number of seconds from 1 to 3600",
+		      argv[2]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int run_cmd(const char *name, struct vmm_conn *c, char **argv,
+		   struct cmd_args *a)
+{
+	if (!strcmp(name, "status"))
+		return cmd_simple(c, "Status");
+	if (!strcmp(name, "stop"))
+		return cmd_simple(c, "Stop");
+	if (!strcmp(name, "cont"))
+		return cmd_simple(c, "Cont");
+	if (!strcmp(name, "quit"))
+		return cmd_quit(c);
+	if (!strcmp(name, "save"))
+		return cmd_save(c, argv[2]);
+	if (!strcmp(name, "load"))
+		return cmd_load(c, argv[2]);
+	if (!strcmp(name, "check"))
+		return cmd_check(c);
+	if (!strcmp(name, "read"))
+		return cmd_read(c, a->gpa, a->len);
+	if (!strcmp(name, "write"))
+		return cmd_write(c, a->gpa, a->bytes, a->nbytes);
+	return cmd_dirty_rate(c, a->seconds);
 }
 
 static int run(int argc, char **argv)
 {
-	const char *cmd = argv[0];
+	const struct command *cmd = NULL;
 	struct vmm_conn c = { 0 }, d = { 0 };
-	uint64_t a = 0, b = 0;
-	int code = EXIT_USAGE, n = argc;
+	struct cmd_args a = { 0 };
+	int code = EXIT_FAILED;
+	size_t i;
 
-	if (n < 2) {
-		usage(stderr);
+	for (i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!strcmp(argv[0], commands[i].name))
+			cmd = &commands[i];
+	if (!cmd) {
+		errx_("unknown command '%s' (see vmmctl --help)", argv[0]);
 		return EXIT_USAGE;
 	}
-	if (!strcmp(cmd, "transfer")) {
-		bool copy = n == 4 && !strcmp(argv[3], "--copy");
-
-		if (n != 3 && !copy) {
-			errx_("transfer: expected SRC DST [--copy]");
-			return EXIT_USAGE;
-		}
-		if (conn_open(&c, argv[1]) < 0 || conn_open(&d, argv[2]) < 0)
-			code = EXIT_FAILED;
-		else
-			code = cmd_transfer(&c, &d, copy);
-		conn_close(&c);
-		conn_close(&d);
-		return code;
-	}
-	if (!strcmp(cmd, "read") || !strcmp(cmd, "write")) {
-		if (need_args(n, 4, cmd) < 0 ||
-		    parse_u64(argv[2], 0, UINT64_MAX, &a) < 0 ||
-		    (!strcmp(cmd, "read") && parse_u64(argv[3], 1, 1ULL << 32, &b) < 0)) {
-			errx_("%s: expected NAME GPA %s", cmd,
-			      !strcmp(cmd, "read") ? "LEN" : "HEX");
-			return EXIT_USAGE;
-		}
-	} else if (!strcmp(cmd, "save") || !strcmp(cmd, "load")) {
-		if (need_args(n, 3, cmd) < 0)
-			return EXIT_USAGE;
-	} else if (!strcmp(cmd, "dirty-rate")) {
-		if (n > 3 || (n == 3 && parse_u64(argv[2], 1, 3600, &a) < 0)) {
-			errx_("dirty-rate: expected NAME [SECONDS from 1 to 3600]");
-			return EXIT_USAGE;
-		}
-		if (n == 2)
-			a = 3;
-	} else if (need_args(n, 2, cmd) < 0) {
+	if (parse_cmd(cmd, argc, argv, &a) < 0)
 		return EXIT_USAGE;
-	}
 	if (conn_open(&c, argv[1]) < 0)
-		return EXIT_FAILED;
-	if (!strcmp(cmd, "status"))
-		code = cmd_simple(&c, "Status");
-	else if (!strcmp(cmd, "stop"))
-		code = cmd_simple(&c, "Stop");
-	else if (!strcmp(cmd, "cont"))
-		code = cmd_simple(&c, "Cont");
-	else if (!strcmp(cmd, "quit"))
-		code = cmd_quit(&c);
-	else if (!strcmp(cmd, "save"))
-		code = cmd_save(&c, argv[2]);
-	else if (!strcmp(cmd, "load"))
-		code = cmd_load(&c, argv[2]);
-	else if (!strcmp(cmd, "check"))
-		code = cmd_check(&c);
-	else if (!strcmp(cmd, "read"))
-		code = cmd_read(&c, a, b);
-	else if (!strcmp(cmd, "write"))
-		code = cmd_write(&c, a, argv[3]);
-	else if (!strcmp(cmd, "dirty-rate"))
-		code = cmd_dirty_rate(&c, a);
-	else {
-		errx_("unknown command '%s' (see vmmctl --help)", cmd);
-		code = EXIT_USAGE;
+		goto out;
+	if (!strcmp(cmd->name, "transfer")) {
+		if (conn_open(&d, argv[2]) == 0)
+			code = cmd_transfer(&c, &d, a.copy);
+	} else {
+		code = run_cmd(cmd->name, &c, argv, &a);
 	}
+out:
 	conn_close(&c);
+	conn_close(&d);
+	free(a.bytes);
 	return code;
 }
 

@@ -24,6 +24,8 @@ expect_error "--memory 0" --name a --memory 0 --test-guest idle "${R[@]}"
 expect_error "--memory 3M" --name a --memory 3M --test-guest idle "${R[@]}"
 expect_error "--memory lots" --name a --memory lots --test-guest idle "${R[@]}"
 expect_error "--vcpus 1000" --name a --memory 64M --vcpus 1000 --test-guest dirty "${R[@]}"
+expect_error "--vcpus 256: expected a number from 1 to 255" --name a --memory 64M \
+	--vcpus 256 --incoming "${R[@]}"
 expect_error "--vcpus 0" --name a --memory 64M --vcpus 0 --test-guest dirty "${R[@]}"
 expect_error "unknown mode" --name a --memory 64M --test-guest bogus "${R[@]}"
 expect_error "--name is required" --memory 64M --test-guest idle "${R[@]}"
@@ -36,8 +38,27 @@ expect_error "rundir $RUNDIR/file/sub" --name a --memory 64M --test-guest idle \
 	--rundir "$RUNDIR/file/sub"
 expect_error "--image-addr" --name a --memory 64M --image x --image-addr 0x100000 "${R[@]}"
 
+note "vmmctl: usage errors exit 2 with one line, before connecting"
+ctl_usage() {
+	local words=$1 err rc
+	shift
+	err=$("$BIN/vmmctl" --rundir "$RUNDIR" "$@" 2>&1 >/dev/null)
+	rc=$?
+	[ $rc -eq 2 ] || fail "vmmctl $*: exit $rc, expected 2 ($err)"
+	[ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "vmmctl $*: $err"
+	case $err in *"$words"*) ;; *) fail "vmmctl $*: '$err' lacks '$words'" ;; esac
+	echo "ok: $err"
+}
+ctl_usage "unknown command 'frobnicate'" frobnicate x
+ctl_usage "usage: vmmctl save NAME FILE" save x
+ctl_usage "hex digits" write x 0x1000 abc
+ctl_usage "not a guest physical address" read x nowhere 16
+ctl_usage "usage: vmmctl transfer" transfer a b --cpy
+ctl_usage "seconds from 1 to 3600" dirty-rate x 0
+err=$("$BIN/vmmctl" --rundir "$RUNDIR" status ghost 2>&1)
+[ $? -eq 1 ] && [[ $err == *"vmm ghost is not running"* ]] || fail "status ghost: $err"
+
 need_kvm
-expect_error "supports at most" --name a --memory 64M --vcpus 4096 --incoming "${R[@]}"
 expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
 truncate -s 5M "$RUNDIR/big.img"
 expect_error "do not fit" --name a --memory 4M --image "$RUNDIR/big.img" "${R[@]}"

@@ -80,6 +80,22 @@ echo "$out" | grep -q "bytes of RAM, this vmm has" || fail "$out"
 out=$(vmmctl load s "$RUNDIR/good.state" 2>&1) && fail "loaded into a running vmm"
 echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"
 
+note "a transfer that fails after the RAM handover"
+start_vmm x --memory 64M --vcpus 1 --test-guest dirty --heartbeat 100 --guest-rate 50000
+wait_pass x 0 2
+start_vmm y --memory 64M --vcpus 2 --incoming
+out=$(vmmctl transfer x y 2>&1) && fail "transfer between different vCPU counts"
+echo "$out"
+echo "$out" | grep -q "x is running again" || fail "$out"
+wait_exit "$(pid_of y)" || true     # y held x's RAM: it must be gone
+kill -0 "$(pid_of y)" 2>/dev/null && fail "y still runs with x's RAM"
+[ "$(state_of x)" = running ] || fail "x did not resume"
+wait_progress x 0
+vmmctl check x || fail "x after the failed transfer"
+out=$(vmmctl transfer x s 2>&1) && fail "transfer to a vmm that is not incoming"
+echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"
+[ "$(state_of x)" = running ] || fail "x stopped by a refused transfer"
+
 note "after all that, the incoming vmm still takes a good state"
 [ "$(state_of in)" = incoming ] || fail "refusals changed the incoming vmm"
 vmmctl load in "$RUNDIR/good.state" || fail "good state refused after bad ones"
