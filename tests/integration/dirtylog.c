@@ -115,6 +115,9 @@ int main(int argc, char **argv)
 	CHECK(r == -EINVAL && strstr(res.message, "not on"), "second DirtyStop");
 	printf("PASS: %zu pages written by the vmm were logged exactly\n", ngpas);
 	munmap(map, info->bitmap_bytes);
+	protobuf_c_message_free_unpacked(&sync->base, NULL);
+	protobuf_c_message_free_unpacked(&info->base, NULL);
+	protobuf_c_message_free_unpacked(&lay->base, NULL);
 	rpc_client_free(cl);
 	return 0;
 }

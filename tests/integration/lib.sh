@@ -17,6 +17,16 @@ cleanup() {
 		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$p" 2>/dev/null
 	done
+	# With SANITIZE=1 the programs report to their logs: any report fails
+	# the test, however it ended.
+	if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
+		"$RUNDIR"/*.log >/dev/null 2>&1; then
+		grep -h -A 20 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
+			"$RUNDIR"/*.log | head -n 60
+		echo "FAIL: a sanitizer reported an error"
+		rm -rf "$RUNDIR"
+		exit 1
+	fi
 	rm -rf "$RUNDIR"
 }
 trap cleanup EXIT
