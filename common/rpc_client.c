@@ -130,21 +130,12 @@ static int client_send(struct rpc_client *cl, const char *full,
 static int client_poll(struct rpc_client *cl, uint64_t deadline)
 {
 	struct pollfd pfd = { .fd = rpc_conn_fd(cl->conn), .events = POLLIN };
-	uint64_t now;
-	int ms = -1, r;
+	int r;
 
 	if (rpc_conn_pending(cl->conn))
 		pfd.events |= POLLOUT;
-	if (deadline) {
-		now = now_ns();
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		ms = (int)((deadline - now + 999999) / 1000000);
-	}
-	r = poll(&pfd, 1, ms);
-	if (r < 0)
-		return errno == EINTR ? 0 : -errno;
-	return r == 0 ? -ETIMEDOUT : 0;
+	r = poll_until(&pfd, 1, deadline);
+	return r < 0 ? r : 0;
 }
 
 struct client_wait {

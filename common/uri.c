@@ -272,22 +272,11 @@ static int connect_wait(int fd, uint64_t deadline_ns)
 {
 	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
 	socklen_t len = sizeof(int);
-	uint64_t now;
-	int err = 0, ms = -1, r;
+	int err = 0, r;
 
-	for (;;) {
-		if (deadline_ns) {
-			now = now_ns();
-			if (now >= deadline_ns)
-				return -ETIMEDOUT;
-			ms = (int)((deadline_ns - now + 999999) / 1000000);
-		}
-		r = poll(&pfd, 1, ms);
-		if (r > 0)
-			break;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-	}
+	r = poll_until(&pfd, 1, deadline_ns);
+	if (r < 0)
+		return r;
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		return -errno;
 	return -err;

@@ -5,6 +5,7 @@
  * string copies, VM name checks, the monotonic clock and mkdir -p.
  */
 #include <errno.h>
+#include <poll.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -167,6 +168,29 @@ uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int poll_until(struct pollfd *fds, unsigned int nfds, uint64_t deadline_ns)
+{
+	uint64_t now;
+	int ms = -1, r;
+
+	for (;;) {
+		if (deadline_ns) {
+			now = now_ns();
+			if (now >= deadline_ns)
+				return -ETIMEDOUT;
+			ms = (int)MIN((deadline_ns - now + 999999) / 1000000,
+				      (uint64_t)INT32_MAX);
+		}
+		r = poll(fds, nfds, ms);
+		if (r > 0)
+			return r;
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
 }
 
 /* mkdir one component; an existing directory is fine. */

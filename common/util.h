@@ -35,6 +35,14 @@ int name_valid(const char *name);
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
 
+struct pollfd;
+/*
+ * poll() until something is ready or the monotonic deadline_ns passes (0:
+ * no deadline), retrying EINTR.  Returns > 0 when ready, -ETIMEDOUT, or
+ * -errno.
+ */
+int poll_until(struct pollfd *fds, unsigned int nfds, uint64_t deadline_ns);
+
 /* mkdir -p with mode for missing components. */
 int mkdir_p(const char *path, unsigned int mode);
 
