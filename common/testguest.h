@@ -35,8 +35,9 @@
 
 /*
  * The test device: an MMIO doorbell in the PCI hole through which ring 3
- * talks to the vmm without entering ring 0 (PVM delivers user->kernel
- * events only through its own paravirtual ABI).  An 8-byte write of a
+ * talks to the vmm without entering ring 0 (under PVM ring 3 has no I/O
+ * privilege, and every return to ring 3 clears IF, so a halted ring-3
+ * vCPU could never be woken).  An 8-byte write of a
  * line buffer's gpa (a length word, then up to TG_LINE_MAX bytes) to
  * TG_DB_PRINT prints the line on the console; any write to TG_DB_HALT
  * parks the vCPU until the VM is next paused or resumed.

@@ -7,9 +7,10 @@
  *
  * Under PVM guest kernel code is emulated one instruction at a time, so
  * ring 0 does as little as possible: build an iretq frame and drop to ring
- * 3, where the workload runs natively.  It never comes back to ring 0
- * (PVM would need its paravirtual event ABI for that): it prints and
- * halts through the test device's MMIO doorbell (common/testguest.h).
+ * 3, where the workload runs natively.  It never comes back to ring 0:
+ * it prints and halts through the test device's MMIO doorbell
+ * (common/testguest.h), since under PVM ring 3 has no I/O privilege and
+ * cannot be woken by interrupts (every return to ring 3 clears IF).
  *
  * Page format and layout: common/testguest.h.  The code is position
  * independent (rip-relative), so only the fixed layout addresses appear.
