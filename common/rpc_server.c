@@ -22,6 +22,7 @@
 
 #define RPC_READ_BATCH 32       /* frames read per wake-up, for fairness */
 #define RPC_METHOD_SHOW 128     /* longest method name echoed back */
+#define RPC_ACCEPT_RETRY_MS 100 /* out of descriptors: try accepting again */
 
 struct rpc_service {
 	struct rpc_service *next;
@@ -73,6 +74,7 @@ struct rpc_server {
 	uint32_t max_frame;
 	rpc_accept_fn accept_fn;
 	void *accept_ctx;
+	struct event *ev_accept_retry;  /* listeners paused while pending */
 };
 
 struct rpc_call {
@@ -105,6 +107,8 @@ static void peer_unref(struct rpc_peer *p)
 		free(p);
 }
 
+static void server_resume_accept(struct rpc_server *s);
+
 static void peer_close(struct rpc_peer *p, int err)
 {
 	struct rpc_server *s = p->s;
@@ -125,6 +129,7 @@ static void peer_close(struct rpc_peer *p, int err)
 	p->s = NULL;
 	p->state = RPC_PEER_CLOSED;
 	peer_unref(p);
+	server_resume_accept(s);        /* a descriptor is free again */
 }
 
 /*
@@ -361,6 +366,46 @@ fail_peer:
 	return r;
 }
 
+static void server_resume_accept(struct rpc_server *s)
+{
+	struct rpc_listener *l;
+
+	if (!s->ev_accept_retry || !evtimer_pending(s->ev_accept_retry, NULL))
+		return;
+	evtimer_del(s->ev_accept_retry);
+	for (l = s->listeners; l; l = l->next)
+		event_add(l->ev, NULL);
+}
+
+static void handle_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct rpc_server *s = arg;
+	struct rpc_listener *l;
+
+	for (l = s->listeners; l; l = l->next)
+		event_add(l->ev, NULL);
+}
+
+/*
+ * Out of descriptors or memory: the pending connection stays queued and
+ * the level-triggered listeners would fire again at once, spinning the
+ * loop.  Stop watching them until a peer leaves or a little time passed.
+ */
+static void server_pause_accept(struct rpc_server *s)
+{
+	const struct timeval tv = { 0, RPC_ACCEPT_RETRY_MS * 1000 };
+	struct rpc_listener *l;
+
+	if (!s->ev_accept_retry) {
+		s->ev_accept_retry = evtimer_new(s->base, handle_accept_retry, s);
+		if (!s->ev_accept_retry)
+			return;
+	}
+	for (l = s->listeners; l; l = l->next)
+		event_del(l->ev);
+	evtimer_add(s->ev_accept_retry, &tv);
+}
+
 static void handle_accept(evutil_socket_t lfd, short what, void *arg)
 {
 	struct rpc_listener *l = arg;
@@ -369,9 +414,15 @@ static void handle_accept(evutil_socket_t lfd, short what, void *arg)
 
 	for (i = 0; i < RPC_READ_BATCH; i++) {
 		fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				log_debug("rpc: accept: %s", strerror(errno));
+		r = fd < 0 ? errno : 0;
+		if (r == EINTR || r == ECONNABORTED)
+			continue;
+		if (r) {
+			if (r == EMFILE || r == ENFILE || r == ENOBUFS ||
+			    r == ENOMEM)
+				server_pause_accept(s);
+			if (r != EAGAIN)
+				log_debug("rpc: accept: %s", strerror(r));
 			return;
 		}
 		if (s->accept_fn && s->accept_fn(s->accept_ctx, fd) < 0) {
@@ -406,6 +457,9 @@ void rpc_server_free(struct rpc_server *s)
 
 	if (!s)
 		return;
+	if (s->ev_accept_retry)
+		event_free(s->ev_accept_retry);
+	s->ev_accept_retry = NULL;
 	while ((l = s->listeners)) {
 		s->listeners = l->next;
 		event_free(l->ev);

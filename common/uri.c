@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -153,11 +154,19 @@ static int uri_resolve(const struct uri *u, bool passive,
 	return r ? gai_errno(r) : 0;
 }
 
-static void uri_unix_addr(const struct uri *u, struct sockaddr_un *sun)
+/* u->path may come from elsewhere than uri_parse: check it fits. */
+static int uri_unix_addr(const struct uri *u, struct sockaddr_un *sun)
 {
+	size_t n = strnlen(u->path, sizeof(u->path));
+
+	if (n == 0)
+		return -EINVAL;
+	if (n >= sizeof(sun->sun_path))
+		return -ENAMETOOLONG;
 	memset(sun, 0, sizeof(*sun));
 	sun->sun_family = AF_UNIX;
-	memcpy(sun->sun_path, u->path, strlen(u->path));
+	memcpy(sun->sun_path, u->path, n);
+	return 0;
 }
 
 static int tcp_listen_one(const struct addrinfo *ai, int backlog)
@@ -225,7 +234,9 @@ static int unix_listen(const struct uri *u, int backlog)
 	struct sockaddr_un sun;
 	int fd, r;
 
-	uri_unix_addr(u, &sun);
+	r = uri_unix_addr(u, &sun);
+	if (r < 0)
+		return r;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
@@ -282,11 +293,58 @@ static int connect_wait(int fd, uint64_t deadline_ns)
 	return -err;
 }
 
+/* SO_SNDTIMEO until deadline_ns (0: none, which also clears it). */
+static int set_send_timeout(int fd, uint64_t deadline_ns)
+{
+	struct timeval tv = { 0 };
+	uint64_t now, left;
+
+	if (deadline_ns) {
+		now = now_ns();
+		left = deadline_ns > now ? deadline_ns - now : 0;
+		tv.tv_sec = (time_t)(left / 1000000000);
+		tv.tv_usec = (suseconds_t)(left % 1000000000 / 1000);
+		if (tv.tv_sec == 0 && tv.tv_usec == 0)
+			tv.tv_usec = 1;
+	}
+	return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ?
+	       -errno : 0;
+}
+
+/*
+ * A unix connect is never in progress: while the listener's backlog is
+ * full a nonblocking one fails with EAGAIN at once.  So connect blocking,
+ * bounded by SO_SNDTIMEO, and clear the timeout afterwards.
+ */
+static int unix_connect(int fd, const struct sockaddr *sa, socklen_t len,
+			uint64_t deadline_ns)
+{
+	int r;
+
+	do {
+		r = set_send_timeout(fd, deadline_ns);
+		if (r == 0)
+			r = connect(fd, sa, len) < 0 ? -errno : 0;
+	} while (r == -EINTR);
+	if (r == -EAGAIN)
+		r = -ETIMEDOUT;
+	if (r == 0)
+		r = set_send_timeout(fd, 0);
+	return r;
+}
+
 static int connect_one(int family, const struct sockaddr *sa, socklen_t len,
 		       uint64_t deadline_ns)
 {
 	int fd, r;
 
+	if (family == AF_UNIX) {
+		fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		r = unix_connect(fd, sa, len, deadline_ns);
+		goto out;
+	}
 	fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
@@ -295,6 +353,7 @@ static int connect_one(int family, const struct sockaddr *sa, socklen_t len,
 		r = connect_wait(fd, deadline_ns);
 	if (r == 0)
 		r = set_nonblock(fd, false);
+out:
 	if (r < 0) {
 		close(fd);
 		return r;
@@ -312,7 +371,9 @@ int uri_connect(const struct uri *u, int timeout_ms)
 	if (timeout_ms > 0)
 		deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
 	if (u->kind == URI_UNIX) {
-		uri_unix_addr(u, &sun);
+		r = uri_unix_addr(u, &sun);
+		if (r < 0)
+			return r;
 		return connect_one(AF_UNIX, (struct sockaddr *)&sun,
 				   sizeof(sun), deadline);
 	}

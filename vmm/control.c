@@ -198,14 +198,12 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 		sizes[i] = lay->regions[i]->size;
 		fds[i] = rpc_call_take_fd(call, i);
 	}
-	ret = mem_adopt(ctl.vm, fds, gpas, sizes, n);
-	if (ret < 0) {
-		for (i = 0; i < n; i++)
-			close(fds[i]);
+	ret = mem_adopt(ctl.vm, fds, gpas, sizes, n);    /* takes the fds */
+	if (ret < 0)
 		return rpc_call_errorf(call, -ret,
-				       "RAM refused: the layout must match this vmm's %llu bytes",
+				       "RAM refused (%s): the layout must match this vmm's %llu bytes, one memfd per region sealed against shrinking",
+				       strerror(-ret),
 				       (unsigned long long)ctl.vm->memory);
-	}
 	log_info("adopted guest RAM from the caller");
 	return 0;
 }
@@ -292,6 +290,24 @@ static int method_write_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 	return 0;
 }
 
+/* Forget a migration that failed on its way in: RAM back to holes, no
+ * state loaded; the vmm waits for a new incoming guest. */
+static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	int ret;
+
+	if (control_state() != VM_STATE_INCOMING)
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot discard: the guest has already run here");
+	ret = mem_discard(ctl.vm);
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "discarding guest RAM: %s",
+				       strerror(-ret));
+	ctl.state_loaded = false;
+	log_info("discarded the incoming guest's RAM and state");
+	return 0;
+}
+
 /* Handlers by method name, matched to the descriptor's order at start. */
 static const struct {
 	const char *name;
@@ -310,6 +326,7 @@ static const struct {
 	{ "DirtyStop", method_dirty_stop },
 	{ "ReadMem", method_read_mem },
 	{ "WriteMem", method_write_mem },
+	{ "Discard", method_discard },
 };
 
 static int control_accept(void *arg, int fd)

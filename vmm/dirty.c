@@ -10,6 +10,7 @@
  * Called from the control service on the main thread.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -72,7 +73,8 @@ int dirty_start(struct vm *vm, int *ret_memfd)
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
 		  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) <= 0)
 		return -ENOTSUP;
-	vm->dirty_memfd = memfd_create("tern-dirty", MFD_CLOEXEC);
+	vm->dirty_memfd = memfd_create("tern-dirty",
+				       MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (vm->dirty_memfd < 0)
 		return -errno;
 	ret = -ENOMEM;
@@ -80,7 +82,10 @@ int dirty_start(struct vm *vm, int *ret_memfd)
 	vm->dirty_vmm = calloc(1, bytes);
 	if (!vm->dirty_scratch || !vm->dirty_vmm)
 		goto fail;
-	if (ftruncate(vm->dirty_memfd, bytes) < 0)
+	/* migd gets this memfd: it must not shrink it under our mapping. */
+	if (ftruncate(vm->dirty_memfd, bytes) < 0 ||
+	    fcntl(vm->dirty_memfd, F_ADD_SEALS,
+		  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
 		goto fail_errno;
 	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 		 vm->dirty_memfd, 0);

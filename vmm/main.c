@@ -277,7 +277,7 @@ int main(int argc, char **argv)
 	log_init("vmm", o.name, o.debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&vm.lock, NULL);
-	pthread_cond_init(&vm.cond, NULL);
+	vm_cond_init(&vm.cond);
 	vm.state = VM_STATE_INCOMING;
 
 	lock_fd = take_name_lock(o.rundir, o.name, lock_path, sizeof(lock_path));

@@ -7,6 +7,7 @@
  * dirty for migration.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -18,6 +19,13 @@
 #include "vmm/vmm.h"
 
 static void mem_unregister(struct vm *vm);
+
+/*
+ * Guest RAM memfds go to other processes (GetRam, cpr-transfer): sealed so
+ * that none of them can shrink one under our mapping, where our next
+ * access would be a SIGBUS.
+ */
+#define MEM_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
 static int mem_map_region(struct mem_region *r, int index)
 {
@@ -70,11 +78,12 @@ int mem_create(struct vm *vm)
 		r->gpa = gpas[i];
 		r->size = sizes[i];
 		snprintf(name, sizeof(name), "tern-ram%d", i);
-		r->memfd = memfd_create(name, MFD_CLOEXEC);
+		r->memfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 		if (r->memfd < 0)
 			return -errno;
 		vm->nregions = i + 1;
-		if (ftruncate(r->memfd, r->size) < 0)
+		if (ftruncate(r->memfd, r->size) < 0 ||
+		    fcntl(r->memfd, F_ADD_SEALS, MEM_SEALS) < 0)
 			return -errno;
 		ret = mem_map_region(r, i);
 		if (ret < 0)
@@ -86,7 +95,8 @@ int mem_create(struct vm *vm)
 
 /*
  * Replace our (untouched, incoming) RAM with a caller's memfds: the
- * layout must be exactly ours.  Takes ownership of the fds on success.
+ * layout must be exactly ours and each memfd sealed against shrinking.
+ * Takes ownership of the fds (closes them on failure).
  */
 int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
 	      const uint64_t *sizes, int n)
@@ -94,18 +104,26 @@ int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
 	uint64_t mygpas[VMM_MAX_REGIONS], mysizes[VMM_MAX_REGIONS];
 	struct mem_region fresh[VMM_MAX_REGIONS];
 	struct stat st;
-	int i, myn, ret;
+	int i, myn, seals, ret;
 
 	mem_layout(vm, mygpas, mysizes, &myn);
+	ret = -EINVAL;
 	if (n != myn)
-		return -EINVAL;
+		goto fail_fds;
 	for (i = 0; i < n; i++) {
+		ret = -EINVAL;
 		if (gpas[i] != mygpas[i] || sizes[i] != mysizes[i])
-			return -EINVAL;
-		if (fstat(fds[i], &st) < 0)
-			return -errno;
+			goto fail_fds;
+		if (fstat(fds[i], &st) < 0) {
+			ret = -errno;
+			goto fail_fds;
+		}
 		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != sizes[i])
-			return -EINVAL;
+			goto fail_fds;
+		ret = -EPERM;
+		seals = fcntl(fds[i], F_GET_SEALS);
+		if (seals < 0 || !(seals & F_SEAL_SHRINK))
+			goto fail_fds;
 	}
 	memset(fresh, 0, sizeof(fresh));
 	for (i = 0; i < n; i++) {
@@ -125,6 +143,9 @@ int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
 fail:
 	while (--i >= 0)
 		munmap(fresh[i].host, fresh[i].size);
+fail_fds:
+	for (i = 0; i < n; i++)
+		close(fds[i]);
 	return ret;
 }
 
@@ -177,6 +198,20 @@ int mem_register(struct vm *vm, bool log_dirty)
 		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
 			return -errno;
 	}
+	return 0;
+}
+
+/* Drop every page: the memfds become holes again (an incoming vmm
+ * forgetting a failed migration).  KVM's view follows the memfds. */
+int mem_discard(struct vm *vm)
+{
+	int i;
+
+	for (i = 0; i < vm->nregions; i++)
+		if (fallocate(vm->regions[i].memfd,
+			      FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			      vm->regions[i].size) < 0)
+			return -errno;
 	return 0;
 }
 

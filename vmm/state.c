@@ -752,6 +752,7 @@ static int state_load_vm(struct vm *vm, const Tern__Vmm__VmState *st,
 		&st->pic_master, &st->pic_slave, &st->ioapic
 	};
 	struct kvm_irqchip chip;
+	int ret;
 	struct kvm_pit_state2 pit;
 	const char *what = "KVM_SET_TSC_KHZ";
 	int i;
@@ -776,9 +777,10 @@ static int state_load_vm(struct vm *vm, const Tern__Vmm__VmState *st,
 		goto fail;
 	return 0;
 fail:
+	ret = -errno;
 	snprintf(err, errlen, "KVM refused the VM's state (%s: %s)", what,
-		 strerror(errno));
-	return -errno;
+		 strerror(-ret));
+	return ret;
 }
 
 /*
@@ -794,9 +796,11 @@ static int state_load_clock(struct vm *vm, const Tern__Vmm__VmState *st,
 	};
 
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0) {
+		int ret = -errno;
+
 		snprintf(err, errlen, "KVM refused the guest clock: %s",
-			 strerror(errno));
-		return -errno;
+			 strerror(-ret));
+		return ret;
 	}
 	return 0;
 }

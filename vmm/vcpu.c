@@ -63,6 +63,17 @@ void vm_set_state(struct vm *vm, enum vm_state state, const char *msg)
 	pthread_mutex_unlock(&vm->lock);
 }
 
+/* vm->cond times out against the monotonic clock (vm_pause). */
+void vm_cond_init(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+}
+
 static void vcpu_kick_handler(int sig)
 {
 	(void)sig;
@@ -380,13 +391,13 @@ int vm_pause(struct vm *vm)
 
 	pthread_mutex_lock(&vm->lock);
 	vm->pause_req = true;
-	clock_gettime(CLOCK_REALTIME, &deadline);
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += PAUSE_TIMEOUT_MS / 1000;
 	while (vm->nparked < vm->nvcpus) {
 		struct timespec tick;
 
 		vm_kick_all_locked(vm);
-		clock_gettime(CLOCK_REALTIME, &tick);
+		clock_gettime(CLOCK_MONOTONIC, &tick);
 		tick.tv_nsec += 50 * 1000 * 1000;
 		if (tick.tv_nsec >= 1000000000) {
 			tick.tv_sec++;

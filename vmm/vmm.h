@@ -135,6 +135,7 @@ int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
 	      const uint64_t *sizes, int n);
 void mem_destroy(struct vm *vm);
 int mem_register(struct vm *vm, bool log_dirty);
+int mem_discard(struct vm *vm);
 void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len);
 int mem_write(struct vm *vm, uint64_t gpa, const void *buf, uint64_t len);
 int mem_read(struct vm *vm, uint64_t gpa, void *buf, uint64_t len);
@@ -144,6 +145,7 @@ uint64_t mem_end(const struct vm *vm);  /* highest gpa + 1 */
 int vcpu_create_all(struct vm *vm);
 void vcpu_destroy_all(struct vm *vm);
 int vcpu_start_all(struct vm *vm);
+void vm_cond_init(pthread_cond_t *cond);
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 void vm_set_state(struct vm *vm, enum vm_state state, const char *msg);

@@ -258,8 +258,8 @@ static int state_file_read(const char *path, Tern__Vmm__VmState **ret, char *why
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(why, whylen, "%s", strerror(errno));
 		r = -errno;
+		snprintf(why, whylen, "%s", strerror(-r));
 		goto out;
 	}
 	if (st.st_size < 16 || pread(fd, hdr, 16, 0) != 16 ||
@@ -556,10 +556,21 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		ret = transfer_ram(src, dst, copy);
 	if (ret == 0)
 		ret = call(dst, "LoadState", &st->base, NULL, 0, NULL, NULL);
-	if (ret == 0)
-		ret = call(dst, "Cont", NULL, NULL, 0, NULL, NULL);
 	if (st)
 		protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (ret == 0 && call(dst, "Cont", NULL, NULL, 0, NULL, NULL) < 0) {
+		/* A lost answer is not a refusal: DST may run already.  Only
+		 * what DST says now decides whether SRC may run again. */
+		ds = NULL;
+		if (get_status(dst, &ds) < 0) {
+			errx_("cannot tell whether %s runs the guest: %s stays paused; "
+			      "check %s, then quit one of them", dst->name,
+			      src->name, dst->name);
+			return EXIT_FAILED;
+		}
+		ret = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ? 0 : -EIO;
+		protobuf_c_message_free_unpacked(&ds->base, NULL);
+	}
 	if (ret < 0) {
 		/* A destination that adopted the source's memfds must never run
 		 * beside it: end it before the source resumes. */
@@ -595,6 +606,12 @@ static int cmd_read(struct vmm_conn *c, uint64_t gpa, uint64_t len)
 		r.len = MIN(len - done, 1u << 20);
 		if (call(c, "ReadMem", &r.base, NULL, 0, (ProtobufCMessage **)&d, NULL) < 0)
 			return EXIT_FAILED;
+		if (d->data.len == 0 || d->data.len > r.len) {
+			errx_("vmm %s: ReadMem answered %zu bytes for %u", c->name,
+			      d->data.len, r.len);
+			protobuf_c_message_free_unpacked(&d->base, NULL);
+			return EXIT_FAILED;
+		}
 		for (i = 0; i < d->data.len; i++)
 			printf("%s%02x", i % 16 == 0 ? (i ? "\n" : "") : " ",
 			       d->data.data[i]);

@@ -63,6 +63,12 @@ expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" 
 truncate -s 5M "$RUNDIR/big.img"
 expect_error "do not fit" --name a --memory 4M --image "$RUNDIR/big.img" "${R[@]}"
 
+note "a rundir too long for a unix socket path"
+long=$RUNDIR/long/$(printf 'd%.0s' $(seq 100))
+expect_error "File name too long" --name a --memory 4M --test-guest idle \
+	--rundir "$long"
+[ -z "$(find "$RUNDIR/long" -type s)" ] || fail "a socket was bound at a truncated path"
+
 note "a second vmm with the same name"
 start_vmm dup --memory 64M --test-guest dirty --heartbeat 100
 wait_pass dup 0 2

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <event2/event.h>
 #include <cmocka.h>
@@ -27,6 +28,21 @@
 #include "proto/vmm.pb-c.h"
 
 #define VMM (&tern__vmm__vmm__descriptor)
+
+/* Fault injection: the server's accept4 fails with this errno while set
+ * (for a bounded number of calls, so that a spinning loop ends). */
+static int accept_fail_errno;
+static int accept_calls;
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	accept_calls++;
+	if (accept_fail_errno && accept_calls < 1000) {
+		errno = accept_fail_errno;
+		return -1;
+	}
+	return (int)syscall(SYS_accept4, fd, addr, len, flags);
+}
 
 /* ---- helpers ------------------------------------------------------- */
 
@@ -552,6 +568,7 @@ static int h_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 static const rpc_method_fn handlers[] = {
 	h_status, h_stop, h_cont, NULL /* Quit */, NULL, NULL, h_get_ram,
 	h_adopt_ram, h_dirty_start, h_dirty_sync, NULL, h_read_mem, NULL,
+	NULL /* Discard */,
 };
 
 static void handle_done(evutil_socket_t fd, short what, void *arg)
@@ -1115,6 +1132,54 @@ static void test_srv_listen_and_accept(void **state)
 	rmdir(dir);
 }
 
+/* Out of descriptors: the queued connection must not spin the loop
+ * (the listener is level-triggered); accepting resumes when a peer
+ * leaves, or after a short pause when none does. */
+static void test_srv_accept_out_of_fds(void **state)
+{
+	char dir[] = "/tmp/tern-rpc-XXXXXX", addr[128];
+	int lfd, c1, c2, rp, i, calls;
+	struct uri u;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(addr, sizeof(addr), "unix:%s/rpc.sock", dir);
+	assert_int_equal(uri_parse(addr, &u), 0);
+	lfd = uri_listen(&u, 8);
+	assert_true(lfd >= 0);
+	assert_int_equal(rpc_server_listen_fd(g->s, lfd), 0);
+	rp = raw_peer();
+	assert_int_equal(rpc_server_npeers(g->s), 2);
+
+	accept_fail_errno = EMFILE;
+	accept_calls = 0;
+	c1 = uri_connect(&u, 1000);
+	assert_true(c1 >= 0);
+	for (i = 0; i < 20; i++)
+		event_base_loop(g->base, EVLOOP_NONBLOCK);
+	assert_in_range(accept_calls, 1, 2);
+	accept_fail_errno = 0;
+	calls = accept_calls;
+	close(rp);                      /* a peer leaves: accept again */
+	for (i = 0; i < 1000 && accept_calls == calls; i++)
+		event_base_loop(g->base, EVLOOP_ONCE);
+	step_until_npeers(2);
+
+	accept_fail_errno = ENFILE;     /* no peer leaves: retried later */
+	calls = accept_calls;
+	c2 = uri_connect(&u, 1000);
+	assert_true(c2 >= 0);
+	for (i = 0; i < 1000 && accept_calls == calls; i++)
+		event_base_loop(g->base, EVLOOP_NONBLOCK);
+	accept_fail_errno = 0;
+	step_until_npeers(3);
+
+	close(c1);
+	close(c2);
+	step_until_npeers(1);
+	unlink(u.path);
+	rmdir(dir);
+}
+
 #define CONN_TEST(fn) cmocka_unit_test_setup_teardown(fn, conn_setup, \
 						      conn_teardown)
 #define SRV_TEST(fn) cmocka_unit_test_setup_teardown(fn, srv_setup, \
@@ -1159,6 +1224,7 @@ int main(void)
 		SRV_TEST(test_srv_wrong_arg_type),
 		cmocka_unit_test(test_client_timeout),
 		SRV_TEST(test_srv_listen_and_accept),
+		SRV_TEST(test_srv_accept_out_of_fds),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

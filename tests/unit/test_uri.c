@@ -197,6 +197,58 @@ static void test_unix_listen(void **state)
 	rmdir(dir);
 }
 
+/* A struct uri not made by uri_parse: a path too long for sun_path is
+ * refused, never copied past it (nor bound at a truncated name). */
+static void test_unix_path_unchecked(void **state)
+{
+	char dir[] = "/tmp/tern-uri-XXXXXX";
+	struct uri u = { .kind = URI_UNIX };
+	size_t n;
+
+	assert_non_null(mkdtemp(dir));
+	n = (size_t)snprintf(u.path, sizeof(u.path), "%s/", dir);
+	memset(u.path + n, 'a', 150);
+	assert_int_equal(uri_listen(&u, 1), -ENAMETOOLONG);
+	assert_int_equal(uri_connect(&u, 100), -ENAMETOOLONG);
+	u.path[0] = '\0';
+	assert_int_equal(uri_listen(&u, 1), -EINVAL);
+	assert_int_equal(rmdir(dir), 0);        /* nothing was bound in it */
+}
+
+/* A unix listener whose backlog is full: connect waits for its timeout
+ * (a nonblocking unix connect would fail with EAGAIN at once). */
+static void test_unix_connect_backlog_full(void **state)
+{
+	char dir[] = "/tmp/tern-uri-XXXXXX", s[256];
+	int lfd, fds[8], n = 0, r = 0, afd;
+	struct uri u;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(s, sizeof(s), "unix:%s/s.sock", dir);
+	assert_int_equal(uri_parse(s, &u), 0);
+	lfd = uri_listen(&u, 0);
+	assert_true(lfd >= 0);
+	while (n < 8) {
+		r = uri_connect(&u, 100);
+		if (r < 0)
+			break;
+		assert_false(fcntl(r, F_GETFL) & O_NONBLOCK);
+		fds[n++] = r;
+	}
+	assert_int_equal(r, -ETIMEDOUT);
+	afd = accept(lfd, NULL, NULL);          /* room for one more */
+	assert_true(afd >= 0);
+	r = uri_connect(&u, 1000);
+	assert_true(r >= 0);
+	close(r);
+	close(afd);
+	while (n)
+		close(fds[--n]);
+	close(lfd);
+	unlink(u.path);
+	rmdir(dir);
+}
+
 static void test_file_not_a_socket(void **state)
 {
 	struct uri u;
@@ -216,6 +268,8 @@ int main(void)
 		cmocka_unit_test(test_tcp_connect_timeout),
 		cmocka_unit_test(test_unix_listen),
 		cmocka_unit_test(test_file_not_a_socket),
+		cmocka_unit_test(test_unix_path_unchecked),
+		cmocka_unit_test(test_unix_connect_backlog_full),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * A hostile local peer against a real vmm's control socket: garbage,
+ * absurd lengths, frames that are not requests, descriptors nobody asked
+ * for, connections dropped mid-frame or held half-sent, memory access at
+ * the edges of RAM and the PCI hole, memfds shrunk behind the vmm's back.
+ * After each, the vmm must still answer.  Usage:
+ *   itest_ctlabuse SOCKET running    (a running test guest)
+ *   itest_ctlabuse SOCKET incoming   (an incoming vmm of 4100M)
+ *   itest_ctlabuse SOCKET hold       (open connections until refused,
+ *                                      print how many, hold them until
+ *                                      stdin closes)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/rpc.h"
+#include "proto/vmm.pb-c.h"
+
+#define CHECK(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); \
+	printf("\n"); exit(1); } } while (0)
+#define MIB (1ULL << 20)
+
+static const char *sock_path;
+
+static int raw_connect(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	CHECK(fd >= 0, "socket");
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock_path);
+	CHECK(connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0,
+	      "connect %s: %s", sock_path, strerror(errno));
+	return fd;
+}
+
+static void raw_send(int fd, const void *buf, size_t len, const int *fds,
+		     size_t nfds)
+{
+	union {
+		char b[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cm;
+
+	if (nfds) {
+		memset(&cbuf, 0, sizeof(cbuf));
+		msg.msg_control = cbuf.b;
+		msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	/* The vmm may already have closed us: that is fine. */
+	(void)sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
+static size_t request(uint8_t *buf, size_t len, const char *method,
+		      uint32_t nfds)
+{
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Request req = TERN__RPC__REQUEST__INIT;
+	int n;
+
+	req.id = 1;
+	req.method = (char *)method;
+	f.nfds = nfds;
+	f.body_case = TERN__RPC__FRAME__BODY_REQUEST;
+	f.request = &req;
+	n = rpc_frame_encode(&f, buf, len);
+	CHECK(n > 0, "encode");
+	return (size_t)n;
+}
+
+static struct rpc_client *client(void)
+{
+	struct rpc_client *cl;
+
+	CHECK(rpc_client_connect(sock_path, 10000, &cl) == 0, "connect");
+	rpc_client_set_max_frame(cl, 4 << 20);
+	return cl;
+}
+
+static int call(const char *method, const ProtobufCMessage *arg,
+		const int *fds, size_t nfds, ProtobufCMessage **ret,
+		struct rpc_result *res)
+{
+	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
+	struct rpc_client *cl = client();
+	struct rpc_result tmp;
+	int r;
+
+	r = rpc_client_call(cl, &tern__vmm__vmm__descriptor, method,
+			    arg ? arg : &e.base, fds, nfds, ret,
+			    res ? res : &tmp, 10000, NULL, NULL);
+	if (!res)
+		rpc_result_close_fds(&tmp);
+	rpc_client_free(cl);
+	return r;
+}
+
+static void assert_answers(const char *after)
+{
+	ProtobufCMessage *st = NULL;
+
+	CHECK(call("Status", NULL, NULL, 0, &st, NULL) == 0,
+	      "no Status after %s", after);
+	protobuf_c_message_free_unpacked(st, NULL);
+}
+
+static void read_mem(uint64_t gpa, uint32_t len, int want)
+{
+	Tern__Vmm__MemRange r = TERN__VMM__MEM_RANGE__INIT;
+	ProtobufCMessage *d = NULL;
+	int ret;
+
+	r.gpa = gpa;
+	r.len = len;
+	ret = call("ReadMem", &r.base, NULL, 0, &d, NULL);
+	CHECK(ret == want, "ReadMem 0x%llx+%u: %d, expected %d",
+	      (unsigned long long)gpa, len, ret, want);
+	if (d) {
+		CHECK(((Tern__Vmm__MemData *)d)->data.len == len, "short read");
+		protobuf_c_message_free_unpacked(d, NULL);
+	}
+}
+
+static void abuse_framing(void)
+{
+	static const uint32_t lens[] = { 0, 0xffffffffu, 0x7fffffffu,
+					 (4u << 20) + 1, 100 };
+	uint8_t buf[512], junk[256];
+	int fd, nul, fds[3], held[64];
+	size_t i, n;
+
+	for (i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(i * 37 + 11);
+	for (i = 0; i < 20; i++) {
+		fd = raw_connect();
+		raw_send(fd, junk + i, sizeof(junk) - i, NULL, 0);
+		close(fd);
+	}
+	assert_answers("garbage");
+	for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		fd = raw_connect();
+		memcpy(buf, &lens[i], 4);       /* little-endian host */
+		raw_send(fd, buf, 5, NULL, 0);
+		close(fd);
+	}
+	assert_answers("absurd lengths");
+
+	/* Requests with descriptors they do not take, or miscounted. */
+	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	CHECK(nul >= 0, "/dev/null");
+	fds[0] = fds[1] = fds[2] = nul;
+	for (i = 0; i < 4; i++) {
+		fd = raw_connect();
+		n = request(buf, sizeof(buf), i % 2 ? "tern.vmm.Vmm/GetRam" :
+			    "tern.vmm.Vmm/Status", (uint32_t)(3 - i));
+		raw_send(fd, buf, n, fds, i == 3 ? 0 : 3);
+		close(fd);
+	}
+	close(nul);
+	assert_answers("stray descriptors");
+
+	/* Unknown methods, and connections held open mid-frame. */
+	for (i = 0; i < 64; i++) {
+		held[i] = raw_connect();
+		n = request(buf, sizeof(buf), i % 3 ? "tern.vmm.Vmm/Nope" :
+			    "tern.vmm.Vmm/Status", 0);
+		raw_send(held[i], buf, i % (n + 1), NULL, 0);
+	}
+	assert_answers("64 connections held mid-frame");
+	for (i = 0; i < 64; i++)
+		close(held[i]);
+	assert_answers("connections dropped mid-frame");
+}
+
+/* A memfd the vmm handed out cannot be shrunk under its mapping. */
+static void assert_sealed(int fd, const char *what)
+{
+	CHECK(ftruncate(fd, 4096) < 0 && errno == EPERM,
+	      "%s could be shrunk (%s)", what, strerror(errno));
+}
+
+static void run_running(void)
+{
+	ProtobufCMessage *out = NULL;
+	struct rpc_result res;
+	size_t i;
+
+	abuse_framing();
+	read_mem(64 * MIB - 4096, 4096, 0);
+	read_mem(64 * MIB - 4096, 4097, -EFAULT);
+	read_mem(64 * MIB, 1, -EFAULT);
+	read_mem(0, (1 << 20) + 1, -EINVAL);
+	read_mem(~0ULL, 2, -EFAULT);
+
+	CHECK(call("GetRam", NULL, NULL, 0, &out, &res) == 0 && res.nfds == 1,
+	      "GetRam");
+	protobuf_c_message_free_unpacked(out, NULL);
+	for (i = 0; i < res.nfds; i++)
+		assert_sealed(res.fds[i], "a guest RAM memfd from GetRam");
+	rpc_result_close_fds(&res);
+	CHECK(call("DirtyStart", NULL, NULL, 0, &out, &res) == 0 &&
+	      res.nfds == 1, "DirtyStart");
+	protobuf_c_message_free_unpacked(out, NULL);
+	assert_sealed(res.fds[0], "the dirty bitmap memfd");
+	rpc_result_close_fds(&res);
+	CHECK(call("DirtySync", NULL, NULL, 0, NULL, NULL) == 0, "DirtySync");
+	CHECK(call("DirtyStop", NULL, NULL, 0, NULL, NULL) == 0, "DirtyStop");
+	assert_answers("memory access");
+}
+
+static int memfd_of(uint64_t size, bool seal)
+{
+	int fd = memfd_create("abuse", MFD_CLOEXEC |
+			      (seal ? MFD_ALLOW_SEALING : 0));
+
+	CHECK(fd >= 0 && ftruncate(fd, (off_t)size) == 0, "memfd");
+	if (seal)
+		CHECK(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0, "seal");
+	return fd;
+}
+
+static int adopt(uint64_t size0, uint64_t size1, bool seal,
+		 struct rpc_result *res)
+{
+	Tern__Vmm__RamLayout lay = TERN__VMM__RAM_LAYOUT__INIT;
+	Tern__Vmm__RamRegion r[2], *pr[2] = { &r[0], &r[1] };
+	int fds[2], ret;
+
+	tern__vmm__ram_region__init(&r[0]);
+	tern__vmm__ram_region__init(&r[1]);
+	r[0].gpa = 0;
+	r[0].size = 3072 * MIB;
+	r[1].gpa = 4096 * MIB;
+	r[1].size = 4100 * MIB - 3072 * MIB;
+	lay.page_size = 4096;
+	lay.n_regions = 2;
+	lay.regions = pr;
+	fds[0] = memfd_of(size0, seal);
+	fds[1] = memfd_of(size1, seal);
+	ret = call("AdoptRam", &lay.base, fds, 2, NULL, res);
+	close(fds[0]);
+	close(fds[1]);
+	return ret;
+}
+
+static void run_incoming(void)
+{
+	const uint64_t lo = 3072 * MIB, hi = 4100 * MIB - 3072 * MIB;
+	struct rpc_result res;
+	int ret;
+
+	abuse_framing();
+	ret = adopt(lo, hi - 4096, true, &res);
+	CHECK(ret == -EINVAL, "AdoptRam of a short memfd: %d", ret);
+	ret = adopt(lo, hi, false, &res);
+	CHECK(ret == -EPERM && strstr(res.message, "sealed"),
+	      "AdoptRam of unsealed memfds: %d %s", ret, res.message);
+	ret = adopt(lo, hi, true, &res);
+	CHECK(ret == 0, "AdoptRam of sealed memfds: %d %s", ret, res.message);
+	assert_answers("AdoptRam");
+
+	read_mem(lo - 4096, 4096, 0);
+	read_mem(lo - 1, 2, -EFAULT);           /* into the PCI hole */
+	read_mem(lo, 1, -EFAULT);
+	read_mem(4096 * MIB - 1, 2, -EFAULT);   /* out of it */
+	read_mem(4096 * MIB, 4096, 0);
+	read_mem(4096 * MIB + hi - 4096, 4096, 0);
+	read_mem(4096 * MIB + hi - 4096, 4097, -EFAULT);
+	assert_answers("memory access around the PCI hole");
+}
+
+static void run_hold(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int n = 0, fd;
+	char c;
+
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock_path);
+	for (n = 0; n < 200; n++) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			    0);
+		CHECK(fd >= 0, "socket");
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+			close(fd);
+			break;          /* EAGAIN: the backlog is full */
+		}
+		usleep(2000);           /* let the vmm accept what it can */
+	}
+	printf("held %d\n", n);
+	fflush(stdout);
+	while (read(0, &c, 1) > 0)
+		;
+	exit(0);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "usage: itest_ctlabuse SOCKET running|incoming\n");
+		return 2;
+	}
+	sock_path = argv[1];
+	if (!strcmp(argv[2], "running"))
+		run_running();
+	else if (!strcmp(argv[2], "hold"))
+		run_hold();
+	else
+		run_incoming();
+	printf("vmm survived: %s\n", argv[2]);
+	return 0;
+}

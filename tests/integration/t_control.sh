@@ -1,0 +1,40 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# The vmm's control socket against a hostile local peer (itest_ctlabuse):
+# garbage, absurd lengths, stray descriptors, half-sent frames, memory
+# access at the edges of RAM and the PCI hole, unsealed or wrong-sized
+# memfds for AdoptRam.  The vmm keeps running, its guest keeps running
+# with memory intact, and it keeps answering.  Then a vmm out of
+# descriptors still serves once the connections hogging them go away.
+. "$(dirname "$0")/lib.sh"
+need_kvm
+
+start_vmm f --memory 64M --test-guest dirty --heartbeat 200
+wait_pass f 0 1
+"$TESTS/itest_ctlabuse" "$RUNDIR/vmm/f.sock" running || fail "running vmm"
+kill -0 "$(pid_of f)" || fail "the vmm died"
+[ "$(state_of f)" = running ] || fail "the guest is not running"
+wait_progress f 0
+vmmctl check f || fail "memory check after the abuse"
+
+start_vmm in --memory 4100M --incoming
+"$TESTS/itest_ctlabuse" "$RUNDIR/vmm/in.sock" incoming || fail "incoming vmm"
+kill -0 "$(pid_of in)" || fail "the incoming vmm died"
+[ "$(state_of in)" = incoming ] || fail "the incoming vmm left its state"
+
+note "a vmm out of descriptors keeps serving once they are freed"
+(ulimit -n 48; exec "$BIN/vmm" --name few --memory 64M --rundir "$RUNDIR" \
+	--test-guest idle >"$RUNDIR/few.log" 2>&1) &
+few=$!
+PIDS+=("$few")
+wait_until 20 vmmctl status few || fail "vmm few did not come up"
+coproc HOLD { "$TESTS/itest_ctlabuse" "$RUNDIR/vmm/few.sock" hold; }
+PIDS+=("$HOLD_PID")
+read -r -t 30 line <&"${HOLD[0]}" || fail "the holder did not report"
+echo "$line"
+[ "$(ls /proc/$few/fd | wc -l)" -ge 48 ] || fail "the vmm has descriptors left"
+kill -0 "$few" || fail "vmm few died out of descriptors"
+exec {HOLD[1]}>&-                       # the holder lets go
+wait "$HOLD_PID"
+wait_until 30 vmmctl status few || fail "vmm few does not answer after the connections went"
+echo PASS
