@@ -73,7 +73,17 @@ VMM_SRCS    := $(filter-out vmm/vmmctl.c,$(wildcard vmm/*.c)) $(wildcard vmm/*.S
 VMM_OBJS    := $(patsubst %,$(O)/%.o,$(basename $(VMM_SRCS)))
 VMMCTL_OBJS := $(O)/vmm/vmmctl.o
 
+MIGD_SRCS   := $(filter-out migd/migctl.c,$(wildcard migd/*.c))
+MIGD_OBJS   := $(patsubst %.c,$(O)/%.o,$(MIGD_SRCS))
+MIGCTL_OBJS := $(O)/migd/migctl.o
+
 PROGS := $(O)/bin/vmm $(O)/bin/vmmctl
+ifneq ($(MIGD_SRCS),)
+PROGS += $(O)/bin/migd
+endif
+ifneq ($(wildcard migd/migctl.c),)
+PROGS += $(O)/bin/migctl
+endif
 
 $(O)/bin/vmm: $(VMM_OBJS) $(LIBCOMMON)
 	$(call msg,LD,$@)
@@ -81,6 +91,16 @@ $(O)/bin/vmm: $(VMM_OBJS) $(LIBCOMMON)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/bin/vmmctl: $(VMMCTL_OBJS) $(LIBCOMMON)
+	$(call msg,LD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/bin/migd: $(MIGD_OBJS) $(LIBCOMMON)
+	$(call msg,LD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/bin/migctl: $(MIGCTL_OBJS) $(LIBCOMMON)
 	$(call msg,LD,$@)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -165,34 +185,46 @@ all: $(ITEST_BINS) $(TEST_IMAGES)
 
 # ---- install ------------------------------------------------------------------
 #   make install [PREFIX=/usr/local] [DESTDIR=/staging]
-# Programs go to PREFIX/sbin, man pages to PREFIX/share/man, the systemd
-# unit to PREFIX/lib/systemd/system (systemd reads /usr/local/lib/systemd/
-# system too); the unit's paths are rewritten to match PREFIX.
+# Daemons and vmmctl go to PREFIX/sbin, migctl (a user command) to
+# PREFIX/bin, man pages to PREFIX/share/man, the systemd units to
+# PREFIX/lib/systemd/system (systemd reads /usr/local/lib/systemd/system
+# too); the units' paths are rewritten to match PREFIX.
 PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
+BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL ?= install
+MAN1    := $(wildcard man/migctl.1)
 MAN7    := man/tern-rpc.7
-MAN8    := man/vmm.8 man/vmmctl.8
-UNITS   := systemd/vmm@.service
+MAN8    := man/vmm.8 man/vmmctl.8 $(wildcard man/migd.8)
+UNITS   := systemd/vmm@.service $(wildcard systemd/migd.service)
+BIN_PROGS  := $(filter %/migctl,$(PROGS))
+SBIN_PROGS := $(filter-out %/migctl,$(PROGS))
 
 .PHONY: install uninstall
 install: $(PROGS)
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
-	$(Q)$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man7 \
+	$(Q)$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 \
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR)
-	$(Q)$(INSTALL) -m 0755 $(PROGS) $(DESTDIR)$(SBINDIR)/
+	$(Q)$(INSTALL) -m 0755 $(SBIN_PROGS) $(DESTDIR)$(SBINDIR)/
+	$(Q)$(if $(BIN_PROGS),$(INSTALL) -m 0755 $(BIN_PROGS) $(DESTDIR)$(BINDIR)/,true)
+	$(Q)$(if $(MAN1),$(INSTALL) -m 0644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/,true)
 	$(Q)$(INSTALL) -m 0644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
 	$(Q)$(INSTALL) -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
 	$(Q)for u in $(UNITS); do \
-		sed 's|/usr/local/sbin/|$(SBINDIR)/|g' $$u > $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp && \
+		sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' \
+		    -e 's|/usr/local/bin/|$(BINDIR)/|g' $$u \
+			> $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp && \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp && \
 		mv $(DESTDIR)$(UNITDIR)/$${u##*/}.tmp $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; \
 	done
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(notdir $(PROGS))) \
+	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(notdir $(SBIN_PROGS))) \
+	      $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(BIN_PROGS))) \
+	      $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
 	      $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7))) \
 	      $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8))) \
 	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))

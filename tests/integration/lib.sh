@@ -107,3 +107,36 @@ wait_progress() {
 	wait_until 60 pages_above "$1" "$2" "${before:-0}" ||
 		fail "$1: vcpu $2 made no progress past ${before:-0} pages"
 }
+
+# ---- migd ---------------------------------------------------------------
+
+migctl() { "$BIN/migctl" --rundir "$RUNDIR" --timeout 120 "$@"; }
+
+# The first "KEY": value of the JSON on stdin (strings without quotes).
+jget() { grep -o "\"$1\":\"\{0,1\}[^\",}]*" | head -n 1 | sed 's/^[^:]*:"\{0,1\}//'; }
+
+# start_migd [ENV=VALUE...]: one migd serving both ends in RUNDIR.
+start_migd() {
+	env "$@" "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
+	MIGD_PID=$!
+	PIDS+=("$MIGD_PID")
+	wait_until 20 migctl list || { cat "$RUNDIR/migd.log"; fail "migd did not come up"; }
+}
+
+# incoming VM [ADDR]: start a destination job; sets TOKEN and ADDR.
+incoming() {
+	local out
+	out=$(migctl --json incoming "$1" --listen "${2:-tcp:127.0.0.1:0}") ||
+		fail "incoming $1: $out"
+	TOKEN=$(echo "$out" | jget token)
+	ADDR=$(echo "$out" | jget listen)
+	[ ${#TOKEN} -eq 32 ] && [ -n "$ADDR" ] || fail "incoming $1: $out"
+}
+
+job_get() { migctl --json status "$1" | jget "$2"; }
+job_is() { [ "$(job_get "$1" state)" = "$2" ]; }
+job_final() {
+	case $(job_get "$1" state) in completed|failed|cancelled) return 0 ;; esac
+	return 1
+}
+wait_job_final() { wait_until 120 job_final "$1" || fail "job of $1 did not end"; }

@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * RAM channels: one thread per ram connection on each side.
+ *
+ * Sending: the job's main thread queues batches of page offsets; the
+ * channel thread splits each batch into zero pages (sent as offsets only)
+ * and data pages, which go out with sendmsg() straight from the mapped
+ * memfd (iovecs, no copy in user space).  A page is always queued to the
+ * same channel (source.c picks the channel from its page number), so the
+ * order of its versions is the channel's order and no cross-channel
+ * barrier is needed.
+ *
+ * Receiving: every header and every offset is checked against the
+ * announced layout before use; data pages are read straight into the
+ * destination's memfd mapping; zero pages become holes (fallocate), so
+ * nothing is allocated for them.  Nothing here logs per page.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "migd/migd.h"
+
+#define KEEPALIVE_IDLE_S 5
+#define KEEPALIVE_INTVL_S 1
+#define KEEPALIVE_CNT 5
+
+void chan_tune_socket(int fd, bool bulk)
+{
+	int one = 1, idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTVL_S;
+	int cnt = KEEPALIVE_CNT, buf = 4 << 20;
+
+	/* Keepalive finds a peer that vanished without closing (most options
+	 * fail harmlessly on unix sockets). */
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	if (bulk) {
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+	} else {
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+}
+
+void chan_abort_fd(int fd)
+{
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static bool page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	unsigned int i;
+
+	/* A cache line at a time: most non-zero pages stop at the first. */
+	for (i = 0; i < STREAM_PAGE / 8; i += 8)
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] |
+		    w[i + 6] | w[i + 7])
+			return false;
+	return true;
+}
+
+/* sendmsg() until every iovec is out; the iovecs are consumed. */
+static int send_iov(int fd, struct iovec *iov, int n)
+{
+	struct msghdr mh = { 0 };
+	ssize_t s;
+
+	while (n > 0) {
+		mh.msg_iov = iov;
+		mh.msg_iovlen = n;
+		s = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (s < 0 && errno == EINTR)
+			continue;
+		if (s < 0)
+			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+		while (n > 0 && (size_t)s >= iov->iov_len) {
+			s -= iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + s;
+			iov->iov_len -= s;
+		}
+	}
+	return 0;
+}
+
+/* Hold the channel to its share of max-bandwidth. */
+static void chan_pace(struct chan_tx *c, uint64_t start_ns, uint64_t bytes)
+{
+	uint64_t due, now;
+	struct timespec ts;
+
+	if (!c->rate)
+		return;
+	due = start_ns + bytes * 1000000000ULL / c->rate;
+	now = now_ns();
+	if (due <= now)
+		return;
+	ts.tv_sec = (due - now) / 1000000000ULL;
+	ts.tv_nsec = (due - now) % 1000000000ULL;
+	nanosleep(&ts, NULL);
+}
+
+struct tx_state {
+	uint64_t seq;
+	uint64_t start_ns;
+	uint64_t bytes;
+};
+
+static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
+		       uint16_t region, const uint64_t *off, uint32_t n)
+{
+	struct iovec iov[2 + STREAM_MAX_BATCH];
+	uint64_t wire_off[STREAM_MAX_BATCH];
+	struct stream_pkt p = {
+		.magic = STREAM_PKT_MAGIC,
+		.flags = flags,
+		.region = region,
+		.npages = n,
+		.data_len = (flags & (STREAM_PKT_ZERO | STREAM_PKT_END)) ? 0 :
+			    n * STREAM_PAGE,
+		.seq = t->seq,
+	};
+	uint64_t bytes = sizeof(p) + n * 8 + p.data_len;
+	uint32_t i;
+	int iovn = 0, r;
+
+	stream_pkt_to_wire(&p);
+	iov[iovn++] = (struct iovec){ &p, sizeof(p) };
+	for (i = 0; i < n; i++)
+		wire_off[i] = htole64(off[i]);
+	if (n)
+		iov[iovn++] = (struct iovec){ wire_off, n * 8 };
+	if (!(flags & (STREAM_PKT_ZERO | STREAM_PKT_END)))
+		for (i = 0; i < n; i++)
+			iov[iovn++] = (struct iovec){
+				c->ram->r[region].host + off[i], STREAM_PAGE };
+	r = send_iov(c->fd, iov, iovn);
+	if (r < 0)
+		return r;
+	t->seq++;
+	t->bytes += bytes;
+	worker_count(c->w, c->index, bytes, n,
+		     (flags & STREAM_PKT_ZERO) ? n : 0);
+	chan_pace(c, t->start_ns, t->bytes);
+	return 0;
+}
+
+static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch *b)
+{
+	uint64_t zero[STREAM_MAX_BATCH], data[STREAM_MAX_BATCH];
+	uint32_t nz = 0, nd = 0, i;
+	int r = 0;
+
+	if (b->end)
+		return send_packet(c, t, STREAM_PKT_END, 0, NULL, 0);
+	for (i = 0; i < b->npages; i++) {
+		if (page_is_zero(c->ram->r[b->region].host + b->off[i]))
+			zero[nz++] = b->off[i];
+		else
+			data[nd++] = b->off[i];
+	}
+	if (nz)
+		r = send_packet(c, t, STREAM_PKT_ZERO, b->region, zero, nz);
+	if (r == 0 && nd)
+		r = send_packet(c, t, 0, b->region, data, nd);
+	if (r == 0)
+		c->pages_total += b->npages;
+	return r;
+}
+
+static void *chan_tx_thread(void *arg)
+{
+	struct chan_tx *c = arg;
+	struct tx_state t = { .start_ns = now_ns() };
+	struct batch *b;
+	int r;
+
+	for (;;) {
+		pthread_mutex_lock(&c->lock);
+		while (!c->len && !c->stop)
+			pthread_cond_wait(&c->cond, &c->lock);
+		if (!c->len) {
+			pthread_mutex_unlock(&c->lock);
+			break;
+		}
+		b = &c->q[c->head];
+		c->busy = true;
+		pthread_mutex_unlock(&c->lock);
+
+		r = send_batch(c, &t, b);
+
+		pthread_mutex_lock(&c->lock);
+		c->head = (c->head + 1) % CHAN_QUEUE;
+		c->len--;
+		c->busy = false;
+		if (r < 0 && !c->err) {
+			c->err = r;
+			worker_fail(c->w, r, "ram channel %u: send: %s", c->index,
+				    strerror(-r));
+		}
+		if (c->err)
+			c->len = 0;     /* a dead channel drops what is queued */
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+	}
+	return NULL;
+}
+
+int chan_tx_start(struct chan_tx *c)
+{
+	int r;
+
+	c->q = calloc(CHAN_QUEUE, sizeof(*c->q));
+	if (!c->q)
+		return -ENOMEM;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	r = pthread_create(&c->thread, NULL, chan_tx_thread, c);
+	if (r)
+		return -r;
+	c->started = true;
+	return 0;
+}
+
+int chan_tx_push(struct chan_tx *c, const struct batch *b)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	while (c->len == CHAN_QUEUE && !c->err && !worker_cancelled())
+		pthread_cond_wait(&c->cond, &c->lock);
+	r = c->err ? c->err : worker_cancelled() ? -ECANCELED : 0;
+	if (r == 0) {
+		c->q[(c->head + c->len) % CHAN_QUEUE] = *b;
+		c->len++;
+		pthread_cond_broadcast(&c->cond);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+int chan_tx_drain(struct chan_tx *c)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	while ((c->len || c->busy) && !c->err)
+		pthread_cond_wait(&c->cond, &c->lock);
+	r = c->err;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+void chan_tx_stop(struct chan_tx *c)
+{
+	if (!c->started)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stop = true;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	chan_abort_fd(c->fd);
+	pthread_join(c->thread, NULL);
+	c->started = false;
+	free(c->q);
+	c->q = NULL;
+}
+
+/* ---- receiving ------------------------------------------------------------ */
+
+/* Zero pages become holes: coalesce runs into few fallocate calls. */
+static int punch_zero(struct chan_rx *c, unsigned int region, const uint64_t *off,
+		      uint32_t n)
+{
+	int fd = c->ram->r[region].fd;
+	uint64_t start = off[0], len = STREAM_PAGE;
+	uint32_t i;
+
+	for (i = 1; i <= n; i++) {
+		if (i < n && off[i] == start + len) {
+			len += STREAM_PAGE;
+			continue;
+		}
+		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      start, len) < 0)
+			return -errno;
+		if (i < n) {
+			start = off[i];
+			len = STREAM_PAGE;
+		}
+	}
+	return 0;
+}
+
+/* readv() until every iovec is full. */
+static int read_iov(int fd, struct iovec *iov, int n)
+{
+	ssize_t s;
+
+	while (n > 0) {
+		s = readv(fd, iov, n);
+		if (s < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (s < 0)
+			return -errno;
+		if (s == 0)
+			return -EBADMSG;
+		while (n > 0 && (size_t)s >= iov->iov_len) {
+			s -= iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + s;
+			iov->iov_len -= s;
+		}
+	}
+	return 0;
+}
+
+static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
+{
+	struct iovec iov[STREAM_MAX_BATCH];
+	uint64_t off[STREAM_MAX_BATCH];
+	struct stream_pkt p;
+	const char *why;
+	uint32_t i;
+	int r;
+
+	r = stream_read_full(c->fd, &p, sizeof(p), 0);
+	if (r < 0)
+		return worker_fail(c->w, r, "ram channel %u: %s", c->index,
+				   r == -EPIPE || r == -EBADMSG ?
+				   "the source closed the connection mid-stream" :
+				   strerror(-r));
+	if (stream_pkt_check(&p, &c->layout, seq, &why) < 0)
+		return worker_fail(c->w, EPROTO, "ram channel %u: %s", c->index, why);
+	if (p.flags & STREAM_PKT_END) {
+		*ended = true;
+		return 0;
+	}
+	r = stream_read_full(c->fd, off, p.npages * 8, 0);
+	for (i = 0; r == 0 && i < p.npages; i++)
+		if (stream_offset_check(&off[i], &c->layout, p.region) < 0)
+			return worker_fail(c->w, EPROTO,
+					   "ram channel %u: page offset 0x%llx outside "
+					   "region %u", c->index,
+					   (unsigned long long)off[i], p.region);
+	if (r == 0 && (p.flags & STREAM_PKT_ZERO)) {
+		r = punch_zero(c, p.region, off, p.npages);
+	} else if (r == 0) {
+		for (i = 0; i < p.npages; i++)
+			iov[i] = (struct iovec){ c->ram->r[p.region].host + off[i],
+						 STREAM_PAGE };
+		r = read_iov(c->fd, iov, p.npages);
+	}
+	if (r < 0)
+		return worker_fail(c->w, r, "ram channel %u: %s", c->index,
+				   r == -EBADMSG ? "the source closed the connection "
+				   "mid-packet" : strerror(-r));
+	worker_count(c->w, c->index, sizeof(p) + p.npages * 8 + p.data_len,
+		     p.npages, (p.flags & STREAM_PKT_ZERO) ? p.npages : 0);
+	c->pages_total += p.npages;
+	return 0;
+}
+
+static void *chan_rx_thread(void *arg)
+{
+	struct chan_rx *c = arg;
+	uint64_t seq = 0;
+	bool ended = false;
+	int r = 0;
+
+	while (!ended && r == 0)
+		r = recv_packet(c, seq++, &ended);
+	c->err = r;
+	c->ended = ended;
+	return NULL;
+}
+
+int chan_rx_start(struct chan_rx *c)
+{
+	int r = pthread_create(&c->thread, NULL, chan_rx_thread, c);
+
+	if (r)
+		return -r;
+	c->started = true;
+	return 0;
+}
+
+int chan_rx_join(struct chan_rx *c)
+{
+	if (c->started) {
+		pthread_join(c->thread, NULL);
+		c->started = false;
+	}
+	return c->err;
+}

@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The migration daemon's control service, tern.migd.Migd
+ * (proto/migd.proto), on RUNDIR/migd.sock: only root and migd's own uid
+ * may connect (SO_PEERCRED).  Each handler checks its request in full,
+ * then asks jobs.c for a new job or about an existing one.  Methods with
+ * wait set are finished when the job ends (deferred calls) and stream
+ * "status" events meanwhile to callers that ask.  See tern-rpc(7).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/uri.h"
+#include "common/util.h"
+#include "migd/migd.h"
+
+#define CONTROL_LISTEN_BACKLOG 64
+#define PARAM_MAX_DOWNTIME_MS 600000
+
+static struct migd *control_migd(struct rpc_call *call)
+{
+	return rpc_call_ctx(call);
+}
+
+/* A VM named NAME with a vmm on this host (RUNDIR/vmm/NAME.sock). */
+static int check_vm(struct rpc_call *call, struct migd *m, const char *vm)
+{
+	char path[PATH_MAX + 80];
+	struct stat st;
+
+	if (name_valid(vm) < 0)
+		return rpc_call_errorf(call, EINVAL,
+				       "'%.64s' is not a valid VM name (1-64 letters, "
+				       "digits, '.', '_' or '-')", vm);
+	snprintf(path, sizeof(path), "%s/vmm/%s.sock", m->rundir, vm);
+	if (stat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return rpc_call_errorf(call, ENOENT, "no vmm named %s on this host",
+				       vm);
+	if (m->quitting)
+		return rpc_call_errorf(call, ESHUTDOWN, "migd is shutting down");
+	return 0;
+}
+
+static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm)
+{
+	struct job *j = job_find(m, vm, true);
+	Tern__Migd__JobStatus js;
+
+	if (!j)
+		return 0;
+	job_status(j, &js);
+	return rpc_call_errorf(call, EBUSY,
+			       "%s already has a running migration job (%s%s, %s)",
+			       vm, js.id[0] ? "id " : "no id yet",
+			       js.id, job_state_name(j->state));
+}
+
+static int check_uri(struct rpc_call *call, const char *what, const char *s,
+		     struct uri *ret)
+{
+	if (uri_parse(s, ret) < 0 || (ret->kind != URI_TCP && ret->kind != URI_UNIX))
+		return rpc_call_errorf(call, EINVAL,
+				       "%s '%.200s': expected tcp:HOST:PORT or unix:PATH",
+				       what, s);
+	return 0;
+}
+
+static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)
+{
+	if (stream_unhex(s, ret, STREAM_TOKEN_LEN) < 0)
+		return rpc_call_errorf(call, EINVAL,
+				       "the token must be %d hex digits (as Incoming printed it)",
+				       STREAM_TOKEN_HEX);
+	return 0;
+}
+
+/* Nonzero fields of p must be in range; they then replace those of out. */
+static int params_apply(struct rpc_call *call, const Tern__Migd__Params *p,
+			struct mig_params *out)
+{
+	if (!p)
+		return 0;
+	if (p->channels > STREAM_MAX_CHANNELS)
+		return rpc_call_errorf(call, ERANGE,
+				       "channels %u: expected 1 to %u", p->channels,
+				       STREAM_MAX_CHANNELS);
+	if (p->downtime_limit_ms > PARAM_MAX_DOWNTIME_MS)
+		return rpc_call_errorf(call, ERANGE,
+				       "downtime_limit_ms %u: expected 1 to %u",
+				       p->downtime_limit_ms, PARAM_MAX_DOWNTIME_MS);
+	if (p->channels)
+		out->channels = p->channels;
+	if (p->downtime_limit_ms)
+		out->downtime_limit_ms = p->downtime_limit_ms;
+	if (p->max_bandwidth)
+		out->max_bandwidth = p->max_bandwidth;
+	if (p->avail_switchover_bandwidth)
+		out->avail_switchover_bandwidth = p->avail_switchover_bandwidth;
+	return 0;
+}
+
+static int reply_job(struct rpc_call *call, struct job *j)
+{
+	Tern__Migd__JobStatus js;
+
+	job_status(j, &js);
+	return rpc_call_reply(call, &js.base, NULL, 0);
+}
+
+static int job_spec_init(struct migd *m, struct job_spec *spec,
+			 enum job_role role, const char *vm)
+{
+	memset(spec, 0, sizeof(*spec));
+	spec->role = role;
+	spec->listen_fd = -1;
+	spec->params = m->defaults;
+	str_copy(spec->vm, vm, sizeof(spec->vm));
+	return str_copy(spec->rundir, m->rundir, sizeof(spec->rundir));
+}
+
+static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__IncomingRequest *req = (const void *)arg;
+	Tern__Migd__IncomingReply rep = TERN__MIGD__INCOMING_REPLY__INIT;
+	Tern__Migd__JobStatus js;
+	struct migd *m = control_migd(call);
+	char token[STREAM_TOKEN_HEX + 1], bound[sizeof(((struct job_spec *)0)->peer)];
+	struct job_spec spec;
+	struct job *j;
+	struct uri u;
+	int r, fd, port;
+
+	r = check_vm(call, m, req->vm);
+	if (r == 0)
+		r = check_not_busy(call, m, req->vm);
+	if (r == 0)
+		r = check_uri(call, "listen address", req->listen, &u);
+	if (r < 0)
+		return r;
+	job_spec_init(m, &spec, JOB_ROLE_DEST, req->vm);
+	if (req->token[0]) {
+		r = check_token(call, req->token, spec.token);
+		if (r < 0)
+			return r;
+	} else if ((r = stream_token_new(spec.token)) < 0) {
+		return rpc_call_errorf(call, -r, "cannot make a token: %s",
+				       strerror(-r));
+	}
+	fd = uri_listen(&u, CONTROL_LISTEN_BACKLOG);
+	if (fd < 0)
+		return rpc_call_errorf(call, -fd, "cannot listen on %s: %s",
+				       req->listen, strerror(-fd));
+	if (u.kind == URI_TCP) {
+		port = uri_bound_port(fd);
+		if (port < 0) {
+			close(fd);
+			return rpc_call_errorf(call, -port, "cannot listen on %s: %s",
+					       req->listen, strerror(-port));
+		}
+		u.port = port;
+	}
+	if (uri_format(&u, bound, sizeof(bound)) < 0 ||
+	    str_copy(spec.peer, bound, sizeof(spec.peer)) < 0) {
+		close(fd);
+		return rpc_call_errorf(call, ENAMETOOLONG, "listen address too long");
+	}
+	spec.listen_fd = fd;
+	r = job_start(m, &spec, &j);    /* closes fd in any case */
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot start a worker: %s",
+				       strerror(-r));
+	stream_hex(spec.token, STREAM_TOKEN_LEN, token);
+	log_info("%s: waiting for the source on %s", req->vm, bound);
+	job_status(j, &js);
+	rep.token = token;
+	rep.listen = bound;
+	rep.job = &js;
+	return rpc_call_reply(call, &rep.base, NULL, 0);
+}
+
+static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__MigrateRequest *req = (const void *)arg;
+	struct migd *m = control_migd(call);
+	struct job_spec spec;
+	struct job *j;
+	struct uri u;
+	int r;
+
+	r = check_vm(call, m, req->vm);
+	if (r == 0)
+		r = check_not_busy(call, m, req->vm);
+	if (r == 0)
+		r = check_uri(call, "destination", req->uri, &u);
+	if (r < 0)
+		return r;
+	job_spec_init(m, &spec, JOB_ROLE_SOURCE, req->vm);
+	r = check_token(call, req->token, spec.token);
+	if (r == 0)
+		r = params_apply(call, req->params, &spec.params);
+	if (r < 0)
+		return r;
+	if (uri_format(&u, spec.peer, sizeof(spec.peer)) < 0)
+		return rpc_call_errorf(call, ENAMETOOLONG, "destination too long");
+	r = stream_token_new(spec.id);
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot make a migration id: %s",
+				       strerror(-r));
+	r = job_start(m, &spec, &j);
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot start a worker: %s",
+				       strerror(-r));
+	log_info("%s: migrating to %s, %u channel%s", req->vm, spec.peer,
+		 spec.params.channels, spec.params.channels == 1 ? "" : "s");
+	if (req->wait)
+		return job_add_waiter(j, call);
+	return reply_job(call, j);
+}
+
+/* The VM's job for Status and Cancel, or an error that says why not. */
+static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
+		     struct job **ret)
+{
+	if (name_valid(vm) < 0)
+		return rpc_call_errorf(call, EINVAL, "'%.64s' is not a valid VM name",
+				       vm);
+	*ret = job_find(m, vm, false);
+	if (!*ret)
+		return rpc_call_errorf(call, ENOENT, "no migration job for %s", vm);
+	return 0;
+}
+
+static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__JobQuery *q = (const void *)arg;
+	struct job *j;
+	int r = query_job(call, control_migd(call), q->vm, &j);
+
+	if (r < 0)
+		return r;
+	if (q->wait && !j->finished)
+		return job_add_waiter(j, call);
+	return reply_job(call, j);
+}
+
+static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__JobQuery *q = (const void *)arg;
+	struct job *j;
+	int r = query_job(call, control_migd(call), q->vm, &j);
+
+	if (r < 0)
+		return r;
+	if (j->finished)
+		return rpc_call_errorf(call, EINVAL,
+				       "nothing to cancel: the last migration job of %s "
+				       "already ended (%s)", q->vm,
+				       job_state_name(j->state));
+	r = job_cancel(j);
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot signal worker %d: %s",
+				       (int)j->pid, strerror(-r));
+	if (q->wait)
+		return job_add_waiter(j, call);
+	return reply_job(call, j);
+}
+
+static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	Tern__Migd__JobList list = TERN__MIGD__JOB_LIST__INIT;
+	struct migd *m = control_migd(call);
+	Tern__Migd__JobStatus *all, **ptrs;
+	struct job *j;
+	size_t n = 0;
+	int r;
+
+	for (j = m->running; j; j = j->next)
+		n++;
+	n += m->nhistory;
+	all = calloc(n ? n : 1, sizeof(*all));
+	ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+	if (!all || !ptrs) {
+		free(all);
+		free(ptrs);
+		return -ENOMEM;
+	}
+	n = 0;
+	for (j = m->running; j; j = j->next, n++)
+		job_status(j, &all[n]);
+	for (j = m->history; j; j = j->next, n++)
+		job_status(j, &all[n]);
+	for (r = 0; (size_t)r < n; r++)
+		ptrs[r] = &all[r];
+	list.n_jobs = n;
+	list.jobs = ptrs;
+	r = rpc_call_reply(call, &list.base, NULL, 0);
+	free(all);
+	free(ptrs);
+	return r;
+}
+
+static int reply_params(struct rpc_call *call, const struct mig_params *p)
+{
+	Tern__Migd__Params out = TERN__MIGD__PARAMS__INIT;
+
+	out.channels = p->channels;
+	out.max_bandwidth = p->max_bandwidth;
+	out.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
+	out.downtime_limit_ms = p->downtime_limit_ms;
+	return rpc_call_reply(call, &out.base, NULL, 0);
+}
+
+static int method_set_params(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__SetParamsRequest *req = (const void *)arg;
+	struct migd *m = control_migd(call);
+	struct mig_params p = m->defaults;
+	int r;
+
+	if (req->reset) {
+		memset(&p, 0, sizeof(p));
+		p.channels = MIGD_DEFAULT_CHANNELS;
+		p.downtime_limit_ms = MIGD_DEFAULT_DOWNTIME_MS;
+	}
+	r = params_apply(call, req->params, &p);
+	if (r < 0)
+		return r;
+	m->defaults = p;
+	log_info("defaults: %u channels, max bandwidth %llu B/s, switchover "
+		 "bandwidth %llu B/s, downtime limit %u ms", p.channels,
+		 (unsigned long long)p.max_bandwidth,
+		 (unsigned long long)p.avail_switchover_bandwidth,
+		 p.downtime_limit_ms);
+	return reply_params(call, &p);
+}
+
+static int method_get_params(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	return reply_params(call, &control_migd(call)->defaults);
+}
+
+/* Handlers by method name, matched to the descriptor's order at start. */
+static const struct {
+	const char *name;
+	rpc_method_fn fn;
+} control_methods[] = {
+	{ "Incoming", method_incoming },
+	{ "Migrate", method_migrate },
+	{ "Status", method_status },
+	{ "Cancel", method_cancel },
+	{ "List", method_list },
+	{ "SetParams", method_set_params },
+	{ "GetParams", method_get_params },
+};
+
+static int control_accept(void *arg, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (cred.uid != 0 && cred.uid != geteuid()) {
+		log_warnx("control: refused uid %u (pid %d)", cred.uid, cred.pid);
+		return -EPERM;
+	}
+	return 0;
+}
+
+int control_start(struct migd *m)
+{
+	const ProtobufCServiceDescriptor *d = &tern__migd__migd__descriptor;
+	static rpc_method_fn handlers[ARRAY_SIZE(control_methods)];
+	struct uri u = { .kind = URI_UNIX };
+	unsigned int i, j;
+	mode_t mask;
+	int fd, ret;
+
+	if (d->n_methods != ARRAY_SIZE(control_methods))
+		fatalx("control: %u methods in proto/migd.proto, %zu handlers",
+		       d->n_methods, ARRAY_SIZE(control_methods));
+	for (i = 0; i < d->n_methods; i++) {
+		for (j = 0; j < ARRAY_SIZE(control_methods); j++)
+			if (!strcmp(d->methods[i].name, control_methods[j].name))
+				handlers[i] = control_methods[j].fn;
+		if (!handlers[i])
+			fatalx("control: no handler for %s", d->methods[i].name);
+	}
+	if ((size_t)snprintf(u.path, sizeof(u.path), "%s/migd.sock", m->rundir) >=
+	    sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		log_warnx("control socket path %s/migd.sock is too long", m->rundir);
+		return -ENAMETOOLONG;
+	}
+	/* We hold migd.lock, so a socket file left here is stale. */
+	unlink(u.path);
+	/* Born 0600: only root and our own uid may connect (SO_PEERCRED too). */
+	mask = umask(0177);
+	fd = uri_listen(&u, CONTROL_LISTEN_BACKLOG);
+	umask(mask);
+	if (fd < 0) {
+		log_warnc(fd, "control socket %s", u.path);
+		return fd;
+	}
+	ret = rpc_server_new(m->base, &m->server);
+	if (ret == 0)
+		ret = rpc_server_listen_fd(m->server, fd);
+	else
+		close(fd);
+	if (ret == 0)
+		ret = rpc_server_add_service(m->server, d, handlers, m);
+	if (ret < 0) {
+		log_warnc(ret, "control service");
+		return ret;
+	}
+	rpc_server_set_accept(m->server, control_accept, m);
+	return 0;
+}
+
+void control_stop(struct migd *m)
+{
+	char path[PATH_MAX + 80];
+
+	if (!m->server)
+		return;
+	rpc_server_free(m->server);
+	m->server = NULL;
+	snprintf(path, sizeof(path), "%s/migd.sock", m->rundir);
+	unlink(path);
+}

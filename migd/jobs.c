@@ -1,0 +1,566 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The job table of the migd parent: one forked worker per job, its status
+ * reports read from a socketpair in the event loop, the callers waiting
+ * for its end, and the history of finished jobs.  When a worker dies
+ * without a final report the parent decides the job's fate here and runs
+ * the clean-up the worker could not (vmmlink.c).  Called by control.c
+ * (new jobs, queries) and main.c (SIGCHLD, shutdown).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/uri.h"
+#include "common/util.h"
+#include "migd/migd.h"
+
+#define JOB_STATUS_MAX_FRAME (256u << 10)
+#define JOB_READ_BATCH 16
+
+static const char *const state_names[JOB_STATE_MAX] = {
+	[JOB_STATE_NONE] = "none",
+	[JOB_STATE_SETUP] = "setup",
+	[JOB_STATE_ACTIVE] = "active",
+	[JOB_STATE_DEVICE] = "device",
+	[JOB_STATE_COMPLETED] = "completed",
+	[JOB_STATE_FAILED] = "failed",
+	[JOB_STATE_CANCELLING] = "cancelling",
+	[JOB_STATE_CANCELLED] = "cancelled",
+	[JOB_STATE_WAITING] = "waiting",
+};
+
+const char *job_state_name(enum job_state st)
+{
+	return st < JOB_STATE_MAX ? state_names[st] : "unknown";
+}
+
+const char *job_role_name(enum job_role role)
+{
+	return role == JOB_ROLE_SOURCE ? "source" :
+	       role == JOB_ROLE_DEST ? "destination" : "unknown";
+}
+
+bool job_state_final(enum job_state st)
+{
+	return st == JOB_STATE_COMPLETED || st == JOB_STATE_FAILED ||
+	       st == JOB_STATE_CANCELLED;
+}
+
+static uint64_t unix_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A destination learns its id from the source: all zeroes until then. */
+static bool id_unknown(const char *hex)
+{
+	return !hex || !hex[0] || strspn(hex, "0") == strlen(hex);
+}
+
+void job_status(struct job *j, Tern__Migd__JobStatus *ret)
+{
+	Tern__Migd__JobStatus *js = ret;
+	const struct job_spec *s = &j->spec;
+
+	if (j->last) {
+		*js = *j->last;
+	} else {
+		tern__migd__job_status__init(js);
+		stream_hex(s->id, STREAM_ID_LEN, j->idhex);
+		js->id = j->idhex;
+		js->vm = j->spec.vm;
+		js->role = s->role == JOB_ROLE_SOURCE ?
+			   TERN__MIGD__JOB_ROLE__ROLE_SOURCE :
+			   TERN__MIGD__JOB_ROLE__ROLE_DEST;
+		js->peer = j->spec.peer;
+		tern__migd__params__init(&j->params);
+		j->params.channels = s->params.channels;
+		j->params.max_bandwidth = s->params.max_bandwidth;
+		j->params.avail_switchover_bandwidth =
+			s->params.avail_switchover_bandwidth;
+		j->params.downtime_limit_ms = s->params.downtime_limit_ms;
+		js->params = &j->params;
+		js->started_unix_ms = j->started_unix_ms;
+	}
+	if (id_unknown(js->id))
+		js->id = "";
+	if (s->role == JOB_ROLE_DEST && (!js->listen || !js->listen[0]))
+		js->listen = j->spec.peer;
+	js->state = (Tern__Migd__JobState)j->state;
+	if (j->error[0])
+		js->error = j->error;
+	js->worker_pid = j->pid > 0 ? (uint32_t)j->pid : js->worker_pid;
+	if (j->finished) {
+		js->finished_unix_ms = j->finished_unix_ms;
+		if (js->started_unix_ms && js->finished_unix_ms > js->started_unix_ms &&
+		    !js->total_ms)
+			js->total_ms = js->finished_unix_ms - js->started_unix_ms;
+	}
+}
+
+struct job *job_find(struct migd *m, const char *vm, bool running_only)
+{
+	struct job *j;
+
+	for (j = m->running; j; j = j->next)
+		if (!strcmp(j->spec.vm, vm))
+			return j;
+	if (running_only)
+		return NULL;
+	for (j = m->history; j; j = j->next)
+		if (!strcmp(j->spec.vm, vm))
+			return j;
+	return NULL;
+}
+
+/* Send the current status as a "status" event to every waiter that
+ * asked; a waiter whose caller has gone is dropped. */
+static void job_notify(struct job *j)
+{
+	Tern__Migd__JobStatus js;
+	size_t i = 0;
+
+	job_status(j, &js);
+	while (i < j->nwaiters) {
+		struct job_waiter *w = &j->waiters[i];
+
+		if (w->events &&
+		    rpc_call_event(w->call, "status", &js.base) == -ENOTCONN) {
+			rpc_call_finish(w->call, -ENOTCONN);
+			j->waiters[i] = j->waiters[--j->nwaiters];
+			continue;
+		}
+		i++;
+	}
+}
+
+int job_add_waiter(struct job *j, struct rpc_call *call)
+{
+	struct job_waiter *w;
+
+	if (j->nwaiters >= MIGD_MAX_WAITERS)
+		return rpc_call_errorf(call, EBUSY,
+				       "too many callers wait for the job of %s",
+				       j->spec.vm);
+	w = &j->waiters[j->nwaiters++];
+	w->call = call;
+	w->events = rpc_call_wants_events(call);
+	if (w->events) {
+		Tern__Migd__JobStatus js;
+
+		/* The caller sees where the job stands at once. */
+		job_status(j, &js);
+		rpc_call_event(call, "status", &js.base);
+	}
+	return RPC_DEFERRED;
+}
+
+/* Check a report against the job before taking it. */
+static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
+{
+	Tern__Migd__JobStatus *js;
+	const Tern__Rpc__Event *ev = f->event;
+	enum job_role role;
+
+	if (f->body_case != TERN__RPC__FRAME__BODY_EVENT || !ev->name ||
+	    strcmp(ev->name, "status"))
+		return -EPROTO;
+	js = tern__migd__job_status__unpack(NULL, ev->data.len, ev->data.data);
+	if (!js)
+		return -EPROTO;
+	role = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE ? JOB_ROLE_SOURCE :
+	       js->role == TERN__MIGD__JOB_ROLE__ROLE_DEST ? JOB_ROLE_DEST :
+	       JOB_ROLE_MAX;
+	if (strcmp(js->vm, j->spec.vm) || role != j->spec.role ||
+	    (unsigned int)js->state >= JOB_STATE_MAX ||
+	    js->n_channels > STREAM_MAX_CHANNELS ||
+	    strlen(js->id) != 2 * STREAM_ID_LEN) {
+		tern__migd__job_status__free_unpacked(js, NULL);
+		return -EPROTO;
+	}
+	if (j->last)
+		tern__migd__job_status__free_unpacked(j->last, NULL);
+	j->last = js;
+	if (j->cancel_requested && !job_state_final((enum job_state)js->state))
+		j->state = JOB_STATE_CANCELLING;
+	else
+		j->state = (enum job_state)js->state;
+	return 0;
+}
+
+static void job_close_conn(struct job *j)
+{
+	if (j->ev) {
+		event_free(j->ev);
+		j->ev = NULL;
+	}
+	if (j->conn) {
+		rpc_conn_free(j->conn);
+		j->conn = NULL;
+	}
+}
+
+/* Read what the worker said; 0 to keep reading, <0 at EOF or error. */
+static int job_read(struct job *j)
+{
+	Tern__Rpc__Frame *f;
+	int fds[RPC_MAX_FDS];
+	size_t nfds, i;
+	int r = 0, n;
+
+	for (n = 0; n < JOB_READ_BATCH; n++) {
+		r = rpc_conn_recv(j->conn, &f, fds, &nfds);
+		if (r <= 0)
+			break;
+		for (i = 0; i < nfds; i++)
+			close(fds[i]);
+		r = nfds ? -EPROTO : job_take_report(j, f);
+		tern__rpc__frame__free_unpacked(f, NULL);
+		if (r < 0)
+			break;
+		job_notify(j);
+	}
+	return r;
+}
+
+static void handle_worker_report(evutil_socket_t fd, short what, void *arg)
+{
+	struct job *j = arg;
+	int r = job_read(j);
+
+	if (r >= 0)
+		return;
+	if (r != -EPIPE) {
+		/* A worker that speaks garbage is not trusted to finish. */
+		log_warnx("%s: worker %d sent a malformed status report (%s); "
+			  "killing it", j->spec.vm, (int)j->pid, strerror(-r));
+		snprintf(j->error, sizeof(j->error),
+			 "worker sent a malformed status report");
+		if (j->pid > 0)
+			kill(j->pid, SIGKILL);
+	}
+	job_close_conn(j);
+}
+
+/* ---- starting a worker ----------------------------------------------- */
+
+static void child_close_fds(int keep1, int keep2)
+{
+	int lo = MIN(keep1, keep2), hi = MAX(keep1, keep2);
+
+	if (lo < 3)
+		lo = hi;
+	if (lo > 3)
+		close_range(3, lo - 1, 0);
+	if (hi > lo + 1)
+		close_range(lo + 1, hi - 1, 0);
+	close_range(hi + 1, ~0U, 0);
+}
+
+/* In the child: nothing of the parent's but the two descriptors. */
+static void __attribute__((noreturn)) child_run(struct job_spec *spec, int fd,
+						pid_t parent)
+{
+	struct sigaction sa = { .sa_handler = SIG_DFL };
+	sigset_t all;
+	int sig;
+
+	child_close_fds(fd, spec->listen_fd >= 0 ? spec->listen_fd : fd);
+	sigemptyset(&sa.sa_mask);
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &sa, NULL);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	/* If migd dies, the job is cancelled (the worker restores the VM). */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		raise(SIGTERM);
+	_exit(worker_main(spec, fd));
+}
+
+int job_start(struct migd *m, const struct job_spec *spec, struct job **ret)
+{
+	struct job *j;
+	int sv[2], r;
+	pid_t pid, parent = getpid();
+
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	j->spec = *spec;
+	j->state = spec->role == JOB_ROLE_DEST ? JOB_STATE_WAITING :
+						JOB_STATE_SETUP;
+	j->started_unix_ms = unix_ms();
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		r = -errno;
+		goto fail_job;
+	}
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		goto fail_job;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		child_run(&j->spec, sv[1], parent);
+	}
+	close(sv[1]);
+	j->pid = pid;
+	r = rpc_conn_new(sv[0], JOB_STATUS_MAX_FRAME, &j->conn);
+	if (r < 0)
+		goto fail_kill;
+	j->ev = event_new(m->base, sv[0], EV_READ | EV_PERSIST,
+			  handle_worker_report, j);
+	if (!j->ev || event_add(j->ev, NULL) < 0) {
+		r = -ENOMEM;
+		goto fail_kill;
+	}
+	if (spec->listen_fd >= 0)
+		close(spec->listen_fd);
+	j->spec.listen_fd = -1;
+	j->next = m->running;
+	m->running = j;
+	log_info("%s: %s job started, worker %d", spec->vm,
+		 job_role_name(spec->role), (int)pid);
+	*ret = j;
+	return 0;
+fail_kill:
+	/* Reaped by jobs_reap like any other child; it has no job. */
+	kill(pid, SIGKILL);
+	job_close_conn(j);
+fail_job:
+	free(j);
+fail:
+	if (spec->listen_fd >= 0)
+		close(spec->listen_fd);
+	return r;
+}
+
+int job_cancel(struct job *j)
+{
+	if (j->finished || j->pid <= 0)
+		return -EINVAL;
+	if (kill(j->pid, SIGTERM) < 0)
+		return -errno;
+	if (!j->cancel_requested)
+		log_info("%s: cancelling (worker %d)", j->spec.vm, (int)j->pid);
+	j->cancel_requested = true;
+	if (!job_state_final(j->state))
+		j->state = JOB_STATE_CANCELLING;
+	job_notify(j);
+	return 0;
+}
+
+/* ---- the end of a job ------------------------------------------------ */
+
+static void job_append_error(struct job *j, const char *what)
+{
+	size_t n = strlen(j->error);
+
+	if (!what || !what[0])
+		return;
+	snprintf(j->error + n, sizeof(j->error) - n, "%s%s", n ? "; " : "", what);
+}
+
+/* The worker ended without a final report: decide, and clean up. */
+static void job_died(struct migd *m, struct job *j, int wstatus)
+{
+	char msg[512] = "", why[64];
+	int r;
+
+	if (WIFSIGNALED(wstatus))
+		snprintf(why, sizeof(why), "killed by signal %d", WTERMSIG(wstatus));
+	else
+		snprintf(why, sizeof(why), "exited with %d", WEXITSTATUS(wstatus));
+	if (j->cancel_requested && WIFSIGNALED(wstatus) &&
+	    WTERMSIG(wstatus) == SIGTERM) {
+		j->state = JOB_STATE_CANCELLED;
+		snprintf(msg, sizeof(msg), "cancelled (worker %s)", why);
+	} else {
+		j->state = JOB_STATE_FAILED;
+		snprintf(msg, sizeof(msg), "worker died: %s", why);
+	}
+	if (j->error[0]) {
+		char prev[sizeof(j->error)];
+
+		str_copy(prev, j->error, sizeof(prev));
+		snprintf(j->error, sizeof(j->error), "%s", msg);
+		job_append_error(j, prev);
+	} else {
+		snprintf(j->error, sizeof(j->error), "%s", msg);
+	}
+	msg[0] = 0;
+	if (j->spec.role == JOB_ROLE_SOURCE) {
+		if (j->last && j->last->switched) {
+			vmm_link_recover_source(m->rundir, j->spec.vm, false, msg,
+						sizeof(msg));
+			job_append_error(j, "outcome unknown: the destination may "
+					 "run the guest; the source stays paused");
+		} else {
+			r = vmm_link_recover_source(m->rundir, j->spec.vm, true, msg,
+						    sizeof(msg));
+			if (r < 0 && !msg[0])
+				snprintf(msg, sizeof(msg),
+					 "could not recover the source VM: %s",
+					 strerror(-r));
+			job_append_error(j, msg);
+		}
+	} else {
+		r = vmm_link_discard_dest(m->rundir, j->spec.vm, msg, sizeof(msg));
+		if (r < 0 && !msg[0])
+			snprintf(msg, sizeof(msg),
+				 "could not clean up the destination vmm: %s",
+				 strerror(-r));
+		job_append_error(j, msg);
+	}
+	log_warnx("%s: %s", j->spec.vm, j->error);
+}
+
+static void job_unlink_listen(const struct job *j)
+{
+	struct uri u;
+	struct stat st;
+
+	if (j->spec.role != JOB_ROLE_DEST || uri_parse(j->spec.peer, &u) < 0 ||
+	    u.kind != URI_UNIX)
+		return;
+	if (lstat(u.path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(u.path);
+}
+
+static void job_free(struct job *j)
+{
+	size_t i;
+
+	for (i = 0; i < j->nwaiters; i++)
+		rpc_call_finish(j->waiters[i].call, -ESHUTDOWN);
+	job_close_conn(j);
+	if (j->last)
+		tern__migd__job_status__free_unpacked(j->last, NULL);
+	free(j);
+}
+
+static void job_to_history(struct migd *m, struct job *j)
+{
+	struct job **pp;
+
+	for (pp = &m->running; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	j->next = m->history;
+	m->history = j;
+	if (++m->nhistory > MIGD_HISTORY) {
+		for (pp = &m->history; (*pp)->next; pp = &(*pp)->next)
+			;
+		job_free(*pp);
+		*pp = NULL;
+		m->nhistory--;
+	}
+}
+
+static void job_finish(struct migd *m, struct job *j, int wstatus)
+{
+	Tern__Migd__JobStatus js;
+	size_t i;
+	int r;
+
+	/* Whatever the worker wrote before it ended is in the socket. */
+	if (j->conn)
+		job_read(j);
+	job_close_conn(j);
+	j->pid = 0;
+	if (j->last && job_state_final((enum job_state)j->last->state) &&
+	    !j->error[0])
+		j->state = (enum job_state)j->last->state;
+	else
+		job_died(m, j, wstatus);
+	j->finished = true;
+	j->finished_unix_ms = unix_ms();
+	job_unlink_listen(j);
+	if (j->last)
+		j->last->worker_pid = 0;
+	job_status(j, &js);
+	log_info("%s: %s job %s%s%s", j->spec.vm, job_role_name(j->spec.role),
+		 job_state_name(j->state), js.error[0] ? ": " : "", js.error);
+	job_notify(j);
+	job_status(j, &js);
+	for (i = 0; i < j->nwaiters; i++) {
+		r = rpc_call_reply(j->waiters[i].call, &js.base, NULL, 0);
+		rpc_call_finish(j->waiters[i].call, r);
+	}
+	j->nwaiters = 0;
+	job_to_history(m, j);
+}
+
+void jobs_reap(struct migd *m)
+{
+	struct job *j;
+	int wstatus;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+		for (j = m->running; j; j = j->next)
+			if (j->pid == pid)
+				break;
+		if (j)
+			job_finish(m, j, wstatus);
+		else
+			log_debug("reaped process %d", (int)pid);
+	}
+	migd_check_quit(m);
+}
+
+void jobs_signal_all(struct migd *m, bool force)
+{
+	struct job *j;
+
+	for (j = m->running; j; j = j->next) {
+		if (j->pid <= 0)
+			continue;
+		if (force) {
+			log_warnx("%s: worker %d did not end; killing it",
+				  j->spec.vm, (int)j->pid);
+			kill(j->pid, SIGKILL);
+		} else {
+			job_cancel(j);
+		}
+	}
+}
+
+void jobs_free_all(struct migd *m)
+{
+	struct job *j;
+
+	while ((j = m->running)) {
+		m->running = j->next;
+		job_free(j);
+	}
+	while ((j = m->history)) {
+		m->history = j->next;
+		job_free(j);
+	}
+	m->nhistory = 0;
+}

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * migd: parse the command line, take RUNDIR/migd.lock, serve the control
+ * socket RUNDIR/migd.sock (control.c) and the job table (jobs.c) from one
+ * event loop until SIGTERM or SIGINT, which cancel the running jobs and
+ * wait a bounded time for their workers.  migd stays in the foreground
+ * (systemd Type=simple); it never daemonizes.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "migd/migd.h"
+
+struct options {
+	const char *rundir;
+	bool debug;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: migd [--rundir DIR] [--debug] [--foreground]\n"
+"serves RUNDIR/migd.sock (default %s); see migd(8)\n", MIGD_DEFAULT_RUNDIR);
+}
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "migd: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	exit(2);
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+	enum { O_VERSION = 256 };
+	static const struct option longopts[] = {
+		{ "rundir", required_argument, NULL, 'r' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	o->rundir = MIGD_DEFAULT_RUNDIR;
+	while ((c = getopt_long(argc, argv, "r:dfh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'r': o->rundir = optarg; break;
+		case 'd': o->debug = true; break;
+		case 'f': break;        /* always: migd never daemonizes */
+		case 'h': usage(stdout); exit(0);
+		case O_VERSION: printf("migd (tern) %s\n", MIGD_VERSION); exit(0);
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (!o->rundir[0])
+		die_usage("--rundir: give a directory");
+	/* Room for "/migd.sock" and the vmm sockets in a sun_path. */
+	if (strlen(o->rundir) > 80)
+		die_usage("--rundir %s: at most 80 characters", o->rundir);
+}
+
+/* RUNDIR/migd.lock, held for migd's life: one migd per run directory. */
+static int take_lock(const char *rundir)
+{
+	char path[PATH_MAX + 16], pid[32];
+	int fd, ret;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/migd.lock", rundir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		ret = -errno;
+		log_warn("rundir %s: cannot create %s", rundir, path);
+		return ret;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = -errno;
+		n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		log_warnx("a migd is already running on %s (pid %s)", rundir,
+			  pid[0] ? pid : "unknown");
+		close(fd);
+		return ret == -EWOULDBLOCK ? -EEXIST : ret;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, n, 0) != n)
+		log_warn("%s", path);
+	return fd;
+}
+
+static void handle_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct migd *m = arg;
+	static bool killed;
+	struct timeval tv = { 2, 0 };
+
+	if (!killed) {
+		killed = true;
+		jobs_signal_all(m, true);
+		/* SIGKILL is final: their reaping follows at once. */
+		evtimer_add(m->ev_shutdown, &tv);
+		return;
+	}
+	log_warnx("workers still not reaped; exiting anyway");
+	event_base_loopexit(m->base, NULL);
+}
+
+void migd_check_quit(struct migd *m)
+{
+	if (m->quitting && !m->running)
+		event_base_loopexit(m->base, NULL);
+}
+
+static void handle_term(evutil_socket_t sig, short what, void *arg)
+{
+	struct migd *m = arg;
+	struct timeval tv = { MIGD_SHUTDOWN_MS / 1000,
+			      (MIGD_SHUTDOWN_MS % 1000) * 1000 };
+
+	if (m->quitting)
+		return;
+	log_info("signal %d: cancelling running jobs and quitting", (int)sig);
+	m->quitting = true;
+	jobs_signal_all(m, false);
+	evtimer_add(m->ev_shutdown, &tv);
+	migd_check_quit(m);
+}
+
+static void handle_chld(evutil_socket_t sig, short what, void *arg)
+{
+	jobs_reap(arg);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { 0 };
+	struct migd m = {
+		.defaults = {
+			.channels = MIGD_DEFAULT_CHANNELS,
+			.downtime_limit_ms = MIGD_DEFAULT_DOWNTIME_MS,
+		},
+	};
+	struct event *ev_term = NULL, *ev_int = NULL, *ev_chld = NULL;
+	int lock_fd, ret = 1;
+
+	parse_args(argc, argv, &o);
+	log_init("migd", NULL, o.debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
+	signal(SIGPIPE, SIG_IGN);
+	if (str_copy(m.rundir, o.rundir, sizeof(m.rundir)) < 0 ||
+	    (ret = mkdir_p(o.rundir, 0755)) < 0) {
+		log_warnc(ret, "rundir %s", o.rundir);
+		return 1;
+	}
+	lock_fd = take_lock(o.rundir);
+	if (lock_fd < 0)
+		return 1;
+	ret = 1;
+	m.base = event_base_new();
+	if (!m.base)
+		fatalx("event loop set-up");
+	ev_term = evsignal_new(m.base, SIGTERM, handle_term, &m);
+	ev_int = evsignal_new(m.base, SIGINT, handle_term, &m);
+	ev_chld = evsignal_new(m.base, SIGCHLD, handle_chld, &m);
+	m.ev_shutdown = evtimer_new(m.base, handle_shutdown_timeout, &m);
+	if (!ev_term || !ev_int || !ev_chld || !m.ev_shutdown ||
+	    event_add(ev_term, NULL) || event_add(ev_int, NULL) ||
+	    event_add(ev_chld, NULL))
+		fatalx("event set-up");
+	if (control_start(&m) < 0)
+		goto out;
+	log_info("serving %s/migd.sock", o.rundir);
+	event_base_dispatch(m.base);
+	ret = 0;
+out:
+	control_stop(&m);
+	jobs_free_all(&m);
+	event_free(ev_term);
+	event_free(ev_int);
+	event_free(ev_chld);
+	event_free(m.ev_shutdown);
+	event_base_free(m.base);
+	/* The lock file stays (see vmm/main.c for why). */
+	close(lock_fd);
+	return ret;
+}

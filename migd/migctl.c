@@ -1,0 +1,968 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * migctl: drive migd through its control socket (RUNDIR/migd.sock):
+ * incoming and outgoing live migrations, their status and progress,
+ * cancel, the job list and migd's default parameters.  Every command is
+ * one tern.migd.Migd RPC (see migctl(1), tern-rpc(7)); every argument is
+ * checked before connecting, so usage errors exit 2 without touching migd.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/rpc.h"
+#include "common/stream.h"
+#include "common/uri.h"
+#include "common/util.h"
+#include "proto/migd.pb-c.h"
+
+#define CTL_DEFAULT_RUNDIR "/run/tern"
+#define CTL_MAX_FRAME (4u << 20)
+#define CTL_MAX_CHANNELS 16
+#define CTL_MAX_DOWNTIME_MS 600000
+#define CTL_LINE_INTERVAL_NS 1000000000ULL  /* plain progress lines */
+#define CTL_BAR_WIDTH 30
+
+enum exit_code { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+static struct ctl_opts {
+	const char *rundir;
+	bool json;
+	int timeout_ms;
+} opts = { CTL_DEFAULT_RUNDIR, false, 30000 };
+
+static void errx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void errx_(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "migctl: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ---- JSON: any protobuf-c message, by its descriptor ----------------- */
+
+/* A JSON string: quotes, backslashes and controls escaped, bytes that are
+ * not UTF-8 replaced by U+FFFD, so that the output is always valid. */
+static void json_string(FILE *f, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+
+	fputc('"', f);
+	while (*p) {
+		unsigned char c = *p;
+		int n = c >= 0xf0 && c < 0xf5 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
+		int i;
+
+		if (c == '"' || c == '\\') {
+			fprintf(f, "\\%c", c);
+		} else if (c == '\n') {
+			fputs("\\n", f);
+		} else if (c == '\t') {
+			fputs("\\t", f);
+		} else if (c < 0x20 || c == 0x7f) {
+			fprintf(f, "\\u%04x", c);
+		} else if (c < 0x80) {
+			fputc(c, f);
+		} else {
+			for (i = 1; i <= n; i++)
+				if ((p[i] & 0xc0) != 0x80)
+					break;
+			if (n == 0 || i <= n) {
+				fputs("\\ufffd", f);
+			} else {
+				fwrite(p, 1, n + 1, f);
+				p += n;
+			}
+		}
+		p++;
+	}
+	fputc('"', f);
+}
+
+static void json_message(FILE *f, const ProtobufCMessage *m);
+
+static size_t json_elem_size(ProtobufCType t)
+{
+	switch (t) {
+	case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64: case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
+		return 8;
+	case PROTOBUF_C_TYPE_STRING: case PROTOBUF_C_TYPE_MESSAGE:
+		return sizeof(void *);
+	case PROTOBUF_C_TYPE_BYTES:
+		return sizeof(ProtobufCBinaryData);
+	default:
+		return 4;
+	}
+}
+
+/* Enum values as the lower-case rest of their name: JOB_ACTIVE -> "active". */
+static void json_enum(FILE *f, const ProtobufCEnumDescriptor *d, int v)
+{
+	const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, v);
+	const char *n = ev ? strchr(ev->name, '_') : NULL;
+	char buf[64];
+	size_t i;
+
+	if (!n) {
+		fprintf(f, "%d", v);
+		return;
+	}
+	for (i = 0; n[i + 1] && i < sizeof(buf) - 1; i++)
+		buf[i] = n[i + 1] >= 'A' && n[i + 1] <= 'Z' ? n[i + 1] - 'A' + 'a' : n[i + 1];
+	buf[i] = 0;
+	json_string(f, buf);
+}
+
+static void json_value(FILE *f, const ProtobufCFieldDescriptor *fd, const void *p)
+{
+	const ProtobufCBinaryData *b;
+	size_t i;
+
+	switch (fd->type) {
+	case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		fprintf(f, "%d", *(const int32_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
+		fprintf(f, "%u", *(const uint32_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		fprintf(f, "%lld", (long long)*(const int64_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
+		fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_FLOAT:
+		fprintf(f, "%g", *(const float *)p);
+		break;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		fprintf(f, "%g", *(const double *)p);
+		break;
+	case PROTOBUF_C_TYPE_BOOL:
+		fputs(*(const protobuf_c_boolean *)p ? "true" : "false", f);
+		break;
+	case PROTOBUF_C_TYPE_ENUM:
+		json_enum(f, fd->descriptor, *(const int *)p);
+		break;
+	case PROTOBUF_C_TYPE_STRING:
+		json_string(f, *(char *const *)p);
+		break;
+	case PROTOBUF_C_TYPE_BYTES:
+		b = p;
+		fputc('"', f);
+		for (i = 0; i < b->len; i++)
+			fprintf(f, "%02x", b->data[i]);
+		fputc('"', f);
+		break;
+	case PROTOBUF_C_TYPE_MESSAGE:
+		if (*(ProtobufCMessage *const *)p)
+			json_message(f, *(ProtobufCMessage *const *)p);
+		else
+			fputs("null", f);
+		break;
+	}
+}
+
+/* Every field, defaults included, under its proto name. */
+static void json_message(FILE *f, const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	unsigned int i;
+	size_t k, n;
+
+	fputc('{', f);
+	for (i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *fd = &d->fields[i];
+		const char *p = (const char *)m + fd->offset;
+
+		fprintf(f, "%s\"%s\":", i ? "," : "", fd->name);
+		if (fd->label != PROTOBUF_C_LABEL_REPEATED) {
+			json_value(f, fd, p);
+			continue;
+		}
+		n = *(const size_t *)((const char *)m + fd->quantifier_offset);
+		fputc('[', f);
+		for (k = 0; k < n; k++) {
+			if (k)
+				fputc(',', f);
+			json_value(f, fd, *(char *const *)p + k * json_elem_size(fd->type));
+		}
+		fputc(']', f);
+	}
+	fputc('}', f);
+}
+
+static void json_print(const ProtobufCMessage *m)
+{
+	json_message(stdout, m);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+/* ---- formatting -------------------------------------------------------- */
+
+static const char *state_name(Tern__Migd__JobState s)
+{
+	static const char *const names[] = {
+		"none", "setup", "active", "device", "completed", "failed",
+		"cancelling", "cancelled", "waiting",
+	};
+
+	return (unsigned int)s < ARRAY_SIZE(names) ? names[s] : "unknown";
+}
+
+static const char *role_name(Tern__Migd__JobRole r)
+{
+	return r == TERN__MIGD__JOB_ROLE__ROLE_SOURCE ? "source" :
+	       r == TERN__MIGD__JOB_ROLE__ROLE_DEST ? "destination" : "unknown";
+}
+
+static bool state_final(Tern__Migd__JobState s)
+{
+	return s == TERN__MIGD__JOB_STATE__JOB_COMPLETED ||
+	       s == TERN__MIGD__JOB_STATE__JOB_FAILED ||
+	       s == TERN__MIGD__JOB_STATE__JOB_CANCELLED;
+}
+
+static const char *fmt_rate(uint64_t bytes_per_s, char *buf, size_t len)
+{
+	char s[32];
+
+	snprintf(buf, len, "%s/s", fmt_size(bytes_per_s, s, sizeof(s)));
+	return buf;
+}
+
+static const char *fmt_ms(uint64_t ms, char *buf, size_t len)
+{
+	if (ms < 10000)
+		snprintf(buf, len, "%llu ms", (unsigned long long)ms);
+	else
+		snprintf(buf, len, "%.1f s", ms / 1000.0);
+	return buf;
+}
+
+static const char *fmt_time(uint64_t unix_ms, char *buf, size_t len)
+{
+	time_t t = unix_ms / 1000;
+	struct tm tm;
+
+	if (!unix_ms || !localtime_r(&t, &tm) ||
+	    !strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm))
+		snprintf(buf, len, "-");
+	return buf;
+}
+
+/*
+ * How far the job is, 0..1, from its own counters (it may go down as the
+ * guest dirties pages): transferred / (transferred + remaining), or
+ * against guest RAM while nothing is known to remain (the first round, a
+ * destination).  Only a completed job is at 100%.
+ */
+static double job_fraction(const Tern__Migd__JobStatus *js)
+{
+	uint64_t t = js->transferred_bytes, r = js->remaining_bytes;
+	double f = 0;
+
+	if (js->state == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
+		return 1.0;
+	if (r > 0)
+		f = (double)t / (double)(t + r);
+	else if (js->total_bytes)
+		f = (double)t / (double)js->total_bytes;
+	return MIN(f, 0.99);
+}
+
+static void print_params(const Tern__Migd__Params *p, const char *indent)
+{
+	char a[32], b[32];
+
+	printf("%schannels                    %u\n", indent, p->channels);
+	printf("%smax-bandwidth               %s\n", indent, p->max_bandwidth ?
+	       fmt_rate(p->max_bandwidth, a, sizeof(a)) : "unlimited");
+	printf("%savail-switchover-bandwidth  %s\n", indent,
+	       p->avail_switchover_bandwidth ?
+	       fmt_rate(p->avail_switchover_bandwidth, b, sizeof(b)) : "measured");
+	printf("%sdowntime-limit              %u ms\n", indent, p->downtime_limit_ms);
+}
+
+/* The full, multi-line status of one job. */
+static void print_status(const Tern__Migd__JobStatus *js)
+{
+	char a[32], b[32], c[32], d[32];
+	size_t i;
+
+	printf("%s: %s, %s", js->vm, role_name(js->role), state_name(js->state));
+	if (js->id[0])
+		printf(" (job %s)", js->id);
+	printf("\n");
+	printf("  peer          %s\n", js->peer[0] ? js->peer : "-");
+	if (js->listen[0] && strcmp(js->listen, js->peer))
+		printf("  listening on  %s\n", js->listen);
+	printf("  progress      %.0f%%: %s transferred, %s remaining, RAM %s\n",
+	       job_fraction(js) * 100, fmt_size(js->transferred_bytes, a, sizeof(a)),
+	       fmt_size(js->remaining_bytes, b, sizeof(b)),
+	       fmt_size(js->total_bytes, c, sizeof(c)));
+	printf("  pages         %llu sent, %llu zero, %llu skipped (never touched)\n",
+	       (unsigned long long)js->pages_sent, (unsigned long long)js->zero_pages,
+	       (unsigned long long)js->skipped_pages);
+	printf("  rounds        %llu\n", (unsigned long long)js->rounds);
+	printf("  dirty rate    %llu pages/s\n", (unsigned long long)js->dirty_rate);
+	printf("  bandwidth     %s\n", fmt_rate(js->bandwidth, a, sizeof(a)));
+	printf("  channels      %zu\n", js->n_channels);
+	for (i = 0; i < js->n_channels; i++) {
+		const Tern__Migd__ChannelStats *ch = js->channels[i];
+
+		printf("    %-3u         %s in %llu pages (%llu zero), %s\n", ch->index,
+		       fmt_size(ch->bytes, a, sizeof(a)), (unsigned long long)ch->pages,
+		       (unsigned long long)ch->zero_pages,
+		       fmt_rate(ch->throughput, b, sizeof(b)));
+	}
+	printf("  downtime      expected %s, final %s",
+	       fmt_ms(js->expected_downtime_ms, a, sizeof(a)),
+	       js->downtime_ms ? fmt_ms(js->downtime_ms, b, sizeof(b)) : "-");
+	if (js->params)
+		printf(" (limit %u ms)", js->params->downtime_limit_ms);
+	printf("\n");
+	if (js->resume_ms)
+		printf("  resume        %s\n", fmt_ms(js->resume_ms, a, sizeof(a)));
+	printf("  time          setup %s, total %s\n",
+	       fmt_ms(js->setup_ms, a, sizeof(a)), fmt_ms(js->total_ms, b, sizeof(b)));
+	printf("  started       %s\n", fmt_time(js->started_unix_ms, c, sizeof(c)));
+	if (js->finished_unix_ms)
+		printf("  finished      %s\n", fmt_time(js->finished_unix_ms, d, sizeof(d)));
+	if (js->worker_pid)
+		printf("  worker        pid %u\n", js->worker_pid);
+	if (js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE)
+		printf("  switched      %s\n", js->switched ? "yes (the destination "
+		       "was told to resume)" : "no");
+	if (js->params) {
+		printf("  parameters\n");
+		print_params(js->params, "    ");
+	}
+	if (js->error[0])
+		printf("  error         %s\n", js->error);
+}
+
+/* ---- progress: a bar that never runs backwards ------------------------- */
+
+static struct progress {
+	bool tty;                       /* redraw one line in place */
+	bool drawn;                     /* a bar line is on screen */
+	uint64_t job_started;           /* the job the maximum belongs to */
+	double max;                     /* largest fraction shown for it */
+	uint64_t last_line_ns;
+	Tern__Migd__JobState last_state;
+} prog;
+
+static int term_width(void)
+{
+	struct winsize ws;
+
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+		return ws.ws_col;
+	return 80;
+}
+
+static void progress_show(const Tern__Migd__JobStatus *js)
+{
+	char line[512], bar[CTL_BAR_WIDTH + 1], a[32], b[32], c[32], d[32];
+	double frac = job_fraction(js);
+	uint64_t now = now_ns();
+	int i, fill, n, width;
+
+	if (js->started_unix_ms != prog.job_started) {
+		prog.job_started = js->started_unix_ms;
+		prog.max = 0;
+	}
+	if (frac > prog.max)
+		prog.max = frac;
+	if (prog.max > 1)
+		prog.max = 1;
+	fill = (int)(prog.max * CTL_BAR_WIDTH);
+	for (i = 0; i < CTL_BAR_WIDTH; i++)
+		bar[i] = i < fill ? '#' : '.';
+	bar[CTL_BAR_WIDTH] = 0;
+	n = snprintf(line, sizeof(line),
+		     "%s [%s] %3.0f%% %-10s %s/%s  round %llu  %s  dirty %llu p/s  "
+		     "downtime ~%s", js->vm, bar, prog.max * 100, state_name(js->state),
+		     fmt_size(js->transferred_bytes, a, sizeof(a)),
+		     fmt_size(js->total_bytes, b, sizeof(b)),
+		     (unsigned long long)js->rounds,
+		     fmt_rate(js->bandwidth, c, sizeof(c)),
+		     (unsigned long long)js->dirty_rate,
+		     fmt_ms(js->expected_downtime_ms, d, sizeof(d)));
+	if (prog.tty) {
+		width = term_width() - 1;
+		if (n > width)
+			line[width] = 0;
+		printf("\r\033[K%s", line);
+		prog.drawn = true;
+	} else {
+		if (js->state == prog.last_state && prog.last_line_ns &&
+		    now - prog.last_line_ns < CTL_LINE_INTERVAL_NS)
+			return;
+		printf("%s\n", line);
+		prog.last_line_ns = now;
+	}
+	prog.last_state = js->state;
+	fflush(stdout);
+}
+
+static void progress_end(void)
+{
+	if (prog.drawn)
+		fputc('\n', stdout);
+	prog.drawn = false;
+	fflush(stdout);
+}
+
+static void handle_event(void *ctx, const char *name, const uint8_t *data,
+			 size_t len)
+{
+	Tern__Migd__JobStatus *js;
+
+	if (opts.json || strcmp(name, "status"))
+		return;
+	js = tern__migd__job_status__unpack(NULL, len, data);
+	if (!js)
+		return;
+	if (!state_final(js->state))
+		progress_show(js);
+	tern__migd__job_status__free_unpacked(js, NULL);
+}
+
+static void handle_interrupt(int sig)
+{
+	static const char msg[] = "\nmigctl: interrupted; the job goes on "
+				  "(see 'migctl cancel')\n";
+
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(130);
+	_exit(130);
+}
+
+/* ---- the connection ---------------------------------------------------- */
+
+static struct rpc_client *ctl_connect(void)
+{
+	struct rpc_client *cl = NULL;
+	char path[PATH_MAX + 16];
+	struct stat st;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/migd.sock", opts.rundir);
+	if (stat(path, &st) < 0) {
+		errx_("migd is not running (no socket %s)", path);
+		return NULL;
+	}
+	r = rpc_client_connect(path, opts.timeout_ms, &cl);
+	if (r < 0) {
+		errx_("cannot connect to migd at %s: %s", path, strerror(-r));
+		return NULL;
+	}
+	rpc_client_set_max_frame(cl, CTL_MAX_FRAME);
+	return cl;
+}
+
+/* One call; prints the error (migd's text) and returns -errno.  A call
+ * that waits for a job's end has no deadline: migd reports every 200 ms
+ * and a dead migd closes the connection. */
+static int call(struct rpc_client *cl, const char *method,
+		const ProtobufCMessage *arg, ProtobufCMessage **ret, bool wait)
+{
+	Tern__Migd__Empty empty = TERN__MIGD__EMPTY__INIT;
+	struct rpc_result res;
+	int r;
+
+	r = rpc_client_call(cl, &tern__migd__migd__descriptor, method,
+			    arg ? arg : &empty.base, NULL, 0, ret, &res,
+			    wait ? 0 : opts.timeout_ms, wait ? handle_event : NULL,
+			    NULL);
+	rpc_result_close_fds(&res);
+	if (r < 0) {
+		progress_end();
+		errx_("%s", res.message[0] ? res.message : strerror(-r));
+	}
+	return r;
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+/* Arguments of every command, all checked before connecting. */
+struct cmd_args {
+	const char *vm, *uri, *listen, *token;
+	Tern__Migd__Params params;
+	bool zero_bandwidth;            /* set: --max-bandwidth 0 and the like */
+	bool wait, detach, watch;
+};
+
+/* The job's error, unless it only repeats the state ("cancelled"). */
+static bool error_news(const Tern__Migd__JobStatus *js)
+{
+	return js->error[0] && strcmp(js->error, state_name(js->state));
+}
+
+/* A finished (or, without wait, current) job: print it; the exit code. */
+static int job_outcome(const Tern__Migd__JobStatus *js, bool waited,
+		       Tern__Migd__JobState want)
+{
+	char a[32], b[32], c[32];
+
+	progress_end();
+	if (opts.json)
+		json_print(&js->base);
+	if (!waited) {
+		if (!opts.json)
+			print_status(js);
+		return EXIT_OK;
+	}
+	if (js->state == want) {
+		if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
+			printf("%s: completed in %s: %s transferred, %llu round%s, "
+			       "downtime %s\n", js->vm,
+			       fmt_ms(js->total_ms, a, sizeof(a)),
+			       fmt_size(js->transferred_bytes, b, sizeof(b)),
+			       (unsigned long long)js->rounds,
+			       js->rounds == 1 ? "" : "s",
+			       js->downtime_ms ? fmt_ms(js->downtime_ms, c, sizeof(c)) : "-");
+		else if (!opts.json)
+			printf("%s: %s%s%s\n", js->vm, state_name(js->state),
+			       error_news(js) ? ": " : "", error_news(js) ? js->error : "");
+		return EXIT_OK;
+	}
+	errx_("%s: migration %s%s%s", js->vm, state_name(js->state),
+	      error_news(js) ? ": " : "", error_news(js) ? js->error : "");
+	return EXIT_FAILED;
+}
+
+static int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__IncomingRequest req = TERN__MIGD__INCOMING_REQUEST__INIT;
+	Tern__Migd__IncomingReply *rep = NULL;
+
+	req.vm = (char *)a->vm;
+	req.listen = (char *)a->listen;
+	req.token = (char *)(a->token ? a->token : "");
+	if (call(cl, "Incoming", &req.base, (ProtobufCMessage **)&rep, false) < 0)
+		return EXIT_FAILED;
+	if (opts.json) {
+		json_print(&rep->base);
+	} else {
+		printf("token %s\nlisten %s\n", rep->token, rep->listen);
+		if (isatty(STDOUT_FILENO))
+			printf("%s waits; on the source host run:\n  migctl migrate "
+			       "VM %s --token %s\n", a->vm, rep->listen, rep->token);
+	}
+	protobuf_c_message_free_unpacked(&rep->base, NULL);
+	return EXIT_OK;
+}
+
+static int cmd_migrate(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__MigrateRequest req = TERN__MIGD__MIGRATE_REQUEST__INIT;
+	Tern__Migd__JobStatus *js = NULL;
+	int code;
+
+	req.vm = (char *)a->vm;
+	req.uri = (char *)a->uri;
+	req.token = (char *)a->token;
+	req.params = &a->params;
+	req.wait = !a->detach;
+	if (call(cl, "Migrate", &req.base, (ProtobufCMessage **)&js, req.wait) < 0)
+		return EXIT_FAILED;
+	if (a->detach) {
+		if (opts.json)
+			json_print(&js->base);
+		else
+			printf("%s: migration to %s started (job %s, worker pid %u); "
+			       "'migctl status %s --watch' follows it\n", js->vm,
+			       js->peer, js->id, js->worker_pid, js->vm);
+		code = EXIT_OK;
+	} else {
+		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
+	}
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return code;
+}
+
+static int cmd_status(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
+	Tern__Migd__JobStatus *js = NULL;
+	int code;
+
+	q.vm = (char *)a->vm;
+	q.wait = a->watch;
+	if (call(cl, "Status", &q.base, (ProtobufCMessage **)&js, a->watch) < 0)
+		return EXIT_FAILED;
+	code = job_outcome(js, a->watch, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return code;
+}
+
+static int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
+	Tern__Migd__JobStatus *js = NULL;
+	int code = EXIT_OK;
+
+	q.vm = (char *)a->vm;
+	q.wait = a->wait;
+	if (call(cl, "Cancel", &q.base, (ProtobufCMessage **)&js, a->wait) < 0)
+		return EXIT_FAILED;
+	if (a->wait)
+		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_CANCELLED);
+	else if (opts.json)
+		json_print(&js->base);
+	else
+		printf("%s: %s (job %s)\n", js->vm, state_name(js->state),
+		       js->id[0] ? js->id : "without an id yet");
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return code;
+}
+
+static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__JobList *l = NULL;
+	char t[32], s[32];
+	size_t i;
+
+	if (call(cl, "List", NULL, (ProtobufCMessage **)&l, false) < 0)
+		return EXIT_FAILED;
+	if (opts.json) {
+		json_print(&l->base);
+	} else if (l->n_jobs == 0) {
+		printf("no migration jobs\n");
+	} else {
+		printf("%-16s %-11s %-10s %4s %11s %-19s %s\n", "VM", "ROLE", "STATE",
+		       "DONE", "TRANSFERRED", "STARTED", "ID");
+		for (i = 0; i < l->n_jobs; i++) {
+			const Tern__Migd__JobStatus *js = l->jobs[i];
+
+			printf("%-16s %-11s %-10s %3.0f%% %11s %-19s %s\n", js->vm,
+			       role_name(js->role), state_name(js->state),
+			       job_fraction(js) * 100,
+			       fmt_size(js->transferred_bytes, t, sizeof(t)),
+			       fmt_time(js->started_unix_ms, s, sizeof(s)),
+			       js->id[0] ? js->id : "-");
+			if (js->error[0])
+				printf("  %s\n", js->error);
+		}
+	}
+	protobuf_c_message_free_unpacked(&l->base, NULL);
+	return EXIT_OK;
+}
+
+static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
+{
+	Tern__Migd__SetParamsRequest req = TERN__MIGD__SET_PARAMS_REQUEST__INIT;
+	Tern__Migd__Params *p = NULL, *cur = NULL;
+
+	if (set && a->zero_bandwidth) {
+		/* Zero means "unchanged" in SetParams: start from the built-in
+		 * defaults and give every other value again. */
+		if (call(cl, "GetParams", NULL, (ProtobufCMessage **)&cur, false) < 0)
+			return EXIT_FAILED;
+		if (!a->params.channels)
+			a->params.channels = cur->channels;
+		if (!a->params.downtime_limit_ms)
+			a->params.downtime_limit_ms = cur->downtime_limit_ms;
+		if (a->params.max_bandwidth == UINT64_MAX)
+			a->params.max_bandwidth = 0;
+		else if (!a->params.max_bandwidth)
+			a->params.max_bandwidth = cur->max_bandwidth;
+		if (a->params.avail_switchover_bandwidth == UINT64_MAX)
+			a->params.avail_switchover_bandwidth = 0;
+		else if (!a->params.avail_switchover_bandwidth)
+			a->params.avail_switchover_bandwidth = cur->avail_switchover_bandwidth;
+		req.reset = true;
+		protobuf_c_message_free_unpacked(&cur->base, NULL);
+	}
+	req.params = &a->params;
+	if (call(cl, set ? "SetParams" : "GetParams", set ? &req.base : NULL,
+		 (ProtobufCMessage **)&p, false) < 0)
+		return EXIT_FAILED;
+	if (opts.json)
+		json_print(&p->base);
+	else
+		print_params(p, "");
+	protobuf_c_message_free_unpacked(&p->base, NULL);
+	return EXIT_OK;
+}
+
+/* ---- command lines ------------------------------------------------------- */
+
+enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
+       O_WAIT, O_DETACH, O_WATCH };
+
+static const struct command {
+	const char *name;
+	int nargs;                      /* positional arguments */
+	const char *usage;
+	const struct option *opts;
+} commands[] = {
+	{ "incoming", 1, "VM --listen ADDR [--token T]",
+	  (const struct option[]){
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "token", required_argument, NULL, O_TOKEN },
+		{ NULL, 0, NULL, 0 } } },
+	{ "migrate", 2, "VM URI --token T [--channels N] [--max-bandwidth B] "
+	  "[--downtime-limit MS] [--avail-switchover-bandwidth B] [--wait|--detach]",
+	  (const struct option[]){
+		{ "token", required_argument, NULL, O_TOKEN },
+		{ "channels", required_argument, NULL, O_CHANNELS },
+		{ "max-bandwidth", required_argument, NULL, O_MAXBW },
+		{ "downtime-limit", required_argument, NULL, O_DOWNTIME },
+		{ "avail-switchover-bandwidth", required_argument, NULL, O_AVAILBW },
+		{ "wait", no_argument, NULL, O_WAIT },
+		{ "detach", no_argument, NULL, O_DETACH },
+		{ NULL, 0, NULL, 0 } } },
+	{ "status", 1, "VM [--watch]",
+	  (const struct option[]){
+		{ "watch", no_argument, NULL, O_WATCH },
+		{ NULL, 0, NULL, 0 } } },
+	{ "cancel", 1, "VM [--wait]",
+	  (const struct option[]){
+		{ "wait", no_argument, NULL, O_WAIT },
+		{ NULL, 0, NULL, 0 } } },
+	{ "list", 0, "", (const struct option[]){ { NULL, 0, NULL, 0 } } },
+	{ "set", 0, "[--channels N] [--max-bandwidth B] [--downtime-limit MS] "
+	  "[--avail-switchover-bandwidth B]",
+	  (const struct option[]){
+		{ "channels", required_argument, NULL, O_CHANNELS },
+		{ "max-bandwidth", required_argument, NULL, O_MAXBW },
+		{ "downtime-limit", required_argument, NULL, O_DOWNTIME },
+		{ "avail-switchover-bandwidth", required_argument, NULL, O_AVAILBW },
+		{ NULL, 0, NULL, 0 } } },
+	{ "get", 0, "", (const struct option[]){ { NULL, 0, NULL, 0 } } },
+};
+
+static int usage_of(const struct command *c)
+{
+	errx_("usage: migctl %s%s%s", c->name, c->usage[0] ? " " : "", c->usage);
+	return -EINVAL;
+}
+
+/* A bandwidth: a size per second (500M); 0 or "unlimited" only for set,
+ * returned as UINT64_MAX ("back to zero"). */
+static int parse_bandwidth(const struct command *c, const char *flag,
+			   const char *s, uint64_t *ret, bool *zero)
+{
+	uint64_t v;
+
+	if (!strcmp(c->name, "set") && (!strcmp(s, "0") || !strcmp(s, "unlimited") ||
+					 !strcmp(s, "measured"))) {
+		*ret = UINT64_MAX;
+		*zero = true;
+		return 0;
+	}
+	if (parse_size(s, &v) < 0 || v == 0 || v == UINT64_MAX) {
+		errx_("%s %s: expected bytes per second such as 500M or 1G", flag, s);
+		return -EINVAL;
+	}
+	*ret = v;
+	return 0;
+}
+
+static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
+{
+	uint64_t v;
+
+	switch (ch) {
+	case O_LISTEN: a->listen = optarg; return 0;
+	case O_TOKEN: a->token = optarg; return 0;
+	case O_WAIT: a->wait = true; return 0;
+	case O_DETACH: a->detach = true; return 0;
+	case O_WATCH: a->watch = true; return 0;
+	case O_CHANNELS:
+		if (parse_u64(optarg, 1, CTL_MAX_CHANNELS, &v) < 0) {
+			errx_("--channels %s: expected a number from 1 to %d", optarg,
+			      CTL_MAX_CHANNELS);
+			return -EINVAL;
+		}
+		a->params.channels = v;
+		return 0;
+	case O_DOWNTIME:
+		if (parse_u64(optarg, 1, CTL_MAX_DOWNTIME_MS, &v) < 0) {
+			errx_("--downtime-limit %s: expected milliseconds from 1 to %d",
+			      optarg, CTL_MAX_DOWNTIME_MS);
+			return -EINVAL;
+		}
+		a->params.downtime_limit_ms = v;
+		return 0;
+	case O_MAXBW:
+		return parse_bandwidth(c, "--max-bandwidth", optarg,
+				       &a->params.max_bandwidth, &a->zero_bandwidth);
+	case O_AVAILBW:
+		return parse_bandwidth(c, "--avail-switchover-bandwidth", optarg,
+				       &a->params.avail_switchover_bandwidth,
+				       &a->zero_bandwidth);
+	default:
+		return usage_of(c);
+	}
+}
+
+static int parse_cmd(const struct command *c, int argc, char **argv,
+		     struct cmd_args *a)
+{
+	uint8_t tok[STREAM_TOKEN_LEN];
+	struct uri u;
+	int ch, r;
+
+	optind = 0;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "", c->opts, NULL)) != -1) {
+		r = parse_opt(c, ch, a);
+		if (r < 0)
+			return r;
+	}
+	if (argc - optind != c->nargs)
+		return usage_of(c);
+	if (c->nargs > 0) {
+		a->vm = argv[optind];
+		if (name_valid(a->vm) < 0) {
+			errx_("'%s' is not a valid VM name (1-64 letters, digits, "
+			      "'.', '_' or '-')", a->vm);
+			return -EINVAL;
+		}
+	}
+	if (!strcmp(c->name, "incoming") && !a->listen)
+		return usage_of(c);
+	if (!strcmp(c->name, "migrate")) {
+		a->uri = argv[optind + 1];
+		if (!a->token)
+			return usage_of(c);
+		if (a->wait && a->detach) {
+			errx_("migrate: --wait and --detach exclude each other");
+			return -EINVAL;
+		}
+	}
+	if (a->listen && (uri_parse(a->listen, &u) < 0 ||
+			  (u.kind != URI_TCP && u.kind != URI_UNIX))) {
+		errx_("--listen %s: expected tcp:HOST:PORT or unix:PATH", a->listen);
+		return -EINVAL;
+	}
+	if (a->uri && (uri_parse(a->uri, &u) < 0 ||
+		       (u.kind != URI_TCP && u.kind != URI_UNIX) ||
+		       (u.kind == URI_TCP && u.port == 0))) {
+		errx_("%s: expected tcp:HOST:PORT or unix:PATH", a->uri);
+		return -EINVAL;
+	}
+	if (a->token && stream_unhex(a->token, tok, sizeof(tok)) < 0) {
+		errx_("--token %s: expected the %d hex digits that 'migctl incoming' "
+		      "printed", a->token, STREAM_TOKEN_HEX);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: migctl [--rundir DIR] [--json] [--timeout SEC] COMMAND [ARGS]\n"
+"  incoming VM --listen ADDR [--token T]   wait for VM from a source host\n"
+"  migrate VM URI --token T [--channels N] [--max-bandwidth B]\n"
+"          [--downtime-limit MS] [--avail-switchover-bandwidth B]\n"
+"          [--wait|--detach]                send VM live to URI\n"
+"  status VM [--watch]                      the VM's current or last job\n"
+"  cancel VM [--wait]                       cancel the VM's running job\n"
+"  list                                     running jobs, then history\n"
+"  set [--channels N] [--max-bandwidth B] [--downtime-limit MS]\n"
+"      [--avail-switchover-bandwidth B]     migd's defaults for new jobs\n"
+"  get                                      show those defaults\n"
+"see migctl(1)\n");
+}
+
+static int run(int argc, char **argv)
+{
+	const struct command *cmd = NULL;
+	struct cmd_args a = { 0 };
+	struct rpc_client *cl;
+	struct sigaction sa = { .sa_handler = handle_interrupt };
+	int code;
+	size_t i;
+
+	tern__migd__params__init(&a.params);
+	for (i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!strcmp(argv[0], commands[i].name))
+			cmd = &commands[i];
+	if (!cmd) {
+		errx_("unknown command '%s' (see migctl --help)", argv[0]);
+		return EXIT_USAGE;
+	}
+	if (parse_cmd(cmd, argc, argv, &a) < 0)
+		return EXIT_USAGE;
+	prog.tty = isatty(STDOUT_FILENO) && !opts.json;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	cl = ctl_connect();
+	if (!cl)
+		return EXIT_FAILED;
+	if (!strcmp(cmd->name, "incoming"))
+		code = cmd_incoming(cl, &a);
+	else if (!strcmp(cmd->name, "migrate"))
+		code = cmd_migrate(cl, &a);
+	else if (!strcmp(cmd->name, "status"))
+		code = cmd_status(cl, &a);
+	else if (!strcmp(cmd->name, "cancel"))
+		code = cmd_cancel(cl, &a);
+	else if (!strcmp(cmd->name, "list"))
+		code = cmd_list(cl, &a);
+	else
+		code = cmd_params(cl, &a, !strcmp(cmd->name, "set"));
+	rpc_client_free(cl);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "rundir", required_argument, NULL, 'r' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t t;
+	int ch;
+
+	signal(SIGPIPE, SIG_IGN);
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+r:jt:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'r': opts.rundir = optarg; break;
+		case 'j': opts.json = true; break;
+		case 't':
+			if (parse_u64(optarg, 1, 3600, &t) < 0) {
+				errx_("--timeout %s: expected seconds from 1 to 3600", optarg);
+				return EXIT_USAGE;
+			}
+			opts.timeout_ms = t * 1000;
+			break;
+		case 'h': usage(stdout); return EXIT_OK;
+		default:
+			errx_("unknown option '%s' (see migctl --help)", argv[optind - 1]);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		errx_("no command (see migctl --help)");
+		return EXIT_USAGE;
+	}
+	return run(argc - optind, argv + optind);
+}

@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * migd: the migration daemon.  This header is the program's table of
+ * contents, by file.
+ *
+ * The parent process (main.c, control.c, jobs.c) serves the tern.migd.Migd
+ * service on RUNDIR/migd.sock, keeps the job table and history, and forks
+ * one worker process per job so that a crash in one job harms no other.
+ * A worker (worker.c, source.c, dest.c, channel.c, vmmlink.c) runs one
+ * migration end to end with blocking I/O and threads, and reports its
+ * JobStatus to the parent over a socketpair as tern.rpc.Frame events named
+ * "status" (the last one carries the final state).  The parent cancels a
+ * worker with SIGTERM.  A worker exits 0 when its job completed, 1 when
+ * it failed or was cancelled (after restoring what it must).
+ *
+ * migctl (migctl.c) is a separate program: the command-line client.
+ */
+#ifndef MIGD_H
+#define MIGD_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/rpc.h"
+#include "common/stream.h"
+#include "proto/migd.pb-c.h"
+#include "proto/vmm.pb-c.h"
+
+#define MIGD_VERSION "0.1"
+#define MIGD_DEFAULT_RUNDIR "/run/tern"
+#define MIGD_DEFAULT_CHANNELS 4
+#define MIGD_DEFAULT_DOWNTIME_MS 300
+#define MIGD_IO_TIMEOUT_MS 10000        /* a peer silent this long has failed */
+#define MIGD_HELLO_TIMEOUT_MS 5000      /* a new connection must say hello by then */
+#define MIGD_STATUS_INTERVAL_MS 200     /* worker status reports while busy */
+#define MIGD_HISTORY 64                 /* finished jobs kept for status/list */
+
+enum job_role {
+	JOB_ROLE_SOURCE = 1,
+	JOB_ROLE_DEST = 2,
+	JOB_ROLE_MAX
+};
+
+/* Mirrors tern.migd.JobState; names for logs and migctl. */
+enum job_state {
+	JOB_STATE_NONE,
+	JOB_STATE_SETUP,
+	JOB_STATE_ACTIVE,
+	JOB_STATE_DEVICE,
+	JOB_STATE_COMPLETED,
+	JOB_STATE_FAILED,
+	JOB_STATE_CANCELLING,
+	JOB_STATE_CANCELLED,
+	JOB_STATE_WAITING,
+	JOB_STATE_MAX
+};
+
+struct mig_params {
+	uint32_t channels;
+	uint64_t max_bandwidth;                 /* bytes/s, 0 = unlimited */
+	uint64_t avail_switchover_bandwidth;    /* bytes/s, 0 = measured */
+	uint32_t downtime_limit_ms;
+};
+
+/* Everything a worker needs; filled by the parent before fork. */
+struct job_spec {
+	enum job_role role;
+	char vm[65];
+	char peer[PATH_MAX];            /* source: destination URI; dest: listen URI */
+	uint8_t id[STREAM_ID_LEN];      /* source: fresh; dest: learnt from the hello */
+	uint8_t token[STREAM_TOKEN_LEN];
+	struct mig_params params;
+	char rundir[PATH_MAX];
+	int listen_fd;                  /* dest: bound by the parent; else -1 */
+};
+
+/* ---- parent ------------------------------------------------------------ */
+
+#define MIGD_MAX_WAITERS 64         /* deferred calls per job */
+#define MIGD_SHUTDOWN_MS 10000      /* workers get this long to end on SIGTERM */
+
+struct event;
+struct event_base;
+
+/* A caller waiting for a job's end (Migrate/Status/Cancel with wait). */
+struct job_waiter {
+	struct rpc_call *call;
+	bool events;                    /* forward "status" events to it */
+};
+
+/*
+ * One job, seen from the parent: created running (a worker exists), it
+ * becomes finished once the worker is reaped, and then moves to the
+ * history.  Only the event loop touches it.
+ */
+struct job {
+	struct job *next;               /* in migd.running or migd.history */
+	struct job_spec spec;
+	pid_t pid;                      /* the worker; 0 once reaped */
+	struct rpc_conn *conn;          /* the status socketpair; NULL at EOF */
+	struct event *ev;               /* reads conn */
+	Tern__Migd__JobStatus *last;    /* the worker's latest report, or NULL */
+	enum job_state state;           /* what callers see */
+	bool cancel_requested;          /* Cancel (or shutdown) sent SIGTERM */
+	bool finished;
+	char error[768];                /* the parent's own verdict, if any */
+	uint64_t started_unix_ms;
+	uint64_t finished_unix_ms;
+	struct job_waiter waiters[MIGD_MAX_WAITERS];
+	size_t nwaiters;
+	/* storage for the status built by job_status() */
+	char idhex[2 * STREAM_ID_LEN + 1];
+	Tern__Migd__Params params;
+};
+
+struct migd {
+	struct event_base *base;
+	struct rpc_server *server;
+	char rundir[PATH_MAX];
+	struct mig_params defaults;     /* SetParams/GetParams */
+	struct job *running;            /* newest first */
+	struct job *history;            /* newest first, at most MIGD_HISTORY */
+	size_t nhistory;
+	bool quitting;                  /* SIGTERM: no new jobs */
+	struct event *ev_shutdown;      /* the bound on waiting for workers */
+};
+
+/* main.c: start-up, signals, shutdown */
+void migd_check_quit(struct migd *m);
+
+/* jobs.c: the job table, workers, history */
+const char *job_state_name(enum job_state st);
+const char *job_role_name(enum job_role role);
+bool job_state_final(enum job_state st);
+/* Fork a worker for spec (its listen_fd is closed in the parent). */
+int job_start(struct migd *m, const struct job_spec *spec, struct job **ret);
+/* The VM's running job, else its latest finished one, else NULL. */
+struct job *job_find(struct migd *m, const char *vm, bool running_only);
+/* A shallow status (points into job) for replies and events. */
+void job_status(struct job *j, Tern__Migd__JobStatus *ret);
+/* Reply to call when the job ends; forward events meanwhile if asked. */
+int job_add_waiter(struct job *j, struct rpc_call *call);
+/* SIGTERM the worker; the job ends when it reports or dies. */
+int job_cancel(struct job *j);
+/* SIGCHLD: reap workers and finish their jobs. */
+void jobs_reap(struct migd *m);
+/* Shutdown: SIGTERM (or SIGKILL when force) every running worker. */
+void jobs_signal_all(struct migd *m, bool force);
+void jobs_free_all(struct migd *m);
+
+/* control.c: the tern.migd.Migd service */
+int control_start(struct migd *m);
+void control_stop(struct migd *m);
+
+/* ---- worker --------------------------------------------------------------- */
+
+/* Counters the channel threads update with relaxed atomics. */
+struct chan_stats {
+	uint64_t bytes;
+	uint64_t pages;
+	uint64_t zero_pages;
+	uint64_t last_bytes;            /* reporter thread: for throughput */
+	uint64_t throughput;            /* reporter thread */
+};
+
+/* One job in its worker process.  lock guards the fields marked (L);
+ * (A) fields are atomics; (M) belong to the job's main thread. */
+struct worker {
+	const struct job_spec *spec;
+	pthread_mutex_t lock;
+	enum job_state state;           /* (L) */
+	char error[256];                /* (L) the first failure wins */
+	bool error_is_note;             /* (L) error only notes a refusal: any
+					 * failure replaces it */
+	uint64_t total_bytes;           /* (L) */
+	uint64_t remaining_bytes;       /* (L) after the last sync */
+	uint64_t round_pages;           /* (L) pages the current round sends */
+	uint64_t round_base;            /* (L) pages sent before it began */
+	uint64_t rounds;                /* (L) */
+	uint64_t dirty_rate;            /* (L) */
+	uint64_t bandwidth;             /* (L) */
+	uint64_t expected_downtime_ms;  /* (L) */
+	uint64_t downtime_ms;           /* (L) */
+	uint64_t resume_ms;             /* (L) */
+	uint64_t setup_ms;              /* (L) */
+	bool switched;                  /* (L) */
+	bool source_was_running;        /* (L) */
+	char listen[PATH_MAX];          /* (L) */
+	uint8_t id[STREAM_ID_LEN];      /* (L) */
+	unsigned int nchannels;         /* (M) set once at set-up */
+	struct chan_stats chan[STREAM_MAX_CHANNELS]; /* (A) */
+	uint64_t transferred_bytes;     /* (A) */
+	uint64_t skipped_pages;         /* (A) */
+	uint64_t started_ns;            /* (M) */
+	uint64_t started_unix_ms;       /* (M) */
+	int status_fd;                  /* reporter; the socketpair to the parent */
+	void (*abort_fn)(struct worker *, void *); /* (L) on cancel, once */
+	void *abort_arg;                /* (L) */
+	bool abort_done;                /* (L) */
+	bool failed;                    /* (L) worker_fail was called */
+	pthread_mutex_t report_lock;    /* one report at a time on status_fd */
+};
+
+/* worker.c: runs in the forked child; never returns to the parent's loop */
+int worker_main(const struct job_spec *spec, int status_fd);
+bool worker_cancelled(void);
+void fault_point(const char *name);
+void worker_set_state(struct worker *w, enum job_state st);
+/* Record the job's failure (the first one wins); returns -err. */
+int worker_fail(struct worker *w, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void worker_report(struct worker *w);
+bool worker_failed(struct worker *w);
+/* Append "; what" to the error text (what the clean-up did). */
+void worker_note(struct worker *w, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* What cancelling must do to unblock the job (shut its sockets down);
+ * the reporter thread calls it once when SIGTERM arrives. */
+void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
+		      void *arg);
+void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
+		  uint64_t pages, uint64_t zero_pages);
+
+/* Guest RAM as the worker sees it: the vmm's memfds, mapped shared. */
+struct ram_view {
+	unsigned int n;
+	struct {
+		uint64_t gpa;
+		uint64_t size;
+		uint8_t *host;
+		int fd;
+	} r[STREAM_MAX_REGIONS];
+	uint64_t pages;                 /* across regions */
+	uint64_t first_page[STREAM_MAX_REGIONS];
+};
+
+/* Pages of one region for one packet: what the source queues to a channel. */
+struct batch {
+	uint16_t region;
+	bool end;                       /* send the channel's end packet */
+	uint32_t npages;
+	uint64_t off[STREAM_MAX_BATCH]; /* byte offsets in the region */
+};
+
+#define CHAN_QUEUE 64                   /* batches queued per channel */
+
+/* channel.c, sending side: one thread per ram connection. */
+struct chan_tx {
+	struct worker *w;
+	unsigned int index;
+	int fd;
+	const struct ram_view *ram;
+	uint64_t rate;                  /* bytes/s for this channel, 0 = no cap */
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t lock;           /* the fields below */
+	pthread_cond_t cond;
+	struct batch *q;                /* ring of CHAN_QUEUE batches */
+	unsigned int head, len;
+	bool busy;                      /* a batch is being sent */
+	bool stop;
+	int err;                        /* first error; the channel is dead */
+	uint64_t pages_total;           /* pages carried, for the device state */
+};
+
+/* channel.c, receiving side. */
+struct chan_rx {
+	struct worker *w;
+	unsigned int index;
+	int fd;
+	const struct ram_view *ram;
+	struct stream_layout layout;
+	pthread_t thread;
+	bool started;
+	int err;                        /* own thread, read after join */
+	bool ended;                     /* own thread: the end packet came */
+	uint64_t pages_total;           /* own thread */
+};
+
+int chan_tx_start(struct chan_tx *c);
+/* Queue a batch (copied); blocks while the queue is full.  -errno once the
+ * channel has failed or the job is cancelled. */
+int chan_tx_push(struct chan_tx *c, const struct batch *b);
+/* Wait until everything queued is on the wire; the channel's error. */
+int chan_tx_drain(struct chan_tx *c);
+void chan_tx_stop(struct chan_tx *c);
+int chan_rx_start(struct chan_rx *c);
+int chan_rx_join(struct chan_rx *c);
+/* Make a blocked channel thread give up (shutdown of its socket). */
+void chan_abort_fd(int fd);
+/* Socket options every migration connection gets (keepalive, timeouts). */
+void chan_tune_socket(int fd, bool bulk);
+
+/* vmmlink.c: mapping the vmm's RAM */
+int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
+		 int *fds, size_t nfds, bool writable);
+void ram_view_unmap(struct ram_view *v);
+
+/* source.c, dest.c: one job; return 0 when the job completed. */
+int source_run(struct worker *w);
+int dest_run(struct worker *w);
+
+/* vmmlink.c: the vmm's control service (workers, and the parent's clean-up) */
+struct vmm_link {
+	struct rpc_client *cl;
+	char vm[65];
+};
+int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
+		  char *err, size_t errlen);
+void vmm_link_close(struct vmm_link *l);
+/* One call; on failure err holds "vmm VM: Method: reason". */
+int vmm_link_call(struct vmm_link *l, const char *method,
+		  const ProtobufCMessage *arg, const int *fds, size_t nfds,
+		  ProtobufCMessage **ret, struct rpc_result *res, char *err,
+		  size_t errlen);
+/* The vmm's run state, or -errno. */
+int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
+		   size_t errlen);
+/*
+ * After a failed or crashed source job: turn dirty logging off and, when
+ * resume is set (the destination was never told to run the guest),
+ * continue the VM if it is paused.
+ * After a failed destination job: drop what the incoming vmm received.
+ * Both are idempotent and say what they did in msg.
+ */
+int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
+			    char *msg, size_t len);
+int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
+			  size_t len);
+
+#endif

@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The source side of a precopy migration (one worker process).
+ *
+ *  setup:  connect to the vmm, map its RAM, connect the main connection
+ *          and the ram channels to the destination, exchange hellos and
+ *          the RAM layout, start dirty logging.
+ *  active: round 1 sends every page that holds data (holes, pages never
+ *          touched, are skipped without a read); each later round syncs
+ *          the dirty log and sends what was dirtied, until the remaining
+ *          pages fit in downtime-limit at the measured bandwidth (or at
+ *          avail-switchover-bandwidth when given).
+ *  device: stop the VM, send the last dirty pages and the device state;
+ *          when the destination has loaded it (Ready), tell it to resume
+ *          (Go) - from that moment the source never resumes - and wait
+ *          for Resumed.  Downtime is measured from the stop to Resumed.
+ * Any failure before Go resumes the VM (if it was running) and turns
+ * dirty logging off: the guest is never lost.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/bitmap.h"
+#include "common/log.h"
+#include "common/uri.h"
+#include "common/util.h"
+#include "migd/migd.h"
+#include "proto/stream.pb-c.h"
+
+#define CHUNK_PAGES 64                  /* pages of one chunk go to one channel */
+
+struct source {
+	struct worker *w;
+	struct vmm_link vmm;
+	struct ram_view ram;
+	int main_fd;
+	struct chan_tx chan[STREAM_MAX_CHANNELS];
+	unsigned int nchan;
+	uint64_t *dirty;                /* the bitmap shared with the vmm */
+	uint64_t dirty_bytes;
+	bool dirty_on;
+	bool stopped;                   /* we paused the VM */
+	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
+	char err[256];
+};
+
+static uint64_t deadline(void)
+{
+	return now_ns() + MIGD_IO_TIMEOUT_MS * 1000000ULL;
+}
+
+/* ---- set-up ------------------------------------------------------------- */
+
+static int source_vmm(struct source *s)
+{
+	Tern__Vmm__RamLayout *lay = NULL;
+	Tern__Vmm__RunState st;
+	struct rpc_result res;
+	int r;
+
+	r = vmm_link_open(&s->vmm, s->w->spec->rundir, s->w->spec->vm, s->err,
+			  sizeof(s->err));
+	if (r == 0)
+		r = vmm_link_state(&s->vmm, &st, s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->err);
+	if (st != TERN__VMM__RUN_STATE__RUN_STATE_RUNNING &&
+	    st != TERN__VMM__RUN_STATE__RUN_STATE_PAUSED)
+		return worker_fail(s->w, EINVAL, "vmm %s has no running or paused "
+				   "guest to migrate", s->w->spec->vm);
+	pthread_mutex_lock(&s->w->lock);
+	s->w->source_was_running = st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	pthread_mutex_unlock(&s->w->lock);
+	r = vmm_link_call(&s->vmm, "GetRam", NULL, NULL, 0,
+			  (ProtobufCMessage **)&lay, &res, s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->err);
+	r = ram_view_map(&s->ram, lay, res.fds, res.nfds, false);
+	rpc_result_close_fds(&res);
+	protobuf_c_message_free_unpacked(&lay->base, NULL);
+	if (r < 0)
+		return worker_fail(s->w, r, "cannot map the guest RAM of %s: %s",
+				   s->w->spec->vm, strerror(-r));
+	pthread_mutex_lock(&s->w->lock);
+	s->w->total_bytes = s->ram.pages * STREAM_PAGE;
+	pthread_mutex_unlock(&s->w->lock);
+	return 0;
+}
+
+/* Connect one connection and say hello; returns the fd or -errno. */
+static int source_dial(struct source *s, const struct uri *u, enum stream_role role,
+		       uint32_t index)
+{
+	struct stream_hello h;
+	uint32_t status;
+	int fd, r;
+
+	fd = uri_connect(u, MIGD_IO_TIMEOUT_MS);
+	if (fd < 0)
+		return worker_fail(s->w, fd, "cannot connect to %s: %s",
+				   s->w->spec->peer, strerror(-fd));
+	chan_tune_socket(fd, role == STREAM_ROLE_RAM);
+	stream_hello_init(&h, role, index, s->w->id, s->w->spec->token);
+	r = stream_write_full(fd, &h, sizeof(h), deadline());
+	if (r == 0)
+		r = stream_read_full(fd, &status, 4, deadline());
+	if (r == 0 && le32toh(status)) {
+		r = -(int)le32toh(status);
+		close(fd);
+		return worker_fail(s->w, r, "the destination refused the %s "
+				   "connection: %s", role == STREAM_ROLE_MAIN ?
+				   "main" : "ram", r == -EACCES ? "token mismatch" :
+				   strerror(-r));
+	}
+	if (r < 0) {
+		close(fd);
+		return worker_fail(s->w, r, "%s: no answer to our hello: %s",
+				   s->w->spec->peer, strerror(-r));
+	}
+	return fd;
+}
+
+static int source_hello(struct source *s)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *reply = NULL;
+	Tern__Stream__Hello h = TERN__STREAM__HELLO__INIT;
+	Tern__Stream__Region reg[STREAM_MAX_REGIONS], *preg[STREAM_MAX_REGIONS];
+	unsigned int i;
+	int r;
+
+	for (i = 0; i < s->ram.n; i++) {
+		tern__stream__region__init(&reg[i]);
+		reg[i].gpa = s->ram.r[i].gpa;
+		reg[i].size = s->ram.r[i].size;
+		preg[i] = &reg[i];
+	}
+	h.vm = (char *)s->w->spec->vm;
+	h.channels = s->nchan;
+	h.memory = s->ram.pages * STREAM_PAGE;
+	h.n_regions = s->ram.n;
+	h.regions = preg;
+	h.page_size = STREAM_PAGE;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_HELLO;
+	m.hello = &h;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	if (r == 0)
+		r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
+				    4096, deadline(), (ProtobufCMessage **)&reply);
+	if (r < 0)
+		return worker_fail(s->w, r, "%s: the destination did not answer our "
+				   "layout: %s", s->w->spec->peer, strerror(-r));
+	if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
+		r = worker_fail(s->w, reply->refuse->err ? reply->refuse->err : EPROTO,
+				"the destination refused: %s", reply->refuse->message);
+	else if (reply->body_case != TERN__STREAM__STREAM_MSG__BODY_ACCEPT)
+		r = worker_fail(s->w, EPROTO, "the destination answered our layout "
+				"with message %d", reply->body_case);
+	protobuf_c_message_free_unpacked(&reply->base, NULL);
+	return r;
+}
+
+static int source_connect(struct source *s)
+{
+	const struct job_spec *spec = s->w->spec;
+	struct uri u;
+	unsigned int i;
+	int r;
+
+	if (uri_parse(spec->peer, &u) < 0 || u.kind == URI_FILE)
+		return worker_fail(s->w, EINVAL, "'%s' is not a tcp: or unix: address",
+				   spec->peer);
+	s->main_fd = source_dial(s, &u, STREAM_ROLE_MAIN, 0);
+	if (s->main_fd < 0)
+		return s->main_fd;
+	r = source_hello(s);
+	for (i = 0; r == 0 && i < s->nchan; i++) {
+		struct chan_tx *c = &s->chan[i];
+
+		c->w = s->w;
+		c->index = i;
+		c->ram = &s->ram;
+		c->rate = spec->params.max_bandwidth / s->nchan;
+		c->fd = source_dial(s, &u, STREAM_ROLE_RAM, i);
+		if (c->fd < 0)
+			return c->fd;
+		r = chan_tx_start(c);
+	}
+	return r;
+}
+
+static int source_dirty_start(struct source *s)
+{
+	Tern__Vmm__DirtyInfo *info = NULL;
+	struct rpc_result res;
+	void *p = MAP_FAILED;
+	int r;
+
+	r = vmm_link_call(&s->vmm, "DirtyStart", NULL, NULL, 0,
+			  (ProtobufCMessage **)&info, &res, s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->err);
+	s->dirty_on = true;
+	if (res.nfds == 1 && info->pages == s->ram.pages &&
+	    info->bitmap_bytes == BITMAP_BYTES(info->pages))
+		p = mmap(NULL, info->bitmap_bytes, PROT_READ | PROT_WRITE,
+			 MAP_SHARED, res.fds[0], 0);
+	rpc_result_close_fds(&res);
+	if (p == MAP_FAILED) {
+		protobuf_c_message_free_unpacked(&info->base, NULL);
+		return worker_fail(s->w, EPROTO, "vmm %s gave no usable dirty bitmap",
+				   s->w->spec->vm);
+	}
+	s->dirty = p;
+	s->dirty_bytes = info->bitmap_bytes;
+	protobuf_c_message_free_unpacked(&info->base, NULL);
+	return 0;
+}
+
+/* ---- sending pages ---------------------------------------------------------- */
+
+/* Queue page `off` of `region` to the channel that owns its chunk. */
+static int source_queue(struct source *s, unsigned int region, uint64_t off)
+{
+	uint64_t page = s->ram.first_page[region] + off / STREAM_PAGE;
+	unsigned int ch = (page / CHUNK_PAGES) % s->nchan;
+	struct batch *b = &s->pending[ch][region];
+	int r = 0;
+
+	b->region = region;
+	b->off[b->npages++] = off;
+	if (b->npages == STREAM_MAX_BATCH) {
+		r = chan_tx_push(&s->chan[ch], b);
+		b->npages = 0;
+	}
+	return r;
+}
+
+/* Push the partial batches and wait until every channel is idle. */
+static int source_flush(struct source *s)
+{
+	unsigned int ch, reg;
+	int r = 0;
+
+	for (ch = 0; ch < s->nchan; ch++)
+		for (reg = 0; reg < s->ram.n; reg++) {
+			struct batch *b = &s->pending[ch][reg];
+
+			if (b->npages && r == 0)
+				r = chan_tx_push(&s->chan[ch], b);
+			b->npages = 0;
+		}
+	for (ch = 0; ch < s->nchan; ch++) {
+		int e = chan_tx_drain(&s->chan[ch]);
+
+		if (r == 0)
+			r = e;
+	}
+	return r;
+}
+
+/* A round of `pages` begins: the status counts them as remaining. */
+static void source_round_begin(struct source *s, uint64_t pages)
+{
+	struct worker *w = s->w;
+	uint64_t sent = 0;
+	unsigned int i;
+
+	for (i = 0; i < s->nchan; i++)
+		sent += __atomic_load_n(&w->chan[i].pages, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&w->lock);
+	w->round_pages = pages;
+	w->round_base = sent;
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Pages of region i that hold data (the memfd's extents). */
+static uint64_t data_pages(const struct ram_view *v, unsigned int i)
+{
+	off_t off = 0, end;
+	uint64_t n = 0;
+
+	while ((uint64_t)off < v->r[i].size) {
+		off = lseek(v->r[i].fd, off, SEEK_DATA);
+		if (off < 0)
+			break;
+		end = lseek(v->r[i].fd, off, SEEK_HOLE);
+		if (end < 0 || (uint64_t)end > v->r[i].size)
+			end = v->r[i].size;
+		n += (end - off) / STREAM_PAGE;
+		off = end;
+	}
+	return n;
+}
+
+/* Round 1: every page that holds data; holes are skipped unread. */
+static int source_first_round(struct source *s, uint64_t *ret_pages)
+{
+	uint64_t pages = 0, skipped = 0, target = 0;
+	unsigned int i;
+	int r = 0;
+
+	for (i = 0; i < s->ram.n; i++)
+		target += data_pages(&s->ram, i);
+	source_round_begin(s, target);
+	for (i = 0; i < s->ram.n && r == 0; i++) {
+		uint64_t size = s->ram.r[i].size;
+		off_t off = 0, end;
+
+		while ((uint64_t)off < size && r == 0) {
+			off = lseek(s->ram.r[i].fd, off, SEEK_DATA);
+			if (off < 0)
+				off = size;     /* ENXIO: no data past off */
+			end = lseek(s->ram.r[i].fd, off, SEEK_HOLE);
+			if (end < 0 || (uint64_t)end > size)
+				end = size;
+			for (; off < end && r == 0; off += STREAM_PAGE, pages++)
+				r = source_queue(s, i, off);
+		}
+		if (worker_cancelled())
+			r = -ECANCELED;
+	}
+	skipped = s->ram.pages - pages;
+	__atomic_store_n(&s->w->skipped_pages, skipped, __ATOMIC_RELAXED);
+	if (r == 0)
+		r = source_flush(s);
+	*ret_pages = pages;
+	return r;
+}
+
+static int source_sync(struct source *s, uint64_t *ret_dirty)
+{
+	Tern__Vmm__DirtySyncResult *res = NULL;
+	int r;
+
+	r = vmm_link_call(&s->vmm, "DirtySync", NULL, NULL, 0,
+			  (ProtobufCMessage **)&res, NULL, s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->err);
+	protobuf_c_message_free_unpacked(&res->base, NULL);
+	*ret_dirty = bitmap_count(s->dirty, s->ram.pages);
+	return 0;
+}
+
+static unsigned int page_region(const struct ram_view *v, uint64_t page)
+{
+	unsigned int i = v->n - 1;
+
+	while (i > 0 && page < v->first_page[i])
+		i--;
+	return i;
+}
+
+/* Send every page the bitmap holds, clearing bits as they are taken. */
+static int source_dirty_round(struct source *s, uint64_t *ret_pages)
+{
+	uint64_t words = BITMAP_WORDS(s->ram.pages), i, w, pages = 0;
+	int r = 0;
+
+	source_round_begin(s, bitmap_count(s->dirty, s->ram.pages));
+	for (i = 0; i < words && r == 0; i++) {
+		if (!__atomic_load_n(&s->dirty[i], __ATOMIC_RELAXED))
+			continue;
+		w = __atomic_exchange_n(&s->dirty[i], 0, __ATOMIC_RELAXED);
+		while (w && r == 0) {
+			uint64_t page = i * 64 + __builtin_ctzll(w);
+			unsigned int reg = page_region(&s->ram, page);
+
+			w &= w - 1;
+			if (page >= s->ram.pages)
+				break;
+			r = source_queue(s, reg,
+					 (page - s->ram.first_page[reg]) * STREAM_PAGE);
+			pages++;
+		}
+		if ((i & 1023) == 0 && worker_cancelled())
+			r = -ECANCELED;
+	}
+	if (r == 0)
+		r = source_flush(s);
+	*ret_pages = pages;
+	return r;
+}
+
+/* ---- convergence and switchover --------------------------------------------- */
+
+static void source_round_stats(struct source *s, uint64_t sent_bytes,
+			       uint64_t send_ns, uint64_t dirty, uint64_t round_ns)
+{
+	struct worker *w = s->w;
+	uint64_t bw, use_bw, remaining = dirty * STREAM_PAGE;
+
+	pthread_mutex_lock(&w->lock);
+	if (sent_bytes && send_ns)
+		w->bandwidth = sent_bytes * 1000000000ULL / send_ns;
+	bw = w->bandwidth;
+	use_bw = w->spec->params.avail_switchover_bandwidth ?
+		 w->spec->params.avail_switchover_bandwidth : bw;
+	w->rounds++;
+	w->round_pages = 0;             /* between rounds: the sync's count */
+	w->dirty_rate = round_ns ? dirty * 1000000000ULL / round_ns : 0;
+	w->remaining_bytes = remaining;
+	w->expected_downtime_ms = !remaining ? 0 : use_bw ?
+				  remaining * 1000 / use_bw : UINT64_MAX;
+	pthread_mutex_unlock(&w->lock);
+	worker_report(w);
+}
+
+static int source_precopy(struct source *s)
+{
+	struct worker *w = s->w;
+	uint64_t t0, t1, b0, dirty, pages, expected;
+	int r;
+
+	worker_set_state(w, JOB_STATE_ACTIVE);
+	t0 = now_ns();
+	b0 = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
+	r = source_first_round(s, &pages);
+	for (;;) {
+		if (r < 0)
+			return r;
+		t1 = now_ns();
+		r = source_sync(s, &dirty);
+		if (r < 0)
+			return r;
+		source_round_stats(s, __atomic_load_n(&w->transferred_bytes,
+						      __ATOMIC_RELAXED) - b0,
+				   t1 - t0, dirty, now_ns() - t0);
+		pthread_mutex_lock(&w->lock);
+		expected = w->expected_downtime_ms;
+		pthread_mutex_unlock(&w->lock);
+		if (expected <= w->spec->params.downtime_limit_ms)
+			return 0;
+		if (worker_cancelled())
+			return -ECANCELED;
+		t0 = now_ns();
+		b0 = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
+		r = source_dirty_round(s, &pages);
+	}
+}
+
+static int source_expect(struct source *s, int body, const char *what,
+			 Tern__Stream__StreamMsg **ret)
+{
+	Tern__Stream__StreamMsg *m = NULL;
+	int r;
+
+	r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
+			    4096, deadline(), (ProtobufCMessage **)&m);
+	if (r < 0)
+		return worker_fail(s->w, r, "waiting for the destination's %s: %s",
+				   what, r == -EPIPE ? "connection closed" :
+				   strerror(-r));
+	if ((int)m->body_case == body) {
+		if (ret)
+			*ret = m;
+		else
+			protobuf_c_message_free_unpacked(&m->base, NULL);
+		return 0;
+	}
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
+		r = worker_fail(s->w, m->refuse->err ? m->refuse->err : EPROTO,
+				"the destination failed: %s", m->refuse->message);
+	else
+		r = worker_fail(s->w, EPROTO, "the destination sent message %d "
+				"instead of its %s", m->body_case, what);
+	protobuf_c_message_free_unpacked(&m->base, NULL);
+	return r;
+}
+
+static int source_send_device(struct source *s)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__DeviceState d = TERN__STREAM__DEVICE_STATE__INIT;
+	Tern__Vmm__VmState *st = NULL;
+	uint64_t counts[STREAM_MAX_CHANNELS];
+	unsigned int i;
+	size_t len;
+	int r;
+
+	r = vmm_link_call(&s->vmm, "SaveState", NULL, NULL, 0,
+			  (ProtobufCMessage **)&st, NULL, s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->err);
+	len = tern__vmm__vm_state__get_packed_size(st);
+	d.vm_state.data = malloc(len ? len : 1);
+	if (!d.vm_state.data) {
+		protobuf_c_message_free_unpacked(&st->base, NULL);
+		return -ENOMEM;
+	}
+	d.vm_state.len = tern__vmm__vm_state__pack(st, d.vm_state.data);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	for (i = 0; i < s->nchan; i++)
+		counts[i] = s->chan[i].pages_total;
+	d.n_channel_pages = s->nchan;
+	d.channel_pages = counts;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_DEVICE;
+	m.device = &d;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	free(d.vm_state.data);
+	if (r < 0)
+		return worker_fail(s->w, r, "sending the device state: %s",
+				   strerror(-r));
+	return 0;
+}
+
+static int source_switchover(struct source *s)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__Go go = TERN__STREAM__GO__INIT;
+	Tern__Stream__StreamMsg *resumed = NULL;
+	struct batch end = { .end = true };
+	struct worker *w = s->w;
+	uint64_t t_stop, dirty, pages;
+	unsigned int i;
+	int r;
+
+	worker_set_state(w, JOB_STATE_DEVICE);
+	t_stop = now_ns();
+	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
+			  sizeof(s->err));
+	if (r < 0)
+		return worker_fail(w, r, "%s", s->err);
+	s->stopped = true;
+	fault_point("source-after-stop");
+	r = source_sync(s, &dirty);
+	if (r == 0)
+		r = source_dirty_round(s, &pages);
+	for (i = 0; r == 0 && i < s->nchan; i++)
+		r = chan_tx_push(&s->chan[i], &end);
+	for (i = 0; r == 0 && i < s->nchan; i++)
+		r = chan_tx_drain(&s->chan[i]);
+	if (r == 0)
+		r = source_send_device(s);
+	if (r == 0)
+		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_READY, "Ready", NULL);
+	if (r < 0)
+		return r;
+
+	/* The point of no return: once Go may have left, the source must
+	 * never resume.  Tell the parent first, in case this process dies. */
+	pthread_mutex_lock(&w->lock);
+	w->switched = true;
+	w->remaining_bytes = 0;
+	pthread_mutex_unlock(&w->lock);
+	worker_report(w);
+	fault_point("source-before-go");
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
+	m.go = &go;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	if (r == 0)
+		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
+				  "Resumed", &resumed);
+	if (r < 0)
+		return worker_fail(w, r, "lost the destination after telling it to "
+				   "resume: the guest may be running there, so the "
+				   "source stays paused");
+	pthread_mutex_lock(&w->lock);
+	w->downtime_ms = (now_ns() - t_stop) / 1000000;
+	w->resume_ms = resumed->resumed->resume_ns / 1000000;
+	pthread_mutex_unlock(&w->lock);
+	protobuf_c_message_free_unpacked(&resumed->base, NULL);
+	log_info("completed: downtime %llu ms", (unsigned long long)w->downtime_ms);
+	return 0;
+}
+
+/* ---- the job ---------------------------------------------------------------- */
+
+/* Cancel (from the reporter thread): make every blocked call fail. */
+static void source_abort(struct worker *w, void *arg)
+{
+	struct source *s = arg;
+	unsigned int i;
+
+	chan_abort_fd(s->main_fd);
+	for (i = 0; i < s->nchan; i++)
+		chan_abort_fd(s->chan[i].fd);
+}
+
+/* After a failure: the guest runs again on the source, unless Go left. */
+static void source_recover(struct source *s)
+{
+	struct worker *w = s->w;
+	bool switched, was_running;
+	char msg[256] = "";
+
+	pthread_mutex_lock(&w->lock);
+	switched = w->switched;
+	was_running = w->source_was_running;
+	pthread_mutex_unlock(&w->lock);
+	if (switched || !s->stopped || !was_running || !s->vmm.cl)
+		return;
+	if (vmm_link_call(&s->vmm, "Cont", NULL, NULL, 0, NULL, NULL, msg,
+			  sizeof(msg)) < 0) {
+		/* The parent tries again when this worker has exited. */
+		log_warnx("could not resume the source VM: %s", msg);
+		return;
+	}
+	s->stopped = false;
+	worker_note(w, "the source VM runs again");
+}
+
+int source_run(struct worker *w)
+{
+	struct source s = { .w = w, .main_fd = -1 };
+	unsigned int i;
+	int r;
+
+	s.nchan = MIN(MAX(w->spec->params.channels, 1u), STREAM_MAX_CHANNELS);
+	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
+		s.chan[i].fd = -1;
+	w->nchannels = s.nchan;
+	worker_set_abort(w, source_abort, &s);
+	r = source_vmm(&s);
+	if (r == 0)
+		r = source_connect(&s);
+	if (r == 0)
+		r = source_dirty_start(&s);
+	pthread_mutex_lock(&w->lock);
+	w->setup_ms = (now_ns() - w->started_ns) / 1000000;
+	pthread_mutex_unlock(&w->lock);
+	if (r == 0)
+		r = source_precopy(&s);
+	if (r == 0)
+		r = source_switchover(&s);
+	if (r < 0 && worker_cancelled())
+		worker_fail(w, ECANCELED, "cancelled");
+	if (r < 0) {
+		pthread_mutex_lock(&w->lock);
+		if (!w->switched && w->source_was_running && !s.stopped)
+			snprintf(w->error + strlen(w->error),
+				 sizeof(w->error) - strlen(w->error),
+				 "; the source VM kept running");
+		pthread_mutex_unlock(&w->lock);
+		source_abort(w, &s);
+		source_recover(&s);
+	}
+	worker_set_abort(w, NULL, NULL);
+	for (i = 0; i < s.nchan; i++) {
+		chan_tx_stop(&s.chan[i]);
+		if (s.chan[i].fd >= 0)
+			close(s.chan[i].fd);
+	}
+	if (s.dirty)
+		munmap(s.dirty, s.dirty_bytes);
+	if (s.dirty_on)
+		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
+	if (s.main_fd >= 0)
+		close(s.main_fd);
+	ram_view_unmap(&s.ram);
+	vmm_link_close(&s.vmm);
+	return r;
+}

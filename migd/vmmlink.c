@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The vmm's control service as migd uses it: a blocking client on
+ * RUNDIR/vmm/VM.sock, mapping the guest RAM memfds it hands over, and the
+ * clean-ups the parent runs when a worker died (resume a paused source,
+ * make an incoming destination drop what it received).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "migd/migd.h"
+
+#define VMM_CALL_TIMEOUT_MS 30000
+#define VMM_MAX_FRAME (64u << 20)
+
+int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
+		  char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int ret;
+
+	l->cl = NULL;
+	str_copy(l->vm, vm, sizeof(l->vm));
+	if ((size_t)snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm) >=
+	    sizeof(path)) {
+		snprintf(err, errlen, "vmm %s: socket path too long", vm);
+		return -ENAMETOOLONG;
+	}
+	ret = rpc_client_connect(path, VMM_CALL_TIMEOUT_MS, &l->cl);
+	if (ret < 0) {
+		snprintf(err, errlen, "no vmm named %s on this host (%s: %s)", vm,
+			 path, strerror(-ret));
+		return ret;
+	}
+	rpc_client_set_max_frame(l->cl, VMM_MAX_FRAME);
+	return 0;
+}
+
+void vmm_link_close(struct vmm_link *l)
+{
+	if (l->cl)
+		rpc_client_free(l->cl);
+	l->cl = NULL;
+}
+
+int vmm_link_call(struct vmm_link *l, const char *method,
+		  const ProtobufCMessage *arg, const int *fds, size_t nfds,
+		  ProtobufCMessage **ret, struct rpc_result *res, char *err,
+		  size_t errlen)
+{
+	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
+	struct rpc_result tmp;
+	int r;
+
+	r = rpc_client_call(l->cl, &tern__vmm__vmm__descriptor, method,
+			    arg ? arg : &empty.base, fds, nfds, ret, &tmp,
+			    VMM_CALL_TIMEOUT_MS, NULL, NULL);
+	if (r < 0 && err)
+		snprintf(err, errlen, "vmm %s: %s: %s", l->vm, method,
+			 tmp.message[0] ? tmp.message : strerror(-r));
+	if (res)
+		*res = tmp;
+	else
+		rpc_result_close_fds(&tmp);
+	return r;
+}
+
+int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
+		   size_t errlen)
+{
+	Tern__Vmm__VmmStatus *st = NULL;
+	int r;
+
+	r = vmm_link_call(l, "Status", NULL, NULL, 0, (ProtobufCMessage **)&st,
+			  NULL, err, errlen);
+	if (r < 0)
+		return r;
+	*ret = st->state;
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	return 0;
+}
+
+int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
+			    char *msg, size_t len)
+{
+	Tern__Vmm__RunState st;
+	struct vmm_link l;
+	int r;
+
+	r = vmm_link_open(&l, rundir, vm, msg, len);
+	/* A dead worker left dirty logging on: nobody reads it any more, and
+	 * it would refuse the next migration.  Off it goes ("not on" is fine). */
+	if (r == 0)
+		vmm_link_call(&l, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
+	if (r == 0 && !resume) {
+		msg[0] = 0;
+	} else if (r == 0) {
+		r = vmm_link_state(&l, &st, msg, len);
+		if (r == 0 && st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED) {
+			r = vmm_link_call(&l, "Cont", NULL, NULL, 0, NULL, NULL, msg, len);
+			if (r == 0)
+				snprintf(msg, len, "the source VM was resumed");
+		} else if (r == 0) {
+			snprintf(msg, len, st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ?
+				 "the source VM is running" : "the source VM was not "
+				 "resumed (it is neither running nor paused)");
+		}
+	}
+	vmm_link_close(&l);
+	return r;
+}
+
+int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
+			  size_t len)
+{
+	struct vmm_link l;
+	int r;
+
+	r = vmm_link_open(&l, rundir, vm, msg, len);
+	if (r == 0)
+		r = vmm_link_call(&l, "Discard", NULL, NULL, 0, NULL, NULL, msg, len);
+	if (r == 0)
+		snprintf(msg, len, "the destination vmm dropped what it received");
+	vmm_link_close(&l);
+	return r;
+}
+
+int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
+		 int *fds, size_t nfds, bool writable)
+{
+	uint64_t pages = 0;
+	struct stat st;
+	size_t i;
+
+	memset(v, 0, sizeof(*v));
+	if (lay->page_size != STREAM_PAGE || lay->n_regions == 0 ||
+	    lay->n_regions > STREAM_MAX_REGIONS || nfds != lay->n_regions)
+		return -EPROTO;
+	for (i = 0; i < lay->n_regions; i++) {
+		uint64_t size = lay->regions[i]->size;
+		void *p;
+
+		if (size == 0 || size % STREAM_PAGE || fstat(fds[i], &st) < 0 ||
+		    (uint64_t)st.st_size != size) {
+			ram_view_unmap(v);
+			return -EPROTO;
+		}
+		p = mmap(NULL, size, PROT_READ | (writable ? PROT_WRITE : 0),
+			 MAP_SHARED, fds[i], 0);
+		if (p == MAP_FAILED) {
+			int r = -errno;
+
+			ram_view_unmap(v);
+			return r;
+		}
+		v->r[i].gpa = lay->regions[i]->gpa;
+		v->r[i].size = size;
+		v->r[i].host = p;
+		v->r[i].fd = fds[i];
+		fds[i] = -1;
+		v->first_page[i] = pages;
+		pages += size / STREAM_PAGE;
+		v->n = i + 1;
+	}
+	v->pages = pages;
+	return 0;
+}
+
+void ram_view_unmap(struct ram_view *v)
+{
+	unsigned int i;
+
+	for (i = 0; i < v->n; i++) {
+		munmap(v->r[i].host, v->r[i].size);
+		close(v->r[i].fd);
+	}
+	v->n = 0;
+}

@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The worker process of one migration job: drops privileges, runs the
+ * source or destination side (source.c, dest.c), and reports the job's
+ * status to the parent migd over a socketpair, every
+ * MIGD_STATUS_INTERVAL_MS and on every state change, as tern.rpc.Frame
+ * events named "status".  SIGTERM from the parent cancels the job.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/caps.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "migd/migd.h"
+
+static volatile sig_atomic_t cancel_requested;
+
+static void handle_term(int sig)
+{
+	cancel_requested = sig;
+}
+
+/*
+ * Fault injection for tests: TERN_FAULT=NAME[,NAME...] in migd's
+ * environment makes a worker kill itself (SIGKILL, as a crash would) at
+ * the named point, so that the parent's recovery can be tested where it
+ * matters most.  Points: source-after-stop (the VM is paused, nothing
+ * told to the destination), source-before-go (the switch is recorded
+ * but Go not sent).
+ */
+void fault_point(const char *name)
+{
+	const char *f = getenv("TERN_FAULT");
+	size_t n = strlen(name);
+
+	while (f && *f) {
+		if (!strncmp(f, name, n) && (f[n] == 0 || f[n] == ',')) {
+			log_warnx("TERN_FAULT: crashing at %s", name);
+			raise(SIGKILL);
+		}
+		f = strchr(f, ',');
+		if (f)
+			f++;
+	}
+}
+
+bool worker_cancelled(void)
+{
+	return cancel_requested != 0;
+}
+
+static uint64_t unix_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
+		  uint64_t pages, uint64_t zero_pages)
+{
+	struct chan_stats *c = &w->chan[chan];
+
+	__atomic_add_fetch(&c->bytes, bytes, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&c->pages, pages, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&c->zero_pages, zero_pages, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&w->transferred_bytes, bytes, __ATOMIC_RELAXED);
+}
+
+void worker_note(struct worker *w, const char *fmt, ...)
+{
+	size_t n;
+	va_list ap;
+
+	pthread_mutex_lock(&w->lock);
+	n = strlen(w->error);
+	if (n + 3 < sizeof(w->error)) {
+		if (n)
+			n += snprintf(w->error + n, sizeof(w->error) - n, "; ");
+		va_start(ap, fmt);
+		vsnprintf(w->error + n, sizeof(w->error) - n, fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+bool worker_failed(struct worker *w)
+{
+	bool f;
+
+	pthread_mutex_lock(&w->lock);
+	f = w->failed;
+	pthread_mutex_unlock(&w->lock);
+	return f;
+}
+
+void worker_set_state(struct worker *w, enum job_state st)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->state != st)
+		log_debug("state %s -> %s", job_state_name(w->state),
+			  job_state_name(st));
+	w->state = st;
+	pthread_mutex_unlock(&w->lock);
+	worker_report(w);
+}
+
+int worker_fail(struct worker *w, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	err = err < 0 ? -err : err;
+	pthread_mutex_lock(&w->lock);
+	w->failed = true;
+	if (!w->error[0] || w->error_is_note) {
+		w->error_is_note = false;
+		va_start(ap, fmt);
+		vsnprintf(w->error, sizeof(w->error), fmt, ap);
+		va_end(ap);
+		log_warnx("%s", w->error);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return -(err ? err : EIO);
+}
+
+/* Build the JobStatus; the caller holds w->lock.  chans must have room. */
+static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
+			Tern__Migd__Params *pp, Tern__Migd__ChannelStats *cs,
+			Tern__Migd__ChannelStats **pcs, char *idhex)
+{
+	const struct job_spec *s = w->spec;
+	uint64_t pages = 0, zero = 0;
+	unsigned int i;
+
+	stream_hex(w->id, STREAM_ID_LEN, idhex);
+	js->id = idhex;
+	js->vm = (char *)s->vm;
+	js->role = s->role == JOB_ROLE_SOURCE ? TERN__MIGD__JOB_ROLE__ROLE_SOURCE :
+					       TERN__MIGD__JOB_ROLE__ROLE_DEST;
+	js->state = (Tern__Migd__JobState)w->state;
+	js->peer = (char *)s->peer;
+	pp->channels = s->params.channels;
+	pp->max_bandwidth = s->params.max_bandwidth;
+	pp->avail_switchover_bandwidth = s->params.avail_switchover_bandwidth;
+	pp->downtime_limit_ms = s->params.downtime_limit_ms;
+	js->params = pp;
+	js->total_bytes = w->total_bytes;
+	js->transferred_bytes = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
+	js->remaining_bytes = w->remaining_bytes;
+	js->skipped_pages = __atomic_load_n(&w->skipped_pages, __ATOMIC_RELAXED);
+	js->rounds = w->rounds;
+	js->dirty_rate = w->dirty_rate;
+	js->bandwidth = w->bandwidth;
+	js->expected_downtime_ms = w->expected_downtime_ms;
+	js->downtime_ms = w->downtime_ms;
+	js->resume_ms = w->resume_ms;
+	js->setup_ms = w->setup_ms;
+	js->total_ms = (now_ns() - w->started_ns) / 1000000;
+	for (i = 0; i < w->nchannels; i++) {
+		struct chan_stats *c = &w->chan[i];
+
+		tern__migd__channel_stats__init(&cs[i]);
+		cs[i].index = i;
+		cs[i].bytes = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
+		cs[i].pages = __atomic_load_n(&c->pages, __ATOMIC_RELAXED);
+		cs[i].zero_pages = __atomic_load_n(&c->zero_pages, __ATOMIC_RELAXED);
+		cs[i].throughput = c->throughput;
+		pages += cs[i].pages;
+		zero += cs[i].zero_pages;
+		pcs[i] = &cs[i];
+	}
+	js->pages_sent = pages;
+	js->zero_pages = zero;
+	/* Within a round, what it still has to send counts as remaining. */
+	if (w->round_pages && w->state == JOB_STATE_ACTIVE)
+		js->remaining_bytes = (w->round_pages -
+				       MIN(w->round_pages, pages - w->round_base)) *
+				      STREAM_PAGE;
+	js->n_channels = w->nchannels;
+	js->channels = pcs;
+	js->error = w->error;
+	js->started_unix_ms = w->started_unix_ms;
+	js->finished_unix_ms = job_state_final(w->state) ? unix_ms() : 0;
+	js->worker_pid = getpid();
+	js->listen = w->listen;
+	js->switched = w->switched;
+	js->source_was_running = w->source_was_running;
+}
+
+/* Send one status frame to the parent (blocking; the parent reads fast). */
+void worker_report(struct worker *w)
+{
+	Tern__Migd__JobStatus js = TERN__MIGD__JOB_STATUS__INIT;
+	Tern__Migd__Params pp = TERN__MIGD__PARAMS__INIT;
+	Tern__Migd__ChannelStats cs[STREAM_MAX_CHANNELS];
+	Tern__Migd__ChannelStats *pcs[STREAM_MAX_CHANNELS];
+	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	char idhex[2 * STREAM_ID_LEN + 1];
+	uint8_t *payload = NULL, *frame = NULL;
+	size_t len, flen;
+	int n;
+
+	pthread_mutex_lock(&w->report_lock);
+	pthread_mutex_lock(&w->lock);
+	worker_fill(w, &js, &pp, cs, pcs, idhex);
+	len = tern__migd__job_status__get_packed_size(&js);
+	payload = malloc(len ? len : 1);
+	if (payload)
+		tern__migd__job_status__pack(&js, payload);
+	pthread_mutex_unlock(&w->lock);
+	if (!payload)
+		goto out;
+	ev.name = "status";
+	ev.data.data = payload;
+	ev.data.len = len;
+	f.body_case = TERN__RPC__FRAME__BODY_EVENT;
+	f.event = &ev;
+	flen = RPC_LEN_BYTES + tern__rpc__frame__get_packed_size(&f);
+	frame = malloc(flen);
+	if (!frame)
+		goto out;
+	n = rpc_frame_encode(&f, frame, flen);
+	if (n > 0 && stream_write_full(w->status_fd, frame, n, 0) < 0)
+		log_debug("status report: parent gone");
+out:
+	free(payload);
+	free(frame);
+	pthread_mutex_unlock(&w->report_lock);
+}
+
+void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
+		      void *arg)
+{
+	pthread_mutex_lock(&w->lock);
+	w->abort_fn = fn;
+	w->abort_arg = arg;
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Once cancelled, shut the job's sockets so blocked calls return. */
+static void worker_check_cancel(struct worker *w)
+{
+	if (!worker_cancelled())
+		return;
+	pthread_mutex_lock(&w->lock);
+	if (!w->abort_done && w->abort_fn && !w->switched) {
+		w->abort_done = true;
+		/* The reason, before the broken connections it causes. */
+		if (!w->failed || w->error_is_note)
+			snprintf(w->error, sizeof(w->error), "cancelled");
+		w->failed = true;
+		w->error_is_note = false;
+		if (w->state != JOB_STATE_COMPLETED)
+			w->state = JOB_STATE_CANCELLING;
+		w->abort_fn(w, w->abort_arg);
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Every MIGD_STATUS_INTERVAL_MS: per-channel throughput, then a report. */
+static void *reporter_thread(void *arg)
+{
+	struct worker *w = arg;
+	const uint64_t interval_ns = MIGD_STATUS_INTERVAL_MS * 1000000ULL;
+	struct timespec ts = { 0, interval_ns };
+	unsigned int i;
+
+	for (;;) {
+		nanosleep(&ts, NULL);
+		for (i = 0; i < w->nchannels; i++) {
+			struct chan_stats *c = &w->chan[i];
+			uint64_t b = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
+
+			c->throughput = (b - c->last_bytes) * 1000000000ULL / interval_ns;
+			c->last_bytes = b;
+		}
+		worker_check_cancel(w);
+		worker_report(w);
+	}
+	return NULL;
+}
+
+/* No capabilities, no way back to any: the worker only talks on sockets
+ * it opens as the same uid and on the descriptors it was given. */
+static int worker_drop_privileges(void)
+{
+	int ret = caps_drop(NULL, 0, (uid_t)-1, (gid_t)-1);
+
+	if (ret < 0)
+		log_warnc(ret, "dropping capabilities");
+	return ret;
+}
+
+int worker_main(const struct job_spec *spec, int status_fd)
+{
+	struct sigaction sa = { .sa_handler = handle_term };
+	struct worker w = {
+		.spec = spec,
+		.state = spec->role == JOB_ROLE_DEST ? JOB_STATE_WAITING :
+						      JOB_STATE_SETUP,
+		.status_fd = status_fd,
+	};
+	char tag[80];
+	pthread_t reporter;
+	int ret;
+
+	snprintf(tag, sizeof(tag), "%s/%s", spec->vm,
+		 spec->role == JOB_ROLE_SOURCE ? "out" : "in");
+	log_set_tag(tag);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_mutex_init(&w.report_lock, NULL);
+	memcpy(w.id, spec->id, STREAM_ID_LEN);
+	w.started_ns = now_ns();
+	w.started_unix_ms = unix_ms();
+	if (worker_drop_privileges() < 0) {
+		worker_fail(&w, EPERM, "cannot drop privileges");
+		worker_set_state(&w, JOB_STATE_FAILED);
+		return 1;
+	}
+	worker_report(&w);
+	if (pthread_create(&reporter, NULL, reporter_thread, &w) == 0)
+		pthread_detach(reporter);
+	ret = spec->role == JOB_ROLE_SOURCE ? source_run(&w) : dest_run(&w);
+	pthread_mutex_lock(&w.lock);
+	if (ret < 0 && !w.error[0])
+		snprintf(w.error, sizeof(w.error), "%s", strerror(-ret));
+	w.state = ret == 0 ? JOB_STATE_COMPLETED :
+		  worker_cancelled() ? JOB_STATE_CANCELLED : JOB_STATE_FAILED;
+	pthread_mutex_unlock(&w.lock);
+	worker_report(&w);
+	log_info("%s%s%s", job_state_name(w.state), w.error[0] ? ": " : "", w.error);
+	return ret == 0 ? 0 : 1;
+}

@@ -1,0 +1,202 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# migd's control service without the data path: migctl's usage errors,
+# one migd per run directory, Incoming checks and the port it binds, one
+# job per VM, cancel, parameters, history, hostile bytes on migd.sock, and
+# a worker killed under migd: the job fails with a clear error and migd
+# keeps serving.
+. "$(dirname "$0")/lib.sh"
+
+migctl() { "$BIN/migctl" --rundir "$RUNDIR" --timeout 20 "$@"; }
+
+# ctl_usage WORDS ARGS...: migctl ARGS exits 2 with one line containing
+# WORDS, before connecting (no migd runs yet).
+ctl_usage() {
+	local words=$1 err rc
+	shift
+	err=$("$BIN/migctl" --rundir "$RUNDIR" "$@" 2>&1 >/dev/null)
+	rc=$?
+	[ $rc -eq 2 ] || fail "migctl $*: exit $rc, expected 2 ($err)"
+	[ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "migctl $*: $err"
+	case $err in *"$words"*) ;; *) fail "migctl $*: '$err' lacks '$words'" ;; esac
+	echo "ok: $err"
+}
+
+# ctl_fails WORDS ARGS...: migctl ARGS exits 1 and says WORDS.
+ctl_fails() {
+	local words=$1 err rc
+	shift
+	err=$(migctl "$@" 2>&1 >/dev/null)
+	rc=$?
+	[ $rc -eq 1 ] || fail "migctl $*: exit $rc, expected 1 ($err)"
+	case $err in *"$words"*) ;; *) fail "migctl $*: '$err' lacks '$words'" ;; esac
+	echo "ok: $err"
+}
+
+json_field() { sed -n "s/.*\"$1\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p"; }
+job_field() { migctl --json status "$1" | json_field "$2"; }
+
+note "migctl: usage errors exit 2 with one line, before connecting"
+ctl_usage "no command" --json
+ctl_usage "unknown command 'frobnicate'" frobnicate
+ctl_usage "unknown option" --bogus list
+ctl_usage "usage: migctl incoming VM --listen ADDR" incoming x
+ctl_usage "--listen ftp:x: expected tcp:HOST:PORT or unix:PATH" incoming x --listen ftp:x
+ctl_usage "not a valid VM name" incoming ../x --listen tcp:127.0.0.1:0
+ctl_usage "usage: migctl migrate" migrate x tcp:127.0.0.1:4444
+ctl_usage "--token abc: expected the 32 hex digits" migrate x tcp:127.0.0.1:4444 --token abc
+T=0123456789abcdef0123456789abcdef
+ctl_usage "--channels 0: expected a number from 1 to 16" migrate x tcp:127.0.0.1:4444 \
+	--token $T --channels 0
+ctl_usage "--channels 17" set --channels 17
+ctl_usage "--downtime-limit 0: expected milliseconds" set --downtime-limit 0
+ctl_usage "--max-bandwidth fast" set --max-bandwidth fast
+ctl_usage "exclude each other" migrate x tcp:127.0.0.1:4444 --token $T --wait --detach
+ctl_usage "usage: migctl status VM" status
+ctl_usage "usage: migctl list" list extra
+ctl_usage "usage: migctl status VM [--watch]" status x --wach
+err=$(migctl status x 2>&1)
+[ $? -eq 1 ] && [[ $err == *"migd is not running"* ]] || fail "no migd: $err"
+
+note "start migd; a second one is refused"
+"$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
+MIGD=$!
+PIDS+=("$MIGD")
+wait_until 20 migctl list || { cat "$RUNDIR/migd.log"; fail "migd did not come up"; }
+[ "$(stat -c %a "$RUNDIR/migd.sock")" = 600 ] || fail "migd.sock is not mode 0600"
+err=$(timeout 20 "$BIN/migd" --rundir "$RUNDIR" 2>&1)
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "a second migd: exit $rc"
+[ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "a second migd: $err"
+[[ $err == *"a migd is already running on $RUNDIR (pid $MIGD)"* ]] ||
+	fail "a second migd: '$err'"
+echo "ok: $err"
+migctl list | grep -q "no migration jobs" || fail "list of a new migd"
+
+note "Incoming for a VM without a vmm"
+ctl_fails "no vmm named ghost on this host" incoming ghost --listen tcp:127.0.0.1:0
+ctl_fails "no migration job for ghost" status ghost
+ctl_fails "no migration job for ghost" cancel ghost
+
+note "parameters: defaults, round trip, range errors"
+out=$(migctl --json get)
+[ "$out" = '{"channels":4,"max_bandwidth":0,"avail_switchover_bandwidth":0,"downtime_limit_ms":300}' ] ||
+	fail "defaults: $out"
+migctl set --channels 8 --max-bandwidth 500M --downtime-limit 50 >/dev/null ||
+	fail "set"
+out=$(migctl --json get)
+[ "$out" = '{"channels":8,"max_bandwidth":524288000,"avail_switchover_bandwidth":0,"downtime_limit_ms":50}' ] ||
+	fail "after set: $out"
+migctl set --max-bandwidth unlimited --avail-switchover-bandwidth 1G >/dev/null ||
+	fail "set unlimited"
+out=$(migctl --json get)
+[ "$out" = '{"channels":8,"max_bandwidth":0,"avail_switchover_bandwidth":1073741824,"downtime_limit_ms":50}' ] ||
+	fail "after set unlimited: $out"
+migctl get | grep -q "max-bandwidth *unlimited" || fail "get: $(migctl get)"
+# migd itself checks ranges too (an agent need not use migctl).
+python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "SetParams range check"
+import socket, struct, sys
+def field(n, wt, payload):
+    return bytes([n << 3 | wt]) + payload
+def varint(v):
+    out = b""
+    while True:
+        b = v & 0x7f; v >>= 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v: return out
+def ld(n, b): return field(n, 2, varint(len(b)) + b)
+params = field(1, 0, varint(99))                  # channels 99
+arg = ld(1, params)
+req = field(1, 0, varint(7)) + ld(2, b"tern.migd.Migd/SetParams") + ld(3, arg)
+frame = ld(2, req)
+s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+s.sendall(struct.pack("<I", len(frame)) + frame)
+hdr = s.recv(4); n, = struct.unpack("<I", hdr)
+body = b""
+while len(body) < n: body += s.recv(n - len(body))
+assert b"channels 99: expected 1 to 16" in body, body
+assert body.find(bytes([0x10, 34])) >= 0, body  # status 34 (ERANGE)
+print("ok: migd refused channels 99")
+EOF
+migctl set --channels 4 --downtime-limit 300 --avail-switchover-bandwidth 0 >/dev/null
+
+need_kvm
+note "Incoming for an incoming vmm: a token and a real port"
+start_vmm x --memory 64M --incoming
+out=$(migctl incoming x --listen tcp:127.0.0.1:0) || fail "incoming x"
+echo "$out"
+tok=$(printf '%s\n' "$out" | sed -n 's/^token \([0-9a-f]\{32\}\)$/\1/p')
+addr=$(printf '%s\n' "$out" | sed -n 's/^listen \(tcp:127\.0\.0\.1:[0-9]*\)$/\1/p')
+[ -n "$tok" ] || fail "no token in: $out"
+[ -n "$addr" ] || fail "no tcp:127.0.0.1:PORT address in: $out"
+port=${addr##*:}
+[ "$port" -gt 0 ] || fail "port 0 was not replaced by the bound port"
+[ "$(job_field x state)" = waiting ] || fail "job state: $(migctl --json status x)"
+[ "$(job_field x listen)" = "$addr" ] || fail "status listen: $(migctl --json status x)"
+
+note "a second Incoming for the same VM: EBUSY"
+ctl_fails "x already has a running migration job" incoming x --listen tcp:127.0.0.1:0
+ctl_fails "x already has a running migration job" migrate x tcp:127.0.0.1:1 --token $T
+ctl_fails "x already has a running migration job" incoming x --listen tcp:127.0.0.1:0 \
+	--token $T
+
+note "garbage on migd.sock does not hurt migd"
+python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "garbage"
+import os, socket, struct, sys
+def conn():
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1]); return s
+s = conn(); s.sendall(os.urandom(4096)); s.close()
+s = conn(); s.sendall(struct.pack("<I", 0x7fffffff) + b"x" * 100)   # oversize
+try:
+    assert s.recv(10) == b""        # closed without a reply
+except ConnectionResetError:
+    pass
+s = conn(); s.sendall(struct.pack("<I", 10) + b"\xff" * 10); s.close()
+s = conn(); s.sendall(struct.pack("<I", 3)); s.close()            # EOF inside a frame
+print("ok: sent garbage")
+EOF
+kill -0 "$MIGD" || fail "migd died of garbage"
+[ "$(job_field x state)" = waiting ] || fail "migd lost the job: $(migctl status x)"
+
+note "cancel the waiting job; the vmm stays incoming"
+out=$(migctl cancel x --wait) || fail "cancel x: $out"
+echo "$out"
+[ "$(job_field x state)" = cancelled ] || fail "after cancel: $(migctl --json status x)"
+[ "$(state_of x)" = incoming ] || fail "vmm x is $(state_of x) after cancel"
+ctl_fails "nothing to cancel: the last migration job of x already ended (cancelled)" \
+	cancel x
+# The port is free again: the job's socket is closed.
+out=$(migctl incoming x --listen "$addr" --token $T) || fail "incoming on $addr again: $out"
+printf '%s\n' "$out" | grep -qx "token $T" || fail "the given token was not used: $out"
+migctl cancel x --wait >/dev/null || fail "second cancel"
+
+note "a worker killed with SIGKILL: the job fails, migd serves on"
+migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (3)"
+wpid=$(job_field x worker_pid)
+[ -n "$wpid" ] && [ "$wpid" -gt 0 ] || fail "no worker pid: $(migctl --json status x)"
+kill -KILL "$wpid"
+job_ended() { [ "$(job_field x state)" = failed ]; }
+wait_until 20 job_ended || fail "job after SIGKILL: $(migctl --json status x)"
+err=$(job_field x error)
+[[ $err == *"worker died: killed by signal 9"* ]] || fail "error: $err"
+echo "ok: $err"
+[ "$(state_of x)" = incoming ] || fail "vmm x is $(state_of x) after the worker died"
+kill -0 "$MIGD" || fail "migd died with its worker"
+
+note "list: history, newest first"
+migctl list
+n=$(migctl --json list | grep -o '"vm":"x"' | wc -l)
+[ "$n" -eq 3 ] || fail "list shows $n jobs of x, expected 3"
+states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
+[ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" ' ] ||
+	fail "list order: $states"
+
+note "SIGTERM: migd cancels its jobs and exits"
+migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"
+wpid=$(job_field x worker_pid)
+kill -TERM "$MIGD"
+wait_exit "$MIGD" || fail "migd exited with $?"
+kill -0 "$wpid" 2>/dev/null && fail "worker $wpid outlived migd"
+[ -e "$RUNDIR/migd.sock" ] && fail "migd.sock left behind"
+[ "$(state_of x)" = incoming ] || fail "vmm x is $(state_of x) after migd quit"
+echo PASS

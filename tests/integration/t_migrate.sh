@@ -1,0 +1,70 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Live precopy migration through migd: the test guest (dirty and fill
+# modes, 1 and 4 channels, 1 and 2 vCPUs, tcp: and unix:) moves to an
+# incoming vmm; the memory check passes there, the guest keeps running
+# there, the source ends paused, and the job's figures add up.
+. "$(dirname "$0")/lib.sh"
+need_kvm
+start_migd
+
+# migrate SRC DST CHANNELS [LISTEN]
+migrate() {
+	local src=$1 dst=$2 ch=$3 n c out before=()
+	n=$(vmmctl --json status "$src" | jget vcpus)
+	for ((c = 0; c < n; c++)); do before+=("$(pages_of "$src" "$c")"); done
+	incoming "$dst" "${4:-tcp:127.0.0.1:0}"
+	out=$(migctl --json migrate "$src" "$ADDR" --token "$TOKEN" \
+		--channels "$ch" --wait) || fail "migrate $src -> $dst: $out"
+	[ "$(echo "$out" | jget state)" = completed ] || fail "$out"
+	[ "$(state_of "$src")" = paused ] || fail "$src is not paused"
+	[ "$(state_of "$dst")" = running ] || fail "$dst is not running"
+	for ((c = 0; c < n; c++)); do
+		wait_until 60 pages_above "$dst" "$c" "${before[$c]:-0}" ||
+			fail "$dst: vcpu $c did not continue"
+	done
+	vmmctl check "$dst" || fail "$dst: memory check after migration"
+	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
+	# The figures: RAM size, pages, rounds, a downtime, channel count.
+	[ "$(echo "$out" | jget total_bytes)" = "$(vmmctl --json status "$src" | jget memory)" ] ||
+		fail "total_bytes is not the guest's RAM: $out"
+	[ "$(echo "$out" | jget rounds)" -ge 1 ] || fail "no rounds: $out"
+	[ "$(echo "$out" | jget pages_sent)" -gt 0 ] || fail "no pages: $out"
+	[ "$(echo "$out" | jget downtime_ms)" -gt 0 ] || fail "no downtime: $out"
+	[ "$(echo "$out" | grep -o '"index":' | wc -l)" -eq "$ch" ] ||
+		fail "expected $ch channels: $out"
+	[ "$(job_get "$dst" state)" = completed ] || fail "destination job not completed"
+	echo "ok: $src -> $dst, $ch channel(s): $(echo "$out" | jget rounds) rounds," \
+	     "downtime $(echo "$out" | jget downtime_ms) ms"
+}
+
+note "dirty guest, 2 vCPUs, 1 channel then 4 channels, and back over unix:"
+start_vmm a --memory 128M --vcpus 2 --test-guest dirty --guest-rate 100000 --heartbeat 100
+wait_pass a 1 2
+start_vmm b --memory 128M --vcpus 2 --incoming
+migrate a b 1
+start_vmm c --memory 128M --vcpus 2 --incoming
+migrate b c 4
+start_vmm d --memory 128M --vcpus 2 --incoming
+migrate c d 2 "unix:$RUNDIR/mig.sock"
+for v in a b c d; do vmmctl quit "$v" >/dev/null; done
+
+note "fill guest (incompressible pages), 1 vCPU, 4 channels"
+start_vmm f --memory 128M --test-guest fill --guest-rate 20000 --heartbeat 100
+wait_pass f 0 2
+start_vmm g --memory 128M --incoming
+migrate f g 4
+vmmctl quit f >/dev/null; vmmctl quit g >/dev/null
+
+note "an idle guest: untouched pages are skipped, not sent"
+start_vmm i --memory 256M --test-guest idle
+start_vmm j --memory 256M --incoming
+incoming j
+out=$(migctl --json migrate i "$ADDR" --token "$TOKEN" --wait) || fail "$out"
+skipped=$(echo "$out" | jget skipped_pages)
+sent=$(echo "$out" | jget pages_sent)
+echo "idle: sent $sent pages, skipped $skipped"
+[ "$skipped" -gt 60000 ] || fail "an idle 256M guest should skip most pages: $out"
+vmmctl check j || fail "idle guest after migration"
+[ "$(state_of j)" = running ] || fail "j is not running"
+echo PASS

@@ -1,0 +1,120 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Every way a precopy migration can fail leaves the source guest running
+# with its memory intact, makes the destination vmm drop what it got, keeps
+# migd serving, and says what happened; then the migration can simply be
+# run again.  Token mismatch, garbage on the port, cancel, the destination
+# worker killed, the source worker killed right after it stopped the VM
+# (migd resumes it), and right before Go (migd must not).
+. "$(dirname "$0")/lib.sh"
+need_kvm
+start_migd TERN_FAULT="${TERN_FAULT_OVERRIDE:-}"
+
+# The source is intact and runs on; the destination vmm waits again.
+source_fine() {
+	[ "$(state_of "$1")" = running ] || fail "$1 is $(state_of "$1"), not running"
+	wait_progress "$1" 0
+	vmmctl check "$1" || fail "$1: memory check after the failure"
+}
+dest_fresh() {
+	wait_until 30 sh -c "[ \"\$('$BIN/vmmctl' --rundir '$RUNDIR' --json status $1 |
+		grep -o '\"state\":\"[a-z]*\"')\" = '\"state\":\"incoming\"' ]" ||
+		fail "$1 is not incoming"
+	out=$(vmmctl check "$1" 2>&1) && fail "$1 kept guest memory: $out"
+	echo "$out" | grep -q "no test guest" || fail "$1 was not emptied: $out"
+}
+good_migration() {
+	incoming "$2"
+	migctl migrate "$1" "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null ||
+		fail "the migration did not work after the failure"
+	vmmctl check "$2" || fail "$2 after the good migration"
+	echo "ok: a good migration afterwards works"
+}
+
+start_vmm s --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
+wait_pass s 0 2
+start_vmm d --memory 128M --incoming
+
+note "token mismatch"
+incoming d
+bad=$(printf '%s' "$TOKEN" | tr '0-9a-f' '1-9a-f0')
+out=$(migctl migrate s "$ADDR" --token "$bad" 2>&1) && fail "migrated with a wrong token"
+echo "$out"
+echo "$out" | grep -q "token mismatch" || fail "the error does not name the token"
+source_fine s
+[ "$(job_get d state)" = waiting ] || fail "the destination job stopped waiting"
+job_get d error | grep -q "token mismatch (still waiting)" || fail "dest status"
+
+note "garbage on the destination port"
+port=${ADDR##*:}
+head -c 4096 /dev/urandom >"$RUNDIR/junk"
+exec 3<>"/dev/tcp/127.0.0.1/$port" && cat "$RUNDIR/junk" >&3; exec 3>&-
+wait_until 20 sh -c "'$BIN/migctl' --rundir '$RUNDIR' --json status d | grep -q 'not a tern migration stream'" ||
+	fail "garbage was not noted: $(migctl --json status d)"
+[ "$(job_get d state)" = waiting ] || fail "garbage ended the destination job"
+migctl migrate s "$ADDR" --token "$TOKEN" --wait >/dev/null || fail "migrate after garbage"
+vmmctl check d || fail "d after the migration"
+echo "ok: the job went on waiting and then worked"
+# d now runs the guest; move it back to a fresh s2 for the next cases.
+start_vmm s2 --memory 128M --incoming
+incoming s2
+migctl migrate d "$ADDR" --token "$TOKEN" --wait >/dev/null || fail "migrate back"
+vmmctl quit d >/dev/null
+start_vmm d2 --memory 128M --incoming
+
+note "cancel while precopy runs"
+incoming d2
+migctl migrate s2 "$ADDR" --token "$TOKEN" --max-bandwidth 16M --detach >/dev/null ||
+	fail "detached migrate"
+wait_until 30 job_is s2 active || fail "the job never became active"
+migctl cancel s2 >/dev/null || fail cancel
+wait_job_final s2
+[ "$(job_get s2 state)" = cancelled ] || fail "state $(job_get s2 state)"
+job_get s2 error | grep -q "cancelled; the source VM kept running" ||
+	fail "error: $(job_get s2 error)"
+source_fine s2
+wait_job_final d2
+[ "$(job_get d2 state)" = failed ] || fail "the destination job is $(job_get d2 state)"
+dest_fresh d2
+good_migration s2 d2
+
+note "the destination worker is killed during precopy"
+start_vmm e --memory 128M --incoming
+incoming e
+migctl migrate d2 "$ADDR" --token "$TOKEN" --max-bandwidth 16M --detach >/dev/null
+wait_until 30 job_is d2 active || fail "not active"
+wait_until 30 job_is e active || fail "destination not active"
+kill -KILL "$(job_get e worker_pid)"
+wait_job_final d2
+[ "$(job_get d2 state)" = failed ] || fail "source job is $(job_get d2 state)"
+echo "source said: $(job_get d2 error)"
+job_get e error | grep -q "killed by signal 9" || fail "dest: $(job_get e error)"
+source_fine d2
+dest_fresh e
+good_migration d2 e
+
+note "the source worker dies right after it stopped the VM: migd resumes it"
+start_vmm x --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
+wait_pass x 0 2
+start_vmm y --memory 128M --incoming
+incoming y
+kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+start_migd TERN_FAULT=source-after-stop
+incoming y
+out=$(migctl migrate x "$ADDR" --token "$TOKEN" --wait 2>&1) && fail "survived the fault"
+echo "$out"
+job_get x error | grep -q "killed by signal 9" || fail "error: $(job_get x error)"
+job_get x error | grep -q "the source VM was resumed" || fail "not resumed: $(job_get x error)"
+source_fine x
+wait_job_final y
+dest_fresh y
+
+note "the source worker dies after the switch was recorded: the VM stays paused"
+kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+start_migd TERN_FAULT=source-before-go
+incoming y
+migctl migrate x "$ADDR" --token "$TOKEN" --wait >/dev/null 2>&1 && fail "survived"
+job_get x error | grep -q "outcome unknown" || fail "error: $(job_get x error)"
+[ "$(state_of x)" = paused ] || fail "x must stay paused once the switch was recorded"
+echo "ok: $(job_get x error)"
+echo PASS
