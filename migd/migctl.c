@@ -398,10 +398,11 @@ static void progress_show(const Tern__Migd__JobStatus *js)
 		bar[i] = i < fill ? '#' : '.';
 	bar[CTL_BAR_WIDTH] = 0;
 	n = snprintf(line, sizeof(line),
-		     "%s [%s] %3.0f%% %-10s %s/%s  round %llu  %s  dirty %llu p/s  "
-		     "downtime ~%s", js->vm, bar, prog.max * 100, state_name(js->state),
+		     "%s [%s] %3.0f%% %-10s sent %s, %s left  round %llu  %s  "
+		     "dirty %llu p/s  downtime ~%s", js->vm, bar, prog.max * 100,
+		     state_name(js->state),
 		     fmt_size(js->transferred_bytes, a, sizeof(a)),
-		     fmt_size(js->total_bytes, b, sizeof(b)),
+		     fmt_size(js->remaining_bytes, b, sizeof(b)),
 		     (unsigned long long)js->rounds,
 		     fmt_rate(js->bandwidth, c, sizeof(c)),
 		     (unsigned long long)js->dirty_rate,

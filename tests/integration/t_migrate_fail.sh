@@ -93,6 +93,37 @@ source_fine d2
 dest_fresh e
 good_migration d2 e
 
+note "the connection is cut (sockets destroyed) while another job goes on"
+if ss -K -tn "sport = :1" >/dev/null 2>&1; then
+	start_vmm other --memory 128M --test-guest dirty --guest-rate 2000 \
+		--guest-range 8M --heartbeat 100
+	start_vmm other2 --memory 128M --incoming
+	wait_pass other 0 2
+	incoming other2
+	migctl migrate other "$ADDR" --token "$TOKEN" --max-bandwidth 24M --detach >/dev/null
+	start_vmm f --memory 128M --incoming
+	incoming f
+	port=${ADDR##*:}
+	migctl migrate e "$ADDR" --token "$TOKEN" --max-bandwidth 16M --detach >/dev/null
+	wait_until 30 job_is e active || fail "not active"
+	ss -K -tn "sport = :$port" >/dev/null || fail "ss -K"
+	wait_job_final e
+	[ "$(job_get e state)" = failed ] || fail "source job is $(job_get e state)"
+	echo "source said: $(job_get e error)"
+	job_get e error | grep -q "the source VM kept running" || fail "$(job_get e error)"
+	source_fine e
+	wait_job_final f
+	job_get f error | grep -q "dropped what it received" || fail "$(job_get f error)"
+	dest_fresh f
+	wait_job_final other
+	[ "$(job_get other state)" = completed ] || fail "the other job: $(job_get other error)"
+	vmmctl check other2 || fail "the other job's guest"
+	echo "ok: the other job completed meanwhile"
+	good_migration e f
+else
+	echo "ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY): skipped"
+fi
+
 note "the source worker dies right after it stopped the VM: migd resumes it"
 start_vmm x --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
 wait_pass x 0 2
