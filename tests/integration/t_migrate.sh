@@ -56,6 +56,26 @@ start_vmm g --memory 128M --incoming
 migrate f g 4
 vmmctl quit f >/dev/null; vmmctl quit g >/dev/null
 
+note "a worker holds no capabilities and cannot gain any"
+start_vmm w --memory 64M --incoming
+incoming w
+wpid=$(job_get w worker_pid)
+grep -q "^CapEff:[[:space:]]*0000000000000000$" "/proc/$wpid/status" ||
+	fail "worker $wpid: $(grep Cap "/proc/$wpid/status")"
+grep -q "^NoNewPrivs:[[:space:]]*1$" "/proc/$wpid/status" || fail "NoNewPrivs"
+migctl cancel w >/dev/null
+echo "ok: worker $wpid: CapEff 0, NoNewPrivs 1"
+
+note "avail-switchover-bandwidth: told the link is fast, migd switches after round 1"
+start_vmm h --memory 128M --test-guest dirty --guest-rate 100000 --heartbeat 100
+wait_pass h 0 2
+start_vmm k --memory 128M --incoming
+incoming k
+out=$(migctl --json migrate h "$ADDR" --token "$TOKEN" \
+	--avail-switchover-bandwidth 1T --wait) || fail "$out"
+[ "$(echo "$out" | jget rounds)" -eq 1 ] || fail "expected one round: $out"
+vmmctl check k || fail "k after a one-round migration"
+
 note "an idle guest: untouched pages are skipped, not sent"
 start_vmm i --memory 256M --test-guest idle
 start_vmm j --memory 256M --incoming
