@@ -228,3 +228,21 @@ uninstall:
 	      $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7))) \
 	      $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8))) \
 	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
+
+# ---- make bench: issue 5's speed scenarios beside this machine's limits ----
+# tests/bench/*.c are stand-alone measuring programs ($(O)/tests/bench_NAME);
+# tests/bench/run.sh runs the migrations and prints the table (README.md).
+BENCH_SRCS := $(wildcard tests/bench/*.c)
+BENCH_BINS := $(patsubst tests/bench/%.c,$(O)/tests/bench_%,$(BENCH_SRCS))
+
+$(O)/tests/bench_%: tests/bench/%.c
+	$(call msg,CCLD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
+all: $(BENCH_BINS)
+
+.PHONY: bench
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)O=$(O) tests/bench/run.sh

@@ -90,8 +90,14 @@ int stream_pkt_check(struct stream_pkt *p, const struct stream_layout *lay,
 		*why = "packet for an unknown RAM region";
 	else if (p->npages == 0 || p->npages > STREAM_MAX_BATCH)
 		*why = "bad page count in packet";
-	else if (p->data_len != ((p->flags & STREAM_PKT_ZERO) ? 0 :
-				 p->npages * STREAM_PAGE))
+	else if ((p->flags & STREAM_PKT_ZERO) && (p->flags & STREAM_PKT_ZSTD))
+		*why = "zero pages cannot be compressed";
+	else if (p->flags & STREAM_PKT_ZSTD) {
+		/* Compressed data is sent only when it is shorter. */
+		if (p->data_len == 0 || p->data_len >= p->npages * STREAM_PAGE)
+			*why = "compressed packet not shorter than its pages";
+	} else if (p->data_len != ((p->flags & STREAM_PKT_ZERO) ? 0 :
+				   p->npages * STREAM_PAGE))
 		*why = "packet data length does not match its pages";
 	return *why ? -EPROTO : 0;
 }

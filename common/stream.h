@@ -11,7 +11,8 @@
  * The main connection then carries length-prefixed tern.stream.StreamMsg
  * messages (stream_msg_send/recv).  A ram connection carries packets: a
  * struct stream_pkt, npages 8-byte page offsets within the region, then
- * data_len bytes of page data (none for zero pages).  The last packet on
+ * data_len bytes of page data (none for zero pages; with STREAM_PKT_ZSTD
+ * one zstd frame that decodes to exactly the pages).  The last packet on
  * a ram connection has STREAM_PKT_END set and carries no pages.
  */
 #ifndef TERN_STREAM_H
@@ -54,7 +55,9 @@ struct stream_hello {
 enum stream_pkt_flags {
 	STREAM_PKT_ZERO = 1 << 0,       /* pages are zero: offsets only */
 	STREAM_PKT_END = 1 << 1,        /* last packet on this channel */
-	STREAM_PKT_FLAGS_ALL = (1 << 2) - 1,
+	STREAM_PKT_ZSTD = 1 << 2,       /* data is one zstd frame of the pages,
+					 * shorter than the pages themselves */
+	STREAM_PKT_FLAGS_ALL = (1 << 3) - 1,
 };
 
 struct stream_pkt {

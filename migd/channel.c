@@ -10,6 +10,10 @@
  * order of its versions is the channel's order and no cross-channel
  * barrier is needed.
  *
+ * With compression, a packet's data pages are compressed as one zstd frame
+ * straight from the mapping (streaming input, no copy) and sent that way
+ * only when it pays; otherwise raw.
+ *
  * Receiving: every header and every offset is checked against the
  * announced layout before use; data pages are read straight into the
  * destination's memfd mapping; zero pages become holes (fallocate), so
@@ -25,6 +29,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -124,9 +129,37 @@ struct tx_state {
 	uint64_t bytes;
 };
 
+/*
+ * Compress n pages of a region into c->zbuf as one frame.  Returns its
+ * size when that is at most 7/8 of the pages (worth sending), else 0.
+ */
+static size_t zstd_pack(struct chan_tx *c, uint16_t region, const uint64_t *off,
+			uint32_t n)
+{
+	size_t limit = (size_t)n * STREAM_PAGE / 8 * 7, ret;
+	ZSTD_outBuffer out = { c->zbuf, limit, 0 };
+	uint32_t i;
+
+	ZSTD_CCtx_reset(c->zctx, ZSTD_reset_session_only);
+	ZSTD_CCtx_setPledgedSrcSize(c->zctx, (unsigned long long)n * STREAM_PAGE);
+	for (i = 0; i < n; i++) {
+		ZSTD_inBuffer in = { c->ram->r[region].host + off[i], STREAM_PAGE, 0 };
+		ZSTD_EndDirective mode = i + 1 == n ? ZSTD_e_end : ZSTD_e_continue;
+
+		do {
+			ret = ZSTD_compressStream2(c->zctx, &out, &in, mode);
+			if (ZSTD_isError(ret) || (ret && out.pos == out.size))
+				return 0;       /* error, or it does not pay */
+		} while (in.pos < in.size || (mode == ZSTD_e_end && ret));
+	}
+	return out.pos;
+}
+
 static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 		       uint16_t region, const uint64_t *off, uint32_t n)
 {
+	size_t zlen = 0;
+
 	struct iovec iov[2 + STREAM_MAX_BATCH];
 	uint64_t wire_off[STREAM_MAX_BATCH];
 	struct stream_pkt p = {
@@ -138,17 +171,26 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 			    n * STREAM_PAGE,
 		.seq = t->seq,
 	};
-	uint64_t bytes = sizeof(p) + n * 8 + p.data_len;
+	uint64_t bytes;
 	uint32_t i;
 	int iovn = 0, r;
 
+	if (c->zstd_level && !(flags & (STREAM_PKT_ZERO | STREAM_PKT_END)))
+		zlen = zstd_pack(c, region, off, n);
+	if (zlen) {
+		p.flags |= STREAM_PKT_ZSTD;
+		p.data_len = zlen;
+	}
+	bytes = sizeof(p) + n * 8 + p.data_len;
 	stream_pkt_to_wire(&p);
 	iov[iovn++] = (struct iovec){ &p, sizeof(p) };
 	for (i = 0; i < n; i++)
 		wire_off[i] = htole64(off[i]);
 	if (n)
 		iov[iovn++] = (struct iovec){ wire_off, n * 8 };
-	if (!(flags & (STREAM_PKT_ZERO | STREAM_PKT_END)))
+	if (zlen)
+		iov[iovn++] = (struct iovec){ c->zbuf, zlen };
+	else if (!(flags & (STREAM_PKT_ZERO | STREAM_PKT_END)))
 		for (i = 0; i < n; i++)
 			iov[iovn++] = (struct iovec){
 				c->ram->r[region].host + off[i], STREAM_PAGE };
@@ -159,6 +201,8 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 	t->bytes += bytes;
 	worker_count(c->w, c->index, bytes, n,
 		     (flags & STREAM_PKT_ZERO) ? n : 0);
+	if (zlen)
+		worker_count_zstd(c->w, c->index, n, (uint64_t)n * STREAM_PAGE);
 	chan_pace(c, t->start_ns, t->bytes);
 	return 0;
 }
@@ -231,6 +275,14 @@ int chan_tx_start(struct chan_tx *c)
 	c->q = calloc(CHAN_QUEUE, sizeof(*c->q));
 	if (!c->q)
 		return -ENOMEM;
+	if (c->zstd_level) {
+		c->zctx = ZSTD_createCCtx();
+		c->zbuf = malloc(STREAM_MAX_BATCH * STREAM_PAGE);
+		if (!c->zctx || !c->zbuf ||
+		    ZSTD_isError(ZSTD_CCtx_setParameter(c->zctx, ZSTD_c_compressionLevel,
+							c->zstd_level)))
+			return -ENOMEM;
+	}
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
 	r = pthread_create(&c->thread, NULL, chan_tx_thread, c);
@@ -282,6 +334,10 @@ void chan_tx_stop(struct chan_tx *c)
 	c->started = false;
 	free(c->q);
 	c->q = NULL;
+	ZSTD_freeCCtx(c->zctx);
+	c->zctx = NULL;
+	free(c->zbuf);
+	c->zbuf = NULL;
 }
 
 /* ---- receiving ------------------------------------------------------------ */
@@ -308,6 +364,40 @@ static int punch_zero(struct chan_rx *c, unsigned int region, const uint64_t *of
 		}
 	}
 	return 0;
+}
+
+/*
+ * One zstd frame of data_len bytes (already in c->zbuf) must decode to
+ * exactly n pages: each is written in place, nothing is left over.
+ */
+static int unpack_zstd(struct chan_rx *c, unsigned int region,
+		       const uint64_t *off, uint32_t n, uint32_t data_len)
+{
+	ZSTD_inBuffer in = { c->zbuf, data_len, 0 };
+	size_t ret = 1;
+	uint32_t i;
+
+	if (!c->zctx && !(c->zctx = ZSTD_createDCtx()))
+		return -ENOMEM;
+	ZSTD_DCtx_reset(c->zctx, ZSTD_reset_session_only);
+	/* A frame may not ask for a window larger than one packet needs. */
+	ZSTD_DCtx_setParameter(c->zctx, ZSTD_d_windowLogMax, 20);
+	for (i = 0; i < n; i++) {
+		ZSTD_outBuffer out = { c->ram->r[region].host + off[i], STREAM_PAGE, 0 };
+
+		while (out.pos < out.size) {
+			size_t before_in = in.pos, before_out = out.pos;
+
+			ret = ZSTD_decompressStream(c->zctx, &out, &in);
+			if (ZSTD_isError(ret))
+				return -EPROTO;
+			if (in.pos == before_in && out.pos == before_out)
+				return -EPROTO; /* short frame */
+			if (ret == 0 && out.pos < out.size)
+				return -EPROTO;
+		}
+	}
+	return ret == 0 && in.pos == in.size ? 0 : -EPROTO;
 }
 
 /* readv() until every iovec is full. */
@@ -366,6 +456,18 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 					   (unsigned long long)off[i], p.region);
 	if (r == 0 && (p.flags & STREAM_PKT_ZERO)) {
 		r = punch_zero(c, p.region, off, p.npages);
+	} else if (r == 0 && (p.flags & STREAM_PKT_ZSTD)) {
+		if (!c->zbuf && !(c->zbuf = malloc(STREAM_MAX_BATCH * STREAM_PAGE)))
+			r = -ENOMEM;
+		if (r == 0)
+			r = stream_read_full(c->fd, c->zbuf, p.data_len, 0);
+		if (r == 0 && unpack_zstd(c, p.region, off, p.npages, p.data_len) < 0)
+			return worker_fail(c->w, EPROTO, "ram channel %u: a compressed "
+					   "packet does not decode to its %u pages",
+					   c->index, p.npages);
+		if (r == 0)
+			worker_count_zstd(c->w, c->index, p.npages,
+					  (uint64_t)p.npages * STREAM_PAGE);
 	} else if (r == 0) {
 		for (i = 0; i < p.npages; i++)
 			iov[i] = (struct iovec){ c->ram->r[p.region].host + off[i],
@@ -393,6 +495,10 @@ static void *chan_rx_thread(void *arg)
 		r = recv_packet(c, seq++, &ended);
 	c->err = r;
 	c->ended = ended;
+	ZSTD_freeDCtx(c->zctx);
+	c->zctx = NULL;
+	free(c->zbuf);
+	c->zbuf = NULL;
 	return NULL;
 }
 

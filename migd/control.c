@@ -23,7 +23,6 @@
 #include "migd/migd.h"
 
 #define CONTROL_LISTEN_BACKLOG 64
-#define PARAM_MAX_DOWNTIME_MS 600000
 
 static struct migd *control_migd(struct rpc_call *call)
 {
@@ -86,25 +85,10 @@ static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)
 static int params_apply(struct rpc_call *call, const Tern__Migd__Params *p,
 			struct mig_params *out)
 {
-	if (!p)
-		return 0;
-	if (p->channels > STREAM_MAX_CHANNELS)
-		return rpc_call_errorf(call, ERANGE,
-				       "channels %u: expected 1 to %u", p->channels,
-				       STREAM_MAX_CHANNELS);
-	if (p->downtime_limit_ms > PARAM_MAX_DOWNTIME_MS)
-		return rpc_call_errorf(call, ERANGE,
-				       "downtime_limit_ms %u: expected 1 to %u",
-				       p->downtime_limit_ms, PARAM_MAX_DOWNTIME_MS);
-	if (p->channels)
-		out->channels = p->channels;
-	if (p->downtime_limit_ms)
-		out->downtime_limit_ms = p->downtime_limit_ms;
-	if (p->max_bandwidth)
-		out->max_bandwidth = p->max_bandwidth;
-	if (p->avail_switchover_bandwidth)
-		out->avail_switchover_bandwidth = p->avail_switchover_bandwidth;
-	return 0;
+	char err[256];
+	int r = params_merge(p, out, err, sizeof(err));
+
+	return r < 0 ? rpc_call_errorf(call, -r, "%s", err) : 0;
 }
 
 static int reply_job(struct rpc_call *call, struct job *j)
@@ -309,12 +293,9 @@ static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 
 static int reply_params(struct rpc_call *call, const struct mig_params *p)
 {
-	Tern__Migd__Params out = TERN__MIGD__PARAMS__INIT;
+	Tern__Migd__Params out;
 
-	out.channels = p->channels;
-	out.max_bandwidth = p->max_bandwidth;
-	out.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
-	out.downtime_limit_ms = p->downtime_limit_ms;
+	params_to_proto(p, &out);
 	return rpc_call_reply(call, &out.base, NULL, 0);
 }
 
@@ -325,11 +306,8 @@ static int method_set_params(struct rpc_call *call, const ProtobufCMessage *arg)
 	struct mig_params p = m->defaults;
 	int r;
 
-	if (req->reset) {
-		memset(&p, 0, sizeof(p));
-		p.channels = MIGD_DEFAULT_CHANNELS;
-		p.downtime_limit_ms = MIGD_DEFAULT_DOWNTIME_MS;
-	}
+	if (req->reset)
+		params_defaults(&p);
 	r = params_apply(call, req->params, &p);
 	if (r < 0)
 		return r;

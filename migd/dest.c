@@ -326,6 +326,56 @@ static int dest_join_channels(struct dest *d, const Tern__Stream__DeviceState *d
 	return r;
 }
 
+/* With verify, the RAM here must hash exactly as the source's did. */
+static int dest_verify(struct dest *d, const Tern__Stream__DeviceState *dev)
+{
+	uint64_t *mine = NULL, gpa = 0, first = 0;
+	size_t n = 0, i, bad = 0;
+	unsigned int k;
+	int r;
+
+	if (!dev->n_ram_hashes)
+		return 0;
+	r = ram_view_hash(&d->ram, &mine, &n);
+	if (r < 0)
+		return dest_refuse(d, -r, "verify: hashing the RAM here: %s",
+				   strerror(-r));
+	if (n != dev->n_ram_hashes) {
+		free(mine);
+		return dest_refuse(d, EPROTO, "verify: %zu RAM hashes from the "
+				   "source, %zu here", dev->n_ram_hashes, n);
+	}
+	for (i = 0; i < n; i++)
+		if (mine[i] != dev->ram_hashes[i] && !bad++)
+			first = i;
+	free(mine);
+	pthread_mutex_lock(&d->w->lock);
+	if (bad) {
+		/* chunk index -> guest-physical address */
+		for (k = 0, i = first; k < d->ram.n; k++) {
+			uint64_t c = (d->ram.r[k].size + (2u << 20) - 1) / (2u << 20);
+
+			if (i < c) {
+				gpa = d->ram.r[k].gpa + i * (2u << 20);
+				break;
+			}
+			i -= c;
+		}
+		snprintf(d->w->verified, sizeof(d->w->verified),
+			 "%zu of %zu 2 MiB chunks differ, the first at gpa 0x%llx",
+			 bad, n, (unsigned long long)gpa);
+	} else {
+		snprintf(d->w->verified, sizeof(d->w->verified), "ok");
+	}
+	pthread_mutex_unlock(&d->w->lock);
+	if (bad)
+		return dest_refuse(d, EIO, "verify failed: the guest RAM here "
+				   "differs from the source's: %zu of %zu 2 MiB chunks, "
+				   "the first at gpa 0x%llx", bad, n,
+				   (unsigned long long)gpa);
+	return 0;
+}
+
 static int dest_load(struct dest *d, const Tern__Stream__DeviceState *dev)
 {
 	Tern__Vmm__VmState *st;
@@ -380,6 +430,8 @@ static int dest_receive(struct dest *d)
 		return r;
 	worker_set_state(d->w, JOB_STATE_DEVICE);
 	r = dest_join_channels(d, dev->device);
+	if (r == 0)
+		r = dest_verify(d, dev->device);
 	if (r == 0)
 		r = dest_load(d, dev->device);
 	protobuf_c_message_free_unpacked(&dev->base, NULL);

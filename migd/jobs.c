@@ -89,12 +89,7 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 			   TERN__MIGD__JOB_ROLE__ROLE_SOURCE :
 			   TERN__MIGD__JOB_ROLE__ROLE_DEST;
 		js->peer = j->spec.peer;
-		tern__migd__params__init(&j->params);
-		j->params.channels = s->params.channels;
-		j->params.max_bandwidth = s->params.max_bandwidth;
-		j->params.avail_switchover_bandwidth =
-			s->params.avail_switchover_bandwidth;
-		j->params.downtime_limit_ms = s->params.downtime_limit_ms;
+		params_to_proto(&s->params, &j->params);
 		js->params = &j->params;
 		js->started_unix_ms = j->started_unix_ms;
 	}

@@ -156,15 +156,11 @@ static void handle_chld(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
-	struct migd m = {
-		.defaults = {
-			.channels = MIGD_DEFAULT_CHANNELS,
-			.downtime_limit_ms = MIGD_DEFAULT_DOWNTIME_MS,
-		},
-	};
+	struct migd m = { 0 };
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_chld = NULL;
 	int lock_fd, ret = 1;
 
+	params_defaults(&m.defaults);
 	parse_args(argc, argv, &o);
 	log_init("migd", NULL, o.debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);

@@ -28,6 +28,7 @@
 #define CTL_MAX_FRAME (4u << 20)
 #define CTL_MAX_CHANNELS 16
 #define CTL_MAX_DOWNTIME_MS 600000
+#define CTL_MAX_TIMEOUT_S (7 * 24 * 3600)
 #define CTL_LINE_INTERVAL_NS 1000000000ULL  /* plain progress lines */
 #define CTL_BAR_WIDTH 30
 
@@ -298,6 +299,24 @@ static void print_params(const Tern__Migd__Params *p, const char *indent)
 	       p->avail_switchover_bandwidth ?
 	       fmt_rate(p->avail_switchover_bandwidth, b, sizeof(b)) : "measured");
 	printf("%sdowntime-limit              %u ms\n", indent, p->downtime_limit_ms);
+	if (p->compress == TERN__MIGD__COMPRESS__COMPRESS_ZSTD)
+		printf("%scompress                    zstd:%u\n", indent,
+		       p->compress_level);
+	else
+		printf("%scompress                    none\n", indent);
+	if (p->auto_converge == TERN__MIGD__TOGGLE__TOGGLE_ON)
+		printf("%sauto-converge               on (%u%% + %u%% a round, up to "
+		       "%u%%)\n", indent, p->throttle_initial,
+		       p->throttle_increment, p->throttle_max);
+	else
+		printf("%sauto-converge               off\n", indent);
+	if (p->timeout_s)
+		printf("%stimeout                     %u s, then cancel\n", indent,
+		       p->timeout_s);
+	else
+		printf("%stimeout                     none\n", indent);
+	printf("%sverify                      %s\n", indent,
+	       p->verify == TERN__MIGD__TOGGLE__TOGGLE_ON ? "on" : "off");
 }
 
 /* The full, multi-line status of one job. */
@@ -709,7 +728,31 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 /* ---- command lines ------------------------------------------------------- */
 
 enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
-       O_WAIT, O_DETACH, O_WATCH };
+       O_WAIT, O_DETACH, O_WATCH, O_COMPRESS, O_AUTOCONV, O_NOAUTOCONV,
+       O_THR_INIT, O_THR_INC, O_THR_MAX, O_TIMEOUT, O_TIMEOUT_ACTION, O_VERIFY,
+       O_NOVERIFY };
+
+/* The tuning flags migrate and set share. */
+#define TUNING_USAGE "[--channels N] [--max-bandwidth B] [--downtime-limit MS] " \
+	"[--avail-switchover-bandwidth B] [--compress none|zstd[:LEVEL]] " \
+	"[--[no-]auto-converge] [--throttle-initial P] [--throttle-increment P] " \
+	"[--throttle-max P] [--timeout SEC] [--timeout-action cancel] " \
+	"[--[no-]verify]"
+#define TUNING_OPTS \
+	{ "channels", required_argument, NULL, O_CHANNELS }, \
+	{ "max-bandwidth", required_argument, NULL, O_MAXBW }, \
+	{ "downtime-limit", required_argument, NULL, O_DOWNTIME }, \
+	{ "avail-switchover-bandwidth", required_argument, NULL, O_AVAILBW }, \
+	{ "compress", required_argument, NULL, O_COMPRESS }, \
+	{ "auto-converge", no_argument, NULL, O_AUTOCONV }, \
+	{ "no-auto-converge", no_argument, NULL, O_NOAUTOCONV }, \
+	{ "throttle-initial", required_argument, NULL, O_THR_INIT }, \
+	{ "throttle-increment", required_argument, NULL, O_THR_INC }, \
+	{ "throttle-max", required_argument, NULL, O_THR_MAX }, \
+	{ "timeout", required_argument, NULL, O_TIMEOUT }, \
+	{ "timeout-action", required_argument, NULL, O_TIMEOUT_ACTION }, \
+	{ "verify", no_argument, NULL, O_VERIFY }, \
+	{ "no-verify", no_argument, NULL, O_NOVERIFY }
 
 static const struct command {
 	const char *name;
@@ -722,14 +765,10 @@ static const struct command {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "token", required_argument, NULL, O_TOKEN },
 		{ NULL, 0, NULL, 0 } } },
-	{ "migrate", 2, "VM URI --token T [--channels N] [--max-bandwidth B] "
-	  "[--downtime-limit MS] [--avail-switchover-bandwidth B] [--wait|--detach]",
+	{ "migrate", 2, "VM URI --token T " TUNING_USAGE " [--wait|--detach]",
 	  (const struct option[]){
 		{ "token", required_argument, NULL, O_TOKEN },
-		{ "channels", required_argument, NULL, O_CHANNELS },
-		{ "max-bandwidth", required_argument, NULL, O_MAXBW },
-		{ "downtime-limit", required_argument, NULL, O_DOWNTIME },
-		{ "avail-switchover-bandwidth", required_argument, NULL, O_AVAILBW },
+		TUNING_OPTS,
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ "detach", no_argument, NULL, O_DETACH },
 		{ NULL, 0, NULL, 0 } } },
@@ -742,13 +781,9 @@ static const struct command {
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
 	{ "list", 0, "", (const struct option[]){ { NULL, 0, NULL, 0 } } },
-	{ "set", 0, "[--channels N] [--max-bandwidth B] [--downtime-limit MS] "
-	  "[--avail-switchover-bandwidth B]",
+	{ "set", 0, TUNING_USAGE,
 	  (const struct option[]){
-		{ "channels", required_argument, NULL, O_CHANNELS },
-		{ "max-bandwidth", required_argument, NULL, O_MAXBW },
-		{ "downtime-limit", required_argument, NULL, O_DOWNTIME },
-		{ "avail-switchover-bandwidth", required_argument, NULL, O_AVAILBW },
+		TUNING_OPTS,
 		{ NULL, 0, NULL, 0 } } },
 	{ "get", 0, "", (const struct option[]){ { NULL, 0, NULL, 0 } } },
 };
@@ -778,6 +813,37 @@ static int parse_bandwidth(const struct command *c, const char *flag,
 	}
 	*ret = v;
 	return 0;
+}
+
+static int parse_percent(const char *flag, const char *s, uint32_t *ret)
+{
+	uint64_t v;
+
+	if (parse_u64(s, 1, 99, &v) < 0) {
+		errx_("%s %s: expected a percentage from 1 to 99", flag, s);
+		return -EINVAL;
+	}
+	*ret = v;
+	return 0;
+}
+
+/* none, zstd or zstd:LEVEL (1..19). */
+static int parse_compress(const char *s, Tern__Migd__Params *p)
+{
+	uint64_t level = 0;
+
+	if (!strcmp(s, "none")) {
+		p->compress = TERN__MIGD__COMPRESS__COMPRESS_NONE;
+		return 0;
+	}
+	if (!strncmp(s, "zstd", 4) && (s[4] == 0 ||
+	    (s[4] == ':' && parse_u64(s + 5, 1, 19, &level) == 0))) {
+		p->compress = TERN__MIGD__COMPRESS__COMPRESS_ZSTD;
+		p->compress_level = level;
+		return 0;
+	}
+	errx_("--compress %s: expected none, zstd or zstd:LEVEL (1 to 19)", s);
+	return -EINVAL;
 }
 
 static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
@@ -813,6 +879,42 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		return parse_bandwidth(c, "--avail-switchover-bandwidth", optarg,
 				       &a->params.avail_switchover_bandwidth,
 				       &a->zero_bandwidth);
+	case O_COMPRESS:
+		return parse_compress(optarg, &a->params);
+	case O_AUTOCONV:
+	case O_NOAUTOCONV:
+		a->params.auto_converge = ch == O_AUTOCONV ?
+			TERN__MIGD__TOGGLE__TOGGLE_ON : TERN__MIGD__TOGGLE__TOGGLE_OFF;
+		return 0;
+	case O_VERIFY:
+	case O_NOVERIFY:
+		a->params.verify = ch == O_VERIFY ? TERN__MIGD__TOGGLE__TOGGLE_ON :
+						    TERN__MIGD__TOGGLE__TOGGLE_OFF;
+		return 0;
+	case O_THR_INIT:
+		return parse_percent("--throttle-initial", optarg,
+				     &a->params.throttle_initial);
+	case O_THR_INC:
+		return parse_percent("--throttle-increment", optarg,
+				     &a->params.throttle_increment);
+	case O_THR_MAX:
+		return parse_percent("--throttle-max", optarg, &a->params.throttle_max);
+	case O_TIMEOUT:
+		if (parse_u64(optarg, 1, CTL_MAX_TIMEOUT_S, &v) < 0) {
+			errx_("--timeout %s: expected seconds from 1 to %d", optarg,
+			      CTL_MAX_TIMEOUT_S);
+			return -EINVAL;
+		}
+		a->params.timeout_s = v;
+		return 0;
+	case O_TIMEOUT_ACTION:
+		if (strcmp(optarg, "cancel")) {
+			errx_("--timeout-action %s: only cancel is available (postcopy "
+			      "is not yet)", optarg);
+			return -EINVAL;
+		}
+		a->params.timeout_action = TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_CANCEL;
+		return 0;
 	default:
 		return usage_of(c);
 	}
@@ -877,15 +979,17 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: migctl [--rundir DIR] [--json] [--timeout SEC] COMMAND [ARGS]\n"
 "  incoming VM --listen ADDR [--token T]   wait for VM from a source host\n"
-"  migrate VM URI --token T [--channels N] [--max-bandwidth B]\n"
-"          [--downtime-limit MS] [--avail-switchover-bandwidth B]\n"
-"          [--wait|--detach]                send VM live to URI\n"
+"  migrate VM URI --token T [TUNING] [--wait|--detach]\n"
+"                                           send VM live to URI\n"
 "  status VM [--watch]                      the VM's current or last job\n"
 "  cancel VM [--wait]                       cancel the VM's running job\n"
 "  list                                     running jobs, then history\n"
-"  set [--channels N] [--max-bandwidth B] [--downtime-limit MS]\n"
-"      [--avail-switchover-bandwidth B]     migd's defaults for new jobs\n"
+"  set [TUNING]                             migd's defaults for new jobs\n"
 "  get                                      show those defaults\n"
+"TUNING: [--channels N] [--max-bandwidth B] [--downtime-limit MS]\n"
+"  [--avail-switchover-bandwidth B] [--compress none|zstd[:LEVEL]]\n"
+"  [--[no-]auto-converge] [--throttle-initial P] [--throttle-increment P]\n"
+"  [--throttle-max P] [--timeout SEC] [--timeout-action cancel] [--[no-]verify]\n"
 "see migctl(1)\n");
 }
 

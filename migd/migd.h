@@ -58,12 +58,40 @@ enum job_state {
 	JOB_STATE_MAX
 };
 
+enum compress_kind {
+	COMPRESS_KIND_NONE,
+	COMPRESS_KIND_ZSTD,
+	COMPRESS_KIND_MAX
+};
+
+enum timeout_action {
+	TIMEOUT_ACTION_CANCEL,
+	TIMEOUT_ACTION_MAX
+};
+
 struct mig_params {
 	uint32_t channels;
 	uint64_t max_bandwidth;                 /* bytes/s, 0 = unlimited */
 	uint64_t avail_switchover_bandwidth;    /* bytes/s, 0 = measured */
 	uint32_t downtime_limit_ms;
+	enum compress_kind compress;
+	uint32_t compress_level;
+	bool auto_converge;
+	uint32_t throttle_initial;              /* percent */
+	uint32_t throttle_increment;
+	uint32_t throttle_max;
+	uint32_t timeout_s;                     /* 0 = none */
+	enum timeout_action timeout_action;
+	bool verify;
 };
+
+/* params.c: defaults, checking and merging, the message form */
+void params_defaults(struct mig_params *p);
+/* Check p and apply its set fields to out; -errno with err on refusal
+ * (out untouched). */
+int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
+		 char *err, size_t len);
+void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out);
 
 /* Everything a worker needs; filled by the parent before fork. */
 struct job_spec {
@@ -162,6 +190,8 @@ struct chan_stats {
 	uint64_t bytes;
 	uint64_t pages;
 	uint64_t zero_pages;
+	uint64_t zstd_pages;            /* sent (received) compressed */
+	uint64_t raw_bytes;             /* page bytes before compression */
 	uint64_t last_bytes;            /* reporter thread: for throughput */
 	uint64_t throughput;            /* reporter thread */
 };
@@ -201,6 +231,8 @@ struct worker {
 	void *abort_arg;                /* (L) */
 	bool abort_done;                /* (L) */
 	bool failed;                    /* (L) worker_fail was called */
+	uint32_t throttle;              /* (L) percent asked of the vmm now */
+	char verified[160];             /* (L) "ok", or what differed */
 	pthread_mutex_t report_lock;    /* one report at a time on status_fd */
 };
 
@@ -223,6 +255,8 @@ void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 		      void *arg);
 void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
 		  uint64_t pages, uint64_t zero_pages);
+void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
+		       uint64_t raw_bytes);
 
 /* Guest RAM as the worker sees it: the vmm's memfds, mapped shared. */
 struct ram_view {
@@ -254,6 +288,9 @@ struct chan_tx {
 	int fd;
 	const struct ram_view *ram;
 	uint64_t rate;                  /* bytes/s for this channel, 0 = no cap */
+	int zstd_level;                 /* 0: do not compress */
+	void *zctx;                     /* own thread: ZSTD_CCtx */
+	uint8_t *zbuf;                  /* own thread: one compressed packet */
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t lock;           /* the fields below */
@@ -273,6 +310,8 @@ struct chan_rx {
 	int fd;
 	const struct ram_view *ram;
 	struct stream_layout layout;
+	void *zctx;                     /* own thread: ZSTD_DCtx, made on need */
+	uint8_t *zbuf;                  /* own thread: one compressed packet */
 	pthread_t thread;
 	bool started;
 	int err;                        /* own thread, read after join */
@@ -293,6 +332,10 @@ int chan_rx_join(struct chan_rx *c);
 void chan_abort_fd(int fd);
 /* Socket options every migration connection gets (keepalive, timeouts). */
 void chan_tune_socket(int fd, bool bulk);
+
+/* Hash the mapped RAM for verify (common/ramhash.h): *ret_n hashes in
+ * *ret (free it), or -errno. */
+int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n);
 
 /* vmmlink.c: mapping the vmm's RAM */
 int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,

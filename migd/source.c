@@ -184,6 +184,8 @@ static int source_connect(struct source *s)
 		c->index = i;
 		c->ram = &s->ram;
 		c->rate = spec->params.max_bandwidth / s->nchan;
+		c->zstd_level = spec->params.compress == COMPRESS_KIND_ZSTD ?
+				(int)spec->params.compress_level : 0;
 		c->fd = source_dial(s, &u, STREAM_ROLE_RAM, i);
 		if (c->fd < 0)
 			return c->fd;
@@ -409,10 +411,50 @@ static void source_round_stats(struct source *s, uint64_t sent_bytes,
 	worker_report(w);
 }
 
+/* Ask the vmm to take percent of the vCPUs' time (0 lifts it). */
+static int source_throttle(struct source *s, uint32_t percent)
+{
+	Tern__Vmm__Throttle t = TERN__VMM__THROTTLE__INIT;
+	int r;
+
+	t.percent = percent;
+	r = vmm_link_call(&s->vmm, "SetThrottle", &t.base, NULL, 0, NULL, NULL,
+			  s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->err);
+	pthread_mutex_lock(&s->w->lock);
+	s->w->throttle = percent;
+	pthread_mutex_unlock(&s->w->lock);
+	if (percent)
+		log_info("auto-converge: vCPUs throttled %u%%", percent);
+	return 0;
+}
+
+/*
+ * Auto-converge: a round that dirtied more than half of what it could send
+ * will not converge; take more of the vCPUs' time (initial, then plus the
+ * increment each such round, up to the maximum).
+ */
+static int source_auto_converge(struct source *s, uint64_t sent_bytes,
+				uint64_t dirty)
+{
+	const struct mig_params *p = &s->w->spec->params;
+	uint32_t now, next;
+
+	if (!p->auto_converge || dirty * STREAM_PAGE * 2 <= sent_bytes)
+		return 0;
+	pthread_mutex_lock(&s->w->lock);
+	now = s->w->throttle;
+	pthread_mutex_unlock(&s->w->lock);
+	next = now ? MIN(now + p->throttle_increment, p->throttle_max) :
+		     p->throttle_initial;
+	return next == now ? 0 : source_throttle(s, next);
+}
+
 static int source_precopy(struct source *s)
 {
 	struct worker *w = s->w;
-	uint64_t t0, t1, b0, dirty, pages, expected;
+	uint64_t t0, t1, b0, dirty, pages, expected, sent;
 	int r;
 
 	worker_set_state(w, JOB_STATE_ACTIVE);
@@ -426,14 +468,16 @@ static int source_precopy(struct source *s)
 		r = source_sync(s, &dirty);
 		if (r < 0)
 			return r;
-		source_round_stats(s, __atomic_load_n(&w->transferred_bytes,
-						      __ATOMIC_RELAXED) - b0,
-				   t1 - t0, dirty, now_ns() - t0);
+		sent = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED) - b0;
+		source_round_stats(s, sent, t1 - t0, dirty, now_ns() - t0);
 		pthread_mutex_lock(&w->lock);
 		expected = w->expected_downtime_ms;
 		pthread_mutex_unlock(&w->lock);
 		if (expected <= w->spec->params.downtime_limit_ms)
 			return 0;
+		r = source_auto_converge(s, sent, dirty);
+		if (r < 0)
+			return r;
 		if (worker_cancelled())
 			return -ECANCELED;
 		t0 = now_ns();
@@ -497,10 +541,21 @@ static int source_send_device(struct source *s)
 		counts[i] = s->chan[i].pages_total;
 	d.n_channel_pages = s->nchan;
 	d.channel_pages = counts;
+	/* The VM is stopped: these hashes are of the RAM the guest resumes
+	 * with, and the destination must match them before it may resume. */
+	if (s->w->spec->params.verify) {
+		r = ram_view_hash(&s->ram, &d.ram_hashes, &d.n_ram_hashes);
+		if (r < 0) {
+			free(d.vm_state.data);
+			return worker_fail(s->w, r, "hashing the guest RAM: %s",
+					   strerror(-r));
+		}
+	}
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_DEVICE;
 	m.device = &d;
 	r = stream_msg_send(s->main_fd, &m.base, deadline());
 	free(d.vm_state.data);
+	free(d.ram_hashes);
 	if (r < 0)
 		return worker_fail(s->w, r, "sending the device state: %s",
 				   strerror(-r));
@@ -539,6 +594,11 @@ static int source_switchover(struct source *s)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_READY, "Ready", NULL);
 	if (r < 0)
 		return r;
+	if (w->spec->params.verify) {
+		pthread_mutex_lock(&w->lock);
+		snprintf(w->verified, sizeof(w->verified), "ok");
+		pthread_mutex_unlock(&w->lock);
+	}
 
 	/* The point of no return: once Go may have left, the source must
 	 * never resume.  Tell the parent first, in case this process dies. */
@@ -639,6 +699,8 @@ int source_run(struct worker *w)
 		source_recover(&s);
 	}
 	worker_set_abort(w, NULL, NULL);
+	if (w->throttle && source_throttle(&s, 0) < 0)
+		log_warnx("could not lift the vCPU throttle");
 	for (i = 0; i < s.nchan; i++) {
 		chan_tx_stop(&s.chan[i]);
 		if (s.chan[i].fd >= 0)

@@ -7,11 +7,13 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/ramhash.h"
 #include "common/util.h"
 #include "migd/migd.h"
 
@@ -93,10 +95,15 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 	int r;
 
 	r = vmm_link_open(&l, rundir, vm, msg, len);
-	/* A dead worker left dirty logging on: nobody reads it any more, and
-	 * it would refuse the next migration.  Off it goes ("not on" is fine). */
-	if (r == 0)
+	/* A dead worker left dirty logging on (nobody reads it any more, and
+	 * it would refuse the next migration) and maybe a vCPU throttle:
+	 * both off ("not on" is fine). */
+	if (r == 0) {
+		Tern__Vmm__Throttle t = TERN__VMM__THROTTLE__INIT;
+
 		vmm_link_call(&l, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
+		vmm_link_call(&l, "SetThrottle", &t.base, NULL, 0, NULL, NULL, NULL, 0);
+	}
 	if (r == 0 && !resume) {
 		msg[0] = 0;
 	} else if (r == 0) {
@@ -180,4 +187,29 @@ void ram_view_unmap(struct ram_view *v)
 		close(v->r[i].fd);
 	}
 	v->n = 0;
+}
+
+int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n)
+{
+	struct ramhash_region r[STREAM_MAX_REGIONS];
+	uint64_t n = 0, *out;
+	unsigned int i;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int e;
+
+	for (i = 0; i < v->n; i++) {
+		r[i] = (struct ramhash_region){ v->r[i].host, v->r[i].size, v->r[i].fd };
+		n += ramhash_chunks(v->r[i].size);
+	}
+	out = calloc(n ? n : 1, sizeof(*out));
+	if (!out)
+		return -ENOMEM;
+	e = ramhash_compute(r, v->n, cpus > 0 ? (unsigned int)cpus : 1, out);
+	if (e < 0) {
+		free(out);
+		return e;
+	}
+	*ret = out;
+	*ret_n = n;
+	return 0;
 }

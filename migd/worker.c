@@ -104,6 +104,13 @@ bool worker_failed(struct worker *w)
 	return f;
 }
 
+void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
+		       uint64_t raw_bytes)
+{
+	__atomic_add_fetch(&w->chan[chan].zstd_pages, pages, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&w->chan[chan].raw_bytes, raw_bytes, __ATOMIC_RELAXED);
+}
+
 void worker_set_state(struct worker *w, enum job_state st)
 {
 	pthread_mutex_lock(&w->lock);
@@ -139,7 +146,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 			Tern__Migd__ChannelStats **pcs, char *idhex)
 {
 	const struct job_spec *s = w->spec;
-	uint64_t pages = 0, zero = 0;
+	uint64_t pages = 0, zero = 0, zstd = 0, raw = 0;
 	unsigned int i;
 
 	stream_hex(w->id, STREAM_ID_LEN, idhex);
@@ -149,10 +156,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 					       TERN__MIGD__JOB_ROLE__ROLE_DEST;
 	js->state = (Tern__Migd__JobState)w->state;
 	js->peer = (char *)s->peer;
-	pp->channels = s->params.channels;
-	pp->max_bandwidth = s->params.max_bandwidth;
-	pp->avail_switchover_bandwidth = s->params.avail_switchover_bandwidth;
-	pp->downtime_limit_ms = s->params.downtime_limit_ms;
+	params_to_proto(&s->params, pp);
 	js->params = pp;
 	js->total_bytes = w->total_bytes;
 	js->transferred_bytes = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
@@ -177,10 +181,14 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 		cs[i].throughput = c->throughput;
 		pages += cs[i].pages;
 		zero += cs[i].zero_pages;
+		zstd += __atomic_load_n(&c->zstd_pages, __ATOMIC_RELAXED);
+		raw += __atomic_load_n(&c->raw_bytes, __ATOMIC_RELAXED);
 		pcs[i] = &cs[i];
 	}
 	js->pages_sent = pages;
 	js->zero_pages = zero;
+	js->compressed_pages = zstd;
+	js->raw_bytes = raw;
 	/* Within a round, what it still has to send counts as remaining. */
 	if (w->round_pages && w->state == JOB_STATE_ACTIVE)
 		js->remaining_bytes = (w->round_pages -
@@ -195,6 +203,8 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->listen = w->listen;
 	js->switched = w->switched;
 	js->source_was_running = w->source_was_running;
+	js->throttle = w->throttle;
+	js->verified = w->verified;
 }
 
 /* Send one status frame to the parent (blocking; the parent reads fast). */
@@ -248,9 +258,33 @@ void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Once cancelled, shut the job's sockets so blocked calls return. */
+/* The job's timeout, if any, has passed before the switchover began. */
+static bool worker_timed_out(struct worker *w)
+{
+	uint32_t t = w->spec->params.timeout_s;
+
+	return t && (w->state == JOB_STATE_SETUP || w->state == JOB_STATE_ACTIVE ||
+		     w->state == JOB_STATE_WAITING) &&
+	       now_ns() - w->started_ns > t * 1000000000ULL;
+}
+
+/* Once cancelled or timed out, shut the job's sockets so blocked calls
+ * return; the job then ends through its usual failure path. */
 static void worker_check_cancel(struct worker *w)
 {
+	bool timeout;
+
+	pthread_mutex_lock(&w->lock);
+	timeout = !w->abort_done && w->abort_fn && worker_timed_out(w);
+	if (timeout) {
+		snprintf(w->error, sizeof(w->error), "did not complete within "
+			 "the %u s timeout", w->spec->params.timeout_s);
+		w->failed = true;
+		w->error_is_note = false;
+		w->abort_done = true;
+		w->abort_fn(w, w->abort_arg);
+	}
+	pthread_mutex_unlock(&w->lock);
 	if (!worker_cancelled())
 		return;
 	pthread_mutex_lock(&w->lock);

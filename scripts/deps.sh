@@ -4,7 +4,8 @@
 # missing.  Called by 'make deps', 'make check' and 'make demo'.
 set -eu
 pkgs="build-essential pkg-config libevent-dev libprotobuf-c-dev
-protobuf-c-compiler libcap-dev liburing-dev libcmocka-dev libzstd-dev"
+protobuf-c-compiler libcap-dev liburing-dev libcmocka-dev libzstd-dev
+gnuplot-nox"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -71,6 +71,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 	st.pid = getpid();
 	st.dirty_logging = vm->dirty_on;
 	st.message = msg;
+	st.throttle = __atomic_load_n(&vm->throttle, __ATOMIC_RELAXED);
 	for (i = 0; i < vm->nvcpus; i++)
 		st.exits += __atomic_load_n(&vm->vcpus[i].exits, __ATOMIC_RELAXED);
 	return rpc_call_reply(call, &st.base, NULL, 0);
@@ -308,6 +309,23 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
 	return 0;
 }
 
+static int method_set_throttle(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Vmm__Throttle *t = (const Tern__Vmm__Throttle *)arg;
+	Tern__Vmm__Throttle now = TERN__VMM__THROTTLE__INIT;
+	int ret;
+
+	if (t->percent > 99)
+		return rpc_call_errorf(call, EINVAL, "throttle %u%%: at most 99%%",
+				       t->percent);
+	ret = vm_set_throttle(ctl.vm, t->percent);
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "throttle: %s", strerror(-ret));
+	log_info("vCPU throttle %u%%", t->percent);
+	now.percent = t->percent;
+	return rpc_call_reply(call, &now.base, NULL, 0);
+}
+
 /* Handlers by method name, matched to the descriptor's order at start. */
 static const struct {
 	const char *name;
@@ -327,6 +345,7 @@ static const struct {
 	{ "ReadMem", method_read_mem },
 	{ "WriteMem", method_write_mem },
 	{ "Discard", method_discard },
+	{ "SetThrottle", method_set_throttle },
 };
 
 static int control_accept(void *arg, int fd)

@@ -121,6 +121,9 @@ struct vm {
 	int nparked;                    /* lock */
 	char state_msg[256];            /* lock: why SHUTDOWN or ERROR */
 	int notify_fd;                  /* eventfd: a vCPU stopped the VM */
+	uint32_t throttle;              /* (atomic) percent of vCPU time taken */
+	pthread_t throttle_thread;      /* kicks vCPUs while throttle > 0 */
+	bool throttle_started;
 	uint64_t state_change_ns;
 };
 
@@ -146,6 +149,8 @@ int vcpu_create_all(struct vm *vm);
 void vcpu_destroy_all(struct vm *vm);
 int vcpu_start_all(struct vm *vm);
 void vm_cond_init(pthread_cond_t *cond);
+/* Auto-converge: vCPUs sleep percent of their time (0 lifts it). */
+int vm_set_throttle(struct vm *vm, unsigned int percent);
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 void vm_set_state(struct vm *vm, enum vm_state state, const char *msg);

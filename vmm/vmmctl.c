@@ -152,12 +152,12 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 	if (opts.json) {
 		printf("{\"name\":\"%s\",\"state\":\"%s\",\"vcpus\":%u,\"memory\":%llu,"
 		       "\"guest\":\"%s\",\"pid\":%u,\"dirty_logging\":%s,"
-		       "\"exits\":%llu,\"message\":\"%s\"}\n",
+		       "\"throttle\":%u,\"exits\":%llu,\"message\":\"%s\"}\n",
 		       s->name, run_state_name(s->state), s->vcpus,
 		       (unsigned long long)s->memory,
 		       s->guest == TERN__VMM__GUEST_KIND__GUEST_TEST ? s->guest_mode :
 		       s->guest == TERN__VMM__GUEST_KIND__GUEST_IMAGE ? "image" : "none",
-		       s->pid, s->dirty_logging ? "true" : "false",
+		       s->pid, s->dirty_logging ? "true" : "false", s->throttle,
 		       (unsigned long long)s->exits,
 		       json_str(s->message, msg, sizeof(msg)));
 		return;
@@ -170,6 +170,8 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 		printf(", image");
 	if (s->dirty_logging)
 		printf(", dirty logging");
+	if (s->throttle)
+		printf(", vCPUs throttled %u%%", s->throttle);
 	if (s->message[0])
 		printf(": %s", s->message);
 	printf("\n");
@@ -406,6 +408,13 @@ static int pause_for_view(struct vmm_conn *c, bool *was_running)
 
 	if (ret < 0)
 		return ret;
+	if (s->state == TERN__VMM__RUN_STATE__RUN_STATE_INCOMING) {
+		/* Its RAM may be half of a migration: not a guest's yet. */
+		errx_("vmm %s is waiting for an incoming guest: its memory is not "
+		      "a guest's yet", c->name);
+		protobuf_c_message_free_unpacked(&s->base, NULL);
+		return -EBUSY;
+	}
 	*was_running = s->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
 	protobuf_c_message_free_unpacked(&s->base, NULL);
 	return *was_running ? call(c, "Stop", NULL, NULL, 0, NULL, NULL) : 0;
@@ -713,6 +722,17 @@ stop:
 	return code;
 }
 
+static int cmd_throttle(struct vmm_conn *c, uint64_t percent)
+{
+	Tern__Vmm__Throttle t = TERN__VMM__THROTTLE__INIT;
+
+	t.percent = percent;
+	if (call(c, "SetThrottle", &t.base, NULL, 0, NULL, NULL) < 0)
+		return EXIT_FAILED;
+	printf("%s: vCPUs throttled %u%%\n", c->name, t.percent);
+	return EXIT_OK;
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -730,6 +750,7 @@ static void usage(FILE *f)
 "  read NAME GPA LEN        print guest memory in hex\n"
 "  write NAME GPA HEX       write bytes into guest memory (debugging)\n"
 "  dirty-rate NAME [SEC]    measure how fast the guest dirties memory\n"
+"  throttle NAME PERCENT    take PERCENT of the vCPUs' time (0 lifts it)\n"
 "see vmmctl(8)\n");
 }
 
@@ -779,6 +800,7 @@ static const struct command {
 	{ "read", 3, 3, "NAME GPA LEN" },
 	{ "write", 3, 3, "NAME GPA HEX" },
 	{ "dirty-rate", 1, 2, "NAME [SECONDS]" },
+	{ "throttle", 2, 2, "NAME PERCENT" },
 };
 
 static int parse_cmd(const struct command *c, int argc, char **argv,
@@ -808,6 +830,10 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	}
 	if (!strcmp(name, "write"))
 		return parse_hex(argv[3], a);
+	if (!strcmp(name, "throttle") && parse_u64(argv[2], 0, 99, &a->len) < 0) {
+		errx_("throttle: '%s' is not a percentage from 0 to 99", argv[2]);
+		return -EINVAL;
+	}
 	a->seconds = 3;
 	if (!strcmp(name, "dirty-rate") && argc == 3 &&
 	    parse_u64(argv[2], 1, 3600, &a->seconds) < 0) {
@@ -839,6 +865,8 @@ static int run_cmd(const char *name, struct vmm_conn *c, char **argv,
 		return cmd_read(c, a->gpa, a->len);
 	if (!strcmp(name, "write"))
 		return cmd_write(c, a->gpa, a->bytes, a->nbytes);
+	if (!strcmp(name, "throttle"))
+		return cmd_throttle(c, a->len);
 	return cmd_dirty_rate(c, a->seconds);
 }
 

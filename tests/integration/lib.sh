@@ -112,8 +112,12 @@ wait_progress() {
 
 migctl() { "$BIN/migctl" --rundir "$RUNDIR" --timeout 120 "$@"; }
 
-# The first "KEY": value of the JSON on stdin (strings without quotes).
-jget() { grep -o "\"$1\":\"\{0,1\}[^\",}]*" | head -n 1 | sed 's/^[^:]*:"\{0,1\}//'; }
+# The first "KEY": value of the JSON on stdin (a string whole, without
+# its quotes; escaped quotes inside are not expected).
+jget() {
+	grep -o "\"$1\":\(\"[^\"]*\"\|[^,}\"]*\)" | head -n 1 |
+		sed 's/^"[^"]*"://; s/^"//; s/"$//'
+}
 
 # start_migd [ENV=VALUE...]: one migd serving both ends in RUNDIR.
 start_migd() {

@@ -20,8 +20,9 @@ dest_fresh() {
 	wait_until 30 sh -c "[ \"\$('$BIN/vmmctl' --rundir '$RUNDIR' --json status $1 |
 		grep -o '\"state\":\"[a-z]*\"')\" = '\"state\":\"incoming\"' ]" ||
 		fail "$1 is not incoming"
-	out=$(vmmctl check "$1" 2>&1) && fail "$1 kept guest memory: $out"
-	echo "$out" | grep -q "no test guest" || fail "$1 was not emptied: $out"
+	# Discarded: the guest's parameters page (0x3000) reads zero again.
+	out=$(vmmctl read "$1" 0x3000 8) || fail "read $1"
+	[ "$out" = "00 00 00 00 00 00 00 00" ] || fail "$1 was not emptied: $out"
 }
 good_migration() {
 	incoming "$2"

@@ -92,6 +92,7 @@ static void test_packet_checks(void **state)
 	assert_int_equal(stream_pkt_check(&p, &layout, 0, &why), -EPROTO);
 	assert_string_equal(why, "bad packet magic");
 	REFUSED(pkt(1 << 7, 0, 1, STREAM_PAGE, 0), 0, "unknown packet flags");
+	REFUSED(pkt(1 << 3, 0, 1, STREAM_PAGE, 0), 0, "unknown packet flags");
 	REFUSED(pkt(0, 0, 1, STREAM_PAGE, 4), 3, "packet out of sequence");
 	REFUSED(pkt(STREAM_PKT_END, 0, 1, 0, 0), 0, "end packet with pages");
 	REFUSED(pkt(0, 2, 1, STREAM_PAGE, 0), 0, "packet for an unknown RAM region");
@@ -102,6 +103,14 @@ static void test_packet_checks(void **state)
 		"packet data length does not match its pages");
 	REFUSED(pkt(STREAM_PKT_ZERO, 0, 2, 8, 0), 0,
 		"packet data length does not match its pages");
+	p = pkt(STREAM_PKT_ZSTD, 0, 4, 100, 0);
+	assert_int_equal(stream_pkt_check(&p, &layout, 0, &why), 0);
+	REFUSED(pkt(STREAM_PKT_ZSTD, 0, 4, 4 * STREAM_PAGE, 0), 0,
+		"compressed packet not shorter than its pages");
+	REFUSED(pkt(STREAM_PKT_ZSTD, 0, 4, 0, 0), 0,
+		"compressed packet not shorter than its pages");
+	REFUSED(pkt(STREAM_PKT_ZSTD | STREAM_PKT_ZERO, 0, 4, 100, 0), 0,
+		"zero pages cannot be compressed");
 	/* npages * 4096 must not wrap into a matching length */
 	REFUSED(pkt(0, 0, 1u << 20, 0, 0), 0, "bad page count in packet");
 #undef REFUSED

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Hashes of guest RAM for end-to-end verification of a migration: one
+ * 64-bit hash per RAMHASH_CHUNK of each region (in layout order), made of
+ * the hashes of its pages, where a page the memfd holds as a hole hashes
+ * like a zero page without being read (so hashing never allocates memory
+ * of a sparse guest).  Both ends compute them the same way; pure
+ * computation on mapped memfds, threads optional.
+ */
+#ifndef TERN_RAMHASH_H
+#define TERN_RAMHASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RAMHASH_PAGE 4096u
+#define RAMHASH_CHUNK (2u << 20)
+
+struct ramhash_region {
+	const uint8_t *host;
+	uint64_t size;                  /* a multiple of RAMHASH_PAGE */
+	int fd;                         /* the memfd, to find holes; -1: read all */
+};
+
+uint64_t ramhash_page(const uint8_t *page);
+/* Chunks in a region of size bytes (the last may be short). */
+uint64_t ramhash_chunks(uint64_t size);
+/*
+ * Hash every chunk of the regions into out (room for the sum of
+ * ramhash_chunks), using up to nthreads threads.  0 or -errno.
+ */
+int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
+		    unsigned int nthreads, uint64_t *out);
+
+#endif

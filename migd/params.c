@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Migration parameters: migd's built-in defaults, checking and merging
+ * what a caller sets (tern.migd.Params, where zero and UNSET mean "keep"),
+ * and turning them back into the message for status and GetParams.
+ * Used by the parent (control.c, jobs.c) and the workers (worker.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "migd/migd.h"
+
+#define PARAM_MAX_DOWNTIME_MS 600000
+#define PARAM_MAX_TIMEOUT_S (7 * 24 * 3600)
+
+void params_defaults(struct mig_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->channels = MIGD_DEFAULT_CHANNELS;
+	p->downtime_limit_ms = MIGD_DEFAULT_DOWNTIME_MS;
+	p->compress = COMPRESS_KIND_NONE;
+	p->compress_level = 1;
+	p->throttle_initial = 20;
+	p->throttle_increment = 10;
+	p->throttle_max = 99;
+	p->timeout_action = TIMEOUT_ACTION_CANCEL;
+}
+
+static bool toggle(Tern__Migd__Toggle t, bool old)
+{
+	return t == TERN__MIGD__TOGGLE__TOGGLE_UNSET ? old :
+	       t == TERN__MIGD__TOGGLE__TOGGLE_ON;
+}
+
+#define RANGE(field, lo, hi, what)						\
+	do {									\
+		if (p->field && (p->field < (lo) || p->field > (hi))) {		\
+			snprintf(err, len, "%s %llu: expected %llu to %llu",	\
+				 what, (unsigned long long)p->field,		\
+				 (unsigned long long)(lo),			\
+				 (unsigned long long)(hi));			\
+			return -ERANGE;						\
+		}								\
+	} while (0)
+
+int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
+		 char *err, size_t len)
+{
+	struct mig_params n = *out;
+
+	if (!p)
+		return 0;
+	RANGE(channels, 1, STREAM_MAX_CHANNELS, "channels");
+	RANGE(downtime_limit_ms, 1, PARAM_MAX_DOWNTIME_MS, "downtime limit (ms)");
+	RANGE(compress_level, 1, 19, "zstd level");
+	RANGE(throttle_initial, 1, 99, "initial throttle (%)");
+	RANGE(throttle_increment, 1, 99, "throttle increment (%)");
+	RANGE(throttle_max, 1, 99, "maximum throttle (%)");
+	RANGE(timeout_s, 1, PARAM_MAX_TIMEOUT_S, "timeout (s)");
+	if ((unsigned int)p->compress > TERN__MIGD__COMPRESS__COMPRESS_ZSTD ||
+	    (unsigned int)p->auto_converge > TERN__MIGD__TOGGLE__TOGGLE_OFF ||
+	    (unsigned int)p->verify > TERN__MIGD__TOGGLE__TOGGLE_OFF ||
+	    (unsigned int)p->timeout_action > TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY) {
+		snprintf(err, len, "unknown compression, switch or timeout action");
+		return -EINVAL;
+	}
+	if (p->timeout_action == TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY) {
+		snprintf(err, len, "timeout action postcopy: postcopy is not "
+			 "available yet");
+		return -ENOTSUP;
+	}
+	if (p->channels)
+		n.channels = p->channels;
+	if (p->max_bandwidth)
+		n.max_bandwidth = p->max_bandwidth;
+	if (p->avail_switchover_bandwidth)
+		n.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
+	if (p->downtime_limit_ms)
+		n.downtime_limit_ms = p->downtime_limit_ms;
+	if (p->compress)
+		n.compress = p->compress == TERN__MIGD__COMPRESS__COMPRESS_ZSTD ?
+			     COMPRESS_KIND_ZSTD : COMPRESS_KIND_NONE;
+	if (p->compress_level)
+		n.compress_level = p->compress_level;
+	n.auto_converge = toggle(p->auto_converge, n.auto_converge);
+	if (p->throttle_initial)
+		n.throttle_initial = p->throttle_initial;
+	if (p->throttle_increment)
+		n.throttle_increment = p->throttle_increment;
+	if (p->throttle_max)
+		n.throttle_max = p->throttle_max;
+	if (p->timeout_s)
+		n.timeout_s = p->timeout_s;
+	if (p->timeout_action)
+		n.timeout_action = TIMEOUT_ACTION_CANCEL;
+	n.verify = toggle(p->verify, n.verify);
+	if (n.throttle_initial > n.throttle_max) {
+		snprintf(err, len, "initial throttle %u%% is above the maximum %u%%",
+			 n.throttle_initial, n.throttle_max);
+		return -ERANGE;
+	}
+	*out = n;
+	return 0;
+}
+
+void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out)
+{
+	tern__migd__params__init(out);
+	out->channels = p->channels;
+	out->max_bandwidth = p->max_bandwidth;
+	out->avail_switchover_bandwidth = p->avail_switchover_bandwidth;
+	out->downtime_limit_ms = p->downtime_limit_ms;
+	out->compress = p->compress == COMPRESS_KIND_ZSTD ?
+			TERN__MIGD__COMPRESS__COMPRESS_ZSTD :
+			TERN__MIGD__COMPRESS__COMPRESS_NONE;
+	out->compress_level = p->compress_level;
+	out->auto_converge = p->auto_converge ? TERN__MIGD__TOGGLE__TOGGLE_ON :
+						TERN__MIGD__TOGGLE__TOGGLE_OFF;
+	out->throttle_initial = p->throttle_initial;
+	out->throttle_increment = p->throttle_increment;
+	out->throttle_max = p->throttle_max;
+	out->timeout_s = p->timeout_s;
+	out->timeout_action = TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_CANCEL;
+	out->verify = p->verify ? TERN__MIGD__TOGGLE__TOGGLE_ON :
+				  TERN__MIGD__TOGGLE__TOGGLE_OFF;
+}

@@ -1,0 +1,654 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * bench_limits: this machine's own limits, measured in the same run as the
+ * migrations of `make bench` (tests/bench/run.sh), so that each migration
+ * figure can be shown as a share of what the machine can do at all:
+ *
+ *   - memcpy between large RAM buffers, 1 and 2 threads;
+ *   - the zero-page scan of present RAM (migd's 64-bit OR loop, and AVX2);
+ *   - loopback TCP with 1, 2 and 4 streams, each sender doing sendmsg() of
+ *     128 x 4 KiB iovecs out of a large buffer and each receiver doing
+ *     readv() of 128 x 4 KiB into a large RAM buffer, as migd's ram
+ *     channels do; once into RAM already present (the steady state) and
+ *     once into a fresh memfd, as an incoming guest's RAM is;
+ *   - zstd level 1 on incompressible and on text-like 4 KiB pages.
+ *
+ * All RAM comes from memfds mapped shared, like guest RAM.  Each figure is
+ * the median of a few repetitions; each repetition is bounded in time, the
+ * whole run takes about 15 s.  Prints one JSON object on stdout (rates in
+ * GB/s, 1 GB = 10^9 bytes), progress on stderr.
+ * Usage: bench_limits [-d SECONDS_PER_TCP_RUN] [-q]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <immintrin.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define PAGE 4096UL
+#define MiB (1UL << 20)
+#define GB 1e9
+#define REPS 3
+#define MAX_STREAMS 4
+#define IOV_PAGES 128                   /* pages per sendmsg()/readv() */
+#define COPY_BUF (64 * MiB)             /* per memcpy thread, each way */
+#define SCAN_BUF (128 * MiB)
+#define TCP_BUF (64 * MiB)              /* per stream, each side */
+#define FRESH_BUF (512 * MiB)           /* per stream, fresh memfd */
+#define ZSTD_SET (16 * MiB)             /* distinct pages compressed */
+
+static double tcp_seconds = 1.0;
+static double zstd_seconds = 0.25;
+static bool quiet;
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (quiet)
+		return;
+	va_start(ap, fmt);
+	fputs("limits: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static void fail(const char *what, int err)
+{
+	fprintf(stderr, "bench_limits: %s: %s\n", what, strerror(err));
+	exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* RAM as guests have it: a memfd mapped shared.  With touch, every page is
+ * written (with a non-zero pattern unless zero), so it is present. */
+static uint8_t *ram_alloc(size_t size, bool touch, bool zero)
+{
+	uint8_t *p;
+	int fd;
+
+	fd = memfd_create("bench", MFD_CLOEXEC);
+	if (fd < 0)
+		fail("memfd_create", errno);
+	if (ftruncate(fd, size) < 0)
+		fail("ftruncate", errno);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		fail("mmap", errno);
+	close(fd);
+	if (touch)
+		memset(p, zero ? 0 : 0x5a, size);
+	return p;
+}
+
+/* ---- memcpy ------------------------------------------------------------ */
+
+struct copy_thread {
+	pthread_t tid;
+	pthread_barrier_t *start, *end;
+	uint8_t *src, *dst;
+	int reps, rounds;
+};
+
+static void *copy_main(void *arg)
+{
+	struct copy_thread *t = arg;
+	int r, i;
+
+	for (r = 0; r < t->reps; r++) {
+		pthread_barrier_wait(t->start);
+		for (i = 0; i < t->rounds; i++)
+			memcpy(t->dst, t->src, COPY_BUF);
+		pthread_barrier_wait(t->end);
+	}
+	return NULL;
+}
+
+static double measure_memcpy(int nthreads)
+{
+	struct copy_thread t[2];
+	pthread_barrier_t start, end;
+	double v[5], t0;
+	const int reps = 5, rounds = 8;
+	int i, r;
+
+	pthread_barrier_init(&start, NULL, nthreads + 1);
+	pthread_barrier_init(&end, NULL, nthreads + 1);
+	for (i = 0; i < nthreads; i++) {
+		t[i] = (struct copy_thread){ .start = &start, .end = &end,
+			.reps = reps, .rounds = rounds,
+			.src = ram_alloc(COPY_BUF, true, false),
+			.dst = ram_alloc(COPY_BUF, true, false) };
+		memcpy(t[i].dst, t[i].src, COPY_BUF);  /* warm the mappings */
+		pthread_create(&t[i].tid, NULL, copy_main, &t[i]);
+	}
+	for (r = 0; r < reps; r++) {
+		pthread_barrier_wait(&start);
+		t0 = now_s();
+		pthread_barrier_wait(&end);
+		v[r] = (double)nthreads * rounds * COPY_BUF / (now_s() - t0) / GB;
+	}
+	for (i = 0; i < nthreads; i++) {
+		pthread_join(t[i].tid, NULL);
+		munmap(t[i].src, COPY_BUF);
+		munmap(t[i].dst, COPY_BUF);
+	}
+	pthread_barrier_destroy(&start);
+	pthread_barrier_destroy(&end);
+	return median(v, reps);
+}
+
+/* ---- zero-page scan ------------------------------------------------------ */
+
+/* migd's test (migd/channel.c): a cache line of 64-bit words at a time. */
+static bool zero_or64(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	unsigned int i;
+
+	for (i = 0; i < PAGE / 8; i += 8)
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] |
+		    w[i + 6] | w[i + 7])
+			return false;
+	return true;
+}
+
+__attribute__((target("avx2"))) static bool zero_avx2(const uint8_t *p)
+{
+	const __m256i *v = (const __m256i *)p;
+	unsigned int i;
+
+	for (i = 0; i < PAGE / 32; i += 4) {
+		__m256i a = _mm256_or_si256(_mm256_load_si256(v + i),
+					    _mm256_load_si256(v + i + 1));
+		__m256i b = _mm256_or_si256(_mm256_load_si256(v + i + 2),
+					    _mm256_load_si256(v + i + 3));
+
+		a = _mm256_or_si256(a, b);
+		if (!_mm256_testz_si256(a, a))
+			return false;
+	}
+	return true;
+}
+
+/* Every page zero, so every byte is read: the scan's worst case. */
+static double measure_zero_scan(const uint8_t *buf, bool (*is_zero)(const uint8_t *))
+{
+	volatile size_t sink = 0;
+	double v[REPS], t0;
+	size_t off, n;
+	int r;
+
+	for (r = 0; r < REPS; r++) {
+		t0 = now_s();
+		for (n = 0, off = 0; off < SCAN_BUF; off += PAGE)
+			n += is_zero(buf + off);
+		v[r] = SCAN_BUF / (now_s() - t0) / GB;
+		sink += n;
+	}
+	(void)sink;
+	return median(v, REPS);
+}
+
+/* ---- loopback TCP ---------------------------------------------------------- */
+
+struct stream {
+	pthread_t sender, receiver;
+	int sfd, rfd;
+	uint8_t *sbuf, *rbuf;
+	uint8_t *present;               /* rbuf unless fresh: touched RAM */
+	size_t rsize;                   /* rbuf's size */
+	bool fresh;                     /* rbuf is untouched: stop when full */
+	bool full;                      /* receiver: rbuf filled (fresh) */
+	uint64_t received;              /* receiver, read by main (atomic) */
+	const bool *stop;               /* main */
+	pthread_barrier_t *start;
+};
+
+static void *sender_main(void *arg)
+{
+	struct stream *s = arg;
+	struct iovec iov[IOV_PAGES];
+	struct msghdr mh = { 0 };
+	size_t off = 0, left;
+	ssize_t n;
+	int i, k;
+
+	pthread_barrier_wait(s->start);
+	while (!__atomic_load_n(s->stop, __ATOMIC_RELAXED)) {
+		for (i = 0; i < IOV_PAGES; i++) {
+			iov[i] = (struct iovec){ s->sbuf + off, PAGE };
+			off = (off + PAGE) % TCP_BUF;
+		}
+		k = 0;
+		left = IOV_PAGES * PAGE;
+		while (left) {
+			mh.msg_iov = iov + k;
+			mh.msg_iovlen = IOV_PAGES - k;
+			n = sendmsg(s->sfd, &mh, MSG_NOSIGNAL);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				goto out;       /* main shut the socket down */
+			left -= n;
+			while (k < IOV_PAGES && (size_t)n >= iov[k].iov_len)
+				n -= iov[k++].iov_len;
+			if (k < IOV_PAGES) {
+				iov[k].iov_base = (uint8_t *)iov[k].iov_base + n;
+				iov[k].iov_len -= n;
+			}
+		}
+	}
+out:
+	shutdown(s->sfd, SHUT_WR);
+	return NULL;
+}
+
+static void *receiver_main(void *arg)
+{
+	struct stream *s = arg;
+	struct iovec iov[IOV_PAGES];
+	size_t off = 0, end, len;
+	ssize_t n;
+	int k;
+
+	pthread_barrier_wait(s->start);
+	for (;;) {
+		if (off == s->rsize) {
+			if (!s->fresh) {
+				off = 0;
+				continue;
+			}
+			__atomic_store_n(&s->full, true, __ATOMIC_RELEASE);
+			while (!__atomic_load_n(s->stop, __ATOMIC_RELAXED))
+				sleep_s(0.001);
+			break;
+		}
+		end = off + IOV_PAGES * PAGE;
+		if (end > s->rsize)
+			end = s->rsize;
+		for (k = 0; off + k * PAGE < end; k++) {
+			len = end - (off + k * PAGE);
+			iov[k] = (struct iovec){ s->rbuf + off + k * PAGE,
+						 len < PAGE ? len : PAGE };
+		}
+		n = readv(s->rfd, iov, k);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		__atomic_add_fetch(&s->received, n, __ATOMIC_RELAXED);
+		off += n;
+	}
+	return NULL;
+}
+
+/* A connected loopback TCP pair: ret_s (sender) and ret_r (receiver). */
+static void tcp_pair(int *ret_s, int *ret_r)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int l, s, r;
+
+	l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(l, 1) < 0 || getsockname(l, (struct sockaddr *)&a, &len) < 0)
+		fail("listen on 127.0.0.1", errno);
+	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
+		fail("connect to 127.0.0.1", errno);
+	r = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	if (r < 0)
+		fail("accept", errno);
+	close(l);
+	*ret_s = s;
+	*ret_r = r;
+}
+
+static uint64_t tcp_received(struct stream *s, int n)
+{
+	uint64_t sum = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		sum += __atomic_load_n(&s[i].received, __ATOMIC_RELAXED);
+	return sum;
+}
+
+static bool tcp_any_full(struct stream *s, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (__atomic_load_n(&s[i].full, __ATOMIC_ACQUIRE))
+			return true;
+	return false;
+}
+
+/* One run of n streams for tcp_seconds (fresh: half that, or until a
+ * buffer is full):
+ * GB/s received in that window, counted from after the start barrier. */
+static double tcp_run(struct stream *s, int n, bool fresh)
+{
+	pthread_barrier_t start;
+	bool stop = false;
+	uint64_t b0, b1;
+	double t0, t1, limit = fresh ? tcp_seconds / 2 : tcp_seconds;
+	int i;
+
+	pthread_barrier_init(&start, NULL, 2 * n + 1);
+	for (i = 0; i < n; i++) {
+		tcp_pair(&s[i].sfd, &s[i].rfd);
+		s[i].start = &start;
+		s[i].stop = &stop;
+		s[i].received = 0;
+		s[i].full = false;
+		s[i].fresh = fresh;
+		s[i].rsize = fresh ? FRESH_BUF : TCP_BUF;
+		s[i].rbuf = fresh ? ram_alloc(FRESH_BUF, false, false) :
+				    s[i].present;
+		pthread_create(&s[i].receiver, NULL, receiver_main, &s[i]);
+		pthread_create(&s[i].sender, NULL, sender_main, &s[i]);
+	}
+	pthread_barrier_wait(&start);
+	t0 = now_s();
+	b0 = tcp_received(s, n);
+	do {
+		sleep_s(0.002);
+		t1 = now_s();
+	} while (t1 - t0 < limit && !(fresh && tcp_any_full(s, n)));
+	b1 = tcp_received(s, n);
+	__atomic_store_n(&stop, true, __ATOMIC_RELAXED);
+	for (i = 0; i < n; i++) {
+		shutdown(s[i].sfd, SHUT_RDWR);
+		shutdown(s[i].rfd, SHUT_RDWR);
+	}
+	for (i = 0; i < n; i++) {
+		pthread_join(s[i].sender, NULL);
+		pthread_join(s[i].receiver, NULL);
+		close(s[i].sfd);
+		close(s[i].rfd);
+		if (fresh)
+			munmap(s[i].rbuf, FRESH_BUF);
+	}
+	pthread_barrier_destroy(&start);
+	return (b1 - b0) / (t1 - t0) / GB;
+}
+
+static double measure_tcp(struct stream *s, int n, bool fresh)
+{
+	double v[REPS];
+	int r;
+
+	for (r = 0; r < REPS; r++)
+		v[r] = tcp_run(s, n, fresh);
+	return median(v, REPS);
+}
+
+/* ---- zstd level 1 on 4 KiB pages ------------------------------------------ */
+
+static void fill_random(uint8_t *p, size_t n, uint64_t seed)
+{
+	uint64_t w;
+	size_t i;
+
+	for (i = 0; i + 8 <= n; i += 8) {
+		w = xorshift(&seed);
+		memcpy(p + i, &w, 8);
+	}
+}
+
+/* Words, spaces, punctuation, numbers and line breaks: like logs or
+ * source text, which zstd level 1 shrinks to about a third. */
+static void fill_text(uint8_t *p, size_t n, uint64_t seed)
+{
+	static const char *const words[] = {
+		"the", "migration", "of", "a", "running", "guest", "page",
+		"memory", "dirty", "bitmap", "channel", "round", "downtime",
+		"and", "to", "in", "is", "that", "for", "with", "vcpu", "error",
+		"connection", "established", "request", "completed", "info",
+		"warning", "kernel", "process", "user", "file", "open", "read",
+		"write", "socket", "state", "device", "network", "bytes",
+	};
+	const size_t nw = sizeof(words) / sizeof(words[0]);
+	size_t i = 0, col = 0, len;
+	char tmp[32];
+	uint64_t r;
+
+	while (i < n) {
+		r = xorshift(&seed);
+		if (r % 11 == 0)
+			len = snprintf(tmp, sizeof(tmp), "%llu",
+				       (unsigned long long)(r >> 40));
+		else
+			len = snprintf(tmp, sizeof(tmp), "%s", words[(r >> 8) % nw]);
+		if (col + len > 72) {
+			tmp[len++] = '\n';
+			col = 0;
+		} else {
+			tmp[len++] = (r >> 20) % 13 ? ' ' : ',';
+			col += len;
+		}
+		if (len > n - i)
+			len = n - i;
+		memcpy(p + i, tmp, len);
+		i += len;
+	}
+}
+
+struct zstd_result {
+	double gbps, ratio, unz_gbps;
+};
+
+/* Compress page after page (each on its own, as a ram channel would) for
+ * zstd_seconds, REPS times; then decompress for as long. */
+static struct zstd_result measure_zstd(const uint8_t *set)
+{
+	const size_t bound = ZSTD_compressBound(PAGE), npages = ZSTD_SET / PAGE;
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	ZSTD_DCtx *dc = ZSTD_createDCtx();
+	struct zstd_result res = { 0 };
+	uint8_t *out = malloc(npages * bound), back[PAGE];
+	size_t *clen = calloc(npages, sizeof(*clen)), i, n, in_total = 0, c_total = 0;
+	double v[REPS], u[REPS], t0, t;
+	int r;
+
+	if (!cc || !dc || !out || !clen)
+		fail("zstd set-up", ENOMEM);
+	for (r = 0; r < REPS; r++) {
+		t0 = now_s();
+		n = 0;
+		do {
+			for (i = 0; i < 64; i++, n++) {
+				size_t k = n % npages, c;
+
+				c = ZSTD_compressCCtx(cc, out + k * bound, bound,
+						      set + k * PAGE, PAGE, 1);
+				if (ZSTD_isError(c))
+					fail("ZSTD_compressCCtx", EINVAL);
+				clen[k] = c;
+			}
+		} while ((t = now_s() - t0) < zstd_seconds);
+		v[r] = (double)n * PAGE / t / GB;
+	}
+	for (i = 0; i < npages; i++) {
+		if (!clen[i])
+			clen[i] = ZSTD_compressCCtx(cc, out + i * bound, bound,
+						    set + i * PAGE, PAGE, 1);
+		in_total += PAGE;
+		c_total += clen[i];
+	}
+	for (r = 0; r < REPS; r++) {
+		t0 = now_s();
+		n = 0;
+		do {
+			for (i = 0; i < 64; i++, n++) {
+				size_t k = n % npages;
+
+				if (ZSTD_isError(ZSTD_decompressDCtx(dc, back, PAGE,
+								     out + k * bound, clen[k])))
+					fail("ZSTD_decompressDCtx", EINVAL);
+			}
+		} while ((t = now_s() - t0) < zstd_seconds);
+		u[r] = (double)n * PAGE / t / GB;
+	}
+	res.gbps = median(v, REPS);
+	res.unz_gbps = median(u, REPS);
+	res.ratio = (double)c_total / in_total;
+	ZSTD_freeCCtx(cc);
+	ZSTD_freeDCtx(dc);
+	free(out);
+	free(clen);
+	return res;
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: bench_limits [-d SECONDS_PER_TCP_RUN] [-q]\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const int streams[] = { 1, 2, 4 };
+	struct stream s[MAX_STREAMS] = { 0 };
+	double t_start = now_s(), cp1, cp2, z64, zavx = -1;
+	double tcp[3], fresh[2];
+	struct zstd_result zr, zt;
+	uint8_t *buf;
+	bool avx2;
+	int c, i;
+
+	while ((c = getopt(argc, argv, "d:qh")) != -1) {
+		switch (c) {
+		case 'd':
+			tcp_seconds = strtod(optarg, NULL);
+			if (!(tcp_seconds >= 0.05 && tcp_seconds <= 5)) {
+				fprintf(stderr, "bench_limits: -d: 0.05 to 5 seconds\n");
+				return 2;
+			}
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+
+	note("memcpy, 1 and 2 threads");
+	cp1 = measure_memcpy(1);
+	cp2 = measure_memcpy(2);
+
+	note("zero-page scan");
+	buf = ram_alloc(SCAN_BUF, true, true);
+	z64 = measure_zero_scan(buf, zero_or64);
+	__builtin_cpu_init();
+	avx2 = __builtin_cpu_supports("avx2");
+	if (avx2)
+		zavx = measure_zero_scan(buf, zero_avx2);
+	munmap(buf, SCAN_BUF);
+
+	for (i = 0; i < MAX_STREAMS; i++) {
+		s[i].sbuf = ram_alloc(TCP_BUF, true, false);
+		s[i].present = ram_alloc(TCP_BUF, true, false);
+	}
+	for (i = 0; i < 3; i++) {
+		note("loopback TCP, %d stream(s), into present RAM", streams[i]);
+		tcp[i] = measure_tcp(s, streams[i], false);
+	}
+	for (i = 0; i < 2; i++) {
+		note("loopback TCP, %d stream(s), into a fresh memfd", streams[i]);
+		fresh[i] = measure_tcp(s, streams[i], true);
+	}
+	for (i = 0; i < MAX_STREAMS; i++) {
+		munmap(s[i].sbuf, TCP_BUF);
+		munmap(s[i].present, TCP_BUF);
+	}
+
+	note("zstd level 1");
+	buf = ram_alloc(ZSTD_SET, false, false);
+	fill_random(buf, ZSTD_SET, 0x9e3779b97f4a7c15ULL);
+	zr = measure_zstd(buf);
+	fill_text(buf, ZSTD_SET, 0x2545f4914f6cdd1dULL);
+	zt = measure_zstd(buf);
+	munmap(buf, ZSTD_SET);
+
+	printf("{\"memcpy_gbps_1t\":%.2f,\"memcpy_gbps_2t\":%.2f,"
+	       "\"zero_scan_gbps_or64\":%.2f,\"zero_scan_gbps_avx2\":",
+	       cp1, cp2, z64);
+	if (avx2)
+		printf("%.2f", zavx);
+	else
+		printf("null");
+	printf(",\"tcp_gbps_1s\":%.3f,\"tcp_gbps_2s\":%.3f,\"tcp_gbps_4s\":%.3f,"
+	       "\"tcp_fresh_gbps_1s\":%.3f,\"tcp_fresh_gbps_2s\":%.3f,"
+	       "\"zstd1_gbps_random\":%.3f,\"zstd1_ratio_random\":%.3f,"
+	       "\"unzstd_gbps_random\":%.3f,"
+	       "\"zstd1_gbps_text\":%.3f,\"zstd1_ratio_text\":%.3f,"
+	       "\"unzstd_gbps_text\":%.3f,"
+	       "\"tcp_seconds\":%.2f,\"elapsed_s\":%.1f}\n",
+	       tcp[0], tcp[1], tcp[2], fresh[0], fresh[1],
+	       zr.gbps, zr.ratio, zr.unz_gbps, zt.gbps, zt.ratio, zt.unz_gbps,
+	       tcp_seconds, now_s() - t_start);
+	return 0;
+}

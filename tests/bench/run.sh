@@ -1,0 +1,377 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# make bench: the speed scenarios of issue 5, each beside this machine's
+# own limits measured in the same run (bench_limits: memcpy, zero-page
+# scan, loopback TCP with the same number of streams, zstd).  One migd
+# serves both ends on 127.0.0.1; scenarios run one at a time.  Prints a
+# table (figure, limit, ratio, target, PASS/MISS), writes
+# $O/bench/results.json and one timeline chart per migration
+# ($O/bench/RUN.png).  A MISS never fails the run; a migration that did
+# not complete, or a memory check that did not pass, does.
+#
+# Knobs (environment): BENCH_SCENARIOS="a b c" (a subset), BENCH_KEEP=1
+# (keep the programs' logs in $O/bench/logs), BENCH_PERF=1 (one more
+# scenario b run under 'perf record -a', top symbols in
+# $O/bench/perf-b.txt), BENCH_A_RATE, BENCH_A_DOWNTIME, BENCH_C_CHANNELS,
+# BENCH_NOAC_SECONDS, BENCH_AC_FLAGS, BENCH_EXTRA (1: also zstd and
+# verify runs when migctl has them; the default), BENCH_LIMITS_JSON (a
+# file of earlier limits instead of measuring them: for development).
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+O=${O:-build}
+. tests/bench/lib.sh
+
+SCENARIOS=${BENCH_SCENARIOS-a b c}
+A_RATE=${BENCH_A_RATE:-65536}           # pages/s: QEMU's boot-block guest
+A_DOWNTIME=${BENCH_A_DOWNTIME:-20}      # ms: scenario a's downtime target
+C_CHANNELS=${BENCH_C_CHANNELS:-2}
+C_LIMIT=300                             # ms: scenario c's downtime limit
+C_BOUND=60                              # s: give up on auto-converge
+NOAC_S=${BENCH_NOAC_SECONDS:-20}        # s: without auto-converge
+
+# Targets (issue 5, "Speed targets") and QEMU 7.2's figures quoted there.
+T_A_TOTAL=300 T_A_DOWNTIME=20 T_B_RATIO=0.75 T_C_TOTAL=8000 T_D_OVER=1.10
+
+[ -c /dev/kvm ] && [ -w /dev/kvm ] || die "/dev/kvm is missing or not writable"
+for p in vmm vmmctl migd migctl; do
+	[ -x "$BIN/$p" ] || die "$BIN/$p is missing: run make first"
+done
+[ -x "$O/tests/bench_limits" ] || die "$O/tests/bench_limits is missing: run make first"
+mkdir -p "$OUT"
+rm -f "$OUT"/*.png "$OUT"/*.dat "$OUT"/*.status.json
+
+# ---- what migctl can do today ----------------------------------------------
+if [ -n "${BENCH_AC_FLAGS+x}" ]; then
+	AC_FLAGS=$BENCH_AC_FLAGS
+elif has_flag auto-converge; then
+	AC_FLAGS="--auto-converge"
+else
+	AC_FLAGS=""
+fi
+TIMEOUT_FLAGS=""
+has_flag timeout-action && TIMEOUT_FLAGS="--timeout $NOAC_S --timeout-action cancel"
+COMPRESS_FLAGS=""
+has_flag compress && COMPRESS_FLAGS="--compress zstd:1"
+VERIFY_FLAGS=""
+has_flag verify && VERIFY_FLAGS="--verify"
+[ "${BENCH_EXTRA:-1}" = 1 ] || COMPRESS_FLAGS="" VERIFY_FLAGS=""
+
+# ---- is the machine quiet? ---------------------------------------------------
+idle=$(cpu_idle_pct 1)
+BUSY_NOTE=""
+if [ "$idle" -lt 80 ]; then
+	BUSY_NOTE="only ${idle}% of the CPU was idle before the run: figures are low"
+	say "WARNING: $BUSY_NOTE; the busiest processes:"
+	ps -eo pid,pcpu,comm --sort=-pcpu | sed -n '2,4p' | sed 's/^/bench:   /' >&2
+fi
+
+# ---- this machine's limits ---------------------------------------------------------
+say "measuring this machine's limits (about 20 s)"
+if [ -n "${BENCH_LIMITS_JSON:-}" ]; then
+	LIMITS=$(cat "$BENCH_LIMITS_JSON") || die "cannot read $BENCH_LIMITS_JSON"
+else
+	LIMITS=$("$O/tests/bench_limits" -q) || die "bench_limits failed"
+fi
+printf '%s\n' "$LIMITS" >"$OUT/limits.json"
+lim() { local v; jget v "$LIMITS" "$1"; echo "${v:-0}"; }
+L_CP1=$(lim memcpy_gbps_1t) L_CP2=$(lim memcpy_gbps_2t)
+L_Z64=$(lim zero_scan_gbps_or64) L_ZAVX=$(lim zero_scan_gbps_avx2)
+L_T1=$(lim tcp_gbps_1s) L_T2=$(lim tcp_gbps_2s) L_T4=$(lim tcp_gbps_4s)
+L_F1=$(lim tcp_fresh_gbps_1s) L_F2=$(lim tcp_fresh_gbps_2s)
+L_ZR=$(lim zstd1_gbps_random) L_ZT=$(lim zstd1_gbps_text)
+tcp_limit() { case $1 in 1) echo "$L_T1" ;; 2) echo "$L_T2" ;; *) echo "$L_T4" ;; esac; }
+tcp_streams() { case $1 in 1) echo 1 ;; 2|3) echo 2 ;; *) echo 4 ;; esac; }
+
+# ---- results ---------------------------------------------------------------------
+ROWS=()         # "scenario|figures|limit|ratio|target|result" per table row
+NOTES=()        # a line under the row of the same index ("" for none)
+RUNS_JSON=()    # one object per migration
+DOWNTIMES=()    # "run downtime_ms limit_ms" of completed migrations
+
+row() { ROWS+=("$1|$2|$3|$4|$5|$6"); NOTES+=("${7:-}"); }
+
+# derive RUN: figures of FINAL in D_* variables.
+derive() {
+	local v
+	for v in total_ms setup_ms downtime_ms pages_sent zero_pages rounds \
+		 transferred_bytes downtime_limit_ms skipped_pages throttle \
+		 compressed_pages raw_bytes error; do
+		jget "D_$v" "$FINAL" "$v"
+	done
+	D_data_bytes=$(( (D_pages_sent - D_zero_pages) * 4096 ))
+	D_xfer_ms=$(( D_total_ms - D_setup_ms ))
+	[ "$D_xfer_ms" -gt 0 ] || D_xfer_ms=1
+	D_gbps=$(calc %.3f "$D_data_bytes / ($D_xfer_ms / 1000) / 1e9")
+	D_mib=$(calc %.0f "$D_data_bytes / 1048576")
+}
+
+# record RUN SCENARIO CHANNELS LIMIT_GBPS RESULT GUEST: the run's JSON
+# object, its chart, and its downtime for check d.
+record() {
+	local run=$1 sc=$2 ch=$3 lim=$4 res=$5 guest=$6 ratio
+	ratio=$(calc %.3f "$D_gbps / $lim")
+	timeline "$run"
+	D_max_throttle=$(awk '!/^#/ && $7 > m { m = $7 } END { print m + 0 }' "$OUT/$run.dat")
+	D_thr_note=""
+	[ "$D_max_throttle" -gt 0 ] && D_thr_note=", throttle up to $D_max_throttle%"
+	plot "$run" "$run ($guest, $ch ch): $OUTCOME, total $D_total_ms ms, downtime $D_downtime_ms ms, $D_rounds rounds, $D_mib MiB of pages$D_thr_note"
+	RUNS_JSON+=("{\"run\":\"$run\",\"scenario\":\"$sc\",\"guest\":\"$guest\",\"channels\":$ch,\"outcome\":\"$OUTCOME\",\"cancelled_by_bench\":$([ "$CANCELLED_BY_US" = 1 ] && echo true || echo false),\"page_bytes\":$D_data_bytes,\"transfer_ms\":$D_xfer_ms,\"throughput_gbps\":$D_gbps,\"tcp_limit_gbps\":$lim,\"ratio_to_tcp\":$ratio,\"max_throttle_pct\":$D_max_throttle,\"result\":\"$res\",\"chart\":\"$run.png\",\"samples\":$(grep -c . "$RUNDIR/$run.samples"),\"status\":$FINAL}")
+	[ "$OUTCOME" = completed ] &&
+		DOWNTIMES+=("$run $D_downtime_ms $D_downtime_limit_ms")
+	say "  $run: $OUTCOME in $D_total_ms ms, downtime $D_downtime_ms ms," \
+	    "$D_rounds rounds, $D_mib MiB at $D_gbps GB/s (tcp limit $lim)$D_thr_note"
+}
+
+pass_miss() { if [ "$1" = 1 ]; then echo PASS; else echo MISS; fi; }
+
+start_migd
+
+# ---- a: 4 GiB guest dirtying 256 MiB; 1 and 4 channels -------------------------
+scenario_a() {	# CHANNELS [SUFFIX EXTRA_FLAGS...]
+	local ch=$1 sfx=${2:-} run ok lim speed qemu
+	shift 2 2>/dev/null || shift
+	run="a-${ch}ch$sfx"
+	say "scenario $run: 4 GiB guest dirtying 256 MiB at $A_RATE pages/s, $ch channel(s) $*"
+	start_vmm as --memory 4G --vcpus 1 --test-guest dirty --guest-range 256M \
+		--guest-rate "$A_RATE" --heartbeat 100
+	wait_pass as 1 2
+	start_vmm ad --memory 4G --vcpus 1 --incoming
+	migrate_sampled "$run" as ad 60 --channels "$ch" --downtime-limit "$A_DOWNTIME" "$@"
+	[ "$OUTCOME" = completed ] || die "$run: migration $OUTCOME: $(jget e "$FINAL" error; echo "$e")"
+	check_memory ad
+	quit_vmm as ad
+	derive
+	ok=0
+	[ "$D_total_ms" -lt "$T_A_TOTAL" ] && [ "$D_downtime_ms" -lt "$T_A_DOWNTIME" ] && ok=1
+	lim=$(tcp_limit "$ch")
+	if [ "$ch" = 1 ]; then qemu="1100-2000"; else qemu="670-1700"; fi
+	speed=$(calc %.1f "${qemu%-*} / $D_total_ms")-$(calc %.1f "${qemu#*-} / $D_total_ms")
+	record "$run" a "$ch" "$lim" "$(pass_miss "$ok")" "4G dirty 256M@${A_RATE}p/s"
+	row "a 4G/256M dirty, ${ch}ch${sfx:+ $*}" \
+	    "total $D_total_ms ms, downtime $D_downtime_ms ms (limit $D_downtime_limit_ms), $D_rounds rounds, $D_mib MiB" \
+	    "tcp $(tcp_streams "$ch")s $lim GB/s" \
+	    "$(calc %.2f "$D_gbps / $lim")" \
+	    "<${T_A_TOTAL} ms, <${T_A_DOWNTIME} ms" "$(pass_miss "$ok")" \
+	    "vs QEMU 7.2 ($qemu ms total, 55-99 ms downtime): ${speed}x faster; pages at $D_gbps GB/s over total-setup"
+}
+
+# ---- b: fill 2 GiB (incompressible), then migrate with 1 and 2 channels ------
+scenario_b() {
+	local total_pages=$(( (2048 - 2) * 256 )) src=bf dst ch lim ok i run
+	say "scenario b: fill 2 GiB with incompressible pages (one pass), then migrate"
+	start_vmm bf --memory 2G --vcpus 1 --test-guest fill --guest-passes 1 --heartbeat 200
+	wait_until 120 pages_at_least bf 0 "$total_pages" ||
+		die "bf: the fill did not finish in 120 s ($(tail -n 1 "$RUNDIR/bf.serial"))"
+	i=0
+	for ch in 1 2 ${COMPRESS_FLAGS:+z1}; do
+		i=$((i + 1))
+		dst=bd$i
+		start_vmm "$dst" --memory 2G --vcpus 1 --incoming
+		if [ "$ch" = z1 ]; then
+			say "scenario b-1ch-zstd: $src -> $dst, 1 channel, $COMPRESS_FLAGS"
+			# shellcheck disable=SC2086
+			migrate_sampled b-1ch-zstd "$src" "$dst" 120 --channels 1 $COMPRESS_FLAGS
+			run="b-1ch-zstd"
+			ch=1
+		else
+			say "scenario b-${ch}ch: $src -> $dst, $ch channel(s)"
+			migrate_sampled "b-${ch}ch" "$src" "$dst" 120 --channels "$ch"
+			run=b-${ch}ch
+		fi
+		[ "$OUTCOME" = completed ] || die "$run: migration $OUTCOME"
+		check_memory "$dst"
+		quit_vmm "$src"
+		src=$dst
+		derive
+		lim=$(tcp_limit "$ch")
+		ok=$(awk "BEGIN { print ($D_gbps >= $T_B_RATIO * $lim) ? 1 : 0 }")
+		record "$run" b "$ch" "$lim" "$(pass_miss "$ok")" "2G fill"
+		if [ "$run" = b-1ch-zstd ]; then
+			row "b fill 2G, 1ch zstd:1" \
+			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), $D_compressed_pages pages compressed" \
+			    "zstd1 rnd $L_ZR GB/s" "$(calc %.2f "$D_gbps / $L_ZR")" \
+			    "info" "-" \
+			    "incompressible pages should go raw: vs tcp 1s $lim GB/s: $(calc %.2f "$D_gbps / $lim")"
+		else
+			row "b fill 2G, ${ch}ch" \
+			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), total $D_total_ms ms" \
+			    "tcp ${ch}s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
+			    ">= $T_B_RATIO" "$(pass_miss "$ok")" \
+			    "QEMU 7.2: 0.35-1.3 GB/s; into a fresh memfd loopback gives $( [ "$ch" = 1 ] && echo "$L_F1" || echo "$L_F2") GB/s"
+		fi
+	done
+	quit_vmm "$src"
+}
+
+# ---- c: 2 GiB guest rewriting all of its memory, 2 vCPUs -------------------------
+scenario_c() {	# ac|noac
+	local mode=$1 run=c-$1 bound flags=() ok lim conv by
+	if [ "$mode" = ac ]; then
+		if [ -z "$AC_FLAGS" ]; then
+			say "scenario c-ac: skipped: migctl has no --auto-converge yet"
+			row "c rewrite-all 2G, auto-converge" "not run: migctl has no --auto-converge" \
+			    "-" "-" "<${T_C_TOTAL} ms, dt<=${C_LIMIT}" "SKIP"
+			return 0
+		fi
+		bound=$C_BOUND
+		read -r -a flags <<<"$AC_FLAGS"
+	else
+		bound=$NOAC_S
+		[ -n "$TIMEOUT_FLAGS" ] && { read -r -a flags <<<"$TIMEOUT_FLAGS"; bound=$((NOAC_S + 15)); }
+	fi
+	say "scenario $run: 2 GiB guest, 2 vCPUs rewriting all memory, $C_CHANNELS channels, limit $C_LIMIT ms ${flags[*]}"
+	start_vmm cs --memory 2G --vcpus 2 --test-guest dirty --heartbeat 500
+	wait_pass cs 2 2
+	start_vmm cd --memory 2G --vcpus 2 --incoming
+	migrate_sampled "$run" cs cd "$bound" --channels "$C_CHANNELS" \
+		--downtime-limit "$C_LIMIT" "${flags[@]}"
+	derive
+	lim=$(tcp_limit "$C_CHANNELS")
+	case $OUTCOME in
+	completed)
+		check_memory cd
+		conv="converged in $D_total_ms ms, downtime $D_downtime_ms ms (limit $D_downtime_limit_ms), $D_rounds rounds"
+		;;
+	cancelled|failed)
+		# Ended without converging (the bench's bound or --timeout):
+		# an outcome to report, unless auto-converge was on or it
+		# failed for another reason.  The source must run on intact.
+		if [ "$mode" = ac ] || { [ "$OUTCOME" = failed ] && [ -z "$TIMEOUT_FLAGS" ]; }; then
+			die "$run: migration $OUTCOME: $D_error"
+		fi
+		check_memory cs
+		by="ended by the bench"
+		[ -n "$TIMEOUT_FLAGS" ] && by="--timeout: ${D_error:-$OUTCOME}"
+		conv="no convergence in ${NOAC_S} s ($by), $D_rounds rounds, source intact"
+		;;
+	*) die "$run: unexpected outcome $OUTCOME" ;;
+	esac
+	quit_vmm cs cd
+	ok=0
+	[ "$OUTCOME" = completed ] && [ "$D_total_ms" -lt "$T_C_TOTAL" ] &&
+		[ "$D_downtime_ms" -le "$C_LIMIT" ] && ok=1
+	record "$run" c "$C_CHANNELS" "$lim" "$(pass_miss "$ok")" "2G dirty all, 2 vCPUs"
+	if [ "$mode" = ac ]; then
+		row "c rewrite-all 2G, auto-converge" "$conv$D_thr_note" \
+		    "tcp ${C_CHANNELS}s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
+		    "<${T_C_TOTAL} ms, dt<=${C_LIMIT}" "$(pass_miss "$ok")" \
+		    "QEMU 7.2 with auto-converge: 16.5-18 s, ~230 ms downtime"
+	else
+		row "c rewrite-all 2G, no auto-conv." "$conv" \
+		    "tcp ${C_CHANNELS}s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
+		    "(report)" "$([ "$OUTCOME" = completed ] && echo "conv." || echo "no conv.")" \
+		    "QEMU 7.2 without auto-converge: never converges in 120 s"
+	fi
+}
+
+# ---- perf: where scenario b's time goes (optional) --------------------------
+perf_b() {
+	command -v perf >/dev/null 2>&1 || { say "perf: not installed"; return 0; }
+	say "perf: scenario b (1 channel) once more under 'perf record -a -g'"
+	start_vmm pf --memory 2G --vcpus 1 --test-guest fill --guest-passes 1 --heartbeat 200
+	wait_until 120 pages_at_least pf 0 $(( (2048 - 2) * 256 )) || die "pf: fill did not finish"
+	start_vmm pd --memory 2G --vcpus 1 --incoming
+	perf record -a -g -e cpu-clock -F 999 -o "$RUNDIR/perf.data" \
+		>"$RUNDIR/perf.log" 2>&1 &
+	local ppid=$! i
+	PIDS+=("$ppid")
+	sleep 0.5
+	migrate_sampled b-perf pf pd 120 --channels 1
+	derive
+	kill -INT "$ppid" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do kill -0 "$ppid" 2>/dev/null || break; sleep 0.1; done
+	quit_vmm pf pd
+	{
+		echo "# perf record -a -g -e cpu-clock during scenario b (1 channel, 2 GiB):" \
+		     "$OUTCOME in $D_total_ms ms"
+		echo "# the whole machine, by process (source worker $W_SRC, destination worker $W_DST)"
+		perf report -i "$RUNDIR/perf.data" --stdio --no-children -g none \
+			--sort comm,pid 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 10
+		echo "# source worker $W_SRC, threads $W_TIDS_SRC (reads the guest's" \
+		     "memfd, sends), by symbol (share of its own samples)"
+		perf report -i "$RUNDIR/perf.data" --stdio --no-children -g none \
+			--tid "$W_TIDS_SRC" --percentage relative --sort dso,sym \
+			2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 15
+		echo "# destination worker $W_DST, threads $W_TIDS_DST (receives into" \
+		     "the incoming guest's memfd), by symbol (share of its own samples)"
+		perf report -i "$RUNDIR/perf.data" --stdio --no-children -g none \
+			--tid "$W_TIDS_DST" --percentage relative --sort dso,sym \
+			2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 15
+	} >"$OUT/perf-b.txt"
+	say "perf: top symbols in $OUT/perf-b.txt"
+}
+
+for sc in $SCENARIOS; do
+	case $sc in
+	a)
+		scenario_a 1
+		scenario_a 4
+		[ -n "$VERIFY_FLAGS" ] && scenario_a 4 -verify $VERIFY_FLAGS
+		;;
+	b) scenario_b ;;
+	c)
+		scenario_c ac
+		scenario_c noac
+		;;
+	*) die "unknown scenario '$sc' (a, b or c)" ;;
+	esac
+done
+[ "${BENCH_PERF:-0}" = 1 ] && perf_b
+
+# ---- d: downtime never more than 10% over the limit --------------------------------
+worst_run="" worst=0 over=""
+for d in "${DOWNTIMES[@]}"; do
+	read -r r dt dl <<<"$d"
+	x=$(calc %.2f "$dt / $dl")
+	if awk "BEGIN { exit !($x > $worst) }"; then worst=$x worst_run="$r ($dt ms, limit $dl ms)"; fi
+	awk "BEGIN { exit !($x > $T_D_OVER) }" && over+="${over:+, }$r $x"
+done
+if [ ${#DOWNTIMES[@]} -gt 0 ]; then
+	ok=$(awk "BEGIN { print ($worst <= $T_D_OVER) ? 1 : 0 }")
+	row "d downtime vs limit, all runs" "worst downtime/limit $worst: $worst_run" "-" "$worst" \
+	    "<= $T_D_OVER" "$(pass_miss "$ok")" \
+	    "${#DOWNTIMES[@]} completed migrations; over the limit by more than 10%: ${over:-none}"
+fi
+
+# ---- the table ---------------------------------------------------------------------
+echo
+echo "tern make bench, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+echo "machine limits (this run, GB/s): memcpy 1t $L_CP1, 2t $L_CP2 | zero scan or64 $L_Z64, avx2 $L_ZAVX |" \
+     "loopback tcp into RAM 1s $L_T1, 2s $L_T2, 4s $L_T4 | into a fresh memfd 1s $L_F1, 2s $L_F2 |" \
+     "zstd-1 random $L_ZR, text $L_ZT"
+[ -n "$BUSY_NOTE" ] && echo "WARNING: $BUSY_NOTE"
+[ -z "$AC_FLAGS$TIMEOUT_FLAGS$COMPRESS_FLAGS$VERIFY_FLAGS" ] &&
+	echo "note: migctl has none of --auto-converge, --timeout-action, --compress, --verify yet"
+fmt='%-32s %-84s %-20s %-6s %-19s %s\n'
+echo
+# shellcheck disable=SC2059
+printf "$fmt" scenario figures "limit (same run)" ratio target result
+for i in "${!ROWS[@]}"; do
+	IFS='|' read -r a b c d e f <<<"${ROWS[$i]}"
+	# shellcheck disable=SC2059
+	printf "$fmt" "$a" "$b" "$c" "$d" "$e" "$f"
+	[ -n "${NOTES[$i]}" ] && printf '%-32s   %s\n' "" "${NOTES[$i]}"
+done
+echo
+echo "ratio: page bytes / (total - setup time) over the limit shown (for zstd: over zstd-1's own rate)."
+echo "targets: issue 5; MISS is reported, never an error. Charts and results: $OUT/"
+
+# ---- results.json --------------------------------------------------------------------
+git_desc=$(git describe --always --tags 2>/dev/null || echo unknown)
+git --no-optional-locks diff --quiet HEAD -- 2>/dev/null || git_desc="$git_desc-dirty"
+rows_json=""
+for i in "${!ROWS[@]}"; do
+	IFS='|' read -r a b c d e f <<<"${ROWS[$i]}"
+	rows_json+="${rows_json:+,}{\"scenario\":\"$a\",\"figures\":\"$b\",\"limit\":\"$c\",\"ratio\":\"$d\",\"target\":\"$e\",\"result\":\"$f\",\"note\":\"${NOTES[$i]}\"}"
+done
+runs_json=$(IFS=,; echo "${RUNS_JSON[*]}")
+cat >"$OUT/results.json" <<EOF
+{"date":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","git":"$git_desc","host":{"cpus":$(nproc),"mem_kib":$(awk '/MemTotal/ { print $2 }' /proc/meminfo),"kernel":"$(uname -r)","idle_pct_before":$idle},
+"limits":$LIMITS,
+"targets":{"a_total_ms":$T_A_TOTAL,"a_downtime_ms":$T_A_DOWNTIME,"b_ratio_to_tcp":$T_B_RATIO,"c_total_ms":$T_C_TOTAL,"c_downtime_limit_ms":$C_LIMIT,"d_downtime_over_limit":$T_D_OVER},
+"qemu_7_2":{"a_total_ms_1ch":[1100,2000],"a_total_ms_4ch":[670,1700],"a_downtime_ms":[55,99],"b_gbps":[0.35,1.3],"c_ac_total_ms":[16500,18000],"c_ac_downtime_ms":230,"c_noac":"no convergence in 120 s"},
+"settings":{"a_guest_rate":$A_RATE,"a_downtime_limit_ms":$A_DOWNTIME,"c_channels":$C_CHANNELS,"noac_seconds":$NOAC_S,"auto_converge_flags":"$AC_FLAGS","timeout_flags":"$TIMEOUT_FLAGS","compress_flags":"$COMPRESS_FLAGS","verify_flags":"$VERIFY_FLAGS"},
+"table":[$rows_json],
+"runs":[$runs_json]}
+EOF
+exit 0

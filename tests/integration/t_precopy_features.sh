@@ -1,0 +1,100 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Precopy that always finishes, and proves it: zstd compression (used
+# where it pays, skipped where it does not), auto-converge engaging on a
+# heavy dirtier and lifted afterwards, a timeout that cancels, and verify
+# catching a page corrupted on the destination during the migration.
+. "$(dirname "$0")/lib.sh"
+need_kvm
+start_migd
+
+source_fine() {
+	[ "$(state_of "$1")" = running ] || fail "$1 is $(state_of "$1"), not running"
+	[ -n "${2:-}" ] || wait_progress "$1" 0   # $2: the guest is done writing
+	vmmctl check "$1" || fail "$1: memory check"
+}
+dest_fresh() {
+	wait_until 30 sh -c "'$BIN/vmmctl' --rundir '$RUNDIR' --json status $1 |
+		grep -q '\"state\":\"incoming\"'" || fail "$1 is not incoming"
+	[ "$(vmmctl read "$1" 0x3000 8)" = "00 00 00 00 00 00 00 00" ] ||
+		fail "$1 was not emptied"
+}
+throttle_of() { vmmctl --json status "$1" | jget throttle; }
+
+note "zstd: a mostly-zero dirty guest compresses, an incompressible fill guest is sent raw"
+start_vmm a --memory 128M --test-guest dirty --guest-rate 20000 --heartbeat 100
+start_vmm b --memory 128M --incoming
+start_vmm f --memory 128M --test-guest fill --guest-passes 1 --heartbeat 100
+start_vmm g --memory 128M --incoming
+wait_pass a 0 2
+wait_until 60 grep -q "pass 1 pages 32256" "$RUNDIR/f.serial" || fail "f did not fill"
+incoming b
+out=$(migctl --json migrate a "$ADDR" --token "$TOKEN" --compress zstd:3 --wait) || fail "$out"
+zp=$(echo "$out" | jget compressed_pages)
+wire=$(echo "$out" | jget transferred_bytes)
+raw=$(echo "$out" | jget raw_bytes)
+echo "dirty guest: $zp pages compressed, $raw page bytes sent as $wire bytes"
+[ "$zp" -gt 30000 ] || fail "the dirty guest's pages were not compressed: $out"
+[ "$wire" -lt $((raw / 10)) ] || fail "compression did not pay: $out"
+vmmctl check b || fail "b after a compressed migration"
+incoming g
+out=$(migctl --json migrate f "$ADDR" --token "$TOKEN" --compress zstd --wait) || fail "$out"
+[ "$(echo "$out" | jget compressed_pages)" -eq 0 ] ||
+	fail "incompressible pages were sent compressed: $out"
+vmmctl check g || fail "g after a migration with compression on"
+for v in a b f g; do vmmctl quit "$v" >/dev/null; done
+
+note "a timeout cancels a migration that cannot converge"
+start_vmm h --memory 128M --test-guest dirty --guest-range 64M --heartbeat 100
+start_vmm k --memory 128M --incoming
+wait_pass h 0 2
+incoming k
+out=$(migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 16M --timeout 3 2>&1) &&
+	fail "a migration that cannot converge completed"
+echo "$out" | tail -n 1
+echo "$out" | grep -q "did not complete within the 3 s timeout" || fail "$out"
+source_fine h
+wait_job_final k
+dest_fresh k
+
+note "auto-converge throttles a heavy dirtier until it converges, then lets go"
+incoming k
+migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 32M --auto-converge \
+	--throttle-initial 50 --throttle-increment 20 --timeout 120 --detach >/dev/null
+seen=0
+for _ in $(seq 600); do
+	t=$(throttle_of h)
+	[ "${t:-0}" -gt 0 ] && seen=$t
+	job_final h && break
+	sleep 0.1
+done
+[ "$seen" -gt 0 ] || fail "the vCPUs were never throttled: $(migctl --json status h)"
+[ "$(job_get h state)" = completed ] || fail "did not converge: $(job_get h error)"
+echo "throttled up to at least $seen%: $(job_get h rounds) rounds, downtime $(job_get h downtime_ms) ms"
+[ "$(throttle_of h)" -eq 0 ] || fail "the throttle was not lifted"
+vmmctl check k || fail "k after an auto-converged migration"
+
+note "verify: a page corrupted on the destination during the migration is caught"
+# 64 MiB of data at 16 MB/s: the migration is surely still running when
+# the destination is corrupted.
+start_vmm v --memory 256M --test-guest fill --guest-range 64M --guest-passes 1 \
+	--heartbeat 100
+start_vmm w --memory 256M --incoming
+wait_until 60 grep -q "pass 1 pages 16384" "$RUNDIR/v.serial" || fail "v did not fill"
+incoming w
+migctl migrate v "$ADDR" --token "$TOKEN" --verify --max-bandwidth 16M --detach >/dev/null
+wait_until 30 job_is v active || fail "not active"
+vmmctl write w 0x9000 ff || fail "corrupting w"    # a page the source never sends
+wait_job_final v
+echo "source: $(job_get v error)"
+[ "$(job_get v state)" = failed ] || fail "the corrupted migration was not failed"
+job_get v error | grep -q "verify failed" || fail "$(job_get v error)"
+migctl --json status v | grep -q "the first at gpa 0x0" || fail "the first differing chunk is not named"
+source_fine v idle
+wait_job_final w
+dest_fresh w
+incoming w
+out=$(migctl --json migrate v "$ADDR" --token "$TOKEN" --verify --wait) || fail "$out"
+[ "$(echo "$out" | jget verified)" = ok ] || fail "verify did not report ok: $out"
+vmmctl check w || fail "w after a verified migration"
+echo PASS
