@@ -79,19 +79,33 @@ ctl_fails "no migration job for ghost" status ghost
 ctl_fails "no migration job for ghost" cancel ghost
 
 note "parameters: defaults, round trip, range errors"
+# params_are JSON KEY=VALUE...: each key of the parameters has that value.
+params_are() {
+	local json=$1 kv
+	shift
+	for kv in "$@"; do
+		[ "$(echo "$json" | jget "${kv%%=*}")" = "${kv#*=}" ] ||
+			fail "${kv%%=*} is not ${kv#*=}: $json"
+	done
+}
 out=$(migctl --json get)
-[ "$out" = '{"channels":4,"max_bandwidth":0,"avail_switchover_bandwidth":0,"downtime_limit_ms":300}' ] ||
-	fail "defaults: $out"
-migctl set --channels 8 --max-bandwidth 500M --downtime-limit 50 >/dev/null ||
-	fail "set"
+params_are "$out" channels=4 max_bandwidth=0 avail_switchover_bandwidth=0 \
+	downtime_limit_ms=300 compress=none compress_level=1 auto_converge=off \
+	throttle_initial=20 throttle_increment=10 throttle_max=99 timeout_s=0 \
+	timeout_action=cancel verify=off
+migctl set --channels 8 --max-bandwidth 500M --downtime-limit 50 \
+	--compress zstd:5 --auto-converge --verify >/dev/null || fail "set"
 out=$(migctl --json get)
-[ "$out" = '{"channels":8,"max_bandwidth":524288000,"avail_switchover_bandwidth":0,"downtime_limit_ms":50}' ] ||
-	fail "after set: $out"
-migctl set --max-bandwidth unlimited --avail-switchover-bandwidth 1G >/dev/null ||
-	fail "set unlimited"
+params_are "$out" channels=8 max_bandwidth=524288000 avail_switchover_bandwidth=0 \
+	downtime_limit_ms=50 compress=zstd compress_level=5 auto_converge=on verify=on
+migctl set --max-bandwidth unlimited --avail-switchover-bandwidth 1G \
+	--no-auto-converge --no-verify >/dev/null || fail "set unlimited"
 out=$(migctl --json get)
-[ "$out" = '{"channels":8,"max_bandwidth":0,"avail_switchover_bandwidth":1073741824,"downtime_limit_ms":50}' ] ||
-	fail "after set unlimited: $out"
+params_are "$out" channels=8 max_bandwidth=0 avail_switchover_bandwidth=1073741824 \
+	downtime_limit_ms=50 auto_converge=off verify=off
+out=$(migctl set --throttle-initial 90 --throttle-max 50 2>&1) &&
+	fail "an initial throttle above the maximum was taken"
+echo "$out" | grep -q "initial throttle 90% is above the maximum 50%" || fail "$out"
 migctl get | grep -q "max-bandwidth *unlimited" || fail "get: $(migctl get)"
 # migd itself checks ranges too (an agent need not use migctl).
 python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "SetParams range check"
