@@ -359,6 +359,14 @@ static void print_status(const Tern__Migd__JobStatus *js)
 	printf("\n");
 	if (js->resume_ms)
 		printf("  resume        %s\n", fmt_ms(js->resume_ms, a, sizeof(a)));
+	if (js->compressed_pages)
+		printf("  compressed    %llu pages, %s of page data\n",
+		       (unsigned long long)js->compressed_pages,
+		       fmt_size(js->raw_bytes, a, sizeof(a)));
+	if (js->throttle)
+		printf("  throttle      vCPUs throttled %u%%\n", js->throttle);
+	if (js->verified[0])
+		printf("  verified      %s\n", js->verified);
 	printf("  time          setup %s, total %s\n",
 	       fmt_ms(js->setup_ms, a, sizeof(a)), fmt_ms(js->total_ms, b, sizeof(b)));
 	printf("  started       %s\n", fmt_time(js->started_unix_ms, c, sizeof(c)));
@@ -527,7 +535,8 @@ static int call(struct rpc_client *cl, const char *method,
 struct cmd_args {
 	const char *vm, *uri, *listen, *token;
 	Tern__Migd__Params params;
-	bool zero_bandwidth;            /* set: --max-bandwidth 0 and the like */
+	bool zero_bandwidth;            /* set: a value cleared (--max-bandwidth 0,
+					 * --timeout none): needs a reset */
 	bool wait, detach, watch;
 };
 
@@ -688,28 +697,46 @@ static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 	return EXIT_OK;
 }
 
+/*
+ * For a reset: fields the user left unset take their current values; the
+ * "clear" marker (all ones) becomes 0.  Params holds only uint32, uint64
+ * and enum fields.
+ */
+static void params_carry_over(Tern__Migd__Params *want,
+			      const Tern__Migd__Params *cur)
+{
+	const ProtobufCMessageDescriptor *d = want->base.descriptor;
+	unsigned int i;
+
+	for (i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		uint8_t *w = (uint8_t *)want + f->offset;
+		const uint8_t *c = (const uint8_t *)cur + f->offset;
+
+		if (f->type == PROTOBUF_C_TYPE_UINT64) {
+			uint64_t *v = (uint64_t *)w;
+
+			*v = *v == UINT64_MAX ? 0 : *v ? *v : *(const uint64_t *)c;
+		} else {
+			uint32_t *v = (uint32_t *)w;
+
+			*v = *v == UINT32_MAX ? 0 : *v ? *v : *(const uint32_t *)c;
+		}
+	}
+}
+
 static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 {
 	Tern__Migd__SetParamsRequest req = TERN__MIGD__SET_PARAMS_REQUEST__INIT;
 	Tern__Migd__Params *p = NULL, *cur = NULL;
 
 	if (set && a->zero_bandwidth) {
-		/* Zero means "unchanged" in SetParams: start from the built-in
-		 * defaults and give every other value again. */
+		/* Zero means "unchanged" in SetParams: to clear a value, start
+		 * from the built-in defaults and give every other current value
+		 * again (every field, by the descriptor, so none is forgotten). */
 		if (call(cl, "GetParams", NULL, (ProtobufCMessage **)&cur, false) < 0)
 			return EXIT_FAILED;
-		if (!a->params.channels)
-			a->params.channels = cur->channels;
-		if (!a->params.downtime_limit_ms)
-			a->params.downtime_limit_ms = cur->downtime_limit_ms;
-		if (a->params.max_bandwidth == UINT64_MAX)
-			a->params.max_bandwidth = 0;
-		else if (!a->params.max_bandwidth)
-			a->params.max_bandwidth = cur->max_bandwidth;
-		if (a->params.avail_switchover_bandwidth == UINT64_MAX)
-			a->params.avail_switchover_bandwidth = 0;
-		else if (!a->params.avail_switchover_bandwidth)
-			a->params.avail_switchover_bandwidth = cur->avail_switchover_bandwidth;
+		params_carry_over(&a->params, cur);
 		req.reset = true;
 		protobuf_c_message_free_unpacked(&cur->base, NULL);
 	}
@@ -900,6 +927,12 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	case O_THR_MAX:
 		return parse_percent("--throttle-max", optarg, &a->params.throttle_max);
 	case O_TIMEOUT:
+		if (!strcmp(c->name, "set") && (!strcmp(optarg, "0") ||
+						 !strcmp(optarg, "none"))) {
+			a->params.timeout_s = UINT32_MAX;       /* clear it */
+			a->zero_bandwidth = true;
+			return 0;
+		}
 		if (parse_u64(optarg, 1, CTL_MAX_TIMEOUT_S, &v) < 0) {
 			errx_("--timeout %s: expected seconds from 1 to %d", optarg,
 			      CTL_MAX_TIMEOUT_S);

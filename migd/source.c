@@ -505,9 +505,16 @@ static int source_expect(struct source *s, int body, const char *what,
 			protobuf_c_message_free_unpacked(&m->base, NULL);
 		return 0;
 	}
-	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		r = worker_fail(s->w, m->refuse->err ? m->refuse->err : EPROTO,
 				"the destination failed: %s", m->refuse->message);
+		if (!strncmp(m->refuse->message, "verify", 6)) {
+			pthread_mutex_lock(&s->w->lock);
+			snprintf(s->w->verified, sizeof(s->w->verified), "%s",
+				 m->refuse->message);
+			pthread_mutex_unlock(&s->w->lock);
+		}
+	}
 	else
 		r = worker_fail(s->w, EPROTO, "the destination sent message %d "
 				"instead of its %s", m->body_case, what);

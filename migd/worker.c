@@ -263,8 +263,9 @@ static bool worker_timed_out(struct worker *w)
 {
 	uint32_t t = w->spec->params.timeout_s;
 
-	return t && (w->state == JOB_STATE_SETUP || w->state == JOB_STATE_ACTIVE ||
-		     w->state == JOB_STATE_WAITING) &&
+	/* The source decides; a destination waits as long as it is asked to. */
+	return t && w->spec->role == JOB_ROLE_SOURCE &&
+	       (w->state == JOB_STATE_SETUP || w->state == JOB_STATE_ACTIVE) &&
 	       now_ns() - w->started_ns > t * 1000000000ULL;
 }
 

@@ -729,7 +729,10 @@ static int cmd_throttle(struct vmm_conn *c, uint64_t percent)
 	t.percent = percent;
 	if (call(c, "SetThrottle", &t.base, NULL, 0, NULL, NULL) < 0)
 		return EXIT_FAILED;
-	printf("%s: vCPUs throttled %u%%\n", c->name, t.percent);
+	if (opts.json)
+		printf("{\"name\":\"%s\",\"throttle\":%u}\n", c->name, t.percent);
+	else
+		printf("%s: vCPUs throttled %u%%\n", c->name, t.percent);
 	return EXIT_OK;
 }
 

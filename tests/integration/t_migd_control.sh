@@ -103,6 +103,13 @@ migctl set --max-bandwidth unlimited --avail-switchover-bandwidth 1G \
 out=$(migctl --json get)
 params_are "$out" channels=8 max_bandwidth=0 avail_switchover_bandwidth=1073741824 \
 	downtime_limit_ms=50 auto_converge=off verify=off
+# Clearing one value keeps every other setting.
+migctl set --compress zstd:7 --auto-converge --timeout 30 >/dev/null || fail set
+migctl set --max-bandwidth unlimited >/dev/null || fail "set unlimited again"
+params_are "$(migctl --json get)" compress=zstd compress_level=7 auto_converge=on \
+	timeout_s=30 channels=8 avail_switchover_bandwidth=1073741824
+migctl set --timeout none >/dev/null || fail "set --timeout none"
+params_are "$(migctl --json get)" timeout_s=0 compress=zstd auto_converge=on
 out=$(migctl set --throttle-initial 90 --throttle-max 50 2>&1) &&
 	fail "an initial throttle above the maximum was taken"
 echo "$out" | grep -q "initial throttle 90% is above the maximum 50%" || fail "$out"
