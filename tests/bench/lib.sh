@@ -246,10 +246,11 @@ timeline() {
 		tb = num("transferred_bytes")
 		rb = num("remaining_bytes")
 		st = str("state")
-		# Before migd has counted anything, remaining is not known yet.
-		rem = (tb == 0 && rb == 0 && st != "completed") ? "?" : sprintf("%d", rb)
-		printf "%.3f %d %s %d %d %s %d\n", $1 / 1e6 - start / 1e3, tb, rem,
-			thr, num("rounds"), st, num("throttle")
+		# Before the first report of bytes from migd, neither is known.
+		unknown = tb == 0 && rb == 0 && st != "completed"
+		printf "%.3f %d %s %s %d %s %d\n", $1 / 1e6 - start / 1e3, tb,
+			unknown ? "?" : rb, unknown ? "?" : thr, num("rounds"), st,
+			num("throttle")
 	}' "$RUNDIR/$1.samples" >"$OUT/$1.dat"
 }
 

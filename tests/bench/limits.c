@@ -9,13 +9,15 @@
  *   - loopback TCP with 1, 2 and 4 streams, each sender doing sendmsg() of
  *     128 x 4 KiB iovecs out of a large buffer and each receiver doing
  *     readv() of 128 x 4 KiB into a large RAM buffer, as migd's ram
- *     channels do; once into RAM already present (the steady state) and
- *     once into a fresh memfd, as an incoming guest's RAM is;
+ *     channels do (socket buffers left to the kernel's autotuning); once
+ *     into RAM already present (the steady state) and once into a fresh
+ *     memfd, as an incoming guest's RAM is;
+ *   - the first write to every page of a fresh memfd (page faults);
  *   - zstd level 1 on incompressible and on text-like 4 KiB pages.
  *
  * All RAM comes from memfds mapped shared, like guest RAM.  Each figure is
  * the median of a few repetitions; each repetition is bounded in time, the
- * whole run takes about 15 s.  Prints one JSON object on stdout (rates in
+ * whole run takes about 20 s.  Prints one JSON object on stdout (rates in
  * GB/s, 1 GB = 10^9 bytes), progress on stderr.
  * Usage: bench_limits [-d SECONDS_PER_TCP_RUN] [-q]
  */
@@ -48,6 +50,7 @@
 #define SCAN_BUF (128 * MiB)
 #define TCP_BUF (64 * MiB)              /* per stream, each side */
 #define FRESH_BUF (512 * MiB)           /* per stream, fresh memfd */
+#define FRESH_TOUCH (256 * MiB)
 #define ZSTD_SET (16 * MiB)             /* distinct pages compressed */
 
 static double tcp_seconds = 1.0;
@@ -240,6 +243,28 @@ static double measure_zero_scan(const uint8_t *buf, bool (*is_zero)(const uint8_
 		sink += n;
 	}
 	(void)sink;
+	return median(v, REPS);
+}
+
+/* ---- first touch of fresh RAM ------------------------------------------------ */
+
+/* Writing every page of a new memfd: what receiving into an incoming
+ * guest's RAM pays on top of the copy (a page allocated and zeroed per
+ * fault).  In a nested VM this includes the outer host backing memory
+ * that this one never used before, so it varies with the machine's past. */
+static double measure_fresh_touch(void)
+{
+	double v[REPS], t0;
+	uint8_t *p;
+	int r;
+
+	for (r = 0; r < REPS; r++) {
+		p = ram_alloc(FRESH_TOUCH, false, false);
+		t0 = now_s();
+		memset(p, 0x5a, FRESH_TOUCH);
+		v[r] = FRESH_TOUCH / (now_s() - t0) / GB;
+		munmap(p, FRESH_TOUCH);
+	}
 	return median(v, REPS);
 }
 
@@ -568,7 +593,7 @@ int main(int argc, char **argv)
 	static const int streams[] = { 1, 2, 4 };
 	struct stream s[MAX_STREAMS] = { 0 };
 	double t_start = now_s(), cp1, cp2, z64, zavx = -1;
-	double tcp[3], fresh[2];
+	double tcp[3], fresh[2], touch;
 	struct zstd_result zr, zt;
 	uint8_t *buf;
 	bool avx2;
@@ -608,6 +633,9 @@ int main(int argc, char **argv)
 		zavx = measure_zero_scan(buf, zero_avx2);
 	munmap(buf, SCAN_BUF);
 
+	note("first touch of a fresh memfd");
+	touch = measure_fresh_touch();
+
 	for (i = 0; i < MAX_STREAMS; i++) {
 		s[i].sbuf = ram_alloc(TCP_BUF, true, false);
 		s[i].present = ram_alloc(TCP_BUF, true, false);
@@ -640,6 +668,7 @@ int main(int argc, char **argv)
 		printf("%.2f", zavx);
 	else
 		printf("null");
+	printf(",\"fresh_touch_gbps\":%.3f", touch);
 	printf(",\"tcp_gbps_1s\":%.3f,\"tcp_gbps_2s\":%.3f,\"tcp_gbps_4s\":%.3f,"
 	       "\"tcp_fresh_gbps_1s\":%.3f,\"tcp_fresh_gbps_2s\":%.3f,"
 	       "\"zstd1_gbps_random\":%.3f,\"zstd1_ratio_random\":%.3f,"
