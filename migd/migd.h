@@ -312,6 +312,8 @@ struct chan_rx {
 	struct stream_layout layout;
 	void *zctx;                     /* own thread: ZSTD_DCtx, made on need */
 	uint8_t *zbuf;                  /* own thread: one compressed packet */
+	uint8_t *stage;                 /* own thread: pages arriving first time */
+	uint64_t *received;             /* the job's received-pages bitmap (atomic) */
 	pthread_t thread;
 	bool started;
 	int err;                        /* own thread, read after join */
