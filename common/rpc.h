@@ -105,7 +105,24 @@ int rpc_server_add_peer(struct rpc_server *s, int fd);
 int rpc_server_add_service(struct rpc_server *s,
 			   const ProtobufCServiceDescriptor *desc,
 			   const rpc_method_fn *handlers, void *ctx);
+/* A handler by method name, for rpc_server_bind_service. */
+struct rpc_method_binding {
+	const char *name;               /* desc->methods[i].name */
+	rpc_method_fn fn;
+};
+/*
+ * Like rpc_server_add_service with the handlers matched to the
+ * descriptor's methods by name.  Every method must have one: -ENOENT
+ * otherwise, with *ret_missing naming the first without (a program bug).
+ */
+int rpc_server_bind_service(struct rpc_server *s,
+			    const ProtobufCServiceDescriptor *desc,
+			    const struct rpc_method_binding *b, size_t n,
+			    void *ctx, const char **ret_missing);
 void rpc_server_set_accept(struct rpc_server *s, rpc_accept_fn fn, void *ctx);
+/* An accept check: unix peers running as root or as this process's
+ * effective uid (SO_PEERCRED); everyone else is refused. */
+int rpc_accept_root_or_self(void *ctx, int fd);
 void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame);
 /* Peers currently connected (for tests). */
 size_t rpc_server_npeers(const struct rpc_server *s);

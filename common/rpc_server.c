@@ -534,6 +534,48 @@ int rpc_server_add_service(struct rpc_server *s,
 	return 0;
 }
 
+int rpc_server_bind_service(struct rpc_server *s,
+			    const ProtobufCServiceDescriptor *desc,
+			    const struct rpc_method_binding *b, size_t n,
+			    void *ctx, const char **ret_missing)
+{
+	rpc_method_fn *fns;
+	unsigned int i;
+	size_t j;
+	int r;
+
+	fns = calloc(desc->n_methods ? desc->n_methods : 1, sizeof(*fns));
+	if (!fns)
+		return -ENOMEM;
+	for (i = 0; i < desc->n_methods; i++) {
+		for (j = 0; j < n; j++)
+			if (strcmp(desc->methods[i].name, b[j].name) == 0)
+				fns[i] = b[j].fn;
+		if (!fns[i]) {
+			if (ret_missing)
+				*ret_missing = desc->methods[i].name;
+			free(fns);
+			return -ENOENT;
+		}
+	}
+	r = rpc_server_add_service(s, desc, fns, ctx);
+	free(fns);
+	return r;
+}
+
+int rpc_accept_root_or_self(void *ctx, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	(void)ctx;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (cred.uid != 0 && cred.uid != geteuid())
+		return -EPERM;
+	return 0;
+}
+
 void rpc_server_set_accept(struct rpc_server *s, rpc_accept_fn fn, void *ctx)
 {
 	s->accept_fn = fn;

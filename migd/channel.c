@@ -84,6 +84,25 @@ static bool page_is_zero(const uint8_t *p)
 	return true;
 }
 
+/* Step past `done` bytes of an iovec array (consumed in place). */
+static void iov_advance(struct iovec **iovp, int *np, size_t done)
+{
+	struct iovec *iov = *iovp;
+	int n = *np;
+
+	while (n > 0 && done >= iov->iov_len) {
+		done -= iov->iov_len;
+		iov++;
+		n--;
+	}
+	if (n > 0) {
+		iov->iov_base = (uint8_t *)iov->iov_base + done;
+		iov->iov_len -= done;
+	}
+	*iovp = iov;
+	*np = n;
+}
+
 /* sendmsg() until every iovec is out; the iovecs are consumed. */
 static int send_iov(int fd, struct iovec *iov, int n)
 {
@@ -98,15 +117,7 @@ static int send_iov(int fd, struct iovec *iov, int n)
 			continue;
 		if (s < 0)
 			return errno == EAGAIN ? -ETIMEDOUT : -errno;
-		while (n > 0 && (size_t)s >= iov->iov_len) {
-			s -= iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + s;
-			iov->iov_len -= s;
-		}
+		iov_advance(&iov, &n, s);
 	}
 	return 0;
 }
@@ -474,15 +485,7 @@ static int read_iov(int fd, struct iovec *iov, int n)
 			return -errno;
 		if (s == 0)
 			return -EBADMSG;
-		while (n > 0 && (size_t)s >= iov->iov_len) {
-			s -= iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + s;
-			iov->iov_len -= s;
-		}
+		iov_advance(&iov, &n, s);
 	}
 	return 0;
 }

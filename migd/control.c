@@ -326,10 +326,7 @@ static int method_get_params(struct rpc_call *call, const ProtobufCMessage *arg)
 }
 
 /* Handlers by method name, matched to the descriptor's order at start. */
-static const struct {
-	const char *name;
-	rpc_method_fn fn;
-} control_methods[] = {
+static const struct rpc_method_binding control_methods[] = {
 	{ "Incoming", method_incoming },
 	{ "Migrate", method_migrate },
 	{ "Status", method_status },
@@ -339,39 +336,24 @@ static const struct {
 	{ "GetParams", method_get_params },
 };
 
+/* Root and our own uid only; say so when someone else knocks. */
 static int control_accept(void *arg, int fd)
 {
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
+	int r = rpc_accept_root_or_self(arg, fd);
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-		return -errno;
-	if (cred.uid != 0 && cred.uid != geteuid()) {
-		log_warnx("control: refused uid %u (pid %d)", cred.uid, cred.pid);
-		return -EPERM;
-	}
-	return 0;
+	if (r == -EPERM)
+		log_warnx("control: refused a connection from another user");
+	return r;
 }
 
 int control_start(struct migd *m)
 {
 	const ProtobufCServiceDescriptor *d = &tern__migd__migd__descriptor;
-	static rpc_method_fn handlers[ARRAY_SIZE(control_methods)];
 	struct uri u = { .kind = URI_UNIX };
-	unsigned int i, j;
+	const char *missing = NULL;
 	mode_t mask;
 	int fd, ret;
 
-	if (d->n_methods != ARRAY_SIZE(control_methods))
-		fatalx("control: %u methods in proto/migd.proto, %zu handlers",
-		       d->n_methods, ARRAY_SIZE(control_methods));
-	for (i = 0; i < d->n_methods; i++) {
-		for (j = 0; j < ARRAY_SIZE(control_methods); j++)
-			if (!strcmp(d->methods[i].name, control_methods[j].name))
-				handlers[i] = control_methods[j].fn;
-		if (!handlers[i])
-			fatalx("control: no handler for %s", d->methods[i].name);
-	}
 	if ((size_t)snprintf(u.path, sizeof(u.path), "%s/migd.sock", m->rundir) >=
 	    sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		log_warnx("control socket path %s/migd.sock is too long", m->rundir);
@@ -393,7 +375,11 @@ int control_start(struct migd *m)
 	else
 		close(fd);
 	if (ret == 0)
-		ret = rpc_server_add_service(m->server, d, handlers, m);
+		ret = rpc_server_bind_service(m->server, d, control_methods,
+					      ARRAY_SIZE(control_methods), m,
+					      &missing);
+	if (ret == -ENOENT)
+		fatalx("control: no handler for %s", missing);
 	if (ret < 0) {
 		log_warnc(ret, "control service");
 		return ret;

@@ -15,10 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/pidlock.h"
 #include "common/util.h"
 #include "migd/migd.h"
 
@@ -83,30 +83,15 @@ static void parse_args(int argc, char **argv, struct options *o)
 /* RUNDIR/migd.lock, held for migd's life: one migd per run directory. */
 static int take_lock(const char *rundir)
 {
-	char path[PATH_MAX + 16], pid[32];
-	int fd, ret;
-	ssize_t n;
+	char path[PATH_MAX + 16], holder[32];
+	int fd;
 
 	snprintf(path, sizeof(path), "%s/migd.lock", rundir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-	if (fd < 0) {
-		ret = -errno;
-		log_warn("rundir %s: cannot create %s", rundir, path);
-		return ret;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		ret = -errno;
-		n = pread(fd, pid, sizeof(pid) - 1, 0);
-		pid[n > 0 ? n : 0] = 0;
-		pid[strcspn(pid, "\n")] = 0;
-		log_warnx("a migd is already running on %s (pid %s)", rundir,
-			  pid[0] ? pid : "unknown");
-		close(fd);
-		return ret == -EWOULDBLOCK ? -EEXIST : ret;
-	}
-	n = snprintf(pid, sizeof(pid), "%d\n", getpid());
-	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, n, 0) != n)
-		log_warn("%s", path);
+	fd = pidlock_take(path, holder, sizeof(holder));
+	if (fd == -EEXIST)
+		log_warnx("a migd is already running on %s (pid %s)", rundir, holder);
+	else if (fd < 0)
+		log_warnc(fd, "rundir %s: cannot create %s", rundir, path);
 	return fd;
 }
 

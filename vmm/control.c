@@ -327,10 +327,7 @@ static int method_set_throttle(struct rpc_call *call, const ProtobufCMessage *ar
 }
 
 /* Handlers by method name, matched to the descriptor's order at start. */
-static const struct {
-	const char *name;
-	rpc_method_fn fn;
-} control_methods[] = {
+static const struct rpc_method_binding control_methods[] = {
 	{ "Status", method_status },
 	{ "Stop", method_stop },
 	{ "Cont", method_cont },
@@ -348,39 +345,24 @@ static const struct {
 	{ "SetThrottle", method_set_throttle },
 };
 
+/* Root and our own uid only; say so when someone else knocks. */
 static int control_accept(void *arg, int fd)
 {
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
+	int r = rpc_accept_root_or_self(arg, fd);
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-		return -errno;
-	if (cred.uid != 0 && cred.uid != geteuid()) {
-		log_warnx("control: refused uid %u (pid %d)", cred.uid, cred.pid);
-		return -EPERM;
-	}
-	return 0;
+	if (r == -EPERM)
+		log_warnx("control: refused a connection from another user");
+	return r;
 }
 
 int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 {
 	const ProtobufCServiceDescriptor *d = &tern__vmm__vmm__descriptor;
-	static rpc_method_fn handlers[ARRAY_SIZE(control_methods)];
 	struct uri u = { .kind = URI_UNIX };
-	unsigned int i, j;
+	const char *missing = NULL;
 	mode_t mask;
 	int fd, ret;
 
-	if (d->n_methods != ARRAY_SIZE(control_methods))
-		fatalx("control: %u methods in proto/vmm.proto, %zu handlers",
-		       d->n_methods, ARRAY_SIZE(control_methods));
-	for (i = 0; i < d->n_methods; i++) {
-		for (j = 0; j < ARRAY_SIZE(control_methods); j++)
-			if (!strcmp(d->methods[i].name, control_methods[j].name))
-				handlers[i] = control_methods[j].fn;
-		if (!handlers[i])
-			fatalx("control: no handler for %s", d->methods[i].name);
-	}
 	ctl.vm = vm;
 	ctl.base = base;
 	if ((size_t)snprintf(ctl.path, sizeof(ctl.path), "%s/vmm/%s.sock", rundir,
@@ -406,7 +388,11 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 	else
 		close(fd);
 	if (ret == 0)
-		ret = rpc_server_add_service(ctl.server, d, handlers, vm);
+		ret = rpc_server_bind_service(ctl.server, d, control_methods,
+					      ARRAY_SIZE(control_methods), vm,
+					      &missing);
+	if (ret == -ENOENT)
+		fatalx("control: no handler for %s", missing);
 	if (ret < 0) {
 		log_warnc(ret, "control service");
 		return ret;

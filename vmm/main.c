@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/pidlock.h"
 #include "common/testguest.h"
 #include "common/util.h"
 #include "vmm/vmm.h"
@@ -173,9 +173,8 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 static int take_name_lock(const char *rundir, const char *name, char *path,
 			  size_t len)
 {
-	char dir[PATH_MAX], pid[32];
+	char dir[PATH_MAX], holder[32];
 	int fd, ret;
-	ssize_t n;
 
 	snprintf(dir, sizeof(dir), "%s/vmm", rundir);
 	ret = mkdir_p(dir, 0750);
@@ -185,25 +184,11 @@ static int take_name_lock(const char *rundir, const char *name, char *path,
 	}
 	if ((size_t)snprintf(path, len, "%s/%s.lock", dir, name) >= len)
 		return -ENAMETOOLONG;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-	if (fd < 0) {
-		ret = -errno;
-		log_warn("rundir %s: cannot create %s", rundir, path);
-		return ret;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		ret = -errno;
-		n = pread(fd, pid, sizeof(pid) - 1, 0);
-		pid[n > 0 ? n : 0] = 0;
-		pid[strcspn(pid, "\n")] = 0;
-		log_warnx("a vmm named %s is already running (pid %s)", name,
-			  pid[0] ? pid : "unknown");
-		close(fd);
-		return ret == -EWOULDBLOCK ? -EEXIST : ret;
-	}
-	n = snprintf(pid, sizeof(pid), "%d\n", getpid());
-	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, n, 0) != n)
-		log_warn("%s", path);
+	fd = pidlock_take(path, holder, sizeof(holder));
+	if (fd == -EEXIST)
+		log_warnx("a vmm named %s is already running (pid %s)", name, holder);
+	else if (fd < 0)
+		log_warnc(fd, "rundir %s: cannot create %s", rundir, path);
 	return fd;
 }
 

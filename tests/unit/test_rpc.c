@@ -1185,9 +1185,37 @@ static void test_srv_accept_out_of_fds(void **state)
 #define SRV_TEST(fn) cmocka_unit_test_setup_teardown(fn, srv_setup, \
 						     srv_teardown)
 
+/* Binding by name: every method of the service needs a handler. */
+static void test_bind_service_by_name(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct rpc_server *srv = NULL;
+	const char *missing = NULL;
+	struct rpc_method_binding b[] = {
+		{ "Status", h_status }, { "Stop", h_stop }, { "Cont", h_cont },
+	};
+	int sv[2];
+
+	assert_non_null(base);
+	assert_int_equal(rpc_server_new(base, &srv), 0);
+	assert_int_equal(rpc_server_bind_service(srv, VMM, b, ARRAY_SIZE(b), NULL,
+						 &missing), -ENOENT);
+	assert_non_null(missing);
+	assert_string_equal(missing, "Quit");   /* the first without a handler */
+	rpc_server_free(srv);
+	event_base_free(base);
+
+	/* A socketpair peer is this process: root or self, so accepted. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(rpc_accept_root_or_self(NULL, sv[0]), 0);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bind_service_by_name),
 		CONN_TEST(test_conn_basic),
 		CONN_TEST(test_conn_byte_by_byte),
 		CONN_TEST(test_conn_garbage),

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Lock files holding a daemon's pid (see common/pidlock.h).  Used by the
+ * vmm (one per VM name) and migd (one per run directory).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "common/pidlock.h"
+
+int pidlock_take(const char *path, char *holder, size_t len)
+{
+	char pid[32];
+	ssize_t n;
+	int fd, ret;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = errno == EWOULDBLOCK ? -EEXIST : -errno;
+		n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		snprintf(holder, len, "%s", pid[0] ? pid : "unknown");
+		close(fd);
+		return ret;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, n, 0) != n) {
+		ret = -errno;
+		close(fd);
+		return ret ? ret : -EIO;
+	}
+	return fd;
+}

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * A lock file held for a daemon's whole life (flock), holding its pid, so
+ * that a second instance is refused before it touches anything of the
+ * first and can say which process holds the lock.  The file is left in
+ * place when the holder exits: removing it would let two processes hold
+ * locks on two different files of the same name.
+ */
+#ifndef TERN_PIDLOCK_H
+#define TERN_PIDLOCK_H
+
+#include <stddef.h>
+
+/*
+ * Returns the fd that holds the lock (keep it open), -EEXIST when another
+ * process holds it (its pid as text in holder, or "unknown"), or -errno.
+ */
+int pidlock_take(const char *path, char *holder, size_t len);
+
+#endif
