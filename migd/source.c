@@ -35,6 +35,8 @@
 
 struct source {
 	struct worker *w;
+	uint64_t check_ns;              /* auto-converge: the last look */
+	uint64_t check_bytes;           /* bytes sent by then */
 	struct vmm_link vmm;
 	struct ram_view ram;
 	int main_fd;
@@ -224,6 +226,46 @@ static int source_dirty_start(struct source *s)
 
 /* ---- sending pages ---------------------------------------------------------- */
 
+static int source_auto_converge(struct source *s, uint64_t sent_bytes,
+				uint64_t dirty);
+
+#define MIDROUND_CHECK_NS 500000000ULL
+
+/*
+ * Auto-converge looks every MIDROUND_CHECK_NS, not only between rounds:
+ * a first round of a large guest can last seconds while the guest takes
+ * the CPUs the migration needs.  Syncing the dirty log in mid-round only
+ * moves bits from KVM into the shared bitmap early; its newly dirty pages
+ * over the interval, against the bytes sent meanwhile, are the test.
+ */
+static int source_midround(struct source *s)
+{
+	Tern__Vmm__DirtySyncResult *res = NULL;
+	uint64_t now = now_ns(), sent;
+	int r;
+
+	if (!s->w->spec->params.auto_converge)
+		return 0;
+	if (!s->check_ns) {
+		s->check_ns = now;
+		s->check_bytes = __atomic_load_n(&s->w->transferred_bytes,
+						 __ATOMIC_RELAXED);
+		return 0;
+	}
+	if (now - s->check_ns < MIDROUND_CHECK_NS)
+		return 0;
+	r = vmm_link_call(&s->vmm, "DirtySync", NULL, NULL, 0,
+			  (ProtobufCMessage **)&res, NULL, s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->err);
+	sent = __atomic_load_n(&s->w->transferred_bytes, __ATOMIC_RELAXED);
+	r = source_auto_converge(s, sent - s->check_bytes, res->dirty_pages);
+	protobuf_c_message_free_unpacked(&res->base, NULL);
+	s->check_ns = now;
+	s->check_bytes = sent;
+	return r;
+}
+
 /* Queue page `off` of `region` to the channel that owns its chunk. */
 static int source_queue(struct source *s, unsigned int region, uint64_t off)
 {
@@ -237,6 +279,8 @@ static int source_queue(struct source *s, unsigned int region, uint64_t off)
 	if (b->npages == STREAM_MAX_BATCH) {
 		r = chan_tx_push(&s->chan[ch], b);
 		b->npages = 0;
+		if (r == 0)
+			r = source_midround(s);
 	}
 	return r;
 }
