@@ -352,6 +352,7 @@ int dest_run(struct worker *w);
 struct vmm_link {
 	struct rpc_client *cl;
 	char vm[65];
+	int timeout_ms;                 /* per call; vmm_link_open sets 30 s */
 };
 int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 		  char *err, size_t errlen);

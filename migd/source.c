@@ -35,6 +35,7 @@
 
 struct source {
 	struct worker *w;
+	bool precopy;                   /* in precopy rounds (not the final one) */
 	uint64_t check_ns;              /* auto-converge: the last look */
 	uint64_t check_bytes;           /* bytes sent by then */
 	struct vmm_link vmm;
@@ -244,7 +245,8 @@ static int source_midround(struct source *s)
 	uint64_t now = now_ns(), sent;
 	int r;
 
-	if (!s->w->spec->params.auto_converge)
+	/* Not in the final round: the VM is stopped, every RPC is downtime. */
+	if (!s->w->spec->params.auto_converge || !s->precopy)
 		return 0;
 	if (!s->check_ns) {
 		s->check_ns = now;
@@ -502,6 +504,7 @@ static int source_precopy(struct source *s)
 	int r;
 
 	worker_set_state(w, JOB_STATE_ACTIVE);
+	s->precopy = true;
 	t0 = now_ns();
 	b0 = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
 	r = source_first_round(s, &pages);
@@ -624,6 +627,7 @@ static int source_switchover(struct source *s)
 	unsigned int i;
 	int r;
 
+	s->precopy = false;
 	worker_set_state(w, JOB_STATE_DEVICE);
 	t_stop = now_ns();
 	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,

@@ -18,6 +18,9 @@
 #include "migd/migd.h"
 
 #define VMM_CALL_TIMEOUT_MS 30000
+/* The parent's clean-ups run on its event loop: a hung vmm must not
+ * hold migd up for long. */
+#define VMM_CLEANUP_TIMEOUT_MS 5000
 #define VMM_MAX_FRAME (64u << 20)
 
 int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
@@ -27,13 +30,14 @@ int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 	int ret;
 
 	l->cl = NULL;
+	l->timeout_ms = VMM_CALL_TIMEOUT_MS;
 	str_copy(l->vm, vm, sizeof(l->vm));
 	if ((size_t)snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm) >=
 	    sizeof(path)) {
 		snprintf(err, errlen, "vmm %s: socket path too long", vm);
 		return -ENAMETOOLONG;
 	}
-	ret = rpc_client_connect(path, VMM_CALL_TIMEOUT_MS, &l->cl);
+	ret = rpc_client_connect(path, l->timeout_ms, &l->cl);
 	if (ret < 0) {
 		snprintf(err, errlen, "no vmm named %s on this host (%s: %s)", vm,
 			 path, strerror(-ret));
@@ -61,7 +65,7 @@ int vmm_link_call(struct vmm_link *l, const char *method,
 
 	r = rpc_client_call(l->cl, &tern__vmm__vmm__descriptor, method,
 			    arg ? arg : &empty.base, fds, nfds, ret, &tmp,
-			    VMM_CALL_TIMEOUT_MS, NULL, NULL);
+			    l->timeout_ms, NULL, NULL);
 	if (r < 0 && err)
 		snprintf(err, errlen, "vmm %s: %s: %s", l->vm, method,
 			 tmp.message[0] ? tmp.message : strerror(-r));
@@ -95,6 +99,7 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 	int r;
 
 	r = vmm_link_open(&l, rundir, vm, msg, len);
+	l.timeout_ms = VMM_CLEANUP_TIMEOUT_MS;
 	/* A dead worker left dirty logging on (nobody reads it any more, and
 	 * it would refuse the next migration) and maybe a vCPU throttle:
 	 * both off ("not on" is fine). */
@@ -129,6 +134,7 @@ int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 	int r;
 
 	r = vmm_link_open(&l, rundir, vm, msg, len);
+	l.timeout_ms = VMM_CLEANUP_TIMEOUT_MS;
 	if (r == 0)
 		r = vmm_link_call(&l, "Discard", NULL, NULL, 0, NULL, NULL, msg, len);
 	if (r == 0)
