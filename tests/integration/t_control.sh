@@ -29,12 +29,14 @@ few=$!
 PIDS+=("$few")
 wait_until 20 vmmctl status few || fail "vmm few did not come up"
 coproc HOLD { "$TESTS/itest_ctlabuse" "$RUNDIR/vmm/few.sock" hold; }
-PIDS+=("$HOLD_PID")
-read -r -t 30 line <&"${HOLD[0]}" || fail "the holder did not report"
+# bash unsets HOLD_PID and HOLD when the coprocess ends: keep copies.
+hold_pid=$HOLD_PID hold_out=${HOLD[0]} hold_in=${HOLD[1]}
+PIDS+=("$hold_pid")
+read -r -t 30 line <&"$hold_out" || fail "the holder did not report"
 echo "$line"
 [ "$(ls /proc/$few/fd | wc -l)" -ge 48 ] || fail "the vmm has descriptors left"
 kill -0 "$few" || fail "vmm few died out of descriptors"
-exec {HOLD[1]}>&-                       # the holder lets go
-wait "$HOLD_PID"
+exec {hold_in}>&-                       # the holder lets go
+wait "$hold_pid"
 wait_until 30 vmmctl status few || fail "vmm few does not answer after the connections went"
 echo PASS
