@@ -48,9 +48,7 @@ static uint64_t deadline_ms(unsigned int ms)
 
 static int dest_vmm(struct dest *d)
 {
-	Tern__Vmm__RamLayout *lay = NULL;
 	Tern__Vmm__RunState st;
-	struct rpc_result res;
 	unsigned int i;
 	int r;
 
@@ -64,16 +62,10 @@ static int dest_vmm(struct dest *d)
 		return worker_fail(d->w, EBUSY, "vmm %s is not waiting for an "
 				   "incoming guest (start it with --incoming)",
 				   d->w->spec->vm);
-	r = vmm_link_call(&d->vmm, "GetRam", NULL, NULL, 0,
-			  (ProtobufCMessage **)&lay, &res, d->err, sizeof(d->err));
+	r = vmm_link_map_ram(&d->vmm, &d->ram, true, d->err,
+			     sizeof(d->err));
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err);
-	r = ram_view_map(&d->ram, lay, res.fds, res.nfds, true);
-	rpc_result_close_fds(&res);
-	protobuf_c_message_free_unpacked(&lay->base, NULL);
-	if (r < 0)
-		return worker_fail(d->w, r, "cannot map the guest RAM of %s: %s",
-				   d->w->spec->vm, strerror(-r));
 	d->layout.nregions = d->ram.n;
 	for (i = 0; i < d->ram.n; i++)
 		d->layout.size[i] = d->ram.r[i].size;

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli.h"
+#include "common/json.h"
 #include "common/rpc.h"
 #include "common/stream.h"
 #include "common/uri.h"
@@ -32,188 +34,8 @@
 #define CTL_LINE_INTERVAL_NS 1000000000ULL  /* plain progress lines */
 #define CTL_BAR_WIDTH 30
 
-enum exit_code { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
-static struct ctl_opts {
-	const char *rundir;
-	bool json;
-	int timeout_ms;
-} opts = { CTL_DEFAULT_RUNDIR, false, 30000 };
-
-static void errx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void errx_(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "migctl: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-/* ---- JSON: any protobuf-c message, by its descriptor ----------------- */
-
-/* A JSON string: quotes, backslashes and controls escaped, bytes that are
- * not UTF-8 replaced by U+FFFD, so that the output is always valid. */
-static void json_string(FILE *f, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)(s ? s : "");
-
-	fputc('"', f);
-	while (*p) {
-		unsigned char c = *p;
-		int n = c >= 0xf0 && c < 0xf5 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
-		int i;
-
-		if (c == '"' || c == '\\') {
-			fprintf(f, "\\%c", c);
-		} else if (c == '\n') {
-			fputs("\\n", f);
-		} else if (c == '\t') {
-			fputs("\\t", f);
-		} else if (c < 0x20 || c == 0x7f) {
-			fprintf(f, "\\u%04x", c);
-		} else if (c < 0x80) {
-			fputc(c, f);
-		} else {
-			for (i = 1; i <= n; i++)
-				if ((p[i] & 0xc0) != 0x80)
-					break;
-			if (n == 0 || i <= n) {
-				fputs("\\ufffd", f);
-			} else {
-				fwrite(p, 1, n + 1, f);
-				p += n;
-			}
-		}
-		p++;
-	}
-	fputc('"', f);
-}
-
-static void json_message(FILE *f, const ProtobufCMessage *m);
-
-static size_t json_elem_size(ProtobufCType t)
-{
-	switch (t) {
-	case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64:
-	case PROTOBUF_C_TYPE_SFIXED64: case PROTOBUF_C_TYPE_UINT64:
-	case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
-		return 8;
-	case PROTOBUF_C_TYPE_STRING: case PROTOBUF_C_TYPE_MESSAGE:
-		return sizeof(void *);
-	case PROTOBUF_C_TYPE_BYTES:
-		return sizeof(ProtobufCBinaryData);
-	default:
-		return 4;
-	}
-}
-
-/* Enum values as the lower-case rest of their name: JOB_ACTIVE -> "active". */
-static void json_enum(FILE *f, const ProtobufCEnumDescriptor *d, int v)
-{
-	const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, v);
-	const char *n = ev ? strchr(ev->name, '_') : NULL;
-	char buf[64];
-	size_t i;
-
-	if (!n) {
-		fprintf(f, "%d", v);
-		return;
-	}
-	for (i = 0; n[i + 1] && i < sizeof(buf) - 1; i++)
-		buf[i] = n[i + 1] >= 'A' && n[i + 1] <= 'Z' ? n[i + 1] - 'A' + 'a' : n[i + 1];
-	buf[i] = 0;
-	json_string(f, buf);
-}
-
-static void json_value(FILE *f, const ProtobufCFieldDescriptor *fd, const void *p)
-{
-	const ProtobufCBinaryData *b;
-	size_t i;
-
-	switch (fd->type) {
-	case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32:
-	case PROTOBUF_C_TYPE_SFIXED32:
-		fprintf(f, "%d", *(const int32_t *)p);
-		break;
-	case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
-		fprintf(f, "%u", *(const uint32_t *)p);
-		break;
-	case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64:
-	case PROTOBUF_C_TYPE_SFIXED64:
-		fprintf(f, "%lld", (long long)*(const int64_t *)p);
-		break;
-	case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
-		fprintf(f, "%llu", (unsigned long long)*(const uint64_t *)p);
-		break;
-	case PROTOBUF_C_TYPE_FLOAT:
-		fprintf(f, "%g", *(const float *)p);
-		break;
-	case PROTOBUF_C_TYPE_DOUBLE:
-		fprintf(f, "%g", *(const double *)p);
-		break;
-	case PROTOBUF_C_TYPE_BOOL:
-		fputs(*(const protobuf_c_boolean *)p ? "true" : "false", f);
-		break;
-	case PROTOBUF_C_TYPE_ENUM:
-		json_enum(f, fd->descriptor, *(const int *)p);
-		break;
-	case PROTOBUF_C_TYPE_STRING:
-		json_string(f, *(char *const *)p);
-		break;
-	case PROTOBUF_C_TYPE_BYTES:
-		b = p;
-		fputc('"', f);
-		for (i = 0; i < b->len; i++)
-			fprintf(f, "%02x", b->data[i]);
-		fputc('"', f);
-		break;
-	case PROTOBUF_C_TYPE_MESSAGE:
-		if (*(ProtobufCMessage *const *)p)
-			json_message(f, *(ProtobufCMessage *const *)p);
-		else
-			fputs("null", f);
-		break;
-	}
-}
-
-/* Every field, defaults included, under its proto name. */
-static void json_message(FILE *f, const ProtobufCMessage *m)
-{
-	const ProtobufCMessageDescriptor *d = m->descriptor;
-	unsigned int i;
-	size_t k, n;
-
-	fputc('{', f);
-	for (i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *fd = &d->fields[i];
-		const char *p = (const char *)m + fd->offset;
-
-		fprintf(f, "%s\"%s\":", i ? "," : "", fd->name);
-		if (fd->label != PROTOBUF_C_LABEL_REPEATED) {
-			json_value(f, fd, p);
-			continue;
-		}
-		n = *(const size_t *)((const char *)m + fd->quantifier_offset);
-		fputc('[', f);
-		for (k = 0; k < n; k++) {
-			if (k)
-				fputc(',', f);
-			json_value(f, fd, *(char *const *)p + k * json_elem_size(fd->type));
-		}
-		fputc(']', f);
-	}
-	fputc('}', f);
-}
-
-static void json_print(const ProtobufCMessage *m)
-{
-	json_message(stdout, m);
-	fputc('\n', stdout);
-	fflush(stdout);
-}
+static struct cli_globals opts = { CTL_DEFAULT_RUNDIR, false, 30000 };
 
 /* ---- formatting -------------------------------------------------------- */
 
@@ -495,12 +317,12 @@ static struct rpc_client *ctl_connect(void)
 
 	snprintf(path, sizeof(path), "%s/migd.sock", opts.rundir);
 	if (stat(path, &st) < 0) {
-		errx_("migd is not running (no socket %s)", path);
+		cli_errx("migd is not running (no socket %s)", path);
 		return NULL;
 	}
 	r = rpc_client_connect(path, opts.timeout_ms, &cl);
 	if (r < 0) {
-		errx_("cannot connect to migd at %s: %s", path, strerror(-r));
+		cli_errx("cannot connect to migd at %s: %s", path, strerror(-r));
 		return NULL;
 	}
 	rpc_client_set_max_frame(cl, CTL_MAX_FRAME);
@@ -524,7 +346,7 @@ static int call(struct rpc_client *cl, const char *method,
 	rpc_result_close_fds(&res);
 	if (r < 0) {
 		progress_end();
-		errx_("%s", res.message[0] ? res.message : strerror(-r));
+		cli_errx("%s", res.message[0] ? res.message : strerror(-r));
 	}
 	return r;
 }
@@ -558,7 +380,7 @@ static int job_outcome(const Tern__Migd__JobStatus *js, bool waited,
 	if (!waited) {
 		if (!opts.json)
 			print_status(js);
-		return EXIT_OK;
+		return CLI_OK;
 	}
 	if (js->state == want) {
 		if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
@@ -572,11 +394,11 @@ static int job_outcome(const Tern__Migd__JobStatus *js, bool waited,
 		else if (!opts.json)
 			printf("%s: %s%s%s\n", js->vm, state_name(js->state),
 			       error_news(js) ? ": " : "", error_news(js) ? js->error : "");
-		return EXIT_OK;
+		return CLI_OK;
 	}
-	errx_("%s: migration %s%s%s", js->vm, state_name(js->state),
+	cli_errx("%s: migration %s%s%s", js->vm, state_name(js->state),
 	      error_news(js) ? ": " : "", error_news(js) ? js->error : "");
-	return EXIT_FAILED;
+	return CLI_FAILED;
 }
 
 static int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
@@ -588,7 +410,7 @@ static int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
 	req.listen = (char *)a->listen;
 	req.token = (char *)(a->token ? a->token : "");
 	if (call(cl, "Incoming", &req.base, (ProtobufCMessage **)&rep, false) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (opts.json) {
 		json_print(&rep->base);
 	} else {
@@ -598,7 +420,7 @@ static int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
 			       "VM %s --token %s\n", a->vm, rep->listen, rep->token);
 	}
 	protobuf_c_message_free_unpacked(&rep->base, NULL);
-	return EXIT_OK;
+	return CLI_OK;
 }
 
 static int cmd_migrate(struct rpc_client *cl, struct cmd_args *a)
@@ -613,7 +435,7 @@ static int cmd_migrate(struct rpc_client *cl, struct cmd_args *a)
 	req.params = &a->params;
 	req.wait = !a->detach;
 	if (call(cl, "Migrate", &req.base, (ProtobufCMessage **)&js, req.wait) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (a->detach) {
 		if (opts.json)
 			json_print(&js->base);
@@ -621,7 +443,7 @@ static int cmd_migrate(struct rpc_client *cl, struct cmd_args *a)
 			printf("%s: migration to %s started (job %s, worker pid %u); "
 			       "'migctl status %s --watch' follows it\n", js->vm,
 			       js->peer, js->id, js->worker_pid, js->vm);
-		code = EXIT_OK;
+		code = CLI_OK;
 	} else {
 		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
 	}
@@ -638,7 +460,7 @@ static int cmd_status(struct rpc_client *cl, struct cmd_args *a)
 	q.vm = (char *)a->vm;
 	q.wait = a->watch;
 	if (call(cl, "Status", &q.base, (ProtobufCMessage **)&js, a->watch) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	code = job_outcome(js, a->watch, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
 	protobuf_c_message_free_unpacked(&js->base, NULL);
 	return code;
@@ -648,12 +470,12 @@ static int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
 	Tern__Migd__JobStatus *js = NULL;
-	int code = EXIT_OK;
+	int code = CLI_OK;
 
 	q.vm = (char *)a->vm;
 	q.wait = a->wait;
 	if (call(cl, "Cancel", &q.base, (ProtobufCMessage **)&js, a->wait) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (a->wait)
 		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_CANCELLED);
 	else if (opts.json)
@@ -672,7 +494,7 @@ static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 	size_t i;
 
 	if (call(cl, "List", NULL, (ProtobufCMessage **)&l, false) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (opts.json) {
 		json_print(&l->base);
 	} else if (l->n_jobs == 0) {
@@ -694,7 +516,7 @@ static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 		}
 	}
 	protobuf_c_message_free_unpacked(&l->base, NULL);
-	return EXIT_OK;
+	return CLI_OK;
 }
 
 /*
@@ -735,7 +557,7 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 		 * from the built-in defaults and give every other current value
 		 * again (every field, by the descriptor, so none is forgotten). */
 		if (call(cl, "GetParams", NULL, (ProtobufCMessage **)&cur, false) < 0)
-			return EXIT_FAILED;
+			return CLI_FAILED;
 		params_carry_over(&a->params, cur);
 		req.reset = true;
 		protobuf_c_message_free_unpacked(&cur->base, NULL);
@@ -743,13 +565,13 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 	req.params = &a->params;
 	if (call(cl, set ? "SetParams" : "GetParams", set ? &req.base : NULL,
 		 (ProtobufCMessage **)&p, false) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (opts.json)
 		json_print(&p->base);
 	else
 		print_params(p, "");
 	protobuf_c_message_free_unpacked(&p->base, NULL);
-	return EXIT_OK;
+	return CLI_OK;
 }
 
 /* ---- command lines ------------------------------------------------------- */
@@ -817,7 +639,7 @@ static const struct command {
 
 static int usage_of(const struct command *c)
 {
-	errx_("usage: migctl %s%s%s", c->name, c->usage[0] ? " " : "", c->usage);
+	cli_errx("usage: migctl %s%s%s", c->name, c->usage[0] ? " " : "", c->usage);
 	return -EINVAL;
 }
 
@@ -835,7 +657,7 @@ static int parse_bandwidth(const struct command *c, const char *flag,
 		return 0;
 	}
 	if (parse_size(s, &v) < 0 || v == 0 || v == UINT64_MAX) {
-		errx_("%s %s: expected bytes per second such as 500M or 1G", flag, s);
+		cli_errx("%s %s: expected bytes per second such as 500M or 1G", flag, s);
 		return -EINVAL;
 	}
 	*ret = v;
@@ -847,7 +669,7 @@ static int parse_percent(const char *flag, const char *s, uint32_t *ret)
 	uint64_t v;
 
 	if (parse_u64(s, 1, 99, &v) < 0) {
-		errx_("%s %s: expected a percentage from 1 to 99", flag, s);
+		cli_errx("%s %s: expected a percentage from 1 to 99", flag, s);
 		return -EINVAL;
 	}
 	*ret = v;
@@ -869,7 +691,7 @@ static int parse_compress(const char *s, Tern__Migd__Params *p)
 		p->compress_level = level;
 		return 0;
 	}
-	errx_("--compress %s: expected none, zstd or zstd:LEVEL (1 to 19)", s);
+	cli_errx("--compress %s: expected none, zstd or zstd:LEVEL (1 to 19)", s);
 	return -EINVAL;
 }
 
@@ -885,7 +707,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	case O_WATCH: a->watch = true; return 0;
 	case O_CHANNELS:
 		if (parse_u64(optarg, 1, CTL_MAX_CHANNELS, &v) < 0) {
-			errx_("--channels %s: expected a number from 1 to %d", optarg,
+			cli_errx("--channels %s: expected a number from 1 to %d", optarg,
 			      CTL_MAX_CHANNELS);
 			return -EINVAL;
 		}
@@ -893,7 +715,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		return 0;
 	case O_DOWNTIME:
 		if (parse_u64(optarg, 1, CTL_MAX_DOWNTIME_MS, &v) < 0) {
-			errx_("--downtime-limit %s: expected milliseconds from 1 to %d",
+			cli_errx("--downtime-limit %s: expected milliseconds from 1 to %d",
 			      optarg, CTL_MAX_DOWNTIME_MS);
 			return -EINVAL;
 		}
@@ -934,7 +756,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 			return 0;
 		}
 		if (parse_u64(optarg, 1, CTL_MAX_TIMEOUT_S, &v) < 0) {
-			errx_("--timeout %s: expected seconds from 1 to %d", optarg,
+			cli_errx("--timeout %s: expected seconds from 1 to %d", optarg,
 			      CTL_MAX_TIMEOUT_S);
 			return -EINVAL;
 		}
@@ -942,7 +764,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		return 0;
 	case O_TIMEOUT_ACTION:
 		if (strcmp(optarg, "cancel")) {
-			errx_("--timeout-action %s: only cancel is available (postcopy "
+			cli_errx("--timeout-action %s: only cancel is available (postcopy "
 			      "is not yet)", optarg);
 			return -EINVAL;
 		}
@@ -972,7 +794,7 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	if (c->nargs > 0) {
 		a->vm = argv[optind];
 		if (name_valid(a->vm) < 0) {
-			errx_("'%s' is not a valid VM name (1-64 letters, digits, "
+			cli_errx("'%s' is not a valid VM name (1-64 letters, digits, "
 			      "'.', '_' or '-')", a->vm);
 			return -EINVAL;
 		}
@@ -984,23 +806,23 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		if (!a->token)
 			return usage_of(c);
 		if (a->wait && a->detach) {
-			errx_("migrate: --wait and --detach exclude each other");
+			cli_errx("migrate: --wait and --detach exclude each other");
 			return -EINVAL;
 		}
 	}
 	if (a->listen && (uri_parse(a->listen, &u) < 0 ||
 			  (u.kind != URI_TCP && u.kind != URI_UNIX))) {
-		errx_("--listen %s: expected tcp:HOST:PORT or unix:PATH", a->listen);
+		cli_errx("--listen %s: expected tcp:HOST:PORT or unix:PATH", a->listen);
 		return -EINVAL;
 	}
 	if (a->uri && (uri_parse(a->uri, &u) < 0 ||
 		       (u.kind != URI_TCP && u.kind != URI_UNIX) ||
 		       (u.kind == URI_TCP && u.port == 0))) {
-		errx_("%s: expected tcp:HOST:PORT or unix:PATH", a->uri);
+		cli_errx("%s: expected tcp:HOST:PORT or unix:PATH", a->uri);
 		return -EINVAL;
 	}
 	if (a->token && stream_unhex(a->token, tok, sizeof(tok)) < 0) {
-		errx_("--token %s: expected the %d hex digits that 'migctl incoming' "
+		cli_errx("--token %s: expected the %d hex digits that 'migctl incoming' "
 		      "printed", a->token, STREAM_TOKEN_HEX);
 		return -EINVAL;
 	}
@@ -1040,17 +862,17 @@ static int run(int argc, char **argv)
 		if (!strcmp(argv[0], commands[i].name))
 			cmd = &commands[i];
 	if (!cmd) {
-		errx_("unknown command '%s' (see migctl --help)", argv[0]);
-		return EXIT_USAGE;
+		cli_errx("unknown command '%s' (see migctl --help)", argv[0]);
+		return CLI_USAGE;
 	}
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
-		return EXIT_USAGE;
+		return CLI_USAGE;
 	prog.tty = isatty(STDOUT_FILENO) && !opts.json;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	cl = ctl_connect();
 	if (!cl)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (!strcmp(cmd->name, "incoming"))
 		code = cmd_incoming(cl, &a);
 	else if (!strcmp(cmd->name, "migrate"))
@@ -1069,38 +891,11 @@ static int run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "rundir", required_argument, NULL, 'r' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	uint64_t t;
-	int ch;
+	int cmd;
 
-	signal(SIGPIPE, SIG_IGN);
-	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+r:jt:h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'r': opts.rundir = optarg; break;
-		case 'j': opts.json = true; break;
-		case 't':
-			if (parse_u64(optarg, 1, 3600, &t) < 0) {
-				errx_("--timeout %s: expected seconds from 1 to 3600", optarg);
-				return EXIT_USAGE;
-			}
-			opts.timeout_ms = t * 1000;
-			break;
-		case 'h': usage(stdout); return EXIT_OK;
-		default:
-			errx_("unknown option '%s' (see migctl --help)", argv[optind - 1]);
-			return EXIT_USAGE;
-		}
-	}
-	if (optind >= argc) {
-		errx_("no command (see migctl --help)");
-		return EXIT_USAGE;
-	}
-	return run(argc - optind, argv + optind);
+	cli_init("migctl");
+	cmd = cli_parse_globals(argc, argv, &opts, usage);
+	if (cmd < 0)
+		return cmd == -1 ? CLI_OK : CLI_USAGE;
+	return run(argc - cmd, argv + cmd);
 }

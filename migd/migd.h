@@ -342,6 +342,7 @@ int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n);
 /* vmmlink.c: mapping the vmm's RAM */
 int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 		 int *fds, size_t nfds, bool writable);
+
 void ram_view_unmap(struct ram_view *v);
 
 /* source.c, dest.c: one job; return 0 when the job completed. */
@@ -365,6 +366,10 @@ int vmm_link_call(struct vmm_link *l, const char *method,
 /* The vmm's run state, or -errno. */
 int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
 		   size_t errlen);
+/* GetRam, then map it (ram_view_map below); err says what failed. */
+struct ram_view;
+int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
+		     char *err, size_t errlen);
 /*
  * After a failed or crashed source job: turn dirty logging off and, when
  * resume is set (the destination was never told to run the guest),

@@ -60,9 +60,7 @@ static uint64_t deadline(void)
 
 static int source_vmm(struct source *s)
 {
-	Tern__Vmm__RamLayout *lay = NULL;
 	Tern__Vmm__RunState st;
-	struct rpc_result res;
 	int r;
 
 	r = vmm_link_open(&s->vmm, s->w->spec->rundir, s->w->spec->vm, s->err,
@@ -78,16 +76,10 @@ static int source_vmm(struct source *s)
 	pthread_mutex_lock(&s->w->lock);
 	s->w->source_was_running = st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
 	pthread_mutex_unlock(&s->w->lock);
-	r = vmm_link_call(&s->vmm, "GetRam", NULL, NULL, 0,
-			  (ProtobufCMessage **)&lay, &res, s->err, sizeof(s->err));
+	r = vmm_link_map_ram(&s->vmm, &s->ram, false, s->err,
+			     sizeof(s->err));
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
-	r = ram_view_map(&s->ram, lay, res.fds, res.nfds, false);
-	rpc_result_close_fds(&res);
-	protobuf_c_message_free_unpacked(&lay->base, NULL);
-	if (r < 0)
-		return worker_fail(s->w, r, "cannot map the guest RAM of %s: %s",
-				   s->w->spec->vm, strerror(-r));
 	pthread_mutex_lock(&s->w->lock);
 	s->w->total_bytes = s->ram.pages * STREAM_PAGE;
 	pthread_mutex_unlock(&s->w->lock);

@@ -219,3 +219,23 @@ int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n)
 	*ret_n = n;
 	return 0;
 }
+
+int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
+		     char *err, size_t errlen)
+{
+	Tern__Vmm__RamLayout *lay = NULL;
+	struct rpc_result res;
+	int r;
+
+	r = vmm_link_call(l, "GetRam", NULL, NULL, 0, (ProtobufCMessage **)&lay,
+			  &res, err, errlen);
+	if (r < 0)
+		return r;
+	r = ram_view_map(v, lay, res.fds, res.nfds, writable);
+	rpc_result_close_fds(&res);
+	protobuf_c_message_free_unpacked(&lay->base, NULL);
+	if (r < 0)
+		snprintf(err, errlen, "cannot map the guest RAM of %s: %s", l->vm,
+			 strerror(-r));
+	return r;
+}

@@ -21,6 +21,8 @@
 
 #include "common/memcheck.h"
 #include "common/testguest.h"
+#include "common/cli.h"
+#include "common/json.h"
 #include "common/rpc.h"
 #include "common/util.h"
 #include "proto/vmm.pb-c.h"
@@ -29,30 +31,13 @@
 #define STATE_FILE_MAGIC "TERNVMS1"
 #define STATE_FILE_MAX (64u << 20)
 
-enum exit_code { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
-static struct ctl_opts {
-	const char *rundir;
-	bool json;
-	int timeout_ms;
-} opts = { "/run/tern", false, 30000 };
+static struct cli_globals opts = { "/run/tern", false, 30000 };
 
 struct vmm_conn {
 	const char *name;
 	struct rpc_client *cl;
 };
-
-static void errx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void errx_(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "vmmctl: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
 
 static int conn_open(struct vmm_conn *c, const char *name)
 {
@@ -63,17 +48,17 @@ static int conn_open(struct vmm_conn *c, const char *name)
 	c->name = name;
 	c->cl = NULL;
 	if (name_valid(name) < 0) {
-		errx_("'%s' is not a valid VM name", name);
+		cli_errx("'%s' is not a valid VM name", name);
 		return -EINVAL;
 	}
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", opts.rundir, name);
 	if (stat(path, &st) < 0) {
-		errx_("vmm %s is not running (no socket %s)", name, path);
+		cli_errx("vmm %s is not running (no socket %s)", name, path);
 		return -ENOENT;
 	}
 	ret = rpc_client_connect(path, opts.timeout_ms, &c->cl);
 	if (ret < 0) {
-		errx_("vmm %s: cannot connect to %s: %s", name, path, strerror(-ret));
+		cli_errx("vmm %s: cannot connect to %s: %s", name, path, strerror(-ret));
 		return ret;
 	}
 	rpc_client_set_max_frame(c->cl, CTL_MAX_FRAME);
@@ -100,7 +85,7 @@ static int call(struct vmm_conn *c, const char *method, const ProtobufCMessage *
 			      arg ? arg : &empty.base, fds, nfds, ret_msg, &res,
 			      opts.timeout_ms, NULL, NULL);
 	if (ret < 0)
-		errx_("vmm %s: %s: %s", c->name, method,
+		cli_errx("vmm %s: %s: %s", c->name, method,
 		      res.message[0] ? res.message : strerror(-ret));
 	if (ret_res)
 		*ret_res = res;
@@ -123,45 +108,15 @@ static int get_status(struct vmm_conn *c, Tern__Vmm__VmmStatus **ret)
 	return call(c, "Status", NULL, NULL, 0, (ProtobufCMessage **)ret, NULL);
 }
 
-/* A string as a JSON string body (quotes, backslashes, controls escaped). */
-static const char *json_str(const char *in, char *buf, size_t len)
-{
-	size_t o = 0;
-
-	for (; *in && o + 7 < len; in++) {
-		unsigned char ch = *in;
-
-		if (ch == '"' || ch == '\\')
-			o += snprintf(buf + o, len - o, "\\%c", ch);
-		else if (ch < 0x20)
-			o += snprintf(buf + o, len - o, "\\u%04x", ch);
-		else
-			buf[o++] = ch;
-	}
-	buf[o] = 0;
-	return buf;
-}
-
 static void print_status(const Tern__Vmm__VmmStatus *s)
 {
-	char msg[1024];
-
 	char mem[32];
 
-	fmt_size(s->memory, mem, sizeof(mem));
 	if (opts.json) {
-		printf("{\"name\":\"%s\",\"state\":\"%s\",\"vcpus\":%u,\"memory\":%llu,"
-		       "\"guest\":\"%s\",\"pid\":%u,\"dirty_logging\":%s,"
-		       "\"throttle\":%u,\"exits\":%llu,\"message\":\"%s\"}\n",
-		       s->name, run_state_name(s->state), s->vcpus,
-		       (unsigned long long)s->memory,
-		       s->guest == TERN__VMM__GUEST_KIND__GUEST_TEST ? s->guest_mode :
-		       s->guest == TERN__VMM__GUEST_KIND__GUEST_IMAGE ? "image" : "none",
-		       s->pid, s->dirty_logging ? "true" : "false", s->throttle,
-		       (unsigned long long)s->exits,
-		       json_str(s->message, msg, sizeof(msg)));
+		json_print(&s->base);
 		return;
 	}
+	fmt_size(s->memory, mem, sizeof(mem));
 	printf("%s: %s, %u vCPU%s, %s, pid %u", s->name, run_state_name(s->state),
 	       s->vcpus, s->vcpus == 1 ? "" : "s", mem, s->pid);
 	if (s->guest == TERN__VMM__GUEST_KIND__GUEST_TEST)
@@ -185,15 +140,15 @@ static int cmd_simple(struct vmm_conn *c, const char *method)
 
 	ret = call(c, method, NULL, NULL, 0, (ProtobufCMessage **)&s, NULL);
 	if (ret < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	print_status(s);
 	protobuf_c_message_free_unpacked(&s->base, NULL);
-	return EXIT_OK;
+	return CLI_OK;
 }
 
 static int cmd_quit(struct vmm_conn *c)
 {
-	return call(c, "Quit", NULL, NULL, 0, NULL, NULL) < 0 ? EXIT_FAILED : EXIT_OK;
+	return call(c, "Quit", NULL, NULL, 0, NULL, NULL) < 0 ? CLI_FAILED : CLI_OK;
 }
 
 /* ---- state files: "TERNVMS1", 8-byte little-endian length, VmState ---- */
@@ -303,15 +258,15 @@ static int cmd_save(struct vmm_conn *c, const char *path)
 	int ret;
 
 	if (call(c, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	ret = state_file_write(path, st);
 	if (ret < 0)
-		errx_("%s: %s", path, strerror(-ret));
+		cli_errx("%s: %s", path, strerror(-ret));
 	else
 		printf("saved the state of %s (%u vCPUs) to %s\n", c->name,
 		       st->vcpus_count, path);
 	protobuf_c_message_free_unpacked(&st->base, NULL);
-	return ret < 0 ? EXIT_FAILED : EXIT_OK;
+	return ret < 0 ? CLI_FAILED : CLI_OK;
 }
 
 static int cmd_load(struct vmm_conn *c, const char *path)
@@ -321,16 +276,16 @@ static int cmd_load(struct vmm_conn *c, const char *path)
 	int ret;
 
 	if (state_file_read(path, &st, why, sizeof(why)) < 0) {
-		errx_("%s: %s", path, why);
-		return EXIT_FAILED;
+		cli_errx("%s: %s", path, why);
+		return CLI_FAILED;
 	}
 	ret = call(c, "LoadState", &st->base, NULL, 0, NULL, NULL);
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	if (ret < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	printf("loaded %s into %s; 'vmmctl cont %s' starts it\n", path, c->name,
 	       c->name);
-	return EXIT_OK;
+	return CLI_OK;
 }
 
 /* ---- guest RAM ------------------------------------------------------ */
@@ -366,7 +321,7 @@ static int ram_map(struct vmm_conn *c, struct ram_map *m, bool rw,
 		return ret;
 	if (lay->n_regions == 0 || lay->n_regions > MEMCHECK_MAX_REGIONS ||
 	    res.nfds != lay->n_regions) {
-		errx_("vmm %s: GetRam: %zu regions with %zu descriptors", c->name,
+		cli_errx("vmm %s: GetRam: %zu regions with %zu descriptors", c->name,
 		      lay->n_regions, res.nfds);
 		ret = -EPROTO;
 		goto out;
@@ -378,7 +333,7 @@ static int ram_map(struct vmm_conn *c, struct ram_map *m, bool rw,
 
 		if (p == MAP_FAILED) {
 			ret = -errno;
-			errx_("vmm %s: cannot map guest RAM: %s", c->name,
+			cli_errx("vmm %s: cannot map guest RAM: %s", c->name,
 			      strerror(errno));
 			goto out;
 		}
@@ -410,7 +365,7 @@ static int pause_for_view(struct vmm_conn *c, bool *was_running)
 		return ret;
 	if (s->state == TERN__VMM__RUN_STATE__RUN_STATE_INCOMING) {
 		/* Its RAM may be half of a migration: not a guest's yet. */
-		errx_("vmm %s is waiting for an incoming guest: its memory is not "
+		cli_errx("vmm %s is waiting for an incoming guest: its memory is not "
 		      "a guest's yet", c->name);
 		protobuf_c_message_free_unpacked(&s->base, NULL);
 		return -EBUSY;
@@ -455,25 +410,25 @@ static int cmd_check(struct vmm_conn *c)
 	struct memcheck_result r;
 	struct ram_map m;
 	bool was_running = false;
-	int ret, code = EXIT_FAILED;
+	int ret, code = CLI_FAILED;
 
 	if (pause_for_view(c, &was_running) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (ram_map(c, &m, false, NULL) < 0)
 		goto resume;
 	ret = memcheck_run(&m.view, &r);
 	ram_unmap(&m);
 	if (ret == -ENOENT)
-		errx_("vmm %s: no test guest in its memory", c->name);
+		cli_errx("vmm %s: no test guest in its memory", c->name);
 	else if (ret < 0)
-		errx_("vmm %s: the test guest's parameters do not fit its RAM", c->name);
+		cli_errx("vmm %s: the test guest's parameters do not fit its RAM", c->name);
 	else {
 		print_check(c->name, &r);
-		code = r.bad || r.guest_errors ? EXIT_FAILED : EXIT_OK;
+		code = r.bad || r.guest_errors ? CLI_FAILED : CLI_OK;
 	}
 resume:
 	if (was_running && call(c, "Cont", NULL, NULL, 0, NULL, NULL) < 0)
-		code = EXIT_FAILED;
+		code = CLI_FAILED;
 	return code;
 }
 
@@ -521,7 +476,7 @@ static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		if (ret == 0) {
 			ret = ram_copy(&sm, &dm);
 			if (ret < 0)
-				errx_("%s and %s have different RAM layouts", src->name,
+				cli_errx("%s and %s have different RAM layouts", src->name,
 				      dst->name);
 			ram_unmap(&dm);
 		}
@@ -550,16 +505,16 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	int ret;
 
 	if (get_status(dst, &ds) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	incoming = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_INCOMING;
 	protobuf_c_message_free_unpacked(&ds->base, NULL);
 	if (!incoming) {
-		errx_("vmm %s is not waiting for an incoming guest (start it with "
+		cli_errx("vmm %s is not waiting for an incoming guest (start it with "
 		      "--incoming)", dst->name);
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	}
 	if (pause_for_view(src, &was_running) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL);
 	if (ret == 0)
 		ret = transfer_ram(src, dst, copy);
@@ -572,10 +527,10 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		 * what DST says now decides whether SRC may run again. */
 		ds = NULL;
 		if (get_status(dst, &ds) < 0) {
-			errx_("cannot tell whether %s runs the guest: %s stays paused; "
+			cli_errx("cannot tell whether %s runs the guest: %s stays paused; "
 			      "check %s, then quit one of them", dst->name,
 			      src->name, dst->name);
-			return EXIT_FAILED;
+			return CLI_FAILED;
 		}
 		ret = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ? 0 : -EIO;
 		protobuf_c_message_free_unpacked(&ds->base, NULL);
@@ -584,21 +539,21 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		/* A destination that adopted the source's memfds must never run
 		 * beside it: end it before the source resumes. */
 		if (!copy && call(dst, "Quit", NULL, NULL, 0, NULL, NULL) < 0) {
-			errx_("transfer failed and %s may hold %s's RAM: %s stays "
+			cli_errx("transfer failed and %s may hold %s's RAM: %s stays "
 			      "paused; quit %s, then 'vmmctl cont %s'", dst->name,
 			      src->name, src->name, dst->name, src->name);
-			return EXIT_FAILED;
+			return CLI_FAILED;
 		}
 		if (was_running && call(src, "Cont", NULL, NULL, 0, NULL, NULL) == 0)
-			errx_("transfer failed; %s is running again", src->name);
-		return EXIT_FAILED;
+			cli_errx("transfer failed; %s is running again", src->name);
+		return CLI_FAILED;
 	}
 	if (call(src, "Quit", NULL, NULL, 0, NULL, NULL) < 0)
-		errx_("%s runs the guest now, but %s did not quit: stop it by hand",
+		cli_errx("%s runs the guest now, but %s did not quit: stop it by hand",
 		      dst->name, src->name);
 	printf("%s now runs on %s (%s)\n", src->name, dst->name,
 	       copy ? "RAM copied" : "RAM handed over");
-	return EXIT_OK;
+	return CLI_OK;
 }
 
 /* ---- memory access ---------------------------------------------------- */
@@ -614,12 +569,12 @@ static int cmd_read(struct vmm_conn *c, uint64_t gpa, uint64_t len)
 		r.gpa = gpa + done;
 		r.len = MIN(len - done, 1u << 20);
 		if (call(c, "ReadMem", &r.base, NULL, 0, (ProtobufCMessage **)&d, NULL) < 0)
-			return EXIT_FAILED;
+			return CLI_FAILED;
 		if (d->data.len == 0 || d->data.len > r.len) {
-			errx_("vmm %s: ReadMem answered %zu bytes for %u", c->name,
+			cli_errx("vmm %s: ReadMem answered %zu bytes for %u", c->name,
 			      d->data.len, r.len);
 			protobuf_c_message_free_unpacked(&d->base, NULL);
-			return EXIT_FAILED;
+			return CLI_FAILED;
 		}
 		for (i = 0; i < d->data.len; i++)
 			printf("%s%02x", i % 16 == 0 ? (i ? "\n" : "") : " ",
@@ -629,7 +584,7 @@ static int cmd_read(struct vmm_conn *c, uint64_t gpa, uint64_t len)
 		done += d->data.len;
 		protobuf_c_message_free_unpacked(&d->base, NULL);
 	}
-	return EXIT_OK;
+	return CLI_OK;
 }
 
 static int cmd_write(struct vmm_conn *c, uint64_t gpa, uint8_t *buf, size_t len)
@@ -640,7 +595,7 @@ static int cmd_write(struct vmm_conn *c, uint64_t gpa, uint8_t *buf, size_t len)
 	d.data.data = buf;
 	d.data.len = len;
 	return call(c, "WriteMem", &d.base, NULL, 0, NULL, NULL) < 0 ?
-	       EXIT_FAILED : EXIT_OK;
+	       CLI_FAILED : CLI_OK;
 }
 
 /* ---- dirty rate -------------------------------------------------------- */
@@ -671,7 +626,7 @@ static int cmd_dirty_rate(struct vmm_conn *c, unsigned int seconds)
 	uint64_t *map = MAP_FAILED, total = 0;
 	uint64_t t0, t1;
 	unsigned int i;
-	int code = EXIT_FAILED;
+	int code = CLI_FAILED;
 
 	struct sigaction sa = { .sa_handler = handle_interrupt };
 
@@ -679,19 +634,19 @@ static int cmd_dirty_rate(struct vmm_conn *c, unsigned int seconds)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	if (call(c, "DirtyStart", NULL, NULL, 0, (ProtobufCMessage **)&info, &res) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (res.nfds == 1 && info->bitmap_bytes)
 		map = mmap(NULL, info->bitmap_bytes, PROT_READ | PROT_WRITE,
 			   MAP_SHARED, res.fds[0], 0);
 	rpc_result_close_fds(&res);
 	if (map == MAP_FAILED) {
-		errx_("vmm %s: DirtyStart gave no usable bitmap", c->name);
+		cli_errx("vmm %s: DirtyStart gave no usable bitmap", c->name);
 		goto stop;
 	}
 	t0 = now_ns();
 	for (i = 0; i < seconds; i++) {
 		if (!sleep_ms(1000)) {
-			errx_("interrupted; dirty logging turned off");
+			cli_errx("interrupted; dirty logging turned off");
 			goto stop;
 		}
 		if (call(c, "DirtySync", NULL, NULL, 0, (ProtobufCMessage **)&sync, NULL) < 0)
@@ -711,14 +666,14 @@ static int cmd_dirty_rate(struct vmm_conn *c, unsigned int seconds)
 		       c->name, (unsigned long long)total, (t1 - t0) / 1e9,
 		       total / ((t1 - t0) / 1e9),
 		       total * 4096.0 / (1 << 20) / ((t1 - t0) / 1e9));
-	code = EXIT_OK;
+	code = CLI_OK;
 stop:
 	if (map != MAP_FAILED)
 		munmap(map, info->bitmap_bytes);
 	if (info)
 		protobuf_c_message_free_unpacked(&info->base, NULL);
 	if (call(c, "DirtyStop", NULL, NULL, 0, NULL, NULL) < 0)
-		code = EXIT_FAILED;
+		code = CLI_FAILED;
 	return code;
 }
 
@@ -728,12 +683,12 @@ static int cmd_throttle(struct vmm_conn *c, uint64_t percent)
 
 	t.percent = percent;
 	if (call(c, "SetThrottle", &t.base, NULL, 0, NULL, NULL) < 0)
-		return EXIT_FAILED;
+		return CLI_FAILED;
 	if (opts.json)
 		printf("{\"name\":\"%s\",\"throttle\":%u}\n", c->name, t.percent);
 	else
 		printf("%s: vCPUs throttled %u%%\n", c->name, t.percent);
-	return EXIT_OK;
+	return CLI_OK;
 }
 
 /* ---- main ---------------------------------------------------------------- */
@@ -771,7 +726,7 @@ static int parse_hex(const char *hex, struct cmd_args *a)
 	static const char digits[] = "0123456789abcdefABCDEF";
 
 	if (n == 0 || n % 2 || n / 2 > (1u << 20) || strspn(hex, digits) != n) {
-		errx_("write: give 1 byte to 1 MiB as an even number of hex digits");
+		cli_errx("write: give 1 byte to 1 MiB as an even number of hex digits");
 		return -EINVAL;
 	}
 	a->nbytes = n / 2;
@@ -812,35 +767,35 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	const char *name = c->name;
 
 	if (argc - 1 < c->min || argc - 1 > c->max) {
-		errx_("usage: vmmctl %s %s", name, c->usage);
+		cli_errx("usage: vmmctl %s %s", name, c->usage);
 		return -EINVAL;
 	}
 	if (!strcmp(name, "transfer") && argc == 4) {
 		if (strcmp(argv[3], "--copy")) {
-			errx_("usage: vmmctl %s %s", name, c->usage);
+			cli_errx("usage: vmmctl %s %s", name, c->usage);
 			return -EINVAL;
 		}
 		a->copy = true;
 	}
 	if ((!strcmp(name, "read") || !strcmp(name, "write")) &&
 	    parse_u64(argv[2], 0, UINT64_MAX, &a->gpa) < 0) {
-		errx_("%s: '%s' is not a guest physical address", name, argv[2]);
+		cli_errx("%s: '%s' is not a guest physical address", name, argv[2]);
 		return -EINVAL;
 	}
 	if (!strcmp(name, "read") && parse_u64(argv[3], 1, 1ULL << 32, &a->len) < 0) {
-		errx_("read: '%s' is not a length from 1 to 4 GiB", argv[3]);
+		cli_errx("read: '%s' is not a length from 1 to 4 GiB", argv[3]);
 		return -EINVAL;
 	}
 	if (!strcmp(name, "write"))
 		return parse_hex(argv[3], a);
 	if (!strcmp(name, "throttle") && parse_u64(argv[2], 0, 99, &a->len) < 0) {
-		errx_("throttle: '%s' is not a percentage from 0 to 99", argv[2]);
+		cli_errx("throttle: '%s' is not a percentage from 0 to 99", argv[2]);
 		return -EINVAL;
 	}
 	a->seconds = 3;
 	if (!strcmp(name, "dirty-rate") && argc == 3 &&
 	    parse_u64(argv[2], 1, 3600, &a->seconds) < 0) {
-		errx_("dirty-rate: '%s' is not a number of seconds from 1 to 3600",
+		cli_errx("dirty-rate: '%s' is not a number of seconds from 1 to 3600",
 		      argv[2]);
 		return -EINVAL;
 	}
@@ -878,18 +833,18 @@ static int run(int argc, char **argv)
 	const struct command *cmd = NULL;
 	struct vmm_conn c = { 0 }, d = { 0 };
 	struct cmd_args a = { 0 };
-	int code = EXIT_FAILED;
+	int code = CLI_FAILED;
 	size_t i;
 
 	for (i = 0; i < ARRAY_SIZE(commands); i++)
 		if (!strcmp(argv[0], commands[i].name))
 			cmd = &commands[i];
 	if (!cmd) {
-		errx_("unknown command '%s' (see vmmctl --help)", argv[0]);
-		return EXIT_USAGE;
+		cli_errx("unknown command '%s' (see vmmctl --help)", argv[0]);
+		return CLI_USAGE;
 	}
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
-		return EXIT_USAGE;
+		return CLI_USAGE;
 	if (conn_open(&c, argv[1]) < 0)
 		goto out;
 	if (!strcmp(cmd->name, "transfer")) {
@@ -907,35 +862,11 @@ out:
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "rundir", required_argument, NULL, 'r' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	uint64_t t;
-	int ch;
+	int cmd;
 
-	signal(SIGPIPE, SIG_IGN);
-	while ((ch = getopt_long(argc, argv, "+r:jt:h", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 'r': opts.rundir = optarg; break;
-		case 'j': opts.json = true; break;
-		case 't':
-			if (parse_u64(optarg, 1, 3600, &t) < 0) {
-				errx_("--timeout %s: expected seconds from 1 to 3600", optarg);
-				return EXIT_USAGE;
-			}
-			opts.timeout_ms = t * 1000;
-			break;
-		case 'h': usage(stdout); return EXIT_OK;
-		default: usage(stderr); return EXIT_USAGE;
-		}
-	}
-	if (optind >= argc) {
-		usage(stderr);
-		return EXIT_USAGE;
-	}
-	return run(argc - optind, argv + optind);
+	cli_init("vmmctl");
+	cmd = cli_parse_globals(argc, argv, &opts, usage);
+	if (cmd < 0)
+		return cmd == -1 ? CLI_OK : CLI_USAGE;
+	return run(argc - cmd, argv + cmd);
 }

@@ -144,3 +144,16 @@ job_final() {
 	return 1
 }
 wait_job_final() { wait_until 120 job_final "$1" || fail "job of $1 did not end"; }
+
+# usage_error PROG WORDS ARGS...: PROG (vmmctl, migctl) given ARGS exits 2
+# with exactly one line on stderr containing WORDS.
+usage_error() {
+	local prog=$1 words=$2 err rc
+	shift 2
+	err=$("$BIN/$prog" --rundir "$RUNDIR" "$@" 2>&1 >/dev/null)
+	rc=$?
+	[ $rc -eq 2 ] || fail "$prog $*: exit $rc, expected 2 ($err)"
+	[ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "$prog $*: $err"
+	case $err in *"$words"*) ;; *) fail "$prog $*: '$err' lacks '$words'" ;; esac
+	echo "ok: $err"
+}

@@ -39,16 +39,7 @@ expect_error "rundir $RUNDIR/file/sub" --name a --memory 64M --test-guest idle \
 expect_error "--image-addr" --name a --memory 64M --image x --image-addr 0x100000 "${R[@]}"
 
 note "vmmctl: usage errors exit 2 with one line, before connecting"
-ctl_usage() {
-	local words=$1 err rc
-	shift
-	err=$("$BIN/vmmctl" --rundir "$RUNDIR" "$@" 2>&1 >/dev/null)
-	rc=$?
-	[ $rc -eq 2 ] || fail "vmmctl $*: exit $rc, expected 2 ($err)"
-	[ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "vmmctl $*: $err"
-	case $err in *"$words"*) ;; *) fail "vmmctl $*: '$err' lacks '$words'" ;; esac
-	echo "ok: $err"
-}
+ctl_usage() { usage_error vmmctl "$@"; }
 ctl_usage "unknown command 'frobnicate'" frobnicate x
 ctl_usage "usage: vmmctl save NAME FILE" save x
 ctl_usage "hex digits" write x 0x1000 abc

@@ -9,18 +9,7 @@
 
 migctl() { "$BIN/migctl" --rundir "$RUNDIR" --timeout 20 "$@"; }
 
-# ctl_usage WORDS ARGS...: migctl ARGS exits 2 with one line containing
-# WORDS, before connecting (no migd runs yet).
-ctl_usage() {
-	local words=$1 err rc
-	shift
-	err=$("$BIN/migctl" --rundir "$RUNDIR" "$@" 2>&1 >/dev/null)
-	rc=$?
-	[ $rc -eq 2 ] || fail "migctl $*: exit $rc, expected 2 ($err)"
-	[ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "migctl $*: $err"
-	case $err in *"$words"*) ;; *) fail "migctl $*: '$err' lacks '$words'" ;; esac
-	echo "ok: $err"
-}
+ctl_usage() { usage_error migctl "$@"; }
 
 # ctl_fails WORDS ARGS...: migctl ARGS exits 1 and says WORDS.
 ctl_fails() {

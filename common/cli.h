@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * What the command-line clients (vmmctl, migctl) share: one-line errors
+ * prefixed with the program's name, and their global options
+ * (--rundir DIR, --json, --timeout SEC, --help) in front of the command.
+ */
+#ifndef TERN_CLI_H
+#define TERN_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+enum cli_exit { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
+
+struct cli_globals {
+	const char *rundir;
+	bool json;
+	int timeout_ms;
+};
+
+/* The program's name for error lines; also ignores SIGPIPE. */
+void cli_init(const char *prog);
+/* "PROG: message" on stderr. */
+void cli_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * Parse the global options.  Returns the index of the command word
+ * (> 0), or -1 after --help printed usage (exit 0), or -2 after a usage
+ * error was said in one line (exit 2).
+ */
+int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
+		      void (*usage)(FILE *f));
+
+#endif
