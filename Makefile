@@ -52,6 +52,9 @@ PROTO_C     := $(patsubst proto/%.proto,$(O)/proto/%.pb-c.c,$(PROTOS))
 PROTO_H     := $(PROTO_C:.c=.h)
 PROTO_OBJS  := $(PROTO_C:.c=.o)
 
+# Generated sources are kept (make would delete them as intermediates).
+.SECONDARY: $(PROTO_C) $(PROTO_H)
+
 $(O)/proto/%.pb-c.c $(O)/proto/%.pb-c.h: proto/%.proto
 	$(call msg,PROTOC,$<)
 	@mkdir -p $(O)/proto
@@ -77,12 +80,18 @@ MIGD_SRCS   := $(filter-out migd/migctl.c,$(wildcard migd/*.c))
 MIGD_OBJS   := $(patsubst %.c,$(O)/%.o,$(MIGD_SRCS))
 MIGCTL_OBJS := $(O)/migd/migctl.o
 
+FAULTD_SRCS := $(wildcard faultd/*.c)
+FAULTD_OBJS := $(patsubst %.c,$(O)/%.o,$(FAULTD_SRCS))
+
 PROGS := $(O)/bin/vmm $(O)/bin/vmmctl
 ifneq ($(MIGD_SRCS),)
 PROGS += $(O)/bin/migd
 endif
 ifneq ($(wildcard migd/migctl.c),)
 PROGS += $(O)/bin/migctl
+endif
+ifneq ($(FAULTD_SRCS),)
+PROGS += $(O)/bin/faultd
 endif
 
 $(O)/bin/vmm: $(VMM_OBJS) $(LIBCOMMON)
@@ -101,6 +110,11 @@ $(O)/bin/migd: $(MIGD_OBJS) $(LIBCOMMON)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/bin/migctl: $(MIGCTL_OBJS) $(LIBCOMMON)
+	$(call msg,LD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/bin/faultd: $(FAULTD_OBJS) $(LIBCOMMON)
 	$(call msg,LD,$@)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -197,8 +211,9 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL ?= install
 MAN1    := $(wildcard man/migctl.1)
 MAN7    := man/tern-rpc.7
-MAN8    := man/vmm.8 man/vmmctl.8 $(wildcard man/migd.8)
-UNITS   := systemd/vmm@.service $(wildcard systemd/migd.service)
+MAN8    := man/vmm.8 man/vmmctl.8 $(wildcard man/migd.8) $(wildcard man/faultd.8)
+UNITS   := systemd/vmm@.service $(wildcard systemd/migd.service) \
+	   $(wildcard systemd/faultd.service)
 BIN_PROGS  := $(filter %/migctl,$(PROGS))
 SBIN_PROGS := $(filter-out %/migctl,$(PROGS))
 

@@ -50,7 +50,8 @@ int stream_hello_check(struct stream_hello *h, const uint8_t *token,
 		*why = "token mismatch";
 		return -EACCES;
 	}
-	if (h->role != STREAM_ROLE_MAIN && h->role != STREAM_ROLE_RAM) {
+	if (h->role != STREAM_ROLE_MAIN && h->role != STREAM_ROLE_RAM &&
+	    h->role != STREAM_ROLE_PAGE) {
 		*why = "unknown connection role";
 		return -EINVAL;
 	}
@@ -83,9 +84,11 @@ int stream_pkt_check(struct stream_pkt *p, const struct stream_layout *lay,
 		*why = "unknown packet flags";
 	else if (p->seq != expect_seq)
 		*why = "packet out of sequence";
-	else if (p->flags & STREAM_PKT_END) {
+	else if (p->flags & (STREAM_PKT_END | STREAM_PKT_POSTCOPY)) {
 		if (p->npages || p->data_len)
-			*why = "end packet with pages";
+			*why = "marker packet with pages";
+		else if ((p->flags & STREAM_PKT_END) && (p->flags & STREAM_PKT_POSTCOPY))
+			*why = "end and postcopy marker in one packet";
 	} else if (p->region >= lay->nregions)
 		*why = "packet for an unknown RAM region";
 	else if (p->npages == 0 || p->npages > STREAM_MAX_BATCH)

@@ -34,10 +34,13 @@
 #define STREAM_MAX_REGIONS 4u
 #define STREAM_MSG_MAX (64u << 20)
 #define STREAM_PKT_MAGIC 0x504d5254u    /* "TRMP" */
+#define STREAM_PAGE_REQ_MAX 64u         /* pages per PageRequest */
+#define STREAM_PAGE_MSG_MAX (STREAM_PAGE_REQ_MAX * STREAM_PAGE + 4096u)
 
 enum stream_role {
 	STREAM_ROLE_MAIN = 1,
 	STREAM_ROLE_RAM = 2,
+	STREAM_ROLE_PAGE = 3,           /* postcopy page link (PageMsg frames) */
 	STREAM_ROLE_MAX
 };
 
@@ -57,7 +60,10 @@ enum stream_pkt_flags {
 	STREAM_PKT_END = 1 << 1,        /* last packet on this channel */
 	STREAM_PKT_ZSTD = 1 << 2,       /* data is one zstd frame of the pages,
 					 * shorter than the pages themselves */
-	STREAM_PKT_FLAGS_ALL = (1 << 3) - 1,
+	STREAM_PKT_POSTCOPY = 1 << 3,   /* marker, no pages: everything after
+					 * it on this channel is pushed in
+					 * postcopy (placed with UFFDIO_COPY) */
+	STREAM_PKT_FLAGS_ALL = (1 << 4) - 1,
 };
 
 struct stream_pkt {

@@ -189,6 +189,9 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (control_state() != VM_STATE_INCOMING || ctl.state_loaded)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot adopt RAM: this vmm is not waiting for an incoming guest");
+	if (ctl.vm->uffd >= 0)
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot adopt RAM: a userfaultfd is registered on the current RAM (UffdRelease first)");
 	if (n == 0 || n > VMM_MAX_REGIONS || rpc_call_nfds(call) != n ||
 	    lay->page_size != VMM_PAGE)
 		return rpc_call_errorf(call, EINVAL,
@@ -305,7 +308,58 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, -ret, "discarding guest RAM: %s",
 				       strerror(-ret));
 	ctl.state_loaded = false;
+	if (uffd_release(ctl.vm) > 0)
+		log_info("released the userfaultfd");
 	log_info("discarded the incoming guest's RAM and state");
+	return 0;
+}
+
+/*
+ * Postcopy: create a userfaultfd with the caller's /dev/userfaultfd and
+ * register all guest RAM on it; the uffd goes back with the reply, and a
+ * copy stays here until UffdRelease or Discard.  From now on a missing
+ * page makes whoever touches it wait (vCPUs, and our own ReadMem).
+ */
+static int method_uffd_create(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	Tern__Vmm__UffdInfo info = TERN__VMM__UFFD_INFO__INIT;
+	uint64_t host[VMM_MAX_REGIONS];
+	enum vm_state st = control_state();
+	struct vm *vm = ctl.vm;
+	char err[256];
+	int devfd, uffd, i, ret;
+
+	if (st != VM_STATE_INCOMING)
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot create a userfaultfd: the VM is %s, not incoming",
+				       vm_state_name(st));
+	if (rpc_call_nfds(call) != 1)
+		return rpc_call_errorf(call, EINVAL,
+				       "UffdCreate needs one descriptor, an open /dev/userfaultfd (got %zu)",
+				       rpc_call_nfds(call));
+	devfd = rpc_call_take_fd(call, 0);
+	ret = uffd_create(vm, devfd, &uffd, err, sizeof(err));
+	close(devfd);           /* lent, not given: faultd keeps its own */
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "UffdCreate: %s", err);
+	for (i = 0; i < vm->nregions; i++)
+		host[i] = (uintptr_t)vm->regions[i].host;
+	info.n_host = vm->nregions;
+	info.host = host;
+	ret = rpc_call_reply(call, &info.base, &uffd, 1);
+	if (ret < 0) {
+		uffd_release(vm);
+		return ret;
+	}
+	log_info("userfaultfd created: %d region%s registered for missing pages",
+		 vm->nregions, vm->nregions == 1 ? "" : "s");
+	return 0;
+}
+
+static int method_uffd_release(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	if (uffd_release(ctl.vm) > 0)
+		log_info("released the userfaultfd");
 	return 0;
 }
 
@@ -343,6 +397,8 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "WriteMem", method_write_mem },
 	{ "Discard", method_discard },
 	{ "SetThrottle", method_set_throttle },
+	{ "UffdCreate", method_uffd_create },
+	{ "UffdRelease", method_uffd_release },
 };
 
 /* Root and our own uid only; say so when someone else knocks. */

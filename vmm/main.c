@@ -252,7 +252,7 @@ int main(int argc, char **argv)
 {
 	struct options o = { 0 };
 	struct vm vm = { .kvm_fd = -1, .vm_fd = -1, .dirty_memfd = -1,
-			 .notify_fd = -1 };
+			 .notify_fd = -1, .uffd = -1 };
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_notify = NULL;
 	struct event_base *base = NULL;
 	char lock_path[PATH_MAX];
@@ -303,6 +303,7 @@ out:
 	vcpu_destroy_all(&vm);
 	if (vm.dirty_on)
 		dirty_stop(&vm);
+	uffd_release(&vm);
 	mem_destroy(&vm);
 	kvm_vm_destroy(&vm);
 	serial_destroy(&vm.serial);

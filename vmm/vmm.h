@@ -125,6 +125,9 @@ struct vm {
 	pthread_t throttle_thread;      /* kicks vCPUs while throttle > 0 */
 	bool throttle_started;
 	uint64_t state_change_ns;
+
+	/* postcopy (main thread) */
+	int uffd;                       /* our copy of the guest RAM's uffd, or -1 */
 };
 
 /* kvm.c: the VM and its platform devices */
@@ -184,6 +187,13 @@ int state_save(struct vm *vm, Tern__Vmm__VmState **ret);
 void state_free(Tern__Vmm__VmState *st);
 int state_load(struct vm *vm, const Tern__Vmm__VmState *st, char *err,
 	       size_t errlen);
+
+/* uffd.c: postcopy's userfaultfd, created with faultd's /dev/userfaultfd */
+/* Create and register it on every region; *ret_uffd stays ours (vm->uffd).
+ * -EBUSY if one exists; err says what was wrong. */
+int uffd_create(struct vm *vm, int devfd, int *ret_uffd, char *err, size_t len);
+/* Close our copy: 1 if there was one, 0 if not. */
+int uffd_release(struct vm *vm);
 
 /* control.c: the control service on RUNDIR/vmm/NAME.sock */
 struct event_base;

@@ -13,6 +13,10 @@
  *     into RAM already present (the steady state) and once into a fresh
  *     memfd, as an incoming guest's RAM is;
  *   - the first write to every page of a fresh memfd (page faults);
+ *   - the bare userfaultfd round trip on a memfd mapping: one thread
+ *     touches missing pages one by one, another resolves each with
+ *     UFFDIO_COPY, sleeping in poll() or spinning on read() (postcopy's
+ *     floor: faultd's fault latency is compared with it);
  *   - zstd level 1 on incompressible and on text-like 4 KiB pages.
  *
  * All RAM comes from memfds mapped shared, like guest RAM.  Each figure is
@@ -22,8 +26,10 @@
  * Usage: bench_limits [-d SECONDS_PER_TCP_RUN] [-q]
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <immintrin.h>
+#include <linux/userfaultfd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -33,8 +39,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +61,7 @@
 #define FRESH_BUF (512 * MiB)           /* per stream, fresh memfd */
 #define FRESH_TOUCH (256 * MiB)
 #define ZSTD_SET (16 * MiB)             /* distinct pages compressed */
+#define UFFD_PAGES 2000                 /* faults per repetition */
 
 static double tcp_seconds = 1.0;
 static double zstd_seconds = 0.25;
@@ -264,6 +274,98 @@ static double measure_fresh_touch(void)
 		memset(p, 0x5a, FRESH_TOUCH);
 		v[r] = FRESH_TOUCH / (now_s() - t0) / GB;
 		munmap(p, FRESH_TOUCH);
+	}
+	return median(v, REPS);
+}
+
+/* ---- userfaultfd round trip ------------------------------------------- */
+
+struct uffd_bench {
+	int uffd;
+	uint8_t *area;                  /* registered, missing pages */
+	bool spin;                      /* the handler spins on read() */
+	bool stop;                      /* (atomic) */
+};
+
+static int uffd_open(void)
+{
+	int dev, fd;
+
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	/* Our own faults are user-mode ones: no privilege needed. */
+	return syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+}
+
+static void *uffd_handler(void *arg)
+{
+	struct uffd_bench *b = arg;
+	static uint8_t src[PAGE] __attribute__((aligned(PAGE)));
+	struct pollfd p = { b->uffd, POLLIN, 0 };
+	struct uffd_msg m;
+
+	memset(src, 0x5a, sizeof(src));
+	while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
+		if (!b->spin && poll(&p, 1, 100) <= 0)
+			continue;
+		if (read(b->uffd, &m, sizeof(m)) != sizeof(m) ||
+		    m.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		struct uffdio_copy c = {
+			.dst = m.arg.pagefault.address & ~(PAGE - 1),
+			.src = (uintptr_t)src, .len = PAGE,
+		};
+		if (ioctl(b->uffd, UFFDIO_COPY, &c) < 0 && errno != EEXIST)
+			fail("UFFDIO_COPY", errno);
+	}
+	return NULL;
+}
+
+/* Median microseconds from touching a missing page to reading it. */
+static double measure_uffd(bool spin)
+{
+	double v[REPS], lat[UFFD_PAGES], t0;
+	struct uffd_bench b = { .spin = spin };
+	pthread_t th;
+	int r, i;
+
+	for (r = 0; r < REPS; r++) {
+		/* UFFDIO_API writes back every feature it has: a fresh one. */
+		struct uffdio_api api = { .api = UFFD_API,
+					  .features = UFFD_FEATURE_MISSING_SHMEM };
+
+		b.uffd = uffd_open();
+		if (b.uffd < 0)
+			return -1;
+		b.area = ram_alloc(UFFD_PAGES * PAGE, false, false);
+		struct uffdio_register reg = {
+			.range = { (uintptr_t)b.area, UFFD_PAGES * PAGE },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+		if (ioctl(b.uffd, UFFDIO_API, &api) < 0 ||
+		    ioctl(b.uffd, UFFDIO_REGISTER, &reg) < 0) {
+			close(b.uffd);
+			munmap(b.area, UFFD_PAGES * PAGE);
+			return -1;
+		}
+		b.stop = false;
+		if (pthread_create(&th, NULL, uffd_handler, &b) != 0)
+			fail("pthread_create", EAGAIN);
+		for (i = 0; i < UFFD_PAGES; i++) {
+			t0 = now_s();
+			(void)*(volatile uint8_t *)(b.area + (size_t)i * PAGE);
+			lat[i] = (now_s() - t0) * 1e6;
+		}
+		__atomic_store_n(&b.stop, true, __ATOMIC_RELEASE);
+		pthread_join(th, NULL);
+		v[r] = median(lat, UFFD_PAGES);
+		munmap(b.area, UFFD_PAGES * PAGE);
+		close(b.uffd);
 	}
 	return median(v, REPS);
 }
@@ -593,7 +695,7 @@ int main(int argc, char **argv)
 	static const int streams[] = { 1, 2, 4 };
 	struct stream s[MAX_STREAMS] = { 0 };
 	double t_start = now_s(), cp1, cp2, z64, zavx = -1;
-	double tcp[3], fresh[2], touch;
+	double tcp[3], fresh[2], touch, uffd, uffd_spin;
 	struct zstd_result zr, zt;
 	uint8_t *buf;
 	bool avx2;
@@ -636,6 +738,10 @@ int main(int argc, char **argv)
 	note("first touch of a fresh memfd");
 	touch = measure_fresh_touch();
 
+	note("userfaultfd round trip, handler in poll() and spinning");
+	uffd = measure_uffd(false);
+	uffd_spin = uffd < 0 ? -1 : measure_uffd(true);
+
 	for (i = 0; i < MAX_STREAMS; i++) {
 		s[i].sbuf = ram_alloc(TCP_BUF, true, false);
 		s[i].present = ram_alloc(TCP_BUF, true, false);
@@ -669,6 +775,11 @@ int main(int argc, char **argv)
 	else
 		printf("null");
 	printf(",\"fresh_touch_gbps\":%.3f", touch);
+	if (uffd < 0)
+		printf(",\"uffd_rtt_us\":null,\"uffd_rtt_spin_us\":null");
+	else
+		printf(",\"uffd_rtt_us\":%.1f,\"uffd_rtt_spin_us\":%.1f", uffd,
+		       uffd_spin);
 	printf(",\"tcp_gbps_1s\":%.3f,\"tcp_gbps_2s\":%.3f,\"tcp_gbps_4s\":%.3f,"
 	       "\"tcp_fresh_gbps_1s\":%.3f,\"tcp_fresh_gbps_2s\":%.3f,"
 	       "\"zstd1_gbps_random\":%.3f,\"zstd1_ratio_random\":%.3f,"

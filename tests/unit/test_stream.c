@@ -92,9 +92,15 @@ static void test_packet_checks(void **state)
 	assert_int_equal(stream_pkt_check(&p, &layout, 0, &why), -EPROTO);
 	assert_string_equal(why, "bad packet magic");
 	REFUSED(pkt(1 << 7, 0, 1, STREAM_PAGE, 0), 0, "unknown packet flags");
-	REFUSED(pkt(1 << 3, 0, 1, STREAM_PAGE, 0), 0, "unknown packet flags");
+	REFUSED(pkt(1 << 4, 0, 1, STREAM_PAGE, 0), 0, "unknown packet flags");
+	REFUSED(pkt(STREAM_PKT_POSTCOPY, 0, 1, STREAM_PAGE, 0), 0,
+		"marker packet with pages");
+	REFUSED(pkt(STREAM_PKT_POSTCOPY | STREAM_PKT_END, 0, 0, 0, 0), 0,
+		"end and postcopy marker in one packet");
+	p = pkt(STREAM_PKT_POSTCOPY, 0, 0, 0, 0);
+	assert_int_equal(stream_pkt_check(&p, &layout, 0, &why), 0);
 	REFUSED(pkt(0, 0, 1, STREAM_PAGE, 4), 3, "packet out of sequence");
-	REFUSED(pkt(STREAM_PKT_END, 0, 1, 0, 0), 0, "end packet with pages");
+	REFUSED(pkt(STREAM_PKT_END, 0, 1, 0, 0), 0, "marker packet with pages");
 	REFUSED(pkt(0, 2, 1, STREAM_PAGE, 0), 0, "packet for an unknown RAM region");
 	REFUSED(pkt(0, 0, 0, 0, 0), 0, "bad page count in packet");
 	REFUSED(pkt(0, 0, STREAM_MAX_BATCH + 1, (STREAM_MAX_BATCH + 1) * STREAM_PAGE, 0),

@@ -1,0 +1,471 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * faultd's control service, tern.faultd.Faultd (proto/faultd.proto), on
+ * RUNDIR/faultd.sock: only root and faultd's own uid may connect
+ * (SO_PEERCRED).  Attach checks the caller's descriptors, asks the vmm
+ * for its RAM layout and a userfaultfd made with our /dev/userfaultfd
+ * (Vmm.UffdCreate), and starts a session (session.c); the other methods
+ * look a session up by its VM's name.  Runs on the main thread's event
+ * loop; the vmm calls block it for at most FAULTD_VMM_TIMEOUT_MS each,
+ * while the sessions' threads keep serving faults.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/bitmap.h"
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/uri.h"
+#include "common/util.h"
+#include "faultd/faultd.h"
+#include "proto/vmm.pb-c.h"
+
+#define CONTROL_LISTEN_BACKLOG 64
+
+static struct session *session_find(struct faultd *d, const char *vm)
+{
+	struct session *s;
+
+	for (s = d->sessions; s; s = s->next)
+		if (strcmp(s->vm, vm) == 0)
+			return s;
+	return NULL;
+}
+
+static int lookup(struct rpc_call *call, const char *vm, struct session **ret)
+{
+	struct faultd *d = rpc_call_ctx(call);
+
+	if (name_valid(vm) < 0)
+		return rpc_call_errorf(call, EINVAL, "'%.64s' is not a valid VM name", vm);
+	*ret = session_find(d, vm);
+	if (!*ret)
+		return rpc_call_errorf(call, ENOENT, "no session for VM %s", vm);
+	return 0;
+}
+
+static int reply_stats(struct rpc_call *call, struct session *s)
+{
+	Tern__Faultd__FaultStats st = TERN__FAULTD__FAULT_STATS__INIT;
+	struct stats_buf buf;
+
+	session_stats(s, &st, &buf);
+	return rpc_call_reply(call, &st.base, NULL, 0);
+}
+
+/* A connected stream socket: the page link (descriptor i of the call). */
+static int take_link(struct rpc_call *call, size_t i, int *ret)
+{
+	int fd = rpc_call_take_fd(call, i), type = 0;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_STREAM) {
+		close(fd);
+		return rpc_call_errorf(call, EINVAL,
+				       "descriptor %zu (the page link) is not a stream socket", i);
+	}
+	*ret = fd;
+	return 0;
+}
+
+/*
+ * The needed bitmap: a regular file (memfd) of exactly the right size.
+ * We seal it against shrinking when it allows sealing, so that nobody can
+ * make our mapping SIGBUS; one made without MFD_ALLOW_SEALING is taken
+ * as it is (faultd.proto does not ask for sealing), with a warning.
+ */
+static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages, int *ret)
+{
+	int fd = rpc_call_take_fd(call, i), seals;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return rpc_call_errorf(call, EINVAL,
+				       "descriptor %zu (the needed bitmap) is not a memfd", i);
+	}
+	if ((uint64_t)st.st_size != BITMAP_BYTES(pages)) {
+		close(fd);
+		return rpc_call_errorf(call, EINVAL,
+				       "the needed bitmap is %llu bytes; %llu pages need %llu",
+				       (unsigned long long)st.st_size,
+				       (unsigned long long)pages,
+				       (unsigned long long)BITMAP_BYTES(pages));
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (!(seals & F_SEAL_SHRINK) &&
+			  fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0))
+		log_warnx("the needed bitmap cannot be sealed against shrinking "
+			  "(create it with MFD_ALLOW_SEALING)");
+	*ret = fd;
+	return 0;
+}
+
+/*
+ * The vmm's side of Attach: its layout (GetRam, memfds closed at once)
+ * and a uffd registered on its RAM (UffdCreate with our /dev/userfaultfd).
+ * On success the vmm holds a uffd: the caller undoes it on a later error.
+ */
+static int vmm_setup(struct faultd *d, const char *vm, uint64_t pages,
+		     struct fault_region *r, unsigned int *ret_n, int *ret_uffd,
+		     char *err, size_t len)
+{
+	Tern__Vmm__RamLayout *lay = NULL;
+	Tern__Vmm__UffdInfo *info = NULL;
+	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
+	const ProtobufCServiceDescriptor *svc = &tern__vmm__vmm__descriptor;
+	struct rpc_client *cl = NULL;
+	struct rpc_result res;
+	char path[PATH_MAX + 80];
+	uint64_t total = 0;
+	size_t i;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/vmm/%s.sock", d->rundir, vm);
+	ret = rpc_client_connect(path, FAULTD_VMM_TIMEOUT_MS, &cl);
+	if (ret < 0) {
+		snprintf(err, len, "no vmm named %s on this host (%.300s: %s)", vm, path,
+			 strerror(-ret));
+		return ret == -EACCES ? ret : -ENOENT;
+	}
+	ret = rpc_client_call(cl, svc, "GetRam", &empty.base, NULL, 0,
+			      (ProtobufCMessage **)&lay, &res, FAULTD_VMM_TIMEOUT_MS,
+			      NULL, NULL);
+	rpc_result_close_fds(&res);
+	if (ret < 0) {
+		snprintf(err, len, "vmm %s: GetRam: %.400s", vm, res.message);
+		goto out;
+	}
+	ret = -EPROTO;
+	if (lay->page_size != STREAM_PAGE || !lay->n_regions ||
+	    lay->n_regions > STREAM_MAX_REGIONS) {
+		snprintf(err, len, "vmm %s: unusable RAM layout (%zu regions, page "
+			 "size %u)", vm, lay->n_regions, lay->page_size);
+		goto out;
+	}
+	for (i = 0; i < lay->n_regions; i++) {
+		uint64_t size = lay->regions[i]->size;
+
+		if (!size || size % STREAM_PAGE || total + size / STREAM_PAGE < total) {
+			snprintf(err, len, "vmm %s: region %zu has %llu bytes", vm, i,
+				 (unsigned long long)size);
+			goto out;
+		}
+		r[i] = (struct fault_region){ .gpa = lay->regions[i]->gpa,
+					      .size = size, .first_page = total };
+		total += size / STREAM_PAGE;
+	}
+	if (total != pages) {
+		ret = -EINVAL;
+		snprintf(err, len, "Attach says %llu pages; vmm %s has %llu",
+			 (unsigned long long)pages, vm, (unsigned long long)total);
+		goto out;
+	}
+	ret = rpc_client_call(cl, svc, "UffdCreate", &empty.base, &d->devfd, 1,
+			      (ProtobufCMessage **)&info, &res, FAULTD_VMM_TIMEOUT_MS,
+			      NULL, NULL);
+	if (ret < 0) {
+		rpc_result_close_fds(&res);
+		snprintf(err, len, "vmm %s: %.400s", vm, res.message);
+		goto out;
+	}
+	if (res.nfds != 1 || info->n_host != lay->n_regions) {
+		rpc_result_close_fds(&res);
+		rpc_client_call(cl, svc, "UffdRelease", &empty.base, NULL, 0, NULL,
+				NULL, FAULTD_VMM_TIMEOUT_MS, NULL, NULL);
+		ret = -EPROTO;
+		snprintf(err, len, "vmm %s: UffdCreate answered %zu descriptors and "
+			 "%zu addresses for %zu regions", vm, res.nfds, info->n_host,
+			 lay->n_regions);
+		goto out;
+	}
+	for (i = 0; i < lay->n_regions; i++)
+		r[i].host = info->host[i];
+	*ret_n = lay->n_regions;
+	*ret_uffd = res.fds[0];
+	ret = 0;
+out:
+	if (info)
+		protobuf_c_message_free_unpacked(&info->base, NULL);
+	if (lay)
+		protobuf_c_message_free_unpacked(&lay->base, NULL);
+	rpc_client_free(cl);
+	return ret;
+}
+
+static void vmm_release(struct faultd *d, const char *vm)
+{
+	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
+	struct rpc_client *cl;
+	char path[PATH_MAX + 80];
+
+	snprintf(path, sizeof(path), "%s/vmm/%s.sock", d->rundir, vm);
+	if (rpc_client_connect(path, FAULTD_VMM_TIMEOUT_MS, &cl) < 0)
+		return;
+	rpc_client_call(cl, &tern__vmm__vmm__descriptor, "UffdRelease",
+			&empty.base, NULL, 0, NULL, NULL, FAULTD_VMM_TIMEOUT_MS,
+			NULL, NULL);
+	rpc_client_free(cl);
+}
+
+static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Faultd__AttachRequest *a = (const Tern__Faultd__AttachRequest *)arg;
+	struct faultd *d = rpc_call_ctx(call);
+	Tern__Faultd__AttachReply rep = TERN__FAULTD__ATTACH_REPLY__INIT;
+	Tern__Faultd__Region regs[STREAM_MAX_REGIONS], *pregs[STREAM_MAX_REGIONS];
+	struct fault_region r[STREAM_MAX_REGIONS];
+	struct session_attach sa = { 0 };
+	struct session *s = NULL;
+	char err[640];
+	unsigned int n = 0, i;
+	int link = -1, bitmap = -1, uffd = -1, ret;
+
+	if (name_valid(a->vm) < 0)
+		return rpc_call_errorf(call, EINVAL, "'%.64s' is not a valid VM name",
+				       a->vm);
+	if (strlen(a->job) > 64)
+		return rpc_call_errorf(call, EINVAL, "job id: at most 64 characters");
+	if (a->prefetch > FAULTD_MAX_PREFETCH)
+		return rpc_call_errorf(call, EINVAL, "prefetch %u: at most %u",
+				       a->prefetch, FAULTD_MAX_PREFETCH);
+	if (!a->pages || a->pages > (1ULL << 40) / STREAM_PAGE)
+		return rpc_call_errorf(call, EINVAL, "pages %llu: 1 to %llu",
+				       (unsigned long long)a->pages,
+				       (1ULL << 40) / STREAM_PAGE);
+	if (rpc_call_nfds(call) != 2)
+		return rpc_call_errorf(call, EINVAL,
+				       "Attach needs two descriptors, the page link and the "
+				       "needed bitmap (got %zu)", rpc_call_nfds(call));
+	s = session_find(d, a->vm);
+	if (s)
+		return rpc_call_errorf(call, EBUSY, "VM %s already has a session (%s); "
+				       "Detach it first", a->vm,
+				       session_state_name(s->state));
+	ret = take_link(call, 0, &link);
+	if (ret == 0)
+		ret = take_bitmap(call, 1, a->pages, &bitmap);
+	if (ret < 0)
+		goto fail;
+	ret = vmm_setup(d, a->vm, a->pages, r, &n, &uffd, err, sizeof(err));
+	if (ret < 0) {
+		ret = rpc_call_errorf(call, -ret, "%s", err);
+		goto fail;
+	}
+	sa = (struct session_attach){ .vm = a->vm, .job = a->job, .pages = a->pages,
+				      .prefetch = a->prefetch, .link_fd = link,
+				      .needed_fd = bitmap, .uffd = uffd,
+				      .nregions = n, .r = r };
+	link = bitmap = uffd = -1;
+	ret = session_start(&sa, &s, err, sizeof(err));
+	if (ret < 0) {
+		vmm_release(d, a->vm);
+		return rpc_call_errorf(call, -ret, "%s", err);
+	}
+	for (i = 0; i < n; i++) {
+		tern__faultd__region__init(&regs[i]);
+		regs[i].gpa = r[i].gpa;
+		regs[i].size = r[i].size;
+		regs[i].host = r[i].host;
+		pregs[i] = &regs[i];
+	}
+	rep.n_regions = n;
+	rep.regions = pregs;
+	ret = rpc_call_reply(call, &rep.base, &s->uffd, 1);
+	if (ret < 0) {
+		session_free(s);
+		vmm_release(d, a->vm);
+		return ret;
+	}
+	s->next = d->sessions;
+	d->sessions = s;
+	log_info("%s: attached (job %s, %llu pages, %u region%s, prefetch %u)",
+		 s->vm, s->job[0] ? s->job : "-", (unsigned long long)s->pages, n,
+		 n == 1 ? "" : "s", s->prefetch);
+	return 0;
+fail:
+	if (link >= 0)
+		close(link);
+	if (bitmap >= 0)
+		close(bitmap);
+	return ret;
+}
+
+static int method_relink(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Faultd__RelinkRequest *q = (const Tern__Faultd__RelinkRequest *)arg;
+	struct session *s;
+	int link, ret;
+
+	ret = lookup(call, q->vm, &s);
+	if (ret < 0)
+		return ret;
+	if (rpc_call_nfds(call) != 1)
+		return rpc_call_errorf(call, EINVAL,
+				       "Relink needs one descriptor, the new page link (got %zu)",
+				       rpc_call_nfds(call));
+	ret = take_link(call, 0, &link);
+	if (ret < 0)
+		return ret;
+	ret = session_relink(s, link);
+	if (ret < 0)
+		return rpc_call_errorf(call, -ret, "relink: %s", strerror(-ret));
+	return reply_stats(call, s);
+}
+
+static int method_stats(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Faultd__VmQuery *q = (const Tern__Faultd__VmQuery *)arg;
+	struct session *s;
+	int ret = lookup(call, q->vm, &s);
+
+	return ret < 0 ? ret : reply_stats(call, s);
+}
+
+static int method_detach(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Faultd__DetachRequest *q = (const Tern__Faultd__DetachRequest *)arg;
+	struct faultd *d = rpc_call_ctx(call);
+	Tern__Faultd__FaultStats st = TERN__FAULTD__FAULT_STATS__INIT;
+	struct stats_buf buf;
+	struct session *s, **pp;
+	uint64_t needed;
+	int ret;
+
+	ret = lookup(call, q->vm, &s);
+	if (ret < 0)
+		return ret;
+	needed = session_needed(s);
+	if (needed && !q->force)
+		return rpc_call_errorf(call, EBUSY,
+				       "VM %s still needs %llu pages from the source "
+				       "(force to detach anyway)", s->vm,
+				       (unsigned long long)needed);
+	for (pp = &d->sessions; *pp != s; pp = &(*pp)->next)
+		;
+	*pp = s->next;
+	session_stop(s);
+	session_stats(s, &st, &buf);
+	ret = rpc_call_reply(call, &st.base, NULL, 0);
+	log_info("%s: detached%s (%llu faults, %llu pages fetched, %llu needed left)",
+		 s->vm, needed ? " by force" : "", (unsigned long long)st.faults,
+		 (unsigned long long)st.pages_fetched, (unsigned long long)needed);
+	session_free(s);
+	return ret;
+}
+
+static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	struct faultd *d = rpc_call_ctx(call);
+	Tern__Faultd__SessionList list = TERN__FAULTD__SESSION_LIST__INIT;
+	Tern__Faultd__FaultStats *st = NULL, **pst = NULL;
+	struct stats_buf *buf = NULL;
+	struct session *s;
+	size_t n = 0, i = 0;
+	int ret;
+
+	for (s = d->sessions; s; s = s->next)
+		n++;
+	if (n) {
+		st = calloc(n, sizeof(*st));
+		pst = calloc(n, sizeof(*pst));
+		buf = calloc(n, sizeof(*buf));
+		if (!st || !pst || !buf) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	for (s = d->sessions; s; s = s->next, i++) {
+		tern__faultd__fault_stats__init(&st[i]);
+		session_stats(s, &st[i], &buf[i]);
+		pst[i] = &st[i];
+	}
+	list.n_sessions = n;
+	list.sessions = pst;
+	ret = rpc_call_reply(call, &list.base, NULL, 0);
+out:
+	free(st);
+	free(pst);
+	free(buf);
+	return ret;
+}
+
+static const struct rpc_method_binding control_methods[] = {
+	{ "Attach", method_attach },
+	{ "Relink", method_relink },
+	{ "Stats", method_stats },
+	{ "Detach", method_detach },
+	{ "List", method_list },
+};
+
+static int control_accept(void *arg, int fd)
+{
+	int r = rpc_accept_root_or_self(arg, fd);
+
+	if (r == -EPERM)
+		log_warnx("control: refused a connection from another user");
+	return r;
+}
+
+int control_start(struct faultd *d)
+{
+	struct uri u = { .kind = URI_UNIX };
+	const char *missing = NULL;
+	mode_t mask;
+	int lfd, ret;
+
+	if ((size_t)snprintf(d->sock_path, sizeof(d->sock_path), "%s/faultd.sock",
+			     d->rundir) >= sizeof(u.path)) {
+		log_warnx("control socket path %s/faultd.sock is too long", d->rundir);
+		return -ENAMETOOLONG;
+	}
+	str_copy(u.path, d->sock_path, sizeof(u.path));
+	/* We hold RUNDIR/faultd.lock: a socket file here is stale. */
+	unlink(d->sock_path);
+	mask = umask(0177);
+	lfd = uri_listen(&u, CONTROL_LISTEN_BACKLOG);
+	umask(mask);
+	if (lfd < 0) {
+		log_warnc(lfd, "control socket %s", d->sock_path);
+		return lfd;
+	}
+	ret = rpc_server_new(d->base, &d->server);
+	if (ret == 0)
+		ret = rpc_server_listen_fd(d->server, lfd);
+	else
+		close(lfd);
+	if (ret == 0)
+		ret = rpc_server_bind_service(d->server, &tern__faultd__faultd__descriptor,
+					      control_methods, ARRAY_SIZE(control_methods),
+					      d, &missing);
+	if (ret == -ENOENT)
+		fatalx("control: no handler for %s", missing);
+	if (ret < 0) {
+		log_warnc(ret, "control service");
+		return ret;
+	}
+	rpc_server_set_accept(d->server, control_accept, d);
+	return 0;
+}
+
+void control_stop(struct faultd *d)
+{
+	struct session *s;
+
+	if (d->server) {
+		rpc_server_free(d->server);
+		d->server = NULL;
+		unlink(d->sock_path);
+	}
+	while ((s = d->sessions)) {
+		d->sessions = s->next;
+		session_free(s);
+	}
+}

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The page link, receiving side: one thread per session reads PageMsg
+ * frames from the source worker (length-prefixed, at most
+ * STREAM_PAGE_MSG_MAX bytes, checked before anything is allocated),
+ * checks each PageData against the layout and the request it answers,
+ * places its pages with UFFDIO_COPY (which wakes the faulting threads),
+ * clears their needed bits and times the faults that waited for them.
+ * A link that closes or errs pauses the session; a frame that breaks the
+ * protocol fails it; either way the thread ends and everything else
+ * stays as it is until Relink or Detach (session.c, on the event loop).
+ */
+#include <errno.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include "common/bitmap.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "faultd/faultd.h"
+
+#define LINK_EAGAIN_MAX 1000            /* UFFDIO_COPY retries while mm changes */
+
+/*
+ * Place a run of pages: the whole run in one UFFDIO_COPY; a page that is
+ * already there (pushed by the worker) is skipped after waking its
+ * waiters, and the rest continues.
+ */
+static int link_place(struct session *s, uint64_t dst, const uint8_t *src,
+		      uint64_t len, uint64_t *ret_copied, uint64_t *ret_exist)
+{
+	uint64_t copied = 0, exist = 0;
+	unsigned int again = 0;
+
+	while (len) {
+		struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)src, .len = len };
+		struct uffdio_range w = { .start = dst, .len = STREAM_PAGE };
+		uint64_t done;
+		int err;
+
+		if (ioctl(s->uffd, UFFDIO_COPY, &c) == 0) {
+			copied += len / STREAM_PAGE;
+			break;
+		}
+		err = errno;
+		done = c.copy > 0 ? (uint64_t)c.copy : 0;
+		copied += done / STREAM_PAGE;
+		dst += done;
+		src += done;
+		len -= done;
+		if (err == EEXIST && done == 0) {
+			if (ioctl(s->uffd, UFFDIO_WAKE, &w) < 0)
+				return -errno;
+			exist++;
+			dst += STREAM_PAGE;
+			src += STREAM_PAGE;
+			len -= STREAM_PAGE;
+		} else if (err != EAGAIN || ++again > LINK_EAGAIN_MAX) {
+			return -err;
+		}
+	}
+	*ret_copied = copied;
+	*ret_exist = exist;
+	return 0;
+}
+
+/* Under lock: clear needed and requested bits of the run, serve waiters. */
+static void link_placed_locked(struct session *s, const struct fault_region *r,
+			       uint64_t offset, uint64_t n)
+{
+	uint64_t page = r->first_page + offset / STREAM_PAGE, i;
+
+	for (i = page; i < page + n; i++)
+		__atomic_fetch_and(&s->needed[i / 64], ~(1ULL << (i % 64)),
+				   __ATOMIC_RELEASE);
+	bitmap_clear_range(s->requested, page, n);
+	session_serve_waiting_locked(s, page, n, now_ns());
+}
+
+/*
+ * One PageData: 0, or -EPROTO with why (a protocol violation), or another
+ * -errno with why (placing failed).
+ */
+static int handle_page_data(struct session *s, const Tern__Stream__PageData *d,
+			    char *why, size_t len)
+{
+	const struct fault_region *r;
+	struct page_req q;
+	uint64_t npages, copied = 0, exist = 0;
+	long i;
+	int ret;
+
+	if (d->region >= s->nregions) {
+		snprintf(why, len, "PageData seq %llu: region %u, the layout has %u",
+			 (unsigned long long)d->seq, d->region, s->nregions);
+		return -EPROTO;
+	}
+	r = &s->r[d->region];
+	npages = d->data.len / STREAM_PAGE;
+	if (d->offset % STREAM_PAGE || d->data.len % STREAM_PAGE || !npages ||
+	    npages > STREAM_PAGE_REQ_MAX || d->offset >= r->size ||
+	    d->data.len > r->size - d->offset) {
+		snprintf(why, len, "PageData seq %llu: %zu bytes at offset 0x%llx of "
+			 "region %u (%llu bytes) are not whole pages inside it",
+			 (unsigned long long)d->seq, d->data.len,
+			 (unsigned long long)d->offset, d->region,
+			 (unsigned long long)r->size);
+		return -EPROTO;
+	}
+	pthread_mutex_lock(&s->lock);
+	i = session_req_find_locked(s, d->seq);
+	if (i >= 0) {
+		q = s->reqs[i];
+		if (q.region == d->region && q.offset == d->offset && q.pages == npages)
+			memmove(&s->reqs[i], &s->reqs[i + 1],
+				(--s->nreqs - i) * sizeof(s->reqs[0]));
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (i < 0) {
+		snprintf(why, len, "PageData seq %llu answers no outstanding request",
+			 (unsigned long long)d->seq);
+		return -EPROTO;
+	}
+	if (q.region != d->region || q.offset != d->offset || q.pages != npages) {
+		snprintf(why, len, "PageData seq %llu (region %u offset 0x%llx, %llu "
+			 "pages) does not match its request (region %u offset 0x%llx, "
+			 "%u pages)", (unsigned long long)d->seq, d->region,
+			 (unsigned long long)d->offset, (unsigned long long)npages,
+			 q.region, (unsigned long long)q.offset, q.pages);
+		return -EPROTO;
+	}
+	ret = link_place(s, r->host + d->offset, d->data.data, d->data.len,
+			 &copied, &exist);
+	pthread_mutex_lock(&s->lock);
+	s->st.fetched += copied;
+	s->st.exist += exist;
+	if (ret == 0)
+		link_placed_locked(s, r, d->offset, npages);
+	pthread_mutex_unlock(&s->lock);
+	if (ret < 0)
+		snprintf(why, len, "UFFDIO_COPY of %llu pages at gpa 0x%llx: %s",
+			 (unsigned long long)npages,
+			 (unsigned long long)(r->gpa + d->offset), strerror(-ret));
+	return ret;
+}
+
+/* Wait for the next frame without a deadline (the source may be idle). */
+static int link_wait(struct session *s, int fd)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+	bool stop;
+
+	while (poll(&p, 1, -1) < 0)
+		if (errno != EINTR)
+			return -errno;
+	pthread_mutex_lock(&s->lock);
+	stop = s->link_stopping;
+	pthread_mutex_unlock(&s->lock);
+	return stop ? -ECANCELED : 0;
+}
+
+void *link_main(void *arg)
+{
+	struct session *s = arg;
+	enum session_state to = SESSION_STATE_NONE;
+	Tern__Stream__PageMsg *m;
+	char why[320];
+	int fd, ret;
+
+	pthread_mutex_lock(&s->lock);
+	fd = s->link_fd;        /* ours until link_stop() joins us */
+	pthread_mutex_unlock(&s->lock);
+	while (to == SESSION_STATE_NONE) {
+		m = NULL;
+		ret = link_wait(s, fd);
+		if (ret == 0)
+			ret = stream_msg_recv(fd, &tern__stream__page_msg__descriptor,
+					      STREAM_PAGE_MSG_MAX,
+					      now_ns() + FAULTD_LINK_IO_MS * 1000000ULL,
+					      (ProtobufCMessage **)&m);
+		if (ret == -ECANCELED)
+			break;
+		if (ret == -EMSGSIZE) {
+			to = SESSION_STATE_FAILED;
+			snprintf(why, sizeof(why), "page link: protocol violation: a "
+				 "frame longer than %u bytes", STREAM_PAGE_MSG_MAX);
+		} else if (ret == -EPROTO) {
+			to = SESSION_STATE_FAILED;
+			snprintf(why, sizeof(why), "page link: protocol violation: a "
+				 "frame that is not a PageMsg");
+		} else if (ret == -EPIPE) {
+			to = SESSION_STATE_PAUSED;
+			snprintf(why, sizeof(why), "page link closed by the source");
+		} else if (ret < 0) {
+			to = SESSION_STATE_PAUSED;
+			snprintf(why, sizeof(why), "page link: %s", strerror(-ret));
+		} else if (m->body_case == TERN__STREAM__PAGE_MSG__BODY_DATA) {
+			ret = handle_page_data(s, m->data, why, sizeof(why));
+			if (ret < 0)
+				to = SESSION_STATE_FAILED;
+		} else if (m->body_case == TERN__STREAM__PAGE_MSG__BODY_REFUSE) {
+			to = SESSION_STATE_FAILED;
+			snprintf(why, sizeof(why), "the source dropped the page link: "
+				 "%.200s (%s)", m->refuse->message ? m->refuse->message : "",
+				 m->refuse->err > 0 ? strerror(m->refuse->err) : "no code");
+		} else {
+			to = SESSION_STATE_FAILED;
+			snprintf(why, sizeof(why), "page link: protocol violation: "
+				 "unexpected %s from the source",
+				 m->body_case == TERN__STREAM__PAGE_MSG__BODY_REQUEST ?
+				 "PageRequest" : "empty PageMsg");
+		}
+		if (m)
+			protobuf_c_message_free_unpacked(&m->base, NULL);
+	}
+	pthread_mutex_lock(&s->lock);
+	if (to != SESSION_STATE_NONE && !s->link_stopping)
+		session_set_state_locked(s, to, "%s", why);
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+int link_start(struct session *s)
+{
+	int r = -pthread_create(&s->link_thread, NULL, link_main, s);
+
+	if (r == 0)
+		s->link_running = true;
+	return r;
+}
+
+void link_stop(struct session *s)
+{
+	if (!s->link_running)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->link_stopping = true;
+	pthread_mutex_unlock(&s->lock);
+	/* Wakes the reader (EOF) and a writer blocked on a full socket. */
+	shutdown(s->link_fd, SHUT_RDWR);
+	pthread_join(s->link_thread, NULL);
+	s->link_running = false;
+}

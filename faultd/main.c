@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * faultd: parse the command line, take RUNDIR/faultd.lock, open
+ * /dev/userfaultfd and the control socket RUNDIR/faultd.sock, drop every
+ * capability (and set NoNewPrivs), then serve (control.c) from one event
+ * loop until SIGTERM or SIGINT.  Quitting stops every session; faults on
+ * pages still missing then wait in the vmms, which keep their uffds.
+ * faultd stays in the foreground (systemd Type=simple).
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/caps.h"
+#include "common/log.h"
+#include "common/pidlock.h"
+#include "common/util.h"
+#include "faultd/faultd.h"
+
+#define FAULTD_DEVICE "/dev/userfaultfd"
+
+struct options {
+	const char *rundir;
+	enum log_level level;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: faultd [--rundir DIR] [--log-level warn|info|debug] [--debug]\n"
+"              [--foreground]\n"
+"serves RUNDIR/faultd.sock (default %s); see faultd(8)\n",
+		FAULTD_DEFAULT_RUNDIR);
+}
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "faultd: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	exit(2);
+}
+
+static void parse_args(int argc, char **argv, struct options *o)
+{
+	enum { O_VERSION = 256, O_LEVEL };
+	static const struct option longopts[] = {
+		{ "rundir", required_argument, NULL, 'r' },
+		{ "log-level", required_argument, NULL, O_LEVEL },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	o->rundir = FAULTD_DEFAULT_RUNDIR;
+	o->level = LOG_LEVEL_INFO;
+	while ((c = getopt_long(argc, argv, "r:dfh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'r': o->rundir = optarg; break;
+		case 'd': o->level = LOG_LEVEL_DEBUG; break;
+		case 'f': break;        /* always: faultd never daemonizes */
+		case 'h': usage(stdout); exit(0);
+		case O_VERSION: printf("faultd (tern) %s\n", FAULTD_VERSION); exit(0);
+		case O_LEVEL:
+			if (strcmp(optarg, "warn") == 0)
+				o->level = LOG_LEVEL_WARN;
+			else if (strcmp(optarg, "info") == 0)
+				o->level = LOG_LEVEL_INFO;
+			else if (strcmp(optarg, "debug") == 0)
+				o->level = LOG_LEVEL_DEBUG;
+			else
+				die_usage("--log-level %s: warn, info or debug", optarg);
+			break;
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (!o->rundir[0])
+		die_usage("--rundir: give a directory");
+	/* Room for "/faultd.sock" in a sun_path, as migd. */
+	if (strlen(o->rundir) > 80)
+		die_usage("--rundir %s: at most 80 characters", o->rundir);
+}
+
+/* RUNDIR/faultd.lock, held for faultd's life: one faultd per run directory. */
+static int take_lock(const char *rundir)
+{
+	char path[PATH_MAX + 16], holder[32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/faultd.lock", rundir);
+	fd = pidlock_take(path, holder, sizeof(holder));
+	if (fd == -EEXIST)
+		log_warnx("a faultd is already running on %s (pid %s)", rundir, holder);
+	else if (fd < 0)
+		log_warnc(fd, "rundir %s: cannot create %s", rundir, path);
+	return fd;
+}
+
+static void handle_term(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("signal %d: stopping every session and quitting", (int)sig);
+	event_base_loopexit(arg, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { 0 };
+	struct faultd d = { .devfd = -1 };
+	struct event *ev_term = NULL, *ev_int = NULL;
+	int lock_fd, ret = 1;
+
+	parse_args(argc, argv, &o);
+	log_init("faultd", NULL, o.level);
+	signal(SIGPIPE, SIG_IGN);
+	if (str_copy(d.rundir, o.rundir, sizeof(d.rundir)) < 0 ||
+	    (ret = mkdir_p(o.rundir, 0755)) < 0) {
+		log_warnc(ret, "rundir %s", o.rundir);
+		return 1;
+	}
+	lock_fd = take_lock(o.rundir);
+	if (lock_fd < 0)
+		return 1;
+	ret = 1;
+	/* Privileged step: the one thing faultd has that the vmms do not. */
+	d.devfd = open(FAULTD_DEVICE, O_RDWR | O_CLOEXEC);
+	if (d.devfd < 0) {
+		log_warn("cannot open %s (Linux 6.1 or later, run as root)",
+			 FAULTD_DEVICE);
+		goto out;
+	}
+	d.base = event_base_new();
+	if (!d.base)
+		fatalx("event loop set-up");
+	ev_term = evsignal_new(d.base, SIGTERM, handle_term, d.base);
+	ev_int = evsignal_new(d.base, SIGINT, handle_term, d.base);
+	if (!ev_term || !ev_int || event_add(ev_term, NULL) || event_add(ev_int, NULL))
+		fatalx("event set-up");
+	if (control_start(&d) < 0)
+		goto out;
+	/*
+	 * No capability is kept: the open /dev/userfaultfd is all faultd
+	 * needs (USERFAULTFD_IOC_NEW, in the vmm, and the uffd ioctls check
+	 * none); the vmms' sockets admit our uid by SO_PEERCRED.
+	 */
+	ret = caps_drop(NULL, 0, (uid_t)-1, (gid_t)-1);
+	if (ret < 0) {
+		log_warnc(ret, "dropping capabilities");
+		ret = 1;
+		goto out;
+	}
+	ret = 1;
+	log_info("serving %s (no capabilities)", d.sock_path);
+	event_base_dispatch(d.base);
+	ret = 0;
+out:
+	control_stop(&d);
+	if (ev_term)
+		event_free(ev_term);
+	if (ev_int)
+		event_free(ev_int);
+	if (d.base)
+		event_base_free(d.base);
+	if (d.devfd >= 0)
+		close(d.devfd);
+	close(lock_fd);
+	return ret;
+}

@@ -1,0 +1,114 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# faultd, the postcopy fault daemon, with real incoming vmms (run without
+# any capability) and itest_pagepeer playing the destination worker and
+# the source: pages needed from the source come back with the source's
+# data, the others as zeros, the stats add up, a dead page link pauses
+# the session until Relink; garbage on a page link fails that session
+# only, garbage on faultd.sock closes that peer only; Attach refusals say
+# what was wrong; faultd holds no capability.
+. "$(dirname "$0")/lib.sh"
+need_kvm
+[ -c /dev/userfaultfd ] || skip "/dev/userfaultfd is missing (Linux 6.1 or later)"
+command -v setpriv >/dev/null || skip "setpriv (util-linux) is missing"
+PEER=$TESTS/itest_pagepeer
+peer() { "$PEER" "$RUNDIR" "$@"; }
+
+# start_faultd_in DIR [PREFIX...]: faultd on DIR; sets FAULTD_PID.
+start_faultd_in() {
+	local dir=$1
+	shift
+	"$@" "$BIN/faultd" --rundir "$dir" >>"$dir/faultd.log" 2>&1 &
+	FAULTD_PID=$!
+	PIDS+=("$FAULTD_PID")
+	wait_until 20 test -S "$dir/faultd.sock" ||
+		{ cat "$dir/faultd.log"; fail "faultd did not come up"; }
+}
+
+# A vmm with no capability at all (none permitted, none in its bounding
+# set, no new privileges).
+NOCAPS=(setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs)
+start_vmm_nocaps() {
+	local name=$1
+	shift
+	"${NOCAPS[@]}" "$BIN/vmm" --name "$name" --rundir "$RUNDIR" \
+		--serial "$RUNDIR/$name.serial" "$@" >"$RUNDIR/$name.log" 2>&1 &
+	PIDS+=("$!")
+	eval "PID_$name=$!"
+	wait_until 20 vmmctl status "$name" ||
+		{ cat "$RUNDIR/$name.log"; fail "vmm $name did not come up"; }
+}
+
+status_field() { sed -n "s/^$2:[[:space:]]*//p" "/proc/$1/status"; }
+
+note "faultd starts, keeps /dev/userfaultfd and no capability"
+start_faultd_in "$RUNDIR"
+for f in CapEff CapPrm CapInh CapBnd CapAmb; do
+	v=$(status_field "$FAULTD_PID" $f)
+	[ "$v" = 0000000000000000 ] || fail "faultd $f is $v, faultd(8) says none"
+done
+[ "$(status_field "$FAULTD_PID" NoNewPrivs)" = 1 ] || fail "faultd: NoNewPrivs is not set"
+ls -l "/proc/$FAULTD_PID/fd" | grep -q ' -> /dev/userfaultfd$' ||
+	fail "faultd holds no /dev/userfaultfd"
+echo "ok: faultd $(status_field "$FAULTD_PID" CapEff), NoNewPrivs 1"
+out=$("$BIN/faultd" --rundir "$RUNDIR" 2>&1) && fail "a second faultd started"
+echo "$out" | grep -q "already running" || fail "second faultd: $out"
+
+note "vmms without capabilities"
+start_vmm_nocaps in --memory 64M --incoming
+for v in bad1 bad2 bad3; do start_vmm_nocaps $v --memory 64M --incoming; done
+start_vmm run --memory 64M --test-guest idle --heartbeat 100
+[ "$(status_field "$PID_in" CapEff)" = 0000000000000000 ] || fail "the vmm has capabilities"
+[ "$(status_field "$PID_in" CapBnd)" = 0000000000000000 ] || fail "the vmm has a bounding set"
+
+note "Attach refusals"
+peer errors in run || fail "Attach refusals"
+
+note "garbage on faultd.sock closes that peer only"
+peer sockabuse || fail "faultd.sock abuse"
+
+note "a hostile page link fails its own session only"
+peer abuse bad1 garbage || fail "garbage on the page link"
+peer abuse bad2 oversize || fail "an oversize frame on the page link"
+peer abuse bad3 unexpected || fail "an unexpected PageData"
+kill -0 "$FAULTD_PID" || fail "faultd died"
+
+note "meanwhile another session serves its VM"
+peer serve in || fail "serving vmm in"
+
+note "the failed sessions stay failed, with their errors, until detached"
+out=$(peer list) || fail "List"
+echo "$out"
+[ "$(echo "$out" | grep -c ' failed ')" = 3 ] || fail "expected 3 failed sessions"
+echo "$out" | grep -q "^bad2 failed .*longer than" || fail "bad2's error"
+echo "$out" | grep -q "^in " && fail "vmm in still has a session after Detach"
+peer detach bad1 | grep -q "still needs 64 pages" || fail "Detach bad1 without force"
+for v in bad1 bad2 bad3; do peer detach $v force || fail "Detach $v"; done
+[ -z "$(peer list)" ] || fail "sessions left after Detach"
+out=$(peer detach nosuch 2>&1) && fail "Detach of nothing"
+echo "$out" | grep -q "no session for VM nosuch" || fail "$out"
+
+note "a lent descriptor that is not /dev/userfaultfd"
+if command -v unshare >/dev/null && unshare -m true 2>/dev/null; then
+	R2=$RUNDIR/r2
+	mkdir -p "$R2"
+	start_faultd_in "$R2" unshare -m --propagation private sh -c \
+		'mount --bind /dev/null /dev/userfaultfd && exec "$0" "$@"'
+	"${NOCAPS[@]}" "$BIN/vmm" --name fake --rundir "$R2" --memory 64M --incoming \
+		--serial none >"$RUNDIR/fake.log" 2>&1 &
+	PIDS+=("$!")
+	wait_until 20 "$BIN/vmmctl" --rundir "$R2" status fake || fail "vmm fake"
+	out=$("$PEER" "$R2" abuse fake garbage 2>&1) && fail "attached with /dev/null"
+	echo "$out"
+	echo "$out" | grep -q "not /dev/userfaultfd" || fail "$out"
+else
+	echo "skipped: no mount namespaces here"
+fi
+
+note "faultd logs no line per page, and quits cleanly"
+n=$(wc -l <"$RUNDIR/faultd.log")
+[ "$n" -lt 60 ] || { cat "$RUNDIR/faultd.log"; fail "faultd logged $n lines"; }
+grep -q "protocol violation" "$RUNDIR/faultd.log" || fail "faultd did not log the violations"
+kill -TERM "$FAULTD_PID"
+wait_exit "$FAULTD_PID" || fail "faultd exited with $?"
+echo PASS
