@@ -25,10 +25,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -139,6 +141,9 @@ static void chan_pace(struct chan_tx *c, uint64_t start_ns, uint64_t bytes)
 	nanosleep(&ts, NULL);
 }
 
+/* Packets without page data. */
+#define NO_DATA (STREAM_PKT_ZERO | STREAM_PKT_END | STREAM_PKT_POSTCOPY)
+
 struct tx_state {
 	uint64_t seq;
 	uint64_t start_ns;
@@ -183,15 +188,14 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 		.flags = flags,
 		.region = region,
 		.npages = n,
-		.data_len = (flags & (STREAM_PKT_ZERO | STREAM_PKT_END)) ? 0 :
-			    n * STREAM_PAGE,
+		.data_len = (flags & NO_DATA) ? 0 : n * STREAM_PAGE,
 		.seq = t->seq,
 	};
 	uint64_t bytes;
 	uint32_t i;
 	int iovn = 0, r;
 
-	if (c->zstd_level && !(flags & (STREAM_PKT_ZERO | STREAM_PKT_END)))
+	if (c->zstd_level && !(flags & NO_DATA))
 		zlen = zstd_pack(c, region, off, n);
 	if (zlen) {
 		p.flags |= STREAM_PKT_ZSTD;
@@ -206,7 +210,7 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 		iov[iovn++] = (struct iovec){ wire_off, n * 8 };
 	if (zlen)
 		iov[iovn++] = (struct iovec){ c->zbuf, zlen };
-	else if (!(flags & (STREAM_PKT_ZERO | STREAM_PKT_END)))
+	else if (!(flags & NO_DATA))
 		for (i = 0; i < n; i++)
 			iov[iovn++] = (struct iovec){
 				c->ram->r[region].host + off[i], STREAM_PAGE };
@@ -229,8 +233,9 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 	uint32_t nz = 0, nd = 0, i;
 	int r = 0;
 
-	if (b->end)
-		return send_packet(c, t, STREAM_PKT_END, 0, NULL, 0);
+	if (b->end || b->marker)
+		return send_packet(c, t, b->end ? STREAM_PKT_END : STREAM_PKT_POSTCOPY,
+				   0, NULL, 0);
 	for (i = 0; i < b->npages; i++) {
 		if (page_is_zero(c->ram->r[b->region].host + b->off[i]))
 			zero[nz++] = b->off[i];
@@ -472,6 +477,121 @@ static int write_staged(struct chan_rx *c, unsigned int region,
 	return 0;
 }
 
+/* ---- postcopy placement ---- */
+
+static bool page_needed(const struct chan_rx *c, unsigned int region, uint64_t off)
+{
+	uint64_t p = page_index(c, region, off);
+
+	return __atomic_load_n(&c->pc->needed[p / 64], __ATOMIC_RELAXED) &
+	       (1ULL << (p % 64));
+}
+
+static void page_placed(struct chan_rx *c, unsigned int region, uint64_t off,
+			uint64_t n)
+{
+	uint64_t p = page_index(c, region, off), i;
+
+	for (i = p; i < p + n; i++)
+		__atomic_fetch_and(&c->pc->needed[i / 64], ~(1ULL << (i % 64)),
+				   __ATOMIC_RELAXED);
+}
+
+/*
+ * Place n adjacent pages at off through the uffd: copied from src, or
+ * zero pages when src is NULL.  A page that is already there (faultd
+ * fetched it on demand) answers EEXIST and is skipped; either way it is
+ * no longer needed.
+ */
+static int uffd_place(struct chan_rx *c, unsigned int region, uint64_t off,
+		      const uint8_t *src, uint32_t n)
+{
+	uint64_t dst = c->pc->host[region] + off, len = (uint64_t)n * STREAM_PAGE;
+	uint64_t done = 0;
+	int64_t got;
+	int r;
+
+	while (done < len) {
+		if (src) {
+			struct uffdio_copy cp = {
+				.dst = dst + done,
+				.src = (uint64_t)(uintptr_t)(src + done),
+				.len = len - done,
+			};
+
+			r = ioctl(c->pc->uffd, UFFDIO_COPY, &cp);
+			got = cp.copy;
+		} else {
+			struct uffdio_zeropage z = {
+				.range = { .start = dst + done, .len = len - done },
+			};
+
+			r = ioctl(c->pc->uffd, UFFDIO_ZEROPAGE, &z);
+			got = z.zeropage;
+		}
+		if (r == 0)
+			got = len - done;
+		if (got > 0) {
+			page_placed(c, region, off + done, got / STREAM_PAGE);
+			__atomic_fetch_add(&c->pc->pushed, got / STREAM_PAGE,
+					   __ATOMIC_RELAXED);
+			done += got;
+		} else if (errno == EEXIST) {
+			page_placed(c, region, off + done, 1);
+			done += STREAM_PAGE;
+		} else if (errno != EAGAIN && errno != EINTR) {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/* Place a packet's pages (staged, or zero) that are still needed. */
+static int place_pages(struct chan_rx *c, unsigned int region, const uint64_t *off,
+		       uint32_t n, bool zero)
+{
+	uint32_t i = 0, j;
+	int r;
+
+	while (i < n) {
+		if (!page_needed(c, region, off[i])) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < n && off[j] == off[j - 1] + STREAM_PAGE &&
+		     page_needed(c, region, off[j]); j++)
+			;
+		r = uffd_place(c, region, off[i],
+			       zero ? NULL : c->stage + (size_t)i * STREAM_PAGE, j - i);
+		if (r < 0)
+			return r;
+		i = j;
+	}
+	return 0;
+}
+
+/* The postcopy marker: wait until the uffd is there (or the job failed). */
+static int rx_marker(struct chan_rx *c)
+{
+	struct pc_place *pc = c->pc;
+	bool go;
+
+	if (!pc || c->postcopy)
+		return worker_fail(c->w, EPROTO, "ram channel %u: %s", c->index,
+				   c->postcopy ? "a second postcopy marker" :
+				   "a postcopy marker in a precopy job");
+	pthread_mutex_lock(&pc->lock);
+	pc->markers++;
+	c->marker_pages = c->pages_total;
+	pthread_cond_broadcast(&pc->cond);
+	while (!pc->go && !pc->abort)
+		pthread_cond_wait(&pc->cond, &pc->lock);
+	go = pc->go && !pc->abort;
+	pthread_mutex_unlock(&pc->lock);
+	c->postcopy = true;
+	return go ? 0 : -ECANCELED;
+}
+
 /* readv() until every iovec is full. */
 static int read_iov(int fd, struct iovec *iov, int n)
 {
@@ -507,8 +627,16 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 				   strerror(-r));
 	if (stream_pkt_check(&p, &c->layout, seq, &why) < 0)
 		return worker_fail(c->w, EPROTO, "ram channel %u: %s", c->index, why);
+	if (p.flags & STREAM_PKT_POSTCOPY)
+		return rx_marker(c);
 	if (p.flags & STREAM_PKT_END) {
 		*ended = true;
+		if (c->postcopy) {
+			pthread_mutex_lock(&c->pc->lock);
+			c->pc->ended++;
+			pthread_cond_broadcast(&c->pc->cond);
+			pthread_mutex_unlock(&c->pc->lock);
+		}
 		return 0;
 	}
 	r = stream_read_full(c->fd, off, p.npages * 8, 0);
@@ -519,10 +647,12 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 					   "region %u", c->index,
 					   (unsigned long long)off[i], p.region);
 	if (r == 0 && (p.flags & STREAM_PKT_ZERO)) {
-		r = punch_zero(c, p.region, off, p.npages);
+		r = c->postcopy ? place_pages(c, p.region, off, p.npages, true) :
+		    punch_zero(c, p.region, off, p.npages);
 	} else if (r == 0) {
-		/* Where the data lands: the pages, or the staging buffer. */
-		bool fresh = !all_received(c, p.region, off, p.npages);
+		/* Where the data lands: the pages, or the staging buffer (in
+		 * postcopy always: pages appear only whole, via the uffd). */
+		bool fresh = c->postcopy || !all_received(c, p.region, off, p.npages);
 		uint8_t *dst[STREAM_MAX_BATCH];
 
 		for (i = 0; i < p.npages; i++)
@@ -543,7 +673,9 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 				iov[i] = (struct iovec){ dst[i], STREAM_PAGE };
 			r = read_iov(c->fd, iov, p.npages);
 		}
-		if (r == 0 && fresh)
+		if (r == 0 && c->postcopy)
+			r = place_pages(c, p.region, off, p.npages, false);
+		else if (r == 0 && fresh)
 			r = write_staged(c, p.region, off, p.npages);
 	}
 	if (r == 0)

@@ -248,7 +248,41 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "nothing to cancel: the last migration job of %s "
 				       "already ended (%s)", q->vm,
 				       job_state_name(j->state));
+	if (job_in_postcopy(j))
+		return rpc_call_errorf(call, EBUSY,
+				       "%s is in postcopy: the guest runs on the "
+				       "destination and part of its memory is only on "
+				       "the source, so cancelling would lose it; wait "
+				       "for the job to complete", q->vm);
 	r = job_cancel(j);
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot signal worker %d: %s",
+				       (int)j->pid, strerror(-r));
+	if (q->wait)
+		return job_add_waiter(j, call);
+	return reply_job(call, j);
+}
+
+/* Switch a source job from precopy to postcopy now. */
+static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__JobQuery *q = (const void *)arg;
+	struct job *j;
+	int r = query_job(call, control_migd(call), q->vm, &j);
+
+	if (r < 0)
+		return r;
+	if (j->finished || j->spec.role != JOB_ROLE_SOURCE)
+		return rpc_call_errorf(call, EINVAL, "%s has no outgoing migration "
+				       "running (its last job: %s, %s)", q->vm,
+				       job_role_name(j->spec.role),
+				       job_state_name(j->state));
+	if (j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE &&
+	    !job_in_postcopy(j))
+		return rpc_call_errorf(call, EINVAL, "%s is %s: only a migration in "
+				       "precopy can switch to postcopy", q->vm,
+				       job_state_name(j->state));
+	r = job_request_postcopy(j);
 	if (r < 0)
 		return rpc_call_errorf(call, -r, "cannot signal worker %d: %s",
 				       (int)j->pid, strerror(-r));
@@ -331,6 +365,7 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "Migrate", method_migrate },
 	{ "Status", method_status },
 	{ "Cancel", method_cancel },
+	{ "Postcopy", method_postcopy },
 	{ "List", method_list },
 	{ "SetParams", method_set_params },
 	{ "GetParams", method_get_params },

@@ -14,11 +14,14 @@
  * received (Discard), so it can take a new incoming migration.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/bitmap.h"
@@ -39,6 +42,14 @@ struct dest {
 	bool received;                  /* the vmm holds data of this job */
 	uint64_t *received_map;         /* pages received, across regions */
 	char err[256];
+	/* postcopy */
+	int page_fd;                    /* the page link, until faultd takes it */
+	struct pc_place pc;
+	int needed_fd;                  /* the needed-pages bitmap, shared with faultd */
+	uint64_t *needed;
+	size_t needed_bytes;
+	struct fault_link fl;
+	bool attached;                  /* faultd serves this VM's faults */
 };
 
 static uint64_t deadline_ms(unsigned int ms)
@@ -115,9 +126,11 @@ static int dest_take(struct dest *d, int fd)
 		;
 	else if (h.role == STREAM_ROLE_MAIN && d->main_fd >= 0)
 		r = -EBUSY, why = "a second main connection";
-	else if (h.role == STREAM_ROLE_RAM && (d->main_fd < 0 ||
+	else if (h.role != STREAM_ROLE_MAIN && (d->main_fd < 0 ||
 		 memcmp(h.id, d->w->id, STREAM_ID_LEN)))
 		r = -EBUSY, why = "a ram connection of another migration";
+	else if (h.role == STREAM_ROLE_PAGE && d->page_fd >= 0)
+		r = -EBUSY, why = "a second page link";
 	else if (h.role == STREAM_ROLE_RAM && (h.index >= d->nchan ||
 						d->chan[h.index].fd >= 0))
 		r = -EINVAL, why = "a ram connection with a bad index";
@@ -135,6 +148,9 @@ static int dest_take(struct dest *d, int fd)
 		if (d->w->error_is_note)
 			d->w->error[0] = 0;     /* earlier refusals were not this job */
 		pthread_mutex_unlock(&d->w->lock);
+		chan_tune_socket(fd, false);
+	} else if (h.role == STREAM_ROLE_PAGE) {
+		d->page_fd = fd;
 		chan_tune_socket(fd, false);
 	} else {
 		d->chan[h.index].fd = fd;
@@ -229,12 +245,13 @@ static int dest_accept(struct dest *d)
 	for (;;) {
 		if (worker_cancelled())
 			return -ECANCELED;
-		if (d->main_fd >= 0 && d->nconnected == d->nchan)
+		if (d->main_fd >= 0 && d->nconnected == d->nchan && d->page_fd >= 0)
 			return 0;
 		if (limit && now_ns() > limit)
 			return worker_fail(d->w, ETIMEDOUT, "only %u of %u ram "
-					   "channels connected", d->nconnected,
-					   d->nchan);
+					   "channels%s connected", d->nconnected,
+					   d->nchan, d->page_fd < 0 ?
+					   " and no page link" : "");
 		r = poll_until(&pfd, 1, deadline_ms(200));
 		if (r == -ETIMEDOUT)
 			continue;
@@ -273,6 +290,8 @@ static int dest_wait_main(struct dest *d)
 	}
 }
 
+#define BODY_DEVICE_OR_POSTCOPY (-1)
+
 static int dest_recv(struct dest *d, int body, const char *what,
 		     Tern__Stream__StreamMsg **ret)
 {
@@ -286,7 +305,9 @@ static int dest_recv(struct dest *d, int body, const char *what,
 		return worker_fail(d->w, r, "waiting for the source's %s: %s", what,
 				   r == -EPIPE ? "the source closed the connection" :
 				   strerror(-r));
-	if ((int)m->body_case != body) {
+	if ((int)m->body_case != body && !(body == BODY_DEVICE_OR_POSTCOPY &&
+	    (m->body_case == TERN__STREAM__STREAM_MSG__BODY_DEVICE ||
+	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY))) {
 		r = worker_fail(d->w, EPROTO, "the source sent message %d instead "
 				"of its %s", m->body_case, what);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
@@ -370,12 +391,12 @@ static int dest_verify(struct dest *d, const Tern__Stream__DeviceState *dev)
 	return 0;
 }
 
-static int dest_load(struct dest *d, const Tern__Stream__DeviceState *dev)
+static int dest_load(struct dest *d, const ProtobufCBinaryData *vm_state)
 {
 	Tern__Vmm__VmState *st;
 	int r;
 
-	st = tern__vmm__vm_state__unpack(NULL, dev->vm_state.len, dev->vm_state.data);
+	st = tern__vmm__vm_state__unpack(NULL, vm_state->len, vm_state->data);
 	if (!st)
 		return dest_refuse(d, EPROTO, "the device state does not decode");
 	r = vmm_link_call(&d->vmm, "LoadState", &st->base, NULL, 0, NULL, NULL,
@@ -396,47 +417,21 @@ static int dest_send(struct dest *d, Tern__Stream__StreamMsg *m, const char *wha
 	return r;
 }
 
-static int dest_receive(struct dest *d)
+/*
+ * Ready, then resume on Go, then Resumed: from Go on the guest runs here
+ * and this side never discards it.
+ */
+static int dest_go(struct dest *d)
 {
-	Tern__Stream__StreamMsg *dev = NULL, *go = NULL;
-	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *go = NULL;
 	Tern__Stream__Ready ready = TERN__STREAM__READY__INIT;
 	Tern__Stream__Resumed res = TERN__STREAM__RESUMED__INIT;
-	unsigned int i;
 	uint64_t t0;
-	int r = 0;
+	int r;
 
-	d->received_map = calloc(1, BITMAP_BYTES(d->ram.pages));
-	if (!d->received_map)
-		return worker_fail(d->w, ENOMEM, "no memory for the received-pages map");
-	for (i = 0; r == 0 && i < d->nchan; i++) {
-		d->chan[i].w = d->w;
-		d->chan[i].index = i;
-		d->chan[i].ram = &d->ram;
-		d->chan[i].layout = d->layout;
-		d->chan[i].received = d->received_map;
-		r = chan_rx_start(&d->chan[i]);
-	}
-	d->received = true;
-	worker_set_state(d->w, JOB_STATE_ACTIVE);
-	if (r == 0)
-		r = dest_wait_main(d);
-	if (r == 0)
-		r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_DEVICE, "device state",
-			      &dev);
-	if (r < 0)
-		return r;
-	worker_set_state(d->w, JOB_STATE_DEVICE);
-	r = dest_join_channels(d, dev->device);
-	if (r == 0)
-		r = dest_verify(d, dev->device);
-	if (r == 0)
-		r = dest_load(d, dev->device);
-	protobuf_c_message_free_unpacked(&dev->base, NULL);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_READY;
 	m.ready = &ready;
-	if (r == 0)
-		r = dest_send(d, &m, "Ready");
+	r = dest_send(d, &m, "Ready");
 	if (r == 0)
 		r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_GO, "Go", &go);
 	if (r < 0)
@@ -452,6 +447,7 @@ static int dest_receive(struct dest *d)
 	res.resume_ns = now_ns() - t0;
 	pthread_mutex_lock(&d->w->lock);
 	d->w->resume_ms = res.resume_ns / 1000000;
+	d->w->switched = true;
 	pthread_mutex_unlock(&d->w->lock);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUMED;
 	m.resumed = &res;
@@ -460,25 +456,338 @@ static int dest_receive(struct dest *d)
 	return 0;
 }
 
+/* ---- postcopy ------------------------------------------------------------- */
+
+/* The needed-pages bitmap in a memfd, for faultd; filled from the source's. */
+static int dest_needed(struct dest *d, const Tern__Stream__Postcopy *pc)
+{
+	uint64_t pages = d->ram.pages;
+
+	if (pc->pages != pages || pc->needed.len != BITMAP_BYTES(pages) ||
+	    pc->n_channel_pages != d->nchan)
+		return dest_refuse(d, EPROTO, "the postcopy switch describes %llu "
+				   "pages in a %zu-byte bitmap and %zu channels; "
+				   "this guest has %llu pages and %u channels",
+				   (unsigned long long)pc->pages, pc->needed.len,
+				   pc->n_channel_pages, (unsigned long long)pages,
+				   d->nchan);
+	d->needed_bytes = BITMAP_BYTES(pages);
+	d->needed_fd = memfd_create("tern-needed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (d->needed_fd < 0 || ftruncate(d->needed_fd, d->needed_bytes) < 0)
+		return worker_fail(d->w, errno, "the needed-pages bitmap: %s",
+				   strerror(errno));
+	d->needed = mmap(NULL, d->needed_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 d->needed_fd, 0);
+	if (d->needed == MAP_FAILED) {
+		d->needed = NULL;
+		return worker_fail(d->w, errno, "the needed-pages bitmap: %s",
+				   strerror(errno));
+	}
+	memcpy(d->needed, pc->needed.data, d->needed_bytes);
+	if (pages % 64)
+		d->needed[pages / 64] &= (1ULL << (pages % 64)) - 1;
+	d->pc.needed = d->needed;
+	return 0;
+}
+
+/* Every channel delivered its precopy pages up to its marker. */
+static int dest_wait_markers(struct dest *d, const Tern__Stream__Postcopy *pc)
+{
+	uint64_t limit = deadline_ms(MIGD_IO_TIMEOUT_MS);
+	struct timespec ts;
+	unsigned int i;
+	int r = 0;
+
+	pthread_mutex_lock(&d->pc.lock);
+	while (d->pc.markers < d->nchan && r == 0) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&d->pc.cond, &d->pc.lock, &ts);
+		if (worker_failed(d->w) || worker_cancelled())
+			r = -EIO;
+		else if (now_ns() > limit)
+			r = -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&d->pc.lock);
+	if (r == -ETIMEDOUT)
+		return dest_refuse(d, ETIMEDOUT, "only %u of %u ram channels "
+				   "reached the postcopy switch", d->pc.markers,
+				   d->nchan);
+	for (i = 0; r == 0 && i < d->nchan; i++)
+		if (d->chan[i].marker_pages != pc->channel_pages[i])
+			r = dest_refuse(d, EPROTO, "ram channel %u carried %llu pages "
+					"before the switch, the source sent %llu", i,
+					(unsigned long long)d->chan[i].marker_pages,
+					(unsigned long long)pc->channel_pages[i]);
+	return r;
+}
+
+/*
+ * A needed page that arrived in precopy is stale: drop it, so that the
+ * guest's first touch faults and gets the current one.  Runs of pages
+ * become one fallocate each.
+ */
+static bool stale(const struct dest *d, uint64_t p)
+{
+	return bitmap_test(d->needed, p) && bitmap_test(d->received_map, p);
+}
+
+/* The first stale page at or after p (a word at a time), or pages. */
+static uint64_t next_stale(const struct dest *d, uint64_t p)
+{
+	uint64_t w;
+
+	while (p < d->ram.pages) {
+		w = d->needed[p / 64] & d->received_map[p / 64] & (~0ULL << (p % 64));
+		if (w)
+			return MIN(p / 64 * 64 + __builtin_ctzll(w), d->ram.pages);
+		p = (p / 64 + 1) * 64;
+	}
+	return d->ram.pages;
+}
+
+static int dest_punch_stale(struct dest *d)
+{
+	uint64_t p = 0, start, n;
+	unsigned int reg;
+
+	for (;;) {
+		p = next_stale(d, p);
+		if (p >= d->ram.pages)
+			return 0;
+		reg = 0;
+		while (reg + 1 < d->ram.n && p >= d->ram.first_page[reg + 1])
+			reg++;
+		start = p;
+		while (p < d->ram.pages && stale(d, p) &&
+		       (reg + 1 >= d->ram.n || p < d->ram.first_page[reg + 1]))
+			p++;
+		n = p - start;
+		if (fallocate(d->ram.r[reg].fd, FALLOC_FL_PUNCH_HOLE |
+			      FALLOC_FL_KEEP_SIZE,
+			      (start - d->ram.first_page[reg]) * STREAM_PAGE,
+			      n * STREAM_PAGE) < 0)
+			return worker_fail(d->w, errno, "dropping stale pages: %s",
+					   strerror(errno));
+	}
+}
+
+static int dest_attach(struct dest *d)
+{
+	char job[2 * STREAM_ID_LEN + 1];
+	int r;
+
+	stream_hex(d->w->id, STREAM_ID_LEN, job);
+	r = fault_link_open(&d->fl, d->w->spec->rundir, d->err, sizeof(d->err));
+	if (r == 0)
+		r = fault_link_attach(&d->fl, d->w->spec->vm, job, d->ram.pages,
+				      d->page_fd, d->needed_fd, &d->ram, &d->pc,
+				      d->err, sizeof(d->err));
+	if (r < 0)
+		return dest_refuse(d, -r, "%s", d->err);
+	d->attached = true;
+	/* faultd holds the page link now: ours would keep it open after
+	 * faultd closed it, and the source would never notice. */
+	close(d->page_fd);
+	d->page_fd = -1;
+	pthread_mutex_lock(&d->pc.lock);
+	d->pc.go = true;
+	pthread_cond_broadcast(&d->pc.cond);
+	pthread_mutex_unlock(&d->pc.lock);
+	return 0;
+}
+
+/*
+ * A link failed after the guest resumed here: it keeps running, and
+ * its vCPUs wait on the pages still missing (the vmm and faultd hold the
+ * uffd).  Keep everything and say so.
+ */
+static int dest_postcopy_paused(struct dest *d, const char *why)
+{
+	worker_fail(d->w, EPIPE, "%s", why);
+	worker_set_state(d->w, JOB_STATE_POSTCOPY_PAUSED);
+	log_warnx("postcopy paused: %s", why);
+	while (!worker_cancelled())
+		usleep(200000);
+	worker_note(d->w, "postcopy paused; the guest runs here and waits for "
+		    "its missing pages");
+	return -EPIPE;
+}
+
+/* Something on the main connection: after the switch, only its end. */
+static bool dest_main_gone(struct dest *d, int wait_ms)
+{
+	struct pollfd pfd = { .fd = d->main_fd, .events = POLLIN };
+
+	return poll(&pfd, 1, wait_ms) > 0;
+}
+
+/* Until every needed page is placed and every channel ended. */
+static int dest_postcopy_run(struct dest *d)
+{
+	Tern__Faultd__SessionState st;
+	uint64_t left;
+	unsigned int ended;
+	int r;
+
+	for (;;) {
+		r = fault_link_stats(&d->fl, d->w, false, &st, d->err,
+				     sizeof(d->err));
+		if (r < 0)
+			return dest_postcopy_paused(d, d->err);
+		if (st != TERN__FAULTD__SESSION_STATE__SESSION_ACTIVE &&
+		    st != TERN__FAULTD__SESSION_STATE__SESSION_DONE)
+			return dest_postcopy_paused(d, d->err[0] ? d->err :
+						    "faultd stopped serving faults");
+		left = bitmap_count(d->needed, d->ram.pages);
+		pthread_mutex_lock(&d->pc.lock);
+		ended = d->pc.ended;
+		pthread_mutex_unlock(&d->pc.lock);
+		pthread_mutex_lock(&d->w->lock);
+		d->w->pc.pages_pushed = __atomic_load_n(&d->pc.pushed, __ATOMIC_RELAXED);
+		d->w->pc.needed_pages = left;
+		d->w->remaining_bytes = left * STREAM_PAGE;
+		pthread_mutex_unlock(&d->w->lock);
+		if (worker_failed(d->w)) {
+			pthread_mutex_lock(&d->w->lock);
+			snprintf(d->err, sizeof(d->err), "%s", d->w->error);
+			pthread_mutex_unlock(&d->w->lock);
+			return dest_postcopy_paused(d, d->err);
+		}
+		if (!left && ended == d->nchan)
+			return 0;
+		if (dest_main_gone(d, 100))
+			return dest_postcopy_paused(d, "the source closed the main "
+						    "connection");
+	}
+}
+
+static int dest_postcopy(struct dest *d, const Tern__Stream__Postcopy *pc)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__PostcopyDone done = TERN__STREAM__POSTCOPY_DONE__INIT;
+	unsigned int i;
+	int r;
+
+	pthread_mutex_lock(&d->w->lock);
+	d->w->postcopy = true;
+	pthread_mutex_unlock(&d->w->lock);
+	r = dest_needed(d, pc);
+	if (r == 0)
+		r = dest_wait_markers(d, pc);
+	if (r == 0)
+		r = dest_punch_stale(d);
+	if (r == 0)
+		r = dest_load(d, &pc->vm_state);
+	if (r == 0)
+		r = dest_attach(d);
+	if (r == 0)
+		r = dest_go(d);
+	if (r < 0)
+		return r;
+	worker_set_state(d->w, JOB_STATE_POSTCOPY_ACTIVE);
+	r = dest_postcopy_run(d);
+	if (r < 0)
+		return r;
+	for (i = 0; i < d->nchan; i++)
+		chan_rx_join(&d->chan[i]);
+	/* The source first (it then drops the page link), then faultd and
+	 * the vmm let go of the uffd: no page is missing any more. */
+	done.pages_pushed = __atomic_load_n(&d->pc.pushed, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&d->w->lock);
+	done.pages_fetched = d->w->pc.pages_on_demand;
+	pthread_mutex_unlock(&d->w->lock);
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DONE;
+	m.postcopy_done = &done;
+	if (dest_send(d, &m, "PostcopyDone") < 0)
+		log_warnx("the guest is complete here, but the source was not told");
+	r = fault_link_stats(&d->fl, d->w, true, NULL, d->err, sizeof(d->err));
+	if (r < 0)
+		log_warnx("%s", d->err);
+	d->attached = false;
+	if (vmm_link_call(&d->vmm, "UffdRelease", NULL, NULL, 0, NULL, NULL,
+			  d->err, sizeof(d->err)) < 0)
+		log_warnx("%s", d->err);
+	log_info("postcopy completed: %llu pages pushed, %llu on demand",
+		 (unsigned long long)done.pages_pushed,
+		 (unsigned long long)done.pages_fetched);
+	return 0;
+}
+
+/* ---- the job ------------------------------------------------------------- */
+
+static int dest_receive(struct dest *d)
+{
+	Tern__Stream__StreamMsg *dev = NULL;
+	unsigned int i;
+	int r = 0;
+
+	d->received_map = calloc(1, BITMAP_BYTES(d->ram.pages));
+	if (!d->received_map)
+		return worker_fail(d->w, ENOMEM, "no memory for the received-pages map");
+	for (i = 0; r == 0 && i < d->nchan; i++) {
+		d->chan[i].w = d->w;
+		d->chan[i].index = i;
+		d->chan[i].ram = &d->ram;
+		d->chan[i].layout = d->layout;
+		d->chan[i].received = d->received_map;
+		d->chan[i].pc = &d->pc;
+		r = chan_rx_start(&d->chan[i]);
+	}
+	d->received = true;
+	worker_set_state(d->w, JOB_STATE_ACTIVE);
+	if (r == 0)
+		r = dest_wait_main(d);
+	if (r == 0)
+		r = dest_recv(d, BODY_DEVICE_OR_POSTCOPY, "device state", &dev);
+	if (r < 0)
+		return r;
+	worker_set_state(d->w, JOB_STATE_DEVICE);
+	if (dev->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY) {
+		r = dest_postcopy(d, dev->postcopy);
+		protobuf_c_message_free_unpacked(&dev->base, NULL);
+		return r;
+	}
+	r = dest_join_channels(d, dev->device);
+	if (r == 0)
+		r = dest_verify(d, dev->device);
+	if (r == 0)
+		r = dest_load(d, &dev->device->vm_state);
+	protobuf_c_message_free_unpacked(&dev->base, NULL);
+	return r < 0 ? r : dest_go(d);
+}
+
 static void dest_abort(struct worker *w, void *arg)
 {
 	struct dest *d = arg;
 	unsigned int i;
 
 	chan_abort_fd(d->main_fd);
+	chan_abort_fd(d->page_fd);
 	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
 		chan_abort_fd(d->chan[i].fd);
+	pthread_mutex_lock(&d->pc.lock);
+	d->pc.abort = true;             /* channels waiting at their marker */
+	pthread_cond_broadcast(&d->pc.cond);
+	pthread_mutex_unlock(&d->pc.lock);
 }
 
 int dest_run(struct worker *w)
 {
-	struct dest d = { .w = w, .main_fd = -1 };
+	struct dest d = { .w = w, .main_fd = -1, .page_fd = -1, .needed_fd = -1 };
 	char msg[256];
 	unsigned int i;
 	int r;
 
 	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
 		d.chan[i].fd = -1;
+	pthread_mutex_init(&d.pc.lock, NULL);
+	pthread_cond_init(&d.pc.cond, NULL);
+	d.pc.uffd = -1;
 	worker_set_abort(w, dest_abort, &d);
 	r = dest_vmm(&d);
 	if (r == 0)
@@ -500,6 +809,20 @@ int dest_run(struct worker *w)
 	}
 	if (d.main_fd >= 0)
 		close(d.main_fd);
+	if (d.page_fd >= 0)
+		close(d.page_fd);
+	/* Failed before the guest resumed: faultd lets go of it (the vmm's
+	 * Discard below drops its own uffd).  After, faultd keeps serving. */
+	if (d.attached && !w->switched &&
+	    fault_link_detach_force(&d.fl, w->spec->vm) < 0)
+		log_warnx("faultd did not let go of %s", w->spec->vm);
+	fault_link_close(&d.fl);
+	if (d.pc.uffd >= 0)
+		close(d.pc.uffd);
+	if (d.needed)
+		munmap(d.needed, d.needed_bytes);
+	if (d.needed_fd >= 0)
+		close(d.needed_fd);
 	free(d.received_map);
 	ram_view_unmap(&d.ram);
 	vmm_link_close(&d.vmm);

@@ -40,6 +40,9 @@ static const char *const state_names[JOB_STATE_MAX] = {
 	[JOB_STATE_CANCELLING] = "cancelling",
 	[JOB_STATE_CANCELLED] = "cancelled",
 	[JOB_STATE_WAITING] = "waiting",
+	[JOB_STATE_POSTCOPY_ACTIVE] = "postcopy-active",
+	[JOB_STATE_POSTCOPY_PAUSED] = "postcopy-paused",
+	[JOB_STATE_POSTCOPY_RECOVER] = "postcopy-recover",
 };
 
 const char *job_state_name(enum job_state st)
@@ -367,6 +370,21 @@ int job_cancel(struct job *j)
 	return 0;
 }
 
+int job_request_postcopy(struct job *j)
+{
+	if (j->finished || j->pid <= 0)
+		return -EINVAL;
+	if (kill(j->pid, SIGUSR1) < 0)
+		return -errno;
+	log_info("%s: switching to postcopy (worker %d)", j->spec.vm, (int)j->pid);
+	return 0;
+}
+
+bool job_in_postcopy(const struct job *j)
+{
+	return !j->finished && j->last && j->last->postcopy_started && j->last->switched;
+}
+
 /* ---- the end of a job ------------------------------------------------ */
 
 static void job_append_error(struct job *j, const char *what)
@@ -421,6 +439,9 @@ static void job_died(struct migd *m, struct job *j, int wstatus)
 					 strerror(-r));
 			job_append_error(j, msg);
 		}
+	} else if (j->last && j->last->switched && j->last->postcopy_started) {
+		job_append_error(j, "the guest runs here in postcopy: its vCPUs "
+				 "wait for the pages still on the source");
 	} else {
 		r = vmm_link_discard_dest(m->rundir, j->spec.vm, msg, sizeof(msg));
 		if (r < 0 && !msg[0])

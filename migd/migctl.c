@@ -43,7 +43,8 @@ static const char *state_name(Tern__Migd__JobState s)
 {
 	static const char *const names[] = {
 		"none", "setup", "active", "device", "completed", "failed",
-		"cancelling", "cancelled", "waiting",
+		"cancelling", "cancelled", "waiting", "postcopy-active",
+		"postcopy-paused", "postcopy-recover",
 	};
 
 	return (unsigned int)s < ARRAY_SIZE(names) ? names[s] : "unknown";
@@ -133,12 +134,47 @@ static void print_params(const Tern__Migd__Params *p, const char *indent)
 	else
 		printf("%sauto-converge               off\n", indent);
 	if (p->timeout_s)
-		printf("%stimeout                     %u s, then cancel\n", indent,
-		       p->timeout_s);
+		printf("%stimeout                     %u s, then %s\n", indent,
+		       p->timeout_s, p->timeout_action ==
+		       TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY ? "postcopy" :
+		       "cancel");
 	else
 		printf("%stimeout                     none\n", indent);
 	printf("%sverify                      %s\n", indent,
 	       p->verify == TERN__MIGD__TOGGLE__TOGGLE_ON ? "on" : "off");
+	printf("%spostcopy                    %s\n", indent,
+	       p->postcopy == TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO ?
+	       "auto (when precopy will not converge)" : "manual (migctl postcopy)");
+}
+
+static void print_postcopy(const Tern__Migd__PostcopyStats *pc, bool source)
+{
+	char a[32];
+	size_t i;
+
+	printf("  postcopy      ");
+	if (source)
+		printf("pause %s; ", fmt_ms(pc->pause_us / 1000, a, sizeof(a)));
+	printf("pages: %llu pushed, %llu on demand, %llu still needed\n",
+	       (unsigned long long)pc->pages_pushed,
+	       (unsigned long long)pc->pages_on_demand,
+	       (unsigned long long)pc->needed_pages);
+	if (source) {
+		printf("                %llu page requests served\n",
+		       (unsigned long long)pc->requests_served);
+		return;
+	}
+	printf("  faults        %llu (%llu from the source), vCPUs blocked %.1f ms "
+	       "in all\n", (unsigned long long)pc->faults,
+	       (unsigned long long)pc->remote_faults, pc->blocked_us / 1000.0);
+	printf("  latency       p50 %llu us, p99 %llu us, max %llu us\n",
+	       (unsigned long long)pc->latency_p50_us,
+	       (unsigned long long)pc->latency_p99_us,
+	       (unsigned long long)pc->latency_max_us);
+	for (i = 0; i < pc->n_latency_hist; i++)
+		if (pc->latency_hist[i])
+			printf("    %7llu us  %llu\n", 1ULL << (i + 1),
+			       (unsigned long long)pc->latency_hist[i]);
 }
 
 /* The full, multi-line status of one job. */
@@ -189,6 +225,9 @@ static void print_status(const Tern__Migd__JobStatus *js)
 		printf("  throttle      vCPUs throttled %u%%\n", js->throttle);
 	if (js->verified[0])
 		printf("  verified      %s\n", js->verified);
+	if (js->postcopy_stats)
+		print_postcopy(js->postcopy_stats,
+			       js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE);
 	printf("  time          setup %s, total %s\n",
 	       fmt_ms(js->setup_ms, a, sizeof(a)), fmt_ms(js->total_ms, b, sizeof(b)));
 	printf("  started       %s\n", fmt_time(js->started_unix_ms, c, sizeof(c)));
@@ -487,6 +526,26 @@ static int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 	return code;
 }
 
+static int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
+	Tern__Migd__JobStatus *js = NULL;
+	int code = CLI_OK;
+
+	q.vm = (char *)a->vm;
+	q.wait = a->wait;
+	if (call(cl, "Postcopy", &q.base, (ProtobufCMessage **)&js, a->wait) < 0)
+		return CLI_FAILED;
+	if (a->wait)
+		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
+	else if (opts.json)
+		json_print(&js->base);
+	else
+		printf("%s: switching to postcopy (job %s)\n", js->vm, js->id);
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return code;
+}
+
 static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobList *l = NULL;
@@ -579,14 +638,14 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
        O_WAIT, O_DETACH, O_WATCH, O_COMPRESS, O_AUTOCONV, O_NOAUTOCONV,
        O_THR_INIT, O_THR_INC, O_THR_MAX, O_TIMEOUT, O_TIMEOUT_ACTION, O_VERIFY,
-       O_NOVERIFY };
+       O_NOVERIFY, O_POSTCOPY };
 
 /* The tuning flags migrate and set share. */
 #define TUNING_USAGE "[--channels N] [--max-bandwidth B] [--downtime-limit MS] " \
 	"[--avail-switchover-bandwidth B] [--compress none|zstd[:LEVEL]] " \
 	"[--[no-]auto-converge] [--throttle-initial P] [--throttle-increment P] " \
-	"[--throttle-max P] [--timeout SEC] [--timeout-action cancel] " \
-	"[--[no-]verify]"
+	"[--throttle-max P] [--timeout SEC] [--timeout-action cancel|postcopy] " \
+	"[--[no-]verify] [--postcopy manual|auto]"
 #define TUNING_OPTS \
 	{ "channels", required_argument, NULL, O_CHANNELS }, \
 	{ "max-bandwidth", required_argument, NULL, O_MAXBW }, \
@@ -601,7 +660,8 @@ enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
 	{ "timeout", required_argument, NULL, O_TIMEOUT }, \
 	{ "timeout-action", required_argument, NULL, O_TIMEOUT_ACTION }, \
 	{ "verify", no_argument, NULL, O_VERIFY }, \
-	{ "no-verify", no_argument, NULL, O_NOVERIFY }
+	{ "no-verify", no_argument, NULL, O_NOVERIFY }, \
+	{ "postcopy", required_argument, NULL, O_POSTCOPY }
 
 static const struct command {
 	const char *name;
@@ -626,6 +686,10 @@ static const struct command {
 		{ "watch", no_argument, NULL, O_WATCH },
 		{ NULL, 0, NULL, 0 } } },
 	{ "cancel", 1, "VM [--wait]",
+	  (const struct option[]){
+		{ "wait", no_argument, NULL, O_WAIT },
+		{ NULL, 0, NULL, 0 } } },
+	{ "postcopy", 1, "VM [--wait]",
 	  (const struct option[]){
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
@@ -763,12 +827,23 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		a->params.timeout_s = v;
 		return 0;
 	case O_TIMEOUT_ACTION:
-		if (strcmp(optarg, "cancel")) {
-			cli_errx("--timeout-action %s: only cancel is available (postcopy "
-			      "is not yet)", optarg);
+		if (strcmp(optarg, "cancel") && strcmp(optarg, "postcopy")) {
+			cli_errx("--timeout-action %s: expected cancel or postcopy",
+				 optarg);
 			return -EINVAL;
 		}
-		a->params.timeout_action = TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_CANCEL;
+		a->params.timeout_action = !strcmp(optarg, "cancel") ?
+			TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_CANCEL :
+			TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY;
+		return 0;
+	case O_POSTCOPY:
+		if (strcmp(optarg, "manual") && strcmp(optarg, "auto")) {
+			cli_errx("--postcopy %s: expected manual or auto", optarg);
+			return -EINVAL;
+		}
+		a->params.postcopy = !strcmp(optarg, "auto") ?
+			TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO :
+			TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_MANUAL;
 		return 0;
 	default:
 		return usage_of(c);
@@ -838,13 +913,15 @@ static void usage(FILE *f)
 "                                           send VM live to URI\n"
 "  status VM [--watch]                      the VM's current or last job\n"
 "  cancel VM [--wait]                       cancel the VM's running job\n"
+"  postcopy VM [--wait]                     switch VM's migration to postcopy\n"
 "  list                                     running jobs, then history\n"
 "  set [TUNING]                             migd's defaults for new jobs\n"
 "  get                                      show those defaults\n"
 "TUNING: [--channels N] [--max-bandwidth B] [--downtime-limit MS]\n"
 "  [--avail-switchover-bandwidth B] [--compress none|zstd[:LEVEL]]\n"
 "  [--[no-]auto-converge] [--throttle-initial P] [--throttle-increment P]\n"
-"  [--throttle-max P] [--timeout SEC] [--timeout-action cancel] [--[no-]verify]\n"
+"  [--throttle-max P] [--timeout SEC] [--timeout-action cancel|postcopy]\n"
+"  [--[no-]verify] [--postcopy manual|auto]\n"
 "see migctl(1)\n");
 }
 
@@ -881,6 +958,8 @@ static int run(int argc, char **argv)
 		code = cmd_status(cl, &a);
 	else if (!strcmp(cmd->name, "cancel"))
 		code = cmd_cancel(cl, &a);
+	else if (!strcmp(cmd->name, "postcopy"))
+		code = cmd_postcopy(cl, &a);
 	else if (!strcmp(cmd->name, "list"))
 		code = cmd_list(cl, &a);
 	else

@@ -26,6 +26,7 @@
 
 #include "common/rpc.h"
 #include "common/stream.h"
+#include "proto/faultd.pb-c.h"
 #include "proto/migd.pb-c.h"
 #include "proto/vmm.pb-c.h"
 
@@ -55,6 +56,9 @@ enum job_state {
 	JOB_STATE_CANCELLING,
 	JOB_STATE_CANCELLED,
 	JOB_STATE_WAITING,
+	JOB_STATE_POSTCOPY_ACTIVE,
+	JOB_STATE_POSTCOPY_PAUSED,
+	JOB_STATE_POSTCOPY_RECOVER,
 	JOB_STATE_MAX
 };
 
@@ -66,7 +70,14 @@ enum compress_kind {
 
 enum timeout_action {
 	TIMEOUT_ACTION_CANCEL,
+	TIMEOUT_ACTION_POSTCOPY,
 	TIMEOUT_ACTION_MAX
+};
+
+enum postcopy_policy {
+	POSTCOPY_POLICY_MANUAL,         /* only when asked (Migd.Postcopy) */
+	POSTCOPY_POLICY_AUTO,           /* also when precopy will not converge */
+	POSTCOPY_POLICY_MAX
 };
 
 struct mig_params {
@@ -83,6 +94,7 @@ struct mig_params {
 	uint32_t timeout_s;                     /* 0 = none */
 	enum timeout_action timeout_action;
 	bool verify;
+	enum postcopy_policy postcopy;
 };
 
 /* params.c: defaults, checking and merging, the message form */
@@ -173,6 +185,10 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret);
 int job_add_waiter(struct job *j, struct rpc_call *call);
 /* SIGTERM the worker; the job ends when it reports or dies. */
 int job_cancel(struct job *j);
+/* SIGUSR1 the (source) worker: switch to postcopy at once. */
+int job_request_postcopy(struct job *j);
+/* The guest runs on the destination while pages remain on the source. */
+bool job_in_postcopy(const struct job *j);
 /* SIGCHLD: reap workers and finish their jobs. */
 void jobs_reap(struct migd *m);
 /* Shutdown: SIGTERM (or SIGKILL when force) every running worker. */
@@ -184,6 +200,8 @@ int control_start(struct migd *m);
 void control_stop(struct migd *m);
 
 /* ---- worker --------------------------------------------------------------- */
+
+#define PC_HIST_BUCKETS 24              /* fault latency: [2^i, 2^(i+1)) us */
 
 /* Counters the channel threads update with relaxed atomics. */
 struct chan_stats {
@@ -233,12 +251,18 @@ struct worker {
 	bool failed;                    /* (L) worker_fail was called */
 	uint32_t throttle;              /* (L) percent asked of the vmm now */
 	char verified[160];             /* (L) "ok", or what differed */
+	bool postcopy;                  /* (L) switching or switched to postcopy */
+	Tern__Migd__PostcopyStats pc;   /* (L) its figures (pc_hist holds the
+					 * histogram; pc.latency_hist unused) */
+	uint64_t pc_hist[PC_HIST_BUCKETS]; /* (L) */
 	pthread_mutex_t report_lock;    /* one report at a time on status_fd */
 };
 
 /* worker.c: runs in the forked child; never returns to the parent's loop */
 int worker_main(const struct job_spec *spec, int status_fd);
 bool worker_cancelled(void);
+/* Migd.Postcopy (SIGUSR1) or the timeout asked to switch to postcopy. */
+bool worker_postcopy_requested(void);
 void fault_point(const char *name);
 void worker_set_state(struct worker *w, enum job_state st);
 /* Record the job's failure (the first one wins); returns -err. */
@@ -275,6 +299,7 @@ struct ram_view {
 struct batch {
 	uint16_t region;
 	bool end;                       /* send the channel's end packet */
+	bool marker;                    /* send the postcopy marker packet */
 	uint32_t npages;
 	uint64_t off[STREAM_MAX_BATCH]; /* byte offsets in the region */
 };
@@ -303,6 +328,24 @@ struct chan_tx {
 	uint64_t pages_total;           /* pages carried, for the device state */
 };
 
+/*
+ * The destination's postcopy placement, shared by its ram channels: each
+ * channel stops at its marker packet until `go` (the uffd is there), then
+ * places every page with UFFDIO_COPY/ZEROPAGE, only if it is still needed.
+ */
+struct pc_place {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned int markers;           /* channels that reached their marker */
+	unsigned int ended;             /* channels that ended after it */
+	bool go;                        /* uffd, host and needed are set */
+	bool abort;                     /* give up: the job failed */
+	int uffd;
+	uint64_t host[STREAM_MAX_REGIONS];  /* the vmm's addresses of the regions */
+	uint64_t *needed;               /* shared with faultd; cleared atomically */
+	uint64_t pushed;                /* (A) pages placed from the channels */
+};
+
 /* channel.c, receiving side. */
 struct chan_rx {
 	struct worker *w;
@@ -319,6 +362,9 @@ struct chan_rx {
 	int err;                        /* own thread, read after join */
 	bool ended;                     /* own thread: the end packet came */
 	uint64_t pages_total;           /* own thread */
+	struct pc_place *pc;            /* the job's postcopy placement */
+	bool postcopy;                  /* own thread: past the marker */
+	uint64_t marker_pages;          /* pages before the marker (under pc->lock) */
 };
 
 int chan_tx_start(struct chan_tx *c);
@@ -381,5 +427,41 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 			    char *msg, size_t len);
 int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 			  size_t len);
+
+/* pageserve.c: the source's end of the postcopy page link, one thread */
+struct page_server {
+	int fd;
+	const struct ram_view *ram;
+	uint64_t *tosend;               /* the push's bitmap; pages sent here
+					 * are cleared (atomically) */
+	uint64_t hint;                  /* (A) the page after the last request */
+	uint64_t requests;              /* (A) requests answered */
+	uint64_t pages;                 /* (A) pages sent */
+	int err;                        /* (A) why the thread ended, 0 while it runs */
+	char why[200];                  /* its words, valid once err is set */
+	pthread_t thread;
+	bool started;
+};
+int page_server_start(struct page_server *ps);
+int page_server_error(const struct page_server *ps);
+void page_server_stop(struct page_server *ps);
+
+/* faultlink.c: the destination worker's faultd client (postcopy) */
+struct fault_link {
+	struct rpc_client *cl;
+};
+int fault_link_open(struct fault_link *f, const char *rundir, char *err,
+		    size_t len);
+void fault_link_close(struct fault_link *f);
+/* Attach: pc->uffd and pc->host are set on success. */
+int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
+		      uint64_t pages, int page_fd, int needed_fd,
+		      const struct ram_view *ram, struct pc_place *pc, char *err,
+		      size_t len);
+/* Stats (or Detach) into w->pc; *ret_state is the session's state; err
+ * holds the session's error text, if any. */
+int fault_link_stats(struct fault_link *f, struct worker *w, bool detach,
+		     Tern__Faultd__SessionState *ret_state, char *err, size_t len);
+int fault_link_detach_force(struct fault_link *f, const char *vm);
 
 #endif

@@ -65,10 +65,9 @@ int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 		snprintf(err, len, "unknown compression, switch or timeout action");
 		return -EINVAL;
 	}
-	if (p->timeout_action == TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY) {
-		snprintf(err, len, "timeout action postcopy: postcopy is not "
-			 "available yet");
-		return -ENOTSUP;
+	if ((unsigned int)p->postcopy > TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO) {
+		snprintf(err, len, "unknown postcopy policy");
+		return -EINVAL;
 	}
 	if (p->channels)
 		n.channels = p->channels;
@@ -93,8 +92,13 @@ int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 	if (p->timeout_s)
 		n.timeout_s = p->timeout_s;
 	if (p->timeout_action)
-		n.timeout_action = TIMEOUT_ACTION_CANCEL;
+		n.timeout_action = p->timeout_action ==
+				   TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY ?
+				   TIMEOUT_ACTION_POSTCOPY : TIMEOUT_ACTION_CANCEL;
 	n.verify = toggle(p->verify, n.verify);
+	if (p->postcopy)
+		n.postcopy = p->postcopy == TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO ?
+			     POSTCOPY_POLICY_AUTO : POSTCOPY_POLICY_MANUAL;
 	if (n.throttle_initial > n.throttle_max) {
 		snprintf(err, len, "initial throttle %u%% is above the maximum %u%%",
 			 n.throttle_initial, n.throttle_max);
@@ -121,7 +125,12 @@ void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out)
 	out->throttle_increment = p->throttle_increment;
 	out->throttle_max = p->throttle_max;
 	out->timeout_s = p->timeout_s;
-	out->timeout_action = TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_CANCEL;
+	out->timeout_action = p->timeout_action == TIMEOUT_ACTION_POSTCOPY ?
+			      TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY :
+			      TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_CANCEL;
 	out->verify = p->verify ? TERN__MIGD__TOGGLE__TOGGLE_ON :
 				  TERN__MIGD__TOGGLE__TOGGLE_OFF;
+	out->postcopy = p->postcopy == POSTCOPY_POLICY_AUTO ?
+			TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO :
+			TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_MANUAL;
 }

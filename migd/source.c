@@ -18,6 +18,7 @@
  * dirty logging off: the guest is never lost.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,8 @@
 #include "proto/stream.pb-c.h"
 
 #define CHUNK_PAGES 64                  /* pages of one chunk go to one channel */
+#define PC_SWITCH 1                     /* a round stopped to switch to postcopy */
+#define PC_AUTO_ROUNDS 5                /* postcopy auto: switch after this many */
 
 struct source {
 	struct worker *w;
@@ -49,6 +52,15 @@ struct source {
 	bool stopped;                   /* we paused the VM */
 	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
 	char err[256];
+	/* postcopy */
+	int page_fd;                    /* the page link (faultd dials nothing:
+					 * we connect it at set-up) */
+	bool r1_cut;                    /* round 1 stopped at (r1_region, r1_off) */
+	unsigned int r1_region;
+	uint64_t r1_off;
+	uint64_t *tosend;               /* pages the destination still needs */
+	struct page_server ps;
+	uint64_t pushed;                /* pages queued by the push */
 };
 
 static uint64_t deadline(void)
@@ -186,6 +198,12 @@ static int source_connect(struct source *s)
 			return c->fd;
 		r = chan_tx_start(c);
 	}
+	/* Dialled now so that a switch to postcopy costs no connection set-up. */
+	if (r == 0) {
+		s->page_fd = source_dial(s, &u, STREAM_ROLE_PAGE, 0);
+		if (s->page_fd < 0)
+			return s->page_fd;
+	}
 	return r;
 }
 
@@ -237,6 +255,8 @@ static int source_midround(struct source *s)
 	uint64_t now = now_ns(), sent;
 	int r;
 
+	if (s->precopy && worker_postcopy_requested())
+		return PC_SWITCH;
 	/* Not in the final round: the VM is stopped, every RPC is downtime. */
 	if (!s->w->spec->params.auto_converge || !s->precopy)
 		return 0;
@@ -360,13 +380,22 @@ static int source_first_round(struct source *s, uint64_t *ret_pages)
 			for (; off < end && r == 0; off += STREAM_PAGE, pages++)
 				r = source_queue(s, i, off);
 		}
+		if (r == PC_SWITCH) {
+			s->r1_cut = true;
+			s->r1_region = i;
+			s->r1_off = off;
+			break;
+		}
 		if (worker_cancelled())
 			r = -ECANCELED;
 	}
 	skipped = s->ram.pages - pages;
 	__atomic_store_n(&s->w->skipped_pages, skipped, __ATOMIC_RELAXED);
-	if (r == 0)
-		r = source_flush(s);
+	if (r >= 0) {
+		int e = source_flush(s);
+
+		r = e < 0 ? e : r;
+	}
 	*ret_pages = pages;
 	return r;
 }
@@ -416,11 +445,17 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 					 (page - s->ram.first_page[reg]) * STREAM_PAGE);
 			pages++;
 		}
+		/* Stopped for postcopy: the pages not taken stay to send. */
+		if (r == PC_SWITCH && w)
+			__atomic_fetch_or(&s->dirty[i], w, __ATOMIC_RELAXED);
 		if ((i & 1023) == 0 && worker_cancelled())
 			r = -ECANCELED;
 	}
-	if (r == 0)
-		r = source_flush(s);
+	if (r >= 0) {
+		int e = source_flush(s);
+
+		r = e < 0 ? e : r;
+	}
 	*ret_pages = pages;
 	return r;
 }
@@ -501,8 +536,8 @@ static int source_precopy(struct source *s)
 	b0 = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
 	r = source_first_round(s, &pages);
 	for (;;) {
-		if (r < 0)
-			return r;
+		if (r != 0)
+			return r;       /* an error, or PC_SWITCH */
 		t1 = now_ns();
 		r = source_sync(s, &dirty);
 		if (r < 0)
@@ -514,6 +549,16 @@ static int source_precopy(struct source *s)
 		pthread_mutex_unlock(&w->lock);
 		if (expected <= w->spec->params.downtime_limit_ms)
 			return 0;
+		if (worker_postcopy_requested())
+			return PC_SWITCH;
+		/* Postcopy auto: a round that dirtied more than half of what it
+		 * sent will not converge (nor will PC_AUTO_ROUNDS of them). */
+		if (w->spec->params.postcopy == POSTCOPY_POLICY_AUTO &&
+		    (dirty * STREAM_PAGE * 2 > sent || w->rounds >= PC_AUTO_ROUNDS)) {
+			log_info("precopy will not converge (round %llu): switching "
+				 "to postcopy", (unsigned long long)w->rounds);
+			return PC_SWITCH;
+		}
 		r = source_auto_converge(s, sent, dirty);
 		if (r < 0)
 			return r;
@@ -674,6 +719,285 @@ static int source_switchover(struct source *s)
 	return 0;
 }
 
+/* ---- postcopy ------------------------------------------------------------------ */
+
+/* Round 1 was cut short: its data pages not yet sent are still to send. */
+static void source_mark_round1_rest(struct source *s)
+{
+	unsigned int i;
+
+	for (i = s->r1_region; s->r1_cut && i < s->ram.n; i++) {
+		uint64_t size = s->ram.r[i].size;
+		off_t off = i == s->r1_region ? (off_t)s->r1_off : 0, end;
+
+		while ((uint64_t)off < size) {
+			off = lseek(s->ram.r[i].fd, off, SEEK_DATA);
+			if (off < 0)
+				break;
+			end = lseek(s->ram.r[i].fd, off, SEEK_HOLE);
+			if (end < 0 || (uint64_t)end > size)
+				end = size;
+			bitmap_set_range(s->dirty, s->ram.first_page[i] + off / STREAM_PAGE,
+					 (end - off) / STREAM_PAGE);
+			off = end;
+		}
+	}
+}
+
+static int source_send_postcopy(struct source *s)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__Postcopy pc = TERN__STREAM__POSTCOPY__INIT;
+	Tern__Vmm__VmState *st = NULL;
+	uint64_t counts[STREAM_MAX_CHANNELS];
+	unsigned int i;
+	int r;
+
+	r = vmm_link_call(&s->vmm, "SaveState", NULL, NULL, 0,
+			  (ProtobufCMessage **)&st, NULL, s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->err);
+	pc.vm_state.len = tern__vmm__vm_state__get_packed_size(st);
+	pc.vm_state.data = malloc(pc.vm_state.len ? pc.vm_state.len : 1);
+	if (pc.vm_state.data)
+		tern__vmm__vm_state__pack(st, pc.vm_state.data);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (!pc.vm_state.data)
+		return worker_fail(s->w, ENOMEM, "no memory for the device state");
+	for (i = 0; i < s->nchan; i++)
+		counts[i] = s->chan[i].pages_total;
+	pc.n_channel_pages = s->nchan;
+	pc.channel_pages = counts;
+	pc.pages = s->ram.pages;
+	/* x86: the words are little-endian in memory already. */
+	pc.needed.data = (uint8_t *)s->tosend;
+	pc.needed.len = BITMAP_BYTES(s->ram.pages);
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY;
+	m.postcopy = &pc;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	free(pc.vm_state.data);
+	if (r < 0)
+		return worker_fail(s->w, r, "sending the device state: %s",
+				   strerror(-r));
+	return 0;
+}
+
+/* The page link or a channel failed, or the destination went away. */
+static int source_check_links(struct source *s)
+{
+	int r = page_server_error(&s->ps);
+	unsigned int i;
+
+	if (r < 0)
+		return worker_fail(s->w, r, "%s", s->ps.why);
+	for (i = 0; i < s->nchan; i++) {
+		pthread_mutex_lock(&s->chan[i].lock);
+		r = s->chan[i].err;
+		pthread_mutex_unlock(&s->chan[i].lock);
+		if (r < 0)
+			return r;       /* the channel recorded why */
+	}
+	return 0;
+}
+
+static void source_pc_stats(struct source *s, uint64_t left)
+{
+	struct worker *w = s->w;
+
+	pthread_mutex_lock(&w->lock);
+	w->pc.requests_served = __atomic_load_n(&s->ps.requests, __ATOMIC_RELAXED);
+	w->pc.pages_on_demand = __atomic_load_n(&s->ps.pages, __ATOMIC_RELAXED);
+	w->pc.pages_pushed = s->pushed;
+	w->pc.needed_pages = left;
+	w->remaining_bytes = left * STREAM_PAGE;
+	pthread_mutex_unlock(&w->lock);
+}
+
+/*
+ * The background push: every page still to send, over the ram channels.
+ * It walks the bitmap from where the last page request was (faults come
+ * in clusters), wrapping around, until a whole pass finds nothing.
+ */
+static int source_push(struct source *s)
+{
+	uint64_t words = BITMAP_WORDS(s->ram.pages), cur = 0, empty = 0;
+	uint64_t seen = 0, hint, bits, page;
+	unsigned int reg;
+	int r = 0;
+
+	while (empty < words && r == 0) {
+		hint = __atomic_load_n(&s->ps.hint, __ATOMIC_RELAXED);
+		if (hint != seen) {
+			seen = hint;
+			cur = (hint / 64) % words;
+			empty = 0;
+		}
+		bits = __atomic_exchange_n(&s->tosend[cur], 0, __ATOMIC_RELAXED);
+		if (!bits)
+			empty++;
+		else
+			empty = 0;
+		while (bits && r == 0) {
+			page = cur * 64 + __builtin_ctzll(bits);
+			bits &= bits - 1;
+			if (page >= s->ram.pages)
+				break;
+			reg = page_region(&s->ram, page);
+			r = source_queue(s, reg, (page - s->ram.first_page[reg]) *
+					 STREAM_PAGE);
+			s->pushed++;
+		}
+		if (r < 0 && bits)
+			__atomic_fetch_or(&s->tosend[cur], bits, __ATOMIC_RELAXED);
+		if ((cur & 1023) == 0) {
+			source_pc_stats(s, bitmap_count(s->tosend, s->ram.pages));
+			if (r == 0)
+				r = source_check_links(s);
+		}
+		cur = (cur + 1) % words;
+	}
+	if (r == 0)
+		r = source_flush(s);
+	return r;
+}
+
+/* Wait for PostcopyDone, serving page requests meanwhile (their thread). */
+static int source_wait_done(struct source *s)
+{
+	struct pollfd pfd = { .fd = s->main_fd, .events = POLLIN };
+	Tern__Stream__StreamMsg *done = NULL;
+	int r;
+
+	for (;;) {
+		r = source_check_links(s);
+		if (r < 0)
+			return r;
+		r = poll_until(&pfd, 1, now_ns() + 200000000ULL);
+		if (r > 0)
+			break;
+		if (r != -ETIMEDOUT)
+			return worker_fail(s->w, r, "main connection: %s",
+					   strerror(-r));
+	}
+	r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DONE,
+			  "PostcopyDone", &done);
+	if (r == 0)
+		protobuf_c_message_free_unpacked(&done->base, NULL);
+	return r;
+}
+
+/*
+ * A link failed after the switch: the guest runs on the destination with
+ * pages that only this side has.  Keep everything (the VM stays paused
+ * here, its RAM mapped) and say so; nothing is resent and nothing spins.
+ * The job waits until migd shuts it down.
+ */
+static int source_postcopy_paused(struct source *s, int err)
+{
+	struct worker *w = s->w;
+
+	worker_set_state(w, JOB_STATE_POSTCOPY_PAUSED);
+	log_warnx("postcopy paused: %s", w->error);
+	while (!worker_cancelled())
+		usleep(200000);
+	worker_note(w, "postcopy paused; the source VM keeps the guest's "
+		    "remaining pages (paused)");
+	return err;
+}
+
+static int source_postcopy(struct source *s)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__Go go = TERN__STREAM__GO__INIT;
+	Tern__Stream__StreamMsg *resumed = NULL;
+	struct batch marker = { .marker = true }, end = { .end = true };
+	struct worker *w = s->w;
+	uint64_t t_stop, dirty, left;
+	unsigned int i;
+	int r;
+
+	s->precopy = false;
+	pthread_mutex_lock(&w->lock);
+	w->postcopy = true;
+	if (w->spec->params.verify)
+		snprintf(w->verified, sizeof(w->verified), "not checked: the job "
+			 "switched to postcopy");
+	pthread_mutex_unlock(&w->lock);
+	worker_set_state(w, JOB_STATE_DEVICE);
+	log_info("switching to postcopy");
+	t_stop = now_ns();
+	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
+			  sizeof(s->err));
+	if (r < 0)
+		return worker_fail(w, r, "%s", s->err);
+	s->stopped = true;
+	source_mark_round1_rest(s);
+	r = source_sync(s, &dirty);
+	if (r < 0)
+		return r;
+	s->tosend = malloc(s->dirty_bytes);
+	if (!s->tosend)
+		return worker_fail(w, ENOMEM, "no memory for the postcopy bitmap");
+	memcpy(s->tosend, s->dirty, s->dirty_bytes);
+	left = bitmap_count(s->tosend, s->ram.pages);
+	for (i = 0; r == 0 && i < s->nchan; i++)
+		r = chan_tx_push(&s->chan[i], &marker);
+	for (i = 0; r == 0 && i < s->nchan; i++)
+		r = chan_tx_drain(&s->chan[i]);
+	if (r == 0)
+		r = source_send_postcopy(s);
+	if (r == 0)
+		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_READY, "Ready", NULL);
+	s->ps.fd = s->page_fd;
+	s->ps.ram = &s->ram;
+	s->ps.tosend = s->tosend;
+	if (r == 0)
+		r = page_server_start(&s->ps);
+	if (r < 0)
+		return r;
+
+	/* The point of no return, as in precopy. */
+	pthread_mutex_lock(&w->lock);
+	w->switched = true;
+	pthread_mutex_unlock(&w->lock);
+	source_pc_stats(s, left);
+	worker_report(w);
+	fault_point("source-postcopy-before-go");
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
+	m.go = &go;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	if (r == 0)
+		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
+				  "Resumed", &resumed);
+	if (r < 0)
+		return source_postcopy_paused(s, r);
+	pthread_mutex_lock(&w->lock);
+	w->downtime_ms = (now_ns() - t_stop) / 1000000;
+	w->pc.pause_us = (now_ns() - t_stop) / 1000;
+	w->resume_ms = resumed->resumed->resume_ns / 1000000;
+	pthread_mutex_unlock(&w->lock);
+	protobuf_c_message_free_unpacked(&resumed->base, NULL);
+	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);
+	log_info("postcopy: the destination runs the guest after a %llu us "
+		 "pause; %llu pages to go", (unsigned long long)w->pc.pause_us,
+		 (unsigned long long)left);
+
+	r = source_push(s);
+	for (i = 0; r == 0 && i < s->nchan; i++)
+		r = chan_tx_push(&s->chan[i], &end);
+	for (i = 0; r == 0 && i < s->nchan; i++)
+		r = chan_tx_drain(&s->chan[i]);
+	if (r == 0)
+		r = source_wait_done(s);
+	source_pc_stats(s, 0);
+	if (r < 0)
+		return source_postcopy_paused(s, r);
+	log_info("postcopy completed: %llu pages pushed, %llu on demand",
+		 (unsigned long long)s->pushed,
+		 (unsigned long long)__atomic_load_n(&s->ps.pages, __ATOMIC_RELAXED));
+	return 0;
+}
+
 /* ---- the job ---------------------------------------------------------------- */
 
 /* Cancel (from the reporter thread): make every blocked call fail. */
@@ -683,6 +1007,7 @@ static void source_abort(struct worker *w, void *arg)
 	unsigned int i;
 
 	chan_abort_fd(s->main_fd);
+	chan_abort_fd(s->page_fd);
 	for (i = 0; i < s->nchan; i++)
 		chan_abort_fd(s->chan[i].fd);
 }
@@ -712,7 +1037,7 @@ static void source_recover(struct source *s)
 
 int source_run(struct worker *w)
 {
-	struct source s = { .w = w, .main_fd = -1 };
+	struct source s = { .w = w, .main_fd = -1, .page_fd = -1 };
 	unsigned int i;
 	int r;
 
@@ -733,6 +1058,8 @@ int source_run(struct worker *w)
 		r = source_precopy(&s);
 	if (r == 0)
 		r = source_switchover(&s);
+	else if (r == PC_SWITCH)
+		r = source_postcopy(&s);
 	if (r < 0 && worker_cancelled())
 		worker_fail(w, ECANCELED, "cancelled");
 	if (r < 0) {
@@ -757,6 +1084,10 @@ int source_run(struct worker *w)
 		munmap(s.dirty, s.dirty_bytes);
 	if (s.dirty_on)
 		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
+	page_server_stop(&s.ps);
+	free(s.tosend);
+	if (s.page_fd >= 0)
+		close(s.page_fd);
 	if (s.main_fd >= 0)
 		close(s.main_fd);
 	ram_view_unmap(&s.ram);

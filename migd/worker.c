@@ -23,10 +23,21 @@
 #include "migd/migd.h"
 
 static volatile sig_atomic_t cancel_requested;
+static volatile sig_atomic_t postcopy_requested;
 
 static void handle_term(int sig)
 {
 	cancel_requested = sig;
+}
+
+static void handle_usr1(int sig)
+{
+	postcopy_requested = 1;
+}
+
+bool worker_postcopy_requested(void)
+{
+	return postcopy_requested != 0;
 }
 
 /*
@@ -143,7 +154,8 @@ int worker_fail(struct worker *w, int err, const char *fmt, ...)
 /* Build the JobStatus; the caller holds w->lock.  chans must have room. */
 static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 			Tern__Migd__Params *pp, Tern__Migd__ChannelStats *cs,
-			Tern__Migd__ChannelStats **pcs, char *idhex)
+			Tern__Migd__ChannelStats **pcs, char *idhex,
+			Tern__Migd__PostcopyStats *pcst)
 {
 	const struct job_spec *s = w->spec;
 	uint64_t pages = 0, zero = 0, zstd = 0, raw = 0;
@@ -205,6 +217,13 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->source_was_running = w->source_was_running;
 	js->throttle = w->throttle;
 	js->verified = w->verified;
+	js->postcopy_started = w->postcopy;
+	if (w->postcopy) {
+		*pcst = w->pc;
+		pcst->n_latency_hist = PC_HIST_BUCKETS;
+		pcst->latency_hist = w->pc_hist;
+		js->postcopy_stats = pcst;
+	}
 }
 
 /* Send one status frame to the parent (blocking; the parent reads fast). */
@@ -214,6 +233,7 @@ void worker_report(struct worker *w)
 	Tern__Migd__Params pp = TERN__MIGD__PARAMS__INIT;
 	Tern__Migd__ChannelStats cs[STREAM_MAX_CHANNELS];
 	Tern__Migd__ChannelStats *pcs[STREAM_MAX_CHANNELS];
+	Tern__Migd__PostcopyStats pcst;
 	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
 	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
 	char idhex[2 * STREAM_ID_LEN + 1];
@@ -223,7 +243,7 @@ void worker_report(struct worker *w)
 
 	pthread_mutex_lock(&w->report_lock);
 	pthread_mutex_lock(&w->lock);
-	worker_fill(w, &js, &pp, cs, pcs, idhex);
+	worker_fill(w, &js, &pp, cs, pcs, idhex, &pcst);
 	len = tern__migd__job_status__get_packed_size(&js);
 	payload = malloc(len ? len : 1);
 	if (payload)
@@ -277,6 +297,13 @@ static void worker_check_cancel(struct worker *w)
 
 	pthread_mutex_lock(&w->lock);
 	timeout = !w->abort_done && w->abort_fn && worker_timed_out(w);
+	if (timeout && w->spec->params.timeout_action == TIMEOUT_ACTION_POSTCOPY) {
+		if (!postcopy_requested)
+			log_info("the %u s timeout passed: switching to postcopy",
+				 w->spec->params.timeout_s);
+		postcopy_requested = 1;
+		timeout = false;
+	}
 	if (timeout) {
 		snprintf(w->error, sizeof(w->error), "did not complete within "
 			 "the %u s timeout", w->spec->params.timeout_s);
@@ -340,6 +367,7 @@ static int worker_drop_privileges(void)
 int worker_main(const struct job_spec *spec, int status_fd)
 {
 	struct sigaction sa = { .sa_handler = handle_term };
+	struct sigaction sa_pc = { .sa_handler = handle_usr1 };
 	struct worker w = {
 		.spec = spec,
 		.state = spec->role == JOB_ROLE_DEST ? JOB_STATE_WAITING :
@@ -356,9 +384,13 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigemptyset(&sa_pc.sa_mask);
+	sa_pc.sa_flags = SA_RESTART;
+	sigaction(SIGUSR1, &sa_pc, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_mutex_init(&w.report_lock, NULL);
+	tern__migd__postcopy_stats__init(&w.pc);
 	memcpy(w.id, spec->id, STREAM_ID_LEN);
 	w.started_ns = now_ns();
 	w.started_unix_ms = unix_ms();

@@ -75,6 +75,12 @@ calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 # has_flag NAME: migctl's usage offers --NAME (or --[no-]NAME).
 has_flag() { "$BIN/migctl" --help 2>&1 | grep -q -E -- "--(\[no-\])?$1( |\]|$)"; }
 
+start_faultd() {
+	"$BIN/faultd" --rundir "$RUNDIR" >"$RUNDIR/faultd.log" 2>&1 &
+	PIDS+=($!)
+	wait_until 20 test -S "$RUNDIR/faultd.sock" ||
+		{ cat "$RUNDIR/faultd.log"; die "faultd did not start"; }
+}
 start_migd() {
 	"$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
 	PIDS+=($!)

@@ -157,3 +157,19 @@ usage_error() {
 	case $err in *"$words"*) ;; *) fail "$prog $*: '$err' lacks '$words'" ;; esac
 	echo "ok: $err"
 }
+
+# ---- faultd -------------------------------------------------------------
+
+need_uffd() {
+	[ -c /dev/userfaultfd ] && [ -r /dev/userfaultfd ] ||
+		skip "/dev/userfaultfd is missing or not accessible"
+}
+
+# start_faultd: faultd for RUNDIR, its log in RUNDIR/faultd.log.
+start_faultd() {
+	"$BIN/faultd" --rundir "$RUNDIR" >"$RUNDIR/faultd.log" 2>&1 &
+	FAULTD_PID=$!
+	PIDS+=("$FAULTD_PID")
+	wait_until 20 test -S "$RUNDIR/faultd.sock" ||
+		{ cat "$RUNDIR/faultd.log"; fail "faultd did not come up"; }
+}

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The destination worker's link to faultd (faultd(8)): Attach hands it
+ * the page link and the needed-pages bitmap and gets back a duplicate of
+ * the userfaultfd (to place pushed pages) with the regions' addresses in
+ * the vmm; Stats feeds the job's postcopy figures; Detach ends it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "migd/migd.h"
+#include "proto/faultd.pb-c.h"
+
+#define FAULTD_TIMEOUT_MS 10000
+
+int fault_link_open(struct fault_link *f, const char *rundir, char *err,
+		    size_t len)
+{
+	char path[PATH_MAX + 16];
+	int r;
+
+	snprintf(path, sizeof(path), "unix:%s/faultd.sock", rundir);
+	r = rpc_client_connect(path, FAULTD_TIMEOUT_MS, &f->cl);
+	if (r < 0)
+		snprintf(err, len, "cannot reach faultd at %s/faultd.sock (is it "
+			 "running?): %s", rundir, strerror(-r));
+	return r;
+}
+
+void fault_link_close(struct fault_link *f)
+{
+	if (f->cl)
+		rpc_client_free(f->cl);
+	f->cl = NULL;
+}
+
+static int fault_call(struct fault_link *f, const char *method,
+		      const ProtobufCMessage *arg, const int *fds, size_t nfds,
+		      ProtobufCMessage **ret, struct rpc_result *res, char *err,
+		      size_t len)
+{
+	struct rpc_result own;
+	int r;
+
+	if (!res)
+		res = &own;
+	r = rpc_client_call(f->cl, &tern__faultd__faultd__descriptor, method, arg,
+			    fds, nfds, ret, res, FAULTD_TIMEOUT_MS, NULL, NULL);
+	if (r < 0)
+		snprintf(err, len, "faultd: %s: %.160s", method, res->message);
+	if (res == &own)
+		rpc_result_close_fds(res);
+	return r;
+}
+
+int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
+		      uint64_t pages, int page_fd, int needed_fd,
+		      const struct ram_view *ram, struct pc_place *pc, char *err,
+		      size_t len)
+{
+	Tern__Faultd__AttachRequest req = TERN__FAULTD__ATTACH_REQUEST__INIT;
+	Tern__Faultd__AttachReply *rep = NULL;
+	struct rpc_result res;
+	int fds[2] = { page_fd, needed_fd };
+	unsigned int i;
+	int r;
+
+	req.vm = (char *)vm;
+	req.job = (char *)job;
+	req.pages = pages;
+	req.prefetch = 0;
+	r = fault_call(f, "Attach", &req.base, fds, 2, (ProtobufCMessage **)&rep,
+		       &res, err, len);
+	if (r < 0)
+		return r;
+	r = -EPROTO;
+	if (res.nfds != 1 || rep->n_regions != ram->n) {
+		snprintf(err, len, "faultd: Attach: %zu descriptors and %zu regions "
+			 "in its answer", res.nfds, rep->n_regions);
+		goto out;
+	}
+	for (i = 0; i < ram->n; i++) {
+		const Tern__Faultd__Region *g = rep->regions[i];
+
+		if (g->gpa != ram->r[i].gpa || g->size != ram->r[i].size ||
+		    g->host % STREAM_PAGE) {
+			snprintf(err, len, "faultd: Attach: region %u differs from "
+				 "the vmm's RAM", i);
+			goto out;
+		}
+		pc->host[i] = g->host;
+	}
+	pc->uffd = res.fds[0];
+	res.fds[0] = -1;
+	r = 0;
+out:
+	rpc_result_close_fds(&res);
+	protobuf_c_message_free_unpacked(&rep->base, NULL);
+	return r;
+}
+
+/* Copy faultd's figures into the job's (the caller holds w->lock). */
+static void fault_stats_take(struct worker *w, const Tern__Faultd__FaultStats *st)
+{
+	size_t i;
+
+	w->pc.faults = st->faults;
+	w->pc.remote_faults = st->remote_faults;
+	w->pc.pages_on_demand = st->pages_fetched;
+	w->pc.latency_p50_us = st->latency_p50_us;
+	w->pc.latency_p99_us = st->latency_p99_us;
+	w->pc.latency_max_us = st->latency_max_us;
+	w->pc.blocked_us = st->blocked_us;
+	for (i = 0; i < PC_HIST_BUCKETS; i++)
+		w->pc_hist[i] = i < st->n_latency_hist ? st->latency_hist[i] : 0;
+}
+
+int fault_link_stats(struct fault_link *f, struct worker *w, bool detach,
+		     Tern__Faultd__SessionState *ret_state, char *err, size_t len)
+{
+	Tern__Faultd__VmQuery q = TERN__FAULTD__VM_QUERY__INIT;
+	Tern__Faultd__DetachRequest d = TERN__FAULTD__DETACH_REQUEST__INIT;
+	Tern__Faultd__FaultStats *st = NULL;
+	int r;
+
+	q.vm = d.vm = (char *)w->spec->vm;
+	r = fault_call(f, detach ? "Detach" : "Stats", detach ? &d.base : &q.base,
+		       NULL, 0, (ProtobufCMessage **)&st, NULL, err, len);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&w->lock);
+	fault_stats_take(w, st);
+	pthread_mutex_unlock(&w->lock);
+	if (ret_state)
+		*ret_state = st->state;
+	if (st->error[0])
+		snprintf(err, len, "faultd: %s", st->error);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	return 0;
+}
+
+int fault_link_detach_force(struct fault_link *f, const char *vm)
+{
+	Tern__Faultd__DetachRequest d = TERN__FAULTD__DETACH_REQUEST__INIT;
+	char err[256];
+
+	d.vm = (char *)vm;
+	d.force = true;
+	return fault_call(f, "Detach", &d.base, NULL, 0, NULL, NULL, err,
+			  sizeof(err));
+}

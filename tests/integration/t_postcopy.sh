@@ -1,0 +1,98 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Postcopy through faultd: the destination runs the guest at once and its
+# missing pages come on demand (faultd, the page link) and by the
+# background push (the ram channels).  Each migration must end with the
+# memory check passing on the destination, the guest's own checks
+# silent, its heartbeats going on, and nothing left to send.  Then: the
+# switch on request, by policy and as the timeout's action; cancel refused
+# once the guest runs on the destination; faultd's death pauses both
+# sides with the guest blocked, not corrupted.
+. "$(dirname "$0")/lib.sh"
+need_kvm
+need_uffd
+start_faultd
+start_migd
+
+# check_done SRC DST OUT: the job's end on both sides and on the guest.
+check_done() {
+	local src=$1 dst=$2 out=$3 c n
+	[ "$(echo "$out" | jget state)" = completed ] || fail "$src: $out"
+	[ "$(echo "$out" | jget postcopy_started)" = true ] || fail "$src did not switch: $out"
+	[ "$(echo "$out" | jget remaining_bytes)" = "" ] ||
+		[ "$(echo "$out" | jget remaining_bytes)" = 0 ] ||
+		fail "$src: bytes left to send: $out"
+	[ "$(echo "$out" | jget needed_pages)" = "" ] ||
+		[ "$(echo "$out" | jget needed_pages)" = 0 ] ||
+		fail "$src: pages still needed: $out"
+	[ "$(state_of "$src")" = paused ] || fail "$src is not paused"
+	[ "$(state_of "$dst")" = running ] || fail "$dst is not running"
+	wait_until 30 job_is "$dst" completed || fail "$dst: $(migctl status "$dst")"
+	n=$(vmmctl --json status "$dst" | jget vcpus)
+	for ((c = 0; c < n; c++)); do wait_progress "$dst" "$c"; done
+	vmmctl check "$dst" || fail "$dst: memory check after postcopy"
+	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
+	migctl status "$dst" | sed -n "/^  postcopy/,/^  latency/p"
+	echo "ok: $src -> $dst: pause $(echo "$out" | jget pause_us) us, pushed" \
+	     "$(echo "$out" | jget pages_pushed), on demand $(echo "$out" | jget pages_on_demand)"
+}
+
+note "dirty guest, 2 vCPUs, --postcopy auto: the heavy dirtier will not converge"
+start_vmm a --memory 256M --vcpus 2 --test-guest dirty --heartbeat 100
+wait_pass a 1 2
+start_vmm b --memory 256M --vcpus 2 --incoming
+incoming b
+out=$(migctl --json migrate a "$ADDR" --token "$TOKEN" --postcopy auto \
+	--downtime-limit 1 --wait) || fail "migrate a: $out"
+check_done a b "$out"
+faults=$(job_get b faults)
+[ "${faults:-0}" -gt 0 ] || fail "b: no faults served: $(migctl --json status b)"
+vmmctl quit a >/dev/null; vmmctl quit b >/dev/null
+
+note "fill guest, migctl postcopy during a slow precopy: pages come on demand"
+start_vmm f --memory 128M --test-guest fill --heartbeat 100
+wait_pass f 0 2
+start_vmm g --memory 128M --incoming
+incoming g
+migctl migrate f "$ADDR" --token "$TOKEN" --max-bandwidth 16M --channels 2 \
+	--detach >/dev/null || fail "migrate f"
+wait_until 30 job_is f active || fail "f: $(migctl status f)"
+migctl postcopy f >/dev/null || fail "postcopy f"
+out=$(migctl --json status f --watch) || fail "f: $out"
+check_done f g "$out"
+[ "$(job_get g pages_on_demand)" -gt 0 ] || fail "g: nothing on demand"
+vmmctl quit f >/dev/null; vmmctl quit g >/dev/null
+
+note "the timeout's action: postcopy"
+start_vmm t --memory 128M --test-guest dirty --heartbeat 100
+wait_pass t 0 2
+start_vmm u --memory 128M --incoming
+incoming u
+out=$(migctl --json migrate t "$ADDR" --token "$TOKEN" --max-bandwidth 32M \
+	--timeout 1 --timeout-action postcopy --wait) || fail "migrate t: $out"
+check_done t u "$out"
+vmmctl quit t >/dev/null; vmmctl quit u >/dev/null
+
+note "faultd dies mid-postcopy: both sides postcopy-paused, the guest waits"
+start_vmm p --memory 256M --test-guest dirty --heartbeat 100
+wait_pass p 0 2
+start_vmm q --memory 256M --incoming
+incoming q
+migctl migrate p "$ADDR" --token "$TOKEN" --max-bandwidth 8M --channels 1 \
+	--detach >/dev/null || fail "migrate p"
+wait_until 30 job_is p active || fail "p: $(migctl status p)"
+migctl postcopy p >/dev/null || fail "postcopy p"
+wait_until 30 job_is q postcopy_active || fail "q: $(migctl status q)"
+err=$(migctl cancel p 2>&1) && fail "cancel in postcopy was accepted: $err"
+case $err in *"postcopy"*) echo "ok: $err" ;; *) fail "cancel: $err" ;; esac
+kill -KILL "$FAULTD_PID"
+wait_until 30 job_is q postcopy_paused || fail "q: $(migctl status q)"
+wait_until 30 job_is p postcopy_paused || fail "p: $(migctl status p)"
+echo "ok: q: $(job_get q error)"
+echo "ok: p: $(job_get p error)"
+[ "$(state_of q)" = running ] || fail "q is not running"
+[ "$(state_of p)" = paused ] || fail "p is not paused"
+grep -q FAIL "$RUNDIR/q.serial" && fail "q: the guest reported a failure"
+# The paused workers wait for recovery; end them and the vmms here.
+kill -KILL "$(job_get p worker_pid)" "$(job_get q worker_pid)"
+echo PASS
