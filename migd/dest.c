@@ -307,7 +307,7 @@ static int dest_recv(struct dest *d, int body, const char *what,
 				   strerror(-r));
 	if ((int)m->body_case != body && !(body == BODY_DEVICE_OR_POSTCOPY &&
 	    (m->body_case == TERN__STREAM__STREAM_MSG__BODY_DEVICE ||
-	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY))) {
+	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD))) {
 		r = worker_fail(d->w, EPROTO, "the source sent message %d instead "
 				"of its %s", m->body_case, what);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
@@ -459,7 +459,7 @@ static int dest_go(struct dest *d)
 /* ---- postcopy ------------------------------------------------------------- */
 
 /* The needed-pages bitmap in a memfd, for faultd; filled from the source's. */
-static int dest_needed(struct dest *d, const Tern__Stream__Postcopy *pc)
+static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 {
 	uint64_t pages = d->ram.pages;
 
@@ -490,8 +490,25 @@ static int dest_needed(struct dest *d, const Tern__Stream__Postcopy *pc)
 	return 0;
 }
 
+/* The pages dirtied on the source between the discard and its stop. */
+static int dest_needed_more(struct dest *d, const ProtobufCBinaryData *more)
+{
+	const uint64_t *w = (const uint64_t *)more->data;
+	uint64_t pages = d->ram.pages, i, n = BITMAP_WORDS(pages), last;
+
+	if (more->len != d->needed_bytes)
+		return dest_refuse(d, EPROTO, "the postcopy switch has a %zu-byte "
+				   "bitmap, not %zu", more->len, d->needed_bytes);
+	/* Nothing is placed yet (the guest has not run): plain stores. */
+	for (i = 0; i < n; i++) {
+		last = i + 1 == n && pages % 64 ? (1ULL << (pages % 64)) - 1 : ~0ULL;
+		d->needed[i] |= w[i] & last;
+	}
+	return 0;
+}
+
 /* Every channel delivered its precopy pages up to its marker. */
-static int dest_wait_markers(struct dest *d, const Tern__Stream__Postcopy *pc)
+static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 {
 	uint64_t limit = deadline_ms(MIGD_IO_TIMEOUT_MS);
 	struct timespec ts;
@@ -573,6 +590,7 @@ static int dest_punch_stale(struct dest *d)
 			      n * STREAM_PAGE) < 0)
 			return worker_fail(d->w, errno, "dropping stale pages: %s",
 					   strerror(errno));
+		bitmap_clear_range(d->received_map, start, n);
 	}
 }
 
@@ -666,25 +684,42 @@ static int dest_postcopy_run(struct dest *d)
 	}
 }
 
-static int dest_postcopy(struct dest *d, const Tern__Stream__Postcopy *pc)
+static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd)
 {
-	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *pc = NULL;
 	Tern__Stream__PostcopyDone done = TERN__STREAM__POSTCOPY_DONE__INIT;
+	Tern__Stream__PostcopyDiscarded ack = TERN__STREAM__POSTCOPY_DISCARDED__INIT;
 	unsigned int i;
 	int r;
 
 	pthread_mutex_lock(&d->w->lock);
 	d->w->postcopy = true;
 	pthread_mutex_unlock(&d->w->lock);
-	r = dest_needed(d, pc);
+	/* Step one, the guest still running on the source. */
+	r = dest_needed(d, pd);
 	if (r == 0)
-		r = dest_wait_markers(d, pc);
+		r = dest_wait_markers(d, pd);
 	if (r == 0)
 		r = dest_punch_stale(d);
 	if (r == 0)
-		r = dest_load(d, &pc->vm_state);
-	if (r == 0)
 		r = dest_attach(d);
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARDED;
+	m.postcopy_discarded = &ack;
+	if (r == 0)
+		r = dest_send(d, &m, "PostcopyDiscarded");
+	/* Step two, the pause. */
+	if (r == 0)
+		r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY,
+			      "postcopy switch", &pc);
+	if (r < 0)
+		return r;
+	worker_set_state(d->w, JOB_STATE_DEVICE);
+	r = dest_needed_more(d, &pc->postcopy->needed);
+	if (r == 0)
+		r = dest_punch_stale(d);
+	if (r == 0)
+		r = dest_load(d, &pc->postcopy->vm_state);
+	protobuf_c_message_free_unpacked(&pc->base, NULL);
 	if (r == 0)
 		r = dest_go(d);
 	if (r < 0)
@@ -746,12 +781,12 @@ static int dest_receive(struct dest *d)
 		r = dest_recv(d, BODY_DEVICE_OR_POSTCOPY, "device state", &dev);
 	if (r < 0)
 		return r;
-	worker_set_state(d->w, JOB_STATE_DEVICE);
-	if (dev->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY) {
-		r = dest_postcopy(d, dev->postcopy);
+	if (dev->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD) {
+		r = dest_postcopy(d, dev->postcopy_discard);
 		protobuf_c_message_free_unpacked(&dev->base, NULL);
 		return r;
 	}
+	worker_set_state(d->w, JOB_STATE_DEVICE);
 	r = dest_join_channels(d, dev->device);
 	if (r == 0)
 		r = dest_verify(d, dev->device);

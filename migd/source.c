@@ -744,13 +744,38 @@ static void source_mark_round1_rest(struct source *s)
 	}
 }
 
+/* Step one, the VM running: what the destination holds that is stale. */
+static int source_send_discard(struct source *s)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__PostcopyDiscard pd = TERN__STREAM__POSTCOPY_DISCARD__INIT;
+	uint64_t counts[STREAM_MAX_CHANNELS];
+	unsigned int i;
+	int r;
+
+	for (i = 0; i < s->nchan; i++)
+		counts[i] = s->chan[i].pages_total;
+	pd.n_channel_pages = s->nchan;
+	pd.channel_pages = counts;
+	pd.pages = s->ram.pages;
+	/* x86: the words are little-endian in memory already. */
+	pd.needed.data = (uint8_t *)s->tosend;
+	pd.needed.len = BITMAP_BYTES(s->ram.pages);
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD;
+	m.postcopy_discard = &pd;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	if (r < 0)
+		return worker_fail(s->w, r, "sending the postcopy discard: %s",
+				   strerror(-r));
+	return 0;
+}
+
+/* Step two, the VM stopped: its state and the pages dirtied since. */
 static int source_send_postcopy(struct source *s)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__Postcopy pc = TERN__STREAM__POSTCOPY__INIT;
 	Tern__Vmm__VmState *st = NULL;
-	uint64_t counts[STREAM_MAX_CHANNELS];
-	unsigned int i;
 	int r;
 
 	r = vmm_link_call(&s->vmm, "SaveState", NULL, NULL, 0,
@@ -764,13 +789,7 @@ static int source_send_postcopy(struct source *s)
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	if (!pc.vm_state.data)
 		return worker_fail(s->w, ENOMEM, "no memory for the device state");
-	for (i = 0; i < s->nchan; i++)
-		counts[i] = s->chan[i].pages_total;
-	pc.n_channel_pages = s->nchan;
-	pc.channel_pages = counts;
-	pc.pages = s->ram.pages;
-	/* x86: the words are little-endian in memory already. */
-	pc.needed.data = (uint8_t *)s->tosend;
+	pc.needed.data = (uint8_t *)s->dirty;
 	pc.needed.len = BITMAP_BYTES(s->ram.pages);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY;
 	m.postcopy = &pc;
@@ -923,14 +942,11 @@ static int source_postcopy(struct source *s)
 		snprintf(w->verified, sizeof(w->verified), "not checked: the job "
 			 "switched to postcopy");
 	pthread_mutex_unlock(&w->lock);
-	worker_set_state(w, JOB_STATE_DEVICE);
 	log_info("switching to postcopy");
-	t_stop = now_ns();
-	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
-			  sizeof(s->err));
-	if (r < 0)
-		return worker_fail(w, r, "%s", s->err);
-	s->stopped = true;
+
+	/* Step one, the guest still running here: the pages stale or
+	 * missing there so far, so that the destination drops them (and
+	 * drains its channels) outside the pause. */
 	source_mark_round1_rest(s);
 	r = source_sync(s, &dirty);
 	if (r < 0)
@@ -939,11 +955,32 @@ static int source_postcopy(struct source *s)
 	if (!s->tosend)
 		return worker_fail(w, ENOMEM, "no memory for the postcopy bitmap");
 	memcpy(s->tosend, s->dirty, s->dirty_bytes);
-	left = bitmap_count(s->tosend, s->ram.pages);
+	memset(s->dirty, 0, s->dirty_bytes);
 	for (i = 0; r == 0 && i < s->nchan; i++)
 		r = chan_tx_push(&s->chan[i], &marker);
 	for (i = 0; r == 0 && i < s->nchan; i++)
 		r = chan_tx_drain(&s->chan[i]);
+	if (r == 0)
+		r = source_send_discard(s);
+	if (r == 0)
+		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARDED,
+				  "PostcopyDiscarded", NULL);
+	if (r < 0)
+		return r;
+
+	/* Step two: the pause. */
+	worker_set_state(w, JOB_STATE_DEVICE);
+	t_stop = now_ns();
+	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
+			  sizeof(s->err));
+	if (r < 0)
+		return worker_fail(w, r, "%s", s->err);
+	s->stopped = true;
+	r = source_sync(s, &dirty);
+	if (r < 0)
+		return r;
+	bitmap_or(s->tosend, s->dirty, s->ram.pages);
+	left = bitmap_count(s->tosend, s->ram.pages);
 	if (r == 0)
 		r = source_send_postcopy(s);
 	if (r == 0)
