@@ -30,7 +30,8 @@
 #define FAULTD_VMM_TIMEOUT_MS 5000      /* each call to a vmm (on the event loop) */
 #define FAULTD_LINK_IO_MS 10000         /* a frame begun must end, a request go out */
 #define FAULTD_MAX_PREFETCH (STREAM_PAGE_REQ_MAX - 1)
-#define FAULTD_HIST_BUCKETS 24
+#define FAULTD_HIST_BUCKETS 24         /* the reported histogram: 2^i us */
+#define FAULTD_FINE_BUCKETS 192         /* for percentiles: 8 per octave */
 #define FAULTD_MAX_WAITING 65536        /* faults awaiting a page, for latency */
 
 /* Mirrors tern.faultd.SessionState. */
@@ -67,7 +68,10 @@ struct waiting_fault {
 
 struct fault_stats {
 	uint64_t faults, remote, zero, merged, requests, fetched, exist;
-	uint64_t hist[FAULTD_HIST_BUCKETS];
+	/* Latencies of remote faults (FINE_REMOTE: a page fetched from the
+	 * source, also merged ones) and of local ones (FINE_ZERO: a known
+	 * zero page placed at once), in log-linear buckets. */
+	uint64_t fine[2][FAULTD_FINE_BUCKETS];
 	uint64_t max_us, blocked_us;
 };
 
@@ -144,6 +148,7 @@ struct stats_buf {
 	uint64_t hist[FAULTD_HIST_BUCKETS];
 	char error[384];
 };
+enum { FINE_REMOTE, FINE_ZERO };
 void session_stats(struct session *s, Tern__Faultd__FaultStats *out,
 		   struct stats_buf *buf);
 const char *session_state_name(enum session_state st);
@@ -152,7 +157,8 @@ void session_set_state_locked(struct session *s, enum session_state to,
 			      const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Under s->lock: a fault on page served at now_ns. */
-void session_record_latency(struct session *s, uint64_t t_ns, uint64_t now);
+void session_record_latency(struct session *s, uint64_t t_ns, uint64_t now,
+			    int kind);
 /* Under lock: the index of outstanding request seq, or -1. */
 long session_req_find_locked(struct session *s, uint64_t seq);
 /* Send outstanding request seq on the link unless it went out there

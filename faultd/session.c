@@ -72,6 +72,33 @@ void session_set_state_locked(struct session *s, enum session_state to,
 
 /* ---- statistics ------------------------------------------------------ */
 
+/*
+ * Latencies go to log-linear buckets: 0-15 us one each, then 8 buckets
+ * per power of two, so that percentiles are right to an eighth; the
+ * reported histogram (power-of-two buckets) is summed from them.
+ */
+static unsigned int fine_bucket(uint64_t us)
+{
+	unsigned int o, b;
+
+	if (us < 16)
+		return us;
+	o = 63 - __builtin_clzll(us);
+	b = 16 + (o - 4) * 8 + ((us >> (o - 3)) & 7);
+	return b < FAULTD_FINE_BUCKETS ? b : FAULTD_FINE_BUCKETS - 1;
+}
+
+/* The lowest latency of fine bucket b, and the lowest of the next. */
+static uint64_t fine_low(unsigned int b)
+{
+	unsigned int o;
+
+	if (b < 16)
+		return b;
+	o = (b - 16) / 8 + 4;
+	return (uint64_t)(8 + (b - 16) % 8) << (o - 3);
+}
+
 static unsigned int hist_bucket(uint64_t us)
 {
 	unsigned int b = us < 2 ? 0 : 63 - __builtin_clzll(us);
@@ -79,35 +106,38 @@ static unsigned int hist_bucket(uint64_t us)
 	return b < FAULTD_HIST_BUCKETS ? b : FAULTD_HIST_BUCKETS - 1;
 }
 
-void session_record_latency(struct session *s, uint64_t t_ns, uint64_t now)
+void session_record_latency(struct session *s, uint64_t t_ns, uint64_t now,
+			    int kind)
 {
 	uint64_t us = now > t_ns ? (now - t_ns) / 1000 : 0;
 
-	s->st.hist[hist_bucket(us)]++;
+	s->st.fine[kind][fine_bucket(us)]++;
 	s->st.blocked_us += us;
-	if (us > s->st.max_us)
+	if (kind == FINE_REMOTE && us > s->st.max_us)
 		s->st.max_us = us;
 }
 
-/* The upper bound of the bucket holding quantile q (at most the maximum). */
-static uint64_t hist_quantile(const struct fault_stats *st, double q)
+/* Quantile q of a fine histogram: the upper end of its bucket (at most
+ * max when given). */
+static uint64_t fine_quantile(const uint64_t *fine, double q, uint64_t max)
 {
-	uint64_t total = 0, seen = 0, want;
+	uint64_t total = 0, seen = 0, want, v;
 	unsigned int i;
 
-	for (i = 0; i < FAULTD_HIST_BUCKETS; i++)
-		total += st->hist[i];
+	for (i = 0; i < FAULTD_FINE_BUCKETS; i++)
+		total += fine[i];
 	if (!total)
 		return 0;
 	want = (uint64_t)(q * total);
 	if (want < q * total || want == 0)
 		want++;
-	for (i = 0; i < FAULTD_HIST_BUCKETS; i++) {
-		seen += st->hist[i];
+	for (i = 0; i < FAULTD_FINE_BUCKETS - 1; i++) {
+		seen += fine[i];
 		if (seen >= want)
 			break;
 	}
-	return MIN(2ULL << i, st->max_us);
+	v = i + 1 < FAULTD_FINE_BUCKETS ? fine_low(i + 1) : fine_low(i);
+	return max ? MIN(v, max) : v;
 }
 
 uint64_t session_needed(struct session *s)
@@ -128,6 +158,7 @@ void session_stats(struct session *s, Tern__Faultd__FaultStats *out,
 {
 	uint64_t needed = session_needed(s);
 	struct fault_stats st;
+	unsigned int i;
 
 	pthread_mutex_lock(&s->lock);
 	if (needed == 0 && s->state == SESSION_STATE_ACTIVE)
@@ -145,11 +176,15 @@ void session_stats(struct session *s, Tern__Faultd__FaultStats *out,
 	out->pages_fetched = st.fetched;
 	out->pages_exist = st.exist;
 	out->error = buf->error;
-	memcpy(buf->hist, st.hist, sizeof(st.hist));
+	memset(buf->hist, 0, sizeof(buf->hist));
+	for (i = 0; i < FAULTD_FINE_BUCKETS; i++)
+		buf->hist[hist_bucket(fine_low(i))] += st.fine[FINE_REMOTE][i];
 	out->n_latency_hist = FAULTD_HIST_BUCKETS;
 	out->latency_hist = buf->hist;
-	out->latency_p50_us = hist_quantile(&st, 0.50);
-	out->latency_p99_us = hist_quantile(&st, 0.99);
+	out->latency_p50_us = fine_quantile(st.fine[FINE_REMOTE], 0.50, st.max_us);
+	out->latency_p99_us = fine_quantile(st.fine[FINE_REMOTE], 0.99, st.max_us);
+	out->zero_latency_p50_us = fine_quantile(st.fine[FINE_ZERO], 0.50, 0);
+	out->zero_latency_p99_us = fine_quantile(st.fine[FINE_ZERO], 0.99, 0);
 	out->latency_max_us = st.max_us;
 	out->blocked_us = st.blocked_us;
 	out->needed_pages = needed;
@@ -189,7 +224,7 @@ void session_serve_waiting_locked(struct session *s, uint64_t page, uint64_t n,
 
 	while (i < s->nwait) {
 		if (s->wait[i].page - page < n) {
-			session_record_latency(s, s->wait[i].t_ns, now);
+			session_record_latency(s, s->wait[i].t_ns, now, FINE_REMOTE);
 			s->wait[i] = s->wait[--s->nwait];
 		} else {
 			i++;
@@ -322,7 +357,7 @@ static void handle_fault(struct session *s, uint64_t addr, uint64_t t_ns)
 						 (unsigned long long)(r->gpa + off),
 						 strerror(-ret));
 		else if (ret == 0)
-			session_record_latency(s, t_ns, now_ns());
+			session_record_latency(s, t_ns, now_ns(), FINE_ZERO);
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}

@@ -114,6 +114,9 @@ static void fault_stats_take(struct worker *w, const Tern__Faultd__FaultStats *s
 	w->pc.latency_p99_us = st->latency_p99_us;
 	w->pc.latency_max_us = st->latency_max_us;
 	w->pc.blocked_us = st->blocked_us;
+	w->pc.zero_faults = st->zero_faults;
+	w->pc.zero_latency_p50_us = st->zero_latency_p50_us;
+	w->pc.zero_latency_p99_us = st->zero_latency_p99_us;
 	for (i = 0; i < PC_HIST_BUCKETS; i++)
 		w->pc_hist[i] = i < st->n_latency_hist ? st->latency_hist[i] : 0;
 }

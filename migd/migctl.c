@@ -171,6 +171,11 @@ static void print_postcopy(const Tern__Migd__PostcopyStats *pc, bool source)
 	       (unsigned long long)pc->latency_p50_us,
 	       (unsigned long long)pc->latency_p99_us,
 	       (unsigned long long)pc->latency_max_us);
+	if (pc->zero_faults)
+		printf("  local faults  %llu (known zero pages): p50 %llu us, p99 %llu us\n",
+		       (unsigned long long)pc->zero_faults,
+		       (unsigned long long)pc->zero_latency_p50_us,
+		       (unsigned long long)pc->zero_latency_p99_us);
 	for (i = 0; i < pc->n_latency_hist; i++)
 		if (pc->latency_hist[i])
 			printf("    %7llu us  %llu\n", 1ULL << (i + 1),

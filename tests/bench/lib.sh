@@ -254,7 +254,8 @@ timeline() {
 		st = str("state")
 		# Before the first report of bytes from migd, neither is known.
 		unknown = tb == 0 && rb == 0 && st != "completed"
-		printf "%.3f %d %s %s %d %s %d\n", $1 / 1e6 - start / 1e3, tb,
+		# %.0f: the %d of awk stops at 2^31 - 1.
+		printf "%.3f %.0f %s %s %d %s %d\n", $1 / 1e6 - start / 1e3, tb,
 			unknown ? "?" : rb, unknown ? "?" : thr, num("rounds"), st,
 			num("throttle")
 	}' "$RUNDIR/$1.samples" >"$OUT/$1.dat"
