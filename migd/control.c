@@ -291,6 +291,61 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 	return reply_job(call, j);
 }
 
+/* A postcopy job back from postcopy-paused (each side is told apart). */
+static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__RecoverRequest *q = (const void *)arg;
+	struct uri u;
+	struct job *j;
+	int r = query_job(call, control_migd(call), q->vm, &j);
+
+	if (r < 0)
+		return r;
+	if (j->finished || j->state != JOB_STATE_POSTCOPY_PAUSED)
+		return rpc_call_errorf(call, EINVAL, "%s is %s: only a job in "
+				       "postcopy-paused can recover", q->vm,
+				       job_state_name(j->state));
+	if (j->spec.role == JOB_ROLE_SOURCE &&
+	    (uri_parse(q->uri, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX)))
+		return rpc_call_errorf(call, EINVAL, "'%.200s': the source needs the "
+				       "destination's tcp:HOST:PORT or unix:PATH",
+				       q->uri);
+	if (j->spec.role == JOB_ROLE_DEST && q->listen[0] &&
+	    (uri_parse(q->listen, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX)))
+		return rpc_call_errorf(call, EINVAL, "'%.200s' is not a tcp: or "
+				       "unix: address to listen on", q->listen);
+	r = job_command(j, "recover", &q->base);
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot reach worker %d: %s",
+				       (int)j->pid, strerror(-r));
+	log_info("%s: recovering%s%s", q->vm, q->uri[0] || q->listen[0] ? " via " : "",
+		 j->spec.role == JOB_ROLE_SOURCE ? q->uri : q->listen);
+	if (q->wait)
+		return job_add_waiter(j, call);
+	return reply_job(call, j);
+}
+
+static int method_pause(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__JobQuery *q = (const void *)arg;
+	struct job *j;
+	int r = query_job(call, control_migd(call), q->vm, &j);
+
+	if (r < 0)
+		return r;
+	if (j->finished || j->state != JOB_STATE_POSTCOPY_ACTIVE)
+		return rpc_call_errorf(call, EINVAL, "%s is %s: only a job in "
+				       "postcopy-active can be paused", q->vm,
+				       job_state_name(j->state));
+	r = job_command(j, "pause", NULL);
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot reach worker %d: %s",
+				       (int)j->pid, strerror(-r));
+	if (q->wait)
+		return job_add_waiter(j, call);
+	return reply_job(call, j);
+}
+
 static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	Tern__Migd__JobList list = TERN__MIGD__JOB_LIST__INIT;
@@ -366,6 +421,8 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "Status", method_status },
 	{ "Cancel", method_cancel },
 	{ "Postcopy", method_postcopy },
+	{ "Recover", method_recover },
+	{ "Pause", method_pause },
 	{ "List", method_list },
 	{ "SetParams", method_set_params },
 	{ "GetParams", method_get_params },

@@ -26,6 +26,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/uri.h"
 #include "common/util.h"
 #include "migd/migd.h"
 #include "proto/stream.pb-c.h"
@@ -50,6 +51,11 @@ struct dest {
 	size_t needed_bytes;
 	struct fault_link fl;
 	bool attached;                  /* faultd serves this VM's faults */
+	/* postcopy recovery */
+	int listen_fd;                  /* the parent's, or one bound for recovery */
+	bool own_listen;                /* listen_fd was bound here */
+	char listen[PATH_MAX];          /* ... on this address */
+	bool recovering;                /* a main connection must be this job's */
 };
 
 static uint64_t deadline_ms(unsigned int ms)
@@ -126,6 +132,9 @@ static int dest_take(struct dest *d, int fd)
 		;
 	else if (h.role == STREAM_ROLE_MAIN && d->main_fd >= 0)
 		r = -EBUSY, why = "a second main connection";
+	else if (h.role == STREAM_ROLE_MAIN && d->recovering &&
+		 memcmp(h.id, d->w->id, STREAM_ID_LEN))
+		r = -EBUSY, why = "a main connection of another migration";
 	else if (h.role != STREAM_ROLE_MAIN && (d->main_fd < 0 ||
 		 memcmp(h.id, d->w->id, STREAM_ID_LEN)))
 		r = -EBUSY, why = "a ram connection of another migration";
@@ -238,8 +247,8 @@ out:
 /* Accept until the main connection and all its ram channels are there. */
 static int dest_accept(struct dest *d)
 {
-	struct pollfd pfd = { .fd = d->w->spec->listen_fd, .events = POLLIN };
-	uint64_t limit = 0;
+	struct pollfd pfd = { .fd = d->listen_fd, .events = POLLIN };
+	uint64_t limit = d->main_fd >= 0 ? deadline_ms(MIGD_IO_TIMEOUT_MS) : 0;
 	int fd, r;
 
 	for (;;) {
@@ -620,20 +629,189 @@ static int dest_attach(struct dest *d)
 }
 
 /*
- * A link failed after the guest resumed here: it keeps running, and
- * its vCPUs wait on the pages still missing (the vmm and faultd hold the
- * uffd).  Keep everything and say so.
+ * A link failed after the guest resumed here: it keeps running, and its
+ * vCPUs wait on the pages still missing (the vmm and faultd hold the
+ * uffd).  Record why; the caller pauses.
  */
-static int dest_postcopy_paused(struct dest *d, const char *why)
+static int dest_link_failed(struct dest *d, const char *why)
 {
 	worker_fail(d->w, EPIPE, "%s", why);
-	worker_set_state(d->w, JOB_STATE_POSTCOPY_PAUSED);
-	log_warnx("postcopy paused: %s", why);
-	while (!worker_cancelled())
-		usleep(200000);
-	worker_note(d->w, "postcopy paused; the guest runs here and waits for "
-		    "its missing pages");
 	return -EPIPE;
+}
+
+/* ---- postcopy recovery ------------------------------------------------ */
+
+static void dest_close_listen(struct dest *d)
+{
+	struct uri u;
+
+	close(d->listen_fd);
+	if (uri_parse(d->listen, &u) == 0 && u.kind == URI_UNIX)
+		unlink(u.path);
+	d->own_listen = false;
+}
+
+/* Listen on a new address (recover --listen); the old socket goes. */
+static int dest_relisten(struct dest *d, const char *addr)
+{
+	struct uri u;
+	int fd, port;
+
+	if (uri_parse(addr, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX))
+		return worker_fail(d->w, EINVAL, "recover: '%s' is not a tcp: or "
+				   "unix: address", addr);
+	fd = uri_listen(&u, 64);
+	if (fd < 0)
+		return worker_fail(d->w, fd, "recover: cannot listen on %s: %s",
+				   addr, strerror(-fd));
+	if (u.kind == URI_TCP) {
+		port = uri_bound_port(fd);
+		if (port < 0) {
+			close(fd);
+			return worker_fail(d->w, port, "recover: %s", strerror(-port));
+		}
+		u.port = port;
+	}
+	if (d->own_listen)
+		dest_close_listen(d);
+	d->listen_fd = fd;
+	d->own_listen = true;
+	uri_format(&u, d->listen, sizeof(d->listen));
+	pthread_mutex_lock(&d->w->lock);
+	snprintf(d->w->listen, sizeof(d->w->listen), "%s", d->listen);
+	pthread_mutex_unlock(&d->w->lock);
+	log_info("waiting for the source to recover on %s", d->listen);
+	return 0;
+}
+
+/* Drop the broken connections; their channel threads end. */
+static void dest_drop_links(struct dest *d)
+{
+	unsigned int i;
+
+	chan_abort_fd(d->main_fd);
+	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
+		chan_abort_fd(d->chan[i].fd);
+	for (i = 0; i < STREAM_MAX_CHANNELS; i++) {
+		chan_rx_join(&d->chan[i]);
+		if (d->chan[i].fd >= 0)
+			close(d->chan[i].fd);
+		d->chan[i].fd = -1;
+	}
+	if (d->main_fd >= 0)
+		close(d->main_fd);
+	if (d->page_fd >= 0)
+		close(d->page_fd);
+	d->main_fd = d->page_fd = -1;
+	d->nconnected = 0;
+}
+
+/* The source came back on fd: its Resume, its channels, then the
+ * handshake.  0 when the job is active again. */
+static int dest_resume(struct dest *d, int fd)
+{
+	Tern__Stream__StreamMsg *rm = NULL, *ack = NULL;
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__ResumeNeeded rn = TERN__STREAM__RESUME_NEEDED__INIT;
+	unsigned int i;
+	int r;
+
+	d->recovering = true;
+	if (!dest_take(d, fd) || d->main_fd < 0)
+		return -EAGAIN;         /* a stranger, turned away */
+	worker_clear_failure(d->w);
+	worker_set_state(d->w, JOB_STATE_POSTCOPY_RECOVER);
+	r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_RESUME, "Resume", &rm);
+	if (r < 0)
+		return r;
+	if (rm->resume->channels < 1 || rm->resume->channels > STREAM_MAX_CHANNELS)
+		r = dest_refuse(d, EINVAL, "Resume with %u ram channels",
+				rm->resume->channels);
+	else
+		d->nchan = d->w->nchannels = rm->resume->channels;
+	protobuf_c_message_free_unpacked(&rm->base, NULL);
+	if (r == 0)
+		r = dest_accept(d);
+	pthread_mutex_lock(&d->pc.lock);
+	d->pc.ended = 0;
+	pthread_mutex_unlock(&d->pc.lock);
+	for (i = 0; r == 0 && i < d->nchan; i++) {
+		struct chan_rx *c = &d->chan[i];
+
+		c->err = 0;
+		c->ended = false;
+		c->pages_total = 0;
+		c->postcopy = true;     /* no marker on a recovered channel */
+		r = chan_rx_start(c);
+	}
+	if (r == 0)
+		r = fault_link_relink(&d->fl, d->w->spec->vm, d->page_fd, d->err,
+				      sizeof(d->err));
+	if (r < 0)
+		return worker_fail(d->w, r, "%s", d->err[0] ? d->err : strerror(-r));
+	close(d->page_fd);              /* faultd's now, as after Attach */
+	d->page_fd = -1;
+	rn.pages = d->ram.pages;
+	rn.needed.data = (uint8_t *)d->needed;
+	rn.needed.len = d->needed_bytes;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUME_NEEDED;
+	m.resume_needed = &rn;
+	r = dest_send(d, &m, "ResumeNeeded");
+	if (r == 0)
+		r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_RESUME_ACK, "ResumeAck",
+			      &ack);
+	if (r < 0)
+		return r;
+	protobuf_c_message_free_unpacked(&ack->base, NULL);
+	return 0;
+}
+
+/*
+ * postcopy-paused: everything is kept and nothing spins; wait for the
+ * source to come back (on the listening socket, or on a new one that
+ * Recover names), or for the end of migd.  0 once recovered.
+ */
+static int dest_postcopy_paused(struct dest *d)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	char arg[PATH_MAX];
+	int fd, r;
+
+	pthread_mutex_lock(&d->w->lock);
+	log_warnx("postcopy paused: %s", d->w->error);
+	pthread_mutex_unlock(&d->w->lock);
+	for (;;) {
+		worker_set_state(d->w, JOB_STATE_POSTCOPY_PAUSED);
+		dest_drop_links(d);
+		d->recovering = false;
+		for (r = -EAGAIN; r == -EAGAIN; ) {
+			if (worker_cancelled()) {
+				worker_note(d->w, "postcopy paused; the guest runs here "
+					    "and waits for its missing pages");
+				return -ECANCELED;
+			}
+			if (worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==
+			    WORKER_CMD_RECOVER && arg[0])
+				dest_relisten(d, arg);
+			pfd.fd = d->listen_fd;
+			if (poll_until(&pfd, 1, deadline_ms(200)) <= 0)
+				continue;
+			fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0)
+				r = dest_resume(d, fd);
+		}
+		if (r == 0)
+			break;
+		pthread_mutex_lock(&d->w->lock);
+		log_warnx("recovery failed: %s", d->w->error);
+		pthread_mutex_unlock(&d->w->lock);
+	}
+	pthread_mutex_lock(&d->w->lock);
+	d->w->pc.recoveries++;
+	pthread_mutex_unlock(&d->w->lock);
+	worker_set_state(d->w, JOB_STATE_POSTCOPY_ACTIVE);
+	log_info("postcopy recovered");
+	return 0;
 }
 
 /* Something on the main connection: after the switch, only its end. */
@@ -656,11 +834,11 @@ static int dest_postcopy_run(struct dest *d)
 		r = fault_link_stats(&d->fl, d->w, false, &st, d->err,
 				     sizeof(d->err));
 		if (r < 0)
-			return dest_postcopy_paused(d, d->err);
+			return dest_link_failed(d, d->err);
 		if (st != TERN__FAULTD__SESSION_STATE__SESSION_ACTIVE &&
 		    st != TERN__FAULTD__SESSION_STATE__SESSION_DONE)
-			return dest_postcopy_paused(d, d->err[0] ? d->err :
-						    "faultd stopped serving faults");
+			return dest_link_failed(d, d->err[0] ? d->err :
+						"faultd stopped serving faults");
 		left = bitmap_count(d->needed, d->ram.pages);
 		pthread_mutex_lock(&d->pc.lock);
 		ended = d->pc.ended;
@@ -674,13 +852,13 @@ static int dest_postcopy_run(struct dest *d)
 			pthread_mutex_lock(&d->w->lock);
 			snprintf(d->err, sizeof(d->err), "%s", d->w->error);
 			pthread_mutex_unlock(&d->w->lock);
-			return dest_postcopy_paused(d, d->err);
+			return dest_link_failed(d, d->err);
 		}
 		if (!left && ended == d->nchan)
 			return 0;
 		if (dest_main_gone(d, 100))
-			return dest_postcopy_paused(d, "the source closed the main "
-						    "connection");
+			return dest_link_failed(d, "the source closed the main "
+						"connection");
 	}
 }
 
@@ -725,7 +903,11 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 	if (r < 0)
 		return r;
 	worker_set_state(d->w, JOB_STATE_POSTCOPY_ACTIVE);
-	r = dest_postcopy_run(d);
+	while ((r = dest_postcopy_run(d)) == -EPIPE) {
+		r = dest_postcopy_paused(d);
+		if (r < 0)
+			return r;
+	}
 	if (r < 0)
 		return r;
 	for (i = 0; i < d->nchan; i++)
@@ -813,7 +995,8 @@ static void dest_abort(struct worker *w, void *arg)
 
 int dest_run(struct worker *w)
 {
-	struct dest d = { .w = w, .main_fd = -1, .page_fd = -1, .needed_fd = -1 };
+	struct dest d = { .w = w, .main_fd = -1, .page_fd = -1, .needed_fd = -1,
+			  .listen_fd = w->spec->listen_fd };
 	char msg[256];
 	unsigned int i;
 	int r;
@@ -858,6 +1041,8 @@ int dest_run(struct worker *w)
 		munmap(d.needed, d.needed_bytes);
 	if (d.needed_fd >= 0)
 		close(d.needed_fd);
+	if (d.own_listen)
+		dest_close_listen(&d);
 	free(d.received_map);
 	ram_view_unmap(&d.ram);
 	vmm_link_close(&d.vmm);

@@ -145,6 +145,15 @@ int fault_link_stats(struct fault_link *f, struct worker *w, bool detach,
 	return 0;
 }
 
+int fault_link_relink(struct fault_link *f, const char *vm, int page_fd,
+		      char *err, size_t len)
+{
+	Tern__Faultd__RelinkRequest q = TERN__FAULTD__RELINK_REQUEST__INIT;
+
+	q.vm = (char *)vm;
+	return fault_call(f, "Relink", &q.base, &page_fd, 1, NULL, NULL, err, len);
+}
+
 int fault_link_detach_force(struct fault_link *f, const char *vm)
 {
 	Tern__Faultd__DetachRequest d = TERN__FAULTD__DETACH_REQUEST__INIT;

@@ -380,6 +380,40 @@ int job_request_postcopy(struct job *j)
 	return 0;
 }
 
+/*
+ * A command to the worker on the status socketpair (tiny frames: the
+ * socket takes them at once; a worker that does not read them has
+ * failed anyway).
+ */
+int job_command(struct job *j, const char *name, const ProtobufCMessage *arg)
+{
+	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	uint8_t buf[PATH_MAX + 1024];
+	int r, i;
+
+	if (j->finished || !j->conn)
+		return -EINVAL;
+	ev.name = (char *)name;
+	if (arg) {
+		if (protobuf_c_message_get_packed_size(arg) > sizeof(buf))
+			return -EMSGSIZE;
+		ev.data.len = protobuf_c_message_pack(arg, buf);
+		ev.data.data = buf;
+	}
+	f.body_case = TERN__RPC__FRAME__BODY_EVENT;
+	f.event = &ev;
+	r = rpc_conn_send(j->conn, &f, NULL, 0);
+	for (i = 0; r == 0 && i < 100; i++) {
+		r = rpc_conn_flush(j->conn);
+		if (r == 0) {
+			usleep(1000);
+			continue;
+		}
+	}
+	return r < 0 ? r : r == 1 ? 0 : -EAGAIN;
+}
+
 bool job_in_postcopy(const struct job *j)
 {
 	return !j->finished && j->last && j->last->postcopy_started && j->last->switched;

@@ -551,6 +551,46 @@ static int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 	return code;
 }
 
+/* Recover a postcopy-paused job: the source names the destination's
+ * address, the destination may name a new one to listen on. */
+static int cmd_recover(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__RecoverRequest q = TERN__MIGD__RECOVER_REQUEST__INIT;
+	Tern__Migd__JobStatus *js = NULL;
+	int code = CLI_OK;
+
+	q.vm = (char *)a->vm;
+	q.uri = (char *)(a->uri ? a->uri : "");
+	q.listen = (char *)(a->listen ? a->listen : "");
+	q.wait = a->wait;
+	if (call(cl, "Recover", &q.base, (ProtobufCMessage **)&js, a->wait) < 0)
+		return CLI_FAILED;
+	if (a->wait)
+		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
+	else if (opts.json)
+		json_print(&js->base);
+	else
+		printf("%s: recovering (job %s)\n", js->vm, js->id);
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return code;
+}
+
+static int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
+	Tern__Migd__JobStatus *js = NULL;
+
+	q.vm = (char *)a->vm;
+	if (call(cl, "Pause", &q.base, (ProtobufCMessage **)&js, false) < 0)
+		return CLI_FAILED;
+	if (opts.json)
+		json_print(&js->base);
+	else
+		printf("%s: pausing postcopy (job %s)\n", js->vm, js->id);
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return CLI_OK;
+}
+
 static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobList *l = NULL;
@@ -698,6 +738,12 @@ static const struct command {
 	  (const struct option[]){
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
+	{ "recover", 1, "VM [URI] [--listen ADDR] [--wait]",
+	  (const struct option[]){
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "wait", no_argument, NULL, O_WAIT },
+		{ NULL, 0, NULL, 0 } } },
+	{ "pause", 1, "VM", (const struct option[]){ { NULL, 0, NULL, 0 } } },
 	{ "list", 0, "", (const struct option[]){ { NULL, 0, NULL, 0 } } },
 	{ "set", 0, TUNING_USAGE,
 	  (const struct option[]){
@@ -869,7 +915,10 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		if (r < 0)
 			return r;
 	}
-	if (argc - optind != c->nargs)
+	/* recover VM [URI]: the source names the destination's address. */
+	if (!strcmp(c->name, "recover") && argc - optind == 2)
+		a->uri = argv[argc - 1];
+	else if (argc - optind != c->nargs)
 		return usage_of(c);
 	if (c->nargs > 0) {
 		a->vm = argv[optind];
@@ -919,6 +968,9 @@ static void usage(FILE *f)
 "  status VM [--watch]                      the VM's current or last job\n"
 "  cancel VM [--wait]                       cancel the VM's running job\n"
 "  postcopy VM [--wait]                     switch VM's migration to postcopy\n"
+"  pause VM                                 force postcopy-paused (move networks)\n"
+"  recover VM [URI] [--listen ADDR] [--wait]\n"
+"                                           resume a postcopy-paused job\n"
 "  list                                     running jobs, then history\n"
 "  set [TUNING]                             migd's defaults for new jobs\n"
 "  get                                      show those defaults\n"
@@ -965,6 +1017,10 @@ static int run(int argc, char **argv)
 		code = cmd_cancel(cl, &a);
 	else if (!strcmp(cmd->name, "postcopy"))
 		code = cmd_postcopy(cl, &a);
+	else if (!strcmp(cmd->name, "recover"))
+		code = cmd_recover(cl, &a);
+	else if (!strcmp(cmd->name, "pause"))
+		code = cmd_pause(cl, &a);
 	else if (!strcmp(cmd->name, "list"))
 		code = cmd_list(cl, &a);
 	else

@@ -189,6 +189,8 @@ int job_cancel(struct job *j);
 int job_request_postcopy(struct job *j);
 /* The guest runs on the destination while pages remain on the source. */
 bool job_in_postcopy(const struct job *j);
+/* Send the worker a command (worker.c reads it): "recover", "pause". */
+int job_command(struct job *j, const char *name, const ProtobufCMessage *arg);
 /* SIGCHLD: reap workers and finish their jobs. */
 void jobs_reap(struct migd *m);
 /* Shutdown: SIGTERM (or SIGKILL when force) every running worker. */
@@ -212,6 +214,16 @@ struct chan_stats {
 	uint64_t raw_bytes;             /* page bytes before compression */
 	uint64_t last_bytes;            /* reporter thread: for throughput */
 	uint64_t throughput;            /* reporter thread */
+};
+
+/* Commands from the parent to a worker, on the status socketpair
+ * (tern.rpc.Frame events "recover" with a RecoverRequest, "pause"). */
+enum worker_cmd {
+	WORKER_CMD_NONE,
+	WORKER_CMD_RECOVER,             /* cmd_arg: the address (source: dial,
+					 * destination: listen; "" = keep) */
+	WORKER_CMD_PAUSE,
+	WORKER_CMD_MAX
 };
 
 /* One job in its worker process.  lock guards the fields marked (L);
@@ -255,6 +267,9 @@ struct worker {
 	Tern__Migd__PostcopyStats pc;   /* (L) its figures (pc_hist holds the
 					 * histogram; pc.latency_hist unused) */
 	uint64_t pc_hist[PC_HIST_BUCKETS]; /* (L) */
+	enum worker_cmd cmd;            /* (L) the parent's latest command */
+	char cmd_arg[PATH_MAX];         /* (L) its address, if any */
+	pthread_cond_t cmd_cond;        /* signalled with lock when cmd changes */
 	pthread_mutex_t report_lock;    /* one report at a time on status_fd */
 };
 
@@ -279,6 +294,12 @@ void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 		      void *arg);
 void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
 		  uint64_t pages, uint64_t zero_pages);
+/* Postcopy-paused: wait up to ms for a command from the parent (or a
+ * cancel); the command taken, or WORKER_CMD_NONE. */
+enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
+				size_t len);
+/* Recovered: the job's failure is history (its text stays in the log). */
+void worker_clear_failure(struct worker *w);
 void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
 		       uint64_t raw_bytes);
 
@@ -463,5 +484,8 @@ int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 int fault_link_stats(struct fault_link *f, struct worker *w, bool detach,
 		     Tern__Faultd__SessionState *ret_state, char *err, size_t len);
 int fault_link_detach_force(struct fault_link *f, const char *vm);
+/* Postcopy recovery: faultd takes the new page link. */
+int fault_link_relink(struct fault_link *f, const char *vm, int page_fd,
+		      char *err, size_t len);
 
 #endif

@@ -61,6 +61,8 @@ struct source {
 	uint64_t *tosend;               /* pages the destination still needs */
 	struct page_server ps;
 	uint64_t pushed;                /* pages queued by the push */
+	char peer[PATH_MAX];            /* the address dialled: the job's, or
+					 * the one a recovery names */
 };
 
 static uint64_t deadline(void)
@@ -109,7 +111,7 @@ static int source_dial(struct source *s, const struct uri *u, enum stream_role r
 	fd = uri_connect(u, MIGD_IO_TIMEOUT_MS);
 	if (fd < 0)
 		return worker_fail(s->w, fd, "cannot connect to %s: %s",
-				   s->w->spec->peer, strerror(-fd));
+				   s->peer, strerror(-fd));
 	chan_tune_socket(fd, role == STREAM_ROLE_RAM);
 	stream_hello_init(&h, role, index, s->w->id, s->w->spec->token);
 	r = stream_write_full(fd, &h, sizeof(h), deadline());
@@ -126,7 +128,7 @@ static int source_dial(struct source *s, const struct uri *u, enum stream_role r
 	if (r < 0) {
 		close(fd);
 		return worker_fail(s->w, r, "%s: no answer to our hello: %s",
-				   s->w->spec->peer, strerror(-r));
+				   s->peer, strerror(-r));
 	}
 	return fd;
 }
@@ -576,8 +578,9 @@ static int source_expect(struct source *s, int body, const char *what,
 	Tern__Stream__StreamMsg *m = NULL;
 	int r;
 
+	/* The largest answer is ResumeNeeded's bitmap. */
 	r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
-			    4096, deadline(), (ProtobufCMessage **)&m);
+			    s->dirty_bytes + 4096, deadline(), (ProtobufCMessage **)&m);
 	if (r < 0)
 		return worker_fail(s->w, r, "waiting for the destination's %s: %s",
 				   what, r == -EPIPE ? "connection closed" :
@@ -905,23 +908,144 @@ static int source_wait_done(struct source *s)
 	return r;
 }
 
+/* Drop every connection to the destination; the threads on them end. */
+static void source_drop_links(struct source *s)
+{
+	unsigned int i;
+
+	page_server_stop(&s->ps);
+	for (i = 0; i < s->nchan; i++) {
+		chan_tx_stop(&s->chan[i]);
+		if (s->chan[i].fd >= 0)
+			close(s->chan[i].fd);
+		s->chan[i].fd = -1;
+	}
+	if (s->main_fd >= 0)
+		close(s->main_fd);
+	if (s->page_fd >= 0)
+		close(s->page_fd);
+	s->main_fd = s->page_fd = -1;
+	memset(s->pending, 0, sizeof(s->pending));
+}
+
+/*
+ * Recovery: new connections to uri (hellos with this job's id and
+ * token), Resume, the ram channels and the page link; the destination
+ * answers with the exact bitmap of what it still needs, which becomes
+ * what the push sends; the page server serves the new link.
+ */
+static int source_resume(struct source *s, const char *uri)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *rn = NULL;
+	Tern__Stream__Resume rs = TERN__STREAM__RESUME__INIT;
+	Tern__Stream__ResumeAck ack = TERN__STREAM__RESUME_ACK__INIT;
+	struct uri u;
+	unsigned int i;
+	int r;
+
+	if (uri_parse(uri, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX))
+		return worker_fail(s->w, EINVAL, "recover: '%s' is not a tcp: or "
+				   "unix: address", uri);
+	str_copy(s->peer, uri, sizeof(s->peer));
+	s->main_fd = source_dial(s, &u, STREAM_ROLE_MAIN, 0);
+	if (s->main_fd < 0)
+		return s->main_fd;
+	rs.channels = s->nchan;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUME;
+	m.resume = &rs;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	if (r < 0)
+		return worker_fail(s->w, r, "recover: sending Resume: %s", strerror(-r));
+	for (i = 0; i < s->nchan; i++) {
+		struct chan_tx *c = &s->chan[i];
+		struct chan_tx keep = *c;
+
+		memset(c, 0, sizeof(*c));
+		c->w = keep.w;
+		c->index = keep.index;
+		c->ram = keep.ram;
+		c->rate = keep.rate;
+		c->zstd_level = keep.zstd_level;
+		c->fd = source_dial(s, &u, STREAM_ROLE_RAM, i);
+		if (c->fd < 0)
+			return c->fd;
+		r = chan_tx_start(c);
+		if (r < 0)
+			return worker_fail(s->w, r, "recover: ram channel %u: %s", i,
+					   strerror(-r));
+	}
+	s->page_fd = source_dial(s, &u, STREAM_ROLE_PAGE, 0);
+	if (s->page_fd < 0)
+		return s->page_fd;
+	r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUME_NEEDED,
+			  "ResumeNeeded", &rn);
+	if (r < 0)
+		return r;
+	if (rn->resume_needed->pages != s->ram.pages ||
+	    rn->resume_needed->needed.len != s->dirty_bytes)
+		r = worker_fail(s->w, EPROTO, "recover: the destination's bitmap "
+				"has %zu bytes for %llu pages", rn->resume_needed->needed.len,
+				(unsigned long long)rn->resume_needed->pages);
+	else
+		memcpy(s->tosend, rn->resume_needed->needed.data, s->dirty_bytes);
+	protobuf_c_message_free_unpacked(&rn->base, NULL);
+	if (r < 0)
+		return r;
+	if (s->ram.pages % 64)
+		s->tosend[s->ram.pages / 64] &= (1ULL << (s->ram.pages % 64)) - 1;
+	s->ps.fd = s->page_fd;
+	s->ps.err = 0;
+	s->ps.why[0] = 0;
+	r = page_server_start(&s->ps);
+	if (r < 0)
+		return worker_fail(s->w, r, "recover: page server: %s", strerror(-r));
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUME_ACK;
+	m.resume_ack = &ack;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	if (r < 0)
+		return worker_fail(s->w, r, "recover: sending ResumeAck: %s",
+				   strerror(-r));
+	return 0;
+}
+
 /*
  * A link failed after the switch: the guest runs on the destination with
  * pages that only this side has.  Keep everything (the VM stays paused
- * here, its RAM mapped) and say so; nothing is resent and nothing spins.
- * The job waits until migd shuts it down.
+ * here, its RAM mapped), resend nothing, and wait for Recover with the
+ * destination's address (or for the end of migd).  0 once recovered.
  */
-static int source_postcopy_paused(struct source *s, int err)
+static int source_postcopy_paused(struct source *s)
 {
 	struct worker *w = s->w;
+	char uri[PATH_MAX];
 
-	worker_set_state(w, JOB_STATE_POSTCOPY_PAUSED);
+	pthread_mutex_lock(&w->lock);
 	log_warnx("postcopy paused: %s", w->error);
-	while (!worker_cancelled())
-		usleep(200000);
-	worker_note(w, "postcopy paused; the source VM keeps the guest's "
-		    "remaining pages (paused)");
-	return err;
+	pthread_mutex_unlock(&w->lock);
+	for (;;) {
+		worker_set_state(w, JOB_STATE_POSTCOPY_PAUSED);
+		source_drop_links(s);
+		while (worker_wait_cmd(w, 500, uri, sizeof(uri)) != WORKER_CMD_RECOVER)
+			if (worker_cancelled()) {
+				worker_note(w, "postcopy paused; the source VM keeps "
+					    "the guest's remaining pages (paused)");
+				return -ECANCELED;
+			}
+		worker_clear_failure(w);
+		worker_set_state(w, JOB_STATE_POSTCOPY_RECOVER);
+		log_info("recovering via %s", uri);
+		if (source_resume(s, uri) == 0)
+			break;
+		pthread_mutex_lock(&w->lock);
+		log_warnx("recovery via %s failed: %s", uri, w->error);
+		pthread_mutex_unlock(&w->lock);
+	}
+	pthread_mutex_lock(&w->lock);
+	w->pc.recoveries++;
+	pthread_mutex_unlock(&w->lock);
+	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);
+	log_info("postcopy recovered");
+	return 0;
 }
 
 static int source_postcopy(struct source *s)
@@ -1006,29 +1130,43 @@ static int source_postcopy(struct source *s)
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
 				  "Resumed", &resumed);
-	if (r < 0)
-		return source_postcopy_paused(s, r);
+	if (r < 0) {
+		/* Go may have arrived: the guest may run there.  If it does,
+		 * recovery brings its pages; if not, its job failed, and the
+		 * guest here stays paused (outcome unknown). */
+		r = source_postcopy_paused(s);
+		if (r < 0)
+			return r;
+	} else {
+		pthread_mutex_lock(&w->lock);
+		w->resume_ms = resumed->resumed->resume_ns / 1000000;
+		pthread_mutex_unlock(&w->lock);
+		protobuf_c_message_free_unpacked(&resumed->base, NULL);
+	}
 	pthread_mutex_lock(&w->lock);
 	w->downtime_ms = (now_ns() - t_stop) / 1000000;
 	w->pc.pause_us = (now_ns() - t_stop) / 1000;
-	w->resume_ms = resumed->resumed->resume_ns / 1000000;
 	pthread_mutex_unlock(&w->lock);
-	protobuf_c_message_free_unpacked(&resumed->base, NULL);
 	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);
 	log_info("postcopy: the destination runs the guest after a %llu us "
 		 "pause; %llu pages to go", (unsigned long long)w->pc.pause_us,
 		 (unsigned long long)left);
 
-	r = source_push(s);
-	for (i = 0; r == 0 && i < s->nchan; i++)
-		r = chan_tx_push(&s->chan[i], &end);
-	for (i = 0; r == 0 && i < s->nchan; i++)
-		r = chan_tx_drain(&s->chan[i]);
-	if (r == 0)
-		r = source_wait_done(s);
-	source_pc_stats(s, 0);
-	if (r < 0)
-		return source_postcopy_paused(s, r);
+	for (;;) {
+		r = source_push(s);
+		for (i = 0; r == 0 && i < s->nchan; i++)
+			r = chan_tx_push(&s->chan[i], &end);
+		for (i = 0; r == 0 && i < s->nchan; i++)
+			r = chan_tx_drain(&s->chan[i]);
+		if (r == 0)
+			r = source_wait_done(s);
+		source_pc_stats(s, 0);
+		if (r == 0)
+			break;
+		r = source_postcopy_paused(s);
+		if (r < 0)
+			return r;
+	}
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)s->pushed,
 		 (unsigned long long)__atomic_load_n(&s->ps.pages, __ATOMIC_RELAXED));
@@ -1078,6 +1216,7 @@ int source_run(struct worker *w)
 	unsigned int i;
 	int r;
 
+	str_copy(s.peer, w->spec->peer, sizeof(s.peer));
 	s.nchan = MIN(MAX(w->spec->params.channels, 1u), STREAM_MAX_CHANNELS);
 	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
 		s.chan[i].fd = -1;

@@ -330,6 +330,85 @@ static void worker_check_cancel(struct worker *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* The parent's commands; a pause shuts the job's sockets at once. */
+static void *command_thread(void *arg)
+{
+	struct worker *w = arg;
+	Tern__Rpc__Frame *f;
+	Tern__Migd__RecoverRequest *rq;
+	enum worker_cmd cmd;
+
+	for (;;) {
+		f = NULL;
+		if (stream_msg_recv(w->status_fd, &tern__rpc__frame__descriptor,
+				    RPC_FRAME_MAX_DEFAULT, 0,
+				    (ProtobufCMessage **)&f) < 0)
+			return NULL;    /* the parent is gone */
+		cmd = WORKER_CMD_NONE;
+		rq = NULL;
+		if (f->body_case == TERN__RPC__FRAME__BODY_EVENT && f->event->name) {
+			if (!strcmp(f->event->name, "recover")) {
+				rq = tern__migd__recover_request__unpack(NULL,
+					f->event->data.len, f->event->data.data);
+				cmd = rq ? WORKER_CMD_RECOVER : WORKER_CMD_NONE;
+			} else if (!strcmp(f->event->name, "pause")) {
+				cmd = WORKER_CMD_PAUSE;
+			}
+		}
+		if (cmd == WORKER_CMD_PAUSE && w->state == JOB_STATE_POSTCOPY_ACTIVE)
+			worker_fail(w, EINTR, "paused on request (migctl pause)");
+		pthread_mutex_lock(&w->lock);
+		if (cmd != WORKER_CMD_NONE) {
+			w->cmd = cmd;
+			snprintf(w->cmd_arg, sizeof(w->cmd_arg), "%s", !rq ? "" :
+				 w->spec->role == JOB_ROLE_SOURCE ? rq->uri : rq->listen);
+			pthread_cond_broadcast(&w->cmd_cond);
+		}
+		if (cmd == WORKER_CMD_PAUSE && w->abort_fn &&
+		    w->state == JOB_STATE_POSTCOPY_ACTIVE) {
+			log_info("pausing postcopy on request");
+			w->abort_fn(w, w->abort_arg);
+		}
+		pthread_mutex_unlock(&w->lock);
+		if (rq)
+			tern__migd__recover_request__free_unpacked(rq, NULL);
+		tern__rpc__frame__free_unpacked(f, NULL);
+	}
+}
+
+enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
+				size_t len)
+{
+	enum worker_cmd cmd;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&w->lock);
+	if (w->cmd == WORKER_CMD_NONE && !worker_cancelled())
+		pthread_cond_timedwait(&w->cmd_cond, &w->lock, &ts);
+	cmd = w->cmd;
+	snprintf(arg, len, "%s", w->cmd_arg);
+	w->cmd = WORKER_CMD_NONE;
+	pthread_mutex_unlock(&w->lock);
+	return cmd;
+}
+
+void worker_clear_failure(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->failed = false;
+	w->error[0] = 0;
+	w->error_is_note = false;
+	w->abort_done = false;
+	pthread_mutex_unlock(&w->lock);
+}
+
 /* Every MIGD_STATUS_INTERVAL_MS: per-channel throughput, then a report. */
 static void *reporter_thread(void *arg)
 {
@@ -390,6 +469,7 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_mutex_init(&w.report_lock, NULL);
+	pthread_cond_init(&w.cmd_cond, NULL);
 	tern__migd__postcopy_stats__init(&w.pc);
 	memcpy(w.id, spec->id, STREAM_ID_LEN);
 	w.started_ns = now_ns();
@@ -401,6 +481,8 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	}
 	worker_report(&w);
 	if (pthread_create(&reporter, NULL, reporter_thread, &w) == 0)
+		pthread_detach(reporter);
+	if (pthread_create(&reporter, NULL, command_thread, &w) == 0)
 		pthread_detach(reporter);
 	ret = spec->role == JOB_ROLE_SOURCE ? source_run(&w) : dest_run(&w);
 	pthread_mutex_lock(&w.lock);
