@@ -9,15 +9,19 @@
  * accessible so that the workload runs in ring 3, natively under PVM):
  *
  *   0x001000  GDT            0x005000  TSSs (128 bytes per vCPU)
+ *   0x002000  IDT            (full mode only, 256 gates)
  *   0x003000  parameters     (struct tg_params, written by the vmm)
  *   0x004000  vCPU status    (struct tg_vcpu_status[TG_MAX_VCPUS])
+ *   0x008000  full-mode blocks (TGF_SIZE per vCPU, see below)
  *   0x010000  page tables    (PML4, PDPT, one PD per GiB)
  *   0x100000  guest code     (vmm/guest.S, copied here)
  *   0x110000  stacks         (TG_STACK_SIZE user + kernel per vCPU)
+ *   0x190000  IST stacks     (full mode: interrupts, exceptions; per vCPU)
  *   0x200000  test range     (to the end of RAM, skipping the PCI hole)
  *
  * Every page of the test range holds, once written at generation g >= 1:
- *   word 0  gpa ^ TG_MAGIC_DIRTY or gpa ^ TG_MAGIC_FILL (the mode)
+ *   word 0  gpa ^ TG_MAGIC_DIRTY or gpa ^ TG_MAGIC_FILL (the mode; full
+ *           mode writes dirty pages)
  *   word 1  g
  *   words 2..511: 0 in dirty mode; tg_fill_word(gpa, g, i) in fill mode.
  * A page never written is all zero (generation 0).  Each vCPU walks its
@@ -36,8 +40,7 @@
 /*
  * The test device: an MMIO doorbell in the PCI hole through which ring 3
  * talks to the vmm without entering ring 0 (under PVM ring 3 has no I/O
- * privilege, and every return to ring 3 clears IF, so a halted ring-3
- * vCPU could never be woken).  An 8-byte write of a
+ * privilege, and ring-0 code is emulated, slowly).  An 8-byte write of a
  * line buffer's gpa (a length word, then up to TG_LINE_MAX bytes) to
  * TG_DB_PRINT prints the line on the console; any write to TG_DB_HALT
  * parks the vCPU until the VM is next paused or resumed.
@@ -77,7 +80,8 @@
 #define TG_MODE_IDLE 0
 #define TG_MODE_DIRTY 1
 #define TG_MODE_FILL 2
-#define TG_MODE_MAX 3
+#define TG_MODE_FULL 3          /* dirty's pages + interrupts, FPU, clocks */
+#define TG_MODE_MAX 4
 
 #define TG_PAGE 4096
 #define TG_WORDS (TG_PAGE / 8)
@@ -93,6 +97,12 @@
 #define TGP_HOLE_END 56
 #define TGP_HEARTBEAT 64        /* TSC ticks between heartbeat lines, 0 = none */
 #define TGP_UART_LOCK 72
+#define TGP_TIMER_HZ 80         /* full mode: LAPIC timer ticks per second */
+#define TGP_TIMER_COUNT 88      /* its initial count (divide by 1) */
+#define TGP_PIT_COUNT 96        /* PIT channel 0 divisor */
+#define TGP_IPI_TSC 104         /* TSC ticks of running between IPIs sent */
+#define TGP_STALL_TSC 112       /* running without a tick or an IPI ack: FAIL */
+#define TGP_GAP_TSC 120         /* a longer step means the vCPU did not run */
 #define TGP_SLICES 128          /* TG_MAX_VCPUS x { start gpa, pages } */
 
 /* Offsets in struct tg_vcpu_status (64 bytes each). */
@@ -107,6 +117,91 @@
 #define TG_VSTATE_BOOT 0
 #define TG_VSTATE_RUN 1
 #define TG_VSTATE_DONE 2        /* passes finished, halted */
+
+/*
+ * Full mode ("full"): the dirty mode's pages, plus what a kernel leans on.
+ * Ring 0 is a few handlers (they run emulated under PVM, ~1 us per
+ * instruction): an IDT whose interrupt gates use IST1, exception gates
+ * IST2 and the NMI gate IST3, a syscall entry (LSTAR, SFMASK without IF: a syscall that cleared
+ * IF would leave it clear for good on this PVM), a periodic LAPIC timer,
+ * fixed IPIs and NMIs between vCPUs and the PIT routed through IOAPIC pin 0 to
+ * vCPU 0, with the PICs masked.  Handlers count, EOI and iretq; the
+ * block of the vCPU they run on is the word at the top of each IST stack.
+ * Ring 3 checks, between pages, that the state the handlers and the CPU
+ * keep is still there (see vmm/guest_full.inc).
+ */
+#define TG_IDT_GPA 0x2000
+#define TG_FULL_GPA 0x8000
+#define TGF_SIZE 512
+#define TG_IST_GPA 0x190000
+#define TG_IST_SIZE 0x1000      /* per vCPU: three stacks, tops below: */
+#define TG_IST1_TOP 0x800       /*   IST1 interrupts */
+#define TG_IST2_TOP 0xc00       /*   IST2 exceptions */
+#define TG_IST3_TOP 0x1000      /*   IST3 NMIs */
+#define TG_LAPIC_GPA 0xfee00000
+#define TG_IOAPIC_GPA 0xfec00000
+#define TG_VEC_TIMER 0x40
+#define TG_VEC_IPI 0x48
+#define TG_VEC_PIT 0x50
+#define TG_VEC_SPURIOUS 0xff
+#define TG_SFMASK 0x47500       /* Linux's 0x47700 without IF */
+
+/* Offsets in a vCPU's full-mode block: h = written by its handlers. */
+#define TGF_INDEX 0             /* the vCPU's index (vmm) */
+#define TGF_TICKS 8             /* h: LAPIC timer interrupts */
+#define TGF_PIT 16              /* h: PIT interrupts (vCPU 0) */
+#define TGF_IPI_SEQ 24          /* the sender's number of its last IPI here */
+#define TGF_IPI_ACK 32          /* h: TGF_IPI_SEQ as the IPI handler saw it */
+#define TGF_IPI_RECV 40         /* h: IPIs received */
+#define TGF_STRAY 48            /* h: interrupts on a vector nobody sends */
+#define TGF_SYSCALLS 56         /* h: syscalls */
+#define TGF_EXC_VEC 64          /* h: an exception: vector, error, rip */
+#define TGF_EXC_ERR 72
+#define TGF_EXC_RIP 80
+#define TGF_TSC 88              /* ring 3's last TSC (other vCPUs read it) */
+#define TGF_RUN 96              /* TSC ticks this vCPU ran, gaps left out */
+#define TGF_GAP_MAX 104         /* longest gap since the last heartbeat */
+#define TGF_GAPS 112            /* gaps in all */
+#define TGF_TICK_SEEN 120       /* TGF_TICKS when ring 3 last saw it move */
+#define TGF_TICK_RUN 128        /* TGF_RUN then */
+#define TGF_PIT_SEEN 136
+#define TGF_PIT_RUN 144
+#define TGF_IPI_SENT 152        /* number of the last IPI this vCPU sent */
+#define TGF_IPI_RUN 160         /* TGF_RUN when it sent it */
+#define TGF_STEP 168            /* steps of the vector computation */
+#define TGF_FAILED 176          /* TG_CHECK_* bits that failed */
+#define TGF_WIN_RUN 184         /* TGF_RUN at the last heartbeat */
+#define TGF_WIN_TICKS 192       /* TGF_TICKS at the last heartbeat */
+#define TGF_SYS_SEEN 200        /* TGF_SYSCALLS ring 3 expects */
+#define TGF_TSC_SAME 208        /* steps in a row that saw the same TSC */
+#define TGF_WIN_GAPS 216        /* TGF_GAPS at the last heartbeat */
+#define TGF_READY 224           /* 1: its LAPIC takes IPIs (ring 3 started) */
+#define TGF_NMI_SEQ 232         /* as TGF_IPI_*, for NMIs */
+#define TGF_NMI_ACK 240
+#define TGF_NMI_RECV 248
+#define TGF_NMI_SENT 256
+#define TGF_NMI_RUN 264
+
+/* tg_full_table (vmm/guest.S): code offsets vmm/boot.c needs. */
+#define TG_FULL_T_ENTRY 0
+#define TG_FULL_T_TIMER 1
+#define TG_FULL_T_IPI 2
+#define TG_FULL_T_PIT 3
+#define TG_FULL_T_SPURIOUS 4
+#define TG_FULL_T_STRAY 5
+#define TG_FULL_T_EXC 6         /* 32 stubs, 16 bytes apart */
+#define TG_FULL_T_NMI 7
+#define TG_FULL_T_MAX 8
+
+#define TG_CHECK_XSAVE 0x1
+#define TG_CHECK_TICK 0x2
+#define TG_CHECK_PIT 0x4
+#define TG_CHECK_TSC 0x8
+#define TG_CHECK_IPI 0x10
+#define TG_CHECK_EVENTS 0x20
+#define TG_CHECK_SYSCALL 0x40
+#define TG_CHECK_STRAY 0x80
+#define TG_CHECK_NMI 0x100
 
 #ifndef __ASSEMBLER__
 #include <stdint.h>
@@ -127,7 +222,12 @@ struct tg_params {
 	uint64_t hole_end;
 	uint64_t heartbeat;
 	uint64_t uart_lock;
-	uint64_t reserved[6];
+	uint64_t timer_hz;
+	uint64_t timer_count;
+	uint64_t pit_count;
+	uint64_t ipi_tsc;
+	uint64_t stall_tsc;
+	uint64_t gap_tsc;
 	struct tg_slice slices[TG_MAX_VCPUS];
 };
 
@@ -145,7 +245,12 @@ _Static_assert(__builtin_offsetof(struct tg_params, slices) == TGP_SLICES,
 	       "tg_params layout");
 _Static_assert(__builtin_offsetof(struct tg_params, uart_lock) == TGP_UART_LOCK,
 	       "tg_params layout");
+_Static_assert(__builtin_offsetof(struct tg_params, gap_tsc) == TGP_GAP_TSC,
+	       "tg_params layout");
 _Static_assert(sizeof(struct tg_params) <= TG_PAGE, "tg_params size");
+_Static_assert(TG_FULL_GPA + TG_MAX_VCPUS * TGF_SIZE <= TG_PT_GPA, "full blocks");
+_Static_assert(TG_STACK_GPA + TG_MAX_VCPUS * 2 * TG_STACK_SIZE <= TG_IST_GPA &&
+	       TG_IST_GPA + TG_MAX_VCPUS * TG_IST_SIZE <= TG_RANGE_GPA, "stacks");
 _Static_assert(sizeof(struct tg_vcpu_status) == TGS_SIZE, "status size");
 _Static_assert(__builtin_offsetof(struct tg_vcpu_status, pages) == TGS_PAGES,
 	       "status layout");
@@ -162,7 +267,9 @@ static inline uint64_t tg_fill_word(uint64_t gpa, uint64_t g, uint64_t i)
 
 static inline const char *tg_mode_name(uint64_t mode)
 {
-	static const char *const names[TG_MODE_MAX] = { "idle", "dirty", "fill" };
+	static const char *const names[TG_MODE_MAX] = {
+		"idle", "dirty", "fill", "full"
+	};
 
 	return mode < TG_MODE_MAX ? names[mode] : "unknown";
 }

@@ -7,8 +7,11 @@
  * The test guest starts directly in 64-bit mode: the vmm writes its page
  * tables, GDT and TSSs and loads the control registers, so that the guest
  * runs only a handful of ring-0 instructions (emulated, slow under PVM)
- * before it drops to ring 3.  A raw image starts in real mode, as a BIOS
- * would hand over a boot sector.
+ * before it drops to ring 3.  In full mode the vmm also writes the IDT,
+ * the IST stacks and the vCPU blocks, and enables XSAVE (CR4.OSXSAVE,
+ * XCR0 = x87|SSE|AVX) and syscall (EFER.SCE); the guest's ring 0
+ * programs its MSRs and devices itself.  A raw image starts in real mode,
+ * as a BIOS would hand over a boot sector.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +27,7 @@
 
 extern const uint8_t tg_code_start[], tg_code_end[];
 extern const uint64_t tg_entry_offset;
+extern const uint64_t tg_full_table[TG_FULL_T_MAX];
 
 #define PTE_P 0x1ULL
 #define PTE_RW 0x2ULL
@@ -40,17 +44,27 @@ extern const uint64_t tg_entry_offset;
 #define CR4_PAE 0x20ULL
 #define CR4_OSFXSR 0x200ULL
 #define CR4_OSXMMEXCPT 0x400ULL
+#define CR4_OSXSAVE 0x40000ULL
+#define EFER_SCE 0x1ULL
 #define EFER_LME 0x100ULL
 #define EFER_LMA 0x400ULL
+#define XCR0_AVX 0x7ULL                 /* x87, SSE, AVX */
 
-static const char *const tg_mode_names[TG_MODE_MAX] = { "idle", "dirty", "fill" };
+/* Full mode's rates and bounds (see common/testguest.h, vmm/guest_full.inc). */
+#define FULL_TIMER_HZ 250               /* per vCPU */
+#define FULL_APIC_BUS_HZ 1000000000ULL  /* KVM's LAPIC timer clock */
+#define FULL_PIT_HZ 100
+#define FULL_PIT_CLOCK 1193182
+#define FULL_IPI_HZ 1000                /* per vCPU, while it runs; NMIs 4x */
+#define FULL_STALL_MS 1000
+#define FULL_GAP_US 2000                /* under half a timer period */
 
 int boot_test_guest_parse_mode(const char *s)
 {
 	int i;
 
 	for (i = 0; i < TG_MODE_MAX; i++)
-		if (!strcmp(s, tg_mode_names[i]))
+		if (!strcmp(s, tg_mode_name(i)))
 			return i;
 	return -EINVAL;
 }
@@ -114,6 +128,14 @@ static int boot_gdt_tss(struct vm *vm)
 		memset(tss, 0, sizeof(tss));
 		memcpy(tss + 4, &rsp0, 8);
 		tss[102] = 104;         /* no I/O bitmap: IOPL 3 decides */
+		if (vm->guest.mode == TG_MODE_FULL) {
+			uint64_t ist = TG_IST_GPA + (uint64_t)i * TG_IST_SIZE;
+			uint64_t tops[3] = { ist + TG_IST1_TOP - 16,
+					     ist + TG_IST2_TOP - 16,
+					     ist + TG_IST3_TOP - 16 };
+
+			memcpy(tss + 36, tops, sizeof(tops));      /* IST1-3 */
+		}
 		ret = boot_write(vm, base, tss, sizeof(tss));
 		if (ret < 0)
 			return ret;
@@ -121,6 +143,74 @@ static int boot_gdt_tss(struct vm *vm)
 	return boot_write(vm, TG_GDT_GPA, gdt, (TG_GDT_FIXED + 2 * vm->nvcpus) * 8);
 }
 
+/* One 64-bit interrupt gate: kernel code, present, DPL 0. */
+static void boot_gate(uint64_t *g, uint64_t off, unsigned int ist)
+{
+	uint64_t a = TG_CODE_GPA + off;
+
+	g[0] = (a & 0xffff) | (uint64_t)TG_SEL_KCODE << 16 |
+	       (uint64_t)ist << 32 | 0x8eULL << 40 | (a >> 16 & 0xffff) << 48;
+	g[1] = a >> 32;
+}
+
+/*
+ * Full mode: the IDT (interrupts on IST1, exceptions on IST2, NMIs on
+ * IST3), each
+ * vCPU's block (its index) and, on top of both its IST stacks, the
+ * block's address for the handlers.
+ */
+static int boot_full(struct vm *vm)
+{
+	uint64_t idt[256][2], blk, tops[2];
+	int v, i, ret;
+
+	for (v = 0; v < 256; v++) {
+		uint64_t off = tg_full_table[TG_FULL_T_STRAY];
+
+		if (v < 32)
+			off = tg_full_table[TG_FULL_T_EXC] + 16 * v;
+		else if (v == TG_VEC_TIMER)
+			off = tg_full_table[TG_FULL_T_TIMER];
+		else if (v == TG_VEC_IPI)
+			off = tg_full_table[TG_FULL_T_IPI];
+		else if (v == TG_VEC_PIT)
+			off = tg_full_table[TG_FULL_T_PIT];
+		else if (v == TG_VEC_SPURIOUS)
+			off = tg_full_table[TG_FULL_T_SPURIOUS];
+		if (v == 2)
+			off = tg_full_table[TG_FULL_T_NMI];
+		boot_gate(idt[v], off, v == 2 ? 3 : v < 32 ? 2 : 1);
+	}
+	ret = boot_write(vm, TG_IDT_GPA, idt, sizeof(idt));
+	for (i = 0; ret == 0 && i < vm->nvcpus; i++) {
+		uint64_t index = i, ist = TG_IST_GPA + (uint64_t)i * TG_IST_SIZE;
+
+		blk = TG_FULL_GPA + (uint64_t)i * TGF_SIZE;
+		tops[0] = blk;
+		ret = boot_write(vm, blk + TGF_INDEX, &index, 8);
+		if (ret == 0)
+			ret = boot_write(vm, ist + TG_IST1_TOP - 16, tops, 8);
+		if (ret == 0)
+			ret = boot_write(vm, ist + TG_IST2_TOP - 16, tops, 8);
+		if (ret == 0)
+			ret = boot_write(vm, ist + TG_IST3_TOP - 16, tops, 8);
+	}
+	return ret;
+}
+
+/* The host must let the guest use AVX (XCR0 bits 0-2). */
+static bool boot_has_avx(const struct vm *vm)
+{
+	uint32_t i;
+
+	for (i = 0; i < vm->cpuid->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &vm->cpuid->entries[i];
+
+		if (e->function == 0xd && e->index == 0)
+			return (e->eax & XCR0_AVX) == XCR0_AVX;
+	}
+	return false;
+}
 
 /* The test range as linear page numbers -> gpa, skipping the PCI hole. */
 static uint64_t boot_range_gpa(uint64_t lin)
@@ -147,6 +237,14 @@ static int boot_params(struct vm *vm)
 		total = vm->guest.range / TG_PAGE;
 	if (vm->guest.rate)
 		p.rate = (vm->guest.rate + vm->nvcpus - 1) / vm->nvcpus;
+	if (vm->guest.mode == TG_MODE_FULL) {
+		p.timer_hz = FULL_TIMER_HZ;
+		p.timer_count = FULL_APIC_BUS_HZ / FULL_TIMER_HZ;
+		p.pit_count = FULL_PIT_CLOCK / FULL_PIT_HZ;
+		p.ipi_tsc = p.tsc_hz / FULL_IPI_HZ;
+		p.stall_tsc = p.tsc_hz / 1000 * FULL_STALL_MS;
+		p.gap_tsc = p.tsc_hz / 1000000 * FULL_GAP_US;
+	}
 	if (mem_end(vm) > VMM_HOLE_START) {
 		p.hole_start = VMM_HOLE_START;
 		p.hole_end = VMM_HOLE_END;
@@ -179,8 +277,11 @@ static void boot_seg(struct kvm_segment *s, uint16_t sel, uint8_t type,
 static int boot_test_vcpu(struct vm *vm, struct vcpu *v)
 {
 	struct kvm_sregs sregs;
+	bool full = vm->guest.mode == TG_MODE_FULL;
+	struct kvm_xcrs xcrs = { .nr_xcrs = 1, .xcrs[0] = { .value = XCR0_AVX } };
 	struct kvm_regs regs = {
-		.rip = TG_CODE_GPA + tg_entry_offset,
+		.rip = TG_CODE_GPA + (full ? tg_full_table[TG_FULL_T_ENTRY] :
+				      tg_entry_offset),
 		.rsp = TG_STACK_GPA + (uint64_t)(v->index + 1) * 2 * TG_STACK_SIZE,
 		.rdi = v->index,
 		.rflags = 0x2,
@@ -206,9 +307,18 @@ static int boot_test_vcpu(struct vm *vm, struct vcpu *v)
 	sregs.cr3 = TG_PT_GPA;
 	sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
 	sregs.efer = EFER_LME | EFER_LMA;
+	if (full) {
+		sregs.idt.base = TG_IDT_GPA;
+		sregs.idt.limit = 256 * 16 - 1;
+		sregs.cr4 |= CR4_OSXSAVE;
+		sregs.efer |= EFER_SCE;
+	}
 
 	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0 ||
 	    ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		return -errno;
+	/* XCR0 after CR4.OSXSAVE, which it needs. */
+	if (full && ioctl(v->fd, KVM_SET_XCRS, &xcrs) < 0)
 		return -errno;
 	if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
 		return -errno;
@@ -226,11 +336,17 @@ int boot_test_guest(struct vm *vm)
 			  TG_MAX_VCPUS);
 		return -EINVAL;
 	}
+	if (vm->guest.mode == TG_MODE_FULL && !boot_has_avx(vm)) {
+		log_warnx("the full test guest needs AVX, which this host's KVM does not offer");
+		return -ENOTSUP;
+	}
 	ret = boot_page_tables(vm);
 	if (ret == 0)
 		ret = boot_gdt_tss(vm);
 	if (ret == 0)
 		ret = boot_params(vm);
+	if (ret == 0 && vm->guest.mode == TG_MODE_FULL)
+		ret = boot_full(vm);
 	if (ret == 0)
 		ret = boot_write(vm, TG_CODE_GPA, tg_code_start, code_len);
 	for (i = 0; ret == 0 && i < vm->nvcpus; i++) {

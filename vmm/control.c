@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "common/rpc.h"
+#include "common/testguest.h"
 #include "common/uri.h"
 #include "common/util.h"
 #include "vmm/vmm.h"
@@ -52,7 +53,6 @@ static enum vm_state control_state(void)
 
 static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 {
-	static const char *const modes[] = { "idle", "dirty", "fill" };
 	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
 	struct vm *vm = ctl.vm;
 	char msg[256];
@@ -67,7 +67,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 	st.memory = vm->memory;
 	st.guest = (Tern__Vmm__GuestKind)vm->guest.kind;
 	st.guest_mode = vm->guest.kind == GUEST_KIND_TEST ?
-			(char *)modes[vm->guest.mode] : "";
+			(char *)tg_mode_name(vm->guest.mode) : "";
 	st.pid = getpid();
 	st.dirty_logging = vm->dirty_on;
 	st.message = msg;

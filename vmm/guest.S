@@ -1,16 +1,23 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * The built-in test guest.  The vmm copies the bytes between tg_code_start
- * and tg_code_end to TG_CODE_GPA and starts every vCPU at tg_entry in
- * 64-bit ring 0 with paging, the GDT and its TSS already set up
- * (vmm/boot.c), rdi = vCPU index, rsp = its kernel stack.
+ * and tg_code_end to TG_CODE_GPA and starts every vCPU at tg_entry (or,
+ * in full mode, tg_full_entry) in 64-bit ring 0 with paging, the GDT and
+ * its TSS already set up (vmm/boot.c), rdi = vCPU index, rsp = its kernel
+ * stack.
  *
- * Under PVM guest kernel code is emulated one instruction at a time, so
- * ring 0 does as little as possible: build an iretq frame and drop to ring
- * 3, where the workload runs natively.  It never comes back to ring 0:
- * it prints and halts through the test device's MMIO doorbell
- * (common/testguest.h), since under PVM ring 3 has no I/O privilege and
- * cannot be woken by interrupts (every return to ring 3 clears IF).
+ * Under PVM guest kernel code is emulated one instruction at a time
+ * (~1 us each), so ring 0 does as little as possible: build an iretq frame
+ * and drop to ring 3, where the workload runs natively.  The idle, dirty
+ * and fill modes never come back to ring 0: they print and halt through
+ * the test device's MMIO doorbell (common/testguest.h), since under PVM
+ * ring 3 has no I/O privilege.
+ *
+ * Full mode also keeps a small ring-0 core: interrupt handlers for the
+ * LAPIC timer, IPIs and the PIT (count, EOI, iretq), a syscall entry and
+ * exception gates that report and halt.  Interrupts do reach ring 3 on
+ * this PVM as long as SFMASK leaves IF alone (TG_SFMASK): one syscall
+ * that cleared IF would leave it clear for good.  See doc/pvm.md.
  *
  * Page format and layout: common/testguest.h.  The code is position
  * independent (rip-relative), so only the fixed layout addresses appear.
@@ -19,6 +26,7 @@
  *   r15 params  r14 my status  r13 vCPU index  r12 generation being written
  *   rbx gpa of the current page  rbp pages left in this pass
  *   r10 TSC at start  r9 pages written since  r8 TSC of the last heartbeat
+ *   full mode: ymm0-ymm13 the vector computation, ymm14-15 scratch
  */
 #include "common/testguest.h"
 
@@ -221,7 +229,10 @@ report_bad:
  * every TGP_HEARTBEAT ticks.  Clobbers rax rcx rdx rsi rdi r11.
  */
 pace:
-	mov TGP_HEARTBEAT(%r15), %rcx
+	cmpq $TG_MODE_FULL, TGP_MODE(%r15)
+	jne 0f
+	call full_step
+0:	mov TGP_HEARTBEAT(%r15), %rcx
 	test %rcx, %rcx
 	jz 1f
 	rdtsc
@@ -235,7 +246,11 @@ pace:
 1:	mov TGP_RATE(%r15), %rcx
 	test %rcx, %rcx
 	jz 3f
-2:	rdtsc
+2:	cmpq $TG_MODE_FULL, TGP_MODE(%r15)
+	jne 4f
+	call full_step
+	mov TGP_RATE(%r15), %rcx
+4:	rdtsc
 	shl $32, %rdx
 	or %rdx, %rax
 	sub %r10, %rax
@@ -247,9 +262,12 @@ pace:
 	jmp 2b
 3:	ret
 
-/* "tg: vcpu N pass P pages T errors E" */
+/* "tg: vcpu N pass P pages T errors E", in full mode then its counters. */
 heartbeat_line:
-	call console_lock
+	cmpq $TG_MODE_FULL, TGP_MODE(%r15)
+	jne 0f
+	call full_window
+0:	call console_lock
 	lea str_hb(%rip), %rsi
 	call puts
 	mov %r13, %rax
@@ -266,7 +284,9 @@ heartbeat_line:
 	call puts
 	mov TGS_ERRORS(%r14), %rax
 	call putdec
-	jmp endline
+	cmpq $TG_MODE_FULL, TGP_MODE(%r15)
+	jne endline
+	jmp full_counters
 
 /* One console line at a time across vCPUs. */
 console_lock:
@@ -354,6 +374,8 @@ puthex:
 	add $32, %rsp
 	ret
 
+#include "vmm/guest_full.inc"
+
 hexdigits:	.ascii "0123456789abcdef"
 str_hb:		.asciz "tg: vcpu "
 str_pass:	.asciz " pass "
@@ -367,4 +389,14 @@ tg_code_end:
 
 	.p2align 3
 tg_entry_offset:	.quad tg_entry - tg_code_start
+	.globl tg_full_table
+tg_full_table:			/* offsets for vmm/boot.c: TG_FULL_T_* order */
+	.quad tg_full_entry - tg_code_start
+	.quad tg_full_timer - tg_code_start
+	.quad tg_full_ipi - tg_code_start
+	.quad tg_full_pit - tg_code_start
+	.quad tg_full_spurious - tg_code_start
+	.quad tg_full_stray - tg_code_start
+	.quad tg_full_exc_stubs - tg_code_start
+	.quad tg_full_nmi - tg_code_start
 	.section .note.GNU-stack, "", @progbits

@@ -36,7 +36,7 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: vmm --name NAME --memory SIZE [--vcpus N] [--rundir DIR]\n"
 "           [--serial FILE|stdio|none] [--debug]\n"
-"           (--test-guest dirty|fill|idle [--guest-rate PAGES] [--guest-passes N]\n"
+"           (--test-guest dirty|fill|full|idle [--guest-rate PAGES] [--guest-passes N]\n"
 "                 [--guest-range SIZE] [--heartbeat MS]\n"
 "            | --image FILE [--image-addr ADDR] | --incoming)\n"
 "see vmm(8)\n");
@@ -155,7 +155,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		vm->guest.kind = GUEST_KIND_TEST;
 		vm->guest.mode = boot_test_guest_parse_mode(o->test_mode);
 		if (vm->guest.mode < 0)
-			die_usage("--test-guest %s: unknown mode (dirty, fill, idle)",
+			die_usage("--test-guest %s: unknown mode (dirty, fill, full, idle)",
 				  o->test_mode);
 		if (vm->nvcpus > TG_MAX_VCPUS)
 			die_usage("--vcpus %d: the test guest supports at most %d",
