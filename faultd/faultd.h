@@ -30,6 +30,7 @@
 #define FAULTD_VMM_TIMEOUT_MS 5000      /* each call to a vmm (on the event loop) */
 #define FAULTD_LINK_IO_MS 10000         /* a frame begun must end, a request go out */
 #define FAULTD_MAX_PREFETCH (STREAM_PAGE_REQ_MAX - 1)
+#define FAULTD_NICE (-10)               /* set at start, while root */
 #define FAULTD_HIST_BUCKETS 24         /* the reported histogram: 2^i us */
 #define FAULTD_FINE_BUCKETS 192         /* for percentiles: 8 per octave */
 #define FAULTD_MAX_WAITING 65536        /* faults awaiting a page, for latency */

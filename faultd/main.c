@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -154,6 +155,12 @@ int main(int argc, char **argv)
 		fatalx("event set-up");
 	if (control_start(&d) < 0)
 		goto out;
+	/*
+	 * A vCPU waits while its fault goes round faultd's threads: run
+	 * them ahead of bulk work (the last use of root's CAP_SYS_NICE).
+	 */
+	if (setpriority(PRIO_PROCESS, 0, FAULTD_NICE) < 0)
+		log_warn("cannot raise faultd's priority (nice %d)", FAULTD_NICE);
 	/*
 	 * No capability is kept: the open /dev/userfaultfd is all faultd
 	 * needs (USERFAULTFD_IOC_NEW, in the vmm, and the uffd ioctls check

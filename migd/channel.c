@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -251,14 +252,25 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 	return r;
 }
 
+/* The calling thread's nice value (raising it needs no privilege). */
+static void thread_nice(int *applied, int want)
+{
+	if (*applied == want)
+		return;
+	*applied = want;
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), want) < 0)
+		log_debug("setpriority %d: %s", want, strerror(errno));
+}
+
 static void *chan_tx_thread(void *arg)
 {
 	struct chan_tx *c = arg;
 	struct tx_state t = { .start_ns = now_ns() };
 	struct batch *b;
-	int r;
+	int r, nice = 0;
 
 	for (;;) {
+		thread_nice(&nice, __atomic_load_n(&c->nice, __ATOMIC_RELAXED));
 		pthread_mutex_lock(&c->lock);
 		while (!c->len && !c->stop)
 			pthread_cond_wait(&c->cond, &c->lock);
@@ -695,15 +707,18 @@ static void *chan_rx_thread(void *arg)
 	struct chan_rx *c = arg;
 	uint64_t seq = 0;
 	bool ended = false;
-	int r = 0;
+	int r = 0, nice = 0;
 
 	c->zbuf = malloc(STREAM_MAX_BATCH * STREAM_PAGE);
 	c->stage = malloc(STREAM_MAX_BATCH * STREAM_PAGE);
 	if (!c->zbuf || !c->stage)
 		r = worker_fail(c->w, ENOMEM, "ram channel %u: no memory", c->index);
 
-	while (!ended && r == 0)
+	while (!ended && r == 0) {
+		if (c->postcopy)
+			thread_nice(&nice, PC_BULK_NICE);
 		r = recv_packet(c, seq++, &ended);
+	}
 	c->err = r;
 	c->ended = ended;
 	ZSTD_freeDCtx(c->zctx);

@@ -97,8 +97,8 @@ static int dest_vmm(struct dest *d)
 static void dest_note_refusal(struct dest *d, const char *why)
 {
 	log_warnx("refused a connection: %s", why);
-	if (d->main_fd >= 0)
-		return;
+	if (d->main_fd >= 0 || d->recovering)
+		return;         /* a paused job keeps the reason it paused */
 	pthread_mutex_lock(&d->w->lock);
 	snprintf(d->w->error, sizeof(d->w->error),
 		 "refused a connection: %s (still waiting)", why);
@@ -674,6 +674,8 @@ static int dest_relisten(struct dest *d, const char *addr)
 	}
 	if (d->own_listen)
 		dest_close_listen(d);
+	else
+		close(d->listen_fd);    /* the parent's: it unlinks its path */
 	d->listen_fd = fd;
 	d->own_listen = true;
 	uri_format(&u, d->listen, sizeof(d->listen));
@@ -783,7 +785,7 @@ static int dest_postcopy_paused(struct dest *d)
 	for (;;) {
 		worker_set_state(d->w, JOB_STATE_POSTCOPY_PAUSED);
 		dest_drop_links(d);
-		d->recovering = false;
+		d->recovering = true;     /* only this job may come back */
 		for (r = -EAGAIN; r == -EAGAIN; ) {
 			if (worker_cancelled()) {
 				worker_note(d->w, "postcopy paused; the guest runs here "

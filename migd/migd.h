@@ -347,6 +347,8 @@ struct chan_tx {
 	bool stop;
 	int err;                        /* first error; the channel is dead */
 	uint64_t pages_total;           /* pages carried, for the device state */
+	int nice;                       /* (A) for the thread: the postcopy push
+					 * yields to the page link */
 };
 
 /*
@@ -387,6 +389,9 @@ struct chan_rx {
 	bool postcopy;                  /* own thread: past the marker */
 	uint64_t marker_pages;          /* pages before the marker (under pc->lock) */
 };
+
+/* Nice value of the bulk threads in postcopy: faults come first. */
+#define PC_BULK_NICE 5
 
 int chan_tx_start(struct chan_tx *c);
 /* Queue a batch (copied); blocks while the queue is full.  -errno once the

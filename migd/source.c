@@ -966,6 +966,7 @@ static int source_resume(struct source *s, const char *uri)
 		c->ram = keep.ram;
 		c->rate = keep.rate;
 		c->zstd_level = keep.zstd_level;
+		c->nice = PC_BULK_NICE;
 		c->fd = source_dial(s, &u, STREAM_ROLE_RAM, i);
 		if (c->fd < 0)
 			return c->fd;
@@ -1080,8 +1081,10 @@ static int source_postcopy(struct source *s)
 		return worker_fail(w, ENOMEM, "no memory for the postcopy bitmap");
 	memcpy(s->tosend, s->dirty, s->dirty_bytes);
 	memset(s->dirty, 0, s->dirty_bytes);
-	for (i = 0; r == 0 && i < s->nchan; i++)
+	for (i = 0; r == 0 && i < s->nchan; i++) {
+		__atomic_store_n(&s->chan[i].nice, PC_BULK_NICE, __ATOMIC_RELAXED);
 		r = chan_tx_push(&s->chan[i], &marker);
+	}
 	for (i = 0; r == 0 && i < s->nchan; i++)
 		r = chan_tx_drain(&s->chan[i]);
 	if (r == 0)
