@@ -8,47 +8,16 @@
 # Then each piece of state the vmm can drop on purpose (TERN_STATE_DROP)
 # makes the guest print the FAIL line that names it.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/fullguest.sh"
 need_kvm
 
 HB_MS=1000
 RUN_BEATS=10            # heartbeats = seconds each check must keep passing
 GUEST=(--memory 64M --test-guest full --guest-rate 100000 --heartbeat $HB_MS)
 
-# The last heartbeat line of vCPU $2 on $1's console; field $3 of it.
-last_beat() { grep -a "^tg: vcpu $2 pass " "$RUNDIR/$1.serial" 2>/dev/null | tail -n 1; }
-beat_field() { last_beat "$1" "$2" | sed -n "s/.* $3 \([0-9A-Za-z]*\).*/\1/p"; }
-beats_of() { grep -ac "^tg: vcpu $2 pass " "$RUNDIR/$1.serial" 2>/dev/null; }
-beats_at_least() { [ "$(beats_of "$1" "$2")" -ge "$3" ]; }
-no_fail() {
-	! grep -a "FAIL" "$RUNDIR/$1.serial" || fail "$1: the guest reported a failure"
-}
-# Every check of the last heartbeat of each vCPU says ok.
-all_ok() {
-	local c line
-	for ((c = 0; c < $2; c++)); do
-		line=$(last_beat "$1" "$c")
-		[ -n "$line" ] || fail "$1: no heartbeat from vcpu $c"
-		case $line in
-		*FAIL*|*" ok"*" ok"*" ok"*" ok"*" ok"*" ok"*" ok"*" ok"*" ok"*) ;;
-		*) fail "$1: vcpu $c: heartbeat without its checks: $line" ;;
-		esac
-		case $line in *FAIL*) fail "$1: vcpu $c: $line" ;; esac
-	done
-}
-# The vmm of a name runs a guest checked for RUN_BEATS heartbeats.
-watch_guest() {
-	local name=$1 n=$2 c
-	for ((c = 0; c < n; c++)); do
-		wait_until $((RUN_BEATS * 3 + 20)) beats_at_least "$name" "$c" "$RUN_BEATS" ||
-			fail "$name: vcpu $c printed $(beats_of "$name" "$c") heartbeats, not $RUN_BEATS"
-		no_fail "$name"
-	done
-	all_ok "$name" "$n"
-}
-
 # hop FROM TO N: move the guest into a fresh vmm; check it goes on there.
 hop() {
-	local from=$1 to=$2 n=$3 c t0 t1 pause_ms gap f
+	local from=$1 to=$2 n=$3 c t0 t1 pause_ms gap=0 f
 	local -a before
 	start_vmm "$to" --memory 64M --vcpus "$n" --incoming
 	for ((c = 0; c < n; c++)); do

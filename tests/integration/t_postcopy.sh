@@ -9,6 +9,7 @@
 # once the guest runs on the destination; faultd's death pauses both
 # sides with the guest blocked, not corrupted.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/fullguest.sh"
 need_kvm
 need_uffd
 start_faultd
@@ -62,6 +63,22 @@ out=$(migctl --json status f --watch) || fail "f: $out"
 check_done f g "$out"
 [ "$(job_get g pages_on_demand)" -gt 0 ] || fail "g: nothing on demand"
 vmmctl quit f >/dev/null; vmmctl quit g >/dev/null
+
+note "full-state guest, 2 vCPUs, postcopy on request: every check passes after"
+RUN_BEATS=6
+start_vmm fs --memory 128M --vcpus 2 --test-guest full --guest-rate 100000 --heartbeat 500
+wait_until 30 beats_at_least fs 1 2 || fail "fs: no heartbeat"
+start_vmm ft --memory 128M --vcpus 2 --incoming
+incoming ft
+migctl migrate fs "$ADDR" --token "$TOKEN" --max-bandwidth 32M --detach >/dev/null ||
+	fail "migrate fs"
+wait_until 30 job_is fs active || fail "fs: $(migctl status fs)"
+migctl postcopy fs >/dev/null || fail "postcopy fs"
+out=$(migctl --json status fs --watch) || fail "fs: $out"
+check_done fs ft "$out"
+watch_guest ft 2
+echo "ok: ft: $(last_beat ft 1)"
+vmmctl quit fs >/dev/null; vmmctl quit ft >/dev/null
 
 note "the timeout's action: postcopy"
 start_vmm t --memory 128M --test-guest dirty --heartbeat 100
