@@ -23,6 +23,10 @@ struct ramhash_region {
 };
 
 uint64_t ramhash_page(const uint8_t *page);
+/* Any bytes (used for the migration stream's packet sums too). */
+uint64_t ramhash_buf(const void *buf, size_t len);
+/* Fold hashes in order: fold(fold(0, h1), h2) and so on. */
+uint64_t ramhash_fold(uint64_t acc, uint64_t h);
 /* Chunks in a region of size bytes (the last may be short). */
 uint64_t ramhash_chunks(uint64_t size);
 /*

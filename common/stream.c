@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/ramhash.h"
 #include "common/stream.h"
 #include "common/util.h"
 
@@ -66,6 +67,20 @@ void stream_pkt_to_wire(struct stream_pkt *p)
 	p->npages = htole32(p->npages);
 	p->data_len = htole32(p->data_len);
 	p->seq = htole64(p->seq);
+	p->sum = htole64(p->sum);
+}
+
+uint64_t stream_sum_start(const struct stream_pkt *wire_hdr)
+{
+	struct stream_pkt h = *wire_hdr;
+
+	h.sum = 0;
+	return stream_sum_add(0, &h, sizeof(h));
+}
+
+uint64_t stream_sum_add(uint64_t sum, const void *buf, size_t len)
+{
+	return ramhash_fold(sum, ramhash_buf(buf, len));
 }
 
 int stream_pkt_check(struct stream_pkt *p, const struct stream_layout *lay,
@@ -77,6 +92,7 @@ int stream_pkt_check(struct stream_pkt *p, const struct stream_layout *lay,
 	p->npages = le32toh(p->npages);
 	p->data_len = le32toh(p->data_len);
 	p->seq = le64toh(p->seq);
+	p->sum = le64toh(p->sum);
 	*why = NULL;
 	if (p->magic != STREAM_PKT_MAGIC)
 		*why = "bad packet magic";
@@ -84,11 +100,11 @@ int stream_pkt_check(struct stream_pkt *p, const struct stream_layout *lay,
 		*why = "unknown packet flags";
 	else if (p->seq != expect_seq)
 		*why = "packet out of sequence";
-	else if (p->flags & (STREAM_PKT_END | STREAM_PKT_POSTCOPY)) {
+	else if (p->flags & (STREAM_PKT_END | STREAM_PKT_POSTCOPY | STREAM_PKT_NOP)) {
 		if (p->npages || p->data_len)
 			*why = "marker packet with pages";
-		else if ((p->flags & STREAM_PKT_END) && (p->flags & STREAM_PKT_POSTCOPY))
-			*why = "end and postcopy marker in one packet";
+		else if (__builtin_popcount(p->flags) != 1)
+			*why = "two markers in one packet";
 	} else if (p->region >= lay->nregions)
 		*why = "packet for an unknown RAM region";
 	else if (p->npages == 0 || p->npages > STREAM_MAX_BATCH)
@@ -179,6 +195,8 @@ int stream_read_full(int fd, void *buf, size_t len, uint64_t deadline_ns)
 		if (deadline_ns && (r = wait_fd(fd, POLLIN, deadline_ns)) < 0)
 			return r;
 		n = read(fd, p + done, len - done);
+		if (n < 0 && errno == EAGAIN && !deadline_ns)
+			return -ETIMEDOUT;      /* the socket's own timeout */
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n < 0)
@@ -201,6 +219,8 @@ int stream_write_full(int fd, const void *buf, size_t len, uint64_t deadline_ns)
 		if (deadline_ns && (r = wait_fd(fd, POLLOUT, deadline_ns)) < 0)
 			return r;
 		n = send(fd, p + done, len - done, MSG_NOSIGNAL);
+		if (n < 0 && errno == EAGAIN && !deadline_ns)
+			return -ETIMEDOUT;      /* the socket's own timeout */
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n < 0)

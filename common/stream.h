@@ -24,7 +24,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #define STREAM_MAGIC "TERNMIG1"
-#define STREAM_VERSION 1
+#define STREAM_VERSION 2               /* 2: packets carry a checksum */
 #define STREAM_ID_LEN 16
 #define STREAM_TOKEN_LEN 16
 #define STREAM_TOKEN_HEX (2 * STREAM_TOKEN_LEN)
@@ -63,7 +63,9 @@ enum stream_pkt_flags {
 	STREAM_PKT_POSTCOPY = 1 << 3,   /* marker, no pages: everything after
 					 * it on this channel is pushed in
 					 * postcopy (placed with UFFDIO_COPY) */
-	STREAM_PKT_FLAGS_ALL = (1 << 4) - 1,
+	STREAM_PKT_NOP = 1 << 4,        /* keepalive of an idle channel: no
+					 * pages, nothing to do */
+	STREAM_PKT_FLAGS_ALL = (1 << 5) - 1,
 };
 
 struct stream_pkt {
@@ -73,10 +75,11 @@ struct stream_pkt {
 	uint32_t npages;
 	uint32_t data_len;
 	uint64_t seq;                   /* packets before this one on the channel */
+	uint64_t sum;                   /* stream_pkt_sum of the packet */
 };
 
 _Static_assert(sizeof(struct stream_hello) == 72, "hello is 72 bytes");
-_Static_assert(sizeof(struct stream_pkt) == 24, "packet header is 24 bytes");
+_Static_assert(sizeof(struct stream_pkt) == 32, "packet header is 32 bytes");
 
 /* What a destination accepts: sizes of the announced regions. */
 struct stream_layout {
@@ -104,6 +107,18 @@ void stream_pkt_to_wire(struct stream_pkt *p);
  */
 int stream_pkt_check(struct stream_pkt *p, const struct stream_layout *lay,
 		     uint64_t expect_seq, const char **why);
+/*
+ * A packet's checksum covers its header (in wire order, with sum = 0:
+ * stream_sum_start) and its page offsets (stream_sum_add), so that a
+ * damaged packet can neither put a page at another address nor be taken
+ * for another packet.  The page data is not covered: it is sent from
+ * live guest memory, which may change between a sum and the send; the
+ * job's verify parameter checks it end to end.  A 64-bit hash, not a
+ * cryptographic one: it finds damage, not an attacker.
+ */
+uint64_t stream_sum_start(const struct stream_pkt *wire_hdr);
+uint64_t stream_sum_add(uint64_t sum, const void *buf, size_t len);
+
 /* Check one page offset of a packet (host order after the call). */
 int stream_offset_check(uint64_t *off, const struct stream_layout *lay,
 			unsigned int region);
@@ -124,7 +139,8 @@ int stream_msg_recv(int fd, const ProtobufCMessageDescriptor *desc,
 		    uint32_t max, uint64_t deadline_ns, ProtobufCMessage **ret);
 
 /* Exactly len bytes, or -errno (-EPIPE on EOF at the start, -EBADMSG
- * on EOF after some bytes), honouring a deadline as above. */
+ * on EOF after some bytes), honouring a deadline as above; without one,
+ * a socket timeout (SO_RCVTIMEO, SO_SNDTIMEO) gives -ETIMEDOUT. */
 int stream_read_full(int fd, void *buf, size_t len, uint64_t deadline_ns);
 int stream_write_full(int fd, const void *buf, size_t len, uint64_t deadline_ns);
 

@@ -7,6 +7,7 @@
 #define TERN_UTIL_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -34,6 +35,8 @@ int name_valid(const char *name);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+/* pthread_cond_timedwait for at most ms: 0 or ETIMEDOUT (positive). */
+int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned int ms);
 
 struct pollfd;
 /*

@@ -51,16 +51,26 @@ void chan_tune_socket(int fd, bool bulk)
 {
 	int one = 1, idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTVL_S;
 	int cnt = KEEPALIVE_CNT, buf = 4 << 20;
+	unsigned int user_timeout = MIGD_STALL_TIMEOUT_MS;
+	struct timeval tv = { MIGD_STALL_TIMEOUT_MS / 1000, 0 };
 
-	/* Keepalive finds a peer that vanished without closing (most options
-	 * fail harmlessly on unix sockets). */
+	/* Keepalive finds a peer that vanished without closing; the user
+	 * timeout, data that stays unacknowledged (a partition: keepalive
+	 * does not probe then); the send timeout, a peer that stopped
+	 * reading (a stall).  Most fail harmlessly on unix sockets. */
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
+		   sizeof(user_timeout));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (bulk) {
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+		/* A ram channel is never quiet that long: idle senders send
+		 * NOPs (the page link may be: it is not set there). */
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	} else {
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
@@ -143,7 +153,11 @@ static void chan_pace(struct chan_tx *c, uint64_t start_ns, uint64_t bytes)
 }
 
 /* Packets without page data. */
-#define NO_DATA (STREAM_PKT_ZERO | STREAM_PKT_END | STREAM_PKT_POSTCOPY)
+#define NO_DATA (STREAM_PKT_ZERO | STREAM_PKT_END | STREAM_PKT_POSTCOPY | \
+		 STREAM_PKT_NOP)
+/* An idle channel says so this often, so that its receiver can tell a
+ * quiet source from a stalled connection (MIGD_STALL_TIMEOUT_MS). */
+#define NOP_INTERVAL_MS 2000
 
 struct tx_state {
 	uint64_t seq;
@@ -192,7 +206,7 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 		.data_len = (flags & NO_DATA) ? 0 : n * STREAM_PAGE,
 		.seq = t->seq,
 	};
-	uint64_t bytes;
+	uint64_t bytes, sum;
 	uint32_t i;
 	int iovn = 0, r;
 
@@ -215,6 +229,13 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 		for (i = 0; i < n; i++)
 			iov[iovn++] = (struct iovec){
 				c->ram->r[region].host + off[i], STREAM_PAGE };
+	/* Header and offsets: the data is live guest memory (it may change
+	 * between a sum and the send, which is fine for precopy but not for
+	 * a sum); --verify checks the data end to end. */
+	sum = stream_sum_start(&p);
+	if (n)
+		sum = stream_sum_add(sum, wire_off, n * 8);
+	p.sum = htole64(sum);
 	r = send_iov(c->fd, iov, iovn);
 	if (r < 0)
 		return r;
@@ -234,9 +255,14 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 	uint32_t nz = 0, nd = 0, i;
 	int r = 0;
 
-	if (b->end || b->marker)
-		return send_packet(c, t, b->end ? STREAM_PKT_END : STREAM_PKT_POSTCOPY,
-				   0, NULL, 0);
+	if (b->nop)
+		return send_packet(c, t, STREAM_PKT_NOP, 0, NULL, 0);
+	if (b->end) {
+		c->ended = true;        /* nothing after it, not even a NOP */
+		return send_packet(c, t, STREAM_PKT_END, 0, NULL, 0);
+	}
+	if (b->marker)
+		return send_packet(c, t, STREAM_PKT_POSTCOPY, 0, NULL, 0);
 	for (i = 0; i < b->npages; i++) {
 		if (page_is_zero(c->ram->r[b->region].host + b->off[i]))
 			zero[nz++] = b->off[i];
@@ -266,23 +292,38 @@ static void *chan_tx_thread(void *arg)
 {
 	struct chan_tx *c = arg;
 	struct tx_state t = { .start_ns = now_ns() };
-	struct batch *b;
+	struct batch *b, nop = { .nop = true };
+	bool idle;
 	int r, nice = 0;
 
 	for (;;) {
 		thread_nice(&nice, __atomic_load_n(&c->nice, __ATOMIC_RELAXED));
 		pthread_mutex_lock(&c->lock);
-		while (!c->len && !c->stop)
-			pthread_cond_wait(&c->cond, &c->lock);
-		if (!c->len) {
+		idle = false;
+		while (!c->len && !c->stop && !idle)
+			idle = cond_wait_ms(&c->cond, &c->lock, NOP_INTERVAL_MS) ==
+			       ETIMEDOUT && !c->ended && !c->err;
+		if (!c->len && !idle) {
 			pthread_mutex_unlock(&c->lock);
 			break;
 		}
-		b = &c->q[c->head];
+		b = c->len ? &c->q[c->head] : &nop;
 		c->busy = true;
 		pthread_mutex_unlock(&c->lock);
 
 		r = send_batch(c, &t, b);
+		if (b == &nop) {
+			pthread_mutex_lock(&c->lock);
+			c->busy = false;
+			if (r < 0 && !c->err) {
+				c->err = r;
+				worker_fail(c->w, r, "ram channel %u: send: %s",
+					    c->index, strerror(-r));
+			}
+			pthread_cond_broadcast(&c->cond);
+			pthread_mutex_unlock(&c->lock);
+			continue;
+		}
 
 		pthread_mutex_lock(&c->lock);
 		c->head = (c->head + 1) % CHAN_QUEUE;
@@ -611,7 +652,9 @@ static int read_iov(int fd, struct iovec *iov, int n)
 
 	while (n > 0) {
 		s = readv(fd, iov, n);
-		if (s < 0 && (errno == EINTR || errno == EAGAIN))
+		if (s < 0 && errno == EAGAIN)
+			return -ETIMEDOUT;      /* SO_RCVTIMEO: a stall */
+		if (s < 0 && errno == EINTR)
 			continue;
 		if (s < 0)
 			return -errno;
@@ -622,23 +665,66 @@ static int read_iov(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
+static int rx_fail(struct chan_rx *c, int r)
+{
+	return worker_fail(c->w, r, "ram channel %u: %s", c->index,
+			   r == -EPIPE || r == -EBADMSG ?
+			   "the source closed the connection mid-stream" :
+			   r == -ETIMEDOUT ? "nothing received for 20 s: the "
+			   "connection stalled (timed out)" : strerror(-r));
+}
+
 static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 {
 	struct iovec iov[STREAM_MAX_BATCH];
-	uint64_t off[STREAM_MAX_BATCH];
+	uint64_t off[STREAM_MAX_BATCH], sum;
+	uint8_t *dst[STREAM_MAX_BATCH];
 	struct stream_pkt p;
 	const char *why;
+	bool fresh;
 	uint32_t i;
 	int r;
 
 	r = stream_read_full(c->fd, &p, sizeof(p), 0);
 	if (r < 0)
-		return worker_fail(c->w, r, "ram channel %u: %s", c->index,
-				   r == -EPIPE || r == -EBADMSG ?
-				   "the source closed the connection mid-stream" :
-				   strerror(-r));
+		return rx_fail(c, r);
+	sum = stream_sum_start(&p);     /* the header as it came */
 	if (stream_pkt_check(&p, &c->layout, seq, &why) < 0)
 		return worker_fail(c->w, EPROTO, "ram channel %u: %s", c->index, why);
+	r = stream_read_full(c->fd, off, p.npages * 8, 0);
+	if (r < 0)
+		return rx_fail(c, r);
+	sum = p.npages ? stream_sum_add(sum, off, p.npages * 8) : sum;
+	if (sum != p.sum)
+		return worker_fail(c->w, EPROTO, "ram channel %u: packet %llu is "
+				   "damaged (the checksum of its header and offsets "
+				   "differs)", c->index, (unsigned long long)seq);
+	for (i = 0; i < p.npages; i++)
+		if (stream_offset_check(&off[i], &c->layout, p.region) < 0)
+			return worker_fail(c->w, EPROTO,
+					   "ram channel %u: page offset 0x%llx outside "
+					   "region %u", c->index,
+					   (unsigned long long)off[i], p.region);
+	/* Where data lands: the pages, or the staging buffer (first-time
+	 * pages; in postcopy always, for pages appear only whole, via the
+	 * uffd).  Staged data is checked before it goes anywhere. */
+	fresh = c->postcopy || !all_received(c, p.region, off, p.npages);
+	for (i = 0; i < p.npages; i++)
+		dst[i] = fresh ? c->stage + (size_t)i * STREAM_PAGE :
+			 c->ram->r[p.region].host + off[i];
+	if (p.flags & STREAM_PKT_ZSTD) {
+		r = stream_read_full(c->fd, c->zbuf, p.data_len, 0);
+		if (r < 0)
+			return rx_fail(c, r);
+	} else if (p.data_len) {
+		for (i = 0; i < p.npages; i++)
+			iov[i] = (struct iovec){ dst[i], STREAM_PAGE };
+		r = read_iov(c->fd, iov, p.npages);
+		if (r < 0)
+			return rx_fail(c, r);
+	}
+	if (p.flags & STREAM_PKT_NOP)
+		return 0;
 	if (p.flags & STREAM_PKT_POSTCOPY)
 		return rx_marker(c);
 	if (p.flags & STREAM_PKT_END) {
@@ -651,51 +737,27 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 		}
 		return 0;
 	}
-	r = stream_read_full(c->fd, off, p.npages * 8, 0);
-	for (i = 0; r == 0 && i < p.npages; i++)
-		if (stream_offset_check(&off[i], &c->layout, p.region) < 0)
-			return worker_fail(c->w, EPROTO,
-					   "ram channel %u: page offset 0x%llx outside "
-					   "region %u", c->index,
-					   (unsigned long long)off[i], p.region);
-	if (r == 0 && (p.flags & STREAM_PKT_ZERO)) {
+	if (p.flags & STREAM_PKT_ZERO) {
 		r = c->postcopy ? place_pages(c, p.region, off, p.npages, true) :
 		    punch_zero(c, p.region, off, p.npages);
-	} else if (r == 0) {
-		/* Where the data lands: the pages, or the staging buffer (in
-		 * postcopy always: pages appear only whole, via the uffd). */
-		bool fresh = c->postcopy || !all_received(c, p.region, off, p.npages);
-		uint8_t *dst[STREAM_MAX_BATCH];
-
-		for (i = 0; i < p.npages; i++)
-			dst[i] = fresh ? c->stage + (size_t)i * STREAM_PAGE :
-				 c->ram->r[p.region].host + off[i];
-		if (p.flags & STREAM_PKT_ZSTD) {
-			r = stream_read_full(c->fd, c->zbuf, p.data_len, 0);
-			if (r == 0 && unpack_zstd(c, dst, p.npages, p.data_len) < 0)
-				return worker_fail(c->w, EPROTO, "ram channel %u: a "
-						   "compressed packet does not decode "
-						   "to its %u pages", c->index,
-						   p.npages);
-			if (r == 0)
-				worker_count_zstd(c->w, c->index, p.npages,
-						  (uint64_t)p.npages * STREAM_PAGE);
-		} else {
-			for (i = 0; i < p.npages; i++)
-				iov[i] = (struct iovec){ dst[i], STREAM_PAGE };
-			r = read_iov(c->fd, iov, p.npages);
-		}
-		if (r == 0 && c->postcopy)
+	} else {
+		if ((p.flags & STREAM_PKT_ZSTD) &&
+		    unpack_zstd(c, dst, p.npages, p.data_len) < 0)
+			return worker_fail(c->w, EPROTO, "ram channel %u: a "
+					   "compressed packet does not decode "
+					   "to its %u pages", c->index, p.npages);
+		if (p.flags & STREAM_PKT_ZSTD)
+			worker_count_zstd(c->w, c->index, p.npages,
+					  (uint64_t)p.npages * STREAM_PAGE);
+		if (c->postcopy)
 			r = place_pages(c, p.region, off, p.npages, false);
-		else if (r == 0 && fresh)
+		else if (fresh)
 			r = write_staged(c, p.region, off, p.npages);
 	}
-	if (r == 0)
-		mark_received(c, p.region, off, p.npages);
 	if (r < 0)
 		return worker_fail(c->w, r, "ram channel %u: %s", c->index,
-				   r == -EBADMSG ? "the source closed the connection "
-				   "mid-packet" : strerror(-r));
+				   strerror(-r));
+	mark_received(c, p.region, off, p.npages);
 	worker_count(c->w, c->index, sizeof(p) + p.npages * 8 + p.data_len,
 		     p.npages, (p.flags & STREAM_PKT_ZERO) ? p.npages : 0);
 	c->pages_total += p.npages;
@@ -720,7 +782,7 @@ static void *chan_rx_thread(void *arg)
 		r = recv_packet(c, seq++, &ended);
 	}
 	c->err = r;
-	c->ended = ended;
+	__atomic_store_n(&c->ended, ended, __ATOMIC_RELEASE);
 	ZSTD_freeDCtx(c->zctx);
 	c->zctx = NULL;
 	free(c->zbuf);

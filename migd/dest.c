@@ -284,13 +284,29 @@ static int dest_accept(struct dest *d)
 static int dest_wait_main(struct dest *d)
 {
 	struct pollfd pfd = { .fd = d->main_fd, .events = POLLIN };
+	uint64_t limit = 0;
+	unsigned int i, ended;
+	char why[256];
 	int r;
 
 	for (;;) {
 		if (worker_cancelled())
 			return -ECANCELED;
-		if (worker_failed(d->w))
-			return -EIO;
+		if (worker_failed(d->w)) {
+			/* Tell the source why (a ram channel failed here). */
+			pthread_mutex_lock(&d->w->lock);
+			str_copy(why, d->w->error, sizeof(why));
+			pthread_mutex_unlock(&d->w->lock);
+			return dest_refuse(d, EIO, "%s", why);
+		}
+		/* Once every channel ended, the device state follows at once. */
+		for (i = 0, ended = 0; i < d->nchan; i++)
+			ended += __atomic_load_n(&d->chan[i].ended, __ATOMIC_ACQUIRE);
+		if (ended == d->nchan && !limit)
+			limit = deadline_ms(MIGD_IO_TIMEOUT_MS);
+		if (limit && now_ns() > limit)
+			return dest_refuse(d, ETIMEDOUT, "every ram channel ended, but "
+					   "no device state came (timed out)");
 		r = poll_until(&pfd, 1, deadline_ms(200));
 		if (r > 0)
 			return 0;
@@ -520,19 +536,12 @@ static int dest_needed_more(struct dest *d, const ProtobufCBinaryData *more)
 static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 {
 	uint64_t limit = deadline_ms(MIGD_IO_TIMEOUT_MS);
-	struct timespec ts;
 	unsigned int i;
 	int r = 0;
 
 	pthread_mutex_lock(&d->pc.lock);
 	while (d->pc.markers < d->nchan && r == 0) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&d->pc.cond, &d->pc.lock, &ts);
+		cond_wait_ms(&d->pc.cond, &d->pc.lock, 100);
 		if (worker_failed(d->w) || worker_cancelled())
 			r = -EIO;
 		else if (now_ns() > limit)

@@ -35,6 +35,8 @@
 #define MIGD_DEFAULT_CHANNELS 4
 #define MIGD_DEFAULT_DOWNTIME_MS 300
 #define MIGD_IO_TIMEOUT_MS 10000        /* a peer silent this long has failed */
+#define MIGD_STALL_TIMEOUT_MS 20000     /* a connection that moves no bytes this
+					 * long (sent or acknowledged) has failed */
 #define MIGD_HELLO_TIMEOUT_MS 5000      /* a new connection must say hello by then */
 #define MIGD_STATUS_INTERVAL_MS 200     /* worker status reports while busy */
 #define MIGD_HISTORY 64                 /* finished jobs kept for status/list */
@@ -321,6 +323,7 @@ struct batch {
 	uint16_t region;
 	bool end;                       /* send the channel's end packet */
 	bool marker;                    /* send the postcopy marker packet */
+	bool nop;                       /* (the thread's own) keepalive */
 	uint32_t npages;
 	uint64_t off[STREAM_MAX_BATCH]; /* byte offsets in the region */
 };
@@ -346,6 +349,7 @@ struct chan_tx {
 	bool busy;                      /* a batch is being sent */
 	bool stop;
 	int err;                        /* first error; the channel is dead */
+	bool ended;                     /* its end packet went (own thread) */
 	uint64_t pages_total;           /* pages carried, for the device state */
 	int nice;                       /* (A) for the thread: the postcopy push
 					 * yields to the page link */

@@ -13,6 +13,7 @@
 
 #define PARAM_MAX_DOWNTIME_MS 600000
 #define PARAM_MAX_TIMEOUT_S (7 * 24 * 3600)
+#define PARAM_MIN_CHANNEL_BPS (64u << 10)
 
 void params_defaults(struct mig_params *p)
 {
@@ -99,6 +100,14 @@ int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 	if (p->postcopy)
 		n.postcopy = p->postcopy == TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO ?
 			     POSTCOPY_POLICY_AUTO : POSTCOPY_POLICY_MANUAL;
+	/* A channel slower than this could go MIGD_STALL_TIMEOUT_MS without a
+	 * byte while it paces one full packet: it would look stalled. */
+	if (n.max_bandwidth && n.max_bandwidth / n.channels < PARAM_MIN_CHANNEL_BPS) {
+		snprintf(err, len, "max bandwidth %llu bytes/s for %u channels: at "
+			 "least %u bytes/s a channel", (unsigned long long)n.max_bandwidth,
+			 n.channels, PARAM_MIN_CHANNEL_BPS);
+		return -ERANGE;
+	}
 	if (n.throttle_initial > n.throttle_max) {
 		snprintf(err, len, "initial throttle %u%% is above the maximum %u%%",
 			 n.throttle_initial, n.throttle_max);

@@ -380,18 +380,10 @@ enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
 				size_t len)
 {
 	enum worker_cmd cmd;
-	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
 	pthread_mutex_lock(&w->lock);
 	if (w->cmd == WORKER_CMD_NONE && !worker_cancelled())
-		pthread_cond_timedwait(&w->cmd_cond, &w->lock, &ts);
+		cond_wait_ms(&w->cmd_cond, &w->lock, ms);
 	cmd = w->cmd;
 	snprintf(arg, len, "%s", w->cmd_arg);
 	w->cmd = WORKER_CMD_NONE;

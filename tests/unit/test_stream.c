@@ -48,7 +48,7 @@ static void test_hello_refusals(void **state)
 	assert_string_equal(why, "not a tern migration stream");
 
 	stream_hello_init(&h, STREAM_ROLE_MAIN, 0, id, token);
-	h.version = htole32(2);
+	h.version = htole32(STREAM_VERSION + 1);
 	assert_int_equal(stream_hello_check(&h, token, &why), -EPROTO);
 
 	memcpy(other, token, sizeof(other));
@@ -64,10 +64,46 @@ static void test_hello_refusals(void **state)
 static struct stream_pkt pkt(uint16_t flags, uint16_t region, uint32_t n,
 			     uint32_t len, uint64_t seq)
 {
-	struct stream_pkt p = { STREAM_PKT_MAGIC, flags, region, n, len, seq };
+	struct stream_pkt p = { STREAM_PKT_MAGIC, flags, region, n, len, seq, 0 };
 
 	stream_pkt_to_wire(&p);
 	return p;
+}
+
+/* The packet sum: the same bytes give the same sum, any flipped bit or
+ * a swap of two pieces another; the header's own sum field is left out. */
+static void test_packet_sum(void **state)
+{
+	struct stream_pkt p = pkt(0, 0, 2, 2 * STREAM_PAGE, 3);
+	static uint8_t page[2][STREAM_PAGE];
+	uint64_t off[2] = { 0, STREAM_PAGE }, s1, s2;
+	unsigned int bit;
+
+	memset(page[0], 0xa5, STREAM_PAGE);
+	s1 = stream_sum_add(stream_sum_add(stream_sum_add(stream_sum_start(&p),
+			    off, sizeof(off)), page[0], STREAM_PAGE), page[1],
+			    STREAM_PAGE);
+	p.sum = 12345;
+	s2 = stream_sum_add(stream_sum_add(stream_sum_add(stream_sum_start(&p),
+			    off, sizeof(off)), page[0], STREAM_PAGE), page[1],
+			    STREAM_PAGE);
+	assert_true(s1 == s2);
+	s2 = stream_sum_add(stream_sum_add(stream_sum_add(stream_sum_start(&p),
+			    off, sizeof(off)), page[1], STREAM_PAGE), page[0],
+			    STREAM_PAGE);
+	assert_true(s1 != s2);
+	for (bit = 0; bit < 8 * STREAM_PAGE; bit += 997) {
+		page[1][bit / 8] ^= 1 << (bit % 8);
+		s2 = stream_sum_add(stream_sum_add(stream_sum_add(
+				stream_sum_start(&p), off, sizeof(off)), page[0],
+				STREAM_PAGE), page[1], STREAM_PAGE);
+		assert_true(s1 != s2);
+		page[1][bit / 8] ^= 1 << (bit % 8);
+	}
+	p.seq ^= 1;
+	assert_true(stream_sum_start(&p) != stream_sum_start(&(struct stream_pkt){
+		.magic = p.magic, .flags = p.flags, .npages = p.npages,
+		.data_len = p.data_len, .seq = p.seq ^ 1 }));
 }
 
 static void test_packet_checks(void **state)
@@ -92,11 +128,16 @@ static void test_packet_checks(void **state)
 	assert_int_equal(stream_pkt_check(&p, &layout, 0, &why), -EPROTO);
 	assert_string_equal(why, "bad packet magic");
 	REFUSED(pkt(1 << 7, 0, 1, STREAM_PAGE, 0), 0, "unknown packet flags");
-	REFUSED(pkt(1 << 4, 0, 1, STREAM_PAGE, 0), 0, "unknown packet flags");
+	REFUSED(pkt(1 << 5, 0, 1, STREAM_PAGE, 0), 0, "unknown packet flags");
 	REFUSED(pkt(STREAM_PKT_POSTCOPY, 0, 1, STREAM_PAGE, 0), 0,
 		"marker packet with pages");
 	REFUSED(pkt(STREAM_PKT_POSTCOPY | STREAM_PKT_END, 0, 0, 0, 0), 0,
-		"end and postcopy marker in one packet");
+		"two markers in one packet");
+	REFUSED(pkt(STREAM_PKT_NOP | STREAM_PKT_ZERO, 0, 0, 0, 0), 0,
+		"two markers in one packet");
+	REFUSED(pkt(STREAM_PKT_NOP, 0, 1, 0, 0), 0, "marker packet with pages");
+	p = pkt(STREAM_PKT_NOP, 0, 0, 0, 0);
+	assert_int_equal(stream_pkt_check(&p, &layout, 0, &why), 0);
 	p = pkt(STREAM_PKT_POSTCOPY, 0, 0, 0, 0);
 	assert_int_equal(stream_pkt_check(&p, &layout, 0, &why), 0);
 	REFUSED(pkt(0, 0, 1, STREAM_PAGE, 4), 3, "packet out of sequence");
@@ -217,6 +258,7 @@ int main(void)
 		cmocka_unit_test(test_hello_round_trip),
 		cmocka_unit_test(test_hello_refusals),
 		cmocka_unit_test(test_packet_checks),
+		cmocka_unit_test(test_packet_sum),
 		cmocka_unit_test(test_offsets),
 		cmocka_unit_test(test_tokens_and_hex),
 		cmocka_unit_test(test_messages_over_a_socket),
