@@ -6,10 +6,15 @@ set -u
 BIN=${TERN_BUILD:-$PWD/build}/bin
 TESTS=${TERN_BUILD:-$PWD/build}/tests
 RUNDIR=$(mktemp -d /tmp/tern-test.XXXXXX)
+TEST_DIR=$RUNDIR        # RUNDIR may be another host's for a while (on_host)
 PIDS=()
+NETNS=()                # network namespaces this test made
+# start_vmm, start_migd, start_faultd and start_proxy run their program
+# under this prefix: empty here, "ip netns exec NS" on another host (on_host).
+HOST_EXEC=()
 
 cleanup() {
-	local p
+	local p ns
 	for p in "${PIDS[@]}"; do
 		kill -TERM "$p" 2>/dev/null
 	done
@@ -17,17 +22,21 @@ cleanup() {
 		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$p" 2>/dev/null
 	done
+	# Only once nothing of ours runs in them.
+	for ns in "${NETNS[@]}"; do
+		ip netns del "$ns" 2>/dev/null || echo "could not delete netns $ns"
+	done
 	# With SANITIZE=1 the programs report to their logs: any report fails
 	# the test, however it ended.
 	if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
-		"$RUNDIR"/*.log >/dev/null 2>&1; then
+		"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log >/dev/null 2>&1; then
 		grep -h -A 20 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
-			"$RUNDIR"/*.log | head -n 60
+			"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log 2>/dev/null | head -n 60
 		echo "FAIL: a sanitizer reported an error"
-		rm -rf "$RUNDIR"
+		rm -rf "$TEST_DIR"
 		exit 1
 	fi
-	rm -rf "$RUNDIR"
+	rm -rf "$TEST_DIR"
 }
 trap cleanup EXIT
 
@@ -58,7 +67,7 @@ wait_until() {
 start_vmm() {
 	local name=$1 pid
 	shift
-	"$BIN/vmm" --name "$name" --rundir "$RUNDIR" \
+	"${HOST_EXEC[@]}" "$BIN/vmm" --name "$name" --rundir "$RUNDIR" \
 		--serial "$RUNDIR/$name.serial" "$@" >"$RUNDIR/$name.log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
@@ -121,7 +130,7 @@ jget() {
 
 # start_migd [ENV=VALUE...]: one migd serving both ends in RUNDIR.
 start_migd() {
-	env "$@" "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
+	"${HOST_EXEC[@]}" env "$@" "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
 	MIGD_PID=$!
 	PIDS+=("$MIGD_PID")
 	wait_until 20 migctl list || { cat "$RUNDIR/migd.log"; fail "migd did not come up"; }
@@ -167,9 +176,112 @@ need_uffd() {
 
 # start_faultd: faultd for RUNDIR, its log in RUNDIR/faultd.log.
 start_faultd() {
-	"$BIN/faultd" --rundir "$RUNDIR" >"$RUNDIR/faultd.log" 2>&1 &
+	"${HOST_EXEC[@]}" "$BIN/faultd" --rundir "$RUNDIR" >"$RUNDIR/faultd.log" 2>&1 &
 	FAULTD_PID=$!
 	PIDS+=("$FAULTD_PID")
 	wait_until 20 test -S "$RUNDIR/faultd.sock" ||
 		{ cat "$RUNDIR/faultd.log"; fail "faultd did not come up"; }
 }
+
+# ---- fault injection: the proxy ---------------------------------------------
+
+# start_proxy NAME TARGET [LISTEN]: an itest_faultproxy (faultproxy.c) that
+# forwards LISTEN (default 127.0.0.1:0, any port) to TARGET ([tcp:]IP:PORT);
+# sets PROXY_PORT and PROXY_CTL (its control socket) and PROXY_PID (killed
+# at exit); its log is RUNDIR/NAME.log.
+start_proxy() {
+	local name=$1 target=$2 listen=${3:-127.0.0.1:0}
+	rm -f "$RUNDIR/$name.port"
+	"${HOST_EXEC[@]}" "$TESTS/itest_faultproxy" --listen "$listen" \
+		--target "$target" --control "$RUNDIR/$name.ctl" \
+		--port-file "$RUNDIR/$name.port" >/dev/null 2>"$RUNDIR/$name.log" &
+	PROXY_PID=$!
+	PIDS+=("$PROXY_PID")
+	wait_until 10 test -s "$RUNDIR/$name.port" ||
+		{ cat "$RUNDIR/$name.log"; fail "proxy $name did not come up"; }
+	PROXY_PORT=$(cat "$RUNDIR/$name.port")
+	PROXY_CTL=$RUNDIR/$name.ctl
+}
+
+# proxy_cmd WORDS...: one command to the proxy at PROXY_CTL (list, stall,
+# resume, cut, corrupt, cutafter, quit); prints its one-line answer and
+# fails unless it begins with "ok".
+proxy_cmd() { "$TESTS/itest_faultproxy" --send "$PROXY_CTL" "$@"; }
+
+# proxy_bytes N DIR: bytes connection N forwarded up or down so far.
+proxy_bytes() {
+	proxy_cmd list | tr ' ' '\n' | sed -n "s/^$1:[a-z]*:up=\([0-9]*\):down=\([0-9]*\)$/\1 \2/p" |
+		{ read -r up down; [ "$2" = up ] && echo "${up:-0}" || echo "${down:-0}"; }
+}
+proxy_bytes_above() { [ "$(proxy_bytes "$1" "$2")" -gt "$3" ]; }
+
+# ---- network namespaces: two "hosts" on one machine -------------------------
+
+# have_netns: can this test make network namespaces joined by veth?  If
+# not, false with the reason in NETNS_WHY.
+have_netns() {
+	local probe=tern-probe-$$ err
+	NETNS_WHY=
+	command -v ip >/dev/null || { NETNS_WHY="ip (iproute2) is not installed"; return 1; }
+	err=$(ip netns add "$probe" 2>&1) ||
+		{ NETNS_WHY="cannot make a network namespace: $err"; return 1; }
+	err=$(ip -n "$probe" link add tp0 type veth peer name tp1 2>&1) ||
+		NETNS_WHY="cannot make a veth pair: $err"
+	ip netns del "$probe" 2>/dev/null
+	[ -z "$NETNS_WHY" ]
+}
+need_netns() { have_netns || skip "$NETNS_WHY"; }
+
+# netns_hosts: two network namespaces ("hosts") joined by a veth pair
+# (veth0 in each), lo up in both, addresses 10.250.X.Y/30 (X from the
+# test's PID, Y from the pair's number); each gets its own run directory
+# RUNDIR/NS (see on_host).  Sets HOST_A, HOST_B (the namespaces' names,
+# unique to this run) and IP_A, IP_B.  Deleted at exit, after the PIDs
+# are killed.
+netns_hosts() {
+	local n=$(( ${#NETNS[@]} / 2 )) err ns
+	HOST_A=tern$$-$n-a
+	HOST_B=tern$$-$n-b
+	IP_A=10.250.$(( $$ % 256 )).$(( n % 64 * 4 + 1 ))
+	IP_B=10.250.$(( $$ % 256 )).$(( n % 64 * 4 + 2 ))
+	for ns in "$HOST_A" "$HOST_B"; do
+		err=$(ip netns add "$ns" 2>&1) || fail "ip netns add $ns: $err"
+		NETNS+=("$ns")
+		ip -n "$ns" link set lo up || fail "$ns: lo"
+		mkdir -p "$TEST_DIR/$ns"
+	done
+	err=$(ip link add veth0 netns "$HOST_A" type veth peer name veth0 \
+		netns "$HOST_B" 2>&1) || fail "veth $HOST_A - $HOST_B: $err"
+	ip -n "$HOST_A" addr add "$IP_A/30" dev veth0 &&
+		ip -n "$HOST_B" addr add "$IP_B/30" dev veth0 &&
+		ip -n "$HOST_A" link set veth0 up &&
+		ip -n "$HOST_B" link set veth0 up || fail "veth addresses"
+	if command -v ping >/dev/null; then
+		wait_until 10 ip netns exec "$HOST_A" ping -c 1 -W 1 "$IP_B" ||
+			fail "$HOST_A cannot reach $IP_B over the veth"
+	fi
+}
+
+# in_netns NS CMD...: run a program inside network namespace NS.
+in_netns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# on_host NS CMD...: CMD (a program or a helper of this file) as on host
+# NS: RUNDIR is RUNDIR/NS, and the programs that start_* start run in
+# NS's network namespace.  Control sockets are unix sockets in the run
+# directory, so vmmctl and migctl reach them from anywhere.  Variables CMD
+# sets (TOKEN, ADDR, MIGD_PID...) stay set.
+on_host() {
+	local ns=$1 rundir=$RUNDIR rc
+	local -a pre=("${HOST_EXEC[@]}")
+	shift
+	RUNDIR=$TEST_DIR/$ns
+	HOST_EXEC=(ip netns exec "$ns")
+	"$@"
+	rc=$?
+	RUNDIR=$rundir
+	HOST_EXEC=("${pre[@]}")
+	return $rc
+}
+
+# veth_bytes NS: bytes NS sent on its veth0 so far.
+veth_bytes() { ip -n "$1" -s -j link show veth0 | grep -o '"tx":{"bytes":[0-9]*' | grep -o '[0-9]*$'; }
