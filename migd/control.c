@@ -209,6 +209,18 @@ static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)
 	return reply_job(call, j);
 }
 
+/* The end of a method that acted on a running job: why it could not,
+ * or the job now (or at its end, with wait). */
+static int job_acted(struct rpc_call *call, struct job *j, int r, bool wait)
+{
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot reach worker %d: %s",
+				       (int)j->pid, strerror(-r));
+	if (wait)
+		return job_add_waiter(j, call);
+	return reply_job(call, j);
+}
+
 /* The VM's job for Status and Cancel, or an error that says why not. */
 static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
 		     struct job **ret)
@@ -255,12 +267,7 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "the source, so cancelling would lose it; wait "
 				       "for the job to complete", q->vm);
 	r = job_cancel(j);
-	if (r < 0)
-		return rpc_call_errorf(call, -r, "cannot signal worker %d: %s",
-				       (int)j->pid, strerror(-r));
-	if (q->wait)
-		return job_add_waiter(j, call);
-	return reply_job(call, j);
+	return job_acted(call, j, r, q->wait);
 }
 
 /* Switch a source job from precopy to postcopy now. */
@@ -283,12 +290,7 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "precopy can switch to postcopy", q->vm,
 				       job_state_name(j->state));
 	r = job_request_postcopy(j);
-	if (r < 0)
-		return rpc_call_errorf(call, -r, "cannot signal worker %d: %s",
-				       (int)j->pid, strerror(-r));
-	if (q->wait)
-		return job_add_waiter(j, call);
-	return reply_job(call, j);
+	return job_acted(call, j, r, q->wait);
 }
 
 /* A postcopy job back from postcopy-paused (each side is told apart). */
@@ -315,14 +317,10 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL, "'%.200s' is not a tcp: or "
 				       "unix: address to listen on", q->listen);
 	r = job_command(j, "recover", &q->base);
-	if (r < 0)
-		return rpc_call_errorf(call, -r, "cannot reach worker %d: %s",
-				       (int)j->pid, strerror(-r));
-	log_info("%s: recovering%s%s", q->vm, q->uri[0] || q->listen[0] ? " via " : "",
+	if (r == 0)
+		log_info("%s: recovering%s%s", q->vm, q->uri[0] || q->listen[0] ? " via " : "",
 		 j->spec.role == JOB_ROLE_SOURCE ? q->uri : q->listen);
-	if (q->wait)
-		return job_add_waiter(j, call);
-	return reply_job(call, j);
+	return job_acted(call, j, r, q->wait);
 }
 
 static int method_pause(struct rpc_call *call, const ProtobufCMessage *arg)
@@ -338,12 +336,7 @@ static int method_pause(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "postcopy-active can be paused", q->vm,
 				       job_state_name(j->state));
 	r = job_command(j, "pause", NULL);
-	if (r < 0)
-		return rpc_call_errorf(call, -r, "cannot reach worker %d: %s",
-				       (int)j->pid, strerror(-r));
-	if (q->wait)
-		return job_add_waiter(j, call);
-	return reply_job(call, j);
+	return job_acted(call, j, r, q->wait);
 }
 
 static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)

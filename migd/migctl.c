@@ -510,45 +510,49 @@ static int cmd_status(struct rpc_client *cl, struct cmd_args *a)
 	return code;
 }
 
-static int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
+/*
+ * A method on one job that answers its JobStatus: with wait, the job's
+ * end (success when it reaches want); else a line saying what is being
+ * done (doing, or the job's state when NULL), or the JSON.
+ */
+static int job_call(struct rpc_client *cl, const char *method,
+		    const ProtobufCMessage *arg, bool wait,
+		    Tern__Migd__JobState want, const char *doing)
 {
-	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
 	Tern__Migd__JobStatus *js = NULL;
 	int code = CLI_OK;
 
-	q.vm = (char *)a->vm;
-	q.wait = a->wait;
-	if (call(cl, "Cancel", &q.base, (ProtobufCMessage **)&js, a->wait) < 0)
+	if (call(cl, method, arg, (ProtobufCMessage **)&js, wait) < 0)
 		return CLI_FAILED;
-	if (a->wait)
-		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_CANCELLED);
+	if (wait)
+		code = job_outcome(js, true, want);
 	else if (opts.json)
 		json_print(&js->base);
 	else
-		printf("%s: %s (job %s)\n", js->vm, state_name(js->state),
+		printf("%s: %s (job %s)\n", js->vm, doing ? doing : state_name(js->state),
 		       js->id[0] ? js->id : "without an id yet");
 	protobuf_c_message_free_unpacked(&js->base, NULL);
 	return code;
 }
 
-static int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
+static int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
-	Tern__Migd__JobStatus *js = NULL;
-	int code = CLI_OK;
 
 	q.vm = (char *)a->vm;
 	q.wait = a->wait;
-	if (call(cl, "Postcopy", &q.base, (ProtobufCMessage **)&js, a->wait) < 0)
-		return CLI_FAILED;
-	if (a->wait)
-		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
-	else if (opts.json)
-		json_print(&js->base);
-	else
-		printf("%s: switching to postcopy (job %s)\n", js->vm, js->id);
-	protobuf_c_message_free_unpacked(&js->base, NULL);
-	return code;
+	return job_call(cl, "Cancel", &q.base, a->wait,
+			TERN__MIGD__JOB_STATE__JOB_CANCELLED, NULL);
+}
+
+static int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
+
+	q.vm = (char *)a->vm;
+	q.wait = a->wait;
+	return job_call(cl, "Postcopy", &q.base, a->wait,
+			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "switching to postcopy");
 }
 
 /* Recover a postcopy-paused job: the source names the destination's
@@ -556,39 +560,22 @@ static int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 static int cmd_recover(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__RecoverRequest q = TERN__MIGD__RECOVER_REQUEST__INIT;
-	Tern__Migd__JobStatus *js = NULL;
-	int code = CLI_OK;
 
 	q.vm = (char *)a->vm;
 	q.uri = (char *)(a->uri ? a->uri : "");
 	q.listen = (char *)(a->listen ? a->listen : "");
 	q.wait = a->wait;
-	if (call(cl, "Recover", &q.base, (ProtobufCMessage **)&js, a->wait) < 0)
-		return CLI_FAILED;
-	if (a->wait)
-		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
-	else if (opts.json)
-		json_print(&js->base);
-	else
-		printf("%s: recovering (job %s)\n", js->vm, js->id);
-	protobuf_c_message_free_unpacked(&js->base, NULL);
-	return code;
+	return job_call(cl, "Recover", &q.base, a->wait,
+			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "recovering");
 }
 
 static int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
-	Tern__Migd__JobStatus *js = NULL;
 
 	q.vm = (char *)a->vm;
-	if (call(cl, "Pause", &q.base, (ProtobufCMessage **)&js, false) < 0)
-		return CLI_FAILED;
-	if (opts.json)
-		json_print(&js->base);
-	else
-		printf("%s: pausing postcopy (job %s)\n", js->vm, js->id);
-	protobuf_c_message_free_unpacked(&js->base, NULL);
-	return CLI_OK;
+	return job_call(cl, "Pause", &q.base, false,
+			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "pausing postcopy");
 }
 
 static int cmd_list(struct rpc_client *cl, struct cmd_args *a)

@@ -609,28 +609,37 @@ static int source_expect(struct source *s, int body, const char *what,
 	return r;
 }
 
-static int source_send_device(struct source *s)
+/* The stopped VM's complete state, encoded (free out->data). */
+static int source_save_state(struct source *s, ProtobufCBinaryData *out)
 {
-	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
-	Tern__Stream__DeviceState d = TERN__STREAM__DEVICE_STATE__INIT;
 	Tern__Vmm__VmState *st = NULL;
-	uint64_t counts[STREAM_MAX_CHANNELS];
-	unsigned int i;
-	size_t len;
 	int r;
 
 	r = vmm_link_call(&s->vmm, "SaveState", NULL, NULL, 0,
 			  (ProtobufCMessage **)&st, NULL, s->err, sizeof(s->err));
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
-	len = tern__vmm__vm_state__get_packed_size(st);
-	d.vm_state.data = malloc(len ? len : 1);
-	if (!d.vm_state.data) {
-		protobuf_c_message_free_unpacked(&st->base, NULL);
-		return -ENOMEM;
-	}
-	d.vm_state.len = tern__vmm__vm_state__pack(st, d.vm_state.data);
+	out->len = tern__vmm__vm_state__get_packed_size(st);
+	out->data = malloc(out->len ? out->len : 1);
+	if (out->data)
+		tern__vmm__vm_state__pack(st, out->data);
 	protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (!out->data)
+		return worker_fail(s->w, ENOMEM, "no memory for the device state");
+	return 0;
+}
+
+static int source_send_device(struct source *s)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__DeviceState d = TERN__STREAM__DEVICE_STATE__INIT;
+	uint64_t counts[STREAM_MAX_CHANNELS];
+	unsigned int i;
+	int r;
+
+	r = source_save_state(s, &d.vm_state);
+	if (r < 0)
+		return r;
 	for (i = 0; i < s->nchan; i++)
 		counts[i] = s->chan[i].pages_total;
 	d.n_channel_pages = s->nchan;
@@ -778,20 +787,11 @@ static int source_send_postcopy(struct source *s)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__Postcopy pc = TERN__STREAM__POSTCOPY__INIT;
-	Tern__Vmm__VmState *st = NULL;
 	int r;
 
-	r = vmm_link_call(&s->vmm, "SaveState", NULL, NULL, 0,
-			  (ProtobufCMessage **)&st, NULL, s->err, sizeof(s->err));
+	r = source_save_state(s, &pc.vm_state);
 	if (r < 0)
-		return worker_fail(s->w, r, "%s", s->err);
-	pc.vm_state.len = tern__vmm__vm_state__get_packed_size(st);
-	pc.vm_state.data = malloc(pc.vm_state.len ? pc.vm_state.len : 1);
-	if (pc.vm_state.data)
-		tern__vmm__vm_state__pack(st, pc.vm_state.data);
-	protobuf_c_message_free_unpacked(&st->base, NULL);
-	if (!pc.vm_state.data)
-		return worker_fail(s->w, ENOMEM, "no memory for the device state");
+		return r;
 	pc.needed.data = (uint8_t *)s->dirty;
 	pc.needed.len = BITMAP_BYTES(s->ram.pages);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY;

@@ -147,6 +147,18 @@ incoming() {
 }
 
 job_get() { migctl --json status "$1" | jget "$2"; }
+
+# postcopy_on_request SRC ARGS...: migrate SRC to $ADDR with $TOKEN (from
+# incoming) in the background with ARGS, then switch it to postcopy as
+# soon as it is active.
+postcopy_on_request() {
+	local src=$1
+	shift
+	migctl migrate "$src" "$ADDR" --token "$TOKEN" "$@" --detach >/dev/null ||
+		fail "migrate $src"
+	wait_until 30 job_is "$src" active || fail "$src: $(migctl status "$src")"
+	migctl postcopy "$src" >/dev/null || fail "postcopy $src"
+}
 job_is() { [ "$(job_get "$1" state)" = "$2" ]; }
 job_final() {
 	case $(job_get "$1" state) in completed|failed|cancelled) return 0 ;; esac

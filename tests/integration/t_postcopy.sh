@@ -55,10 +55,7 @@ start_vmm f --memory 128M --test-guest fill --heartbeat 100
 wait_pass f 0 2
 start_vmm g --memory 128M --incoming
 incoming g
-migctl migrate f "$ADDR" --token "$TOKEN" --max-bandwidth 16M --channels 2 \
-	--detach >/dev/null || fail "migrate f"
-wait_until 30 job_is f active || fail "f: $(migctl status f)"
-migctl postcopy f >/dev/null || fail "postcopy f"
+postcopy_on_request f --max-bandwidth 16M --channels 2
 out=$(migctl --json status f --watch) || fail "f: $out"
 check_done f g "$out"
 [ "$(job_get g pages_on_demand)" -gt 0 ] || fail "g: nothing on demand"
@@ -70,10 +67,7 @@ start_vmm fs --memory 128M --vcpus 2 --test-guest full --guest-rate 100000 --hea
 wait_until 30 beats_at_least fs 1 2 || fail "fs: no heartbeat"
 start_vmm ft --memory 128M --vcpus 2 --incoming
 incoming ft
-migctl migrate fs "$ADDR" --token "$TOKEN" --max-bandwidth 32M --detach >/dev/null ||
-	fail "migrate fs"
-wait_until 30 job_is fs active || fail "fs: $(migctl status fs)"
-migctl postcopy fs >/dev/null || fail "postcopy fs"
+postcopy_on_request fs --max-bandwidth 32M
 out=$(migctl --json status fs --watch) || fail "fs: $out"
 check_done fs ft "$out"
 watch_guest ft 2
@@ -95,10 +89,7 @@ start_vmm p --memory 256M --test-guest dirty --heartbeat 100
 wait_pass p 0 2
 start_vmm q --memory 256M --incoming
 incoming q
-migctl migrate p "$ADDR" --token "$TOKEN" --max-bandwidth 8M --channels 1 \
-	--detach >/dev/null || fail "migrate p"
-wait_until 30 job_is p active || fail "p: $(migctl status p)"
-migctl postcopy p >/dev/null || fail "postcopy p"
+postcopy_on_request p --max-bandwidth 8M --channels 1
 wait_until 30 job_is q postcopy_active || fail "q: $(migctl status q)"
 err=$(migctl cancel p 2>&1) && fail "cancel in postcopy was accepted: $err"
 case $err in *"postcopy"*) echo "ok: $err" ;; *) fail "cancel: $err" ;; esac

@@ -44,10 +44,7 @@ recover() {
 five_cuts() {
 	local src=$1 dst=$2 i port out
 	incoming "$dst"
-	migctl migrate "$src" "$ADDR" --token "$TOKEN" --max-bandwidth 4M --channels 2 \
-		--detach >/dev/null || fail "migrate $src"
-	wait_until 30 job_is "$src" active || fail "$src: $(migctl status "$src")"
-	migctl postcopy "$src" >/dev/null || fail "postcopy $src"
+	postcopy_on_request "$src" --max-bandwidth 4M --channels 2
 	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
 	for i in 1 2 3 4 5; do
 		sleep "0.$((RANDOM % 7 + 2))"   # a random point in the postcopy
@@ -97,10 +94,7 @@ start_vmm r --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
 wait_pass r 0 2
 start_vmm s --memory 64M --incoming
 incoming s
-migctl migrate r "$ADDR" --token "$TOKEN" --max-bandwidth 4M --detach >/dev/null ||
-	fail "migrate r"
-wait_until 30 job_is r active || fail "r: $(migctl status r)"
-migctl postcopy r >/dev/null || fail "postcopy r"
+postcopy_on_request r --max-bandwidth 4M
 wait_until 30 both_active r s || fail "no postcopy: $(migctl status r)"
 err=$(migctl recover r "$ADDR" 2>&1) && fail "recover while active was accepted"
 echo "ok: $err"
