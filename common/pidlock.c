@@ -5,11 +5,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/pidlock.h"
 
 int pidlock_take(const char *path, char *holder, size_t len)
@@ -36,5 +38,23 @@ int pidlock_take(const char *path, char *holder, size_t len)
 		close(fd);
 		return ret ? ret : -EIO;
 	}
+	return fd;
+}
+
+int pidlock_take_in(const char *dir, const char *name, const char *busy)
+{
+	char path[PATH_MAX], holder[32];
+	int fd;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s.lock", dir, name) >=
+	    sizeof(path)) {
+		log_warnx("%s/%s.lock: path too long", dir, name);
+		return -ENAMETOOLONG;
+	}
+	fd = pidlock_take(path, holder, sizeof(holder));
+	if (fd == -EEXIST)
+		log_warnx("%s (pid %s)", busy, holder);
+	else if (fd < 0)
+		log_warnc(fd, "cannot create %s", path);
 	return fd;
 }

@@ -16,5 +16,11 @@
  * process holds it (its pid as text in holder, or "unknown"), or -errno.
  */
 int pidlock_take(const char *path, char *holder, size_t len);
+/*
+ * A daemon's lock, DIR/NAME.lock, saying what went wrong in the log:
+ * "BUSY (pid N)" when another process holds it, or the error and the
+ * path.  The fd or -errno, as above.
+ */
+int pidlock_take_in(const char *dir, const char *name, const char *busy);
 
 #endif

@@ -121,7 +121,8 @@ int rpc_server_bind_service(struct rpc_server *s,
 			    void *ctx, const char **ret_missing);
 void rpc_server_set_accept(struct rpc_server *s, rpc_accept_fn fn, void *ctx);
 /* An accept check: unix peers running as root or as this process's
- * effective uid (SO_PEERCRED); everyone else is refused. */
+ * effective uid (SO_PEERCRED); everyone else is refused, with a warning
+ * in the log that names them. */
 int rpc_accept_root_or_self(void *ctx, int fd);
 void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame);
 /* Peers currently connected (for tests). */

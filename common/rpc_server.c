@@ -571,8 +571,11 @@ int rpc_accept_root_or_self(void *ctx, int fd)
 	(void)ctx;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return -errno;
-	if (cred.uid != 0 && cred.uid != geteuid())
+	if (cred.uid != 0 && cred.uid != geteuid()) {
+		log_warnx("control: refused a connection from uid %u (pid %d)",
+			  (unsigned int)cred.uid, (int)cred.pid);
 		return -EPERM;
+	}
 	return 0;
 }
 

@@ -405,15 +405,6 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "List", method_list },
 };
 
-static int control_accept(void *arg, int fd)
-{
-	int r = rpc_accept_root_or_self(arg, fd);
-
-	if (r == -EPERM)
-		log_warnx("control: refused a connection from another user");
-	return r;
-}
-
 int control_start(struct faultd *d)
 {
 	struct uri u = { .kind = URI_UNIX };
@@ -451,7 +442,7 @@ int control_start(struct faultd *d)
 		log_warnc(ret, "control service");
 		return ret;
 	}
-	rpc_server_set_accept(d->server, control_accept, d);
+	rpc_server_set_accept(d->server, rpc_accept_root_or_self, d);
 	return 0;
 }
 

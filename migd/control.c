@@ -289,7 +289,9 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL, "%s is %s: only a migration in "
 				       "precopy can switch to postcopy", q->vm,
 				       job_state_name(j->state));
-	r = job_request_postcopy(j);
+	r = job_command(j, "postcopy", NULL);
+	if (r == 0)
+		log_info("%s: switching to postcopy (worker %d)", q->vm, (int)j->pid);
 	return job_acted(call, j, r, q->wait);
 }
 
@@ -421,16 +423,6 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "GetParams", method_get_params },
 };
 
-/* Root and our own uid only; say so when someone else knocks. */
-static int control_accept(void *arg, int fd)
-{
-	int r = rpc_accept_root_or_self(arg, fd);
-
-	if (r == -EPERM)
-		log_warnx("control: refused a connection from another user");
-	return r;
-}
-
 int control_start(struct migd *m)
 {
 	const ProtobufCServiceDescriptor *d = &tern__migd__migd__descriptor;
@@ -469,7 +461,7 @@ int control_start(struct migd *m)
 		log_warnc(ret, "control service");
 		return ret;
 	}
-	rpc_server_set_accept(m->server, control_accept, m);
+	rpc_server_set_accept(m->server, rpc_accept_root_or_self, m);
 	return 0;
 }
 

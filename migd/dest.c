@@ -315,7 +315,7 @@ static int dest_wait_main(struct dest *d)
 	}
 }
 
-#define BODY_DEVICE_OR_POSTCOPY (-1)
+#define BODY_DEVICE_OR_DISCARD (-1)
 
 static int dest_recv(struct dest *d, int body, const char *what,
 		     Tern__Stream__StreamMsg **ret)
@@ -330,7 +330,7 @@ static int dest_recv(struct dest *d, int body, const char *what,
 		return worker_fail(d->w, r, "waiting for the source's %s: %s", what,
 				   r == -EPIPE ? "the source closed the connection" :
 				   strerror(-r));
-	if ((int)m->body_case != body && !(body == BODY_DEVICE_OR_POSTCOPY &&
+	if ((int)m->body_case != body && !(body == BODY_DEVICE_OR_DISCARD &&
 	    (m->body_case == TERN__STREAM__STREAM_MSG__BODY_DEVICE ||
 	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD))) {
 		r = worker_fail(d->w, EPROTO, "the source sent message %d instead "
@@ -727,7 +727,6 @@ static int dest_resume(struct dest *d, int fd)
 	unsigned int i;
 	int r;
 
-	d->recovering = true;
 	if (!dest_take(d, fd) || d->main_fd < 0)
 		return -EAGAIN;         /* a stranger, turned away */
 	worker_clear_failure(d->w);
@@ -971,7 +970,7 @@ static int dest_receive(struct dest *d)
 	if (r == 0)
 		r = dest_wait_main(d);
 	if (r == 0)
-		r = dest_recv(d, BODY_DEVICE_OR_POSTCOPY, "device state", &dev);
+		r = dest_recv(d, BODY_DEVICE_OR_DISCARD, "device state", &dev);
 	if (r < 0)
 		return r;
 	if (dev->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD) {
@@ -1031,15 +1030,7 @@ int dest_run(struct worker *w)
 	if (r < 0)
 		dest_abort(w, &d);
 	worker_set_abort(w, NULL, NULL);
-	for (i = 0; i < STREAM_MAX_CHANNELS; i++) {
-		chan_rx_join(&d.chan[i]);
-		if (d.chan[i].fd >= 0)
-			close(d.chan[i].fd);
-	}
-	if (d.main_fd >= 0)
-		close(d.main_fd);
-	if (d.page_fd >= 0)
-		close(d.page_fd);
+	dest_drop_links(&d);
 	/* Failed before the guest resumed: faultd lets go of it (the vmm's
 	 * Discard below drops its own uffd).  After, faultd keeps serving. */
 	if (d.attached && !w->switched &&

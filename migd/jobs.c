@@ -370,16 +370,6 @@ int job_cancel(struct job *j)
 	return 0;
 }
 
-int job_request_postcopy(struct job *j)
-{
-	if (j->finished || j->pid <= 0)
-		return -EINVAL;
-	if (kill(j->pid, SIGUSR1) < 0)
-		return -errno;
-	log_info("%s: switching to postcopy (worker %d)", j->spec.vm, (int)j->pid);
-	return 0;
-}
-
 /*
  * A command to the worker on the status socketpair (tiny frames: the
  * socket takes them at once; a worker that does not read them has

@@ -83,16 +83,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 /* RUNDIR/migd.lock, held for migd's life: one migd per run directory. */
 static int take_lock(const char *rundir)
 {
-	char path[PATH_MAX + 16], holder[32];
-	int fd;
+	char busy[PATH_MAX + 64];
 
-	snprintf(path, sizeof(path), "%s/migd.lock", rundir);
-	fd = pidlock_take(path, holder, sizeof(holder));
-	if (fd == -EEXIST)
-		log_warnx("a migd is already running on %s (pid %s)", rundir, holder);
-	else if (fd < 0)
-		log_warnc(fd, "rundir %s: cannot create %s", rundir, path);
-	return fd;
+	snprintf(busy, sizeof(busy), "a migd is already running on %s", rundir);
+	return pidlock_take_in(rundir, "migd", busy);
 }
 
 static void handle_shutdown_timeout(evutil_socket_t fd, short what, void *arg)

@@ -187,11 +187,10 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret);
 int job_add_waiter(struct job *j, struct rpc_call *call);
 /* SIGTERM the worker; the job ends when it reports or dies. */
 int job_cancel(struct job *j);
-/* SIGUSR1 the (source) worker: switch to postcopy at once. */
-int job_request_postcopy(struct job *j);
 /* The guest runs on the destination while pages remain on the source. */
 bool job_in_postcopy(const struct job *j);
-/* Send the worker a command (worker.c reads it): "recover", "pause". */
+/* Send the worker a command (worker.c reads it): "recover", "pause",
+ * "postcopy". */
 int job_command(struct job *j, const char *name, const ProtobufCMessage *arg);
 /* SIGCHLD: reap workers and finish their jobs. */
 void jobs_reap(struct migd *m);
@@ -219,7 +218,8 @@ struct chan_stats {
 };
 
 /* Commands from the parent to a worker, on the status socketpair
- * (tern.rpc.Frame events "recover" with a RecoverRequest, "pause"). */
+ * (tern.rpc.Frame events "recover" with a RecoverRequest, "pause", and
+ * "postcopy", which only sets worker_postcopy_requested). */
 enum worker_cmd {
 	WORKER_CMD_NONE,
 	WORKER_CMD_RECOVER,             /* cmd_arg: the address (source: dial,
@@ -278,7 +278,8 @@ struct worker {
 /* worker.c: runs in the forked child; never returns to the parent's loop */
 int worker_main(const struct job_spec *spec, int status_fd);
 bool worker_cancelled(void);
-/* Migd.Postcopy (SIGUSR1) or the timeout asked to switch to postcopy. */
+/* Migd.Postcopy (the parent's "postcopy" command) or the timeout asked
+ * to switch to postcopy. */
 bool worker_postcopy_requested(void);
 void fault_point(const char *name);
 void worker_set_state(struct worker *w, enum job_state st);

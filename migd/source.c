@@ -1273,21 +1273,12 @@ int source_run(struct worker *w)
 	worker_set_abort(w, NULL, NULL);
 	if (w->throttle && source_throttle(&s, 0) < 0)
 		log_warnx("could not lift the vCPU throttle");
-	for (i = 0; i < s.nchan; i++) {
-		chan_tx_stop(&s.chan[i]);
-		if (s.chan[i].fd >= 0)
-			close(s.chan[i].fd);
-	}
+	source_drop_links(&s);
 	if (s.dirty)
 		munmap(s.dirty, s.dirty_bytes);
 	if (s.dirty_on)
 		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
-	page_server_stop(&s.ps);
 	free(s.tosend);
-	if (s.page_fd >= 0)
-		close(s.page_fd);
-	if (s.main_fd >= 0)
-		close(s.main_fd);
 	ram_view_unmap(&s.ram);
 	vmm_link_close(&s.vmm);
 	return r;

@@ -23,21 +23,21 @@
 #include "migd/migd.h"
 
 static volatile sig_atomic_t cancel_requested;
-static volatile sig_atomic_t postcopy_requested;
+static int postcopy_requested;          /* (A): Migd.Postcopy or the timeout */
 
 static void handle_term(int sig)
 {
 	cancel_requested = sig;
 }
 
-static void handle_usr1(int sig)
+static void request_postcopy(void)
 {
-	postcopy_requested = 1;
+	__atomic_store_n(&postcopy_requested, 1, __ATOMIC_RELAXED);
 }
 
 bool worker_postcopy_requested(void)
 {
-	return postcopy_requested != 0;
+	return __atomic_load_n(&postcopy_requested, __ATOMIC_RELAXED) != 0;
 }
 
 /*
@@ -298,10 +298,10 @@ static void worker_check_cancel(struct worker *w)
 	pthread_mutex_lock(&w->lock);
 	timeout = !w->abort_done && w->abort_fn && worker_timed_out(w);
 	if (timeout && w->spec->params.timeout_action == TIMEOUT_ACTION_POSTCOPY) {
-		if (!postcopy_requested)
+		if (!worker_postcopy_requested())
 			log_info("the %u s timeout passed: switching to postcopy",
 				 w->spec->params.timeout_s);
-		postcopy_requested = 1;
+		request_postcopy();
 		timeout = false;
 	}
 	if (timeout) {
@@ -353,6 +353,8 @@ static void *command_thread(void *arg)
 				cmd = rq ? WORKER_CMD_RECOVER : WORKER_CMD_NONE;
 			} else if (!strcmp(f->event->name, "pause")) {
 				cmd = WORKER_CMD_PAUSE;
+			} else if (!strcmp(f->event->name, "postcopy")) {
+				request_postcopy();     /* the job's rounds look */
 			}
 		}
 		if (cmd == WORKER_CMD_PAUSE && w->state == JOB_STATE_POSTCOPY_ACTIVE)
@@ -438,7 +440,6 @@ static int worker_drop_privileges(void)
 int worker_main(const struct job_spec *spec, int status_fd)
 {
 	struct sigaction sa = { .sa_handler = handle_term };
-	struct sigaction sa_pc = { .sa_handler = handle_usr1 };
 	struct worker w = {
 		.spec = spec,
 		.state = spec->role == JOB_ROLE_DEST ? JOB_STATE_WAITING :
@@ -455,9 +456,6 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	sigemptyset(&sa_pc.sa_mask);
-	sa_pc.sa_flags = SA_RESTART;
-	sigaction(SIGUSR1, &sa_pc, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_mutex_init(&w.report_lock, NULL);

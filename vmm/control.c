@@ -401,16 +401,6 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "UffdRelease", method_uffd_release },
 };
 
-/* Root and our own uid only; say so when someone else knocks. */
-static int control_accept(void *arg, int fd)
-{
-	int r = rpc_accept_root_or_self(arg, fd);
-
-	if (r == -EPERM)
-		log_warnx("control: refused a connection from another user");
-	return r;
-}
-
 int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 {
 	const ProtobufCServiceDescriptor *d = &tern__vmm__vmm__descriptor;
@@ -453,7 +443,7 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 		log_warnc(ret, "control service");
 		return ret;
 	}
-	rpc_server_set_accept(ctl.server, control_accept, vm);
+	rpc_server_set_accept(ctl.server, rpc_accept_root_or_self, vm);
 	rpc_server_set_max_frame(ctl.server, CONTROL_MAX_FRAME);
 	return 0;
 }

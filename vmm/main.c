@@ -170,11 +170,10 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 
 /* RUNDIR/vmm/NAME.lock, held for the vmm's life: a second vmm of the same
  * name is refused before it touches anything of the first. */
-static int take_name_lock(const char *rundir, const char *name, char *path,
-			  size_t len)
+static int take_name_lock(const char *rundir, const char *name)
 {
-	char dir[PATH_MAX], holder[32];
-	int fd, ret;
+	char dir[PATH_MAX], busy[128];
+	int ret;
 
 	snprintf(dir, sizeof(dir), "%s/vmm", rundir);
 	ret = mkdir_p(dir, 0750);
@@ -182,14 +181,8 @@ static int take_name_lock(const char *rundir, const char *name, char *path,
 		log_warnc(ret, "rundir %s: cannot create %s", rundir, dir);
 		return ret;
 	}
-	if ((size_t)snprintf(path, len, "%s/%s.lock", dir, name) >= len)
-		return -ENAMETOOLONG;
-	fd = pidlock_take(path, holder, sizeof(holder));
-	if (fd == -EEXIST)
-		log_warnx("a vmm named %s is already running (pid %s)", name, holder);
-	else if (fd < 0)
-		log_warnc(fd, "rundir %s: cannot create %s", rundir, path);
-	return fd;
+	snprintf(busy, sizeof(busy), "a vmm named %s is already running", name);
+	return pidlock_take_in(dir, name, busy);
 }
 
 static void handle_signal(evutil_socket_t sig, short what, void *arg)
@@ -255,7 +248,6 @@ int main(int argc, char **argv)
 			 .notify_fd = -1, .uffd = -1 };
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_notify = NULL;
 	struct event_base *base = NULL;
-	char lock_path[PATH_MAX];
 	int lock_fd = -1, ret = 1;
 
 	parse_args(argc, argv, &o, &vm);
@@ -265,7 +257,7 @@ int main(int argc, char **argv)
 	vm_cond_init(&vm.cond);
 	vm.state = VM_STATE_INCOMING;
 
-	lock_fd = take_name_lock(o.rundir, o.name, lock_path, sizeof(lock_path));
+	lock_fd = take_name_lock(o.rundir, o.name);
 	if (lock_fd < 0)
 		return 1;
 	if (serial_init(&vm.serial, o.serial) < 0) {
