@@ -29,6 +29,8 @@
 #define FAULTD_DEFAULT_RUNDIR "/run/tern"
 #define FAULTD_VMM_TIMEOUT_MS 5000      /* each call to a vmm (on the event loop) */
 #define FAULTD_LINK_IO_MS 10000         /* a frame begun must end, a request go out */
+#define FAULTD_LINK_STALL_MS 20000      /* a request sent and not answered this long:
+					   the link stalls (as migd's channels) */
 #define FAULTD_MAX_PREFETCH (STREAM_PAGE_REQ_MAX - 1)
 #define FAULTD_NICE (-10)               /* set at start, while root */
 #define FAULTD_HIST_BUCKETS 24         /* the reported histogram: 2^i us */
@@ -56,6 +58,7 @@ struct fault_region {
 struct page_req {
 	uint64_t seq;
 	uint64_t gen;                   /* the link it last went out on (0: none) */
+	uint64_t sent_ns;               /* when it went out on that link */
 	uint32_t region;
 	uint32_t pages;
 	uint64_t offset;

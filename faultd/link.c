@@ -148,19 +148,49 @@ static int handle_page_data(struct session *s, const Tern__Stream__PageData *d,
 	return ret;
 }
 
-/* Wait for the next frame without a deadline (the source may be idle). */
-static int link_wait(struct session *s, int fd)
+/*
+ * Under lock: the age of the oldest request sent on this link and not
+ * answered, in ms (0 if none).  A source that is merely idle has none.
+ */
+static uint64_t link_oldest_ms_locked(const struct session *s, uint64_t now)
+{
+	uint64_t oldest = now;
+	size_t i;
+
+	for (i = 0; i < s->nreqs; i++)
+		if (s->reqs[i].gen == s->link_gen && s->reqs[i].sent_ns < oldest)
+			oldest = s->reqs[i].sent_ns;
+	return (now - oldest) / 1000000;
+}
+
+/*
+ * Wait for the next frame.  No deadline while nothing is asked (the
+ * source may be idle), but a request unanswered for FAULTD_LINK_STALL_MS
+ * means a link that is open and silent: -ETIMEDOUT, so that the session
+ * pauses and a recovery can bring a new link, instead of vCPUs waiting
+ * forever behind it.
+ */
+static int link_wait(struct session *s, int fd, uint64_t *stalled_ms)
 {
 	struct pollfd p = { fd, POLLIN, 0 };
 	bool stop;
+	int r;
 
-	while (poll(&p, 1, -1) < 0)
-		if (errno != EINTR)
+	for (;;) {
+		r = poll(&p, 1, 1000);
+		if (r < 0 && errno != EINTR)
 			return -errno;
-	pthread_mutex_lock(&s->lock);
-	stop = s->link_stopping;
-	pthread_mutex_unlock(&s->lock);
-	return stop ? -ECANCELED : 0;
+		pthread_mutex_lock(&s->lock);
+		stop = s->link_stopping;
+		*stalled_ms = r == 0 ? link_oldest_ms_locked(s, now_ns()) : 0;
+		pthread_mutex_unlock(&s->lock);
+		if (stop)
+			return -ECANCELED;
+		if (r > 0)
+			return 0;
+		if (*stalled_ms >= FAULTD_LINK_STALL_MS)
+			return -ETIMEDOUT;
+	}
 }
 
 void *link_main(void *arg)
@@ -169,6 +199,7 @@ void *link_main(void *arg)
 	enum session_state to = SESSION_STATE_NONE;
 	Tern__Stream__PageMsg *m;
 	char why[320];
+	uint64_t stalled_ms = 0;
 	int fd, ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -176,7 +207,7 @@ void *link_main(void *arg)
 	pthread_mutex_unlock(&s->lock);
 	while (to == SESSION_STATE_NONE) {
 		m = NULL;
-		ret = link_wait(s, fd);
+		ret = link_wait(s, fd, &stalled_ms);
 		if (ret == 0)
 			ret = stream_msg_recv(fd, &tern__stream__page_msg__descriptor,
 					      STREAM_PAGE_MSG_MAX,
@@ -184,7 +215,12 @@ void *link_main(void *arg)
 					      (ProtobufCMessage **)&m);
 		if (ret == -ECANCELED)
 			break;
-		if (ret == -EMSGSIZE) {
+		if (ret == -ETIMEDOUT && stalled_ms) {
+			to = SESSION_STATE_PAUSED;
+			snprintf(why, sizeof(why), "page link stalled: a page request "
+				 "went unanswered for %llu s",
+				 (unsigned long long)stalled_ms / 1000);
+		} else if (ret == -EMSGSIZE) {
 			to = SESSION_STATE_FAILED;
 			snprintf(why, sizeof(why), "page link: protocol violation: a "
 				 "frame longer than %u bytes", STREAM_PAGE_MSG_MAX);

@@ -289,6 +289,7 @@ int session_send_request(struct session *s, uint64_t seq)
 	    (s->state == SESSION_STATE_ACTIVE || s->state == SESSION_STATE_DONE)) {
 		send = true;
 		s->reqs[i].gen = s->link_gen;
+		s->reqs[i].sent_ns = now_ns();
 		r.seq = seq;
 		r.region = s->reqs[i].region;
 		r.offset = s->reqs[i].offset;

@@ -40,7 +40,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() { echo "FAIL: $*"; exit 1; }
+# fail MESSAGE: the test fails; the daemons' last words go with it (CI
+# shows only the end of a failed test's output).
+fail() {
+	local f
+	echo "FAIL: $*"
+	for f in "$RUNDIR"/migd.log "$RUNDIR"/faultd.log; do
+		[ -s "$f" ] || continue
+		echo "--- the last lines of $(basename "$f"):"
+		tail -n 8 "$f"
+	done
+	exit 1
+}
 note() { echo "--- $*"; }
 skip() { echo "SKIP: $*"; exit 77; }
 
