@@ -170,9 +170,10 @@ static uint64_t link_oldest_ms_locked(const struct session *s, uint64_t now)
  * pauses and a recovery can bring a new link, instead of vCPUs waiting
  * forever behind it.
  */
-static int link_wait(struct session *s, int fd, uint64_t *stalled_ms)
+static int link_wait(struct session *s, int fd)
 {
 	struct pollfd p = { fd, POLLIN, 0 };
+	uint64_t stalled_ms;
 	bool stop;
 	int r;
 
@@ -182,13 +183,13 @@ static int link_wait(struct session *s, int fd, uint64_t *stalled_ms)
 			return -errno;
 		pthread_mutex_lock(&s->lock);
 		stop = s->link_stopping;
-		*stalled_ms = r == 0 ? link_oldest_ms_locked(s, now_ns()) : 0;
+		stalled_ms = r == 0 ? link_oldest_ms_locked(s, now_ns()) : 0;
 		pthread_mutex_unlock(&s->lock);
 		if (stop)
 			return -ECANCELED;
 		if (r > 0)
 			return 0;
-		if (*stalled_ms >= FAULTD_LINK_STALL_MS)
+		if (stalled_ms >= FAULTD_LINK_STALL_MS)
 			return -ETIMEDOUT;
 	}
 }
@@ -199,7 +200,6 @@ void *link_main(void *arg)
 	enum session_state to = SESSION_STATE_NONE;
 	Tern__Stream__PageMsg *m;
 	char why[320];
-	uint64_t stalled_ms = 0;
 	int fd, ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -207,20 +207,21 @@ void *link_main(void *arg)
 	pthread_mutex_unlock(&s->lock);
 	while (to == SESSION_STATE_NONE) {
 		m = NULL;
-		ret = link_wait(s, fd, &stalled_ms);
+		ret = link_wait(s, fd);
+		if (ret == -ECANCELED)
+			break;
+		if (ret == -ETIMEDOUT) {
+			to = SESSION_STATE_PAUSED;
+			snprintf(why, sizeof(why), "page link stalled: a page request "
+				 "went unanswered for %d s", FAULTD_LINK_STALL_MS / 1000);
+			break;
+		}
 		if (ret == 0)
 			ret = stream_msg_recv(fd, &tern__stream__page_msg__descriptor,
 					      STREAM_PAGE_MSG_MAX,
 					      now_ns() + FAULTD_LINK_IO_MS * 1000000ULL,
 					      (ProtobufCMessage **)&m);
-		if (ret == -ECANCELED)
-			break;
-		if (ret == -ETIMEDOUT && stalled_ms) {
-			to = SESSION_STATE_PAUSED;
-			snprintf(why, sizeof(why), "page link stalled: a page request "
-				 "went unanswered for %llu s",
-				 (unsigned long long)stalled_ms / 1000);
-		} else if (ret == -EMSGSIZE) {
+		if (ret == -EMSGSIZE) {
 			to = SESSION_STATE_FAILED;
 			snprintf(why, sizeof(why), "page link: protocol violation: a "
 				 "frame longer than %u bytes", STREAM_PAGE_MSG_MAX);

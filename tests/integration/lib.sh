@@ -171,6 +171,8 @@ postcopy_on_request() {
 	migctl postcopy "$src" >/dev/null || fail "postcopy $src"
 }
 job_is() { [ "$(job_get "$1" state)" = "$2" ]; }
+both_paused() { job_is "$1" postcopy_paused && job_is "$2" postcopy_paused; }
+both_active() { job_is "$1" postcopy_active && job_is "$2" postcopy_active; }
 job_final() {
 	case $(job_get "$1" state) in completed|failed|cancelled) return 0 ;; esac
 	return 1

@@ -10,16 +10,14 @@
 #    pauses naming it (it neither dies nor trusts the frame), and a
 #    recovery brings the migration back again.
 # The migration then completes and the guest's memory check passes.
-# The push is capped at 2 MB/s (64 MiB take 32 s) so that the guest keeps faulting on pages
-# that only the page link brings.
+# The push is capped at 2 MB/s (64 MiB take 32 s) so that the guest keeps
+# faulting on pages that only the page link brings.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 need_uffd
 start_faultd
 start_migd
 
-both_paused() { job_is "$1" postcopy_paused && job_is "$2" postcopy_paused; }
-both_active() { job_is "$1" postcopy_active && job_is "$2" postcopy_active; }
 # Active again, or already done: the push may finish right after a recovery.
 both_back() { both_active "$1" "$2" || job_is "$1" completed; }
 error_has() { [[ $(job_get "$1" error) == *"$2"* ]]; }
@@ -29,7 +27,6 @@ wait_pass p 0 2
 start_vmm q --memory 64M --incoming
 incoming q
 start_proxy px "${ADDR#tcp:}"
-DIRECT=$ADDR
 ADDR=tcp:127.0.0.1:$PROXY_PORT
 # Connections through the proxy, in the order the source dials them:
 # main, 2 ram channels, the page link.  PAGE is the page link's index.

@@ -17,8 +17,6 @@ ss -K -tn "sport = :1" >/dev/null 2>&1 ||
 start_faultd
 start_migd
 
-both_paused() { job_is "$1" postcopy_paused && job_is "$2" postcopy_paused; }
-both_active() { job_is "$1" postcopy_active && job_is "$2" postcopy_active; }
 listen_is_not() { [ "$(job_get "$1" listen)" != "$2" ]; }
 
 # recover SRC DST NEWPORT: bring both back (DST on a new port if asked).
