@@ -451,7 +451,8 @@ static int dest_go(struct dest *d)
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *go = NULL;
 	Tern__Stream__Ready ready = TERN__STREAM__READY__INIT;
 	Tern__Stream__Resumed res = TERN__STREAM__RESUMED__INIT;
-	uint64_t t0;
+	Tern__Vmm__VmmStatus *st = NULL;
+	uint64_t t0, since;
 	int r;
 
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_READY;
@@ -464,18 +465,24 @@ static int dest_go(struct dest *d)
 	protobuf_c_message_free_unpacked(&go->base, NULL);
 
 	t0 = now_ns();
-	r = vmm_link_call(&d->vmm, "Cont", NULL, NULL, 0, NULL, NULL, d->err,
-			  sizeof(d->err));
+	r = vmm_link_call(&d->vmm, "Cont", NULL, NULL, 0,
+			  (ProtobufCMessage **)&st, NULL, d->err, sizeof(d->err));
 	if (r < 0)
 		return dest_refuse(d, -r, "%s", d->err);
 	d->received = false;            /* the guest runs here now: keep it */
 	res.resume_ns = now_ns() - t0;
+	/* The vmm shares this host's monotonic clock. */
+	since = st->state_since_ns;
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	res.release_ns = since >= t0 && since - t0 <= res.resume_ns ?
+			 since - t0 : res.resume_ns;
 	pthread_mutex_lock(&d->w->lock);
 	d->w->resume_ms = res.resume_ns / 1000000;
 	d->w->switched = true;
 	pthread_mutex_unlock(&d->w->lock);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUMED;
 	m.resumed = &res;
+	res.hold_ns = now_ns() - t0;
 	if (dest_send(d, &m, "Resumed") < 0)
 		log_warnx("the guest runs here, but the source was not told so");
 	return 0;

@@ -665,6 +665,27 @@ static int source_send_device(struct source *s)
 	return 0;
 }
 
+#define US(ns) ((unsigned long long)(ns) / 1000)
+
+/*
+ * The guest's pause: from Stop here to the release of its vCPUs there,
+ * not to the moment this side hears of it (the Resumed message can wait
+ * for a CPU on both hosts while the guest already runs).  The
+ * destination times Go -> release and Go -> Resumed on its own clock;
+ * the rest of the round trip is the network's, split evenly between the
+ * two ways.  Figures that do not fit the round trip seen here (an older
+ * or a confused peer) leave the whole of it counted.
+ */
+static uint64_t source_pause_ns(uint64_t t_stop, uint64_t t_go, uint64_t t_ack,
+				const Tern__Stream__Resumed *r)
+{
+	uint64_t rtt = t_ack - t_go;
+
+	if (!r->hold_ns || r->release_ns > r->hold_ns || r->hold_ns > rtt)
+		return t_ack - t_stop;
+	return t_go - t_stop + (rtt - r->hold_ns) / 2 + r->release_ns;
+}
+
 static int source_switchover(struct source *s)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
@@ -672,7 +693,7 @@ static int source_switchover(struct source *s)
 	Tern__Stream__StreamMsg *resumed = NULL;
 	struct batch end = { .end = true };
 	struct worker *w = s->w;
-	uint64_t t_stop, dirty, pages;
+	uint64_t t_stop, t_stopped, t_pages, t_dev, t_ready, t_go, t_ack, dirty, pages;
 	unsigned int i;
 	int r;
 
@@ -684,6 +705,7 @@ static int source_switchover(struct source *s)
 	if (r < 0)
 		return worker_fail(w, r, "%s", s->err);
 	s->stopped = true;
+	t_stopped = now_ns();
 	fault_point("source-after-stop");
 	r = source_sync(s, &dirty);
 	if (r == 0)
@@ -692,12 +714,15 @@ static int source_switchover(struct source *s)
 		r = chan_tx_push(&s->chan[i], &end);
 	for (i = 0; r == 0 && i < s->nchan; i++)
 		r = chan_tx_drain(&s->chan[i]);
+	t_pages = now_ns();
 	if (r == 0)
 		r = source_send_device(s);
+	t_dev = now_ns();
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_READY, "Ready", NULL);
 	if (r < 0)
 		return r;
+	t_ready = now_ns();
 	if (w->spec->params.verify) {
 		pthread_mutex_lock(&w->lock);
 		snprintf(w->verified, sizeof(w->verified), "ok");
@@ -714,6 +739,7 @@ static int source_switchover(struct source *s)
 	fault_point("source-before-go");
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
 	m.go = &go;
+	t_go = now_ns();
 	r = stream_msg_send(s->main_fd, &m.base, deadline());
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
@@ -722,12 +748,20 @@ static int source_switchover(struct source *s)
 		return worker_fail(w, r, "lost the destination after telling it to "
 				   "resume: the guest may be running there, so the "
 				   "source stays paused");
+	t_ack = now_ns();
 	pthread_mutex_lock(&w->lock);
-	w->downtime_ms = (now_ns() - t_stop) / 1000000;
+	w->downtime_ms = source_pause_ns(t_stop, t_go, t_ack, resumed->resumed) /
+			 1000000;
 	w->resume_ms = resumed->resumed->resume_ns / 1000000;
 	pthread_mutex_unlock(&w->lock);
+	log_info("completed: downtime %llu ms: stop %llu us, last pages %llu us, "
+		 "device state %llu us, destination ready %llu us, Go to vCPUs "
+		 "released there %llu us (Resumed heard after %llu us)",
+		 (unsigned long long)w->downtime_ms, US(t_stopped - t_stop),
+		 US(t_pages - t_stopped), US(t_dev - t_pages), US(t_ready - t_dev),
+		 US(source_pause_ns(t_stop, t_go, t_ack, resumed->resumed) -
+		    (t_go - t_stop)), US(t_ack - t_go));
 	protobuf_c_message_free_unpacked(&resumed->base, NULL);
-	log_info("completed: downtime %llu ms", (unsigned long long)w->downtime_ms);
 	return 0;
 }
 
@@ -1056,7 +1090,7 @@ static int source_postcopy(struct source *s)
 	Tern__Stream__StreamMsg *resumed = NULL;
 	struct batch marker = { .marker = true }, end = { .end = true };
 	struct worker *w = s->w;
-	uint64_t t_stop, dirty, left;
+	uint64_t t_stop, t_go, pause, dirty, left;
 	unsigned int i;
 	int r;
 
@@ -1129,6 +1163,7 @@ static int source_postcopy(struct source *s)
 	fault_point("source-postcopy-before-go");
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
 	m.go = &go;
+	t_go = now_ns();
 	r = stream_msg_send(s->main_fd, &m.base, deadline());
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
@@ -1140,15 +1175,18 @@ static int source_postcopy(struct source *s)
 		r = source_postcopy_paused(s);
 		if (r < 0)
 			return r;
+		pause = now_ns() - t_stop;
 	} else {
+		pause = source_pause_ns(t_stop, t_go, now_ns(),
+					resumed->resumed);
 		pthread_mutex_lock(&w->lock);
 		w->resume_ms = resumed->resumed->resume_ns / 1000000;
 		pthread_mutex_unlock(&w->lock);
 		protobuf_c_message_free_unpacked(&resumed->base, NULL);
 	}
 	pthread_mutex_lock(&w->lock);
-	w->downtime_ms = (now_ns() - t_stop) / 1000000;
-	w->pc.pause_us = (now_ns() - t_stop) / 1000;
+	w->downtime_ms = pause / 1000000;
+	w->pc.pause_us = pause / 1000;
 	pthread_mutex_unlock(&w->lock);
 	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);
 	log_info("postcopy: the destination runs the guest after a %llu us "

@@ -60,6 +60,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	pthread_mutex_lock(&vm->lock);
 	st.state = run_states[vm->state];
+	st.state_since_ns = vm->state_change_ns;
 	str_copy(msg, vm->state_msg, sizeof(msg));
 	pthread_mutex_unlock(&vm->lock);
 	st.name = (char *)vm->name;
