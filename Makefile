@@ -143,6 +143,9 @@ $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS)
 
+# A unit test of one migd module links that module too.
+$(O)/tests/test_place: $(O)/migd/place.o
+
 $(O)/tests/unit/%.o: tests/unit/%.c | $(PROTO_H)
 	$(call msg,CC,$<)
 	@mkdir -p $(dir $@)

@@ -35,6 +35,7 @@ struct dest {
 	struct worker *w;
 	struct vmm_link vmm;
 	struct ram_view ram;
+	struct ram_place place;         /* first-time pages go through it */
 	struct stream_layout layout;
 	int main_fd;
 	struct chan_rx chan[STREAM_MAX_CHANNELS];
@@ -83,6 +84,10 @@ static int dest_vmm(struct dest *d)
 			     sizeof(d->err));
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err);
+	r = ram_place_open(&d->place, &d->ram);
+	if (r < 0)
+		log_info("first-time pages go by pwrite(): no userfaultfd "
+			 "here: %s", strerror(-r));
 	d->layout.nregions = d->ram.n;
 	for (i = 0; i < d->ram.n; i++)
 		d->layout.size[i] = d->ram.r[i].size;
@@ -967,6 +972,7 @@ static int dest_receive(struct dest *d)
 		d->chan[i].w = d->w;
 		d->chan[i].index = i;
 		d->chan[i].ram = &d->ram;
+		d->chan[i].place = &d->place;
 		d->chan[i].layout = d->layout;
 		d->chan[i].received = d->received_map;
 		d->chan[i].pc = &d->pc;
@@ -1023,6 +1029,7 @@ int dest_run(struct worker *w)
 	pthread_mutex_init(&d.pc.lock, NULL);
 	pthread_cond_init(&d.pc.cond, NULL);
 	d.pc.uffd = -1;
+	d.place.uffd = -1;
 	worker_set_abort(w, dest_abort, &d);
 	r = dest_vmm(&d);
 	if (r == 0)
@@ -1053,6 +1060,7 @@ int dest_run(struct worker *w)
 	if (d.own_listen)
 		dest_close_listen(&d);
 	free(d.received_map);
+	ram_place_close(&d.place, &d.ram);
 	ram_view_unmap(&d.ram);
 	vmm_link_close(&d.vmm);
 	if (r < 0 && d.received) {

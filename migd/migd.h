@@ -319,6 +319,25 @@ struct ram_view {
 	uint64_t first_page[STREAM_MAX_REGIONS];
 };
 
+/*
+ * First-time pages on the destination (place.c): UFFDIO_COPY into a
+ * second mapping of each memfd that nothing touches, or pwrite() where
+ * userfaultfd cannot be had (uffd < 0).
+ */
+struct ram_place {
+	int uffd;
+	unsigned int n;
+	uint8_t *at[STREAM_MAX_REGIONS];
+};
+
+/* 0, or -errno and a place that falls back to pwrite(). */
+int ram_place_open(struct ram_place *p, const struct ram_view *v);
+void ram_place_close(struct ram_place *p, const struct ram_view *v);
+/* Page i of src to off[i] of region: 0 or -errno. */
+int ram_place_pages(const struct ram_place *p, const struct ram_view *v,
+		    unsigned int region, const uint64_t *off, const uint8_t *src,
+		    uint32_t n);
+
 /* Pages of one region for one packet: what the source queues to a channel. */
 struct batch {
 	uint16_t region;
@@ -380,6 +399,7 @@ struct chan_rx {
 	unsigned int index;
 	int fd;
 	const struct ram_view *ram;
+	const struct ram_place *place;  /* first-time pages go through it */
 	struct stream_layout layout;
 	void *zctx;                     /* own thread: ZSTD_DCtx, made on need */
 	uint8_t *zbuf;                  /* own thread: one compressed packet */
