@@ -962,6 +962,7 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 static int dest_receive(struct dest *d)
 {
 	Tern__Stream__StreamMsg *dev = NULL;
+	uint64_t t[3];
 	unsigned int i;
 	int r = 0;
 
@@ -992,12 +993,21 @@ static int dest_receive(struct dest *d)
 		return r;
 	}
 	worker_set_state(d->w, JOB_STATE_DEVICE);
+	t[0] = now_ns();
 	r = dest_join_channels(d, dev->device);
+	t[1] = now_ns();
 	if (r == 0)
 		r = dest_verify(d, dev->device);
+	t[2] = now_ns();
 	if (r == 0)
 		r = dest_load(d, &dev->device->vm_state);
 	protobuf_c_message_free_unpacked(&dev->base, NULL);
+	if (r == 0)
+		log_info("device state here: the last pages took %llu us more, "
+			 "verify %llu us, loading the state %llu us",
+			 (unsigned long long)(t[1] - t[0]) / 1000,
+			 (unsigned long long)(t[2] - t[1]) / 1000,
+			 (unsigned long long)(now_ns() - t[2]) / 1000);
 	return r < 0 ? r : dest_go(d);
 }
 
