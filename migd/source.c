@@ -1101,7 +1101,7 @@ static int source_postcopy(struct source *s)
 	Tern__Stream__StreamMsg *resumed = NULL;
 	struct batch marker = { .marker = true }, end = { .end = true };
 	struct worker *w = s->w;
-	uint64_t t_stop, t_go, pause, dirty, left;
+	uint64_t t_stop, t[4], t_go, pause, dirty, left;
 	unsigned int i;
 	int r;
 
@@ -1148,15 +1148,19 @@ static int source_postcopy(struct source *s)
 	if (r < 0)
 		return worker_fail(w, r, "%s", s->err);
 	s->stopped = true;
+	t[0] = now_ns();
 	r = source_sync(s, &dirty);
 	if (r < 0)
 		return r;
 	bitmap_or(s->tosend, s->dirty, s->ram.pages);
 	left = bitmap_count(s->tosend, s->ram.pages);
+	t[1] = now_ns();
 	if (r == 0)
 		r = source_send_postcopy(s);
+	t[2] = now_ns();
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_READY, "Ready", NULL);
+	t[3] = now_ns();
 	s->ps.fd = s->page_fd;
 	s->ps.ram = &s->ram;
 	s->ps.tosend = s->tosend;
@@ -1201,7 +1205,11 @@ static int source_postcopy(struct source *s)
 	pthread_mutex_unlock(&w->lock);
 	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);
 	log_info("postcopy: the destination runs the guest after a %llu us "
-		 "pause; %llu pages to go", (unsigned long long)w->pc.pause_us,
+		 "pause (stop %llu us, last sync %llu us, device state and "
+		 "needed pages %llu us, destination ready %llu us, Go to release "
+		 "%llu us); %llu pages to go", (unsigned long long)w->pc.pause_us,
+		 US(t[0] - t_stop), US(t[1] - t[0]), US(t[2] - t[1]),
+		 US(t[3] - t[2]), w->pc.pause_us - US(t_go - t_stop),
 		 (unsigned long long)left);
 
 	for (;;) {
