@@ -118,10 +118,13 @@ static uint64_t dirty_or_shared(uint64_t *dst, uint64_t *src, uint64_t words,
 	uint64_t i, w, old, newly = 0;
 
 	for (i = 0; i < words; i++) {
-		w = take_src ? __atomic_exchange_n(&src[i], 0, __ATOMIC_RELAXED)
-			     : src[i];
+		/* Most words are empty: a plain load first, for an exchange
+		 * costs ~10 ns even then (0.3 ms a sync for 8 GiB). */
+		w = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
 		if (!w)
 			continue;
+		if (take_src)
+			w = __atomic_exchange_n(&src[i], 0, __ATOMIC_RELAXED);
 		old = __atomic_fetch_or(&dst[i], w, __ATOMIC_RELAXED);
 		newly += __builtin_popcountll(w & ~old);
 	}
