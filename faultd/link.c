@@ -23,7 +23,8 @@
 #include "common/util.h"
 #include "faultd/faultd.h"
 
-#define LINK_EAGAIN_MAX 1000            /* UFFDIO_COPY retries while mm changes */
+#define LINK_EAGAIN_MAX 1000
+#define LINK_SPIN_NS 100000ULL          /* awake this long for an answer */            /* UFFDIO_COPY retries while mm changes */
 
 /*
  * Place a run of pages: the whole run in one UFFDIO_COPY; a page that is
@@ -174,10 +175,24 @@ static int link_wait(struct session *s, int fd)
 {
 	struct pollfd p = { fd, POLLIN, 0 };
 	uint64_t stalled_ms;
-	bool stop;
+	bool stop, asked;
 	int r;
 
 	for (;;) {
+		/* A page asked for comes back in tens of microseconds: wait
+		 * for it awake, so that the answer does not also wait for this
+		 * thread to be woken and scheduled (a vCPU waits on it). */
+		pthread_mutex_lock(&s->lock);
+		asked = s->nreqs > 0;
+		pthread_mutex_unlock(&s->lock);
+		if (asked) {
+			uint64_t until = now_ns() + LINK_SPIN_NS;
+			char c;
+
+			while (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+			       errno == EAGAIN && now_ns() < until)
+				;
+		}
 		r = poll(&p, 1, 1000);
 		if (r < 0 && errno != EINTR)
 			return -errno;
