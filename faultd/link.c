@@ -23,8 +23,8 @@
 #include "common/util.h"
 #include "faultd/faultd.h"
 
-#define LINK_EAGAIN_MAX 1000
-#define LINK_SPIN_NS 100000ULL          /* awake this long for an answer */            /* UFFDIO_COPY retries while mm changes */
+#define LINK_EAGAIN_MAX 1000            /* UFFDIO_COPY retries while mm changes */
+#define LINK_SPIN_NS 100000ULL          /* awake this long for an answer */
 
 /*
  * Place a run of pages: the whole run in one UFFDIO_COPY; a page that is

@@ -704,7 +704,8 @@ static int source_switchover(struct source *s)
 	Tern__Stream__StreamMsg *resumed = NULL;
 	struct batch end = { .end = true };
 	struct worker *w = s->w;
-	uint64_t t_stop, t_stopped, t_pages, t_dev, t_ready, t_go, t_ack, dirty, pages;
+	uint64_t t_stop, t_stopped, t_pages, t_dev, t_ready, t_go, t_ack, pause;
+	uint64_t dirty, pages;
 	unsigned int i;
 	int r;
 
@@ -760,18 +761,17 @@ static int source_switchover(struct source *s)
 				   "resume: the guest may be running there, so the "
 				   "source stays paused");
 	t_ack = now_ns();
+	pause = source_pause_ns(t_stop, t_go, t_ack, resumed->resumed);
 	pthread_mutex_lock(&w->lock);
-	w->downtime_ms = source_pause_ns(t_stop, t_go, t_ack, resumed->resumed) /
-			 1000000;
+	w->downtime_ms = pause / 1000000;
 	w->resume_ms = resumed->resumed->resume_ns / 1000000;
 	pthread_mutex_unlock(&w->lock);
 	log_info("completed: downtime %llu ms: stop %llu us, last pages %llu us, "
 		 "device state %llu us, destination ready %llu us, Go to vCPUs "
 		 "released there %llu us (Resumed heard after %llu us)",
-		 (unsigned long long)w->downtime_ms, US(t_stopped - t_stop),
+		 (unsigned long long)(pause / 1000000), US(t_stopped - t_stop),
 		 US(t_pages - t_stopped), US(t_dev - t_pages), US(t_ready - t_dev),
-		 US(source_pause_ns(t_stop, t_go, t_ack, resumed->resumed) -
-		    (t_go - t_stop)), US(t_ack - t_go));
+		 US(pause - (t_go - t_stop)), US(t_ack - t_go));
 	protobuf_c_message_free_unpacked(&resumed->base, NULL);
 	return 0;
 }

@@ -283,21 +283,29 @@ scenario_c() {	# ac|noac
 # (--postcopy auto switches after round 1, which cannot converge).
 # p-faults: the same guest switched at once, for the fault latency.
 # p-pause-1G, p-pause-8G: the guest pause at the switch whatever the size.
+# Migrate SRC to DST, check DST's memory, keep the destination job's
+# status in DEST_S (and RUN.dest.json), stop both vmms.
+postcopy_migrate() {	# RUN SRC DST MIGRATE-ARGS...
+	local run=$1 src=$2 dst=$3 e
+	shift 3
+	migrate_sampled "$run" "$src" "$dst" 120 "$@"
+	[ "$OUTCOME" = completed ] || die "$run: migration $OUTCOME: $(jget e "$FINAL" error; echo "$e")"
+	check_memory "$dst"
+	DEST_S=$(migctl --json status "$dst")
+	printf '%s\n' "$DEST_S" >"$OUT/$run.dest.json"
+	quit_vmm "$src" "$dst"
+	derive
+}
+
 scenario_p_rewrite() {
-	local run=p-rewrite lim once_ms ok dst_s blocked faults pause started figs
+	local run=p-rewrite lim once_ms ok blocked faults pause started figs
 	say "scenario $run: 2 GiB guest, 2 vCPUs rewriting all memory, postcopy after one pass"
 	start_vmm ps --memory 2G --vcpus 2 --test-guest dirty --heartbeat 500
 	wait_pass ps 2 2
 	start_vmm pd --memory 2G --vcpus 2 --incoming
-	migrate_sampled "$run" ps pd 120 --channels 2 --postcopy auto --downtime-limit 300
-	[ "$OUTCOME" = completed ] || die "$run: migration $OUTCOME: $(jget e "$FINAL" error; echo "$e")"
-	check_memory pd
-	dst_s=$(migctl --json status pd)
-	printf '%s\n' "$dst_s" >"$OUT/$run.dest.json"
-	quit_vmm ps pd
-	derive
-	jget blocked "$dst_s" blocked_us
-	jget faults "$dst_s" remote_faults; jget pause "$FINAL" pause_us
+	postcopy_migrate "$run" ps pd --channels 2 --postcopy auto --downtime-limit 300
+	jget blocked "$DEST_S" blocked_us
+	jget faults "$DEST_S" remote_faults; jget pause "$FINAL" pause_us
 	jget started "$FINAL" postcopy_started
 	lim=$(tcp_limit 2)
 	once_ms=$(calc %.0f "2 * 1073741824 / ($lim * 1e9) * 1000")
@@ -332,22 +340,16 @@ postcopy_when_active() {	# VM
 # latency percentiles (p-rewrite, switching after a whole pass, may
 # leave only a handful).
 scenario_p_faults() {
-	local run=p-faults dst_s p50 p99 pmax faults ok
+	local run=p-faults p50 p99 pmax faults ok
 	say "scenario $run: 2 GiB guest, 2 vCPUs rewriting all memory, postcopy as soon as the job is active"
 	start_vmm ps --memory 2G --vcpus 2 --test-guest dirty --heartbeat 500
 	wait_pass ps 2 2
 	start_vmm pd --memory 2G --vcpus 2 --incoming
 	postcopy_when_active ps &
 	PIDS+=($!)
-	migrate_sampled "$run" ps pd 120 --channels 2 --downtime-limit 1
-	[ "$OUTCOME" = completed ] || die "$run: migration $OUTCOME: $(jget e "$FINAL" error; echo "$e")"
-	check_memory pd
-	dst_s=$(migctl --json status pd)
-	printf '%s\n' "$dst_s" >"$OUT/$run.dest.json"
-	quit_vmm ps pd
-	derive
-	jget p50 "$dst_s" latency_p50_us; jget p99 "$dst_s" latency_p99_us
-	jget pmax "$dst_s" latency_max_us; jget faults "$dst_s" remote_faults
+	postcopy_migrate "$run" ps pd --channels 2 --downtime-limit 1
+	jget p50 "$DEST_S" latency_p50_us; jget p99 "$DEST_S" latency_p99_us
+	jget pmax "$DEST_S" latency_max_us; jget faults "$DEST_S" remote_faults
 	ok=0
 	awk "BEGIN { exit !(${p50:-0} > 0 && ${p50:-0} <= $T_P_P50 * $L_UFFD) }" && ok=1
 	record "$run" p 2 "$(tcp_limit 2)" "$(pass_miss "$ok")" "2G dirty all, 2 vCPUs, postcopy at once"
@@ -367,24 +369,17 @@ scenario_p_faults() {
 # sides: local faults, which faultd serves alone (UFFDIO_ZEROPAGE).  It
 # switches as soon as the job is active (in round 1).
 scenario_p_pause() {	# SIZE
-	local size=$1 run=p-pause-$1 ok pause dst_s zf z50 z99
+	local size=$1 run=p-pause-$1 ok pause zf z50 z99
 	say "scenario $run: $size guest filling fresh memory, postcopy on request after 2 s"
 	start_vmm qs --memory "$size" --vcpus 1 --test-guest fill --guest-rate 20000 --heartbeat 200
 	wait_until 60 pages_at_least qs 0 20000 || die "qs: the guest does not run"
 	start_vmm qd --memory "$size" --vcpus 1 --incoming
 	postcopy_when_active qs &
 	PIDS+=($!)
-	migrate_sampled "$run" qs qd 120 --channels 2 --max-bandwidth 200M \
-		--downtime-limit 1
-	[ "$OUTCOME" = completed ] || die "$run: migration $OUTCOME"
-	check_memory qd
-	dst_s=$(migctl --json status qd)
-	printf '%s\n' "$dst_s" >"$OUT/$run.dest.json"
-	quit_vmm qs qd
-	derive
+	postcopy_migrate "$run" qs qd --channels 2 --max-bandwidth 200M --downtime-limit 1
 	jget pause "$FINAL" pause_us
-	jget zf "$dst_s" zero_faults; jget z50 "$dst_s" zero_latency_p50_us
-	jget z99 "$dst_s" zero_latency_p99_us
+	jget zf "$DEST_S" zero_faults; jget z50 "$DEST_S" zero_latency_p50_us
+	jget z99 "$DEST_S" zero_latency_p99_us
 	ok=0
 	[ "${pause:-0}" -gt 0 ] && [ "$pause" -lt "$T_P_PAUSE_US" ] && ok=1
 	record "$run" p 2 "$(tcp_limit 2)" "$(pass_miss "$ok")" "$size fill, postcopy"
