@@ -285,6 +285,7 @@ scenario_c() {	# ac|noac
 # under dirty logging, and with a 300 ms limit some runs converged).
 # p-faults: the same guest switched at once, for the fault latency.
 # p-pause-1G, p-pause-8G: the guest pause at the switch whatever the size.
+
 # Migrate SRC to DST, check DST's memory, keep the destination job's
 # status in DEST_S (and RUN.dest.json), stop both vmms.
 postcopy_migrate() {	# RUN SRC DST MIGRATE-ARGS...
@@ -299,15 +300,36 @@ postcopy_migrate() {	# RUN SRC DST MIGRATE-ARGS...
 	derive
 }
 
-scenario_p_rewrite() {
-	local run=p-rewrite lim once_ms ok blocked faults pause started figs
-	say "scenario $run: 2 GiB guest, 2 vCPUs rewriting all memory, postcopy after one pass"
+# Ask for postcopy once the job is active and has ended ROUNDS rounds.
+postcopy_after() {	# VM ROUNDS
+	local i s st n
+	for ((i = 0; i < 2400; i++)); do
+		s=$(migctl --json status "$1" 2>/dev/null)
+		jget st "$s" state; jget n "$s" rounds
+		if [ "$st" = active ] && [ "${n:-0}" -ge "$2" ]; then
+			migctl postcopy "$1" >/dev/null 2>&1
+			return
+		fi
+		sleep 0.02
+	done
+}
+
+# The 2 GiB guest of scenario c, 2 vCPUs rewriting all memory, switched
+# to postcopy after ROUNDS rounds (the 1 ms limit keeps precopy from
+# converging first); the destination job's status in DEST_S.
+rewrite_postcopy() {	# RUN ROUNDS
 	start_vmm ps --memory 2G --vcpus 2 --test-guest dirty --heartbeat 500
 	wait_pass ps 2 2
 	start_vmm pd --memory 2G --vcpus 2 --incoming
-	postcopy_after_round1 ps &
+	postcopy_after ps "$2" &
 	PIDS+=($!)
-	postcopy_migrate "$run" ps pd --channels 2 --downtime-limit 1
+	postcopy_migrate "$1" ps pd --channels 2 --downtime-limit 1
+}
+
+scenario_p_rewrite() {
+	local run=p-rewrite lim once_ms ok blocked faults pause started figs
+	say "scenario $run: 2 GiB guest, 2 vCPUs rewriting all memory, postcopy after one pass"
+	rewrite_postcopy "$run" 1
 	jget blocked "$DEST_S" blocked_us
 	jget faults "$DEST_S" remote_faults; jget pause "$FINAL" pause_us
 	jget started "$FINAL" postcopy_started
@@ -326,28 +348,6 @@ scenario_p_rewrite() {
 	    "QEMU 7.2: 10-12.4 s total, 2-4 ms pause, 93-173 ms vCPU block time"
 }
 
-# Ask for postcopy as soon as round 1 has ended.
-postcopy_after_round1() {	# VM
-	local i s n
-	for ((i = 0; i < 2400; i++)); do
-		s=$(migctl --json status "$1" 2>/dev/null)
-		jget n "$s" rounds
-		[ "${n:-0}" -ge 1 ] && { migctl postcopy "$1" >/dev/null 2>&1; return; }
-		sleep 0.05
-	done
-}
-
-# Ask for postcopy as soon as the job is active (in round 1).
-postcopy_when_active() {	# VM
-	local i s st
-	for ((i = 0; i < 400; i++)); do
-		s=$(migctl --json status "$1" 2>/dev/null)
-		jget st "$s" state
-		[ "$st" = active ] && { migctl postcopy "$1" >/dev/null 2>&1; return; }
-		sleep 0.02
-	done
-}
-
 # p-faults: the guest of p-rewrite, switched to postcopy as soon as the
 # job is active, so that nearly all of its 2 GiB come after the switch:
 # thousands of remote faults while the push runs, enough for the
@@ -356,12 +356,7 @@ postcopy_when_active() {	# VM
 scenario_p_faults() {
 	local run=p-faults p50 p99 pmax faults ok
 	say "scenario $run: 2 GiB guest, 2 vCPUs rewriting all memory, postcopy as soon as the job is active"
-	start_vmm ps --memory 2G --vcpus 2 --test-guest dirty --heartbeat 500
-	wait_pass ps 2 2
-	start_vmm pd --memory 2G --vcpus 2 --incoming
-	postcopy_when_active ps &
-	PIDS+=($!)
-	postcopy_migrate "$run" ps pd --channels 2 --downtime-limit 1
+	rewrite_postcopy "$run" 0
 	jget p50 "$DEST_S" latency_p50_us; jget p99 "$DEST_S" latency_p99_us
 	jget pmax "$DEST_S" latency_max_us; jget faults "$DEST_S" remote_faults
 	ok=0
@@ -388,7 +383,7 @@ scenario_p_pause() {	# SIZE
 	start_vmm qs --memory "$size" --vcpus 1 --test-guest fill --guest-rate 20000 --heartbeat 200
 	wait_until 60 pages_at_least qs 0 20000 || die "qs: the guest does not run"
 	start_vmm qd --memory "$size" --vcpus 1 --incoming
-	postcopy_when_active qs &
+	postcopy_after qs 0 &
 	PIDS+=($!)
 	postcopy_migrate "$run" qs qd --channels 2 --max-bandwidth 200M --downtime-limit 1
 	jget pause "$FINAL" pause_us
