@@ -141,9 +141,11 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRCS))
 $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(LIBCOMMON)
 	$(call msg,LD,$@)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter-out $(LIBCOMMON),$^) $(LIBCOMMON) \
+		$(CMOCKA_LIBS) $(LDLIBS)
 
-# A unit test of one migd module links that module too.
+# A unit test of one migd module links that module too (before the
+# common library, which the module may need).
 $(O)/tests/test_place: $(O)/migd/place.o
 
 $(O)/tests/unit/%.o: tests/unit/%.c | $(PROTO_H)

@@ -20,10 +20,10 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/uffdio.h"
 #include "common/util.h"
 #include "faultd/faultd.h"
 
-#define LINK_EAGAIN_MAX 1000            /* UFFDIO_COPY retries while mm changes */
 #define LINK_SPIN_NS 100000ULL          /* awake this long for an answer */
 
 /*
@@ -34,34 +34,26 @@
 static int link_place(struct session *s, uint64_t dst, const uint8_t *src,
 		      uint64_t len, uint64_t *ret_copied, uint64_t *ret_exist)
 {
-	uint64_t copied = 0, exist = 0;
-	unsigned int again = 0;
+	struct uffdio_range w = { .len = STREAM_PAGE };
+	uint64_t copied = 0, exist = 0, done;
+	int r;
 
 	while (len) {
-		struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)src, .len = len };
-		struct uffdio_range w = { .start = dst, .len = STREAM_PAGE };
-		uint64_t done;
-		int err;
-
-		if (ioctl(s->uffd, UFFDIO_COPY, &c) == 0) {
-			copied += len / STREAM_PAGE;
-			break;
-		}
-		err = errno;
-		done = c.copy > 0 ? (uint64_t)c.copy : 0;
+		r = uffdio_fill(s->uffd, dst, src, len, &done);
 		copied += done / STREAM_PAGE;
 		dst += done;
 		src += done;
 		len -= done;
-		if (err == EEXIST && done == 0) {
+		if (r == -EEXIST) {
+			w.start = dst;
 			if (ioctl(s->uffd, UFFDIO_WAKE, &w) < 0)
 				return -errno;
 			exist++;
 			dst += STREAM_PAGE;
 			src += STREAM_PAGE;
 			len -= STREAM_PAGE;
-		} else if (err != EAGAIN || ++again > LINK_EAGAIN_MAX) {
-			return -err;
+		} else if (r < 0) {
+			return r;
 		}
 	}
 	*ret_copied = copied;

@@ -20,17 +20,15 @@
  * arriving for the first time is read into a staging buffer and placed
  * from there (place.c: UFFDIO_COPY, which neither zeroes the new pages
  * nor takes the memfd's inode lock; 2-2.5 GB/s per thread against
- * 1.3-1.5 through the mapping).  Zero pages become holes (fallocate), so nothing is allocated
- * for them.  The received-pages bitmap is exact.  Nothing logs per page.
+ * 1.3-1.5 through the mapping).  Zero pages become holes (fallocate), so
+ * nothing is allocated for them.  The received-pages bitmap is exact.  Nothing logs per page.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/userfaultfd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -40,6 +38,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/uffdio.h"
 #include "common/util.h"
 #include "migd/migd.h"
 
@@ -530,40 +529,23 @@ static int uffd_place(struct chan_rx *c, unsigned int region, uint64_t off,
 		      const uint8_t *src, uint32_t n)
 {
 	uint64_t dst = c->pc->host[region] + off, len = (uint64_t)n * STREAM_PAGE;
-	uint64_t done = 0;
-	int64_t got;
+	uint64_t done = 0, got;
 	int r;
 
 	while (done < len) {
-		if (src) {
-			struct uffdio_copy cp = {
-				.dst = dst + done,
-				.src = (uint64_t)(uintptr_t)(src + done),
-				.len = len - done,
-			};
-
-			r = ioctl(c->pc->uffd, UFFDIO_COPY, &cp);
-			got = cp.copy;
-		} else {
-			struct uffdio_zeropage z = {
-				.range = { .start = dst + done, .len = len - done },
-			};
-
-			r = ioctl(c->pc->uffd, UFFDIO_ZEROPAGE, &z);
-			got = z.zeropage;
-		}
-		if (r == 0)
-			got = len - done;
-		if (got > 0) {
+		r = uffdio_fill(c->pc->uffd, dst + done, src ? src + done : NULL,
+				len - done, &got);
+		if (got) {
 			page_placed(c, region, off + done, got / STREAM_PAGE);
 			__atomic_fetch_add(&c->pc->pushed, got / STREAM_PAGE,
 					   __ATOMIC_RELAXED);
 			done += got;
-		} else if (errno == EEXIST) {
+		}
+		if (r == -EEXIST) {
 			page_placed(c, region, off + done, 1);
 			done += STREAM_PAGE;
-		} else if (errno != EAGAIN && errno != EINTR) {
-			return -errno;
+		} else if (r < 0) {
+			return r;
 		}
 	}
 	return 0;

@@ -26,10 +26,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/uffdio.h"
 #include "common/util.h"
 #include "migd/migd.h"
-
-#define PLACE_EAGAIN_MAX 1000   /* UFFDIO_COPY retries while the mm changes */
 
 int ram_place_open(struct ram_place *p, const struct ram_view *v)
 {
@@ -76,42 +75,49 @@ void ram_place_close(struct ram_place *p, const struct ram_view *v)
 	p->uffd = -1;
 }
 
+/* n adjacent pages from src to off, by pwrite(): 0 or -errno. */
+static int place_pwrite(const struct ram_view *v, unsigned int region,
+			uint64_t off, const uint8_t *src, uint64_t len)
+{
+	ssize_t w;
+
+	while (len) {
+		w = pwrite(v->r[region].fd, src, len, (off_t)off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		/* A short write leaves the rest for the next turn. */
+		w = ALIGN_DOWN(w, (ssize_t)STREAM_PAGE);
+		if (w == 0)
+			return -EIO;
+		off += w;
+		src += w;
+		len -= w;
+	}
+	return 0;
+}
+
 /* n adjacent pages from src to off: 0 or -errno. */
 static int place_run(const struct ram_place *p, const struct ram_view *v,
 		     unsigned int region, uint64_t off, const uint8_t *src,
 		     uint64_t n)
 {
 	uint64_t len = n * STREAM_PAGE, done;
-	unsigned int again = 0;
-	ssize_t w;
+	int r;
 
+	if (p->uffd < 0)
+		return place_pwrite(v, region, off, src, len);
 	while (len) {
-		struct uffdio_copy c = { .dst = (uintptr_t)p->at[region] + off,
-					 .src = (uintptr_t)src, .len = len };
-
-		if (p->uffd < 0) {
-			w = pwrite(v->r[region].fd, src, len, (off_t)off);
-			if (w < 0 && errno != EINTR)
-				return -errno;
-			/* A short write leaves the rest for the next turn. */
-			done = w < 0 ? 0 : ALIGN_DOWN((uint64_t)w, (uint64_t)STREAM_PAGE);
-			if (w >= 0 && done == 0)
-				return -EIO;
-		} else if (ioctl(p->uffd, UFFDIO_COPY, &c) == 0) {
-			done = len;
-		} else {
-			int err = errno;
-
-			done = c.copy > 0 ? (uint64_t)c.copy : 0;
-			if (err == EEXIST && done == 0) {
-				/* There already: through the ordinary mapping. */
-				memcpy(v->r[region].host + off, src, STREAM_PAGE);
-				done = STREAM_PAGE;
-			} else if (err != EEXIST && err != EAGAIN) {
-				return -err;
-			} else if (done == 0 && ++again > PLACE_EAGAIN_MAX) {
-				return -err;
-			}
+		r = uffdio_fill(p->uffd, (uintptr_t)p->at[region] + off, src, len,
+				&done);
+		if (r == -EEXIST) {
+			/* There already: through the ordinary mapping. */
+			memcpy(v->r[region].host + off + done, src + done,
+			       STREAM_PAGE);
+			done += STREAM_PAGE;
+		} else if (r < 0) {
+			return r;
 		}
 		off += done;
 		src += done;
