@@ -24,7 +24,8 @@
 #include <protobuf-c/protobuf-c.h>
 
 #define STREAM_MAGIC "TERNMIG1"
-#define STREAM_VERSION 2               /* 2: packets carry a checksum */
+#define STREAM_VERSION 3               /* 2: packets carry a checksum;
+					 * 3: Settle before the stop */
 #define STREAM_ID_LEN 16
 #define STREAM_TOKEN_LEN 16
 #define STREAM_TOKEN_HEX (2 * STREAM_TOKEN_LEN)

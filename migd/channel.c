@@ -713,7 +713,9 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 	mark_received(c, p.region, off, p.npages);
 	worker_count(c->w, c->index, sizeof(p) + p.npages * 8 + p.data_len,
 		     p.npages, (p.flags & STREAM_PKT_ZERO) ? p.npages : 0);
-	c->pages_total += p.npages;
+	/* published for Settle (dest_settle) */
+	__atomic_store_n(&c->pages_total, c->pages_total + p.npages,
+			 __ATOMIC_RELEASE);
 	return 0;
 }
 

@@ -320,7 +320,8 @@ static int dest_wait_main(struct dest *d)
 	}
 }
 
-#define BODY_DEVICE_OR_DISCARD (-1)
+/* In precopy, what may come next on the main connection. */
+#define BODY_PRECOPY_NEXT (-1)
 
 static int dest_recv(struct dest *d, int body, const char *what,
 		     Tern__Stream__StreamMsg **ret)
@@ -335,9 +336,10 @@ static int dest_recv(struct dest *d, int body, const char *what,
 		return worker_fail(d->w, r, "waiting for the source's %s: %s", what,
 				   r == -EPIPE ? "the source closed the connection" :
 				   strerror(-r));
-	if ((int)m->body_case != body && !(body == BODY_DEVICE_OR_DISCARD &&
+	if ((int)m->body_case != body && !(body == BODY_PRECOPY_NEXT &&
 	    (m->body_case == TERN__STREAM__STREAM_MSG__BODY_DEVICE ||
-	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD))) {
+	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD ||
+	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_SETTLE))) {
 		r = worker_fail(d->w, EPROTO, "the source sent message %d instead "
 				"of its %s", m->body_case, what);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
@@ -445,6 +447,50 @@ static int dest_send(struct dest *d, Tern__Stream__StreamMsg *m, const char *wha
 		worker_fail(d->w, r, "sending %s to the source: %s", what,
 			    strerror(-r));
 	return r;
+}
+
+/*
+ * The source may stop the guest soon: answer once every page its ram
+ * channels carried so far is in place here (what its channels had sent
+ * can still sit in the sockets' buffers, megabytes a channel).
+ */
+static int dest_settle(struct dest *d, const Tern__Stream__Settle *f)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__Settled ok = TERN__STREAM__SETTLED__INIT;
+	const struct timespec nap = { 0, 100000 };
+	uint64_t t0 = now_ns(), limit = deadline_ms(MIGD_IO_TIMEOUT_MS), have;
+	unsigned int i = 0;
+
+	if (f->n_channel_pages != d->nchan)
+		return dest_refuse(d, EPROTO, "Settle counts %zu ram channels, "
+				   "not %u", f->n_channel_pages, d->nchan);
+	while (i < d->nchan) {
+		have = __atomic_load_n(&d->chan[i].pages_total, __ATOMIC_ACQUIRE);
+		if (have >= f->channel_pages[i]) {
+			i++;
+			continue;
+		}
+		if (worker_cancelled())
+			return -ECANCELED;
+		if (worker_failed(d->w))
+			return dest_wait_main(d);  /* refuses with the reason */
+		if (__atomic_load_n(&d->chan[i].ended, __ATOMIC_ACQUIRE))
+			return dest_refuse(d, EPROTO, "ram channel %u ended after "
+					   "%llu pages, before the %llu of Settle",
+					   i, (unsigned long long)have,
+					   (unsigned long long)f->channel_pages[i]);
+		if (now_ns() > limit)
+			return dest_refuse(d, ETIMEDOUT, "ram channel %u placed %llu "
+					   "of the %llu pages its source sent "
+					   "(timed out)", i, (unsigned long long)have,
+					   (unsigned long long)f->channel_pages[i]);
+		nanosleep(&nap, NULL);
+	}
+	ok.wait_ns = now_ns() - t0;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_SETTLED;
+	m.settled = &ok;
+	return dest_send(d, &m, "Settled");
 }
 
 /*
@@ -981,10 +1027,16 @@ static int dest_receive(struct dest *d)
 	}
 	d->received = true;
 	worker_set_state(d->w, JOB_STATE_ACTIVE);
-	if (r == 0)
+	while (r == 0) {
 		r = dest_wait_main(d);
-	if (r == 0)
-		r = dest_recv(d, BODY_DEVICE_OR_DISCARD, "device state", &dev);
+		if (r == 0)
+			r = dest_recv(d, BODY_PRECOPY_NEXT, "device state", &dev);
+		if (r < 0 || dev->body_case != TERN__STREAM__STREAM_MSG__BODY_SETTLE)
+			break;
+		r = dest_settle(d, dev->settle);
+		protobuf_c_message_free_unpacked(&dev->base, NULL);
+		dev = NULL;
+	}
 	if (r < 0)
 		return r;
 	if (dev->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD) {

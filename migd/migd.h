@@ -409,7 +409,7 @@ struct chan_rx {
 	bool started;
 	int err;                        /* own thread, read after join */
 	bool ended;                     /* own thread: the end packet came */
-	uint64_t pages_total;           /* own thread */
+	uint64_t pages_total;           /* own thread; read by dest_settle */
 	struct pc_place *pc;            /* the job's postcopy placement */
 	bool postcopy;                  /* own thread: past the marker */
 	uint64_t marker_pages;          /* pages before the marker (under pc->lock) */

@@ -43,6 +43,7 @@ struct source {
 	uint64_t check_bytes;           /* bytes sent by then */
 	uint64_t round_bytes;           /* bytes sent in precopy rounds ... */
 	uint64_t round_ns;              /* ... over this long: the bandwidth */
+	uint64_t settle_ns;             /* waiting in source_settle */
 	struct vmm_link vmm;
 	struct ram_view ram;
 	int main_fd;
@@ -464,37 +465,102 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 	return r;
 }
 
+#define US(ns) ((unsigned long long)(ns) / 1000)
+
 /* ---- convergence and switchover --------------------------------------------- */
 
-static void source_round_stats(struct source *s, uint64_t sent_bytes,
-			       uint64_t send_ns, uint64_t dirty, uint64_t round_ns)
+/*
+ * The bandwidth is that of all rounds so far, not of the last one: a
+ * short round goes into empty socket buffers (4 MiB a channel on each
+ * side) at several times the rate the destination takes it, and an
+ * estimate from it let the final round overrun the limit (4 channels:
+ * 3.1 GB/s "measured", 0.85 GB/s real, 28 ms for 20).  Under w->lock;
+ * the expected downtime in ms.
+ */
+static uint64_t source_estimate(struct source *s, uint64_t dirty)
 {
 	struct worker *w = s->w;
-	uint64_t bw, use_bw, remaining = dirty * STREAM_PAGE;
+	uint64_t use_bw, remaining = dirty * STREAM_PAGE;
 
-	/*
-	 * The bandwidth is that of all rounds so far, not of the last one: a
-	 * short round goes into empty socket buffers (4 MiB a channel on
-	 * each side) at several times the rate the destination takes it,
-	 * and an estimate from it let the final round overrun the limit
-	 * (4 channels: 3.1 GB/s "measured", 0.85 GB/s real, 28 ms for 20).
-	 */
-	s->round_bytes += sent_bytes;
-	s->round_ns += send_ns;
-	pthread_mutex_lock(&w->lock);
 	if (s->round_bytes && s->round_ns)
 		w->bandwidth = s->round_bytes * 1000000000ULL / s->round_ns;
-	bw = w->bandwidth;
 	use_bw = w->spec->params.avail_switchover_bandwidth ?
-		 w->spec->params.avail_switchover_bandwidth : bw;
-	w->rounds++;
-	w->round_pages = 0;             /* between rounds: the sync's count */
-	w->dirty_rate = round_ns ? dirty * 1000000000ULL / round_ns : 0;
+		 w->spec->params.avail_switchover_bandwidth : w->bandwidth;
 	w->remaining_bytes = remaining;
 	w->expected_downtime_ms = !remaining ? 0 : use_bw ?
 				  remaining * 1000 / use_bw : UINT64_MAX;
+	return w->expected_downtime_ms;
+}
+
+static uint64_t source_round_stats(struct source *s, uint64_t sent_bytes,
+				   uint64_t send_ns, uint64_t dirty,
+				   uint64_t round_ns)
+{
+	struct worker *w = s->w;
+	uint64_t expected;
+
+	s->round_bytes += sent_bytes;
+	s->round_ns += send_ns;
+	pthread_mutex_lock(&w->lock);
+	w->rounds++;
+	w->round_pages = 0;             /* between rounds: the sync's count */
+	w->dirty_rate = round_ns ? dirty * 1000000000ULL / round_ns : 0;
+	expected = source_estimate(s, dirty);
 	pthread_mutex_unlock(&w->lock);
 	worker_report(w);
+	return expected;
+}
+
+static int source_expect(struct source *s, int body, const char *what,
+			 Tern__Stream__StreamMsg **ret);
+
+/*
+ * The last look before the stop.  What the channels sent can still sit
+ * in the sockets' buffers on both hosts (megabytes a channel, 40 ms to
+ * place here with 4 channels into fresh memory), and it would land inside
+ * the pause, which the estimate does not count.  So wait, with the guest
+ * still running, until the destination has placed all of it; the wait is
+ * the tail of those bytes and counts into the bandwidth.  Then take the
+ * pages dirtied meanwhile: the expected downtime, again.
+ */
+static int source_settle(struct source *s, uint64_t *ret_expected)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__Settle f = TERN__STREAM__SETTLE__INIT;
+	uint64_t counts[STREAM_MAX_CHANNELS], t0 = now_ns(), dirty, bw;
+	unsigned int i;
+	int r;
+
+	r = source_flush(s);            /* the channels are idle: counts */
+	if (r < 0)
+		return r;
+	for (i = 0; i < s->nchan; i++)
+		counts[i] = s->chan[i].pages_total;
+	f.n_channel_pages = s->nchan;
+	f.channel_pages = counts;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_SETTLE;
+	m.settle = &f;
+	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	if (r < 0)
+		return worker_fail(s->w, r, "sending Settle: %s", strerror(-r));
+	r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_SETTLED, "Settled", NULL);
+	if (r < 0)
+		return r;
+	s->round_ns += now_ns() - t0;
+	s->settle_ns += now_ns() - t0;
+	r = source_sync(s, &dirty);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->w->lock);
+	*ret_expected = source_estimate(s, dirty);
+	bw = s->w->bandwidth;
+	pthread_mutex_unlock(&s->w->lock);
+	worker_report(s->w);
+	log_info("the pages sent settled there in %llu us; %llu dirty since, "
+		 "%llu ms expected at %llu MB/s", US(now_ns() - t0),
+		 (unsigned long long)dirty, (unsigned long long)*ret_expected,
+		 (unsigned long long)bw / 1000000);
+	return 0;
 }
 
 /* Ask the vmm to take percent of the vCPUs' time (0 lifts it). */
@@ -556,12 +622,14 @@ static int source_precopy(struct source *s)
 		if (r < 0)
 			return r;
 		sent = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED) - b0;
-		source_round_stats(s, sent, t1 - t0, dirty, now_ns() - t0);
-		pthread_mutex_lock(&w->lock);
-		expected = w->expected_downtime_ms;
-		pthread_mutex_unlock(&w->lock);
-		if (expected <= w->spec->params.downtime_limit_ms)
-			return 0;
+		expected = source_round_stats(s, sent, t1 - t0, dirty, now_ns() - t0);
+		if (expected <= w->spec->params.downtime_limit_ms) {
+			r = source_settle(s, &expected);
+			if (r < 0)
+				return r;
+			if (expected <= w->spec->params.downtime_limit_ms)
+				return 0;
+		}
 		if (worker_postcopy_requested())
 			return PC_SWITCH;
 		/* Postcopy auto: a round that dirtied more than half of what it
@@ -676,8 +744,6 @@ static int source_send_device(struct source *s)
 	return 0;
 }
 
-#define US(ns) ((unsigned long long)(ns) / 1000)
-
 /*
  * The guest's pause: from Stop here to the release of its vCPUs there,
  * not to the moment this side hears of it (the Resumed message can wait
@@ -766,12 +832,13 @@ static int source_switchover(struct source *s)
 	w->downtime_ms = pause / 1000000;
 	w->resume_ms = resumed->resumed->resume_ns / 1000000;
 	pthread_mutex_unlock(&w->lock);
-	log_info("completed: downtime %llu ms: stop %llu us, last pages %llu us, "
+	log_info("completed: downtime %llu ms: stop %llu us, last %llu pages %llu us, "
 		 "device state %llu us, destination ready %llu us, Go to vCPUs "
-		 "released there %llu us (Resumed heard after %llu us)",
+		 "released there %llu us (Resumed heard after %llu us; before "
+		 "the stop, %llu us waiting for the pages sent to settle there)",
 		 (unsigned long long)(pause / 1000000), US(t_stopped - t_stop),
-		 US(t_pages - t_stopped), US(t_dev - t_pages), US(t_ready - t_dev),
-		 US(pause - (t_go - t_stop)), US(t_ack - t_go));
+		 (unsigned long long)pages, US(t_pages - t_stopped), US(t_dev - t_pages), US(t_ready - t_dev),
+		 US(pause - (t_go - t_stop)), US(t_ack - t_go), US(s->settle_ns));
 	protobuf_c_message_free_unpacked(&resumed->base, NULL);
 	return 0;
 }
