@@ -35,6 +35,7 @@
 #define MIGD_DEFAULT_CHANNELS 4
 #define MIGD_DEFAULT_DOWNTIME_MS 300
 #define MIGD_IO_TIMEOUT_MS 10000        /* a peer silent this long has failed */
+#define SETTLE_WAIT_MS 2000             /* a Settle's longest wait (dest_settle) */
 #define MIGD_STALL_TIMEOUT_MS 20000     /* a connection that moves no bytes this
 					 * long (sent or acknowledged) has failed */
 #define MIGD_HELLO_TIMEOUT_MS 5000      /* a new connection must say hello by then */
@@ -282,6 +283,7 @@ bool worker_cancelled(void);
  * to switch to postcopy. */
 bool worker_postcopy_requested(void);
 void fault_point(const char *name);
+bool fault_active(const char *name);
 void worker_set_state(struct worker *w, enum job_state st);
 /* Record the job's failure (the first one wins); returns -err. */
 int worker_fail(struct worker *w, int err, const char *fmt, ...)

@@ -519,15 +519,17 @@ static int source_expect(struct source *s, int body, const char *what,
  * in the sockets' buffers on both hosts (megabytes a channel, 40 ms to
  * place here with 4 channels into fresh memory), and it would land inside
  * the pause, which the estimate does not count.  So wait, with the guest
- * still running, until the destination has placed all of it; the wait is
- * the tail of those bytes and counts into the bandwidth.  Then take the
- * pages dirtied meanwhile: the expected downtime, again.
+ * still running, until the destination has placed all of it (or says,
+ * after SETTLE_WAIT_MS, how much is still on its way: counted as still
+ * to send); the wait is the tail of those bytes and counts into the
+ * bandwidth.  Then take the pages dirtied meanwhile: the expected
+ * downtime, again.
  */
 static int source_settle(struct source *s, uint64_t *ret_expected)
 {
-	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *ans = NULL;
 	Tern__Stream__Settle f = TERN__STREAM__SETTLE__INIT;
-	uint64_t counts[STREAM_MAX_CHANNELS], t0 = now_ns(), dirty, bw;
+	uint64_t counts[STREAM_MAX_CHANNELS], t0 = now_ns(), dirty, bw, pending, sent;
 	unsigned int i;
 	int r;
 
@@ -543,21 +545,30 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 	r = stream_msg_send(s->main_fd, &m.base, deadline());
 	if (r < 0)
 		return worker_fail(s->w, r, "sending Settle: %s", strerror(-r));
-	r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_SETTLED, "Settled", NULL);
+	r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_SETTLED, "Settled", &ans);
 	if (r < 0)
 		return r;
+	pending = ans->settled->pending_pages;
+	protobuf_c_message_free_unpacked(&ans->base, NULL);
+	for (i = 0, sent = 0; i < s->nchan; i++)
+		sent += counts[i];
+	if (pending > sent)
+		return worker_fail(s->w, EPROTO, "the destination says %llu pages "
+				   "are still on their way", (unsigned long long)pending);
 	s->round_ns += now_ns() - t0;
 	s->settle_ns += now_ns() - t0;
 	r = source_sync(s, &dirty);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&s->w->lock);
-	*ret_expected = source_estimate(s, dirty);
+	/* What a slow link still carries is part of the pause too. */
+	*ret_expected = source_estimate(s, dirty + pending);
 	bw = s->w->bandwidth;
 	pthread_mutex_unlock(&s->w->lock);
 	worker_report(s->w);
-	log_info("the pages sent settled there in %llu us; %llu dirty since, "
-		 "%llu ms expected at %llu MB/s", US(now_ns() - t0),
+	log_info("the pages sent settled there in %llu us (%llu still on their "
+		 "way); %llu dirty since, %llu ms expected at %llu MB/s",
+		 US(now_ns() - t0), (unsigned long long)pending,
 		 (unsigned long long)dirty, (unsigned long long)*ret_expected,
 		 (unsigned long long)bw / 1000000);
 	return 0;

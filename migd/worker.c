@@ -42,25 +42,34 @@ bool worker_postcopy_requested(void)
 
 /*
  * Fault injection for tests: TERN_FAULT=NAME[,NAME...] in migd's
- * environment makes a worker kill itself (SIGKILL, as a crash would) at
- * the named point, so that the parent's recovery can be tested where it
- * matters most.  Points: source-after-stop (the VM is paused, nothing
- * told to the destination), source-before-go (the switch is recorded
- * but Go not sent).
+ * environment.  At a crash point (fault_point) a worker kills itself
+ * (SIGKILL, as a crash would), so that the parent's recovery can be
+ * tested where it matters most: source-after-stop (the VM is paused,
+ * nothing told to the destination), source-before-go (the switch is
+ * recorded but Go not sent), source-postcopy-before-go.  Other points
+ * change one behaviour (fault_active): dest-settle-at-once (Settle is
+ * answered without waiting, as over a slow link).
  */
-void fault_point(const char *name)
+bool fault_active(const char *name)
 {
 	const char *f = getenv("TERN_FAULT");
 	size_t n = strlen(name);
 
 	while (f && *f) {
-		if (!strncmp(f, name, n) && (f[n] == 0 || f[n] == ',')) {
-			log_warnx("TERN_FAULT: crashing at %s", name);
-			raise(SIGKILL);
-		}
+		if (!strncmp(f, name, n) && (f[n] == 0 || f[n] == ','))
+			return true;
 		f = strchr(f, ',');
 		if (f)
 			f++;
+	}
+	return false;
+}
+
+void fault_point(const char *name)
+{
+	if (fault_active(name)) {
+		log_warnx("TERN_FAULT: crashing at %s", name);
+		raise(SIGKILL);
 	}
 }
 

@@ -5,7 +5,8 @@
 # migd serving, and says what happened; then the migration can simply be
 # run again.  Token mismatch, garbage on the port, cancel, the destination
 # worker killed, the source worker killed right after it stopped the VM
-# (migd resumes it), and right before Go (migd must not).
+# (migd resumes it), and right before Go (migd must not).  Also Settle
+# answered before the pages arrived, as over a slow link.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 start_migd TERN_FAULT="${TERN_FAULT_OVERRIDE:-}"
@@ -149,4 +150,18 @@ migctl migrate x "$ADDR" --token "$TOKEN" --wait >/dev/null 2>&1 && fail "surviv
 job_get x error | grep -q "outcome unknown" || fail "error: $(job_get x error)"
 [ "$(state_of x)" = paused ] || fail "x must stay paused once the switch was recorded"
 echo "ok: $(job_get x error)"
+
+note "Settle answered at once, as over a slow link: what is on its way counts as still to send"
+kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+start_migd TERN_FAULT=dest-settle-at-once
+start_vmm p --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
+wait_pass p 0 2
+start_vmm q --memory 128M --incoming
+incoming q
+migctl migrate p "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null ||
+	fail "the migration failed: $(job_get p error)"
+vmmctl check q || fail "q after the migration"
+grep "still on their way" "$RUNDIR/migd.log" || fail "no Settle answer was logged"
+wait_progress q 0
+echo "ok: completed, memory intact, the guest runs on"
 echo PASS
