@@ -461,7 +461,7 @@ static int dest_settle(struct dest *d, const Tern__Stream__Settle *f)
 	const struct timespec nap = { 0, 100000 };
 	uint64_t t0 = now_ns(), have, limit = deadline_ms(
 		fault_active("dest-settle-at-once") ? 0 : SETTLE_WAIT_MS);
-	unsigned int i = 0;
+	unsigned int i;
 
 	if (f->n_channel_pages != d->nchan)
 		return dest_refuse(d, EPROTO, "Settle counts %zu ram channels, "

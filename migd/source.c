@@ -848,7 +848,8 @@ static int source_switchover(struct source *s)
 		 "released there %llu us (Resumed heard after %llu us; before "
 		 "the stop, %llu us waiting for the pages sent to settle there)",
 		 (unsigned long long)(pause / 1000000), US(t_stopped - t_stop),
-		 (unsigned long long)pages, US(t_pages - t_stopped), US(t_dev - t_pages), US(t_ready - t_dev),
+		 (unsigned long long)pages, US(t_pages - t_stopped),
+		 US(t_dev - t_pages), US(t_ready - t_dev),
 		 US(pause - (t_go - t_stop)), US(t_ack - t_go), US(s->settle_ns));
 	protobuf_c_message_free_unpacked(&resumed->base, NULL);
 	return 0;
