@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/ramhash.h"
@@ -222,5 +224,67 @@ int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 	}
 	for (k = 0; k < nregions; k++)
 		free(ext[k].v);
+	return ret;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
+		 unsigned int nthreads, uint64_t sample, uint64_t *data,
+		 uint64_t *rate)
+{
+	struct ramhash_region part[8];
+	unsigned int k, n = 0;
+	uint64_t taken = 0, chunks = 0, *out, t0, ns;
+	struct stat st;
+	int ret = 0;
+
+	*data = 0;
+	*rate = 0;
+	if (nregions > 8)
+		return -EINVAL;
+	for (k = 0; k < nregions; k++) {
+		struct extents e = { 0 };
+		size_t i;
+
+		if (r[k].fd < 0 || fstat(r[k].fd, &st) < 0)
+			*data += r[k].size;
+		else
+			*data += (uint64_t)st.st_blocks * 512;
+		ret = extents_find(&r[k], &e);
+		/* the sample: the first data of each region in turn */
+		for (i = 0; ret == 0 && i < e.n && taken < sample && n < 8; i++) {
+			uint64_t len = e.v[2 * i + 1] - e.v[2 * i];
+
+			len = len < sample - taken ? len : sample - taken;
+			len -= len % RAMHASH_PAGE;
+			if (!len)
+				continue;
+			part[n++] = (struct ramhash_region){ r[k].host + e.v[2 * i],
+							     len, -1 };
+			taken += len;
+			chunks += ramhash_chunks(len);
+		}
+		free(e.v);
+		if (ret < 0)
+			return ret;
+	}
+	if (!taken)
+		return 0;
+	out = calloc(chunks, sizeof(*out));
+	if (!out)
+		return -ENOMEM;
+	t0 = mono_ns();
+	ret = ramhash_compute(part, n, nthreads, out);
+	ns = mono_ns() - t0;
+	free(out);
+	if (ret == 0)
+		*rate = taken * 1000000000ULL / (ns ? ns : 1);
 	return ret;
 }

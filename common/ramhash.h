@@ -35,5 +35,14 @@ uint64_t ramhash_chunks(uint64_t size);
  */
 int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 		    unsigned int nthreads, uint64_t *out);
+/*
+ * What hashing these regions would take: their data bytes (pages the
+ * memfds hold; holes cost next to nothing) into *data, and the rate in
+ * bytes/s, timed on up to `sample` bytes of that data hashed in nthreads
+ * threads (0 when there is no data).  0 or -errno.
+ */
+int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
+		 unsigned int nthreads, uint64_t sample, uint64_t *data,
+		 uint64_t *rate);
 
 #endif

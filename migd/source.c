@@ -44,6 +44,8 @@ struct source {
 	uint64_t round_bytes;           /* bytes sent in precopy rounds ... */
 	uint64_t round_ns;              /* ... over this long: the bandwidth */
 	uint64_t settle_ns;             /* waiting in source_settle */
+	uint64_t hash_rate;             /* verify: bytes/s, timed at the start */
+	uint64_t verify_ms;             /* verify's expected share of the pause */
 	struct vmm_link vmm;
 	struct ram_view ram;
 	int main_fd;
@@ -474,8 +476,8 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
  * short round goes into empty socket buffers (4 MiB a channel on each
  * side) at several times the rate the destination takes it, and an
  * estimate from it let the final round overrun the limit (4 channels:
- * 3.1 GB/s "measured", 0.85 GB/s real, 28 ms for 20).  Under w->lock;
- * the expected downtime in ms.
+ * 3.1 GB/s "measured", 0.85 GB/s real, 28 ms for 20).  With verify,
+ * the hashing counts too.  Under w->lock; the expected downtime in ms.
  */
 static uint64_t source_estimate(struct source *s, uint64_t dirty)
 {
@@ -486,9 +488,15 @@ static uint64_t source_estimate(struct source *s, uint64_t dirty)
 		w->bandwidth = s->round_bytes * 1000000000ULL / s->round_ns;
 	use_bw = w->spec->params.avail_switchover_bandwidth ?
 		 w->spec->params.avail_switchover_bandwidth : w->bandwidth;
+	/* Verify hashes the RAM's data on this host, then on the other,
+	 * both inside the pause. */
+	if (w->spec->params.verify && s->hash_rate)
+		s->verify_ms = 2 * ram_view_data_bytes(&s->ram) * 1000 / s->hash_rate;
 	w->remaining_bytes = remaining;
 	w->expected_downtime_ms = !remaining ? 0 : use_bw ?
 				  remaining * 1000 / use_bw : UINT64_MAX;
+	if (w->expected_downtime_ms != UINT64_MAX)
+		w->expected_downtime_ms += s->verify_ms;
 	return w->expected_downtime_ms;
 }
 
@@ -614,6 +622,50 @@ static int source_auto_converge(struct source *s, uint64_t sent_bytes,
 	return next == now ? 0 : source_throttle(s, next);
 }
 
+/*
+ * Verify hashes all of the RAM's data inside the pause, on both hosts: a
+ * limit that cannot hold that much can never be met, and the guest
+ * should not pay many times its limit for the proof.  Fail the job
+ * before the stop, saying so; the guest runs on here.  Timed once, before
+ * round 1, on a sample (source_verify_time); the data counted again at
+ * each estimate (source_estimate).
+ */
+static int source_verify_fits(struct source *s)
+{
+	const struct mig_params *p = &s->w->spec->params;
+
+	/* A job that may switch to postcopy ends that way (unverified). */
+	if (s->verify_ms <= p->downtime_limit_ms ||
+	    p->postcopy == POSTCOPY_POLICY_AUTO ||
+	    (p->timeout_s && p->timeout_action == TIMEOUT_ACTION_POSTCOPY))
+		return 0;
+	return worker_fail(s->w, EINVAL, "verify needs about %llu ms of the "
+			   "pause (hashing %llu MiB of RAM on each host), more than "
+			   "the downtime limit of %u ms: raise downtime-limit or "
+			   "turn verify off", (unsigned long long)s->verify_ms,
+			   (unsigned long long)ram_view_data_bytes(&s->ram) >> 20,
+			   p->downtime_limit_ms);
+}
+
+static int source_verify_time(struct source *s)
+{
+	uint64_t data;
+	int r;
+
+	if (!s->w->spec->params.verify)
+		return 0;
+	r = ram_view_hash_rate(&s->ram, &data, &s->hash_rate);
+	if (r < 0)
+		return worker_fail(s->w, r, "timing the RAM's hashing: %s",
+				   strerror(-r));
+	log_info("verify: %llu MiB of RAM data, hashed at %llu MB/s here",
+		 (unsigned long long)data >> 20,
+		 (unsigned long long)s->hash_rate / 1000000);
+	if (s->hash_rate)
+		s->verify_ms = 2 * data * 1000 / s->hash_rate;
+	return source_verify_fits(s);   /* before any page is sent */
+}
+
 static int source_precopy(struct source *s)
 {
 	struct worker *w = s->w;
@@ -622,6 +674,9 @@ static int source_precopy(struct source *s)
 
 	worker_set_state(w, JOB_STATE_ACTIVE);
 	s->precopy = true;
+	r = source_verify_time(s);
+	if (r < 0)
+		return r;
 	t0 = now_ns();
 	b0 = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
 	r = source_first_round(s, &pages);
@@ -634,6 +689,9 @@ static int source_precopy(struct source *s)
 			return r;
 		sent = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED) - b0;
 		expected = source_round_stats(s, sent, t1 - t0, dirty, now_ns() - t0);
+		r = source_verify_fits(s);
+		if (r < 0)
+			return r;
 		if (expected <= w->spec->params.downtime_limit_ms) {
 			r = source_settle(s, &expected);
 			if (r < 0)

@@ -195,22 +195,60 @@ void ram_view_unmap(struct ram_view *v)
 	v->n = 0;
 }
 
+static unsigned int ram_view_regions(const struct ram_view *v,
+				     struct ramhash_region *r)
+{
+	unsigned int i;
+
+	for (i = 0; i < v->n; i++)
+		r[i] = (struct ramhash_region){ v->r[i].host, v->r[i].size, v->r[i].fd };
+	return v->n;
+}
+
+static unsigned int hash_threads(void)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return cpus > 0 ? (unsigned int)cpus : 1;
+}
+
+/* Verify's sample: enough data to time, little enough to be cheap. */
+#define HASH_SAMPLE (32u << 20)
+
+int ram_view_hash_rate(const struct ram_view *v, uint64_t *data, uint64_t *rate)
+{
+	struct ramhash_region r[STREAM_MAX_REGIONS];
+
+	return ramhash_rate(r, ram_view_regions(v, r), hash_threads(),
+			    HASH_SAMPLE, data, rate);
+}
+
+uint64_t ram_view_data_bytes(const struct ram_view *v)
+{
+	uint64_t data = 0;
+	struct stat st;
+	unsigned int i;
+
+	for (i = 0; i < v->n; i++)
+		data += fstat(v->r[i].fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 :
+			v->r[i].size;
+	return data;
+}
+
 int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n)
 {
 	struct ramhash_region r[STREAM_MAX_REGIONS];
 	uint64_t n = 0, *out;
 	unsigned int i;
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	int e;
 
-	for (i = 0; i < v->n; i++) {
-		r[i] = (struct ramhash_region){ v->r[i].host, v->r[i].size, v->r[i].fd };
+	ram_view_regions(v, r);
+	for (i = 0; i < v->n; i++)
 		n += ramhash_chunks(v->r[i].size);
-	}
 	out = calloc(n ? n : 1, sizeof(*out));
 	if (!out)
 		return -ENOMEM;
-	e = ramhash_compute(r, v->n, cpus > 0 ? (unsigned int)cpus : 1, out);
+	e = ramhash_compute(r, v->n, hash_threads(), out);
 	if (e < 0) {
 		free(out);
 		return e;

@@ -3,7 +3,8 @@
 # Precopy that always finishes, and proves it: zstd compression (used
 # where it pays, skipped where it does not), auto-converge engaging on a
 # heavy dirtier and lifted afterwards, a timeout that cancels, and verify
-# catching a page corrupted on the destination during the migration.
+# catching a page corrupted on the destination during the migration (and
+# refusing a downtime limit too short for its hashing).
 . "$(dirname "$0")/lib.sh"
 need_kvm
 start_migd
@@ -90,6 +91,17 @@ echo "source: $(job_get v error)"
 [ "$(job_get v state)" = failed ] || fail "the corrupted migration was not failed"
 job_get v error | grep -q "verify failed" || fail "$(job_get v error)"
 migctl --json status v | grep -q "the first at gpa 0x0" || fail "the first differing chunk is not named"
+source_fine v idle
+wait_job_final w
+dest_fresh w
+
+note "verify: a downtime limit too short for the hashing fails the job before the stop"
+incoming w
+out=$(migctl migrate v "$ADDR" --token "$TOKEN" --verify --downtime-limit 1 --wait 2>&1) &&
+	fail "migrated with verify under a 1 ms limit: $out"
+echo "$out"
+job_get v error | grep -q "verify needs about [0-9]* ms of the pause (hashing [0-9]* MiB of RAM on each host), more than the downtime limit of 1 ms" ||
+	fail "the error does not say why: $(job_get v error)"
 source_fine v idle
 wait_job_final w
 dest_fresh w
