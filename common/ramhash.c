@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/ramhash.h"
+#include "common/util.h"
 
 #define K1 0x9e3779b97f4a7c15ULL
 #define K2 0xc2b2ae3d27d4eb4fULL
@@ -227,14 +227,6 @@ int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 	return ret;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
 		 unsigned int nthreads, uint64_t sample, uint64_t *data,
 		 uint64_t *rate)
@@ -280,9 +272,9 @@ int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
 	out = calloc(chunks, sizeof(*out));
 	if (!out)
 		return -ENOMEM;
-	t0 = mono_ns();
+	t0 = now_ns();
 	ret = ramhash_compute(part, n, nthreads, out);
-	ns = mono_ns() - t0;
+	ns = now_ns() - t0;
 	free(out);
 	if (ret == 0)
 		*rate = taken * 1000000000ULL / (ns ? ns : 1);
