@@ -227,17 +227,26 @@ int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 	return ret;
 }
 
+uint64_t ramhash_data(const struct ramhash_region *r, unsigned int nregions)
+{
+	uint64_t data = 0;
+	struct stat st;
+	unsigned int k;
+
+	for (k = 0; k < nregions; k++)
+		data += r[k].fd >= 0 && fstat(r[k].fd, &st) == 0 ?
+			(uint64_t)st.st_blocks * 512 : r[k].size;
+	return data;
+}
+
 int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
-		 unsigned int nthreads, uint64_t sample, uint64_t *data,
-		 uint64_t *rate)
+		 unsigned int nthreads, uint64_t sample, uint64_t *rate)
 {
 	struct ramhash_region part[8];
 	unsigned int k, n = 0;
 	uint64_t taken = 0, chunks = 0, *out, t0, ns;
-	struct stat st;
 	int ret = 0;
 
-	*data = 0;
 	*rate = 0;
 	if (nregions > 8)
 		return -EINVAL;
@@ -245,10 +254,6 @@ int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
 		struct extents e = { 0 };
 		size_t i;
 
-		if (r[k].fd < 0 || fstat(r[k].fd, &st) < 0)
-			*data += r[k].size;
-		else
-			*data += (uint64_t)st.st_blocks * 512;
 		ret = extents_find(&r[k], &e);
 		/* the sample: the first data of each region in turn */
 		for (i = 0; ret == 0 && i < e.n && taken < sample && n < 8; i++) {

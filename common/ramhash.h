@@ -35,14 +35,15 @@ uint64_t ramhash_chunks(uint64_t size);
  */
 int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 		    unsigned int nthreads, uint64_t *out);
+/* The bytes hashing would read: what the memfds hold (holes cost next to
+ * nothing); a region without a memfd counts whole. */
+uint64_t ramhash_data(const struct ramhash_region *r, unsigned int nregions);
 /*
- * What hashing these regions would take: their data bytes (pages the
- * memfds hold; holes cost next to nothing) into *data, and the rate in
- * bytes/s, timed on up to `sample` bytes of that data hashed in nthreads
- * threads (0 when there is no data).  0 or -errno.
+ * How fast hashing goes now, in bytes/s into *rate: up to `sample` bytes
+ * of the regions' data hashed in nthreads threads and timed (0 when there
+ * is no data).  0 or -errno.
  */
 int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
-		 unsigned int nthreads, uint64_t sample, uint64_t *data,
-		 uint64_t *rate);
+		 unsigned int nthreads, uint64_t sample, uint64_t *rate);
 
 #endif

@@ -437,9 +437,9 @@ void chan_tune_socket(int fd, bool bulk);
 /* Hash the mapped RAM for verify (common/ramhash.h): *ret_n hashes in
  * *ret (free it), or -errno. */
 int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n);
-/* What verify's hashing would take now: data bytes, bytes/s (ramhash_rate). */
-int ram_view_hash_rate(const struct ram_view *v, uint64_t *data, uint64_t *rate);
-/* The bytes the RAM memfds hold (what verify reads). */
+/* How fast verify's hashing goes now, bytes/s (ramhash_rate). */
+int ram_view_hash_rate(const struct ram_view *v, uint64_t *rate);
+/* The bytes the RAM memfds hold: what verify reads (ramhash_data). */
 uint64_t ram_view_data_bytes(const struct ram_view *v);
 
 /* vmmlink.c: mapping the vmm's RAM */

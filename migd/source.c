@@ -654,7 +654,8 @@ static int source_verify_time(struct source *s)
 
 	if (!s->w->spec->params.verify)
 		return 0;
-	r = ram_view_hash_rate(&s->ram, &data, &s->hash_rate);
+	data = ram_view_data_bytes(&s->ram);
+	r = ram_view_hash_rate(&s->ram, &s->hash_rate);
 	if (r < 0)
 		return worker_fail(s->w, r, "timing the RAM's hashing: %s",
 				   strerror(-r));

@@ -215,24 +215,19 @@ static unsigned int hash_threads(void)
 /* Verify's sample: enough data to time, little enough to be cheap. */
 #define HASH_SAMPLE (32u << 20)
 
-int ram_view_hash_rate(const struct ram_view *v, uint64_t *data, uint64_t *rate)
+int ram_view_hash_rate(const struct ram_view *v, uint64_t *rate)
 {
 	struct ramhash_region r[STREAM_MAX_REGIONS];
 
 	return ramhash_rate(r, ram_view_regions(v, r), hash_threads(),
-			    HASH_SAMPLE, data, rate);
+			    HASH_SAMPLE, rate);
 }
 
 uint64_t ram_view_data_bytes(const struct ram_view *v)
 {
-	uint64_t data = 0;
-	struct stat st;
-	unsigned int i;
+	struct ramhash_region r[STREAM_MAX_REGIONS];
 
-	for (i = 0; i < v->n; i++)
-		data += fstat(v->r[i].fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 :
-			v->r[i].size;
-	return data;
+	return ramhash_data(r, ram_view_regions(v, r));
 }
 
 int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n)

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * Unit tests for common/ramhash.c: a hole hashes like a zero page, one
- * changed byte changes its chunk's hash only, and ramhash_rate counts the
- * data a memfd holds and times only that.
+ * changed byte changes its chunk's hash only, ramhash_data counts the
+ * data a memfd holds and ramhash_rate times only that.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -90,22 +90,25 @@ static void test_rate(void **state)
 {
 	struct mem m = mem_new();
 	struct ramhash_region r = { m.host, SIZE, m.fd }, many[9];
-	uint64_t data = 1, rate = 1;
+	uint64_t rate = 1;
 	unsigned int i;
 
 	/* nothing there: nothing to hash, nothing to time */
-	assert_int_equal(ramhash_rate(&r, 1, 2, 1u << 20, &data, &rate), 0);
-	assert_int_equal(data, 0);
+	assert_int_equal(ramhash_data(&r, 1), 0);
+	assert_int_equal(ramhash_rate(&r, 1, 2, 1u << 20, &rate), 0);
 	assert_int_equal(rate, 0);
 
 	memset(m.host + RAMHASH_CHUNK, 1, 3u << 20);    /* 3 MiB of data */
-	assert_int_equal(ramhash_rate(&r, 1, 2, 1u << 20, &data, &rate), 0);
-	assert_int_equal(data, 3u << 20);
+	assert_int_equal(ramhash_data(&r, 1), 3u << 20);
+	assert_int_equal(ramhash_rate(&r, 1, 2, 1u << 20, &rate), 0);
 	assert_true(rate > 0);
+	r.fd = -1;                      /* no memfd: all of it counts */
+	assert_int_equal(ramhash_data(&r, 1), SIZE);
+	r.fd = m.fd;
 
 	for (i = 0; i < 9; i++)
 		many[i] = r;
-	assert_int_equal(ramhash_rate(many, 9, 2, 1u << 20, &data, &rate), -EINVAL);
+	assert_int_equal(ramhash_rate(many, 9, 2, 1u << 20, &rate), -EINVAL);
 	mem_free(&m);
 }
 
