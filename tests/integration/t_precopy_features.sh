@@ -97,7 +97,8 @@ dest_fresh w
 
 note "verify: a downtime limit too short for the hashing fails the job before the stop"
 incoming w
-out=$(migctl migrate v "$ADDR" --token "$TOKEN" --verify --downtime-limit 1 --wait 2>&1) &&
+out=$(migctl migrate v "$ADDR" --token "$TOKEN" --verify --downtime-limit 1 --timeout 60 \
+	--wait 2>&1) &&
 	fail "migrated with verify under a 1 ms limit: $out"
 echo "$out"
 job_get v error | grep -q "verify needs about [0-9]* ms of the pause (hashing [0-9]* MiB of RAM on each host), more than the downtime limit of 1 ms" ||
