@@ -522,6 +522,17 @@ static uint64_t source_round_stats(struct source *s, uint64_t sent_bytes,
 static int source_expect(struct source *s, int body, const char *what,
 			 Tern__Stream__StreamMsg **ret);
 
+/* Pages each ram channel carried so far (the channels idle), and their sum. */
+static uint64_t source_channel_pages(const struct source *s, uint64_t *counts)
+{
+	uint64_t sum = 0;
+	unsigned int i;
+
+	for (i = 0; i < s->nchan; i++)
+		sum += counts[i] = s->chan[i].pages_total;
+	return sum;
+}
+
 /*
  * The last look before the stop.  What the channels sent can still sit
  * in the sockets' buffers on both hosts (megabytes a channel, 40 ms to
@@ -537,15 +548,14 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *ans = NULL;
 	Tern__Stream__Settle f = TERN__STREAM__SETTLE__INIT;
-	uint64_t counts[STREAM_MAX_CHANNELS], t0 = now_ns(), dirty, bw, pending, sent;
-	unsigned int i;
+	uint64_t counts[STREAM_MAX_CHANNELS], t0 = now_ns(), waited, dirty, bw;
+	uint64_t pending, sent;
 	int r;
 
 	r = source_flush(s);            /* the channels are idle: counts */
 	if (r < 0)
 		return r;
-	for (i = 0; i < s->nchan; i++)
-		counts[i] = s->chan[i].pages_total;
+	sent = source_channel_pages(s, counts);
 	f.n_channel_pages = s->nchan;
 	f.channel_pages = counts;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_SETTLE;
@@ -558,13 +568,12 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 		return r;
 	pending = ans->settled->pending_pages;
 	protobuf_c_message_free_unpacked(&ans->base, NULL);
-	for (i = 0, sent = 0; i < s->nchan; i++)
-		sent += counts[i];
 	if (pending > sent)
 		return worker_fail(s->w, EPROTO, "the destination says %llu pages "
 				   "are still on their way", (unsigned long long)pending);
-	s->round_ns += now_ns() - t0;
-	s->settle_ns += now_ns() - t0;
+	waited = now_ns() - t0;
+	s->round_ns += waited;
+	s->settle_ns += waited;
 	r = source_sync(s, &dirty);
 	if (r < 0)
 		return r;
@@ -576,7 +585,7 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 	worker_report(s->w);
 	log_info("the pages sent settled there in %llu us (%llu still on their "
 		 "way); %llu dirty since, %llu ms expected at %llu MB/s",
-		 US(now_ns() - t0), (unsigned long long)pending,
+		 US(waited), (unsigned long long)pending,
 		 (unsigned long long)dirty, (unsigned long long)*ret_expected,
 		 (unsigned long long)bw / 1000000);
 	return 0;
@@ -783,14 +792,12 @@ static int source_send_device(struct source *s)
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__DeviceState d = TERN__STREAM__DEVICE_STATE__INIT;
 	uint64_t counts[STREAM_MAX_CHANNELS];
-	unsigned int i;
 	int r;
 
 	r = source_save_state(s, &d.vm_state);
 	if (r < 0)
 		return r;
-	for (i = 0; i < s->nchan; i++)
-		counts[i] = s->chan[i].pages_total;
+	source_channel_pages(s, counts);
 	d.n_channel_pages = s->nchan;
 	d.channel_pages = counts;
 	/* The VM is stopped: these hashes are of the RAM the guest resumes
@@ -945,11 +952,9 @@ static int source_send_discard(struct source *s)
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__PostcopyDiscard pd = TERN__STREAM__POSTCOPY_DISCARD__INIT;
 	uint64_t counts[STREAM_MAX_CHANNELS];
-	unsigned int i;
 	int r;
 
-	for (i = 0; i < s->nchan; i++)
-		counts[i] = s->chan[i].pages_total;
+	source_channel_pages(s, counts);
 	pd.n_channel_pages = s->nchan;
 	pd.channel_pages = counts;
 	pd.pages = s->ram.pages;
