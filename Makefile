@@ -214,11 +214,10 @@ BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL ?= install
-MAN1    := $(wildcard man/migctl.1)
-MAN7    := man/tern-rpc.7
-MAN8    := man/vmm.8 man/vmmctl.8 $(wildcard man/migd.8) $(wildcard man/faultd.8)
-UNITS   := systemd/vmm@.service $(wildcard systemd/migd.service) \
-	   $(wildcard systemd/faultd.service)
+MAN1    := man/migctl.1
+MAN7    := man/tern-rpc.7 man/tern-migration.7
+MAN8    := man/vmm.8 man/vmmctl.8 man/migd.8 man/faultd.8
+UNITS   := systemd/vmm@.service systemd/migd.service systemd/faultd.service
 BIN_PROGS  := $(filter %/migctl,$(PROGS))
 SBIN_PROGS := $(filter-out %/migctl,$(PROGS))
 
