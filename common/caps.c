@@ -119,7 +119,7 @@ int caps_effective_mask(uint64_t *ret)
 	FILE *f;
 	int r = -ENOENT;
 
-	f = fopen("/proc/self/status", "re");
+	f = fopen("/proc/thread-self/status", "re");
 	if (!f)
 		return -errno;
 	while (fgets(line, sizeof(line), f)) {

@@ -16,7 +16,8 @@
  * the listed capabilities across the switch.  Returns 0 or -errno.
  */
 int caps_drop(const cap_value_t *keep, size_t nkeep, uid_t uid, gid_t gid);
-/* The process's effective set as the CapEff mask of /proc/PID/status. */
+/* The calling thread's effective set (capabilities are per thread), as
+ * the CapEff mask of /proc/thread-self/status. */
 int caps_effective_mask(uint64_t *ret);
 
 #endif

@@ -20,6 +20,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/rtspawn.h"
 #include "common/uffdio.h"
 #include "common/util.h"
 #include "faultd/faultd.h"
@@ -270,7 +271,7 @@ void *link_main(void *arg)
 
 int link_start(struct session *s)
 {
-	int r = -pthread_create(&s->link_thread, NULL, link_main, s);
+	int r = rtspawn_create(&s->link_thread, link_main, s);
 
 	if (r == 0)
 		s->link_running = true;

@@ -22,6 +22,7 @@
 #include "common/caps.h"
 #include "common/log.h"
 #include "common/pidlock.h"
+#include "common/rtspawn.h"
 #include "common/util.h"
 #include "faultd/faultd.h"
 
@@ -30,13 +31,14 @@
 struct options {
 	const char *rundir;
 	enum log_level level;
+	bool realtime;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: faultd [--rundir DIR] [--log-level warn|info|debug] [--debug]\n"
-"              [--foreground]\n"
+"              [--no-realtime] [--foreground]\n"
 "serves RUNDIR/faultd.sock (default %s); see faultd(8)\n",
 		FAULTD_DEFAULT_RUNDIR);
 }
@@ -56,11 +58,12 @@ static void die_usage(const char *fmt, ...)
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
-	enum { O_VERSION = 256, O_LEVEL };
+	enum { O_VERSION = 256, O_LEVEL, O_NO_RT };
 	static const struct option longopts[] = {
 		{ "rundir", required_argument, NULL, 'r' },
 		{ "log-level", required_argument, NULL, O_LEVEL },
 		{ "debug", no_argument, NULL, 'd' },
+		{ "no-realtime", no_argument, NULL, O_NO_RT },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -70,12 +73,14 @@ static void parse_args(int argc, char **argv, struct options *o)
 
 	o->rundir = FAULTD_DEFAULT_RUNDIR;
 	o->level = LOG_LEVEL_INFO;
+	o->realtime = true;
 	while ((c = getopt_long(argc, argv, "r:dfh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r': o->rundir = optarg; break;
 		case 'd': o->level = LOG_LEVEL_DEBUG; break;
 		case 'f': break;        /* always: faultd never daemonizes */
 		case 'h': usage(stdout); exit(0);
+		case O_NO_RT: o->realtime = false; break;
 		case O_VERSION: printf("faultd (tern) %s\n", FAULTD_VERSION); exit(0);
 		case O_LEVEL:
 			if (strcmp(optarg, "warn") == 0)
@@ -119,7 +124,7 @@ int main(int argc, char **argv)
 	struct options o = { 0 };
 	struct faultd d = { .devfd = -1 };
 	struct event *ev_term = NULL, *ev_int = NULL;
-	int lock_fd, ret = 1;
+	int lock_fd, rt, ret = 1;
 
 	parse_args(argc, argv, &o);
 	log_init("faultd", NULL, o.level);
@@ -151,10 +156,15 @@ int main(int argc, char **argv)
 		goto out;
 	/*
 	 * A vCPU waits while its fault goes round faultd's threads: run
-	 * them ahead of bulk work (the last use of root's CAP_SYS_NICE).
+	 * them ahead of bulk work, in the real-time class where root's
+	 * CAP_SYS_NICE allows it (rtspawn.c), else at a raised priority.
 	 */
 	if (setpriority(PRIO_PROCESS, 0, FAULTD_NICE) < 0)
 		log_warn("cannot raise faultd's priority (nice %d)", FAULTD_NICE);
+	rt = o.realtime ? rtspawn_init(RTSPAWN_PRIORITY) : -ECANCELED;
+	if (rt < 0 && rt != -ECANCELED)
+		log_warnc(rt, "fault threads stay in the ordinary class at nice %d "
+			  "(SCHED_FIFO needs CAP_SYS_NICE at start)", FAULTD_NICE);
 	/*
 	 * No capability is kept: the open /dev/userfaultfd is all faultd
 	 * needs (USERFAULTFD_IOC_NEW, in the vmm, and the uffd ioctls check
@@ -167,7 +177,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	ret = 1;
-	log_info("serving %s (no capabilities)", d.sock_path);
+	log_info("serving %s (no capabilities; fault threads in %s)", d.sock_path,
+		 rt == 0 ? "SCHED_FIFO" : "the ordinary class");
 	event_base_dispatch(d.base);
 	ret = 0;
 out:

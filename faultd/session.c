@@ -25,6 +25,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/rtspawn.h"
 #include "common/util.h"
 #include "faultd/faultd.h"
 
@@ -494,7 +495,7 @@ int session_start(const struct session_attach *a, struct session **ret,
 		snprintf(err, len, "out of memory");
 		goto fail;
 	}
-	r = -pthread_create(&s->fault_thread, NULL, fault_main, s);
+	r = rtspawn_create(&s->fault_thread, fault_main, s);
 	if (r < 0) {
 		snprintf(err, len, "cannot start the fault thread: %s", strerror(-r));
 		goto fail;

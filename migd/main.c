@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/caps.h"
 #include "common/log.h"
 #include "common/pidlock.h"
 #include "common/util.h"
@@ -25,12 +26,13 @@
 struct options {
 	const char *rundir;
 	bool debug;
+	bool no_realtime;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: migd [--rundir DIR] [--debug] [--foreground]\n"
+"usage: migd [--rundir DIR] [--debug] [--no-realtime] [--foreground]\n"
 "serves RUNDIR/migd.sock (default %s); see migd(8)\n", MIGD_DEFAULT_RUNDIR);
 }
 
@@ -49,10 +51,11 @@ static void die_usage(const char *fmt, ...)
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
-	enum { O_VERSION = 256 };
+	enum { O_VERSION = 256, O_NO_RT };
 	static const struct option longopts[] = {
 		{ "rundir", required_argument, NULL, 'r' },
 		{ "debug", no_argument, NULL, 'd' },
+		{ "no-realtime", no_argument, NULL, O_NO_RT },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -67,6 +70,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case 'd': o->debug = true; break;
 		case 'f': break;        /* always: migd never daemonizes */
 		case 'h': usage(stdout); exit(0);
+		case O_NO_RT: o->no_realtime = true; break;
 		case O_VERSION: printf("migd (tern) %s\n", MIGD_VERSION); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -127,6 +131,18 @@ static void handle_term(evutil_socket_t sig, short what, void *arg)
 	migd_check_quit(m);
 }
 
+/* Where a source worker's page server will run (rtspawn.c). */
+static const char *realtime_note(bool wanted)
+{
+	uint64_t eff;
+
+	if (!wanted)
+		return "the ordinary class: --no-realtime";
+	if (caps_effective_mask(&eff) < 0 || !(eff & (1ULL << CAP_SYS_NICE)))
+		return "the ordinary class: no CAP_SYS_NICE";
+	return "SCHED_FIFO";
+}
+
 static void handle_chld(evutil_socket_t sig, short what, void *arg)
 {
 	jobs_reap(arg);
@@ -143,6 +159,7 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o);
 	log_init("migd", NULL, o.debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);
+	m.realtime = !o.no_realtime;
 	if (str_copy(m.rundir, o.rundir, sizeof(m.rundir)) < 0 ||
 	    (ret = mkdir_p(o.rundir, 0755)) < 0) {
 		log_warnc(ret, "rundir %s", o.rundir);
@@ -165,7 +182,8 @@ int main(int argc, char **argv)
 		fatalx("event set-up");
 	if (control_start(&m) < 0)
 		goto out;
-	log_info("serving %s/migd.sock", o.rundir);
+	log_info("serving %s/migd.sock (postcopy page servers in %s)", o.rundir,
+		 realtime_note(m.realtime));
 	event_base_dispatch(m.base);
 	ret = 0;
 out:

@@ -118,6 +118,7 @@ struct job_spec {
 	struct mig_params params;
 	char rundir[PATH_MAX];
 	int listen_fd;                  /* dest: bound by the parent; else -1 */
+	bool realtime;                  /* the page server in SCHED_FIFO (rtspawn) */
 };
 
 /* ---- parent ------------------------------------------------------------ */
@@ -163,6 +164,7 @@ struct migd {
 	struct event_base *base;
 	struct rpc_server *server;
 	char rundir[PATH_MAX];
+	bool realtime;                  /* not --no-realtime */
 	struct mig_params defaults;     /* SetParams/GetParams */
 	struct job *running;            /* newest first */
 	struct job *history;            /* newest first, at most MIGD_HISTORY */

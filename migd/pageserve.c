@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "common/log.h"
+#include "common/rtspawn.h"
 #include "common/util.h"
 #include "migd/migd.h"
 #include "proto/stream.pb-c.h"
@@ -104,10 +105,10 @@ static void *page_server_thread(void *arg)
 
 int page_server_start(struct page_server *ps)
 {
-	int r = pthread_create(&ps->thread, NULL, page_server_thread, ps);
+	int r = rtspawn_create(&ps->thread, page_server_thread, ps);
 
-	if (r)
-		return -r;
+	if (r < 0)
+		return r;
 	ps->started = true;
 	return 0;
 }

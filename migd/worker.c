@@ -19,6 +19,7 @@
 
 #include "common/caps.h"
 #include "common/log.h"
+#include "common/rtspawn.h"
 #include "common/util.h"
 #include "migd/migd.h"
 
@@ -435,12 +436,24 @@ static void *reporter_thread(void *arg)
 	return NULL;
 }
 
-/* No capabilities, no way back to any: the worker only talks on sockets
- * it opens as the same uid and on the descriptors it was given. */
-static int worker_drop_privileges(void)
+/*
+ * No capabilities, no way back to any: the worker only talks on sockets
+ * it opens as the same uid and on the descriptors it was given.  Before
+ * that, while migd's CAP_SYS_NICE is still ours, a source takes the
+ * real-time class for its page server (rtspawn.c): a vCPU on the
+ * destination waits on each page it serves.
+ */
+static int worker_drop_privileges(const struct job_spec *spec)
 {
-	int ret = caps_drop(NULL, 0, (uid_t)-1, (gid_t)-1);
+	int ret;
 
+	if (spec->role == JOB_ROLE_SOURCE && spec->realtime) {
+		ret = rtspawn_init(RTSPAWN_PRIORITY);
+		if (ret < 0)
+			log_debug("page server in the ordinary class: %s",
+				  strerror(-ret));
+	}
+	ret = caps_drop(NULL, 0, (uid_t)-1, (gid_t)-1);
 	if (ret < 0)
 		log_warnc(ret, "dropping capabilities");
 	return ret;
@@ -473,7 +486,7 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	memcpy(w.id, spec->id, STREAM_ID_LEN);
 	w.started_ns = now_ns();
 	w.started_unix_ms = unix_ms();
-	if (worker_drop_privileges() < 0) {
+	if (worker_drop_privileges(spec) < 0) {
 		worker_fail(&w, EPERM, "cannot drop privileges");
 		worker_set_state(&w, JOB_STATE_FAILED);
 		return 1;

@@ -208,6 +208,37 @@ start_faultd() {
 		{ cat "$RUNDIR/faultd.log"; fail "faultd did not come up"; }
 }
 
+# ---- threads: scheduling class, capabilities ----------------------------------
+
+# fifo_threads PID: how many of PID's threads are in SCHED_FIFO (policy 1,
+# the 41st field of /proc/PID/task/TID/stat; the command name, field 2,
+# may hold spaces, hence counting from the ")").
+fifo_threads() {
+	local t n=0 s f
+	for t in /proc/"$1"/task/*; do
+		s=$(cat "$t/stat" 2>/dev/null) || continue
+		read -ra f <<<"${s##*) }"          # f[0] is field 3
+		[ "${f[38]:-0}" = 1 ] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# no_caps_anywhere PID: every thread of PID has no capability in any set
+# and no_new_privs (capabilities are per thread: /proc/PID/status shows
+# only the main one).
+no_caps_anywhere() {
+	local t f v
+	for t in /proc/"$1"/task/*; do
+		for f in CapEff CapPrm CapInh CapBnd CapAmb; do
+			v=$(sed -n "s/^$f:[[:space:]]*//p" "$t/status" 2>/dev/null)
+			[ -z "$v" ] || [ "$v" = 0000000000000000 ] ||
+				{ echo "thread ${t##*/}: $f $v"; return 1; }
+		done
+		v=$(sed -n "s/^NoNewPrivs:[[:space:]]*//p" "$t/status" 2>/dev/null)
+		[ -z "$v" ] || [ "$v" = 1 ] || { echo "thread ${t##*/}: NoNewPrivs $v"; return 1; }
+	done
+}
+
 # ---- fault injection: the proxy ---------------------------------------------
 
 # start_proxy NAME TARGET [LISTEN]: an itest_faultproxy (faultproxy.c) that

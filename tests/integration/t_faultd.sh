@@ -48,6 +48,11 @@ for f in CapEff CapPrm CapInh CapBnd CapAmb; do
 	[ "$v" = 0000000000000000 ] || fail "faultd $f is $v, faultd(8) says none"
 done
 [ "$(status_field "$FAULTD_PID" NoNewPrivs)" = 1 ] || fail "faultd: NoNewPrivs is not set"
+why=$(no_caps_anywhere "$FAULTD_PID") || fail "faultd: $why"
+# The thread that starts the fault threads took SCHED_FIFO while faultd
+# had CAP_SYS_NICE (rtspawn.c); the test runs as root, which has it.
+[ "$(fifo_threads "$FAULTD_PID")" = 1 ] ||
+	fail "faultd: $(fifo_threads "$FAULTD_PID") threads in SCHED_FIFO, expected its spawner"
 ls -l "/proc/$FAULTD_PID/fd" | grep -q ' -> /dev/userfaultfd$' ||
 	fail "faultd holds no /dev/userfaultfd"
 echo "ok: faultd $(status_field "$FAULTD_PID" CapEff), NoNewPrivs 1"
@@ -72,6 +77,14 @@ peer abuse bad1 garbage || fail "garbage on the page link"
 peer abuse bad2 oversize || fail "an oversize frame on the page link"
 peer abuse bad3 unexpected || fail "an unexpected PageData"
 kill -0 "$FAULTD_PID" || fail "faultd died"
+
+note "the failed sessions' fault threads: SCHED_FIFO, no capabilities"
+n=$(ls "/proc/$FAULTD_PID/task" | wc -l)
+# All but the main thread: the spawner and one fault thread per session.
+[ "$(fifo_threads "$FAULTD_PID")" = $((n - 1)) ] ||
+	fail "faultd: $(fifo_threads "$FAULTD_PID") of $n threads in SCHED_FIFO"
+why=$(no_caps_anywhere "$FAULTD_PID") || fail "faultd: $why"
+echo "ok: $((n - 1)) of $n threads in SCHED_FIFO, none with a capability"
 
 note "meanwhile another session serves its VM"
 peer serve in || fail "serving vmm in"
@@ -104,6 +117,18 @@ if command -v unshare >/dev/null && unshare -m true 2>/dev/null; then
 else
 	echo "skipped: no mount namespaces here"
 fi
+
+note "--no-realtime: every thread in the ordinary class"
+R3=$RUNDIR/r3
+mkdir -p "$R3"
+"$BIN/faultd" --rundir "$R3" --no-realtime >"$R3/faultd.log" 2>&1 &
+pid3=$!
+PIDS+=("$pid3")
+wait_until 20 test -S "$R3/faultd.sock" || fail "faultd --no-realtime did not come up"
+[ "$(fifo_threads "$pid3")" = 0 ] || fail "faultd --no-realtime has threads in SCHED_FIFO"
+grep -q "fault threads in the ordinary class" "$R3/faultd.log" || fail "$(cat "$R3/faultd.log")"
+kill -TERM "$pid3"
+wait_exit "$pid3" || fail "faultd --no-realtime exited with $?"
 
 note "faultd logs no line per page, and quits cleanly"
 n=$(wc -l <"$RUNDIR/faultd.log")

@@ -61,6 +61,19 @@ rc=$?
 	fail "a second migd: '$err'"
 echo "ok: $err"
 migctl list | grep -q "no migration jobs" || fail "list of a new migd"
+# Root has CAP_SYS_NICE: postcopy page servers will be in SCHED_FIFO.
+grep -q "postcopy page servers in SCHED_FIFO" "$RUNDIR/migd.log" ||
+	fail "migd's start-up line: $(head -n 3 "$RUNDIR/migd.log")"
+mkdir -p "$RUNDIR/nort"
+"$BIN/migd" --rundir "$RUNDIR/nort" --no-realtime >"$RUNDIR/nort/migd.log" 2>&1 &
+pid=$!
+PIDS+=("$pid")
+wait_until 20 grep -q "serving" "$RUNDIR/nort/migd.log" || fail "migd --no-realtime did not come up"
+grep -q "postcopy page servers in the ordinary class: --no-realtime" "$RUNDIR/nort/migd.log" ||
+	fail "migd --no-realtime: $(cat "$RUNDIR/nort/migd.log")"
+kill -TERM "$pid"
+wait_exit "$pid" || fail "migd --no-realtime exited with $?"
+echo "ok: --no-realtime leaves page servers in the ordinary class"
 
 note "Incoming for a VM without a vmm"
 ctl_fails "no vmm named ghost on this host" incoming ghost --listen tcp:127.0.0.1:0

@@ -7,7 +7,8 @@
 # silent, its heartbeats going on, and nothing left to send.  Then: the
 # switch on request, by policy and as the timeout's action; cancel refused
 # once the guest runs on the destination; faultd's death pauses both
-# sides with the guest blocked, not corrupted.
+# sides with the guest blocked, not corrupted; the threads a vCPU waits
+# on run in the real-time class, with no capability.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -94,6 +95,17 @@ start_vmm q --memory 256M --incoming
 incoming q
 postcopy_on_request p --max-bandwidth 8M --channels 1
 wait_until 30 job_is q postcopy_active || fail "q: $(migctl status q)"
+# A vCPU waits on these threads: they run in SCHED_FIFO (rtspawn.c), born
+# of a thread that took the class before the capabilities went.  In the
+# source worker: its spawner and the page server; in faultd: the spawner,
+# q's fault thread and its link thread.
+wp=$(job_get p worker_pid)
+[ "$(fifo_threads "$wp")" = 2 ] || fail "p's worker: $(fifo_threads "$wp") threads in SCHED_FIFO, expected 2"
+why=$(no_caps_anywhere "$wp") || fail "p's worker: $why"
+[ "$(fifo_threads "$FAULTD_PID")" = 3 ] ||
+	fail "faultd: $(fifo_threads "$FAULTD_PID") threads in SCHED_FIFO, expected 3"
+why=$(no_caps_anywhere "$FAULTD_PID") || fail "faultd: $why"
+echo "ok: the page server and q's fault and link threads are in SCHED_FIFO"
 err=$(migctl cancel p 2>&1) && fail "cancel in postcopy was accepted: $err"
 case $err in *"postcopy"*) echo "ok: $err" ;; *) fail "cancel: $err" ;; esac
 kill -KILL "$FAULTD_PID"
