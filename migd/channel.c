@@ -280,7 +280,8 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 	return r;
 }
 
-/* The calling thread's nice value (raising it needs no privilege). */
+/* The calling thread's nice value (raising it needs no privilege);
+ * want 0 (*applied's start) leaves the worker's own (--worker-nice). */
 static void thread_nice(int *applied, int want)
 {
 	if (*applied == want)

@@ -107,6 +107,7 @@ static int job_spec_init(struct migd *m, struct job_spec *spec,
 	spec->listen_fd = -1;
 	spec->params = m->defaults;
 	spec->realtime = m->realtime;
+	spec->nice = m->worker_nice;
 	str_copy(spec->vm, vm, sizeof(spec->vm));
 	return str_copy(spec->rundir, m->rundir, sizeof(spec->rundir));
 }

@@ -27,12 +27,14 @@ struct options {
 	const char *rundir;
 	bool debug;
 	bool no_realtime;
+	int worker_nice;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: migd [--rundir DIR] [--debug] [--no-realtime] [--foreground]\n"
+"usage: migd [--rundir DIR] [--debug] [--worker-nice N] [--no-realtime]\n"
+"            [--foreground]\n"
 "serves RUNDIR/migd.sock (default %s); see migd(8)\n", MIGD_DEFAULT_RUNDIR);
 }
 
@@ -51,19 +53,23 @@ static void die_usage(const char *fmt, ...)
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
-	enum { O_VERSION = 256, O_NO_RT };
+	enum { O_VERSION = 256, O_NO_RT, O_NICE };
 	static const struct option longopts[] = {
 		{ "rundir", required_argument, NULL, 'r' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "no-realtime", no_argument, NULL, O_NO_RT },
+		{ "worker-nice", required_argument, NULL, O_NICE },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
+	uint64_t v;
+	bool neg;
 	int c;
 
 	o->rundir = MIGD_DEFAULT_RUNDIR;
+	o->worker_nice = MIGD_WORKER_NICE;
 	while ((c = getopt_long(argc, argv, "r:dfh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r': o->rundir = optarg; break;
@@ -71,6 +77,13 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case 'f': break;        /* always: migd never daemonizes */
 		case 'h': usage(stdout); exit(0);
 		case O_NO_RT: o->no_realtime = true; break;
+		case O_NICE:
+			neg = optarg[0] == '-';
+			if (parse_u64(optarg + neg, 0, neg ? 20 : 19, &v) < 0)
+				die_usage("--worker-nice %s: expected a nice value "
+					  "from -20 to 19", optarg);
+			o->worker_nice = neg ? -(int)v : (int)v;
+			break;
 		case O_VERSION: printf("migd (tern) %s\n", MIGD_VERSION); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -131,16 +144,19 @@ static void handle_term(evutil_socket_t sig, short what, void *arg)
 	migd_check_quit(m);
 }
 
-/* Where a source worker's page server will run (rtspawn.c). */
-static const char *realtime_note(bool wanted)
+/* How the workers will be scheduled (worker.c), for the start-up line. */
+static const char *sched_note(const struct migd *m, char *buf, size_t len)
 {
 	uint64_t eff;
+	bool nice_cap;
 
-	if (!wanted)
-		return "the ordinary class: --no-realtime";
-	if (caps_effective_mask(&eff) < 0 || !(eff & (1ULL << CAP_SYS_NICE)))
-		return "the ordinary class: no CAP_SYS_NICE";
-	return "SCHED_FIFO";
+	nice_cap = caps_effective_mask(&eff) == 0 && (eff & (1ULL << CAP_SYS_NICE));
+	snprintf(buf, len, "workers at nice %d%s, postcopy page servers in %s",
+		 m->worker_nice < 0 && !nice_cap ? 0 : m->worker_nice,
+		 m->worker_nice < 0 && !nice_cap ? " (no CAP_SYS_NICE)" : "",
+		 !m->realtime ? "the ordinary class (--no-realtime)" :
+		 !nice_cap ? "the ordinary class (no CAP_SYS_NICE)" : "SCHED_FIFO");
+	return buf;
 }
 
 static void handle_chld(evutil_socket_t sig, short what, void *arg)
@@ -153,6 +169,7 @@ int main(int argc, char **argv)
 	struct options o = { 0 };
 	struct migd m = { 0 };
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_chld = NULL;
+	char note[160];
 	int lock_fd, ret = 1;
 
 	params_defaults(&m.defaults);
@@ -160,6 +177,7 @@ int main(int argc, char **argv)
 	log_init("migd", NULL, o.debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);
 	m.realtime = !o.no_realtime;
+	m.worker_nice = o.worker_nice;
 	if (str_copy(m.rundir, o.rundir, sizeof(m.rundir)) < 0 ||
 	    (ret = mkdir_p(o.rundir, 0755)) < 0) {
 		log_warnc(ret, "rundir %s", o.rundir);
@@ -182,8 +200,8 @@ int main(int argc, char **argv)
 		fatalx("event set-up");
 	if (control_start(&m) < 0)
 		goto out;
-	log_info("serving %s/migd.sock (postcopy page servers in %s)", o.rundir,
-		 realtime_note(m.realtime));
+	log_info("serving %s/migd.sock (%s)", o.rundir,
+		 sched_note(&m, note, sizeof(note)));
 	event_base_dispatch(m.base);
 	ret = 0;
 out:

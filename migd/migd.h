@@ -34,6 +34,9 @@
 #define MIGD_DEFAULT_RUNDIR "/run/tern"
 #define MIGD_DEFAULT_CHANNELS 4
 #define MIGD_DEFAULT_DOWNTIME_MS 300
+/* A worker's nice value unless --worker-nice: its threads ahead of the
+ * guests' vCPUs, which otherwise take half of each shared CPU. */
+#define MIGD_WORKER_NICE (-10)
 #define MIGD_IO_TIMEOUT_MS 10000        /* a peer silent this long has failed */
 #define SETTLE_WAIT_MS 2000             /* a Settle's longest wait (dest_settle) */
 #define MIGD_STALL_TIMEOUT_MS 20000     /* a connection that moves no bytes this
@@ -119,6 +122,7 @@ struct job_spec {
 	char rundir[PATH_MAX];
 	int listen_fd;                  /* dest: bound by the parent; else -1 */
 	bool realtime;                  /* the page server in SCHED_FIFO (rtspawn) */
+	int nice;                       /* the worker's nice value */
 };
 
 /* ---- parent ------------------------------------------------------------ */
@@ -165,6 +169,7 @@ struct migd {
 	struct rpc_server *server;
 	char rundir[PATH_MAX];
 	bool realtime;                  /* not --no-realtime */
+	int worker_nice;                /* --worker-nice */
 	struct mig_params defaults;     /* SetParams/GetParams */
 	struct job *running;            /* newest first */
 	struct job *history;            /* newest first, at most MIGD_HISTORY */

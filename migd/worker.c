@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -439,14 +440,19 @@ static void *reporter_thread(void *arg)
 /*
  * No capabilities, no way back to any: the worker only talks on sockets
  * it opens as the same uid and on the descriptors it was given.  Before
- * that, while migd's CAP_SYS_NICE is still ours, a source takes the
- * real-time class for its page server (rtspawn.c): a vCPU on the
- * destination waits on each page it serves.
+ * that, while migd's CAP_SYS_NICE is still ours, the worker takes its
+ * nice value (which every thread it starts inherits: ahead of the
+ * guests' vCPUs by default, so that a busy host does not stretch the
+ * migration, and with it the guest's time under dirty logging), and a
+ * source takes the real-time class for its page server (rtspawn.c): a
+ * vCPU on the destination waits on each page it serves.
  */
 static int worker_drop_privileges(const struct job_spec *spec)
 {
 	int ret;
 
+	if (spec->nice && setpriority(PRIO_PROCESS, 0, spec->nice) < 0)
+		log_debug("nice %d: %s", spec->nice, strerror(errno));
 	if (spec->role == JOB_ROLE_SOURCE && spec->realtime) {
 		ret = rtspawn_init(RTSPAWN_PRIORITY);
 		if (ret < 0)

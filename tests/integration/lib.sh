@@ -223,6 +223,14 @@ fifo_threads() {
 	echo "$n"
 }
 
+# nice_of PID: PID's nice value (the 19th field of /proc/PID/stat).
+nice_of() {
+	local s f
+	s=$(cat "/proc/$1/stat") || return 1
+	read -ra f <<<"${s##*) }"          # f[0] is field 3
+	echo "${f[16]}"
+}
+
 # no_caps_anywhere PID: every thread of PID has no capability in any set
 # and no_new_privs (capabilities are per thread: /proc/PID/status shows
 # only the main one).

@@ -61,19 +61,25 @@ rc=$?
 	fail "a second migd: '$err'"
 echo "ok: $err"
 migctl list | grep -q "no migration jobs" || fail "list of a new migd"
-# Root has CAP_SYS_NICE: postcopy page servers will be in SCHED_FIFO.
-grep -q "postcopy page servers in SCHED_FIFO" "$RUNDIR/migd.log" ||
+# Root has CAP_SYS_NICE: workers at nice -10, postcopy page servers in
+# SCHED_FIFO.
+grep -q "(workers at nice -10, postcopy page servers in SCHED_FIFO)" "$RUNDIR/migd.log" ||
 	fail "migd's start-up line: $(head -n 3 "$RUNDIR/migd.log")"
+for n in 20 -21 x 1.5 ""; do
+	usage_error migd "--worker-nice $n: expected a nice value from -20 to 19" \
+		--worker-nice "$n"
+done
 mkdir -p "$RUNDIR/nort"
-"$BIN/migd" --rundir "$RUNDIR/nort" --no-realtime >"$RUNDIR/nort/migd.log" 2>&1 &
+"$BIN/migd" --rundir "$RUNDIR/nort" --no-realtime --worker-nice 3 \
+	>"$RUNDIR/nort/migd.log" 2>&1 &
 pid=$!
 PIDS+=("$pid")
 wait_until 20 grep -q "serving" "$RUNDIR/nort/migd.log" || fail "migd --no-realtime did not come up"
-grep -q "postcopy page servers in the ordinary class: --no-realtime" "$RUNDIR/nort/migd.log" ||
-	fail "migd --no-realtime: $(cat "$RUNDIR/nort/migd.log")"
+grep -q "(workers at nice 3, postcopy page servers in the ordinary class (--no-realtime))" \
+	"$RUNDIR/nort/migd.log" || fail "migd --no-realtime: $(cat "$RUNDIR/nort/migd.log")"
 kill -TERM "$pid"
 wait_exit "$pid" || fail "migd --no-realtime exited with $?"
-echo "ok: --no-realtime leaves page servers in the ordinary class"
+echo "ok: --worker-nice 3 --no-realtime: $(sed -n 's/.*(\(workers.*\))$/\1/p' "$RUNDIR/nort/migd.log")"
 
 note "Incoming for a VM without a vmm"
 ctl_fails "no vmm named ghost on this host" incoming ghost --listen tcp:127.0.0.1:0
