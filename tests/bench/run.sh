@@ -372,12 +372,12 @@ scenario_p_faults() {
 	row "p remote fault latency p50" "p50 ${p50:-?} us (max ${pmax:-?} us), ${faults:-0} remote faults" \
 	    "bare uffd rtt $L_UFFD us" "$(calc %.2f "${p50:-0} / $L_UFFD")" \
 	    "<= ${T_P_P50}x" "$(pass_miss "$ok")" \
-	    "loopback, while the push runs; spinning-handler uffd rtt: $L_UFFD_SPIN us"
+	    "loopback, while the push runs; spinning-handler uffd rtt: $L_UFFD_SPIN us. faultd times from reading the fault to the page placed (the vCPU's own fault and wake-up are outside it); the bare round trip runs from the touch to the toucher resumed"
 	ok=0
 	[ "${p99:-0}" -gt 0 ] && [ "${p99:-0}" -lt "$T_P_P99_US" ] && ok=1
 	row "p remote fault latency p99" "p99 ${p99:-?} us" "-" "-" \
 	    "< ${T_P_P99_US} us" "$(pass_miss "$ok")" \
-	    "QEMU's published figure with its preempt channel: 570 us average on 10 GbE"
+	    "QEMU's published figure with its preempt channel: 570 us average on 10 GbE. faultd's fault and link threads and the page server run in SCHED_FIFO (see faultd(8); --no-realtime turns it off)"
 }
 
 # The guest fills its memory for the first time at 20000 pages/s, so
