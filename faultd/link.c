@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/bitmap.h"
 #include "common/log.h"
@@ -26,6 +27,39 @@
 #include "faultd/faultd.h"
 
 #define LINK_SPIN_NS 100000ULL          /* awake this long for an answer */
+
+/*
+ * Link threads waiting awake right now, and how many may: a link thread
+ * runs in SCHED_FIFO (rtspawn.c), so with many sessions faulting at once
+ * their waits alone could leave ordinary threads (the guests' vCPUs, the
+ * push) almost nothing of the CPUs; at most half of them spin, the
+ * others sleep in poll() as they would without the real-time class.
+ */
+static unsigned int spinning, max_spinning;
+
+static bool spin_enter(void)
+{
+	unsigned int n = __atomic_load_n(&spinning, __ATOMIC_RELAXED);
+	unsigned int max = __atomic_load_n(&max_spinning, __ATOMIC_RELAXED);
+
+	if (!max) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		max = cpus >= 4 ? (unsigned int)(cpus / 2) : 1;
+		__atomic_store_n(&max_spinning, max, __ATOMIC_RELAXED);
+	}
+	do {
+		if (n >= max)
+			return false;
+	} while (!__atomic_compare_exchange_n(&spinning, &n, n + 1, false,
+					      __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+	return true;
+}
+
+static void spin_leave(void)
+{
+	__atomic_fetch_sub(&spinning, 1, __ATOMIC_RELAXED);
+}
 
 /*
  * Place a run of pages: the whole run in one UFFDIO_COPY; a page that is
@@ -178,13 +212,14 @@ static int link_wait(struct session *s, int fd)
 		pthread_mutex_lock(&s->lock);
 		asked = s->nreqs > 0;
 		pthread_mutex_unlock(&s->lock);
-		if (asked) {
+		if (asked && spin_enter()) {
 			uint64_t until = now_ns() + LINK_SPIN_NS;
 			char c;
 
 			while (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
 			       errno == EAGAIN && now_ns() < until)
 				;
+			spin_leave();
 		}
 		r = poll(&p, 1, 1000);
 		if (r < 0 && errno != EINTR)
