@@ -223,6 +223,15 @@ fifo_threads() {
 	echo "$n"
 }
 
+# have_sys_nice: this shell holds CAP_SYS_NICE (bit 23), as root does
+# unless a container took it away; the daemons it starts then put their
+# latency-critical threads in SCHED_FIFO and their workers at nice -10.
+have_sys_nice() {
+	local eff
+	eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/$$/status)
+	[ $(( (0x$eff >> 23) & 1 )) = 1 ]
+}
+
 # nice_of PID: PID's nice value (the 19th field of /proc/PID/stat).
 nice_of() {
 	local s f
