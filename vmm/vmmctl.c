@@ -306,6 +306,37 @@ static void ram_unmap(struct ram_map *m)
 	m->view.nregions = 0;
 }
 
+/*
+ * Reading a hole of a memfd through a mapping allocates a page there
+ * (shmem has no shared zero page), so a check of a guest that touched a
+ * quarter of its RAM used to give it all of it.  Cover the holes of a
+ * read-only map with anonymous memory, which reads as zeros and
+ * allocates nothing.  The callers pause the VM first (or read only data
+ * extents), so no hole fills behind the cover.
+ */
+static int ram_cover_holes(int fd, uint8_t *p, uint64_t size)
+{
+	off_t off = 0, data;
+
+	while ((uint64_t)off < size) {
+		data = lseek(fd, off, SEEK_DATA);
+		if (data < 0 && errno != ENXIO)
+			return -errno;
+		if (data < 0 || (uint64_t)data > size)
+			data = (off_t)size;     /* ENXIO: no data past off */
+		if (data > off &&
+		    mmap(p + off, (size_t)(data - off), PROT_READ,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+			return -errno;
+		if ((uint64_t)data >= size)
+			break;
+		off = lseek(fd, data, SEEK_HOLE);
+		if (off < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 /* Map the vmm's RAM memfds (writable when rw, for --copy). */
 static int ram_map(struct vmm_conn *c, struct ram_map *m, bool rw,
 		   Tern__Vmm__RamLayout **ret_layout)
@@ -335,6 +366,13 @@ static int ram_map(struct vmm_conn *c, struct ram_map *m, bool rw,
 			ret = -errno;
 			cli_errx("vmm %s: cannot map guest RAM: %s", c->name,
 			      strerror(errno));
+			goto out;
+		}
+		ret = rw ? 0 : ram_cover_holes(res.fds[i], p, lay->regions[i]->size);
+		if (ret < 0) {
+			munmap(p, lay->regions[i]->size);
+			cli_errx("vmm %s: cannot map guest RAM's holes: %s", c->name,
+			      strerror(-ret));
 			goto out;
 		}
 		m->view.r[i].gpa = lay->regions[i]->gpa;

@@ -28,10 +28,28 @@ out=$(vmmctl check c) && fail "check passed after the guest found a bad page"
 echo "$out" | grep -q "the guest found 1 bad pages itself, the first at 0x205000" ||
 	fail "check did not report the guest's own finding: $out"
 
+# memfd_kib PID: the KiB of data in PID's guest RAM memfds.
+memfd_kib() {
+	local f n=0
+	for f in /proc/"$1"/fd/*; do
+		case $(readlink "$f") in
+		*memfd:*) n=$((n + $(stat -L -c %b "$f") / 2)) ;;
+		esac
+	done
+	echo "$n"
+}
+
 note "a page outside the test range must stay zero"
 start_vmm r --memory 64M --test-guest dirty --guest-range 16M --heartbeat 100
 wait_pass r 0 2
+vmmctl stop r >/dev/null || fail stop
+before=$(memfd_kib "$(pid_of r)")
 vmmctl check r || fail "range: check failed"
+# Reading the 48 MiB the guest never touched must not give them to it.
+after=$(memfd_kib "$(pid_of r)")
+[ "$after" = "$before" ] || fail "check grew r's RAM from $before to $after KiB"
+echo "ok: r's RAM holds $after KiB of data before and after the check"
+vmmctl cont r >/dev/null || fail cont
 vmmctl write r 0x2000010 01 || fail write
 out=$(vmmctl check r) && fail "check passed with a dirty page outside the range"
 echo "$out" | grep -q "page 0x2000000: outside the test range" || fail "$out"
