@@ -16,7 +16,7 @@
  * Why (measured with make bench's p-faults on this 2-CPU machine): with
  * faultd's fault and link threads and the source's page server in the
  * ordinary class, about 3% of remote faults waited 1-8 ms (p99 2.6-3 ms)
- * behind spinning vCPUs and the push; in SCHED_FIFO 1, p99 is 350-450 us.
+ * behind spinning vCPUs and the push; in SCHED_FIFO 1, p99 is 320-480 us.
  * Priority 1 is the lowest real-time one, and the kernel's real-time
  * throttling (sched_rt_runtime_us) still leaves ordinary threads their
  * share should one of these threads ever spin.
