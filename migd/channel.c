@@ -369,12 +369,29 @@ int chan_tx_start(struct chan_tx *c)
 	return 0;
 }
 
+/*
+ * How many batches may wait.  A capped channel holds what it sends in
+ * CHAN_QUEUE_MS (at least 2 batches): what is queued must go out before
+ * the source can stop or switch to postcopy, and 64 batches (16 MiB) at
+ * 0.5 MB/s held a requested switch for half a minute.
+ */
+static unsigned int chan_queue_max(const struct chan_tx *c)
+{
+	uint64_t n;
+
+	if (!c->rate)
+		return CHAN_QUEUE;
+	n = c->rate * CHAN_QUEUE_MS / 1000 / (STREAM_MAX_BATCH * STREAM_PAGE);
+	return (unsigned int)MIN(MAX(n, 2), CHAN_QUEUE);
+}
+
 int chan_tx_push(struct chan_tx *c, const struct batch *b)
 {
+	unsigned int max = chan_queue_max(c);
 	int r;
 
 	pthread_mutex_lock(&c->lock);
-	while (c->len == CHAN_QUEUE && !c->err && !worker_cancelled())
+	while (c->len >= max && !c->err && !worker_cancelled())
 		pthread_cond_wait(&c->cond, &c->lock);
 	r = c->err ? c->err : worker_cancelled() ? -ECANCELED : 0;
 	if (r == 0) {

@@ -358,6 +358,7 @@ struct batch {
 };
 
 #define CHAN_QUEUE 64                   /* batches queued per channel */
+#define CHAN_QUEUE_MS 250               /* under max-bandwidth: this much */
 
 /* channel.c, sending side: one thread per ram connection. */
 struct chan_tx {
