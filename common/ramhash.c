@@ -110,19 +110,16 @@ static int extents_add(struct extents *e, uint64_t start, uint64_t end)
  * Seeking from inside every hole chunk would rescan the holes each time. */
 static int extents_find(const struct ramhash_region *r, struct extents *e)
 {
-	off_t off = 0, end;
+	uint64_t off = 0, start, end;
 	int ret = 0;
 
 	if (r->fd < 0)
 		return extents_add(e, 0, r->size);
-	while (ret == 0 && (uint64_t)off < r->size) {
-		off = lseek(r->fd, off, SEEK_DATA);
-		if (off < 0)
-			break;                  /* ENXIO: no data past off */
-		end = lseek(r->fd, off, SEEK_HOLE);
-		if (end < 0 || (uint64_t)end > r->size)
-			end = r->size;
-		ret = extents_add(e, off, end);
+	while (ret == 0 && off < r->size) {
+		if (fd_next_data(r->fd, off, r->size, &start, &end) < 0 ||
+		    start == end)
+			break;
+		ret = extents_add(e, start, end);
 		off = end;
 	}
 	return ret;
@@ -197,13 +194,13 @@ static void *worker(void *arg)
 int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 		    unsigned int nthreads, uint64_t *out)
 {
-	struct extents ext[8] = { { 0 } };
+	struct extents ext[RAMHASH_MAX_REGIONS] = { { 0 } };
 	struct job j = { r, ext, nregions, out, 0, 0, zero_page_hash() };
 	pthread_t t[16];
 	unsigned int k, started = 0;
 	int ret = 0;
 
-	if (nregions > 8)
+	if (nregions > RAMHASH_MAX_REGIONS)
 		return -EINVAL;
 	for (k = 0; k < nregions && ret == 0; k++) {
 		if (r[k].size % RAMHASH_PAGE)
@@ -242,13 +239,13 @@ uint64_t ramhash_data(const struct ramhash_region *r, unsigned int nregions)
 int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
 		 unsigned int nthreads, uint64_t sample, uint64_t *rate)
 {
-	struct ramhash_region part[8];
+	struct ramhash_region part[RAMHASH_MAX_REGIONS];
 	unsigned int k, n = 0;
 	uint64_t taken = 0, chunks = 0, *out, t0, ns;
 	int ret = 0;
 
 	*rate = 0;
-	if (nregions > 8)
+	if (nregions > RAMHASH_MAX_REGIONS)
 		return -EINVAL;
 	for (k = 0; k < nregions; k++) {
 		struct extents e = { 0 };
@@ -256,7 +253,8 @@ int ramhash_rate(const struct ramhash_region *r, unsigned int nregions,
 
 		ret = extents_find(&r[k], &e);
 		/* the sample: the first data of each region in turn */
-		for (i = 0; ret == 0 && i < e.n && taken < sample && n < 8; i++) {
+		for (i = 0; ret == 0 && i < e.n && taken < sample &&
+			    n < RAMHASH_MAX_REGIONS; i++) {
 			uint64_t len = e.v[2 * i + 1] - e.v[2 * i];
 
 			len = len < sample - taken ? len : sample - taken;

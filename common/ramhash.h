@@ -15,6 +15,7 @@
 
 #define RAMHASH_PAGE 4096u
 #define RAMHASH_CHUNK (2u << 20)
+#define RAMHASH_MAX_REGIONS 8   /* regions a call takes (-EINVAL beyond) */
 
 struct ramhash_region {
 	const uint8_t *host;

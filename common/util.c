@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/util.h"
 
@@ -168,6 +169,32 @@ uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+unsigned int cpus_online(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n > 0 ? (unsigned int)n : 1;
+}
+
+int fd_next_data(int fd, uint64_t off, uint64_t size, uint64_t *start,
+		 uint64_t *end)
+{
+	off_t d, h;
+
+	*start = *end = size;
+	if (off >= size)
+		return 0;
+	d = lseek(fd, (off_t)off, SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO ? 0 : -errno;
+	if ((uint64_t)d >= size)
+		return 0;
+	h = lseek(fd, d, SEEK_HOLE);
+	*start = (uint64_t)d;
+	*end = h < 0 || (uint64_t)h > size ? size : (uint64_t)h;
+	return 0;
 }
 
 int poll_until(struct pollfd *fds, unsigned int nfds, uint64_t deadline_ns)

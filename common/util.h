@@ -35,6 +35,16 @@ int name_valid(const char *name);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+/* CPUs online (at least 1). */
+unsigned int cpus_online(void);
+/*
+ * The next data extent of file fd at or after off, below size (holes
+ * skipped, as a memfd's untouched pages): [*start, *end), or *start =
+ * *end = size when no data is left.  0, or -errno from SEEK_DATA
+ * (ENXIO, no data past off, is not an error).
+ */
+int fd_next_data(int fd, uint64_t off, uint64_t size, uint64_t *start,
+		 uint64_t *end);
 /* pthread_cond_timedwait for at most ms: 0 or ETIMEDOUT (positive). */
 int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned int ms);
 

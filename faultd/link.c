@@ -17,7 +17,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "common/bitmap.h"
 #include "common/log.h"
@@ -35,19 +34,13 @@
  * push) almost nothing of the CPUs; at most half of them spin, the
  * others sleep in poll() as they would without the real-time class.
  */
-static unsigned int spinning, max_spinning;
+static unsigned int spinning, max_spinning = 1;  /* set by link_start */
 
 static bool spin_enter(void)
 {
 	unsigned int n = __atomic_load_n(&spinning, __ATOMIC_RELAXED);
 	unsigned int max = __atomic_load_n(&max_spinning, __ATOMIC_RELAXED);
 
-	if (!max) {
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-
-		max = cpus >= 4 ? (unsigned int)(cpus / 2) : 1;
-		__atomic_store_n(&max_spinning, max, __ATOMIC_RELAXED);
-	}
 	do {
 		if (n >= max)
 			return false;
@@ -306,7 +299,11 @@ void *link_main(void *arg)
 
 int link_start(struct session *s)
 {
-	int r = rtspawn_create(&s->link_thread, link_main, s);
+	unsigned int cpus = cpus_online();
+	int r;
+
+	__atomic_store_n(&max_spinning, cpus >= 4 ? cpus / 2 : 1, __ATOMIC_RELAXED);
+	r = rtspawn_create(&s->link_thread, link_main, s);
 
 	if (r == 0)
 		s->link_running = true;

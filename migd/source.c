@@ -347,17 +347,11 @@ static void source_round_begin(struct source *s, uint64_t pages)
 /* Pages of region i that hold data (the memfd's extents). */
 static uint64_t data_pages(const struct ram_view *v, unsigned int i)
 {
-	off_t off = 0, end;
-	uint64_t n = 0;
+	uint64_t off = 0, start, end, n = 0;
 
-	while ((uint64_t)off < v->r[i].size) {
-		off = lseek(v->r[i].fd, off, SEEK_DATA);
-		if (off < 0)
-			break;
-		end = lseek(v->r[i].fd, off, SEEK_HOLE);
-		if (end < 0 || (uint64_t)end > v->r[i].size)
-			end = v->r[i].size;
-		n += (end - off) / STREAM_PAGE;
+	while (off < v->r[i].size &&
+	       fd_next_data(v->r[i].fd, off, v->r[i].size, &start, &end) == 0) {
+		n += (end - start) / STREAM_PAGE;
 		off = end;
 	}
 	return n;
@@ -374,17 +368,12 @@ static int source_first_round(struct source *s, uint64_t *ret_pages)
 		target += data_pages(&s->ram, i);
 	source_round_begin(s, target);
 	for (i = 0; i < s->ram.n && r == 0; i++) {
-		uint64_t size = s->ram.r[i].size;
-		off_t off = 0, end;
+		uint64_t size = s->ram.r[i].size, off = 0, start, end;
 
-		while ((uint64_t)off < size && r == 0) {
-			off = lseek(s->ram.r[i].fd, off, SEEK_DATA);
-			if (off < 0)
-				off = size;     /* ENXIO: no data past off */
-			end = lseek(s->ram.r[i].fd, off, SEEK_HOLE);
-			if (end < 0 || (uint64_t)end > size)
-				end = size;
-			for (; off < end && r == 0; off += STREAM_PAGE, pages++)
+		while (off < size && r == 0) {
+			if (fd_next_data(s->ram.r[i].fd, off, size, &start, &end) < 0)
+				start = end = size;
+			for (off = start; off < end && r == 0; off += STREAM_PAGE, pages++)
 				r = source_queue(s, i, off);
 		}
 		if (r == PC_SWITCH) {
@@ -471,6 +460,20 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 
 /* ---- convergence and switchover --------------------------------------------- */
 
+/* Verify hashes the RAM's data on this host, then on the other, both
+ * inside the pause: at the rate timed before round 1, what the data
+ * holds now; the data's size in bytes. */
+static uint64_t source_verify_estimate(struct source *s)
+{
+	uint64_t data;
+
+	if (!s->w->spec->params.verify || !s->hash_rate)
+		return 0;
+	data = ram_view_data_bytes(&s->ram);
+	s->verify_ms = 2 * data * 1000 / s->hash_rate;
+	return data;
+}
+
 /*
  * The bandwidth is that of all rounds so far, not of the last one: a
  * short round goes into empty socket buffers (4 MiB a channel on each
@@ -488,10 +491,7 @@ static uint64_t source_estimate(struct source *s, uint64_t dirty)
 		w->bandwidth = s->round_bytes * 1000000000ULL / s->round_ns;
 	use_bw = w->spec->params.avail_switchover_bandwidth ?
 		 w->spec->params.avail_switchover_bandwidth : w->bandwidth;
-	/* Verify hashes the RAM's data on this host, then on the other,
-	 * both inside the pause. */
-	if (w->spec->params.verify && s->hash_rate)
-		s->verify_ms = 2 * ram_view_data_bytes(&s->ram) * 1000 / s->hash_rate;
+	source_verify_estimate(s);
 	w->remaining_bytes = remaining;
 	w->expected_downtime_ms = !remaining ? 0 : use_bw ?
 				  remaining * 1000 / use_bw : UINT64_MAX;
@@ -658,21 +658,17 @@ static int source_verify_fits(struct source *s)
 
 static int source_verify_time(struct source *s)
 {
-	uint64_t data;
 	int r;
 
 	if (!s->w->spec->params.verify)
 		return 0;
-	data = ram_view_data_bytes(&s->ram);
 	r = ram_view_hash_rate(&s->ram, &s->hash_rate);
 	if (r < 0)
 		return worker_fail(s->w, r, "timing the RAM's hashing: %s",
 				   strerror(-r));
 	log_info("verify: %llu MiB of RAM data, hashed at %llu MB/s here",
-		 (unsigned long long)data >> 20,
+		 (unsigned long long)source_verify_estimate(s) >> 20,
 		 (unsigned long long)s->hash_rate / 1000000);
-	if (s->hash_rate)
-		s->verify_ms = 2 * data * 1000 / s->hash_rate;
 	return source_verify_fits(s);   /* before any page is sent */
 }
 
@@ -929,18 +925,13 @@ static void source_mark_round1_rest(struct source *s)
 	unsigned int i;
 
 	for (i = s->r1_region; s->r1_cut && i < s->ram.n; i++) {
-		uint64_t size = s->ram.r[i].size;
-		off_t off = i == s->r1_region ? (off_t)s->r1_off : 0, end;
+		uint64_t size = s->ram.r[i].size, start, end;
+		uint64_t off = i == s->r1_region ? s->r1_off : 0;
 
-		while ((uint64_t)off < size) {
-			off = lseek(s->ram.r[i].fd, off, SEEK_DATA);
-			if (off < 0)
-				break;
-			end = lseek(s->ram.r[i].fd, off, SEEK_HOLE);
-			if (end < 0 || (uint64_t)end > size)
-				end = size;
-			bitmap_set_range(s->dirty, s->ram.first_page[i] + off / STREAM_PAGE,
-					 (end - off) / STREAM_PAGE);
+		while (off < size &&
+		       fd_next_data(s->ram.r[i].fd, off, size, &start, &end) == 0) {
+			bitmap_set_range(s->dirty, s->ram.first_page[i] + start / STREAM_PAGE,
+					 (end - start) / STREAM_PAGE);
 			off = end;
 		}
 	}

@@ -205,13 +205,6 @@ static unsigned int ram_view_regions(const struct ram_view *v,
 	return v->n;
 }
 
-static unsigned int hash_threads(void)
-{
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return cpus > 0 ? (unsigned int)cpus : 1;
-}
-
 /* Verify's sample: enough data to time, little enough to be cheap. */
 #define HASH_SAMPLE (32u << 20)
 
@@ -219,7 +212,7 @@ int ram_view_hash_rate(const struct ram_view *v, uint64_t *rate)
 {
 	struct ramhash_region r[STREAM_MAX_REGIONS];
 
-	return ramhash_rate(r, ram_view_regions(v, r), hash_threads(),
+	return ramhash_rate(r, ram_view_regions(v, r), cpus_online(),
 			    HASH_SAMPLE, rate);
 }
 
@@ -243,7 +236,7 @@ int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n)
 	out = calloc(n ? n : 1, sizeof(*out));
 	if (!out)
 		return -ENOMEM;
-	e = ramhash_compute(r, v->n, hash_threads(), out);
+	e = ramhash_compute(r, v->n, cpus_online(), out);
 	if (e < 0) {
 		free(out);
 		return e;

@@ -316,23 +316,18 @@ static void ram_unmap(struct ram_map *m)
  */
 static int ram_cover_holes(int fd, uint8_t *p, uint64_t size)
 {
-	off_t off = 0, data;
+	uint64_t off = 0, start, end;
+	int r;
 
-	while ((uint64_t)off < size) {
-		data = lseek(fd, off, SEEK_DATA);
-		if (data < 0 && errno != ENXIO)
-			return -errno;
-		if (data < 0 || (uint64_t)data > size)
-			data = (off_t)size;     /* ENXIO: no data past off */
-		if (data > off &&
-		    mmap(p + off, (size_t)(data - off), PROT_READ,
+	while (off < size) {
+		r = fd_next_data(fd, off, size, &start, &end);
+		if (r < 0)
+			return r;
+		if (start > off &&
+		    mmap(p + off, start - off, PROT_READ,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
 			return -errno;
-		if ((uint64_t)data >= size)
-			break;
-		off = lseek(fd, data, SEEK_HOLE);
-		if (off < 0)
-			return -errno;
+		off = end;
 	}
 	return 0;
 }
@@ -480,20 +475,14 @@ static int ram_copy(const struct ram_map *src, const struct ram_map *dst)
 	if (src->view.nregions != dst->view.nregions)
 		return -EINVAL;
 	for (i = 0; i < src->view.nregions; i++) {
-		uint64_t size = src->view.r[i].size;
-		off_t off = 0, end;
+		uint64_t size = src->view.r[i].size, off = 0, start, end;
 
 		if (dst->view.r[i].size != size || dst->view.r[i].gpa != src->view.r[i].gpa)
 			return -EINVAL;
-		while ((uint64_t)off < size) {
-			off = lseek(src->fds[i], off, SEEK_DATA);
-			if (off < 0)
-				break;          /* ENXIO: no data past off */
-			end = lseek(src->fds[i], off, SEEK_HOLE);
-			if (end < 0 || (uint64_t)end > size)
-				end = size;
-			memcpy((uint8_t *)dst->view.r[i].host + off,
-			       src->view.r[i].host + off, end - off);
+		while (off < size &&
+		       fd_next_data(src->fds[i], off, size, &start, &end) == 0) {
+			memcpy((uint8_t *)dst->view.r[i].host + start,
+			       src->view.r[i].host + start, end - start);
 			off = end;
 		}
 	}

@@ -210,15 +210,21 @@ start_faultd() {
 
 # ---- threads: scheduling class, capabilities ----------------------------------
 
+# stat_field FILE N: field N (from 3) of a /proc stat FILE; the command
+# name, field 2, may hold spaces, hence counting from the ")".
+stat_field() {
+	local s f
+	s=$(cat "$1" 2>/dev/null) || return 1
+	read -ra f <<<"${s##*) }"          # f[0] is field 3
+	echo "${f[$2 - 3]}"
+}
+
 # fifo_threads PID: how many of PID's threads are in SCHED_FIFO (policy 1,
-# the 41st field of /proc/PID/task/TID/stat; the command name, field 2,
-# may hold spaces, hence counting from the ")").
+# field 41).
 fifo_threads() {
-	local t n=0 s f
+	local t n=0
 	for t in /proc/"$1"/task/*; do
-		s=$(cat "$t/stat" 2>/dev/null) || continue
-		read -ra f <<<"${s##*) }"          # f[0] is field 3
-		[ "${f[38]:-0}" = 1 ] && n=$((n + 1))
+		[ "$(stat_field "$t/stat" 41)" = 1 ] && n=$((n + 1))
 	done
 	echo "$n"
 }
@@ -232,13 +238,8 @@ have_sys_nice() {
 	[ $(( (0x$eff >> 23) & 1 )) = 1 ]
 }
 
-# nice_of PID: PID's nice value (the 19th field of /proc/PID/stat).
-nice_of() {
-	local s f
-	s=$(cat "/proc/$1/stat") || return 1
-	read -ra f <<<"${s##*) }"          # f[0] is field 3
-	echo "${f[16]}"
-}
+# nice_of PID: PID's nice value (field 19).
+nice_of() { stat_field "/proc/$1/stat" 19; }
 
 # no_caps_anywhere PID: every thread of PID has no capability in any set
 # and no_new_privs (capabilities are per thread: /proc/PID/status shows

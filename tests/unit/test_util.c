@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -175,6 +176,33 @@ static void test_mkdir_p(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+/* A memfd of 5 pages with data in pages 1 and 3: two extents, holes skipped. */
+static void test_fd_next_data(void **state)
+{
+	const uint64_t pg = 4096, size = 5 * pg;
+	uint64_t start, end;
+	char one = 1;
+	int fd = memfd_create("t", MFD_CLOEXEC);
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	assert_int_equal(pwrite(fd, &one, 1, (off_t)pg), 1);
+	assert_int_equal(pwrite(fd, &one, 1, (off_t)(3 * pg)), 1);
+	assert_int_equal(fd_next_data(fd, 0, size, &start, &end), 0);
+	assert_true(start == pg && end == 2 * pg);
+	assert_int_equal(fd_next_data(fd, 2 * pg, size, &start, &end), 0);
+	assert_true(start == 3 * pg && end == 4 * pg);
+	/* none left: start = end = size */
+	assert_int_equal(fd_next_data(fd, 4 * pg, size, &start, &end), 0);
+	assert_true(start == size && end == size);
+	/* clipped to the size asked for */
+	assert_int_equal(fd_next_data(fd, 3 * pg, 3 * pg + 100, &start, &end), 0);
+	assert_true(start == 3 * pg && end == 3 * pg + 100);
+	assert_int_equal(fd_next_data(-1, 0, size, &start, &end), -EBADF);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -185,6 +213,7 @@ int main(void)
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_now_ns),
 		cmocka_unit_test(test_mkdir_p),
+		cmocka_unit_test(test_fd_next_data),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
