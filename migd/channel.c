@@ -436,7 +436,11 @@ void chan_tx_stop(struct chan_tx *c)
 
 /* ---- receiving ------------------------------------------------------------ */
 
-/* Zero pages become holes: coalesce runs into few fallocate calls. */
+/*
+ * Zero pages become holes (runs coalesced into few fallocate calls): a
+ * page never received here is one already.  In preallocated RAM (vmm
+ * --prealloc) every page stays allocated: zeros are written instead.
+ */
 static int punch_zero(struct chan_rx *c, unsigned int region, const uint64_t *off,
 		      uint32_t n)
 {
@@ -444,6 +448,11 @@ static int punch_zero(struct chan_rx *c, unsigned int region, const uint64_t *of
 	uint64_t start = off[0], len = STREAM_PAGE;
 	uint32_t i;
 
+	if (c->keep_alloc) {
+		for (i = 0; i < n; i++)
+			memset(c->ram->r[region].host + off[i], 0, STREAM_PAGE);
+		return 0;
+	}
 	for (i = 1; i <= n; i++) {
 		if (i < n && off[i] == start + len) {
 			len += STREAM_PAGE;

@@ -42,7 +42,8 @@ struct dest {
 	unsigned int nchan, nconnected;
 	bool have_id;
 	bool received;                  /* the vmm holds data of this job */
-	uint64_t *received_map;         /* pages received, across regions */
+	uint64_t *received_map;         /* pages present here, across regions */
+	bool keep_alloc;                /* the RAM came preallocated: keep it so */
 	char err[256];
 	/* postcopy */
 	int page_fd;                    /* the page link, until faultd takes it */
@@ -1004,6 +1005,42 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 
 /* ---- the job ------------------------------------------------------------- */
 
+/*
+ * The pages the RAM holds before anything arrives: none for an ordinary
+ * incoming vmm, all of them with vmm --prealloc.  Present pages are
+ * received straight into place (a first-time page goes through
+ * UFFDIO_COPY, which needs a hole), and at a postcopy switch the needed
+ * ones among them are dropped like any stale page.  RAM that is all
+ * there was preallocated on purpose: it stays allocated (keep_alloc).
+ */
+static int dest_present(struct dest *d)
+{
+	uint64_t start, end, off, all = 0;
+	unsigned int i;
+	int r;
+
+	for (i = 0; i < d->ram.n; i++) {
+		for (off = 0; off < d->ram.r[i].size; off = end) {
+			r = fd_next_data(d->ram.r[i].fd, off, d->ram.r[i].size,
+					 &start, &end);
+			if (r < 0)
+				return r;
+			start = ALIGN_DOWN(start, STREAM_PAGE);
+			end = ALIGN_UP(end, STREAM_PAGE);
+			bitmap_set_range(d->received_map,
+					 d->ram.first_page[i] + start / STREAM_PAGE,
+					 (end - start) / STREAM_PAGE);
+			all += (end - start) / STREAM_PAGE;
+		}
+	}
+	d->keep_alloc = all == d->ram.pages;
+	if (all)
+		log_info("%llu of %llu pages already allocated here%s",
+			 (unsigned long long)all, (unsigned long long)d->ram.pages,
+			 d->keep_alloc ? " (preallocated): received in place" : "");
+	return 0;
+}
+
 static int dest_receive(struct dest *d)
 {
 	Tern__Stream__StreamMsg *dev = NULL;
@@ -1014,6 +1051,10 @@ static int dest_receive(struct dest *d)
 	d->received_map = calloc(1, BITMAP_BYTES(d->ram.pages));
 	if (!d->received_map)
 		return worker_fail(d->w, ENOMEM, "no memory for the received-pages map");
+	r = dest_present(d);
+	if (r < 0)
+		return worker_fail(d->w, -r, "finding the pages present here: %s",
+				   strerror(-r));
 	for (i = 0; r == 0 && i < d->nchan; i++) {
 		d->chan[i].w = d->w;
 		d->chan[i].index = i;
@@ -1021,6 +1062,7 @@ static int dest_receive(struct dest *d)
 		d->chan[i].place = &d->place;
 		d->chan[i].layout = d->layout;
 		d->chan[i].received = d->received_map;
+		d->chan[i].keep_alloc = d->keep_alloc;
 		d->chan[i].pc = &d->pc;
 		r = chan_rx_start(&d->chan[i]);
 	}

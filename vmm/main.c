@@ -34,7 +34,7 @@ struct options {
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: vmm --name NAME --memory SIZE [--vcpus N] [--rundir DIR]\n"
+"usage: vmm --name NAME --memory SIZE [--prealloc] [--vcpus N] [--rundir DIR]\n"
 "           [--serial FILE|stdio|none] [--debug]\n"
 "           (--test-guest dirty|fill|full|idle [--guest-rate PAGES] [--guest-passes N]\n"
 "                 [--guest-range SIZE] [--heartbeat MS]\n"
@@ -77,7 +77,7 @@ static uint64_t opt_size(const char *flag, const char *s)
 static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 {
 	enum { O_RATE = 256, O_PASSES, O_RANGE, O_HEARTBEAT, O_IMAGE_ADDR,
-	       O_INCOMING, O_TEST, O_IMAGE, O_VERSION };
+	       O_INCOMING, O_TEST, O_IMAGE, O_VERSION, O_PREALLOC };
 	static const struct option longopts[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "memory", required_argument, NULL, 'm' },
@@ -95,6 +95,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		{ "image", required_argument, NULL, O_IMAGE },
 		{ "image-addr", required_argument, NULL, O_IMAGE_ADDR },
 		{ "incoming", no_argument, NULL, O_INCOMING },
+		{ "prealloc", no_argument, NULL, O_PREALLOC },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, kinds = 0;
@@ -114,6 +115,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		case O_TEST: o->test_mode = optarg; kinds++; break;
 		case O_IMAGE: vm->guest.image = optarg; kinds++; break;
 		case O_INCOMING: o->incoming = true; kinds++; break;
+		case O_PREALLOC: vm->prealloc = true; break;
 		case O_RATE:
 			vm->guest.rate = opt_u64("--guest-rate", optarg, 0, 1ULL << 40);
 			break;
@@ -224,6 +226,11 @@ static int vm_setup(struct vm *vm, bool incoming)
 	if (ret < 0) {
 		log_warnc(ret, "guest RAM (%llu bytes)", (unsigned long long)vm->memory);
 		return ret;
+	}
+	if (vm->prealloc) {
+		ret = mem_populate(vm);
+		if (ret < 0)
+			return ret;
 	}
 	ret = mem_register(vm, false);
 	if (ret < 0) {

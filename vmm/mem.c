@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -16,9 +17,11 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "vmm/vmm.h"
 
 static void mem_unregister(struct vm *vm);
+static int mem_discard_pages(struct vm *vm);
 
 /*
  * Guest RAM memfds go to other processes (GetRam, cpr-transfer): sealed so
@@ -63,6 +66,112 @@ static void mem_index_pages(struct vm *vm)
 		pages += vm->regions[i].size / VMM_PAGE;
 	}
 	vm->npages = pages;
+}
+
+/*
+ * --prealloc.  Every page of guest RAM is allocated before anything runs:
+ * a host short of memory fails the vmm's start (or a Discard) with an
+ * error, instead of killing the guest, or an incoming migration halfway
+ * through, when it first touches a page.  An incoming migration then
+ * writes into pages that are there (migd sees the memfds full).
+ *
+ * MADV_POPULATE_WRITE faults the pages in as writes would, in slices on
+ * up to POPULATE_THREADS threads: first-touch allocation scales with
+ * threads, and one thread takes seconds for a few GiB.  Kernels older
+ * than 5.14 refuse the advice; fallocate() (one thread) does it there.
+ */
+#define POPULATE_THREADS 4
+#define POPULATE_SLICE_MIN (64ULL << 20)
+
+struct populate_slice {
+	struct mem_region *r;
+	uint64_t off, len;
+	int err;
+	pthread_t thread;
+	bool started;
+};
+
+static void *populate_slice(void *arg)
+{
+	struct populate_slice *s = arg;
+
+	if (madvise(s->r->host + s->off, s->len, MADV_POPULATE_WRITE) == 0)
+		return NULL;
+	if (errno == EINVAL &&          /* before 5.14 */
+	    fallocate(s->r->memfd, 0, (off_t)s->off, (off_t)s->len) == 0)
+		return NULL;
+	s->err = -errno;
+	return NULL;
+}
+
+/* MemAvailable from /proc/meminfo in bytes, or 0 if it cannot be read. */
+static uint64_t mem_available(void)
+{
+	char line[128];
+	unsigned long long kib = 0;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kib << 10;
+}
+
+int mem_populate(struct vm *vm)
+{
+	struct populate_slice s[VMM_MAX_REGIONS * POPULATE_THREADS];
+	unsigned int per = MIN(cpus_online(), POPULATE_THREADS), n = 0, i, k;
+	uint64_t avail = mem_available(), t0 = now_ns(), len;
+	int r, ret = 0;
+
+	if (avail && vm->memory > avail) {
+		log_warnx("--prealloc: %llu MiB of guest RAM, but the host has only "
+			  "%llu MiB available (MemAvailable)",
+			  (unsigned long long)(vm->memory >> 20),
+			  (unsigned long long)(avail >> 20));
+		return -ENOMEM;
+	}
+	memset(s, 0, sizeof(s));
+	for (i = 0; i < (unsigned int)vm->nregions; i++) {
+		struct mem_region *reg = &vm->regions[i];
+
+		len = ALIGN_UP(reg->size / MAX(per, 1), 2ULL << 20);
+		len = MAX(len, POPULATE_SLICE_MIN);
+		for (k = 0; k < per && k * len < reg->size; k++, n++) {
+			s[n].r = reg;
+			s[n].off = k * len;
+			s[n].len = MIN(len, reg->size - s[n].off);
+		}
+	}
+	/* Slices run at once; the last one on this thread. */
+	for (i = 0; i + 1 < n; i++) {
+		r = pthread_create(&s[i].thread, NULL, populate_slice, &s[i]);
+		if (r == 0)
+			s[i].started = true;
+		else
+			populate_slice(&s[i]);
+	}
+	if (n)
+		populate_slice(&s[n - 1]);
+	for (i = 0; i < n; i++) {
+		if (s[i].started)
+			pthread_join(s[i].thread, NULL);
+		if (s[i].err && !ret)
+			ret = s[i].err;
+	}
+	if (ret < 0) {
+		log_warnc(ret, "--prealloc: allocating %llu MiB of guest RAM",
+			  (unsigned long long)(vm->memory >> 20));
+		mem_discard_pages(vm);
+		return ret;
+	}
+	log_info("preallocated %llu MiB of guest RAM in %llu ms",
+		 (unsigned long long)(vm->memory >> 20),
+		 (unsigned long long)((now_ns() - t0) / 1000000));
+	return 0;
 }
 
 int mem_create(struct vm *vm)
@@ -201,9 +310,9 @@ int mem_register(struct vm *vm, bool log_dirty)
 	return 0;
 }
 
-/* Drop every page: the memfds become holes again (an incoming vmm
- * forgetting a failed migration).  KVM's view follows the memfds. */
-int mem_discard(struct vm *vm)
+/* Every page dropped: the memfds become holes again.  KVM's view
+ * follows the memfds. */
+static int mem_discard_pages(struct vm *vm)
 {
 	int i;
 
@@ -213,6 +322,15 @@ int mem_discard(struct vm *vm)
 			      vm->regions[i].size) < 0)
 			return -errno;
 	return 0;
+}
+
+/* An incoming vmm forgetting a failed migration: its RAM empty again,
+ * and allocated anew with --prealloc. */
+int mem_discard(struct vm *vm)
+{
+	int ret = mem_discard_pages(vm);
+
+	return ret == 0 && vm->prealloc ? mem_populate(vm) : ret;
 }
 
 uint64_t mem_end(const struct vm *vm)

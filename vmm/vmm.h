@@ -89,6 +89,7 @@ struct guest_config {
 struct vm {
 	const char *name;
 	uint64_t memory;
+	bool prealloc;                  /* --prealloc: every page allocated up front */
 	int nvcpus;
 	struct guest_config guest;
 
@@ -142,6 +143,8 @@ int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
 void mem_destroy(struct vm *vm);
 int mem_register(struct vm *vm, bool log_dirty);
 int mem_discard(struct vm *vm);
+/* --prealloc: allocate every page of guest RAM now (logs its failure). */
+int mem_populate(struct vm *vm);
 void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len);
 int mem_write(struct vm *vm, uint64_t gpa, const void *buf, uint64_t len);
 int mem_read(struct vm *vm, uint64_t gpa, void *buf, uint64_t len);

@@ -87,6 +87,17 @@ start_vmm() {
 		{ cat "$RUNDIR/$name.log"; fail "vmm $name did not come up"; }
 }
 
+# memfd_kib PID: the KiB of data in vmm PID's guest RAM memfds.
+memfd_kib() {
+	local f n=0
+	for f in /proc/"$1"/fd/*; do
+		case $(readlink "$f") in
+		*memfd:tern-ram*) n=$((n + $(stat -L -c %b "$f") / 2)) ;;
+		esac
+	done
+	echo "$n"
+}
+
 pid_of() { local v="PID_${1//[^A-Za-z0-9_]/_}"; echo "${!v}"; }
 
 state_of() { vmmctl --json status "$1" | sed -n 's/.*"state":"\([a-z]*\)".*/\1/p'; }

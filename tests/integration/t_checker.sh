@@ -28,17 +28,6 @@ out=$(vmmctl check c) && fail "check passed after the guest found a bad page"
 echo "$out" | grep -q "the guest found 1 bad pages itself, the first at 0x205000" ||
 	fail "check did not report the guest's own finding: $out"
 
-# memfd_kib PID: the KiB of data in PID's guest RAM memfds.
-memfd_kib() {
-	local f n=0
-	for f in /proc/"$1"/fd/*; do
-		case $(readlink "$f") in
-		*memfd:*) n=$((n + $(stat -L -c %b "$f") / 2)) ;;
-		esac
-	done
-	echo "$n"
-}
-
 note "a page outside the test range must stay zero"
 start_vmm r --memory 64M --test-guest dirty --guest-range 16M --heartbeat 100
 wait_pass r 0 2

@@ -33,6 +33,12 @@ expect_error "--name ../x" --name ../x --memory 64M --test-guest idle "${R[@]}"
 expect_error "exactly one of" --name a --memory 64M "${R[@]}"
 expect_error "exactly one of" --name a --memory 64M --incoming --test-guest idle "${R[@]}"
 expect_error "unexpected argument" --name a --memory 64M --incoming extra "${R[@]}"
+# --prealloc of more than the host has: refused before any page is taken.
+avail_kib=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
+if [ -e /dev/kvm ] && [ "$avail_kib" -lt $((1 << 30)) ]; then
+	expect_error "--prealloc: 1048576 MiB of guest RAM, but the host has only" \
+		--name a --memory 1T --prealloc --incoming "${R[@]}"
+fi
 touch "$RUNDIR/file"
 expect_error "rundir $RUNDIR/file/sub" --name a --memory 64M --test-guest idle \
 	--rundir "$RUNDIR/file/sub"

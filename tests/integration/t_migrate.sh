@@ -8,14 +8,15 @@
 need_kvm
 start_migd
 
-# migrate SRC DST CHANNELS [LISTEN]
+# migrate SRC DST CHANNELS [LISTEN [MIGRATE-ARGS...]]
 migrate() {
-	local src=$1 dst=$2 ch=$3 n c out before=()
+	local src=$1 dst=$2 ch=$3 listen=${4:-tcp:127.0.0.1:0} n c out before=()
+	shift 3; [ $# -gt 0 ] && shift
 	n=$(vmmctl --json status "$src" | jget vcpus)
 	for ((c = 0; c < n; c++)); do before+=("$(pages_of "$src" "$c")"); done
-	incoming "$dst" "${4:-tcp:127.0.0.1:0}"
+	incoming "$dst" "$listen"
 	out=$(migctl --json migrate "$src" "$ADDR" --token "$TOKEN" \
-		--channels "$ch" --wait) || fail "migrate $src -> $dst: $out"
+		--channels "$ch" "$@" --wait) || fail "migrate $src -> $dst: $out"
 	[ "$(echo "$out" | jget state)" = completed ] || fail "$out"
 	[ "$(state_of "$src")" = paused ] || fail "$src is not paused"
 	[ "$(state_of "$dst")" = running ] || fail "$dst is not running"
@@ -92,4 +93,25 @@ echo "idle: sent $sent pages, skipped $skipped"
 [ "$skipped" -gt 60000 ] || fail "an idle 256M guest should skip most pages: $out"
 vmmctl check j || fail "idle guest after migration"
 [ "$(state_of j)" = running ] || fail "j is not running"
+
+note "into a preallocated vmm (--prealloc): its RAM all there before and after"
+start_vmm pa --memory 128M --test-guest dirty --guest-range 16M --guest-rate 100000 \
+	--heartbeat 100
+wait_pass pa 0 2
+# A page of zeros the source holds: it comes as a zero page, which must
+# be written here, not punched out of the preallocation.
+vmmctl write pa 0x4000000 00 >/dev/null || fail "write pa"
+start_vmm pb --memory 128M --incoming --prealloc
+grep -q "preallocated 128 MiB of guest RAM" "$RUNDIR/pb.log" || fail "pb: $(cat "$RUNDIR/pb.log")"
+kib=$(memfd_kib "$(pid_of pb)")
+[ "$kib" = 131072 ] || fail "pb: $kib KiB of its 128 MiB allocated before the migration"
+src_kib=$(memfd_kib "$(pid_of pa)")
+# verify: the source's holes hash as the zero pages here.
+migrate pa pb 2 "" --verify
+[ "$(job_get pb verified)" = ok ] || fail "pb: verify: $(job_get pb verified)"
+grep -q "32768 of 32768 pages already allocated here (preallocated)" "$RUNDIR/migd.log" ||
+	fail "the destination did not see pb's RAM as preallocated"
+kib=$(memfd_kib "$(pid_of pb)")
+[ "$kib" = 131072 ] || fail "pb: $kib KiB of its 128 MiB allocated after the migration"
+echo "ok: pb: all 131072 KiB allocated before and after (the source had $src_kib)"
 echo PASS

@@ -80,8 +80,9 @@ wait_job_final d2
 dest_fresh d2
 good_migration s2 d2
 
-note "the destination worker is killed during precopy"
-start_vmm e --memory 128M --incoming
+note "the destination worker is killed during precopy (into vmm --prealloc)"
+# Preallocated: emptied by the failure, then allocated whole again.
+start_vmm e --memory 128M --incoming --prealloc
 incoming e
 migctl migrate d2 "$ADDR" --token "$TOKEN" --max-bandwidth 16M --detach >/dev/null
 wait_until 30 job_is d2 active || fail "not active"
@@ -93,6 +94,10 @@ echo "source said: $(job_get d2 error)"
 job_get e error | grep -q "killed by signal 9" || fail "dest: $(job_get e error)"
 source_fine d2
 dest_fresh e
+kib_is() { [ "$(memfd_kib "$1")" = "$2" ]; }
+wait_until 30 kib_is "$(pid_of e)" 131072 ||
+	fail "e: $(memfd_kib "$(pid_of e)") KiB of its 128 MiB allocated after the discard"
+echo "ok: e: allocated whole again after the discard"
 good_migration d2 e
 
 note "the connection is cut (sockets destroyed) while another job goes on"

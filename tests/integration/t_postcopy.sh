@@ -55,14 +55,19 @@ faults=$(job_get b faults)
 vmmctl quit a >/dev/null; vmmctl quit b >/dev/null
 
 note "fill guest, migctl postcopy during a slow precopy: pages come on demand"
+# g is preallocated (vmm --prealloc): what it has not received by the
+# switch must be dropped, or the guest would read zeros instead of faulting.
 start_vmm f --memory 128M --test-guest fill --heartbeat 100
 wait_pass f 0 2
-start_vmm g --memory 128M --incoming
+start_vmm g --memory 128M --incoming --prealloc
 incoming g
 postcopy_on_request f --max-bandwidth 16M --channels 2
 out=$(migctl --json status f --watch) || fail "f: $out"
 check_done f g "$out"
 [ "$(job_get g pages_on_demand)" -gt 0 ] || fail "g: nothing on demand"
+kib=$(memfd_kib "$(pid_of g)")
+[ "$kib" = 131072 ] || fail "g: $kib KiB of its 128 MiB allocated after postcopy"
+echo "ok: g: preallocated, all 131072 KiB allocated after postcopy"
 vmmctl quit f >/dev/null; vmmctl quit g >/dev/null
 
 note "full-state guest, 2 vCPUs, postcopy on request: every check passes after"
