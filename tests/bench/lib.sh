@@ -100,6 +100,12 @@ start_vmm() {
 		{ cat "$RUNDIR/$name.log"; die "vmm $name did not start"; }
 }
 
+# prealloc_ms NAME: how long vmm NAME's --prealloc took (its log).
+prealloc_ms() {
+	sed -n 's/.*preallocated [0-9]* MiB of guest RAM in \([0-9]*\) ms.*/\1/p' \
+		"$RUNDIR/$1.log" | tail -n 1
+}
+
 # quit_vmm NAME...: end those vmms and wait (bounded) until they are gone.
 quit_vmm() {
 	local name v i

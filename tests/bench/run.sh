@@ -175,26 +175,34 @@ scenario_a() {	# CHANNELS [SUFFIX EXTRA_FLAGS...]
 
 # ---- b: fill 2 GiB (incompressible), then migrate with 1 and 2 channels ------
 scenario_b() {
-	local total_pages=$(( (2048 - 2) * 256 )) src=bf dst ch lim ok i run fl
+	local total_pages=$(( (2048 - 2) * 256 )) src=bf dst ch lim ok i run fl kind flags pre
 	say "scenario b: fill 2 GiB with incompressible pages (one pass), then migrate"
 	start_vmm bf --memory 2G --vcpus 1 --test-guest fill --guest-passes 1 --heartbeat 200
 	wait_until 120 pages_at_least bf 0 "$total_pages" ||
 		die "bf: the fill did not finish in 120 s ($(tail -n 1 "$RUNDIR/bf.serial"))"
 	i=0
-	for ch in 1 2 ${COMPRESS_FLAGS:+z1}; do
+	# 1, 2: into an ordinary incoming vmm (its RAM allocated page by page
+	# as it arrives); z1: compressed; 1p, 2p: into one started with
+	# --prealloc (its RAM allocated before the migration, the time shown).
+	for kind in 1 2 ${COMPRESS_FLAGS:+z1} 1p 2p; do
 		i=$((i + 1))
 		dst=bd$i
-		start_vmm "$dst" --memory 2G --vcpus 1 --incoming
-		if [ "$ch" = z1 ]; then
+		ch=${kind%p}
+		flags=() pre=""
+		case $kind in
+		*p) flags=(--prealloc) pre=", preallocated destination" ;;
+		esac
+		start_vmm "$dst" --memory 2G --vcpus 1 --incoming "${flags[@]}"
+		if [ "$kind" = z1 ]; then
 			say "scenario b-1ch-zstd: $src -> $dst, 1 channel, $COMPRESS_FLAGS"
 			# shellcheck disable=SC2086
 			migrate_sampled b-1ch-zstd "$src" "$dst" 120 --channels 1 $COMPRESS_FLAGS
 			run="b-1ch-zstd"
 			ch=1
 		else
-			say "scenario b-${ch}ch: $src -> $dst, $ch channel(s)"
-			migrate_sampled "b-${ch}ch" "$src" "$dst" 120 --channels "$ch"
-			run=b-${ch}ch
+			run=b-${ch}ch${pre:+-prealloc}
+			say "scenario $run: $src -> $dst, $ch channel(s)$pre"
+			migrate_sampled "$run" "$src" "$dst" 120 --channels "$ch"
 		fi
 		[ "$OUTCOME" = completed ] || die "$run: migration $OUTCOME"
 		check_memory "$dst"
@@ -205,13 +213,19 @@ scenario_b() {
 		fl=$L_F1
 		[ "$ch" = 2 ] && fl=$L_F2
 		ok=$(awk "BEGIN { print ($D_gbps >= $T_B_RATIO * $lim) ? 1 : 0 }")
-		record "$run" b "$ch" "$lim" "$(pass_miss "$ok")" "2G fill"
+		record "$run" b "$ch" "$lim" "$(pass_miss "$ok")" "2G fill$pre"
 		if [ "$run" = b-1ch-zstd ]; then
 			row "b fill 2G, 1ch zstd:1" \
 			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), $D_compressed_pages pages compressed" \
 			    "zstd1 rnd $L_ZR GB/s" "$(calc %.2f "$D_gbps / $L_ZR")" \
 			    "info" "-" \
 			    "incompressible pages should go raw: vs tcp 1s $lim GB/s: $(calc %.2f "$D_gbps / $lim")"
+		elif [ -n "$pre" ]; then
+			row "b fill 2G, ${ch}ch, prealloc" \
+			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), total $D_total_ms ms" \
+			    "tcp ${ch}s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
+			    ">= $T_B_RATIO" "$(pass_miss "$ok")" \
+			    "vmm --prealloc allocated the destination's 2 GiB before the migration, in $(prealloc_ms "$dst") ms (not counted)"
 		else
 			row "b fill 2G, ${ch}ch" \
 			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), total $D_total_ms ms" \
