@@ -108,6 +108,8 @@ static int job_spec_init(struct migd *m, struct job_spec *spec,
 	spec->params = m->defaults;
 	spec->realtime = m->realtime;
 	spec->nice = m->worker_nice;
+	if (role == JOB_ROLE_SOURCE)
+		spec->pause_fixed_us = job_pause_fixed_us(m);
 	str_copy(spec->vm, vm, sizeof(spec->vm));
 	return str_copy(spec->rundir, m->rundir, sizeof(spec->rundir));
 }

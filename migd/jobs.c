@@ -112,6 +112,33 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 	}
 }
 
+/*
+ * The fixed part of a pause (stop, device state, destination ready, the
+ * vCPUs' release there) hardly varies between this host's jobs, but
+ * cannot be timed before the first one: the largest of the last
+ * PAUSE_FIXED_JOBS completed outgoing ones (a worker's figure is its own
+ * measurement; above PAUSE_FIXED_MAX_US it is not believed).
+ */
+#define PAUSE_FIXED_JOBS 8
+#define PAUSE_FIXED_MAX_US 10000000ULL
+
+uint64_t job_pause_fixed_us(const struct migd *m)
+{
+	const struct job *j;
+	uint64_t most = 0;
+	unsigned int n = 0;
+
+	for (j = m->history; j && n < PAUSE_FIXED_JOBS; j = j->next) {
+		if (j->spec.role != JOB_ROLE_SOURCE || j->state != JOB_STATE_COMPLETED ||
+		    !j->last || !j->last->pause_fixed_us ||
+		    j->last->pause_fixed_us > PAUSE_FIXED_MAX_US)
+			continue;
+		most = MAX(most, j->last->pause_fixed_us);
+		n++;
+	}
+	return most;
+}
+
 struct job *job_find(struct migd *m, const char *vm, bool running_only)
 {
 	struct job *j;

@@ -219,6 +219,9 @@ static void print_status(const Tern__Migd__JobStatus *js)
 	       js->downtime_ms ? fmt_ms(js->downtime_ms, b, sizeof(b)) : "-");
 	if (js->params)
 		printf(" (limit %u ms)", js->params->downtime_limit_ms);
+	if (js->pause_fixed_us)
+		printf("; %.1f ms of it not for pages",
+		       js->pause_fixed_us / 1000.0);
 	printf("\n");
 	if (js->resume_ms)
 		printf("  resume        %s\n", fmt_ms(js->resume_ms, a, sizeof(a)));

@@ -123,6 +123,8 @@ struct job_spec {
 	int listen_fd;                  /* dest: bound by the parent; else -1 */
 	bool realtime;                  /* the page server in SCHED_FIFO (rtspawn) */
 	int nice;                       /* the worker's nice value */
+	uint64_t pause_fixed_us;        /* source: the largest fixed part of the
+					 * recent pauses here (job_pause_fixed_us) */
 };
 
 /* ---- parent ------------------------------------------------------------ */
@@ -187,6 +189,9 @@ const char *job_role_name(enum job_role role);
 bool job_state_final(enum job_state st);
 /* Fork a worker for spec (its listen_fd is closed in the parent). */
 int job_start(struct migd *m, const struct job_spec *spec, struct job **ret);
+/* The largest part of recent completed outgoing pauses that did not
+ * depend on pages, in us (0 if none): a new source job counts it. */
+uint64_t job_pause_fixed_us(const struct migd *m);
 /* The VM's running job, else its latest finished one, else NULL. */
 struct job *job_find(struct migd *m, const char *vm, bool running_only);
 /* A shallow status (points into job) for replies and events. */
@@ -253,6 +258,7 @@ struct worker {
 	uint64_t dirty_rate;            /* (L) */
 	uint64_t bandwidth;             /* (L) */
 	uint64_t expected_downtime_ms;  /* (L) */
+	uint64_t pause_fixed_us;        /* (L) source: counted in it, then measured */
 	uint64_t downtime_ms;           /* (L) */
 	uint64_t resume_ms;             /* (L) */
 	uint64_t setup_ms;              /* (L) */

@@ -189,6 +189,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->dirty_rate = w->dirty_rate;
 	js->bandwidth = w->bandwidth;
 	js->expected_downtime_ms = w->expected_downtime_ms;
+	js->pause_fixed_us = w->pause_fixed_us;
 	js->downtime_ms = w->downtime_ms;
 	js->resume_ms = w->resume_ms;
 	js->setup_ms = w->setup_ms;
@@ -305,6 +306,7 @@ static bool worker_timed_out(struct worker *w)
 static void worker_check_cancel(struct worker *w)
 {
 	bool timeout;
+	int n;
 
 	pthread_mutex_lock(&w->lock);
 	timeout = !w->abort_done && w->abort_fn && worker_timed_out(w);
@@ -316,8 +318,17 @@ static void worker_check_cancel(struct worker *w)
 		timeout = false;
 	}
 	if (timeout) {
-		snprintf(w->error, sizeof(w->error), "did not complete within "
-			 "the %u s timeout", w->spec->params.timeout_s);
+		n = snprintf(w->error, sizeof(w->error), "did not complete within "
+			     "the %u s timeout", w->spec->params.timeout_s);
+		/* Why not, if it was in precopy: the last estimate. */
+		if (w->expected_downtime_ms && w->rounds && n > 0 &&
+		    (size_t)n < sizeof(w->error))
+			snprintf(w->error + n, sizeof(w->error) - n, " (expected "
+				 "downtime %llu ms against the %u ms limit, %llu us "
+				 "of it not for pages)",
+				 (unsigned long long)w->expected_downtime_ms,
+				 w->spec->params.downtime_limit_ms,
+				 (unsigned long long)w->pause_fixed_us);
 		w->failed = true;
 		w->error_is_note = false;
 		w->abort_done = true;
