@@ -338,19 +338,25 @@ postcopy_after() {	# VM ROUNDS
 # The 2 GiB guest of scenario c, 2 vCPUs rewriting all memory, switched
 # to postcopy after ROUNDS rounds (the 1 ms limit keeps precopy from
 # converging first); the destination job's status in DEST_S.
-rewrite_postcopy() {	# RUN ROUNDS
+rewrite_postcopy() {	# RUN ROUNDS [DEST-FLAGS...]
 	start_vmm ps --memory 2G --vcpus 2 --test-guest dirty --heartbeat 500
 	wait_pass ps 2 2
-	start_vmm pd --memory 2G --vcpus 2 --incoming
+	start_vmm pd --memory 2G --vcpus 2 --incoming "${@:3}"
 	postcopy_after ps "$2" &
 	PIDS+=($!)
 	postcopy_migrate "$1" ps pd --channels 2 --downtime-limit 1
 }
 
-scenario_p_rewrite() {
+scenario_p_rewrite() {	# [prealloc]
 	local run=p-rewrite lim once_ms ok blocked faults pause started figs
-	say "scenario $run: 2 GiB guest, 2 vCPUs rewriting all memory, postcopy after one pass"
-	rewrite_postcopy "$run" 1
+	local flags=() label="" note="QEMU 7.2: 10-12.4 s total, 2-4 ms pause, 93-173 ms vCPU block time"
+	if [ "${1:-}" = prealloc ]; then
+		run=p-rewrite-prealloc flags=(--prealloc) label=", prealloc"
+	fi
+	say "scenario $run: 2 GiB guest, 2 vCPUs rewriting all memory, postcopy after one pass$label"
+	rewrite_postcopy "$run" 1 "${flags[@]}"
+	[ -n "$label" ] &&
+		note="vmm --prealloc allocated the destination's 2 GiB before the migration, in $(prealloc_ms pd) ms (not counted)"
 	jget blocked "$DEST_S" blocked_us
 	jget faults "$DEST_S" remote_faults; jget pause "$FINAL" pause_us
 	jget started "$FINAL" postcopy_started
@@ -363,10 +369,9 @@ scenario_p_rewrite() {
 	# Should precopy still converge before the request is seen, say so.
 	[ "$started" = true ] ||
 		figs="total $D_total_ms ms: precopy converged after $D_rounds rounds (downtime $D_downtime_ms ms), no switch"
-	row "p rewrite-all 2G, postcopy" "$figs" \
+	row "p rewrite-all 2G, postcopy$label" "$figs" \
 	    "RAM once at tcp 2s: $once_ms ms" "$(calc %.2f "$D_total_ms / $once_ms")" \
-	    "<= ${T_P_TOTAL}x" "$(pass_miss "$ok")" \
-	    "QEMU 7.2: 10-12.4 s total, 2-4 ms pause, 93-173 ms vCPU block time"
+	    "<= ${T_P_TOTAL}x" "$(pass_miss "$ok")" "$note"
 }
 
 # p-faults: the guest of p-rewrite, switched to postcopy as soon as the
@@ -471,6 +476,7 @@ for sc in $SCENARIOS; do
 		;;
 	p)
 		scenario_p_rewrite
+		scenario_p_rewrite prealloc
 		scenario_p_faults
 		scenario_p_pause 1G
 		scenario_p_pause 8G
