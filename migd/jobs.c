@@ -116,8 +116,10 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
  * The fixed part of a pause (stop, device state, destination ready, the
  * vCPUs' release there) hardly varies between this host's jobs, but
  * cannot be timed before the first one: the largest of the last
- * PAUSE_FIXED_JOBS completed outgoing ones (a worker's figure is its own
- * measurement; above PAUSE_FIXED_MAX_US it is not believed).
+ * PAUSE_FIXED_JOBS outgoing ones that measured it, precopy jobs that
+ * completed without verify (in a postcopy job the figure is only the
+ * estimate; with verify the pause also held the hashing).  Above
+ * PAUSE_FIXED_MAX_US a worker's figure is not believed.
  */
 #define PAUSE_FIXED_JOBS 8
 #define PAUSE_FIXED_MAX_US 10000000ULL
@@ -130,7 +132,8 @@ uint64_t job_pause_fixed_us(const struct migd *m)
 
 	for (j = m->history; j && n < PAUSE_FIXED_JOBS; j = j->next) {
 		if (j->spec.role != JOB_ROLE_SOURCE || j->state != JOB_STATE_COMPLETED ||
-		    !j->last || !j->last->pause_fixed_us ||
+		    !j->last || j->last->postcopy_started || j->spec.params.verify ||
+		    !j->last->pause_fixed_us ||
 		    j->last->pause_fixed_us > PAUSE_FIXED_MAX_US)
 			continue;
 		most = MAX(most, j->last->pause_fixed_us);

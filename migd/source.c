@@ -950,8 +950,10 @@ static int source_switchover(struct source *s)
 	pthread_mutex_lock(&w->lock);
 	w->downtime_ms = pause / 1000000;
 	w->resume_ms = resumed->resumed->resume_ns / 1000000;
-	/* What did not depend on pages: the next jobs count it. */
-	w->pause_fixed_us = (pause - (t_pages - t_synced)) / 1000;
+	/* What did not depend on pages: the next jobs count it (not with
+	 * verify: the hashing was in the pause too). */
+	if (!w->spec->params.verify)
+		w->pause_fixed_us = (pause - (t_pages - t_synced)) / 1000;
 	pthread_mutex_unlock(&w->lock);
 	log_info("completed: downtime %llu ms: stop %llu us, last %llu pages %llu us, "
 		 "device state %llu us, destination ready %llu us, Go to vCPUs "
