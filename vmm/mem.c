@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -104,35 +105,19 @@ static void *populate_slice(void *arg)
 	return NULL;
 }
 
-/* MemAvailable from /proc/meminfo in bytes, or 0 if it cannot be read. */
-static uint64_t mem_available(void)
-{
-	char line[128];
-	unsigned long long kib = 0;
-	FILE *f = fopen("/proc/meminfo", "re");
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
-			break;
-	fclose(f);
-	return (uint64_t)kib << 10;
-}
-
 int mem_populate(struct vm *vm)
 {
 	struct populate_slice s[VMM_MAX_REGIONS * POPULATE_THREADS];
 	unsigned int per = MIN(cpus_online(), POPULATE_THREADS), n = 0, i, k;
-	uint64_t avail = mem_available(), t0 = now_ns(), len;
-	int r, ret = 0;
+	uint64_t t0 = now_ns(), len;
+	char why[PATH_MAX + 128];
+	int r, ret;
 
-	if (avail && vm->memory > avail) {
-		log_warnx("--prealloc: %llu MiB of guest RAM, but the host has only "
-			  "%llu MiB available (MemAvailable)",
-			  (unsigned long long)(vm->memory >> 20),
-			  (unsigned long long)(avail >> 20));
-		return -ENOMEM;
+	ret = mem_room(vm->memory, why, sizeof(why));
+	if (ret < 0) {
+		log_warnx("--prealloc: %llu MiB of guest RAM, but %s",
+			  (unsigned long long)(vm->memory >> 20), why);
+		return ret;
 	}
 	memset(s, 0, sizeof(s));
 	for (i = 0; i < (unsigned int)vm->nregions; i++) {

@@ -145,6 +145,10 @@ int mem_register(struct vm *vm, bool log_dirty);
 int mem_discard(struct vm *vm);
 /* --prealloc: allocate every page of guest RAM now (logs its failure). */
 int mem_populate(struct vm *vm);
+/* memroom.c: 0 if this process may take want more bytes of memory (the
+ * host's MemAvailable, its memory cgroups' limits); else -ENOMEM, and
+ * why ("the host has only ..." or "its memory cgroup allows only ..."). */
+int mem_room(uint64_t want, char *why, size_t len);
 void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len);
 int mem_write(struct vm *vm, uint64_t gpa, const void *buf, uint64_t len);
 int mem_read(struct vm *vm, uint64_t gpa, void *buf, uint64_t len);

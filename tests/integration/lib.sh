@@ -9,6 +9,7 @@ RUNDIR=$(mktemp -d /tmp/tern-test.XXXXXX)
 TEST_DIR=$RUNDIR        # RUNDIR may be another host's for a while (on_host)
 PIDS=()
 NETNS=()                # network namespaces this test made
+CGROUPS=()              # cgroup directories this test made
 # start_vmm, start_migd, start_faultd and start_proxy run their program
 # under this prefix: empty here, "ip netns exec NS" on another host (on_host).
 HOST_EXEC=()
@@ -25,6 +26,9 @@ cleanup() {
 	# Only once nothing of ours runs in them.
 	for ns in "${NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null || echo "could not delete netns $ns"
+	done
+	for ns in "${CGROUPS[@]}"; do
+		rmdir "$ns" 2>/dev/null || echo "could not remove cgroup $ns"
 	done
 	# With SANITIZE=1 the programs report to their logs: any report fails
 	# the test, however it ended.
@@ -96,6 +100,28 @@ memfd_kib() {
 		esac
 	done
 	echo "$n"
+}
+
+# memory_cgroup BYTES: make a memory cgroup limited to BYTES (under this
+# process's own with cgroup v1, at the root with v2) and print its
+# directory, for the caller to add to CGROUPS (this runs in a subshell);
+# nothing if this host does not let us.
+memory_cgroup() {
+	local v1 dir file
+	v1=$(sed -n 's/^[0-9]*:\([^:]*,\)\{0,1\}memory\(,[^:]*\)\{0,1\}:\(.*\)$/\3/p' /proc/self/cgroup)
+	if [ -n "$v1" ] && [ -d "/sys/fs/cgroup/memory$v1" ]; then
+		dir=/sys/fs/cgroup/memory${v1%/}/tern-test-$$ file=memory.limit_in_bytes
+	elif grep -qw memory /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+		dir=/sys/fs/cgroup/tern-test-$$ file=memory.max
+	else
+		return 0
+	fi
+	mkdir "$dir" 2>/dev/null || return 0
+	if echo "$1" >"$dir/$file" 2>/dev/null; then
+		echo "$dir"
+	else
+		rmdir "$dir"
+	fi
 }
 
 pid_of() { local v="PID_${1//[^A-Za-z0-9_]/_}"; echo "${!v}"; }

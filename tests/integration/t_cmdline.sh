@@ -5,11 +5,12 @@
 . "$(dirname "$0")/lib.sh"
 
 # expect_error WORDS ARGS...: vmm ARGS must exit non-zero with exactly one
-# line on stderr that contains WORDS.
+# line on stderr that contains WORDS.  (Under the command VMM_WRAP, if set.)
+VMM_WRAP=()
 expect_error() {
 	local words=$1 err rc lines
 	shift
-	err=$(timeout 20 "$BIN/vmm" "$@" 2>&1 >/dev/null)
+	err=$(timeout 20 "${VMM_WRAP[@]}" "$BIN/vmm" "$@" 2>&1 >/dev/null)
 	rc=$?
 	[ $rc -ne 0 ] || fail "vmm $* exited 0"
 	[ $rc -ne 124 ] || fail "vmm $* did not exit"
@@ -38,6 +39,17 @@ avail_kib=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
 if [ -e /dev/kvm ] && [ "$avail_kib" -lt $((1 << 30)) ]; then
 	expect_error "--prealloc: 1048576 MiB of guest RAM, but the host has only" \
 		--name a --memory 1T --prealloc --incoming "${R[@]}"
+fi
+# ... or than its memory cgroup allows (a systemd unit's MemoryMax=).
+cg=$(memory_cgroup $((64 << 20)))
+if [ -e /dev/kvm ] && [ -n "$cg" ]; then
+	CGROUPS+=("$cg")
+	VMM_WRAP=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg")
+	expect_error "--prealloc: 128 MiB of guest RAM, but its memory cgroup allows only" \
+		--name a --memory 128M --prealloc --incoming "${R[@]}"
+	VMM_WRAP=()
+else
+	echo "no memory cgroup could be made here: the cgroup limit is not tried"
 fi
 touch "$RUNDIR/file"
 expect_error "rundir $RUNDIR/file/sub" --name a --memory 64M --test-guest idle \
