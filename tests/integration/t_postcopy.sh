@@ -5,7 +5,8 @@
 # background push (the ram channels).  Each migration must end with the
 # memory check passing on the destination, the guest's own checks
 # silent, its heartbeats going on, and nothing left to send.  Then: the
-# switch on request, by policy and as the timeout's action; cancel refused
+# switch on request, by policy and as the timeout's action; two guests in
+# postcopy at once through one faultd and one migd; cancel refused
 # once the guest runs on the destination; faultd's death pauses both
 # sides with the guest blocked, not corrupted; the threads a vCPU waits
 # on run in the real-time class, with no capability.
@@ -92,6 +93,31 @@ out=$(migctl --json migrate t "$ADDR" --token "$TOKEN" --max-bandwidth 32M \
 	--timeout 1 --timeout-action postcopy --wait) || fail "migrate t: $out"
 check_done t u "$out"
 vmmctl quit t >/dev/null; vmmctl quit u >/dev/null
+
+note "two guests in postcopy at once, through one faultd and one migd"
+start_vmm c1 --memory 128M --test-guest fill --heartbeat 100
+start_vmm c2 --memory 128M --vcpus 2 --test-guest dirty --heartbeat 100
+wait_pass c1 0 2
+wait_pass c2 1 2
+start_vmm e1 --memory 128M --incoming
+start_vmm e2 --memory 128M --vcpus 2 --incoming
+incoming e1
+migctl migrate c1 "$ADDR" --token "$TOKEN" --max-bandwidth 8M --detach >/dev/null ||
+	fail "migrate c1"
+incoming e2
+migctl migrate c2 "$ADDR" --token "$TOKEN" --max-bandwidth 8M --channels 2 \
+	--detach >/dev/null || fail "migrate c2"
+wait_until 30 job_is c1 active || fail "c1: $(migctl status c1)"
+wait_until 30 job_is c2 active || fail "c2: $(migctl status c2)"
+migctl postcopy c1 >/dev/null || fail "postcopy c1"
+migctl postcopy c2 >/dev/null || fail "postcopy c2"
+wait_until 30 both_active e1 e2 || fail "never both in postcopy: $(migctl list)"
+echo "ok: e1 and e2 in postcopy at once"
+out=$(migctl --json status c1 --watch) || fail "c1: $out"
+check_done c1 e1 "$out"
+out=$(migctl --json status c2 --watch) || fail "c2: $out"
+check_done c2 e2 "$out"
+for v in c1 c2 e1 e2; do vmmctl quit "$v" >/dev/null; done
 
 note "faultd dies mid-postcopy: both sides postcopy-paused, the guest waits"
 start_vmm p --memory 256M --test-guest dirty --heartbeat 100
