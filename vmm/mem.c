@@ -76,10 +76,11 @@ static void mem_index_pages(struct vm *vm)
  * through, when it first touches a page.  An incoming migration then
  * writes into pages that are there (migd sees the memfds full).
  *
- * MADV_POPULATE_WRITE faults the pages in as writes would, in slices on
- * up to POPULATE_THREADS threads: first-touch allocation scales with
- * threads, and one thread takes seconds for a few GiB.  Kernels older
- * than 5.14 refuse the advice; fallocate() (one thread) does it there.
+ * MADV_POPULATE_WRITE faults the pages in as writes would, in as many
+ * slices as CPUs (POPULATE_THREADS at most) on as many threads at once:
+ * first-touch allocation scales with threads, and one thread takes
+ * seconds for a few GiB.  Kernels older than 5.14 refuse the advice;
+ * fallocate() does it there.
  */
 #define POPULATE_THREADS 4
 #define POPULATE_SLICE_MIN (64ULL << 20)
@@ -108,7 +109,7 @@ static void *populate_slice(void *arg)
 int mem_populate(struct vm *vm)
 {
 	struct populate_slice s[VMM_MAX_REGIONS * POPULATE_THREADS];
-	unsigned int per = MIN(cpus_online(), POPULATE_THREADS), n = 0, i, k;
+	unsigned int per = MAX(MIN(cpus_online(), POPULATE_THREADS), 1), n = 0, i, k;
 	uint64_t t0 = now_ns(), len;
 	char why[PATH_MAX + 128];
 	int r, ret;
@@ -120,12 +121,14 @@ int mem_populate(struct vm *vm)
 		return ret;
 	}
 	memset(s, 0, sizeof(s));
+	/* per slices in all, shared by the regions as their sizes are */
 	for (i = 0; i < (unsigned int)vm->nregions; i++) {
 		struct mem_region *reg = &vm->regions[i];
+		uint64_t share = MAX(per * reg->size / vm->memory, 1);
 
-		len = ALIGN_UP(reg->size / MAX(per, 1), 2ULL << 20);
+		len = ALIGN_UP(reg->size / share, 2ULL << 20);
 		len = MAX(len, POPULATE_SLICE_MIN);
-		for (k = 0; k < per && k * len < reg->size; k++, n++) {
+		for (k = 0; k < share && k * len < reg->size; k++, n++) {
 			s[n].r = reg;
 			s[n].off = k * len;
 			s[n].len = MIN(len, reg->size - s[n].off);
