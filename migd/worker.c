@@ -321,8 +321,8 @@ static void worker_check_cancel(struct worker *w)
 		n = snprintf(w->error, sizeof(w->error), "did not complete within "
 			     "the %u s timeout", w->spec->params.timeout_s);
 		/* Why not, if it was in precopy: the last estimate. */
-		if (w->expected_downtime_ms && w->rounds && n > 0 &&
-		    (size_t)n < sizeof(w->error))
+		if (w->expected_downtime_ms && w->expected_downtime_ms != UINT64_MAX &&
+		    w->rounds && n > 0 && (size_t)n < sizeof(w->error))
 			snprintf(w->error + n, sizeof(w->error) - n, " (expected "
 				 "downtime %llu ms against the %u ms limit, %llu us "
 				 "of it not for pages)",
