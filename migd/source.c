@@ -1071,10 +1071,19 @@ static void source_pc_stats(struct source *s, uint64_t left)
  * It walks the bitmap from where the last page request was (faults come
  * in clusters), wrapping around, until a whole pass finds nothing.
  */
+/*
+ * A failed page server (say, a damaged frame from faultd) is noticed here
+ * and in source_wait_done.  Once a pass over the bitmap was the only
+ * look: under --max-bandwidth a pass can take half a minute, long enough
+ * for faultd to give up on the silent link first (its 20 s stall) and
+ * the job to fail for the wrong reason.
+ */
+#define LINK_CHECK_NS 100000000ULL      /* 100 ms */
+
 static int source_push(struct source *s)
 {
 	uint64_t words = BITMAP_WORDS(s->ram.pages), cur = 0, empty = 0;
-	uint64_t seen = 0, hint, bits, page;
+	uint64_t seen = 0, hint, bits, page, checked = now_ns();
 	unsigned int reg;
 	int r = 0;
 
@@ -1102,10 +1111,11 @@ static int source_push(struct source *s)
 		}
 		if (r < 0 && bits)
 			__atomic_fetch_or(&s->tosend[cur], bits, __ATOMIC_RELAXED);
-		if ((cur & 1023) == 0) {
+		if ((cur & 1023) == 0)
 			source_pc_stats(s, bitmap_count(s->tosend, s->ram.pages));
-			if (r == 0)
-				r = source_check_links(s);
+		if (r == 0 && ((cur & 1023) == 0 || now_ns() - checked >= LINK_CHECK_NS)) {
+			checked = now_ns();
+			r = source_check_links(s);
 		}
 		cur = (cur + 1) % words;
 	}
