@@ -43,7 +43,6 @@ struct dest {
 	bool have_id;
 	bool received;                  /* the vmm holds data of this job */
 	uint64_t *received_map;         /* pages present here, across regions */
-	bool keep_alloc;                /* the RAM came preallocated: keep it so */
 	char err[256];
 	/* postcopy */
 	int page_fd;                    /* the page link, until faultd takes it */
@@ -1011,34 +1010,20 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
  * received straight into place (a first-time page goes through
  * UFFDIO_COPY, which needs a hole), and at a postcopy switch the needed
  * ones among them are dropped like any stale page.  RAM that is all
- * there was preallocated on purpose: it stays allocated (keep_alloc).
+ * there was preallocated on purpose, and is kept so: true then.
  */
-static int dest_present(struct dest *d)
+static bool dest_present(struct dest *d)
 {
-	uint64_t start, end, off, all = 0;
+	uint64_t all = 0;
 	unsigned int i;
-	int r;
 
-	for (i = 0; i < d->ram.n; i++) {
-		for (off = 0; off < d->ram.r[i].size; off = end) {
-			r = fd_next_data(d->ram.r[i].fd, off, d->ram.r[i].size,
-					 &start, &end);
-			if (r < 0)
-				return r;
-			start = ALIGN_DOWN(start, STREAM_PAGE);
-			end = ALIGN_UP(end, STREAM_PAGE);
-			bitmap_set_range(d->received_map,
-					 d->ram.first_page[i] + start / STREAM_PAGE,
-					 (end - start) / STREAM_PAGE);
-			all += (end - start) / STREAM_PAGE;
-		}
-	}
-	d->keep_alloc = all == d->ram.pages;
+	for (i = 0; i < d->ram.n; i++)
+		all += ram_view_mark_data(&d->ram, i, 0, d->received_map);
 	if (all)
 		log_info("%llu of %llu pages already allocated here%s",
 			 (unsigned long long)all, (unsigned long long)d->ram.pages,
-			 d->keep_alloc ? " (preallocated): received in place" : "");
-	return 0;
+			 all == d->ram.pages ? " (preallocated): received in place" : "");
+	return all == d->ram.pages;
 }
 
 static int dest_receive(struct dest *d)
@@ -1046,15 +1031,13 @@ static int dest_receive(struct dest *d)
 	Tern__Stream__StreamMsg *dev = NULL;
 	uint64_t t[3];
 	unsigned int i;
+	bool keep_alloc;
 	int r = 0;
 
 	d->received_map = calloc(1, BITMAP_BYTES(d->ram.pages));
 	if (!d->received_map)
 		return worker_fail(d->w, ENOMEM, "no memory for the received-pages map");
-	r = dest_present(d);
-	if (r < 0)
-		return worker_fail(d->w, -r, "finding the pages present here: %s",
-				   strerror(-r));
+	keep_alloc = dest_present(d);
 	for (i = 0; r == 0 && i < d->nchan; i++) {
 		d->chan[i].w = d->w;
 		d->chan[i].index = i;
@@ -1062,7 +1045,7 @@ static int dest_receive(struct dest *d)
 		d->chan[i].place = &d->place;
 		d->chan[i].layout = d->layout;
 		d->chan[i].received = d->received_map;
-		d->chan[i].keep_alloc = d->keep_alloc;
+		d->chan[i].keep_alloc = keep_alloc;
 		d->chan[i].pc = &d->pc;
 		r = chan_rx_start(&d->chan[i]);
 	}

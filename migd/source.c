@@ -351,19 +351,6 @@ static void source_round_begin(struct source *s, uint64_t pages)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Pages of region i that hold data (the memfd's extents). */
-static uint64_t data_pages(const struct ram_view *v, unsigned int i)
-{
-	uint64_t off = 0, start, end, n = 0;
-
-	while (off < v->r[i].size &&
-	       fd_next_data(v->r[i].fd, off, v->r[i].size, &start, &end) == 0) {
-		n += (end - start) / STREAM_PAGE;
-		off = end;
-	}
-	return n;
-}
-
 /* Round 1: every page that holds data; holes are skipped unread. */
 static int source_first_round(struct source *s, uint64_t *ret_pages)
 {
@@ -372,7 +359,7 @@ static int source_first_round(struct source *s, uint64_t *ret_pages)
 	int r = 0;
 
 	for (i = 0; i < s->ram.n; i++)
-		target += data_pages(&s->ram, i);
+		target += ram_view_mark_data(&s->ram, i, 0, NULL);
 	source_round_begin(s, target);
 	for (i = 0; i < s->ram.n && r == 0; i++) {
 		uint64_t size = s->ram.r[i].size, off = 0, start, end;
@@ -976,17 +963,9 @@ static void source_mark_round1_rest(struct source *s)
 {
 	unsigned int i;
 
-	for (i = s->r1_region; s->r1_cut && i < s->ram.n; i++) {
-		uint64_t size = s->ram.r[i].size, start, end;
-		uint64_t off = i == s->r1_region ? s->r1_off : 0;
-
-		while (off < size &&
-		       fd_next_data(s->ram.r[i].fd, off, size, &start, &end) == 0) {
-			bitmap_set_range(s->dirty, s->ram.first_page[i] + start / STREAM_PAGE,
-					 (end - start) / STREAM_PAGE);
-			off = end;
-		}
-	}
+	for (i = s->r1_region; s->r1_cut && i < s->ram.n; i++)
+		ram_view_mark_data(&s->ram, i, i == s->r1_region ? s->r1_off : 0,
+				   s->dirty);
 }
 
 /* Step one, the VM running: what the destination holds that is stale. */

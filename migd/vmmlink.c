@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/bitmap.h"
 #include "common/ramhash.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -214,6 +215,22 @@ int ram_view_hash_rate(const struct ram_view *v, uint64_t *rate)
 
 	return ramhash_rate(r, ram_view_regions(v, r), cpus_online(),
 			    HASH_SAMPLE, rate);
+}
+
+uint64_t ram_view_mark_data(const struct ram_view *v, unsigned int i,
+			    uint64_t off, uint64_t *map)
+{
+	uint64_t start, end, n = 0;
+
+	while (off < v->r[i].size &&
+	       fd_next_data(v->r[i].fd, off, v->r[i].size, &start, &end) == 0) {
+		if (map)
+			bitmap_set_range(map, v->first_page[i] + start / STREAM_PAGE,
+					 (end - start) / STREAM_PAGE);
+		n += (end - start) / STREAM_PAGE;
+		off = end;
+	}
+	return n;
 }
 
 uint64_t ram_view_data_bytes(const struct ram_view *v)
