@@ -29,6 +29,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -437,6 +438,35 @@ void chan_tx_stop(struct chan_tx *c)
 /* ---- receiving ------------------------------------------------------------ */
 
 /*
+ * Map n pages of the ordinary mapping before they are written through
+ * it.  Pages written there are ones received before (or preallocated),
+ * but this mapping has never touched them (first-time pages go in
+ * through place.c's mapping), so each would take its own write fault:
+ * ~1 us a page on this PVM host, a third of a worker's time into
+ * preallocated RAM.  MADV_POPULATE_READ maps a whole run in one call,
+ * 16 present pages per fault (fault-around; the shared mapping's pages
+ * come writable), measured 5.5-6.3 GB/s against 1.8-2.3 for writing
+ * through the unmapped range.  A page punched to a hole since is
+ * allocated, as the write would have done.  Kernels before 5.14 refuse
+ * the advice and the writes fault as before.
+ */
+static void map_pages(struct chan_rx *c, unsigned int region,
+		      const uint64_t *off, uint32_t n)
+{
+	uint32_t i = 0, j;
+
+	while (i < n && !c->no_populate) {
+		for (j = i + 1; j < n && off[j] == off[j - 1] + STREAM_PAGE; j++)
+			;
+		if (madvise(c->ram->r[region].host + off[i],
+			    (size_t)(j - i) * STREAM_PAGE, MADV_POPULATE_READ) < 0 &&
+		    errno == EINVAL)
+			c->no_populate = true;
+		i = j;
+	}
+}
+
+/*
  * Zero pages become holes (runs coalesced into few fallocate calls): a
  * page never received here is one already.  In preallocated RAM (vmm
  * --prealloc) every page stays allocated: zeros are written instead.
@@ -449,6 +479,7 @@ static int punch_zero(struct chan_rx *c, unsigned int region, const uint64_t *of
 	uint32_t i;
 
 	if (c->keep_alloc) {
+		map_pages(c, region, off, n);
 		for (i = 0; i < n; i++)
 			memset(c->ram->r[region].host + off[i], 0, STREAM_PAGE);
 		return 0;
@@ -694,6 +725,8 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 	for (i = 0; i < p.npages; i++)
 		dst[i] = fresh ? c->stage + (size_t)i * STREAM_PAGE :
 			 c->ram->r[p.region].host + off[i];
+	if (!fresh && p.data_len)
+		map_pages(c, p.region, off, p.npages);
 	if (p.flags & STREAM_PKT_ZSTD) {
 		r = stream_read_full(c->fd, c->zbuf, p.data_len, 0);
 		if (r < 0)
