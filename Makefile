@@ -5,6 +5,7 @@
 #   make check      install missing packages, build, run every test
 #   make demo       install missing packages, build, show the guest running
 #   make deps       install missing Debian packages (apt-get, as root)
+#   make fuzz       run the libFuzzer targets in tests/fuzz/ (needs clang)
 #   WERROR=0        do not turn warnings into errors
 #   SANITIZE=1      build with ASan + UBSan (objects in build-san/)
 #   V=1             show the commands
@@ -179,7 +180,7 @@ demo: deps
 	$(Q)O=$(O) scripts/demo.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
 
@@ -265,3 +266,31 @@ all: $(BENCH_BINS)
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)O=$(O) tests/bench/run.sh
+
+# ---- fuzzing: clang's libFuzzer; a developer's tool, not in make check ----
+# make fuzz [FUZZ_SECONDS=60]: each tests/fuzz/fuzz_NAME.c is built with
+# ASan and UBSan against common/ and the schemas, then run FUZZ_SECONDS on
+# its corpus in build-fuzz/corpus/NAME (kept between runs).  A crash
+# leaves its input in build-fuzz/ and fails the target.
+FUZZ_O       := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_NAMES   := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS  := -O1 -g -std=gnu11 -D_GNU_SOURCE -I. -I$(O) $(PKG_CFLAGS) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+.PHONY: fuzz
+fuzz: $(PROTO_C) $(PROTO_H)
+	@command -v clang >/dev/null || \
+		{ echo "make fuzz: needs clang (apt-get install clang)" >&2; exit 1; }
+	@mkdir -p $(FUZZ_O)
+	$(Q)set -e; for n in $(FUZZ_NAMES); do \
+		printf '  %-7s %s\n' FUZZ $$n; \
+		clang $(FUZZ_CFLAGS) -o $(FUZZ_O)/$$n tests/fuzz/$$n.c \
+			$(COMMON_SRCS) $(PROTO_C) $(LDLIBS); \
+		mkdir -p $(FUZZ_O)/corpus/$$n; \
+		(cd $(FUZZ_O) && ./$$n -max_total_time=$(FUZZ_SECONDS) \
+			-max_len=4096 -print_final_stats=1 corpus/$$n \
+			>$$n.log 2>&1) || \
+			{ tail -n 40 $(FUZZ_O)/$$n.log; exit 1; }; \
+		grep '^stat::number_of_executed_units' $(FUZZ_O)/$$n.log; \
+	done
