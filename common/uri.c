@@ -53,7 +53,10 @@ static int uri_parse_hostport(const char *s, struct uri *u)
 			return -EINVAL;
 		hlen = (size_t)(colon - s);
 	}
-	if (hlen == 0 || hlen >= sizeof(u->host) || memchr(host, '/', hlen))
+	/* Brackets only around the host: "tcp:[[]:80" would name "[", which
+	 * no resolver knows and which would print back as "tcp:[:80". */
+	if (hlen == 0 || hlen >= sizeof(u->host) || memchr(host, '/', hlen) ||
+	    memchr(host, '[', hlen) || memchr(host, ']', hlen))
 		return -EINVAL;
 	if (parse_u64(colon + 1, 0, 65535, &port) < 0)
 		return -EINVAL;

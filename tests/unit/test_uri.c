@@ -42,6 +42,10 @@ static const struct {
 	{ "tcp:host:65536", -1, NULL, 0, NULL },
 	{ "tcp:host:-1", -1, NULL, 0, NULL },
 	{ "tcp:host:80x", -1, NULL, 0, NULL },
+	/* found by tests/fuzz/fuzz_text: "[" was a host, printed "tcp:[:80" */
+	{ "tcp:[[]:80", -1, NULL, 0, NULL },
+	{ "tcp:a]b:80", -1, NULL, 0, NULL },
+	{ "tcp:[a[b]:80", -1, NULL, 0, NULL },
 	{ "unix:", -1, NULL, 0, NULL },
 	{ "file:", -1, NULL, 0, NULL },
 	{ "vm.sock", -1, NULL, 0, NULL },
