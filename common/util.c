@@ -163,6 +163,16 @@ int name_valid(const char *name)
 	return 0;
 }
 
+uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c)
+{
+	unsigned __int128 q;
+
+	if (!c)
+		return UINT64_MAX;
+	q = (unsigned __int128)a * b / c;
+	return q > UINT64_MAX ? UINT64_MAX : (uint64_t)q;
+}
+
 uint64_t now_ns(void)
 {
 	struct timespec ts;

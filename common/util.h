@@ -36,6 +36,12 @@ int name_valid(const char *name);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+/*
+ * a * b / c with the product in 128 bits: a rate or a time from byte
+ * counts (bytes * 1e9 overflows 64 bits past 17 GiB).  UINT64_MAX when
+ * c is 0 or the quotient does not fit.
+ */
+uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c);
 /* CPUs online (at least 1). */
 unsigned int cpus_online(void);
 /*

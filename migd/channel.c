@@ -146,7 +146,7 @@ static void chan_pace(struct chan_tx *c, uint64_t start_ns, uint64_t bytes)
 
 	if (!c->rate)
 		return;
-	due = start_ns + bytes * 1000000000ULL / c->rate;
+	due = start_ns + mul_div(bytes, 1000000000ULL, c->rate);
 	now = now_ns();
 	if (due <= now)
 		return;

@@ -508,7 +508,7 @@ static uint64_t source_estimate(struct source *s, uint64_t dirty)
 	uint64_t use_bw, remaining = dirty * STREAM_PAGE, us;
 
 	if (s->round_bytes && s->round_ns)
-		w->bandwidth = s->round_bytes * 1000000000ULL / s->round_ns;
+		w->bandwidth = mul_div(s->round_bytes, 1000000000ULL, s->round_ns);
 	use_bw = w->spec->params.avail_switchover_bandwidth ?
 		 w->spec->params.avail_switchover_bandwidth : w->bandwidth;
 	source_verify_estimate(s);

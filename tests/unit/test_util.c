@@ -150,6 +150,23 @@ static void test_now_ns(void **state)
 	assert_true(b >= a);
 }
 
+/* Rates from byte counts past 17 GiB, where bytes * 1e9 wraps 64 bits. */
+static void test_mul_div(void **state)
+{
+	const uint64_t gib = 1ULL << 30;
+
+	assert_int_equal(mul_div(6, 7, 3), 14);
+	assert_int_equal(mul_div(7, 1, 2), 3);             /* rounds down */
+	/* 20 GiB sent in 10 s is 2 GiB/s; 20 GiB * 1e9 alone wraps */
+	assert_int_equal(mul_div(20 * gib, 1000000000ULL, 10000000000ULL), 2 * gib);
+	/* 64 GiB at 1 GiB/s is due 64 s after the start */
+	assert_int_equal(mul_div(64 * gib, 1000000000ULL, gib), 64000000000ULL);
+	assert_int_equal(mul_div(UINT64_MAX, UINT64_MAX, UINT64_MAX), UINT64_MAX);
+	assert_int_equal(mul_div(UINT64_MAX, 2, 1), UINT64_MAX);     /* saturates */
+	assert_int_equal(mul_div(1, 1, 0), UINT64_MAX);
+	assert_int_equal(mul_div(0, 5, 7), 0);
+}
+
 static void test_mkdir_p(void **state)
 {
 	char base[] = "/tmp/tern-util-XXXXXX", path[PATH_MAX];
@@ -212,6 +229,7 @@ int main(void)
 		cmocka_unit_test(test_str_copy),
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_now_ns),
+		cmocka_unit_test(test_mul_div),
 		cmocka_unit_test(test_mkdir_p),
 		cmocka_unit_test(test_fd_next_data),
 	};
