@@ -37,6 +37,7 @@
 #define STREAM_PKT_MAGIC 0x504d5254u    /* "TRMP" */
 #define STREAM_PAGE_REQ_MAX 64u         /* pages per PageRequest */
 #define STREAM_PAGE_MSG_MAX (STREAM_PAGE_REQ_MAX * STREAM_PAGE + 4096u)
+#define STREAM_MAX_ERRNO 4095u         /* a hello's answer: 0 or an errno */
 
 enum stream_role {
 	STREAM_ROLE_MAIN = 1,

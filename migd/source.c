@@ -127,8 +127,15 @@ static int source_dial(struct source *s, const struct uri *u, enum stream_role r
 	if (r == 0)
 		r = stream_read_full(fd, &status, 4, deadline());
 	if (r == 0 && le32toh(status)) {
-		r = -(int)le32toh(status);
+		status = le32toh(status);
 		close(fd);
+		/* The peer's word: an errno (1 to 4095) or it is damaged. */
+		if (status > STREAM_MAX_ERRNO)
+			return worker_fail(s->w, EPROTO, "the destination answered "
+					   "the %s connection's hello with %u, which "
+					   "is no error code", role == STREAM_ROLE_MAIN ?
+					   "main" : "ram", status);
+		r = -(int)status;
 		return worker_fail(s->w, r, "the destination refused the %s "
 				   "connection: %s", role == STREAM_ROLE_MAIN ?
 				   "main" : "ram", r == -EACCES ? "token mismatch" :

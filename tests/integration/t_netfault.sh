@@ -8,6 +8,7 @@
 #  - a ram connection, then the main connection, stalled (open, but
 #    silent) by the proxy (itest_faultproxy): a keepalive or timeout must
 #    find it on each side within STALL_BOUND (the times are printed);
+#  - a byte flipped in the destination's answer to the main hello;
 #  - a byte flipped on a ram connection: in a packet header (a protocol
 #    error), in page data with verify (the hashes differ), and in page
 #    data without verify (the stream has no checksum of its own: the job
@@ -227,6 +228,28 @@ job_names g "ram channel 0: packet 0 is damaged" ||
 	defect "the destination does not name the damaged packet"
 job_names f "damaged" || defect "the source's status does not say why the destination failed"
 source_fine f $HALT
+dest_fresh g
+proxy_cmd quit >/dev/null
+
+# The first bytes the destination sends on the main connection are its
+# answer to the source's hello: 0, or an errno.  The high byte flipped
+# makes it 0xff000000, which is neither.
+note "a byte flipped in the destination's answer to the main hello"
+incoming g
+start_proxy answer "$ADDR"
+proxy_cmd corrupt 0 down 3 >/dev/null || fail "arm"
+out=$(migctl migrate f "tcp:127.0.0.1:$PROXY_PORT" --token "$TOKEN" --channels 1 \
+	--wait 2>&1) && fail "a damaged hello answer went unnoticed: $out"
+echo "source said: $(job_get f error)"
+job_names f "answered the main connection's hello with 4278190080, which is no error code" ||
+	defect "the source does not name the damaged answer"
+grep -q "flipped the byte at 3" "$RUNDIR/answer.log" || fail "the proxy did not flip"
+source_fine f $HALT
+if ! wait_until 10 job_final g; then
+	migctl cancel g >/dev/null || fail "cancel g"
+	wait_job_final g
+fi
+echo "destination said: $(job_get g error)"
 dest_fresh g
 proxy_cmd quit >/dev/null
 
