@@ -130,6 +130,11 @@ int stream_offset_check(uint64_t *off, const struct stream_layout *lay,
 	return 0;
 }
 
+int stream_peer_errno(int32_t err)
+{
+	return err >= 1 && (uint32_t)err <= STREAM_MAX_ERRNO ? err : EPROTO;
+}
+
 int stream_token_new(uint8_t *token)
 {
 	ssize_t n = getrandom(token, STREAM_TOKEN_LEN, 0);

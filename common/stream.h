@@ -125,6 +125,10 @@ uint64_t stream_sum_add(uint64_t sum, const void *buf, size_t len);
 int stream_offset_check(uint64_t *off, const struct stream_layout *lay,
 			unsigned int region);
 
+/* A peer's error code (Refuse.err): itself when it is an errno, else
+ * EPROTO (0, negative, or past STREAM_MAX_ERRNO). */
+int stream_peer_errno(int32_t err);
+
 /* Tokens: 16 random bytes, shown as 32 lowercase hex digits. */
 int stream_token_new(uint8_t *token);
 void stream_hex(const uint8_t *bin, size_t len, char *out);

@@ -182,7 +182,7 @@ static int source_hello(struct source *s)
 		return worker_fail(s->w, r, "%s: the destination did not answer our "
 				   "layout: %s", s->w->spec->peer, strerror(-r));
 	if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
-		r = worker_fail(s->w, reply->refuse->err ? reply->refuse->err : EPROTO,
+		r = worker_fail(s->w, stream_peer_errno(reply->refuse->err),
 				"the destination refused: %s", reply->refuse->message);
 	else if (reply->body_case != TERN__STREAM__STREAM_MSG__BODY_ACCEPT)
 		r = worker_fail(s->w, EPROTO, "the destination answered our layout "
@@ -785,7 +785,7 @@ static int source_expect(struct source *s, int body, const char *what,
 		return 0;
 	}
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
-		r = worker_fail(s->w, m->refuse->err ? m->refuse->err : EPROTO,
+		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
 				"the destination failed: %s", m->refuse->message);
 		if (!strncmp(m->refuse->message, "verify", 6)) {
 			pthread_mutex_lock(&s->w->lock);

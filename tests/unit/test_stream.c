@@ -192,6 +192,18 @@ static void test_tokens_and_hex(void **state)
 	assert_int_equal(stream_unhex(hex, b, sizeof(b)), -EINVAL);
 }
 
+/* A Refuse's code is the peer's: only an errno is taken as one. */
+static void test_peer_errno(void **state)
+{
+	assert_int_equal(stream_peer_errno(EACCES), EACCES);
+	assert_int_equal(stream_peer_errno(STREAM_MAX_ERRNO), STREAM_MAX_ERRNO);
+	assert_int_equal(stream_peer_errno(0), EPROTO);
+	assert_int_equal(stream_peer_errno(-EIO), EPROTO);
+	assert_int_equal(stream_peer_errno(STREAM_MAX_ERRNO + 1), EPROTO);
+	assert_int_equal(stream_peer_errno(INT32_MIN), EPROTO);
+	assert_int_equal(stream_peer_errno(INT32_MAX), EPROTO);
+}
+
 static void test_messages_over_a_socket(void **state)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *got = NULL;
@@ -261,6 +273,7 @@ int main(void)
 		cmocka_unit_test(test_packet_sum),
 		cmocka_unit_test(test_offsets),
 		cmocka_unit_test(test_tokens_and_hex),
+		cmocka_unit_test(test_peer_errno),
 		cmocka_unit_test(test_messages_over_a_socket),
 		cmocka_unit_test(test_read_deadline),
 	};
