@@ -533,8 +533,11 @@ static int state_check_tsc(struct vm *vm, const Tern__Vmm__VmState *st,
 		return 0;
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0)
 		return 1;
-	if (diff * 1000000 <= b * STATE_TSC_PPM)
-		return 0;               /* as close as KVM asks of hosts */
+	/* As close as KVM asks of hosts.  diff comes from the state and may
+	 * be anything: diff * 1e6 wrapped past 2^64 / 1e6 kHz and let an
+	 * absurd frequency pass; b (this host's) times the ppm cannot. */
+	if (diff <= b * STATE_TSC_PPM / 1000000)
+		return 0;
 	REFUSE("the guest's TSC runs at %llu kHz, this host's at %llu kHz, and this host's KVM cannot scale it",
 	       (unsigned long long)a, (unsigned long long)b);
 }

@@ -73,6 +73,45 @@ dd if=/dev/urandom of="$RUNDIR/bad.state" bs=1 seek=40 count=64 conv=notrunc sta
 out=$(vmmctl load in "$RUNDIR/bad.state" 2>&1) && fail "loaded a corrupted state"
 echo "corrupted: $out"
 
+# A guest TSC frequency far from this host's, which this KVM (no TSC
+# scaling here) cannot give: tsc_khz is field 14, a varint, and protobuf
+# takes a field's last occurrence, so one appended to the message
+# overrides the saved value.  The gap 2^64/1e6 kHz and a bit wrapped the
+# old check (gap * 1e6 in 64 bits) to "within 250 ppm".
+byte() { printf "\\$(printf %03o "$1")"; }
+le64() {	# the 8 bytes of $1, little-endian
+	local i
+	for ((i = 0; i < 8; i++)); do byte $(( ($1 >> (8 * i)) & 255 )); done
+}
+with_tsc() {	# SRC DST KHZ: SRC's state with the guest's TSC at KHZ
+	local v=$3 b bytes=(112) len          # 112: field 14, varint
+	while ((v > 127)); do
+		bytes+=($(( (v & 127) | 128 )))
+		v=$((v >> 7))
+	done
+	bytes+=("$v")
+	len=$(( $(stat -c %s "$1") - 16 + ${#bytes[@]} ))
+	{
+		head -c 8 "$1"
+		le64 "$len"
+		tail -c +17 "$1"
+		for b in "${bytes[@]}"; do byte "$b"; done
+	} >"$2"
+}
+with_tsc "$RUNDIR/good.state" "$RUNDIR/tsc1.state" 1
+out=$(vmmctl load in "$RUNDIR/tsc1.state" 2>&1) && fail "loaded a 1 kHz TSC"
+echo "$out"
+host_khz=$(echo "$out" | sed -n 's/.*this host.s at \([0-9]*\) kHz, and this host.s KVM cannot scale it.*/\1/p')
+if [ -n "$host_khz" ]; then
+	khz=$(( host_khz + 18446744073710 ))
+	with_tsc "$RUNDIR/good.state" "$RUNDIR/tscwrap.state" "$khz"
+	out=$(vmmctl load in "$RUNDIR/tscwrap.state" 2>&1) &&
+		fail "loaded a guest TSC of $khz kHz on a $host_khz kHz host"
+	echo "$out" | grep -q "runs at $khz kHz.*cannot scale it" || fail "$out"
+else
+	echo "this host's KVM scales the TSC: the unscaled check is not used here"
+fi
+
 start_vmm other --memory 128M --incoming
 out=$(vmmctl load other "$RUNDIR/good.state" 2>&1) && fail "loaded into a different RAM size"
 echo "$out" | grep -q "bytes of RAM, this vmm has" || fail "$out"
