@@ -152,8 +152,6 @@ int main(int argc, char **argv)
 	ev_int = evsignal_new(d.base, SIGINT, handle_term, d.base);
 	if (!ev_term || !ev_int || event_add(ev_term, NULL) || event_add(ev_int, NULL))
 		fatalx("event set-up");
-	if (control_start(&d) < 0)
-		goto out;
 	/*
 	 * A vCPU waits while its fault goes round faultd's threads: run
 	 * them ahead of bulk work, in the real-time class where root's
@@ -177,6 +175,12 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	ret = 1;
+	/*
+	 * The socket appears only now, so whoever finds it finds faultd
+	 * unprivileged (root's uid still owns RUNDIR).
+	 */
+	if (control_start(&d) < 0)
+		goto out;
 	log_info("serving %s (no capabilities; fault threads in %s)", d.sock_path,
 		 rt == 0 ? "SCHED_FIFO" : "the ordinary class");
 	event_base_dispatch(d.base);
