@@ -130,6 +130,13 @@ int stream_offset_check(uint64_t *off, const struct stream_layout *lay,
 	return 0;
 }
 
+uint32_t stream_run_end(const uint64_t *off, uint32_t i, uint32_t n)
+{
+	for (i++; i < n && off[i] == off[i - 1] + STREAM_PAGE; i++)
+		;
+	return i;
+}
+
 int stream_peer_errno(int32_t err)
 {
 	return err >= 1 && (uint32_t)err <= STREAM_MAX_ERRNO ? err : EPROTO;

@@ -125,6 +125,10 @@ uint64_t stream_sum_add(uint64_t sum, const void *buf, size_t len);
 int stream_offset_check(uint64_t *off, const struct stream_layout *lay,
 			unsigned int region);
 
+/* The end of the run of adjacent page offsets that starts at off[i]
+ * (i < n): the first j > i with off[j] != off[j - 1] + STREAM_PAGE, or n. */
+uint32_t stream_run_end(const uint64_t *off, uint32_t i, uint32_t n);
+
 /* A peer's error code (Refuse.err): itself when it is an errno, else
  * EPROTO (0, negative, or past STREAM_MAX_ERRNO). */
 int stream_peer_errno(int32_t err);

@@ -456,8 +456,7 @@ static void map_pages(struct chan_rx *c, unsigned int region,
 	uint32_t i = 0, j;
 
 	while (i < n && !c->no_populate) {
-		for (j = i + 1; j < n && off[j] == off[j - 1] + STREAM_PAGE; j++)
-			;
+		j = stream_run_end(off, i, n);
 		if (madvise(c->ram->r[region].host + off[i],
 			    (size_t)(j - i) * STREAM_PAGE, MADV_POPULATE_READ) < 0 &&
 		    errno == EINVAL)
@@ -475,8 +474,7 @@ static int punch_zero(struct chan_rx *c, unsigned int region, const uint64_t *of
 		      uint32_t n)
 {
 	int fd = c->ram->r[region].fd;
-	uint64_t start = off[0], len = STREAM_PAGE;
-	uint32_t i;
+	uint32_t i, j;
 
 	if (c->keep_alloc) {
 		map_pages(c, region, off, n);
@@ -484,18 +482,11 @@ static int punch_zero(struct chan_rx *c, unsigned int region, const uint64_t *of
 			memset(c->ram->r[region].host + off[i], 0, STREAM_PAGE);
 		return 0;
 	}
-	for (i = 1; i <= n; i++) {
-		if (i < n && off[i] == start + len) {
-			len += STREAM_PAGE;
-			continue;
-		}
+	for (i = 0; i < n; i = j) {
+		j = stream_run_end(off, i, n);
 		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      start, len) < 0)
+			      off[i], (uint64_t)(j - i) * STREAM_PAGE) < 0)
 			return -errno;
-		if (i < n) {
-			start = off[i];
-			len = STREAM_PAGE;
-		}
 	}
 	return 0;
 }
@@ -616,7 +607,7 @@ static int uffd_place(struct chan_rx *c, unsigned int region, uint64_t off,
 static int place_pages(struct chan_rx *c, unsigned int region, const uint64_t *off,
 		       uint32_t n, bool zero)
 {
-	uint32_t i = 0, j;
+	uint32_t i = 0, j, end;
 	int r;
 
 	while (i < n) {
@@ -624,8 +615,8 @@ static int place_pages(struct chan_rx *c, unsigned int region, const uint64_t *o
 			i++;
 			continue;
 		}
-		for (j = i + 1; j < n && off[j] == off[j - 1] + STREAM_PAGE &&
-		     page_needed(c, region, off[j]); j++)
+		end = stream_run_end(off, i, n);
+		for (j = i + 1; j < end && page_needed(c, region, off[j]); j++)
 			;
 		r = uffd_place(c, region, off[i],
 			       zero ? NULL : c->stage + (size_t)i * STREAM_PAGE, j - i);

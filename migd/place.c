@@ -134,8 +134,7 @@ int ram_place_pages(const struct ram_place *p, const struct ram_view *v,
 	int r;
 
 	while (i < n) {
-		for (j = i + 1; j < n && off[j] == off[j - 1] + STREAM_PAGE; j++)
-			;
+		j = stream_run_end(off, i, n);
 		r = place_run(p, v, region, off[i], src + (size_t)i * STREAM_PAGE,
 			      j - i);
 		if (r < 0)

@@ -204,6 +204,21 @@ static void test_peer_errno(void **state)
 	assert_int_equal(stream_peer_errno(INT32_MAX), EPROTO);
 }
 
+static void test_run_end(void **state)
+{
+	const uint64_t off[] = { 0, 4096, 8192, 16384, 20480, 4096, 0, 0 };
+
+	(void)state;
+	assert_int_equal(stream_run_end(off, 0, 8), 3);
+	assert_int_equal(stream_run_end(off, 1, 8), 3);
+	assert_int_equal(stream_run_end(off, 3, 8), 5);
+	assert_int_equal(stream_run_end(off, 4, 8), 5);
+	assert_int_equal(stream_run_end(off, 5, 8), 6);	/* backwards */
+	assert_int_equal(stream_run_end(off, 6, 8), 7);	/* repeated */
+	assert_int_equal(stream_run_end(off, 7, 8), 8);
+	assert_int_equal(stream_run_end(off, 0, 2), 2);	/* stops at n */
+}
+
 static void test_messages_over_a_socket(void **state)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *got = NULL;
@@ -274,6 +289,7 @@ int main(void)
 		cmocka_unit_test(test_offsets),
 		cmocka_unit_test(test_tokens_and_hex),
 		cmocka_unit_test(test_peer_errno),
+		cmocka_unit_test(test_run_end),
 		cmocka_unit_test(test_messages_over_a_socket),
 		cmocka_unit_test(test_read_deadline),
 	};
