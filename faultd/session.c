@@ -468,6 +468,7 @@ int session_start(const struct session_attach *a, struct session **ret,
 	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->send_lock, NULL);
+	s->wake_fd = -1;                /* session_close must not close fd 0 */
 	s->uffd = a->uffd;
 	s->link_fd = a->link_fd;
 	str_copy(s->vm, a->vm, sizeof(s->vm));

@@ -603,7 +603,9 @@ static void refused(struct peer *p, int link, uint64_t pages, uint32_t prefetch,
 static int cmd_errors(const char *in, const char *run)
 {
 	struct peer p = { .vm = in }, q = { .vm = run }, x = { .vm = "nosuch" };
+	struct peer ro = { .vm = in };
 	int ours, theirs, pfd[2];
+	char path[64];
 	uint64_t *map;
 
 	layout(&p);
@@ -622,6 +624,12 @@ static int cmd_errors(const char *in, const char *run)
 	refused(&p, pfd[0], p.pages, 0, 2, "not a stream socket");
 	close(pfd[0]);
 	close(pfd[1]);
+	/* The right size, but faultd cannot map it for writing. */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", p.bitmap_fd);
+	ro.bitmap_fd = open(path, O_RDONLY | O_CLOEXEC);
+	CHECK(ro.bitmap_fd >= 0, "open %s: %s", path, strerror(errno));
+	refused(&ro, theirs, p.pages, 0, 2, "cannot map the needed bitmap");
+	close(ro.bitmap_fd);
 	close(p.bitmap_fd);
 	p.bitmap_fd = new_bitmap(BITMAP_BYTES(p.pages + 64), &map);
 	refused(&p, theirs, p.pages + 64, 0, 2, "has");

@@ -69,7 +69,11 @@ start_vmm run --memory 64M --test-guest idle --heartbeat 100
 [ "$(status_field "$PID_in" CapBnd)" = 0000000000000000 ] || fail "the vmm has a bounding set"
 
 note "Attach refusals"
+fd0=$(readlink "/proc/$FAULTD_PID/fd/0")
 peer errors in run || fail "Attach refusals"
+# A refusal after the session was half made closed faultd's fd 0 once.
+[ "$(readlink "/proc/$FAULTD_PID/fd/0")" = "$fd0" ] ||
+	fail "faultd's fd 0 was $fd0, is now $(readlink "/proc/$FAULTD_PID/fd/0")"
 
 note "garbage on faultd.sock closes that peer only"
 peer sockabuse || fail "faultd.sock abuse"
