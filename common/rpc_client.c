@@ -215,6 +215,11 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 	int r;
 
 	for (;;) {
+		/* Here too, not only in poll: a peer that always has another
+		 * event (or stale reply) buffered would keep us forever. */
+		if (deadline && now_ns() >= deadline)
+			return result_fail(w->res, -ETIMEDOUT, "%s: %s", w->full,
+					   strerror(ETIMEDOUT));
 		r = rpc_conn_flush(cl->conn);
 		if (r >= 0)
 			r = rpc_conn_recv(cl->conn, &f, fds, &nfds);

@@ -1101,6 +1101,61 @@ static void test_client_timeout(void **state)
 	rpc_client_free(cl);
 }
 
+#define ECHO_MAX 10000000ul
+
+struct echo {
+	int fd;                 /* the server's end */
+	uint8_t frame[64];
+	size_t len;
+	unsigned long events;
+};
+
+/* Each event the client takes is answered with another, so one is
+ * always buffered: without a deadline check between frames, only
+ * ECHO_MAX would end the call. */
+static void echo_event(void *ctx, const char *name, const uint8_t *data,
+		       size_t len)
+{
+	struct echo *e = ctx;
+
+	if (++e->events < ECHO_MAX)
+		assert_int_equal(write(e->fd, e->frame, e->len), (ssize_t)e->len);
+}
+
+/* A server that never stops sending events must not hold a call past
+ * its timeout. */
+static void test_client_timeout_under_events(void **state)
+{
+	Tern__Vmm__Empty em = TERN__VMM__EMPTY__INIT;
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
+	struct echo e = { 0 };
+	struct rpc_result res;
+	struct rpc_client *cl;
+	ProtobufCMessage *out = NULL;
+	int sv[2], n;
+
+	make_pair(sv);
+	ev.id = 1;              /* the client's first call */
+	ev.name = "status";
+	f.body_case = TERN__RPC__FRAME__BODY_EVENT;
+	f.event = &ev;
+	n = rpc_frame_encode(&f, e.frame, sizeof(e.frame));
+	assert_true(n > 0);
+	e.len = (size_t)n;
+	e.fd = sv[1];
+	assert_int_equal(write(e.fd, e.frame, e.len), (ssize_t)e.len);
+	assert_int_equal(rpc_client_from_fd(sv[0], &cl), 0);
+	assert_int_equal(rpc_client_call(cl, VMM, "Status", &em.base, NULL, 0,
+					 &out, &res, 50, echo_event, &e),
+			 -ETIMEDOUT);
+	assert_true(e.events > 0);
+	assert_true(e.events < ECHO_MAX);       /* ended by the deadline */
+	assert_non_null(strstr(res.message, "tern.vmm.Vmm/Status"));
+	rpc_client_free(cl);
+	close(sv[1]);
+}
+
 static void test_srv_listen_and_accept(void **state)
 {
 	char dir[] = "/tmp/tern-rpc-XXXXXX", addr[128];
@@ -1252,6 +1307,7 @@ int main(void)
 		SRV_TEST(test_srv_large_frames),
 		SRV_TEST(test_srv_wrong_arg_type),
 		cmocka_unit_test(test_client_timeout),
+		cmocka_unit_test(test_client_timeout_under_events),
 		SRV_TEST(test_srv_listen_and_accept),
 		SRV_TEST(test_srv_accept_out_of_fds),
 	};
