@@ -8,40 +8,64 @@
 
 #include "common/json.h"
 
+/* The length of the well-formed UTF-8 sequence at p (1-4), or 0: an
+ * overlong form, a surrogate, past U+10FFFF, or cut short (a NUL is no
+ * continuation byte, so the scan never passes the end). */
+static int utf8_len(const unsigned char *p)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+	int n, i;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0;              /* overlong below U+0800 */
+	else if (c == 0xed)
+		hi = 0x9f;              /* surrogates U+D800-DFFF */
+	else if (c == 0xf0)
+		lo = 0x90;              /* overlong below U+10000 */
+	else if (c == 0xf4)
+		hi = 0x8f;              /* past U+10FFFF */
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
 /* A JSON string: quotes, backslashes and controls escaped, bytes that are
  * not UTF-8 replaced by U+FFFD, so that the output is always valid. */
 void json_string(FILE *f, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	int n;
 
 	fputc('"', f);
-	while (*p) {
+	for (; *p; p += n ? n : 1) {
 		unsigned char c = *p;
-		int n = c >= 0xf0 && c < 0xf5 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : 0;
-		int i;
 
-		if (c == '"' || c == '\\') {
+		n = utf8_len(p);
+		if (c == '"' || c == '\\')
 			fprintf(f, "\\%c", c);
-		} else if (c == '\n') {
+		else if (c == '\n')
 			fputs("\\n", f);
-		} else if (c == '\t') {
+		else if (c == '\t')
 			fputs("\\t", f);
-		} else if (c < 0x20 || c == 0x7f) {
+		else if (c < 0x20 || c == 0x7f)
 			fprintf(f, "\\u%04x", c);
-		} else if (c < 0x80) {
-			fputc(c, f);
-		} else {
-			for (i = 1; i <= n; i++)
-				if ((p[i] & 0xc0) != 0x80)
-					break;
-			if (n == 0 || i <= n) {
-				fputs("\\ufffd", f);
-			} else {
-				fwrite(p, 1, n + 1, f);
-				p += n;
-			}
-		}
-		p++;
+		else if (n)
+			fwrite(p, 1, (size_t)n, f);
+		else
+			fputs("\\ufffd", f);
 	}
 	fputc('"', f);
 }
