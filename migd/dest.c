@@ -349,6 +349,27 @@ static int dest_recv(struct dest *d, int body, const char *what,
 	return 0;
 }
 
+/*
+ * The device state rules out a switch to postcopy: a channel that took
+ * a postcopy marker waits for one and no longer reads.  Wake it (and any
+ * marker still to come), and refuse the source's mix.
+ */
+static int dest_no_switch(struct dest *d)
+{
+	unsigned int markers;
+
+	pthread_mutex_lock(&d->pc.lock);
+	d->pc.abort = true;
+	markers = d->pc.markers;
+	pthread_cond_broadcast(&d->pc.cond);
+	pthread_mutex_unlock(&d->pc.lock);
+	if (markers)
+		return dest_refuse(d, EPROTO, "the source sent the device state "
+				   "after a postcopy marker on %u ram channel%s",
+				   markers, markers > 1 ? "s" : "");
+	return 0;
+}
+
 /* All ram channels ended, each with as many pages as the source sent. */
 static int dest_join_channels(struct dest *d, const Tern__Stream__DeviceState *dev)
 {
@@ -791,11 +812,11 @@ static int dest_resume(struct dest *d, int fd)
 	r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_RESUME, "Resume", &rm);
 	if (r < 0)
 		return r;
-	if (rm->resume->channels < 1 || rm->resume->channels > STREAM_MAX_CHANNELS)
-		r = dest_refuse(d, EINVAL, "Resume with %u ram channels",
-				rm->resume->channels);
-	else
-		d->nchan = d->w->nchannels = rm->resume->channels;
+	/* The channels were set up for the job's count (dest_receive):
+	 * a recovery reopens those, no more. */
+	if (rm->resume->channels != d->nchan)
+		r = dest_refuse(d, EINVAL, "Resume with %u ram channels; the job "
+				"has %u", rm->resume->channels, d->nchan);
 	protobuf_c_message_free_unpacked(&rm->base, NULL);
 	if (r == 0)
 		r = dest_accept(d);
@@ -1070,7 +1091,9 @@ static int dest_receive(struct dest *d)
 	}
 	worker_set_state(d->w, JOB_STATE_DEVICE);
 	t[0] = now_ns();
-	r = dest_join_channels(d, dev->device);
+	r = dest_no_switch(d);
+	if (r == 0)
+		r = dest_join_channels(d, dev->device);
 	t[1] = now_ns();
 	if (r == 0)
 		r = dest_verify(d, dev->device);

@@ -72,6 +72,7 @@ struct source {
 	uint64_t pushed;                /* pages queued by the push */
 	char peer[PATH_MAX];            /* the address dialled: the job's, or
 					 * the one a recovery names */
+	bool fault_extra_done;          /* source-resume-extra-channel, once */
 };
 
 static uint64_t deadline(void)
@@ -879,7 +880,7 @@ static int source_switchover(struct source *s)
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__Go go = TERN__STREAM__GO__INIT;
 	Tern__Stream__StreamMsg *resumed = NULL;
-	struct batch end = { .end = true };
+	struct batch end = { .end = true }, marker = { .marker = true };
 	struct worker *w = s->w;
 	uint64_t t_stop, t_stopped, t_synced, t_pages, t_dev, t_ready, t_go, t_ack;
 	uint64_t pause;
@@ -901,6 +902,8 @@ static int source_switchover(struct source *s)
 	t_synced = now_ns();
 	if (r == 0)
 		r = source_dirty_round(s, &pages);
+	if (r == 0 && fault_active("source-marker-then-device"))
+		r = chan_tx_push(&s->chan[0], &marker);
 	for (i = 0; r == 0 && i < s->nchan; i++)
 		r = chan_tx_push(&s->chan[i], &end);
 	for (i = 0; r == 0 && i < s->nchan; i++)
@@ -1167,7 +1170,7 @@ static int source_resume(struct source *s, const char *uri)
 	Tern__Stream__Resume rs = TERN__STREAM__RESUME__INIT;
 	Tern__Stream__ResumeAck ack = TERN__STREAM__RESUME_ACK__INIT;
 	struct uri u;
-	unsigned int i;
+	unsigned int i, extra = 0;
 	int r;
 
 	if (uri_parse(uri, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX))
@@ -1177,7 +1180,11 @@ static int source_resume(struct source *s, const char *uri)
 	s->main_fd = source_dial(s, &u, STREAM_ROLE_MAIN, 0);
 	if (s->main_fd < 0)
 		return s->main_fd;
-	rs.channels = s->nchan;
+	if (!s->fault_extra_done && fault_active("source-resume-extra-channel")) {
+		s->fault_extra_done = true;
+		extra = 1;
+	}
+	rs.channels = s->nchan + extra;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUME;
 	m.resume = &rs;
 	r = stream_msg_send(s->main_fd, &m.base, deadline());
@@ -1201,6 +1208,12 @@ static int source_resume(struct source *s, const char *uri)
 		if (r < 0)
 			return worker_fail(s->w, r, "recover: ram channel %u: %s", i,
 					   strerror(-r));
+	}
+	if (extra) {
+		r = source_dial(s, &u, STREAM_ROLE_RAM, s->nchan);
+		if (r < 0)
+			return r;
+		close(r);
 	}
 	s->page_fd = source_dial(s, &u, STREAM_ROLE_PAGE, 0);
 	if (s->page_fd < 0)

@@ -50,7 +50,10 @@ bool worker_postcopy_requested(void)
  * nothing told to the destination), source-before-go (the switch is
  * recorded but Go not sent), source-postcopy-before-go.  Other points
  * change one behaviour (fault_active): dest-settle-at-once (Settle is
- * answered without waiting, as over a slow link).
+ * answered without waiting, as over a slow link); source-marker-then-
+ * device (a postcopy marker on channel 0, then the device state, as a
+ * confused source would); source-resume-extra-channel (the first
+ * Resume announces and opens one ram channel more than the job has).
  */
 bool fault_active(const char *name)
 {

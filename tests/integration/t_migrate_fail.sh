@@ -169,4 +169,19 @@ vmmctl check q || fail "q after the migration"
 grep "still on their way" "$RUNDIR/migd.log" || fail "no Settle answer was logged"
 wait_progress q 0
 echo "ok: completed, memory intact, the guest runs on"
+
+note "a postcopy marker, then the device state: the destination refuses, the source runs on"
+kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+start_migd TERN_FAULT=source-marker-then-device
+start_vmm q2 --memory 128M --incoming
+incoming q2
+migctl migrate q "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null 2>&1 &&
+	fail "a marker before the device state was accepted"
+wait_job_final q2
+[ "$(job_get q2 state)" = failed ] || fail "the destination job is $(job_get q2 state)"
+job_get q2 error | grep -q "device state after a postcopy marker on 1 ram channel" ||
+	fail "destination: $(job_get q2 error)"
+echo "ok: $(job_get q2 error)"
+source_fine q
+dest_fresh q2
 echo PASS

@@ -6,8 +6,9 @@
 # everything, and 'migctl recover' brings them back, alternately on the
 # same port and on a new one.  The migration completes, the memory check
 # passes, the guest's heartbeats go on after each recovery.  Also: a
-# recovery aimed at a wrong address fails and leaves the job paused, and
-# 'migctl pause' forces the paused state.
+# recovery aimed at a wrong address fails and leaves the job paused, as
+# does one whose Resume announces more ram channels than the job has,
+# and 'migctl pause' forces the paused state.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -87,12 +88,16 @@ watch_guest ft 2
 echo "ok: ft: $(last_beat ft 1)"
 vmmctl quit fs >/dev/null; vmmctl quit ft >/dev/null
 
-note "migctl pause, a recovery at a wrong address, then the right one"
+note "migctl pause, a recovery at a wrong address, one that announces a channel too many, then the right one"
+# The source's first Resume announces (and opens) one ram channel more
+# than the job has: the destination must refuse it and stay paused.
+kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+start_migd TERN_FAULT=source-resume-extra-channel
 start_vmm r --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
 wait_pass r 0 2
 start_vmm s --memory 64M --incoming
 incoming s
-postcopy_on_request r --max-bandwidth 4M
+postcopy_on_request r --max-bandwidth 4M --channels 4
 wait_until 30 both_active r s || fail "no postcopy: $(migctl status r)"
 err=$(migctl recover r "$ADDR" 2>&1) && fail "recover while active was accepted"
 echo "ok: $err"
@@ -104,6 +109,12 @@ wait_until 30 job_is r postcopy_paused || fail "r: $(job_get r state)"
 wait_until 30 bash -c "'$BIN/migctl' --rundir '$RUNDIR' --json status r | grep -q 'cannot connect'" ||
 	fail "r: $(job_get r error)"
 echo "ok: a wrong address: $(job_get r error)"
+migctl recover r "$ADDR" >/dev/null || fail "recover r (extra channel)"
+wait_until 30 bash -c "'$BIN/migctl' --rundir '$RUNDIR' --json status s | grep -q 'Resume with 5 ram channels; the job has 4'" ||
+	fail "s: $(job_get s state): $(job_get s error)"
+wait_until 30 both_paused r s || fail "extra channel: r $(job_get r state), s $(job_get s state)"
+[ "$(state_of s)" = running ] || fail "s is not running while paused"
+echo "ok: refused: $(job_get s error)"
 recover r s 0
 out=$(migctl --json status r --watch) || fail "r: $out"
 [ "$(echo "$out" | jget state)" = completed ] || fail "r: $out"
