@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,14 +246,16 @@ static void job_close_conn(struct job *j)
 }
 
 /* Read what the worker said; 0 to keep reading, <0 at EOF or error. */
-static int job_read(struct job *j)
+/* Up to max reports; 0 when they ran out (or max did), -errno. */
+static int job_read(struct job *j, unsigned int max)
 {
 	Tern__Rpc__Frame *f;
 	int fds[RPC_MAX_FDS];
 	size_t nfds, i;
-	int r = 0, n;
+	unsigned int n;
+	int r = 0;
 
-	for (n = 0; n < JOB_READ_BATCH; n++) {
+	for (n = 0; n < max; n++) {
 		r = rpc_conn_recv(j->conn, &f, fds, &nfds);
 		if (r <= 0)
 			break;
@@ -270,7 +273,7 @@ static int job_read(struct job *j)
 static void handle_worker_report(evutil_socket_t fd, short what, void *arg)
 {
 	struct job *j = arg;
-	int r = job_read(j);
+	int r = job_read(j, JOB_READ_BATCH);
 
 	if (r >= 0)
 		return;
@@ -557,9 +560,11 @@ static void job_finish(struct migd *m, struct job *j, int wstatus)
 	size_t i;
 	int r;
 
-	/* Whatever the worker wrote before it ended is in the socket. */
+	/* Whatever the worker wrote before it ended is in the socket, all of
+	 * it: the last report (its final state) may be behind a backlog of
+	 * others if this loop was held up, and it ends at EOF. */
 	if (j->conn)
-		job_read(j);
+		job_read(j, UINT_MAX);
 	job_close_conn(j);
 	j->pid = 0;
 	if (j->last && job_state_final((enum job_state)j->last->state) &&

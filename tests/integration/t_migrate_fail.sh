@@ -170,6 +170,33 @@ grep "still on their way" "$RUNDIR/migd.log" || fail "no Settle answer was logge
 wait_progress q 0
 echo "ok: completed, memory intact, the guest runs on"
 
+note "migd held up while both workers finish: their final reports still count"
+# More reports (one each 200 ms) than migd reads at a time pile up
+# while it is stopped; the last of them says 'completed'.
+# Paused, so that 64 MiB at 6 MB/s (11 s) is all there is to send.
+start_vmm h --memory 64M --test-guest dirty --guest-rate 20000 --heartbeat 100
+wait_pass h 0 2
+vmmctl stop h >/dev/null || fail "stop h"
+start_vmm h2 --memory 64M --incoming
+incoming h2
+migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 6M --detach >/dev/null ||
+	fail "migrate h"
+wait_until 30 job_is h active || fail "h: $(job_get h state)"
+spid=$(job_get h worker_pid) dpid=$(job_get h2 worker_pid)
+kill -STOP "$MIGD_PID"
+zombie() { [ "$(stat_field "/proc/$1/stat" 3)" = Z ]; }
+wait_until 120 zombie "$spid" && wait_until 30 zombie "$dpid" ||
+	{ kill -CONT "$MIGD_PID"; fail "the workers did not finish while migd was stopped"; }
+kill -CONT "$MIGD_PID"
+wait_job_final h
+[ "$(job_get h state)" = completed ] || fail "h: $(job_get h state): $(job_get h error)"
+wait_job_final h2
+[ "$(job_get h2 state)" = completed ] || fail "h2: $(job_get h2 state): $(job_get h2 error)"
+[ "$(state_of h)" != running ] || fail "the source guest runs again after it moved"
+vmmctl check h2 || fail "h2 after the migration"
+echo "ok: both completed; the source guest stays paused"
+vmmctl quit h >/dev/null; vmmctl quit h2 >/dev/null
+
 note "a postcopy marker, then the device state: the destination refuses, the source runs on"
 kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
 start_migd TERN_FAULT=source-marker-then-device
