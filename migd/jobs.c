@@ -226,6 +226,9 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
 	j->last = js;
+	/* A cancel that crossed the switch: the worker drops it. */
+	if (js->switched)
+		j->cancel_requested = false;
 	if (j->cancel_requested && !job_state_final((enum job_state)js->state))
 		j->state = JOB_STATE_CANCELLING;
 	else

@@ -24,12 +24,20 @@
 #include "common/util.h"
 #include "migd/migd.h"
 
-static volatile sig_atomic_t cancel_requested;
+/*
+ * SIGTERM asks for a cancel (from migd, or the kernel when migd died);
+ * worker_check_cancel() takes it, under the job's lock, only while the
+ * source has not passed its point of no return.  A cancel that crossed
+ * the switch is dropped: the guest runs there, with pages only here.
+ */
+static volatile sig_atomic_t cancel_signalled;
+static int cancel_taken;                /* (A): what worker_cancelled() says */
+static pid_t parent_pid;                /* migd, while it lives */
 static int postcopy_requested;          /* (A): Migd.Postcopy or the timeout */
 
 static void handle_term(int sig)
 {
-	cancel_requested = sig;
+	cancel_signalled = sig;
 }
 
 static void request_postcopy(void)
@@ -80,7 +88,7 @@ void fault_point(const char *name)
 
 bool worker_cancelled(void)
 {
-	return cancel_requested != 0;
+	return __atomic_load_n(&cancel_taken, __ATOMIC_RELAXED) != 0;
 }
 
 static uint64_t unix_ms(void)
@@ -338,9 +346,19 @@ static void worker_check_cancel(struct worker *w)
 		w->abort_fn(w, w->abort_arg);
 	}
 	pthread_mutex_unlock(&w->lock);
-	if (!worker_cancelled())
+	if (!cancel_signalled || worker_cancelled())
 		return;
 	pthread_mutex_lock(&w->lock);
+	if (w->switched && getppid() == parent_pid) {
+		/* migd refuses to cancel a job past its switch; this one
+		 * crossed it.  (Were migd gone, nobody could recover it.) */
+		cancel_signalled = 0;
+		log_warnx("a cancel came after the switch: ignored, the "
+			  "migration goes on");
+		pthread_mutex_unlock(&w->lock);
+		return;
+	}
+	__atomic_store_n(&cancel_taken, 1, __ATOMIC_RELAXED);
 	if (!w->abort_done && w->abort_fn && !w->switched) {
 		w->abort_done = true;
 		/* The reason, before the broken connections it causes. */
@@ -492,6 +510,7 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	pthread_t reporter;
 	int ret;
 
+	parent_pid = getppid();
 	snprintf(tag, sizeof(tag), "%s/%s", spec->vm,
 		 spec->role == JOB_ROLE_SOURCE ? "out" : "in");
 	log_set_tag(tag);

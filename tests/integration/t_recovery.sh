@@ -7,8 +7,9 @@
 # same port and on a new one.  The migration completes, the memory check
 # passes, the guest's heartbeats go on after each recovery.  Also: a
 # recovery aimed at a wrong address fails and leaves the job paused, as
-# does one whose Resume announces more ram channels than the job has,
-# and 'migctl pause' forces the paused state.
+# does one whose Resume announces more ram channels than the job has;
+# 'migctl pause' forces the paused state; and a cancel signal that
+# crossed the switch is dropped, so the later pause and recovery work.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -99,6 +100,13 @@ start_vmm s --memory 64M --incoming
 incoming s
 postcopy_on_request r --max-bandwidth 4M --channels 4
 wait_until 30 both_active r s || fail "no postcopy: $(migctl status r)"
+# A cancel (SIGTERM from migd) that crossed the switch is dropped by
+# both workers: the guest runs on s with pages only r has.
+kill -TERM "$(job_get r worker_pid)" "$(job_get s worker_pid)"
+dropped() { [ "$(grep -c 'a cancel came after the switch: ignored' "$RUNDIR/migd.log")" = 2 ]; }
+wait_until 10 dropped || fail "the workers did not drop the late cancel"
+both_active r s || fail "late cancel: r $(job_get r state), s $(job_get s state)"
+echo "ok: a cancel after the switch was dropped on both sides"
 err=$(migctl recover r "$ADDR" 2>&1) && fail "recover while active was accepted"
 echo "ok: $err"
 migctl pause r >/dev/null || fail "pause r"
