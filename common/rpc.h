@@ -144,9 +144,14 @@ int rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *result,
 /* Set the error text; returns -err so handlers can `return rpc_call_errorf(...)`. */
 int rpc_call_errorf(struct rpc_call *call, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Stream an event to the caller (only if it asked for events). */
+/* Stream an event to the caller (only if it asked for events).  Events
+ * are snapshots: a caller with a frame's worth of output still unread
+ * misses them (-ENOBUFS) until it catches up.  -ENOTCONN: it is gone. */
 int rpc_call_event(struct rpc_call *call, const char *name,
 		   const ProtobufCMessage *data);
+/* The caller of a deferred call went away (closed, or broke the
+ * protocol): its reply would go nowhere. */
+bool rpc_call_gone(const struct rpc_call *call);
 /* Deferred calls: send the reply (or err) and free the call.  A call whose
  * peer went away is finished silently. */
 void rpc_call_finish(struct rpc_call *call, int err);

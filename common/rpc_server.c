@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -290,6 +291,19 @@ static int peer_read_one(struct rpc_peer *p)
 	return r < 0 ? r : 1;
 }
 
+/*
+ * At EOF: did the peer close its socket, or only its writing side (to
+ * wait for the replies it is owed)?  A unix socket tells the two apart
+ * (POLLHUP once both sides are shut); a TCP peer's close looks like a
+ * half-close until a write fails.
+ */
+static bool peer_hung_up(struct rpc_peer *p)
+{
+	struct pollfd pfd = { .fd = rpc_conn_fd(p->conn) };
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP);
+}
+
 static void handle_peer_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct rpc_peer *p = arg;
@@ -301,7 +315,7 @@ static void handle_peer_read(evutil_socket_t fd, short what, void *arg)
 		if (r <= 0)
 			break;
 	}
-	if (p->state == RPC_PEER_OPEN && r == -EPIPE)
+	if (p->state == RPC_PEER_OPEN && r == -EPIPE && !peer_hung_up(p))
 		p->state = RPC_PEER_DRAINING;
 	else if (p->state == RPC_PEER_OPEN && r < 0)
 		peer_close(p, r);
@@ -682,6 +696,11 @@ int rpc_call_errorf(struct rpc_call *call, int err, const char *fmt, ...)
 	return err > 0 ? -err : err;
 }
 
+bool rpc_call_gone(const struct rpc_call *call)
+{
+	return call->peer->state == RPC_PEER_CLOSED;
+}
+
 int rpc_call_event(struct rpc_call *call, const char *name,
 		   const ProtobufCMessage *data)
 {
@@ -694,6 +713,8 @@ int rpc_call_event(struct rpc_call *call, const char *name,
 		return 0;
 	if (p->state == RPC_PEER_CLOSED)
 		return -ENOTCONN;
+	if (rpc_conn_out_bytes(p->conn) >= rpc_conn_max_frame(p->conn))
+		return -ENOBUFS;        /* a peer this far behind skips events */
 	r = rpc_msg_pack(data, &ev.data.data, &ev.data.len);
 	if (r < 0)
 		return r;

@@ -169,8 +169,8 @@ static void job_notify(struct job *j)
 	while (i < j->nwaiters) {
 		struct job_waiter *w = &j->waiters[i];
 
-		if (w->events &&
-		    rpc_call_event(w->call, "status", &js.base) == -ENOTCONN) {
+		if (rpc_call_gone(w->call) || (w->events &&
+		    rpc_call_event(w->call, "status", &js.base) == -ENOTCONN)) {
 			rpc_call_finish(w->call, -ENOTCONN);
 			j->waiters[i] = j->waiters[--j->nwaiters];
 			continue;

@@ -943,6 +943,62 @@ static void test_srv_deferred_peer_gone(void **state)
 	g->deferred = NULL;
 }
 
+/* The client closes its socket while its call is pending: the server
+ * lets go of the peer (its descriptor) at once, and the call says so. */
+static void test_srv_deferred_peer_closed(void **state)
+{
+	uint8_t buf[128];
+	int sock = raw_peer(), i;
+	size_t n;
+
+	n = encode_request(buf, sizeof(buf), 5, "tern.vmm.Vmm/Cont", NULL, 0,
+			   0);
+	assert_int_equal(write(sock, buf, n), (ssize_t)n);
+	step_until_deferred();
+	assert_false(rpc_call_gone(g->deferred));
+	close(sock);
+	/* Not step_until_npeers: a peer kept open would leave the loop
+	 * nothing to wait for. */
+	for (i = 0; i < 1000 && rpc_server_npeers(g->s) != 1; i++) {
+		event_base_loop(g->base, EVLOOP_NONBLOCK);
+		usleep(1000);
+	}
+	assert_int_equal(rpc_server_npeers(g->s), 1);
+	assert_true(rpc_call_gone(g->deferred));
+	rpc_call_finish(g->deferred, 0);        /* silently dropped */
+	g->deferred = NULL;
+}
+
+/* Events for a caller that reads nothing stop piling up at a frame's
+ * worth of output; the reply still goes out when it catches up. */
+static void test_srv_events_backlog(void **state)
+{
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Request req = TERN__RPC__REQUEST__INIT;
+	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
+	uint8_t buf[128];
+	int sock = raw_peer(), r = 0;
+	unsigned long i;
+
+	req.id = 3;
+	req.method = "tern.vmm.Vmm/Cont";
+	req.want_events = true;
+	f.body_case = TERN__RPC__FRAME__BODY_REQUEST;
+	f.request = &req;
+	r = rpc_frame_encode(&f, buf, sizeof(buf));
+	assert_true(r > 0);
+	assert_int_equal(write(sock, buf, (size_t)r), r);
+	step_until_deferred();
+	st.name = "a status of some length, sent over and over";
+	for (i = 0; i < 4000000 && (r = rpc_call_event(g->deferred, "status",
+							&st.base)) == 0; i++)
+		;
+	assert_int_equal(r, -ENOBUFS);
+	rpc_call_finish(g->deferred, 0);
+	g->deferred = NULL;
+	close(sock);
+}
+
 /* The whole server goes away while a call is pending. */
 static void test_srv_deferred_server_freed(void **state)
 {
@@ -1299,6 +1355,8 @@ int main(void)
 		SRV_TEST(test_srv_events),
 		SRV_TEST(test_srv_deferred),
 		SRV_TEST(test_srv_deferred_peer_gone),
+		SRV_TEST(test_srv_deferred_peer_closed),
+		SRV_TEST(test_srv_events_backlog),
 		SRV_TEST(test_srv_deferred_server_freed),
 		SRV_TEST(test_srv_half_close),
 		SRV_TEST(test_srv_reply_written_at_once),
