@@ -109,6 +109,39 @@ static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages, int *ret
 }
 
 /*
+ * What UffdCreate answered must be a userfaultfd (faultd reads and
+ * ioctls it), and faultd's reads must not block: the vmm made it and
+ * shares its file description (a vmm that clears O_NONBLOCK later only
+ * delays session_stop, which interrupts the read).
+ */
+static int check_uffd(int fd, const char *vm, char *err, size_t len)
+{
+	char path[64], what[64];
+	ssize_t n;
+	int fl;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, what, sizeof(what) - 1);
+	if (n < 0) {
+		snprintf(err, len, "vmm %s: cannot tell what UffdCreate answered "
+			 "(%s: %s)", vm, path, strerror(errno));
+		return -errno;
+	}
+	what[n] = 0;
+	if (strcmp(what, "anon_inode:[userfaultfd]")) {
+		snprintf(err, len, "vmm %s: UffdCreate answered a descriptor that "
+			 "is not a userfaultfd (%s)", vm, what);
+		return -EPROTO;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		snprintf(err, len, "vmm %s: the userfaultfd: %s", vm, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+/*
  * The vmm's side of Attach: its layout (GetRam, memfds closed at once)
  * and a uffd registered on its RAM (UffdCreate with our /dev/userfaultfd).
  * On success the vmm holds a uffd: the caller undoes it on a later error.
@@ -176,14 +209,17 @@ static int vmm_setup(struct faultd *d, const char *vm, uint64_t pages,
 		snprintf(err, len, "vmm %s: %.400s", vm, res.message);
 		goto out;
 	}
-	if (res.nfds != 1 || info->n_host != lay->n_regions) {
-		rpc_result_close_fds(&res);
-		rpc_client_call(cl, svc, "UffdRelease", &empty.base, NULL, 0, NULL,
-				NULL, FAULTD_VMM_TIMEOUT_MS, NULL, NULL);
-		ret = -EPROTO;
+	ret = -EPROTO;
+	if (res.nfds != 1 || info->n_host != lay->n_regions)
 		snprintf(err, len, "vmm %s: UffdCreate answered %zu descriptors and "
 			 "%zu addresses for %zu regions", vm, res.nfds, info->n_host,
 			 lay->n_regions);
+	else
+		ret = check_uffd(res.fds[0], vm, err, len);
+	if (ret < 0) {
+		rpc_result_close_fds(&res);
+		rpc_client_call(cl, svc, "UffdRelease", &empty.base, NULL, 0, NULL,
+				NULL, FAULTD_VMM_TIMEOUT_MS, NULL, NULL);
 		goto out;
 	}
 	for (i = 0; i < lay->n_regions; i++)

@@ -18,6 +18,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -33,6 +34,7 @@
 					   the link stalls (as migd's channels) */
 #define FAULTD_MAX_PREFETCH (STREAM_PAGE_REQ_MAX - 1)
 #define FAULTD_NICE (-10)               /* set at start, while root */
+#define FAULTD_NUDGE SIGUSR1            /* interrupts a fault thread's read */
 #define FAULTD_HIST_BUCKETS 24         /* the reported histogram: 2^i us */
 #define FAULTD_FINE_BUCKETS 192         /* for percentiles: 8 per octave */
 #define FAULTD_MAX_WAITING 65536        /* faults awaiting a page, for latency */

@@ -119,8 +119,14 @@ static void handle_term(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(arg, NULL);
 }
 
+static void handle_nudge(int sig)
+{
+	(void)sig;
+}
+
 int main(int argc, char **argv)
 {
+	struct sigaction nudge = { .sa_handler = handle_nudge };
 	struct options o = { 0 };
 	struct faultd d = { .devfd = -1 };
 	struct event *ev_term = NULL, *ev_int = NULL;
@@ -129,6 +135,9 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o);
 	log_init("faultd", NULL, o.level);
 	signal(SIGPIPE, SIG_IGN);
+	/* No SA_RESTART: a read() it interrupts returns EINTR (session_stop). */
+	sigemptyset(&nudge.sa_mask);
+	sigaction(FAULTD_NUDGE, &nudge, NULL);
 	if (str_copy(d.rundir, o.rundir, sizeof(d.rundir)) < 0 ||
 	    (ret = mkdir_p(o.rundir, 0755)) < 0) {
 		log_warnc(ret, "rundir %s", o.rundir);

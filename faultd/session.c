@@ -13,10 +13,12 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -560,13 +562,32 @@ int session_relink(struct session *s, int link_fd)
 	return 0;
 }
 
+static bool join_within(pthread_t t, unsigned int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)ms * 1000000;
+	ts.tv_sec += ts.tv_nsec / 1000000000;
+	ts.tv_nsec %= 1000000000;
+	return pthread_timedjoin_np(t, NULL, &ts) == 0;
+}
+
 void session_stop(struct session *s)
 {
 	if (s->stopped)
 		return;
 	link_stop(s);
 	eventfd_write(s->wake_fd, 1);
-	pthread_join(s->fault_thread, NULL);
+	/*
+	 * The fault thread sees wake_fd on its next poll.  Unless it sleeps
+	 * in read(): the vmm shares the uffd's file description and may have
+	 * made it blocking, and a fault can vanish between poll and read (a
+	 * page pushed meanwhile).  FAULTD_NUDGE, without SA_RESTART, makes
+	 * that read return EINTR.
+	 */
+	while (!join_within(s->fault_thread, 20))
+		pthread_kill(s->fault_thread, FAULTD_NUDGE);
 	s->stopped = true;
 }
 

@@ -11,6 +11,8 @@
  *                   wait until the session FAILED, print its error
  *   errors IN RUN   Attach refusals (IN incoming, RUN running)
  *   sockabuse       garbage and oversize frames on faultd.sock
+ *   fakevmm VM      serve VM's socket as a vmm whose UffdCreate answers a
+ *                   pipe (until killed); notuffd VM: Attach to it is refused
  *   list | detach VM [force]
  * Exits 0 when every check held; prints "FAIL: why" and exits 1 if not.
  */
@@ -31,6 +33,7 @@
 #include "common/bitmap.h"
 #include "common/rpc.h"
 #include "common/stream.h"
+#include "common/uri.h"
 #include "common/util.h"
 #include "proto/faultd.pb-c.h"
 #include "proto/stream.pb-c.h"
@@ -736,6 +739,105 @@ static int cmd_detach(const char *vm, bool force)
 	return 0;
 }
 
+/* ---- a vmm whose UffdCreate answers a pipe ------------------------------ */
+
+static void fake_reply(struct rpc_conn *c, uint64_t id, const ProtobufCMessage *m,
+		       const int *fds, size_t nfds)
+{
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Reply rep = TERN__RPC__REPLY__INIT;
+	uint8_t buf[256];
+	struct pollfd p = { rpc_conn_fd(c), POLLOUT, 0 };
+	int i, r;
+
+	rep.id = id;
+	rep.result.len = protobuf_c_message_get_packed_size(m);
+	CHECK(rep.result.len <= sizeof(buf), "fake vmm: reply too large");
+	rep.result.data = buf;
+	protobuf_c_message_pack(m, buf);
+	f.body_case = TERN__RPC__FRAME__BODY_REPLY;
+	f.reply = &rep;
+	CHECK(rpc_conn_send(c, &f, fds, nfds) == 0, "fake vmm: send");
+	for (i = 0; i < 100 && (r = rpc_conn_flush(c)) == 0; i++)
+		poll(&p, 1, 100);
+	CHECK(r == 1, "fake vmm: flush");
+}
+
+/*
+ * Serve VM's control socket as a vmm would for faultd's Attach (GetRam:
+ * one 2 MiB region; UffdRelease), except that UffdCreate answers the
+ * read end of a pipe.  Until killed.
+ */
+static int cmd_fakevmm(const char *vm)
+{
+	Tern__Vmm__RamRegion reg = TERN__VMM__RAM_REGION__INIT, *regs[1] = { &reg };
+	Tern__Vmm__RamLayout lay = TERN__VMM__RAM_LAYOUT__INIT;
+	Tern__Vmm__UffdInfo info = TERN__VMM__UFFD_INFO__INIT;
+	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
+	struct uri u = { .kind = URI_UNIX };
+	uint64_t host = 0x7f0000000000ull;
+	int lfd, fd, pfd[2], fds[RPC_MAX_FDS];
+	Tern__Rpc__Frame *f;
+	struct rpc_conn *c;
+	size_t nfds, i;
+	int r;
+
+	reg.size = 2u << 20;
+	lay.page_size = 4096;
+	lay.n_regions = 1;
+	lay.regions = regs;
+	info.n_host = 1;
+	info.host = &host;
+	CHECK(pipe2(pfd, O_CLOEXEC) == 0, "pipe");
+	snprintf(u.path, sizeof(u.path), "%s/vmm/%s.sock", rundir, vm);
+	lfd = uri_listen(&u, 4);
+	CHECK(lfd >= 0, "listen on %s: %s", u.path, strerror(-lfd));
+	printf("fake vmm %s ready\n", vm);
+	for (;;) {
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+		for (;;) {
+			struct pollfd p = { fd, POLLIN, 0 };
+
+			r = rpc_conn_recv(c, &f, fds, &nfds);
+			if (r == 0) {
+				poll(&p, 1, 1000);
+				continue;
+			}
+			if (r < 0)
+				break;
+			for (i = 0; i < nfds; i++)
+				close(fds[i]);
+			CHECK(f->body_case == TERN__RPC__FRAME__BODY_REQUEST,
+			      "fake vmm: not a request");
+			if (strstr(f->request->method, "/GetRam"))
+				fake_reply(c, f->request->id, &lay.base, NULL, 0);
+			else if (strstr(f->request->method, "/UffdCreate"))
+				fake_reply(c, f->request->id, &info.base, pfd, 1);
+			else
+				fake_reply(c, f->request->id, &e.base, NULL, 0);
+			printf("fake vmm: %s\n", f->request->method);
+			tern__rpc__frame__free_unpacked(f, NULL);
+		}
+		rpc_conn_free(c);
+	}
+}
+
+/* Attach to the fake vmm must be refused, naming what it lent. */
+static int cmd_notuffd(const char *vm)
+{
+	struct peer p = { .vm = vm };
+	int ours, theirs;
+
+	p.pages = 512;
+	link_pair(&ours, &theirs);
+	p.bitmap_fd = new_bitmap(BITMAP_BYTES(p.pages), &p.needed);
+	refused(&p, theirs, p.pages, 0, 2, "is not a userfaultfd (pipe:");
+	close(ours);
+	close(theirs);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -748,6 +850,10 @@ int main(int argc, char **argv)
 		return cmd_abuse(argv[3], argv[4]);
 	if (strcmp(argv[2], "errors") == 0 && argc == 5)
 		return cmd_errors(argv[3], argv[4]);
+	if (strcmp(argv[2], "fakevmm") == 0 && argc == 4)
+		return cmd_fakevmm(argv[3]);
+	if (strcmp(argv[2], "notuffd") == 0 && argc == 4)
+		return cmd_notuffd(argv[3]);
 	if (strcmp(argv[2], "sockabuse") == 0)
 		return cmd_sockabuse();
 	if (strcmp(argv[2], "list") == 0)
@@ -756,6 +862,7 @@ int main(int argc, char **argv)
 		return cmd_detach(argv[3], argc > 4 && strcmp(argv[4], "force") == 0);
 usage:
 	fprintf(stderr, "usage: itest_pagepeer RUNDIR serve VM | abuse VM KIND | "
-		"errors IN RUN | sockabuse | list | detach VM [force]\n");
+		"errors IN RUN | sockabuse | fakevmm VM | notuffd VM | list | "
+		"detach VM [force]\n");
 	return 2;
 }

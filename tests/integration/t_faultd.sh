@@ -6,7 +6,8 @@
 # data, the others as zeros, the stats add up, a dead page link pauses
 # the session until Relink; garbage on a page link fails that session
 # only, garbage on faultd.sock closes that peer only; Attach refusals say
-# what was wrong; faultd holds no capability.
+# what was wrong (a vmm that answers UffdCreate with something other than
+# a userfaultfd included); faultd holds no capability.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 [ -c /dev/userfaultfd ] || skip "/dev/userfaultfd is missing (Linux 6.1 or later)"
@@ -74,6 +75,15 @@ peer errors in run || fail "Attach refusals"
 # A refusal after the session was half made closed faultd's fd 0 once.
 [ "$(readlink "/proc/$FAULTD_PID/fd/0")" = "$fd0" ] ||
 	fail "faultd's fd 0 was $fd0, is now $(readlink "/proc/$FAULTD_PID/fd/0")"
+
+note "a vmm whose UffdCreate answers a pipe: refused"
+"$PEER" "$RUNDIR" fakevmm fake1 >"$RUNDIR/fake1.log" 2>&1 &
+fake=$!
+PIDS+=("$fake")
+wait_until 10 grep -q "ready" "$RUNDIR/fake1.log" || fail "fake vmm: $(cat "$RUNDIR/fake1.log")"
+peer notuffd fake1 || fail "Attach to a vmm that lends a pipe"
+grep -q "UffdRelease" "$RUNDIR/fake1.log" || fail "faultd did not release the fake vmm's uffd"
+kill "$fake"
 
 note "garbage on faultd.sock closes that peer only"
 peer sockabuse || fail "faultd.sock abuse"
