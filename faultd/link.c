@@ -161,6 +161,9 @@ static int handle_page_data(struct session *s, const Tern__Stream__PageData *d,
 	s->st.exist += exist;
 	if (ret == 0)
 		link_placed_locked(s, r, d->offset, npages);
+	else    /* no request covers them now: a fault there asks anew */
+		bitmap_clear_range(s->requested,
+				   r->first_page + d->offset / STREAM_PAGE, npages);
 	pthread_mutex_unlock(&s->lock);
 	if (ret < 0)
 		snprintf(why, len, "UFFDIO_COPY of %llu pages at gpa 0x%llx: %s",
