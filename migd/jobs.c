@@ -513,6 +513,29 @@ static void job_died(struct migd *m, struct job *j, int wstatus)
 	log_warnx("%s: %s", j->spec.vm, j->error);
 }
 
+/*
+ * A source job that failed short of its switch: its worker resumed the
+ * VM and turned logging and throttle off, unless a call to the vmm
+ * failed or timed out (and then perhaps took effect late: a Stop the
+ * worker never saw succeed).  A second look, as for a dead worker.
+ */
+static void job_source_tidy(struct migd *m, struct job *j)
+{
+	char msg[256] = "";
+
+	if (j->spec.role != JOB_ROLE_SOURCE || j->state == JOB_STATE_COMPLETED ||
+	    j->last->switched)
+		return;
+	vmm_link_recover_source(m->rundir, j->spec.vm, j->last->source_was_running,
+				msg, sizeof(msg));
+	if (strstr(msg, "resumed")) {
+		if (!j->error[0] && j->last->error)
+			str_copy(j->error, j->last->error, sizeof(j->error));
+		job_append_error(j, msg);
+		log_warnx("%s: %s", j->spec.vm, msg);
+	}
+}
+
 static void job_unlink_listen(const struct job *j)
 {
 	struct uri u;
@@ -571,10 +594,12 @@ static void job_finish(struct migd *m, struct job *j, int wstatus)
 	job_close_conn(j);
 	j->pid = 0;
 	if (j->last && job_state_final((enum job_state)j->last->state) &&
-	    !j->error[0])
+	    !j->error[0]) {
 		j->state = (enum job_state)j->last->state;
-	else
+		job_source_tidy(m, j);
+	} else {
 		job_died(m, j, wstatus);
+	}
 	j->finished = true;
 	j->finished_unix_ms = unix_ms();
 	job_unlink_listen(j);

@@ -709,7 +709,7 @@ static int source_verify_time(struct source *s)
 static int source_precopy(struct source *s)
 {
 	struct worker *w = s->w;
-	uint64_t t0, t1, b0, dirty, pages, expected, sent;
+	uint64_t t0, t1, b0, el, dirty, pages, expected, sent;
 	int r;
 
 	worker_set_state(w, JOB_STATE_ACTIVE);
@@ -757,8 +757,9 @@ static int source_precopy(struct source *s)
 		/* A guest that dirties little, under a limit below the fixed
 		 * part of the pause, gives rounds of microseconds: not more
 		 * than one a ROUND_MIN_US (syncs cost the vmm). */
-		if (now_ns() - t0 < ROUND_MIN_US * 1000)
-			usleep(ROUND_MIN_US - (now_ns() - t0) / 1000);
+		el = now_ns() - t0;     /* once: a second reading may be later */
+		if (el < ROUND_MIN_US * 1000ULL)
+			usleep(ROUND_MIN_US - el / 1000);
 		t0 = now_ns();
 		b0 = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
 		r = source_dirty_round(s, &pages);
@@ -771,9 +772,13 @@ static int source_expect(struct source *s, int body, const char *what,
 	Tern__Stream__StreamMsg *m = NULL;
 	int r;
 
-	/* The largest answer is ResumeNeeded's bitmap. */
+	/* The largest answer is ResumeNeeded's bitmap.  Ready comes after
+	 * the destination's verify, which may take far longer than I/O. */
 	r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
-			    s->dirty_bytes + 4096, deadline(), (ProtobufCMessage **)&m);
+			    s->dirty_bytes + 4096, deadline() +
+			    (body == TERN__STREAM__STREAM_MSG__BODY_READY ?
+			     2 * s->verify_ms * 1000000ULL : 0),
+			    (ProtobufCMessage **)&m);
 	if (r < 0)
 		return worker_fail(s->w, r, "waiting for the destination's %s: %s",
 				   what, r == -EPIPE ? "connection closed" :
@@ -875,6 +880,26 @@ static uint64_t source_pause_ns(uint64_t t_stop, uint64_t t_go, uint64_t t_ack,
 	return t_go - t_stop + (rtt - r->hold_ns) / 2 + r->release_ns;
 }
 
+/*
+ * Past this the guest may run there: switched, under the job's lock,
+ * unless a cancel or the timeout was taken first (worker_check_cancel).
+ * Their abort shut the sockets, but a Ready already buffered still reads,
+ * and Go would then fail with the destination never told: the guest
+ * would run nowhere.  So the source resumes instead.
+ */
+static int source_cross(struct source *s)
+{
+	struct worker *w = s->w;
+	bool aborted;
+
+	pthread_mutex_lock(&w->lock);
+	aborted = w->abort_done;
+	if (!aborted)
+		w->switched = true;
+	pthread_mutex_unlock(&w->lock);
+	return aborted ? -ECANCELED : 0;
+}
+
 static int source_switchover(struct source *s)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
@@ -925,8 +950,10 @@ static int source_switchover(struct source *s)
 
 	/* The point of no return: once Go may have left, the source must
 	 * never resume.  Tell the parent first, in case this process dies. */
+	r = source_cross(s);
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&w->lock);
-	w->switched = true;
 	w->remaining_bytes = 0;
 	pthread_mutex_unlock(&w->lock);
 	worker_report(w);
@@ -1365,9 +1392,9 @@ static int source_postcopy(struct source *s)
 		return r;
 
 	/* The point of no return, as in precopy. */
-	pthread_mutex_lock(&w->lock);
-	w->switched = true;
-	pthread_mutex_unlock(&w->lock);
+	r = source_cross(s);
+	if (r < 0)
+		return r;
 	source_pc_stats(s, left);
 	worker_report(w);
 	fault_point("source-postcopy-before-go");
@@ -1472,9 +1499,12 @@ static void source_recover(struct source *s)
 	pthread_mutex_unlock(&w->lock);
 	if (switched || !s->stopped || !was_running || !s->vmm.cl)
 		return;
+	if (fault_active("source-no-cont"))
+		return;
 	if (vmm_link_call(&s->vmm, "Cont", NULL, NULL, 0, NULL, NULL, msg,
 			  sizeof(msg)) < 0) {
-		/* The parent tries again when this worker has exited. */
+		/* The parent tries again when this worker has exited
+		 * (job_source_tidy). */
 		log_warnx("could not resume the source VM: %s", msg);
 		return;
 	}

@@ -198,8 +198,9 @@ echo "ok: both completed; the source guest stays paused"
 vmmctl quit h >/dev/null; vmmctl quit h2 >/dev/null
 
 note "a postcopy marker, then the device state: the destination refuses, the source runs on"
+# And the worker does not resume its VM (as when Cont fails): migd does.
 kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
-start_migd TERN_FAULT=source-marker-then-device
+start_migd TERN_FAULT=source-marker-then-device,source-no-cont
 start_vmm q2 --memory 128M --incoming
 incoming q2
 migctl migrate q "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null 2>&1 &&
@@ -209,6 +210,8 @@ wait_job_final q2
 job_get q2 error | grep -q "device state after a postcopy marker on 1 ram channel" ||
 	fail "destination: $(job_get q2 error)"
 echo "ok: $(job_get q2 error)"
+job_get q error | grep -q "the source VM was resumed" || fail "source: $(job_get q error)"
+echo "ok: $(job_get q error)"
 source_fine q
 dest_fresh q2
 echo PASS
