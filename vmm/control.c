@@ -304,13 +304,15 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (control_state() != VM_STATE_INCOMING)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot discard: the guest has already run here");
+	/* First: RAM still registered would make a preallocating discard
+	 * wait forever on its own holes. */
+	if (uffd_release(ctl.vm) > 0)
+		log_info("released the userfaultfd");
 	ret = mem_discard(ctl.vm);
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "discarding guest RAM: %s",
 				       strerror(-ret));
 	ctl.state_loaded = false;
-	if (uffd_release(ctl.vm) > 0)
-		log_info("released the userfaultfd");
 	log_info("discarded the incoming guest's RAM and state");
 	return 0;
 }

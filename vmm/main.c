@@ -299,10 +299,10 @@ int main(int argc, char **argv)
 	ret = 0;
 out:
 	control_stop();
+	uffd_release(&vm);      /* first: a vCPU may wait on a missing page */
 	vcpu_destroy_all(&vm);
 	if (vm.dirty_on)
 		dirty_stop(&vm);
-	uffd_release(&vm);
 	mem_destroy(&vm);
 	kvm_vm_destroy(&vm);
 	serial_destroy(&vm.serial);

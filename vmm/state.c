@@ -520,7 +520,8 @@ static int state_check_devices(const Tern__Vmm__VmState *st, char *err,
 	return 0;
 }
 
-/* 1: the guest's TSC frequency needs KVM_SET_TSC_KHZ here, 0: it does not. */
+/* 1: set the guest's TSC frequency with KVM_SET_TSC_KHZ (where KVM can
+ * scale it, always), 0: it runs at the host's. */
 static int state_check_tsc(struct vm *vm, const Tern__Vmm__VmState *st,
 			   char *err, size_t errlen)
 {
@@ -529,10 +530,12 @@ static int state_check_tsc(struct vm *vm, const Tern__Vmm__VmState *st,
 
 	if (a == 0)
 		REFUSE("the state does not say at what frequency the guest's TSC runs");
-	if (diff == 0)
-		return 0;
+	/* Set even when equal: a load that failed after setting it left the
+	 * vCPUs at another frequency than vm->tsc_khz says. */
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0)
 		return 1;
+	if (diff == 0)
+		return 0;
 	/* As close as KVM asks of hosts.  diff comes from the state and may
 	 * be anything: diff * 1e6 wrapped past 2^64 / 1e6 kHz and let an
 	 * absurd frequency pass; b (this host's) times the ppm cannot. */
@@ -770,7 +773,7 @@ static int state_load_vm(struct vm *vm, const Tern__Vmm__VmState *st,
 		if (ioctl(vm->vcpus[i].fd, KVM_SET_TSC_KHZ,
 			  (unsigned long)st->tsc_khz) < 0)
 			goto fail;
-	if (scale_tsc)
+	if (scale_tsc && st->tsc_khz != vm->tsc_khz)
 		log_info("guest TSC scaled to %llu kHz (host: %llu kHz)",
 			 (unsigned long long)st->tsc_khz,
 			 (unsigned long long)vm->tsc_khz);

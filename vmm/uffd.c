@@ -86,10 +86,27 @@ fail:
 	return ret;
 }
 
+/*
+ * Unregister, then close.  Closing alone is not enough while faultd
+ * (or anyone it lent the uffd to) still holds a copy: the RAM would stay
+ * registered, and a fault on it would wait for a reader that may never
+ * come (populating RAM after Discard, a vCPU at shutdown).  Unregistering
+ * ends that for every copy and wakes whoever waits; a page then missing
+ * reads as zeros.
+ */
 int uffd_release(struct vm *vm)
 {
+	int i;
+
 	if (vm->uffd < 0)
 		return 0;
+	for (i = 0; i < vm->nregions; i++) {
+		struct uffdio_range r = { .start = (uintptr_t)vm->regions[i].host,
+					  .len = vm->regions[i].size };
+
+		if (ioctl(vm->uffd, UFFDIO_UNREGISTER, &r) < 0)
+			log_warn("UFFDIO_UNREGISTER of region %d", i);
+	}
 	close(vm->uffd);
 	vm->uffd = -1;
 	return 1;

@@ -347,7 +347,7 @@ static void *vcpu_thread(void *arg)
 			continue;
 		}
 		v->io_pending = false;
-		v->exits++;
+		__atomic_fetch_add(&v->exits, 1, __ATOMIC_RELAXED);
 		vcpu_handle_exit(v);
 	}
 	return NULL;

@@ -11,6 +11,7 @@
  *                   wait until the session FAILED, print its error
  *   errors IN RUN   Attach refusals (IN incoming, RUN running)
  *   sockabuse       garbage and oversize frames on faultd.sock
+ *   discard VM      Vmm.Discard (bounded)
  *   fakevmm VM      serve VM's socket as a vmm whose UffdCreate answers a
  *                   pipe (until killed); notuffd VM: Attach to it is refused
  *   list | detach VM [force]
@@ -739,6 +740,17 @@ static int cmd_detach(const char *vm, bool force)
 	return 0;
 }
 
+/* Vmm.Discard, as migd calls it after a failed migration (bounded). */
+static int cmd_discard(const char *vm)
+{
+	struct rpc_result res;
+	int r = vcall(vm, "Discard", NULL, NULL, &res, 20000);
+
+	CHECK(r == 0, "Discard %s: %s", vm, res.message);
+	printf("discarded %s\n", vm);
+	return 0;
+}
+
 /* ---- a vmm whose UffdCreate answers a pipe ------------------------------ */
 
 static void fake_reply(struct rpc_conn *c, uint64_t id, const ProtobufCMessage *m,
@@ -850,6 +862,8 @@ int main(int argc, char **argv)
 		return cmd_abuse(argv[3], argv[4]);
 	if (strcmp(argv[2], "errors") == 0 && argc == 5)
 		return cmd_errors(argv[3], argv[4]);
+	if (strcmp(argv[2], "discard") == 0 && argc == 4)
+		return cmd_discard(argv[3]);
 	if (strcmp(argv[2], "fakevmm") == 0 && argc == 4)
 		return cmd_fakevmm(argv[3]);
 	if (strcmp(argv[2], "notuffd") == 0 && argc == 4)
@@ -862,7 +876,7 @@ int main(int argc, char **argv)
 		return cmd_detach(argv[3], argc > 4 && strcmp(argv[4], "force") == 0);
 usage:
 	fprintf(stderr, "usage: itest_pagepeer RUNDIR serve VM | abuse VM KIND | "
-		"errors IN RUN | sockabuse | fakevmm VM | notuffd VM | list | "
-		"detach VM [force]\n");
+		"errors IN RUN | sockabuse | discard VM | fakevmm VM | notuffd VM | "
+		"list | detach VM [force]\n");
 	return 2;
 }

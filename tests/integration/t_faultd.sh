@@ -117,6 +117,15 @@ for v in bad1 bad2 bad3; do peer detach $v force || fail "Detach $v"; done
 out=$(peer detach nosuch 2>&1) && fail "Detach of nothing"
 echo "$out" | grep -q "no session for VM nosuch" || fail "$out"
 
+note "Discard of a preallocated vmm while faultd still holds its uffd"
+# As migd does after a failed migration: the RAM, punched to holes, is
+# allocated again, and must not wait on its own registration.
+start_vmm_nocaps pre --memory 64M --incoming --prealloc
+peer abuse pre garbage || fail "a failed session on pre"
+peer discard pre || fail "Discard pre"
+vmmctl status pre >/dev/null || fail "pre does not answer after Discard"
+peer detach pre force || fail "Detach pre"
+
 note "a lent descriptor that is not /dev/userfaultfd"
 if command -v unshare >/dev/null && unshare -m true 2>/dev/null; then
 	R2=$RUNDIR/r2

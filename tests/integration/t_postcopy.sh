@@ -8,8 +8,9 @@
 # switch on request, by policy and as the timeout's action; two guests in
 # postcopy at once through one faultd and one migd; cancel refused
 # once the guest runs on the destination; faultd's death pauses both
-# sides with the guest blocked, not corrupted; the threads a vCPU waits
-# on run in the real-time class, with no capability.
+# sides with the guest blocked, not corrupted, and that vmm still quits;
+# the threads a vCPU waits on run in the real-time class, with no
+# capability.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -153,4 +154,8 @@ echo "ok: p: $(job_get p error)"
 grep -q FAIL "$RUNDIR/q.serial" && fail "q: the guest reported a failure"
 # The paused workers wait for recovery; end them and the vmms here.
 kill -KILL "$(job_get p worker_pid)" "$(job_get q worker_pid)"
+# q's vCPU waits on a page that will not come: Quit must still end it.
+vmmctl quit q >/dev/null || fail "quit q"
+wait_exit "$PID_q" || fail "q exited with $?"
+echo "ok: q quit while its guest waited for a page"
 echo PASS
