@@ -248,8 +248,8 @@ static void job_close_conn(struct job *j)
 	}
 }
 
-/* Read what the worker said; 0 to keep reading, <0 at EOF or error. */
-/* Up to max reports; 0 when they ran out (or max did), -errno. */
+/* Read up to max of the worker's reports: 0 to keep reading, <0 at EOF
+ * or error. */
 static int job_read(struct job *j, unsigned int max)
 {
 	Tern__Rpc__Frame *f;
