@@ -118,14 +118,15 @@ static int check_uffd(int fd, const char *vm, char *err, size_t len)
 {
 	char path[64], what[64];
 	ssize_t n;
-	int fl;
+	int fl, e;
 
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	n = readlink(path, what, sizeof(what) - 1);
 	if (n < 0) {
+		e = errno;
 		snprintf(err, len, "vmm %s: cannot tell what UffdCreate answered "
-			 "(%s: %s)", vm, path, strerror(errno));
-		return -errno;
+			 "(%s: %s)", vm, path, strerror(e));
+		return -e;
 	}
 	what[n] = 0;
 	if (strcmp(what, "anon_inode:[userfaultfd]")) {
@@ -135,8 +136,9 @@ static int check_uffd(int fd, const char *vm, char *err, size_t len)
 	}
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-		snprintf(err, len, "vmm %s: the userfaultfd: %s", vm, strerror(errno));
-		return -errno;
+		e = errno;
+		snprintf(err, len, "vmm %s: the userfaultfd: %s", vm, strerror(e));
+		return -e;
 	}
 	return 0;
 }
