@@ -48,9 +48,11 @@ bool bitmap_test_and_clear_atomic(uint64_t *map, uint64_t bit)
 	return old & MASK(bit);
 }
 
-/* Apply set (or clear) to [start, start + count) word by word. */
+enum range_op { RANGE_SET, RANGE_CLEAR, RANGE_CLEAR_ATOMIC };
+
+/* Apply op to [start, start + count) word by word. */
 static void bitmap_range(uint64_t *map, uint64_t start, uint64_t count,
-			 bool set)
+			 enum range_op op)
 {
 	uint64_t end = start + count, w = WORD(start), last, m;
 
@@ -63,21 +65,28 @@ static void bitmap_range(uint64_t *map, uint64_t start, uint64_t count,
 			m &= mask_from(start);
 		if (w == last)
 			m &= mask_below(end - last * 64);
-		if (set)
+		if (op == RANGE_SET)
 			map[w] |= m;
-		else
+		else if (op == RANGE_CLEAR)
 			map[w] &= ~m;
+		else
+			__atomic_fetch_and(&map[w], ~m, __ATOMIC_RELAXED);
 	}
 }
 
 void bitmap_set_range(uint64_t *map, uint64_t start, uint64_t count)
 {
-	bitmap_range(map, start, count, true);
+	bitmap_range(map, start, count, RANGE_SET);
 }
 
 void bitmap_clear_range(uint64_t *map, uint64_t start, uint64_t count)
 {
-	bitmap_range(map, start, count, false);
+	bitmap_range(map, start, count, RANGE_CLEAR);
+}
+
+void bitmap_clear_range_atomic(uint64_t *map, uint64_t start, uint64_t count)
+{
+	bitmap_range(map, start, count, RANGE_CLEAR_ATOMIC);
 }
 
 uint64_t bitmap_count(const uint64_t *map, uint64_t nbits)

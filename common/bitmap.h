@@ -24,6 +24,9 @@ bool bitmap_test_and_clear_atomic(uint64_t *map, uint64_t bit);
 
 void bitmap_set_range(uint64_t *map, uint64_t start, uint64_t count);
 void bitmap_clear_range(uint64_t *map, uint64_t start, uint64_t count);
+/* A word at a time, atomically (relaxed): other threads may set bits of
+ * the same words meanwhile. */
+void bitmap_clear_range_atomic(uint64_t *map, uint64_t start, uint64_t count);
 uint64_t bitmap_count(const uint64_t *map, uint64_t nbits);
 /* First set bit >= start, or nbits when none. */
 uint64_t bitmap_next_set(const uint64_t *map, uint64_t nbits, uint64_t start);

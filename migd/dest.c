@@ -602,10 +602,13 @@ static int dest_needed_more(struct dest *d, const ProtobufCBinaryData *more)
 	if (more->len != d->needed_bytes)
 		return dest_refuse(d, EPROTO, "the postcopy switch has a %zu-byte "
 				   "bitmap, not %zu", more->len, d->needed_bytes);
-	/* Nothing is placed yet (the guest has not run): plain stores. */
+	/* Channels may place pages since dest_attach (a source should send
+	 * none before Go, but may): atomic, and only words that change,
+	 * since this is inside the pause. */
 	for (i = 0; i < n; i++) {
 		last = i + 1 == n && pages % 64 ? (1ULL << (pages % 64)) - 1 : ~0ULL;
-		d->needed[i] |= w[i] & last;
+		if (w[i] & last)
+			__atomic_fetch_or(&d->needed[i], w[i] & last, __ATOMIC_RELAXED);
 	}
 	return 0;
 }
@@ -686,7 +689,8 @@ static int dest_punch_stale(struct dest *d)
 			      n * STREAM_PAGE) < 0)
 			return worker_fail(d->w, errno, "dropping stale pages: %s",
 					   strerror(errno));
-		bitmap_clear_range(d->received_map, start, n);
+		/* Channel threads set bits of these words meanwhile. */
+		bitmap_clear_range_atomic(d->received_map, start, n);
 	}
 }
 

@@ -67,6 +67,8 @@ static void test_ranges(void **state)
 
 		if (set)
 			bitmap_set_range(map, start, count);
+		else if (round & 1)
+			bitmap_clear_range_atomic(map, start, count);
 		else
 			bitmap_clear_range(map, start, count);
 		for (i = start; i < start + count; i++)
