@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/cli.h"
 #include "common/util.h"
@@ -29,6 +30,28 @@ void cli_errx(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+void cli_bad_option(char **argv, int ch, const char *where)
+{
+	static const char *const globals[] = { "--rundir", "--json", "--timeout" };
+	char shortopt[3] = { '-', (char)optopt, 0 };
+	const char *word = argv[optind - 1], *opt;
+	bool global = false;
+	size_t i, n;
+
+	/* A long option is its word; a short one may sit in a cluster, or
+	 * getopt may not have moved past it yet: its letter. */
+	opt = !strncmp(word, "--", 2) && (ch == ':' || !optopt) ? word : shortopt;
+	n = strcspn(opt, "=");
+
+	for (i = 0; where && i < sizeof(globals) / sizeof(globals[0]); i++)
+		global |= strlen(globals[i]) == n && !strncmp(opt, globals[i], n);
+	cli_errx("%s%s%s '%.*s'%s (see %s --help)", where ? where : "",
+		 where ? ": " : "", ch == ':' ? "missing the value of option" :
+		 "unknown option", (int)n, opt,
+		 global ? ": global options go before the command" : "",
+		 cli_prog);
+}
+
 int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		      void (*usage)(FILE *f))
 {
@@ -43,7 +66,7 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 	int ch;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+r:jt:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+:r:jt:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'r': g->rundir = optarg; break;
 		case 'j': g->json = true; break;
@@ -59,8 +82,7 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 			usage(stdout);
 			return -1;
 		default:
-			cli_errx("unknown option '%s' (see %s --help)",
-				 argv[optind - 1], cli_prog);
+			cli_bad_option(argv, ch, NULL);
 			return -2;
 		}
 	}

@@ -29,5 +29,11 @@ void cli_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  */
 int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		      void (*usage)(FILE *f));
+/*
+ * After getopt_long() (optstring starting with ':', after any '+')
+ * returned ch '?' or ':': say which option was unknown or lacked its
+ * value, in one line, after "where" (the command, or NULL).
+ */
+void cli_bad_option(char **argv, int ch, const char *where);
 
 #endif

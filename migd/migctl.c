@@ -748,21 +748,24 @@ static int usage_of(const struct command *c)
 	return -EINVAL;
 }
 
-/* A bandwidth: a size per second (500M); 0 or "unlimited" only for set,
- * returned as UINT64_MAX ("back to zero"). */
+/* A bandwidth: a size per second (500M); for set, 0 or the flag's own
+ * word for its default (unlimited, or measured), returned as UINT64_MAX
+ * ("back to zero"). */
 static int parse_bandwidth(const struct command *c, const char *flag,
 			   const char *s, uint64_t *ret, bool *zero)
 {
+	const char *word = strstr(flag, "switchover") ? "measured" : "unlimited";
 	uint64_t v;
 
-	if (!strcmp(c->name, "set") && (!strcmp(s, "0") || !strcmp(s, "unlimited") ||
-					 !strcmp(s, "measured"))) {
+	if (!strcmp(c->name, "set") && (!strcmp(s, "0") || !strcmp(s, word))) {
 		*ret = UINT64_MAX;
 		*zero = true;
 		return 0;
 	}
 	if (parse_size(s, &v) < 0 || v == 0 || v == UINT64_MAX) {
-		cli_errx("%s %s: expected bytes per second such as 500M or 1G", flag, s);
+		cli_errx("%s %s: expected bytes per second such as 500M or 1G%s%s",
+			 flag, s, strcmp(c->name, "set") ? "" : ", or ",
+			 strcmp(c->name, "set") ? "" : word);
 		return -EINVAL;
 	}
 	*ret = v;
@@ -900,7 +903,11 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "", c->opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":", c->opts, NULL)) != -1) {
+		if (ch == '?' || ch == ':') {
+			cli_bad_option(argv, ch, c->name);
+			return -EINVAL;
+		}
 		r = parse_opt(c, ch, a);
 		if (r < 0)
 			return r;

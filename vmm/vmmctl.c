@@ -872,6 +872,12 @@ static int run(int argc, char **argv)
 	}
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
 		return CLI_USAGE;
+	/* A wrong value on the command line, as vmmctl(8) says: exit 2. */
+	for (i = 1; i <= (!strcmp(cmd->name, "transfer") ? 2u : 1u); i++)
+		if (name_valid(argv[i]) < 0) {
+			cli_errx("'%s' is not a valid VM name", argv[i]);
+			return CLI_USAGE;
+		}
 	if (conn_open(&c, argv[1]) < 0)
 		goto out;
 	if (!strcmp(cmd->name, "transfer")) {

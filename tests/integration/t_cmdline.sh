@@ -64,6 +64,9 @@ ctl_usage "hex digits" write x 0x1000 abc
 ctl_usage "not a guest physical address" read x nowhere 16
 ctl_usage "usage: vmmctl transfer" transfer a b --cpy
 ctl_usage "seconds from 1 to 3600" dirty-rate x 0
+ctl_usage "'.bad' is not a valid VM name" status .bad
+ctl_usage "'.b' is not a valid VM name" transfer a .b
+ctl_usage "missing the value of option '--timeout'" --timeout
 err=$("$BIN/vmmctl" --rundir "$RUNDIR" status ghost 2>&1)
 [ $? -eq 1 ] && [[ $err == *"vmm ghost is not running"* ]] || fail "status ghost: $err"
 

@@ -40,10 +40,18 @@ ctl_usage "--channels 0: expected a number from 1 to 16" migrate x tcp:127.0.0.1
 ctl_usage "--channels 17" set --channels 17
 ctl_usage "--downtime-limit 0: expected milliseconds" set --downtime-limit 0
 ctl_usage "--max-bandwidth fast" set --max-bandwidth fast
+ctl_usage "--max-bandwidth measured: expected bytes per second such as 500M or 1G, or unlimited" \
+	set --max-bandwidth measured
 ctl_usage "exclude each other" migrate x tcp:127.0.0.1:4444 --token $T --wait --detach
 ctl_usage "usage: migctl status VM" status
 ctl_usage "usage: migctl list" list extra
-ctl_usage "usage: migctl status VM [--watch]" status x --wach
+ctl_usage "status: unknown option '--wach'" status x --wach
+ctl_usage "status: unknown option '--json': global options go before the command" \
+	status x --json
+ctl_usage "migrate: missing the value of option '--channels'" \
+	migrate x tcp:127.0.0.1:4444 --token $T --channels
+ctl_usage "missing the value of option '--timeout'" --timeout
+ctl_usage "unknown option '-x'" --rundir /x -xj list
 err=$(migctl status x 2>&1)
 [ $? -eq 1 ] && [[ $err == *"migd is not running"* ]] || fail "no migd: $err"
 
