@@ -199,29 +199,34 @@ start_vmm f --memory $MEM --test-guest fill --guest-passes 1 --heartbeat 100
 range=$(( ($(vmmctl --json status f | jget memory) - (2 << 20)) / 4096 ))
 wait_until 60 pages_above f 0 $(( range - 1 )) || fail "f did not fill its memory"
 start_vmm g --memory $MEM --incoming
-incoming g
-start_proxy hdr "$ADDR"
-proxy_cmd corrupt 1 up 72 >/dev/null || fail "arm"
-out=$(migctl migrate f "tcp:127.0.0.1:$PROXY_PORT" --token "$TOKEN" --channels 1 \
-	--wait 2>&1) && fail "a damaged header went unnoticed: $out"
-echo "source said: $(job_get f error)"
+
+# flip_fails NAME CONN DIR OFFSET WHAT [MIGRATE-ARGS...]: f's migration to
+# g, through a proxy that flips the byte at OFFSET of connection CONN
+# (DIR up or down), must fail; says what the source said.
+flip_fails() {
+	local name=$1 conn=$2 dir=$3 off=$4 what=$5 out
+	shift 5
+	incoming g
+	start_proxy "$name" "$ADDR"
+	proxy_cmd corrupt "$conn" "$dir" "$off" >/dev/null || fail "arm"
+	out=$(migctl migrate f "tcp:127.0.0.1:$PROXY_PORT" --token "$TOKEN" \
+		--channels 1 "$@" --wait 2>&1) && fail "$what went unnoticed: $out"
+	echo "source said: $(job_get f error)"
+	grep -q "flipped the byte at $off" "$RUNDIR/$name.log" || fail "the proxy did not flip"
+}
+
+flip_fails hdr 1 up 72 "a damaged header"
 wait_job_final g
 echo "destination said: $(job_get g error)"
 job_names g "ram channel 0: bad packet magic" || defect "the destination does not name the damaged header"
 job_names f "bad packet magic" || defect "the source's status does not say why the destination failed"
 job_names f "the source VM" || defect "the source does not say what became of its VM"
-grep -q "flipped the byte at 72" "$RUNDIR/hdr.log" || fail "the proxy did not flip"
 source_fine f $HALT
 dest_fresh g
 proxy_cmd quit >/dev/null
 
 note "a byte flipped on a ram connection: in a page offset (the packet sum)"
-incoming g
-start_proxy offs "$ADDR"
-proxy_cmd corrupt 1 up $(( 72 + 32 + 1 )) >/dev/null || fail "arm"
-out=$(migctl migrate f "tcp:127.0.0.1:$PROXY_PORT" --token "$TOKEN" --channels 1 \
-	--wait 2>&1) && fail "a damaged page offset went unnoticed: $out"
-echo "source said: $(job_get f error)"
+flip_fails offs 1 up $(( 72 + 32 + 1 )) "a damaged page offset"
 wait_job_final g
 echo "destination said: $(job_get g error)"
 job_names g "ram channel 0: packet 0 is damaged" ||
@@ -235,15 +240,9 @@ proxy_cmd quit >/dev/null
 # answer to the source's hello: 0, or an errno.  The high byte flipped
 # makes it 0xff000000, which is neither.
 note "a byte flipped in the destination's answer to the main hello"
-incoming g
-start_proxy answer "$ADDR"
-proxy_cmd corrupt 0 down 3 >/dev/null || fail "arm"
-out=$(migctl migrate f "tcp:127.0.0.1:$PROXY_PORT" --token "$TOKEN" --channels 1 \
-	--wait 2>&1) && fail "a damaged hello answer went unnoticed: $out"
-echo "source said: $(job_get f error)"
+flip_fails answer 0 down 3 "a damaged hello answer"
 job_names f "answered the main connection's hello with 4278190080, which is no error code" ||
 	defect "the source does not name the damaged answer"
-grep -q "flipped the byte at 3" "$RUNDIR/answer.log" || fail "the proxy did not flip"
 source_fine f $HALT
 if ! wait_until 10 job_final g; then
 	migctl cancel g >/dev/null || fail "cancel g"
@@ -255,15 +254,9 @@ proxy_cmd quit >/dev/null
 
 note "a byte flipped in page data, with verify: the hashes differ"
 DATA_OFF=$(( 72 + (32 << 20) ))
-incoming g
-start_proxy data "$ADDR"
-proxy_cmd corrupt 1 up $DATA_OFF >/dev/null || fail "arm"
-out=$(migctl migrate f "tcp:127.0.0.1:$PROXY_PORT" --token "$TOKEN" --channels 1 \
-	--verify --wait 2>&1) && fail "a damaged page passed verify: $out"
-echo "source said: $(job_get f error)"
+flip_fails data 1 up $DATA_OFF "a damaged page under verify" --verify
 wait_job_final g
 echo "destination said: $(job_get g error)"
-grep -q "flipped the byte at $DATA_OFF" "$RUNDIR/data.log" || fail "the proxy did not flip"
 job_names f "verify failed" || defect "the source does not name the verify failure"
 job_names f "the source VM" || defect "the source does not say what became of its VM"
 source_fine f $HALT
