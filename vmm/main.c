@@ -162,6 +162,12 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		if (vm->nvcpus > TG_MAX_VCPUS)
 			die_usage("--vcpus %d: the test guest supports at most %d",
 				  vm->nvcpus, TG_MAX_VCPUS);
+		/* Each vCPU writes its own slice: none may be empty. */
+		if (vm->guest.range && vm->guest.range / TG_PAGE < (uint64_t)vm->nvcpus)
+			die_usage("--guest-range %llu: at least one page (%u bytes) "
+				  "for each of the %d vCPU%s",
+				  (unsigned long long)vm->guest.range, TG_PAGE,
+				  vm->nvcpus, vm->nvcpus > 1 ? "s" : "");
 	} else if (vm->guest.image) {
 		vm->guest.kind = GUEST_KIND_IMAGE;
 	}

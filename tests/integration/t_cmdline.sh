@@ -29,6 +29,10 @@ expect_error "--vcpus 256: expected a number from 1 to 255" --name a --memory 64
 	--vcpus 256 --incoming "${R[@]}"
 expect_error "--vcpus 0" --name a --memory 64M --vcpus 0 --test-guest dirty "${R[@]}"
 expect_error "unknown mode" --name a --memory 64M --test-guest bogus "${R[@]}"
+expect_error "--guest-range 1024: at least one page (4096 bytes) for each of the 1 vCPU" \
+	--name a --memory 64M --test-guest dirty --guest-range 1K "${R[@]}"
+expect_error "--guest-range 4096: at least one page (4096 bytes) for each of the 2 vCPUs" \
+	--name a --memory 64M --vcpus 2 --test-guest dirty --guest-range 4K "${R[@]}"
 expect_error "--name is required" --memory 64M --test-guest idle "${R[@]}"
 expect_error "--name ../x" --name ../x --memory 64M --test-guest idle "${R[@]}"
 expect_error "exactly one of" --name a --memory 64M "${R[@]}"
