@@ -526,9 +526,8 @@ static void job_source_tidy(struct migd *m, struct job *j)
 	if (j->spec.role != JOB_ROLE_SOURCE || j->state == JOB_STATE_COMPLETED ||
 	    j->last->switched)
 		return;
-	vmm_link_recover_source(m->rundir, j->spec.vm, j->last->source_was_running,
-				msg, sizeof(msg));
-	if (strstr(msg, "resumed")) {
+	if (vmm_link_recover_source(m->rundir, j->spec.vm,
+				    j->last->source_was_running, msg, sizeof(msg)) > 0) {
 		if (!j->error[0] && j->last->error)
 			str_copy(j->error, j->last->error, sizeof(j->error));
 		job_append_error(j, msg);

@@ -498,7 +498,8 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
  * resume is set (the destination was never told to run the guest),
  * continue the VM if it is paused.
  * After a failed destination job: drop what the incoming vmm received.
- * Both are idempotent and say what they did in msg.
+ * Both are idempotent and say what they did in msg; recover_source
+ * returns 1 when it continued the VM, else 0 or -errno.
  */
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 			    char *msg, size_t len);

@@ -116,8 +116,10 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 		r = vmm_link_state(&l, &st, msg, len);
 		if (r == 0 && st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED) {
 			r = vmm_link_call(&l, "Cont", NULL, NULL, 0, NULL, NULL, msg, len);
-			if (r == 0)
+			if (r == 0) {
 				snprintf(msg, len, "the source VM was resumed");
+				r = 1;
+			}
 		} else if (r == 0) {
 			snprintf(msg, len, st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ?
 				 "the source VM is running" : "the source VM was not "

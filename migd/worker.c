@@ -61,7 +61,8 @@ bool worker_postcopy_requested(void)
  * answered without waiting, as over a slow link); source-marker-then-
  * device (a postcopy marker on channel 0, then the device state, as a
  * confused source would); source-resume-extra-channel (the first
- * Resume announces and opens one ram channel more than the job has).
+ * Resume announces and opens one ram channel more than the job has);
+ * source-no-cont (a failed source leaves its VM paused, for migd).
  */
 bool fault_active(const char *name)
 {

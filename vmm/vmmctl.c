@@ -47,10 +47,6 @@ static int conn_open(struct vmm_conn *c, const char *name)
 
 	c->name = name;
 	c->cl = NULL;
-	if (name_valid(name) < 0) {
-		cli_errx("'%s' is not a valid VM name", name);
-		return -EINVAL;
-	}
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", opts.rundir, name);
 	if (stat(path, &st) < 0) {
 		cli_errx("vmm %s is not running (no socket %s)", name, path);
@@ -872,7 +868,8 @@ static int run(int argc, char **argv)
 	}
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
 		return CLI_USAGE;
-	/* A wrong value on the command line, as vmmctl(8) says: exit 2. */
+	/* A wrong value on the command line, as vmmctl(8) says: exit 2
+	 * (conn_open takes names checked here). */
 	for (i = 1; i <= (!strcmp(cmd->name, "transfer") ? 2u : 1u); i++)
 		if (name_valid(argv[i]) < 0) {
 			cli_errx("'%s' is not a valid VM name", argv[i]);
