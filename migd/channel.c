@@ -138,21 +138,17 @@ static int send_iov(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
-/* Hold the channel to its share of max-bandwidth. */
-static void chan_pace(struct chan_tx *c, uint64_t start_ns, uint64_t bytes)
+/* Hold the channel to its share of max-bandwidth (pace.c). */
+static void chan_pace(struct pace *pc, uint64_t bytes)
 {
-	uint64_t due, now;
-	struct timespec ts;
+	uint64_t wait = pace_sent(pc, now_ns(), bytes);
+	struct timespec ts = {
+		.tv_sec = wait / 1000000000ULL,
+		.tv_nsec = wait % 1000000000ULL,
+	};
 
-	if (!c->rate)
-		return;
-	due = start_ns + mul_div(bytes, 1000000000ULL, c->rate);
-	now = now_ns();
-	if (due <= now)
-		return;
-	ts.tv_sec = (due - now) / 1000000000ULL;
-	ts.tv_nsec = (due - now) % 1000000000ULL;
-	nanosleep(&ts, NULL);
+	if (wait)
+		nanosleep(&ts, NULL);
 }
 
 /* Packets without page data. */
@@ -164,8 +160,7 @@ static void chan_pace(struct chan_tx *c, uint64_t start_ns, uint64_t bytes)
 
 struct tx_state {
 	uint64_t seq;
-	uint64_t start_ns;
-	uint64_t bytes;
+	struct pace pace;
 };
 
 /*
@@ -243,12 +238,11 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 	if (r < 0)
 		return r;
 	t->seq++;
-	t->bytes += bytes;
 	worker_count(c->w, c->index, bytes, n,
 		     (flags & STREAM_PKT_ZERO) ? n : 0);
 	if (zlen)
 		worker_count_zstd(c->w, c->index, n, (uint64_t)n * STREAM_PAGE);
-	chan_pace(c, t->start_ns, t->bytes);
+	chan_pace(&t->pace, bytes);
 	return 0;
 }
 
@@ -295,10 +289,12 @@ static void thread_nice(int *applied, int want)
 static void *chan_tx_thread(void *arg)
 {
 	struct chan_tx *c = arg;
-	struct tx_state t = { .start_ns = now_ns() };
+	struct tx_state t = { 0 };
 	struct batch *b, nop = { .nop = true };
 	bool idle;
 	int r, nice = 0;
+
+	pace_start(&t.pace, c->rate, now_ns());
 
 	for (;;) {
 		thread_nice(&nice, __atomic_load_n(&c->nice, __ATOMIC_RELAXED));

@@ -363,6 +363,16 @@ struct batch {
 	uint64_t off[STREAM_MAX_BATCH]; /* byte offsets in the region */
 };
 
+/* pace.c: a channel's share of max-bandwidth, with bounded credit. */
+#define PACE_CREDIT_NS 100000000ULL     /* idle time banked: at most 100 ms */
+struct pace {
+	uint64_t rate;                  /* bytes/s, 0 = no cap */
+	uint64_t due;                   /* ns: when what was sent is paid for */
+};
+void pace_start(struct pace *p, uint64_t rate, uint64_t now);
+/* Count bytes just sent at now; returns the ns to wait before the next. */
+uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes);
+
 #define CHAN_QUEUE 64                   /* batches queued per channel */
 #define CHAN_QUEUE_MS 250               /* under max-bandwidth: this much */
 

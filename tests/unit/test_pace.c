@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Unit tests for a channel's pacing under max-bandwidth (migd/pace.c),
+ * on a simulated clock: a steady sender goes exactly at the cap, and a
+ * sender that was idle may then burst by at most PACE_CREDIT_NS of the
+ * cap, however long it was idle.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <cmocka.h>
+
+#include "migd/migd.h"
+
+#define SEC 1000000000ULL
+#define RATE 1000000ULL                 /* 1 MB/s */
+#define PKT (64 * 4096ULL + 64 * 8 + 64)        /* one batch on the wire */
+
+static void no_cap_never_waits(void **state)
+{
+	struct pace p;
+	int i;
+
+	(void)state;
+	pace_start(&p, 0, 5 * SEC);
+	for (i = 0; i < 1000; i++)
+		assert_int_equal(pace_sent(&p, 5 * SEC, 1ULL << 30), 0);
+}
+
+/* Back to back, n bytes take n / rate, to the nanosecond. */
+static void steady_sender_goes_at_the_cap(void **state)
+{
+	uint64_t now = 7 * SEC, start = now, sent = 0;
+	struct pace p;
+	int i;
+
+	(void)state;
+	pace_start(&p, RATE, now);
+	for (i = 0; i < 100; i++) {
+		now += pace_sent(&p, now, PKT);
+		sent += PKT;
+	}
+	assert_int_equal(now - start, sent * SEC / RATE);
+}
+
+/* Ten seconds idle, then one second's worth at the cap: it must wait at
+ * least a second less the credit (the old pacing let it out at once). */
+static void idle_time_is_not_banked(void **state)
+{
+	uint64_t now = 3 * SEC, wait;
+	struct pace p;
+
+	(void)state;
+	pace_start(&p, RATE, now);
+	assert_int_equal(pace_sent(&p, now, RATE), SEC);
+	now += SEC + 10 * SEC;
+	wait = pace_sent(&p, now, RATE);
+	assert_int_equal(wait, SEC - PACE_CREDIT_NS);
+}
+
+/*
+ * Sends with idle spells of every length between them: within any window,
+ * what went out is at most the cap over the window, plus the credit, plus
+ * the one packet that opens the window.
+ */
+static void any_window_holds_the_cap(void **state)
+{
+	enum { N = 2000 };
+	static uint64_t at[N], bytes[N];
+	uint64_t now = SEC, sum;
+	struct pace p;
+	unsigned int seed = 1;
+	int i, j;
+
+	(void)state;
+	pace_start(&p, RATE, now);
+	for (i = 0; i < N; i++) {
+		bytes[i] = 1 + (uint64_t)rand_r(&seed) % (2 * PKT);
+		at[i] = now;
+		now += pace_sent(&p, now, bytes[i]);
+		if (rand_r(&seed) % 8 == 0)     /* idle: up to 2 s */
+			now += (uint64_t)rand_r(&seed) % (2 * SEC);
+	}
+	for (i = 0; i < N; i++) {
+		sum = 0;
+		for (j = i; j < N; j++) {
+			sum += bytes[j];
+			/* bytes j was sent at at[j]; the next send comes only
+			 * when the window has paid for all but credit. */
+			assert_true(sum <= (at[j] - at[i]) * RATE / SEC +
+					   PACE_CREDIT_NS * RATE / SEC + bytes[j] + 1);
+		}
+	}
+}
+
+/* The largest counts do not overflow the arithmetic. */
+static void large_counts(void **state)
+{
+	uint64_t now = 1000 * SEC;
+	struct pace p;
+
+	(void)state;
+	pace_start(&p, 64 * 1024, now);
+	assert_int_equal(pace_sent(&p, now, 1ULL << 40),
+			 (1ULL << 40) / (64 * 1024) * SEC);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(no_cap_never_waits),
+		cmocka_unit_test(steady_sender_goes_at_the_cap),
+		cmocka_unit_test(idle_time_is_not_banked),
+		cmocka_unit_test(any_window_holds_the_cap),
+		cmocka_unit_test(large_counts),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
