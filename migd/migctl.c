@@ -898,12 +898,21 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		     struct cmd_args *a)
 {
 	uint8_t tok[STREAM_TOKEN_LEN];
+	char *pos[3];
+	int ch, r, npos = 0;
 	struct uri u;
-	int ch, r;
 
 	optind = 0;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":", c->opts, NULL)) != -1) {
+	/* '-': operands come back in order as option 1, so that options may
+	 * follow them even when POSIXLY_CORRECT is set. */
+	while ((ch = getopt_long(argc, argv, "-:", c->opts, NULL)) != -1) {
+		if (ch == 1) {
+			if (npos < 3)
+				pos[npos] = optarg;
+			npos++;
+			continue;
+		}
 		if (ch == '?' || ch == ':') {
 			cli_bad_option(argv, ch, c->name);
 			return -EINVAL;
@@ -912,13 +921,16 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		if (r < 0)
 			return r;
 	}
+	for (; optind < argc; optind++, npos++)  /* after "--" */
+		if (npos < 3)
+			pos[npos] = argv[optind];
 	/* recover VM [URI]: the source names the destination's address. */
-	if (!strcmp(c->name, "recover") && argc - optind == 2)
-		a->uri = argv[argc - 1];
-	else if (argc - optind != c->nargs)
+	if (!strcmp(c->name, "recover") && npos == 2)
+		a->uri = pos[1];
+	else if (npos != c->nargs)
 		return usage_of(c);
 	if (c->nargs > 0) {
-		a->vm = argv[optind];
+		a->vm = pos[0];
 		if (name_valid(a->vm) < 0) {
 			cli_errx("'%s' is not a valid VM name (1-64 letters, digits, "
 			      "'.', '_' or '-')", a->vm);
@@ -928,7 +940,7 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	if (!strcmp(c->name, "incoming") && !a->listen)
 		return usage_of(c);
 	if (!strcmp(c->name, "migrate")) {
-		a->uri = argv[optind + 1];
+		a->uri = pos[1];
 		if (!a->token)
 			return usage_of(c);
 		if (a->wait && a->detach) {

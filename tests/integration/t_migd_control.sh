@@ -52,6 +52,12 @@ ctl_usage "migrate: missing the value of option '--channels'" \
 	migrate x tcp:127.0.0.1:4444 --token $T --channels
 ctl_usage "missing the value of option '--timeout'" --timeout
 ctl_usage "unknown option '-x'" --rundir /x -xj list
+# Options after the VM, and operands after "--", whatever POSIXLY_CORRECT says.
+POSIXLY_CORRECT=1 ctl_usage "--listen ftp:x: expected tcp:HOST:PORT" incoming x --listen ftp:x
+POSIXLY_CORRECT=1 ctl_usage "--token abc: expected the 32 hex digits" \
+	migrate x tcp:127.0.0.1:4444 --token abc
+ctl_usage "usage: migctl status VM" status -- x y
+ctl_usage "not a valid VM name" status -- --x
 err=$(migctl status x 2>&1)
 [ $? -eq 1 ] && [[ $err == *"migd is not running"* ]] || fail "no migd: $err"
 
