@@ -634,6 +634,10 @@ static int rx_marker(struct chan_rx *c)
 				   c->postcopy ? "a second postcopy marker" :
 				   "a postcopy marker in a precopy job");
 	pthread_mutex_lock(&pc->lock);
+	/* TERN_FAULT=dest-marker-late: counted only once the device state
+	 * came, as over a channel slower than the main connection. */
+	while (fault_active("dest-marker-late") && !pc->abort)
+		pthread_cond_wait(&pc->cond, &pc->lock);
 	pc->markers++;
 	c->marker_pages = c->pages_total;
 	pthread_cond_broadcast(&pc->cond);

@@ -349,27 +349,6 @@ static int dest_recv(struct dest *d, int body, const char *what,
 	return 0;
 }
 
-/*
- * The device state rules out a switch to postcopy: a channel that took
- * a postcopy marker waits for one and no longer reads.  Wake it (and any
- * marker still to come), and refuse the source's mix.
- */
-static int dest_no_switch(struct dest *d)
-{
-	unsigned int markers;
-
-	pthread_mutex_lock(&d->pc.lock);
-	d->pc.abort = true;
-	markers = d->pc.markers;
-	pthread_cond_broadcast(&d->pc.cond);
-	pthread_mutex_unlock(&d->pc.lock);
-	if (markers)
-		return dest_refuse(d, EPROTO, "the source sent the device state "
-				   "after a postcopy marker on %u ram channel%s",
-				   markers, markers > 1 ? "s" : "");
-	return 0;
-}
-
 /* All ram channels ended, each with as many pages as the source sent. */
 static int dest_join_channels(struct dest *d, const Tern__Stream__DeviceState *dev)
 {
@@ -391,6 +370,34 @@ static int dest_join_channels(struct dest *d, const Tern__Stream__DeviceState *d
 					(unsigned long long)c->pages_total,
 					(unsigned long long)dev->channel_pages[i]);
 	}
+	return r;
+}
+
+/*
+ * The device state rules out a switch to postcopy: a channel that takes
+ * a postcopy marker waits for one and no longer reads.  Wake it, and any
+ * marker still to come, then join the channels.  The device state may be
+ * read here before a channel reads the marker the source sent before it,
+ * so only once every channel has stopped is the count of markers known:
+ * any at all, and the source's mix is refused by name.
+ */
+static int dest_end_channels(struct dest *d, const Tern__Stream__DeviceState *dev)
+{
+	unsigned int markers;
+	int r;
+
+	pthread_mutex_lock(&d->pc.lock);
+	d->pc.abort = true;
+	pthread_cond_broadcast(&d->pc.cond);
+	pthread_mutex_unlock(&d->pc.lock);
+	r = dest_join_channels(d, dev);
+	pthread_mutex_lock(&d->pc.lock);
+	markers = d->pc.markers;
+	pthread_mutex_unlock(&d->pc.lock);
+	if (markers)
+		return dest_refuse(d, EPROTO, "the source sent the device state "
+				   "after a postcopy marker on %u ram channel%s",
+				   markers, markers > 1 ? "s" : "");
 	return r;
 }
 
@@ -1095,9 +1102,7 @@ static int dest_receive(struct dest *d)
 	}
 	worker_set_state(d->w, JOB_STATE_DEVICE);
 	t[0] = now_ns();
-	r = dest_no_switch(d);
-	if (r == 0)
-		r = dest_join_channels(d, dev->device);
+	r = dest_end_channels(d, dev->device);
 	t[1] = now_ns();
 	if (r == 0)
 		r = dest_verify(d, dev->device);

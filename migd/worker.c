@@ -60,9 +60,12 @@ bool worker_postcopy_requested(void)
  * change one behaviour (fault_active): dest-settle-at-once (Settle is
  * answered without waiting, as over a slow link); source-marker-then-
  * device (a postcopy marker on channel 0, then the device state, as a
- * confused source would); source-resume-extra-channel (the first
- * Resume announces and opens one ram channel more than the job has);
- * source-no-cont (a failed source leaves its VM paused, for migd).
+ * confused source would); dest-marker-late (a destination channel
+ * counts a postcopy marker only after the device state came, as over a
+ * slow channel: no switch can then complete); source-resume-extra-
+ * channel (the first Resume announces and opens one ram channel more
+ * than the job has); source-no-cont (a failed source leaves its VM
+ * paused, for migd).
  */
 bool fault_active(const char *name)
 {
