@@ -961,12 +961,24 @@ static int dest_postcopy_run(struct dest *d)
 	}
 }
 
+/* Postcopy is complete: faultd (final stats) and the vmm drop the uffd. */
+static void dest_let_go(struct dest *d)
+{
+	if (fault_link_stats(&d->fl, d->w, true, NULL, d->err, sizeof(d->err)) < 0)
+		log_warnx("%s", d->err);
+	d->attached = false;
+	if (vmm_link_call(&d->vmm, "UffdRelease", NULL, NULL, 0, NULL, NULL,
+			  d->err, sizeof(d->err)) < 0)
+		log_warnx("%s", d->err);
+}
+
 static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *pc = NULL;
 	Tern__Stream__PostcopyDone done = TERN__STREAM__POSTCOPY_DONE__INIT;
 	Tern__Stream__PostcopyDiscarded ack = TERN__STREAM__POSTCOPY_DISCARDED__INIT;
 	unsigned int i;
+	bool late;
 	int r;
 
 	pthread_mutex_lock(&d->w->lock);
@@ -1012,7 +1024,14 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 	for (i = 0; i < d->nchan; i++)
 		chan_rx_join(&d->chan[i]);
 	/* The source first (it then drops the page link), then faultd and
-	 * the vmm let go of the uffd: no page is missing any more. */
+	 * the vmm let go of the uffd: no page is missing any more.  With
+	 * TERN_FAULT=dest-done-late the other way round, and PostcopyDone
+	 * 300 ms later, as when its segment is lost on the way. */
+	late = fault_active("dest-done-late");
+	if (late) {
+		dest_let_go(d);
+		usleep(300000);
+	}
 	done.pages_pushed = __atomic_load_n(&d->pc.pushed, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&d->w->lock);
 	done.pages_fetched = d->w->pc.pages_on_demand;
@@ -1021,13 +1040,8 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 	m.postcopy_done = &done;
 	if (dest_send(d, &m, "PostcopyDone") < 0)
 		log_warnx("the guest is complete here, but the source was not told");
-	r = fault_link_stats(&d->fl, d->w, true, NULL, d->err, sizeof(d->err));
-	if (r < 0)
-		log_warnx("%s", d->err);
-	d->attached = false;
-	if (vmm_link_call(&d->vmm, "UffdRelease", NULL, NULL, 0, NULL, NULL,
-			  d->err, sizeof(d->err)) < 0)
-		log_warnx("%s", d->err);
+	if (!late)
+		dest_let_go(d);
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)done.pages_pushed,
 		 (unsigned long long)done.pages_fetched);

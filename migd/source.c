@@ -1140,7 +1140,14 @@ static int source_push(struct source *s)
 	return r;
 }
 
-/* Wait for PostcopyDone, serving page requests meanwhile (their thread). */
+/*
+ * Wait for PostcopyDone, serving page requests meanwhile (their thread).
+ * The destination lets faultd close the page link only after it sent
+ * PostcopyDone, but the two connections race (a lost segment of main's
+ * is resent later): a page link closed in good order gives main
+ * DONE_GRACE_NS to speak before it counts as a failure.
+ */
+#define DONE_GRACE_NS 2000000000ULL     /* 2 s */
 static int source_wait_done(struct source *s)
 {
 	struct pollfd pfd = { .fd = s->main_fd, .events = POLLIN };
@@ -1148,6 +1155,9 @@ static int source_wait_done(struct source *s)
 	int r;
 
 	for (;;) {
+		if (page_server_error(&s->ps) == -EPIPE &&
+		    poll_until(&pfd, 1, now_ns() + DONE_GRACE_NS) > 0)
+			break;
 		r = source_check_links(s);
 		if (r < 0)
 			return r;

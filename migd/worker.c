@@ -62,7 +62,9 @@ bool worker_postcopy_requested(void)
  * device (a postcopy marker on channel 0, then the device state, as a
  * confused source would); dest-marker-late (a destination channel
  * counts a postcopy marker only after the device state came, as over a
- * slow channel: no switch can then complete); source-resume-extra-
+ * slow channel: no switch can then complete); dest-done-late (a
+ * destination lets faultd close the page link, then sends PostcopyDone
+ * 300 ms later, as if it were lost once); source-resume-extra-
  * channel (the first Resume announces and opens one ram channel more
  * than the job has); source-no-cont (a failed source leaves its VM
  * paused, for migd).

@@ -91,9 +91,10 @@ vmmctl quit fs >/dev/null; vmmctl quit ft >/dev/null
 
 note "migctl pause, a recovery at a wrong address, one that announces a channel too many, then the right one"
 # The source's first Resume announces (and opens) one ram channel more
-# than the job has: the destination must refuse it and stay paused.
+# than the job has: the destination must refuse it and stay paused.  At
+# the end its PostcopyDone comes after the page link closed (dest-done-late).
 kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
-start_migd TERN_FAULT=source-resume-extra-channel
+start_migd TERN_FAULT=source-resume-extra-channel,dest-done-late
 start_vmm r --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
 wait_pass r 0 2
 start_vmm s --memory 64M --incoming
