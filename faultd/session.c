@@ -317,6 +317,8 @@ int session_send_request(struct session *s, uint64_t seq)
 	return ret;
 }
 
+/* 0: a zero page placed; 1: the page was there (placed meanwhile, by
+ * the worker's push or by us), the faulting thread woken. */
 static int fault_zero(struct session *s, uint64_t addr)
 {
 	struct uffdio_zeropage z = { .range = { addr, STREAM_PAGE } };
@@ -324,9 +326,8 @@ static int fault_zero(struct session *s, uint64_t addr)
 
 	if (ioctl(s->uffd, UFFDIO_ZEROPAGE, &z) == 0)
 		return 0;
-	/* Placed meanwhile (by the worker's push or by us): just wake. */
 	if (errno == EEXIST && ioctl(s->uffd, UFFDIO_WAKE, &w) == 0)
-		return 0;
+		return 1;
 	return -errno;
 }
 
@@ -350,8 +351,13 @@ static void handle_fault(struct session *s, uint64_t addr, uint64_t t_ns)
 	s->st.faults++;
 	off = ALIGN_DOWN(addr - r->host, (uint64_t)STREAM_PAGE);
 	page = r->first_page + off / STREAM_PAGE;
+	/*
+	 * Not needed: a zero page, or a page placed since the kernel queued
+	 * this fault (a thread may fault again on a page it already waits
+	 * for, and that second fault be read after the page came).  The
+	 * latter counts as merged: it waited on a page on its way.
+	 */
 	if (!needed_test(s, page)) {
-		s->st.zero++;
 		pthread_mutex_unlock(&s->lock);
 		ret = fault_zero(s, r->host + off);
 		pthread_mutex_lock(&s->lock);
@@ -360,8 +366,13 @@ static void handle_fault(struct session *s, uint64_t addr, uint64_t t_ns)
 						 "UFFDIO_ZEROPAGE at gpa 0x%llx: %s",
 						 (unsigned long long)(r->gpa + off),
 						 strerror(-ret));
-		else if (ret == 0)
-			session_record_latency(s, t_ns, now_ns(), FINE_ZERO);
+		if (ret == 1)
+			s->st.merged++;
+		else
+			s->st.zero++;
+		if (ret >= 0)
+			session_record_latency(s, t_ns, now_ns(),
+					       ret ? FINE_REMOTE : FINE_ZERO);
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
