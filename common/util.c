@@ -181,6 +181,22 @@ uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t median_low(uint64_t *v, unsigned int n)
+{
+	unsigned int i, j;
+	uint64_t x;
+
+	if (!n)
+		return 0;
+	for (i = 1; i < n; i++) {       /* insertion sort: n is small */
+		x = v[i];
+		for (j = i; j > 0 && v[j - 1] > x; j--)
+			v[j] = v[j - 1];
+		v[j] = x;
+	}
+	return v[(n - 1) / 2];
+}
+
 unsigned int cpus_online(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);

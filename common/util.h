@@ -42,6 +42,8 @@ uint64_t now_ns(void);
  * c is 0 or the quotient does not fit.
  */
 uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c);
+/* The lower median of v[0..n) (sorted in place); 0 when n is 0. */
+uint64_t median_low(uint64_t *v, unsigned int n);
 /* CPUs online (at least 1). */
 unsigned int cpus_online(void);
 /*

@@ -116,7 +116,7 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 /*
  * The fixed part of a pause (stop, device state, destination ready, the
  * vCPUs' release there) hardly varies between this host's jobs, but
- * cannot be timed before the first one: the largest of the last
+ * cannot be timed before the first one: the lower median of the last
  * PAUSE_FIXED_JOBS outgoing ones that measured it, precopy jobs that
  * completed without verify (in a postcopy job the figure is only the
  * estimate; with verify the pause also held the hashing).  Above
@@ -127,8 +127,8 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 
 uint64_t job_pause_fixed_us(const struct migd *m)
 {
+	uint64_t v[PAUSE_FIXED_JOBS];
 	const struct job *j;
-	uint64_t most = 0;
 	unsigned int n = 0;
 
 	for (j = m->history; j && n < PAUSE_FIXED_JOBS; j = j->next) {
@@ -137,10 +137,15 @@ uint64_t job_pause_fixed_us(const struct migd *m)
 		    !j->last->pause_fixed_us ||
 		    j->last->pause_fixed_us > PAUSE_FIXED_MAX_US)
 			continue;
-		most = MAX(most, j->last->pause_fixed_us);
-		n++;
+		v[n++] = j->last->pause_fixed_us;
 	}
-	return most;
+	/* The first-guess value counts as one more while fewer completed:
+	 * so one slow pause (the first job's, on cold caches) never sets
+	 * the estimate alone, and cannot keep every later job at a tight
+	 * limit from converging (only completed jobs count). */
+	if (n < PAUSE_FIXED_JOBS)
+		v[n++] = PAUSE_FIXED_FIRST_US;
+	return median_low(v, n);
 }
 
 struct job *job_find(struct migd *m, const char *vm, bool running_only)

@@ -192,6 +192,8 @@ int job_start(struct migd *m, const struct job_spec *spec, struct job **ret);
 /* The largest part of recent completed outgoing pauses that did not
  * depend on pages, in us (0 if none): a new source job counts it. */
 uint64_t job_pause_fixed_us(const struct migd *m);
+/* Before any job measured it (source.c, jobs.c). */
+#define PAUSE_FIXED_FIRST_US 5000
 /* The VM's running job, else its latest finished one, else NULL. */
 struct job *job_find(struct migd *m, const char *vm, bool running_only);
 /* A shallow status (points into job) for replies and events. */

@@ -488,12 +488,10 @@ static uint64_t source_verify_estimate(struct source *s)
  * state's way to the other vmm and back and Go's way there, two Hello
  * round trips (each the link both ways and a call to that vmm).  That
  * misses what the stand-ins do not do, above all waking the vCPUs there
- * (here, in a nested VM: 0.4 ms timed, 3.8 ms real).  So the largest
- * fixed part of this host's recent completed pauses counts when it is
- * more, and before any, PAUSE_FIXED_FIRST_US.
+ * (here, in a nested VM: 0.4 ms timed, 3.8 ms real).  So the fixed part
+ * of this host's recent completed pauses counts when it is more
+ * (job_pause_fixed_us: their lower median).
  */
-#define PAUSE_FIXED_FIRST_US 5000
-
 static uint64_t source_fixed_us(const struct source *s)
 {
 	uint64_t timed = (3 * s->vmm_rtt_ns + 2 * s->hello_rtt_ns) / 1000;
@@ -923,6 +921,8 @@ static int source_switchover(struct source *s)
 	s->stopped = true;
 	t_stopped = now_ns();
 	fault_point("source-after-stop");
+	if (fault_active("source-slow-pause"))
+		usleep(400000);
 	r = source_sync(s, &dirty);
 	t_synced = now_ns();
 	if (r == 0)

@@ -67,7 +67,8 @@ bool worker_postcopy_requested(void)
  * 300 ms later, as if it were lost once); source-resume-extra-
  * channel (the first Resume announces and opens one ram channel more
  * than the job has); source-no-cont (a failed source leaves its VM
- * paused, for migd).
+ * paused, for migd); source-slow-pause (400 ms more in every precopy
+ * pause, as a loaded host may take).
  */
 bool fault_active(const char *name)
 {
