@@ -42,6 +42,7 @@ struct dest {
 	unsigned int nchan, nconnected;
 	bool have_id;
 	bool received;                  /* the vmm holds data of this job */
+	bool refused;                   /* the source was sent a Refuse */
 	uint64_t *received_map;         /* pages present here, across regions */
 	char err[256];
 	/* postcopy */
@@ -190,9 +191,21 @@ static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 	rf.message = msg;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
 	m.refuse = &rf;
-	if (d->main_fd >= 0)
+	if (d->main_fd >= 0 && !d->refused)
 		stream_msg_send(d->main_fd, &m.base, deadline_ms(1000));
+	d->refused = true;
 	return worker_fail(d->w, err, "%s", msg);
+}
+
+/* The job failed here (say, on a ram channel): tell the source why. */
+static int dest_refuse_failed(struct dest *d, int err)
+{
+	char why[256];
+
+	pthread_mutex_lock(&d->w->lock);
+	str_copy(why, d->w->error[0] ? d->w->error : strerror(err), sizeof(why));
+	pthread_mutex_unlock(&d->w->lock);
+	return dest_refuse(d, err, "%s", why);
 }
 
 /* The source's layout must be exactly this vmm's. */
@@ -291,19 +304,13 @@ static int dest_wait_main(struct dest *d)
 	struct pollfd pfd = { .fd = d->main_fd, .events = POLLIN };
 	uint64_t limit = 0;
 	unsigned int i, ended;
-	char why[256];
 	int r;
 
 	for (;;) {
 		if (worker_cancelled())
 			return -ECANCELED;
-		if (worker_failed(d->w)) {
-			/* Tell the source why (a ram channel failed here). */
-			pthread_mutex_lock(&d->w->lock);
-			str_copy(why, d->w->error, sizeof(why));
-			pthread_mutex_unlock(&d->w->lock);
-			return dest_refuse(d, EIO, "%s", why);
-		}
+		if (worker_failed(d->w))
+			return dest_refuse_failed(d, EIO);
 		/* Once every channel ended, the device state follows at once. */
 		for (i = 0, ended = 0; i < d->nchan; i++)
 			ended += __atomic_load_n(&d->chan[i].ended, __ATOMIC_ACQUIRE);
@@ -533,6 +540,9 @@ static int dest_go(struct dest *d)
 	uint64_t t0, since;
 	int r;
 
+	/* A ram channel or faultd may have failed since the last look. */
+	if (worker_failed(d->w))
+		return dest_refuse_failed(d, EIO);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_READY;
 	m.ready = &ready;
 	r = dest_send(d, &m, "Ready");
@@ -819,6 +829,7 @@ static int dest_resume(struct dest *d, int fd)
 	if (!dest_take(d, fd) || d->main_fd < 0)
 		return -EAGAIN;         /* a stranger, turned away */
 	worker_clear_failure(d->w);
+	d->err[0] = 0;                  /* the pause's reason is told */
 	worker_set_state(d->w, JOB_STATE_POSTCOPY_RECOVER);
 	r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_RESUME, "Resume", &rm);
 	if (r < 0)
@@ -842,6 +853,9 @@ static int dest_resume(struct dest *d, int fd)
 		c->pages_total = 0;
 		c->postcopy = true;     /* no marker on a recovered channel */
 		r = chan_rx_start(c);
+		if (r < 0)
+			snprintf(d->err, sizeof(d->err), "ram channel %u: cannot "
+				 "start its thread: %s", i, strerror(-r));
 	}
 	if (r == 0)
 		r = fault_link_relink(&d->fl, d->w->spec->vm, d->page_fd, d->err,
@@ -1094,6 +1108,9 @@ static int dest_receive(struct dest *d)
 		d->chan[i].keep_alloc = keep_alloc;
 		d->chan[i].pc = &d->pc;
 		r = chan_rx_start(&d->chan[i]);
+		if (r < 0)
+			r = worker_fail(d->w, r, "ram channel %u: cannot start its "
+					"thread: %s", i, strerror(-r));
 	}
 	d->received = true;
 	worker_set_state(d->w, JOB_STATE_ACTIVE);
@@ -1173,6 +1190,9 @@ int dest_run(struct worker *w)
 		r = dest_receive(&d);
 	if (r < 0 && worker_cancelled())
 		worker_fail(w, ECANCELED, "cancelled");
+	/* Whatever failed, the source hears why rather than a bare close. */
+	if (r < 0 && !d.refused)
+		dest_refuse_failed(&d, -r);
 	if (r < 0)
 		dest_abort(w, &d);
 	worker_set_abort(w, NULL, NULL);

@@ -219,6 +219,9 @@ static int source_connect(struct source *s)
 		if (c->fd < 0)
 			return c->fd;
 		r = chan_tx_start(c);
+		if (r < 0)
+			return worker_fail(s->w, r, "ram channel %u: cannot start "
+					   "its thread: %s", i, strerror(-r));
 	}
 	/* Dialled now so that a switch to postcopy costs no connection set-up. */
 	if (r == 0) {
@@ -1396,8 +1399,12 @@ static int source_postcopy(struct source *s)
 	s->ps.fd = s->page_fd;
 	s->ps.ram = &s->ram;
 	s->ps.tosend = s->tosend;
-	if (r == 0)
+	if (r == 0) {
 		r = page_server_start(&s->ps);
+		if (r < 0)
+			return worker_fail(w, r, "cannot start the page server: %s",
+					   strerror(-r));
+	}
 	if (r < 0)
 		return r;
 

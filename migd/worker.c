@@ -327,7 +327,10 @@ static void worker_check_cancel(struct worker *w)
 	int n;
 
 	pthread_mutex_lock(&w->lock);
-	timeout = !w->abort_done && w->abort_fn && worker_timed_out(w);
+	/* A job that already failed on its own keeps its cause: it is on
+	 * its way out, and the timeout would only hide why. */
+	timeout = !w->abort_done && w->abort_fn &&
+		  (!w->failed || w->error_is_note) && worker_timed_out(w);
 	if (timeout && w->spec->params.timeout_action == TIMEOUT_ACTION_POSTCOPY) {
 		if (!worker_postcopy_requested())
 			log_info("the %u s timeout passed: switching to postcopy",
