@@ -34,7 +34,8 @@ hold_pid=$HOLD_PID hold_out=${HOLD[0]} hold_in=${HOLD[1]}
 PIDS+=("$hold_pid")
 read -r -t 30 line <&"$hold_out" || fail "the holder did not report"
 echo "$line"
-[ "$(ls /proc/$few/fd | wc -l)" -ge 48 ] || fail "the vmm has descriptors left"
+fds_full() { [ "$(ls /proc/$few/fd | wc -l)" -ge 48 ]; }
+wait_until 10 fds_full || fail "the vmm has descriptors left"
 kill -0 "$few" || fail "vmm few died out of descriptors"
 exec {hold_in}>&-                       # the holder lets go
 wait "$hold_pid"

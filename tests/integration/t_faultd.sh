@@ -82,7 +82,9 @@ fake=$!
 PIDS+=("$fake")
 wait_until 10 grep -q "ready" "$RUNDIR/fake1.log" || fail "fake vmm: $(cat "$RUNDIR/fake1.log")"
 peer notuffd fake1 || fail "Attach to a vmm that lends a pipe"
-grep -q "UffdRelease" "$RUNDIR/fake1.log" || fail "faultd did not release the fake vmm's uffd"
+# The fake vmm answers before it logs: wait for its line.
+wait_until 10 grep -q "UffdRelease" "$RUNDIR/fake1.log" ||
+	fail "faultd did not release the fake vmm's uffd"
 kill "$fake"
 
 note "garbage on faultd.sock closes that peer only"
@@ -149,9 +151,10 @@ mkdir -p "$R3"
 "$BIN/faultd" --rundir "$R3" --no-realtime >"$R3/faultd.log" 2>&1 &
 pid3=$!
 PIDS+=("$pid3")
-wait_until 20 test -S "$R3/faultd.sock" || fail "faultd --no-realtime did not come up"
+# Its socket comes before its start-up line: wait for the line.
+wait_until 20 grep -q "fault threads in the ordinary class" "$R3/faultd.log" ||
+	fail "faultd --no-realtime did not come up: $(cat "$R3/faultd.log")"
 [ "$(fifo_threads "$pid3")" = 0 ] || fail "faultd --no-realtime has threads in SCHED_FIFO"
-grep -q "fault threads in the ordinary class" "$R3/faultd.log" || fail "$(cat "$R3/faultd.log")"
 kill -TERM "$pid3"
 wait_exit "$pid3" || fail "faultd --no-realtime exited with $?"
 

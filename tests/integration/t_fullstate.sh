@@ -112,7 +112,14 @@ for i in $(seq 1 12); do
 		found=$i
 		break
 	fi
-	no_fail "e_$i"
+	# A report that comes just after the wait still counts; any other
+	# failure does not belong.
+	if fail_line "e_$i" nmi >/dev/null; then
+		found=$i
+		break
+	fi
+	! grep -a "FAIL" "$RUNDIR/e_$i.serial" | grep -av " FAIL nmi:" ||
+		fail "e_$i: the guest reported a failure"
 done
 [ -n "$found" ] || fail "12 moves without events and no lost NMI reported"
 echo "ok after $found move(s): $(fail_line "e_$found" nmi)"

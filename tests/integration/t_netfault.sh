@@ -180,7 +180,7 @@ note "the main connection stalls during precopy (found at the switchover)"
 start_vmm d2 --memory $MEM --incoming
 # Capped, and told to switch after round 1: the stall is in place before
 # the device state goes out.
-stall e d2 0 "a stalled main connection" --max-bandwidth 32M \
+stall e d2 0 "a stalled main connection" --max-bandwidth 16M \
 	--avail-switchover-bandwidth 1T
 good_migration e d2
 vmmctl quit e >/dev/null
@@ -254,7 +254,8 @@ proxy_cmd quit >/dev/null
 
 note "a byte flipped in page data, with verify: the hashes differ"
 DATA_OFF=$(( 72 + (32 << 20) ))
-flip_fails data 1 up $DATA_OFF "a damaged page under verify" --verify
+flip_fails data 1 up $DATA_OFF "a damaged page under verify" --verify \
+	--downtime-limit 2000
 wait_job_final g
 echo "destination said: $(job_get g error)"
 job_names f "verify failed" || defect "the source does not name the verify failure"
@@ -262,7 +263,7 @@ job_names f "the source VM" || defect "the source does not say what became of it
 source_fine f $HALT
 dest_fresh g
 proxy_cmd quit >/dev/null
-good_migration f g --verify
+good_migration f g --verify --downtime-limit 2000
 
 note "a byte flipped in page data, without verify"
 start_vmm h --memory $MEM --incoming

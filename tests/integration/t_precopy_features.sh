@@ -83,7 +83,8 @@ start_vmm v --memory 256M --test-guest fill --guest-range 64M --guest-passes 1 \
 start_vmm w --memory 256M --incoming
 wait_until 60 grep -q "pass 1 pages 16384" "$RUNDIR/v.serial" || fail "v did not fill"
 incoming w
-migctl migrate v "$ADDR" --token "$TOKEN" --verify --max-bandwidth 16M --detach >/dev/null
+migctl migrate v "$ADDR" --token "$TOKEN" --verify --downtime-limit 2000 \
+	--max-bandwidth 16M --detach >/dev/null
 wait_until 30 job_is v active || fail "not active"
 vmmctl write w 0x9000 ff || fail "corrupting w"    # a page the source never sends
 wait_job_final v
