@@ -141,12 +141,14 @@ static int send_iov(int fd, struct iovec *iov, int n)
 /* Hold the channel to its share of max-bandwidth (pace.c). */
 static void chan_pace(struct pace *pc, uint64_t bytes)
 {
-	uint64_t wait = pace_sent(pc, now_ns(), bytes);
-	struct timespec ts = {
-		.tv_sec = wait / 1000000000ULL,
-		.tv_nsec = wait % 1000000000ULL,
-	};
+	struct timespec ts;
+	uint64_t wait;
 
+	if (!pc->rate)
+		return;                 /* no cap: no clock read per packet */
+	wait = pace_sent(pc, now_ns(), bytes);
+	ts.tv_sec = wait / 1000000000ULL;
+	ts.tv_nsec = wait % 1000000000ULL;
 	if (wait)
 		nanosleep(&ts, NULL);
 }
