@@ -828,7 +828,8 @@ static int source_save_state(struct source *s, ProtobufCBinaryData *out)
 	return 0;
 }
 
-static int source_send_device(struct source *s)
+/* The device state, with verify's hashes of the RAM (none: n 0). */
+static int source_send_device(struct source *s, uint64_t *hashes, size_t n)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__DeviceState d = TERN__STREAM__DEVICE_STATE__INIT;
@@ -841,21 +842,12 @@ static int source_send_device(struct source *s)
 	source_channel_pages(s, counts);
 	d.n_channel_pages = s->nchan;
 	d.channel_pages = counts;
-	/* The VM is stopped: these hashes are of the RAM the guest resumes
-	 * with, and the destination must match them before it may resume. */
-	if (s->w->spec->params.verify) {
-		r = ram_view_hash(&s->ram, &d.ram_hashes, &d.n_ram_hashes);
-		if (r < 0) {
-			free(d.vm_state.data);
-			return worker_fail(s->w, r, "hashing the guest RAM: %s",
-					   strerror(-r));
-		}
-	}
+	d.ram_hashes = hashes;
+	d.n_ram_hashes = n;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_DEVICE;
 	m.device = &d;
 	r = stream_msg_send(s->main_fd, &m.base, deadline());
 	free(d.vm_state.data);
-	free(d.ram_hashes);
 	if (r < 0)
 		return worker_fail(s->w, r, "sending the device state: %s",
 				   strerror(-r));
@@ -909,8 +901,9 @@ static int source_switchover(struct source *s)
 	struct batch end = { .end = true }, marker = { .marker = true };
 	struct worker *w = s->w;
 	uint64_t t_stop, t_stopped, t_synced, t_pages, t_dev, t_ready, t_go, t_ack;
-	uint64_t pause;
-	uint64_t dirty, pages;
+	uint64_t pause, t_hash = 0;
+	uint64_t dirty, pages, *hashes = NULL;
+	size_t nhashes = 0;
 	unsigned int i;
 	int r;
 
@@ -930,6 +923,18 @@ static int source_switchover(struct source *s)
 	t_synced = now_ns();
 	if (r == 0)
 		r = source_dirty_round(s, &pages);
+	/* Verify: the VM is stopped, so these hashes are of the RAM the
+	 * guest resumes with, and the destination must match them before it
+	 * may.  Taken while the channels send the last pages (both only
+	 * read), and before the ENDs: the destination expects the device
+	 * state soon after those. */
+	if (r == 0 && w->spec->params.verify) {
+		t_hash = now_ns();
+		r = ram_view_hash(&s->ram, &hashes, &nhashes);
+		if (r < 0)
+			r = worker_fail(w, r, "hashing the guest RAM: %s", strerror(-r));
+		t_hash = now_ns() - t_hash;
+	}
 	if (r == 0 && fault_active("source-marker-then-device"))
 		r = chan_tx_push(&s->chan[0], &marker);
 	for (i = 0; r == 0 && i < s->nchan; i++)
@@ -938,7 +943,8 @@ static int source_switchover(struct source *s)
 		r = chan_tx_drain(&s->chan[i]);
 	t_pages = now_ns();
 	if (r == 0)
-		r = source_send_device(s);
+		r = source_send_device(s, hashes, nhashes);
+	free(hashes);
 	t_dev = now_ns();
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_READY, "Ready", NULL);
@@ -982,13 +988,14 @@ static int source_switchover(struct source *s)
 	if (!w->spec->params.verify)
 		w->pause_fixed_us = (pause - (t_pages - t_synced)) / 1000;
 	pthread_mutex_unlock(&w->lock);
-	log_info("completed: downtime %llu ms: stop %llu us, last %llu pages %llu us, "
+	log_info("completed: downtime %llu ms: stop %llu us, last %llu pages %llu us "
+		 "(%llu us of it hashing for verify), "
 		 "device state %llu us, destination ready %llu us, Go to vCPUs "
 		 "released there %llu us; %llu us not for pages (Resumed heard after "
 		 "%llu us; before the stop, %llu us waiting for the pages sent to "
 		 "settle there)",
 		 (unsigned long long)(pause / 1000000), US(t_stopped - t_stop),
-		 (unsigned long long)pages, US(t_pages - t_stopped),
+		 (unsigned long long)pages, US(t_pages - t_stopped), US(t_hash),
 		 US(t_dev - t_pages), US(t_ready - t_dev),
 		 US(pause - (t_go - t_stop)), US(pause - (t_pages - t_synced)),
 		 US(t_ack - t_go), US(s->settle_ns));
