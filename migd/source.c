@@ -1568,8 +1568,9 @@ int source_run(struct worker *w)
 		pthread_mutex_lock(&w->lock);
 		if (!w->switched && w->source_was_running && !s.stopped)
 			snprintf(w->error + strlen(w->error),
-				 sizeof(w->error) - strlen(w->error),
-				 "; the source VM kept running");
+				 sizeof(w->error) - strlen(w->error), "%s"
+				 "the source VM kept running",
+				 w->error[0] ? "; " : "");
 		pthread_mutex_unlock(&w->lock);
 		if (!worker_cancelled())
 			source_dest_reason(&s);
