@@ -191,9 +191,10 @@ static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 	rf.message = msg;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
 	m.refuse = &rf;
-	if (d->main_fd >= 0 && !d->refused)
+	if (d->main_fd >= 0 && !d->refused) {
 		stream_msg_send(d->main_fd, &m.base, deadline_ms(1000));
-	d->refused = true;
+		d->refused = true;      /* once a connection */
+	}
 	return worker_fail(d->w, err, "%s", msg);
 }
 
@@ -830,6 +831,7 @@ static int dest_resume(struct dest *d, int fd)
 		return -EAGAIN;         /* a stranger, turned away */
 	worker_clear_failure(d->w);
 	d->err[0] = 0;                  /* the pause's reason is told */
+	d->refused = false;             /* a new main connection */
 	worker_set_state(d->w, JOB_STATE_POSTCOPY_RECOVER);
 	r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_RESUME, "Resume", &rm);
 	if (r < 0)
