@@ -53,6 +53,7 @@ struct source {
 	struct vmm_link vmm;
 	struct ram_view ram;
 	int main_fd;
+	pthread_mutex_t main_tx;        /* one writer at a time on main_fd */
 	struct chan_tx chan[STREAM_MAX_CHANNELS];
 	unsigned int nchan;
 	uint64_t *dirty;                /* the bitmap shared with the vmm */
@@ -78,6 +79,17 @@ struct source {
 static uint64_t deadline(void)
 {
 	return now_ns() + MIGD_IO_TIMEOUT_MS * 1000000ULL;
+}
+
+/* A message on the main connection (whole: source_abort may write too). */
+static int source_send(struct source *s, const ProtobufCMessage *m)
+{
+	int r;
+
+	pthread_mutex_lock(&s->main_tx);
+	r = stream_msg_send(s->main_fd, m, deadline());
+	pthread_mutex_unlock(&s->main_tx);
+	return r;
 }
 
 /* ---- set-up ------------------------------------------------------------- */
@@ -174,7 +186,7 @@ static int source_hello(struct source *s)
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_HELLO;
 	m.hello = &h;
 	t0 = now_ns();
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	if (r == 0)
 		r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
 				    4096, deadline(), (ProtobufCMessage **)&reply);
@@ -593,7 +605,7 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 	f.channel_pages = counts;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_SETTLE;
 	m.settle = &f;
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	if (r < 0)
 		return worker_fail(s->w, r, "sending Settle: %s", strerror(-r));
 	r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_SETTLED, "Settled", &ans);
@@ -846,7 +858,7 @@ static int source_send_device(struct source *s, uint64_t *hashes, size_t n)
 	d.n_ram_hashes = n;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_DEVICE;
 	m.device = &d;
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	free(d.vm_state.data);
 	if (r < 0)
 		return worker_fail(s->w, r, "sending the device state: %s",
@@ -970,7 +982,7 @@ static int source_switchover(struct source *s)
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
 	m.go = &go;
 	t_go = now_ns();
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
 				  "Resumed", &resumed);
@@ -1032,7 +1044,7 @@ static int source_send_discard(struct source *s)
 	pd.needed.len = BITMAP_BYTES(s->ram.pages);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD;
 	m.postcopy_discard = &pd;
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	if (r < 0)
 		return worker_fail(s->w, r, "sending the postcopy discard: %s",
 				   strerror(-r));
@@ -1053,7 +1065,7 @@ static int source_send_postcopy(struct source *s)
 	pc.needed.len = BITMAP_BYTES(s->ram.pages);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY;
 	m.postcopy = &pc;
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	free(pc.vm_state.data);
 	if (r < 0)
 		return worker_fail(s->w, r, "sending the device state: %s",
@@ -1234,7 +1246,7 @@ static int source_resume(struct source *s, const char *uri)
 	rs.channels = s->nchan + extra;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUME;
 	m.resume = &rs;
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	if (r < 0)
 		return worker_fail(s->w, r, "recover: sending Resume: %s", strerror(-r));
 	for (i = 0; i < s->nchan; i++) {
@@ -1289,7 +1301,7 @@ static int source_resume(struct source *s, const char *uri)
 		return worker_fail(s->w, r, "recover: page server: %s", strerror(-r));
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUME_ACK;
 	m.resume_ack = &ack;
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	if (r < 0)
 		return worker_fail(s->w, r, "recover: sending ResumeAck: %s",
 				   strerror(-r));
@@ -1425,7 +1437,7 @@ static int source_postcopy(struct source *s)
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
 	m.go = &go;
 	t_go = now_ns();
-	r = stream_msg_send(s->main_fd, &m.base, deadline());
+	r = source_send(s, &m.base);
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
 				  "Resumed", &resumed);
@@ -1481,12 +1493,36 @@ static int source_postcopy(struct source *s)
 
 /* ---- the job ---------------------------------------------------------------- */
 
-/* Cancel (from the reporter thread): make every blocked call fail. */
+/*
+ * The job ends here (w->lock held): tell the destination why, if the main
+ * connection is free to write on (not in the middle of a message), so
+ * that its status names the cause rather than a closed connection.
+ */
+static void source_tell_dest(struct source *s, struct worker *w)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
+	char msg[200];
+
+	if (s->main_fd < 0 || w->switched || pthread_mutex_trylock(&s->main_tx))
+		return;
+	snprintf(msg, sizeof(msg), "%.199s", w->error[0] ? w->error : "failed");
+	rf.err = ECANCELED;
+	rf.message = msg;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
+	m.refuse = &rf;
+	stream_msg_send(s->main_fd, &m.base, now_ns() + 200000000ULL);
+	pthread_mutex_unlock(&s->main_tx);
+}
+
+/* Cancel or failure (w->lock held): tell the destination, then make
+ * every blocked call fail. */
 static void source_abort(struct worker *w, void *arg)
 {
 	struct source *s = arg;
 	unsigned int i;
 
+	source_tell_dest(s, w);
 	chan_abort_fd(s->main_fd);
 	chan_abort_fd(s->page_fd);
 	for (i = 0; i < s->nchan; i++)
@@ -1546,6 +1582,7 @@ int source_run(struct worker *w)
 	s.nchan = MIN(MAX(w->spec->params.channels, 1u), STREAM_MAX_CHANNELS);
 	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
 		s.chan[i].fd = -1;
+	pthread_mutex_init(&s.main_tx, NULL);
 	w->nchannels = s.nchan;
 	worker_set_abort(w, source_abort, &s);
 	r = source_vmm(&s);
@@ -1574,7 +1611,9 @@ int source_run(struct worker *w)
 		pthread_mutex_unlock(&w->lock);
 		if (!worker_cancelled())
 			source_dest_reason(&s);
+		pthread_mutex_lock(&w->lock);
 		source_abort(w, &s);
+		pthread_mutex_unlock(&w->lock);
 		source_recover(&s);
 	}
 	worker_set_abort(w, NULL, NULL);
