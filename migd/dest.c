@@ -198,34 +198,14 @@ static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 	return worker_fail(d->w, err, "%s", msg);
 }
 
-/*
- * After a failure that the source may have caused (a channel closed under
- * us): what it said, if it said anything (a Refuse on the main
- * connection, which it writes before it closes the channels, as when it
- * is cancelled), added to the error.
- */
-static void dest_source_reason(struct dest *d)
-{
-	struct pollfd pfd = { .fd = d->main_fd, .events = POLLIN };
-	Tern__Stream__StreamMsg *m = NULL;
-
-	if (d->main_fd < 0 || poll_until(&pfd, 1, now_ns() + 50000000ULL) <= 0)
-		return;
-	if (stream_msg_recv(d->main_fd, &tern__stream__stream_msg__descriptor,
-			    STREAM_MSG_MAX, now_ns() + 500000000ULL,
-			    (ProtobufCMessage **)&m) < 0)
-		return;
-	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
-		worker_note(d->w, "the source said: %.160s", m->refuse->message);
-	protobuf_c_message_free_unpacked(&m->base, NULL);
-}
-
 /* The job failed here (say, on a ram channel): tell the source why. */
 static int dest_refuse_failed(struct dest *d, int err)
 {
 	char why[256];
 
-	dest_source_reason(d);
+	/* The source writes why it ended before it closes the channels:
+	 * a channel closed under us may have been that. */
+	worker_note_refuse(d->w, d->main_fd, 50, "the source");
 	pthread_mutex_lock(&d->w->lock);
 	str_copy(why, d->w->error[0] ? d->w->error : strerror(err), sizeof(why));
 	pthread_mutex_unlock(&d->w->lock);

@@ -1529,23 +1529,6 @@ static void source_abort(struct worker *w, void *arg)
 		chan_abort_fd(s->chan[i].fd);
 }
 
-/* After a failure: what the destination said about it, if it said
- * anything (a Refuse on the main connection), added to the error. */
-static void source_dest_reason(struct source *s)
-{
-	struct pollfd pfd = { .fd = s->main_fd, .events = POLLIN };
-	Tern__Stream__StreamMsg *m = NULL;
-
-	if (s->main_fd < 0 || poll_until(&pfd, 1, now_ns() + 500000000ULL) <= 0)
-		return;
-	if (stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
-			    4096, now_ns() + 500000000ULL, (ProtobufCMessage **)&m) < 0)
-		return;
-	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
-		worker_note(s->w, "the destination said: %s", m->refuse->message);
-	protobuf_c_message_free_unpacked(&m->base, NULL);
-}
-
 /* After a failure: the guest runs again on the source, unless Go left. */
 static void source_recover(struct source *s)
 {
@@ -1610,7 +1593,7 @@ int source_run(struct worker *w)
 				 w->error[0] ? "; " : "");
 		pthread_mutex_unlock(&w->lock);
 		if (!worker_cancelled())
-			source_dest_reason(&s);
+			worker_note_refuse(w, s.main_fd, 500, "the destination");
 		pthread_mutex_lock(&w->lock);
 		source_abort(w, &s);
 		pthread_mutex_unlock(&w->lock);

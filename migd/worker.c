@@ -7,6 +7,7 @@
  * events named "status".  SIGTERM from the parent cancels the job.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "common/rtspawn.h"
 #include "common/util.h"
 #include "migd/migd.h"
+#include "proto/stream.pb-c.h"
 
 /*
  * SIGTERM asks for a cancel (from migd, or the kernel when migd died);
@@ -132,6 +134,22 @@ void worker_note(struct worker *w, const char *fmt, ...)
 		va_end(ap);
 	}
 	pthread_mutex_unlock(&w->lock);
+}
+
+void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *who)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	Tern__Stream__StreamMsg *m = NULL;
+	uint64_t end = now_ns() + ms * 1000000ULL;
+
+	if (fd < 0 || poll_until(&pfd, 1, end) <= 0)
+		return;
+	if (stream_msg_recv(fd, &tern__stream__stream_msg__descriptor, 4096, end,
+			    (ProtobufCMessage **)&m) < 0)
+		return;
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
+		worker_note(w, "%s said: %.160s", who, m->refuse->message);
+	protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
 bool worker_failed(struct worker *w)
