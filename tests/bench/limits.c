@@ -17,6 +17,9 @@
  *     touches missing pages one by one, another resolves each with
  *     UFFDIO_COPY, sleeping in poll() or spinning on read() (postcopy's
  *     floor: faultd's fault latency is compared with it);
+ *   - the loopback TCP round trip of a small request answered with one
+ *     page (TCP_NODELAY, both ends blocked in read()): what postcopy's
+ *     page link adds to that floor for every remote fault;
  *   - zstd level 1 on incompressible and on text-like 4 KiB pages.
  *
  * All RAM comes from memfds mapped shared, like guest RAM.  Each figure is
@@ -370,6 +373,74 @@ static double measure_uffd(bool spin)
 	return median(v, REPS);
 }
 
+/* ---- loopback TCP round trip, one page answered -------------------------- */
+
+#define RTT_REQ 32                      /* bytes: a page request's size */
+#define RTT_N 2000                      /* round trips per repetition */
+
+static bool io_full(int fd, void *buf, size_t len, bool out)
+{
+	ssize_t n;
+
+	while (len) {
+		n = out ? send(fd, buf, len, MSG_NOSIGNAL) : read(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		buf = (uint8_t *)buf + n;
+		len -= n;
+	}
+	return true;
+}
+
+/* The answering end: a page for every request, until EOF. */
+static void *rtt_server(void *arg)
+{
+	static uint8_t page[PAGE];
+	uint8_t req[RTT_REQ];
+	int fd = *(int *)arg;
+
+	memset(page, 0x5a, sizeof(page));
+	while (io_full(fd, req, sizeof(req), false) &&
+	       io_full(fd, page, sizeof(page), true))
+		;
+	return NULL;
+}
+
+static void tcp_pair(int *ret_s, int *ret_r);
+
+/* Median microseconds from sending a request to holding its page. */
+static double measure_tcp_rtt(void)
+{
+	static uint8_t page[PAGE];
+	uint8_t req[RTT_REQ] = { 0 };
+	double v[REPS], lat[RTT_N], t0;
+	int one = 1, c, srv, r, i;
+	pthread_t th;
+
+	for (r = 0; r < REPS; r++) {
+		tcp_pair(&c, &srv);
+		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(srv, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (pthread_create(&th, NULL, rtt_server, &srv) != 0)
+			fail("pthread_create", EAGAIN);
+		for (i = 0; i < RTT_N; i++) {
+			t0 = now_s();
+			if (!io_full(c, req, sizeof(req), true) ||
+			    !io_full(c, page, sizeof(page), false))
+				fail("loopback round trip", errno ? errno : EPIPE);
+			lat[i] = (now_s() - t0) * 1e6;
+		}
+		shutdown(c, SHUT_WR);
+		pthread_join(th, NULL);
+		close(c);
+		close(srv);
+		v[r] = median(lat, RTT_N);
+	}
+	return median(v, REPS);
+}
+
 /* ---- loopback TCP ---------------------------------------------------------- */
 
 struct stream {
@@ -695,7 +766,7 @@ int main(int argc, char **argv)
 	static const int streams[] = { 1, 2, 4 };
 	struct stream s[MAX_STREAMS] = { 0 };
 	double t_start = now_s(), cp1, cp2, z64, zavx = -1;
-	double tcp[3], fresh[2], touch, uffd, uffd_spin;
+	double tcp[3], fresh[2], touch, uffd, uffd_spin, rtt;
 	struct zstd_result zr, zt;
 	uint8_t *buf;
 	bool avx2;
@@ -742,6 +813,9 @@ int main(int argc, char **argv)
 	uffd = measure_uffd(false);
 	uffd_spin = uffd < 0 ? -1 : measure_uffd(true);
 
+	note("loopback TCP round trip, one page answered");
+	rtt = measure_tcp_rtt();
+
 	for (i = 0; i < MAX_STREAMS; i++) {
 		s[i].sbuf = ram_alloc(TCP_BUF, true, false);
 		s[i].present = ram_alloc(TCP_BUF, true, false);
@@ -780,6 +854,7 @@ int main(int argc, char **argv)
 	else
 		printf(",\"uffd_rtt_us\":%.1f,\"uffd_rtt_spin_us\":%.1f", uffd,
 		       uffd_spin);
+	printf(",\"tcp_rtt_page_us\":%.1f", rtt);
 	printf(",\"tcp_gbps_1s\":%.3f,\"tcp_gbps_2s\":%.3f,\"tcp_gbps_4s\":%.3f,"
 	       "\"tcp_fresh_gbps_1s\":%.3f,\"tcp_fresh_gbps_2s\":%.3f,"
 	       "\"zstd1_gbps_random\":%.3f,\"zstd1_ratio_random\":%.3f,"

@@ -93,6 +93,7 @@ L_T1=$(lim tcp_gbps_1s) L_T2=$(lim tcp_gbps_2s) L_T4=$(lim tcp_gbps_4s)
 L_F1=$(lim tcp_fresh_gbps_1s) L_F2=$(lim tcp_fresh_gbps_2s) L_FT=$(lim fresh_touch_gbps)
 L_ZR=$(lim zstd1_gbps_random) L_ZT=$(lim zstd1_gbps_text)
 L_UFFD=$(lim uffd_rtt_us) L_UFFD_SPIN=$(lim uffd_rtt_spin_us)
+L_RTT=$(lim tcp_rtt_page_us)
 tcp_limit() { case $1 in 1) echo "$L_T1" ;; 2) echo "$L_T2" ;; *) echo "$L_T4" ;; esac; }
 tcp_streams() { case $1 in 1) echo 1 ;; 2|3) echo 2 ;; *) echo 4 ;; esac; }
 
@@ -391,7 +392,7 @@ scenario_p_faults() {
 	row "p remote fault latency p50" "p50 ${p50:-?} us (max ${pmax:-?} us), ${faults:-0} remote faults" \
 	    "bare uffd rtt $L_UFFD us" "$(calc %.2f "${p50:-0} / $L_UFFD")" \
 	    "<= ${T_P_P50}x" "$(pass_miss "$ok")" \
-	    "loopback, while the push runs; spinning-handler uffd rtt: $L_UFFD_SPIN us. faultd times from reading the fault to the page placed (the vCPU's own fault and wake-up are outside it); the bare round trip runs from the touch to the toucher resumed"
+	    "loopback, while the push runs; spinning-handler uffd rtt: $L_UFFD_SPIN us. faultd times from reading the fault to the page placed (the vCPU's own fault and wake-up are outside it); the bare round trip runs from the touch to the toucher resumed. A page's loopback TCP round trip alone (idle machine) takes $L_RTT us here: p50 is $(calc %.1f "${p50:-0} / ($L_RTT + $L_UFFD)")x of that plus the bare uffd rtt"
 	ok=0
 	[ "${p99:-0}" -gt 0 ] && [ "${p99:-0}" -lt "$T_P_P99_US" ] && ok=1
 	row "p remote fault latency p99" "p99 ${p99:-?} us" "-" "-" \
@@ -511,6 +512,7 @@ echo "  loopback TCP into RAM: 1 stream $L_T1, 2 streams $L_T2, 4 streams $L_T4;
      "into a fresh memfd: 1 stream $L_F1, 2 streams $L_F2"
 echo "  zstd level 1 on 4 KiB pages: incompressible $L_ZR, text-like $L_ZT"
 echo "  userfaultfd round trip (fault, UFFDIO_COPY, resume; microseconds): poll()ing handler $L_UFFD, spinning $L_UFFD_SPIN"
+echo "  loopback TCP round trip, a small request answered with one page (microseconds): $L_RTT"
 [ -n "$BUSY_NOTE" ] && echo "WARNING: $BUSY_NOTE"
 [ -z "$AC_FLAGS$TIMEOUT_FLAGS$COMPRESS_FLAGS$VERIFY_FLAGS" ] &&
 	echo "note: migctl has none of --auto-converge, --timeout-action, --compress, --verify yet"
