@@ -643,11 +643,42 @@ static int dest_needed_more(struct dest *d, const ProtobufCBinaryData *more)
 	return 0;
 }
 
-/* Every channel delivered its precopy pages up to its marker. */
+/*
+ * Pages the channels carried so far (published per packet), or -EPROTO
+ * with *over set when one carried more than the source says it sent
+ * before its marker.
+ */
+static int64_t dest_carried(const struct dest *d,
+			    const Tern__Stream__PostcopyDiscard *pc,
+			    unsigned int *over)
+{
+	uint64_t sum = 0, n;
+	unsigned int i;
+
+	for (i = 0; i < d->nchan; i++) {
+		n = __atomic_load_n(&d->chan[i].pages_total, __ATOMIC_ACQUIRE);
+		if (n > pc->channel_pages[i]) {
+			*over = i;
+			return -EPROTO;
+		}
+		sum += n;
+	}
+	return (int64_t)sum;
+}
+
+/*
+ * Every channel delivered its precopy pages up to its marker.  What the
+ * sockets held when the source queued the markers may take long over a
+ * slow link, so the wait has no fixed end: it fails when no page came
+ * for MIGD_STALL_TIMEOUT_MS (each channel fails on its own first if its
+ * connection moves nothing), and at once when a channel carries more than
+ * the source counted.
+ */
 static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 {
-	uint64_t limit = deadline_ms(MIGD_IO_TIMEOUT_MS);
-	unsigned int i;
+	uint64_t limit = deadline_ms(MIGD_STALL_TIMEOUT_MS);
+	int64_t seen = -1, now_pages;
+	unsigned int i, over = 0;
 	int r = 0;
 
 	pthread_mutex_lock(&d->pc.lock);
@@ -655,14 +686,26 @@ static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard
 		cond_wait_ms(&d->pc.cond, &d->pc.lock, 100);
 		if (worker_failed(d->w) || worker_cancelled())
 			r = -EIO;
-		else if (now_ns() > limit)
+		else if (d->pc.markers == d->nchan)
+			break;
+		else if ((now_pages = dest_carried(d, pc, &over)) < 0)
+			r = -EPROTO;
+		else if (now_pages != seen) {
+			seen = now_pages;
+			limit = deadline_ms(MIGD_STALL_TIMEOUT_MS);
+		} else if (now_ns() > limit)
 			r = -ETIMEDOUT;
 	}
 	pthread_mutex_unlock(&d->pc.lock);
 	if (r == -ETIMEDOUT)
 		return dest_refuse(d, ETIMEDOUT, "only %u of %u ram channels "
-				   "reached the postcopy switch", d->pc.markers,
-				   d->nchan);
+				   "reached the postcopy switch, and no page came "
+				   "for %u s", d->pc.markers, d->nchan,
+				   MIGD_STALL_TIMEOUT_MS / 1000);
+	if (r == -EPROTO)
+		return dest_refuse(d, EPROTO, "ram channel %u carried more pages "
+				   "before the switch than the %llu the source sent",
+				   over, (unsigned long long)pc->channel_pages[over]);
 	for (i = 0; r == 0 && i < d->nchan; i++)
 		if (d->chan[i].marker_pages != pc->channel_pages[i])
 			r = dest_refuse(d, EPROTO, "ram channel %u carried %llu pages "

@@ -22,8 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include "common/bitmap.h"
 #include "common/log.h"
@@ -820,6 +823,58 @@ static int source_expect(struct source *s, int body, const char *what,
 	return r;
 }
 
+/* Bytes the ram channels' sockets still hold: not yet taken by the peer. */
+static uint64_t source_in_flight(const struct source *s)
+{
+	uint64_t sum = 0;
+	unsigned int i;
+	int n;
+
+	for (i = 0; i < s->nchan; i++)
+		if (ioctl(s->chan[i].fd, SIOCOUTQ, &n) == 0 && n > 0)
+			sum += n;
+	return sum;
+}
+
+/*
+ * Wait for an answer that the destination gives only once its ram
+ * channels have delivered what is on its way: a slow link may take
+ * longer than MIGD_IO_TIMEOUT_MS, so the wait lasts while those bytes
+ * still move.  Once they stopped moving, the destination has
+ * MIGD_STALL_TIMEOUT_MS of its own (it refuses when nothing arrives that
+ * long; a relay may have taken bytes it did not deliver yet) and
+ * MIGD_IO_TIMEOUT_MS more to say so.
+ */
+static int source_await(struct source *s, const char *what)
+{
+	struct pollfd pfd = { .fd = s->main_fd, .events = POLLIN };
+	const uint64_t quiet = (MIGD_STALL_TIMEOUT_MS + MIGD_IO_TIMEOUT_MS) *
+			       1000000ULL;
+	uint64_t limit = now_ns() + quiet, held, seen = UINT64_MAX;
+	int r;
+
+	for (;;) {
+		r = poll_until(&pfd, 1, now_ns() + 200000000ULL);
+		if (r > 0)
+			return 0;
+		if (r != -ETIMEDOUT)
+			return worker_fail(s->w, r, "waiting for the destination's "
+					   "%s: %s", what, strerror(-r));
+		if (worker_cancelled())
+			return -ECANCELED;
+		held = source_in_flight(s);
+		if (held != seen) {
+			seen = held;
+			limit = now_ns() + quiet;
+		} else if (now_ns() > limit) {
+			return worker_fail(s->w, ETIMEDOUT, "waiting for the "
+					   "destination's %s: no answer, and the "
+					   "ram channels moved nothing for %u s",
+					   what, (unsigned int)(quiet / 1000000000ULL));
+		}
+	}
+}
+
 /* The stopped VM's complete state, encoded (free out->data). */
 static int source_save_state(struct source *s, ProtobufCBinaryData *out)
 {
@@ -1388,6 +1443,8 @@ static int source_postcopy(struct source *s)
 		r = chan_tx_drain(&s->chan[i]);
 	if (r == 0)
 		r = source_send_discard(s);
+	if (r == 0)
+		r = source_await(s, "PostcopyDiscarded");
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARDED,
 				  "PostcopyDiscarded", NULL);

@@ -32,6 +32,9 @@
  *                          send queue)
  *                          corrupt and cutafter may name a connection
  *                          not accepted yet: they wait for it ("armed")
+ *   rate N|all DIR BYTES   forward at most BYTES bytes/s that way (0: no
+ *                          limit again), in reads of at most 1/20 s worth:
+ *                          the sender sees a slow but moving link
  *   quit                   cut everything and exit
  * A connection the target refuses, or that does not connect within
  * CONNECT_TIMEOUT_MS, is cut.  Events go to stderr.
@@ -101,6 +104,8 @@ struct flow {
 	bool shut;                      /* we passed the EOF on */
 	int64_t corrupt_at;             /* stream offset to flip, or -1 */
 	int64_t cut_after;              /* cut when out reaches it, or -1 */
+	uint64_t rate;                  /* bytes/s, 0 = no limit */
+	uint64_t next_read;             /* ns: under a rate, not before this */
 };
 
 struct conn {
@@ -295,13 +300,18 @@ static int flow_to(enum dir d)
 }
 
 /* How much the flow may read now (0: nothing wanted). */
-static size_t flow_room(const struct flow *f)
+static size_t flow_room(const struct flow *f, uint64_t now)
 {
 	size_t room;
 
 	if (f->eof || f->len > f->off)
 		return 0;               /* write what we have first */
 	room = PROXY_BUF;
+	if (f->rate) {
+		if (now < f->next_read)
+			return 0;
+		room = MIN(room, MAX(f->rate / 20, 1));
+	}
 	if (f->cut_after >= 0 && (uint64_t)f->cut_after - f->in < room)
 		room = (uint64_t)f->cut_after - f->in;
 	return room;
@@ -310,7 +320,8 @@ static size_t flow_room(const struct flow *f)
 static void flow_read(struct proxy *p, struct conn *c, enum dir d)
 {
 	struct flow *f = &c->flow[d];
-	size_t room = flow_room(f);
+	uint64_t now = now_ns();
+	size_t room = flow_room(f, now);
 	ssize_t n;
 
 	if (!room)
@@ -336,6 +347,8 @@ static void flow_read(struct proxy *p, struct conn *c, enum dir d)
 	f->off = 0;
 	f->len = n;
 	f->in += n;
+	if (f->rate)
+		f->next_read = MAX(f->next_read, now) + n * 1000000000ULL / f->rate;
 }
 
 static void flow_write(struct proxy *p, struct conn *c, enum dir d)
@@ -388,7 +401,7 @@ static void conn_settle(struct proxy *p, struct conn *c)
 }
 
 /* poll() events wanted on one side of an open connection. */
-static short conn_events(const struct conn *c, enum side s)
+static short conn_events(const struct conn *c, enum side s, uint64_t now)
 {
 	short ev = 0;
 	unsigned int d;
@@ -400,7 +413,7 @@ static short conn_events(const struct conn *c, enum side s)
 	for (d = 0; d < DIR_MAX; d++) {
 		const struct flow *f = &c->flow[d];
 
-		if (flow_from(d) == (int)s && flow_room(f))
+		if (flow_from(d) == (int)s && flow_room(f, now))
 			ev |= POLLIN;
 		if (flow_to(d) == (int)s && f->len > f->off)
 			ev |= POLLOUT;
@@ -589,6 +602,45 @@ static void cmd_at(struct proxy *p, bool corrupt, char **argv, int argc,
 	}
 }
 
+/* rate N|all DIR BYTES: from now on, at most BYTES bytes/s that way. */
+static void cmd_rate(struct proxy *p, char **argv, int argc, char *ans,
+		     size_t len)
+{
+	struct conn *one = NULL;
+	unsigned long long rate;
+	unsigned int i, done = 0;
+	enum dir d;
+	char *end;
+	bool all;
+
+	if (argc != 4) {
+		snprintf(ans, len, "error usage: rate N|all up|down BYTES");
+		return;
+	}
+	if (parse_dir(argv[2], &d) < 0) {
+		snprintf(ans, len, "error direction '%s' is not up or down", argv[2]);
+		return;
+	}
+	errno = 0;
+	rate = strtoull(argv[3], &end, 0);
+	if (*end || end == argv[3] || errno || rate > (1ULL << 40)) {
+		snprintf(ans, len, "error '%s' is not a rate in bytes/s", argv[3]);
+		return;
+	}
+	if (pick(p, argv[1], &all, &one, ans, len) < 0)
+		return;
+	for (i = 0; i < (all ? p->nconn : 1); i++) {
+		struct conn *c = all ? p->conn[i] : one;
+
+		if (!conn_live(c))
+			continue;
+		c->flow[d].rate = rate;
+		c->flow[d].next_read = 0;
+		done++;
+	}
+	snprintf(ans, len, "ok rate %u %s %llu", done, dir_name[d], rate);
+}
+
 static void ctl_command(struct proxy *p, char *line, char *ans, size_t len)
 {
 	char *argv[8], *save = NULL, *tok;
@@ -606,12 +658,14 @@ static void ctl_command(struct proxy *p, char *line, char *ans, size_t len)
 		cmd_each(p, argv[0], argc == 2 ? argv[1] : NULL, ans, len);
 	else if (!strcmp(argv[0], "corrupt") || !strcmp(argv[0], "cutafter"))
 		cmd_at(p, !strcmp(argv[0], "corrupt"), argv, argc, ans, len);
+	else if (!strcmp(argv[0], "rate"))
+		cmd_rate(p, argv, argc, ans, len);
 	else if (!strcmp(argv[0], "quit") && argc == 1) {
 		p->quit = true;
 		snprintf(ans, len, "ok quit");
 	} else
 		snprintf(ans, len, "error unknown command '%s' (list, stall, "
-			 "resume, cut, corrupt, cutafter, quit)", argv[0]);
+			 "resume, cut, corrupt, cutafter, rate, quit)", argv[0]);
 }
 
 static void ctl_drop(struct ctl_client *cc)
@@ -696,6 +750,7 @@ static void proxy_run(struct proxy *p)
 			if (p->ctl[i].fd >= 0)
 				next = MIN(next, p->ctl[i].deadline);
 		}
+		now = now_ns();
 		for (i = 0; i < p->nconn; i++) {
 			struct conn *c = p->conn[i];
 
@@ -703,8 +758,12 @@ static void proxy_run(struct proxy *p)
 				continue;
 			if (c->state == CONN_CONNECTING)
 				next = MIN(next, c->connect_deadline);
+			for (k = 0; k < DIR_MAX; k++)
+				if (c->state == CONN_OPEN && c->flow[k].rate &&
+				    c->flow[k].next_read > now)
+					next = MIN(next, c->flow[k].next_read);
 			for (k = 0; k < SIDE_MAX; k++) {
-				short ev = conn_events(c, k);
+				short ev = conn_events(c, k, now);
 
 				/* Nothing wanted: left out, so no POLLHUP wakes us. */
 				pfd[n] = (struct pollfd){ .fd = ev ? c->fd[k] : -1,
@@ -712,7 +771,6 @@ static void proxy_run(struct proxy *p)
 				who[n++] = c;
 			}
 		}
-		now = now_ns();
 		timeout = next == UINT64_MAX ? -1 :
 			  next <= now ? 0 : (int)MIN((next - now) / 1000000 + 1,
 						     (uint64_t)INT32_MAX);

@@ -216,6 +216,30 @@ job_final() {
 }
 wait_job_final() { wait_until 120 job_final "$1" || fail "job of $1 did not end"; }
 
+# check_done SRC DST OUT: a postcopy job's end (OUT: the source's status
+# as JSON) on both sides and on the guest.
+check_done() {
+	local src=$1 dst=$2 out=$3 c n
+	[ "$(echo "$out" | jget state)" = completed ] || fail "$src: $out"
+	[ "$(echo "$out" | jget postcopy_started)" = true ] || fail "$src did not switch: $out"
+	[ "$(echo "$out" | jget remaining_bytes)" = "" ] ||
+		[ "$(echo "$out" | jget remaining_bytes)" = 0 ] ||
+		fail "$src: bytes left to send: $out"
+	[ "$(echo "$out" | jget needed_pages)" = "" ] ||
+		[ "$(echo "$out" | jget needed_pages)" = 0 ] ||
+		fail "$src: pages still needed: $out"
+	[ "$(state_of "$src")" = paused ] || fail "$src is not paused"
+	[ "$(state_of "$dst")" = running ] || fail "$dst is not running"
+	wait_until 30 job_is "$dst" completed || fail "$dst: $(migctl status "$dst")"
+	n=$(vmmctl --json status "$dst" | jget vcpus)
+	for ((c = 0; c < n; c++)); do wait_progress "$dst" "$c"; done
+	vmmctl check "$dst" || fail "$dst: memory check after postcopy"
+	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
+	migctl status "$dst" | sed -n "/^  postcopy/,/^  latency/p"
+	echo "ok: $src -> $dst: pause $(echo "$out" | jget pause_us) us, pushed" \
+	     "$(echo "$out" | jget pages_pushed), on demand $(echo "$out" | jget pages_on_demand)"
+}
+
 # usage_error PROG WORDS ARGS...: PROG (vmmctl, migctl) given ARGS exits 2
 # with exactly one line on stderr containing WORDS.
 usage_error() {
