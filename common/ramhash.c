@@ -76,7 +76,7 @@ uint64_t ramhash_fold(uint64_t acc, uint64_t h)
 	return mix(acc ^ h) + K1;
 }
 
-static uint64_t zero_page_hash(void)
+uint64_t ramhash_zero_page(void)
 {
 	static const uint8_t zero[RAMHASH_PAGE];
 
@@ -125,9 +125,11 @@ static int extents_find(const struct ramhash_region *r, struct extents *e)
 	return ret;
 }
 
-/* One chunk: pages inside data extents are read, the rest are zero. */
+/* One chunk: pages inside data extents are read, the rest are zero.
+ * Each page's hash also goes to pages[offset / RAMHASH_PAGE] if asked. */
 static uint64_t hash_chunk(const struct ramhash_region *r, const struct extents *e,
-			   uint64_t start, uint64_t end, uint64_t zero_hash)
+			   uint64_t start, uint64_t end, uint64_t zero_hash,
+			   uint64_t *pages)
 {
 	size_t lo = 0, hi = e->n, k;
 	uint64_t h = K3, off = start;
@@ -147,10 +149,18 @@ static uint64_t hash_chunk(const struct ramhash_region *r, const struct extents 
 
 		ds = ds < off ? off : ds > end ? end : ds;
 		de = de > end ? end : de;
-		for (; off < ds; off += RAMHASH_PAGE)
+		for (; off < ds; off += RAMHASH_PAGE) {
 			h = ramhash_fold(h, zero_hash);
-		for (; off < de; off += RAMHASH_PAGE)
-			h = ramhash_fold(h, ramhash_page(r->host + off));
+			if (pages)
+				pages[off / RAMHASH_PAGE] = zero_hash;
+		}
+		for (; off < de; off += RAMHASH_PAGE) {
+			uint64_t ph = ramhash_page(r->host + off);
+
+			h = ramhash_fold(h, ph);
+			if (pages)
+				pages[off / RAMHASH_PAGE] = ph;
+		}
 	}
 	return h;
 }
@@ -160,6 +170,7 @@ struct job {
 	const struct extents *ext;      /* one per region */
 	unsigned int nregions;
 	uint64_t *out;
+	uint64_t *pages;                /* page hashes too, or NULL */
 	uint64_t total;                 /* chunks in all */
 	uint64_t next;                  /* atomic: the next chunk to take */
 	uint64_t zero_hash;
@@ -168,11 +179,11 @@ struct job {
 static void *worker(void *arg)
 {
 	struct job *j = arg;
-	uint64_t c, i, base, start, end;
+	uint64_t c, i, base, first, start, end;
 	unsigned int k;
 
 	while ((c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED)) < j->total) {
-		base = 0;
+		base = first = 0;
 		for (k = 0; k < j->nregions; k++) {
 			uint64_t n = ramhash_chunks(j->r[k].size);
 
@@ -182,20 +193,22 @@ static void *worker(void *arg)
 				end = start + RAMHASH_CHUNK < j->r[k].size ?
 				      start + RAMHASH_CHUNK : j->r[k].size;
 				j->out[c] = hash_chunk(&j->r[k], &j->ext[k], start,
-						       end, j->zero_hash);
+						       end, j->zero_hash, j->pages ?
+						       j->pages + first : NULL);
 				break;
 			}
 			base += n;
+			first += j->r[k].size / RAMHASH_PAGE;
 		}
 	}
 	return NULL;
 }
 
-int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
-		    unsigned int nthreads, uint64_t *out)
+int ramhash_compute_pages(const struct ramhash_region *r, unsigned int nregions,
+			  unsigned int nthreads, uint64_t *out, uint64_t *pages)
 {
 	struct extents ext[RAMHASH_MAX_REGIONS] = { { 0 } };
-	struct job j = { r, ext, nregions, out, 0, 0, zero_page_hash() };
+	struct job j = { r, ext, nregions, out, pages, 0, 0, ramhash_zero_page() };
 	pthread_t t[16];
 	unsigned int k, started = 0;
 	int ret = 0;
@@ -222,6 +235,29 @@ int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 	for (k = 0; k < nregions; k++)
 		free(ext[k].v);
 	return ret;
+}
+
+int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
+		    unsigned int nthreads, uint64_t *out)
+{
+	return ramhash_compute_pages(r, nregions, nthreads, out, NULL);
+}
+
+void ramhash_fold_pages(const uint64_t *pages, const uint64_t *sizes,
+			unsigned int nregions, uint64_t *out)
+{
+	uint64_t off, h, end;
+	unsigned int k;
+
+	for (k = 0; k < nregions; k++) {
+		for (off = 0; off < sizes[k]; off = end) {
+			end = off + RAMHASH_CHUNK < sizes[k] ? off + RAMHASH_CHUNK :
+			      sizes[k];
+			for (h = K3; off < end; off += RAMHASH_PAGE)
+				h = ramhash_fold(h, *pages++);
+			*out++ = h;
+		}
+	}
 }
 
 uint64_t ramhash_data(const struct ramhash_region *r, unsigned int nregions)

@@ -24,6 +24,7 @@ struct ramhash_region {
 };
 
 uint64_t ramhash_page(const uint8_t *page);
+uint64_t ramhash_zero_page(void);
 /* Any bytes (used for the migration stream's packet sums too). */
 uint64_t ramhash_buf(const void *buf, size_t len);
 /* Fold hashes in order: fold(fold(0, h1), h2) and so on. */
@@ -36,6 +37,26 @@ uint64_t ramhash_chunks(uint64_t size);
  */
 int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 		    unsigned int nthreads, uint64_t *out);
+/* The same, and each page's hash into pages (room for every page of the
+ * regions, in layout order). */
+int ramhash_compute_pages(const struct ramhash_region *r, unsigned int nregions,
+			  unsigned int nthreads, uint64_t *out, uint64_t *pages);
+/*
+ * The chunk hashes (as ramhash_compute gives them) of regions of sizes[k]
+ * bytes whose pages hashed as pages[] (every page, in layout order): what
+ * a side that hashed each page on its own, as it placed it, compares.
+ */
+void ramhash_fold_pages(const uint64_t *pages, const uint64_t *sizes,
+			unsigned int nregions, uint64_t *out);
+/*
+ * Postcopy verify shares the page hashes with faultd in the needed
+ * bitmap's memfd (faultd.proto): they start at this offset, one uint64
+ * per page.
+ */
+static inline uint64_t ramhash_table_offset(uint64_t bitmap_bytes)
+{
+	return (bitmap_bytes + 4095) & ~4095ULL;
+}
 /* The bytes hashing would read: what the memfds hold (holes cost next to
  * nothing); a region without a memfd counts whole. */
 uint64_t ramhash_data(const struct ramhash_region *r, unsigned int nregions);

@@ -2,7 +2,9 @@
 /*
  * Unit tests for common/ramhash.c: a hole hashes like a zero page, one
  * changed byte changes its chunk's hash only, ramhash_data counts the
- * data a memfd holds and ramhash_rate times only that.
+ * data a memfd holds and ramhash_rate times only that, page hashes taken
+ * one by one (as postcopy's placers take them) fold into the same chunk
+ * hashes across two regions, the last chunk short.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -112,12 +114,46 @@ static void test_rate(void **state)
 	mem_free(&m);
 }
 
+static void test_pages_fold(void **state)
+{
+	const uint64_t sizes[2] = { SIZE, 3 * RAMHASH_CHUNK / 2 };
+	uint64_t pages[(SIZE + 3 * RAMHASH_CHUNK / 2) / RAMHASH_PAGE];
+	uint64_t direct[NCHUNKS + 2], folded[NCHUNKS + 2], with[NCHUNKS + 2];
+	struct mem a = mem_new(), b = mem_new();
+	struct ramhash_region r[2] = { { a.host, sizes[0], a.fd },
+				       { b.host, sizes[1], b.fd } };
+	uint64_t i, n = sizes[0] / RAMHASH_PAGE;
+
+	memset(a.host + RAMHASH_CHUNK / 2, 0x33, RAMHASH_CHUNK);
+	b.host[RAMHASH_CHUNK + 5] = 1;          /* the short last chunk */
+	memset(pages, 0xee, sizeof(pages));
+	assert_int_equal(ramhash_compute(r, 2, 2, direct), 0);
+	assert_int_equal(ramhash_compute_pages(r, 2, 2, with, pages), 0);
+	assert_memory_equal(direct, with, sizeof(direct));
+	/* every page's own hash, holes as zero pages */
+	for (i = 0; i < n; i++)
+		assert_true(pages[i] == ramhash_page(a.host + i * RAMHASH_PAGE));
+	for (i = 0; i < sizes[1] / RAMHASH_PAGE; i++)
+		assert_true(pages[n + i] == ramhash_page(b.host + i * RAMHASH_PAGE));
+	assert_true(pages[0] == ramhash_zero_page());
+	ramhash_fold_pages(pages, sizes, 2, folded);
+	assert_memory_equal(direct, folded, sizeof(direct));
+	/* one page hashed from other data: its chunk only */
+	pages[n + RAMHASH_CHUNK / RAMHASH_PAGE] ^= 1;
+	ramhash_fold_pages(pages, sizes, 2, folded);
+	for (i = 0; i < NCHUNKS + 2; i++)
+		assert_true((direct[i] == folded[i]) == (i != NCHUNKS + 1));
+	mem_free(&a);
+	mem_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hole_is_zero_page),
 		cmocka_unit_test(test_one_byte),
 		cmocka_unit_test(test_rate),
+		cmocka_unit_test(test_pages_fold),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
