@@ -20,6 +20,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/ramhash.h"
 #include "common/rpc.h"
 #include "common/uri.h"
 #include "common/util.h"
@@ -81,23 +82,28 @@ static int take_link(struct rpc_call *call, size_t i, int *ret)
  * make our mapping SIGBUS; one made without MFD_ALLOW_SEALING is taken
  * as it is (faultd.proto does not ask for sealing), with a warning.
  */
-static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages, int *ret)
+static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
+		       bool hashes, int *ret)
 {
 	int fd = rpc_call_take_fd(call, i), seals;
+	uint64_t size = BITMAP_BYTES(pages);
 	struct stat st;
 
+	if (hashes)
+		size = ramhash_table_offset(size) + pages * 8;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return rpc_call_errorf(call, EINVAL,
 				       "descriptor %zu (the needed bitmap) is not a memfd", i);
 	}
-	if ((uint64_t)st.st_size != BITMAP_BYTES(pages)) {
+	if ((uint64_t)st.st_size != size) {
 		close(fd);
 		return rpc_call_errorf(call, EINVAL,
-				       "the needed bitmap is %llu bytes; %llu pages need %llu",
+				       "the needed bitmap is %llu bytes; %llu pages need %llu%s",
 				       (unsigned long long)st.st_size,
 				       (unsigned long long)pages,
-				       (unsigned long long)BITMAP_BYTES(pages));
+				       (unsigned long long)size,
+				       hashes ? " with their hashes" : "");
 	}
 	seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || (!(seals & F_SEAL_SHRINK) &&
@@ -289,7 +295,7 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 				       session_state_name(s->state));
 	ret = take_link(call, 0, &link);
 	if (ret == 0)
-		ret = take_bitmap(call, 1, a->pages, &bitmap);
+		ret = take_bitmap(call, 1, a->pages, a->hashes, &bitmap);
 	if (ret < 0)
 		goto fail;
 	ret = vmm_setup(d, a->vm, a->pages, r, &n, &uffd, err, sizeof(err));
@@ -298,7 +304,8 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 		goto fail;
 	}
 	sa = (struct session_attach){ .vm = a->vm, .job = a->job, .pages = a->pages,
-				      .prefetch = a->prefetch, .link_fd = link,
+				      .prefetch = a->prefetch, .hashes = a->hashes,
+				      .link_fd = link,
 				      .needed_fd = bitmap, .uffd = uffd,
 				      .nregions = n, .r = r };
 	link = bitmap = uffd = -1;

@@ -92,7 +92,9 @@ struct session {
 	unsigned int nregions;
 	uint64_t pages;
 	uint64_t *needed;               /* the shared bitmap: atomic access only */
-	size_t needed_bytes;
+	size_t needed_bytes;            /* ... and with the hashes, mapped */
+	uint64_t *hashes;               /* verify: a hash per page, written by
+					 * its placer (link.c), or NULL */
 	uint32_t prefetch;
 	int wake_fd;                    /* eventfd: ends the fault thread */
 	pthread_t fault_thread;
@@ -137,6 +139,7 @@ struct session_attach {
 	const char *vm, *job;
 	uint64_t pages;
 	uint32_t prefetch;
+	bool hashes;                    /* the needed memfd holds page hashes */
 	int link_fd, needed_fd, uffd;   /* taken by session_start, even on failure */
 	unsigned int nregions;
 	const struct fault_region *r;

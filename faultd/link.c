@@ -20,6 +20,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/ramhash.h"
 #include "common/rtspawn.h"
 #include "common/uffdio.h"
 #include "common/util.h"
@@ -60,15 +61,21 @@ static void spin_leave(void)
  * waiters, and the rest continues.
  */
 static int link_place(struct session *s, uint64_t dst, const uint8_t *src,
-		      uint64_t len, uint64_t *ret_copied, uint64_t *ret_exist)
+		      uint64_t len, uint64_t page, uint64_t *ret_copied,
+		      uint64_t *ret_exist)
 {
 	struct uffdio_range w = { .len = STREAM_PAGE };
-	uint64_t copied = 0, exist = 0, done;
+	uint64_t copied = 0, exist = 0, done, i;
 	int r;
 
 	while (len) {
 		r = uffdio_fill(s->uffd, dst, src, len, &done);
+		/* With verify: what we placed, hashed before the needed
+		 * bits clear (link_placed_locked). */
+		for (i = 0; s->hashes && i < done / STREAM_PAGE; i++)
+			s->hashes[page + i] = ramhash_page(src + i * STREAM_PAGE);
 		copied += done / STREAM_PAGE;
+		page += done / STREAM_PAGE;
 		dst += done;
 		src += done;
 		len -= done;
@@ -77,6 +84,7 @@ static int link_place(struct session *s, uint64_t dst, const uint8_t *src,
 			if (ioctl(s->uffd, UFFDIO_WAKE, &w) < 0)
 				return -errno;
 			exist++;
+			page++;
 			dst += STREAM_PAGE;
 			src += STREAM_PAGE;
 			len -= STREAM_PAGE;
@@ -155,7 +163,7 @@ static int handle_page_data(struct session *s, const Tern__Stream__PageData *d,
 		return -EPROTO;
 	}
 	ret = link_place(s, r->host + d->offset, d->data.data, d->data.len,
-			 &copied, &exist);
+			 r->first_page + d->offset / STREAM_PAGE, &copied, &exist);
 	pthread_mutex_lock(&s->lock);
 	s->st.fetched += copied;
 	s->st.exist += exist;

@@ -39,6 +39,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/ramhash.h"
 #include "common/uffdio.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -559,6 +560,20 @@ static bool page_needed(const struct chan_rx *c, unsigned int region, uint64_t o
 	       (1ULL << (p % 64));
 }
 
+/* With verify: the hashes of n pages this channel placed at off, from
+ * src (NULL: zero pages), before their needed bits clear. */
+static void page_hashed(struct chan_rx *c, unsigned int region, uint64_t off,
+			const uint8_t *src, uint64_t n)
+{
+	uint64_t p = page_index(c, region, off), i;
+
+	if (!c->pc->hashes)
+		return;
+	for (i = 0; i < n; i++)
+		c->pc->hashes[p + i] = src ? ramhash_page(src + i * STREAM_PAGE) :
+				       c->pc->zero_hash;
+}
+
 static void page_placed(struct chan_rx *c, unsigned int region, uint64_t off,
 			uint64_t n)
 {
@@ -566,7 +581,7 @@ static void page_placed(struct chan_rx *c, unsigned int region, uint64_t off,
 
 	for (i = p; i < p + n; i++)
 		__atomic_fetch_and(&c->pc->needed[i / 64], ~(1ULL << (i % 64)),
-				   __ATOMIC_RELAXED);
+				   __ATOMIC_RELEASE);
 }
 
 /*
@@ -586,6 +601,8 @@ static int uffd_place(struct chan_rx *c, unsigned int region, uint64_t off,
 		r = uffdio_fill(c->pc->uffd, dst + done, src ? src + done : NULL,
 				len - done, &got);
 		if (got) {
+			page_hashed(c, region, off + done, src ? src + done : NULL,
+				    got / STREAM_PAGE);
 			page_placed(c, region, off + done, got / STREAM_PAGE);
 			__atomic_fetch_add(&c->pc->pushed, got / STREAM_PAGE,
 					   __ATOMIC_RELAXED);

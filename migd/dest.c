@@ -26,6 +26,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/ramhash.h"
 #include "common/uri.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -51,6 +52,11 @@ struct dest {
 	int needed_fd;                  /* the needed-pages bitmap, shared with faultd */
 	uint64_t *needed;
 	size_t needed_bytes;
+	size_t needed_map;              /* mapped: the bitmap and, with verify,
+					 * the page hashes (pc.hashes) */
+	bool verify;                    /* the source asked for it at the switch */
+	uint64_t *src_hashes;           /* PostcopyHashes, once it came */
+	size_t n_src_hashes;
 	struct fault_link fl;
 	bool attached;                  /* faultd serves this VM's faults */
 	/* postcopy recovery */
@@ -421,12 +427,34 @@ static int dest_end_channels(struct dest *d, const Tern__Stream__DeviceState *de
 	return r;
 }
 
+/* Chunk hashes here against the source's (as many): how many differ, and
+ * at *gpa the guest-physical address of the first. */
+static size_t dest_compare(const struct dest *d, const uint64_t *mine,
+			   const uint64_t *theirs, size_t n, uint64_t *gpa)
+{
+	size_t i, bad = 0, first = 0;
+	unsigned int k;
+	uint64_t c;
+
+	for (i = 0; i < n; i++)
+		if (mine[i] != theirs[i] && !bad++)
+			first = i;
+	for (k = 0, i = first, *gpa = 0; bad && k < d->ram.n; k++) {
+		c = ramhash_chunks(d->ram.r[k].size);
+		if (i < c) {
+			*gpa = d->ram.r[k].gpa + i * RAMHASH_CHUNK;
+			break;
+		}
+		i -= c;
+	}
+	return bad;
+}
+
 /* With verify, the RAM here must hash exactly as the source's did. */
 static int dest_verify(struct dest *d, const Tern__Stream__DeviceState *dev)
 {
-	uint64_t *mine = NULL, gpa = 0, first = 0;
-	size_t n = 0, i, bad = 0;
-	unsigned int k;
+	uint64_t *mine = NULL, gpa;
+	size_t n = 0, bad;
 	int r;
 
 	if (!dev->n_ram_hashes)
@@ -440,28 +468,15 @@ static int dest_verify(struct dest *d, const Tern__Stream__DeviceState *dev)
 		return dest_refuse(d, EPROTO, "verify: %zu RAM hashes from the "
 				   "source, %zu here", dev->n_ram_hashes, n);
 	}
-	for (i = 0; i < n; i++)
-		if (mine[i] != dev->ram_hashes[i] && !bad++)
-			first = i;
+	bad = dest_compare(d, mine, dev->ram_hashes, n, &gpa);
 	free(mine);
 	pthread_mutex_lock(&d->w->lock);
-	if (bad) {
-		/* chunk index -> guest-physical address */
-		for (k = 0, i = first; k < d->ram.n; k++) {
-			uint64_t c = (d->ram.r[k].size + (2u << 20) - 1) / (2u << 20);
-
-			if (i < c) {
-				gpa = d->ram.r[k].gpa + i * (2u << 20);
-				break;
-			}
-			i -= c;
-		}
+	if (bad)
 		snprintf(d->w->verified, sizeof(d->w->verified),
 			 "%zu of %zu 2 MiB chunks differ, the first at gpa 0x%llx",
 			 bad, n, (unsigned long long)gpa);
-	} else {
+	else
 		snprintf(d->w->verified, sizeof(d->w->verified), "ok");
-	}
 	pthread_mutex_unlock(&d->w->lock);
 	if (bad)
 		return dest_refuse(d, EIO, "verify failed: the guest RAM here "
@@ -604,12 +619,15 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 				   (unsigned long long)pc->pages, pc->needed.len,
 				   pc->n_channel_pages, (unsigned long long)pages,
 				   d->nchan);
+	d->verify = pc->verify;
 	d->needed_bytes = BITMAP_BYTES(pages);
+	d->needed_map = d->verify ? ramhash_table_offset(d->needed_bytes) +
+				    pages * 8 : d->needed_bytes;
 	d->needed_fd = memfd_create("tern-needed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (d->needed_fd < 0 || ftruncate(d->needed_fd, d->needed_bytes) < 0)
+	if (d->needed_fd < 0 || ftruncate(d->needed_fd, d->needed_map) < 0)
 		return worker_fail(d->w, errno, "the needed-pages bitmap: %s",
 				   strerror(errno));
-	d->needed = mmap(NULL, d->needed_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+	d->needed = mmap(NULL, d->needed_map, PROT_READ | PROT_WRITE, MAP_SHARED,
 			 d->needed_fd, 0);
 	if (d->needed == MAP_FAILED) {
 		d->needed = NULL;
@@ -620,6 +638,11 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 	if (pages % 64)
 		d->needed[pages / 64] &= (1ULL << (pages % 64)) - 1;
 	d->pc.needed = d->needed;
+	if (d->verify) {
+		d->pc.hashes = (uint64_t *)((uint8_t *)d->needed +
+					    ramhash_table_offset(d->needed_bytes));
+		d->pc.zero_hash = ramhash_zero_page();
+	}
 	return 0;
 }
 
@@ -984,12 +1007,108 @@ static int dest_postcopy_paused(struct dest *d)
 	return 0;
 }
 
-/* Something on the main connection: after the switch, only its end. */
-static bool dest_main_gone(struct dest *d, int wait_ms)
+/*
+ * Verify, step one: every page held here hashed before the guest runs
+ * here (the needed ones are holes now; placing them rewrites their
+ * hashes).  Outside the pause: the guest still runs on the source.
+ */
+static int dest_hash_held(struct dest *d)
+{
+	uint64_t t0 = now_ns();
+	int r;
+
+	r = ram_view_hash_pages(&d->ram, d->pc.hashes);
+	if (r < 0)
+		return dest_refuse(d, -r, "verify: hashing the RAM here: %s",
+				   strerror(-r));
+	log_info("verify: the RAM held at the switch hashed in %llu ms",
+		 (unsigned long long)((now_ns() - t0) / 1000000));
+	return 0;
+}
+
+/* PostcopyHashes: kept (a recovery sends them again) until compared. */
+static int dest_take_hashes(struct dest *d, const Tern__Stream__PostcopyHashes *h)
+{
+	uint64_t *v = malloc((h->n_ram_hashes ? h->n_ram_hashes : 1) * 8);
+
+	if (!v)
+		return -ENOMEM;
+	memcpy(v, h->ram_hashes, h->n_ram_hashes * 8);
+	free(d->src_hashes);
+	d->src_hashes = v;
+	d->n_src_hashes = h->n_ram_hashes;
+	return 0;
+}
+
+/*
+ * Verify, the end: the hashes of what was held at the switch and of each
+ * page placed since, folded into chunks, against the stopped source's.
+ * The guest has run here all along, so a difference cannot undo the
+ * move: it is reported (job status and PostcopyDone) as a failure.
+ */
+static void dest_postcopy_verify(struct dest *d, char *out, size_t len)
+{
+	uint64_t *mine = NULL, gpa;
+	size_t n = 0, bad;
+	int r;
+
+	/* the channels are joined and faultd detached: every placer's
+	 * hashes are written */
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	r = ram_view_fold(&d->ram, d->pc.hashes, &mine, &n);
+	if (r < 0)
+		snprintf(out, len, "not checked: %s", strerror(-r));
+	else if (n != d->n_src_hashes)
+		snprintf(out, len, "failed after the postcopy switch: %zu RAM "
+			 "hashes from the source, %zu here", d->n_src_hashes, n);
+	else if ((bad = dest_compare(d, mine, d->src_hashes, n, &gpa)))
+		snprintf(out, len, "failed after the postcopy switch: %zu of %zu "
+			 "2 MiB chunks differ, the first at gpa 0x%llx (the guest "
+			 "runs on the destination)", bad, n, (unsigned long long)gpa);
+	else
+		snprintf(out, len, "ok");
+	free(mine);
+	pthread_mutex_lock(&d->w->lock);
+	snprintf(d->w->verified, sizeof(d->w->verified), "%s", out);
+	pthread_mutex_unlock(&d->w->lock);
+	if (strcmp(out, "ok"))
+		log_warnx("verify %s", out);
+}
+
+/*
+ * In postcopy the source says nothing on the main connection but
+ * PostcopyHashes (with verify): 0 when nothing else came within wait_ms,
+ * else -EPIPE with d->err saying what did (the connection's end, most
+ * often).
+ */
+static int dest_main_watch(struct dest *d, int wait_ms)
 {
 	struct pollfd pfd = { .fd = d->main_fd, .events = POLLIN };
+	Tern__Stream__StreamMsg *m = NULL;
+	int r;
 
-	return poll(&pfd, 1, wait_ms) > 0;
+	if (poll(&pfd, 1, wait_ms) <= 0)
+		return 0;
+	r = stream_msg_recv(d->main_fd, &tern__stream__stream_msg__descriptor,
+			    STREAM_MSG_MAX, deadline_ms(MIGD_IO_TIMEOUT_MS),
+			    (ProtobufCMessage **)&m);
+	if (r < 0) {
+		snprintf(d->err, sizeof(d->err), "the source closed the main "
+			 "connection");
+		return -EPIPE;
+	}
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_HASHES) {
+		r = dest_take_hashes(d, m->postcopy_hashes);
+		if (r < 0)
+			snprintf(d->err, sizeof(d->err), "verify: keeping the "
+				 "source's hashes: %s", strerror(-r));
+	} else {
+		snprintf(d->err, sizeof(d->err), "the source sent message %d "
+			 "during postcopy", m->body_case);
+		r = -EPIPE;
+	}
+	protobuf_c_message_free_unpacked(&m->base, NULL);
+	return r < 0 ? -EPIPE : 0;
 }
 
 /* Until every needed page is placed and every channel ended. */
@@ -1024,11 +1143,10 @@ static int dest_postcopy_run(struct dest *d)
 			pthread_mutex_unlock(&d->w->lock);
 			return dest_link_failed(d, d->err);
 		}
-		if (!left && ended == d->nchan)
+		if (!left && ended == d->nchan && (!d->verify || d->src_hashes))
 			return 0;
-		if (dest_main_gone(d, 100))
-			return dest_link_failed(d, "the source closed the main "
-						"connection");
+		if (dest_main_watch(d, 100) < 0)
+			return dest_link_failed(d, d->err);
 	}
 }
 
@@ -1048,6 +1166,7 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *pc = NULL;
 	Tern__Stream__PostcopyDone done = TERN__STREAM__POSTCOPY_DONE__INIT;
 	Tern__Stream__PostcopyDiscarded ack = TERN__STREAM__POSTCOPY_DISCARDED__INIT;
+	char verified[sizeof(d->w->verified)] = "";
 	unsigned int i;
 	bool late;
 	int r;
@@ -1061,6 +1180,8 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 		r = dest_wait_markers(d, pd);
 	if (r == 0)
 		r = dest_punch_stale(d);
+	if (r == 0 && d->verify)
+		r = dest_hash_held(d);
 	if (r == 0)
 		r = dest_attach(d);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARDED;
@@ -1096,22 +1217,29 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 		chan_rx_join(&d->chan[i]);
 	/* The source first (it then drops the page link), then faultd and
 	 * the vmm let go of the uffd: no page is missing any more.  With
-	 * TERN_FAULT=dest-done-late the other way round, and PostcopyDone
-	 * 300 ms later, as when its segment is lost on the way. */
+	 * verify the other way round: faultd's Detach joins its threads, so
+	 * the hashes it wrote are all there (a channel that found a page
+	 * faultd had just placed may have cleared its needed bit before
+	 * faultd wrote its hash).  With TERN_FAULT=dest-done-late the other
+	 * way round too, and PostcopyDone 300 ms later, as when its segment
+	 * is lost on the way. */
 	late = fault_active("dest-done-late");
-	if (late) {
+	if (late || d->verify)
 		dest_let_go(d);
+	if (late)
 		usleep(300000);
-	}
 	done.pages_pushed = __atomic_load_n(&d->pc.pushed, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&d->w->lock);
 	done.pages_fetched = d->w->pc.pages_on_demand;
 	pthread_mutex_unlock(&d->w->lock);
+	if (d->verify)
+		dest_postcopy_verify(d, verified, sizeof(verified));
+	done.verified = verified;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DONE;
 	m.postcopy_done = &done;
 	if (dest_send(d, &m, "PostcopyDone") < 0)
 		log_warnx("the guest is complete here, but the source was not told");
-	if (!late)
+	if (!late && !d->verify)
 		dest_let_go(d);
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)done.pages_pushed,
@@ -1264,7 +1392,8 @@ int dest_run(struct worker *w)
 	if (d.pc.uffd >= 0)
 		close(d.pc.uffd);
 	if (d.needed)
-		munmap(d.needed, d.needed_bytes);
+		munmap(d.needed, d.needed_map);
+	free(d.src_hashes);
 	if (d.needed_fd >= 0)
 		close(d.needed_fd);
 	if (d.own_listen)

@@ -72,6 +72,7 @@ int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 	req.job = (char *)job;
 	req.pages = pages;
 	req.prefetch = 0;
+	req.hashes = pc->hashes != NULL;
 	r = fault_call(f, "Attach", &req.base, fds, 2, (ProtobufCMessage **)&rep,
 		       &res, err, len);
 	if (r < 0)

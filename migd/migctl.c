@@ -429,6 +429,14 @@ static int job_outcome(const Tern__Migd__JobStatus *js, bool waited,
 			print_status(js);
 		return CLI_OK;
 	}
+	/* Verify after a postcopy switch can only find a difference once
+	 * the guest runs on the destination: the job completed, but the
+	 * proof failed, and a caller must see that. */
+	if (js->state == want && !strncmp(js->verified, "failed", 6)) {
+		cli_errx("%s: migration completed, but verify %s", js->vm,
+			 js->verified);
+		return CLI_FAILED;
+	}
 	if (js->state == want) {
 		if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
 			printf("%s: completed in %s: %s transferred, %llu round%s, "

@@ -421,6 +421,9 @@ struct pc_place {
 	int uffd;
 	uint64_t host[STREAM_MAX_REGIONS];  /* the vmm's addresses of the regions */
 	uint64_t *needed;               /* shared with faultd; cleared atomically */
+	uint64_t *hashes;               /* with verify: a hash per page, shared
+					 * with faultd: what the placer placed */
+	uint64_t zero_hash;             /* ramhash_zero_page() */
 	uint64_t pushed;                /* (A) pages placed from the channels */
 };
 
@@ -468,6 +471,12 @@ void chan_tune_socket(int fd, bool bulk);
 /* Hash the mapped RAM for verify (common/ramhash.h): *ret_n hashes in
  * *ret (free it), or -errno. */
 int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n);
+/* Postcopy verify: each page's hash of the mapped RAM into pages (one per
+ * page, layout order); and the chunk hashes those fold into, as
+ * ram_view_hash would give them for RAM that held those pages. */
+int ram_view_hash_pages(const struct ram_view *v, uint64_t *pages);
+int ram_view_fold(const struct ram_view *v, const uint64_t *pages,
+		  uint64_t **ret, size_t *ret_n);
 /* How fast verify's hashing goes now, bytes/s (ramhash_rate). */
 int ram_view_hash_rate(const struct ram_view *v, uint64_t *rate);
 /* The bytes the RAM memfds hold: what verify reads (ramhash_data). */

@@ -74,6 +74,8 @@ struct source {
 	uint64_t *tosend;               /* pages the destination still needs */
 	struct page_server ps;
 	uint64_t pushed;                /* pages queued by the push */
+	uint64_t *pc_hashes;            /* verify: the stopped RAM's, once hashed */
+	size_t n_pc_hashes;
 	char peer[PATH_MAX];            /* the address dialled: the job's, or
 					 * the one a recovery names */
 	bool fault_extra_done;          /* source-resume-extra-channel, once */
@@ -93,6 +95,17 @@ static int source_send(struct source *s, const ProtobufCMessage *m)
 	r = stream_msg_send(s->main_fd, m, deadline());
 	pthread_mutex_unlock(&s->main_tx);
 	return r;
+}
+
+/* The same, failing the job with what could not be sent. */
+static int source_send_named(struct source *s, const ProtobufCMessage *m,
+			     const char *what)
+{
+	int r = source_send(s, m);
+
+	if (r < 0)
+		return worker_fail(s->w, r, "sending %s: %s", what, strerror(-r));
+	return 0;
 }
 
 /* ---- set-up ------------------------------------------------------------- */
@@ -608,9 +621,9 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 	f.channel_pages = counts;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_SETTLE;
 	m.settle = &f;
-	r = source_send(s, &m.base);
+	r = source_send_named(s, &m.base, "Settle");
 	if (r < 0)
-		return worker_fail(s->w, r, "sending Settle: %s", strerror(-r));
+		return r;
 	r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_SETTLED, "Settled", &ans);
 	if (r < 0)
 		return r;
@@ -693,7 +706,8 @@ static int source_verify_fits(struct source *s)
 {
 	const struct mig_params *p = &s->w->spec->params;
 
-	/* A job that may switch to postcopy ends that way (unverified). */
+	/* A job that may switch to postcopy ends that way, verified
+	 * outside the pause (when postcopy completes). */
 	if (s->verify_ms <= p->downtime_limit_ms ||
 	    p->postcopy == POSTCOPY_POLICY_AUTO ||
 	    (p->timeout_s && p->timeout_action == TIMEOUT_ACTION_POSTCOPY))
@@ -913,12 +927,9 @@ static int source_send_device(struct source *s, uint64_t *hashes, size_t n)
 	d.n_ram_hashes = n;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_DEVICE;
 	m.device = &d;
-	r = source_send(s, &m.base);
+	r = source_send_named(s, &m.base, "the device state");
 	free(d.vm_state.data);
-	if (r < 0)
-		return worker_fail(s->w, r, "sending the device state: %s",
-				   strerror(-r));
-	return 0;
+	return r;
 }
 
 /*
@@ -1088,7 +1099,6 @@ static int source_send_discard(struct source *s)
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__PostcopyDiscard pd = TERN__STREAM__POSTCOPY_DISCARD__INIT;
 	uint64_t counts[STREAM_MAX_CHANNELS];
-	int r;
 
 	source_channel_pages(s, counts);
 	pd.n_channel_pages = s->nchan;
@@ -1097,13 +1107,10 @@ static int source_send_discard(struct source *s)
 	/* x86: the words are little-endian in memory already. */
 	pd.needed.data = (uint8_t *)s->tosend;
 	pd.needed.len = BITMAP_BYTES(s->ram.pages);
+	pd.verify = s->w->spec->params.verify;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD;
 	m.postcopy_discard = &pd;
-	r = source_send(s, &m.base);
-	if (r < 0)
-		return worker_fail(s->w, r, "sending the postcopy discard: %s",
-				   strerror(-r));
-	return 0;
+	return source_send_named(s, &m.base, "the postcopy discard");
 }
 
 /* Step two, the VM stopped: its state and the pages dirtied since. */
@@ -1120,12 +1127,9 @@ static int source_send_postcopy(struct source *s)
 	pc.needed.len = BITMAP_BYTES(s->ram.pages);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY;
 	m.postcopy = &pc;
-	r = source_send(s, &m.base);
+	r = source_send_named(s, &m.base, "the device state");
 	free(pc.vm_state.data);
-	if (r < 0)
-		return worker_fail(s->w, r, "sending the device state: %s",
-				   strerror(-r));
-	return 0;
+	return r;
 }
 
 /* The page link or a channel failed, or the destination went away. */
@@ -1218,6 +1222,33 @@ static int source_push(struct source *s)
 }
 
 /*
+ * Verify in postcopy: once the push ended, the hashes of the RAM stopped
+ * here since the switch (hashed once; sent again after each recovery),
+ * for the destination to compare with what it placed.
+ */
+static int source_send_pc_hashes(struct source *s)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__PostcopyHashes h = TERN__STREAM__POSTCOPY_HASHES__INIT;
+	uint64_t t0 = now_ns();
+	int r;
+
+	if (!s->pc_hashes) {
+		r = ram_view_hash(&s->ram, &s->pc_hashes, &s->n_pc_hashes);
+		if (r < 0)
+			return worker_fail(s->w, r, "verify: hashing the RAM: %s",
+					   strerror(-r));
+		log_info("verify: the stopped RAM hashed in %llu ms",
+			 (unsigned long long)((now_ns() - t0) / 1000000));
+	}
+	h.ram_hashes = s->pc_hashes;
+	h.n_ram_hashes = s->n_pc_hashes;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_HASHES;
+	m.postcopy_hashes = &h;
+	return source_send_named(s, &m.base, "the RAM's hashes");
+}
+
+/*
  * Wait for PostcopyDone, serving page requests meanwhile (their thread).
  * The destination lets faultd close the page link only after it sent
  * PostcopyDone, but the two connections race (a lost segment of main's
@@ -1247,9 +1278,18 @@ static int source_wait_done(struct source *s)
 	}
 	r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DONE,
 			  "PostcopyDone", &done);
-	if (r == 0)
-		protobuf_c_message_free_unpacked(&done->base, NULL);
-	return r;
+	if (r < 0)
+		return r;
+	if (s->w->spec->params.verify) {
+		pthread_mutex_lock(&s->w->lock);
+		snprintf(s->w->verified, sizeof(s->w->verified), "%s",
+			 done->postcopy_done->verified[0] ?
+			 done->postcopy_done->verified :
+			 "not checked: the destination did not say");
+		pthread_mutex_unlock(&s->w->lock);
+	}
+	protobuf_c_message_free_unpacked(&done->base, NULL);
+	return 0;
 }
 
 /* Drop every connection to the destination; the threads on them end. */
@@ -1418,8 +1458,8 @@ static int source_postcopy(struct source *s)
 	pthread_mutex_lock(&w->lock);
 	w->postcopy = true;
 	if (w->spec->params.verify)
-		snprintf(w->verified, sizeof(w->verified), "not checked: the job "
-			 "switched to postcopy");
+		snprintf(w->verified, sizeof(w->verified), "not checked yet: the "
+			 "job switched to postcopy, checked when it completes");
 	pthread_mutex_unlock(&w->lock);
 	log_info("switching to postcopy");
 
@@ -1533,6 +1573,8 @@ static int source_postcopy(struct source *s)
 			r = chan_tx_push(&s->chan[i], &end);
 		for (i = 0; r == 0 && i < s->nchan; i++)
 			r = chan_tx_drain(&s->chan[i]);
+		if (r == 0 && w->spec->params.verify)
+			r = source_send_pc_hashes(s);
 		if (r == 0)
 			r = source_wait_done(s);
 		source_pc_stats(s, 0);
@@ -1665,6 +1707,7 @@ int source_run(struct worker *w)
 	if (s.dirty_on)
 		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
 	free(s.tosend);
+	free(s.pc_hashes);
 	ram_view_unmap(&s.ram);
 	vmm_link_close(&s.vmm);
 	return r;

@@ -242,27 +242,54 @@ uint64_t ram_view_data_bytes(const struct ram_view *v)
 	return ramhash_data(r, ram_view_regions(v, r));
 }
 
-int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n)
+/*
+ * Chunk hashes of the RAM into *ret (*ret_n of them): folded from page
+ * hashes `from` if given, else read from the mapped RAM, each page's hash
+ * also into `pages` if given.
+ */
+static int view_chunks(const struct ram_view *v, const uint64_t *from,
+		       uint64_t *pages, uint64_t **ret, size_t *ret_n)
 {
 	struct ramhash_region r[STREAM_MAX_REGIONS];
-	uint64_t n = 0, *out;
+	uint64_t n = 0, *out, sizes[STREAM_MAX_REGIONS];
 	unsigned int i;
-	int e;
+	int e = 0;
 
 	ram_view_regions(v, r);
-	for (i = 0; i < v->n; i++)
+	for (i = 0; i < v->n; i++) {
 		n += ramhash_chunks(v->r[i].size);
+		sizes[i] = v->r[i].size;
+	}
 	out = calloc(n ? n : 1, sizeof(*out));
 	if (!out)
 		return -ENOMEM;
-	e = ramhash_compute(r, v->n, cpus_online(), out);
-	if (e < 0) {
+	if (from)
+		ramhash_fold_pages(from, sizes, v->n, out);
+	else
+		e = ramhash_compute_pages(r, v->n, cpus_online(), out, pages);
+	if (e < 0 || !ret) {
 		free(out);
 		return e;
 	}
 	*ret = out;
 	*ret_n = n;
 	return 0;
+}
+
+int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n)
+{
+	return view_chunks(v, NULL, NULL, ret, ret_n);
+}
+
+int ram_view_hash_pages(const struct ram_view *v, uint64_t *pages)
+{
+	return view_chunks(v, NULL, pages, NULL, NULL);
+}
+
+int ram_view_fold(const struct ram_view *v, const uint64_t *pages,
+		  uint64_t **ret, size_t *ret_n)
+{
+	return view_chunks(v, pages, NULL, ret, ret_n);
 }
 
 int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,

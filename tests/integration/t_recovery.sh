@@ -5,7 +5,8 @@
 # five times at random points; both sides go postcopy-paused keeping
 # everything, and 'migctl recover' brings them back, alternately on the
 # same port and on a new one.  The migration completes, the memory check
-# passes, the guest's heartbeats go on after each recovery.  Also: a
+# passes, verify finds the RAM as the source left it, the guest's
+# heartbeats go on after each recovery.  Also: a
 # recovery aimed at a wrong address fails and leaves the job paused, as
 # does one whose Resume announces more ram channels than the job has;
 # 'migctl pause' forces the paused state; and a cancel signal that
@@ -44,7 +45,7 @@ recover() {
 five_cuts() {
 	local src=$1 dst=$2 cap=${3:-4M} i port out
 	incoming "$dst"
-	postcopy_on_request "$src" --max-bandwidth "$cap" --channels 2
+	postcopy_on_request "$src" --max-bandwidth "$cap" --channels 2 --verify
 	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
 	for i in 1 2 3 4 5; do
 		sleep "0.$((RANDOM % 7 + 2))"   # a random point in the postcopy
@@ -64,6 +65,9 @@ five_cuts() {
 	[ "$(echo "$out" | jget recoveries)" = 5 ] || fail "$src: recoveries: $out"
 	wait_until 30 job_is "$dst" completed || fail "$dst: $(migctl status "$dst")"
 	[ "$(job_get "$dst" recoveries)" = 5 ] || fail "$dst: $(migctl --json status "$dst")"
+	# verify: the page hashes taken before and after each recovery
+	[ "$(echo "$out" | jget verified)" = ok ] || fail "$src: verify: $out"
+	[ "$(job_get "$dst" verified)" = ok ] || fail "$dst: verify: $(job_get "$dst" verified)"
 	wait_progress "$dst" 0
 	vmmctl check "$dst" || fail "$dst: memory check after 5 recoveries"
 	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
