@@ -404,16 +404,37 @@ scenario_p_faults() {
 # that after the switch it also touches pages that are holes on both
 # sides: local faults, which faultd serves alone (UFFDIO_ZEROPAGE).  It
 # switches as soon as the job is active (in round 1).
-scenario_p_pause() {	# SIZE
-	local size=$1 run=p-pause-$1 ok pause zf z50 z99
-	say "scenario $run: $size guest filling fresh memory, postcopy on request after 2 s"
+# With "verify" as well: the pause must not grow (the destination hashes
+# what it holds before the pause, the source its RAM after the push);
+# the row gives both hashing times, from migd's log.
+scenario_p_pause() {	# SIZE [verify]
+	local size=$1 run=p-pause-$1${2:+-$2} ok pause zf z50 z99 v held stopped
+	say "scenario $run: $size guest filling fresh memory, postcopy on request after 2 s${2:+, with --verify}"
 	start_vmm qs --memory "$size" --vcpus 1 --test-guest fill --guest-rate 20000 --heartbeat 200
 	wait_until 60 pages_at_least qs 0 20000 || die "qs: the guest does not run"
 	start_vmm qd --memory "$size" --vcpus 1 --incoming
 	postcopy_after qs 0 &
 	PIDS+=($!)
-	postcopy_migrate "$run" qs qd --channels 2 --max-bandwidth 200M --downtime-limit 1
+	# (verify under a 1 ms limit is taken only by a job that may switch
+	# to postcopy by itself: migd(8), Verify)
+	postcopy_migrate "$run" qs qd --channels 2 --max-bandwidth 200M --downtime-limit 1 \
+		${2:+--verify --postcopy auto}
 	jget pause "$FINAL" pause_us
+	if [ -n "${2:-}" ]; then
+		jget v "$FINAL" verified
+		[ "$v" = ok ] || die "$run: verify: $v"
+		held=$(sed -n 's/.*verify: the RAM held at the switch hashed in \([0-9]*\) ms.*/\1/p' \
+			"$RUNDIR/migd.log" | tail -n 1)
+		stopped=$(sed -n 's/.*verify: the stopped RAM hashed in \([0-9]*\) ms.*/\1/p' \
+			"$RUNDIR/migd.log" | tail -n 1)
+		ok=0
+		[ "${pause:-0}" -gt 0 ] && [ "$pause" -lt "$T_P_PAUSE_US" ] && ok=1
+		record "$run" p 2 "$(tcp_limit 2)" "$(pass_miss "$ok")" "$size fill, postcopy, verify"
+		row "p guest pause, $size, --verify" "pause $pause us, verified ok; hashing ${held:-?} ms before the switch (destination), ${stopped:-?} ms after the push (source)" \
+		    "-" "-" "< $((T_P_PAUSE_US / 1000)) ms" "$(pass_miss "$ok")" \
+		    "neither hashing is inside the pause: the destination's delays the switch, the source's the end"
+		return
+	fi
 	jget zf "$DEST_S" zero_faults; jget z50 "$DEST_S" zero_latency_p50_us
 	jget z99 "$DEST_S" zero_latency_p99_us
 	ok=0
@@ -481,6 +502,7 @@ for sc in $SCENARIOS; do
 		scenario_p_faults
 		scenario_p_pause 1G
 		scenario_p_pause 8G
+		scenario_p_pause 8G verify
 		;;
 	*) die "unknown scenario '$sc' (a, b, c or p)" ;;
 	esac
