@@ -857,15 +857,20 @@ static uint64_t source_in_flight(const struct source *s)
  * still move.  Once they stopped moving, the destination has
  * MIGD_STALL_TIMEOUT_MS of its own (it refuses when nothing arrives that
  * long; a relay may have taken bytes it did not deliver yet) and
- * MIGD_IO_TIMEOUT_MS more to say so.
+ * MIGD_IO_TIMEOUT_MS more to say so; with verify, also twice what
+ * hashing the RAM on both hosts is expected to take (the destination
+ * hashes what it holds before it answers).
  */
 static int source_await(struct source *s, const char *what)
 {
 	struct pollfd pfd = { .fd = s->main_fd, .events = POLLIN };
-	const uint64_t quiet = (MIGD_STALL_TIMEOUT_MS + MIGD_IO_TIMEOUT_MS) *
-			       1000000ULL;
-	uint64_t limit = now_ns() + quiet, held, seen = UINT64_MAX;
+	uint64_t quiet, limit, held, seen = UINT64_MAX;
 	int r;
+
+	source_verify_estimate(s);
+	quiet = (MIGD_STALL_TIMEOUT_MS + MIGD_IO_TIMEOUT_MS +
+		 (s->w->spec->params.verify ? 2 * s->verify_ms : 0)) * 1000000ULL;
+	limit = now_ns() + quiet;
 
 	for (;;) {
 		r = poll_until(&pfd, 1, now_ns() + 200000000ULL);
