@@ -642,6 +642,11 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 		d->pc.hashes = (uint64_t *)((uint8_t *)d->needed +
 					    ramhash_table_offset(d->needed_bytes));
 		d->pc.zero_hash = ramhash_zero_page();
+		pthread_mutex_lock(&d->w->lock);
+		snprintf(d->w->verified, sizeof(d->w->verified), "not checked "
+			 "yet: the job switched to postcopy, checked when it "
+			 "completes");
+		pthread_mutex_unlock(&d->w->lock);
 	}
 	return 0;
 }

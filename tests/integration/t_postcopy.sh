@@ -47,6 +47,10 @@ incoming g
 # With --verify: what g held at the switch, and each page placed since,
 # must hash as f's stopped RAM does.
 postcopy_on_request f --max-bandwidth 16M --channels 2 --verify
+wait_until 30 both_active f g || fail "no postcopy: $(migctl status f)"
+# 128 MiB at 16 MB/s: postcopy lasts seconds, the check comes at its end
+case $(job_get g verified) in "not checked yet: "*) ;;
+*) fail "g: verify during postcopy: $(job_get g verified)" ;; esac
 out=$(migctl --json status f --watch) || fail "f: $out"
 check_done f g "$out"
 [ "$(job_get g pages_on_demand)" -gt 0 ] || fail "g: nothing on demand"
