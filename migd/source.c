@@ -1106,6 +1106,9 @@ static int source_send_discard(struct source *s)
 	uint64_t counts[STREAM_MAX_CHANNELS];
 
 	source_channel_pages(s, counts);
+	/* TERN_FAULT=source-discard-undercount: a miscounting source. */
+	if (fault_active("source-discard-undercount") && counts[0])
+		counts[0]--;
 	pd.n_channel_pages = s->nchan;
 	pd.channel_pages = counts;
 	pd.pages = s->ram.pages;
