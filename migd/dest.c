@@ -54,7 +54,6 @@ struct dest {
 	size_t needed_bytes;
 	size_t needed_map;              /* mapped: the bitmap and, with verify,
 					 * the page hashes (pc.hashes) */
-	bool verify;                    /* the source asked for it at the switch */
 	uint64_t *src_hashes;           /* PostcopyHashes, once it came */
 	size_t n_src_hashes;
 	struct fault_link fl;
@@ -65,6 +64,12 @@ struct dest {
 	char listen[PATH_MAX];          /* ... on this address */
 	bool recovering;                /* a main connection must be this job's */
 };
+
+/* In postcopy: the job verifies (PostcopyDiscard said so). */
+static bool verifies(const struct dest *d)
+{
+	return d->pc.hashes != NULL;
+}
 
 static uint64_t deadline_ms(unsigned int ms)
 {
@@ -619,9 +624,8 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 				   (unsigned long long)pc->pages, pc->needed.len,
 				   pc->n_channel_pages, (unsigned long long)pages,
 				   d->nchan);
-	d->verify = pc->verify;
 	d->needed_bytes = BITMAP_BYTES(pages);
-	d->needed_map = d->verify ? ramhash_table_offset(d->needed_bytes) +
+	d->needed_map = pc->verify ? ramhash_table_offset(d->needed_bytes) +
 				    pages * 8 : d->needed_bytes;
 	d->needed_fd = memfd_create("tern-needed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (d->needed_fd < 0 || ftruncate(d->needed_fd, d->needed_map) < 0)
@@ -638,7 +642,7 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 	if (pages % 64)
 		d->needed[pages / 64] &= (1ULL << (pages % 64)) - 1;
 	d->pc.needed = d->needed;
-	if (d->verify) {
+	if (pc->verify) {
 		d->pc.hashes = (uint64_t *)((uint8_t *)d->needed +
 					    ramhash_table_offset(d->needed_bytes));
 		d->pc.zero_hash = ramhash_zero_page();
@@ -1148,7 +1152,7 @@ static int dest_postcopy_run(struct dest *d)
 			pthread_mutex_unlock(&d->w->lock);
 			return dest_link_failed(d, d->err);
 		}
-		if (!left && ended == d->nchan && (!d->verify || d->src_hashes))
+		if (!left && ended == d->nchan && (!verifies(d) || d->src_hashes))
 			return 0;
 		if (dest_main_watch(d, 100) < 0)
 			return dest_link_failed(d, d->err);
@@ -1185,7 +1189,7 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 		r = dest_wait_markers(d, pd);
 	if (r == 0)
 		r = dest_punch_stale(d);
-	if (r == 0 && d->verify)
+	if (r == 0 && verifies(d))
 		r = dest_hash_held(d);
 	if (r == 0)
 		r = dest_attach(d);
@@ -1229,7 +1233,7 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 	 * way round too, and PostcopyDone 300 ms later, as when its segment
 	 * is lost on the way. */
 	late = fault_active("dest-done-late");
-	if (late || d->verify)
+	if (late || verifies(d))
 		dest_let_go(d);
 	if (late)
 		usleep(300000);
@@ -1237,14 +1241,14 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 	pthread_mutex_lock(&d->w->lock);
 	done.pages_fetched = d->w->pc.pages_on_demand;
 	pthread_mutex_unlock(&d->w->lock);
-	if (d->verify)
+	if (verifies(d))
 		dest_postcopy_verify(d, verified, sizeof(verified));
 	done.verified = verified;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DONE;
 	m.postcopy_done = &done;
 	if (dest_send(d, &m, "PostcopyDone") < 0)
 		log_warnx("the guest is complete here, but the source was not told");
-	if (!late && !d->verify)
+	if (!late && !verifies(d))
 		dest_let_go(d);
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)done.pages_pushed,
