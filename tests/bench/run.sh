@@ -420,6 +420,9 @@ scenario_p_pause() {	# SIZE [verify]
 	postcopy_migrate "$run" qs qd --channels 2 --max-bandwidth 200M --downtime-limit 1 \
 		${2:+--verify --postcopy auto}
 	jget pause "$FINAL" pause_us
+	ok=0
+	[ "${pause:-0}" -gt 0 ] && [ "$pause" -lt "$T_P_PAUSE_US" ] && ok=1
+	record "$run" p 2 "$(tcp_limit 2)" "$(pass_miss "$ok")" "$size fill, postcopy${2:+, $2}"
 	if [ -n "${2:-}" ]; then
 		jget v "$FINAL" verified
 		[ "$v" = ok ] || die "$run: verify: $v"
@@ -427,9 +430,6 @@ scenario_p_pause() {	# SIZE [verify]
 			"$RUNDIR/migd.log" | tail -n 1)
 		stopped=$(sed -n 's/.*verify: the stopped RAM hashed in \([0-9]*\) ms.*/\1/p' \
 			"$RUNDIR/migd.log" | tail -n 1)
-		ok=0
-		[ "${pause:-0}" -gt 0 ] && [ "$pause" -lt "$T_P_PAUSE_US" ] && ok=1
-		record "$run" p 2 "$(tcp_limit 2)" "$(pass_miss "$ok")" "$size fill, postcopy, verify"
 		row "p guest pause, $size, --verify" "pause $pause us, verified ok; hashing ${held:-?} ms before the switch (destination), ${stopped:-?} ms after the push (source)" \
 		    "-" "-" "< $((T_P_PAUSE_US / 1000)) ms" "$(pass_miss "$ok")" \
 		    "neither hashing is inside the pause: the destination's delays the switch, the source's the end"
@@ -437,9 +437,6 @@ scenario_p_pause() {	# SIZE [verify]
 	fi
 	jget zf "$DEST_S" zero_faults; jget z50 "$DEST_S" zero_latency_p50_us
 	jget z99 "$DEST_S" zero_latency_p99_us
-	ok=0
-	[ "${pause:-0}" -gt 0 ] && [ "$pause" -lt "$T_P_PAUSE_US" ] && ok=1
-	record "$run" p 2 "$(tcp_limit 2)" "$(pass_miss "$ok")" "$size fill, postcopy"
 	row "p guest pause, $size" "pause ${pause:-?} us (stop to resumed on the destination), total $D_total_ms ms" \
 	    "-" "-" "< $((T_P_PAUSE_US / 1000)) ms" "$(pass_miss "$ok")"
 	row "p local fault by faultd, $size" "${zf:-0} faults on zero pages: p50 ${z50:-?} us, p99 ${z99:-?} us" \
