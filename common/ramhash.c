@@ -126,7 +126,8 @@ static int extents_find(const struct ramhash_region *r, struct extents *e)
 }
 
 /* One chunk: pages inside data extents are read, the rest are zero.
- * Each page's hash also goes to pages[offset / RAMHASH_PAGE] if asked. */
+ * Each data page's table entry also goes to pages[offset / RAMHASH_PAGE]
+ * if asked (a hole's stays 0, see ramhash.h). */
 static uint64_t hash_chunk(const struct ramhash_region *r, const struct extents *e,
 			   uint64_t start, uint64_t end, uint64_t zero_hash,
 			   uint64_t *pages)
@@ -149,17 +150,14 @@ static uint64_t hash_chunk(const struct ramhash_region *r, const struct extents 
 
 		ds = ds < off ? off : ds > end ? end : ds;
 		de = de > end ? end : de;
-		for (; off < ds; off += RAMHASH_PAGE) {
+		for (; off < ds; off += RAMHASH_PAGE)
 			h = ramhash_fold(h, zero_hash);
-			if (pages)
-				pages[off / RAMHASH_PAGE] = zero_hash;
-		}
 		for (; off < de; off += RAMHASH_PAGE) {
 			uint64_t ph = ramhash_page(r->host + off);
 
 			h = ramhash_fold(h, ph);
 			if (pages)
-				pages[off / RAMHASH_PAGE] = ph;
+				pages[off / RAMHASH_PAGE] = ph ^ zero_hash;
 		}
 	}
 	return h;
@@ -246,7 +244,7 @@ int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 void ramhash_fold_pages(const uint64_t *pages, const uint64_t *sizes,
 			unsigned int nregions, uint64_t *out)
 {
-	uint64_t off, h, end;
+	uint64_t off, h, end, zero = ramhash_zero_page();
 	unsigned int k;
 
 	for (k = 0; k < nregions; k++) {
@@ -254,7 +252,7 @@ void ramhash_fold_pages(const uint64_t *pages, const uint64_t *sizes,
 			end = off + RAMHASH_CHUNK < sizes[k] ? off + RAMHASH_CHUNK :
 			      sizes[k];
 			for (h = K3; off < end; off += RAMHASH_PAGE)
-				h = ramhash_fold(h, *pages++);
+				h = ramhash_fold(h, *pages++ ^ zero);
 			*out++ = h;
 		}
 	}

@@ -37,21 +37,28 @@ uint64_t ramhash_chunks(uint64_t size);
  */
 int ramhash_compute(const struct ramhash_region *r, unsigned int nregions,
 		    unsigned int nthreads, uint64_t *out);
-/* The same, and each page's hash into pages (room for every page of the
- * regions, in layout order). */
+/*
+ * A page-hash table has one entry per page of the regions, in layout
+ * order: the page's hash XOR the zero page's hash.  So a zero page's
+ * entry is 0, and a zeroed table (a fresh memfd) describes all-zero RAM
+ * with no entry written: holes cost nothing, as in hashing.
+ *
+ * ramhash_compute_pages: as ramhash_compute, and the entries of the pages
+ * that hold data into pages (zeroed by the caller: a hole's entry is not
+ * written).
+ */
 int ramhash_compute_pages(const struct ramhash_region *r, unsigned int nregions,
 			  unsigned int nthreads, uint64_t *out, uint64_t *pages);
 /*
  * The chunk hashes (as ramhash_compute gives them) of regions of sizes[k]
- * bytes whose pages hashed as pages[] (every page, in layout order): what
- * a side that hashed each page on its own, as it placed it, compares.
+ * bytes whose page-hash table is pages: what a side that hashed each page
+ * on its own, as it placed it, compares.
  */
 void ramhash_fold_pages(const uint64_t *pages, const uint64_t *sizes,
 			unsigned int nregions, uint64_t *out);
 /*
- * Postcopy verify shares the page hashes with faultd in the needed
- * bitmap's memfd (faultd.proto): they start at this offset, one uint64
- * per page.
+ * Postcopy verify shares a page-hash table with faultd in the needed
+ * bitmap's memfd (faultd.proto): it starts at this offset.
  */
 static inline uint64_t ramhash_table_offset(uint64_t bitmap_bytes)
 {

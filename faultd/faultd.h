@@ -93,8 +93,10 @@ struct session {
 	uint64_t pages;
 	uint64_t *needed;               /* the shared bitmap: atomic access only */
 	size_t needed_bytes;            /* ... and with the hashes, mapped */
-	uint64_t *hashes;               /* verify: a hash per page, written by
-					 * its placer (link.c), or NULL */
+	uint64_t *hashes;               /* verify: a page-hash table (ramhash.h),
+					 * written by each page's placer
+					 * (link.c), or NULL */
+	uint64_t zero_hash;             /* ramhash_zero_page(), with hashes */
 	uint32_t prefetch;
 	int wake_fd;                    /* eventfd: ends the fault thread */
 	pthread_t fault_thread;

@@ -505,9 +505,11 @@ int session_start(const struct session_attach *a, struct session **ret,
 		snprintf(err, len, "cannot map the needed bitmap: %s", strerror(-r));
 		goto fail;
 	}
-	if (a->hashes)
+	if (a->hashes) {
 		s->hashes = (uint64_t *)((uint8_t *)s->needed +
 					 ramhash_table_offset(BITMAP_BYTES(a->pages)));
+		s->zero_hash = ramhash_zero_page();
+	}
 	s->requested = calloc(BITMAP_WORDS(a->pages), 8);
 	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!s->requested || s->wake_fd < 0) {

@@ -560,8 +560,8 @@ static bool page_needed(const struct chan_rx *c, unsigned int region, uint64_t o
 	       (1ULL << (p % 64));
 }
 
-/* With verify: the hashes of n pages this channel placed at off, from
- * src (NULL: zero pages), before their needed bits clear. */
+/* With verify: the hash-table entries of n pages this channel placed at
+ * off, from src (NULL: zero pages), before their needed bits clear. */
 static void page_hashed(struct chan_rx *c, unsigned int region, uint64_t off,
 			const uint8_t *src, uint64_t n)
 {
@@ -570,8 +570,8 @@ static void page_hashed(struct chan_rx *c, unsigned int region, uint64_t off,
 	if (!c->pc->hashes)
 		return;
 	for (i = 0; i < n; i++)
-		c->pc->hashes[p + i] = src ? ramhash_page(src + i * STREAM_PAGE) :
-				       c->pc->zero_hash;
+		c->pc->hashes[p + i] = src ? ramhash_page(src + i * STREAM_PAGE) ^
+				       c->pc->zero_hash : 0;
 }
 
 static void page_placed(struct chan_rx *c, unsigned int region, uint64_t off,

@@ -421,8 +421,9 @@ struct pc_place {
 	int uffd;
 	uint64_t host[STREAM_MAX_REGIONS];  /* the vmm's addresses of the regions */
 	uint64_t *needed;               /* shared with faultd; cleared atomically */
-	uint64_t *hashes;               /* with verify: a hash per page, shared
-					 * with faultd: what the placer placed */
+	uint64_t *hashes;               /* with verify: a page-hash table
+					 * (ramhash.h), shared with faultd:
+					 * what the placer placed */
 	uint64_t zero_hash;             /* ramhash_zero_page() */
 	uint64_t pushed;                /* (A) pages placed from the channels */
 };

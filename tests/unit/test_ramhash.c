@@ -2,9 +2,10 @@
 /*
  * Unit tests for common/ramhash.c: a hole hashes like a zero page, one
  * changed byte changes its chunk's hash only, ramhash_data counts the
- * data a memfd holds and ramhash_rate times only that, page hashes taken
- * one by one (as postcopy's placers take them) fold into the same chunk
- * hashes across two regions, the last chunk short.
+ * data a memfd holds and ramhash_rate times only that, page-hash tables
+ * (written one page at a time, as postcopy's placers do; holes left 0)
+ * fold into the same chunk hashes across two regions, the last chunk
+ * short.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -122,20 +123,29 @@ static void test_pages_fold(void **state)
 	struct mem a = mem_new(), b = mem_new();
 	struct ramhash_region r[2] = { { a.host, sizes[0], a.fd },
 				       { b.host, sizes[1], b.fd } };
-	uint64_t i, n = sizes[0] / RAMHASH_PAGE;
+	uint64_t i, n = sizes[0] / RAMHASH_PAGE, zero = ramhash_zero_page();
 
 	memset(a.host + RAMHASH_CHUNK / 2, 0x33, RAMHASH_CHUNK);
 	b.host[RAMHASH_CHUNK + 5] = 1;          /* the short last chunk */
-	memset(pages, 0xee, sizeof(pages));
+	memset(pages, 0, sizeof(pages));
+	pages[1] = 0xee;        /* a hole's entry is left as it is */
 	assert_int_equal(ramhash_compute(r, 2, 2, direct), 0);
 	assert_int_equal(ramhash_compute_pages(r, 2, 2, with, pages), 0);
 	assert_memory_equal(direct, with, sizeof(direct));
-	/* every page's own hash, holes as zero pages */
+	assert_true(pages[1] == 0xee);
+	pages[1] = 0;
+	/* every data page's own hash XOR the zero page's; holes 0 */
 	for (i = 0; i < n; i++)
-		assert_true(pages[i] == ramhash_page(a.host + i * RAMHASH_PAGE));
+		assert_true(pages[i] == (ramhash_page(a.host + i * RAMHASH_PAGE) ^ zero));
 	for (i = 0; i < sizes[1] / RAMHASH_PAGE; i++)
-		assert_true(pages[n + i] == ramhash_page(b.host + i * RAMHASH_PAGE));
-	assert_true(pages[0] == ramhash_zero_page());
+		assert_true(pages[n + i] == (ramhash_page(b.host + i * RAMHASH_PAGE) ^ zero));
+	ramhash_fold_pages(pages, sizes, 2, folded);
+	assert_memory_equal(direct, folded, sizeof(direct));
+	/* a zeroed table is all-zero RAM */
+	memset(pages, 0, sizeof(pages));
+	memset(a.host, 0, SIZE);
+	memset(b.host, 0, sizes[1]);
+	assert_int_equal(ramhash_compute(r, 2, 2, direct), 0);
 	ramhash_fold_pages(pages, sizes, 2, folded);
 	assert_memory_equal(direct, folded, sizeof(direct));
 	/* one page hashed from other data: its chunk only */
