@@ -76,11 +76,24 @@ uint64_t ramhash_fold(uint64_t acc, uint64_t h)
 	return mix(acc ^ h) + K1;
 }
 
+/* Hashed once (a zero page's hash is never 0: mix() of a nonzero value
+ * would have to land there); any thread may be first. */
 uint64_t ramhash_zero_page(void)
 {
 	static const uint8_t zero[RAMHASH_PAGE];
+	static uint64_t h;
+	uint64_t v = __atomic_load_n(&h, __ATOMIC_RELAXED);
 
-	return ramhash_page(zero);
+	if (!v) {
+		v = ramhash_page(zero);
+		__atomic_store_n(&h, v, __ATOMIC_RELAXED);
+	}
+	return v;
+}
+
+uint64_t ramhash_entry(const uint8_t *page)
+{
+	return page ? ramhash_page(page) ^ ramhash_zero_page() : 0;
 }
 
 /* Data extents of a memfd, found once: [start, end) pairs in order. */

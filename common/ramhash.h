@@ -25,6 +25,9 @@ struct ramhash_region {
 
 uint64_t ramhash_page(const uint8_t *page);
 uint64_t ramhash_zero_page(void);
+/* A page-hash table's entry (below) for the page's data; NULL: a zero
+ * page's, 0. */
+uint64_t ramhash_entry(const uint8_t *page);
 /* Any bytes (used for the migration stream's packet sums too). */
 uint64_t ramhash_buf(const void *buf, size_t len);
 /* Fold hashes in order: fold(fold(0, h1), h2) and so on. */
@@ -58,11 +61,17 @@ void ramhash_fold_pages(const uint64_t *pages, const uint64_t *sizes,
 			unsigned int nregions, uint64_t *out);
 /*
  * Postcopy verify shares a page-hash table with faultd in the needed
- * bitmap's memfd (faultd.proto): it starts at this offset.
+ * bitmap's memfd (faultd.proto): it starts at this offset, and the memfd
+ * is then ramhash_shared_size() bytes.
  */
 static inline uint64_t ramhash_table_offset(uint64_t bitmap_bytes)
 {
 	return (bitmap_bytes + 4095) & ~4095ULL;
+}
+
+static inline uint64_t ramhash_shared_size(uint64_t bitmap_bytes, uint64_t pages)
+{
+	return ramhash_table_offset(bitmap_bytes) + pages * sizeof(uint64_t);
 }
 /* The bytes hashing would read: what the memfds hold (holes cost next to
  * nothing); a region without a memfd counts whole. */

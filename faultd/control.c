@@ -90,7 +90,7 @@ static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
 	struct stat st;
 
 	if (hashes)
-		size = ramhash_table_offset(size) + pages * 8;
+		size = ramhash_shared_size(size, pages);
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return rpc_call_errorf(call, EINVAL,

@@ -96,7 +96,6 @@ struct session {
 	uint64_t *hashes;               /* verify: a page-hash table (ramhash.h),
 					 * written by each page's placer
 					 * (link.c), or NULL */
-	uint64_t zero_hash;             /* ramhash_zero_page(), with hashes */
 	uint32_t prefetch;
 	int wake_fd;                    /* eventfd: ends the fault thread */
 	pthread_t fault_thread;

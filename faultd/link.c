@@ -73,8 +73,7 @@ static int link_place(struct session *s, uint64_t dst, const uint8_t *src,
 		/* With verify: what we placed, hashed before the needed
 		 * bits clear (link_placed_locked). */
 		for (i = 0; s->hashes && i < done / STREAM_PAGE; i++)
-			s->hashes[page + i] = ramhash_page(src + i * STREAM_PAGE) ^
-					      s->zero_hash;
+			s->hashes[page + i] = ramhash_entry(src + i * STREAM_PAGE);
 		copied += done / STREAM_PAGE;
 		page += done / STREAM_PAGE;
 		dst += done;

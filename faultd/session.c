@@ -495,7 +495,7 @@ int session_start(const struct session_attach *a, struct session **ret,
 	s->link_gen = 1;
 	s->needed_bytes = BITMAP_BYTES(a->pages);
 	if (a->hashes)
-		s->needed_bytes = ramhash_table_offset(s->needed_bytes) + a->pages * 8;
+		s->needed_bytes = ramhash_shared_size(s->needed_bytes, a->pages);
 	s->needed = mmap(NULL, s->needed_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 			 a->needed_fd, 0);
 	close(a->needed_fd);
@@ -505,11 +505,9 @@ int session_start(const struct session_attach *a, struct session **ret,
 		snprintf(err, len, "cannot map the needed bitmap: %s", strerror(-r));
 		goto fail;
 	}
-	if (a->hashes) {
+	if (a->hashes)
 		s->hashes = (uint64_t *)((uint8_t *)s->needed +
 					 ramhash_table_offset(BITMAP_BYTES(a->pages)));
-		s->zero_hash = ramhash_zero_page();
-	}
 	s->requested = calloc(BITMAP_WORDS(a->pages), 8);
 	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!s->requested || s->wake_fd < 0) {

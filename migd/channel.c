@@ -570,8 +570,8 @@ static void page_hashed(struct chan_rx *c, unsigned int region, uint64_t off,
 	if (!c->pc->hashes)
 		return;
 	for (i = 0; i < n; i++)
-		c->pc->hashes[p + i] = src ? ramhash_page(src + i * STREAM_PAGE) ^
-				       c->pc->zero_hash : 0;
+		c->pc->hashes[p + i] = ramhash_entry(src ? src + i * STREAM_PAGE :
+						     NULL);
 }
 
 static void page_placed(struct chan_rx *c, unsigned int region, uint64_t off,

@@ -54,8 +54,7 @@ struct dest {
 	size_t needed_bytes;
 	size_t needed_map;              /* mapped: the bitmap and, with verify,
 					 * the page hashes (pc.hashes) */
-	uint64_t *src_hashes;           /* PostcopyHashes, once it came */
-	size_t n_src_hashes;
+	Tern__Stream__StreamMsg *hashes_msg;  /* PostcopyHashes, once it came */
 	struct fault_link fl;
 	bool attached;                  /* faultd serves this VM's faults */
 	/* postcopy recovery */
@@ -625,8 +624,8 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 				   pc->n_channel_pages, (unsigned long long)pages,
 				   d->nchan);
 	d->needed_bytes = BITMAP_BYTES(pages);
-	d->needed_map = pc->verify ? ramhash_table_offset(d->needed_bytes) +
-				    pages * 8 : d->needed_bytes;
+	d->needed_map = pc->verify ? ramhash_shared_size(d->needed_bytes, pages) :
+		        d->needed_bytes;
 	d->needed_fd = memfd_create("tern-needed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (d->needed_fd < 0 || ftruncate(d->needed_fd, d->needed_map) < 0)
 		return worker_fail(d->w, errno, "the needed-pages bitmap: %s",
@@ -645,7 +644,6 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 	if (pc->verify) {
 		d->pc.hashes = (uint64_t *)((uint8_t *)d->needed +
 					    ramhash_table_offset(d->needed_bytes));
-		d->pc.zero_hash = ramhash_zero_page();
 		pthread_mutex_lock(&d->w->lock);
 		snprintf(d->w->verified, sizeof(d->w->verified), "not checked "
 			 "yet: the job switched to postcopy, checked when it "
@@ -1035,20 +1033,6 @@ static int dest_hash_held(struct dest *d)
 	return 0;
 }
 
-/* PostcopyHashes: kept (a recovery sends them again) until compared. */
-static int dest_take_hashes(struct dest *d, const Tern__Stream__PostcopyHashes *h)
-{
-	uint64_t *v = malloc((h->n_ram_hashes ? h->n_ram_hashes : 1) * 8);
-
-	if (!v)
-		return -ENOMEM;
-	memcpy(v, h->ram_hashes, h->n_ram_hashes * 8);
-	free(d->src_hashes);
-	d->src_hashes = v;
-	d->n_src_hashes = h->n_ram_hashes;
-	return 0;
-}
-
 /*
  * Verify, the end: the hashes of what was held at the switch and of each
  * page placed since, folded into chunks, against the stopped source's.
@@ -1057,6 +1041,7 @@ static int dest_take_hashes(struct dest *d, const Tern__Stream__PostcopyHashes *
  */
 static void dest_postcopy_verify(struct dest *d, char *out, size_t len)
 {
+	const Tern__Stream__PostcopyHashes *src = d->hashes_msg->postcopy_hashes;
 	uint64_t *mine = NULL, gpa;
 	size_t n = 0, bad;
 	int r;
@@ -1067,10 +1052,10 @@ static void dest_postcopy_verify(struct dest *d, char *out, size_t len)
 	r = ram_view_fold(&d->ram, d->pc.hashes, &mine, &n);
 	if (r < 0)
 		snprintf(out, len, "not checked: %s", strerror(-r));
-	else if (n != d->n_src_hashes)
+	else if (n != src->n_ram_hashes)
 		snprintf(out, len, "failed after the postcopy switch: %zu RAM "
-			 "hashes from the source, %zu here", d->n_src_hashes, n);
-	else if ((bad = dest_compare(d, mine, d->src_hashes, n, &gpa)))
+			 "hashes from the source, %zu here", src->n_ram_hashes, n);
+	else if ((bad = dest_compare(d, mine, src->ram_hashes, n, &gpa)))
 		snprintf(out, len, "failed after the postcopy switch: %zu of %zu "
 			 "2 MiB chunks differ, the first at gpa 0x%llx (the guest "
 			 "runs on the destination)", bad, n, (unsigned long long)gpa);
@@ -1086,9 +1071,9 @@ static void dest_postcopy_verify(struct dest *d, char *out, size_t len)
 
 /*
  * In postcopy the source says nothing on the main connection but
- * PostcopyHashes (with verify): 0 when nothing else came within wait_ms,
- * else -EPIPE with d->err saying what did (the connection's end, most
- * often).
+ * PostcopyHashes (with verify; kept until compared, the latest after a
+ * recovery): 0 when nothing else came within wait_ms, else -EPIPE with
+ * d->err saying what did (the connection's end, most often).
  */
 static int dest_main_watch(struct dest *d, int wait_ms)
 {
@@ -1107,17 +1092,15 @@ static int dest_main_watch(struct dest *d, int wait_ms)
 		return -EPIPE;
 	}
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_HASHES) {
-		r = dest_take_hashes(d, m->postcopy_hashes);
-		if (r < 0)
-			snprintf(d->err, sizeof(d->err), "verify: keeping the "
-				 "source's hashes: %s", strerror(-r));
-	} else {
-		snprintf(d->err, sizeof(d->err), "the source sent message %d "
-			 "during postcopy", m->body_case);
-		r = -EPIPE;
+		if (d->hashes_msg)
+			protobuf_c_message_free_unpacked(&d->hashes_msg->base, NULL);
+		d->hashes_msg = m;
+		return 0;
 	}
+	snprintf(d->err, sizeof(d->err), "the source sent message %d during "
+		 "postcopy", m->body_case);
 	protobuf_c_message_free_unpacked(&m->base, NULL);
-	return r < 0 ? -EPIPE : 0;
+	return -EPIPE;
 }
 
 /* Until every needed page is placed and every channel ended. */
@@ -1152,7 +1135,7 @@ static int dest_postcopy_run(struct dest *d)
 			pthread_mutex_unlock(&d->w->lock);
 			return dest_link_failed(d, d->err);
 		}
-		if (!left && ended == d->nchan && (!verifies(d) || d->src_hashes))
+		if (!left && ended == d->nchan && (!verifies(d) || d->hashes_msg))
 			return 0;
 		if (dest_main_watch(d, 100) < 0)
 			return dest_link_failed(d, d->err);
@@ -1402,7 +1385,8 @@ int dest_run(struct worker *w)
 		close(d.pc.uffd);
 	if (d.needed)
 		munmap(d.needed, d.needed_map);
-	free(d.src_hashes);
+	if (d.hashes_msg)
+		protobuf_c_message_free_unpacked(&d.hashes_msg->base, NULL);
 	if (d.needed_fd >= 0)
 		close(d.needed_fd);
 	if (d.own_listen)

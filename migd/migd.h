@@ -424,7 +424,6 @@ struct pc_place {
 	uint64_t *hashes;               /* with verify: a page-hash table
 					 * (ramhash.h), shared with faultd:
 					 * what the placer placed */
-	uint64_t zero_hash;             /* ramhash_zero_page() */
 	uint64_t pushed;                /* (A) pages placed from the channels */
 };
 
@@ -472,9 +471,9 @@ void chan_tune_socket(int fd, bool bulk);
 /* Hash the mapped RAM for verify (common/ramhash.h): *ret_n hashes in
  * *ret (free it), or -errno. */
 int ram_view_hash(const struct ram_view *v, uint64_t **ret, size_t *ret_n);
-/* Postcopy verify: each page's hash of the mapped RAM into pages (one per
- * page, layout order); and the chunk hashes those fold into, as
- * ram_view_hash would give them for RAM that held those pages. */
+/* Postcopy verify: the mapped RAM's page-hash table (ramhash.h) into a
+ * zeroed pages; and the chunk hashes a table folds into, as ram_view_hash
+ * would give them for RAM that held those pages. */
 int ram_view_hash_pages(const struct ram_view *v, uint64_t *pages);
 int ram_view_fold(const struct ram_view *v, const uint64_t *pages,
 		  uint64_t **ret, size_t *ret_n);

@@ -867,7 +867,7 @@ static int source_await(struct source *s, const char *what)
 	uint64_t quiet, limit, held, seen = UINT64_MAX;
 	int r;
 
-	source_verify_estimate(s);
+	source_verify_estimate(s);      /* verify_ms for the data held now */
 	quiet = (MIGD_STALL_TIMEOUT_MS + MIGD_IO_TIMEOUT_MS +
 		 (s->w->spec->params.verify ? 2 * s->verify_ms : 0)) * 1000000ULL;
 	limit = now_ns() + quiet;

@@ -243,9 +243,9 @@ uint64_t ram_view_data_bytes(const struct ram_view *v)
 }
 
 /*
- * Chunk hashes of the RAM into *ret (*ret_n of them): folded from page
- * hashes `from` if given, else read from the mapped RAM, each page's hash
- * also into `pages` if given.
+ * Chunk hashes of the RAM into *ret (*ret_n of them): folded from the
+ * page-hash table `from` if given, else read from the mapped RAM, the
+ * table entries of the pages holding data also into `pages` if given.
  */
 static int view_chunks(const struct ram_view *v, const uint64_t *from,
 		       uint64_t *pages, uint64_t **ret, size_t *ret_n)

@@ -135,6 +135,9 @@ static void test_pages_fold(void **state)
 	assert_true(pages[1] == 0xee);
 	pages[1] = 0;
 	/* every data page's own hash XOR the zero page's; holes 0 */
+	assert_true(ramhash_entry(NULL) == 0);
+	assert_true(ramhash_entry(a.host + RAMHASH_CHUNK) ==
+		    (ramhash_page(a.host + RAMHASH_CHUNK) ^ zero));
 	for (i = 0; i < n; i++)
 		assert_true(pages[i] == (ramhash_page(a.host + i * RAMHASH_PAGE) ^ zero));
 	for (i = 0; i < sizes[1] / RAMHASH_PAGE; i++)
