@@ -12,7 +12,8 @@
 # Knobs (environment): BENCH_SCENARIOS="a b c" (a subset), BENCH_KEEP=1
 # (keep the programs' logs in $O/bench/logs), BENCH_PERF=1 (one more
 # scenario b run under 'perf record -a', top symbols in
-# $O/bench/perf-b.txt), BENCH_A_RATE, BENCH_A_DOWNTIME,
+# $O/bench/perf-b.txt; BENCH_PERF_CHANNELS=N and BENCH_PERF_PREALLOC=1
+# choose which of b's runs), BENCH_A_RATE, BENCH_A_DOWNTIME,
 # BENCH_A_VERIFY_DOWNTIME, BENCH_C_CHANNELS, BENCH_NOAC_SECONDS,
 # BENCH_AC_FLAGS, BENCH_EXTRA (1: also zstd and verify runs when migctl
 # has them; the default), BENCH_LIMITS_JSON (a
@@ -446,23 +447,27 @@ scenario_p_pause() {	# SIZE [verify]
 
 # ---- perf: where scenario b's time goes (optional) --------------------------
 perf_b() {
+	local ch=${BENCH_PERF_CHANNELS:-1} flags=() what
 	command -v perf >/dev/null 2>&1 || { say "perf: not installed"; return 0; }
-	say "perf: scenario b (1 channel) once more under 'perf record -a -g'"
+	case $ch in 1|2|3|4) ;; *) die "BENCH_PERF_CHANNELS=$ch: 1 to 4" ;; esac
+	[ "${BENCH_PERF_PREALLOC:-0}" = 1 ] && flags=(--prealloc)
+	what="$ch channel(s)${flags:+, preallocated destination}"
+	say "perf: scenario b ($what) once more under 'perf record -a -g'"
 	start_vmm pf --memory 2G --vcpus 1 --test-guest fill --guest-passes 1 --heartbeat 200
 	wait_until 120 pages_at_least pf 0 $(( (2048 - 2) * 256 )) || die "pf: fill did not finish"
-	start_vmm pd --memory 2G --vcpus 1 --incoming
+	start_vmm pd --memory 2G --vcpus 1 --incoming "${flags[@]}"
 	perf record -a -g -e cpu-clock -F 999 -o "$RUNDIR/perf.data" \
 		>"$RUNDIR/perf.log" 2>&1 &
 	local ppid=$! i
 	PIDS+=("$ppid")
 	sleep 0.5
-	migrate_sampled b-perf pf pd 120 --channels 1
+	migrate_sampled b-perf pf pd 120 --channels "$ch"
 	derive
 	kill -INT "$ppid" 2>/dev/null
 	for ((i = 0; i < 100; i++)); do kill -0 "$ppid" 2>/dev/null || break; sleep 0.1; done
 	quit_vmm pf pd
 	{
-		echo "# perf record -a -g -e cpu-clock during scenario b (1 channel, 2 GiB):" \
+		echo "# perf record -a -g -e cpu-clock during scenario b ($what, 2 GiB):" \
 		     "$OUTCOME in $D_total_ms ms"
 		echo "# the whole machine, by process (source worker $W_SRC, destination worker $W_DST)"
 		perf report -i "$RUNDIR/perf.data" --stdio --no-children -g none \
