@@ -400,6 +400,34 @@ netns_hosts() {
 # in_netns NS CMD...: run a program inside network namespace NS.
 in_netns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
+vmm_is() { [ "$(state_of "$1")" = "$2" ]; }
+# After a failed migration.  source_fine NAME [halted]: running, memory
+# intact, and writing (unless a second word says its guest is done
+# writing).  dest_fresh NAME: an incoming vmm again, what it received
+# dropped (the guest's parameters page at 0x3000 reads zero).
+source_fine() {
+	vmm_is "$1" running || fail "$1 is $(state_of "$1"), not running"
+	[ -n "${2:-}" ] || wait_progress "$1" 0
+	vmmctl check "$1" || fail "$1: memory check after the failure"
+}
+dest_fresh() {
+	local out
+	wait_until 30 vmm_is "$1" incoming || fail "$1 is $(state_of "$1"), not incoming"
+	out=$(vmmctl read "$1" 0x3000 8) || fail "read $1"
+	[ "$out" = "00 00 00 00 00 00 00 00" ] || fail "$1 was not emptied: $out"
+}
+# good_migration SRC DST [ARGS...]: directly, 2 channels; the check
+# passes there.
+good_migration() {
+	local src=$1 dst=$2
+	shift 2
+	incoming "$dst"
+	migctl migrate "$src" "$ADDR" --token "$TOKEN" --channels 2 "$@" --wait >/dev/null ||
+		fail "the migration $src -> $dst did not work after the failure"
+	vmmctl check "$dst" || fail "$dst after the good migration"
+	echo "ok: a good migration $src -> $dst afterwards works"
+}
+
 # on_host NS CMD...: CMD (a program or a helper of this file) as on host
 # NS: RUNDIR is RUNDIR/NS, and the programs that start_* start run in
 # NS's network namespace.  Control sockets are unix sockets in the run

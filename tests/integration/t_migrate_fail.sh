@@ -12,28 +12,6 @@
 need_kvm
 start_migd TERN_FAULT="${TERN_FAULT_OVERRIDE:-}"
 
-# The source is intact and runs on; the destination vmm waits again.
-source_fine() {
-	[ "$(state_of "$1")" = running ] || fail "$1 is $(state_of "$1"), not running"
-	wait_progress "$1" 0
-	vmmctl check "$1" || fail "$1: memory check after the failure"
-}
-dest_fresh() {
-	wait_until 30 sh -c "[ \"\$('$BIN/vmmctl' --rundir '$RUNDIR' --json status $1 |
-		grep -o '\"state\":\"[a-z]*\"')\" = '\"state\":\"incoming\"' ]" ||
-		fail "$1 is not incoming"
-	# Discarded: the guest's parameters page (0x3000) reads zero again.
-	out=$(vmmctl read "$1" 0x3000 8) || fail "read $1"
-	[ "$out" = "00 00 00 00 00 00 00 00" ] || fail "$1 was not emptied: $out"
-}
-good_migration() {
-	incoming "$2"
-	migctl migrate "$1" "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null ||
-		fail "the migration did not work after the failure"
-	vmmctl check "$2" || fail "$2 after the good migration"
-	echo "ok: a good migration afterwards works"
-}
-
 start_vmm s --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
 wait_pass s 0 2
 start_vmm d --memory 128M --incoming

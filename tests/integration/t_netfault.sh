@@ -30,33 +30,6 @@ DEFECTS=()
 defect() { echo "DEFECT: $*"; DEFECTS+=("$*"); }
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-vmm_is() { [ "$(state_of "$1")" = "$2" ]; }
-
-# source_fine NAME [halted]: running, memory intact (and writing, unless
-# its guest halted after its passes).
-source_fine() {
-	vmm_is "$1" running || fail "$1 is $(state_of "$1"), not running"
-	[ "${2:-}" = halted ] || wait_progress "$1" 0
-	vmmctl check "$1" || fail "$1: memory check after the failure"
-}
-# dest_fresh NAME: an incoming vmm again, what it received dropped (the
-# guest's parameters page at 0x3000 reads zero).
-dest_fresh() {
-	local out
-	wait_until 30 vmm_is "$1" incoming || fail "$1 is $(state_of "$1"), not incoming"
-	out=$(vmmctl read "$1" 0x3000 8) || fail "read $1"
-	[ "$out" = "00 00 00 00 00 00 00 00" ] || fail "$1 was not emptied: $out"
-}
-# good_migration SRC DST [ARGS...]: directly, no proxy; the check passes there.
-good_migration() {
-	local src=$1 dst=$2
-	shift 2
-	incoming "$dst"
-	migctl migrate "$src" "$ADDR" --token "$TOKEN" --channels 2 "$@" --wait >/dev/null ||
-		fail "the migration $src -> $dst did not work after the failure"
-	vmmctl check "$dst" || fail "$dst after the good migration"
-	echo "ok: a good migration $src -> $dst afterwards works"
-}
 # job_names JOB WORDS: its error contains WORDS.
 job_names() {
 	local err

@@ -9,17 +9,6 @@
 need_kvm
 start_migd
 
-source_fine() {
-	[ "$(state_of "$1")" = running ] || fail "$1 is $(state_of "$1"), not running"
-	[ -n "${2:-}" ] || wait_progress "$1" 0   # $2: the guest is done writing
-	vmmctl check "$1" || fail "$1: memory check"
-}
-dest_fresh() {
-	wait_until 30 sh -c "'$BIN/vmmctl' --rundir '$RUNDIR' --json status $1 |
-		grep -q '\"state\":\"incoming\"'" || fail "$1 is not incoming"
-	[ "$(vmmctl read "$1" 0x3000 8)" = "00 00 00 00 00 00 00 00" ] ||
-		fail "$1 was not emptied"
-}
 throttle_of() { vmmctl --json status "$1" | jget throttle; }
 
 note "zstd: a mostly-zero dirty guest compresses, an incompressible fill guest is sent raw"
