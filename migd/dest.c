@@ -700,13 +700,13 @@ static int64_t dest_carried(const struct dest *d,
  * Every channel delivered its precopy pages up to its marker.  What the
  * sockets held when the source queued the markers may take long over a
  * slow link, so the wait has no fixed end: it fails when no page came
- * for MIGD_STALL_TIMEOUT_MS (each channel fails on its own first if its
- * connection moves nothing), and at once when a channel carries more than
- * the source counted.
+ * for MIGD_SWITCH_STALL_MS (a channel whose connection moves nothing
+ * fails on its own before, naming itself), and at once when a channel
+ * carries more than the source counted.
  */
 static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 {
-	uint64_t limit = deadline_ms(MIGD_STALL_TIMEOUT_MS);
+	uint64_t limit = deadline_ms(MIGD_SWITCH_STALL_MS);
 	int64_t seen = -1, now_pages;
 	unsigned int i, over = 0;
 	int r = 0;
@@ -722,7 +722,7 @@ static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard
 			r = -EPROTO;
 		else if (now_pages != seen) {
 			seen = now_pages;
-			limit = deadline_ms(MIGD_STALL_TIMEOUT_MS);
+			limit = deadline_ms(MIGD_SWITCH_STALL_MS);
 		} else if (now_ns() > limit)
 			r = -ETIMEDOUT;
 	}
@@ -731,7 +731,7 @@ static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard
 		return dest_refuse(d, ETIMEDOUT, "only %u of %u ram channels "
 				   "reached the postcopy switch, and no page came "
 				   "for %u s", d->pc.markers, d->nchan,
-				   MIGD_STALL_TIMEOUT_MS / 1000);
+				   MIGD_SWITCH_STALL_MS / 1000);
 	if (r == -EPROTO)
 		return dest_refuse(d, EPROTO, "ram channel %u carried more pages "
 				   "before the switch than the %llu the source sent",

@@ -41,6 +41,10 @@
 #define SETTLE_WAIT_MS 2000             /* a Settle's longest wait (dest_settle) */
 #define MIGD_STALL_TIMEOUT_MS 20000     /* a connection that moves no bytes this
 					 * long (sent or acknowledged) has failed */
+/* The destination's wait for pages at a postcopy switch: longer than a
+ * channel's own stall limit, so that a silent connection fails first,
+ * naming itself; this one catches a channel that moves bytes, no pages. */
+#define MIGD_SWITCH_STALL_MS (MIGD_STALL_TIMEOUT_MS + 5000)
 #define MIGD_HELLO_TIMEOUT_MS 5000      /* a new connection must say hello by then */
 #define MIGD_STATUS_INTERVAL_MS 200     /* worker status reports while busy */
 #define MIGD_HISTORY 64                 /* finished jobs kept for status/list */

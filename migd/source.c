@@ -855,7 +855,7 @@ static uint64_t source_in_flight(const struct source *s)
  * channels have delivered what is on its way: a slow link may take
  * longer than MIGD_IO_TIMEOUT_MS, so the wait lasts while those bytes
  * still move.  Once they stopped moving, the destination has
- * MIGD_STALL_TIMEOUT_MS of its own (it refuses when nothing arrives that
+ * MIGD_SWITCH_STALL_MS of its own (it refuses when no page arrives that
  * long; a relay may have taken bytes it did not deliver yet) and
  * MIGD_IO_TIMEOUT_MS more to say so; with verify, also twice what
  * hashing the RAM on both hosts is expected to take (the destination
@@ -868,7 +868,7 @@ static int source_await(struct source *s, const char *what)
 	int r;
 
 	source_verify_estimate(s);      /* verify_ms for the data held now */
-	quiet = (MIGD_STALL_TIMEOUT_MS + MIGD_IO_TIMEOUT_MS +
+	quiet = (MIGD_SWITCH_STALL_MS + MIGD_IO_TIMEOUT_MS +
 		 (s->w->spec->params.verify ? 2 * s->verify_ms : 0)) * 1000000ULL;
 	limit = now_ns() + quiet;
 
