@@ -976,10 +976,27 @@ static int source_cross(struct source *s)
 	return aborted ? -ECANCELED : 0;
 }
 
-static int source_switchover(struct source *s)
+/* Go, then the destination's Resumed (*resumed, for the caller to
+ * free); *t_go: when Go left. */
+static int source_go(struct source *s, uint64_t *t_go,
+		     Tern__Stream__StreamMsg **resumed)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__Go go = TERN__STREAM__GO__INIT;
+	int r;
+
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
+	m.go = &go;
+	*t_go = now_ns();
+	r = source_send(s, &m.base);
+	if (r == 0)
+		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
+				  "Resumed", resumed);
+	return r;
+}
+
+static int source_switchover(struct source *s)
+{
 	Tern__Stream__StreamMsg *resumed = NULL;
 	struct batch end = { .end = true }, marker = { .marker = true };
 	struct worker *w = s->w;
@@ -1050,13 +1067,7 @@ static int source_switchover(struct source *s)
 	pthread_mutex_unlock(&w->lock);
 	worker_report(w);
 	fault_point("source-before-go");
-	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
-	m.go = &go;
-	t_go = now_ns();
-	r = source_send(s, &m.base);
-	if (r == 0)
-		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
-				  "Resumed", &resumed);
+	r = source_go(s, &t_go, &resumed);
 	if (r < 0)
 		return worker_fail(w, r, "lost the destination after telling it to "
 				   "resume: the guest may be running there, so the "
@@ -1453,8 +1464,6 @@ static int source_postcopy_paused(struct source *s)
 
 static int source_postcopy(struct source *s)
 {
-	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
-	Tern__Stream__Go go = TERN__STREAM__GO__INIT;
 	Tern__Stream__StreamMsg *resumed = NULL;
 	struct batch marker = { .marker = true }, end = { .end = true };
 	struct worker *w = s->w;
@@ -1539,13 +1548,7 @@ static int source_postcopy(struct source *s)
 	source_pc_stats(s, left);
 	worker_report(w);
 	fault_point("source-postcopy-before-go");
-	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
-	m.go = &go;
-	t_go = now_ns();
-	r = source_send(s, &m.base);
-	if (r == 0)
-		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_RESUMED,
-				  "Resumed", &resumed);
+	r = source_go(s, &t_go, &resumed);
 	if (r < 0) {
 		/* Go may have arrived: the guest may run there.  If it does,
 		 * recovery brings its pages; if not, its job failed, and the
