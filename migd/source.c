@@ -1494,6 +1494,8 @@ static int source_postcopy(struct source *s)
 	memset(s->dirty, 0, s->dirty_bytes);
 	for (i = 0; r == 0 && i < s->nchan; i++) {
 		__atomic_store_n(&s->chan[i].nice, PC_BULK_NICE, __ATOMIC_RELAXED);
+		if (i == 0 && fault_active("source-marker-withheld"))
+			continue;
 		r = chan_tx_push(&s->chan[i], &marker);
 	}
 	for (i = 0; r == 0 && i < s->nchan; i++)

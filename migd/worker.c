@@ -70,7 +70,10 @@ bool worker_postcopy_requested(void)
  * channel (the first Resume announces and opens one ram channel more
  * than the job has); source-no-cont (a failed source leaves its VM
  * paused, for migd); source-slow-pause (400 ms more in every precopy
- * pause, as a loaded host may take).
+ * pause, as a loaded host may take); source-discard-undercount (the
+ * postcopy switch counts one page fewer on channel 0 than it sent);
+ * source-marker-withheld (channel 0 never gets its postcopy marker: it
+ * goes on with keepalives, bytes without pages).
  */
 bool fault_active(const char *name)
 {

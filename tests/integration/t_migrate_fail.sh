@@ -233,6 +233,31 @@ for late in "" ,dest-marker-late; do
 	vmmctl quit q2 >/dev/null; wait_exit "$PID_q2" || fail "q2 exited with $?"
 done
 
+note "a ram channel that keeps sending keepalives but never its marker: the switch gives up"
+# Channel 0 moves bytes (keepalives every 2 s), so its own 20 s stall
+# limit never fires; the switch's wait for pages does, after 25 s.  The
+# source had not stopped its guest yet.
+kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+start_migd TERN_FAULT=source-marker-withheld
+start_vmm q2 --memory 128M --incoming
+incoming q2
+migctl migrate q "$ADDR" --token "$TOKEN" --channels 2 --max-bandwidth 64M \
+	--detach >/dev/null || fail "migrate q"
+wait_until 30 job_is q active || fail "q: $(migctl status q)"
+migctl postcopy q >/dev/null || fail "postcopy q"
+wait_job_final q2
+echo "destination: $(job_get q2 state): $(job_get q2 error)"
+[ "$(job_get q2 state)" = failed ] || fail "the destination job is $(job_get q2 state)"
+job_get q2 error | grep -q "only 1 of 2 ram channels reached the postcopy switch, and no page came for 25 s" ||
+	fail "destination: $(job_get q2 error)"
+wait_job_final q
+echo "source: $(job_get q state): $(job_get q error)"
+[ "$(job_get q state)" = failed ] || fail "the source job is $(job_get q state)"
+job_get q error | grep -q "the source VM kept running" || fail "source: $(job_get q error)"
+source_fine q
+dest_fresh q2
+vmmctl quit q2 >/dev/null; wait_exit "$PID_q2" || fail "q2 exited with $?"
+
 note "one slow pause does not hold back the jobs after it"
 # The first job's pause takes 400 ms more than its fixed part was
 # guessed at; the next job, at the default 300 ms limit, still converges.
