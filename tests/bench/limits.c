@@ -373,74 +373,6 @@ static double measure_uffd(bool spin)
 	return median(v, REPS);
 }
 
-/* ---- loopback TCP round trip, one page answered -------------------------- */
-
-#define RTT_REQ 32                      /* bytes: a page request's size */
-#define RTT_N 2000                      /* round trips per repetition */
-
-static bool io_full(int fd, void *buf, size_t len, bool out)
-{
-	ssize_t n;
-
-	while (len) {
-		n = out ? send(fd, buf, len, MSG_NOSIGNAL) : read(fd, buf, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		buf = (uint8_t *)buf + n;
-		len -= n;
-	}
-	return true;
-}
-
-/* The answering end: a page for every request, until EOF. */
-static void *rtt_server(void *arg)
-{
-	static uint8_t page[PAGE];
-	uint8_t req[RTT_REQ];
-	int fd = *(int *)arg;
-
-	memset(page, 0x5a, sizeof(page));
-	while (io_full(fd, req, sizeof(req), false) &&
-	       io_full(fd, page, sizeof(page), true))
-		;
-	return NULL;
-}
-
-static void tcp_pair(int *ret_s, int *ret_r);
-
-/* Median microseconds from sending a request to holding its page. */
-static double measure_tcp_rtt(void)
-{
-	static uint8_t page[PAGE];
-	uint8_t req[RTT_REQ] = { 0 };
-	double v[REPS], lat[RTT_N], t0;
-	int one = 1, c, srv, r, i;
-	pthread_t th;
-
-	for (r = 0; r < REPS; r++) {
-		tcp_pair(&c, &srv);
-		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		setsockopt(srv, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (pthread_create(&th, NULL, rtt_server, &srv) != 0)
-			fail("pthread_create", EAGAIN);
-		for (i = 0; i < RTT_N; i++) {
-			t0 = now_s();
-			if (!io_full(c, req, sizeof(req), true) ||
-			    !io_full(c, page, sizeof(page), false))
-				fail("loopback round trip", errno ? errno : EPIPE);
-			lat[i] = (now_s() - t0) * 1e6;
-		}
-		shutdown(c, SHUT_WR);
-		pthread_join(th, NULL);
-		close(c);
-		close(srv);
-		v[r] = median(lat, RTT_N);
-	}
-	return median(v, REPS);
-}
-
 /* ---- loopback TCP ---------------------------------------------------------- */
 
 struct stream {
@@ -634,6 +566,72 @@ static double measure_tcp(struct stream *s, int n, bool fresh)
 
 	for (r = 0; r < REPS; r++)
 		v[r] = tcp_run(s, n, fresh);
+	return median(v, REPS);
+}
+
+/* ---- loopback TCP round trip, one page answered -------------------------- */
+
+#define RTT_REQ 32                      /* bytes: a page request's size */
+#define RTT_N 2000                      /* round trips per repetition */
+
+static bool io_full(int fd, void *buf, size_t len, bool out)
+{
+	ssize_t n;
+
+	while (len) {
+		n = out ? send(fd, buf, len, MSG_NOSIGNAL) : read(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		buf = (uint8_t *)buf + n;
+		len -= n;
+	}
+	return true;
+}
+
+/* The answering end: a page for every request, until EOF. */
+static void *rtt_server(void *arg)
+{
+	static uint8_t page[PAGE];
+	uint8_t req[RTT_REQ];
+	int fd = *(int *)arg;
+
+	memset(page, 0x5a, sizeof(page));
+	while (io_full(fd, req, sizeof(req), false) &&
+	       io_full(fd, page, sizeof(page), true))
+		;
+	return NULL;
+}
+
+/* Median microseconds from sending a request to holding its page. */
+static double measure_tcp_rtt(void)
+{
+	static uint8_t page[PAGE];
+	uint8_t req[RTT_REQ] = { 0 };
+	double v[REPS], lat[RTT_N], t0;
+	int one = 1, c, srv, r, i;
+	pthread_t th;
+
+	for (r = 0; r < REPS; r++) {
+		tcp_pair(&c, &srv);
+		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(srv, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (pthread_create(&th, NULL, rtt_server, &srv) != 0)
+			fail("pthread_create", EAGAIN);
+		for (i = 0; i < RTT_N; i++) {
+			t0 = now_s();
+			if (!io_full(c, req, sizeof(req), true) ||
+			    !io_full(c, page, sizeof(page), false))
+				fail("loopback round trip", errno ? errno : EPIPE);
+			lat[i] = (now_s() - t0) * 1e6;
+		}
+		shutdown(c, SHUT_WR);
+		pthread_join(th, NULL);
+		close(c);
+		close(srv);
+		v[r] = median(lat, RTT_N);
+	}
 	return median(v, REPS);
 }
 
