@@ -13,7 +13,8 @@
 # (keep the programs' logs in $O/bench/logs), BENCH_PERF=1 (one more
 # scenario b run under 'perf record -a', top symbols in
 # $O/bench/perf-b.txt; BENCH_PERF_CHANNELS=N and BENCH_PERF_PREALLOC=1
-# choose which of b's runs), BENCH_A_RATE, BENCH_A_DOWNTIME,
+# choose which of b's runs), BENCH_B_KINDS ("1 2 z1 1p 2p", the default
+# with zstd: which of b's runs, for A/B comparisons), BENCH_A_RATE, BENCH_A_DOWNTIME,
 # BENCH_A_VERIFY_DOWNTIME, BENCH_C_CHANNELS, BENCH_NOAC_SECONDS,
 # BENCH_AC_FLAGS, BENCH_EXTRA (1: also zstd and verify runs when migctl
 # has them; the default), BENCH_LIMITS_JSON (a
@@ -178,6 +179,14 @@ scenario_a() {	# CHANNELS [SUFFIX EXTRA_FLAGS...]
 # ---- b: fill 2 GiB (incompressible), then migrate with 1 and 2 channels ------
 scenario_b() {
 	local total_pages=$(( (2048 - 2) * 256 )) src=bf dst ch lim ok i run fl kind flags pre
+	local kinds=${BENCH_B_KINDS:-1 2 ${COMPRESS_FLAGS:+z1} 1p 2p}
+	for kind in $kinds; do
+		case $kind in
+		1|2|1p|2p) ;;
+		z1) [ -n "$COMPRESS_FLAGS" ] || die "BENCH_B_KINDS: z1 needs migctl --compress" ;;
+		*) die "BENCH_B_KINDS: no run '$kind' (1, 2, z1, 1p or 2p)" ;;
+		esac
+	done
 	say "scenario b: fill 2 GiB with incompressible pages (one pass), then migrate"
 	start_vmm bf --memory 2G --vcpus 1 --test-guest fill --guest-passes 1 --heartbeat 200
 	wait_until 120 pages_at_least bf 0 "$total_pages" ||
@@ -186,7 +195,7 @@ scenario_b() {
 	# 1, 2: into an ordinary incoming vmm (its RAM allocated page by page
 	# as it arrives); z1: compressed; 1p, 2p: into one started with
 	# --prealloc (its RAM allocated before the migration, the time shown).
-	for kind in 1 2 ${COMPRESS_FLAGS:+z1} 1p 2p; do
+	for kind in $kinds; do
 		i=$((i + 1))
 		dst=bd$i
 		ch=${kind%p}
