@@ -20,8 +20,10 @@
  * arriving for the first time is read into a staging buffer and placed
  * from there (place.c: UFFDIO_COPY, which neither zeroes the new pages
  * nor takes the memfd's inode lock; 2-2.5 GB/s per thread against
- * 1.3-1.5 through the mapping).  Zero pages become holes (fallocate), so
- * nothing is allocated for them.  The received-pages bitmap is exact.  Nothing logs per page.
+ * 1.3-1.5 through the mapping); with fewer channels than CPUs, a helper
+ * thread places part of each such packet.  Zero pages become holes
+ * (fallocate), so nothing is allocated for them.  The received-pages
+ * bitmap is exact.  Nothing logs per page.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -777,8 +779,8 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 		if (c->postcopy)
 			r = place_pages(c, p.region, off, p.npages, false);
 		else if (fresh)
-			r = ram_place_pages(c->place, c->ram, p.region, off,
-					    c->stage, p.npages);
+			r = place_helper_pages(&c->helper, c->place, c->ram,
+					       p.region, off, c->stage, p.npages);
 	}
 	if (r < 0)
 		return worker_fail(c->w, r, "ram channel %u: %s", c->index,
@@ -821,10 +823,19 @@ static void *chan_rx_thread(void *arg)
 
 int chan_rx_start(struct chan_rx *c)
 {
-	int r = pthread_create(&c->thread, NULL, chan_rx_thread, c);
+	int r = 0;
 
-	if (r)
+	/* No helper is not an error: the channel places alone. */
+	if (c->share && !c->postcopy)
+		r = place_helper_start(&c->helper);
+	if (r < 0)
+		log_warnc(-r, "ram channel %u: no helper thread, placing alone",
+			  c->index);
+	r = pthread_create(&c->thread, NULL, chan_rx_thread, c);
+	if (r) {
+		place_helper_stop(&c->helper);
 		return -r;
+	}
 	c->started = true;
 	return 0;
 }
@@ -835,5 +846,6 @@ int chan_rx_join(struct chan_rx *c)
 		pthread_join(c->thread, NULL);
 		c->started = false;
 	}
+	place_helper_stop(&c->helper);
 	return c->err;
 }

@@ -1283,6 +1283,8 @@ static int dest_receive(struct dest *d)
 		d->chan[i].layout = d->layout;
 		d->chan[i].received = d->received_map;
 		d->chan[i].keep_alloc = keep_alloc;
+		/* A CPU no channel's thread would use places new pages too. */
+		d->chan[i].share = !keep_alloc && i + d->nchan < cpus_online();
 		d->chan[i].pc = &d->pc;
 		r = chan_rx_start(&d->chan[i]);
 		if (r < 0)

@@ -362,6 +362,36 @@ int ram_place_pages(const struct ram_place *p, const struct ram_view *v,
 		    unsigned int region, const uint64_t *off, const uint8_t *src,
 		    uint32_t n);
 
+/*
+ * A second thread that places pieces of a ram channel's packets beside
+ * it (place.c), for jobs with fewer channels than CPUs.
+ */
+struct place_helper {
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t lock;
+	pthread_cond_t work;            /* a packet to share, or stop */
+	pthread_cond_t idle;            /* the helper's piece is done */
+	bool stop;
+	/* the packet being placed (under lock) */
+	const struct ram_place *p;
+	const struct ram_view *v;
+	unsigned int region;
+	const uint64_t *off;
+	const uint8_t *src;
+	uint32_t n, next;               /* pages; the next page not taken */
+	unsigned int busy;              /* pieces being placed */
+	int err;                        /* the first piece that failed */
+	uint64_t helped;                /* pages the helper placed (for tests) */
+};
+
+int place_helper_start(struct place_helper *h);
+void place_helper_stop(struct place_helper *h);
+/* ram_place_pages, shared with h (NULL: alone). */
+int place_helper_pages(struct place_helper *h, const struct ram_place *p,
+		       const struct ram_view *v, unsigned int region,
+		       const uint64_t *off, const uint8_t *src, uint32_t n);
+
 /* Pages of one region for one packet: what the source queues to a channel. */
 struct batch {
 	uint16_t region;
@@ -451,6 +481,8 @@ struct chan_rx {
 	bool ended;                     /* own thread: the end packet came */
 	uint64_t pages_total;           /* own thread; read by dest_settle */
 	struct pc_place *pc;            /* the job's postcopy placement */
+	bool share;                     /* place first-time pages with a helper */
+	struct place_helper helper;     /* started with the thread if share */
 	bool postcopy;                  /* own thread: past the marker */
 	uint64_t marker_pages;          /* pages before the marker (under pc->lock) */
 };

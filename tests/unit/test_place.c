@@ -12,6 +12,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -102,11 +103,69 @@ static void test_place_pwrite(void **state)
 	view_close();
 }
 
+/*
+ * With a helper: packets of 48 pages (three pieces), their offsets out of
+ * order, into a memfd punched empty before each but for a few pages.
+ * Every page holds what was sent, in as many packets as it takes the
+ * helper to have placed some of them itself (bounded).
+ */
+static void test_place_helper(void **state)
+{
+	enum { N = 48, MIN_ROUNDS = 1000, MAX_ROUNDS = 20000 };
+	struct place_helper h;
+	struct ram_place p;
+	uint64_t off[N];
+	uint8_t *src = malloc(N * STREAM_PAGE), want;
+	unsigned int round, i, k, pg;
+
+	assert_non_null(src);
+	view_open();
+	if (ram_place_open(&p, &view) < 0) {
+		view_close();
+		free(src);
+		skip();         /* pwrite() places alone */
+	}
+	assert_int_equal(place_helper_start(&h), 0);
+	for (round = 0; round < MAX_ROUNDS; round++) {
+		if (round >= MIN_ROUNDS && __atomic_load_n(&h.helped, __ATOMIC_RELAXED))
+			break;
+		assert_int_equal(fallocate(view.r[0].fd, FALLOC_FL_PUNCH_HOLE |
+					   FALLOC_FL_KEEP_SIZE, 0,
+					   NPAGES * STREAM_PAGE), 0);
+		memset(view.r[0].host + (round % NPAGES) * STREAM_PAGE, 0xee,
+		       STREAM_PAGE);
+		for (i = 0; i < N; i++) {
+			/* pages 0..63 in a stride that is not a run */
+			off[i] = (uint64_t)((i * 5 + round) % NPAGES) * STREAM_PAGE;
+			memset(src + i * STREAM_PAGE, (int)(round + i), STREAM_PAGE);
+		}
+		assert_int_equal(place_helper_pages(&h, &p, &view, 0, off, src, N), 0);
+		for (pg = 0; pg < NPAGES; pg++) {
+			want = pg == round % NPAGES ? 0xee : 0;
+			for (i = 0; i < N; i++)
+				if (off[i] == pg * STREAM_PAGE)
+					want = (uint8_t)(round + i);
+			for (k = 0; k < STREAM_PAGE; k++)
+				if (view.r[0].host[pg * STREAM_PAGE + k] != want)
+					fail_msg("round %u page %u byte %u: 0x%02x, "
+						 "want 0x%02x", round, pg, k,
+						 view.r[0].host[pg * STREAM_PAGE + k],
+						 want);
+		}
+	}
+	assert_true(__atomic_load_n(&h.helped, __ATOMIC_RELAXED) > 0);
+	place_helper_stop(&h);
+	ram_place_close(&p, &view);
+	view_close();
+	free(src);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_place_uffd),
 		cmocka_unit_test(test_place_pwrite),
+		cmocka_unit_test(test_place_helper),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
