@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -197,10 +198,14 @@ uint64_t median_low(uint64_t *v, unsigned int n)
 	return v[(n - 1) / 2];
 }
 
-unsigned int cpus_online(void)
+unsigned int cpus_usable(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+	long n;
 
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return (unsigned int)CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN);     /* more CPUs than cpu_set_t holds */
 	return n > 0 ? (unsigned int)n : 1;
 }
 

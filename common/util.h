@@ -44,8 +44,9 @@ uint64_t now_ns(void);
 uint64_t mul_div(uint64_t a, uint64_t b, uint64_t c);
 /* The lower median of v[0..n) (sorted in place); 0 when n is 0. */
 uint64_t median_low(uint64_t *v, unsigned int n);
-/* CPUs online (at least 1). */
-unsigned int cpus_online(void);
+/* CPUs this thread may run on: its affinity, which a cpuset or systemd's
+ * CPUAffinity= narrows (at least 1). */
+unsigned int cpus_usable(void);
 /*
  * The next data extent of file fd at or after off, below size (holes
  * skipped, as a memfd's untouched pages): [*start, *end), or *start =

@@ -310,7 +310,7 @@ void *link_main(void *arg)
 
 int link_start(struct session *s)
 {
-	unsigned int cpus = cpus_online();
+	unsigned int cpus = cpus_usable();
 	int r;
 
 	__atomic_store_n(&max_spinning, cpus >= 4 ? cpus / 2 : 1, __ATOMIC_RELAXED);

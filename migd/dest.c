@@ -1284,7 +1284,7 @@ static int dest_receive(struct dest *d)
 		d->chan[i].received = d->received_map;
 		d->chan[i].keep_alloc = keep_alloc;
 		/* A CPU no channel's thread would use places new pages too. */
-		d->chan[i].share = !keep_alloc && i + d->nchan < cpus_online();
+		d->chan[i].share = !keep_alloc && i + d->nchan < cpus_usable();
 		d->chan[i].pc = &d->pc;
 		r = chan_rx_start(&d->chan[i]);
 		if (r < 0)

@@ -215,7 +215,7 @@ int ram_view_hash_rate(const struct ram_view *v, uint64_t *rate)
 {
 	struct ramhash_region r[STREAM_MAX_REGIONS];
 
-	return ramhash_rate(r, ram_view_regions(v, r), cpus_online(),
+	return ramhash_rate(r, ram_view_regions(v, r), cpus_usable(),
 			    HASH_SAMPLE, rate);
 }
 
@@ -266,7 +266,7 @@ static int view_chunks(const struct ram_view *v, const uint64_t *from,
 	if (from)
 		ramhash_fold_pages(from, sizes, v->n, out);
 	else
-		e = ramhash_compute_pages(r, v->n, cpus_online(), out, pages);
+		e = ramhash_compute_pages(r, v->n, cpus_usable(), out, pages);
 	if (e < 0 || !ret) {
 		free(out);
 		return e;

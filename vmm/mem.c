@@ -109,7 +109,7 @@ static void *populate_slice(void *arg)
 int mem_populate(struct vm *vm)
 {
 	struct populate_slice s[VMM_MAX_REGIONS * POPULATE_THREADS];
-	unsigned int per = MAX(MIN(cpus_online(), POPULATE_THREADS), 1), n = 0, i, k;
+	unsigned int per = MAX(MIN(cpus_usable(), POPULATE_THREADS), 1), n = 0, i, k;
 	uint64_t t0 = now_ns(), len;
 	char why[PATH_MAX + 128];
 	int r, ret;

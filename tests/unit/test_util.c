@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -238,6 +239,24 @@ static void test_fd_next_data(void **state)
 	close(fd);
 }
 
+/* The CPUs counted are the ones this thread may run on. */
+static void test_cpus_usable(void **state)
+{
+	cpu_set_t all, one;
+	int first = 0;
+
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	assert_int_equal(cpus_usable(), CPU_COUNT(&all));
+	while (!CPU_ISSET(first, &all))
+		first++;
+	CPU_ZERO(&one);
+	CPU_SET(first, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	assert_int_equal(cpus_usable(), 1);
+	assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
+	assert_int_equal(cpus_usable(), CPU_COUNT(&all));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -251,6 +270,7 @@ int main(void)
 		cmocka_unit_test(test_median_low),
 		cmocka_unit_test(test_mkdir_p),
 		cmocka_unit_test(test_fd_next_data),
+		cmocka_unit_test(test_cpus_usable),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
