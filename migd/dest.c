@@ -341,8 +341,10 @@ static int dest_wait_main(struct dest *d)
 	}
 }
 
-/* In precopy, what may come next on the main connection. */
+/* In precopy, and at the postcopy switch, what may come next on the
+ * main connection. */
 #define BODY_PRECOPY_NEXT (-1)
+#define BODY_SWITCH_NEXT (-2)
 
 static int dest_recv(struct dest *d, int body, const char *what,
 		     Tern__Stream__StreamMsg **ret)
@@ -369,7 +371,10 @@ static int dest_recv(struct dest *d, int body, const char *what,
 	if ((int)m->body_case != body && !(body == BODY_PRECOPY_NEXT &&
 	    (m->body_case == TERN__STREAM__STREAM_MSG__BODY_DEVICE ||
 	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD ||
-	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_SETTLE))) {
+	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_SETTLE)) &&
+	    !(body == BODY_SWITCH_NEXT &&
+	      (m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_STALE ||
+	       m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY))) {
 		r = worker_fail(d->w, EPROTO, "the source sent message %d instead "
 				"of its %s", m->body_case, what);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
@@ -653,7 +658,7 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 	return 0;
 }
 
-/* The pages dirtied on the source between the discard and its stop. */
+/* The pages dirtied on the source since the last discard. */
 static int dest_needed_more(struct dest *d, const ProtobufCBinaryData *more)
 {
 	const uint64_t *w = (const uint64_t *)more->data;
@@ -664,7 +669,7 @@ static int dest_needed_more(struct dest *d, const ProtobufCBinaryData *more)
 				   "bitmap, not %zu", more->len, d->needed_bytes);
 	/* Channels may place pages since dest_attach (a source should send
 	 * none before Go, but may): atomic, and only words that change,
-	 * since this is inside the pause. */
+	 * since this may be inside the pause. */
 	for (i = 0; i < n; i++) {
 		last = i + 1 == n && pages % 64 ? (1ULL << (pages % 64)) - 1 : ~0ULL;
 		if (w[i] & last)
@@ -1176,14 +1181,26 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 		r = dest_hash_held(d);
 	if (r == 0)
 		r = dest_attach(d);
+	if (r == 0 && fault_active("dest-slow-discard"))
+		usleep(300000);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARDED;
 	m.postcopy_discarded = &ack;
 	if (r == 0)
 		r = dest_send(d, &m, "PostcopyDiscarded");
-	/* Step two, the pause. */
-	if (r == 0)
-		r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY,
-			      "postcopy switch", &pc);
+	/* The pages dirtied since, as long as the source sends them with
+	 * the guest still running there; then step two, the pause. */
+	while (r == 0) {
+		r = dest_recv(d, BODY_SWITCH_NEXT, "postcopy switch", &pc);
+		if (r < 0 || pc->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY)
+			break;
+		r = dest_needed_more(d, &pc->postcopy_stale->needed);
+		if (r == 0)
+			r = dest_punch_stale(d);
+		protobuf_c_message_free_unpacked(&pc->base, NULL);
+		pc = NULL;
+		if (r == 0)
+			r = dest_send(d, &m, "PostcopyDiscarded");
+	}
 	if (r < 0)
 		return r;
 	worker_set_state(d->w, JOB_STATE_DEVICE);

@@ -38,6 +38,8 @@
 #define CHUNK_PAGES 64                  /* pages of one chunk go to one channel */
 #define PC_SWITCH 1                     /* a round stopped to switch to postcopy */
 #define PC_AUTO_ROUNDS 5                /* postcopy auto: switch after this many */
+#define PC_STALE_MAX 1024               /* pages left to drop inside the pause */
+#define PC_STALE_ROUNDS 4               /* rounds of dropping them before it */
 #define ROUND_MIN_US 5000               /* precopy rounds: at most one this often */
 
 struct source {
@@ -1132,6 +1134,47 @@ static int source_send_discard(struct source *s)
 	return source_send_named(s, &m.base, "the postcopy discard");
 }
 
+/*
+ * Between the discard and the stop, while the pages dirtied since are
+ * too many to drop inside the pause (about 1 us a page here: the vmm's
+ * and KVM's mappings of each go too), the destination drops them with
+ * the guest still running here, in rounds, until few are left or a round
+ * no longer shrinks them.  What is left goes with the device state.
+ */
+static int source_drop_stale(struct source *s, unsigned int *ret_rounds,
+			     uint64_t *ret_pages)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__PostcopyStale ps = TERN__STREAM__POSTCOPY_STALE__INIT;
+	uint64_t dirty, last = UINT64_MAX;
+	unsigned int i;
+	int r = 0;
+
+	*ret_rounds = 0;
+	*ret_pages = 0;
+	for (i = 0; i < PC_STALE_ROUNDS; i++) {
+		r = source_sync(s, &dirty);
+		if (r < 0 || dirty <= PC_STALE_MAX || dirty >= last)
+			break;
+		last = dirty;
+		bitmap_or(s->tosend, s->dirty, s->ram.pages);
+		ps.needed.data = (uint8_t *)s->dirty;
+		ps.needed.len = BITMAP_BYTES(s->ram.pages);
+		m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_STALE;
+		m.postcopy_stale = &ps;
+		r = source_send_named(s, &m.base, "the stale pages");
+		memset(s->dirty, 0, s->dirty_bytes);
+		if (r == 0)
+			r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARDED,
+					  "PostcopyDiscarded", NULL);
+		if (r < 0)
+			break;
+		(*ret_rounds)++;
+		*ret_pages += dirty;
+	}
+	return r;
+}
+
 /* Step two, the VM stopped: its state and the pages dirtied since. */
 static int source_send_postcopy(struct source *s)
 {
@@ -1467,8 +1510,8 @@ static int source_postcopy(struct source *s)
 	Tern__Stream__StreamMsg *resumed = NULL;
 	struct batch marker = { .marker = true }, end = { .end = true };
 	struct worker *w = s->w;
-	uint64_t t_stop, t[4], t_go, pause, dirty, left;
-	unsigned int i;
+	uint64_t t_stop, t[4], t_go, pause, dirty, left, stale = 0;
+	unsigned int i, stale_rounds = 0;
 	int r;
 
 	s->precopy = false;
@@ -1507,6 +1550,8 @@ static int source_postcopy(struct source *s)
 	if (r == 0)
 		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARDED,
 				  "PostcopyDiscarded", NULL);
+	if (r == 0)
+		r = source_drop_stale(s, &stale_rounds, &stale);
 	if (r < 0)
 		return r;
 
@@ -1575,10 +1620,13 @@ static int source_postcopy(struct source *s)
 	log_info("postcopy: the destination runs the guest after a %llu us "
 		 "pause (stop %llu us, last sync %llu us, device state and "
 		 "needed pages %llu us, destination ready %llu us, Go to release "
-		 "%llu us); %llu pages to go", (unsigned long long)w->pc.pause_us,
+		 "%llu us); %llu pages to go; stale pages dropped after the "
+		 "discard: %llu before the pause (%u round%s), %llu in it",
+		 (unsigned long long)w->pc.pause_us,
 		 US(t[0] - t_stop), US(t[1] - t[0]), US(t[2] - t[1]),
 		 US(t[3] - t[2]), w->pc.pause_us - US(t_go - t_stop),
-		 (unsigned long long)left);
+		 (unsigned long long)left, (unsigned long long)stale,
+		 stale_rounds, stale_rounds == 1 ? "" : "s", (unsigned long long)dirty);
 
 	for (;;) {
 		r = source_push(s);

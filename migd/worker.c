@@ -73,7 +73,9 @@ bool worker_postcopy_requested(void)
  * pause, as a loaded host may take); source-discard-undercount (the
  * postcopy switch counts one page fewer on channel 0 than it sent);
  * source-marker-withheld (channel 0 never gets its postcopy marker: it
- * goes on with keepalives, bytes without pages).
+ * goes on with keepalives, bytes without pages); dest-slow-discard (a
+ * destination answers the postcopy discard 300 ms late, as a loaded host
+ * may, while the guest dirties more pages on the source).
  */
 bool fault_active(const char *name)
 {
