@@ -658,23 +658,51 @@ static int dest_needed(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 	return 0;
 }
 
-/* The pages dirtied on the source since the last discard. */
-static int dest_needed_more(struct dest *d, const ProtobufCBinaryData *more)
+/* Bits of needed word i: atomic, and only words that change (channels
+ * may place pages since dest_attach: a source should send none before
+ * Go, but may). */
+static void needed_or(struct dest *d, uint64_t i, uint64_t w)
 {
-	const uint64_t *w = (const uint64_t *)more->data;
-	uint64_t pages = d->ram.pages, i, n = BITMAP_WORDS(pages), last;
+	uint64_t pages = d->ram.pages;
 
-	if (more->len != d->needed_bytes)
-		return dest_refuse(d, EPROTO, "the postcopy switch has a %zu-byte "
-				   "bitmap, not %zu", more->len, d->needed_bytes);
-	/* Channels may place pages since dest_attach (a source should send
-	 * none before Go, but may): atomic, and only words that change,
-	 * since this may be inside the pause. */
-	for (i = 0; i < n; i++) {
-		last = i + 1 == n && pages % 64 ? (1ULL << (pages % 64)) - 1 : ~0ULL;
-		if (w[i] & last)
-			__atomic_fetch_or(&d->needed[i], w[i] & last, __ATOMIC_RELAXED);
+	if (i + 1 == BITMAP_WORDS(pages) && pages % 64)
+		w &= (1ULL << (pages % 64)) - 1;
+	if (w)
+		__atomic_fetch_or(&d->needed[i], w, __ATOMIC_RELAXED);
+}
+
+/*
+ * The pages dirtied on the source since the last discard: a bitmap, or
+ * its non-zero words as (index, word) pairs, all checked before any is
+ * used.
+ */
+static int dest_needed_more(struct dest *d, const ProtobufCBinaryData *more,
+			    const uint64_t *words, size_t n_words)
+{
+	uint64_t n = BITMAP_WORDS(d->ram.pages), i;
+	size_t k;
+
+	if (more->len) {
+		if (more->len != d->needed_bytes || n_words)
+			return dest_refuse(d, EPROTO, "the postcopy switch has a "
+					   "%zu-byte bitmap%s, not %zu bytes", more->len,
+					   n_words ? " and words" : "", d->needed_bytes);
+		for (i = 0; i < n; i++)
+			needed_or(d, i, ((const uint64_t *)more->data)[i]);
+		return 0;
 	}
+	if (n_words % 2)
+		return dest_refuse(d, EPROTO, "the postcopy switch has %zu bitmap "
+				   "words, not (index, word) pairs", n_words);
+	for (k = 0; k < n_words; k += 2)
+		if (words[k] >= n || (k && words[k] <= words[k - 2]))
+			return dest_refuse(d, EPROTO, "the postcopy switch has "
+					   "bitmap word %llu after %lld, of %llu",
+					   (unsigned long long)words[k],
+					   k ? (long long)words[k - 2] : -1LL,
+					   (unsigned long long)n);
+	for (k = 0; k < n_words; k += 2)
+		needed_or(d, words[k], words[k + 1]);
 	return 0;
 }
 
@@ -1193,7 +1221,9 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 		r = dest_recv(d, BODY_SWITCH_NEXT, "postcopy switch", &pc);
 		if (r < 0 || pc->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY)
 			break;
-		r = dest_needed_more(d, &pc->postcopy_stale->needed);
+		r = dest_needed_more(d, &pc->postcopy_stale->needed,
+				     pc->postcopy_stale->needed_words,
+				     pc->postcopy_stale->n_needed_words);
 		if (r == 0)
 			r = dest_punch_stale(d);
 		protobuf_c_message_free_unpacked(&pc->base, NULL);
@@ -1204,7 +1234,8 @@ static int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd
 	if (r < 0)
 		return r;
 	worker_set_state(d->w, JOB_STATE_DEVICE);
-	r = dest_needed_more(d, &pc->postcopy->needed);
+	r = dest_needed_more(d, &pc->postcopy->needed, pc->postcopy->needed_words,
+			     pc->postcopy->n_needed_words);
 	if (r == 0)
 		r = dest_punch_stale(d);
 	if (r == 0)

@@ -1135,6 +1135,39 @@ static int source_send_discard(struct source *s)
 }
 
 /*
+ * The dirty bitmap as a PostcopyStale or Postcopy message carries it:
+ * its non-zero words as (index, word) pairs when that is smaller, so
+ * that the pause does not grow with the RAM's size (8 GiB: 256 KiB of
+ * bitmap to send and scan, for the few hundred pages dirtied in it), else
+ * the bitmap itself.  *ret_words is to be freed.
+ */
+static void source_needed_encode(struct source *s, ProtobufCBinaryData *bm,
+				 uint64_t **ret_words, size_t *ret_n)
+{
+	uint64_t words = BITMAP_WORDS(s->ram.pages), i, nz = 0, *v = NULL;
+	size_t k = 0;
+
+	bm->data = NULL;
+	bm->len = 0;
+	for (i = 0; i < words; i++)
+		nz += s->dirty[i] != 0;
+	if (nz && nz * 2 < words)
+		v = malloc(nz * 2 * sizeof(uint64_t));
+	if (nz && !v) {                 /* dense, or no memory to spare */
+		bm->data = (uint8_t *)s->dirty;
+		bm->len = BITMAP_BYTES(s->ram.pages);
+	}
+	for (i = 0; v && i < words; i++) {
+		if (s->dirty[i]) {
+			v[k++] = i;
+			v[k++] = s->dirty[i];
+		}
+	}
+	*ret_words = v;
+	*ret_n = k;
+}
+
+/*
  * Between the discard and the stop, while the pages dirtied since are
  * too many to drop inside the pause (about 1 us a page here: the vmm's
  * and KVM's mappings of each go too), the destination drops them with
@@ -1158,11 +1191,12 @@ static int source_drop_stale(struct source *s, unsigned int *ret_rounds,
 			break;
 		last = dirty;
 		bitmap_or(s->tosend, s->dirty, s->ram.pages);
-		ps.needed.data = (uint8_t *)s->dirty;
-		ps.needed.len = BITMAP_BYTES(s->ram.pages);
+		source_needed_encode(s, &ps.needed, &ps.needed_words,
+				     &ps.n_needed_words);
 		m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_STALE;
 		m.postcopy_stale = &ps;
 		r = source_send_named(s, &m.base, "the stale pages");
+		free(ps.needed_words);
 		memset(s->dirty, 0, s->dirty_bytes);
 		if (r == 0)
 			r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARDED,
@@ -1185,11 +1219,11 @@ static int source_send_postcopy(struct source *s)
 	r = source_save_state(s, &pc.vm_state);
 	if (r < 0)
 		return r;
-	pc.needed.data = (uint8_t *)s->dirty;
-	pc.needed.len = BITMAP_BYTES(s->ram.pages);
+	source_needed_encode(s, &pc.needed, &pc.needed_words, &pc.n_needed_words);
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY;
 	m.postcopy = &pc;
 	r = source_send_named(s, &m.base, "the device state");
+	free(pc.needed_words);
 	free(pc.vm_state.data);
 	return r;
 }
