@@ -346,6 +346,22 @@ static int dest_wait_main(struct dest *d)
 #define BODY_PRECOPY_NEXT (-1)
 #define BODY_SWITCH_NEXT (-2)
 
+/* Whether a message with body got answers a wait for body. */
+static bool body_fits(int body, int got)
+{
+	switch (body) {
+	case BODY_PRECOPY_NEXT:
+		return got == TERN__STREAM__STREAM_MSG__BODY_DEVICE ||
+		       got == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD ||
+		       got == TERN__STREAM__STREAM_MSG__BODY_SETTLE;
+	case BODY_SWITCH_NEXT:
+		return got == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_STALE ||
+		       got == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY;
+	default:
+		return got == body;
+	}
+}
+
 static int dest_recv(struct dest *d, int body, const char *what,
 		     Tern__Stream__StreamMsg **ret)
 {
@@ -368,13 +384,7 @@ static int dest_recv(struct dest *d, int body, const char *what,
 		protobuf_c_message_free_unpacked(&m->base, NULL);
 		return r;
 	}
-	if ((int)m->body_case != body && !(body == BODY_PRECOPY_NEXT &&
-	    (m->body_case == TERN__STREAM__STREAM_MSG__BODY_DEVICE ||
-	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD ||
-	     m->body_case == TERN__STREAM__STREAM_MSG__BODY_SETTLE)) &&
-	    !(body == BODY_SWITCH_NEXT &&
-	      (m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_STALE ||
-	       m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY))) {
+	if (!body_fits(body, (int)m->body_case)) {
 		r = worker_fail(d->w, EPROTO, "the source sent message %d instead "
 				"of its %s", m->body_case, what);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
@@ -1331,8 +1341,11 @@ static int dest_receive(struct dest *d)
 		d->chan[i].layout = d->layout;
 		d->chan[i].received = d->received_map;
 		d->chan[i].keep_alloc = keep_alloc;
-		/* A CPU no channel's thread would use places new pages too. */
-		d->chan[i].share = !keep_alloc && i + d->nchan < cpus_usable();
+		/* A CPU no channel's thread would use places new pages too;
+		 * not by pwrite() (without a uffd), which takes the memfd's
+		 * lock: two writers would only wait longer. */
+		d->chan[i].share = !keep_alloc && d->place.uffd >= 0 &&
+				   i + d->nchan < cpus_usable();
 		d->chan[i].pc = &d->pc;
 		r = chan_rx_start(&d->chan[i]);
 		if (r < 0)

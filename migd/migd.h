@@ -387,7 +387,7 @@ struct place_helper {
 
 int place_helper_start(struct place_helper *h);
 void place_helper_stop(struct place_helper *h);
-/* ram_place_pages, shared with h (NULL: alone). */
+/* ram_place_pages, shared with h (not started: alone). */
 int place_helper_pages(struct place_helper *h, const struct ram_place *p,
 		       const struct ram_view *v, unsigned int region,
 		       const uint64_t *off, const uint8_t *src, uint32_t n);

@@ -260,8 +260,7 @@ int place_helper_pages(struct place_helper *h, const struct ram_place *p,
 	uint32_t start, end;
 	int r;
 
-	/* pwrite() takes the memfd's lock: two writers only wait longer. */
-	if (!h || !h->started || p->uffd < 0 || n < 2 * PIECE_PAGES)
+	if (!h->started || n < 2 * PIECE_PAGES)
 		return ram_place_pages(p, v, region, off, src, n);
 	pthread_mutex_lock(&h->lock);
 	h->p = p;
@@ -277,8 +276,7 @@ int place_helper_pages(struct place_helper *h, const struct ram_place *p,
 		place_piece(h, start, end);
 	while (h->busy)
 		pthread_cond_wait(&h->idle, &h->lock);
-	r = h->err;
-	h->n = h->next = 0;
+	r = h->err;                     /* next >= n: the helper waits */
 	pthread_mutex_unlock(&h->lock);
 	return r;
 }
