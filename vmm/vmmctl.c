@@ -780,7 +780,7 @@ static const struct command {
 	{ "transfer", 2, 3, "SRC DST [--copy]" },
 	{ "read", 3, 3, "NAME GPA LEN" },
 	{ "write", 3, 3, "NAME GPA HEX" },
-	{ "dirty-rate", 1, 2, "NAME [SECONDS]" },
+	{ "dirty-rate", 1, 2, "NAME [SEC]" },
 	{ "throttle", 2, 2, "NAME PERCENT" },
 };
 
