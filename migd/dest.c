@@ -32,6 +32,16 @@
 #include "migd/migd.h"
 #include "proto/stream.pb-c.h"
 
+/* A connection accepted whose hello has not come whole yet (dest_hellos). */
+struct pending {
+	int fd;
+	size_t got;
+	uint64_t deadline;
+	struct stream_hello h;
+};
+
+#define DEST_PENDING_MAX 16
+
 struct dest {
 	struct worker *w;
 	struct vmm_link vmm;
@@ -62,6 +72,8 @@ struct dest {
 	bool own_listen;                /* listen_fd was bound here */
 	char listen[PATH_MAX];          /* ... on this address */
 	bool recovering;                /* a main connection must be this job's */
+	struct pending pend[DEST_PENDING_MAX];
+	unsigned int npend;
 };
 
 /* In postcopy: the job verifies (PostcopyDiscard said so). */
@@ -130,39 +142,47 @@ static void dest_answer(int fd, int err)
 	stream_write_full(fd, &status, 4, deadline_ms(1000));
 }
 
-/*
- * One new connection: read and check its hello.  Returns 1 when it was
- * taken (as main or a ram channel), 0 when it was refused and closed.
- */
-static int dest_take(struct dest *d, int fd)
+/* Refuse a connection: answer err, close it, note why. */
+static void dest_turn_away(struct dest *d, int fd, int err, const char *why)
 {
-	struct stream_hello h;
+	dest_answer(fd, err);
+	close(fd);
+	dest_note_refusal(d, why);
+}
+
+/*
+ * A connection whose hello came whole: check it.  Returns 1 when it was
+ * taken (as main, a ram channel or the page link), 0 when it was refused
+ * and closed.
+ */
+static int dest_take(struct dest *d, int fd, struct stream_hello h)
+{
 	const char *why = NULL;
 	int r;
 
-	r = stream_read_full(fd, &h, sizeof(h), deadline_ms(MIGD_HELLO_TIMEOUT_MS));
-	if (r < 0)
-		why = r == -ETIMEDOUT ? "no hello in time" : "connection closed "
-		      "before its hello";
-	else if ((r = stream_hello_check(&h, d->w->spec->token, &why)) < 0)
+	if ((r = stream_hello_check(&h, d->w->spec->token, &why)) < 0)
 		;
 	else if (h.role == STREAM_ROLE_MAIN && d->main_fd >= 0)
 		r = -EBUSY, why = "a second main connection";
 	else if (h.role == STREAM_ROLE_MAIN && d->recovering &&
 		 memcmp(h.id, d->w->id, STREAM_ID_LEN))
 		r = -EBUSY, why = "a main connection of another migration";
-	else if (h.role != STREAM_ROLE_MAIN && (d->main_fd < 0 ||
-		 memcmp(h.id, d->w->id, STREAM_ID_LEN)))
-		r = -EBUSY, why = "a ram connection of another migration";
+	else if (h.role != STREAM_ROLE_MAIN && d->main_fd < 0)
+		r = -EBUSY, why = h.role == STREAM_ROLE_PAGE ?
+			"a page link before any main connection" :
+			"a ram connection before any main connection";
+	else if (h.role != STREAM_ROLE_MAIN &&
+		 memcmp(h.id, d->w->id, STREAM_ID_LEN))
+		r = -EBUSY, why = h.role == STREAM_ROLE_PAGE ?
+			"a page link of another migration" :
+			"a ram connection of another migration";
 	else if (h.role == STREAM_ROLE_PAGE && d->page_fd >= 0)
 		r = -EBUSY, why = "a second page link";
 	else if (h.role == STREAM_ROLE_RAM && (h.index >= d->nchan ||
 						d->chan[h.index].fd >= 0))
 		r = -EINVAL, why = "a ram connection with a bad index";
 	if (why) {
-		dest_answer(fd, r < 0 ? r : -EPROTO);
-		close(fd);
-		dest_note_refusal(d, why);
+		dest_turn_away(d, fd, r < 0 ? r : -EPROTO, why);
 		return 0;
 	}
 	dest_answer(fd, 0);
@@ -276,32 +296,116 @@ out:
 	return r;
 }
 
-/* Accept until the main connection and all its ram channels are there. */
+/*
+ * New connections.  Their hellos are read side by side, so a connection
+ * that says nothing (a port scanner, a stranger without the token) delays
+ * no other: the job's own connections say hello at once.  When the table
+ * of those still to come is full, the oldest is turned away to make room.
+ */
+static void pending_drop(struct dest *d, unsigned int i)
+{
+	d->pend[i] = d->pend[--d->npend];
+}
+
+static void pending_close_all(struct dest *d)
+{
+	while (d->npend)
+		close(d->pend[--d->npend].fd);
+}
+
+/* Read what pending connection i has sent of its hello, without waiting:
+ * 1 when it is whole, 0 for more to come, -1 when the connection failed
+ * (then it is turned away and dropped from the table). */
+static int pending_read(struct dest *d, unsigned int i)
+{
+	struct pending *p = &d->pend[i];
+	ssize_t got;
+
+	got = recv(p->fd, (uint8_t *)&p->h + p->got, sizeof(p->h) - p->got,
+		   MSG_DONTWAIT);
+	if (got < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (got <= 0) {
+		dest_turn_away(d, p->fd, EPROTO, "connection closed before its hello");
+		pending_drop(d, i);
+		return -1;
+	}
+	p->got += (size_t)got;
+	return p->got == sizeof(p->h);
+}
+
+/*
+ * One round until wake: accept what comes, read the hellos, take the
+ * connections whose hello is whole and good, turn away the others and
+ * those silent for MIGD_HELLO_TIMEOUT_MS.  1 when a main connection was
+ * taken, 0 otherwise, -errno when the listening socket failed.
+ */
+static int dest_hellos(struct dest *d, uint64_t wake)
+{
+	struct pollfd pfd[1 + DEST_PENDING_MAX];
+	struct stream_hello h;
+	bool took_main = false;
+	unsigned int i;
+	int fd, r;
+
+	pfd[0] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
+	for (i = 0; i < d->npend; i++) {
+		pfd[1 + i] = (struct pollfd){ .fd = d->pend[i].fd, .events = POLLIN };
+		wake = MIN(wake, d->pend[i].deadline);
+	}
+	r = poll_until(pfd, 1 + d->npend, wake);
+	if (r < 0 && r != -ETIMEDOUT)
+		return r;
+	/* From the last: dropping entry i moves the last one into its
+	 * place, which was visited already. */
+	for (i = d->npend; i-- > 0; ) {
+		if (r > 0 && pfd[1 + i].revents) {
+			if (pending_read(d, i) <= 0)
+				continue;
+			fd = d->pend[i].fd;
+			h = d->pend[i].h;
+			pending_drop(d, i);
+			if (dest_take(d, fd, h) && d->main_fd == fd)
+				took_main = true;
+		} else if (now_ns() > d->pend[i].deadline) {
+			dest_turn_away(d, d->pend[i].fd, ETIMEDOUT, "no hello in time");
+			pending_drop(d, i);
+		}
+	}
+	if (r > 0 && (pfd[0].revents & POLLIN) &&
+	    (fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		if (d->npend == DEST_PENDING_MAX) {
+			dest_turn_away(d, d->pend[0].fd, ETIMEDOUT, "no hello yet, "
+				       "and newer connections waiting");
+			pending_drop(d, 0);
+		}
+		d->pend[d->npend++] = (struct pending){ .fd = fd,
+			.deadline = deadline_ms(MIGD_HELLO_TIMEOUT_MS) };
+	}
+	return took_main;
+}
+
+/* Accept until the main connection, all its ram channels and the page
+ * link are there. */
 static int dest_accept(struct dest *d)
 {
-	struct pollfd pfd = { .fd = d->listen_fd, .events = POLLIN };
 	uint64_t limit = d->main_fd >= 0 ? deadline_ms(MIGD_IO_TIMEOUT_MS) : 0;
-	int fd, r;
+	int r;
 
 	for (;;) {
 		if (worker_cancelled())
 			return -ECANCELED;
 		if (d->main_fd >= 0 && d->nconnected == d->nchan && d->page_fd >= 0)
-			return 0;
+			break;
 		if (limit && now_ns() > limit)
 			return worker_fail(d->w, ETIMEDOUT, "only %u of %u ram "
 					   "channels%s connected", d->nconnected,
 					   d->nchan, d->page_fd < 0 ?
 					   " and no page link" : "");
-		r = poll_until(&pfd, 1, deadline_ms(200));
-		if (r == -ETIMEDOUT)
-			continue;
+		r = dest_hellos(d, deadline_ms(200));
 		if (r < 0)
 			return worker_fail(d->w, r, "listening: %s", strerror(-r));
-		fd = accept4(pfd.fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		if (dest_take(d, fd) && d->main_fd == fd) {
+		if (r == 1 && !d->recovering) {
 			r = dest_check_hello(d);
 			if (r < 0)
 				return r;
@@ -309,6 +413,9 @@ static int dest_accept(struct dest *d)
 			limit = deadline_ms(MIGD_IO_TIMEOUT_MS);
 		}
 	}
+	/* All the job's connections are in: the rest are not its. */
+	pending_close_all(d);
+	return 0;
 }
 
 /* Wait for the main connection to have a message, watching for a cancel
@@ -945,9 +1052,10 @@ static void dest_drop_links(struct dest *d)
 	d->nconnected = 0;
 }
 
-/* The source came back on fd: its Resume, its channels, then the
- * handshake.  0 when the job is active again. */
-static int dest_resume(struct dest *d, int fd)
+/* The source came back (on the main connection dest_hellos took): its
+ * Resume, its channels, then the handshake.  0 when the job is active
+ * again. */
+static int dest_resume(struct dest *d)
 {
 	Tern__Stream__StreamMsg *rm = NULL, *ack = NULL;
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
@@ -955,8 +1063,6 @@ static int dest_resume(struct dest *d, int fd)
 	unsigned int i;
 	int r;
 
-	if (!dest_take(d, fd) || d->main_fd < 0)
-		return -EAGAIN;         /* a stranger, turned away */
 	worker_clear_failure(d->w);
 	d->err[0] = 0;                  /* the pause's reason is told */
 	d->refused = false;             /* a new main connection */
@@ -1016,9 +1122,8 @@ static int dest_resume(struct dest *d, int fd)
  */
 static int dest_postcopy_paused(struct dest *d)
 {
-	struct pollfd pfd = { .events = POLLIN };
 	char arg[PATH_MAX];
-	int fd, r;
+	int r;
 
 	pthread_mutex_lock(&d->w->lock);
 	log_warnx("postcopy paused: %s", d->w->error);
@@ -1036,12 +1141,10 @@ static int dest_postcopy_paused(struct dest *d)
 			if (worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==
 			    WORKER_CMD_RECOVER && arg[0])
 				dest_relisten(d, arg);
-			pfd.fd = d->listen_fd;
-			if (poll_until(&pfd, 1, deadline_ms(200)) <= 0)
-				continue;
-			fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd >= 0)
-				r = dest_resume(d, fd);
+			/* (a failing poll is retried: the guest here
+			 * depends on this job) */
+			r = dest_hellos(d, deadline_ms(200));
+			r = r == 1 ? dest_resume(d) : -EAGAIN;
 		}
 		if (r == 0)
 			break;
@@ -1452,6 +1555,7 @@ int dest_run(struct worker *w)
 		protobuf_c_message_free_unpacked(&d.hashes_msg->base, NULL);
 	if (d.needed_fd >= 0)
 		close(d.needed_fd);
+	pending_close_all(&d);
 	if (d.own_listen)
 		dest_close_listen(&d);
 	free(d.received_map);

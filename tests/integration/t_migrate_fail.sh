@@ -3,7 +3,8 @@
 # Every way a precopy migration can fail leaves the source guest running
 # with its memory intact, makes the destination vmm drop what it got, keeps
 # migd serving, and says what happened; then the migration can simply be
-# run again.  Token mismatch, garbage on the port, cancel, the destination
+# run again.  Token mismatch, garbage on the port (and connections that
+# say nothing, which must delay nobody), cancel, the destination
 # worker killed, the source worker killed right after it stopped the VM
 # (migd resumes it), and right before Go (migd must not).  Also Settle
 # answered before the pages arrived, as over a slow link, and a postcopy
@@ -33,9 +34,15 @@ exec 3<>"/dev/tcp/127.0.0.1/$port" && cat "$RUNDIR/junk" >&3; exec 3>&-
 wait_until 20 sh -c "'$BIN/migctl' --rundir '$RUNDIR' --json status d | grep -q 'not a tern migration stream'" ||
 	fail "garbage was not noted: $(migctl --json status d)"
 [ "$(job_get d state)" = waiting ] || fail "garbage ended the destination job"
-migctl migrate s "$ADDR" --token "$TOKEN" --wait >/dev/null || fail "migrate after garbage"
+# Three connections that never say hello, open while the source comes:
+# each may take 5 s to be turned away, but must delay nobody (read one
+# after the other, they held the source's hello past its 10 s).
+exec 4<>"/dev/tcp/127.0.0.1/$port" 5<>"/dev/tcp/127.0.0.1/$port" 6<>"/dev/tcp/127.0.0.1/$port"
+migctl migrate s "$ADDR" --token "$TOKEN" --wait >/dev/null ||
+	fail "migrate after garbage, with silent connections open"
+exec 4>&- 5>&- 6>&-
 vmmctl check d || fail "d after the migration"
-echo "ok: the job went on waiting and then worked"
+echo "ok: the job went on waiting and then worked, silent connections beside it"
 # d now runs the guest; move it back to a fresh s2 for the next cases.
 start_vmm s2 --memory 128M --incoming
 incoming s2
