@@ -864,10 +864,13 @@ static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard
 	pthread_mutex_lock(&d->pc.lock);
 	while (d->pc.markers < d->nchan && r == 0) {
 		cond_wait_ms(&d->pc.cond, &d->pc.lock, 100);
+		if (d->pc.markers == d->nchan)
+			break;
+		/* Not under pc.lock: a failure takes w->lock, then
+		 * pc.lock (dest_abort). */
+		pthread_mutex_unlock(&d->pc.lock);
 		if (worker_failed(d->w) || worker_cancelled())
 			r = -EIO;
-		else if (d->pc.markers == d->nchan)
-			break;
 		else if ((now_pages = dest_carried(d, pc, &over)) < 0)
 			r = -EPROTO;
 		else if (now_pages != seen) {
@@ -875,6 +878,7 @@ static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard
 			limit = deadline_ms(MIGD_SWITCH_STALL_MS);
 		} else if (now_ns() > limit)
 			r = -ETIMEDOUT;
+		pthread_mutex_lock(&d->pc.lock);
 	}
 	pthread_mutex_unlock(&d->pc.lock);
 	if (r == -ETIMEDOUT)
