@@ -769,8 +769,11 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 		    punch_zero(c, p.region, off, p.npages);
 	} else {
 		if ((p.flags & STREAM_PKT_ZSTD) &&
-		    unpack_zstd(c, dst, p.npages, p.data_len) < 0)
-			return worker_fail(c->w, EPROTO, "ram channel %u: a "
+		    (r = unpack_zstd(c, dst, p.npages, p.data_len)) < 0)
+			return r != -EPROTO ? worker_fail(c->w, r, "ram channel "
+					   "%u: no zstd decoder: %s", c->index,
+					   strerror(-r)) :
+			       worker_fail(c->w, EPROTO, "ram channel %u: a "
 					   "compressed packet does not decode "
 					   "to its %u pages", c->index, p.npages);
 		if (p.flags & STREAM_PKT_ZSTD)
