@@ -77,10 +77,10 @@ static int take_link(struct rpc_call *call, size_t i, int *ret)
 }
 
 /*
- * The needed bitmap: a regular file (memfd) of exactly the right size.
- * We seal it against shrinking when it allows sealing, so that nobody can
- * make our mapping SIGBUS; one made without MFD_ALLOW_SEALING is taken
- * as it is (faultd.proto does not ask for sealing), with a warning.
+ * The needed bitmap: a regular file (memfd) of exactly the right size,
+ * sealed against shrinking (we add the seal when the memfd allows it).
+ * Unsealed, whoever holds it could truncate it under our mapping, and
+ * faultd, serving every VM of the host, would die of SIGBUS.
  */
 static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
 		       bool hashes, int *ret)
@@ -107,9 +107,13 @@ static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
 	}
 	seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || (!(seals & F_SEAL_SHRINK) &&
-			  fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0))
-		log_warnx("the needed bitmap cannot be sealed against shrinking "
-			  "(create it with MFD_ALLOW_SEALING)");
+			  fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)) {
+		close(fd);
+		return rpc_call_errorf(call, EPERM,
+				       "the needed bitmap cannot be sealed against "
+				       "shrinking: make it a memfd with MFD_ALLOW_SEALING, "
+				       "open for writing");
+	}
 	*ret = fd;
 	return 0;
 }

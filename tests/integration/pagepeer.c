@@ -628,7 +628,16 @@ static int cmd_errors(const char *in, const char *run)
 	refused(&p, pfd[0], p.pages, 0, 2, "not a stream socket");
 	close(pfd[0]);
 	close(pfd[1]);
-	/* The right size, but faultd cannot map it for writing. */
+	/* The right size, but not sealable: a truncate would kill faultd. */
+	ro.bitmap_fd = memfd_create("needed", MFD_CLOEXEC);
+	CHECK(ro.bitmap_fd >= 0 &&
+	      ftruncate(ro.bitmap_fd, (off_t)BITMAP_BYTES(p.pages)) == 0,
+	      "memfd: %s", strerror(errno));
+	refused(&ro, theirs, p.pages, 0, 2, "cannot be sealed against shrinking");
+	close(ro.bitmap_fd);
+	/* The right size and sealed, but faultd cannot map it for writing. */
+	CHECK(fcntl(p.bitmap_fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0, "seal: %s",
+	      strerror(errno));
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", p.bitmap_fd);
 	ro.bitmap_fd = open(path, O_RDONLY | O_CLOEXEC);
 	CHECK(ro.bitmap_fd >= 0, "open %s: %s", path, strerror(errno));
