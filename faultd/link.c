@@ -198,9 +198,11 @@ static uint64_t link_oldest_ms_locked(const struct session *s, uint64_t now)
 /*
  * Wait for the next frame.  No deadline while nothing is asked (the
  * source may be idle), but a request unanswered for FAULTD_LINK_STALL_MS
- * means a link that is open and silent: -ETIMEDOUT, so that the session
- * pauses and a recovery can bring a new link, instead of vCPUs waiting
- * forever behind it.
+ * on a link silent for a second means a link that is open and stalled:
+ * -ETIMEDOUT, so that the session pauses and a recovery can bring a new
+ * link, instead of vCPUs waiting forever behind it.  While frames still
+ * come, the link is alive, only slow (the source answers in order; a
+ * page it never answered is pushed all the same).
  */
 static int link_wait(struct session *s, int fd)
 {
