@@ -6,14 +6,17 @@
  * for its RAM layout and a userfaultfd made with our /dev/userfaultfd
  * (Vmm.UffdCreate), and starts a session (session.c); the other methods
  * look a session up by its VM's name.  Runs on the main thread's event
- * loop; the vmm calls block it for at most FAULTD_VMM_TIMEOUT_MS each,
- * while the sessions' threads keep serving faults.
+ * loop.  The vmm calls run in a thread per Attach (struct attach), so a
+ * vmm slow to answer (for up to FAULTD_VMM_TIMEOUT_MS a call) delays its
+ * own Attach only, never another VM's calls.
  */
 #include <errno.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,6 +31,31 @@
 #include "proto/vmm.pb-c.h"
 
 #define CONTROL_LISTEN_BACKLOG 64
+
+/*
+ * An Attach at its vmm.  The event loop fills in the request's part and
+ * starts the thread; the thread (attach_main) fills in the results, sets
+ * done and writes attach_efd; the event loop then joins it and finishes
+ * the call (attach_finish).
+ */
+struct attach {
+	struct faultd *d;
+	struct rpc_call *call;          /* deferred */
+	const Tern__Faultd__AttachRequest *a;   /* valid until it is finished */
+	char vm[65];
+	char rundir[PATH_MAX];          /* the thread uses no struct faultd */
+	int devfd, efd;
+	uint64_t pages;
+	int link, bitmap;
+	pthread_t th;
+	/* the thread's */
+	int ret, uffd;
+	unsigned int n;
+	struct fault_region r[STREAM_MAX_REGIONS];
+	char err[640];
+	bool done;                      /* atomic */
+	struct attach *next;
+};
 
 static struct session *session_find(struct faultd *d, const char *vm)
 {
@@ -158,7 +186,7 @@ static int check_uffd(int fd, const char *vm, char *err, size_t len)
  * and a uffd registered on its RAM (UffdCreate with our /dev/userfaultfd).
  * On success the vmm holds a uffd: the caller undoes it on a later error.
  */
-static int vmm_setup(struct faultd *d, const char *vm, uint64_t pages,
+static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pages,
 		     struct fault_region *r, unsigned int *ret_n, int *ret_uffd,
 		     char *err, size_t len)
 {
@@ -173,7 +201,7 @@ static int vmm_setup(struct faultd *d, const char *vm, uint64_t pages,
 	size_t i;
 	int ret;
 
-	snprintf(path, sizeof(path), "%s/vmm/%s.sock", d->rundir, vm);
+	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
 	ret = rpc_client_connect(path, FAULTD_VMM_TIMEOUT_MS, &cl);
 	if (ret < 0) {
 		snprintf(err, len, "no vmm named %s on this host (%.300s: %s)", vm, path,
@@ -213,7 +241,7 @@ static int vmm_setup(struct faultd *d, const char *vm, uint64_t pages,
 			 (unsigned long long)pages, vm, (unsigned long long)total);
 		goto out;
 	}
-	ret = rpc_client_call(cl, svc, "UffdCreate", &empty.base, &d->devfd, 1,
+	ret = rpc_client_call(cl, svc, "UffdCreate", &empty.base, &devfd, 1,
 			      (ProtobufCMessage **)&info, &res, FAULTD_VMM_TIMEOUT_MS,
 			      NULL, NULL);
 	if (ret < 0) {
@@ -248,13 +276,13 @@ out:
 	return ret;
 }
 
-static void vmm_release(struct faultd *d, const char *vm)
+static void vmm_release(const char *rundir, const char *vm)
 {
 	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
 	struct rpc_client *cl;
 	char path[PATH_MAX + 80];
 
-	snprintf(path, sizeof(path), "%s/vmm/%s.sock", d->rundir, vm);
+	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
 	if (rpc_client_connect(path, FAULTD_VMM_TIMEOUT_MS, &cl) < 0)
 		return;
 	rpc_client_call(cl, &tern__vmm__vmm__descriptor, "UffdRelease",
@@ -263,18 +291,156 @@ static void vmm_release(struct faultd *d, const char *vm)
 	rpc_client_free(cl);
 }
 
+/* A vmm's release in a thread of its own: the event loop never waits on a
+ * vmm.  Best effort (a vmm that is gone has released everything). */
+struct release {
+	char rundir[PATH_MAX];
+	char vm[65];
+};
+
+static void *release_main(void *arg)
+{
+	struct release *rl = arg;
+
+	vmm_release(rl->rundir, rl->vm);
+	free(rl);
+	return NULL;
+}
+
+static void vmm_release_async(struct faultd *d, const char *vm)
+{
+	struct release *rl = calloc(1, sizeof(*rl));
+	pthread_attr_t at;
+	pthread_t th;
+
+	if (!rl)
+		return;
+	str_copy(rl->rundir, d->rundir, sizeof(rl->rundir));
+	str_copy(rl->vm, vm, sizeof(rl->vm));
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&th, &at, release_main, rl) != 0) {
+		log_warnx("%s: no thread to release the vmm's uffd", vm);
+		free(rl);
+	}
+	pthread_attr_destroy(&at);
+}
+
+static void *attach_main(void *arg)
+{
+	struct attach *t = arg;
+	int efd = t->efd;
+
+	t->ret = vmm_setup(t->rundir, t->devfd, t->vm, t->pages, t->r, &t->n,
+			   &t->uffd, t->err, sizeof(t->err));
+	/* The event loop may free t once done is seen: nothing after. */
+	__atomic_store_n(&t->done, true, __ATOMIC_RELEASE);
+	eventfd_write(efd, 1);
+	return NULL;
+}
+
+/* The vmm answered (or not): start the session and reply.  0 or -errno
+ * for the call's reply. */
+static int attach_session(struct attach *t)
+{
+	const Tern__Faultd__AttachRequest *a = t->a;
+	struct faultd *d = t->d;
+	Tern__Faultd__AttachReply rep = TERN__FAULTD__ATTACH_REPLY__INIT;
+	Tern__Faultd__Region regs[STREAM_MAX_REGIONS], *pregs[STREAM_MAX_REGIONS];
+	struct session_attach sa;
+	struct session *s = NULL;
+	char err[640];
+	unsigned int i;
+	int ret;
+
+	if (t->ret < 0)
+		return rpc_call_errorf(t->call, -t->ret, "%s", t->err);
+	if (rpc_call_gone(t->call)) {
+		/* Nobody would learn of the session: no session. */
+		close(t->uffd);
+		vmm_release_async(d, t->vm);
+		return -ECONNRESET;
+	}
+	sa = (struct session_attach){ .vm = a->vm, .job = a->job, .pages = a->pages,
+				      .prefetch = a->prefetch, .hashes = a->hashes,
+				      .link_fd = t->link,
+				      .needed_fd = t->bitmap, .uffd = t->uffd,
+				      .nregions = t->n, .r = t->r };
+	t->link = t->bitmap = -1;
+	ret = session_start(&sa, &s, err, sizeof(err));
+	if (ret < 0) {
+		vmm_release_async(d, a->vm);
+		return rpc_call_errorf(t->call, -ret, "%s", err);
+	}
+	for (i = 0; i < t->n; i++) {
+		tern__faultd__region__init(&regs[i]);
+		regs[i].gpa = t->r[i].gpa;
+		regs[i].size = t->r[i].size;
+		regs[i].host = t->r[i].host;
+		pregs[i] = &regs[i];
+	}
+	rep.n_regions = t->n;
+	rep.regions = pregs;
+	ret = rpc_call_reply(t->call, &rep.base, &s->uffd, 1);
+	if (ret < 0) {
+		session_free(s);
+		vmm_release_async(d, a->vm);
+		return ret;
+	}
+	s->next = d->sessions;
+	d->sessions = s;
+	log_info("%s: attached (job %s, %llu pages, %u region%s, prefetch %u)",
+		 s->vm, s->job[0] ? s->job : "-", (unsigned long long)s->pages,
+		 t->n, t->n == 1 ? "" : "s", s->prefetch);
+	return 0;
+}
+
+static void attach_free(struct attach *t)
+{
+	if (t->link >= 0)
+		close(t->link);
+	if (t->bitmap >= 0)
+		close(t->bitmap);
+	free(t);
+}
+
+/* attach_efd: finish every Attach whose thread is done. */
+static void attach_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct faultd *d = arg;
+	struct attach **pp = &d->attaching, *t;
+	eventfd_t n;
+
+	eventfd_read(fd, &n);   /* EAGAIN: a wake-up read before */
+	while ((t = *pp)) {
+		if (!__atomic_load_n(&t->done, __ATOMIC_ACQUIRE)) {
+			pp = &t->next;
+			continue;
+		}
+		*pp = t->next;
+		pthread_join(t->th, NULL);
+		rpc_call_finish(t->call, attach_session(t));
+		attach_free(t);
+	}
+}
+
+static struct attach *attach_find(struct faultd *d, const char *vm)
+{
+	struct attach *t;
+
+	for (t = d->attaching; t; t = t->next)
+		if (strcmp(t->vm, vm) == 0)
+			return t;
+	return NULL;
+}
+
 static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Faultd__AttachRequest *a = (const Tern__Faultd__AttachRequest *)arg;
 	struct faultd *d = rpc_call_ctx(call);
-	Tern__Faultd__AttachReply rep = TERN__FAULTD__ATTACH_REPLY__INIT;
-	Tern__Faultd__Region regs[STREAM_MAX_REGIONS], *pregs[STREAM_MAX_REGIONS];
-	struct fault_region r[STREAM_MAX_REGIONS];
-	struct session_attach sa = { 0 };
-	struct session *s = NULL;
-	char err[640];
-	unsigned int n = 0, i;
-	int link = -1, bitmap = -1, uffd = -1, ret;
+	struct session *s;
+	struct attach *t;
+	int ret;
 
 	if (name_valid(a->vm) < 0)
 		return rpc_call_errorf(call, EINVAL, "'%.64s' is not a valid VM name",
@@ -297,54 +463,30 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EBUSY, "VM %s already has a session (%s); "
 				       "Detach it first", a->vm,
 				       session_state_name(s->state));
-	ret = take_link(call, 0, &link);
+	if (attach_find(d, a->vm))
+		return rpc_call_errorf(call, EBUSY, "VM %s is being attached",
+				       a->vm);
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return rpc_call_errorf(call, ENOMEM, "out of memory");
+	*t = (struct attach){ .d = d, .call = call, .a = a, .pages = a->pages,
+			      .devfd = d->devfd, .efd = d->attach_efd,
+			      .link = -1, .bitmap = -1, .uffd = -1 };
+	str_copy(t->vm, a->vm, sizeof(t->vm));
+	str_copy(t->rundir, d->rundir, sizeof(t->rundir));
+	ret = take_link(call, 0, &t->link);
 	if (ret == 0)
-		ret = take_bitmap(call, 1, a->pages, a->hashes, &bitmap);
-	if (ret < 0)
-		goto fail;
-	ret = vmm_setup(d, a->vm, a->pages, r, &n, &uffd, err, sizeof(err));
+		ret = take_bitmap(call, 1, a->pages, a->hashes, &t->bitmap);
+	if (ret == 0 && (ret = -pthread_create(&t->th, NULL, attach_main, t)) < 0)
+		rpc_call_errorf(call, -ret, "cannot start a thread: %s",
+				strerror(-ret));
 	if (ret < 0) {
-		ret = rpc_call_errorf(call, -ret, "%s", err);
-		goto fail;
-	}
-	sa = (struct session_attach){ .vm = a->vm, .job = a->job, .pages = a->pages,
-				      .prefetch = a->prefetch, .hashes = a->hashes,
-				      .link_fd = link,
-				      .needed_fd = bitmap, .uffd = uffd,
-				      .nregions = n, .r = r };
-	link = bitmap = uffd = -1;
-	ret = session_start(&sa, &s, err, sizeof(err));
-	if (ret < 0) {
-		vmm_release(d, a->vm);
-		return rpc_call_errorf(call, -ret, "%s", err);
-	}
-	for (i = 0; i < n; i++) {
-		tern__faultd__region__init(&regs[i]);
-		regs[i].gpa = r[i].gpa;
-		regs[i].size = r[i].size;
-		regs[i].host = r[i].host;
-		pregs[i] = &regs[i];
-	}
-	rep.n_regions = n;
-	rep.regions = pregs;
-	ret = rpc_call_reply(call, &rep.base, &s->uffd, 1);
-	if (ret < 0) {
-		session_free(s);
-		vmm_release(d, a->vm);
+		attach_free(t);
 		return ret;
 	}
-	s->next = d->sessions;
-	d->sessions = s;
-	log_info("%s: attached (job %s, %llu pages, %u region%s, prefetch %u)",
-		 s->vm, s->job[0] ? s->job : "-", (unsigned long long)s->pages, n,
-		 n == 1 ? "" : "s", s->prefetch);
-	return 0;
-fail:
-	if (link >= 0)
-		close(link);
-	if (bitmap >= 0)
-		close(bitmap);
-	return ret;
+	t->next = d->attaching;
+	d->attaching = t;
+	return RPC_DEFERRED;
 }
 
 static int method_relink(struct rpc_call *call, const ProtobufCMessage *arg)
@@ -492,13 +634,37 @@ int control_start(struct faultd *d)
 		return ret;
 	}
 	rpc_server_set_accept(d->server, rpc_accept_root_or_self, d);
+	d->attach_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->attach_efd < 0) {
+		ret = -errno;
+		log_warnc(ret, "eventfd");
+		return ret;
+	}
+	d->attach_ev = event_new(d->base, d->attach_efd, EV_READ | EV_PERSIST,
+				 attach_done, d);
+	if (!d->attach_ev || event_add(d->attach_ev, NULL) < 0) {
+		log_warnx("cannot watch the attach threads");
+		return -ENOMEM;
+	}
 	return 0;
 }
 
 void control_stop(struct faultd *d)
 {
 	struct session *s;
+	struct attach *t;
 
+	/* Attaches still at their vmm: their threads end by themselves
+	 * (FAULTD_VMM_TIMEOUT_MS a call) and write into their struct,
+	 * which is left to them; quitting need not wait. */
+	while ((t = d->attaching)) {
+		d->attaching = t->next;
+		pthread_detach(t->th);
+	}
+	if (d->attach_ev) {
+		event_free(d->attach_ev);
+		d->attach_ev = NULL;
+	}
 	if (d->server) {
 		rpc_server_free(d->server);
 		d->server = NULL;

@@ -127,6 +127,9 @@ struct faultd {
 	char sock_path[PATH_MAX];
 	int devfd;                      /* /dev/userfaultfd, lent to vmms */
 	struct session *sessions;       /* event loop */
+	struct attach *attaching;       /* event loop: Attaches at their vmm */
+	int attach_efd;                 /* an attach thread is done */
+	struct event *attach_ev;
 };
 
 /* main.c: start-up, privilege drop, signals */

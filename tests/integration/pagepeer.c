@@ -12,8 +12,11 @@
  *   errors IN RUN   Attach refusals (IN incoming, RUN running)
  *   sockabuse       garbage and oversize frames on faultd.sock
  *   discard VM      Vmm.Discard (bounded)
- *   fakevmm VM      serve VM's socket as a vmm whose UffdCreate answers a
- *                   pipe (until killed); notuffd VM: Attach to it is refused
+ *   fakevmm VM [HOLD]  serve VM's socket as a vmm whose UffdCreate answers
+ *                   a pipe (until killed); with HOLD, GetRam answers only
+ *                   once the file HOLD exists (at most 60 s)
+ *   notuffd VM [WORDS]  Attach to the fake vmm is refused, naming the pipe
+ *                   (or saying WORDS)
  *   list | detach VM [force]
  * Exits 0 when every check held; prints "FAIL: why" and exits 1 if not.
  */
@@ -784,12 +787,23 @@ static void fake_reply(struct rpc_conn *c, uint64_t id, const ProtobufCMessage *
 	CHECK(r == 1, "fake vmm: flush");
 }
 
+/* A slow vmm: wait (bounded) until the file hold exists. */
+static void fake_hold(const char *hold)
+{
+	int i;
+
+	printf("fake vmm: holding GetRam\n");
+	for (i = 0; i < 600 && access(hold, F_OK) < 0; i++)
+		usleep(100000);
+	CHECK(i < 600, "fake vmm: %s never came", hold);
+}
+
 /*
  * Serve VM's control socket as a vmm would for faultd's Attach (GetRam:
  * one 2 MiB region; UffdRelease), except that UffdCreate answers the
- * read end of a pipe.  Until killed.
+ * read end of a pipe.  Until killed.  With hold, GetRam waits for it.
  */
-static int cmd_fakevmm(const char *vm)
+static int cmd_fakevmm(const char *vm, const char *hold)
 {
 	Tern__Vmm__RamRegion reg = TERN__VMM__RAM_REGION__INIT, *regs[1] = { &reg };
 	Tern__Vmm__RamLayout lay = TERN__VMM__RAM_LAYOUT__INIT;
@@ -831,6 +845,8 @@ static int cmd_fakevmm(const char *vm)
 				close(fds[i]);
 			CHECK(f->body_case == TERN__RPC__FRAME__BODY_REQUEST,
 			      "fake vmm: not a request");
+			if (strstr(f->request->method, "/GetRam") && hold)
+				fake_hold(hold);
 			if (strstr(f->request->method, "/GetRam"))
 				fake_reply(c, f->request->id, &lay.base, NULL, 0);
 			else if (strstr(f->request->method, "/UffdCreate"))
@@ -844,8 +860,9 @@ static int cmd_fakevmm(const char *vm)
 	}
 }
 
-/* Attach to the fake vmm must be refused, naming what it lent. */
-static int cmd_notuffd(const char *vm)
+/* Attach to the fake vmm must be refused, naming what it lent (or
+ * saying words). */
+static int cmd_notuffd(const char *vm, const char *words)
 {
 	struct peer p = { .vm = vm };
 	int ours, theirs;
@@ -853,7 +870,7 @@ static int cmd_notuffd(const char *vm)
 	p.pages = 512;
 	link_pair(&ours, &theirs);
 	p.bitmap_fd = new_bitmap(BITMAP_BYTES(p.pages), &p.needed);
-	refused(&p, theirs, p.pages, 0, 2, "is not a userfaultfd (pipe:");
+	refused(&p, theirs, p.pages, 0, 2, words ? words : "is not a userfaultfd (pipe:");
 	close(ours);
 	close(theirs);
 	return 0;
@@ -873,10 +890,10 @@ int main(int argc, char **argv)
 		return cmd_errors(argv[3], argv[4]);
 	if (strcmp(argv[2], "discard") == 0 && argc == 4)
 		return cmd_discard(argv[3]);
-	if (strcmp(argv[2], "fakevmm") == 0 && argc == 4)
-		return cmd_fakevmm(argv[3]);
-	if (strcmp(argv[2], "notuffd") == 0 && argc == 4)
-		return cmd_notuffd(argv[3]);
+	if (strcmp(argv[2], "fakevmm") == 0 && (argc == 4 || argc == 5))
+		return cmd_fakevmm(argv[3], argc == 5 ? argv[4] : NULL);
+	if (strcmp(argv[2], "notuffd") == 0 && (argc == 4 || argc == 5))
+		return cmd_notuffd(argv[3], argc == 5 ? argv[4] : NULL);
 	if (strcmp(argv[2], "sockabuse") == 0)
 		return cmd_sockabuse();
 	if (strcmp(argv[2], "list") == 0)
@@ -885,7 +902,8 @@ int main(int argc, char **argv)
 		return cmd_detach(argv[3], argc > 4 && strcmp(argv[4], "force") == 0);
 usage:
 	fprintf(stderr, "usage: itest_pagepeer RUNDIR serve VM | abuse VM KIND | "
-		"errors IN RUN | sockabuse | discard VM | fakevmm VM | notuffd VM | "
+		"errors IN RUN | sockabuse | discard VM | fakevmm VM [HOLD] | "
+		"notuffd VM [WORDS] | "
 		"list | detach VM [force]\n");
 	return 2;
 }

@@ -7,7 +7,8 @@
 # the session until Relink; garbage on a page link fails that session
 # only, garbage on faultd.sock closes that peer only; Attach refusals say
 # what was wrong (a vmm that answers UffdCreate with something other than
-# a userfaultfd included); faultd holds no capability.
+# a userfaultfd included); a vmm slow to answer delays nobody else;
+# faultd holds no capability.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 [ -c /dev/userfaultfd ] || skip "/dev/userfaultfd is missing (Linux 6.1 or later)"
@@ -85,6 +86,29 @@ peer notuffd fake1 || fail "Attach to a vmm that lends a pipe"
 # The fake vmm answers before it logs: wait for its line.
 wait_until 10 grep -q "UffdRelease" "$RUNDIR/fake1.log" ||
 	fail "faultd did not release the fake vmm's uffd"
+kill "$fake"
+
+note "a vmm slow to answer delays its own Attach only"
+# fake2 holds GetRam until told; meanwhile faultd answers the others
+# (a second Attach of fake2 is refused as busy, List answers).  Before,
+# faultd waited for the vmm on its event loop: both waited 5 s behind it,
+# and the second Attach timed out at the held vmm.
+"$PEER" "$RUNDIR" fakevmm fake2 "$RUNDIR/fake2.go" >"$RUNDIR/fake2.log" 2>&1 &
+fake=$!
+PIDS+=("$fake")
+wait_until 10 grep -q "ready" "$RUNDIR/fake2.log" || fail "fake vmm: $(cat "$RUNDIR/fake2.log")"
+peer notuffd fake2 >"$RUNDIR/attach2.log" 2>&1 &
+attach=$!
+PIDS+=("$attach")
+wait_until 10 grep -q "holding GetRam" "$RUNDIR/fake2.log" || fail "faultd never asked fake2"
+peer notuffd fake2 "is being attached" || fail "a second Attach while the first waits"
+peer list >/dev/null || fail "List while an Attach waits for its vmm"
+kill -0 "$attach" 2>/dev/null || fail "the Attach ended early: $(cat "$RUNDIR/attach2.log")"
+touch "$RUNDIR/fake2.go"
+wait_exit "$attach" || fail "the held Attach: $(cat "$RUNDIR/attach2.log")"
+cat "$RUNDIR/attach2.log"
+wait_until 10 grep -q "UffdRelease" "$RUNDIR/fake2.log" ||
+	fail "faultd did not release fake2's uffd"
 kill "$fake"
 
 note "garbage on faultd.sock closes that peer only"
