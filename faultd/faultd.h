@@ -101,6 +101,10 @@ struct session {
 	pthread_t fault_thread;
 	pthread_t link_thread;          /* event loop starts and joins it */
 	bool link_running;              /* event loop */
+	pthread_t resend_thread;        /* after Relink: requests sent again */
+	bool resend_running;            /* event loop */
+	uint64_t *resend;               /* their seqs, for resend_thread */
+	size_t nresend;
 	bool stopped;                   /* event loop: threads joined */
 
 	pthread_mutex_t send_lock;      /* held around writes to the link; taken before lock */

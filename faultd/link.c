@@ -14,6 +14,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -334,4 +335,10 @@ void link_stop(struct session *s)
 	shutdown(s->link_fd, SHUT_RDWR);
 	pthread_join(s->link_thread, NULL);
 	s->link_running = false;
+	if (s->resend_running)
+		pthread_join(s->resend_thread, NULL);
+	s->resend_running = false;
+	free(s->resend);
+	s->resend = NULL;
+	s->nresend = 0;
 }

@@ -534,8 +534,24 @@ fail:
 	return r;
 }
 
+/* Send the requests outstanding at a Relink again, on the new link.  A
+ * thread of its own: a source slow to read would otherwise hold the
+ * event loop, and the link thread must go on reading the answers. */
+static void *resend_main(void *arg)
+{
+	struct session *s = arg;
+	size_t i;
+
+	for (i = 0; i < s->nresend; i++)
+		if (session_send_request(s, s->resend[i]) < 0)
+			break;
+	log_info("%s: new page link; %zu request%s outstanding sent again", s->vm,
+		 i, i == 1 ? "" : "s");
+	return NULL;
+}
+
 /*
- * A new page link (postcopy recovery): end the old link's thread, swap
+ * A new page link (postcopy recovery): end the old link's threads, swap
  * the descriptor, go ACTIVE, start reading, then send every request not
  * yet answered again (the answers may come in any order).
  */
@@ -570,12 +586,21 @@ int session_relink(struct session *s, int link_fd)
 		free(again);
 		return r < 0 ? r : -ENOMEM;
 	}
-	for (i = 0; again && i < n; i++)
-		if (session_send_request(s, again[i]) < 0)
-			break;
-	log_info("%s: new page link; %zu request%s outstanding sent again", s->vm,
-		 i, i == 1 ? "" : "s");
-	free(again);
+	s->resend = again;
+	s->nresend = n;
+	if (!n) {
+		log_info("%s: new page link; no request outstanding", s->vm);
+		return 0;
+	}
+	r = -pthread_create(&s->resend_thread, NULL, resend_main, s);
+	if (r < 0) {
+		pthread_mutex_lock(&s->lock);
+		session_set_state_locked(s, SESSION_STATE_PAUSED, "relink: cannot "
+					 "send the requests again: %s", strerror(-r));
+		pthread_mutex_unlock(&s->lock);
+		return 0;       /* paused, as over a dead link: Relink again */
+	}
+	s->resend_running = true;
 	return 0;
 }
 

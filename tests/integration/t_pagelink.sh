@@ -65,7 +65,11 @@ echo "ok: p: $(job_get p error)"
 [ "$(state_of q)" = running ] || fail "q is $(state_of q) while paused"
 proxy_cmd cut $PAGE >/dev/null || fail "cut the stalled link"
 recover_through_proxy
-echo "ok: recovered after the stall"
+# The unanswered request went out again on the new link.
+wait_until 10 grep -qE "new page link; [1-9][0-9]* requests? outstanding sent again" \
+	"$RUNDIR/faultd.log" || fail "faultd did not send the stalled request again"
+echo "ok: recovered after the stall ($(grep -oE "[0-9]+ requests? outstanding sent again" \
+	"$RUNDIR/faultd.log" | head -n 1))"
 
 note "damaged bytes from the destination reach the source's page server"
 # Hold the link still, then flip the high byte of the length of the next
