@@ -337,6 +337,7 @@ static void __attribute__((noreturn)) child_run(struct job_spec *spec, int fd,
 int job_start(struct migd *m, const struct job_spec *spec, struct job **ret)
 {
 	struct job *j;
+	sigset_t all, old;
 	int sv[2], r;
 	pid_t pid, parent = getpid();
 
@@ -353,16 +354,25 @@ int job_start(struct migd *m, const struct job_spec *spec, struct job **ret)
 		r = -errno;
 		goto fail_job;
 	}
+	/*
+	 * No signal may reach the child before child_run resets migd's
+	 * handlers: libevent's would tell the parent, through the socket
+	 * they share, that migd itself got it (a Cancel right after a
+	 * Migrate shut migd down).  Blocked, it waits for SIG_DFL.
+	 */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
 	pid = fork();
-	if (pid < 0) {
-		r = -errno;
-		close(sv[0]);
-		close(sv[1]);
-		goto fail_job;
-	}
 	if (pid == 0) {
 		close(sv[0]);
 		child_run(&j->spec, sv[1], parent);
+	}
+	r = -errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (pid < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		goto fail_job;
 	}
 	close(sv[1]);
 	j->pid = pid;

@@ -236,6 +236,50 @@ states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
 [ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" ' ] ||
 	fail "list order: $states"
 
+note "Incoming and Cancel in one write: the cancel reaches the new worker, not migd"
+# The worker's SIGTERM can come before it drops migd's signal handlers;
+# it once made migd believe it got the signal itself and quit.
+python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "Incoming + Cancel"
+import socket, struct, sys
+def field(n, wt, payload): return bytes([n << 3 | wt]) + payload
+def varint(v):
+    out = b""
+    while True:
+        b = v & 0x7f; v >>= 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v: return out
+def ld(n, b): return field(n, 2, varint(len(b)) + b)
+def frame(rid, method, arg):
+    f = ld(2, field(1, 0, varint(rid)) + ld(2, method.encode()) + ld(3, arg))
+    return struct.pack("<I", len(f)) + f
+def recv_frame(s, buf):
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack("<I", buf[:4])[0]:
+        chunk = s.recv(65536)
+        assert chunk, "migd closed the connection"
+        buf += chunk
+    n = struct.unpack("<I", buf[:4])[0]
+    return buf[4:4 + n], buf[4 + n:]
+for i in range(5):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])
+    s.sendall(frame(1, "tern.migd.Migd/Incoming", ld(1, b"x") + ld(2, b"tcp:127.0.0.1:0")) +
+              frame(2, "tern.migd.Migd/Cancel", ld(1, b"x") + field(2, 0, varint(1))))
+    buf, replies = b"", {}
+    while len(replies) < 2:
+        body, buf = recv_frame(s, buf)
+        if body[:1] != bytes([3 << 3 | 2]):     # Frame.reply
+            continue
+        i = 1
+        while body[i] & 0x80: i += 1            # the reply's length
+        assert body[i + 1] == 1 << 3, body      # Reply.id first
+        replies[body[i + 2]] = body
+    assert b"cancelled" in replies[2], replies
+    s.close()
+print("ok: 5 rounds, each job cancelled, migd answered")
+EOF
+kill -0 "$MIGD" || fail "migd quit on its worker's SIGTERM"
+[ "$(job_field x state)" = cancelled ] || fail "job: $(migctl --json status x)"
+[ "$(state_of x)" = incoming ] || fail "vmm x is $(state_of x)"
+
 note "SIGTERM: migd cancels its jobs and exits"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"
 wpid=$(job_field x worker_pid)
