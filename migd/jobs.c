@@ -506,12 +506,19 @@ static void job_died(struct migd *m, struct job *j, int wstatus)
 			job_append_error(j, "outcome unknown: the destination may "
 					 "run the guest; the source stays paused");
 		} else {
-			r = vmm_link_recover_source(m->rundir, j->spec.vm, true, msg,
+			/* Resumed only if it ran when the job began (the
+			 * worker reports that before it stops the VM). */
+			bool ran = !j->last || j->last->source_was_running;
+
+			r = vmm_link_recover_source(m->rundir, j->spec.vm, ran, msg,
 						    sizeof(msg));
 			if (r < 0 && !msg[0])
 				snprintf(msg, sizeof(msg),
 					 "could not recover the source VM: %s",
 					 strerror(-r));
+			else if (r == 0 && !ran)
+				snprintf(msg, sizeof(msg), "the source VM stays "
+					 "paused, as it was when the job began");
 			job_append_error(j, msg);
 		}
 	} else if (j->last && j->last->switched && j->last->postcopy_started) {

@@ -6,7 +6,8 @@
 # run again.  Token mismatch, garbage on the port (and connections that
 # say nothing, which must delay nobody), cancel, the destination
 # worker killed, the source worker killed right after it stopped the VM
-# (migd resumes it), and right before Go (migd must not).  Also Settle
+# (migd resumes it, unless its operator had paused it), and right before
+# Go (migd must not).  Also Settle
 # answered before the pages arrived, as over a slow link, and a postcopy
 # switch that miscounts a channel's pages.
 . "$(dirname "$0")/lib.sh"
@@ -133,6 +134,20 @@ out=$(migctl migrate x "$ADDR" --token "$TOKEN" --wait 2>&1) && fail "survived t
 echo "$out"
 job_get x error | grep -q "killed by signal 9" || fail "error: $(job_get x error)"
 job_get x error | grep -q "the source VM was resumed" || fail "not resumed: $(job_get x error)"
+source_fine x
+wait_job_final y
+dest_fresh y
+
+note "... but a VM its operator had paused stays paused"
+vmmctl stop x >/dev/null || fail "stop x"
+incoming y
+migctl migrate x "$ADDR" --token "$TOKEN" --wait >/dev/null 2>&1 && fail "survived the fault"
+job_get x error | grep -q "killed by signal 9" || fail "error: $(job_get x error)"
+job_get x error | grep -q "stays paused, as it was when the job began" ||
+	fail "error: $(job_get x error)"
+[ "$(state_of x)" = paused ] || fail "migd resumed x, which its operator had paused"
+echo "ok: $(job_get x error)"
+vmmctl cont x >/dev/null || fail "cont x"
 source_fine x
 wait_job_final y
 dest_fresh y
