@@ -382,9 +382,11 @@ static void worker_check_cancel(struct worker *w)
 	if (!cancel_signalled || worker_cancelled())
 		return;
 	pthread_mutex_lock(&w->lock);
-	if (w->switched && getppid() == parent_pid) {
+	if (w->switched && getppid() == parent_pid &&
+	    w->state != JOB_STATE_POSTCOPY_PAUSED) {
 		/* migd refuses to cancel a job past its switch; this one
-		 * crossed it.  (Were migd gone, nobody could recover it.) */
+		 * crossed it.  (Were migd gone, nobody could recover it.
+		 * Paused, it is migd quitting: it ends at once, migd(8).) */
 		cancel_signalled = 0;
 		log_warnx("a cancel came after the switch: ignored, the "
 			  "migration goes on");

@@ -10,7 +10,8 @@
 # recovery aimed at a wrong address fails and leaves the job paused, as
 # does one whose Resume announces more ram channels than the job has;
 # 'migctl pause' forces the paused state; and a cancel signal that
-# crossed the switch is dropped, so the later pause and recovery work.
+# crossed the switch is dropped, so the later pause and recovery work;
+# migd quitting ends paused workers at once.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -133,4 +134,25 @@ recover r s 0
 out=$(migctl --json status r --watch) || fail "r: $out"
 [ "$(echo "$out" | jget state)" = completed ] || fail "r: $out"
 vmmctl check s || fail "s: memory check"
+
+note "migd quits while a postcopy is paused: its workers end at once"
+start_vmm r2 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+wait_pass r2 0 2
+start_vmm s2 --memory 64M --incoming
+incoming s2
+postcopy_on_request r2 --max-bandwidth 1M --channels 1
+wait_until 30 both_active r2 s2 || fail "no postcopy: $(migctl status r2)"
+migctl pause r2 >/dev/null || fail "pause r2"
+wait_until 30 both_paused r2 s2 || fail "pause: r2 $(job_get r2 state), s2 $(job_get s2 state)"
+kill -TERM "$MIGD_PID"
+wait_exit "$MIGD_PID" || fail "migd exited with $?"
+grep "did not end; killing it" "$RUNDIR/migd.log" &&
+	fail "migd had to kill a paused worker"
+grep -q "postcopy paused; the source VM keeps the guest's remaining pages" "$RUNDIR/migd.log" ||
+	fail "the source worker did not say what it kept: $(tail -n 5 "$RUNDIR/migd.log")"
+grep -q "postcopy paused; the guest runs here and waits for its missing pages" "$RUNDIR/migd.log" ||
+	fail "the destination worker did not say what it left: $(tail -n 5 "$RUNDIR/migd.log")"
+[ "$(state_of s2)" = running ] || fail "s2 is $(state_of s2)"
+[ "$(state_of r2)" = paused ] || fail "r2 is $(state_of r2): it holds pages s2 lacks"
+echo "ok: both workers ended on migd's SIGTERM"
 echo PASS
