@@ -309,6 +309,7 @@ int worker_fail(struct worker *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void worker_report(struct worker *w);
 bool worker_failed(struct worker *w);
+bool worker_aborted(struct worker *w);
 /* After a failure: if the peer's next message on fd, within ms, is a
  * Refuse, "WHO said: why" is added to the job's error. */
 void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *who);

@@ -148,6 +148,9 @@ static int source_dial(struct source *s, const struct uri *u, enum stream_role r
 	uint32_t status;
 	int fd, r;
 
+	/* Aborted meanwhile (a timeout in set-up): not one connection more. */
+	if (worker_aborted(s->w))
+		return -ECANCELED;
 	fd = uri_connect(u, MIGD_IO_TIMEOUT_MS);
 	if (fd < 0)
 		return worker_fail(s->w, fd, "cannot connect to %s: %s",
@@ -232,6 +235,8 @@ static int source_connect(struct source *s)
 	if (uri_parse(spec->peer, &u) < 0 || u.kind == URI_FILE)
 		return worker_fail(s->w, EINVAL, "'%s' is not a tcp: or unix: address",
 				   spec->peer);
+	if (fault_active("source-slow-connect"))
+		sleep(2);
 	s->main_fd = source_dial(s, &u, STREAM_ROLE_MAIN, 0);
 	if (s->main_fd < 0)
 		return s->main_fd;
@@ -1749,6 +1754,12 @@ static void source_recover(struct source *s)
 	worker_note(w, "the source VM runs again");
 }
 
+/* 0, or -ECANCELED once the job was aborted (its error is set). */
+static int source_set_up_goes_on(struct worker *w)
+{
+	return worker_aborted(w) ? -ECANCELED : 0;
+}
+
 int source_run(struct worker *w)
 {
 	struct source s = { .w = w, .main_fd = -1, .page_fd = -1 };
@@ -1762,11 +1773,17 @@ int source_run(struct worker *w)
 	pthread_mutex_init(&s.main_tx, NULL);
 	w->nchannels = s.nchan;
 	worker_set_abort(w, source_abort, &s);
+	/* A timeout or cancel in set-up shuts only the connections made so
+	 * far: each connection (source_dial) and each step looks first. */
 	r = source_vmm(&s);
 	if (r == 0)
 		r = source_connect(&s);
 	if (r == 0)
+		r = source_set_up_goes_on(w);
+	if (r == 0)
 		r = source_dirty_start(&s);
+	if (r == 0)
+		r = source_set_up_goes_on(w);
 	pthread_mutex_lock(&w->lock);
 	w->setup_ms = (now_ns() - w->started_ns) / 1000000;
 	pthread_mutex_unlock(&w->lock);

@@ -75,7 +75,9 @@ bool worker_postcopy_requested(void)
  * source-marker-withheld (channel 0 never gets its postcopy marker: it
  * goes on with keepalives, bytes without pages); dest-slow-discard (a
  * destination answers the postcopy discard 300 ms late, as a loaded host
- * may, while the guest dirties more pages on the source).
+ * may, while the guest dirties more pages on the source); source-slow-
+ * connect (a source waits 2 s before it connects, as a slow vmm or
+ * network may make it).
  */
 bool fault_active(const char *name)
 {
@@ -155,6 +157,18 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
 		worker_note(w, "%s said: %.160s", who, m->refuse->message);
 	protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
+/* The job's abort callback ran (cancel, timeout, failure): whatever it
+ * could not shut yet must not be started. */
+bool worker_aborted(struct worker *w)
+{
+	bool a;
+
+	pthread_mutex_lock(&w->lock);
+	a = w->abort_done;
+	pthread_mutex_unlock(&w->lock);
+	return a;
 }
 
 bool worker_failed(struct worker *w)

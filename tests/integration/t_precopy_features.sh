@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # Precopy that always finishes, and proves it: zstd compression (used
 # where it pays, skipped where it does not), auto-converge engaging on a
-# heavy dirtier and lifted afterwards, a timeout that cancels, and verify
+# heavy dirtier and lifted afterwards, a timeout that cancels (in precopy
+# and while still connecting), and verify
 # catching a page corrupted on the destination during the migration (and
 # refusing a downtime limit too short for its hashing).
 . "$(dirname "$0")/lib.sh"
@@ -102,4 +103,23 @@ out=$(migctl --json migrate v "$ADDR" --token "$TOKEN" --verify --downtime-limit
 	--wait) || fail "$out"
 [ "$(echo "$out" | jget verified)" = ok ] || fail "verify did not report ok: $out"
 vmmctl check w || fail "w after a verified migration"
+
+note "a timeout that passes while the source is still connecting ends the job there"
+# The timeout's abort found no connection to shut yet; the job used to
+# connect afterwards and migrate on with no limit.
+kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+start_migd TERN_FAULT=source-slow-connect
+start_vmm y --memory 256M --incoming
+incoming y
+out=$(migctl migrate w "$ADDR" --token "$TOKEN" --timeout 1 --wait 2>&1) &&
+	fail "migrated after its timeout: $out"
+echo "$out" | tail -n 1
+echo "$out" | grep -q "did not complete within the 1 s timeout" || fail "$out"
+echo "$out" | grep -q "the source VM kept running" || fail "$out"
+sent=$(job_get w transferred_bytes)
+[ "${sent:-0}" = 0 ] || fail "w sent $sent bytes after its timeout"
+source_fine w idle
+[ "$(job_get y state)" = waiting ] || fail "the destination job is $(job_get y state)"
+migctl cancel y --wait >/dev/null || fail "cancel y"
+dest_fresh y
 echo PASS
