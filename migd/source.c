@@ -64,7 +64,7 @@ struct source {
 	uint64_t *dirty;                /* the bitmap shared with the vmm */
 	uint64_t dirty_bytes;
 	bool dirty_on;
-	bool stopped;                   /* we paused the VM */
+	bool stopped;                   /* we paused the VM (or asked to) */
 	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
 	char err[256];
 	/* postcopy */
@@ -1017,11 +1017,14 @@ static int source_switchover(struct source *s)
 	s->precopy = false;
 	worker_set_state(w, JOB_STATE_DEVICE);
 	t_stop = now_ns();
+	/* Counted as stopped before the call: one that fails (or times out)
+	 * may still have paused the VM, which source_recover then looks at
+	 * rather than claiming it kept running. */
+	s->stopped = true;
 	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
 			  sizeof(s->err));
 	if (r < 0)
 		return worker_fail(w, r, "%s", s->err);
-	s->stopped = true;
 	t_stopped = now_ns();
 	fault_point("source-after-stop");
 	if (fault_active("source-slow-pause"))
@@ -1597,11 +1600,11 @@ static int source_postcopy(struct source *s)
 	/* Step two: the pause. */
 	worker_set_state(w, JOB_STATE_DEVICE);
 	t_stop = now_ns();
+	s->stopped = true;      /* before the call: see source_switchover */
 	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
 			  sizeof(s->err));
 	if (r < 0)
 		return worker_fail(w, r, "%s", s->err);
-	s->stopped = true;
 	t[0] = now_ns();
 	r = source_sync(s, &dirty);
 	if (r < 0)
