@@ -91,8 +91,14 @@ static int boot_page_tables(struct vm *vm)
 	const uint64_t flags = PTE_P | PTE_RW | PTE_US;
 	int ret;
 
-	if (pd + ngib * 0x1000 > TG_PT_END || ngib > 512)
+	if (pd + ngib * 0x1000 > TG_PT_END || ngib > 512) {
+		log_warnx("the test guest maps at most %llu GiB of guest physical "
+			  "addresses; this guest's RAM ends at %llu GiB: use "
+			  "less --memory",
+			  (unsigned long long)MIN((TG_PT_END - pd) / 0x1000, 512),
+			  (unsigned long long)ngib);
 		return -E2BIG;
+	}
 	e = pdpt | flags;
 	ret = boot_write(vm, pml4, &e, 8);
 	for (i = 0; ret == 0 && i < ngib; i++) {

@@ -55,6 +55,9 @@ if [ -e /dev/kvm ] && [ -n "$cg" ]; then
 else
 	echo "no memory cgroup could be made here: the cgroup limit is not tried"
 fi
+# More RAM than the test guest's page tables map: said, not a silent exit.
+[ -e /dev/kvm ] && expect_error "the test guest maps at most 238 GiB" \
+	--name a --memory 240G --test-guest idle --serial none "${R[@]}"
 touch "$RUNDIR/file"
 expect_error "rundir $RUNDIR/file/sub" --name a --memory 64M --test-guest idle \
 	--rundir "$RUNDIR/file/sub"
