@@ -308,11 +308,21 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
 	 * wait forever on its own holes. */
 	if (uffd_release(ctl.vm) > 0)
 		log_info("released the userfaultfd");
+	/* The guest goes first: with part of its RAM gone (a failure
+	 * below), there is nothing left to run, only a new guest to take. */
+	ctl.state_loaded = false;
+	ctl.vm->guest.kind = GUEST_KIND_NONE;
+	ctl.vm->tsc_khz = ctl.vm->host_tsc_khz;
 	ret = mem_discard(ctl.vm);
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "discarding guest RAM: %s",
 				       strerror(-ret));
-	ctl.state_loaded = false;
+	/* --prealloc: allocated anew.  If that fails, pages are allocated
+	 * as they come, as without --prealloc (mem_populate logs why). */
+	if (ctl.vm->prealloc && (ret = mem_populate(ctl.vm)) < 0)
+		return rpc_call_errorf(call, -ret, "discarded the incoming guest, "
+				       "but its RAM cannot be preallocated again "
+				       "(see the vmm's log): %s", strerror(-ret));
 	log_info("discarded the incoming guest's RAM and state");
 	return 0;
 }

@@ -312,13 +312,10 @@ static int mem_discard_pages(struct vm *vm)
 	return 0;
 }
 
-/* An incoming vmm forgetting a failed migration: its RAM empty again,
- * and allocated anew with --prealloc. */
+/* An incoming vmm forgetting a failed migration: its RAM empty again. */
 int mem_discard(struct vm *vm)
 {
-	int ret = mem_discard_pages(vm);
-
-	return ret == 0 && vm->prealloc ? mem_populate(vm) : ret;
+	return mem_discard_pages(vm);
 }
 
 uint64_t mem_end(const struct vm *vm)

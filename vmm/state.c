@@ -525,13 +525,18 @@ static int state_check_devices(const Tern__Vmm__VmState *st, char *err,
 static int state_check_tsc(struct vm *vm, const Tern__Vmm__VmState *st,
 			   char *err, size_t errlen)
 {
-	uint64_t a = st->tsc_khz, b = vm->tsc_khz;
+	uint64_t a = st->tsc_khz, b = vm->host_tsc_khz;
 	uint64_t diff = a > b ? a - b : b - a;
 
 	if (a == 0)
 		REFUSE("the state does not say at what frequency the guest's TSC runs");
+	/* KVM_SET_TSC_KHZ takes 32 bits: more would be cut, not refused. */
+	if (a > UINT32_MAX)
+		REFUSE("the guest's TSC runs at %llu kHz, more than KVM can set",
+		       (unsigned long long)a);
 	/* Set even when equal: a load that failed after setting it left the
-	 * vCPUs at another frequency than vm->tsc_khz says. */
+	 * vCPUs at another frequency than vm->tsc_khz says.  Compared with
+	 * the host's own, never a state loaded (and discarded) before. */
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0)
 		return 1;
 	if (diff == 0)

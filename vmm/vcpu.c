@@ -408,9 +408,10 @@ int vcpu_create_all(struct vm *vm)
 		if (ret < 0)
 			return ret;
 	}
-	vm->tsc_khz = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
-	if ((int64_t)vm->tsc_khz <= 0)
+	vm->host_tsc_khz = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+	if ((int64_t)vm->host_tsc_khz <= 0)
 		return -errno ? -errno : -EINVAL;
+	vm->tsc_khz = vm->host_tsc_khz;
 	return 0;
 }
 

@@ -97,7 +97,8 @@ struct vm {
 	int vm_fd;
 	int run_size;
 	struct kvm_cpuid2 *cpuid;
-	uint64_t tsc_khz;
+	uint64_t tsc_khz;               /* the guest's TSC (a loaded state's) */
+	uint64_t host_tsc_khz;          /* this host's, as KVM gives it */
 
 	struct mem_region regions[VMM_MAX_REGIONS];
 	int nregions;
@@ -142,6 +143,8 @@ int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
 	      const uint64_t *sizes, int n);
 void mem_destroy(struct vm *vm);
 int mem_register(struct vm *vm, bool log_dirty);
+/* Every page dropped: the memfds become holes again (--prealloc: the
+ * caller allocates them anew, mem_populate). */
 int mem_discard(struct vm *vm);
 /* --prealloc: allocate every page of guest RAM now (logs its failure). */
 int mem_populate(struct vm *vm);

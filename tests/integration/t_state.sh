@@ -3,7 +3,8 @@
 # Complete state save and load: the guest moves to a fresh vmm --incoming
 # (handing over its RAM memfds, or a copy of RAM) and carries on with its
 # memory intact and its counters continuing; bad state is refused with a
-# clear error and costs nothing.
+# clear error and costs nothing; a Discard forgets the guest, even when
+# its preallocation fails, and leaves the TSC check this host's.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 
@@ -107,7 +108,8 @@ if [ -n "$host_khz" ]; then
 	with_tsc "$RUNDIR/good.state" "$RUNDIR/tscwrap.state" "$khz"
 	out=$(vmmctl load in "$RUNDIR/tscwrap.state" 2>&1) &&
 		fail "loaded a guest TSC of $khz kHz on a $host_khz kHz host"
-	echo "$out" | grep -q "runs at $khz kHz.*cannot scale it" || fail "$out"
+	echo "$out" | grep -q "runs at $khz kHz.*\(cannot scale it\|more than KVM can set\)" ||
+		fail "$out"
 else
 	echo "this host's KVM scales the TSC: the unscaled check is not used here"
 fi
@@ -134,6 +136,44 @@ vmmctl check x || fail "x after the failed transfer"
 out=$(vmmctl transfer x s 2>&1) && fail "transfer to a vmm that is not incoming"
 echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"
 [ "$(state_of x)" = running ] || fail "x stopped by a refused transfer"
+
+note "Discard: the guest is forgotten, and the TSC check stays this host's"
+PEER=$TESTS/itest_pagepeer
+start_vmm pre --memory 64M --incoming --prealloc
+if [ -n "$host_khz" ]; then
+	# Within 250 ppm of this host, 0.6 and then 1.2 times that away: the
+	# second must be refused, however close it is to the first.
+	near=$(( host_khz + host_khz * 150 / 1000000 ))
+	far=$(( host_khz + host_khz * 300 / 1000000 ))
+	with_tsc "$RUNDIR/good.state" "$RUNDIR/tscnear.state" "$near"
+	with_tsc "$RUNDIR/good.state" "$RUNDIR/tscfar.state" "$far"
+	vmmctl load pre "$RUNDIR/tscnear.state" || fail "a TSC 150 ppm off refused"
+	"$PEER" "$RUNDIR" discard pre || fail "Discard pre"
+	out=$(vmmctl load pre "$RUNDIR/tscfar.state" 2>&1) &&
+		fail "a TSC 300 ppm off this host loaded after one 150 ppm off"
+	echo "$out" | grep -q "this host's at $host_khz kHz" || fail "$out"
+	echo "ok: $out"
+fi
+vmmctl load pre "$RUNDIR/good.state" || fail "load pre"
+[ "$(vmmctl --json status pre | jget guest)" = test ] || fail "pre: $(vmmctl --json status pre)"
+# A Discard whose new preallocation fails (a memory cgroup too small)
+# still forgets the guest: its RAM is gone, so there is nothing to run.
+cg=$(memory_cgroup $((32 << 20)))
+if [ -n "$cg" ]; then
+	CGROUPS+=("$cg")
+	echo "$(pid_of pre)" >"$cg/cgroup.procs" || fail "move pre into $cg"
+	out=$("$PEER" "$RUNDIR" discard pre 2>&1) && fail "64 MiB preallocated under 32 MiB"
+	echo "$out" | grep -q "cannot be preallocated again" || fail "$out"
+	echo "ok: refused: ${out#FAIL: }"
+	echo "$(pid_of pre)" >"$(dirname "$cg")/cgroup.procs" || fail "move pre back"
+	out=$(vmmctl cont pre 2>&1) && fail "pre ran the guest its Discard dropped"
+	echo "$out" | grep -q "no state loaded yet" || fail "$out"
+	[ "$(vmmctl --json status pre | jget guest)" = none ] ||
+		fail "pre still shows the discarded guest: $(vmmctl --json status pre)"
+	vmmctl load pre "$RUNDIR/good.state" || fail "pre refuses a state after the failed Discard"
+else
+	echo "no memory cgroup could be made here: the failed preallocation is not tried"
+fi
 
 note "after all that, the incoming vmm still takes a good state"
 [ "$(state_of in)" = incoming ] || fail "refusals changed the incoming vmm"
