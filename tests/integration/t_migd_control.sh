@@ -22,6 +22,9 @@ ctl_fails() {
 	echo "ok: $err"
 }
 
+# wire CMD...: CMD with tests/integration/rpcwire.py importable.
+wire() { PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" "$@"; }
+
 json_field() { sed -n "s/.*\"$1\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p"; }
 job_field() { migctl --json status "$1" | json_field "$2"; }
 
@@ -139,26 +142,13 @@ out=$(migctl set --throttle-initial 90 --throttle-max 50 2>&1) &&
 echo "$out" | grep -q "initial throttle 90% is above the maximum 50%" || fail "$out"
 migctl get | grep -q "max-bandwidth *unlimited" || fail "get: $(migctl get)"
 # migd itself checks ranges too (an agent need not use migctl).
-python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "SetParams range check"
-import socket, struct, sys
-def field(n, wt, payload):
-    return bytes([n << 3 | wt]) + payload
-def varint(v):
-    out = b""
-    while True:
-        b = v & 0x7f; v >>= 7
-        out += bytes([b | (0x80 if v else 0)])
-        if not v: return out
-def ld(n, b): return field(n, 2, varint(len(b)) + b)
+wire python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "SetParams range check"
+import socket, sys
+from rpcwire import field, varint, ld, request, recv_frame
 params = field(1, 0, varint(99))                  # channels 99
-arg = ld(1, params)
-req = field(1, 0, varint(7)) + ld(2, b"tern.migd.Migd/SetParams") + ld(3, arg)
-frame = ld(2, req)
 s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
-s.sendall(struct.pack("<I", len(frame)) + frame)
-hdr = s.recv(4); n, = struct.unpack("<I", hdr)
-body = b""
-while len(body) < n: body += s.recv(n - len(body))
+s.sendall(request(7, "tern.migd.Migd/SetParams", ld(1, params)))
+body, _ = recv_frame(s, b"")
 assert b"channels 99: expected 1 to 16" in body, body
 assert body.find(bytes([0x10, 34])) >= 0, body  # status 34 (ERANGE)
 print("ok: migd refused channels 99")
@@ -239,39 +229,19 @@ states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
 note "Incoming and Cancel in one write: the cancel reaches the new worker, not migd"
 # The worker's SIGTERM can come before it drops migd's signal handlers;
 # it once made migd believe it got the signal itself and quit.
-python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "Incoming + Cancel"
-import socket, struct, sys
-def field(n, wt, payload): return bytes([n << 3 | wt]) + payload
-def varint(v):
-    out = b""
-    while True:
-        b = v & 0x7f; v >>= 7
-        out += bytes([b | (0x80 if v else 0)])
-        if not v: return out
-def ld(n, b): return field(n, 2, varint(len(b)) + b)
-def frame(rid, method, arg):
-    f = ld(2, field(1, 0, varint(rid)) + ld(2, method.encode()) + ld(3, arg))
-    return struct.pack("<I", len(f)) + f
-def recv_frame(s, buf):
-    while len(buf) < 4 or len(buf) < 4 + struct.unpack("<I", buf[:4])[0]:
-        chunk = s.recv(65536)
-        assert chunk, "migd closed the connection"
-        buf += chunk
-    n = struct.unpack("<I", buf[:4])[0]
-    return buf[4:4 + n], buf[4 + n:]
+wire python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "Incoming + Cancel"
+import socket, sys
+from rpcwire import field, varint, ld, request, recv_frame, reply_id
 for i in range(5):
     s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])
-    s.sendall(frame(1, "tern.migd.Migd/Incoming", ld(1, b"x") + ld(2, b"tcp:127.0.0.1:0")) +
-              frame(2, "tern.migd.Migd/Cancel", ld(1, b"x") + field(2, 0, varint(1))))
+    s.sendall(request(1, "tern.migd.Migd/Incoming", ld(1, b"x") + ld(2, b"tcp:127.0.0.1:0")) +
+              request(2, "tern.migd.Migd/Cancel", ld(1, b"x") + field(2, 0, varint(1))))
     buf, replies = b"", {}
     while len(replies) < 2:
         body, buf = recv_frame(s, buf)
-        if body[:1] != bytes([3 << 3 | 2]):     # Frame.reply
-            continue
-        i = 1
-        while body[i] & 0x80: i += 1            # the reply's length
-        assert body[i + 1] == 1 << 3, body      # Reply.id first
-        replies[body[i + 2]] = body
+        rid = reply_id(body)
+        if rid is not None:
+            replies[rid] = body
     assert b"cancelled" in replies[2], replies
     s.close()
 print("ok: 5 rounds, each job cancelled, migd answered")

@@ -99,14 +99,21 @@ note "migctl pause, a recovery at a wrong address, one that announces a channel 
 # The source's first Resume announces (and opens) one ram channel more
 # than the job has: the destination must refuse it and stay paused.  At
 # the end its PostcopyDone comes after the page link closed (dest-done-late).
+# small_postcopy SRC DST ARGS...: a 64 MiB dirty guest SRC moving to a
+# new DST in postcopy (migrate ARGS), once both are postcopy-active.
+small_postcopy() {
+	local src=$1 dst=$2
+	shift 2
+	start_vmm "$src" --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+	wait_pass "$src" 0 2
+	start_vmm "$dst" --memory 64M --incoming
+	incoming "$dst"
+	postcopy_on_request "$src" "$@"
+	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
+}
 kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
 start_migd TERN_FAULT=source-resume-extra-channel,dest-done-late
-start_vmm r --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
-wait_pass r 0 2
-start_vmm s --memory 64M --incoming
-incoming s
-postcopy_on_request r --max-bandwidth 4M --channels 4
-wait_until 30 both_active r s || fail "no postcopy: $(migctl status r)"
+small_postcopy r s --max-bandwidth 4M --channels 4
 # A cancel (SIGTERM from migd) that crossed the switch is dropped by
 # both workers: the guest runs on s with pages only r has.
 kill -TERM "$(job_get r worker_pid)" "$(job_get s worker_pid)"
@@ -136,12 +143,7 @@ out=$(migctl --json status r --watch) || fail "r: $out"
 vmmctl check s || fail "s: memory check"
 
 note "migd quits while a postcopy is paused: its workers end at once"
-start_vmm r2 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
-wait_pass r2 0 2
-start_vmm s2 --memory 64M --incoming
-incoming s2
-postcopy_on_request r2 --max-bandwidth 1M --channels 1
-wait_until 30 both_active r2 s2 || fail "no postcopy: $(migctl status r2)"
+small_postcopy r2 s2 --max-bandwidth 1M --channels 1
 migctl pause r2 >/dev/null || fail "pause r2"
 wait_until 30 both_paused r2 s2 || fail "pause: r2 $(job_get r2 state), s2 $(job_get s2 state)"
 kill -TERM "$MIGD_PID"

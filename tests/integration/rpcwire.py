@@ -1,0 +1,57 @@
+# SPDX-License-Identifier: GPL-2.0-only
+# The tern RPC framing by hand, for tests that must send what no client
+# would (tern-rpc(7)): protobuf fields, and frames of a 4-byte
+# little-endian length and a tern.rpc.Frame.
+import struct
+
+
+def field(n, wt, payload):
+    return bytes([n << 3 | wt]) + payload
+
+
+def varint(v):
+    out = b""
+    while True:
+        b = v & 0x7f
+        v >>= 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v:
+            return out
+
+
+def ld(n, b):
+    """Field n, length-delimited."""
+    return field(n, 2, varint(len(b)) + b)
+
+
+def request(rid, method, arg):
+    """A framed Request (Frame.request = 2: id, method, arg)."""
+    f = ld(2, field(1, 0, varint(rid)) + ld(2, method.encode()) + ld(3, arg))
+    return struct.pack("<I", len(f)) + f
+
+
+def recv_frame(s, buf):
+    """The next frame's body from socket s, and what is left of buf."""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack("<I", buf[:4])[0]:
+        chunk = s.recv(65536)
+        assert chunk, "the peer closed the connection"
+        buf += chunk
+    n = struct.unpack("<I", buf[:4])[0]
+    return buf[4:4 + n], buf[4 + n:]
+
+
+def reply_id(body):
+    """The id of a Reply frame's body (Frame.reply = 3), or None."""
+    if body[:1] != bytes([3 << 3 | 2]):
+        return None
+    i = 1
+    while body[i] & 0x80:       # the reply's length
+        i += 1
+    assert body[i + 1] == 1 << 3, body          # Reply.id comes first
+    v, shift, i = 0, 0, i + 2
+    while True:
+        v |= (body[i] & 0x7f) << shift
+        if not body[i] & 0x80:
+            return v
+        shift += 7
+        i += 1
