@@ -149,6 +149,7 @@ $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(LIBCOMMON)
 # common library, which the module may need).
 $(O)/tests/test_place: $(O)/migd/place.o
 $(O)/tests/test_pace: $(O)/migd/pace.o
+$(O)/tests/test_jobstate: $(O)/migd/jobstate.o
 
 $(O)/tests/unit/%.o: tests/unit/%.c | $(PROTO_H)
 	$(call msg,CC,$<)

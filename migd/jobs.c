@@ -31,36 +31,10 @@
 #define JOB_STATUS_MAX_FRAME (256u << 10)
 #define JOB_READ_BATCH 16
 
-static const char *const state_names[JOB_STATE_MAX] = {
-	[JOB_STATE_NONE] = "none",
-	[JOB_STATE_SETUP] = "setup",
-	[JOB_STATE_ACTIVE] = "active",
-	[JOB_STATE_DEVICE] = "device",
-	[JOB_STATE_COMPLETED] = "completed",
-	[JOB_STATE_FAILED] = "failed",
-	[JOB_STATE_CANCELLING] = "cancelling",
-	[JOB_STATE_CANCELLED] = "cancelled",
-	[JOB_STATE_WAITING] = "waiting",
-	[JOB_STATE_POSTCOPY_ACTIVE] = "postcopy-active",
-	[JOB_STATE_POSTCOPY_PAUSED] = "postcopy-paused",
-	[JOB_STATE_POSTCOPY_RECOVER] = "postcopy-recover",
-};
-
-const char *job_state_name(enum job_state st)
-{
-	return st < JOB_STATE_MAX ? state_names[st] : "unknown";
-}
-
 const char *job_role_name(enum job_role role)
 {
 	return role == JOB_ROLE_SOURCE ? "source" :
 	       role == JOB_ROLE_DEST ? "destination" : "unknown";
-}
-
-bool job_state_final(enum job_state st)
-{
-	return st == JOB_STATE_COMPLETED || st == JOB_STATE_FAILED ||
-	       st == JOB_STATE_CANCELLED;
 }
 
 static uint64_t unix_ms(void)

@@ -187,10 +187,13 @@ struct migd {
 /* main.c: start-up, signals, shutdown */
 void migd_check_quit(struct migd *m);
 
-/* jobs.c: the job table, workers, history */
+/* jobstate.c: states, and the changes each may make */
 const char *job_state_name(enum job_state st);
-const char *job_role_name(enum job_role role);
 bool job_state_final(enum job_state st);
+bool job_state_may_change(enum job_state from, enum job_state to);
+
+/* jobs.c: the job table, workers, history */
+const char *job_role_name(enum job_role role);
 /* Fork a worker for spec (its listen_fd is closed in the parent). */
 int job_start(struct migd *m, const struct job_spec *spec, struct job **ret);
 /* The largest part of recent completed outgoing pauses that did not

@@ -188,13 +188,31 @@ void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
 	__atomic_add_fetch(&w->chan[chan].raw_bytes, raw_bytes, __ATOMIC_RELAXED);
 }
 
-void worker_set_state(struct worker *w, enum job_state st)
+/* Under w->lock: the one place the job's state changes.  A change the
+ * state machine does not allow (jobstate.c) is refused: expected from
+ * cancelling (the job is on its way out), a bug otherwise. */
+static void state_change_locked(struct worker *w, enum job_state st)
 {
-	pthread_mutex_lock(&w->lock);
+	if (!job_state_may_change(w->state, st)) {
+		if (w->state == JOB_STATE_CANCELLING)
+			log_debug("state %s -> %s: not while cancelling",
+				  job_state_name(w->state), job_state_name(st));
+		else
+			log_warnx("state %s -> %s refused: not a change a job "
+				  "makes", job_state_name(w->state),
+				  job_state_name(st));
+		return;
+	}
 	if (w->state != st)
 		log_debug("state %s -> %s", job_state_name(w->state),
 			  job_state_name(st));
 	w->state = st;
+}
+
+void worker_set_state(struct worker *w, enum job_state st)
+{
+	pthread_mutex_lock(&w->lock);
+	state_change_locked(w, st);
 	pthread_mutex_unlock(&w->lock);
 	worker_report(w);
 }
@@ -415,8 +433,7 @@ static void worker_check_cancel(struct worker *w)
 			snprintf(w->error, sizeof(w->error), "cancelled");
 		w->failed = true;
 		w->error_is_note = false;
-		if (w->state != JOB_STATE_COMPLETED)
-			w->state = JOB_STATE_CANCELLING;
+		state_change_locked(w, JOB_STATE_CANCELLING);
 		w->abort_fn(w, w->abort_arg);
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -588,8 +605,9 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	pthread_mutex_lock(&w.lock);
 	if (ret < 0 && !w.error[0])
 		snprintf(w.error, sizeof(w.error), "%s", strerror(-ret));
-	w.state = ret == 0 ? JOB_STATE_COMPLETED :
-		  worker_cancelled() ? JOB_STATE_CANCELLED : JOB_STATE_FAILED;
+	state_change_locked(&w, ret == 0 ? JOB_STATE_COMPLETED :
+			    worker_cancelled() ? JOB_STATE_CANCELLED :
+			    JOB_STATE_FAILED);
 	pthread_mutex_unlock(&w.lock);
 	worker_report(&w);
 	log_info("%s%s%s", job_state_name(w.state), w.error[0] ? ": " : "", w.error);
