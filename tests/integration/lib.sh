@@ -184,6 +184,13 @@ start_migd() {
 	wait_until 20 migctl list || { cat "$RUNDIR/migd.log"; fail "migd did not come up"; }
 }
 
+# stop_migd: SIGTERM to migd, which must end (its jobs cancelled or
+# ended, migd(8)) and exit 0.
+stop_migd() {
+	kill -TERM "$MIGD_PID"
+	wait_exit "$MIGD_PID" || fail "migd exited with $? on SIGTERM"
+}
+
 # incoming VM [ADDR]: start a destination job; sets TOKEN and ADDR.
 incoming() {
 	local out
@@ -222,11 +229,9 @@ check_done() {
 	local src=$1 dst=$2 out=$3 c n
 	[ "$(echo "$out" | jget state)" = completed ] || fail "$src: $out"
 	[ "$(echo "$out" | jget postcopy_started)" = true ] || fail "$src did not switch: $out"
-	[ "$(echo "$out" | jget remaining_bytes)" = "" ] ||
-		[ "$(echo "$out" | jget remaining_bytes)" = 0 ] ||
+	[ "$(echo "$out" | jget remaining_bytes)" = 0 ] ||
 		fail "$src: bytes left to send: $out"
-	[ "$(echo "$out" | jget needed_pages)" = "" ] ||
-		[ "$(echo "$out" | jget needed_pages)" = 0 ] ||
+	[ "$(echo "$out" | jget needed_pages)" = 0 ] ||
 		fail "$src: pages still needed: $out"
 	[ "$(state_of "$src")" = paused ] || fail "$src is not paused"
 	[ "$(state_of "$dst")" = running ] || fail "$dst is not running"
@@ -251,6 +256,42 @@ usage_error() {
 	[ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "$prog $*: $err"
 	case $err in *"$words"*) ;; *) fail "$prog $*: '$err' lacks '$words'" ;; esac
 	echo "ok: $err"
+}
+
+# ---- cutting connections (ss -K) ----------------------------------------------
+
+# ss_kill_works: whether ss -K can destroy sockets here (it needs
+# CONFIG_INET_DIAG_DESTROY, and ss exits 0 where the kernel cannot): a
+# loopback connection of our own is cut, or stays (10 s).
+ss_kill_works() {
+	local port out
+	coproc SSPROBE { exec python3 -c '
+import socket
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+c = socket.create_connection(l.getsockname()); a, _ = l.accept()
+print(l.getsockname()[1], flush=True)
+c.settimeout(10)
+try:
+    print("cut" if c.recv(1) == b"" else "data", flush=True)
+except socket.timeout:
+    print("stays", flush=True)
+except OSError:
+    print("cut", flush=True)
+'; }
+	PIDS+=("$SSPROBE_PID")
+	read -r -t 10 port <&"${SSPROBE[0]}" || return 1
+	ss -K -tn "( src 127.0.0.1:$port or dst 127.0.0.1:$port )" >/dev/null 2>&1
+	read -r -t 15 out <&"${SSPROBE[0]}"
+	[ "$out" = cut ]
+}
+
+# ss_kill FILTER: destroy the connections ss's FILTER selects (in the
+# host on_host names); fails if any is still established after.  Callers
+# name 127.0.0.1 (this host's other connections are not ours) or run it
+# in a namespace of their own.
+ss_kill() {
+	"${HOST_EXEC[@]}" ss -K -tn "$1" >/dev/null || return 1
+	[ -z "$("${HOST_EXEC[@]}" ss -tnH state established "$1")" ]
 }
 
 # ---- faultd -------------------------------------------------------------

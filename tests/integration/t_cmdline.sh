@@ -46,8 +46,8 @@ if [ -e /dev/kvm ] && [ "$avail_kib" -lt $((1 << 30)) ]; then
 fi
 # ... or than its memory cgroup allows (a systemd unit's MemoryMax=).
 cg=$(memory_cgroup $((64 << 20)))
+[ -n "$cg" ] && CGROUPS+=("$cg")
 if [ -e /dev/kvm ] && [ -n "$cg" ]; then
-	CGROUPS+=("$cg")
 	VMM_WRAP=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg")
 	expect_error "--prealloc: 128 MiB of guest RAM, but its memory cgroup allows only" \
 		--name a --memory 128M --prealloc --incoming "${R[@]}"

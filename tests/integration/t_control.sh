@@ -38,6 +38,6 @@ fds_full() { [ "$(ls /proc/$few/fd | wc -l)" -ge 48 ]; }
 wait_until 10 fds_full || fail "the vmm has descriptors left"
 kill -0 "$few" || fail "vmm few died out of descriptors"
 exec {hold_in}>&-                       # the holder lets go
-wait "$hold_pid"
+wait_exit "$hold_pid" || fail "the holder exited with $?"
 wait_until 30 vmmctl status few || fail "vmm few does not answer after the connections went"
 echo PASS

@@ -253,6 +253,7 @@ kill -0 "$MIGD" || fail "migd quit on its worker's SIGTERM"
 note "SIGTERM: migd cancels its jobs and exits"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"
 wpid=$(job_field x worker_pid)
+[ -n "$wpid" ] && [ "$wpid" -gt 0 ] || fail "no worker pid: $(migctl --json status x)"
 kill -TERM "$MIGD"
 wait_exit "$MIGD" || fail "migd exited with $?"
 kill -0 "$wpid" 2>/dev/null && fail "worker $wpid outlived migd"

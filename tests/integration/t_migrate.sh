@@ -101,7 +101,7 @@ note "the pause's fixed part counts: a limit below it is never met"
 # no job yet, 5 ms at least (then the recent pauses' lower median: see
 # t_migrate_fail).  A limit under it cannot be met even by a guest that
 # dirties nothing.  Without it, such jobs completed 2x over limit.
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd
 lim=4
 start_vmm n --memory 64M --test-guest idle

@@ -8,8 +8,8 @@
 # worker killed, the source worker killed right after it stopped the VM
 # (migd resumes it, unless its operator had paused it), and right before
 # Go (migd must not).  Also Settle
-# answered before the pages arrived, as over a slow link, and a postcopy
-# switch that miscounts a channel's pages.
+# answered before the pages arrived, as over a slow link, a postcopy
+# switch that miscounts a channel's pages, and migd itself killed.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 start_migd TERN_FAULT="${TERN_FAULT_OVERRIDE:-}"
@@ -92,7 +92,7 @@ echo "ok: e: allocated whole again after the discard"
 good_migration d2 e
 
 note "the connection is cut (sockets destroyed) while another job goes on"
-if ss -K -tn "sport = :1" >/dev/null 2>&1; then
+if ss_kill_works; then
 	start_vmm other --memory 128M --test-guest dirty --guest-rate 2000 \
 		--guest-range 8M --heartbeat 100
 	start_vmm other2 --memory 128M --incoming
@@ -104,7 +104,7 @@ if ss -K -tn "sport = :1" >/dev/null 2>&1; then
 	port=${ADDR##*:}
 	migctl migrate e "$ADDR" --token "$TOKEN" --max-bandwidth 16M --detach >/dev/null
 	wait_until 30 job_is e active || fail "not active"
-	ss -K -tn "sport = :$port" >/dev/null || fail "ss -K"
+	ss_kill "( src 127.0.0.1:$port or dst 127.0.0.1:$port )" || fail "ss -K"
 	wait_job_final e
 	[ "$(job_get e state)" = failed ] || fail "source job is $(job_get e state)"
 	echo "source said: $(job_get e error)"
@@ -127,7 +127,7 @@ start_vmm x --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
 wait_pass x 0 2
 start_vmm y --memory 128M --incoming
 incoming y
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd TERN_FAULT=source-after-stop
 incoming y
 out=$(migctl migrate x "$ADDR" --token "$TOKEN" --wait 2>&1) && fail "survived the fault"
@@ -153,7 +153,7 @@ wait_job_final y
 dest_fresh y
 
 note "the source worker dies after the switch was recorded: the VM stays paused"
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd TERN_FAULT=source-before-go
 incoming y
 migctl migrate x "$ADDR" --token "$TOKEN" --wait >/dev/null 2>&1 && fail "survived"
@@ -162,7 +162,7 @@ job_get x error | grep -q "outcome unknown" || fail "error: $(job_get x error)"
 echo "ok: $(job_get x error)"
 
 note "Settle answered at once, as over a slow link: what is on its way counts as still to send"
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd TERN_FAULT=dest-settle-at-once
 start_vmm p --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
 wait_pass p 0 2
@@ -197,7 +197,7 @@ wait_job_final h
 [ "$(job_get h state)" = completed ] || fail "h: $(job_get h state): $(job_get h error)"
 wait_job_final h2
 [ "$(job_get h2 state)" = completed ] || fail "h2: $(job_get h2 state): $(job_get h2 error)"
-[ "$(state_of h)" != running ] || fail "the source guest runs again after it moved"
+[ "$(state_of h)" = paused ] || fail "the source guest is $(state_of h) after it moved, not paused"
 vmmctl check h2 || fail "h2 after the migration"
 echo "ok: both completed; the source guest stays paused"
 vmmctl quit h >/dev/null; vmmctl quit h2 >/dev/null
@@ -207,7 +207,7 @@ note "a postcopy marker, then the device state: the destination refuses, the sou
 # The destination may read the marker before the device state or, with
 # dest-marker-late, after it: the same refusal either way.
 for late in "" ,dest-marker-late; do
-	kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+	stop_migd
 	start_migd TERN_FAULT=source-marker-then-device,source-no-cont$late
 	start_vmm q2 --memory 128M --incoming
 	incoming q2
@@ -230,7 +230,7 @@ done
 # job ended, failed.  after_refusal: q's job failed too, q runs on
 # intact, q2 is emptied, then quit.
 refused_switch() {
-	kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+	stop_migd
 	start_migd TERN_FAULT="$1"
 	start_vmm q2 --memory 128M --incoming
 	incoming q2
@@ -282,7 +282,7 @@ after_refusal
 note "one slow pause does not hold back the jobs after it"
 # The first job's pause takes 400 ms more than its fixed part was
 # guessed at; the next job, at the default 300 ms limit, still converges.
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd TERN_FAULT=source-slow-pause
 for hop in "q q3" "q3 q4"; do
 	set -- $hop
@@ -298,8 +298,30 @@ start_vmm q5 --memory 128M --incoming
 incoming q5
 out=$(migctl migrate q4 "$ADDR" --token "$TOKEN" --channels 2 --timeout 5 --wait 2>&1) &&
 	fail "q4 -> q5 converged though two of two pauses took over 400 ms"
-echo "$out" | grep -q "expected downtime [0-9]* ms against the 300 ms limit, [4-9][0-9]\{5\} us" ||
+echo "$out" | grep -q "expected downtime [0-9]* ms against the 300 ms limit, \([4-9][0-9]\{5\}\|[0-9]\{7,\}\) us" ||
 	fail "q4: $out"
 echo "ok: $(echo "$out" | tail -n 1)"
 [ "$(state_of q4)" = running ] || fail "q4 is not running"
+
+note "migd itself is killed (SIGKILL) during precopy: its workers cancel"
+# The kernel sends each worker SIGTERM when migd dies (PR_SET_PDEATHSIG);
+# nobody is left to clean up after them, so they must do it themselves.
+stop_migd
+start_migd
+incoming q5
+migctl migrate q4 "$ADDR" --token "$TOKEN" --max-bandwidth 8M --detach >/dev/null ||
+	fail "migrate q4"
+wait_until 30 job_is q4 active || fail "q4: $(job_get q4 state)"
+spid=$(job_get q4 worker_pid) dpid=$(job_get q5 worker_pid)
+[ -n "$spid" ] && [ -n "$dpid" ] || fail "no worker pids: $spid, $dpid"
+kill -KILL "$MIGD_PID"
+gone() { ! kill -0 "$spid" 2>/dev/null && ! kill -0 "$dpid" 2>/dev/null; }
+wait_until 30 gone || fail "workers $spid and $dpid outlived migd"
+source_fine q4
+dest_fresh q5
+echo "ok: both workers ended with migd; q4 runs on, q5 was emptied"
+start_migd
+incoming q5
+migctl migrate q4 "$ADDR" --token "$TOKEN" --wait >/dev/null || fail "q4 -> q5 after migd came back"
+vmmctl check q5 || fail "q5 after the migration"
 echo PASS

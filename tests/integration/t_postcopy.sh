@@ -146,7 +146,7 @@ note "dirty guest, 2 vCPUs, --postcopy auto after whole passes, --verify: stale 
 # them in a round before it, and the few dirtied during that round in
 # the pause.  One it kept would fail verify (the guest's own check cannot
 # tell an old version of a page from the current one).
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd TERN_FAULT=dest-slow-discard
 start_vmm r --memory 128M --vcpus 2 --test-guest dirty --guest-rate 25000 --heartbeat 100
 wait_pass r 1 2
@@ -163,7 +163,7 @@ case $line in
 *) fail "r: stale pages were not dropped both before and in the pause: $line" ;;
 esac
 vmmctl quit r >/dev/null; vmmctl quit s >/dev/null
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd
 
 note "faultd dies mid-postcopy: both sides postcopy-paused, the guest waits"

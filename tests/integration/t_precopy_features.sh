@@ -107,7 +107,7 @@ vmmctl check w || fail "w after a verified migration"
 note "a timeout that passes while the source is still connecting ends the job there"
 # The timeout's abort found no connection to shut yet; the job used to
 # connect afterwards and migrate on with no limit.
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd TERN_FAULT=source-slow-connect
 start_vmm y --memory 256M --incoming
 incoming y

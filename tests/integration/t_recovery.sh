@@ -16,8 +16,7 @@
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
 need_uffd
-ss -K -tn "sport = :1" >/dev/null 2>&1 ||
-	skip "ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY)"
+ss_kill_works || skip "ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY)"
 start_faultd
 start_migd
 
@@ -53,7 +52,7 @@ five_cuts() {
 		job_is "$src" postcopy_active ||
 			fail "$src ended before cut $i: $(migctl status "$src")"
 		port=${ADDR##*:}
-		ss -K -tn "( sport = :$port or dport = :$port )" >/dev/null || fail "ss -K"
+		ss_kill "( src 127.0.0.1:$port or dst 127.0.0.1:$port )" || fail "ss -K"
 		wait_until 30 both_paused "$src" "$dst" ||
 			fail "cut $i: $src $(job_get "$src" state), $dst $(job_get "$dst" state)"
 		echo "cut $i: $src: $(job_get "$src" error); $dst: $(job_get "$dst" error)"
@@ -111,7 +110,7 @@ small_postcopy() {
 	postcopy_on_request "$src" "$@"
 	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
 }
-kill -TERM "$MIGD_PID"; wait "$MIGD_PID" 2>/dev/null
+stop_migd
 start_migd TERN_FAULT=source-resume-extra-channel,dest-done-late
 small_postcopy r s --max-bandwidth 4M --channels 4
 # A cancel (SIGTERM from migd) that crossed the switch is dropped by
@@ -146,8 +145,7 @@ note "migd quits while a postcopy is paused: its workers end at once"
 small_postcopy r2 s2 --max-bandwidth 1M --channels 1
 migctl pause r2 >/dev/null || fail "pause r2"
 wait_until 30 both_paused r2 s2 || fail "pause: r2 $(job_get r2 state), s2 $(job_get s2 state)"
-kill -TERM "$MIGD_PID"
-wait_exit "$MIGD_PID" || fail "migd exited with $?"
+stop_migd
 grep "did not end; killing it" "$RUNDIR/migd.log" &&
 	fail "migd had to kill a paused worker"
 grep -q "postcopy paused; the source VM keeps the guest's remaining pages" "$RUNDIR/migd.log" ||
