@@ -193,6 +193,22 @@ EOF
 kill -0 "$MIGD" || fail "migd died of garbage"
 [ "$(job_field x state)" = waiting ] || fail "migd lost the job: $(migctl status x)"
 
+note "a peer neither root nor migd's uid is dropped (SO_PEERCRED)"
+# CAP_DAC_OVERRIDE takes it past migd.sock's 0600 mode (and the run
+# directory's), so that the peer check is what refuses it.
+if command -v setpriv >/dev/null; then
+	out=$(setpriv --reuid 65534 --regid 65534 --clear-groups \
+		--inh-caps +dac_override --ambient-caps +dac_override \
+		"$BIN/migctl" --rundir "$RUNDIR" --timeout 5 list 2>&1) &&
+		fail "uid 65534 was served: $out"
+	echo "refused: $out"
+	grep -q "control: refused a connection from uid 65534" "$RUNDIR/migd.log" ||
+		fail "migd did not say whom it refused: $(tail -n 3 "$RUNDIR/migd.log")"
+	kill -0 "$MIGD" || fail "migd died"
+else
+	echo "setpriv (util-linux) is missing: the peer check is not tried"
+fi
+
 note "cancel the waiting job; the vmm stays incoming"
 out=$(migctl cancel x --wait) || fail "cancel x: $out"
 echo "$out"
