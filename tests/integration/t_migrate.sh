@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-only
 # Live precopy migration through migd: the test guest (dirty and fill
-# modes, 1 and 4 channels, 1 and 2 vCPUs, tcp: and unix:) moves to an
+# modes, 1 and 4 channels, 1 and 2 vCPUs, tcp: (IPv4 and IPv6) and unix:) moves to an
 # incoming vmm; the memory check passes there, the guest keeps running
 # there, the source ends paused, and the job's figures add up.
 . "$(dirname "$0")/lib.sh"
@@ -39,7 +39,7 @@ migrate() {
 	     "downtime $(echo "$out" | jget downtime_ms) ms"
 }
 
-note "dirty guest, 2 vCPUs, 1 channel then 4 channels, and back over unix:"
+note "dirty guest, 2 vCPUs, 1 channel then 4 channels, over unix: and IPv6"
 start_vmm a --memory 128M --vcpus 2 --test-guest dirty --guest-rate 100000 --heartbeat 100
 wait_pass a 1 2
 start_vmm b --memory 128M --vcpus 2 --incoming
@@ -48,6 +48,16 @@ start_vmm c --memory 128M --vcpus 2 --incoming
 migrate b c 4
 start_vmm d --memory 128M --vcpus 2 --incoming
 migrate c d 2 "unix:$RUNDIR/mig.sock"
+# IPv6 loopback, where the host has it (an address in brackets).
+if ip -6 addr show dev lo 2>/dev/null | grep -q "inet6 ::1/128"; then
+	start_vmm e --memory 128M --vcpus 2 --incoming
+	migrate d e 2 "tcp:[::1]:0"
+	case $ADDR in "tcp:[::1]:"[1-9]*) ;; *) fail "the bound address is $ADDR" ;; esac
+	echo "ok: over $ADDR"
+	vmmctl quit e >/dev/null
+else
+	echo "no ::1 on lo here: IPv6 is not tried"
+fi
 for v in a b c d; do vmmctl quit "$v" >/dev/null; done
 
 note "fill guest (incompressible pages), 1 vCPU, 4 channels"
