@@ -2,11 +2,13 @@
 /*
  * Shared parts of the command-line clients (see common/cli.h).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/cli.h"
 #include "common/util.h"
@@ -91,4 +93,10 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		return -2;
 	}
 	return optind;
+}
+
+const char *cli_refused_hint(int r)
+{
+	return r == -EPIPE && geteuid() != 0 ?
+	       " (only root and the user the daemon runs as may use its socket)" : "";
 }

@@ -35,5 +35,12 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
  * value, in one line, after "where" (the command, or NULL).
  */
 void cli_bad_option(char **argv, int ch, const char *where);
+/*
+ * What to add to a call's error r: the daemons close a connection from a
+ * user that is neither root nor their own (SO_PEERCRED), which the
+ * client sees only as a closed connection (-EPIPE): to a user not root,
+ * say so.  "" otherwise.
+ */
+const char *cli_refused_hint(int r);
 
 #endif

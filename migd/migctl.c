@@ -393,7 +393,8 @@ static int call(struct rpc_client *cl, const char *method,
 	rpc_result_close_fds(&res);
 	if (r < 0) {
 		progress_end();
-		cli_errx("%s", res.message[0] ? res.message : strerror(-r));
+		cli_errx("%s%s", res.message[0] ? res.message : strerror(-r),
+			 cli_refused_hint(r));
 	}
 	return r;
 }

@@ -81,8 +81,9 @@ static int call(struct vmm_conn *c, const char *method, const ProtobufCMessage *
 			      arg ? arg : &empty.base, fds, nfds, ret_msg, &res,
 			      opts.timeout_ms, NULL, NULL);
 	if (ret < 0)
-		cli_errx("vmm %s: %s: %s", c->name, method,
-		      res.message[0] ? res.message : strerror(-ret));
+		cli_errx("vmm %s: %s: %s%s", c->name, method,
+			 res.message[0] ? res.message : strerror(-ret),
+			 cli_refused_hint(ret));
 	if (ret_res)
 		*ret_res = res;
 	else
