@@ -41,4 +41,8 @@ start_vmm big --memory 4100M --vcpus 2 --test-guest dirty --heartbeat 100 \
 wait_pass big 1 1
 wait_progress big 1
 vmmctl check big || fail "big: check failed"
+# SIGTERM, as systemd stops it: the vmm quits cleanly (exit 0, socket gone).
+kill -TERM "$(pid_of big)"
+wait_exit "$(pid_of big)" || fail "big: vmm exited with $? on SIGTERM"
+[ -e "$RUNDIR/vmm/big.sock" ] && fail "big: socket left behind after SIGTERM"
 echo PASS
