@@ -65,6 +65,8 @@ struct source {
 	uint64_t dirty_bytes;
 	bool dirty_on;
 	bool stopped;                   /* we paused the VM (or asked to) */
+	bool throttled;                 /* a throttle was asked for, maybe
+					 * applied though its answer was lost */
 	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
 	char err[256];
 	/* postcopy */
@@ -668,10 +670,14 @@ static int source_throttle(struct source *s, uint32_t percent)
 	int r;
 
 	t.percent = percent;
+	if (percent)
+		s->throttled = true;
 	r = vmm_link_call(&s->vmm, "SetThrottle", &t.base, NULL, 0, NULL, NULL,
 			  s->err, sizeof(s->err));
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
+	if (!percent)
+		s->throttled = false;
 	pthread_mutex_lock(&s->w->lock);
 	s->w->throttle = percent;
 	pthread_mutex_unlock(&s->w->lock);
@@ -1814,7 +1820,7 @@ int source_run(struct worker *w)
 		source_recover(&s);
 	}
 	worker_set_abort(w, NULL, NULL);
-	if (w->throttle && source_throttle(&s, 0) < 0)
+	if (s.throttled && source_throttle(&s, 0) < 0)
 		log_warnx("could not lift the vCPU throttle");
 	source_drop_links(&s);
 	if (s.dirty)
