@@ -35,8 +35,8 @@
 /*
  * An Attach at its vmm.  The event loop fills in the request's part and
  * starts the thread; the thread (attach_main) fills in the results, sets
- * done and writes attach_efd; the event loop then joins it and finishes
- * the call (attach_finish).
+ * done and writes attach_efd; the event loop (attach_done) then joins it,
+ * starts the session and finishes the call (attach_session).
  */
 struct attach {
 	struct faultd *d;
