@@ -38,8 +38,8 @@ void cli_bad_option(char **argv, int ch, const char *where);
 /*
  * What to add to a call's error r: the daemons close a connection from a
  * user that is neither root nor their own (SO_PEERCRED), which the
- * client sees only as a closed connection (-EPIPE): to a user not root,
- * say so.  "" otherwise.
+ * client sees only as a closed or reset connection (-EPIPE, -ECONNRESET,
+ * as the timing falls): to a user not root, say so.  "" otherwise.
  */
 const char *cli_refused_hint(int r);
 
