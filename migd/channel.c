@@ -768,20 +768,21 @@ static int recv_packet(struct chan_rx *c, uint64_t seq, bool *ended)
 		r = c->postcopy ? place_pages(c, p.region, off, p.npages, true) :
 		    punch_zero(c, p.region, off, p.npages);
 	} else {
-		if ((p.flags & STREAM_PKT_ZSTD) &&
-		    (r = unpack_zstd(c, dst, p.npages, p.data_len)) < 0)
-			return r != -EPROTO ? worker_fail(c->w, r, "ram channel "
-					   "%u: no zstd decoder: %s", c->index,
-					   strerror(-r)) :
-			       worker_fail(c->w, EPROTO, "ram channel %u: a "
-					   "compressed packet does not decode "
-					   "to its %u pages", c->index, p.npages);
-		if (p.flags & STREAM_PKT_ZSTD)
-			worker_count_zstd(c->w, c->index, p.npages,
-					  (uint64_t)p.npages * STREAM_PAGE);
-		if (c->postcopy)
+		/* Only a frame that does not decode is the source's fault;
+		 * a decoder we cannot make fails below like any error here. */
+		if (p.flags & STREAM_PKT_ZSTD) {
+			r = unpack_zstd(c, dst, p.npages, p.data_len);
+			if (r == -EPROTO)
+				return worker_fail(c->w, EPROTO, "ram channel %u: a "
+						   "compressed packet does not decode "
+						   "to its %u pages", c->index, p.npages);
+			if (r == 0)
+				worker_count_zstd(c->w, c->index, p.npages,
+						  (uint64_t)p.npages * STREAM_PAGE);
+		}
+		if (r == 0 && c->postcopy)
 			r = place_pages(c, p.region, off, p.npages, false);
-		else if (fresh)
+		else if (r == 0 && fresh)
 			r = place_helper_pages(&c->helper, c->place, c->ram,
 					       p.region, off, c->stage, p.npages);
 	}

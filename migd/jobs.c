@@ -341,7 +341,7 @@ int job_start(struct migd *m, const struct job_spec *spec, struct job **ret)
 		close(sv[0]);
 		child_run(&j->spec, sv[1], parent);
 	}
-	r = -errno;
+	r = pid < 0 ? -errno : 0;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (pid < 0) {
 		close(sv[0]);
