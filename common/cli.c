@@ -97,6 +97,7 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 
 const char *cli_refused_hint(int r)
 {
-	return (r == -EPIPE || r == -ECONNRESET) && geteuid() != 0 ?
+	return (r == -EPIPE || r == -ECONNRESET || r == -EACCES) &&
+	       geteuid() != 0 ?
 	       " (only root and the user the daemon runs as may use its socket)" : "";
 }

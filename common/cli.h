@@ -36,10 +36,11 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
  */
 void cli_bad_option(char **argv, int ch, const char *where);
 /*
- * What to add to a call's error r: the daemons close a connection from a
- * user that is neither root nor their own (SO_PEERCRED), which the
- * client sees only as a closed or reset connection (-EPIPE, -ECONNRESET,
- * as the timing falls): to a user not root, say so.  "" otherwise.
+ * What to add to a call's error r: the daemons' sockets are mode 0600
+ * (connect fails, -EACCES), and they close a connection from a user that
+ * is neither root nor their own (SO_PEERCRED), which the client sees
+ * only as a closed or reset connection (-EPIPE, -ECONNRESET, as the
+ * timing falls): to a user not root, say so.  "" otherwise.
  */
 const char *cli_refused_hint(int r);
 

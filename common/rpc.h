@@ -160,9 +160,13 @@ void rpc_call_finish(struct rpc_call *call, int err);
 
 struct rpc_client;
 
-/* addr: "unix:PATH", "tcp:HOST:PORT" or a path.  */
+/* addr: "unix:/PATH", "tcp:HOST:PORT" or an absolute path.  */
 int rpc_client_connect(const char *addr, int timeout_ms,
 		       struct rpc_client **ret);
+/* A unix socket's path as it is (relative to the working directory, or
+ * absolute; -ENAMETOOLONG past sun_path). */
+int rpc_client_connect_path(const char *path, int timeout_ms,
+			    struct rpc_client **ret);
 /* Wrap an already connected socket (takes ownership). */
 int rpc_client_from_fd(int fd, struct rpc_client **ret);
 void rpc_client_free(struct rpc_client *cl);

@@ -41,21 +41,38 @@ int rpc_client_from_fd(int fd, struct rpc_client **ret)
 	return 0;
 }
 
+static int client_connect(const struct uri *u, int timeout_ms,
+			  struct rpc_client **ret)
+{
+	int fd = uri_connect(u, timeout_ms);
+
+	if (fd < 0)
+		return fd;
+	return rpc_client_from_fd(fd, ret);
+}
+
 int rpc_client_connect(const char *addr, int timeout_ms,
 		       struct rpc_client **ret)
 {
 	struct uri u;
-	int fd, r;
+	int r;
 
 	r = uri_parse(addr, &u);
 	if (r < 0)
 		return r;
 	if (u.kind != URI_TCP && u.kind != URI_UNIX)
 		return -EINVAL;
-	fd = uri_connect(&u, timeout_ms);
-	if (fd < 0)
-		return fd;
-	return rpc_client_from_fd(fd, ret);
+	return client_connect(&u, timeout_ms, ret);
+}
+
+int rpc_client_connect_path(const char *path, int timeout_ms,
+			    struct rpc_client **ret)
+{
+	struct uri u = { .kind = URI_UNIX };
+
+	if (str_copy(u.path, path, sizeof(u.path)) < 0)
+		return -ENAMETOOLONG;
+	return client_connect(&u, timeout_ms, ret);
 }
 
 int rpc_client_set_max_frame(struct rpc_client *cl, uint32_t max_frame)

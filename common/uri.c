@@ -33,8 +33,9 @@ const char *uri_kind_name(enum uri_kind kind)
 	return kind < URI_KIND_MAX ? uri_kind_names[kind] : "unknown";
 }
 
-/* "HOST:PORT" or "[V6]:PORT" into u->host and u->port. */
-static int uri_parse_hostport(const char *s, struct uri *u)
+/* "HOST:PORT" or "[V6]:PORT" into u->host and u->port; *why says what
+ * is wrong with it. */
+static int uri_parse_hostport(const char *s, struct uri *u, const char **why)
 {
 	const char *colon, *host = s;
 	size_t hlen;
@@ -42,58 +43,86 @@ static int uri_parse_hostport(const char *s, struct uri *u)
 
 	if (s[0] == '[') {
 		colon = strchr(s, ']');
-		if (!colon || colon[1] != ':')
+		if (!colon || colon[1] != ':') {
+			*why = "expected tcp:[V6]:PORT";
 			return -EINVAL;
+		}
 		host = s + 1;
 		hlen = (size_t)(colon - host);
 		colon++;
 	} else {
 		colon = strchr(s, ':');
-		if (!colon || strchr(colon + 1, ':'))
+		if (!colon) {
+			*why = "no :PORT";
 			return -EINVAL;
+		}
+		if (strchr(colon + 1, ':')) {
+			*why = "an IPv6 address goes in brackets: tcp:[V6]:PORT";
+			return -EINVAL;
+		}
 		hlen = (size_t)(colon - s);
 	}
 	/* Brackets only around the host: "tcp:[[]:80" would name "[", which
 	 * no resolver knows and which would print back as "tcp:[:80". */
 	if (hlen == 0 || hlen >= sizeof(u->host) || memchr(host, '/', hlen) ||
-	    memchr(host, '[', hlen) || memchr(host, ']', hlen))
+	    memchr(host, '[', hlen) || memchr(host, ']', hlen)) {
+		*why = hlen == 0 ? "no host" : hlen >= sizeof(u->host) ?
+		       "the host name is too long" :
+		       "the host holds '/', '[' or ']'";
 		return -EINVAL;
-	if (parse_u64(colon + 1, 0, 65535, &port) < 0)
+	}
+	if (parse_u64(colon + 1, 0, 65535, &port) < 0) {
+		*why = "the port is not a number from 0 to 65535";
 		return -EINVAL;
+	}
 	memcpy(u->host, host, hlen);
 	u->host[hlen] = '\0';
 	u->port = (uint16_t)port;
 	return 0;
 }
 
-static int uri_parse_path(const char *s, enum uri_kind kind, struct uri *u)
+/* Paths are absolute: a daemon, not the caller, opens them, from its
+ * own working directory. */
+static int uri_parse_path(const char *s, enum uri_kind kind, struct uri *u,
+			  const char **why)
 {
 	size_t max = sizeof(u->path);
 
 	if (kind == URI_UNIX)
 		max = sizeof(((struct sockaddr_un *)0)->sun_path);
-	if (!s[0] || str_copy(u->path, s, max) < 0)
+	if (s[0] != '/') {
+		*why = s[0] ? "the path is not absolute" : "no path";
 		return -EINVAL;
+	}
+	if (str_copy(u->path, s, max) < 0) {
+		*why = kind == URI_UNIX ? "the path is longer than the 107 "
+		       "bytes a unix socket address holds" : "the path is too long";
+		return -ENAMETOOLONG;
+	}
 	u->kind = kind;
 	return 0;
 }
 
-int uri_parse(const char *s, struct uri *ret)
+int uri_parse_why(const char *s, struct uri *ret, const char **why)
 {
 	struct uri u = { 0 };
+	const char *dummy;
 	int r;
 
+	if (!why)
+		why = &dummy;
+	*why = s && s[0] ? "neither tcp: nor unix:" : "empty";
 	if (!s)
 		return -EINVAL;
 	if (strncmp(s, "tcp:", 4) == 0) {
 		u.kind = URI_TCP;
-		r = uri_parse_hostport(s + 4, &u);
+		r = uri_parse_hostport(s + 4, &u, why);
 	} else if (strncmp(s, "unix:", 5) == 0) {
-		r = uri_parse_path(s + 5, URI_UNIX, &u);
+		r = uri_parse_path(s + 5, URI_UNIX, &u, why);
 	} else if (strncmp(s, "file:", 5) == 0) {
-		r = uri_parse_path(s + 5, URI_FILE, &u);
-	} else if (strchr(s, '/')) {
-		r = uri_parse_path(s, URI_UNIX, &u);
+		r = uri_parse_path(s + 5, URI_FILE, &u, why);
+	} else if (s[0] == '/') {
+		r = uri_parse_path(s, URI_UNIX, &u, why);
 	} else {
 		r = -EINVAL;
 	}
@@ -101,6 +130,11 @@ int uri_parse(const char *s, struct uri *ret)
 		return r;
 	*ret = u;
 	return 0;
+}
+
+int uri_parse(const char *s, struct uri *ret)
+{
+	return uri_parse_why(s, ret, NULL);
 }
 
 int uri_format(const struct uri *u, char *buf, size_t len)

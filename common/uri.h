@@ -2,7 +2,7 @@
 /*
  * Endpoint addresses as users write them: "tcp:HOST:PORT" (HOST a name,
  * an IPv4 address or a bracketed IPv6 address), "unix:PATH", "file:PATH".
- * A bare path (containing '/') is taken as unix:PATH.
+ * Paths are absolute; a bare one is taken as unix:PATH.
  */
 #ifndef TERN_URI_H
 #define TERN_URI_H
@@ -25,7 +25,10 @@ struct uri {
 };
 
 const char *uri_kind_name(enum uri_kind kind);
-/* -EINVAL with nothing written to *ret on malformed input. */
+/* -EINVAL (malformed) or -ENAMETOOLONG (the path), with nothing written
+ * to *ret; *why (if not NULL) then says what is
+ * wrong, in words for a user. */
+int uri_parse_why(const char *s, struct uri *ret, const char **why);
 int uri_parse(const char *s, struct uri *ret);
 /* Back to text; -ENAMETOOLONG when it does not fit. */
 int uri_format(const struct uri *u, char *buf, size_t len);

@@ -202,7 +202,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 	int ret;
 
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
-	ret = rpc_client_connect(path, FAULTD_VMM_TIMEOUT_MS, &cl);
+	ret = rpc_client_connect_path(path, FAULTD_VMM_TIMEOUT_MS, &cl);
 	if (ret < 0) {
 		snprintf(err, len, "no vmm named %s on this host (%.300s: %s)", vm, path,
 			 strerror(-ret));
@@ -283,7 +283,7 @@ static void vmm_release(const char *rundir, const char *vm)
 	char path[PATH_MAX + 80];
 
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
-	if (rpc_client_connect(path, FAULTD_VMM_TIMEOUT_MS, &cl) < 0)
+	if (rpc_client_connect_path(path, FAULTD_VMM_TIMEOUT_MS, &cl) < 0)
 		return;
 	rpc_client_call(cl, &tern__vmm__vmm__descriptor, "UffdRelease",
 			&empty.base, NULL, 0, NULL, NULL, FAULTD_VMM_TIMEOUT_MS,

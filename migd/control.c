@@ -65,11 +65,15 @@ static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm)
 static int check_uri(struct rpc_call *call, const char *what, const char *s,
 		     struct uri *ret)
 {
-	if (uri_parse(s, ret) < 0 || (ret->kind != URI_TCP && ret->kind != URI_UNIX))
-		return rpc_call_errorf(call, EINVAL,
-				       "%s '%.200s': expected tcp:HOST:PORT or unix:PATH",
-				       what, s);
-	return 0;
+	const char *why;
+
+	if (uri_parse_why(s, ret, &why) == 0) {
+		if (ret->kind == URI_TCP || ret->kind == URI_UNIX)
+			return 0;
+		why = "not a socket";
+	}
+	return rpc_call_errorf(call, EINVAL, "%s '%.200s': %s (expected "
+			       "tcp:HOST:PORT or unix:/PATH)", what, s, why);
 }
 
 static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)
@@ -313,15 +317,12 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL, "%s is %s: only a job in "
 				       "postcopy-paused can recover", q->vm,
 				       job_state_name(j->state));
-	if (j->spec.role == JOB_ROLE_SOURCE &&
-	    (uri_parse(q->uri, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX)))
-		return rpc_call_errorf(call, EINVAL, "'%.200s': the source needs the "
-				       "destination's tcp:HOST:PORT or unix:PATH",
-				       q->uri);
-	if (j->spec.role == JOB_ROLE_DEST && q->listen[0] &&
-	    (uri_parse(q->listen, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX)))
-		return rpc_call_errorf(call, EINVAL, "'%.200s' is not a tcp: or "
-				       "unix: address to listen on", q->listen);
+	if (j->spec.role == JOB_ROLE_SOURCE)
+		r = check_uri(call, "destination", q->uri, &u);
+	else if (q->listen[0])
+		r = check_uri(call, "listen address", q->listen, &u);
+	if (r < 0)
+		return r;
 	r = job_command(j, "recover", &q->base);
 	if (r == 0)
 		log_info("%s: recovering%s%s", q->vm, q->uri[0] || q->listen[0] ? " via " : "",

@@ -22,8 +22,8 @@ int fault_link_open(struct fault_link *f, const char *rundir, char *err,
 	char path[PATH_MAX + 16];
 	int r;
 
-	snprintf(path, sizeof(path), "unix:%s/faultd.sock", rundir);
-	r = rpc_client_connect(path, FAULTD_TIMEOUT_MS, &f->cl);
+	snprintf(path, sizeof(path), "%s/faultd.sock", rundir);
+	r = rpc_client_connect_path(path, FAULTD_TIMEOUT_MS, &f->cl);
 	if (r < 0)
 		snprintf(err, len, "cannot reach faultd at %s/faultd.sock (is it "
 			 "running?): %s", rundir, strerror(-r));

@@ -363,13 +363,14 @@ static struct rpc_client *ctl_connect(void)
 	int r;
 
 	snprintf(path, sizeof(path), "%s/migd.sock", opts.rundir);
-	if (stat(path, &st) < 0) {
+	if (stat(path, &st) < 0 && errno == ENOENT) {
 		cli_errx("migd is not running (no socket %s)", path);
 		return NULL;
 	}
-	r = rpc_client_connect(path, opts.timeout_ms, &cl);
+	r = rpc_client_connect_path(path, opts.timeout_ms, &cl);
 	if (r < 0) {
-		cli_errx("cannot connect to migd at %s: %s", path, strerror(-r));
+		cli_errx("cannot connect to migd at %s: %s%s", path, strerror(-r),
+			 cli_refused_hint(r));
 		return NULL;
 	}
 	rpc_client_set_max_frame(cl, CTL_MAX_FRAME);
@@ -903,13 +904,31 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	}
 }
 
+/* A peer's or a listening address, as migd takes it; what is wrong
+ * with it, by name. */
+static int check_uri(const char *what, const char *s, bool listen)
+{
+	const char *why;
+	struct uri u;
+
+	if (uri_parse_why(s, &u, &why) == 0) {
+		why = u.kind == URI_FILE ? "a file is not a migration peer" :
+		      u.kind == URI_TCP && u.port == 0 && !listen ?
+		      "port 0 is for --listen only" : NULL;
+		if (!why)
+			return 0;
+	}
+	cli_errx("%s%s: %s (expected tcp:HOST:PORT, tcp:[V6]:PORT or "
+		 "unix:/PATH)", what, s, why);
+	return -EINVAL;
+}
+
 static int parse_cmd(const struct command *c, int argc, char **argv,
 		     struct cmd_args *a)
 {
 	uint8_t tok[STREAM_TOKEN_LEN];
 	char *pos[3];
 	int ch, r, npos = 0;
-	struct uri u;
 
 	optind = 0;
 	opterr = 0;
@@ -957,17 +976,10 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 			return -EINVAL;
 		}
 	}
-	if (a->listen && (uri_parse(a->listen, &u) < 0 ||
-			  (u.kind != URI_TCP && u.kind != URI_UNIX))) {
-		cli_errx("--listen %s: expected tcp:HOST:PORT or unix:PATH", a->listen);
+	if (a->listen && check_uri("--listen ", a->listen, true) < 0)
 		return -EINVAL;
-	}
-	if (a->uri && (uri_parse(a->uri, &u) < 0 ||
-		       (u.kind != URI_TCP && u.kind != URI_UNIX) ||
-		       (u.kind == URI_TCP && u.port == 0))) {
-		cli_errx("%s: expected tcp:HOST:PORT or unix:PATH", a->uri);
+	if (a->uri && check_uri("", a->uri, false) < 0)
 		return -EINVAL;
-	}
 	if (a->token && stream_unhex(a->token, tok, sizeof(tok)) < 0) {
 		cli_errx("--token %s: expected the %d hex digits that 'migctl incoming' "
 		      "printed", a->token, STREAM_TOKEN_HEX);

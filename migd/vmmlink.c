@@ -38,7 +38,7 @@ int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 		snprintf(err, errlen, "vmm %s: socket path too long", vm);
 		return -ENAMETOOLONG;
 	}
-	ret = rpc_client_connect(path, l->timeout_ms, &l->cl);
+	ret = rpc_client_connect_path(path, l->timeout_ms, &l->cl);
 	if (ret < 0) {
 		snprintf(err, errlen, "no vmm named %s on this host (%s: %s)", vm,
 			 path, strerror(-ret));

@@ -48,13 +48,14 @@ static int conn_open(struct vmm_conn *c, const char *name)
 	c->name = name;
 	c->cl = NULL;
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", opts.rundir, name);
-	if (stat(path, &st) < 0) {
+	if (stat(path, &st) < 0 && errno == ENOENT) {
 		cli_errx("vmm %s is not running (no socket %s)", name, path);
 		return -ENOENT;
 	}
-	ret = rpc_client_connect(path, opts.timeout_ms, &c->cl);
+	ret = rpc_client_connect_path(path, opts.timeout_ms, &c->cl);
 	if (ret < 0) {
-		cli_errx("vmm %s: cannot connect to %s: %s", name, path, strerror(-ret));
+		cli_errx("vmm %s: cannot connect to %s: %s%s", name, path,
+			 strerror(-ret), cli_refused_hint(ret));
 		return ret;
 	}
 	rpc_client_set_max_frame(c->cl, CTL_MAX_FRAME);

@@ -88,7 +88,7 @@ static struct rpc_client *client(void)
 {
 	struct rpc_client *cl;
 
-	CHECK(rpc_client_connect(sock_path, 10000, &cl) == 0, "connect");
+	CHECK(rpc_client_connect_path(sock_path, 10000, &cl) == 0, "connect");
 	rpc_client_set_max_frame(cl, 4 << 20);
 	return cl;
 }

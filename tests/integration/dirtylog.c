@@ -65,7 +65,7 @@ int main(int argc, char **argv)
 	int r;
 
 	CHECK(argc == 2, "usage: itest_dirtylog SOCKET");
-	CHECK(rpc_client_connect(argv[1], 5000, &cl) == 0, "connect %s", argv[1]);
+	CHECK(rpc_client_connect_path(argv[1], 5000, &cl) == 0, "connect %s", argv[1]);
 	CHECK(call("GetRam", NULL, (ProtobufCMessage **)&lay, &res) == 0, "GetRam");
 	rpc_result_close_fds(&res);
 	if (lay->n_regions == 2)

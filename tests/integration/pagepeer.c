@@ -96,7 +96,7 @@ static struct rpc_client *connect_to(const char *what)
 		snprintf(path, sizeof(path), "%s/faultd.sock", rundir);
 	else
 		snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, what);
-	r = rpc_client_connect(path, TMO, &cl);
+	r = rpc_client_connect_path(path, TMO, &cl);
 	CHECK(r == 0, "connect %s: %s", path, strerror(-r));
 	rpc_client_set_max_frame(cl, 4u << 20);
 	return cl;

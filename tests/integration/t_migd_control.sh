@@ -33,7 +33,14 @@ ctl_usage "no command" --json
 ctl_usage "unknown command 'frobnicate'" frobnicate
 ctl_usage "unknown option" --bogus list
 ctl_usage "usage: migctl incoming VM --listen ADDR" incoming x
-ctl_usage "--listen ftp:x: expected tcp:HOST:PORT or unix:PATH" incoming x --listen ftp:x
+ctl_usage "--listen ftp:x: neither tcp: nor unix: (expected tcp:HOST:PORT" \
+	incoming x --listen ftp:x
+ctl_usage "--listen unix:run/x.sock: the path is not absolute" \
+	incoming x --listen unix:run/x.sock
+ctl_usage "tcp:h:99999: the port is not a number from 0 to 65535" \
+	migrate x tcp:h:99999 --token 0123456789abcdef0123456789abcdef
+ctl_usage "http://h:80: neither tcp: nor unix:" \
+	migrate x http://h:80 --token 0123456789abcdef0123456789abcdef
 ctl_usage "not a valid VM name" incoming ../x --listen tcp:127.0.0.1:0
 ctl_usage "usage: migctl migrate" migrate x tcp:127.0.0.1:4444
 ctl_usage "--token abc: expected the 32 hex digits" migrate x tcp:127.0.0.1:4444 --token abc
@@ -56,7 +63,7 @@ ctl_usage "migrate: missing the value of option '--channels'" \
 ctl_usage "missing the value of option '--timeout'" --timeout
 ctl_usage "unknown option '-x'" --rundir /x -xj list
 # Options after the VM, and operands after "--", whatever POSIXLY_CORRECT says.
-POSIXLY_CORRECT=1 ctl_usage "--listen ftp:x: expected tcp:HOST:PORT" incoming x --listen ftp:x
+POSIXLY_CORRECT=1 ctl_usage "--listen ftp:x: neither tcp: nor unix:" incoming x --listen ftp:x
 POSIXLY_CORRECT=1 ctl_usage "--token abc: expected the 32 hex digits" \
 	migrate x tcp:127.0.0.1:4444 --token abc
 ctl_usage "usage: migctl status VM" status -- x y
@@ -209,6 +216,19 @@ if command -v setpriv >/dev/null; then
 	echo "refused: $out"
 	grep -q "control: refused a connection from uid 65534" "$RUNDIR/migd.log" ||
 		fail "migd did not say whom it refused: $(tail -n 3 "$RUNDIR/migd.log")"
+	# Without it, the modes refuse it first: not "migd is not running".
+	out=$(setpriv --reuid 65534 --regid 65534 --clear-groups \
+		"$BIN/migctl" --rundir "$RUNDIR" --timeout 5 list 2>&1) &&
+		fail "uid 65534 was served: $out"
+	case $out in *"Permission denied (only root and the user"*) ;;
+	*) fail "migctl, refused by the socket's mode, does not say why: $out" ;; esac
+	echo "refused: $out"
+	out=$(setpriv --reuid 65534 --regid 65534 --clear-groups \
+		"$BIN/vmmctl" --rundir "$RUNDIR" --timeout 5 status x 2>&1) &&
+		fail "uid 65534 was served by the vmm: $out"
+	case $out in *"Permission denied (only root and the user"*) ;;
+	*) fail "vmmctl, refused by the socket's mode, does not say why: $out" ;; esac
+	echo "refused: $out"
 	kill -0 "$MIGD" || fail "migd died"
 else
 	echo "setpriv (util-linux) is missing: the peer check is not tried"
