@@ -196,7 +196,7 @@ $(O)/tests/itest_%: tests/integration/%.c $(LIBCOMMON) | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBCOMMON) $(LDLIBS)
 
-$(O)/tests/%.img: tests/images/%.S
+$(O)/tests/%.img: tests/images/%.S $(wildcard tests/images/*.inc)
 	$(call msg,IMAGE,$@)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) -m32 -nostdlib -ffreestanding -c -o $(@:.img=.o) $<

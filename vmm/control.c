@@ -126,13 +126,26 @@ static int method_quit(struct rpc_call *call, const ProtobufCMessage *arg)
 static int method_save_state(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	Tern__Vmm__VmState *st = NULL;
-	enum vm_state vst = control_state();
+	struct vm *vm = ctl.vm;
+	enum vm_state vst;
+	char why[256];
 	int ret;
 
-	if (vst != VM_STATE_PAUSED && vst != VM_STATE_SHUTDOWN)
-		return rpc_call_errorf(call, EBUSY,
-				       "cannot save state: the VM is in state %s (stop it first)",
-				       vm_state_name(vst));
+	pthread_mutex_lock(&vm->lock);
+	vst = vm->state;
+	str_copy(why, vm->state_msg, sizeof(why));
+	pthread_mutex_unlock(&vm->lock);
+	/* Only a paused guest: every vCPU parked, and one that would run
+	 * where it is loaded.  A guest that stopped itself would run again
+	 * there (the state has no such thing as "shut down"), and its vCPUs
+	 * are not known to have parked. */
+	if (vst == VM_STATE_RUNNING)
+		return rpc_call_errorf(call, EBUSY, "cannot save state: the VM is "
+				       "running (stop it first)");
+	if (vst != VM_STATE_PAUSED)
+		return rpc_call_errorf(call, EINVAL, "cannot save state: the VM "
+				       "is in state %s%s%s", vm_state_name(vst),
+				       why[0] ? ": " : "", why);
 	ret = state_save(ctl.vm, &st);
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "saving state: %s", strerror(-ret));

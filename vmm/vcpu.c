@@ -103,6 +103,7 @@ static void vcpu_stop_vm(struct vcpu *v, enum vm_state state, const char *fmt, .
 
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
+	bool changed;
 	int n;
 
 	va_start(ap, fmt);
@@ -114,13 +115,24 @@ static void vcpu_stop_vm(struct vcpu *v, enum vm_state state, const char *fmt, .
 		snprintf(msg + n, sizeof(msg) - n, " at cs:rip %x:%llx",
 			 sregs.cs.selector, (unsigned long long)regs.rip);
 	pthread_mutex_lock(&vm->lock);
-	if (vm->state == VM_STATE_RUNNING) {
+	changed = vm->state == VM_STATE_RUNNING;
+	if (changed) {
 		vm_set_state_locked(vm, state, msg);
 		vm_kick_all_locked(vm);
 	}
 	pthread_mutex_unlock(&vm->lock);
-	if (write(vm->notify_fd, &(uint64_t){ 1 }, 8) < 0)
+	/* The first vCPU to stop it tells the main thread (which logs why);
+	 * the others found it stopped already. */
+	if (changed && write(vm->notify_fd, &(uint64_t){ 1 }, 8) < 0)
 		log_debug("notify: %s", strerror(errno));
+}
+
+/* The PC's ways to reset: the keyboard controller's pulse command, the
+ * reset control register's CPU reset bit, port 0x92's fast reset bit. */
+static bool is_reset(uint16_t port, uint8_t val)
+{
+	return (port == 0x64 && val == 0xfe) || (port == 0xcf9 && (val & 0x04)) ||
+	       (port == 0x92 && (val & 0x01));
 }
 
 static void vcpu_handle_io(struct vcpu *v)
@@ -135,6 +147,10 @@ static void vcpu_handle_io(struct vcpu *v)
 
 		if (port >= 0x3f8 && port <= 0x3ff && run->io.size == 1) {
 			serial_io(&v->vm->serial, port, is_write, data);
+		} else if (is_write && is_reset(port, data[0])) {
+			vcpu_stop_vm(v, VM_STATE_SHUTDOWN, "vcpu %d: guest reset "
+				     "(0x%02x to port 0x%x)", v->index, data[0], port);
+			return;
 		} else if (port == 0x92 && !is_write) {
 			data[0] = 0x02;         /* fast A20: always on */
 		} else if (!is_write) {
@@ -144,16 +160,20 @@ static void vcpu_handle_io(struct vcpu *v)
 	}
 }
 
-/* Returns false when the vCPU must stop running. */
-static bool vcpu_handle_exit(struct vcpu *v)
+/* An exit that ends the guest's run stops the VM (vcpu_stop_vm); the
+ * vCPU then parks in vcpu_wait_runnable. */
+static void vcpu_handle_exit(struct vcpu *v)
 {
 	struct kvm_run *run = v->run;
+	char data[4 * 20] = "";
+	uint32_t i;
+	int n = 0;
 
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
 		v->io_pending = true;
 		vcpu_handle_io(v);
-		return true;
+		break;
 	case KVM_EXIT_MMIO:
 		v->io_pending = true;
 		if (run->mmio.len > sizeof(run->mmio.data))
@@ -162,38 +182,45 @@ static bool vcpu_handle_exit(struct vcpu *v)
 				  run->mmio.len, run->mmio.is_write) &&
 		    !run->mmio.is_write)
 			memset(run->mmio.data, 0xff, run->mmio.len);
-		return true;
+		break;
 	case KVM_EXIT_INTR:
-		return true;
+		break;
 	case KVM_EXIT_HLT:
 		vcpu_stop_vm(v, VM_STATE_SHUTDOWN, "vcpu %d halted", v->index);
-		return false;
+		break;
 	case KVM_EXIT_SHUTDOWN:
 		vcpu_stop_vm(v, VM_STATE_SHUTDOWN,
 			     "vcpu %d: guest shut down (triple fault)", v->index);
-		return false;
+		break;
 	case KVM_EXIT_SYSTEM_EVENT:
 		vcpu_stop_vm(v, VM_STATE_SHUTDOWN, "vcpu %d: guest %s", v->index,
 			     run->system_event.type == KVM_SYSTEM_EVENT_RESET ?
 			     "reset" : "shut down");
-		return false;
+		break;
 	case KVM_EXIT_INTERNAL_ERROR:
+		/* KVM's own words on it (for an emulation failure: the
+		 * instruction's bytes, among others), the first four. */
+		for (i = 0; i < run->internal.ndata && i < 4 && n >= 0 &&
+		     (size_t)n < sizeof(data); i++)
+			n += snprintf(data + n, sizeof(data) - n, " 0x%llx",
+				      (unsigned long long)run->internal.data[i]);
 		vcpu_stop_vm(v, VM_STATE_ERROR,
-			     "vcpu %d: KVM internal error, suberror %u%s",
+			     "vcpu %d: KVM internal error, suberror %u%s%s%s",
 			     v->index, run->internal.suberror,
 			     run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ?
-			     " (emulation failure)" : "");
-		return false;
+			     " (emulation failure)" : "", data[0] ? ", data" : "",
+			     data);
+		break;
 	case KVM_EXIT_FAIL_ENTRY:
 		vcpu_stop_vm(v, VM_STATE_ERROR,
 			     "vcpu %d: VM entry failed, reason 0x%llx", v->index,
 			     (unsigned long long)
 			     run->fail_entry.hardware_entry_failure_reason);
-		return false;
+		break;
 	default:
 		vcpu_stop_vm(v, VM_STATE_ERROR, "vcpu %d: unexpected exit %u",
 			     v->index, run->exit_reason);
-		return false;
+		break;
 	}
 }
 
@@ -278,9 +305,18 @@ int vm_set_throttle(struct vm *vm, unsigned int percent)
 static void vcpu_complete_io(struct vcpu *v)
 {
 	v->run->immediate_exit = 1;
-	if (ioctl(v->fd, KVM_RUN, 0) < 0 && errno != EINTR && errno != EAGAIN)
-		log_debug("vcpu %d: completing I/O: %s", v->index, strerror(errno));
 	v->io_pending = false;
+	if (ioctl(v->fd, KVM_RUN, 0) == 0) {
+		/* The instruction went on to a further exit: the second
+		 * part of an access split across a page or device boundary,
+		 * more of a rep string.  Served here, it sets io_pending
+		 * again and the caller completes once more; dropped, its
+		 * read would return stale data when the guest resumes. */
+		__atomic_fetch_add(&v->exits, 1, __ATOMIC_RELAXED);
+		vcpu_handle_exit(v);
+	} else if (errno != EINTR && errno != EAGAIN) {
+		log_debug("vcpu %d: completing I/O: %s", v->index, strerror(errno));
+	}
 }
 
 /*

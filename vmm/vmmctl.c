@@ -487,7 +487,9 @@ static int ram_copy(const struct ram_map *src, const struct ram_map *dst)
 	return 0;
 }
 
-static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
+/* *handed: DST was sent SRC's memfds (it may hold them now). */
+static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy,
+			bool *handed)
 {
 	Tern__Vmm__RamLayout *lay = NULL;
 	struct ram_map sm, dm;
@@ -511,9 +513,42 @@ static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	ret = ram_map(src, &sm, false, &lay);
 	if (ret < 0)
 		return ret;
+	*handed = true;
 	ret = call(dst, "AdoptRam", &lay->base, sm.fds, sm.view.nregions, NULL, NULL);
 	protobuf_c_message_free_unpacked(&lay->base, NULL);
 	ram_unmap(&sm);
+	return ret;
+}
+
+/*
+ * DST must be incoming, and of SRC's size: checked before SRC stops, as
+ * DST would refuse the RAM only after.
+ */
+static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst)
+{
+	Tern__Vmm__VmmStatus *ss = NULL, *ds = NULL;
+	char smem[32], dmem[32];
+	int ret = -EINVAL;
+
+	if (get_status(dst, &ds) < 0 || get_status(src, &ss) < 0)
+		goto out;
+	fmt_size(ss->memory, smem, sizeof(smem));
+	fmt_size(ds->memory, dmem, sizeof(dmem));
+	if (ds->state != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
+		cli_errx("vmm %s is not waiting for an incoming guest (start it with "
+			 "--incoming)", dst->name);
+	else if (ss->memory != ds->memory || ss->vcpus != ds->vcpus)
+		cli_errx("vmm %s has %s and %u vCPU%s, %s has %s and %u: start %s "
+			 "with the same --memory and --vcpus", dst->name, dmem,
+			 ds->vcpus, ds->vcpus == 1 ? "" : "s", src->name, smem,
+			 ss->vcpus, dst->name);
+	else
+		ret = 0;
+out:
+	if (ss)
+		protobuf_c_message_free_unpacked(&ss->base, NULL);
+	if (ds)
+		protobuf_c_message_free_unpacked(&ds->base, NULL);
 	return ret;
 }
 
@@ -526,23 +561,16 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 {
 	Tern__Vmm__VmmStatus *ds = NULL;
 	Tern__Vmm__VmState *st = NULL;
-	bool was_running = false, incoming;
+	bool was_running = false, handed = false;
 	int ret;
 
-	if (get_status(dst, &ds) < 0)
+	if (transfer_check(src, dst) < 0)
 		return CLI_FAILED;
-	incoming = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_INCOMING;
-	protobuf_c_message_free_unpacked(&ds->base, NULL);
-	if (!incoming) {
-		cli_errx("vmm %s is not waiting for an incoming guest (start it with "
-		      "--incoming)", dst->name);
-		return CLI_FAILED;
-	}
 	if (pause_for_view(src, &was_running) < 0)
 		return CLI_FAILED;
 	ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL);
 	if (ret == 0)
-		ret = transfer_ram(src, dst, copy);
+		ret = transfer_ram(src, dst, copy, &handed);
 	if (ret == 0)
 		ret = call(dst, "LoadState", &st->base, NULL, 0, NULL, NULL);
 	if (st)
@@ -561,14 +589,18 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		protobuf_c_message_free_unpacked(&ds->base, NULL);
 	}
 	if (ret < 0) {
-		/* A destination that adopted the source's memfds must never run
-		 * beside it: end it before the source resumes. */
-		if (!copy && call(dst, "Quit", NULL, NULL, 0, NULL, NULL) < 0) {
+		/* A destination that was sent the source's memfds must never
+		 * run beside it: end it before the source resumes.  One that
+		 * was not stays as it was, waiting. */
+		if (handed && call(dst, "Quit", NULL, NULL, 0, NULL, NULL) < 0) {
 			cli_errx("transfer failed and %s may hold %s's RAM: %s stays "
 			      "paused; quit %s, then 'vmmctl cont %s'", dst->name,
 			      src->name, src->name, dst->name, src->name);
 			return CLI_FAILED;
 		}
+		if (handed)
+			cli_errx("transfer failed; %s, which was sent %s's RAM, was "
+				 "made to quit", dst->name, src->name);
 		if (was_running && call(src, "Cont", NULL, NULL, 0, NULL, NULL) == 0)
 			cli_errx("transfer failed; %s is running again", src->name);
 		return CLI_FAILED;

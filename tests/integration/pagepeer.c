@@ -15,6 +15,8 @@
  *   fakevmm VM [HOLD]  serve VM's socket as a vmm whose UffdCreate answers
  *                   a pipe (until killed); with HOLD, GetRam answers only
  *                   once the file HOLD exists (at most 60 s)
+ *   fakedst VM MEMORY VCPUS  serve VM's socket as an incoming vmm that takes
+ *                   the RAM and refuses the state; exits 0 once told to Quit
  *   notuffd VM [WORDS]  Attach to the fake vmm is refused, naming the pipe
  *                   (or saying WORDS)
  *   list | detach VM [force]
@@ -860,6 +862,99 @@ static int cmd_fakevmm(const char *vm, const char *hold)
 	}
 }
 
+static void fake_error(struct rpc_conn *c, uint64_t id, int err, const char *msg)
+{
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Reply rep = TERN__RPC__REPLY__INIT;
+	struct pollfd p = { rpc_conn_fd(c), POLLOUT, 0 };
+	int i, r;
+
+	rep.id = id;
+	rep.status = err;
+	rep.message = (char *)msg;
+	f.body_case = TERN__RPC__FRAME__BODY_REPLY;
+	f.reply = &rep;
+	CHECK(rpc_conn_send(c, &f, NULL, 0) == 0, "fake vmm: send");
+	for (i = 0; i < 100 && (r = rpc_conn_flush(c)) == 0; i++)
+		poll(&p, 1, 100);
+	CHECK(r == 1, "fake vmm: flush");
+}
+
+/*
+ * Serve VM's socket as an incoming vmm of the given size that takes the
+ * RAM (AdoptRam) and then refuses the state: the failure of a transfer
+ * after the handover.  Exits 0 when told to Quit; 1 if its first
+ * connection ends without (at most 60 s).
+ */
+static int cmd_fakedst(const char *vm, const char *memory, const char *vcpus)
+{
+	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
+	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
+	struct uri u = { .kind = URI_UNIX };
+	int lfd, fd, fds[RPC_MAX_FDS], i;
+	Tern__Rpc__Frame *f;
+	struct rpc_conn *c;
+	const char *m;
+	size_t nfds, k;
+	int r;
+
+	st.name = (char *)vm;
+	st.state = TERN__VMM__RUN_STATE__RUN_STATE_INCOMING;
+	st.memory = strtoull(memory, NULL, 0);
+	st.vcpus = (uint32_t)strtoul(vcpus, NULL, 0);
+	st.pid = (uint32_t)getpid();
+	st.message = "";
+	st.guest_mode = "";
+	snprintf(u.path, sizeof(u.path), "%s/vmm/%s.sock", rundir, vm);
+	lfd = uri_listen(&u, 4);
+	CHECK(lfd >= 0, "listen on %s: %s", u.path, strerror(-lfd));
+	printf("fake destination %s ready\n", vm);
+	for (i = 0; i < 600; i++) {
+		struct pollfd p = { lfd, POLLIN, 0 };
+
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+		while (i < 600) {
+			struct pollfd q = { fd, POLLIN, 0 };
+
+			r = rpc_conn_recv(c, &f, fds, &nfds);
+			if (r == 0) {
+				poll(&q, 1, 100);
+				i++;
+				continue;
+			}
+			if (r < 0)
+				break;
+			for (k = 0; k < nfds; k++)
+				close(fds[k]);
+			CHECK(f->body_case == TERN__RPC__FRAME__BODY_REQUEST,
+			      "fake vmm: not a request");
+			m = strrchr(f->request->method, '/');
+			m = m ? m + 1 : f->request->method;
+			printf("fake destination: %s%s\n", m,
+			       nfds ? " (with descriptors)" : "");
+			if (!strcmp(m, "Status"))
+				fake_reply(c, f->request->id, &st.base, NULL, 0);
+			else if (!strcmp(m, "LoadState"))
+				fake_error(c, f->request->id, EINVAL,
+					   "state refused: a fake destination");
+			else
+				fake_reply(c, f->request->id, &e.base, NULL, 0);
+			if (!strcmp(m, "Quit")) {
+				tern__rpc__frame__free_unpacked(f, NULL);
+				rpc_conn_free(c);
+				return 0;
+			}
+			tern__rpc__frame__free_unpacked(f, NULL);
+		}
+		rpc_conn_free(c);
+	}
+	printf("FAIL: fake destination %s was not told to quit\n", vm);
+	return 1;
+}
+
 /* Attach to the fake vmm must be refused, naming what it lent (or
  * saying words). */
 static int cmd_notuffd(const char *vm, const char *words)
@@ -892,6 +987,8 @@ int main(int argc, char **argv)
 		return cmd_discard(argv[3]);
 	if (strcmp(argv[2], "fakevmm") == 0 && (argc == 4 || argc == 5))
 		return cmd_fakevmm(argv[3], argc == 5 ? argv[4] : NULL);
+	if (strcmp(argv[2], "fakedst") == 0 && argc == 6)
+		return cmd_fakedst(argv[3], argv[4], argv[5]);
 	if (strcmp(argv[2], "notuffd") == 0 && (argc == 4 || argc == 5))
 		return cmd_notuffd(argv[3], argc == 5 ? argv[4] : NULL);
 	if (strcmp(argv[2], "sockabuse") == 0)
@@ -903,7 +1000,7 @@ int main(int argc, char **argv)
 usage:
 	fprintf(stderr, "usage: itest_pagepeer RUNDIR serve VM | abuse VM KIND | "
 		"errors IN RUN | sockabuse | discard VM | fakevmm VM [HOLD] | "
-		"notuffd VM [WORDS] | "
+		"fakedst VM MEMORY VCPUS | notuffd VM [WORDS] | "
 		"list | detach VM [force]\n");
 	return 2;
 }

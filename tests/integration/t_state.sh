@@ -121,15 +121,29 @@ echo "$out" | grep -q "bytes of RAM, this vmm has" || fail "$out"
 out=$(vmmctl load s "$RUNDIR/good.state" 2>&1) && fail "loaded into a running vmm"
 echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"
 
-note "a transfer that fails after the RAM handover"
+note "a transfer between different sizes is refused before the source stops"
 start_vmm x --memory 64M --vcpus 1 --test-guest dirty --heartbeat 100 --guest-rate 50000
 wait_pass x 0 2
 start_vmm y --memory 64M --vcpus 2 --incoming
 out=$(vmmctl transfer x y 2>&1) && fail "transfer between different vCPU counts"
 echo "$out"
+echo "$out" | grep -q "vmm y has 64.0 MiB and 2 vCPUs, x has 64.0 MiB and 1: start y with the same --memory and --vcpus" ||
+	fail "$out"
+[ "$(state_of y)" = incoming ] || fail "y did not stay incoming: $(vmmctl status y 2>&1)"
+[ "$(state_of x)" = running ] || fail "x stopped by a refused transfer"
+
+note "a transfer that fails after the RAM handover"
+# A destination that takes the memfds, then refuses the state.
+"$TESTS/itest_pagepeer" "$RUNDIR" fakedst fy $((64 << 20)) 1 >"$RUNDIR/fy.out" 2>&1 &
+FY=$!
+PIDS+=("$FY")
+wait_until 20 grep -q "ready" "$RUNDIR/fy.out" || fail "no fake destination: $(cat "$RUNDIR/fy.out")"
+out=$(vmmctl transfer x fy 2>&1) && fail "transfer to a destination that refuses the state"
+echo "$out"
+echo "$out" | grep -q "fy, which was sent x's RAM, was made to quit" || fail "$out"
 echo "$out" | grep -q "x is running again" || fail "$out"
-wait_exit "$(pid_of y)" || true     # y held x's RAM: it must be gone
-kill -0 "$(pid_of y)" 2>/dev/null && fail "y still runs with x's RAM"
+wait_exit "$FY" || fail "the fake destination was not told to quit: $(cat "$RUNDIR/fy.out")"
+grep -q "AdoptRam (with descriptors)" "$RUNDIR/fy.out" || fail "no handover: $(cat "$RUNDIR/fy.out")"
 [ "$(state_of x)" = running ] || fail "x did not resume"
 wait_progress x 0
 vmmctl check x || fail "x after the failed transfer"
