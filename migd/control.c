@@ -393,6 +393,7 @@ static int method_set_params(struct rpc_call *call, const ProtobufCMessage *arg)
 	const Tern__Migd__SetParamsRequest *req = (const void *)arg;
 	struct migd *m = control_migd(call);
 	struct mig_params p = m->defaults;
+	size_t i;
 	int r;
 
 	if (req->reset)
@@ -400,6 +401,15 @@ static int method_set_params(struct rpc_call *call, const ProtobufCMessage *arg)
 	r = params_apply(call, req->params, &p);
 	if (r < 0)
 		return r;
+	for (i = 0; i < req->n_clear; i++) {
+		r = params_clear(req->clear[i], req->params, &p);
+		if (r < 0)
+			return rpc_call_errorf(call, -r, "cannot clear '%.64s': %s",
+					       req->clear[i], r == -EINVAL ?
+					       "only max_bandwidth, avail_switchover_"
+					       "bandwidth and timeout_s can be 0" :
+					       "it is given a value too");
+	}
 	m->defaults = p;
 	log_info("defaults: %u channels, max bandwidth %llu B/s, switchover "
 		 "bandwidth %llu B/s, downtime limit %u ms", p.channels,

@@ -406,8 +406,6 @@ static int call(struct rpc_client *cl, const char *method,
 struct cmd_args {
 	const char *vm, *uri, *listen, *token;
 	Tern__Migd__Params params;
-	bool zero_bandwidth;            /* set: a value cleared (--max-bandwidth 0,
-					 * --timeout none): needs a reset */
 	bool wait, detach, watch;
 };
 
@@ -623,49 +621,27 @@ static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 	return CLI_OK;
 }
 
-/*
- * For a reset: fields the user left unset take their current values; the
- * "clear" marker (all ones) becomes 0.  Params holds only uint32, uint64
- * and enum fields.
- */
-static void params_carry_over(Tern__Migd__Params *want,
-			      const Tern__Migd__Params *cur)
-{
-	const ProtobufCMessageDescriptor *d = want->base.descriptor;
-	unsigned int i;
-
-	for (i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		uint8_t *w = (uint8_t *)want + f->offset;
-		const uint8_t *c = (const uint8_t *)cur + f->offset;
-
-		if (f->type == PROTOBUF_C_TYPE_UINT64) {
-			uint64_t *v = (uint64_t *)w;
-
-			*v = *v == UINT64_MAX ? 0 : *v ? *v : *(const uint64_t *)c;
-		} else {
-			uint32_t *v = (uint32_t *)w;
-
-			*v = *v == UINT32_MAX ? 0 : *v ? *v : *(const uint32_t *)c;
-		}
-	}
-}
-
 static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 {
 	Tern__Migd__SetParamsRequest req = TERN__MIGD__SET_PARAMS_REQUEST__INIT;
-	Tern__Migd__Params *p = NULL, *cur = NULL;
+	Tern__Migd__Params *p = NULL;
+	char *clear[3];
 
-	if (set && a->zero_bandwidth) {
-		/* Zero means "unchanged" in SetParams: to clear a value, start
-		 * from the built-in defaults and give every other current value
-		 * again (every field, by the descriptor, so none is forgotten). */
-		if (call(cl, "GetParams", NULL, (ProtobufCMessage **)&cur, false) < 0)
-			return CLI_FAILED;
-		params_carry_over(&a->params, cur);
-		req.reset = true;
-		protobuf_c_message_free_unpacked(&cur->base, NULL);
+	/* Zero means "unchanged" in SetParams: the values to clear (marked
+	 * all ones by the parser) go by name, in the same call. */
+	if (a->params.max_bandwidth == UINT64_MAX) {
+		a->params.max_bandwidth = 0;
+		clear[req.n_clear++] = "max_bandwidth";
 	}
+	if (a->params.avail_switchover_bandwidth == UINT64_MAX) {
+		a->params.avail_switchover_bandwidth = 0;
+		clear[req.n_clear++] = "avail_switchover_bandwidth";
+	}
+	if (a->params.timeout_s == UINT32_MAX) {
+		a->params.timeout_s = 0;
+		clear[req.n_clear++] = "timeout_s";
+	}
+	req.clear = clear;
 	req.params = &a->params;
 	if (call(cl, set ? "SetParams" : "GetParams", set ? &req.base : NULL,
 		 (ProtobufCMessage **)&p, false) < 0)
@@ -762,14 +738,13 @@ static int usage_of(const struct command *c)
  * word for its default (unlimited, or measured), returned as UINT64_MAX
  * ("back to zero"). */
 static int parse_bandwidth(const struct command *c, const char *flag,
-			   const char *s, uint64_t *ret, bool *zero)
+			   const char *s, uint64_t *ret)
 {
 	const char *word = strstr(flag, "switchover") ? "measured" : "unlimited";
 	uint64_t v;
 
 	if (!strcmp(c->name, "set") && (!strcmp(s, "0") || !strcmp(s, word))) {
 		*ret = UINT64_MAX;
-		*zero = true;
 		return 0;
 	}
 	if (parse_size(s, &v) < 0 || v == 0 || v == UINT64_MAX) {
@@ -841,11 +816,10 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		return 0;
 	case O_MAXBW:
 		return parse_bandwidth(c, "--max-bandwidth", optarg,
-				       &a->params.max_bandwidth, &a->zero_bandwidth);
+				       &a->params.max_bandwidth);
 	case O_AVAILBW:
 		return parse_bandwidth(c, "--avail-switchover-bandwidth", optarg,
-				       &a->params.avail_switchover_bandwidth,
-				       &a->zero_bandwidth);
+				       &a->params.avail_switchover_bandwidth);
 	case O_COMPRESS:
 		return parse_compress(optarg, &a->params);
 	case O_AUTOCONV:
@@ -870,7 +844,6 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		if (!strcmp(c->name, "set") && (!strcmp(optarg, "0") ||
 						 !strcmp(optarg, "none"))) {
 			a->params.timeout_s = UINT32_MAX;       /* clear it */
-			a->zero_bandwidth = true;
 			return 0;
 		}
 		if (parse_u64(optarg, 1, CTL_MAX_TIMEOUT_S, &v) < 0) {

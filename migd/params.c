@@ -143,3 +143,24 @@ void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out)
 			TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO :
 			TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_MANUAL;
 }
+
+int params_clear(const char *name, const Tern__Migd__Params *given,
+		 struct mig_params *out)
+{
+	if (!strcmp(name, "max_bandwidth")) {
+		if (given && given->max_bandwidth)
+			return -EEXIST;
+		out->max_bandwidth = 0;
+	} else if (!strcmp(name, "avail_switchover_bandwidth")) {
+		if (given && given->avail_switchover_bandwidth)
+			return -EEXIST;
+		out->avail_switchover_bandwidth = 0;
+	} else if (!strcmp(name, "timeout_s")) {
+		if (given && given->timeout_s)
+			return -EEXIST;
+		out->timeout_s = 0;
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}

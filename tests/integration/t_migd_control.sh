@@ -159,7 +159,19 @@ body, _ = recv_frame(s, b"")
 assert b"channels 99: expected 1 to 16" in body, body
 assert body.find(bytes([0x10, 34])) >= 0, body  # status 34 (ERANGE)
 print("ok: migd refused channels 99")
+# Clearing by name: only the fields whose 0 means something, and not
+# one the same call gives a value; nothing changes then.
+s.sendall(request(8, "tern.migd.Migd/SetParams",
+                  ld(1, field(4, 0, varint(77))) + ld(3, b"channels")))
+body, _ = recv_frame(s, b"")
+assert b"cannot clear 'channels': only max_bandwidth" in body, body
+s.sendall(request(9, "tern.migd.Migd/SetParams",
+                  ld(1, field(2, 0, varint(1 << 30))) + ld(3, b"max_bandwidth")))
+body, _ = recv_frame(s, b"")
+assert b"cannot clear 'max_bandwidth': it is given a value too" in body, body
+print("ok: migd refused clearing channels, and a bandwidth given too")
 EOF
+params_are "$(migctl --json get)" downtime_limit_ms=50 max_bandwidth=0
 migctl set --channels 4 --downtime-limit 300 --avail-switchover-bandwidth 0 >/dev/null
 
 need_kvm
