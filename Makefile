@@ -138,6 +138,9 @@ $(O)/proto/%.o: $(O)/proto/%.c
 # ---- tests ------------------------------------------------------------------
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRCS))
+# Kept: as intermediates of the chained rule below, make would delete
+# them after a first build and compile them all again on the next.
+.SECONDARY: $(patsubst %.c,$(O)/%.o,$(UNIT_SRCS))
 
 $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(LIBCOMMON)
 	$(call msg,LD,$@)

@@ -1,11 +1,12 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0-only
 # Install the Debian packages tern needs to build and test, if any are
-# missing.  Called by 'make deps', 'make check' and 'make demo'.
+# missing (the tests speak the wire protocol with python3, and use ip
+# and ss from iproute2).  Called by 'make deps', 'make check' and 'make demo'.
 set -eu
 pkgs="build-essential pkg-config libevent-dev libprotobuf-c-dev
 protobuf-c-compiler libcap-dev liburing-dev libcmocka-dev libzstd-dev
-gnuplot-nox"
+gnuplot-nox python3 iproute2"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

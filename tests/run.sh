@@ -4,7 +4,7 @@
 # integration script in tests/integration (which start the real programs).
 # An integration script exits 0 (pass), 77 (skip; its last line of
 # output says why) or anything else (fail).  Each test is bounded by
-# TEST_TIMEOUT seconds.  Usage: tests/run.sh [unit|integration] [NAME...]
+# TEST_TIMEOUT seconds.  Usage: tests/run.sh [all|unit|integration] [NAME...]
 set -u
 cd "$(dirname "$0")/.."
 O=${O:-build}
@@ -17,10 +17,19 @@ logdir=$O/test-logs
 mkdir -p "$logdir"
 pass=0 fail=0 skip=0 failed=()
 
+# A name selects a test as run.sh prints it (integration/migd_control,
+# unit/test_uri) or by its last part (migd_control, t_migd_control,
+# test_uri).
+declare -A matched=()
 selected() {
 	[ ${#only[@]} -eq 0 ] && return 0
-	local n
-	for n in "${only[@]}"; do [ "$n" = "$1" ] && return 0; done
+	local n base=${1#*/}
+	for n in "${only[@]}"; do
+		if [ "$n" = "$1" ] || [ "$n" = "$base" ] || [ "$n" = "t_$base" ]; then
+			matched[$n]=1
+			return 0
+		fi
+	done
 	return 1
 }
 
@@ -58,6 +67,11 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
 	done
 fi
 
+for n in "${only[@]}"; do
+	[ -n "${matched[$n]:-}" ] && continue
+	echo "no $what test named '$n' (see tests/unit, tests/integration)"
+	fail=$((fail + 1))
+done
 echo
 [ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
 echo "$pass passed, $fail failed, $skip skipped"

@@ -262,9 +262,14 @@ usage_error() {
 
 # ss_kill_works: whether ss -K can destroy sockets here (it needs
 # CONFIG_INET_DIAG_DESTROY, and ss exits 0 where the kernel cannot): a
-# loopback connection of our own is cut, or stays (10 s).
+# loopback connection of our own is cut, or stays (10 s).  If not,
+# SS_KILL_WHY says why.
 ss_kill_works() {
 	local port out
+	SS_KILL_WHY="ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY)"
+	command -v ss >/dev/null || { SS_KILL_WHY="ss (iproute2) is missing"; return 1; }
+	command -v python3 >/dev/null ||
+		{ SS_KILL_WHY="python3 is missing (it makes the probe's connection)"; return 1; }
 	coproc SSPROBE { exec python3 -c '
 import socket
 l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)

@@ -119,7 +119,7 @@ if ss_kill_works; then
 	echo "ok: the other job completed meanwhile"
 	good_migration e f
 else
-	echo "ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY): skipped"
+	echo "$SS_KILL_WHY: skipped"
 fi
 
 note "the source worker dies right after it stopped the VM: migd resumes it"

@@ -300,7 +300,7 @@ if have_netns; then
 	if [ ! -c /dev/userfaultfd ]; then
 		echo "skipped: /dev/userfaultfd is missing (postcopy needs faultd)"
 	elif ! ss_kill_works; then
-		echo "skipped: ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY)"
+		echo "skipped: $SS_KILL_WHY"
 	else
 		on_host "$HOST_B" start_faultd
 		on_host "$HOST_A" start_vmm pm --memory $MEM --test-guest dirty \

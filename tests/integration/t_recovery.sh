@@ -16,7 +16,7 @@
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
 need_uffd
-ss_kill_works || skip "ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY)"
+ss_kill_works || skip "$SS_KILL_WHY"
 start_faultd
 start_migd
 
