@@ -2,6 +2,7 @@
 /*
  * Shared parts of the command-line clients (see common/cli.h).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -32,26 +33,111 @@ void cli_errx(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-void cli_bad_option(char **argv, int ch, const char *where)
+/*
+ * The long options of opts that the first n bytes of name can mean: the
+ * one spelled so exactly (getopt_long prefers it), else every one it is
+ * a prefix of.  Returns how many; the first in *ret_opt if any.
+ */
+static size_t cli_match_long(const struct option *opts, const char *name,
+			     size_t n, const struct option **ret_opt)
 {
-	static const char *const globals[] = { "--rundir", "--json", "--timeout" };
-	char shortopt[3] = { '-', (char)optopt, 0 };
-	const char *word = argv[optind - 1], *opt;
-	bool global = false;
-	size_t i, n;
+	const struct option *o, *first = NULL;
+	size_t count = 0;
 
-	/* A long option is its word; a short one may sit in a cluster, or
-	 * getopt may not have moved past it yet: its letter. */
-	opt = !strncmp(word, "--", 2) && (ch == ':' || !optopt) ? word : shortopt;
-	n = strcspn(opt, "=");
+	for (o = opts; o->name; o++) {
+		if (strncmp(o->name, name, n))
+			continue;
+		if (strlen(o->name) == n) {
+			*ret_opt = o;
+			return 1;
+		}
+		if (!first)
+			first = o;
+		count++;
+	}
+	if (first)
+		*ret_opt = first;
+	return count;
+}
 
-	for (i = 0; where && i < sizeof(globals) / sizeof(globals[0]); i++)
-		global |= strlen(globals[i]) == n && !strncmp(opt, globals[i], n);
-	cli_errx("%s%s%s '%.*s'%s (see %s --help)", where ? where : "",
-		 where ? ": " : "", ch == ':' ? "missing the value of option" :
-		 "unknown option", (int)n, opt,
-		 global ? ": global options go before the command" : "",
-		 cli_prog);
+/* "--a, --b, --c": the long options the first n bytes of name may mean. */
+static void cli_list_matches(const struct option *opts, const char *name,
+			     size_t n, char *buf, size_t size)
+{
+	const struct option *o;
+	size_t len = 0;
+	int w;
+
+	buf[0] = 0;
+	for (o = opts; o->name && len < size; o++) {
+		if (strncmp(o->name, name, n))
+			continue;
+		w = snprintf(buf + len, size - len, "%s--%s", len ? ", " : "",
+			     o->name);
+		if (w < 0)
+			break;
+		len += w;
+	}
+}
+
+void cli_bad_option(char **argv, int ch, const char *where,
+		    const struct option *longopts)
+{
+	static const char *const globals[] = { "rundir", "json", "timeout" };
+	const struct option *opt = NULL;
+	const char *word = argv[optind - 1], *name = word + 2;
+	const char *sep = where ? ": " : "";
+	char what[64], list[256];
+	bool global = false, islong;
+	size_t i, n = 0, nmatch = 0;
+
+	if (!where)
+		where = "";
+
+	/*
+	 * A long option is the word getopt just passed.  A short one may
+	 * sit in a cluster getopt has not moved past yet, so that the word
+	 * before is an earlier one: then optopt, its letter, is not the
+	 * val of the long option that word names (an unknown or ambiguous
+	 * long option leaves optopt 0).
+	 */
+	islong = !strncmp(word, "--", 2);
+	if (islong) {
+		n = strcspn(name, "=");
+		nmatch = cli_match_long(longopts, name, n, &opt);
+		islong = !optopt || (nmatch == 1 && opt->val == optopt);
+	}
+	if (!islong) {
+		snprintf(what, sizeof(what), isprint(optopt) ? "'-%c'" :
+			 "'-\\x%02x'", optopt & 0xff);
+		cli_errx("%s%s%s %s (see %s --help)", where, sep, ch == ':' ?
+			 "missing the value of option" : "unknown option", what,
+			 cli_prog);
+		return;
+	}
+	if (nmatch == 1)
+		snprintf(what, sizeof(what), "'--%s'", opt->name);
+	else
+		snprintf(what, sizeof(what), "'--%.*s'", (int)MIN(n, 40), name);
+	if (ch == ':') {
+		cli_errx("%s%smissing the value of option %s (see %s --help)",
+			 where, sep, what, cli_prog);
+	} else if (nmatch > 1) {
+		cli_list_matches(longopts, name, n, list, sizeof(list));
+		cli_errx("%s%soption %s is ambiguous: %s (see %s --help)",
+			 where, sep, what, list, cli_prog);
+	} else if (nmatch == 1 && name[n] == '=' &&
+		   opt->has_arg == no_argument) {
+		cli_errx("%s%soption %s takes no value (see %s --help)",
+			 where, sep, what, cli_prog);
+	} else {
+		for (i = 0; where[0] && i < ARRAY_SIZE(globals); i++)
+			global |= strlen(globals[i]) == n &&
+				  !strncmp(name, globals[i], n);
+		cli_errx("%s%sunknown option %s%s (see %s --help)", where, sep,
+			 what, global ? ": global options go before the command" : "",
+			 cli_prog);
+	}
 }
 
 int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
@@ -84,7 +170,7 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 			usage(stdout);
 			return -1;
 		default:
-			cli_bad_option(argv, ch, NULL);
+			cli_bad_option(argv, ch, NULL, longopts);
 			return -2;
 		}
 	}

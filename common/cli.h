@@ -30,11 +30,15 @@ void cli_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		      void (*usage)(FILE *f));
 /*
- * After getopt_long() (optstring starting with ':', after any '+')
- * returned ch '?' or ':': say which option was unknown or lacked its
- * value, in one line, after "where" (the command, or NULL).
+ * After getopt_long() (optstring starting with ':', after any '+') with
+ * the table longopts returned ch '?' or ':': say in one line, after
+ * "where" (the command, or NULL), which option was unknown, ambiguous
+ * (an abbreviation of several), given a value it does not take, or
+ * lacking its value.
  */
-void cli_bad_option(char **argv, int ch, const char *where);
+struct option;
+void cli_bad_option(char **argv, int ch, const char *where,
+		    const struct option *longopts);
 /*
  * What to add to a call's error r: the daemons' sockets are mode 0600
  * (connect fails, -EACCES), and they close a connection from a user that

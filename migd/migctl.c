@@ -915,7 +915,7 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 			continue;
 		}
 		if (ch == '?' || ch == ':') {
-			cli_bad_option(argv, ch, c->name);
+			cli_bad_option(argv, ch, c->name, c->opts);
 			return -EINVAL;
 		}
 		r = parse_opt(c, ch, a);

@@ -74,6 +74,7 @@ ctl_usage "seconds from 1 to 3600" dirty-rate x 0
 ctl_usage "'.bad' is not a valid VM name" status .bad
 ctl_usage "'.b' is not a valid VM name" transfer a .b
 ctl_usage "missing the value of option '--timeout'" --timeout
+ctl_usage "option '--json' takes no value" --json=yes status x
 err=$("$BIN/vmmctl" --rundir "$RUNDIR" status ghost 2>&1)
 [ $? -eq 1 ] && [[ $err == *"vmm ghost is not running"* ]] || fail "status ghost: $err"
 

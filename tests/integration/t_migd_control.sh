@@ -62,6 +62,15 @@ ctl_usage "migrate: missing the value of option '--channels'" \
 	migrate x tcp:127.0.0.1:4444 --token $T --channels
 ctl_usage "missing the value of option '--timeout'" --timeout
 ctl_usage "unknown option '-x'" --rundir /x -xj list
+# A value given to a flag, an abbreviation of several options: said so,
+# by the option's name (not a letter or a control byte from getopt's val).
+ctl_usage "status: option '--watch' takes no value" status x --watch=1
+ctl_usage "status: option '--watch' takes no value" status x --wat=1
+ctl_usage "option '--json' takes no value (see" --json=1 list
+ctl_usage "option '--help' takes no value" --help=x
+ctl_usage "set: option '--t' is ambiguous: --throttle-initial, --throttle-increment, --throttle-max, --timeout, --timeout-action" \
+	set --t 5
+ctl_usage "unknown option '-x'" --json -xj list
 # Options after the VM, and operands after "--", whatever POSIXLY_CORRECT says.
 POSIXLY_CORRECT=1 ctl_usage "--listen ftp:x: neither tcp: nor unix:" incoming x --listen ftp:x
 POSIXLY_CORRECT=1 ctl_usage "--token abc: expected the 32 hex digits" \
