@@ -63,6 +63,28 @@ static bool state_final(Tern__Migd__JobState s)
 	       s == TERN__MIGD__JOB_STATE__JOB_CANCELLED;
 }
 
+/*
+ * s made safe for a terminal, in place: every control character but tab
+ * (C0, DEL, and C1 as UTF-8 encodes it) becomes '?'.  For text that a
+ * peer may have written (a job's error can carry the remote host's
+ * refusal, its id and address come from the other end), in text output
+ * only: JSON escapes them itself.
+ */
+static char *text_safe(char *s)
+{
+	unsigned char *p;
+
+	for (p = (unsigned char *)s; *p; p++) {
+		if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
+			*p = '?';
+		} else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			p[0] = p[1] = '?';
+			p++;
+		}
+	}
+	return s;
+}
+
 static const char *fmt_rate(uint64_t bytes_per_s, char *buf, size_t len)
 {
 	char s[32];
@@ -182,16 +204,18 @@ static void print_postcopy(const Tern__Migd__PostcopyStats *pc, bool source)
 			       (unsigned long long)pc->latency_hist[i]);
 }
 
-/* The full, multi-line status of one job. */
-static void print_status(const Tern__Migd__JobStatus *js)
+/* The full, multi-line status of one job (its peer's text made safe). */
+static void print_status(Tern__Migd__JobStatus *js)
 {
 	char a[32], b[32], c[32], d[32];
 	size_t i;
 
 	printf("%s: %s, %s", js->vm, role_name(js->role), state_name(js->state));
 	if (js->id[0])
-		printf(" (job %s)", js->id);
+		printf(" (job %s)", text_safe(js->id));
 	printf("\n");
+	text_safe(js->peer);
+	text_safe(js->listen);
 	printf("  peer          %s\n", js->peer[0] ? js->peer : "-");
 	if (js->listen[0] && strcmp(js->listen, js->peer))
 		printf("  listening on  %s\n", js->listen);
@@ -232,7 +256,7 @@ static void print_status(const Tern__Migd__JobStatus *js)
 	if (js->throttle)
 		printf("  throttle      vCPUs throttled %u%%\n", js->throttle);
 	if (js->verified[0])
-		printf("  verified      %s\n", js->verified);
+		printf("  verified      %s\n", text_safe(js->verified));
 	if (js->postcopy_stats)
 		print_postcopy(js->postcopy_stats,
 			       js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE);
@@ -251,7 +275,7 @@ static void print_status(const Tern__Migd__JobStatus *js)
 		print_params(js->params, "    ");
 	}
 	if (js->error[0])
-		printf("  error         %s\n", js->error);
+		printf("  error         %s\n", text_safe(js->error));
 }
 
 /* ---- progress: a bar that never runs backwards ------------------------- */
@@ -394,8 +418,8 @@ static int call(struct rpc_client *cl, const char *method,
 	rpc_result_close_fds(&res);
 	if (r < 0) {
 		progress_end();
-		cli_errx("%s%s", res.message[0] ? res.message : strerror(-r),
-			 cli_refused_hint(r));
+		cli_errx("%s%s", res.message[0] ? text_safe(res.message) :
+			 strerror(-r), cli_refused_hint(r));
 	}
 	return r;
 }
@@ -409,17 +433,20 @@ struct cmd_args {
 	bool wait, detach, watch;
 };
 
-/* The job's error, unless it only repeats the state ("cancelled"). */
-static bool error_news(const Tern__Migd__JobStatus *js)
+/* The job's error, unless it only repeats the state ("cancelled"), made
+ * safe for a terminal; else "". */
+static const char *error_news(Tern__Migd__JobStatus *js)
 {
-	return js->error[0] && strcmp(js->error, state_name(js->state));
+	return js->error[0] && strcmp(js->error, state_name(js->state)) ?
+	       text_safe(js->error) : "";
 }
 
 /* A finished (or, without wait, current) job: print it; the exit code. */
-static int job_outcome(const Tern__Migd__JobStatus *js, bool waited,
+static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 		       Tern__Migd__JobState want)
 {
 	char a[32], b[32], c[32];
+	const char *news;
 
 	progress_end();
 	if (opts.json)
@@ -434,9 +461,10 @@ static int job_outcome(const Tern__Migd__JobStatus *js, bool waited,
 	 * proof failed, and a caller must see that. */
 	if (js->state == want && !strncmp(js->verified, "failed", 6)) {
 		cli_errx("%s: migration completed, but verify %s", js->vm,
-			 js->verified);
+			 text_safe(js->verified));
 		return CLI_FAILED;
 	}
+	news = error_news(js);
 	if (js->state == want) {
 		if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
 			printf("%s: completed in %s: %s transferred, %llu round%s, "
@@ -448,11 +476,11 @@ static int job_outcome(const Tern__Migd__JobStatus *js, bool waited,
 			       js->downtime_ms ? fmt_ms(js->downtime_ms, c, sizeof(c)) : "-");
 		else if (!opts.json)
 			printf("%s: %s%s%s\n", js->vm, state_name(js->state),
-			       error_news(js) ? ": " : "", error_news(js) ? js->error : "");
+			       news[0] ? ": " : "", news);
 		return CLI_OK;
 	}
 	cli_errx("%s: migration %s%s%s", js->vm, state_name(js->state),
-	      error_news(js) ? ": " : "", error_news(js) ? js->error : "");
+		 news[0] ? ": " : "", news);
 	return CLI_FAILED;
 }
 
@@ -497,7 +525,8 @@ static int cmd_migrate(struct rpc_client *cl, struct cmd_args *a)
 		else
 			printf("%s: migration to %s started (job %s, worker pid %u); "
 			       "'migctl status %s --watch' follows it\n", js->vm,
-			       js->peer, js->id, js->worker_pid, js->vm);
+			       text_safe(js->peer), text_safe(js->id),
+			       js->worker_pid, js->vm);
 		code = CLI_OK;
 	} else {
 		code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
@@ -541,7 +570,7 @@ static int job_call(struct rpc_client *cl, const char *method,
 		json_print(&js->base);
 	else
 		printf("%s: %s (job %s)\n", js->vm, doing ? doing : state_name(js->state),
-		       js->id[0] ? js->id : "without an id yet");
+		       js->id[0] ? text_safe(js->id) : "without an id yet");
 	protobuf_c_message_free_unpacked(&js->base, NULL);
 	return code;
 }
@@ -605,16 +634,16 @@ static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 		printf("%-16s %-11s %-10s %4s %11s %-19s %s\n", "VM", "ROLE", "STATE",
 		       "DONE", "TRANSFERRED", "STARTED", "ID");
 		for (i = 0; i < l->n_jobs; i++) {
-			const Tern__Migd__JobStatus *js = l->jobs[i];
+			Tern__Migd__JobStatus *js = l->jobs[i];
 
 			printf("%-16s %-11s %-10s %3.0f%% %11s %-19s %s\n", js->vm,
 			       role_name(js->role), state_name(js->state),
 			       job_fraction(js) * 100,
 			       fmt_size(js->transferred_bytes, t, sizeof(t)),
 			       fmt_time(js->started_unix_ms, s, sizeof(s)),
-			       js->id[0] ? js->id : "-");
+			       js->id[0] ? text_safe(js->id) : "-");
 			if (js->error[0])
-				printf("  %s\n", js->error);
+				printf("  %s\n", text_safe(js->error));
 		}
 	}
 	protobuf_c_message_free_unpacked(&l->base, NULL);

@@ -6,7 +6,7 @@ import struct
 
 
 def field(n, wt, payload):
-    return bytes([n << 3 | wt]) + payload
+    return varint(n << 3 | wt) + payload
 
 
 def varint(v):
@@ -55,3 +55,41 @@ def reply_id(body):
             return v
         shift += 7
         i += 1
+
+
+def fields(b):
+    """A protobuf message's fields: {number: [value, ...]}, varints as
+    ints, length-delimited ones as bytes (fixed-width ones are not used
+    by tern's protocols)."""
+    out, i = {}, 0
+
+    def get_varint():
+        nonlocal i
+        v, shift = 0, 0
+        while True:
+            v |= (b[i] & 0x7f) << shift
+            i += 1
+            if not b[i - 1] & 0x80:
+                return v
+            shift += 7
+    while i < len(b):
+        key = get_varint()
+        if key & 7 == 0:
+            v = get_varint()
+        elif key & 7 == 2:
+            n = get_varint()
+            v, i = b[i:i + n], i + n
+        else:
+            raise ValueError("wire type %d" % (key & 7))
+        out.setdefault(key >> 3, []).append(v)
+    return out
+
+
+def reply(rid, result=b"", status=0, message=""):
+    """A framed Reply (Frame.reply = 3): id, status, message, result."""
+    r = field(1, 0, varint(rid))
+    if status:
+        r += field(2, 0, varint(status)) + ld(3, message.encode())
+    r += ld(4, result)
+    f = ld(3, r)
+    return struct.pack("<I", len(f)) + f

@@ -80,6 +80,94 @@ ctl_usage "not a valid VM name" status -- --x
 err=$(migctl status x 2>&1)
 [ $? -eq 1 ] && [[ $err == *"migd is not running"* ]] || fail "no migd: $err"
 
+note "what a migd reports is shown safely and for the side it is on"
+# A stand-in migd answers Status and List with made-up jobs: text from a
+# peer with terminal control sequences in it (a job's error can carry the
+# remote host's refusal), a destination's completed job, a histogram of
+# more buckets than a 64-bit bound holds.  Other calls it holds unanswered,
+# and it notes each method it got in fake.calls.
+FAKE=$RUNDIR/fake
+mkdir -p "$FAKE"
+wire python3 - "$FAKE/migd.sock" "$FAKE/fake.calls" <<'EOF' &
+import socket, sys
+from rpcwire import field, varint, ld, recv_frame, fields, reply
+def job(*f):
+    return b"".join(f)
+ESC = "\x1b"
+MIB = 1 << 20
+evil = job(ld(1, b"ab\x1b[8m12"), ld(2, b"evil"), field(3, 0, varint(1)),
+           field(4, 0, varint(5)), ld(5, b"tcp:127.0.0.1:1\x1b]0;peer\x07"),
+           ld(22, b"refused by the destination: \x1b[2J\x1b]0;pwned\x07gone\r"
+              b"\x7f\xc2\x9b1m"),
+           ld(32, b"ok\x1b[31m"))
+chan = ld(21, field(1, 0, varint(0)) + field(2, 0, varint(64 * MIB)) +
+          field(3, 0, varint(16384)))
+dest = job(ld(1, b"cd34"), ld(2, b"dest"), field(3, 0, varint(2)),
+           field(4, 0, varint(4)), ld(5, b"tcp:127.0.0.1:4444"),
+           field(7, 0, varint(256 * MIB)), field(8, 0, varint(64 * MIB + 4096)),
+           field(10, 0, varint(16384)), field(11, 0, varint(100)),
+           field(20, 0, varint(241)), chan, chan, field(27, 0, varint(1)))
+hist = job(ld(2, b"hist"), field(3, 0, varint(2)), field(4, 0, varint(9)),
+           ld(34, ld(6, varint(1) * 64)))
+jobs = {b"evil": evil, b"dest": dest, b"hist": hist}
+l = socket.socket(socket.AF_UNIX)
+l.bind(sys.argv[1])
+l.listen(8)
+held = []
+while True:
+    c, _ = l.accept()
+    try:
+        body, _ = recv_frame(c, b"")
+    except AssertionError:
+        continue
+    req = fields(fields(body)[2][0])
+    rid, method = req[1][0], req[2][0].decode()
+    arg = fields(req.get(3, [b""])[0])
+    vm = arg.get(1, [b""])[0]
+    with open(sys.argv[2], "a") as f:
+        print(method, vm.decode(), flush=True, file=f)
+    if method.endswith("/Status") and vm in jobs:
+        c.sendall(reply(rid, jobs[vm]))
+    elif method.endswith("/Status") and vm == b"refuse":
+        c.sendall(reply(rid, status=22, message="no\x1b[2Jway"))
+    elif method.endswith("/List"):
+        c.sendall(reply(rid, ld(1, evil) + ld(1, dest)))
+    else:
+        held.append(c)
+EOF
+PIDS+=("$!")
+wait_until 20 test -S "$FAKE/migd.sock" || fail "the stand-in migd did not come up"
+fake() { "$BIN/migctl" --rundir "$FAKE" --timeout 20 "$@"; }
+# no_controls WHAT TEXT: TEXT holds no control character but tab and
+# newline, nor a UTF-8 C1 control (CSI as 0xc2 0x9b).
+no_controls() {
+	if LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]\|\xc2[\x80-\x9f]' <<<"$2"; then
+		fail "$1 printed control characters: $(printf '%s' "$2" | od -c | head -n 20)"
+	fi
+}
+out=$(fake status evil 2>&1) || fail "status evil: $out"
+no_controls "status" "$out"
+for want in "  peer          tcp:127.0.0.1:1?]0;peer?" "  verified      ok?[31m" \
+	"  error         refused by the destination: ?[2J?]0;pwned?gone????1m" \
+	"evil: source, failed (job ab?[8m12)"; do
+	grep -qxF "$want" <<<"$out" || fail "status evil lacks '$want': $out"
+done
+err=$(fake status evil --watch 2>&1 >/dev/null) && fail "status --watch of a failed job exited 0"
+no_controls "status --watch" "$err"
+[[ $err == *"refused by the destination: ?[2J?]0;pwned?gone????1m"* ]] ||
+	fail "status evil --watch: $err"
+out=$(fake list 2>&1) || fail "list: $out"
+no_controls "list" "$out"
+grep -qxF "  refused by the destination: ?[2J?]0;pwned?gone????1m" <<<"$out" ||
+	fail "list: $out"
+err=$(fake status refuse 2>&1) && fail "a refused Status exited 0"
+no_controls "an error reply" "$err"
+[ "$err" = "migctl: no?[2Jway" ] || fail "refused Status: $err"
+# JSON keeps the text whole, escaped.
+out=$(fake --json status evil) || fail "status --json evil"
+[[ $out == *'"error":"refused by the destination: \u001b[2J\u001b]0;pwned\u0007gone\u000d\u007f'* ]] ||
+	fail "status --json evil: $out"
+echo "ok: control characters from a peer are shown as '?'"
 note "start migd; a second one is refused"
 "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
 MIGD=$!
