@@ -198,7 +198,9 @@ static void print_postcopy(const Tern__Migd__PostcopyStats *pc, bool source)
 		       (unsigned long long)pc->zero_faults,
 		       (unsigned long long)pc->zero_latency_p50_us,
 		       (unsigned long long)pc->zero_latency_p99_us);
-	for (i = 0; i < pc->n_latency_hist; i++)
+	/* Bucket i ends at 2^(i+1) us: past i = 62 that is no 64-bit
+	 * number (nor a wait anyone lives through); the count is migd's. */
+	for (i = 0; i < pc->n_latency_hist && i < 63; i++)
 		if (pc->latency_hist[i])
 			printf("    %7llu us  %llu\n", 1ULL << (i + 1),
 			       (unsigned long long)pc->latency_hist[i]);

@@ -168,6 +168,13 @@ out=$(fake --json status evil) || fail "status --json evil"
 [[ $out == *'"error":"refused by the destination: \u001b[2J\u001b]0;pwned\u0007gone\u000d\u007f'* ]] ||
 	fail "status --json evil: $out"
 echo "ok: control characters from a peer are shown as '?'"
+# 64 latency buckets: the last that has an end in 64 bits is 2^63 us.
+out=$(fake status hist) || fail "status hist: $out"
+n=$(grep -c '^ *[0-9]* us  1$' <<<"$out")
+last=$(grep '^ *[0-9]* us  1$' <<<"$out" | tail -n 1)
+[ "$n" = 63 ] && [ "$last" = "    9223372036854775808 us  1" ] ||
+	fail "status hist: $n buckets, the last '$last': $out"
+echo "ok: 64 latency buckets, 63 shown, up to 2^63 us"
 note "start migd; a second one is refused"
 "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
 MIGD=$!
