@@ -468,7 +468,16 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 	}
 	news = error_news(js);
 	if (js->state == want) {
-		if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
+		/* The source sent rounds and paused the guest; the destination
+		 * received what came over its channels and runs the guest. */
+		if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED &&
+		    js->role == TERN__MIGD__JOB_ROLE__ROLE_DEST)
+			printf("%s: completed in %s: %s received over %zu channel%s%s\n",
+			       js->vm, fmt_ms(js->total_ms, a, sizeof(a)),
+			       fmt_size(js->transferred_bytes, b, sizeof(b)),
+			       js->n_channels, js->n_channels == 1 ? "" : "s",
+			       js->switched ? "; the guest runs here" : "");
+		else if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
 			printf("%s: completed in %s: %s transferred, %llu round%s, "
 			       "downtime %s\n", js->vm,
 			       fmt_ms(js->total_ms, a, sizeof(a)),

@@ -175,6 +175,11 @@ last=$(grep '^ *[0-9]* us  1$' <<<"$out" | tail -n 1)
 [ "$n" = 63 ] && [ "$last" = "    9223372036854775808 us  1" ] ||
 	fail "status hist: $n buckets, the last '$last': $out"
 echo "ok: 64 latency buckets, 63 shown, up to 2^63 us"
+# A destination's outcome says what it received and where the guest runs.
+out=$(fake status dest --watch) || fail "status dest --watch: $out"
+[ "$out" = "dest: completed in 241 ms: 64.0 MiB received over 2 channels; the guest runs here" ] ||
+	fail "status dest --watch: $out"
+echo "ok: $out"
 note "start migd; a second one is refused"
 "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
 MIGD=$!
