@@ -1045,8 +1045,12 @@ static int run(int argc, char **argv)
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
 		return CLI_USAGE;
 	prog.tty = isatty(STDOUT_FILENO) && !opts.json;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
+	/* Only while waiting on a job does Ctrl-C leave something behind
+	 * that the user should know about. */
+	if (a.wait || a.watch || (!strcmp(cmd->name, "migrate") && !a.detach)) {
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, NULL);
+	}
 	cl = ctl_connect();
 	if (!cl)
 		return CLI_FAILED;

@@ -180,6 +180,36 @@ out=$(fake status dest --watch) || fail "status dest --watch: $out"
 [ "$out" = "dest: completed in 241 ms: 64.0 MiB received over 2 channels; the guest runs here" ] ||
 	fail "status dest --watch: $out"
 echo "ok: $out"
+# Ctrl-C: a command waiting on a job says the job goes on; others just
+# end.  (A background job of a script ignores SIGINT: env resets it.)
+# interrupt CALL ARGS...: migctl ARGS, sent SIGINT once the stand-in got
+# CALL (it never answers that one); its stderr in ERR, its status in RC.
+interrupt() {
+	local call=$1 pid
+	shift
+	: >"$FAKE/fake.calls"
+	env --default-signal=INT "$BIN/migctl" --rundir "$FAKE" --timeout 60 "$@" \
+		>/dev/null 2>"$FAKE/err" &
+	pid=$!
+	PIDS+=("$pid")
+	wait_until 20 grep -q "$call" "$FAKE/fake.calls" || fail "migctl $*: no $call"
+	kill -INT "$pid"
+	wait "$pid"
+	RC=$?
+	ERR=$(cat "$FAKE/err")
+}
+if env --default-signal=INT true 2>/dev/null; then
+	interrupt /GetParams get
+	[ $RC = 130 ] && [ -z "$ERR" ] || fail "get, interrupted: exit $RC, '$ERR'"
+	interrupt /SetParams set --channels 2
+	[ $RC = 130 ] && [ -z "$ERR" ] || fail "set, interrupted: exit $RC, '$ERR'"
+	interrupt /Status status hold --watch
+	[ $RC = 130 ] && [ "$(echo $ERR)" = "migctl: interrupted; the job goes on (see 'migctl cancel')" ] ||
+		fail "status --watch, interrupted: exit $RC, '$ERR'"
+	echo "ok: Ctrl-C: 'the job goes on' only while waiting on a job"
+else
+	echo "env cannot reset SIGINT (coreutils before 9.0): Ctrl-C is not tried"
+fi
 note "start migd; a second one is refused"
 "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
 MIGD=$!
