@@ -777,13 +777,24 @@ struct cmd_args {
 	bool copy;                      /* transfer */
 };
 
+/*
+ * write's bytes, as many as Linux passes in one argument with 4 KiB
+ * pages: MAX_ARG_STRLEN is 128 KiB with the NUL, 131070 hex digits.
+ * Longer, exec fails there ("Argument list too long") before vmmctl
+ * runs, so the usage line states the limit that holds; where pages
+ * are larger, this keeps it the same.
+ */
+#define WRITE_MAX_BYTES 65535
+
 static int parse_hex(const char *hex, struct cmd_args *a)
 {
 	size_t n = strlen(hex), i;
 	static const char digits[] = "0123456789abcdefABCDEF";
 
-	if (n == 0 || n % 2 || n / 2 > (1u << 20) || strspn(hex, digits) != n) {
-		cli_errx("write: give 1 byte to 1 MiB as an even number of hex digits");
+	if (n == 0 || n % 2 || n / 2 > WRITE_MAX_BYTES ||
+	    strspn(hex, digits) != n) {
+		cli_errx("write: give 1 to %d bytes as an even number of hex "
+			 "digits", WRITE_MAX_BYTES);
 		return -EINVAL;
 	}
 	a->nbytes = n / 2;

@@ -67,7 +67,10 @@ note "vmmctl: usage errors exit 2 with one line, before connecting"
 ctl_usage() { usage_error vmmctl "$@"; }
 ctl_usage "unknown command 'frobnicate'" frobnicate x
 ctl_usage "usage: vmmctl save NAME FILE" save x
-ctl_usage "hex digits" write x 0x1000 abc
+ctl_usage "write: give 1 to 65535 bytes as an even number of hex digits" write x 0x1000 abc
+# The longest argument Linux passes with 4 KiB pages (131071 characters
+# and the NUL): vmmctl, not the shell, refuses it, and says the limit.
+ctl_usage "write: give 1 to 65535 bytes" write x 0x1000 "$(printf '%0131071d' 0)"
 ctl_usage "not a guest physical address" read x nowhere 16
 ctl_usage "usage: vmmctl transfer" transfer a b --cpy
 ctl_usage "seconds from 1 to 3600" dirty-rate x 0

@@ -22,6 +22,15 @@ start_vmm in --memory 4100M --incoming
 kill -0 "$(pid_of in)" || fail "the incoming vmm died"
 [ "$(state_of in)" = incoming ] || fail "the incoming vmm left its state"
 
+note "vmmctl write: the most bytes one argument carries"
+# 65535 bytes, 131070 hex digits: all that one argument of at most 128
+# KiB with its NUL holds, and write's limit in vmmctl(8).
+hex=$(head -c 65535 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
+vmmctl write in 0x100000 "$hex" || fail "a write of 65535 bytes"
+[ "$(vmmctl read in 0x100000 65535 | tr -d ' \n')" = "$hex" ] ||
+	fail "the 65535 bytes written do not read back"
+echo "ok: 65535 bytes written and read back"
+
 note "a vmm out of descriptors keeps serving once they are freed"
 (ulimit -n 48; exec "$BIN/vmm" --name few --memory 64M --rundir "$RUNDIR" \
 	--test-guest idle >"$RUNDIR/few.log" 2>&1) &
