@@ -75,6 +75,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 	st.throttle = __atomic_load_n(&vm->throttle, __ATOMIC_RELAXED);
 	for (i = 0; i < vm->nvcpus; i++)
 		st.exits += __atomic_load_n(&vm->vcpus[i].exits, __ATOMIC_RELAXED);
+	st.console_dropped = serial_dropped(&vm->serial);
 	return rpc_call_reply(call, &st.base, NULL, 0);
 }
 

@@ -3,11 +3,18 @@
  * An 8250/16550 UART at I/O port 0x3f8, output only: what the guest writes
  * goes to the --serial destination a line at a time; reads see an empty
  * receiver and an always-ready transmitter.  Called from vCPU threads
- * (serial_io) and from state save/load with the VM paused.
+ * (serial_io, and serial_write for the test device), from state save/load
+ * with the VM paused, and from the control service (serial_dropped).
+ *
+ * Nothing here waits for the destination: a line it cannot take at once
+ * is dropped and counted, so that a console nobody reads stalls neither
+ * the guest nor, through the lock, a pause or a state save.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -22,36 +29,80 @@ enum {
 #define LSR_THRE 0x20
 #define LSR_TEMT 0x40
 
+/*
+ * The console's own description of standard output.  O_NONBLOCK on a dup
+ * would reach whoever shares it (the terminal of the shell that started
+ * us), so a pipe, FIFO or terminal is opened anew through /proc, which
+ * gives a description of our own; a regular file keeps the dup, for the
+ * offset it shares, and so does anything that cannot be reopened (a
+ * socket): the poll in serial_flush is all that guards those.
+ */
+static int serial_open_stdout(void)
+{
+	struct stat st;
+	int fd;
+
+	if (fstat(STDOUT_FILENO, &st) < 0)
+		return -1;
+	if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+		fd = open("/proc/self/fd/1",
+			  O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+	}
+	return fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
+}
+
 int serial_init(struct serial *s, const char *spec)
 {
+	int fl;
+
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->lock, NULL);
 	s->out_fd = -1;
 	if (!spec || !strcmp(spec, "stdio")) {
-		s->out_fd = dup(STDOUT_FILENO);
+		s->out_fd = serial_open_stdout();
 	} else if (!strcmp(spec, "none")) {
 		return 0;
 	} else {
+		/* Non-blocking only once open: a FIFO waits for its reader. */
 		s->out_fd = open(spec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 				 0640);
+		if (s->out_fd >= 0 && (fl = fcntl(s->out_fd, F_GETFL)) >= 0)
+			fcntl(s->out_fd, F_SETFL, fl | O_NONBLOCK);
 	}
 	return s->out_fd < 0 ? -errno : 0;
 }
 
+/*
+ * One write of the line, only if the destination says it can take some
+ * now; what is not written is dropped.  Most destinations are
+ * non-blocking (serial_open_stdout); for a dup the poll is the guard: a
+ * line (at most 256 bytes, below PIPE_BUF) fits in a pipe or FIFO that
+ * polls writable, a regular file always takes it, and so does a stream
+ * socket with a quarter of its buffer free.
+ */
 static void serial_flush(struct serial *s)
 {
-	size_t off = 0;
+	struct pollfd pfd = { .fd = s->out_fd, .events = POLLOUT };
+	ssize_t n = 0;
 
-	while (s->out_fd >= 0 && off < s->len) {
-		ssize_t n = write(s->out_fd, s->line + off, s->len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;          /* console gone: drop, never block the guest */
-		off += n;
-	}
+	if (s->out_fd < 0 || !s->len)
+		goto out;
+	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT))
+		n = write(s->out_fd, s->line, s->len);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n < s->len)
+		__atomic_fetch_add(&s->dropped, s->len - n, __ATOMIC_RELAXED);
+out:
 	s->len = 0;
+}
+
+/* Bytes of console output dropped since start; any thread. */
+uint64_t serial_dropped(struct serial *s)
+{
+	return __atomic_load_n(&s->dropped, __ATOMIC_RELAXED);
 }
 
 void serial_destroy(struct serial *s)
@@ -59,6 +110,9 @@ void serial_destroy(struct serial *s)
 	pthread_mutex_lock(&s->lock);
 	serial_flush(s);
 	pthread_mutex_unlock(&s->lock);
+	if (s->dropped)
+		log_info("console: %llu bytes of output dropped",
+			 (unsigned long long)s->dropped);
 	if (s->out_fd >= 0)
 		close(s->out_fd);
 	s->out_fd = -1;

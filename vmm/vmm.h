@@ -73,6 +73,7 @@ struct serial {
 	uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
 	char line[256];
 	size_t len;
+	uint64_t dropped;               /* lock to add, atomic: bytes not written */
 };
 
 struct guest_config {
@@ -174,6 +175,7 @@ int serial_init(struct serial *s, const char *spec);
 void serial_destroy(struct serial *s);
 void serial_io(struct serial *s, uint16_t port, bool is_write, uint8_t *data);
 void serial_write(struct serial *s, const uint8_t *buf, size_t len);
+uint64_t serial_dropped(struct serial *s);
 void serial_save(struct serial *s, Tern__Vmm__UartState *ret);
 void serial_load(struct serial *s, const Tern__Vmm__UartState *st);
 

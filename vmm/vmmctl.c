@@ -125,6 +125,10 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 		printf(", dirty logging");
 	if (s->throttle)
 		printf(", vCPUs throttled %u%%", s->throttle);
+	if (s->console_dropped)
+		printf(", console dropped %llu byte%s",
+		       (unsigned long long)s->console_dropped,
+		       s->console_dropped == 1 ? "" : "s");
 	if (s->message[0])
 		printf(": %s", s->message);
 	printf("\n");
