@@ -17,6 +17,7 @@
  *   0x100000  guest code     (vmm/guest.S, copied here)
  *   0x110000  stacks         (TG_STACK_SIZE user + kernel per vCPU)
  *   0x190000  IST stacks     (full mode: interrupts, exceptions; per vCPU)
+ *   0x1d0000  access times   (per vCPU: a histogram, see TG_LAT_GPA)
  *   0x200000  test range     (to the end of RAM, skipping the PCI hole)
  *
  * Every page of the test range holds, once written at generation g >= 1:
@@ -58,6 +59,20 @@
 #define TG_STACK_SIZE 0x1000     /* each of user and kernel, per vCPU */
 #define TG_LINE_MAX 248          /* console line buffer at the user stack's bottom */
 #define TG_RANGE_GPA 0x200000
+
+/*
+ * Before it checks a page, the guest times its first load of it with the
+ * TSC, and counts the time in its vCPU's histogram: TG_LAT_BUCKETS 32-bit
+ * counters at TG_LAT_GPA + index * TG_LAT_SIZE.  A load of a page that is
+ * missing on a postcopy destination is a fault: its time is what the
+ * vCPU waited, fault to resumed.  Bucket i < 24 holds exactly i ticks;
+ * from 24 on, octave o = floor(log2(t)) is cut in eighths: bucket
+ * o * 8 + (t >> (o - 3) & 7) holds [(8 + e) << (o - 3), (9 + e) << (o - 3))
+ * for e = t >> (o - 3) & 7; the last bucket also holds everything longer.
+ */
+#define TG_LAT_GPA 0x1d0000
+#define TG_LAT_BUCKETS 256
+#define TG_LAT_SIZE (TG_LAT_BUCKETS * 4)
 #define TG_MAX_VCPUS 64
 #define TG_MIN_MEMORY (4u << 20)
 
@@ -250,7 +265,10 @@ _Static_assert(__builtin_offsetof(struct tg_params, gap_tsc) == TGP_GAP_TSC,
 _Static_assert(sizeof(struct tg_params) <= TG_PAGE, "tg_params size");
 _Static_assert(TG_FULL_GPA + TG_MAX_VCPUS * TGF_SIZE <= TG_PT_GPA, "full blocks");
 _Static_assert(TG_STACK_GPA + TG_MAX_VCPUS * 2 * TG_STACK_SIZE <= TG_IST_GPA &&
-	       TG_IST_GPA + TG_MAX_VCPUS * TG_IST_SIZE <= TG_RANGE_GPA, "stacks");
+	       TG_IST_GPA + TG_MAX_VCPUS * TG_IST_SIZE <= TG_LAT_GPA, "stacks");
+_Static_assert(TG_LAT_GPA + TG_MAX_VCPUS * TG_LAT_SIZE <= TG_RANGE_GPA,
+	       "access-time histograms");
+_Static_assert(TG_LAT_SIZE == 1 << 10, "vmm/guest.S shifts by 10");
 _Static_assert(sizeof(struct tg_vcpu_status) == TGS_SIZE, "status size");
 _Static_assert(__builtin_offsetof(struct tg_vcpu_status, pages) == TGS_PAGES,
 	       "status layout");

@@ -26,6 +26,7 @@
  *   r15 params  r14 my status  r13 vCPU index  r12 generation being written
  *   rbx gpa of the current page  rbp pages left in this pass
  *   r10 TSC at start  r9 pages written since  r8 TSC of the last heartbeat
+ *   (time_access adds each page's first load to an access-time histogram)
  *   full mode: ymm0-ymm13 the vector computation, ymm14-15 scratch
  */
 #include "common/testguest.h"
@@ -78,6 +79,7 @@ tg_user:
 
 .Lpage:
 	mov %rbx, TGS_POS(%r14)
+	call time_access
 	lea -1(%r12), %rsi
 	call check_page
 	test %rax, %rax
@@ -106,6 +108,41 @@ tg_user:
 	movabs $(TG_DOORBELL_GPA + TG_DB_HALT), %rdx
 1:	movq $1, (%rdx)
 	jmp 1b
+
+/*
+ * time_access: load the first word of the page at rbx, and count the TSC
+ * ticks it took in this vCPU's histogram (TG_LAT_GPA).  The lfences keep
+ * the load between the two reads of the TSC.  Clobbers rax rcx rdx rsi.
+ */
+time_access:
+	lfence
+	rdtsc
+	shl $32, %rdx
+	or %rdx, %rax
+	mov %rax, %rsi
+	mov (%rbx), %rax
+	lfence
+	rdtsc
+	shl $32, %rdx
+	or %rdx, %rax
+	sub %rsi, %rax			/* rax = ticks */
+	cmp $24, %rax
+	jb 2f				/* below 24: the bucket is the count */
+	bsr %rax, %rcx			/* o >= 4 */
+	cmp $31, %ecx
+	ja 1f
+	sub $3, %ecx
+	shr %cl, %rax			/* 8..15 */
+	and $7, %eax
+	lea 3(%rcx), %ecx
+	shl $3, %ecx
+	add %ecx, %eax			/* o * 8 + eighth */
+	jmp 2f
+1:	mov $(TG_LAT_BUCKETS - 1), %eax
+2:	mov %r13, %rdx
+	shl $10, %rdx			/* * TG_LAT_SIZE */
+	incl TG_LAT_GPA(%rdx,%rax,4)
+	ret
 
 /*
  * check_page: does the page at rbx hold generation rsi?  rax = 0 if so.
