@@ -272,7 +272,7 @@ struct worker {
 	uint64_t bandwidth;             /* (L) */
 	uint64_t expected_downtime_ms;  /* (L) */
 	uint64_t pause_fixed_us;        /* (L) source: counted in it, then measured */
-	uint64_t downtime_ms;           /* (L) */
+	uint64_t downtime_us;           /* (L) final, stop to resumed */
 	uint64_t resume_ms;             /* (L) */
 	uint64_t setup_ms;              /* (L) */
 	bool switched;                  /* (L) */

@@ -1091,7 +1091,7 @@ static int source_switchover(struct source *s)
 	t_ack = now_ns();
 	pause = source_pause_ns(t_stop, t_go, t_ack, resumed->resumed);
 	pthread_mutex_lock(&w->lock);
-	w->downtime_ms = pause / 1000000;
+	w->downtime_us = pause / 1000;
 	w->resume_ms = resumed->resumed->resume_ns / 1000000;
 	/* What did not depend on pages: the next jobs count it (not with
 	 * verify: the hashing was in the pause too). */
@@ -1661,7 +1661,7 @@ static int source_postcopy(struct source *s)
 		protobuf_c_message_free_unpacked(&resumed->base, NULL);
 	}
 	pthread_mutex_lock(&w->lock);
-	w->downtime_ms = pause / 1000000;
+	w->downtime_us = pause / 1000;
 	w->pc.pause_us = pause / 1000;
 	pthread_mutex_unlock(&w->lock);
 	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);

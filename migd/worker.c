@@ -263,7 +263,8 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->bandwidth = w->bandwidth;
 	js->expected_downtime_ms = w->expected_downtime_ms;
 	js->pause_fixed_us = w->pause_fixed_us;
-	js->downtime_ms = w->downtime_ms;
+	js->downtime_ms = w->downtime_us / 1000;
+	js->downtime_us = w->downtime_us;
 	js->resume_ms = w->resume_ms;
 	js->setup_ms = w->setup_ms;
 	js->total_ms = (now_ns() - w->started_ns) / 1000000;

@@ -10,7 +10,7 @@ start_migd
 
 # migrate SRC DST CHANNELS [LISTEN [MIGRATE-ARGS...]]
 migrate() {
-	local src=$1 dst=$2 ch=$3 listen=${4:-tcp:127.0.0.1:0} n c out before=()
+	local src=$1 dst=$2 ch=$3 listen=${4:-tcp:127.0.0.1:0} n c out us before=()
 	shift 3; [ $# -gt 0 ] && shift
 	n=$(vmmctl --json status "$src" | jget vcpus)
 	for ((c = 0; c < n; c++)); do before+=("$(pages_of "$src" "$c")"); done
@@ -32,11 +32,16 @@ migrate() {
 	[ "$(echo "$out" | jget rounds)" -ge 1 ] || fail "no rounds: $out"
 	[ "$(echo "$out" | jget pages_sent)" -gt 0 ] || fail "no pages: $out"
 	[ "$(echo "$out" | jget downtime_ms)" -gt 0 ] || fail "no downtime: $out"
+	# The same downtime in microseconds, downtime_ms being it rounded down.
+	us=$(echo "$out" | jget downtime_us)
+	[ -n "$us" ] && [ "$us" -gt 0 ] || fail "no downtime_us: $out"
+	[ "$(echo "$out" | jget downtime_ms)" -eq $((us / 1000)) ] ||
+		fail "downtime_ms is not downtime_us / 1000: $out"
 	[ "$(echo "$out" | grep -o '"index":' | wc -l)" -eq "$ch" ] ||
 		fail "expected $ch channels: $out"
 	[ "$(job_get "$dst" state)" = completed ] || fail "destination job not completed"
 	echo "ok: $src -> $dst, $ch channel(s): $(echo "$out" | jget rounds) rounds," \
-	     "downtime $(echo "$out" | jget downtime_ms) ms"
+	     "downtime $(echo "$out" | jget downtime_ms) ms ($us us)"
 }
 
 note "dirty guest, 2 vCPUs, 1 channel then 4 channels, over unix: and IPv6"
