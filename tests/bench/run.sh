@@ -52,8 +52,16 @@ done
 # guests live at once, and the receiving ones fill their RAM.
 avail_gib=$(awk '/MemAvailable/ { printf "%d", $2 / 1048576 }' /proc/meminfo)
 [ "$avail_gib" -ge 8 ] || die "only $avail_gib GiB of memory available; the scenarios need 8"
+# Nothing of an earlier run may sit beside this one's results (a subset
+# run too): $OUT holds only what this script writes (charts, samples,
+# statuses, perf-b.txt, logs/, limits.json, results.json), so all of it
+# goes, except limits.json when BENCH_LIMITS_JSON names it.
 mkdir -p "$OUT"
-rm -f "$OUT"/*.png "$OUT"/*.dat "$OUT"/*.status.json
+keep=""
+[ -n "${BENCH_LIMITS_JSON:-}" ] && [ "$(realpath -m -- "$BENCH_LIMITS_JSON")" = "$(realpath -m -- "$OUT/limits.json")" ] &&
+	keep=$OUT/limits.json
+find "$OUT" -mindepth 1 -maxdepth 1 ! -path "$keep" -exec rm -rf -- {} + ||
+	die "cannot clear $OUT"
 
 # ---- what migctl can do today ----------------------------------------------
 if [ -n "${BENCH_AC_FLAGS+x}" ]; then
