@@ -157,6 +157,21 @@ record() {
 
 pass_miss() { if [ "$1" = 1 ]; then echo PASS; else echo MISS; fi; }
 
+# run_result RUN RESULT: RUN's result in results.json, decided after it
+# was recorded.
+run_result() {
+	local i rest
+	for i in "${!RUNS_JSON[@]}"; do
+		case ${RUNS_JSON[$i]} in
+		"{\"run\":\"$1\","*)
+			# The bench's "result" comes before the status.
+			rest=${RUNS_JSON[$i]#*\"result\":\"}
+			RUNS_JSON[$i]="${RUNS_JSON[$i]%%\"result\":*}\"result\":\"$2\"${rest#*\"}"
+			;;
+		esac
+	done
+}
+
 start_faultd
 start_migd
 
@@ -265,7 +280,7 @@ scenario_b() {
 
 # ---- c: 2 GiB guest rewriting all of its memory, 2 vCPUs -------------------------
 scenario_c() {	# ac|noac
-	local mode=$1 run=c-$1 bound flags=() ok lim conv by r1
+	local mode=$1 run=c-$1 bound flags=() ok lim conv by r1 rate bw cmp res
 	if [ "$mode" = ac ]; then
 		if [ -z "$AC_FLAGS" ]; then
 			say "scenario c-ac: skipped: migctl has no --auto-converge yet"
@@ -310,19 +325,53 @@ scenario_c() {	# ac|noac
 	ok=0
 	[ "$OUTCOME" = completed ] && [ "$D_total_ms" -lt "$T_C_TOTAL" ] &&
 		[ "$D_downtime_us" -le $((C_LIMIT * 1000)) ] && ok=1
-	record "$run" c "$C_CHANNELS" "$lim" "$(pass_miss "$ok")" "2G dirty all, 2 vCPUs"
+	# c-noac is a report, never a verdict; c-ac's may become n/a once
+	# c-noac has run (c_verdict).
+	res=report
+	[ "$mode" = ac ] && res=$(pass_miss "$ok")
+	record "$run" c "$C_CHANNELS" "$lim" "$res" "2G dirty all, 2 vCPUs"
 	r1=$(awk '!/^#/ && $5 >= 1 { printf "%.1f s", $1; exit }' "$OUT/$run.dat")
+	# Why it converged or not: the guest's dirty rate in the last
+	# precopy round against the bandwidth of the precopy rounds.
+	jget rate "$FINAL" dirty_rate; jget bw "$FINAL" bandwidth
+	cmp=">="
+	[ "$(( ${rate:-0} * 4096 ))" -lt "${bw:-0}" ] && cmp="<"
+	printf -v "C_RATES_$mode" '%s' "dirty rate $(calc %.3f "${rate:-0} * 4096 / 1e9") GB/s $cmp bandwidth $(calc %.3f "${bw:-0} / 1e9") GB/s"
+	printf -v "C_OUTCOME_$mode" '%s' "$OUTCOME"
 	if [ "$mode" = ac ]; then
+		C_AC_ROW=${#ROWS[@]} C_AC_CONV=$conv C_AC_THR=$D_max_throttle
 		row "c rewrite-all 2G, auto-converge" "$conv$D_thr_note" \
-		    "tcp ${C_CHANNELS}s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
-		    "<${T_C_TOTAL} ms, dt<=${C_LIMIT}" "$(pass_miss "$ok")" \
+		    "tcp $(tcp_streams "$C_CHANNELS")s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
+		    "<${T_C_TOTAL} ms, dt<=${C_LIMIT}" "$res" \
 		    "QEMU 7.2 with auto-converge: 16.5-18 s, ~230 ms downtime. Round 1 (the first copy) ended at ${r1:-?}"
 	else
-		row "c rewrite-all 2G, no auto-conv." "$conv" \
-		    "tcp ${C_CHANNELS}s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
+		row "c rewrite-all 2G, no auto-conv." "$conv; $C_RATES_noac" \
+		    "tcp $(tcp_streams "$C_CHANNELS")s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
 		    "(report)" "$([ "$OUTCOME" = completed ] && echo "conv." || echo "no conv.")" \
 		    "QEMU 7.2 without auto-converge: never converges in 120 s. Round 1 (the first copy) ended at ${r1:-?}"
 	fi
+}
+
+# c_verdict: c-ac's verdict, once c-noac has run.  Issue 5's target is
+# for a guest that never converges without auto-converge.  When c-noac
+# converged too, or the throttle stayed 0 throughout, that guest was not
+# there (under this machine's dirty logging the guest may dirty far less
+# than the link carries): c-ac's time says nothing of auto-converge, so
+# the row says why instead of PASS or MISS.
+c_verdict() {
+	local why a b c d e f
+	[ -n "${C_AC_ROW:-}" ] || return 0     # c-ac did not run
+	if [ "${C_OUTCOME_noac:-}" = completed ]; then
+		why="no-auto-converge converged too: $C_RATES_noac"
+		[ "$C_AC_THR" -gt 0 ] && why="throttle up to $C_AC_THR%, but $why"
+	elif [ "$C_AC_THR" = 0 ]; then
+		why="the throttle stayed 0 throughout: $C_RATES_ac"
+	else
+		return 0
+	fi
+	IFS='|' read -r a b c d e f <<<"${ROWS[$C_AC_ROW]}"
+	ROWS[$C_AC_ROW]="$a|$C_AC_CONV; auto-converge not needed ($why)|$c|$d|$e|n/a"
+	run_result c-ac n/a
 }
 
 # ---- p: postcopy ---------------------------------------------------------------
@@ -555,6 +604,7 @@ for sc in $SCENARIOS; do
 	c)
 		scenario_c ac
 		scenario_c noac
+		c_verdict
 		;;
 	p)
 		scenario_p_rewrite
