@@ -11,7 +11,8 @@
  *     readv() of 128 x 4 KiB into a large RAM buffer, as migd's ram
  *     channels do (socket buffers left to the kernel's autotuning); once
  *     into RAM already present (the steady state) and once into a fresh
- *     memfd, as an incoming guest's RAM is;
+ *     memfd (a comparison, not a limit: migd places first-time pages by
+ *     UFFDIO_COPY with a helper thread, not by readv());
  *   - the first write to every page of a fresh memfd (page faults);
  *   - the bare userfaultfd round trip on a memfd mapping: one thread
  *     touches missing pages one by one, another resolves each with
