@@ -6,24 +6,11 @@
  * exception would go through the interrupt vector table at 0 whatever
  * the IDT's limit, as it does here under PVM.)
  */
-	.code16
-	.text
-	.globl _start
-_start:
-	cli
-	push %cs
-	pop %ds
-	call 1f
-1:	pop %bx
-	sub $(1b - _start), %bx		/* bx = our address within ds */
-	lea (msg - _start)(%bx), %si
-	mov $0x3f8, %dx
-2:	lodsb
-	test %al, %al
-	jz 3f
-	out %al, %dx
-	jmp 2b
-3:	lidt (idt0 - _start)(%bx)
+#include "rm16.inc"
+
+main:	lea MSG(msg), %si
+	call puts
+	lidt MSG(idt0)
 	mov %cr0, %eax
 	or $1, %eax
 	mov %eax, %cr0
