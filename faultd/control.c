@@ -203,10 +203,16 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
 	ret = rpc_client_connect_path(path, FAULTD_VMM_TIMEOUT_MS, &cl);
+	if (ret == -EACCES) {
+		snprintf(err, len, "vmm %s: cannot reach %.300s: %s (a vmm of "
+			 "another user lets in the members of its group: give "
+			 "faultd that group, vmm(8))", vm, path, strerror(-ret));
+		return ret;
+	}
 	if (ret < 0) {
 		snprintf(err, len, "no vmm named %s on this host (%.300s: %s)", vm, path,
 			 strerror(-ret));
-		return ret == -EACCES ? ret : -ENOENT;
+		return -ENOENT;
 	}
 	ret = rpc_client_call(cl, svc, "GetRam", &empty.base, NULL, 0,
 			      (ProtobufCMessage **)&lay, &res, FAULTD_VMM_TIMEOUT_MS,

@@ -34,13 +34,19 @@ static int check_vm(struct rpc_call *call, struct migd *m, const char *vm)
 {
 	char path[PATH_MAX + 80];
 	struct stat st;
+	int r;
 
 	if (name_valid(vm) < 0)
 		return rpc_call_errorf(call, EINVAL,
 				       "'%.64s' is not a valid VM name (1-64 letters, "
 				       "digits, '.', '_' or '-')", vm);
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", m->rundir, vm);
-	if (stat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
+	r = stat(path, &st) < 0 ? -errno : 0;
+	if (r == -EACCES)
+		return rpc_call_errorf(call, EACCES, "vmm %s: cannot reach %s: %s "
+				       "(give migd the vmm's group, vmm(8))", vm,
+				       path, strerror(EACCES));
+	if (r < 0 || !S_ISSOCK(st.st_mode))
 		return rpc_call_errorf(call, ENOENT, "no vmm named %s on this host",
 				       vm);
 	if (m->quitting)

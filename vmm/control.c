@@ -447,8 +447,12 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 	str_copy(u.path, ctl.path, sizeof(u.path));
 	/* We hold the name lock, so any socket file left here is stale. */
 	unlink(ctl.path);
-	/* Born 0600: only root and our own uid may connect (SO_PEERCRED too). */
-	mask = umask(0177);
+	/* Born 0660, in a directory of mode 0750: root, our own uid and our
+	 * group get through the file system, so that a vmm of its own user
+	 * lets in migd's workers and faultd, which run as root without
+	 * capabilities and with our group among theirs; the peer check
+	 * (SO_PEERCRED) then admits only root and our own uid. */
+	mask = umask(0117);
 	fd = uri_listen(&u, 16);
 	umask(mask);
 	if (fd < 0) {
