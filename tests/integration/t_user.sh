@@ -11,6 +11,8 @@ need_kvm
 for c in setpriv unshare mknod mount; do
 	command -v $c >/dev/null || skip "$c (util-linux, coreutils) is missing"
 done
+unshare -m --propagation private true 2>/dev/null ||
+	skip "no mount namespace can be made here (unshare -m)"
 
 # A uid and gid that no one has.
 U=4242
