@@ -24,6 +24,7 @@ struct options {
 	const char *name;
 	const char *rundir;
 	const char *serial;
+	uint64_t serial_max;
 	const char *memory;
 	const char *vcpus;
 	const char *test_mode;
@@ -35,7 +36,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: vmm --name NAME --memory SIZE [--prealloc] [--vcpus N] [--rundir DIR]\n"
-"           [--serial FILE|stdio|none] [--debug]\n"
+"           [--serial FILE|stdio|none] [--serial-max SIZE] [--debug]\n"
 "           (--test-guest dirty|fill|full|idle [--guest-rate PAGES] [--guest-passes N]\n"
 "                 [--guest-range SIZE] [--heartbeat MS]\n"
 "            | --image FILE [--image-addr ADDR] | --incoming)\n"
@@ -77,13 +78,14 @@ static uint64_t opt_size(const char *flag, const char *s)
 static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 {
 	enum { O_RATE = 256, O_PASSES, O_RANGE, O_HEARTBEAT, O_IMAGE_ADDR,
-	       O_INCOMING, O_TEST, O_IMAGE, O_VERSION, O_PREALLOC };
+	       O_INCOMING, O_TEST, O_IMAGE, O_VERSION, O_PREALLOC, O_SERIAL_MAX };
 	static const struct option longopts[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "memory", required_argument, NULL, 'm' },
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "rundir", required_argument, NULL, 'r' },
 		{ "serial", required_argument, NULL, 's' },
+		{ "serial-max", required_argument, NULL, O_SERIAL_MAX },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -116,6 +118,12 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		case O_IMAGE: vm->guest.image = optarg; kinds++; break;
 		case O_INCOMING: o->incoming = true; kinds++; break;
 		case O_PREALLOC: vm->prealloc = true; break;
+		case O_SERIAL_MAX:
+			o->serial_max = opt_size("--serial-max", optarg);
+			if (o->serial_max && o->serial_max < 4096)
+				die_usage("--serial-max %s: 0 (no bound) or at "
+					  "least 4K", optarg);
+			break;
 		case O_RATE:
 			vm->guest.rate = opt_u64("--guest-rate", optarg, 0, 1ULL << 40);
 			break;
@@ -256,7 +264,7 @@ static int vm_setup(struct vm *vm, bool incoming)
 
 int main(int argc, char **argv)
 {
-	struct options o = { 0 };
+	struct options o = { .serial_max = SERIAL_MAX_DEFAULT };
 	struct vm vm = { .kvm_fd = -1, .vm_fd = -1, .dirty_memfd = -1,
 			 .notify_fd = -1, .uffd = -1 };
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_notify = NULL;
@@ -273,7 +281,7 @@ int main(int argc, char **argv)
 	lock_fd = take_name_lock(o.rundir, o.name);
 	if (lock_fd < 0)
 		return 1;
-	if (serial_init(&vm.serial, o.serial) < 0) {
+	if (serial_init(&vm.serial, o.serial, o.serial_max) < 0) {
 		log_warn("--serial %s", o.serial);
 		goto out;
 	}

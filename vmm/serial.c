@@ -12,7 +12,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,8 +55,9 @@ static int serial_open_stdout(void)
 	return fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
 }
 
-int serial_init(struct serial *s, const char *spec)
+int serial_init(struct serial *s, const char *spec, uint64_t max)
 {
+	struct stat st;
 	int fl;
 
 	memset(s, 0, sizeof(*s));
@@ -70,8 +73,44 @@ int serial_init(struct serial *s, const char *spec)
 				 0640);
 		if (s->out_fd >= 0 && (fl = fcntl(s->out_fd, F_GETFL)) >= 0)
 			fcntl(s->out_fd, F_SETFL, fl | O_NONBLOCK);
+		/* A file on disk is kept bounded (serial_rotate): a guest
+		 * must not fill the host's disk by printing. */
+		if (s->out_fd >= 0 && max && fstat(s->out_fd, &st) == 0 &&
+		    S_ISREG(st.st_mode)) {
+			s->path = strdup(spec);
+			s->max = max;
+			s->size = (uint64_t)st.st_size;
+		}
 	}
 	return s->out_fd < 0 ? -errno : 0;
+}
+
+/*
+ * The console file reached its bound: it becomes FILE.1 (an older FILE.1
+ * goes) and a new FILE begins, so that the newest output is kept and
+ * the two hold at most about twice the bound.  Once per bound's worth of
+ * output, under the lock.  Where the rename or the new file fails, the
+ * file is emptied instead: the bound holds, the older output is lost.
+ */
+static void serial_rotate(struct serial *s)
+{
+	char old[PATH_MAX];
+	int fd = -1;
+
+	if ((size_t)snprintf(old, sizeof(old), "%s.1", s->path) < sizeof(old) &&
+	    rename(s->path, old) == 0)
+		fd = open(s->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
+			  O_NONBLOCK, 0640);
+	if (fd >= 0) {
+		close(s->out_fd);
+		s->out_fd = fd;
+		log_info("console: %s reached %llu bytes; it is now %s", s->path,
+			 (unsigned long long)s->size, old);
+	} else if (ftruncate(s->out_fd, 0) == 0) {
+		log_warn("console: %s reached %llu bytes and could not be renamed; "
+			 "emptied", s->path, (unsigned long long)s->size);
+	}
+	s->size = 0;
 }
 
 /*
@@ -95,6 +134,9 @@ static void serial_flush(struct serial *s)
 		n = 0;
 	if ((size_t)n < s->len)
 		__atomic_fetch_add(&s->dropped, s->len - n, __ATOMIC_RELAXED);
+	s->size += (uint64_t)n;
+	if (s->path && s->size >= s->max)
+		serial_rotate(s);
 out:
 	s->len = 0;
 }
@@ -116,6 +158,8 @@ void serial_destroy(struct serial *s)
 	if (s->out_fd >= 0)
 		close(s->out_fd);
 	s->out_fd = -1;
+	free(s->path);
+	s->path = NULL;
 }
 
 static void serial_putc(struct serial *s, uint8_t c)

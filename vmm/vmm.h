@@ -74,7 +74,13 @@ struct serial {
 	char line[256];
 	size_t len;
 	uint64_t dropped;               /* lock to add, atomic: bytes not written */
+	char *path;                     /* a regular file to keep bounded, or NULL */
+	uint64_t max;                   /* ... at this size (serial_init) */
+	uint64_t size;                  /* its size now */
 };
+
+/* --serial-max's default: a console file is renamed FILE.1 at this size. */
+#define SERIAL_MAX_DEFAULT (64ULL << 20)
 
 struct guest_config {
 	enum guest_kind kind;
@@ -171,7 +177,8 @@ void vm_set_state(struct vm *vm, enum vm_state state, const char *msg);
 const char *vm_state_name(enum vm_state state);
 
 /* serial.c: an 8250 UART at 0x3f8 */
-int serial_init(struct serial *s, const char *spec);
+/* max: a regular FILE's bound (0: none). */
+int serial_init(struct serial *s, const char *spec, uint64_t max);
 void serial_destroy(struct serial *s);
 void serial_io(struct serial *s, uint16_t port, bool is_write, uint8_t *data);
 void serial_write(struct serial *s, const uint8_t *buf, size_t len);

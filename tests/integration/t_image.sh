@@ -65,4 +65,24 @@ n=$(timeout 20 head -c 200000 <&9 | wc -c)
 kill -TERM "$PID_flood"
 wait_exit "$PID_flood" || fail "flood: vmm exited with $? on SIGTERM"
 exec 9<&-
+
+# ---- a console file stays bounded -------------------------------------------
+# The same image into a file with --serial-max 64K: at 64 KiB the file
+# becomes FILE.1 and a new FILE begins, again and again; the two never
+# hold much more than twice the bound, and the newest lines are kept.
+note "a console file stays bounded"
+start_vmm fl --memory 4M --image "$RUNDIR/flood.img" --serial-max 64K
+rotations() { grep -c "console: .*fl.serial reached" "$RUNDIR/fl.log"; }
+wait_until 30 eval '[ "$(rotations)" -ge 3 ]' ||
+	fail "fl: the console was not renamed 3 times: $(tail -n 3 "$RUNDIR/fl.log")"
+for f in "$RUNDIR/fl.serial" "$RUNDIR/fl.serial.1"; do
+	size=$(stat -c %s "$f") || fail "no $f"
+	[ "$size" -le $((65536 + 256)) ] || fail "$f holds $size bytes, past the bound"
+done
+[ "$(tail -c 2 "$RUNDIR/fl.serial.1")" = "A" ] || fail "fl.serial.1 does not end in a whole line"
+[ "$(state_of fl)" = running ] || fail "fl is $(state_of fl)"
+echo "ok: $(rotations) renames; $(stat -c %s "$RUNDIR/fl.serial") + $(stat -c %s "$RUNDIR/fl.serial.1") bytes on disk"
+out=$("$BIN/vmm" --name bad --rundir "$RUNDIR" --memory 4M --image "$RUNDIR/flood.img" \
+	--serial-max 100 2>&1) && fail "--serial-max 100 was taken"
+case $out in *"--serial-max 100: 0 (no bound) or at least 4K"*) ;; *) fail "$out" ;; esac
 echo PASS
