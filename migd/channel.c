@@ -812,7 +812,7 @@ static void *chan_rx_thread(void *arg)
 
 	while (!ended && r == 0) {
 		if (c->postcopy)
-			thread_nice(&nice, PC_BULK_NICE);
+			thread_nice(&nice, PC_DEST_BULK_NICE);
 		r = recv_packet(c, seq++, &ended);
 	}
 	c->err = r;
