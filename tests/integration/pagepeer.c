@@ -789,6 +789,30 @@ static void fake_reply(struct rpc_conn *c, uint64_t id, const ProtobufCMessage *
 	CHECK(r == 1, "fake vmm: flush");
 }
 
+/* The next request on a fake vmm's connection fd: 1 (in *ret, with how
+ * many descriptors came, closed here, in *nfds), 0 if none came within
+ * wait_ms, -1 once the connection ended. */
+static int fake_next(struct rpc_conn *c, int fd, int wait_ms,
+		     Tern__Rpc__Frame **ret, size_t *nfds)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+	int fds[RPC_MAX_FDS], r;
+	size_t i;
+
+	r = rpc_conn_recv(c, ret, fds, nfds);
+	if (r == 0) {
+		poll(&p, 1, wait_ms);
+		return 0;
+	}
+	if (r < 0)
+		return -1;
+	for (i = 0; i < *nfds; i++)
+		close(fds[i]);
+	CHECK((*ret)->body_case == TERN__RPC__FRAME__BODY_REQUEST,
+	      "fake vmm: not a request");
+	return 1;
+}
+
 /* A slow vmm: wait (bounded) until the file hold exists. */
 static void fake_hold(const char *hold)
 {
@@ -813,10 +837,10 @@ static int cmd_fakevmm(const char *vm, const char *hold)
 	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
 	struct uri u = { .kind = URI_UNIX };
 	uint64_t host = 0x7f0000000000ull;
-	int lfd, fd, pfd[2], fds[RPC_MAX_FDS];
+	int lfd, fd, pfd[2];
 	Tern__Rpc__Frame *f;
 	struct rpc_conn *c;
-	size_t nfds, i;
+	size_t nfds;
 	int r;
 
 	reg.size = 2u << 20;
@@ -833,20 +857,9 @@ static int cmd_fakevmm(const char *vm, const char *hold)
 	for (;;) {
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
-		for (;;) {
-			struct pollfd p = { fd, POLLIN, 0 };
-
-			r = rpc_conn_recv(c, &f, fds, &nfds);
-			if (r == 0) {
-				poll(&p, 1, 1000);
+		while ((r = fake_next(c, fd, 1000, &f, &nfds)) >= 0) {
+			if (r == 0)
 				continue;
-			}
-			if (r < 0)
-				break;
-			for (i = 0; i < nfds; i++)
-				close(fds[i]);
-			CHECK(f->body_case == TERN__RPC__FRAME__BODY_REQUEST,
-			      "fake vmm: not a request");
 			if (strstr(f->request->method, "/GetRam") && hold)
 				fake_hold(hold);
 			if (strstr(f->request->method, "/GetRam"))
@@ -891,11 +904,11 @@ static int cmd_fakedst(const char *vm, const char *memory, const char *vcpus)
 	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
 	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
 	struct uri u = { .kind = URI_UNIX };
-	int lfd, fd, fds[RPC_MAX_FDS], i;
+	int lfd, fd, i;
 	Tern__Rpc__Frame *f;
 	struct rpc_conn *c;
 	const char *m;
-	size_t nfds, k;
+	size_t nfds;
 	int r;
 
 	st.name = (char *)vm;
@@ -916,21 +929,11 @@ static int cmd_fakedst(const char *vm, const char *memory, const char *vcpus)
 			continue;
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
-		while (i < 600) {
-			struct pollfd q = { fd, POLLIN, 0 };
-
-			r = rpc_conn_recv(c, &f, fds, &nfds);
+		while (i < 600 && (r = fake_next(c, fd, 100, &f, &nfds)) >= 0) {
 			if (r == 0) {
-				poll(&q, 1, 100);
 				i++;
 				continue;
 			}
-			if (r < 0)
-				break;
-			for (k = 0; k < nfds; k++)
-				close(fds[k]);
-			CHECK(f->body_case == TERN__RPC__FRAME__BODY_REQUEST,
-			      "fake vmm: not a request");
 			m = strrchr(f->request->method, '/');
 			m = m ? m + 1 : f->request->method;
 			printf("fake destination: %s%s\n", m,
