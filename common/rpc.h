@@ -167,6 +167,10 @@ int rpc_client_connect(const char *addr, int timeout_ms,
  * absolute; -ENAMETOOLONG past sun_path). */
 int rpc_client_connect_path(const char *path, int timeout_ms,
 			    struct rpc_client **ret);
+/* What a daemon (WHO, a string literal) refused by a vmm's socket mode
+ * (EACCES) is told: the vmm runs as another user (vmm(8)). */
+#define RPC_VMM_GROUP_HINT(who) "(a vmm of another user lets in the " \
+	"members of its group: give " who " that group, vmm(8))"
 /* Wrap an already connected socket (takes ownership). */
 int rpc_client_from_fd(int fd, struct rpc_client **ret);
 void rpc_client_free(struct rpc_client *cl);

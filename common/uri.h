@@ -30,6 +30,8 @@ const char *uri_kind_name(enum uri_kind kind);
  * wrong, in words for a user. */
 int uri_parse_why(const char *s, struct uri *ret, const char **why);
 int uri_parse(const char *s, struct uri *ret);
+/* The forms a peer or listening address takes, for error messages. */
+#define URI_FORMS "tcp:HOST:PORT, tcp:[V6]:PORT or unix:/PATH"
 /* Back to text; -ENAMETOOLONG when it does not fit. */
 int uri_format(const struct uri *u, char *buf, size_t len);
 

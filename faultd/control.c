@@ -204,9 +204,8 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
 	ret = rpc_client_connect_path(path, FAULTD_VMM_TIMEOUT_MS, &cl);
 	if (ret == -EACCES) {
-		snprintf(err, len, "vmm %s: cannot reach %.300s: %s (a vmm of "
-			 "another user lets in the members of its group: give "
-			 "faultd that group, vmm(8))", vm, path, strerror(-ret));
+		snprintf(err, len, "vmm %s: cannot reach %.300s: %s "
+			 RPC_VMM_GROUP_HINT("faultd"), vm, path, strerror(-ret));
 		return ret;
 	}
 	if (ret < 0) {

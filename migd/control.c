@@ -44,8 +44,8 @@ static int check_vm(struct rpc_call *call, struct migd *m, const char *vm)
 	r = stat(path, &st) < 0 ? -errno : 0;
 	if (r == -EACCES)
 		return rpc_call_errorf(call, EACCES, "vmm %s: cannot reach %s: %s "
-				       "(give migd the vmm's group, vmm(8))", vm,
-				       path, strerror(EACCES));
+				       RPC_VMM_GROUP_HINT("migd"), vm, path,
+				       strerror(EACCES));
 	if (r < 0 || !S_ISSOCK(st.st_mode))
 		return rpc_call_errorf(call, ENOENT, "no vmm named %s on this host",
 				       vm);
@@ -79,7 +79,7 @@ static int check_uri(struct rpc_call *call, const char *what, const char *s,
 		why = "not a socket";
 	}
 	return rpc_call_errorf(call, EINVAL, "%s '%.200s': %s (expected "
-			       "tcp:HOST:PORT or unix:/PATH)", what, s, why);
+			       URI_FORMS ")", what, s, why);
 }
 
 static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)

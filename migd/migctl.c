@@ -931,8 +931,7 @@ static int check_uri(const char *what, const char *s, bool listen)
 		if (!why)
 			return 0;
 	}
-	cli_errx("%s%s: %s (expected tcp:HOST:PORT, tcp:[V6]:PORT or "
-		 "unix:/PATH)", what, s, why);
+	cli_errx("%s%s: %s (expected " URI_FORMS ")", what, s, why);
 	return -EINVAL;
 }
 

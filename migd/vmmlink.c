@@ -40,9 +40,8 @@ int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 	}
 	ret = rpc_client_connect_path(path, l->timeout_ms, &l->cl);
 	if (ret == -EACCES)
-		snprintf(err, errlen, "vmm %s: cannot reach %s: %s (a vmm of "
-			 "another user lets in the members of its group: give "
-			 "migd that group, vmm(8))", vm, path, strerror(-ret));
+		snprintf(err, errlen, "vmm %s: cannot reach %s: %s "
+			 RPC_VMM_GROUP_HINT("migd"), vm, path, strerror(-ret));
 	else if (ret < 0)
 		snprintf(err, errlen, "no vmm named %s on this host (%s: %s)", vm,
 			 path, strerror(-ret));

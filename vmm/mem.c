@@ -22,7 +22,6 @@
 #include "vmm/vmm.h"
 
 static void mem_unregister(struct vm *vm);
-static int mem_discard_pages(struct vm *vm);
 
 /*
  * Guest RAM memfds go to other processes (GetRam, cpr-transfer): sealed so
@@ -153,7 +152,7 @@ int mem_populate(struct vm *vm)
 	if (ret < 0) {
 		log_warnc(ret, "--prealloc: allocating %llu MiB of guest RAM",
 			  (unsigned long long)(vm->memory >> 20));
-		mem_discard_pages(vm);
+		mem_discard(vm);
 		return ret;
 	}
 	log_info("preallocated %llu MiB of guest RAM in %llu ms",
@@ -298,9 +297,10 @@ int mem_register(struct vm *vm, bool log_dirty)
 	return 0;
 }
 
-/* Every page dropped: the memfds become holes again.  KVM's view
- * follows the memfds. */
-static int mem_discard_pages(struct vm *vm)
+/* Every page dropped, the memfds holes again (an incoming vmm forgetting
+ * a failed migration, or a failed allocation).  KVM's view follows the
+ * memfds. */
+int mem_discard(struct vm *vm)
 {
 	int i;
 
@@ -310,12 +310,6 @@ static int mem_discard_pages(struct vm *vm)
 			      vm->regions[i].size) < 0)
 			return -errno;
 	return 0;
-}
-
-/* An incoming vmm forgetting a failed migration: its RAM empty again. */
-int mem_discard(struct vm *vm)
-{
-	return mem_discard_pages(vm);
 }
 
 uint64_t mem_end(const struct vm *vm)

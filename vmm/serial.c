@@ -55,6 +55,17 @@ static int serial_open_stdout(void)
 	return fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
 }
 
+/* Whether a write to fd could wait: a blocking description of anything
+ * but a regular file (a socket, or what could not be reopened). */
+static bool serial_may_block(int fd)
+{
+	struct stat st;
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl >= 0 && !(fl & O_NONBLOCK) &&
+	       (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode));
+}
+
 int serial_init(struct serial *s, const char *spec, uint64_t max)
 {
 	struct stat st;
@@ -82,7 +93,10 @@ int serial_init(struct serial *s, const char *spec, uint64_t max)
 			s->size = (uint64_t)st.st_size;
 		}
 	}
-	return s->out_fd < 0 ? -errno : 0;
+	if (s->out_fd < 0)
+		return -errno;
+	s->poll = serial_may_block(s->out_fd);
+	return 0;
 }
 
 /*
@@ -114,12 +128,12 @@ static void serial_rotate(struct serial *s)
 }
 
 /*
- * One write of the line, only if the destination says it can take some
- * now; what is not written is dropped.  Most destinations are
- * non-blocking (serial_open_stdout); for a dup the poll is the guard: a
- * line (at most 256 bytes, below PIPE_BUF) fits in a pipe or FIFO that
- * polls writable, a regular file always takes it, and so does a stream
- * socket with a quarter of its buffer free.
+ * One write of the line; what is not written is dropped.  Most
+ * destinations are non-blocking (serial_open_stdout), and a regular file
+ * always takes a line.  For the rest (s->poll: a socket, or a dup that
+ * could not be reopened) a poll first is the guard: a line (at most 256
+ * bytes, below PIPE_BUF) fits in a pipe or FIFO that polls writable, and
+ * in a stream socket with a quarter of its buffer free.
  */
 static void serial_flush(struct serial *s)
 {
@@ -128,7 +142,7 @@ static void serial_flush(struct serial *s)
 
 	if (s->out_fd < 0 || !s->len)
 		goto out;
-	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT))
+	if (!s->poll || (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT)))
 		n = write(s->out_fd, s->line, s->len);
 	if (n < 0)
 		n = 0;

@@ -74,6 +74,7 @@ struct serial {
 	char line[256];
 	size_t len;
 	uint64_t dropped;               /* lock to add, atomic: bytes not written */
+	bool poll;                      /* out_fd may block: poll it first */
 	char *path;                     /* a regular file to keep bounded, or NULL */
 	uint64_t max;                   /* ... at this size (serial_init) */
 	uint64_t size;                  /* its size now */

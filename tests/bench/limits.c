@@ -366,6 +366,43 @@ static void *uffd_handler(void *arg)
 	return NULL;
 }
 
+/* One repetition: the median microseconds of UFFD_PAGES round trips on a
+ * fresh userfaultfd and area, or -1 if there is no userfaultfd. */
+static double uffd_rep(struct uffd_bench *b)
+{
+	/* UFFDIO_API writes back every feature it has: a fresh one. */
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_MISSING_SHMEM };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	double lat[UFFD_PAGES], t0, ret = -1;
+	pthread_t th;
+	int i;
+
+	b->uffd = uffd_open();
+	if (b->uffd < 0)
+		return -1;
+	b->area = ram_alloc(UFFD_PAGES * PAGE, false, false);
+	reg.range = (struct uffdio_range){ (uintptr_t)b->area, UFFD_PAGES * PAGE };
+	if (ioctl(b->uffd, UFFDIO_API, &api) < 0 ||
+	    ioctl(b->uffd, UFFDIO_REGISTER, &reg) < 0)
+		goto out;
+	b->stop = false;
+	if (pthread_create(&th, NULL, uffd_handler, b) != 0)
+		fail("pthread_create", EAGAIN);
+	for (i = 0; i < UFFD_PAGES; i++) {
+		t0 = now_s();
+		(void)*(volatile uint8_t *)(b->area + (size_t)i * PAGE);
+		lat[i] = (now_s() - t0) * 1e6;
+	}
+	__atomic_store_n(&b->stop, true, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	ret = median(lat, UFFD_PAGES);
+out:
+	munmap(b->area, UFFD_PAGES * PAGE);
+	close(b->uffd);
+	return ret;
+}
+
 /*
  * Median microseconds from touching a missing page to reading it, with
  * the threads placed as asked.  Left to the scheduler, a poll()ing
@@ -377,11 +414,10 @@ static void *uffd_handler(void *arg)
  */
 static double measure_uffd(enum uffd_place place)
 {
-	double v[REPS], lat[UFFD_PAGES], t0;
 	struct uffd_bench b = { .spin = place == UFFD_SPIN, .cpu = -1 };
+	double v[REPS], ret = -1;
 	cpu_set_t saved;
-	pthread_t th;
-	int r, i, cpu[2];
+	int r, cpu[2];
 
 	two_cpus(cpu);
 	if (place != UFFD_ANY && cpu[place == UFFD_SAME ? 0 : 1] < 0)
@@ -392,45 +428,13 @@ static double measure_uffd(enum uffd_place place)
 		pin_self(cpu[0]);
 		b.cpu = place == UFFD_SAME ? cpu[0] : cpu[1];
 	}
-
-	for (r = 0; r < REPS; r++) {
-		/* UFFDIO_API writes back every feature it has: a fresh one. */
-		struct uffdio_api api = { .api = UFFD_API,
-					  .features = UFFD_FEATURE_MISSING_SHMEM };
-
-		b.uffd = uffd_open();
-		if (b.uffd < 0) {
-			sched_setaffinity(0, sizeof(saved), &saved);
-			return -1;
-		}
-		b.area = ram_alloc(UFFD_PAGES * PAGE, false, false);
-		struct uffdio_register reg = {
-			.range = { (uintptr_t)b.area, UFFD_PAGES * PAGE },
-			.mode = UFFDIO_REGISTER_MODE_MISSING,
-		};
-		if (ioctl(b.uffd, UFFDIO_API, &api) < 0 ||
-		    ioctl(b.uffd, UFFDIO_REGISTER, &reg) < 0) {
-			close(b.uffd);
-			munmap(b.area, UFFD_PAGES * PAGE);
-			sched_setaffinity(0, sizeof(saved), &saved);
-			return -1;
-		}
-		b.stop = false;
-		if (pthread_create(&th, NULL, uffd_handler, &b) != 0)
-			fail("pthread_create", EAGAIN);
-		for (i = 0; i < UFFD_PAGES; i++) {
-			t0 = now_s();
-			(void)*(volatile uint8_t *)(b.area + (size_t)i * PAGE);
-			lat[i] = (now_s() - t0) * 1e6;
-		}
-		__atomic_store_n(&b.stop, true, __ATOMIC_RELEASE);
-		pthread_join(th, NULL);
-		v[r] = median(lat, UFFD_PAGES);
-		munmap(b.area, UFFD_PAGES * PAGE);
-		close(b.uffd);
-	}
+	for (r = 0; r < REPS; r++)
+		if ((v[r] = uffd_rep(&b)) < 0)
+			goto out;
+	ret = median(v, REPS);
+out:
 	sched_setaffinity(0, sizeof(saved), &saved);
-	return median(v, REPS);
+	return ret;
 }
 
 /* ---- loopback TCP ---------------------------------------------------------- */
