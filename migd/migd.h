@@ -482,7 +482,6 @@ struct chan_rx {
 	uint8_t *stage;                 /* own thread: pages arriving first time */
 	uint64_t *received;             /* the job's received-pages bitmap (atomic) */
 	bool keep_alloc;                /* preallocated RAM: zero pages are written */
-	bool no_populate;               /* the kernel lacks MADV_POPULATE_READ */
 	pthread_t thread;
 	bool started;
 	int err;                        /* own thread, read after join */
