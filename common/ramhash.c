@@ -126,7 +126,7 @@ static int extents_find(const struct ramhash_region *r, struct extents *e)
 	uint64_t off = 0, start, end;
 	int ret = 0;
 
-	if (r->fd < 0)
+	if (r->fd < 0 || fd_all_data(r->fd, r->size))
 		return extents_add(e, 0, r->size);
 	while (ret == 0 && off < r->size) {
 		if (fd_next_data(r->fd, off, r->size, &start, &end) < 0 ||

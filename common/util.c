@@ -8,10 +8,12 @@
 #include <poll.h>
 #include <sched.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -226,6 +228,17 @@ int fd_next_data(int fd, uint64_t off, uint64_t size, uint64_t *start,
 	*start = (uint64_t)d;
 	*end = h < 0 || (uint64_t)h > size ? size : (uint64_t)h;
 	return 0;
+}
+
+bool fd_all_data(int fd, uint64_t size)
+{
+	struct statfs fs;
+	struct stat st;
+
+	if (fstatfs(fd, &fs) < 0 || fs.f_type != TMPFS_MAGIC || fstat(fd, &st) < 0)
+		return false;
+	return (uint64_t)st.st_size >= size &&
+	       (uint64_t)st.st_blocks * 512 >= (uint64_t)st.st_size;
 }
 
 int poll_until(struct pollfd *fds, unsigned int nfds, uint64_t deadline_ns)

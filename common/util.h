@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -55,6 +56,15 @@ unsigned int cpus_usable(void);
  */
 int fd_next_data(int fd, uint64_t off, uint64_t size, uint64_t *start,
 		 uint64_t *end);
+/*
+ * Whether every page of [0, size) of fd is allocated, told by fstat()
+ * without a walk: shmem (a memfd) counts its pages in st_blocks, where
+ * SEEK_HOLE walks each page (20 ms for 2 GiB here).  False for other
+ * file systems (theirs may count metadata), on error, or when in doubt;
+ * callers walk then.  A page fallocate()d and never written counts as
+ * allocated here and as a hole to SEEK_DATA: it reads as zeros either way.
+ */
+bool fd_all_data(int fd, uint64_t size);
 /* pthread_cond_timedwait for at most ms: 0 or ETIMEDOUT (positive). */
 int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned int ms);
 

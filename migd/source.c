@@ -411,10 +411,16 @@ static int source_first_round(struct source *s, uint64_t *ret_pages)
 	source_round_begin(s, target);
 	for (i = 0; i < s->ram.n && r == 0; i++) {
 		uint64_t size = s->ram.r[i].size, off = 0, start, end;
+		bool all = fd_all_data(s->ram.r[i].fd, size);
 
 		while (off < size && r == 0) {
-			if (fd_next_data(s->ram.r[i].fd, off, size, &start, &end) < 0)
+			if (all) {
+				start = off;
+				end = size;
+			} else if (fd_next_data(s->ram.r[i].fd, off, size, &start,
+						&end) < 0) {
 				start = end = size;
+			}
 			for (off = start; off < end && r == 0; off += STREAM_PAGE, pages++)
 				r = source_queue(s, i, off);
 		}

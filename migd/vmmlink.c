@@ -227,6 +227,12 @@ uint64_t ram_view_mark_data(const struct ram_view *v, unsigned int i,
 {
 	uint64_t start, end, n = 0;
 
+	if (off < v->r[i].size && fd_all_data(v->r[i].fd, v->r[i].size)) {
+		n = (v->r[i].size - off) / STREAM_PAGE;
+		if (map)
+			bitmap_set_range(map, v->first_page[i] + off / STREAM_PAGE, n);
+		return n;
+	}
 	while (off < v->r[i].size &&
 	       fd_next_data(v->r[i].fd, off, v->r[i].size, &start, &end) == 0) {
 		if (map)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -212,6 +214,44 @@ static void test_mkdir_p(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+/* Only a memfd with every page allocated is all data without a walk. */
+static void test_fd_all_data(void **state)
+{
+	const uint64_t pg = 4096, size = 4 * pg;
+	char page[4096], path[] = "/var/tmp/tern-test-util.XXXXXX";
+	struct statfs fs;
+	uint64_t i;
+	int fd = memfd_create("t", MFD_CLOEXEC), file;
+
+	(void)state;
+	memset(page, 1, sizeof(page));
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	assert_false(fd_all_data(fd, size));            /* all holes */
+	for (i = 0; i < size; i += pg)
+		assert_int_equal(pwrite(fd, page, pg, (off_t)i), (ssize_t)pg);
+	assert_true(fd_all_data(fd, size));
+	assert_true(fd_all_data(fd, size - pg));        /* a region of the file */
+	assert_false(fd_all_data(fd, size + pg));       /* past its end */
+	assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				   (off_t)(2 * pg), (off_t)pg), 0);
+	assert_false(fd_all_data(fd, size));            /* one hole */
+	assert_false(fd_all_data(-1, size));
+	close(fd);
+	/* a file on another file system: its blocks may count metadata,
+	 * so never (a tmpfs file is shmem, as a memfd) */
+	file = mkstemp(path);
+	assert_true(file >= 0);
+	unlink(path);
+	for (i = 0; i < size; i += pg)
+		assert_int_equal(pwrite(file, page, pg, (off_t)i), (ssize_t)pg);
+	assert_int_equal(fsync(file), 0);
+	assert_int_equal(fstatfs(file, &fs), 0);
+	if (fs.f_type != TMPFS_MAGIC)
+		assert_false(fd_all_data(file, size));
+	close(file);
+}
+
 /* A memfd of 5 pages with data in pages 1 and 3: two extents, holes skipped. */
 static void test_fd_next_data(void **state)
 {
@@ -270,6 +310,7 @@ int main(void)
 		cmocka_unit_test(test_median_low),
 		cmocka_unit_test(test_mkdir_p),
 		cmocka_unit_test(test_fd_next_data),
+		cmocka_unit_test(test_fd_all_data),
 		cmocka_unit_test(test_cpus_usable),
 	};
 
