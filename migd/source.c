@@ -72,9 +72,6 @@ struct source {
 	/* postcopy */
 	int page_fd;                    /* the page link (faultd dials nothing:
 					 * we connect it at set-up) */
-	bool r1_cut;                    /* round 1 stopped at (r1_region, r1_off) */
-	unsigned int r1_region;
-	uint64_t r1_off;
 	uint64_t *tosend;               /* pages the destination still needs */
 	struct page_server ps;
 	uint64_t pushed;                /* pages queued by the push */
@@ -399,51 +396,6 @@ static void source_round_begin(struct source *s, uint64_t pages)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Round 1: every page that holds data; holes are skipped unread. */
-static int source_first_round(struct source *s, uint64_t *ret_pages)
-{
-	uint64_t pages = 0, skipped = 0, target = 0;
-	unsigned int i;
-	int r = 0;
-
-	for (i = 0; i < s->ram.n; i++)
-		target += ram_view_mark_data(&s->ram, i, 0, NULL);
-	source_round_begin(s, target);
-	for (i = 0; i < s->ram.n && r == 0; i++) {
-		uint64_t size = s->ram.r[i].size, off = 0, start, end;
-		bool all = fd_all_data(s->ram.r[i].fd, size);
-
-		while (off < size && r == 0) {
-			if (all) {
-				start = off;
-				end = size;
-			} else if (fd_next_data(s->ram.r[i].fd, off, size, &start,
-						&end) < 0) {
-				start = end = size;
-			}
-			for (off = start; off < end && r == 0; off += STREAM_PAGE, pages++)
-				r = source_queue(s, i, off);
-		}
-		if (r == PC_SWITCH) {
-			s->r1_cut = true;
-			s->r1_region = i;
-			s->r1_off = off;
-			break;
-		}
-		if (worker_cancelled())
-			r = -ECANCELED;
-	}
-	skipped = s->ram.pages - pages;
-	__atomic_store_n(&s->w->skipped_pages, skipped, __ATOMIC_RELAXED);
-	if (r >= 0) {
-		int e = source_flush(s);
-
-		r = e < 0 ? e : r;
-	}
-	*ret_pages = pages;
-	return r;
-}
-
 static int source_sync(struct source *s, uint64_t *ret_dirty)
 {
 	Tern__Vmm__DirtySyncResult *res = NULL;
@@ -505,6 +457,25 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 		r = e < 0 ? e : r;
 	}
 	*ret_pages = pages;
+	return r;
+}
+
+/*
+ * Round 1: every page that holds data, holes skipped unread.  The pages
+ * go into the dirty bitmap and out as in any round, so a page the guest
+ * dirties ahead of the round goes once, and a round cut short for
+ * postcopy leaves the rest of its pages there, to send.
+ */
+static int source_first_round(struct source *s, uint64_t *ret_pages)
+{
+	unsigned int i;
+	int r;
+
+	for (i = 0; i < s->ram.n; i++)
+		ram_view_mark_data(&s->ram, i, 0, s->dirty);
+	r = source_dirty_round(s, ret_pages);
+	__atomic_store_n(&s->w->skipped_pages, s->ram.pages - *ret_pages,
+			 __ATOMIC_RELAXED);
 	return r;
 }
 
@@ -1121,16 +1092,6 @@ static int source_switchover(struct source *s)
 
 /* ---- postcopy ------------------------------------------------------------------ */
 
-/* Round 1 was cut short: its data pages not yet sent are still to send. */
-static void source_mark_round1_rest(struct source *s)
-{
-	unsigned int i;
-
-	for (i = s->r1_region; s->r1_cut && i < s->ram.n; i++)
-		ram_view_mark_data(&s->ram, i, i == s->r1_region ? s->r1_off : 0,
-				   s->dirty);
-}
-
 /* Step one, the VM running: what the destination holds that is stale. */
 static int source_send_discard(struct source *s)
 {
@@ -1580,7 +1541,6 @@ static int source_postcopy(struct source *s)
 	/* Step one, the guest still running here: the pages stale or
 	 * missing there so far, so that the destination drops them (and
 	 * drains its channels) outside the pause. */
-	source_mark_round1_rest(s);
 	r = source_sync(s, &dirty);
 	if (r < 0)
 		return r;
