@@ -538,11 +538,10 @@ uint64_t ram_view_data_bytes(const struct ram_view *v);
 uint64_t ram_view_mark_data(const struct ram_view *v, unsigned int i,
 			    uint64_t off, uint64_t *map);
 
-/* vmmlink.c: mapping the vmm's RAM */
+/* vmmlink.c: mapping the vmm's RAM, for the worker's life (its exit unmaps) */
 int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 		 int *fds, size_t nfds, bool writable);
 
-void ram_view_unmap(struct ram_view *v);
 
 /* source.c, dest.c: one job; return 0 when the job completed. */
 int source_run(struct worker *w);

@@ -49,6 +49,7 @@ int ram_place_open(struct ram_place *p, const struct ram_view *v)
 
 		if (at == MAP_FAILED)
 			goto fail;
+		madvise(at, v->r[i].size, MADV_RANDOM);  /* see ram_view_map */
 		p->at[i] = at;
 		p->n = i + 1;
 		reg.range.start = (uintptr_t)at;

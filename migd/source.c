@@ -1795,7 +1795,9 @@ int source_run(struct worker *w)
 		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
 	free(s.tosend);
 	free(s.pc_hashes);
-	ram_view_unmap(&s.ram);
+	/* The guest's RAM stays mapped: the worker's exit unmaps it, after
+	 * the final report.  Unmapping 2 GiB read here took 40-50 ms of page
+	 * tables, counted in the job's time and holding back its end. */
 	vmm_link_close(&s.vmm);
 	return r;
 }

