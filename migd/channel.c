@@ -4,9 +4,8 @@
  *
  * Sending: the job's main thread queues batches of page offsets; the
  * channel thread splits each batch into zero pages (sent as offsets only)
- * and data pages, which go out straight from the mapped memfd: into a
- * socket by reference (vmsplice and splice, see zc_send), else with
- * sendmsg() (iovecs, no copy in user space).  A page is always queued to the
+ * and data pages, which go out with sendmsg() straight from the mapped
+ * memfd (iovecs, no copy in user space).  A page is always queued to the
  * same channel (source.c picks the channel from its page number), so the
  * order of its versions is the channel's order and no cross-channel
  * barrier is needed.
@@ -35,7 +34,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,7 +123,7 @@ static void iov_advance(struct iovec **iovp, int *np, size_t done)
 }
 
 /* sendmsg() until every iovec is out; the iovecs are consumed. */
-static int send_iov(int fd, struct iovec *iov, int n, int flags)
+static int send_iov(int fd, struct iovec *iov, int n)
 {
 	struct msghdr mh = { 0 };
 	ssize_t s;
@@ -133,93 +131,12 @@ static int send_iov(int fd, struct iovec *iov, int n, int flags)
 	while (n > 0) {
 		mh.msg_iov = iov;
 		mh.msg_iovlen = n;
-		s = sendmsg(fd, &mh, MSG_NOSIGNAL | flags);
+		s = sendmsg(fd, &mh, MSG_NOSIGNAL);
 		if (s < 0 && errno == EINTR)
 			continue;
 		if (s < 0)
 			return errno == EAGAIN ? -ETIMEDOUT : -errno;
 		iov_advance(&iov, &n, s);
-	}
-	return 0;
-}
-
-/*
- * Zero-copy sends.  A packet's data pages go by vmsplice() into a pipe,
- * which takes references to the guest's pages instead of copying them,
- * then by splice() into the socket, whose buffers hold the references
- * until the peer has read the data.  The copy into the socket was a third
- * to a half of a sending thread's time.  Measured here, one loopback
- * stream of 512 KiB packets from a memfd: 5.2-6.1 GB/s against 2.6-4.7
- * GB/s with sendmsg() (with two streams both ~5 GB/s: the receivers'
- * copies fill both CPUs).
- *
- * A page the guest writes after its vmsplice() may go with the new
- * contents.  That write dirtied it, so it goes again in a later round, as
- * it would had the copy been made a moment later; the last round runs
- * with the guest stopped, and the postcopy push sends pages the guest no
- * longer writes here.  Sockets only.  If vmsplice() is refused, the
- * channel copies from then on.
- */
-static void zc_close(struct chan_tx *c)
-{
-	if (c->pipe[0] >= 0)
-		close(c->pipe[0]);
-	if (c->pipe[1] >= 0)
-		close(c->pipe[1]);
-	c->pipe[0] = c->pipe[1] = -1;
-}
-
-static void zc_open(struct chan_tx *c)
-{
-	int want = (int)(STREAM_MAX_BATCH * STREAM_PAGE);
-	struct stat st;
-
-	c->pipe[0] = c->pipe[1] = -1;
-	if (fstat(c->fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
-	    pipe2(c->pipe, O_CLOEXEC) < 0)
-		return;
-	/* A whole packet at once; above the user's pipe quota, copies. */
-	if (fcntl(c->pipe[1], F_SETPIPE_SZ, want) < want)
-		zc_close(c);
-	c->zc_refuse = fault_active("source-vmsplice-refused");
-}
-
-/*
- * The n page iovecs into the socket through the pipe: 0 or -errno.  On a
- * refused vmsplice() the pipe is empty, and the pages not yet in it are
- * copied.  Only the packet's last bytes go without SPLICE_F_MORE, so that
- * nothing waits for data that may not come soon.
- */
-static int zc_send(struct chan_tx *c, struct iovec *iov, int n)
-{
-	/* TERN_FAULT=source-vmsplice-refused: half the packet, then no. */
-	int take = c->zc_refuse ? n / 2 : n;
-	ssize_t in, out;
-
-	while (n > 0) {
-		errno = EINVAL;
-		in = take ? vmsplice(c->pipe[1], iov, (unsigned long)take, 0) : -1;
-		if (in < 0 && errno == EINTR)
-			continue;
-		if (in <= 0) {
-			log_warnc(in < 0 ? -errno : -EIO, "ram channel %u: "
-				  "vmsplice: copying from now on", c->index);
-			zc_close(c);
-			return send_iov(c->fd, iov, n, 0);
-		}
-		iov_advance(&iov, &n, (size_t)in);
-		take = c->zc_refuse ? 0 : n;
-		while (in > 0) {
-			out = splice(c->pipe[0], NULL, c->fd, NULL, (size_t)in,
-				     n > 0 ? SPLICE_F_MORE : 0);
-			if (out < 0 && errno == EINTR)
-				continue;
-			if (out < 0)
-				return errno == EAGAIN ? -ETIMEDOUT : -errno;
-			if (out == 0)
-				return -EPIPE;
-			in -= out;
-		}
 	}
 	return 0;
 }
@@ -322,13 +239,7 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 	if (n)
 		sum = stream_sum_add(sum, wire_off, n * 8);
 	p.sum = htole64(sum);
-	if (!zlen && !(flags & NO_DATA) && c->pipe[1] >= 0) {
-		r = send_iov(c->fd, iov, 2, MSG_MORE);
-		if (r == 0)
-			r = zc_send(c, iov + 2, (int)n);
-	} else {
-		r = send_iov(c->fd, iov, iovn, 0);
-	}
+	r = send_iov(c->fd, iov, iovn);
 	if (r < 0)
 		return r;
 	t->seq++;
@@ -389,7 +300,6 @@ static void *chan_tx_thread(void *arg)
 	int r, nice = 0;
 
 	pace_start(&t.pace, c->rate, now_ns());
-	zc_open(c);
 
 	for (;;) {
 		thread_nice(&nice, __atomic_load_n(&c->nice, __ATOMIC_RELAXED));
@@ -434,7 +344,6 @@ static void *chan_tx_thread(void *arg)
 		pthread_cond_broadcast(&c->cond);
 		pthread_mutex_unlock(&c->lock);
 	}
-	zc_close(c);
 	return NULL;
 }
 

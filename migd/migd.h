@@ -433,8 +433,6 @@ struct chan_tx {
 	int zstd_level;                 /* 0: do not compress */
 	void *zctx;                     /* own thread: ZSTD_CCtx */
 	uint8_t *zbuf;                  /* own thread: one compressed packet */
-	int pipe[2];                    /* own thread: zero-copy sends (-1: copy) */
-	bool zc_refuse;                 /* own thread: a test's refused vmsplice */
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t lock;           /* the fields below */

@@ -72,22 +72,6 @@ start_vmm g --memory 128M --incoming
 migrate f g 4
 vmmctl quit f >/dev/null; vmmctl quit g >/dev/null
 
-note "zero-copy refused in mid-packet: the channel copies the rest, nothing lost"
-# Pages go into the socket by reference (vmsplice); a kernel that refuses
-# it, here from the second half of the first data packet on, gets copies.
-stop_migd
-start_migd TERN_FAULT=source-vmsplice-refused
-start_vmm za --memory 128M --vcpus 2 --test-guest dirty --guest-rate 100000 --heartbeat 100
-wait_pass za 1 2
-start_vmm zb --memory 128M --vcpus 2 --incoming
-migrate za zb 2
-n=$(grep -c "vmsplice: copying from now on" "$RUNDIR/migd.log")
-[ "$n" = 2 ] || fail "expected both channels to fall back once, $n did: $(cat "$RUNDIR/migd.log")"
-echo "ok: both channels fell back to copies; the memory check passed"
-vmmctl quit za >/dev/null; vmmctl quit zb >/dev/null
-stop_migd
-start_migd
-
 note "a worker holds no capabilities and cannot gain any"
 start_vmm w --memory 64M --incoming
 incoming w
