@@ -542,7 +542,6 @@ uint64_t ram_view_mark_data(const struct ram_view *v, unsigned int i,
 int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 		 int *fds, size_t nfds, bool writable);
 
-
 /* source.c, dest.c: one job; return 0 when the job completed. */
 int source_run(struct worker *w);
 int dest_run(struct worker *w);
