@@ -842,6 +842,25 @@ int chan_rx_start(struct chan_rx *c)
 	return 0;
 }
 
+int chan_rx_join_ms(struct chan_rx *c, unsigned int ms)
+{
+	struct timespec ts;
+
+	if (c->started) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += ms / 1000;
+		ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (pthread_timedjoin_np(c->thread, NULL, &ts) == ETIMEDOUT)
+			return 1;
+		c->started = false;
+	}
+	return chan_rx_join(c);
+}
+
 int chan_rx_join(struct chan_rx *c)
 {
 	if (c->started) {

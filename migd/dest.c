@@ -501,6 +501,51 @@ static int dest_recv(struct dest *d, int body, const char *what,
 	return 0;
 }
 
+/* Pages the ram channels received so far. */
+static uint64_t dest_pages_in(const struct dest *d)
+{
+	uint64_t n = 0;
+	unsigned int i;
+
+	for (i = 0; i < d->nchan; i++)
+		n += __atomic_load_n(&d->chan[i].pages_total, __ATOMIC_ACQUIRE);
+	return n;
+}
+
+/*
+ * Channel i's thread ended.  The source sends the device state after
+ * each channel's last pages and end, so the wait lasts only while pages
+ * still arrive (a slow link): a channel that neither ends nor brings a
+ * page for MIGD_IO_TIMEOUT_MS, as long as a source waits for Ready, is
+ * shut, with every other.  NOPs alone would keep it open for ever, and
+ * the job and its vmm with it.
+ */
+static int dest_join_channel(struct dest *d, unsigned int i)
+{
+	uint64_t seen = dest_pages_in(d), until, now, n;
+	unsigned int k;
+	int e;
+
+	until = now_ns() + MIGD_IO_TIMEOUT_MS * 1000000ULL;
+	while ((e = chan_rx_join_ms(&d->chan[i], 200)) == 1) {
+		now = now_ns();
+		n = dest_pages_in(d);
+		if (n != seen) {
+			seen = n;
+			until = now + MIGD_IO_TIMEOUT_MS * 1000000ULL;
+		} else if (now >= until) {
+			e = worker_fail(d->w, ETIMEDOUT, "ram channel %u: no end "
+					"and no page for %d s after the device state",
+					i, MIGD_IO_TIMEOUT_MS / 1000);
+			for (k = 0; k < d->nchan; k++)
+				chan_abort_fd(d->chan[k].fd);
+			chan_rx_join(&d->chan[i]);
+			break;
+		}
+	}
+	return e;
+}
+
 /* All ram channels ended, each with as many pages as the source sent. */
 static int dest_join_channels(struct dest *d, const Tern__Stream__DeviceState *dev)
 {
@@ -512,7 +557,7 @@ static int dest_join_channels(struct dest *d, const Tern__Stream__DeviceState *d
 				   "channels, not %u", dev->n_channel_pages, d->nchan);
 	for (i = 0; i < d->nchan; i++) {
 		struct chan_rx *c = &d->chan[i];
-		int e = chan_rx_join(c);
+		int e = dest_join_channel(d, i);
 
 		if (e < 0 && r == 0)
 			r = e;

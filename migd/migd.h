@@ -515,6 +515,8 @@ int chan_tx_drain(struct chan_tx *c);
 void chan_tx_stop(struct chan_tx *c);
 int chan_rx_start(struct chan_rx *c);
 int chan_rx_join(struct chan_rx *c);
+/* As chan_rx_join, or 1 if the thread still runs after ms. */
+int chan_rx_join_ms(struct chan_rx *c, unsigned int ms);
 /* Make a blocked channel thread give up (shutdown of its socket). */
 void chan_abort_fd(int fd);
 /* Socket options every migration connection gets (keepalive, timeouts). */

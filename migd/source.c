@@ -797,7 +797,10 @@ static int source_expect(struct source *s, int body, const char *what,
 	r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
 			    s->dirty_bytes + 4096, deadline() +
 			    (body == TERN__STREAM__STREAM_MSG__BODY_READY ?
-			     2 * s->verify_ms * 1000000ULL : 0),
+			     2 * s->verify_ms * 1000000ULL +
+			     /* a source that does not give up */
+			     (fault_active("source-channel-no-end") ?
+			      60000000000ULL : 0) : 0),
 			    (ProtobufCMessage **)&m);
 	if (r < 0)
 		return worker_fail(s->w, r, "waiting for the destination's %s: %s",
@@ -1030,8 +1033,11 @@ static int source_switchover(struct source *s)
 	}
 	if (r == 0 && fault_active("source-marker-then-device"))
 		r = chan_tx_push(&s->chan[0], &marker);
+	/* TERN_FAULT=source-channel-no-end: channel 0 stays open, with
+	 * NOPs, as a broken or hostile source could keep it. */
 	for (i = 0; r == 0 && i < s->nchan; i++)
-		r = chan_tx_push(&s->chan[i], &end);
+		if (i || !fault_active("source-channel-no-end"))
+			r = chan_tx_push(&s->chan[i], &end);
 	for (i = 0; r == 0 && i < s->nchan; i++)
 		r = chan_tx_drain(&s->chan[i]);
 	t_pages = now_ns();

@@ -161,6 +161,28 @@ job_get x error | grep -q "outcome unknown" || fail "error: $(job_get x error)"
 [ "$(state_of x)" = paused ] || fail "x must stay paused once the switch was recorded"
 echo "ok: $(job_get x error)"
 
+note "a source keeps a ram channel open after the device state: the destination gives up"
+# Channel 0 gets no end, only NOPs, and the source waits for Ready a
+# minute more than it would.  The destination must not wait for ever:
+# 10 s without an end or a page, then it fails the job, says why, and
+# the source, told, resumes its guest.
+stop_migd
+start_migd TERN_FAULT=source-channel-no-end
+start_vmm ka --memory 64M --test-guest dirty --guest-rate 20000 --heartbeat 100
+wait_pass ka 0 2
+start_vmm kb --memory 64M --incoming
+incoming kb
+migctl migrate ka "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null 2>&1 &&
+	fail "ka: completed without channel 0's end"
+want="ram channel 0: no end and no page for 10 s after the device state"
+wait_job_final kb
+job_get kb error | grep -q "$want" || fail "kb: $(job_get kb error)"
+job_get ka error | grep -q "the destination failed: $want" || fail "ka: $(job_get ka error)"
+echo "ok: destination: $(job_get kb error)"
+source_fine ka
+dest_fresh kb
+vmmctl quit ka >/dev/null; vmmctl quit kb >/dev/null
+
 note "Settle answered at once, as over a slow link: what is on its way counts as still to send"
 stop_migd
 start_migd TERN_FAULT=dest-settle-at-once
