@@ -301,16 +301,23 @@ int mkdir_p(const char *path, unsigned int mode)
 	return mkdir_one(buf, mode);
 }
 
-int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned int ms)
+struct timespec timespec_after_ms(clockid_t clk, unsigned int ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clk, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (long)(ms % 1000) * 1000000;
 	if (ts.tv_nsec >= 1000000000) {
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000;
 	}
+	return ts;
+}
+
+int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned int ms)
+{
+	struct timespec ts = timespec_after_ms(CLOCK_REALTIME, ms);
+
 	return pthread_cond_timedwait(cond, mutex, &ts) == ETIMEDOUT ? ETIMEDOUT : 0;
 }

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -65,6 +66,9 @@ int fd_next_data(int fd, uint64_t off, uint64_t size, uint64_t *start,
  * allocated here and as a hole to SEEK_DATA: it reads as zeros either way.
  */
 bool fd_all_data(int fd, uint64_t size);
+/* ms from now on clock clk, as the absolute time pthread's timed waits
+ * take. */
+struct timespec timespec_after_ms(clockid_t clk, unsigned int ms);
 /* pthread_cond_timedwait for at most ms: 0 or ETIMEDOUT (positive). */
 int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned int ms);
 

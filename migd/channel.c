@@ -844,16 +844,9 @@ int chan_rx_start(struct chan_rx *c)
 
 int chan_rx_join_ms(struct chan_rx *c, unsigned int ms)
 {
-	struct timespec ts;
+	struct timespec ts = timespec_after_ms(CLOCK_REALTIME, ms);
 
 	if (c->started) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += ms / 1000;
-		ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
 		if (pthread_timedjoin_np(c->thread, NULL, &ts) == ETIMEDOUT)
 			return 1;
 		c->started = false;

@@ -513,12 +513,12 @@ static uint64_t dest_pages_in(const struct dest *d)
 }
 
 /*
- * Channel i's thread ended.  The source sends the device state after
- * each channel's last pages and end, so the wait lasts only while pages
- * still arrive (a slow link): a channel that neither ends nor brings a
- * page for MIGD_IO_TIMEOUT_MS, as long as a source waits for Ready, is
- * shut, with every other.  NOPs alone would keep it open for ever, and
- * the job and its vmm with it.
+ * Wait until channel i's thread ends.  The source sends the device state
+ * after each channel's last pages and end, so the wait lasts only while
+ * pages still arrive (a slow link): a channel that neither ends nor
+ * brings a page for MIGD_IO_TIMEOUT_MS, as long as a source waits for
+ * Ready, is shut, with every other.  NOPs alone would keep it open for
+ * ever, and the job and its vmm with it.
  */
 static int dest_join_channel(struct dest *d, unsigned int i)
 {
@@ -1465,7 +1465,7 @@ static bool dest_present(struct dest *d)
 	unsigned int i;
 
 	for (i = 0; i < d->ram.n; i++)
-		all += ram_view_mark_data(&d->ram, i, 0, d->received_map);
+		all += ram_view_mark_data(&d->ram, i, d->received_map);
 	if (all)
 		log_info("%llu of %llu pages already allocated here%s",
 			 (unsigned long long)all, (unsigned long long)d->ram.pages,

@@ -535,10 +535,10 @@ int ram_view_fold(const struct ram_view *v, const uint64_t *pages,
 int ram_view_hash_rate(const struct ram_view *v, uint64_t *rate);
 /* The bytes the RAM memfds hold: what verify reads (ramhash_data). */
 uint64_t ram_view_data_bytes(const struct ram_view *v);
-/* The pages of region i that hold data (the memfd's extents) from byte
- * off on, each also set in map (pages across regions) unless map is NULL. */
+/* The pages of region i that hold data (the memfd's extents), each also
+ * set in map (pages across regions). */
 uint64_t ram_view_mark_data(const struct ram_view *v, unsigned int i,
-			    uint64_t off, uint64_t *map);
+			    uint64_t *map);
 
 /* vmmlink.c: mapping the vmm's RAM, for the worker's life (its exit unmaps) */
 int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,

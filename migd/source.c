@@ -472,7 +472,7 @@ static int source_first_round(struct source *s, uint64_t *ret_pages)
 	int r;
 
 	for (i = 0; i < s->ram.n; i++)
-		ram_view_mark_data(&s->ram, i, 0, s->dirty);
+		ram_view_mark_data(&s->ram, i, s->dirty);
 	r = source_dirty_round(s, ret_pages);
 	__atomic_store_n(&s->w->skipped_pages, s->ram.pages - *ret_pages,
 			 __ATOMIC_RELAXED);
@@ -790,17 +790,18 @@ static int source_expect(struct source *s, int body, const char *what,
 			 Tern__Stream__StreamMsg **ret)
 {
 	Tern__Stream__StreamMsg *m = NULL;
+	uint64_t more_ns = 0;
 	int r;
 
 	/* The largest answer is ResumeNeeded's bitmap.  Ready comes after
-	 * the destination's verify, which may take far longer than I/O. */
+	 * the destination's verify, which may take far longer than I/O
+	 * (and, with TERN_FAULT=source-channel-no-end, a minute later: a
+	 * source that does not give up). */
+	if (body == TERN__STREAM__STREAM_MSG__BODY_READY)
+		more_ns = 2 * s->verify_ms * 1000000ULL +
+			  (fault_active("source-channel-no-end") ? 60000000000ULL : 0);
 	r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
-			    s->dirty_bytes + 4096, deadline() +
-			    (body == TERN__STREAM__STREAM_MSG__BODY_READY ?
-			     2 * s->verify_ms * 1000000ULL +
-			     /* a source that does not give up */
-			     (fault_active("source-channel-no-end") ?
-			      60000000000ULL : 0) : 0),
+			    s->dirty_bytes + 4096, deadline() + more_ns,
 			    (ProtobufCMessage **)&m);
 	if (r < 0)
 		return worker_fail(s->w, r, "waiting for the destination's %s: %s",

@@ -228,21 +228,19 @@ int ram_view_hash_rate(const struct ram_view *v, uint64_t *rate)
 }
 
 uint64_t ram_view_mark_data(const struct ram_view *v, unsigned int i,
-			    uint64_t off, uint64_t *map)
+			    uint64_t *map)
 {
-	uint64_t start, end, n = 0;
+	uint64_t off = 0, start, end, n = 0;
 
-	if (off < v->r[i].size && fd_all_data(v->r[i].fd, v->r[i].size)) {
-		n = (v->r[i].size - off) / STREAM_PAGE;
-		if (map)
-			bitmap_set_range(map, v->first_page[i] + off / STREAM_PAGE, n);
+	if (fd_all_data(v->r[i].fd, v->r[i].size)) {
+		n = v->r[i].size / STREAM_PAGE;
+		bitmap_set_range(map, v->first_page[i], n);
 		return n;
 	}
 	while (off < v->r[i].size &&
 	       fd_next_data(v->r[i].fd, off, v->r[i].size, &start, &end) == 0) {
-		if (map)
-			bitmap_set_range(map, v->first_page[i] + start / STREAM_PAGE,
-					 (end - start) / STREAM_PAGE);
+		bitmap_set_range(map, v->first_page[i] + start / STREAM_PAGE,
+				 (end - start) / STREAM_PAGE);
 		n += (end - start) / STREAM_PAGE;
 		off = end;
 	}

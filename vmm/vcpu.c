@@ -511,12 +511,7 @@ int vm_pause(struct vm *vm)
 		struct timespec tick;
 
 		vm_kick_all_locked(vm);
-		clock_gettime(CLOCK_MONOTONIC, &tick);
-		tick.tv_nsec += 50 * 1000 * 1000;
-		if (tick.tv_nsec >= 1000000000) {
-			tick.tv_sec++;
-			tick.tv_nsec -= 1000000000;
-		}
+		tick = timespec_after_ms(CLOCK_MONOTONIC, 50);
 		pthread_cond_timedwait(&vm->cond, &vm->lock, &tick);
 		if (vm->nparked < vm->nvcpus &&
 		    (tick.tv_sec > deadline.tv_sec ||

@@ -214,6 +214,25 @@ static void test_mkdir_p(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+/* ms from now, carried into tv_sec, never short of the time asked. */
+static void test_timespec_after_ms(void **state)
+{
+	unsigned int ms[] = { 0, 999, 1000, 1500, 61001 };
+	struct timespec before, t;
+	int64_t d;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(ms); i++) {
+		clock_gettime(CLOCK_MONOTONIC, &before);
+		t = timespec_after_ms(CLOCK_MONOTONIC, ms[i]);
+		assert_true(t.tv_nsec >= 0 && t.tv_nsec < 1000000000);
+		d = (int64_t)(t.tv_sec - before.tv_sec) * 1000000000 +
+		    (t.tv_nsec - before.tv_nsec);
+		assert_true(d >= (int64_t)ms[i] * 1000000);
+	}
+}
+
 /* Only a memfd with every page allocated is all data without a walk. */
 static void test_fd_all_data(void **state)
 {
@@ -311,6 +330,7 @@ int main(void)
 		cmocka_unit_test(test_mkdir_p),
 		cmocka_unit_test(test_fd_next_data),
 		cmocka_unit_test(test_fd_all_data),
+		cmocka_unit_test(test_timespec_after_ms),
 		cmocka_unit_test(test_cpus_usable),
 	};
 
