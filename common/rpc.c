@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/pbuf.h"
 #include "common/rpc.h"
 #include "common/rpc_priv.h"
 
@@ -278,7 +279,8 @@ static int conn_decode(struct rpc_conn *c, Tern__Rpc__Frame **ret_frame,
 {
 	Tern__Rpc__Frame *f;
 
-	f = tern__rpc__frame__unpack(NULL, c->body_len, c->body);
+	f = (Tern__Rpc__Frame *)pbuf_unpack(&tern__rpc__frame__descriptor,
+						c->body_len, c->body);
 	if (!f)
 		return -EPROTO;
 	if (f->body_case == TERN__RPC__FRAME__BODY__NOT_SET ||

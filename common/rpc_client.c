@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/pbuf.h"
 #include "common/rpc.h"
 #include "common/rpc_priv.h"
 #include "common/uri.h"
@@ -182,8 +183,7 @@ static int client_take_reply(const struct client_wait *w,
 				   rep->message && rep->message[0] ?
 				   rep->message : strerror(rep->status));
 	}
-	msg = protobuf_c_message_unpack(w->md->output, NULL, rep->result.len,
-					rep->result.data);
+	msg = pbuf_unpack(w->md->output, rep->result.len, rep->result.data);
 	if (!msg) {
 		rpc_fds_close(fds, nfds);
 		return result_fail(w->res, -EPROTO, "%s: malformed result",

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/pbuf.h"
 #include "common/rpc.h"
 #include "common/rpc_priv.h"
 #include "common/util.h"
@@ -240,8 +241,7 @@ static int call_lookup(struct rpc_call *call, const char *method)
 
 static int call_decode(struct rpc_call *call, const ProtobufCBinaryData *arg)
 {
-	call->arg = protobuf_c_message_unpack(call->mdesc->input, NULL,
-					      arg->len, arg->data);
+	call->arg = pbuf_unpack(call->mdesc->input, arg->len, arg->data);
 	if (!call->arg)
 		return rpc_call_errorf(call, EINVAL,
 				       "malformed argument for %s",

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/pbuf.h"
 #include "common/ramhash.h"
 #include "common/stream.h"
 #include "common/util.h"
@@ -283,7 +284,7 @@ int stream_msg_recv(int fd, const ProtobufCMessageDescriptor *desc,
 	if (r == -EPIPE)
 		r = -EBADMSG;
 	if (r == 0) {
-		m = protobuf_c_message_unpack(desc, NULL, len, buf);
+		m = pbuf_unpack(desc, len, buf);
 		if (m)
 			*ret = m;
 		else

@@ -26,6 +26,7 @@
 
 #include "common/bitmap.h"
 #include "common/log.h"
+#include "common/pbuf.h"
 #include "common/ramhash.h"
 #include "common/uri.h"
 #include "common/util.h"
@@ -662,7 +663,8 @@ static int dest_load(struct dest *d, const ProtobufCBinaryData *vm_state)
 	Tern__Vmm__VmState *st;
 	int r;
 
-	st = tern__vmm__vm_state__unpack(NULL, vm_state->len, vm_state->data);
+	st = (Tern__Vmm__VmState *)pbuf_unpack(&tern__vmm__vm_state__descriptor,
+						 vm_state->len, vm_state->data);
 	if (!st)
 		return dest_refuse(d, EPROTO, "the device state does not decode");
 	r = vmm_link_call(&d->vmm, "LoadState", &st->base, NULL, 0, NULL, NULL,

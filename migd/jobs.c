@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/pbuf.h"
 #include "common/uri.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -189,7 +190,8 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	if (f->body_case != TERN__RPC__FRAME__BODY_EVENT || !ev->name ||
 	    strcmp(ev->name, "status"))
 		return -EPROTO;
-	js = tern__migd__job_status__unpack(NULL, ev->data.len, ev->data.data);
+	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
+						    ev->data.len, ev->data.data);
 	if (!js)
 		return -EPROTO;
 	role = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE ? JOB_ROLE_SOURCE :

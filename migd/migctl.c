@@ -20,6 +20,7 @@
 
 #include "common/cli.h"
 #include "common/json.h"
+#include "common/pbuf.h"
 #include "common/rpc.h"
 #include "common/stream.h"
 #include "common/uri.h"
@@ -361,7 +362,8 @@ static void handle_event(void *ctx, const char *name, const uint8_t *data,
 
 	if (opts.json || strcmp(name, "status"))
 		return;
-	js = tern__migd__job_status__unpack(NULL, len, data);
+	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
+						    len, data);
 	if (!js)
 		return;
 	if (!state_final(js->state))

@@ -21,6 +21,7 @@
 
 #include "common/caps.h"
 #include "common/log.h"
+#include "common/pbuf.h"
 #include "common/rtspawn.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -458,7 +459,8 @@ static void *command_thread(void *arg)
 		rq = NULL;
 		if (f->body_case == TERN__RPC__FRAME__BODY_EVENT && f->event->name) {
 			if (!strcmp(f->event->name, "recover")) {
-				rq = tern__migd__recover_request__unpack(NULL,
+				rq = (Tern__Migd__RecoverRequest *)pbuf_unpack(
+					&tern__migd__recover_request__descriptor,
 					f->event->data.len, f->event->data.data);
 				cmd = rq ? WORKER_CMD_RECOVER : WORKER_CMD_NONE;
 			} else if (!strcmp(f->event->name, "pause")) {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/memcheck.h"
+#include "common/pbuf.h"
 #include "common/testguest.h"
 #include "common/cli.h"
 #include "common/json.h"
@@ -242,7 +243,8 @@ static int state_file_read(const char *path, Tern__Vmm__VmState **ret, char *why
 		r = -EIO;
 		goto out;
 	}
-	*ret = tern__vmm__vm_state__unpack(NULL, len, buf);
+	*ret = (Tern__Vmm__VmState *)pbuf_unpack(&tern__vmm__vm_state__descriptor,
+						   len, buf);
 	if (!*ret) {
 		snprintf(why, whylen, "damaged: the state does not decode");
 		r = -EINVAL;

@@ -3,7 +3,8 @@
  * A hostile local peer against a real vmm's control socket: garbage,
  * absurd lengths, frames that are not requests, descriptors nobody asked
  * for, connections dropped mid-frame or held half-sent, memory access at
- * the edges of RAM and the PCI hole, memfds shrunk behind the vmm's back.
+ * the edges of RAM and the PCI hole, memfds shrunk behind the vmm's back,
+ * a request that would grow a hundredfold in memory.
  * After each, the vmm must still answer.  Usage:
  *   itest_ctlabuse SOCKET running    (a running test guest)
  *   itest_ctlabuse SOCKET incoming   (an incoming vmm of 4100M)
@@ -259,6 +260,63 @@ static int adopt(uint64_t size0, uint64_t size1, bool seal,
 	return ret;
 }
 
+/* The vmm's peak resident memory, in kB (its pid from the socket). */
+static unsigned long vmm_hwm_kb(void)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	char path[64], line[128];
+	unsigned long kb = 0;
+	int fd = raw_connect();
+	FILE *f;
+
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0,
+	      "SO_PEERCRED");
+	close(fd);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)cred.pid);
+	f = fopen(path, "r");
+	CHECK(f, "open %s", path);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %lu kB", &kb) == 1)
+			break;
+	fclose(f);
+	CHECK(kb, "no VmHWM in %s", path);
+	return kb;
+}
+
+/*
+ * A LoadState of nearly 4 MiB made of empty vCPU entries (2 bytes each,
+ * some 350 in memory): refused as malformed while decoded, and the vmm
+ * never holds more than a small multiple of the request (it held 710 MB
+ * when each entry was decoded).
+ */
+static void tiny_elements(void)
+{
+	enum { N = 1900000 };
+	Tern__Vmm__VmState st = TERN__VMM__VM_STATE__INIT;
+	Tern__Vmm__VcpuState empty = TERN__VMM__VCPU_STATE__INIT;
+	Tern__Vmm__VcpuState **vp = malloc(N * sizeof(*vp));
+	unsigned long before = vmm_hwm_kb(), after;
+	struct rpc_result res;
+	size_t i;
+	int ret;
+
+	CHECK(vp, "malloc");
+	for (i = 0; i < N; i++)
+		vp[i] = &empty;
+	st.n_vcpus = N;
+	st.vcpus = vp;
+	ret = call("LoadState", &st.base, NULL, 0, NULL, &res);
+	CHECK(ret == -EINVAL && strstr(res.message, "malformed argument"),
+	      "LoadState of %d empty vCPUs: %d %s", N, ret, res.message);
+	free(vp);
+	after = vmm_hwm_kb();
+	CHECK(after < before + 128 * 1024, "the vmm's peak memory went from %lu "
+	      "to %lu kB for a %zu-byte request", before, after,
+	      tern__vmm__vm_state__get_packed_size(&st));
+	assert_answers("a request of tiny elements");
+}
+
 static void run_incoming(void)
 {
 	const uint64_t lo = 3072 * MIB, hi = 4100 * MIB - 3072 * MIB;
@@ -266,6 +324,7 @@ static void run_incoming(void)
 	int ret;
 
 	abuse_framing();
+	tiny_elements();
 	ret = adopt(lo, hi - 4096, true, &res);
 	CHECK(ret == -EINVAL, "AdoptRam of a short memfd: %d", ret);
 	ret = adopt(lo, hi, false, &res);
