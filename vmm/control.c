@@ -265,6 +265,18 @@ static int method_dirty_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 	return ret;
 }
 
+/*
+ * In postcopy a page not yet placed blocks whoever touches it until it
+ * comes; this thread serves every request, Quit and UffdRelease too, so
+ * it touches no such page (ReadMem, WriteMem: EAGAIN).
+ */
+static int not_arrived(struct rpc_call *call, uint64_t gpa, uint64_t len)
+{
+	return rpc_call_errorf(call, EAGAIN, "0x%llx+%llu has not arrived yet: "
+			       "postcopy has still to bring some of its pages",
+			       (unsigned long long)gpa, (unsigned long long)len);
+}
+
 static int method_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Vmm__MemRange *r = (const Tern__Vmm__MemRange *)arg;
@@ -275,6 +287,8 @@ static int method_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (r->len > CONTROL_MAX_MEM_IO)
 		return rpc_call_errorf(call, EINVAL, "at most %u bytes at a time",
 				       CONTROL_MAX_MEM_IO);
+	if (!mem_arrived(ctl.vm, r->gpa, r->len))
+		return not_arrived(call, r->gpa, r->len);
 	buf = malloc(r->len ? r->len : 1);
 	if (!buf)
 		return -ENOMEM;
@@ -300,6 +314,8 @@ static int method_write_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (d->data.len > CONTROL_MAX_MEM_IO)
 		return rpc_call_errorf(call, EINVAL, "at most %u bytes at a time",
 				       CONTROL_MAX_MEM_IO);
+	if (!mem_arrived(ctl.vm, d->gpa, d->data.len))
+		return not_arrived(call, d->gpa, d->data.len);
 	if (mem_write(ctl.vm, d->gpa, d->data.data, d->data.len) < 0)
 		return rpc_call_errorf(call, EFAULT,
 				       "0x%llx+%zu is not guest RAM",

@@ -319,8 +319,8 @@ uint64_t mem_end(const struct vm *vm)
 	return r->gpa + r->size;
 }
 
-/* Host address of [gpa, gpa + len) if it lies inside one region. */
-void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len)
+/* The region that holds all of [gpa, gpa + len), or NULL. */
+static struct mem_region *mem_region_of(struct vm *vm, uint64_t gpa, uint64_t len)
 {
 	int i;
 
@@ -328,9 +328,30 @@ void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len)
 		struct mem_region *r = &vm->regions[i];
 
 		if (gpa >= r->gpa && len <= r->size && gpa - r->gpa <= r->size - len)
-			return r->host + (gpa - r->gpa);
+			return r;
 	}
 	return NULL;
+}
+
+/* Host address of [gpa, gpa + len) if it lies inside one region. */
+void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	struct mem_region *r = mem_region_of(vm, gpa, len);
+
+	return r ? r->host + (gpa - r->gpa) : NULL;
+}
+
+bool mem_arrived(struct vm *vm, uint64_t gpa, uint64_t len)
+{
+	struct mem_region *r = mem_region_of(vm, gpa, len);
+	uint64_t off;
+	off_t hole;
+
+	if (!r || vm->uffd < 0 || !len)
+		return true;
+	off = gpa - r->gpa;
+	hole = lseek(r->memfd, (off_t)ALIGN_DOWN(off, 4096), SEEK_HOLE);
+	return hole >= 0 && (uint64_t)hole >= off + len;
 }
 
 int mem_write(struct vm *vm, uint64_t gpa, const void *buf, uint64_t len)

@@ -161,6 +161,10 @@ int mem_populate(struct vm *vm);
  * why ("the host has only ..." or "its memory cgroup allows only ..."). */
 int mem_room(uint64_t want, char *why, size_t len);
 void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len);
+/* Whether every page of [gpa, gpa + len) is in RAM, or no userfaultfd is
+ * registered: else touching one would block until postcopy places it,
+ * or for ever once faultd or its link is gone. */
+bool mem_arrived(struct vm *vm, uint64_t gpa, uint64_t len);
 int mem_write(struct vm *vm, uint64_t gpa, const void *buf, uint64_t len);
 int mem_read(struct vm *vm, uint64_t gpa, void *buf, uint64_t len);
 uint64_t mem_end(const struct vm *vm);  /* highest gpa + 1 */

@@ -4,7 +4,8 @@
  * absurd lengths, frames that are not requests, descriptors nobody asked
  * for, connections dropped mid-frame or held half-sent, memory access at
  * the edges of RAM and the PCI hole, memfds shrunk behind the vmm's back,
- * a request that would grow a hundredfold in memory.
+ * a request that would grow a hundredfold in memory, memory access while a
+ * userfaultfd nobody serves is registered.
  * After each, the vmm must still answer.  Usage:
  *   itest_ctlabuse SOCKET running    (a running test guest)
  *   itest_ctlabuse SOCKET incoming   (an incoming vmm of 4100M)
@@ -317,6 +318,56 @@ static void tiny_elements(void)
 	assert_answers("a request of tiny elements");
 }
 
+static void write_mem(uint64_t gpa, uint32_t len, int want)
+{
+	Tern__Vmm__MemData d = TERN__VMM__MEM_DATA__INIT;
+	struct rpc_result res;
+	uint8_t buf[8192];
+	int ret;
+
+	memset(buf, 0xa5, sizeof(buf));
+	d.gpa = gpa;
+	d.data = (ProtobufCBinaryData){ len, buf };
+	ret = call("WriteMem", &d.base, NULL, 0, NULL, &res);
+	CHECK(ret == want, "WriteMem 0x%llx+%u: %d, expected %d (%s)",
+	      (unsigned long long)gpa, len, ret, want, res.message);
+	CHECK(want != -EAGAIN || strstr(res.message, "has not arrived yet"),
+	      "WriteMem of a missing page: %s", res.message);
+}
+
+/*
+ * With a userfaultfd registered (and nobody serving it, as when faultd
+ * or its link died in postcopy), a missing page would block the vmm's
+ * one thread for good: ReadMem and WriteMem refuse ranges with one, and
+ * the vmm still answers, releases the uffd and quits.
+ */
+static void missing_pages(void)
+{
+	struct rpc_result res;
+	int dev, ret;
+
+	write_mem(0, 4096, 0);                  /* page 0 arrives */
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0) {
+		printf("no /dev/userfaultfd (%s): missing pages not tried\n",
+		       strerror(errno));
+		return;
+	}
+	ret = call("UffdCreate", NULL, &dev, 1, NULL, &res);
+	close(dev);
+	CHECK(ret == 0, "UffdCreate: %d %s", ret, res.message);
+	rpc_result_close_fds(&res);             /* no one serves it */
+	read_mem(0, 4096, 0);
+	read_mem(0, 8192, -EAGAIN);
+	read_mem(64 * MIB, 16, -EAGAIN);
+	write_mem(4096, 16, -EAGAIN);
+	write_mem(0, 4096, 0);
+	assert_answers("ReadMem of a missing page");
+	CHECK(call("UffdRelease", NULL, NULL, 0, NULL, NULL) == 0, "UffdRelease");
+	read_mem(0, 8192, 0);                   /* zeros now */
+	CHECK(call("Discard", NULL, NULL, 0, NULL, NULL) == 0, "Discard");
+}
+
 static void run_incoming(void)
 {
 	const uint64_t lo = 3072 * MIB, hi = 4100 * MIB - 3072 * MIB;
@@ -342,6 +393,7 @@ static void run_incoming(void)
 	read_mem(4096 * MIB + hi - 4096, 4096, 0);
 	read_mem(4096 * MIB + hi - 4096, 4097, -EFAULT);
 	assert_answers("memory access around the PCI hole");
+	missing_pages();
 }
 
 static void run_hold(void)
