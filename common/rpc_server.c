@@ -310,7 +310,9 @@ static void handle_peer_read(evutil_socket_t fd, short what, void *arg)
 	int i, r = 0;
 
 	peer_ref(p);
-	for (i = 0; i < RPC_READ_BATCH && p->state == RPC_PEER_OPEN; i++) {
+	/* Up to the output cap, as peer_settle: past it, requests wait. */
+	for (i = 0; i < RPC_READ_BATCH && p->state == RPC_PEER_OPEN &&
+	     rpc_conn_out_bytes(p->conn) < rpc_conn_max_frame(p->conn); i++) {
 		r = peer_read_one(p);
 		if (r <= 0)
 			break;

@@ -4,8 +4,8 @@
  * absurd lengths, frames that are not requests, descriptors nobody asked
  * for, connections dropped mid-frame or held half-sent, memory access at
  * the edges of RAM and the PCI hole, memfds shrunk behind the vmm's back,
- * a request that would grow a hundredfold in memory, memory access while a
- * userfaultfd nobody serves is registered.
+ * a request that would grow a hundredfold in memory, replies never read,
+ * memory access while a userfaultfd nobody serves is registered.
  * After each, the vmm must still answer.  Usage:
  *   itest_ctlabuse SOCKET running    (a running test guest)
  *   itest_ctlabuse SOCKET incoming   (an incoming vmm of 4100M)
@@ -261,8 +261,8 @@ static int adopt(uint64_t size0, uint64_t size1, bool seal,
 	return ret;
 }
 
-/* The vmm's peak resident memory, in kB (its pid from the socket). */
-static unsigned long vmm_hwm_kb(void)
+/* A field of the vmm's /proc/PID/status, in kB (its pid from the socket). */
+static unsigned long vmm_status_kb(const char *field)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
@@ -278,11 +278,47 @@ static unsigned long vmm_hwm_kb(void)
 	f = fopen(path, "r");
 	CHECK(f, "open %s", path);
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %lu kB", &kb) == 1)
+		if (!strncmp(line, field, strlen(field)) &&
+		    line[strlen(field)] == ':' &&
+		    sscanf(line + strlen(field) + 1, "%lu kB", &kb) == 1)
 			break;
 	fclose(f);
-	CHECK(kb, "no VmHWM in %s", path);
+	CHECK(kb, "no %s in %s", field, path);
 	return kb;
+}
+
+/*
+ * 32 requests for 1 MiB each, whose replies are never read: the vmm
+ * stops reading them once it owes its cap (4 MiB), and holds no more
+ * (it held all 32 MiB when it read a whole batch first).
+ */
+static void unread_replies(void)
+{
+	enum { N = 32 };
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Request req = TERN__RPC__REQUEST__INIT;
+	Tern__Vmm__MemRange r = TERN__VMM__MEM_RANGE__INIT;
+	unsigned long before = vmm_status_kb("RssAnon"), after;
+	uint8_t arg[32], buf[256];
+	int fd = raw_connect(), i, n;
+
+	r.len = 1 << 20;
+	req.method = "tern.vmm.Vmm/ReadMem";
+	req.arg = (ProtobufCBinaryData){ tern__vmm__mem_range__pack(&r, arg), arg };
+	f.body_case = TERN__RPC__FRAME__BODY_REQUEST;
+	f.request = &req;
+	for (i = 0; i < N; i++) {
+		req.id = (uint64_t)i + 1;
+		n = rpc_frame_encode(&f, buf, sizeof(buf));
+		CHECK(n > 0, "encode");
+		raw_send(fd, buf, (size_t)n, NULL, 0);
+	}
+	assert_answers("unread replies");       /* it has read what it will */
+	after = vmm_status_kb("RssAnon");
+	close(fd);
+	CHECK(after < before + 12 * 1024, "the vmm's anonymous memory went from "
+	      "%lu to %lu kB for %d unread 1 MiB replies", before, after, N);
+	assert_answers("a peer that does not read its replies");
 }
 
 /*
@@ -297,7 +333,7 @@ static void tiny_elements(void)
 	Tern__Vmm__VmState st = TERN__VMM__VM_STATE__INIT;
 	Tern__Vmm__VcpuState empty = TERN__VMM__VCPU_STATE__INIT;
 	Tern__Vmm__VcpuState **vp = malloc(N * sizeof(*vp));
-	unsigned long before = vmm_hwm_kb(), after;
+	unsigned long before = vmm_status_kb("VmHWM"), after;
 	struct rpc_result res;
 	size_t i;
 	int ret;
@@ -311,7 +347,7 @@ static void tiny_elements(void)
 	CHECK(ret == -EINVAL && strstr(res.message, "malformed argument"),
 	      "LoadState of %d empty vCPUs: %d %s", N, ret, res.message);
 	free(vp);
-	after = vmm_hwm_kb();
+	after = vmm_status_kb("VmHWM");
 	CHECK(after < before + 128 * 1024, "the vmm's peak memory went from %lu "
 	      "to %lu kB for a %zu-byte request", before, after,
 	      tern__vmm__vm_state__get_packed_size(&st));
@@ -376,6 +412,7 @@ static void run_incoming(void)
 
 	abuse_framing();
 	tiny_elements();
+	unread_replies();
 	ret = adopt(lo, hi - 4096, true, &res);
 	CHECK(ret == -EINVAL, "AdoptRam of a short memfd: %d", ret);
 	ret = adopt(lo, hi, false, &res);
