@@ -373,7 +373,9 @@ int boot_image(struct vm *vm)
 	uint8_t *dst;
 	int fd, ret = 0;
 
-	fd = open(vm->guest.image, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO would block the open for a writer; it is
+	 * refused below.  Reads of a regular file ignore the flag. */
+	fd = open(vm->guest.image, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		ret = -errno;
 		log_warn("%s", vm->guest.image);

@@ -207,8 +207,11 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (ctl.vm->uffd >= 0)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot adopt RAM: a userfaultfd is registered on the current RAM (UffdRelease first)");
-	if (n == 0 || n > VMM_MAX_REGIONS || rpc_call_nfds(call) != n ||
-	    lay->page_size != VMM_PAGE)
+	if (lay->page_size != VMM_PAGE)
+		return rpc_call_errorf(call, EINVAL, "AdoptRam: page size %u, "
+				       "this vmm's is %u", lay->page_size,
+				       (unsigned int)VMM_PAGE);
+	if (n == 0 || n > VMM_MAX_REGIONS || rpc_call_nfds(call) != n)
 		return rpc_call_errorf(call, EINVAL,
 				       "AdoptRam needs one memfd per region (got %zu regions, %zu fds)",
 				       n, rpc_call_nfds(call));
@@ -240,7 +243,10 @@ static int method_dirty_start(struct rpc_call *call, const ProtobufCMessage *arg
 				       strerror(-ret));
 	info.pages = ctl.vm->npages;
 	info.bitmap_bytes = (ctl.vm->npages + 63) / 64 * 8;
-	return rpc_call_reply(call, &info.base, &fd, 1);
+	ret = rpc_call_reply(call, &info.base, &fd, 1);
+	if (ret < 0)
+		dirty_stop(ctl.vm);     /* refused: logging stays as it was */
+	return ret;
 }
 
 static int method_dirty_sync(struct rpc_call *call, const ProtobufCMessage *arg)

@@ -237,7 +237,7 @@ static int memfd_of(uint64_t size, bool seal)
 	return fd;
 }
 
-static int adopt(uint64_t size0, uint64_t size1, bool seal,
+static int adopt(uint64_t size0, uint64_t size1, bool seal, uint32_t page,
 		 struct rpc_result *res)
 {
 	Tern__Vmm__RamLayout lay = TERN__VMM__RAM_LAYOUT__INIT;
@@ -250,7 +250,7 @@ static int adopt(uint64_t size0, uint64_t size1, bool seal,
 	r[0].size = 3072 * MIB;
 	r[1].gpa = 4096 * MIB;
 	r[1].size = 4100 * MIB - 3072 * MIB;
-	lay.page_size = 4096;
+	lay.page_size = page;
 	lay.n_regions = 2;
 	lay.regions = pr;
 	fds[0] = memfd_of(size0, seal);
@@ -413,12 +413,15 @@ static void run_incoming(void)
 	abuse_framing();
 	tiny_elements();
 	unread_replies();
-	ret = adopt(lo, hi - 4096, true, &res);
+	ret = adopt(lo, hi, true, 2 << 20, &res);
+	CHECK(ret == -EINVAL && strstr(res.message, "page size 2097152"),
+	      "AdoptRam with 2 MiB pages: %d %s", ret, res.message);
+	ret = adopt(lo, hi - 4096, true, 4096, &res);
 	CHECK(ret == -EINVAL, "AdoptRam of a short memfd: %d", ret);
-	ret = adopt(lo, hi, false, &res);
+	ret = adopt(lo, hi, false, 4096, &res);
 	CHECK(ret == -EPERM && strstr(res.message, "sealed"),
 	      "AdoptRam of unsealed memfds: %d %s", ret, res.message);
-	ret = adopt(lo, hi, true, &res);
+	ret = adopt(lo, hi, true, 4096, &res);
 	CHECK(ret == 0, "AdoptRam of sealed memfds: %d %s", ret, res.message);
 	assert_answers("AdoptRam");
 

@@ -85,4 +85,10 @@ echo "ok: $(rotations) renames; $(stat -c %s "$RUNDIR/fl.serial") + $(stat -c %s
 out=$("$BIN/vmm" --name bad --rundir "$RUNDIR" --memory 4M --image "$RUNDIR/flood.img" \
 	--serial-max 100 2>&1) && fail "--serial-max 100 was taken"
 case $out in *"--serial-max 100: 0 (no bound) or at least 4K"*) ;; *) fail "$out" ;; esac
+# An image that is not a regular file is refused; a FIFO used to block
+# the vmm's start in open() for a writer that never came.
+mkfifo "$RUNDIR/img.fifo"
+out=$(timeout 20 "$BIN/vmm" --name fifo --rundir "$RUNDIR" --memory 4M \
+	--image "$RUNDIR/img.fifo" 2>&1) && fail "a FIFO image was taken"
+case $out in *"img.fifo: not a non-empty regular file"*) ;; *) fail "FIFO image: $out" ;; esac
 echo PASS
