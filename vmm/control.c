@@ -207,6 +207,9 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (ctl.vm->uffd >= 0)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot adopt RAM: a userfaultfd is registered on the current RAM (UffdRelease first)");
+	if (memio_waiting())
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot adopt RAM: reads of the current RAM still wait for missing pages");
 	if (lay->page_size != VMM_PAGE)
 		return rpc_call_errorf(call, EINVAL, "AdoptRam: page size %u, "
 				       "this vmm's is %u", lay->page_size,
@@ -271,18 +274,6 @@ static int method_dirty_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 	return ret;
 }
 
-/*
- * In postcopy a page not yet placed blocks whoever touches it until it
- * comes; this thread serves every request, Quit and UffdRelease too, so
- * it touches no such page (ReadMem, WriteMem: EAGAIN).
- */
-static int not_arrived(struct rpc_call *call, uint64_t gpa, uint64_t len)
-{
-	return rpc_call_errorf(call, EAGAIN, "0x%llx+%llu has not arrived yet: "
-			       "postcopy has still to bring some of its pages",
-			       (unsigned long long)gpa, (unsigned long long)len);
-}
-
 static int method_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Vmm__MemRange *r = (const Tern__Vmm__MemRange *)arg;
@@ -293,8 +284,10 @@ static int method_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (r->len > CONTROL_MAX_MEM_IO)
 		return rpc_call_errorf(call, EINVAL, "at most %u bytes at a time",
 				       CONTROL_MAX_MEM_IO);
+	/* In postcopy a page not yet placed blocks whoever touches it until
+	 * it comes: not this thread, which serves every request. */
 	if (!mem_arrived(ctl.vm, r->gpa, r->len))
-		return not_arrived(call, r->gpa, r->len);
+		return memio_read_later(call, ctl.vm, r->gpa, r->len);
 	buf = malloc(r->len ? r->len : 1);
 	if (!buf)
 		return -ENOMEM;
@@ -321,7 +314,10 @@ static int method_write_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL, "at most %u bytes at a time",
 				       CONTROL_MAX_MEM_IO);
 	if (!mem_arrived(ctl.vm, d->gpa, d->data.len))
-		return not_arrived(call, d->gpa, d->data.len);
+		return rpc_call_errorf(call, EAGAIN, "0x%llx+%zu has not arrived "
+				       "yet: postcopy has still to bring some of "
+				       "its pages", (unsigned long long)d->gpa,
+				       d->data.len);
 	if (mem_write(ctl.vm, d->gpa, d->data.data, d->data.len) < 0)
 		return rpc_call_errorf(call, EFAULT,
 				       "0x%llx+%zu is not guest RAM",

@@ -302,6 +302,8 @@ int main(int argc, char **argv)
 		fatalx("cannot start vCPU threads");
 	if (!o.incoming)
 		vm_resume(&vm);
+	if (memio_start(base) < 0)
+		fatalx("event set-up");
 	if (control_start(&vm, base, o.rundir) < 0)
 		goto out;
 	log_info("%s: %llu MiB, %d vCPU%s, %s", vm_state_name(vm.state),
@@ -317,7 +319,8 @@ out:
 	vcpu_destroy_all(&vm);
 	if (vm.dirty_on)
 		dirty_stop(&vm);
-	mem_destroy(&vm);
+	if (memio_stop() == 0)  /* else a thread may still touch it */
+		mem_destroy(&vm);
 	kvm_vm_destroy(&vm);
 	serial_destroy(&vm.serial);
 	if (ev_term)

@@ -224,4 +224,17 @@ struct event_base;
 int control_start(struct vm *vm, struct event_base *base, const char *rundir);
 void control_stop(void);
 
+/* memio.c: ReadMem of missing pages, each in a thread of its own */
+struct rpc_call;
+int memio_start(struct event_base *base);
+/* RPC_DEFERRED, or -errno with the call's error set (EAGAIN: too many
+ * reads wait already). */
+int memio_read_later(struct rpc_call *call, struct vm *vm, uint64_t gpa,
+		     uint32_t len);
+/* Reads waiting now (main thread). */
+unsigned int memio_waiting(void);
+/* No more replies; wait a moment for waiting reads (a released uffd
+ * wakes them).  How many still wait: then the RAM must stay mapped. */
+int memio_stop(void);
+
 #endif

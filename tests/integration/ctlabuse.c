@@ -5,7 +5,7 @@
  * for, connections dropped mid-frame or held half-sent, memory access at
  * the edges of RAM and the PCI hole, memfds shrunk behind the vmm's back,
  * a request that would grow a hundredfold in memory, replies never read,
- * memory access while a userfaultfd nobody serves is registered.
+ * reads of missing pages while a userfaultfd nobody serves is registered.
  * After each, the vmm must still answer.  Usage:
  *   itest_ctlabuse SOCKET running    (a running test guest)
  *   itest_ctlabuse SOCKET incoming   (an incoming vmm of 4100M)
@@ -15,6 +15,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,16 +373,50 @@ static void write_mem(uint64_t gpa, uint32_t len, int want)
 	      "WriteMem of a missing page: %s", res.message);
 }
 
+/* A ReadMem of 0..8 KiB in a thread of its own, as it may wait. */
+struct waiting_read {
+	pthread_t th;
+	int ret;
+	char msg[512];
+	uint8_t data[8192];
+	bool done;                      /* atomic */
+};
+
+static void *waiting_read_main(void *arg)
+{
+	struct waiting_read *w = arg;
+	Tern__Vmm__MemRange r = TERN__VMM__MEM_RANGE__INIT;
+	Tern__Vmm__MemData *d = NULL;
+	struct rpc_result res;
+
+	r.len = sizeof(w->data);
+	w->ret = call("ReadMem", &r.base, NULL, 0, (ProtobufCMessage **)&d, &res);
+	snprintf(w->msg, sizeof(w->msg), "%s", res.message);
+	if (w->ret == 0 && d->data.len == sizeof(w->data))
+		memcpy(w->data, d->data.data, sizeof(w->data));
+	else if (w->ret == 0)
+		w->ret = -EMSGSIZE;
+	if (d)
+		protobuf_c_message_free_unpacked(&d->base, NULL);
+	__atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
 /*
- * With a userfaultfd registered (and nobody serving it, as when faultd
- * or its link died in postcopy), a missing page would block the vmm's
- * one thread for good: ReadMem and WriteMem refuse ranges with one, and
- * the vmm still answers, releases the uffd and quits.
+ * With a userfaultfd registered and nobody serving it (as when faultd or
+ * its link died in postcopy), a read of a missing page waits as a vCPU
+ * would, but in a thread of the vmm's own: the vmm still answers, and
+ * releases the uffd, which ends the wait (the page reads as zeros).  At
+ * most 4 reads wait; WriteMem of a missing page is refused.  (The vmm
+ * used to touch the page on its one thread, and answered nothing more.)
  */
 static void missing_pages(void)
 {
+	enum { N = 5, WAITERS = 4 };
+	struct waiting_read w[N];
 	struct rpc_result res;
-	int dev, ret;
+	int dev, ret, i, done = 0, again = 0, tries;
+	uint8_t want[8192];
 
 	write_mem(0, 4096, 0);                  /* page 0 arrives */
 	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
@@ -393,14 +429,44 @@ static void missing_pages(void)
 	close(dev);
 	CHECK(ret == 0, "UffdCreate: %d %s", ret, res.message);
 	rpc_result_close_fds(&res);             /* no one serves it */
-	read_mem(0, 4096, 0);
-	read_mem(0, 8192, -EAGAIN);
-	read_mem(64 * MIB, 16, -EAGAIN);
+	read_mem(0, 4096, 0);                   /* there: read at once */
+
+	memset(w, 0, sizeof(w));
+	for (i = 0; i < N; i++)
+		CHECK(pthread_create(&w[i].th, NULL, waiting_read_main, &w[i]) == 0,
+		      "thread");
+	/* One of the five is refused at once; four wait (bounded: 10 s). */
+	for (tries = 0; tries < 1000 && !done; tries++) {
+		for (i = 0; i < N; i++)
+			done += __atomic_load_n(&w[i].done, __ATOMIC_ACQUIRE);
+		if (!done)
+			usleep(10000);
+	}
+	CHECK(done == 1, "%d of %d reads of a missing page ended while it is "
+	      "missing", done, N);
+	for (i = 0; i < N; i++)
+		if (__atomic_load_n(&w[i].done, __ATOMIC_ACQUIRE))
+			CHECK(w[i].ret == -EAGAIN &&
+			      strstr(w[i].msg, "4 reads already wait"),
+			      "the fifth waiting read: %d %s", w[i].ret, w[i].msg);
+	assert_answers("reads of a missing page");
 	write_mem(4096, 16, -EAGAIN);
 	write_mem(0, 4096, 0);
-	assert_answers("ReadMem of a missing page");
 	CHECK(call("UffdRelease", NULL, NULL, 0, NULL, NULL) == 0, "UffdRelease");
-	read_mem(0, 8192, 0);                   /* zeros now */
+	memset(want, 0xa5, 4096);
+	memset(want + 4096, 0, 4096);
+	for (i = 0; i < N; i++) {
+		pthread_join(w[i].th, NULL);
+		if (w[i].ret == -EAGAIN) {
+			again++;
+			continue;
+		}
+		CHECK(w[i].ret == 0, "a waiting read, once the uffd is released: "
+		      "%d %s", w[i].ret, w[i].msg);
+		CHECK(memcmp(w[i].data, want, sizeof(want)) == 0,
+		      "a waiting read did not see page 0's data then zeros");
+	}
+	CHECK(again == N - WAITERS, "%d reads refused", again);
 	CHECK(call("Discard", NULL, NULL, 0, NULL, NULL) == 0, "Discard");
 }
 
