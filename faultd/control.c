@@ -149,8 +149,8 @@ static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
 /*
  * What UffdCreate answered must be a userfaultfd (faultd reads and
  * ioctls it), and faultd's reads must not block: the vmm made it and
- * shares its file description (a vmm that clears O_NONBLOCK later only
- * delays session_stop, which interrupts the read).
+ * shares its file description (a vmm that clears O_NONBLOCK later makes
+ * the kernel answer faultd's poll with an error: the session fails).
  */
 static int check_uffd(int fd, const char *vm, char *err, size_t len)
 {
@@ -498,11 +498,16 @@ static int method_relink(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Faultd__RelinkRequest *q = (const Tern__Faultd__RelinkRequest *)arg;
 	struct session *s;
+	char why[256];
 	int link, ret;
 
 	ret = lookup(call, q->vm, &s);
 	if (ret < 0)
 		return ret;
+	if (!session_relinkable(s, why, sizeof(why)))
+		return rpc_call_errorf(call, EIO, "cannot relink %s: the session "
+				       "no longer reads its page faults (%s)",
+				       q->vm, why);
 	if (rpc_call_nfds(call) != 1)
 		return rpc_call_errorf(call, EINVAL,
 				       "Relink needs one descriptor, the new page link (got %zu)",

@@ -114,6 +114,8 @@ struct session {
 	enum session_state state;
 	char error[384];                /* why PAUSED or FAILED */
 	bool link_stopping;             /* Relink or Detach ends the link thread */
+	bool fault_ended;               /* the fault thread returned: nothing
+					 * reads the uffd any more */
 	uint64_t *requested;            /* exact: asked, not yet answered */
 	struct page_req *reqs;          /* by increasing seq */
 	size_t nreqs, reqs_cap;
@@ -159,6 +161,9 @@ void session_stop(struct session *s);
 /* Stop, close everything, free s. */
 void session_free(struct session *s);
 int session_relink(struct session *s, int link_fd);
+/* Whether a Relink could revive s: not once its fault thread has ended
+ * (then *why says how it ended). */
+bool session_relinkable(struct session *s, char *why, size_t len);
 uint64_t session_needed(struct session *s);
 /* A snapshot into out, whose strings and arrays point into buf. */
 struct stats_buf {

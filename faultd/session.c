@@ -415,14 +415,23 @@ static void *fault_main(void *arg)
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
+			pthread_mutex_lock(&s->lock);
+			session_set_state_locked(s, SESSION_STATE_FAILED,
+						 "waiting for page faults: %s",
+						 strerror(errno));
+			pthread_mutex_unlock(&s->lock);
 			break;
 		}
 		if (pfd[1].revents)
 			break;
 		if (pfd[0].revents & (POLLERR | POLLNVAL)) {
+			/* The kernel's answer to a uffd made blocking again
+			 * (by the vmm, which shares its file description). */
 			pthread_mutex_lock(&s->lock);
 			session_set_state_locked(s, SESSION_STATE_FAILED,
-						 "the userfaultfd reported an error");
+						 "the userfaultfd reported an error%s",
+						 fcntl(s->uffd, F_GETFL) & O_NONBLOCK ? "" :
+						 " (the vmm made it blocking)");
 			pthread_mutex_unlock(&s->lock);
 			break;
 		}
@@ -443,6 +452,9 @@ static void *fault_main(void *arg)
 				handle_fault(s, msg[i].arg.pagefault.address, t);
 		/* Other events need features the vmm does not ask for. */
 	}
+	pthread_mutex_lock(&s->lock);
+	s->fault_ended = true;
+	pthread_mutex_unlock(&s->lock);
 	return NULL;
 }
 
@@ -550,6 +562,17 @@ static void *resend_main(void *arg)
 	return NULL;
 }
 
+bool session_relinkable(struct session *s, char *why, size_t len)
+{
+	bool ok;
+
+	pthread_mutex_lock(&s->lock);
+	ok = !s->fault_ended;
+	snprintf(why, len, "%s", s->error[0] ? s->error : state_names[s->state]);
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
 /*
  * A new page link (postcopy recovery): end the old link's threads, swap
  * the descriptor, go ACTIVE, start reading, then send every request not
@@ -568,7 +591,9 @@ int session_relink(struct session *s, int link_fd)
 	s->link_fd = link_fd;
 	s->link_stopping = false;
 	s->link_gen++;
-	if (s->state != SESSION_STATE_DONE)
+	/* A fault thread that ended since the caller asked leaves the
+	 * session FAILED: nothing would read its faults. */
+	if (s->state != SESSION_STATE_DONE && !s->fault_ended)
 		session_set_state_locked(s, SESSION_STATE_ACTIVE, NULL);
 	n = s->nreqs;
 	if (n)

@@ -7,7 +7,8 @@
  * gpa, and makes the vmm fault by reading guest memory (Vmm.ReadMem reads
  * through the registered mapping).  Usage (RUNDIR first):
  *   serve VM        the whole normal path; prints the figures
- *   abuse VM KIND   attach, then garbage|oversize|unexpected on the link;
+ *   abuse VM KIND   attach, then garbage|oversize|unexpected on the link,
+ *                   or blocking: the uffd made blocking, then a Relink;
  *                   wait until the session FAILED, print its error
  *   errors IN RUN   Attach refusals (IN incoming, RUN running)
  *   sockabuse       garbage and oversize frames on faultd.sock
@@ -562,6 +563,39 @@ static int cmd_abuse(const char *vm, const char *kind)
 		memset(buf + 4, 0xff, 32);
 		CHECK(write(p.link, buf, 36) == 36, "write");
 		want = "not a PageMsg";
+	} else if (strcmp(kind, "blocking") == 0) {
+		/* The vmm (here: a holder of the same file description)
+		 * makes the uffd blocking; the next fault fails the session,
+		 * for good: a Relink may not revive it, nothing reads its
+		 * faults.  (Relink used to say ACTIVE.) */
+		Tern__Faultd__RelinkRequest rq = TERN__FAULTD__RELINK_REQUEST__INIT;
+		struct reader rd = { .vm = vm, .gpa = 10 * PAGE };
+		int fl = fcntl(p.uffd, F_GETFL), ours;
+
+		CHECK(fl >= 0 && fcntl(p.uffd, F_SETFL, fl & ~O_NONBLOCK) == 0,
+		      "clearing O_NONBLOCK");
+		CHECK(pthread_create(&rd.th, NULL, reader_main, &rd) == 0, "thread");
+		st = wait_state(vm, TERN__FAULTD__SESSION_STATE__SESSION_FAILED);
+		printf("failed: %s\n", st->error);
+		CHECK(strstr(st->error, "made it blocking"), "error '%s'", st->error);
+		protobuf_c_message_free_unpacked(&st->base, NULL);
+		CHECK(fcntl(p.uffd, F_SETFL, fl) == 0, "restoring O_NONBLOCK");
+		link_pair(&ours, &theirs);
+		rq.vm = (char *)vm;
+		r = fcall("Relink", &rq.base, &theirs, 1, NULL, &res);
+		close(theirs);
+		close(ours);
+		printf("relink: %s\n", res.message);
+		CHECK(r == -EIO && strstr(res.message, "no longer reads its page faults"),
+		      "Relink of a session whose fault thread ended: %d %s", r,
+		      res.message);
+		st = stats(vm);
+		CHECK(st->state == TERN__FAULTD__SESSION_STATE__SESSION_FAILED,
+		      "after the refused Relink: %s", state_name(st->state));
+		protobuf_c_message_free_unpacked(&st->base, NULL);
+		push_page(&p, 0, 10 * PAGE);    /* the reader's page, by hand */
+		pthread_join(rd.th, NULL);
+		want = NULL;
 	} else if (strcmp(kind, "oversize") == 0) {
 		uint32_t len = htole32(STREAM_PAGE_MSG_MAX + 1);
 
@@ -580,10 +614,13 @@ static int cmd_abuse(const char *vm, const char *kind)
 		CHECK(stream_msg_send(p.link, &m.base, 0) == 0, "send");
 		want = "no outstanding request";
 	}
-	st = wait_state(vm, TERN__FAULTD__SESSION_STATE__SESSION_FAILED);
-	printf("failed: %s\n", st->error);
-	CHECK(strstr(st->error, want), "error '%s' lacks '%s'", st->error, want);
-	protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (want) {
+		st = wait_state(vm, TERN__FAULTD__SESSION_STATE__SESSION_FAILED);
+		printf("failed: %s\n", st->error);
+		CHECK(strstr(st->error, want), "error '%s' lacks '%s'", st->error,
+		      want);
+		protobuf_c_message_free_unpacked(&st->base, NULL);
+	}
 	close(p.link);
 	close(p.uffd);
 	return 0;

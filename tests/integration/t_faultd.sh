@@ -65,7 +65,7 @@ echo "$out" | grep -q "already running" || fail "second faultd: $out"
 
 note "vmms without capabilities"
 start_vmm_nocaps in --memory 64M --incoming
-for v in bad1 bad2 bad3; do start_vmm_nocaps $v --memory 64M --incoming; done
+for v in bad1 bad2 bad3 bad4; do start_vmm_nocaps $v --memory 64M --incoming; done
 start_vmm run --memory 64M --test-guest idle --heartbeat 100
 [ "$(status_field "$PID_in" CapEff)" = 0000000000000000 ] || fail "the vmm has capabilities"
 [ "$(status_field "$PID_in" CapBnd)" = 0000000000000000 ] || fail "the vmm has a bounding set"
@@ -118,11 +118,13 @@ note "a hostile page link fails its own session only"
 peer abuse bad1 garbage || fail "garbage on the page link"
 peer abuse bad2 oversize || fail "an oversize frame on the page link"
 peer abuse bad3 unexpected || fail "an unexpected PageData"
+peer abuse bad4 blocking || fail "a uffd made blocking, then a Relink"
 kill -0 "$FAULTD_PID" || fail "faultd died"
 
 note "the failed sessions' fault threads: SCHED_FIFO, no capabilities"
 n=$(ls "/proc/$FAULTD_PID/task" | wc -l)
-# All but the main thread: the spawner and one fault thread per session.
+# All but the main thread: the spawner and one fault thread per session
+# (bad4's has ended).
 [ "$(fifo_threads "$FAULTD_PID")" = $(( RT * (n - 1) )) ] ||
 	fail "faultd: $(fifo_threads "$FAULTD_PID") of $n threads in SCHED_FIFO"
 why=$(no_caps_anywhere "$FAULTD_PID") || fail "faultd: $why"
@@ -134,11 +136,11 @@ peer serve in || fail "serving vmm in"
 note "the failed sessions stay failed, with their errors, until detached"
 out=$(peer list) || fail "List"
 echo "$out"
-[ "$(echo "$out" | grep -c ' failed ')" = 3 ] || fail "expected 3 failed sessions"
+[ "$(echo "$out" | grep -c ' failed ')" = 4 ] || fail "expected 4 failed sessions"
 echo "$out" | grep -q "^bad2 failed .*longer than" || fail "bad2's error"
 echo "$out" | grep -q "^in " && fail "vmm in still has a session after Detach"
 peer detach bad1 | grep -q "still needs 64 pages" || fail "Detach bad1 without force"
-for v in bad1 bad2 bad3; do peer detach $v force || fail "Detach $v"; done
+for v in bad1 bad2 bad3 bad4; do peer detach $v force || fail "Detach $v"; done
 [ -z "$(peer list)" ] || fail "sessions left after Detach"
 out=$(peer detach nosuch 2>&1) && fail "Detach of nothing"
 echo "$out" | grep -q "no session for VM nosuch" || fail "$out"
