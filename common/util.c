@@ -301,6 +301,14 @@ int mkdir_p(const char *path, unsigned int mode)
 	return mkdir_one(buf, mode);
 }
 
+uint64_t unix_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 struct timespec timespec_after_ms(clockid_t clk, unsigned int ms)
 {
 	struct timespec ts;
@@ -317,7 +325,16 @@ struct timespec timespec_after_ms(clockid_t clk, unsigned int ms)
 
 int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned int ms)
 {
-	struct timespec ts = timespec_after_ms(CLOCK_REALTIME, ms);
+	struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC, ms);
 
-	return pthread_cond_timedwait(cond, mutex, &ts) == ETIMEDOUT ? ETIMEDOUT : 0;
+	return pthread_cond_clockwait(cond, mutex, CLOCK_MONOTONIC, &ts) ==
+	       ETIMEDOUT ? ETIMEDOUT : 0;
+}
+
+int thread_join_ms(pthread_t t, unsigned int ms)
+{
+	struct timespec ts = timespec_after_ms(CLOCK_MONOTONIC, ms);
+
+	return pthread_clockjoin_np(t, NULL, CLOCK_MONOTONIC, &ts) == ETIMEDOUT ?
+	       ETIMEDOUT : 0;
 }

@@ -66,11 +66,17 @@ int fd_next_data(int fd, uint64_t off, uint64_t size, uint64_t *start,
  * allocated here and as a hole to SEEK_DATA: it reads as zeros either way.
  */
 bool fd_all_data(int fd, uint64_t size);
+/* The wall clock in ms since 1970, for people (never for a wait). */
+uint64_t unix_ms(void);
 /* ms from now on clock clk, as the absolute time pthread's timed waits
  * take. */
 struct timespec timespec_after_ms(clockid_t clk, unsigned int ms);
-/* pthread_cond_timedwait for at most ms: 0 or ETIMEDOUT (positive). */
+/* Wait on cond for at most ms: 0 or ETIMEDOUT (positive).  Timed on
+ * CLOCK_MONOTONIC, as thread_join_ms: a step of the wall clock (NTP,
+ * an operator) neither stretches nor cuts the wait. */
 int cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned int ms);
+/* Join t within ms: 0, or ETIMEDOUT (t still runs). */
+int thread_join_ms(pthread_t t, unsigned int ms);
 
 struct pollfd;
 /*

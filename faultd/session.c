@@ -629,17 +629,6 @@ int session_relink(struct session *s, int link_fd)
 	return 0;
 }
 
-static bool join_within(pthread_t t, unsigned int ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)ms * 1000000;
-	ts.tv_sec += ts.tv_nsec / 1000000000;
-	ts.tv_nsec %= 1000000000;
-	return pthread_timedjoin_np(t, NULL, &ts) == 0;
-}
-
 void session_stop(struct session *s)
 {
 	if (s->stopped)
@@ -653,7 +642,7 @@ void session_stop(struct session *s)
 	 * page pushed meanwhile).  FAULTD_NUDGE, without SA_RESTART, makes
 	 * that read return EINTR.
 	 */
-	while (!join_within(s->fault_thread, 20))
+	while (thread_join_ms(s->fault_thread, 20) == ETIMEDOUT)
 		pthread_kill(s->fault_thread, FAULTD_NUDGE);
 	s->stopped = true;
 }

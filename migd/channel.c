@@ -844,10 +844,8 @@ int chan_rx_start(struct chan_rx *c)
 
 int chan_rx_join_ms(struct chan_rx *c, unsigned int ms)
 {
-	struct timespec ts = timespec_after_ms(CLOCK_REALTIME, ms);
-
 	if (c->started) {
-		if (pthread_timedjoin_np(c->thread, NULL, &ts) == ETIMEDOUT)
+		if (thread_join_ms(c->thread, ms) == ETIMEDOUT)
 			return 1;
 		c->started = false;
 	}

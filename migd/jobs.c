@@ -38,14 +38,6 @@ const char *job_role_name(enum job_role role)
 	       role == JOB_ROLE_DEST ? "destination" : "unknown";
 }
 
-static uint64_t unix_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A destination learns its id from the source: all zeroes until then. */
 static bool id_unknown(const char *hex)
 {

@@ -108,14 +108,6 @@ bool worker_cancelled(void)
 	return __atomic_load_n(&cancel_taken, __ATOMIC_RELAXED) != 0;
 }
 
-static uint64_t unix_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
 		  uint64_t pages, uint64_t zero_pages)
 {

@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/magic.h>
+#include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +235,34 @@ static void test_timespec_after_ms(void **state)
 	}
 }
 
+static void *read_one(void *arg)
+{
+	char c;
+
+	return (void *)(intptr_t)read(*(int *)arg, &c, 1);
+}
+
+/* A join that times out leaves the thread running; a later one joins. */
+static void test_thread_join_ms(void **state)
+{
+	pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+	pthread_t t;
+	int p[2];
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(pthread_create(&t, NULL, read_one, &p[0]), 0);
+	assert_int_equal(thread_join_ms(t, 10), ETIMEDOUT);
+	assert_int_equal(write(p[1], "x", 1), 1);
+	assert_int_equal(thread_join_ms(t, 60000), 0);
+	close(p[0]);
+	close(p[1]);
+	pthread_mutex_lock(&m);
+	assert_int_equal(cond_wait_ms(&c, &m, 10), ETIMEDOUT);
+	pthread_mutex_unlock(&m);
+}
+
 /* Only a memfd with every page allocated is all data without a walk. */
 static void test_fd_all_data(void **state)
 {
@@ -331,6 +361,7 @@ int main(void)
 		cmocka_unit_test(test_fd_next_data),
 		cmocka_unit_test(test_fd_all_data),
 		cmocka_unit_test(test_timespec_after_ms),
+		cmocka_unit_test(test_thread_join_ms),
 		cmocka_unit_test(test_cpus_usable),
 	};
 
