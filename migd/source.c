@@ -139,6 +139,12 @@ static int source_vmm(struct source *s)
 	return 0;
 }
 
+static const char *conn_name(enum stream_role role)
+{
+	return role == STREAM_ROLE_MAIN ? "main connection" :
+	       role == STREAM_ROLE_RAM ? "ram connection" : "page link";
+}
+
 /* Connect one connection and say hello; returns the fd or -errno. */
 static int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 		       uint32_t index)
@@ -165,14 +171,12 @@ static int source_dial(struct source *s, const struct uri *u, enum stream_role r
 		/* The peer's word: an errno (1 to 4095) or it is damaged. */
 		if (status > STREAM_MAX_ERRNO)
 			return worker_fail(s->w, EPROTO, "the destination answered "
-					   "the %s connection's hello with %u, which "
-					   "is no error code", role == STREAM_ROLE_MAIN ?
-					   "main" : "ram", status);
+					   "the %s's hello with %u, which is no error "
+					   "code", conn_name(role), status);
 		r = -(int)status;
-		return worker_fail(s->w, r, "the destination refused the %s "
-				   "connection: %s", role == STREAM_ROLE_MAIN ?
-				   "main" : "ram", r == -EACCES ? "token mismatch" :
-				   strerror(-r));
+		return worker_fail(s->w, r, "the destination refused the %s: %s",
+				   conn_name(role), r == -EACCES ?
+				   "token mismatch" : strerror(-r));
 	}
 	if (r < 0) {
 		close(fd);
