@@ -55,6 +55,7 @@ struct dest {
 	bool have_id;
 	bool received;                  /* the vmm holds data of this job */
 	bool refused;                   /* the source was sent a Refuse */
+	bool cont_failed;               /* Go came, the vmm did not resume */
 	uint64_t *received_map;         /* pages present here, across regions */
 	char err[256];
 	/* postcopy */
@@ -206,26 +207,35 @@ static int dest_take(struct dest *d, int fd, struct stream_hello h)
 	return 1;
 }
 
+/* Send a Refuse on fd (once a connection). */
+static void dest_send_refuse(struct dest *d, int fd, int err, const char *msg,
+			     bool discarded)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
+
+	rf.err = err;
+	rf.message = (char *)msg;
+	rf.discarded = discarded;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
+	m.refuse = &rf;
+	if (fd >= 0 && !d->refused) {
+		stream_msg_send(fd, &m.base, deadline_ms(1000));
+		d->refused = true;
+	}
+}
+
 static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 {
-	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
-	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
 	char msg[256];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	rf.err = err;
-	rf.message = msg;
-	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
-	m.refuse = &rf;
-	if (d->main_fd >= 0 && !d->refused) {
-		stream_msg_send(d->main_fd, &m.base, deadline_ms(1000));
-		d->refused = true;      /* once a connection */
-	}
+	dest_send_refuse(d, d->main_fd, err, msg, false);
 	return worker_fail(d->w, err, "%s", msg);
 }
 
@@ -754,10 +764,21 @@ static int dest_go(struct dest *d)
 	protobuf_c_message_free_unpacked(&go->base, NULL);
 
 	t0 = now_ns();
-	r = vmm_link_call(&d->vmm, "Cont", NULL, NULL, 0,
-			  (ProtobufCMessage **)&st, NULL, d->err, sizeof(d->err));
-	if (r < 0)
-		return dest_refuse(d, -r, "%s", d->err);
+	if (fault_active("dest-cont-fails")) {
+		r = -EIO;
+		snprintf(d->err, sizeof(d->err), "Cont not sent (TERN_FAULT=dest-cont-fails)");
+	} else {
+		r = vmm_link_call(&d->vmm, "Cont", NULL, NULL, 0,
+				  (ProtobufCMessage **)&st, NULL, d->err,
+				  sizeof(d->err));
+	}
+	if (r < 0) {
+		/* dest_run answers, once nothing places pages any more
+		 * and the vmm has discarded the guest (if it will). */
+		d->cont_failed = true;
+		return worker_fail(d->w, r, "the vmm did not resume the guest: %s",
+				   d->err);
+	}
 	d->received = false;            /* the guest runs here now: keep it */
 	res.resume_ns = now_ns() - t0;
 	/* The vmm shares this host's monotonic clock. */
@@ -1563,7 +1584,9 @@ int dest_run(struct worker *w)
 {
 	struct dest d = { .w = w, .main_fd = -1, .page_fd = -1, .needed_fd = -1,
 			  .listen_fd = w->spec->listen_fd };
-	char msg[256];
+	int answer_fd = -1;
+	bool discarded = false;
+	char msg[256], answer[320];
 	unsigned int i;
 	int r;
 
@@ -1586,8 +1609,13 @@ int dest_run(struct worker *w)
 		worker_fail(w, ECANCELED, "cancelled");
 	/* Whatever failed, the source hears why rather than a bare close
 	 * (and this side what the source said, if it said anything). */
-	if (r < 0 && !d.refused)
+	if (r < 0 && !d.refused && !d.cont_failed)
 		dest_refuse_failed(&d, -r);
+	/* A Cont that failed after Go is answered last, on this. */
+	if (d.cont_failed) {
+		answer_fd = d.main_fd;
+		d.main_fd = -1;
+	}
 	if (r < 0)
 		dest_abort(w, &d);
 	worker_set_abort(w, NULL, NULL);
@@ -1614,10 +1642,20 @@ int dest_run(struct worker *w)
 	 * exit unmaps them after the final report (50 ms for 2 GiB here). */
 	vmm_link_close(&d.vmm);
 	if (r < 0 && d.received) {
-		if (vmm_link_discard_dest(w->spec->rundir, w->spec->vm, msg,
-					  sizeof(msg)) < 0)
+		discarded = vmm_link_discard_dest(w->spec->rundir, w->spec->vm,
+						  msg, sizeof(msg)) == 0;
+		if (!discarded)
 			log_warnx("%s", msg);
 		worker_note(w, "%s", msg);
+	}
+	if (answer_fd >= 0) {
+		/* Only a discard proves the guest will never run here. */
+		snprintf(answer, sizeof(answer), "the vmm did not resume the "
+			 "guest (%.200s); %s", d.err, discarded ?
+			 "it is discarded here" : "it could not be discarded, "
+			 "and may yet run here");
+		dest_send_refuse(&d, answer_fd, EIO, answer, discarded);
+		close(answer_fd);
 	}
 	return r;
 }

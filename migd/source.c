@@ -65,6 +65,7 @@ struct source {
 	uint64_t dirty_bytes;
 	bool dirty_on;
 	bool stopped;                   /* we paused the VM (or asked to) */
+	bool dest_discarded;            /* after Go: not resumed there, discarded */
 	bool throttled;                 /* a throttle was asked for, maybe
 					 * applied though its answer was lost */
 	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
@@ -818,7 +819,18 @@ static int source_expect(struct source *s, int body, const char *what,
 			protobuf_c_message_free_unpacked(&m->base, NULL);
 		return 0;
 	}
-	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
+	    m->refuse->discarded && body == TERN__STREAM__STREAM_MSG__BODY_RESUMED) {
+		/* The one answer to Go that lets the guest run here again:
+		 * the destination proved it can never run it. */
+		s->dest_discarded = true;
+		pthread_mutex_lock(&s->w->lock);
+		s->w->switched = false;
+		pthread_mutex_unlock(&s->w->lock);
+		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
+				"the destination failed: %s; the guest resumes "
+				"here", m->refuse->message);
+	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
 				"the destination failed: %s", m->refuse->message);
 		if (!strncmp(m->refuse->message, "verify", 6)) {
@@ -1621,6 +1633,8 @@ static int source_postcopy(struct source *s)
 	worker_report(w);
 	fault_point("source-postcopy-before-go");
 	r = source_go(s, &t_go, &resumed);
+	if (r < 0 && s->dest_discarded)
+		return r;               /* source_recover resumes the guest */
 	if (r < 0) {
 		/* Go may have arrived: the guest may run there.  If it does,
 		 * recovery brings its pages; if not, its job failed, and the

@@ -7,7 +7,8 @@
 # say nothing, which must delay nobody), cancel, the destination
 # worker killed, the source worker killed right after it stopped the VM
 # (migd resumes it, unless its operator had paused it), and right before
-# Go (migd must not).  Also Settle
+# Go (migd must not), and the destination vmm failing to resume after
+# Go (discarded there: the source resumes).  Also Settle
 # answered before the pages arrived, as over a slow link, a postcopy
 # switch that miscounts a channel's pages, and migd itself killed.
 . "$(dirname "$0")/lib.sh"
@@ -181,7 +182,27 @@ job_get ka error | grep -q "the destination failed: $want" || fail "ka: $(job_ge
 echo "ok: destination: $(job_get kb error)"
 source_fine ka
 dest_fresh kb
-vmmctl quit ka >/dev/null; vmmctl quit kb >/dev/null
+vmmctl quit kb >/dev/null
+
+note "the destination vmm does not resume after Go: discarded there, the source resumes"
+# Past Go the source never resumes on its own; only a destination that
+# has discarded the guest (so it can never run there) may tell it to.
+stop_migd
+start_migd TERN_FAULT=dest-cont-fails
+start_vmm kc --memory 64M --incoming
+incoming kc
+migctl migrate ka "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null 2>&1 &&
+	fail "ka: completed with a vmm that did not resume"
+wait_job_final kc
+job_get kc error | grep -q "the vmm did not resume the guest: Cont not sent" ||
+	fail "kc: $(job_get kc error)"
+job_get ka error | grep -q "it is discarded here; the guest resumes here" ||
+	fail "ka: $(job_get ka error)"
+[ "$(job_get ka switched)" != true ] || fail "ka's job still says switched"
+echo "ok: source: $(job_get ka error)"
+source_fine ka
+dest_fresh kc
+vmmctl quit ka >/dev/null; vmmctl quit kc >/dev/null
 
 note "Settle answered at once, as over a slow link: what is on its way counts as still to send"
 stop_migd

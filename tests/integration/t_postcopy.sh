@@ -163,6 +163,25 @@ case $line in
 *) fail "r: stale pages were not dropped both before and in the pause: $line" ;;
 esac
 vmmctl quit r >/dev/null; vmmctl quit s >/dev/null
+
+note "the destination vmm does not resume at the postcopy switch: discarded there, the source resumes"
+# Its pages are all still at the source, which never resumes past Go on
+# its own: the destination, having discarded the guest, tells it to.
+stop_migd
+start_migd TERN_FAULT=dest-cont-fails
+start_vmm pc --memory 128M --test-guest dirty --heartbeat 100
+wait_pass pc 0 2
+start_vmm pd --memory 128M --incoming
+incoming pd
+postcopy_on_request pc --max-bandwidth 16M --channels 1
+wait_job_final pc
+[ "$(job_get pc state)" = failed ] || fail "pc: $(job_get pc state): $(job_get pc error)"
+job_get pc error | grep -q "it is discarded here; the guest resumes here" ||
+	fail "pc: $(job_get pc error)"
+echo "ok: pc: $(job_get pc error)"
+source_fine pc
+dest_fresh pd
+vmmctl quit pc >/dev/null; vmmctl quit pd >/dev/null
 stop_migd
 start_migd
 
