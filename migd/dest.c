@@ -155,15 +155,18 @@ static void dest_turn_away(struct dest *d, int fd, int err, const char *why)
 /*
  * A connection whose hello came whole: check it.  Returns 1 when it was
  * taken (as main, a ram channel or the page link), 0 when it was refused
- * and closed.
+ * and closed (always, if busy: the job has every connection it takes).
  */
-static int dest_take(struct dest *d, int fd, struct stream_hello h)
+static int dest_take(struct dest *d, int fd, struct stream_hello h, bool busy)
 {
 	const char *why = NULL;
 	int r;
 
 	if ((r = stream_hello_check(&h, d->w->spec->token, &why)) < 0)
 		;
+	else if (busy)
+		r = -EBUSY, why = h.role == STREAM_ROLE_MAIN ?
+			"a second main connection" : "a connection while the job runs";
 	else if (h.role == STREAM_ROLE_MAIN && d->main_fd >= 0)
 		r = -EBUSY, why = "a second main connection";
 	else if (h.role == STREAM_ROLE_MAIN && d->recovering &&
@@ -349,34 +352,38 @@ static int pending_read(struct dest *d, unsigned int i)
  * One round until wake: accept what comes, read the hellos, take the
  * connections whose hello is whole and good, turn away the others and
  * those silent for MIGD_HELLO_TIMEOUT_MS.  1 when a main connection was
- * taken, 0 otherwise, -errno when the listening socket failed.
+ * taken, 0 otherwise, -errno when the listening socket failed.  With a
+ * descriptor to watch (busy >= 0: a running job's main connection), every
+ * connection is turned away (EBUSY), and the round ends with 2 as soon as
+ * busy has something to read.
  */
-static int dest_hellos(struct dest *d, uint64_t wake)
+static int dest_hellos(struct dest *d, uint64_t wake, int busy)
 {
-	struct pollfd pfd[1 + DEST_PENDING_MAX];
+	struct pollfd pfd[2 + DEST_PENDING_MAX];
 	struct stream_hello h;
 	bool took_main = false;
 	unsigned int i;
 	int fd, r;
 
 	pfd[0] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
+	pfd[1] = (struct pollfd){ .fd = busy, .events = POLLIN };
 	for (i = 0; i < d->npend; i++) {
-		pfd[1 + i] = (struct pollfd){ .fd = d->pend[i].fd, .events = POLLIN };
+		pfd[2 + i] = (struct pollfd){ .fd = d->pend[i].fd, .events = POLLIN };
 		wake = MIN(wake, d->pend[i].deadline);
 	}
-	r = poll_until(pfd, 1 + d->npend, wake);
+	r = poll_until(pfd, 2 + d->npend, wake);
 	if (r < 0 && r != -ETIMEDOUT)
 		return r;
 	/* From the last: dropping entry i moves the last one into its
 	 * place, which was visited already. */
 	for (i = d->npend; i-- > 0; ) {
-		if (r > 0 && pfd[1 + i].revents) {
+		if (r > 0 && pfd[2 + i].revents) {
 			if (pending_read(d, i) <= 0)
 				continue;
 			fd = d->pend[i].fd;
 			h = d->pend[i].h;
 			pending_drop(d, i);
-			if (dest_take(d, fd, h) && d->main_fd == fd)
+			if (dest_take(d, fd, h, busy >= 0) && d->main_fd == fd)
 				took_main = true;
 		} else if (now_ns() > d->pend[i].deadline) {
 			dest_turn_away(d, d->pend[i].fd, ETIMEDOUT, "no hello in time");
@@ -393,6 +400,8 @@ static int dest_hellos(struct dest *d, uint64_t wake)
 		d->pend[d->npend++] = (struct pending){ .fd = fd,
 			.deadline = deadline_ms(MIGD_HELLO_TIMEOUT_MS) };
 	}
+	if (r > 0 && busy >= 0 && pfd[1].revents)
+		return 2;
 	return took_main;
 }
 
@@ -413,7 +422,7 @@ static int dest_accept(struct dest *d)
 					   "channels%s connected", d->nconnected,
 					   d->nchan, d->page_fd < 0 ?
 					   " and no page link" : "");
-		r = dest_hellos(d, deadline_ms(200));
+		r = dest_hellos(d, deadline_ms(200), -1);
 		if (r < 0)
 			return worker_fail(d->w, r, "listening: %s", strerror(-r));
 		if (r == 1 && !d->recovering) {
@@ -430,10 +439,9 @@ static int dest_accept(struct dest *d)
 }
 
 /* Wait for the main connection to have a message, watching for a cancel
- * or a failed ram channel meanwhile. */
+ * or a failed ram channel meanwhile, and turning other sources away. */
 static int dest_wait_main(struct dest *d)
 {
-	struct pollfd pfd = { .fd = d->main_fd, .events = POLLIN };
 	uint64_t limit = 0;
 	unsigned int i, ended;
 	int r;
@@ -451,10 +459,10 @@ static int dest_wait_main(struct dest *d)
 		if (limit && now_ns() > limit)
 			return dest_refuse(d, ETIMEDOUT, "every ram channel ended, but "
 					   "no device state came (timed out)");
-		r = poll_until(&pfd, 1, deadline_ms(200));
-		if (r > 0)
+		r = dest_hellos(d, deadline_ms(200), d->main_fd);
+		if (r == 2)
 			return 0;
-		if (r != -ETIMEDOUT)
+		if (r < 0)
 			return r;
 	}
 }
@@ -1215,7 +1223,7 @@ static int dest_postcopy_paused(struct dest *d)
 				dest_relisten(d, arg);
 			/* (a failing poll is retried: the guest here
 			 * depends on this job) */
-			r = dest_hellos(d, deadline_ms(200));
+			r = dest_hellos(d, deadline_ms(200), -1);
 			r = r == 1 ? dest_resume(d) : -EAGAIN;
 		}
 		if (r == 0)
@@ -1295,11 +1303,11 @@ static void dest_postcopy_verify(struct dest *d, char *out, size_t len)
  */
 static int dest_main_watch(struct dest *d, int wait_ms)
 {
-	struct pollfd pfd = { .fd = d->main_fd, .events = POLLIN };
 	Tern__Stream__StreamMsg *m = NULL;
 	int r;
 
-	if (poll(&pfd, 1, wait_ms) <= 0)
+	/* (a failing poll is retried: the guest here depends on this job) */
+	if (dest_hellos(d, deadline_ms(wait_ms), d->main_fd) != 2)
 		return 0;
 	r = stream_msg_recv(d->main_fd, &tern__stream__stream_msg__descriptor,
 			    STREAM_MSG_MAX, deadline_ms(MIGD_IO_TIMEOUT_MS),

@@ -4,7 +4,8 @@
 # with its memory intact, makes the destination vmm drop what it got, keeps
 # migd serving, and says what happened; then the migration can simply be
 # run again.  Token mismatch, garbage on the port (and connections that
-# say nothing, which must delay nobody), cancel, the destination
+# say nothing, which must delay nobody), a second source while a job
+# runs, cancel, the destination
 # worker killed, the source worker killed right after it stopped the VM
 # (migd resumes it, unless its operator had paused it), and right before
 # Go (migd must not), and the destination vmm failing to resume after
@@ -57,6 +58,16 @@ incoming d2
 migctl migrate s2 "$ADDR" --token "$TOKEN" --max-bandwidth 16M --detach >/dev/null ||
 	fail "detached migrate"
 wait_until 30 job_is s2 active || fail "the job never became active"
+# Meanwhile another source comes to the same port: refused at once, by
+# name (it used to wait unanswered until its own 10 s timeout).
+start_vmm z --memory 16M --test-guest dirty --heartbeat 100
+out=$(migctl migrate z "$ADDR" --token "$TOKEN" --wait 2>&1) && fail "z migrated into a busy job"
+echo "$out" | grep -q "refused the main connection: Device or resource busy" ||
+	fail "a second source: $out"
+vmm_is z running || fail "z is $(state_of z)"
+job_is d2 active || fail "d2 is $(job_get d2 state) after a second source"
+echo "ok: a second source: $(echo "$out" | grep refused)"
+vmmctl quit z >/dev/null
 migctl cancel s2 >/dev/null || fail cancel
 wait_job_final s2
 [ "$(job_get s2 state)" = cancelled ] || fail "state $(job_get s2 state)"
