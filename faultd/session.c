@@ -281,6 +281,7 @@ int session_send_request(struct session *s, uint64_t seq)
 	Tern__Stream__PageMsg m = TERN__STREAM__PAGE_MSG__INIT;
 	Tern__Stream__PageRequest r = TERN__STREAM__PAGE_REQUEST__INIT;
 	bool send = false;
+	uint64_t gen;
 	long i;
 	int fd, ret = 0;
 
@@ -300,6 +301,7 @@ int session_send_request(struct session *s, uint64_t seq)
 		r.pages = s->reqs[i].pages;
 	}
 	fd = s->link_fd;
+	gen = s->link_gen;
 	pthread_mutex_unlock(&s->lock);
 	if (send)
 		ret = stream_msg_send(fd, &m.base,
@@ -308,9 +310,11 @@ int session_send_request(struct session *s, uint64_t seq)
 	if (!send)
 		return 0;
 	pthread_mutex_lock(&s->lock);
+	/* A link replaced since (Relink, between the two locks) is not the
+	 * one that failed: Relink sends this request again on it. */
 	if (ret == 0)
 		s->st.requests++;
-	else if (!s->link_stopping)
+	else if (!s->link_stopping && s->link_gen == gen)
 		session_set_state_locked(s, SESSION_STATE_PAUSED,
 					 "page link: sending a request: %s",
 					 strerror(-ret));
