@@ -7,8 +7,9 @@
  * (Vmm.UffdCreate), and starts a session (session.c); the other methods
  * look a session up by its VM's name.  Runs on the main thread's event
  * loop.  The vmm calls run in a thread per Attach (struct attach), so a
- * vmm slow to answer (for up to FAULTD_VMM_TIMEOUT_MS a call) delays its
- * own Attach only, never another VM's calls.
+ * vmm slow to answer (for up to FAULTD_VMM_TIMEOUT_MS in all) delays its
+ * own Attach only, never another VM's calls; and its caller hears
+ * faultd's own error, naming the call, before it gives up on faultd.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -186,10 +187,21 @@ static int check_uffd(int fd, const char *vm, char *err, size_t len)
  * and a uffd registered on its RAM (UffdCreate with our /dev/userfaultfd).
  * On success the vmm holds a uffd: the caller undoes it on a later error.
  */
+#define FAULTD_RELEASE_MS 1000          /* UffdRelease after a bad answer */
+
+/* ms left until deadline (in now_ns() time), at least 1. */
+static int ms_left(uint64_t deadline)
+{
+	uint64_t now = now_ns();
+
+	return now + 1000000 < deadline ? (int)((deadline - now) / 1000000) : 1;
+}
+
 static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pages,
 		     struct fault_region *r, unsigned int *ret_n, int *ret_uffd,
 		     char *err, size_t len)
 {
+	uint64_t until = now_ns() + FAULTD_VMM_TIMEOUT_MS * 1000000ULL;
 	Tern__Vmm__RamLayout *lay = NULL;
 	Tern__Vmm__UffdInfo *info = NULL;
 	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
@@ -202,7 +214,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 	int ret;
 
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
-	ret = rpc_client_connect_path(path, FAULTD_VMM_TIMEOUT_MS, &cl);
+	ret = rpc_client_connect_path(path, ms_left(until), &cl);
 	if (ret == -EACCES) {
 		snprintf(err, len, "vmm %s: cannot reach %.300s: %s "
 			 RPC_VMM_GROUP_HINT("faultd"), vm, path, strerror(-ret));
@@ -214,7 +226,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 		return -ENOENT;
 	}
 	ret = rpc_client_call(cl, svc, "GetRam", &empty.base, NULL, 0,
-			      (ProtobufCMessage **)&lay, &res, FAULTD_VMM_TIMEOUT_MS,
+			      (ProtobufCMessage **)&lay, &res, ms_left(until),
 			      NULL, NULL);
 	rpc_result_close_fds(&res);
 	if (ret < 0) {
@@ -247,7 +259,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 		goto out;
 	}
 	ret = rpc_client_call(cl, svc, "UffdCreate", &empty.base, &devfd, 1,
-			      (ProtobufCMessage **)&info, &res, FAULTD_VMM_TIMEOUT_MS,
+			      (ProtobufCMessage **)&info, &res, ms_left(until),
 			      NULL, NULL);
 	if (ret < 0) {
 		rpc_result_close_fds(&res);
@@ -264,7 +276,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 	if (ret < 0) {
 		rpc_result_close_fds(&res);
 		rpc_client_call(cl, svc, "UffdRelease", &empty.base, NULL, 0, NULL,
-				NULL, FAULTD_VMM_TIMEOUT_MS, NULL, NULL);
+				NULL, FAULTD_RELEASE_MS, NULL, NULL);
 		goto out;
 	}
 	for (i = 0; i < lay->n_regions; i++)

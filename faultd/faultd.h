@@ -28,7 +28,10 @@
 
 #define FAULTD_VERSION "0.1"
 #define FAULTD_DEFAULT_RUNDIR "/run/tern"
-#define FAULTD_VMM_TIMEOUT_MS 5000      /* each call to a vmm (on the event loop) */
+#define FAULTD_VMM_TIMEOUT_MS 5000      /* all of an Attach's calls to its vmm,
+					 * well within migd's wait for Attach
+					 * (FAULTD_TIMEOUT_MS in migd/faultlink.c,
+					 * 10 s); and a release's */
 #define FAULTD_LINK_IO_MS 10000         /* a frame begun must end, a request go out */
 #define FAULTD_LINK_STALL_MS 20000      /* a request sent and not answered this long:
 					   the link stalls (as migd's channels) */
