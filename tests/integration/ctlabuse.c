@@ -317,8 +317,11 @@ static void unread_replies(void)
 	}
 	assert_answers("unread replies");       /* it has read what it will */
 	after = vmm_status_kb("RssAnon");
+	printf("32 unread 1 MiB replies: the vmm's RssAnon %lu -> %lu kB\n",
+	       before, after);
 	close(fd);
-	CHECK(after < before + 12 * 1024, "the vmm's anonymous memory went from "
+	/* Here: +3 MiB; +17 with ASan's quarantine; +35 when it read all. */
+	CHECK(after < before + 24 * 1024, "the vmm's anonymous memory went from "
 	      "%lu to %lu kB for %d unread 1 MiB replies", before, after, N);
 	assert_answers("a peer that does not read its replies");
 }
