@@ -80,16 +80,27 @@ static void cli_list_matches(const struct option *opts, const char *name,
 	}
 }
 
+static const char *const globals[] = { "rundir", "json", "timeout" };
+
+bool cli_global_option(const char *name, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(globals); i++)
+		if (strlen(globals[i]) == n && !strncmp(name, globals[i], n))
+			return true;
+	return false;
+}
+
 void cli_bad_option(char **argv, int ch, const char *where,
 		    const struct option *longopts)
 {
-	static const char *const globals[] = { "rundir", "json", "timeout" };
 	const struct option *opt = NULL;
 	const char *word = argv[optind - 1], *name = word + 2;
 	const char *sep = where ? ": " : "";
 	char what[64], list[256];
 	bool global = false, islong;
-	size_t i, n = 0, nmatch = 0;
+	size_t n = 0, nmatch = 0;
 
 	if (!where)
 		where = "";
@@ -131,9 +142,7 @@ void cli_bad_option(char **argv, int ch, const char *where,
 		cli_errx("%s%soption %s takes no value (see %s --help)",
 			 where, sep, what, cli_prog);
 	} else {
-		for (i = 0; where[0] && i < ARRAY_SIZE(globals); i++)
-			global |= strlen(globals[i]) == n &&
-				  !strncmp(name, globals[i], n);
+		global = where[0] && cli_global_option(name, n);
 		cli_errx("%s%sunknown option %s%s (see %s --help)", where, sep,
 			 what, global ? ": global options go before the command" : "",
 			 cli_prog);
@@ -173,6 +182,10 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 			cli_bad_option(argv, ch, NULL, longopts);
 			return -2;
 		}
+	}
+	if (g->rundir && !g->rundir[0]) {
+		cli_errx("--rundir: give a directory");
+		return -2;
 	}
 	if (optind >= argc) {
 		cli_errx("no command (see %s --help)", cli_prog);

@@ -39,6 +39,8 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 struct option;
 void cli_bad_option(char **argv, int ch, const char *where,
 		    const struct option *longopts);
+/* Whether the n bytes at name are a global option's name (rundir...). */
+bool cli_global_option(const char *name, size_t n);
 /*
  * What to add to a call's error r: the daemons' sockets are mode 0600
  * (connect fails, -EACCES), and they close a connection from a user that

@@ -170,6 +170,12 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		if (vm->nvcpus > TG_MAX_VCPUS)
 			die_usage("--vcpus %d: the test guest supports at most %d",
 				  vm->nvcpus, TG_MAX_VCPUS);
+		if (vm->guest.range > vm->memory - TG_RANGE_GPA)
+			die_usage("--guest-range %llu: the test range of %llu "
+				  "bytes of RAM is %llu bytes",
+				  (unsigned long long)vm->guest.range,
+				  (unsigned long long)vm->memory,
+				  (unsigned long long)(vm->memory - TG_RANGE_GPA));
 		/* Each vCPU writes its own slice: none may be empty. */
 		if (vm->guest.range && vm->guest.range / TG_PAGE < (uint64_t)vm->nvcpus)
 			die_usage("--guest-range %llu: at least one page (%u bytes) "
@@ -181,6 +187,8 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 	}
 	if (!o->rundir)
 		o->rundir = VMM_DEFAULT_RUNDIR;
+	if (!o->rundir[0])
+		die_usage("--rundir: give a directory");
 	vm->name = o->name;
 }
 

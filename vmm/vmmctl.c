@@ -839,7 +839,20 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		     struct cmd_args *a)
 {
 	const char *name = c->name;
+	int i;
 
+	/* An option among the arguments is named, not counted. */
+	for (i = 1; i < argc; i++) {
+		if (strncmp(argv[i], "--", 2) || !argv[i][2] ||
+		    (!strcmp(name, "transfer") && i == 3 &&
+		     !strcmp(argv[i], "--copy")))
+			continue;
+		cli_errx("%s: unknown option '%s'%s (see vmmctl --help)", name,
+			 argv[i], cli_global_option(argv[i] + 2,
+			 strcspn(argv[i] + 2, "=")) ?
+			 ": global options go before the command" : "");
+		return -EINVAL;
+	}
 	if (argc - 1 < c->min || argc - 1 > c->max) {
 		cli_errx("usage: vmmctl %s %s", name, c->usage);
 		return -EINVAL;

@@ -33,6 +33,9 @@ expect_error "--guest-range 1024: at least one page (4096 bytes) for each of the
 	--name a --memory 64M --test-guest dirty --guest-range 1K "${R[@]}"
 expect_error "--guest-range 4096: at least one page (4096 bytes) for each of the 2 vCPUs" \
 	--name a --memory 64M --vcpus 2 --test-guest dirty --guest-range 4K "${R[@]}"
+expect_error "--guest-range 107374182400: the test range of 1073741824 bytes of RAM is" \
+	--name a --memory 1G --test-guest dirty --guest-range 100G "${R[@]}"
+expect_error "--rundir: give a directory" --name a --memory 64M --test-guest idle --rundir ''
 expect_error "--name is required" --memory 64M --test-guest idle "${R[@]}"
 expect_error "--name ../x" --name ../x --memory 64M --test-guest idle "${R[@]}"
 expect_error "exactly one of" --name a --memory 64M "${R[@]}"
@@ -72,12 +75,17 @@ ctl_usage "write: give 1 to 65535 bytes as an even number of hex digits" write x
 # and the NUL): vmmctl, not the shell, refuses it, and says the limit.
 ctl_usage "write: give 1 to 65535 bytes" write x 0x1000 "$(printf '%0131071d' 0)"
 ctl_usage "not a guest physical address" read x nowhere 16
-ctl_usage "usage: vmmctl transfer" transfer a b --cpy
+ctl_usage "transfer: unknown option '--cpy'" transfer a b --cpy
 ctl_usage "seconds from 1 to 3600" dirty-rate x 0
 ctl_usage "'.bad' is not a valid VM name" status .bad
 ctl_usage "'.b' is not a valid VM name" transfer a .b
 ctl_usage "missing the value of option '--timeout'" --timeout
 ctl_usage "option '--json' takes no value" --json=yes status x
+ctl_usage "status: unknown option '--json': global options go before the command" status x --json
+ctl_usage "dirty-rate: unknown option '--json': global options" dirty-rate x --json
+ctl_usage "status: unknown option '--foo'" status --foo
+ctl_usage "--rundir: give a directory" --rundir '' status x
+usage_error migctl "--rundir: give a directory" --rundir= list
 err=$("$BIN/vmmctl" --rundir "$RUNDIR" status ghost 2>&1)
 [ $? -eq 1 ] && [[ $err == *"vmm ghost is not running"* ]] || fail "status ghost: $err"
 
