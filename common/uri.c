@@ -252,11 +252,13 @@ static int unix_remove_stale(const struct sockaddr_un *sun)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISSOCK(st.st_mode))
 		return -EADDRINUSE;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a listener with a full backlog (a stopped process)
+	 * answers EAGAIN at once instead of holding the caller; it is alive. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	r = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
-	if (r == 0)
+	if (r == 0 || errno == EAGAIN)
 		r = -EADDRINUSE;
 	else if (errno == ECONNREFUSED)
 		r = unlink(sun->sun_path) < 0 && errno != ENOENT ? -errno : 0;

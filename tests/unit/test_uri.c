@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -217,6 +218,31 @@ static void test_unix_listen(void **state)
 	assert_true(cfd >= 0);
 	assert_cloexec(cfd);
 	close(cfd);
+	/* alive with a full backlog (a stopped process): refused at once
+	 * (the check used to block in connect; alarm() bounds this) */
+	{
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+		int q[64], nq = 0, qfd;
+
+		snprintf(sun.sun_path, sizeof(sun.sun_path), "%.100s", u.path);
+		assert_int_equal(listen(lfd, 0), 0);
+		while (nq < 64) {
+			qfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			assert_true(qfd >= 0);
+			if (connect(qfd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+				assert_int_equal(errno, EAGAIN);
+				close(qfd);
+				break;
+			}
+			q[nq++] = qfd;
+		}
+		assert_true(nq < 64);
+		alarm(10);
+		assert_int_equal(uri_listen(&u, 4), -EADDRINUSE);
+		alarm(0);
+		while (nq)
+			close(q[--nq]);
+	}
 	/* stale socket file: taken over */
 	close(lfd);
 	lfd2 = uri_listen(&u, 4);
