@@ -323,6 +323,15 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL, "%s is %s: only a job in "
 				       "postcopy-paused can recover", q->vm,
 				       job_state_name(j->state));
+	/* An address for the other side is a mistake, not a default. */
+	if (j->spec.role == JOB_ROLE_SOURCE && q->listen[0])
+		return rpc_call_errorf(call, EINVAL, "%s is a source job: it takes "
+				       "the destination's address, not a listen "
+				       "address", q->vm);
+	if (j->spec.role != JOB_ROLE_SOURCE && q->uri[0])
+		return rpc_call_errorf(call, EINVAL, "%s is a destination job: it "
+				       "takes a listen address (--listen), not the "
+				       "source's", q->vm);
 	if (j->spec.role == JOB_ROLE_SOURCE)
 		r = check_uri(call, "destination", q->uri, &u);
 	else if (q->listen[0])

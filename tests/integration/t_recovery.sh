@@ -125,6 +125,13 @@ echo "ok: $err"
 migctl pause r >/dev/null || fail "pause r"
 wait_until 30 both_paused r s || fail "pause: r $(job_get r state), s $(job_get s state)"
 case $(job_get r error) in *"paused on request"*) ;; *) fail "r: $(job_get r error)" ;; esac
+# An address for the other side is refused, not dropped.
+err=$(migctl recover s "$ADDR" 2>&1) && fail "a destination took the source's address"
+case $err in *"s is a destination job: it takes a listen address"*) ;; *) fail "recover s: $err" ;; esac
+err=$(migctl recover r "$ADDR" --listen tcp:127.0.0.1:0 2>&1) && fail "a source took --listen"
+case $err in *"r is a source job: it takes the destination's address"*) ;; *) fail "recover r: $err" ;; esac
+both_paused r s || fail "refused recoveries: r $(job_get r state), s $(job_get s state)"
+echo "ok: addresses for the other side are refused"
 migctl recover r tcp:127.0.0.1:1 >/dev/null || fail "recover r (wrong address)"
 wait_until 30 job_is r postcopy_paused || fail "r: $(job_get r state)"
 wait_until 30 bash -c "'$BIN/migctl' --rundir '$RUNDIR' --json status r | grep -q 'cannot connect'" ||
