@@ -301,6 +301,19 @@ int mkdir_p(const char *path, unsigned int mode)
 	return mkdir_one(buf, mode);
 }
 
+uint64_t deadline_ms(unsigned int ms)
+{
+	return now_ns() + ms * 1000000ULL;
+}
+
+int ms_until(uint64_t deadline)
+{
+	uint64_t now = now_ns();
+
+	return now + 1000000 < deadline ?
+	       (int)MIN((deadline - now) / 1000000, (uint64_t)INT_MAX) : 1;
+}
+
 uint64_t unix_ms(void)
 {
 	struct timespec ts;

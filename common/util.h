@@ -38,6 +38,10 @@ int name_valid(const char *name);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+/* now_ns() ms from now. */
+uint64_t deadline_ms(unsigned int ms);
+/* ms from now until deadline (now_ns() time), at least 1. */
+int ms_until(uint64_t deadline);
 /*
  * a * b / c with the product in 128 bits: a rate or a time from byte
  * counts (bytes * 1e9 overflows 64 bits past 17 GiB).  UINT64_MAX when

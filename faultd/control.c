@@ -189,19 +189,11 @@ static int check_uffd(int fd, const char *vm, char *err, size_t len)
  */
 #define FAULTD_RELEASE_MS 1000          /* UffdRelease after a bad answer */
 
-/* ms left until deadline (in now_ns() time), at least 1. */
-static int ms_left(uint64_t deadline)
-{
-	uint64_t now = now_ns();
-
-	return now + 1000000 < deadline ? (int)((deadline - now) / 1000000) : 1;
-}
-
 static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pages,
 		     struct fault_region *r, unsigned int *ret_n, int *ret_uffd,
 		     char *err, size_t len)
 {
-	uint64_t until = now_ns() + FAULTD_VMM_TIMEOUT_MS * 1000000ULL;
+	uint64_t until = deadline_ms(FAULTD_VMM_TIMEOUT_MS);
 	Tern__Vmm__RamLayout *lay = NULL;
 	Tern__Vmm__UffdInfo *info = NULL;
 	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
@@ -214,7 +206,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 	int ret;
 
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
-	ret = rpc_client_connect_path(path, ms_left(until), &cl);
+	ret = rpc_client_connect_path(path, ms_until(until), &cl);
 	if (ret == -EACCES) {
 		snprintf(err, len, "vmm %s: cannot reach %.300s: %s "
 			 RPC_VMM_GROUP_HINT("faultd"), vm, path, strerror(-ret));
@@ -226,7 +218,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 		return -ENOENT;
 	}
 	ret = rpc_client_call(cl, svc, "GetRam", &empty.base, NULL, 0,
-			      (ProtobufCMessage **)&lay, &res, ms_left(until),
+			      (ProtobufCMessage **)&lay, &res, ms_until(until),
 			      NULL, NULL);
 	rpc_result_close_fds(&res);
 	if (ret < 0) {
@@ -259,7 +251,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 		goto out;
 	}
 	ret = rpc_client_call(cl, svc, "UffdCreate", &empty.base, &devfd, 1,
-			      (ProtobufCMessage **)&info, &res, ms_left(until),
+			      (ProtobufCMessage **)&info, &res, ms_until(until),
 			      NULL, NULL);
 	if (ret < 0) {
 		rpc_result_close_fds(&res);

@@ -84,11 +84,6 @@ static bool verifies(const struct dest *d)
 	return d->pc.hashes != NULL;
 }
 
-static uint64_t deadline_ms(unsigned int ms)
-{
-	return now_ns() + ms * 1000000ULL;
-}
-
 static int dest_vmm(struct dest *d)
 {
 	Tern__Vmm__RunState st;

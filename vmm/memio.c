@@ -158,7 +158,7 @@ unsigned int memio_waiting(void)
 
 int memio_stop(void)
 {
-	uint64_t until = now_ns() + MEMIO_STOP_WAIT_MS * 1000000ULL;
+	uint64_t until = deadline_ms(MEMIO_STOP_WAIT_MS);
 
 	if (mio.ev)
 		event_free(mio.ev);
