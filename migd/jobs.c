@@ -439,6 +439,20 @@ static void job_append_error(struct job *j, const char *what)
 	snprintf(j->error + n, sizeof(j->error) - n, "%s%s", n ? "; " : "", what);
 }
 
+/* A source job's VM is resumed by migd only if the job paused it (the
+ * worker reports that before its Stop) and it ran when the job began:
+ * never one its operator paused, before the job or during it. */
+static bool source_resumable(const struct job *j)
+{
+	return j->last && j->last->source_stopped && j->last->source_was_running;
+}
+
+static const char *source_kept(const struct job *j)
+{
+	return j->last && j->last->source_stopped ?
+	       "as it was when the job began" : "as the job had not paused it";
+}
+
 /* The worker ended without a final report: decide, and clean up. */
 static void job_died(struct migd *m, struct job *j, int wstatus)
 {
@@ -469,24 +483,21 @@ static void job_died(struct migd *m, struct job *j, int wstatus)
 	msg[0] = 0;
 	if (j->spec.role == JOB_ROLE_SOURCE) {
 		if (j->last && j->last->switched) {
-			vmm_link_recover_source(m->rundir, j->spec.vm, false, msg,
-						sizeof(msg));
+			vmm_link_recover_source(m->rundir, j->spec.vm, false, NULL,
+						msg, sizeof(msg));
 			job_append_error(j, "outcome unknown: the destination may "
 					 "run the guest; the source stays paused");
 		} else {
-			/* Resumed only if it ran when the job began (the
-			 * worker reports that before it stops the VM). */
-			bool ran = !j->last || j->last->source_was_running;
-
-			r = vmm_link_recover_source(m->rundir, j->spec.vm, ran, msg,
-						    sizeof(msg));
+			/* Resumed only if the job paused it, and it ran when
+			 * the job began (the worker reports both before it
+			 * stops the VM): not one an operator paused. */
+			r = vmm_link_recover_source(m->rundir, j->spec.vm,
+						    source_resumable(j), source_kept(j),
+						    msg, sizeof(msg));
 			if (r < 0 && !msg[0])
 				snprintf(msg, sizeof(msg),
 					 "could not recover the source VM: %s",
 					 strerror(-r));
-			else if (r == 0 && !ran)
-				snprintf(msg, sizeof(msg), "the source VM stays "
-					 "paused, as it was when the job began");
 			job_append_error(j, msg);
 		}
 	} else if (j->last && j->last->switched && j->last->postcopy_started) {
@@ -516,8 +527,8 @@ static void job_source_tidy(struct migd *m, struct job *j)
 	if (j->spec.role != JOB_ROLE_SOURCE || j->state == JOB_STATE_COMPLETED ||
 	    j->last->switched)
 		return;
-	if (vmm_link_recover_source(m->rundir, j->spec.vm,
-				    j->last->source_was_running, msg, sizeof(msg)) > 0) {
+	if (vmm_link_recover_source(m->rundir, j->spec.vm, source_resumable(j),
+				    source_kept(j), msg, sizeof(msg)) > 0) {
 		if (!j->error[0] && j->last->error)
 			str_copy(j->error, j->last->error, sizeof(j->error));
 		job_append_error(j, msg);

@@ -277,6 +277,7 @@ struct worker {
 	uint64_t setup_ms;              /* (L) */
 	bool switched;                  /* (L) */
 	bool source_was_running;        /* (L) */
+	bool source_stopped;            /* (L) the job asked its vmm to Stop */
 	char listen[PATH_MAX];          /* (L) */
 	uint8_t id[STREAM_ID_LEN];      /* (L) */
 	unsigned int nchannels;         /* (M) set once at set-up */
@@ -553,6 +554,7 @@ struct vmm_link {
 	struct rpc_client *cl;
 	char vm[65];
 	int timeout_ms;                 /* per call; vmm_link_open sets 30 s */
+	uint64_t until;                 /* 0, or a deadline for all (now_ns) */
 };
 int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 		  char *err, size_t errlen);
@@ -571,14 +573,15 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
 		     char *err, size_t errlen);
 /*
  * After a failed or crashed source job: turn dirty logging off and, when
- * resume is set (the destination was never told to run the guest),
- * continue the VM if it is paused.
+ * resume is set (the job paused the VM, which ran when it began, and the
+ * destination was never told to run the guest), continue the VM if it is
+ * paused; a paused VM not resumed is said to stay so, "kept" saying why.
  * After a failed destination job: drop what the incoming vmm received.
  * Both are idempotent and say what they did in msg; recover_source
  * returns 1 when it continued the VM, else 0 or -errno.
  */
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
-			    char *msg, size_t len);
+			    const char *kept, char *msg, size_t len);
 int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 			  size_t len);
 

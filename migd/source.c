@@ -986,6 +986,23 @@ static int source_cross(struct source *s)
 	return aborted ? -ECANCELED : 0;
 }
 
+/*
+ * Just before the Stop: counted as stopped before the call, since one
+ * that fails (or times out) may still have paused the VM, which
+ * source_recover then looks at rather than claiming it kept running.
+ * The parent hears it first (the report of DEVICE carries it): should
+ * this worker die, migd resumes only a VM the job paused, never one an
+ * operator paused meanwhile.
+ */
+static void source_stopping(struct source *s)
+{
+	s->stopped = true;
+	pthread_mutex_lock(&s->w->lock);
+	s->w->source_stopped = true;
+	pthread_mutex_unlock(&s->w->lock);
+	worker_set_state(s->w, JOB_STATE_DEVICE);
+}
+
 /* Go, then the destination's Resumed (*resumed, for the caller to
  * free); *t_go: when Go left. */
 static int source_go(struct source *s, uint64_t *t_go,
@@ -1018,12 +1035,8 @@ static int source_switchover(struct source *s)
 	int r;
 
 	s->precopy = false;
-	worker_set_state(w, JOB_STATE_DEVICE);
+	source_stopping(s);
 	t_stop = now_ns();
-	/* Counted as stopped before the call: one that fails (or times out)
-	 * may still have paused the VM, which source_recover then looks at
-	 * rather than claiming it kept running. */
-	s->stopped = true;
 	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
 			  sizeof(s->err));
 	if (r < 0)
@@ -1593,9 +1606,8 @@ static int source_postcopy(struct source *s)
 		return r;
 
 	/* Step two: the pause. */
-	worker_set_state(w, JOB_STATE_DEVICE);
+	source_stopping(s);
 	t_stop = now_ns();
-	s->stopped = true;      /* before the call: see source_switchover */
 	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
 			  sizeof(s->err));
 	if (r < 0)

@@ -20,25 +20,33 @@
 
 #define VMM_CALL_TIMEOUT_MS 30000
 /* The parent's clean-ups run on its event loop: a hung vmm must not
- * hold migd up for long. */
-#define VMM_CLEANUP_TIMEOUT_MS 5000
+ * hold migd up for long.  One clean-up, connect and every call, ends
+ * within this. */
+#define VMM_CLEANUP_TIMEOUT_MS 3000
 #define VMM_MAX_FRAME (64u << 20)
 
-int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
-		  char *err, size_t errlen)
+/* ms a call may take: its timeout, or what is left before l->until. */
+static int link_ms(const struct vmm_link *l)
+{
+	return l->until ? MIN(ms_until(l->until), l->timeout_ms) : l->timeout_ms;
+}
+
+static int link_open(struct vmm_link *l, const char *rundir, const char *vm,
+		     uint64_t until, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	int ret;
 
 	l->cl = NULL;
 	l->timeout_ms = VMM_CALL_TIMEOUT_MS;
+	l->until = until;
 	str_copy(l->vm, vm, sizeof(l->vm));
 	if ((size_t)snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm) >=
 	    sizeof(path)) {
 		snprintf(err, errlen, "vmm %s: socket path too long", vm);
 		return -ENAMETOOLONG;
 	}
-	ret = rpc_client_connect_path(path, l->timeout_ms, &l->cl);
+	ret = rpc_client_connect_path(path, link_ms(l), &l->cl);
 	if (ret == -EACCES)
 		snprintf(err, errlen, "vmm %s: cannot reach %s: %s "
 			 RPC_VMM_GROUP_HINT("migd"), vm, path, strerror(-ret));
@@ -49,6 +57,21 @@ int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 		return ret;
 	rpc_client_set_max_frame(l->cl, VMM_MAX_FRAME);
 	return 0;
+}
+
+int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
+		  char *err, size_t errlen)
+{
+	return link_open(l, rundir, vm, 0, err, errlen);
+}
+
+/* A link for one of the parent's clean-ups: all of it within
+ * VMM_CLEANUP_TIMEOUT_MS. */
+static int cleanup_open(struct vmm_link *l, const char *rundir, const char *vm,
+			char *err, size_t errlen)
+{
+	return link_open(l, rundir, vm, deadline_ms(VMM_CLEANUP_TIMEOUT_MS), err,
+			 errlen);
 }
 
 void vmm_link_close(struct vmm_link *l)
@@ -69,7 +92,7 @@ int vmm_link_call(struct vmm_link *l, const char *method,
 
 	r = rpc_client_call(l->cl, &tern__vmm__vmm__descriptor, method,
 			    arg ? arg : &empty.base, fds, nfds, ret, &tmp,
-			    l->timeout_ms, NULL, NULL);
+			    link_ms(l), NULL, NULL);
 	if (r < 0 && err)
 		snprintf(err, errlen, "vmm %s: %s: %s", l->vm, method,
 			 tmp.message[0] ? tmp.message : strerror(-r));
@@ -96,14 +119,13 @@ int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
 }
 
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
-			    char *msg, size_t len)
+			    const char *kept, char *msg, size_t len)
 {
 	Tern__Vmm__RunState st;
 	struct vmm_link l;
 	int r;
 
-	r = vmm_link_open(&l, rundir, vm, msg, len);
-	l.timeout_ms = VMM_CLEANUP_TIMEOUT_MS;
+	r = cleanup_open(&l, rundir, vm, msg, len);
 	/* A dead worker left dirty logging on (nobody reads it any more, and
 	 * it would refuse the next migration) and maybe a vCPU throttle:
 	 * both off ("not on" is fine). */
@@ -112,22 +134,21 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 
 		vmm_link_call(&l, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
 		vmm_link_call(&l, "SetThrottle", &t.base, NULL, 0, NULL, NULL, NULL, 0);
-	}
-	if (r == 0 && !resume) {
-		msg[0] = 0;
-	} else if (r == 0) {
 		r = vmm_link_state(&l, &st, msg, len);
-		if (r == 0 && st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED) {
-			r = vmm_link_call(&l, "Cont", NULL, NULL, 0, NULL, NULL, msg, len);
-			if (r == 0) {
-				snprintf(msg, len, "the source VM was resumed");
-				r = 1;
-			}
-		} else if (r == 0) {
-			snprintf(msg, len, st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ?
-				 "the source VM is running" : "the source VM was not "
-				 "resumed (it is neither running nor paused)");
+	}
+	if (r == 0 && st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED && resume) {
+		r = vmm_link_call(&l, "Cont", NULL, NULL, 0, NULL, NULL, msg, len);
+		if (r == 0) {
+			snprintf(msg, len, "the source VM was resumed");
+			r = 1;
 		}
+	} else if (r == 0 && st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED) {
+		snprintf(msg, len, "the source VM stays paused%s%s", kept ? ", " : "",
+			 kept ? kept : "");
+	} else if (r == 0) {
+		snprintf(msg, len, st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ?
+			 "the source VM is running" : "the source VM was not "
+			 "resumed (it is neither running nor paused)");
 	}
 	vmm_link_close(&l);
 	return r;
@@ -139,8 +160,7 @@ int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 	struct vmm_link l;
 	int r;
 
-	r = vmm_link_open(&l, rundir, vm, msg, len);
-	l.timeout_ms = VMM_CLEANUP_TIMEOUT_MS;
+	r = cleanup_open(&l, rundir, vm, msg, len);
 	if (r == 0)
 		r = vmm_link_call(&l, "Discard", NULL, NULL, 0, NULL, NULL, msg, len);
 	if (r == 0)

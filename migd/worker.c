@@ -294,6 +294,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->listen = w->listen;
 	js->switched = w->switched;
 	js->source_was_running = w->source_was_running;
+	js->source_stopped = w->source_stopped;
 	js->throttle = w->throttle;
 	js->verified = w->verified;
 	js->postcopy_started = w->postcopy;

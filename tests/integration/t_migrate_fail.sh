@@ -164,6 +164,31 @@ source_fine x
 wait_job_final y
 dest_fresh y
 
+note "... and so does one its operator pauses during precopy, whether the job is cancelled or its worker dies"
+# The job never paused it: migd must not resume it (it did, since it
+# looked only at whether the VM ran when the job began).
+for how in cancel kill; do
+	incoming y
+	migctl migrate x "$ADDR" --token "$TOKEN" --max-bandwidth 8M --detach >/dev/null ||
+		fail "migrate x ($how)"
+	wait_until 30 job_is x active || fail "x ($how): $(job_get x state)"
+	vmmctl stop x >/dev/null || fail "stop x ($how)"
+	if [ $how = cancel ]; then
+		migctl cancel x >/dev/null || fail "cancel x"
+	else
+		kill -KILL "$(job_get x worker_pid)"
+	fi
+	wait_job_final x
+	[ "$(state_of x)" = paused ] || fail "migd resumed x, which its operator paused ($how)"
+	echo "ok ($how): x stays paused: $(job_get x error)"
+	vmmctl cont x >/dev/null || fail "cont x"
+	source_fine x
+	wait_job_final y
+	dest_fresh y
+done
+job_get x error | grep -q "stays paused, as the job had not paused it" ||
+	fail "x: $(job_get x error)"
+
 note "the source worker dies after the switch was recorded: the VM stays paused"
 stop_migd
 start_migd TERN_FAULT=source-before-go
