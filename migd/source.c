@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <linux/sockios.h>
@@ -276,6 +277,7 @@ static int source_dirty_start(struct source *s)
 	Tern__Vmm__DirtyInfo *info = NULL;
 	struct rpc_result res;
 	void *p = MAP_FAILED;
+	struct stat st;
 	int r;
 
 	r = vmm_link_call(&s->vmm, "DirtyStart", NULL, NULL, 0,
@@ -283,8 +285,10 @@ static int source_dirty_start(struct source *s)
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
 	s->dirty_on = true;
+	/* A memfd shorter than it says would kill this worker (SIGBUS). */
 	if (res.nfds == 1 && info->pages == s->ram.pages &&
-	    info->bitmap_bytes == BITMAP_BYTES(info->pages))
+	    info->bitmap_bytes == BITMAP_BYTES(info->pages) &&
+	    fstat(res.fds[0], &st) == 0 && (uint64_t)st.st_size >= info->bitmap_bytes)
 		p = mmap(NULL, info->bitmap_bytes, PROT_READ | PROT_WRITE,
 			 MAP_SHARED, res.fds[0], 0);
 	rpc_result_close_fds(&res);
