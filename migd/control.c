@@ -134,6 +134,7 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 	struct job_spec spec;
 	struct job *j;
 	struct uri u;
+	struct stat st;
 	int r, fd, port;
 
 	r = check_vm(call, m, req->vm);
@@ -169,6 +170,10 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 	    str_copy(spec.peer, bound, sizeof(spec.peer)) < 0) {
 		close(fd);
 		return rpc_call_errorf(call, ENAMETOOLONG, "listen address too long");
+	}
+	if (u.kind == URI_UNIX && stat(u.path, &st) == 0) {
+		spec.listen_dev = st.st_dev;
+		spec.listen_ino = st.st_ino;
 	}
 	spec.listen_fd = fd;
 	r = job_start(m, &spec, &j);    /* closes fd in any case */

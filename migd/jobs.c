@@ -544,7 +544,10 @@ static void job_unlink_listen(const struct job *j)
 	if (j->spec.role != JOB_ROLE_DEST || uri_parse(j->spec.peer, &u) < 0 ||
 	    u.kind != URI_UNIX)
 		return;
-	if (lstat(u.path, &st) == 0 && S_ISSOCK(st.st_mode))
+	/* Only the file bound for this job: after a recovery elsewhere
+	 * (recover --listen) another job may have bound this path since. */
+	if (lstat(u.path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	    st.st_dev == j->spec.listen_dev && st.st_ino == j->spec.listen_ino)
 		unlink(u.path);
 }
 

@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/rpc.h"
 #include "common/stream.h"
@@ -129,6 +130,8 @@ struct job_spec {
 	struct mig_params params;
 	char rundir[PATH_MAX];
 	int listen_fd;                  /* dest: bound by the parent; else -1 */
+	dev_t listen_dev;               /* dest on unix: the socket file bound, */
+	ino_t listen_ino;               /* the only one its end unlinks */
 	bool realtime;                  /* the page server in SCHED_FIFO (rtspawn) */
 	int nice;                       /* the worker's nice value */
 	uint64_t pause_fixed_us;        /* source: the largest fixed part of the

@@ -53,6 +53,9 @@ start_vmm c --memory 128M --vcpus 2 --incoming
 migrate b c 4
 start_vmm d --memory 128M --vcpus 2 --incoming
 migrate c d 2 "unix:$RUNDIR/mig.sock"
+# The destination job's end removes the socket file it bound.
+wait_job_final d
+wait_until 20 sh -c "[ ! -e '$RUNDIR/mig.sock' ]" || fail "mig.sock outlived its job"
 # IPv6 loopback, where the host has it (an address in brackets).
 if grep -q "^0\{31\}1 .* lo$" /proc/net/if_inet6 2>/dev/null; then
 	start_vmm e --memory 128M --vcpus 2 --incoming
