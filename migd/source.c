@@ -1812,12 +1812,23 @@ int source_run(struct worker *w)
 	if (r < 0 && worker_cancelled())
 		worker_fail(w, ECANCELED, "cancelled");
 	if (r < 0) {
+		Tern__Vmm__RunState st = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+		bool never_stopped;
+
 		pthread_mutex_lock(&w->lock);
-		if (!w->switched && w->source_was_running && !s.stopped)
+		never_stopped = !w->switched && w->source_was_running && !s.stopped;
+		pthread_mutex_unlock(&w->lock);
+		/* Untouched by the job; but its operator may have paused it. */
+		if (never_stopped && s.vmm.cl)
+			vmm_link_state(&s.vmm, &st, NULL, 0);
+		pthread_mutex_lock(&w->lock);
+		if (never_stopped)
 			snprintf(w->error + strlen(w->error),
-				 sizeof(w->error) - strlen(w->error), "%s"
-				 "the source VM kept running",
-				 w->error[0] ? "; " : "");
+				 sizeof(w->error) - strlen(w->error), "%s%s",
+				 w->error[0] ? "; " : "",
+				 st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED ?
+				 "the job did not pause the source VM, which "
+				 "stays paused" : "the source VM kept running");
 		pthread_mutex_unlock(&w->lock);
 		if (!worker_cancelled())
 			worker_note_refuse(w, s.main_fd, 500, "the destination");
