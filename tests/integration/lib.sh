@@ -13,6 +13,11 @@ CGROUPS=()              # cgroup directories this test made
 # start_vmm, start_migd, start_faultd and start_proxy run their program
 # under this prefix: empty here, "ip netns exec NS" on another host (on_host).
 HOST_EXEC=()
+# With SANITIZE=1, every program's sanitizer reports go to files here too:
+# a client (vmmctl, migctl) whose failure a test expects would otherwise
+# hide an ASan abort behind the expected exit status.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$TEST_DIR/asan"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$TEST_DIR/ubsan"
 
 cleanup() {
 	local p ns
@@ -31,11 +36,13 @@ cleanup() {
 		rmdir "$ns" 2>/dev/null || echo "could not remove cgroup $ns"
 	done
 	# With SANITIZE=1 the programs report to their logs: any report fails
-	# the test, however it ended.
-	if grep -l -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
-		"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log >/dev/null 2>&1; then
+	# the test, however it ended.  (-q: a pattern that matched no file
+	# is an error, and without -q any error made grep say 2, no match.)
+	if grep -qs -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
+		"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log "$TEST_DIR"/[au]*san.*; then
 		grep -h -A 20 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
-			"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log 2>/dev/null | head -n 60
+			"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log "$TEST_DIR"/[au]*san.* \
+			2>/dev/null | head -n 60
 		echo "FAIL: a sanitizer reported an error"
 		rm -rf "$TEST_DIR"
 		exit 1
@@ -237,6 +244,7 @@ check_done() {
 	[ "$(state_of "$dst")" = running ] || fail "$dst is not running"
 	wait_until 30 job_is "$dst" completed || fail "$dst: $(migctl status "$dst")"
 	n=$(vmmctl --json status "$dst" | jget vcpus)
+	[ "${n:-0}" -ge 1 ] || fail "$dst: no vCPU count in its status"
 	for ((c = 0; c < n; c++)); do wait_progress "$dst" "$c"; done
 	vmmctl check "$dst" || fail "$dst: memory check after postcopy"
 	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"

@@ -60,7 +60,7 @@ have_sys_nice && RT=1
 ls -l "/proc/$FAULTD_PID/fd" | grep -q ' -> /dev/userfaultfd$' ||
 	fail "faultd holds no /dev/userfaultfd"
 echo "ok: faultd $(status_field "$FAULTD_PID" CapEff), NoNewPrivs 1"
-out=$("$BIN/faultd" --rundir "$RUNDIR" 2>&1) && fail "a second faultd started"
+out=$(timeout 20 "$BIN/faultd" --rundir "$RUNDIR" 2>&1) && fail "a second faultd started"
 echo "$out" | grep -q "already running" || fail "second faultd: $out"
 
 note "vmms without capabilities"

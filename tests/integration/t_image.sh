@@ -82,7 +82,7 @@ done
 [ "$(tail -c 2 "$RUNDIR/fl.serial.1")" = "A" ] || fail "fl.serial.1 does not end in a whole line"
 [ "$(state_of fl)" = running ] || fail "fl is $(state_of fl)"
 echo "ok: $(rotations) renames; $(stat -c %s "$RUNDIR/fl.serial") + $(stat -c %s "$RUNDIR/fl.serial.1") bytes on disk"
-out=$("$BIN/vmm" --name bad --rundir "$RUNDIR" --memory 4M --image "$RUNDIR/flood.img" \
+out=$(timeout 20 "$BIN/vmm" --name bad --rundir "$RUNDIR" --memory 4M --image "$RUNDIR/flood.img" \
 	--serial-max 100 2>&1) && fail "--serial-max 100 was taken"
 case $out in *"--serial-max 100: 0 (no bound) or at least 4K"*) ;; *) fail "$out" ;; esac
 # An image that is not a regular file is refused; a FIFO used to block

@@ -13,6 +13,7 @@ migrate() {
 	local src=$1 dst=$2 ch=$3 listen=${4:-tcp:127.0.0.1:0} n c out us before=()
 	shift 3; [ $# -gt 0 ] && shift
 	n=$(vmmctl --json status "$src" | jget vcpus)
+	[ "${n:-0}" -ge 1 ] || fail "$src: no vCPU count in its status"
 	for ((c = 0; c < n; c++)); do before+=("$(pages_of "$src" "$c")"); done
 	incoming "$dst" "$listen"
 	out=$(migctl --json migrate "$src" "$ADDR" --token "$TOKEN" \

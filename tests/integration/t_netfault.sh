@@ -11,8 +11,9 @@
 #  - a byte flipped in the destination's answer to the main hello;
 #  - a byte flipped on a ram connection: in a packet header (a protocol
 #    error), in page data with verify (the hashes differ), and in page
-#    data without verify (the stream has no checksum of its own: the job
-#    must still not complete with damaged memory);
+#    data without verify (the stream carries no checksum of page data, as
+#    tern-migration(7) says: the job completes with the damage, which the
+#    memory check shows, and the paused source's copy is intact);
 #  - between two network namespaces joined by veth ("two hosts"): a full
 #    precopy migration over the veth, the destination worker killed
 #    (kill -9) during precopy across the hosts, and the link going down
