@@ -159,10 +159,15 @@ job_get x error | grep -q "stays paused, as it was when the job began" ||
 	fail "error: $(job_get x error)"
 [ "$(state_of x)" = paused ] || fail "migd resumed x, which its operator had paused"
 echo "ok: $(job_get x error)"
-vmmctl cont x >/dev/null || fail "cont x"
-source_fine x
-wait_job_final y
-dest_fresh y
+# operator_resumes: x, left paused, is resumed by its operator and must be
+# intact; y's job ends and y is emptied.
+operator_resumes() {
+	vmmctl cont x >/dev/null || fail "cont x"
+	source_fine x
+	wait_job_final y
+	dest_fresh y
+}
+operator_resumes
 
 note "... and so does one its operator pauses during precopy, whether the job is cancelled or its worker dies"
 # The job never paused it: migd must not resume it (it did, since it
@@ -181,10 +186,7 @@ for how in cancel kill; do
 	wait_job_final x
 	[ "$(state_of x)" = paused ] || fail "migd resumed x, which its operator paused ($how)"
 	echo "ok ($how): x stays paused: $(job_get x error)"
-	vmmctl cont x >/dev/null || fail "cont x"
-	source_fine x
-	wait_job_final y
-	dest_fresh y
+	operator_resumes
 	case $how in
 	cancel) words="the job did not pause the source VM, which stays paused" ;;
 	kill) words="the source VM stays paused, as the job had not paused it" ;;
