@@ -231,7 +231,11 @@ int stream_write_full(int fd, const void *buf, size_t len, uint64_t deadline_ns)
 	while (done < len) {
 		if (deadline_ns && (r = wait_fd(fd, POLLOUT, deadline_ns)) < 0)
 			return r;
-		n = send(fd, p + done, len - done, MSG_NOSIGNAL);
+		/* With a deadline, never block in send(): POLLOUT means room
+		 * for some bytes, not all, and a blocking socket would wait
+		 * for the rest past the deadline (up to SO_SNDTIMEO). */
+		n = send(fd, p + done, len - done,
+			 MSG_NOSIGNAL | (deadline_ns ? MSG_DONTWAIT : 0));
 		if (n < 0 && errno == EAGAIN && !deadline_ns)
 			return -ETIMEDOUT;      /* the socket's own timeout */
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))

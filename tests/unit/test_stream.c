@@ -279,6 +279,27 @@ static void test_read_deadline(void **state)
 	close(sv[1]);
 }
 
+/* A peer that reads nothing: a large write ends at its deadline, not
+ * when a blocking send() gives up (here never: no SO_SNDTIMEO, and
+ * alarm() bounds the old behaviour). */
+static void test_write_deadline(void **state)
+{
+	size_t len = 4 << 20;
+	uint8_t *buf = calloc(1, len);
+	int sv[2], small = 4096;
+
+	assert_non_null(buf);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	alarm(20);
+	assert_int_equal(stream_write_full(sv[0], buf, len, now_ns() + 50000000ULL),
+			 -ETIMEDOUT);
+	alarm(0);
+	close(sv[0]);
+	close(sv[1]);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -292,6 +313,7 @@ int main(void)
 		cmocka_unit_test(test_run_end),
 		cmocka_unit_test(test_messages_over_a_socket),
 		cmocka_unit_test(test_read_deadline),
+		cmocka_unit_test(test_write_deadline),
 	};
 
 	return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
