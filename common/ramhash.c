@@ -129,8 +129,10 @@ static int extents_find(const struct ramhash_region *r, struct extents *e)
 	if (r->fd < 0 || fd_all_data(r->fd, r->size))
 		return extents_add(e, 0, r->size);
 	while (ret == 0 && off < r->size) {
-		if (fd_next_data(r->fd, off, r->size, &start, &end) < 0 ||
-		    start == end)
+		/* An error is the caller's, never "the rest is zeros":
+		 * verify would call good RAM different. */
+		ret = fd_next_data(r->fd, off, r->size, &start, &end);
+		if (ret < 0 || start == end)
 			break;
 		ret = extents_add(e, start, end);
 		off = end;

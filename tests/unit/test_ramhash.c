@@ -71,6 +71,23 @@ static void test_hole_is_zero_page(void **state)
 	mem_free(&b);
 }
 
+/* A region whose holes cannot be found is an error, never zeros (which
+ * verify would call a mismatch with good RAM). */
+static void test_seek_error(void **state)
+{
+	struct mem m = mem_new();
+	uint64_t out[NCHUNKS];
+	int p[2];
+
+	assert_int_equal(pipe(p), 0);
+	m.host[5] = 1;
+	assert_int_equal(ramhash_compute(&(struct ramhash_region){ m.host, SIZE, p[0] },
+					 1, 2, out), -ESPIPE);
+	close(p[0]);
+	close(p[1]);
+	mem_free(&m);
+}
+
 static void test_one_byte(void **state)
 {
 	struct mem m = mem_new();
@@ -164,6 +181,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hole_is_zero_page),
+		cmocka_unit_test(test_seek_error),
 		cmocka_unit_test(test_one_byte),
 		cmocka_unit_test(test_rate),
 		cmocka_unit_test(test_pages_fold),
