@@ -112,9 +112,14 @@ static void serial_rotate(struct serial *s)
 	int fd = -1;
 
 	if ((size_t)snprintf(old, sizeof(old), "%s.1", s->path) < sizeof(old) &&
-	    rename(s->path, old) == 0)
+	    rename(s->path, old) == 0) {
 		fd = open(s->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
 			  O_NONBLOCK, 0640);
+		/* No new file: the old one becomes FILE again, so that the
+		 * emptying below empties FILE, not the output just kept. */
+		if (fd < 0 && rename(old, s->path) < 0)
+			log_warn("console: %s is now %s", s->path, old);
+	}
 	if (fd >= 0) {
 		close(s->out_fd);
 		s->out_fd = fd;

@@ -153,6 +153,8 @@ static void vcpu_handle_io(struct vcpu *v)
 			return;
 		} else if (port == 0x92 && !is_write) {
 			data[0] = 0x02;         /* fast A20: always on */
+			for (j = 1; j < run->io.size; j++)
+				data[j] = 0xff; /* ports 0x93.. as any other */
 		} else if (!is_write) {
 			for (j = 0; j < run->io.size; j++)
 				data[j] = 0xff; /* nothing there */
