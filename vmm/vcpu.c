@@ -228,9 +228,13 @@ static void vcpu_handle_exit(struct vcpu *v)
 
 /*
  * Auto-converge.  While vm->throttle is p > 0, a throttle thread kicks
- * every vCPU out of KVM_RUN each THROTTLE_RUN_NS, and a kicked vCPU then
- * sleeps p / (100 - p) of that: the guest gets (100 - p)% of the time and
- * dirties memory that much more slowly.  A run slice this long keeps the
+ * every vCPU out of KVM_RUN once a period of THROTTLE_RUN_NS * 100 /
+ * (100 - p), and a kicked vCPU then sleeps p% of that period
+ * (THROTTLE_RUN_NS * p / (100 - p)) and runs THROTTLE_RUN_NS until the
+ * next kick: the guest gets (100 - p)% of the time and dirties memory
+ * that much more slowly.  (Kicks every THROTTLE_RUN_NS fell inside
+ * sleeps longer than that and were lost, so a vCPU ran only to the next
+ * tick: 25% of the time at p = 60.)  A run slice this long keeps the
  * kick's own latency (tens of microseconds under PVM) from blurring it.
  */
 static void vcpu_throttle_sleep(struct vm *vm)
@@ -269,7 +273,7 @@ static void *throttle_thread(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&vm->lock);
-		ns = THROTTLE_RUN_NS;
+		ns = THROTTLE_RUN_NS * 100 / (100 - p);
 		nanosleep(&(struct timespec){ ns / 1000000000ULL,
 					      ns % 1000000000ULL }, NULL);
 		pthread_mutex_lock(&vm->lock);
