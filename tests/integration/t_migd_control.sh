@@ -88,7 +88,10 @@ note "what a migd reports is shown safely and for the side it is on"
 # and it notes each method it got in fake.calls.
 FAKE=$RUNDIR/fake
 mkdir -p "$FAKE"
-wire python3 - "$FAKE/migd.sock" "$FAKE/fake.calls" <<'EOF' &
+# (Not through wire: a function in the background is a subshell, and
+# $! would be its PID, not python's, which then outlived the test.)
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
+	python3 - "$FAKE/migd.sock" "$FAKE/fake.calls" <<'EOF' &
 import socket, sys
 from rpcwire import field, varint, ld, recv_frame, fields, reply
 def job(*f):
