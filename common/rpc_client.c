@@ -273,7 +273,7 @@ int rpc_client_call(struct rpc_client *cl,
 	memset(w.res, 0, sizeof(*w.res));
 	snprintf(full, sizeof(full), "%s/%s", svc->name, method);
 	if (timeout_ms > 0)
-		deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
+		deadline = deadline_ms((unsigned int)timeout_ms);
 	w.md = client_method(svc, method);
 	if (!w.md)
 		return result_fail(w.res, -ENOSYS, "unknown method %s", full);

@@ -408,7 +408,7 @@ int uri_connect(const struct uri *u, int timeout_ms)
 	int r;
 
 	if (timeout_ms > 0)
-		deadline = now_ns() + (uint64_t)timeout_ms * 1000000;
+		deadline = deadline_ms((unsigned int)timeout_ms);
 	if (u->kind == URI_UNIX) {
 		r = uri_unix_addr(u, &sun);
 		if (r < 0)

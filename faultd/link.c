@@ -269,7 +269,7 @@ void *link_main(void *arg)
 		if (ret == 0)
 			ret = stream_msg_recv(fd, &tern__stream__page_msg__descriptor,
 					      STREAM_PAGE_MSG_MAX,
-					      now_ns() + FAULTD_LINK_IO_MS * 1000000ULL,
+					      deadline_ms(FAULTD_LINK_IO_MS),
 					      (ProtobufCMessage **)&m);
 		if (ret == -EMSGSIZE) {
 			to = SESSION_STATE_FAILED;

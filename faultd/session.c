@@ -304,8 +304,7 @@ int session_send_request(struct session *s, uint64_t seq)
 	gen = s->link_gen;
 	pthread_mutex_unlock(&s->lock);
 	if (send)
-		ret = stream_msg_send(fd, &m.base,
-				      now_ns() + FAULTD_LINK_IO_MS * 1000000ULL);
+		ret = stream_msg_send(fd, &m.base, deadline_ms(FAULTD_LINK_IO_MS));
 	pthread_mutex_unlock(&s->send_lock);
 	if (!send)
 		return 0;

@@ -540,7 +540,7 @@ static int dest_join_channel(struct dest *d, unsigned int i)
 	unsigned int k;
 	int e;
 
-	until = now_ns() + MIGD_IO_TIMEOUT_MS * 1000000ULL;
+	until = deadline_ms(MIGD_IO_TIMEOUT_MS);
 	while ((e = chan_rx_join_ms(&d->chan[i], 200)) == 1) {
 		now = now_ns();
 		n = dest_pages_in(d);

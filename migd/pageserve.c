@@ -29,7 +29,7 @@ static int serve_refuse(struct page_server *ps, const char *why)
 	rf.message = (char *)why;
 	m.body_case = TERN__STREAM__PAGE_MSG__BODY_REFUSE;
 	m.refuse = &rf;
-	stream_msg_send(ps->fd, &m.base, now_ns() + 1000000000ULL);
+	stream_msg_send(ps->fd, &m.base, deadline_ms(1000));
 	snprintf(ps->why, sizeof(ps->why), "page link: %s", why);
 	return -EPROTO;
 }

@@ -86,7 +86,7 @@ struct source {
 
 static uint64_t deadline(void)
 {
-	return now_ns() + MIGD_IO_TIMEOUT_MS * 1000000ULL;
+	return deadline_ms(MIGD_IO_TIMEOUT_MS);
 }
 
 /* A message on the main connection (whole: source_abort may write too). */

@@ -140,7 +140,7 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 {
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	Tern__Stream__StreamMsg *m = NULL;
-	uint64_t end = now_ns() + ms * 1000000ULL;
+	uint64_t end = deadline_ms(ms);
 
 	if (fd < 0 || poll_until(&pfd, 1, end) <= 0)
 		return;
