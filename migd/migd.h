@@ -556,8 +556,8 @@ int dest_run(struct worker *w);
 struct vmm_link {
 	struct rpc_client *cl;
 	char vm[65];
-	int timeout_ms;                 /* per call; vmm_link_open sets 30 s */
-	uint64_t until;                 /* 0, or a deadline for all (now_ns) */
+	uint64_t until;                 /* 0 (each call 30 s), or a deadline
+					 * for all of them (now_ns) */
 };
 int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 		  char *err, size_t errlen);

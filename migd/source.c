@@ -66,7 +66,6 @@ struct source {
 	uint64_t dirty_bytes;
 	bool dirty_on;
 	bool stopped;                   /* we paused the VM (or asked to) */
-	bool dest_discarded;            /* after Go: not resumed there, discarded */
 	bool throttled;                 /* a throttle was asked for, maybe
 					 * applied though its answer was lost */
 	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
@@ -826,8 +825,8 @@ static int source_expect(struct source *s, int body, const char *what,
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    m->refuse->discarded && body == TERN__STREAM__STREAM_MSG__BODY_RESUMED) {
 		/* The one answer to Go that lets the guest run here again:
-		 * the destination proved it can never run it. */
-		s->dest_discarded = true;
+		 * the destination proved it can never run it.  The switch
+		 * is undone (source_recover resumes the guest). */
 		pthread_mutex_lock(&s->w->lock);
 		s->w->switched = false;
 		pthread_mutex_unlock(&s->w->lock);
@@ -1005,6 +1004,18 @@ static void source_stopping(struct source *s)
 	s->w->source_stopped = true;
 	pthread_mutex_unlock(&s->w->lock);
 	worker_set_state(s->w, JOB_STATE_DEVICE);
+}
+
+/* Whether the switch stands: set by source_cross, undone only by a
+ * destination that gave the guest back (source_expect). */
+static bool source_switched(struct source *s)
+{
+	bool r;
+
+	pthread_mutex_lock(&s->w->lock);
+	r = s->w->switched;
+	pthread_mutex_unlock(&s->w->lock);
+	return r;
 }
 
 /* Go, then the destination's Resumed (*resumed, for the caller to
@@ -1649,8 +1660,8 @@ static int source_postcopy(struct source *s)
 	worker_report(w);
 	fault_point("source-postcopy-before-go");
 	r = source_go(s, &t_go, &resumed);
-	if (r < 0 && s->dest_discarded)
-		return r;               /* source_recover resumes the guest */
+	if (r < 0 && !source_switched(s))
+		return r;               /* given back: source_recover resumes it */
 	if (r < 0) {
 		/* Go may have arrived: the guest may run there.  If it does,
 		 * recovery brings its pages; if not, its job failed, and the

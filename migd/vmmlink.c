@@ -25,10 +25,12 @@
 #define VMM_CLEANUP_TIMEOUT_MS 3000
 #define VMM_MAX_FRAME (64u << 20)
 
-/* ms a call may take: its timeout, or what is left before l->until. */
+/* ms a call may take: VMM_CALL_TIMEOUT_MS, or what is left before
+ * l->until. */
 static int link_ms(const struct vmm_link *l)
 {
-	return l->until ? MIN(ms_until(l->until), l->timeout_ms) : l->timeout_ms;
+	return l->until ? MIN(ms_until(l->until), VMM_CALL_TIMEOUT_MS) :
+	       VMM_CALL_TIMEOUT_MS;
 }
 
 static int link_open(struct vmm_link *l, const char *rundir, const char *vm,
@@ -38,7 +40,6 @@ static int link_open(struct vmm_link *l, const char *rundir, const char *vm,
 	int ret;
 
 	l->cl = NULL;
-	l->timeout_ms = VMM_CALL_TIMEOUT_MS;
 	l->until = until;
 	str_copy(l->vm, vm, sizeof(l->vm));
 	if ((size_t)snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm) >=
