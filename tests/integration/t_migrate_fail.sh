@@ -203,21 +203,28 @@ job_get x error | grep -q "outcome unknown" || fail "error: $(job_get x error)"
 [ "$(state_of x)" = paused ] || fail "x must stay paused once the switch was recorded"
 echo "ok: $(job_get x error)"
 
+# failed_move FAULT SRC DST: migd anew with TERN_FAULT=FAULT; SRC moves
+# to a new incoming DST of 64 MiB over 2 channels and must fail; back once
+# DST's job has ended.
+failed_move() {
+	stop_migd
+	start_migd TERN_FAULT="$1"
+	start_vmm "$3" --memory 64M --incoming
+	incoming "$3"
+	migctl migrate "$2" "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null 2>&1 &&
+		fail "$2: completed despite $1"
+	wait_job_final "$3"
+}
+
 note "a source keeps a ram channel open after the device state: the destination gives up"
 # Channel 0 gets no end, only NOPs, and the source waits for Ready a
 # minute more than it would.  The destination must not wait for ever:
 # 10 s without an end or a page, then it fails the job, says why, and
 # the source, told, resumes its guest.
-stop_migd
-start_migd TERN_FAULT=source-channel-no-end
 start_vmm ka --memory 64M --test-guest dirty --guest-rate 20000 --heartbeat 100
 wait_pass ka 0 2
-start_vmm kb --memory 64M --incoming
-incoming kb
-migctl migrate ka "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null 2>&1 &&
-	fail "ka: completed without channel 0's end"
+failed_move source-channel-no-end ka kb
 want="ram channel 0: no end and no page for 10 s after the device state"
-wait_job_final kb
 job_get kb error | grep -q "$want" || fail "kb: $(job_get kb error)"
 job_get ka error | grep -q "the destination failed: $want" || fail "ka: $(job_get ka error)"
 echo "ok: destination: $(job_get kb error)"
@@ -228,13 +235,7 @@ vmmctl quit kb >/dev/null
 note "the destination vmm does not resume after Go: discarded there, the source resumes"
 # Past Go the source never resumes on its own; only a destination that
 # has discarded the guest (so it can never run there) may tell it to.
-stop_migd
-start_migd TERN_FAULT=dest-cont-fails
-start_vmm kc --memory 64M --incoming
-incoming kc
-migctl migrate ka "$ADDR" --token "$TOKEN" --channels 2 --wait >/dev/null 2>&1 &&
-	fail "ka: completed with a vmm that did not resume"
-wait_job_final kc
+failed_move dest-cont-fails ka kc
 job_get kc error | grep -q "the vmm did not resume the guest: Cont not sent" ||
 	fail "kc: $(job_get kc error)"
 job_get ka error | grep -q "it is discarded here; the guest resumes here" ||
