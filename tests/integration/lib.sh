@@ -164,6 +164,13 @@ pages_of() {
 		"$RUNDIR/$1.serial" 2>/dev/null | sort -n | tail -n 1
 }
 pages_above() { local p; p=$(pages_of "$1" "$2"); [ -n "$p" ] && [ "$p" -gt "$3" ]; }
+# pages_still NAME VCPU: that vCPU reported no page for a second.
+pages_still() {
+	local a
+	a=$(pages_of "$1" "$2")
+	sleep 1
+	[ "$(pages_of "$1" "$2")" = "$a" ]
+}
 # wait_progress NAME VCPU: until that vCPU reports more pages than now.
 wait_progress() {
 	local before

@@ -8,6 +8,48 @@
 need_kvm
 start_migd
 
+# figures_add_up SRC-JSON DST-JSON: a completed precopy job's figures
+# agree with each other and with the other side's.  Every page of the
+# guest was sent or skipped as a hole; each channel received exactly the
+# pages and zero pages it sent; a job's totals are its channels' sums;
+# the bytes on the wire hold at least the data pages sent uncompressed.
+# Prints what does not, and fails.
+figures_add_up() {
+	python3 - "$1" "$2" <<'PY'
+import json, sys
+s, d = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+def g(j, k): return int(j.get(k, 0))
+bad = []
+if g(s, "pages_sent") + g(s, "skipped_pages") < g(s, "total_bytes") // 4096:
+    bad.append("pages_sent + skipped_pages < the guest's pages")
+if g(s, "pages_sent") <= g(s, "zero_pages"):
+    bad.append("no page with data was sent")
+if g(s, "compressed_pages") == 0 and \
+   g(s, "transferred_bytes") < (g(s, "pages_sent") - g(s, "zero_pages")) * 4096:
+    bad.append("fewer bytes on the wire than the data pages sent")
+for j, side in ((s, "source"), (d, "destination")):
+    ch = j.get("channels", [])
+    for k, c in (("pages_sent", "pages"), ("zero_pages", "zero_pages"),
+                 ("transferred_bytes", "bytes")):
+        if g(j, k) != sum(g(x, c) for x in ch):
+            bad.append(f"{side}: {k} is not the sum of its channels'")
+sc = {g(c, "index"): c for c in s.get("channels", [])}
+dc = {g(c, "index"): c for c in d.get("channels", [])}
+if sorted(sc) != sorted(dc):
+    bad.append(f"channels {sorted(sc)} sent, {sorted(dc)} received")
+for i in sorted(set(sc) & set(dc)):
+    for k in ("pages", "zero_pages"):
+        if g(sc[i], k) != g(dc[i], k):
+            bad.append(f"channel {i}: {g(sc[i], k)} {k} sent, "
+                       f"{g(dc[i], k)} received")
+    # The destination does not count the empty packets (sync, end).
+    if g(dc[i], "bytes") > g(sc[i], "bytes"):
+        bad.append(f"channel {i}: more bytes received than sent")
+print("; ".join(bad))
+sys.exit(1 if bad else 0)
+PY
+}
+
 # migrate SRC DST CHANNELS [LISTEN [MIGRATE-ARGS...]]
 migrate() {
 	local src=$1 dst=$2 ch=$3 listen=${4:-tcp:127.0.0.1:0} n c out us before=()
@@ -40,7 +82,10 @@ migrate() {
 		fail "downtime_ms is not downtime_us / 1000: $out"
 	[ "$(echo "$out" | grep -o '"index":' | wc -l)" -eq "$ch" ] ||
 		fail "expected $ch channels: $out"
+	wait_job_final "$dst"
 	[ "$(job_get "$dst" state)" = completed ] || fail "destination job not completed"
+	why=$(figures_add_up "$out" "$(migctl --json status "$dst")") ||
+		fail "the figures do not add up: $why"
 	echo "ok: $src -> $dst, $ch channel(s): $(echo "$out" | jget rounds) rounds," \
 	     "downtime $(echo "$out" | jget downtime_ms) ms ($us us)"
 }

@@ -216,7 +216,16 @@ echo "ok: q: $(job_get q error)"
 echo "ok: p: $(job_get p error)"
 [ "$(state_of q)" = running ] || fail "q is not running"
 [ "$(state_of p)" = paused ] || fail "p is not paused"
+# Blocked: q's vmm says running, but its guest, which touches every page
+# in each pass, soon waits on one that will not come and reports no more
+# pages.  Its count must then stand still; a guest given zeros for the
+# missing pages would go on (and report FAIL).
+wait_until 30 pages_still q 0 || fail "q: the guest went on without its pages"
+before=$(pages_of q 0)
+wait_until 3 pages_above q 0 "${before:-0}" &&
+	fail "q: the guest went on past $before pages without its pages"
 grep -q FAIL "$RUNDIR/q.serial" && fail "q: the guest reported a failure"
+echo "ok: q's guest blocked at ${before:-0} pages"
 # The paused workers wait for recovery; end them and the vmms here.
 kill -KILL "$(job_get p worker_pid)" "$(job_get q worker_pid)"
 # q's vCPU waits on a page that will not come: Quit must still end it.
