@@ -56,7 +56,7 @@ if [ -e /dev/kvm ] && [ -n "$cg" ]; then
 		--name a --memory 128M --prealloc --incoming "${R[@]}"
 	VMM_WRAP=()
 else
-	echo "no memory cgroup could be made here: the cgroup limit is not tried"
+	not_tried "no memory cgroup could be made here: the cgroup limit"
 fi
 # More RAM than the test guest's page tables map: said, not a silent exit.
 [ -e /dev/kvm ] && expect_error "the test guest maps at most 238 GiB" \

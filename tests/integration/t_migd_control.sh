@@ -211,7 +211,7 @@ if env --default-signal=INT true 2>/dev/null; then
 		fail "status --watch, interrupted: exit $RC, '$ERR'"
 	echo "ok: Ctrl-C: 'the job goes on' only while waiting on a job"
 else
-	echo "env cannot reset SIGINT (coreutils before 9.0): Ctrl-C is not tried"
+	not_tried "env cannot reset SIGINT (coreutils before 9.0): Ctrl-C"
 fi
 note "start migd; a second one is refused"
 "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
@@ -385,7 +385,7 @@ if command -v setpriv >/dev/null; then
 	echo "refused: $out"
 	kill -0 "$MIGD" || fail "migd died"
 else
-	echo "setpriv (util-linux) is missing: the peer check is not tried"
+	not_tried "setpriv (util-linux) is missing: the peer check"
 fi
 
 note "cancel the waiting job; the vmm stays incoming"

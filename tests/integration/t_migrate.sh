@@ -110,7 +110,7 @@ if grep -q "^0\{31\}1 .* lo$" /proc/net/if_inet6 2>/dev/null; then
 	echo "ok: over $ADDR"
 	vmmctl quit e >/dev/null
 else
-	echo "no ::1 on lo here: IPv6 is not tried"
+	not_tried "no ::1 on lo here: IPv6"
 fi
 for v in a b c d; do vmmctl quit "$v" >/dev/null; done
 

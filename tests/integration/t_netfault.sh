@@ -392,7 +392,7 @@ if have_netns; then
 	on_host "$HOST_B" vmmctl check q || fail "q after the good migration"
 	echo "ok: a good migration o -> q afterwards works"
 else
-	echo "skipped: $NETNS_WHY"
+	not_tried "two hosts: $NETNS_WHY"
 fi
 
 if [ ${#DEFECTS[@]} -gt 0 ]; then

@@ -190,7 +190,7 @@ if [ -n "$cg" ]; then
 		fail "pre still shows the discarded guest: $(vmmctl --json status pre)"
 	vmmctl load pre "$RUNDIR/good.state" || fail "pre refuses a state after the failed Discard"
 else
-	echo "no memory cgroup could be made here: the failed preallocation is not tried"
+	not_tried "no memory cgroup could be made here: the failed preallocation"
 fi
 
 note "after all that, the incoming vmm still takes a good state"
