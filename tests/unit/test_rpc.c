@@ -1370,5 +1370,8 @@ int main(void)
 		SRV_TEST(test_srv_accept_out_of_fds),
 	};
 
+	/* Bounds every read, join and wait below: a hang fails the test
+	 * (SIGALRM) instead of holding the run until TEST_TIMEOUT. */
+	alarm(60);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -365,5 +365,8 @@ int main(void)
 		cmocka_unit_test(test_cpus_usable),
 	};
 
+	/* Bounds every read, join and wait below: a hang fails the test
+	 * (SIGALRM) instead of holding the run until TEST_TIMEOUT. */
+	alarm(60);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
