@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,27 +34,25 @@
 
 /*
  * An Attach at its vmm.  The event loop fills in the request's part and
- * starts the thread; the thread (attach_main) fills in the results, sets
- * done and writes attach_efd; the event loop (attach_done) then joins it,
- * starts the session and finishes the call (attach_session).
+ * starts the thread; the thread (attach_run) fills in the results; the
+ * event loop (attach_finish) then starts the session and finishes the
+ * call (attach_session).
  */
 struct attach {
+	struct bgwork work;
 	struct faultd *d;
 	struct rpc_call *call;          /* deferred */
 	const Tern__Faultd__AttachRequest *a;   /* valid until it is finished */
 	char vm[65];
 	char rundir[PATH_MAX];          /* the thread uses no struct faultd */
-	int devfd, efd;
+	int devfd;
 	uint64_t pages;
 	int link, bitmap;
-	pthread_t th;
 	/* the thread's */
 	int ret, uffd;
 	unsigned int n;
 	struct fault_region r[STREAM_MAX_REGIONS];
 	char err[640];
-	bool done;                      /* atomic */
-	struct attach *next;
 };
 
 static struct session *session_find(struct faultd *d, const char *vm)
@@ -335,17 +332,12 @@ static void vmm_release_async(struct faultd *d, const char *vm)
 	pthread_attr_destroy(&at);
 }
 
-static void *attach_main(void *arg)
+static void attach_run(struct bgwork *w)
 {
-	struct attach *t = arg;
-	int efd = t->efd;
+	struct attach *t = container_of(w, struct attach, work);
 
 	t->ret = vmm_setup(t->rundir, t->devfd, t->vm, t->pages, t->r, &t->n,
 			   &t->uffd, t->err, sizeof(t->err));
-	/* The event loop may free t once done is seen: nothing after. */
-	__atomic_store_n(&t->done, true, __ATOMIC_RELEASE);
-	eventfd_write(efd, 1);
-	return NULL;
 }
 
 /* The vmm answered (or not): start the session and reply.  0 or -errno
@@ -404,8 +396,10 @@ static int attach_session(struct attach *t)
 	return 0;
 }
 
-static void attach_free(struct attach *t)
+static void attach_free(struct bgwork *w)
 {
+	struct attach *t = container_of(w, struct attach, work);
+
 	if (t->link >= 0)
 		close(t->link);
 	if (t->bitmap >= 0)
@@ -413,33 +407,22 @@ static void attach_free(struct attach *t)
 	free(t);
 }
 
-/* attach_efd: finish every Attach whose thread is done. */
-static void attach_done(evutil_socket_t fd, short what, void *arg)
+/* The vmm's part is done: start the session, finish the call. */
+static void attach_finish(struct bgwork *w)
 {
-	struct faultd *d = arg;
-	struct attach **pp = &d->attaching, *t;
-	eventfd_t n;
+	struct attach *t = container_of(w, struct attach, work);
 
-	eventfd_read(fd, &n);   /* EAGAIN: a wake-up read before */
-	while ((t = *pp)) {
-		if (!__atomic_load_n(&t->done, __ATOMIC_ACQUIRE)) {
-			pp = &t->next;
-			continue;
-		}
-		*pp = t->next;
-		pthread_join(t->th, NULL);
-		rpc_call_finish(t->call, attach_session(t));
-		attach_free(t);
-	}
+	rpc_call_finish(t->call, attach_session(t));
+	attach_free(w);
 }
 
 static struct attach *attach_find(struct faultd *d, const char *vm)
 {
-	struct attach *t;
+	struct bgwork *w;
 
-	for (t = d->attaching; t; t = t->next)
-		if (strcmp(t->vm, vm) == 0)
-			return t;
+	for (w = d->attaching.list; w; w = w->next)
+		if (strcmp(container_of(w, struct attach, work)->vm, vm) == 0)
+			return container_of(w, struct attach, work);
 	return NULL;
 }
 
@@ -479,22 +462,21 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (!t)
 		return rpc_call_errorf(call, ENOMEM, "out of memory");
 	*t = (struct attach){ .d = d, .call = call, .a = a, .pages = a->pages,
-			      .devfd = d->devfd, .efd = d->attach_efd,
+			      .devfd = d->devfd,
 			      .link = -1, .bitmap = -1, .uffd = -1 };
 	str_copy(t->vm, a->vm, sizeof(t->vm));
 	str_copy(t->rundir, d->rundir, sizeof(t->rundir));
 	ret = take_link(call, 0, &t->link);
 	if (ret == 0)
 		ret = take_bitmap(call, 1, a->pages, a->hashes, &t->bitmap);
-	if (ret == 0 && (ret = -pthread_create(&t->th, NULL, attach_main, t)) < 0)
+	if (ret == 0 && (ret = bgwork_start(&d->attaching, &t->work, attach_run,
+					    attach_finish)) < 0)
 		rpc_call_errorf(call, -ret, "cannot start a thread: %s",
 				strerror(-ret));
 	if (ret < 0) {
-		attach_free(t);
+		attach_free(&t->work);
 		return ret;
 	}
-	t->next = d->attaching;
-	d->attaching = t;
 	return RPC_DEFERRED;
 }
 
@@ -648,37 +630,20 @@ int control_start(struct faultd *d)
 		return ret;
 	}
 	rpc_server_set_accept(d->server, rpc_accept_root_or_self, d);
-	d->attach_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (d->attach_efd < 0) {
-		ret = -errno;
-		log_warnc(ret, "eventfd");
-		return ret;
-	}
-	d->attach_ev = event_new(d->base, d->attach_efd, EV_READ | EV_PERSIST,
-				 attach_done, d);
-	if (!d->attach_ev || event_add(d->attach_ev, NULL) < 0) {
-		log_warnx("cannot watch the attach threads");
-		return -ENOMEM;
-	}
-	return 0;
+	ret = bgwork_init(&d->attaching, d->base);
+	if (ret < 0)
+		log_warnc(ret, "cannot watch the attach threads");
+	return ret;
 }
 
 void control_stop(struct faultd *d)
 {
 	struct session *s;
-	struct attach *t;
 
 	/* Attaches still at their vmm: their threads end by themselves
 	 * (FAULTD_VMM_TIMEOUT_MS a call) and write into their struct,
 	 * which is left to them; quitting need not wait. */
-	while ((t = d->attaching)) {
-		d->attaching = t->next;
-		pthread_detach(t->th);
-	}
-	if (d->attach_ev) {
-		event_free(d->attach_ev);
-		d->attach_ev = NULL;
-	}
+	bgwork_stop(&d->attaching, 0, attach_free);
 	if (d->server) {
 		rpc_server_free(d->server);
 		d->server = NULL;

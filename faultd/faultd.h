@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/bgwork.h"
 #include "common/stream.h"
 #include "proto/faultd.pb-c.h"
 #include "proto/stream.pb-c.h"
@@ -136,9 +137,7 @@ struct faultd {
 	char sock_path[PATH_MAX];
 	int devfd;                      /* /dev/userfaultfd, lent to vmms */
 	struct session *sessions;       /* event loop */
-	struct attach *attaching;       /* event loop: Attaches at their vmm */
-	int attach_efd;                 /* an attach thread is done */
-	struct event *attach_ev;
+	struct bgwork_set attaching;    /* Attaches at their vmm (control.c) */
 };
 
 /* main.c: start-up, privilege drop, signals */

@@ -12,18 +12,15 @@
  * wait at a time; more are refused with EAGAIN, as is WriteMem of a
  * missing page (control.c).
  *
- * A waiting thread touches only its own struct memio and efd, which is
- * never closed: at exit a thread still blocked is left to the process's
- * end (memio_stop says so, and the RAM then stays mapped).
+ * A waiting thread touches only its own struct memio (bgwork.h): at exit
+ * a thread still blocked is left to the process's end (memio_stop says
+ * so, and the RAM then stays mapped).
  */
 #include <errno.h>
-#include <event2/event.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
+#include "common/bgwork.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
@@ -33,87 +30,52 @@
 #define MEMIO_STOP_WAIT_MS 200
 
 struct memio {
-	struct memio *next;
+	struct bgwork work;
 	struct rpc_call *call;
 	struct vm *vm;
-	pthread_t thread;
 	uint64_t gpa;
 	uint32_t len;
 	uint8_t *buf;
 	int ret;
-	bool done;                      /* atomic: the thread is done */
 };
 
-static struct {
-	int efd;                        /* the threads' wake-up: never closed */
-	struct event *ev;
-	struct memio *jobs;             /* main thread */
-	unsigned int n;
-} mio = { .efd = -1 };
+static struct bgwork_set mio;
 
-static void *memio_main(void *arg)
+static void memio_run(struct bgwork *w)
 {
-	struct memio *j = arg;
-	int efd = mio.efd;
+	struct memio *j = container_of(w, struct memio, work);
 
 	j->ret = mem_read(j->vm, j->gpa, j->buf, j->len);
-	__atomic_store_n(&j->done, true, __ATOMIC_RELEASE);
-	eventfd_write(efd, 1);
-	return NULL;
 }
 
-static void memio_free(struct memio *j)
+static void memio_free(struct bgwork *w)
 {
+	struct memio *j = container_of(w, struct memio, work);
+
 	free(j->buf);
 	free(j);
 }
 
-/* Reply to each read whose thread is done. */
-static void memio_reap(bool reply)
+/* The read is done: reply. */
+static void memio_finish(struct bgwork *w)
 {
+	struct memio *j = container_of(w, struct memio, work);
 	Tern__Vmm__MemData d = TERN__VMM__MEM_DATA__INIT;
-	struct memio **pp = &mio.jobs, *j;
 	int r;
 
-	while ((j = *pp)) {
-		if (!__atomic_load_n(&j->done, __ATOMIC_ACQUIRE)) {
-			pp = &j->next;
-			continue;
-		}
-		*pp = j->next;
-		mio.n--;
-		pthread_join(j->thread, NULL);
-		if (reply) {
-			r = j->ret < 0 ? rpc_call_errorf(j->call, EFAULT,
-				"0x%llx+%u is not guest RAM",
-				(unsigned long long)j->gpa, j->len) : 0;
-			d.gpa = j->gpa;
-			d.data = (ProtobufCBinaryData){ j->len, j->buf };
-			if (r == 0)
-				r = rpc_call_reply(j->call, &d.base, NULL, 0);
-			rpc_call_finish(j->call, r);
-		}
-		memio_free(j);
-	}
-}
-
-static void memio_done(evutil_socket_t fd, short what, void *arg)
-{
-	eventfd_t n;
-
-	eventfd_read(fd, &n);           /* EAGAIN: read on an earlier wake-up */
-	memio_reap(true);
+	r = j->ret < 0 ? rpc_call_errorf(j->call, EFAULT, "0x%llx+%u is not guest RAM",
+					 (unsigned long long)j->gpa, j->len) : 0;
+	d.gpa = j->gpa;
+	d.data = (ProtobufCBinaryData){ j->len, j->buf };
+	if (r == 0)
+		r = rpc_call_reply(j->call, &d.base, NULL, 0);
+	rpc_call_finish(j->call, r);
+	memio_free(w);
 }
 
 int memio_start(struct event_base *base)
 {
-	mio.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (mio.efd < 0)
-		return -errno;
-	mio.ev = event_new(base, mio.efd, EV_READ | EV_PERSIST, memio_done, NULL);
-	if (!mio.ev || event_add(mio.ev, NULL) < 0)
-		return -ENOMEM;
-	return 0;
+	return bgwork_init(&mio, base);
 }
 
 int memio_read_later(struct rpc_call *call, struct vm *vm, uint64_t gpa,
@@ -138,16 +100,13 @@ int memio_read_later(struct rpc_call *call, struct vm *vm, uint64_t gpa,
 	}
 	*j = (struct memio){ .call = call, .vm = vm, .gpa = gpa, .len = len,
 			     .buf = j->buf };
-	r = -pthread_create(&j->thread, NULL, memio_main, j);
+	r = bgwork_start(&mio, &j->work, memio_run, memio_finish);
 	if (r < 0) {
-		memio_free(j);
+		memio_free(&j->work);
 		return rpc_call_errorf(call, -r, "cannot start a thread to wait "
 				       "for 0x%llx+%u: %s", (unsigned long long)gpa,
 				       len, strerror(-r));
 	}
-	j->next = mio.jobs;
-	mio.jobs = j;
-	mio.n++;
 	return RPC_DEFERRED;
 }
 
@@ -158,18 +117,10 @@ unsigned int memio_waiting(void)
 
 int memio_stop(void)
 {
-	uint64_t until = deadline_ms(MEMIO_STOP_WAIT_MS);
+	unsigned int n = bgwork_stop(&mio, MEMIO_STOP_WAIT_MS, memio_free);
 
-	if (mio.ev)
-		event_free(mio.ev);
-	mio.ev = NULL;
-	while (mio.n && now_ns() < until) {
-		memio_reap(false);
-		if (mio.n)
-			usleep(1000);
-	}
-	if (mio.n)
+	if (n)
 		log_warnx("%u read%s of guest RAM still wait%s for missing pages",
-			  mio.n, mio.n == 1 ? "" : "s", mio.n == 1 ? "s" : "");
-	return (int)mio.n;
+			  n, n == 1 ? "" : "s", n == 1 ? "s" : "");
+	return (int)n;
 }
