@@ -4,7 +4,8 @@
  * reports read from a socketpair in the event loop, the callers waiting
  * for its end, and the history of finished jobs.  When a worker dies
  * without a final report the parent decides the job's fate here and runs
- * the clean-up the worker could not (vmmlink.c).  Called by control.c
+ * the clean-up the worker could not (vmmlink.c), in a thread, so that a
+ * vmm that does not answer never holds the event loop.  Called by control.c
  * (new jobs, queries) and main.c (SIGCHLD, shutdown).
  */
 #include <dirent.h>
@@ -453,11 +454,12 @@ static const char *source_kept(const struct job *j)
 	       "as it was when the job began" : "as the job had not paused it";
 }
 
-/* The worker ended without a final report: decide, and clean up. */
-static void job_died(struct migd *m, struct job *j, int wstatus)
+/* The worker ended without a final report: decide, and say what clean-up
+ * the vmm needs.  The job shows its final state once that is done
+ * (job_tidy_done), so that a caller who sees it sees the clean-up too. */
+static void job_died(struct job *j, int wstatus)
 {
-	char msg[512] = "", why[64];
-	int r;
+	char msg[512], why[64];
 
 	if (WIFSIGNALED(wstatus))
 		snprintf(why, sizeof(why), "killed by signal %d", WTERMSIG(wstatus));
@@ -465,10 +467,10 @@ static void job_died(struct migd *m, struct job *j, int wstatus)
 		snprintf(why, sizeof(why), "exited with %d", WEXITSTATUS(wstatus));
 	if (j->cancel_requested && WIFSIGNALED(wstatus) &&
 	    WTERMSIG(wstatus) == SIGTERM) {
-		j->state = JOB_STATE_CANCELLED;
+		j->tidy_state = JOB_STATE_CANCELLED;
 		snprintf(msg, sizeof(msg), "cancelled (worker %s)", why);
 	} else {
-		j->state = JOB_STATE_FAILED;
+		j->tidy_state = JOB_STATE_FAILED;
 		snprintf(msg, sizeof(msg), "worker died: %s", why);
 	}
 	if (j->error[0]) {
@@ -480,60 +482,86 @@ static void job_died(struct migd *m, struct job *j, int wstatus)
 	} else {
 		snprintf(j->error, sizeof(j->error), "%s", msg);
 	}
-	msg[0] = 0;
-	if (j->spec.role == JOB_ROLE_SOURCE) {
-		if (j->last && j->last->switched) {
-			vmm_link_recover_source(m->rundir, j->spec.vm, false, NULL,
-						msg, sizeof(msg));
-			job_append_error(j, "outcome unknown: the destination may "
-					 "run the guest; the source stays paused");
-		} else {
-			/* Resumed only if the job paused it, and it ran when
-			 * the job began (the worker reports both before it
-			 * stops the VM): not one an operator paused. */
-			r = vmm_link_recover_source(m->rundir, j->spec.vm,
-						    source_resumable(j), source_kept(j),
-						    msg, sizeof(msg));
-			if (r < 0 && !msg[0])
-				snprintf(msg, sizeof(msg),
-					 "could not recover the source VM: %s",
-					 strerror(-r));
-			job_append_error(j, msg);
-		}
+	if (j->spec.role == JOB_ROLE_SOURCE && j->last && j->last->switched) {
+		/* Logging and throttle off; the VM stays paused. */
+		j->tidy_kind = JOB_TIDY_SOURCE;
+		j->tidy_quiet = true;
+		job_append_error(j, "outcome unknown: the destination may "
+				 "run the guest; the source stays paused");
+	} else if (j->spec.role == JOB_ROLE_SOURCE) {
+		/* Resumed only if the job paused it, and it ran when the job
+		 * began (the worker reports both before it stops the VM):
+		 * not one an operator paused. */
+		j->tidy_kind = JOB_TIDY_SOURCE;
+		j->tidy_resume = source_resumable(j);
+		j->tidy_kept = source_kept(j);
 	} else if (j->last && j->last->switched && j->last->postcopy_started) {
 		job_append_error(j, "the guest runs here in postcopy: its vCPUs "
 				 "wait for the pages still on the source");
 	} else {
-		r = vmm_link_discard_dest(m->rundir, j->spec.vm, msg, sizeof(msg));
-		if (r < 0 && !msg[0])
-			snprintf(msg, sizeof(msg),
-				 "could not clean up the destination vmm: %s",
-				 strerror(-r));
-		job_append_error(j, msg);
+		j->tidy_kind = JOB_TIDY_DEST;
 	}
-	log_warnx("%s: %s", j->spec.vm, j->error);
 }
 
 /*
  * A source job that failed short of its switch: its worker resumed the
  * VM and turned logging and throttle off, unless a call to the vmm
  * failed or timed out (and then perhaps took effect late: a Stop the
- * worker never saw succeed).  A second look, as for a dead worker.
+ * worker never saw succeed).  A second look, as for a dead worker,
+ * reported only if it had something to do.
  */
-static void job_source_tidy(struct migd *m, struct job *j)
+static void job_source_tidy(struct job *j)
 {
-	char msg[256] = "";
-
 	if (j->spec.role != JOB_ROLE_SOURCE || j->state == JOB_STATE_COMPLETED ||
 	    j->last->switched)
 		return;
-	if (vmm_link_recover_source(m->rundir, j->spec.vm, source_resumable(j),
-				    source_kept(j), msg, sizeof(msg)) > 0) {
+	j->tidy_kind = JOB_TIDY_SOURCE;
+	j->tidy_resume = source_resumable(j);
+	j->tidy_kept = source_kept(j);
+}
+
+/* In a thread of its own: the calls to the vmm (each bounded, vmmlink.c). */
+static void job_tidy_run(struct bgwork *w)
+{
+	struct job *j = container_of(w, struct job, tidy);
+	const char *rundir = j->m->rundir, *vm = j->spec.vm;
+
+	j->tidy_msg[0] = 0;
+	if (j->tidy_kind == JOB_TIDY_SOURCE)
+		j->tidy_r = vmm_link_recover_source(rundir, vm, j->tidy_resume,
+						    j->tidy_kept, j->tidy_msg,
+						    sizeof(j->tidy_msg));
+	else
+		j->tidy_r = vmm_link_discard_dest(rundir, vm, j->tidy_msg,
+						  sizeof(j->tidy_msg));
+}
+
+/* What the clean-up did, into the job's error. */
+static void job_tidy_done(struct job *j)
+{
+	bool died = j->tidy_died;
+	int r = j->tidy_r;
+
+	j->state = j->tidy_state;
+	if (j->tidy_kind == JOB_TIDY_NONE || j->tidy_quiet) {
+		/* nothing to say */
+	} else if (died) {
+		if (r < 0 && !j->tidy_msg[0])
+			snprintf(j->tidy_msg, sizeof(j->tidy_msg), "%s: %s",
+				 j->tidy_kind == JOB_TIDY_SOURCE ?
+				 "could not recover the source VM" :
+				 "could not clean up the destination vmm",
+				 strerror(-r));
+		job_append_error(j, j->tidy_msg);
+	} else if (r > 0) {
+		/* The second look had to act: say so, after the worker's words. */
 		if (!j->error[0] && j->last->error)
 			str_copy(j->error, j->last->error, sizeof(j->error));
-		job_append_error(j, msg);
-		log_warnx("%s: %s", j->spec.vm, msg);
+		job_append_error(j, j->tidy_msg);
+		log_warnx("%s: %s", j->spec.vm, j->tidy_msg);
 	}
+	if (died)
+		log_warnx("%s: %s", j->spec.vm, j->error);
 }
 
 static void job_unlink_listen(const struct job *j)
@@ -583,31 +611,16 @@ static void job_to_history(struct migd *m, struct job *j)
 	}
 }
 
-static void job_finish(struct migd *m, struct job *j, int wstatus)
+/* The job is over, its vmm tidied: answer its waiters, into the history. */
+static void job_ended(struct migd *m, struct job *j)
 {
 	Tern__Migd__JobStatus js;
 	size_t i;
 	int r;
 
-	/* Whatever the worker wrote before it ended is in the socket, all of
-	 * it: the last report (its final state) may be behind a backlog of
-	 * others if this loop was held up, and it ends at EOF. */
-	if (j->conn)
-		job_read(j, UINT_MAX);
-	job_close_conn(j);
-	j->pid = 0;
-	if (j->last && job_state_final((enum job_state)j->last->state) &&
-	    !j->error[0]) {
-		j->state = (enum job_state)j->last->state;
-		job_source_tidy(m, j);
-	} else {
-		job_died(m, j, wstatus);
-	}
 	j->finished = true;
 	j->finished_unix_ms = unix_ms();
 	job_unlink_listen(j);
-	if (j->last)
-		j->last->worker_pid = 0;
 	job_status(j, &js);
 	log_info("%s: %s job %s%s%s", j->spec.vm, job_role_name(j->spec.role),
 		 job_state_name(j->state), js.error[0] ? ": " : "", js.error);
@@ -619,6 +632,54 @@ static void job_finish(struct migd *m, struct job *j, int wstatus)
 	}
 	j->nwaiters = 0;
 	job_to_history(m, j);
+	migd_check_quit(m);
+}
+
+/* On the event loop: the clean-up's thread is done. */
+static void job_tidy_finish(struct bgwork *w)
+{
+	struct job *j = container_of(w, struct job, tidy);
+
+	job_tidy_done(j);
+	job_ended(j->m, j);
+}
+
+/*
+ * The worker has ended: its last reports, the job's verdict, then the
+ * clean-up at the vmm.  That runs in a thread, so that a vmm which does
+ * not answer holds neither the control service nor other jobs; the job
+ * stays running (its VM busy) until it is done.
+ */
+static void job_finish(struct migd *m, struct job *j, int wstatus)
+{
+	/* Whatever the worker wrote before it ended is in the socket, all of
+	 * it: the last report (its final state) may be behind a backlog of
+	 * others if this loop was held up, and it ends at EOF. */
+	if (j->conn)
+		job_read(j, UINT_MAX);
+	job_close_conn(j);
+	j->pid = 0;
+	if (j->last)
+		j->last->worker_pid = 0;
+	j->m = m;
+	j->tidy_died = !(j->last && job_state_final((enum job_state)j->last->state) &&
+			 !j->error[0]);
+	if (!j->tidy_died) {
+		j->state = j->tidy_state = (enum job_state)j->last->state;
+		job_source_tidy(j);
+	} else {
+		job_died(j, wstatus);
+	}
+	if (j->tidy_kind == JOB_TIDY_NONE) {
+		job_tidy_done(j);
+		job_ended(m, j);
+		return;
+	}
+	if (bgwork_start(&m->tidying, &j->tidy, job_tidy_run, job_tidy_finish) < 0) {
+		log_warnx("%s: no thread for the clean-up; doing it here", j->spec.vm);
+		job_tidy_run(&j->tidy);
+		job_tidy_finish(&j->tidy);
+	}
 }
 
 void jobs_reap(struct migd *m)
@@ -636,7 +697,6 @@ void jobs_reap(struct migd *m)
 		else
 			log_debug("reaped process %d", (int)pid);
 	}
-	migd_check_quit(m);
 }
 
 void jobs_signal_all(struct migd *m, bool force)

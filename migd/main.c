@@ -198,6 +198,8 @@ int main(int argc, char **argv)
 	    event_add(ev_term, NULL) || event_add(ev_int, NULL) ||
 	    event_add(ev_chld, NULL))
 		fatalx("event set-up");
+	if (bgwork_init(&m.tidying, m.base) < 0)
+		fatalx("cannot watch the clean-up threads");
 	if (control_start(&m) < 0)
 		goto out;
 	log_info("serving %s/migd.sock (%s)", o.rundir,
@@ -206,7 +208,12 @@ int main(int argc, char **argv)
 	ret = 0;
 out:
 	control_stop(&m);
-	jobs_free_all(&m);
+	/* A clean-up still at its vmm (its calls end within
+	 * VMM_CLEANUP_TIMEOUT_MS) uses its job: wait for it, or leave the jobs. */
+	if (bgwork_stop(&m.tidying, VMM_CLEANUP_TIMEOUT_MS + 1000, NULL) == 0)
+		jobs_free_all(&m);
+	else
+		log_warnx("a clean-up at a vmm did not end; exiting anyway");
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_chld);

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/bgwork.h"
 #include "common/rpc.h"
 #include "common/stream.h"
 #include "proto/faultd.pb-c.h"
@@ -157,6 +158,12 @@ struct job_waiter {
  * becomes finished once the worker is reaped, and then moves to the
  * history.  Only the event loop touches it.
  */
+enum job_tidy {
+	JOB_TIDY_NONE,
+	JOB_TIDY_SOURCE,                /* logging, throttle off; resume? */
+	JOB_TIDY_DEST,                  /* discard what was received */
+};
+
 struct job {
 	struct job *next;               /* in migd.running or migd.history */
 	struct job_spec spec;
@@ -175,6 +182,18 @@ struct job {
 	/* storage for the status built by job_status() */
 	char idhex[2 * STREAM_ID_LEN + 1];
 	Tern__Migd__Params params;
+	/* The clean-up at the vmm once the worker has ended, in a thread
+	 * of its own (jobs.c); the job stays running until it is done. */
+	struct bgwork tidy;
+	struct migd *m;
+	enum job_tidy tidy_kind;
+	bool tidy_died;                 /* the worker ended without a verdict */
+	enum job_state tidy_state;      /* the job's, once tidied */
+	bool tidy_resume;               /* the source VM may be resumed */
+	bool tidy_quiet;                /* the verdict is already in error */
+	const char *tidy_kept;          /* why a paused source stays so */
+	int tidy_r;                     /* the thread's: its result ... */
+	char tidy_msg[512];             /* ... and what it did */
 };
 
 struct migd {
@@ -189,6 +208,7 @@ struct migd {
 	size_t nhistory;
 	bool quitting;                  /* SIGTERM: no new jobs */
 	struct event *ev_shutdown;      /* the bound on waiting for workers */
+	struct bgwork_set tidying;      /* jobs' clean-ups at their vmms */
 };
 
 /* main.c: start-up, signals, shutdown */
@@ -582,7 +602,10 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
  * After a failed destination job: drop what the incoming vmm received.
  * Both are idempotent and say what they did in msg; recover_source
  * returns 1 when it continued the VM, else 0 or -errno.
+ * Each ends within VMM_CLEANUP_TIMEOUT_MS, connect and every call: the
+ * parent runs them in a thread, but the job's VM stays busy meanwhile.
  */
+#define VMM_CLEANUP_TIMEOUT_MS 3000
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 			    const char *kept, char *msg, size_t len);
 int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,

@@ -19,10 +19,6 @@
 #include "migd/migd.h"
 
 #define VMM_CALL_TIMEOUT_MS 30000
-/* The parent's clean-ups run on its event loop: a hung vmm must not
- * hold migd up for long.  One clean-up, connect and every call, ends
- * within this. */
-#define VMM_CLEANUP_TIMEOUT_MS 3000
 #define VMM_MAX_FRAME (64u << 20)
 
 /* ms a call may take: VMM_CALL_TIMEOUT_MS, or what is left before

@@ -194,6 +194,52 @@ for how in cancel kill; do
 	job_get x error | grep -q "$words" || fail "x ($how): $(job_get x error)"
 done
 
+note "the source worker dies while its vmm does not answer: migd answers meanwhile"
+# migd's clean-up at z's vmm (resume, logging off) runs in a thread: it
+# waits on the stopped vmm while the control service goes on.  Until it
+# ends, the job shows its worker's death but no final state, and z takes
+# no new job.  (It once ran on the event loop, which held every caller
+# until the vmm answered or 3 s passed.)
+start_vmm z --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
+wait_pass z 0 2
+incoming y
+migctl migrate z "$ADDR" --token "$TOKEN" --max-bandwidth 8M --detach >/dev/null ||
+	fail "migrate z"
+wait_until 30 job_is z active || fail "z: $(job_get z state)"
+wpid=$(job_get z worker_pid)
+kill -STOP "$PID_z"
+kill -KILL "$wpid"
+tidying() {
+	local s
+	s=$(migctl --json status z) || return 1
+	case $(echo "$s" | jget state) in completed|failed|cancelled) return 1 ;; esac
+	echo "$s" | jget error | grep -q "worker died: killed by signal 9"
+}
+if ! wait_until 10 tidying; then
+	kill -CONT "$PID_z"
+	fail "no answer from migd while it cleaned up: $(job_get z state): $(job_get z error)"
+fi
+err=$(migctl migrate z "$ADDR" --token "$TOKEN" 2>&1)
+rc=$?
+kill -CONT "$PID_z"
+[ $rc = 0 ] && fail "a new job for z was taken during the clean-up"
+case $err in *"cleaning up at its vmm"*) echo "ok: $err" ;; *) fail "second job: $err" ;; esac
+wait_job_final z
+echo "ok: $(job_get z error)"
+[ "$(job_get z state)" = failed ] || fail "z: $(job_get z state)"
+# Running (the job had not paused it), with logging and throttle off, if
+# the vmm answered within the clean-up's 3 s; else the job says so.
+if [ "$(state_of z)" = running ]; then
+	job_get z error | grep -q "the source VM is running" || fail "z: $(job_get z error)"
+	source_fine z
+else
+	job_get z error | grep -q "could not recover the source VM" ||
+		fail "z is $(state_of z): $(job_get z error)"
+fi
+vmmctl quit z >/dev/null
+wait_job_final y
+dest_fresh y
+
 note "the source worker dies after the switch was recorded: the VM stays paused"
 stop_migd
 start_migd TERN_FAULT=source-before-go
