@@ -153,17 +153,19 @@ struct job_waiter {
 	bool events;                    /* forward "status" events to it */
 };
 
-/*
- * One job, seen from the parent: created running (a worker exists), it
- * becomes finished once the worker is reaped, and then moves to the
- * history.  Only the event loop touches it.
- */
+/* What the parent does at a job's vmm once the worker has ended. */
 enum job_tidy {
 	JOB_TIDY_NONE,
 	JOB_TIDY_SOURCE,                /* logging, throttle off; resume? */
 	JOB_TIDY_DEST,                  /* discard what was received */
 };
 
+/*
+ * One job, seen from the parent: created running (a worker exists), it
+ * becomes finished once the worker is reaped and its vmm tidied, and then
+ * moves to the history.  Only the event loop touches it, but for the
+ * clean-up thread's own fields below.
+ */
 struct job {
 	struct job *next;               /* in migd.running or migd.history */
 	struct job_spec spec;
