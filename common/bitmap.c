@@ -94,9 +94,11 @@ uint64_t bitmap_count(const uint64_t *map, uint64_t nbits)
 	uint64_t n = 0, w, full = nbits / 64;
 
 	for (w = 0; w < full; w++)
-		n += (uint64_t)__builtin_popcountll(map[w]);
+		n += (uint64_t)__builtin_popcountll(__atomic_load_n(&map[w],
+								   __ATOMIC_RELAXED));
 	if (nbits % 64)
-		n += (uint64_t)__builtin_popcountll(map[full] &
+		n += (uint64_t)__builtin_popcountll(__atomic_load_n(&map[full],
+								   __ATOMIC_RELAXED) &
 						    mask_below(nbits % 64));
 	return n;
 }

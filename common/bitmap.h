@@ -27,6 +27,7 @@ void bitmap_clear_range(uint64_t *map, uint64_t start, uint64_t count);
 /* A word at a time, atomically (relaxed): other threads may set bits of
  * the same words meanwhile. */
 void bitmap_clear_range_atomic(uint64_t *map, uint64_t start, uint64_t count);
+/* Relaxed atomic loads: other threads may set bits meanwhile. */
 uint64_t bitmap_count(const uint64_t *map, uint64_t nbits);
 /* First set bit >= start, or nbits when none. */
 uint64_t bitmap_next_set(const uint64_t *map, uint64_t nbits, uint64_t start);

@@ -294,7 +294,7 @@ static int dest_check_hello(struct dest *d)
 			goto out;
 		}
 	d->nchan = h->channels;
-	d->w->nchannels = h->channels;
+	__atomic_store_n(&d->w->nchannels, h->channels, __ATOMIC_RELAXED);
 	ok.body_case = TERN__STREAM__STREAM_MSG__BODY_ACCEPT;
 	ok.accept = &acc;
 	r = stream_msg_send(d->main_fd, &ok.base, deadline_ms(MIGD_IO_TIMEOUT_MS));

@@ -265,7 +265,7 @@ struct chan_stats {
 	uint64_t zstd_pages;            /* sent (received) compressed */
 	uint64_t raw_bytes;             /* page bytes before compression */
 	uint64_t last_bytes;            /* reporter thread: for throughput */
-	uint64_t throughput;            /* reporter thread */
+	uint64_t throughput;            /* written by the reporter thread */
 };
 
 /* Commands from the parent to a worker, on the status socketpair
@@ -305,7 +305,8 @@ struct worker {
 	bool source_stopped;            /* (L) the job asked its vmm to Stop */
 	char listen[PATH_MAX];          /* (L) */
 	uint8_t id[STREAM_ID_LEN];      /* (L) */
-	unsigned int nchannels;         /* (M) set once at set-up */
+	unsigned int nchannels;         /* (A) set once at set-up; the
+					 * reporter thread reads it */
 	struct chan_stats chan[STREAM_MAX_CHANNELS]; /* (A) */
 	uint64_t transferred_bytes;     /* (A) */
 	uint64_t skipped_pages;         /* (A) */

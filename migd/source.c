@@ -1798,7 +1798,7 @@ int source_run(struct worker *w)
 	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
 		s.chan[i].fd = -1;
 	pthread_mutex_init(&s.main_tx, NULL);
-	w->nchannels = s.nchan;
+	__atomic_store_n(&w->nchannels, s.nchan, __ATOMIC_RELAXED);
 	worker_set_abort(w, source_abort, &s);
 	/* A timeout or cancel in set-up shuts only the connections made so
 	 * far: each connection (source_dial) and each step looks first. */

@@ -33,14 +33,15 @@
  * source has not passed its point of no return.  A cancel that crossed
  * the switch is dropped: the guest runs there, with pages only here.
  */
-static volatile sig_atomic_t cancel_signalled;
+static int cancel_signalled;            /* (A): set by the handler, read by
+					 * the reporter thread */
 static int cancel_taken;                /* (A): what worker_cancelled() says */
 static pid_t parent_pid;                /* migd, while it lives */
 static int postcopy_requested;          /* (A): Migd.Postcopy or the timeout */
 
 static void handle_term(int sig)
 {
-	cancel_signalled = sig;
+	__atomic_store_n(&cancel_signalled, sig, __ATOMIC_RELAXED);
 }
 
 static void request_postcopy(void)
@@ -236,7 +237,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 {
 	const struct job_spec *s = w->spec;
 	uint64_t pages = 0, zero = 0, zstd = 0, raw = 0;
-	unsigned int i;
+	unsigned int i, nch = __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
 
 	stream_hex(w->id, STREAM_ID_LEN, idhex);
 	js->id = idhex;
@@ -261,7 +262,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->resume_ms = w->resume_ms;
 	js->setup_ms = w->setup_ms;
 	js->total_ms = (now_ns() - w->started_ns) / 1000000;
-	for (i = 0; i < w->nchannels; i++) {
+	for (i = 0; i < nch; i++) {
 		struct chan_stats *c = &w->chan[i];
 
 		tern__migd__channel_stats__init(&cs[i]);
@@ -269,7 +270,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 		cs[i].bytes = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
 		cs[i].pages = __atomic_load_n(&c->pages, __ATOMIC_RELAXED);
 		cs[i].zero_pages = __atomic_load_n(&c->zero_pages, __ATOMIC_RELAXED);
-		cs[i].throughput = c->throughput;
+		cs[i].throughput = __atomic_load_n(&c->throughput, __ATOMIC_RELAXED);
 		pages += cs[i].pages;
 		zero += cs[i].zero_pages;
 		zstd += __atomic_load_n(&c->zstd_pages, __ATOMIC_RELAXED);
@@ -285,7 +286,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 		js->remaining_bytes = (w->round_pages -
 				       MIN(w->round_pages, pages - w->round_base)) *
 				      STREAM_PAGE;
-	js->n_channels = w->nchannels;
+	js->n_channels = nch;
 	js->channels = pcs;
 	js->error = w->error;
 	js->started_unix_ms = w->started_unix_ms;
@@ -406,7 +407,8 @@ static void worker_check_cancel(struct worker *w)
 		w->abort_fn(w, w->abort_arg);
 	}
 	pthread_mutex_unlock(&w->lock);
-	if (!cancel_signalled || worker_cancelled())
+	if (!__atomic_load_n(&cancel_signalled, __ATOMIC_RELAXED) ||
+	    worker_cancelled())
 		return;
 	pthread_mutex_lock(&w->lock);
 	if (w->switched && getppid() == parent_pid &&
@@ -414,7 +416,7 @@ static void worker_check_cancel(struct worker *w)
 		/* migd refuses to cancel a job past its switch; this one
 		 * crossed it.  (Were migd gone, nobody could recover it.
 		 * Paused, it is migd quitting: it ends at once, migd(8).) */
-		cancel_signalled = 0;
+		__atomic_store_n(&cancel_signalled, 0, __ATOMIC_RELAXED);
 		log_warnx("a cancel came after the switch: ignored, the "
 			  "migration goes on");
 		pthread_mutex_unlock(&w->lock);
@@ -514,15 +516,17 @@ static void *reporter_thread(void *arg)
 	struct worker *w = arg;
 	const uint64_t interval_ns = MIGD_STATUS_INTERVAL_MS * 1000000ULL;
 	struct timespec ts = { 0, interval_ns };
-	unsigned int i;
+	unsigned int i, n;
 
 	for (;;) {
 		nanosleep(&ts, NULL);
-		for (i = 0; i < w->nchannels; i++) {
+		n = __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
+		for (i = 0; i < n; i++) {
 			struct chan_stats *c = &w->chan[i];
 			uint64_t b = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
 
-			c->throughput = (b - c->last_bytes) * 1000000000ULL / interval_ns;
+			__atomic_store_n(&c->throughput, (b - c->last_bytes) *
+					 1000000000ULL / interval_ns, __ATOMIC_RELAXED);
 			c->last_bytes = b;
 		}
 		worker_check_cancel(w);
