@@ -63,10 +63,11 @@ static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm)
 		return 0;
 	job_status(j, &js);
 	return rpc_call_errorf(call, EBUSY,
-			       "%s already has a running migration job (%s%s, %s%s)",
+			       "%s already has a running migration job (%s%s, %s%s%s)",
 			       vm, js.id[0] ? "id " : "no id yet",
 			       js.id, job_state_name(j->state),
-			       j->pid > 0 ? "" : "; migd is cleaning up at its vmm");
+			       job_ending(j) ? "; " : "",
+			       job_ending(j) ? job_ending(j) : "");
 }
 
 static int check_uri(struct rpc_call *call, const char *what, const char *s,
@@ -275,12 +276,15 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	if (r < 0)
 		return r;
-	if (j->finished || j->pid <= 0)
+	if (j->finished)
 		return rpc_call_errorf(call, EINVAL,
 				       "nothing to cancel: the last migration job of %s "
-				       "already ended (%s%s)", q->vm,
-				       job_state_name(j->state), j->finished ? "" :
-				       "; migd is cleaning up at its vmm");
+				       "already ended (%s)", q->vm,
+				       job_state_name(j->state));
+	if (job_ending(j))
+		return rpc_call_errorf(call, EINVAL,
+				       "nothing to cancel: the last migration job of %s "
+				       "is ending (%s)", q->vm, job_ending(j));
 	if (job_in_postcopy(j))
 		return rpc_call_errorf(call, EBUSY,
 				       "%s is in postcopy: the guest runs on the "

@@ -203,10 +203,13 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	/* A cancel that crossed the switch: the worker drops it. */
 	if (js->switched)
 		j->cancel_requested = false;
-	if (j->cancel_requested && !job_state_final((enum job_state)js->state))
-		j->state = JOB_STATE_CANCELLING;
-	else
-		j->state = (enum job_state)js->state;
+	/* A final state shows once the job is over (job_tidy_done): until
+	 * the worker is reaped and its vmm tidied, the VM takes no new job,
+	 * and a caller who sees "failed" may start the next one. */
+	if (job_state_final((enum job_state)js->state))
+		return 0;
+	j->state = j->cancel_requested ? JOB_STATE_CANCELLING :
+		   (enum job_state)js->state;
 	return 0;
 }
 
@@ -424,6 +427,17 @@ int job_command(struct job *j, const char *name, const ProtobufCMessage *arg)
 	return r < 0 ? r : r == 1 ? 0 : -EAGAIN;
 }
 
+const char *job_ending(const struct job *j)
+{
+	if (j->finished)
+		return NULL;
+	if (j->pid <= 0)
+		return "migd is cleaning up at its vmm";
+	if (j->last && job_state_final((enum job_state)j->last->state))
+		return "its worker is ending";
+	return NULL;
+}
+
 bool job_in_postcopy(const struct job *j)
 {
 	return !j->finished && j->last && j->last->postcopy_started && j->last->switched;
@@ -455,8 +469,8 @@ static const char *source_kept(const struct job *j)
 }
 
 /* The worker ended without a final report: decide, and say what clean-up
- * the vmm needs.  The job shows its final state once that is done
- * (job_tidy_done), so that a caller who sees it sees the clean-up too. */
+ * the vmm needs.  As always, the job shows its final state once that is
+ * done (job_tidy_done), so that a caller who sees it sees the clean-up. */
 static void job_died(struct job *j, int wstatus)
 {
 	char msg[512], why[64];
@@ -512,7 +526,7 @@ static void job_died(struct job *j, int wstatus)
  */
 static void job_source_tidy(struct job *j)
 {
-	if (j->spec.role != JOB_ROLE_SOURCE || j->state == JOB_STATE_COMPLETED ||
+	if (j->spec.role != JOB_ROLE_SOURCE || j->tidy_state == JOB_STATE_COMPLETED ||
 	    j->last->switched)
 		return;
 	j->tidy_kind = JOB_TIDY_SOURCE;
@@ -665,7 +679,7 @@ static void job_finish(struct migd *m, struct job *j, int wstatus)
 	j->tidy_died = !(j->last && job_state_final((enum job_state)j->last->state) &&
 			 !j->error[0]);
 	if (!j->tidy_died) {
-		j->state = j->tidy_state = (enum job_state)j->last->state;
+		j->tidy_state = (enum job_state)j->last->state;
 		job_source_tidy(j);
 	} else {
 		job_died(j, wstatus);

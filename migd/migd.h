@@ -240,6 +240,9 @@ int job_add_waiter(struct job *j, struct rpc_call *call);
 int job_cancel(struct job *j);
 /* The guest runs on the destination while pages remain on the source. */
 bool job_in_postcopy(const struct job *j);
+/* A job whose outcome is known but which is not over (its worker ending,
+ * or migd cleaning up at its vmm): what is left, in words; else NULL. */
+const char *job_ending(const struct job *j);
 /* Send the worker a command (worker.c reads it): "recover", "pause",
  * "postcopy". */
 int job_command(struct job *j, const char *name, const ProtobufCMessage *arg);
