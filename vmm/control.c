@@ -43,12 +43,7 @@ static const Tern__Vmm__RunState run_states[VM_STATE_MAX] = {
 
 static enum vm_state control_state(void)
 {
-	enum vm_state st;
-
-	pthread_mutex_lock(&ctl.vm->lock);
-	st = ctl.vm->state;
-	pthread_mutex_unlock(&ctl.vm->lock);
-	return st;
+	return vm_state_now(ctl.vm);
 }
 
 static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)

@@ -314,7 +314,7 @@ int main(int argc, char **argv)
 		fatalx("event set-up");
 	if (control_start(&vm, base, o.rundir) < 0)
 		goto out;
-	log_info("%s: %llu MiB, %d vCPU%s, %s", vm_state_name(vm.state),
+	log_info("%s: %llu MiB, %d vCPU%s, %s", vm_state_name(vm_state_now(&vm)),
 		 (unsigned long long)(vm.memory >> 20), vm.nvcpus,
 		 vm.nvcpus > 1 ? "s" : "",
 		 o.incoming ? "waiting for an incoming guest" :

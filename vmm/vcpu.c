@@ -57,6 +57,16 @@ static void vm_set_state_locked(struct vm *vm, enum vm_state state,
 	pthread_cond_broadcast(&vm->cond);
 }
 
+enum vm_state vm_state_now(struct vm *vm)
+{
+	enum vm_state st;
+
+	pthread_mutex_lock(&vm->lock);
+	st = vm->state;
+	pthread_mutex_unlock(&vm->lock);
+	return st;
+}
+
 void vm_set_state(struct vm *vm, enum vm_state state, const char *msg)
 {
 	pthread_mutex_lock(&vm->lock);

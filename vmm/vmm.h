@@ -5,8 +5,9 @@
  *
  * Threads: the main thread runs the libevent loop (control service,
  * signals, vCPU notifications); each vCPU has its own thread running
- * KVM_RUN.  Only the main thread changes vm->state (vm_set_state); vCPU
- * threads report events through vm->notify_fd.
+ * KVM_RUN.  vm->state changes under vm->lock: by the main thread
+ * (vm_set_state), and by a vCPU thread that stops the guest (shutdown,
+ * error), which then tells the main thread through vm->notify_fd.
  */
 #ifndef VMM_H
 #define VMM_H
@@ -179,6 +180,8 @@ int vm_set_throttle(struct vm *vm, unsigned int percent);
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 void vm_set_state(struct vm *vm, enum vm_state state, const char *msg);
+/* vm->state, read under its lock (a vCPU may change it at any time). */
+enum vm_state vm_state_now(struct vm *vm);
 const char *vm_state_name(enum vm_state state);
 
 /* serial.c: an 8250 UART at 0x3f8 */
