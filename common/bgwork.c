@@ -24,7 +24,8 @@ static void *bgwork_main(void *arg)
 	return NULL;
 }
 
-/* Unlink and join every piece that is done; hand each to fn. */
+/* Unlink and join every piece that is done; finish it, or hand it to
+ * drop (if any) at the end. */
 static void bgwork_reap(struct bgwork_set *s, bool finish, bgwork_fn drop)
 {
 	struct bgwork **pp = &s->list, *w;
