@@ -58,16 +58,17 @@ static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm)
 {
 	struct job *j = job_find(m, vm, true);
 	Tern__Migd__JobStatus js;
+	const char *ending;
 
 	if (!j)
 		return 0;
 	job_status(j, &js);
+	ending = job_ending(j);
 	return rpc_call_errorf(call, EBUSY,
 			       "%s already has a running migration job (%s%s, %s%s%s)",
 			       vm, js.id[0] ? "id " : "no id yet",
 			       js.id, job_state_name(j->state),
-			       job_ending(j) ? "; " : "",
-			       job_ending(j) ? job_ending(j) : "");
+			       ending ? "; " : "", ending ? ending : "");
 }
 
 static int check_uri(struct rpc_call *call, const char *what, const char *s,
