@@ -8,11 +8,15 @@
 #   make fuzz       run the libFuzzer targets in tests/fuzz/ (needs clang)
 #   WERROR=0        do not turn warnings into errors
 #   SANITIZE=1      build with ASan + UBSan (objects in build-san/)
+#   SANITIZE=thread build with ThreadSanitizer (objects in build-tsan/)
 #   V=1             show the commands
 
 O        ?= build
 ifeq ($(SANITIZE),1)
 O        := build-san
+endif
+ifeq ($(SANITIZE),thread)
+O        := build-tsan
 endif
 WERROR   ?= 1
 V        ?= 0
@@ -36,6 +40,12 @@ ifeq ($(SANITIZE),1)
 CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer \
 	    -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
+endif
+# -Wno-tsan: gcc warns that TSan does not model atomic_thread_fence
+# (dest_postcopy_verify has one, after joins TSan sees anyway).
+ifeq ($(SANITIZE),thread)
+CFLAGS   += -fsanitize=thread -fno-omit-frame-pointer -Wno-tsan
+LDFLAGS  += -fsanitize=thread
 endif
 LDLIBS   += $(PKG_LIBS) -lpthread
 
@@ -185,7 +195,7 @@ demo: deps
 	$(Q)O=$(O) scripts/demo.sh
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-tsan build-fuzz
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
 

@@ -13,12 +13,14 @@ CGROUPS=()              # cgroup directories this test made
 # start_vmm, start_migd, start_faultd and start_proxy run their program
 # under this prefix: empty here, "ip netns exec NS" on another host (on_host).
 HOST_EXEC=()
-# With SANITIZE=1, every program's sanitizer reports go to files here too:
-# a client (vmmctl, migctl) whose failure a test expects would otherwise
-# hide an ASan abort behind the expected exit status.
+# With SANITIZE=1 (or thread), every program's sanitizer reports go to
+# files here too: a client (vmmctl, migctl) whose failure a test expects
+# would otherwise hide an ASan abort behind the expected exit status.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$TEST_DIR/asan"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$TEST_DIR/ubsan"
+export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}log_path=$TEST_DIR/tsan"
 
+SAN_REPORT="ERROR: (Address|Leak)Sanitizer|runtime error:|WARNING: ThreadSanitizer"
 cleanup() {
 	local p ns
 	for p in "${PIDS[@]}"; do
@@ -38,10 +40,10 @@ cleanup() {
 	# With SANITIZE=1 the programs report to their logs: any report fails
 	# the test, however it ended.  (-q: a pattern that matched no file
 	# is an error, and without -q any error made grep say 2, no match.)
-	if grep -qs -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
-		"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log "$TEST_DIR"/[au]*san.*; then
-		grep -h -A 20 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" \
-			"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log "$TEST_DIR"/[au]*san.* \
+	if grep -qs -E "$SAN_REPORT" \
+		"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log "$TEST_DIR"/[aut]*san.*; then
+		grep -h -A 20 -E "$SAN_REPORT" \
+			"$TEST_DIR"/*.log "$TEST_DIR"/*/*.log "$TEST_DIR"/[aut]*san.* \
 			2>/dev/null | head -n 60
 		echo "FAIL: a sanitizer reported an error"
 		rm -rf "$TEST_DIR"
