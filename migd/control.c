@@ -272,6 +272,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__JobQuery *q = (const void *)arg;
+	const char *ending;
 	struct job *j;
 	int r = query_job(call, control_migd(call), q->vm, &j);
 
@@ -282,10 +283,10 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "nothing to cancel: the last migration job of %s "
 				       "already ended (%s)", q->vm,
 				       job_state_name(j->state));
-	if (job_ending(j))
+	if ((ending = job_ending(j)))
 		return rpc_call_errorf(call, EINVAL,
 				       "nothing to cancel: the last migration job of %s "
-				       "is ending (%s)", q->vm, job_ending(j));
+				       "is ending (%s)", q->vm, ending);
 	if (job_in_postcopy(j))
 		return rpc_call_errorf(call, EBUSY,
 				       "%s is in postcopy: the guest runs on the "

@@ -468,6 +468,16 @@ static const char *source_kept(const struct job *j)
 	       "as it was when the job began" : "as the job had not paused it";
 }
 
+/* A source's clean-up, logging and throttle off: the VM is resumed only
+ * if the job paused it, and it ran when the job began (the worker reports
+ * both before it stops the VM), never one an operator paused. */
+static void tidy_source(struct job *j)
+{
+	j->tidy_kind = JOB_TIDY_SOURCE;
+	j->tidy_resume = source_resumable(j);
+	j->tidy_kept = source_kept(j);
+}
+
 /* The worker ended without a final report: decide, and say what clean-up
  * the vmm needs.  As always, the job shows its final state once that is
  * done (job_tidy_done), so that a caller who sees it sees the clean-up. */
@@ -503,12 +513,7 @@ static void job_died(struct job *j, int wstatus)
 		job_append_error(j, "outcome unknown: the destination may "
 				 "run the guest; the source stays paused");
 	} else if (j->spec.role == JOB_ROLE_SOURCE) {
-		/* Resumed only if the job paused it, and it ran when the job
-		 * began (the worker reports both before it stops the VM):
-		 * not one an operator paused. */
-		j->tidy_kind = JOB_TIDY_SOURCE;
-		j->tidy_resume = source_resumable(j);
-		j->tidy_kept = source_kept(j);
+		tidy_source(j);
 	} else if (j->last && j->last->switched && j->last->postcopy_started) {
 		job_append_error(j, "the guest runs here in postcopy: its vCPUs "
 				 "wait for the pages still on the source");
@@ -526,12 +531,9 @@ static void job_died(struct job *j, int wstatus)
  */
 static void job_source_tidy(struct job *j)
 {
-	if (j->spec.role != JOB_ROLE_SOURCE || j->tidy_state == JOB_STATE_COMPLETED ||
-	    j->last->switched)
-		return;
-	j->tidy_kind = JOB_TIDY_SOURCE;
-	j->tidy_resume = source_resumable(j);
-	j->tidy_kept = source_kept(j);
+	if (j->spec.role == JOB_ROLE_SOURCE && j->tidy_state != JOB_STATE_COMPLETED &&
+	    !j->last->switched)
+		tidy_source(j);
 }
 
 /* In a thread of its own: the calls to the vmm (each bounded, vmmlink.c). */
