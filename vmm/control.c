@@ -41,11 +41,6 @@ static const Tern__Vmm__RunState run_states[VM_STATE_MAX] = {
 	[VM_STATE_ERROR] = TERN__VMM__RUN_STATE__RUN_STATE_ERROR,
 };
 
-static enum vm_state control_state(void)
-{
-	return vm_state_now(ctl.vm);
-}
-
 static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
@@ -76,7 +71,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 
 static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 {
-	enum vm_state st = control_state();
+	enum vm_state st = vm_state_now(ctl.vm);
 	int ret;
 
 	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
@@ -92,7 +87,7 @@ static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 
 static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 {
-	enum vm_state st = control_state();
+	enum vm_state st = vm_state_now(ctl.vm);
 	int ret;
 
 	if (st == VM_STATE_INCOMING && !ctl.state_loaded)
@@ -156,7 +151,7 @@ static int method_load_state(struct rpc_call *call, const ProtobufCMessage *arg)
 	char err[256] = "";
 	int ret;
 
-	if (control_state() != VM_STATE_INCOMING || ctl.state_loaded)
+	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING || ctl.state_loaded)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot load state: this vmm is not waiting for an incoming guest");
 	ret = state_load(ctl.vm, st, err, sizeof(err));
@@ -196,7 +191,7 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 	size_t i, n = lay->n_regions;
 	int ret;
 
-	if (control_state() != VM_STATE_INCOMING || ctl.state_loaded)
+	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING || ctl.state_loaded)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot adopt RAM: this vmm is not waiting for an incoming guest");
 	if (ctl.vm->uffd >= 0)
@@ -328,7 +323,7 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	int ret;
 
-	if (control_state() != VM_STATE_INCOMING)
+	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot discard: the guest has already run here");
 	/* First: RAM still registered would make a preallocating discard
@@ -364,7 +359,7 @@ static int method_uffd_create(struct rpc_call *call, const ProtobufCMessage *arg
 {
 	Tern__Vmm__UffdInfo info = TERN__VMM__UFFD_INFO__INIT;
 	uint64_t host[VMM_MAX_REGIONS];
-	enum vm_state st = control_state();
+	enum vm_state st = vm_state_now(ctl.vm);
 	struct vm *vm = ctl.vm;
 	char err[256];
 	int devfd, uffd, i, ret;

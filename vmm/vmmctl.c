@@ -820,19 +820,20 @@ static const struct command {
 	const char *name;
 	int min, max;                   /* arguments after the command */
 	const char *usage;
+	const char *flag;               /* what argument max may be instead */
 } commands[] = {
-	{ "status", 1, 1, "NAME" },
-	{ "stop", 1, 1, "NAME" },
-	{ "cont", 1, 1, "NAME" },
-	{ "quit", 1, 1, "NAME" },
-	{ "save", 2, 2, "NAME FILE" },
-	{ "load", 2, 2, "NAME FILE" },
-	{ "check", 1, 1, "NAME" },
-	{ "transfer", 2, 3, "SRC DST [--copy]" },
-	{ "read", 3, 3, "NAME GPA LEN" },
-	{ "write", 3, 3, "NAME GPA HEX" },
-	{ "dirty-rate", 1, 2, "NAME [SEC]" },
-	{ "throttle", 2, 2, "NAME PERCENT" },
+	{ "status", 1, 1, "NAME", NULL },
+	{ "stop", 1, 1, "NAME", NULL },
+	{ "cont", 1, 1, "NAME", NULL },
+	{ "quit", 1, 1, "NAME", NULL },
+	{ "save", 2, 2, "NAME FILE", NULL },
+	{ "load", 2, 2, "NAME FILE", NULL },
+	{ "check", 1, 1, "NAME", NULL },
+	{ "transfer", 2, 3, "SRC DST [--copy]", "--copy" },
+	{ "read", 3, 3, "NAME GPA LEN", NULL },
+	{ "write", 3, 3, "NAME GPA HEX", NULL },
+	{ "dirty-rate", 1, 2, "NAME [SEC]", NULL },
+	{ "throttle", 2, 2, "NAME PERCENT", NULL },
 };
 
 static int parse_cmd(const struct command *c, int argc, char **argv,
@@ -844,8 +845,7 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	/* An option among the arguments is named, not counted. */
 	for (i = 1; i < argc; i++) {
 		if (strncmp(argv[i], "--", 2) || !argv[i][2] ||
-		    (!strcmp(name, "transfer") && i == 3 &&
-		     !strcmp(argv[i], "--copy")))
+		    (c->flag && i == c->max && !strcmp(argv[i], c->flag)))
 			continue;
 		cli_errx("%s: unknown option '%s'%s (see vmmctl --help)", name,
 			 argv[i], cli_global_option(argv[i] + 2,
@@ -857,12 +857,12 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		cli_errx("usage: vmmctl %s %s", name, c->usage);
 		return -EINVAL;
 	}
-	if (!strcmp(name, "transfer") && argc == 4) {
-		if (strcmp(argv[3], "--copy")) {
+	if (c->flag && argc - 1 == c->max) {
+		if (strcmp(argv[c->max], c->flag)) {
 			cli_errx("usage: vmmctl %s %s", name, c->usage);
 			return -EINVAL;
 		}
-		a->copy = true;
+		a->copy = true;         /* transfer's, the one flag */
 	}
 	if ((!strcmp(name, "read") || !strcmp(name, "write")) &&
 	    parse_u64(argv[2], 0, UINT64_MAX, &a->gpa) < 0) {
