@@ -26,11 +26,15 @@
 #include <sys/types.h>
 
 #include "common/bgwork.h"
+#include "common/fault.h"
 #include "common/rpc.h"
 #include "common/stream.h"
 #include "proto/faultd.pb-c.h"
 #include "proto/migd.pb-c.h"
 #include "proto/vmm.pb-c.h"
+
+/* migd's fault points (TERN_FAULT, common/fault.h) are listed in migd(8),
+ * under ENVIRONMENT: crash points in a worker, and changed behaviours. */
 
 #define MIGD_VERSION "0.1"
 #define MIGD_DEFAULT_RUNDIR "/run/tern"
@@ -338,8 +342,6 @@ bool worker_cancelled(void);
 /* Migd.Postcopy (the parent's "postcopy" command) or the timeout asked
  * to switch to postcopy. */
 bool worker_postcopy_requested(void);
-void fault_point(const char *name);
-bool fault_active(const char *name);
 void worker_set_state(struct worker *w, enum job_state st);
 /* Record the job's failure (the first one wins); returns -err. */
 int worker_fail(struct worker *w, int err, const char *fmt, ...)

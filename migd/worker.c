@@ -54,56 +54,6 @@ bool worker_postcopy_requested(void)
 	return __atomic_load_n(&postcopy_requested, __ATOMIC_RELAXED) != 0;
 }
 
-/*
- * Fault injection for tests: TERN_FAULT=NAME[,NAME...] in migd's
- * environment.  At a crash point (fault_point) a worker kills itself
- * (SIGKILL, as a crash would), so that the parent's recovery can be
- * tested where it matters most: source-after-stop (the VM is paused,
- * nothing told to the destination), source-before-go (the switch is
- * recorded but Go not sent), source-postcopy-before-go.  Other points
- * change one behaviour (fault_active): dest-settle-at-once (Settle is
- * answered without waiting, as over a slow link); source-marker-then-
- * device (a postcopy marker on channel 0, then the device state, as a
- * confused source would); dest-marker-late (a destination channel
- * counts a postcopy marker only after the device state came, as over a
- * slow channel: no switch can then complete); dest-done-late (a
- * destination lets faultd close the page link, then sends PostcopyDone
- * 300 ms later, as if it were lost once); source-resume-extra-
- * channel (the first Resume announces and opens one ram channel more
- * than the job has); source-no-cont (a failed source leaves its VM
- * paused, for migd); source-slow-pause (400 ms more in every precopy
- * pause, as a loaded host may take); source-discard-undercount (the
- * postcopy switch counts one page fewer on channel 0 than it sent);
- * source-marker-withheld (channel 0 never gets its postcopy marker: it
- * goes on with keepalives, bytes without pages); dest-slow-discard (a
- * destination answers the postcopy discard 300 ms late, as a loaded host
- * may, while the guest dirties more pages on the source); source-slow-
- * connect (a source waits 2 s before it connects, as a slow vmm or
- * network may make it).
- */
-bool fault_active(const char *name)
-{
-	const char *f = getenv("TERN_FAULT");
-	size_t n = strlen(name);
-
-	while (f && *f) {
-		if (!strncmp(f, name, n) && (f[n] == 0 || f[n] == ','))
-			return true;
-		f = strchr(f, ',');
-		if (f)
-			f++;
-	}
-	return false;
-}
-
-void fault_point(const char *name)
-{
-	if (fault_active(name)) {
-		log_warnx("TERN_FAULT: crashing at %s", name);
-		raise(SIGKILL);
-	}
-}
-
 bool worker_cancelled(void)
 {
 	return __atomic_load_n(&cancel_taken, __ATOMIC_RELAXED) != 0;
