@@ -185,6 +185,7 @@ struct rpc_result {
 	int fds[RPC_MAX_FDS];   /* received descriptors; caller closes them */
 	size_t nfds;
 	char message[512];      /* the remote error text, or a local one */
+	bool remote;            /* the service answered with an error */
 };
 
 /*

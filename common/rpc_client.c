@@ -179,6 +179,7 @@ static int client_take_reply(const struct client_wait *w,
 			return result_fail(w->res, -EPROTO,
 					   "%s: bad status %d", w->full,
 					   rep->status);
+		w->res->remote = true;
 		return result_fail(w->res, -rep->status, "%s",
 				   rep->message && rep->message[0] ?
 				   rep->message : strerror(rep->status));

@@ -189,6 +189,7 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 	uint64_t gpas[VMM_MAX_REGIONS], sizes[VMM_MAX_REGIONS];
 	int fds[VMM_MAX_REGIONS];
 	size_t i, n = lay->n_regions;
+	char err[256];
 	int ret;
 
 	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING || ctl.state_loaded)
@@ -213,12 +214,9 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 		sizes[i] = lay->regions[i]->size;
 		fds[i] = rpc_call_take_fd(call, i);
 	}
-	ret = mem_adopt(ctl.vm, fds, gpas, sizes, n);    /* takes the fds */
+	ret = mem_adopt(ctl.vm, fds, gpas, sizes, n, err, sizeof(err)); /* takes the fds */
 	if (ret < 0)
-		return rpc_call_errorf(call, -ret,
-				       "RAM refused (%s): the layout must match this vmm's %llu bytes, one memfd per region sealed against shrinking",
-				       strerror(-ret),
-				       (unsigned long long)ctl.vm->memory);
+		return rpc_call_errorf(call, -ret, "%s", err);
 	log_info("adopted guest RAM from the caller");
 	return 0;
 }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "vmm/vmm.h"
@@ -43,7 +44,7 @@ static int mem_map_region(struct mem_region *r, int index)
 	return 0;
 }
 
-static void mem_layout(struct vm *vm, uint64_t *gpas, uint64_t *sizes, int *ret_n)
+static void mem_layout(const struct vm *vm, uint64_t *gpas, uint64_t *sizes, int *ret_n)
 {
 	int n = 0;
 
@@ -189,76 +190,114 @@ int mem_create(struct vm *vm)
 	return 0;
 }
 
-/*
- * Replace our (untouched, incoming) RAM with a caller's memfds: the
- * layout must be exactly ours and each memfd sealed against shrinking.
- * Takes ownership of the fds (closes them on failure).
- */
-int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
-	      const uint64_t *sizes, int n)
+/* Unmap and close N regions. */
+static void mem_release(struct mem_region *r, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (r[i].host)
+			munmap(r[i].host, r[i].size);
+		if (r[i].memfd >= 0)
+			close(r[i].memfd);
+		r[i].host = NULL;
+		r[i].memfd = -1;
+	}
+}
+
+/* The caller's regions must be laid out exactly as ours, each a memfd
+ * (or file) of the region's size, sealed against shrinking. */
+static int mem_adopt_check(const struct vm *vm, const int *fds,
+			   const uint64_t *gpas, const uint64_t *sizes, int n)
 {
 	uint64_t mygpas[VMM_MAX_REGIONS], mysizes[VMM_MAX_REGIONS];
-	struct mem_region fresh[VMM_MAX_REGIONS];
 	struct stat st;
-	int i, myn, seals, ret;
+	int i, myn, seals;
 
 	mem_layout(vm, mygpas, mysizes, &myn);
-	ret = -EINVAL;
 	if (n != myn)
-		goto fail_fds;
+		return -EINVAL;
 	for (i = 0; i < n; i++) {
-		ret = -EINVAL;
 		if (gpas[i] != mygpas[i] || sizes[i] != mysizes[i])
-			goto fail_fds;
-		if (fstat(fds[i], &st) < 0) {
-			ret = -errno;
-			goto fail_fds;
-		}
+			return -EINVAL;
+		if (fstat(fds[i], &st) < 0)
+			return -errno;
 		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != sizes[i])
-			goto fail_fds;
-		ret = -EPERM;
+			return -EINVAL;
 		seals = fcntl(fds[i], F_GET_SEALS);
 		if (seals < 0 || !(seals & F_SEAL_SHRINK))
-			goto fail_fds;
+			return -EPERM;
 	}
+	return 0;
+}
+
+/*
+ * Replace our (untouched, incoming) RAM with a caller's memfds.  Takes
+ * ownership of the fds.  On failure the vmm holds none of them and keeps
+ * its own RAM, registered with KVM as before; only if KVM refuses that
+ * back too is the VM left in VM_STATE_ERROR.  err says what went wrong.
+ */
+int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
+	      const uint64_t *sizes, int n, char *err, size_t errlen)
+{
+	struct mem_region fresh[VMM_MAX_REGIONS], old[VMM_MAX_REGIONS];
+	int i, oldn, ret, r;
+
 	memset(fresh, 0, sizeof(fresh));
 	for (i = 0; i < n; i++) {
 		fresh[i].gpa = gpas[i];
 		fresh[i].size = sizes[i];
 		fresh[i].memfd = fds[i];
-		ret = mem_map_region(&fresh[i], i);
-		if (ret < 0)
-			goto fail;
 	}
+	ret = mem_adopt_check(vm, fds, gpas, sizes, n);
+	if (ret < 0) {
+		snprintf(err, errlen, "RAM refused (%s): the layout must match this "
+			 "vmm's %llu bytes, one memfd per region sealed against "
+			 "shrinking", strerror(-ret),
+			 (unsigned long long)vm->memory);
+		goto fail;
+	}
+	for (i = 0; i < n; i++) {
+		ret = mem_map_region(&fresh[i], i);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot map the RAM: %s", strerror(-ret));
+			goto fail;
+		}
+	}
+	/* KVM's slots move to the new RAM; ours stays until they have. */
+	memcpy(old, vm->regions, sizeof(old));
+	oldn = vm->nregions;
 	mem_unregister(vm);
-	mem_destroy(vm);
 	memcpy(vm->regions, fresh, sizeof(fresh));
 	vm->nregions = n;
-	mem_index_pages(vm);
-	return mem_register(vm, vm->dirty_on);
+	ret = mem_register(vm, vm->dirty_on);
+	if (ret == 0 && fault_active("vmm-adopt-refused"))
+		ret = -ENOMEM;  /* as if KVM had refused the last slot */
+	if (ret == 0) {
+		mem_release(old, oldn);
+		mem_index_pages(vm);
+		return 0;
+	}
+	mem_unregister(vm);
+	memcpy(vm->regions, old, sizeof(old));
+	vm->nregions = oldn;
+	r = mem_register(vm, vm->dirty_on);
+	if (r == 0) {
+		snprintf(err, errlen, "KVM refused the RAM (%s); this vmm keeps "
+			 "its own", strerror(-ret));
+	} else {
+		snprintf(err, errlen, "KVM refused the RAM (%s), and then this "
+			 "vmm's own (%s)", strerror(-ret), strerror(-r));
+		vm_set_state(vm, VM_STATE_ERROR, err);
+	}
 fail:
-	while (--i >= 0)
-		munmap(fresh[i].host, fresh[i].size);
-fail_fds:
-	for (i = 0; i < n; i++)
-		close(fds[i]);
+	mem_release(fresh, n);
 	return ret;
 }
 
 void mem_destroy(struct vm *vm)
 {
-	int i;
-
-	for (i = 0; i < vm->nregions; i++) {
-		struct mem_region *r = &vm->regions[i];
-
-		if (r->host)
-			munmap(r->host, r->size);
-		if (r->memfd >= 0)
-			close(r->memfd);
-		r->host = NULL;
-		r->memfd = -1;
-	}
+	mem_release(vm->regions, vm->nregions);
 	vm->nregions = 0;
 }
 

@@ -149,7 +149,7 @@ int kvm_max_vcpus(int kvm_fd);
 /* mem.c: guest RAM in memfds */
 int mem_create(struct vm *vm);
 int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
-	      const uint64_t *sizes, int n);
+	      const uint64_t *sizes, int n, char *err, size_t errlen);
 void mem_destroy(struct vm *vm);
 int mem_register(struct vm *vm, bool log_dirty);
 /* Every page dropped: the memfds become holes again (--prealloc: the

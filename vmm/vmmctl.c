@@ -498,6 +498,7 @@ static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy,
 			bool *handed)
 {
 	Tern__Vmm__RamLayout *lay = NULL;
+	struct rpc_result res;
 	struct ram_map sm, dm;
 	int ret;
 
@@ -519,8 +520,11 @@ static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy,
 	ret = ram_map(src, &sm, false, &lay);
 	if (ret < 0)
 		return ret;
-	*handed = true;
-	ret = call(dst, "AdoptRam", &lay->base, sm.fds, sm.view.nregions, NULL, NULL);
+	ret = call(dst, "AdoptRam", &lay->base, sm.fds, sm.view.nregions, NULL, &res);
+	/* A refusal leaves DST none of the memfds (vmm.proto); anything else
+	 * (no answer) may not. */
+	*handed = ret == 0 || !res.remote;
+	rpc_result_close_fds(&res);
 	protobuf_c_message_free_unpacked(&lay->base, NULL);
 	ram_unmap(&sm);
 	return ret;

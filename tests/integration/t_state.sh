@@ -8,11 +8,19 @@
 . "$(dirname "$0")/lib.sh"
 need_kvm
 
-# hop FROM TO [--copy]: move the guest, then check it continues on TO.
+vcpus_of() { vmmctl --json status "$1" | sed -n 's/.*"vcpus":\([0-9]*\).*/\1/p'; }
+
+# hop FROM TO [--copy]: start TO, move the guest there (move).
 hop() {
+	start_vmm "$2" --memory 64M --vcpus "$(vcpus_of "$1")" --incoming
+	move "$@"
+}
+
+# move FROM TO [--copy]: move the guest to the incoming TO, then check it
+# continues there.
+move() {
 	local from=$1 to=$2 copy=${3:-} n c before
-	n=$(vmmctl --json status "$from" | sed -n 's/.*"vcpus":\([0-9]*\).*/\1/p')
-	start_vmm "$to" --memory 64M --vcpus "$n" --incoming
+	n=$(vcpus_of "$from")
 	[ "$(state_of "$to")" = incoming ] || fail "$to is not incoming"
 	before=()
 	for ((c = 0; c < n; c++)); do before+=("$(pages_of "$from" "$c")"); done
@@ -154,6 +162,26 @@ vmmctl check x || fail "x after the failed transfer"
 out=$(vmmctl transfer x s 2>&1) && fail "transfer to a vmm that is not incoming"
 echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"
 [ "$(state_of x)" = running ] || fail "x stopped by a refused transfer"
+
+note "a destination whose KVM refuses the RAM keeps its own and waits on"
+pre=("${HOST_EXEC[@]}")
+HOST_EXEC=(env TERN_FAULT=vmm-adopt-refused "${pre[@]}")
+start_vmm kz --memory 64M --vcpus 1 --incoming
+HOST_EXEC=("${pre[@]}")
+out=$(vmmctl transfer x kz 2>&1) && fail "transfer to a vmm whose KVM refuses the RAM"
+echo "$out"
+echo "$out" | grep -q "KVM refused the RAM (Cannot allocate memory); this vmm keeps its own" ||
+	fail "$out"
+echo "$out" | grep -q "x is running again" || fail "$out"
+echo "$out" | grep -q "made to quit" && fail "kz was made to quit: $out"
+[ "$(state_of kz)" = incoming ] || fail "kz did not stay incoming: $(vmmctl status kz 2>&1)"
+[ "$(state_of x)" = running ] || fail "x did not resume"
+# kz holds none of x's memfds, and its own RAM is the guest's memory
+# again: a copy into it runs the guest.
+[ "$(ls -l /proc/"$PID_kz"/fd | grep -c 'memfd:tern-ram')" = 1 ] ||
+	fail "kz holds $(ls -l /proc/"$PID_kz"/fd | grep -c 'memfd:tern-ram') RAM memfds"
+move x kz --copy
+vmmctl quit kz
 
 note "Discard: the guest is forgotten, and the TSC check stays this host's"
 PEER=$TESTS/itest_pagepeer

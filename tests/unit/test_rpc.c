@@ -760,6 +760,7 @@ static void test_srv_error_text(void **state)
 
 	assert_int_equal(run_call(&j), -EBUSY);
 	assert_string_equal(j.res.message, "vm test is busy");
+	assert_true(j.res.remote);
 	assert_null(j.out);
 	assert_int_equal(run_call(&k), -EPERM);
 	assert_string_equal(k.res.message, strerror(EPERM));
@@ -771,6 +772,7 @@ static void test_srv_unimplemented(void **state)
 
 	assert_int_equal(run_call(&j), -ENOSYS);
 	assert_non_null(strstr(j.res.message, "tern.vmm.Vmm/Quit"));
+	assert_true(j.res.remote);      /* the server said so */
 }
 
 static void test_srv_client_unknown_method(void **state)
@@ -779,6 +781,7 @@ static void test_srv_client_unknown_method(void **state)
 
 	assert_int_equal(run_call(&j), -ENOSYS);
 	assert_non_null(strstr(j.res.message, "Reboot"));
+	assert_false(j.res.remote);     /* refused here, never sent */
 }
 
 static void test_srv_unknown_method(void **state)
@@ -1150,6 +1153,7 @@ static void test_client_timeout(void **state)
 			 -ETIMEDOUT);
 	assert_null(out);
 	assert_non_null(strstr(res.message, "tern.vmm.Vmm/Status"));
+	assert_false(res.remote);
 	close(sv[1]);
 	assert_int_equal(rpc_client_call(cl, VMM, "Status", NULL, NULL, 0,
 					 &out, &res, 1000, NULL, NULL),
