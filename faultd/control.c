@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,6 +48,7 @@ struct attach {
 	char rundir[PATH_MAX];          /* the thread uses no struct faultd */
 	int devfd;
 	uint64_t pages;
+	uint64_t token;                 /* our name for the vmm's uffd */
 	int link, bitmap;
 	/* the thread's */
 	int ret, uffd;
@@ -179,21 +181,45 @@ static int check_uffd(int fd, const char *vm, char *err, size_t len)
 	return 0;
 }
 
+/* The vmm's uffd, if it is still the one we named token; within ms. */
+static void vmm_release(const char *rundir, const char *vm, uint64_t token,
+			unsigned int ms)
+{
+	Tern__Vmm__UffdOwner owner = TERN__VMM__UFFD_OWNER__INIT;
+	uint64_t until = deadline_ms(ms);
+	struct rpc_client *cl;
+	char path[PATH_MAX + 80];
+
+	owner.token = token;
+	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
+	if (rpc_client_connect_path(path, ms_until(until), &cl) < 0)
+		return;
+	rpc_client_call(cl, &tern__vmm__vmm__descriptor, "UffdRelease",
+			&owner.base, NULL, 0, NULL, NULL, ms_until(until),
+			NULL, NULL);
+	rpc_client_free(cl);
+}
+
 /*
  * The vmm's side of Attach: its layout (GetRam, memfds closed at once)
- * and a uffd registered on its RAM (UffdCreate with our /dev/userfaultfd).
- * On success the vmm holds a uffd: the caller undoes it on a later error.
+ * and a uffd registered on its RAM (UffdCreate with our /dev/userfaultfd),
+ * named by token.  On success the vmm holds a uffd: the caller undoes it
+ * on a later error.  On failure it holds none of ours: a UffdCreate that
+ * got no answer carried a deadline, past which the vmm refuses it, and
+ * once past it we release what it may have made in time.
  */
-#define FAULTD_RELEASE_MS 1000          /* UffdRelease after a bad answer */
+#define FAULTD_RELEASE_MS 1000          /* UffdRelease after a bad answer or
+					 * none: within the worker's wait */
 
 static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pages,
-		     struct fault_region *r, unsigned int *ret_n, int *ret_uffd,
-		     char *err, size_t len)
+		     uint64_t token, struct fault_region *r, unsigned int *ret_n,
+		     int *ret_uffd, char *err, size_t len)
 {
-	uint64_t until = deadline_ms(FAULTD_VMM_TIMEOUT_MS);
+	uint64_t until = deadline_ms(FAULTD_VMM_TIMEOUT_MS), now;
 	Tern__Vmm__RamLayout *lay = NULL;
 	Tern__Vmm__UffdInfo *info = NULL;
 	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
+	Tern__Vmm__UffdOwner owner = TERN__VMM__UFFD_OWNER__INIT;
 	const ProtobufCServiceDescriptor *svc = &tern__vmm__vmm__descriptor;
 	struct rpc_client *cl = NULL;
 	struct rpc_result res;
@@ -247,12 +273,22 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 			 (unsigned long long)pages, vm, (unsigned long long)total);
 		goto out;
 	}
-	ret = rpc_client_call(cl, svc, "UffdCreate", &empty.base, &devfd, 1,
+	owner.token = token;
+	owner.deadline_ns = until;
+	ret = rpc_client_call(cl, svc, "UffdCreate", &owner.base, &devfd, 1,
 			      (ProtobufCMessage **)&info, &res, ms_until(until),
 			      NULL, NULL);
 	if (ret < 0) {
 		rpc_result_close_fds(&res);
 		snprintf(err, len, "vmm %s: %.400s", vm, res.message);
+		if (!res.remote) {
+			/* The vmm may still read it: in time, it made a uffd
+			 * that our release, sent past the deadline, undoes;
+			 * too late, it refuses it. */
+			while ((now = now_ns()) < until)
+				usleep((useconds_t)MIN((until - now) / 1000 + 1, 100000));
+			vmm_release(rundir, vm, token, FAULTD_RELEASE_MS);
+		}
 		goto out;
 	}
 	ret = -EPROTO;
@@ -264,7 +300,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 		ret = check_uffd(res.fds[0], vm, err, len);
 	if (ret < 0) {
 		rpc_result_close_fds(&res);
-		rpc_client_call(cl, svc, "UffdRelease", &empty.base, NULL, 0, NULL,
+		rpc_client_call(cl, svc, "UffdRelease", &owner.base, NULL, 0, NULL,
 				NULL, FAULTD_RELEASE_MS, NULL, NULL);
 		goto out;
 	}
@@ -282,38 +318,24 @@ out:
 	return ret;
 }
 
-static void vmm_release(const char *rundir, const char *vm)
-{
-	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
-	struct rpc_client *cl;
-	char path[PATH_MAX + 80];
-
-	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
-	if (rpc_client_connect_path(path, FAULTD_VMM_TIMEOUT_MS, &cl) < 0)
-		return;
-	rpc_client_call(cl, &tern__vmm__vmm__descriptor, "UffdRelease",
-			&empty.base, NULL, 0, NULL, NULL, FAULTD_VMM_TIMEOUT_MS,
-			NULL, NULL);
-	rpc_client_free(cl);
-}
-
 /* A vmm's release in a thread of its own: the event loop never waits on a
  * vmm.  Best effort (a vmm that is gone has released everything). */
 struct release {
 	char rundir[PATH_MAX];
 	char vm[65];
+	uint64_t token;
 };
 
 static void *release_main(void *arg)
 {
 	struct release *rl = arg;
 
-	vmm_release(rl->rundir, rl->vm);
+	vmm_release(rl->rundir, rl->vm, rl->token, FAULTD_VMM_TIMEOUT_MS);
 	free(rl);
 	return NULL;
 }
 
-static void vmm_release_async(struct faultd *d, const char *vm)
+static void vmm_release_async(struct faultd *d, const char *vm, uint64_t token)
 {
 	struct release *rl = calloc(1, sizeof(*rl));
 	pthread_attr_t at;
@@ -323,6 +345,7 @@ static void vmm_release_async(struct faultd *d, const char *vm)
 		return;
 	str_copy(rl->rundir, d->rundir, sizeof(rl->rundir));
 	str_copy(rl->vm, vm, sizeof(rl->vm));
+	rl->token = token;
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&th, &at, release_main, rl) != 0) {
@@ -336,8 +359,8 @@ static void attach_run(struct bgwork *w)
 {
 	struct attach *t = container_of(w, struct attach, work);
 
-	t->ret = vmm_setup(t->rundir, t->devfd, t->vm, t->pages, t->r, &t->n,
-			   &t->uffd, t->err, sizeof(t->err));
+	t->ret = vmm_setup(t->rundir, t->devfd, t->vm, t->pages, t->token, t->r,
+			   &t->n, &t->uffd, t->err, sizeof(t->err));
 }
 
 /* The vmm answered (or not): start the session and reply.  0 or -errno
@@ -359,7 +382,7 @@ static int attach_session(struct attach *t)
 	if (rpc_call_gone(t->call)) {
 		/* Nobody would learn of the session: no session. */
 		close(t->uffd);
-		vmm_release_async(d, t->vm);
+		vmm_release_async(d, t->vm, t->token);
 		return -ECONNRESET;
 	}
 	sa = (struct session_attach){ .vm = a->vm, .job = a->job, .pages = a->pages,
@@ -370,7 +393,7 @@ static int attach_session(struct attach *t)
 	t->link = t->bitmap = -1;
 	ret = session_start(&sa, &s, err, sizeof(err));
 	if (ret < 0) {
-		vmm_release_async(d, a->vm);
+		vmm_release_async(d, a->vm, t->token);
 		return rpc_call_errorf(t->call, -ret, "%s", err);
 	}
 	for (i = 0; i < t->n; i++) {
@@ -385,7 +408,7 @@ static int attach_session(struct attach *t)
 	ret = rpc_call_reply(t->call, &rep.base, &s->uffd, 1);
 	if (ret < 0) {
 		session_free(s);
-		vmm_release_async(d, a->vm);
+		vmm_release_async(d, a->vm, t->token);
 		return ret;
 	}
 	s->next = d->sessions;
@@ -414,6 +437,16 @@ static void attach_finish(struct bgwork *w)
 
 	rpc_call_finish(t->call, attach_session(t));
 	attach_free(w);
+}
+
+/* A name for the uffd of one Attach: nonzero, and no other's. */
+static uint64_t uffd_token(void)
+{
+	uint64_t t = 0;
+
+	if (getrandom(&t, sizeof(t), 0) != sizeof(t))
+		t = now_ns() ^ ((uint64_t)getpid() << 40);
+	return t ? t : 1;
 }
 
 static struct attach *attach_find(struct faultd *d, const char *vm)
@@ -462,7 +495,7 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (!t)
 		return rpc_call_errorf(call, ENOMEM, "out of memory");
 	*t = (struct attach){ .d = d, .call = call, .a = a, .pages = a->pages,
-			      .devfd = d->devfd,
+			      .devfd = d->devfd, .token = uffd_token(),
 			      .link = -1, .bitmap = -1, .uffd = -1 };
 	str_copy(t->vm, a->vm, sizeof(t->vm));
 	str_copy(t->rundir, d->rundir, sizeof(t->rundir));

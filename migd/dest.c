@@ -1363,13 +1363,16 @@ static int dest_postcopy_run(struct dest *d)
 	}
 }
 
-/* Postcopy is complete: faultd (final stats) and the vmm drop the uffd. */
+/* Postcopy is complete: faultd (final stats) and the vmm drop the uffd
+ * (whichever it is: this job's faultd made it). */
 static void dest_let_go(struct dest *d)
 {
+	Tern__Vmm__UffdOwner any = TERN__VMM__UFFD_OWNER__INIT;
+
 	if (fault_link_stats(&d->fl, d->w, true, NULL, d->err, sizeof(d->err)) < 0)
 		log_warnx("%s", d->err);
 	d->attached = false;
-	if (vmm_link_call(&d->vmm, "UffdRelease", NULL, NULL, 0, NULL, NULL,
+	if (vmm_link_call(&d->vmm, "UffdRelease", &any.base, NULL, 0, NULL, NULL,
 			  d->err, sizeof(d->err)) < 0)
 		log_warnx("%s", d->err);
 }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/testguest.h"
@@ -355,6 +356,7 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
  */
 static int method_uffd_create(struct rpc_call *call, const ProtobufCMessage *arg)
 {
+	const Tern__Vmm__UffdOwner *o = (const Tern__Vmm__UffdOwner *)arg;
 	Tern__Vmm__UffdInfo info = TERN__VMM__UFFD_INFO__INIT;
 	uint64_t host[VMM_MAX_REGIONS];
 	enum vm_state st = vm_state_now(ctl.vm);
@@ -370,6 +372,18 @@ static int method_uffd_create(struct rpc_call *call, const ProtobufCMessage *arg
 		return rpc_call_errorf(call, EINVAL,
 				       "UffdCreate needs one descriptor, an open /dev/userfaultfd (got %zu)",
 				       rpc_call_nfds(call));
+	/* TERN_FAULT: as if this vmm had stalled before it read the call. */
+	if (fault_active("vmm-late-uffd-create"))
+		sleep(6);
+	/* Its caller gave up (and may have sent its release already, which
+	 * must not be overtaken by this uffd). */
+	if (o->deadline_ns && now_ns() >= o->deadline_ns) {
+		snprintf(err, sizeof(err), "UffdCreate read %llu ms after its "
+			 "caller's deadline: not done",
+			 (unsigned long long)((now_ns() - o->deadline_ns) / 1000000));
+		log_warnx("%s", err);
+		return rpc_call_errorf(call, ETIMEDOUT, "%s", err);
+	}
 	devfd = rpc_call_take_fd(call, 0);
 	ret = uffd_create(vm, devfd, &uffd, err, sizeof(err));
 	close(devfd);           /* lent, not given: faultd keeps its own */
@@ -384,13 +398,21 @@ static int method_uffd_create(struct rpc_call *call, const ProtobufCMessage *arg
 		uffd_release(vm);
 		return ret;
 	}
+	vm->uffd_token = o->token;
 	log_info("userfaultfd created: %d region%s registered for missing pages",
 		 vm->nregions, vm->nregions == 1 ? "" : "s");
 	return 0;
 }
 
+/* Only the uffd the caller named, if it named one (vmm.proto). */
 static int method_uffd_release(struct rpc_call *call, const ProtobufCMessage *arg)
 {
+	const Tern__Vmm__UffdOwner *o = (const Tern__Vmm__UffdOwner *)arg;
+
+	if (o->token && ctl.vm->uffd >= 0 && o->token != ctl.vm->uffd_token) {
+		log_info("UffdRelease of another caller's userfaultfd: kept");
+		return 0;
+	}
 	if (uffd_release(ctl.vm) > 0)
 		log_info("released the userfaultfd");
 	return 0;

@@ -109,5 +109,6 @@ int uffd_release(struct vm *vm)
 	}
 	close(vm->uffd);
 	vm->uffd = -1;
+	vm->uffd_token = 0;
 	return 1;
 }

@@ -139,6 +139,7 @@ struct vm {
 
 	/* postcopy (main thread) */
 	int uffd;                       /* our copy of the guest RAM's uffd, or -1 */
+	uint64_t uffd_token;            /* its creator's name for it (0: none) */
 };
 
 /* kvm.c: the VM and its platform devices */

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/rpc.h"
+#include "common/util.h"
 #include "proto/vmm.pb-c.h"
 
 #define CHECK(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); \
@@ -416,6 +417,7 @@ static void *waiting_read_main(void *arg)
 static void missing_pages(void)
 {
 	enum { N = 5, WAITERS = 4 };
+	Tern__Vmm__UffdOwner owner = TERN__VMM__UFFD_OWNER__INIT;
 	struct waiting_read w[N];
 	struct rpc_result res;
 	int dev, ret, i, done = 0, again = 0, tries;
@@ -428,7 +430,15 @@ static void missing_pages(void)
 		       strerror(errno));
 		return;
 	}
-	ret = call("UffdCreate", NULL, &dev, 1, NULL, &res);
+	/* A call read after its caller's deadline is not done: the next
+	 * one finds no uffd there. */
+	owner.token = 7;
+	owner.deadline_ns = now_ns() - 1;
+	ret = call("UffdCreate", &owner.base, &dev, 1, NULL, &res);
+	CHECK(ret == -ETIMEDOUT && strstr(res.message, "after its caller's deadline"),
+	      "a late UffdCreate: %d %s", ret, res.message);
+	owner.deadline_ns = now_ns() + 10000000000ULL;
+	ret = call("UffdCreate", &owner.base, &dev, 1, NULL, &res);
 	close(dev);
 	CHECK(ret == 0, "UffdCreate: %d %s", ret, res.message);
 	rpc_result_close_fds(&res);             /* no one serves it */
@@ -455,7 +465,17 @@ static void missing_pages(void)
 	assert_answers("reads of a missing page");
 	write_mem(4096, 16, -EAGAIN);
 	write_mem(0, 4096, 0);
-	CHECK(call("UffdRelease", NULL, NULL, 0, NULL, NULL) == 0, "UffdRelease");
+	/* Another caller's release leaves this uffd: the reads wait on. */
+	owner.token = 8;
+	CHECK(call("UffdRelease", &owner.base, NULL, 0, NULL, NULL) == 0,
+	      "UffdRelease of another's uffd");
+	write_mem(4096, 16, -EAGAIN);
+	usleep(100000);
+	for (i = 0, done = 0; i < N; i++)
+		done += __atomic_load_n(&w[i].done, __ATOMIC_ACQUIRE);
+	CHECK(done == 1, "%d reads ended after another caller's UffdRelease", done);
+	owner.token = 7;
+	CHECK(call("UffdRelease", &owner.base, NULL, 0, NULL, NULL) == 0, "UffdRelease");
 	memset(want, 0xa5, 4096);
 	memset(want + 4096, 0, 4096);
 	for (i = 0; i < N; i++) {

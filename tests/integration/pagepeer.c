@@ -18,8 +18,8 @@
  *                   once the file HOLD exists (at most 60 s)
  *   fakedst VM MEMORY VCPUS  serve VM's socket as an incoming vmm that takes
  *                   the RAM and refuses the state; exits 0 once told to Quit
- *   notuffd VM [WORDS]  Attach to the fake vmm is refused, naming the pipe
- *                   (or saying WORDS)
+ *   notuffd VM [WORDS [PAGES]]  Attach to the fake vmm is refused, naming
+ *                   the pipe (or saying WORDS); for 512 pages (or PAGES)
  *   list | detach VM [force]
  * Exits 0 when every check held; prints "FAIL: why" and exits 1 if not.
  */
@@ -350,6 +350,7 @@ static int cmd_serve(const char *vm)
 {
 	Tern__Faultd__FaultStats *st;
 	Tern__Faultd__DetachRequest dq = TERN__FAULTD__DETACH_REQUEST__INIT;
+	Tern__Vmm__UffdOwner any = TERN__VMM__UFFD_OWNER__INIT;
 	struct rpc_result res;
 	struct peer p = { .vm = vm };
 	struct reader rd = { .vm = vm };
@@ -529,9 +530,9 @@ static int cmd_serve(const char *vm)
 	/* With the worker's uffd closed and the vmm's released, the
 	 * registration is gone: the rest reads as zeros. */
 	close(p.uffd);
-	r = vcall(vm, "UffdRelease", NULL, NULL, &res, TMO);
+	r = vcall(vm, "UffdRelease", &any.base, NULL, &res, TMO);
 	CHECK(r == 0, "UffdRelease: %s", res.message);
-	r = vcall(vm, "UffdRelease", NULL, NULL, &res, TMO);
+	r = vcall(vm, "UffdRelease", &any.base, NULL, &res, TMO);
 	CHECK(r == 0, "UffdRelease twice: %s", res.message);
 	expect_mem(vm, 4001 * PAGE, PAGE, true);
 	printf("ok: served %s\n", vm);
@@ -997,12 +998,12 @@ static int cmd_fakedst(const char *vm, const char *memory, const char *vcpus)
 
 /* Attach to the fake vmm must be refused, naming what it lent (or
  * saying words). */
-static int cmd_notuffd(const char *vm, const char *words)
+static int cmd_notuffd(const char *vm, const char *words, const char *pages)
 {
 	struct peer p = { .vm = vm };
 	int ours, theirs;
 
-	p.pages = 512;
+	p.pages = pages ? strtoull(pages, NULL, 0) : 512;
 	link_pair(&ours, &theirs);
 	p.bitmap_fd = new_bitmap(BITMAP_BYTES(p.pages), &p.needed);
 	refused(&p, theirs, p.pages, 0, 2, words ? words : "is not a userfaultfd (pipe:");
@@ -1029,8 +1030,9 @@ int main(int argc, char **argv)
 		return cmd_fakevmm(argv[3], argc == 5 ? argv[4] : NULL);
 	if (strcmp(argv[2], "fakedst") == 0 && argc == 6)
 		return cmd_fakedst(argv[3], argv[4], argv[5]);
-	if (strcmp(argv[2], "notuffd") == 0 && (argc == 4 || argc == 5))
-		return cmd_notuffd(argv[3], argc == 5 ? argv[4] : NULL);
+	if (strcmp(argv[2], "notuffd") == 0 && argc >= 4 && argc <= 6)
+		return cmd_notuffd(argv[3], argc >= 5 ? argv[4] : NULL,
+				   argc == 6 ? argv[5] : NULL);
 	if (strcmp(argv[2], "sockabuse") == 0)
 		return cmd_sockabuse();
 	if (strcmp(argv[2], "list") == 0)
@@ -1040,7 +1042,7 @@ int main(int argc, char **argv)
 usage:
 	fprintf(stderr, "usage: itest_pagepeer RUNDIR serve VM | abuse VM KIND | "
 		"errors IN RUN | sockabuse | discard VM | fakevmm VM [HOLD] | "
-		"fakedst VM MEMORY VCPUS | notuffd VM [WORDS] | "
+		"fakedst VM MEMORY VCPUS | notuffd VM [WORDS [PAGES]] | "
 		"list | detach VM [force]\n");
 	return 2;
 }

@@ -7,8 +7,8 @@
 # the session until Relink; garbage on a page link fails that session
 # only, garbage on faultd.sock closes that peer only; Attach refusals say
 # what was wrong (a vmm that answers UffdCreate with something other than
-# a userfaultfd included); a vmm slow to answer delays nobody else;
-# faultd holds no capability.
+# a userfaultfd included); a vmm slow to answer delays nobody else, and
+# one too slow keeps no uffd; faultd holds no capability.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 [ -c /dev/userfaultfd ] || skip "/dev/userfaultfd is missing (Linux 6.1 or later)"
@@ -110,6 +110,23 @@ cat "$RUNDIR/attach2.log"
 wait_until 10 grep -q "UffdRelease" "$RUNDIR/fake2.log" ||
 	fail "faultd did not release fake2's uffd"
 kill "$fake"
+
+note "a vmm that takes UffdCreate after faultd gave up keeps no uffd"
+# The vmm stalls 6 s before it handles UffdCreate; faultd gives up after
+# 5 s.  Before, the vmm then made the uffd for nobody: a later read of a
+# missing page waited for good, and the next Attach was refused.
+TERN_FAULT=vmm-late-uffd-create start_vmm_nocaps late --memory 4M --incoming
+peer notuffd late "UffdCreate: Connection timed out" 1024 ||
+	fail "Attach to a vmm that stalls in UffdCreate"
+# Once it answers, it is past the stale call.
+wait_until 15 vmmctl status late || fail "the late vmm does not answer"
+n=$(ls -l "/proc/$PID_late/fd" | grep -c userfaultfd)
+[ "$n" = 0 ] || fail "the late vmm holds $n userfaultfd(s)"
+grep -q "after its caller's deadline" "$RUNDIR/late.log" ||
+	fail "the late vmm did not refuse the stale UffdCreate: $(tail -n 3 "$RUNDIR/late.log")"
+timeout 10 "$BIN/vmmctl" --rundir "$RUNDIR" read late 0x1000 16 >/dev/null ||
+	fail "a read of the late vmm's empty RAM did not answer"
+echo "ok: $(grep -h "after its caller's deadline" "$RUNDIR/late.log" | tail -n 1)"
 
 note "garbage on faultd.sock closes that peer only"
 peer sockabuse || fail "faultd.sock abuse"
