@@ -507,9 +507,12 @@ static void job_died(struct job *j, int wstatus)
 		snprintf(j->error, sizeof(j->error), "%s", msg);
 	}
 	if (j->spec.role == JOB_ROLE_SOURCE && j->last && j->last->switched) {
-		/* Logging and throttle off; the VM stays paused. */
+		/* Logging and throttle off; the VM stays paused, marked as
+		 * moved (the worker may have died before it said so). */
 		j->tidy_kind = JOB_TIDY_SOURCE;
 		j->tidy_quiet = true;
+		snprintf(j->tidy_moved, sizeof(j->tidy_moved), "%.160s (job %.12s, "
+			 "not confirmed: its worker died)", j->spec.peer, j->last->id);
 		job_append_error(j, "outcome unknown: the destination may "
 				 "run the guest; the source stays paused");
 	} else if (j->spec.role == JOB_ROLE_SOURCE) {
@@ -545,7 +548,8 @@ static void job_tidy_run(struct bgwork *w)
 	j->tidy_msg[0] = 0;
 	if (j->tidy_kind == JOB_TIDY_SOURCE)
 		j->tidy_r = vmm_link_recover_source(rundir, vm, j->tidy_resume,
-						    j->tidy_kept, j->tidy_msg,
+						    j->tidy_kept, j->tidy_moved,
+						    j->tidy_msg,
 						    sizeof(j->tidy_msg));
 	else
 		j->tidy_r = vmm_link_discard_dest(rundir, vm, j->tidy_msg,

@@ -198,6 +198,8 @@ struct job {
 	bool tidy_resume;               /* the source VM may be resumed */
 	bool tidy_quiet;                /* the verdict is already in error */
 	const char *tidy_kept;          /* why a paused source stays so */
+	char tidy_moved[256];           /* the switch stood: where the guest
+					 * may run (the vmm is marked) */
 	int tidy_r;                     /* the thread's: its result ... */
 	char tidy_msg[512];             /* ... and what it did */
 };
@@ -607,6 +609,8 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
  * resume is set (the job paused the VM, which ran when it began, and the
  * destination was never told to run the guest), continue the VM if it is
  * paused; a paused VM not resumed is said to stay so, "kept" saying why.
+ * With moved set (the switch stood), the vmm is marked as holding a
+ * stale copy of a guest that may run there (SetMoved).
  * After a failed destination job: drop what the incoming vmm received.
  * Both are idempotent and say what they did in msg; recover_source
  * returns 1 when it continued the VM, else 0 or -errno.
@@ -615,7 +619,8 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
  */
 #define VMM_CLEANUP_TIMEOUT_MS 3000
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
-			    const char *kept, char *msg, size_t len);
+			    const char *kept, const char *moved, char *msg,
+			    size_t len);
 int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 			  size_t len);
 

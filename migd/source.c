@@ -1018,6 +1018,30 @@ static bool source_switched(struct source *s)
 	return r;
 }
 
+/*
+ * After Go, while the switch stands: the copy of the guest left here is
+ * stale, and the vmm is told so (vmm.proto, SetMoved), so that neither a
+ * Cont nor another migration ever runs it beside the destination's (its
+ * operator may still, after a lost destination: vmmctl cont NAME --force).
+ * Outside the pause; a vmm that does not take the mark costs the job
+ * nothing.
+ */
+static void source_moved(struct source *s, bool confirmed)
+{
+	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
+	char to[256], id[2 * STREAM_ID_LEN + 1], err[256];
+
+	if (!source_switched(s))
+		return;
+	stream_hex(s->w->id, STREAM_ID_LEN, id);
+	snprintf(to, sizeof(to), "%.160s (job %.12s%s)", s->peer, id,
+		 confirmed ? "" : ", not confirmed: it may not run there");
+	n.to = to;
+	if (vmm_link_call(&s->vmm, "SetMoved", &n.base, NULL, 0, NULL, NULL, err,
+			  sizeof(err)) < 0)
+		log_warnx("the source vmm was not marked as moved: %s", err);
+}
+
 /* Go, then the destination's Resumed (*resumed, for the caller to
  * free); *t_go: when Go left. */
 static int source_go(struct source *s, uint64_t *t_go,
@@ -1112,11 +1136,12 @@ static int source_switchover(struct source *s)
 	worker_report(w);
 	fault_point("source-before-go");
 	r = source_go(s, &t_go, &resumed);
+	t_ack = now_ns();
+	source_moved(s, r == 0);
 	if (r < 0)
 		return worker_fail(w, r, "lost the destination after telling it to "
 				   "resume: the guest may be running there, so the "
 				   "source stays paused");
-	t_ack = now_ns();
 	pause = source_pause_ns(t_stop, t_go, t_ack, resumed->resumed);
 	pthread_mutex_lock(&w->lock);
 	w->downtime_us = pause / 1000;
@@ -1660,6 +1685,7 @@ static int source_postcopy(struct source *s)
 	worker_report(w);
 	fault_point("source-postcopy-before-go");
 	r = source_go(s, &t_go, &resumed);
+	source_moved(s, r == 0);
 	if (r < 0 && !source_switched(s))
 		return r;               /* given back: source_recover resumes it */
 	if (r < 0) {

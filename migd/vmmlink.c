@@ -116,13 +116,22 @@ int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
 }
 
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
-			    const char *kept, char *msg, size_t len)
+			    const char *kept, const char *moved, char *msg,
+			    size_t len)
 {
+	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
 	Tern__Vmm__RunState st;
 	struct vmm_link l;
+	bool unmarked = false;
+	size_t end;
 	int r;
 
 	r = cleanup_open(&l, rundir, vm, msg, len);
+	if (r == 0 && moved && moved[0]) {
+		n.to = (char *)moved;
+		unmarked = vmm_link_call(&l, "SetMoved", &n.base, NULL, 0, NULL,
+					 NULL, NULL, 0) < 0;
+	}
 	/* A dead worker left dirty logging on (nobody reads it any more, and
 	 * it would refuse the next migration) and maybe a vCPU throttle:
 	 * both off ("not on" is fine). */
@@ -147,6 +156,10 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 			 "the source VM is running" : "the source VM was not "
 			 "resumed (it is neither running nor paused)");
 	}
+	end = strlen(msg);
+	if (r >= 0 && unmarked && end < len)
+		snprintf(msg + end, len - end, " (not marked as moved: a Cont "
+			 "there would run the guest twice)");
 	vmm_link_close(&l);
 	return r;
 }

@@ -32,6 +32,7 @@ static struct control {
 	struct rpc_server *server;
 	char path[PATH_MAX];
 	bool state_loaded;              /* an incoming VM got its state */
+	char moved_to[256];             /* SetMoved: the guest runs there */
 } ctl;
 
 static const Tern__Vmm__RunState run_states[VM_STATE_MAX] = {
@@ -67,6 +68,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 	for (i = 0; i < vm->nvcpus; i++)
 		st.exits += __atomic_load_n(&vm->vcpus[i].exits, __ATOMIC_RELAXED);
 	st.console_dropped = serial_dropped(&vm->serial);
+	st.moved_to = ctl.moved_to;
 	return rpc_call_reply(call, &st.base, NULL, 0);
 }
 
@@ -94,6 +96,12 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (st == VM_STATE_INCOMING && !ctl.state_loaded)
 		return rpc_call_errorf(call, EINVAL,
 				       "cannot continue: no state loaded yet");
+	if (ctl.moved_to[0])
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot continue: the guest moved to %s, and this copy is "
+				       "stale: quit this vmm (only if the guest was lost there, "
+				       "clear the mark first: vmmctl cont %s --force)", ctl.moved_to,
+				       ctl.vm->name);
 	ret = vm_resume(ctl.vm);
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "cannot continue: the VM is in state %s",
@@ -227,6 +235,10 @@ static int method_dirty_start(struct rpc_call *call, const ProtobufCMessage *arg
 	Tern__Vmm__DirtyInfo info = TERN__VMM__DIRTY_INFO__INIT;
 	int fd, ret;
 
+	if (ctl.moved_to[0])
+		return rpc_call_errorf(call, EBUSY,
+				       "the guest moved to %s: this stale copy is not "
+				       "migrated", ctl.moved_to);
 	ret = dirty_start(ctl.vm, &fd);
 	if (ret == -EALREADY)
 		return rpc_call_errorf(call, EALREADY, "dirty logging is already on");
@@ -435,6 +447,31 @@ static int method_set_throttle(struct rpc_call *call, const ProtobufCMessage *ar
 	return rpc_call_reply(call, &now.base, NULL, 0);
 }
 
+/* A migration moved the guest away (vmm.proto): or, with no `to`, the
+ * operator says the copy here is the guest after all. */
+static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Vmm__MovedNote *n = (const Tern__Vmm__MovedNote *)arg;
+	enum vm_state st = vm_state_now(ctl.vm);
+
+	if (!n->to[0]) {
+		if (ctl.moved_to[0])
+			log_info("the mark 'moved to %s' is cleared: this copy may run",
+				 ctl.moved_to);
+		ctl.moved_to[0] = 0;
+		return 0;
+	}
+	if (st != VM_STATE_PAUSED)
+		return rpc_call_errorf(call, EBUSY, "cannot mark the guest as moved: "
+				       "it is %s here, not paused", vm_state_name(st));
+	if (str_copy(ctl.moved_to, n->to, sizeof(ctl.moved_to)) < 0)
+		return rpc_call_errorf(call, EINVAL, "SetMoved: 'to' is longer than "
+				       "%zu characters", sizeof(ctl.moved_to) - 1);
+	log_info("the guest moved to %s: this copy is stale, and will not run "
+		 "or migrate again", ctl.moved_to);
+	return 0;
+}
+
 /* Handlers by method name, matched to the descriptor's order at start. */
 static const struct rpc_method_binding control_methods[] = {
 	{ "Status", method_status },
@@ -454,6 +491,7 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "SetThrottle", method_set_throttle },
 	{ "UffdCreate", method_uffd_create },
 	{ "UffdRelease", method_uffd_release },
+	{ "SetMoved", method_set_moved },
 };
 
 int control_start(struct vm *vm, struct event_base *base, const char *rundir)

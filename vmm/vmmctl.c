@@ -130,6 +130,8 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 		printf(", console dropped %llu byte%s",
 		       (unsigned long long)s->console_dropped,
 		       s->console_dropped == 1 ? "" : "s");
+	if (s->moved_to[0])
+		printf(", moved to %s (this copy is stale)", s->moved_to);
 	if (s->message[0])
 		printf(": %s", s->message);
 	printf("\n");
@@ -147,6 +149,17 @@ static int cmd_simple(struct vmm_conn *c, const char *method)
 	print_status(s);
 	protobuf_c_message_free_unpacked(&s->base, NULL);
 	return CLI_OK;
+}
+
+/* cont --force: a copy marked as moved away runs after all (vmm.proto,
+ * SetMoved), as when its destination lost the guest. */
+static int cmd_cont_force(struct vmm_conn *c)
+{
+	Tern__Vmm__MovedNote clear = TERN__VMM__MOVED_NOTE__INIT;
+
+	if (call(c, "SetMoved", &clear.base, NULL, 0, NULL, NULL) < 0)
+		return CLI_FAILED;
+	return cmd_simple(c, "Cont");
 }
 
 static int cmd_quit(struct vmm_conn *c)
@@ -547,6 +560,9 @@ static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst)
 	if (ds->state != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
 		cli_errx("vmm %s is not waiting for an incoming guest (start it with "
 			 "--incoming)", dst->name);
+	else if (ss->moved_to[0])
+		cli_errx("the guest of %s moved to %s: the copy in %s is stale, and "
+			 "is not moved again", src->name, ss->moved_to, src->name);
 	else if (ss->memory != ds->memory || ss->vcpus != ds->vcpus)
 		cli_errx("vmm %s has %s and %u vCPU%s, %s has %s and %u: start %s "
 			 "with the same --memory and --vcpus", dst->name, dmem,
@@ -766,7 +782,7 @@ static void usage(FILE *f)
 "usage: vmmctl [--rundir DIR] [--json] [--timeout SEC] COMMAND NAME [ARGS]\n"
 "  status NAME              state of the vmm and its guest\n"
 "  stop NAME                pause the guest's vCPUs\n"
-"  cont NAME                resume them (or start a loaded incoming guest)\n"
+"  cont NAME [--force]      resume them (or start a loaded incoming guest)\n"
 "  quit NAME                end the vmm\n"
 "  save NAME FILE           write the paused VM's complete state to FILE\n"
 "  load NAME FILE           load a state FILE into an incoming vmm\n"
@@ -784,7 +800,8 @@ struct cmd_args {
 	uint64_t gpa, len, seconds;
 	uint8_t *bytes;                 /* write */
 	size_t nbytes;
-	bool copy;                      /* transfer */
+	bool flag;                      /* the command's flag: transfer --copy,
+					 * cont --force */
 };
 
 /*
@@ -828,7 +845,7 @@ static const struct command {
 } commands[] = {
 	{ "status", 1, 1, "NAME", NULL },
 	{ "stop", 1, 1, "NAME", NULL },
-	{ "cont", 1, 1, "NAME", NULL },
+	{ "cont", 1, 2, "NAME [--force]", "--force" },
 	{ "quit", 1, 1, "NAME", NULL },
 	{ "save", 2, 2, "NAME FILE", NULL },
 	{ "load", 2, 2, "NAME FILE", NULL },
@@ -866,7 +883,7 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 			cli_errx("usage: vmmctl %s %s", name, c->usage);
 			return -EINVAL;
 		}
-		a->copy = true;         /* transfer's, the one flag */
+		a->flag = true;
 	}
 	if ((!strcmp(name, "read") || !strcmp(name, "write")) &&
 	    parse_u64(argv[2], 0, UINT64_MAX, &a->gpa) < 0) {
@@ -901,7 +918,7 @@ static int run_cmd(const char *name, struct vmm_conn *c, char **argv,
 	if (!strcmp(name, "stop"))
 		return cmd_simple(c, "Stop");
 	if (!strcmp(name, "cont"))
-		return cmd_simple(c, "Cont");
+		return a->flag ? cmd_cont_force(c) : cmd_simple(c, "Cont");
 	if (!strcmp(name, "quit"))
 		return cmd_quit(c);
 	if (!strcmp(name, "save"))
@@ -947,7 +964,7 @@ static int run(int argc, char **argv)
 		goto out;
 	if (!strcmp(cmd->name, "transfer")) {
 		if (conn_open(&d, argv[2]) == 0)
-			code = cmd_transfer(&c, &d, a.copy);
+			code = cmd_transfer(&c, &d, a.flag);
 	} else {
 		code = run_cmd(cmd->name, &c, argv, &a);
 	}

@@ -95,6 +95,28 @@ start_vmm a --memory 128M --vcpus 2 --test-guest dirty --guest-rate 100000 --hea
 wait_pass a 1 2
 start_vmm b --memory 128M --vcpus 2 --incoming
 migrate a b 1
+
+note "the source left behind is marked as moved: it never runs or migrates again"
+# Before, a second migrate of a (or a cont) ran its stale copy beside b's.
+vmmctl status a | grep -q "moved to tcp:127.0.0.1:[0-9]* (job [0-9a-f]*) (this copy is stale)" ||
+	fail "a's status: $(vmmctl status a)"
+out=$(vmmctl cont a 2>&1) && fail "the stale copy in a continued"
+echo "$out" | grep -q "cannot continue: the guest moved to tcp:" || fail "$out"
+start_vmm a2 --memory 128M --vcpus 2 --incoming
+incoming a2
+out=$(migctl migrate a "$ADDR" --token "$TOKEN" --wait 2>&1) &&
+	fail "the stale copy in a migrated again: $out"
+echo "$out" | grep -q "the guest moved to tcp:.*this stale copy is not migrated" || fail "$out"
+wait_job_final a2
+out=$(vmmctl transfer a a2 2>&1) && fail "the stale copy in a was transferred: $out"
+echo "$out" | grep -q "the copy in a is stale" || fail "$out"
+[ "$(state_of a)" = paused ] || fail "a is $(state_of a)"
+[ "$(state_of a2)" = incoming ] || fail "a2 is $(state_of a2)"
+# An operator whose destination lost the guest may still run the copy.
+vmmctl cont a --force >/dev/null || fail "cont a --force"
+[ "$(state_of a)" = running ] || fail "a did not run after cont --force"
+echo "ok: refused to cont, migrate and transfer a; cont --force ran it"
+vmmctl quit a2 >/dev/null
 start_vmm c --memory 128M --vcpus 2 --incoming
 migrate b c 4
 start_vmm d --memory 128M --vcpus 2 --incoming

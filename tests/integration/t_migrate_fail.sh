@@ -247,6 +247,9 @@ incoming y
 migctl migrate x "$ADDR" --token "$TOKEN" --wait >/dev/null 2>&1 && fail "survived"
 job_get x error | grep -q "outcome unknown" || fail "error: $(job_get x error)"
 [ "$(state_of x)" = paused ] || fail "x must stay paused once the switch was recorded"
+# The worker died before it marked x: migd's clean-up did.
+vmmctl status x | grep -q "moved to tcp:.*not confirmed: its worker died) (this copy is stale)" ||
+	fail "x is not marked as moved: $(vmmctl status x)"
 echo "ok: $(job_get x error)"
 
 # failed_move FAULT SRC DST: migd anew with TERN_FAULT=FAULT; SRC moves
