@@ -76,6 +76,13 @@ int rpc_client_connect_path(const char *path, int timeout_ms,
 	return client_connect(&u, timeout_ms, ret);
 }
 
+bool rpc_client_hung_up(const struct rpc_client *cl)
+{
+	struct pollfd p = { rpc_conn_fd(cl->conn), POLLRDHUP, 0 };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 int rpc_client_set_max_frame(struct rpc_client *cl, uint32_t max_frame)
 {
 	if (max_frame > RPC_FRAME_MAX_LIMIT)

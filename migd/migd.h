@@ -592,6 +592,8 @@ struct vmm_link {
 int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 		  char *err, size_t errlen);
 void vmm_link_close(struct vmm_link *l);
+/* Whether the vmm closed its end (it is gone, or quit), without a call. */
+bool vmm_link_gone(const struct vmm_link *l);
 /* One call; on failure err holds "vmm VM: Method: reason". */
 int vmm_link_call(struct vmm_link *l, const char *method,
 		  const ProtobufCMessage *arg, const int *fds, size_t nfds,

@@ -54,6 +54,7 @@ struct source {
 	uint64_t hash_rate;             /* verify: bytes/s, timed at the start */
 	uint64_t verify_ms;             /* verify's expected share of the pause */
 	uint64_t vmm_rtt_ns;            /* the quickest DirtySync: a call to the vmm */
+	uint64_t vmm_seen_ns;           /* source_vmm_alive's last look */
 	uint64_t hello_rtt_ns;          /* Hello to Accept: the link both ways and a
 					 * call to the other vmm */
 	struct vmm_link vmm;
@@ -431,6 +432,28 @@ static unsigned int page_region(const struct ram_view *v, uint64_t page)
 	return i;
 }
 
+/*
+ * A vmm that died (or quit) took the guest with it: nothing left to
+ * send.  Between DirtySyncs a round may last minutes on a slow link, so
+ * the round looks every VMM_WATCH_MS, without a call: the vmm's end of
+ * the connection closed.
+ */
+#define VMM_WATCH_MS 200
+
+static int source_vmm_alive(struct source *s)
+{
+	uint64_t now = now_ns();
+
+	if (now - s->vmm_seen_ns < VMM_WATCH_MS * 1000000ULL)
+		return 0;
+	s->vmm_seen_ns = now;
+	if (!vmm_link_gone(&s->vmm))
+		return 0;
+	/* (source_run adds what that means for the guest) */
+	return worker_fail(s->w, EPIPE, "vmm %s closed its connection in round %llu",
+			   s->w->spec->vm, (unsigned long long)s->w->rounds + 1);
+}
+
 /* Send every page the bitmap holds, clearing bits as they are taken. */
 static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 {
@@ -458,6 +481,8 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 			__atomic_fetch_or(&s->dirty[i], w, __ATOMIC_RELAXED);
 		if ((i & 1023) == 0 && worker_cancelled())
 			r = -ECANCELED;
+		if ((i & 15) == 0 && r == 0)
+			r = source_vmm_alive(s);
 	}
 	if (r >= 0) {
 		int e = source_flush(s);
@@ -1851,21 +1876,28 @@ int source_run(struct worker *w)
 	if (r < 0) {
 		Tern__Vmm__RunState st = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
 		bool never_stopped;
+		const char *how;
 
 		pthread_mutex_lock(&w->lock);
 		never_stopped = !w->switched && w->source_was_running && !s.stopped;
 		pthread_mutex_unlock(&w->lock);
-		/* Untouched by the job; but its operator may have paused it. */
-		if (never_stopped && s.vmm.cl)
-			vmm_link_state(&s.vmm, &st, NULL, 0);
+		/* Untouched by the job; but its operator may have paused it,
+		 * or the vmm may be gone (and the guest with it). */
+		if (never_stopped && (!s.vmm.cl ||
+				      vmm_link_state(&s.vmm, &st, NULL, 0) < 0))
+			st = TERN__VMM__RUN_STATE__RUN_STATE_NONE;
+		how = st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED ?
+		      "the job did not pause the source VM, which stays paused" :
+		      st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ?
+		      "the source VM kept running" :
+		      st == TERN__VMM__RUN_STATE__RUN_STATE_NONE ?
+		      "the source vmm no longer answers: its guest may be gone" :
+		      "the source VM is neither running nor paused";
 		pthread_mutex_lock(&w->lock);
 		if (never_stopped)
 			snprintf(w->error + strlen(w->error),
 				 sizeof(w->error) - strlen(w->error), "%s%s",
-				 w->error[0] ? "; " : "",
-				 st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED ?
-				 "the job did not pause the source VM, which "
-				 "stays paused" : "the source VM kept running");
+				 w->error[0] ? "; " : "", how);
 		pthread_mutex_unlock(&w->lock);
 		if (!worker_cancelled())
 			worker_note_refuse(w, s.main_fd, 500, "the destination");

@@ -71,6 +71,11 @@ static int cleanup_open(struct vmm_link *l, const char *rundir, const char *vm,
 			 errlen);
 }
 
+bool vmm_link_gone(const struct vmm_link *l)
+{
+	return !l->cl || rpc_client_hung_up(l->cl);
+}
+
 void vmm_link_close(struct vmm_link *l)
 {
 	if (l->cl)

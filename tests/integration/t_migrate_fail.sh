@@ -437,6 +437,27 @@ echo "$out" | grep -q "expected downtime [0-9]* ms against the 300 ms limit, \([
 echo "ok: $(echo "$out" | tail -n 1)"
 [ "$(state_of q4)" = running ] || fail "q4 is not running"
 
+note "the source vmm dies mid-round: the job stops sending and says the guest is gone"
+# Before, its pages went on until the round's end (DirtySync found the
+# vmm gone), and the error said the source VM kept running.
+start_vmm vd --memory 128M --test-guest fill --guest-rate 50000 --heartbeat 100
+wait_pass vd 0 2
+start_vmm ve --memory 128M --incoming
+incoming ve
+migctl migrate vd "$ADDR" --token "$TOKEN" --channels 1 --max-bandwidth 4M \
+	--detach >/dev/null || fail "migrate vd"
+wait_until 30 job_is vd active || fail "vd: $(job_get vd state)"
+kill -KILL "$(pid_of vd)"
+wait_job_final vd
+err=$(job_get vd error)
+echo "$err" | grep -q "vmm vd closed its connection in round 1; the source vmm no longer answers: its guest may be gone" ||
+	fail "vd: $err"
+echo "$err" | grep -q "kept running" && fail "vd: $err"
+wait_job_final ve
+dest_fresh ve
+echo "ok: $err"
+vmmctl quit ve >/dev/null
+
 note "migd itself is killed (SIGKILL) during precopy: its workers cancel"
 # The kernel sends each worker SIGTERM when migd dies (PR_SET_PDEATHSIG);
 # nobody is left to clean up after them, so they must do it themselves.
