@@ -226,7 +226,7 @@ static void print_status(Tern__Migd__JobStatus *js)
 	       job_fraction(js) * 100, fmt_size(js->transferred_bytes, a, sizeof(a)),
 	       fmt_size(js->remaining_bytes, b, sizeof(b)),
 	       fmt_size(js->total_bytes, c, sizeof(c)));
-	printf("  pages         %llu sent, %llu zero, %llu skipped (never touched)\n",
+	printf("  pages         %llu sent, %llu zero, %llu skipped (holes at round 1)\n",
 	       (unsigned long long)js->pages_sent, (unsigned long long)js->zero_pages,
 	       (unsigned long long)js->skipped_pages);
 	printf("  rounds        %llu\n", (unsigned long long)js->rounds);

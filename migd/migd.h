@@ -635,6 +635,8 @@ struct page_server {
 	uint64_t hint;                  /* (A) the page after the last request */
 	uint64_t requests;              /* (A) requests answered */
 	uint64_t pages;                 /* (A) pages sent */
+	uint64_t *job_bytes;            /* (A) the job's transferred_bytes: what
+					 * the page link carries counts too */
 	int err;                        /* (A) why the thread ended, 0 while it runs */
 	char why[200];                  /* its words, valid once err is set */
 	pthread_t thread;

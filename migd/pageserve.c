@@ -68,6 +68,9 @@ static int serve_one(struct page_server *ps, const Tern__Stream__PageRequest *q)
 	__atomic_store_n(&ps->hint, first + q->pages, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&ps->requests, 1, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&ps->pages, q->pages, __ATOMIC_RELAXED);
+	__atomic_fetch_add(ps->job_bytes,
+			   4 + protobuf_c_message_get_packed_size(&m.base),
+			   __ATOMIC_RELAXED);   /* stream_msg_send's framing */
 	return 0;
 }
 

@@ -1692,6 +1692,7 @@ static int source_postcopy(struct source *s)
 	t[3] = now_ns();
 	s->ps.fd = s->page_fd;
 	s->ps.ram = &s->ram;
+	s->ps.job_bytes = &w->transferred_bytes;
 	s->ps.tosend = s->tosend;
 	if (r == 0) {
 		r = page_server_start(&s->ps);

@@ -252,6 +252,11 @@ check_done() {
 		fail "$src: bytes left to send: $out"
 	[ "$(echo "$out" | jget needed_pages)" = 0 ] ||
 		fail "$src: pages still needed: $out"
+	# The wire carried at least the data of the pages sent, pushed and
+	# fetched on demand (the page link counts too).
+	[ "$(echo "$out" | jget transferred_bytes)" -ge $(( ($(echo "$out" | jget pages_sent) - \
+		$(echo "$out" | jget zero_pages) + $(echo "$out" | jget pages_on_demand)) * 4096 )) ] ||
+		fail "$src: transferred_bytes misses pages: $out"
 	[ "$(state_of "$src")" = paused ] || fail "$src is not paused"
 	[ "$(state_of "$dst")" = running ] || fail "$dst is not running"
 	wait_until 30 job_is "$dst" completed || fail "$dst: $(migctl status "$dst")"
