@@ -452,6 +452,9 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 	char a[32], b[32], c[32];
 	const char *news;
 
+	/* A bar on screen ends at 100% with a completed job. */
+	if (prog.drawn && js->state == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
+		progress_show(js);
 	progress_end();
 	if (opts.json)
 		json_print(&js->base);
