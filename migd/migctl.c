@@ -396,6 +396,10 @@ static struct rpc_client *ctl_connect(void)
 		return NULL;
 	}
 	r = rpc_client_connect_path(path, opts.timeout_ms, &cl);
+	if (r == -ECONNREFUSED) {
+		cli_errx("migd is not running (nobody listens on %s)", path);
+		return NULL;
+	}
 	if (r < 0) {
 		cli_errx("cannot connect to migd at %s: %s%s", path, strerror(-r),
 			 cli_refused_hint(r));

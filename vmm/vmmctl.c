@@ -54,6 +54,12 @@ static int conn_open(struct vmm_conn *c, const char *name)
 		return -ENOENT;
 	}
 	ret = rpc_client_connect_path(path, opts.timeout_ms, &c->cl);
+	if (ret == -ECONNREFUSED) {
+		/* A socket file nobody listens on: its vmm ended without
+		 * removing it (killed). */
+		cli_errx("vmm %s is not running (nobody listens on %s)", name, path);
+		return ret;
+	}
 	if (ret < 0) {
 		cli_errx("vmm %s: cannot connect to %s: %s%s", name, path,
 			 strerror(-ret), cli_refused_hint(ret));

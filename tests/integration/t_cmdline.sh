@@ -108,4 +108,19 @@ expect_error "a vmm named dup is already running (pid $(pid_of dup))" \
 [ "$(state_of dup)" = running ] || fail "the first vmm was harmed"
 wait_progress dup 0
 vmmctl check dup || fail "the first vmm's guest was harmed"
+
+note "a socket left behind by a killed vmm or migd: not running"
+mkdir -p "$RUNDIR/stale/vmm"
+for s in "$RUNDIR/vmm/ghost.sock" "$RUNDIR/stale/migd.sock"; do
+	python3 -c "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "$s" ||
+		fail "cannot leave a socket at $s"
+done
+out=$(vmmctl status ghost 2>&1) && fail "status of a dead vmm: $out"
+[ "$out" = "vmmctl: vmm ghost is not running (nobody listens on $RUNDIR/vmm/ghost.sock)" ] ||
+	fail "$out"
+echo "ok: $out"
+out=$("$BIN/migctl" --rundir "$RUNDIR/stale" list 2>&1) && fail "list of a dead migd: $out"
+[ "$out" = "migctl: migd is not running (nobody listens on $RUNDIR/stale/migd.sock)" ] ||
+	fail "$out"
+echo "ok: $out"
 echo PASS
