@@ -20,6 +20,10 @@
 /* The struct of type t whose member m is at p. */
 #define container_of(p, t, m) ((t *)(void *)((char *)(p) - offsetof(t, m)))
 #define DIV_ROUND_UP(n, d) (((n) + (d) - 1) / (d))
+/* The longest --rundir vmm, migd and faultd take: room left for a
+ * socket's name (migd.sock, vmm/NAME.sock) in a unix socket address,
+ * whose sun_path holds 107 characters and the NUL. */
+#define RUNDIR_MAX 80
 
 /*
  * "4096", "512K", "64M", "4G", "1T" (binary units, optional "iB"/"B"

@@ -100,8 +100,9 @@ static void parse_args(int argc, char **argv, struct options *o)
 	if (!o->rundir[0])
 		die_usage("--rundir: give a directory");
 	/* Room for "/faultd.sock" in a sun_path, as migd. */
-	if (strlen(o->rundir) > 80)
-		die_usage("--rundir %s: at most 80 characters", o->rundir);
+	if (strlen(o->rundir) > RUNDIR_MAX)
+		die_usage("--rundir %s: at most %d characters", o->rundir,
+			  RUNDIR_MAX);
 }
 
 /* RUNDIR/faultd.lock, held for faultd's life: one faultd per run directory. */

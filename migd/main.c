@@ -93,8 +93,9 @@ static void parse_args(int argc, char **argv, struct options *o)
 	if (!o->rundir[0])
 		die_usage("--rundir: give a directory");
 	/* Room for "/migd.sock" and the vmm sockets in a sun_path. */
-	if (strlen(o->rundir) > 80)
-		die_usage("--rundir %s: at most 80 characters", o->rundir);
+	if (strlen(o->rundir) > RUNDIR_MAX)
+		die_usage("--rundir %s: at most %d characters", o->rundir,
+			  RUNDIR_MAX);
 }
 
 /* RUNDIR/migd.lock, held for migd's life: one migd per run directory. */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -100,7 +101,8 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		{ "prealloc", no_argument, NULL, O_PREALLOC },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c, kinds = 0;
+	struct sockaddr_un sun;
+	int c, n, kinds = 0;
 
 	vm->guest.heartbeat_ms = 1000;
 	vm->guest.image_addr = 0x7c00;
@@ -189,6 +191,17 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		o->rundir = VMM_DEFAULT_RUNDIR;
 	if (!o->rundir[0])
 		die_usage("--rundir: give a directory");
+	/* Checked before anything is created in it: the control socket,
+	 * DIR/vmm/NAME.sock, must fit a sun_path, as migd's and faultd's. */
+	if (strlen(o->rundir) > RUNDIR_MAX)
+		die_usage("--rundir %s: at most %d characters", o->rundir,
+			  RUNDIR_MAX);
+	n = snprintf(NULL, 0, "%s/vmm/%s.sock", o->rundir, o->name);
+	if (n < 0 || (size_t)n >= sizeof(sun.sun_path))
+		die_usage("--name %s: its control socket %s/vmm/%s.sock would "
+			  "be %d characters, a unix socket address holds at most "
+			  "%zu (shorten --rundir or --name)", o->name, o->rundir,
+			  o->name, n, sizeof(sun.sun_path) - 1);
 	vm->name = o->name;
 }
 

@@ -89,16 +89,31 @@ usage_error migctl "--rundir: give a directory" --rundir= list
 err=$("$BIN/vmmctl" --rundir "$RUNDIR" status ghost 2>&1)
 [ $? -eq 1 ] && [[ $err == *"vmm ghost is not running"* ]] || fail "status ghost: $err"
 
+note "a rundir too long for a unix socket path: refused before anything is made"
+# expect_usage WORDS ARGS...: as expect_error, and the exit status is 2.
+expect_usage() {
+	local rc
+	expect_error "$@"
+	timeout 20 "$BIN/vmm" "${@:2}" >/dev/null 2>&1
+	rc=$?
+	[ $rc -eq 2 ] || fail "vmm ${*:2}: exit $rc, expected 2"
+}
+long=$RUNDIR/long/$(printf 'd%.0s' $(seq 100))
+expect_usage "--rundir $long: at most 80 characters" --name a --memory 4M \
+	--test-guest idle --rundir "$long"
+[ ! -e "$RUNDIR/long" ] || fail "vmm left $(find "$RUNDIR/long" | tail -n 1) behind"
+# 80 characters are allowed, but not with a name too long for the socket.
+d80=$RUNDIR/long/$(printf 'd%.0s' $(seq $((80 - ${#RUNDIR} - 6))))
+name=$(printf 'n%.0s' $(seq 30))
+[ ${#d80} -eq 80 ] || fail "test: $d80 is ${#d80} characters"
+expect_usage "--name $name: its control socket $d80/vmm/$name.sock would be 120 characters, a unix socket address holds at most 107" \
+	--name "$name" --memory 4M --test-guest idle --rundir "$d80"
+[ ! -e "$RUNDIR/long" ] || fail "vmm left $(find "$RUNDIR/long" | tail -n 1) behind"
+
 need_kvm
 expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
 truncate -s 5M "$RUNDIR/big.img"
 expect_error "do not fit" --name a --memory 4M --image "$RUNDIR/big.img" "${R[@]}"
-
-note "a rundir too long for a unix socket path"
-long=$RUNDIR/long/$(printf 'd%.0s' $(seq 100))
-expect_error "File name too long" --name a --memory 4M --test-guest idle \
-	--rundir "$long"
-[ -z "$(find "$RUNDIR/long" -type s)" ] || fail "a socket was bound at a truncated path"
 
 note "a second vmm with the same name"
 start_vmm dup --memory 64M --test-guest dirty --heartbeat 100
