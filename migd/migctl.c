@@ -763,7 +763,7 @@ static const struct command {
 	  (const struct option[]){
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
-	{ "recover", 1, "VM [URI] [--listen ADDR] [--wait]",
+	{ "recover", 1, "VM URI|--listen ADDR [--wait]",
 	  (const struct option[]){
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "wait", no_argument, NULL, O_WAIT },
@@ -988,6 +988,13 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	}
 	if (!strcmp(c->name, "incoming") && !a->listen)
 		return usage_of(c);
+	/* With neither, a source has nowhere to dial and a destination
+	 * nothing to change: say which one each side takes. */
+	if (!strcmp(c->name, "recover") && !a->uri && !a->listen) {
+		cli_errx("recover %s: give the destination's URI (on the source "
+			 "host) or --listen ADDR (on the destination host)", a->vm);
+		return -EINVAL;
+	}
 	if (!strcmp(c->name, "migrate")) {
 		a->uri = pos[1];
 		if (!a->token)
@@ -1020,7 +1027,7 @@ static void usage(FILE *f)
 "  cancel VM [--wait]                       cancel the VM's running job\n"
 "  postcopy VM [--wait]                     switch VM's migration to postcopy\n"
 "  pause VM                                 force postcopy-paused (move networks)\n"
-"  recover VM [URI] [--listen ADDR] [--wait]\n"
+"  recover VM URI|--listen ADDR [--wait]\n"
 "                                           resume a postcopy-paused job\n"
 "  list                                     running jobs, then history\n"
 "  set [TUNING]                             migd's defaults for new jobs\n"

@@ -54,6 +54,11 @@ ctl_usage "--max-bandwidth measured: expected bytes per second such as 500M or 1
 	set --max-bandwidth measured
 ctl_usage "exclude each other" migrate x tcp:127.0.0.1:4444 --token $T --wait --detach
 ctl_usage "usage: migctl status VM" status
+# recover with nowhere to go: neither the source's URI nor --listen.
+ctl_usage "recover x: give the destination's URI (on the source host) or --listen ADDR (on the destination host)" \
+	recover x
+ctl_usage "recover x: give the destination's URI" recover x --wait
+ctl_usage "usage: migctl recover VM URI|--listen ADDR [--wait]" recover
 ctl_usage "usage: migctl list" list extra
 ctl_usage "status: unknown option '--wach'" status x --wach
 ctl_usage "status: unknown option '--json': global options go before the command" \
