@@ -17,6 +17,7 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "common/uri.h"
@@ -159,6 +160,37 @@ int uri_format(const struct uri *u, char *buf, size_t len)
 	if (n < 0)
 		return -EINVAL;
 	return (size_t)n < len ? n : -ENAMETOOLONG;
+}
+
+bool uri_is_wildcard(const struct uri *u)
+{
+	char host[sizeof(u->host)];
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (u->kind != URI_TCP)
+		return false;
+	/* inet_aton: every spelling getaddrinfo takes ("0", "0.0.0.0",
+	 * "0x0"), but it also stops at white space, which is no host. */
+	if (!u->host[strcspn(u->host, " \t\n")] && inet_aton(u->host, &a4))
+		return a4.s_addr == htonl(INADDR_ANY);
+	/* "::", "::0", "0:0:0:0:0:0:0:0", with a scope or without. */
+	str_copy(host, u->host, sizeof(host));
+	host[strcspn(host, "%")] = 0;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&a6);
+}
+
+int uri_format_peer(const struct uri *u, const char *host, char *buf,
+		    size_t len)
+{
+	struct uri peer;
+
+	if (!uri_is_wildcard(u))
+		return uri_format(u, buf, len);
+	peer = *u;
+	if (str_copy(peer.host, host, sizeof(peer.host)) < 0)
+		return -ENAMETOOLONG;
+	return uri_format(&peer, buf, len);
 }
 
 static int gai_errno(int e)

@@ -7,6 +7,7 @@
 #ifndef TERN_URI_H
 #define TERN_URI_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <limits.h>
 
@@ -34,6 +35,14 @@ int uri_parse(const char *s, struct uri *ret);
 #define URI_FORMS "tcp:HOST:PORT, tcp:[V6]:PORT or unix:/PATH"
 /* Back to text; -ENAMETOOLONG when it does not fit. */
 int uri_format(const struct uri *u, char *buf, size_t len);
+/* Whether u is tcp: on a wildcard host (0.0.0.0 or ::, in any spelling
+ * getaddrinfo takes): bound there, a socket listens on every address of
+ * this host, and the text names none that a peer could dial. */
+bool uri_is_wildcard(const struct uri *u);
+/* As uri_format, but the address a peer dials: a wildcard host is
+ * printed as host (a placeholder such as "THIS-HOST") instead. */
+int uri_format_peer(const struct uri *u, const char *host, char *buf,
+		    size_t len);
 
 /*
  * Sockets for tcp: and unix: URIs, SOCK_CLOEXEC, blocking.  uri_listen

@@ -504,6 +504,28 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 	return CLI_FAILED;
 }
 
+/*
+ * The command for the source host, after incoming on a terminal.  A
+ * wildcard address (tcp:0.0.0.0:P, tcp:[::]:P) is no address a source
+ * could dial: the command names a placeholder for this host instead.
+ */
+static void print_source_hint(const char *vm, const char *listen,
+			      const char *token)
+{
+	char peer[PATH_MAX + 16];
+	struct uri u;
+
+	if (uri_parse(listen, &u) == 0 && uri_is_wildcard(&u) &&
+	    uri_format_peer(&u, "THIS-HOST", peer, sizeof(peer)) >= 0)
+		printf("%s waits on every address of this host; on the source host "
+		       "run,\nwith THIS-HOST a name or address of this host that "
+		       "the source can reach:\n  migctl migrate VM %s --token %s\n",
+		       vm, peer, token);
+	else
+		printf("%s waits; on the source host run:\n  migctl migrate "
+		       "VM %s --token %s\n", vm, listen, token);
+}
+
 static int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__IncomingRequest req = TERN__MIGD__INCOMING_REQUEST__INIT;
@@ -519,8 +541,7 @@ static int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
 	} else {
 		printf("token %s\nlisten %s\n", rep->token, rep->listen);
 		if (isatty(STDOUT_FILENO))
-			printf("%s waits; on the source host run:\n  migctl migrate "
-			       "VM %s --token %s\n", a->vm, rep->listen, rep->token);
+			print_source_hint(a->vm, rep->listen, rep->token);
 	}
 	protobuf_c_message_free_unpacked(&rep->base, NULL);
 	return CLI_OK;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,53 @@ static void test_parse_why(void **state)
 		assert_string_equal(why, w[i].why);
 	}
 	assert_int_equal(uri_parse_why("tcp:h:1", &u, &why), 0);
+}
+
+/*
+ * What a peer is told to dial, as migctl incoming prints it: a wildcard
+ * host (where migd listens on every address) is no address to dial and
+ * becomes the placeholder; any other address is printed as it is.
+ */
+static void test_format_peer(void **state)
+{
+	static const struct {
+		const char *in;
+		bool wildcard;
+		const char *out;
+	} w[] = {
+		{ "tcp:0.0.0.0:4444", true, "tcp:THIS-HOST:4444" },
+		{ "tcp:[::]:4444", true, "tcp:THIS-HOST:4444" },
+		{ "tcp:[::0]:1", true, "tcp:THIS-HOST:1" },
+		{ "tcp:[0:0:0:0:0:0:0:0]:2", true, "tcp:THIS-HOST:2" },
+		{ "tcp:[::%lo]:3", true, "tcp:THIS-HOST:3" },
+		{ "tcp:0:5", true, "tcp:THIS-HOST:5" },         /* getaddrinfo: 0.0.0.0 */
+		{ "tcp:127.0.0.1:4444", false, "tcp:127.0.0.1:4444" },
+		{ "tcp:[::1]:4444", false, "tcp:[::1]:4444" },
+		{ "tcp:0.0.0.1:6", false, "tcp:0.0.0.1:6" },
+		{ "tcp:[::ffff:0.0.0.0]:7", false, "tcp:[::ffff:0.0.0.0]:7" },
+		{ "tcp:dst.example:8", false, "tcp:dst.example:8" },
+		{ "tcp:00:9", true, "tcp:THIS-HOST:9" },
+		{ "unix:/run/tern/in.sock", false, "unix:/run/tern/in.sock" },
+	};
+	char buf[64], host[300];
+	struct uri u;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(w); i++) {
+		assert_int_equal(uri_parse(w[i].in, &u), 0);
+		if (uri_is_wildcard(&u) != w[i].wildcard)
+			fail_msg("%s: wildcard %d", w[i].in, !w[i].wildcard);
+		assert_true(uri_format_peer(&u, "THIS-HOST", buf, sizeof(buf)) > 0);
+		assert_string_equal(buf, w[i].out);
+	}
+	/* A placeholder too long for a host, a buffer too short: said. */
+	assert_int_equal(uri_parse("tcp:0.0.0.0:4444", &u), 0);
+	memset(host, 'h', sizeof(host) - 1);
+	host[sizeof(host) - 1] = 0;
+	assert_int_equal(uri_format_peer(&u, host, buf, sizeof(buf)),
+			 -ENAMETOOLONG);
+	assert_int_equal(uri_format_peer(&u, "THIS-HOST", buf, 8), -ENAMETOOLONG);
 }
 
 static void test_format_too_long(void **state)
@@ -326,6 +374,7 @@ int main(void)
 		cmocka_unit_test(test_parse_table),
 		cmocka_unit_test(test_unix_path_limit),
 		cmocka_unit_test(test_parse_why),
+		cmocka_unit_test(test_format_peer),
 		cmocka_unit_test(test_format_too_long),
 		cmocka_unit_test(test_tcp_listen_connect),
 		cmocka_unit_test(test_tcp_connect_timeout),
