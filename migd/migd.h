@@ -273,8 +273,8 @@ struct chan_stats {
 	uint64_t zero_pages;
 	uint64_t zstd_pages;            /* sent (received) compressed */
 	uint64_t raw_bytes;             /* page bytes before compression */
-	uint64_t last_bytes;            /* reporter thread: for throughput */
-	uint64_t throughput;            /* written by the reporter thread */
+	uint64_t throughput;            /* bytes/s over the last second,
+					 * written by the reporter thread */
 };
 
 /* Commands from the parent to a worker, on the status socketpair
@@ -453,6 +453,24 @@ struct pace {
 void pace_start(struct pace *p, uint64_t rate, uint64_t now);
 /* Count bytes just sent at now; returns the ns to wait before the next. */
 uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes);
+
+/* pace.c, too: a channel's throughput over the last second, from
+ * samples of its byte count (the reporter thread's, one per
+ * MIGD_STATUS_INTERVAL_MS), so that a paced channel's bursts average
+ * out as they do on the wire. */
+#define RATE_WINDOW_NS 1000000000ULL
+#define RATE_SAMPLES (RATE_WINDOW_NS / (MIGD_STATUS_INTERVAL_MS * 1000000ULL) + 3)
+struct rate_window {
+	uint64_t t[RATE_SAMPLES];       /* ns */
+	uint64_t bytes[RATE_SAMPLES];   /* the count at t */
+	unsigned int head;              /* where the next sample goes */
+	unsigned int n;                 /* samples kept */
+};
+/* The first sample: bytes (usually 0) at now. */
+void rate_start(struct rate_window *rw, uint64_t now, uint64_t bytes);
+/* Add a sample; bytes/s from the newest sample at least RATE_WINDOW_NS
+ * before now (from the oldest kept while there is none) to this one. */
+uint64_t rate_sample(struct rate_window *rw, uint64_t now, uint64_t bytes);
 
 #define CHAN_QUEUE 64                   /* batches queued per channel */
 #define CHAN_QUEUE_MS 250               /* under max-bandwidth: this much */

@@ -8,6 +8,11 @@
  * as credit and then send at line rate for as long as it was idle, so
  * `due` never lags the clock by more than PACE_CREDIT_NS: a burst after
  * a quiet spell is at most that much of the cap.
+ *
+ * And the rate a channel went at, as status reports it: over the last
+ * second (RATE_WINDOW_NS), from the byte counts the worker's reporter
+ * thread samples every MIGD_STATUS_INTERVAL_MS.  A shorter window than
+ * the pacing's bursts would show 0 and more than the cap by turns.
  */
 #include "common/util.h"
 #include "migd/migd.h"
@@ -28,4 +33,40 @@ uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes)
 		p->due = floor;
 	p->due += mul_div(bytes, 1000000000ULL, p->rate);
 	return p->due > now ? p->due - now : 0;
+}
+
+void rate_start(struct rate_window *rw, uint64_t now, uint64_t bytes)
+{
+	rw->t[0] = now;
+	rw->bytes[0] = bytes;
+	rw->head = 1;
+	rw->n = 1;
+}
+
+uint64_t rate_sample(struct rate_window *rw, uint64_t now, uint64_t bytes)
+{
+	unsigned int i, k, base;
+
+	/* Full (samples closer than the interval): the oldest goes, and
+	 * the window is that much shorter for a while. */
+	rw->t[rw->head] = now;
+	rw->bytes[rw->head] = bytes;
+	rw->head = (rw->head + 1) % RATE_SAMPLES;
+	if (rw->n < RATE_SAMPLES)
+		rw->n++;
+	/* From the newest back: the first at least a window old is the
+	 * base, and nothing older is needed again. */
+	base = (rw->head + RATE_SAMPLES - rw->n) % RATE_SAMPLES;
+	for (k = 2; k <= rw->n; k++) {
+		i = (rw->head + RATE_SAMPLES - k) % RATE_SAMPLES;
+		if (now - rw->t[i] >= RATE_WINDOW_NS) {
+			base = i;
+			rw->n = k;
+			break;
+		}
+	}
+	if (now <= rw->t[base] || bytes <= rw->bytes[base])
+		return 0;
+	return mul_div(bytes - rw->bytes[base], 1000000000ULL,
+		       now - rw->t[base]);
 }

@@ -460,25 +460,40 @@ void worker_clear_failure(struct worker *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Every MIGD_STATUS_INTERVAL_MS: per-channel throughput, then a report. */
+/*
+ * Every MIGD_STATUS_INTERVAL_MS: per-channel throughput over the last
+ * second, then a report.  Once the job has ended the figures stay as
+ * they were: a finished job shows the last second it ran.
+ */
 static void *reporter_thread(void *arg)
 {
 	struct worker *w = arg;
 	const uint64_t interval_ns = MIGD_STATUS_INTERVAL_MS * 1000000ULL;
 	struct timespec ts = { 0, interval_ns };
-	unsigned int i, n;
+	struct rate_window win[STREAM_MAX_CHANNELS];    /* this thread's */
+	unsigned int i, n, seen = 0;
+	uint64_t now, prev = now_ns();
+	bool ended;
 
 	for (;;) {
 		nanosleep(&ts, NULL);
-		n = __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
-		for (i = 0; i < n; i++) {
+		now = now_ns();
+		pthread_mutex_lock(&w->lock);
+		ended = job_state_final(w->state);
+		pthread_mutex_unlock(&w->lock);
+		n = ended ? 0 : __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
+		for (i = 0; i < n && i < STREAM_MAX_CHANNELS; i++) {
 			struct chan_stats *c = &w->chan[i];
 			uint64_t b = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
 
-			__atomic_store_n(&c->throughput, (b - c->last_bytes) *
-					 1000000000ULL / interval_ns, __ATOMIC_RELAXED);
-			c->last_bytes = b;
+			/* A channel counts nothing before nchannels shows it. */
+			if (i >= seen)
+				rate_start(&win[i], prev, 0);
+			__atomic_store_n(&c->throughput, rate_sample(&win[i], now, b),
+					 __ATOMIC_RELAXED);
 		}
+		seen = MAX(seen, i);
+		prev = now;
 		worker_check_cancel(w);
 		worker_report(w);
 	}

@@ -222,7 +222,7 @@ dest_final() {
 
 # timeline RUN: RUNDIR/RUN.samples -> OUT/RUN.dat: seconds since the job
 # started, bytes transferred, bytes remaining, throughput (sum of the
-# channels' last 200 ms, bytes/s), round, state, vCPU throttle (%).
+# channels' last second, bytes/s), round, state, vCPU throttle (%).
 timeline() {
 	awk '
 	function num(key,   m) {
@@ -281,7 +281,7 @@ set label 'switchover' at first $sw, graph 0.97 left offset 0.5,0"
 		set title "$title"
 		set xlabel "seconds since the job started (status sampled every ~50 ms; migd updates it every 200 ms)"
 		set ylabel "remaining (MiB)"
-		set y2label "throughput (GB/s, migd's last 200 ms)"
+		set y2label "throughput (GB/s, migd's last second)"
 		set ytics nomirror
 		set y2tics
 		set yrange [0:*]

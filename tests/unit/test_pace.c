@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <cmocka.h>
 
@@ -106,6 +107,103 @@ static void large_counts(void **state)
 			 (1ULL << 40) / (64 * 1024) * SEC);
 }
 
+#define TICK (MIGD_STATUS_INTERVAL_MS * 1000000ULL)
+
+/*
+ * A channel paced to RATE sends a second's worth in one burst per second:
+ * sampled every TICK, a window of one tick saw 5 x RATE, then 0 four
+ * times.  Over the last second it is RATE at every sample.
+ */
+static void paced_bursts_average_out(void **state)
+{
+	struct rate_window rw;
+	uint64_t bytes = 0;
+	int k;
+
+	(void)state;
+	rate_start(&rw, 0, 0);
+	for (k = 1; k <= 50; k++) {
+		if (k % 5 == 1)
+			bytes += RATE;
+		if (k >= 5)
+			assert_int_equal(rate_sample(&rw, k * TICK, bytes), RATE);
+		else
+			rate_sample(&rw, k * TICK, bytes);
+	}
+}
+
+/* Younger than a second: what it sent since it started, over that time. */
+static void young_channel(void **state)
+{
+	struct rate_window rw;
+
+	(void)state;
+	rate_start(&rw, 3 * SEC, 0);
+	assert_int_equal(rate_sample(&rw, 3 * SEC + TICK, RATE / 5), RATE);
+	assert_int_equal(rate_sample(&rw, 3 * SEC + 2 * TICK, RATE / 5), RATE / 2);
+	/* A sample at the same instant divides by nothing. */
+	rate_start(&rw, SEC, 0);
+	assert_int_equal(rate_sample(&rw, SEC, 100), 0);
+}
+
+/* When a channel stops, its rate falls to 0 within a second and a tick,
+ * and no sooner than the second has passed. */
+static void idle_channel_reaches_zero(void **state)
+{
+	struct rate_window rw;
+	uint64_t r, last = UINT64_MAX;
+	int k;
+
+	(void)state;
+	rate_start(&rw, 0, 0);
+	for (k = 1; k <= 10; k++)
+		rate_sample(&rw, k * TICK, k * RATE / 5);
+	for (k = 11; k <= 20; k++) {
+		r = rate_sample(&rw, k * TICK, 10 * RATE / 5);
+		assert_true(r <= last);
+		last = r;
+		if ((k - 10) * TICK < SEC)
+			assert_true(r > 0);
+		if ((k - 10) * TICK >= SEC + TICK)
+			assert_int_equal(r, 0);
+	}
+}
+
+/*
+ * A steady sender (one byte a microsecond) sampled at uneven times: late
+ * ticks, early ones, runs of samples a few microseconds apart that fill
+ * the ring.  Whatever the window that leaves, always exactly its rate.
+ */
+static void uneven_samples(void **state)
+{
+	const uint64_t us = 1000;
+	struct rate_window rw;
+	unsigned int seed = 7;
+	uint64_t now = 5 * SEC, start = now;
+	int k;
+
+	(void)state;
+	rate_start(&rw, now, 0);
+	for (k = 0; k < 2000; k++) {
+		if (k % 100 < 20)
+			now += us * (1 + (uint64_t)rand_r(&seed) % 1000);
+		else
+			now += us * (TICK / 2 / us + (uint64_t)rand_r(&seed) % (2 * TICK / us));
+		assert_int_equal(rate_sample(&rw, now, (now - start) / us), RATE);
+	}
+}
+
+/* Large counts (a 400 Gbit/s channel) do not overflow. */
+static void large_rates(void **state)
+{
+	struct rate_window rw;
+
+	(void)state;
+	rate_start(&rw, SEC, 1ULL << 60);
+	assert_int_equal(rate_sample(&rw, 2 * SEC, (1ULL << 60) + (50ULL << 30)),
+			 50ULL << 30);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -114,6 +212,11 @@ int main(void)
 		cmocka_unit_test(idle_time_is_not_banked),
 		cmocka_unit_test(any_window_holds_the_cap),
 		cmocka_unit_test(large_counts),
+		cmocka_unit_test(paced_bursts_average_out),
+		cmocka_unit_test(young_channel),
+		cmocka_unit_test(idle_channel_reaches_zero),
+		cmocka_unit_test(uneven_samples),
+		cmocka_unit_test(large_rates),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
