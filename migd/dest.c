@@ -47,6 +47,7 @@ struct dest {
 	struct worker *w;
 	struct vmm_link vmm;
 	struct ram_view ram;
+	uint32_t vcpus;                 /* the vmm's: the source's must match */
 	struct ram_place place;         /* first-time pages go through it */
 	struct stream_layout layout;
 	int main_fd;
@@ -93,7 +94,8 @@ static int dest_vmm(struct dest *d)
 	r = vmm_link_open(&d->vmm, d->w->spec->rundir, d->w->spec->vm, d->err,
 			  sizeof(d->err));
 	if (r == 0)
-		r = vmm_link_state(&d->vmm, &st, d->err, sizeof(d->err));
+		r = vmm_link_status(&d->vmm, &st, &d->vcpus, d->err,
+				    sizeof(d->err));
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err);
 	if (st != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
@@ -293,6 +295,16 @@ static int dest_check_hello(struct dest *d)
 			r = dest_refuse(d, EINVAL, "RAM region %u differs", i);
 			goto out;
 		}
+	/* Here, not at LoadState: that comes after every page and with the
+	 * source guest paused.  0 is a source that does not say. */
+	if (h->vcpus && h->vcpus != d->vcpus) {
+		r = dest_refuse(d, EINVAL, "the source's guest has %u vCPU%s, "
+				"vmm %s here has %u (start the destination "
+				"vmm with --vcpus %u)",
+				h->vcpus, h->vcpus == 1 ? "" : "s",
+				d->w->spec->vm, d->vcpus, h->vcpus);
+		goto out;
+	}
 	d->nchan = h->channels;
 	__atomic_store_n(&d->w->nchannels, h->channels, __ATOMIC_RELAXED);
 	ok.body_case = TERN__STREAM__STREAM_MSG__BODY_ACCEPT;

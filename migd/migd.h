@@ -620,6 +620,9 @@ int vmm_link_call(struct vmm_link *l, const char *method,
 /* The vmm's run state, or -errno. */
 int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
 		   size_t errlen);
+/* The run state and the vCPU count (the stream's Hello carries it). */
+int vmm_link_status(struct vmm_link *l, Tern__Vmm__RunState *ret_state,
+		    uint32_t *ret_vcpus, char *err, size_t errlen);
 /* GetRam, then map it (ram_view_map below); err says what failed. */
 struct ram_view;
 int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,

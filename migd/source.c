@@ -59,6 +59,7 @@ struct source {
 					 * call to the other vmm */
 	struct vmm_link vmm;
 	struct ram_view ram;
+	uint32_t vcpus;                 /* the guest's, for the Hello */
 	int main_fd;
 	pthread_mutex_t main_tx;        /* one writer at a time on main_fd */
 	struct chan_tx chan[STREAM_MAX_CHANNELS];
@@ -121,7 +122,8 @@ static int source_vmm(struct source *s)
 	r = vmm_link_open(&s->vmm, s->w->spec->rundir, s->w->spec->vm, s->err,
 			  sizeof(s->err));
 	if (r == 0)
-		r = vmm_link_state(&s->vmm, &st, s->err, sizeof(s->err));
+		r = vmm_link_status(&s->vmm, &st, &s->vcpus, s->err,
+				    sizeof(s->err));
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
 	if (st != TERN__VMM__RUN_STATE__RUN_STATE_RUNNING &&
@@ -206,6 +208,7 @@ static int source_hello(struct source *s)
 	h.vm = (char *)s->w->spec->vm;
 	h.channels = s->nchan;
 	h.memory = s->ram.pages * STREAM_PAGE;
+	h.vcpus = s->vcpus;
 	h.n_regions = s->ram.n;
 	h.regions = preg;
 	h.page_size = STREAM_PAGE;

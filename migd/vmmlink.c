@@ -358,3 +358,19 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
 			 strerror(-r));
 	return r;
 }
+
+int vmm_link_status(struct vmm_link *l, Tern__Vmm__RunState *ret_state,
+		    uint32_t *ret_vcpus, char *err, size_t errlen)
+{
+	Tern__Vmm__VmmStatus *st = NULL;
+	int r;
+
+	r = vmm_link_call(l, "Status", NULL, NULL, 0, (ProtobufCMessage **)&st,
+			  NULL, err, errlen);
+	if (r < 0)
+		return r;
+	*ret_state = st->state;
+	*ret_vcpus = st->vcpus;
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	return 0;
+}

@@ -3,7 +3,8 @@
 # Every way a precopy migration can fail leaves the source guest running
 # with its memory intact, makes the destination vmm drop what it got, keeps
 # migd serving, and says what happened; then the migration can simply be
-# run again.  Token mismatch, garbage on the port (and connections that
+# run again.  A destination vmm with another vCPU count (refused before
+# any page), token mismatch, garbage on the port (and connections that
 # say nothing, which must delay nobody), a second source while a job
 # runs, cancel, the destination
 # worker killed, the source worker killed right after it stopped the VM
@@ -19,6 +20,29 @@ start_migd TERN_FAULT="${TERN_FAULT_OVERRIDE:-}"
 start_vmm s --memory 128M --test-guest dirty --guest-rate 50000 --heartbeat 100
 wait_pass s 0 2
 start_vmm d --memory 128M --incoming
+
+note "a destination vmm with another vCPU count: refused at connect, nothing sent"
+# Once found only by LoadState, after the whole precopy and with the
+# source guest paused.
+start_vmm v2 --memory 128M --vcpus 2 --incoming
+incoming v2
+out=$(migctl migrate s "$ADDR" --token "$TOKEN" --wait 2>&1) &&
+	fail "migrated a guest of 1 vCPU into a vmm of 2"
+echo "$out"
+want="the source's guest has 1 vCPU, vmm v2 here has 2 (start the destination vmm with --vcpus 1)"
+case $out in *"the destination refused: $want"*) ;;
+*) fail "the error does not name both counts and the fix: $out" ;; esac
+[ "$(job_get s pages_sent)" = 0 ] || fail "pages were sent: $(migctl --json status s)"
+[ "$(job_get s downtime_us)" = 0 ] || fail "the source paused: $(migctl --json status s)"
+job_get s error | grep -q "the source VM kept running" || fail "source: $(job_get s error)"
+source_fine s
+wait_job_final v2
+[ "$(job_get v2 state)" = failed ] || fail "the destination job is $(job_get v2 state)"
+job_get v2 error | grep -qF "$want" || fail "destination: $(job_get v2 error)"
+[ "$(job_get v2 pages_sent)" = 0 ] || fail "pages came: $(migctl --json status v2)"
+dest_fresh v2
+echo "ok: $want"
+vmmctl quit v2 >/dev/null
 
 note "token mismatch"
 incoming d
