@@ -130,10 +130,8 @@ static int job_spec_init(struct migd *m, struct job_spec *spec,
 static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__IncomingRequest *req = (const void *)arg;
-	Tern__Migd__IncomingReply rep = TERN__MIGD__INCOMING_REPLY__INIT;
-	Tern__Migd__JobStatus js;
 	struct migd *m = control_migd(call);
-	char token[STREAM_TOKEN_HEX + 1], bound[sizeof(((struct job_spec *)0)->peer)];
+	char bound[sizeof(((struct job_spec *)0)->peer)];
 	struct job_spec spec;
 	struct job *j;
 	struct uri u;
@@ -183,13 +181,9 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (r < 0)
 		return rpc_call_errorf(call, -r, "cannot start a worker: %s",
 				       strerror(-r));
-	stream_hex(spec.token, STREAM_TOKEN_LEN, token);
-	log_info("%s: waiting for the source on %s", req->vm, bound);
-	job_status(j, &js);
-	rep.token = token;
-	rep.listen = bound;
-	rep.job = &js;
-	return rpc_call_reply(call, &rep.base, NULL, 0);
+	/* The reply waits for the worker's look at the vmm: the parent
+	 * makes no call to a vmm on its loop. */
+	return job_defer_incoming(j, call);
 }
 
 static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)

@@ -2,7 +2,9 @@
 /*
  * The destination side of a precopy migration (one worker process).
  *
- * It waits on the listening socket the parent bound.  Every connection
+ * It first makes sure its vmm is waiting for an incoming guest, and
+ * says so to the parent, which only then answers Incoming.  Then it
+ * waits on the listening socket the parent bound.  Every connection
  * must start with a valid hello within MIGD_HELLO_TIMEOUT_MS; one that
  * does not (garbage, a wrong token, a stranger) is answered with an
  * error code and closed, noted in the job's status, and the job goes on
@@ -93,9 +95,15 @@ static int dest_vmm(struct dest *d)
 
 	r = vmm_link_open(&d->vmm, d->w->spec->rundir, d->w->spec->vm, d->err,
 			  sizeof(d->err));
+	/* Incoming's caller waits for these calls (dest_run): a vmm that
+	 * does not answer is refused in MIGD_IO_TIMEOUT_MS, not 30 s a call. */
+	d->vmm.until = deadline_ms(MIGD_IO_TIMEOUT_MS);
 	if (r == 0)
 		r = vmm_link_status(&d->vmm, &st, &d->vcpus, d->err,
 				    sizeof(d->err));
+	if (r == -ETIMEDOUT)
+		return worker_fail(d->w, r, "vmm %s did not answer within %d s",
+				   d->w->spec->vm, MIGD_IO_TIMEOUT_MS / 1000);
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err);
 	if (st != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
@@ -110,6 +118,7 @@ static int dest_vmm(struct dest *d)
 	if (r < 0)
 		log_info("first-time pages go by pwrite(): no userfaultfd "
 			 "here: %s", strerror(-r));
+	d->vmm.until = 0;
 	d->layout.nregions = d->ram.n;
 	for (i = 0; i < d->ram.n; i++)
 		d->layout.size[i] = d->ram.r[i].size;
@@ -1616,6 +1625,8 @@ int dest_run(struct worker *w)
 	d.place.uffd = -1;
 	worker_set_abort(w, dest_abort, &d);
 	r = dest_vmm(&d);
+	/* Incoming replies now: its vmm can take the guest, or why not. */
+	worker_answer(w, r);
 	if (r == 0)
 		r = dest_accept(&d);
 	pthread_mutex_lock(&w->lock);

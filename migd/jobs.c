@@ -173,6 +173,63 @@ int job_add_waiter(struct job *j, struct rpc_call *call)
 	return RPC_DEFERRED;
 }
 
+/* ---- Incoming's reply ------------------------------------------------ */
+
+/*
+ * Incoming replies once the destination's worker has found its vmm
+ * waiting for an incoming guest (dest_run), so that a vmm that is gone
+ * or cannot take a guest is refused to its caller, not to the source a
+ * moment later.  A refusal waits for the job's end, so that the VM takes
+ * a new job as soon as its caller hears.
+ */
+int job_defer_incoming(struct job *j, struct rpc_call *call)
+{
+	j->incoming = call;
+	return RPC_DEFERRED;
+}
+
+static void job_answer_incoming(struct job *j)
+{
+	Tern__Migd__IncomingReply rep = TERN__MIGD__INCOMING_REPLY__INIT;
+	Tern__Migd__JobStatus js;
+	struct rpc_call *call = j->incoming;
+	char token[STREAM_TOKEN_HEX + 1];
+	int r, err;
+
+	if (!call)
+		return;
+	j->incoming = NULL;
+	job_status(j, &js);
+	if (j->answered && !j->answer_err && !j->finished) {
+		stream_hex(j->spec.token, STREAM_TOKEN_LEN, token);
+		rep.token = token;
+		rep.listen = j->spec.peer;
+		rep.job = &js;
+		log_info("%s: waiting for the source on %s", j->spec.vm,
+			 j->spec.peer);
+		r = rpc_call_reply(call, &rep.base, NULL, 0);
+	} else {
+		err = j->answer_err ? j->answer_err :
+		      j->state == JOB_STATE_CANCELLED ? ECANCELED : EIO;
+		r = rpc_call_errorf(call, err, "%s", js.error[0] ? js.error :
+				    "the job ended");
+	}
+	rpc_call_finish(call, r);
+}
+
+/* The worker's answer (worker_answer): once, from a destination. */
+static int job_take_answer(struct job *j, const Tern__Rpc__Reply *rep)
+{
+	if (j->spec.role != JOB_ROLE_DEST || j->answered || rep->status < 0 ||
+	    rep->status > 4095)
+		return -EPROTO;
+	j->answered = true;
+	j->answer_err = rep->status;
+	if (!rep->status)
+		job_answer_incoming(j);
+	return 0;
+}
+
 /* Check a report against the job before taking it. */
 static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 {
@@ -241,7 +298,9 @@ static int job_read(struct job *j, unsigned int max)
 			break;
 		for (i = 0; i < nfds; i++)
 			close(fds[i]);
-		r = nfds ? -EPROTO : job_take_report(j, f);
+		r = nfds ? -EPROTO :
+		    f->body_case == TERN__RPC__FRAME__BODY_REPLY ?
+		    job_take_answer(j, f->reply) : job_take_report(j, f);
 		tern__rpc__frame__free_unpacked(f, NULL);
 		if (r < 0)
 			break;
@@ -605,6 +664,8 @@ static void job_free(struct job *j)
 
 	for (i = 0; i < j->nwaiters; i++)
 		rpc_call_finish(j->waiters[i].call, -ESHUTDOWN);
+	if (j->incoming)
+		rpc_call_finish(j->incoming, -ESHUTDOWN);
 	job_close_conn(j);
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
@@ -644,6 +705,7 @@ static void job_ended(struct migd *m, struct job *j)
 	job_status(j, &js);
 	log_info("%s: %s job %s%s%s", j->spec.vm, job_role_name(j->spec.role),
 		 job_state_name(j->state), js.error[0] ? ": " : "", js.error);
+	job_answer_incoming(j);
 	job_notify(j);
 	job_status(j, &js);
 	for (i = 0; i < j->nwaiters; i++) {

@@ -185,6 +185,10 @@ struct job {
 	uint64_t finished_unix_ms;
 	struct job_waiter waiters[MIGD_MAX_WAITERS];
 	size_t nwaiters;
+	struct rpc_call *incoming;      /* Incoming's call, until answered */
+	bool answered;                  /* the worker looked at its vmm ... */
+	int answer_err;                 /* ... and found it incoming (0), or
+					 * not (a positive errno) */
 	/* storage for the status built by job_status() */
 	char idhex[2 * STREAM_ID_LEN + 1];
 	Tern__Migd__Params params;
@@ -242,6 +246,9 @@ struct job *job_find(struct migd *m, const char *vm, bool running_only);
 void job_status(struct job *j, Tern__Migd__JobStatus *ret);
 /* Reply to call when the job ends; forward events meanwhile if asked. */
 int job_add_waiter(struct job *j, struct rpc_call *call);
+/* Reply to Incoming once the worker found its vmm incoming, or with the
+ * job's error once it ended without; returns RPC_DEFERRED. */
+int job_defer_incoming(struct job *j, struct rpc_call *call);
 /* SIGTERM the worker; the job ends when it reports or dies. */
 int job_cancel(struct job *j);
 /* The guest runs on the destination while pages remain on the source. */
@@ -349,6 +356,9 @@ void worker_set_state(struct worker *w, enum job_state st);
 int worker_fail(struct worker *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void worker_report(struct worker *w);
+/* A destination's word on its vmm, for Incoming's reply (jobs.c): 0, it
+ * can take the guest, or -errno (the reason in the job's error).  Once. */
+void worker_answer(struct worker *w, int err);
 bool worker_failed(struct worker *w);
 bool worker_aborted(struct worker *w);
 /* After a failure: if the peer's next message on fd, within ms, is a

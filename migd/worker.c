@@ -300,6 +300,23 @@ out:
 	pthread_mutex_unlock(&w->report_lock);
 }
 
+void worker_answer(struct worker *w, int err)
+{
+	Tern__Rpc__Reply rep = TERN__RPC__REPLY__INIT;
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	uint8_t frame[64];
+	int n;
+
+	rep.status = err < 0 ? -err : err;
+	f.body_case = TERN__RPC__FRAME__BODY_REPLY;
+	f.reply = &rep;
+	pthread_mutex_lock(&w->report_lock);
+	n = rpc_frame_encode(&f, frame, sizeof(frame));
+	if (n > 0 && stream_write_full(w->status_fd, frame, n, 0) < 0)
+		log_debug("answer: parent gone");
+	pthread_mutex_unlock(&w->report_lock);
+}
+
 void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 		      void *arg)
 {

@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-only
 # migd's control service without the data path: migctl's usage errors,
-# one migd per run directory, Incoming checks and the port it binds, one
+# one migd per run directory, Incoming checks (a vmm gone, busy or not
+# answering is refused at once) and the port it binds, one
 # job per VM, cancel, parameters, history, hostile bytes on migd.sock, and
 # a worker killed under migd: the job fails with a clear error and migd
 # keeps serving.
@@ -425,6 +426,40 @@ n=$(migctl --json list | grep -o '"vm":"x"' | wc -l)
 states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
 [ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" ' ] ||
 	fail "list order: $states"
+
+note "Incoming for a vmm that cannot take a guest: refused, nothing listens"
+# The worker asks the vmm before Incoming replies.  (Incoming once
+# printed a token for these, and the job failed a moment later: the
+# source then saw only a refused connection.)  A refused job ends
+# failed, with the same error, and its address is free again.
+# refused VM WORDS: migctl incoming VM on a unix address exits 1 saying
+# WORDS, within migctl's 20 s; nothing is left listening there.
+refused() {
+	local sock=$RUNDIR/$1.mig
+	ctl_fails "$2" incoming "$1" --listen "unix:$sock"
+	[ "$(job_field "$1" state)" = failed ] || fail "$1: $(migctl --json status "$1")"
+	[ -e "$sock" ] && fail "$1: $sock left behind"
+	true
+}
+start_vmm busy --memory 16M --test-guest dirty --heartbeat 100
+wait_pass busy 0 2
+refused busy "vmm busy is not waiting for an incoming guest (start it with --incoming)"
+[ "$(state_of busy)" = running ] || fail "busy is $(state_of busy)"
+wait_progress busy 0
+# A vmm that died leaves its socket behind.
+start_vmm dead --memory 16M --incoming
+kill -KILL "$PID_dead"
+wait_exit "$PID_dead"
+[ -S "$RUNDIR/vmm/dead.sock" ] || fail "no stale socket of dead"
+refused dead "no vmm named dead on this host ($RUNDIR/vmm/dead.sock: Connection refused)"
+# One that does not answer: refused within 10 s, not migctl's timeout.
+start_vmm stuck --memory 16M --incoming
+kill -STOP "$PID_stuck"
+refused stuck "vmm stuck did not answer within 10 s"
+kill -CONT "$PID_stuck"
+out=$(migctl incoming stuck --listen tcp:127.0.0.1:0) || fail "incoming stuck once it answers: $out"
+migctl cancel stuck --wait >/dev/null || fail "cancel stuck"
+vmmctl quit busy >/dev/null; vmmctl quit stuck >/dev/null
 
 note "Incoming and Cancel in one write: the cancel reaches the new worker, not migd"
 # The worker's SIGTERM can come before it drops migd's signal handlers;
