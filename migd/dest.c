@@ -421,6 +421,13 @@ static int dest_hellos(struct dest *d, uint64_t wake, int busy)
 	return took_main;
 }
 
+/*
+ * The vmm closed its end: it quit or died, and can take no guest (or,
+ * recovering, the guest is gone with it).  Looked at while waiting and
+ * receiving, so that the job ends then, not after all of RAM was sent.
+ */
+#define DEST_VMM_GONE "vmm %s closed its connection: it quit or died"
+
 /* Accept until the main connection, all its ram channels and the page
  * link are there. */
 static int dest_accept(struct dest *d)
@@ -433,6 +440,8 @@ static int dest_accept(struct dest *d)
 			return -ECANCELED;
 		if (d->main_fd >= 0 && d->nconnected == d->nchan && d->page_fd >= 0)
 			break;
+		if (vmm_link_gone(&d->vmm))
+			return worker_fail(d->w, EPIPE, DEST_VMM_GONE, d->w->spec->vm);
 		if (limit && now_ns() > limit)
 			return worker_fail(d->w, ETIMEDOUT, "only %u of %u ram "
 					   "channels%s connected", d->nconnected,
@@ -467,6 +476,8 @@ static int dest_wait_main(struct dest *d)
 			return -ECANCELED;
 		if (worker_failed(d->w))
 			return dest_refuse_failed(d, EIO);
+		if (vmm_link_gone(&d->vmm))
+			return dest_refuse(d, EPIPE, DEST_VMM_GONE, d->w->spec->vm);
 		/* Once every channel ended, the device state follows at once. */
 		for (i = 0, ended = 0; i < d->nchan; i++)
 			ended += __atomic_load_n(&d->chan[i].ended, __ATOMIC_ACQUIRE);

@@ -482,6 +482,32 @@ dest_fresh ve
 echo "ok: $err"
 vmmctl quit ve >/dev/null
 
+note "the destination vmm quits while its job waits, or dies mid-round: the job ends then"
+# Before, a waiting job went on waiting for a vmm that was gone, and a
+# receiving one took all of RAM before LoadState found it gone.
+start_vmm wa --memory 64M --incoming
+incoming wa
+vmmctl quit wa >/dev/null
+wait_job_final wa
+job_get wa error | grep -q "vmm wa closed its connection: it quit or died" ||
+	fail "wa: $(job_get wa error)"
+echo "ok: $(job_get wa error)"
+start_vmm vf --memory 128M --test-guest fill --guest-rate 50000 --heartbeat 100
+wait_pass vf 0 2
+start_vmm vg --memory 128M --incoming
+incoming vg
+migctl migrate vf "$ADDR" --token "$TOKEN" --channels 1 --max-bandwidth 4M \
+	--detach >/dev/null || fail "migrate vf"
+wait_until 30 job_is vf active || fail "vf: $(job_get vf state)"
+kill -KILL "$(pid_of vg)"
+wait_job_final vf
+err=$(job_get vf error)
+echo "$err" | grep -qE "the destination (failed|said): vmm vg closed its connection: it quit or died" ||
+	fail "vf: $err"
+source_fine vf
+echo "ok: $err"
+vmmctl quit vf >/dev/null
+
 note "migd itself is killed (SIGKILL) during precopy: its workers cancel"
 # The kernel sends each worker SIGTERM when migd dies (PR_SET_PDEATHSIG);
 # nobody is left to clean up after them, so they must do it themselves.
