@@ -453,7 +453,12 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Vmm__MovedNote *n = (const Tern__Vmm__MovedNote *)arg;
 	enum vm_state st = vm_state_now(ctl.vm);
+	const char *c;
 
+	for (c = n->to; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return rpc_call_errorf(call, EINVAL, "SetMoved: 'to' holds a "
+					       "control character");
 	if (!n->to[0]) {
 		if (ctl.moved_to[0])
 			log_info("the mark 'moved to %s' is cleared: this copy may run",

@@ -200,6 +200,33 @@ static void assert_sealed(int fd, const char *what)
 	      "%s could be shrunk (%s)", what, strerror(errno));
 }
 
+/* SetMoved: only a paused guest, only printable text; clearing always. */
+static void set_moved(void)
+{
+	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
+	struct rpc_result res;
+	char big[300];
+	int r;
+
+	n.to = "tcp:192.0.2.1:4444 (job 1)";
+	r = call("SetMoved", &n.base, NULL, 0, NULL, &res);
+	CHECK(r == -EBUSY && strstr(res.message, "it is running here, not paused"),
+	      "SetMoved of a running guest: %d %s", r, res.message);
+	CHECK(call("Stop", NULL, NULL, 0, NULL, NULL) == 0, "Stop");
+	n.to = "tcp:x \033[2J";
+	r = call("SetMoved", &n.base, NULL, 0, NULL, &res);
+	CHECK(r == -EINVAL && strstr(res.message, "control character"),
+	      "SetMoved with an escape: %d %s", r, res.message);
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	n.to = big;
+	r = call("SetMoved", &n.base, NULL, 0, NULL, &res);
+	CHECK(r == -EINVAL && strstr(res.message, "longer than 255"),
+	      "SetMoved of 299 bytes: %d %s", r, res.message);
+	/* None of them marked it: it continues. */
+	CHECK(call("Cont", NULL, NULL, 0, NULL, &res) == 0, "Cont: %s", res.message);
+}
+
 static void run_running(void)
 {
 	ProtobufCMessage *out = NULL;
@@ -227,7 +254,9 @@ static void run_running(void)
 	CHECK(call("DirtySync", NULL, NULL, 0, NULL, NULL) == 0, "DirtySync");
 	CHECK(call("DirtyStop", NULL, NULL, 0, NULL, NULL) == 0, "DirtyStop");
 	assert_answers("memory access");
+	set_moved();
 }
+
 
 static int memfd_of(uint64_t size, bool seal)
 {
