@@ -152,6 +152,10 @@ int rpc_call_event(struct rpc_call *call, const char *name,
 /* The caller of a deferred call went away (closed, or broke the
  * protocol): its reply would go nowhere. */
 bool rpc_call_gone(const struct rpc_call *call);
+/* The caller's connection, as a number that no later connection to this
+ * server gets; and whether that connection is still open. */
+uint64_t rpc_call_peer(const struct rpc_call *call);
+bool rpc_server_peer_open(const struct rpc_server *s, uint64_t id);
 /* Deferred calls: send the reply (or err) and free the call.  A call whose
  * peer went away is finished silently. */
 void rpc_call_finish(struct rpc_call *call, int err);

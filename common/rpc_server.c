@@ -64,6 +64,7 @@ struct rpc_peer {
 	unsigned int ncalls;            /* calls not finished yet */
 	bool has_cred;
 	struct ucred cred;
+	uint64_t id;                    /* the server's count: never reused */
 	struct rpc_peer *prev, *next;
 };
 
@@ -73,6 +74,7 @@ struct rpc_server {
 	struct rpc_listener *listeners;
 	struct rpc_peer *peers;
 	size_t npeers;
+	uint64_t peer_ids;              /* the last id given */
 	uint32_t max_frame;
 	rpc_accept_fn accept_fn;
 	void *accept_ctx;
@@ -364,6 +366,7 @@ static int peer_new(struct rpc_server *s, int fd)
 		goto fail_conn;
 	peer_get_cred(p);
 	p->s = s;
+	p->id = ++s->peer_ids;
 	p->refs = 1;
 	p->next = s->peers;
 	if (s->peers)
@@ -701,6 +704,29 @@ int rpc_call_errorf(struct rpc_call *call, int err, const char *fmt, ...)
 bool rpc_call_gone(const struct rpc_call *call)
 {
 	return call->peer->state == RPC_PEER_CLOSED;
+}
+
+uint64_t rpc_call_peer(const struct rpc_call *call)
+{
+	return call->peer->id;
+}
+
+bool rpc_server_peer_open(const struct rpc_server *s, uint64_t id)
+{
+	const struct rpc_peer *p;
+	struct pollfd pfd;
+
+	for (p = s->peers; p; p = p->next) {
+		if (p->id != id)
+			continue;
+		if (p->state != RPC_PEER_OPEN)
+			return false;
+		/* Its end closed, and this loop has not read that yet. */
+		pfd = (struct pollfd){ rpc_conn_fd(p->conn), POLLRDHUP, 0 };
+		return !(poll(&pfd, 1, 0) == 1 &&
+			 (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)));
+	}
+	return false;
 }
 
 int rpc_call_event(struct rpc_call *call, const char *name,

@@ -33,7 +33,23 @@ static struct control {
 	char path[PATH_MAX];
 	bool state_loaded;              /* an incoming VM got its state */
 	char moved_to[256];             /* SetMoved: the guest runs there */
+	/* A migration's pause: the connection that turned dirty logging on,
+	 * and, once that one stopped the VM, the hold that keeps everyone
+	 * else from resuming it while the connection lasts (rpc_call_peer). */
+	uint64_t dirty_peer, hold;
 } ctl;
+
+/* The VM is paused for a migration whose job still runs, and the caller
+ * is not that job: it must not resume the guest, nor clear a mark. */
+static bool held_from(const struct rpc_call *call)
+{
+	return ctl.hold && ctl.hold != rpc_call_peer(call) &&
+	       rpc_server_peer_open(ctl.server, ctl.hold);
+}
+
+#define HELD_MSG "a migration paused this VM for its switch, and its job " \
+	"still runs (migctl status %s): the job decides whether the guest " \
+	"runs here again"
 
 static const Tern__Vmm__RunState run_states[VM_STATE_MAX] = {
 	[VM_STATE_INCOMING] = TERN__VMM__RUN_STATE__RUN_STATE_INCOMING,
@@ -69,6 +85,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 		st.exits += __atomic_load_n(&vm->vcpus[i].exits, __ATOMIC_RELAXED);
 	st.console_dropped = serial_dropped(&vm->serial);
 	st.moved_to = ctl.moved_to;
+	st.uffd = vm->uffd >= 0;
 	return rpc_call_reply(call, &st.base, NULL, 0);
 }
 
@@ -84,6 +101,8 @@ static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "vCPUs did not stop: %s",
 				       strerror(-ret));
+	if (ctl.dirty_peer && rpc_call_peer(call) == ctl.dirty_peer)
+		ctl.hold = ctl.dirty_peer;
 	log_info("paused");
 	return method_status(call, arg);
 }
@@ -96,6 +115,9 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (st == VM_STATE_INCOMING && !ctl.state_loaded)
 		return rpc_call_errorf(call, EINVAL,
 				       "cannot continue: no state loaded yet");
+	if (held_from(call))
+		return rpc_call_errorf(call, EBUSY, "cannot continue: " HELD_MSG,
+				       ctl.vm->name);
 	if (ctl.moved_to[0])
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot continue: the guest moved to %s, and this copy is "
@@ -106,6 +128,7 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "cannot continue: the VM is in state %s",
 				       vm_state_name(st));
+	ctl.hold = 0;
 	log_info("running");
 	return method_status(call, arg);
 }
@@ -250,6 +273,8 @@ static int method_dirty_start(struct rpc_call *call, const ProtobufCMessage *arg
 	ret = rpc_call_reply(call, &info.base, &fd, 1);
 	if (ret < 0)
 		dirty_stop(ctl.vm);     /* refused: logging stays as it was */
+	else
+		ctl.dirty_peer = rpc_call_peer(call);
 	return ret;
 }
 
@@ -272,6 +297,7 @@ static int method_dirty_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	if (ret == -EINVAL)
 		return rpc_call_errorf(call, EINVAL, "dirty logging is not on");
+	ctl.dirty_peer = 0;
 	return ret;
 }
 
@@ -459,6 +485,9 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 		if ((unsigned char)*c < 0x20 || *c == 0x7f)
 			return rpc_call_errorf(call, EINVAL, "SetMoved: 'to' holds a "
 					       "control character");
+	if (!n->to[0] && held_from(call))
+		return rpc_call_errorf(call, EBUSY, "the mark stays: " HELD_MSG,
+				       ctl.vm->name);
 	if (!n->to[0]) {
 		if (ctl.moved_to[0])
 			log_info("the mark 'moved to %s' is cleared: this copy may run",

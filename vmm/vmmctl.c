@@ -426,6 +426,15 @@ static int pause_for_view(struct vmm_conn *c, bool *was_running)
 		protobuf_c_message_free_unpacked(&s->base, NULL);
 		return -EBUSY;
 	}
+	if (s->uffd) {
+		/* Read through the memfds, a page still on the source reads
+		 * as zeros: neither checked nor moved. */
+		cli_errx("vmm %s still waits for pages of a postcopy migration: its "
+			 "memory is not all here yet (migctl status %s)", c->name,
+			 c->name);
+		protobuf_c_message_free_unpacked(&s->base, NULL);
+		return -EBUSY;
+	}
 	*was_running = s->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
 	protobuf_c_message_free_unpacked(&s->base, NULL);
 	return *was_running ? call(c, "Stop", NULL, NULL, 0, NULL, NULL) : 0;

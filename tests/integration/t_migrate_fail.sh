@@ -446,8 +446,21 @@ for hop in "q q3" "q3 q4"; do
 	set -- $hop
 	start_vmm "$2" --memory 128M --incoming
 	incoming "$2"
-	out=$(migctl migrate "$1" "$ADDR" --token "$TOKEN" --channels 2 --timeout 60 \
-		--wait 2>&1) || fail "$1 -> $2 after a slow pause: $out"
+	migctl migrate "$1" "$ADDR" --token "$TOKEN" --channels 2 --timeout 60 \
+		--detach >/dev/null || fail "migrate $1"
+	if [ "$1" = q ]; then
+		# In the pause (400 ms longer here) the job holds the VM: an
+		# operator's cont is refused.  Before, it was taken, and the
+		# guest ran here and there.
+		wait_until 30 vmm_is q paused || fail "q never paused: $(job_get q state)"
+		err=$(vmmctl cont q 2>&1) && fail "a cont in the migration's pause was taken"
+		case $err in *"a migration paused this VM for its switch"*) ;;
+		*) fail "cont q: $err" ;; esac
+		echo "ok: $err"
+	fi
+	wait_job_final "$1"
+	[ "$(job_get "$1" state)" = completed ] ||
+		fail "$1 -> $2 after a slow pause: $(migctl status "$1")"
 	vmmctl check "$2" || fail "$2 after the migration"
 	echo "ok: $1 -> $2 completed, downtime $(job_get "$1" downtime_ms) ms"
 done

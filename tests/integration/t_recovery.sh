@@ -132,6 +132,24 @@ err=$(migctl recover r "$ADDR" --listen tcp:127.0.0.1:0 2>&1) && fail "a source 
 case $err in *"r is a source job: it takes the destination's address"*) ;; *) fail "recover r: $err" ;; esac
 both_paused r s || fail "refused recoveries: r $(job_get r state), s $(job_get s state)"
 echo "ok: addresses for the other side are refused"
+# The source's copy is stale and its job still runs: neither a cont nor
+# a cont --force may run it (the guest runs on s, waiting for pages).
+err=$(vmmctl cont r 2>&1) && fail "a paused postcopy source continued"
+case $err in *"a migration paused this VM for its switch, and its job still runs"*) ;;
+*) fail "cont r: $err" ;; esac
+err=$(vmmctl cont r --force 2>&1) && fail "a paused postcopy source continued with --force"
+case $err in *"the mark stays: a migration paused this VM"*) ;; *) fail "cont r --force: $err" ;; esac
+vmmctl status r | grep -q "paused, .*moved to tcp:" || fail "r: $(vmmctl status r)"
+echo "ok: $err"
+# s still misses pages: its memory is neither checked (the pages would
+# read as zeros) nor moved to another vmm.
+err=$(vmmctl check s 2>&1) && fail "s checked while pages are missing: $err"
+case $err in *"vmm s still waits for pages of a postcopy migration"*) ;; *) fail "check s: $err" ;; esac
+start_vmm sx --memory 64M --incoming
+err=$(vmmctl transfer s sx 2>&1) && fail "s moved while pages are missing: $err"
+case $err in *"vmm s still waits for pages of a postcopy migration"*) ;; *) fail "transfer s: $err" ;; esac
+vmmctl quit sx >/dev/null
+echo "ok: $err"
 migctl recover r tcp:127.0.0.1:1 >/dev/null || fail "recover r (wrong address)"
 wait_until 30 job_is r postcopy_paused || fail "r: $(job_get r state)"
 wait_until 30 bash -c "'$BIN/migctl' --rundir '$RUNDIR' --json status r | grep -q 'cannot connect'" ||
