@@ -170,21 +170,27 @@ static void print_params(const Tern__Migd__Params *p, const char *indent)
 	       "auto (when precopy will not converge)" : "manual (migctl postcopy)");
 }
 
-static void print_postcopy(const Tern__Migd__PostcopyStats *pc, bool source)
+static void print_postcopy(const Tern__Migd__JobStatus *js)
 {
+	const Tern__Migd__PostcopyStats *pc = js->postcopy_stats;
+	bool source = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE;
 	char a[32];
 	size_t i;
 
 	printf("  postcopy      ");
 	if (source)
 		printf("pause %s; ", fmt_ms(pc->pause_us / 1000, a, sizeof(a)));
-	printf("pages: %llu pushed, %llu on demand, %llu still needed\n",
+	printf("pages: %llu pushed, %llu on demand, %llu still %s\n",
 	       (unsigned long long)pc->pages_pushed,
 	       (unsigned long long)pc->pages_on_demand,
-	       (unsigned long long)pc->needed_pages);
+	       (unsigned long long)pc->needed_pages, source ? "to push" : "needed");
 	if (source) {
 		printf("                %llu page requests served\n",
 		       (unsigned long long)pc->requests_served);
+		/* Paused, the source cannot know what did not arrive. */
+		if (js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED)
+			printf("                the destination says which pages it "
+			       "still needs; they are here only: keep this vmm\n");
 		return;
 	}
 	printf("  faults        %llu (%llu from the source), vCPUs blocked %.1f ms "
@@ -261,8 +267,7 @@ static void print_status(Tern__Migd__JobStatus *js)
 	if (js->verified[0])
 		printf("  verified      %s\n", text_safe(js->verified));
 	if (js->postcopy_stats)
-		print_postcopy(js->postcopy_stats,
-			       js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE);
+		print_postcopy(js);
 	printf("  time          setup %s, total %s\n",
 	       fmt_ms(js->setup_ms, a, sizeof(a)), fmt_ms(js->total_ms, b, sizeof(b)));
 	printf("  started       %s\n", fmt_time(js->started_unix_ms, c, sizeof(c)));

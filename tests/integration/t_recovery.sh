@@ -140,6 +140,9 @@ case $err in *"a migration paused this VM for its switch, and its job still runs
 err=$(vmmctl cont r --force 2>&1) && fail "a paused postcopy source continued with --force"
 case $err in *"the mark stays: a migration paused this VM"*) ;; *) fail "cont r --force: $err" ;; esac
 vmmctl status r | grep -q "paused, .*moved to tcp:" || fail "r: $(vmmctl status r)"
+# Nor may the source look done: only s knows what it lacks.
+migctl status r | grep -q "they are here only: keep this vmm" ||
+	fail "r's status: $(migctl status r)"
 echo "ok: $err"
 # s still misses pages: its memory is neither checked (the pages would
 # read as zeros) nor moved to another vmm.
