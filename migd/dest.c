@@ -1245,6 +1245,15 @@ static int dest_postcopy_paused(struct dest *d)
 					    "and waits for its missing pages");
 				return -ECANCELED;
 			}
+			/* No guest left to recover for: that, not why the
+			 * job paused, is its end. */
+			if (vmm_link_gone(&d->vmm)) {
+				worker_clear_failure(d->w);
+				return worker_fail(d->w, EPIPE, DEST_VMM_GONE
+						   ", and the guest with it: "
+						   "nothing to recover",
+						   d->w->spec->vm);
+			}
 			if (worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==
 			    WORKER_CMD_RECOVER && arg[0])
 				dest_relisten(d, arg);
@@ -1373,6 +1382,8 @@ static int dest_postcopy_run(struct dest *d)
 		    st != TERN__FAULTD__SESSION_STATE__SESSION_DONE)
 			return dest_link_failed(d, d->err[0] ? d->err :
 						"faultd stopped serving faults");
+		if (vmm_link_gone(&d->vmm))
+			return dest_link_failed(d, "the vmm closed its connection");
 		left = bitmap_count(d->needed, d->ram.pages);
 		pthread_mutex_lock(&d->pc.lock);
 		ended = d->pc.ended;

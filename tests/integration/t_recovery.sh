@@ -169,6 +169,20 @@ out=$(migctl --json status r --watch) || fail "r: $out"
 [ "$(echo "$out" | jget state)" = completed ] || fail "r: $out"
 vmmctl check s || fail "s: memory check"
 
+note "the destination vmm quits while postcopy is paused: its job ends, the name is free"
+# Before, the job stayed postcopy-paused for good (cancel is refused in
+# postcopy), and the VM's name took no new job until migd restarted.
+small_postcopy r3 s3 --max-bandwidth 1M --channels 1
+migctl pause r3 >/dev/null || fail "pause r3"
+wait_until 30 both_paused r3 s3 || fail "pause: r3 $(job_get r3 state), s3 $(job_get s3 state)"
+vmmctl quit s3 >/dev/null
+wait_job_final s3
+job_get s3 error | grep -q "vmm s3 closed its connection: it quit or died, and the guest with it: nothing to recover" ||
+	fail "s3: $(job_get s3 state): $(job_get s3 error)"
+echo "ok: $(job_get s3 error)"
+start_vmm s3 --memory 64M --incoming
+incoming s3
+
 note "migd quits while a postcopy is paused: its workers end at once"
 small_postcopy r2 s2 --max-bandwidth 1M --channels 1
 migctl pause r2 >/dev/null || fail "pause r2"
