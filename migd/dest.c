@@ -89,7 +89,7 @@ static bool verifies(const struct dest *d)
 
 static int dest_vmm(struct dest *d)
 {
-	Tern__Vmm__RunState st;
+	struct vmm_start st;
 	unsigned int i;
 	int r;
 
@@ -99,14 +99,14 @@ static int dest_vmm(struct dest *d)
 	 * does not answer is refused in MIGD_IO_TIMEOUT_MS, not 30 s a call. */
 	d->vmm.until = deadline_ms(MIGD_IO_TIMEOUT_MS);
 	if (r == 0)
-		r = vmm_link_status(&d->vmm, &st, &d->vcpus, d->err,
-				    sizeof(d->err));
+		r = vmm_link_status(&d->vmm, &st, d->err, sizeof(d->err));
 	if (r == -ETIMEDOUT)
 		return worker_fail(d->w, r, "vmm %s did not answer within %d s",
 				   d->w->spec->vm, MIGD_IO_TIMEOUT_MS / 1000);
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err);
-	if (st != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
+	d->vcpus = st.vcpus;
+	if (st.state != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
 		return worker_fail(d->w, EBUSY, "vmm %s is not waiting for an "
 				   "incoming guest (start it with --incoming)",
 				   d->w->spec->vm);

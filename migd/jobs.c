@@ -608,6 +608,7 @@ static void job_tidy_run(struct bgwork *w)
 	if (j->tidy_kind == JOB_TIDY_SOURCE)
 		j->tidy_r = vmm_link_recover_source(rundir, vm, j->tidy_resume,
 						    j->tidy_kept, j->tidy_moved,
+						    j->tidy_throttle,
 						    j->tidy_msg,
 						    sizeof(j->tidy_msg));
 	else
@@ -757,6 +758,7 @@ static void job_finish(struct migd *m, struct job *j, int wstatus)
 		job_ended(m, j);
 		return;
 	}
+	j->tidy_throttle = j->last ? j->last->throttle_before : 0;
 	if (bgwork_start(&m->tidying, &j->tidy, job_tidy_run, job_tidy_finish) < 0) {
 		log_warnx("%s: no thread for the clean-up; doing it here", j->spec.vm);
 		job_tidy_run(&j->tidy);

@@ -204,6 +204,7 @@ struct job {
 	const char *tidy_kept;          /* why a paused source stays so */
 	char tidy_moved[256];           /* the switch stood: where the guest
 					 * may run (the vmm is marked) */
+	uint32_t tidy_throttle;         /* the source's, before the job */
 	int tidy_r;                     /* the thread's: its result ... */
 	char tidy_msg[512];             /* ... and what it did */
 };
@@ -334,6 +335,7 @@ struct worker {
 	bool abort_done;                /* (L) */
 	bool failed;                    /* (L) worker_fail was called */
 	uint32_t throttle;              /* (L) percent asked of the vmm now */
+	uint32_t throttle_before;       /* (L) the vmm's when the job began */
 	char verified[160];             /* (L) "ok", or what differed */
 	bool postcopy;                  /* (L) switching or switched to postcopy */
 	Tern__Migd__PostcopyStats pc;   /* (L) its figures (pc_hist holds the
@@ -630,15 +632,22 @@ int vmm_link_call(struct vmm_link *l, const char *method,
 /* The vmm's run state, or -errno. */
 int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
 		   size_t errlen);
-/* The run state and the vCPU count (the stream's Hello carries it). */
-int vmm_link_status(struct vmm_link *l, Tern__Vmm__RunState *ret_state,
-		    uint32_t *ret_vcpus, char *err, size_t errlen);
+/* What a job starts from: the run state, the vCPU count (the stream's
+ * Hello carries it) and the vCPU throttle in force (an operator's). */
+struct vmm_start {
+	Tern__Vmm__RunState state;
+	uint32_t vcpus;
+	uint32_t throttle;
+};
+int vmm_link_status(struct vmm_link *l, struct vmm_start *ret, char *err,
+		    size_t errlen);
 /* GetRam, then map it (ram_view_map below); err says what failed. */
 struct ram_view;
 int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
 		     char *err, size_t errlen);
 /*
- * After a failed or crashed source job: turn dirty logging off and, when
+ * After a failed or crashed source job: turn dirty logging off, set the
+ * vCPU throttle back to what it was before the job, and, when
  * resume is set (the job paused the VM, which ran when it began, and the
  * destination was never told to run the guest), continue the VM if it is
  * paused; a paused VM not resumed is said to stay so, "kept" saying why.
@@ -652,8 +661,8 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
  */
 #define VMM_CLEANUP_TIMEOUT_MS 3000
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
-			    const char *kept, const char *moved, char *msg,
-			    size_t len);
+			    const char *kept, const char *moved,
+			    uint32_t throttle, char *msg, size_t len);
 int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 			  size_t len);
 

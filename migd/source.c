@@ -60,6 +60,8 @@ struct source {
 	struct vmm_link vmm;
 	struct ram_view ram;
 	uint32_t vcpus;                 /* the guest's, for the Hello */
+	uint32_t base_throttle;         /* an operator's, found at the start:
+					 * never lowered, given back at the end */
 	int main_fd;
 	pthread_mutex_t main_tx;        /* one writer at a time on main_fd */
 	struct chan_tx chan[STREAM_MAX_CHANNELS];
@@ -116,22 +118,24 @@ static int source_send_named(struct source *s, const ProtobufCMessage *m,
 
 static int source_vmm(struct source *s)
 {
-	Tern__Vmm__RunState st;
+	struct vmm_start st;
 	int r;
 
 	r = vmm_link_open(&s->vmm, s->w->spec->rundir, s->w->spec->vm, s->err,
 			  sizeof(s->err));
 	if (r == 0)
-		r = vmm_link_status(&s->vmm, &st, &s->vcpus, s->err,
-				    sizeof(s->err));
+		r = vmm_link_status(&s->vmm, &st, s->err, sizeof(s->err));
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
-	if (st != TERN__VMM__RUN_STATE__RUN_STATE_RUNNING &&
-	    st != TERN__VMM__RUN_STATE__RUN_STATE_PAUSED)
+	if (st.state != TERN__VMM__RUN_STATE__RUN_STATE_RUNNING &&
+	    st.state != TERN__VMM__RUN_STATE__RUN_STATE_PAUSED)
 		return worker_fail(s->w, EINVAL, "vmm %s has no running or paused "
 				   "guest to migrate", s->w->spec->vm);
+	s->vcpus = st.vcpus;
+	s->base_throttle = st.throttle;
 	pthread_mutex_lock(&s->w->lock);
-	s->w->source_was_running = st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	s->w->source_was_running = st.state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	s->w->throttle_before = st.throttle;
 	pthread_mutex_unlock(&s->w->lock);
 	r = vmm_link_map_ram(&s->vmm, &s->ram, false, s->err,
 			     sizeof(s->err));
@@ -677,12 +681,14 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 }
 
 /* Ask the vmm to take percent of the vCPUs' time (0 lifts it). */
+/* Auto-converge's throttle (0: lift it); the vmm gets at least the one an
+ * operator had set before the job, and that one back at the end. */
 static int source_throttle(struct source *s, uint32_t percent)
 {
 	Tern__Vmm__Throttle t = TERN__VMM__THROTTLE__INIT;
 	int r;
 
-	t.percent = percent;
+	t.percent = MAX(percent, s->base_throttle);
 	if (percent)
 		s->throttled = true;
 	r = vmm_link_call(&s->vmm, "SetThrottle", &t.base, NULL, 0, NULL, NULL,
@@ -695,7 +701,8 @@ static int source_throttle(struct source *s, uint32_t percent)
 	s->w->throttle = percent;
 	pthread_mutex_unlock(&s->w->lock);
 	if (percent)
-		log_info("auto-converge: vCPUs throttled %u%%", percent);
+		log_info("auto-converge: vCPUs throttled %u%%%s", t.percent,
+			 t.percent > percent ? " (the operator's)" : "");
 	return 0;
 }
 

@@ -105,8 +105,8 @@ int vmm_link_call(struct vmm_link *l, const char *method,
 	return r;
 }
 
-int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
-		   size_t errlen)
+int vmm_link_status(struct vmm_link *l, struct vmm_start *ret, char *err,
+		    size_t errlen)
 {
 	Tern__Vmm__VmmStatus *st = NULL;
 	int r;
@@ -115,14 +115,26 @@ int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
 			  NULL, err, errlen);
 	if (r < 0)
 		return r;
-	*ret = st->state;
+	*ret = (struct vmm_start){ .state = st->state, .vcpus = st->vcpus,
+				   .throttle = st->throttle };
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	return 0;
 }
 
+int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
+		   size_t errlen)
+{
+	struct vmm_start st;
+	int r = vmm_link_status(l, &st, err, errlen);
+
+	if (r == 0)
+		*ret = st.state;
+	return r;
+}
+
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
-			    const char *kept, const char *moved, char *msg,
-			    size_t len)
+			    const char *kept, const char *moved,
+			    uint32_t throttle, char *msg, size_t len)
 {
 	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
 	Tern__Vmm__RunState st;
@@ -139,10 +151,11 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 	}
 	/* A dead worker left dirty logging on (nobody reads it any more, and
 	 * it would refuse the next migration) and maybe a vCPU throttle:
-	 * both off ("not on" is fine). */
+	 * logging off ("not on" is fine), the throttle as before the job. */
 	if (r == 0) {
 		Tern__Vmm__Throttle t = TERN__VMM__THROTTLE__INIT;
 
+		t.percent = throttle;
 		vmm_link_call(&l, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
 		vmm_link_call(&l, "SetThrottle", &t.base, NULL, 0, NULL, NULL, NULL, 0);
 		r = vmm_link_state(&l, &st, msg, len);
@@ -359,18 +372,3 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
 	return r;
 }
 
-int vmm_link_status(struct vmm_link *l, Tern__Vmm__RunState *ret_state,
-		    uint32_t *ret_vcpus, char *err, size_t errlen)
-{
-	Tern__Vmm__VmmStatus *st = NULL;
-	int r;
-
-	r = vmm_link_call(l, "Status", NULL, NULL, 0, (ProtobufCMessage **)&st,
-			  NULL, err, errlen);
-	if (r < 0)
-		return r;
-	*ret_state = st->state;
-	*ret_vcpus = st->vcpus;
-	protobuf_c_message_free_unpacked(&st->base, NULL);
-	return 0;
-}

@@ -247,6 +247,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->source_was_running = w->source_was_running;
 	js->source_stopped = w->source_stopped;
 	js->throttle = w->throttle;
+	js->throttle_before = w->throttle_before;
 	js->verified = w->verified;
 	js->postcopy_started = w->postcopy;
 	if (w->postcopy) {

@@ -65,6 +65,25 @@ echo "throttled up to at least $seen%: $(job_get h rounds) rounds, downtime $(jo
 [ "$(throttle_of h)" -eq 0 ] || fail "the throttle was not lifted"
 vmmctl check k || fail "k after an auto-converged migration"
 
+note "auto-converge never takes less than an operator's throttle, and gives it back"
+# Before, the job's 20% replaced the operator's 70%, and 0 replaced it
+# at the end.
+vmmctl throttle k 70 >/dev/null || fail "throttle k"
+start_vmm k2 --memory 128M --incoming
+incoming k2
+migctl migrate k "$ADDR" --token "$TOKEN" --max-bandwidth 32M --auto-converge \
+	--throttle-initial 20 --throttle-max 40 --timeout 15 --detach >/dev/null
+low=100
+for _ in $(seq 600); do
+	t=$(throttle_of k)
+	[ -n "$t" ] && [ "$t" -lt "$low" ] && low=$t
+	job_final k && break
+	sleep 0.1
+done
+[ "$low" -ge 70 ] || fail "k's vCPUs got a throttle of $low% during the job, below the operator's 70%"
+[ "$(throttle_of k)" -eq 70 ] || fail "k's throttle is $(throttle_of k)% after the job, not the operator's 70%"
+echo "ok: the job ended $(job_get k state); k stayed at 70% or more, and is back at 70%"
+
 note "verify: a page corrupted on the destination during the migration is caught"
 # 64 MiB of data at 16 MB/s: the migration is surely still running when
 # the destination is corrupted.
