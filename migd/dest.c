@@ -60,7 +60,7 @@ struct dest {
 	bool refused;                   /* the source was sent a Refuse */
 	bool cont_failed;               /* Go came, the vmm did not resume */
 	uint64_t *received_map;         /* pages present here, across regions */
-	char err[256];
+	char err[768];
 	/* postcopy */
 	int page_fd;                    /* the page link, until faultd takes it */
 	struct pc_place pc;
@@ -238,7 +238,7 @@ static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 {
-	char msg[256];
+	char msg[sizeof(d->w->error)];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -251,7 +251,7 @@ static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 /* The job failed here (say, on a ram channel): tell the source why. */
 static int dest_refuse_failed(struct dest *d, int err)
 {
-	char why[256];
+	char why[sizeof(d->w->error)];
 
 	/* The source writes why it ended before it closes the channels:
 	 * a channel closed under us may have been that. */
@@ -531,9 +531,9 @@ static int dest_recv(struct dest *d, int body, const char *what,
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		/* A channel may have failed first, as the source closed it. */
 		if (worker_failed(d->w))
-			worker_note(d->w, "the source said: %.160s", m->refuse->message);
+			worker_note(d->w, "the source said: %.400s", m->refuse->message);
 		r = worker_fail(d->w, stream_peer_errno(m->refuse->err), "the "
-				"source ended the migration: %.160s", m->refuse->message);
+				"source ended the migration: %.400s", m->refuse->message);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
 		return r;
 	}

@@ -302,7 +302,8 @@ struct worker {
 	const struct job_spec *spec;
 	pthread_mutex_t lock;
 	enum job_state state;           /* (L) */
-	char error[256];                /* (L) the first failure wins */
+	char error[768];                /* (L) the first failure wins (the
+					 * parent's is as long) */
 	bool error_is_note;             /* (L) error only notes a refusal: any
 					 * failure replaces it */
 	uint64_t total_bytes;           /* (L) */

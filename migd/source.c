@@ -73,7 +73,7 @@ struct source {
 	bool throttled;                 /* a throttle was asked for, maybe
 					 * applied though its answer was lost */
 	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
-	char err[256];
+	char err[768];
 	/* postcopy */
 	int page_fd;                    /* the page link (faultd dials nothing:
 					 * we connect it at set-up) */

@@ -99,7 +99,7 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 			    (ProtobufCMessage **)&m) < 0)
 		return;
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
-		worker_note(w, "%s said: %.160s", who, m->refuse->message);
+		worker_note(w, "%s said: %.400s", who, m->refuse->message);
 	protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 

@@ -116,6 +116,9 @@ job_get v error | grep -q "verify needs about [0-9]* ms of the pause (hashing [0
 source_fine v idle
 wait_job_final w
 dest_fresh w
+# The destination's error holds all of it (it was cut at 255 bytes).
+job_get w error | grep -q "raise downtime-limit or turn verify off.*; the destination vmm dropped what it received" ||
+	fail "w: $(job_get w error)"
 incoming w
 # A limit that holds the hashing wherever this runs (ASan hashes slowly).
 out=$(migctl --json migrate v "$ADDR" --token "$TOKEN" --verify --downtime-limit 2000 \
