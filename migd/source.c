@@ -60,6 +60,8 @@ struct source {
 	struct vmm_link vmm;
 	struct ram_view ram;
 	uint32_t vcpus;                 /* the guest's, for the Hello */
+	int dialing;                    /* (w->lock) the connection source_dial
+					 * waits on, for source_abort to shut */
 	uint32_t base_throttle;         /* an operator's, found at the start:
 					 * never lowered, given back at the end */
 	int main_fd;
@@ -153,6 +155,21 @@ static const char *conn_name(enum stream_role role)
 	       role == STREAM_ROLE_RAM ? "ram connection" : "page link";
 }
 
+/* The connection source_dial waits on (-1: none), under the job's lock:
+ * a timeout's abort shuts it, as a peer that never answers the hello
+ * would hold the job MIGD_IO_TIMEOUT_MS past its timeout.  Whether the
+ * job was aborted before. */
+static bool source_dialing(struct source *s, int fd)
+{
+	bool aborted;
+
+	pthread_mutex_lock(&s->w->lock);
+	s->dialing = fd;
+	aborted = s->w->abort_done;
+	pthread_mutex_unlock(&s->w->lock);
+	return aborted;
+}
+
 /* Connect one connection and say hello; returns the fd or -errno. */
 static int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 		       uint32_t index)
@@ -168,11 +185,17 @@ static int source_dial(struct source *s, const struct uri *u, enum stream_role r
 	if (fd < 0)
 		return worker_fail(s->w, fd, "cannot connect to %s: %s",
 				   s->peer, strerror(-fd));
+	if (source_dialing(s, fd)) {
+		source_dialing(s, -1);
+		close(fd);
+		return -ECANCELED;
+	}
 	chan_tune_socket(fd, role == STREAM_ROLE_RAM);
 	stream_hello_init(&h, role, index, s->w->id, s->w->spec->token);
 	r = stream_write_full(fd, &h, sizeof(h), deadline());
 	if (r == 0)
 		r = stream_read_full(fd, &status, 4, deadline());
+	source_dialing(s, -1);
 	if (r == 0 && le32toh(status)) {
 		status = le32toh(status);
 		close(fd);
@@ -1811,6 +1834,7 @@ static void source_abort(struct worker *w, void *arg)
 	unsigned int i;
 
 	source_tell_dest(s, w);
+	chan_abort_fd(s->dialing);
 	chan_abort_fd(s->main_fd);
 	chan_abort_fd(s->page_fd);
 	for (i = 0; i < s->nchan; i++)
@@ -1851,7 +1875,7 @@ static int source_set_up_goes_on(struct worker *w)
 
 int source_run(struct worker *w)
 {
-	struct source s = { .w = w, .main_fd = -1, .page_fd = -1 };
+	struct source s = { .w = w, .main_fd = -1, .page_fd = -1, .dialing = -1 };
 	unsigned int i;
 	int r;
 

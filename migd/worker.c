@@ -350,7 +350,9 @@ static void worker_check_cancel(struct worker *w)
 	 * its way out, and the timeout would only hide why. */
 	timeout = !w->abort_done && w->abort_fn &&
 		  (!w->failed || w->error_is_note) && worker_timed_out(w);
-	if (timeout && w->spec->params.timeout_action == TIMEOUT_ACTION_POSTCOPY) {
+	/* Postcopy needs precopy begun: in set-up the timeout cancels. */
+	if (timeout && w->spec->params.timeout_action == TIMEOUT_ACTION_POSTCOPY &&
+	    w->state != JOB_STATE_SETUP) {
 		if (!worker_postcopy_requested())
 			log_info("the %u s timeout passed: switching to postcopy",
 				 w->spec->params.timeout_s);

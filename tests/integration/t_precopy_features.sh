@@ -144,4 +144,25 @@ source_fine w idle
 [ "$(job_get y state)" = waiting ] || fail "the destination job is $(job_get y state)"
 migctl cancel y --wait >/dev/null || fail "cancel y"
 dest_fresh y
+
+note "a timeout while a peer never answers the hello ends the job then, whatever its action"
+# A listener whose connections are never accepted: connect succeeds (the
+# backlog), the hello waits.  The timeout's abort now shuts that
+# connection too; with the postcopy action, which needs precopy begun,
+# it cancels.  Before, the job waited out the hello (10 s), and with
+# the postcopy action it ended on that, not on its timeout.
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True); time.sleep(60)' >"$RUNDIR/mute.port" &
+PIDS+=("$!")
+wait_until 10 test -s "$RUNDIR/mute.port" || fail "no mute listener"
+port=$(cat "$RUNDIR/mute.port")
+for action in cancel postcopy; do
+	out=$(migctl migrate w "tcp:127.0.0.1:$port" --token "$TOKEN" --timeout 2 \
+		--timeout-action "$action" --wait 2>&1) && fail "migrated to a mute peer: $out"
+	echo "$out" | grep -q "did not complete within the 2 s timeout" || fail "$action: $out"
+	source_fine w idle
+	echo "ok ($action, ended after $(job_get w total_ms) ms): $(echo "$out" | tail -n 1)"
+done
 echo PASS
