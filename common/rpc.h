@@ -184,6 +184,8 @@ int rpc_client_set_max_frame(struct rpc_client *cl, uint32_t max_frame);
 /* Whether the server has closed its end (or the connection broke),
  * without waiting or reading: a peer that is gone, between calls. */
 bool rpc_client_hung_up(const struct rpc_client *cl);
+/* The server's pid (SO_PEERCRED, unix sockets), or -errno. */
+int rpc_client_peer_pid(const struct rpc_client *cl);
 
 typedef void (*rpc_event_fn)(void *ctx, const char *name,
 			     const uint8_t *data, size_t len);

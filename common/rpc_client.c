@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/pbuf.h"
@@ -81,6 +82,17 @@ bool rpc_client_hung_up(const struct rpc_client *cl)
 	struct pollfd p = { rpc_conn_fd(cl->conn), POLLRDHUP, 0 };
 
 	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+int rpc_client_peer_pid(const struct rpc_client *cl)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(rpc_conn_fd(cl->conn), SOL_SOCKET, SO_PEERCRED, &cred,
+		       &len) < 0)
+		return -errno;
+	return cred.pid > 0 ? cred.pid : -ESRCH;
 }
 
 int rpc_client_set_max_frame(struct rpc_client *cl, uint32_t max_frame)

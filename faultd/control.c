@@ -20,6 +20,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/bitmap.h"
@@ -49,13 +50,22 @@ struct attach {
 	int devfd;
 	uint64_t pages;
 	uint64_t token;                 /* our name for the vmm's uffd */
-	int link, bitmap;
+	int link, bitmap, vmm_pidfd;
 	/* the thread's */
 	int ret, uffd;
 	unsigned int n;
 	struct fault_region r[STREAM_MAX_REGIONS];
 	char err[640];
 };
+
+static void session_unlink(struct faultd *d, struct session *s)
+{
+	struct session **pp;
+
+	for (pp = &d->sessions; *pp != s; pp = &(*pp)->next)
+		;
+	*pp = s->next;
+}
 
 static struct session *session_find(struct faultd *d, const char *vm)
 {
@@ -213,7 +223,7 @@ static void vmm_release(const char *rundir, const char *vm, uint64_t token,
 
 static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pages,
 		     uint64_t token, struct fault_region *r, unsigned int *ret_n,
-		     int *ret_uffd, char *err, size_t len)
+		     int *ret_uffd, int *ret_pidfd, char *err, size_t len)
 {
 	uint64_t until = deadline_ms(FAULTD_VMM_TIMEOUT_MS), now;
 	Tern__Vmm__RamLayout *lay = NULL;
@@ -226,7 +236,7 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 	char path[PATH_MAX + 80];
 	uint64_t total = 0;
 	size_t i;
-	int ret;
+	int ret, pid;
 
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", rundir, vm);
 	ret = rpc_client_connect_path(path, ms_until(until), &cl);
@@ -308,6 +318,10 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 		r[i].host = info->host[i];
 	*ret_n = lay->n_regions;
 	*ret_uffd = res.fds[0];
+	/* To tell later whether this vmm still lives (method_attach):
+	 * without it (no pidfd here), its session is only dropped by Detach. */
+	pid = rpc_client_peer_pid(cl);
+	*ret_pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
 	ret = 0;
 out:
 	if (info)
@@ -360,7 +374,7 @@ static void attach_run(struct bgwork *w)
 	struct attach *t = container_of(w, struct attach, work);
 
 	t->ret = vmm_setup(t->rundir, t->devfd, t->vm, t->pages, t->token, t->r,
-			   &t->n, &t->uffd, t->err, sizeof(t->err));
+			   &t->n, &t->uffd, &t->vmm_pidfd, t->err, sizeof(t->err));
 }
 
 /* The vmm answered (or not): start the session and reply.  0 or -errno
@@ -389,8 +403,9 @@ static int attach_session(struct attach *t)
 				      .prefetch = a->prefetch, .hashes = a->hashes,
 				      .link_fd = t->link,
 				      .needed_fd = t->bitmap, .uffd = t->uffd,
+				      .vmm_pidfd = t->vmm_pidfd,
 				      .nregions = t->n, .r = t->r };
-	t->link = t->bitmap = -1;
+	t->link = t->bitmap = t->vmm_pidfd = -1;
 	ret = session_start(&sa, &s, err, sizeof(err));
 	if (ret < 0) {
 		vmm_release_async(d, a->vm, t->token);
@@ -427,6 +442,8 @@ static void attach_free(struct bgwork *w)
 		close(t->link);
 	if (t->bitmap >= 0)
 		close(t->bitmap);
+	if (t->vmm_pidfd >= 0)
+		close(t->vmm_pidfd);
 	free(t);
 }
 
@@ -484,6 +501,15 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "Attach needs two descriptors, the page link and the "
 				       "needed bitmap (got %zu)", rpc_call_nfds(call));
 	s = session_find(d, a->vm);
+	if (s && session_vmm_gone(s)) {
+		/* Its vmm exited, with the guest: nothing to serve, and no
+		 * tool left to Detach it.  A new vmm of that name may come. */
+		log_info("%s: dropped the session (%s) of a vmm that has exited",
+			 s->vm, session_state_name(s->state));
+		session_unlink(d, s);
+		session_free(s);
+		s = NULL;
+	}
 	if (s)
 		return rpc_call_errorf(call, EBUSY, "VM %s already has a session (%s); "
 				       "Detach it first", a->vm,
@@ -496,7 +522,8 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, ENOMEM, "out of memory");
 	*t = (struct attach){ .d = d, .call = call, .a = a, .pages = a->pages,
 			      .devfd = d->devfd, .token = uffd_token(),
-			      .link = -1, .bitmap = -1, .uffd = -1 };
+			      .link = -1, .bitmap = -1, .uffd = -1,
+			      .vmm_pidfd = -1 };
 	str_copy(t->vm, a->vm, sizeof(t->vm));
 	str_copy(t->rundir, d->rundir, sizeof(t->rundir));
 	ret = take_link(call, 0, &t->link);
@@ -555,7 +582,7 @@ static int method_detach(struct rpc_call *call, const ProtobufCMessage *arg)
 	struct faultd *d = rpc_call_ctx(call);
 	Tern__Faultd__FaultStats st = TERN__FAULTD__FAULT_STATS__INIT;
 	struct stats_buf buf;
-	struct session *s, **pp;
+	struct session *s;
 	uint64_t needed;
 	int ret;
 
@@ -568,9 +595,7 @@ static int method_detach(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "VM %s still needs %llu pages from the source "
 				       "(force to detach anyway)", s->vm,
 				       (unsigned long long)needed);
-	for (pp = &d->sessions; *pp != s; pp = &(*pp)->next)
-		;
-	*pp = s->next;
+	session_unlink(d, s);
 	session_stop(s);
 	session_stats(s, &st, &buf);
 	ret = rpc_call_reply(call, &st.base, NULL, 0);

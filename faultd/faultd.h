@@ -92,6 +92,7 @@ struct session {
 
 	/* Fixed from Attach to Detach. */
 	int uffd;
+	int vmm_pidfd;                  /* readable once the vmm exited; or -1 */
 	struct fault_region r[STREAM_MAX_REGIONS];
 	unsigned int nregions;
 	uint64_t pages;
@@ -153,6 +154,7 @@ struct session_attach {
 	uint32_t prefetch;
 	bool hashes;                    /* the needed memfd holds page hashes */
 	int link_fd, needed_fd, uffd;   /* taken by session_start, even on failure */
+	int vmm_pidfd;                  /* the vmm's pidfd, or -1; taken too */
 	unsigned int nregions;
 	const struct fault_region *r;
 };
@@ -162,6 +164,8 @@ int session_start(const struct session_attach *a, struct session **ret,
 void session_stop(struct session *s);
 /* Stop, close everything, free s. */
 void session_free(struct session *s);
+/* Whether the session's vmm has exited (its guest is gone with it). */
+bool session_vmm_gone(const struct session *s);
 int session_relink(struct session *s, int link_fd);
 /* Whether a Relink could revive s: not once its fault thread has ended
  * (then *why says how it ended). */

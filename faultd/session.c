@@ -467,6 +467,8 @@ static void session_close(struct session *s)
 {
 	if (s->uffd >= 0)
 		close(s->uffd);
+	if (s->vmm_pidfd >= 0)
+		close(s->vmm_pidfd);
 	if (s->link_fd >= 0)
 		close(s->link_fd);
 	if (s->wake_fd >= 0)
@@ -492,6 +494,8 @@ int session_start(const struct session_attach *a, struct session **ret,
 		close(a->uffd);
 		close(a->link_fd);
 		close(a->needed_fd);
+		if (a->vmm_pidfd >= 0)
+			close(a->vmm_pidfd);
 		snprintf(err, len, "out of memory");
 		return -ENOMEM;
 	}
@@ -499,6 +503,7 @@ int session_start(const struct session_attach *a, struct session **ret,
 	pthread_mutex_init(&s->send_lock, NULL);
 	s->wake_fd = -1;                /* session_close must not close fd 0 */
 	s->uffd = a->uffd;
+	s->vmm_pidfd = a->vmm_pidfd;
 	s->link_fd = a->link_fd;
 	str_copy(s->vm, a->vm, sizeof(s->vm));
 	str_copy(s->job, a->job, sizeof(s->job));
@@ -648,6 +653,13 @@ void session_stop(struct session *s)
 	while (thread_join_ms(s->fault_thread, 20) == ETIMEDOUT)
 		pthread_kill(s->fault_thread, FAULTD_NUDGE);
 	s->stopped = true;
+}
+
+bool session_vmm_gone(const struct session *s)
+{
+	struct pollfd p = { s->vmm_pidfd, POLLIN, 0 };
+
+	return s->vmm_pidfd >= 0 && poll(&p, 1, 0) == 1;
 }
 
 void session_free(struct session *s)

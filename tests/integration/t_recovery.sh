@@ -180,8 +180,19 @@ wait_job_final s3
 job_get s3 error | grep -q "vmm s3 closed its connection: it quit or died, and the guest with it: nothing to recover" ||
 	fail "s3: $(job_get s3 state): $(job_get s3 error)"
 echo "ok: $(job_get s3 error)"
+# A new vmm of that name takes a postcopy: faultd drops the session it
+# kept for the vmm that exited (before: "already has a session (paused);
+# Detach it first", and no tool could).
 start_vmm s3 --memory 64M --incoming
+start_vmm r4 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+wait_pass r4 0 2
 incoming s3
+postcopy_on_request r4 --max-bandwidth 16M --channels 2
+wait_until 30 both_active r4 s3 || fail "no postcopy into the new s3: $(migctl status r4)"
+grep -q "s3: dropped the session (paused) of a vmm that has exited" "$RUNDIR/faultd.log" ||
+	fail "faultd: $(tail -n 5 "$RUNDIR/faultd.log")"
+out=$(migctl --json status r4 --watch) || fail "r4: $out"
+check_done r4 s3 "$out"
 
 note "migd quits while a postcopy is paused: its workers end at once"
 small_postcopy r2 s2 --max-bandwidth 1M --channels 1
