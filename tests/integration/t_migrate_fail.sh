@@ -474,16 +474,22 @@ echo "$out" | grep -q "expected downtime [0-9]* ms against the 300 ms limit, \([
 echo "ok: $(echo "$out" | tail -n 1)"
 [ "$(state_of q4)" = running ] || fail "q4 is not running"
 
+# slow_move SRC DST: a 128 MiB fill guest SRC moving to a new DST at
+# 4 MiB/s (round 1 takes half a minute), once it is active.
+slow_move() {
+	start_vmm "$1" --memory 128M --test-guest fill --guest-rate 50000 --heartbeat 100
+	wait_pass "$1" 0 2
+	start_vmm "$2" --memory 128M --incoming
+	incoming "$2"
+	migctl migrate "$1" "$ADDR" --token "$TOKEN" --channels 1 --max-bandwidth 4M \
+		--detach >/dev/null || fail "migrate $1"
+	wait_until 30 job_is "$1" active || fail "$1: $(job_get "$1" state)"
+}
+
 note "the source vmm dies mid-round: the job stops sending and says the guest is gone"
 # Before, its pages went on until the round's end (DirtySync found the
 # vmm gone), and the error said the source VM kept running.
-start_vmm vd --memory 128M --test-guest fill --guest-rate 50000 --heartbeat 100
-wait_pass vd 0 2
-start_vmm ve --memory 128M --incoming
-incoming ve
-migctl migrate vd "$ADDR" --token "$TOKEN" --channels 1 --max-bandwidth 4M \
-	--detach >/dev/null || fail "migrate vd"
-wait_until 30 job_is vd active || fail "vd: $(job_get vd state)"
+slow_move vd ve
 kill -KILL "$(pid_of vd)"
 wait_job_final vd
 err=$(job_get vd error)
@@ -505,13 +511,7 @@ wait_job_final wa
 job_get wa error | grep -q "vmm wa closed its connection: it quit or died" ||
 	fail "wa: $(job_get wa error)"
 echo "ok: $(job_get wa error)"
-start_vmm vf --memory 128M --test-guest fill --guest-rate 50000 --heartbeat 100
-wait_pass vf 0 2
-start_vmm vg --memory 128M --incoming
-incoming vg
-migctl migrate vf "$ADDR" --token "$TOKEN" --channels 1 --max-bandwidth 4M \
-	--detach >/dev/null || fail "migrate vf"
-wait_until 30 job_is vf active || fail "vf: $(job_get vf state)"
+slow_move vf vg
 kill -KILL "$(pid_of vg)"
 wait_job_final vf
 err=$(job_get vf error)

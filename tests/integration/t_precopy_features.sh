@@ -11,6 +11,20 @@ need_kvm
 start_migd
 
 throttle_of() { vmmctl --json status "$1" | jget throttle; }
+# watch_throttle VM: until VM's job ends (60 s at most), the lowest and
+# highest vCPU throttle its vmm had, in LOW and HIGH.
+watch_throttle() {
+	local t
+	LOW=100 HIGH=0
+	for _ in $(seq 600); do
+		t=$(throttle_of "$1")
+		t=${t:-0}
+		[ "$t" -lt "$LOW" ] && LOW=$t
+		[ "$t" -gt "$HIGH" ] && HIGH=$t
+		job_final "$1" && break
+		sleep 0.1
+	done
+}
 
 note "zstd: a mostly-zero dirty guest compresses, an incompressible fill guest is sent raw"
 start_vmm a --memory 128M --test-guest dirty --guest-rate 20000 --heartbeat 100
@@ -52,13 +66,8 @@ note "auto-converge throttles a heavy dirtier until it converges, then lets go"
 incoming k
 migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 32M --auto-converge \
 	--throttle-initial 50 --throttle-increment 20 --timeout 120 --detach >/dev/null
-seen=0
-for _ in $(seq 600); do
-	t=$(throttle_of h)
-	[ "${t:-0}" -gt 0 ] && seen=$t
-	job_final h && break
-	sleep 0.1
-done
+watch_throttle h
+seen=$HIGH
 [ "$seen" -gt 0 ] || fail "the vCPUs were never throttled: $(migctl --json status h)"
 [ "$(job_get h state)" = completed ] || fail "did not converge: $(job_get h error)"
 echo "throttled up to at least $seen%: $(job_get h rounds) rounds, downtime $(job_get h downtime_ms) ms"
@@ -73,13 +82,8 @@ start_vmm k2 --memory 128M --incoming
 incoming k2
 migctl migrate k "$ADDR" --token "$TOKEN" --max-bandwidth 32M --auto-converge \
 	--throttle-initial 20 --throttle-max 40 --timeout 15 --detach >/dev/null
-low=100
-for _ in $(seq 600); do
-	t=$(throttle_of k)
-	[ -n "$t" ] && [ "$t" -lt "$low" ] && low=$t
-	job_final k && break
-	sleep 0.1
-done
+watch_throttle k
+low=$LOW
 [ "$low" -ge 70 ] || fail "k's vCPUs got a throttle of $low% during the job, below the operator's 70%"
 [ "$(throttle_of k)" -eq 70 ] || fail "k's throttle is $(throttle_of k)% after the job, not the operator's 70%"
 echo "ok: the job ended $(job_get k state); k stayed at 70% or more, and is back at 70%"
