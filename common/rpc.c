@@ -8,6 +8,7 @@
  * rpc_client.c and directly by tests and fuzzers.
  */
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,13 @@ void rpc_conn_free(struct rpc_conn *c)
 int rpc_conn_fd(const struct rpc_conn *c)
 {
 	return c->fd;
+}
+
+bool rpc_conn_hung_up(const struct rpc_conn *c)
+{
+	struct pollfd p = { c->fd, POLLRDHUP, 0 };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 bool rpc_conn_is_unix(const struct rpc_conn *c)

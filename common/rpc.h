@@ -41,6 +41,9 @@ int rpc_conn_new(int fd, uint32_t max_frame, struct rpc_conn **ret);
 /* Closes the fd, any queued descriptors and received ones not taken. */
 void rpc_conn_free(struct rpc_conn *c);
 int rpc_conn_fd(const struct rpc_conn *c);
+/* Whether the peer closed its end (or the connection broke), without
+ * waiting or reading what is still buffered. */
+bool rpc_conn_hung_up(const struct rpc_conn *c);
 bool rpc_conn_is_unix(const struct rpc_conn *c);
 
 /*

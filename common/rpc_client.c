@@ -79,9 +79,7 @@ int rpc_client_connect_path(const char *path, int timeout_ms,
 
 bool rpc_client_hung_up(const struct rpc_client *cl)
 {
-	struct pollfd p = { rpc_conn_fd(cl->conn), POLLRDHUP, 0 };
-
-	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+	return rpc_conn_hung_up(cl->conn);
 }
 
 int rpc_client_peer_pid(const struct rpc_client *cl)

@@ -714,18 +714,11 @@ uint64_t rpc_call_peer(const struct rpc_call *call)
 bool rpc_server_peer_open(const struct rpc_server *s, uint64_t id)
 {
 	const struct rpc_peer *p;
-	struct pollfd pfd;
 
-	for (p = s->peers; p; p = p->next) {
-		if (p->id != id)
-			continue;
-		if (p->state != RPC_PEER_OPEN)
-			return false;
-		/* Its end closed, and this loop has not read that yet. */
-		pfd = (struct pollfd){ rpc_conn_fd(p->conn), POLLRDHUP, 0 };
-		return !(poll(&pfd, 1, 0) == 1 &&
-			 (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)));
-	}
+	for (p = s->peers; p; p = p->next)
+		if (p->id == id)        /* closed, perhaps not yet read here */
+			return p->state == RPC_PEER_OPEN &&
+			       !rpc_conn_hung_up(p->conn);
 	return false;
 }
 
