@@ -268,6 +268,7 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 	const Tern__Migd__JobQuery *q = (const void *)arg;
 	const char *ending;
 	struct job *j;
+	bool paused;
 	int r = query_job(call, control_migd(call), q->vm, &j);
 
 	if (r < 0)
@@ -281,13 +282,26 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL,
 				       "nothing to cancel: the last migration job of %s "
 				       "is ending (%s)", q->vm, ending);
-	if (job_in_postcopy(j))
+	/* Past the switch only a paused job, and only when told that the
+	 * other side is lost for good: the guest is lost with it. */
+	paused = j->state == JOB_STATE_POSTCOPY_PAUSED ||
+		 (j->state == JOB_STATE_CANCELLING && j->cancel_requested);
+	if (job_in_postcopy(j) && paused && !q->force)
+		return rpc_call_errorf(call, EBUSY,
+				       "%s is postcopy-paused: the guest runs on the "
+				       "destination and part of its memory is only on "
+				       "the source, so cancelling would lose it; recover "
+				       "the job (migctl recover), or, if the other host "
+				       "has lost its side for good, cancel with --force",
+				       q->vm);
+	if (job_in_postcopy(j) && !paused)
 		return rpc_call_errorf(call, EBUSY,
 				       "%s is in postcopy: the guest runs on the "
 				       "destination and part of its memory is only on "
 				       "the source, so cancelling would lose it; wait "
-				       "for the job to complete", q->vm);
-	r = job_cancel(j);
+				       "for the job to complete%s", q->vm, q->force ?
+				       " (--force takes only a postcopy-paused job)" : "");
+	r = job_cancel(j, job_in_postcopy(j));
 	return job_acted(call, j, r, q->wait);
 }
 

@@ -1241,8 +1241,14 @@ static int dest_postcopy_paused(struct dest *d)
 		d->recovering = true;     /* only this job may come back */
 		for (r = -EAGAIN; r == -EAGAIN; ) {
 			if (worker_cancelled()) {
-				worker_note(d->w, "postcopy paused; the guest runs here "
-					    "and waits for its missing pages");
+				worker_note(d->w, !worker_abandoned() ?
+					    "postcopy paused; the guest runs here "
+					    "and waits for its missing pages" :
+					    "cancelled while postcopy was paused: "
+					    "the guest here will never get its "
+					    "missing pages, and a vCPU that "
+					    "touches one waits for good: quit "
+					    "this vmm");
 				return -ECANCELED;
 			}
 			/* No guest left to recover for: that, not why the

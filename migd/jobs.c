@@ -257,8 +257,11 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
 	j->last = js;
-	/* A cancel that crossed the switch: the worker drops it. */
-	if (js->switched)
+	/* A cancel that crossed the switch: the worker drops it, unless its
+	 * postcopy is paused (cancel --force), or a recovery is under way
+	 * (taken if that fails). */
+	if (js->switched && js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED &&
+	    js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER)
 		j->cancel_requested = false;
 	/* A final state shows once the job is over (job_tidy_done): until
 	 * the worker is reaped and its vmm tidied, the VM takes no new job,
@@ -437,12 +440,18 @@ fail:
 	return r;
 }
 
-int job_cancel(struct job *j)
+int job_cancel(struct job *j, bool abandon)
 {
+	int r;
+
 	if (j->finished || j->pid <= 0)
 		return -EINVAL;
-	if (kill(j->pid, SIGTERM) < 0)
-		return -errno;
+	/* A paused postcopy's end is an operator's, said on the status
+	 * socketpair: SIGTERM alone is migd's end (jobs_signal_all). */
+	r = abandon ? job_command(j, "abandon", NULL) :
+	    kill(j->pid, SIGTERM) < 0 ? -errno : 0;
+	if (r < 0)
+		return r;
 	if (!j->cancel_requested)
 		log_info("%s: cancelling (worker %d)", j->spec.vm, (int)j->pid);
 	j->cancel_requested = true;
@@ -795,7 +804,7 @@ void jobs_signal_all(struct migd *m, bool force)
 				  j->spec.vm, (int)j->pid);
 			kill(j->pid, SIGKILL);
 		} else {
-			job_cancel(j);
+			job_cancel(j, false);
 		}
 	}
 }

@@ -443,7 +443,7 @@ static int call(struct rpc_client *cl, const char *method,
 struct cmd_args {
 	const char *vm, *uri, *listen, *token;
 	Tern__Migd__Params params;
-	bool wait, detach, watch;
+	bool wait, detach, watch, force;
 };
 
 /* The job's error, unless it only repeats the state ("cancelled"), made
@@ -627,6 +627,7 @@ static int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 
 	q.vm = (char *)a->vm;
 	q.wait = a->wait;
+	q.force = a->force;
 	return job_call(cl, "Cancel", &q.base, a->wait,
 			TERN__MIGD__JOB_STATE__JOB_CANCELLED, NULL);
 }
@@ -734,7 +735,7 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
        O_WAIT, O_DETACH, O_WATCH, O_COMPRESS, O_AUTOCONV, O_NOAUTOCONV,
        O_THR_INIT, O_THR_INC, O_THR_MAX, O_TIMEOUT, O_TIMEOUT_ACTION, O_VERIFY,
-       O_NOVERIFY, O_POSTCOPY };
+       O_NOVERIFY, O_POSTCOPY, O_FORCE };
 
 /* The tuning flags migrate and set share. */
 #define TUNING_USAGE "[--channels N] [--max-bandwidth B] [--downtime-limit MS] " \
@@ -781,8 +782,9 @@ static const struct command {
 	  (const struct option[]){
 		{ "watch", no_argument, NULL, O_WATCH },
 		{ NULL, 0, NULL, 0 } } },
-	{ "cancel", 1, "VM [--wait]",
+	{ "cancel", 1, "VM [--force] [--wait]",
 	  (const struct option[]){
+		{ "force", no_argument, NULL, O_FORCE },
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
 	{ "postcopy", 1, "VM [--wait]",
@@ -871,6 +873,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	case O_LISTEN: a->listen = optarg; return 0;
 	case O_TOKEN: a->token = optarg; return 0;
 	case O_WAIT: a->wait = true; return 0;
+	case O_FORCE: a->force = true; return 0;
 	case O_DETACH: a->detach = true; return 0;
 	case O_WATCH: a->watch = true; return 0;
 	case O_CHANNELS:
@@ -1050,7 +1053,8 @@ static void usage(FILE *f)
 "  migrate VM URI --token T [TUNING] [--wait|--detach]\n"
 "                                           send VM live to URI\n"
 "  status VM [--watch]                      the VM's current or last job\n"
-"  cancel VM [--wait]                       cancel the VM's running job\n"
+"  cancel VM [--force] [--wait]             cancel the VM's running job\n"
+"                                           (--force: one postcopy-paused)\n"
 "  postcopy VM [--wait]                     switch VM's migration to postcopy\n"
 "  pause VM                                 force postcopy-paused (move networks)\n"
 "  recover VM URI|--listen ADDR [--wait]\n"

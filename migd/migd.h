@@ -251,7 +251,7 @@ int job_add_waiter(struct job *j, struct rpc_call *call);
  * job's error once it ended without; returns RPC_DEFERRED. */
 int job_defer_incoming(struct job *j, struct rpc_call *call);
 /* SIGTERM the worker; the job ends when it reports or dies. */
-int job_cancel(struct job *j);
+int job_cancel(struct job *j, bool abandon);
 /* The guest runs on the destination while pages remain on the source. */
 bool job_in_postcopy(const struct job *j);
 /* A job whose outcome is known but which is not over (its worker ending,
@@ -287,7 +287,8 @@ struct chan_stats {
 
 /* Commands from the parent to a worker, on the status socketpair
  * (tern.rpc.Frame events "recover" with a RecoverRequest, "pause", and
- * "postcopy", which only sets worker_postcopy_requested). */
+ * "postcopy", which only sets worker_postcopy_requested, and "abandon",
+ * a cancel that worker_abandoned tells from migd's end). */
 enum worker_cmd {
 	WORKER_CMD_NONE,
 	WORKER_CMD_RECOVER,             /* cmd_arg: the address (source: dial,
@@ -351,6 +352,7 @@ struct worker {
 /* worker.c: runs in the forked child; never returns to the parent's loop */
 int worker_main(const struct job_spec *spec, int status_fd);
 bool worker_cancelled(void);
+bool worker_abandoned(void);
 /* Migd.Postcopy (the parent's "postcopy" command) or the timeout asked
  * to switch to postcopy. */
 bool worker_postcopy_requested(void);

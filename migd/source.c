@@ -1614,6 +1614,21 @@ static int source_resume(struct source *s, const char *uri)
 	return 0;
 }
 
+/* Cancelled while postcopy is paused: by migd's end, or by an operator
+ * whose destination lost the guest (cancel --force). */
+static void source_paused_end(struct source *s)
+{
+	if (!worker_abandoned())
+		worker_note(s->w, "postcopy paused; the source VM keeps the "
+			    "guest's remaining pages (paused)");
+	else
+		worker_note(s->w, "cancelled while postcopy was paused: the source "
+			    "VM stays paused, marked as moved, with the guest as "
+			    "it was at the switch (if the destination lost the "
+			    "guest, 'vmmctl cont %s --force' runs it again from "
+			    "there)", s->w->spec->vm);
+}
+
 /*
  * A link failed after the switch: the guest runs on the destination with
  * pages that only this side has.  Keep everything (the VM stays paused
@@ -1633,8 +1648,7 @@ static int source_postcopy_paused(struct source *s)
 		source_drop_links(s);
 		while (worker_wait_cmd(w, 500, uri, sizeof(uri)) != WORKER_CMD_RECOVER)
 			if (worker_cancelled()) {
-				worker_note(w, "postcopy paused; the source VM keeps "
-					    "the guest's remaining pages (paused)");
+				source_paused_end(s);
 				return -ECANCELED;
 			}
 		worker_clear_failure(w);

@@ -38,6 +38,9 @@ static int cancel_signalled;            /* (A): set by the handler, read by
 static int cancel_taken;                /* (A): what worker_cancelled() says */
 static pid_t parent_pid;                /* migd, while it lives */
 static int postcopy_requested;          /* (A): Migd.Postcopy or the timeout */
+static int abandon_requested;           /* (A): the cancel is an operator's
+					 * end of a paused postcopy (cancel
+					 * --force), not migd's end */
 
 static void handle_term(int sig)
 {
@@ -57,6 +60,17 @@ bool worker_postcopy_requested(void)
 bool worker_cancelled(void)
 {
 	return __atomic_load_n(&cancel_taken, __ATOMIC_RELAXED) != 0;
+}
+
+/* migd has died: nobody could recover a paused postcopy. */
+static bool worker_orphaned(void)
+{
+	return getppid() != parent_pid;
+}
+
+bool worker_abandoned(void)
+{
+	return __atomic_load_n(&abandon_requested, __ATOMIC_SEQ_CST) != 0;
 }
 
 void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
@@ -381,12 +395,21 @@ static void worker_check_cancel(struct worker *w)
 	    worker_cancelled())
 		return;
 	pthread_mutex_lock(&w->lock);
-	if (w->switched && getppid() == parent_pid &&
+	/* A cancel --force that met a recovery under way: taken if that
+	 * fails (the job is paused again), dropped if it succeeds. */
+	if (w->switched && !worker_orphaned() &&
+	    w->state == JOB_STATE_POSTCOPY_RECOVER) {
+		pthread_mutex_unlock(&w->lock);
+		return;
+	}
+	if (w->switched && !worker_orphaned() &&
 	    w->state != JOB_STATE_POSTCOPY_PAUSED) {
 		/* migd refuses to cancel a job past its switch; this one
 		 * crossed it.  (Were migd gone, nobody could recover it.
-		 * Paused, it is migd quitting: it ends at once, migd(8).) */
+		 * Paused, it is migd quitting or a cancel --force: it ends
+		 * at once, migd(8).) */
 		__atomic_store_n(&cancel_signalled, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&abandon_requested, 0, __ATOMIC_SEQ_CST);
 		log_warnx("a cancel came after the switch: ignored, the "
 			  "migration goes on");
 		pthread_mutex_unlock(&w->lock);
@@ -432,6 +455,12 @@ static void *command_thread(void *arg)
 				cmd = WORKER_CMD_PAUSE;
 			} else if (!strcmp(f->event->name, "postcopy")) {
 				request_postcopy();     /* the job's rounds look */
+			} else if (!strcmp(f->event->name, "abandon")) {
+				/* A cancel, told apart from migd's end:
+				 * worker_check_cancel takes it. */
+				__atomic_store_n(&abandon_requested, 1, __ATOMIC_SEQ_CST);
+				__atomic_store_n(&cancel_signalled, SIGTERM,
+						 __ATOMIC_SEQ_CST);
 			}
 		}
 		if (cmd == WORKER_CMD_PAUSE && w->state == JOB_STATE_POSTCOPY_ACTIVE)

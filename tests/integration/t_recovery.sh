@@ -11,7 +11,8 @@
 # does one whose Resume announces more ram channels than the job has;
 # 'migctl pause' forces the paused state; and a cancel signal that
 # crossed the switch is dropped, so the later pause and recovery work;
-# migd quitting ends paused workers at once.
+# migd quitting ends paused workers at once, and 'migctl cancel --force'
+# one job, when the other side lost the guest.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -180,6 +181,22 @@ wait_job_final s3
 job_get s3 error | grep -q "vmm s3 closed its connection: it quit or died, and the guest with it: nothing to recover" ||
 	fail "s3: $(job_get s3 state): $(job_get s3 error)"
 echo "ok: $(job_get s3 error)"
+# Its source cannot tell: r3 stays paused, holding the guest as it was at
+# the switch.  A plain cancel is refused; --force ends the job, and the
+# vmm stays paused, marked as moved, for the operator to run (or quit).
+err=$(migctl cancel r3 2>&1) && fail "a paused postcopy source was cancelled without --force"
+case $err in *"r3 is postcopy-paused: "*"cancel with --force"*) ;; *) fail "cancel r3: $err" ;; esac
+out=$(migctl --json cancel r3 --force --wait) || fail "cancel --force: $out"
+[ "$(echo "$out" | jget state)" = cancelled ] || fail "r3: $out"
+case $(echo "$out" | jget error) in
+*"the source VM stays paused, marked as moved"*"'vmmctl cont r3 --force' runs it again"*) ;;
+*) fail "r3: $out" ;; esac
+vmmctl status r3 | grep -q "paused, .*moved to tcp:" || fail "r3: $(vmmctl status r3)"
+vmmctl cont r3 >/dev/null 2>&1 && fail "r3 continued without --force"
+vmmctl cont r3 --force >/dev/null || fail "cont r3 --force"
+[ "$(state_of r3)" = running ] || fail "r3 is $(state_of r3)"
+vmmctl quit r3 >/dev/null
+echo "ok: cancel --force: $(echo "$out" | jget error)"
 # A new vmm of that name takes a postcopy: faultd drops the session it
 # kept for the vmm that exited (before: "already has a session (paused);
 # Detach it first", and no tool could).
@@ -193,6 +210,29 @@ grep -q "s3: dropped the session (paused) of a vmm that has exited" "$RUNDIR/fau
 	fail "faultd: $(tail -n 5 "$RUNDIR/faultd.log")"
 out=$(migctl --json status r4 --watch) || fail "r4: $out"
 check_done r4 s3 "$out"
+
+note "cancel --force on a postcopy-paused destination: the guest's vCPUs keep waiting"
+small_postcopy r5 s5 --max-bandwidth 1M --channels 1
+migctl pause r5 >/dev/null || fail "pause r5"
+wait_until 30 both_paused r5 s5 || fail "pause: r5 $(job_get r5 state), s5 $(job_get s5 state)"
+err=$(migctl cancel s5 2>&1) && fail "a paused postcopy destination was cancelled without --force"
+case $err in *"s5 is postcopy-paused: "*) ;; *) fail "cancel s5: $err" ;; esac
+out=$(migctl --json cancel s5 --force --wait) || fail "cancel --force: $out"
+[ "$(echo "$out" | jget state)" = cancelled ] || fail "s5: $out"
+case $(echo "$out" | jget error) in
+*"the guest here will never get its missing pages"*"quit this vmm"*) ;;
+*) fail "s5: $out" ;; esac
+# The missing pages do not turn into zeros: the uffd stays with faultd.
+err=$(vmmctl check s5 2>&1) && fail "s5 checked after its job was cancelled: $err"
+case $err in *"vmm s5 still waits for pages of a postcopy migration"*) ;; *) fail "check s5: $err" ;; esac
+# An active postcopy is refused even with --force.
+small_postcopy r6 s6 --max-bandwidth 16M --channels 1
+err=$(migctl cancel r6 --force 2>&1) && fail "an active postcopy was cancelled"
+case $err in *"(--force takes only a postcopy-paused job)"*) ;; *) fail "cancel r6: $err" ;; esac
+out=$(migctl --json status r6 --watch) || fail "r6: $out"
+check_done r6 s6 "$out"
+vmmctl quit s5 >/dev/null
+echo "ok: $err"
 
 note "migd quits while a postcopy is paused: its workers end at once"
 small_postcopy r2 s2 --max-bandwidth 1M --channels 1
