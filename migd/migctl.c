@@ -136,6 +136,8 @@ static double job_fraction(const Tern__Migd__JobStatus *js)
 
 static void print_params(const Tern__Migd__Params *p, const char *indent)
 {
+	bool postcopy_at_timeout = p->timeout_action ==
+				   TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY;
 	char a[32], b[32];
 
 	printf("%schannels                    %u\n", indent, p->channels);
@@ -156,11 +158,14 @@ static void print_params(const Tern__Migd__Params *p, const char *indent)
 		       p->throttle_increment, p->throttle_max);
 	else
 		printf("%sauto-converge               off\n", indent);
+	/* An action other than the default is shown with no timeout too:
+	 * a timeout given later (migrate --timeout) takes it. */
 	if (p->timeout_s)
 		printf("%stimeout                     %u s, then %s\n", indent,
-		       p->timeout_s, p->timeout_action ==
-		       TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY ? "postcopy" :
-		       "cancel");
+		       p->timeout_s, postcopy_at_timeout ? "postcopy" : "cancel");
+	else if (postcopy_at_timeout)
+		printf("%stimeout                     none (timeout-action postcopy)\n",
+		       indent);
 	else
 		printf("%stimeout                     none\n", indent);
 	printf("%sverify                      %s\n", indent,

@@ -120,8 +120,10 @@ void params_defaults(struct mig_params *p);
 int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 		 char *err, size_t len);
 void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out);
-/* Set the field named (by its proto name) to 0, where 0 has a meaning:
- * -EINVAL for another field, -EEXIST if given also gives it a value. */
+/* Set the field named (by its proto name) to 0, where 0 has a meaning
+ * (timeout_s also puts timeout_action back to its default, unless given
+ * names one): -EINVAL for another field, -EEXIST if given also gives it
+ * a value. */
 int params_clear(const char *name, const Tern__Migd__Params *given,
 		 struct mig_params *out);
 

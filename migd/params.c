@@ -147,6 +147,8 @@ void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out)
 int params_clear(const char *name, const Tern__Migd__Params *given,
 		 struct mig_params *out)
 {
+	struct mig_params d;
+
 	if (!strcmp(name, "max_bandwidth")) {
 		if (given && given->max_bandwidth)
 			return -EEXIST;
@@ -159,6 +161,13 @@ int params_clear(const char *name, const Tern__Migd__Params *given,
 		if (given && given->timeout_s)
 			return -EEXIST;
 		out->timeout_s = 0;
+		/* The action goes with the timeout, back to its default: kept,
+		 * it would take over a timeout set later without a word.  One
+		 * named in the same call stays. */
+		if (!given || !given->timeout_action) {
+			params_defaults(&d);
+			out->timeout_action = d.timeout_action;
+		}
 	} else {
 		return -EINVAL;
 	}

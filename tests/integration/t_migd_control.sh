@@ -292,6 +292,21 @@ params_are "$(migctl --json get)" compress=zstd compress_level=7 auto_converge=o
 	timeout_s=30 channels=8 avail_switchover_bandwidth=1073741824
 migctl set --timeout none >/dev/null || fail "set --timeout none"
 params_are "$(migctl --json get)" timeout_s=0 compress=zstd auto_converge=on
+# The action goes with its timeout: turning the timeout off puts it back
+# to cancel, so a later timeout does not switch to postcopy unseen.
+migctl set --timeout 30 --timeout-action postcopy >/dev/null || fail "set postcopy"
+migctl get | grep -q "^timeout  *30 s, then postcopy$" || fail "get: $(migctl get)"
+out=$(migctl set --timeout 0) || fail "set --timeout 0: $out"
+echo "$out" | grep -q "^timeout  *none$" || fail "set --timeout 0: $out"
+params_are "$(migctl --json get)" timeout_s=0 timeout_action=cancel
+out=$(migctl set --timeout 20) || fail "set --timeout 20: $out"
+echo "$out" | grep -q "^timeout  *20 s, then cancel$" || fail "set --timeout 20: $out"
+# An action named without a timeout is kept, and shown.
+out=$(migctl set --timeout none --timeout-action postcopy) || fail "set: $out"
+echo "$out" | grep -q "^timeout  *none (timeout-action postcopy)$" || fail "set: $out"
+params_are "$(migctl --json get)" timeout_s=0 timeout_action=postcopy
+migctl set --timeout-action cancel >/dev/null || fail "set cancel"
+echo "ok: the timeout's action is reset with it, and never hidden"
 out=$(migctl set --throttle-initial 90 --throttle-max 50 2>&1) &&
 	fail "an initial throttle above the maximum was taken"
 echo "$out" | grep -q "initial throttle 90% is above the maximum 50%" || fail "$out"
