@@ -89,6 +89,8 @@ static bool verifies(const struct dest *d)
 
 static int dest_vmm(struct dest *d)
 {
+	Tern__Vmm__IncomingHold hold = TERN__VMM__INCOMING_HOLD__INIT;
+	char by[256];                   /* the vmm keeps up to 255 */
 	struct vmm_start st;
 	unsigned int i;
 	int r;
@@ -110,6 +112,15 @@ static int dest_vmm(struct dest *d)
 		return worker_fail(d->w, EBUSY, "vmm %s is not waiting for an "
 				   "incoming guest (start it with --incoming)",
 				   d->w->spec->vm);
+	/* While this link lasts nobody else loads or starts a guest there:
+	 * the operator is told so at once, not the job when its state comes. */
+	snprintf(by, sizeof(by), "migd's incoming job for %s (listening on "
+		 "%.150s)", d->w->spec->vm, d->w->spec->peer);
+	hold.by = by;
+	r = vmm_link_call(&d->vmm, "HoldIncoming", &hold.base, NULL, 0, NULL,
+			  NULL, d->err, sizeof(d->err));
+	if (r < 0)
+		return worker_fail(d->w, r, "%s", d->err);
 	r = vmm_link_map_ram(&d->vmm, &d->ram, true, d->err,
 			     sizeof(d->err));
 	if (r < 0)

@@ -37,6 +37,10 @@ static struct control {
 	 * and, once that one stopped the VM, the hold that keeps everyone
 	 * else from resuming it while the connection lasts (rpc_call_peer). */
 	uint64_t dirty_peer, hold;
+	/* HoldIncoming: the connection of the migration that waits to fill
+	 * this incoming VM, and who that is, for the refusals. */
+	uint64_t incoming_peer;
+	char incoming_by[256];
 } ctl;
 
 /* The VM is paused for a migration whose job still runs, and the caller
@@ -50,6 +54,42 @@ static bool held_from(const struct rpc_call *call)
 #define HELD_MSG "a migration paused this VM for its switch, and its job " \
 	"still runs (migctl status %s): the job decides whether the guest " \
 	"runs here again"
+
+/* The VM waits for the guest of a migration that holds it (HoldIncoming)
+ * and the caller is not that migration: it must not load, adopt, start
+ * or discard another guest here.  Who holds it, or NULL. */
+static const char *incoming_held_from(const struct rpc_call *call)
+{
+	if (!ctl.incoming_peer || ctl.incoming_peer == rpc_call_peer(call) ||
+	    vm_state_now(ctl.vm) != VM_STATE_INCOMING ||
+	    !rpc_server_peer_open(ctl.server, ctl.incoming_peer))
+		return NULL;
+	return ctl.incoming_by;
+}
+
+/* 0, or EBUSY when the VM is held from the caller, saying by whom and
+ * what the caller could not do. */
+static int check_incoming_hold(struct rpc_call *call, const char *doing)
+{
+	const char *by = incoming_held_from(call);
+
+	if (!by)
+		return 0;
+	return rpc_call_errorf(call, EBUSY, "cannot %s: %s holds this vmm: only "
+			       "that job loads or starts a guest here (end it "
+			       "first: migctl cancel %s)", doing, by, ctl.vm->name);
+}
+
+/* A text from a caller, for logs and other callers' errors: no control
+ * characters, so that it cannot forge lines on a terminal. */
+static int check_note(struct rpc_call *call, const char *what, const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return rpc_call_errorf(call, EINVAL, "%s holds a control "
+					       "character", what);
+	return 0;
+}
 
 static const Tern__Vmm__RunState run_states[VM_STATE_MAX] = {
 	[VM_STATE_INCOMING] = TERN__VMM__RUN_STATE__RUN_STATE_INCOMING,
@@ -112,6 +152,9 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 	enum vm_state st = vm_state_now(ctl.vm);
 	int ret;
 
+	ret = check_incoming_hold(call, "continue");
+	if (ret < 0)
+		return ret;
 	if (st == VM_STATE_INCOMING && !ctl.state_loaded)
 		return rpc_call_errorf(call, EINVAL,
 				       "cannot continue: no state loaded yet");
@@ -183,6 +226,9 @@ static int method_load_state(struct rpc_call *call, const ProtobufCMessage *arg)
 	char err[256] = "";
 	int ret;
 
+	ret = check_incoming_hold(call, "load state");
+	if (ret < 0)
+		return ret;
 	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING || ctl.state_loaded)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot load state: this vmm is not waiting for an incoming guest");
@@ -224,6 +270,9 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 	char err[256];
 	int ret;
 
+	ret = check_incoming_hold(call, "adopt RAM");
+	if (ret < 0)
+		return ret;
 	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING || ctl.state_loaded)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot adopt RAM: this vmm is not waiting for an incoming guest");
@@ -360,6 +409,9 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	int ret;
 
+	ret = check_incoming_hold(call, "discard");
+	if (ret < 0)
+		return ret;
 	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot discard: the guest has already run here");
@@ -479,12 +531,11 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Vmm__MovedNote *n = (const Tern__Vmm__MovedNote *)arg;
 	enum vm_state st = vm_state_now(ctl.vm);
-	const char *c;
+	int ret;
 
-	for (c = n->to; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f)
-			return rpc_call_errorf(call, EINVAL, "SetMoved: 'to' holds a "
-					       "control character");
+	ret = check_note(call, "SetMoved: 'to'", n->to);
+	if (ret < 0)
+		return ret;
 	if (!n->to[0] && held_from(call))
 		return rpc_call_errorf(call, EBUSY, "the mark stays: " HELD_MSG,
 				       ctl.vm->name);
@@ -503,6 +554,40 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "%zu characters", sizeof(ctl.moved_to) - 1);
 	log_info("the guest moved to %s: this copy is stale, and will not run "
 		 "or migrate again", ctl.moved_to);
+	return 0;
+}
+
+/* A migration waits to fill this incoming VM (vmm.proto): until the
+ * caller's connection closes, no other loads, adopts, starts or discards
+ * a guest here. */
+static int method_hold_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Vmm__IncomingHold *h = (const Tern__Vmm__IncomingHold *)arg;
+	const char *by = incoming_held_from(call);
+	enum vm_state st = vm_state_now(ctl.vm);
+	int ret;
+
+	ret = check_note(call, "HoldIncoming: 'by'", h->by);
+	if (ret < 0)
+		return ret;
+	if (!h->by[0])
+		return rpc_call_errorf(call, EINVAL, "HoldIncoming: 'by' is empty: "
+				       "say who holds the vmm");
+	if (by)
+		return rpc_call_errorf(call, EBUSY, "cannot hold: %s holds vmm %s "
+				       "already", by, ctl.vm->name);
+	if (st != VM_STATE_INCOMING)
+		return rpc_call_errorf(call, EBUSY, "cannot hold: vmm %s is %s: it "
+				       "waits for no migration", ctl.vm->name,
+				       vm_state_name(st));
+	if (ctl.state_loaded)
+		return rpc_call_errorf(call, EBUSY, "cannot hold: vmm %s has a state "
+				       "loaded: it waits for no migration", ctl.vm->name);
+	if (str_copy(ctl.incoming_by, h->by, sizeof(ctl.incoming_by)) < 0)
+		return rpc_call_errorf(call, EINVAL, "HoldIncoming: 'by' is longer "
+				       "than %zu characters", sizeof(ctl.incoming_by) - 1);
+	ctl.incoming_peer = rpc_call_peer(call);
+	log_info("held for %s", ctl.incoming_by);
 	return 0;
 }
 
@@ -526,6 +611,7 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "UffdCreate", method_uffd_create },
 	{ "UffdRelease", method_uffd_release },
 	{ "SetMoved", method_set_moved },
+	{ "HoldIncoming", method_hold_incoming },
 };
 
 int control_start(struct vm *vm, struct event_base *base, const char *rundir)

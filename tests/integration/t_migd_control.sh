@@ -442,6 +442,38 @@ states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
 [ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" ' ] ||
 	fail "list order: $states"
 
+note "a vmm a job waits in: no load, cont or transfer but the job's"
+# Before, all three were taken (cont after the load): the guest of a
+# state file ran in the vmm the job waited in, and the job failed only
+# when the source's state came, at the end of the migration.
+start_vmm hs --memory 64M --test-guest dirty --guest-rate 2000
+vmmctl stop hs >/dev/null || fail "stop hs"
+vmmctl save hs "$RUNDIR/hs.state" || fail "save hs"
+start_vmm h --memory 64M --incoming
+out=$(migctl incoming h --listen tcp:127.0.0.1:0) || fail "incoming h: $out"
+haddr=$(printf '%s\n' "$out" | sed -n 's/^listen //p')
+held="migd's incoming job for h (listening on $haddr) holds this vmm: only that job loads or starts a guest here (end it first: migctl cancel h)"
+err=$(vmmctl load h "$RUNDIR/hs.state" 2>&1) && fail "a state was loaded into h while its job waits"
+case $err in *"cannot load state: $held"*) ;; *) fail "load h: $err" ;; esac
+err=$(vmmctl cont h 2>&1) && fail "h continued while its job waits"
+case $err in *"cannot continue: $held"*) ;; *) fail "cont h: $err" ;; esac
+err=$(vmmctl transfer hs h 2>&1) && fail "hs was moved into h while its job waits"
+case $err in *"cannot adopt RAM: $held"*) ;; *) fail "transfer hs h: $err" ;; esac
+echo "ok: $err"
+[ "$(job_field h state)" = waiting ] || fail "h's job: $(migctl --json status h)"
+[ "$(state_of h)" = incoming ] || fail "vmm h is $(state_of h)"
+[ "$(state_of hs)" = paused ] || fail "vmm hs is $(state_of hs)"
+# Once the job has ended the vmm is the operator's again; a vmm that
+# has a state loaded is refused a job up front, not at its end.
+migctl cancel h --wait >/dev/null || fail "cancel h"
+vmmctl load h "$RUNDIR/hs.state" || fail "load h after its job ended"
+err=$(migctl incoming h --listen tcp:127.0.0.1:0 2>&1) &&
+	fail "incoming into a vmm with a state loaded: $err"
+case $err in *"vmm h has a state loaded: it waits for no migration"*) ;;
+*) fail "incoming h (state loaded): $err" ;; esac
+echo "ok: $err"
+vmmctl quit h >/dev/null; vmmctl quit hs >/dev/null
+
 note "Incoming for a vmm that cannot take a guest: refused, nothing listens"
 # The worker asks the vmm before Incoming replies.  (Incoming once
 # printed a token for these, and the job failed a moment later: the
