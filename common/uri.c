@@ -464,6 +464,21 @@ int uri_connect(const struct uri *u, int timeout_ms)
 	return r;
 }
 
+int uri_listen_bound(struct uri *u, int backlog)
+{
+	int fd = uri_listen(u, backlog), port;
+
+	if (fd < 0 || u->kind != URI_TCP)
+		return fd;
+	port = uri_bound_port(fd);
+	if (port < 0) {
+		close(fd);
+		return port;
+	}
+	u->port = port;
+	return fd;
+}
+
 int uri_bound_port(int fd)
 {
 	struct sockaddr_storage ss;

@@ -54,5 +54,9 @@ int uri_listen(const struct uri *u, int backlog);
 int uri_connect(const struct uri *u, int timeout_ms);
 /* The port a listening tcp socket got (for port 0), or -errno. */
 int uri_bound_port(int fd);
+/* uri_listen, then a tcp u's port becomes the one bound (port 0 picks
+ * one): u then names the address listened on.  The fd or -errno (u is
+ * unchanged then). */
+int uri_listen_bound(struct uri *u, int backlog);
 
 #endif

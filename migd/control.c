@@ -136,7 +136,7 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 	struct job *j;
 	struct uri u;
 	struct stat st;
-	int r, fd, port;
+	int r, fd;
 
 	r = check_vm(call, m, req->vm);
 	if (r == 0)
@@ -154,19 +154,10 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, -r, "cannot make a token: %s",
 				       strerror(-r));
 	}
-	fd = uri_listen(&u, CONTROL_LISTEN_BACKLOG);
+	fd = uri_listen_bound(&u, CONTROL_LISTEN_BACKLOG);
 	if (fd < 0)
 		return rpc_call_errorf(call, -fd, "cannot listen on %s: %s",
 				       req->listen, strerror(-fd));
-	if (u.kind == URI_TCP) {
-		port = uri_bound_port(fd);
-		if (port < 0) {
-			close(fd);
-			return rpc_call_errorf(call, -port, "cannot listen on %s: %s",
-					       req->listen, strerror(-port));
-		}
-		u.port = port;
-	}
 	if (uri_format(&u, bound, sizeof(bound)) < 0 ||
 	    str_copy(spec.peer, bound, sizeof(spec.peer)) < 0) {
 		close(fd);
@@ -359,10 +350,17 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 		r = check_uri(call, "listen address", q->listen, &u);
 	if (r < 0)
 		return r;
+	if (j->recovering)
+		return rpc_call_errorf(call, EBUSY, "%s: another recover --listen is "
+				       "being set up", q->vm);
 	r = job_command(j, "recover", &q->base);
 	if (r == 0)
 		log_info("%s: recovering%s%s", q->vm, q->uri[0] || q->listen[0] ? " via " : "",
 		 j->spec.role == JOB_ROLE_SOURCE ? q->uri : q->listen);
+	/* A new address is bound by the worker: the reply says which (port
+	 * 0 is a free port), or why none. */
+	if (r == 0 && j->spec.role != JOB_ROLE_SOURCE && q->listen[0])
+		return job_defer_recover(j, call, q->wait);
 	return job_acted(call, j, r, q->wait);
 }
 

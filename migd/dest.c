@@ -1113,26 +1113,25 @@ static void dest_close_listen(struct dest *d)
 	d->own_listen = false;
 }
 
-/* Listen on a new address (recover --listen); the old socket goes. */
-static int dest_relisten(struct dest *d, const char *addr)
+/* Listen on a new address (recover --listen); the old socket goes.  A
+ * failure is the Recover's, said in msg: the job waits where it was. */
+static int dest_relisten(struct dest *d, const char *addr, char *msg,
+			 size_t len)
 {
 	struct uri u;
-	int fd, port;
+	int fd;
 
-	if (uri_parse(addr, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX))
-		return worker_fail(d->w, EINVAL, "recover: '%s' is not a tcp: or "
-				   "unix: address", addr);
-	fd = uri_listen(&u, 64);
-	if (fd < 0)
-		return worker_fail(d->w, fd, "recover: cannot listen on %s: %s",
-				   addr, strerror(-fd));
-	if (u.kind == URI_TCP) {
-		port = uri_bound_port(fd);
-		if (port < 0) {
-			close(fd);
-			return worker_fail(d->w, port, "recover: %s", strerror(-port));
-		}
-		u.port = port;
+	if (uri_parse(addr, &u) < 0 || (u.kind != URI_TCP && u.kind != URI_UNIX)) {
+		snprintf(msg, len, "recover: '%.200s' is not a tcp: or unix: "
+			 "address", addr);
+		return -EINVAL;
+	}
+	fd = uri_listen_bound(&u, 64);
+	if (fd < 0) {
+		snprintf(msg, len, "cannot listen on %.200s: %s", addr,
+			 strerror(-fd));
+		log_warnx("recover: %s; the job waits where it was", msg);
+		return fd;
 	}
 	if (d->own_listen)
 		dest_close_listen(d);
@@ -1240,7 +1239,7 @@ static int dest_resume(struct dest *d)
  */
 static int dest_postcopy_paused(struct dest *d)
 {
-	char arg[PATH_MAX];
+	char arg[PATH_MAX], msg[WORKER_ANSWER_MAX];
 	int r;
 
 	pthread_mutex_lock(&d->w->lock);
@@ -1272,8 +1271,12 @@ static int dest_postcopy_paused(struct dest *d)
 						   d->w->spec->vm);
 			}
 			if (worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==
-			    WORKER_CMD_RECOVER && arg[0])
-				dest_relisten(d, arg);
+			    WORKER_CMD_RECOVER && arg[0]) {
+				r = dest_relisten(d, arg, msg, sizeof(msg));
+				/* Recover's reply shows the address bound. */
+				worker_report(d->w);
+				worker_answer(d->w, r, r < 0 ? msg : NULL);
+			}
 			/* (a failing poll is retried: the guest here
 			 * depends on this job) */
 			r = dest_hellos(d, deadline_ms(200), -1);
@@ -1665,7 +1668,7 @@ int dest_run(struct worker *w)
 	worker_set_abort(w, dest_abort, &d);
 	r = dest_vmm(&d);
 	/* Incoming replies now: its vmm can take the guest, or why not. */
-	worker_answer(w, r);
+	worker_answer(w, r, NULL);
 	if (r == 0)
 		r = dest_accept(&d);
 	pthread_mutex_lock(&w->lock);

@@ -217,12 +217,55 @@ static void job_answer_incoming(struct job *j)
 	rpc_call_finish(call, r);
 }
 
-/* The worker's answer (worker_answer): once, from a destination. */
+/* ---- Recover's reply, on a destination given a new address ---------- */
+
+/*
+ * Its worker binds the address (dest_relisten) and answers once it
+ * listens there, after the report that shows it: the reply is the job
+ * with its new listen address, or why the worker could not (the job
+ * waits on where it was).  With wait, the caller then waits for the end.
+ */
+int job_defer_recover(struct job *j, struct rpc_call *call, bool wait)
+{
+	j->recovering = call;
+	j->recovering_wait = wait;
+	return RPC_DEFERRED;
+}
+
+static void job_answer_recover(struct job *j, int err, const char *msg)
+{
+	struct rpc_call *call = j->recovering;
+	Tern__Migd__JobStatus js;
+	int r;
+
+	if (!call)
+		return;
+	j->recovering = NULL;
+	if (!err && !j->finished && j->recovering_wait) {
+		r = job_add_waiter(j, call);
+		if (r != RPC_DEFERRED)
+			rpc_call_finish(call, r);
+		return;
+	}
+	job_status(j, &js);
+	if (!err && !j->finished)
+		r = rpc_call_reply(call, &js.base, NULL, 0);
+	else
+		r = rpc_call_errorf(call, err ? err : EIO, "%s", msg && msg[0] ? msg :
+				    js.error[0] ? js.error : "the job ended");
+	rpc_call_finish(call, r);
+}
+
+/* The worker's answers (worker_answer), from a destination: the first
+ * for Incoming, later ones for Recover with a new address. */
 static int job_take_answer(struct job *j, const Tern__Rpc__Reply *rep)
 {
-	if (j->spec.role != JOB_ROLE_DEST || j->answered || rep->status < 0 ||
-	    rep->status > 4095)
+	if (j->spec.role != JOB_ROLE_DEST || rep->status < 0 || rep->status > 4095)
 		return -EPROTO;
+	if (j->answered) {
+		job_answer_recover(j, rep->status, rep->message);
+		return 0;
+	}
 	j->answered = true;
 	j->answer_err = rep->status;
 	if (!rep->status)
@@ -676,6 +719,8 @@ static void job_free(struct job *j)
 		rpc_call_finish(j->waiters[i].call, -ESHUTDOWN);
 	if (j->incoming)
 		rpc_call_finish(j->incoming, -ESHUTDOWN);
+	if (j->recovering)
+		rpc_call_finish(j->recovering, -ESHUTDOWN);
 	job_close_conn(j);
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
@@ -716,6 +761,7 @@ static void job_ended(struct migd *m, struct job *j)
 	log_info("%s: %s job %s%s%s", j->spec.vm, job_role_name(j->spec.role),
 		 job_state_name(j->state), js.error[0] ? ": " : "", js.error);
 	job_answer_incoming(j);
+	job_answer_recover(j, 0, NULL);
 	job_notify(j);
 	job_status(j, &js);
 	for (i = 0; i < j->nwaiters; i++) {

@@ -515,25 +515,32 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 }
 
 /*
- * The command for the source host, after incoming on a terminal.  A
- * wildcard address (tcp:0.0.0.0:P, tcp:[::]:P) is no address a source
- * could dial: the command names a placeholder for this host instead.
+ * The address a destination bound (incoming, recover --listen), then,
+ * on a terminal, the command for the source host: migrate with the
+ * token, or recover.  A wildcard address (tcp:0.0.0.0:P, tcp:[::]:P) is
+ * no address a source could dial: the command names a placeholder for
+ * this host instead.
  */
-static void print_source_hint(const char *vm, const char *listen,
-			      const char *token)
+static void print_bound(const char *vm, const char *listen, const char *cmd,
+			const char *token)
 {
-	char peer[PATH_MAX + 16];
+	char peer[PATH_MAX + 16], tail[STREAM_TOKEN_HEX + 16] = "";
 	struct uri u;
 
+	printf("listen %s\n", listen);
+	if (!isatty(STDOUT_FILENO))
+		return;
+	if (token)
+		snprintf(tail, sizeof(tail), " --token %s", token);
 	if (uri_parse(listen, &u) == 0 && uri_is_wildcard(&u) &&
 	    uri_format_peer(&u, "THIS-HOST", peer, sizeof(peer)) >= 0)
 		printf("%s waits on every address of this host; on the source host "
 		       "run,\nwith THIS-HOST a name or address of this host that "
-		       "the source can reach:\n  migctl migrate VM %s --token %s\n",
-		       vm, peer, token);
+		       "the source can reach:\n  migctl %s VM %s%s\n",
+		       vm, cmd, peer, tail);
 	else
-		printf("%s waits; on the source host run:\n  migctl migrate "
-		       "VM %s --token %s\n", vm, listen, token);
+		printf("%s waits; on the source host run:\n  migctl %s "
+		       "VM %s%s\n", vm, cmd, listen, tail);
 }
 
 static int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
@@ -549,9 +556,8 @@ static int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
 	if (opts.json) {
 		json_print(&rep->base);
 	} else {
-		printf("token %s\nlisten %s\n", rep->token, rep->listen);
-		if (isatty(STDOUT_FILENO))
-			print_source_hint(a->vm, rep->listen, rep->token);
+		printf("token %s\n", rep->token);
+		print_bound(a->vm, rep->listen, "migrate", rep->token);
 	}
 	protobuf_c_message_free_unpacked(&rep->base, NULL);
 	return CLI_OK;
@@ -604,24 +610,28 @@ static int cmd_status(struct rpc_client *cl, struct cmd_args *a)
 /*
  * A method on one job that answers its JobStatus: with wait, the job's
  * end (success when it reaches want); else a line saying what is being
- * done (doing, or the job's state when NULL), or the JSON.
+ * done (doing, or the job's state when NULL), or the JSON.  With bound,
+ * the address the job listens on follows the line (print_bound).
  */
 static int job_call(struct rpc_client *cl, const char *method,
 		    const ProtobufCMessage *arg, bool wait,
-		    Tern__Migd__JobState want, const char *doing)
+		    Tern__Migd__JobState want, const char *doing, bool bound)
 {
 	Tern__Migd__JobStatus *js = NULL;
 	int code = CLI_OK;
 
 	if (call(cl, method, arg, (ProtobufCMessage **)&js, wait) < 0)
 		return CLI_FAILED;
-	if (wait)
+	if (wait) {
 		code = job_outcome(js, true, want);
-	else if (opts.json)
+	} else if (opts.json) {
 		json_print(&js->base);
-	else
+	} else {
 		printf("%s: %s (job %s)\n", js->vm, doing ? doing : state_name(js->state),
 		       js->id[0] ? text_safe(js->id) : "without an id yet");
+		if (bound)
+			print_bound(js->vm, js->listen, "recover", NULL);
+	}
 	protobuf_c_message_free_unpacked(&js->base, NULL);
 	return code;
 }
@@ -634,7 +644,7 @@ static int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 	q.wait = a->wait;
 	q.force = a->force;
 	return job_call(cl, "Cancel", &q.base, a->wait,
-			TERN__MIGD__JOB_STATE__JOB_CANCELLED, NULL);
+			TERN__MIGD__JOB_STATE__JOB_CANCELLED, NULL, false);
 }
 
 static int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
@@ -644,21 +654,38 @@ static int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 	q.vm = (char *)a->vm;
 	q.wait = a->wait;
 	return job_call(cl, "Postcopy", &q.base, a->wait,
-			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "switching to postcopy");
+			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "switching to postcopy",
+			false);
 }
 
 /* Recover a postcopy-paused job: the source names the destination's
- * address, the destination may name a new one to listen on. */
+ * address, the destination may name a new one to listen on, and is told
+ * the address bound first, as incoming is (then, with wait, the end). */
 static int cmd_recover(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__RecoverRequest q = TERN__MIGD__RECOVER_REQUEST__INIT;
+	Tern__Migd__JobQuery sq = TERN__MIGD__JOB_QUERY__INIT;
+	int code;
 
 	q.vm = (char *)a->vm;
 	q.uri = (char *)(a->uri ? a->uri : "");
 	q.listen = (char *)(a->listen ? a->listen : "");
 	q.wait = a->wait;
-	return job_call(cl, "Recover", &q.base, a->wait,
-			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "recovering");
+	/* (JSON is one object: with wait, the end's; migd waits.) */
+	if (!a->listen || (a->wait && opts.json))
+		return job_call(cl, "Recover", &q.base, a->wait,
+				TERN__MIGD__JOB_STATE__JOB_COMPLETED, "recovering",
+				false);
+	q.wait = false;
+	code = job_call(cl, "Recover", &q.base, false,
+			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "recovering", true);
+	if (code != CLI_OK || !a->wait)
+		return code;
+	fflush(stdout);
+	sq.vm = (char *)a->vm;
+	sq.wait = true;
+	return job_call(cl, "Status", &sq.base, true,
+			TERN__MIGD__JOB_STATE__JOB_COMPLETED, NULL, false);
 }
 
 static int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
@@ -667,7 +694,7 @@ static int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
 
 	q.vm = (char *)a->vm;
 	return job_call(cl, "Pause", &q.base, false,
-			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "pausing postcopy");
+			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "pausing postcopy", false);
 }
 
 static int cmd_list(struct rpc_client *cl, struct cmd_args *a)

@@ -188,6 +188,9 @@ struct job {
 	struct job_waiter waiters[MIGD_MAX_WAITERS];
 	size_t nwaiters;
 	struct rpc_call *incoming;      /* Incoming's call, until answered */
+	struct rpc_call *recovering;    /* a destination's Recover with a new
+					 * address, until its worker listens */
+	bool recovering_wait;           /* ... then it waits for the end */
 	bool answered;                  /* the worker looked at its vmm ... */
 	int answer_err;                 /* ... and found it incoming (0), or
 					 * not (a positive errno) */
@@ -252,6 +255,9 @@ int job_add_waiter(struct job *j, struct rpc_call *call);
 /* Reply to Incoming once the worker found its vmm incoming, or with the
  * job's error once it ended without; returns RPC_DEFERRED. */
 int job_defer_incoming(struct job *j, struct rpc_call *call);
+/* Reply to a destination's Recover with a new address once its worker
+ * listens there (or say why not); with wait, at the job's end. */
+int job_defer_recover(struct job *j, struct rpc_call *call, bool wait);
 /* SIGTERM the worker; the job ends when it reports or dies. */
 int job_cancel(struct job *j, bool abandon);
 /* The guest runs on the destination while pages remain on the source. */
@@ -363,9 +369,12 @@ void worker_set_state(struct worker *w, enum job_state st);
 int worker_fail(struct worker *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void worker_report(struct worker *w);
-/* A destination's word on its vmm, for Incoming's reply (jobs.c): 0, it
- * can take the guest, or -errno (the reason in the job's error).  Once. */
-void worker_answer(struct worker *w, int err);
+/* A destination's word for a deferred reply (jobs.c): first on its vmm,
+ * for Incoming: 0, it can take the guest, or -errno (the reason in the
+ * job's error, msg NULL); then after each recover --listen: 0, it
+ * listens there (reported first), or -errno and why in msg. */
+#define WORKER_ANSWER_MAX 512           /* bytes of msg told */
+void worker_answer(struct worker *w, int err, const char *msg);
 bool worker_failed(struct worker *w);
 bool worker_aborted(struct worker *w);
 /* After a failure: if the peer's next message on fd, within ms, is a

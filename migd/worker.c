@@ -315,14 +315,17 @@ out:
 	pthread_mutex_unlock(&w->report_lock);
 }
 
-void worker_answer(struct worker *w, int err)
+void worker_answer(struct worker *w, int err, const char *msg)
 {
 	Tern__Rpc__Reply rep = TERN__RPC__REPLY__INIT;
 	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
-	uint8_t frame[64];
+	uint8_t frame[WORKER_ANSWER_MAX + 64];
+	char text[WORKER_ANSWER_MAX];
 	int n;
 
 	rep.status = err < 0 ? -err : err;
+	snprintf(text, sizeof(text), "%s", msg ? msg : "");
+	rep.message = text;
 	f.body_case = TERN__RPC__FRAME__BODY_REPLY;
 	f.reply = &rep;
 	pthread_mutex_lock(&w->report_lock);

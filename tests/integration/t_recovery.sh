@@ -21,15 +21,19 @@ ss_kill_works || skip "$SS_KILL_WHY"
 start_faultd
 start_migd
 
-listen_is_not() { [ "$(job_get "$1" listen)" != "$2" ]; }
-
 # recover SRC DST NEWPORT: bring both back (DST on a new port if asked).
 recover() {
-	local src=$1 dst=$2 new=$3 before c
+	local src=$1 dst=$2 new=$3 before c out
 	if [ "$new" = 1 ]; then
-		migctl recover "$dst" --listen tcp:127.0.0.1:0 >/dev/null || fail "recover $dst"
-		wait_until 10 listen_is_not "$dst" "$ADDR" || fail "$dst did not listen anew"
-		ADDR=$(job_get "$dst" listen)
+		# recover prints the address bound, as incoming does: the
+		# source is pointed at the port it prints.
+		out=$(migctl recover "$dst" --listen tcp:127.0.0.1:0) ||
+			fail "recover $dst: $out"
+		ADDR=$(printf '%s\n' "$out" |
+			sed -n 's/^listen \(tcp:127\.0\.0\.1:[1-9][0-9]*\)$/\1/p')
+		[ -n "$ADDR" ] || fail "recover $dst printed no address bound: $out"
+		[ "$(job_get "$dst" listen)" = "$ADDR" ] ||
+			fail "$dst: status says $(job_get "$dst" listen), recover $ADDR"
 	fi
 	before=$(pages_of "$dst" 0)
 	migctl recover "$src" "$ADDR" >/dev/null || fail "recover $src"
@@ -133,6 +137,13 @@ err=$(migctl recover r "$ADDR" --listen tcp:127.0.0.1:0 2>&1) && fail "a source 
 case $err in *"r is a source job: it takes the destination's address"*) ;; *) fail "recover r: $err" ;; esac
 both_paused r s || fail "refused recoveries: r $(job_get r state), s $(job_get s state)"
 echo "ok: addresses for the other side are refused"
+# A new address that cannot be bound (s listens there already) is
+# refused to recover, saying why; s waits on where it was.
+err=$(migctl recover s --listen "$ADDR" 2>&1) && fail "s bound $ADDR twice: $err"
+case $err in *"cannot listen on $ADDR: Address already in use"*) ;;
+*) fail "recover s --listen $ADDR: $err" ;; esac
+[ "$(job_get s listen)" = "$ADDR" ] || fail "s listens on $(job_get s listen)"
+echo "ok: $err"
 # The source's copy is stale and its job still runs: neither a cont nor
 # a cont --force may run it (the guest runs on s, waiting for pages).
 err=$(vmmctl cont r 2>&1) && fail "a paused postcopy source continued"

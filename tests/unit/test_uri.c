@@ -223,6 +223,23 @@ static void test_tcp_listen_connect(void **state)
 	assert_int_equal(uri_connect(&u, 2000), -ECONNREFUSED);
 }
 
+/* Port 0 becomes the port bound; a port taken leaves the uri as it was. */
+static void test_tcp_listen_bound(void **state)
+{
+	struct uri u, again;
+	int lfd;
+
+	assert_int_equal(uri_parse("tcp:127.0.0.1:0", &u), 0);
+	lfd = uri_listen_bound(&u, 4);
+	assert_true(lfd >= 0);
+	assert_true(u.port > 0);
+	assert_int_equal(u.port, uri_bound_port(lfd));
+	again = u;
+	assert_int_equal(uri_listen_bound(&again, 4), -EADDRINUSE);
+	assert_memory_equal(&again, &u, sizeof(u));
+	close(lfd);
+}
+
 /* A listener whose accept queue is full drops SYNs: connect must time out. */
 static void test_tcp_connect_timeout(void **state)
 {
@@ -377,6 +394,7 @@ int main(void)
 		cmocka_unit_test(test_format_peer),
 		cmocka_unit_test(test_format_too_long),
 		cmocka_unit_test(test_tcp_listen_connect),
+		cmocka_unit_test(test_tcp_listen_bound),
 		cmocka_unit_test(test_tcp_connect_timeout),
 		cmocka_unit_test(test_unix_listen),
 		cmocka_unit_test(test_file_not_a_socket),
