@@ -43,17 +43,36 @@ static struct control {
 	char incoming_by[256];
 } ctl;
 
-/* The VM is paused for a migration whose job still runs, and the caller
- * is not that job: it must not resume the guest, nor clear a mark. */
+/* The VM is paused for a move that still runs (a migration's switch, or
+ * a transfer that marked it), and the caller is not that move: it must
+ * not resume the guest, nor clear or set a mark. */
 static bool held_from(const struct rpc_call *call)
 {
 	return ctl.hold && ctl.hold != rpc_call_peer(call) &&
 	       rpc_server_peer_open(ctl.server, ctl.hold);
 }
 
-#define HELD_MSG "a migration paused this VM for its switch, and its job " \
-	"still runs (migctl status %s): the job decides whether the guest " \
-	"runs here again"
+/* Who holds the VM (held_from), for the refusals. */
+static const char *held_msg(char *buf, size_t len)
+{
+	if (ctl.hold == ctl.dirty_peer)
+		snprintf(buf, len, "a migration paused this VM for its switch, and "
+			 "its job still runs (migctl status %s): the job decides "
+			 "whether the guest runs here again", ctl.vm->name);
+	else
+		snprintf(buf, len, "the guest is being moved to %s, and that move "
+			 "still runs: it decides whether the guest runs here again",
+			 ctl.moved_to);
+	return buf;
+}
+
+/* Dirty logging is on for another caller, still connected: a migration
+ * is under way, which may yet move the guest. */
+static bool migrating_from(const struct rpc_call *call)
+{
+	return ctl.dirty_peer && ctl.dirty_peer != rpc_call_peer(call) &&
+	       rpc_server_peer_open(ctl.server, ctl.dirty_peer);
+}
 
 /* The VM waits for the guest of a migration that holds it (HoldIncoming)
  * and the caller is not that migration: it must not load, adopt, start
@@ -150,6 +169,7 @@ static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	enum vm_state st = vm_state_now(ctl.vm);
+	char why[512];
 	int ret;
 
 	ret = check_incoming_hold(call, "continue");
@@ -159,8 +179,8 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL,
 				       "cannot continue: no state loaded yet");
 	if (held_from(call))
-		return rpc_call_errorf(call, EBUSY, "cannot continue: " HELD_MSG,
-				       ctl.vm->name);
+		return rpc_call_errorf(call, EBUSY, "cannot continue: %s",
+				       held_msg(why, sizeof(why)));
 	if (ctl.moved_to[0])
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot continue: the guest moved to %s, and this copy is "
@@ -531,14 +551,15 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Vmm__MovedNote *n = (const Tern__Vmm__MovedNote *)arg;
 	enum vm_state st = vm_state_now(ctl.vm);
+	char why[512];
 	int ret;
 
 	ret = check_note(call, "SetMoved: 'to'", n->to);
 	if (ret < 0)
 		return ret;
 	if (!n->to[0] && held_from(call))
-		return rpc_call_errorf(call, EBUSY, "the mark stays: " HELD_MSG,
-				       ctl.vm->name);
+		return rpc_call_errorf(call, EBUSY, "the mark stays: %s",
+				       held_msg(why, sizeof(why)));
 	if (!n->to[0]) {
 		if (ctl.moved_to[0])
 			log_info("the mark 'moved to %s' is cleared: this copy may run",
@@ -549,9 +570,21 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (st != VM_STATE_PAUSED)
 		return rpc_call_errorf(call, EBUSY, "cannot mark the guest as moved: "
 				       "it is %s here, not paused", vm_state_name(st));
-	if (str_copy(ctl.moved_to, n->to, sizeof(ctl.moved_to)) < 0)
+	/* One move at a time: a mark is the claim of whoever sets it, while
+	 * connected (two transfers, or a transfer and a migration, would
+	 * each start the guest somewhere). */
+	if (held_from(call))
+		return rpc_call_errorf(call, EBUSY, "cannot mark the guest as moved: "
+				       "%s", held_msg(why, sizeof(why)));
+	if (migrating_from(call))
+		return rpc_call_errorf(call, EBUSY, "cannot mark the guest as moved: "
+				       "a migration of it is under way (migctl status "
+				       "%s)", ctl.vm->name);
+	if (strlen(n->to) >= sizeof(ctl.moved_to))
 		return rpc_call_errorf(call, EINVAL, "SetMoved: 'to' is longer than "
 				       "%zu characters", sizeof(ctl.moved_to) - 1);
+	str_copy(ctl.moved_to, n->to, sizeof(ctl.moved_to));
+	ctl.hold = rpc_call_peer(call);
 	log_info("the guest moved to %s: this copy is stale, and will not run "
 		 "or migrate again", ctl.moved_to);
 	return 0;

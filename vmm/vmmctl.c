@@ -578,6 +578,10 @@ static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst)
 	else if (ss->moved_to[0])
 		cli_errx("the guest of %s moved to %s: the copy in %s is stale, and "
 			 "is not moved again", src->name, ss->moved_to, src->name);
+	else if (ss->dirty_logging)
+		cli_errx("vmm %s is being migrated (dirty logging is on): wait for "
+			 "that job, or cancel it (migctl status %s)", src->name,
+			 src->name);
 	else if (ss->memory != ds->memory || ss->vcpus != ds->vcpus)
 		cli_errx("vmm %s has %s and %u vCPU%s, %s has %s and %u: start %s "
 			 "with the same --memory and --vcpus", dst->name, dmem,
@@ -594,6 +598,37 @@ out:
 }
 
 /*
+ * One move at a time, each held by this connection until it closes:
+ * DST for this transfer (no migration or other transfer fills it), then
+ * SRC, once paused, marked as moved to DST (no migration or other
+ * transfer takes its guest, and nobody else resumes it).  A refusal
+ * says who holds which.
+ */
+static int transfer_hold(struct vmm_conn *src, struct vmm_conn *dst)
+{
+	Tern__Vmm__IncomingHold hold = TERN__VMM__INCOMING_HOLD__INIT;
+	char by[256];
+
+	snprintf(by, sizeof(by), "vmmctl transfer from %s (pid %d)", src->name,
+		 (int)getpid());
+	hold.by = by;
+	return call(dst, "HoldIncoming", &hold.base, NULL, 0, NULL, NULL);
+}
+
+static int transfer_mark(struct vmm_conn *src, struct vmm_conn *dst, bool set)
+{
+	Tern__Vmm__MovedNote mark = TERN__VMM__MOVED_NOTE__INIT;
+	char to[256];
+
+	to[0] = 0;
+	if (set)
+		snprintf(to, sizeof(to), "vmm %s on this host (vmmctl transfer, "
+			 "pid %d)", dst->name, (int)getpid());
+	mark.to = to;
+	return call(src, "SetMoved", &mark.base, NULL, 0, NULL, NULL);
+}
+
+/*
  * Stop SRC, give its RAM (the memfds themselves, or a copy) and state to
  * the incoming DST, start DST and quit SRC.  Until DST runs, any failure
  * resumes SRC: the guest is never lost.
@@ -602,14 +637,18 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 {
 	Tern__Vmm__VmmStatus *ds = NULL;
 	Tern__Vmm__VmState *st = NULL;
-	bool was_running = false, handed = false;
+	bool was_running = false, handed = false, marked = false;
 	int ret;
 
-	if (transfer_check(src, dst) < 0)
+	if (transfer_check(src, dst) < 0 || transfer_hold(src, dst) < 0)
 		return CLI_FAILED;
 	if (pause_for_view(src, &was_running) < 0)
 		return CLI_FAILED;
-	ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL);
+	ret = transfer_mark(src, dst, true);
+	marked = ret == 0;
+	if (ret == 0)
+		ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st,
+			   NULL);
 	if (ret == 0)
 		ret = transfer_ram(src, dst, copy, &handed);
 	if (ret == 0)
@@ -642,6 +681,12 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		if (handed)
 			cli_errx("transfer failed; %s, which was sent %s's RAM, was "
 				 "made to quit", dst->name, src->name);
+		if (marked && transfer_mark(src, dst, false) < 0) {
+			cli_errx("transfer failed; %s stays paused, marked as moved "
+				 "to %s: 'vmmctl cont %s --force' runs it", src->name,
+				 dst->name, src->name);
+			return CLI_FAILED;
+		}
 		if (was_running && call(src, "Cont", NULL, NULL, 0, NULL, NULL) == 0)
 			cli_errx("transfer failed; %s is running again", src->name);
 		return CLI_FAILED;

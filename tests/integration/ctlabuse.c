@@ -98,6 +98,18 @@ static struct rpc_client *client(void)
 	return cl;
 }
 
+/* A call on the connection cl (one that lasts), without descriptors. */
+static int call_on(struct rpc_client *cl, const char *method,
+		   const ProtobufCMessage *arg, struct rpc_result *res)
+{
+	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
+
+	return rpc_client_call(cl, &tern__vmm__vmm__descriptor, method,
+			       arg ? arg : &e.base, NULL, 0, NULL, res, 10000,
+			       NULL, NULL);
+}
+
+/* A call on a connection of its own. */
 static int call(const char *method, const ProtobufCMessage *arg,
 		const int *fds, size_t nfds, ProtobufCMessage **ret,
 		struct rpc_result *res)
@@ -227,6 +239,49 @@ static void set_moved(void)
 	CHECK(call("Cont", NULL, NULL, 0, NULL, &res) == 0, "Cont: %s", res.message);
 }
 
+/* One move at a time: a mark is its setter's claim while it stays
+ * connected (a transfer), and a migration's dirty logging is one too. */
+static void claims(void)
+{
+	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
+	struct rpc_client *a = client(), *b = client();
+	struct rpc_result res;
+	int r;
+
+	CHECK(call_on(a, "Stop", NULL, &res) == 0, "Stop: %s", res.message);
+	n.to = "vmm t1 (transfer a)";
+	CHECK(call_on(a, "SetMoved", &n.base, &res) == 0, "SetMoved a: %s",
+	      res.message);
+	n.to = "vmm t2 (transfer b)";
+	r = call_on(b, "SetMoved", &n.base, &res);
+	CHECK(r == -EBUSY && strstr(res.message, "being moved to vmm t1 (transfer a)"),
+	      "a second mark while the first's setter is connected: %d %s", r,
+	      res.message);
+	r = call_on(b, "Cont", NULL, &res);
+	CHECK(r == -EBUSY && strstr(res.message, "that move still runs"),
+	      "Cont of a VM another caller marked: %d %s", r, res.message);
+	n.to = "";
+	r = call_on(b, "SetMoved", &n.base, &res);
+	CHECK(r == -EBUSY && strstr(res.message, "the mark stays"),
+	      "another caller cleared a held mark: %d %s", r, res.message);
+	CHECK(call_on(a, "SetMoved", &n.base, &res) == 0, "clear: %s", res.message);
+	CHECK(call_on(a, "Cont", NULL, &res) == 0, "Cont a: %s", res.message);
+
+	/* b migrates (dirty logging): a may not mark the guest as moved. */
+	CHECK(call_on(b, "DirtyStart", NULL, &res) == 0, "DirtyStart: %s",
+	      res.message);
+	rpc_result_close_fds(&res);
+	CHECK(call_on(a, "Stop", NULL, &res) == 0, "Stop: %s", res.message);
+	n.to = "vmm t1 (transfer a)";
+	r = call_on(a, "SetMoved", &n.base, &res);
+	CHECK(r == -EBUSY && strstr(res.message, "a migration of it is under way"),
+	      "a mark during a migration: %d %s", r, res.message);
+	CHECK(call_on(b, "DirtyStop", NULL, &res) == 0, "DirtyStop: %s", res.message);
+	CHECK(call_on(a, "Cont", NULL, &res) == 0, "Cont: %s", res.message);
+	rpc_client_free(a);
+	rpc_client_free(b);
+}
+
 static void run_running(void)
 {
 	ProtobufCMessage *out = NULL;
@@ -255,6 +310,7 @@ static void run_running(void)
 	CHECK(call("DirtyStop", NULL, NULL, 0, NULL, NULL) == 0, "DirtyStop");
 	assert_answers("memory access");
 	set_moved();
+	claims();
 }
 
 

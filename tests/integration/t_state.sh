@@ -163,6 +163,30 @@ out=$(vmmctl transfer x s 2>&1) && fail "transfer to a vmm that is not incoming"
 echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"
 [ "$(state_of x)" = running ] || fail "x stopped by a refused transfer"
 
+note "two transfers of one guest at once: one wins, the other is refused"
+# Before, both could save the paused source and start it: the guest ran
+# twice, on the same memfds.  Three rounds, as the race goes either way.
+for r in 1 2 3; do
+	start_vmm "w$r" --memory 64M --test-guest dirty --heartbeat 100 --guest-rate 50000
+	wait_pass "w$r" 0 1
+	start_vmm "w${r}a" --memory 64M --incoming
+	start_vmm "w${r}b" --memory 64M --incoming
+	vmmctl transfer "w$r" "w${r}a" >"$RUNDIR/w${r}a.out" 2>&1 & ta=$!
+	vmmctl transfer "w$r" "w${r}b" >"$RUNDIR/w${r}b.out" 2>&1 & tb=$!
+	wait "$ta"; ra=$?
+	wait "$tb"; rb=$?
+	[ $((ra == 0)) != $((rb == 0)) ] ||
+		fail "round $r: exits $ra and $rb: $(cat "$RUNDIR/w${r}a.out" "$RUNDIR/w${r}b.out")"
+	win=w${r}a lose=w${r}b
+	[ $ra = 0 ] || { win=w${r}b; lose=w${r}a; }
+	[ "$(state_of "$lose")" = incoming ] || fail "round $r: $lose is $(state_of "$lose")"
+	[ "$(state_of "$win")" = running ] || fail "round $r: $win is $(state_of "$win")"
+	vmmctl check "$win" || fail "round $r: $win's memory"
+	echo "ok: round $r: $win ran it; $lose: $(tail -n 1 "$RUNDIR/$lose.out")"
+	vmmctl quit "$win"
+	vmmctl quit "$lose"
+done
+
 note "a destination whose KVM refuses the RAM keeps its own and waits on"
 pre=("${HOST_EXEC[@]}")
 HOST_EXEC=(env TERN_FAULT=vmm-adopt-refused "${pre[@]}")
