@@ -94,12 +94,13 @@ static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)
 	return 0;
 }
 
-/* Nonzero fields of p must be in range; they then replace those of out. */
+/* The fields named in clear go to 0; nonzero fields of p must be in
+ * range, and then replace those of out (params_update). */
 static int params_apply(struct rpc_call *call, const Tern__Migd__Params *p,
-			struct mig_params *out)
+			char *const *clear, size_t n_clear, struct mig_params *out)
 {
 	char err[256];
-	int r = params_merge(p, out, err, sizeof(err));
+	int r = params_update(p, clear, n_clear, out, err, sizeof(err));
 
 	return r < 0 ? rpc_call_errorf(call, -r, "%s", err) : 0;
 }
@@ -196,7 +197,8 @@ static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)
 	job_spec_init(m, &spec, JOB_ROLE_SOURCE, req->vm);
 	r = check_token(call, req->token, spec.token);
 	if (r == 0)
-		r = params_apply(call, req->params, &spec.params);
+		r = params_apply(call, req->params, req->clear, req->n_clear,
+				 &spec.params);
 	if (r < 0)
 		return r;
 	if (uri_format(&u, spec.peer, sizeof(spec.peer)) < 0)
@@ -427,23 +429,13 @@ static int method_set_params(struct rpc_call *call, const ProtobufCMessage *arg)
 	const Tern__Migd__SetParamsRequest *req = (const void *)arg;
 	struct migd *m = control_migd(call);
 	struct mig_params p = m->defaults;
-	size_t i;
 	int r;
 
 	if (req->reset)
 		params_defaults(&p);
-	r = params_apply(call, req->params, &p);
+	r = params_apply(call, req->params, req->clear, req->n_clear, &p);
 	if (r < 0)
 		return r;
-	for (i = 0; i < req->n_clear; i++) {
-		r = params_clear(req->clear[i], req->params, &p);
-		if (r < 0)
-			return rpc_call_errorf(call, -r, "cannot clear '%.64s': %s",
-					       req->clear[i], r == -EINVAL ?
-					       "only max_bandwidth, avail_switchover_"
-					       "bandwidth and timeout_s can be 0" :
-					       "it is given a value too");
-	}
 	m->defaults = p;
 	log_info("defaults: %u channels, max bandwidth %llu B/s, switchover "
 		 "bandwidth %llu B/s, downtime limit %u ms", p.channels,

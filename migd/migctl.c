@@ -448,8 +448,33 @@ static int call(struct rpc_client *cl, const char *method,
 struct cmd_args {
 	const char *vm, *uri, *listen, *token;
 	Tern__Migd__Params params;
+	char *clear[3];                 /* take_clears() */
 	bool wait, detach, watch, force;
 };
+
+/*
+ * Zero means "not given" in Params: the values to set to 0 (unlimited,
+ * measured, none; marked all ones by the parser) go by name, in the
+ * same call, as SetParams, Migrate and Tune take them.  Their count.
+ */
+static size_t take_clears(struct cmd_args *a)
+{
+	size_t n = 0;
+
+	if (a->params.max_bandwidth == UINT64_MAX) {
+		a->params.max_bandwidth = 0;
+		a->clear[n++] = "max_bandwidth";
+	}
+	if (a->params.avail_switchover_bandwidth == UINT64_MAX) {
+		a->params.avail_switchover_bandwidth = 0;
+		a->clear[n++] = "avail_switchover_bandwidth";
+	}
+	if (a->params.timeout_s == UINT32_MAX) {
+		a->params.timeout_s = 0;
+		a->clear[n++] = "timeout_s";
+	}
+	return n;
+}
 
 /* The job's error, unless it only repeats the state ("cancelled"), made
  * safe for a terminal; else "". */
@@ -572,6 +597,8 @@ static int cmd_migrate(struct rpc_client *cl, struct cmd_args *a)
 	req.vm = (char *)a->vm;
 	req.uri = (char *)a->uri;
 	req.token = (char *)a->token;
+	req.n_clear = take_clears(a);
+	req.clear = a->clear;
 	req.params = &a->params;
 	req.wait = !a->detach;
 	if (call(cl, "Migrate", &req.base, (ProtobufCMessage **)&js, req.wait) < 0)
@@ -733,23 +760,9 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 {
 	Tern__Migd__SetParamsRequest req = TERN__MIGD__SET_PARAMS_REQUEST__INIT;
 	Tern__Migd__Params *p = NULL;
-	char *clear[3];
 
-	/* Zero means "unchanged" in SetParams: the values to clear (marked
-	 * all ones by the parser) go by name, in the same call. */
-	if (a->params.max_bandwidth == UINT64_MAX) {
-		a->params.max_bandwidth = 0;
-		clear[req.n_clear++] = "max_bandwidth";
-	}
-	if (a->params.avail_switchover_bandwidth == UINT64_MAX) {
-		a->params.avail_switchover_bandwidth = 0;
-		clear[req.n_clear++] = "avail_switchover_bandwidth";
-	}
-	if (a->params.timeout_s == UINT32_MAX) {
-		a->params.timeout_s = 0;
-		clear[req.n_clear++] = "timeout_s";
-	}
-	req.clear = clear;
+	req.n_clear = take_clears(a);
+	req.clear = a->clear;
 	req.params = &a->params;
 	if (call(cl, set ? "SetParams" : "GetParams", set ? &req.base : NULL,
 		 (ProtobufCMessage **)&p, false) < 0)
@@ -843,23 +856,21 @@ static int usage_of(const struct command *c)
 	return -EINVAL;
 }
 
-/* A bandwidth: a size per second (500M); for set, 0 or the flag's own
- * word for its default (unlimited, or measured), returned as UINT64_MAX
- * ("back to zero"). */
-static int parse_bandwidth(const struct command *c, const char *flag,
-			   const char *s, uint64_t *ret)
+/* A bandwidth: a size per second (500M), or 0 or the flag's own word
+ * for none (unlimited, or measured), returned as UINT64_MAX ("set to
+ * zero", take_clears). */
+static int parse_bandwidth(const char *flag, const char *s, uint64_t *ret)
 {
 	const char *word = strstr(flag, "switchover") ? "measured" : "unlimited";
 	uint64_t v;
 
-	if (!strcmp(c->name, "set") && (!strcmp(s, "0") || !strcmp(s, word))) {
+	if (!strcmp(s, "0") || !strcmp(s, word)) {
 		*ret = UINT64_MAX;
 		return 0;
 	}
 	if (parse_size(s, &v) < 0 || v == 0 || v == UINT64_MAX) {
-		cli_errx("%s %s: expected bytes per second such as 500M or 1G%s%s",
-			 flag, s, strcmp(c->name, "set") ? "" : ", or ",
-			 strcmp(c->name, "set") ? "" : word);
+		cli_errx("%s %s: expected bytes per second such as 500M or 1G, "
+			 "or %s", flag, s, word);
 		return -EINVAL;
 	}
 	*ret = v;
@@ -925,10 +936,10 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		a->params.downtime_limit_ms = v;
 		return 0;
 	case O_MAXBW:
-		return parse_bandwidth(c, "--max-bandwidth", optarg,
+		return parse_bandwidth("--max-bandwidth", optarg,
 				       &a->params.max_bandwidth);
 	case O_AVAILBW:
-		return parse_bandwidth(c, "--avail-switchover-bandwidth", optarg,
+		return parse_bandwidth("--avail-switchover-bandwidth", optarg,
 				       &a->params.avail_switchover_bandwidth);
 	case O_COMPRESS:
 		return parse_compress(optarg, &a->params);
@@ -951,14 +962,13 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	case O_THR_MAX:
 		return parse_percent("--throttle-max", optarg, &a->params.throttle_max);
 	case O_TIMEOUT:
-		if (!strcmp(c->name, "set") && (!strcmp(optarg, "0") ||
-						 !strcmp(optarg, "none"))) {
-			a->params.timeout_s = UINT32_MAX;       /* clear it */
+		if (!strcmp(optarg, "0") || !strcmp(optarg, "none")) {
+			a->params.timeout_s = UINT32_MAX;       /* take_clears */
 			return 0;
 		}
 		if (parse_u64(optarg, 1, CTL_MAX_TIMEOUT_S, &v) < 0) {
-			cli_errx("--timeout %s: expected seconds from 1 to %d", optarg,
-			      CTL_MAX_TIMEOUT_S);
+			cli_errx("--timeout %s: expected seconds from 1 to %d, or none",
+				 optarg, CTL_MAX_TIMEOUT_S);
 			return -EINVAL;
 		}
 		a->params.timeout_s = v;

@@ -120,12 +120,16 @@ void params_defaults(struct mig_params *p);
 int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 		 char *err, size_t len);
 void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out);
-/* Set the field named (by its proto name) to 0, where 0 has a meaning
- * (timeout_s also puts timeout_action back to its default, unless given
- * names one): -EINVAL for another field, -EEXIST if given also gives it
- * a value. */
-int params_clear(const char *name, const Tern__Migd__Params *given,
-		 struct mig_params *out);
+/* The fields named in clear (by their proto names) set to 0, where 0
+ * has a meaning (unlimited, measured, none; timeout_s also puts
+ * timeout_action back to its default unless p names one), then
+ * params_merge of p; -errno with err on refusal (out untouched). */
+int params_update(const Tern__Migd__Params *p, char *const *clear,
+		  size_t n_clear, struct mig_params *out, char *err, size_t len);
+/* p and clear name something, and only what a running job can change
+ * (Tune); -EINVAL with err if not. */
+int params_check_live(const Tern__Migd__Params *p, char *const *clear,
+		      size_t n_clear, char *err, size_t len);
 
 /* Everything a worker needs; filled by the parent before fork. */
 struct job_spec {

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * Migration parameters: migd's built-in defaults, checking and merging
- * what a caller sets (tern.migd.Params, where zero and UNSET mean "keep"),
- * and turning them back into the message for status and GetParams.
+ * what a caller sets (tern.migd.Params, where zero and UNSET mean "keep",
+ * with a list of names to set to 0: SetParams, Migrate and Tune alike),
+ * which of them a running job takes (Tune), and turning them back into
+ * the message for status and GetParams.
  * Used by the parent (control.c, jobs.c) and the workers (worker.c).
  */
 #include <errno.h>
@@ -144,7 +146,7 @@ void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out)
 			TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_MANUAL;
 }
 
-int params_clear(const char *name, const Tern__Migd__Params *given,
+static int params_clear(const char *name, const Tern__Migd__Params *given,
 		 struct mig_params *out)
 {
 	struct mig_params d;
@@ -169,6 +171,81 @@ int params_clear(const char *name, const Tern__Migd__Params *given,
 			out->timeout_action = d.timeout_action;
 		}
 	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int params_update(const Tern__Migd__Params *p, char *const *clear,
+		  size_t n_clear, struct mig_params *out, char *err, size_t len)
+{
+	struct mig_params n = *out;
+	size_t i;
+	int r;
+
+	/* The clears first: the merge's checks then see the values kept. */
+	for (i = 0; i < n_clear; i++) {
+		r = params_clear(clear[i], p, &n);
+		if (r < 0) {
+			snprintf(err, len, "cannot clear '%.64s': %s", clear[i],
+				 r == -EINVAL ? "only max_bandwidth, avail_switchover_"
+				 "bandwidth and timeout_s can be 0" :
+				 "it is given a value too");
+			return r;
+		}
+	}
+	r = params_merge(p, &n, err, len);
+	if (r < 0)
+		return r;
+	*out = n;
+	return 0;
+}
+
+/* What a running job takes (Tune): the rest shaped it at set-up. */
+static bool params_live(const char *name)
+{
+	return !strcmp(name, "max_bandwidth") ||
+	       !strcmp(name, "avail_switchover_bandwidth") ||
+	       !strcmp(name, "downtime_limit_ms");
+}
+
+/* Params holds only numbers and enums: set is nonzero. */
+static bool field_set(const Tern__Migd__Params *p, const ProtobufCFieldDescriptor *f)
+{
+	const void *v = (const char *)p + f->offset;
+
+	if (f->type == PROTOBUF_C_TYPE_UINT64)
+		return *(const uint64_t *)v != 0;
+	return *(const uint32_t *)v != 0;
+}
+
+int params_check_live(const Tern__Migd__Params *p, char *const *clear,
+		      size_t n_clear, char *err, size_t len)
+{
+	const ProtobufCMessageDescriptor *d = &tern__migd__params__descriptor;
+	const char *bad = NULL;
+	bool any = n_clear > 0;
+	unsigned int i;
+
+	for (i = 0; p && i < d->n_fields; i++) {
+		if (!field_set(p, &d->fields[i]))
+			continue;
+		any = true;
+		if (!params_live(d->fields[i].name))
+			bad = d->fields[i].name;
+	}
+	for (i = 0; i < n_clear; i++)
+		if (!params_live(clear[i]))
+			bad = clear[i];
+	if (bad) {
+		snprintf(err, len, "%.64s cannot change during a job: only "
+			 "max_bandwidth, avail_switchover_bandwidth and "
+			 "downtime_limit_ms can", bad);
+		return -EINVAL;
+	}
+	if (!any) {
+		snprintf(err, len, "nothing to change: give max_bandwidth, "
+			 "avail_switchover_bandwidth or downtime_limit_ms");
 		return -EINVAL;
 	}
 	return 0;
