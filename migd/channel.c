@@ -141,15 +141,25 @@ static int send_iov(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
-/* Hold the channel to its share of max-bandwidth (pace.c). */
-static void chan_pace(struct pace *pc, uint64_t bytes)
+/* The channel's share of the job's max-bandwidth now (a Tune changes
+ * it), 0 = no cap. */
+static uint64_t chan_rate(const struct chan_tx *c)
 {
-	struct timespec ts;
-	uint64_t wait;
+	return __atomic_load_n(&c->w->chan_rate, __ATOMIC_RELAXED);
+}
 
-	if (!pc->rate)
+/* Hold the channel to its share of max-bandwidth (pace.c), as it is at
+ * this packet. */
+static void chan_pace(struct chan_tx *c, struct pace *pc, uint64_t bytes)
+{
+	uint64_t wait, now, rate = chan_rate(c);
+	struct timespec ts;
+
+	if (!rate && !pc->rate)
 		return;                 /* no cap: no clock read per packet */
-	wait = pace_sent(pc, now_ns(), bytes);
+	now = now_ns();
+	pace_set_rate(pc, rate, now);
+	wait = pace_sent(pc, now, bytes);
 	ts.tv_sec = wait / 1000000000ULL;
 	ts.tv_nsec = wait % 1000000000ULL;
 	if (wait)
@@ -247,7 +257,7 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 		     (flags & STREAM_PKT_ZERO) ? n : 0);
 	if (zlen)
 		worker_count_zstd(c->w, c->index, n, (uint64_t)n * STREAM_PAGE);
-	chan_pace(&t->pace, bytes);
+	chan_pace(c, &t->pace, bytes);
 	return 0;
 }
 
@@ -299,7 +309,7 @@ static void *chan_tx_thread(void *arg)
 	bool idle;
 	int r, nice = 0;
 
-	pace_start(&t.pace, c->rate, now_ns());
+	pace_start(&t.pace, chan_rate(c), now_ns());
 
 	for (;;) {
 		thread_nice(&nice, __atomic_load_n(&c->nice, __ATOMIC_RELAXED));
@@ -379,11 +389,11 @@ int chan_tx_start(struct chan_tx *c)
  */
 static unsigned int chan_queue_max(const struct chan_tx *c)
 {
-	uint64_t n;
+	uint64_t n, rate = chan_rate(c);
 
-	if (!c->rate)
+	if (!rate)
 		return CHAN_QUEUE;
-	n = c->rate * CHAN_QUEUE_MS / 1000 / (STREAM_MAX_BATCH * STREAM_PAGE);
+	n = rate * CHAN_QUEUE_MS / 1000 / (STREAM_MAX_BATCH * STREAM_PAGE);
 	return (unsigned int)MIN(MAX(n, 2), CHAN_QUEUE);
 }
 

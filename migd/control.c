@@ -382,6 +382,52 @@ static int method_pause(struct rpc_call *call, const ProtobufCMessage *arg)
 	return job_acted(call, j, r, q->wait);
 }
 
+/* A source job's cap and limits, changed while it is in precopy. */
+static int method_tune(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__TuneRequest *req = (const void *)arg;
+	Tern__Migd__Params msg;
+	struct mig_params p;
+	char err[256];
+	struct job *j;
+	int r = query_job(call, control_migd(call), req->vm, &j);
+
+	if (r < 0)
+		return r;
+	if (j->finished || j->spec.role != JOB_ROLE_SOURCE)
+		return rpc_call_errorf(call, EINVAL, "%s has no outgoing migration "
+				       "running (its last job: %s, %s): only the source "
+				       "host's running job can be tuned", req->vm,
+				       job_role_name(j->spec.role),
+				       job_state_name(j->state));
+	if ((j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE) ||
+	    (j->last && j->last->postcopy_started))
+		return rpc_call_errorf(call, EINVAL, "%s is %s%s: only a migration "
+				       "in precopy (setup or active) can be tuned",
+				       req->vm, job_state_name(j->state),
+				       j->last && j->last->postcopy_started ?
+				       " and switching to postcopy" : "");
+	r = params_check_live(req->params, req->clear, req->n_clear, err,
+			      sizeof(err));
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "%s", err);
+	p = j->spec.params;
+	r = params_apply(call, req->params, req->clear, req->n_clear, &p);
+	if (r < 0)
+		return r;
+	params_to_proto(&p, &msg);
+	r = job_command(j, "tune", &msg.base);
+	if (r == 0) {
+		j->spec.params = p;
+		log_info("%s: tuned: max bandwidth %llu B/s, switchover bandwidth "
+			 "%llu B/s, downtime limit %u ms", req->vm,
+			 (unsigned long long)p.max_bandwidth,
+			 (unsigned long long)p.avail_switchover_bandwidth,
+			 p.downtime_limit_ms);
+	}
+	return job_acted(call, j, r, false);
+}
+
 static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	Tern__Migd__JobList list = TERN__MIGD__JOB_LIST__INIT;
@@ -459,6 +505,7 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "Postcopy", method_postcopy },
 	{ "Recover", method_recover },
 	{ "Pause", method_pause },
+	{ "Tune", method_tune },
 	{ "List", method_list },
 	{ "SetParams", method_set_params },
 	{ "GetParams", method_get_params },

@@ -61,10 +61,12 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 			   TERN__MIGD__JOB_ROLE__ROLE_SOURCE :
 			   TERN__MIGD__JOB_ROLE__ROLE_DEST;
 		js->peer = j->spec.peer;
-		params_to_proto(&s->params, &j->params);
-		js->params = &j->params;
 		js->started_unix_ms = j->started_unix_ms;
 	}
+	/* The parent's copy: what the job started with and each Tune sent,
+	 * already in the reply to the Tune (the worker reports it later). */
+	params_to_proto(&s->params, &j->params);
+	js->params = &j->params;
 	if (id_unknown(js->id))
 		js->id = "";
 	if (s->role == JOB_ROLE_DEST && (!js->listen || !js->listen[0]))

@@ -724,6 +724,34 @@ static int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
 			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "pausing postcopy", false);
 }
 
+/* A running outgoing job's cap and limits; what it has now. */
+static int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
+{
+	Tern__Migd__TuneRequest req = TERN__MIGD__TUNE_REQUEST__INIT;
+	Tern__Migd__JobStatus *js = NULL;
+	const Tern__Migd__Params *p;
+	char bw[32], sw[32];
+
+	req.vm = (char *)a->vm;
+	req.n_clear = take_clears(a);
+	req.clear = a->clear;
+	req.params = &a->params;
+	if (call(cl, "Tune", &req.base, (ProtobufCMessage **)&js, false) < 0)
+		return CLI_FAILED;
+	p = js->params;
+	if (opts.json)
+		json_print(&js->base);
+	else if (p)
+		printf("%s: max-bandwidth %s, avail-switchover-bandwidth %s, "
+		       "downtime-limit %u ms from now on (job %s)\n", js->vm,
+		       p->max_bandwidth ? fmt_rate(p->max_bandwidth, bw, sizeof(bw)) :
+		       "unlimited", p->avail_switchover_bandwidth ?
+		       fmt_rate(p->avail_switchover_bandwidth, sw, sizeof(sw)) :
+		       "measured", p->downtime_limit_ms, text_safe(js->id));
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return CLI_OK;
+}
+
 static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobList *l = NULL;
@@ -805,6 +833,10 @@ enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
 	{ "no-verify", no_argument, NULL, O_NOVERIFY }, \
 	{ "postcopy", required_argument, NULL, O_POSTCOPY }
 
+/* What tune changes in a running job. */
+#define TUNE_USAGE "[--max-bandwidth B|unlimited] [--downtime-limit MS] " \
+	"[--avail-switchover-bandwidth B|measured]"
+
 static const struct command {
 	const char *name;
 	int nargs;                      /* positional arguments */
@@ -842,6 +874,12 @@ static const struct command {
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
 	{ "pause", 1, "VM", (const struct option[]){ { NULL, 0, NULL, 0 } } },
+	{ "tune", 1, "VM " TUNE_USAGE,
+	  (const struct option[]){
+		{ "max-bandwidth", required_argument, NULL, O_MAXBW },
+		{ "downtime-limit", required_argument, NULL, O_DOWNTIME },
+		{ "avail-switchover-bandwidth", required_argument, NULL, O_AVAILBW },
+		{ NULL, 0, NULL, 0 } } },
 	{ "list", 0, "", (const struct option[]){ { NULL, 0, NULL, 0 } } },
 	{ "set", 0, TUNING_USAGE,
 	  (const struct option[]){
@@ -1066,6 +1104,12 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 			 "host) or --listen ADDR (on the destination host)", a->vm);
 		return -EINVAL;
 	}
+	if (!strcmp(c->name, "tune") && !a->params.max_bandwidth &&
+	    !a->params.downtime_limit_ms && !a->params.avail_switchover_bandwidth) {
+		cli_errx("tune %s: nothing to change: give --max-bandwidth, "
+			 "--downtime-limit or --avail-switchover-bandwidth", a->vm);
+		return -EINVAL;
+	}
 	if (!strcmp(c->name, "migrate")) {
 		a->uri = pos[1];
 		if (!a->token)
@@ -1099,6 +1143,9 @@ static void usage(FILE *f)
 "                                           (--force: one postcopy-paused)\n"
 "  postcopy VM [--wait]                     switch VM's migration to postcopy\n"
 "  pause VM                                 force postcopy-paused (move networks)\n"
+"  tune VM [--max-bandwidth B|unlimited] [--downtime-limit MS]\n"
+"       [--avail-switchover-bandwidth B|measured]\n"
+"                                           change VM's running migration\n"
 "  recover VM URI|--listen ADDR [--wait]\n"
 "                                           resume a postcopy-paused job\n"
 "  list                                     running jobs, then history\n"
@@ -1155,6 +1202,8 @@ static int run(int argc, char **argv)
 		code = cmd_recover(cl, &a);
 	else if (!strcmp(cmd->name, "pause"))
 		code = cmd_pause(cl, &a);
+	else if (!strcmp(cmd->name, "tune"))
+		code = cmd_tune(cl, &a);
 	else if (!strcmp(cmd->name, "list"))
 		code = cmd_list(cl, &a);
 	else

@@ -270,7 +270,7 @@ bool job_in_postcopy(const struct job *j);
  * or migd cleaning up at its vmm): what is left, in words; else NULL. */
 const char *job_ending(const struct job *j);
 /* Send the worker a command (worker.c reads it): "recover", "pause",
- * "postcopy". */
+ * "postcopy", "tune". */
 int job_command(struct job *j, const char *name, const ProtobufCMessage *arg);
 /* SIGCHLD: reap workers and finish their jobs. */
 void jobs_reap(struct migd *m);
@@ -299,8 +299,11 @@ struct chan_stats {
 
 /* Commands from the parent to a worker, on the status socketpair
  * (tern.rpc.Frame events "recover" with a RecoverRequest, "pause", and
- * "postcopy", which only sets worker_postcopy_requested, and "abandon",
- * a cancel that worker_abandoned tells from migd's end). */
+ * "postcopy", which only sets worker_postcopy_requested, "abandon",
+ * a cancel that worker_abandoned tells from migd's end, and "tune" with
+ * the job's Params in full, checked: the worker takes max_bandwidth,
+ * avail_switchover_bandwidth and downtime_limit_ms from it as they are,
+ * 0 included). */
 enum worker_cmd {
 	WORKER_CMD_NONE,
 	WORKER_CMD_RECOVER,             /* cmd_arg: the address (source: dial,
@@ -359,6 +362,11 @@ struct worker {
 	char cmd_arg[PATH_MAX];         /* (L) its address, if any */
 	pthread_cond_t cmd_cond;        /* signalled with lock when cmd changes */
 	pthread_mutex_t report_lock;    /* one report at a time on status_fd */
+	struct mig_params params;       /* (L) the job's: spec->params, then
+					 * each "tune" (worker_params) */
+	uint64_t chan_rate;             /* (A) bytes/s a ram channel may send,
+					 * 0 = no cap: params.max_bandwidth
+					 * over the channels; read per packet */
 };
 
 /* worker.c: runs in the forked child; never returns to the parent's loop */
@@ -369,6 +377,8 @@ bool worker_abandoned(void);
  * to switch to postcopy. */
 bool worker_postcopy_requested(void);
 void worker_set_state(struct worker *w, enum job_state st);
+/* The job's parameters now (a "tune" changes some during the job). */
+void worker_params(struct worker *w, struct mig_params *ret);
 /* Record the job's failure (the first one wins); returns -err. */
 int worker_fail(struct worker *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -481,6 +491,8 @@ struct pace {
 	uint64_t due;                   /* ns: when what was sent is paid for */
 };
 void pace_start(struct pace *p, uint64_t rate, uint64_t now);
+/* A new cap (0 = none) from the next bytes counted on. */
+void pace_set_rate(struct pace *p, uint64_t rate, uint64_t now);
 /* Count bytes just sent at now; returns the ns to wait before the next. */
 uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes);
 
@@ -511,7 +523,6 @@ struct chan_tx {
 	unsigned int index;
 	int fd;
 	const struct ram_view *ram;
-	uint64_t rate;                  /* bytes/s for this channel, 0 = no cap */
 	int zstd_level;                 /* 0: do not compress */
 	void *zctx;                     /* own thread: ZSTD_CCtx */
 	uint8_t *zbuf;                  /* own thread: one compressed packet */

@@ -7,7 +7,9 @@
  * (a round with nothing dirty, a Settle wait) must not bank that time
  * as credit and then send at line rate for as long as it was idle, so
  * `due` never lags the clock by more than PACE_CREDIT_NS: a burst after
- * a quiet spell is at most that much of the cap.
+ * a quiet spell is at most that much of the cap.  The cap may change
+ * between packets (Tune): what was sent is paid at the rate it went at,
+ * and a cap set after none counts from then.
  *
  * And the rate a channel went at, as status reports it: over the last
  * second (RATE_WINDOW_NS), from the byte counts the worker's reporter
@@ -21,6 +23,15 @@ void pace_start(struct pace *p, uint64_t rate, uint64_t now)
 {
 	p->rate = rate;
 	p->due = now;
+}
+
+void pace_set_rate(struct pace *p, uint64_t rate, uint64_t now)
+{
+	if (rate == p->rate)
+		return;
+	if (!p->rate && p->due < now)
+		p->due = now;
+	p->rate = rate;
 }
 
 uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes)

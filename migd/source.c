@@ -282,7 +282,6 @@ static int source_connect(struct source *s)
 		c->w = s->w;
 		c->index = i;
 		c->ram = &s->ram;
-		c->rate = spec->params.max_bandwidth / s->nchan;
 		c->zstd_level = spec->params.compress == COMPRESS_KIND_ZSTD ?
 				(int)spec->params.compress_level : 0;
 		c->fd = source_dial(s, &u, STREAM_ROLE_RAM, i);
@@ -595,8 +594,8 @@ static uint64_t source_estimate(struct source *s, uint64_t dirty)
 
 	if (s->round_bytes && s->round_ns)
 		w->bandwidth = mul_div(s->round_bytes, 1000000000ULL, s->round_ns);
-	use_bw = w->spec->params.avail_switchover_bandwidth ?
-		 w->spec->params.avail_switchover_bandwidth : w->bandwidth;
+	use_bw = w->params.avail_switchover_bandwidth ?
+		 w->params.avail_switchover_bandwidth : w->bandwidth;
 	source_verify_estimate(s);
 	w->remaining_bytes = remaining;
 	w->pause_fixed_us = source_fixed_us(s);
@@ -760,8 +759,9 @@ static int source_auto_converge(struct source *s, uint64_t sent_bytes,
  */
 static int source_verify_fits(struct source *s)
 {
-	const struct mig_params *p = &s->w->spec->params;
+	struct mig_params pp, *p = &pp;
 
+	worker_params(s->w, p);
 	/* A job that may switch to postcopy ends that way, verified
 	 * outside the pause (when postcopy completes). */
 	if (s->verify_ms <= p->downtime_limit_ms ||
@@ -796,6 +796,7 @@ static int source_precopy(struct source *s)
 {
 	struct worker *w = s->w;
 	uint64_t t0, t1, b0, el, dirty, pages, expected, sent;
+	struct mig_params p;
 	int r;
 
 	worker_set_state(w, JOB_STATE_ACTIVE);
@@ -818,11 +819,12 @@ static int source_precopy(struct source *s)
 		r = source_verify_fits(s);
 		if (r < 0)
 			return r;
-		if (expected <= w->spec->params.downtime_limit_ms) {
+		worker_params(w, &p);   /* a Tune's limit from this round on */
+		if (expected <= p.downtime_limit_ms) {
 			r = source_settle(s, &expected);
 			if (r < 0)
 				return r;
-			if (expected <= w->spec->params.downtime_limit_ms)
+			if (expected <= p.downtime_limit_ms)
 				return 0;
 		}
 		if (worker_postcopy_requested())
@@ -1563,7 +1565,6 @@ static int source_resume(struct source *s, const char *uri)
 		c->w = keep.w;
 		c->index = keep.index;
 		c->ram = keep.ram;
-		c->rate = keep.rate;
 		c->zstd_level = keep.zstd_level;
 		c->nice = PC_BULK_NICE;
 		c->fd = source_dial(s, &u, STREAM_ROLE_RAM, i);

@@ -57,6 +57,34 @@ bool worker_postcopy_requested(void)
 	return __atomic_load_n(&postcopy_requested, __ATOMIC_RELAXED) != 0;
 }
 
+void worker_params(struct worker *w, struct mig_params *ret)
+{
+	pthread_mutex_lock(&w->lock);
+	*ret = w->params;
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* The parent's "tune": p is the job's parameters in full, checked there
+ * (params_check_live, params_update); the fields a running job takes
+ * are taken as they are, 0 (no cap, measured) included. */
+static void worker_tune(struct worker *w, const Tern__Migd__Params *p)
+{
+	unsigned int nch = MAX(w->spec->params.channels, 1u);
+
+	pthread_mutex_lock(&w->lock);
+	w->params.max_bandwidth = p->max_bandwidth;
+	w->params.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
+	if (p->downtime_limit_ms)
+		w->params.downtime_limit_ms = p->downtime_limit_ms;
+	__atomic_store_n(&w->chan_rate, p->max_bandwidth / nch, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&w->lock);
+	log_info("tuned: max bandwidth %llu B/s, switchover bandwidth %llu B/s, "
+		 "downtime limit %u ms", (unsigned long long)p->max_bandwidth,
+		 (unsigned long long)p->avail_switchover_bandwidth,
+		 w->params.downtime_limit_ms);
+	worker_report(w);
+}
+
 bool worker_cancelled(void)
 {
 	return __atomic_load_n(&cancel_taken, __ATOMIC_RELAXED) != 0;
@@ -210,7 +238,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 					       TERN__MIGD__JOB_ROLE__ROLE_DEST;
 	js->state = (Tern__Migd__JobState)w->state;
 	js->peer = (char *)s->peer;
-	params_to_proto(&s->params, pp);
+	params_to_proto(&w->params, pp);
 	js->params = pp;
 	js->total_bytes = w->total_bytes;
 	js->transferred_bytes = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
@@ -386,7 +414,7 @@ static void worker_check_cancel(struct worker *w)
 				 "downtime %llu ms against the %u ms limit, %llu us "
 				 "of it not for pages)",
 				 (unsigned long long)w->expected_downtime_ms,
-				 w->spec->params.downtime_limit_ms,
+				 w->params.downtime_limit_ms,
 				 (unsigned long long)w->pause_fixed_us);
 		w->failed = true;
 		w->error_is_note = false;
@@ -438,6 +466,7 @@ static void *command_thread(void *arg)
 	struct worker *w = arg;
 	Tern__Rpc__Frame *f;
 	Tern__Migd__RecoverRequest *rq;
+	Tern__Migd__Params *tp;
 	enum worker_cmd cmd;
 
 	for (;;) {
@@ -458,6 +487,14 @@ static void *command_thread(void *arg)
 				cmd = WORKER_CMD_PAUSE;
 			} else if (!strcmp(f->event->name, "postcopy")) {
 				request_postcopy();     /* the job's rounds look */
+			} else if (!strcmp(f->event->name, "tune")) {
+				tp = (Tern__Migd__Params *)pbuf_unpack(
+					&tern__migd__params__descriptor,
+					f->event->data.len, f->event->data.data);
+				if (tp) {
+					worker_tune(w, tp);
+					tern__migd__params__free_unpacked(tp, NULL);
+				}
 			} else if (!strcmp(f->event->name, "abandon")) {
 				/* A cancel, told apart from migd's end:
 				 * worker_check_cancel takes it. */
@@ -606,6 +643,8 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	pthread_cond_init(&w.cmd_cond, NULL);
 	tern__migd__postcopy_stats__init(&w.pc);
 	memcpy(w.id, spec->id, STREAM_ID_LEN);
+	w.params = spec->params;
+	w.chan_rate = spec->params.max_bandwidth / MAX(spec->params.channels, 1u);
 	w.started_ns = now_ns();
 	w.started_unix_ms = unix_ms();
 	if (worker_drop_privileges(spec) < 0) {

@@ -3,7 +3,8 @@
  * Unit tests for a channel's pacing under max-bandwidth (migd/pace.c),
  * on a simulated clock: a steady sender goes exactly at the cap, and a
  * sender that was idle may then burst by at most PACE_CREDIT_NS of the
- * cap, however long it was idle.
+ * cap, however long it was idle, and a cap changed mid-stream holds
+ * from the next packet.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -204,12 +205,32 @@ static void large_rates(void **state)
 			 50ULL << 30);
 }
 
+/* A cap changed between packets: what was sent is paid at the old rate,
+ * the next bytes at the new one; a cap set after none gives no credit. */
+static void cap_changes_between_packets(void **state)
+{
+	uint64_t now = 2 * SEC;
+	struct pace p;
+
+	(void)state;
+	pace_start(&p, RATE, now);
+	now += pace_sent(&p, now, RATE);                /* 1 s at 1 MB/s */
+	pace_set_rate(&p, 64 * RATE, now);
+	assert_int_equal(pace_sent(&p, now, 64 * RATE), SEC);
+	pace_set_rate(&p, 0, now);
+	assert_int_equal(pace_sent(&p, now, 1ULL << 30), 0);
+	now += 30 * SEC;                                /* uncapped a while */
+	pace_set_rate(&p, RATE, now);
+	assert_int_equal(pace_sent(&p, now, RATE / 2), SEC / 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(no_cap_never_waits),
 		cmocka_unit_test(steady_sender_goes_at_the_cap),
 		cmocka_unit_test(idle_time_is_not_banked),
+		cmocka_unit_test(cap_changes_between_packets),
 		cmocka_unit_test(any_window_holds_the_cap),
 		cmocka_unit_test(large_counts),
 		cmocka_unit_test(paced_bursts_average_out),
