@@ -49,6 +49,75 @@ out=$(migctl --json migrate f "$ADDR" --token "$TOKEN" --compress zstd --wait) |
 vmmctl check g || fail "g after a migration with compression on"
 for v in a b f g; do vmmctl quit "$v" >/dev/null; done
 
+note "a job lifts migd's cap for itself; a running job's cap is raised (tune)"
+# With a fleet's default cap, an urgent job need not lift it for all.
+migctl set --max-bandwidth 1M >/dev/null || fail "set 1M"
+start_vmm t1 --memory 128M --test-guest dirty --guest-range 64M --heartbeat 100
+start_vmm t2 --memory 128M --incoming
+start_vmm t3 --memory 128M --incoming
+wait_pass t1 0 2
+incoming t2
+out=$(migctl --json migrate t1 "$ADDR" --token "$TOKEN" --max-bandwidth unlimited \
+	--timeout none --wait) || fail "migrate --max-bandwidth unlimited: $out"
+[ "$(echo "$out" | jget max_bandwidth)" = 0 ] || fail "the job kept migd's cap: $out"
+[ "$(job_get t1 timeout_s)" = 0 ] || fail "t1: $(migctl --json status t1)"
+vmmctl check t2 || fail "t2 after an uncapped migration"
+[ "$(migctl --json get | jget max_bandwidth)" = 1048576 ] || fail "the default changed"
+echo "ok: uncapped under a 1 MiB/s default: $(echo "$out" | jget total_ms) ms"
+# 64 MiB dirtied at 1 MiB/s would take minutes: raised, it completes.
+incoming t3
+migctl migrate t2 "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate t2"
+wait_until 30 job_is t2 active || fail "t2: $(migctl status t2)"
+[ "$(job_get t2 max_bandwidth)" = 1048576 ] || fail "t2: $(migctl --json status t2)"
+# What a running job cannot take, and who cannot be tuned.
+usage_error migctl "tune t2: nothing to change: give --max-bandwidth" tune t2
+usage_error migctl "tune: unknown option '--channels'" tune t2 --channels 2
+usage_error migctl "--max-bandwidth fast: expected bytes per second" \
+	tune t2 --max-bandwidth fast
+usage_error migctl "--downtime-limit 0: expected milliseconds" tune t2 --downtime-limit 0
+tune_fails() {
+	local words=$1 err
+	shift
+	err=$(migctl tune "$@" 2>&1) && fail "tune $*: taken ($err)"
+	case $err in *"$words"*) echo "ok: $err" ;; *) fail "tune $*: $err" ;; esac
+}
+tune_fails "at least 65536 bytes/s a channel" t2 --max-bandwidth 100K
+tune_fails "t3 has no outgoing migration running (its last job: destination, " \
+	t3 --max-bandwidth 1G
+tune_fails "no migration job for t9" t9 --max-bandwidth 1G
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" python3 - "$RUNDIR/migd.sock" <<'PY' ||
+import socket, sys
+from rpcwire import field, varint, ld, request, recv_frame
+s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+vm = ld(1, b"t2")
+for rid, arg, want in (
+        (1, vm + ld(2, field(1, 0, varint(2))), b"channels cannot change during a job"),
+        (2, vm + ld(3, b"timeout_s"), b"timeout_s cannot change during a job"),
+        (3, vm + ld(2, field(4, 0, varint(700000))), b"downtime limit (ms) 700000"),
+        (4, vm, b"nothing to change")):
+    s.sendall(request(rid, "tern.migd.Migd/Tune", arg))
+    body, _ = recv_frame(s, b"")
+    assert want in body, body
+print("ok: migd refused a channel count, a timeout, a limit out of range and nothing")
+PY
+	fail "Tune's checks"
+[ "$(job_get t2 state)" = active ] && [ "$(job_get t2 max_bandwidth)" = 1048576 ] ||
+	fail "a refused tune changed t2: $(migctl --json status t2)"
+out=$(migctl tune t2 --max-bandwidth 1G --downtime-limit 1000) || fail "tune: $out"
+echo "$out"
+echo "$out" | grep -q "max-bandwidth 1.0 GiB/s, avail-switchover-bandwidth measured, downtime-limit 1000 ms" ||
+	fail "tune: $out"
+wait_until 60 job_is t2 completed || fail "t2 did not complete once raised: $(migctl status t2)"
+out=$(migctl --json status t2)
+[ "$(echo "$out" | jget max_bandwidth)" = 1073741824 ] &&
+	[ "$(echo "$out" | jget downtime_limit_ms)" = 1000 ] || fail "t2's params: $out"
+echo "ok: raised mid-job, completed in $(echo "$out" | jget total_ms) ms"
+vmmctl check t3 || fail "t3 after a tuned migration"
+tune_fails "t2 has no outgoing migration running (its last job: source, completed)" \
+	t2 --max-bandwidth 1G
+migctl set --max-bandwidth unlimited >/dev/null || fail "set unlimited"
+for v in t1 t2 t3; do vmmctl quit "$v" >/dev/null; done
+
 note "a timeout cancels a migration that cannot converge"
 start_vmm h --memory 128M --test-guest dirty --guest-range 64M --heartbeat 100
 start_vmm k --memory 128M --incoming
