@@ -53,11 +53,14 @@ struct dest {
 	struct ram_place place;         /* first-time pages go through it */
 	struct stream_layout layout;
 	int main_fd;
+	pthread_mutex_t main_tx;        /* one message at a time on main_fd:
+					 * dest_abort writes there too */
 	struct chan_rx chan[STREAM_MAX_CHANNELS];
 	unsigned int nchan, nconnected;
 	bool have_id;
 	bool received;                  /* the vmm holds data of this job */
-	bool refused;                   /* the source was sent a Refuse */
+	bool refused;                   /* the source was sent a Refuse
+					 * (under main_tx) */
 	bool cont_failed;               /* Go came, the vmm did not resume */
 	uint64_t *received_map;         /* pages present here, across regions */
 	char err[768];
@@ -227,22 +230,53 @@ static int dest_take(struct dest *d, int fd, struct stream_hello h, bool busy)
 	return 1;
 }
 
+/* A message on the main connection, whole (dest_abort may write too). */
+static int dest_send_main(struct dest *d, Tern__Stream__StreamMsg *m)
+{
+	int r;
+
+	pthread_mutex_lock(&d->main_tx);
+	r = stream_msg_send(d->main_fd, &m->base, deadline_ms(MIGD_IO_TIMEOUT_MS));
+	pthread_mutex_unlock(&d->main_tx);
+	return r;
+}
+
+/* Send rf on fd, once a connection (main_tx held). */
+static void dest_send_refuse_locked(struct dest *d, int fd,
+				    Tern__Stream__Refuse *rf, uint64_t deadline)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
+	m.refuse = rf;
+	if (fd >= 0 && !d->refused) {
+		stream_msg_send(fd, &m.base, deadline);
+		d->refused = true;
+	}
+}
+
 /* Send a Refuse on fd (once a connection). */
 static void dest_send_refuse(struct dest *d, int fd, int err, const char *msg,
 			     bool discarded)
 {
-	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
 
 	rf.err = err;
 	rf.message = (char *)msg;
 	rf.discarded = discarded;
-	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
-	m.refuse = &rf;
-	if (fd >= 0 && !d->refused) {
-		stream_msg_send(fd, &m.base, deadline_ms(1000));
-		d->refused = true;
-	}
+	pthread_mutex_lock(&d->main_tx);
+	dest_send_refuse_locked(d, fd, &rf, deadline_ms(1000));
+	pthread_mutex_unlock(&d->main_tx);
+}
+
+static bool dest_refused(struct dest *d)
+{
+	bool r;
+
+	pthread_mutex_lock(&d->main_tx);
+	r = d->refused;
+	pthread_mutex_unlock(&d->main_tx);
+	return r;
 }
 
 static int dest_refuse(struct dest *d, int err, const char *fmt, ...)
@@ -329,7 +363,7 @@ static int dest_check_hello(struct dest *d)
 	__atomic_store_n(&d->w->nchannels, h->channels, __ATOMIC_RELAXED);
 	ok.body_case = TERN__STREAM__STREAM_MSG__BODY_ACCEPT;
 	ok.accept = &acc;
-	r = stream_msg_send(d->main_fd, &ok.base, deadline_ms(MIGD_IO_TIMEOUT_MS));
+	r = dest_send_main(d, &ok);
 	if (r < 0)
 		worker_fail(d->w, r, "answering the source: %s", strerror(-r));
 out:
@@ -733,7 +767,7 @@ static int dest_load(struct dest *d, const ProtobufCBinaryData *vm_state)
 
 static int dest_send(struct dest *d, Tern__Stream__StreamMsg *m, const char *what)
 {
-	int r = stream_msg_send(d->main_fd, &m->base, deadline_ms(MIGD_IO_TIMEOUT_MS));
+	int r = dest_send_main(d, m);
 
 	if (r < 0)
 		worker_fail(d->w, r, "sending %s to the source: %s", what,
@@ -1182,7 +1216,9 @@ static int dest_resume(struct dest *d)
 
 	worker_clear_failure(d->w);
 	d->err[0] = 0;                  /* the pause's reason is told */
+	pthread_mutex_lock(&d->main_tx);
 	d->refused = false;             /* a new main connection */
+	pthread_mutex_unlock(&d->main_tx);
 	worker_set_state(d->w, JOB_STATE_POSTCOPY_RECOVER);
 	r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_RESUME, "Resume", &rm);
 	if (r < 0)
@@ -1634,11 +1670,32 @@ static int dest_receive(struct dest *d)
 	return r < 0 ? r : dest_go(d);
 }
 
+/*
+ * Cancelled before the switch (w->lock held): tell the source so before
+ * the connections close, unless the main connection is in the middle of
+ * a message, so that it says the destination cancelled, not that a
+ * connection broke.  After the switch a cancel is not taken (worker.c).
+ */
+static void dest_tell_cancel(struct dest *d, struct worker *w)
+{
+	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
+
+	if (!worker_cancelled() || w->switched ||
+	    pthread_mutex_trylock(&d->main_tx))
+		return;
+	rf.err = ECANCELED;
+	rf.message = "cancelled";
+	rf.cancelled = true;
+	dest_send_refuse_locked(d, d->main_fd, &rf, deadline_ms(200));
+	pthread_mutex_unlock(&d->main_tx);
+}
+
 static void dest_abort(struct worker *w, void *arg)
 {
 	struct dest *d = arg;
 	unsigned int i;
 
+	dest_tell_cancel(d, w);
 	chan_abort_fd(d->main_fd);
 	chan_abort_fd(d->page_fd);
 	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
@@ -1661,6 +1718,7 @@ int dest_run(struct worker *w)
 
 	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
 		d.chan[i].fd = -1;
+	pthread_mutex_init(&d.main_tx, NULL);
 	pthread_mutex_init(&d.pc.lock, NULL);
 	pthread_cond_init(&d.pc.cond, NULL);
 	d.pc.uffd = -1;
@@ -1680,7 +1738,7 @@ int dest_run(struct worker *w)
 		worker_fail(w, ECANCELED, "cancelled");
 	/* Whatever failed, the source hears why rather than a bare close
 	 * (and this side what the source said, if it said anything). */
-	if (r < 0 && !d.refused && !d.cont_failed)
+	if (r < 0 && !dest_refused(&d) && !d.cont_failed)
 		dest_refuse_failed(&d, -r);
 	/* A Cont that failed after Go is answered last, on this. */
 	if (d.cont_failed) {

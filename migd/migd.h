@@ -391,8 +391,14 @@ void worker_report(struct worker *w);
 void worker_answer(struct worker *w, int err, const char *msg);
 bool worker_failed(struct worker *w);
 bool worker_aborted(struct worker *w);
+/* The peer's Refuse said that its job was cancelled (Refuse.cancelled):
+ * that is the cause, whatever failed here first (the connections it
+ * closed), and the job's error becomes "WHO cancelled the migration".
+ * Returns -ECANCELED. */
+int worker_fail_cancelled(struct worker *w, const char *who);
 /* After a failure: if the peer's next message on fd, within ms, is a
- * Refuse, "WHO said: why" is added to the job's error. */
+ * Refuse, "WHO said: why" is added to the job's error (or, if it says
+ * the peer's job was cancelled, worker_fail_cancelled). */
 void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *who);
 /* Append "; what" to the error text (what the clean-up did). */
 void worker_note(struct worker *w, const char *fmt, ...)

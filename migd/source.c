@@ -250,7 +250,10 @@ static int source_hello(struct source *s)
 	if (r < 0)
 		return worker_fail(s->w, r, "%s: the destination did not answer our "
 				   "layout: %s", s->w->spec->peer, strerror(-r));
-	if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
+	if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
+	    reply->refuse->cancelled)
+		r = worker_fail_cancelled(s->w, "the destination");
+	else if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
 		r = worker_fail(s->w, stream_peer_errno(reply->refuse->err),
 				"the destination refused: %s", reply->refuse->message);
 	else if (reply->body_case != TERN__STREAM__STREAM_MSG__BODY_ACCEPT)
@@ -893,6 +896,9 @@ static int source_expect(struct source *s, int body, const char *what,
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
 				"the destination failed: %s; the guest resumes "
 				"here", m->refuse->message);
+	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
+		   m->refuse->cancelled) {
+		r = worker_fail_cancelled(s->w, "the destination");
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
 				"the destination failed: %s", m->refuse->message);
@@ -1928,6 +1934,9 @@ int source_run(struct worker *w)
 		bool never_stopped;
 		const char *how;
 
+		/* First the destination's word: it may be the cause. */
+		if (!worker_cancelled())
+			worker_note_refuse(w, s.main_fd, 500, "the destination");
 		pthread_mutex_lock(&w->lock);
 		never_stopped = !w->switched && w->source_was_running && !s.stopped;
 		pthread_mutex_unlock(&w->lock);
@@ -1948,10 +1957,6 @@ int source_run(struct worker *w)
 			snprintf(w->error + strlen(w->error),
 				 sizeof(w->error) - strlen(w->error), "%s%s",
 				 w->error[0] ? "; " : "", how);
-		pthread_mutex_unlock(&w->lock);
-		if (!worker_cancelled())
-			worker_note_refuse(w, s.main_fd, 500, "the destination");
-		pthread_mutex_lock(&w->lock);
 		source_abort(w, &s);
 		pthread_mutex_unlock(&w->lock);
 		source_recover(&s);

@@ -140,9 +140,27 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 	if (stream_msg_recv(fd, &tern__stream__stream_msg__descriptor, 4096, end,
 			    (ProtobufCMessage **)&m) < 0)
 		return;
-	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
+	    m->refuse->cancelled)
+		worker_fail_cancelled(w, who);
+	else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
 		worker_note(w, "%s said: %.400s", who, m->refuse->message);
 	protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
+int worker_fail_cancelled(struct worker *w, const char *who)
+{
+	pthread_mutex_lock(&w->lock);
+	/* Cancelled here too: that is this job's own end. */
+	if (!worker_cancelled()) {
+		snprintf(w->error, sizeof(w->error), "%s cancelled the migration",
+			 who);
+		w->error_is_note = false;
+		log_warnx("%s", w->error);
+	}
+	w->failed = true;
+	pthread_mutex_unlock(&w->lock);
+	return -ECANCELED;
 }
 
 /* The job's abort callback ran (cancel, timeout, failure): whatever it

@@ -6,8 +6,9 @@
 # run again.  A destination vmm with another vCPU count (refused before
 # any page), token mismatch, garbage on the port (and connections that
 # say nothing, which must delay nobody), a second source while a job
-# runs, cancel, the destination
-# worker killed, the source worker killed right after it stopped the VM
+# runs, cancel (on either host: the source says the destination
+# cancelled), the destination worker killed, the source worker killed
+# right after it stopped the VM
 # (migd resumes it, unless its operator had paused it), and right before
 # Go (migd must not), and the destination vmm failing to resume after
 # Go (discarded there: the source resumes).  Also Settle
@@ -104,6 +105,24 @@ wait_job_final d2
 job_get d2 error | grep -qE "the source (said|ended the migration): cancelled" ||
 	fail "the destination does not say the source cancelled: $(job_get d2 error)"
 echo "ok: destination: $(job_get d2 error)"
+dest_fresh d2
+
+note "cancel on the destination while precopy runs"
+# The destination says so before it closes the connections: the source
+# used to fail with only "ram channel 0: send: Broken pipe".
+incoming d2
+migctl migrate s2 "$ADDR" --token "$TOKEN" --max-bandwidth 16M --detach >/dev/null ||
+	fail "detached migrate"
+wait_until 30 job_is d2 active || fail "the destination job never became active"
+migctl cancel d2 >/dev/null || fail "cancel d2"
+wait_job_final s2
+wait_job_final d2
+[ "$(job_get d2 state)" = cancelled ] || fail "the destination job is $(job_get d2 state)"
+[ "$(job_get s2 state)" = failed ] || fail "the source job is $(job_get s2 state)"
+[ "$(job_get s2 error)" = "the destination cancelled the migration; the source VM kept running" ] ||
+	fail "the source does not say the destination cancelled: $(job_get s2 error)"
+echo "ok: source: $(job_get s2 error)"
+source_fine s2
 dest_fresh d2
 good_migration s2 d2
 
