@@ -80,6 +80,7 @@ struct dest {
 	bool own_listen;                /* listen_fd was bound here */
 	char listen[PATH_MAX];          /* ... on this address */
 	bool recovering;                /* a main connection must be this job's */
+	bool session_gone;              /* faultd's session is: no recovery */
 	struct pending pend[DEST_PENDING_MAX];
 	unsigned int npend;
 };
@@ -472,6 +473,19 @@ static int dest_hellos(struct dest *d, uint64_t wake, int busy)
  * receiving, so that the job ends then, not after all of RAM was sent.
  */
 #define DEST_VMM_GONE "vmm %s closed its connection: it quit or died"
+
+/*
+ * faultd's session of the guest is gone (fault_link_gone), and with it
+ * what handled its page faults: no recovery can bring the job back.
+ * What the operator can do is in migctl(1), under cancel --force.
+ */
+#define DEST_SESSION_GONE "faultd's session of vm %s is gone (faultd closed " \
+	"its connection: it stopped or restarted since the switch), and with " \
+	"it the handler of the guest's page faults: this job can never " \
+	"recover.  The guest on the destination will never get its missing " \
+	"pages: cancel its job with --force and quit vmm %s there; on the " \
+	"source host cancel the job with --force too: its vmm keeps the guest " \
+	"as it was at the switch ('vmmctl cont --force' runs it from there)"
 
 /* Accept until the main connection, all its ram channels and the page
  * link are there. */
@@ -1246,9 +1260,13 @@ static int dest_resume(struct dest *d)
 			snprintf(d->err, sizeof(d->err), "ram channel %u: cannot "
 				 "start its thread: %s", i, strerror(-r));
 	}
-	if (r == 0)
-		r = fault_link_relink(&d->fl, d->w->spec->vm, d->page_fd, d->err,
-				      sizeof(d->err));
+	/* The source hears why it cannot recover, rather than a close. */
+	if (r == 0 && fault_link_gone(&d->fl))
+		return dest_refuse(d, EPIPE, DEST_SESSION_GONE, d->w->spec->vm,
+				   d->w->spec->vm);
+	if (r == 0 && (r = fault_link_relink(&d->fl, d->w->spec->vm, d->page_fd,
+					     d->err, sizeof(d->err))) < 0)
+		return dest_refuse(d, -r, "%s", d->err);
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err[0] ? d->err : strerror(-r));
 	close(d->page_fd);              /* faultd's now, as after Attach */
@@ -1266,6 +1284,19 @@ static int dest_resume(struct dest *d)
 		return r;
 	protobuf_c_message_free_unpacked(&ack->base, NULL);
 	return 0;
+}
+
+/* The job's error says so, once: the reason it paused led to this. */
+static void dest_note_session_gone(struct dest *d)
+{
+	const char *vm = d->w->spec->vm;
+
+	if (d->session_gone || !fault_link_gone(&d->fl))
+		return;
+	d->session_gone = true;
+	worker_clear_failure(d->w);
+	worker_fail(d->w, EPIPE, DEST_SESSION_GONE, vm, vm);
+	worker_report(d->w);
 }
 
 /*
@@ -1306,6 +1337,7 @@ static int dest_postcopy_paused(struct dest *d)
 						   "nothing to recover",
 						   d->w->spec->vm);
 			}
+			dest_note_session_gone(d);
 			if (worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==
 			    WORKER_CMD_RECOVER && arg[0]) {
 				r = dest_relisten(d, arg, msg, sizeof(msg));

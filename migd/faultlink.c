@@ -56,6 +56,11 @@ static int fault_call(struct fault_link *f, const char *method,
 	return r;
 }
 
+bool fault_link_gone(const struct fault_link *f)
+{
+	return f->cl && rpc_client_hung_up(f->cl);
+}
+
 int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 		      uint64_t pages, int page_fd, int needed_fd,
 		      const struct ram_view *ram, struct pc_place *pc, char *err,

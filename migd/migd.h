@@ -728,6 +728,10 @@ struct fault_link {
 int fault_link_open(struct fault_link *f, const char *rundir, char *err,
 		    size_t len);
 void fault_link_close(struct fault_link *f);
+/* faultd closed the connection: it stopped or restarted (it closes no
+ * other client that keeps to the protocol), and its sessions, each the
+ * only handler of its guest's page faults, are gone with it. */
+bool fault_link_gone(const struct fault_link *f);
 /* Attach: pc->uffd and pc->host are set on success. */
 int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 		      uint64_t pages, int page_fd, int needed_fd,

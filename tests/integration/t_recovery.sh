@@ -12,7 +12,8 @@
 # 'migctl pause' forces the paused state; and a cancel signal that
 # crossed the switch is dropped, so the later pause and recovery work;
 # migd quitting ends paused workers at once, and 'migctl cancel --force'
-# one job, when the other side lost the guest.
+# one job, when the other side lost the guest; a faultd restarted in
+# postcopy leaves a job that can never recover, and its error says so.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -99,10 +100,6 @@ watch_guest ft 2
 echo "ok: ft: $(last_beat ft 1)"
 vmmctl quit fs >/dev/null; vmmctl quit ft >/dev/null
 
-note "migctl pause, a recovery at a wrong address, one that announces a channel too many, then the right one"
-# The source's first Resume announces (and opens) one ram channel more
-# than the job has: the destination must refuse it and stay paused.  At
-# the end its PostcopyDone comes after the page link closed (dest-done-late).
 # small_postcopy SRC DST ARGS...: a 64 MiB dirty guest SRC moving to a
 # new DST in postcopy (migrate ARGS), once both are postcopy-active.
 small_postcopy() {
@@ -115,6 +112,34 @@ small_postcopy() {
 	postcopy_on_request "$src" "$@"
 	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
 }
+
+note "faultd restarts in postcopy: the job can never recover, and says so"
+# Before, each recovery failed with only "faultd: Relink: ...: connection
+# closed" here and "waiting for the destination's ResumeNeeded:
+# connection closed" on the source.
+small_postcopy r7 s7 --max-bandwidth 1M --channels 1
+kill -TERM "$FAULTD_PID"
+wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
+wait_until 30 both_paused r7 s7 || fail "faultd gone: r7 $(job_get r7 state), s7 $(job_get s7 state)"
+never="faultd's session of vm s7 is gone (faultd closed its connection: it stopped or restarted since the switch), and with it the handler of the guest's page faults: this job can never recover."
+never_recovers() { job_get "$1" error | grep -qF "$never"; }
+wait_until 10 never_recovers s7 || fail "s7: $(job_get s7 error)"
+migctl status s7 | grep -q "^  error .*this job can never recover" || fail "s7: $(migctl status s7)"
+start_faultd
+migctl recover r7 "$ADDR" >/dev/null || fail "recover r7"
+wait_until 30 never_recovers r7 || fail "r7: $(job_get r7 state): $(job_get r7 error)"
+wait_until 30 both_paused r7 s7 || fail "r7 $(job_get r7 state), s7 $(job_get s7 state)"
+never_recovers s7 || fail "s7 after the recovery: $(job_get s7 error)"
+case $(job_get r7 error) in *"cancel the job with --force too"*) ;; *) fail "r7: $(job_get r7 error)" ;; esac
+echo "ok: r7: $(job_get r7 error)"
+migctl cancel s7 --force --wait >/dev/null || fail "cancel s7"
+migctl cancel r7 --force --wait >/dev/null || fail "cancel r7"
+vmmctl quit s7 >/dev/null; vmmctl quit r7 >/dev/null
+
+note "migctl pause, a recovery at a wrong address, one that announces a channel too many, then the right one"
+# The source's first Resume announces (and opens) one ram channel more
+# than the job has: the destination must refuse it and stay paused.  At
+# the end its PostcopyDone comes after the page link closed (dest-done-late).
 stop_migd
 start_migd TERN_FAULT=source-resume-extra-channel,dest-done-late
 small_postcopy r s --max-bandwidth 4M --channels 4
