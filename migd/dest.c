@@ -1317,6 +1317,16 @@ static int dest_postcopy_paused(struct dest *d)
 		dest_drop_links(d);
 		d->recovering = true;     /* only this job may come back */
 		for (r = -EAGAIN; r == -EAGAIN; ) {
+			/* No guest left to recover for: that, not why the
+			 * job paused (nor a cancel: migd's end says nothing
+			 * of a guest), is its end. */
+			if (vmm_link_gone(&d->vmm)) {
+				worker_clear_failure(d->w);
+				return worker_fail(d->w, EPIPE, DEST_VMM_GONE
+						   ", and the guest with it: "
+						   "nothing to recover",
+						   d->w->spec->vm);
+			}
 			if (worker_cancelled()) {
 				worker_note(d->w, !worker_abandoned() ?
 					    "postcopy paused; the guest runs here "
@@ -1327,15 +1337,6 @@ static int dest_postcopy_paused(struct dest *d)
 					    "touches one waits for good: quit "
 					    "this vmm");
 				return -ECANCELED;
-			}
-			/* No guest left to recover for: that, not why the
-			 * job paused, is its end. */
-			if (vmm_link_gone(&d->vmm)) {
-				worker_clear_failure(d->w);
-				return worker_fail(d->w, EPIPE, DEST_VMM_GONE
-						   ", and the guest with it: "
-						   "nothing to recover",
-						   d->w->spec->vm);
 			}
 			dest_note_session_gone(d);
 			if (worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==

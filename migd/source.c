@@ -1625,7 +1625,14 @@ static int source_resume(struct source *s, const char *uri)
  * whose destination lost the guest (cancel --force). */
 static void source_paused_end(struct source *s)
 {
-	if (!worker_abandoned())
+	/* Nothing is kept by a vmm that has exited: say that instead. */
+	if (vmm_link_gone(&s->vmm))
+		worker_note(s->w, "%s; vmm %s had closed its connection (it quit "
+			    "or died), and the guest's remaining pages went with "
+			    "it: the destination can never get them",
+			    worker_abandoned() ? "cancelled while postcopy was "
+			    "paused" : "postcopy paused", s->w->spec->vm);
+	else if (!worker_abandoned())
 		worker_note(s->w, "postcopy paused; the source VM keeps the "
 			    "guest's remaining pages (paused)");
 	else

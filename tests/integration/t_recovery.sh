@@ -274,14 +274,28 @@ note "migd quits while a postcopy is paused: its workers end at once"
 small_postcopy r2 s2 --max-bandwidth 1M --channels 1
 migctl pause r2 >/dev/null || fail "pause r2"
 wait_until 30 both_paused r2 s2 || fail "pause: r2 $(job_get r2 state), s2 $(job_get s2 state)"
+# And a pair whose vmms have both exited meanwhile: their workers must
+# not say that the vmms keep anything (before, the source's said "the
+# source VM keeps the guest's remaining pages (paused)").
+small_postcopy r8 s8 --max-bandwidth 1M --channels 1
+migctl pause r8 >/dev/null || fail "pause r8"
+wait_until 30 both_paused r8 s8 || fail "pause: r8 $(job_get r8 state), s8 $(job_get s8 state)"
+kill -KILL "$(pid_of r8)" "$(pid_of s8)"
+wait_exit "$(pid_of r8)"; wait_exit "$(pid_of s8)"
 stop_migd
 grep "did not end; killing it" "$RUNDIR/migd.log" &&
 	fail "migd had to kill a paused worker"
-grep -q "postcopy paused; the source VM keeps the guest's remaining pages" "$RUNDIR/migd.log" ||
+grep -q "^migd\[r2/out\]: .*postcopy paused; the source VM keeps the guest's remaining pages" "$RUNDIR/migd.log" ||
 	fail "the source worker did not say what it kept: $(tail -n 5 "$RUNDIR/migd.log")"
-grep -q "postcopy paused; the guest runs here and waits for its missing pages" "$RUNDIR/migd.log" ||
+grep -q "^migd\[s2/in\]: .*postcopy paused; the guest runs here and waits for its missing pages" "$RUNDIR/migd.log" ||
 	fail "the destination worker did not say what it left: $(tail -n 5 "$RUNDIR/migd.log")"
+grep -E "^migd(\[[rs]8/(in|out)\]|: [rs]8): .*(keeps|runs here)" "$RUNDIR/migd.log" &&
+	fail "a worker whose vmm had exited said that it keeps the guest"
+grep -q "^migd\[r8/out\]: .*postcopy paused; vmm r8 had closed its connection (it quit or died), and the guest's remaining pages went with it" "$RUNDIR/migd.log" ||
+	fail "the source worker did not say that its vmm had exited: $(grep r8 "$RUNDIR/migd.log" | tail -n 3)"
+grep -q "^migd\[s8/in\]: .*vmm s8 closed its connection: it quit or died, and the guest with it: nothing to recover" "$RUNDIR/migd.log" ||
+	fail "the destination worker did not say that its vmm had exited: $(grep s8 "$RUNDIR/migd.log" | tail -n 3)"
 [ "$(state_of s2)" = running ] || fail "s2 is $(state_of s2)"
 [ "$(state_of r2)" = paused ] || fail "r2 is $(state_of r2): it holds pages s2 lacks"
-echo "ok: both workers ended on migd's SIGTERM"
+echo "ok: the workers ended on migd's SIGTERM, saying what their vmms kept"
 echo PASS
