@@ -324,7 +324,8 @@ struct worker {
 					 * failure replaces it */
 	uint64_t total_bytes;           /* (L) */
 	uint64_t remaining_bytes;       /* (L) after the last sync */
-	uint64_t round_pages;           /* (L) pages the current round sends */
+	uint64_t round_pages;           /* (L) pages the current round sends,
+					 * and those a mid-round sync found */
 	uint64_t round_base;            /* (L) pages sent before it began */
 	uint64_t rounds;                /* (L) */
 	uint64_t dirty_rate;            /* (L) */

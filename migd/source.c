@@ -48,6 +48,7 @@ struct source {
 	bool precopy;                   /* in precopy rounds (not the final one) */
 	uint64_t check_ns;              /* auto-converge: the last look */
 	uint64_t check_bytes;           /* bytes sent by then */
+	uint64_t round_taken;           /* pages the round took from the bitmap */
 	uint64_t round_bytes;           /* bytes sent in precopy rounds ... */
 	uint64_t round_ns;              /* ... over this long: the bandwidth */
 	uint64_t settle_ns;             /* waiting in source_settle */
@@ -340,6 +341,21 @@ static int source_dirty_start(struct source *s)
 static int source_auto_converge(struct source *s, uint64_t sent_bytes,
 				uint64_t dirty);
 
+/*
+ * A sync in mid-round put newly dirty pages in the bitmap: the round
+ * takes those ahead of it, the next one the rest.  Either way they are
+ * to send, so the status counts them: what the round took, sent or not,
+ * and what the bitmap holds now (worker_fill subtracts what was sent).
+ */
+static void source_round_recount(struct source *s)
+{
+	uint64_t known = s->round_taken + bitmap_count(s->dirty, s->ram.pages);
+
+	pthread_mutex_lock(&s->w->lock);
+	s->w->round_pages = known;
+	pthread_mutex_unlock(&s->w->lock);
+}
+
 #define MIDROUND_CHECK_NS 500000000ULL
 
 /*
@@ -372,6 +388,7 @@ static int source_midround(struct source *s)
 			  (ProtobufCMessage **)&res, NULL, s->err, sizeof(s->err));
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
+	source_round_recount(s);
 	sent = __atomic_load_n(&s->w->transferred_bytes, __ATOMIC_RELAXED);
 	r = source_auto_converge(s, sent - s->check_bytes, res->dirty_pages);
 	protobuf_c_message_free_unpacked(&res->base, NULL);
@@ -431,6 +448,7 @@ static void source_round_begin(struct source *s, uint64_t pages)
 
 	for (i = 0; i < s->nchan; i++)
 		sent += __atomic_load_n(&w->chan[i].pages, __ATOMIC_RELAXED);
+	s->round_taken = 0;
 	pthread_mutex_lock(&w->lock);
 	w->round_pages = pages;
 	w->round_base = sent;
@@ -489,7 +507,7 @@ static int source_vmm_alive(struct source *s)
 /* Send every page the bitmap holds, clearing bits as they are taken. */
 static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 {
-	uint64_t words = BITMAP_WORDS(s->ram.pages), i, w, pages = 0;
+	uint64_t words = BITMAP_WORDS(s->ram.pages), i, w;
 	int r = 0;
 
 	source_round_begin(s, bitmap_count(s->dirty, s->ram.pages));
@@ -506,7 +524,7 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 				break;
 			r = source_queue(s, reg,
 					 (page - s->ram.first_page[reg]) * STREAM_PAGE);
-			pages++;
+			s->round_taken++;
 		}
 		/* Stopped for postcopy: the pages not taken stay to send. */
 		if (r == PC_SWITCH && w)
@@ -521,7 +539,7 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 
 		r = e < 0 ? e : r;
 	}
-	*ret_pages = pages;
+	*ret_pages = s->round_taken;
 	return r;
 }
 
@@ -802,6 +820,12 @@ static int source_precopy(struct source *s)
 	struct mig_params p;
 	int r;
 
+	/* Until round 1 has counted the pages that hold data, all of them
+	 * may be to send: not 0 (marking them takes a while in a large,
+	 * scattered guest). */
+	pthread_mutex_lock(&w->lock);
+	w->remaining_bytes = w->total_bytes;
+	pthread_mutex_unlock(&w->lock);
 	worker_set_state(w, JOB_STATE_ACTIVE);
 	s->precopy = true;
 	r = source_verify_time(s);
