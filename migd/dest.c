@@ -308,6 +308,37 @@ static int dest_refuse_failed(struct dest *d, int err)
 	return dest_refuse(d, err, "%s", why);
 }
 
+/*
+ * The source job's parameters, from its hello: what the destination's
+ * status shows from then on (it uses none of them).  Checked as a
+ * caller's would be; a source that sends none, or some this migd does not
+ * understand, leaves the destination showing its migd's defaults.
+ */
+static void dest_learn_params(struct dest *d, const ProtobufCBinaryData *b)
+{
+	Tern__Migd__Params *pp;
+	struct mig_params p;
+	char why[256];
+
+	if (!b->len)
+		return;
+	pp = tern__migd__params__unpack(NULL, b->len, b->data);
+	if (!pp) {
+		log_info("the source's parameters could not be decoded");
+		return;
+	}
+	params_defaults(&p);
+	if (params_merge(pp, &p, why, sizeof(why)) < 0) {
+		log_info("the source's parameters are not understood here: %s", why);
+	} else {
+		pthread_mutex_lock(&d->w->lock);
+		d->w->source_params = p;
+		d->w->has_source_params = true;
+		pthread_mutex_unlock(&d->w->lock);
+	}
+	tern__migd__params__free_unpacked(pp, NULL);
+}
+
 /* The source's layout must be exactly this vmm's. */
 static int dest_check_hello(struct dest *d)
 {
@@ -362,6 +393,7 @@ static int dest_check_hello(struct dest *d)
 	}
 	d->nchan = h->channels;
 	__atomic_store_n(&d->w->nchannels, h->channels, __ATOMIC_RELAXED);
+	dest_learn_params(d, &h->params);
 	ok.body_case = TERN__STREAM__STREAM_MSG__BODY_ACCEPT;
 	ok.accept = &acc;
 	r = dest_send_main(d, &ok);

@@ -63,10 +63,14 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 		js->peer = j->spec.peer;
 		js->started_unix_ms = j->started_unix_ms;
 	}
-	/* The parent's copy: what the job started with and each Tune sent,
-	 * already in the reply to the Tune (the worker reports it later). */
-	params_to_proto(&s->params, &j->params);
-	js->params = &j->params;
+	/* A source's: the parent's copy, what the job started with and each
+	 * Tune sent, already in the reply to the Tune (the worker reports
+	 * it later).  A destination's: the source job's, once its worker
+	 * has them (the stream hello). */
+	if (s->role == JOB_ROLE_SOURCE || !js->params) {
+		params_to_proto(&s->params, &j->params);
+		js->params = &j->params;
+	}
 	if (id_unknown(js->id))
 		js->id = "";
 	if (s->role == JOB_ROLE_DEST && (!js->listen || !js->listen[0]))

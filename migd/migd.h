@@ -323,6 +323,9 @@ struct worker {
 	bool error_is_note;             /* (L) error only notes a refusal: any
 					 * failure replaces it */
 	uint64_t total_bytes;           /* (L) */
+	struct mig_params source_params; /* (L) destination: the source job's,
+					  * from its hello, for the status */
+	bool has_source_params;         /* (L) they came */
 	uint64_t remaining_bytes;       /* (L) after the last sync */
 	uint64_t round_pages;           /* (L) pages the current round sends,
 					 * and those a mid-round sync found */

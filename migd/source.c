@@ -223,6 +223,8 @@ static int source_hello(struct source *s)
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *reply = NULL;
 	Tern__Stream__Hello h = TERN__STREAM__HELLO__INIT;
 	Tern__Stream__Region reg[STREAM_MAX_REGIONS], *preg[STREAM_MAX_REGIONS];
+	Tern__Migd__Params pp;
+	uint8_t ppbuf[256];
 	uint64_t t0;
 	unsigned int i;
 	int r;
@@ -240,6 +242,12 @@ static int source_hello(struct source *s)
 	h.n_regions = s->ram.n;
 	h.regions = preg;
 	h.page_size = STREAM_PAGE;
+	/* The job's parameters, so that the destination's status shows them. */
+	params_to_proto(&s->w->spec->params, &pp);
+	if (tern__migd__params__get_packed_size(&pp) <= sizeof(ppbuf)) {
+		h.params.len = tern__migd__params__pack(&pp, ppbuf);
+		h.params.data = ppbuf;
+	}
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_HELLO;
 	m.hello = &h;
 	t0 = now_ns();

@@ -256,7 +256,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 					       TERN__MIGD__JOB_ROLE__ROLE_DEST;
 	js->state = (Tern__Migd__JobState)w->state;
 	js->peer = (char *)s->peer;
-	params_to_proto(&w->params, pp);
+	params_to_proto(w->has_source_params ? &w->source_params : &w->params, pp);
 	js->params = pp;
 	js->total_bytes = w->total_bytes;
 	js->transferred_bytes = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);

@@ -52,6 +52,8 @@ echo "dirty guest: $zp pages compressed, $raw page bytes sent as $wire bytes"
 [ "$zp" -gt 30000 ] || fail "the dirty guest's pages were not compressed: $out"
 [ "$wire" -lt $((raw / 10)) ] || fail "compression did not pay: $out"
 vmmctl check b || fail "b after a compressed migration"
+[ "$(job_get b compress)/$(job_get b compress_level)" = zstd/3 ] ||
+	fail "b's job does not show the source's parameters: $(migctl --json status b)"
 incoming g
 out=$(migctl --json migrate f "$ADDR" --token "$TOKEN" --compress zstd --wait) || fail "$out"
 [ "$(echo "$out" | jget compressed_pages)" -eq 0 ] ||
