@@ -46,9 +46,13 @@ static int check_vm(struct rpc_call *call, struct migd *m, const char *vm)
 		return rpc_call_errorf(call, EACCES, "vmm %s: cannot reach %s: %s "
 				       RPC_VMM_GROUP_HINT("migd"), vm, path,
 				       strerror(EACCES));
-	if (r < 0 || !S_ISSOCK(st.st_mode))
-		return rpc_call_errorf(call, ENOENT, "no vmm named %s on this host",
-				       vm);
+	/* As vmm_link_open and vmmctl say it: the path tried, and why. */
+	if (r < 0)
+		return rpc_call_errorf(call, ENOENT, "no vmm named %s on this host "
+				       "(%s: %s)", vm, path, strerror(-r));
+	if (!S_ISSOCK(st.st_mode))
+		return rpc_call_errorf(call, ENOENT, "no vmm named %s on this host "
+				       "(%s: not a socket)", vm, path);
 	if (m->quitting)
 		return rpc_call_errorf(call, ESHUTDOWN, "migd is shutting down");
 	return 0;

@@ -256,7 +256,7 @@ wait_exit "$pid" || fail "migd --no-realtime exited with $?"
 echo "ok: --worker-nice 3 --no-realtime: $(sed -n 's/.*(\(workers.*\))$/\1/p' "$RUNDIR/nort/migd.log")"
 
 note "Incoming for a VM without a vmm"
-ctl_fails "no vmm named ghost on this host" incoming ghost --listen tcp:127.0.0.1:0
+ctl_fails "no vmm named ghost on this host ($RUNDIR/vmm/ghost.sock: No such file or directory)" incoming ghost --listen tcp:127.0.0.1:0
 ctl_fails "no migration job for ghost" status ghost
 ctl_fails "no migration job for ghost" cancel ghost
 
