@@ -138,6 +138,7 @@ static void print_params(const Tern__Migd__Params *p, const char *indent)
 {
 	bool postcopy_at_timeout = p->timeout_action ==
 				   TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY;
+	bool converge = p->auto_converge == TERN__MIGD__TOGGLE__TOGGLE_ON;
 	char a[32], b[32];
 
 	printf("%schannels                    %u\n", indent, p->channels);
@@ -152,12 +153,12 @@ static void print_params(const Tern__Migd__Params *p, const char *indent)
 		       p->compress_level);
 	else
 		printf("%scompress                    none\n", indent);
-	if (p->auto_converge == TERN__MIGD__TOGGLE__TOGGLE_ON)
-		printf("%sauto-converge               on (%u%% + %u%% a round, up to "
-		       "%u%%)\n", indent, p->throttle_initial,
-		       p->throttle_increment, p->throttle_max);
-	else
-		printf("%sauto-converge               off\n", indent);
+	/* The throttle's figures show with auto-converge off too: a set
+	 * --throttle-max must be seen to have taken. */
+	printf("%sauto-converge               %s (%u%% + %u%% a round, up to "
+	       "%u%%%s)\n", indent, converge ? "on" : "off",
+	       p->throttle_initial, p->throttle_increment, p->throttle_max,
+	       converge ? "" : ", when on");
 	/* An action other than the default is shown with no timeout too:
 	 * a timeout given later (migrate --timeout) takes it. */
 	if (p->timeout_s)
