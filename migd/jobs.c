@@ -757,6 +757,7 @@ static void job_to_history(struct migd *m, struct job *j)
 static void job_ended(struct migd *m, struct job *j)
 {
 	Tern__Migd__JobStatus js;
+	char line[sizeof(j->error) + 32];
 	size_t i;
 	int r;
 
@@ -764,8 +765,8 @@ static void job_ended(struct migd *m, struct job *j)
 	j->finished_unix_ms = unix_ms();
 	job_unlink_listen(j);
 	job_status(j, &js);
-	log_info("%s: %s job %s%s%s", j->spec.vm, job_role_name(j->spec.role),
-		 job_state_name(j->state), js.error[0] ? ": " : "", js.error);
+	log_info("%s: %s job %s", j->spec.vm, job_role_name(j->spec.role),
+		 job_state_text(j->state, js.error, line, sizeof(line)));
 	job_answer_incoming(j);
 	job_answer_recover(j, 0, NULL);
 	job_notify(j);

@@ -238,6 +238,8 @@ void migd_check_quit(struct migd *m);
 
 /* jobstate.c: states, and the changes each may make */
 const char *job_state_name(enum job_state st);
+const char *job_state_text(enum job_state st, const char *error, char *buf,
+			   size_t len);
 bool job_state_final(enum job_state st);
 bool job_state_may_change(enum job_state from, enum job_state to);
 

@@ -644,7 +644,7 @@ int worker_main(const struct job_spec *spec, int status_fd)
 						      JOB_STATE_SETUP,
 		.status_fd = status_fd,
 	};
-	char tag[80];
+	char tag[80], line[sizeof(w.error) + 32];
 	pthread_t reporter;
 	int ret;
 
@@ -684,6 +684,6 @@ int worker_main(const struct job_spec *spec, int status_fd)
 			    JOB_STATE_FAILED);
 	pthread_mutex_unlock(&w.lock);
 	worker_report(&w);
-	log_info("%s%s%s", job_state_name(w.state), w.error[0] ? ": " : "", w.error);
+	log_info("%s", job_state_text(w.state, w.error, line, sizeof(line)));
 	return ret == 0 ? 0 : 1;
 }

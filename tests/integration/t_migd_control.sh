@@ -536,6 +536,9 @@ EOF
 kill -0 "$MIGD" || fail "migd quit on its worker's SIGTERM"
 [ "$(job_field x state)" = cancelled ] || fail "job: $(migctl --json status x)"
 [ "$(state_of x)" = incoming ] || fail "vmm x is $(state_of x)"
+# Its log names the state once: no "cancelled: cancelled".
+grep -q "job cancelled$" "$RUNDIR/migd.log" || fail "no cancelled job in the log"
+! grep -q "cancelled: cancelled" "$RUNDIR/migd.log" || fail "the log repeats the state"
 
 note "SIGTERM: migd cancels its jobs and exits"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"

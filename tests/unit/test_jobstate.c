@@ -90,12 +90,37 @@ static void final_states_stay(void **state)
 			    "postcopy-paused");
 }
 
+/* A log line names the state once, with what the error adds. */
+static void error_beside_state(void **state)
+{
+	char b[128];
+
+	(void)state;
+	assert_string_equal(job_state_text(JOB_STATE_CANCELLED, "cancelled",
+					   b, sizeof(b)), "cancelled");
+	assert_string_equal(job_state_text(JOB_STATE_FAILED, "", b, sizeof(b)),
+			    "failed");
+	assert_string_equal(job_state_text(JOB_STATE_FAILED, NULL, b, sizeof(b)),
+			    "failed");
+	assert_string_equal(job_state_text(JOB_STATE_CANCELLED,
+					   "cancelled (worker killed by signal 15); "
+					   "the destination vmm dropped it", b, sizeof(b)),
+			    "cancelled (worker killed by signal 15); the "
+			    "destination vmm dropped it");
+	assert_string_equal(job_state_text(JOB_STATE_CANCELLED,
+					   "the source said: cancelled", b, sizeof(b)),
+			    "cancelled: the source said: cancelled");
+	assert_string_equal(job_state_text(JOB_STATE_FAILED, "failedness", b,
+					   sizeof(b)), "failed: failedness");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(the_workers_paths),
 		cmocka_unit_test(what_no_job_does),
 		cmocka_unit_test(final_states_stay),
+		cmocka_unit_test(error_beside_state),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
