@@ -103,6 +103,18 @@ static const char *fmt_ms(uint64_t ms, char *buf, size_t len)
 	return buf;
 }
 
+/* A pause: under a millisecond in microseconds, not "0 ms". */
+static const char *fmt_us(uint64_t us, char *buf, size_t len)
+{
+	if (us < 1000)
+		snprintf(buf, len, "%llu us", (unsigned long long)us);
+	else if (us < 10000)
+		snprintf(buf, len, "%.2f ms", us / 1000.0);
+	else
+		fmt_ms(us / 1000, buf, len);
+	return buf;
+}
+
 static const char *fmt_time(uint64_t unix_ms, char *buf, size_t len)
 {
 	time_t t = unix_ms / 1000;
@@ -185,7 +197,7 @@ static void print_postcopy(const Tern__Migd__JobStatus *js)
 
 	printf("  postcopy      ");
 	if (source)
-		printf("pause %s; ", fmt_ms(pc->pause_us / 1000, a, sizeof(a)));
+		printf("pause %s; ", fmt_us(pc->pause_us, a, sizeof(a)));
 	printf("pages: %llu pushed, %llu on demand, %llu still %s\n",
 	       (unsigned long long)pc->pages_pushed,
 	       (unsigned long long)pc->pages_on_demand,
@@ -255,7 +267,7 @@ static void print_status(Tern__Migd__JobStatus *js)
 	}
 	printf("  downtime      expected %s, final %s",
 	       fmt_ms(js->expected_downtime_ms, a, sizeof(a)),
-	       js->downtime_ms ? fmt_ms(js->downtime_ms, b, sizeof(b)) : "-");
+	       js->downtime_us ? fmt_us(js->downtime_us, b, sizeof(b)) : "-");
 	if (js->params)
 		printf(" (limit %u ms)", js->params->downtime_limit_ms);
 	if (js->pause_fixed_us)
@@ -292,6 +304,30 @@ static void print_status(Tern__Migd__JobStatus *js)
 		printf("  error         %s\n", text_safe(js->error));
 }
 
+/*
+ * A source job's last line.  After a switch to postcopy the rounds are
+ * the precopy ones before it (none when it came in round 1) and the
+ * downtime is the pause at the switch.
+ */
+static void print_completed(const Tern__Migd__JobStatus *js)
+{
+	char a[32], b[32], c[32], how[64];
+	unsigned long long n = js->rounds;
+
+	if (!js->postcopy_started)
+		snprintf(how, sizeof(how), "%llu round%s, downtime", n,
+			 n == 1 ? "" : "s");
+	else if (!n)
+		snprintf(how, sizeof(how), "postcopy from round 1, pause");
+	else
+		snprintf(how, sizeof(how), "postcopy after %llu precopy round%s, "
+			 "pause", n, n == 1 ? "" : "s");
+	printf("%s: completed in %s: %s transferred, %s %s\n", js->vm,
+	       fmt_ms(js->total_ms, a, sizeof(a)),
+	       fmt_size(js->transferred_bytes, b, sizeof(b)), how,
+	       js->downtime_us ? fmt_us(js->downtime_us, c, sizeof(c)) : "-");
+}
+
 /* ---- progress: a bar that never runs backwards ------------------------- */
 
 static struct progress {
@@ -315,6 +351,7 @@ static int term_width(void)
 static void progress_show(const Tern__Migd__JobStatus *js)
 {
 	char line[512], bar[CTL_BAR_WIDTH + 1], a[32], b[32], c[32], d[32];
+	bool active = js->state == TERN__MIGD__JOB_STATE__JOB_ACTIVE;
 	double frac = job_fraction(js);
 	uint64_t now = now_ns();
 	int i, fill, n, width;
@@ -331,16 +368,20 @@ static void progress_show(const Tern__Migd__JobStatus *js)
 	for (i = 0; i < CTL_BAR_WIDTH; i++)
 		bar[i] = i < fill ? '#' : '.';
 	bar[CTL_BAR_WIDTH] = 0;
-	n = snprintf(line, sizeof(line),
-		     "%s [%s] %3.0f%% %-10s sent %s, %s left  round %llu  %s  "
-		     "dirty %llu p/s  downtime ~%s", js->vm, bar, prog.max * 100,
+	/* In precopy, the round under way; the rates and the estimate
+	 * only once a round ended and measured them. */
+	n = snprintf(line, sizeof(line), "%s [%s] %3.0f%% %-10s sent %s, %s left"
+		     "  round %llu", js->vm, bar, prog.max * 100,
 		     state_name(js->state),
 		     fmt_size(js->transferred_bytes, a, sizeof(a)),
 		     fmt_size(js->remaining_bytes, b, sizeof(b)),
-		     (unsigned long long)js->rounds,
-		     fmt_rate(js->bandwidth, c, sizeof(c)),
-		     (unsigned long long)js->dirty_rate,
-		     fmt_ms(js->expected_downtime_ms, d, sizeof(d)));
+		     (unsigned long long)js->rounds + (active ? 1 : 0));
+	if (js->rounds && n < (int)sizeof(line))
+		n += snprintf(line + n, sizeof(line) - n,
+			      "  %s  dirty %llu p/s  downtime ~%s",
+			      fmt_rate(js->bandwidth, c, sizeof(c)),
+			      (unsigned long long)js->dirty_rate,
+			      fmt_ms(js->expected_downtime_ms, d, sizeof(d)));
 	if (prog.tty) {
 		width = term_width() - 1;
 		if (n > width)
@@ -489,7 +530,7 @@ static const char *error_news(Tern__Migd__JobStatus *js)
 static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 		       Tern__Migd__JobState want)
 {
-	char a[32], b[32], c[32];
+	char a[32], b[32];
 	const char *news;
 
 	/* A bar on screen ends at 100% with a completed job. */
@@ -523,13 +564,7 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 			       js->n_channels, js->n_channels == 1 ? "" : "s",
 			       js->switched ? "; the guest runs here" : "");
 		else if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
-			printf("%s: completed in %s: %s transferred, %llu round%s, "
-			       "downtime %s\n", js->vm,
-			       fmt_ms(js->total_ms, a, sizeof(a)),
-			       fmt_size(js->transferred_bytes, b, sizeof(b)),
-			       (unsigned long long)js->rounds,
-			       js->rounds == 1 ? "" : "s",
-			       js->downtime_ms ? fmt_ms(js->downtime_ms, c, sizeof(c)) : "-");
+			print_completed(js);
 		else if (!opts.json)
 			printf("%s: %s%s%s\n", js->vm, state_name(js->state),
 			       news[0] ? ": " : "", news);

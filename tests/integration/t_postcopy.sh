@@ -110,6 +110,13 @@ incoming u
 out=$(migctl --json migrate t "$ADDR" --token "$TOKEN" --max-bandwidth 32M \
 	--timeout 1 --timeout-action postcopy --wait) || fail "migrate t: $out"
 check_done t u "$out"
+# The text says the switch and its pause, not "0 rounds, downtime -".
+line=$(migctl status t --watch </dev/null | tail -n 1)
+echo "$line" | grep -Eq "^t: completed in .* transferred, postcopy (from round 1|after [0-9]+ precopy rounds?), pause [0-9.]+ (us|ms)$" ||
+	fail "t's last line: $line"
+migctl status t | grep -Eq "^  postcopy      pause ([0-9]+ us|[0-9]+\.[0-9]+ ms|[1-9][0-9]* ms|[0-9.]+ s);" ||
+	fail "t's pause: $(migctl status t)"
+echo "ok: $line"
 vmmctl quit t >/dev/null; vmmctl quit u >/dev/null
 
 note "two guests in postcopy at once, through one faultd and one migd"
