@@ -99,4 +99,12 @@ int poll_until(struct pollfd *fds, unsigned int nfds, uint64_t deadline_ns);
 /* mkdir -p with mode for missing components. */
 int mkdir_p(const char *path, unsigned int mode);
 
+/*
+ * The mode of a run directory (--rundir) that migd, faultd or a vmm
+ * creates: as systemd's RuntimeDirectory= makes it (the units say it
+ * too).  Searchable by all: a vmm of its own user must reach DIR/vmm,
+ * which is that vmm's, 0750; the sockets in DIR are 0600.
+ */
+#define RUNDIR_MODE 0755
+
 #endif

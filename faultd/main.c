@@ -140,7 +140,7 @@ int main(int argc, char **argv)
 	sigemptyset(&nudge.sa_mask);
 	sigaction(FAULTD_NUDGE, &nudge, NULL);
 	if (str_copy(d.rundir, o.rundir, sizeof(d.rundir)) < 0 ||
-	    (ret = mkdir_p(o.rundir, 0755)) < 0) {
+	    (ret = mkdir_p(o.rundir, RUNDIR_MODE)) < 0) {
 		log_warnc(ret, "rundir %s", o.rundir);
 		return 1;
 	}

@@ -180,7 +180,7 @@ int main(int argc, char **argv)
 	m.realtime = !o.no_realtime;
 	m.worker_nice = o.worker_nice;
 	if (str_copy(m.rundir, o.rundir, sizeof(m.rundir)) < 0 ||
-	    (ret = mkdir_p(o.rundir, 0755)) < 0) {
+	    (ret = mkdir_p(o.rundir, RUNDIR_MODE)) < 0) {
 		log_warnc(ret, "rundir %s", o.rundir);
 		return 1;
 	}

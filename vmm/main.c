@@ -212,8 +212,12 @@ static int take_name_lock(const char *rundir, const char *name)
 	char dir[PATH_MAX], busy[128];
 	int ret;
 
+	/* The run directory as migd, faultd and systemd make it, searchable
+	 * by the vmms of other users; only our own directory is closed. */
 	snprintf(dir, sizeof(dir), "%s/vmm", rundir);
-	ret = mkdir_p(dir, 0750);
+	ret = mkdir_p(rundir, RUNDIR_MODE);
+	if (ret >= 0)
+		ret = mkdir_p(dir, 0750);
 	if (ret < 0) {
 		log_warnc(ret, "rundir %s: cannot create %s", rundir, dir);
 		return ret;

@@ -124,6 +124,27 @@ expect_error "a vmm named dup is already running (pid $(pid_of dup))" \
 wait_progress dup 0
 vmmctl check dup || fail "the first vmm's guest was harmed"
 
+note "a missing run directory: searchable by all, the vmms' own closed"
+# (migd, faultd and vmm made it 0755, 0755 and 0750: made by a vmm run
+# first, it shut out the vmms of other users.)
+(umask 022; exec "$BIN/vmm" --name fresh --memory 4M --test-guest idle \
+	--rundir "$RUNDIR/fresh/run" >"$RUNDIR/fresh.log" 2>&1) &
+fpid=$!
+PIDS+=("$fpid")
+(umask 022; exec "$BIN/migd" --rundir "$RUNDIR/fresh2" >"$RUNDIR/fresh2.log" 2>&1) &
+mpid=$!
+PIDS+=("$mpid")
+wait_until 20 test -S "$RUNDIR/fresh/run/vmm/fresh.sock" ||
+	fail "vmm in a new rundir: $(cat "$RUNDIR/fresh.log")"
+wait_until 20 test -S "$RUNDIR/fresh2/migd.sock" ||
+	fail "migd in a new rundir: $(cat "$RUNDIR/fresh2.log")"
+modes=$(stat -c %a "$RUNDIR/fresh" "$RUNDIR/fresh/run" "$RUNDIR/fresh/run/vmm" \
+	"$RUNDIR/fresh2" | tr '\n' ' ')
+kill "$fpid" "$mpid"
+wait "$fpid" "$mpid"
+[ "$modes" = "755 755 750 755 " ] || fail "run directories made with modes $modes"
+echo "ok: modes $modes"
+
 note "a socket left behind by a killed vmm or migd: not running"
 mkdir -p "$RUNDIR/stale/vmm"
 for s in "$RUNDIR/vmm/ghost.sock" "$RUNDIR/stale/migd.sock"; do
