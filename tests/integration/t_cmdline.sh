@@ -138,6 +138,12 @@ wait_until 20 test -S "$RUNDIR/fresh/run/vmm/fresh.sock" ||
 	fail "vmm in a new rundir: $(cat "$RUNDIR/fresh.log")"
 wait_until 20 test -S "$RUNDIR/fresh2/migd.sock" ||
 	fail "migd in a new rundir: $(cat "$RUNDIR/fresh2.log")"
+# vmmctl(8) shows every field of its --json status, in order.
+keys() { grep -o '"[a-z_]*":' | tr -d '":' | tr '\n' ' '; }
+have=$("$BIN/vmmctl" --rundir "$RUNDIR/fresh/run" --json status fresh | keys)
+doc=$(sed -n '/^{"name":"t1","state"/,/}$/p' man/vmmctl.8 | keys)
+[ -n "$have" ] && [ "$have" = "$doc" ] ||
+	fail "vmmctl --json status has: $have; vmmctl(8) shows: $doc"
 modes=$(stat -c %a "$RUNDIR/fresh" "$RUNDIR/fresh/run" "$RUNDIR/fresh/run/vmm" \
 	"$RUNDIR/fresh2" | tr '\n' ' ')
 kill "$fpid" "$mpid"
