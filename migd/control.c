@@ -302,6 +302,18 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 	return job_acted(call, j, r, q->wait);
 }
 
+/* 0 if j is a running source job, or the error, ending with tail. */
+static int outgoing_job(struct rpc_call *call, const struct job *j,
+			const char *tail)
+{
+	if (!j->finished && j->spec.role == JOB_ROLE_SOURCE)
+		return 0;
+	return rpc_call_errorf(call, EINVAL, "%s has no outgoing migration "
+			       "running (its last job: %s, %s)%s", j->spec.vm,
+			       job_role_name(j->spec.role),
+			       job_state_name(j->state), tail);
+}
+
 /* Switch a source job from precopy to postcopy now. */
 static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 {
@@ -311,11 +323,9 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	if (r < 0)
 		return r;
-	if (j->finished || j->spec.role != JOB_ROLE_SOURCE)
-		return rpc_call_errorf(call, EINVAL, "%s has no outgoing migration "
-				       "running (its last job: %s, %s)", q->vm,
-				       job_role_name(j->spec.role),
-				       job_state_name(j->state));
+	r = outgoing_job(call, j, "");
+	if (r < 0)
+		return r;
 	if (j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE &&
 	    !job_in_postcopy(j))
 		return rpc_call_errorf(call, EINVAL, "%s is %s: only a migration in "
@@ -398,12 +408,10 @@ static int method_tune(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	if (r < 0)
 		return r;
-	if (j->finished || j->spec.role != JOB_ROLE_SOURCE)
-		return rpc_call_errorf(call, EINVAL, "%s has no outgoing migration "
-				       "running (its last job: %s, %s): only the source "
-				       "host's running job can be tuned", req->vm,
-				       job_role_name(j->spec.role),
-				       job_state_name(j->state));
+	r = outgoing_job(call, j, ": only the source host's running job can be "
+			 "tuned");
+	if (r < 0)
+		return r;
 	if ((j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE) ||
 	    (j->last && j->last->postcopy_started))
 		return rpc_call_errorf(call, EINVAL, "%s is %s%s: only a migration "

@@ -600,9 +600,9 @@ out:
 /*
  * One move at a time, each held by this connection until it closes:
  * DST for this transfer (no migration or other transfer fills it), then
- * SRC, once paused, marked as moved to DST (no migration or other
- * transfer takes its guest, and nobody else resumes it).  A refusal
- * says who holds which.
+ * SRC, once paused and saved, marked as moved to DST (no migration or
+ * other transfer takes its guest, and nobody else resumes it).  A
+ * refusal says who holds which.
  */
 static int transfer_hold(struct vmm_conn *src, struct vmm_conn *dst)
 {
@@ -644,11 +644,13 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		return CLI_FAILED;
 	if (pause_for_view(src, &was_running) < 0)
 		return CLI_FAILED;
-	ret = transfer_mark(src, dst, true);
-	marked = ret == 0;
-	if (ret == 0)
-		ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st,
-			   NULL);
+	/* The claim may follow the save: the state is of a VM that nobody
+	 * could have run since, or the mark is refused (it is not paused). */
+	ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL);
+	if (ret == 0) {
+		ret = transfer_mark(src, dst, true);
+		marked = ret == 0;
+	}
 	if (ret == 0)
 		ret = transfer_ram(src, dst, copy, &handed);
 	if (ret == 0)

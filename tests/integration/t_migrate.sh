@@ -117,16 +117,11 @@ vmmctl cont a --force >/dev/null || fail "cont a --force"
 [ "$(state_of a)" = running ] || fail "a did not run after cont --force"
 echo "ok: refused to cont, migrate and transfer a; cont --force ran it"
 
-note "a transfer meets a migration: one move at a time"
-# Before, a transfer filled a vmm that a migration waited to fill (with
-# --copy, the migration then wrote into the running guest), and one
-# during a precopy took the guest from under the job.
+note "a transfer of a guest under migration is refused"
+# Before, it took the guest from under the job.  (One into a vmm that
+# a job waits to fill: t_migd_control.)
 incoming a2
 start_vmm a3 --memory 128M --vcpus 2 --incoming
-out=$(vmmctl transfer a a2 --copy 2>&1) && fail "a transfer filled a2 while its job waits: $out"
-echo "$out" | grep -q "cannot hold: migd's incoming job for a2 .* holds vmm a2 already" ||
-	fail "$out"
-[ "$(state_of a)" = running ] || fail "a is $(state_of a)"
 migctl migrate a "$ADDR" --token "$TOKEN" --max-bandwidth 1M --detach >/dev/null ||
 	fail "migrate a"
 wait_until 20 job_is a active || fail "a: $(job_get a state)"
