@@ -148,6 +148,21 @@ int str_copy(char *dst, const char *src, size_t len)
 	return 0;
 }
 
+const char *state_text(const char *state, const char *error, char *buf,
+		       size_t len)
+{
+	size_t n = strlen(state);
+
+	if (!error || !error[0])
+		snprintf(buf, len, "%s", state);
+	else if (!strncmp(error, state, n) &&
+		 (!error[n] || error[n] == ' ' || error[n] == ';'))
+		snprintf(buf, len, "%s", error);
+	else
+		snprintf(buf, len, "%s: %s", state, error);
+	return buf;
+}
+
 static bool name_char_ok(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||

@@ -37,6 +37,12 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len);
 
 /* Copies like strlcpy; -ENAMETOOLONG when src does not fit (dst untouched). */
 int str_copy(char *dst, const char *src, size_t len);
+/* A state and the error that ended in it, the state named once: the
+ * error alone when it only repeats the state (a cancelled job's is
+ * "cancelled") or begins with it ("cancelled (worker killed by signal
+ * 15)"), else "STATE: ERROR", or the state alone.  Into buf; returns buf. */
+const char *state_text(const char *state, const char *error, char *buf,
+		       size_t len);
 
 /* Valid VM name: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'.
  * Returns 0 when valid, -EINVAL otherwise. */

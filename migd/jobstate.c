@@ -6,9 +6,7 @@
  * "cancelling" while a cancel it sent is pending, or sets the final
  * state of a worker that died.
  */
-#include <stdio.h>
-#include <string.h>
-
+#include "common/util.h"
 #include "migd/migd.h"
 
 static const char *const state_names[JOB_STATE_MAX] = {
@@ -56,26 +54,12 @@ const char *job_state_name(enum job_state st)
 	return st < JOB_STATE_MAX ? state_names[st] : "unknown";
 }
 
-/*
- * The state and the error for a log line, the state named once: the
- * error alone when it only repeats the state (a cancelled job's is
- * "cancelled") or begins with it ("cancelled (worker killed by signal
- * 15)"), else "STATE: ERROR".  Into buf; returns buf.
- */
+/* The state and the error for a log line, the state named once
+ * (state_text). */
 const char *job_state_text(enum job_state st, const char *error, char *buf,
 			   size_t len)
 {
-	const char *name = job_state_name(st);
-	size_t n = strlen(name);
-
-	if (!error || !error[0])
-		snprintf(buf, len, "%s", name);
-	else if (!strncmp(error, name, n) &&
-		 (!error[n] || error[n] == ' ' || error[n] == ';'))
-		snprintf(buf, len, "%s", error);
-	else
-		snprintf(buf, len, "%s: %s", name, error);
-	return buf;
+	return state_text(job_state_name(st), error, buf, len);
 }
 
 bool job_state_final(enum job_state st)

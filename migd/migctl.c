@@ -518,20 +518,18 @@ static size_t take_clears(struct cmd_args *a)
 	return n;
 }
 
-/* The job's error, unless it only repeats the state ("cancelled"), made
- * safe for a terminal; else "". */
-static const char *error_news(Tern__Migd__JobStatus *js)
+/* "STATE" or "STATE: ERROR", the state named once (state_text), made
+ * safe for a terminal. */
+static const char *outcome_text(Tern__Migd__JobStatus *js, char *buf, size_t len)
 {
-	return js->error[0] && strcmp(js->error, state_name(js->state)) ?
-	       text_safe(js->error) : "";
+	return state_text(state_name(js->state), text_safe(js->error), buf, len);
 }
 
 /* A finished (or, without wait, current) job: print it; the exit code. */
 static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 		       Tern__Migd__JobState want)
 {
-	char a[32], b[32];
-	const char *news;
+	char a[32], b[32], text[1024];
 
 	/* A bar on screen ends at 100% with a completed job. */
 	if (prog.drawn && js->state == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
@@ -552,7 +550,6 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 			 text_safe(js->verified));
 		return CLI_FAILED;
 	}
-	news = error_news(js);
 	if (js->state == want) {
 		/* The source sent rounds and paused the guest; the destination
 		 * received what came over its channels and runs the guest. */
@@ -566,12 +563,10 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 		else if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
 			print_completed(js);
 		else if (!opts.json)
-			printf("%s: %s%s%s\n", js->vm, state_name(js->state),
-			       news[0] ? ": " : "", news);
+			printf("%s: %s\n", js->vm, outcome_text(js, text, sizeof(text)));
 		return CLI_OK;
 	}
-	cli_errx("%s: migration %s%s%s", js->vm, state_name(js->state),
-		 news[0] ? ": " : "", news);
+	cli_errx("%s: migration %s", js->vm, outcome_text(js, text, sizeof(text)));
 	return CLI_FAILED;
 }
 

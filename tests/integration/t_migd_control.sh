@@ -540,6 +540,9 @@ kill -0 "$MIGD" || fail "migd quit on its worker's SIGTERM"
 # Its log names the state once: no "cancelled: cancelled".
 grep -q "job cancelled$" "$RUNDIR/migd.log" || fail "no cancelled job in the log"
 ! grep -q "cancelled: cancelled" "$RUNDIR/migd.log" || fail "the log repeats the state"
+out=$(migctl status x --watch 2>&1) && fail "status --watch of a cancelled job exited 0: $out"
+case $out in *"migration cancelled"*) ;; *) fail "status --watch: $out" ;; esac
+case $out in *"cancelled: cancelled"*) fail "migctl repeats the state: $out" ;; esac
 
 note "SIGTERM: migd cancels its jobs and exits"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"
