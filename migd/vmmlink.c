@@ -141,13 +141,15 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 	struct vmm_link l;
 	bool unmarked = false;
 	size_t end;
-	int r;
+	int r, rm;
 
 	r = cleanup_open(&l, rundir, vm, msg, len);
 	if (r == 0 && moved && moved[0]) {
 		n.to = (char *)moved;
-		unmarked = vmm_link_call(&l, "SetMoved", &n.base, NULL, 0, NULL,
-					 NULL, NULL, 0) < 0;
+		/* Already marked (by the worker, before it died) is marked. */
+		rm = vmm_link_call(&l, "SetMoved", &n.base, NULL, 0, NULL, NULL,
+				   NULL, 0);
+		unmarked = rm < 0 && rm != -EALREADY;
 	}
 	/* A dead worker left dirty logging on (nobody reads it any more, and
 	 * it would refuse the next migration) and maybe a vCPU throttle:

@@ -580,6 +580,11 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EBUSY, "cannot mark the guest as moved: "
 				       "a migration of it is under way (migctl status "
 				       "%s)", ctl.vm->name);
+	/* A mark stands until cleared: a later mover would start a copy
+	 * of the guest its holder may have started already. */
+	if (ctl.moved_to[0] && ctl.hold != rpc_call_peer(call))
+		return rpc_call_errorf(call, EALREADY, "cannot mark the guest as "
+				       "moved: it already moved to %s", ctl.moved_to);
 	if (strlen(n->to) >= sizeof(ctl.moved_to))
 		return rpc_call_errorf(call, EINVAL, "SetMoved: 'to' is longer than "
 				       "%zu characters", sizeof(ctl.moved_to) - 1);

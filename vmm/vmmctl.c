@@ -578,6 +578,11 @@ static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst)
 	else if (ss->moved_to[0])
 		cli_errx("the guest of %s moved to %s: the copy in %s is stale, and "
 			 "is not moved again", src->name, ss->moved_to, src->name);
+	else if (ss->state == TERN__VMM__RUN_STATE__RUN_STATE_SHUTDOWN ||
+		 ss->state == TERN__VMM__RUN_STATE__RUN_STATE_ERROR)
+		cli_errx("vmm %s: cannot save state: the VM is in state %s%s%s",
+			 src->name, run_state_name(ss->state),
+			 ss->message[0] ? ": " : "", ss->message);
 	else if (ss->dirty_logging)
 		cli_errx("vmm %s is being migrated (dirty logging is on): wait for "
 			 "that job, or cancel it (migctl status %s)", src->name,
@@ -615,46 +620,56 @@ static int transfer_hold(struct vmm_conn *src, struct vmm_conn *dst)
 	return call(dst, "HoldIncoming", &hold.base, NULL, 0, NULL, NULL);
 }
 
-static int transfer_mark(struct vmm_conn *src, struct vmm_conn *dst, bool set)
+/* Set (or clear) SRC's mark; *maybe: the vmm may hold it even though
+ * the call failed (no answer came), so it is cleared on failure. */
+static int transfer_mark(struct vmm_conn *src, struct vmm_conn *dst, bool set,
+			 bool *maybe)
 {
 	Tern__Vmm__MovedNote mark = TERN__VMM__MOVED_NOTE__INIT;
+	struct rpc_result res;
 	char to[256];
+	int ret;
 
 	to[0] = 0;
 	if (set)
 		snprintf(to, sizeof(to), "vmm %s on this host (vmmctl transfer, "
 			 "pid %d)", dst->name, (int)getpid());
 	mark.to = to;
-	return call(src, "SetMoved", &mark.base, NULL, 0, NULL, NULL);
+	ret = call(src, "SetMoved", &mark.base, NULL, 0, NULL, &res);
+	rpc_result_close_fds(&res);
+	if (maybe)
+		*maybe = ret == 0 || !res.remote;
+	return ret;
 }
 
 /*
  * Stop SRC, give its RAM (the memfds themselves, or a copy) and state to
  * the incoming DST, start DST and quit SRC.  Until DST runs, any failure
- * resumes SRC: the guest is never lost.
+ * resumes SRC: the guest is never lost.  SRC is claimed (marked) before
+ * it is saved, so that nobody runs it between its state and its RAM.
  */
 static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 {
 	Tern__Vmm__VmmStatus *ds = NULL;
 	Tern__Vmm__VmState *st = NULL;
-	bool was_running = false, handed = false, marked = false;
+	bool was_running = false, handed = false, marked = false, loaded = false;
 	int ret;
 
 	if (transfer_check(src, dst) < 0 || transfer_hold(src, dst) < 0)
 		return CLI_FAILED;
 	if (pause_for_view(src, &was_running) < 0)
 		return CLI_FAILED;
-	/* The claim may follow the save: the state is of a VM that nobody
-	 * could have run since, or the mark is refused (it is not paused). */
-	ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL);
-	if (ret == 0) {
-		ret = transfer_mark(src, dst, true);
-		marked = ret == 0;
-	}
+	ret = transfer_mark(src, dst, true, &marked);
+	if (ret == 0)
+		ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st,
+			   NULL);
 	if (ret == 0)
 		ret = transfer_ram(src, dst, copy, &handed);
-	if (ret == 0)
+	if (ret == 0) {
+		/* Sent, DST may hold the guest whatever the answer. */
+		loaded = true;
 		ret = call(dst, "LoadState", &st->base, NULL, 0, NULL, NULL);
+	}
 	if (st)
 		protobuf_c_message_free_unpacked(&st->base, NULL);
 	if (ret == 0 && call(dst, "Cont", NULL, NULL, 0, NULL, NULL) < 0) {
@@ -662,28 +677,34 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		 * what DST says now decides whether SRC may run again. */
 		ds = NULL;
 		if (get_status(dst, &ds) < 0) {
-			cli_errx("cannot tell whether %s runs the guest: %s stays paused; "
-			      "check %s, then quit one of them", dst->name,
-			      src->name, dst->name);
+			cli_errx("cannot tell whether %s runs the guest: %s stays paused, "
+				 "marked as moved; check %s: if it does not run the "
+				 "guest, quit it, then 'vmmctl cont %s --force'; if it "
+				 "does, quit %s", dst->name, src->name, dst->name,
+				 src->name, src->name);
 			return CLI_FAILED;
 		}
 		ret = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ? 0 : -EIO;
 		protobuf_c_message_free_unpacked(&ds->base, NULL);
 	}
 	if (ret < 0) {
-		/* A destination that was sent the source's memfds must never
-		 * run beside it: end it before the source resumes.  One that
-		 * was not stays as it was, waiting. */
-		if (handed && call(dst, "Quit", NULL, NULL, 0, NULL, NULL) < 0) {
-			cli_errx("transfer failed and %s may hold %s's RAM: %s stays "
-			      "paused; quit %s, then 'vmmctl cont %s'", dst->name,
-			      src->name, src->name, dst->name, src->name);
+		/* A destination that was sent the source's memfds, or its
+		 * state (with a copy of its RAM), must never run beside it:
+		 * end it before the source resumes.  One that was not stays
+		 * as it was, waiting. */
+		if ((handed || loaded) &&
+		    call(dst, "Quit", NULL, NULL, 0, NULL, NULL) < 0) {
+			cli_errx("transfer failed and %s may hold %s's guest: %s stays "
+				 "paused%s; quit %s, then 'vmmctl cont %s%s'", dst->name,
+				 src->name, src->name, marked ? ", marked as moved" : "",
+				 dst->name, src->name, marked ? " --force" : "");
 			return CLI_FAILED;
 		}
-		if (handed)
-			cli_errx("transfer failed; %s, which was sent %s's RAM, was "
-				 "made to quit", dst->name, src->name);
-		if (marked && transfer_mark(src, dst, false) < 0) {
+		if (handed || loaded)
+			cli_errx("transfer failed; %s, which was sent %s's %s, was "
+				 "made to quit", dst->name, src->name,
+				 handed ? "RAM" : "state");
+		if (marked && transfer_mark(src, dst, false, NULL) < 0) {
 			cli_errx("transfer failed; %s stays paused, marked as moved "
 				 "to %s: 'vmmctl cont %s --force' runs it", src->name,
 				 dst->name, src->name);

@@ -277,8 +277,20 @@ static void claims(void)
 	CHECK(r == -EBUSY && strstr(res.message, "a migration of it is under way"),
 	      "a mark during a migration: %d %s", r, res.message);
 	CHECK(call_on(b, "DirtyStop", NULL, &res) == 0, "DirtyStop: %s", res.message);
-	CHECK(call_on(a, "Cont", NULL, &res) == 0, "Cont: %s", res.message);
+
+	/* A mark stands after its setter has gone: no one marks over it
+	 * (the guest may run where it went); clearing it reopens. */
+	n.to = "vmm t1 (transfer a)";
+	CHECK(call_on(a, "SetMoved", &n.base, &res) == 0, "SetMoved a: %s",
+	      res.message);
 	rpc_client_free(a);
+	n.to = "vmm t2 (transfer b)";
+	r = call_on(b, "SetMoved", &n.base, &res);
+	CHECK(r == -EALREADY && strstr(res.message, "already moved to vmm t1"),
+	      "a mark over another's: %d %s", r, res.message);
+	n.to = "";
+	CHECK(call_on(b, "SetMoved", &n.base, &res) == 0, "clear: %s", res.message);
+	CHECK(call_on(b, "Cont", NULL, &res) == 0, "Cont: %s", res.message);
 	rpc_client_free(b);
 }
 
