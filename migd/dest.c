@@ -238,6 +238,8 @@ static int dest_send_main(struct dest *d, Tern__Stream__StreamMsg *m)
 
 	pthread_mutex_lock(&d->main_tx);
 	r = stream_msg_send(d->main_fd, &m->base, deadline_ms(MIGD_IO_TIMEOUT_MS));
+	if (r < 0)
+		d->refused = true;      /* maybe half a frame: no Refuse after it */
 	pthread_mutex_unlock(&d->main_tx);
 	return r;
 }
@@ -875,6 +877,7 @@ static int dest_go(struct dest *d)
 	Tern__Stream__Resumed res = TERN__STREAM__RESUMED__INIT;
 	Tern__Vmm__VmmStatus *st = NULL;
 	uint64_t t0, since;
+	bool aborted;
 	int r;
 
 	/* A ram channel or faultd may have failed since the last look. */
@@ -888,7 +891,26 @@ static int dest_go(struct dest *d)
 	if (r < 0)
 		return r;
 	protobuf_c_message_free_unpacked(&go->base, NULL);
+	/* The point of no return: a cancel taken before it (its Refuse may
+	 * have gone) keeps the guest from resuming; one after is dropped. */
+	pthread_mutex_lock(&d->w->lock);
+	aborted = d->w->abort_done;
+	d->w->go_taken = !aborted;
+	pthread_mutex_unlock(&d->w->lock);
+	if (aborted) {
+		d->cont_failed = true;
+		snprintf(d->err, sizeof(d->err), "the job was cancelled as Go came");
+		return worker_fail(d->w, ECANCELED, "cancelled as Go came: the vmm "
+				   "did not resume the guest");
+	}
 
+	if (fault_active("dest-slow-cont")) {
+		uint64_t end = deadline_ms(2000);
+
+		log_info("TERN_FAULT: Go came; Cont in 2 s");
+		while (now_ns() < end)
+			usleep(10000);  /* a signal ends a usleep early */
+	}
 	t0 = now_ns();
 	if (fault_active("dest-cont-fails")) {
 		r = -EIO;
@@ -1381,7 +1403,8 @@ static int dest_postcopy_paused(struct dest *d)
 			/* (a failing poll is retried: the guest here
 			 * depends on this job) */
 			r = dest_hellos(d, deadline_ms(200), -1);
-			r = r == 1 ? dest_resume(d) : -EAGAIN;
+			/* A cancel taken meanwhile ends the job, above. */
+			r = r == 1 && !worker_cancelled() ? dest_resume(d) : -EAGAIN;
 		}
 		if (r == 0)
 			break;
@@ -1745,7 +1768,7 @@ static void dest_tell_cancel(struct dest *d, struct worker *w)
 {
 	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
 
-	if (!worker_cancelled() || w->switched ||
+	if (!worker_cancelled() || w->switched || w->go_taken ||
 	    pthread_mutex_trylock(&d->main_tx))
 		return;
 	rf.err = ECANCELED;

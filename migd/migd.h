@@ -341,6 +341,10 @@ struct worker {
 	uint64_t resume_ms;             /* (L) */
 	uint64_t setup_ms;              /* (L) */
 	bool switched;                  /* (L) */
+	bool go_taken;                  /* (L) destination: Go came and the
+					 * guest resumes here: a cancel is
+					 * dropped from then on, as after the
+					 * switch */
 	bool source_was_running;        /* (L) */
 	bool source_stopped;            /* (L) the job asked its vmm to Stop */
 	char listen[PATH_MAX];          /* (L) */

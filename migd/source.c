@@ -929,7 +929,7 @@ static int source_expect(struct source *s, int body, const char *what,
 				"the destination failed: %s; the guest resumes "
 				"here", m->refuse->message);
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
-		   m->refuse->cancelled) {
+		   m->refuse->cancelled && body != TERN__STREAM__STREAM_MSG__BODY_RESUMED) {
 		r = worker_fail_cancelled(s->w, "the destination");
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
@@ -1684,6 +1684,7 @@ static void source_paused_end(struct source *s)
 static int source_postcopy_paused(struct source *s)
 {
 	struct worker *w = s->w;
+	enum worker_cmd cmd;
 	char uri[PATH_MAX];
 
 	pthread_mutex_lock(&w->lock);
@@ -1692,11 +1693,14 @@ static int source_postcopy_paused(struct source *s)
 	for (;;) {
 		worker_set_state(w, JOB_STATE_POSTCOPY_PAUSED);
 		source_drop_links(s);
-		while (worker_wait_cmd(w, 500, uri, sizeof(uri)) != WORKER_CMD_RECOVER)
+		/* A cancel taken ends the job, even with a Recover pending. */
+		for (cmd = WORKER_CMD_NONE; cmd != WORKER_CMD_RECOVER; ) {
+			cmd = worker_wait_cmd(w, 500, uri, sizeof(uri));
 			if (worker_cancelled()) {
 				source_paused_end(s);
 				return -ECANCELED;
 			}
+		}
 		worker_clear_failure(w);
 		worker_set_state(w, JOB_STATE_POSTCOPY_RECOVER);
 		log_info("recovering via %s", uri);

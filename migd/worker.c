@@ -150,6 +150,19 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 
 int worker_fail_cancelled(struct worker *w, const char *who)
 {
+	bool past;
+
+	pthread_mutex_lock(&w->lock);
+	past = w->switched;
+	w->failed = true;
+	pthread_mutex_unlock(&w->lock);
+	/* Once Go has left, the guest may run there whatever it says: the
+	 * error that says so stays (a destination that took the cancel
+	 * before Go never resumes, but this side cannot prove it). */
+	if (past) {
+		worker_note(w, "%s said it cancelled", who);
+		return -ECANCELED;
+	}
 	pthread_mutex_lock(&w->lock);
 	/* Cancelled here too: that is this job's own end. */
 	if (!worker_cancelled()) {
@@ -210,6 +223,15 @@ static void state_change_locked(struct worker *w, enum job_state st)
 	if (w->state != st)
 		log_debug("state %s -> %s", job_state_name(w->state),
 			  job_state_name(st));
+	/* A cancel --force that met a recovery is dropped once it succeeded
+	 * (worker_check_cancel kept it): a later pause is no reason to end. */
+	if (w->state == JOB_STATE_POSTCOPY_RECOVER && st == JOB_STATE_POSTCOPY_ACTIVE &&
+	    !worker_orphaned() &&
+	    __atomic_exchange_n(&cancel_signalled, 0, __ATOMIC_SEQ_CST)) {
+		__atomic_store_n(&abandon_requested, 0, __ATOMIC_SEQ_CST);
+		log_warnx("a cancel came during the recovery, which succeeded: "
+			  "ignored, the migration goes on");
+	}
 	w->state = st;
 }
 
@@ -405,7 +427,7 @@ static bool worker_timed_out(struct worker *w)
  * return; the job then ends through its usual failure path. */
 static void worker_check_cancel(struct worker *w)
 {
-	bool timeout;
+	bool timeout, past;
 	int n;
 
 	pthread_mutex_lock(&w->lock);
@@ -446,12 +468,13 @@ static void worker_check_cancel(struct worker *w)
 	pthread_mutex_lock(&w->lock);
 	/* A cancel --force that met a recovery under way: taken if that
 	 * fails (the job is paused again), dropped if it succeeds. */
-	if (w->switched && !worker_orphaned() &&
+	past = w->switched || w->go_taken;
+	if (past && !worker_orphaned() &&
 	    w->state == JOB_STATE_POSTCOPY_RECOVER) {
 		pthread_mutex_unlock(&w->lock);
 		return;
 	}
-	if (w->switched && !worker_orphaned() &&
+	if (past && !worker_orphaned() &&
 	    w->state != JOB_STATE_POSTCOPY_PAUSED) {
 		/* migd refuses to cancel a job past its switch; this one
 		 * crossed it.  (Were migd gone, nobody could recover it.
@@ -465,7 +488,7 @@ static void worker_check_cancel(struct worker *w)
 		return;
 	}
 	__atomic_store_n(&cancel_taken, 1, __ATOMIC_RELAXED);
-	if (!w->abort_done && w->abort_fn && !w->switched) {
+	if (!w->abort_done && w->abort_fn && !past) {
 		w->abort_done = true;
 		/* The reason, before the broken connections it causes. */
 		if (!w->failed || w->error_is_note)
