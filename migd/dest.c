@@ -1299,6 +1299,12 @@ static int dest_resume(struct dest *d)
 	protobuf_c_message_free_unpacked(&rm->base, NULL);
 	if (r == 0)
 		r = dest_accept(d);
+	/* The source hears why it cannot recover, rather than a close: once
+	 * its channels are taken (it waits for ResumeNeeded then), and
+	 * before their threads could fail on their own. */
+	if (r == 0 && fault_link_gone(&d->fl))
+		return dest_refuse(d, EPIPE, DEST_SESSION_GONE, d->w->spec->vm,
+				   d->w->spec->vm);
 	pthread_mutex_lock(&d->pc.lock);
 	d->pc.ended = 0;
 	pthread_mutex_unlock(&d->pc.lock);
@@ -1314,10 +1320,6 @@ static int dest_resume(struct dest *d)
 			snprintf(d->err, sizeof(d->err), "ram channel %u: cannot "
 				 "start its thread: %s", i, strerror(-r));
 	}
-	/* The source hears why it cannot recover, rather than a close. */
-	if (r == 0 && fault_link_gone(&d->fl))
-		return dest_refuse(d, EPIPE, DEST_SESSION_GONE, d->w->spec->vm,
-				   d->w->spec->vm);
 	if (r == 0 && (r = fault_link_relink(&d->fl, d->w->spec->vm, d->page_fd,
 					     d->err, sizeof(d->err))) < 0)
 		return dest_refuse(d, -r, "%s", d->err);

@@ -1700,6 +1700,17 @@ static int source_postcopy_paused(struct source *s)
 				source_paused_end(s);
 				return -ECANCELED;
 			}
+			/* Nothing left to recover with: that is the job's end. */
+			if (vmm_link_gone(&s->vmm)) {
+				worker_clear_failure(w);
+				return worker_fail(w, EPIPE, "vmm %s closed its "
+						   "connection (it quit or died), and "
+						   "the guest's remaining pages went "
+						   "with it: the destination can never "
+						   "get them (cancel its job there with "
+						   "--force, and quit its vmm)",
+						   w->spec->vm);
+			}
 		}
 		worker_clear_failure(w);
 		worker_set_state(w, JOB_STATE_POSTCOPY_RECOVER);

@@ -96,7 +96,7 @@ static int check_incoming_hold(struct rpc_call *call, const char *doing)
 		return 0;
 	return rpc_call_errorf(call, EBUSY, "cannot %s: %s holds this vmm: only "
 			       "that job loads or starts a guest here (end it "
-			       "first: migctl cancel %s)", doing, by, ctl.vm->name);
+			       "first: migctl cancel %s --wait)", doing, by, ctl.vm->name);
 }
 
 /* A text from a caller, for logs and other callers' errors: no control
@@ -331,6 +331,14 @@ static int method_dirty_start(struct rpc_call *call, const ProtobufCMessage *arg
 		return rpc_call_errorf(call, EBUSY,
 				       "the guest moved to %s: this stale copy is not "
 				       "migrated", ctl.moved_to);
+	/* Pages still on a postcopy's source read as zeros from here: the
+	 * guest would move with holes in it. */
+	if (ctl.vm->uffd >= 0)
+		return rpc_call_errorf(call, EBUSY,
+				       "vmm %s still waits for pages of a postcopy "
+				       "migration: its memory is not all here yet, and "
+				       "is not migrated (migctl status %s)",
+				       ctl.vm->name, ctl.vm->name);
 	ret = dirty_start(ctl.vm, &fd);
 	if (ret == -EALREADY)
 		return rpc_call_errorf(call, EALREADY, "dirty logging is already on");

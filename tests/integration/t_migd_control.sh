@@ -457,7 +457,7 @@ vmmctl save hs "$RUNDIR/hs.state" || fail "save hs"
 start_vmm h --memory 64M --incoming
 out=$(migctl incoming h --listen tcp:127.0.0.1:0) || fail "incoming h: $out"
 haddr=$(printf '%s\n' "$out" | sed -n 's/^listen //p')
-held="migd's incoming job for h (listening on $haddr) holds this vmm: only that job loads or starts a guest here (end it first: migctl cancel h)"
+held="migd's incoming job for h (listening on $haddr) holds this vmm: only that job loads or starts a guest here (end it first: migctl cancel h --wait)"
 err=$(vmmctl load h "$RUNDIR/hs.state" 2>&1) && fail "a state was loaded into h while its job waits"
 case $err in *"cannot load state: $held"*) ;; *) fail "load h: $err" ;; esac
 err=$(vmmctl cont h 2>&1) && fail "h continued while its job waits"
