@@ -605,9 +605,9 @@ out:
 /*
  * One move at a time, each held by this connection until it closes:
  * DST for this transfer (no migration or other transfer fills it), then
- * SRC, once paused and saved, marked as moved to DST (no migration or
- * other transfer takes its guest, and nobody else resumes it).  A
- * refusal says who holds which.
+ * SRC, once paused and before it is saved, marked as moved to DST (no
+ * migration or other transfer takes its guest, and nobody else resumes
+ * it).  A refusal says who holds which.
  */
 static int transfer_hold(struct vmm_conn *src, struct vmm_conn *dst)
 {
@@ -652,6 +652,7 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 {
 	Tern__Vmm__VmmStatus *ds = NULL;
 	Tern__Vmm__VmState *st = NULL;
+	struct rpc_result res;
 	bool was_running = false, handed = false, marked = false, loaded = false;
 	int ret;
 
@@ -666,9 +667,10 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	if (ret == 0)
 		ret = transfer_ram(src, dst, copy, &handed);
 	if (ret == 0) {
-		/* Sent, DST may hold the guest whatever the answer. */
-		loaded = true;
-		ret = call(dst, "LoadState", &st->base, NULL, 0, NULL, NULL);
+		/* Unless DST refused it, it may hold the guest now. */
+		ret = call(dst, "LoadState", &st->base, NULL, 0, NULL, &res);
+		rpc_result_close_fds(&res);
+		loaded = ret == 0 || !res.remote;
 	}
 	if (st)
 		protobuf_c_message_free_unpacked(&st->base, NULL);
