@@ -69,19 +69,19 @@ void worker_params(struct worker *w, struct mig_params *ret)
  * are taken as they are, 0 (no cap, measured) included. */
 static void worker_tune(struct worker *w, const Tern__Migd__Params *p)
 {
-	unsigned int nch = MAX(w->spec->params.channels, 1u);
+	unsigned int nch = MAX(w->spec->params.channels, 1u), limit;
 
 	pthread_mutex_lock(&w->lock);
 	w->params.max_bandwidth = p->max_bandwidth;
 	w->params.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
 	if (p->downtime_limit_ms)
 		w->params.downtime_limit_ms = p->downtime_limit_ms;
+	limit = w->params.downtime_limit_ms;
 	__atomic_store_n(&w->chan_rate, p->max_bandwidth / nch, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&w->lock);
 	log_info("tuned: max bandwidth %llu B/s, switchover bandwidth %llu B/s, "
 		 "downtime limit %u ms", (unsigned long long)p->max_bandwidth,
-		 (unsigned long long)p->avail_switchover_bandwidth,
-		 w->params.downtime_limit_ms);
+		 (unsigned long long)p->avail_switchover_bandwidth, limit);
 	worker_report(w);
 }
 
@@ -171,7 +171,6 @@ int worker_fail_cancelled(struct worker *w, const char *who)
 		w->error_is_note = false;
 		log_warnx("%s", w->error);
 	}
-	w->failed = true;
 	pthread_mutex_unlock(&w->lock);
 	return -ECANCELED;
 }
