@@ -1770,7 +1770,7 @@ static void dest_tell_cancel(struct dest *d, struct worker *w)
 {
 	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
 
-	if (!worker_cancelled() || w->switched || w->go_taken ||
+	if (!worker_cancelled() || worker_past_switch_locked(w) ||
 	    pthread_mutex_trylock(&d->main_tx))
 		return;
 	rf.err = ECANCELED;

@@ -383,6 +383,7 @@ struct worker {
 int worker_main(const struct job_spec *spec, int status_fd);
 bool worker_cancelled(void);
 bool worker_abandoned(void);
+bool worker_past_switch_locked(const struct worker *w);
 /* Migd.Postcopy (the parent's "postcopy" command) or the timeout asked
  * to switch to postcopy. */
 bool worker_postcopy_requested(void);

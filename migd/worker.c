@@ -90,6 +90,13 @@ bool worker_cancelled(void)
 	return __atomic_load_n(&cancel_taken, __ATOMIC_RELAXED) != 0;
 }
 
+/* Past the point where a cancel is taken (w->lock held): the source's
+ * switch, or a destination's Go. */
+bool worker_past_switch_locked(const struct worker *w)
+{
+	return w->switched || w->go_taken;
+}
+
 /* migd has died: nobody could recover a paused postcopy. */
 static bool worker_orphaned(void)
 {
@@ -467,7 +474,7 @@ static void worker_check_cancel(struct worker *w)
 	pthread_mutex_lock(&w->lock);
 	/* A cancel --force that met a recovery under way: taken if that
 	 * fails (the job is paused again), dropped if it succeeds. */
-	past = w->switched || w->go_taken;
+	past = worker_past_switch_locked(w);
 	if (past && !worker_orphaned() &&
 	    w->state == JOB_STATE_POSTCOPY_RECOVER) {
 		pthread_mutex_unlock(&w->lock);
