@@ -290,11 +290,18 @@ usage_error() {
 # loopback connection of our own is cut, or stays (10 s).  If not,
 # SS_KILL_WHY says why.
 ss_kill_works() {
-	local port out
-	SS_KILL_WHY="ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY)"
 	command -v ss >/dev/null || { SS_KILL_WHY="ss (iproute2) is missing"; return 1; }
 	command -v python3 >/dev/null ||
 		{ SS_KILL_WHY="python3 is missing (it makes the probe's connection)"; return 1; }
+	# A probe that failed on its own (not a connection that stayed) is
+	# tried once more.
+	ss_kill_probe && return 0
+	case $SS_KILL_WHY in "the probe's"*) ss_kill_probe ;; *) return 1 ;; esac
+}
+
+ss_kill_probe() {
+	local port out
+	SS_KILL_WHY="ss -K cannot destroy sockets here (CONFIG_INET_DIAG_DESTROY)"
 	coproc SSPROBE { exec python3 -c '
 import socket
 l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
@@ -308,11 +315,22 @@ except socket.timeout:
 except OSError:
     print("cut", flush=True)
 '; }
-	PIDS+=("$SSPROBE_PID")
-	read -r -t 10 port <&"${SSPROBE[0]}" || return 1
+	# bash unsets SSPROBE as soon as the coprocess ends (python3 may
+	# fail at once): keep a copy of its output first.
+	local pid=${SSPROBE_PID:-} fd
+	PIDS+=(${pid:+"$pid"})
+	[ -n "${SSPROBE[0]:-}" ] && exec {fd}<&"${SSPROBE[0]}" || {
+		SS_KILL_WHY="the probe's python3 ended at once"; return 1; }
+	if ! read -r -t 10 port <&"$fd" || [ -z "$port" ]; then
+		SS_KILL_WHY="the probe's python3 gave no port"
+		exec {fd}<&-; return 1
+	fi
 	ss -K -tn "( src 127.0.0.1:$port or dst 127.0.0.1:$port )" >/dev/null 2>&1
-	read -r -t 15 out <&"${SSPROBE[0]}"
-	[ "$out" = cut ]
+	read -r -t 15 out <&"$fd"
+	exec {fd}<&-
+	[ "$out" = cut ] && return 0
+	[ -n "$out" ] || SS_KILL_WHY="the probe's python3 said nothing after ss -K"
+	return 1
 }
 
 # ss_kill FILTER: destroy the connections ss's FILTER selects (in the
