@@ -1220,6 +1220,7 @@ static void dest_close_listen(struct dest *d)
 static int dest_relisten(struct dest *d, const char *addr, char *msg,
 			 size_t len)
 {
+	char want[sizeof(d->listen)];
 	struct uri u;
 	int fd;
 
@@ -1227,6 +1228,12 @@ static int dest_relisten(struct dest *d, const char *addr, char *msg,
 		snprintf(msg, len, "recover: '%.200s' is not a tcp: or unix: "
 			 "address", addr);
 		return -EINVAL;
+	}
+	/* The address it listens on already: binding it again would fail
+	 * on its own socket. */
+	if (uri_format(&u, want, sizeof(want)) >= 0 && !strcmp(want, d->listen)) {
+		log_info("recover: already listening on %s", d->listen);
+		return 0;
 	}
 	fd = uri_listen_bound(&u, 64);
 	if (fd < 0) {
@@ -1287,7 +1294,7 @@ static int dest_resume(struct dest *d)
 	pthread_mutex_lock(&d->main_tx);
 	d->refused = false;             /* a new main connection */
 	pthread_mutex_unlock(&d->main_tx);
-	worker_set_state(d->w, JOB_STATE_POSTCOPY_RECOVER);
+	worker_leave_pause(d->w, JOB_STATE_POSTCOPY_RECOVER);
 	r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_RESUME, "Resume", &rm);
 	if (r < 0)
 		return r;
@@ -1363,6 +1370,7 @@ static void dest_note_session_gone(struct dest *d)
 static int dest_postcopy_paused(struct dest *d)
 {
 	char arg[PATH_MAX], msg[WORKER_ANSWER_MAX];
+	uint64_t look;
 	int r;
 
 	pthread_mutex_lock(&d->w->lock);
@@ -1372,6 +1380,8 @@ static int dest_postcopy_paused(struct dest *d)
 		worker_set_state(d->w, JOB_STATE_POSTCOPY_PAUSED);
 		dest_drop_links(d);
 		d->recovering = true;     /* only this job may come back */
+		/* (a test's fault point: Recover looked at 5 s late) */
+		look = fault_active("dest-slow-recover") ? deadline_ms(5000) : 0;
 		for (r = -EAGAIN; r == -EAGAIN; ) {
 			/* No guest left to recover for: that, not why the
 			 * job paused (nor a cancel: migd's end says nothing
@@ -1395,7 +1405,8 @@ static int dest_postcopy_paused(struct dest *d)
 				return -ECANCELED;
 			}
 			dest_note_session_gone(d);
-			if (worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==
+			if (now_ns() >= look &&
+			    worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==
 			    WORKER_CMD_RECOVER && arg[0]) {
 				r = dest_relisten(d, arg, msg, sizeof(msg));
 				/* Recover's reply shows the address bound. */
@@ -1813,6 +1824,11 @@ int dest_run(struct worker *w)
 	pthread_cond_init(&d.pc.cond, NULL);
 	d.pc.uffd = -1;
 	d.place.uffd = -1;
+	/* Where the parent listens for it (a Recover may move it). */
+	str_copy(d.listen, w->spec->peer, sizeof(d.listen));
+	pthread_mutex_lock(&w->lock);
+	str_copy(w->listen, d.listen, sizeof(w->listen));
+	pthread_mutex_unlock(&w->lock);
 	worker_set_abort(w, dest_abort, &d);
 	r = dest_vmm(&d);
 	/* Incoming replies now: its vmm can take the guest, or why not. */

@@ -422,6 +422,9 @@ void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
 		  uint64_t pages, uint64_t zero_pages);
 /* Postcopy-paused: wait up to ms for a command from the parent (or a
  * cancel); the command taken, or WORKER_CMD_NONE. */
+/* A destination leaves postcopy-paused for st; a Recover that came
+ * meanwhile is answered, not kept for a later pause. */
+void worker_leave_pause(struct worker *w, enum job_state st);
 enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
 				size_t len);
 /* Recovered: the job's failure is history (its text stays in the log). */

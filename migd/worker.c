@@ -507,6 +507,19 @@ static void worker_check_cancel(struct worker *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* A destination's Recover with a new address, come when the job is no
+ * longer paused (the source came back first, or it ended): said in msg. */
+static void late_recover_msg(struct worker *w, char *msg, size_t len)
+{
+	if (job_state_final(w->state))
+		snprintf(msg, len, "the job is %s: nothing to recover",
+			 job_state_name(w->state));
+	else
+		snprintf(msg, len, "the source came back on %.200s first: the "
+			 "job is %s, and its address stays", w->listen,
+			 job_state_name(w->state));
+}
+
 /* The parent's commands; a pause shuts the job's sockets at once. */
 static void *command_thread(void *arg)
 {
@@ -514,7 +527,9 @@ static void *command_thread(void *arg)
 	Tern__Rpc__Frame *f;
 	Tern__Migd__RecoverRequest *rq;
 	Tern__Migd__Params *tp;
+	char msg[WORKER_ANSWER_MAX];
 	enum worker_cmd cmd;
+	bool late;
 
 	for (;;) {
 		f = NULL;
@@ -552,7 +567,14 @@ static void *command_thread(void *arg)
 		}
 		if (cmd == WORKER_CMD_PAUSE && w->state == JOB_STATE_POSTCOPY_ACTIVE)
 			worker_fail(w, EINTR, "paused on request (migctl pause)");
+		late = false;
 		pthread_mutex_lock(&w->lock);
+		if (cmd == WORKER_CMD_RECOVER && w->spec->role != JOB_ROLE_SOURCE &&
+		    rq->listen[0] && w->state != JOB_STATE_POSTCOPY_PAUSED) {
+			late = true;
+			cmd = WORKER_CMD_NONE;
+			late_recover_msg(w, msg, sizeof(msg));
+		}
 		if (cmd != WORKER_CMD_NONE) {
 			w->cmd = cmd;
 			snprintf(w->cmd_arg, sizeof(w->cmd_arg), "%s", !rq ? "" :
@@ -565,10 +587,30 @@ static void *command_thread(void *arg)
 			w->abort_fn(w, w->abort_arg);
 		}
 		pthread_mutex_unlock(&w->lock);
+		if (late)
+			worker_answer(w, EALREADY, msg);
 		if (rq)
 			tern__migd__recover_request__free_unpacked(rq, NULL);
 		tern__rpc__frame__free_unpacked(f, NULL);
 	}
+}
+
+void worker_leave_pause(struct worker *w, enum job_state st)
+{
+	char msg[WORKER_ANSWER_MAX];
+	bool late;
+
+	pthread_mutex_lock(&w->lock);
+	late = w->cmd == WORKER_CMD_RECOVER && w->cmd_arg[0];
+	if (late)
+		w->cmd = WORKER_CMD_NONE;
+	state_change_locked(w, st);
+	if (late)
+		late_recover_msg(w, msg, sizeof(msg));
+	pthread_mutex_unlock(&w->lock);
+	worker_report(w);
+	if (late)
+		worker_answer(w, EALREADY, msg);
 }
 
 enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,

@@ -136,12 +136,12 @@ migctl cancel s7 --force --wait >/dev/null || fail "cancel s7"
 migctl cancel r7 --force --wait >/dev/null || fail "cancel r7"
 vmmctl quit s7 >/dev/null; vmmctl quit r7 >/dev/null
 
-note "migctl pause, a recovery at a wrong address, one that announces a channel too many, then the right one"
+note "migctl pause, a recovery at a wrong address, one that announces a channel too many, then the right one; a new address asked for too late"
 # The source's first Resume announces (and opens) one ram channel more
 # than the job has: the destination must refuse it and stay paused.  At
 # the end its PostcopyDone comes after the page link closed (dest-done-late).
 stop_migd
-start_migd TERN_FAULT=source-resume-extra-channel,dest-done-late
+start_migd TERN_FAULT=source-resume-extra-channel,dest-done-late,dest-slow-recover
 small_postcopy r s --max-bandwidth 4M --channels 4
 # A cancel (SIGTERM from migd) that crossed the switch is dropped by
 # both workers: the guest runs on s with pages only r has.
@@ -162,11 +162,17 @@ err=$(migctl recover r "$ADDR" --listen tcp:127.0.0.1:0 2>&1) && fail "a source 
 case $err in *"r is a source job: it takes the destination's address"*) ;; *) fail "recover r: $err" ;; esac
 both_paused r s || fail "refused recoveries: r $(job_get r state), s $(job_get s state)"
 echo "ok: addresses for the other side are refused"
-# A new address that cannot be bound (s listens there already) is
+# The address s listens on already is kept, not bound twice.
+out=$(migctl recover s --listen "$ADDR" 2>&1) || fail "recover s --listen $ADDR: $out"
+printf '%s\n' "$out" | grep -qx "listen $ADDR" || fail "recover s --listen $ADDR: $out"
+echo "ok: recover --listen on its own address: $out"
+# A new address that cannot be bound (a file that is no socket) is
 # refused to recover, saying why; s waits on where it was.
-err=$(migctl recover s --listen "$ADDR" 2>&1) && fail "s bound $ADDR twice: $err"
-case $err in *"cannot listen on $ADDR: Address already in use"*) ;;
-*) fail "recover s --listen $ADDR: $err" ;; esac
+: >"$RUNDIR/not-a-socket"
+err=$(migctl recover s --listen "unix:$RUNDIR/not-a-socket" 2>&1) &&
+	fail "s listened over a file: $err"
+case $err in *"cannot listen on unix:$RUNDIR/not-a-socket: Address already in use"*) ;;
+*) fail "recover s --listen over a file: $err" ;; esac
 [ "$(job_get s listen)" = "$ADDR" ] || fail "s listens on $(job_get s listen)"
 echo "ok: $err"
 # The source's copy is stale and its job still runs: neither a cont nor
@@ -202,6 +208,24 @@ wait_until 30 both_paused r s || fail "extra channel: r $(job_get r state), s $(
 [ "$(state_of s)" = running ] || fail "s is not running while paused"
 echo "ok: refused: $(job_get s error)"
 recover r s 0
+# A new address that s looks at only after its source came back on the
+# old one (dest-slow-recover) is answered then, and s stays where it was.
+migctl pause r >/dev/null || fail "pause r (late recover)"
+wait_until 30 both_paused r s || fail "pause: r $(job_get r state), s $(job_get s state)"
+migctl recover s --listen tcp:127.0.0.1:0 >"$RUNDIR/late.out" 2>&1 &
+late=$!
+PIDS+=("$late")
+wait_until 10 grep -q "s: recovering via tcp:127.0.0.1:0" "$RUNDIR/migd.log" ||
+	fail "migd took no recover for s"
+migctl recover r "$ADDR" >/dev/null || fail "recover r (before s's new address)"
+wait_until 30 both_active r s || fail "not active again: r $(job_get r state), s $(job_get s state)"
+gone() { ! kill -0 "$1" 2>/dev/null; }
+wait_until 30 gone "$late" || fail "recover s --listen got no answer: $(cat "$RUNDIR/late.out")"
+wait "$late" && fail "s took a new address after its source came back: $(cat "$RUNDIR/late.out")"
+case $(cat "$RUNDIR/late.out") in *"the source came back on $ADDR first: the job is postcopy-"*) ;;
+*) fail "recover s --listen, late: $(cat "$RUNDIR/late.out")" ;; esac
+[ "$(job_get s listen)" = "$ADDR" ] || fail "s listens on $(job_get s listen)"
+echo "ok: $(cat "$RUNDIR/late.out")"
 out=$(migctl --json status r --watch) || fail "r: $out"
 [ "$(echo "$out" | jget state)" = completed ] || fail "r: $out"
 vmmctl check s || fail "s: memory check"
