@@ -368,6 +368,19 @@ struct worker {
 	Tern__Migd__PostcopyStats pc;   /* (L) its figures (pc_hist holds the
 					 * histogram; pc.latency_hist unused) */
 	uint64_t pc_hist[PC_HIST_BUCKETS]; /* (L) */
+	/* Source in postcopy: the pages the push still has to send, for
+	 * the status (worker_fill).  source_pc_base sets the base: pages
+	 * left when the channels had sent pc_base_sent pages and the page
+	 * server had taken pc_base_taken off the push's bitmap; each page
+	 * sent or taken since is one fewer.  (A page taken by either is
+	 * taken once: the bitmap's bits are cleared atomically.) */
+	bool pc_counting;               /* (L) the base is set */
+	uint64_t pc_base_left;          /* (L) */
+	uint64_t pc_base_sent;          /* (L) */
+	uint64_t pc_base_taken;         /* (L) */
+	uint64_t pc_requests;           /* (A) source: page requests answered */
+	uint64_t pc_served;             /* (A) pages sent on the page link */
+	uint64_t pc_taken;              /* (A) ... that the push had still to send */
 	enum worker_cmd cmd;            /* (L) the parent's latest command */
 	char cmd_arg[PATH_MAX];         /* (L) its address, if any */
 	pthread_cond_t cmd_cond;        /* signalled with lock when cmd changes */
@@ -431,6 +444,10 @@ enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
 void worker_clear_failure(struct worker *w);
 void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
 		       uint64_t raw_bytes);
+/* The page server answered a request: pages sent, taken of them off the
+ * push's bitmap, bytes on the wire. */
+void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
+			 uint64_t bytes);
 
 /* Guest RAM as the worker sees it: the vmm's memfds, mapped shared. */
 struct ram_view {
@@ -722,10 +739,8 @@ struct page_server {
 	uint64_t *tosend;               /* the push's bitmap; pages sent here
 					 * are cleared (atomically) */
 	uint64_t hint;                  /* (A) the page after the last request */
-	uint64_t requests;              /* (A) requests answered */
-	uint64_t pages;                 /* (A) pages sent */
-	uint64_t *job_bytes;            /* (A) the job's transferred_bytes: what
-					 * the page link carries counts too */
+	struct worker *w;               /* counts what it serves in the job's
+					 * figures (worker_count_served) */
 	int err;                        /* (A) why the thread ended, 0 while it runs */
 	char why[200];                  /* its words, valid once err is set */
 	pthread_t thread;

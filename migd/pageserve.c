@@ -39,7 +39,7 @@ static int serve_one(struct page_server *ps, const Tern__Stream__PageRequest *q)
 	Tern__Stream__PageMsg m = TERN__STREAM__PAGE_MSG__INIT;
 	Tern__Stream__PageData d = TERN__STREAM__PAGE_DATA__INIT;
 	const struct ram_view *v = ps->ram;
-	uint64_t first, i;
+	uint64_t first, i, bit, taken = 0;
 	int r;
 
 	if (q->region >= v->n || q->offset % STREAM_PAGE ||
@@ -62,15 +62,16 @@ static int serve_one(struct page_server *ps, const Tern__Stream__PageRequest *q)
 		return r;
 	}
 	first = v->first_page[q->region] + q->offset / STREAM_PAGE;
-	for (i = first; i < first + q->pages; i++)
-		__atomic_fetch_and(&ps->tosend[i / 64], ~(1ULL << (i % 64)),
-				   __ATOMIC_RELAXED);
+	for (i = first; i < first + q->pages; i++) {
+		bit = 1ULL << (i % 64);
+		if (__atomic_fetch_and(&ps->tosend[i / 64], ~bit,
+				       __ATOMIC_RELAXED) & bit)
+			taken++;        /* the push will not send it now */
+	}
 	__atomic_store_n(&ps->hint, first + q->pages, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&ps->requests, 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&ps->pages, q->pages, __ATOMIC_RELAXED);
-	__atomic_fetch_add(ps->job_bytes,
-			   4 + protobuf_c_message_get_packed_size(&m.base),
-			   __ATOMIC_RELAXED);   /* stream_msg_send's framing */
+	/* + 4: stream_msg_send's framing */
+	worker_count_served(ps->w, q->pages, taken,
+			    4 + protobuf_c_message_get_packed_size(&m.base));
 	return 0;
 }
 

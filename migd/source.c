@@ -1401,16 +1401,34 @@ static int source_check_links(struct source *s)
 	return 0;
 }
 
-static void source_pc_stats(struct source *s, uint64_t left)
+/* The status's count of pages queued by the push. */
+static void source_pc_pushed(struct source *s)
+{
+	pthread_mutex_lock(&s->w->lock);
+	s->w->pc.pages_pushed = s->pushed;
+	pthread_mutex_unlock(&s->w->lock);
+}
+
+/*
+ * The push has `left` pages to send from now (the bitmap just made, or
+ * the destination's after a recovery; 0 once it has them all): the
+ * status counts down from here (worker_fill_push), with the page server
+ * stopped or not started yet.
+ */
+static void source_pc_base(struct source *s, uint64_t left)
 {
 	struct worker *w = s->w;
+	uint64_t sent = 0;
+	unsigned int i;
 
+	for (i = 0; i < s->nchan; i++)
+		sent += __atomic_load_n(&w->chan[i].pages, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&w->lock);
-	w->pc.requests_served = __atomic_load_n(&s->ps.requests, __ATOMIC_RELAXED);
-	w->pc.pages_on_demand = __atomic_load_n(&s->ps.pages, __ATOMIC_RELAXED);
+	w->pc_counting = true;
+	w->pc_base_left = left;
+	w->pc_base_sent = sent;
+	w->pc_base_taken = __atomic_load_n(&w->pc_taken, __ATOMIC_RELAXED);
 	w->pc.pages_pushed = s->pushed;
-	w->pc.needed_pages = left;
-	w->remaining_bytes = left * STREAM_PAGE;
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -1459,10 +1477,9 @@ static int source_push(struct source *s)
 		}
 		if (r < 0 && bits)
 			__atomic_fetch_or(&s->tosend[cur], bits, __ATOMIC_RELAXED);
-		if ((cur & 1023) == 0)
-			source_pc_stats(s, bitmap_count(s->tosend, s->ram.pages));
 		if (r == 0 && ((cur & 1023) == 0 || now_ns() - checked >= LINK_CHECK_NS)) {
 			checked = now_ns();
+			source_pc_pushed(s);
 			r = source_check_links(s);
 		}
 		cur = (cur + 1) % words;
@@ -1638,6 +1655,7 @@ static int source_resume(struct source *s, const char *uri)
 		return r;
 	if (s->ram.pages % 64)
 		s->tosend[s->ram.pages / 64] &= (1ULL << (s->ram.pages % 64)) - 1;
+	source_pc_base(s, bitmap_count(s->tosend, s->ram.pages));
 	s->ps.fd = s->page_fd;
 	s->ps.err = 0;
 	s->ps.why[0] = 0;
@@ -1791,6 +1809,7 @@ static int source_postcopy(struct source *s)
 		return r;
 	bitmap_or(s->tosend, s->dirty, s->ram.pages);
 	left = bitmap_count(s->tosend, s->ram.pages);
+	source_pc_base(s, left);
 	t[1] = now_ns();
 	if (r == 0)
 		r = source_send_postcopy(s);
@@ -1800,7 +1819,7 @@ static int source_postcopy(struct source *s)
 	t[3] = now_ns();
 	s->ps.fd = s->page_fd;
 	s->ps.ram = &s->ram;
-	s->ps.job_bytes = &w->transferred_bytes;
+	s->ps.w = w;
 	s->ps.tosend = s->tosend;
 	if (r == 0) {
 		r = page_server_start(&s->ps);
@@ -1815,7 +1834,6 @@ static int source_postcopy(struct source *s)
 	r = source_cross(s);
 	if (r < 0)
 		return r;
-	source_pc_stats(s, left);
 	worker_report(w);
 	fault_point("source-postcopy-before-go");
 	r = source_go(s, &t_go, &resumed);
@@ -1864,16 +1882,18 @@ static int source_postcopy(struct source *s)
 			r = source_send_pc_hashes(s);
 		if (r == 0)
 			r = source_wait_done(s);
-		source_pc_stats(s, 0);
-		if (r == 0)
+		if (r == 0) {
+			source_pc_base(s, 0);   /* PostcopyDone: it has them all */
 			break;
+		}
+		source_pc_pushed(s);
 		r = source_postcopy_paused(s);
 		if (r < 0)
 			return r;
 	}
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)s->pushed,
-		 (unsigned long long)__atomic_load_n(&s->ps.pages, __ATOMIC_RELAXED));
+		 (unsigned long long)__atomic_load_n(&w->pc_served, __ATOMIC_RELAXED));
 	return 0;
 }
 

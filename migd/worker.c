@@ -211,6 +211,15 @@ void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
 	__atomic_add_fetch(&w->chan[chan].raw_bytes, raw_bytes, __ATOMIC_RELAXED);
 }
 
+void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
+			 uint64_t bytes)
+{
+	__atomic_add_fetch(&w->pc_requests, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&w->pc_served, pages, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&w->pc_taken, taken, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&w->transferred_bytes, bytes, __ATOMIC_RELAXED);
+}
+
 /* Under w->lock: the one place the job's state changes.  A change the
  * state machine does not allow (jobstate.c) is refused: expected from
  * cancelling (the job is on its way out), a bug otherwise. */
@@ -265,6 +274,28 @@ int worker_fail(struct worker *w, int err, const char *fmt, ...)
 	}
 	pthread_mutex_unlock(&w->lock);
 	return -(err ? err : EIO);
+}
+
+/*
+ * A source in postcopy, from its counters (w->lock held): the page
+ * server's figures, and what the push still has to send, down from its
+ * base by each page a channel sent or the page server took since; so
+ * the figures move while the push runs, not only when its main thread
+ * looks.  pages: what the channels sent so far.
+ */
+static void worker_fill_push(struct worker *w, Tern__Migd__JobStatus *js,
+			     Tern__Migd__PostcopyStats *pcst, uint64_t pages)
+{
+	uint64_t done, taken = __atomic_load_n(&w->pc_taken, __ATOMIC_RELAXED);
+
+	pcst->requests_served = __atomic_load_n(&w->pc_requests, __ATOMIC_RELAXED);
+	pcst->pages_on_demand = __atomic_load_n(&w->pc_served, __ATOMIC_RELAXED);
+	if (!w->pc_counting)
+		return;
+	done = (pages - MIN(pages, w->pc_base_sent)) +
+	       (taken - MIN(taken, w->pc_base_taken));
+	pcst->needed_pages = w->pc_base_left - MIN(w->pc_base_left, done);
+	js->remaining_bytes = pcst->needed_pages * STREAM_PAGE;
 }
 
 /* Build the JobStatus; the caller holds w->lock.  chans must have room. */
@@ -344,6 +375,8 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 		pcst->latency_hist = w->pc_hist;
 		js->postcopy_stats = pcst;
 	}
+	if (w->postcopy && s->role == JOB_ROLE_SOURCE)
+		worker_fill_push(w, js, pcst, pages);
 }
 
 /* Send one status frame to the parent (blocking; the parent reads fast). */
