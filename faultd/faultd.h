@@ -78,6 +78,7 @@ struct waiting_fault {
 
 struct fault_stats {
 	uint64_t faults, remote, zero, merged, requests, fetched, exist;
+	uint64_t link_bytes;            /* PageData frames received, framed */
 	/* Latencies of remote faults (FINE_REMOTE: a page fetched from the
 	 * source, also merged ones) and of local ones (FINE_ZERO: a known
 	 * zero page placed at once), in log-linear buckets. */

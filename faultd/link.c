@@ -112,11 +112,11 @@ static void link_placed_locked(struct session *s, const struct fault_region *r,
 }
 
 /*
- * One PageData: 0, or -EPROTO with why (a protocol violation), or another
- * -errno with why (placing failed).
+ * One PageData, which came in a frame of frame_bytes: 0, or -EPROTO with
+ * why (a protocol violation), or another -errno with why (placing failed).
  */
 static int handle_page_data(struct session *s, const Tern__Stream__PageData *d,
-			    char *why, size_t len)
+			    uint64_t frame_bytes, char *why, size_t len)
 {
 	const struct fault_region *r;
 	struct page_req q;
@@ -168,6 +168,7 @@ static int handle_page_data(struct session *s, const Tern__Stream__PageData *d,
 	pthread_mutex_lock(&s->lock);
 	s->st.fetched += copied;
 	s->st.exist += exist;
+	s->st.link_bytes += frame_bytes;
 	if (ret == 0)
 		link_placed_locked(s, r, d->offset, npages);
 	else    /* no request covers them now: a fault there asks anew */
@@ -286,7 +287,10 @@ void *link_main(void *arg)
 			to = SESSION_STATE_PAUSED;
 			snprintf(why, sizeof(why), "page link: %s", strerror(-ret));
 		} else if (m->body_case == TERN__STREAM__PAGE_MSG__BODY_DATA) {
-			ret = handle_page_data(s, m->data, why, sizeof(why));
+			/* + 4: the frame's length prefix */
+			ret = handle_page_data(s, m->data, 4 +
+					       protobuf_c_message_get_packed_size(&m->base),
+					       why, sizeof(why));
 			if (ret < 0)
 				to = SESSION_STATE_FAILED;
 		} else if (m->body_case == TERN__STREAM__PAGE_MSG__BODY_REFUSE) {

@@ -179,6 +179,7 @@ void session_stats(struct session *s, Tern__Faultd__FaultStats *out,
 	out->requests = st.requests;
 	out->pages_fetched = st.fetched;
 	out->pages_exist = st.exist;
+	out->link_bytes = st.link_bytes;
 	out->error = buf->error;
 	memset(buf->hist, 0, sizeof(buf->hist));
 	for (i = 0; i < FAULTD_FINE_BUCKETS; i++)

@@ -111,7 +111,14 @@ out:
 /* Copy faultd's figures into the job's (the caller holds w->lock). */
 static void fault_stats_take(struct worker *w, const Tern__Faultd__FaultStats *st)
 {
+	uint64_t seen = w->pc_link_seen;
 	size_t i;
+
+	/* What faultd received on the page link is the job's too.  A count
+	 * below the last one is a new session's (faultd started again). */
+	__atomic_add_fetch(&w->transferred_bytes, st->link_bytes -
+			   (st->link_bytes >= seen ? seen : 0), __ATOMIC_RELAXED);
+	w->pc_link_seen = st->link_bytes;
 
 	w->pc.faults = st->faults;
 	w->pc.remote_faults = st->remote_faults;

@@ -381,6 +381,9 @@ struct worker {
 	uint64_t pc_requests;           /* (A) source: page requests answered */
 	uint64_t pc_served;             /* (A) pages sent on the page link */
 	uint64_t pc_taken;              /* (A) ... that the push had still to send */
+	uint64_t pc_link_seen;          /* (L) destination: faultd's page link
+					 * bytes, as last added to
+					 * transferred_bytes */
 	enum worker_cmd cmd;            /* (L) the parent's latest command */
 	char cmd_arg[PATH_MAX];         /* (L) its address, if any */
 	pthread_cond_t cmd_cond;        /* signalled with lock when cmd changes */
