@@ -5,7 +5,9 @@
 # background push (the ram channels).  Each migration must end with the
 # memory check passing on the destination, the guest's own checks
 # silent, its heartbeats going on, and nothing left to send.  Then: the
-# switch on request, by policy and as the timeout's action; verify
+# switch on request, by policy and as the timeout's action; the status
+# figures during the push (the source's pages to push go down) and after
+# it (the destination counts the page link's bytes too); verify
 # through postcopy, and a page corrupted on the destination found by it
 # (migctl fails, the guest runs on); the pages a guest dirties after
 # the discard dropped in rounds before the pause (verify proves that
@@ -50,12 +52,55 @@ incoming g
 # must hash as f's stopped RAM does.
 postcopy_on_request f --max-bandwidth 16M --channels 2 --verify
 wait_until 30 both_active f g || fail "no postcopy: $(migctl status f)"
+# While the push runs (seconds, at 16 MB/s) the source's pages still to
+# push go down by at least the pages its channels sent (the page link
+# takes some too), in any two reports, with remaining_bytes those pages'
+# bytes; they once stayed at a figure of the switch or of a pass's
+# start.  Three pairs of reports, each pair as soon as pages went.
+pc_figures() {
+	echo "$1" | jget state
+	echo "$1" | jget needed_pages
+	echo "$1" | jget remaining_bytes
+	echo "$1" | jget pages_sent
+}
+sent_since() {		# sets S2: a report after pages went, or past the push
+	S2=$(migctl --json status f)
+	[ "$(echo "$S2" | jget state)" != postcopy_active ] ||
+		[ "$(echo "$S2" | jget pages_sent)" -gt "$1" ]
+}
+S2=$(migctl --json status f)
+for pair in 1 2 3; do
+	s1=$S2
+	read -r -d '' st1 n1 r1 p1 < <(pc_figures "$s1")
+	[ "$st1" = postcopy_active ] && [ "${n1:-0}" -gt 0 ] && [ "$r1" = $((n1 * 4096)) ] ||
+		fail "f: pages to push in postcopy: $s1"
+	wait_until 30 sent_since "$p1" || fail "f: no page sent in postcopy: $S2"
+	read -r -d '' st2 n2 r2 p2 < <(pc_figures "$S2")
+	[ "$st2" = postcopy_active ] || fail "f: the push ended before pair $pair: $S2"
+	[ $((n1 - n2)) -ge $((p2 - p1)) ] && [ "$r2" = $((n2 * 4096)) ] ||
+		fail "f: $((p2 - p1)) pages sent, but the pages to push went from $n1 to $n2 ($r2 bytes): $S2"
+	echo "ok: f: $((p2 - p1)) pages sent, pages to push $n1 -> $n2"
+done
 # 128 MiB at 16 MB/s: postcopy lasts seconds, the check comes at its end
 case $(job_get g verified) in "not checked yet: "*) ;;
 *) fail "g: verify during postcopy: $(job_get g verified)" ;; esac
 out=$(migctl --json status f --watch) || fail "f: $out"
 check_done f g "$out"
 [ "$(job_get g pages_on_demand)" -gt 0 ] || fail "g: nothing on demand"
+# The destination counts every byte it received: on the ram channels each
+# page's 8-byte offset and, but for a zero page, its 4096 bytes (before
+# and after the switch), and each page placed from the page link came in
+# a PageData of its 4096 bytes at least; packet headers and framing come
+# on top.  It cannot count more than the source sent.
+d=$(migctl --json status g)
+ds=$(echo "$d" | jget pages_sent)
+least=$(( (ds - $(echo "$d" | jget zero_pages) + $(echo "$d" | jget pages_on_demand)) * 4096 + ds * 8 ))
+dt=$(echo "$d" | jget transferred_bytes)
+[ "$dt" -ge "$least" ] ||
+	fail "g: $dt bytes transferred, but the pages it received are $least: $d"
+[ "$dt" -le "$(echo "$out" | jget transferred_bytes)" ] ||
+	fail "g: received $dt bytes, more than f sent: $(echo "$out" | jget transferred_bytes)"
+echo "ok: g: $dt bytes received, at least the $least of its pages"
 kib=$(memfd_kib "$(pid_of g)")
 [ "$kib" = 131072 ] || fail "g: $kib KiB of its 128 MiB allocated after postcopy"
 echo "ok: g: preallocated, all 131072 KiB allocated after postcopy"
