@@ -126,11 +126,25 @@ static const char *fmt_time(uint64_t unix_ms, char *buf, size_t len)
 	return buf;
 }
 
+/* A source in precopy: the round under way, or next (1 for the first);
+ * else 0. */
+static uint64_t job_round(const Tern__Migd__JobStatus *js)
+{
+	if (js->state != TERN__MIGD__JOB_STATE__JOB_ACTIVE ||
+	    js->role != TERN__MIGD__JOB_ROLE__ROLE_SOURCE)
+		return 0;
+	return js->rounds + 1;
+}
+
 /*
- * How far the job is, 0..1, from its own counters (it may go down as the
- * guest dirties pages): transferred / (transferred + remaining), or
- * against guest RAM while nothing is known to remain (the first round, a
- * destination).  Only a completed job is at 100%.
+ * How far the job is, 0..1, from its own counters.  In a precopy round,
+ * how far that round is: the job's end depends on whether the guest's
+ * dirtying lets it converge, which no share of the whole can tell (the
+ * old whole-job ratio sat at 99% through every round of a precopy that
+ * did not converge); the rounds and the expected downtime say how that
+ * goes.  Otherwise transferred / (transferred + remaining), or against
+ * guest RAM while nothing is known to remain (a destination before the
+ * switch).  Only a completed job is at 100%.
  */
 static double job_fraction(const Tern__Migd__JobStatus *js)
 {
@@ -139,7 +153,10 @@ static double job_fraction(const Tern__Migd__JobStatus *js)
 
 	if (js->state == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
 		return 1.0;
-	if (r > 0)
+	if (job_round(js))      /* between rounds: the next, at 0 */
+		f = js->round_pages ? (double)js->round_sent /
+				      (double)js->round_pages : 0;
+	else if (r > 0)
 		f = (double)t / (double)(t + r);
 	else if (js->total_bytes)
 		f = (double)t / (double)js->total_bytes;
@@ -246,7 +263,10 @@ static void print_status(Tern__Migd__JobStatus *js)
 	printf("  peer          %s\n", js->peer[0] ? js->peer : "-");
 	if (js->listen[0] && strcmp(js->listen, js->peer))
 		printf("  listening on  %s\n", js->listen);
-	printf("  progress      %.0f%%: %s transferred, %s remaining, RAM %s\n",
+	printf("  progress      ");
+	if (job_round(js))
+		printf("round %llu ", (unsigned long long)job_round(js));
+	printf("%.0f%%: %s transferred, %s remaining, RAM %s\n",
 	       job_fraction(js) * 100, fmt_size(js->transferred_bytes, a, sizeof(a)),
 	       fmt_size(js->remaining_bytes, b, sizeof(b)),
 	       fmt_size(js->total_bytes, c, sizeof(c)));
@@ -334,6 +354,7 @@ static struct progress {
 	bool tty;                       /* redraw one line in place */
 	bool drawn;                     /* a bar line is on screen */
 	uint64_t job_started;           /* the job the maximum belongs to */
+	uint64_t round;                 /* ... and its round (job_round) */
 	double max;                     /* largest fraction shown for it */
 	uint64_t last_line_ns;
 	Tern__Migd__JobState last_state;
@@ -353,11 +374,13 @@ static void progress_show(const Tern__Migd__JobStatus *js)
 	char line[512], bar[CTL_BAR_WIDTH + 1], a[32], b[32], c[32], d[32];
 	bool active = js->state == TERN__MIGD__JOB_STATE__JOB_ACTIVE;
 	double frac = job_fraction(js);
-	uint64_t now = now_ns();
+	uint64_t now = now_ns(), round = job_round(js);
 	int i, fill, n, width;
 
-	if (js->started_unix_ms != prog.job_started) {
+	/* A round starts a bar of its own, as does the end of precopy. */
+	if (js->started_unix_ms != prog.job_started || round != prog.round) {
 		prog.job_started = js->started_unix_ms;
+		prog.round = round;
 		prog.max = 0;
 	}
 	if (frac > prog.max)
@@ -370,12 +393,19 @@ static void progress_show(const Tern__Migd__JobStatus *js)
 	bar[CTL_BAR_WIDTH] = 0;
 	/* In precopy, the round under way; the rates and the estimate
 	 * only once a round ended and measured them. */
-	n = snprintf(line, sizeof(line), "%s [%s] %3.0f%% %-10s sent %s, %s left"
-		     "  round %llu", js->vm, bar, prog.max * 100,
-		     state_name(js->state),
-		     fmt_size(js->transferred_bytes, a, sizeof(a)),
-		     fmt_size(js->remaining_bytes, b, sizeof(b)),
-		     (unsigned long long)js->rounds + (active ? 1 : 0));
+	if (round)
+		n = snprintf(line, sizeof(line), "%s [%s] %3.0f%% of round %llu  "
+			     "sent %s, %s left", js->vm, bar, prog.max * 100,
+			     (unsigned long long)round,
+			     fmt_size(js->transferred_bytes, a, sizeof(a)),
+			     fmt_size(js->remaining_bytes, b, sizeof(b)));
+	else
+		n = snprintf(line, sizeof(line), "%s [%s] %3.0f%% %-10s sent %s, "
+			     "%s left  round %llu", js->vm, bar, prog.max * 100,
+			     state_name(js->state),
+			     fmt_size(js->transferred_bytes, a, sizeof(a)),
+			     fmt_size(js->remaining_bytes, b, sizeof(b)),
+			     (unsigned long long)js->rounds + (active ? 1 : 0));
 	if (js->rounds && n < (int)sizeof(line))
 		n += snprintf(line + n, sizeof(line) - n,
 			      "  %s  dirty %llu p/s  downtime ~%s",
@@ -786,7 +816,7 @@ static int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobList *l = NULL;
-	char t[32], s[32];
+	char t[32], s[32], st[48];
 	size_t i;
 
 	if (call(cl, "List", NULL, (ProtobufCMessage **)&l, false) < 0)
@@ -801,9 +831,15 @@ static int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 		for (i = 0; i < l->n_jobs; i++) {
 			Tern__Migd__JobStatus *js = l->jobs[i];
 
+			/* DONE is the round's, in precopy: say which */
+			if (job_round(js))
+				snprintf(st, sizeof(st), "%s r%llu",
+					 state_name(js->state),
+					 (unsigned long long)job_round(js));
+			else
+				snprintf(st, sizeof(st), "%s", state_name(js->state));
 			printf("%-16s %-11s %-10s %3.0f%% %11s %-19s %s\n", js->vm,
-			       role_name(js->role), state_name(js->state),
-			       job_fraction(js) * 100,
+			       role_name(js->role), st, job_fraction(js) * 100,
 			       fmt_size(js->transferred_bytes, t, sizeof(t)),
 			       fmt_time(js->started_unix_ms, s, sizeof(s)),
 			       js->id[0] ? text_safe(js->id) : "-");

@@ -351,10 +351,12 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->compressed_pages = zstd;
 	js->raw_bytes = raw;
 	/* Within a round, what it still has to send counts as remaining. */
-	if (w->round_pages && w->state == JOB_STATE_ACTIVE)
-		js->remaining_bytes = (w->round_pages -
-				       MIN(w->round_pages, pages - w->round_base)) *
+	if (w->round_pages && w->state == JOB_STATE_ACTIVE) {
+		js->round_pages = w->round_pages;
+		js->round_sent = MIN(w->round_pages, pages - w->round_base);
+		js->remaining_bytes = (js->round_pages - js->round_sent) *
 				      STREAM_PAGE;
+	}
 	js->n_channels = nch;
 	js->channels = pcs;
 	js->error = w->error;
