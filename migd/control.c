@@ -298,7 +298,7 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "the source, so cancelling would lose it; wait "
 				       "for the job to complete%s", q->vm, q->force ?
 				       " (--force takes only a postcopy-paused job)" : "");
-	r = job_cancel(j, job_in_postcopy(j));
+	r = job_cancel(j, job_in_postcopy(j) ? JOB_CANCEL_ABANDON : JOB_CANCEL_PLAIN);
 	return job_acted(call, j, r, q->wait);
 }
 

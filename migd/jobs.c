@@ -309,8 +309,9 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	/* A cancel that crossed the switch: the worker drops it, unless its
 	 * postcopy is paused (cancel --force), or a recovery is under way
 	 * (taken if that fails). */
-	if (js->switched && js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED &&
-	    js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER)
+	if (js->switched && (j->cancel_how == JOB_CANCEL_PLAIN ||
+			     (js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED &&
+			      js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER)))
 		j->cancel_requested = false;
 	/* A final state shows once the job is over (job_tidy_done): until
 	 * the worker is reaped and its vmm tidied, the VM takes no new job,
@@ -489,18 +490,21 @@ fail:
 	return r;
 }
 
-int job_cancel(struct job *j, bool abandon)
+int job_cancel(struct job *j, enum job_cancel how)
 {
 	int r;
 
 	if (j->finished || j->pid <= 0)
 		return -EINVAL;
-	/* A paused postcopy's end is an operator's, said on the status
-	 * socketpair: SIGTERM alone is migd's end (jobs_signal_all). */
-	r = abandon ? job_command(j, "abandon", NULL) :
+	/* An operator's cancel is said on the status socketpair: SIGTERM
+	 * alone is migd's end (jobs_signal_all), which a paused postcopy
+	 * takes, and a plain cancel that crossed the switch must not. */
+	r = how == JOB_CANCEL_ABANDON ? job_command(j, "abandon", NULL) :
+	    how == JOB_CANCEL_PLAIN ? job_command(j, "cancel", NULL) :
 	    kill(j->pid, SIGTERM) < 0 ? -errno : 0;
 	if (r < 0)
 		return r;
+	j->cancel_how = how;
 	if (!j->cancel_requested)
 		log_info("%s: cancelling (worker %d)", j->spec.vm, (int)j->pid);
 	j->cancel_requested = true;
@@ -857,7 +861,7 @@ void jobs_signal_all(struct migd *m, bool force)
 				  j->spec.vm, (int)j->pid);
 			kill(j->pid, SIGKILL);
 		} else {
-			job_cancel(j, false);
+			job_cancel(j, JOB_CANCEL_SHUTDOWN);
 		}
 	}
 }

@@ -170,6 +170,13 @@ enum job_tidy {
 	JOB_TIDY_DEST,                  /* discard what was received */
 };
 
+/* How a job is cancelled (job_cancel): its worker tells them apart. */
+enum job_cancel {
+	JOB_CANCEL_PLAIN,               /* migctl cancel: never past the switch */
+	JOB_CANCEL_ABANDON,             /* cancel --force of a paused postcopy */
+	JOB_CANCEL_SHUTDOWN,            /* migd's end: SIGTERM */
+};
+
 /*
  * One job, seen from the parent: created running (a worker exists), it
  * becomes finished once the worker is reaped and its vmm tidied, and then
@@ -184,7 +191,8 @@ struct job {
 	struct event *ev;               /* reads conn */
 	Tern__Migd__JobStatus *last;    /* the worker's latest report, or NULL */
 	enum job_state state;           /* what callers see */
-	bool cancel_requested;          /* Cancel (or shutdown) sent SIGTERM */
+	bool cancel_requested;          /* Cancel (or shutdown) was sent */
+	enum job_cancel cancel_how;     /* ... this way */
 	bool finished;
 	char error[768];                /* the parent's own verdict, if any */
 	uint64_t started_unix_ms;
@@ -264,8 +272,8 @@ int job_defer_incoming(struct job *j, struct rpc_call *call);
 /* Reply to a destination's Recover with a new address once its worker
  * listens there (or say why not); with wait, at the job's end. */
 int job_defer_recover(struct job *j, struct rpc_call *call, bool wait);
-/* SIGTERM the worker; the job ends when it reports or dies. */
-int job_cancel(struct job *j, bool abandon);
+/* Cancel the job, told how; it ends when the worker reports or dies. */
+int job_cancel(struct job *j, enum job_cancel how);
 /* The guest runs on the destination while pages remain on the source. */
 bool job_in_postcopy(const struct job *j);
 /* A job whose outcome is known but which is not over (its worker ending,

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/caps.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/pbuf.h"
 #include "common/rtspawn.h"
@@ -28,13 +29,19 @@
 #include "proto/stream.pb-c.h"
 
 /*
- * SIGTERM asks for a cancel (from migd, or the kernel when migd died);
- * worker_check_cancel() takes it, under the job's lock, only while the
- * source has not passed its point of no return.  A cancel that crossed
- * the switch is dropped: the guest runs there, with pages only here.
+ * A cancel comes three ways: migd's command "cancel" (migctl cancel),
+ * its "abandon" (cancel --force of a paused postcopy), and SIGTERM
+ * (migd's end, or the kernel when migd died).  worker_check_cancel()
+ * takes it, under the job's lock, only while the job has not passed its
+ * point of no return.  One that crossed the switch is dropped: the guest
+ * runs there, with pages only here.  Paused, only an abandon or migd's
+ * end is taken; an operator's plain cancel that was on its way at the
+ * switch never is (migd refuses one once it sees the switch).
  */
 static int cancel_signalled;            /* (A): set by the handler, read by
 					 * the reporter thread */
+static uint64_t plain_cancel_at;        /* (A): now_ns() when a plain cancel
+					 * came; 0 for none */
 static int cancel_taken;                /* (A): what worker_cancelled() says */
 static pid_t parent_pid;                /* migd, while it lives */
 static int postcopy_requested;          /* (A): Migd.Postcopy or the timeout */
@@ -243,6 +250,7 @@ static void state_change_locked(struct worker *w, enum job_state st)
 	if (w->state == JOB_STATE_POSTCOPY_RECOVER && st == JOB_STATE_POSTCOPY_ACTIVE &&
 	    !worker_orphaned() &&
 	    __atomic_exchange_n(&cancel_signalled, 0, __ATOMIC_SEQ_CST)) {
+		__atomic_store_n(&plain_cancel_at, 0, __ATOMIC_SEQ_CST);
 		__atomic_store_n(&abandon_requested, 0, __ATOMIC_SEQ_CST);
 		log_warnx("a cancel came during the recovery, which succeeded: "
 			  "ignored, the migration goes on");
@@ -464,11 +472,22 @@ static bool worker_timed_out(struct worker *w)
 	       now_ns() - w->started_ns > t * 1000000000ULL;
 }
 
+/* Whether a plain cancel has come (a test's fault point, worker-slow-
+ * cancel, has the worker look at it only 10 s later). */
+static bool plain_cancel_seen(void)
+{
+	uint64_t at = __atomic_load_n(&plain_cancel_at, __ATOMIC_SEQ_CST);
+
+	if (at && fault_active("worker-slow-cancel"))
+		return now_ns() - at >= 10000000000ULL;
+	return at != 0;
+}
+
 /* Once cancelled or timed out, shut the job's sockets so blocked calls
  * return; the job then ends through its usual failure path. */
 static void worker_check_cancel(struct worker *w)
 {
-	bool timeout, past;
+	bool timeout, past, sig, plain;
 	int n;
 
 	pthread_mutex_lock(&w->lock);
@@ -503,8 +522,9 @@ static void worker_check_cancel(struct worker *w)
 		w->abort_fn(w, w->abort_arg);
 	}
 	pthread_mutex_unlock(&w->lock);
-	if (!__atomic_load_n(&cancel_signalled, __ATOMIC_RELAXED) ||
-	    worker_cancelled())
+	sig = __atomic_load_n(&cancel_signalled, __ATOMIC_SEQ_CST) != 0;
+	plain = plain_cancel_seen();
+	if ((!sig && !plain) || worker_cancelled())
 		return;
 	pthread_mutex_lock(&w->lock);
 	/* A cancel --force that met a recovery under way: taken if that
@@ -516,12 +536,13 @@ static void worker_check_cancel(struct worker *w)
 		return;
 	}
 	if (past && !worker_orphaned() &&
-	    w->state != JOB_STATE_POSTCOPY_PAUSED) {
+	    (w->state != JOB_STATE_POSTCOPY_PAUSED || !sig)) {
 		/* migd refuses to cancel a job past its switch; this one
 		 * crossed it.  (Were migd gone, nobody could recover it.
-		 * Paused, it is migd quitting or a cancel --force: it ends
-		 * at once, migd(8).) */
+		 * Paused, migd quitting or a cancel --force ends it at
+		 * once, migd(8); a plain cancel never does.) */
 		__atomic_store_n(&cancel_signalled, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&plain_cancel_at, 0, __ATOMIC_SEQ_CST);
 		__atomic_store_n(&abandon_requested, 0, __ATOMIC_SEQ_CST);
 		log_warnx("a cancel came after the switch: ignored, the "
 			  "migration goes on");
@@ -592,6 +613,9 @@ static void *command_thread(void *arg)
 					worker_tune(w, tp);
 					tern__migd__params__free_unpacked(tp, NULL);
 				}
+			} else if (!strcmp(f->event->name, "cancel")) {
+				__atomic_store_n(&plain_cancel_at, now_ns() | 1,
+						 __ATOMIC_SEQ_CST);
 			} else if (!strcmp(f->event->name, "abandon")) {
 				/* A cancel, told apart from migd's end:
 				 * worker_check_cancel takes it. */

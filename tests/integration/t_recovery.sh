@@ -51,7 +51,10 @@ recover() {
 five_cuts() {
 	local src=$1 dst=$2 cap=${3:-4M} i port out
 	incoming "$dst"
-	postcopy_on_request "$src" --max-bandwidth "$cap" --channels 2 --verify
+	# (verify's hashing must fit the pause: on a loaded host 72 MiB took
+	# 322 ms, past the default 300 ms limit, and the switch was refused)
+	postcopy_on_request "$src" --max-bandwidth "$cap" --channels 2 --verify \
+		--downtime-limit 5000
 	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
 	for i in 1 2 3 4 5; do
 		sleep "0.$((RANDOM % 7 + 2))"   # a random point in the postcopy
@@ -301,6 +304,37 @@ out=$(migctl --json status r6 --watch) || fail "r6: $out"
 check_done r6 s6 "$out"
 vmmctl quit s5 >/dev/null
 echo "ok: $err"
+
+note "a plain cancel on its way at the switch is dropped, though the job paused meanwhile"
+# worker-slow-cancel: a worker looks at a plain cancel 10 s after it
+# came.  This one comes in precopy, the timeout switches the job to
+# postcopy at 3 s, and the job pauses before the worker looks.  Before,
+# the worker took it as migd's end: the job ended, and the pages only
+# r9 had were lost to the guest on s9.
+stop_migd
+start_migd TERN_FAULT=worker-slow-cancel
+start_vmm r9 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+wait_pass r9 0 2
+start_vmm s9 --memory 64M --incoming
+incoming s9
+migctl migrate r9 "$ADDR" --token "$TOKEN" --max-bandwidth 4M --channels 1 \
+	--timeout 3 --timeout-action postcopy --detach >/dev/null || fail "migrate r9"
+migctl cancel r9 >/dev/null || fail "cancel r9 in precopy"
+wait_until 30 both_active r9 s9 || fail "no switch on the timeout: r9 $(job_get r9 state), s9 $(job_get s9 state)"
+migctl pause r9 >/dev/null || fail "pause r9"
+wait_until 30 both_paused r9 s9 || fail "pause: r9 $(job_get r9 state), s9 $(job_get s9 state)"
+paused_at=$(grep -n "^migd\[r9/out\]: .*postcopy paused" "$RUNDIR/migd.log" | head -n 1 | cut -d: -f1)
+looked() { grep -q "^migd\[r9/out\]: .*a cancel came after the switch: ignored" "$RUNDIR/migd.log" || job_final r9; }
+wait_until 30 looked || fail "r9's worker never looked at the cancel"
+both_paused r9 s9 || fail "r9 took a cancel that crossed the switch: r9 $(job_get r9 state): $(job_get r9 error)"
+dropped_at=$(grep -n "^migd\[r9/out\]: .*a cancel came after the switch: ignored" "$RUNDIR/migd.log" | cut -d: -f1)
+[ -n "$paused_at" ] && [ "$dropped_at" -gt "$paused_at" ] ||
+	fail "r9's worker looked at the cancel before it paused (line $dropped_at, paused at ${paused_at:-none})"
+echo "ok: dropped while paused"
+recover r9 s9 0
+out=$(migctl --json status r9 --watch) || fail "r9: $out"
+check_done r9 s9 "$out"
+vmmctl quit r9 >/dev/null; vmmctl quit s9 >/dev/null
 
 note "migd quits while a postcopy is paused: its workers end at once"
 small_postcopy r2 s2 --max-bandwidth 1M --channels 1
