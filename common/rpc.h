@@ -159,6 +159,11 @@ bool rpc_call_gone(const struct rpc_call *call);
  * server gets; and whether that connection is still open. */
 uint64_t rpc_call_peer(const struct rpc_call *call);
 bool rpc_server_peer_open(const struct rpc_server *s, uint64_t id);
+/* A copy of the caller's socket (CLOEXEC), or -errno: the caller sees its
+ * end of the connection close only once this copy is closed too, even
+ * after the server closed its own (a Quit answered at once, its caller
+ * told of the exit by the end of the connection). */
+int rpc_call_dup_socket(const struct rpc_call *call);
 /* Deferred calls: send the reply (or err) and free the call.  A call whose
  * peer went away is finished silently. */
 void rpc_call_finish(struct rpc_call *call, int err);
@@ -189,6 +194,10 @@ int rpc_client_set_max_frame(struct rpc_client *cl, uint32_t max_frame);
 bool rpc_client_hung_up(const struct rpc_client *cl);
 /* The server's pid (SO_PEERCRED, unix sockets), or -errno. */
 int rpc_client_peer_pid(const struct rpc_client *cl);
+/* Wait until the server has closed its end (or the connection broke), at
+ * most timeout_ms (<= 0: for ever): 0, -ETIMEDOUT or -errno.  Nothing is
+ * read: anything it sends meanwhile is left unread. */
+int rpc_client_wait_hangup(struct rpc_client *cl, int timeout_ms);
 
 typedef void (*rpc_event_fn)(void *ctx, const char *name,
 			     const uint8_t *data, size_t len);

@@ -93,6 +93,17 @@ int rpc_client_peer_pid(const struct rpc_client *cl)
 	return cred.pid > 0 ? cred.pid : -ESRCH;
 }
 
+int rpc_client_wait_hangup(struct rpc_client *cl, int timeout_ms)
+{
+	struct pollfd p = { rpc_conn_fd(cl->conn), POLLRDHUP, 0 };
+	uint64_t deadline = timeout_ms > 0 ? deadline_ms(timeout_ms) : 0;
+	int r;
+
+	/* Unread bytes do not wake this (no POLLIN): only the end does. */
+	r = poll_until(&p, 1, deadline);
+	return r < 0 ? r : 0;
+}
+
 int rpc_client_set_max_frame(struct rpc_client *cl, uint32_t max_frame)
 {
 	if (max_frame > RPC_FRAME_MAX_LIMIT)

@@ -711,6 +711,16 @@ uint64_t rpc_call_peer(const struct rpc_call *call)
 	return call->peer->id;
 }
 
+int rpc_call_dup_socket(const struct rpc_call *call)
+{
+	int fd;
+
+	if (!call->peer->conn)
+		return -ENOTCONN;
+	fd = fcntl(rpc_conn_fd(call->peer->conn), F_DUPFD_CLOEXEC, 0);
+	return fd < 0 ? -errno : fd;
+}
+
 bool rpc_server_peer_open(const struct rpc_server *s, uint64_t id)
 {
 	const struct rpc_peer *p;

@@ -25,6 +25,7 @@
 
 #define CONTROL_MAX_FRAME (4u << 20)
 #define CONTROL_MAX_MEM_IO (1u << 20)
+#define CONTROL_MAX_QUITTERS 16
 
 static struct control {
 	struct vm *vm;
@@ -41,6 +42,11 @@ static struct control {
 	 * this incoming VM, and who that is, for the refusals. */
 	uint64_t incoming_peer;
 	char incoming_by[256];
+	/* Quit's callers: copies of their sockets, closed only when this vmm
+	 * has let go of everything (control_release_quitters), so that the
+	 * end of the connection tells them it is gone. */
+	int quit_fds[CONTROL_MAX_QUITTERS];
+	int nquit;
 } ctl;
 
 /* The VM is paused for a move that still runs (a migration's switch, or
@@ -203,7 +209,16 @@ static void handle_quit(evutil_socket_t fd, short what, void *arg)
 
 static int method_quit(struct rpc_call *call, const ProtobufCMessage *arg)
 {
+	int fd;
+
 	log_info("quit requested");
+	/* More callers than that, or no copy: theirs ends with the server,
+	 * a moment early (before the name lock is free). */
+	fd = ctl.nquit < CONTROL_MAX_QUITTERS ? rpc_call_dup_socket(call) : -EMFILE;
+	if (fd >= 0)
+		ctl.quit_fds[ctl.nquit++] = fd;
+	else
+		log_warnc(fd, "Quit: its caller may see the end before the exit");
 	/* Leave the loop on its next turn, after this reply is written. */
 	event_base_once(ctl.base, -1, EV_TIMEOUT, handle_quit, NULL, NULL);
 	return 0;
@@ -718,4 +733,10 @@ void control_stop(void)
 		ctl.server = NULL;
 		unlink(ctl.path);
 	}
+}
+
+void control_release_quitters(void)
+{
+	while (ctl.nquit > 0)
+		close(ctl.quit_fds[--ctl.nquit]);
 }

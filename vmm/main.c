@@ -361,5 +361,8 @@ out:
 	/* The lock file stays: unlinking it would let a vmm that opened the
 	 * old file and one that creates a new one both hold "the" lock. */
 	close(lock_fd);
+	/* After everything: vmmctl quit returns when its connection ends,
+	 * and a vmm of this name may start the moment it does. */
+	control_release_quitters();
 	return ret;
 }

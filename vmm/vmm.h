@@ -226,7 +226,11 @@ int uffd_release(struct vm *vm);
 /* control.c: the control service on RUNDIR/vmm/NAME.sock */
 struct event_base;
 int control_start(struct vm *vm, struct event_base *base, const char *rundir);
+/* Close the socket and every connection, but Quit's callers' (below). */
 void control_stop(void);
+/* Last of all, once the name lock is let go: Quit's callers see the end
+ * of their connections, and know that the name is free. */
+void control_release_quitters(void);
 
 /* memio.c: ReadMem of missing pages, each in a thread of its own */
 struct rpc_call;

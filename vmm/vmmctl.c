@@ -168,9 +168,32 @@ static int cmd_cont_force(struct vmm_conn *c)
 	return cmd_simple(c, "Cont");
 }
 
+/*
+ * Quit, and wait for the vmm to be gone: it ends our connection only
+ * after it has let go of everything, its name lock last, so that a vmm
+ * of the same name may start the moment this returns.  -errno, said.
+ */
+static int quit_vmm(struct vmm_conn *c)
+{
+	int ret;
+
+	ret = call(c, "Quit", NULL, NULL, 0, NULL, NULL);
+	if (ret < 0)
+		return ret;
+	ret = rpc_client_wait_hangup(c->cl, opts.timeout_ms);
+	if (ret == -ETIMEDOUT)
+		cli_errx("vmm %s answered Quit, but has not exited within %d s "
+			 "(its name stays taken until it does)", c->name,
+			 opts.timeout_ms / 1000);
+	else if (ret < 0)
+		cli_errx("vmm %s answered Quit; waiting for its exit: %s",
+			 c->name, strerror(-ret));
+	return ret;
+}
+
 static int cmd_quit(struct vmm_conn *c)
 {
-	return call(c, "Quit", NULL, NULL, 0, NULL, NULL) < 0 ? CLI_FAILED : CLI_OK;
+	return quit_vmm(c) < 0 ? CLI_FAILED : CLI_OK;
 }
 
 /* ---- state files: "TERNVMS1", 8-byte little-endian length, VmState ---- */
@@ -694,8 +717,7 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		 * state (with a copy of its RAM), must never run beside it:
 		 * end it before the source resumes.  One that was not stays
 		 * as it was, waiting. */
-		if ((handed || loaded) &&
-		    call(dst, "Quit", NULL, NULL, 0, NULL, NULL) < 0) {
+		if ((handed || loaded) && quit_vmm(dst) < 0) {
 			cli_errx("transfer failed and %s may hold %s's guest: %s stays "
 				 "paused%s; quit %s, then 'vmmctl cont %s%s'", dst->name,
 				 src->name, src->name, marked ? ", marked as moved" : "",
@@ -716,7 +738,7 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 			cli_errx("transfer failed; %s is running again", src->name);
 		return CLI_FAILED;
 	}
-	if (call(src, "Quit", NULL, NULL, 0, NULL, NULL) < 0)
+	if (quit_vmm(src) < 0)
 		cli_errx("%s runs the guest now, but %s did not quit: stop it by hand",
 		      dst->name, src->name);
 	printf("%s now runs on %s (%s)\n", src->name, dst->name,
