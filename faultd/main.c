@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * faultd: parse the command line, take RUNDIR/faultd.lock, open
- * /dev/userfaultfd and the control socket RUNDIR/faultd.sock, drop every
- * capability (and set NoNewPrivs), then serve (control.c) from one event
+ * /dev/userfaultfd (and check that it makes a userfaultfd), drop every
+ * capability (and set NoNewPrivs), open the control socket
+ * RUNDIR/faultd.sock, then serve (control.c) from one event
  * loop until SIGTERM or SIGINT.  Quitting stops every session; faults on
  * pages still missing then wait in the vmms, which keep their uffds.
  * faultd stays in the foreground (systemd Type=simple).
@@ -12,11 +13,15 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <getopt.h>
+#include <linux/userfaultfd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "common/caps.h"
@@ -114,6 +119,64 @@ static int take_lock(const char *rundir)
 	return pidlock_take_in(rundir, "faultd", busy);
 }
 
+/*
+ * The privileged step: the one thing faultd has that the vmms do not.
+ * A node that opens is not enough (a bind mount of /dev/null over it
+ * opens, and every postcopy would fail at its switch): it must make a
+ * userfaultfd that handles missing pages of shared memory, as each vmm
+ * does with it (vmm/uffd.c).  Tried once here, on faultd's own memory,
+ * so that a host that cannot serve postcopy says so at start.  There is
+ * no fallback: the userfaultfd(2) system call makes a uffd for its
+ * caller's memory only, and a vmm, unprivileged, may not catch KVM's
+ * kernel-mode faults with one of its own (vm.unprivileged_userfaultfd).
+ * The descriptor, or -errno, said in the log.
+ */
+static int device_open(void)
+{
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_MISSING_SHMEM };
+	struct stat st;
+	int fd, uffd, ret;
+
+	fd = open(FAULTD_DEVICE, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		log_warnc(ret, "cannot open %s, which postcopy needs (%s)",
+			  FAULTD_DEVICE, ret == -ENOENT ?
+			  "Linux 6.1 or later has it, as a node of /dev" :
+			  ret == -EACCES || ret == -EPERM ? "run faultd as root, "
+			  "and let its unit open the device (DeviceAllow=)" :
+			  "see faultd(8)");
+		return ret;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode)) {
+		ret = -ENODEV;
+		log_warnx("%s is not a character device: not the userfaultfd "
+			  "device, which postcopy needs", FAULTD_DEVICE);
+		goto fail;
+	}
+	uffd = ioctl(fd, USERFAULTFD_IOC_NEW, O_CLOEXEC);
+	if (uffd < 0) {
+		ret = -errno;
+		log_warnc(ret, "%s (character device %u:%u) is not the userfaultfd "
+			  "device, which postcopy needs: USERFAULTFD_IOC_NEW",
+			  FAULTD_DEVICE, major(st.st_rdev), minor(st.st_rdev));
+		goto fail;
+	}
+	ret = ioctl(uffd, UFFDIO_API, &api) < 0 ? -errno : 0;
+	close(uffd);
+	if (ret < 0) {
+		log_warnc(ret, "%s: this kernel's userfaultfd cannot handle missing "
+			  "pages of shared memory, which postcopy needs: UFFDIO_API",
+			  FAULTD_DEVICE);
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return ret;
+}
+
 static void handle_term(evutil_socket_t sig, short what, void *arg)
 {
 	log_info("signal %d: stopping every session and quitting", (int)sig);
@@ -148,13 +211,9 @@ int main(int argc, char **argv)
 	if (lock_fd < 0)
 		return 1;
 	ret = 1;
-	/* Privileged step: the one thing faultd has that the vmms do not. */
-	d.devfd = open(FAULTD_DEVICE, O_RDWR | O_CLOEXEC);
-	if (d.devfd < 0) {
-		log_warn("cannot open %s (Linux 6.1 or later, run as root)",
-			 FAULTD_DEVICE);
+	d.devfd = device_open();
+	if (d.devfd < 0)
 		goto out;
-	}
 	d.base = event_base_new();
 	if (!d.base)
 		fatalx("event loop set-up");

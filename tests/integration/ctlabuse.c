@@ -521,6 +521,17 @@ static void missing_pages(void)
 	uint8_t want[8192];
 
 	write_mem(0, 4096, 0);                  /* page 0 arrives */
+	/* A descriptor that is not /dev/userfaultfd, as a faultd whose node
+	 * was /dev/null would lend (faultd now refuses such a node at start:
+	 * t_faultd_device), is refused by the vmm too. */
+	dev = open("/dev/null", O_RDWR | O_CLOEXEC);
+	CHECK(dev >= 0, "/dev/null: %s", strerror(errno));
+	owner.token = 6;
+	ret = call("UffdCreate", &owner.base, &dev, 1, NULL, &res);
+	close(dev);
+	CHECK(ret < 0 && strstr(res.message, "not /dev/userfaultfd"),
+	      "UffdCreate with /dev/null: %d %s", ret, res.message);
+	rpc_result_close_fds(&res);
 	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (dev < 0) {
 		printf("no /dev/userfaultfd (%s): missing pages not tried\n",
