@@ -27,12 +27,36 @@
 #define CONTROL_MAX_MEM_IO (1u << 20)
 #define CONTROL_MAX_QUITTERS 16
 
+/*
+ * Where the guest's RAM came from.  A state (LoadState) holds none: an
+ * incoming vmm's RAM is zeros until a guest's is brought, and a guest
+ * started on zeros triple-faults at once.  Cont of a loaded state is
+ * refused while nothing brought it.
+ */
+enum ram_from {
+	RAM_FROM_NONE,          /* incoming: nothing brought the guest's RAM */
+	RAM_FROM_BOOT,          /* this vmm booted its guest */
+	RAM_FROM_ADOPTED,       /* AdoptRam: the guest's own memfds */
+	RAM_FROM_HOLDER,        /* written by the migration or transfer that
+				 * holds the vmm (HoldIncoming), which loaded
+				 * the state after it */
+	RAM_FROM_MAX
+};
+
+static const char *const ram_from_names[RAM_FROM_MAX] = {
+	[RAM_FROM_NONE] = "none",
+	[RAM_FROM_BOOT] = "booted here",
+	[RAM_FROM_ADOPTED] = "adopted",
+	[RAM_FROM_HOLDER] = "brought by the migration or transfer that holds this vmm",
+};
+
 static struct control {
 	struct vm *vm;
 	struct event_base *base;
 	struct rpc_server *server;
 	char path[PATH_MAX];
 	bool state_loaded;              /* an incoming VM got its state */
+	enum ram_from ram_from;
 	char moved_to[256];             /* SetMoved: the guest runs there */
 	/* A migration's pause: the connection that turned dirty logging on,
 	 * and, once that one stopped the VM, the hold that keeps everyone
@@ -124,6 +148,14 @@ static const Tern__Vmm__RunState run_states[VM_STATE_MAX] = {
 	[VM_STATE_ERROR] = TERN__VMM__RUN_STATE__RUN_STATE_ERROR,
 };
 
+/* A state is loaded, and nothing brought its RAM: Cont would start the
+ * guest on zeros. */
+static bool ram_missing(void)
+{
+	return vm_state_now(ctl.vm) == VM_STATE_INCOMING && ctl.state_loaded &&
+	       ctl.ram_from == RAM_FROM_NONE;
+}
+
 static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
@@ -151,6 +183,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 	st.console_dropped = serial_dropped(&vm->serial);
 	st.moved_to = ctl.moved_to;
 	st.uffd = vm->uffd >= 0;
+	st.ram_missing = ram_missing();
 	return rpc_call_reply(call, &st.base, NULL, 0);
 }
 
@@ -184,6 +217,15 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (st == VM_STATE_INCOMING && !ctl.state_loaded)
 		return rpc_call_errorf(call, EINVAL,
 				       "cannot continue: no state loaded yet");
+	if (ram_missing())
+		return rpc_call_errorf(call, EINVAL,
+				       "cannot continue: the state loaded holds no RAM, "
+				       "and nothing brought the guest's (it would start "
+				       "on zeroed memory and fail at once): a guest's "
+				       "RAM comes with it by 'vmmctl transfer' or a "
+				       "migration into a vmm that waits --incoming, or "
+				       "by AdoptRam before the state; quit %s",
+				       ctl.vm->name);
 	if (held_from(call))
 		return rpc_call_errorf(call, EBUSY, "cannot continue: %s",
 				       held_msg(why, sizeof(why)));
@@ -272,7 +314,16 @@ static int method_load_state(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, -ret, "state refused: %s",
 				       err[0] ? err : strerror(-ret));
 	ctl.state_loaded = true;
-	log_info("state loaded");
+	/* A migration or transfer holds the vmm to fill it: it wrote the
+	 * RAM (or, in postcopy, will place it) before it loads the state. */
+	if (ctl.ram_from == RAM_FROM_NONE && ctl.incoming_peer &&
+	    ctl.incoming_peer == rpc_call_peer(call))
+		ctl.ram_from = RAM_FROM_HOLDER;
+	if (ctl.ram_from == RAM_FROM_NONE)
+		log_warnx("state loaded, without RAM: nothing brought the guest's, "
+			  "and Cont is refused");
+	else
+		log_info("state loaded (RAM: %s)", ram_from_names[ctl.ram_from]);
 	return 0;
 }
 
@@ -333,6 +384,7 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 	ret = mem_adopt(ctl.vm, fds, gpas, sizes, n, err, sizeof(err)); /* takes the fds */
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "%s", err);
+	ctl.ram_from = RAM_FROM_ADOPTED;
 	log_info("adopted guest RAM from the caller");
 	return 0;
 }
@@ -465,6 +517,7 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
 	/* The guest goes first: with part of its RAM gone (a failure
 	 * below), there is nothing left to run, only a new guest to take. */
 	ctl.state_loaded = false;
+	ctl.ram_from = RAM_FROM_NONE;
 	ctl.vm->guest.kind = GUEST_KIND_NONE;
 	ctl.vm->tsc_khz = ctl.vm->host_tsc_khz;
 	ret = mem_discard(ctl.vm);
@@ -685,6 +738,8 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 
 	ctl.vm = vm;
 	ctl.base = base;
+	ctl.ram_from = vm_state_now(vm) == VM_STATE_INCOMING ? RAM_FROM_NONE :
+		       RAM_FROM_BOOT;
 	if ((size_t)snprintf(ctl.path, sizeof(ctl.path), "%s/vmm/%s.sock", rundir,
 			     vm->name) >= sizeof(u.path)) {
 		log_warnx("control socket path %s/vmm/%s.sock is too long", rundir,

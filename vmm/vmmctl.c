@@ -138,6 +138,8 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 		       s->console_dropped == 1 ? "" : "s");
 	if (s->moved_to[0])
 		printf(", moved to %s (this copy is stale)", s->moved_to);
+	if (s->ram_missing)
+		printf(", state loaded without RAM (cont refused)");
 	if (s->message[0])
 		printf(": %s", s->message);
 	printf("\n");
@@ -318,6 +320,8 @@ static int cmd_save(struct vmm_conn *c, const char *path)
 static int cmd_load(struct vmm_conn *c, const char *path)
 {
 	Tern__Vmm__VmState *st = NULL;
+	Tern__Vmm__VmmStatus *s = NULL;
+	bool ram_missing;
 	char why[256];
 	int ret;
 
@@ -329,8 +333,22 @@ static int cmd_load(struct vmm_conn *c, const char *path)
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	if (ret < 0)
 		return CLI_FAILED;
-	printf("loaded %s into %s; 'vmmctl cont %s' starts it\n", path, c->name,
-	       c->name);
+	/* A state file holds no RAM: unless something brought the guest's
+	 * (AdoptRam before), there is nothing to start. */
+	if (get_status(c, &s) < 0)
+		return CLI_FAILED;
+	ram_missing = s->ram_missing;
+	protobuf_c_message_free_unpacked(&s->base, NULL);
+	if (!ram_missing) {
+		printf("loaded %s into %s; 'vmmctl cont %s' starts it\n", path,
+		       c->name, c->name);
+		return CLI_OK;
+	}
+	printf("loaded %s into %s, without RAM\n", path, c->name);
+	cli_errx("note: %s holds no RAM, and nothing brought the guest's to %s: "
+		 "'vmmctl cont %s' is refused (a guest moves with its RAM by "
+		 "'vmmctl transfer' or a migration, see vmmctl(8))", path, c->name,
+		 c->name);
 	return CLI_OK;
 }
 

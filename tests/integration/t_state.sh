@@ -4,7 +4,8 @@
 # (handing over its RAM memfds, or a copy of RAM) and carries on with its
 # memory intact and its counters continuing; bad state is refused with a
 # clear error and costs nothing; a Discard forgets the guest, even when
-# its preallocation fails, and leaves the TSC check this host's.
+# its preallocation fails, and leaves the TSC check this host's; a state
+# loaded with no RAM brought (a state file's) is not started.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 
@@ -247,7 +248,23 @@ fi
 
 note "after all that, the incoming vmm still takes a good state"
 [ "$(state_of in)" = incoming ] || fail "refusals changed the incoming vmm"
-vmmctl load in "$RUNDIR/good.state" || fail "good state refused after bad ones"
+out=$(vmmctl load in "$RUNDIR/good.state" 2>&1) || fail "good state refused after bad ones: $out"
+echo "$out"
+
+note "but a state file holds no RAM: load says so, and cont does not start zeros"
+# Before, load said "'vmmctl cont in' starts it", and cont started the
+# guest on zeroed RAM, which triple-faulted at once.
+case $out in *"note: $RUNDIR/good.state holds no RAM, and nothing brought the guest's to in: 'vmmctl cont in' is refused"*) ;;
+*) fail "load without RAM: $out" ;; esac
+[ "$(vmmctl --json status in | jget ram_missing)" = true ] ||
+	fail "status: $(vmmctl --json status in)"
+vmmctl status in | grep -q ", state loaded without RAM (cont refused)" ||
+	fail "status: $(vmmctl status in)"
+err=$(vmmctl cont in 2>&1) && fail "cont started a guest whose RAM nothing brought: $(vmmctl status in)"
+case $err in *"cannot continue: the state loaded holds no RAM, and nothing brought the guest's"*"quit in") ;;
+*) fail "cont without RAM: $err" ;; esac
+echo "ok: $err"
+[ "$(state_of in)" = incoming ] || fail "in is $(state_of in) after the refused cont"
 note "and the source, never harmed, resumes"
 vmmctl cont s >/dev/null && wait_progress s 0 && vmmctl check s || fail "source"
 echo PASS
