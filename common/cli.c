@@ -80,6 +80,16 @@ static void cli_list_matches(const struct option *opts, const char *name,
 	}
 }
 
+bool cli_wants_help(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return true;
+	return false;
+}
+
 static const char *const globals[] = { "rundir", "json", "timeout" };
 
 bool cli_global_option(const char *name, size_t n)

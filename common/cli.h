@@ -39,6 +39,9 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 struct option;
 void cli_bad_option(char **argv, int ch, const char *where,
 		    const struct option *longopts);
+/* Whether a command's arguments (argv[1..argc)) ask for its help:
+ * --help or -h before any "--". */
+bool cli_wants_help(int argc, char **argv);
 /* Whether the n bytes at name are a global option's name (rundir...). */
 bool cli_global_option(const char *name, size_t n);
 /*

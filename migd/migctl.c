@@ -961,6 +961,13 @@ static int usage_of(const struct command *c)
 	return -EINVAL;
 }
 
+/* migctl COMMAND --help, migctl help COMMAND: its usage, on stdout. */
+static void help_of(const struct command *c)
+{
+	printf("usage: migctl [--rundir DIR] [--json] [--timeout SEC] %s%s%s\n"
+	       "see migctl(1)\n", c->name, c->usage[0] ? " " : "", c->usage);
+}
+
 /* A bandwidth: a size per second (500M), or 0 or the flag's own word
  * for none (unlimited, or measured), returned as UINT64_MAX ("set to
  * zero", take_clears). */
@@ -1177,8 +1184,14 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 			 "--downtime-limit or --avail-switchover-bandwidth", a->vm);
 		return -EINVAL;
 	}
-	if (!strcmp(c->name, "migrate")) {
+	/* What is wrong with an address first: without a token too. */
+	if (!strcmp(c->name, "migrate"))
 		a->uri = pos[1];
+	if (a->listen && check_uri("--listen ", a->listen, true) < 0)
+		return -EINVAL;
+	if (a->uri && check_uri("", a->uri, false) < 0)
+		return -EINVAL;
+	if (!strcmp(c->name, "migrate")) {
 		if (!a->token)
 			return usage_of(c);
 		if (a->wait && a->detach) {
@@ -1186,10 +1199,6 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 			return -EINVAL;
 		}
 	}
-	if (a->listen && check_uri("--listen ", a->listen, true) < 0)
-		return -EINVAL;
-	if (a->uri && check_uri("", a->uri, false) < 0)
-		return -EINVAL;
 	if (a->token && stream_unhex(a->token, tok, sizeof(tok)) < 0) {
 		cli_errx("--token %s: expected the %d hex digits that 'migctl incoming' "
 		      "printed", a->token, STREAM_TOKEN_HEX);
@@ -1218,12 +1227,44 @@ static void usage(FILE *f)
 "  list                                     running jobs, then history\n"
 "  set [TUNING]                             migd's defaults for new jobs\n"
 "  get                                      show those defaults\n"
+"  help [COMMAND]                           this, or one command's usage\n"
 "TUNING: [--channels N] [--max-bandwidth B] [--downtime-limit MS]\n"
 "  [--avail-switchover-bandwidth B] [--compress none|zstd[:LEVEL]]\n"
 "  [--[no-]auto-converge] [--throttle-initial P] [--throttle-increment P]\n"
 "  [--throttle-max P] [--timeout SEC] [--timeout-action cancel|postcopy]\n"
 "  [--[no-]verify] [--postcopy manual|auto]\n"
 "see migctl(1)\n");
+}
+
+static const struct command *find_command(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!strcmp(name, commands[i].name))
+			return &commands[i];
+	cli_errx("unknown command '%s' (see migctl --help)", name);
+	return NULL;
+}
+
+/* migctl help [COMMAND] */
+static int cmd_help(int argc, char **argv)
+{
+	const struct command *c;
+
+	if (argc > 2) {
+		cli_errx("usage: migctl help [COMMAND]");
+		return CLI_USAGE;
+	}
+	if (argc == 1) {
+		usage(stdout);
+		return CLI_OK;
+	}
+	c = find_command(argv[1]);
+	if (!c)
+		return CLI_USAGE;
+	help_of(c);
+	return CLI_OK;
 }
 
 static int run(int argc, char **argv)
@@ -1233,15 +1274,16 @@ static int run(int argc, char **argv)
 	struct rpc_client *cl;
 	struct sigaction sa = { .sa_handler = handle_interrupt };
 	int code;
-	size_t i;
 
 	tern__migd__params__init(&a.params);
-	for (i = 0; i < ARRAY_SIZE(commands); i++)
-		if (!strcmp(argv[0], commands[i].name))
-			cmd = &commands[i];
-	if (!cmd) {
-		cli_errx("unknown command '%s' (see migctl --help)", argv[0]);
+	if (!strcmp(argv[0], "help"))
+		return cmd_help(argc, argv);
+	cmd = find_command(argv[0]);
+	if (!cmd)
 		return CLI_USAGE;
+	if (cli_wants_help(argc, argv)) {
+		help_of(cmd);
+		return CLI_OK;
 	}
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
 		return CLI_USAGE;

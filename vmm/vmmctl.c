@@ -917,6 +917,7 @@ static void usage(FILE *f)
 "  write NAME GPA HEX       write bytes into guest memory (debugging)\n"
 "  dirty-rate NAME [SEC]    measure how fast the guest dirties memory\n"
 "  throttle NAME PERCENT    take PERCENT of the vCPUs' time (0 lifts it)\n"
+"  help [COMMAND]           this, or one command's usage\n"
 "see vmmctl(8)\n");
 }
 
@@ -981,6 +982,44 @@ static const struct command {
 	{ "dirty-rate", 1, 2, "NAME [SEC]", NULL },
 	{ "throttle", 2, 2, "NAME PERCENT", NULL },
 };
+
+static const struct command *find_command(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!strcmp(name, commands[i].name))
+			return &commands[i];
+	cli_errx("unknown command '%s' (see vmmctl --help)", name);
+	return NULL;
+}
+
+/* vmmctl COMMAND --help, vmmctl help COMMAND: its usage, on stdout. */
+static void help_of(const struct command *c)
+{
+	printf("usage: vmmctl [--rundir DIR] [--json] [--timeout SEC] %s %s\n"
+	       "see vmmctl(8)\n", c->name, c->usage);
+}
+
+/* vmmctl help [COMMAND] */
+static int cmd_help(int argc, char **argv)
+{
+	const struct command *c;
+
+	if (argc > 2) {
+		cli_errx("usage: vmmctl help [COMMAND]");
+		return CLI_USAGE;
+	}
+	if (argc == 1) {
+		usage(stdout);
+		return CLI_OK;
+	}
+	c = find_command(argv[1]);
+	if (!c)
+		return CLI_USAGE;
+	help_of(c);
+	return CLI_OK;
+}
 
 static int parse_cmd(const struct command *c, int argc, char **argv,
 		     struct cmd_args *a)
@@ -1069,12 +1108,14 @@ static int run(int argc, char **argv)
 	int code = CLI_FAILED;
 	size_t i;
 
-	for (i = 0; i < ARRAY_SIZE(commands); i++)
-		if (!strcmp(argv[0], commands[i].name))
-			cmd = &commands[i];
-	if (!cmd) {
-		cli_errx("unknown command '%s' (see vmmctl --help)", argv[0]);
+	if (!strcmp(argv[0], "help"))
+		return cmd_help(argc, argv);
+	cmd = find_command(argv[0]);
+	if (!cmd)
 		return CLI_USAGE;
+	if (cli_wants_help(argc, argv)) {
+		help_of(cmd);
+		return CLI_OK;
 	}
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
 		return CLI_USAGE;

@@ -88,6 +88,16 @@ ctl_usage "--rundir: give a directory" --rundir '' status x
 usage_error migctl "--rundir: give a directory" --rundir= list
 err=$("$BIN/vmmctl" --rundir "$RUNDIR" status ghost 2>&1)
 [ $? -eq 1 ] && [[ $err == *"vmm ghost is not running"* ]] || fail "status ghost: $err"
+ctl_usage "unknown command 'nope'" help nope
+# A command's own help: its usage on stdout, exit 0 (before: "unknown
+# option '--help'", exit 2).
+for args in "transfer --help" "transfer a b -h" "help transfer"; do
+	out=$("$BIN/vmmctl" $args 2>&1) || fail "vmmctl $args: exit $?: $out"
+	[ "$out" = "usage: vmmctl [--rundir DIR] [--json] [--timeout SEC] transfer SRC DST [--copy]
+see vmmctl(8)" ] || fail "vmmctl $args: $out"
+done
+[ "$("$BIN/vmmctl" help)" = "$("$BIN/vmmctl" --help)" ] || fail "vmmctl help is not --help"
+echo "ok: vmmctl help, COMMAND --help"
 
 note "a rundir too long for a unix socket path: refused before anything is made"
 # expect_usage WORDS ARGS...: as expect_error, and the exit status is 2.

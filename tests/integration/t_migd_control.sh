@@ -83,8 +83,23 @@ POSIXLY_CORRECT=1 ctl_usage "--token abc: expected the 32 hex digits" \
 	migrate x tcp:127.0.0.1:4444 --token abc
 ctl_usage "usage: migctl status VM" status -- x y
 ctl_usage "not a valid VM name" status -- --x
+# An address's fault is said without a token too (before: only the usage).
+ctl_usage "file:/tmp/x: a file is not a migration peer" migrate x file:/tmp/x
+ctl_usage "unknown command 'nope'" help nope
+ctl_usage "usage: migctl help [COMMAND]" help migrate status
 err=$(migctl status x 2>&1)
 [ $? -eq 1 ] && [[ $err == *"migd is not running"* ]] || fail "no migd: $err"
+# A command's own help: its usage on stdout, exit 0, whatever else is on
+# the line (before: "unknown option '--help'", exit 2).
+for args in "migrate --help" "migrate x y -h --channels 0" "help migrate"; do
+	out=$(migctl $args 2>&1) || fail "migctl $args: exit $?: $out"
+	case $out in "usage: migctl [--rundir DIR] [--json] [--timeout SEC] migrate VM URI --token T "*"see migctl(1)") ;;
+	*) fail "migctl $args: $out" ;; esac
+done
+out=$(migctl help) || fail "migctl help: $out"
+[ "$out" = "$(migctl --help)" ] || fail "migctl help is not --help: $out"
+ctl_usage "'--help' is not a valid VM name" status -- --help
+echo "ok: migctl help, COMMAND --help"
 
 note "what a migd reports is shown safely and for the side it is on"
 # A stand-in migd answers Status and List with made-up jobs: text from a
