@@ -90,6 +90,19 @@ bool cli_wants_help(int argc, char **argv)
 	return false;
 }
 
+int cli_help(int argc, char **argv, void (*usage)(FILE *f),
+	     int (*one)(const char *command))
+{
+	if (argc > 2) {
+		cli_errx("usage: %s help [COMMAND]", cli_prog);
+		return CLI_USAGE;
+	}
+	if (argc == 2)
+		return one(argv[1]) < 0 ? CLI_USAGE : CLI_OK;
+	usage(stdout);
+	return CLI_OK;
+}
+
 static const char *const globals[] = { "rundir", "json", "timeout" };
 
 bool cli_global_option(const char *name, size_t n)

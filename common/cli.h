@@ -42,6 +42,13 @@ void cli_bad_option(char **argv, int ch, const char *where,
 /* Whether a command's arguments (argv[1..argc)) ask for its help:
  * --help or -h before any "--". */
 bool cli_wants_help(int argc, char **argv);
+/*
+ * "PROG help [COMMAND]" (argv[0] is "help"): the usage on stdout, or
+ * COMMAND's through one(), which says why it cannot (no such command)
+ * and fails.  The exit status.
+ */
+int cli_help(int argc, char **argv, void (*usage)(FILE *f),
+	     int (*one)(const char *command));
 /* Whether the n bytes at name are a global option's name (rundir...). */
 bool cli_global_option(const char *name, size_t n);
 /*

@@ -1247,24 +1247,15 @@ static const struct command *find_command(const char *name)
 	return NULL;
 }
 
-/* migctl help [COMMAND] */
-static int cmd_help(int argc, char **argv)
+/* help COMMAND: its usage, on stdout. */
+static int help_one(const char *name)
 {
-	const struct command *c;
+	const struct command *c = find_command(name);
 
-	if (argc > 2) {
-		cli_errx("usage: migctl help [COMMAND]");
-		return CLI_USAGE;
-	}
-	if (argc == 1) {
-		usage(stdout);
-		return CLI_OK;
-	}
-	c = find_command(argv[1]);
 	if (!c)
-		return CLI_USAGE;
+		return -EINVAL;
 	help_of(c);
-	return CLI_OK;
+	return 0;
 }
 
 static int run(int argc, char **argv)
@@ -1277,7 +1268,7 @@ static int run(int argc, char **argv)
 
 	tern__migd__params__init(&a.params);
 	if (!strcmp(argv[0], "help"))
-		return cmd_help(argc, argv);
+		return cli_help(argc, argv, usage, help_one);
 	cmd = find_command(argv[0]);
 	if (!cmd)
 		return CLI_USAGE;
