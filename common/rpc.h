@@ -152,6 +152,13 @@ int rpc_call_errorf(struct rpc_call *call, int err, const char *fmt, ...)
  * misses them (-ENOBUFS) until it catches up.  -ENOTCONN: it is gone. */
 int rpc_call_event(struct rpc_call *call, const char *name,
 		   const ProtobufCMessage *data);
+/* An event the handler must know is out before it goes on (the caller
+ * asked for events, -EINVAL otherwise): 0 once it is in the socket, where
+ * the caller reads it even if this process dies the next moment;
+ * -EAGAIN when the caller is behind on its output (the event stays
+ * queued), -ENOTCONN when it is gone. */
+int rpc_call_event_now(struct rpc_call *call, const char *name,
+		       const ProtobufCMessage *data);
 /* The caller of a deferred call went away (closed, or broke the
  * protocol): its reply would go nowhere. */
 bool rpc_call_gone(const struct rpc_call *call);

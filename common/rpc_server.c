@@ -760,6 +760,24 @@ int rpc_call_event(struct rpc_call *call, const char *name,
 	return r;
 }
 
+int rpc_call_event_now(struct rpc_call *call, const char *name,
+		       const ProtobufCMessage *data)
+{
+	int r;
+
+	if (!call->want_events)
+		return -EINVAL;
+	r = rpc_call_event(call, name, data);
+	if (r == -ENOBUFS)
+		return -EAGAIN;
+	if (r < 0)
+		return r;
+	/* rpc_call_event wrote what the socket took (peer_settle). */
+	if (call->peer->state == RPC_PEER_CLOSED)
+		return -ENOTCONN;
+	return rpc_conn_pending(call->peer->conn) ? -EAGAIN : 0;
+}
+
 /* Queue the reply frame; on failure of a result reply, an error one. */
 static void call_send_reply(struct rpc_call *call, int err)
 {

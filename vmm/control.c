@@ -207,6 +207,7 @@ static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 
 static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 {
+	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
 	enum vm_state st = vm_state_now(ctl.vm);
 	char why[512];
 	int ret;
@@ -235,12 +236,24 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "stale: quit this vmm (only if the guest was lost there, "
 				       "clear the mark first: vmmctl cont %s --force)", ctl.moved_to,
 				       ctl.vm->name);
+	fault_point("vmm-die-cont");
+	/* A caller that asks for events (a transfer) is told before the
+	 * vCPUs start: if this vmm dies with no word of it, it never ran
+	 * the guest, and the source may run it again (vmm.proto, Cont). */
+	if (rpc_call_wants_events(call)) {
+		ret = rpc_call_event_now(call, "starting", &empty.base);
+		if (ret < 0)
+			return rpc_call_errorf(call, -ret, "cannot continue: the "
+					       "caller was not told first that the "
+					       "guest starts: %s", strerror(-ret));
+	}
 	ret = vm_resume(ctl.vm);
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "cannot continue: the VM is in state %s",
 				       vm_state_name(st));
 	ctl.hold = 0;
 	log_info("running");
+	fault_point("vmm-die-running");
 	return method_status(call, arg);
 }
 
@@ -324,6 +337,7 @@ static int method_load_state(struct rpc_call *call, const ProtobufCMessage *arg)
 			  "and Cont is refused");
 	else
 		log_info("state loaded (RAM: %s)", ram_from_names[ctl.ram_from]);
+	fault_point("vmm-die-load");
 	return 0;
 }
 
@@ -386,6 +400,7 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, -ret, "%s", err);
 	ctl.ram_from = RAM_FROM_ADOPTED;
 	log_info("adopted guest RAM from the caller");
+	fault_point("vmm-die-adopt");
 	return 0;
 }
 
