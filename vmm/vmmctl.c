@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +40,8 @@ static struct cli_globals opts = { "/run/tern", false, 30000 };
 struct vmm_conn {
 	const char *name;
 	struct rpc_client *cl;
+	int pid;                        /* conn_watch: the vmm's pid, or 0 */
+	int pidfd;                      /* and its pidfd, or -1 */
 };
 
 static int conn_open(struct vmm_conn *c, const char *name)
@@ -48,6 +52,8 @@ static int conn_open(struct vmm_conn *c, const char *name)
 
 	c->name = name;
 	c->cl = NULL;
+	c->pid = 0;
+	c->pidfd = -1;
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", opts.rundir, name);
 	if (stat(path, &st) < 0 && errno == ENOENT) {
 		cli_errx("vmm %s is not running (no socket %s)", name, path);
@@ -74,12 +80,64 @@ static void conn_close(struct vmm_conn *c)
 	if (c->cl)
 		rpc_client_free(c->cl);
 	c->cl = NULL;
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	c->pidfd = -1;
 }
 
-/* One call; prints the error (remote text included) and returns -errno. */
-static int call(struct vmm_conn *c, const char *method, const ProtobufCMessage *arg,
-		const int *fds, size_t nfds, ProtobufCMessage **ret_msg,
-		struct rpc_result *ret_res)
+/*
+ * Take a pidfd of the vmm's process (SO_PEERCRED), so that conn_gone can
+ * tell later whether it has exited.  A pid may be reused: the pidfd is
+ * that vmm's only once the vmm answers, after it was taken, with that
+ * pid (conn_watch_confirm); until then, or without one, nothing is
+ * ever taken for gone.
+ */
+static void conn_watch(struct vmm_conn *c)
+{
+	int pid = rpc_client_peer_pid(c->cl);
+
+	if (pid <= 0)
+		return;
+	c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);  /* CLOEXEC always */
+	if (c->pidfd >= 0)
+		c->pid = pid;
+}
+
+/* The vmm answered s after conn_watch: keep the pidfd if it is its. */
+static void conn_watch_confirm(struct vmm_conn *c, const Tern__Vmm__VmmStatus *s)
+{
+	if (c->pidfd >= 0 && s->pid == (uint32_t)c->pid)
+		return;
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	c->pidfd = -1;
+	c->pid = 0;
+}
+
+/*
+ * Whether the vmm's process has exited: then it runs no guest and holds
+ * nothing it was sent.  Its connection closes as it exits, a moment
+ * before its pidfd reads: once closed, it is given the timeout to end.
+ * A vmm that is still connected, or that we cannot watch, is not gone.
+ */
+static bool conn_gone(struct vmm_conn *c)
+{
+	struct pollfd p = { c->pidfd, POLLIN, 0 };
+
+	if (c->pidfd < 0)
+		return false;
+	if (!rpc_client_hung_up(c->cl))
+		return poll(&p, 1, 0) == 1;
+	return poll_until(&p, 1, opts.timeout_ms > 0 ?
+			  deadline_ms(opts.timeout_ms) : 0) >= 0;
+}
+
+/* One call; prints the error (remote text included) and returns -errno.
+ * on_event, when not NULL, takes the events of the call. */
+static int call_ev(struct vmm_conn *c, const char *method,
+		   const ProtobufCMessage *arg, const int *fds, size_t nfds,
+		   ProtobufCMessage **ret_msg, struct rpc_result *ret_res,
+		   rpc_event_fn on_event, void *ev_ctx)
 {
 	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
 	struct rpc_result res;
@@ -87,7 +145,7 @@ static int call(struct vmm_conn *c, const char *method, const ProtobufCMessage *
 
 	ret = rpc_client_call(c->cl, &tern__vmm__vmm__descriptor, method,
 			      arg ? arg : &empty.base, fds, nfds, ret_msg, &res,
-			      opts.timeout_ms, NULL, NULL);
+			      opts.timeout_ms, on_event, ev_ctx);
 	if (ret < 0)
 		cli_errx("vmm %s: %s: %s%s", c->name, method,
 			 res.message[0] ? res.message : strerror(-ret),
@@ -97,6 +155,13 @@ static int call(struct vmm_conn *c, const char *method, const ProtobufCMessage *
 	else
 		rpc_result_close_fds(&res);
 	return ret;
+}
+
+static int call(struct vmm_conn *c, const char *method, const ProtobufCMessage *arg,
+		const int *fds, size_t nfds, ProtobufCMessage **ret_msg,
+		struct rpc_result *ret_res)
+{
+	return call_ev(c, method, arg, fds, nfds, ret_msg, ret_res, NULL, NULL);
 }
 
 static const char *run_state_name(Tern__Vmm__RunState s)
@@ -611,6 +676,7 @@ static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst)
 
 	if (get_status(dst, &ds) < 0 || get_status(src, &ss) < 0)
 		goto out;
+	conn_watch_confirm(dst, ds);
 	fmt_size(ss->memory, smem, sizeof(smem));
 	fmt_size(ds->memory, dmem, sizeof(dmem));
 	if (ds->state != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
@@ -683,6 +749,66 @@ static int transfer_mark(struct vmm_conn *src, struct vmm_conn *dst, bool set,
 	return ret;
 }
 
+static void handle_start_event(void *ctx, const char *name, const uint8_t *data,
+			       size_t len)
+{
+	if (!strcmp(name, "starting"))
+		*(bool *)ctx = true;
+}
+
+/*
+ * Start the guest on DST: 0 when it runs there, -errno otherwise, said.
+ * *started: DST said its vCPUs start (vmm.proto, Cont), so it may have
+ * run the guest even though no answer came; without that word, a DST
+ * that is gone never ran it.  An answer that DST refused stands: it did
+ * not start.
+ */
+static int transfer_start(struct vmm_conn *src, struct vmm_conn *dst,
+			  bool copy, bool *started)
+{
+	Tern__Vmm__VmmStatus *ds = NULL;
+	struct rpc_result res;
+	int ret;
+
+	ret = call_ev(dst, "Cont", NULL, NULL, 0, NULL, &res, handle_start_event,
+		      started);
+	rpc_result_close_fds(&res);
+	if (ret == 0 || res.remote) {
+		*started = ret == 0;
+		return ret;
+	}
+	if (!*started && conn_gone(dst))
+		return ret;
+	if (*started && conn_gone(dst) && copy) {
+		cli_errx("%s (pid %d) exited after it started the guest, which is "
+			 "lost there; %s stays paused, marked as moved, as it was "
+			 "before the transfer: 'vmmctl cont %s --force' runs it "
+			 "from there", dst->name, dst->pid, src->name, src->name);
+		return -EOWNERDEAD;
+	}
+	if (*started && conn_gone(dst)) {
+		cli_errx("%s (pid %d) exited after it started the guest, which is "
+			 "lost there; %s stays paused, marked as moved: the guest "
+			 "ran on in its RAM (handed over), not in its vCPUs, and "
+			 "may fail if run ('vmmctl cont %s --force')", dst->name,
+			 dst->pid, src->name, src->name);
+		return -EOWNERDEAD;
+	}
+	/* A lost answer is not a refusal: DST may run already.  Only what
+	 * DST says now decides whether SRC may run again. */
+	if (get_status(dst, &ds) < 0) {
+		cli_errx("cannot tell whether %s runs the guest: %s stays paused, "
+			 "marked as moved; check %s: if it does not run the "
+			 "guest, quit it, then 'vmmctl cont %s --force'; if it "
+			 "does, quit %s", dst->name, src->name, dst->name,
+			 src->name, src->name);
+		return -EOWNERDEAD;
+	}
+	ret = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ? 0 : -EIO;
+	protobuf_c_message_free_unpacked(&ds->base, NULL);
+	return ret;
+}
+
 /*
  * Stop SRC, give its RAM (the memfds themselves, or a copy) and state to
  * the incoming DST, start DST and quit SRC.  Until DST runs, any failure
@@ -691,12 +817,13 @@ static int transfer_mark(struct vmm_conn *src, struct vmm_conn *dst, bool set,
  */
 static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 {
-	Tern__Vmm__VmmStatus *ds = NULL;
 	Tern__Vmm__VmState *st = NULL;
 	struct rpc_result res;
 	bool was_running = false, handed = false, marked = false, loaded = false;
+	bool started = false, gone;
 	int ret;
 
+	conn_watch(dst);
 	if (transfer_check(src, dst) < 0 || transfer_hold(src, dst) < 0)
 		return CLI_FAILED;
 	if (pause_for_view(src, &was_running) < 0)
@@ -715,34 +842,34 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	}
 	if (st)
 		protobuf_c_message_free_unpacked(&st->base, NULL);
-	if (ret == 0 && call(dst, "Cont", NULL, NULL, 0, NULL, NULL) < 0) {
-		/* A lost answer is not a refusal: DST may run already.  Only
-		 * what DST says now decides whether SRC may run again. */
-		ds = NULL;
-		if (get_status(dst, &ds) < 0) {
-			cli_errx("cannot tell whether %s runs the guest: %s stays paused, "
-				 "marked as moved; check %s: if it does not run the "
-				 "guest, quit it, then 'vmmctl cont %s --force'; if it "
-				 "does, quit %s", dst->name, src->name, dst->name,
-				 src->name, src->name);
-			return CLI_FAILED;
-		}
-		ret = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ? 0 : -EIO;
-		protobuf_c_message_free_unpacked(&ds->base, NULL);
-	}
+	if (ret == 0)
+		ret = transfer_start(src, dst, copy, &started);
+	if (ret == -EOWNERDEAD)
+		return CLI_FAILED;      /* said: SRC stays paused and marked */
 	if (ret < 0) {
 		/* A destination that was sent the source's memfds, or its
 		 * state (with a copy of its RAM), must never run beside it:
-		 * end it before the source resumes.  One that was not stays
-		 * as it was, waiting. */
-		if ((handed || loaded) && quit_vmm(dst) < 0) {
-			cli_errx("transfer failed and %s may hold %s's guest: %s stays "
-				 "paused%s; quit %s, then 'vmmctl cont %s%s'", dst->name,
-				 src->name, src->name, marked ? ", marked as moved" : "",
-				 dst->name, src->name, marked ? " --force" : "");
-			return CLI_FAILED;
+		 * end it before the source resumes, unless it has exited
+		 * without starting the guest.  One that was not sent them
+		 * stays as it was, waiting. */
+		gone = (handed || loaded) && !started && conn_gone(dst);
+		if ((handed || loaded) && !gone && quit_vmm(dst) < 0) {
+			/* Its end may be why Quit failed. */
+			gone = !started && conn_gone(dst);
+			if (!gone) {
+				cli_errx("transfer failed and %s may hold %s's guest: "
+					 "%s stays paused%s; quit %s, then 'vmmctl "
+					 "cont %s%s'", dst->name, src->name, src->name,
+					 marked ? ", marked as moved" : "", dst->name,
+					 src->name, marked ? " --force" : "");
+				return CLI_FAILED;
+			}
 		}
-		if (handed || loaded)
+		if (gone)
+			cli_errx("transfer failed; %s (pid %d) has exited without "
+				 "starting the guest: it holds nothing of it",
+				 dst->name, dst->pid);
+		else if (handed || loaded)
 			cli_errx("transfer failed; %s, which was sent %s's %s, was "
 				 "made to quit", dst->name, src->name,
 				 handed ? "RAM" : "state");

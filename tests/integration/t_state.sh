@@ -164,6 +164,48 @@ out=$(vmmctl transfer x s 2>&1) && fail "transfer to a vmm that is not incoming"
 echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"
 [ "$(state_of x)" = running ] || fail "x stopped by a refused transfer"
 
+note "a destination that dies mid-transfer before it starts the guest"
+# It holds nothing once gone: the source, the guest's only copy, resumes.
+# Before, it stayed paused, marked as moved to the dead vmm, and its cont
+# advised to quit it.  The points: the destination took the RAM, loaded
+# the state (RAM handed over, then copied), or was told to start.
+pre=("${HOST_EXEC[@]}")
+for f in adopt load:--copy load cont cont:--copy; do
+	point=${f%%:*} copy=${f#"$point"}
+	copy=${copy#:}
+	k=k$point${copy:+c}
+	HOST_EXEC=(env TERN_FAULT=vmm-die-$point "${pre[@]}")
+	start_vmm "$k" --memory 64M --vcpus 1 --incoming
+	HOST_EXEC=("${pre[@]}")
+	out=$(vmmctl transfer x "$k" $copy 2>&1) && fail "transfer to $k, which dies on it: $out"
+	echo "$out"
+	wait_exit "$(pid_of "$k")"
+	echo "$out" | grep -q "transfer failed; $k (pid $(pid_of "$k")) has exited without starting the guest: it holds nothing of it" ||
+		fail "$k: $out"
+	echo "$out" | grep -q "x is running again" || fail "$k: $out"
+	[ "$(state_of x)" = running ] || fail "x did not resume after $k died: $(vmmctl status x 2>&1)"
+	vmmctl status x | grep -q "moved to" && fail "x is still marked: $(vmmctl status x)"
+	wait_progress x 0
+	vmmctl check x || fail "x after $k died"
+done
+
+note "a destination that dies once it started the guest: the source waits"
+# It may have run the guest: the source stays paused and marked, and the
+# operator decides.  With a copy, the source is as it was before.
+HOST_EXEC=(env TERN_FAULT=vmm-die-running "${pre[@]}")
+start_vmm krun --memory 64M --vcpus 1 --incoming
+HOST_EXEC=("${pre[@]}")
+out=$(vmmctl transfer x krun --copy 2>&1) && fail "transfer to krun, which dies on it: $out"
+echo "$out"
+wait_exit "$(pid_of krun)"
+echo "$out" | grep -q "krun (pid $(pid_of krun)) exited after it started the guest, which is lost there; x stays paused, marked as moved, as it was before the transfer: 'vmmctl cont x --force' runs it from there" ||
+	fail "$out"
+[ "$(state_of x)" = paused ] || fail "x is $(state_of x), not paused"
+vmmctl status x | grep -q "moved to vmm krun" || fail "x is not marked: $(vmmctl status x)"
+vmmctl cont x --force >/dev/null || fail "cont x --force"
+wait_progress x 0
+vmmctl check x || fail "x after krun died"
+
 note "two transfers of one guest at once: one wins, the other is refused"
 # Before, both could save the paused source and start it: the guest ran
 # twice, on the same memfds.  Three rounds, as the race goes either way.
