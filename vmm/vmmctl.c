@@ -376,8 +376,12 @@ static int cmd_save(struct vmm_conn *c, const char *path)
 	if (ret < 0)
 		cli_errx("%s: %s", path, strerror(-ret));
 	else
-		printf("saved the state of %s (%u vCPUs) to %s\n", c->name,
-		       st->vcpus_count, path);
+		/* Not a snapshot: operators took it for one. */
+		printf("saved the CPU and device state of %s (%u vCPU%s) to %s; "
+		       "it holds no RAM, so it is no snapshot: it is for a vmm "
+		       "that gets %s's RAM by other means (vmmctl(8))\n",
+		       c->name, st->vcpus_count, st->vcpus_count == 1 ? "" : "s", path,
+		       c->name);
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	return ret < 0 ? CLI_FAILED : CLI_OK;
 }
@@ -1036,7 +1040,7 @@ static void usage(FILE *f)
 "  stop NAME                pause the guest's vCPUs\n"
 "  cont NAME [--force]      resume them (or start a loaded incoming guest)\n"
 "  quit NAME                end the vmm\n"
-"  save NAME FILE           write the paused VM's complete state to FILE\n"
+"  save NAME FILE           write the paused VM's CPU and device state (no RAM)\n"
 "  load NAME FILE           load a state FILE into an incoming vmm\n"
 "  check NAME               verify the test guest's memory (pauses it meanwhile)\n"
 "  transfer SRC DST [--copy]  move the guest to the incoming vmm DST\n"

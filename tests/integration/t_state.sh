@@ -60,7 +60,10 @@ wait_pass s 0 2
 out=$(vmmctl save s "$RUNDIR/x.state" 2>&1) && fail "saved a running VM"
 echo "$out" | grep -q "stop it first" || fail "$out"
 vmmctl stop s >/dev/null
-vmmctl save s "$RUNDIR/good.state" || fail "save"
+out=$(vmmctl save s "$RUNDIR/good.state") || fail "save: $out"
+# Not taken for a snapshot: it says that it holds no RAM.
+case $out in "saved the CPU and device state of s (1 vCPU) to $RUNDIR/good.state; it holds no RAM, so it is no snapshot"*) ;;
+*) fail "save: $out" ;; esac
 [ -e "$RUNDIR/good.state.tmp" ] && fail "temporary file left behind"
 
 start_vmm in --memory 64M --incoming
