@@ -331,9 +331,27 @@ static int state_file_read(const char *path, Tern__Vmm__VmState **ret, char *why
 		snprintf(why, whylen, "%s", strerror(-r));
 		goto out;
 	}
-	if (st.st_size < 16 || pread(fd, hdr, 16, 0) != 16 ||
+	if (S_ISDIR(st.st_mode)) {
+		snprintf(why, whylen, "is a directory, not a state file");
+		r = -EISDIR;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, whylen, "not a regular file, so not a state file");
+		r = -EINVAL;
+		goto out;
+	}
+	/* The magic decides what the file is; only then is it short. */
+	if (st.st_size < 8 || pread(fd, hdr, 8, 0) != 8 ||
 	    memcmp(hdr, STATE_FILE_MAGIC, 8)) {
 		snprintf(why, whylen, "not a tern VM state file");
+		r = -EINVAL;
+		goto out;
+	}
+	if (st.st_size < 16 || pread(fd, hdr, 16, 0) != 16) {
+		snprintf(why, whylen, "truncated: a state file's header is 16 "
+			 "bytes, this file has %llu",
+			 (unsigned long long)st.st_size);
 		r = -EINVAL;
 		goto out;
 	}

@@ -73,6 +73,15 @@ echo "$out" | grep -q "no state loaded yet" || fail "$out"
 head -c 100 "$RUNDIR/good.state" >"$RUNDIR/trunc.state"
 out=$(vmmctl load in "$RUNDIR/trunc.state" 2>&1) && fail "loaded a truncated file"
 echo "$out" | grep -q "truncated or damaged" || fail "$out"
+# Only the magic: truncated, not "not a tern VM state file"; a directory
+# is named as one.
+head -c 8 "$RUNDIR/good.state" >"$RUNDIR/magic.state"
+out=$(vmmctl load in "$RUNDIR/magic.state" 2>&1) && fail "loaded 8 bytes"
+[ "$out" = "vmmctl: $RUNDIR/magic.state: truncated: a state file's header is 16 bytes, this file has 8" ] ||
+	fail "$out"
+mkdir "$RUNDIR/dir.state"
+out=$(vmmctl load in "$RUNDIR/dir.state" 2>&1) && fail "loaded a directory"
+[ "$out" = "vmmctl: $RUNDIR/dir.state: is a directory, not a state file" ] || fail "$out"
 
 # Version is the first field of the message: bytes 08 01 after the header.
 cp "$RUNDIR/good.state" "$RUNDIR/v2.state"
