@@ -138,6 +138,26 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
+const char *fmt_size_arg(uint64_t bytes, char *buf, size_t len)
+{
+	static const char units[] = "KMGT";    /* what parse_size takes */
+	unsigned int i = 0;
+
+	if (!buf || len == 0)
+		return buf;
+	if (bytes == 0 || bytes % 1024) {
+		snprintf(buf, len, "%llu", (unsigned long long)bytes);
+		return buf;
+	}
+	bytes /= 1024;
+	while (bytes % 1024 == 0 && i + 1 < sizeof(units) - 1) {
+		bytes /= 1024;
+		i++;
+	}
+	snprintf(buf, len, "%llu%c", (unsigned long long)bytes, units[i]);
+	return buf;
+}
+
 int str_copy(char *dst, const char *src, size_t len)
 {
 	size_t n = strlen(src);

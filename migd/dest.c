@@ -367,14 +367,26 @@ static int dest_check_hello(struct dest *d)
 				h->channels, STREAM_MAX_CHANNELS);
 		goto out;
 	}
-	if (h->page_size != STREAM_PAGE || h->n_regions != d->ram.n ||
-	    h->memory != d->ram.pages * STREAM_PAGE) {
-		r = dest_refuse(d, EINVAL, "the source's guest has %llu bytes of "
-				"RAM in %zu regions, vmm %s here has %llu in %u",
-				(unsigned long long)h->memory, h->n_regions,
+	if (h->page_size != STREAM_PAGE) {
+		r = dest_refuse(d, EINVAL, "the source's pages are of %u bytes, "
+				"this host's of %u", h->page_size, STREAM_PAGE);
+		goto out;
+	}
+	if (h->n_regions != d->ram.n || h->memory != d->ram.pages * STREAM_PAGE) {
+		char smem[32], dmem[32], arg[32], hint[64] = "";
+
+		/* The size is what an operator sets; regions follow from it. */
+		if (h->memory != d->ram.pages * STREAM_PAGE)
+			snprintf(hint, sizeof(hint), " (start the destination vmm "
+				 "with --memory %s)",
+				 fmt_size_arg(h->memory, arg, sizeof(arg)));
+		r = dest_refuse(d, EINVAL, "the source's guest has %s of RAM in "
+				"%zu region%s, vmm %s here has %s in %u%s",
+				fmt_size(h->memory, smem, sizeof(smem)),
+				h->n_regions, h->n_regions == 1 ? "" : "s",
 				d->w->spec->vm,
-				(unsigned long long)(d->ram.pages * STREAM_PAGE),
-				d->ram.n);
+				fmt_size(d->ram.pages * STREAM_PAGE, dmem,
+					 sizeof(dmem)), d->ram.n, hint);
 		goto out;
 	}
 	for (i = 0; i < d->ram.n; i++)

@@ -553,6 +553,7 @@ static int state_check_tsc(struct vm *vm, const Tern__Vmm__VmState *st,
 static int state_check(struct vm *vm, const Tern__Vmm__VmState *st,
 		       const struct state_host *h, char *err, size_t errlen)
 {
+	char smem[32], vmem[32], arg[32];
 	size_t i;
 	int ret;
 
@@ -560,12 +561,16 @@ static int state_check(struct vm *vm, const Tern__Vmm__VmState *st,
 		REFUSE("state version %u, this vmm loads version %u",
 		       st->version, VMM_STATE_VERSION);
 	if (st->memory != vm->memory)
-		REFUSE("the state is of a guest with %llu bytes of RAM, this vmm has %llu",
-		       (unsigned long long)st->memory,
-		       (unsigned long long)vm->memory);
+		REFUSE("the state is of a guest with %s of RAM, this vmm has %s "
+		       "(start it with --memory %s)",
+		       fmt_size(st->memory, smem, sizeof(smem)),
+		       fmt_size(vm->memory, vmem, sizeof(vmem)),
+		       fmt_size_arg(st->memory, arg, sizeof(arg)));
 	if (st->vcpus_count != (uint32_t)vm->nvcpus)
-		REFUSE("the state is of a guest with %u vCPUs, this vmm has %d",
-		       st->vcpus_count, vm->nvcpus);
+		REFUSE("the state is of a guest with %u vCPU%s, this vmm has %d "
+		       "(start it with --vcpus %u)", st->vcpus_count,
+		       st->vcpus_count == 1 ? "" : "s", vm->nvcpus,
+		       st->vcpus_count);
 	if (st->n_vcpus != st->vcpus_count)
 		REFUSE("the state is truncated: it announces %u vCPUs but holds %zu",
 		       st->vcpus_count, st->n_vcpus);

@@ -45,6 +45,21 @@ dest_fresh v2
 echo "ok: $want"
 vmmctl quit v2 >/dev/null
 
+note "a destination vmm with another RAM size: refused at connect, with the fix"
+start_vmm m64 --memory 64M --incoming
+incoming m64
+out=$(migctl migrate s "$ADDR" --token "$TOKEN" --wait 2>&1) &&
+	fail "migrated a guest of 128 MiB into a vmm of 64 MiB"
+want="the source's guest has 128.0 MiB of RAM in 1 region, vmm m64 here has 64.0 MiB in 1 (start the destination vmm with --memory 128M)"
+case $out in *"the destination refused: $want"*) ;;
+*) fail "the error does not name both sizes and the fix: $out" ;; esac
+[ "$(job_get s pages_sent)" = 0 ] || fail "pages were sent: $(migctl --json status s)"
+source_fine s
+wait_job_final m64
+dest_fresh m64
+echo "ok: $want"
+vmmctl quit m64 >/dev/null
+
 note "token mismatch"
 incoming d
 bad=$(printf '%s' "$TOKEN" | tr '0-9a-f' '1-9a-f0')

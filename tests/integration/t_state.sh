@@ -141,7 +141,8 @@ fi
 
 start_vmm other --memory 128M --incoming
 out=$(vmmctl load other "$RUNDIR/good.state" 2>&1) && fail "loaded into a different RAM size"
-echo "$out" | grep -q "bytes of RAM, this vmm has" || fail "$out"
+echo "$out" | grep -q "the state is of a guest with 64.0 MiB of RAM, this vmm has 128.0 MiB (start it with --memory 64M)" ||
+	fail "$out"
 
 out=$(vmmctl load s "$RUNDIR/good.state" 2>&1) && fail "loaded into a running vmm"
 echo "$out" | grep -q "not waiting for an incoming guest" || fail "$out"

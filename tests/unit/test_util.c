@@ -112,6 +112,27 @@ static void test_fmt_size(void **state)
 	assert_string_equal(fmt_size(4ull << 30, buf, 4), "4.0");
 }
 
+/* What it writes, parse_size reads back exactly. */
+static void test_fmt_size_arg(void **state)
+{
+	static const uint64_t sizes[] = { 0, 1000, 1024, 3 << 20, 258ull << 20,
+					   1ull << 30, 5ull << 40, 1ull << 50,
+					   UINT64_MAX };
+	static const char *const want[] = { "0", "1000", "1K", "3M", "258M",
+					    "1G", "5T", "1024T",
+					    "18446744073709551615" };
+	char buf[32];
+	uint64_t v;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(sizes); i++) {
+		assert_string_equal(fmt_size_arg(sizes[i], buf, sizeof(buf)),
+				    want[i]);
+		assert_int_equal(parse_size(buf, &v), 0);
+		assert_true(v == sizes[i]);
+	}
+}
+
 static void test_str_copy(void **state)
 {
 	char dst[4] = "xyz";
@@ -352,6 +373,7 @@ int main(void)
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_u64),
 		cmocka_unit_test(test_fmt_size),
+		cmocka_unit_test(test_fmt_size_arg),
 		cmocka_unit_test(test_str_copy),
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_now_ns),
