@@ -8,11 +8,13 @@
  */
 #include <errno.h>
 #include <event2/event.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/fault.h"
@@ -58,6 +60,8 @@ static struct control {
 	bool state_loaded;              /* an incoming VM got its state */
 	enum ram_from ram_from;
 	char moved_to[256];             /* SetMoved: the guest runs there */
+	int moved_pidfd;                /* and the pidfd of the vmm there, on
+					 * this host, if the mover gave it; -1 */
 	/* A migration's pause: the connection that turned dirty logging on,
 	 * and, once that one stopped the VM, the hold that keeps everyone
 	 * else from resuming it while the connection lasts (rpc_call_peer). */
@@ -140,6 +144,22 @@ static int check_note(struct rpc_call *call, const char *what, const char *s)
 	return 0;
 }
 
+/* The vmm on this host that the guest moved to (SetMoved's pidfd) has
+ * exited: this copy may be the guest's only one. */
+static bool moved_gone(void)
+{
+	struct pollfd p = { ctl.moved_pidfd, POLLIN, 0 };
+
+	return ctl.moved_to[0] && ctl.moved_pidfd >= 0 && poll(&p, 1, 0) == 1;
+}
+
+static void moved_forget_pidfd(void)
+{
+	if (ctl.moved_pidfd >= 0)
+		close(ctl.moved_pidfd);
+	ctl.moved_pidfd = -1;
+}
+
 static const Tern__Vmm__RunState run_states[VM_STATE_MAX] = {
 	[VM_STATE_INCOMING] = TERN__VMM__RUN_STATE__RUN_STATE_INCOMING,
 	[VM_STATE_RUNNING] = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING,
@@ -182,6 +202,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 		st.exits += __atomic_load_n(&vm->vcpus[i].exits, __ATOMIC_RELAXED);
 	st.console_dropped = serial_dropped(&vm->serial);
 	st.moved_to = ctl.moved_to;
+	st.moved_gone = moved_gone();
 	st.uffd = vm->uffd >= 0;
 	st.ram_missing = ram_missing();
 	return rpc_call_reply(call, &st.base, NULL, 0);
@@ -230,6 +251,13 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (held_from(call))
 		return rpc_call_errorf(call, EBUSY, "cannot continue: %s",
 				       held_msg(why, sizeof(why)));
+	if (moved_gone())
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot continue: the guest moved to %s, and that "
+				       "vmm has exited since: if it never ran the guest, "
+				       "this copy is the guest, and 'vmmctl cont %s "
+				       "--force' runs it; if it did, this copy is from "
+				       "before the move", ctl.moved_to, ctl.vm->name);
 	if (ctl.moved_to[0])
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot continue: the guest moved to %s, and this copy is "
@@ -643,7 +671,7 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 	const Tern__Vmm__MovedNote *n = (const Tern__Vmm__MovedNote *)arg;
 	enum vm_state st = vm_state_now(ctl.vm);
 	char why[512];
-	int ret;
+	int ret, pidfd;
 
 	ret = check_note(call, "SetMoved: 'to'", n->to);
 	if (ret < 0)
@@ -656,6 +684,7 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 			log_info("the mark 'moved to %s' is cleared: this copy may run",
 				 ctl.moved_to);
 		ctl.moved_to[0] = 0;
+		moved_forget_pidfd();
 		return 0;
 	}
 	if (st != VM_STATE_PAUSED)
@@ -679,6 +708,22 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (strlen(n->to) >= sizeof(ctl.moved_to))
 		return rpc_call_errorf(call, EINVAL, "SetMoved: 'to' is longer than "
 				       "%zu characters", sizeof(ctl.moved_to) - 1);
+	if (rpc_call_nfds(call) > 1)
+		return rpc_call_errorf(call, EINVAL, "SetMoved takes at most one "
+				       "descriptor, the destination vmm's pidfd "
+				       "(got %zu)", rpc_call_nfds(call));
+	pidfd = rpc_call_nfds(call) == 1 ? rpc_call_take_fd(call, 0) : -1;
+	/* A signal 0 through a pidfd is sent (or refused for want of
+	 * permission) to its process, alive or not; anything else is no
+	 * pidfd. */
+	if (pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 &&
+	    errno != EPERM && errno != ESRCH) {
+		close(pidfd);
+		return rpc_call_errorf(call, EINVAL, "SetMoved: the descriptor "
+				       "is not a pidfd");
+	}
+	moved_forget_pidfd();
+	ctl.moved_pidfd = pidfd;
 	str_copy(ctl.moved_to, n->to, sizeof(ctl.moved_to));
 	ctl.hold = rpc_call_peer(call);
 	log_info("the guest moved to %s: this copy is stale, and will not run "
@@ -753,6 +798,7 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 
 	ctl.vm = vm;
 	ctl.base = base;
+	ctl.moved_pidfd = -1;
 	ctl.ram_from = vm_state_now(vm) == VM_STATE_INCOMING ? RAM_FROM_NONE :
 		       RAM_FROM_BOOT;
 	if ((size_t)snprintf(ctl.path, sizeof(ctl.path), "%s/vmm/%s.sock", rundir,

@@ -201,7 +201,10 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 		printf(", console dropped %llu byte%s",
 		       (unsigned long long)s->console_dropped,
 		       s->console_dropped == 1 ? "" : "s");
-	if (s->moved_to[0])
+	if (s->moved_to[0] && s->moved_gone)
+		printf(", moved to %s, which has exited since (this copy may be "
+		       "the guest's only one)", s->moved_to);
+	else if (s->moved_to[0])
 		printf(", moved to %s (this copy is stale)", s->moved_to);
 	if (s->ram_missing)
 		printf(", state loaded without RAM (cont refused)");
@@ -764,7 +767,9 @@ static int transfer_mark(struct vmm_conn *src, struct vmm_conn *dst, bool set,
 		snprintf(to, sizeof(to), "vmm %s on this host (vmmctl transfer, "
 			 "pid %d)", dst->name, (int)getpid());
 	mark.to = to;
-	ret = call(src, "SetMoved", &mark.base, NULL, 0, NULL, &res);
+	/* With DST's pidfd, SRC can tell later whether DST is gone. */
+	ret = call(src, "SetMoved", &mark.base, &dst->pidfd,
+		   set && dst->pidfd >= 0 ? 1 : 0, NULL, &res);
 	rpc_result_close_fds(&res);
 	if (maybe)
 		*maybe = ret == 0 || !res.remote;

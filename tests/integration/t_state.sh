@@ -214,7 +214,13 @@ wait_exit "$(pid_of krun)"
 echo "$out" | grep -q "krun (pid $(pid_of krun)) exited after it started the guest, which is lost there; x stays paused, marked as moved, as it was before the transfer: 'vmmctl cont x --force' runs it from there" ||
 	fail "$out"
 [ "$(state_of x)" = paused ] || fail "x is $(state_of x), not paused"
-vmmctl status x | grep -q "moved to vmm krun" || fail "x is not marked: $(vmmctl status x)"
+vmmctl status x | grep -q "moved to vmm krun.*, which has exited since (this copy may be the guest's only one)" ||
+	fail "x is not marked, or not as moved to a vmm gone: $(vmmctl status x)"
+[ "$(vmmctl --json status x | jget moved_gone)" = true ] || fail "$(vmmctl --json status x)"
+# Its cont does not advise first to quit it, the guest's last copy.
+err=$(vmmctl cont x 2>&1) && fail "x ran while marked"
+case $err in *"cannot continue: the guest moved to vmm krun on this host"*", and that vmm has exited since: if it never ran the guest, this copy is the guest, and 'vmmctl cont x --force' runs it; if it did, this copy is from before the move") ;;
+*) fail "cont x: $err" ;; esac
 vmmctl cont x --force >/dev/null || fail "cont x --force"
 wait_progress x 0
 vmmctl check x || fail "x after krun died"
