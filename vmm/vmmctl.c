@@ -795,6 +795,7 @@ static int transfer_start(struct vmm_conn *src, struct vmm_conn *dst,
 {
 	Tern__Vmm__VmmStatus *ds = NULL;
 	struct rpc_result res;
+	bool gone;
 	int ret;
 
 	ret = call_ev(dst, "Cont", NULL, NULL, 0, NULL, &res, handle_start_event,
@@ -804,16 +805,17 @@ static int transfer_start(struct vmm_conn *src, struct vmm_conn *dst,
 		*started = ret == 0;
 		return ret;
 	}
-	if (!*started && conn_gone(dst))
+	gone = conn_gone(dst);
+	if (gone && !*started)
 		return ret;
-	if (*started && conn_gone(dst) && copy) {
+	if (gone && copy) {
 		cli_errx("%s (pid %d) exited after it started the guest, which is "
 			 "lost there; %s stays paused, marked as moved, as it was "
 			 "before the transfer: 'vmmctl cont %s --force' runs it "
 			 "from there", dst->name, dst->pid, src->name, src->name);
 		return -EOWNERDEAD;
 	}
-	if (*started && conn_gone(dst)) {
+	if (gone) {
 		cli_errx("%s (pid %d) exited after it started the guest, which is "
 			 "lost there; %s stays paused, marked as moved: the guest "
 			 "ran on in its RAM (handed over), not in its vCPUs, and "
