@@ -35,7 +35,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -149,21 +148,19 @@ static uint64_t chan_rate(const struct chan_tx *c)
 }
 
 /* Hold the channel to its share of max-bandwidth (pace.c), as it is at
- * this packet. */
+ * this packet; the wait ends early when the job's abort shuts the
+ * socket (the next send then fails). */
 static void chan_pace(struct chan_tx *c, struct pace *pc, uint64_t bytes)
 {
 	uint64_t wait, now, rate = chan_rate(c);
-	struct timespec ts;
 
 	if (!rate && !pc->rate)
 		return;                 /* no cap: no clock read per packet */
 	now = now_ns();
 	pace_set_rate(pc, rate, now);
 	wait = pace_sent(pc, now, bytes);
-	ts.tv_sec = wait / 1000000000ULL;
-	ts.tv_nsec = wait % 1000000000ULL;
 	if (wait)
-		nanosleep(&ts, NULL);
+		pace_wait(c->fd, wait);
 }
 
 /* Packets without page data. */

@@ -543,6 +543,9 @@ void pace_start(struct pace *p, uint64_t rate, uint64_t now);
 void pace_set_rate(struct pace *p, uint64_t rate, uint64_t now);
 /* Count bytes just sent at now; returns the ns to wait before the next. */
 uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes);
+/* Wait ns, or less: -EPIPE as soon as socket fd is shut down (the job's
+ * abort, chan_abort_fd) or fails; 0 when the time is up. */
+int pace_wait(int fd, uint64_t ns);
 
 /* pace.c, too: a channel's throughput over the last second, from
  * samples of its byte count (the reporter thread's, one per

@@ -11,11 +11,21 @@
  * between packets (Tune): what was sent is paid at the rate it went at,
  * and a cap set after none counts from then.
  *
+ * The wait itself (pace_wait) watches the channel's socket: the abort
+ * of a job (a cancel, its timeout, a failure) shuts its sockets down,
+ * and a paced channel must go then, not when its packet is paid for: a
+ * packet of 128 pages is 8 s of a 64 KiB/s cap, and a sleep held a
+ * cancel or a timeout that long.
+ *
  * And the rate a channel went at, as status reports it: over the last
  * second (RATE_WINDOW_NS), from the byte counts the worker's reporter
  * thread samples every MIGD_STATUS_INTERVAL_MS.  A shorter window than
  * the pacing's bursts would show 0 and more than the cap by turns.
  */
+#include <errno.h>
+#include <poll.h>
+#include <time.h>
+
 #include "common/util.h"
 #include "migd/migd.h"
 
@@ -44,6 +54,31 @@ uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes)
 		p->due = floor;
 	p->due += mul_div(bytes, 1000000000ULL, p->rate);
 	return p->due > now ? p->due - now : 0;
+}
+
+int pace_wait(int fd, uint64_t ns)
+{
+	/* No event asked: a socket shut down both ways (or in error)
+	 * reports POLLHUP (POLLERR) all the same, and nothing else wakes
+	 * this, not even data from the peer. */
+	struct pollfd pfd = { .fd = fd, .events = 0 };
+	uint64_t until = now_ns() + ns, now;
+	struct timespec ts;
+	int n;
+
+	for (;;) {
+		ts.tv_sec = ns / 1000000000ULL;
+		ts.tv_nsec = ns % 1000000000ULL;
+		n = ppoll(&pfd, 1, &ts, NULL);
+		if (n > 0)
+			return -EPIPE;
+		if (n == 0 || errno != EINTR)
+			return 0;
+		now = now_ns();         /* a signal: the rest of the wait */
+		if (now >= until)
+			return 0;
+		ns = until - now;
+	}
 }
 
 void rate_start(struct rate_window *rw, uint64_t now, uint64_t bytes)

@@ -4,13 +4,18 @@
  * on a simulated clock: a steady sender goes exactly at the cap, and a
  * sender that was idle may then burst by at most PACE_CREDIT_NS of the
  * cap, however long it was idle, and a cap changed mid-stream holds
- * from the next packet.
+ * from the next packet.  And the wait itself: it ends when the
+ * channel's socket is shut down (the job's abort), data does not end it.
  */
+#include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "migd/migd.h"
@@ -224,6 +229,36 @@ static void cap_changes_between_packets(void **state)
 	assert_int_equal(pace_sent(&p, now, RATE / 2), SEC / 2);
 }
 
+/* A wait the job's abort must cut: far longer than any test runs. */
+#define LONG_WAIT (600 * SEC)
+
+static void *shut_soon(void *arg)
+{
+	usleep(100000);         /* most likely while pace_wait waits */
+	shutdown(*(int *)arg, SHUT_RDWR);
+	return NULL;
+}
+
+/* A live socket waits its time out, whatever the peer sends; a shut one
+ * (before or during the wait) ends it at once. */
+static void wait_ends_on_shutdown(void **state)
+{
+	pthread_t t;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(pace_wait(sv[0], 1000000), 0);
+	assert_int_equal(write(sv[1], "x", 1), 1);
+	assert_int_equal(pace_wait(sv[0], 1000000), 0);
+	assert_int_equal(pthread_create(&t, NULL, shut_soon, &sv[0]), 0);
+	assert_int_equal(pace_wait(sv[0], LONG_WAIT), -EPIPE);
+	pthread_join(t, NULL);
+	assert_int_equal(pace_wait(sv[0], LONG_WAIT), -EPIPE);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +273,7 @@ int main(void)
 		cmocka_unit_test(idle_channel_reaches_zero),
 		cmocka_unit_test(uneven_samples),
 		cmocka_unit_test(large_rates),
+		cmocka_unit_test(wait_ends_on_shutdown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
