@@ -296,6 +296,24 @@ void control_stop(struct migd *m);
 
 #define PC_HIST_BUCKETS 24              /* fault latency: [2^i, 2^(i+1)) us */
 
+/* pace.c, too: a channel's throughput over the last second, from
+ * samples of its byte count (the reporter thread's, one per
+ * MIGD_STATUS_INTERVAL_MS, and one at the job's end), so that a paced channel's bursts average
+ * out as they do on the wire. */
+#define RATE_WINDOW_NS 1000000000ULL
+#define RATE_SAMPLES (RATE_WINDOW_NS / (MIGD_STATUS_INTERVAL_MS * 1000000ULL) + 3)
+struct rate_window {
+	uint64_t t[RATE_SAMPLES];       /* ns */
+	uint64_t bytes[RATE_SAMPLES];   /* the count at t */
+	unsigned int head;              /* where the next sample goes */
+	unsigned int n;                 /* samples kept */
+};
+/* The first sample: bytes (usually 0) at now. */
+void rate_start(struct rate_window *rw, uint64_t now, uint64_t bytes);
+/* Add a sample; bytes/s from the newest sample at least RATE_WINDOW_NS
+ * before now (from the oldest kept while there is none) to this one. */
+uint64_t rate_sample(struct rate_window *rw, uint64_t now, uint64_t bytes);
+
 /* Counters the channel threads update with relaxed atomics. */
 struct chan_stats {
 	uint64_t bytes;
@@ -304,7 +322,8 @@ struct chan_stats {
 	uint64_t zstd_pages;            /* sent (received) compressed */
 	uint64_t raw_bytes;             /* page bytes before compression */
 	uint64_t throughput;            /* bytes/s over the last second,
-					 * written by the reporter thread */
+					 * written with the worker's lock
+					 * (worker_sample_rates_locked) */
 };
 
 /* Commands from the parent to a worker, on the status socketpair
@@ -360,6 +379,10 @@ struct worker {
 	unsigned int nchannels;         /* (A) set once at set-up; the
 					 * reporter thread reads it */
 	struct chan_stats chan[STREAM_MAX_CHANNELS]; /* (A) */
+	struct rate_window rate[STREAM_MAX_CHANNELS]; /* (L) samples of each
+					 * channel's bytes, for its throughput */
+	unsigned int rate_seen;         /* (L) channels sampled so far */
+	uint64_t rate_prev_ns;          /* (L) the last sample's time */
 	uint64_t transferred_bytes;     /* (A) */
 	uint64_t skipped_pages;         /* (A) */
 	uint64_t started_ns;            /* (M) */
@@ -546,24 +569,6 @@ uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes);
 /* Wait ns, or less: -EPIPE as soon as socket fd is shut down (the job's
  * abort, chan_abort_fd) or fails; 0 when the time is up. */
 int pace_wait(int fd, uint64_t ns);
-
-/* pace.c, too: a channel's throughput over the last second, from
- * samples of its byte count (the reporter thread's, one per
- * MIGD_STATUS_INTERVAL_MS), so that a paced channel's bursts average
- * out as they do on the wire. */
-#define RATE_WINDOW_NS 1000000000ULL
-#define RATE_SAMPLES (RATE_WINDOW_NS / (MIGD_STATUS_INTERVAL_MS * 1000000ULL) + 3)
-struct rate_window {
-	uint64_t t[RATE_SAMPLES];       /* ns */
-	uint64_t bytes[RATE_SAMPLES];   /* the count at t */
-	unsigned int head;              /* where the next sample goes */
-	unsigned int n;                 /* samples kept */
-};
-/* The first sample: bytes (usually 0) at now. */
-void rate_start(struct rate_window *rw, uint64_t now, uint64_t bytes);
-/* Add a sample; bytes/s from the newest sample at least RATE_WINDOW_NS
- * before now (from the oldest kept while there is none) to this one. */
-uint64_t rate_sample(struct rate_window *rw, uint64_t now, uint64_t bytes);
 
 #define CHAN_QUEUE 64                   /* batches queued per channel */
 #define CHAN_QUEUE_MS 250               /* under max-bandwidth: this much */

@@ -19,8 +19,10 @@
  *
  * And the rate a channel went at, as status reports it: over the last
  * second (RATE_WINDOW_NS), from the byte counts the worker's reporter
- * thread samples every MIGD_STATUS_INTERVAL_MS.  A shorter window than
- * the pacing's bursts would show 0 and more than the cap by turns.
+ * thread samples every MIGD_STATUS_INTERVAL_MS and once more at the
+ * job's end (a job shorter than the window: over the time it ran).  A
+ * shorter window than the pacing's bursts would show 0 and more than
+ * the cap by turns.
  */
 #include <errno.h>
 #include <poll.h>

@@ -698,39 +698,47 @@ void worker_clear_failure(struct worker *w)
 }
 
 /*
- * Every MIGD_STATUS_INTERVAL_MS: per-channel throughput over the last
- * second, then a report.  Once the job has ended the figures stay as
- * they were: a finished job shows the last second it ran.
+ * Each channel's throughput over the last second, from a sample of its
+ * byte count at now (w->lock held): the reporter's, every status
+ * interval, and the job's last one as it ends, so that a finished job
+ * shows the last second it ran, and one that ran less than a second its
+ * bytes over the time it ran (it used to show 0 B/s when it ended
+ * before the reporter's first sample).
  */
+static void worker_sample_rates_locked(struct worker *w, uint64_t now)
+{
+	unsigned int i, n = __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
+
+	n = MIN(n, STREAM_MAX_CHANNELS);
+	for (i = 0; i < n; i++) {
+		struct chan_stats *c = &w->chan[i];
+		uint64_t b = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
+
+		/* A channel counts nothing before nchannels shows it. */
+		if (i >= w->rate_seen)
+			rate_start(&w->rate[i], w->rate_prev_ns, 0);
+		__atomic_store_n(&c->throughput, rate_sample(&w->rate[i], now, b),
+				 __ATOMIC_RELAXED);
+	}
+	w->rate_seen = MAX(w->rate_seen, n);
+	w->rate_prev_ns = now;
+}
+
+/* Every MIGD_STATUS_INTERVAL_MS while the job runs: throughputs, the
+ * cancel and the timeout, a report. */
 static void *reporter_thread(void *arg)
 {
 	struct worker *w = arg;
 	const uint64_t interval_ns = MIGD_STATUS_INTERVAL_MS * 1000000ULL;
 	struct timespec ts = { 0, interval_ns };
-	struct rate_window win[STREAM_MAX_CHANNELS];    /* this thread's */
-	unsigned int i, n, seen = 0;
-	uint64_t now, prev = now_ns();
-	bool ended;
 
 	for (;;) {
 		nanosleep(&ts, NULL);
-		now = now_ns();
 		pthread_mutex_lock(&w->lock);
-		ended = job_state_final(w->state);
+		/* Once ended, the figures stay as the end left them. */
+		if (!job_state_final(w->state))
+			worker_sample_rates_locked(w, now_ns());
 		pthread_mutex_unlock(&w->lock);
-		n = ended ? 0 : __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
-		for (i = 0; i < n && i < STREAM_MAX_CHANNELS; i++) {
-			struct chan_stats *c = &w->chan[i];
-			uint64_t b = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
-
-			/* A channel counts nothing before nchannels shows it. */
-			if (i >= seen)
-				rate_start(&win[i], prev, 0);
-			__atomic_store_n(&c->throughput, rate_sample(&win[i], now, b),
-					 __ATOMIC_RELAXED);
-		}
-		seen = MAX(seen, i);
-		prev = now;
 		worker_check_cancel(w);
 		worker_report(w);
 	}
@@ -794,6 +802,7 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	w.params = spec->params;
 	w.chan_rate = spec->params.max_bandwidth / MAX(spec->params.channels, 1u);
 	w.started_ns = now_ns();
+	w.rate_prev_ns = w.started_ns;
 	w.started_unix_ms = unix_ms();
 	if (worker_drop_privileges(spec) < 0) {
 		worker_fail(&w, EPERM, "cannot drop privileges");
@@ -807,6 +816,7 @@ int worker_main(const struct job_spec *spec, int status_fd)
 		pthread_detach(reporter);
 	ret = spec->role == JOB_ROLE_SOURCE ? source_run(&w) : dest_run(&w);
 	pthread_mutex_lock(&w.lock);
+	worker_sample_rates_locked(&w, now_ns());
 	if (ret < 0 && !w.error[0])
 		snprintf(w.error, sizeof(w.error), "%s", strerror(-ret));
 	state_change_locked(&w, ret == 0 ? JOB_STATE_COMPLETED :

@@ -12,7 +12,8 @@ start_migd
 # agree with each other and with the other side's.  Every page of the
 # guest was sent or skipped as a hole; each channel received exactly the
 # pages and zero pages it sent; a job's totals are its channels' sums;
-# the bytes on the wire hold at least the data pages sent uncompressed.
+# the bytes on the wire hold at least the data pages sent uncompressed;
+# a job shorter than a second shows each channel's throughput over it.
 # Prints what does not, and fails.
 figures_add_up() {
 	python3 - "$1" "$2" <<'PY'
@@ -45,6 +46,16 @@ for i in sorted(set(sc) & set(dc)):
     # The destination does not count the empty packets (sync, end).
     if g(dc[i], "bytes") > g(sc[i], "bytes"):
         bad.append(f"channel {i}: more bytes received than sent")
+# A job that ran less than a second shows each channel's bytes over the
+# time it ran, which is more than its bytes (not 0 B/s: its end came
+# before the first sample).
+for j, side in ((s, "source"), (d, "destination")):
+    if g(j, "total_ms") < 1000:
+        for c in j.get("channels", []):
+            if g(c, "throughput") < g(c, "bytes"):
+                bad.append(f"{side}: channel {g(c, 'index')}: {g(c, 'bytes')} "
+                           f"bytes in {g(j, 'total_ms')} ms at "
+                           f"{g(c, 'throughput')} B/s")
 print("; ".join(bad))
 sys.exit(1 if bad else 0)
 PY
