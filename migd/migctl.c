@@ -248,9 +248,15 @@ static void print_postcopy(const Tern__Migd__JobStatus *js)
 			       (unsigned long long)pc->latency_hist[i]);
 }
 
-/* The full, multi-line status of one job (its peer's text made safe). */
+/*
+ * The full, multi-line status of one job (its peer's text made safe).
+ * A destination knows what it received, not what the source has left
+ * (but for the pages a postcopy still needs) nor its rounds, rates,
+ * holes or downtime: those lines are the source's only.
+ */
 static void print_status(Tern__Migd__JobStatus *js)
 {
+	bool source = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE;
 	char a[32], b[32], c[32], d[32];
 	size_t i;
 
@@ -266,16 +272,27 @@ static void print_status(Tern__Migd__JobStatus *js)
 	printf("  progress      ");
 	if (job_round(js))
 		printf("round %llu ", (unsigned long long)job_round(js));
-	printf("%.0f%%: %s transferred, %s remaining, RAM %s\n",
-	       job_fraction(js) * 100, fmt_size(js->transferred_bytes, a, sizeof(a)),
-	       fmt_size(js->remaining_bytes, b, sizeof(b)),
-	       fmt_size(js->total_bytes, c, sizeof(c)));
-	printf("  pages         %llu sent, %llu zero, %llu skipped (holes at round 1)\n",
-	       (unsigned long long)js->pages_sent, (unsigned long long)js->zero_pages,
-	       (unsigned long long)js->skipped_pages);
-	printf("  rounds        %llu\n", (unsigned long long)js->rounds);
-	printf("  dirty rate    %llu pages/s\n", (unsigned long long)js->dirty_rate);
-	printf("  bandwidth     %s\n", fmt_rate(js->bandwidth, a, sizeof(a)));
+	printf("%.0f%%: %s transferred", job_fraction(js) * 100,
+	       fmt_size(js->transferred_bytes, a, sizeof(a)));
+	if (source || js->postcopy_stats)
+		printf(", %s remaining", fmt_size(js->remaining_bytes, b, sizeof(b)));
+	/* (not known before the job has mapped the vmm's RAM) */
+	printf(", RAM %s\n", js->total_bytes ?
+	       fmt_size(js->total_bytes, c, sizeof(c)) : "-");
+	if (source) {
+		printf("  pages         %llu sent, %llu zero, %llu skipped (holes at "
+		       "round 1)\n", (unsigned long long)js->pages_sent,
+		       (unsigned long long)js->zero_pages,
+		       (unsigned long long)js->skipped_pages);
+		printf("  rounds        %llu\n", (unsigned long long)js->rounds);
+		printf("  dirty rate    %llu pages/s\n",
+		       (unsigned long long)js->dirty_rate);
+		printf("  bandwidth     %s\n", fmt_rate(js->bandwidth, a, sizeof(a)));
+	} else {
+		printf("  pages         %llu received, %llu zero\n",
+		       (unsigned long long)js->pages_sent,
+		       (unsigned long long)js->zero_pages);
+	}
 	printf("  channels      %zu\n", js->n_channels);
 	for (i = 0; i < js->n_channels; i++) {
 		const Tern__Migd__ChannelStats *ch = js->channels[i];
@@ -285,15 +302,17 @@ static void print_status(Tern__Migd__JobStatus *js)
 		       (unsigned long long)ch->zero_pages,
 		       fmt_rate(ch->throughput, b, sizeof(b)));
 	}
-	printf("  downtime      expected %s, final %s",
-	       fmt_ms(js->expected_downtime_ms, a, sizeof(a)),
-	       js->downtime_us ? fmt_us(js->downtime_us, b, sizeof(b)) : "-");
-	if (js->params)
-		printf(" (limit %u ms)", js->params->downtime_limit_ms);
-	if (js->pause_fixed_us)
-		printf("; %.1f ms of it not for pages",
-		       js->pause_fixed_us / 1000.0);
-	printf("\n");
+	if (source) {
+		printf("  downtime      expected %s, final %s",
+		       fmt_ms(js->expected_downtime_ms, a, sizeof(a)),
+		       js->downtime_us ? fmt_us(js->downtime_us, b, sizeof(b)) : "-");
+		if (js->params)
+			printf(" (limit %u ms)", js->params->downtime_limit_ms);
+		if (js->pause_fixed_us)
+			printf("; %.1f ms of it not for pages",
+			       js->pause_fixed_us / 1000.0);
+		printf("\n");
+	}
 	if (js->resume_ms)
 		printf("  resume        %s\n", fmt_ms(js->resume_ms, a, sizeof(a)));
 	if (js->compressed_pages)
@@ -313,7 +332,7 @@ static void print_status(Tern__Migd__JobStatus *js)
 		printf("  finished      %s\n", fmt_time(js->finished_unix_ms, d, sizeof(d)));
 	if (js->worker_pid)
 		printf("  worker        pid %u\n", js->worker_pid);
-	if (js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE)
+	if (source)
 		printf("  switched      %s\n", js->switched ? "yes (the destination "
 		       "was told to resume)" : "no");
 	if (js->params) {

@@ -97,6 +97,13 @@ migrate() {
 	[ "$(job_get "$dst" state)" = completed ] || fail "destination job not completed"
 	why=$(figures_add_up "$out" "$(migctl --json status "$dst")") ||
 		fail "the figures do not add up: $why"
+	# A destination's status says what it received, and none of the
+	# source's rounds, rates, holes or downtime (it printed them as 0).
+	txt=$(migctl status "$dst")
+	echo "$txt" | grep -q "^  pages         [0-9]* received, [0-9]* zero$" &&
+		! echo "$txt" | grep -qE "^  (rounds|dirty rate|bandwidth|downtime) |remaining|holes" ||
+		fail "$dst's status: $txt"
+	migctl status "$src" | grep -q "^  rounds        [1-9]" || fail "$src: $(migctl status "$src")"
 	echo "ok: $src -> $dst, $ch channel(s): $(echo "$out" | jget rounds) rounds," \
 	     "downtime $(echo "$out" | jget downtime_ms) ms ($us us)"
 }
