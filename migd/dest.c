@@ -633,6 +633,12 @@ static int dest_recv(struct dest *d, int body, const char *what,
 		return worker_fail(d->w, r, "waiting for the source's %s: %s", what,
 				   r == -EPIPE ? "the source closed the connection" :
 				   strerror(-r));
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
+	    m->refuse->cancelled) {
+		r = worker_fail_cancelled(d->w, "the source");
+		protobuf_c_message_free_unpacked(&m->base, NULL);
+		return r;
+	}
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		/* A channel may have failed first, as the source closed it. */
 		if (worker_failed(d->w))

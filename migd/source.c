@@ -1919,6 +1919,9 @@ static void source_tell_dest(struct source *s, struct worker *w)
 	snprintf(msg, sizeof(msg), "%.199s", w->error[0] ? w->error : "failed");
 	rf.err = ECANCELED;
 	rf.message = msg;
+	/* Cancelled, not failed: the destination says the source cancelled,
+	 * whatever broke there first as this closes the connections. */
+	rf.cancelled = worker_cancelled();
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
 	m.refuse = &rf;
 	stream_msg_send(s->main_fd, &m.base, now_ns() + 200000000ULL);
