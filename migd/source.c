@@ -794,9 +794,13 @@ static int source_verify_fits(struct source *s)
 	uint64_t fixed_ms = DIV_ROUND_UP(source_fixed_us(s), 1000);
 
 	worker_params(s->w, p);
-	/* A job that may switch to postcopy ends that way, verified
-	 * outside the pause (when postcopy completes). */
-	if (s->verify_ms + fixed_ms <= p->downtime_limit_ms ||
+	/* Verify is the cause only if the limit holds the rest: a fixed
+	 * part beyond it alone is the estimate's to say (round by round),
+	 * verify or not.  A job that may switch to postcopy ends that way,
+	 * verified outside the pause (when postcopy completes). */
+	if ((s->verify_ms <= p->downtime_limit_ms &&
+	     (fixed_ms >= p->downtime_limit_ms ||
+	      s->verify_ms + fixed_ms <= p->downtime_limit_ms)) ||
 	    p->postcopy == POSTCOPY_POLICY_AUTO ||
 	    (p->timeout_s && p->timeout_action == TIMEOUT_ACTION_POSTCOPY))
 		return 0;
