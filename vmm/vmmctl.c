@@ -23,6 +23,7 @@
 
 #include "common/memcheck.h"
 #include "common/pbuf.h"
+#include "common/ramhash.h"
 #include "common/testguest.h"
 #include "common/cli.h"
 #include "common/json.h"
@@ -31,7 +32,13 @@
 #include "proto/vmm.pb-c.h"
 
 #define CTL_MAX_FRAME (4u << 20)
-#define STATE_FILE_MAGIC "TERNVMS1"
+/* A state file: the magic, the message's length and (since TERNVMS2)
+ * its checksum, each 8 bytes little-endian, then the message.  A file
+ * of TERNVMS1 (no checksum) is still read. */
+#define STATE_FILE_MAGIC "TERNVMS2"
+#define STATE_FILE_MAGIC_V1 "TERNVMS1"
+#define STATE_FILE_HDR 24
+#define STATE_FILE_HDR_V1 16
 #define STATE_FILE_MAX (64u << 20)
 
 
@@ -290,7 +297,7 @@ static int state_file_write(const char *path, const Tern__Vmm__VmState *st)
 	size_t len = tern__vmm__vm_state__get_packed_size(st);
 	char tmp[PATH_MAX];
 	uint8_t *buf;
-	uint64_t le = htole64(len);
+	uint64_t le = htole64(len), sum;
 	int fd, ret;
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
@@ -299,12 +306,15 @@ static int state_file_write(const char *path, const Tern__Vmm__VmState *st)
 	if (!buf)
 		return -ENOMEM;
 	tern__vmm__vm_state__pack(st, buf);
+	sum = htole64(ramhash_buf(buf, len));
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	ret = fd < 0 ? -errno : 0;
 	if (ret == 0)
 		ret = write_all(fd, STATE_FILE_MAGIC, 8);
 	if (ret == 0)
 		ret = write_all(fd, &le, 8);
+	if (ret == 0)
+		ret = write_all(fd, &sum, 8);
 	if (ret == 0)
 		ret = write_all(fd, buf, len);
 	if (ret == 0 && fsync(fd) < 0)
@@ -323,10 +333,10 @@ static int state_file_write(const char *path, const Tern__Vmm__VmState *st)
 static int state_file_read(const char *path, Tern__Vmm__VmState **ret, char *why,
 			   size_t whylen)
 {
-	uint8_t hdr[16], *buf = NULL;
-	uint64_t len;
+	uint8_t hdr[STATE_FILE_HDR], *buf = NULL;
+	uint64_t len, sum = 0;
 	struct stat st;
-	int fd, r = 0;
+	int fd, r = 0, hlen = STATE_FILE_HDR;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
@@ -346,31 +356,45 @@ static int state_file_read(const char *path, Tern__Vmm__VmState **ret, char *why
 	}
 	/* The magic decides what the file is; only then is it short. */
 	if (st.st_size < 8 || pread(fd, hdr, 8, 0) != 8 ||
-	    memcmp(hdr, STATE_FILE_MAGIC, 8)) {
+	    (memcmp(hdr, STATE_FILE_MAGIC, 8) && memcmp(hdr, STATE_FILE_MAGIC_V1, 8))) {
 		snprintf(why, whylen, "not a tern VM state file");
 		r = -EINVAL;
 		goto out;
 	}
-	if (st.st_size < 16 || pread(fd, hdr, 16, 0) != 16) {
-		snprintf(why, whylen, "truncated: a state file's header is 16 "
-			 "bytes, this file has %llu",
+	if (!memcmp(hdr, STATE_FILE_MAGIC_V1, 8))
+		hlen = STATE_FILE_HDR_V1;
+	if (st.st_size < hlen || pread(fd, hdr, hlen, 0) != hlen) {
+		snprintf(why, whylen, "truncated: a state file's header is %d "
+			 "bytes, this file has %llu", hlen,
 			 (unsigned long long)st.st_size);
 		r = -EINVAL;
 		goto out;
 	}
 	memcpy(&len, hdr + 8, 8);
 	len = le64toh(len);
-	if (len > STATE_FILE_MAX || (uint64_t)st.st_size != 16 + len) {
+	if (hlen == STATE_FILE_HDR) {
+		memcpy(&sum, hdr + 16, 8);
+		sum = le64toh(sum);
+	}
+	if (len > STATE_FILE_MAX || (uint64_t)st.st_size != hlen + len) {
 		snprintf(why, whylen, "truncated or damaged: header says %llu bytes, "
 			 "file has %llu", (unsigned long long)len,
-			 (unsigned long long)(st.st_size - 16));
+			 (unsigned long long)(st.st_size - hlen));
 		r = -EINVAL;
 		goto out;
 	}
 	buf = malloc(len ? len : 1);
-	if (!buf || pread(fd, buf, len, 16) != (ssize_t)len) {
+	if (!buf || pread(fd, buf, len, hlen) != (ssize_t)len) {
 		snprintf(why, whylen, "cannot read it");
 		r = -EIO;
+		goto out;
+	}
+	/* A byte changed since the save decodes all the same, often: the
+	 * checksum finds it (a TERNVMS1 file has none). */
+	if (hlen == STATE_FILE_HDR && ramhash_buf(buf, len) != sum) {
+		snprintf(why, whylen, "damaged: its checksum does not match its "
+			 "contents (it changed after it was saved)");
+		r = -EINVAL;
 		goto out;
 	}
 	*ret = (Tern__Vmm__VmState *)pbuf_unpack(&tern__vmm__vm_state__descriptor,

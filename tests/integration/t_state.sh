@@ -77,23 +77,41 @@ echo "$out" | grep -q "truncated or damaged" || fail "$out"
 # is named as one.
 head -c 8 "$RUNDIR/good.state" >"$RUNDIR/magic.state"
 out=$(vmmctl load in "$RUNDIR/magic.state" 2>&1) && fail "loaded 8 bytes"
-[ "$out" = "vmmctl: $RUNDIR/magic.state: truncated: a state file's header is 16 bytes, this file has 8" ] ||
+[ "$out" = "vmmctl: $RUNDIR/magic.state: truncated: a state file's header is 24 bytes, this file has 8" ] ||
 	fail "$out"
 mkdir "$RUNDIR/dir.state"
 out=$(vmmctl load in "$RUNDIR/dir.state" 2>&1) && fail "loaded a directory"
 [ "$out" = "vmmctl: $RUNDIR/dir.state: is a directory, not a state file" ] || fail "$out"
 
-# Version is the first field of the message: bytes 08 01 after the header.
-cp "$RUNDIR/good.state" "$RUNDIR/v2.state"
-printf '\x02' | dd of="$RUNDIR/v2.state" bs=1 seek=17 conv=notrunc status=none
-out=$(vmmctl load in "$RUNDIR/v2.state" 2>&1) && fail "loaded version 2"
-echo "$out" | grep -q "state version 2, this vmm loads version 1" || fail "$out"
-
-# Garbage in the message body.
+# Garbage in the message body, and one byte changed (before the
+# checksum, such a byte often decoded, and was loaded).
 cp "$RUNDIR/good.state" "$RUNDIR/bad.state"
 dd if=/dev/urandom of="$RUNDIR/bad.state" bs=1 seek=40 count=64 conv=notrunc status=none
 out=$(vmmctl load in "$RUNDIR/bad.state" 2>&1) && fail "loaded a corrupted state"
 echo "corrupted: $out"
+half=$(( $(stat -c %s "$RUNDIR/good.state") / 2 ))
+cp "$RUNDIR/good.state" "$RUNDIR/byte.state"
+python3 -c 'import sys
+b = bytearray(open(sys.argv[1], "rb").read()); b[int(sys.argv[2])] ^= 1
+open(sys.argv[1], "wb").write(b)' "$RUNDIR/byte.state" "$half"
+cmp -s "$RUNDIR/good.state" "$RUNDIR/byte.state" && fail "the byte at $half did not change"
+out=$(vmmctl load in "$RUNDIR/byte.state" 2>&1) && fail "loaded a state with byte $half changed"
+[ "$out" = "vmmctl: $RUNDIR/byte.state: damaged: its checksum does not match its contents (it changed after it was saved)" ] ||
+	fail "byte $half changed: $out"
+echo "ok: one byte changed: $out"
+
+# A file of the first format (TERNVMS1: no checksum) is still read; the
+# edits below are made in one (the message starts at byte 16).
+as_v1() {	# SRC DST
+	{ printf TERNVMS1; tail -c +9 "$1" | head -c 8; tail -c +25 "$1"; } >"$2"
+}
+as_v1 "$RUNDIR/good.state" "$RUNDIR/good1.state"
+
+# Version is the first field of the message: bytes 08 01 after the header.
+cp "$RUNDIR/good1.state" "$RUNDIR/v2.state"
+printf '\x02' | dd of="$RUNDIR/v2.state" bs=1 seek=17 conv=notrunc status=none
+out=$(vmmctl load in "$RUNDIR/v2.state" 2>&1) && fail "loaded version 2"
+echo "$out" | grep -q "state version 2, this vmm loads version 1" || fail "$out"
 
 # A guest TSC frequency far from this host's, which this KVM (no TSC
 # scaling here) cannot give: tsc_khz is field 14, a varint, and protobuf
@@ -120,13 +138,13 @@ with_tsc() {	# SRC DST KHZ: SRC's state with the guest's TSC at KHZ
 		for b in "${bytes[@]}"; do byte "$b"; done
 	} >"$2"
 }
-with_tsc "$RUNDIR/good.state" "$RUNDIR/tsc1.state" 1
+with_tsc "$RUNDIR/good1.state" "$RUNDIR/tsc1.state" 1
 out=$(vmmctl load in "$RUNDIR/tsc1.state" 2>&1) && fail "loaded a 1 kHz TSC"
 echo "$out"
 host_khz=$(echo "$out" | sed -n 's/.*this host.s at \([0-9]*\) kHz, and this host.s KVM cannot scale it.*/\1/p')
 if [ -n "$host_khz" ]; then
 	khz=$(( host_khz + 18446744073710 ))
-	with_tsc "$RUNDIR/good.state" "$RUNDIR/tscwrap.state" "$khz"
+	with_tsc "$RUNDIR/good1.state" "$RUNDIR/tscwrap.state" "$khz"
 	out=$(vmmctl load in "$RUNDIR/tscwrap.state" 2>&1) &&
 		fail "loaded a guest TSC of $khz kHz on a $host_khz kHz host"
 	echo "$out" | grep -q "runs at $khz kHz.*\(cannot scale it\|more than KVM can set\)" ||
@@ -277,8 +295,8 @@ if [ -n "$host_khz" ]; then
 	# second must be refused, however close it is to the first.
 	near=$(( host_khz + host_khz * 150 / 1000000 ))
 	far=$(( host_khz + host_khz * 300 / 1000000 ))
-	with_tsc "$RUNDIR/good.state" "$RUNDIR/tscnear.state" "$near"
-	with_tsc "$RUNDIR/good.state" "$RUNDIR/tscfar.state" "$far"
+	with_tsc "$RUNDIR/good1.state" "$RUNDIR/tscnear.state" "$near"
+	with_tsc "$RUNDIR/good1.state" "$RUNDIR/tscfar.state" "$far"
 	vmmctl load pre "$RUNDIR/tscnear.state" || fail "a TSC 150 ppm off refused"
 	"$PEER" "$RUNDIR" discard pre || fail "Discard pre"
 	out=$(vmmctl load pre "$RUNDIR/tscfar.state" 2>&1) &&
