@@ -717,7 +717,8 @@ static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy,
  * DST must be incoming, and of SRC's size: checked before SRC stops, as
  * DST would refuse the RAM only after.
  */
-static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst)
+static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst,
+			  uint32_t *throttle)
 {
 	Tern__Vmm__VmmStatus *ss = NULL, *ds = NULL;
 	char smem[32], dmem[32];
@@ -726,6 +727,9 @@ static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst)
 	if (get_status(dst, &ds) < 0 || get_status(src, &ss) < 0)
 		goto out;
 	conn_watch_confirm(dst, ds);
+	/* An operator's (no migration runs on SRC, below): the guest keeps
+	 * it on DST, which is SRC's successor on this host. */
+	*throttle = ss->throttle;
 	fmt_size(ss->memory, smem, sizeof(smem));
 	fmt_size(ds->memory, dmem, sizeof(dmem));
 	if (ds->state != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
@@ -873,11 +877,12 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	Tern__Vmm__VmState *st = NULL;
 	struct rpc_result res;
 	bool was_running = false, handed = false, marked = false, loaded = false;
+	Tern__Vmm__Throttle thr = TERN__VMM__THROTTLE__INIT;
 	bool started = false, gone;
 	int ret;
 
 	conn_watch(dst);
-	if (transfer_check(src, dst) < 0 || transfer_hold(src, dst) < 0)
+	if (transfer_check(src, dst, &thr.percent) < 0 || transfer_hold(src, dst) < 0)
 		return CLI_FAILED;
 	if (pause_for_view(src, &was_running) < 0)
 		return CLI_FAILED;
@@ -895,6 +900,8 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	}
 	if (st)
 		protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (ret == 0 && thr.percent)
+		ret = call(dst, "SetThrottle", &thr.base, NULL, 0, NULL, NULL);
 	if (ret == 0)
 		ret = transfer_start(src, dst, copy, &started);
 	if (ret == -EOWNERDEAD)
@@ -939,8 +946,13 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	if (quit_vmm(src) < 0)
 		cli_errx("%s runs the guest now, but %s did not quit: stop it by hand",
 		      dst->name, src->name);
-	printf("%s now runs on %s (%s)\n", src->name, dst->name,
-	       copy ? "RAM copied" : "RAM handed over");
+	if (thr.percent)
+		printf("%s now runs on %s (%s; vCPUs throttled %u%%, as on %s)\n",
+		       src->name, dst->name, copy ? "RAM copied" : "RAM handed over",
+		       thr.percent, src->name);
+	else
+		printf("%s now runs on %s (%s)\n", src->name, dst->name,
+		       copy ? "RAM copied" : "RAM handed over");
 	return CLI_OK;
 }
 

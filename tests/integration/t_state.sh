@@ -49,10 +49,15 @@ for n in 1 2; do
 	vmmctl quit "d$n"
 done
 
-note "fill guest, copied"
+note "fill guest, copied, throttled: the throttle goes with it"
 start_vmm f --memory 64M --vcpus 2 --test-guest fill --guest-rate 50000 --heartbeat 100
 wait_pass f 1 2
+vmmctl throttle f 30 >/dev/null || fail "throttle f"
 hop f g --copy
+# An operator's throttle, on the vmm that replaces f (before: 0 on g).
+[ "$(vmmctl --json status g | jget throttle)" = 30 ] ||
+	fail "g: throttle $(vmmctl --json status g | jget throttle), f had 30"
+echo "ok: g throttled 30% as f was"
 
 note "refusals"
 start_vmm s --memory 64M --test-guest dirty --heartbeat 100 --guest-rate 50000
