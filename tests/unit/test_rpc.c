@@ -1216,6 +1216,47 @@ static void test_client_timeout_under_events(void **state)
 	close(sv[1]);
 }
 
+/* Two events buffered before the deadline: the first holds the client
+ * past it, and the second, which came in time, is taken all the same
+ * (vmmctl transfer decides on such an event). */
+static void slow_event(void *ctx, const char *name, const uint8_t *data,
+		       size_t len)
+{
+	struct timespec ts = { 0, 60 * 1000000L };
+
+	if (++*(int *)ctx == 1)
+		nanosleep(&ts, NULL);
+}
+
+static void test_client_timeout_takes_buffered(void **state)
+{
+	Tern__Vmm__Empty em = TERN__VMM__EMPTY__INIT;
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
+	uint8_t frame[64];
+	struct rpc_result res;
+	struct rpc_client *cl;
+	ProtobufCMessage *out = NULL;
+	int sv[2], n, events = 0;
+
+	make_pair(sv);
+	ev.id = 1;              /* the client's first call */
+	ev.name = "starting";
+	f.body_case = TERN__RPC__FRAME__BODY_EVENT;
+	f.event = &ev;
+	n = rpc_frame_encode(&f, frame, sizeof(frame));
+	assert_true(n > 0);
+	assert_int_equal(write(sv[1], frame, n), n);
+	assert_int_equal(write(sv[1], frame, n), n);
+	assert_int_equal(rpc_client_from_fd(sv[0], &cl), 0);
+	assert_int_equal(rpc_client_call(cl, VMM, "Cont", &em.base, NULL, 0,
+					 &out, &res, 20, slow_event, &events),
+			 -ETIMEDOUT);
+	assert_int_equal(events, 2);
+	rpc_client_free(cl);
+	close(sv[1]);
+}
+
 static void test_srv_listen_and_accept(void **state)
 {
 	char dir[] = "/tmp/tern-rpc-XXXXXX", addr[128];
@@ -1373,6 +1414,7 @@ int main(void)
 		SRV_TEST(test_srv_wrong_arg_type),
 		cmocka_unit_test(test_client_timeout),
 		cmocka_unit_test(test_client_timeout_under_events),
+		cmocka_unit_test(test_client_timeout_takes_buffered),
 		SRV_TEST(test_srv_listen_and_accept),
 		SRV_TEST(test_srv_accept_out_of_fds),
 	};
