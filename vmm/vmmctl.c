@@ -862,6 +862,16 @@ static int transfer_start(struct vmm_conn *src, struct vmm_conn *dst,
 		return -EOWNERDEAD;
 	}
 	ret = ds->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ? 0 : -EIO;
+	/* One that said it started may have run the guest since: whatever
+	 * it is now, SRC must not run beside what it did. */
+	if (ret < 0 && *started) {
+		cli_errx("%s started the guest, and is %s now: %s stays paused, "
+			 "marked as moved; check %s: if the guest is lost there, "
+			 "quit it, then 'vmmctl cont %s --force' runs %s as it "
+			 "was at the transfer", dst->name, run_state_name(ds->state),
+			 src->name, dst->name, src->name, src->name);
+		ret = -EOWNERDEAD;
+	}
 	protobuf_c_message_free_unpacked(&ds->base, NULL);
 	return ret;
 }
@@ -942,6 +952,14 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		if (was_running && call(src, "Cont", NULL, NULL, 0, NULL, NULL) == 0)
 			cli_errx("transfer failed; %s is running again", src->name);
 		return CLI_FAILED;
+	}
+	/* DST runs the guest: SRC's copy is stale for good, whatever DST
+	 * becomes later (the pidfd in its mark would say, once DST exits,
+	 * that SRC may be the only copy). */
+	if (dst->pidfd >= 0) {
+		close(dst->pidfd);
+		dst->pidfd = -1;
+		transfer_mark(src, dst, true, NULL);
 	}
 	if (quit_vmm(src) < 0)
 		cli_errx("%s runs the guest now, but %s did not quit: stop it by hand",
