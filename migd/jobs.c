@@ -502,6 +502,13 @@ int job_cancel(struct job *j, enum job_cancel how)
 	r = how == JOB_CANCEL_ABANDON ? job_command(j, "abandon", NULL) :
 	    how == JOB_CANCEL_PLAIN ? job_command(j, "cancel", NULL) :
 	    kill(j->pid, SIGTERM) < 0 ? -errno : 0;
+	/* A plain cancel queued (the worker reads it when it can) is
+	 * sent; a worker without its status link cannot read one, but
+	 * before its switch SIGTERM is the same cancel. */
+	if (how == JOB_CANCEL_PLAIN && r == -EAGAIN)
+		r = 0;
+	else if (how == JOB_CANCEL_PLAIN && r < 0)
+		r = kill(j->pid, SIGTERM) < 0 ? -errno : 0;
 	if (r < 0)
 		return r;
 	j->cancel_how = how;
