@@ -159,8 +159,11 @@ static void chan_pace(struct chan_tx *c, struct pace *pc, uint64_t bytes)
 	now = now_ns();
 	pace_set_rate(pc, rate, now);
 	wait = pace_sent(pc, now, bytes);
-	if (wait)
-		pace_wait(c->fd, wait);
+	/* (Once per job at most: the wait ends only with it.) */
+	if (wait && pace_wait(c->fd, wait) < 0)
+		log_info("ram channel %u: the job ends: its wait for the cap "
+			 "(%llu ms) is cut short", c->index,
+			 (unsigned long long)(wait / 1000000));
 }
 
 /* Packets without page data. */

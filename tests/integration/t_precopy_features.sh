@@ -147,21 +147,21 @@ note "under the lowest cap, a timeout and a cancel end the job when they come"
 # At 64 KiB/s on one channel a packet of 128 pages takes 8 s of the cap.
 # The channel used to sleep those out, and the job ended only then: a
 # 2 s timeout after 8 s, a cancel up to 8 s late.  Now the abort's
-# shutdown of the socket ends the wait.  The job's own clock, with a
-# margin for a loaded host far below the 8 s it used to take:
-late_ms=2000
+# shutdown of the socket ends the wait, and the worker says so (a test
+# takes no timings: the job's own clock is shown, not judged).
+cut() { grep -c "^migd\[h/out\]: .*ram channel 0: the job ends: its wait for the cap" "$RUNDIR/migd.log"; }
+n0=$(cut)
 incoming k
 out=$(migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 64K --channels 1 \
 	--timeout 2 2>&1) && fail "a migration at 64 KiB/s completed in 2 s"
 echo "$out" | grep -q "did not complete within the 2 s timeout" || fail "$out"
-ms=$(job_get h total_ms)
-echo "ok: a 2 s timeout at 64 KiB/s ended the job after $ms ms"
-[ "$ms" -le $((2000 + late_ms)) ] ||
-	fail "a 2 s timeout at 64 KiB/s ended the job after $ms ms: $(migctl --json status h)"
+[ "$(cut)" -gt "$n0" ] || fail "the timeout did not cut the channel's wait short: $(grep 'h/out' "$RUNDIR/migd.log" | tail -n 5)"
+echo "ok: a 2 s timeout at 64 KiB/s cut the channel's wait; the job ended after $(job_get h total_ms) ms"
 source_fine h
 wait_job_final k
 dest_fresh k
 incoming k
+n0=$(cut)
 migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 64K --channels 1 \
 	--detach >/dev/null || fail "migrate h at 64 KiB/s"
 # Cancelled once the first packet left: its channel has 8 s to wait.
@@ -171,10 +171,8 @@ wait_until 30 sh -c "[ \"\$('$BIN/migctl' --rundir '$RUNDIR' --json status h |
 at=$(job_get h total_ms)
 migctl cancel h --wait >/dev/null 2>&1
 [ "$(job_get h state)" = cancelled ] || fail "h: $(migctl --json status h)"
-ms=$(job_get h total_ms)
-echo "ok: a cancel at $at ms ended the job at $ms ms"
-[ "$ms" -le $((at + late_ms)) ] ||
-	fail "a cancel at $at ms ended the job at $ms ms: $(migctl --json status h)"
+[ "$(cut)" -gt "$n0" ] || fail "the cancel did not cut the channel's wait short: $(grep 'h/out' "$RUNDIR/migd.log" | tail -n 5)"
+echo "ok: a cancel at $at ms cut the channel's wait; the job ended at $(job_get h total_ms) ms"
 source_fine h
 wait_job_final k
 dest_fresh k
