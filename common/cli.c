@@ -15,10 +15,12 @@
 #include "common/util.h"
 
 static const char *cli_prog = "tern";
+static const char *cli_manual = "its manual page";
 
-void cli_init(const char *prog)
+void cli_init(const char *prog, const char *manual)
 {
 	cli_prog = prog;
+	cli_manual = manual;
 	signal(SIGPIPE, SIG_IGN);
 }
 
@@ -101,6 +103,25 @@ int cli_help(int argc, char **argv, void (*usage)(FILE *f),
 		return one(argv[1]) < 0 ? CLI_USAGE : CLI_OK;
 	usage(stdout);
 	return CLI_OK;
+}
+
+const void *cli_find_command(const void *table, size_t n, size_t size,
+			     const char *name)
+{
+	const char *entry = table;
+	size_t i;
+
+	for (i = 0; i < n; i++, entry += size)
+		if (!strcmp(name, *(const char *const *)entry))
+			return entry;
+	cli_errx("unknown command '%s' (see %s --help)", name, cli_prog);
+	return NULL;
+}
+
+void cli_command_usage(const char *name, const char *args)
+{
+	printf("usage: %s [--rundir DIR] [--json] [--timeout SEC] %s%s%s\n"
+	       "see %s\n", cli_prog, name, args[0] ? " " : "", args, cli_manual);
 }
 
 static const char *const globals[] = { "rundir", "json", "timeout" };

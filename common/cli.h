@@ -18,8 +18,9 @@ struct cli_globals {
 	int timeout_ms;
 };
 
-/* The program's name for error lines; also ignores SIGPIPE. */
-void cli_init(const char *prog);
+/* The program's name for error lines, and its manual page ("migctl(1)")
+ * for the usage of a command; also ignores SIGPIPE. */
+void cli_init(const char *prog, const char *manual);
 /* "PROG: message" on stderr. */
 void cli_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /*
@@ -49,6 +50,16 @@ bool cli_wants_help(int argc, char **argv);
  */
 int cli_help(int argc, char **argv, void (*usage)(FILE *f),
 	     int (*one)(const char *command));
+/*
+ * The entry named name in a program's table of commands (n entries of
+ * size bytes, each beginning with its name, a const char *), or NULL
+ * after saying that there is no such command.
+ */
+const void *cli_find_command(const void *table, size_t n, size_t size,
+			     const char *name);
+/* A command's usage, on stdout (its help): the global options, the
+ * command and args, and the manual page. */
+void cli_command_usage(const char *name, const char *args);
 /* Whether the n bytes at name are a global option's name (rundir...). */
 bool cli_global_option(const char *name, size_t n);
 /*

@@ -980,13 +980,6 @@ static int usage_of(const struct command *c)
 	return -EINVAL;
 }
 
-/* migctl COMMAND --help, migctl help COMMAND: its usage, on stdout. */
-static void help_of(const struct command *c)
-{
-	printf("usage: migctl [--rundir DIR] [--json] [--timeout SEC] %s%s%s\n"
-	       "see migctl(1)\n", c->name, c->usage[0] ? " " : "", c->usage);
-}
-
 /* A bandwidth: a size per second (500M), or 0 or the flag's own word
  * for none (unlimited, or measured), returned as UINT64_MAX ("set to
  * zero", take_clears). */
@@ -1257,13 +1250,8 @@ static void usage(FILE *f)
 
 static const struct command *find_command(const char *name)
 {
-	size_t i;
-
-	for (i = 0; i < ARRAY_SIZE(commands); i++)
-		if (!strcmp(name, commands[i].name))
-			return &commands[i];
-	cli_errx("unknown command '%s' (see migctl --help)", name);
-	return NULL;
+	return cli_find_command(commands, ARRAY_SIZE(commands),
+				sizeof(commands[0]), name);
 }
 
 /* help COMMAND: its usage, on stdout. */
@@ -1273,7 +1261,7 @@ static int help_one(const char *name)
 
 	if (!c)
 		return -EINVAL;
-	help_of(c);
+	cli_command_usage(c->name, c->usage);
 	return 0;
 }
 
@@ -1292,7 +1280,7 @@ static int run(int argc, char **argv)
 	if (!cmd)
 		return CLI_USAGE;
 	if (cli_wants_help(argc, argv)) {
-		help_of(cmd);
+		cli_command_usage(cmd->name, cmd->usage);
 		return CLI_OK;
 	}
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
@@ -1335,7 +1323,7 @@ int main(int argc, char **argv)
 {
 	int cmd;
 
-	cli_init("migctl");
+	cli_init("migctl", "migctl(1)");
 	cmd = cli_parse_globals(argc, argv, &opts, usage);
 	if (cmd < 0)
 		return cmd == -1 ? CLI_OK : CLI_USAGE;

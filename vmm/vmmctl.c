@@ -1195,20 +1195,8 @@ static const struct command {
 
 static const struct command *find_command(const char *name)
 {
-	size_t i;
-
-	for (i = 0; i < ARRAY_SIZE(commands); i++)
-		if (!strcmp(name, commands[i].name))
-			return &commands[i];
-	cli_errx("unknown command '%s' (see vmmctl --help)", name);
-	return NULL;
-}
-
-/* vmmctl COMMAND --help, vmmctl help COMMAND: its usage, on stdout. */
-static void help_of(const struct command *c)
-{
-	printf("usage: vmmctl [--rundir DIR] [--json] [--timeout SEC] %s %s\n"
-	       "see vmmctl(8)\n", c->name, c->usage);
+	return cli_find_command(commands, ARRAY_SIZE(commands),
+				sizeof(commands[0]), name);
 }
 
 /* help COMMAND: its usage, on stdout. */
@@ -1218,7 +1206,7 @@ static int help_one(const char *name)
 
 	if (!c)
 		return -EINVAL;
-	help_of(c);
+	cli_command_usage(c->name, c->usage);
 	return 0;
 }
 
@@ -1315,7 +1303,7 @@ static int run(int argc, char **argv)
 	if (!cmd)
 		return CLI_USAGE;
 	if (cli_wants_help(argc, argv)) {
-		help_of(cmd);
+		cli_command_usage(cmd->name, cmd->usage);
 		return CLI_OK;
 	}
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
@@ -1346,7 +1334,7 @@ int main(int argc, char **argv)
 {
 	int cmd;
 
-	cli_init("vmmctl");
+	cli_init("vmmctl", "vmmctl(8)");
 	cmd = cli_parse_globals(argc, argv, &opts, usage);
 	if (cmd < 0)
 		return cmd == -1 ? CLI_OK : CLI_USAGE;
