@@ -82,7 +82,8 @@ static void cli_list_matches(const struct option *opts, const char *name,
 	}
 }
 
-bool cli_wants_help(int argc, char **argv)
+/* --help or -h among a command's arguments, before any "--". */
+static bool wants_help(int argc, char **argv)
 {
 	int i;
 
@@ -92,36 +93,53 @@ bool cli_wants_help(int argc, char **argv)
 	return false;
 }
 
-int cli_help(int argc, char **argv, void (*usage)(FILE *f),
-	     int (*one)(const char *command))
+static const void *find_command(const struct cli_commands *c, const char *name)
 {
-	if (argc > 2) {
-		cli_errx("usage: %s help [COMMAND]", cli_prog);
-		return CLI_USAGE;
-	}
-	if (argc == 2)
-		return one(argv[1]) < 0 ? CLI_USAGE : CLI_OK;
-	usage(stdout);
-	return CLI_OK;
-}
-
-const void *cli_find_command(const void *table, size_t n, size_t size,
-			     const char *name)
-{
-	const char *entry = table;
+	const char *entry = c->table;
 	size_t i;
 
-	for (i = 0; i < n; i++, entry += size)
+	for (i = 0; i < c->n; i++, entry += c->size)
 		if (!strcmp(name, *(const char *const *)entry))
 			return entry;
 	cli_errx("unknown command '%s' (see %s --help)", name, cli_prog);
 	return NULL;
 }
 
-void cli_command_usage(const char *name, const char *args)
+/* The command's usage, on stdout: the global options, the command and
+ * its arguments, and the manual page. */
+static void command_usage(const struct cli_commands *c, const void *entry)
 {
+	const char *name = *(const char *const *)entry;
+	const char *args = *(const char *const *)((const char *)entry +
+						   c->usage_off);
+
 	printf("usage: %s [--rundir DIR] [--json] [--timeout SEC] %s%s%s\n"
 	       "see %s\n", cli_prog, name, args[0] ? " " : "", args, cli_manual);
+}
+
+const void *cli_command(const struct cli_commands *c, int argc, char **argv,
+			int *code)
+{
+	bool help = !strcmp(argv[0], "help");
+	const void *entry;
+
+	if (help && argc > 2) {
+		cli_errx("usage: %s help [COMMAND]", cli_prog);
+		*code = CLI_USAGE;
+		return NULL;
+	}
+	if (help && argc == 1) {
+		c->usage(stdout);
+		*code = CLI_OK;
+		return NULL;
+	}
+	entry = find_command(c, argv[help ? 1 : 0]);
+	if (entry && !help && !wants_help(argc, argv))
+		return entry;       /* *code untouched */
+	if (entry)
+		command_usage(c, entry);
+	*code = entry ? CLI_OK : CLI_USAGE;
+	return NULL;
 }
 
 static const char *const globals[] = { "rundir", "json", "timeout" };

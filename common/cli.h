@@ -8,6 +8,7 @@
 #define TERN_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 
 enum cli_exit { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
@@ -40,26 +41,26 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 struct option;
 void cli_bad_option(char **argv, int ch, const char *where,
 		    const struct option *longopts);
-/* Whether a command's arguments (argv[1..argc)) ask for its help:
- * --help or -h before any "--". */
-bool cli_wants_help(int argc, char **argv);
 /*
- * "PROG help [COMMAND]" (argv[0] is "help"): the usage on stdout, or
- * COMMAND's through one(), which says why it cannot (no such command)
- * and fails.  The exit status.
+ * A program's commands: a table of n entries of size bytes, each
+ * beginning with its name (a const char *) and holding, usage_off bytes
+ * in, its usage line's arguments (a const char *); and the program's
+ * usage summary.
  */
-int cli_help(int argc, char **argv, void (*usage)(FILE *f),
-	     int (*one)(const char *command));
+struct cli_commands {
+	const void *table;
+	size_t n, size, usage_off;
+	void (*usage)(FILE *f);
+};
 /*
- * The entry named name in a program's table of commands (n entries of
- * size bytes, each beginning with its name, a const char *), or NULL
- * after saying that there is no such command.
+ * The entry of the command argv[0] names, or NULL with *code the exit
+ * status once this is done: argv asked for help ("help [COMMAND]", or
+ * --help or -h among a command's arguments before any "--"), printed
+ * on stdout (0), or named no command, said (2).  *code is untouched
+ * when an entry is returned.
  */
-const void *cli_find_command(const void *table, size_t n, size_t size,
-			     const char *name);
-/* A command's usage, on stdout (its help): the global options, the
- * command and args, and the manual page. */
-void cli_command_usage(const char *name, const char *args);
+const void *cli_command(const struct cli_commands *c, int argc, char **argv,
+			int *code);
 /* Whether the n bytes at name are a global option's name (rundir...). */
 bool cli_global_option(const char *name, size_t n);
 /*

@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1248,22 +1249,10 @@ static void usage(FILE *f)
 "see migctl(1)\n");
 }
 
-static const struct command *find_command(const char *name)
-{
-	return cli_find_command(commands, ARRAY_SIZE(commands),
-				sizeof(commands[0]), name);
-}
-
-/* help COMMAND: its usage, on stdout. */
-static int help_one(const char *name)
-{
-	const struct command *c = find_command(name);
-
-	if (!c)
-		return -EINVAL;
-	cli_command_usage(c->name, c->usage);
-	return 0;
-}
+static const struct cli_commands cli_commands = {
+	commands, ARRAY_SIZE(commands), sizeof(commands[0]),
+	offsetof(struct command, usage), usage
+};
 
 static int run(int argc, char **argv)
 {
@@ -1274,15 +1263,9 @@ static int run(int argc, char **argv)
 	int code;
 
 	tern__migd__params__init(&a.params);
-	if (!strcmp(argv[0], "help"))
-		return cli_help(argc, argv, usage, help_one);
-	cmd = find_command(argv[0]);
+	cmd = cli_command(&cli_commands, argc, argv, &code);
 	if (!cmd)
-		return CLI_USAGE;
-	if (cli_wants_help(argc, argv)) {
-		cli_command_usage(cmd->name, cmd->usage);
-		return CLI_OK;
-	}
+		return code;
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
 		return CLI_USAGE;
 	prog.tty = isatty(STDOUT_FILENO) && !opts.json;

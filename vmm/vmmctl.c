@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1193,22 +1194,10 @@ static const struct command {
 	{ "throttle", 2, 2, "NAME PERCENT", NULL },
 };
 
-static const struct command *find_command(const char *name)
-{
-	return cli_find_command(commands, ARRAY_SIZE(commands),
-				sizeof(commands[0]), name);
-}
-
-/* help COMMAND: its usage, on stdout. */
-static int help_one(const char *name)
-{
-	const struct command *c = find_command(name);
-
-	if (!c)
-		return -EINVAL;
-	cli_command_usage(c->name, c->usage);
-	return 0;
-}
+static const struct cli_commands cli_commands = {
+	commands, ARRAY_SIZE(commands), sizeof(commands[0]),
+	offsetof(struct command, usage), usage
+};
 
 static int parse_cmd(const struct command *c, int argc, char **argv,
 		     struct cmd_args *a)
@@ -1297,15 +1286,9 @@ static int run(int argc, char **argv)
 	int code = CLI_FAILED;
 	size_t i;
 
-	if (!strcmp(argv[0], "help"))
-		return cli_help(argc, argv, usage, help_one);
-	cmd = find_command(argv[0]);
+	cmd = cli_command(&cli_commands, argc, argv, &code);
 	if (!cmd)
-		return CLI_USAGE;
-	if (cli_wants_help(argc, argv)) {
-		cli_command_usage(cmd->name, cmd->usage);
-		return CLI_OK;
-	}
+		return code;
 	if (parse_cmd(cmd, argc, argv, &a) < 0)
 		return CLI_USAGE;
 	/* A wrong value on the command line, as vmmctl(8) says: exit 2
