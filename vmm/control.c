@@ -651,8 +651,14 @@ static int method_set_throttle(struct rpc_call *call, const ProtobufCMessage *ar
 {
 	const Tern__Vmm__Throttle *t = (const Tern__Vmm__Throttle *)arg;
 	Tern__Vmm__Throttle now = TERN__VMM__THROTTLE__INIT;
+	char why[512];
 	int ret;
 
+	/* The move (or the migration's switch) decides what runs where,
+	 * and a transfer carries the throttle it read once it held the VM. */
+	if (held_from(call))
+		return rpc_call_errorf(call, EBUSY, "throttle: %s",
+				       held_msg(why, sizeof(why)));
 	if (t->percent > 99)
 		return rpc_call_errorf(call, EINVAL, "throttle %u%%: at most 99%%",
 				       t->percent);

@@ -722,8 +722,7 @@ static int transfer_ram(struct vmm_conn *src, struct vmm_conn *dst, bool copy,
  * DST must be incoming, and of SRC's size: checked before SRC stops, as
  * DST would refuse the RAM only after.
  */
-static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst,
-			  uint32_t *throttle)
+static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst)
 {
 	Tern__Vmm__VmmStatus *ss = NULL, *ds = NULL;
 	char smem[32], dmem[32];
@@ -732,9 +731,6 @@ static int transfer_check(struct vmm_conn *src, struct vmm_conn *dst,
 	if (get_status(dst, &ds) < 0 || get_status(src, &ss) < 0)
 		goto out;
 	conn_watch_confirm(dst, ds);
-	/* An operator's (no migration runs on SRC, below): the guest keeps
-	 * it on DST, which is SRC's successor on this host. */
-	*throttle = ss->throttle;
 	fmt_size(ss->memory, smem, sizeof(smem));
 	fmt_size(ds->memory, dmem, sizeof(dmem));
 	if (ds->state != TERN__VMM__RUN_STATE__RUN_STATE_INCOMING)
@@ -881,6 +877,20 @@ static int transfer_start(struct vmm_conn *src, struct vmm_conn *dst,
 	return ret;
 }
 
+/* SRC's throttle, an operator's (no migration runs on SRC: checked
+ * first), as it is once SRC is paused and marked: the guest keeps it on
+ * DST, which is SRC's successor on this host. */
+static int transfer_throttle(struct vmm_conn *src, uint32_t *percent)
+{
+	Tern__Vmm__VmmStatus *ss = NULL;
+
+	if (get_status(src, &ss) < 0)
+		return -EIO;
+	*percent = ss->throttle;
+	protobuf_c_message_free_unpacked(&ss->base, NULL);
+	return 0;
+}
+
 /*
  * Stop SRC, give its RAM (the memfds themselves, or a copy) and state to
  * the incoming DST, start DST and quit SRC.  Until DST runs, any failure
@@ -897,11 +907,13 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	int ret;
 
 	conn_watch(dst);
-	if (transfer_check(src, dst, &thr.percent) < 0 || transfer_hold(src, dst) < 0)
+	if (transfer_check(src, dst) < 0 || transfer_hold(src, dst) < 0)
 		return CLI_FAILED;
 	if (pause_for_view(src, &was_running) < 0)
 		return CLI_FAILED;
 	ret = transfer_mark(src, dst, true, &marked);
+	if (ret == 0)
+		ret = transfer_throttle(src, &thr.percent);
 	if (ret == 0)
 		ret = call(src, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st,
 			   NULL);

@@ -244,6 +244,7 @@ static void set_moved(void)
 static void claims(void)
 {
 	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
+	Tern__Vmm__Throttle thr = TERN__VMM__THROTTLE__INIT;
 	struct rpc_client *a = client(), *b = client();
 	struct rpc_result res;
 	int r;
@@ -260,6 +261,10 @@ static void claims(void)
 	r = call_on(b, "Cont", NULL, &res);
 	CHECK(r == -EBUSY && strstr(res.message, "that move still runs"),
 	      "Cont of a VM another caller marked: %d %s", r, res.message);
+	thr.percent = 50;
+	r = call_on(b, "SetThrottle", &thr.base, &res);
+	CHECK(r == -EBUSY && strstr(res.message, "that move still runs"),
+	      "a throttle on a VM another caller marked: %d %s", r, res.message);
 	n.to = "";
 	r = call_on(b, "SetMoved", &n.base, &res);
 	CHECK(r == -EBUSY && strstr(res.message, "the mark stays"),
