@@ -129,7 +129,7 @@ static int check_incoming_hold(struct rpc_call *call, const char *doing)
 	if (!by)
 		return 0;
 	return rpc_call_errorf(call, EBUSY, "cannot %s: %s holds this vmm: only "
-			       "that job loads or starts a guest here (end it "
+			       "that job fills it or starts its guest (end it "
 			       "first: migctl cancel %s --wait)", doing, by, ctl.vm->name);
 }
 
@@ -523,7 +523,18 @@ static int method_read_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 static int method_write_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Vmm__MemData *d = (const Tern__Vmm__MemData *)arg;
+	char why[512];
+	int ret;
 
+	/* A write under a move or into a migration's destination would be
+	 * lost, or would change the guest the migration brings: only on
+	 * purpose (a test of verify). */
+	ret = d->force ? 0 : check_incoming_hold(call, "write guest memory");
+	if (ret < 0)
+		return ret;
+	if (!d->force && held_from(call))
+		return rpc_call_errorf(call, EBUSY, "cannot write guest memory: %s",
+				       held_msg(why, sizeof(why)));
 	if (d->data.len > CONTROL_MAX_MEM_IO)
 		return rpc_call_errorf(call, EINVAL, "at most %u bytes at a time",
 				       CONTROL_MAX_MEM_IO);

@@ -1022,10 +1022,12 @@ static int cmd_read(struct vmm_conn *c, uint64_t gpa, uint64_t len)
 	return CLI_OK;
 }
 
-static int cmd_write(struct vmm_conn *c, uint64_t gpa, uint8_t *buf, size_t len)
+static int cmd_write(struct vmm_conn *c, uint64_t gpa, uint8_t *buf, size_t len,
+		     bool force)
 {
 	Tern__Vmm__MemData d = TERN__VMM__MEM_DATA__INIT;
 
+	d.force = force;
 	d.gpa = gpa;
 	d.data.data = buf;
 	d.data.len = len;
@@ -1141,7 +1143,7 @@ static void usage(FILE *f)
 "  check NAME               verify the test guest's memory (pauses it meanwhile)\n"
 "  transfer SRC DST [--copy]  move the guest to the incoming vmm DST\n"
 "  read NAME GPA LEN        print guest memory in hex\n"
-"  write NAME GPA HEX       write bytes into guest memory (debugging)\n"
+"  write NAME GPA HEX [--force]  write bytes into guest memory (debugging)\n"
 "  dirty-rate NAME [SEC]    measure how fast the guest dirties memory\n"
 "  throttle NAME PERCENT    take PERCENT of the vCPUs' time (0 lifts it)\n"
 "  help [COMMAND]           this, or one command's usage\n"
@@ -1154,7 +1156,7 @@ struct cmd_args {
 	uint8_t *bytes;                 /* write */
 	size_t nbytes;
 	bool flag;                      /* the command's flag: transfer --copy,
-					 * cont --force */
+					 * cont --force, write --force */
 };
 
 /*
@@ -1205,7 +1207,7 @@ static const struct command {
 	{ "check", 1, 1, "NAME", NULL },
 	{ "transfer", 2, 3, "SRC DST [--copy]", "--copy" },
 	{ "read", 3, 3, "NAME GPA LEN", NULL },
-	{ "write", 3, 3, "NAME GPA HEX", NULL },
+	{ "write", 3, 4, "NAME GPA HEX [--force]", "--force" },
 	{ "dirty-rate", 1, 2, "NAME [SEC]", NULL },
 	{ "throttle", 2, 2, "NAME PERCENT", NULL },
 };
@@ -1288,7 +1290,7 @@ static int run_cmd(const char *name, struct vmm_conn *c, char **argv,
 	if (!strcmp(name, "read"))
 		return cmd_read(c, a->gpa, a->len);
 	if (!strcmp(name, "write"))
-		return cmd_write(c, a->gpa, a->bytes, a->nbytes);
+		return cmd_write(c, a->gpa, a->bytes, a->nbytes, a->flag);
 	if (!strcmp(name, "throttle"))
 		return cmd_throttle(c, a->len);
 	return cmd_dirty_rate(c, a->seconds);

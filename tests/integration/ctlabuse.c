@@ -245,6 +245,7 @@ static void claims(void)
 {
 	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
 	Tern__Vmm__Throttle thr = TERN__VMM__THROTTLE__INIT;
+	Tern__Vmm__MemData md = TERN__VMM__MEM_DATA__INIT;
 	struct rpc_client *a = client(), *b = client();
 	struct rpc_result res;
 	int r;
@@ -265,6 +266,16 @@ static void claims(void)
 	r = call_on(b, "SetThrottle", &thr.base, &res);
 	CHECK(r == -EBUSY && strstr(res.message, "that move still runs"),
 	      "a throttle on a VM another caller marked: %d %s", r, res.message);
+	md.gpa = 0x1000;
+	md.data.data = (uint8_t *)"x";
+	md.data.len = 1;
+	r = call_on(b, "WriteMem", &md.base, &res);
+	CHECK(r == -EBUSY && strstr(res.message, "cannot write guest memory: the "
+				   "guest is being moved to vmm t1"),
+	      "a write into a VM another caller marked: %d %s", r, res.message);
+	md.force = true;
+	CHECK(call_on(b, "WriteMem", &md.base, &res) == 0,
+	      "a forced write into a marked VM: %s", res.message);
 	n.to = "";
 	r = call_on(b, "SetMoved", &n.base, &res);
 	CHECK(r == -EBUSY && strstr(res.message, "the mark stays"),

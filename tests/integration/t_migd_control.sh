@@ -462,7 +462,7 @@ states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
 [ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" ' ] ||
 	fail "list order: $states"
 
-note "a vmm a job waits in: no load, cont or transfer but the job's"
+note "a vmm a job waits in: no load, cont, write or transfer but the job's"
 # Before, all three were taken (cont after the load): the guest of a
 # state file ran in the vmm the job waited in, and the job failed only
 # when the source's state came, at the end of the migration.
@@ -472,11 +472,15 @@ vmmctl save hs "$RUNDIR/hs.state" || fail "save hs"
 start_vmm h --memory 64M --incoming
 out=$(migctl incoming h --listen tcp:127.0.0.1:0) || fail "incoming h: $out"
 haddr=$(printf '%s\n' "$out" | sed -n 's/^listen //p')
-held="migd's incoming job for h (listening on $haddr) holds this vmm: only that job loads or starts a guest here (end it first: migctl cancel h --wait)"
+held="migd's incoming job for h (listening on $haddr) holds this vmm: only that job fills it or starts its guest (end it first: migctl cancel h --wait)"
 err=$(vmmctl load h "$RUNDIR/hs.state" 2>&1) && fail "a state was loaded into h while its job waits"
 case $err in *"cannot load state: $held"*) ;; *) fail "load h: $err" ;; esac
 err=$(vmmctl cont h 2>&1) && fail "h continued while its job waits"
 case $err in *"cannot continue: $held"*) ;; *) fail "cont h: $err" ;; esac
+# A write there would change the guest the migration brings (taken
+# before: a typo of source for destination went unnoticed).
+err=$(vmmctl write h 0x1000 ff 2>&1) && fail "h was written while its job waits"
+case $err in *"cannot write guest memory: $held"*) ;; *) fail "write h: $err" ;; esac
 err=$(vmmctl transfer hs h 2>&1) && fail "hs was moved into h while its job waits"
 case $err in *"HoldIncoming: cannot hold: migd's incoming job for h "*" holds vmm h already"*) ;;
 *) fail "transfer hs h: $err" ;; esac

@@ -120,7 +120,7 @@ incoming i
 migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 16M --verify \
 	--detach >/dev/null || fail "migrate h"
 wait_until 30 job_is h active || fail "h: $(migctl status h)"
-vmmctl write i 0x9000 ff || fail "corrupting i"
+vmmctl write i 0x9000 ff --force || fail "corrupting i"
 migctl postcopy h >/dev/null || fail "postcopy h"
 out=$(migctl status h --watch 2>&1) && fail "migctl took a failed verify for success: $out"
 echo "$out"

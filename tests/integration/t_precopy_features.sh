@@ -217,7 +217,7 @@ incoming w
 migctl migrate v "$ADDR" --token "$TOKEN" --verify --downtime-limit 2000 \
 	--max-bandwidth 16M --detach >/dev/null
 wait_until 30 job_is v active || fail "not active"
-vmmctl write w 0x9000 ff || fail "corrupting w"    # a page the source never sends
+vmmctl write w 0x9000 ff --force || fail "corrupting w"    # a page the source never sends
 wait_job_final v
 echo "source: $(job_get v error)"
 [ "$(job_get v state)" = failed ] || fail "the corrupted migration was not failed"
