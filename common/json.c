@@ -7,40 +7,7 @@
 #include <string.h>
 
 #include "common/json.h"
-
-/* The length of the well-formed UTF-8 sequence at p (1-4), or 0: an
- * overlong form, a surrogate, past U+10FFFF, or cut short (a NUL is no
- * continuation byte, so the scan never passes the end). */
-static int utf8_len(const unsigned char *p)
-{
-	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
-	int n, i;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (c == 0xe0)
-		lo = 0xa0;              /* overlong below U+0800 */
-	else if (c == 0xed)
-		hi = 0x9f;              /* surrogates U+D800-DFFF */
-	else if (c == 0xf0)
-		lo = 0x90;              /* overlong below U+10000 */
-	else if (c == 0xf4)
-		hi = 0x8f;              /* past U+10FFFF */
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
+#include "common/util.h"
 
 /* A JSON string: quotes, backslashes and controls escaped, bytes that are
  * not UTF-8 replaced by U+FFFD, so that the output is always valid. */
@@ -53,7 +20,7 @@ void json_string(FILE *f, const char *s)
 	for (; *p; p += n ? n : 1) {
 		unsigned char c = *p;
 
-		n = utf8_len(p);
+		n = utf8_seq_len(p);
 		if (c == '"' || c == '\\')
 			fprintf(f, "\\%c", c);
 		else if (c == '\n')

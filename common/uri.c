@@ -115,6 +115,11 @@ int uri_parse_why(const char *s, struct uri *ret, const char **why)
 	*why = s && s[0] ? "neither tcp: nor unix:" : "empty";
 	if (!s)
 		return -EINVAL;
+	/* It is shown to people and sent in protobuf strings. */
+	if (!str_is_text(s)) {
+		*why = "it holds a control character or bytes that are not UTF-8";
+		return -EINVAL;
+	}
 	if (strncmp(s, "tcp:", 4) == 0) {
 		u.kind = URI_TCP;
 		r = uri_parse_hostport(s + 4, &u, why);

@@ -158,6 +158,77 @@ const char *fmt_size_arg(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
+int utf8_seq_len(const unsigned char *p)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+	int n, i;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0;              /* overlong below U+0800 */
+	else if (c == 0xed)
+		hi = 0x9f;              /* surrogates U+D800-DFFF */
+	else if (c == 0xf0)
+		lo = 0x90;              /* overlong below U+10000 */
+	else if (c == 0xf4)
+		hi = 0x8f;              /* past U+10FFFF */
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+bool str_is_text(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	int n;
+
+	for (; *p; p += n) {
+		n = utf8_seq_len(p);
+		if (!n || *p < 0x20 || *p == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+const char *str_shown(const char *s, char *buf, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t o = 0;
+	int n;
+
+	if (!len)
+		return buf;
+	for (; *p; p += n) {
+		n = utf8_seq_len(p);
+		if (!n || *p < 0x20 || *p == 0x7f) {
+			if (o + 4 >= len)
+				break;
+			snprintf(buf + o, len - o, "\\x%02x", *p);
+			o += 4;
+			n = 1;
+		} else {
+			if (o + (size_t)n >= len)
+				break;
+			memcpy(buf + o, p, (size_t)n);
+			o += (size_t)n;
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
 int str_copy(char *dst, const char *src, size_t len)
 {
 	size_t n = strlen(src);

@@ -38,6 +38,17 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len);
  * "96M", "12K" or bytes, into buf; returns buf. */
 const char *fmt_size_arg(uint64_t bytes, char *buf, size_t len);
 
+/* The length of the well-formed UTF-8 sequence at p (1-4), or 0: an
+ * overlong form, a surrogate, past U+10FFFF, or cut short (a NUL is no
+ * continuation byte, so the scan never passes the end). */
+int utf8_seq_len(const unsigned char *p);
+/* s is UTF-8 text without control characters: safe on a terminal and in
+ * a protobuf string, and the same after a round trip through JSON. */
+bool str_is_text(const char *s);
+/* s as text (str_is_text), each control character or byte that is not
+ * UTF-8 written as \xNN, cut to fit len; returns buf.  For errors that
+ * quote what a caller gave. */
+const char *str_shown(const char *s, char *buf, size_t len);
 /* Copies like strlcpy; -ENAMETOOLONG when src does not fit (dst untouched). */
 int str_copy(char *dst, const char *src, size_t len);
 /* A state and the error that ended in it, the state named once: the
@@ -50,6 +61,9 @@ const char *state_text(const char *state, const char *error, char *buf,
 /* Valid VM name: 1-64 of [A-Za-z0-9._-], not starting with '.' or '-'.
  * Returns 0 when valid, -EINVAL otherwise. */
 int name_valid(const char *name);
+/* The rule, for the errors that refuse a name. */
+#define NAME_RULE "1-64 letters, digits, '.', '_' or '-', the first " \
+		  "neither '.' nor '-'"
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);

@@ -38,8 +38,8 @@ static int check_vm(struct rpc_call *call, struct migd *m, const char *vm)
 
 	if (name_valid(vm) < 0)
 		return rpc_call_errorf(call, EINVAL,
-				       "'%.64s' is not a valid VM name (1-64 letters, "
-				       "digits, '.', '_' or '-')", vm);
+				       "'%.64s' is not a valid VM name (" NAME_RULE
+				       ")", vm);
 	snprintf(path, sizeof(path), "%s/vmm/%s.sock", m->rundir, vm);
 	r = stat(path, &st) < 0 ? -errno : 0;
 	if (r == -EACCES)
@@ -79,14 +79,16 @@ static int check_uri(struct rpc_call *call, const char *what, const char *s,
 		     struct uri *ret)
 {
 	const char *why;
+	char shown[256];
 
 	if (uri_parse_why(s, ret, &why) == 0) {
 		if (ret->kind == URI_TCP || ret->kind == URI_UNIX)
 			return 0;
-		why = "not a socket";
+		why = "a file is not a migration peer";
 	}
-	return rpc_call_errorf(call, EINVAL, "%s '%.200s': %s (expected "
-			       URI_FORMS ")", what, s, why);
+	return rpc_call_errorf(call, EINVAL, "%s '%s': %s (expected "
+			       URI_FORMS ")", what, str_shown(s, shown,
+			       sizeof(shown)), why);
 }
 
 static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)

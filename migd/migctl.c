@@ -1127,6 +1127,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 static int check_uri(const char *what, const char *s, bool listen)
 {
 	const char *why;
+	char shown[4200];
 	struct uri u;
 
 	if (uri_parse_why(s, &u, &why) == 0) {
@@ -1136,7 +1137,8 @@ static int check_uri(const char *what, const char *s, bool listen)
 		if (!why)
 			return 0;
 	}
-	cli_errx("%s%s: %s (expected " URI_FORMS ")", what, s, why);
+	cli_errx("%s%s: %s (expected " URI_FORMS ")", what,
+		 str_shown(s, shown, sizeof(shown)), why);
 	return -EINVAL;
 }
 
@@ -1177,8 +1179,8 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	if (c->nargs > 0) {
 		a->vm = pos[0];
 		if (name_valid(a->vm) < 0) {
-			cli_errx("'%s' is not a valid VM name (1-64 letters, digits, "
-			      "'.', '_' or '-')", a->vm);
+			cli_errx("'%s' is not a valid VM name (" NAME_RULE ")",
+				 a->vm);
 			return -EINVAL;
 		}
 	}

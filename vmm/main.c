@@ -150,8 +150,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 	if (!o->name)
 		die_usage("--name is required");
 	if (name_valid(o->name) < 0)
-		die_usage("--name %s: use 1-64 letters, digits, '.', '_' or '-'",
-			  o->name);
+		die_usage("--name %s: use " NAME_RULE, o->name);
 	if (!o->memory)
 		die_usage("--memory is required");
 	vm->memory = opt_size("--memory", o->memory);

@@ -1313,7 +1313,8 @@ static int run(int argc, char **argv)
 	 * (conn_open takes names checked here). */
 	for (i = 1; i <= (!strcmp(cmd->name, "transfer") ? 2u : 1u); i++)
 		if (name_valid(argv[i]) < 0) {
-			cli_errx("'%s' is not a valid VM name", argv[i]);
+			cli_errx("'%s' is not a valid VM name (" NAME_RULE ")",
+				 argv[i]);
 			return CLI_USAGE;
 		}
 	if (conn_open(&c, argv[1]) < 0)

@@ -77,7 +77,7 @@ ctl_usage "write: give 1 to 65535 bytes" write x 0x1000 "$(printf '%0131071d' 0)
 ctl_usage "not a guest physical address" read x nowhere 16
 ctl_usage "transfer: unknown option '--cpy'" transfer a b --cpy
 ctl_usage "seconds from 1 to 3600" dirty-rate x 0
-ctl_usage "'.bad' is not a valid VM name" status .bad
+ctl_usage "'.bad' is not a valid VM name (1-64 letters, digits, '.', '_' or '-', the first neither '.' nor '-')" status .bad
 ctl_usage "'.b' is not a valid VM name" transfer a .b
 ctl_usage "missing the value of option '--timeout'" --timeout
 ctl_usage "option '--json' takes no value" --json=yes status x

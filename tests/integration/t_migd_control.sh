@@ -43,6 +43,11 @@ ctl_usage "tcp:h:99999: the port is not a number from 0 to 65535" \
 ctl_usage "http://h:80: neither tcp: nor unix:" \
 	migrate x http://h:80 --token 0123456789abcdef0123456789abcdef
 ctl_usage "not a valid VM name" incoming ../x --listen tcp:127.0.0.1:0
+# A newline went through, and the vmm refused the job's hold that
+# quoted the address (\"HoldIncoming: 'by' holds a control character\").
+ctl_usage 'unix:/tmp/a\x0ab.sock: it holds a control character or bytes that are not UTF-8' \
+	incoming x --listen "unix:/tmp/a
+b.sock"
 ctl_usage "usage: migctl migrate" migrate x tcp:127.0.0.1:4444
 ctl_usage "--token abc: expected the 32 hex digits" migrate x tcp:127.0.0.1:4444 --token abc
 T=0123456789abcdef0123456789abcdef

@@ -33,6 +33,14 @@ static const struct {
 	{ "unix:/run/tern/vmm.sock", URI_UNIX, "/run/tern/vmm.sock", 0, NULL },
 	{ "/tmp/a", URI_UNIX, "/tmp/a", 0, "unix:/tmp/a" },
 	{ "file:/var/lib/vm.img", URI_FILE, "/var/lib/vm.img", 0, NULL },
+	{ "unix:/tmp/\xc3\xa9t\xc3\xa9.sock", URI_UNIX, "/tmp/\xc3\xa9t\xc3\xa9.sock", 0, NULL },
+	/* shown to people, sent in protobuf strings: text only (a newline
+	 * passed, and the vmm refused the job's hold that named it) */
+	{ "unix:/tmp/a\nb.sock", -1, NULL, 0, NULL },
+	{ "unix:/tmp/\xff.sock", -1, NULL, 0, NULL },
+	{ "unix:/tmp/\xc3.sock", -1, NULL, 0, NULL },
+	{ "tcp:ho\tst:80", -1, NULL, 0, NULL },
+	{ "file:/tmp/a\x7f", -1, NULL, 0, NULL },
 	{ "tcp:::1:80", -1, NULL, 0, NULL },
 	{ "tcp:[::1]80", -1, NULL, 0, NULL },
 	{ "tcp:[::1", -1, NULL, 0, NULL },
@@ -119,6 +127,8 @@ static void test_parse_why(void **state)
 		{ "tcp:host:65536", "the port is not a number from 0 to 65535" },
 		{ "unix:", "no path" },
 		{ "unix:run/x.sock", "the path is not absolute" },
+		{ "unix:/tmp/a\x1b[2J", "it holds a control character or bytes "
+		  "that are not UTF-8" },
 	};
 	const char *why;
 	struct uri u;

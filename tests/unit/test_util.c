@@ -146,6 +146,38 @@ static void test_str_copy(void **state)
 	assert_int_equal(str_copy(dst, "", 0), -ENAMETOOLONG);
 }
 
+/* Text: well-formed UTF-8 without C0 controls or DEL. */
+static void test_str_is_text(void **state)
+{
+	assert_true(str_is_text(""));
+	assert_true(str_is_text("/run/tern/vm 1.sock"));
+	assert_true(str_is_text("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"));
+	assert_false(str_is_text("a\nb"));
+	assert_false(str_is_text("\x1b[2J"));
+	assert_false(str_is_text("a\x7f"));
+	assert_false(str_is_text("\xff"));
+	assert_false(str_is_text("\xc3"));             /* cut short */
+	assert_false(str_is_text("\xc0\xaf"));         /* overlong '/' */
+	assert_false(str_is_text("\xed\xa0\x80"));     /* a surrogate */
+	assert_false(str_is_text("\xf4\x90\x80\x80")); /* past U+10FFFF */
+}
+
+static void test_str_shown(void **state)
+{
+	char buf[16];
+
+	assert_string_equal(str_shown("unix:/a\nb", buf, sizeof(buf)),
+			    "unix:/a\\x0ab");
+	assert_string_equal(str_shown("\xc3\xa9\xff", buf, sizeof(buf)),
+			    "\xc3\xa9\\xff");
+	/* cut to fit, never inside an escape or a character */
+	assert_string_equal(str_shown("abcdefghijkl\x1b", buf, sizeof(buf)),
+			    "abcdefghijkl");
+	assert_string_equal(str_shown("abcdefghijklmn\xc3\xa9", buf, sizeof(buf)),
+			    "abcdefghijklmn");
+	assert_string_equal(str_shown("x", buf, 1), "");
+}
+
 static void test_name_valid(void **state)
 {
 	static const char *const good[] = { "vm1", "a", "A.b_c-9", "1",
@@ -375,6 +407,8 @@ int main(void)
 		cmocka_unit_test(test_fmt_size),
 		cmocka_unit_test(test_fmt_size_arg),
 		cmocka_unit_test(test_str_copy),
+		cmocka_unit_test(test_str_is_text),
+		cmocka_unit_test(test_str_shown),
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_now_ns),
 		cmocka_unit_test(test_mul_div),
