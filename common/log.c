@@ -14,7 +14,7 @@
 #define MIN_LEN(a, b) ((a) < (b) ? (a) : (b))
 
 static char log_proc[32] = "tern";
-static char log_tag[64];
+static char log_tag[96];             /* a VM name (64) and a suffix */
 static enum log_level log_level = LOG_LEVEL_INFO;
 
 static void log_copy(char *dst, size_t len, const char *src)

@@ -50,6 +50,21 @@ static void test_format_errors(void **state)
 			    "migd[vm1/out]: stat: No such file or directory");
 }
 
+/* The longest VM name, and a worker's suffix after it: whole (63
+ * characters of it were shown). */
+static void test_format_long_tag(void **state)
+{
+	char name[65], want[128], buf[160];
+
+	memset(name, 'n', 64);
+	name[64] = '\0';
+	snprintf(want, sizeof(want), "%s/out", name);
+	log_init("migd", want, LOG_LEVEL_INFO);
+	fmt(buf, sizeof(buf), 0, "x");
+	snprintf(want, sizeof(want), "migd[%s/out]: x", name);
+	assert_string_equal(buf, want);
+}
+
 static void test_format_truncates(void **state)
 {
 	char buf[8];
@@ -143,6 +158,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_format_tagged),
 		cmocka_unit_test(test_format_errors),
+		cmocka_unit_test(test_format_long_tag),
 		cmocka_unit_test(test_format_truncates),
 		cmocka_unit_test(test_levels),
 		cmocka_unit_test(test_warn_keeps_errno),
