@@ -421,11 +421,15 @@ static void progress_show(const Tern__Migd__JobStatus *js)
 			     fmt_size(js->remaining_bytes, b, sizeof(b)));
 	else
 		n = snprintf(line, sizeof(line), "%s [%s] %3.0f%% %-10s sent %s, "
-			     "%s left  round %llu", js->vm, bar, prog.max * 100,
+			     "%s left", js->vm, bar, prog.max * 100,
 			     state_name(js->state),
 			     fmt_size(js->transferred_bytes, a, sizeof(a)),
-			     fmt_size(js->remaining_bytes, b, sizeof(b)),
-			     (unsigned long long)js->rounds + (active ? 1 : 0));
+			     fmt_size(js->remaining_bytes, b, sizeof(b)));
+	/* A destination counts no rounds, nor does a job that ended in
+	 * its first: no "round 0". */
+	if (!round && js->rounds + (active ? 1 : 0) && n < (int)sizeof(line))
+		n += snprintf(line + n, sizeof(line) - n, "  round %llu",
+			      (unsigned long long)js->rounds + (active ? 1 : 0));
 	if (js->rounds && n < (int)sizeof(line))
 		n += snprintf(line + n, sizeof(line) - n,
 			      "  %s  dirty %llu p/s  downtime ~%s",
