@@ -545,7 +545,7 @@ struct cmd_args {
 	const char *vm, *uri, *listen, *token;
 	Tern__Migd__Params params;
 	char *clear[3];                 /* take_clears() */
-	bool wait, detach, watch, force;
+	bool wait, detach, watch, force, reset;
 };
 
 /*
@@ -882,6 +882,7 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 
 	req.n_clear = take_clears(a);
 	req.clear = a->clear;
+	req.reset = a->reset;
 	req.params = &a->params;
 	if (call(cl, set ? "SetParams" : "GetParams", set ? &req.base : NULL,
 		 (ProtobufCMessage **)&p, false) < 0)
@@ -899,7 +900,7 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
        O_WAIT, O_DETACH, O_WATCH, O_COMPRESS, O_AUTOCONV, O_NOAUTOCONV,
        O_THR_INIT, O_THR_INC, O_THR_MAX, O_TIMEOUT, O_TIMEOUT_ACTION, O_VERIFY,
-       O_NOVERIFY, O_POSTCOPY, O_FORCE };
+       O_NOVERIFY, O_POSTCOPY, O_FORCE, O_RESET };
 
 /* The tuning flags migrate and set share. */
 #define TUNING_USAGE "[--channels N] [--max-bandwidth B] [--downtime-limit MS] " \
@@ -972,8 +973,9 @@ static const struct command {
 		{ "avail-switchover-bandwidth", required_argument, NULL, O_AVAILBW },
 		{ NULL, 0, NULL, 0 } } },
 	{ "list", 0, "", (const struct option[]){ { NULL, 0, NULL, 0 } } },
-	{ "set", 0, TUNING_USAGE,
+	{ "set", 0, "[--reset] " TUNING_USAGE,
 	  (const struct option[]){
+		{ "reset", no_argument, NULL, O_RESET },
 		TUNING_OPTS,
 		{ NULL, 0, NULL, 0 } } },
 	{ "get", 0, "", (const struct option[]){ { NULL, 0, NULL, 0 } } },
@@ -1046,6 +1048,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	case O_TOKEN: a->token = optarg; return 0;
 	case O_WAIT: a->wait = true; return 0;
 	case O_FORCE: a->force = true; return 0;
+	case O_RESET: a->reset = true; return 0;
 	case O_DETACH: a->detach = true; return 0;
 	case O_WATCH: a->watch = true; return 0;
 	case O_CHANNELS:
@@ -1244,7 +1247,7 @@ static void usage(FILE *f)
 "  recover VM URI|--listen ADDR [--wait]\n"
 "                                           resume a postcopy-paused job\n"
 "  list                                     running jobs, then history\n"
-"  set [TUNING]                             migd's defaults for new jobs\n"
+"  set [--reset] [TUNING]                   migd's defaults for new jobs\n"
 "  get                                      show those defaults\n"
 "  help [COMMAND]                           this, or one command's usage\n"
 "TUNING: [--channels N] [--max-bandwidth B] [--downtime-limit MS]\n"

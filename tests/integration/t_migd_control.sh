@@ -360,7 +360,16 @@ assert b"cannot clear 'max_bandwidth': it is given a value too" in body, body
 print("ok: migd refused clearing channels, and a bandwidth given too")
 EOF
 params_are "$(migctl --json get)" downtime_limit_ms=50 max_bandwidth=0
-migctl set --channels 4 --downtime-limit 300 --avail-switchover-bandwidth 0 >/dev/null
+# --reset: every default as built in, then what is given.
+migctl set --reset --channels 2 >/dev/null || fail "set --reset"
+params_are "$(migctl --json get)" channels=2 max_bandwidth=0 \
+	avail_switchover_bandwidth=0 downtime_limit_ms=300 compress=none \
+	compress_level=1 auto_converge=off throttle_initial=20 \
+	throttle_increment=10 throttle_max=99 timeout_s=0 timeout_action=cancel \
+	verify=off
+migctl set --reset >/dev/null || fail "set --reset"
+params_are "$(migctl --json get)" channels=4
+echo "ok: set --reset"
 
 need_kvm
 note "Incoming for an incoming vmm: a token and a real port"
