@@ -176,7 +176,8 @@ static bool ram_missing(void)
 	       ctl.ram_from == RAM_FROM_NONE;
 }
 
-static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
+/* The status; `found`: what a Stop found (NONE for any other call). */
+static int reply_status(struct rpc_call *call, Tern__Vmm__RunState found)
 {
 	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
 	struct vm *vm = ctl.vm;
@@ -205,25 +206,53 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 	st.moved_gone = moved_gone();
 	st.uffd = vm->uffd >= 0;
 	st.ram_missing = ram_missing();
+	st.found = found;
 	return rpc_call_reply(call, &st.base, NULL, 0);
 }
 
+static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	return reply_status(call, TERN__VMM__RUN_STATE__RUN_STATE_NONE);
+}
+
+/*
+ * The reply says what the Stop found (VmmStatus.found): a migration
+ * tells by it whether the guest ran when it stopped it, or its operator
+ * had paused it.  An INCOMING VM whose guest is loaded, RAM and state,
+ * becomes PAUSED without having run: a migration of a paused guest
+ * leaves it so (only the migration that holds the vmm may, as it may
+ * start it).
+ */
 static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	enum vm_state st = vm_state_now(ctl.vm);
 	int ret;
 
-	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
+	if (st == VM_STATE_INCOMING) {
+		ret = check_incoming_hold(call, "stop");
+		if (ret < 0)
+			return ret;
+		if (!ctl.state_loaded || ram_missing())
+			return rpc_call_errorf(call, EINVAL, "cannot stop: the VM "
+					       "is incoming, with %s: there is no "
+					       "guest to pause", !ctl.state_loaded ?
+					       "no state loaded yet" :
+					       "a state loaded but no RAM brought");
+	} else if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED) {
 		return rpc_call_errorf(call, EINVAL, "cannot stop: the VM is in state %s",
 				       vm_state_name(st));
+	}
 	ret = vm_pause(ctl.vm);
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "vCPUs did not stop: %s",
 				       strerror(-ret));
+	if (st == VM_STATE_INCOMING)
+		vm_set_state(ctl.vm, VM_STATE_PAUSED, NULL);
 	if (ctl.dirty_peer && rpc_call_peer(call) == ctl.dirty_peer)
 		ctl.hold = ctl.dirty_peer;
-	log_info("paused");
-	return method_status(call, arg);
+	log_info(st == VM_STATE_INCOMING ? "paused: the guest loaded here has "
+		 "not run (Cont starts it)" : "paused");
+	return reply_status(call, run_states[st]);
 }
 
 static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
@@ -282,7 +311,7 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 	ctl.hold = 0;
 	log_info("running");
 	fault_point("vmm-die-running");
-	return method_status(call, arg);
+	return reply_status(call, TERN__VMM__RUN_STATE__RUN_STATE_NONE);
 }
 
 static void handle_quit(evutil_socket_t fd, short what, void *arg)
