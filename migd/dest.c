@@ -885,8 +885,11 @@ static int dest_settle(struct dest *d, const Tern__Stream__Settle *f)
 }
 
 /*
- * Ready, then resume on Go, then Resumed: from Go on the guest runs here
- * and this side never discards it.
+ * Ready, then resume on Go, then Resumed: from Go on the guest is here
+ * and this side never discards it.  Go says whether the guest ran on
+ * the source when its job stopped it: if its operator had paused it,
+ * the vmm keeps it paused (Stop, which turns the loaded guest from
+ * incoming to paused without running it) instead of resuming it.
  */
 static int dest_go(struct dest *d)
 {
@@ -895,8 +898,8 @@ static int dest_go(struct dest *d)
 	Tern__Stream__Resumed res = TERN__STREAM__RESUMED__INIT;
 	Tern__Vmm__VmmStatus *st = NULL;
 	uint64_t t0, since;
-	bool aborted;
-	int r;
+	bool aborted, paused;
+	int guest, r;
 
 	/* A ram channel or faultd may have failed since the last look. */
 	if (worker_failed(d->w))
@@ -908,9 +911,13 @@ static int dest_go(struct dest *d)
 		r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_GO, "Go", &go);
 	if (r < 0)
 		return r;
+	guest = go->go->guest;
 	protobuf_c_message_free_unpacked(&go->base, NULL);
+	paused = guest == TERN__STREAM__GUEST_STATE__GUEST_PAUSED;
 	/* The point of no return: a cancel taken before it (its Refuse may
-	 * have gone) keeps the guest from resuming; one after is dropped. */
+	 * have gone) keeps the guest from resuming; one after is dropped.
+	 * So is a Go this side cannot follow: the guest is not started, and
+	 * the source hears that it is discarded here. */
 	pthread_mutex_lock(&d->w->lock);
 	aborted = d->w->abort_done;
 	d->w->go_taken = !aborted;
@@ -920,6 +927,13 @@ static int dest_go(struct dest *d)
 		snprintf(d->err, sizeof(d->err), "the job was cancelled as Go came");
 		return worker_fail(d->w, ECANCELED, "cancelled as Go came: the vmm "
 				   "did not resume the guest");
+	}
+	if (!paused && guest != TERN__STREAM__GUEST_STATE__GUEST_RUNNING) {
+		d->cont_failed = true;
+		snprintf(d->err, sizeof(d->err), "Go asked for guest state %d, "
+			 "which this destination does not know", guest);
+		return worker_fail(d->w, EPROTO, "%s: the vmm did not resume "
+				   "the guest", d->err);
 	}
 
 	if (fault_active("dest-slow-cont")) {
@@ -932,9 +946,10 @@ static int dest_go(struct dest *d)
 	t0 = now_ns();
 	if (fault_active("dest-cont-fails")) {
 		r = -EIO;
-		snprintf(d->err, sizeof(d->err), "Cont not sent (TERN_FAULT=dest-cont-fails)");
+		snprintf(d->err, sizeof(d->err), "%s not sent (TERN_FAULT=dest-cont-fails)",
+			 paused ? "Stop" : "Cont");
 	} else {
-		r = vmm_link_call(&d->vmm, "Cont", NULL, NULL, 0,
+		r = vmm_link_call(&d->vmm, paused ? "Stop" : "Cont", NULL, NULL, 0,
 				  (ProtobufCMessage **)&st, NULL, d->err,
 				  sizeof(d->err));
 	}
@@ -942,10 +957,10 @@ static int dest_go(struct dest *d)
 		/* dest_run answers, once nothing places pages any more
 		 * and the vmm has discarded the guest (if it will). */
 		d->cont_failed = true;
-		return worker_fail(d->w, r, "the vmm did not resume the guest: %s",
-				   d->err);
+		return worker_fail(d->w, r, "the vmm did not %s the guest: %s",
+				   paused ? "take (paused)" : "resume", d->err);
 	}
-	d->received = false;            /* the guest runs here now: keep it */
+	d->received = false;            /* the guest is here now: keep it */
 	res.resume_ns = now_ns() - t0;
 	/* The vmm shares this host's monotonic clock. */
 	since = st->state_since_ns;
@@ -955,12 +970,16 @@ static int dest_go(struct dest *d)
 	pthread_mutex_lock(&d->w->lock);
 	d->w->resume_ms = res.resume_ns / 1000000;
 	d->w->switched = true;
+	d->w->guest_paused = paused;
 	pthread_mutex_unlock(&d->w->lock);
+	if (paused)
+		log_info("the guest stays paused here, as it was on the source "
+			 "(vmmctl cont starts it)");
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUMED;
 	m.resumed = &res;
 	res.hold_ns = now_ns() - t0;
 	if (dest_send(d, &m, "Resumed") < 0)
-		log_warnx("the guest runs here, but the source was not told so");
+		log_warnx("the guest is here, but the source was not told so");
 	return 0;
 }
 
@@ -1412,9 +1431,18 @@ static int dest_postcopy_paused(struct dest *d)
 						   d->w->spec->vm);
 			}
 			if (worker_cancelled()) {
+				bool paused;
+
+				pthread_mutex_lock(&d->w->lock);
+				paused = d->w->guest_paused;
+				pthread_mutex_unlock(&d->w->lock);
 				worker_note(d->w, !worker_abandoned() ?
-					    "postcopy paused; the guest runs here "
-					    "and waits for its missing pages" :
+					    (paused ?
+					     "postcopy paused; the guest is here, "
+					     "paused as it was on the source, and "
+					     "waits for its missing pages" :
+					     "postcopy paused; the guest runs here "
+					     "and waits for its missing pages") :
 					    "cancelled while postcopy was paused: "
 					    "the guest here will never get its "
 					    "missing pages, and a vCPU that "

@@ -93,7 +93,9 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
  * cannot be timed before the first one: the lower median of the last
  * PAUSE_FIXED_JOBS outgoing ones that measured it, precopy jobs that
  * completed without verify (in a postcopy job the figure is only the
- * estimate; with verify the pause also held the hashing).  Above
+ * estimate; with verify the pause also held the hashing), of a guest
+ * that ran (a paused one's is only the estimate too: no vCPU was woken
+ * at the switch, so no pause was measured).  Above
  * PAUSE_FIXED_MAX_US a worker's figure is not believed.
  */
 #define PAUSE_FIXED_JOBS 8
@@ -108,7 +110,7 @@ uint64_t job_pause_fixed_us(const struct migd *m)
 	for (j = m->history; j && n < PAUSE_FIXED_JOBS; j = j->next) {
 		if (j->spec.role != JOB_ROLE_SOURCE || j->state != JOB_STATE_COMPLETED ||
 		    !j->last || j->last->postcopy_started || j->spec.params.verify ||
-		    !j->last->pause_fixed_us ||
+		    j->last->guest_paused || !j->last->pause_fixed_us ||
 		    j->last->pause_fixed_us > PAUSE_FIXED_MAX_US)
 			continue;
 		v[n++] = j->last->pause_fixed_us;
@@ -583,8 +585,10 @@ static void job_append_error(struct job *j, const char *what)
 }
 
 /* A source job's VM is resumed by migd only if the job paused it (the
- * worker reports that before its Stop) and it ran when the job began:
- * never one its operator paused, before the job or during it. */
+ * worker reports that before its Stop) and it ran when the job stopped
+ * it (the worker reports what its Stop found, at once when it was
+ * paused; until then, whether it ran when the job began): never one its
+ * operator paused, before the job or during it. */
 static bool source_resumable(const struct job *j)
 {
 	return j->last && j->last->source_stopped && j->last->source_was_running;
@@ -593,12 +597,12 @@ static bool source_resumable(const struct job *j)
 static const char *source_kept(const struct job *j)
 {
 	return j->last && j->last->source_stopped ?
-	       "as it was when the job began" : "as the job had not paused it";
+	       "as it was when the job stopped it" : "as the job had not paused it";
 }
 
 /* A source's clean-up, logging and throttle off: the VM is resumed only
- * if the job paused it, and it ran when the job began (the worker reports
- * both before it stops the VM), never one an operator paused. */
+ * if the job paused it, and it ran then (source_resumable), never one an
+ * operator paused. */
 static void tidy_source(struct job *j)
 {
 	j->tidy_kind = JOB_TIDY_SOURCE;
@@ -646,7 +650,11 @@ static void job_died(struct job *j, int wstatus)
 	} else if (j->spec.role == JOB_ROLE_SOURCE) {
 		tidy_source(j);
 	} else if (j->last && j->last->switched && j->last->postcopy_started) {
-		job_append_error(j, "the guest runs here in postcopy: its vCPUs "
+		job_append_error(j, j->last->guest_paused ?
+				 "the guest is here in postcopy, paused as it "
+				 "was on the source: its vCPUs, once resumed, "
+				 "wait for the pages still on the source" :
+				 "the guest runs here in postcopy: its vCPUs "
 				 "wait for the pages still on the source");
 	} else {
 		j->tidy_kind = JOB_TIDY_DEST;

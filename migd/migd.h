@@ -372,7 +372,13 @@ struct worker {
 					 * guest resumes here: a cancel is
 					 * dropped from then on, as after the
 					 * switch */
-	bool source_was_running;        /* (L) */
+	bool source_was_running;        /* (L) the VM ran when the job began;
+					 * from the job's Stop on, when the
+					 * job stopped it (source_stop) */
+	bool guest_paused;              /* (L) the guest was paused when the
+					 * job stopped it (source), or Go said
+					 * so (destination): it stays paused
+					 * on the destination */
 	bool source_stopped;            /* (L) the job asked its vmm to Stop */
 	char listen[PATH_MAX];          /* (L) */
 	uint8_t id[STREAM_ID_LEN];      /* (L) */

@@ -930,12 +930,16 @@ static int source_expect(struct source *s, int body, const char *what,
 		/* The one answer to Go that lets the guest run here again:
 		 * the destination proved it can never run it.  The switch
 		 * is undone (source_recover resumes the guest). */
+		bool ran;
+
 		pthread_mutex_lock(&s->w->lock);
 		s->w->switched = false;
+		ran = s->w->source_was_running;
 		pthread_mutex_unlock(&s->w->lock);
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
-				"the destination failed: %s; the guest resumes "
-				"here", m->refuse->message);
+				"the destination failed: %s; %s", m->refuse->message,
+				ran ? "the guest resumes here" : "the guest stays "
+				"paused here, as it was when the job stopped it");
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 		   m->refuse->cancelled && body != TERN__STREAM__STREAM_MSG__BODY_RESUMED) {
 		r = worker_fail_cancelled(s->w, "the destination");
@@ -1112,6 +1116,53 @@ static void source_stopping(struct source *s)
 	worker_set_state(s->w, JOB_STATE_DEVICE);
 }
 
+/*
+ * The Stop, and what it found (VmmStatus.found): whether the guest ran
+ * when the job stopped it, or its operator had paused it, before the job
+ * or during it.  That, not the state when the job began, is what the
+ * destination keeps (Go) and what a failure gives back here
+ * (source_recover, and migd's clean-up should this worker die: told at
+ * once when the guest was paused, which costs no running guest's pause).
+ * A vmm that does not say (an older one) leaves the state the job began
+ * with.
+ */
+static int source_stop(struct source *s)
+{
+	Tern__Vmm__VmmStatus *st = NULL;
+	struct worker *w = s->w;
+	bool paused;
+	int r;
+
+	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, (ProtobufCMessage **)&st,
+			  NULL, s->err, sizeof(s->err));
+	if (r < 0)
+		return worker_fail(w, r, "%s", s->err);
+	pthread_mutex_lock(&w->lock);
+	if (st->found == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ||
+	    st->found == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED)
+		w->source_was_running = st->found == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	paused = w->guest_paused = !w->source_was_running;
+	pthread_mutex_unlock(&w->lock);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	if (paused) {
+		log_info("the guest was paused when the job stopped it: the "
+			 "destination keeps it paused");
+		worker_report(w);
+	}
+	return 0;
+}
+
+/* The guest was paused when the job stopped it (source_stop). */
+static bool source_guest_paused(struct source *s)
+{
+	bool r;
+
+	pthread_mutex_lock(&s->w->lock);
+	r = s->w->guest_paused;
+	pthread_mutex_unlock(&s->w->lock);
+	return r;
+}
+
 /* Whether the switch stands: set by source_cross, undone only by a
  * destination that gave the guest back (source_expect). */
 static bool source_switched(struct source *s)
@@ -1157,6 +1208,8 @@ static int source_go(struct source *s, uint64_t *t_go,
 	Tern__Stream__Go go = TERN__STREAM__GO__INIT;
 	int r;
 
+	go.guest = source_guest_paused(s) ? TERN__STREAM__GUEST_STATE__GUEST_PAUSED :
+					     TERN__STREAM__GUEST_STATE__GUEST_RUNNING;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_GO;
 	m.go = &go;
 	*t_go = now_ns();
@@ -1177,15 +1230,15 @@ static int source_switchover(struct source *s)
 	uint64_t dirty, pages, *hashes = NULL;
 	size_t nhashes = 0;
 	unsigned int i;
+	bool paused;
 	int r;
 
 	s->precopy = false;
 	source_stopping(s);
 	t_stop = now_ns();
-	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
-			  sizeof(s->err));
+	r = source_stop(s);
 	if (r < 0)
-		return worker_fail(w, r, "%s", s->err);
+		return r;
 	t_stopped = now_ns();
 	fault_point("source-after-stop");
 	if (fault_active("source-slow-pause"))
@@ -1249,20 +1302,26 @@ static int source_switchover(struct source *s)
 				   "resume: the guest may be running there, so the "
 				   "source stays paused");
 	pause = source_pause_ns(t_stop, t_go, t_ack, resumed->resumed);
+	paused = source_guest_paused(s);
 	pthread_mutex_lock(&w->lock);
-	w->downtime_us = pause / 1000;
+	/* A guest paused throughout had no downtime: the switch's time is
+	 * logged below, but no figure counts it as the guest's pause, nor
+	 * for the next jobs' fixed part (no vCPUs were woken there). */
+	w->downtime_us = paused ? 0 : pause / 1000;
 	w->resume_ms = resumed->resumed->resume_ns / 1000000;
 	/* What did not depend on pages: the next jobs count it (not with
 	 * verify: the hashing was in the pause too). */
-	if (!w->spec->params.verify)
+	if (!w->spec->params.verify && !paused)
 		w->pause_fixed_us = (pause - (t_pages - t_synced)) / 1000;
 	pthread_mutex_unlock(&w->lock);
-	log_info("completed: downtime %llu ms: stop %llu us, last %llu pages %llu us "
+	log_info("completed%s %llu ms: stop %llu us, last %llu pages %llu us "
 		 "(%llu us of it hashing for verify), "
 		 "device state %llu us, destination ready %llu us, Go to vCPUs "
 		 "released there %llu us; %llu us not for pages (Resumed heard after "
 		 "%llu us; before the stop, %llu us waiting for the pages sent to "
 		 "settle there)",
+		 paused ? ", the guest kept paused as it was here (no downtime): "
+		 "the switch took" : ": downtime",
 		 (unsigned long long)(pause / 1000000), US(t_stopped - t_stop),
 		 (unsigned long long)pages, US(t_pages - t_stopped), US(t_hash),
 		 US(t_dev - t_pages), US(t_ready - t_dev),
@@ -1762,6 +1821,7 @@ static int source_postcopy(struct source *s)
 	struct worker *w = s->w;
 	uint64_t t_stop, t[4], t_go, pause, dirty, left, stale = 0;
 	unsigned int i, stale_rounds = 0;
+	bool paused;
 	int r;
 
 	s->precopy = false;
@@ -1807,10 +1867,9 @@ static int source_postcopy(struct source *s)
 	/* Step two: the pause. */
 	source_stopping(s);
 	t_stop = now_ns();
-	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, NULL, NULL, s->err,
-			  sizeof(s->err));
+	r = source_stop(s);
 	if (r < 0)
-		return worker_fail(w, r, "%s", s->err);
+		return r;
 	t[0] = now_ns();
 	r = source_sync(s, &dirty);
 	if (r < 0)
@@ -1864,19 +1923,25 @@ static int source_postcopy(struct source *s)
 		pthread_mutex_unlock(&w->lock);
 		protobuf_c_message_free_unpacked(&resumed->base, NULL);
 	}
+	/* A guest paused throughout had no pause at the switch (as in
+	 * source_switchover): the destination holds it paused, and the
+	 * push brings every page before anything runs it. */
+	paused = source_guest_paused(s);
 	pthread_mutex_lock(&w->lock);
-	w->downtime_us = pause / 1000;
-	w->pc.pause_us = pause / 1000;
+	w->downtime_us = paused ? 0 : pause / 1000;
+	w->pc.pause_us = paused ? 0 : pause / 1000;
 	pthread_mutex_unlock(&w->lock);
 	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);
-	log_info("postcopy: the destination runs the guest after a %llu us "
-		 "pause (stop %llu us, last sync %llu us, device state and "
+	log_info("postcopy: the destination %s after a %llu us "
+		 "%s (stop %llu us, last sync %llu us, device state and "
 		 "needed pages %llu us, destination ready %llu us, Go to release "
 		 "%llu us); %llu pages to go; stale pages dropped after the "
 		 "discard: %llu before the pause (%u round%s), %llu in it",
-		 (unsigned long long)w->pc.pause_us,
+		 paused ? "holds the guest, paused as it was here (no downtime)," :
+		 "runs the guest", (unsigned long long)(pause / 1000),
+		 paused ? "switch" : "pause",
 		 US(t[0] - t_stop), US(t[1] - t[0]), US(t[2] - t[1]),
-		 US(t[3] - t[2]), w->pc.pause_us - US(t_go - t_stop),
+		 US(t[3] - t[2]), US(pause) - US(t_go - t_stop),
 		 (unsigned long long)left, (unsigned long long)stale,
 		 stale_rounds, stale_rounds == 1 ? "" : "s", (unsigned long long)dirty);
 

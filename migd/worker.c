@@ -375,6 +375,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->switched = w->switched;
 	js->source_was_running = w->source_was_running;
 	js->source_stopped = w->source_stopped;
+	js->guest_paused = w->guest_paused;
 	js->throttle = w->throttle;
 	js->throttle_before = w->throttle_before;
 	js->verified = w->verified;

@@ -216,7 +216,7 @@ vmmctl stop x >/dev/null || fail "stop x"
 incoming y
 migctl migrate x "$ADDR" --token "$TOKEN" --wait >/dev/null 2>&1 && fail "survived the fault"
 job_get x error | grep -q "killed by signal 9" || fail "error: $(job_get x error)"
-job_get x error | grep -q "stays paused, as it was when the job began" ||
+job_get x error | grep -q "stays paused, as it was when the job stopped it" ||
 	fail "error: $(job_get x error)"
 [ "$(state_of x)" = paused ] || fail "migd resumed x, which its operator had paused"
 echo "ok: $(job_get x error)"
