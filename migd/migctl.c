@@ -303,7 +303,12 @@ static void print_status(Tern__Migd__JobStatus *js)
 		       (unsigned long long)ch->zero_pages,
 		       fmt_rate(ch->throughput, b, sizeof(b)));
 	}
-	if (source) {
+	if (source && js->guest_paused) {
+		/* No pause of a guest that was not running: not a figure
+		 * anyone should read as one. */
+		printf("  downtime      none: the guest was paused when the job "
+		       "stopped it\n");
+	} else if (source) {
 		printf("  downtime      expected %s, final %s",
 		       fmt_ms(js->expected_downtime_ms, a, sizeof(a)),
 		       js->downtime_us ? fmt_us(js->downtime_us, b, sizeof(b)) : "-");
@@ -334,8 +339,15 @@ static void print_status(Tern__Migd__JobStatus *js)
 	if (js->worker_pid)
 		printf("  worker        pid %u\n", js->worker_pid);
 	if (source)
-		printf("  switched      %s\n", js->switched ? "yes (the destination "
-		       "was told to resume)" : "no");
+		printf("  switched      %s\n", !js->switched ? "no" :
+		       js->guest_paused ? "yes (the destination was told to take "
+		       "the guest, paused)" : "yes (the destination was told to "
+		       "resume)");
+	if (js->guest_paused)
+		printf("  guest         %s\n", source ? "stays paused on the "
+		       "destination, as it was here when the job stopped it" :
+		       "stays paused here, as it was on the source (vmmctl cont "
+		       "starts it)");
 	if (js->params) {
 		printf("  parameters\n");
 		print_params(js->params, "    ");
@@ -347,13 +359,29 @@ static void print_status(Tern__Migd__JobStatus *js)
 /*
  * A source job's last line.  After a switch to postcopy the rounds are
  * the precopy ones before it (none when it came in round 1) and the
- * downtime is the pause at the switch.
+ * downtime is the pause at the switch.  A guest that was paused when
+ * the job stopped it had none: the line says where it stays paused.
  */
 static void print_completed(const Tern__Migd__JobStatus *js)
 {
 	char a[32], b[32], c[32], how[64];
 	unsigned long long n = js->rounds;
 
+	if (js->guest_paused) {
+		if (!js->postcopy_started)
+			snprintf(how, sizeof(how), "%llu round%s", n,
+				 n == 1 ? "" : "s");
+		else if (!n)
+			snprintf(how, sizeof(how), "postcopy from round 1");
+		else
+			snprintf(how, sizeof(how), "postcopy after %llu precopy "
+				 "round%s", n, n == 1 ? "" : "s");
+		printf("%s: completed in %s: %s transferred, %s; the guest stays "
+		       "paused on the destination, as it was on the source (no "
+		       "downtime)\n", js->vm, fmt_ms(js->total_ms, a, sizeof(a)),
+		       fmt_size(js->transferred_bytes, b, sizeof(b)), how);
+		return;
+	}
 	if (!js->postcopy_started)
 		snprintf(how, sizeof(how), "%llu round%s, downtime", n,
 			 n == 1 ? "" : "s");
@@ -613,7 +641,9 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 			       js->vm, fmt_ms(js->total_ms, a, sizeof(a)),
 			       fmt_size(js->transferred_bytes, b, sizeof(b)),
 			       js->n_channels, js->n_channels == 1 ? "" : "s",
-			       js->switched ? "; the guest runs here" : "");
+			       !js->switched ? "" : js->guest_paused ?
+			       "; the guest stays paused here, as it was on the "
+			       "source" : "; the guest runs here");
 		else if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
 			print_completed(js);
 		else if (!opts.json)
