@@ -3,7 +3,9 @@
 # Live precopy migration through migd: the test guest (dirty and fill
 # modes, 1 and 4 channels, 1 and 2 vCPUs, tcp: (IPv4 and IPv6) and unix:) moves to an
 # incoming vmm; the memory check passes there, the guest keeps running
-# there, the source ends paused, and the job's figures add up.
+# there, the source ends paused, and the job's figures add up.  A guest
+# paused on the source (before the job or during precopy) stays paused
+# on the destination, intact, until a cont runs it.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 start_migd
@@ -237,6 +239,86 @@ rounds=$(job_get n rounds)
 ms=$(job_get n total_ms)
 [ "$rounds" -le $((ms / 5 + 1)) ] || fail "n: $rounds rounds in $ms ms"
 echo "ok: a $lim ms limit: $(echo "$out" | tail -n 1) ($rounds rounds)"
+
+# paused_there SRC DST: SRC's job completed with the guest kept paused:
+# DST is paused (its guest never ran: no heartbeat on its console), the
+# memory check passes, both jobs say so and no downtime; then a cont
+# runs it and its vCPUs go on past where SRC's were.  SRC ends as after
+# any migration (paused, marked as moved).
+paused_there() {
+	local src=$1 dst=$2 before js
+	before=$(pages_of "$src" 0)
+	wait_job_final "$src"
+	[ "$(job_get "$src" state)" = completed ] || fail "$src: $(migctl status "$src")"
+	[ "$(state_of "$dst")" = paused ] || fail "$dst is $(state_of "$dst"), not paused"
+	[ -z "$(pages_of "$dst" 0)" ] || fail "$dst: the guest ran there before a cont"
+	[ "$(state_of "$src")" = paused ] || fail "$src is $(state_of "$src")"
+	vmmctl status "$src" | grep -q "moved to tcp:" || fail "$src: $(vmmctl status "$src")"
+	vmmctl check "$dst" || fail "$dst: memory check of the paused guest"
+	wait_until 30 job_is "$dst" completed || fail "$dst: $(migctl status "$dst")"
+	for js in "$(migctl --json status "$src")" "$(migctl --json status "$dst")"; do
+		[ "$(echo "$js" | jget guest_paused)" = true ] &&
+			[ "$(echo "$js" | jget downtime_us)" = 0 ] || fail "$js"
+	done
+	migctl status "$src" | grep -q "^  downtime      none: the guest was paused when the job stopped it$" ||
+		fail "$src: $(migctl status "$src")"
+	migctl status "$dst" | grep -q "^  guest         stays paused here, as it was on the source" ||
+		fail "$dst: $(migctl status "$dst")"
+	vmmctl cont "$dst" >/dev/null || fail "cont $dst"
+	wait_until 60 pages_above "$dst" 0 "${before:-0}" || fail "$dst: the guest did not go on"
+	vmmctl check "$dst" || fail "$dst: memory check after the cont"
+	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
+	echo "ok: $dst stayed paused; after a cont, vcpu 0 at $(pages_of "$dst" 0) pages (from $before)"
+}
+
+note "a source paused before the job stays paused on the destination"
+# Before, the destination always resumed the guest: an operator's
+# paused (quarantined) VM ran after its migration.
+start_vmm qa --memory 128M --test-guest fill --heartbeat 100
+wait_pass qa 0 2
+vmmctl stop qa >/dev/null || fail "stop qa"
+start_vmm qb --memory 128M --incoming
+incoming qb
+out=$(migctl migrate qa "$ADDR" --token "$TOKEN" --wait </dev/null) || fail "migrate qa: $out"
+echo "$out" | tail -n 1 | grep -q "^qa: completed in .* transferred, 1 round; the guest stays paused on the destination, as it was on the source (no downtime)$" ||
+	fail "qa's last line: $out"
+paused_there qa qb
+vmmctl quit qa >/dev/null; vmmctl quit qb >/dev/null
+
+note "a source its operator pauses during precopy stays paused on the destination"
+# The cap keeps round 1 going while the operator pauses it; the job
+# stops the paused guest, which must not count as running.
+start_vmm qc --memory 128M --test-guest dirty --heartbeat 100
+wait_pass qc 0 2
+start_vmm qd --memory 128M --incoming
+incoming qd
+migctl migrate qc "$ADDR" --token "$TOKEN" --max-bandwidth 2M --detach >/dev/null ||
+	fail "migrate qc"
+wait_until 30 job_is qc active || fail "qc: $(job_get qc state)"
+vmmctl stop qc >/dev/null || fail "stop qc"
+migctl tune qc --max-bandwidth unlimited >/dev/null || fail "tune qc"
+paused_there qc qd
+vmmctl quit qc >/dev/null; vmmctl quit qd >/dev/null
+
+note "... and one paused before the job that its operator resumes during precopy runs there"
+start_vmm qe --memory 128M --test-guest dirty --guest-rate 100000 --heartbeat 100
+wait_pass qe 0 2
+vmmctl stop qe >/dev/null || fail "stop qe"
+start_vmm qf --memory 128M --incoming
+incoming qf
+migctl migrate qe "$ADDR" --token "$TOKEN" --max-bandwidth 2M --detach >/dev/null ||
+	fail "migrate qe"
+wait_until 30 job_is qe active || fail "qe: $(job_get qe state)"
+vmmctl cont qe >/dev/null || fail "cont qe"
+migctl tune qe --max-bandwidth unlimited >/dev/null || fail "tune qe"
+wait_job_final qe
+[ "$(job_get qe state)" = completed ] || fail "qe: $(migctl status qe)"
+[ "$(state_of qf)" = running ] || fail "qf is $(state_of qf), not running"
+[ "$(job_get qe guest_paused)" = false ] && [ "$(job_get qe downtime_us)" -gt 0 ] ||
+	fail "qe: $(migctl --json status qe)"
+vmmctl check qf || fail "qf: memory check"
+echo "ok: qf runs, downtime $(job_get qe downtime_us) us"
+vmmctl quit qe >/dev/null; vmmctl quit qf >/dev/null
 
 note "into a preallocated vmm (--prealloc): its RAM all there before and after"
 start_vmm pa --memory 128M --test-guest dirty --guest-range 16M --guest-rate 100000 \

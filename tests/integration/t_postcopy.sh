@@ -16,7 +16,8 @@
 # once the guest runs on the destination; faultd's death pauses both
 # sides with the guest blocked, not corrupted, and that vmm still quits;
 # the threads a vCPU waits on run in the real-time class, with no
-# capability.
+# capability.  A source that was paused switches too, and the
+# destination keeps its guest paused while the push brings every page.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -163,6 +164,43 @@ migctl status t | grep -Eq "^  postcopy      pause ([0-9]+ us|[0-9]+\.[0-9]+ ms|
 	fail "t's pause: $(migctl status t)"
 echo "ok: $line"
 vmmctl quit t >/dev/null; vmmctl quit u >/dev/null
+
+note "a paused source switched to postcopy: the destination holds it paused while the push brings every page"
+# Before, the destination resumed the guest at the switch.  Now it keeps
+# it paused, as it was on the source: no vCPU runs, so none faults, and
+# every page comes by the push; the guest is intact and runs on a cont.
+start_vmm pp --memory 128M --test-guest fill --heartbeat 100
+wait_pass pp 0 2
+vmmctl stop pp >/dev/null || fail "stop pp"
+before=$(pages_of pp 0)
+start_vmm pq --memory 128M --incoming
+incoming pq
+postcopy_on_request pp --max-bandwidth 32M --channels 2
+out=$(migctl --json status pp --watch) || fail "pp: $out"
+[ "$(echo "$out" | jget state)" = completed ] &&
+	[ "$(echo "$out" | jget postcopy_started)" = true ] || fail "pp: $out"
+[ "$(echo "$out" | jget needed_pages)" = 0 ] || fail "pp: pages still needed: $out"
+wait_until 30 job_is pq completed || fail "pq: $(migctl status pq)"
+[ "$(state_of pq)" = paused ] || fail "pq is $(state_of pq), not paused"
+[ -z "$(pages_of pq 0)" ] || fail "pq: the guest ran there before a cont"
+[ "$(state_of pp)" = paused ] || fail "pp is $(state_of pp)"
+js=$(migctl --json status pq)
+for k in faults pages_on_demand needed_pages downtime_us; do
+	[ "$(echo "$js" | jget $k)" = 0 ] || fail "pq: $k is not 0: $js"
+done
+[ "$(echo "$js" | jget guest_paused)" = true ] || fail "pq: $js"
+[ "$(echo "$out" | jget guest_paused)" = true ] && [ "$(echo "$out" | jget pause_us)" = 0 ] &&
+	[ "$(echo "$out" | jget downtime_us)" = 0 ] || fail "pp: $out"
+line=$(migctl status pp --watch </dev/null | tail -n 1)
+echo "$line" | grep -Eq "^pp: completed in .* transferred, postcopy (from round 1|after [0-9]+ precopy rounds?); the guest stays paused on the destination, as it was on the source \(no downtime\)$" ||
+	fail "pp's last line: $line"
+vmmctl check pq || fail "pq: memory check of the paused guest"
+vmmctl cont pq >/dev/null || fail "cont pq"
+wait_until 60 pages_above pq 0 "${before:-0}" || fail "pq: the guest did not go on"
+vmmctl check pq || fail "pq: memory check after the cont"
+grep -q FAIL "$RUNDIR/pq.serial" && fail "pq: the guest reported a failure"
+echo "ok: $line; pq: $(echo "$js" | jget pages_pushed) pages pushed, none on demand"
+vmmctl quit pp >/dev/null; vmmctl quit pq >/dev/null
 
 note "two guests in postcopy at once, through one faultd and one migd"
 start_vmm c1 --memory 128M --test-guest fill --heartbeat 100
