@@ -495,6 +495,10 @@ case $err in *"cannot continue: $held"*) ;; *) fail "cont h: $err" ;; esac
 # before: a typo of source for destination went unnoticed).
 err=$(vmmctl write h 0x1000 ff 2>&1) && fail "h was written while its job waits"
 case $err in *"cannot write guest memory: $held"*) ;; *) fail "write h: $err" ;; esac
+# Stop makes a loaded incoming guest paused (a migration of a paused
+# guest): only the job may, and only with a guest loaded.
+err=$(vmmctl stop h 2>&1) && fail "h was stopped while its job waits"
+case $err in *"cannot stop: $held"*) ;; *) fail "stop h: $err" ;; esac
 err=$(vmmctl transfer hs h 2>&1) && fail "hs was moved into h while its job waits"
 case $err in *"HoldIncoming: cannot hold: migd's incoming job for h "*" holds vmm h already"*) ;;
 *) fail "transfer hs h: $err" ;; esac
@@ -505,7 +509,14 @@ echo "ok: $err"
 # Once the job has ended the vmm is the operator's again; a vmm that
 # has a state loaded is refused a job up front, not at its end.
 migctl cancel h --wait >/dev/null || fail "cancel h"
+err=$(vmmctl stop h 2>&1) && fail "h, with no guest, was stopped"
+case $err in *"cannot stop: the VM is incoming, with no state loaded yet: there is no guest to pause"*) ;;
+*) fail "stop h (nothing loaded): $err" ;; esac
 vmmctl load h "$RUNDIR/hs.state" || fail "load h after its job ended"
+err=$(vmmctl stop h 2>&1) && fail "h, a state without RAM, was stopped"
+case $err in *"cannot stop: the VM is incoming, with a state loaded but no RAM brought"*) ;;
+*) fail "stop h (no RAM): $err" ;; esac
+[ "$(state_of h)" = incoming ] || fail "vmm h is $(state_of h) after the stops"
 err=$(migctl incoming h --listen tcp:127.0.0.1:0 2>&1) &&
 	fail "incoming into a vmm with a state loaded: $err"
 case $err in *"vmm h has a state loaded: it waits for no migration"*) ;;
