@@ -975,6 +975,8 @@ static int dest_go(struct dest *d)
 	if (paused)
 		log_info("the guest stays paused here, as it was on the source "
 			 "(vmmctl cont starts it)");
+	res.guest = paused ? TERN__STREAM__GUEST_STATE__GUEST_PAUSED :
+			     TERN__STREAM__GUEST_STATE__GUEST_RUNNING;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUMED;
 	m.resumed = &res;
 	res.hold_ns = now_ns() - t0;

@@ -1199,6 +1199,34 @@ static void source_moved(struct source *s, bool confirmed)
 		log_warnx("the source vmm was not marked as moved: %s", err);
 }
 
+/*
+ * Whether the destination kept a paused guest paused, as Go asked
+ * (Resumed.guest): one older than the field resumes it whatever Go
+ * said.  The guest is there now, so nothing is taken back; the job's
+ * status says so, and counts it as a guest that runs (its downtime).
+ */
+static void source_check_kept(struct source *s, const Tern__Stream__Resumed *r)
+{
+	struct worker *w = s->w;
+
+	if (!source_guest_paused(s) ||
+	    r->guest == TERN__STREAM__GUEST_STATE__GUEST_PAUSED)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->guest_paused = false;
+	pthread_mutex_unlock(&w->lock);
+	if (r->guest == TERN__STREAM__GUEST_STATE__GUEST_RUNNING)
+		worker_note(w, "the guest, paused here, runs on the destination: "
+			    "it resumed it (a destination older than this source "
+			    "cannot keep it paused)");
+	else
+		worker_note(w, "the destination answered Go with guest state %d, "
+			    "which this source does not know: the guest, paused "
+			    "here, may run there", (int)r->guest);
+	log_warnx("the destination did not keep the paused guest paused "
+		  "(Resumed says guest state %d)", (int)r->guest);
+}
+
 /* Go, then the destination's Resumed (*resumed, for the caller to
  * free); *t_go: when Go left. */
 static int source_go(struct source *s, uint64_t *t_go,
@@ -1302,6 +1330,7 @@ static int source_switchover(struct source *s)
 				   "resume: the guest may be running there, so the "
 				   "source stays paused");
 	pause = source_pause_ns(t_stop, t_go, t_ack, resumed->resumed);
+	source_check_kept(s, resumed->resumed);
 	paused = source_guest_paused(s);
 	pthread_mutex_lock(&w->lock);
 	/* A guest paused throughout had no downtime: the switch's time is
@@ -1918,6 +1947,7 @@ static int source_postcopy(struct source *s)
 	} else {
 		pause = source_pause_ns(t_stop, t_go, now_ns(),
 					resumed->resumed);
+		source_check_kept(s, resumed->resumed);
 		pthread_mutex_lock(&w->lock);
 		w->resume_ms = resumed->resumed->resume_ns / 1000000;
 		pthread_mutex_unlock(&w->lock);
