@@ -929,8 +929,13 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		protobuf_c_message_free_unpacked(&st->base, NULL);
 	if (ret == 0 && thr.percent)
 		ret = call(dst, "SetThrottle", &thr.base, NULL, 0, NULL, NULL);
-	if (ret == 0)
+	/* A guest its operator had paused stays paused (Stop takes the
+	 * loaded DST to paused, no vCPU run): a failure, even of a lost
+	 * answer, leaves nothing that ran, and DST is made to quit. */
+	if (ret == 0 && was_running)
 		ret = transfer_start(src, dst, copy, &started);
+	else if (ret == 0)
+		ret = call(dst, "Stop", NULL, NULL, 0, NULL, NULL);
 	if (ret == -EOWNERDEAD)
 		return CLI_FAILED;      /* said: SRC stays paused and marked */
 	if (ret < 0) {
@@ -970,24 +975,25 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 			cli_errx("transfer failed; %s is running again", src->name);
 		return CLI_FAILED;
 	}
-	/* DST runs the guest: SRC's copy is stale for good, whatever DST
-	 * becomes later (the pidfd in its mark would say, once DST exits,
-	 * that SRC may be the only copy). */
+	/* DST has the guest (runs it, or holds it paused): SRC's copy is
+	 * stale for good, whatever DST becomes later (the pidfd in its
+	 * mark would say, once DST exits, that SRC may be the only copy). */
 	if (dst->pidfd >= 0) {
 		close(dst->pidfd);
 		dst->pidfd = -1;
 		transfer_mark(src, dst, true, NULL);
 	}
 	if (quit_vmm(src) < 0)
-		cli_errx("%s runs the guest now, but %s did not quit: stop it by hand",
-		      dst->name, src->name);
+		cli_errx("%s %s the guest now, but %s did not quit: stop it by hand",
+			 dst->name, was_running ? "runs" : "holds", src->name);
+	printf("%s now %s on %s (%s", src->name, was_running ? "runs" : "is",
+	       dst->name, copy ? "RAM copied" : "RAM handed over");
 	if (thr.percent)
-		printf("%s now runs on %s (%s; vCPUs throttled %u%%, as on %s)\n",
-		       src->name, dst->name, copy ? "RAM copied" : "RAM handed over",
-		       thr.percent, src->name);
-	else
-		printf("%s now runs on %s (%s)\n", src->name, dst->name,
-		       copy ? "RAM copied" : "RAM handed over");
+		printf("; vCPUs throttled %u%%, as on %s", thr.percent, src->name);
+	if (!was_running)
+		printf("; paused, as it was on %s: 'vmmctl cont %s' runs it",
+		       src->name, dst->name);
+	printf(")\n");
 	return CLI_OK;
 }
 

@@ -59,6 +59,24 @@ hop f g --copy
 	fail "g: throttle $(vmmctl --json status g | jget throttle), f had 30"
 echo "ok: g throttled 30% as f was"
 
+note "a guest its operator paused stays paused on the new vmm"
+# Before, the transfer ran it there: a VM paused for maintenance woke up.
+vmmctl stop g >/dev/null || fail "stop g"
+start_vmm h --memory 64M --vcpus 2 --incoming
+out=$(vmmctl transfer g h) || fail "transfer g h: $out"
+[ "$out" = "g now is on h (RAM handed over; vCPUs throttled 30%, as on g; paused, as it was on g: 'vmmctl cont h' runs it)" ] ||
+	fail "transfer g h said: $out"
+wait_exit "$(pid_of g)" || fail "g did not quit cleanly"
+[ "$(state_of h)" = paused ] || fail "h is $(state_of h), not paused"
+pages_still h 1 || fail "h's vCPU 1 ran while paused"
+before=$(pages_of h 1)
+vmmctl check h || fail "h: memory check while paused"
+vmmctl cont h >/dev/null || fail "cont h"
+wait_until 60 pages_above h 1 "${before:-0}" || fail "h did not continue past ${before:-0} pages"
+vmmctl check h || fail "h: memory check after cont"
+echo "ok: $out"
+vmmctl quit h >/dev/null
+
 note "refusals"
 start_vmm s --memory 64M --test-guest dirty --heartbeat 100 --guest-rate 50000
 wait_pass s 0 2
