@@ -726,13 +726,17 @@ static void worker_sample_rates_locked(struct worker *w, uint64_t now)
 }
 
 /* Every MIGD_STATUS_INTERVAL_MS while the job runs: throughputs, the
- * cancel and the timeout, a report. */
+ * cancel and the timeout, a report.  (A test's fault point,
+ * worker-no-report-tick, stops it before its first tick: the job then
+ * reports only its changes of state, and nothing is looked at here.) */
 static void *reporter_thread(void *arg)
 {
 	struct worker *w = arg;
 	const uint64_t interval_ns = MIGD_STATUS_INTERVAL_MS * 1000000ULL;
 	struct timespec ts = { 0, interval_ns };
 
+	if (fault_active("worker-no-report-tick"))
+		return NULL;
 	for (;;) {
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&w->lock);
