@@ -468,7 +468,9 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 void worker_note(struct worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* What cancelling must do to unblock the job (shut its sockets down);
- * the reporter thread calls it once when SIGTERM arrives. */
+ * run once, under w->lock, by the thread that takes the cancel (the
+ * command thread for migd's commands, the reporter for SIGTERM or the
+ * timeout), or by this if a cancel was taken before there was one. */
 void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 		      void *arg);
 void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,

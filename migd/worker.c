@@ -33,8 +33,11 @@
  * its "abandon" (cancel --force of a paused postcopy), and SIGTERM
  * (migd's end, or the kernel when migd died).  worker_check_cancel()
  * takes it, under the job's lock, only while the job has not passed its
- * point of no return.  One that crossed the switch is dropped: the guest
- * runs there, with pages only here.  Paused, only an abandon or migd's
+ * point of no return: the command thread as the command comes, the
+ * reporter thread at its next tick for SIGTERM (and for a command the
+ * command thread could not take yet: worker-slow-cancel).  One that
+ * crossed the switch is dropped: the guest runs there, with pages only
+ * here.  Paused, only an abandon or migd's
  * end is taken; an operator's plain cancel that was on its way at the
  * switch never is (migd refuses one once it sees the switch).
  */
@@ -453,12 +456,18 @@ void worker_answer(struct worker *w, int err, const char *msg)
 	pthread_mutex_unlock(&w->report_lock);
 }
 
+static void worker_abort_cancelled_locked(struct worker *w);
+
 void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 		      void *arg)
 {
 	pthread_mutex_lock(&w->lock);
 	w->abort_fn = fn;
 	w->abort_arg = arg;
+	/* A cancel the command thread took before the job could be
+	 * aborted (it came with the job): aborted now. */
+	if (fn && worker_cancelled() && !worker_past_switch_locked(w))
+		worker_abort_cancelled_locked(w);
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -484,9 +493,30 @@ static bool plain_cancel_seen(void)
 	return at != 0;
 }
 
+/* A cancel taken, before the switch (w->lock held): the job's abort, once
+ * (none yet, worker_set_abort runs it), and a paused job's wait for a
+ * command (worker_wait_cmd) ends. */
+static void worker_abort_cancelled_locked(struct worker *w)
+{
+	pthread_cond_broadcast(&w->cmd_cond);
+	if (w->abort_done || !w->abort_fn)
+		return;
+	w->abort_done = true;
+	/* The reason, before the broken connections it causes. */
+	if (!w->failed || w->error_is_note)
+		snprintf(w->error, sizeof(w->error), "cancelled");
+	w->failed = true;
+	w->error_is_note = false;
+	state_change_locked(w, JOB_STATE_CANCELLING);
+	w->abort_fn(w, w->abort_arg);
+}
+
 /* Once cancelled or timed out, shut the job's sockets so blocked calls
- * return; the job then ends through its usual failure path. */
-static void worker_check_cancel(struct worker *w)
+ * return; the job then ends through its usual failure path.  Called by
+ * the reporter every tick and by the command thread when a cancel
+ * comes, holding no lock (abort_fn runs under w->lock, as a pause's
+ * does).  True when a cancel was taken or dropped now. */
+static bool worker_check_cancel(struct worker *w)
 {
 	bool timeout, past, sig, plain;
 	int n;
@@ -522,19 +552,21 @@ static void worker_check_cancel(struct worker *w)
 		w->abort_done = true;
 		w->abort_fn(w, w->abort_arg);
 	}
-	pthread_mutex_unlock(&w->lock);
+	/* Looked at under the lock: both threads may look at once, and
+	 * only one takes (or drops) the cancel. */
 	sig = __atomic_load_n(&cancel_signalled, __ATOMIC_SEQ_CST) != 0;
 	plain = plain_cancel_seen();
-	if ((!sig && !plain) || worker_cancelled())
-		return;
-	pthread_mutex_lock(&w->lock);
+	if ((!sig && !plain) || worker_cancelled()) {
+		pthread_mutex_unlock(&w->lock);
+		return false;
+	}
 	/* A cancel --force that met a recovery under way: taken if that
 	 * fails (the job is paused again), dropped if it succeeds. */
 	past = worker_past_switch_locked(w);
 	if (past && !worker_orphaned() &&
 	    w->state == JOB_STATE_POSTCOPY_RECOVER) {
 		pthread_mutex_unlock(&w->lock);
-		return;
+		return false;
 	}
 	if (past && !worker_orphaned() &&
 	    (w->state != JOB_STATE_POSTCOPY_PAUSED || !sig)) {
@@ -548,20 +580,15 @@ static void worker_check_cancel(struct worker *w)
 		log_warnx("a cancel came after the switch: ignored, the "
 			  "migration goes on");
 		pthread_mutex_unlock(&w->lock);
-		return;
+		return true;
 	}
 	__atomic_store_n(&cancel_taken, 1, __ATOMIC_RELAXED);
-	if (!w->abort_done && w->abort_fn && !past) {
-		w->abort_done = true;
-		/* The reason, before the broken connections it causes. */
-		if (!w->failed || w->error_is_note)
-			snprintf(w->error, sizeof(w->error), "cancelled");
-		w->failed = true;
-		w->error_is_note = false;
-		state_change_locked(w, JOB_STATE_CANCELLING);
-		w->abort_fn(w, w->abort_arg);
-	}
+	if (!past)
+		worker_abort_cancelled_locked(w);
+	else
+		pthread_cond_broadcast(&w->cmd_cond);
 	pthread_mutex_unlock(&w->lock);
+	return true;
 }
 
 /* A destination's Recover with a new address, come when the job is no
@@ -586,10 +613,11 @@ static void *command_thread(void *arg)
 	Tern__Migd__Params *tp;
 	char msg[WORKER_ANSWER_MAX];
 	enum worker_cmd cmd;
-	bool late;
+	bool late, cancel;
 
 	for (;;) {
 		f = NULL;
+		cancel = false;
 		if (stream_msg_recv(w->status_fd, &tern__rpc__frame__descriptor,
 				    RPC_FRAME_MAX_DEFAULT, 0,
 				    (ProtobufCMessage **)&f) < 0)
@@ -617,14 +645,19 @@ static void *command_thread(void *arg)
 			} else if (!strcmp(f->event->name, "cancel")) {
 				__atomic_store_n(&plain_cancel_at, now_ns() | 1,
 						 __ATOMIC_SEQ_CST);
+				cancel = true;
 			} else if (!strcmp(f->event->name, "abandon")) {
-				/* A cancel, told apart from migd's end:
-				 * worker_check_cancel takes it. */
+				/* A cancel, told apart from migd's end. */
 				__atomic_store_n(&abandon_requested, 1, __ATOMIC_SEQ_CST);
 				__atomic_store_n(&cancel_signalled, SIGTERM,
 						 __ATOMIC_SEQ_CST);
+				cancel = true;
 			}
 		}
+		/* Taken now, not at the reporter's next tick (up to
+		 * MIGD_STATUS_INTERVAL_MS later), with the same rules. */
+		if (cancel && worker_check_cancel(w))
+			worker_report(w);
 		if (cmd == WORKER_CMD_PAUSE && w->state == JOB_STATE_POSTCOPY_ACTIVE)
 			worker_fail(w, EINTR, "paused on request (migctl pause)");
 		late = false;

@@ -3,7 +3,7 @@
 # Precopy that always finishes, and proves it: zstd compression (used
 # where it pays, skipped where it does not), auto-converge engaging on a
 # heavy dirtier and lifted afterwards, a timeout that cancels (in precopy
-# and while still connecting), and verify
+# and while still connecting), a cancel taken when it comes, and verify
 # catching a page corrupted on the destination during the migration (and
 # refusing a downtime limit too short for its hashing).
 . "$(dirname "$0")/lib.sh"
@@ -287,4 +287,23 @@ for action in cancel postcopy; do
 	source_fine w idle
 	echo "ok ($action, ended after $(job_get w total_ms) ms): $(echo "$out" | tail -n 1)"
 done
+
+note "a cancel is taken when it comes, not at the worker's next status tick"
+# worker-no-report-tick: the workers' reporter threads never tick.  A
+# plain cancel was taken only there (every 200 ms): under this fault
+# never, and the job went on at its cap (64 KiB/s: many minutes).  The
+# worker's command thread takes it now.
+stop_migd
+start_migd TERN_FAULT=worker-no-report-tick
+incoming y
+migctl migrate w "$ADDR" --token "$TOKEN" --max-bandwidth 64K --channels 1 \
+	--detach >/dev/null || fail "migrate w at 64 KiB/s"
+wait_until 30 job_is w active || fail "w: $(migctl --json status w)"
+migctl cancel w >/dev/null || fail "cancel w"
+wait_job_final w
+[ "$(job_get w state)" = cancelled ] || fail "w: $(migctl --json status w)"
+source_fine w idle
+wait_job_final y
+dest_fresh y
+echo "ok: $(job_get w error); the destination: $(job_get y error)"
 echo PASS

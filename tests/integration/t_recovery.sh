@@ -12,7 +12,8 @@
 # 'migctl pause' forces the paused state; and a cancel signal that
 # crossed the switch is dropped, so the later pause and recovery work;
 # migd quitting ends paused workers at once, and 'migctl cancel --force'
-# one job, when the other side lost the guest; a faultd restarted in
+# one job, when the other side lost the guest (when it comes, not at a
+# status tick); a faultd restarted in
 # postcopy leaves a job that can never recover, and its error says so.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
@@ -367,4 +368,19 @@ grep -q "^migd\[s8/in\]: .*vmm s8 closed its connection: it quit or died, and th
 [ "$(state_of s2)" = running ] || fail "s2 is $(state_of s2)"
 [ "$(state_of r2)" = paused ] || fail "r2 is $(state_of r2): it holds pages s2 lacks"
 echo "ok: the workers ended on migd's SIGTERM, saying what their vmms kept"
+
+note "cancel --force of a paused postcopy is taken when it comes, not at the next status tick"
+# worker-no-report-tick: the workers' reporter threads never tick.  An
+# abandon (cancel --force) was taken only there: under this fault never,
+# and both jobs stayed paused.  The worker's command thread takes it now.
+start_migd TERN_FAULT=worker-no-report-tick
+small_postcopy ra sa --max-bandwidth 1M --channels 1
+migctl pause ra >/dev/null || fail "pause ra"
+wait_until 30 both_paused ra sa || fail "pause: ra $(job_get ra state), sa $(job_get sa state)"
+for v in ra sa; do
+	migctl cancel "$v" --force >/dev/null || fail "cancel $v --force"
+	wait_job_final "$v"
+	[ "$(job_get "$v" state)" = cancelled ] || fail "$v: $(migctl --json status "$v")"
+	echo "ok: $v: $(job_get "$v" error)"
+done
 echo PASS
