@@ -31,6 +31,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -148,22 +149,47 @@ static uint64_t chan_rate(const struct chan_tx *c)
 }
 
 /* Hold the channel to its share of max-bandwidth (pace.c), as it is at
- * this packet; the wait ends early when the job's abort shuts the
- * socket (the next send then fails). */
+ * this packet.  The wait ends early when the job's abort shuts the
+ * socket (the next send then fails), and when a tune changes the cap:
+ * what is left of it is then owed at the new cap (none: nothing). */
 static void chan_pace(struct chan_tx *c, struct pace *pc, uint64_t bytes)
 {
-	uint64_t wait, now, rate = chan_rate(c);
+	uint64_t wait, left, now, rate = chan_rate(c);
+	int r;
 
 	if (!rate && !pc->rate)
 		return;                 /* no cap: no clock read per packet */
 	now = now_ns();
 	pace_set_rate(pc, rate, now);
 	wait = pace_sent(pc, now, bytes);
-	/* (Once per job at most: the wait ends only with it.) */
-	if (wait && pace_wait(c->fd, wait) < 0)
-		log_info("ram channel %u: the job ends: its wait for the cap "
-			 "(%llu ms) is cut short", c->index,
+	while (wait) {
+		r = pace_wait(c->fd, c->wake_fd, wait);
+		if (r == 0)
+			return;
+		/* (Once per job at most: the wait ends only with it.) */
+		if (r < 0) {
+			log_info("ram channel %u: the job ends: its wait for the "
+				 "cap (%llu ms) is cut short", c->index,
+				 (unsigned long long)(wait / 1000000));
+			return;
+		}
+		now = now_ns();
+		left = pace_sent(pc, now, 0);
+		rate = chan_rate(c);
+		/* Woken by a tune that left this channel's cap as it was
+		 * (or one it already took at this packet): waits on. */
+		if (rate == pc->rate) {
+			wait = left;
+			continue;
+		}
+		pace_set_rate(pc, rate, now);
+		wait = pace_sent(pc, now, 0);
+		/* (Once per tune at most.) */
+		log_info("ram channel %u: the cap changed: the %llu ms left of "
+			 "its wait are now %llu ms", c->index,
+			 (unsigned long long)(left / 1000000),
 			 (unsigned long long)(wait / 1000000));
+	}
 }
 
 /* Packets without page data. */
@@ -374,9 +400,17 @@ int chan_tx_start(struct chan_tx *c)
 	}
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
+	c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->wake_fd < 0)
+		return -errno;
+	worker_set_chan_wake(c->w, c->index, c->wake_fd);
 	r = pthread_create(&c->thread, NULL, chan_tx_thread, c);
-	if (r)
+	if (r) {
+		worker_set_chan_wake(c->w, c->index, -1);
+		close(c->wake_fd);
+		c->wake_fd = -1;
 		return -r;
+	}
 	c->started = true;
 	return 0;
 }
@@ -438,6 +472,9 @@ void chan_tx_stop(struct chan_tx *c)
 	chan_abort_fd(c->fd);
 	pthread_join(c->thread, NULL);
 	c->started = false;
+	worker_set_chan_wake(c->w, c->index, -1);
+	close(c->wake_fd);
+	c->wake_fd = -1;
 	free(c->q);
 	c->q = NULL;
 	ZSTD_freeCCtx(c->zctx);

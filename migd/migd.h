@@ -430,6 +430,9 @@ struct worker {
 	uint64_t chan_rate;             /* (A) bytes/s a ram channel may send,
 					 * 0 = no cap: params.max_bandwidth
 					 * over the channels; read per packet */
+	int chan_wake[STREAM_MAX_CHANNELS]; /* (L) each running ram channel's
+					 * wake_fd, -1 for none: a tune writes
+					 * them (worker_set_chan_wake) */
 };
 
 /* worker.c: runs in the forked child; never returns to the parent's loop */
@@ -473,6 +476,8 @@ void worker_note(struct worker *w, const char *fmt, ...)
  * timeout), or by this if a cancel was taken before there was one. */
 void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 		      void *arg);
+/* Ram channel chan's eventfd, which each tune writes (-1: none now). */
+void worker_set_chan_wake(struct worker *w, unsigned int chan, int fd);
 void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
 		  uint64_t pages, uint64_t zero_pages);
 /* Postcopy-paused: wait up to ms for a command from the parent (or a
@@ -570,13 +575,17 @@ struct pace {
 	uint64_t due;                   /* ns: when what was sent is paid for */
 };
 void pace_start(struct pace *p, uint64_t rate, uint64_t now);
-/* A new cap (0 = none) from the next bytes counted on. */
+/* A new cap (0 = none) at now: what is still owed, and the next bytes
+ * counted, are paid at it. */
 void pace_set_rate(struct pace *p, uint64_t rate, uint64_t now);
-/* Count bytes just sent at now; returns the ns to wait before the next. */
+/* Count bytes just sent at now; returns the ns to wait before the next
+ * (with 0 bytes: what is left of the wait). */
 uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes);
 /* Wait ns, or less: -EPIPE as soon as socket fd is shut down (the job's
- * abort, chan_abort_fd) or fails; 0 when the time is up. */
-int pace_wait(int fd, uint64_t ns);
+ * abort, chan_abort_fd) or fails; 1 as soon as eventfd wake_fd (-1:
+ * none) is written (a tune: the cap changed), which it reads back; 0
+ * when the time is up. */
+int pace_wait(int fd, int wake_fd, uint64_t ns);
 
 #define CHAN_QUEUE 64                   /* batches queued per channel */
 #define CHAN_QUEUE_MS 250               /* under max-bandwidth: this much */
@@ -592,6 +601,9 @@ struct chan_tx {
 	uint8_t *zbuf;                  /* own thread: one compressed packet */
 	pthread_t thread;
 	bool started;
+	int wake_fd;                    /* eventfd, while started: a tune
+					 * ends the thread's wait for the cap
+					 * (pace_wait) */
 	pthread_mutex_t lock;           /* the fields below */
 	pthread_cond_t cond;
 	struct batch *q;                /* ring of CHAN_QUEUE batches */

@@ -8,14 +8,18 @@
  * as credit and then send at line rate for as long as it was idle, so
  * `due` never lags the clock by more than PACE_CREDIT_NS: a burst after
  * a quiet spell is at most that much of the cap.  The cap may change
- * between packets (Tune): what was sent is paid at the rate it went at,
- * and a cap set after none counts from then.
+ * at any time (Tune): what was paid for stays paid, what is still owed
+ * when it changes is owed at the new cap (nothing, with none), and a cap
+ * set after none counts from then.
  *
  * The wait itself (pace_wait) watches the channel's socket: the abort
  * of a job (a cancel, its timeout, a failure) shuts its sockets down,
  * and a paced channel must go then, not when its packet is paid for: a
  * packet of 128 pages is 8 s of a 64 KiB/s cap, and a sleep held a
- * cancel or a timeout that long.
+ * cancel or a timeout that long.  It watches the channel's eventfd too,
+ * which a Tune writes (worker_tune): a channel waiting at the old cap
+ * then owes the rest at the new one, and a cap lifted no longer held it
+ * for those 8 s.
  *
  * And the rate a channel went at, as status reports it: over the last
  * second (RATE_WINDOW_NS), from the byte counts the worker's reporter
@@ -26,6 +30,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 #include "common/util.h"
@@ -39,10 +44,21 @@ void pace_start(struct pace *p, uint64_t rate, uint64_t now)
 
 void pace_set_rate(struct pace *p, uint64_t rate, uint64_t now)
 {
+	uint64_t owed;
+
 	if (rate == p->rate)
 		return;
-	if (!p->rate && p->due < now)
-		p->due = now;
+	if (!rate) {
+		if (p->due > now)
+			p->due = now;
+	} else if (!p->rate) {
+		if (p->due < now)
+			p->due = now;
+	} else if (p->due > now) {
+		/* The bytes not yet paid for, in time at the new cap. */
+		owed = mul_div(p->due - now, p->rate, rate);
+		p->due = owed > UINT64_MAX - now ? UINT64_MAX : now + owed;
+	}
 	p->rate = rate;
 }
 
@@ -58,22 +74,33 @@ uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes)
 	return p->due > now ? p->due - now : 0;
 }
 
-int pace_wait(int fd, uint64_t ns)
+int pace_wait(int fd, int wake_fd, uint64_t ns)
 {
-	/* No event asked: a socket shut down both ways (or in error)
-	 * reports POLLHUP (POLLERR) all the same, and nothing else wakes
-	 * this, not even data from the peer. */
-	struct pollfd pfd = { .fd = fd, .events = 0 };
+	/* No event asked of the socket: one shut down both ways (or in
+	 * error) reports POLLHUP (POLLERR) all the same, and nothing else
+	 * of it wakes this, not even data from the peer.  (A wake_fd of -1
+	 * is not polled.) */
+	struct pollfd pfd[2] = {
+		{ .fd = fd, .events = 0 },
+		{ .fd = wake_fd, .events = POLLIN },
+	};
 	uint64_t until = now_ns() + ns, now;
 	struct timespec ts;
+	eventfd_t v;
 	int n;
 
 	for (;;) {
 		ts.tv_sec = ns / 1000000000ULL;
 		ts.tv_nsec = ns % 1000000000ULL;
-		n = ppoll(&pfd, 1, &ts, NULL);
-		if (n > 0)
+		n = ppoll(pfd, 2, &ts, NULL);
+		if (n > 0 && pfd[0].revents)
 			return -EPIPE;
+		if (n > 0) {
+			/* Taken, so that it wakes the next wait only if
+			 * written again (EAGAIN: nothing to take). */
+			eventfd_read(wake_fd, &v);
+			return 1;
+		}
 		if (n == 0 || errno != EINTR)
 			return 0;
 		now = now_ns();         /* a signal: the rest of the wait */

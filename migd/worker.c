@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -74,12 +75,21 @@ void worker_params(struct worker *w, struct mig_params *ret)
 	pthread_mutex_unlock(&w->lock);
 }
 
+void worker_set_chan_wake(struct worker *w, unsigned int chan, int fd)
+{
+	pthread_mutex_lock(&w->lock);
+	w->chan_wake[chan] = fd;
+	pthread_mutex_unlock(&w->lock);
+}
+
 /* The parent's "tune": p is the job's parameters in full, checked there
  * (params_check_live, params_update); the fields a running job takes
- * are taken as they are, 0 (no cap, measured) included. */
+ * are taken as they are, 0 (no cap, measured) included.  A ram channel
+ * waiting out its share of the old cap is woken to owe the rest at the
+ * new one (chan_pace). */
 static void worker_tune(struct worker *w, const Tern__Migd__Params *p)
 {
-	unsigned int nch = MAX(w->spec->params.channels, 1u), limit;
+	unsigned int nch = MAX(w->spec->params.channels, 1u), limit, i;
 
 	pthread_mutex_lock(&w->lock);
 	w->params.max_bandwidth = p->max_bandwidth;
@@ -88,6 +98,11 @@ static void worker_tune(struct worker *w, const Tern__Migd__Params *p)
 		w->params.downtime_limit_ms = p->downtime_limit_ms;
 	limit = w->params.downtime_limit_ms;
 	__atomic_store_n(&w->chan_rate, p->max_bandwidth / nch, __ATOMIC_RELAXED);
+	/* (Under the lock: a channel that stops closes its fd only once
+	 * it took it back from here.) */
+	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
+		if (w->chan_wake[i] >= 0)
+			eventfd_write(w->chan_wake[i], 1);
 	pthread_mutex_unlock(&w->lock);
 	log_info("tuned: max bandwidth %llu B/s, switchover bandwidth %llu B/s, "
 		 "downtime limit %u ms", (unsigned long long)p->max_bandwidth,
@@ -822,6 +837,7 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	};
 	char tag[80], line[sizeof(w.error) + 32];
 	pthread_t reporter;
+	unsigned int i;
 	int ret;
 
 	parent_pid = getppid();
@@ -839,6 +855,8 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	memcpy(w.id, spec->id, STREAM_ID_LEN);
 	w.params = spec->params;
 	w.chan_rate = spec->params.max_bandwidth / MAX(spec->params.channels, 1u);
+	for (i = 0; i < STREAM_MAX_CHANNELS; i++)
+		w.chan_wake[i] = -1;
 	w.started_ns = now_ns();
 	w.rate_prev_ns = w.started_ns;
 	w.started_unix_ms = unix_ms();

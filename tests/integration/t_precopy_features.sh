@@ -3,7 +3,8 @@
 # Precopy that always finishes, and proves it: zstd compression (used
 # where it pays, skipped where it does not), auto-converge engaging on a
 # heavy dirtier and lifted afterwards, a timeout that cancels (in precopy
-# and while still connecting), a cancel taken when it comes, and verify
+# and while still connecting), a cancel taken when it comes, a tune that
+# lifts the cap ending a channel's wait for it, and verify
 # catching a page corrupted on the destination during the migration (and
 # refusing a downtime limit too short for its hashing).
 . "$(dirname "$0")/lib.sh"
@@ -176,6 +177,31 @@ echo "ok: a cancel at $at ms cut the channel's wait; the job ended at $(job_get 
 source_fine h
 wait_job_final k
 dest_fresh k
+
+note "under the lowest cap, a tune that lifts the cap ends the channel's wait"
+# A tune reached a channel only at its next packet: one waiting out 8 s
+# of a 64 KiB/s cap for its last packet waited them out at the old cap.
+# Now the tune wakes it, it owes the rest at the new cap (nothing, with
+# none), and it says so; the job then completes uncapped.
+start_vmm u1 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+start_vmm u2 --memory 64M --incoming
+wait_pass u1 0 2
+incoming u2
+migctl migrate u1 "$ADDR" --token "$TOKEN" --max-bandwidth 64K --channels 1 \
+	--detach >/dev/null || fail "migrate u1 at 64 KiB/s"
+wait_until 30 sh -c "[ \"\$('$BIN/migctl' --rundir '$RUNDIR' --json status u1 |
+	grep -o '\"pages_sent\":[0-9]*' | grep -o '[0-9]*$')\" -gt 0 ]" ||
+	fail "u1 sent nothing: $(migctl --json status u1)"
+migctl tune u1 --max-bandwidth unlimited >/dev/null || fail "tune u1"
+out=$(migctl --json status u1 --watch) || fail "u1 after its tune: $out"
+[ "$(echo "$out" | jget state)" = completed ] || fail "u1: $out"
+line=$(grep "^migd\[u1/out\]: .*ram channel 0: the cap changed: " "$RUNDIR/migd.log")
+echo "$line"
+echo "$line" | grep -q "the [0-9]* ms left of its wait are now 0 ms$" ||
+	fail "the tune did not end the channel's wait: $(grep 'u1/out' "$RUNDIR/migd.log" | tail -n 5)"
+vmmctl check u2 || fail "u2 after a tuned migration"
+echo "ok: the job completed after $(echo "$out" | jget total_ms) ms"
+vmmctl quit u1 >/dev/null; vmmctl quit u2 >/dev/null
 
 note "auto-converge throttles a heavy dirtier until it converges, then lets go"
 incoming k

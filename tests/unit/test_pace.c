@@ -4,8 +4,9 @@
  * on a simulated clock: a steady sender goes exactly at the cap, and a
  * sender that was idle may then burst by at most PACE_CREDIT_NS of the
  * cap, however long it was idle, and a cap changed mid-stream holds
- * from the next packet.  And the wait itself: it ends when the
- * channel's socket is shut down (the job's abort), data does not end it.
+ * from then on, for what is still owed too.  And the wait itself: it
+ * ends when the channel's socket is shut down (the job's abort) or its
+ * eventfd is written (a tune), data does not end it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -229,6 +231,41 @@ static void cap_changes_between_packets(void **state)
 	assert_int_equal(pace_sent(&p, now, RATE / 2), SEC / 2);
 }
 
+/*
+ * A cap changed while a channel waits (a tune wakes it): what it still
+ * owes is owed at the new cap, more or less of it; a cap lifted owes
+ * nothing, and one set again counts from then, not from the debt.
+ */
+static void cap_changes_mid_wait(void **state)
+{
+	uint64_t now = 4 * SEC;
+	struct pace p;
+
+	(void)state;
+	pace_start(&p, RATE, now);
+	assert_int_equal(pace_sent(&p, now, 8 * RATE), 8 * SEC);
+	now += SEC;                                     /* 7 s of RATE owed */
+	assert_int_equal(pace_sent(&p, now, 0), 7 * SEC);
+	pace_set_rate(&p, 7 * RATE, now);
+	assert_int_equal(pace_sent(&p, now, 0), SEC);
+	pace_set_rate(&p, 7 * RATE / 2, now);           /* lowered: longer */
+	assert_int_equal(pace_sent(&p, now, 0), 2 * SEC);
+	now += SEC;                                     /* half paid */
+	pace_set_rate(&p, 7 * RATE, now);
+	assert_int_equal(pace_sent(&p, now, 0), SEC / 2);
+	pace_set_rate(&p, 0, now);                      /* lifted */
+	assert_int_equal(pace_sent(&p, now, 0), 0);
+	pace_set_rate(&p, RATE, now);
+	assert_int_equal(pace_sent(&p, now, 0), 0);
+	assert_int_equal(pace_sent(&p, now, RATE / 2), SEC / 2);
+	/* The largest debt at the lowest cap, repriced at the lowest rate
+	 * there is: saturated, not wrapped. */
+	pace_start(&p, 1ULL << 40, now);
+	pace_sent(&p, now, 1ULL << 62);
+	pace_set_rate(&p, 1, now);
+	assert_true(pace_sent(&p, now, 0) >= (1ULL << 62) / 2);
+}
+
 /* A wait the job's abort must cut: far longer than any test runs. */
 #define LONG_WAIT (600 * SEC)
 
@@ -248,13 +285,48 @@ static void wait_ends_on_shutdown(void **state)
 
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	assert_int_equal(pace_wait(sv[0], 1000000), 0);
+	assert_int_equal(pace_wait(sv[0], -1, 1000000), 0);
 	assert_int_equal(write(sv[1], "x", 1), 1);
-	assert_int_equal(pace_wait(sv[0], 1000000), 0);
+	assert_int_equal(pace_wait(sv[0], -1, 1000000), 0);
 	assert_int_equal(pthread_create(&t, NULL, shut_soon, &sv[0]), 0);
-	assert_int_equal(pace_wait(sv[0], LONG_WAIT), -EPIPE);
+	assert_int_equal(pace_wait(sv[0], -1, LONG_WAIT), -EPIPE);
 	pthread_join(t, NULL);
-	assert_int_equal(pace_wait(sv[0], LONG_WAIT), -EPIPE);
+	assert_int_equal(pace_wait(sv[0], -1, LONG_WAIT), -EPIPE);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void *wake_soon(void *arg)
+{
+	usleep(100000);         /* most likely while pace_wait waits */
+	eventfd_write(*(int *)arg, 1);
+	return NULL;
+}
+
+/* A write of the eventfd (a tune), before or during the wait, ends it
+ * at once, once: the wait takes it.  A shut socket wins over it. */
+static void wait_ends_on_wake(void **state)
+{
+	pthread_t t;
+	int sv[2], efd;
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(efd >= 0);
+	assert_int_equal(pace_wait(sv[0], efd, 1000000), 0);
+	assert_int_equal(pthread_create(&t, NULL, wake_soon, &efd), 0);
+	assert_int_equal(pace_wait(sv[0], efd, LONG_WAIT), 1);
+	pthread_join(t, NULL);
+	assert_int_equal(pace_wait(sv[0], efd, 1000000), 0);
+	assert_int_equal(eventfd_write(efd, 1), 0);
+	assert_int_equal(eventfd_write(efd, 1), 0);
+	assert_int_equal(pace_wait(sv[0], efd, LONG_WAIT), 1);
+	assert_int_equal(pace_wait(sv[0], efd, 1000000), 0);
+	assert_int_equal(eventfd_write(efd, 1), 0);
+	shutdown(sv[0], SHUT_RDWR);
+	assert_int_equal(pace_wait(sv[0], efd, LONG_WAIT), -EPIPE);
+	close(efd);
 	close(sv[0]);
 	close(sv[1]);
 }
@@ -273,7 +345,9 @@ int main(void)
 		cmocka_unit_test(idle_channel_reaches_zero),
 		cmocka_unit_test(uneven_samples),
 		cmocka_unit_test(large_rates),
+		cmocka_unit_test(cap_changes_mid_wait),
 		cmocka_unit_test(wait_ends_on_shutdown),
+		cmocka_unit_test(wait_ends_on_wake),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
