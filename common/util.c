@@ -247,7 +247,7 @@ const char *state_text(const char *state, const char *error, char *buf,
 	if (!error || !error[0])
 		snprintf(buf, len, "%s", state);
 	else if (!strncmp(error, state, n) &&
-		 (!error[n] || error[n] == ' ' || error[n] == ';'))
+		 (!error[n] || error[n] == ' ' || error[n] == ';' || error[n] == ':'))
 		snprintf(buf, len, "%s", error);
 	else
 		snprintf(buf, len, "%s: %s", state, error);

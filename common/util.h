@@ -54,7 +54,7 @@ int str_copy(char *dst, const char *src, size_t len);
 /* A state and the error that ended in it, the state named once: the
  * error alone when it only repeats the state (a cancelled job's is
  * "cancelled") or begins with it ("cancelled (worker killed by signal
- * 15)"), else "STATE: ERROR", or the state alone.  Into buf; returns buf. */
+ * 15)", "cancelled: migd is stopping"), else "STATE: ERROR", or the state alone.  Into buf; returns buf. */
 const char *state_text(const char *state, const char *error, char *buf,
 		       size_t len);
 

@@ -308,6 +308,16 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
 	j->last = js;
+	/* migd's end cancelled it: said, where the worker knows only that
+	 * it was cancelled (the memory is malloc()'s, pbuf.c). */
+	if (j->cancel_how == JOB_CANCEL_SHUTDOWN && !strcmp(js->error, "cancelled")) {
+		char *e = strdup("cancelled: migd is stopping");
+
+		if (e) {
+			free(js->error);
+			js->error = e;
+		}
+	}
 	/* A cancel that crossed the switch: the worker drops it, unless its
 	 * postcopy is paused (cancel --force), or a recovery is under way
 	 * (taken if that fails). */

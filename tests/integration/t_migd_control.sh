@@ -592,8 +592,15 @@ note "SIGTERM: migd cancels its jobs and exits"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"
 wpid=$(job_field x worker_pid)
 [ -n "$wpid" ] && [ "$wpid" -gt 0 ] || fail "no worker pid: $(migctl --json status x)"
+migctl status x --watch >"$RUNDIR/watch.out" 2>&1 & watch=$!
+wait_until 10 test -s "$RUNDIR/watch.out" || fail "status --watch printed nothing"
 kill -TERM "$MIGD"
 wait_exit "$MIGD" || fail "migd exited with $?"
+wait_exit "$watch" || true      # exits 1: the job was cancelled
+# Who cancelled it is said (it was only "migration cancelled").
+grep -q "cancelled: migd is stopping" "$RUNDIR/watch.out" ||
+	fail "status --watch: $(cat "$RUNDIR/watch.out")"
+echo "ok: $(tail -n 1 "$RUNDIR/watch.out")"
 kill -0 "$wpid" 2>/dev/null && fail "worker $wpid outlived migd"
 [ -e "$RUNDIR/migd.sock" ] && fail "migd.sock left behind"
 [ "$(state_of x)" = incoming ] || fail "vmm x is $(state_of x) after migd quit"

@@ -110,6 +110,9 @@ static void error_beside_state(void **state)
 	assert_string_equal(job_state_text(JOB_STATE_CANCELLED,
 					   "the source said: cancelled", b, sizeof(b)),
 			    "cancelled: the source said: cancelled");
+	assert_string_equal(job_state_text(JOB_STATE_CANCELLED,
+					   "cancelled: migd is stopping", b, sizeof(b)),
+			    "cancelled: migd is stopping");
 	assert_string_equal(job_state_text(JOB_STATE_FAILED, "failedness", b,
 					   sizeof(b)), "failed: failedness");
 }
