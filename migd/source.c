@@ -1128,13 +1128,15 @@ static void source_stopping(struct source *s)
  */
 static int source_stop(struct source *s)
 {
+	Tern__Vmm__StopRequest rq = TERN__VMM__STOP_REQUEST__INIT;
 	Tern__Vmm__VmmStatus *st = NULL;
 	struct worker *w = s->w;
 	bool paused;
 	int r;
 
-	r = vmm_link_call(&s->vmm, "Stop", NULL, NULL, 0, (ProtobufCMessage **)&st,
-			  NULL, s->err, sizeof(s->err));
+	rq.transient = true;            /* the job's, not the operator's */
+	r = vmm_link_call(&s->vmm, "Stop", &rq.base, NULL, 0,
+			  (ProtobufCMessage **)&st, NULL, s->err, sizeof(s->err));
 	if (r < 0)
 		return worker_fail(w, r, "%s", s->err);
 	pthread_mutex_lock(&w->lock);

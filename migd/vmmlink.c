@@ -88,12 +88,11 @@ int vmm_link_call(struct vmm_link *l, const char *method,
 		  ProtobufCMessage **ret, struct rpc_result *res, char *err,
 		  size_t errlen)
 {
-	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
 	struct rpc_result tmp;
 	int r;
 
 	r = rpc_client_call(l->cl, &tern__vmm__vmm__descriptor, method,
-			    arg ? arg : &empty.base, fds, nfds, ret, &tmp,
+			    arg, fds, nfds, ret, &tmp,
 			    link_ms(l), NULL, NULL);
 	if (r < 0 && err)
 		snprintf(err, errlen, "vmm %s: %s: %s", l->vm, method,

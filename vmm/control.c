@@ -70,6 +70,10 @@ static struct control {
 	 * this incoming VM, and who that is, for the refusals. */
 	uint64_t incoming_peer;
 	char incoming_by[256];
+	/* The vCPUs are paused as the operator wants them (a Stop that was
+	 * not transient, or a migration that kept a paused guest paused),
+	 * not only for a caller's own work: what Stop's `found` says. */
+	bool operator_paused;
 	/* Quit's callers: copies of their sockets, closed only when this vmm
 	 * has let go of everything (control_release_quitters), so that the
 	 * end of the connection tells them it is gone. */
@@ -225,7 +229,9 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
  */
 static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 {
+	const Tern__Vmm__StopRequest *rq = (const Tern__Vmm__StopRequest *)arg;
 	enum vm_state st = vm_state_now(ctl.vm);
+	Tern__Vmm__RunState found = run_states[st];
 	int ret;
 
 	if (st == VM_STATE_INCOMING) {
@@ -250,9 +256,16 @@ static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 		vm_set_state(ctl.vm, VM_STATE_PAUSED, NULL);
 	if (ctl.dirty_peer && rpc_call_peer(call) == ctl.dirty_peer)
 		ctl.hold = ctl.dirty_peer;
+	/* Paused by another caller's transient Stop only: still running,
+	 * as the operator has it (two transfers racing, a check). */
+	if (st == VM_STATE_PAUSED && !ctl.operator_paused)
+		found = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	if (!rq->transient || st == VM_STATE_INCOMING)
+		ctl.operator_paused = true;
 	log_info(st == VM_STATE_INCOMING ? "paused: the guest loaded here has "
-		 "not run (Cont starts it)" : "paused");
-	return reply_status(call, run_states[st]);
+		 "not run (Cont starts it)" : rq->transient ? "paused (for the "
+		 "caller's own work)" : "paused");
+	return reply_status(call, found);
 }
 
 static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
@@ -309,6 +322,7 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, -ret, "cannot continue: the VM is in state %s",
 				       vm_state_name(st));
 	ctl.hold = 0;
+	ctl.operator_paused = false;
 	log_info("running");
 	fault_point("vmm-die-running");
 	return reply_status(call, TERN__VMM__RUN_STATE__RUN_STATE_NONE);

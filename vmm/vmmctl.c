@@ -147,12 +147,11 @@ static int call_ev(struct vmm_conn *c, const char *method,
 		   ProtobufCMessage **ret_msg, struct rpc_result *ret_res,
 		   rpc_event_fn on_event, void *ev_ctx)
 {
-	Tern__Vmm__Empty empty = TERN__VMM__EMPTY__INIT;
 	struct rpc_result res;
 	int ret;
 
 	ret = rpc_client_call(c->cl, &tern__vmm__vmm__descriptor, method,
-			      arg ? arg : &empty.base, fds, nfds, ret_msg, &res,
+			      arg, fds, nfds, ret_msg, &res,
 			      opts.timeout_ms, on_event, ev_ctx);
 	if (ret < 0)
 		cli_errx("vmm %s: %s: %s%s", c->name, method,
@@ -571,9 +570,32 @@ out:
 	return ret;
 }
 
-/* Pause the VM for a consistent view; *was_running says whether to resume. */
-static int pause_for_view(struct vmm_conn *c, bool *was_running)
+/* A transient Stop (vmm.proto): *found, what it found as the operator
+ * has it (NONE from an older vmm). */
+static int stop_transient(struct vmm_conn *c, Tern__Vmm__RunState *found)
 {
+	Tern__Vmm__StopRequest rq = TERN__VMM__STOP_REQUEST__INIT;
+	Tern__Vmm__VmmStatus *s = NULL;
+	int ret;
+
+	rq.transient = true;
+	ret = call(c, "Stop", &rq.base, NULL, 0, (ProtobufCMessage **)&s, NULL);
+	if (ret < 0)
+		return ret;
+	*found = s->found;
+	protobuf_c_message_free_unpacked(&s->base, NULL);
+	return 0;
+}
+
+/*
+ * Pause the VM for a consistent view; *was_running says whether to
+ * resume.  With `intent` (a transfer: the guest keeps on DST what it
+ * has here), a VM paused only by another caller's own work (a transfer
+ * that lost the race to this one) counts as running.
+ */
+static int pause_for_view(struct vmm_conn *c, bool intent, bool *was_running)
+{
+	Tern__Vmm__RunState found = TERN__VMM__RUN_STATE__RUN_STATE_NONE;
 	Tern__Vmm__VmmStatus *s = NULL;
 	int ret = get_status(c, &s);
 
@@ -597,7 +619,12 @@ static int pause_for_view(struct vmm_conn *c, bool *was_running)
 	}
 	*was_running = s->state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
 	protobuf_c_message_free_unpacked(&s->base, NULL);
-	return *was_running ? call(c, "Stop", NULL, NULL, 0, NULL, NULL) : 0;
+	if (!*was_running && !intent)
+		return 0;
+	ret = stop_transient(c, &found);
+	if (ret == 0 && intent && found != TERN__VMM__RUN_STATE__RUN_STATE_NONE)
+		*was_running = found == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	return ret;
 }
 
 static void print_check(const char *name, const struct memcheck_result *r)
@@ -637,7 +664,7 @@ static int cmd_check(struct vmm_conn *c)
 	bool was_running = false;
 	int ret, code = CLI_FAILED;
 
-	if (pause_for_view(c, &was_running) < 0)
+	if (pause_for_view(c, false, &was_running) < 0)
 		return CLI_FAILED;
 	if (ram_map(c, &m, false, NULL) < 0)
 		goto resume;
@@ -909,7 +936,7 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	conn_watch(dst);
 	if (transfer_check(src, dst) < 0 || transfer_hold(src, dst) < 0)
 		return CLI_FAILED;
-	if (pause_for_view(src, &was_running) < 0)
+	if (pause_for_view(src, true, &was_running) < 0)
 		return CLI_FAILED;
 	ret = transfer_mark(src, dst, true, &marked);
 	if (ret == 0)

@@ -102,10 +102,9 @@ static struct rpc_client *client(void)
 static int call_on(struct rpc_client *cl, const char *method,
 		   const ProtobufCMessage *arg, struct rpc_result *res)
 {
-	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
 
 	return rpc_client_call(cl, &tern__vmm__vmm__descriptor, method,
-			       arg ? arg : &e.base, NULL, 0, NULL, res, 10000,
+			       arg, NULL, 0, NULL, res, 10000,
 			       NULL, NULL);
 }
 
@@ -114,13 +113,12 @@ static int call(const char *method, const ProtobufCMessage *arg,
 		const int *fds, size_t nfds, ProtobufCMessage **ret,
 		struct rpc_result *res)
 {
-	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
 	struct rpc_client *cl = client();
 	struct rpc_result tmp;
 	int r;
 
 	r = rpc_client_call(cl, &tern__vmm__vmm__descriptor, method,
-			    arg ? arg : &e.base, fds, nfds, ret,
+			    arg, fds, nfds, ret,
 			    res ? res : &tmp, 10000, NULL, NULL);
 	if (!res)
 		rpc_result_close_fds(&tmp);
@@ -239,6 +237,48 @@ static void set_moved(void)
 	CHECK(call("Cont", NULL, NULL, 0, NULL, &res) == 0, "Cont: %s", res.message);
 }
 
+/* What a Stop found (VmmStatus.found), as the operator has the guest;
+ * -1 when the Stop failed. */
+static int stop_found(bool transient)
+{
+	Tern__Vmm__StopRequest rq = TERN__VMM__STOP_REQUEST__INIT;
+	Tern__Vmm__VmmStatus *st = NULL;
+	int found;
+
+	rq.transient = transient;
+	if (call("Stop", &rq.base, NULL, 0, (ProtobufCMessage **)&st, NULL) < 0)
+		return -1;
+	found = st->found;
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	return found;
+}
+
+/* A pause for a caller's own work (a migration's switch, a transfer, a
+ * check) leaves the guest running as its operator has it: a second
+ * mover finds it so (two transfers raced, and the winner kept the
+ * guest paused on its destination). */
+static void stop_intent(void)
+{
+	const int running = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING,
+		  paused = TERN__VMM__RUN_STATE__RUN_STATE_PAUSED;
+	int f;
+
+	f = stop_found(true);
+	CHECK(f == running, "a transient Stop of a running guest found %d", f);
+	f = stop_found(true);
+	CHECK(f == running, "a transient Stop after another found %d", f);
+	f = stop_found(false);
+	CHECK(f == running, "the operator's Stop after a transient one found %d", f);
+	f = stop_found(true);
+	CHECK(f == paused, "a transient Stop after the operator's found %d", f);
+	f = stop_found(false);
+	CHECK(f == paused, "the operator's second Stop found %d", f);
+	CHECK(call("Cont", NULL, NULL, 0, NULL, NULL) == 0, "Cont");
+	f = stop_found(true);
+	CHECK(f == running, "a transient Stop after Cont found %d", f);
+	CHECK(call("Cont", NULL, NULL, 0, NULL, NULL) == 0, "Cont");
+}
+
 /* One move at a time: a mark is its setter's claim while it stays
  * connected (a transfer), and a migration's dirty logging is one too. */
 static void claims(void)
@@ -338,6 +378,7 @@ static void run_running(void)
 	CHECK(call("DirtyStop", NULL, NULL, 0, NULL, NULL) == 0, "DirtyStop");
 	assert_answers("memory access");
 	set_moved();
+	stop_intent();
 	claims();
 }
 
