@@ -72,8 +72,12 @@ static struct control {
 	char incoming_by[256];
 	/* The vCPUs are paused as the operator wants them (a Stop that was
 	 * not transient, or a migration that kept a paused guest paused),
-	 * not only for a caller's own work: what Stop's `found` says. */
+	 * not only for a caller's own work: what Stop's `found` says.  A
+	 * transient pause is its caller's while that stays connected; one
+	 * left behind (a check killed mid-way) is the operator's, as the
+	 * status shows it. */
 	bool operator_paused;
+	uint64_t transient_peer;
 	/* Quit's callers: copies of their sockets, closed only when this vmm
 	 * has let go of everything (control_release_quitters), so that the
 	 * end of the connection tells them it is gone. */
@@ -141,10 +145,10 @@ static int check_incoming_hold(struct rpc_call *call, const char *doing)
  * characters, so that it cannot forge lines on a terminal. */
 static int check_note(struct rpc_call *call, const char *what, const char *s)
 {
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return rpc_call_errorf(call, EINVAL, "%s holds a control "
-					       "character", what);
+	if (!str_is_text(s))
+		return rpc_call_errorf(call, EINVAL, "%s holds a control "
+				       "character or bytes that are not UTF-8",
+				       what);
 	return 0;
 }
 
@@ -256,10 +260,16 @@ static int method_stop(struct rpc_call *call, const ProtobufCMessage *arg)
 		vm_set_state(ctl.vm, VM_STATE_PAUSED, NULL);
 	if (ctl.dirty_peer && rpc_call_peer(call) == ctl.dirty_peer)
 		ctl.hold = ctl.dirty_peer;
-	/* Paused by another caller's transient Stop only: still running,
-	 * as the operator has it (two transfers racing, a check). */
+	/* Paused by a transient Stop only, whose caller is still there:
+	 * running, as the operator has it (two transfers racing, a check). */
+	if (st == VM_STATE_PAUSED && !ctl.operator_paused &&
+	    (!ctl.transient_peer ||
+	     !rpc_server_peer_open(ctl.server, ctl.transient_peer)))
+		ctl.operator_paused = true;
 	if (st == VM_STATE_PAUSED && !ctl.operator_paused)
 		found = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	if (st == VM_STATE_RUNNING && rq->transient)
+		ctl.transient_peer = rpc_call_peer(call);
 	if (!rq->transient || st == VM_STATE_INCOMING)
 		ctl.operator_paused = true;
 	log_info(st == VM_STATE_INCOMING ? "paused: the guest loaded here has "
@@ -323,6 +333,7 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 				       vm_state_name(st));
 	ctl.hold = 0;
 	ctl.operator_paused = false;
+	ctl.transient_peer = 0;
 	log_info("running");
 	fault_point("vmm-die-running");
 	return reply_status(call, TERN__VMM__RUN_STATE__RUN_STATE_NONE);

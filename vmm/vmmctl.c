@@ -590,8 +590,9 @@ static int stop_transient(struct vmm_conn *c, Tern__Vmm__RunState *found)
 /*
  * Pause the VM for a consistent view; *was_running says whether to
  * resume.  With `intent` (a transfer: the guest keeps on DST what it
- * has here), a VM paused only by another caller's own work (a transfer
- * that lost the race to this one) counts as running.
+ * has here), a paused VM is asked too: paused only by another caller's
+ * own work (a transfer that lost the race to this one), it counts as
+ * running.
  */
 static int pause_for_view(struct vmm_conn *c, bool intent, bool *was_running)
 {
@@ -621,8 +622,10 @@ static int pause_for_view(struct vmm_conn *c, bool intent, bool *was_running)
 	protobuf_c_message_free_unpacked(&s->base, NULL);
 	if (!*was_running && !intent)
 		return 0;
+	/* What the Stop found decides (an operator's stop may have come
+	 * since the status): NONE from an older vmm. */
 	ret = stop_transient(c, &found);
-	if (ret == 0 && intent && found != TERN__VMM__RUN_STATE__RUN_STATE_NONE)
+	if (ret == 0 && found != TERN__VMM__RUN_STATE__RUN_STATE_NONE)
 		*was_running = found == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
 	return ret;
 }
@@ -961,8 +964,13 @@ static int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 	 * answer, leaves nothing that ran, and DST is made to quit. */
 	if (ret == 0 && was_running)
 		ret = transfer_start(src, dst, copy, &started);
-	else if (ret == 0)
-		ret = call(dst, "Stop", NULL, NULL, 0, NULL, NULL);
+	else if (ret == 0) {
+		ret = call(dst, "Stop", NULL, NULL, 0, NULL, &res);
+		rpc_result_close_fds(&res);
+		if (ret == -EINVAL && res.remote)
+			cli_errx("note: a vmm older than this vmmctl cannot keep a "
+				 "moved guest paused");
+	}
 	if (ret == -EOWNERDEAD)
 		return CLI_FAILED;      /* said: SRC stays paused and marked */
 	if (ret < 0) {

@@ -237,16 +237,19 @@ static void set_moved(void)
 	CHECK(call("Cont", NULL, NULL, 0, NULL, &res) == 0, "Cont: %s", res.message);
 }
 
-/* What a Stop found (VmmStatus.found), as the operator has the guest;
- * -1 when the Stop failed. */
-static int stop_found(bool transient)
+/* What a Stop on cl found (VmmStatus.found), as the operator has the
+ * guest; -1 when the Stop failed. */
+static int stop_found(struct rpc_client *cl, bool transient)
 {
 	Tern__Vmm__StopRequest rq = TERN__VMM__STOP_REQUEST__INIT;
 	Tern__Vmm__VmmStatus *st = NULL;
+	struct rpc_result res;
 	int found;
 
 	rq.transient = transient;
-	if (call("Stop", &rq.base, NULL, 0, (ProtobufCMessage **)&st, NULL) < 0)
+	if (rpc_client_call(cl, &tern__vmm__vmm__descriptor, "Stop", &rq.base,
+			    NULL, 0, (ProtobufCMessage **)&st, &res, 10000, NULL,
+			    NULL) < 0)
 		return -1;
 	found = st->found;
 	protobuf_c_message_free_unpacked(&st->base, NULL);
@@ -254,29 +257,35 @@ static int stop_found(bool transient)
 }
 
 /* A pause for a caller's own work (a migration's switch, a transfer, a
- * check) leaves the guest running as its operator has it: a second
- * mover finds it so (two transfers raced, and the winner kept the
- * guest paused on its destination). */
+ * check) leaves the guest running as its operator has it while that
+ * caller is there: a second mover finds it so (two transfers raced, and
+ * the winner kept the guest paused on its destination).  One left
+ * behind is the operator's, as the status shows it. */
 static void stop_intent(void)
 {
 	const int running = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING,
 		  paused = TERN__VMM__RUN_STATE__RUN_STATE_PAUSED;
+	struct rpc_client *a = client(), *b = client();
 	int f;
 
-	f = stop_found(true);
+	f = stop_found(a, true);
 	CHECK(f == running, "a transient Stop of a running guest found %d", f);
-	f = stop_found(true);
+	f = stop_found(b, true);
 	CHECK(f == running, "a transient Stop after another found %d", f);
-	f = stop_found(false);
+	f = stop_found(b, false);
 	CHECK(f == running, "the operator's Stop after a transient one found %d", f);
-	f = stop_found(true);
+	f = stop_found(a, true);
 	CHECK(f == paused, "a transient Stop after the operator's found %d", f);
-	f = stop_found(false);
+	f = stop_found(b, false);
 	CHECK(f == paused, "the operator's second Stop found %d", f);
 	CHECK(call("Cont", NULL, NULL, 0, NULL, NULL) == 0, "Cont");
-	f = stop_found(true);
+	f = stop_found(a, true);
 	CHECK(f == running, "a transient Stop after Cont found %d", f);
+	rpc_client_free(a);
+	f = stop_found(b, true);
+	CHECK(f == paused, "a transient Stop after the first's caller left found %d", f);
 	CHECK(call("Cont", NULL, NULL, 0, NULL, NULL) == 0, "Cont");
+	rpc_client_free(b);
 }
 
 /* One move at a time: a mark is its setter's claim while it stays
