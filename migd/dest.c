@@ -62,6 +62,7 @@ struct dest {
 	bool refused;                   /* the source was sent a Refuse
 					 * (under main_tx) */
 	bool cont_failed;               /* Go came, the vmm did not resume */
+	bool keep_paused;               /* ... nor keep it paused, as Go asked */
 	uint64_t *received_map;         /* pages present here, across regions */
 	char err[768];
 	/* postcopy */
@@ -955,10 +956,14 @@ static int dest_go(struct dest *d)
 	}
 	if (r < 0) {
 		/* dest_run answers, once nothing places pages any more
-		 * and the vmm has discarded the guest (if it will). */
+		 * and the vmm has discarded the guest (if it will).  A vmm
+		 * older than Stop of a loaded incoming guest refuses it. */
 		d->cont_failed = true;
-		return worker_fail(d->w, r, "the vmm did not %s the guest: %s",
-				   paused ? "take (paused)" : "resume", d->err);
+		d->keep_paused = paused;
+		return worker_fail(d->w, r, "the vmm did not %s the guest: %s%s",
+				   paused ? "keep (paused)" : "resume", d->err,
+				   paused && r == -EINVAL ? " (a vmm older than this "
+				   "migd cannot keep a migrated guest paused)" : "");
 	}
 	d->received = false;            /* the guest is here now: keep it */
 	res.resume_ns = now_ns() - t0;
@@ -1933,8 +1938,9 @@ int dest_run(struct worker *w)
 	}
 	if (answer_fd >= 0) {
 		/* Only a discard proves the guest will never run here. */
-		snprintf(answer, sizeof(answer), "the vmm did not resume the "
-			 "guest (%.200s); %s", d.err, discarded ?
+		snprintf(answer, sizeof(answer), "the vmm did not %s the "
+			 "guest (%.200s); %s", d.keep_paused ? "keep (paused)" :
+			 "resume", d.err, discarded ?
 			 "it is discarded here" : "it could not be discarded, "
 			 "and may yet run here");
 		dest_send_refuse(&d, answer_fd, EIO, answer, discarded);

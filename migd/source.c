@@ -1122,35 +1122,54 @@ static void source_stopping(struct source *s)
  * or during it.  That, not the state when the job began, is what the
  * destination keeps (Go) and what a failure gives back here
  * (source_recover, and migd's clean-up should this worker die: told at
- * once when the guest was paused, which costs no running guest's pause).
- * A vmm that does not say (an older one) leaves the state the job began
- * with.
+ * once when it differs from what the job began with).  With a vmm that
+ * does not say (an older one) the destination runs the guest, as before,
+ * and a failure gives back the state the job began with.
  */
-static int source_stop(struct source *s)
+/* The job's Stop (transient: the job's pause, not the operator's), and
+ * what it found, as the operator has the guest (NONE: an older vmm). */
+static int source_stop_found(struct source *s, Tern__Vmm__RunState *found)
 {
 	Tern__Vmm__StopRequest rq = TERN__VMM__STOP_REQUEST__INIT;
 	Tern__Vmm__VmmStatus *st = NULL;
-	struct worker *w = s->w;
-	bool paused;
 	int r;
 
-	rq.transient = true;            /* the job's, not the operator's */
+	rq.transient = true;
 	r = vmm_link_call(&s->vmm, "Stop", &rq.base, NULL, 0,
 			  (ProtobufCMessage **)&st, NULL, s->err, sizeof(s->err));
 	if (r < 0)
+		return r;
+	*found = st->found;
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	return 0;
+}
+
+static int source_stop(struct source *s)
+{
+	Tern__Vmm__RunState found;
+	struct worker *w = s->w;
+	bool paused, changed;
+	int r;
+
+	r = source_stop_found(s, &found);
+	if (r < 0)
 		return worker_fail(w, r, "%s", s->err);
 	pthread_mutex_lock(&w->lock);
-	if (st->found == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ||
-	    st->found == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED)
-		w->source_was_running = st->found == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
-	paused = w->guest_paused = !w->source_was_running;
+	/* An older vmm does not say: the destination runs the guest, as
+	 * before the field; a failure gives back what the job began with. */
+	paused = found == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED;
+	changed = found != TERN__VMM__RUN_STATE__RUN_STATE_NONE &&
+		  w->source_was_running == paused;
+	if (changed)
+		w->source_was_running = !paused;
+	w->guest_paused = paused;
 	pthread_mutex_unlock(&w->lock);
-	protobuf_c_message_free_unpacked(&st->base, NULL);
-	if (paused) {
+	if (paused)
 		log_info("the guest was paused when the job stopped it: the "
 			 "destination keeps it paused");
+	/* migd resumes the source by it should this worker die. */
+	if (changed)
 		worker_report(w);
-	}
 	return 0;
 }
 
@@ -2047,6 +2066,7 @@ static void source_abort(struct worker *w, void *arg)
 /* After a failure: the guest runs again on the source, unless Go left. */
 static void source_recover(struct source *s)
 {
+	Tern__Vmm__RunState found;
 	struct worker *w = s->w;
 	bool switched, was_running;
 	char msg[256] = "";
@@ -2059,6 +2079,14 @@ static void source_recover(struct source *s)
 		return;
 	if (fault_active("source-no-cont"))
 		return;
+	/* Its operator may have paused it during the job's pause (a
+	 * vmmctl stop): it stays so. */
+	if (source_stop_found(s, &found) == 0 &&
+	    found == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED) {
+		worker_note(w, "the source VM stays paused: its operator paused "
+			    "it during the job's stop");
+		return;
+	}
 	if (vmm_link_call(&s->vmm, "Cont", NULL, NULL, 0, NULL, NULL, msg,
 			  sizeof(msg)) < 0) {
 		/* The parent tries again when this worker has exited
