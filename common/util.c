@@ -196,7 +196,8 @@ bool str_is_text(const char *s)
 
 	for (; *p; p += n) {
 		n = utf8_seq_len(p);
-		if (!n || *p < 0x20 || *p == 0x7f)
+		if (!n || *p < 0x20 || *p == 0x7f ||
+		    (p[0] == 0xc2 && p[1] < 0xa0))      /* C1: U+0080-009F */
 			return false;
 	}
 	return true;
@@ -212,6 +213,14 @@ const char *str_shown(const char *s, char *buf, size_t len)
 		return buf;
 	for (; *p; p += n) {
 		n = utf8_seq_len(p);
+		if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0) {
+			/* C1 (a terminal's CSI among them): both bytes shown */
+			if (o + 8 >= len)
+				break;
+			snprintf(buf + o, len - o, "\\x%02x\\x%02x", p[0], p[1]);
+			o += 8;
+			continue;
+		}
 		if (!n || *p < 0x20 || *p == 0x7f) {
 			if (o + 4 >= len)
 				break;

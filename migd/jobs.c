@@ -310,10 +310,13 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	j->last = js;
 	/* migd's end cancelled it: said, where the worker knows only that
 	 * it was cancelled (the memory is malloc()'s, pbuf.c). */
-	if (j->cancel_how == JOB_CANCEL_SHUTDOWN && !strcmp(js->error, "cancelled")) {
-		char *e = strdup("cancelled: migd is stopping");
+	if (j->cancel_how == JOB_CANCEL_SHUTDOWN &&
+	    !strncmp(js->error, "cancelled", 9) &&
+	    (!js->error[9] || js->error[9] == ';')) {
+		char *e = NULL;
 
-		if (e) {
+		if (asprintf(&e, "cancelled: migd is stopping%s",
+			     js->error + 9) >= 0) {
 			free(js->error);
 			js->error = e;
 		}

@@ -344,10 +344,10 @@ static void print_status(Tern__Migd__JobStatus *js)
 		       "the guest, paused)" : "yes (the destination was told to "
 		       "resume)");
 	if (js->guest_paused)
-		printf("  guest         %s\n", source ? "stays paused on the "
-		       "destination, as it was here when the job stopped it" :
-		       "stays paused here, as it was on the source (vmmctl cont "
-		       "starts it)");
+		printf("  guest         %s\n", source ? "kept paused on the "
+		       "destination at the switch, as it was here when the job "
+		       "stopped it" : "kept paused here at the switch, as it was "
+		       "on the source (vmmctl cont starts it)");
 	if (js->params) {
 		printf("  parameters\n");
 		print_params(js->params, "    ");
@@ -376,9 +376,9 @@ static void print_completed(const Tern__Migd__JobStatus *js)
 		else
 			snprintf(how, sizeof(how), "postcopy after %llu precopy "
 				 "round%s", n, n == 1 ? "" : "s");
-		printf("%s: completed in %s: %s transferred, %s; the guest stays "
-		       "paused on the destination, as it was on the source (no "
-		       "downtime)\n", js->vm, fmt_ms(js->total_ms, a, sizeof(a)),
+		printf("%s: completed in %s: %s transferred, %s; the guest was "
+		       "kept paused on the destination, as it was on the source "
+		       "(no downtime)\n", js->vm, fmt_ms(js->total_ms, a, sizeof(a)),
 		       fmt_size(js->transferred_bytes, b, sizeof(b)), how);
 		return;
 	}
@@ -455,7 +455,8 @@ static void progress_show(const Tern__Migd__JobStatus *js)
 			     fmt_size(js->remaining_bytes, b, sizeof(b)));
 	/* A destination counts no rounds, nor does a job that ended in
 	 * its first: no "round 0". */
-	if (!round && js->rounds + (active ? 1 : 0) && n < (int)sizeof(line))
+	if (!round && js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE &&
+	    js->rounds + (active ? 1 : 0) && n < (int)sizeof(line))
 		n += snprintf(line + n, sizeof(line) - n, "  round %llu",
 			      (unsigned long long)js->rounds + (active ? 1 : 0));
 	if (js->rounds && n < (int)sizeof(line))
@@ -642,8 +643,8 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 			       fmt_size(js->transferred_bytes, b, sizeof(b)),
 			       js->n_channels, js->n_channels == 1 ? "" : "s",
 			       !js->switched ? "" : js->guest_paused ?
-			       "; the guest stays paused here, as it was on the "
-			       "source" : "; the guest runs here");
+			       "; the guest was kept paused here, as it was on "
+			       "the source" : "; the guest runs here");
 		else if (!opts.json && want == TERN__MIGD__JOB_STATE__JOB_COMPLETED)
 			print_completed(js);
 		else if (!opts.json)

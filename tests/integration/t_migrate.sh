@@ -262,7 +262,7 @@ paused_there() {
 	done
 	migctl status "$src" | grep -q "^  downtime      none: the guest was paused when the job stopped it$" ||
 		fail "$src: $(migctl status "$src")"
-	migctl status "$dst" | grep -q "^  guest         stays paused here, as it was on the source" ||
+	migctl status "$dst" | grep -q "^  guest         kept paused here at the switch, as it was on the source" ||
 		fail "$dst: $(migctl status "$dst")"
 	vmmctl cont "$dst" >/dev/null || fail "cont $dst"
 	wait_until 60 pages_above "$dst" 0 "${before:-0}" || fail "$dst: the guest did not go on"
@@ -280,7 +280,7 @@ vmmctl stop qa >/dev/null || fail "stop qa"
 start_vmm qb --memory 128M --incoming
 incoming qb
 out=$(migctl migrate qa "$ADDR" --token "$TOKEN" --wait </dev/null) || fail "migrate qa: $out"
-echo "$out" | tail -n 1 | grep -q "^qa: completed in .* transferred, 1 round; the guest stays paused on the destination, as it was on the source (no downtime)$" ||
+echo "$out" | tail -n 1 | grep -q "^qa: completed in .* transferred, 1 round; the guest was kept paused on the destination, as it was on the source (no downtime)$" ||
 	fail "qa's last line: $out"
 paused_there qa qb
 vmmctl quit qa >/dev/null; vmmctl quit qb >/dev/null

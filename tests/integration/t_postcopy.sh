@@ -192,7 +192,7 @@ done
 [ "$(echo "$out" | jget guest_paused)" = true ] && [ "$(echo "$out" | jget pause_us)" = 0 ] &&
 	[ "$(echo "$out" | jget downtime_us)" = 0 ] || fail "pp: $out"
 line=$(migctl status pp --watch </dev/null | tail -n 1)
-echo "$line" | grep -Eq "^pp: completed in .* transferred, postcopy (from round 1|after [0-9]+ precopy rounds?); the guest stays paused on the destination, as it was on the source \(no downtime\)$" ||
+echo "$line" | grep -Eq "^pp: completed in .* transferred, postcopy (from round 1|after [0-9]+ precopy rounds?); the guest was kept paused on the destination, as it was on the source \(no downtime\)$" ||
 	fail "pp's last line: $line"
 vmmctl check pq || fail "pq: memory check of the paused guest"
 vmmctl cont pq >/dev/null || fail "cont pq"

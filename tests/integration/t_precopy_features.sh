@@ -332,4 +332,21 @@ source_fine w idle
 wait_job_final y
 dest_fresh y
 echo "ok: $(job_get w error); the destination: $(job_get y error)"
+
+note "migd's SIGTERM mid-precopy: the waiting migctl says migd stopped the job"
+stop_migd
+start_migd
+incoming y
+migctl migrate w "$ADDR" --token "$TOKEN" --max-bandwidth 64K --channels 1 \
+	--detach >/dev/null || fail "migrate w at 64 KiB/s"
+wait_until 30 job_is w active || fail "w: $(migctl --json status w)"
+migctl status w --watch >"$RUNDIR/w.watch" 2>&1 & watch=$!
+wait_until 10 test -s "$RUNDIR/w.watch" || fail "status --watch printed nothing"
+stop_migd
+wait_exit "$watch" || true      # exits 1: the job was cancelled
+# It said only "migration cancelled", as for an operator's cancel.
+grep -q "w: migration cancelled: migd is stopping; the source VM kept running" \
+	"$RUNDIR/w.watch" || fail "status --watch: $(cat "$RUNDIR/w.watch")"
+source_fine w idle
+echo "ok: $(tail -n 1 "$RUNDIR/w.watch")"
 echo PASS

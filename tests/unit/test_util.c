@@ -155,6 +155,8 @@ static void test_str_is_text(void **state)
 	assert_false(str_is_text("a\nb"));
 	assert_false(str_is_text("\x1b[2J"));
 	assert_false(str_is_text("a\x7f"));
+	assert_false(str_is_text("\xc2\x9b" "2J"));      /* C1: CSI */
+	assert_true(str_is_text("\xc2\xa0"));            /* U+00A0 */
 	assert_false(str_is_text("\xff"));
 	assert_false(str_is_text("\xc3"));             /* cut short */
 	assert_false(str_is_text("\xc0\xaf"));         /* overlong '/' */
@@ -176,6 +178,8 @@ static void test_str_shown(void **state)
 	assert_string_equal(str_shown("abcdefghijklmn\xc3\xa9", buf, sizeof(buf)),
 			    "abcdefghijklmn");
 	assert_string_equal(str_shown("x", buf, 1), "");
+	assert_string_equal(str_shown("a\xc2\x9b" "b", buf, sizeof(buf)),
+			    "a\\xc2\\x9bb");
 }
 
 static void test_name_valid(void **state)
