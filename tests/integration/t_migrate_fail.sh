@@ -230,6 +230,24 @@ operator_resumes() {
 }
 operator_resumes
 
+note "... while one paused at the start and resumed during precopy is resumed"
+# It ran when the job stopped it: the worker told migd so only when the
+# Stop found it paused, and migd left it paused after the worker died.
+vmmctl stop x >/dev/null || fail "stop x"
+incoming y
+migctl migrate x "$ADDR" --token "$TOKEN" --max-bandwidth 2M --detach >/dev/null ||
+	fail "migrate x"
+wait_until 30 job_is x active || fail "x: $(job_get x state)"
+vmmctl cont x >/dev/null || fail "cont x"
+migctl tune x --max-bandwidth unlimited >/dev/null || fail "tune x"
+wait_job_final x
+job_get x error | grep -q "killed by signal 9; the source VM was resumed" ||
+	fail "error: $(job_get x error)"
+source_fine x
+wait_job_final y
+dest_fresh y
+echo "ok: $(job_get x error)"
+
 note "... and so does one its operator pauses during precopy, whether the job is cancelled or its worker dies"
 # The job never paused it: migd must not resume it (it did, since it
 # looked only at whether the VM ran when the job began).
