@@ -367,33 +367,22 @@ static void print_completed(const Tern__Migd__JobStatus *js)
 	char a[32], b[32], c[32], how[64];
 	unsigned long long n = js->rounds;
 
-	if (js->guest_paused) {
-		if (!js->postcopy_started)
-			snprintf(how, sizeof(how), "%llu round%s", n,
-				 n == 1 ? "" : "s");
-		else if (!n)
-			snprintf(how, sizeof(how), "postcopy from round 1");
-		else
-			snprintf(how, sizeof(how), "postcopy after %llu precopy "
-				 "round%s", n, n == 1 ? "" : "s");
-		printf("%s: completed in %s: %s transferred, %s; the guest was "
-		       "kept paused on the destination, as it was on the source "
-		       "(no downtime)\n", js->vm, fmt_ms(js->total_ms, a, sizeof(a)),
-		       fmt_size(js->transferred_bytes, b, sizeof(b)), how);
-		return;
-	}
 	if (!js->postcopy_started)
-		snprintf(how, sizeof(how), "%llu round%s, downtime", n,
-			 n == 1 ? "" : "s");
+		snprintf(how, sizeof(how), "%llu round%s", n, n == 1 ? "" : "s");
 	else if (!n)
-		snprintf(how, sizeof(how), "postcopy from round 1, pause");
+		snprintf(how, sizeof(how), "postcopy from round 1");
 	else
-		snprintf(how, sizeof(how), "postcopy after %llu precopy round%s, "
-			 "pause", n, n == 1 ? "" : "s");
-	printf("%s: completed in %s: %s transferred, %s %s\n", js->vm,
+		snprintf(how, sizeof(how), "postcopy after %llu precopy round%s",
+			 n, n == 1 ? "" : "s");
+	printf("%s: completed in %s: %s transferred, %s", js->vm,
 	       fmt_ms(js->total_ms, a, sizeof(a)),
-	       fmt_size(js->transferred_bytes, b, sizeof(b)), how,
-	       js->downtime_us ? fmt_us(js->downtime_us, c, sizeof(c)) : "-");
+	       fmt_size(js->transferred_bytes, b, sizeof(b)), how);
+	if (js->guest_paused)
+		printf("; the guest was kept paused on the destination, as it was "
+		       "on the source (no downtime)\n");
+	else
+		printf(", %s %s\n", js->postcopy_started ? "pause" : "downtime",
+		       js->downtime_us ? fmt_us(js->downtime_us, c, sizeof(c)) : "-");
 }
 
 /* ---- progress: a bar that never runs backwards ------------------------- */
