@@ -264,7 +264,7 @@ check_done() {
 	[ "${n:-0}" -ge 1 ] || fail "$dst: no vCPU count in its status"
 	for ((c = 0; c < n; c++)); do wait_progress "$dst" "$c"; done
 	vmmctl check "$dst" || fail "$dst: memory check after postcopy"
-	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
+	grep -a -m 8 FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
 	migctl status "$dst" | sed -n "/^  postcopy/,/^  latency/p"
 	echo "ok: $src -> $dst: pause $(echo "$out" | jget pause_us) us, pushed" \
 	     "$(echo "$out" | jget pages_pushed), on demand $(echo "$out" | jget pages_on_demand)"

@@ -28,7 +28,7 @@ for n in 1 2; do
 		if [ "$mode" != idle ]; then
 			for ((c = 0; c < n; c++)); do wait_progress "$vm" "$c"; done
 		fi
-		grep -q FAIL "$RUNDIR/$vm.serial" && fail "$vm: guest reported a failure"
+		grep -a -m 8 FAIL "$RUNDIR/$vm.serial" && fail "$vm: guest reported a failure"
 		vmmctl quit "$vm" || fail "$vm: quit"
 		wait_exit "$(pid_of "$vm")" || fail "$vm: vmm exited with $?"
 		[ -e "$RUNDIR/vmm/$vm.sock" ] && fail "$vm: socket left behind"

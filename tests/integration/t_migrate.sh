@@ -81,7 +81,7 @@ migrate() {
 			fail "$dst: vcpu $c did not continue"
 	done
 	vmmctl check "$dst" || fail "$dst: memory check after migration"
-	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
+	grep -a -m 8 FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
 	# The figures: RAM size, pages, rounds, a downtime, channel count.
 	[ "$(echo "$out" | jget total_bytes)" = "$(vmmctl --json status "$src" | jget memory)" ] ||
 		fail "total_bytes is not the guest's RAM: $out"
@@ -267,7 +267,7 @@ paused_there() {
 	vmmctl cont "$dst" >/dev/null || fail "cont $dst"
 	wait_until 60 pages_above "$dst" 0 "${before:-0}" || fail "$dst: the guest did not go on"
 	vmmctl check "$dst" || fail "$dst: memory check after the cont"
-	grep -q FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
+	grep -a -m 8 FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
 	echo "ok: $dst stayed paused; after a cont, vcpu 0 at $(pages_of "$dst" 0) pages (from $before)"
 }
 

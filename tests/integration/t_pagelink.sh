@@ -99,6 +99,6 @@ out=$(migctl --json status p --watch) || fail "p: $out"
 wait_until 30 job_is q completed || fail "q: $(migctl status q)"
 wait_progress q 0
 vmmctl check q || fail "q: memory check"
-grep -q FAIL "$RUNDIR/q.serial" && fail "q: the guest reported a failure"
+grep -a -m 8 FAIL "$RUNDIR/q.serial" && fail "q: the guest reported a failure"
 kill -0 "$FAULTD_PID" || fail "faultd died"
 echo PASS

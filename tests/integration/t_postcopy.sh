@@ -198,7 +198,7 @@ vmmctl check pq || fail "pq: memory check of the paused guest"
 vmmctl cont pq >/dev/null || fail "cont pq"
 wait_until 60 pages_above pq 0 "${before:-0}" || fail "pq: the guest did not go on"
 vmmctl check pq || fail "pq: memory check after the cont"
-grep -q FAIL "$RUNDIR/pq.serial" && fail "pq: the guest reported a failure"
+grep -a -m 8 FAIL "$RUNDIR/pq.serial" && fail "pq: the guest reported a failure"
 echo "ok: $line; pq: $(echo "$js" | jget pages_pushed) pages pushed, none on demand"
 vmmctl quit pp >/dev/null; vmmctl quit pq >/dev/null
 
@@ -314,7 +314,7 @@ wait_until 30 pages_still q 0 || fail "q: the guest went on without its pages"
 before=$(pages_of q 0)
 wait_until 3 pages_above q 0 "${before:-0}" &&
 	fail "q: the guest went on past $before pages without its pages"
-grep -q FAIL "$RUNDIR/q.serial" && fail "q: the guest reported a failure"
+grep -a -m 8 FAIL "$RUNDIR/q.serial" && fail "q: the guest reported a failure"
 echo "ok: q's guest blocked at ${before:-0} pages"
 # The paused workers wait for recovery; end them and the vmms here.
 kill -KILL "$(job_get p worker_pid)" "$(job_get q worker_pid)"

@@ -34,7 +34,7 @@ move() {
 			fail "$to: vcpu $c did not continue past ${before[$c]} pages"
 	done
 	vmmctl check "$to" || fail "$to: memory check after the move"
-	grep -q FAIL "$RUNDIR/$to.serial" && fail "$to: the guest reported a failure"
+	grep -a -m 8 FAIL "$RUNDIR/$to.serial" && fail "$to: the guest reported a failure"
 	echo "ok: $from -> $to ${copy:-(memfds)}"
 }
 
