@@ -381,8 +381,13 @@ static bool vcpu_wait_runnable(struct vcpu *v)
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
+	char name[16];
 	sigset_t set;
 
+	/* "vcpuN" in ps -L, top -H and /proc/PID/task/TID/comm: what an
+	 * operator (or a test) looks for to watch or hold one vCPU. */
+	snprintf(name, sizeof(name), "vcpu%d", v->index);
+	pthread_setname_np(pthread_self(), name);
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIG);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
