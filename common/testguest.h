@@ -196,6 +196,8 @@
 #define TGF_NMI_RECV 248
 #define TGF_NMI_SENT 256
 #define TGF_NMI_RUN 264
+#define TGF_IPI_RXRUN 272       /* the receiver's TGF_RUN at the last IPI sent */
+#define TGF_NMI_RXRUN 280       /* ... at the last NMI sent */
 
 /* tg_full_table (vmm/guest.S): code offsets vmm/boot.c needs. */
 #define TG_FULL_T_ENTRY 0

@@ -8,6 +8,10 @@ RUN_BEATS=${RUN_BEATS:-10}
 last_beat() { grep -a "^tg: vcpu $2 pass " "$RUNDIR/$1.serial" 2>/dev/null | tail -n 1; }
 beat_field() { last_beat "$1" "$2" | sed -n "s/.* $3 \([0-9A-Za-z]*\).*/\1/p"; }
 beats_of() { grep -ac "^tg: vcpu $2 pass " "$RUNDIR/$1.serial" 2>/dev/null; }
+# The thread id of vCPU $2 of vmm $1 (the vmm names its vCPU threads).
+vcpu_tid() {
+	grep -lx "vcpu$2" /proc/"$(pid_of "$1")"/task/*/comm 2>/dev/null | cut -d/ -f5
+}
 beats_at_least() { [ "$(beats_of "$1" "$2")" -ge "$3" ]; }
 no_fail() {
 	! grep -a -m 8 "FAIL" "$RUNDIR/$1.serial" || fail "$1: the guest reported a failure"
