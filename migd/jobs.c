@@ -599,9 +599,9 @@ static void job_append_error(struct job *j, const char *what)
 
 /* A source job's VM is resumed by migd only if the job paused it (the
  * worker reports that before its Stop) and it ran when the job stopped
- * it (the worker reports what its Stop found, at once when it was
- * paused; until then, whether it ran when the job began): never one its
- * operator paused, before the job or during it. */
+ * it (the worker reports what its Stop found, at once when that differs
+ * from whether it ran when the job began, which it reported before):
+ * never one its operator paused, before the job or during it. */
 static bool source_resumable(const struct job *j)
 {
 	return j->last && j->last->source_stopped && j->last->source_was_running;
