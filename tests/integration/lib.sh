@@ -234,6 +234,16 @@ postcopy_on_request() {
 	migctl postcopy "$src" >/dev/null || fail "postcopy $src"
 }
 job_is() { [ "$(job_get "$1" state)" = "$2" ]; }
+
+# migrate_active VM CAP [ARGS...]: migrate VM to $ADDR with $TOKEN under a
+# cap of CAP, detached, and wait until its job is active (in precopy).
+migrate_active() {
+	local vm=$1 cap=$2
+	shift 2
+	migctl migrate "$vm" "$ADDR" --token "$TOKEN" --max-bandwidth "$cap" "$@" \
+		--detach >/dev/null || fail "migrate $vm at $cap"
+	wait_until 30 job_is "$vm" active || fail "$vm: $(migctl --json status "$vm")"
+}
 both_paused() { job_is "$1" postcopy_paused && job_is "$2" postcopy_paused; }
 both_active() { job_is "$1" postcopy_active && job_is "$2" postcopy_active; }
 job_final() {

@@ -292,9 +292,7 @@ start_vmm qc --memory 128M --test-guest dirty --heartbeat 100
 wait_pass qc 0 2
 start_vmm qd --memory 128M --incoming
 incoming qd
-migctl migrate qc "$ADDR" --token "$TOKEN" --max-bandwidth 2M --detach >/dev/null ||
-	fail "migrate qc"
-wait_until 30 job_is qc active || fail "qc: $(job_get qc state)"
+migrate_active qc 2M
 vmmctl stop qc >/dev/null || fail "stop qc"
 migctl tune qc --max-bandwidth unlimited >/dev/null || fail "tune qc"
 paused_there qc qd
@@ -306,9 +304,7 @@ wait_pass qe 0 2
 vmmctl stop qe >/dev/null || fail "stop qe"
 start_vmm qf --memory 128M --incoming
 incoming qf
-migctl migrate qe "$ADDR" --token "$TOKEN" --max-bandwidth 2M --detach >/dev/null ||
-	fail "migrate qe"
-wait_until 30 job_is qe active || fail "qe: $(job_get qe state)"
+migrate_active qe 2M
 vmmctl cont qe >/dev/null || fail "cont qe"
 migctl tune qe --max-bandwidth unlimited >/dev/null || fail "tune qe"
 wait_job_final qe

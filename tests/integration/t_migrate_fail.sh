@@ -235,9 +235,7 @@ note "... while one paused at the start and resumed during precopy is resumed"
 # Stop found it paused, and migd left it paused after the worker died.
 vmmctl stop x >/dev/null || fail "stop x"
 incoming y
-migctl migrate x "$ADDR" --token "$TOKEN" --max-bandwidth 2M --detach >/dev/null ||
-	fail "migrate x"
-wait_until 30 job_is x active || fail "x: $(job_get x state)"
+migrate_active x 2M
 vmmctl cont x >/dev/null || fail "cont x"
 migctl tune x --max-bandwidth unlimited >/dev/null || fail "tune x"
 wait_job_final x

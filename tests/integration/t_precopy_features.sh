@@ -322,9 +322,7 @@ note "a cancel is taken when it comes, not at the worker's next status tick"
 stop_migd
 start_migd TERN_FAULT=worker-no-report-tick
 incoming y
-migctl migrate w "$ADDR" --token "$TOKEN" --max-bandwidth 64K --channels 1 \
-	--detach >/dev/null || fail "migrate w at 64 KiB/s"
-wait_until 30 job_is w active || fail "w: $(migctl --json status w)"
+migrate_active w 64K --channels 1
 migctl cancel w >/dev/null || fail "cancel w"
 wait_job_final w
 [ "$(job_get w state)" = cancelled ] || fail "w: $(migctl --json status w)"
@@ -337,9 +335,7 @@ note "migd's SIGTERM mid-precopy: the waiting migctl says migd stopped the job"
 stop_migd
 start_migd
 incoming y
-migctl migrate w "$ADDR" --token "$TOKEN" --max-bandwidth 64K --channels 1 \
-	--detach >/dev/null || fail "migrate w at 64 KiB/s"
-wait_until 30 job_is w active || fail "w: $(migctl --json status w)"
+migrate_active w 64K --channels 1
 migctl status w --watch >"$RUNDIR/w.watch" 2>&1 & watch=$!
 wait_until 10 test -s "$RUNDIR/w.watch" || fail "status --watch printed nothing"
 stop_migd
