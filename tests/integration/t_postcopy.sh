@@ -233,8 +233,8 @@ note "dirty guest, 2 vCPUs, --postcopy auto after whole passes, --verify: stale 
 # loaded host may), and the guest rewrites thousands of pages meanwhile
 # (at a set rate, so that it goes on to pages the destination still
 # holds): too many to drop inside the pause, so the destination drops
-# them in a round before it, and the few dirtied during that round in
-# the pause.  One it kept would fail verify (the guest's own check cannot
+# them in a round before it, and the few hundred dirtied during that
+# round (its answer 20 ms late) in the pause.  One it kept would fail verify (the guest's own check cannot
 # tell an old version of a page from the current one).
 stop_migd
 start_migd TERN_FAULT=dest-slow-discard
