@@ -10,8 +10,10 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/util.h"
 
 #define MIN_LEN(a, b) ((a) < (b) ? (a) : (b))
+#define LOG_LINE_MAX 2048
 
 static char log_proc[32] = "tern";
 static char log_tag[96];             /* a VM name (64) and a suffix */
@@ -44,16 +46,14 @@ enum log_level log_get_level(void)
 	return log_level;
 }
 
-int log_format(char *buf, size_t len, enum log_level level, int err,
-	       const char *fmt, va_list ap)
+static void log_compose(char *buf, size_t len, enum log_level level, int err,
+			const char *fmt, va_list ap)
 {
 	char ebuf[128];
 	size_t n = 0;
 	int r;
 
 	(void)level;
-	if (!buf || len == 0)
-		return -EINVAL;
 	if (log_tag[0])
 		r = snprintf(buf, len, "%s[%s]: ", log_proc, log_tag);
 	else
@@ -68,13 +68,29 @@ int log_format(char *buf, size_t len, enum log_level level, int err,
 		r = snprintf(buf + n, len - n, ": %s", e);
 		n = r < 0 ? n : MIN_LEN(n + (size_t)r, len - 1);
 	}
-	return (int)n;
+}
+
+/*
+ * A line is one line of text: a control character or a byte that is not
+ * UTF-8 in it (from a peer's error, a file name) is shown as \xNN, so
+ * that nobody can forge a second line or drive the reader's terminal.
+ */
+int log_format(char *buf, size_t len, enum log_level level, int err,
+	       const char *fmt, va_list ap)
+{
+	char raw[LOG_LINE_MAX];
+
+	if (!buf || len == 0)
+		return -EINVAL;
+	log_compose(raw, sizeof(raw), level, err, fmt, ap);
+	str_shown(raw, buf, len);
+	return (int)strlen(buf);
 }
 
 static void log_emit(enum log_level level, int err, const char *fmt,
 		     va_list ap)
 {
-	char line[2048];
+	char line[LOG_LINE_MAX];
 	int saved = errno;
 
 	if (level > log_level) {

@@ -65,6 +65,26 @@ static void test_format_long_tag(void **state)
 	assert_string_equal(buf, want);
 }
 
+/* A peer's text cannot forge a line or reach the terminal: a newline,
+ * an escape, a C1 control and a byte that is not UTF-8 are shown as
+ * \xNN; UTF-8 text stays as it is. */
+static void test_format_escapes(void **state)
+{
+	char buf[160];
+
+	log_init("migd", "vm1/in", LOG_LEVEL_INFO);
+	fmt(buf, sizeof(buf), 0, "the source ended the migration: %s",
+	    "bye\nmigd: forged\x1b[31m \xc2\x9b \xff caf\xc3\xa9");
+	assert_string_equal(buf, "migd[vm1/in]: the source ended the migration: "
+			    "bye\\x0amigd: forged\\x1b[31m \\xc2\\x9b \\xff "
+			    "caf\xc3\xa9");
+	/* cut at a whole escape, never inside one */
+	assert_int_equal(fmt(buf, 20, 0, "ab\n"), 16);
+	assert_string_equal(buf, "migd[vm1/in]: ab");
+	assert_int_equal(fmt(buf, 21, 0, "ab\n"), 20);
+	assert_string_equal(buf, "migd[vm1/in]: ab\\x0a");
+}
+
 static void test_format_truncates(void **state)
 {
 	char buf[8];
@@ -159,6 +179,7 @@ int main(void)
 		cmocka_unit_test(test_format_tagged),
 		cmocka_unit_test(test_format_errors),
 		cmocka_unit_test(test_format_long_tag),
+		cmocka_unit_test(test_format_escapes),
 		cmocka_unit_test(test_format_truncates),
 		cmocka_unit_test(test_levels),
 		cmocka_unit_test(test_warn_keeps_errno),
