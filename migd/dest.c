@@ -84,6 +84,9 @@ struct dest {
 	bool session_gone;              /* faultd's session is: no recovery */
 	struct pending pend[DEST_PENDING_MAX];
 	unsigned int npend;
+	/* refusals logged in this window, and those only counted */
+	uint64_t refused_since;
+	unsigned int refused_logged, refused_quiet;
 };
 
 /* In postcopy: the job verifies (PostcopyDiscard said so). */
@@ -144,11 +147,49 @@ static int dest_vmm(struct dest *d)
 	return 0;
 }
 
+/*
+ * Anyone who can reach the port can be turned away, without the token,
+ * as often as they like: the log takes the first few of each window, and
+ * then how many more there were (said with the next refusal after it, or
+ * at the job's end).
+ */
+#define DEST_REFUSALS_LOGGED 5
+#define DEST_REFUSALS_WINDOW_NS (10 * 1000000000ull)
+
+static void dest_refusals_flush(struct dest *d)
+{
+	if (d->refused_quiet)
+		log_warnx("refused %u more connection%s in %llu s, not logged one "
+			  "by one", d->refused_quiet, d->refused_quiet == 1 ? "" : "s",
+			  (unsigned long long)((now_ns() - d->refused_since) / 1000000000ull));
+	d->refused_quiet = 0;
+}
+
+static void dest_log_refusal(struct dest *d, const char *why)
+{
+	uint64_t now = now_ns();
+
+	if (now - d->refused_since >= DEST_REFUSALS_WINDOW_NS) {
+		dest_refusals_flush(d);
+		d->refused_since = now;
+		d->refused_logged = 0;
+	}
+	if (d->refused_logged < DEST_REFUSALS_LOGGED) {
+		d->refused_logged++;
+		log_warnx("refused a connection: %s%s", why,
+			  d->refused_logged == DEST_REFUSALS_LOGGED ?
+			  " (more refusals in the next 10 s are counted, "
+			  "not logged)" : "");
+	} else {
+		d->refused_quiet++;
+	}
+}
+
 /* While waiting, the status says why the last stranger was turned away;
  * once a source is in, refusals are only logged. */
 static void dest_note_refusal(struct dest *d, const char *why)
 {
-	log_warnx("refused a connection: %s", why);
+	dest_log_refusal(d, why);
 	if (d->main_fd >= 0 || d->recovering)
 		return;         /* a paused job keeps the reason it paused */
 	pthread_mutex_lock(&d->w->lock);
@@ -1927,6 +1968,7 @@ int dest_run(struct worker *w)
 	if (d.needed_fd >= 0)
 		close(d.needed_fd);
 	pending_close_all(&d);
+	dest_refusals_flush(&d);
 	if (d.own_listen)
 		dest_close_listen(&d);
 	free(d.received_map);

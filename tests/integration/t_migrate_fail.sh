@@ -77,6 +77,11 @@ exec 3<>"/dev/tcp/127.0.0.1/$port" && cat "$RUNDIR/junk" >&3; exec 3>&-
 wait_until 20 sh -c "'$BIN/migctl' --rundir '$RUNDIR' --json status d | grep -q 'not a tern migration stream'" ||
 	fail "garbage was not noted: $(migctl --json status d)"
 [ "$(job_get d state)" = waiting ] || fail "garbage ended the destination job"
+# Anyone who reaches the port can be turned away as often as they like:
+# the log takes a few of each 10 s, then counts the rest (said at the end).
+for i in $(seq 20); do
+	exec 3<>"/dev/tcp/127.0.0.1/$port" && cat "$RUNDIR/junk" >&3; exec 3>&-
+done
 # Three connections that never say hello, open while the source comes:
 # each may take 5 s to be turned away, but must delay nobody (read one
 # after the other, they held the source's hello past its 10 s).
@@ -86,6 +91,14 @@ migctl migrate s "$ADDR" --token "$TOKEN" --wait >/dev/null ||
 exec 4>&- 5>&- 6>&-
 vmmctl check d || fail "d after the migration"
 echo "ok: the job went on waiting and then worked, silent connections beside it"
+wait_until 20 grep -q 'migd\[d/in\]: refused [0-9]* more connection' "$RUNDIR/migd.log" ||
+	fail "no count of the refusals not logged"
+logged=$(grep -c 'migd\[d/in\]: refused a connection' "$RUNDIR/migd.log")
+counted=$(awk '/migd\[d\/in\]: refused [0-9]+ more connection/ { n += $3 } END { print n + 0 }' \
+	"$RUNDIR/migd.log")
+[ "$counted" -gt 0 ] && [ "$logged" -lt 22 ] && [ $((logged + counted)) -ge 22 ] ||
+	fail "22 refusals or more: $logged logged, $counted counted"
+echo "ok: $((logged + counted)) refusals, $logged of them logged one by one"
 # d now runs the guest; move it back to a fresh s2 for the next cases.
 start_vmm s2 --memory 128M --incoming
 incoming s2
