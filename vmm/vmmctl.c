@@ -300,14 +300,17 @@ static int state_file_write(const char *path, const Tern__Vmm__VmState *st)
 	uint64_t le = htole64(len), sum;
 	int fd, ret;
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= sizeof(tmp))
 		return -ENAMETOOLONG;
 	buf = malloc(len ? len : 1);
 	if (!buf)
 		return -ENOMEM;
 	tern__vmm__vm_state__pack(st, buf);
 	sum = htole64(ramhash_buf(buf, len));
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* A new file of a name nobody can guess (mode 0600): a fixed name
+	 * in a directory others can write would let them plant a link there
+	 * that this process, root as a rule, writes through. */
+	fd = mkostemp(tmp, O_CLOEXEC);
 	ret = fd < 0 ? -errno : 0;
 	if (ret == 0)
 		ret = write_all(fd, STATE_FILE_MAGIC, 8);
@@ -324,7 +327,7 @@ static int state_file_write(const char *path, const Tern__Vmm__VmState *st)
 	/* Only a complete file takes the name: nothing half-written is left. */
 	if (ret == 0 && rename(tmp, path) < 0)
 		ret = -errno;
-	if (ret < 0)
+	if (ret < 0 && fd >= 0)
 		unlink(tmp);
 	free(buf);
 	return ret;

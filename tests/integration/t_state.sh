@@ -83,11 +83,19 @@ wait_pass s 0 2
 out=$(vmmctl save s "$RUNDIR/x.state" 2>&1) && fail "saved a running VM"
 echo "$out" | grep -q "stop it first" || fail "$out"
 vmmctl stop s >/dev/null
+# A link planted where a fixed temporary name would be is not written
+# through (vmmctl runs as root; the directory may be anyone's).
+echo "not vmmctl's" >"$RUNDIR/victim"
+ln -s "$RUNDIR/victim" "$RUNDIR/good.state.tmp"
 out=$(vmmctl save s "$RUNDIR/good.state") || fail "save: $out"
+[ "$(cat "$RUNDIR/victim")" = "not vmmctl's" ] || fail "save wrote through a planted link"
+[ -f "$RUNDIR/good.state" ] && [ ! -L "$RUNDIR/good.state" ] ||
+	fail "the state file is not a regular file of its own"
+rm "$RUNDIR/good.state.tmp"
 # Not taken for a snapshot: it says that it holds no RAM.
 case $out in "saved the CPU and device state of s (1 vCPU) to $RUNDIR/good.state; it holds no RAM, so it is no snapshot"*) ;;
 *) fail "save: $out" ;; esac
-[ -e "$RUNDIR/good.state.tmp" ] && fail "temporary file left behind"
+ls "$RUNDIR"/good.state.?????? 2>/dev/null && fail "temporary file left behind"
 
 start_vmm in --memory 64M --incoming
 out=$(vmmctl cont in 2>&1) && fail "an incoming vmm started without state"
