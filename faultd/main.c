@@ -44,6 +44,7 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: faultd [--rundir DIR] [--log-level warn|info|debug] [--debug]\n"
 "              [--no-realtime] [--foreground]\n"
+"       faultd --help | --version\n"
 "serves RUNDIR/faultd.sock (default %s); see faultd(8)\n",
 		FAULTD_DEFAULT_RUNDIR);
 }

@@ -35,6 +35,7 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: migd [--rundir DIR] [--debug] [--worker-nice N] [--no-realtime]\n"
 "            [--foreground]\n"
+"       migd --help | --version\n"
 "serves RUNDIR/migd.sock (default %s); see migd(8)\n", MIGD_DEFAULT_RUNDIR);
 }
 

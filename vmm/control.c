@@ -392,6 +392,20 @@ static int method_save_state(struct rpc_call *call, const ProtobufCMessage *arg)
 	return ret;
 }
 
+/* An incoming vmm that has taken no guest's state yet. */
+static bool incoming_free(void)
+{
+	return vm_state_now(ctl.vm) == VM_STATE_INCOMING && !ctl.state_loaded;
+}
+
+static const char *incoming_why_not(void)
+{
+	if (vm_state_now(ctl.vm) == VM_STATE_INCOMING)
+		return "a guest's state is loaded here already (to load another, "
+		       "quit this vmm and start a new one with --incoming)";
+	return "this vmm is not waiting for an incoming guest";
+}
+
 static int method_load_state(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Vmm__VmState *st = (const Tern__Vmm__VmState *)arg;
@@ -401,9 +415,9 @@ static int method_load_state(struct rpc_call *call, const ProtobufCMessage *arg)
 	ret = check_incoming_hold(call, "load state");
 	if (ret < 0)
 		return ret;
-	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING || ctl.state_loaded)
-		return rpc_call_errorf(call, EBUSY,
-				       "cannot load state: this vmm is not waiting for an incoming guest");
+	if (!incoming_free())
+		return rpc_call_errorf(call, EBUSY, "cannot load state: %s",
+				       incoming_why_not());
 	ret = state_load(ctl.vm, st, err, sizeof(err));
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "state refused: %s",
@@ -455,9 +469,9 @@ static int method_adopt_ram(struct rpc_call *call, const ProtobufCMessage *arg)
 	ret = check_incoming_hold(call, "adopt RAM");
 	if (ret < 0)
 		return ret;
-	if (vm_state_now(ctl.vm) != VM_STATE_INCOMING || ctl.state_loaded)
-		return rpc_call_errorf(call, EBUSY,
-				       "cannot adopt RAM: this vmm is not waiting for an incoming guest");
+	if (!incoming_free())
+		return rpc_call_errorf(call, EBUSY, "cannot adopt RAM: %s",
+				       incoming_why_not());
 	if (ctl.vm->uffd >= 0)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot adopt RAM: a userfaultfd is registered on the current RAM (UffdRelease first)");

@@ -41,6 +41,7 @@ static void usage(FILE *f)
 "           (--test-guest dirty|fill|full|idle [--guest-rate PAGES] [--guest-passes N]\n"
 "                 [--guest-range SIZE] [--heartbeat MS]\n"
 "            | --image FILE [--image-addr ADDR] | --incoming)\n"
+"       vmm --help | --version\n"
 "see vmm(8)\n");
 }
 

@@ -380,8 +380,10 @@ static int state_file_read(const char *path, Tern__Vmm__VmState **ret, char *why
 		sum = le64toh(sum);
 	}
 	if (len > STATE_FILE_MAX || (uint64_t)st.st_size != hlen + len) {
-		snprintf(why, whylen, "truncated or damaged: header says %llu bytes, "
-			 "file has %llu", (unsigned long long)len,
+		snprintf(why, whylen, "%s: its header says %llu bytes, the "
+			 "file has %llu", (uint64_t)st.st_size < hlen + len ?
+			 "truncated or damaged" : "damaged: longer than its header says",
+			 (unsigned long long)len,
 			 (unsigned long long)(st.st_size - hlen));
 		r = -EINVAL;
 		goto out;

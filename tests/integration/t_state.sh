@@ -110,6 +110,10 @@ head -c 8 "$RUNDIR/good.state" >"$RUNDIR/magic.state"
 out=$(vmmctl load in "$RUNDIR/magic.state" 2>&1) && fail "loaded 8 bytes"
 [ "$out" = "vmmctl: $RUNDIR/magic.state: truncated: a state file's header is 24 bytes, this file has 8" ] ||
 	fail "$out"
+# A file longer than its header says is not called truncated.
+cat "$RUNDIR/good.state" "$RUNDIR/good.state" >"$RUNDIR/double.state"
+out=$(vmmctl load in "$RUNDIR/double.state" 2>&1) && fail "loaded a doubled file"
+echo "$out" | grep -q "double.state: damaged: longer than its header says" || fail "$out"
 mkdir "$RUNDIR/dir.state"
 out=$(vmmctl load in "$RUNDIR/dir.state" 2>&1) && fail "loaded a directory"
 [ "$out" = "vmmctl: $RUNDIR/dir.state: is a directory, not a state file" ] || fail "$out"
@@ -360,6 +364,9 @@ note "after all that, the incoming vmm still takes a good state"
 [ "$(state_of in)" = incoming ] || fail "refusals changed the incoming vmm"
 out=$(vmmctl load in "$RUNDIR/good.state" 2>&1) || fail "good state refused after bad ones: $out"
 echo "$out"
+again=$(vmmctl load in "$RUNDIR/good.state" 2>&1) && fail "loaded a second state"
+echo "$again" | grep -q "cannot load state: a guest's state is loaded here already" ||
+	fail "a second load: $again"
 
 note "but a state file holds no RAM: load says so, and cont does not start zeros"
 # Before, load said "'vmmctl cont in' starts it", and cont started the
