@@ -68,7 +68,12 @@ int kvm_vm_create(struct vm *vm)
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0) {
 		ret = -errno;
-		log_warn("/dev/kvm");
+		if (ret == -EACCES)
+			log_warnx("/dev/kvm: %s (a vmm needs read and write access: "
+				  "run it as root, or as a user in /dev/kvm's group, "
+				  "often 'kvm')", strerror(-ret));
+		else
+			log_warn("/dev/kvm");
 		return ret;
 	}
 	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {

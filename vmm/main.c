@@ -216,8 +216,11 @@ static int take_name_lock(const char *rundir, const char *name)
 	 * by the vmms of other users; only our own directory is closed. */
 	snprintf(dir, sizeof(dir), "%s/vmm", rundir);
 	ret = mkdir_p(rundir, RUNDIR_MODE);
-	if (ret >= 0)
-		ret = mkdir_p(dir, 0750);
+	if (ret < 0) {
+		log_warnc(ret, "rundir %s: cannot create it", rundir);
+		return ret;
+	}
+	ret = mkdir_p(dir, 0750);
 	if (ret < 0) {
 		log_warnc(ret, "rundir %s: cannot create %s", rundir, dir);
 		return ret;

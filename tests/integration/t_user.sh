@@ -55,6 +55,18 @@ user_vmm() {
 		{ cat "$RUNDIR/$name.log"; fail "vmm $name (uid $U) did not come up"; }
 }
 
+note "a vmm of a uid that may not use /dev/kvm says what it needs"
+asuser=(setpriv --reuid $U --regid $U --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all --)
+if "${asuser[@]}" test -w /dev/kvm; then
+	not_tried "/dev/kvm is open to every user here: its refusal"
+else
+	out=$("${asuser[@]}" timeout 20 "$BIN/vmm" --name nokvm --rundir "$RUNDIR/u" \
+		--memory 64M --incoming 2>&1) && fail "a vmm ran without /dev/kvm"
+	echo "$out" | grep -q "/dev/kvm: Permission denied (a vmm needs read and write access: run it as root, or as a user in /dev/kvm's group" ||
+		fail "no hint: $out"
+	echo "ok: $out"
+fi
+
 note "a vmm of uid $U: no capabilities, a socket its group may use"
 user_vmm s1 --memory 64M --vcpus 2 --test-guest dirty --heartbeat 100 --guest-rate 20000
 wait_pass s1 0 2
