@@ -63,6 +63,12 @@ fail() {
 		echo "--- the last lines of $(basename "$f"):"
 		tail -n 8 "$f"
 	done
+	# TEST_KEEP=DIR: a failed test's run directory (logs, consoles) is
+	# copied there before it is removed.
+	if [ -n "${TEST_KEEP:-}" ]; then
+		mkdir -p "$TEST_KEEP" && cp -a "$TEST_DIR" "$TEST_KEEP/" &&
+			echo "kept: $TEST_KEEP/$(basename "$TEST_DIR")"
+	fi
 	exit 1
 }
 note() { echo "--- $*"; }
