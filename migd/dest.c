@@ -939,7 +939,7 @@ static int dest_go(struct dest *d)
 	Tern__Stream__Ready ready = TERN__STREAM__READY__INIT;
 	Tern__Stream__Resumed res = TERN__STREAM__RESUMED__INIT;
 	Tern__Vmm__VmmStatus *st = NULL;
-	uint64_t t0, since;
+	uint64_t t_go, since;
 	bool aborted, paused;
 	int guest, r;
 
@@ -953,6 +953,10 @@ static int dest_go(struct dest *d)
 		r = dest_recv(d, TERN__STREAM__STREAM_MSG__BODY_GO, "Go", &go);
 	if (r < 0)
 		return r;
+	/* Hold and release count from here: whatever this side does
+	 * before its Cont is the guest's pause, not the network's (the
+	 * source halves what is not in hold_ns as the link's two ways). */
+	t_go = now_ns();
 	guest = go->go->guest;
 	protobuf_c_message_free_unpacked(&go->base, NULL);
 	paused = guest == TERN__STREAM__GUEST_STATE__GUEST_PAUSED;
@@ -985,7 +989,6 @@ static int dest_go(struct dest *d)
 		while (now_ns() < end)
 			usleep(10000);  /* a signal ends a usleep early */
 	}
-	t0 = now_ns();
 	if (fault_active("dest-cont-fails")) {
 		r = -EIO;
 		snprintf(d->err, sizeof(d->err), "%s not sent (TERN_FAULT=dest-cont-fails)",
@@ -1007,12 +1010,12 @@ static int dest_go(struct dest *d)
 				   "migd cannot keep a migrated guest paused)" : "");
 	}
 	d->received = false;            /* the guest is here now: keep it */
-	res.resume_ns = now_ns() - t0;
+	res.resume_ns = now_ns() - t_go;
 	/* The vmm shares this host's monotonic clock. */
 	since = st->state_since_ns;
 	protobuf_c_message_free_unpacked(&st->base, NULL);
-	res.release_ns = since >= t0 && since - t0 <= res.resume_ns ?
-			 since - t0 : res.resume_ns;
+	res.release_ns = since >= t_go && since - t_go <= res.resume_ns ?
+			 since - t_go : res.resume_ns;
 	pthread_mutex_lock(&d->w->lock);
 	d->w->resume_ms = res.resume_ns / 1000000;
 	d->w->switched = true;
@@ -1025,7 +1028,7 @@ static int dest_go(struct dest *d)
 			     TERN__STREAM__GUEST_STATE__GUEST_RUNNING;
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_RESUMED;
 	m.resumed = &res;
-	res.hold_ns = now_ns() - t0;
+	res.hold_ns = now_ns() - t_go;
 	if (dest_send(d, &m, "Resumed") < 0)
 		log_warnx("the guest is here, but the source was not told so");
 	return 0;
