@@ -181,7 +181,7 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 				       strerror(-r));
 	/* The reply waits for the worker's look at the vmm: the parent
 	 * makes no call to a vmm on its loop. */
-	return job_defer_incoming(j, call);
+	return job_defer_start(j, call);
 }
 
 static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)
@@ -221,7 +221,9 @@ static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)
 		 spec.params.channels, spec.params.channels == 1 ? "" : "s");
 	if (req->wait)
 		return job_add_waiter(j, call);
-	return reply_job(call, j);
+	/* Detached: the reply says "started" only of a job whose worker
+	 * found its vmm fit to migrate (job_defer_start). */
+	return job_defer_start(j, call);
 }
 
 /* The end of a method that acted on a running job: why it could not,

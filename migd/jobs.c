@@ -181,34 +181,40 @@ int job_add_waiter(struct job *j, struct rpc_call *call)
 	return RPC_DEFERRED;
 }
 
-/* ---- Incoming's reply ------------------------------------------------ */
+/* ---- Incoming's reply, and a detached Migrate's ------------------------ */
 
 /*
  * Incoming replies once the destination's worker has found its vmm
  * waiting for an incoming guest (dest_run), so that a vmm that is gone
  * or cannot take a guest is refused to its caller, not to the source a
- * moment later.  A refusal waits for the job's end, so that the VM takes
- * a new job as soon as its caller hears.
+ * moment later.  A detached Migrate likewise waits for the source's
+ * worker to have found its vmm fit to migrate (source_vmm), before it
+ * dials: "started" must not be said of a job that fails on its own vmm
+ * (a stale copy of a guest that moved away).  A refusal waits for the
+ * job's end, so that the VM takes a new job as soon as its caller hears.
  */
-int job_defer_incoming(struct job *j, struct rpc_call *call)
+int job_defer_start(struct job *j, struct rpc_call *call)
 {
-	j->incoming = call;
+	j->starting = call;
 	return RPC_DEFERRED;
 }
 
-static void job_answer_incoming(struct job *j)
+static void job_answer_start(struct job *j)
 {
 	Tern__Migd__IncomingReply rep = TERN__MIGD__INCOMING_REPLY__INIT;
 	Tern__Migd__JobStatus js;
-	struct rpc_call *call = j->incoming;
+	struct rpc_call *call = j->starting;
 	char token[STREAM_TOKEN_HEX + 1];
 	int r, err;
 
 	if (!call)
 		return;
-	j->incoming = NULL;
+	j->starting = NULL;
 	job_status(j, &js);
-	if (j->answered && !j->answer_err && !j->finished) {
+	if (j->answered && !j->answer_err && !j->finished &&
+	    j->spec.role == JOB_ROLE_SOURCE) {
+		r = rpc_call_reply(call, &js.base, NULL, 0);
+	} else if (j->answered && !j->answer_err && !j->finished) {
 		stream_hex(j->spec.token, STREAM_TOKEN_LEN, token);
 		rep.token = token;
 		rep.listen = j->spec.peer;
@@ -264,11 +270,12 @@ static void job_answer_recover(struct job *j, int err, const char *msg)
 	rpc_call_finish(call, r);
 }
 
-/* The worker's answers (worker_answer), from a destination: the first
- * for Incoming, later ones for Recover with a new address. */
+/* The worker's answers (worker_answer): the first for Incoming or
+ * Migrate, a destination's later ones for Recover with a new address. */
 static int job_take_answer(struct job *j, const Tern__Rpc__Reply *rep)
 {
-	if (j->spec.role != JOB_ROLE_DEST || rep->status < 0 || rep->status > 4095)
+	if (rep->status < 0 || rep->status > 4095 ||
+	    (j->answered && j->spec.role != JOB_ROLE_DEST))
 		return -EPROTO;
 	if (j->answered) {
 		job_answer_recover(j, rep->status, rep->message);
@@ -277,7 +284,7 @@ static int job_take_answer(struct job *j, const Tern__Rpc__Reply *rep)
 	j->answered = true;
 	j->answer_err = rep->status;
 	if (!rep->status)
-		job_answer_incoming(j);
+		job_answer_start(j);
 	return 0;
 }
 
@@ -755,8 +762,8 @@ static void job_free(struct job *j)
 
 	for (i = 0; i < j->nwaiters; i++)
 		rpc_call_finish(j->waiters[i].call, -ESHUTDOWN);
-	if (j->incoming)
-		rpc_call_finish(j->incoming, -ESHUTDOWN);
+	if (j->starting)
+		rpc_call_finish(j->starting, -ESHUTDOWN);
 	if (j->recovering)
 		rpc_call_finish(j->recovering, -ESHUTDOWN);
 	job_close_conn(j);
@@ -799,7 +806,7 @@ static void job_ended(struct migd *m, struct job *j)
 	job_status(j, &js);
 	log_info("%s: %s job %s", j->spec.vm, job_role_name(j->spec.role),
 		 job_state_text(j->state, js.error, line, sizeof(line)));
-	job_answer_incoming(j);
+	job_answer_start(j);
 	job_answer_recover(j, 0, NULL);
 	job_notify(j);
 	job_status(j, &js);

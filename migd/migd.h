@@ -199,12 +199,14 @@ struct job {
 	uint64_t finished_unix_ms;
 	struct job_waiter waiters[MIGD_MAX_WAITERS];
 	size_t nwaiters;
-	struct rpc_call *incoming;      /* Incoming's call, until answered */
+	struct rpc_call *starting;      /* Incoming's or a detached Migrate's
+					 * call, until answered */
 	struct rpc_call *recovering;    /* a destination's Recover with a new
 					 * address, until its worker listens */
 	bool recovering_wait;           /* ... then it waits for the end */
 	bool answered;                  /* the worker looked at its vmm ... */
-	int answer_err;                 /* ... and found it incoming (0), or
+	int answer_err;                 /* ... and found it fit (incoming, or
+					 * not a stale copy: 0), or
 					 * not (a positive errno) */
 	/* storage for the status built by job_status() */
 	char idhex[2 * STREAM_ID_LEN + 1];
@@ -266,9 +268,10 @@ struct job *job_find(struct migd *m, const char *vm, bool running_only);
 void job_status(struct job *j, Tern__Migd__JobStatus *ret);
 /* Reply to call when the job ends; forward events meanwhile if asked. */
 int job_add_waiter(struct job *j, struct rpc_call *call);
-/* Reply to Incoming once the worker found its vmm incoming, or with the
- * job's error once it ended without; returns RPC_DEFERRED. */
-int job_defer_incoming(struct job *j, struct rpc_call *call);
+/* Reply to Incoming (or a detached Migrate) once the worker found its
+ * vmm incoming (or fit to migrate), or with the job's error once it
+ * ended without; returns RPC_DEFERRED. */
+int job_defer_start(struct job *j, struct rpc_call *call);
 /* Reply to a destination's Recover with a new address once its worker
  * listens there (or say why not); with wait, at the job's end. */
 int job_defer_recover(struct job *j, struct rpc_call *call, bool wait);
@@ -743,6 +746,7 @@ struct vmm_start {
 	Tern__Vmm__RunState state;
 	uint32_t vcpus;
 	uint32_t throttle;
+	char moved_to[256];             /* SetMoved's mark: a stale copy */
 };
 int vmm_link_status(struct vmm_link *l, struct vmm_start *ret, char *err,
 		    size_t errlen);

@@ -130,6 +130,13 @@ static int source_vmm(struct source *s)
 		r = vmm_link_status(&s->vmm, &st, s->err, sizeof(s->err));
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
+	/* The vmm would refuse it only at DirtyStart, after the
+	 * destination's waiting job was used up by the connections. */
+	if (st.moved_to[0])
+		return worker_fail(s->w, EBUSY, "vmm %s: the guest moved to %s: "
+				   "this stale copy is not migrated (nothing was "
+				   "sent to %s)", s->w->spec->vm, st.moved_to,
+				   s->peer);
 	if (st.state != TERN__VMM__RUN_STATE__RUN_STATE_RUNNING &&
 	    st.state != TERN__VMM__RUN_STATE__RUN_STATE_PAUSED)
 		return worker_fail(s->w, EINVAL, "vmm %s has no running or paused "
@@ -2120,6 +2127,9 @@ int source_run(struct worker *w)
 	/* A timeout or cancel in set-up shuts only the connections made so
 	 * far: each connection (source_dial) and each step looks first. */
 	r = source_vmm(&s);
+	/* Migrate's caller hears now whether the vmm can be migrated at
+	 * all (a refusal's text comes with the job's end, jobs.c). */
+	worker_answer(w, r, NULL);
 	if (r == 0)
 		r = source_connect(&s);
 	if (r == 0)

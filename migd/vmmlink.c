@@ -116,6 +116,8 @@ int vmm_link_status(struct vmm_link *l, struct vmm_start *ret, char *err,
 		return r;
 	*ret = (struct vmm_start){ .state = st->state, .vcpus = st->vcpus,
 				   .throttle = st->throttle };
+	snprintf(ret->moved_to, sizeof(ret->moved_to), "%s",
+		 st->moved_to ? st->moved_to : "");
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 	return 0;
 }

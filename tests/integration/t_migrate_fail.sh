@@ -527,7 +527,29 @@ grep -q "migd\[gd/in\]: a cancel came after the switch: ignored" "$RUNDIR/migd.l
 	fail "gd did not drop the cancel: $(tail -n 5 "$RUNDIR/migd.log")"
 vmmctl check gd || fail "gd: memory"
 echo "ok: the cancel was dropped; the guest runs on gd only"
-vmmctl quit gs >/dev/null; vmmctl quit gd >/dev/null
+
+note "the stale copy left behind is refused before anything reaches the destination"
+# gs is marked as moved to gd.  Before, its worker connected first and
+# only the vmm's DirtyStart refused: the destination's waiting job was
+# used up ("the source ended the migration"), and --detach said
+# "started", exit 0.
+start_vmm ge --memory 64M --incoming
+incoming ge
+out=$(migctl migrate gs "$ADDR" --token "$TOKEN" --detach 2>&1) &&
+	fail "migrate --detach of the stale gs succeeded: $out"
+case $out in *"vmm gs: the guest moved to "*": this stale copy is not migrated"*) ;;
+*) fail "migrate gs: $out" ;; esac
+echo "ok: $out"
+[ "$(job_get gs state)" = failed ] || fail "gs: $(migctl status gs)"
+[ "$(state_of gs)" = paused ] || fail "gs is $(state_of gs)"
+job_is ge waiting || fail "ge's job did not wait on: $(migctl status ge)"
+# The job that waited takes the guest from where it runs.
+migctl migrate gd "$ADDR" --token "$TOKEN" --wait >/dev/null ||
+	fail "gd -> ge into the job that waited: $(migctl status gd)"
+vmmctl check ge || fail "ge after the migration"
+echo "ok: ge's job waited, and took the guest from gd"
+
+for vm in gs gd ge; do vmmctl quit "$vm" >/dev/null; done
 
 note "one slow pause does not hold back the jobs after it"
 # The first job's pause takes 400 ms more than its fixed part was
