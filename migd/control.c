@@ -499,6 +499,13 @@ static int method_set_params(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (r < 0)
 		return r;
 	m->defaults = p;
+	/* Back to a fresh migd's state: what earlier jobs taught about the
+	 * pause goes too, should it have come from a bad patch. */
+	if (req->reset) {
+		m->pause_fixed_forget_ns = now_ns();
+		log_info("reset: the part of the pause not for pages learned "
+			 "from earlier jobs is forgotten");
+	}
 	log_info("defaults: %u channels, max bandwidth %llu B/s, switchover "
 		 "bandwidth %llu B/s, downtime limit %u ms", p.channels,
 		 (unsigned long long)p.max_bandwidth,

@@ -73,6 +73,8 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 	}
 	if (id_unknown(js->id))
 		js->id = "";
+	if (s->role == JOB_ROLE_SOURCE)
+		js->pause_fixed_learned_us = s->pause_fixed_us;
 	if (s->role == JOB_ROLE_DEST && (!js->listen || !js->listen[0]))
 		js->listen = j->spec.peer;
 	js->state = (Tern__Migd__JobState)j->state;
@@ -96,18 +98,27 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
  * estimate; with verify the pause also held the hashing), of a guest
  * that ran (a paused one's is only the estimate too: no vCPU was woken
  * at the switch, so no pause was measured).  Above
- * PAUSE_FIXED_MAX_US a worker's figure is not believed.
+ * PAUSE_FIXED_MAX_US a worker's figure is not believed.  A sample older
+ * than PAUSE_FIXED_MAX_AGE_NS, or from before a SetParams reset, no
+ * longer counts: two slow switches (a destination host that once took
+ * 2 s to resume) must not decide every later job's figure until 8
+ * newer jobs complete, which, at a limit below that figure, none would
+ * (source_fixed_us leaves such a figure out, too).
  */
 #define PAUSE_FIXED_JOBS 8
 #define PAUSE_FIXED_MAX_US 10000000ULL
+#define PAUSE_FIXED_MAX_AGE_NS (10 * 60 * 1000000000ULL)
 
 uint64_t job_pause_fixed_us(const struct migd *m)
 {
-	uint64_t v[PAUSE_FIXED_JOBS];
+	uint64_t v[PAUSE_FIXED_JOBS], now = now_ns();
 	const struct job *j;
 	unsigned int n = 0;
 
 	for (j = m->history; j && n < PAUSE_FIXED_JOBS; j = j->next) {
+		if (j->finished_ns <= m->pause_fixed_forget_ns ||
+		    now - j->finished_ns > PAUSE_FIXED_MAX_AGE_NS)
+			continue;
 		if (j->spec.role != JOB_ROLE_SOURCE || j->state != JOB_STATE_COMPLETED ||
 		    !j->last || j->last->postcopy_started || j->spec.params.verify ||
 		    j->last->guest_paused || !j->last->pause_fixed_us ||
@@ -802,6 +813,7 @@ static void job_ended(struct migd *m, struct job *j)
 
 	j->finished = true;
 	j->finished_unix_ms = unix_ms();
+	j->finished_ns = now_ns();
 	job_unlink_listen(j);
 	job_status(j, &js);
 	log_info("%s: %s job %s", j->spec.vm, job_role_name(j->spec.role),

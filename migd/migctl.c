@@ -319,6 +319,14 @@ static void print_status(Tern__Migd__JobStatus *js)
 			       js->pause_fixed_us / 1000.0);
 		printf("\n");
 	}
+	/* What migd learned from earlier jobs, which an operator cannot
+	 * see elsewhere; and whether this job counts it. */
+	if (source && js->pause_fixed_learned_us && js->params)
+		printf("  learned       %.1f ms of a pause not for pages, from "
+		       "earlier jobs here%s\n", js->pause_fixed_learned_us / 1000.0,
+		       js->pause_fixed_learned_us >=
+		       (uint64_t)js->params->downtime_limit_ms * 1000 ?
+		       ": at or above the limit, not counted" : "");
 	if (js->resume_ms)
 		printf("  resume        %s\n", fmt_ms(js->resume_ms, a, sizeof(a)));
 	if (js->compressed_pages)

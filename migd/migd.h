@@ -145,8 +145,8 @@ struct job_spec {
 	ino_t listen_ino;               /* the only one its end unlinks */
 	bool realtime;                  /* the page server in SCHED_FIFO (rtspawn) */
 	int nice;                       /* the worker's nice value */
-	uint64_t pause_fixed_us;        /* source: the largest fixed part of the
-					 * recent pauses here (job_pause_fixed_us) */
+	uint64_t pause_fixed_us;        /* source: the fixed part of the recent
+					 * pauses here (job_pause_fixed_us) */
 };
 
 /* ---- parent ------------------------------------------------------------ */
@@ -197,6 +197,7 @@ struct job {
 	char error[768];                /* the parent's own verdict, if any */
 	uint64_t started_unix_ms;
 	uint64_t finished_unix_ms;
+	uint64_t finished_ns;           /* now_ns() then: the pause samples' age */
 	struct job_waiter waiters[MIGD_MAX_WAITERS];
 	size_t nwaiters;
 	struct rpc_call *starting;      /* Incoming's or a detached Migrate's
@@ -238,6 +239,8 @@ struct migd {
 	struct job *running;            /* newest first */
 	struct job *history;            /* newest first, at most MIGD_HISTORY */
 	size_t nhistory;
+	uint64_t pause_fixed_forget_ns; /* SetParams reset: jobs finished before
+					 * this teach no pause (now_ns() time) */
 	bool quitting;                  /* SIGTERM: no new jobs */
 	struct event *ev_shutdown;      /* the bound on waiting for workers */
 	struct bgwork_set tidying;      /* jobs' clean-ups at their vmms */
@@ -257,8 +260,9 @@ bool job_state_may_change(enum job_state from, enum job_state to);
 const char *job_role_name(enum job_role role);
 /* Fork a worker for spec (its listen_fd is closed in the parent). */
 int job_start(struct migd *m, const struct job_spec *spec, struct job **ret);
-/* The largest part of recent completed outgoing pauses that did not
- * depend on pages, in us (0 if none): a new source job counts it. */
+/* The part of recent completed outgoing pauses that did not depend on
+ * pages, in us (their lower median, with the first guess): a new source
+ * job counts it, unless it is at or above the job's limit. */
 uint64_t job_pause_fixed_us(const struct migd *m);
 /* Before any job measured it (source.c, jobs.c). */
 #define PAUSE_FIXED_FIRST_US 5000

@@ -45,6 +45,8 @@
 
 struct source {
 	struct worker *w;
+	bool learned_left_out;          /* (L) the learned fixed part is at or
+					 * above the limit (source_fixed_us) */
 	bool precopy;                   /* in precopy rounds (not the final one) */
 	uint64_t check_ns;              /* auto-converge: the last look */
 	uint64_t check_bytes;           /* bytes sent by then */
@@ -607,12 +609,30 @@ static uint64_t source_verify_estimate(struct source *s)
  * of this host's recent completed pauses counts when it is more
  * (job_pause_fixed_us: their lower median).
  */
-static uint64_t source_fixed_us(const struct source *s)
+/*
+ * A learned figure at or above the limit is left out, the job counting
+ * what a first job would (its own timing, or the first guess): counted,
+ * it could never be met, and the job went round every ROUND_MIN_US for
+ * ever (a destination that once took 1.4 s to resume, a 300 ms limit:
+ * 4184 rounds and on), with no job completing to teach a smaller one.
+ * Capped at the limit it would be the same for any guest that dirties a
+ * page.  Left out, the job switches as a fresh migd's would; if that
+ * host is still slow, its downtime says so, and it teaches the next.
+ * limit_ms is the job's limit now (a Tune may change it).
+ */
+static bool source_learned_too_big(const struct source *s, uint32_t limit_ms)
+{
+	return s->w->spec->pause_fixed_us >= (uint64_t)limit_ms * 1000;
+}
+
+static uint64_t source_fixed_us(const struct source *s, uint32_t limit_ms)
 {
 	uint64_t timed = (3 * s->vmm_rtt_ns + 2 * s->hello_rtt_ns) / 1000;
 	uint64_t seen = s->w->spec->pause_fixed_us;
 
-	return MAX(timed, seen ? seen : PAUSE_FIXED_FIRST_US);
+	if (!seen || source_learned_too_big(s, limit_ms))
+		seen = PAUSE_FIXED_FIRST_US;
+	return MAX(timed, seen);
 }
 
 /*
@@ -634,7 +654,25 @@ static uint64_t source_estimate(struct source *s, uint64_t dirty)
 		 w->params.avail_switchover_bandwidth : w->bandwidth;
 	source_verify_estimate(s);
 	w->remaining_bytes = remaining;
-	w->pause_fixed_us = source_fixed_us(s);
+	w->pause_fixed_us = source_fixed_us(s, w->params.downtime_limit_ms);
+	if (source_learned_too_big(s, w->params.downtime_limit_ms) !=
+	    s->learned_left_out) {
+		s->learned_left_out = !s->learned_left_out;
+		if (s->learned_left_out)
+			log_info("the part of the pause not for pages learned "
+				 "from earlier jobs here (%llu ms) is at or above "
+				 "the downtime limit of %u ms: not counted (%llu us "
+				 "counted instead, as for a first job)",
+				 (unsigned long long)w->spec->pause_fixed_us / 1000,
+				 w->params.downtime_limit_ms,
+				 (unsigned long long)w->pause_fixed_us);
+		else
+			log_info("the part of the pause not for pages learned "
+				 "from earlier jobs here (%llu ms) is below the "
+				 "downtime limit of %u ms: counted",
+				 (unsigned long long)w->spec->pause_fixed_us / 1000,
+				 w->params.downtime_limit_ms);
+	}
 	if (remaining && !use_bw) {
 		w->expected_downtime_ms = UINT64_MAX;
 	} else {
@@ -798,9 +836,10 @@ static int source_auto_converge(struct source *s, uint64_t sent_bytes,
 static int source_verify_fits(struct source *s)
 {
 	struct mig_params pp, *p = &pp;
-	uint64_t fixed_ms = DIV_ROUND_UP(source_fixed_us(s), 1000);
+	uint64_t fixed_ms;
 
 	worker_params(s->w, p);
+	fixed_ms = DIV_ROUND_UP(source_fixed_us(s, p->downtime_limit_ms), 1000);
 	/* Verify is the cause only if the limit holds the rest: a fixed
 	 * part beyond it alone is the estimate's to say (round by round),
 	 * verify or not.  A job that may switch to postcopy ends that way,

@@ -352,6 +352,8 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->bandwidth = w->bandwidth;
 	js->expected_downtime_ms = w->expected_downtime_ms;
 	js->pause_fixed_us = w->pause_fixed_us;
+	if (w->spec->role == JOB_ROLE_SOURCE)
+		js->pause_fixed_learned_us = w->spec->pause_fixed_us;
 	js->downtime_ms = w->downtime_us / 1000;
 	js->downtime_us = w->downtime_us;
 	js->resume_ms = w->resume_ms;
