@@ -215,6 +215,11 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 		printf(", moved to %s (this copy is stale)", s->moved_to);
 	if (s->ram_missing)
 		printf(", state loaded without RAM (cont refused)");
+	/* A vCPU that touches a page not here yet waits for faultd to bring
+	 * it; with no postcopy job serving it (its status, migctl(1)), it
+	 * waits for ever while this line says running. */
+	if (s->uffd)
+		printf(", postcopy pages still missing (a vCPU that needs one waits for it)");
 	if (s->message[0])
 		printf(": %s", s->message);
 	printf("\n");

@@ -289,6 +289,10 @@ case $(echo "$out" | jget error) in
 # The missing pages do not turn into zeros: the uffd stays with faultd.
 err=$(vmmctl check s5 2>&1) && fail "s5 checked after its job was cancelled: $err"
 case $err in *"vmm s5 still waits for pages of a postcopy migration"*) ;; *) fail "check s5: $err" ;; esac
+# Its status says so too, not only 'running'.
+out=$(vmmctl status s5)
+case $out in "s5: running, "*", postcopy pages still missing (a vCPU that needs one waits for it)"*) ;;
+*) fail "status s5: $out" ;; esac
 # Nor is it migrated on with its holes (before: 'completed', and the
 # guest on the next host found 229 bad pages).
 start_vmm s5x --memory 64M --incoming
