@@ -2,9 +2,11 @@
 /*
  * Small helpers shared by every program: checked number and size parsing
  * for command lines and config, size formatting for status output, safe
- * string copies, VM name checks, the monotonic clock and mkdir -p.
+ * string copies, VM name checks, the monotonic clock, mkdir -p, and what
+ * a descriptor holds (data extents, seals).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <limits.h>
@@ -354,6 +356,28 @@ bool fd_all_data(int fd, uint64_t size)
 		return false;
 	return (uint64_t)st.st_size >= size &&
 	       (uint64_t)st.st_blocks * 512 >= (uint64_t)st.st_size;
+}
+
+int fd_check_sealed(int fd, bool add_seal, uint64_t *ret_size)
+{
+	struct stat st;
+	int seals;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	/* A file that cannot be sealed at all (not a memfd, or one made
+	 * without MFD_ALLOW_SEALING) is unsealed too. */
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (!(seals & F_SEAL_SHRINK) &&
+			  (!add_seal || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)))
+		return -EPERM;
+	/* Only now: a size read before the seal could have shrunk since. */
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	*ret_size = (uint64_t)st.st_size;
+	return 0;
 }
 
 int poll_until(struct pollfd *fds, unsigned int nfds, uint64_t deadline_ns)

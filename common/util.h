@@ -99,6 +99,17 @@ int fd_next_data(int fd, uint64_t off, uint64_t size, uint64_t *start,
  * allocated here and as a hole to SEEK_DATA: it reads as zeros either way.
  */
 bool fd_all_data(int fd, uint64_t size);
+/*
+ * Whether fd, handed over by another process, may stay mapped: a regular
+ * file (a memfd) sealed against shrinking (F_SEAL_SHRINK; with add_seal,
+ * the seal is added when missing and the file allows it).  Past the end
+ * of a file, a shared mapping of it raises SIGBUS: without the seal its
+ * owner could truncate it under us and kill us.  0 and the file's size,
+ * read after the seal was seen (so it can only grow from then on), in
+ * *ret_size; -EINVAL if fd is not a regular file, -EPERM if it is not
+ * sealed against shrinking, or another -errno.
+ */
+int fd_check_sealed(int fd, bool add_seal, uint64_t *ret_size);
 /* The wall clock in ms since 1970, for people (never for a wait). */
 uint64_t unix_ms(void);
 /* ms from now on clock clk, as the absolute time pthread's timed waits

@@ -123,34 +123,32 @@ static int take_link(struct rpc_call *call, size_t i, int *ret)
 static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
 		       bool hashes, int *ret)
 {
-	int fd = rpc_call_take_fd(call, i), seals;
-	uint64_t size = BITMAP_BYTES(pages);
-	struct stat st;
+	int fd = rpc_call_take_fd(call, i), r;
+	uint64_t size = BITMAP_BYTES(pages), has = 0;
 
 	if (hashes)
 		size = ramhash_shared_size(size, pages);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return rpc_call_errorf(call, EINVAL,
-				       "descriptor %zu (the needed bitmap) is not a memfd", i);
-	}
-	if ((uint64_t)st.st_size != size) {
-		close(fd);
-		return rpc_call_errorf(call, EINVAL,
-				       "the needed bitmap is %llu bytes; %llu pages need %llu%s",
-				       (unsigned long long)st.st_size,
-				       (unsigned long long)pages,
-				       (unsigned long long)size,
-				       hashes ? " with their hashes" : "");
-	}
-	seals = fcntl(fd, F_GET_SEALS);
-	if (seals < 0 || (!(seals & F_SEAL_SHRINK) &&
-			  fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)) {
+	r = fd_check_sealed(fd, true, &has);
+	if (r == -EPERM) {
 		close(fd);
 		return rpc_call_errorf(call, EPERM,
 				       "the needed bitmap cannot be sealed against "
 				       "shrinking: make it a memfd with MFD_ALLOW_SEALING, "
 				       "open for writing");
+	}
+	if (r < 0) {
+		close(fd);
+		return rpc_call_errorf(call, EINVAL,
+				       "descriptor %zu (the needed bitmap) is not a memfd", i);
+	}
+	if (has != size) {
+		close(fd);
+		return rpc_call_errorf(call, EINVAL,
+				       "the needed bitmap is %llu bytes; %llu pages need %llu%s",
+				       (unsigned long long)has,
+				       (unsigned long long)pages,
+				       (unsigned long long)size,
+				       hashes ? " with their hashes" : "");
 	}
 	*ret = fd;
 	return 0;

@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/fault.h"
@@ -210,9 +209,8 @@ static void mem_release(struct mem_region *r, int n)
 static int mem_adopt_check(const struct vm *vm, const int *fds,
 			   const uint64_t *gpas, const uint64_t *sizes, int n)
 {
-	uint64_t mygpas[VMM_MAX_REGIONS], mysizes[VMM_MAX_REGIONS];
-	struct stat st;
-	int i, myn, seals;
+	uint64_t mygpas[VMM_MAX_REGIONS], mysizes[VMM_MAX_REGIONS], size;
+	int i, myn, ret;
 
 	mem_layout(vm, mygpas, mysizes, &myn);
 	if (n != myn)
@@ -220,13 +218,11 @@ static int mem_adopt_check(const struct vm *vm, const int *fds,
 	for (i = 0; i < n; i++) {
 		if (gpas[i] != mygpas[i] || sizes[i] != mysizes[i])
 			return -EINVAL;
-		if (fstat(fds[i], &st) < 0)
-			return -errno;
-		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != sizes[i])
+		ret = fd_check_sealed(fds[i], false, &size);
+		if (ret < 0)
+			return ret;
+		if (size != sizes[i])
 			return -EINVAL;
-		seals = fcntl(fds[i], F_GET_SEALS);
-		if (seals < 0 || !(seals & F_SEAL_SHRINK))
-			return -EPERM;
 	}
 	return 0;
 }

@@ -385,6 +385,39 @@ static void test_fd_next_data(void **state)
 	close(fd);
 }
 
+/* Only a regular file sealed against shrinking passes; the seal is
+ * added on request where the memfd allows it. */
+static void test_fd_check_sealed(void **state)
+{
+	uint64_t size = 0;
+	int fd, pfd[2];
+
+	(void)state;
+	fd = memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 8192), 0);
+	assert_int_equal(fd_check_sealed(fd, false, &size), -EPERM);
+	assert_int_equal(size, 0);              /* untouched on failure */
+	assert_int_equal(fd_check_sealed(fd, true, &size), 0);
+	assert_int_equal(size, 8192);
+	assert_true(fcntl(fd, F_GET_SEALS) & F_SEAL_SHRINK);
+	assert_int_equal(ftruncate(fd, 4096), -1);      /* the seal holds */
+	size = 0;
+	assert_int_equal(fd_check_sealed(fd, false, &size), 0);
+	assert_int_equal(size, 8192);
+	close(fd);
+	/* without MFD_ALLOW_SEALING nobody can add the seal */
+	fd = memfd_create("t", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(fd_check_sealed(fd, true, &size), -EPERM);
+	close(fd);
+	assert_int_equal(pipe(pfd), 0);
+	assert_int_equal(fd_check_sealed(pfd[0], true, &size), -EINVAL);
+	close(pfd[0]);
+	close(pfd[1]);
+	assert_int_equal(fd_check_sealed(-1, true, &size), -EBADF);
+}
+
 /* The CPUs counted are the ones this thread may run on. */
 static void test_cpus_usable(void **state)
 {
@@ -420,6 +453,7 @@ int main(void)
 		cmocka_unit_test(test_mkdir_p),
 		cmocka_unit_test(test_fd_next_data),
 		cmocka_unit_test(test_fd_all_data),
+		cmocka_unit_test(test_fd_check_sealed),
 		cmocka_unit_test(test_timespec_after_ms),
 		cmocka_unit_test(test_thread_join_ms),
 		cmocka_unit_test(test_cpus_usable),
