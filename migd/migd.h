@@ -716,9 +716,20 @@ uint64_t ram_view_data_bytes(const struct ram_view *v);
 uint64_t ram_view_mark_data(const struct ram_view *v, unsigned int i,
 			    uint64_t *map);
 
-/* vmmlink.c: mapping the vmm's RAM, for the worker's life (its exit unmaps) */
+/* vmmlink.c: mapping the vmm's RAM, for the worker's life (its exit
+ * unmaps); err says what was wrong */
 int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
-		 int *fds, size_t nfds, bool writable);
+		 int *fds, size_t nfds, bool writable, char *err, size_t errlen);
+/*
+ * A descriptor of the vmm's that the worker maps for its life (its RAM,
+ * the dirty bitmap) must be a memfd sealed against shrinking, as the vmm
+ * makes them (vmm/mem.c, vmm/dirty.c): else the vmm, the less privileged
+ * side, could truncate it after its reply, and the worker would die of
+ * SIGBUS at its next access.  0 and its size; or -errno, with why in err
+ * (what names the descriptor: "its dirty bitmap").
+ */
+int vmm_memfd_check(int fd, const char *what, uint64_t *ret_size, char *err,
+		    size_t errlen);
 
 /* source.c, dest.c: one job; return 0 when the job completed. */
 int source_run(struct worker *w);

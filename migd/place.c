@@ -44,6 +44,8 @@ int ram_place_open(struct ram_place *p, const struct ram_view *v)
 		goto fail;
 	for (i = 0; i < v->n; i++) {
 		struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+		/* The view's memfd: ram_view_map found it sealed against
+		 * shrinking, so this mapping cannot outlast its pages. */
 		void *at = mmap(NULL, v->r[i].size, PROT_READ | PROT_WRITE,
 				MAP_SHARED, v->r[i].fd, 0);
 

@@ -24,7 +24,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <linux/sockios.h>
@@ -327,7 +326,8 @@ static int source_dirty_start(struct source *s)
 	Tern__Vmm__DirtyInfo *info = NULL;
 	struct rpc_result res;
 	void *p = MAP_FAILED;
-	struct stat st;
+	uint64_t size = 0;
+	char why[256];
 	int r;
 
 	r = vmm_link_call(&s->vmm, "DirtyStart", NULL, NULL, 0,
@@ -335,17 +335,37 @@ static int source_dirty_start(struct source *s)
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
 	s->dirty_on = true;
-	/* A memfd shorter than it says would kill this worker (SIGBUS). */
+	/* A memfd shorter than it says, or one the vmm may shrink later,
+	 * would kill this worker (SIGBUS). */
+	r = -EPROTO;
+	snprintf(why, sizeof(why), "DirtyStart answered %zu descriptors and %llu "
+		 "pages in %llu bytes, for a guest of %llu pages", res.nfds,
+		 (unsigned long long)info->pages,
+		 (unsigned long long)info->bitmap_bytes,
+		 (unsigned long long)s->ram.pages);
 	if (res.nfds == 1 && info->pages == s->ram.pages &&
-	    info->bitmap_bytes == BITMAP_BYTES(info->pages) &&
-	    fstat(res.fds[0], &st) == 0 && (uint64_t)st.st_size >= info->bitmap_bytes)
+	    info->bitmap_bytes == BITMAP_BYTES(info->pages))
+		r = vmm_memfd_check(res.fds[0], "its dirty bitmap", &size, why,
+				    sizeof(why));
+	if (r == 0 && size < info->bitmap_bytes) {
+		snprintf(why, sizeof(why), "its dirty bitmap has %llu bytes of %llu",
+			 (unsigned long long)size,
+			 (unsigned long long)info->bitmap_bytes);
+		r = -EPROTO;
+	}
+	if (r == 0) {
 		p = mmap(NULL, info->bitmap_bytes, PROT_READ | PROT_WRITE,
 			 MAP_SHARED, res.fds[0], 0);
+		if (p == MAP_FAILED) {
+			r = -errno;
+			snprintf(why, sizeof(why), "its dirty bitmap: %s",
+				 strerror(-r));
+		}
+	}
 	rpc_result_close_fds(&res);
-	if (p == MAP_FAILED) {
+	if (r < 0) {
 		protobuf_c_message_free_unpacked(&info->base, NULL);
-		return worker_fail(s->w, EPROTO, "vmm %s gave no usable dirty bitmap",
-				   s->w->spec->vm);
+		return worker_fail(s->w, r, "vmm %s: %s", s->w->spec->vm, why);
 	}
 	s->dirty = p;
 	s->dirty_bytes = info->bitmap_bytes;

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/bitmap.h"
@@ -211,31 +210,58 @@ static void ram_view_unmap(struct ram_view *v)
 	v->n = 0;
 }
 
-int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
-		 int *fds, size_t nfds, bool writable)
+int vmm_memfd_check(int fd, const char *what, uint64_t *ret_size, char *err,
+		    size_t errlen)
 {
-	uint64_t pages = 0;
-	struct stat st;
+	int r = fd_check_sealed(fd, false, ret_size);
+
+	if (r == -EPERM)
+		snprintf(err, errlen, "%s is not sealed against shrinking "
+			 "(F_SEAL_SHRINK): truncated under this worker's mapping, "
+			 "it would kill the worker", what);
+	else if (r == -EINVAL)
+		snprintf(err, errlen, "%s is not a memfd", what);
+	else if (r < 0)
+		snprintf(err, errlen, "%s: %s", what, strerror(-r));
+	return r;
+}
+
+int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
+		 int *fds, size_t nfds, bool writable, char *err, size_t errlen)
+{
+	uint64_t pages = 0, has;
+	char what[64];
 	size_t i;
+	int r;
 
 	memset(v, 0, sizeof(*v));
 	if (lay->page_size != STREAM_PAGE || lay->n_regions == 0 ||
-	    lay->n_regions > STREAM_MAX_REGIONS || nfds != lay->n_regions)
+	    lay->n_regions > STREAM_MAX_REGIONS || nfds != lay->n_regions) {
+		snprintf(err, errlen, "unusable layout (%zu regions, %zu memfds, "
+			 "page size %u)", lay->n_regions, nfds, lay->page_size);
 		return -EPROTO;
+	}
 	for (i = 0; i < lay->n_regions; i++) {
 		uint64_t size = lay->regions[i]->size;
 		void *p;
 
-		if (size == 0 || size % STREAM_PAGE || fstat(fds[i], &st) < 0 ||
-		    (uint64_t)st.st_size != size) {
+		snprintf(what, sizeof(what), "its memfd of region %zu", i);
+		r = vmm_memfd_check(fds[i], what, &has, err, errlen);
+		if (r == 0 && (size == 0 || size % STREAM_PAGE || has != size)) {
+			snprintf(err, errlen, "region %zu has %llu bytes, its memfd "
+				 "%llu", i, (unsigned long long)size,
+				 (unsigned long long)has);
+			r = -EPROTO;
+		}
+		if (r < 0) {
 			ram_view_unmap(v);
-			return -EPROTO;
+			return r;
 		}
 		p = mmap(NULL, size, PROT_READ | (writable ? PROT_WRITE : 0),
 			 MAP_SHARED, fds[i], 0);
 		if (p == MAP_FAILED) {
-			int r = -errno;
-
+			r = -errno;
+			snprintf(err, errlen, "region %zu: %s", i, strerror(-r));
 			ram_view_unmap(v);
 			return r;
 		}
@@ -360,18 +386,19 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
 {
 	Tern__Vmm__RamLayout *lay = NULL;
 	struct rpc_result res;
+	char why[256];
 	int r;
 
 	r = vmm_link_call(l, "GetRam", NULL, NULL, 0, (ProtobufCMessage **)&lay,
 			  &res, err, errlen);
 	if (r < 0)
 		return r;
-	r = ram_view_map(v, lay, res.fds, res.nfds, writable);
+	r = ram_view_map(v, lay, res.fds, res.nfds, writable, why, sizeof(why));
 	rpc_result_close_fds(&res);
 	protobuf_c_message_free_unpacked(&lay->base, NULL);
 	if (r < 0)
-		snprintf(err, errlen, "cannot map the guest RAM of %s: %s", l->vm,
-			 strerror(-r));
+		snprintf(err, errlen, "cannot map the guest RAM of vmm %s: %s", l->vm,
+			 why);
 	return r;
 }
 

@@ -18,6 +18,10 @@
  *                   once the file HOLD exists (at most 60 s)
  *   fakedst VM MEMORY VCPUS  serve VM's socket as an incoming vmm that takes
  *                   the RAM and refuses the state; exits 0 once told to Quit
+ *   fakesrc VM ram|dirty  serve VM's socket as a running source vmm of
+ *                   4 MiB that hands migd an unsealed RAM memfd (ram) or
+ *                   dirty bitmap (dirty) and truncates it at the first
+ *                   DirtySync (until killed)
  *   notuffd VM [WORDS [PAGES]]  Attach to the fake vmm is refused, naming
  *                   the pipe (or saying WORDS); for 512 pages (or PAGES)
  *   list | detach VM [force]
@@ -996,6 +1000,107 @@ static int cmd_fakedst(const char *vm, const char *memory, const char *vcpus)
 	return 1;
 }
 
+/* A memfd of bytes for a fake source, sealed against shrinking or not. */
+static int fake_memfd(uint64_t bytes, bool sealed)
+{
+	int fd = memfd_create("fake", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	CHECK(fd >= 0 && ftruncate(fd, (off_t)bytes) == 0, "memfd: %s",
+	      strerror(errno));
+	CHECK(!sealed || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0, "seal: %s",
+	      strerror(errno));
+	return fd;
+}
+
+/*
+ * Serve VM's socket as a running source vmm of FAKESRC_BYTES (one region)
+ * whose memfds migd must refuse: with mode "ram" GetRam answers an
+ * unsealed RAM memfd, with "dirty" DirtyStart an unsealed bitmap; the
+ * other one is sealed.  At the first DirtySync it does what such a vmm
+ * may: marks every page dirty and truncates the unsealed memfd to 0, then
+ * answers (a worker that mapped it then dies of SIGBUS: on the bitmap at
+ * once, on the RAM when it reads the dirty pages).  Every other call
+ * gets an empty answer.  Until killed.
+ */
+#define FAKESRC_BYTES (4u << 20)
+
+static int cmd_fakesrc(const char *vm, const char *mode)
+{
+	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
+	Tern__Vmm__RamRegion reg = TERN__VMM__RAM_REGION__INIT, *regs[1] = { &reg };
+	Tern__Vmm__RamLayout lay = TERN__VMM__RAM_LAYOUT__INIT;
+	Tern__Vmm__DirtyInfo di = TERN__VMM__DIRTY_INFO__INIT;
+	Tern__Vmm__DirtySyncResult ds = TERN__VMM__DIRTY_SYNC_RESULT__INIT;
+	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
+	struct uri u = { .kind = URI_UNIX };
+	uint64_t pages = FAKESRC_BYTES / PAGE, *dirty;
+	bool bad_ram = strcmp(mode, "ram") == 0;
+	int lfd, fd, ram, bitmap, r;
+	Tern__Rpc__Frame *f;
+	struct rpc_conn *c;
+	uint8_t *mem;
+	const char *m;
+	size_t nfds;
+
+	CHECK(bad_ram || strcmp(mode, "dirty") == 0, "fakesrc: mode ram or dirty");
+	st.name = (char *)vm;
+	st.state = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
+	st.vcpus = 1;
+	st.memory = FAKESRC_BYTES;
+	st.pid = (uint32_t)getpid();
+	st.message = "";
+	st.guest_mode = "";
+	reg.size = FAKESRC_BYTES;
+	lay.page_size = PAGE;
+	lay.n_regions = 1;
+	lay.regions = regs;
+	di.pages = pages;
+	di.bitmap_bytes = BITMAP_BYTES(pages);
+	ds.dirty_pages = pages;
+	/* Data in every page: round 1 sends them all. */
+	ram = fake_memfd(FAKESRC_BYTES, !bad_ram);
+	mem = mmap(NULL, FAKESRC_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, ram, 0);
+	CHECK(mem != MAP_FAILED, "mmap the RAM");
+	fill(mem, 0, FAKESRC_BYTES);
+	munmap(mem, FAKESRC_BYTES);
+	bitmap = fake_memfd(di.bitmap_bytes, bad_ram);
+	dirty = mmap(NULL, di.bitmap_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+		     bitmap, 0);
+	CHECK(dirty != MAP_FAILED, "mmap the bitmap");
+	snprintf(u.path, sizeof(u.path), "%s/vmm/%s.sock", rundir, vm);
+	lfd = uri_listen(&u, 4);
+	CHECK(lfd >= 0, "listen on %s: %s", u.path, strerror(-lfd));
+	printf("fake source %s ready\n", vm);
+	for (;;) {
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+		while ((r = fake_next(c, fd, 1000, &f, &nfds)) >= 0) {
+			if (r == 0)
+				continue;
+			m = strrchr(f->request->method, '/');
+			m = m ? m + 1 : f->request->method;
+			printf("fake source: %s\n", m);
+			if (!strcmp(m, "Status")) {
+				fake_reply(c, f->request->id, &st.base, NULL, 0);
+			} else if (!strcmp(m, "GetRam")) {
+				fake_reply(c, f->request->id, &lay.base, &ram, 1);
+			} else if (!strcmp(m, "DirtyStart")) {
+				fake_reply(c, f->request->id, &di.base, &bitmap, 1);
+			} else if (!strcmp(m, "DirtySync")) {
+				memset(dirty, 0xff, di.bitmap_bytes);
+				if (ftruncate(bad_ram ? ram : bitmap, 0) == 0)
+					printf("fake source: truncated the %s\n",
+					       bad_ram ? "RAM" : "dirty bitmap");
+				fake_reply(c, f->request->id, &ds.base, NULL, 0);
+			} else {
+				fake_reply(c, f->request->id, &e.base, NULL, 0);
+			}
+			tern__rpc__frame__free_unpacked(f, NULL);
+		}
+		rpc_conn_free(c);
+	}
+}
+
 /* Attach to the fake vmm must be refused, naming what it lent (or
  * saying words). */
 static int cmd_notuffd(const char *vm, const char *words, const char *pages)
@@ -1030,6 +1135,8 @@ int main(int argc, char **argv)
 		return cmd_fakevmm(argv[3], argc == 5 ? argv[4] : NULL);
 	if (strcmp(argv[2], "fakedst") == 0 && argc == 6)
 		return cmd_fakedst(argv[3], argv[4], argv[5]);
+	if (strcmp(argv[2], "fakesrc") == 0 && argc == 5)
+		return cmd_fakesrc(argv[3], argv[4]);
 	if (strcmp(argv[2], "notuffd") == 0 && argc >= 4 && argc <= 6)
 		return cmd_notuffd(argv[3], argc >= 5 ? argv[4] : NULL,
 				   argc == 6 ? argv[5] : NULL);
@@ -1042,7 +1149,8 @@ int main(int argc, char **argv)
 usage:
 	fprintf(stderr, "usage: itest_pagepeer RUNDIR serve VM | abuse VM KIND | "
 		"errors IN RUN | sockabuse | discard VM | fakevmm VM [HOLD] | "
-		"fakedst VM MEMORY VCPUS | notuffd VM [WORDS [PAGES]] | "
+		"fakedst VM MEMORY VCPUS | fakesrc VM ram|dirty | "
+		"notuffd VM [WORDS [PAGES]] | "
 		"list | detach VM [force]\n");
 	return 2;
 }

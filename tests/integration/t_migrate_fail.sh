@@ -13,7 +13,8 @@
 # Go (migd must not), and the destination vmm failing to resume after
 # Go (discarded there: the source resumes).  Also Settle
 # answered before the pages arrived, as over a slow link, a postcopy
-# switch that miscounts a channel's pages, and migd itself killed.
+# switch that miscounts a channel's pages, and migd itself killed; and a
+# source vmm that hands over memfds it could truncate under the worker.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 start_migd TERN_FAULT="${TERN_FAULT_OVERRIDE:-}"
@@ -59,6 +60,36 @@ wait_job_final m64
 dest_fresh m64
 echo "ok: $want"
 vmmctl quit m64 >/dev/null
+
+note "a source vmm that hands over unsealed memfds: the job fails, migd serves on"
+# A fake source vmm (itest_pagepeer fakesrc) answers DirtyStart (dirty)
+# or GetRam (ram) with a memfd not sealed against shrinking, and
+# truncates it at the first DirtySync.  Before, the worker mapped it
+# anyway and died of SIGBUS there ("worker died: killed by signal 7").
+start_vmm fd --memory 4M --incoming
+for mode in dirty ram; do
+	v=fs$mode
+	"$TESTS/itest_pagepeer" "$RUNDIR" fakesrc $v $mode >"$RUNDIR/$v.log" 2>&1 &
+	fake=$!
+	PIDS+=("$fake")
+	wait_until 10 grep -q ready "$RUNDIR/$v.log" || fail "$v: $(cat "$RUNDIR/$v.log")"
+	incoming fd
+	out=$(migctl migrate $v "$ADDR" --token "$TOKEN" --wait 2>&1) &&
+		fail "migrated from a vmm whose $mode memfd is unsealed"
+	echo "$out"
+	want="its dirty bitmap is not sealed against shrinking (F_SEAL_SHRINK)"
+	[ $mode = ram ] && want="its memfd of region 0 is not sealed against shrinking (F_SEAL_SHRINK)"
+	want="vmm $v: $want"
+	[ $mode = ram ] && want="cannot map the guest RAM of $want"
+	case $out in *"$want"*) ;; *) fail "$v: the error lacks '$want'" ;; esac
+	kill -0 "$MIGD_PID" || fail "migd died"
+	# The RAM is refused before the destination is dialled: that job waits.
+	job_is fd waiting && migctl cancel fd --wait >/dev/null
+	wait_job_final fd
+	dest_fresh fd
+	kill "$fake"
+done
+vmmctl quit fd >/dev/null
 
 note "token mismatch"
 incoming d
