@@ -158,11 +158,12 @@ $(O)/tests/test_%: $(O)/tests/unit/test_%.o $(LIBCOMMON)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter-out $(LIBCOMMON),$^) $(LIBCOMMON) \
 		$(CMOCKA_LIBS) $(LDLIBS)
 
-# A unit test of one migd module links that module too (before the
-# common library, which the module may need).
+# A unit test of one migd or faultd module links that module too (before
+# the common library, which the module may need).
 $(O)/tests/test_place: $(O)/migd/place.o
 $(O)/tests/test_pace: $(O)/migd/pace.o
 $(O)/tests/test_jobstate: $(O)/migd/jobstate.o
+$(O)/tests/test_uffdcheck: $(O)/faultd/uffdcheck.o
 
 $(O)/tests/unit/%.o: tests/unit/%.c | $(PROTO_H)
 	$(call msg,CC,$<)

@@ -156,13 +156,14 @@ static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
 
 /*
  * What UffdCreate answered must be a userfaultfd (faultd reads and
- * ioctls it), and faultd's reads must not block: the vmm made it and
- * shares its file description (a vmm that clears O_NONBLOCK later makes
- * the kernel answer faultd's poll with an error: the session fails).
+ * ioctls it) with the features faultd serves (uffdcheck.c), and faultd's
+ * reads must not block: the vmm made it and shares its file description
+ * (a vmm that clears O_NONBLOCK later makes the kernel answer faultd's
+ * poll with an error: the session fails).
  */
 static int check_uffd(int fd, const char *vm, char *err, size_t len)
 {
-	char path[64], what[64];
+	char path[64], what[64], why[400];
 	ssize_t n;
 	int fl, e;
 
@@ -179,6 +180,11 @@ static int check_uffd(int fd, const char *vm, char *err, size_t len)
 		snprintf(err, len, "vmm %s: UffdCreate answered a descriptor that "
 			 "is not a userfaultfd (%s)", vm, what);
 		return -EPROTO;
+	}
+	e = uffd_check_fd(fd, why, sizeof(why));
+	if (e < 0) {
+		snprintf(err, len, "vmm %s: %s", vm, why);
+		return e;
 	}
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {

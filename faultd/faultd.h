@@ -197,6 +197,17 @@ int session_send_request(struct session *s, uint64_t seq);
 void session_serve_waiting_locked(struct session *s, uint64_t page, uint64_t n,
 				  uint64_t now);
 
+/* uffdcheck.c: what faultd takes from a vmm's userfaultfd */
+/* The features in the text of /proc/self/fdinfo/FD of a uffd: 0, or
+ * -EPROTO if it has no API line of UFFD_API. */
+int uffd_parse_fdinfo(const char *text, uint64_t *ret_features);
+/* Whether a uffd of those features may be served: 0, or -EPROTO with
+ * why ("its userfaultfd has features ...": the caller names the vmm). */
+int uffd_check_features(uint64_t features, char *why, size_t len);
+/* The same for uffd fd, its features read from /proc/self/fdinfo (a uffd
+ * whose features cannot be read is refused). */
+int uffd_check_fd(int fd, char *why, size_t len);
+
 /* link.c: the page link thread and page placement */
 void *link_main(void *arg);
 int link_start(struct session *s);

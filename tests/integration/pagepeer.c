@@ -16,6 +16,11 @@
  *   fakevmm VM [HOLD]  serve VM's socket as a vmm whose UffdCreate answers
  *                   a pipe (until killed); with HOLD, GetRam answers only
  *                   once the file HOLD exists (at most 60 s)
+ *   fakeuffd VM KIND  serve VM's socket as a vmm whose UffdCreate answers
+ *                   a real uffd with more than faultd serves: minor
+ *                   (UFFD_FEATURE_MINOR_SHMEM) or fork
+ *                   (UFFD_FEATURE_EVENT_FORK; then it forks); then it
+ *                   reads a page in the page cache (until killed)
  *   fakedst VM MEMORY VCPUS  serve VM's socket as an incoming vmm that takes
  *                   the RAM and refuses the state; exits 0 once told to Quit
  *   fakesrc VM ram|dirty  serve VM's socket as a running source vmm of
@@ -39,6 +44,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/bitmap.h"
@@ -833,9 +839,10 @@ static void fake_reply(struct rpc_conn *c, uint64_t id, const ProtobufCMessage *
 
 /* The next request on a fake vmm's connection fd: 1 (in *ret, with how
  * many descriptors came, closed here, in *nfds), 0 if none came within
- * wait_ms, -1 once the connection ended. */
-static int fake_next(struct rpc_conn *c, int fd, int wait_ms,
-		     Tern__Rpc__Frame **ret, size_t *nfds)
+ * wait_ms, -1 once the connection ended.  With keep, the first
+ * descriptor is not closed but left there (-1: none came). */
+static int fake_next_fd(struct rpc_conn *c, int fd, int wait_ms,
+			Tern__Rpc__Frame **ret, size_t *nfds, int *keep)
 {
 	struct pollfd p = { fd, POLLIN, 0 };
 	int fds[RPC_MAX_FDS], r;
@@ -848,11 +855,19 @@ static int fake_next(struct rpc_conn *c, int fd, int wait_ms,
 	}
 	if (r < 0)
 		return -1;
-	for (i = 0; i < *nfds; i++)
+	if (keep)
+		*keep = *nfds ? fds[0] : -1;
+	for (i = keep ? 1 : 0; i < *nfds; i++)
 		close(fds[i]);
 	CHECK((*ret)->body_case == TERN__RPC__FRAME__BODY_REQUEST,
 	      "fake vmm: not a request");
 	return 1;
+}
+
+static int fake_next(struct rpc_conn *c, int fd, int wait_ms,
+		     Tern__Rpc__Frame **ret, size_t *nfds)
+{
+	return fake_next_fd(c, fd, wait_ms, ret, nfds, NULL);
 }
 
 /* A slow vmm: wait (bounded) until the file hold exists. */
@@ -910,6 +925,173 @@ static int cmd_fakevmm(const char *vm, const char *hold)
 				fake_reply(c, f->request->id, &info.base, pfd, 1);
 			else
 				fake_reply(c, f->request->id, &e.base, NULL, 0);
+			printf("fake vmm: %s\n", f->request->method);
+			tern__rpc__frame__free_unpacked(f, NULL);
+		}
+		rpc_conn_free(c);
+	}
+}
+
+/* ---- a vmm whose uffd has more than faultd serves ------------------------ */
+
+#define FAKEUFFD_BYTES (2u << 20)
+#define FAKEUFFD_TOUCH (100 * PAGE)     /* a page not needed: a zero page */
+#define FAKEUFFD_FORKS 8
+
+struct fakeuffd {
+	const char *kind;
+	uint8_t *mem;
+	int uffd;
+	pthread_t th;
+	bool th_running;
+};
+
+/* After UffdCreate's answer: fault (a read of a page that is in the page
+ * cache, and so minor for a minor registration), or fork. */
+static void *fakeuffd_main(void *arg)
+{
+	struct fakeuffd *u = arg;
+	volatile uint8_t v;
+	pid_t pid;
+	int i;
+
+	if (strcmp(u->kind, "fork") != 0) {
+		v = u->mem[FAKEUFFD_TOUCH];
+		printf("fake vmm: read 0x%02x\n", v);
+		return NULL;
+	}
+	/* Each fork waits until its event is read, or the uffd is gone. */
+	for (i = 0; i < FAKEUFFD_FORKS; i++) {
+		pid = fork();
+		if (pid == 0)
+			_exit(0);
+		CHECK(pid > 0 && waitpid(pid, NULL, 0) == pid, "fork");
+	}
+	printf("fake vmm: forked %d times\n", FAKEUFFD_FORKS);
+	return NULL;
+}
+
+/* UffdCreate as the vmm does it (vmm/uffd.c), with the kind's features
+ * and registration: minor (MINOR_SHMEM asked for, registered for missing
+ * and minor faults) or fork (EVENT_FORK asked for). */
+static int fakeuffd_create(struct fakeuffd *u, int devfd)
+{
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_MISSING_SHMEM };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+
+	if (strcmp(u->kind, "minor") == 0)
+		api.features |= UFFD_FEATURE_MINOR_SHMEM;
+	if (strcmp(u->kind, "fork") == 0)
+		api.features |= UFFD_FEATURE_EVENT_FORK;
+	if (strcmp(u->kind, "fork") != 0)
+		reg.mode |= UFFDIO_REGISTER_MODE_MINOR;
+	CHECK(devfd >= 0, "fake vmm: UffdCreate without a descriptor");
+	u->uffd = ioctl(devfd, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+	close(devfd);
+	CHECK(u->uffd >= 0, "USERFAULTFD_IOC_NEW: %s", strerror(errno));
+	CHECK(ioctl(u->uffd, UFFDIO_API, &api) == 0, "UFFDIO_API 0x%llx: %s",
+	      (unsigned long long)api.features, strerror(errno));
+	reg.range.start = (uintptr_t)u->mem;
+	reg.range.len = FAKEUFFD_BYTES;
+	CHECK(ioctl(u->uffd, UFFDIO_REGISTER, &reg) == 0, "UFFDIO_REGISTER: %s",
+	      strerror(errno));
+	return u->uffd;
+}
+
+/* UffdRelease: unregister (which wakes a faulting reader) and close. */
+static void fakeuffd_release(struct fakeuffd *u)
+{
+	struct uffdio_range r = { (uintptr_t)u->mem, FAKEUFFD_BYTES };
+
+	if (u->uffd >= 0) {
+		ioctl(u->uffd, UFFDIO_UNREGISTER, &r);
+		close(u->uffd);
+	}
+	u->uffd = -1;
+	if (u->th_running)
+		pthread_join(u->th, NULL);
+	u->th_running = false;
+}
+
+/*
+ * Serve VM's socket as a vmm whose UffdCreate makes a real uffd with
+ * our /dev/userfaultfd, of the given kind (fakeuffd_create), over a 2 MiB
+ * memfd whose pages are all in the page cache; after its answer it
+ * reads a page (fork: forks FAKEUFFD_FORKS times).  Until killed.
+ */
+static int cmd_fakeuffd(const char *vm, const char *kind)
+{
+	Tern__Vmm__RamRegion reg = TERN__VMM__RAM_REGION__INIT, *regs[1] = { &reg };
+	Tern__Vmm__RamLayout lay = TERN__VMM__RAM_LAYOUT__INIT;
+	Tern__Vmm__UffdInfo info = TERN__VMM__UFFD_INFO__INIT;
+	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
+	struct fakeuffd u = { .kind = kind, .uffd = -1 };
+	struct uri uri = { .kind = URI_UNIX };
+	int lfd, fd, memfd, devfd, uffd, r;
+	Tern__Rpc__Frame *f;
+	struct rpc_conn *c;
+	uint64_t host;
+	uint8_t *fill_map;
+	size_t nfds;
+
+	CHECK(!strcmp(kind, "minor") || !strcmp(kind, "fork"),
+	      "fakeuffd: minor or fork");
+	memfd = memfd_create("fakeuffd", MFD_CLOEXEC);
+	CHECK(memfd >= 0 && ftruncate(memfd, FAKEUFFD_BYTES) == 0, "memfd");
+	/* In the page cache, through another mapping: a fault on u.mem
+	 * finds the page there (a minor fault, for a minor registration). */
+	fill_map = mmap(NULL, FAKEUFFD_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED,
+			memfd, 0);
+	CHECK(fill_map != MAP_FAILED, "mmap");
+	memset(fill_map, 0x5a, FAKEUFFD_BYTES);
+	munmap(fill_map, FAKEUFFD_BYTES);
+	u.mem = mmap(NULL, FAKEUFFD_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED,
+		     memfd, 0);
+	CHECK(u.mem != MAP_FAILED, "mmap");
+	host = (uintptr_t)u.mem;
+	reg.size = FAKEUFFD_BYTES;
+	lay.page_size = PAGE;
+	lay.n_regions = 1;
+	lay.regions = regs;
+	info.n_host = 1;
+	info.host = &host;
+	snprintf(uri.path, sizeof(uri.path), "%s/vmm/%s.sock", rundir, vm);
+	lfd = uri_listen(&uri, 4);
+	CHECK(lfd >= 0, "listen on %s: %s", uri.path, strerror(-lfd));
+	printf("fake vmm %s ready\n", vm);
+	for (;;) {
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+		while ((r = fake_next_fd(c, fd, 1000, &f, &nfds, &devfd)) >= 0) {
+			if (r == 0)
+				continue;
+			if (strstr(f->request->method, "/UffdCreate")) {
+				fakeuffd_release(&u);
+				uffd = fakeuffd_create(&u, devfd);
+				fake_reply(c, f->request->id, &info.base, &uffd, 1);
+				/* A fork copies our descriptors: a copy of the
+				 * uffd in its half-made child would keep the
+				 * uffd open, and the fork would wait for ever
+				 * for faultd to read its event.  Only faultd's
+				 * copy then: its close ends the wait. */
+				if (!strcmp(kind, "fork")) {
+					close(u.uffd);
+					u.uffd = -1;
+				}
+				CHECK(pthread_create(&u.th, NULL, fakeuffd_main, &u) == 0,
+				      "thread");
+				u.th_running = true;
+			} else {
+				if (devfd >= 0)
+					close(devfd);
+				if (strstr(f->request->method, "/UffdRelease"))
+					fakeuffd_release(&u);
+				if (strstr(f->request->method, "/GetRam"))
+					fake_reply(c, f->request->id, &lay.base, NULL, 0);
+				else
+					fake_reply(c, f->request->id, &e.base, NULL, 0);
+			}
 			printf("fake vmm: %s\n", f->request->method);
 			tern__rpc__frame__free_unpacked(f, NULL);
 		}
@@ -1135,6 +1317,8 @@ int main(int argc, char **argv)
 		return cmd_fakevmm(argv[3], argc == 5 ? argv[4] : NULL);
 	if (strcmp(argv[2], "fakedst") == 0 && argc == 6)
 		return cmd_fakedst(argv[3], argv[4], argv[5]);
+	if (strcmp(argv[2], "fakeuffd") == 0 && argc == 5)
+		return cmd_fakeuffd(argv[3], argv[4]);
 	if (strcmp(argv[2], "fakesrc") == 0 && argc == 5)
 		return cmd_fakesrc(argv[3], argv[4]);
 	if (strcmp(argv[2], "notuffd") == 0 && argc >= 4 && argc <= 6)
@@ -1149,7 +1333,8 @@ int main(int argc, char **argv)
 usage:
 	fprintf(stderr, "usage: itest_pagepeer RUNDIR serve VM | abuse VM KIND | "
 		"errors IN RUN | sockabuse | discard VM | fakevmm VM [HOLD] | "
-		"fakedst VM MEMORY VCPUS | fakesrc VM ram|dirty | "
+		"fakeuffd VM minor|fork | fakedst VM MEMORY VCPUS | "
+		"fakesrc VM ram|dirty | "
 		"notuffd VM [WORDS [PAGES]] | "
 		"list | detach VM [force]\n");
 	return 2;

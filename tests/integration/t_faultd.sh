@@ -7,7 +7,8 @@
 # the session until Relink; garbage on a page link fails that session
 # only, garbage on faultd.sock closes that peer only; Attach refusals say
 # what was wrong (a vmm that answers UffdCreate with something other than
-# a userfaultfd included); a vmm slow to answer delays nobody else, and
+# a userfaultfd, or with one of more features than faultd serves,
+# included); a vmm slow to answer delays nobody else, and
 # one too slow keeps no uffd; faultd holds no capability.
 . "$(dirname "$0")/lib.sh"
 need_kvm
@@ -87,6 +88,38 @@ peer notuffd fake1 || fail "Attach to a vmm that lends a pipe"
 wait_until 10 grep -q "UffdRelease" "$RUNDIR/fake1.log" ||
 	fail "faultd did not release the fake vmm's uffd"
 kill "$fake"
+
+note "a vmm whose uffd has features faultd does not serve: refused"
+# fakeuffd makes a real uffd with faultd's /dev/userfaultfd, answers it,
+# then reads a page that is in the page cache (or forks).  Before, faultd
+# took both: the minor fault went round UFFDIO_ZEROPAGE (EEXIST) and a
+# wake-up for ever, a CPU spinning, and each fork left a userfaultfd in
+# faultd for good.
+nuffd() { ls -l "/proc/$FAULTD_PID/fd" | grep -c userfaultfd; }
+kinds=minor
+# UFFD_FEATURE_EVENT_FORK needs CAP_SYS_PTRACE (bit 19).
+if (( (0x$(status_field $$ CapEff) >> 19) & 1 )); then
+	kinds="minor fork"
+else
+	not_tried "CAP_SYS_PTRACE is missing: a uffd with fork events"
+fi
+before=$(nuffd)
+for kind in $kinds; do
+	"$PEER" "$RUNDIR" fakeuffd u$kind $kind >"$RUNDIR/u$kind.log" 2>&1 &
+	fake=$!
+	PIDS+=("$fake")
+	wait_until 10 grep -q "ready" "$RUNDIR/u$kind.log" || fail "fake vmm: $(cat "$RUNDIR/u$kind.log")"
+	want=MINOR_SHMEM
+	[ $kind = fork ] && want=EVENT_FORK
+	peer notuffd u$kind "vmm u$kind: its userfaultfd has features faultd does not serve: $want (" ||
+		fail "Attach to a vmm whose uffd has $want"
+	# Released, the fake vmm's read (or its forks) went on.
+	wait_until 10 grep -q "UffdRelease" "$RUNDIR/u$kind.log" ||
+		fail "faultd did not release u$kind's uffd: $(cat "$RUNDIR/u$kind.log")"
+	kill "$fake"
+done
+[ "$(nuffd)" = "$before" ] || fail "faultd holds $(nuffd) userfaultfds, $before before"
+kill -0 "$FAULTD_PID" || fail "faultd died"
 
 note "a vmm slow to answer delays its own Attach only"
 # fake2 holds GetRam until told; meanwhile faultd answers the others
