@@ -207,6 +207,11 @@ int uffd_check_features(uint64_t features, char *why, size_t len);
 /* The same for uffd fd, its features read from /proc/self/fdinfo (a uffd
  * whose features cannot be read is refused). */
 int uffd_check_fd(int fd, char *why, size_t len);
+/* Whether message m is a page fault to serve: 0; or -EPROTO with why
+ * (may be NULL, len 0), for a session to fail on.  A fork's new uffd is
+ * closed either way. */
+struct uffd_msg;
+int uffd_check_msg(const struct uffd_msg *m, char *why, size_t len);
 
 /* link.c: the page link thread and page placement */
 void *link_main(void *arg);

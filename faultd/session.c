@@ -7,7 +7,10 @@
  * already requested, or sends a PageRequest for it and up to `prefetch`
  * following needed pages.  It keeps reading faults whatever the link
  * does: while the session is PAUSED or FAILED they are queued as
- * requests to send on the next link.  Called from control.c (event loop).
+ * requests to send on the next link.  Only what it cannot serve ends it:
+ * an error of the uffd, or a message other than a missing-page fault
+ * (uffdcheck.c), which fails the session for good.  Called from
+ * control.c (event loop).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -411,6 +414,8 @@ static void *fault_main(void *arg)
 	struct session *s = arg;
 	struct uffd_msg msg[FAULT_BATCH];
 	struct pollfd pfd[2] = { { s->uffd, POLLIN, 0 }, { s->wake_fd, POLLIN, 0 } };
+	char why[320];
+	bool bad = false;
 	uint64_t t;
 	ssize_t n;
 	int i;
@@ -451,10 +456,28 @@ static void *fault_main(void *arg)
 			break;
 		}
 		t = now_ns();
-		for (i = 0; i < n / (ssize_t)sizeof(msg[0]); i++)
-			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
+		/* Attach took no uffd with other features than page faults
+		 * need; whatever else comes ends the session (and what that
+		 * message and the rest of the batch hold is closed). */
+		for (i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
+			if (uffd_check_msg(&msg[i], bad ? NULL : why,
+					   bad ? 0 : sizeof(why)) < 0)
+				bad = true;
+			else if (!bad)
 				handle_fault(s, msg[i].arg.pagefault.address, t);
-		/* Other events need features the vmm does not ask for. */
+		}
+		if (bad) {
+			pthread_mutex_lock(&s->lock);
+			session_set_state_locked(s, SESSION_STATE_FAILED,
+						 "vmm %s: %s", s->vm, why);
+			/* A DONE session stays DONE: say it here, as
+			 * nothing serves its faults (holes) any more. */
+			if (s->state != SESSION_STATE_FAILED)
+				log_warnx("%s: no longer reads its page faults: "
+					  "vmm %s: %s", s->vm, s->vm, why);
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
 	}
 	pthread_mutex_lock(&s->lock);
 	s->fault_ended = true;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * What faultd takes from a vmm's userfaultfd: the features it was made
- * with, checked once at Attach (control.c).
+ * with, checked once at Attach (control.c), and each message it delivers,
+ * checked by the fault thread (session.c) before it is served.
  *
  * faultd serves missing-page faults on shared memory, which is all the
  * vmm asks of its uffd (vmm/uffd.c); the vmm is less privileged than
@@ -11,7 +12,8 @@
  * there gets UFFDIO_ZEROPAGE's EEXIST and a wake-up, and comes back at
  * once, for ever (an audit saw 2.9 M faults in 3 s on one page);
  * a fork event installs a new userfaultfd in faultd at each fork of the
- * vmm, which nobody would close.  So Attach refuses such a uffd.
+ * vmm, which nobody would close.  So Attach refuses such a uffd, and the
+ * fault thread fails its session (never faultd) on any such message.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -151,4 +153,54 @@ int uffd_check_fd(int fd, char *why, size_t len)
 		return -EPROTO;
 	}
 	return uffd_check_features(features, why, len);
+}
+
+static const char *event_name(uint8_t event)
+{
+	switch (event) {
+	case UFFD_EVENT_PAGEFAULT:
+		return "UFFD_EVENT_PAGEFAULT";
+	case UFFD_EVENT_FORK:
+		return "UFFD_EVENT_FORK";
+	case UFFD_EVENT_REMAP:
+		return "UFFD_EVENT_REMAP";
+	case UFFD_EVENT_REMOVE:
+		return "UFFD_EVENT_REMOVE";
+	case UFFD_EVENT_UNMAP:
+		return "UFFD_EVENT_UNMAP";
+	}
+	return "an event unknown to faultd";
+}
+
+int uffd_check_msg(const struct uffd_msg *m, char *why, size_t len)
+{
+	/* The flags of a fault on a missing page: a write or a read.  Any
+	 * other marks a fault on a page that is there, or one of a kind
+	 * faultd does not know: served as missing, it would come back. */
+	const uint64_t flags = m->arg.pagefault.flags & ~(uint64_t)UFFD_PAGEFAULT_FLAG_WRITE;
+
+	if (m->event == UFFD_EVENT_FORK) {
+		/* The kernel installed the child's uffd in faultd as it
+		 * delivered this: ours to close. */
+		close((int)m->arg.fork.ufd);
+		snprintf(why, len, "its userfaultfd reported a fork (UFFD_EVENT_FORK; "
+			 "the child's userfaultfd closed): faultd serves page "
+			 "faults only");
+		return -EPROTO;
+	}
+	if (m->event != UFFD_EVENT_PAGEFAULT) {
+		snprintf(why, len, "its userfaultfd delivered %s (0x%x): faultd "
+			 "serves page faults only", event_name(m->event), m->event);
+		return -EPROTO;
+	}
+	if (!flags)
+		return 0;
+	snprintf(why, len, "its userfaultfd delivered a %s fault (flags 0x%llx) "
+		 "at address 0x%llx: the vmm registered its RAM for more than "
+		 "missing pages, which are all faultd serves",
+		 flags & UFFD_PAGEFAULT_FLAG_MINOR ? "minor (UFFD_PAGEFAULT_FLAG_MINOR)" :
+		 flags & UFFD_PAGEFAULT_FLAG_WP ? "write-protect (UFFD_PAGEFAULT_FLAG_WP)" :
+		 "page", (unsigned long long)m->arg.pagefault.flags,
+		 (unsigned long long)m->arg.pagefault.address);
+	return -EPROTO;
 }

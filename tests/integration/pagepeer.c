@@ -8,8 +8,9 @@
  * through the registered mapping).  Usage (RUNDIR first):
  *   serve VM        the whole normal path; prints the figures
  *   abuse VM KIND   attach, then garbage|oversize|unexpected on the link,
- *                   or blocking: the uffd made blocking, then a Relink;
- *                   wait until the session FAILED, print its error
+ *                   or blocking: the uffd made blocking, then a Relink,
+ *                   or minor: the vmm (fakeuffd minorreg) makes a minor
+ *                   fault; wait until the session FAILED, print its error
  *   errors IN RUN   Attach refusals (IN incoming, RUN running)
  *   sockabuse       garbage and oversize frames on faultd.sock
  *   discard VM      Vmm.Discard (bounded)
@@ -18,9 +19,10 @@
  *                   once the file HOLD exists (at most 60 s)
  *   fakeuffd VM KIND  serve VM's socket as a vmm whose UffdCreate answers
  *                   a real uffd with more than faultd serves: minor
- *                   (UFFD_FEATURE_MINOR_SHMEM) or fork
- *                   (UFFD_FEATURE_EVENT_FORK; then it forks); then it
- *                   reads a page in the page cache (until killed)
+ *                   (UFFD_FEATURE_MINOR_SHMEM), fork (UFFD_FEATURE_EVENT_FORK;
+ *                   then it forks) or minorreg (registered for minor
+ *                   faults); then it reads a page in the page cache
+ *                   (until killed)
  *   fakedst VM MEMORY VCPUS  serve VM's socket as an incoming vmm that takes
  *                   the RAM and refuses the state; exits 0 once told to Quit
  *   fakesrc VM ram|dirty  serve VM's socket as a running source vmm of
@@ -199,10 +201,13 @@ static Tern__Faultd__FaultStats *wait_state(const char *vm, int want)
 		st = stats(vm);
 		if ((int)st->state == want)
 			return st;
-		protobuf_c_message_free_unpacked(&st->base, NULL);
+		if (i < 199)
+			protobuf_c_message_free_unpacked(&st->base, NULL);
 		usleep(50000);
 	}
-	CHECK(0, "%s: the session did not become %s", vm, state_name(want));
+	CHECK(0, "%s: the session did not become %s (%s, %llu faults, %llu zero)",
+	      vm, state_name(want), state_name(st->state),
+	      (unsigned long long)st->faults, (unsigned long long)st->zero_faults);
 	return NULL;
 }
 
@@ -607,6 +612,12 @@ static int cmd_abuse(const char *vm, const char *kind)
 		push_page(&p, 0, 10 * PAGE);    /* the reader's page, by hand */
 		pthread_join(rd.th, NULL);
 		want = NULL;
+	} else if (strcmp(kind, "minor") == 0) {
+		/* The vmm (fakeuffd minorreg) registered its RAM for minor
+		 * faults too and reads a page in the page cache: served as
+		 * missing, UFFDIO_ZEROPAGE found it there and the same fault
+		 * came back at once, for ever. */
+		want = "UFFD_PAGEFAULT_FLAG_MINOR";
 	} else if (strcmp(kind, "oversize") == 0) {
 		uint32_t len = htole32(STREAM_PAGE_MSG_MAX + 1);
 
@@ -973,7 +984,8 @@ static void *fakeuffd_main(void *arg)
 
 /* UffdCreate as the vmm does it (vmm/uffd.c), with the kind's features
  * and registration: minor (MINOR_SHMEM asked for, registered for missing
- * and minor faults) or fork (EVENT_FORK asked for). */
+ * and minor faults), fork (EVENT_FORK asked for), or minorreg (only what
+ * the vmm asks for, but registered for minor faults too). */
 static int fakeuffd_create(struct fakeuffd *u, int devfd)
 {
 	struct uffdio_api api = { .api = UFFD_API,
@@ -1035,8 +1047,8 @@ static int cmd_fakeuffd(const char *vm, const char *kind)
 	uint8_t *fill_map;
 	size_t nfds;
 
-	CHECK(!strcmp(kind, "minor") || !strcmp(kind, "fork"),
-	      "fakeuffd: minor or fork");
+	CHECK(!strcmp(kind, "minor") || !strcmp(kind, "fork") ||
+	      !strcmp(kind, "minorreg"), "fakeuffd: minor, fork or minorreg");
 	memfd = memfd_create("fakeuffd", MFD_CLOEXEC);
 	CHECK(memfd >= 0 && ftruncate(memfd, FAKEUFFD_BYTES) == 0, "memfd");
 	/* In the page cache, through another mapping: a fault on u.mem
@@ -1333,7 +1345,7 @@ int main(int argc, char **argv)
 usage:
 	fprintf(stderr, "usage: itest_pagepeer RUNDIR serve VM | abuse VM KIND | "
 		"errors IN RUN | sockabuse | discard VM | fakevmm VM [HOLD] | "
-		"fakeuffd VM minor|fork | fakedst VM MEMORY VCPUS | "
+		"fakeuffd VM minor|fork|minorreg | fakedst VM MEMORY VCPUS | "
 		"fakesrc VM ram|dirty | "
 		"notuffd VM [WORDS [PAGES]] | "
 		"list | detach VM [force]\n");

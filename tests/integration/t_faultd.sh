@@ -8,7 +8,8 @@
 # only, garbage on faultd.sock closes that peer only; Attach refusals say
 # what was wrong (a vmm that answers UffdCreate with something other than
 # a userfaultfd, or with one of more features than faultd serves,
-# included); a vmm slow to answer delays nobody else, and
+# included); a minor fault fails its session only; a vmm slow to answer
+# delays nobody else, and
 # one too slow keeps no uffd; faultd holds no capability.
 . "$(dirname "$0")/lib.sh"
 need_kvm
@@ -120,6 +121,15 @@ for kind in $kinds; do
 done
 [ "$(nuffd)" = "$before" ] || fail "faultd holds $(nuffd) userfaultfds, $before before"
 kill -0 "$FAULTD_PID" || fail "faultd died"
+
+note "a vmm that registers its RAM for minor faults: its session fails, not faultd"
+"$PEER" "$RUNDIR" fakeuffd ureg minorreg >"$RUNDIR/ureg.log" 2>&1 &
+fake=$!
+PIDS+=("$fake")
+wait_until 10 grep -q "ready" "$RUNDIR/ureg.log" || fail "fake vmm: $(cat "$RUNDIR/ureg.log")"
+peer abuse ureg minor || fail "a minor fault"
+peer detach ureg force >/dev/null || fail "Detach ureg"
+kill "$fake"
 
 note "a vmm slow to answer delays its own Attach only"
 # fake2 holds GetRam until told; meanwhile faultd answers the others

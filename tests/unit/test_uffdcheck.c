@@ -2,7 +2,9 @@
 /*
  * Unit tests for what faultd takes from a vmm's userfaultfd
  * (faultd/uffdcheck.c): the features in its fdinfo, as the kernel writes
- * them, with real uffds where this process may have them.
+ * them, with real uffds where this process may have them; and each kind
+ * of message, a fork's new uffd closed (also a real one, where this
+ * process may ask for fork events).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,11 +14,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "faultd/faultd.h"
@@ -121,12 +127,141 @@ static void test_check_fd(void **state)
 	assert_non_null(strstr(why, "/proc/self/fdinfo/-1"));
 }
 
+static struct uffd_msg fault(uint64_t flags)
+{
+	struct uffd_msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.event = UFFD_EVENT_PAGEFAULT;
+	m.arg.pagefault.flags = flags;
+	m.arg.pagefault.address = 0x7f0000001000ULL;
+	return m;
+}
+
+/* msg_refused(m, words): refused, saying words. */
+static void msg_refused(struct uffd_msg m, const char *words)
+{
+	char why[400] = "";
+
+	assert_int_equal(uffd_check_msg(&m, why, sizeof(why)), -EPROTO);
+	if (!strstr(why, words))
+		fail_msg("event 0x%x: '%s' lacks '%s'", m.event, why, words);
+}
+
+static void test_messages(void **state)
+{
+	struct uffd_msg m;
+	char why[400];
+	int pfd[2];
+
+	m = fault(0);
+	assert_int_equal(uffd_check_msg(&m, why, sizeof(why)), 0);
+	m = fault(UFFD_PAGEFAULT_FLAG_WRITE);
+	assert_int_equal(uffd_check_msg(&m, NULL, 0), 0);
+	msg_refused(fault(UFFD_PAGEFAULT_FLAG_MINOR),
+		    "minor (UFFD_PAGEFAULT_FLAG_MINOR) fault (flags 0x4) at address 0x7f0000001000");
+	msg_refused(fault(UFFD_PAGEFAULT_FLAG_MINOR | UFFD_PAGEFAULT_FLAG_WRITE),
+		    "UFFD_PAGEFAULT_FLAG_MINOR");
+	msg_refused(fault(UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_WRITE),
+		    "write-protect (UFFD_PAGEFAULT_FLAG_WP) fault (flags 0x3)");
+	msg_refused(fault(1ULL << 7), "page fault (flags 0x80)");
+	m = fault(UFFD_PAGEFAULT_FLAG_MINOR);
+	assert_int_equal(uffd_check_msg(&m, NULL, 0), -EPROTO);
+	memset(&m, 0, sizeof(m));
+	m.event = UFFD_EVENT_REMOVE;
+	msg_refused(m, "delivered UFFD_EVENT_REMOVE (0x15)");
+	m.event = UFFD_EVENT_UNMAP;
+	msg_refused(m, "UFFD_EVENT_UNMAP");
+	m.event = 0x42;
+	msg_refused(m, "an event unknown to faultd (0x42)");
+	/* A fork's new uffd is ours, and closed. */
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	memset(&m, 0, sizeof(m));
+	m.event = UFFD_EVENT_FORK;
+	m.arg.fork.ufd = (uint32_t)pfd[0];
+	msg_refused(m, "UFFD_EVENT_FORK");
+	assert_int_equal(fcntl(pfd[0], F_GETFD), -1);
+	assert_int_equal(errno, EBADF);
+	close(pfd[1]);
+}
+
+/* The fork test's reader, as faultd's fault thread: one message. */
+struct reader {
+	int uffd;
+	int ret;
+	uint32_t ufd;
+	char why[400];
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	struct pollfd p = { r->uffd, POLLIN, 0 };
+	struct uffd_msg m;
+
+	r->ret = -ETIMEDOUT;
+	if (poll(&p, 1, 10000) == 1 && read(r->uffd, &m, sizeof(m)) == sizeof(m)) {
+		r->ufd = m.event == UFFD_EVENT_FORK ? m.arg.fork.ufd : 0;
+		r->ret = uffd_check_msg(&m, r->why, sizeof(r->why));
+	}
+	return NULL;
+}
+
+/*
+ * A real fork event (it needs CAP_SYS_PTRACE, which root has): the
+ * kernel puts the child's uffd in the reader's process; after the check
+ * it is closed, and the process holds as many uffds as before.
+ */
+static void test_fork_event(void **state)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_EVENT_FORK };
+	struct reader r = { .ret = 1 };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	pthread_t th;
+	void *mem;
+	pid_t pid;
+	int status;
+
+	r.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (r.uffd < 0 || ioctl(r.uffd, UFFDIO_API, &api) < 0) {
+		print_message("no userfaultfd with fork events here (%s): skipped\n",
+			      strerror(errno));
+		if (r.uffd >= 0)
+			close(r.uffd);
+		skip();
+	}
+	/* Only a registered range makes a fork an event. */
+	mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		   -1, 0);
+	assert_true(mem != MAP_FAILED);
+	reg.range.start = (uintptr_t)mem;
+	reg.range.len = 4096;
+	assert_int_equal(ioctl(r.uffd, UFFDIO_REGISTER, &reg), 0);
+	assert_int_equal(pthread_create(&th, NULL, reader_main, &r), 0);
+	/* The fork waits until the event is read. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	pthread_join(th, NULL);
+	assert_int_equal(r.ret, -EPROTO);
+	assert_non_null(strstr(r.why, "UFFD_EVENT_FORK"));
+	assert_true(r.ufd > 0);
+	assert_int_equal(fcntl((int)r.ufd, F_GETFD), -1);
+	assert_int_equal(errno, EBADF);
+	close(r.uffd);
+	munmap(mem, 4096);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_fdinfo),
 		cmocka_unit_test(test_features),
 		cmocka_unit_test(test_check_fd),
+		cmocka_unit_test(test_messages),
+		cmocka_unit_test(test_fork_event),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
