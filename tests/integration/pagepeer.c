@@ -881,6 +881,30 @@ static int fake_next(struct rpc_conn *c, int fd, int wait_ms,
 	return fake_next_fd(c, fd, wait_ms, ret, nfds, NULL);
 }
 
+/* Listen on VM's control socket as a fake vmm; say "WHAT VM ready". */
+static int fake_listen(const char *vm, const char *what)
+{
+	struct uri u = { .kind = URI_UNIX };
+	int lfd;
+
+	snprintf(u.path, sizeof(u.path), "%s/vmm/%s.sock", rundir, vm);
+	lfd = uri_listen(&u, 4);
+	CHECK(lfd >= 0, "listen on %s: %s", u.path, strerror(-lfd));
+	printf("%s %s ready\n", what, vm);
+	return lfd;
+}
+
+/* The next caller of a fake vmm: its connection, and its fd in *ret_fd. */
+static struct rpc_conn *fake_accept(int lfd, int *ret_fd)
+{
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	struct rpc_conn *c;
+
+	CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+	*ret_fd = fd;
+	return c;
+}
+
 /* A slow vmm: wait (bounded) until the file hold exists. */
 static void fake_hold(const char *hold)
 {
@@ -903,7 +927,6 @@ static int cmd_fakevmm(const char *vm, const char *hold)
 	Tern__Vmm__RamLayout lay = TERN__VMM__RAM_LAYOUT__INIT;
 	Tern__Vmm__UffdInfo info = TERN__VMM__UFFD_INFO__INIT;
 	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
-	struct uri u = { .kind = URI_UNIX };
 	uint64_t host = 0x7f0000000000ull;
 	int lfd, fd, pfd[2];
 	Tern__Rpc__Frame *f;
@@ -918,13 +941,9 @@ static int cmd_fakevmm(const char *vm, const char *hold)
 	info.n_host = 1;
 	info.host = &host;
 	CHECK(pipe2(pfd, O_CLOEXEC) == 0, "pipe");
-	snprintf(u.path, sizeof(u.path), "%s/vmm/%s.sock", rundir, vm);
-	lfd = uri_listen(&u, 4);
-	CHECK(lfd >= 0, "listen on %s: %s", u.path, strerror(-lfd));
-	printf("fake vmm %s ready\n", vm);
+	lfd = fake_listen(vm, "fake vmm");
 	for (;;) {
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+		c = fake_accept(lfd, &fd);
 		while ((r = fake_next(c, fd, 1000, &f, &nfds)) >= 0) {
 			if (r == 0)
 				continue;
@@ -1039,7 +1058,6 @@ static int cmd_fakeuffd(const char *vm, const char *kind)
 	Tern__Vmm__UffdInfo info = TERN__VMM__UFFD_INFO__INIT;
 	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
 	struct fakeuffd u = { .kind = kind, .uffd = -1 };
-	struct uri uri = { .kind = URI_UNIX };
 	int lfd, fd, memfd, devfd, uffd, r;
 	Tern__Rpc__Frame *f;
 	struct rpc_conn *c;
@@ -1068,13 +1086,9 @@ static int cmd_fakeuffd(const char *vm, const char *kind)
 	lay.regions = regs;
 	info.n_host = 1;
 	info.host = &host;
-	snprintf(uri.path, sizeof(uri.path), "%s/vmm/%s.sock", rundir, vm);
-	lfd = uri_listen(&uri, 4);
-	CHECK(lfd >= 0, "listen on %s: %s", uri.path, strerror(-lfd));
-	printf("fake vmm %s ready\n", vm);
+	lfd = fake_listen(vm, "fake vmm");
 	for (;;) {
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+		c = fake_accept(lfd, &fd);
 		while ((r = fake_next_fd(c, fd, 1000, &f, &nfds, &devfd)) >= 0) {
 			if (r == 0)
 				continue;
@@ -1139,7 +1153,6 @@ static int cmd_fakedst(const char *vm, const char *memory, const char *vcpus)
 {
 	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
 	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
-	struct uri u = { .kind = URI_UNIX };
 	int lfd, fd, i;
 	Tern__Rpc__Frame *f;
 	struct rpc_conn *c;
@@ -1154,17 +1167,13 @@ static int cmd_fakedst(const char *vm, const char *memory, const char *vcpus)
 	st.pid = (uint32_t)getpid();
 	st.message = "";
 	st.guest_mode = "";
-	snprintf(u.path, sizeof(u.path), "%s/vmm/%s.sock", rundir, vm);
-	lfd = uri_listen(&u, 4);
-	CHECK(lfd >= 0, "listen on %s: %s", u.path, strerror(-lfd));
-	printf("fake destination %s ready\n", vm);
+	lfd = fake_listen(vm, "fake destination");
 	for (i = 0; i < 600; i++) {
 		struct pollfd p = { lfd, POLLIN, 0 };
 
 		if (poll(&p, 1, 100) != 1)
 			continue;
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+		c = fake_accept(lfd, &fd);
 		while (i < 600 && (r = fake_next(c, fd, 100, &f, &nfds)) >= 0) {
 			if (r == 0) {
 				i++;
@@ -1226,7 +1235,6 @@ static int cmd_fakesrc(const char *vm, const char *mode)
 	Tern__Vmm__DirtyInfo di = TERN__VMM__DIRTY_INFO__INIT;
 	Tern__Vmm__DirtySyncResult ds = TERN__VMM__DIRTY_SYNC_RESULT__INIT;
 	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
-	struct uri u = { .kind = URI_UNIX };
 	uint64_t pages = FAKESRC_BYTES / PAGE, *dirty;
 	bool bad_ram = strcmp(mode, "ram") == 0;
 	int lfd, fd, ram, bitmap, r;
@@ -1261,13 +1269,9 @@ static int cmd_fakesrc(const char *vm, const char *mode)
 	dirty = mmap(NULL, di.bitmap_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 		     bitmap, 0);
 	CHECK(dirty != MAP_FAILED, "mmap the bitmap");
-	snprintf(u.path, sizeof(u.path), "%s/vmm/%s.sock", rundir, vm);
-	lfd = uri_listen(&u, 4);
-	CHECK(lfd >= 0, "listen on %s: %s", u.path, strerror(-lfd));
-	printf("fake source %s ready\n", vm);
+	lfd = fake_listen(vm, "fake source");
 	for (;;) {
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		CHECK(fd >= 0 && rpc_conn_new(fd, 0, &c) == 0, "accept");
+		c = fake_accept(lfd, &fd);
 		while ((r = fake_next(c, fd, 1000, &f, &nfds)) >= 0) {
 			if (r == 0)
 				continue;
