@@ -444,7 +444,8 @@ static void __attribute__((noreturn)) child_run(struct job_spec *spec, int fd,
 			sigaction(sig, &sa, NULL);
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
-	/* If migd dies, the job is cancelled (the worker restores the VM). */
+	/* If migd dies, the job is cancelled (the worker restores the VM),
+	 * or, past its switch, goes on until it completes or pauses. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != parent)
 		raise(SIGTERM);

@@ -29,7 +29,7 @@ static const char *const state_names[JOB_STATE_MAX] = {
 /*
  * The states each state may go on to, besides itself.  Any state not
  * final may fail, or be cancelled (a worker whose migd died cancels
- * even in postcopy).  A cancel asked for before the switch may still
+ * even in postcopy, once paused).  A cancel asked for before the switch may still
  * lose the race and complete.
  */
 static const unsigned int next_states[JOB_STATE_MAX] = {

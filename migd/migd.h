@@ -446,6 +446,10 @@ struct worker {
 int worker_main(const struct job_spec *spec, int status_fd);
 bool worker_cancelled(void);
 bool worker_abandoned(void);
+/* migd has died (the worker's parent is another process now). */
+bool worker_orphaned(void);
+/* The cancel taken was migd's end (its stop or death), no operator's. */
+bool worker_migd_ended(void);
 bool worker_past_switch_locked(const struct worker *w);
 /* Migd.Postcopy (the parent's "postcopy" command) or the timeout asked
  * to switch to postcopy. */

@@ -1880,15 +1880,24 @@ static void source_paused_end(struct source *s)
  * A link failed after the switch: the guest runs on the destination with
  * pages that only this side has.  Keep everything (the VM stays paused
  * here, its RAM mapped), resend nothing, and wait for Recover with the
- * destination's address (or for the end of migd).  0 once recovered.
+ * destination's address (or for the end of migd).  why: the -errno that
+ * paused it.  0 once recovered.
  */
-static int source_postcopy_paused(struct source *s)
+static int source_postcopy_paused(struct source *s, int why)
 {
 	struct worker *w = s->w;
 	enum worker_cmd cmd;
 	char uri[PATH_MAX];
 
 	pthread_mutex_lock(&w->lock);
+	/* The reason, where no thread gave one (a call that failed without
+	 * saying, a cancel): the log and the status said "postcopy paused: ". */
+	if (!w->error[0]) {
+		snprintf(w->error, sizeof(w->error), "%s", why == -ECANCELED ?
+			 (worker_orphaned() ? "migd died" : "cancelled") :
+			 strerror(-why));
+		w->failed = true;
+	}
 	log_warnx("postcopy paused: %s", w->error);
 	pthread_mutex_unlock(&w->lock);
 	for (;;) {
@@ -2027,7 +2036,7 @@ static int source_postcopy(struct source *s)
 		/* Go may have arrived: the guest may run there.  If it does,
 		 * recovery brings its pages; if not, its job failed, and the
 		 * guest here stays paused (outcome unknown). */
-		r = source_postcopy_paused(s);
+		r = source_postcopy_paused(s, r);
 		if (r < 0)
 			return r;
 		pause = now_ns() - t_stop;
@@ -2077,7 +2086,7 @@ static int source_postcopy(struct source *s)
 			break;
 		}
 		source_pc_pushed(s);
-		r = source_postcopy_paused(s);
+		r = source_postcopy_paused(s, r);
 		if (r < 0)
 			return r;
 	}

@@ -40,7 +40,9 @@
  * crossed the switch is dropped: the guest runs there, with pages only
  * here.  Paused, only an abandon or migd's
  * end is taken; an operator's plain cancel that was on its way at the
- * switch never is (migd refuses one once it sees the switch).
+ * switch never is (migd refuses one once it sees the switch).  migd's
+ * death past the switch waits for a pause: a job under way goes on to
+ * its end without migd.
  */
 static int cancel_signalled;            /* (A): set by the handler, read by
 					 * the reporter thread */
@@ -52,6 +54,10 @@ static int postcopy_requested;          /* (A): Migd.Postcopy or the timeout */
 static int abandon_requested;           /* (A): the cancel is an operator's
 					 * end of a paused postcopy (cancel
 					 * --force), not migd's end */
+static int cancel_by_migd;              /* (A): the cancel taken was migd's
+					 * end (SIGTERM), no operator's:
+					 * what worker_migd_ended() says */
+static bool orphan_noted;               /* (L): "goes on without migd" logged */
 
 static void handle_term(int sig)
 {
@@ -123,9 +129,14 @@ bool worker_past_switch_locked(const struct worker *w)
 }
 
 /* migd has died: nobody could recover a paused postcopy. */
-static bool worker_orphaned(void)
+bool worker_orphaned(void)
 {
 	return getppid() != parent_pid;
+}
+
+bool worker_migd_ended(void)
+{
+	return __atomic_load_n(&cancel_by_migd, __ATOMIC_RELAXED) != 0;
 }
 
 bool worker_abandoned(void)
@@ -521,7 +532,8 @@ static void worker_abort_cancelled_locked(struct worker *w)
 	w->abort_done = true;
 	/* The reason, before the broken connections it causes. */
 	if (!w->failed || w->error_is_note)
-		snprintf(w->error, sizeof(w->error), "cancelled");
+		snprintf(w->error, sizeof(w->error), "%s", worker_migd_ended() &&
+			 worker_orphaned() ? "cancelled: migd died" : "cancelled");
 	w->failed = true;
 	w->error_is_note = false;
 	state_change_locked(w, JOB_STATE_CANCELLING);
@@ -580,6 +592,20 @@ static bool worker_check_cancel(struct worker *w)
 	/* A cancel --force that met a recovery under way: taken if that
 	 * fails (the job is paused again), dropped if it succeeds. */
 	past = worker_past_switch_locked(w);
+	/* migd died past the switch: a job under way needs nobody to go on
+	 * (a postcopy source pushing and serving pages, a destination
+	 * taking them), and ending it would leave the guest waiting for
+	 * pages for good.  Kept for when the job pauses: then nobody could
+	 * recover it, and it ends (the source keeps the guest's pages). */
+	if (past && sig && worker_orphaned() &&
+	    w->state != JOB_STATE_POSTCOPY_PAUSED) {
+		if (!orphan_noted)
+			log_warnx("migd is gone: past the switch, the migration "
+				  "goes on to its end without it");
+		orphan_noted = true;
+		pthread_mutex_unlock(&w->lock);
+		return false;
+	}
 	if (past && !worker_orphaned() &&
 	    w->state == JOB_STATE_POSTCOPY_RECOVER) {
 		pthread_mutex_unlock(&w->lock);
@@ -599,6 +625,10 @@ static bool worker_check_cancel(struct worker *w)
 		pthread_mutex_unlock(&w->lock);
 		return true;
 	}
+	/* SIGTERM that no operator's cancel or abandon came with: migd's
+	 * end, its stop or its death; the peer hears that, not a cancel. */
+	if (sig && !plain && !worker_abandoned())
+		__atomic_store_n(&cancel_by_migd, 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&cancel_taken, 1, __ATOMIC_RELAXED);
 	if (!past)
 		worker_abort_cancelled_locked(w);
