@@ -677,7 +677,8 @@ static int dest_recv(struct dest *d, int body, const char *what,
 				   strerror(-r));
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    m->refuse->cancelled) {
-		r = worker_fail_cancelled(d->w, "the source");
+		r = worker_fail_cancelled(d->w, "the source",
+					  m->refuse->migd_ended);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
 		return r;
 	}
@@ -1886,7 +1887,8 @@ static void dest_tell_cancel(struct dest *d, struct worker *w)
 	    pthread_mutex_trylock(&d->main_tx))
 		return;
 	rf.err = ECANCELED;
-	rf.message = "cancelled";
+	rf.migd_ended = worker_migd_ended();
+	rf.message = rf.migd_ended ? "migd stopped or died" : "cancelled";
 	rf.cancelled = true;
 	dest_send_refuse_locked(d, d->main_fd, &rf, deadline_ms(200));
 	pthread_mutex_unlock(&d->main_tx);

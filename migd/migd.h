@@ -471,9 +471,10 @@ bool worker_failed(struct worker *w);
 bool worker_aborted(struct worker *w);
 /* The peer's Refuse said that its job was cancelled (Refuse.cancelled):
  * that is the cause, whatever failed here first (the connections it
- * closed), and the job's error becomes "WHO cancelled the migration".
+ * closed), and the job's error becomes "WHO cancelled the migration"
+ * (migd_ended, Refuse.migd_ended: "WHO's migd stopped or died, ...").
  * Returns -ECANCELED. */
-int worker_fail_cancelled(struct worker *w, const char *who);
+int worker_fail_cancelled(struct worker *w, const char *who, bool migd_ended);
 /* After a failure: if the peer's next message on fd, within ms, is a
  * Refuse, "WHO said: why" is added to the job's error (or, if it says
  * the peer's job was cancelled, worker_fail_cancelled). */

@@ -269,7 +269,8 @@ static int source_hello(struct source *s)
 				   "layout: %s", s->w->spec->peer, strerror(-r));
 	if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    reply->refuse->cancelled)
-		r = worker_fail_cancelled(s->w, "the destination");
+		r = worker_fail_cancelled(s->w, "the destination",
+					  reply->refuse->migd_ended);
 	else if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
 		r = worker_fail(s->w, stream_peer_errno(reply->refuse->err),
 				"the destination refused: %s", reply->refuse->message);
@@ -1008,7 +1009,8 @@ static int source_expect(struct source *s, int body, const char *what,
 				"paused here, as it was when the job stopped it");
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 		   m->refuse->cancelled && body != TERN__STREAM__STREAM_MSG__BODY_RESUMED) {
-		r = worker_fail_cancelled(s->w, "the destination");
+		r = worker_fail_cancelled(s->w, "the destination",
+					  m->refuse->migd_ended);
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
 				"the destination failed: %s", m->refuse->message);
@@ -2117,6 +2119,9 @@ static void source_tell_dest(struct source *s, struct worker *w)
 	/* Cancelled, not failed: the destination says the source cancelled,
 	 * whatever broke there first as this closes the connections. */
 	rf.cancelled = worker_cancelled();
+	/* Nobody cancelled: migd stopped or died (an older peer takes it
+	 * for a cancel). */
+	rf.migd_ended = rf.cancelled && worker_migd_ended();
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
 	m.refuse = &rf;
 	stream_msg_send(s->main_fd, &m.base, now_ns() + 200000000ULL);

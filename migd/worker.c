@@ -185,13 +185,13 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 		return;
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    m->refuse->cancelled)
-		worker_fail_cancelled(w, who);
+		worker_fail_cancelled(w, who, m->refuse->migd_ended);
 	else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
 		worker_note(w, "%s said: %.400s", who, m->refuse->message);
 	protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
-int worker_fail_cancelled(struct worker *w, const char *who)
+int worker_fail_cancelled(struct worker *w, const char *who, bool migd_ended)
 {
 	bool past;
 
@@ -203,14 +203,16 @@ int worker_fail_cancelled(struct worker *w, const char *who)
 	 * error that says so stays (a destination that took the cancel
 	 * before Go never resumes, but this side cannot prove it). */
 	if (past) {
-		worker_note(w, "%s said it cancelled", who);
+		worker_note(w, migd_ended ? "%s said its migd stopped or died" :
+			    "%s said it cancelled", who);
 		return -ECANCELED;
 	}
 	pthread_mutex_lock(&w->lock);
 	/* Cancelled here too: that is this job's own end. */
 	if (!worker_cancelled()) {
-		snprintf(w->error, sizeof(w->error), "%s cancelled the migration",
-			 who);
+		snprintf(w->error, sizeof(w->error), migd_ended ?
+			 "%s's migd stopped or died, cancelling the migration" :
+			 "%s cancelled the migration", who);
 		w->error_is_note = false;
 		log_warnx("%s", w->error);
 	}
