@@ -642,6 +642,17 @@ static void tidy_source(struct job *j)
 	j->tidy_kept = source_kept(j);
 }
 
+/* Past the switch in postcopy, as the worker last said: the destination
+ * has said that it runs the guest (Resumed), which waits there for the
+ * pages still here. */
+static bool job_dest_runs_postcopy(const Tern__Migd__JobStatus *js)
+{
+	return js->switched && js->postcopy_started &&
+	       (js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
+		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
+		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER);
+}
+
 /* The worker ended without a final report: decide, and say what clean-up
  * the vmm needs.  As always, the job shows its final state once that is
  * done (job_tidy_done), so that a caller who sees it sees the clean-up. */
@@ -677,8 +688,23 @@ static void job_died(struct job *j, int wstatus)
 		j->tidy_quiet = true;
 		snprintf(j->tidy_moved, sizeof(j->tidy_moved), "%.160s (job %.12s, "
 			 "not confirmed: its worker died)", j->spec.peer, j->last->id);
-		job_append_error(j, "outcome unknown: the destination may "
-				 "run the guest; the source stays paused");
+		if (job_dest_runs_postcopy(j->last)) {
+			char note[768];
+
+			snprintf(note, sizeof(note), "the job was in postcopy: the "
+				 "destination runs the guest, and the pages it "
+				 "still lacks are only in vmm %s here.  Do not quit "
+				 "that vmm: it holds the guest's only full copy.  The "
+				 "destination can never get those pages (a recovery "
+				 "needs this job's worker): on the destination host "
+				 "cancel its job with --force and quit its vmm; then "
+				 "'vmmctl cont %s --force' runs the guest here again, "
+				 "as it was at the switch", j->spec.vm, j->spec.vm);
+			job_append_error(j, note);
+		} else {
+			job_append_error(j, "outcome unknown: the destination may "
+					 "run the guest; the source stays paused");
+		}
 	} else if (j->spec.role == JOB_ROLE_SOURCE) {
 		tidy_source(j);
 	} else if (j->last && j->last->switched && j->last->postcopy_started) {
