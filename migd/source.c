@@ -1414,10 +1414,23 @@ static int source_switchover(struct source *s)
 	r = source_go(s, &t_go, &resumed);
 	t_ack = now_ns();
 	source_moved(s, r == 0);
+	if (r < 0 && source_switched(s)) {
+		/* The error says only what broke ("waiting for the
+		 * destination's Resumed: ..."): say what is left here, and
+		 * the way out vmmctl(8) gives for a destination that lost
+		 * the guest. */
+		worker_fail(w, r, "lost the destination after telling it to "
+			    "resume");
+		worker_note(w, "the guest may be running there, so the source VM "
+			    "stays paused, marked as moved (this copy is stale): "
+			    "check whether the guest runs on the destination; if "
+			    "not, 'vmmctl cont %s --force' runs it here again, "
+			    "from where it stopped", w->spec->vm);
+		return r;
+	}
 	if (r < 0)
 		return worker_fail(w, r, "lost the destination after telling it to "
-				   "resume: the guest may be running there, so the "
-				   "source stays paused");
+				   "resume");
 	pause = source_pause_ns(t_stop, t_go, t_ack, resumed->resumed);
 	source_check_kept(s, resumed->resumed);
 	paused = source_guest_paused(s);
