@@ -309,6 +309,7 @@ static void dest_send_refuse(struct dest *d, int fd, int err, const char *msg,
 	rf.err = err;
 	rf.message = (char *)msg;
 	rf.discarded = discarded;
+	rf.unrecoverable = worker_unrecoverable(d->w);
 	pthread_mutex_lock(&d->main_tx);
 	dest_send_refuse_locked(d, fd, &rf, deadline_ms(1000));
 	pthread_mutex_unlock(&d->main_tx);
@@ -1398,9 +1399,11 @@ static int dest_resume(struct dest *d)
 	/* The source hears why it cannot recover, rather than a close: once
 	 * its channels are taken (it waits for ResumeNeeded then), and
 	 * before their threads could fail on their own. */
-	if (r == 0 && fault_link_gone(&d->fl))
+	if (r == 0 && fault_link_gone(&d->fl)) {
+		worker_set_unrecoverable(d->w);
 		return dest_refuse(d, EPIPE, DEST_SESSION_GONE, d->w->spec->vm,
 				   d->w->spec->vm);
+	}
 	pthread_mutex_lock(&d->pc.lock);
 	d->pc.ended = 0;
 	pthread_mutex_unlock(&d->pc.lock);
@@ -1446,6 +1449,7 @@ static void dest_note_session_gone(struct dest *d)
 	if (d->session_gone || !fault_link_gone(&d->fl))
 		return;
 	d->session_gone = true;
+	worker_set_unrecoverable(d->w);
 	worker_clear_failure(d->w);
 	worker_fail(d->w, EPIPE, DEST_SESSION_GONE, vm, vm);
 	worker_report(d->w);

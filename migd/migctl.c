@@ -487,18 +487,33 @@ static void progress_end(void)
 	fflush(stdout);
 }
 
+/* recover --wait: a job postcopy-paused for good (JobStatus.unrecoverable)
+ * never ends by itself, and no recover can bring it back: waiting on
+ * would be for ever.  Said as the outcome, and migctl exits 1. */
+static bool wait_recoverable;
+
 static void handle_event(void *ctx, const char *name, const uint8_t *data,
 			 size_t len)
 {
 	Tern__Migd__JobStatus *js;
+	char text[1024];
 
-	if (opts.json || strcmp(name, "status"))
+	if (strcmp(name, "status") || (opts.json && !wait_recoverable))
 		return;
 	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
 						    len, data);
 	if (!js)
 		return;
-	if (!state_final(js->state))
+	if (wait_recoverable && js->unrecoverable &&
+	    js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED) {
+		progress_end();
+		if (opts.json)
+			json_print(&js->base);
+		cli_errx("%s: %s", text_safe(js->vm), state_text(state_name(js->state),
+			 text_safe(js->error), text, sizeof(text)));
+		exit(CLI_FAILED);
+	}
+	if (!state_final(js->state) && !opts.json)
 		progress_show(js);
 	tern__migd__job_status__free_unpacked(js, NULL);
 }
@@ -811,6 +826,7 @@ static int cmd_recover(struct rpc_client *cl, struct cmd_args *a)
 	q.uri = (char *)(a->uri ? a->uri : "");
 	q.listen = (char *)(a->listen ? a->listen : "");
 	q.wait = a->wait;
+	wait_recoverable = a->wait;
 	/* (JSON is one object: with wait, the end's; migd waits.) */
 	if (!a->listen || (a->wait && opts.json))
 		return job_call(cl, "Recover", &q.base, a->wait,

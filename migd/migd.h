@@ -387,6 +387,8 @@ struct worker {
 					 * so (destination): it stays paused
 					 * on the destination */
 	bool source_stopped;            /* (L) the job asked its vmm to Stop */
+	bool unrecoverable;             /* (L) postcopy can never recover
+					 * (worker_set_unrecoverable) */
 	char listen[PATH_MAX];          /* (L) */
 	uint8_t id[STREAM_ID_LEN];      /* (L) */
 	unsigned int nchannels;         /* (A) set once at set-up; the
@@ -446,6 +448,11 @@ struct worker {
 int worker_main(const struct job_spec *spec, int status_fd);
 bool worker_cancelled(void);
 bool worker_abandoned(void);
+/* No recovery of this postcopy can ever succeed (faultd's session is gone
+ * on the destination, or the destination said so): the status says so,
+ * and recover --wait ends on it.  For good. */
+void worker_set_unrecoverable(struct worker *w);
+bool worker_unrecoverable(struct worker *w);
 /* migd has died (the worker's parent is another process now). */
 bool worker_orphaned(void);
 /* The cancel taken was migd's end (its stop or death), no operator's. */

@@ -1014,6 +1014,9 @@ static int source_expect(struct source *s, int body, const char *what,
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
 				"the destination failed: %s", m->refuse->message);
+		/* A recovery refused for good: no later one can succeed. */
+		if (m->refuse->unrecoverable)
+			worker_set_unrecoverable(s->w);
 		if (!strncmp(m->refuse->message, "verify", 6)) {
 			pthread_mutex_lock(&s->w->lock);
 			snprintf(s->w->verified, sizeof(s->w->verified), "%s",

@@ -139,6 +139,23 @@ bool worker_migd_ended(void)
 	return __atomic_load_n(&cancel_by_migd, __ATOMIC_RELAXED) != 0;
 }
 
+void worker_set_unrecoverable(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->unrecoverable = true;
+	pthread_mutex_unlock(&w->lock);
+}
+
+bool worker_unrecoverable(struct worker *w)
+{
+	bool u;
+
+	pthread_mutex_lock(&w->lock);
+	u = w->unrecoverable;
+	pthread_mutex_unlock(&w->lock);
+	return u;
+}
+
 bool worker_abandoned(void)
 {
 	return __atomic_load_n(&abandon_requested, __ATOMIC_SEQ_CST) != 0;
@@ -188,6 +205,9 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 		worker_fail_cancelled(w, who, m->refuse->migd_ended);
 	else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
 		worker_note(w, "%s said: %.400s", who, m->refuse->message);
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
+	    m->refuse->unrecoverable)
+		worker_set_unrecoverable(w);
 	protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
@@ -409,6 +429,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->source_was_running = w->source_was_running;
 	js->source_stopped = w->source_stopped;
 	js->guest_paused = w->guest_paused;
+	js->unrecoverable = w->unrecoverable;
 	js->throttle = w->throttle;
 	js->throttle_before = w->throttle_before;
 	js->verified = w->verified;

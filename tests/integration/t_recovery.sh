@@ -130,12 +130,27 @@ never_recovers() { job_get "$1" error | grep -qF "$never"; }
 wait_until 10 never_recovers s7 || fail "s7: $(job_get s7 error)"
 migctl status s7 | grep -q "^  error .*this job can never recover" || fail "s7: $(migctl status s7)"
 start_faultd
-migctl recover r7 "$ADDR" >/dev/null || fail "recover r7"
+# recover --wait ends (exit 1, the error said) once the destination
+# refused for good.  Before, it waited for ever (timeout's 124 here).
+out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" recover r7 "$ADDR" --wait 2>&1)
+rc=$?
+[ $rc = 1 ] || fail "recover r7 --wait: exit $rc: $out"
+case $out in *"r7: postcopy-paused: "*"this job can never recover."*) ;;
+*) fail "recover r7 --wait: $out" ;; esac
+echo "ok: recover --wait ended: $(printf '%s\n' "$out" | tail -n 1)"
 wait_until 30 never_recovers r7 || fail "r7: $(job_get r7 state): $(job_get r7 error)"
 wait_until 30 both_paused r7 s7 || fail "r7 $(job_get r7 state), s7 $(job_get s7 state)"
 never_recovers s7 || fail "s7 after the recovery: $(job_get s7 error)"
 case $(job_get r7 error) in *"cancel the job with --force too"*) ;; *) fail "r7: $(job_get r7 error)" ;; esac
 echo "ok: r7: $(job_get r7 error)"
+# The destination's, already paused for good, ends at once.
+out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" recover s7 --listen "$ADDR" --wait 2>&1)
+rc=$?
+[ $rc = 1 ] || fail "recover s7 --wait: exit $rc: $out"
+case $out in *"s7: postcopy-paused: "*"this job can never recover."*) ;;
+*) fail "recover s7 --wait: $out" ;; esac
+[ "$(job_get s7 unrecoverable)" = true ] || fail "s7: $(migctl --json status s7)"
+echo "ok: recover s7 --wait ended"
 migctl cancel s7 --force --wait >/dev/null || fail "cancel s7"
 migctl cancel r7 --force --wait >/dev/null || fail "cancel r7"
 vmmctl quit s7 >/dev/null; vmmctl quit r7 >/dev/null
