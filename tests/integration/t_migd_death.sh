@@ -14,6 +14,7 @@
 #  - The source's worker killed in postcopy-active: the job's error says
 #    that the destination runs the guest, which pages only this vmm has,
 #    and what to do.
+#  - The destination's migd killed in precopy: the source hears why.
 #  - The destination's worker killed between Go and Resumed in precopy:
 #    the source's error says that it stays paused, marked as moved, and
 #    what to do.
@@ -69,5 +70,85 @@ echo "ok: b completed and runs; the source worker pushed its $needed pages and e
 src vmmctl quit a >/dev/null; vmmctl quit b >/dev/null
 src start_migd
 SRC_MIGD=$MIGD_PID
+
+note "the source's migd dies in precopy: its worker cancels, the destination hears why"
+pair c d
+src migrate_active c 1M --channels 1
+kill -KILL "$SRC_MIGD"
+wait_exit "$SRC_MIGD"
+wait_job_final d
+[ "$(job_get d state)" = failed ] || fail "d: $(job_get d state): $(job_get d error)"
+case $(job_get d error) in
+"the source's migd stopped or died, cancelling the migration; the destination vmm dropped what it received") ;;
+*) fail "d: $(job_get d error)" ;; esac
+src wait_until 30 vmm_is c running || fail "c is $(src state_of c)"
+src vmmctl check c || fail "c: memory check after its migd died"
+grep -q "^migd\[c/out\]: .*cancelled: migd died" "$TEST_DIR/src/migd.log" ||
+	fail "c: $(grep 'c/out' "$TEST_DIR/src/migd.log" | tail -n 3)"
+echo "ok: d: $(job_get d error); c runs on"
+src vmmctl quit c >/dev/null; vmmctl quit d >/dev/null
+src start_migd
+SRC_MIGD=$MIGD_PID
+
+note "the source's worker dies in postcopy-active: the error says what is where, and what to do"
+pair a2 b2
+src postcopy_on_request a2 --max-bandwidth 2M --channels 1
+active2() { src_job_is a2 postcopy_active && job_is b2 postcopy_active; }
+wait_until 30 active2 || fail "no postcopy: a2 $(src job_get a2 state), b2 $(job_get b2 state)"
+kill -KILL "$(src job_get a2 worker_pid)"
+src wait_job_final a2
+err=$(src job_get a2 error)
+case $err in
+"worker died: killed by signal 9; the job was in postcopy: the destination runs the guest, and the pages it still lacks are only in vmm a2 here.  Do not quit that vmm: it holds the guest's only full copy.  The destination can never get those pages (a recovery needs this job's worker): on the destination host cancel its job with --force and quit its vmm; then 'vmmctl cont a2 --force' runs the guest here again, as it was at the switch"*) ;;
+*) fail "a2: $err" ;; esac
+echo "ok: a2: $err"
+# The way out it gives works.
+wait_until 30 job_is b2 postcopy_paused || fail "b2: $(job_get b2 state)"
+migctl cancel b2 --force --wait >/dev/null || fail "cancel b2 --force"
+vmmctl quit b2 >/dev/null
+[ "$(src state_of a2)" = paused ] || fail "a2 is $(src state_of a2)"
+src vmmctl cont a2 --force >/dev/null || fail "cont a2 --force"
+src vmmctl check a2 || fail "a2: memory check after cont --force"
+src wait_progress a2 0
+echo "ok: a2 runs again from the switch"
+src vmmctl quit a2 >/dev/null
+
+note "the destination's migd dies in precopy: the source hears why, and runs on"
+pair e f
+src migrate_active e 1M --channels 1
+kill -KILL "$DST_MIGD"
+wait_exit "$DST_MIGD"
+src wait_job_final e
+[ "$(src job_get e state)" = failed ] || fail "e: $(src job_get e state): $(src job_get e error)"
+case $(src job_get e error) in
+"the destination's migd stopped or died, cancelling the migration; the source VM kept running") ;;
+*) fail "e: $(src job_get e error)" ;; esac
+src vmm_is e running || fail "e is $(src state_of e)"
+echo "ok: e: $(src job_get e error)"
+src vmmctl quit e >/dev/null; vmmctl quit f >/dev/null
+
+note "the destination's worker dies between Go and Resumed: the source says what to do"
+# dest-slow-cont: the destination's worker waits 2 s between Go and its
+# vmm's Cont; it is killed there, and the guest never ran on h.
+start_migd TERN_FAULT=dest-slow-cont
+DST_MIGD=$MIGD_PID
+pair g h
+src migctl migrate g "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate g"
+wait_until 60 grep -q "migd\[h/in\]: TERN_FAULT: Go came" "$RUNDIR/migd.log" ||
+	fail "h: no Go: $(job_get h state): $(job_get h error)"
+kill -KILL "$(job_get h worker_pid)"
+src wait_job_final g
+err=$(src job_get g error)
+case $err in
+*"the guest may be running there, so the source VM stays paused, marked as moved (this copy is stale): check whether the guest runs on the destination; if not, 'vmmctl cont g --force' runs it here again, from where it stopped"*) ;;
+*) fail "g: $err" ;; esac
+echo "ok: g: $err"
+[ "$(src state_of g)" = paused ] || fail "g is $(src state_of g)"
+wait_job_final h
+[ "$(state_of h)" != running ] || fail "h runs the guest"
+src vmmctl cont g --force >/dev/null || fail "cont g --force"
+src vmmctl check g || fail "g: memory check after cont --force"
+src wait_progress g 0
+echo "ok: g runs again"
 
 echo PASS
