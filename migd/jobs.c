@@ -810,9 +810,16 @@ static void job_free(struct job *j)
 	free(j);
 }
 
+/*
+ * The history keeps the last MIGD_HISTORY jobs, and at most
+ * MIGD_HISTORY_PER_VM of one VM: a VM whose jobs come and go by the dozen
+ * (a script's retries) must not push every other VM's last job, and the
+ * error that said what to do, out of it.
+ */
 static void job_to_history(struct migd *m, struct job *j)
 {
-	struct job **pp;
+	struct job **pp, **oldest = NULL, *gone;
+	unsigned int same = 0;
 
 	for (pp = &m->running; *pp; pp = &(*pp)->next)
 		if (*pp == j) {
@@ -821,13 +828,19 @@ static void job_to_history(struct migd *m, struct job *j)
 		}
 	j->next = m->history;
 	m->history = j;
-	if (++m->nhistory > MIGD_HISTORY) {
-		for (pp = &m->history; (*pp)->next; pp = &(*pp)->next)
+	m->nhistory++;
+	for (pp = &m->history; *pp; pp = &(*pp)->next)
+		if (!strcmp((*pp)->spec.vm, j->spec.vm) && ++same > MIGD_HISTORY_PER_VM)
+			oldest = pp;
+	if (!oldest && m->nhistory > MIGD_HISTORY)
+		for (oldest = &m->history; (*oldest)->next; oldest = &(*oldest)->next)
 			;
-		job_free(*pp);
-		*pp = NULL;
-		m->nhistory--;
-	}
+	if (!oldest)
+		return;
+	gone = *oldest;
+	*oldest = gone->next;
+	job_free(gone);
+	m->nhistory--;
 }
 
 /* The job is over, its vmm tidied: answer its waiters, into the history. */

@@ -54,6 +54,7 @@
 #define MIGD_HELLO_TIMEOUT_MS 5000      /* a new connection must say hello by then */
 #define MIGD_STATUS_INTERVAL_MS 200     /* worker status reports while busy */
 #define MIGD_HISTORY 64                 /* finished jobs kept for status/list */
+#define MIGD_HISTORY_PER_VM 16          /* ... of them, at most this many a VM */
 
 enum job_role {
 	JOB_ROLE_SOURCE = 1,

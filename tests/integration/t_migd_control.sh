@@ -476,6 +476,21 @@ states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
 [ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" ' ] ||
 	fail "list order: $states"
 
+note "the history keeps at most 16 jobs of one VM: the others' stay"
+# Before, one VM's jobs by the dozen (a script's retries) pushed every
+# other VM's out of the 64 kept, with the errors that said what to do.
+start_vmm hy --memory 64M --incoming
+for i in $(seq 18); do
+	migctl incoming hy --listen tcp:127.0.0.1:0 >/dev/null &&
+		migctl cancel hy --wait >/dev/null || fail "incoming and cancel of hy ($i)"
+done
+n=$(migctl --json list | grep -o '"vm":"hy"' | wc -l)
+[ "$n" -eq 16 ] || fail "list shows $n jobs of hy, expected the last 16"
+n=$(migctl --json list | grep -o '"vm":"x"' | wc -l)
+[ "$n" -eq 3 ] || fail "list shows $n jobs of x after hy's, expected 3"
+echo "ok: 18 jobs of hy, 16 kept; x's 3 kept"
+vmmctl quit hy >/dev/null
+
 note "a vmm a job waits in: no load, cont, write or transfer but the job's"
 # Before, all three were taken (cont after the load): the guest of a
 # state file ran in the vmm the job waited in, and the job failed only
