@@ -34,13 +34,17 @@ DST_MIGD=$MIGD_PID
 src start_migd
 SRC_MIGD=$MIGD_PID
 
-# pair SRC DST: a 64 MiB dirty guest SRC on the source host, an incoming
-# DST on this one, TOKEN and ADDR for it.
+# pair SRC DST [ARGS...]: a 64 MiB dirty guest SRC (vmm ARGS) on the
+# source host, an incoming DST on this one, TOKEN and ADDR for it.  Cases
+# that need no long push give --guest-range 8M: a pass takes 1 s, not 8.
 pair() {
-	src start_vmm "$1" --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
-	src wait_pass "$1" 0 2
-	start_vmm "$2" --memory 64M --incoming
-	incoming "$2"
+	local s=$1 d=$2
+	shift 2
+	src start_vmm "$s" --memory 64M --test-guest dirty --guest-rate 2000 \
+		--heartbeat 100 "$@"
+	src wait_pass "$s" 0 2
+	start_vmm "$d" --memory 64M --incoming
+	incoming "$d"
 }
 
 note "the source's migd dies in postcopy-active: the migration completes without it"
@@ -72,7 +76,7 @@ src start_migd
 SRC_MIGD=$MIGD_PID
 
 note "the source's migd dies in precopy: its worker cancels, the destination hears why"
-pair c d
+pair c d --guest-range 8M
 src migrate_active c 1M --channels 1
 kill -KILL "$SRC_MIGD"
 wait_exit "$SRC_MIGD"
@@ -91,7 +95,7 @@ src start_migd
 SRC_MIGD=$MIGD_PID
 
 note "the source's worker dies in postcopy-active: the error says what is where, and what to do"
-pair a2 b2
+pair a2 b2 --guest-range 8M
 src postcopy_on_request a2 --max-bandwidth 2M --channels 1
 active2() { src_job_is a2 postcopy_active && job_is b2 postcopy_active; }
 wait_until 30 active2 || fail "no postcopy: a2 $(src job_get a2 state), b2 $(job_get b2 state)"
@@ -114,7 +118,7 @@ echo "ok: a2 runs again from the switch"
 src vmmctl quit a2 >/dev/null
 
 note "the destination's migd dies in precopy: the source hears why, and runs on"
-pair e f
+pair e f --guest-range 8M
 src migrate_active e 1M --channels 1
 kill -KILL "$DST_MIGD"
 wait_exit "$DST_MIGD"
@@ -132,7 +136,7 @@ note "the destination's worker dies between Go and Resumed: the source says what
 # vmm's Cont; it is killed there, and the guest never ran on h.
 start_migd TERN_FAULT=dest-slow-cont
 DST_MIGD=$MIGD_PID
-pair g h
+pair g h --guest-range 8M
 src migctl migrate g "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate g"
 wait_until 60 grep -q "migd\[h/in\]: TERN_FAULT: Go came" "$RUNDIR/migd.log" ||
 	fail "h: no Go: $(job_get h state): $(job_get h error)"
