@@ -672,6 +672,13 @@ int control_start(struct faultd *d)
 	mask = umask(0177);
 	lfd = uri_listen(&u, CONTROL_LISTEN_BACKLOG);
 	umask(mask);
+	if (lfd == -EACCES || lfd == -EPERM) {
+		/* Root, but without CAP_DAC_OVERRIDE by now (faultd(8)). */
+		log_warnc(lfd, "control socket %s (faultd holds no capability by "
+			  "now: %s must let its own uid write there, as a run "
+			  "directory owned by that uid does)", d->sock_path, d->rundir);
+		return lfd;
+	}
 	if (lfd < 0) {
 		log_warnc(lfd, "control socket %s", d->sock_path);
 		return lfd;

@@ -64,6 +64,12 @@ ls -l "/proc/$FAULTD_PID/fd" | grep -q ' -> /dev/userfaultfd$' ||
 echo "ok: faultd $(status_field "$FAULTD_PID" CapEff), NoNewPrivs 1"
 out=$(timeout 20 "$BIN/faultd" --rundir "$RUNDIR" 2>&1) && fail "a second faultd started"
 echo "$out" | grep -q "already running" || fail "second faultd: $out"
+# Root's faultd in a run directory another uid owns: it binds its socket
+# with no capability left, and says so (before: "Permission denied").
+mkdir "$RUNDIR/other" && chown 65534:65534 "$RUNDIR/other"
+out=$(timeout 20 "$BIN/faultd" --rundir "$RUNDIR/other" 2>&1) && fail "faultd bound in another uid's directory"
+echo "$out" | grep -q "faultd holds no capability by now: $RUNDIR/other must let its own uid write there" ||
+	fail "faultd in another uid's directory: $out"
 
 note "vmms without capabilities"
 start_vmm_nocaps in --memory 64M --incoming
