@@ -98,8 +98,17 @@ wait_until() {
 # start_vmm NAME ARGS...: start a vmm with its console in RUNDIR/NAME.serial
 # and its log in RUNDIR/NAME.log; wait until its control socket answers.
 start_vmm() {
-	local name=$1 pid
+	local name=$1 pid n=1
 	shift
+	# A vmm of a name used before gets a console and a log of its own:
+	# the earlier one's become NAME.oldN.serial and NAME.oldN.log (still
+	# *.log for the sanitizers' check), so that a FAIL line found later
+	# names the guest that printed it.
+	if [ -e "$RUNDIR/$name.serial" ]; then
+		while [ -e "$RUNDIR/$name.old$n.serial" ]; do n=$((n + 1)); done
+		mv "$RUNDIR/$name.serial" "$RUNDIR/$name.old$n.serial"
+		mv "$RUNDIR/$name.log" "$RUNDIR/$name.old$n.log" 2>/dev/null
+	fi
 	"${HOST_EXEC[@]}" "$BIN/vmm" --name "$name" --rundir "$RUNDIR" \
 		--serial "$RUNDIR/$name.serial" "$@" >"$RUNDIR/$name.log" 2>&1 &
 	pid=$!

@@ -257,6 +257,8 @@ migctl pause r3 >/dev/null || fail "pause r3"
 wait_until 30 both_paused r3 s3 || fail "pause: r3 $(job_get r3 state), s3 $(job_get s3 state)"
 vmmctl quit s3 >/dev/null
 wait_job_final s3
+# (A FAIL here is this guest's; the next s3 gets a console of its own.)
+grep -a -m 8 FAIL "$RUNDIR/s3.serial" && fail "the first s3's guest reported a failure"
 job_get s3 error | grep -q "vmm s3 closed its connection: it quit or died, and the guest with it: nothing to recover" ||
 	fail "s3: $(job_get s3 state): $(job_get s3 error)"
 echo "ok: $(job_get s3 error)"
