@@ -487,9 +487,10 @@ static void progress_end(void)
 	fflush(stdout);
 }
 
-/* recover --wait: a job postcopy-paused for good (JobStatus.unrecoverable)
- * never ends by itself, and no recover can bring it back: waiting on
- * would be for ever.  Said as the outcome, and migctl exits 1. */
+/* recover --wait and status --watch: a job postcopy-paused for good
+ * (JobStatus.unrecoverable) never ends by itself, and no recover can
+ * bring it back: waiting on would be for ever.  Said as the outcome, and
+ * migctl exits 1. */
 static bool wait_recoverable;
 
 static void handle_event(void *ctx, const char *name, const uint8_t *data,
@@ -571,7 +572,15 @@ static int call(struct rpc_client *cl, const char *method,
 			    wait ? 0 : opts.timeout_ms, wait ? handle_event : NULL,
 			    NULL);
 	rpc_result_close_fds(&res);
-	if (r < 0) {
+	if (r == -EPIPE && wait) {
+		/* migd stopped or died under the job: nobody is left to say
+		 * how it ended (its history went with it). */
+		progress_end();
+		cli_errx("%s: migd closed the connection while this waited (it "
+			 "stopped or died): the job's end is not known here; "
+			 "'vmmctl status' of the VM says where its guest is",
+			 method);
+	} else if (r < 0) {
 		progress_end();
 		cli_errx("%s%s", res.message[0] ? text_safe(res.message) :
 			 strerror(-r), cli_refused_hint(r));
@@ -755,6 +764,7 @@ static int cmd_status(struct rpc_client *cl, struct cmd_args *a)
 
 	q.vm = (char *)a->vm;
 	q.wait = a->watch;
+	wait_recoverable = a->watch;
 	if (call(cl, "Status", &q.base, (ProtobufCMessage **)&js, a->watch) < 0)
 		return CLI_FAILED;
 	code = job_outcome(js, a->watch, TERN__MIGD__JOB_STATE__JOB_COMPLETED);

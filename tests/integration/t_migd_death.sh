@@ -78,8 +78,17 @@ SRC_MIGD=$MIGD_PID
 note "the source's migd dies in precopy: its worker cancels, the destination hears why"
 pair c d --guest-range 8M
 src migrate_active c 1M --channels 1
+# A caller waiting on the job hears that migd went, not a bare
+# "connection closed".
+src migctl status c --watch >"$RUNDIR/watch-c.out" 2>&1 &
+WATCH=$!
+PIDS+=("$WATCH")
+src wait_until 10 grep -q "round" "$RUNDIR/watch-c.out"
 kill -KILL "$SRC_MIGD"
 wait_exit "$SRC_MIGD"
+wait_exit "$WATCH"
+grep -q "migd closed the connection while this waited (it stopped or died): the job's end is not known here; 'vmmctl status' of the VM says where its guest is" \
+	"$RUNDIR/watch-c.out" || fail "status c --watch: $(cat "$RUNDIR/watch-c.out")"
 wait_job_final d
 [ "$(job_get d state)" = failed ] || fail "d: $(job_get d state): $(job_get d error)"
 case $(job_get d error) in

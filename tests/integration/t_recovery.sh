@@ -151,6 +151,13 @@ case $out in *"s7: postcopy-paused: "*"this job can never recover."*) ;;
 *) fail "recover s7 --wait: $out" ;; esac
 [ "$(job_get s7 unrecoverable)" = true ] || fail "s7: $(migctl --json status s7)"
 echo "ok: recover s7 --wait ended"
+# So does status --watch (before: for ever).
+out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" status s7 --watch 2>&1)
+rc=$?
+[ $rc = 1 ] || fail "status s7 --watch: exit $rc: $out"
+case $out in *"s7: postcopy-paused: "*"this job can never recover."*) ;;
+*) fail "status s7 --watch: $out" ;; esac
+echo "ok: status s7 --watch ended"
 migctl cancel s7 --force --wait >/dev/null || fail "cancel s7"
 migctl cancel r7 --force --wait >/dev/null || fail "cancel r7"
 vmmctl quit s7 >/dev/null; vmmctl quit r7 >/dev/null
