@@ -491,7 +491,7 @@ static void progress_end(void)
  * (JobStatus.unrecoverable) never ends by itself, and no recover can
  * bring it back: waiting on would be for ever.  Said as the outcome, and
  * migctl exits 1. */
-static bool wait_recoverable;
+static bool stop_unrecoverable;
 
 static void handle_event(void *ctx, const char *name, const uint8_t *data,
 			 size_t len)
@@ -499,13 +499,13 @@ static void handle_event(void *ctx, const char *name, const uint8_t *data,
 	Tern__Migd__JobStatus *js;
 	char text[1024];
 
-	if (strcmp(name, "status") || (opts.json && !wait_recoverable))
+	if (strcmp(name, "status") || (opts.json && !stop_unrecoverable))
 		return;
 	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
 						    len, data);
 	if (!js)
 		return;
-	if (wait_recoverable && js->unrecoverable &&
+	if (stop_unrecoverable && js->unrecoverable &&
 	    js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED) {
 		progress_end();
 		if (opts.json)
@@ -764,7 +764,7 @@ static int cmd_status(struct rpc_client *cl, struct cmd_args *a)
 
 	q.vm = (char *)a->vm;
 	q.wait = a->watch;
-	wait_recoverable = a->watch;
+	stop_unrecoverable = a->watch;
 	if (call(cl, "Status", &q.base, (ProtobufCMessage **)&js, a->watch) < 0)
 		return CLI_FAILED;
 	code = job_outcome(js, a->watch, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
@@ -836,7 +836,7 @@ static int cmd_recover(struct rpc_client *cl, struct cmd_args *a)
 	q.uri = (char *)(a->uri ? a->uri : "");
 	q.listen = (char *)(a->listen ? a->listen : "");
 	q.wait = a->wait;
-	wait_recoverable = a->wait;
+	stop_unrecoverable = a->wait;
 	/* (JSON is one object: with wait, the end's; migd waits.) */
 	if (!a->listen || (a->wait && opts.json))
 		return job_call(cl, "Recover", &q.base, a->wait,

@@ -31,8 +31,9 @@ src_job_is() { src job_is "$@"; }
 start_faultd
 start_migd
 DST_MIGD=$MIGD_PID
-src start_migd
-SRC_MIGD=$MIGD_PID
+# src_migd: (re)start the source host's migd; SRC_MIGD is its pid.
+src_migd() { src start_migd; SRC_MIGD=$MIGD_PID; }
+src_migd
 
 # pair SRC DST [ARGS...]: a 64 MiB dirty guest SRC (vmm ARGS) on the
 # source host, an incoming DST on this one, TOKEN and ADDR for it.  Cases
@@ -72,8 +73,7 @@ grep -q "^migd\[a/out\]: .*postcopy completed" "$TEST_DIR/src/migd.log" ||
 [ "$(src state_of a)" = paused ] || fail "a is $(src state_of a)"
 echo "ok: b completed and runs; the source worker pushed its $needed pages and exited"
 src vmmctl quit a >/dev/null; vmmctl quit b >/dev/null
-src start_migd
-SRC_MIGD=$MIGD_PID
+src_migd
 
 note "the source's migd dies in precopy: its worker cancels, the destination hears why"
 pair c d --guest-range 8M
@@ -100,8 +100,7 @@ grep -q "^migd\[c/out\]: .*cancelled: migd died" "$TEST_DIR/src/migd.log" ||
 	fail "c: $(grep 'c/out' "$TEST_DIR/src/migd.log" | tail -n 3)"
 echo "ok: d: $(job_get d error); c runs on"
 src vmmctl quit c >/dev/null; vmmctl quit d >/dev/null
-src start_migd
-SRC_MIGD=$MIGD_PID
+src_migd
 
 note "the source's worker dies in postcopy-active: the error says what is where, and what to do"
 pair a2 b2 --guest-range 8M
