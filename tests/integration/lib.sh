@@ -71,7 +71,7 @@ fail() {
 	fi
 	exit 1
 }
-note() { echo "--- $*"; }
+note() { echo "--- $* (at ${SECONDS} s)"; }	# the time shows where a test spends it
 skip() { echo "SKIP: $*"; exit 77; }
 # not_tried WHY: a part of the test this host cannot run; the test may
 # still pass, and tests/run.sh says that parts were not tried.
