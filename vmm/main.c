@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/pidlock.h"
 #include "common/testguest.h"
@@ -343,7 +344,17 @@ int main(int argc, char **argv)
 	ret = 0;
 out:
 	control_stop();
-	uffd_release(&vm);      /* first: a vCPU may wait on a missing page */
+	/* The vCPUs are told to quit before the uffd goes: its release
+	 * ends their waits for missing pages, and a vCPU let go first ran
+	 * the guest on holes (a FAIL on the console of a vmm quitting in
+	 * postcopy).  Then the release, so that a vCPU or ReadMem waiting
+	 * on a missing page comes out; then the join. */
+	vcpu_quit_all(&vm);
+	uffd_release(&vm);
+	/* TERN_FAULT: a main thread slow between the release and the join
+	 * (scheduled out, under load), which let such a vCPU run on. */
+	if (fault_active("vmm-slow-quit"))
+		usleep(300000);
 	vcpu_destroy_all(&vm);
 	if (vm.dirty_on)
 		dirty_stop(&vm);

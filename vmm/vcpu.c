@@ -98,7 +98,8 @@ static void vm_kick_all_locked(struct vm *vm)
 	for (i = 0; i < vm->nvcpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 
-		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		if (v->run)     /* NULL if vcpu_create_all failed early */
+			__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 		if (v->thread_started)
 			pthread_kill(v->thread, VCPU_KICK_SIG);
 	}
@@ -486,10 +487,14 @@ int vcpu_start_all(struct vm *vm)
 	return 0;
 }
 
-void vcpu_destroy_all(struct vm *vm)
+/*
+ * Tell every vCPU to leave for good, without waiting: none enters the
+ * guest again.  One waiting inside KVM_RUN for a missing postcopy page
+ * returns once that wait ends (uffd_release) with the kick pending, so
+ * it does not run the guest on a hole that reads as zeros.
+ */
+void vcpu_quit_all(struct vm *vm)
 {
-	int i;
-
 	if (!vm->vcpus)
 		return;
 	pthread_mutex_lock(&vm->lock);
@@ -497,6 +502,15 @@ void vcpu_destroy_all(struct vm *vm)
 	vm_kick_all_locked(vm);
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
+}
+
+void vcpu_destroy_all(struct vm *vm)
+{
+	int i;
+
+	if (!vm->vcpus)
+		return;
+	vcpu_quit_all(vm);
 	if (vm->throttle_started)
 		pthread_join(vm->throttle_thread, NULL);
 	for (i = 0; i < vm->nvcpus; i++) {

@@ -173,6 +173,7 @@ uint64_t mem_end(const struct vm *vm);  /* highest gpa + 1 */
 
 /* vcpu.c: threads, the run loop, pausing */
 int vcpu_create_all(struct vm *vm);
+void vcpu_quit_all(struct vm *vm);
 void vcpu_destroy_all(struct vm *vm);
 int vcpu_start_all(struct vm *vm);
 void vm_cond_init(pthread_cond_t *cond);

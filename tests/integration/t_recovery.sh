@@ -106,12 +106,12 @@ vmmctl quit fs >/dev/null; vmmctl quit ft >/dev/null
 
 # small_postcopy SRC DST ARGS...: a 64 MiB dirty guest SRC moving to a
 # new DST in postcopy (migrate ARGS), once both are postcopy-active.
-small_postcopy() {
+small_postcopy() {	# SRC DST FLAGS...; DST_FAULT: the TERN_FAULT of DST's vmm
 	local src=$1 dst=$2
 	shift 2
 	start_vmm "$src" --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
 	wait_pass "$src" 0 2
-	start_vmm "$dst" --memory 64M --incoming
+	TERN_FAULT=${DST_FAULT:-} start_vmm "$dst" --memory 64M --incoming
 	incoming "$dst"
 	postcopy_on_request "$src" "$@"
 	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
@@ -259,13 +259,16 @@ vmmctl check s || fail "s: memory check"
 note "the destination vmm quits while postcopy is paused: its job ends, the name is free"
 # Before, the job stayed postcopy-paused for good (cancel is refused in
 # postcopy), and the VM's name took no new job until migd restarted.
-small_postcopy r3 s3 --max-bandwidth 1M --channels 1
+# s3's main thread sleeps between releasing the uffd and joining its vCPUs
+# as the quit below ends it, as under load: before, a vCPU waiting for a
+# missing page ran on, read the hole as zeros and printed a FAIL.
+DST_FAULT=vmm-slow-quit small_postcopy r3 s3 --max-bandwidth 1M --channels 1
 migctl pause r3 >/dev/null || fail "pause r3"
 wait_until 30 both_paused r3 s3 || fail "pause: r3 $(job_get r3 state), s3 $(job_get s3 state)"
 vmmctl quit s3 >/dev/null
 wait_job_final s3
-# (A FAIL here is this guest's; the next s3 gets a console of its own.)
-grep -a -m 8 FAIL "$RUNDIR/s3.serial" && fail "the first s3's guest reported a failure"
+# (A FAIL here is this guest's, the next s3 gets a console of its own.)
+grep -a -m 8 FAIL "$RUNDIR/s3.serial" && fail "the first s3's guest ran on as its vmm quit"
 job_get s3 error | grep -q "vmm s3 closed its connection: it quit or died, and the guest with it: nothing to recover" ||
 	fail "s3: $(job_get s3 state): $(job_get s3 error)"
 echo "ok: $(job_get s3 error)"
