@@ -3,8 +3,9 @@
 # The full-state test guest (--test-guest full) survives save/load into a
 # fresh vmm, five moves in a row with 1 and with 2 vCPUs: after each,
 # every check it runs (XSAVE, LAPIC timer, PIT, TSC, IPIs, NMIs, pending
-# interrupts, syscall) keeps passing for 10 s, its counters go on from
-# where they were, no gap exceeds the pause, and vmmctl check passes.
+# interrupts, syscall) keeps passing (4 s between moves, 10 s after the
+# last; each console is read to its end), its counters go on from where
+# they were, no gap exceeds the pause, and vmmctl check passes.
 # A vCPU the host holds still for 5 s while the other runs fails no
 # check (nothing was lost: it takes its interrupts when it runs again).
 # Then each piece of state the vmm can drop on purpose (TERN_STATE_DROP)
@@ -30,6 +31,9 @@ hop() {
 	t1=$(date +%s%N)
 	pause_ms=$(( (t1 - t0) / 1000000 ))
 	wait_exit "$(pid_of "$from")" || fail "$from did not quit cleanly"
+	# Everything the guest printed there, to its last instruction, and
+	# here for RUN_BEATS heartbeats (the next hop reads the rest).
+	no_fail "$from"
 	watch_guest "$to" "$n"
 	for ((c = 0; c < n; c++)); do
 		set -- ${before[$c]}
@@ -62,11 +66,16 @@ for n in 1 2; do
 			fail "m${n}_0: vcpu $c printed no heartbeats"
 	done
 	all_ok "m${n}_0" "$n"
-	for i in 1 2 3 4 5; do
-		hop "m${n}_$((i - 1))" "m${n}_$i" "$n"
+	# Four seconds on each vmm between moves (every check runs each
+	# second; an interrupt counts as lost after one), the full
+	# RUN_BEATS after the last.
+	for i in 1 2 3 4; do
+		RUN_BEATS=4 hop "m${n}_$((i - 1))" "m${n}_$i" "$n"
 	done
+	hop "m${n}_4" "m${n}_5" "$n"
 	echo "last: $(last_beat "m${n}_5" 0)"
 	vmmctl quit "m${n}_5" >/dev/null
+	no_fail "m${n}_5"
 done
 
 # The host holds one vCPU still for seconds while the other runs on, as
