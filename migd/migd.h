@@ -775,6 +775,7 @@ struct vmm_start {
 	uint32_t vcpus;
 	uint32_t throttle;
 	char moved_to[256];             /* SetMoved's mark: a stale copy */
+	bool uffd;                      /* a postcopy's pages still missing */
 };
 int vmm_link_status(struct vmm_link *l, struct vmm_start *ret, char *err,
 		    size_t errlen);

@@ -131,13 +131,19 @@ static int source_vmm(struct source *s)
 		r = vmm_link_status(&s->vmm, &st, s->err, sizeof(s->err));
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
-	/* The vmm would refuse it only at DirtyStart, after the
+	/* The vmm would refuse these only at DirtyStart, after the
 	 * destination's waiting job was used up by the connections. */
 	if (st.moved_to[0])
 		return worker_fail(s->w, EBUSY, "vmm %s: the guest moved to %s: "
 				   "this stale copy is not migrated (nothing was "
 				   "sent to %s)", s->w->spec->vm, st.moved_to,
 				   s->peer);
+	if (st.uffd)
+		return worker_fail(s->w, EBUSY, "vmm %s still waits for pages of "
+				   "a postcopy migration: its memory is not all "
+				   "here yet, and is not migrated (nothing was sent "
+				   "to %s; migctl status %s)", s->w->spec->vm,
+				   s->peer, s->w->spec->vm);
 	if (st.state != TERN__VMM__RUN_STATE__RUN_STATE_RUNNING &&
 	    st.state != TERN__VMM__RUN_STATE__RUN_STATE_PAUSED)
 		return worker_fail(s->w, EINVAL, "vmm %s has no running or paused "

@@ -114,7 +114,7 @@ int vmm_link_status(struct vmm_link *l, struct vmm_start *ret, char *err,
 	if (r < 0)
 		return r;
 	*ret = (struct vmm_start){ .state = st->state, .vcpus = st->vcpus,
-				   .throttle = st->throttle };
+				   .throttle = st->throttle, .uffd = st->uffd };
 	snprintf(ret->moved_to, sizeof(ret->moved_to), "%s",
 		 st->moved_to ? st->moved_to : "");
 	protobuf_c_message_free_unpacked(&st->base, NULL);
