@@ -87,6 +87,9 @@ struct dest {
 	/* refusals logged in this window, and those only counted */
 	uint64_t refused_since;
 	unsigned int refused_logged, refused_quiet;
+	/* accept failed (out of descriptors): the listening socket is not
+	 * polled until then; the last time that was logged */
+	uint64_t accept_paused_until, accept_warned;
 };
 
 /* In postcopy: the job verifies (PostcopyDiscard said so). */
@@ -500,6 +503,39 @@ static int pending_read(struct dest *d, unsigned int i)
 }
 
 /*
+ * accept failed for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM;
+ * or any error but EAGAIN, EINTR, ECONNABORTED, which go at once): the
+ * connection stays queued and the listening socket readable, so a
+ * poll on it would return at once, round after round, with the worker
+ * spinning on a core until a descriptor came free.  It is left out of the
+ * poll for DEST_ACCEPT_RETRY_MS instead; pending hellos still time out
+ * meanwhile, which frees descriptors.  Said once per window, in the log
+ * and, while waiting, in the job's status: the source cannot get in.
+ */
+#define DEST_ACCEPT_RETRY_MS 100
+
+static void dest_accept_failed(struct dest *d, int err)
+{
+	uint64_t now = now_ns();
+
+	d->accept_paused_until = now + DEST_ACCEPT_RETRY_MS * 1000000ull;
+	if (d->accept_warned && now - d->accept_warned < DEST_REFUSALS_WINDOW_NS)
+		return;
+	d->accept_warned = now;
+	log_warnx("cannot accept connections: %s (%u waiting for their "
+		  "hello); trying again every %d ms", strerror(err), d->npend,
+		  DEST_ACCEPT_RETRY_MS);
+	if (d->main_fd >= 0 || d->recovering)
+		return;
+	pthread_mutex_lock(&d->w->lock);
+	snprintf(d->w->error, sizeof(d->w->error), "cannot accept connections: "
+		 "%s (still waiting)", strerror(err));
+	d->w->error_is_note = true;
+	pthread_mutex_unlock(&d->w->lock);
+	worker_report(d->w);
+}
+
+/*
  * One round until wake: accept what comes, read the hellos, take the
  * connections whose hello is whole and good, turn away the others and
  * those silent for MIGD_HELLO_TIMEOUT_MS.  1 when a main connection was
@@ -516,7 +552,12 @@ static int dest_hellos(struct dest *d, uint64_t wake, int busy)
 	unsigned int i;
 	int fd, r;
 
+	/* A negative fd is left out of the poll (dest_accept_failed). */
 	pfd[0] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
+	if (now_ns() < d->accept_paused_until) {
+		pfd[0].fd = -1;
+		wake = MIN(wake, d->accept_paused_until);
+	}
 	pfd[1] = (struct pollfd){ .fd = busy, .events = POLLIN };
 	for (i = 0; i < d->npend; i++) {
 		pfd[2 + i] = (struct pollfd){ .fd = d->pend[i].fd, .events = POLLIN };
@@ -541,8 +582,12 @@ static int dest_hellos(struct dest *d, uint64_t wake, int busy)
 			pending_drop(d, i);
 		}
 	}
-	if (r > 0 && (pfd[0].revents & POLLIN) &&
-	    (fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+	fd = r > 0 && (pfd[0].revents & POLLIN) ?
+		accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC) : -1;
+	if (fd < 0 && r > 0 && (pfd[0].revents & POLLIN) && errno != EAGAIN &&
+	    errno != EINTR && errno != ECONNABORTED)
+		dest_accept_failed(d, errno);
+	if (fd >= 0) {
 		if (d->npend == DEST_PENDING_MAX) {
 			dest_turn_away(d, d->pend[0].fd, ETIMEDOUT, "no hello yet, "
 				       "and newer connections waiting");
