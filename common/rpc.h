@@ -127,6 +127,15 @@ void rpc_server_set_accept(struct rpc_server *s, rpc_accept_fn fn, void *ctx);
  * effective uid (SO_PEERCRED); everyone else is refused, with a warning
  * in the log that names them. */
 int rpc_accept_root_or_self(void *ctx, int fd);
+/*
+ * Called when the server cannot accept a new connection for want of a
+ * resource (EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued
+ * and is retried), at most once every 10 s however often it happens; msg
+ * says what failed and how many peers are connected, for the log.
+ */
+typedef void (*rpc_overload_fn)(void *ctx, int err, const char *msg);
+void rpc_server_set_overload(struct rpc_server *s, rpc_overload_fn fn,
+			     void *ctx);
 void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame);
 /* Peers currently connected (for tests). */
 size_t rpc_server_npeers(const struct rpc_server *s);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <event2/event.h>
 
@@ -25,6 +26,7 @@
 #define RPC_READ_BATCH 32       /* frames read per wake-up, for fairness */
 #define RPC_METHOD_SHOW 128     /* longest method name echoed back */
 #define RPC_ACCEPT_RETRY_MS 100 /* out of descriptors: try accepting again */
+#define RPC_OVERLOAD_TELL_NS (10 * 1000000000ull) /* told at most this often */
 
 struct rpc_service {
 	struct rpc_service *next;
@@ -79,6 +81,10 @@ struct rpc_server {
 	rpc_accept_fn accept_fn;
 	void *accept_ctx;
 	struct event *ev_accept_retry;  /* listeners paused while pending */
+	rpc_overload_fn overload_fn;
+	void *overload_ctx;
+	uint64_t overload_told;         /* when it last was (now_ns), 0: never */
+	unsigned int overload_quiet;    /* failed accepts since, not told */
 };
 
 struct rpc_call {
@@ -425,6 +431,41 @@ static void server_pause_accept(struct rpc_server *s)
 	evtimer_add(s->ev_accept_retry, &tv);
 }
 
+/*
+ * Tell the program (which logs it: nothing here does) that callers wait
+ * because accept failed, at most once per RPC_OVERLOAD_TELL_NS however
+ * often it fails: a caller that only hangs until its timeout cannot
+ * know why, and the operator would find nothing in the log.
+ */
+static void server_tell_overload(struct rpc_server *s, int err)
+{
+	uint64_t now = now_ns();
+	struct rlimit rl;
+	char lim[64] = "", again[64] = "";
+	char msg[320];
+
+	if (!s->overload_fn)
+		return;
+	if (s->overload_told && now - s->overload_told < RPC_OVERLOAD_TELL_NS) {
+		s->overload_quiet++;
+		return;
+	}
+	if ((err == EMFILE || err == ENFILE) &&
+	    getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		snprintf(lim, sizeof(lim), "; this process may have %llu "
+			 "descriptors open",
+			 (unsigned long long)rl.rlim_cur);
+	if (s->overload_quiet)
+		snprintf(again, sizeof(again), " (%u more failures since this "
+			 "was last said)", s->overload_quiet);
+	snprintf(msg, sizeof(msg), "cannot accept new callers: %s (%zu "
+		 "connected%s); they wait, and are served once some leave%s",
+		 strerror(err), s->npeers, lim, again);
+	s->overload_told = now;
+	s->overload_quiet = 0;
+	s->overload_fn(s->overload_ctx, err, msg);
+}
+
 static void handle_accept(evutil_socket_t lfd, short what, void *arg)
 {
 	struct rpc_listener *l = arg;
@@ -438,8 +479,10 @@ static void handle_accept(evutil_socket_t lfd, short what, void *arg)
 			continue;
 		if (r) {
 			if (r == EMFILE || r == ENFILE || r == ENOBUFS ||
-			    r == ENOMEM)
+			    r == ENOMEM) {
 				server_pause_accept(s);
+				server_tell_overload(s, r);
+			}
 			if (r != EAGAIN)
 				log_debug("rpc: accept: %s", strerror(r));
 			return;
@@ -602,6 +645,13 @@ void rpc_server_set_accept(struct rpc_server *s, rpc_accept_fn fn, void *ctx)
 {
 	s->accept_fn = fn;
 	s->accept_ctx = ctx;
+}
+
+void rpc_server_set_overload(struct rpc_server *s, rpc_overload_fn fn,
+			     void *ctx)
+{
+	s->overload_fn = fn;
+	s->overload_ctx = ctx;
 }
 
 void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame)

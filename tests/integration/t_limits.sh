@@ -1,10 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-only
 # Out of descriptors: migd, run with few (prlimit), is flooded with
-# connections that say nothing on an incoming job's port.  The job says
-# why the source cannot get in, its worker does not spin on the
-# connection it cannot accept, and once the flood is gone a migration
-# comes in whole.
+# connections that say nothing, on its control socket and on an incoming
+# job's port.  Callers wait, migd says why in its log (and the job in its
+# status), no process spins on the connection it cannot accept, and once
+# the flood is gone everyone is served: a migration comes in whole.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 command -v prlimit >/dev/null || skip "prlimit (util-linux) is missing"
@@ -40,11 +40,26 @@ EOF
 unflood() { touch "$RUNDIR/flood.stop"; wait_exit "$FLOOD" || true; }
 # cpu_ticks PID: user and system time of PID so far, in clock ticks.
 cpu_ticks() { echo $(( $(stat_field "/proc/$1/stat" 14) + $(stat_field "/proc/$1/stat" 15) )); }
+nfds() { ls "/proc/$1/fd" | wc -l; }
 
 # 16 descriptors for migd and each worker (the limit is inherited).
 HOST_EXEC=(prlimit --nofile=16)
 start_migd
 HOST_EXEC=()
+fds0=$(nfds "$MIGD_PID")
+
+note "the control socket: callers wait; the log says why, once"
+flood "$RUNDIR/migd.sock" 24
+wait_until 5 grep -q "control: cannot accept new callers: Too many open files" \
+	"$RUNDIR/migd.log" || fail "migd does not say why callers wait: $(tail -n 3 "$RUNDIR/migd.log")"
+grep "cannot accept" "$RUNDIR/migd.log"
+sleep 1         # accept is retried every 100 ms: none of it is logged
+n=$(grep -c "cannot accept new callers" "$RUNDIR/migd.log")
+[ "$n" -eq 1 ] || fail "said $n times, not once"
+unflood
+out=$(migctl list) || fail "migd does not answer once the flood is gone: $out"
+wait_until 5 test "$(nfds "$MIGD_PID")" -eq "$fds0" ||
+	fail "migd has $(nfds "$MIGD_PID") descriptors open, $fds0 before"
 
 note "an incoming job's port: the worker does not spin, its status says why"
 start_vmm s --memory 16M --test-guest dirty --heartbeat 100

@@ -1340,6 +1340,74 @@ static void test_srv_accept_out_of_fds(void **state)
 	rmdir(dir);
 }
 
+/* What the server told its program about callers it could not accept. */
+static int overload_calls, overload_err;
+static char overload_msg[512];
+
+static void on_overload(void *ctx, int err, const char *msg)
+{
+	(void)ctx;
+	overload_calls++;
+	overload_err = err;
+	snprintf(overload_msg, sizeof(overload_msg), "%s", msg);
+}
+
+/* Out of descriptors, callers only hang: the program is told why (for
+ * its log), once, however often accept fails in the next 10 s. */
+static void test_srv_accept_overload_told(void **state)
+{
+	char dir[] = "/tmp/tern-rpc-XXXXXX", addr[128];
+	int lfd, c1, c2, rp, i, calls;
+	struct uri u;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(addr, sizeof(addr), "unix:%s/rpc.sock", dir);
+	assert_int_equal(uri_parse(addr, &u), 0);
+	lfd = uri_listen(&u, 8);
+	assert_true(lfd >= 0);
+	assert_int_equal(rpc_server_listen_fd(g->s, lfd), 0);
+	rpc_server_set_overload(g->s, on_overload, NULL);
+	rp = raw_peer();
+	overload_calls = 0;
+
+	accept_fail_errno = EMFILE;
+	accept_calls = 0;
+	c1 = uri_connect(&u, 1000);
+	assert_true(c1 >= 0);
+	for (i = 0; i < 20; i++)
+		event_base_loop(g->base, EVLOOP_NONBLOCK);
+	assert_int_equal(overload_calls, 1);
+	assert_int_equal(overload_err, EMFILE);
+	assert_non_null(strstr(overload_msg, strerror(EMFILE)));
+	assert_non_null(strstr(overload_msg, "2 connected"));
+	/* Failing again and again (a peer leaves, a retry): told no more. */
+	close(rp);
+	calls = accept_calls;
+	for (i = 0; i < 1000 && accept_calls < calls + 3; i++)
+		event_base_loop(g->base, EVLOOP_ONCE);
+	assert_true(accept_calls >= calls + 3);
+	assert_int_equal(overload_calls, 1);
+	accept_fail_errno = 0;
+	step_until_npeers(2);
+
+	/* Accepting works again; a failure within the window is counted. */
+	accept_fail_errno = ENFILE;
+	calls = accept_calls;
+	c2 = uri_connect(&u, 1000);
+	assert_true(c2 >= 0);
+	for (i = 0; i < 1000 && accept_calls == calls; i++)
+		event_base_loop(g->base, EVLOOP_NONBLOCK);
+	assert_int_equal(overload_calls, 1);
+	accept_fail_errno = 0;
+	step_until_npeers(3);
+
+	close(c1);
+	close(c2);
+	step_until_npeers(1);
+	unlink(u.path);
+	rmdir(dir);
+}
+
 #define CONN_TEST(fn) cmocka_unit_test_setup_teardown(fn, conn_setup, \
 						      conn_teardown)
 #define SRV_TEST(fn) cmocka_unit_test_setup_teardown(fn, srv_setup, \
@@ -1417,6 +1485,7 @@ int main(void)
 		cmocka_unit_test(test_client_timeout_takes_buffered),
 		SRV_TEST(test_srv_listen_and_accept),
 		SRV_TEST(test_srv_accept_out_of_fds),
+		SRV_TEST(test_srv_accept_overload_told),
 	};
 
 	/* Bounds every read, join and wait below: a hang fails the test
