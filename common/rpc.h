@@ -136,6 +136,9 @@ int rpc_accept_root_or_self(void *ctx, int fd);
 typedef void (*rpc_overload_fn)(void *ctx, int err, const char *msg);
 void rpc_server_set_overload(struct rpc_server *s, rpc_overload_fn fn,
 			     void *ctx);
+/* The one the daemons' control services take: "control: MSG", a warning
+ * in the log (ctx and err unused). */
+void rpc_overload_warn(void *ctx, int err, const char *msg);
 void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame);
 /* Peers currently connected (for tests). */
 size_t rpc_server_npeers(const struct rpc_server *s);

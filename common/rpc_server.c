@@ -625,6 +625,13 @@ int rpc_server_bind_service(struct rpc_server *s,
 	return r;
 }
 
+void rpc_overload_warn(void *ctx, int err, const char *msg)
+{
+	(void)ctx;
+	(void)err;
+	log_warnx("control: %s", msg);
+}
+
 int rpc_accept_root_or_self(void *ctx, int fd)
 {
 	struct ucred cred;

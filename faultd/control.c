@@ -646,14 +646,6 @@ out:
 	return ret;
 }
 
-/* Callers cannot get in (rpc_server_set_overload): say why, in the log. */
-static void handle_overload(void *ctx, int err, const char *msg)
-{
-	(void)ctx;
-	(void)err;
-	log_warnx("control: %s", msg);
-}
-
 static const struct rpc_method_binding control_methods[] = {
 	{ "Attach", method_attach },
 	{ "Relink", method_relink },
@@ -707,7 +699,7 @@ int control_start(struct faultd *d)
 		return ret;
 	}
 	rpc_server_set_accept(d->server, rpc_accept_root_or_self, d);
-	rpc_server_set_overload(d->server, handle_overload, d);
+	rpc_server_set_overload(d->server, rpc_overload_warn, d);
 	ret = bgwork_init(&d->attaching, d->base);
 	if (ret < 0)
 		log_warnc(ret, "cannot watch the attach threads");

@@ -519,14 +519,6 @@ static int method_get_params(struct rpc_call *call, const ProtobufCMessage *arg)
 	return reply_params(call, &control_migd(call)->defaults);
 }
 
-/* Callers cannot get in (rpc_server_set_overload): say why, in the log. */
-static void handle_overload(void *ctx, int err, const char *msg)
-{
-	(void)ctx;
-	(void)err;
-	log_warnx("control: %s", msg);
-}
-
 /* Handlers by method name, matched to the descriptor's order at start. */
 static const struct rpc_method_binding control_methods[] = {
 	{ "Incoming", method_incoming },
@@ -581,7 +573,7 @@ int control_start(struct migd *m)
 		return ret;
 	}
 	rpc_server_set_accept(m->server, rpc_accept_root_or_self, m);
-	rpc_server_set_overload(m->server, handle_overload, m);
+	rpc_server_set_overload(m->server, rpc_overload_warn, m);
 	return 0;
 }
 

@@ -850,14 +850,6 @@ static int method_hold_incoming(struct rpc_call *call, const ProtobufCMessage *a
 	return 0;
 }
 
-/* Callers cannot get in (rpc_server_set_overload): say why, in the log. */
-static void handle_overload(void *ctx, int err, const char *msg)
-{
-	(void)ctx;
-	(void)err;
-	log_warnx("control: %s", msg);
-}
-
 /* Handlers by method name, matched to the descriptor's order at start. */
 static const struct rpc_method_binding control_methods[] = {
 	{ "Status", method_status },
@@ -931,7 +923,7 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 		return ret;
 	}
 	rpc_server_set_accept(ctl.server, rpc_accept_root_or_self, vm);
-	rpc_server_set_overload(ctl.server, handle_overload, vm);
+	rpc_server_set_overload(ctl.server, rpc_overload_warn, vm);
 	rpc_server_set_max_frame(ctl.server, CONTROL_MAX_FRAME);
 	return 0;
 }
