@@ -708,12 +708,25 @@ static void job_died(struct job *j, int wstatus)
 	} else if (j->spec.role == JOB_ROLE_SOURCE) {
 		tidy_source(j);
 	} else if (j->last && j->last->switched && j->last->postcopy_started) {
-		job_append_error(j, j->last->guest_paused ?
-				 "the guest is here in postcopy, paused as it "
-				 "was on the source: its vCPUs, once resumed, "
-				 "wait for the pages still on the source" :
-				 "the guest runs here in postcopy: its vCPUs "
-				 "wait for the pages still on the source");
+		/* The pages still on the source can only come through this
+		 * job's worker (its page link and channels; a recovery
+		 * needs it too): the guest here waits for them for good.
+		 * Said as the source's worker death says it, so that the
+		 * operator does not take "runs here" for a guest that is
+		 * fine, and knows the way out. */
+		char note[768];
+
+		snprintf(note, sizeof(note), "the job was in postcopy: %s, but the "
+			 "pages it still lacks can never come (they are only on "
+			 "the source, and a recovery needs this job's worker): a "
+			 "vCPU that touches one waits for good.  Quit vmm %s; "
+			 "then, on the source host, cancel the job with --force: "
+			 "its vmm keeps the guest as it was at the switch "
+			 "('vmmctl cont --force' runs it from there)",
+			 j->last->guest_paused ? "the guest is here, paused as it "
+			 "was on the source" : "the guest runs here",
+			 j->spec.vm);
+		job_append_error(j, note);
 	} else {
 		j->tidy_kind = JOB_TIDY_DEST;
 	}

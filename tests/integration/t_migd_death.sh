@@ -14,6 +14,10 @@
 #  - The source's worker killed in postcopy-active: the job's error says
 #    that the destination runs the guest, which pages only this vmm has,
 #    and what to do.
+#  - The destination's worker killed in postcopy-active: its job's error
+#    says that the guest there can never get its missing pages, and what
+#    to do (quit that vmm, cancel the source's job with --force, cont
+#    --force the source's vmm), and that way out works.
 #  - The destination's migd killed in precopy: the source hears why.
 #  - The destination's worker killed between Go and Resumed in precopy:
 #    the source's error says that it stays paused, marked as moved, and
@@ -124,6 +128,32 @@ src vmmctl check a2 || fail "a2: memory check after cont --force"
 src wait_progress a2 0
 echo "ok: a2 runs again from the switch"
 src vmmctl quit a2 >/dev/null
+
+note "the destination's worker dies in postcopy-active: the error says the guest there waits for good, and what to do"
+# Before, it said only "the guest runs here in postcopy: its vCPUs wait
+# for the pages still on the source", as if they would come: an operator
+# left the guest hung on the destination, its vmm saying running.
+pair a3 b3 --guest-range 8M
+src postcopy_on_request a3 --max-bandwidth 2M --channels 1
+active3() { src_job_is a3 postcopy_active && job_is b3 postcopy_active; }
+wait_until 30 active3 || fail "no postcopy: a3 $(src job_get a3 state), b3 $(job_get b3 state)"
+kill -KILL "$(job_get b3 worker_pid)"
+wait_job_final b3
+err=$(job_get b3 error)
+case $err in
+"worker died: killed by signal 9; the job was in postcopy: the guest runs here, but the pages it still lacks can never come (they are only on the source, and a recovery needs this job's worker): a vCPU that touches one waits for good.  Quit vmm b3; then, on the source host, cancel the job with --force: its vmm keeps the guest as it was at the switch ('vmmctl cont --force' runs it from there)") ;;
+*) fail "b3: $err" ;; esac
+echo "ok: b3: $err"
+# The way out it gives works.
+vmmctl quit b3 >/dev/null || fail "quit b3"
+src wait_until 30 src_job_is a3 postcopy_paused || fail "a3: $(src job_get a3 state)"
+src migctl cancel a3 --force --wait >/dev/null || fail "cancel a3 --force"
+[ "$(src state_of a3)" = paused ] || fail "a3 is $(src state_of a3)"
+src vmmctl cont a3 --force >/dev/null || fail "cont a3 --force"
+src vmmctl check a3 || fail "a3: memory check after cont --force"
+src wait_progress a3 0
+echo "ok: a3 runs again from the switch"
+src vmmctl quit a3 >/dev/null
 
 note "the destination's migd dies in precopy: the source hears why, and runs on"
 pair e f --guest-range 8M
