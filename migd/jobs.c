@@ -688,6 +688,8 @@ static void job_died(struct job *j, int wstatus)
 		j->tidy_quiet = true;
 		snprintf(j->tidy_moved, sizeof(j->tidy_moved), "%.160s (job %.12s, "
 			 "not confirmed: its worker died)", j->spec.peer, j->last->id);
+		/* (if the worker marked it, its mark and postcopy stay) */
+		j->tidy_moved_postcopy = j->last->postcopy_started;
 		if (job_dest_runs_postcopy(j->last)) {
 			char note[768];
 
@@ -756,6 +758,7 @@ static void job_tidy_run(struct bgwork *w)
 	if (j->tidy_kind == JOB_TIDY_SOURCE)
 		j->tidy_r = vmm_link_recover_source(rundir, vm, j->tidy_resume,
 						    j->tidy_kept, j->tidy_moved,
+						    j->tidy_moved_postcopy,
 						    j->tidy_throttle,
 						    j->tidy_msg,
 						    sizeof(j->tidy_msg));

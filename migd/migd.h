@@ -225,6 +225,7 @@ struct job {
 	const char *tidy_kept;          /* why a paused source stays so */
 	char tidy_moved[256];           /* the switch stood: where the guest
 					 * may run (the vmm is marked) */
+	bool tidy_moved_postcopy;       /* ... by a postcopy: not stale */
 	uint32_t tidy_throttle;         /* the source's, before the job */
 	int tidy_r;                     /* the thread's: its result ... */
 	char tidy_msg[512];             /* ... and what it did */
@@ -800,7 +801,8 @@ int vmm_link_map_ram(struct vmm_link *l, struct ram_view *v, bool writable,
 #define VMM_CLEANUP_TIMEOUT_MS 3000
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 			    const char *kept, const char *moved,
-			    uint32_t throttle, char *msg, size_t len);
+			    bool moved_postcopy, uint32_t throttle, char *msg,
+			    size_t len);
 int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 			  size_t len);
 

@@ -1279,9 +1279,12 @@ static bool source_switched(struct source *s)
  * Cont nor another migration ever runs it beside the destination's (its
  * operator may still, after a lost destination: vmmctl cont NAME --force).
  * Outside the pause; a vmm that does not take the mark costs the job
- * nothing.
+ * nothing.  After a postcopy's Go the copy is not stale: until the job
+ * completes, it holds the pages the destination lacks, and the mark says
+ * so (postcopy), so that an operator who finds it after this worker or
+ * migd died does not quit it; the completed job marks it again without.
  */
-static void source_moved(struct source *s, bool confirmed)
+static void source_moved(struct source *s, bool confirmed, bool postcopy)
 {
 	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
 	char to[256], id[2 * STREAM_ID_LEN + 1], err[256];
@@ -1292,6 +1295,7 @@ static void source_moved(struct source *s, bool confirmed)
 	snprintf(to, sizeof(to), "%.160s (job %.12s%s)", s->peer, id,
 		 confirmed ? "" : ", not confirmed: it may not run there");
 	n.to = to;
+	n.postcopy = postcopy;
 	if (vmm_link_call(&s->vmm, "SetMoved", &n.base, NULL, 0, NULL, NULL, err,
 			  sizeof(err)) < 0)
 		log_warnx("the source vmm was not marked as moved: %s", err);
@@ -1422,7 +1426,7 @@ static int source_switchover(struct source *s)
 	fault_point("source-before-go");
 	r = source_go(s, &t_go, &resumed);
 	t_ack = now_ns();
-	source_moved(s, r == 0);
+	source_moved(s, r == 0, false);
 	if (r < 0 && source_switched(s)) {
 		/* The error says only what broke ("waiting for the
 		 * destination's Resumed: ..."): say what is left here, and
@@ -2053,7 +2057,7 @@ static int source_postcopy(struct source *s)
 	worker_report(w);
 	fault_point("source-postcopy-before-go");
 	r = source_go(s, &t_go, &resumed);
-	source_moved(s, r == 0);
+	source_moved(s, r == 0, true);
 	if (r < 0 && !source_switched(s))
 		return r;               /* given back: source_recover resumes it */
 	if (r < 0) {
@@ -2114,6 +2118,7 @@ static int source_postcopy(struct source *s)
 		if (r < 0)
 			return r;
 	}
+	source_moved(s, true, false);   /* the copy here is stale now */
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)s->pushed,
 		 (unsigned long long)__atomic_load_n(&w->pc_served, __ATOMIC_RELAXED));

@@ -134,7 +134,8 @@ int vmm_link_state(struct vmm_link *l, Tern__Vmm__RunState *ret, char *err,
 
 int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 			    const char *kept, const char *moved,
-			    uint32_t throttle, char *msg, size_t len)
+			    bool moved_postcopy, uint32_t throttle, char *msg,
+			    size_t len)
 {
 	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
 	Tern__Vmm__RunState st;
@@ -146,6 +147,7 @@ int vmm_link_recover_source(const char *rundir, const char *vm, bool resume,
 	r = cleanup_open(&l, rundir, vm, msg, len);
 	if (r == 0 && moved && moved[0]) {
 		n.to = (char *)moved;
+		n.postcopy = moved_postcopy;
 		/* Already marked (by the worker, before it died) is marked. */
 		rm = vmm_link_call(&l, "SetMoved", &n.base, NULL, 0, NULL, NULL,
 				   NULL, 0);

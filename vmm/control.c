@@ -60,6 +60,7 @@ static struct control {
 	bool state_loaded;              /* an incoming VM got its state */
 	enum ram_from ram_from;
 	char moved_to[256];             /* SetMoved: the guest runs there */
+	bool moved_postcopy;            /* ... by a postcopy not complete */
 	int moved_pidfd;                /* and the pidfd of the vmm there, on
 					 * this host, if the mover gave it; -1 */
 	/* A migration's pause: the connection that turned dirty logging on,
@@ -212,6 +213,7 @@ static int reply_status(struct rpc_call *call, Tern__Vmm__RunState found)
 	st.console_dropped = serial_dropped(&vm->serial);
 	st.moved_to = ctl.moved_to;
 	st.moved_gone = moved_gone();
+	st.moved_postcopy = ctl.moved_to[0] && ctl.moved_postcopy;
 	st.uffd = vm->uffd >= 0;
 	st.ram_missing = ram_missing();
 	st.found = found;
@@ -310,6 +312,17 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "this copy is the guest, and 'vmmctl cont %s "
 				       "--force' runs it; if it did, this copy is from "
 				       "before the move", ctl.moved_to, ctl.vm->name);
+	if (ctl.moved_to[0] && ctl.moved_postcopy)
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot continue: the guest moved to %s by a "
+				       "postcopy not known to have completed: it runs "
+				       "there, and this copy holds the pages it may still "
+				       "lack, so do not quit this vmm.  Only if that "
+				       "migration can neither complete nor recover "
+				       "(migctl status %s on both hosts): quit the "
+				       "destination's vmm first, then 'vmmctl cont %s "
+				       "--force' runs the guest here as it was at the "
+				       "switch", ctl.moved_to, ctl.vm->name, ctl.vm->name);
 	if (ctl.moved_to[0])
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot continue: the guest moved to %s, and this copy is "
@@ -769,6 +782,7 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 			log_info("the mark 'moved to %s' is cleared: this copy may run",
 				 ctl.moved_to);
 		ctl.moved_to[0] = 0;
+		ctl.moved_postcopy = false;
 		moved_forget_pidfd();
 		return 0;
 	}
@@ -810,9 +824,15 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 	moved_forget_pidfd();
 	ctl.moved_pidfd = pidfd;
 	str_copy(ctl.moved_to, n->to, sizeof(ctl.moved_to));
+	ctl.moved_postcopy = n->postcopy;
 	ctl.hold = rpc_call_peer(call);
-	log_info("the guest moved to %s: this copy is stale, and will not run "
-		 "or migrate again", ctl.moved_to);
+	if (n->postcopy)
+		log_info("the guest moved to %s by postcopy: this copy holds the "
+			 "pages the destination lacks until it completes, and will "
+			 "not run or migrate again", ctl.moved_to);
+	else
+		log_info("the guest moved to %s: this copy is stale, and will not "
+			 "run or migrate again", ctl.moved_to);
 	return 0;
 }
 

@@ -211,6 +211,10 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 	if (s->moved_to[0] && s->moved_gone)
 		printf(", moved to %s, which has exited since (this copy may be "
 		       "the guest's only one)", s->moved_to);
+	else if (s->moved_to[0] && s->moved_postcopy)
+		printf(", moved to %s by a postcopy not known to have completed "
+		       "(this copy holds the pages the destination may still "
+		       "lack: do not quit it)", s->moved_to);
 	else if (s->moved_to[0])
 		printf(", moved to %s (this copy is stale)", s->moved_to);
 	if (s->ram_missing)

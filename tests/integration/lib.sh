@@ -283,6 +283,11 @@ check_done() {
 		$(echo "$out" | jget zero_pages) + $(echo "$out" | jget pages_on_demand)) * 4096 )) ] ||
 		fail "$src: transferred_bytes misses pages: $out"
 	[ "$(state_of "$src")" = paused ] || fail "$src is not paused"
+	# Completed, the copy left on the source is stale (until then it
+	# held the pages the destination lacked, and said so).
+	[ "$(vmmctl --json status "$src" | jget moved_postcopy)" = false ] &&
+		vmmctl status "$src" | grep -q "(this copy is stale)" ||
+		fail "$src: $(vmmctl status "$src")"
 	[ "$(state_of "$dst")" = running ] || fail "$dst is not running"
 	wait_until 30 job_is "$dst" completed || fail "$dst: $(migctl status "$dst")"
 	n=$(vmmctl --json status "$dst" | jget vcpus)
