@@ -1257,19 +1257,28 @@ static void test_client_timeout_takes_buffered(void **state)
 	close(sv[1]);
 }
 
+/* The server listens at ADDR, a socket in the new directory DIR (a
+ * mkdtemp template); the caller unlinks it and removes DIR. */
+static void srv_listen_tmp(char *dir, char *addr, size_t len, struct uri *u)
+{
+	int lfd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(addr, len, "unix:%s/rpc.sock", dir);
+	assert_int_equal(uri_parse(addr, u), 0);
+	lfd = uri_listen(u, 8);
+	assert_true(lfd >= 0);
+	assert_int_equal(rpc_server_listen_fd(g->s, lfd), 0);
+}
+
 static void test_srv_listen_and_accept(void **state)
 {
 	char dir[] = "/tmp/tern-rpc-XXXXXX", addr[128];
 	struct job j = { .method = "Status" };
 	struct uri u;
-	int lfd, r;
+	int r;
 
-	assert_non_null(mkdtemp(dir));
-	snprintf(addr, sizeof(addr), "unix:%s/rpc.sock", dir);
-	assert_int_equal(uri_parse(addr, &u), 0);
-	lfd = uri_listen(&u, 8);
-	assert_true(lfd >= 0);
-	assert_int_equal(rpc_server_listen_fd(g->s, lfd), 0);
+	srv_listen_tmp(dir, addr, sizeof(addr), &u);
 
 	assert_int_equal(rpc_client_connect(addr, 1000, &j.cl), 0);
 	assert_int_equal(run_call(&j), 0);
@@ -1298,15 +1307,10 @@ static void test_srv_listen_and_accept(void **state)
 static void test_srv_accept_out_of_fds(void **state)
 {
 	char dir[] = "/tmp/tern-rpc-XXXXXX", addr[128];
-	int lfd, c1, c2, rp, i, calls;
+	int c1, c2, rp, i, calls;
 	struct uri u;
 
-	assert_non_null(mkdtemp(dir));
-	snprintf(addr, sizeof(addr), "unix:%s/rpc.sock", dir);
-	assert_int_equal(uri_parse(addr, &u), 0);
-	lfd = uri_listen(&u, 8);
-	assert_true(lfd >= 0);
-	assert_int_equal(rpc_server_listen_fd(g->s, lfd), 0);
+	srv_listen_tmp(dir, addr, sizeof(addr), &u);
 	rp = raw_peer();
 	assert_int_equal(rpc_server_npeers(g->s), 2);
 
@@ -1357,15 +1361,10 @@ static void on_overload(void *ctx, int err, const char *msg)
 static void test_srv_accept_overload_told(void **state)
 {
 	char dir[] = "/tmp/tern-rpc-XXXXXX", addr[128];
-	int lfd, c1, c2, rp, i, calls;
+	int c1, c2, rp, i, calls;
 	struct uri u;
 
-	assert_non_null(mkdtemp(dir));
-	snprintf(addr, sizeof(addr), "unix:%s/rpc.sock", dir);
-	assert_int_equal(uri_parse(addr, &u), 0);
-	lfd = uri_listen(&u, 8);
-	assert_true(lfd >= 0);
-	assert_int_equal(rpc_server_listen_fd(g->s, lfd), 0);
+	srv_listen_tmp(dir, addr, sizeof(addr), &u);
 	rpc_server_set_overload(g->s, on_overload, NULL);
 	rp = raw_peer();
 	overload_calls = 0;
