@@ -52,11 +52,18 @@ pair() {
 	incoming "$d"
 }
 
+# postcopy_pair SRC DST CAP: SRC migrates to DST under CAP on one
+# channel, switched to postcopy at once; returns once both are active.
+both_active() { src_job_is "$1" postcopy_active && job_is "$2" postcopy_active; }
+postcopy_pair() {
+	src postcopy_on_request "$1" --max-bandwidth "$3" --channels 1
+	wait_until 30 both_active "$1" "$2" ||
+		fail "no postcopy: $1 $(src job_get "$1" state), $2 $(job_get "$2" state)"
+}
+
 note "the source's migd dies in postcopy-active: the migration completes without it"
 pair a b
-src postcopy_on_request a --max-bandwidth 16M --channels 1
-active() { src_job_is a postcopy_active && job_is b postcopy_active; }
-wait_until 30 active || fail "no postcopy: a $(src job_get a state), b $(job_get b state)"
+postcopy_pair a b 16M
 worker=$(src job_get a worker_pid)
 [ -n "$worker" ] && [ "$worker" -gt 0 ] || fail "a: no worker pid"
 PIDS+=("$worker")               # killed at exit, should it stay
@@ -108,9 +115,7 @@ src_migd
 
 note "the source's worker dies in postcopy-active: the error says what is where, and what to do"
 pair a2 b2 --guest-range 8M
-src postcopy_on_request a2 --max-bandwidth 2M --channels 1
-active2() { src_job_is a2 postcopy_active && job_is b2 postcopy_active; }
-wait_until 30 active2 || fail "no postcopy: a2 $(src job_get a2 state), b2 $(job_get b2 state)"
+postcopy_pair a2 b2 2M
 kill -KILL "$(src job_get a2 worker_pid)"
 src wait_job_final a2
 err=$(src job_get a2 error)
@@ -134,9 +139,7 @@ note "the destination's worker dies in postcopy-active: the error says the guest
 # for the pages still on the source", as if they would come: an operator
 # left the guest hung on the destination, its vmm saying running.
 pair a3 b3 --guest-range 8M
-src postcopy_on_request a3 --max-bandwidth 2M --channels 1
-active3() { src_job_is a3 postcopy_active && job_is b3 postcopy_active; }
-wait_until 30 active3 || fail "no postcopy: a3 $(src job_get a3 state), b3 $(job_get b3 state)"
+postcopy_pair a3 b3 2M
 kill -KILL "$(job_get b3 worker_pid)"
 wait_job_final b3
 err=$(job_get b3 error)
