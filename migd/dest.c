@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/pbuf.h"
 #include "common/ramhash.h"
+#include "common/ratelim.h"
 #include "common/uri.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -84,12 +85,11 @@ struct dest {
 	bool session_gone;              /* faultd's session is: no recovery */
 	struct pending pend[DEST_PENDING_MAX];
 	unsigned int npend;
-	/* refusals logged in this window, and those only counted */
-	uint64_t refused_since;
-	unsigned int refused_logged, refused_quiet;
+	struct ratelim refusals;        /* logged a few per window, then counted */
 	/* accept failed (out of descriptors): the listening socket is not
-	 * polled until then; the last time that was logged */
-	uint64_t accept_paused_until, accept_warned;
+	 * polled until then; logged once per window */
+	uint64_t accept_paused_until;
+	struct ratelim accept_fails;
 };
 
 /* In postcopy: the job verifies (PostcopyDiscard said so). */
@@ -159,33 +159,30 @@ static int dest_vmm(struct dest *d)
 #define DEST_REFUSALS_LOGGED 5
 #define DEST_REFUSALS_WINDOW_NS (10 * 1000000000ull)
 
+static void dest_say_held(unsigned int n)
+{
+	if (n)
+		log_warnx("refused %u more connection%s since the last one logged, "
+			  "not logged one by one", n, n == 1 ? "" : "s");
+}
+
 static void dest_refusals_flush(struct dest *d)
 {
-	if (d->refused_quiet)
-		log_warnx("refused %u more connection%s in %llu s, not logged one "
-			  "by one", d->refused_quiet, d->refused_quiet == 1 ? "" : "s",
-			  (unsigned long long)((now_ns() - d->refused_since) / 1000000000ull));
-	d->refused_quiet = 0;
+	dest_say_held(ratelim_flush(&d->refusals));
 }
 
 static void dest_log_refusal(struct dest *d, const char *why)
 {
-	uint64_t now = now_ns();
+	unsigned int held;
+	bool say = ratelim_take(&d->refusals, now_ns(), DEST_REFUSALS_WINDOW_NS,
+				DEST_REFUSALS_LOGGED, &held);
 
-	if (now - d->refused_since >= DEST_REFUSALS_WINDOW_NS) {
-		dest_refusals_flush(d);
-		d->refused_since = now;
-		d->refused_logged = 0;
-	}
-	if (d->refused_logged < DEST_REFUSALS_LOGGED) {
-		d->refused_logged++;
+	dest_say_held(held);
+	if (say)
 		log_warnx("refused a connection: %s%s", why,
-			  d->refused_logged == DEST_REFUSALS_LOGGED ?
+			  d->refusals.said == DEST_REFUSALS_LOGGED ?
 			  " (more refusals in the next 10 s are counted, "
 			  "not logged)" : "");
-	} else {
-		d->refused_quiet++;
-	}
 }
 
 /* While waiting, the status says why the last stranger was turned away;
@@ -517,11 +514,11 @@ static int pending_read(struct dest *d, unsigned int i)
 static void dest_accept_failed(struct dest *d, int err)
 {
 	uint64_t now = now_ns();
+	unsigned int held;
 
 	d->accept_paused_until = now + DEST_ACCEPT_RETRY_MS * 1000000ull;
-	if (d->accept_warned && now - d->accept_warned < DEST_REFUSALS_WINDOW_NS)
+	if (!ratelim_take(&d->accept_fails, now, DEST_REFUSALS_WINDOW_NS, 1, &held))
 		return;
-	d->accept_warned = now;
 	log_warnx("cannot accept connections: %s (%u waiting for their "
 		  "hello); trying again every %d ms", strerror(err), d->npend,
 		  DEST_ACCEPT_RETRY_MS);
