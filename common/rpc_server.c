@@ -19,6 +19,7 @@
 
 #include "common/log.h"
 #include "common/pbuf.h"
+#include "common/ratelim.h"
 #include "common/rpc.h"
 #include "common/rpc_priv.h"
 #include "common/util.h"
@@ -83,8 +84,7 @@ struct rpc_server {
 	struct event *ev_accept_retry;  /* listeners paused while pending */
 	rpc_overload_fn overload_fn;
 	void *overload_ctx;
-	uint64_t overload_told;         /* when it last was (now_ns), 0: never */
-	unsigned int overload_quiet;    /* failed accepts since, not told */
+	struct ratelim overload_lim;    /* told at most once per RPC_OVERLOAD_TELL_NS */
 };
 
 struct rpc_call {
@@ -439,30 +439,25 @@ static void server_pause_accept(struct rpc_server *s)
  */
 static void server_tell_overload(struct rpc_server *s, int err)
 {
-	uint64_t now = now_ns();
 	struct rlimit rl;
 	char lim[64] = "", again[64] = "";
 	char msg[320];
+	unsigned int held;
 
-	if (!s->overload_fn)
+	if (!s->overload_fn ||
+	    !ratelim_take(&s->overload_lim, now_ns(), RPC_OVERLOAD_TELL_NS, 1, &held))
 		return;
-	if (s->overload_told && now - s->overload_told < RPC_OVERLOAD_TELL_NS) {
-		s->overload_quiet++;
-		return;
-	}
 	if ((err == EMFILE || err == ENFILE) &&
 	    getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		snprintf(lim, sizeof(lim), "; this process may have %llu "
 			 "descriptors open",
 			 (unsigned long long)rl.rlim_cur);
-	if (s->overload_quiet)
+	if (held)
 		snprintf(again, sizeof(again), " (%u more failures since this "
-			 "was last said)", s->overload_quiet);
+			 "was last said)", held);
 	snprintf(msg, sizeof(msg), "cannot accept new callers: %s (%zu "
 		 "connected%s); they wait, and are served once some leave%s",
 		 strerror(err), s->npeers, lim, again);
-	s->overload_told = now;
-	s->overload_quiet = 0;
 	s->overload_fn(s->overload_ctx, err, msg);
 }
 
@@ -632,20 +627,35 @@ void rpc_overload_warn(void *ctx, int err, const char *msg)
 	log_warnx("control: %s", msg);
 }
 
+/* Only members of the socket's group reach this far, but they may
+ * knock as often as they like: a few lines per window, then a count. */
+#define RPC_REFUSALS_LOGGED 3
+
 int rpc_accept_root_or_self(void *ctx, int fd)
 {
+	static struct ratelim lim;      /* the event loop's only */
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
+	unsigned int held;
+	bool say;
 
 	(void)ctx;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return -errno;
-	if (cred.uid != 0 && cred.uid != geteuid()) {
-		log_warnx("control: refused a connection from uid %u (pid %d)",
-			  (unsigned int)cred.uid, (int)cred.pid);
-		return -EPERM;
-	}
-	return 0;
+	if (cred.uid == 0 || cred.uid == geteuid())
+		return 0;
+	say = ratelim_take(&lim, now_ns(), RPC_OVERLOAD_TELL_NS,
+			   RPC_REFUSALS_LOGGED, &held);
+	if (held)
+		log_warnx("control: refused %u more connection%s of other users "
+			  "since the last one logged, not logged one by one",
+			  held, held == 1 ? "" : "s");
+	if (say)
+		log_warnx("control: refused a connection from uid %u (pid %d)%s",
+			  (unsigned int)cred.uid, (int)cred.pid,
+			  lim.said == RPC_REFUSALS_LOGGED ? " (more in the "
+			  "next 10 s are counted, not logged)" : "");
+	return -EPERM;
 }
 
 void rpc_server_set_accept(struct rpc_server *s, rpc_accept_fn fn, void *ctx)

@@ -413,7 +413,9 @@ note "a peer neither root nor migd's uid is dropped (SO_PEERCRED)"
 # CAP_DAC_OVERRIDE takes it past migd.sock's 0600 mode (and the run
 # directory's), so that the peer check is what refuses it.
 if command -v setpriv >/dev/null; then
-	# Five times: the drop shows as a close or a reset, as timing falls.
+	# Five times: the drop shows as a close or a reset, as timing falls;
+	# and the log takes three of them (ratelim.c), unless 10 s passed.
+	t0=$SECONDS
 	for i in 1 2 3 4 5; do
 		out=$(setpriv --reuid 65534 --regid 65534 --clear-groups \
 			--inh-caps +dac_override --ambient-caps +dac_override \
@@ -425,6 +427,13 @@ if command -v setpriv >/dev/null; then
 	echo "refused: $out"
 	grep -q "control: refused a connection from uid 65534" "$RUNDIR/migd.log" ||
 		fail "migd did not say whom it refused: $(tail -n 3 "$RUNDIR/migd.log")"
+	n=$(grep -c "control: refused a connection from uid 65534" "$RUNDIR/migd.log")
+	if [ $((SECONDS - t0)) -lt 9 ]; then
+		[ "$n" -eq 3 ] || fail "$n refusals logged of 5 in $((SECONDS - t0)) s, not 3"
+		grep -q "from uid 65534 (pid [0-9]*) (more in the next 10 s are counted, not logged)" \
+			"$RUNDIR/migd.log" || fail "the third refusal does not say the rest are counted"
+	fi
+	echo "ok: $n of 5 refusals logged"
 	# Without it, the modes refuse it first: not "migd is not running".
 	out=$(setpriv --reuid 65534 --regid 65534 --clear-groups \
 		"$BIN/migctl" --rundir "$RUNDIR" --timeout 5 list 2>&1) &&
