@@ -185,6 +185,23 @@ bool uri_is_wildcard(const struct uri *u)
 	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&a6);
 }
 
+bool uri_needs_lookup(const struct uri *u)
+{
+	struct addrinfo hints = {
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+	};
+	struct addrinfo *ai = NULL;
+	int r;
+
+	if (u->kind != URI_TCP)
+		return false;
+	r = getaddrinfo(u->host, "0", &hints, &ai);
+	if (ai)
+		freeaddrinfo(ai);
+	return r == EAI_NONAME;
+}
+
 int uri_format_peer(const struct uri *u, const char *host, char *buf,
 		    size_t len)
 {
@@ -207,6 +224,14 @@ static int gai_errno(int e)
 		return -ENOMEM;
 	case EAI_AGAIN:
 		return -EAGAIN;
+	case EAI_NONAME:
+#ifdef EAI_NODATA
+	case EAI_NODATA:
+#endif
+#ifdef EAI_ADDRFAMILY
+	case EAI_ADDRFAMILY:
+#endif
+		return -ENXIO;          /* no such name, or it has no address */
 	default:
 		return -EADDRNOTAVAIL;
 	}

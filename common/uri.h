@@ -39,6 +39,10 @@ int uri_format(const struct uri *u, char *buf, size_t len);
  * getaddrinfo takes): bound there, a socket listens on every address of
  * this host, and the text names none that a peer could dial. */
 bool uri_is_wildcard(const struct uri *u);
+/* Whether u is tcp: on a host name, which getaddrinfo must look up
+ * (a resolver may take seconds), not an address in any form it reads
+ * without one. */
+bool uri_needs_lookup(const struct uri *u);
 /* As uri_format, but the address a peer dials: a wildcard host is
  * printed as host (a placeholder such as "THIS-HOST") instead. */
 int uri_format_peer(const struct uri *u, const char *host, char *buf,
@@ -48,7 +52,9 @@ int uri_format_peer(const struct uri *u, const char *host, char *buf,
  * Sockets for tcp: and unix: URIs, SOCK_CLOEXEC, blocking.  uri_listen
  * binds and listens (unix: removes a stale socket file first only when
  * nobody answers on it, -EADDRINUSE otherwise).  uri_connect gives up
- * after timeout_ms (-ETIMEDOUT).  Both return the fd or -errno.
+ * after timeout_ms (-ETIMEDOUT).  Both return the fd or -errno; a host
+ * name is looked up first, and one that is not known gives -ENXIO, a
+ * name server that did not answer -EAGAIN.
  */
 int uri_listen(const struct uri *u, int backlog);
 int uri_connect(const struct uri *u, int timeout_ms);

@@ -395,6 +395,33 @@ static void test_file_not_a_socket(void **state)
 	assert_int_equal(uri_connect(&u, 1), -EINVAL);
 }
 
+/* Only a host name goes to a resolver (off migd's loop, control.c). */
+static void test_needs_lookup(void **state)
+{
+	static const struct {
+		const char *uri;
+		bool lookup;
+	} lookups[] = {
+		{ "tcp:127.0.0.1:4444", false },
+		{ "tcp:0.0.0.0:0", false },
+		{ "tcp:0:4444", false },
+		{ "tcp:[::1]:4444", false },
+		{ "tcp:[::]:4444", false },
+		{ "unix:/run/tern/x.sock", false },
+		{ "tcp:localhost:4444", true },
+		{ "tcp:dst.example.invalid:4444", true },
+	};
+	struct uri u;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(lookups); i++) {
+		assert_int_equal(uri_parse(lookups[i].uri, &u), 0);
+		if (uri_needs_lookup(&u) != lookups[i].lookup)
+			fail_msg("%s: lookup %d", lookups[i].uri, !lookups[i].lookup);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -403,6 +430,7 @@ int main(void)
 		cmocka_unit_test(test_parse_why),
 		cmocka_unit_test(test_format_peer),
 		cmocka_unit_test(test_format_too_long),
+		cmocka_unit_test(test_needs_lookup),
 		cmocka_unit_test(test_tcp_listen_connect),
 		cmocka_unit_test(test_tcp_listen_bound),
 		cmocka_unit_test(test_tcp_connect_timeout),
