@@ -24,6 +24,23 @@
 
 #define CONTROL_LISTEN_BACKLOG 64
 
+/*
+ * A listen address on a host name: getaddrinfo may wait for seconds on
+ * a slow or dead resolver, and this loop serves every caller and job.
+ * The name is looked up and the socket bound in a thread; the VM counts
+ * as busy meanwhile (check_not_busy), and the reply follows.
+ */
+struct lookup {
+	struct bgwork work;
+	struct lookup *next;            /* in m->lookups */
+	struct migd *m;
+	struct rpc_call *call;
+	struct job_spec spec;
+	struct uri u;
+	char text[sizeof(((struct job_spec *)0)->peer)];
+	int fd;                         /* bound, or -errno */
+};
+
 static struct migd *control_migd(struct rpc_call *call)
 {
 	return rpc_call_ctx(call);
@@ -63,7 +80,13 @@ static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm)
 	struct job *j = job_find(m, vm, true);
 	Tern__Migd__JobStatus js;
 	const char *ending;
+	struct lookup *l;
 
+	for (l = m->lookups; l; l = l->next)
+		if (!strcmp(l->spec.vm, vm))
+			return rpc_call_errorf(call, EBUSY, "%s already has an "
+					       "incoming job being set up (looking "
+					       "up %.200s)", vm, l->u.host);
 	if (!j)
 		return 0;
 	job_status(j, &js);
@@ -134,16 +157,117 @@ static int job_spec_init(struct migd *m, struct job_spec *spec,
 	return str_copy(spec->rundir, m->rundir, sizeof(spec->rundir));
 }
 
+/*
+ * The rest of an Incoming, once its socket is bound (fd) or could not be
+ * (-errno): text is the address as the caller gave it.
+ */
+static int incoming_listening(struct rpc_call *call, struct migd *m,
+			      struct job_spec *spec, struct uri *u, int fd,
+			      const char *text)
+{
+	char bound[sizeof(spec->peer)];
+	struct stat st;
+	struct job *j;
+	int r;
+
+	if (fd < 0)
+		return rpc_call_errorf(call, -fd, "cannot listen on %s: %s", text,
+				       !uri_needs_lookup(u) ? strerror(-fd) :
+				       fd == -ENXIO ? "the host name is not known" :
+				       fd == -EAGAIN ? "no name server answered "
+				       "(give an address, or try again)" :
+				       strerror(-fd));
+	if (uri_format(u, bound, sizeof(bound)) < 0 ||
+	    str_copy(spec->peer, bound, sizeof(spec->peer)) < 0) {
+		close(fd);
+		return rpc_call_errorf(call, ENAMETOOLONG, "listen address too long");
+	}
+	if (u->kind == URI_UNIX && stat(u->path, &st) == 0) {
+		spec->listen_dev = st.st_dev;
+		spec->listen_ino = st.st_ino;
+	}
+	spec->listen_fd = fd;
+	r = job_start(m, spec, &j);     /* closes fd in any case */
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "cannot start a worker: %s",
+				       strerror(-r));
+	/* The reply waits for the worker's look at the vmm: the parent
+	 * makes no call to a vmm on its loop. */
+	return job_defer_start(j, call);
+}
+
+static void lookup_run(struct bgwork *w)
+{
+	struct lookup *l = container_of(w, struct lookup, work);
+
+	l->fd = uri_listen_bound(&l->u, CONTROL_LISTEN_BACKLOG);
+}
+
+static void lookup_unlink(struct lookup *l)
+{
+	struct lookup **pp;
+
+	for (pp = &l->m->lookups; *pp; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
+			break;
+		}
+}
+
+static void lookup_finish(struct bgwork *w)
+{
+	struct lookup *l = container_of(w, struct lookup, work);
+	struct migd *m = l->m;
+	int r;
+
+	lookup_unlink(l);
+	if (m->quitting) {
+		if (l->fd >= 0)
+			close(l->fd);
+		r = rpc_call_errorf(l->call, ESHUTDOWN, "migd is shutting down");
+	} else {
+		r = incoming_listening(l->call, m, &l->spec, &l->u, l->fd,
+				       l->text);
+	}
+	if (r != RPC_DEFERRED)
+		rpc_call_finish(l->call, r);
+	free(l);
+	migd_check_quit(m);
+}
+
+static int lookup_start(struct rpc_call *call, struct migd *m,
+			const struct job_spec *spec, const struct uri *u,
+			const char *text)
+{
+	struct lookup *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (!l)
+		return rpc_call_errorf(call, ENOMEM, "out of memory");
+	l->m = m;
+	l->call = call;
+	l->spec = *spec;
+	l->u = *u;
+	l->fd = -EIO;
+	str_copy(l->text, text, sizeof(l->text));
+	r = bgwork_start(&m->lookups_work, &l->work, lookup_run, lookup_finish);
+	if (r < 0) {
+		free(l);
+		return rpc_call_errorf(call, -r, "cannot look up %s: no thread: %s",
+				       u->host, strerror(-r));
+	}
+	l->next = m->lookups;
+	m->lookups = l;
+	return RPC_DEFERRED;
+}
+
 static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__IncomingRequest *req = (const void *)arg;
 	struct migd *m = control_migd(call);
-	char bound[sizeof(((struct job_spec *)0)->peer)];
 	struct job_spec spec;
-	struct job *j;
 	struct uri u;
-	struct stat st;
-	int r, fd;
+	int r;
 
 	r = check_vm(call, m, req->vm);
 	if (r == 0)
@@ -161,27 +285,11 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, -r, "cannot make a token: %s",
 				       strerror(-r));
 	}
-	fd = uri_listen_bound(&u, CONTROL_LISTEN_BACKLOG);
-	if (fd < 0)
-		return rpc_call_errorf(call, -fd, "cannot listen on %s: %s",
-				       req->listen, strerror(-fd));
-	if (uri_format(&u, bound, sizeof(bound)) < 0 ||
-	    str_copy(spec.peer, bound, sizeof(spec.peer)) < 0) {
-		close(fd);
-		return rpc_call_errorf(call, ENAMETOOLONG, "listen address too long");
-	}
-	if (u.kind == URI_UNIX && stat(u.path, &st) == 0) {
-		spec.listen_dev = st.st_dev;
-		spec.listen_ino = st.st_ino;
-	}
-	spec.listen_fd = fd;
-	r = job_start(m, &spec, &j);    /* closes fd in any case */
-	if (r < 0)
-		return rpc_call_errorf(call, -r, "cannot start a worker: %s",
-				       strerror(-r));
-	/* The reply waits for the worker's look at the vmm: the parent
-	 * makes no call to a vmm on its loop. */
-	return job_defer_start(j, call);
+	if (uri_needs_lookup(&u))
+		return lookup_start(call, m, &spec, &u, req->listen);
+	return incoming_listening(call, m, &spec, &u,
+				  uri_listen_bound(&u, CONTROL_LISTEN_BACKLOG),
+				  req->listen);
 }
 
 static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)
@@ -574,15 +682,35 @@ int control_start(struct migd *m)
 	}
 	rpc_server_set_accept(m->server, rpc_accept_root_or_self, m);
 	rpc_server_set_overload(m->server, rpc_overload_warn, m);
-	return 0;
+	ret = bgwork_init(&m->lookups_work, m->base);
+	if (ret < 0)
+		log_warnc(ret, "control: host name look-ups");
+	return ret;
+}
+
+/* At the end: a look-up that came back has its socket closed; one still
+ * at the resolver is left to its thread (bgwork.h). */
+static void lookup_drop(struct bgwork *w)
+{
+	struct lookup *l = container_of(w, struct lookup, work);
+
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l);
 }
 
 void control_stop(struct migd *m)
 {
 	char path[PATH_MAX + 80];
 
+	struct lookup *l;
+
 	if (!m->server)
 		return;
+	for (l = m->lookups; l; l = l->next)
+		rpc_call_finish(l->call, -ESHUTDOWN);
+	m->lookups = NULL;
+	bgwork_stop(&m->lookups_work, 0, lookup_drop);
 	rpc_server_free(m->server);
 	m->server = NULL;
 	snprintf(path, sizeof(path), "%s/migd.sock", m->rundir);

@@ -157,6 +157,7 @@ struct job_spec {
 
 struct event;
 struct event_base;
+struct lookup;
 
 /* A caller waiting for a job's end (Migrate/Status/Cancel with wait). */
 struct job_waiter {
@@ -246,6 +247,8 @@ struct migd {
 	bool quitting;                  /* SIGTERM: no new jobs */
 	struct event *ev_shutdown;      /* the bound on waiting for workers */
 	struct bgwork_set tidying;      /* jobs' clean-ups at their vmms */
+	struct bgwork_set lookups_work; /* Incoming's host names (control.c) */
+	struct lookup *lookups;         /* ... under way */
 };
 
 /* main.c: start-up, signals, shutdown */

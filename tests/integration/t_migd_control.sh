@@ -612,6 +612,61 @@ out=$(migctl status x --watch 2>&1) && fail "status --watch of a cancelled job e
 case $out in *"migration cancelled"*) ;; *) fail "status --watch: $out" ;; esac
 case $out in *"cancelled: cancelled"*) fail "migctl repeats the state: $out" ;; esac
 
+note "a listen address on a host name is looked up off migd's loop"
+out=$(migctl incoming x --listen tcp:localhost:0) || fail "incoming on localhost: $out"
+printf '%s\n' "$out" | grep -q "^listen tcp:localhost:[1-9][0-9]*$" ||
+	fail "incoming on localhost: $out"
+migctl cancel x --wait >/dev/null || fail "cancel of the localhost job"
+# A migd whose name server takes every query and answers none until
+# told: its other callers are served meanwhile, the VM counts as busy,
+# and the answer (no such name) fails the Incoming with its reason.
+# Without the thread, the loop waited in getaddrinfo: list timed out.
+D=$RUNDIR/dns
+mkdir -p "$D/vmm"
+printf 'nameserver 127.0.0.1\noptions timeout:30 attempts:1\n' >"$D/resolv.conf"
+python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' \
+	"$D/vmm/slow.sock" || fail "the dummy vmm socket"
+cat >"$D/dns.py" <<'EOF'
+import os, select, socket, sys
+d = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+open(d + "/dns.up", "w").close()
+held = []
+for _ in range(6000):                   # 10 minutes at most
+    if select.select([s], [], [], 0.1)[0]:
+        q, peer = s.recvfrom(512)
+        held.append((q, peer))
+        open(d + "/dns.asked", "w").close()
+    if os.path.exists(d + "/dns.answer"):
+        for q, peer in held:            # NXDOMAIN, the question copied
+            s.sendto(q[:2] + b"\x81\x83" + q[4:6] + b"\0" * 6 + q[12:], peer)
+        held = []
+EOF
+unshare --mount --net sh -c 'ip link set lo up && mount --bind "$1/resolv.conf" /etc/resolv.conf &&
+	{ python3 "$1/dns.py" "$1" & echo $! >"$1/dns.pid"; } && exec "$2" --rundir "$1"' \
+	sh "$D" "$BIN/migd" >"$D/migd.log" 2>&1 &
+dmigd=$!
+PIDS+=("$dmigd")
+wait_until 20 test -e "$D/dns.up" -a -S "$D/migd.sock" || fail "the slow resolver's migd: $(cat "$D/migd.log")"
+PIDS+=("$(cat "$D/dns.pid")")
+dctl() { "$BIN/migctl" --rundir "$D" --timeout 10 "$@"; }
+dctl incoming slow --listen tcp:slow.tern.invalid:0 >"$D/inc.out" 2>&1 & inc=$!
+wait_until 20 test -e "$D/dns.asked" || fail "migd asked no name server: $(cat "$D/migd.log")"
+out=$(dctl list 2>&1) || fail "migd did not answer while it looked a name up: $out"
+err=$(dctl incoming slow --listen tcp:127.0.0.1:0 2>&1) && fail "a second Incoming was taken: $err"
+case $err in *"slow already has an incoming job being set up (looking up slow.tern.invalid)"*) ;;
+*) fail "a second Incoming during the look-up: $err" ;; esac
+echo "ok: $err"
+kill -0 "$inc" 2>/dev/null || fail "the Incoming ended before its name was answered: $(cat "$D/inc.out")"
+touch "$D/dns.answer"
+wait_exit "$inc" && fail "Incoming on an unknown name succeeded: $(cat "$D/inc.out")"
+grep -q "cannot listen on tcp:slow.tern.invalid:0: the host name is not known" "$D/inc.out" ||
+	fail "Incoming on an unknown name: $(cat "$D/inc.out")"
+echo "ok: $(cat "$D/inc.out")"
+kill -TERM "$dmigd"
+wait_exit "$dmigd" || fail "the slow resolver's migd exited with $?"
+
 note "SIGTERM: migd cancels its jobs and exits"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"
 wpid=$(job_field x worker_pid)
