@@ -213,6 +213,8 @@ int rpc_client_set_max_frame(struct rpc_client *cl, uint32_t max_frame);
 bool rpc_client_hung_up(const struct rpc_client *cl);
 /* The server's pid (SO_PEERCRED, unix sockets), or -errno. */
 int rpc_client_peer_pid(const struct rpc_client *cl);
+/* The server's credentials (SO_PEERCRED, unix sockets), or -errno. */
+int rpc_client_peer_cred(const struct rpc_client *cl, struct ucred *ret);
 /* Wait until the server has closed its end (or the connection broke), at
  * most timeout_ms (<= 0: for ever): 0, -ETIMEDOUT or -errno.  Nothing is
  * read: anything it sends meanwhile is left unread. */

@@ -93,6 +93,18 @@ int rpc_client_peer_pid(const struct rpc_client *cl)
 	return cred.pid > 0 ? cred.pid : -ESRCH;
 }
 
+int rpc_client_peer_cred(const struct rpc_client *cl, struct ucred *ret)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(rpc_conn_fd(cl->conn), SOL_SOCKET, SO_PEERCRED, &cred,
+		       &len) < 0)
+		return -errno;
+	*ret = cred;
+	return 0;
+}
+
 int rpc_client_wait_hangup(struct rpc_client *cl, int timeout_ms)
 {
 	struct pollfd p = { rpc_conn_fd(cl->conn), POLLRDHUP, 0 };

@@ -114,6 +114,16 @@ static int check_uri(struct rpc_call *call, const char *what, const char *s,
 			       sizeof(shown)), why);
 }
 
+static bool id_zero(const uint8_t *id)
+{
+	unsigned int i;
+
+	for (i = 0; i < STREAM_ID_LEN; i++)
+		if (id[i])
+			return false;
+	return true;
+}
+
 static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)
 {
 	if (stream_unhex(s, ret, STREAM_TOKEN_LEN) < 0)
@@ -627,6 +637,157 @@ static int method_get_params(struct rpc_call *call, const ProtobufCMessage *arg)
 	return reply_params(call, &control_migd(call)->defaults);
 }
 
+/* ---- Adopt: a worker an earlier migd left -------------------------- */
+
+/* The job's status as the worker says it: its own, of a job past its
+ * postcopy switch. */
+static int adopt_check_status(struct rpc_call *call,
+			      const Tern__Migd__AdoptRequest *req)
+{
+	const Tern__Migd__JobStatus *js = req->status;
+
+	if (!js)
+		return rpc_call_errorf(call, EINVAL, "Adopt: no status");
+	if (strcmp(js->vm, req->vm) || js->role != req->role ||
+	    strcmp(js->id, req->id))
+		return rpc_call_errorf(call, EINVAL, "Adopt: the status is of "
+				       "another job (vm, role or id differ)");
+	if (js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE &&
+	    js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED &&
+	    js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER)
+		return rpc_call_errorf(call, EINVAL, "Adopt: only a job past its "
+				       "postcopy switch is adopted (postcopy-"
+				       "active, -paused or -recover), not one in "
+				       "state %d", (int)js->state);
+	if (js->n_channels > STREAM_MAX_CHANNELS)
+		return rpc_call_errorf(call, EINVAL, "Adopt: %zu channels in the "
+				       "status, at most %d", js->n_channels,
+				       STREAM_MAX_CHANNELS);
+	return 0;
+}
+
+/* The request in full, into spec (as Incoming and Migrate check theirs). */
+static int adopt_check(struct rpc_call *call, struct migd *m,
+		       const Tern__Migd__AdoptRequest *req, struct job_spec *spec)
+{
+	enum job_role role;
+	struct job *j;
+	struct uri u;
+	char err[256];
+	int r;
+
+	if (req->role != TERN__MIGD__JOB_ROLE__ROLE_SOURCE &&
+	    req->role != TERN__MIGD__JOB_ROLE__ROLE_DEST)
+		return rpc_call_errorf(call, EINVAL, "Adopt: the role must be "
+				       "source or destination");
+	role = req->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE ? JOB_ROLE_SOURCE :
+								JOB_ROLE_DEST;
+	if (name_valid(req->vm) < 0)
+		return rpc_call_errorf(call, EINVAL, "Adopt: '%.64s' is not a "
+				       "valid VM name (" NAME_RULE ")", req->vm);
+	job_spec_init(m, spec, role, req->vm);
+	if (strlen(req->id) != 2 * STREAM_ID_LEN ||
+	    stream_unhex(req->id, spec->id, STREAM_ID_LEN) < 0 ||
+	    id_zero(spec->id))
+		return rpc_call_errorf(call, EINVAL, "Adopt: the id must be %d hex "
+				       "digits, not all zero", 2 * STREAM_ID_LEN);
+	r = check_token(call, req->token, spec->token);
+	if (r == 0)
+		r = check_uri(call, role == JOB_ROLE_SOURCE ? "Adopt: destination" :
+			      "Adopt: listen address", req->peer, &u);
+	if (r < 0)
+		return r;
+	if (uri_format(&u, spec->peer, sizeof(spec->peer)) < 0)
+		return rpc_call_errorf(call, ENAMETOOLONG, "Adopt: peer too long");
+	if (!req->params)
+		return rpc_call_errorf(call, EINVAL, "Adopt: no params");
+	params_defaults(&spec->params);
+	r = params_merge(req->params, &spec->params, err, sizeof(err));
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "Adopt: %s", err);
+	/* 0 has a meaning here (no cap, measured, none): the job's own. */
+	spec->params.max_bandwidth = req->params->max_bandwidth;
+	spec->params.avail_switchover_bandwidth =
+		req->params->avail_switchover_bandwidth;
+	spec->params.timeout_s = req->params->timeout_s;
+	spec->listen_dev = (dev_t)req->listen_dev;
+	spec->listen_ino = (ino_t)req->listen_ino;
+	r = adopt_check_status(call, req);
+	if (r == 0)
+		r = check_not_busy(call, m, req->vm);
+	if (r < 0)
+		return r;
+	for (j = m->running; j; j = j->next)
+		if (!memcmp(j->spec.id, spec->id, STREAM_ID_LEN) &&
+		    j->spec.role == role)
+			return rpc_call_errorf(call, EBUSY, "Adopt: job %s already "
+					       "runs here (vm %s)", req->id,
+					       j->spec.vm);
+	return 0;
+}
+
+/* A unix stream socket, as a status link is. */
+static int adopt_check_link(int fd)
+{
+	int v;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) < 0 || v != AF_UNIX)
+		return -EINVAL;
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) < 0 || v != SOCK_STREAM)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * A worker past its postcopy switch, whose migd ended, gives us its job
+ * (adopt.c).  Only a local caller of root's or our uid gets here
+ * (rpc_accept_root_or_self); the worker is the caller itself: its pid
+ * is the connection's (SO_PEERCRED), never the message's word.
+ */
+static int method_adopt(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	const Tern__Migd__AdoptRequest *req = (const void *)arg;
+	struct migd *m = control_migd(call);
+	struct job_spec spec;
+	struct ucred cred;
+	struct job *j;
+	size_t nfds = rpc_call_nfds(call);
+	int r, fd;
+
+	if (m->quitting)
+		return rpc_call_errorf(call, ESHUTDOWN, "migd is shutting down: "
+				       "the next migd adopts the job");
+	if (nfds != 1)
+		return rpc_call_errorf(call, EINVAL, "Adopt takes one descriptor "
+				       "(the job's new status link), not %zu", nfds);
+	if (rpc_call_peercred(call, &cred) < 0 || cred.pid <= 0)
+		return rpc_call_errorf(call, EPERM, "Adopt: only a worker on this "
+				       "host may call it (no SO_PEERCRED)");
+	r = adopt_check(call, m, req, &spec);
+	if (r < 0)
+		return r;
+	for (j = m->running; j; j = j->next)
+		if (j->pid == cred.pid)
+			return rpc_call_errorf(call, EBUSY, "Adopt: process %d "
+					       "already runs the job of %s",
+					       (int)cred.pid, j->spec.vm);
+	fd = rpc_call_take_fd(call, 0);
+	if (fd < 0 || adopt_check_link(fd) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return rpc_call_errorf(call, EINVAL, "Adopt: the descriptor is "
+				       "not a unix stream socket");
+	}
+	r = job_adopt(m, &spec, cred.pid, fd, req->status, req->started_unix_ms,
+		      &j);    /* takes fd */
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "Adopt: cannot watch process %d: "
+				       "%s", (int)cred.pid, strerror(-r));
+	return reply_job(call, j);
+}
+
 /* Handlers by method name, matched to the descriptor's order at start. */
 static const struct rpc_method_binding control_methods[] = {
 	{ "Incoming", method_incoming },
@@ -640,6 +801,7 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "List", method_list },
 	{ "SetParams", method_set_params },
 	{ "GetParams", method_get_params },
+	{ "Adopt", method_adopt },
 };
 
 int control_start(struct migd *m)

@@ -6,7 +6,8 @@
  * without a final report the parent decides the job's fate here and runs
  * the clean-up the worker could not (vmmlink.c), in a thread, so that a
  * vmm that does not answer never holds the event loop.  Called by control.c
- * (new jobs, queries) and main.c (SIGCHLD, shutdown).
+ * (new jobs, queries), main.c (SIGCHLD, shutdown) and jobadopt.c (the
+ * jobs an earlier migd left, whose workers are not our children).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -395,11 +397,27 @@ static int job_read(struct job *j, unsigned int max)
 	return r;
 }
 
+int job_signal(struct job *j, int sig)
+{
+	if (j->pid <= 0)
+		return -ESRCH;
+	/* An adopted worker is no child of ours: its pid could be another
+	 * process's once it ended, its pidfd never. */
+	if (j->pidfd >= 0)
+		return syscall(SYS_pidfd_send_signal, j->pidfd, sig, NULL, 0) < 0 ?
+		       -errno : 0;
+	return kill(j->pid, sig) < 0 ? -errno : 0;
+}
+
 static void handle_worker_report(evutil_socket_t fd, short what, void *arg)
 {
 	struct job *j = arg;
 	int r = job_read(j, JOB_READ_BATCH);
 
+	/* migd stopping waits for no job past its postcopy switch: this
+	 * report may show one that crossed it. */
+	if (j->m->quitting)
+		migd_check_quit(j->m);
 	if (r >= 0)
 		return;
 	if (r != -EPIPE) {
@@ -408,8 +426,7 @@ static void handle_worker_report(evutil_socket_t fd, short what, void *arg)
 			  "killing it", j->spec.vm, (int)j->pid, strerror(-r));
 		snprintf(j->error, sizeof(j->error),
 			 "worker sent a malformed status report");
-		if (j->pid > 0)
-			kill(j->pid, SIGKILL);
+		job_signal(j, SIGKILL);
 	}
 	job_close_conn(j);
 }
@@ -465,6 +482,8 @@ int job_start(struct migd *m, const struct job_spec *spec, struct job **ret)
 		goto fail;
 	}
 	j->spec = *spec;
+	j->m = m;
+	j->pidfd = -1;
 	j->state = spec->role == JOB_ROLE_DEST ? JOB_STATE_WAITING :
 						JOB_STATE_SETUP;
 	j->started_unix_ms = unix_ms();
@@ -494,15 +513,9 @@ int job_start(struct migd *m, const struct job_spec *spec, struct job **ret)
 	}
 	close(sv[1]);
 	j->pid = pid;
-	r = rpc_conn_new(sv[0], JOB_STATUS_MAX_FRAME, &j->conn);
+	r = job_watch_link(m, j, sv[0]);
 	if (r < 0)
 		goto fail_kill;
-	j->ev = event_new(m->base, sv[0], EV_READ | EV_PERSIST,
-			  handle_worker_report, j);
-	if (!j->ev || event_add(j->ev, NULL) < 0) {
-		r = -ENOMEM;
-		goto fail_kill;
-	}
 	if (spec->listen_fd >= 0)
 		close(spec->listen_fd);
 	j->spec.listen_fd = -1;
@@ -524,6 +537,19 @@ fail:
 	return r;
 }
 
+int job_watch_link(struct migd *m, struct job *j, int fd)
+{
+	int r = rpc_conn_new(fd, JOB_STATUS_MAX_FRAME, &j->conn);
+
+	if (r < 0)
+		return r;
+	j->ev = event_new(m->base, fd, EV_READ | EV_PERSIST,
+			  handle_worker_report, j);
+	if (!j->ev || event_add(j->ev, NULL) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 int job_cancel(struct job *j, enum job_cancel how)
 {
 	int r;
@@ -535,14 +561,14 @@ int job_cancel(struct job *j, enum job_cancel how)
 	 * takes, and a plain cancel that crossed the switch must not. */
 	r = how == JOB_CANCEL_ABANDON ? job_command(j, "abandon", NULL) :
 	    how == JOB_CANCEL_PLAIN ? job_command(j, "cancel", NULL) :
-	    kill(j->pid, SIGTERM) < 0 ? -errno : 0;
+	    job_signal(j, SIGTERM);
 	/* A plain cancel queued (the worker reads it when it can) is
 	 * sent; a worker without its status link cannot read one, but
 	 * before its switch SIGTERM is the same cancel. */
 	if (how == JOB_CANCEL_PLAIN && r == -EAGAIN)
 		r = 0;
 	else if (how == JOB_CANCEL_PLAIN && r < 0)
-		r = kill(j->pid, SIGTERM) < 0 ? -errno : 0;
+		r = job_signal(j, SIGTERM);
 	if (r < 0)
 		return r;
 	j->cancel_how = how;
@@ -605,6 +631,20 @@ bool job_in_postcopy(const struct job *j)
 	return !j->finished && j->last && j->last->postcopy_started && j->last->switched;
 }
 
+/* Past its postcopy switch, as the worker last said: it goes on without
+ * migd, and the next migd adopts it. */
+bool job_outlives_migd(const struct job *j)
+{
+	const Tern__Migd__JobStatus *js = j->last;
+
+	return !j->finished && j->pid > 0 && js &&
+	       !job_state_final((enum job_state)js->state) &&
+	       ((js->switched && js->postcopy_started) ||
+		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
+		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
+		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER);
+}
+
 /* ---- the end of a job ------------------------------------------------ */
 
 static void job_append_error(struct job *j, const char *what)
@@ -656,18 +696,25 @@ static bool job_dest_runs_postcopy(const Tern__Migd__JobStatus *js)
 /* The worker ended without a final report: decide, and say what clean-up
  * the vmm needs.  As always, the job shows its final state once that is
  * done (job_tidy_done), so that a caller who sees it sees the clean-up. */
-static void job_died(struct job *j, int wstatus)
+static void job_died(struct job *j, const int *wstatus)
 {
 	char msg[512], why[64];
 
-	if (WIFSIGNALED(wstatus))
-		snprintf(why, sizeof(why), "killed by signal %d", WTERMSIG(wstatus));
+	/* An adopted worker is no child of ours: how it ended is its
+	 * parent's to know, not ours. */
+	if (!wstatus)
+		snprintf(why, sizeof(why), "no wait status");
+	else if (WIFSIGNALED(*wstatus))
+		snprintf(why, sizeof(why), "killed by signal %d", WTERMSIG(*wstatus));
 	else
-		snprintf(why, sizeof(why), "exited with %d", WEXITSTATUS(wstatus));
-	if (j->cancel_requested && WIFSIGNALED(wstatus) &&
-	    WTERMSIG(wstatus) == SIGTERM) {
+		snprintf(why, sizeof(why), "exited with %d", WEXITSTATUS(*wstatus));
+	if (j->cancel_requested && wstatus && WIFSIGNALED(*wstatus) &&
+	    WTERMSIG(*wstatus) == SIGTERM) {
 		j->tidy_state = JOB_STATE_CANCELLED;
 		snprintf(msg, sizeof(msg), "cancelled (worker %s)", why);
+	} else if (!wstatus) {
+		j->tidy_state = JOB_STATE_FAILED;
+		snprintf(msg, sizeof(msg), "worker ended without a final report");
 	} else {
 		j->tidy_state = JOB_STATE_FAILED;
 		snprintf(msg, sizeof(msg), "worker died: %s", why);
@@ -810,6 +857,18 @@ static void job_unlink_listen(const struct job *j)
 		unlink(u.path);
 }
 
+static void job_close_pidfd(struct job *j)
+{
+	if (j->ev_pid) {
+		event_free(j->ev_pid);
+		j->ev_pid = NULL;
+	}
+	if (j->pidfd >= 0) {
+		close(j->pidfd);
+		j->pidfd = -1;
+	}
+}
+
 static void job_free(struct job *j)
 {
 	size_t i;
@@ -821,6 +880,7 @@ static void job_free(struct job *j)
 	if (j->recovering)
 		rpc_call_finish(j->recovering, -ESHUTDOWN);
 	job_close_conn(j);
+	job_close_pidfd(j);
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
 	free(j);
@@ -902,7 +962,7 @@ static void job_tidy_finish(struct bgwork *w)
  * not answer holds neither the control service nor other jobs; the job
  * stays running (its VM busy) until it is done.
  */
-static void job_finish(struct migd *m, struct job *j, int wstatus)
+void job_finish(struct migd *m, struct job *j, const int *wstatus)
 {
 	/* Whatever the worker wrote before it ended is in the socket, all of
 	 * it: the last report (its final state) may be behind a backlog of
@@ -910,6 +970,7 @@ static void job_finish(struct migd *m, struct job *j, int wstatus)
 	if (j->conn)
 		job_read(j, UINT_MAX);
 	job_close_conn(j);
+	job_close_pidfd(j);
 	j->pid = 0;
 	if (j->last)
 		j->last->worker_pid = 0;
@@ -946,7 +1007,7 @@ void jobs_reap(struct migd *m)
 			if (j->pid == pid)
 				break;
 		if (j)
-			job_finish(m, j, wstatus);
+			job_finish(m, j, &wstatus);
 		else
 			log_debug("reaped process %d", (int)pid);
 	}
@@ -957,16 +1018,42 @@ void jobs_signal_all(struct migd *m, bool force)
 	struct job *j;
 
 	for (j = m->running; j; j = j->next) {
-		if (j->pid <= 0)
+		/* Past its postcopy switch a job cannot be undone, and
+		 * needs no migd to go on: it is left to the next one
+		 * (jobs_hold_quit says so). */
+		if (j->pid <= 0 || job_outlives_migd(j))
 			continue;
 		if (force) {
 			log_warnx("%s: worker %d did not end; killing it",
 				  j->spec.vm, (int)j->pid);
-			kill(j->pid, SIGKILL);
+			job_signal(j, SIGKILL);
 		} else {
 			job_cancel(j, JOB_CANCEL_SHUTDOWN);
 		}
 	}
+}
+
+bool jobs_hold_quit(struct migd *m)
+{
+	Tern__Migd__JobStatus js;
+	struct job *j;
+	bool hold = false;
+
+	for (j = m->running; j; j = j->next) {
+		if (!job_outlives_migd(j)) {
+			hold = true;
+			continue;
+		}
+		if (j->left)
+			continue;
+		j->left = true;
+		job_status(j, &js);
+		log_info("%s: postcopy job %s (worker %d, %s) goes on without "
+			 "migd; the next migd on %s/migd.sock will adopt it",
+			 j->spec.vm, js.id, (int)j->pid, job_state_name(j->state),
+			 m->rundir);
+	}
+	return hold;
 }
 
 void jobs_free_all(struct migd *m)

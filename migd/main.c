@@ -3,7 +3,8 @@
  * migd: parse the command line, take RUNDIR/migd.lock, serve the control
  * socket RUNDIR/migd.sock (control.c) and the job table (jobs.c) from one
  * event loop until SIGTERM or SIGINT, which cancel the running jobs and
- * wait a bounded time for their workers.  migd stays in the foreground
+ * wait a bounded time for their workers; a job past its postcopy switch
+ * is left running, for the next migd to adopt (jobadopt.c).  migd stays in the foreground
  * (systemd Type=simple); it never daemonizes.
  */
 #include <errno.h>
@@ -125,9 +126,11 @@ static void handle_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(m->base, NULL);
 }
 
+/* Quitting: once every job has ended but those past their postcopy
+ * switch, which go on without migd for the next one to adopt. */
 void migd_check_quit(struct migd *m)
 {
-	if (m->quitting && !m->running)
+	if (m->quitting && !jobs_hold_quit(m))
 		event_base_loopexit(m->base, NULL);
 }
 

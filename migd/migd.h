@@ -189,6 +189,12 @@ struct job {
 	struct job *next;               /* in migd.running or migd.history */
 	struct job_spec spec;
 	pid_t pid;                      /* the worker; 0 once reaped */
+	int pidfd;                      /* an adopted worker's (no child of
+					 * ours: no SIGCHLD), else -1 */
+	struct event *ev_pid;           /* ... readable once it ended */
+	bool adopted;                   /* an earlier migd started the job */
+	bool left;                      /* migd quits and leaves the job (past
+					 * its postcopy switch) to the next */
 	struct rpc_conn *conn;          /* the status socketpair; NULL at EOF */
 	struct event *ev;               /* reads conn */
 	Tern__Migd__JobStatus *last;    /* the worker's latest report, or NULL */
@@ -284,21 +290,42 @@ int job_defer_start(struct job *j, struct rpc_call *call);
 /* Reply to a destination's Recover with a new address once its worker
  * listens there (or say why not); with wait, at the job's end. */
 int job_defer_recover(struct job *j, struct rpc_call *call, bool wait);
+/* Read the worker's reports from fd (taken) in the event loop. */
+int job_watch_link(struct migd *m, struct job *j, int fd);
+/* Signal the worker (by its pidfd if adopted): 0 or -errno. */
+int job_signal(struct job *j, int sig);
 /* Cancel the job, told how; it ends when the worker reports or dies. */
 int job_cancel(struct job *j, enum job_cancel how);
 /* The guest runs on the destination while pages remain on the source. */
 bool job_in_postcopy(const struct job *j);
+/* Past its postcopy switch, as the worker last said: the job goes on
+ * without migd (its stop leaves it), and the next migd adopts it. */
+bool job_outlives_migd(const struct job *j);
 /* A job whose outcome is known but which is not over (its worker ending,
  * or migd cleaning up at its vmm): what is left, in words; else NULL. */
 const char *job_ending(const struct job *j);
 /* Send the worker a command (worker.c reads it): "recover", "pause",
  * "postcopy", "tune". */
 int job_command(struct job *j, const char *name, const ProtobufCMessage *arg);
+/* The worker has ended (wstatus NULL: adopted, no wait status): its
+ * last reports, the verdict, the clean-up at its vmm. */
+void job_finish(struct migd *m, struct job *j, const int *wstatus);
 /* SIGCHLD: reap workers and finish their jobs. */
 void jobs_reap(struct migd *m);
-/* Shutdown: SIGTERM (or SIGKILL when force) every running worker. */
+/* Shutdown: SIGTERM (or SIGKILL when force) every running worker but
+ * those whose job outlives migd. */
 void jobs_signal_all(struct migd *m, bool force);
+/* Shutdown: whether a running job still holds migd; a job that
+ * outlives it is said to go on, once. */
+bool jobs_hold_quit(struct migd *m);
 void jobs_free_all(struct migd *m);
+
+/* jobadopt.c: the jobs an earlier migd left (Migd.Adopt) */
+/* A running job for spec, of worker pid (not our child), its status
+ * link fd (taken in any case) and its last status js (copied). */
+int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
+	      const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
+	      struct job **ret);
 
 /* control.c: the tern.migd.Migd service */
 int control_start(struct migd *m);
@@ -458,8 +485,14 @@ bool worker_abandoned(void);
  * and recover --wait ends on it.  For good. */
 void worker_set_unrecoverable(struct worker *w);
 bool worker_unrecoverable(struct worker *w);
-/* migd has died (the worker's parent is another process now). */
+/* The job has no migd now: its status link ended (or the migd that
+ * forked it died), and no migd has adopted it since (adopt.c). */
 bool worker_orphaned(void);
+/* Past a postcopy switch (postcopy-active, -paused or -recover): the job
+ * outlives its migd, and the next one adopts it. */
+bool worker_in_postcopy_locked(const struct worker *w);
+/* The job's status as a packed JobStatus (free *ret). */
+int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len);
 /* The cancel taken was migd's end (its stop or death), no operator's. */
 bool worker_migd_ended(void);
 bool worker_past_switch_locked(const struct worker *w);
@@ -519,6 +552,12 @@ void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
  * push's bitmap, bytes on the wire. */
 void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
 			 uint64_t bytes);
+
+/* adopt.c: a worker whose migd ended, in its command thread: once the
+ * job is past a postcopy switch, asks the migd on RUNDIR/migd.sock
+ * about once a second to adopt it (Migd.Adopt); the new status link,
+ * or -1 once the job has ended. */
+int worker_adopt_wait(struct worker *w);
 
 /* Guest RAM as the worker sees it: the vmm's memfds, mapped shared. */
 struct ram_view {

@@ -4,7 +4,9 @@
  * source or destination side (source.c, dest.c), and reports the job's
  * status to the parent migd over a socketpair, every
  * MIGD_STATUS_INTERVAL_MS and on every state change, as tern.rpc.Frame
- * events named "status".  SIGTERM from the parent cancels the job.
+ * events named "status".  SIGTERM from the parent cancels the job
+ * before its switch.  Past a postcopy switch the job outlives its migd:
+ * when the status link ends, adopt.c finds the next migd.
  */
 #include <errno.h>
 #include <poll.h>
@@ -38,18 +40,21 @@
  * reporter thread at its next tick for SIGTERM (and for a command the
  * command thread could not take yet: worker-slow-cancel).  One that
  * crossed the switch is dropped: the guest runs there, with pages only
- * here.  Paused, only an abandon or migd's
- * end is taken; an operator's plain cancel that was on its way at the
- * switch never is (migd refuses one once it sees the switch).  migd's
- * death past the switch waits for a pause: a job under way goes on to
- * its end without migd.
+ * here.  Paused, only an abandon is taken; an operator's plain cancel
+ * that was on its way at the switch never is (migd refuses one once it
+ * sees the switch), nor is migd's end: the job waits, without migd,
+ * for the next one to adopt it (adopt.c) and for its recovery.
  */
 static int cancel_signalled;            /* (A): set by the handler, read by
 					 * the reporter thread */
 static uint64_t plain_cancel_at;        /* (A): now_ns() when a plain cancel
 					 * came; 0 for none */
 static int cancel_taken;                /* (A): what worker_cancelled() says */
-static pid_t parent_pid;                /* migd, while it lives */
+static pid_t parent_pid;                /* the migd that forked us */
+static int migd_gone;                   /* (A): the status link ended, and
+					 * no migd has adopted the job since */
+static int adopted;                     /* (A): a later migd took the job:
+					 * the parent is no migd of ours */
 static int postcopy_requested;          /* (A): Migd.Postcopy or the timeout */
 static int abandon_requested;           /* (A): the cancel is an operator's
 					 * end of a paused postcopy (cancel
@@ -128,10 +133,35 @@ bool worker_past_switch_locked(const struct worker *w)
 	return w->switched || w->go_taken;
 }
 
-/* migd has died: nobody could recover a paused postcopy. */
+/* The job has no migd now: its status link ended (adopt.c looks for
+ * the next one), or, before that shows, the migd that forked it died. */
 bool worker_orphaned(void)
 {
-	return getppid() != parent_pid;
+	if (__atomic_load_n(&migd_gone, __ATOMIC_SEQ_CST))
+		return true;
+	return !__atomic_load_n(&adopted, __ATOMIC_SEQ_CST) &&
+	       getppid() != parent_pid;
+}
+
+/* Past a postcopy switch (w->lock held): the guest runs on the
+ * destination, and only this job can bring it the pages it lacks. */
+bool worker_in_postcopy_locked(const struct worker *w)
+{
+	return worker_past_switch_locked(w) &&
+	       (w->state == JOB_STATE_POSTCOPY_ACTIVE ||
+		w->state == JOB_STATE_POSTCOPY_PAUSED ||
+		w->state == JOB_STATE_POSTCOPY_RECOVER);
+}
+
+/* w->lock held: said once per migd lost. */
+static void worker_note_orphan_locked(struct worker *w)
+{
+	if (orphan_noted)
+		return;
+	orphan_noted = true;
+	log_warnx("migd is gone: past the switch, the migration goes on "
+		  "without it, and the next migd on %s/migd.sock adopts the "
+		  "job", w->spec->rundir);
 }
 
 bool worker_migd_ended(void)
@@ -444,22 +474,17 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 		worker_fill_push(w, js, pcst, pages);
 }
 
-/* Send one status frame to the parent (blocking; the parent reads fast). */
-void worker_report(struct worker *w)
+int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len)
 {
 	Tern__Migd__JobStatus js = TERN__MIGD__JOB_STATUS__INIT;
 	Tern__Migd__Params pp = TERN__MIGD__PARAMS__INIT;
 	Tern__Migd__ChannelStats cs[STREAM_MAX_CHANNELS];
 	Tern__Migd__ChannelStats *pcs[STREAM_MAX_CHANNELS];
 	Tern__Migd__PostcopyStats pcst;
-	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
-	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
 	char idhex[2 * STREAM_ID_LEN + 1];
-	uint8_t *payload = NULL, *frame = NULL;
-	size_t len, flen;
-	int n;
+	uint8_t *payload;
+	size_t len;
 
-	pthread_mutex_lock(&w->report_lock);
 	pthread_mutex_lock(&w->lock);
 	worker_fill(w, &js, &pp, cs, pcs, idhex, &pcst);
 	len = tern__migd__job_status__get_packed_size(&js);
@@ -468,6 +493,23 @@ void worker_report(struct worker *w)
 		tern__migd__job_status__pack(&js, payload);
 	pthread_mutex_unlock(&w->lock);
 	if (!payload)
+		return -ENOMEM;
+	*ret = payload;
+	*ret_len = len;
+	return 0;
+}
+
+/* Send one status frame to migd (blocking; it reads fast). */
+void worker_report(struct worker *w)
+{
+	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	uint8_t *payload = NULL, *frame = NULL;
+	size_t len, flen;
+	int n;
+
+	pthread_mutex_lock(&w->report_lock);
+	if (worker_status_pack(w, &payload, &len) < 0)
 		goto out;
 	ev.name = "status";
 	ev.data.data = payload;
@@ -480,7 +522,7 @@ void worker_report(struct worker *w)
 		goto out;
 	n = rpc_frame_encode(&f, frame, flen);
 	if (n > 0 && stream_write_full(w->status_fd, frame, n, 0) < 0)
-		log_debug("status report: parent gone");
+		log_debug("status report: migd gone");
 out:
 	free(payload);
 	free(frame);
@@ -503,7 +545,7 @@ void worker_answer(struct worker *w, int err, const char *msg)
 	pthread_mutex_lock(&w->report_lock);
 	n = rpc_frame_encode(&f, frame, sizeof(frame));
 	if (n > 0 && stream_write_full(w->status_fd, frame, n, 0) < 0)
-		log_debug("answer: parent gone");
+		log_debug("answer: migd gone");
 	pthread_mutex_unlock(&w->report_lock);
 }
 
@@ -612,33 +654,36 @@ static bool worker_check_cancel(struct worker *w)
 		pthread_mutex_unlock(&w->lock);
 		return false;
 	}
+	past = worker_past_switch_locked(w);
+	/* SIGTERM past the switch that no abandon came with: migd's end
+	 * (its stop, or the kernel at its death) or a stray signal.  The
+	 * job needs nobody to go on (a postcopy source pushing and serving
+	 * pages, a destination taking them), and paused, a recovery needs
+	 * only a migd, which the next one is once it adopts the job
+	 * (adopt.c): ending it would lose the guest's pages since the
+	 * switch.  Dropped. */
+	if (past && sig && !worker_abandoned()) {
+		__atomic_store_n(&cancel_signalled, 0, __ATOMIC_SEQ_CST);
+		sig = false;
+		if (worker_orphaned())
+			worker_note_orphan_locked(w);
+		else
+			log_warnx("a cancel came after the switch: ignored, the "
+				  "migration goes on");
+		if (!plain) {
+			pthread_mutex_unlock(&w->lock);
+			return true;
+		}
+	}
 	/* A cancel --force that met a recovery under way: taken if that
 	 * fails (the job is paused again), dropped if it succeeds. */
-	past = worker_past_switch_locked(w);
-	/* migd died past the switch: a job under way needs nobody to go on
-	 * (a postcopy source pushing and serving pages, a destination
-	 * taking them), and ending it would leave the guest waiting for
-	 * pages for good.  Kept for when the job pauses: then nobody could
-	 * recover it, and it ends (the source keeps the guest's pages). */
-	if (past && sig && worker_orphaned() &&
-	    w->state != JOB_STATE_POSTCOPY_PAUSED) {
-		if (!orphan_noted)
-			log_warnx("migd is gone: past the switch, the migration "
-				  "goes on to its end without it");
-		orphan_noted = true;
+	if (past && w->state == JOB_STATE_POSTCOPY_RECOVER) {
 		pthread_mutex_unlock(&w->lock);
 		return false;
 	}
-	if (past && !worker_orphaned() &&
-	    w->state == JOB_STATE_POSTCOPY_RECOVER) {
-		pthread_mutex_unlock(&w->lock);
-		return false;
-	}
-	if (past && !worker_orphaned() &&
-	    (w->state != JOB_STATE_POSTCOPY_PAUSED || !sig)) {
+	if (past && (w->state != JOB_STATE_POSTCOPY_PAUSED || !sig)) {
 		/* migd refuses to cancel a job past its switch; this one
-		 * crossed it.  (Were migd gone, nobody could recover it.
-		 * Paused, migd quitting or a cancel --force ends it at
+		 * crossed it.  (Paused, only a cancel --force ends it at
 		 * once, migd(8); a plain cancel never does.) */
 		__atomic_store_n(&cancel_signalled, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&plain_cancel_at, 0, __ATOMIC_SEQ_CST);
@@ -674,10 +719,10 @@ static void late_recover_msg(struct worker *w, char *msg, size_t len)
 			 job_state_name(w->state));
 }
 
-/* The parent's commands; a pause shuts the job's sockets at once. */
-static void *command_thread(void *arg)
+/* migd's commands, until the status link ends; a pause shuts the job's
+ * sockets at once. */
+static void worker_read_commands(struct worker *w)
 {
-	struct worker *w = arg;
 	Tern__Rpc__Frame *f;
 	Tern__Migd__RecoverRequest *rq;
 	Tern__Migd__Params *tp;
@@ -691,7 +736,7 @@ static void *command_thread(void *arg)
 		if (stream_msg_recv(w->status_fd, &tern__rpc__frame__descriptor,
 				    RPC_FRAME_MAX_DEFAULT, 0,
 				    (ProtobufCMessage **)&f) < 0)
-			return NULL;    /* the parent is gone */
+			return;         /* migd is gone */
 		cmd = WORKER_CMD_NONE;
 		rq = NULL;
 		if (f->body_case == TERN__RPC__FRAME__BODY_EVENT && f->event->name) {
@@ -755,6 +800,53 @@ static void *command_thread(void *arg)
 		if (rq)
 			tern__migd__recover_request__free_unpacked(rq, NULL);
 		tern__rpc__frame__free_unpacked(f, NULL);
+	}
+}
+
+/* The status link ended: migd stopped or died.  Before the switch its
+ * SIGTERM (or the kernel's, at its death) cancels the job; past a
+ * postcopy switch the job goes on, and says so. */
+static void worker_lost_migd(struct worker *w)
+{
+	__atomic_store_n(&migd_gone, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&w->lock);
+	if (worker_in_postcopy_locked(w))
+		worker_note_orphan_locked(w);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* A migd adopted the job: fd is its new status link. */
+static void worker_take_migd(struct worker *w, int fd)
+{
+	int old;
+
+	pthread_mutex_lock(&w->report_lock);
+	old = w->status_fd;
+	w->status_fd = fd;
+	pthread_mutex_unlock(&w->report_lock);
+	close(old);
+	pthread_mutex_lock(&w->lock);
+	__atomic_store_n(&adopted, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&migd_gone, 0, __ATOMIC_SEQ_CST);
+	orphan_noted = false;
+	pthread_mutex_unlock(&w->lock);
+	worker_report(w);
+}
+
+/* migd's commands; when the link ends, the job's adoption by the next
+ * migd (adopt.c), and its commands from then on. */
+static void *command_thread(void *arg)
+{
+	struct worker *w = arg;
+	int fd;
+
+	for (;;) {
+		worker_read_commands(w);
+		worker_lost_migd(w);
+		fd = worker_adopt_wait(w);
+		if (fd < 0)
+			return NULL;    /* the job ends without migd */
+		worker_take_migd(w, fd);
 	}
 }
 

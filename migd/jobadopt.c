@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Jobs an earlier migd left: a worker past its postcopy switch outlives
+ * its migd (adopt.c) and asks the next one to adopt its job (Migd.Adopt,
+ * checked in control.c).  Its worker is no child of ours, so no SIGCHLD
+ * tells its end: its pidfd does, readable in the event loop, and the job
+ * then ends as any other does (jobs.c job_finish), without a wait
+ * status.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/pbuf.h"
+#include "common/util.h"
+#include "migd/migd.h"
+
+/* The adopted worker has ended: its last reports are in its link. */
+static void handle_adopted_end(evutil_socket_t fd, short what, void *arg)
+{
+	struct job *j = arg;
+
+	job_finish(j->m, j, NULL);
+}
+
+/* A copy of js that the job owns (j->last is freed as unpacked). */
+static Tern__Migd__JobStatus *status_copy(const Tern__Migd__JobStatus *js)
+{
+	size_t len = tern__migd__job_status__get_packed_size(js);
+	Tern__Migd__JobStatus *c = NULL;
+	uint8_t *buf = malloc(len ? len : 1);
+
+	if (!buf)
+		return NULL;
+	tern__migd__job_status__pack(js, buf);
+	c = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
+						   len, buf);
+	free(buf);
+	return c;
+}
+
+int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
+	      const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
+	      struct job **ret)
+{
+	struct job *j;
+	int r;
+
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	j->spec = *spec;
+	j->spec.listen_fd = -1;
+	j->m = m;
+	j->adopted = true;
+	j->pid = pid;
+	/* Its Incoming or Migrate was answered by the earlier migd: a
+	 * destination's later answers are its recoveries'. */
+	j->answered = true;
+	j->started_unix_ms = started_unix_ms;
+	j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);        /* CLOEXEC */
+	if (j->pidfd < 0) {
+		r = -errno;
+		goto fail_job;
+	}
+	j->last = status_copy(js);
+	if (!j->last) {
+		r = -ENOMEM;
+		goto fail_pidfd;
+	}
+	j->state = (enum job_state)js->state;
+	r = job_watch_link(m, j, fd);
+	fd = -1;
+	if (r < 0)
+		goto fail_link;
+	j->ev_pid = event_new(m->base, j->pidfd, EV_READ, handle_adopted_end, j);
+	if (!j->ev_pid || event_add(j->ev_pid, NULL) < 0) {
+		r = -ENOMEM;
+		goto fail_link;
+	}
+	j->next = m->running;
+	m->running = j;
+	log_info("%s: adopted postcopy job %s (worker %d) left by an earlier migd",
+		 spec->vm, js->id, (int)pid);
+	*ret = j;
+	return 0;
+fail_link:
+	if (j->ev_pid)
+		event_free(j->ev_pid);
+	if (j->ev)
+		event_free(j->ev);
+	if (j->conn)
+		rpc_conn_free(j->conn);
+	tern__migd__job_status__free_unpacked(j->last, NULL);
+fail_pidfd:
+	close(j->pidfd);
+fail_job:
+	free(j);
+fail:
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
