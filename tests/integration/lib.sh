@@ -210,9 +210,12 @@ jget() {
 		sed 's/^"[^"]*"://; s/^"//; s/"$//'
 }
 
-# start_migd [ENV=VALUE...]: one migd serving both ends in RUNDIR.
+# start_migd [ENV=VALUE...]: one migd serving both ends in RUNDIR.  Its
+# log starts empty, and is appended to: a worker an earlier migd left
+# (past its postcopy switch, migd(8)) writes on into it, at its end.
 start_migd() {
-	"${HOST_EXEC[@]}" env "$@" "$BIN/migd" --rundir "$RUNDIR" >"$RUNDIR/migd.log" 2>&1 &
+	: >"$RUNDIR/migd.log"
+	"${HOST_EXEC[@]}" env "$@" "$BIN/migd" --rundir "$RUNDIR" >>"$RUNDIR/migd.log" 2>&1 &
 	MIGD_PID=$!
 	PIDS+=("$MIGD_PID")
 	wait_until 20 migctl list || { cat "$RUNDIR/migd.log"; fail "migd did not come up"; }

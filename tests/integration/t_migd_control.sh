@@ -667,6 +667,74 @@ echo "ok: $(cat "$D/inc.out")"
 kill -TERM "$dmigd"
 wait_exit "$dmigd" || fail "the slow resolver's migd exited with $?"
 
+note "Adopt: what no worker would send is refused, saying why; migd serves on"
+# Adopt is a worker's call (a job past its postcopy switch whose migd
+# ended): migd checks it as untrusted input.  This python is the
+# "worker": the job adopted is its own (SO_PEERCRED), and ends, without
+# a final report, when it exits.
+wire python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "Adopt checks"
+import os, socket, struct, sys
+from rpcwire import field, varint, ld, recv_frame, fields
+ID, TOK = b"0123456789abcdef0123456789abcdef", b"fedcba9876543210fedcba9876543210"
+def call(method, arg, fds=()):
+    req = field(1, 0, varint(1)) + ld(2, method.encode()) + ld(3, arg)
+    f = (field(1, 0, varint(len(fds))) if fds else b"") + ld(2, req)
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
+    socket.send_fds(s, [struct.pack("<I", len(f)) + f], list(fds))
+    body, _ = recv_frame(s, b"")
+    s.close()
+    rep = fields(fields(body)[3][0])
+    return rep.get(2, [0])[0], rep.get(3, [b""])[0].decode(), rep.get(4, [b""])[0]
+def adopt(role=2, vm=b"adoptee", peer=b"tcp:127.0.0.1:4444", id=ID, token=TOK,
+          state=10, link="socket", params=True, svm=None):
+    st = ld(1, id) + ld(2, svm or vm) + field(3, 0, varint(role)) + \
+         field(4, 0, varint(state))
+    a = field(1, 0, varint(role)) + ld(2, vm) + ld(3, peer) + ld(4, id) + \
+        ld(5, token) + (ld(6, field(1, 0, varint(1))) if params else b"") + ld(10, st)
+    keep, fds = None, []
+    if link == "socket":
+        keep, other = socket.socketpair()
+        fds = [other.fileno()]
+    elif link == "pipe":
+        fds = [os.pipe()[0]]
+    status, msg, _ = call("tern.migd.Migd/Adopt", a, fds)
+    return status, msg, keep
+for kw, err, text in (
+        (dict(link=None), 22, "Adopt takes one descriptor (the job's new status link), not 0"),
+        (dict(link="pipe"), 22, "the descriptor is not a unix stream socket"),
+        (dict(role=0), 22, "the role must be source or destination"),
+        (dict(vm=b"../x"), 22, "is not a valid VM name"),
+        (dict(id=b"12ab"), 22, "the id must be 32 hex digits"),
+        (dict(id=b"0" * 32), 22, "the id must be 32 hex digits, not all zero"),
+        (dict(token=b"zz"), 22, "the token must be 32 hex digits"),
+        (dict(peer=b"ftp:x"), 22, "Adopt: listen address 'ftp:x'"),
+        (dict(params=False), 22, "Adopt: no params"),
+        (dict(state=2), 22, "only a job past its postcopy switch is adopted"),
+        (dict(svm=b"other"), 22, "the status is of another job")):
+    status, msg, _ = adopt(**kw)
+    assert status == err and text in msg, (kw, status, msg)
+    print("ok: refused:", msg)
+status, msg, link = adopt()
+assert status == 0, (status, msg)
+status, msg, res = call("tern.migd.Migd/Status", ld(1, b"adoptee"))
+assert status == 0 and fields(res)[4] == [10], (status, msg, res)
+status, msg, _ = adopt()
+assert status == 16 and "adoptee already has a running migration job" in msg, (status, msg)
+print("ok: refused:", msg)
+status, msg, _ = adopt(vm=b"adoptee2")
+assert status == 16 and "Adopt: job %s already runs here" % ID.decode() in msg, (status, msg)
+print("ok: refused:", msg)
+link.close()
+EOF
+kill -0 "$MIGD" || fail "migd died of Adopt calls"
+wait_until 20 job_final adoptee || fail "adoptee: $(migctl --json status adoptee)"
+[ "$(job_field adoptee state)" = failed ] || fail "adoptee: $(migctl --json status adoptee)"
+migctl status adoptee | grep -q "worker ended without a final report" ||
+	fail "adoptee: $(migctl status adoptee)"
+grep -q "adoptee: adopted postcopy job 0123456789abcdef0123456789abcdef (worker [0-9]*) left by an earlier migd" \
+	"$RUNDIR/migd.log" || fail "no adoption logged: $(tail -n 5 "$RUNDIR/migd.log")"
+echo "ok: adoptee: $(job_field adoptee error)"
+
 note "SIGTERM: migd cancels its jobs and exits"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"
 wpid=$(job_field x worker_pid)

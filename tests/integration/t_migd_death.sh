@@ -86,6 +86,82 @@ echo "ok: b completed and runs; the source worker pushed its $needed pages and e
 src vmmctl quit a >/dev/null; vmmctl quit b >/dev/null
 src_migd
 
+note "the source's migd is killed while postcopy is paused: the next one adopts the job, and its recovery completes the migration"
+# Before, the paused worker ended with its migd: every recover was
+# refused ("Connection refused"), and the only way out was to cancel
+# with --force and resume the source as it was at the switch.
+pair a4 b4 --guest-range 8M
+postcopy_pair a4 b4 1M
+src migctl pause a4 >/dev/null || fail "pause a4"
+both_paused_ab() { src_job_is "$1" postcopy_paused && job_is "$2" postcopy_paused; }
+wait_until 30 both_paused_ab a4 b4 || fail "pause: a4 $(src job_get a4 state), b4 $(job_get b4 state)"
+id=$(src job_get a4 id)
+worker=$(src job_get a4 worker_pid)
+PIDS+=("$worker")               # killed at exit, should it stay
+kill -KILL "$SRC_MIGD"
+wait_exit "$SRC_MIGD"
+src_migd
+src wait_until 10 src_job_is a4 postcopy_paused ||
+	fail "a4 not adopted: $(src migctl status a4 2>&1)"
+[ "$(src job_get a4 id)" = "$id" ] || fail "a4: another job: $(src migctl status a4)"
+[ "$(src job_get a4 worker_pid)" = "$worker" ] || fail "a4: $(src migctl status a4)"
+grep -aq "a4: adopted postcopy job $id (worker $worker) left by an earlier migd" \
+	"$TEST_DIR/src/migd.log" || fail "a4: no adoption logged"
+src migctl recover a4 "$ADDR" >/dev/null || fail "recover a4"
+out=$(src migctl --json status a4 --watch) || fail "a4: $out"
+[ "$(echo "$out" | jget state)" = completed ] || fail "a4: $out"
+wait_until 30 job_is b4 completed || fail "b4: $(job_get b4 state): $(job_get b4 error)"
+vmmctl check b4 || fail "b4: memory check after an adopted recovery"
+grep -a -m 8 FAIL "$RUNDIR/b4.serial" && fail "b4: the guest reported a failure"
+wait_progress b4 0
+echo "ok: a4 adopted as $id by the new migd, recovered, completed; b4 runs intact"
+src vmmctl quit a4 >/dev/null; vmmctl quit b4 >/dev/null
+
+note "the destination's migd is stopped while postcopy is paused: it leaves the job, the next one adopts it, and recovery completes"
+pair a5 b5 --guest-range 8M
+postcopy_pair a5 b5 1M
+src migctl pause a5 >/dev/null || fail "pause a5"
+wait_until 30 both_paused_ab a5 b5 || fail "pause: a5 $(src job_get a5 state), b5 $(job_get b5 state)"
+id=$(job_get b5 id)
+worker=$(job_get b5 worker_pid)
+PIDS+=("$worker")
+kill -TERM "$DST_MIGD"
+wait_exit "$DST_MIGD" || fail "migd exited with $? on SIGTERM"
+grep -q "b5: postcopy job $id (worker $worker, postcopy-paused) goes on without migd; the next migd on .* will adopt it" \
+	"$RUNDIR/migd.log" || fail "b5: $(tail -n 5 "$RUNDIR/migd.log")"
+grep "did not end; killing it" "$RUNDIR/migd.log" && fail "migd killed a paused worker"
+kill -0 "$worker" || fail "b5's worker ended with its migd"
+start_migd
+DST_MIGD=$MIGD_PID
+wait_until 10 job_is b5 postcopy_paused || fail "b5 not adopted: $(migctl status b5 2>&1)"
+[ "$(job_get b5 id)" = "$id" ] || fail "b5: another job: $(migctl status b5)"
+src migctl recover a5 "$ADDR" >/dev/null || fail "recover a5"
+out=$(src migctl --json status a5 --watch) || fail "a5: $out"
+[ "$(echo "$out" | jget state)" = completed ] || fail "a5: $out"
+wait_until 30 job_is b5 completed || fail "b5: $(job_get b5 state): $(job_get b5 error)"
+vmmctl check b5 || fail "b5: memory check after an adopted recovery"
+grep -a -m 8 FAIL "$RUNDIR/b5.serial" && fail "b5: the guest reported a failure"
+echo "ok: b5 adopted as $id by the new migd, recovered, completed"
+src vmmctl quit a5 >/dev/null; vmmctl quit b5 >/dev/null
+
+note "the source's migd restarts in postcopy-active: the new one adopts the job and reports it completed"
+pair a6 b6 --guest-range 8M
+postcopy_pair a6 b6 1M
+id=$(src job_get a6 id)
+kill -TERM "$SRC_MIGD"
+wait_exit "$SRC_MIGD" || fail "migd exited with $? on SIGTERM"
+src_migd
+src wait_until 10 src_job_is a6 postcopy_active ||
+	fail "a6 not adopted: $(src migctl status a6 2>&1)"
+[ "$(src job_get a6 id)" = "$id" ] || fail "a6: another job: $(src migctl status a6)"
+out=$(src migctl --json status a6 --watch) || fail "a6: $out"
+[ "$(echo "$out" | jget state)" = completed ] || fail "a6: $out"
+[ "$(echo "$out" | jget id)" = "$id" ] || fail "a6: $out"
+wait_until 30 job_is b6 completed || fail "b6: $(job_get b6 state): $(job_get b6 error)"
+vmmctl check b6 || fail "b6: memory check"
+echo "ok: a6 adopted in postcopy-active and completed"
+src vmmctl quit a6 >/dev/null; vmmctl quit b6 >/dev/null
+
 note "the source's migd dies in precopy: its worker cancels, the destination hears why"
 pair c d --guest-range 8M
 src migrate_active c 1M --channels 1

@@ -11,9 +11,10 @@
 # does one whose Resume announces more ram channels than the job has;
 # 'migctl pause' forces the paused state; and a cancel signal that
 # crossed the switch is dropped, so the later pause and recovery work;
-# migd quitting ends paused workers at once, and 'migctl cancel --force'
-# one job, when the other side lost the guest (when it comes, not at a
-# status tick); a faultd restarted in
+# migd quitting leaves paused workers to the next migd, which adopts
+# them, and 'migctl cancel --force' ends one job, when the other side
+# lost the guest (when it comes, not at a status tick); a faultd
+# restarted in
 # postcopy leaves a job that can never recover, and its error says so.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
@@ -345,6 +346,10 @@ case $err in *"(--force takes only a postcopy-paused job)"*) ;; *) fail "cancel 
 out=$(migctl --json status r6 --watch) || fail "r6: $out"
 check_done r6 s6 "$out"
 vmmctl quit s5 >/dev/null
+# r5 waits paused for a recovery that cannot come, across migd's
+# restarts too: only cancel --force ends it.
+migctl cancel r5 --force --wait >/dev/null || fail "cancel r5 --force"
+vmmctl quit r5 >/dev/null
 echo "ok: $err"
 
 note "a plain cancel on its way at the switch is dropped, though the job paused meanwhile"
@@ -378,8 +383,11 @@ out=$(migctl --json status r9 --watch) || fail "r9: $out"
 check_done r9 s9 "$out"
 vmmctl quit r9 >/dev/null; vmmctl quit s9 >/dev/null
 
-note "migd quits while a postcopy is paused: its workers end at once"
+note "migd quits while a postcopy is paused: it leaves the workers, and the next migd adopts them"
+# Before, they ended at once: nobody could ever recover them, and the
+# guest's progress since the switch was lost.
 small_postcopy r2 s2 --max-bandwidth 1M --channels 1
+ADDR2=$ADDR
 migctl pause r2 >/dev/null || fail "pause r2"
 wait_until 30 both_paused r2 s2 || fail "pause: r2 $(job_get r2 state), s2 $(job_get s2 state)"
 # And a pair whose vmms have both exited meanwhile: their workers must
@@ -390,25 +398,40 @@ migctl pause r8 >/dev/null || fail "pause r8"
 wait_until 30 both_paused r8 s8 || fail "pause: r8 $(job_get r8 state), s8 $(job_get s8 state)"
 kill -KILL "$(pid_of r8)" "$(pid_of s8)"
 wait_exit "$(pid_of r8)"; wait_exit "$(pid_of s8)"
-# The source job ends by itself: nothing is left to recover with
-# (before, it stayed paused saying "keep this vmm").
+# Both jobs end by themselves: nothing is left to recover with (before,
+# the source stayed paused saying "keep this vmm").
 wait_job_final r8
+wait_job_final s8
 job_get r8 error | grep -q "vmm r8 closed its connection (it quit or died), and the guest's remaining pages went with it: the destination can never get them" ||
 	fail "r8: $(job_get r8 state): $(job_get r8 error)"
+job_get s8 error | grep -q "vmm s8 closed its connection: it quit or died, and the guest with it: nothing to recover" ||
+	fail "s8: $(job_get s8 state): $(job_get s8 error)"
+w_r2=$(job_get r2 worker_pid) w_s2=$(job_get s2 worker_pid)
+PIDS+=("$w_r2" "$w_s2")
 stop_migd
 grep "did not end; killing it" "$RUNDIR/migd.log" &&
 	fail "migd had to kill a paused worker"
-grep -q "^migd\[r2/out\]: .*postcopy paused; the source VM keeps the guest's remaining pages" "$RUNDIR/migd.log" ||
-	fail "the source worker did not say what it kept: $(tail -n 5 "$RUNDIR/migd.log")"
-grep -q "^migd\[s2/in\]: .*postcopy paused; the guest runs here and waits for its missing pages" "$RUNDIR/migd.log" ||
-	fail "the destination worker did not say what it left: $(tail -n 5 "$RUNDIR/migd.log")"
+for v in r2 s2; do
+	grep -q "^migd: $v: postcopy job [0-9a-f]* (worker [0-9]*, postcopy-paused) goes on without migd; the next migd on $RUNDIR/migd.sock will adopt it" \
+		"$RUNDIR/migd.log" || fail "$v: not left: $(grep "$v" "$RUNDIR/migd.log" | tail -n 3)"
+done
+kill -0 "$w_r2" && kill -0 "$w_s2" || fail "a paused worker ended with its migd"
 grep -E "^migd(\[[rs]8/(in|out)\]|: [rs]8): .*(keeps|runs here)" "$RUNDIR/migd.log" &&
 	fail "a worker whose vmm had exited said that it keeps the guest"
-grep -q "^migd\[s8/in\]: .*vmm s8 closed its connection: it quit or died, and the guest with it: nothing to recover" "$RUNDIR/migd.log" ||
-	fail "the destination worker did not say that its vmm had exited: $(grep s8 "$RUNDIR/migd.log" | tail -n 3)"
 [ "$(state_of s2)" = running ] || fail "s2 is $(state_of s2)"
 [ "$(state_of r2)" = paused ] || fail "r2 is $(state_of r2): it holds pages s2 lacks"
-echo "ok: the workers ended on migd's SIGTERM, saying what their vmms kept"
+echo "ok: migd left the paused workers and quit"
+start_migd
+wait_until 10 both_paused r2 s2 || fail "not adopted: r2 $(job_get r2 state), s2 $(job_get s2 state)"
+[ "$(job_get r2 worker_pid)" = "$w_r2" ] && [ "$(job_get s2 worker_pid)" = "$w_s2" ] ||
+	fail "adopted: $(migctl list)"
+ADDR=$ADDR2
+recover r2 s2 0
+out=$(migctl --json status r2 --watch) || fail "r2: $out"
+check_done r2 s2 "$out"
+echo "ok: the next migd adopted r2 and s2, and their recovery completed"
+vmmctl quit r2 >/dev/null; vmmctl quit s2 >/dev/null
+stop_migd
 
 note "cancel --force of a paused postcopy is taken when it comes, not at the next status tick"
 # worker-no-report-tick: the workers' reporter threads never tick.  An
