@@ -153,15 +153,20 @@ bool worker_in_postcopy_locked(const struct worker *w)
 		w->state == JOB_STATE_POSTCOPY_RECOVER);
 }
 
-/* w->lock held: said once per migd lost. */
+/* w->lock held: said once per migd lost.  (A precopy past its switch,
+ * in its device phase, ends on its own, and is adopted by none.) */
 static void worker_note_orphan_locked(struct worker *w)
 {
 	if (orphan_noted)
 		return;
 	orphan_noted = true;
-	log_warnx("migd is gone: past the switch, the migration goes on "
-		  "without it, and the next migd on %s/migd.sock adopts the "
-		  "job", w->spec->rundir);
+	if (worker_in_postcopy_locked(w))
+		log_warnx("migd is gone: past the switch, the migration goes on "
+			  "without it, and the next migd on %s/migd.sock adopts "
+			  "the job", w->spec->rundir);
+	else
+		log_warnx("migd is gone: past the switch, the migration goes on "
+			  "to its end without it");
 }
 
 bool worker_migd_ended(void)
