@@ -386,7 +386,8 @@ vmmctl quit r9 >/dev/null; vmmctl quit s9 >/dev/null
 note "migd quits while a postcopy is paused: it leaves the workers, and the next migd adopts them"
 # Before, they ended at once: nobody could ever recover them, and the
 # guest's progress since the switch was lost.
-small_postcopy r2 s2 --max-bandwidth 1M --channels 1
+# (paused at once: a cap that ends its recovery soon)
+small_postcopy r2 s2 --max-bandwidth 16M --channels 1
 ADDR2=$ADDR
 migctl pause r2 >/dev/null || fail "pause r2"
 wait_until 30 both_paused r2 s2 || fail "pause: r2 $(job_get r2 state), s2 $(job_get s2 state)"
