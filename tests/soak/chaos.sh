@@ -5,7 +5,9 @@
 # destination's with its migd and faultd), each hit at a random moment by
 # one random fault (a worker, migd or faultd killed or restarted, the
 # connections cut with ss -K, cancel, pause, or nothing), then driven to
-# an end the way an operator reading the error messages would.  After
+# an end the way an operator reading the error messages would.  A migd
+# restarted past a postcopy switch adopts the job's worker (migd(8)): a
+# paused job is then recovered, and the guest ends on the destination.  After
 # each round it checks: exactly one vmm runs the guest, its memory check
 # passes and its console has no FAIL line (unless the messages say the
 # guest is lost, and why); migd and faultd did not die of it; no worker
@@ -125,6 +127,19 @@ stop_pid() {
 	sleep 0.5
 }
 kill9() { kill -KILL "$1" 2>/dev/null; for _ in $(seq 50); do alive "$1" || break; sleep 0.1; done; }
+# await_adoption sjob|djob NAME WORKER: after a migd restart, a job past
+# its postcopy switch comes back once the new migd adopted its worker
+# (about a second, migd(8)); a job before its switch was cancelled, and
+# its worker ends.  An operator waits for one or the other (10 s).
+await_adoption() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		alive "$3" || return 0
+		[ -n "$("$1" "$2" state)" ] && return 0
+		sleep 0.1
+	done
+	violation "$2: worker $3 neither adopted nor ended 10 s after its migd restarted"
+}
 
 faultd_up() { start_faultd; }
 faultd_up
@@ -184,12 +199,16 @@ inject() {
 		stop_pid "$FAULTD_PID" faultd; faultd_up ;;
 	restart_src_migd|kill_src_migd)
 		FAULT_NOTE="in $(sjob "$S" state)"
+		w=$(sjob "$S" worker_pid)
 		if [ $FAULT = kill_src_migd ]; then kill9 "$SRC_MIGD"; else stop_pid "$SRC_MIGD" "src migd"; fi
-		src_migd ;;
+		src_migd
+		await_adoption sjob "$S" "$w" ;;
 	restart_dst_migd|kill_dst_migd)
 		FAULT_NOTE="in $(djob "$D" state)"
+		w=$(djob "$D" worker_pid)
 		if [ $FAULT = kill_dst_migd ]; then kill9 "$DST_MIGD"; else stop_pid "$DST_MIGD" "dst migd"; fi
-		dst_migd ;;
+		dst_migd
+		await_adoption djob "$D" "$w" ;;
 	ss_cut)
 		FAULT_NOTE="in $(sjob "$S" state)"
 		ss -K -tn "( src 127.0.0.1:${ADDR##*:} or dst 127.0.0.1:${ADDR##*:} )" >/dev/null 2>&1 ;;
@@ -212,9 +231,17 @@ inject() {
 			sleep 0.1
 		done
 		FAULT_NOTE+=",then_$(sjob "$S" state)/$(djob "$D" state)"
+		# A restarted migd adopts a paused job: the operator
+		# recovers it as if nothing had happened.
 		case $FAULT in
-		cut_then_restart_src_migd) stop_pid "$SRC_MIGD" "src migd"; src_migd ;;
-		cut_then_restart_dst_migd) stop_pid "$DST_MIGD" "dst migd"; dst_migd ;;
+		cut_then_restart_src_migd)
+			w=$(sjob "$S" worker_pid)
+			stop_pid "$SRC_MIGD" "src migd"; src_migd
+			await_adoption sjob "$S" "$w" ;;
+		cut_then_restart_dst_migd)
+			w=$(djob "$D" worker_pid)
+			stop_pid "$DST_MIGD" "dst migd"; dst_migd
+			await_adoption djob "$D" "$w" ;;
 		cut_then_kill_src_worker) w=$(sjob "$S" worker_pid); [ "${w:-0}" -gt 0 ] && kill -KILL "$w" ;;
 		cut_then_kill_dst_worker) w=$(djob "$D" worker_pid); [ "${w:-0}" -gt 0 ] && kill -KILL "$w" ;;
 		cut_then_kill_faultd) kill9 "$FAULTD_PID"; sleep 1; faultd_up ;;
@@ -365,6 +392,30 @@ settle() {
 }
 violation_if_unstated_lost() { :; }
 
+# A migd restarted (or killed) past a postcopy switch loses nothing: the
+# next one adopts the job, which completes (after a recovery, if paused),
+# and the guest runs on the destination.  Before, a paused job ended
+# with its migd, and the guest went back to the switch.
+adopted_check() {
+	local ok=completed
+	case $FAULT in
+	restart_src_migd|kill_src_migd|restart_dst_migd|kill_dst_migd)
+		[ "$FAULT_NOTE" = "in postcopy_active" ] || return 0
+		# (one that completed before the new migd adopted it is
+		# known to no migd: its end is in the worker's log only)
+		ok="completed|" ;;
+	cut_then_restart_src_migd|cut_then_restart_dst_migd)
+		[[ "$FAULT_NOTE" == *",then_postcopy_paused/postcopy_paused" ]] || return 0 ;;
+	*) return 0 ;;
+	esac
+	in_ok "$(sjob "$S" state)" "$ok" && in_ok "$(djob "$D" state)" "$ok" &&
+		[ "$RUNNER" = dst ] ||
+		violation "$FAULT $FAULT_NOTE: not completed on the destination: src $(sjob "$S" state) ($(sjob "$S" error)), dst $(djob "$D" state) ($(djob "$D" error)), runner ${RUNNER:-none}"
+}
+
+# in_ok STATE A|B...: STATE is one of them ("" included, as "completed|").
+in_ok() { local IFS='|' v; for v in $2; do [ "$1" = "$v" ] && return 0; done; [ -z "$1" ] && [[ "$2" == *"|" ]]; }
+
 # Workers must end; jobs must be final.
 leftovers() {
 	local w i
@@ -485,6 +536,7 @@ one_round() {
 	echo "R$ROUND fault $FAULT: $FAULT_NOTE" >>"$OUT/commands.log"
 	drive
 	settle
+	adopted_check
 	leftovers
 	daemons_check
 	[ $ROUND_VIOL -gt 0 ] && keep_evidence
