@@ -765,20 +765,33 @@ static int method_adopt(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (rpc_call_peercred(call, &cred) < 0 || cred.pid <= 0)
 		return rpc_call_errorf(call, EPERM, "Adopt: only a worker on this "
 				       "host may call it (no SO_PEERCRED)");
-	r = adopt_check(call, m, req, &spec);
-	if (r < 0)
-		return r;
-	for (j = m->running; j; j = j->next)
-		if (j->pid == cred.pid)
-			return rpc_call_errorf(call, EBUSY, "Adopt: process %d "
-					       "already runs the job of %s",
-					       (int)cred.pid, j->spec.vm);
 	fd = rpc_call_take_fd(call, 0);
 	if (fd < 0 || adopt_check_link(fd) < 0) {
 		if (fd >= 0)
 			close(fd);
 		return rpc_call_errorf(call, EINVAL, "Adopt: the descriptor is "
 				       "not a unix stream socket");
+	}
+	/* Our worker already, whose link is gone: its call timed out
+	 * after we took it, and it dropped that link.  This one is new. */
+	j = job_find(m, req->vm, true);
+	if (j && j->adopted && j->pid == cred.pid && !j->conn) {
+		r = job_watch_link(m, j, fd);
+		if (r < 0)
+			return rpc_call_errorf(call, -r, "Adopt: %s", strerror(-r));
+		log_info("%s: worker %d gave a new status link", req->vm,
+			 (int)cred.pid);
+		return reply_job(call, j);
+	}
+	r = adopt_check(call, m, req, &spec);
+	for (j = m->running; r == 0 && j; j = j->next)
+		if (j->pid == cred.pid)
+			r = rpc_call_errorf(call, EBUSY, "Adopt: process %d "
+					    "already runs the job of %s",
+					    (int)cred.pid, j->spec.vm);
+	if (r < 0) {
+		close(fd);
+		return r;
 	}
 	r = job_adopt(m, &spec, cred.pid, fd, req->status, req->started_unix_ms,
 		      &j);    /* takes fd */

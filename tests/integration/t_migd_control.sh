@@ -673,7 +673,7 @@ note "Adopt: what no worker would send is refused, saying why; migd serves on"
 # "worker": the job adopted is its own (SO_PEERCRED), and ends, without
 # a final report, when it exits.
 wire python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "Adopt checks"
-import os, socket, struct, sys
+import os, socket, struct, sys, time
 from rpcwire import field, varint, ld, recv_frame, fields
 ID, TOK = b"0123456789abcdef0123456789abcdef", b"fedcba9876543210fedcba9876543210"
 def call(method, arg, fds=()):
@@ -724,11 +724,23 @@ print("ok: refused:", msg)
 status, msg, _ = adopt(vm=b"adoptee2")
 assert status == 16 and "Adopt: job %s already runs here" % ID.decode() in msg, (status, msg)
 print("ok: refused:", msg)
+# Its link gone (a worker whose call timed out after migd took it drops
+# that link), the same worker gives a new one.
+link.close()
+for i in range(50):
+    status, msg, link = adopt()
+    if status == 0:
+        break
+    time.sleep(0.1)
+assert status == 0, (status, msg)
+print("ok: the worker gave a new status link")
 link.close()
 EOF
 kill -0 "$MIGD" || fail "migd died of Adopt calls"
 wait_until 20 job_final adoptee || fail "adoptee: $(migctl --json status adoptee)"
 [ "$(job_field adoptee state)" = failed ] || fail "adoptee: $(migctl --json status adoptee)"
+grep -q "adoptee: worker [0-9]* gave a new status link" "$RUNDIR/migd.log" ||
+	fail "no new link logged: $(tail -n 5 "$RUNDIR/migd.log")"
 migctl status adoptee | grep -q "worker ended without a final report" ||
 	fail "adoptee: $(migctl status adoptee)"
 grep -q "adoptee: adopted postcopy job 0123456789abcdef0123456789abcdef (worker [0-9]*) left by an earlier migd" \
