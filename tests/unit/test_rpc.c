@@ -1275,6 +1275,7 @@ static void test_srv_listen_and_accept(void **state)
 {
 	char dir[] = "/tmp/tern-rpc-XXXXXX", addr[128];
 	struct job j = { .method = "Status" };
+	struct ucred cred;
 	struct uri u;
 	int r;
 
@@ -1283,6 +1284,10 @@ static void test_srv_listen_and_accept(void **state)
 	assert_int_equal(rpc_client_connect(addr, 1000, &j.cl), 0);
 	assert_int_equal(run_call(&j), 0);
 	assert_int_equal(((Tern__Vmm__VmmStatus *)j.out)->pid, getpid());
+	/* The server's credentials, as a worker checks migd's (adopt.c). */
+	assert_int_equal(rpc_client_peer_cred(j.cl, &cred), 0);
+	assert_int_equal(cred.pid, getpid());
+	assert_int_equal(cred.uid, geteuid());
 	job_done(&j);
 	rpc_client_free(j.cl);
 	step_until_npeers(1);
