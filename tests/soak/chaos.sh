@@ -133,6 +133,8 @@ kill9() { kill -KILL "$1" 2>/dev/null; for _ in $(seq 50); do alive "$1" || brea
 # its worker ends.  An operator waits for one or the other (10 s).
 await_adoption() {
 	local i
+	# (no worker: the job had ended; pid 0 would be ours to kill -0)
+	[ "${3:-0}" -gt 0 ] 2>/dev/null || return 0
 	for ((i = 0; i < 100; i++)); do
 		alive "$3" || return 0
 		[ -n "$("$1" "$2" state)" ] && return 0
