@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * Jobs an earlier migd left: a worker past its postcopy switch outlives
- * its migd (adopt.c) and asks the next one to adopt its job (Migd.Adopt,
- * checked in control.c).  Its worker is no child of ours, so no SIGCHLD
+ * Jobs that outlive their migd: those past their postcopy switch, which
+ * a stopping migd leaves running (main.c asks jobs_hold_quit), and whose
+ * workers ask the next migd to adopt them (adopt.c, Migd.Adopt checked
+ * in control.c).  An adopted worker is no child of ours, so no SIGCHLD
  * tells its end: its pidfd does, readable in the event loop, and the job
  * then ends as any other does (jobs.c job_finish), without a wait
  * status.
  */
 #include <errno.h>
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -18,6 +20,43 @@
 #include "common/pbuf.h"
 #include "common/util.h"
 #include "migd/migd.h"
+
+/* Past its postcopy switch, as the worker last said: it goes on without
+ * migd, and the next migd adopts it. */
+bool job_outlives_migd(const struct job *j)
+{
+	const Tern__Migd__JobStatus *js = j->last;
+
+	return !j->finished && j->pid > 0 && js &&
+	       !job_state_final((enum job_state)js->state) &&
+	       ((js->switched && js->postcopy_started) ||
+		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
+		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
+		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER);
+}
+
+bool jobs_hold_quit(struct migd *m)
+{
+	Tern__Migd__JobStatus js;
+	struct job *j;
+	bool hold = false;
+
+	for (j = m->running; j; j = j->next) {
+		if (!job_outlives_migd(j)) {
+			hold = true;
+			continue;
+		}
+		if (j->left)
+			continue;
+		j->left = true;
+		job_status(j, &js);
+		log_info("%s: postcopy job %s (worker %d, %s) goes on without "
+			 "migd; the next migd on %s/migd.sock will adopt it",
+			 j->spec.vm, js.id, (int)j->pid, job_state_name(j->state),
+			 m->rundir);
+	}
+	return hold;
+}
 
 /* The adopted worker has ended: its last reports are in its link. */
 static void handle_adopted_end(evutil_socket_t fd, short what, void *arg)

@@ -631,20 +631,6 @@ bool job_in_postcopy(const struct job *j)
 	return !j->finished && j->last && j->last->postcopy_started && j->last->switched;
 }
 
-/* Past its postcopy switch, as the worker last said: it goes on without
- * migd, and the next migd adopts it. */
-bool job_outlives_migd(const struct job *j)
-{
-	const Tern__Migd__JobStatus *js = j->last;
-
-	return !j->finished && j->pid > 0 && js &&
-	       !job_state_final((enum job_state)js->state) &&
-	       ((js->switched && js->postcopy_started) ||
-		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
-		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
-		js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER);
-}
-
 /* ---- the end of a job ------------------------------------------------ */
 
 static void job_append_error(struct job *j, const char *what)
@@ -1033,28 +1019,6 @@ void jobs_signal_all(struct migd *m, bool force)
 	}
 }
 
-bool jobs_hold_quit(struct migd *m)
-{
-	Tern__Migd__JobStatus js;
-	struct job *j;
-	bool hold = false;
-
-	for (j = m->running; j; j = j->next) {
-		if (!job_outlives_migd(j)) {
-			hold = true;
-			continue;
-		}
-		if (j->left)
-			continue;
-		j->left = true;
-		job_status(j, &js);
-		log_info("%s: postcopy job %s (worker %d, %s) goes on without "
-			 "migd; the next migd on %s/migd.sock will adopt it",
-			 j->spec.vm, js.id, (int)j->pid, job_state_name(j->state),
-			 m->rundir);
-	}
-	return hold;
-}
 
 void jobs_free_all(struct migd *m)
 {

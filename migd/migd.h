@@ -298,9 +298,6 @@ int job_signal(struct job *j, int sig);
 int job_cancel(struct job *j, enum job_cancel how);
 /* The guest runs on the destination while pages remain on the source. */
 bool job_in_postcopy(const struct job *j);
-/* Past its postcopy switch, as the worker last said: the job goes on
- * without migd (its stop leaves it), and the next migd adopts it. */
-bool job_outlives_migd(const struct job *j);
 /* A job whose outcome is known but which is not over (its worker ending,
  * or migd cleaning up at its vmm): what is left, in words; else NULL. */
 const char *job_ending(const struct job *j);
@@ -315,12 +312,16 @@ void jobs_reap(struct migd *m);
 /* Shutdown: SIGTERM (or SIGKILL when force) every running worker but
  * those whose job outlives migd. */
 void jobs_signal_all(struct migd *m, bool force);
+void jobs_free_all(struct migd *m);
+
+/* jobadopt.c: jobs that outlive their migd, and those an earlier migd
+ * left (Migd.Adopt) */
+/* Past its postcopy switch, as the worker last said: the job goes on
+ * without migd (its stop leaves it), and the next migd adopts it. */
+bool job_outlives_migd(const struct job *j);
 /* Shutdown: whether a running job still holds migd; a job that
  * outlives it is said to go on, once. */
 bool jobs_hold_quit(struct migd *m);
-void jobs_free_all(struct migd *m);
-
-/* jobadopt.c: the jobs an earlier migd left (Migd.Adopt) */
 /* A running job for spec, of worker pid (not our child), its status
  * link fd (taken in any case) and its last status js (copied). */
 int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
