@@ -1019,7 +1019,6 @@ void jobs_signal_all(struct migd *m, bool force)
 	}
 }
 
-
 void jobs_free_all(struct migd *m)
 {
 	struct job *j;

@@ -4,8 +4,8 @@
  * socket RUNDIR/migd.sock (control.c) and the job table (jobs.c) from one
  * event loop until SIGTERM or SIGINT, which cancel the running jobs and
  * wait a bounded time for their workers; a job past its postcopy switch
- * is left running, for the next migd to adopt (jobadopt.c).  migd stays in the foreground
- * (systemd Type=simple); it never daemonizes.
+ * is left running, for the next migd to adopt (jobadopt.c).  migd stays
+ * in the foreground (systemd Type=simple); it never daemonizes.
  */
 #include <errno.h>
 #include <event2/event.h>
