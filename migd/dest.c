@@ -1204,7 +1204,11 @@ static int64_t dest_carried(const struct dest *d,
  */
 static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard *pc)
 {
-	uint64_t limit = deadline_ms(MIGD_SWITCH_STALL_MS);
+	/* (dest-short-switch-stall: a test of this refusal need not wait
+	 * the real 25 s) */
+	unsigned int stall_ms = fault_active("dest-short-switch-stall") ?
+				3000 : MIGD_SWITCH_STALL_MS;
+	uint64_t limit = deadline_ms(stall_ms);
 	int64_t seen = -1, now_pages;
 	unsigned int i, over = 0;
 	int r = 0;
@@ -1223,7 +1227,7 @@ static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard
 			r = -EPROTO;
 		else if (now_pages != seen) {
 			seen = now_pages;
-			limit = deadline_ms(MIGD_SWITCH_STALL_MS);
+			limit = deadline_ms(stall_ms);
 		} else if (now_ns() > limit)
 			r = -ETIMEDOUT;
 		pthread_mutex_lock(&d->pc.lock);
@@ -1233,7 +1237,7 @@ static int dest_wait_markers(struct dest *d, const Tern__Stream__PostcopyDiscard
 		return dest_refuse(d, ETIMEDOUT, "only %u of %u ram channels "
 				   "reached the postcopy switch, and no page came "
 				   "for %u s", d->pc.markers, d->nchan,
-				   MIGD_SWITCH_STALL_MS / 1000);
+				   stall_ms / 1000);
 	if (r == -EPROTO)
 		return dest_refuse(d, EPROTO, "ram channel %u carried more pages "
 				   "before the switch than the %llu the source sent",

@@ -523,11 +523,12 @@ done
 
 note "a ram channel that keeps sending keepalives but never its marker: the switch gives up"
 # Channel 0 moves bytes (keepalives every 2 s), so its own 20 s stall
-# limit never fires; the switch's wait for pages does, after 25 s.  The
-# source had not stopped its guest yet.
-refused_switch source-marker-withheld
+# limit never fires; the switch's wait for pages does, after 25 s (3 s
+# with dest-short-switch-stall, to keep the test short).  The source
+# had not stopped its guest yet.
+refused_switch source-marker-withheld,dest-short-switch-stall
 echo "destination: $(job_get q2 error)"
-job_get q2 error | grep -q "only 1 of 2 ram channels reached the postcopy switch, and no page came for 25 s" ||
+job_get q2 error | grep -q "only 1 of 2 ram channels reached the postcopy switch, and no page came for 3 s" ||
 	fail "destination: $(job_get q2 error)"
 wait_job_final q
 echo "source: $(job_get q error)"
