@@ -67,6 +67,20 @@ postcopy_pair() {
 		fail "no postcopy: $1 $(src job_get "$1" state), $2 $(job_get "$2" state)"
 }
 
+# recovered_intact SRC DST: recover SRC's paused job towards ADDR and
+# watch it complete; DST's completes too, and its guest's memory check
+# passes, its console has no FAIL and it runs on.
+recovered_intact() {
+	local out
+	src migctl recover "$1" "$ADDR" >/dev/null || fail "recover $1"
+	out=$(src migctl --json status "$1" --watch) || fail "$1: $out"
+	[ "$(echo "$out" | jget state)" = completed ] || fail "$1: $out"
+	wait_until 30 job_is "$2" completed || fail "$2: $(job_get "$2" state): $(job_get "$2" error)"
+	vmmctl check "$2" || fail "$2: memory check after an adopted recovery"
+	grep -a -m 8 FAIL "$RUNDIR/$2.serial" && fail "$2: the guest reported a failure"
+	wait_progress "$2" 0
+}
+
 note "the source's migd dies in postcopy-active: the migration goes on without it, and the next migd adopts it and reports it completed"
 pair a b
 postcopy_pair a b 16M
@@ -121,13 +135,7 @@ src wait_until 10 src_job_is a4 postcopy_paused ||
 [ "$(src job_get a4 worker_pid)" = "$worker" ] || fail "a4: $(src migctl status a4)"
 grep -aq "a4: adopted postcopy job $id (worker $worker) left by an earlier migd" \
 	"$TEST_DIR/src/migd.log" || fail "a4: no adoption logged"
-src migctl recover a4 "$ADDR" >/dev/null || fail "recover a4"
-out=$(src migctl --json status a4 --watch) || fail "a4: $out"
-[ "$(echo "$out" | jget state)" = completed ] || fail "a4: $out"
-wait_until 30 job_is b4 completed || fail "b4: $(job_get b4 state): $(job_get b4 error)"
-vmmctl check b4 || fail "b4: memory check after an adopted recovery"
-grep -a -m 8 FAIL "$RUNDIR/b4.serial" && fail "b4: the guest reported a failure"
-wait_progress b4 0
+recovered_intact a4 b4
 echo "ok: a4 adopted as $id by the new migd, recovered, completed; b4 runs intact"
 src vmmctl quit a4 >/dev/null; vmmctl quit b4 >/dev/null
 
@@ -157,12 +165,7 @@ start_migd
 DST_MIGD=$MIGD_PID
 wait_until 10 job_is b5 postcopy_paused || fail "b5 not adopted again: $(migctl status b5 2>&1)"
 [ "$(job_get b5 worker_pid)" = "$worker" ] || fail "b5: $(migctl status b5)"
-src migctl recover a5 "$ADDR" >/dev/null || fail "recover a5"
-out=$(src migctl --json status a5 --watch) || fail "a5: $out"
-[ "$(echo "$out" | jget state)" = completed ] || fail "a5: $out"
-wait_until 30 job_is b5 completed || fail "b5: $(job_get b5 state): $(job_get b5 error)"
-vmmctl check b5 || fail "b5: memory check after an adopted recovery"
-grep -a -m 8 FAIL "$RUNDIR/b5.serial" && fail "b5: the guest reported a failure"
+recovered_intact a5 b5
 echo "ok: b5 adopted as $id by a second, then a third migd, recovered, completed"
 src vmmctl quit a5 >/dev/null; vmmctl quit b5 >/dev/null
 
