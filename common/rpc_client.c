@@ -82,17 +82,6 @@ bool rpc_client_hung_up(const struct rpc_client *cl)
 	return rpc_conn_hung_up(cl->conn);
 }
 
-int rpc_client_peer_pid(const struct rpc_client *cl)
-{
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-
-	if (getsockopt(rpc_conn_fd(cl->conn), SOL_SOCKET, SO_PEERCRED, &cred,
-		       &len) < 0)
-		return -errno;
-	return cred.pid > 0 ? cred.pid : -ESRCH;
-}
-
 int rpc_client_peer_cred(const struct rpc_client *cl, struct ucred *ret)
 {
 	struct ucred cred;
@@ -103,6 +92,16 @@ int rpc_client_peer_cred(const struct rpc_client *cl, struct ucred *ret)
 		return -errno;
 	*ret = cred;
 	return 0;
+}
+
+int rpc_client_peer_pid(const struct rpc_client *cl)
+{
+	struct ucred cred;
+	int r = rpc_client_peer_cred(cl, &cred);
+
+	if (r < 0)
+		return r;
+	return cred.pid > 0 ? cred.pid : -ESRCH;
 }
 
 int rpc_client_wait_hangup(struct rpc_client *cl, int timeout_ms)

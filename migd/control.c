@@ -114,16 +114,6 @@ static int check_uri(struct rpc_call *call, const char *what, const char *s,
 			       sizeof(shown)), why);
 }
 
-static bool id_zero(const uint8_t *id)
-{
-	unsigned int i;
-
-	for (i = 0; i < STREAM_ID_LEN; i++)
-		if (id[i])
-			return false;
-	return true;
-}
-
 static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)
 {
 	if (stream_unhex(s, ret, STREAM_TOKEN_LEN) < 0)
@@ -686,9 +676,8 @@ static int adopt_check(struct rpc_call *call, struct migd *m,
 		return rpc_call_errorf(call, EINVAL, "Adopt: '%.64s' is not a "
 				       "valid VM name (" NAME_RULE ")", req->vm);
 	job_spec_init(m, spec, role, req->vm);
-	if (strlen(req->id) != 2 * STREAM_ID_LEN ||
-	    stream_unhex(req->id, spec->id, STREAM_ID_LEN) < 0 ||
-	    id_zero(spec->id))
+	if (strlen(req->id) != 2 * STREAM_ID_LEN || job_id_unknown(req->id) ||
+	    stream_unhex(req->id, spec->id, STREAM_ID_LEN) < 0)
 		return rpc_call_errorf(call, EINVAL, "Adopt: the id must be %d hex "
 				       "digits, not all zero", 2 * STREAM_ID_LEN);
 	r = check_token(call, req->token, spec->token);

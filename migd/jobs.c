@@ -42,7 +42,7 @@ const char *job_role_name(enum job_role role)
 }
 
 /* A destination learns its id from the source: all zeroes until then. */
-static bool id_unknown(const char *hex)
+bool job_id_unknown(const char *hex)
 {
 	return !hex || !hex[0] || strspn(hex, "0") == strlen(hex);
 }
@@ -73,7 +73,7 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 		params_to_proto(&s->params, &j->params);
 		js->params = &j->params;
 	}
-	if (id_unknown(js->id))
+	if (job_id_unknown(js->id))
 		js->id = "";
 	if (s->role == JOB_ROLE_SOURCE)
 		js->pause_fixed_learned_us = s->pause_fixed_us;

@@ -290,6 +290,9 @@ int job_defer_start(struct job *j, struct rpc_call *call);
 /* Reply to a destination's Recover with a new address once its worker
  * listens there (or say why not); with wait, at the job's end. */
 int job_defer_recover(struct job *j, struct rpc_call *call, bool wait);
+/* An id in hex that names no migration yet (empty or all zeroes: a
+ * destination learns its id from the source). */
+bool job_id_unknown(const char *hex);
 /* Read the worker's reports from fd (taken) in the event loop. */
 int job_watch_link(struct migd *m, struct job *j, int fd);
 /* Signal the worker (by its pidfd if adopted): 0 or -errno. */
