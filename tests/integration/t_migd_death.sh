@@ -67,6 +67,17 @@ postcopy_pair() {
 		fail "no postcopy: $1 $(src job_get "$1" state), $2 $(job_get "$2" state)"
 }
 
+# paused_pair SRC DST: a new pair in postcopy, then paused on both
+# hosts (migctl pause).
+both_paused_ab() { src_job_is "$1" postcopy_paused && job_is "$2" postcopy_paused; }
+paused_pair() {
+	pair "$1" "$2" --guest-range 8M
+	postcopy_pair "$1" "$2" 1M
+	src migctl pause "$1" >/dev/null || fail "pause $1"
+	wait_until 30 both_paused_ab "$1" "$2" ||
+		fail "pause: $1 $(src job_get "$1" state), $2 $(job_get "$2" state)"
+}
+
 # recovered_intact SRC DST: recover SRC's paused job towards ADDR and
 # watch it complete; DST's completes too, and its guest's memory check
 # passes, its console has no FAIL and it runs on.
@@ -118,11 +129,7 @@ note "the source's migd is killed while postcopy is paused: the next one adopts 
 # Before, the paused worker ended with its migd: every recover was
 # refused ("Connection refused"), and the only way out was to cancel
 # with --force and resume the source as it was at the switch.
-pair a4 b4 --guest-range 8M
-postcopy_pair a4 b4 1M
-src migctl pause a4 >/dev/null || fail "pause a4"
-both_paused_ab() { src_job_is "$1" postcopy_paused && job_is "$2" postcopy_paused; }
-wait_until 30 both_paused_ab a4 b4 || fail "pause: a4 $(src job_get a4 state), b4 $(job_get b4 state)"
+paused_pair a4 b4
 id=$(src job_get a4 id)
 worker=$(src job_get a4 worker_pid)
 PIDS+=("$worker")               # killed at exit, should it stay
@@ -140,10 +147,7 @@ echo "ok: a4 adopted as $id by the new migd, recovered, completed; b4 runs intac
 src vmmctl quit a4 >/dev/null; vmmctl quit b4 >/dev/null
 
 note "the destination's migd is stopped while postcopy is paused: it leaves the job, the next one adopts it, and recovery completes"
-pair a5 b5 --guest-range 8M
-postcopy_pair a5 b5 1M
-src migctl pause a5 >/dev/null || fail "pause a5"
-wait_until 30 both_paused_ab a5 b5 || fail "pause: a5 $(src job_get a5 state), b5 $(job_get b5 state)"
+paused_pair a5 b5
 id=$(job_get b5 id)
 worker=$(job_get b5 worker_pid)
 PIDS+=("$worker")

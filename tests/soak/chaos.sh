@@ -143,6 +143,19 @@ await_adoption() {
 	violation "$2: worker $3 neither adopted nor ended 10 s after its migd restarted"
 }
 
+# bounce_migd src|dst kill|restart: that host's migd killed (SIGKILL) or
+# stopped (SIGTERM), then started again; its job, past a postcopy
+# switch, is adopted, or before it, ends.
+bounce_migd() {
+	local job=${1:0:1}job vm=$D pid=$DST_MIGD w
+	[ "$1" = src ] && { vm=$S; pid=$SRC_MIGD; }
+	FAULT_NOTE="in $($job "$vm" state)"
+	w=$($job "$vm" worker_pid)
+	if [ "$2" = kill ]; then kill9 "$pid"; else stop_pid "$pid" "$1 migd"; fi
+	"$1"_migd
+	await_adoption "$job" "$vm" "$w"
+}
+
 faultd_up() { start_faultd; }
 faultd_up
 dst_migd
@@ -199,18 +212,10 @@ inject() {
 	restart_faultd)
 		FAULT_NOTE="in $(djob "$D" state)"
 		stop_pid "$FAULTD_PID" faultd; faultd_up ;;
-	restart_src_migd|kill_src_migd)
-		FAULT_NOTE="in $(sjob "$S" state)"
-		w=$(sjob "$S" worker_pid)
-		if [ $FAULT = kill_src_migd ]; then kill9 "$SRC_MIGD"; else stop_pid "$SRC_MIGD" "src migd"; fi
-		src_migd
-		await_adoption sjob "$S" "$w" ;;
-	restart_dst_migd|kill_dst_migd)
-		FAULT_NOTE="in $(djob "$D" state)"
-		w=$(djob "$D" worker_pid)
-		if [ $FAULT = kill_dst_migd ]; then kill9 "$DST_MIGD"; else stop_pid "$DST_MIGD" "dst migd"; fi
-		dst_migd
-		await_adoption djob "$D" "$w" ;;
+	restart_src_migd) bounce_migd src restart ;;
+	kill_src_migd) bounce_migd src kill ;;
+	restart_dst_migd) bounce_migd dst restart ;;
+	kill_dst_migd) bounce_migd dst kill ;;
 	ss_cut)
 		FAULT_NOTE="in $(sjob "$S" state)"
 		ss -K -tn "( src 127.0.0.1:${ADDR##*:} or dst 127.0.0.1:${ADDR##*:} )" >/dev/null 2>&1 ;;
