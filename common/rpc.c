@@ -75,6 +75,7 @@ struct rpc_conn {
 	size_t nfds;
 	struct rpc_out *out_head, **out_tail;
 	size_t out_bytes;
+	uint64_t in_total, out_total;   /* bytes taken from, given to the socket */
 };
 
 static int fd_prepare(int fd, bool *ret_unix)
@@ -271,6 +272,7 @@ static int conn_fill(struct rpc_conn *c)
 			return n;
 		if (n == 0)
 			return c->hdr_got == 0 ? -EPIPE : -EBADMSG;
+		c->in_total += (size_t)n;
 		if (c->hdr_got < RPC_LEN_BYTES) {
 			c->hdr_got += (size_t)n;
 			if (c->hdr_got == RPC_LEN_BYTES &&
@@ -428,6 +430,7 @@ int rpc_conn_flush(struct rpc_conn *c)
 		o->nfds = 0;
 		o->off += (size_t)n;
 		c->out_bytes -= (size_t)n;
+		c->out_total += (size_t)n;
 		if (o->off < o->len)
 			continue;
 		c->out_head = o->next;
@@ -469,6 +472,22 @@ size_t rpc_conn_out_bytes(const struct rpc_conn *c)
 uint32_t rpc_conn_max_frame(const struct rpc_conn *c)
 {
 	return c->max_frame;
+}
+
+uint64_t rpc_conn_total_in(const struct rpc_conn *c)
+{
+	return c->in_total;
+}
+
+uint64_t rpc_conn_total_out(const struct rpc_conn *c)
+{
+	return c->out_total;
+}
+
+size_t rpc_conn_in_partial(const struct rpc_conn *c, uint32_t *ret_len)
+{
+	*ret_len = c->hdr_got == RPC_LEN_BYTES ? c->body_len : 0;
+	return c->hdr_got + c->body_got;
 }
 
 void rpc_conn_set_max_frame(struct rpc_conn *c, uint32_t max_frame)

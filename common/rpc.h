@@ -139,6 +139,23 @@ void rpc_server_set_overload(struct rpc_server *s, rpc_overload_fn fn,
 /* The one the daemons' control services take: "control: MSG", a warning
  * in the log (ctx and err unused). */
 void rpc_overload_warn(void *ctx, int err, const char *msg);
+/*
+ * A peer that stalls is dropped: one owed output (a reply, an event) of
+ * which the socket has taken no byte for the stall bound, or one that
+ * began a frame and has sent no byte more of it for that long.  Either
+ * holds up to a frame's worth of memory here for as long as it stays.
+ * An idle peer, owed nothing and in no frame, is kept however long.
+ * The program is told (for its log) of at most 3 drops per 10 s, the
+ * others counted and said with the next; msg names the peer and why.
+ */
+#define RPC_STALL_MS_DEFAULT 60000
+typedef void (*rpc_drop_fn)(void *ctx, const char *msg);
+void rpc_server_set_drop(struct rpc_server *s, rpc_drop_fn fn, void *ctx);
+/* The one the daemons' control services take: "control: MSG", a warning
+ * in the log (ctx unused). */
+void rpc_drop_warn(void *ctx, const char *msg);
+/* The stall bound, for tests (0: the default). */
+void rpc_server_set_stall(struct rpc_server *s, unsigned int ms);
 void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame);
 /* Peers currently connected (for tests). */
 size_t rpc_server_npeers(const struct rpc_server *s);

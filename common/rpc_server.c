@@ -28,6 +28,7 @@
 #define RPC_METHOD_SHOW 128     /* longest method name echoed back */
 #define RPC_ACCEPT_RETRY_MS 100 /* out of descriptors: try accepting again */
 #define RPC_OVERLOAD_TELL_NS (10 * 1000000000ull) /* told at most this often */
+#define RPC_DROPS_TOLD 3        /* peers dropped, told per 10 s */
 
 struct rpc_service {
 	struct rpc_service *next;
@@ -68,6 +69,9 @@ struct rpc_peer {
 	bool has_cred;
 	struct ucred cred;
 	uint64_t id;                    /* the server's count: never reused */
+	/* The connection's byte counts (rpc_conn_total_in, _out) when the
+	 * stall bound on its reading or writing was last set. */
+	uint64_t in_mark, out_mark;
 	struct rpc_peer *prev, *next;
 };
 
@@ -85,6 +89,10 @@ struct rpc_server {
 	rpc_overload_fn overload_fn;
 	void *overload_ctx;
 	struct ratelim overload_lim;    /* told at most once per RPC_OVERLOAD_TELL_NS */
+	struct timeval stall;           /* the stall bound */
+	rpc_drop_fn drop_fn;
+	void *drop_ctx;
+	struct ratelim drop_lim;        /* RPC_DROPS_TOLD per 10 s */
 };
 
 struct rpc_call {
@@ -143,15 +151,32 @@ static void peer_close(struct rpc_peer *p, int err)
 }
 
 /*
+ * Watch ev (a peer's writing, or its reading in a frame) with the stall
+ * bound, from when it begins to count or from the last byte that moved
+ * that way (total, against *mark): a timer set per wake-up that moved
+ * bytes, none for a request answered at once.
+ */
+static void peer_watch_stall(struct rpc_peer *p, struct event *ev,
+			     uint64_t total, uint64_t *mark)
+{
+	if (total == *mark && event_pending(ev, EV_TIMEOUT, NULL))
+		return;
+	event_add(ev, &p->s->stall);
+	*mark = total;
+}
+
+/*
  * After any change: write what the socket takes now (so a reply is out
  * even if the loop exits next), close a draining peer with nothing left
  * to say, otherwise watch for writing while output is queued and for
- * reading while open and not too far behind on replies (backpressure).
+ * reading while open and not too far behind on replies (backpressure),
+ * each with the stall bound while it is owed output or in a frame.
  */
 static void peer_settle(struct rpc_peer *p)
 {
 	int r = rpc_conn_flush(p->conn);
-	bool pending = r == 0;
+	bool pending = r == 0, reading;
+	uint32_t len;
 
 	if (r < 0) {
 		peer_close(p, r);
@@ -162,11 +187,21 @@ static void peer_settle(struct rpc_peer *p)
 		return;
 	}
 	if (pending)
-		event_add(p->ev_write, NULL);
+		peer_watch_stall(p, p->ev_write, rpc_conn_total_out(p->conn),
+				 &p->out_mark);
 	else
 		event_del(p->ev_write);
-	if (p->state == RPC_PEER_OPEN &&
-	    rpc_conn_out_bytes(p->conn) < rpc_conn_max_frame(p->conn))
+	reading = p->state == RPC_PEER_OPEN &&
+		  rpc_conn_out_bytes(p->conn) < rpc_conn_max_frame(p->conn);
+	if (reading && rpc_conn_in_partial(p->conn, &len)) {
+		peer_watch_stall(p, p->ev_read, rpc_conn_total_in(p->conn),
+				 &p->in_mark);
+		return;
+	}
+	/* Before event_del too: a persistent event keeps its timeout
+	 * through it, and sets it again at its next wake-up. */
+	event_remove_timer(p->ev_read);
+	if (reading)
 		event_add(p->ev_read, NULL);
 	else
 		event_del(p->ev_read);
@@ -312,9 +347,86 @@ static bool peer_hung_up(struct rpc_peer *p)
 	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP);
 }
 
+/* Why a peer is dropped (peer_drop). */
+enum rpc_stall {
+	RPC_STALL_OUTPUT,               /* owed output, none of it taken */
+	RPC_STALL_INPUT,                /* in a frame, no byte more of it */
+	RPC_STALL_MAX
+};
+
+/* "pid 1234 (vmmctl, uid 0)": who a peer is, as far as it is known. */
+static void peer_name(const struct rpc_peer *p, char *buf, size_t len)
+{
+	char path[32], comm[32] = "", shown[64];
+	ssize_t n = -1;
+	int fd;
+
+	if (!p->has_cred) {
+		snprintf(buf, len, "the peer on descriptor %d",
+			 rpc_conn_fd(p->conn));
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)p->cred.pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, comm, sizeof(comm) - 1);
+		close(fd);
+	}
+	if (n > 0 && comm[n - 1] == '\n')
+		n--;
+	comm[n > 0 ? n : 0] = '\0';
+	/* The peer names itself (prctl): shown, never written raw. */
+	str_shown(comm, shown, sizeof(shown));
+	snprintf(buf, len, "pid %d (%s%suid %u)", (int)p->cred.pid, shown,
+		 shown[0] ? ", " : "", (unsigned int)p->cred.uid);
+}
+
+/*
+ * Close a peer that stalled, and tell the program why (RPC_DROPS_TOLD
+ * per window, the others counted and said with the next one told).
+ */
+static void peer_drop(struct rpc_peer *p, enum rpc_stall why)
+{
+	struct rpc_server *s = p->s;
+	char who[128], size[32], part[32], what[160], again[96] = "";
+	char msg[480];
+	double secs = s->stall.tv_sec + s->stall.tv_usec / 1e6;
+	unsigned int held;
+	uint32_t len;
+	size_t got;
+
+	if (!s->drop_fn ||
+	    !ratelim_take(&s->drop_lim, now_ns(), RPC_OVERLOAD_TELL_NS,
+			  RPC_DROPS_TOLD, &held))
+		goto close;
+	peer_name(p, who, sizeof(who));
+	got = rpc_conn_in_partial(p->conn, &len);
+	if (why == RPC_STALL_OUTPUT)
+		snprintf(what, sizeof(what), "it read nothing of the %s owed "
+			 "to it", fmt_size(rpc_conn_out_bytes(p->conn), size,
+					   sizeof(size)));
+	else if (len)
+		snprintf(what, sizeof(what), "it sent %s of a %s frame, then "
+			 "nothing more", fmt_size(got - RPC_LEN_BYTES, part,
+						  sizeof(part)),
+			 fmt_size(len, size, sizeof(size)));
+	else
+		snprintf(what, sizeof(what), "it sent %zu bytes of a frame's "
+			 "length, then nothing more", got);
+	if (held)
+		snprintf(again, sizeof(again), " (%u more dropped since the last "
+			 "one said, not said one by one)", held);
+	snprintf(msg, sizeof(msg), "dropped %s: %s for %g s%s", who, what,
+		 secs, again);
+	s->drop_fn(s->drop_ctx, msg);
+close:
+	peer_close(p, -ETIMEDOUT);
+}
+
 static void handle_peer_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct rpc_peer *p = arg;
+	uint32_t len;
 	int i, r = 0;
 
 	peer_ref(p);
@@ -329,6 +441,11 @@ static void handle_peer_read(evutil_socket_t fd, short what, void *arg)
 		p->state = RPC_PEER_DRAINING;
 	else if (p->state == RPC_PEER_OPEN && r < 0)
 		peer_close(p, r);
+	/* The bound ran out (the loop above took what came meanwhile). */
+	if (p->state == RPC_PEER_OPEN && (what & EV_TIMEOUT) &&
+	    rpc_conn_total_in(p->conn) == p->in_mark &&
+	    rpc_conn_in_partial(p->conn, &len))
+		peer_drop(p, RPC_STALL_INPUT);
 	if (p->state != RPC_PEER_CLOSED)
 		peer_settle(p);
 	peer_unref(p);
@@ -338,6 +455,12 @@ static void handle_peer_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct rpc_peer *p = arg;
 
+	/* The bound ran out: one more try, then the peer goes. */
+	if ((what & EV_TIMEOUT) && rpc_conn_flush(p->conn) == 0 &&
+	    rpc_conn_total_out(p->conn) == p->out_mark) {
+		peer_drop(p, RPC_STALL_OUTPUT);
+		return;
+	}
 	peer_settle(p);
 }
 
@@ -503,6 +626,7 @@ int rpc_server_new(struct event_base *base, struct rpc_server **ret)
 		return -ENOMEM;
 	s->base = base;
 	s->max_frame = RPC_FRAME_MAX_DEFAULT;
+	rpc_server_set_stall(s, 0);
 	*ret = s;
 	return 0;
 }
@@ -669,6 +793,26 @@ void rpc_server_set_overload(struct rpc_server *s, rpc_overload_fn fn,
 {
 	s->overload_fn = fn;
 	s->overload_ctx = ctx;
+}
+
+void rpc_server_set_drop(struct rpc_server *s, rpc_drop_fn fn, void *ctx)
+{
+	s->drop_fn = fn;
+	s->drop_ctx = ctx;
+}
+
+void rpc_drop_warn(void *ctx, const char *msg)
+{
+	(void)ctx;
+	log_warnx("control: %s", msg);
+}
+
+void rpc_server_set_stall(struct rpc_server *s, unsigned int ms)
+{
+	if (ms == 0)
+		ms = RPC_STALL_MS_DEFAULT;
+	s->stall.tv_sec = ms / 1000;
+	s->stall.tv_usec = (ms % 1000) * 1000;
 }
 
 void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame)

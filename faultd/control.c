@@ -700,6 +700,7 @@ int control_start(struct faultd *d)
 	}
 	rpc_server_set_accept(d->server, rpc_accept_root_or_self, d);
 	rpc_server_set_overload(d->server, rpc_overload_warn, d);
+	rpc_server_set_drop(d->server, rpc_drop_warn, d);
 	ret = bgwork_init(&d->attaching, d->base);
 	if (ret < 0)
 		log_warnc(ret, "cannot watch the attach threads");

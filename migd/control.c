@@ -846,6 +846,7 @@ int control_start(struct migd *m)
 	}
 	rpc_server_set_accept(m->server, rpc_accept_root_or_self, m);
 	rpc_server_set_overload(m->server, rpc_overload_warn, m);
+	rpc_server_set_drop(m->server, rpc_drop_warn, m);
 	ret = bgwork_init(&m->lookups_work, m->base);
 	if (ret < 0)
 		log_warnc(ret, "control: host name look-ups");

@@ -944,6 +944,7 @@ int control_start(struct vm *vm, struct event_base *base, const char *rundir)
 	}
 	rpc_server_set_accept(ctl.server, rpc_accept_root_or_self, vm);
 	rpc_server_set_overload(ctl.server, rpc_overload_warn, vm);
+	rpc_server_set_drop(ctl.server, rpc_drop_warn, vm);
 	rpc_server_set_max_frame(ctl.server, CONTROL_MAX_FRAME);
 	return 0;
 }

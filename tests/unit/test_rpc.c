@@ -1412,6 +1412,140 @@ static void test_srv_accept_overload_told(void **state)
 	rmdir(dir);
 }
 
+/* What the server told its program about peers it dropped. */
+static int drop_calls;
+static char drop_msgs[2][512];
+
+static void on_drop(void *ctx, const char *msg)
+{
+	(void)ctx;
+	if (drop_calls < 2)
+		snprintf(drop_msgs[drop_calls], sizeof(drop_msgs[0]), "%s", msg);
+	drop_calls++;
+}
+
+/* A peer whose socket takes 32 KiB at most from the server (16 KiB
+ * asked, doubled by the kernel): one that reads a socketful at a time
+ * is owed for many of them. */
+static int raw_peer_small(void)
+{
+	int sv[2], sz = 16 << 10;
+
+	make_pair(sv);
+	assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz,
+				    sizeof(sz)), 0);
+	assert_int_equal(rpc_server_add_peer(g->s, sv[0]), 0);
+	return sv[1];
+}
+
+static bool hung_up(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLRDHUP };
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP));
+}
+
+/* Frames read whole from c, as far as its socket has them now. */
+static int frames_taken(struct rpc_conn *c)
+{
+	Tern__Rpc__Frame *f;
+	int fds[RPC_MAX_FDS], n = 0;
+	size_t nfds;
+
+	while (rpc_conn_recv(c, &f, fds, &nfds) == 1) {
+		assert_int_equal(f->body_case, TERN__RPC__FRAME__BODY_REPLY);
+		assert_int_equal(f->reply->status, 0);
+		tern__rpc__frame__free_unpacked(f, NULL);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Stalled peers go, the others stay, with a bound of 200 ms: a peer that
+ * asked for 1 MiB and reads none of it, and one that sent 8 bytes of a
+ * frame and no more, are dropped (and the program told who and why); an
+ * idle one, one that reads its 1 MiB a socketful per 20 ms, and one that
+ * sends its request a byte per 20 ms, all for longer than the bound, are
+ * kept and served.
+ */
+static void test_srv_stall_dropped(void **state)
+{
+	Tern__Vmm__MemRange mr = TERN__VMM__MEM_RANGE__INIT;
+	int idle = raw_peer(), unread = raw_peer(), half = raw_peer();
+	int slow = raw_peer_small(), trickle = raw_peer(), i, got = 0;
+	int got_at_drop = -1, answered = 0;
+	uint8_t arg[32], big[128], small[128];
+	size_t nbig, nsmall, sent = 0;
+	struct rpc_conn *slow_c, *trickle_c;
+	Tern__Rpc__Frame *keep;
+	char pid[32];
+
+	rpc_server_set_stall(g->s, 200);
+	rpc_server_set_drop(g->s, on_drop, NULL);
+	drop_calls = 0;
+	mr.len = 512 << 10;
+	nbig = encode_request(big, sizeof(big), 1, "tern.vmm.Vmm/ReadMem", arg,
+			      tern__vmm__mem_range__pack(&mr, arg), 0);
+	nsmall = encode_request(small, sizeof(small), 2, "tern.vmm.Vmm/Status",
+				NULL, 0, 0);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(write(unread, big, nbig), (ssize_t)nbig);
+		assert_int_equal(write(slow, big, nbig), (ssize_t)nbig);
+	}
+	assert_int_equal(write(half, small, 8), 8);
+	assert_int_equal(rpc_conn_new(slow, 0, &slow_c), 0);
+	assert_int_equal(rpc_conn_new(trickle, 0, &trickle_c), 0);
+	assert_int_equal(rpc_server_npeers(g->s), 6);
+
+	/* A step reads (or sends) before the loop runs: a slow peer always
+	 * has moved when the server looks. */
+	for (i = 0; i < 500 && (got < 2 || !answered ||
+				rpc_server_npeers(g->s) > 4); i++) {
+		got += frames_taken(slow_c);
+		answered += frames_taken(trickle_c);
+		if (sent < nsmall) {
+			assert_int_equal(write(trickle, small + sent, 1), 1);
+			sent++;
+		}
+		event_base_loop(g->base, EVLOOP_NONBLOCK);
+		if (got_at_drop < 0 && rpc_server_npeers(g->s) == 4)
+			got_at_drop = got;
+		usleep(20000);
+	}
+	assert_int_equal(rpc_server_npeers(g->s), 4);
+	/* 1 MiB at 32 KiB a step takes 20 ms x 30 steps at the least: it
+	 * was still owed when the others were dropped (200 ms in). */
+	assert_true(got_at_drop >= 0 && got_at_drop < 2);
+	assert_int_equal(got, 2);
+	assert_int_equal(answered, 1);
+	assert_true(hung_up(unread));
+	assert_true(hung_up(half));
+	assert_false(hung_up(idle));
+	assert_false(hung_up(slow));
+
+	assert_int_equal(drop_calls, 2);
+	snprintf(pid, sizeof(pid), "dropped pid %d (test_rpc, uid %u)",
+		 (int)getpid(), (unsigned int)getuid());
+	for (i = 0; i < 2; i++)
+		assert_non_null(strstr(drop_msgs[i], pid));
+	i = strstr(drop_msgs[0], "read nothing") ? 0 : 1;
+	assert_non_null(strstr(drop_msgs[i], ": it read nothing of the "));
+	assert_non_null(strstr(drop_msgs[i], "owed to it for 0.2 s"));
+	assert_non_null(strstr(drop_msgs[1 - i], ": it sent 4 B of a 25 B "
+			       "frame, then nothing more for 0.2 s"));
+
+	assert_int_equal(raw_call(idle, "tern.vmm.Vmm/Status", NULL, 0,
+				  &keep)->status, 0);
+	tern__rpc__frame__free_unpacked(keep, NULL);
+	rpc_conn_free(slow_c);
+	rpc_conn_free(trickle_c);
+	close(idle);
+	close(unread);
+	close(half);
+	step_until_npeers(1);
+}
+
 #define CONN_TEST(fn) cmocka_unit_test_setup_teardown(fn, conn_setup, \
 						      conn_teardown)
 #define SRV_TEST(fn) cmocka_unit_test_setup_teardown(fn, srv_setup, \
@@ -1490,6 +1624,7 @@ int main(void)
 		SRV_TEST(test_srv_listen_and_accept),
 		SRV_TEST(test_srv_accept_out_of_fds),
 		SRV_TEST(test_srv_accept_overload_told),
+		SRV_TEST(test_srv_stall_dropped),
 	};
 
 	/* Bounds every read, join and wait below: a hang fails the test
