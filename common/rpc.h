@@ -154,7 +154,8 @@ void rpc_server_set_drop(struct rpc_server *s, rpc_drop_fn fn, void *ctx);
 /* The one the daemons' control services take: "control: MSG", a warning
  * in the log (ctx unused). */
 void rpc_drop_warn(void *ctx, const char *msg);
-/* The stall bound, for tests (0: the default). */
+/* The stall bound, for tests (0: the default).  The daemons take 2 s
+ * with the TERN_FAULT point control-stall-2s (fault.h). */
 void rpc_server_set_stall(struct rpc_server *s, unsigned int ms);
 void rpc_server_set_max_frame(struct rpc_server *s, uint32_t max_frame);
 /* Peers currently connected (for tests). */

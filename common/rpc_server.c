@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <event2/event.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/pbuf.h"
 #include "common/ratelim.h"
@@ -29,6 +30,7 @@
 #define RPC_ACCEPT_RETRY_MS 100 /* out of descriptors: try accepting again */
 #define RPC_OVERLOAD_TELL_NS (10 * 1000000000ull) /* told at most this often */
 #define RPC_DROPS_TOLD 3        /* peers dropped, told per 10 s */
+#define RPC_STALL_MS_FAULT 2000 /* the stall bound under control-stall-2s */
 
 struct rpc_service {
 	struct rpc_service *next;
@@ -626,7 +628,8 @@ int rpc_server_new(struct event_base *base, struct rpc_server **ret)
 		return -ENOMEM;
 	s->base = base;
 	s->max_frame = RPC_FRAME_MAX_DEFAULT;
-	rpc_server_set_stall(s, 0);
+	rpc_server_set_stall(s, fault_active("control-stall-2s") ?
+			     RPC_STALL_MS_FAULT : 0);
 	*ret = s;
 	return 0;
 }

@@ -5,6 +5,8 @@
 # job's port.  Callers wait, migd says why in its log (and the job in its
 # status), no process spins on the connection it cannot accept, and once
 # the flood is gone everyone is served: a migration comes in whole.
+# A vmm drops the control peers that stall (here after 2 s: TERN_FAULT
+# control-stall-2s), says who in its log, and gives their memory back.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 command -v prlimit >/dev/null || skip "prlimit (util-linux) is missing"
@@ -61,8 +63,27 @@ out=$(migctl list) || fail "migd does not answer once the flood is gone: $out"
 wait_until 5 test "$(nfds "$MIGD_PID")" -eq "$fds0" ||
 	fail "migd has $(nfds "$MIGD_PID") descriptors open, $fds0 before"
 
-note "an incoming job's port: the worker does not spin, its status says why"
+HOST_EXEC=(env TERN_FAULT=control-stall-2s)
 start_vmm s --memory 16M --test-guest dirty --heartbeat 100
+HOST_EXEC=()
+
+note "control peers that stall are dropped, and said; an idle one stays"
+out=$("$TESTS/itest_ctlabuse" "$RUNDIR/vmm/s.sock" stall)
+rc=$?
+echo "$out"
+[ $rc -eq 0 ] || fail "itest_ctlabuse stall exited with $rc"
+pid=$(echo "$out" | sed -n 's/^pid \([0-9]*\): .*/\1/p')
+said() {
+	grep -F "control: dropped pid $pid (itest_ctlabuse, uid $(id -u)): $1" \
+		"$RUNDIR/s.log"
+}
+said "it read nothing of the " || fail "the vmm does not say it dropped the "\
+	"peer that read nothing: $(tail -n 3 "$RUNDIR/s.log")"
+said "it sent 1.0 MiB of a 4.0 MiB frame, then nothing more for 2 s" ||
+	fail "the vmm does not say it dropped the peer stopped in a frame: "\
+	"$(tail -n 3 "$RUNDIR/s.log")"
+
+note "an incoming job's port: the worker does not spin, its status says why"
 start_vmm d --memory 16M --incoming
 incoming d
 wpid=$(job_get d worker_pid)
