@@ -630,9 +630,9 @@ static int method_get_params(struct rpc_call *call, const ProtobufCMessage *arg)
 /* ---- Adopt: a worker an earlier migd left -------------------------- */
 
 /* The job's status as the worker says it: its own, of a job past its
- * postcopy switch. */
+ * postcopy switch (ended: one that ended there). */
 static int adopt_check_status(struct rpc_call *call,
-			      const Tern__Migd__AdoptRequest *req)
+			      const Tern__Migd__AdoptRequest *req, bool ended)
 {
 	const Tern__Migd__JobStatus *js = req->status;
 
@@ -642,7 +642,11 @@ static int adopt_check_status(struct rpc_call *call,
 	    strcmp(js->id, req->id))
 		return rpc_call_errorf(call, EINVAL, "Adopt: the status is of "
 				       "another job (vm, role or id differ)");
-	if (js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE &&
+	if (ended && (!js->switched || !js->postcopy_started))
+		return rpc_call_errorf(call, EINVAL, "Adopt: only a job that "
+				       "ended past its postcopy switch is taken "
+				       "ended, not one that ended before it");
+	if (!ended && js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE &&
 	    js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED &&
 	    js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER)
 		return rpc_call_errorf(call, EINVAL, "Adopt: only a job past its "
@@ -656,9 +660,11 @@ static int adopt_check_status(struct rpc_call *call,
 	return 0;
 }
 
-/* The request in full, into spec (as Incoming and Migrate check theirs). */
+/* The request in full, into spec (as Incoming and Migrate check theirs);
+ * a running job's VM and id must be free here. */
 static int adopt_check(struct rpc_call *call, struct migd *m,
-		       const Tern__Migd__AdoptRequest *req, struct job_spec *spec)
+		       const Tern__Migd__AdoptRequest *req, bool ended,
+		       struct job_spec *spec)
 {
 	enum job_role role;
 	struct job *j;
@@ -701,10 +707,10 @@ static int adopt_check(struct rpc_call *call, struct migd *m,
 	spec->params.timeout_s = req->params->timeout_s;
 	spec->listen_dev = (dev_t)req->listen_dev;
 	spec->listen_ino = (ino_t)req->listen_ino;
-	r = adopt_check_status(call, req);
-	if (r == 0)
+	r = adopt_check_status(call, req, ended);
+	if (r == 0 && !ended)
 		r = check_not_busy(call, m, req->vm);
-	if (r < 0)
+	if (r < 0 || ended)
 		return r;
 	for (j = m->running; j; j = j->next)
 		if (!memcmp(j->spec.id, spec->id, STREAM_ID_LEN) &&
@@ -729,11 +735,32 @@ static int adopt_check_link(int fd)
 	return 0;
 }
 
+/* A postcopy job that ended while no migd ran: its end, into the
+ * history (jobadopt.c). */
+static int adopt_ended(struct rpc_call *call, struct migd *m,
+		       const Tern__Migd__AdoptRequest *req, pid_t pid)
+{
+	struct job_spec spec;
+	struct job *j;
+	int r = adopt_check(call, m, req, true, &spec);
+
+	if (r < 0)
+		return r;
+	r = job_adopt_ended(m, &spec, pid, req->status, req->started_unix_ms, &j);
+	if (r == -EBUSY)
+		return rpc_call_errorf(call, EBUSY, "Adopt: job %s runs here, "
+				       "another worker's", req->id);
+	if (r < 0)
+		return rpc_call_errorf(call, -r, "Adopt: %s", strerror(-r));
+	return reply_job(call, j);
+}
+
 /*
  * A worker past its postcopy switch, whose migd ended, gives us its job
- * (adopt.c).  Only a local caller of root's or our uid gets here
- * (rpc_accept_root_or_self); the worker is the caller itself: its pid
- * is the connection's (SO_PEERCRED), never the message's word.
+ * (adopt.c), or, ended meanwhile, its end.  Only a local caller of
+ * root's or our uid gets here (rpc_accept_root_or_self); the worker is
+ * the caller itself: its pid is the connection's (SO_PEERCRED), never
+ * the message's word.
  */
 static int method_adopt(struct rpc_call *call, const ProtobufCMessage *arg)
 {
@@ -743,17 +770,25 @@ static int method_adopt(struct rpc_call *call, const ProtobufCMessage *arg)
 	struct ucred cred;
 	struct job *j;
 	size_t nfds = rpc_call_nfds(call);
+	bool ended = req->status &&
+		     job_state_final((enum job_state)req->status->state);
 	int r, fd;
 
 	if (m->quitting)
 		return rpc_call_errorf(call, ESHUTDOWN, "migd is shutting down: "
-				       "the next migd adopts the job");
-	if (nfds != 1)
+				       "the next migd takes the job");
+	if (ended && nfds)
+		return rpc_call_errorf(call, EINVAL, "Adopt of an ended job takes "
+				       "no descriptor (nothing can reach the "
+				       "job), not %zu", nfds);
+	if (!ended && nfds != 1)
 		return rpc_call_errorf(call, EINVAL, "Adopt takes one descriptor "
 				       "(the job's new status link), not %zu", nfds);
 	if (rpc_call_peercred(call, &cred) < 0 || cred.pid <= 0)
 		return rpc_call_errorf(call, EPERM, "Adopt: only a worker on this "
 				       "host may call it (no SO_PEERCRED)");
+	if (ended)
+		return adopt_ended(call, m, req, cred.pid);
 	fd = rpc_call_take_fd(call, 0);
 	if (fd < 0 || adopt_check_link(fd) < 0) {
 		if (fd >= 0)
@@ -772,7 +807,7 @@ static int method_adopt(struct rpc_call *call, const ProtobufCMessage *arg)
 			 (int)cred.pid);
 		return reply_job(call, j);
 	}
-	r = adopt_check(call, m, req, &spec);
+	r = adopt_check(call, m, req, false, &spec);
 	for (j = m->running; r == 0 && j; j = j->next)
 		if (j->pid == cred.pid)
 			r = rpc_call_errorf(call, EBUSY, "Adopt: process %d "

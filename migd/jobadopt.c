@@ -6,7 +6,8 @@
  * in control.c).  An adopted worker is no child of ours, so no SIGCHLD
  * tells its end: its pidfd does, readable in the event loop, and the job
  * then ends as any other does (jobs.c job_finish), without a wait
- * status.
+ * status.  One that ended while no migd ran gives its final report,
+ * and the job ends at once, into the history.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -145,4 +146,69 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	return r;
+}
+
+/* The job of spec's migration and role in list (running or history). */
+static struct job *job_find_migration(struct job *list,
+				      const struct job_spec *spec)
+{
+	struct job *j;
+
+	for (j = list; j; j = j->next)
+		if (!memcmp(j->spec.id, spec->id, STREAM_ID_LEN) &&
+		    j->spec.role == spec->role)
+			return j;
+	return NULL;
+}
+
+int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
+		    const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
+		    struct job **ret)
+{
+	Tern__Migd__JobStatus *c;
+	struct job *j = job_find_migration(m->history, spec);
+	uint64_t now = unix_ms();
+
+	/* Known already: the reply to an earlier offer was lost. */
+	if (j) {
+		*ret = j;
+		return 0;
+	}
+	/* Adopted running, whose link broke as it ended: the report it
+	 * could not give there.  Its end (pidfd) then finishes it. */
+	j = job_find_migration(m->running, spec);
+	if (j && (!j->adopted || j->pid != pid))
+		return -EBUSY;
+	c = status_copy(js);
+	if (!c)
+		return -ENOMEM;
+	if (j) {
+		tern__migd__job_status__free_unpacked(j->last, NULL);
+		j->last = c;
+		*ret = j;
+		return 0;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		tern__migd__job_status__free_unpacked(c, NULL);
+		return -ENOMEM;
+	}
+	j->spec = *spec;
+	j->spec.listen_fd = -1;
+	j->m = m;
+	j->adopted = true;
+	j->pidfd = -1;
+	j->answered = true;
+	j->started_unix_ms = started_unix_ms;
+	j->last = c;
+	j->state = (enum job_state)js->state;
+	/* Its own time of end, if it can be; else now. */
+	if (js->finished_unix_ms >= started_unix_ms && js->finished_unix_ms <= now)
+		j->finished_unix_ms = js->finished_unix_ms;
+	log_info("%s: learnt the outcome of %s job %s from its worker %d: it "
+		 "ended while no migd ran", spec->vm, job_role_name(spec->role),
+		 js->id, (int)pid);
+	job_finish(m, j, NULL);
+	*ret = j;
+	return 0;
 }

@@ -914,7 +914,9 @@ static void job_ended(struct migd *m, struct job *j)
 	int r;
 
 	j->finished = true;
-	j->finished_unix_ms = unix_ms();
+	/* (An end learnt later keeps its own time, jobadopt.c.) */
+	if (!j->finished_unix_ms)
+		j->finished_unix_ms = unix_ms();
 	j->finished_ns = now_ns();
 	job_unlink_listen(j);
 	job_status(j, &js);

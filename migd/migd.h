@@ -330,6 +330,12 @@ bool jobs_hold_quit(struct migd *m);
 int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
 	      const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
 	      struct job **ret);
+/* A job for spec that ended while no migd ran, as its worker pid says in
+ * js (final, copied): into the history, as if migd had seen its end,
+ * once; -EBUSY if another worker runs that job here. */
+int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
+		    const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
+		    struct job **ret);
 
 /* control.c: the tern.migd.Migd service */
 int control_start(struct migd *m);

@@ -2,6 +2,7 @@
 # The tern RPC framing by hand, for tests that must send what no client
 # would (tern-rpc(7)): protobuf fields, and frames of a 4-byte
 # little-endian length and a tern.rpc.Frame.
+import socket
 import struct
 
 
@@ -38,6 +39,22 @@ def recv_frame(s, buf):
         buf += chunk
     n = struct.unpack("<I", buf[:4])[0]
     return buf[4:4 + n], buf[4 + n:]
+
+
+def call(path, method, arg, fds=()):
+    """One request on a new connection to the unix socket path, with
+    descriptors fds: the reply's status, message and result."""
+    req = field(1, 0, varint(1)) + ld(2, method.encode()) + ld(3, arg)
+    f = (field(1, 0, varint(len(fds))) if fds else b"") + ld(2, req)
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    socket.send_fds(s, [struct.pack("<I", len(f)) + f], list(fds))
+    body, _ = recv_frame(s, b"")
+    s.close()
+    rep = fields(fields(body)[3][0])
+    return (rep.get(2, [0])[0], rep.get(3, [b""])[0].decode(),
+            rep.get(4, [b""])[0])
 
 
 def reply_id(body):

@@ -673,22 +673,18 @@ note "Adopt: what no worker would send is refused, saying why; migd serves on"
 # "worker": the job adopted is its own (SO_PEERCRED), and ends, without
 # a final report, when it exits.
 wire python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "Adopt checks"
-import os, socket, struct, sys, time
-from rpcwire import field, varint, ld, recv_frame, fields
+import os, socket, sys, time
+import rpcwire
+from rpcwire import field, varint, ld, fields
 ID, TOK = b"0123456789abcdef0123456789abcdef", b"fedcba9876543210fedcba9876543210"
+ID2 = b"abcdef0123456789abcdef0123456789"
 def call(method, arg, fds=()):
-    req = field(1, 0, varint(1)) + ld(2, method.encode()) + ld(3, arg)
-    f = (field(1, 0, varint(len(fds))) if fds else b"") + ld(2, req)
-    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
-    socket.send_fds(s, [struct.pack("<I", len(f)) + f], list(fds))
-    body, _ = recv_frame(s, b"")
-    s.close()
-    rep = fields(fields(body)[3][0])
-    return rep.get(2, [0])[0], rep.get(3, [b""])[0].decode(), rep.get(4, [b""])[0]
+    return rpcwire.call(sys.argv[1], method, arg, fds)
 def adopt(role=2, vm=b"adoptee", peer=b"tcp:127.0.0.1:4444", id=ID, token=TOK,
-          state=10, link="socket", params=True, svm=None):
+          state=10, link="socket", params=True, svm=None, switched=False):
     st = ld(1, id) + ld(2, svm or vm) + field(3, 0, varint(role)) + \
-         field(4, 0, varint(state))
+         field(4, 0, varint(state)) + \
+         (field(27, 0, varint(1)) + field(33, 0, varint(1)) if switched else b"")
     a = field(1, 0, varint(role)) + ld(2, vm) + ld(3, peer) + ld(4, id) + \
         ld(5, token) + (ld(6, field(1, 0, varint(1))) if params else b"") + ld(10, st)
     keep, fds = None, []
@@ -735,6 +731,20 @@ for i in range(50):
 assert status == 0, (status, msg)
 print("ok: the worker gave a new status link")
 link.close()
+# A job that ended (4: completed) while no migd ran: its end, offered
+# without a link, goes into the history, once.
+for kw, text in (
+        (dict(switched=True), "Adopt of an ended job takes no descriptor (nothing can reach the job), not 1"),
+        (dict(link=None), "only a job that ended past its postcopy switch is taken ended")):
+    status, msg, _ = adopt(vm=b"ended", id=ID2, state=4, **kw)
+    assert status == 22 and text in msg, (kw, status, msg)
+    print("ok: refused:", msg)
+for i in range(2):
+    status, msg, _ = adopt(vm=b"ended", id=ID2, state=4, link=None, switched=True)
+    assert status == 0, (status, msg)
+status, msg, res = call("tern.migd.Migd/Status", ld(1, b"ended"))
+assert status == 0 and fields(res)[4] == [4], (status, msg, res)
+print("ok: an ended job's end taken, twice")
 EOF
 kill -0 "$MIGD" || fail "migd died of Adopt calls"
 wait_until 20 job_final adoptee || fail "adoptee: $(migctl --json status adoptee)"
@@ -746,6 +756,10 @@ migctl status adoptee | grep -q "worker ended without a final report" ||
 grep -q "adoptee: adopted postcopy job 0123456789abcdef0123456789abcdef (worker [0-9]*) left by an earlier migd" \
 	"$RUNDIR/migd.log" || fail "no adoption logged: $(tail -n 5 "$RUNDIR/migd.log")"
 echo "ok: adoptee: $(job_field adoptee error)"
+[ "$(job_field ended state)" = completed ] && [ "$(job_field ended id)" = abcdef0123456789abcdef0123456789 ] ||
+	fail "ended: $(migctl --json status ended)"
+[ "$(grep -c "ended: learnt the outcome of destination job abcdef0123456789abcdef0123456789 from its worker [0-9]*: it ended while no migd ran" \
+	"$RUNDIR/migd.log")" = 1 ] || fail "ended: $(grep ended: "$RUNDIR/migd.log")"
 
 note "SIGTERM: migd cancels its jobs and exits"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (4)"
