@@ -7,9 +7,13 @@
  * it (Migd.Adopt, tern-rpc(7)), handing it one end of a fresh
  * socketpair, the job's new status link.  Called by the worker's
  * command thread (worker.c); a job before its switch is cancelled by
- * migd's end as always, and never asks.
+ * migd's end as always, and never asks.  A postcopy job that ended
+ * while no migd had it (it completed, or failed) offers its final
+ * report the same way, without a link, once it let go of everything
+ * else: the worker's main thread, as its last step.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +30,10 @@
 
 #define ADOPT_RETRY_MS 1000             /* between tries */
 #define ADOPT_CALL_MS 5000              /* connect, and the call */
+
+/* One try at a time, and none once the job ended: the command thread's
+ * (a try, and the new link taken) or the end's (worker_offer_end). */
+static pthread_mutex_t adopt_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* What the job is now (w->lock taken): past a postcopy switch, or over. */
 static void adopt_look(struct worker *w, bool *ret_wanted, bool *ret_over)
@@ -55,8 +63,13 @@ static int adopt_check_peer(struct rpc_client *cl, char *err, size_t len)
 	return 0;
 }
 
-/* One try: the new status link in *ret_fd, or -errno and why in err. */
-static int adopt_try(struct worker *w, int *ret_fd, char *err, size_t len)
+/*
+ * One try with the job's status packed: a running job's gives the new
+ * status link in *ret_fd; an ended job's (ret_fd NULL) none, its end
+ * taken.  0, or -errno and why in err.
+ */
+static int adopt_try(struct worker *w, const uint8_t *packed, size_t plen,
+		     int *ret_fd, char *err, size_t len)
 {
 	const struct job_spec *s = w->spec;
 	Tern__Migd__AdoptRequest req = TERN__MIGD__ADOPT_REQUEST__INIT;
@@ -67,15 +80,8 @@ static int adopt_try(struct worker *w, int *ret_fd, char *err, size_t len)
 	char path[PATH_MAX + 16], idhex[2 * STREAM_ID_LEN + 1];
 	char token[STREAM_TOKEN_HEX + 1];
 	struct mig_params p;
-	uint8_t *packed = NULL;
-	size_t plen;
 	int sv[2] = { -1, -1 }, r;
 
-	r = worker_status_pack(w, &packed, &plen);
-	if (r < 0) {
-		snprintf(err, len, "status: %s", strerror(-r));
-		goto out;
-	}
 	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
 						    plen, packed);
 	if (!js) {
@@ -92,7 +98,7 @@ static int adopt_try(struct worker *w, int *ret_fd, char *err, size_t len)
 	r = adopt_check_peer(cl, err, len);
 	if (r < 0)
 		goto out;
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+	if (ret_fd && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		r = -errno;
 		snprintf(err, len, "socketpair: %s", strerror(-r));
 		goto out;
@@ -115,11 +121,16 @@ static int adopt_try(struct worker *w, int *ret_fd, char *err, size_t len)
 	req.started_unix_ms = w->started_unix_ms;
 	req.status = js;
 	r = rpc_client_call(cl, &tern__migd__migd__descriptor, "Adopt", &req.base,
-			    &sv[1], 1, NULL, &res, ADOPT_CALL_MS, NULL, NULL);
+			    &sv[1], ret_fd ? 1 : 0, NULL, &res, ADOPT_CALL_MS,
+			    NULL, NULL);
 	rpc_result_close_fds(&res);
 	if (r < 0) {
 		snprintf(err, len, "Adopt: %.400s", res.message[0] ? res.message :
 			 strerror(-r));
+		goto out;
+	}
+	if (!ret_fd) {
+		log_info("migd %d learnt the job's end", rpc_client_peer_pid(cl));
 		goto out;
 	}
 	*ret_fd = sv[0];
@@ -134,30 +145,146 @@ out:
 	rpc_client_free(cl);
 	if (js)
 		protobuf_c_message_free_unpacked(&js->base, NULL);
-	free(packed);
 	return r;
+}
+
+/* A try as the job runs: its status now, and, adopted, its new link. */
+static int adopt_try_running(struct worker *w, char *err, size_t len)
+{
+	uint8_t *packed = NULL;
+	size_t plen;
+	int fd = -1, r;
+
+	r = worker_status_pack(w, &packed, &plen);
+	if (r < 0)
+		snprintf(err, len, "status: %s", strerror(-r));
+	else
+		r = adopt_try(w, packed, plen, &fd, err, len);
+	free(packed);
+	if (r == 0)
+		worker_take_migd(w, fd);
+	return r;
+}
+
+static void adopt_pause(void)
+{
+	struct timespec ts = { ADOPT_RETRY_MS / 1000,
+			       (ADOPT_RETRY_MS % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
 }
 
 int worker_adopt_wait(struct worker *w)
 {
-	struct timespec ts = { ADOPT_RETRY_MS / 1000,
-			       (ADOPT_RETRY_MS % 1000) * 1000000L };
 	bool wanted, over, told = false;
 	char err[512];
-	int fd = -1;
+	int r = -1;
 
 	for (;;) {
+		pthread_mutex_lock(&adopt_lock);
 		adopt_look(w, &wanted, &over);
-		if (over)
-			return -1;
 		/* Before the switch, migd's end cancels the job; a precopy
 		 * past it (its device phase) ends on its own. */
-		if (wanted && adopt_try(w, &fd, err, sizeof(err)) == 0)
-			return fd;
+		if (wanted && !over)
+			r = adopt_try_running(w, err, sizeof(err));
+		pthread_mutex_unlock(&adopt_lock);
+		if (over)
+			return -1;
+		if (r == 0)
+			return 0;
 		if (wanted && !told)
 			log_warnx("no migd adopted the job yet (%s): trying again "
 				  "every %u ms", err, ADOPT_RETRY_MS);
 		told |= wanted;
-		nanosleep(&ts, NULL);
+		adopt_pause();
 	}
+}
+
+void worker_keep_ram(struct worker *w, struct ram_view *v,
+		     struct ram_place *place)
+{
+	w->ram = *v;
+	v->n = 0;
+	if (place) {
+		w->place = *place;
+		place->n = 0;
+		place->uffd = -1;
+	}
+}
+
+/* The dead status link becomes /dev/null, not a closed number that the
+ * command thread, should it not have seen the link's end yet, could
+ * read on another socket's behalf. */
+static void adopt_drop_link(struct worker *w)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	pthread_mutex_lock(&w->report_lock);
+	dup3(fd, w->status_fd, O_CLOEXEC);
+	pthread_mutex_unlock(&w->report_lock);
+	close(fd);
+}
+
+/*
+ * The job ended while no migd had it; its worker is done but for this:
+ * nothing of the guest's stays held (its RAM's mappings and memfds, a
+ * destination's uffd; the job's links and its vmm's are closed by then,
+ * source_run, dest_run), and the final report, packed once, is offered
+ * as it is about once a second, until a migd takes it or the time is up.
+ */
+static void adopt_offer_end(struct worker *w)
+{
+	uint64_t end = now_ns() + WORKER_END_WAIT_S * 1000000000ULL;
+	uint8_t *packed = NULL;
+	bool told = false;
+	char err[512];
+	size_t plen;
+	int r;
+
+	ram_place_close(&w->place, &w->ram);
+	ram_view_unmap(&w->ram);
+	adopt_drop_link(w);
+	r = worker_status_pack(w, &packed, &plen);
+	if (r < 0) {
+		log_warnx("the job ended while no migd ran, and its final report "
+			  "cannot be kept (%s): its end is in this log only",
+			  strerror(-r));
+		return;
+	}
+	for (;;) {
+		r = adopt_try(w, packed, plen, NULL, err, sizeof(err));
+		if (r == 0 || now_ns() >= end)
+			break;
+		if (!told)
+			log_warnx("the job ended while no migd ran: its final report "
+				  "waits up to %u s for a migd on %s/migd.sock to "
+				  "take it (%s)", WORKER_END_WAIT_S, w->spec->rundir,
+				  err);
+		told = true;
+		adopt_pause();
+	}
+	if (r < 0)
+		log_warnx("no migd took the job's final report within %u s (%s): "
+			  "its end is in this log only", WORKER_END_WAIT_S, err);
+	free(packed);
+}
+
+void worker_offer_end(struct worker *w, int reported)
+{
+	bool offer;
+
+	pthread_mutex_lock(&w->lock);
+	offer = worker_was_postcopy_locked(w);
+	pthread_mutex_unlock(&w->lock);
+	if (!offer)
+		return;
+	/* A migd that adopted the job as it ended has the report too: its
+	 * link's first one (worker_take_migd).  Held from here on, the
+	 * lock keeps the command thread from trying again. */
+	pthread_mutex_lock(&adopt_lock);
+	if (!worker_orphaned() && (reported == 0 || worker_report(w) == 0))
+		return;
+	adopt_offer_end(w);
 }

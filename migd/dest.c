@@ -2026,9 +2026,13 @@ int dest_run(struct worker *w)
 	dest_refusals_flush(&d);
 	if (d.own_listen)
 		dest_close_listen(&d);
+	else if (d.listen_fd >= 0)
+		close(d.listen_fd);     /* the parent's: it unlinks its path */
 	free(d.received_map);
-	/* The RAM's two mappings stay, as at the source (source_run): the
-	 * exit unmaps them after the final report (50 ms for 2 GiB here). */
+	/* The RAM's two mappings stay, the worker's, as at the source
+	 * (source_run): the exit unmaps them after the final report (50 ms
+	 * for 2 GiB here). */
+	worker_keep_ram(w, &d.ram, &d.place);
 	vmm_link_close(&d.vmm);
 	if (r < 0 && d.received) {
 		discarded = vmm_link_discard_dest(w->spec->rundir, w->spec->vm,

@@ -390,6 +390,30 @@ enum worker_cmd {
 	WORKER_CMD_MAX
 };
 
+/* Guest RAM as the worker sees it: the vmm's memfds, mapped shared. */
+struct ram_view {
+	unsigned int n;
+	struct {
+		uint64_t gpa;
+		uint64_t size;
+		uint8_t *host;
+		int fd;
+	} r[STREAM_MAX_REGIONS];
+	uint64_t pages;                 /* across regions */
+	uint64_t first_page[STREAM_MAX_REGIONS];
+};
+
+/*
+ * First-time pages on the destination (place.c): UFFDIO_COPY into a
+ * second mapping of each memfd that nothing touches, or pwrite() where
+ * userfaultfd cannot be had (uffd < 0).
+ */
+struct ram_place {
+	int uffd;
+	unsigned int n;
+	uint8_t *at[STREAM_MAX_REGIONS];
+};
+
 /* One job in its worker process.  lock guards the fields marked (L);
  * (A) fields are atomics; (M) belong to the job's main thread. */
 struct worker {
@@ -484,6 +508,10 @@ struct worker {
 	int chan_wake[STREAM_MAX_CHANNELS]; /* (L) each running ram channel's
 					 * wake_fd, -1 for none: a tune writes
 					 * them (worker_set_chan_wake) */
+	struct ram_view ram;            /* (M) the guest's RAM, mapped, and a */
+	struct ram_place place;         /* (M) destination's second mapping and
+					 * uffd, once the job ended
+					 * (worker_keep_ram) */
 };
 
 /* worker.c: runs in the forked child; never returns to the parent's loop */
@@ -515,7 +543,8 @@ void worker_params(struct worker *w, struct mig_params *ret);
 /* Record the job's failure (the first one wins); returns -err. */
 int worker_fail(struct worker *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-void worker_report(struct worker *w);
+/* Send the job's status to migd: 0, or -errno when no migd took it. */
+int worker_report(struct worker *w);
 /* A destination's word for a deferred reply (jobs.c): first on its vmm,
  * for Incoming: 0, it can take the guest, or -errno (the reason in the
  * job's error, msg NULL); then after each recover --listen: 0, it
@@ -563,35 +592,27 @@ void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
 void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
 			 uint64_t bytes);
 
+/* The role's mappings of the guest's RAM (place: a destination's, or
+ * NULL), as its job ends: the worker's exit unmaps them, after the
+ * final report (worker_offer_end first, if it waits). */
+void worker_keep_ram(struct worker *w, struct ram_view *v,
+		     struct ram_place *place);
+/* A migd adopted the job: fd is its new status link. */
+void worker_take_migd(struct worker *w, int fd);
+/* The job was past its postcopy switch (w->lock held). */
+bool worker_was_postcopy_locked(const struct worker *w);
+
 /* adopt.c: a worker whose migd ended, in its command thread: once the
  * job is past a postcopy switch, asks the migd on RUNDIR/migd.sock
- * about once a second to adopt it (Migd.Adopt); the new status link,
- * or -1 once the job has ended. */
+ * about once a second to adopt it (Migd.Adopt), and takes the new
+ * status link (worker_take_migd): 0; or -1 once the job has ended. */
 int worker_adopt_wait(struct worker *w);
-
-/* Guest RAM as the worker sees it: the vmm's memfds, mapped shared. */
-struct ram_view {
-	unsigned int n;
-	struct {
-		uint64_t gpa;
-		uint64_t size;
-		uint8_t *host;
-		int fd;
-	} r[STREAM_MAX_REGIONS];
-	uint64_t pages;                 /* across regions */
-	uint64_t first_page[STREAM_MAX_REGIONS];
-};
-
-/*
- * First-time pages on the destination (place.c): UFFDIO_COPY into a
- * second mapping of each memfd that nothing touches, or pwrite() where
- * userfaultfd cannot be had (uffd < 0).
- */
-struct ram_place {
-	int uffd;
-	unsigned int n;
-	uint8_t *at[STREAM_MAX_REGIONS];
-};
+/* The worker's last step, in its main thread, once the final report was
+ * sent (reported: worker_report's return): a postcopy job that ended
+ * while no migd had it lets go of all it holds, then offers its final
+ * report to the next migd (Migd.Adopt) for up to WORKER_END_WAIT_S. */
+#define WORKER_END_WAIT_S 300
+void worker_offer_end(struct worker *w, int reported);
 
 /* 0, or -errno and a place that falls back to pwrite(). */
 int ram_place_open(struct ram_place *p, const struct ram_view *v);
@@ -786,6 +807,7 @@ uint64_t ram_view_mark_data(const struct ram_view *v, unsigned int i,
  * unmaps); err says what was wrong */
 int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 		 int *fds, size_t nfds, bool writable, char *err, size_t errlen);
+void ram_view_unmap(struct ram_view *v);
 /*
  * A descriptor of the vmm's that the worker maps for its life (its RAM,
  * the dirty bitmap) must be a memfd sealed against shrinking, as the vmm

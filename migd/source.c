@@ -2291,9 +2291,11 @@ int source_run(struct worker *w)
 		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
 	free(s.tosend);
 	free(s.pc_hashes);
-	/* The guest's RAM stays mapped: the worker's exit unmaps it, after
-	 * the final report.  Unmapping 2 GiB read here took 40-50 ms of page
-	 * tables, counted in the job's time and holding back its end. */
+	/* The guest's RAM stays mapped, the worker's now: its exit unmaps
+	 * it, after the final report (or worker_offer_end, before a wait).
+	 * Unmapping 2 GiB read here took 40-50 ms of page tables, counted
+	 * in the job's time and holding back its end. */
+	worker_keep_ram(w, &s.ram, NULL);
 	vmm_link_close(&s.vmm);
 	return r;
 }

@@ -201,7 +201,7 @@ int vmm_link_discard_dest(const char *rundir, const char *vm, char *msg,
 	return r;
 }
 
-static void ram_view_unmap(struct ram_view *v)
+void ram_view_unmap(struct ram_view *v)
 {
 	unsigned int i;
 

@@ -153,6 +153,11 @@ bool worker_in_postcopy_locked(const struct worker *w)
 		w->state == JOB_STATE_POSTCOPY_RECOVER);
 }
 
+bool worker_was_postcopy_locked(const struct worker *w)
+{
+	return w->postcopy && worker_past_switch_locked(w);
+}
+
 /* w->lock held: said once per migd lost.  (A precopy past its switch,
  * in its device phase, ends on its own, and is adopted by none.) */
 static void worker_note_orphan_locked(struct worker *w)
@@ -505,16 +510,17 @@ int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len)
 }
 
 /* Send one status frame to migd (blocking; it reads fast). */
-void worker_report(struct worker *w)
+int worker_report(struct worker *w)
 {
 	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
 	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
 	uint8_t *payload = NULL, *frame = NULL;
 	size_t len, flen;
-	int n;
+	int r;
 
 	pthread_mutex_lock(&w->report_lock);
-	if (worker_status_pack(w, &payload, &len) < 0)
+	r = worker_status_pack(w, &payload, &len);
+	if (r < 0)
 		goto out;
 	ev.name = "status";
 	ev.data.data = payload;
@@ -523,15 +529,16 @@ void worker_report(struct worker *w)
 	f.event = &ev;
 	flen = RPC_LEN_BYTES + tern__rpc__frame__get_packed_size(&f);
 	frame = malloc(flen);
-	if (!frame)
-		goto out;
-	n = rpc_frame_encode(&f, frame, flen);
-	if (n > 0 && stream_write_full(w->status_fd, frame, n, 0) < 0)
-		log_debug("status report: migd gone");
+	r = frame ? rpc_frame_encode(&f, frame, flen) : -ENOMEM;
+	if (r > 0)
+		r = stream_write_full(w->status_fd, frame, r, 0);
+	if (r < 0)
+		log_debug("status report: %s", strerror(-r));
 out:
 	free(payload);
 	free(frame);
 	pthread_mutex_unlock(&w->report_lock);
+	return r < 0 ? r : 0;
 }
 
 void worker_answer(struct worker *w, int err, const char *msg)
@@ -820,8 +827,7 @@ static void worker_lost_migd(struct worker *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* A migd adopted the job: fd is its new status link. */
-static void worker_take_migd(struct worker *w, int fd)
+void worker_take_migd(struct worker *w, int fd)
 {
 	int old;
 
@@ -843,15 +849,12 @@ static void worker_take_migd(struct worker *w, int fd)
 static void *command_thread(void *arg)
 {
 	struct worker *w = arg;
-	int fd;
 
 	for (;;) {
 		worker_read_commands(w);
 		worker_lost_migd(w);
-		fd = worker_adopt_wait(w);
-		if (fd < 0)
-			return NULL;    /* the job ends without migd */
-		worker_take_migd(w, fd);
+		if (worker_adopt_wait(w) < 0)
+			return NULL;    /* the job ended (worker_offer_end) */
 	}
 }
 
@@ -940,9 +943,13 @@ static void *reporter_thread(void *arg)
 	for (;;) {
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&w->lock);
-		/* Once ended, the figures stay as the end left them. */
-		if (!job_state_final(w->state))
-			worker_sample_rates_locked(w, now_ns());
+		/* Once ended, the figures stay as the end left them, and
+		 * the end reports them (worker_main). */
+		if (job_state_final(w->state)) {
+			pthread_mutex_unlock(&w->lock);
+			return NULL;
+		}
+		worker_sample_rates_locked(w, now_ns());
 		pthread_mutex_unlock(&w->lock);
 		worker_check_cancel(w);
 		worker_report(w);
@@ -986,11 +993,12 @@ int worker_main(const struct job_spec *spec, int status_fd)
 		.state = spec->role == JOB_ROLE_DEST ? JOB_STATE_WAITING :
 						      JOB_STATE_SETUP,
 		.status_fd = status_fd,
+		.place = { .uffd = -1 },
 	};
 	char tag[80], line[sizeof(w.error) + 32];
 	pthread_t reporter;
 	unsigned int i;
-	int ret;
+	int ret, reported;
 
 	parent_pid = getppid();
 	snprintf(tag, sizeof(tag), "%s/%s", spec->vm,
@@ -1031,7 +1039,8 @@ int worker_main(const struct job_spec *spec, int status_fd)
 			    worker_cancelled() ? JOB_STATE_CANCELLED :
 			    JOB_STATE_FAILED);
 	pthread_mutex_unlock(&w.lock);
-	worker_report(&w);
+	reported = worker_report(&w);
 	log_info("%s", job_state_text(w.state, w.error, line, sizeof(line)));
+	worker_offer_end(&w, reported);
 	return ret == 0 ? 0 : 1;
 }

@@ -9,6 +9,10 @@
 #    reports it completed.  Before, it cancelled itself, and the guest on
 #    the destination waited for its pages for good; later, it completed,
 #    but no migd knew of it.
+#  - Both migds stopped in postcopy-active, and the postcopy completes
+#    while neither runs: each worker lets go of the guest and waits for
+#    the next migd, which shows the job completed, with its id.  Before,
+#    the workers exited, and no migd ever knew how the job ended.
 #  - A migd restarted past a postcopy switch (stopped or killed, on
 #    either host, postcopy-active or -paused): the next one adopts the
 #    job, shows it with its id, recovers it, and reports its end.
@@ -124,6 +128,62 @@ grep -q "^migd\[a/out\]: .*postcopy completed" "$TEST_DIR/src/migd.log" ||
 [ "$(src state_of a)" = paused ] || fail "a is $(src state_of a)"
 echo "ok: b completed and runs; the source worker pushed its $needed pages, adopted as $id by the new migd, which reports it completed"
 src vmmctl quit a >/dev/null; vmmctl quit b >/dev/null
+
+note "both migds stop in postcopy-active, and it completes while neither runs: the next ones learn its end from the workers"
+pair a6 b6 --guest-range 8M
+postcopy_pair a6 b6 16M
+id=$(src job_get a6 id)
+sw=$(src job_get a6 worker_pid)
+dw=$(job_get b6 worker_pid)
+PIDS+=("$sw" "$dw")             # killed at exit, should they stay
+# The source's worker, stopped, pushes nothing until both migds are
+# gone (a peer is given 10 s of silence).
+kill -STOP "$sw"
+kill -TERM "$SRC_MIGD"
+wait_exit "$SRC_MIGD" || fail "the source's migd exited with $? on SIGTERM"
+kill -KILL "$DST_MIGD"
+wait_exit "$DST_MIGD"
+kill -CONT "$sw"
+# Each worker ends its job alone, lets go of the guest and of its links
+# (no RAM mapped, no memfd, no uffd, no socket), and keeps its final
+# report for the next migd.
+offers() { grep -q "^migd\[$1\]: .*the job ended while no migd ran: its final report waits" "$2"; }
+wait_until 60 offers a6/out "$TEST_DIR/src/migd.log" ||
+	fail "a6: $(grep 'a6/out' "$TEST_DIR/src/migd.log" | tail -n 5)"
+wait_until 60 offers b6/in "$RUNDIR/migd.log" ||
+	fail "b6: $(grep 'b6/in' "$RUNDIR/migd.log" | tail -n 5)"
+for p in "$sw" "$dw"; do
+	held=$(grep -c 'memfd:' "/proc/$p/maps"; ls -l "/proc/$p/fd" | grep -c 'memfd:\|userfaultfd\|socket:')
+	[ "$held" = "0
+0" ] || fail "worker $p still holds the guest or a link: $(grep memfd: "/proc/$p/maps"; ls -l "/proc/$p/fd")"
+done
+src_migd
+start_migd
+DST_MIGD=$MIGD_PID
+src wait_until 10 src_job_is a6 completed || fail "a6: $(src migctl status a6 2>&1)"
+wait_until 10 job_is b6 completed || fail "b6: $(migctl status b6 2>&1)"
+[ "$(src job_get a6 id)" = "$id" ] || fail "a6: another job: $(src migctl status a6)"
+[ "$(job_get b6 id)" = "$id" ] || fail "b6: another job: $(migctl status b6)"
+[ "$(src job_get a6 transferred_bytes)" -gt 0 ] || fail "a6: $(src migctl --json status a6)"
+src migctl status a6 | grep -q "^a6: source, completed (job $id)" || fail "a6: $(src migctl status a6)"
+migctl list | grep -q "b6.*completed" || fail "list: $(migctl list)"
+grep -q "a6: learnt the outcome of source job $id from its worker $sw: it ended while no migd ran" \
+	"$TEST_DIR/src/migd.log" || fail "a6: $(tail -n 5 "$TEST_DIR/src/migd.log")"
+grep -q "b6: learnt the outcome of destination job $id from its worker $dw: it ended while no migd ran" \
+	"$RUNDIR/migd.log" || fail "b6: $(tail -n 5 "$RUNDIR/migd.log")"
+# Nothing runs there to recover or cancel.
+out=$(migctl recover b6 --listen tcp:127.0.0.1:0 2>&1) && fail "recover b6: $out"
+case $out in *"b6 is completed: only a job in postcopy-paused can recover"*) ;;
+*) fail "recover b6: $out" ;; esac
+out=$(src migctl cancel a6 2>&1) && fail "cancel a6: $out"
+case $out in *"nothing to cancel: the last migration job of a6 already ended (completed)"*) ;;
+*) fail "cancel a6: $out" ;; esac
+wait_until 10 gone "$sw" || fail "the source worker $sw did not exit"
+wait_until 10 gone "$dw" || fail "the destination worker $dw did not exit"
+vmmctl check b6 || fail "b6: memory check after a postcopy that completed while no migd ran"
+wait_progress b6 0
+echo "ok: $id completed while no migd ran; the next migds show it: $(src migctl status a6)"
+src vmmctl quit a6 >/dev/null; vmmctl quit b6 >/dev/null
 
 note "the source's migd is killed while postcopy is paused: the next one adopts the job, and its recovery completes the migration"
 # Before, the paused worker ended with its migd: every recover was

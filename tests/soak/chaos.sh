@@ -408,8 +408,10 @@ adopted_check() {
 	case $FAULT in
 	restart_src_migd|kill_src_migd|restart_dst_migd|kill_dst_migd)
 		[ "$FAULT_NOTE" = "in postcopy_active" ] || return 0
-		# (one that completed before the new migd adopted it is
-		# known to no migd: its end is in the worker's log only)
+		# (one that completed as its migd ended, its final report
+		# written to that migd but never read, is known to no migd:
+		# its end is in the worker's log only; one that completed
+		# later gives its end to the new migd)
 		ok="completed|" ;;
 	cut_then_restart_src_migd|cut_then_restart_dst_migd)
 		[[ "$FAULT_NOTE" == *",then_postcopy_paused/postcopy_paused" ]] || return 0 ;;
