@@ -767,7 +767,20 @@ wpid=$(job_field x worker_pid)
 [ -n "$wpid" ] && [ "$wpid" -gt 0 ] || fail "no worker pid: $(migctl --json status x)"
 migctl status x --watch >"$RUNDIR/watch.out" 2>&1 & watch=$!
 wait_until 10 test -s "$RUNDIR/watch.out" || fail "status --watch printed nothing"
+# Its worker stopped, migd waits for it (up to 10 s, then kills it): a
+# worker that asks it to adopt its job then is refused, for the next.
+kill -STOP "$wpid"
 kill -TERM "$MIGD"
+wait_until 10 grep -q "cancelling running jobs and quitting" "$RUNDIR/migd.log" ||
+	fail "migd did not begin to quit: $(tail -n 3 "$RUNDIR/migd.log")"
+out=$(wire python3 -c 'import sys, rpcwire
+print(*rpcwire.call(sys.argv[1], "tern.migd.Migd/Adopt", b"")[:2])' "$RUNDIR/migd.sock" 2>&1)
+kill -CONT "$wpid"
+case $out in
+"108 migd is shutting down: the next migd takes the job") echo "ok: Adopt while quitting: $out" ;;
+*"No such file or directory"*|*"Connection refused"*)
+	not_tried "Adopt while quitting: migd was gone first (its 10 s for its workers passed)" ;;
+*) fail "Adopt while migd quits: $out" ;; esac
 wait_exit "$MIGD" || fail "migd exited with $?"
 wait_exit "$watch" || true      # exits 1: the job was cancelled
 # Who cancelled it is said (it was only "migration cancelled").
