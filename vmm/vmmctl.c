@@ -255,18 +255,32 @@ static int cmd_cont_force(struct vmm_conn *c)
 }
 
 /*
- * Quit, and wait for the vmm to be gone: it ends our connection only
- * after it has let go of everything, its name lock last, so that a vmm
- * of the same name may start the moment this returns.  -errno, said.
+ * Quit, and wait for the vmm's process to have ended: it has let go of
+ * everything then, its name lock included, so that a vmm of the same
+ * name may start the moment this returns.  The pidfd is taken before
+ * Quit: the vmm's answer proves that its pid was still its own then.
+ * Without one (a vmm in another pid namespace, an old kernel), the wait
+ * is for the end of the connection, which the vmm closes after its name
+ * lock, a moment before it exits.  -errno, said.
  */
 static int quit_vmm(struct vmm_conn *c)
 {
-	int ret;
+	int pid = rpc_client_peer_pid(c->cl), pidfd = -1, ret;
+	struct pollfd p;
 
+	if (pid > 0)
+		pidfd = (int)syscall(SYS_pidfd_open, pid, 0);  /* CLOEXEC always */
 	ret = call(c, "Quit", NULL, NULL, 0, NULL, NULL);
 	if (ret < 0)
-		return ret;
-	ret = rpc_client_wait_hangup(c->cl, opts.timeout_ms);
+		goto out;
+	if (pidfd >= 0) {
+		p = (struct pollfd){ pidfd, POLLIN, 0 };
+		ret = poll_until(&p, 1, opts.timeout_ms > 0 ?
+				 deadline_ms(opts.timeout_ms) : 0);
+		ret = ret < 0 ? ret : 0;
+	} else {
+		ret = rpc_client_wait_hangup(c->cl, opts.timeout_ms);
+	}
 	if (ret == -ETIMEDOUT)
 		cli_errx("vmm %s answered Quit, but has not exited within %d s "
 			 "(its name stays taken until it does)", c->name,
@@ -274,6 +288,9 @@ static int quit_vmm(struct vmm_conn *c)
 	else if (ret < 0)
 		cli_errx("vmm %s answered Quit; waiting for its exit: %s",
 			 c->name, strerror(-ret));
+out:
+	if (pidfd >= 0)
+		close(pidfd);
 	return ret;
 }
 
