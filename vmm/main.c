@@ -310,10 +310,8 @@ int main(int argc, char **argv)
 	lock_fd = take_name_lock(o.rundir, o.name);
 	if (lock_fd < 0)
 		return 1;
-	if (serial_init(&vm.serial, o.serial, o.serial_max) < 0) {
-		log_warn("--serial %s", o.serial);
+	if (serial_init(&vm.serial, o.serial, o.serial_max) < 0)
 		goto out;
-	}
 	vm.notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	base = event_base_new();
 	if (vm.notify_fd < 0 || !base)

@@ -66,36 +66,79 @@ static bool serial_may_block(int fd)
 	       (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode));
 }
 
+/*
+ * A console FILE, appended to: never through a symbolic link, as the vmm
+ * may run as root and a link planted at the name (which rotation renames)
+ * would have it write wherever the link points; and only a regular file,
+ * a character device (a terminal, /dev/null) or a FIFO, never a block
+ * device or a socket.  fd or -errno: -ELOOP for a link, -EINVAL for a
+ * file of another type.
+ */
+static int serial_open_file(const char *path, int flags)
+{
+	struct stat st;
+	int fd, ret;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NOCTTY |
+		  O_CLOEXEC | flags, 0640);
+	if (fd < 0)
+		return -errno;
+	ret = fstat(fd, &st) < 0 ? -errno : 0;
+	if (ret == 0 && !S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode) &&
+	    !S_ISFIFO(st.st_mode))
+		ret = -EINVAL;
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+/* Says what is wrong with it (a line on standard error), -errno. */
 int serial_init(struct serial *s, const char *spec, uint64_t max)
 {
 	struct stat st;
-	int fl;
+	int fd, fl;
 
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->lock, NULL);
 	s->out_fd = -1;
-	if (!spec || !strcmp(spec, "stdio")) {
-		s->out_fd = serial_open_stdout();
-	} else if (!strcmp(spec, "none")) {
+	if (spec && !strcmp(spec, "none"))
 		return 0;
-	} else {
-		/* Non-blocking only once open: a FIFO waits for its reader. */
-		s->out_fd = open(spec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-				 0640);
-		if (s->out_fd >= 0 && (fl = fcntl(s->out_fd, F_GETFL)) >= 0)
-			fcntl(s->out_fd, F_SETFL, fl | O_NONBLOCK);
-		/* A file on disk is kept bounded (serial_rotate): a guest
-		 * must not fill the host's disk by printing. */
-		if (s->out_fd >= 0 && max && fstat(s->out_fd, &st) == 0 &&
-		    S_ISREG(st.st_mode)) {
-			s->path = strdup(spec);
-			s->max = max;
-			s->size = (uint64_t)st.st_size;
+	if (!spec || !strcmp(spec, "stdio")) {
+		fd = serial_open_stdout();
+		if (fd < 0) {
+			fd = -errno;
+			log_warnc(fd, "--serial stdio: standard output");
+			return fd;
 		}
+		s->out_fd = fd;
+		s->poll = serial_may_block(fd);
+		return 0;
 	}
-	if (s->out_fd < 0)
-		return -errno;
-	s->poll = serial_may_block(s->out_fd);
+	/* Non-blocking only once open: a FIFO waits for its reader. */
+	fd = serial_open_file(spec, 0);
+	if (fd == -ELOOP)
+		log_warnx("--serial %s: a symbolic link, not followed (name the "
+			  "file itself)", spec);
+	else if (fd == -EINVAL)
+		log_warnx("--serial %s: neither a regular file, a character "
+			  "device nor a FIFO", spec);
+	else if (fd < 0)
+		log_warnc(fd, "--serial %s", spec);
+	if (fd < 0)
+		return fd;
+	if ((fl = fcntl(fd, F_GETFL)) >= 0)
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	/* A file on disk is kept bounded (serial_rotate): a guest must not
+	 * fill the host's disk by printing. */
+	if (max && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		s->path = strdup(spec);
+		s->max = max;
+		s->size = (uint64_t)st.st_size;
+	}
+	s->out_fd = fd;
+	s->poll = serial_may_block(fd);
 	return 0;
 }
 
@@ -113,8 +156,8 @@ static void serial_rotate(struct serial *s)
 
 	if ((size_t)snprintf(old, sizeof(old), "%s.1", s->path) < sizeof(old) &&
 	    rename(s->path, old) == 0) {
-		fd = open(s->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
-			  O_NONBLOCK, 0640);
+		/* FILE was renamed away: one there now is not ours. */
+		fd = serial_open_file(s->path, O_EXCL | O_NONBLOCK);
 		/* No new file: the old one becomes FILE again, so that the
 		 * emptying below empties FILE, not the output just kept. */
 		if (fd < 0 && rename(old, s->path) < 0)

@@ -66,6 +66,24 @@ expect_error "rundir $RUNDIR/file/sub" --name a --memory 64M --test-guest idle \
 	--rundir "$RUNDIR/file/sub"
 expect_error "--image-addr" --name a --memory 64M --image x --image-addr 0x100000 "${R[@]}"
 
+note "--serial: never through a symbolic link, never into a block device"
+ln -s "$RUNDIR/made" "$RUNDIR/dangling"
+echo kept >"$RUNDIR/kept"
+ln -s kept "$RUNDIR/link"
+for f in dangling link; do
+	expect_error "--serial $RUNDIR/$f: a symbolic link, not followed (name the file itself)" \
+		--name a --memory 4M --test-guest idle --serial "$RUNDIR/$f" "${R[@]}"
+done
+[ ! -e "$RUNDIR/made" ] || fail "--serial made the file a link names"
+[ "$(cat "$RUNDIR/kept")" = kept ] || fail "--serial wrote through a link"
+loop=$(losetup -f 2>/dev/null)
+if [ -b "$loop" ]; then
+	expect_error "--serial $loop: neither a regular file, a character device nor a FIFO" \
+		--name a --memory 4M --test-guest idle --serial "$loop" "${R[@]}"
+else
+	not_tried "no free loop device here: a block device as --serial"
+fi
+
 note "vmmctl: usage errors exit 2 with one line, before connecting"
 ctl_usage() { usage_error vmmctl "$@"; }
 ctl_usage "unknown command 'frobnicate'" frobnicate x
