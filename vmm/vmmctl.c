@@ -482,18 +482,22 @@ static int cmd_load(struct vmm_conn *c, const char *path)
 	 * (AdoptRam before), there is nothing to start. */
 	if (get_status(c, &s) < 0) {
 		/* The load is done all the same: say so, and exit 0. */
-		printf("loaded %s into %s (whether it has its RAM is unknown: "
-		       "'vmmctl status %s')\n", path, c->name, c->name);
+		fprintf(opts.json ? stderr : stdout, "loaded %s into %s (whether "
+			"it has its RAM is unknown: 'vmmctl status %s')\n", path,
+			c->name, c->name);
 		return CLI_OK;
 	}
 	ram_missing = s->ram_missing;
-	protobuf_c_message_free_unpacked(&s->base, NULL);
-	if (!ram_missing) {
+	if (opts.json)
+		print_status(s);        /* its ram_missing says it */
+	else if (ram_missing)
+		printf("loaded %s into %s, without RAM\n", path, c->name);
+	else
 		printf("loaded %s into %s; 'vmmctl cont %s' starts it\n", path,
 		       c->name, c->name);
+	protobuf_c_message_free_unpacked(&s->base, NULL);
+	if (!ram_missing)
 		return CLI_OK;
-	}
-	printf("loaded %s into %s, without RAM\n", path, c->name);
 	cli_errx("note: %s holds no RAM, and nothing brought the guest's to %s: "
 		 "'vmmctl cont %s' is refused (a guest moves with its RAM by "
 		 "'vmmctl transfer' or a migration, see vmmctl(8))", path, c->name,

@@ -362,7 +362,9 @@ fi
 
 note "after all that, the incoming vmm still takes a good state"
 [ "$(state_of in)" = incoming ] || fail "refusals changed the incoming vmm"
-out=$(vmmctl load in "$RUNDIR/good.state" 2>&1) || fail "good state refused after bad ones: $out"
+# With --json: the status, which says that no RAM came (before: the text).
+out=$(vmmctl --json load in "$RUNDIR/good.state" 2>"$RUNDIR/load.err") ||
+	fail "good state refused after bad ones: $(cat "$RUNDIR/load.err")"
 echo "$out"
 again=$(vmmctl load in "$RUNDIR/good.state" 2>&1) && fail "loaded a second state"
 echo "$again" | grep -q "cannot load state: a guest's state is loaded here already" ||
@@ -371,8 +373,10 @@ echo "$again" | grep -q "cannot load state: a guest's state is loaded here alrea
 note "but a state file holds no RAM: load says so, and cont does not start zeros"
 # Before, load said "'vmmctl cont in' starts it", and cont started the
 # guest on zeroed RAM, which triple-faulted at once.
-case $out in *"note: $RUNDIR/good.state holds no RAM, and nothing brought the guest's to in: 'vmmctl cont in' is refused"*) ;;
-*) fail "load without RAM: $out" ;; esac
+case $(cat "$RUNDIR/load.err") in "vmmctl: note: $RUNDIR/good.state holds no RAM, and nothing brought the guest's to in: 'vmmctl cont in' is refused"*) ;;
+*) fail "load without RAM: $(cat "$RUNDIR/load.err")" ;; esac
+[ "$(echo "$out" | jget ram_missing)" = true ] && [ "$(echo "$out" | jget name)" = in ] ||
+	fail "load --json without RAM: $out"
 [ "$(vmmctl --json status in | jget ram_missing)" = true ] ||
 	fail "status: $(vmmctl --json status in)"
 vmmctl status in | grep -q ", state loaded without RAM (cont refused)" ||
@@ -381,6 +385,10 @@ err=$(vmmctl cont in 2>&1) && fail "cont started a guest whose RAM nothing broug
 case $err in *"cannot continue: the state loaded holds no RAM, and nothing brought the guest's"*"quit in") ;;
 *) fail "cont without RAM: $err" ;; esac
 echo "ok: $err"
+# --force runs a copy marked as moved; it makes no RAM of zeros.
+err=$(vmmctl cont in --force 2>&1) && fail "cont --force started a guest whose RAM nothing brought"
+case $err in *"cannot continue: the state loaded holds no RAM"*) ;;
+*) fail "cont --force without RAM: $err" ;; esac
 [ "$(state_of in)" = incoming ] || fail "in is $(state_of in) after the refused cont"
 note "and the source, never harmed, resumes"
 vmmctl cont s >/dev/null && wait_progress s 0 && vmmctl check s || fail "source"
