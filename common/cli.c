@@ -211,6 +211,36 @@ void cli_bad_option(char **argv, int ch, const char *where,
 	}
 }
 
+const char *cli_option_repeated(struct cli_seen *seen, int ch,
+				const struct option *longopts)
+{
+	const size_t w = 8 * sizeof(seen->bits[0]);
+	const struct option *o;
+	unsigned long bit;
+
+	for (o = longopts; o->name && o->val != ch; o++)
+		;
+	if (!o->name || o->has_arg == no_argument || ch < 0 || ch >= CLI_SEEN_MAX)
+		return NULL;
+	bit = 1UL << (ch % w);
+	if (seen->bits[ch / w] & bit)
+		return o->name;
+	seen->bits[ch / w] |= bit;
+	return NULL;
+}
+
+int cli_option_once(struct cli_seen *seen, int ch, const char *where,
+		    const struct option *longopts)
+{
+	const char *name = cli_option_repeated(seen, ch, longopts);
+
+	if (!name)
+		return 0;
+	cli_errx("%s%s" CLI_REPEATED " (see %s --help)", where ? where : "",
+		 where ? ": " : "", name, cli_prog);
+	return -EINVAL;
+}
+
 int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		      void (*usage)(FILE *f))
 {
@@ -221,11 +251,14 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct cli_seen seen = { { 0 } };
 	uint64_t t;
 	int ch;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:r:jt:h", longopts, NULL)) != -1) {
+		if (cli_option_once(&seen, ch, NULL, longopts) < 0)
+			return -2;
 		switch (ch) {
 		case 'r': g->rundir = optarg; break;
 		case 'j': g->json = true; break;

@@ -2,7 +2,9 @@
 /*
  * What the command-line clients (vmmctl, migctl) share: one-line errors
  * prefixed with the program's name, and their global options
- * (--rundir DIR, --json, --timeout SEC, --help) in front of the command.
+ * (--rundir DIR, --json, --timeout SEC, --help) in front of the command;
+ * and, with the daemons' own parsers, the refusal of an option that takes
+ * one value given twice.
  */
 #ifndef TERN_CLI_H
 #define TERN_CLI_H
@@ -40,6 +42,28 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
  */
 struct option;
 void cli_bad_option(char **argv, int ch, const char *where,
+		    const struct option *longopts);
+/*
+ * The options given so far, by getopt_long's value (below CLI_SEEN_MAX),
+ * so that one that takes a single value is refused the second time
+ * instead of the last value silently winning.  Zero it before parsing.
+ */
+#define CLI_SEEN_MAX 512
+struct cli_seen {
+	unsigned long bits[CLI_SEEN_MAX / (8 * sizeof(unsigned long))];
+};
+/* The usage error for such an option, with its long name. */
+#define CLI_REPEATED "option '--%s' given twice: it takes one value"
+/*
+ * Mark option ch of longopts as given.  If it takes a value and was given
+ * before, returns its long name (to say with CLI_REPEATED, exit 2); else
+ * NULL: a flag may be repeated, as it means the same each time.
+ */
+const char *cli_option_repeated(struct cli_seen *seen, int ch,
+				const struct option *longopts);
+/* The same for the clients: says it, after "where" (the command, or
+ * NULL), and returns -EINVAL; 0 if ch may be taken. */
+int cli_option_once(struct cli_seen *seen, int ch, const char *where,
 		    const struct option *longopts);
 /*
  * A program's commands: a table of n entries of size bytes, each

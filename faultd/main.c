@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/caps.h"
+#include "common/cli.h"
 #include "common/log.h"
 #include "common/pidlock.h"
 #include "common/rtspawn.h"
@@ -75,12 +76,16 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{ "version", no_argument, NULL, O_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct cli_seen seen = { { 0 } };
+	const char *rep;
 	int c;
 
 	o->rundir = FAULTD_DEFAULT_RUNDIR;
 	o->level = LOG_LEVEL_INFO;
 	o->realtime = true;
 	while ((c = getopt_long(argc, argv, "r:dfh", longopts, NULL)) != -1) {
+		if ((rep = cli_option_repeated(&seen, c, longopts)))
+			die_usage(CLI_REPEATED, rep);
 		switch (c) {
 		case 'r': o->rundir = optarg; break;
 		case 'd': o->level = LOG_LEVEL_DEBUG; break;

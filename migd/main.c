@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/caps.h"
+#include "common/cli.h"
 #include "common/log.h"
 #include "common/pidlock.h"
 #include "common/util.h"
@@ -68,11 +69,15 @@ static void parse_args(int argc, char **argv, struct options *o)
 	};
 	uint64_t v;
 	bool neg;
+	struct cli_seen seen = { { 0 } };
+	const char *rep;
 	int c;
 
 	o->rundir = MIGD_DEFAULT_RUNDIR;
 	o->worker_nice = MIGD_WORKER_NICE;
 	while ((c = getopt_long(argc, argv, "r:dfh", longopts, NULL)) != -1) {
+		if ((rep = cli_option_repeated(&seen, c, longopts)))
+			die_usage(CLI_REPEATED, rep);
 		switch (c) {
 		case 'r': o->rundir = optarg; break;
 		case 'd': o->debug = true; break;

@@ -1206,6 +1206,7 @@ static int check_uri(const char *what, const char *s, bool listen)
 static int parse_cmd(const struct command *c, int argc, char **argv,
 		     struct cmd_args *a)
 {
+	struct cli_seen seen = { { 0 } };
 	uint8_t tok[STREAM_TOKEN_LEN];
 	char *pos[3];
 	int ch, r, npos = 0;
@@ -1225,7 +1226,9 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 			cli_bad_option(argv, ch, c->name, c->opts);
 			return -EINVAL;
 		}
-		r = parse_opt(c, ch, a);
+		r = cli_option_once(&seen, ch, c->name, c->opts);
+		if (r == 0)
+			r = parse_opt(c, ch, a);
 		if (r < 0)
 			return r;
 	}

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/cli.h"
 #include "common/fault.h"
 #include "common/log.h"
 #include "common/pidlock.h"
@@ -104,11 +105,15 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct sockaddr_un sun;
+	struct cli_seen seen = { { 0 } };
+	const char *rep;
 	int c, n, kinds = 0;
 
 	vm->guest.heartbeat_ms = 1000;
 	vm->guest.image_addr = 0x7c00;
 	while ((c = getopt_long(argc, argv, "n:m:c:r:s:dh", longopts, NULL)) != -1) {
+		if ((rep = cli_option_repeated(&seen, c, longopts)))
+			die_usage(CLI_REPEATED, rep);
 		switch (c) {
 		case 'n': o->name = optarg; break;
 		case 'm': o->memory = optarg; break;

@@ -304,11 +304,15 @@ check_done() {
 }
 
 # usage_error PROG WORDS ARGS...: PROG (vmmctl, migctl) given ARGS exits 2
-# with exactly one line on stderr containing WORDS.
+# with exactly one line on stderr containing WORDS.  It is given the test's
+# --rundir first, unless ARGS begin with one of their own (an option given
+# twice is an error of its own).
 usage_error() {
 	local prog=$1 words=$2 err rc
+	local -a rundir=(--rundir "$RUNDIR")
 	shift 2
-	err=$("$BIN/$prog" --rundir "$RUNDIR" "$@" 2>&1 >/dev/null)
+	case ${1-} in --rundir | --rundir=* | -r) rundir=() ;; esac
+	err=$("$BIN/$prog" "${rundir[@]}" "$@" 2>&1 >/dev/null)
 	rc=$?
 	[ $rc -eq 2 ] || fail "$prog $*: exit $rc, expected 2 ($err)"
 	[ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "$prog $*: $err"

@@ -138,6 +138,23 @@ expect_usage "--name $name: its control socket $d80/vmm/$name.sock would be 120 
 	--name "$name" --memory 4M --test-guest idle --rundir "$d80"
 [ ! -e "$RUNDIR/long" ] || fail "vmm left $(find "$RUNDIR/long" | tail -n 1) behind"
 
+note "an option that takes one value, given twice: a usage error naming it"
+# The daemons get --version last: a parser that took the repeat would
+# exit 0 there, not start.
+tok=$(printf '0%.0s' $(seq 32))
+usage_error migctl "incoming: option '--listen' given twice: it takes one value (see migctl --help)" \
+	incoming vm1 --listen tcp:127.0.0.1:0 --listen tcp:127.0.0.1:1
+usage_error migctl "migrate: option '--channels' given twice" \
+	migrate vm1 tcp:127.0.0.1:1 --token "$tok" --channels 2 --channels=4
+usage_error migctl "option '--rundir' given twice" --rundir "$RUNDIR" -r "$RUNDIR/b" list
+usage_error vmmctl "option '--timeout' given twice" -t 5 --timeout 6 status x
+usage_error migd "option '--rundir' given twice" --rundir "$RUNDIR" -r "$RUNDIR/b" \
+	--version
+usage_error faultd "option '--log-level' given twice" --log-level info \
+	--log-level=debug --version
+expect_usage "vmm: option '--serial' given twice: it takes one value" --name a \
+	--memory 4M --test-guest idle --serial none --serial none --version "${R[@]}"
+
 need_kvm
 expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
 truncate -s 5M "$RUNDIR/big.img"
