@@ -557,6 +557,45 @@ static struct rpc_client *ctl_connect(void)
 	return cl;
 }
 
+/*
+ * A call that waited lost its connection: who answers on migd's socket
+ * now says why.  The same migd dropped this caller, which read nothing
+ * of what it was sent for a minute (a suspended migctl: tern-rpc(7),
+ * CONNECTIONS), and runs on; another means migd restarted, and a job
+ * past its postcopy switch goes on with it (adopted); none, migd
+ * stopped or died, and nobody is left to say how the job ended.
+ */
+static void say_connection_lost(const struct rpc_client *lost,
+				const char *method)
+{
+	int was = rpc_client_peer_pid(lost), now = -ENOENT;
+	char path[PATH_MAX + 16];
+	struct rpc_client *cl;
+
+	snprintf(path, sizeof(path), "%s/migd.sock", opts.rundir);
+	if (rpc_client_connect_path(path, opts.timeout_ms, &cl) == 0) {
+		now = rpc_client_peer_pid(cl);
+		rpc_client_free(cl);
+	}
+	if (was > 0 && now == was)
+		cli_errx("%s: migd (pid %d) dropped this connection while this "
+			 "waited, and runs on: it drops a caller that reads "
+			 "nothing of what it is sent for a minute (was this "
+			 "command suspended?); the job goes on: 'migctl status' "
+			 "shows it", method, now);
+	else if (was > 0 && now > 0)
+		cli_errx("%s: migd restarted while this waited (pid %d, now %d): "
+			 "a job past its postcopy switch goes on, adopted by the "
+			 "new migd ('migctl status' shows it); one before its "
+			 "switch was cancelled", method, was, now);
+	else
+		cli_errx("%s: migd closed the connection while this waited (it "
+			 "stopped or died): the job's end is not known here; "
+			 "'vmmctl status' of the VM says where its guest is; a "
+			 "job past its postcopy switch goes on, and the next "
+			 "migd adopts it", method);
+}
+
 /* One call; prints the error (migd's text) and returns -errno.  A call
  * that waits for a job's end has no deadline: migd reports every 200 ms
  * and a dead migd closes the connection. */
@@ -573,13 +612,8 @@ static int call(struct rpc_client *cl, const char *method,
 			    NULL);
 	rpc_result_close_fds(&res);
 	if (r == -EPIPE && wait) {
-		/* migd stopped or died under the job: nobody is left to say
-		 * how it ended (its history went with it). */
 		progress_end();
-		cli_errx("%s: migd closed the connection while this waited (it "
-			 "stopped or died): the job's end is not known here; "
-			 "'vmmctl status' of the VM says where its guest is",
-			 method);
+		say_connection_lost(cl, method);
 	} else if (r < 0) {
 		progress_end();
 		cli_errx("%s%s", res.message[0] ? text_safe(res.message) :

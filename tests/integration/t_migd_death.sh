@@ -193,9 +193,24 @@ paused_pair a4 b4
 id=$(src job_get a4 id)
 worker=$(src job_get a4 worker_pid)
 PIDS+=("$worker")               # killed at exit, should it stay
+# A watcher, suspended across the restart, hears that migd restarted
+# (before: "it stopped or died", as if no migd ran).
+# (exec: WATCH is migctl's own pid, not a subshell's)
+(exec "$BIN/migctl" --rundir "$TEST_DIR/src" status a4 --watch \
+	>"$RUNDIR/watch-a4.out" 2>&1) &
+WATCH=$!
+PIDS+=("$WATCH")
+wait_until 10 test -s "$RUNDIR/watch-a4.out" || fail "status a4 --watch said nothing"
+kill -STOP "$WATCH"
+old_migd=$SRC_MIGD
 kill -KILL "$SRC_MIGD"
 wait_exit "$SRC_MIGD"
 src_migd
+kill -CONT "$WATCH"
+wait_exit "$WATCH"
+grep -q "migd restarted while this waited (pid $old_migd, now $SRC_MIGD): a job past its postcopy switch goes on, adopted by the new migd" \
+	"$RUNDIR/watch-a4.out" || fail "status a4 --watch: $(cat "$RUNDIR/watch-a4.out")"
+echo "ok: $(tail -n 1 "$RUNDIR/watch-a4.out")"
 src wait_until 10 src_job_is a4 postcopy_paused ||
 	fail "a4 not adopted: $(src migctl status a4 2>&1)"
 [ "$(src job_get a4 id)" = "$id" ] || fail "a4: another job: $(src migctl status a4)"
