@@ -281,6 +281,7 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 		r = check_token(call, req->token, spec.token);
 		if (r < 0)
 			return r;
+		spec.token_given = true;
 	} else if ((r = stream_token_new(spec.token)) < 0) {
 		return rpc_call_errorf(call, -r, "cannot make a token: %s",
 				       strerror(-r));

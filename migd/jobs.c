@@ -227,6 +227,19 @@ static void job_answer_start(struct job *j)
 	if (j->answered && !j->answer_err && !j->finished &&
 	    j->spec.role == JOB_ROLE_SOURCE) {
 		r = rpc_call_reply(call, &js.base, NULL, 0);
+	} else if (j->answered && !j->answer_err && !j->finished &&
+		   j->spec.role == JOB_ROLE_DEST && !j->spec.token_given &&
+		   rpc_call_gone(call)) {
+		/* Its caller gave up (its timeout, a name slow to look up,
+		 * a vmm slow to answer) and never heard the token, which
+		 * migd made: no source can ever come, and the job would
+		 * hold the vmm for good. */
+		log_info("%s: the caller of Incoming left before its answer, "
+			 "and nobody else has the job's token: cancelling it",
+			 j->spec.vm);
+		rpc_call_finish(call, -ENOTCONN);
+		job_cancel(j, JOB_CANCEL_PLAIN);
+		return;
 	} else if (j->answered && !j->answer_err && !j->finished) {
 		stream_hex(j->spec.token, STREAM_TOKEN_LEN, token);
 		rep.token = token;

@@ -139,6 +139,7 @@ struct job_spec {
 	char peer[PATH_MAX];            /* source: destination URI; dest: listen URI */
 	uint8_t id[STREAM_ID_LEN];      /* source: fresh; dest: learnt from the hello */
 	uint8_t token[STREAM_TOKEN_LEN];
+	bool token_given;               /* dest: Incoming's caller chose it */
 	struct mig_params params;
 	char rundir[PATH_MAX];
 	int listen_fd;                  /* dest: bound by the parent; else -1 */

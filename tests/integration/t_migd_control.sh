@@ -580,6 +580,19 @@ refused stuck "vmm stuck did not answer within 10 s"
 kill -CONT "$PID_stuck"
 out=$(migctl incoming stuck --listen tcp:127.0.0.1:0) || fail "incoming stuck once it answers: $out"
 migctl cancel stuck --wait >/dev/null || fail "cancel stuck"
+# A caller that gives up before the answer never hears the token migd
+# made: the job, which no source could ever reach, is cancelled instead
+# of holding the vmm.  (It waited for good.)
+kill -STOP "$PID_stuck"
+err=$("$BIN/migctl" --rundir "$RUNDIR" --timeout 1 incoming stuck \
+	--listen tcp:127.0.0.1:0 2>&1) && fail "incoming stuck, stopped: $err"
+kill -CONT "$PID_stuck"
+unheard() { grep -q "^migd: $1: the caller of Incoming left before its answer, and nobody else has the job's token: cancelling it" "$2"; }
+wait_until 20 job_final stuck ||
+	fail "a job whose caller left before its answer: $(migctl status stuck)"
+[ "$(job_field stuck state)" = cancelled ] || fail "stuck: $(migctl status stuck)"
+unheard stuck "$RUNDIR/migd.log" || fail "stuck: $(tail -n 3 "$RUNDIR/migd.log")"
+echo "ok: an Incoming whose caller left ($err) leaves no job waiting"
 vmmctl quit busy >/dev/null; vmmctl quit stuck >/dev/null
 
 note "Incoming and Cancel in one write: the cancel reaches the new worker, not migd"
@@ -640,7 +653,13 @@ for _ in range(6000):                   # 10 minutes at most
         open(d + "/dns.asked", "w").close()
     if os.path.exists(d + "/dns.answer"):
         for q, peer in held:            # NXDOMAIN, the question copied
-            s.sendto(q[:2] + b"\x81\x83" + q[4:6] + b"\0" * 6 + q[12:], peer)
+            if not os.path.exists(d + "/dns.addr"):
+                s.sendto(q[:2] + b"\x81\x83" + q[4:6] + b"\0" * 6 + q[12:], peer)
+                continue
+            a = q[-4:-2] == b"\0\1"     # 127.0.0.1 for A, no data else
+            s.sendto(q[:2] + b"\x81\x80" + q[4:6] + (b"\0\1" if a else b"\0\0") +
+                     b"\0" * 4 + q[12:] +
+                     (b"\xc0\x0c\0\1\0\1\0\0\0\x3c\0\4\x7f\0\0\1" if a else b""), peer)
         held = []
 EOF
 unshare --mount --net sh -c 'ip link set lo up && mount --bind "$1/resolv.conf" /etc/resolv.conf &&
@@ -664,6 +683,24 @@ wait_exit "$inc" && fail "Incoming on an unknown name succeeded: $(cat "$D/inc.o
 grep -q "cannot listen on tcp:slow.tern.invalid:0: the host name is not known" "$D/inc.out" ||
 	fail "Incoming on an unknown name: $(cat "$D/inc.out")"
 echo "ok: $(cat "$D/inc.out")"
+# A name answered only after its caller gave up: the job that follows,
+# whose token nobody heard, is cancelled.  (It waited for good, holding
+# the vmm.)
+rm -f "$D/dns.answer" "$D/dns.asked"
+touch "$D/dns.addr"
+dvmm() { local RUNDIR=$D; start_vmm "$@"; }
+dvmm late --memory 16M --incoming
+err=$("$BIN/migctl" --rundir "$D" --timeout 1 incoming late \
+	--listen tcp:late.tern.invalid:0 2>&1) && fail "incoming late: $err"
+[ -e "$D/dns.asked" ] || fail "incoming late: no name server asked ($err)"
+touch "$D/dns.answer"
+djob_final() { local RUNDIR=$D; job_final "$@"; }
+wait_until 20 djob_final late || fail "late: $(dctl status late 2>&1)"
+[ "$(dctl --json status late | json_field state)" = cancelled ] ||
+	fail "late: $(dctl status late)"
+unheard late "$D/migd.log" || fail "late: $(tail -n 3 "$D/migd.log")"
+echo "ok: an Incoming whose name was known only after its caller left ($err) leaves no job waiting"
+"$BIN/vmmctl" --rundir "$D" quit late >/dev/null
 kill -TERM "$dmigd"
 wait_exit "$dmigd" || fail "the slow resolver's migd exited with $?"
 
