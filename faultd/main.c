@@ -77,6 +77,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cli_seen seen = { { 0 } };
+	bool debug = false, level = false;
 	const char *rep;
 	int c;
 
@@ -86,6 +87,12 @@ static void parse_args(int argc, char **argv, struct options *o)
 	while ((c = getopt_long(argc, argv, "r:dfh", longopts, NULL)) != -1) {
 		if ((rep = cli_option_repeated(&seen, c, longopts)))
 			die_usage(CLI_REPEATED, rep);
+		/* The same option twice, in other words: the last would win. */
+		debug |= c == 'd';
+		level |= c == O_LEVEL;
+		if (debug && level)
+			die_usage("--debug and --log-level given together: --debug "
+				  "is --log-level debug (give one)");
 		switch (c) {
 		case 'r': o->rundir = optarg; break;
 		case 'd': o->level = LOG_LEVEL_DEBUG; break;

@@ -1127,6 +1127,23 @@ static int parse_compress(const char *s, Tern__Migd__Params *p)
 	return -EINVAL;
 }
 
+/* --NAME or --no-NAME into *field: given both ways, neither is taken
+ * (which one counted would be the command line's order, by chance). */
+static int parse_toggle(const struct command *c, const char *name, bool on,
+			Tern__Migd__Toggle *field)
+{
+	Tern__Migd__Toggle v = on ? TERN__MIGD__TOGGLE__TOGGLE_ON :
+				    TERN__MIGD__TOGGLE__TOGGLE_OFF;
+
+	if (*field != TERN__MIGD__TOGGLE__TOGGLE_UNSET && *field != v) {
+		cli_errx("%s: --%s and --no-%s exclude each other", c->name,
+			 name, name);
+		return -EINVAL;
+	}
+	*field = v;
+	return 0;
+}
+
 static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 {
 	uint64_t v;
@@ -1165,14 +1182,11 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		return parse_compress(optarg, &a->params);
 	case O_AUTOCONV:
 	case O_NOAUTOCONV:
-		a->params.auto_converge = ch == O_AUTOCONV ?
-			TERN__MIGD__TOGGLE__TOGGLE_ON : TERN__MIGD__TOGGLE__TOGGLE_OFF;
-		return 0;
+		return parse_toggle(c, "auto-converge", ch == O_AUTOCONV,
+				    &a->params.auto_converge);
 	case O_VERIFY:
 	case O_NOVERIFY:
-		a->params.verify = ch == O_VERIFY ? TERN__MIGD__TOGGLE__TOGGLE_ON :
-						    TERN__MIGD__TOGGLE__TOGGLE_OFF;
-		return 0;
+		return parse_toggle(c, "verify", ch == O_VERIFY, &a->params.verify);
 	case O_THR_INIT:
 		return parse_percent("--throttle-initial", optarg,
 				     &a->params.throttle_initial);

@@ -154,6 +154,13 @@ usage_error faultd "option '--log-level' given twice" --log-level info \
 	--log-level=debug --version
 expect_usage "vmm: option '--serial' given twice: it takes one value" --name a \
 	--memory 4M --test-guest idle --serial none --serial none --version "${R[@]}"
+# A flag given both ways, or under two names: the last one won.
+usage_error migctl "set: --verify and --no-verify exclude each other" \
+	set --verify --no-verify
+usage_error migctl "migrate: --auto-converge and --no-auto-converge exclude each other" \
+	migrate vm1 tcp:127.0.0.1:1 --token "$tok" --no-auto-converge --auto-converge
+usage_error faultd "--debug and --log-level given together: --debug is --log-level debug" \
+	--log-level warn --debug --version
 
 need_kvm
 expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
