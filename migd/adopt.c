@@ -78,7 +78,7 @@ static int adopt_try(struct worker *w, const uint8_t *packed, size_t plen,
 	struct rpc_client *cl = NULL;
 	struct rpc_result res = { 0 };
 	char path[PATH_MAX + 16], idhex[2 * STREAM_ID_LEN + 1];
-	char token[STREAM_TOKEN_HEX + 1];
+	char token[STREAM_TOKEN_HEX + 1], peer[PATH_MAX];
 	struct mig_params p;
 	int sv[2] = { -1, -1 }, r;
 
@@ -107,12 +107,13 @@ static int adopt_try(struct worker *w, const uint8_t *packed, size_t plen,
 	params_to_proto(&p, &pp);
 	pthread_mutex_lock(&w->lock);
 	stream_hex(w->id, STREAM_ID_LEN, idhex);
+	str_copy(peer, w->peer[0] ? w->peer : s->peer, sizeof(peer));
 	pthread_mutex_unlock(&w->lock);
 	stream_hex(s->token, STREAM_TOKEN_LEN, token);
 	req.role = s->role == JOB_ROLE_SOURCE ? TERN__MIGD__JOB_ROLE__ROLE_SOURCE :
 						TERN__MIGD__JOB_ROLE__ROLE_DEST;
 	req.vm = (char *)s->vm;
-	req.peer = (char *)s->peer;
+	req.peer = peer;
 	req.id = idhex;
 	req.token = token;
 	req.params = &pp;

@@ -457,6 +457,8 @@ struct worker {
 	bool unrecoverable;             /* (L) postcopy can never recover
 					 * (worker_set_unrecoverable) */
 	char listen[PATH_MAX];          /* (L) */
+	char peer[PATH_MAX];            /* (L) source: the address a recovery
+					 * dialled last; empty: the spec's */
 	uint8_t id[STREAM_ID_LEN];      /* (L) */
 	unsigned int nchannels;         /* (A) set once at set-up; the
 					 * reporter thread reads it */

@@ -1810,6 +1810,12 @@ static int source_resume(struct source *s, const char *uri)
 		return worker_fail(s->w, EINVAL, "recover: '%s' is not a tcp: or "
 				   "unix: address", uri);
 	str_copy(s->peer, uri, sizeof(s->peer));
+	/* The job's status (and a next migd's adoption) say it from now,
+	 * written as Migrate's address is. */
+	pthread_mutex_lock(&s->w->lock);
+	if (uri_format(&u, s->w->peer, sizeof(s->w->peer)) < 0)
+		s->w->peer[0] = 0;
+	pthread_mutex_unlock(&s->w->lock);
 	s->main_fd = source_dial(s, &u, STREAM_ROLE_MAIN, 0);
 	if (s->main_fd < 0)
 		return s->main_fd;

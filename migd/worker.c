@@ -413,7 +413,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->role = s->role == JOB_ROLE_SOURCE ? TERN__MIGD__JOB_ROLE__ROLE_SOURCE :
 					       TERN__MIGD__JOB_ROLE__ROLE_DEST;
 	js->state = (Tern__Migd__JobState)w->state;
-	js->peer = (char *)s->peer;
+	js->peer = w->peer[0] ? w->peer : (char *)s->peer;
 	params_to_proto(w->has_source_params ? &w->source_params : &w->params, pp);
 	js->params = pp;
 	js->total_bytes = w->total_bytes;

@@ -43,6 +43,9 @@ recover() {
 	wait_until 30 both_active "$src" "$dst" ||
 		fail "not active again: $src $(job_get "$src" state): $(job_get "$src" error);" \
 		     "$dst $(job_get "$dst" state): $(job_get "$dst" error)"
+	# (It said the address of the job's start for good.)
+	[ "$(job_get "$src" peer)" = "$ADDR" ] ||
+		fail "$src: status says peer $(job_get "$src" peer), recovered to $ADDR"
 	wait_until 60 pages_above "$dst" 0 "${before:-0}" ||
 		fail "$dst: the guest made no progress after the recovery"
 }
