@@ -120,7 +120,8 @@ int serial_init(struct serial *s, const char *spec, uint64_t max)
 	fd = serial_open_file(spec, 0);
 	if (fd == -ELOOP)
 		log_warnx("--serial %s: a symbolic link, not followed (name the "
-			  "file itself)", spec);
+			  "file itself, or stdio for the vmm's standard output)",
+			  spec);
 	else if (fd == -EINVAL)
 		log_warnx("--serial %s: neither a regular file, a character "
 			  "device nor a FIFO", spec);
