@@ -295,3 +295,12 @@ const char *cli_refused_hint(int r)
 	       geteuid() != 0 ?
 	       " (only root and the user the daemon runs as may use its socket)" : "";
 }
+
+const char *cli_call_hint(int r)
+{
+	if (r == -ETIMEDOUT)
+		return " (no answer within --timeout: the request may still "
+		       "take effect once the daemon gets to it; its status "
+		       "will tell)";
+	return cli_refused_hint(r);
+}

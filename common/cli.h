@@ -95,5 +95,11 @@ bool cli_global_option(const char *name, size_t n);
  * timing falls): to a user not root, say so.  "" otherwise.
  */
 const char *cli_refused_hint(int r);
+/*
+ * The same for a call that was made: also, past the timeout (-ETIMEDOUT),
+ * that the request went and may still take effect (a stopped or busy
+ * daemon acts on it once it runs), which a bare "timed out" hides.
+ */
+const char *cli_call_hint(int r);
 
 #endif

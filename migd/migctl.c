@@ -617,7 +617,7 @@ static int call(struct rpc_client *cl, const char *method,
 	} else if (r < 0) {
 		progress_end();
 		cli_errx("%s%s", res.message[0] ? text_safe(res.message) :
-			 strerror(-r), cli_refused_hint(r));
+			 strerror(-r), cli_call_hint(r));
 	}
 	return r;
 }

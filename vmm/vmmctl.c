@@ -156,7 +156,7 @@ static int call_ev(struct vmm_conn *c, const char *method,
 	if (ret < 0)
 		cli_errx("vmm %s: %s: %s%s", c->name, method,
 			 res.message[0] ? res.message : strerror(-ret),
-			 cli_refused_hint(ret));
+			 cli_call_hint(ret));
 	if (ret_res)
 		*ret_res = res;
 	else

@@ -54,6 +54,22 @@ ended "$old" || fail "quit returned while the incoming vmm $old still runs"
 name_free q || fail "the incoming vmm $old still holds the lock"
 wait_exit "$old" || fail "vmm $old exited with $?"
 
+note "a quit that times out says the vmm may still act on it"
+# A stopped vmm takes the connection (the socket's backlog) but answers
+# nothing; the request is there when it runs again.  Before, the error
+# was a bare "Connection timed out", as if nothing had happened.
+start_vmm q --memory 64M --incoming
+old=$(pid_of q)
+kill -STOP "$old"
+out=$("$BIN/vmmctl" --rundir "$RUNDIR" --timeout 1 quit q 2>&1) && {
+	kill -CONT "$old"; fail "quit of a stopped vmm: $out"; }
+kill -CONT "$old"
+case $out in
+*"Quit: Connection timed out (no answer within --timeout: the request may still take effect once the daemon gets to it"*) ;;
+*) fail "quit of a stopped vmm: $out" ;; esac
+wait_exit "$old" || fail "vmm $old exited with $?"
+echo "ok: $out; vmm $old quit once it ran again"
+
 note "a second quit finds no vmm"
 out=$(vmmctl quit q 2>&1) && fail "quit of a vmm that is gone: $out"
 case $out in *"vmm q is not running"*) ;; *) fail "quit of a vmm that is gone: $out" ;; esac
