@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /* Fault injection for tests (fault.h). */
+#include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/fault.h"
 #include "common/log.h"
+#include "common/util.h"
 
 bool fault_active(const char *name)
 {
@@ -28,4 +32,24 @@ void fault_point(const char *name)
 		log_warnx("TERN_FAULT: crashing at %s", name);
 		raise(SIGKILL);
 	}
+}
+
+bool fault_held(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+
+	if (!fault_active(name) ||
+	    snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+		return false;
+	return access(path, F_OK) == 0;
+}
+
+void fault_hold(const char *dir, const char *name, unsigned int ms)
+{
+	uint64_t end = deadline_ms(ms), most = deadline_ms(60000);
+
+	if (!fault_active(name))
+		return;
+	while (now_ns() < end || (now_ns() < most && fault_held(dir, name)))
+		usleep(10000);
 }

@@ -14,5 +14,13 @@
 bool fault_active(const char *name);
 /* A crash point: if NAME is on, log it and SIGKILL ourselves. */
 void fault_point(const char *name);
+/*
+ * Hold points, which a test ends when it is done: fault_held() says
+ * whether NAME is on and the file DIR/NAME exists; fault_hold(), if NAME
+ * is on, waits MS, then on while that file exists, a minute at most
+ * (signals do not end it).
+ */
+bool fault_held(const char *dir, const char *name);
+void fault_hold(const char *dir, const char *name, unsigned int ms);
 
 #endif

@@ -1027,11 +1027,8 @@ static int dest_go(struct dest *d)
 	}
 
 	if (fault_active("dest-slow-cont")) {
-		uint64_t end = deadline_ms(2000);
-
-		log_info("TERN_FAULT: Go came; Cont in 2 s");
-		while (now_ns() < end)
-			usleep(10000);  /* a signal ends a usleep early */
+		log_info("TERN_FAULT: Go came; Cont in 2 s or more");
+		fault_hold(d->w->spec->rundir, "dest-slow-cont", 2000);
 	}
 	if (fault_active("dest-cont-fails")) {
 		r = -EIO;

@@ -1350,25 +1350,6 @@ static int source_go(struct source *s, uint64_t *t_go,
 	return r;
 }
 
-/*
- * TERN_FAULT=source-slow-pause: the pause is 400 ms longer, and goes on
- * while DIR/source-slow-pause exists (a minute at most), so that a test
- * can act in it: it makes the file before the pause and removes it when
- * it is done.
- */
-static void source_slow_pause(struct source *s)
-{
-	char path[PATH_MAX + sizeof("/source-slow-pause")];
-	int i;
-
-	if (!fault_active("source-slow-pause"))
-		return;
-	usleep(400000);
-	snprintf(path, sizeof(path), "%s/source-slow-pause", s->w->spec->rundir);
-	for (i = 0; i < 6000 && access(path, F_OK) == 0; i++)
-		usleep(10000);
-}
-
 static int source_switchover(struct source *s)
 {
 	Tern__Stream__StreamMsg *resumed = NULL;
@@ -1390,7 +1371,8 @@ static int source_switchover(struct source *s)
 		return r;
 	t_stopped = now_ns();
 	fault_point("source-after-stop");
-	source_slow_pause(s);
+	/* (a test's hold point: the pause is 400 ms or more longer) */
+	fault_hold(w->spec->rundir, "source-slow-pause", 400);
 	r = source_sync(s, &dirty);
 	t_synced = now_ns();
 	if (r == 0)

@@ -335,15 +335,18 @@ echo "ok: e: $(src job_get e error)"
 src vmmctl quit e >/dev/null; vmmctl quit f >/dev/null
 
 note "the destination's worker dies between Go and Resumed: the source says what to do"
-# dest-slow-cont: the destination's worker waits 2 s between Go and its
-# vmm's Cont; it is killed there, and the guest never ran on h.
+# dest-slow-cont: the destination's worker waits between Go and its
+# vmm's Cont, here until the kill, however slowly that comes (migd(8));
+# it is killed there, and the guest never ran on h.
 start_migd TERN_FAULT=dest-slow-cont
 DST_MIGD=$MIGD_PID
 pair g h --guest-range 8M
+: >"$RUNDIR/dest-slow-cont"
 src migctl migrate g "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate g"
 wait_until 60 grep -q "migd\[h/in\]: TERN_FAULT: Go came" "$RUNDIR/migd.log" ||
 	fail "h: no Go: $(job_get h state): $(job_get h error)"
 kill -KILL "$(job_get h worker_pid)"
+rm "$RUNDIR/dest-slow-cont"
 src wait_job_final g
 err=$(src job_get g error)
 case $err in
