@@ -587,14 +587,17 @@ static bool worker_timed_out(struct worker *w)
 	       now_ns() - w->started_ns > t * 1000000000ULL;
 }
 
-/* Whether a plain cancel has come (a test's fault point, worker-slow-
- * cancel, has the worker look at it only 10 s later). */
-static bool plain_cancel_seen(void)
+/* Whether a plain cancel has come (a test's hold point, worker-slow-
+ * cancel, has the worker look at it only 10 s later, or later while the
+ * test holds it, a minute at most). */
+static bool plain_cancel_seen(const struct worker *w)
 {
 	uint64_t at = __atomic_load_n(&plain_cancel_at, __ATOMIC_SEQ_CST);
 
 	if (at && fault_active("worker-slow-cancel"))
-		return now_ns() - at >= 10000000000ULL;
+		return now_ns() - at >= 10000000000ULL &&
+		       (now_ns() - at >= 60000000000ULL ||
+			!fault_held(w->spec->rundir, "worker-slow-cancel"));
 	return at != 0;
 }
 
@@ -661,7 +664,7 @@ static bool worker_check_cancel(struct worker *w)
 	/* Looked at under the lock: both threads may look at once, and
 	 * only one takes (or drops) the cancel. */
 	sig = __atomic_load_n(&cancel_signalled, __ATOMIC_SEQ_CST) != 0;
-	plain = plain_cancel_seen();
+	plain = plain_cancel_seen(w);
 	if ((!sig && !plain) || worker_cancelled()) {
 		pthread_mutex_unlock(&w->lock);
 		return false;

@@ -240,6 +240,8 @@ echo "ok: refused: $(job_get s error)"
 recover r s 0
 # A new address that s looks at only after its source came back on the
 # old one (dest-slow-recover) is answered then, and s stays where it was.
+# s looks at it only once r is back, however slowly that comes (migd(8)).
+: >"$RUNDIR/dest-slow-recover"
 migctl pause r >/dev/null || fail "pause r (late recover)"
 wait_until 30 both_paused r s || fail "pause: r $(job_get r state), s $(job_get s state)"
 migctl recover s --listen tcp:127.0.0.1:0 >"$RUNDIR/late.out" 2>&1 &
@@ -249,6 +251,7 @@ wait_until 10 grep -q "s: recovering via tcp:127.0.0.1:0" "$RUNDIR/migd.log" ||
 	fail "migd took no recover for s"
 migctl recover r "$ADDR" >/dev/null || fail "recover r (before s's new address)"
 wait_until 30 both_active r s || fail "not active again: r $(job_get r state), s $(job_get s state)"
+rm "$RUNDIR/dest-slow-recover"
 gone() { ! kill -0 "$1" 2>/dev/null; }
 wait_until 30 gone "$late" || fail "recover s --listen got no answer: $(cat "$RUNDIR/late.out")"
 wait "$late" && fail "s took a new address after its source came back: $(cat "$RUNDIR/late.out")"
@@ -360,19 +363,23 @@ note "a plain cancel on its way at the switch is dropped, though the job paused 
 # came.  This one comes in precopy, the timeout switches the job to
 # postcopy at 3 s, and the job pauses before the worker looks.  Before,
 # the worker took it as migd's end: the job ended, and the pages only
-# r9 had were lost to the guest on s9.
+# r9 had were lost to the guest on s9.  The worker looks at the cancel
+# only once the test saw the job paused, however slowly that comes
+# (migd(8)).
 stop_migd
 start_migd TERN_FAULT=worker-slow-cancel
 start_vmm r9 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
 wait_pass r9 0 2
 start_vmm s9 --memory 64M --incoming
 incoming s9
+: >"$RUNDIR/worker-slow-cancel"
 migctl migrate r9 "$ADDR" --token "$TOKEN" --max-bandwidth 4M --channels 1 \
 	--timeout 3 --timeout-action postcopy --detach >/dev/null || fail "migrate r9"
 migctl cancel r9 >/dev/null || fail "cancel r9 in precopy"
 wait_until 30 both_active r9 s9 || fail "no switch on the timeout: r9 $(job_get r9 state), s9 $(job_get s9 state)"
 migctl pause r9 >/dev/null || fail "pause r9"
 wait_until 30 both_paused r9 s9 || fail "pause: r9 $(job_get r9 state), s9 $(job_get s9 state)"
+rm "$RUNDIR/worker-slow-cancel"
 paused_at=$(grep -n "^migd\[r9/out\]: .*postcopy paused" "$RUNDIR/migd.log" | head -n 1 | cut -d: -f1)
 looked() { grep -q "^migd\[r9/out\]: .*a cancel came after the switch: ignored" "$RUNDIR/migd.log" || job_final r9; }
 wait_until 30 looked || fail "r9's worker never looked at the cancel"
