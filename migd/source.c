@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2092,6 +2093,12 @@ static int source_postcopy(struct source *s)
 	w->pc.pause_us = paused ? 0 : pause / 1000;
 	pthread_mutex_unlock(&w->lock);
 	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);
+	/* (a test's fault point: with its file there, the worker stops
+	 * itself here, its pages left to push, until a SIGCONT) */
+	if (fault_held(w->spec->rundir, "source-postcopy-stop")) {
+		log_info("TERN_FAULT: stopping in postcopy-active");
+		raise(SIGSTOP);
+	}
 	log_info("postcopy: the destination %s after a %llu us "
 		 "%s (stop %llu us, last sync %llu us, device state and "
 		 "needed pages %llu us, destination ready %llu us, Go to release "

@@ -45,8 +45,9 @@ src_job_is() { src job_is "$@"; }
 start_faultd
 start_migd
 DST_MIGD=$MIGD_PID
-# src_migd: (re)start the source host's migd; SRC_MIGD is its pid.
-src_migd() { src start_migd; SRC_MIGD=$MIGD_PID; }
+# src_migd [VAR=VALUE...]: (re)start the source host's migd, with
+# those in its environment; SRC_MIGD is its pid.
+src_migd() { src start_migd "$@"; SRC_MIGD=$MIGD_PID; }
 src_migd
 
 # pair SRC DST [ARGS...]: a 64 MiB dirty guest SRC (vmm ARGS) on the
@@ -130,15 +131,26 @@ echo "ok: b completed and runs; the source worker pushed its $needed pages, adop
 src vmmctl quit a >/dev/null; vmmctl quit b >/dev/null
 
 note "both migds stop in postcopy-active, and it completes while neither runs: the next ones learn its end from the workers"
+# The source's worker, stopped, pushes nothing until both migds are
+# gone (a peer is given 10 s of silence).  It stops itself as it enters
+# postcopy-active (source-postcopy-stop, migd(8)).  Before, the test
+# stopped it once it saw postcopy-active: on a loaded host the job had
+# completed by then, its worker_pid read 0, and kill -STOP 0 stopped
+# the test itself, and its timeout.
+kill -TERM "$SRC_MIGD"
+wait_exit "$SRC_MIGD" || fail "the source's migd exited with $? on SIGTERM"
+src_migd TERN_FAULT=source-postcopy-stop
 pair a6 b6 --guest-range 8M
+: >"$TEST_DIR/src/source-postcopy-stop"
 postcopy_pair a6 b6 16M
 id=$(src job_get a6 id)
 sw=$(src job_get a6 worker_pid)
 dw=$(job_get b6 worker_pid)
+[ "${sw:-0}" -gt 0 ] && [ "${dw:-0}" -gt 0 ] || fail "workers: a6 ${sw:-none}, b6 ${dw:-none}"
 PIDS+=("$sw" "$dw")             # killed at exit, should they stay
-# The source's worker, stopped, pushes nothing until both migds are
-# gone (a peer is given 10 s of silence).
-kill -STOP "$sw"
+rm "$TEST_DIR/src/source-postcopy-stop"
+stopped() { [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" = T ]; }
+wait_until 10 stopped "$sw" || fail "the source worker $sw did not stop"
 kill -TERM "$SRC_MIGD"
 wait_exit "$SRC_MIGD" || fail "the source's migd exited with $? on SIGTERM"
 kill -KILL "$DST_MIGD"
