@@ -13,7 +13,7 @@ export O TERN_BUILD=$PWD/$O
 what=${1:-all}
 [ $# -gt 0 ] && shift
 only=("$@")
-timeout_s=${TEST_TIMEOUT:-300}
+timeout_s=${TEST_TIMEOUT:-600}
 logdir=$O/test-logs
 mkdir -p "$logdir"
 pass=0 fail=0 skip=0 failed=() partial=()

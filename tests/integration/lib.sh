@@ -240,6 +240,22 @@ incoming() {
 
 job_get() { migctl --json status "$1" | jget "$2"; }
 
+# kill_worker SIG VM...: send SIG to the worker of each VM's job.  A job
+# that has ended reports worker pid 0, and "kill 0" would hit this test's
+# own process group (its timeout too: STOP hangs the run, KILL ends it
+# without a word): here that is a failure that says so.
+kill_worker() {
+	local sig=$1 vm pid pids=()
+	shift
+	for vm; do
+		pid=$(job_get "$vm" worker_pid)
+		[[ $pid =~ ^[0-9]+$ ]] && [ "$pid" -gt 0 ] ||
+			fail "$vm has no worker to signal (its job is $(job_get "$vm" state))"
+		pids+=("$pid")
+	done
+	kill -"$sig" "${pids[@]}"
+}
+
 # postcopy_on_request SRC ARGS...: migrate SRC to $ADDR with $TOKEN (from
 # incoming) in the background with ARGS, then switch it to postcopy as
 # soon as it is active.

@@ -290,7 +290,7 @@ src_migd
 note "the source's worker dies in postcopy-active: the error says what is where, and what to do"
 pair a2 b2 --guest-range 8M
 postcopy_pair a2 b2 2M
-kill -KILL "$(src job_get a2 worker_pid)"
+src kill_worker KILL a2
 src wait_job_final a2
 err=$(src job_get a2 error)
 case $err in
@@ -314,7 +314,7 @@ note "the destination's worker dies in postcopy-active: the error says the guest
 # left the guest hung on the destination, its vmm saying running.
 pair a3 b3 --guest-range 8M
 postcopy_pair a3 b3 2M
-kill -KILL "$(job_get b3 worker_pid)"
+kill_worker KILL b3
 wait_job_final b3
 err=$(job_get b3 error)
 case $err in
@@ -357,7 +357,7 @@ pair g h --guest-range 8M
 src migctl migrate g "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate g"
 wait_until 60 grep -q "migd\[h/in\]: TERN_FAULT: Go came" "$RUNDIR/migd.log" ||
 	fail "h: no Go: $(job_get h state): $(job_get h error)"
-kill -KILL "$(job_get h worker_pid)"
+kill_worker KILL h
 rm "$RUNDIR/dest-slow-cont"
 src wait_job_final g
 err=$(src job_get g error)

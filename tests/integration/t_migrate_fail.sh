@@ -195,7 +195,7 @@ incoming e
 migctl migrate d2 "$ADDR" --token "$TOKEN" --max-bandwidth 16M --detach >/dev/null
 wait_until 30 job_is d2 active || fail "not active"
 wait_until 30 job_is e active || fail "destination not active"
-kill -KILL "$(job_get e worker_pid)"
+kill_worker KILL e
 wait_job_final d2
 [ "$(job_get d2 state)" = failed ] || fail "source job is $(job_get d2 state)"
 echo "source said: $(job_get d2 error)"
@@ -302,7 +302,7 @@ for how in cancel kill; do
 	if [ $how = cancel ]; then
 		migctl cancel x >/dev/null || fail "cancel x"
 	else
-		kill -KILL "$(job_get x worker_pid)"
+		kill_worker KILL x
 	fi
 	wait_job_final x
 	[ "$(state_of x)" = paused ] || fail "migd resumed x, which its operator paused ($how)"

@@ -69,7 +69,7 @@ migctl migrate s "$ADDR" --token "$TOKEN" --max-bandwidth 8M --detach >/dev/null
 	fail "migrate s"
 wait_until 30 job_is s active || fail "s: $(migctl status s)"
 wait_until 30 job_is d active || fail "d: $(migctl status d)"
-kill -KILL "$(job_get s worker_pid)"
+kill_worker KILL s
 wait_job_final s
 [ "$(job_get s state)" = failed ] || fail "s: $(job_get s state)"
 echo "source said: $(job_get s error)"
@@ -338,7 +338,7 @@ if have_netns; then
 		--max-bandwidth 8M --detach >/dev/null || fail "migrate n -> o"
 	on_host "$HOST_B" wait_until 30 job_is n active || fail "n not active"
 	on_host "$HOST_A" wait_until 30 job_is o active || fail "o not active"
-	kill -KILL "$(on_host "$HOST_A" job_get o worker_pid)"
+	on_host "$HOST_A" kill_worker KILL o
 	on_host "$HOST_B" wait_job_final n
 	echo "source said: $(on_host "$HOST_B" job_get n error)"
 	on_host "$HOST_B" job_names n "the source VM kept running" || fail "n"

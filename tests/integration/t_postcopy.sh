@@ -317,7 +317,7 @@ wait_until 3 pages_above q 0 "${before:-0}" &&
 grep -a -m 8 FAIL "$RUNDIR/q.serial" && fail "q: the guest reported a failure"
 echo "ok: q's guest blocked at ${before:-0} pages"
 # The paused workers wait for recovery; end them and the vmms here.
-kill -KILL "$(job_get p worker_pid)" "$(job_get q worker_pid)"
+kill_worker KILL p q
 # q's vCPU waits on a page that will not come: Quit must still end it.
 vmmctl quit q >/dev/null || fail "quit q"
 wait_exit "$PID_q" || fail "q exited with $?"

@@ -175,7 +175,7 @@ start_migd TERN_FAULT=source-resume-extra-channel,dest-done-late,dest-slow-recov
 small_postcopy r s --max-bandwidth 4M --channels 4
 # A cancel (SIGTERM from migd) that crossed the switch is dropped by
 # both workers: the guest runs on s with pages only r has.
-kill -TERM "$(job_get r worker_pid)" "$(job_get s worker_pid)"
+kill_worker TERM r s
 dropped() { [ "$(grep -c 'a cancel came after the switch: ignored' "$RUNDIR/migd.log")" = 2 ]; }
 wait_until 10 dropped || fail "the workers did not drop the late cancel"
 both_active r s || fail "late cancel: r $(job_get r state), s $(job_get s state)"
