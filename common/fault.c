@@ -11,6 +11,8 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#define FAULT_HOLD_MAX_NS (60 * 1000000000ULL)  /* a hold's file, at most */
+
 bool fault_active(const char *name)
 {
 	const char *f = getenv("TERN_FAULT");
@@ -44,12 +46,22 @@ bool fault_held(const char *dir, const char *name)
 	return access(path, F_OK) == 0;
 }
 
-void fault_hold(const char *dir, const char *name, unsigned int ms)
+bool fault_hold_over(const char *dir, const char *name, uint64_t since_ns,
+		     unsigned int ms)
 {
-	uint64_t end = deadline_ms(ms), most = deadline_ms(60000);
+	uint64_t held = now_ns() - since_ns;
 
 	if (!fault_active(name))
-		return;
-	while (now_ns() < end || (now_ns() < most && fault_held(dir, name)))
+		return true;
+	if (held < ms * 1000000ULL)
+		return false;
+	return held >= FAULT_HOLD_MAX_NS || !fault_held(dir, name);
+}
+
+void fault_hold(const char *dir, const char *name, unsigned int ms)
+{
+	uint64_t since = now_ns();
+
+	while (!fault_hold_over(dir, name, since, ms))
 		usleep(10000);
 }

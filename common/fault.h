@@ -9,6 +9,7 @@
 #define TERN_FAULT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Whether point NAME is on. */
 bool fault_active(const char *name);
@@ -16,11 +17,15 @@ bool fault_active(const char *name);
 void fault_point(const char *name);
 /*
  * Hold points, which a test ends when it is done: fault_held() says
- * whether NAME is on and the file DIR/NAME exists; fault_hold(), if NAME
- * is on, waits MS, then on while that file exists, a minute at most
- * (signals do not end it).
+ * whether NAME is on and the file DIR/NAME exists.  A timed hold of MS
+ * from SINCE_NS (now_ns()) lasts MS, then on while that file exists, a
+ * minute at most from SINCE_NS: fault_hold_over() says whether it is
+ * over (at once if NAME is off), for a caller that goes on meanwhile;
+ * fault_hold() waits it out from now (signals do not end it).
  */
 bool fault_held(const char *dir, const char *name);
+bool fault_hold_over(const char *dir, const char *name, uint64_t since_ns,
+		     unsigned int ms);
 void fault_hold(const char *dir, const char *name, unsigned int ms);
 
 #endif

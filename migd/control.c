@@ -713,12 +713,10 @@ static int adopt_check(struct rpc_call *call, struct migd *m,
 		r = check_not_busy(call, m, req->vm);
 	if (r < 0 || ended)
 		return r;
-	for (j = m->running; j; j = j->next)
-		if (!memcmp(j->spec.id, spec->id, STREAM_ID_LEN) &&
-		    j->spec.role == role)
-			return rpc_call_errorf(call, EBUSY, "Adopt: job %s already "
-					       "runs here (vm %s)", req->id,
-					       j->spec.vm);
+	j = job_find_migration(m->running, spec);
+	if (j)
+		return rpc_call_errorf(call, EBUSY, "Adopt: job %s already "
+				       "runs here (vm %s)", req->id, j->spec.vm);
 	return 0;
 }
 

@@ -1506,7 +1506,7 @@ static void dest_note_session_gone(struct dest *d)
 static int dest_postcopy_paused(struct dest *d)
 {
 	char arg[PATH_MAX], msg[WORKER_ANSWER_MAX];
-	uint64_t look, held;
+	uint64_t paused_at;
 	int r;
 
 	pthread_mutex_lock(&d->w->lock);
@@ -1518,8 +1518,7 @@ static int dest_postcopy_paused(struct dest *d)
 		d->recovering = true;     /* only this job may come back */
 		/* (a test's hold point: Recover looked at 5 s late, or
 		 * later while the test holds it, a minute at most) */
-		look = fault_active("dest-slow-recover") ? deadline_ms(5000) : 0;
-		held = deadline_ms(60000);
+		paused_at = now_ns();
 		for (r = -EAGAIN; r == -EAGAIN; ) {
 			/* No guest left to recover for: that, not why the
 			 * job paused (nor a cancel: migd's end says nothing
@@ -1552,9 +1551,8 @@ static int dest_postcopy_paused(struct dest *d)
 				return -ECANCELED;
 			}
 			dest_note_session_gone(d);
-			if (now_ns() >= look &&
-			    (now_ns() >= held ||
-			     !fault_held(d->w->spec->rundir, "dest-slow-recover")) &&
+			if (fault_hold_over(d->w->spec->rundir, "dest-slow-recover",
+					    paused_at, 5000) &&
 			    worker_wait_cmd(d->w, 0, arg, sizeof(arg)) ==
 			    WORKER_CMD_RECOVER && arg[0]) {
 				r = dest_relisten(d, arg, msg, sizeof(msg));

@@ -148,9 +148,7 @@ fail:
 	return r;
 }
 
-/* The job of spec's migration and role in list (running or history). */
-static struct job *job_find_migration(struct job *list,
-				      const struct job_spec *spec)
+struct job *job_find_migration(struct job *list, const struct job_spec *spec)
 {
 	struct job *j;
 

@@ -331,6 +331,9 @@ bool jobs_hold_quit(struct migd *m);
 int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
 	      const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
 	      struct job **ret);
+/* The job of spec's migration (id) and role in list (running or
+ * history), or NULL. */
+struct job *job_find_migration(struct job *list, const struct job_spec *spec);
 /* A job for spec that ended while no migd ran, as its worker pid says in
  * js (final, copied): into the history, as if migd had seen its end,
  * once; -EBUSY if another worker runs that job here. */

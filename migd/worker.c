@@ -594,11 +594,8 @@ static bool plain_cancel_seen(const struct worker *w)
 {
 	uint64_t at = __atomic_load_n(&plain_cancel_at, __ATOMIC_SEQ_CST);
 
-	if (at && fault_active("worker-slow-cancel"))
-		return now_ns() - at >= 10000000000ULL &&
-		       (now_ns() - at >= 60000000000ULL ||
-			!fault_held(w->spec->rundir, "worker-slow-cancel"));
-	return at != 0;
+	return at && fault_hold_over(w->spec->rundir, "worker-slow-cancel",
+				     at, 10000);
 }
 
 /* A cancel taken, before the switch (w->lock held): the job's abort, once

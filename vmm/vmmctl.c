@@ -100,13 +100,23 @@ static void conn_close(struct vmm_conn *c)
  * pid (conn_watch_confirm); until then, or without one, nothing is
  * ever taken for gone.
  */
-static void conn_watch(struct vmm_conn *c)
+/* A pidfd of the process on the other end (SO_PEERCRED), its pid in
+ * *ret_pid; -1 if there is none to have. */
+static int conn_pidfd(const struct vmm_conn *c, int *ret_pid)
 {
 	int pid = rpc_client_peer_pid(c->cl);
 
 	if (pid <= 0)
-		return;
-	c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);  /* CLOEXEC always */
+		return -1;
+	*ret_pid = pid;
+	return (int)syscall(SYS_pidfd_open, pid, 0);  /* CLOEXEC always */
+}
+
+static void conn_watch(struct vmm_conn *c)
+{
+	int pid;
+
+	c->pidfd = conn_pidfd(c, &pid);
 	if (c->pidfd >= 0)
 		c->pid = pid;
 }
@@ -265,11 +275,9 @@ static int cmd_cont_force(struct vmm_conn *c)
  */
 static int quit_vmm(struct vmm_conn *c)
 {
-	int pid = rpc_client_peer_pid(c->cl), pidfd = -1, ret;
+	int pid, pidfd = conn_pidfd(c, &pid), ret;
 	struct pollfd p;
 
-	if (pid > 0)
-		pidfd = (int)syscall(SYS_pidfd_open, pid, 0);  /* CLOEXEC always */
 	ret = call(c, "Quit", NULL, NULL, 0, NULL, NULL);
 	if (ret < 0)
 		goto out;
