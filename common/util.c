@@ -499,3 +499,20 @@ int thread_join_ms(pthread_t t, unsigned int ms)
 	       ETIMEDOUT : 0;
 #endif
 }
+
+int write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}

@@ -49,6 +49,8 @@ bool str_is_text(const char *s);
  * UTF-8 written as \xNN, cut to fit len; returns buf.  For errors that
  * quote what a caller gave. */
 const char *str_shown(const char *s, char *buf, size_t len);
+/* All of buf to fd (a file: retried on EINTR and short writes), or -errno. */
+int write_all(int fd, const void *buf, size_t len);
 /* Copies like strlcpy; -ENAMETOOLONG when src does not fit (dst untouched). */
 int str_copy(char *dst, const char *src, size_t len);
 /* A state and the error that ended in it, the state named once: the

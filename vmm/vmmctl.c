@@ -309,23 +309,6 @@ static int cmd_quit(struct vmm_conn *c)
 
 /* ---- state files: "TERNVMS1", 8-byte little-endian length, VmState ---- */
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
 static int state_file_write(const char *path, const Tern__Vmm__VmState *st)
 {
 	size_t len = tern__vmm__vm_state__get_packed_size(st);
