@@ -608,6 +608,7 @@ static int method_set_params(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (r < 0)
 		return r;
 	m->defaults = p;
+	migd_state_save(m);
 	/* Back to a fresh migd's state: what earlier jobs taught about the
 	 * pause goes too, should it have come from a bad patch. */
 	if (req->reset) {

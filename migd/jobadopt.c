@@ -67,8 +67,7 @@ static void handle_adopted_end(evutil_socket_t fd, short what, void *arg)
 	job_finish(j->m, j, NULL);
 }
 
-/* A copy of js that the job owns (j->last is freed as unpacked). */
-static Tern__Migd__JobStatus *status_copy(const Tern__Migd__JobStatus *js)
+Tern__Migd__JobStatus *job_status_copy(const Tern__Migd__JobStatus *js)
 {
 	size_t len = tern__migd__job_status__get_packed_size(js);
 	Tern__Migd__JobStatus *c = NULL;
@@ -109,7 +108,7 @@ int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
 		r = -errno;
 		goto fail_job;
 	}
-	j->last = status_copy(js);
+	j->last = job_status_copy(js);
 	if (!j->last) {
 		r = -ENOMEM;
 		goto fail_pidfd;
@@ -177,7 +176,7 @@ int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
 	j = job_find_migration(m->running, spec);
 	if (j && (!j->adopted || j->pid != pid))
 		return -EBUSY;
-	c = status_copy(js);
+	c = job_status_copy(js);
 	if (!c)
 		return -ENOMEM;
 	if (j) {

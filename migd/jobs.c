@@ -891,7 +891,7 @@ static void job_free(struct job *j)
  * (a script's retries) must not push every other VM's last job, and the
  * error that said what to do, out of it.
  */
-static void job_to_history(struct migd *m, struct job *j)
+void job_history_add(struct migd *m, struct job *j)
 {
 	struct job **pp, **oldest = NULL, *gone;
 	unsigned int same = 0;
@@ -944,7 +944,8 @@ static void job_ended(struct migd *m, struct job *j)
 		rpc_call_finish(j->waiters[i].call, r);
 	}
 	j->nwaiters = 0;
-	job_to_history(m, j);
+	job_history_add(m, j);
+	migd_state_save(m);
 	migd_check_quit(m);
 }
 

@@ -210,6 +210,7 @@ int main(int argc, char **argv)
 		fatalx("event set-up");
 	if (bgwork_init(&m.tidying, m.base) < 0)
 		fatalx("cannot watch the clean-up threads");
+	migd_state_load(&m);
 	if (control_start(&m) < 0)
 		goto out;
 	log_info("serving %s/migd.sock (%s)", o.rundir,

@@ -252,6 +252,7 @@ struct migd {
 	uint64_t pause_fixed_forget_ns; /* SetParams reset: jobs finished before
 					 * this teach no pause (now_ns() time) */
 	bool quitting;                  /* SIGTERM: no new jobs */
+	bool state_unsaved;             /* the last migd_state_save failed */
 	struct event *ev_shutdown;      /* the bound on waiting for workers */
 	struct bgwork_set tidying;      /* jobs' clean-ups at their vmms */
 	struct bgwork_set lookups_work; /* Incoming's host names (control.c) */
@@ -317,6 +318,9 @@ void jobs_reap(struct migd *m);
  * those whose job outlives migd. */
 void jobs_signal_all(struct migd *m, bool force);
 void jobs_free_all(struct migd *m);
+/* A finished job (out of running, if there) to the front of the
+ * history, which then drops what its bounds do not keep. */
+void job_history_add(struct migd *m, struct job *j);
 
 /* jobadopt.c: jobs that outlive their migd, and those an earlier migd
  * left (Migd.Adopt) */
@@ -331,6 +335,8 @@ bool jobs_hold_quit(struct migd *m);
 int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
 	      const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
 	      struct job **ret);
+/* A copy of js that a job owns (j->last is freed as unpacked), or NULL. */
+Tern__Migd__JobStatus *job_status_copy(const Tern__Migd__JobStatus *js);
 /* The job of spec's migration (id) and role in list (running or
  * history), or NULL. */
 struct job *job_find_migration(struct job *list, const struct job_spec *spec);
@@ -340,6 +346,13 @@ struct job *job_find_migration(struct job *list, const struct job_spec *spec);
 int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
 		    const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
 		    struct job **ret);
+
+/* statefile.c: RUNDIR/migd.state, the defaults and the history across
+ * migd's restarts.  Load before the service starts (a file that does not
+ * check is set aside, said in the log); save after each change (a
+ * failure is logged, once until a save works again). */
+void migd_state_load(struct migd *m);
+void migd_state_save(struct migd *m);
 
 /* control.c: the tern.migd.Migd service */
 int control_start(struct migd *m);

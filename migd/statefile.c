@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * RUNDIR/migd.state: what migd keeps across its own restarts, so that an
+ * upgrade or a crash (systemd restarts it) loses neither the defaults an
+ * operator set (a bandwidth cap that protects the network must not lapse
+ * unseen) nor the outcome of the jobs an agent has yet to ask about.
+ * The file holds a tern.migd.SavedState: the defaults and the history,
+ * newest first, each job as Status gives it.  It is written whole, under
+ * a new name renamed over the old one, whenever either changes (a job's
+ * end, SetParams): a few KB on the run directory, a tmpfs as a rule, so
+ * it is lost with the host's reboot, as are the VMs it describes.
+ *
+ * Read back at start-up, before the service is up, as untrusted input:
+ * a file that is not ours (a link, another owner, writable by others),
+ * too large or undecodable is set aside as migd.state.bad with a warning,
+ * and migd starts as a fresh one does; a job whose record does not check
+ * is left out, counted in the warning.  Called from main.c, jobs.c and
+ * control.c (event loop only).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/pbuf.h"
+#include "common/util.h"
+#include "migd/migd.h"
+
+#define STATE_NAME "migd.state"
+#define STATE_VERSION 1
+#define STATE_MAX (1u << 20)            /* MIGD_HISTORY jobs need < 300 KB */
+
+static void state_path(const struct migd *m, const char *suffix, char *buf,
+		       size_t len)
+{
+	snprintf(buf, len, "%s/" STATE_NAME "%s", m->rundir, suffix);
+}
+
+/* The file's bytes, if it is one that only we could have written. */
+static int state_read(const char *path, uint8_t **ret, size_t *ret_len,
+		      char *why, size_t len)
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	ssize_t n;
+	int fd, r = -EINVAL;
+
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(why, len, "%s", errno == ELOOP ? "a symbolic link" :
+			 strerror(errno));
+		return r;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		snprintf(why, len, "%s", strerror(errno));
+	} else if (!S_ISREG(st.st_mode)) {
+		snprintf(why, len, "not a regular file");
+	} else if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+		snprintf(why, len, "owned by uid %u, mode %04o: only this "
+			 "migd's user may write it", (unsigned int)st.st_uid,
+			 (unsigned int)(st.st_mode & 07777));
+	} else if (st.st_size > STATE_MAX) {
+		snprintf(why, len, "%lld bytes, at most %u",
+			 (long long)st.st_size, STATE_MAX);
+	} else if (!(buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
+		r = -ENOMEM;
+		snprintf(why, len, "%s", strerror(ENOMEM));
+	} else if ((n = pread(fd, buf, (size_t)st.st_size, 0)) != st.st_size) {
+		snprintf(why, len, "%s", n < 0 ? strerror(errno) : "cut short");
+	} else {
+		*ret = buf;
+		*ret_len = (size_t)st.st_size;
+		buf = NULL;
+		r = 0;
+	}
+	free(buf);
+	close(fd);
+	return r;
+}
+
+/* One saved job, checked as a peer's report is (control.c's Adopt), into
+ * the history. */
+static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
+		     char *why, size_t len)
+{
+	struct job_spec spec = { 0 };
+	struct job *j;
+	char err[160];
+
+	if (js->role != TERN__MIGD__JOB_ROLE__ROLE_SOURCE &&
+	    js->role != TERN__MIGD__JOB_ROLE__ROLE_DEST)
+		return snprintf(why, len, "a role neither source nor destination"), -EINVAL;
+	if (name_valid(js->vm) < 0)
+		return snprintf(why, len, "not a VM name"), -EINVAL;
+	if (js->id[0] && (strlen(js->id) != 2 * STREAM_ID_LEN ||
+			  stream_unhex(js->id, spec.id, STREAM_ID_LEN) < 0))
+		return snprintf(why, len, "%s: not a job id", js->vm), -EINVAL;
+	if ((unsigned int)js->state >= JOB_STATE_MAX ||
+	    !job_state_final((enum job_state)js->state))
+		return snprintf(why, len, "%s: not a finished job", js->vm), -EINVAL;
+	if (js->n_channels > STREAM_MAX_CHANNELS)
+		return snprintf(why, len, "%s: %zu channels", js->vm,
+				js->n_channels), -EINVAL;
+	if (!str_is_text(js->error) || strlen(js->error) >= sizeof(j->error) ||
+	    !str_is_text(js->peer) || strlen(js->peer) >= sizeof(spec.peer))
+		return snprintf(why, len, "%s: its error or peer is not text "
+				"of a length it can have", js->vm), -EINVAL;
+	spec.role = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE ?
+		    JOB_ROLE_SOURCE : JOB_ROLE_DEST;
+	spec.listen_fd = -1;
+	params_defaults(&spec.params);
+	if (params_merge(js->params, &spec.params, err, sizeof(err)) < 0)
+		return snprintf(why, len, "%s: its parameters: %s", js->vm, err),
+		       -EINVAL;
+	if (js->params) {       /* 0 has a meaning here: the job's own */
+		spec.params.max_bandwidth = js->params->max_bandwidth;
+		spec.params.avail_switchover_bandwidth =
+			js->params->avail_switchover_bandwidth;
+		spec.params.timeout_s = js->params->timeout_s;
+	}
+	str_copy(spec.vm, js->vm, sizeof(spec.vm));
+	str_copy(spec.peer, js->peer, sizeof(spec.peer));
+	str_copy(spec.rundir, m->rundir, sizeof(spec.rundir));
+	spec.pause_fixed_us = js->pause_fixed_learned_us;
+
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->last = job_status_copy(js))) {
+		free(j);
+		return snprintf(why, len, "%s", strerror(ENOMEM)), -ENOMEM;
+	}
+	j->spec = spec;
+	j->m = m;
+	j->pidfd = -1;
+	j->answered = true;
+	j->finished = true;
+	j->state = (enum job_state)js->state;
+	str_copy(j->error, js->error, sizeof(j->error));
+	j->started_unix_ms = js->started_unix_ms;
+	j->finished_unix_ms = js->finished_unix_ms;
+	/* finished_ns stays 0: an earlier migd's pauses teach this one
+	 * nothing (job_pause_fixed_us).  The worker is long gone, and its
+	 * pid may be another process's by now. */
+	j->last->worker_pid = 0;
+	job_history_add(m, j);
+	return 0;
+}
+
+/* The defaults and jobs of a decoded file; why says what did not check. */
+static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
+		       size_t *skipped, char *why, size_t len)
+{
+	struct mig_params p;
+	char err[160], first[256] = "", later[256];
+	size_t i;
+
+	if (s->version != STATE_VERSION)
+		return snprintf(why, len, "version %u, where this migd reads %u",
+				s->version, STATE_VERSION), -EINVAL;
+	params_defaults(&p);
+	if (params_merge(s->defaults, &p, err, sizeof(err)) < 0)
+		return snprintf(why, len, "its defaults: %s", err), -EINVAL;
+	if (s->defaults) {
+		p.max_bandwidth = s->defaults->max_bandwidth;
+		p.avail_switchover_bandwidth =
+			s->defaults->avail_switchover_bandwidth;
+		p.timeout_s = s->defaults->timeout_s;
+	}
+	m->defaults = p;
+	/* Oldest first, each to the front: the history's order is the
+	 * file's, and its bounds (job_history_add) drop the oldest. */
+	for (i = s->n_history; i-- > 0;)
+		if (state_job(m, s->history[i], first[0] ? later : first,
+			      sizeof(first)) < 0)
+			(*skipped)++;
+	snprintf(why, len, "%s", first);
+	return 0;
+}
+
+void migd_state_load(struct migd *m)
+{
+	Tern__Migd__SavedState *s = NULL;
+	char path[PATH_MAX + 16], bad[PATH_MAX + 16], why[256] = "";
+	uint8_t *buf = NULL;
+	size_t len = 0, skipped = 0;
+	int r;
+
+	state_path(m, "", path, sizeof(path));
+	r = state_read(path, &buf, &len, why, sizeof(why));
+	if (r == -ENOENT)
+		return;                 /* a first start */
+	if (r == 0) {
+		s = (Tern__Migd__SavedState *)pbuf_unpack(
+			&tern__migd__saved_state__descriptor, len, buf);
+		if (!s) {
+			snprintf(why, sizeof(why), "it does not decode");
+			r = -EINVAL;
+		}
+	}
+	if (r == 0)
+		r = state_apply(m, s, &skipped, why, sizeof(why));
+	if (r < 0) {
+		state_path(m, ".bad", bad, sizeof(bad));
+		log_warnx("%s: %s; kept as %s, and this migd starts with the "
+			  "built-in defaults and no history", path, why,
+			  rename(path, bad) == 0 ? bad : "it is (it cannot be renamed)");
+	} else {
+		log_info("restored from %s, saved at %llu: the defaults and %zu "
+			 "finished jobs", path,
+			 (unsigned long long)s->saved_unix_ms, m->nhistory);
+		if (skipped)
+			log_warnx("%s: %zu saved jobs left out, which did not "
+				  "check (the first: %s)", path, skipped, why);
+	}
+	if (s)
+		tern__migd__saved_state__free_unpacked(s, NULL);
+	free(buf);
+}
+
+/* buf under path, or nothing: a new file renamed over the old one. */
+static int state_write(const struct migd *m, const uint8_t *buf, size_t len)
+{
+	char path[PATH_MAX + 16], tmp[PATH_MAX + 16];
+	int fd, r;
+
+	state_path(m, "", path, sizeof(path));
+	state_path(m, ".new", tmp, sizeof(tmp));
+	/* O_NOFOLLOW: a link planted under the fixed name is not written
+	 * through; O_TRUNC: a file left by a migd that died mid-write. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	r = write_all(fd, buf, len);
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+void migd_state_save(struct migd *m)
+{
+	Tern__Migd__SavedState s = TERN__MIGD__SAVED_STATE__INIT;
+	Tern__Migd__Params defaults;
+	Tern__Migd__JobStatus *js, **list;
+	struct job *j;
+	uint8_t *buf = NULL;
+	size_t i = 0, len;
+	int r = -ENOMEM;
+
+	js = calloc(m->nhistory + 1, sizeof(*js));
+	list = calloc(m->nhistory + 1, sizeof(*list));
+	if (!js || !list)
+		goto out;
+	for (j = m->history; j && i < m->nhistory; j = j->next, i++) {
+		job_status(j, &js[i]);
+		list[i] = &js[i];
+	}
+	params_to_proto(&m->defaults, &defaults);
+	s.version = STATE_VERSION;
+	s.saved_unix_ms = unix_ms();
+	s.defaults = &defaults;
+	s.n_history = i;
+	s.history = list;
+	len = tern__migd__saved_state__get_packed_size(&s);
+	buf = malloc(len ? len : 1);
+	if (!buf)
+		goto out;
+	tern__migd__saved_state__pack(&s, buf);
+	r = state_write(m, buf, len);
+out:
+	/* Said once a failure, and once it is over: a full run directory
+	 * must not fill the log at every job's end. */
+	if (r < 0 && !m->state_unsaved)
+		log_warnc(r, "cannot save %s/" STATE_NAME " (the defaults and the "
+			  "history, for a restarted migd)", m->rundir);
+	else if (r == 0 && m->state_unsaved)
+		log_info("%s/" STATE_NAME " saved again", m->rundir);
+	m->state_unsaved = r < 0;
+	free(buf);
+	free(list);
+	free(js);
+}

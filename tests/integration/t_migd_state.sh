@@ -1,0 +1,129 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# A restarted migd (an upgrade; a crash that systemd restarts) keeps the
+# defaults set with `migctl set` and the history of finished jobs, from
+# RUNDIR/migd.state.  Before, it came back with the built-in defaults (a
+# bandwidth cap an operator set lapsed without a word) and no history (an
+# agent asking for its job's outcome heard "no migration job").  A state
+# file that is not migd's own, or does not check, is set aside with a
+# warning and migd starts as a fresh one; a failed save is said once.
+. "$(dirname "$0")/lib.sh"
+need_kvm
+
+STATE=$RUNDIR/migd.state
+# The status without the worker's pid, which a restored job no longer
+# names (its process is gone; the pid may be another's by now).
+status_kept() { migctl --json status "$1" | sed 's/"worker_pid":[0-9]*,\{0,1\}//'; }
+restart_migd() { stop_migd; start_migd; }
+log_has() { grep -qF -- "$1" "$RUNDIR/migd.log" || fail "migd's log lacks '$1': $(tail -n 4 "$RUNDIR/migd.log")"; }
+# saved_state PYTHON-EXPR: STATE from rpcwire fields (SavedState: version
+# 1, defaults 3, history 4; JobStatus: id 1, vm 2, role 3, state 4,
+# error 22).
+saved_state() {
+	wire python3 -c 'import sys
+from rpcwire import field, varint, ld
+def job(vm, state, error=b"", role=1):
+    return ld(2, vm) + field(3, 0, varint(role)) + field(4, 0, varint(state)) + ld(22, error)
+open(sys.argv[1], "wb").write(eval(sys.argv[2]))' "$STATE" "$1"
+	chmod 600 "$STATE"
+}
+wire() { PYTHONPATH="$(dirname "$0")" "$@"; }
+
+start_migd
+note "a migd's defaults and finished jobs"
+migctl set --max-bandwidth 512M --downtime-limit 150 --verify --channels 3 >/dev/null ||
+	fail "set"
+start_vmm s --memory 64M --test-guest dirty --guest-rate 2000
+start_vmm d --memory 64M --incoming
+start_vmm w --memory 64M --incoming
+wait_pass s 0 1
+incoming d
+migctl migrate s "$ADDR" --token "$TOKEN" --wait >/dev/null || fail "migrate s to d"
+migctl incoming w --listen tcp:127.0.0.1:0 >/dev/null && migctl cancel w --wait >/dev/null ||
+	fail "incoming and cancel of w"
+[ "$(stat -c %a "$STATE")" = 600 ] || fail "$STATE: mode $(stat -c %a "$STATE")"
+for vm in s d w; do status_kept "$vm" >"$RUNDIR/$vm.before" || fail "status $vm"; done
+migctl --json get >"$RUNDIR/get.before" || fail "get"
+migctl --json list | sed 's/"worker_pid":[0-9]*,\{0,1\}//g' >"$RUNDIR/list.before"
+
+note "restarted: the same defaults, jobs and order"
+restart_migd
+log_has "restored from $STATE, saved at "
+log_has ": the defaults and 3 finished jobs"
+for vm in s d w; do
+	status_kept "$vm" >"$RUNDIR/$vm.after" || fail "status $vm after the restart"
+	cmp -s "$RUNDIR/$vm.before" "$RUNDIR/$vm.after" ||
+		fail "$vm: before: $(cat "$RUNDIR/$vm.before") after: $(cat "$RUNDIR/$vm.after")"
+done
+[ "$(job_get s state)/$(job_get d state)/$(job_get w state)" = completed/completed/cancelled ] ||
+	fail "states: $(migctl list)"
+[ "$(job_get s worker_pid)" = 0 ] || fail "s names a worker pid: $(job_get s worker_pid)"
+migctl --json get | cmp -s - "$RUNDIR/get.before" ||
+	fail "defaults: before $(cat "$RUNDIR/get.before"), after $(migctl --json get)"
+migctl --json list | sed 's/"worker_pid":[0-9]*,\{0,1\}//g' | cmp -s - "$RUNDIR/list.before" ||
+	fail "list: before $(cat "$RUNDIR/list.before"), after $(migctl --json list)"
+echo "ok: $(migctl status s | head -n 1)"
+# A job of the new migd joins them, and is kept in turn.
+migctl incoming w --listen tcp:127.0.0.1:0 >/dev/null && migctl cancel w --wait >/dev/null ||
+	fail "incoming and cancel of w (2)"
+restart_migd
+n=$(migctl --json list | grep -o '"vm":"w"' | wc -l)
+[ "$n" = 2 ] || fail "w: $n jobs after the second restart, expected 2"
+echo "ok: a second restart keeps the new job too"
+
+note "a file that does not decode: set aside, a fresh start"
+stop_migd
+printf 'not a saved state\n' >"$STATE"
+start_migd
+log_has "$STATE: it does not decode; kept as $STATE.bad, and this migd starts with the built-in defaults and no history"
+[ "$(cat "$STATE.bad")" = "not a saved state" ] || fail "$STATE.bad: $(cat "$STATE.bad")"
+migctl status s 2>&1 | grep -q "no migration job for s" || fail "s: $(migctl status s 2>&1)"
+[ "$(migctl --json get | jget max_bandwidth)" = 0 ] || fail "defaults: $(migctl --json get)"
+echo "ok: $(grep -F "$STATE:" "$RUNDIR/migd.log" | tail -n 1)"
+
+note "jobs that do not check are left out, the others kept"
+stop_migd
+saved_state 'field(1, 0, varint(1)) + ld(4, job(b"ok1", 5, b"boom")) + ld(4, job(b"bad name!", 5)) + ld(4, job(b"run1", 2)) + ld(4, job(b"ok2", 7, role=2))'
+start_migd
+log_has "$STATE: 2 saved jobs left out, which did not check (the first: run1: not a finished job)"
+log_has ": the defaults and 2 finished jobs"
+[ "$(migctl --json list | grep -o '"vm":"[a-z0-9]*"' | tr '\n' ' ')" = '"vm":"ok1" "vm":"ok2" ' ] ||
+	fail "list: $(migctl --json list)"
+migctl status ok1 | grep -q "boom" || fail "ok1: $(migctl status ok1)"
+echo "ok: $(migctl status ok2 | head -n 1)"
+
+note "another version, a link, a file others may write: set aside"
+stop_migd
+saved_state 'field(1, 0, varint(2))'
+start_migd
+log_has "$STATE: version 2, where this migd reads 1; kept as $STATE.bad"
+stop_migd
+echo "victim" >"$RUNDIR/victim"
+ln -s "$RUNDIR/victim" "$STATE"
+start_migd
+log_has "$STATE: a symbolic link; kept as $STATE.bad"
+[ -L "$STATE.bad" ] || fail "the link was not set aside"
+migctl set --channels 2 >/dev/null || fail "set after the link"
+[ -f "$STATE" ] && [ ! -L "$STATE" ] && [ "$(cat "$RUNDIR/victim")" = victim ] ||
+	fail "the save went through the link: $(ls -l "$RUNDIR")"
+stop_migd
+chmod 622 "$STATE"
+start_migd
+log_has "$STATE: owned by uid 0, mode 0622: only this migd's user may write it; kept as $STATE.bad"
+echo "ok: three files set aside"
+
+note "a save that fails is said once, and its end"
+mkdir "$STATE.new"
+migctl set --channels 3 >/dev/null && migctl set --channels 4 >/dev/null || fail "set while saves fail"
+n=$(grep -c "cannot save $STATE (the defaults and the history, for a restarted migd)" "$RUNDIR/migd.log")
+[ "$n" = 1 ] || fail "$n warnings of failed saves: $(tail -n 4 "$RUNDIR/migd.log")"
+rmdir "$STATE.new"
+migctl set --channels 5 >/dev/null || fail "set after the saves work again"
+log_has "$STATE saved again"
+restart_migd
+[ "$(migctl --json get | jget channels)" = 5 ] || fail "channels after the restart: $(migctl --json get)"
+echo "ok: one warning for two failed saves; then saved again"
+
+for vm in s d w; do vmmctl quit "$vm" >/dev/null || fail "quit $vm"; done
+stop_migd
+echo PASS
