@@ -347,14 +347,26 @@ static int job_acted(struct rpc_call *call, struct job *j, int r, bool wait)
 	return reply_job(call, j);
 }
 
-/* The VM's job for Status and Cancel, or an error that says why not. */
+/* The VM's job (with id: that migration's) for Status, Cancel,
+ * Postcopy, Pause, Recover and Tune, or an error that says why not. */
 static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
-		     struct job **ret)
+		     const char *id, struct job **ret)
 {
+	uint8_t bin[STREAM_ID_LEN];
+
 	if (name_valid(vm) < 0)
 		return rpc_call_errorf(call, EINVAL, "'%.64s' is not a valid VM name",
 				       vm);
-	*ret = job_find(m, vm, false);
+	if (id && id[0] && (strlen(id) != 2 * STREAM_ID_LEN || job_id_unknown(id) ||
+			    stream_unhex(id, bin, STREAM_ID_LEN) < 0))
+		return rpc_call_errorf(call, EINVAL, "job id '%.40s': %d hex "
+				       "digits expected, not all zero", id,
+				       2 * STREAM_ID_LEN);
+	*ret = id && id[0] ? job_find_id(m, vm, bin) : job_find(m, vm, false);
+	if (!*ret && id && id[0])
+		return rpc_call_errorf(call, ENOENT, "no job %s of %s here (its "
+				       "running job, or one of the last %d it "
+				       "finished)", id, vm, MIGD_HISTORY_PER_VM);
 	if (!*ret)
 		return rpc_call_errorf(call, ENOENT, "no migration job for %s", vm);
 	return 0;
@@ -364,7 +376,7 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__JobQuery *q = (const void *)arg;
 	struct job *j;
-	int r = query_job(call, control_migd(call), q->vm, &j);
+	int r = query_job(call, control_migd(call), q->vm, q->id, &j);
 
 	if (r < 0)
 		return r;
@@ -376,22 +388,22 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__JobQuery *q = (const void *)arg;
-	const char *ending;
+	const char *ending, *which = q->id[0] ? q->id : "the last migration";
 	struct job *j;
 	bool paused;
-	int r = query_job(call, control_migd(call), q->vm, &j);
+	int r = query_job(call, control_migd(call), q->vm, q->id, &j);
 
 	if (r < 0)
 		return r;
 	if (j->finished)
 		return rpc_call_errorf(call, EINVAL,
-				       "nothing to cancel: the last migration job of %s "
-				       "already ended (%s)", q->vm,
+				       "nothing to cancel: %s job of %s already "
+				       "ended (%s)", which, q->vm,
 				       job_state_name(j->state));
 	if ((ending = job_ending(j)))
 		return rpc_call_errorf(call, EINVAL,
-				       "nothing to cancel: the last migration job of %s "
-				       "is ending (%s)", q->vm, ending);
+				       "nothing to cancel: %s job of %s is ending "
+				       "(%s)", which, q->vm, ending);
 	/* Past the switch only a paused job, and only when told that the
 	 * other side is lost for good: the guest is lost with it. */
 	paused = j->state == JOB_STATE_POSTCOPY_PAUSED ||
@@ -432,7 +444,7 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__JobQuery *q = (const void *)arg;
 	struct job *j;
-	int r = query_job(call, control_migd(call), q->vm, &j);
+	int r = query_job(call, control_migd(call), q->vm, q->id, &j);
 
 	if (r < 0)
 		return r;
@@ -456,7 +468,7 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 	const Tern__Migd__RecoverRequest *q = (const void *)arg;
 	struct uri u;
 	struct job *j;
-	int r = query_job(call, control_migd(call), q->vm, &j);
+	int r = query_job(call, control_migd(call), q->vm, q->id, &j);
 
 	if (r < 0)
 		return r;
@@ -497,7 +509,7 @@ static int method_pause(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__JobQuery *q = (const void *)arg;
 	struct job *j;
-	int r = query_job(call, control_migd(call), q->vm, &j);
+	int r = query_job(call, control_migd(call), q->vm, q->id, &j);
 
 	if (r < 0)
 		return r;
@@ -517,7 +529,7 @@ static int method_tune(struct rpc_call *call, const ProtobufCMessage *arg)
 	struct mig_params p;
 	char err[256];
 	struct job *j;
-	int r = query_job(call, control_migd(call), req->vm, &j);
+	int r = query_job(call, control_migd(call), req->vm, req->id, &j);
 
 	if (r < 0)
 		return r;

@@ -152,6 +152,19 @@ struct job *job_find(struct migd *m, const char *vm, bool running_only)
 	return NULL;
 }
 
+struct job *job_find_id(struct migd *m, const char *vm, const uint8_t *id)
+{
+	struct job *lists[] = { m->running, m->history }, *j;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(lists); i++)
+		for (j = lists[i]; j; j = j->next)
+			if (!strcmp(j->spec.vm, vm) &&
+			    !memcmp(j->spec.id, id, STREAM_ID_LEN))
+				return j;
+	return NULL;
+}
+
 /* Send the current status as a "status" event to every waiter that
  * asked; a waiter whose caller has gone is dropped. */
 static void job_notify(struct job *j)

@@ -626,7 +626,7 @@ static int call(struct rpc_client *cl, const char *method,
 
 /* Arguments of every command, all checked before connecting. */
 struct cmd_args {
-	const char *vm, *uri, *listen, *token;
+	const char *vm, *uri, *listen, *token, *id;
 	Tern__Migd__Params params;
 	char *clear[3];                 /* take_clears() */
 	bool wait, detach, watch, force, reset;
@@ -797,6 +797,7 @@ static int cmd_status(struct rpc_client *cl, struct cmd_args *a)
 	int code;
 
 	q.vm = (char *)a->vm;
+	q.id = (char *)(a->id ? a->id : "");
 	q.wait = a->watch;
 	stop_unrecoverable = a->watch;
 	if (call(cl, "Status", &q.base, (ProtobufCMessage **)&js, a->watch) < 0)
@@ -840,6 +841,7 @@ static int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
 
 	q.vm = (char *)a->vm;
+	q.id = (char *)(a->id ? a->id : "");
 	q.wait = a->wait;
 	q.force = a->force;
 	return job_call(cl, "Cancel", &q.base, a->wait,
@@ -851,6 +853,7 @@ static int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
 
 	q.vm = (char *)a->vm;
+	q.id = (char *)(a->id ? a->id : "");
 	q.wait = a->wait;
 	return job_call(cl, "Postcopy", &q.base, a->wait,
 			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "switching to postcopy",
@@ -867,6 +870,7 @@ static int cmd_recover(struct rpc_client *cl, struct cmd_args *a)
 	int code;
 
 	q.vm = (char *)a->vm;
+	q.id = (char *)(a->id ? a->id : "");
 	q.uri = (char *)(a->uri ? a->uri : "");
 	q.listen = (char *)(a->listen ? a->listen : "");
 	q.wait = a->wait;
@@ -883,6 +887,7 @@ static int cmd_recover(struct rpc_client *cl, struct cmd_args *a)
 		return code;
 	fflush(stdout);
 	sq.vm = (char *)a->vm;
+	sq.id = q.id;
 	sq.wait = true;
 	return job_call(cl, "Status", &sq.base, true,
 			TERN__MIGD__JOB_STATE__JOB_COMPLETED, NULL, false);
@@ -893,6 +898,7 @@ static int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
 
 	q.vm = (char *)a->vm;
+	q.id = (char *)(a->id ? a->id : "");
 	return job_call(cl, "Pause", &q.base, false,
 			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "pausing postcopy", false);
 }
@@ -906,6 +912,7 @@ static int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 	char bw[32], sw[32];
 
 	req.vm = (char *)a->vm;
+	req.id = (char *)(a->id ? a->id : "");
 	req.n_clear = take_clears(a);
 	req.clear = a->clear;
 	req.params = &a->params;
@@ -988,7 +995,7 @@ static int cmd_params(struct rpc_client *cl, struct cmd_args *a, bool set)
 enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
        O_WAIT, O_DETACH, O_WATCH, O_COMPRESS, O_AUTOCONV, O_NOAUTOCONV,
        O_THR_INIT, O_THR_INC, O_THR_MAX, O_TIMEOUT, O_TIMEOUT_ACTION, O_VERIFY,
-       O_NOVERIFY, O_POSTCOPY, O_FORCE, O_RESET };
+       O_NOVERIFY, O_POSTCOPY, O_FORCE, O_RESET, O_ID };
 
 /* The tuning flags migrate and set share. */
 #define TUNING_USAGE "[--channels N] [--max-bandwidth B] [--downtime-limit MS] " \
@@ -1035,27 +1042,35 @@ static const struct command {
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ "detach", no_argument, NULL, O_DETACH },
 		{ NULL, 0, NULL, 0 } } },
-	{ "status", 1, "VM [--watch]",
+	{ "status", 1, "VM [--id ID] [--watch]",
 	  (const struct option[]){
+		{ "id", required_argument, NULL, O_ID },
 		{ "watch", no_argument, NULL, O_WATCH },
 		{ NULL, 0, NULL, 0 } } },
-	{ "cancel", 1, "VM [--force] [--wait]",
+	{ "cancel", 1, "VM [--id ID] [--force] [--wait]",
 	  (const struct option[]){
+		{ "id", required_argument, NULL, O_ID },
 		{ "force", no_argument, NULL, O_FORCE },
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
-	{ "postcopy", 1, "VM [--wait]",
+	{ "postcopy", 1, "VM [--id ID] [--wait]",
 	  (const struct option[]){
+		{ "id", required_argument, NULL, O_ID },
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
-	{ "recover", 1, "VM URI|--listen ADDR [--wait]",
+	{ "recover", 1, "VM URI|--listen ADDR [--id ID] [--wait]",
 	  (const struct option[]){
+		{ "id", required_argument, NULL, O_ID },
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ NULL, 0, NULL, 0 } } },
-	{ "pause", 1, "VM", (const struct option[]){ { NULL, 0, NULL, 0 } } },
-	{ "tune", 1, "VM " TUNE_USAGE,
+	{ "pause", 1, "VM [--id ID]",
 	  (const struct option[]){
+		{ "id", required_argument, NULL, O_ID },
+		{ NULL, 0, NULL, 0 } } },
+	{ "tune", 1, "VM [--id ID] " TUNE_USAGE,
+	  (const struct option[]){
+		{ "id", required_argument, NULL, O_ID },
 		{ "max-bandwidth", required_argument, NULL, O_MAXBW },
 		{ "downtime-limit", required_argument, NULL, O_DOWNTIME },
 		{ "avail-switchover-bandwidth", required_argument, NULL, O_AVAILBW },
@@ -1151,6 +1166,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	switch (ch) {
 	case O_LISTEN: a->listen = optarg; return 0;
 	case O_TOKEN: a->token = optarg; return 0;
+	case O_ID: a->id = optarg; return 0;
 	case O_WAIT: a->wait = true; return 0;
 	case O_FORCE: a->force = true; return 0;
 	case O_RESET: a->reset = true; return 0;
@@ -1255,7 +1271,7 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		     struct cmd_args *a)
 {
 	struct cli_seen seen = { { 0 } };
-	uint8_t tok[STREAM_TOKEN_LEN];
+	uint8_t tok[STREAM_TOKEN_LEN], id[STREAM_ID_LEN];
 	char *pos[3];
 	int ch, r, npos = 0;
 
@@ -1331,6 +1347,12 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		      "printed", a->token, STREAM_TOKEN_HEX);
 		return -EINVAL;
 	}
+	if (a->id && (strlen(a->id) != 2 * STREAM_ID_LEN ||
+		      stream_unhex(a->id, id, sizeof(id)) < 0)) {
+		cli_errx("--id %s: expected the %d hex digits of a job's id (as "
+			 "status and list show it)", a->id, 2 * STREAM_ID_LEN);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -1355,6 +1377,9 @@ static void usage(FILE *f)
 "  set [--reset] [TUNING]                   migd's defaults for new jobs\n"
 "  get                                      show those defaults\n"
 "  help [COMMAND]                           this, or one command's usage\n"
+"--id ID (status, cancel, postcopy, pause, tune, recover): the VM's job of\n"
+"                                           that id (running or finished), not\n"
+"                                           its latest\n"
 "TUNING: [--channels N] [--max-bandwidth B] [--downtime-limit MS]\n"
 "  [--avail-switchover-bandwidth B] [--compress none|zstd[:LEVEL]]\n"
 "  [--[no-]auto-converge] [--throttle-initial P] [--throttle-increment P]\n"

@@ -64,7 +64,7 @@ ctl_usage "usage: migctl status VM" status
 ctl_usage "recover x: give the destination's URI (on the source host) or --listen ADDR (on the destination host)" \
 	recover x
 ctl_usage "recover x: give the destination's URI" recover x --wait
-ctl_usage "usage: migctl recover VM URI|--listen ADDR [--wait]" recover
+ctl_usage "usage: migctl recover VM URI|--listen ADDR [--id ID] [--wait]" recover
 ctl_usage "usage: migctl list" list extra
 ctl_usage "status: unknown option '--wach'" status x --wach
 ctl_usage "status: unknown option '--json': global options go before the command" \

@@ -7,6 +7,7 @@
 # agent asking for its job's outcome heard "no migration job").  A state
 # file that is not migd's own, or does not check, is set aside with a
 # warning and migd starts as a fresh one; a failed save is said once.
+# A job is found by its id too (--id), not only as its VM's latest.
 . "$(dirname "$0")/lib.sh"
 need_kvm
 
@@ -22,8 +23,8 @@ log_has() { grep -qF -- "$1" "$RUNDIR/migd.log" || fail "migd's log lacks '$1': 
 saved_state() {
 	wire python3 -c 'import sys
 from rpcwire import field, varint, ld
-def job(vm, state, error=b"", role=1):
-    return ld(2, vm) + field(3, 0, varint(role)) + field(4, 0, varint(state)) + ld(22, error)
+def job(vm, state, error=b"", role=1, id=b""):
+    return ld(1, id) + ld(2, vm) + field(3, 0, varint(role)) + field(4, 0, varint(state)) + ld(22, error)
 open(sys.argv[1], "wb").write(eval(sys.argv[2]))' "$STATE" "$1"
 	chmod 600 "$STATE"
 }
@@ -83,14 +84,41 @@ echo "ok: $(grep -F "$STATE:" "$RUNDIR/migd.log" | tail -n 1)"
 
 note "jobs that do not check are left out, the others kept"
 stop_migd
-saved_state 'field(1, 0, varint(1)) + ld(4, job(b"ok1", 5, b"boom")) + ld(4, job(b"bad name!", 5)) + ld(4, job(b"run1", 2)) + ld(4, job(b"ok2", 7, role=2))'
+ID_NEW=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa ID_OLD=bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+saved_state 'field(1, 0, varint(1)) + ld(4, job(b"ok1", 5, b"boom")) + ld(4, job(b"bad name!", 5)) + ld(4, job(b"run1", 2)) + ld(4, job(b"ok2", 7, role=2)) + ld(4, job(b"h", 4, id=b"'$ID_NEW'")) + ld(4, job(b"h", 5, b"the old one", id=b"'$ID_OLD'"))'
 start_migd
 log_has "$STATE: 2 saved jobs left out, which did not check (the first: run1: not a finished job)"
-log_has ": the defaults and 2 finished jobs"
-[ "$(migctl --json list | grep -o '"vm":"[a-z0-9]*"' | tr '\n' ' ')" = '"vm":"ok1" "vm":"ok2" ' ] ||
+log_has ": the defaults and 4 finished jobs"
+[ "$(migctl --json list | grep -o '"vm":"[a-z0-9]*"' | tr '\n' ' ')" = '"vm":"ok1" "vm":"ok2" "vm":"h" "vm":"h" ' ] ||
 	fail "list: $(migctl --json list)"
 migctl status ok1 | grep -q "boom" || fail "ok1: $(migctl status ok1)"
 echo "ok: $(migctl status ok2 | head -n 1)"
+
+note "a job by its id: status, cancel"
+# Before, a VM's latest job only: a script could not ask for the outcome
+# of the job it started once another had followed, and a cancel meant
+# for a job that had ended took the VM's next one.
+[ "$(job_get h id)" = $ID_NEW ] || fail "h: $(migctl --json status h)"
+[ "$(migctl --json status h --id $ID_OLD | jget error)" = "the old one" ] ||
+	fail "h --id $ID_OLD: $(migctl --json status h --id $ID_OLD 2>&1)"
+ctl_fails() {
+	local words=$1 err
+	shift
+	err=$(migctl "$@" 2>&1) && fail "migctl $*: taken ($err)"
+	case $err in *"$words"*) echo "ok: $err" ;; *) fail "migctl $*: $err" ;; esac
+}
+ctl_fails "nothing to cancel: $ID_OLD job of h already ended (failed)" cancel h --id $ID_OLD
+ctl_fails "no job 0123456789abcdef0123456789abcdef of h here (its running job, or one of the last 16 it finished)" \
+	status h --id 0123456789abcdef0123456789abcdef
+ctl_fails "no job $ID_OLD of ok1 here" status ok1 --id $ID_OLD
+err=$(migctl status h --id 12345 2>&1); rc=$?
+[ $rc = 2 ] && [[ $err == *"--id 12345: expected the 32 hex digits of a job's id (as status and list show it)"* ]] ||
+	fail "status --id 12345: exit $rc: $err"
+# migd checks it too (an agent need not use migctl): JobQuery vm 1, id 4.
+out=$(wire python3 -c 'import sys, rpcwire
+print(*rpcwire.call(sys.argv[1], "tern.migd.Migd/Status", rpcwire.ld(1, b"h") + rpcwire.ld(4, b"zz"))[:2])' "$RUNDIR/migd.sock" 2>&1)
+[ "$out" = "22 job id 'zz': 32 hex digits expected, not all zero" ] || fail "Status id zz: $out"
+echo "ok: $out"
 
 note "another version, a link, a file others may write: set aside"
 stop_migd
