@@ -21,6 +21,23 @@ bool ratelim_take(struct ratelim *r, uint64_t now, uint64_t window_ns,
 	return false;
 }
 
+uint64_t ratelim_due_in(const struct ratelim *r, uint64_t now,
+			uint64_t window_ns)
+{
+	uint64_t ran = now - r->since;
+
+	if (!r->held)
+		return UINT64_MAX;
+	return ran >= window_ns ? 0 : window_ns - ran;
+}
+
+unsigned int ratelim_due(struct ratelim *r, uint64_t now, uint64_t window_ns)
+{
+	if (ratelim_due_in(r, now, window_ns))
+		return 0;
+	return ratelim_flush(r);
+}
+
 unsigned int ratelim_flush(struct ratelim *r)
 {
 	unsigned int n = r->held;

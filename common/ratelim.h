@@ -2,8 +2,10 @@
 /*
  * What a peer can make a daemon say as often as it likes (a refused
  * connection, a failed accept) is said a few times per window, then
- * counted; the count is said with the first note of a later window.
- * The caller passes the time (now_ns()), so that a test can too.
+ * counted; the count is said with the first note of a later window,
+ * or, if none comes, by the caller's timer once the window has ended
+ * (ratelim_due_in, ratelim_due): a burst followed by silence is told
+ * too.  The caller passes the time (now_ns()), so that a test can too.
  */
 #ifndef TERN_RATELIM_H
 #define TERN_RATELIM_H
@@ -25,6 +27,17 @@ struct ratelim {
  */
 bool ratelim_take(struct ratelim *r, uint64_t now, uint64_t window_ns,
 		  unsigned int burst, unsigned int *held_before);
+
+/*
+ * For the caller's timer: how long from now until the notes held back
+ * are due (their window ends), 0 if they are due now, UINT64_MAX if none
+ * are held.
+ */
+uint64_t ratelim_due_in(const struct ratelim *r, uint64_t now,
+			uint64_t window_ns);
+/* The notes held back in a window that has ended by now, now forgotten
+ * (for the caller to say); 0 if none, or while the window runs on. */
+unsigned int ratelim_due(struct ratelim *r, uint64_t now, uint64_t window_ns);
 
 /* The notes held back in the window under way, now forgotten (to say
  * at the end). */

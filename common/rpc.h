@@ -125,13 +125,16 @@ int rpc_server_bind_service(struct rpc_server *s,
 void rpc_server_set_accept(struct rpc_server *s, rpc_accept_fn fn, void *ctx);
 /* An accept check: unix peers running as root or as this process's
  * effective uid (SO_PEERCRED); everyone else is refused, with a warning
- * in the log that names them. */
+ * in the log that names them (3 per 10 s, then a count, said with the
+ * next refusal or once the 10 s are over). */
 int rpc_accept_root_or_self(void *ctx, int fd);
 /*
  * Called when the server cannot accept a new connection for want of a
  * resource (EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued
  * and is retried), at most once every 10 s however often it happens; msg
- * says what failed and how many peers are connected, for the log.
+ * says what failed and how many peers are connected, for the log.  How
+ * many more failures came is said with the next, or once the 10 s are
+ * over (and when the server is freed), whichever is first.
  */
 typedef void (*rpc_overload_fn)(void *ctx, int err, const char *msg);
 void rpc_server_set_overload(struct rpc_server *s, rpc_overload_fn fn,
@@ -146,7 +149,8 @@ void rpc_overload_warn(void *ctx, int err, const char *msg);
  * holds up to a frame's worth of memory here for as long as it stays.
  * An idle peer, owed nothing and in no frame, is kept however long.
  * The program is told (for its log) of at most 3 drops per 10 s, the
- * others counted and said with the next; msg names the peer and why.
+ * others counted and said with the next, or once the 10 s are over (and
+ * when the server is freed); msg names the peer and why.
  */
 #define RPC_STALL_MS_DEFAULT 60000
 typedef void (*rpc_drop_fn)(void *ctx, const char *msg);

@@ -91,11 +91,16 @@ struct rpc_server {
 	rpc_overload_fn overload_fn;
 	void *overload_ctx;
 	struct ratelim overload_lim;    /* told at most once per RPC_OVERLOAD_TELL_NS */
+	int overload_err;               /* the last failure's, for its count */
 	struct timeval stall;           /* the stall bound */
 	rpc_drop_fn drop_fn;
 	void *drop_ctx;
 	struct ratelim drop_lim;        /* RPC_DROPS_TOLD per 10 s */
+	struct event *ev_held;          /* the counts held back, told when due */
 };
+
+/* rpc_accept_root_or_self's: one per process, as its control server is. */
+static struct ratelim refusals_lim;
 
 struct rpc_call {
 	struct rpc_peer *peer;
@@ -128,6 +133,7 @@ static void peer_unref(struct rpc_peer *p)
 }
 
 static void server_resume_accept(struct rpc_server *s);
+static void server_watch_held(struct rpc_server *s);
 
 static void peer_close(struct rpc_peer *p, int err)
 {
@@ -397,10 +403,13 @@ static void peer_drop(struct rpc_peer *p, enum rpc_stall why)
 	uint32_t len;
 	size_t got;
 
-	if (!s->drop_fn ||
-	    !ratelim_take(&s->drop_lim, now_ns(), RPC_OVERLOAD_TELL_NS,
-			  RPC_DROPS_TOLD, &held))
+	if (!s->drop_fn)
 		goto close;
+	if (!ratelim_take(&s->drop_lim, now_ns(), RPC_OVERLOAD_TELL_NS,
+			  RPC_DROPS_TOLD, &held)) {
+		server_watch_held(s);
+		goto close;
+	}
 	peer_name(p, who, sizeof(who));
 	got = rpc_conn_in_partial(p->conn, &len);
 	if (why == RPC_STALL_OUTPUT)
@@ -569,9 +578,14 @@ static void server_tell_overload(struct rpc_server *s, int err)
 	char msg[320];
 	unsigned int held;
 
-	if (!s->overload_fn ||
-	    !ratelim_take(&s->overload_lim, now_ns(), RPC_OVERLOAD_TELL_NS, 1, &held))
+	if (!s->overload_fn)
 		return;
+	s->overload_err = err;
+	if (!ratelim_take(&s->overload_lim, now_ns(), RPC_OVERLOAD_TELL_NS, 1,
+			  &held)) {
+		server_watch_held(s);
+		return;
+	}
 	if ((err == EMFILE || err == ENFILE) &&
 	    getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		snprintf(lim, sizeof(lim), "; this process may have %llu "
@@ -584,6 +598,71 @@ static void server_tell_overload(struct rpc_server *s, int err)
 		 "connected%s); they wait, and are served once some leave%s",
 		 strerror(err), s->npeers, lim, again);
 	s->overload_fn(s->overload_ctx, err, msg);
+}
+
+static void refusals_say(unsigned int n);
+
+/*
+ * What was held back (peers dropped, accept failures, refusals) is told
+ * once its window has ended, if no later note has told it by then: a
+ * burst followed by silence would otherwise never be counted.  With
+ * all, what is held in a window still under way too (at the end).
+ */
+static void server_tell_held(struct rpc_server *s, bool all)
+{
+	uint64_t now = now_ns();
+	char msg[200];
+	unsigned int n;
+
+	n = all ? ratelim_flush(&s->drop_lim) :
+		  ratelim_due(&s->drop_lim, now, RPC_OVERLOAD_TELL_NS);
+	if (n && s->drop_fn) {
+		snprintf(msg, sizeof(msg), "dropped %u more peer%s that stalled "
+			 "since the last one said, not said one by one", n,
+			 n == 1 ? "" : "s");
+		s->drop_fn(s->drop_ctx, msg);
+	}
+	n = all ? ratelim_flush(&s->overload_lim) :
+		  ratelim_due(&s->overload_lim, now, RPC_OVERLOAD_TELL_NS);
+	if (n && s->overload_fn) {
+		snprintf(msg, sizeof(msg), "cannot accept new callers: %u more "
+			 "failure%s since this was last said (the last: %s)", n,
+			 n == 1 ? "" : "s", strerror(s->overload_err));
+		s->overload_fn(s->overload_ctx, s->overload_err, msg);
+	}
+	refusals_say(all ? ratelim_flush(&refusals_lim) :
+		     ratelim_due(&refusals_lim, now, RPC_OVERLOAD_TELL_NS));
+}
+
+static void handle_held(evutil_socket_t fd, short what, void *arg)
+{
+	struct rpc_server *s = arg;
+
+	server_tell_held(s, false);
+	server_watch_held(s);
+}
+
+/* Something was held back: the timer is set for the first count due. */
+static void server_watch_held(struct rpc_server *s)
+{
+	const uint64_t w = RPC_OVERLOAD_TELL_NS, now = now_ns();
+	uint64_t drops = ratelim_due_in(&s->drop_lim, now, w);
+	uint64_t fails = ratelim_due_in(&s->overload_lim, now, w);
+	uint64_t refused = ratelim_due_in(&refusals_lim, now, w);
+	uint64_t in = MIN(MIN(drops, fails), refused);
+	struct timeval tv;
+
+	if (in == UINT64_MAX)
+		return;
+	if (!s->ev_held) {
+		s->ev_held = evtimer_new(s->base, handle_held, s);
+		if (!s->ev_held)
+			return;
+	}
+	in = (in + 999) / 1000;         /* us, never early */
+	tv.tv_sec = (time_t)(in / 1000000);
+	tv.tv_usec = (suseconds_t)(in % 1000000);
+	evtimer_add(s->ev_held, &tv);
 }
 
 static void handle_accept(evutil_socket_t lfd, short what, void *arg)
@@ -609,6 +688,7 @@ static void handle_accept(evutil_socket_t lfd, short what, void *arg)
 		}
 		if (s->accept_fn && s->accept_fn(s->accept_ctx, fd) < 0) {
 			close(fd);
+			server_watch_held(s);   /* refusals it counted */
 			continue;
 		}
 		r = peer_new(s, fd);
@@ -641,6 +721,9 @@ void rpc_server_free(struct rpc_server *s)
 
 	if (!s)
 		return;
+	server_tell_held(s, true);
+	if (s->ev_held)
+		event_free(s->ev_held);
 	if (s->ev_accept_retry)
 		event_free(s->ev_accept_retry);
 	s->ev_accept_retry = NULL;
@@ -758,9 +841,16 @@ void rpc_overload_warn(void *ctx, int err, const char *msg)
  * knock as often as they like: a few lines per window, then a count. */
 #define RPC_REFUSALS_LOGGED 3
 
+static void refusals_say(unsigned int n)
+{
+	if (n)
+		log_warnx("control: refused %u more connection%s of other users "
+			  "since the last one logged, not logged one by one",
+			  n, n == 1 ? "" : "s");
+}
+
 int rpc_accept_root_or_self(void *ctx, int fd)
 {
-	static struct ratelim lim;      /* the event loop's only */
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	unsigned int held;
@@ -771,17 +861,14 @@ int rpc_accept_root_or_self(void *ctx, int fd)
 		return -errno;
 	if (cred.uid == 0 || cred.uid == geteuid())
 		return 0;
-	say = ratelim_take(&lim, now_ns(), RPC_OVERLOAD_TELL_NS,
+	say = ratelim_take(&refusals_lim, now_ns(), RPC_OVERLOAD_TELL_NS,
 			   RPC_REFUSALS_LOGGED, &held);
-	if (held)
-		log_warnx("control: refused %u more connection%s of other users "
-			  "since the last one logged, not logged one by one",
-			  held, held == 1 ? "" : "s");
+	refusals_say(held);
 	if (say)
 		log_warnx("control: refused a connection from uid %u (pid %d)%s",
 			  (unsigned int)cred.uid, (int)cred.pid,
-			  lim.said == RPC_REFUSALS_LOGGED ? " (more in the "
-			  "next 10 s are counted, not logged)" : "");
+			  refusals_lim.said == RPC_REFUSALS_LOGGED ? " (more in "
+			  "the next 10 s are counted, not logged)" : "");
 	return -EPERM;
 }
 

@@ -154,7 +154,8 @@ static int dest_vmm(struct dest *d)
  * Anyone who can reach the port can be turned away, without the token,
  * as often as they like: the log takes the first few of each window, and
  * then how many more there were (said with the next refusal after it, or
- * at the job's end).
+ * once the window is over, at dest_hellos' next round, or at the job's
+ * end).
  */
 #define DEST_REFUSALS_LOGGED 5
 #define DEST_REFUSALS_WINDOW_NS (10 * 1000000000ull)
@@ -549,6 +550,8 @@ static int dest_hellos(struct dest *d, uint64_t wake, int busy)
 	unsigned int i;
 	int fd, r;
 
+	dest_say_held(ratelim_due(&d->refusals, now_ns(),
+				  DEST_REFUSALS_WINDOW_NS));
 	/* A negative fd is left out of the poll (dest_accept_failed). */
 	pfd[0] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
 	if (now_ns() < d->accept_paused_until) {

@@ -63,12 +63,44 @@ static void test_burst_zero(void **state)
 	assert_int_equal(held, 2);
 }
 
+/* A burst, then silence: the count is due once the window ends, for the
+ * caller's timer to say, though no note comes to carry it. */
+static void test_due_after_silence(void **state)
+{
+	struct ratelim r = { 0 };
+	unsigned int held;
+
+	(void)state;
+	assert_int_equal(ratelim_due_in(&r, 0, 10 * S), UINT64_MAX);
+	assert_true(ratelim_take(&r, 100 * S, 10 * S, 1, &held));
+	/* Nothing held: nothing due, however late. */
+	assert_int_equal(ratelim_due_in(&r, 200 * S, 10 * S), UINT64_MAX);
+	assert_int_equal(ratelim_due(&r, 200 * S, 10 * S), 0);
+	assert_false(ratelim_take(&r, 101 * S, 10 * S, 1, &held));
+	assert_false(ratelim_take(&r, 102 * S, 10 * S, 1, &held));
+	/* Due when the window that began at 100 s ends. */
+	assert_int_equal(ratelim_due_in(&r, 103 * S, 10 * S), 7 * S);
+	assert_int_equal(ratelim_due(&r, 110 * S - 1, 10 * S), 0);
+	assert_int_equal(ratelim_due_in(&r, 110 * S, 10 * S), 0);
+	assert_int_equal(ratelim_due(&r, 110 * S, 10 * S), 2);
+	/* Said once: not again, neither due nor with the next note. */
+	assert_int_equal(ratelim_due(&r, 111 * S, 10 * S), 0);
+	assert_int_equal(ratelim_due_in(&r, 111 * S, 10 * S), UINT64_MAX);
+	assert_true(ratelim_take(&r, 300 * S, 10 * S, 1, &held));
+	assert_int_equal(held, 0);
+	/* The new window's own count is due at its own end. */
+	assert_false(ratelim_take(&r, 305 * S, 10 * S, 1, &held));
+	assert_int_equal(ratelim_due_in(&r, 305 * S, 10 * S), 5 * S);
+	assert_int_equal(ratelim_due(&r, 320 * S, 10 * S), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_burst_then_count),
 		cmocka_unit_test(test_flush),
 		cmocka_unit_test(test_burst_zero),
+		cmocka_unit_test(test_due_after_silence),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
