@@ -248,7 +248,9 @@ typedef void (*rpc_event_fn)(void *ctx, const char *name,
 struct rpc_result {
 	int fds[RPC_MAX_FDS];   /* received descriptors; caller closes them */
 	size_t nfds;
-	char message[512];      /* the remote error text, or a local one */
+	char message[512];      /* the remote error text, or a local one
+				 * (which does not name the method: the
+				 * caller does, in its own words) */
 	bool remote;            /* the service answered with an error */
 };
 

@@ -197,7 +197,6 @@ static int client_poll(struct rpc_client *cl, uint64_t deadline)
 
 struct client_wait {
 	uint64_t id;
-	const char *full;
 	const ProtobufCMethodDescriptor *md;
 	ProtobufCMessage **ret_msg;
 	struct rpc_result *res;
@@ -215,8 +214,7 @@ static int client_take_reply(const struct client_wait *w,
 	if (rep->status != 0) {
 		rpc_fds_close(fds, nfds);
 		if (rep->status < 0 || rep->status > 4095)
-			return result_fail(w->res, -EPROTO,
-					   "%s: bad status %d", w->full,
+			return result_fail(w->res, -EPROTO, "bad status %d",
 					   rep->status);
 		w->res->remote = true;
 		return result_fail(w->res, -rep->status, "%s",
@@ -226,8 +224,7 @@ static int client_take_reply(const struct client_wait *w,
 	msg = pbuf_unpack(w->md->output, rep->result.len, rep->result.data);
 	if (!msg) {
 		rpc_fds_close(fds, nfds);
-		return result_fail(w->res, -EPROTO, "%s: malformed result",
-				   w->full);
+		return result_fail(w->res, -EPROTO, "malformed result");
 	}
 	if (w->ret_msg)
 		*w->ret_msg = msg;
@@ -259,8 +256,7 @@ static int client_handle_frame(struct rpc_client *cl,
 	if (f->body_case == TERN__RPC__FRAME__BODY_REPLY)
 		return 0;       /* the late reply of a call that timed out */
 	cl->err = -EPROTO;
-	return result_fail(w->res, -EPROTO, "%s: server sent a request",
-			   w->full);
+	return result_fail(w->res, -EPROTO, "server sent a request");
 }
 
 #define CLIENT_LATE_FRAMES 64
@@ -282,7 +278,7 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 		 * stale reply) buffered would keep us forever. */
 		if (deadline && now_ns() >= deadline &&
 		    late++ >= CLIENT_LATE_FRAMES)
-			return result_fail(w->res, -ETIMEDOUT, "%s: %s", w->full,
+			return result_fail(w->res, -ETIMEDOUT, "%s",
 					   strerror(ETIMEDOUT));
 		r = rpc_conn_flush(cl->conn);
 		if (r >= 0)
@@ -297,7 +293,7 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 		if (r == 0)
 			r = client_poll(cl, deadline);
 		if (r < 0)
-			return result_fail(w->res, r, "%s: %s", w->full,
+			return result_fail(w->res, r, "%s",
 					   r == -EPIPE ? "connection closed" :
 					   strerror(-r));
 	}
@@ -311,7 +307,7 @@ int rpc_client_call(struct rpc_client *cl,
 {
 	struct rpc_result local;
 	char full[256];
-	struct client_wait w = { .full = full, .ret_msg = ret_msg,
+	struct client_wait w = { .ret_msg = ret_msg,
 				 .on_event = on_event, .ev_ctx = ev_ctx };
 	uint64_t deadline = 0;
 	int r;
@@ -323,16 +319,16 @@ int rpc_client_call(struct rpc_client *cl,
 		deadline = deadline_ms((unsigned int)timeout_ms);
 	w.md = client_method(svc, method);
 	if (!w.md)
-		return result_fail(w.res, -ENOSYS, "unknown method %s", full);
+		return result_fail(w.res, -ENOSYS, "no such method in %s",
+				   svc->name);
 	if (arg && arg->descriptor != w.md->input)
-		return result_fail(w.res, -EINVAL, "%s: wrong argument type %s",
-				   full, arg->descriptor->name);
+		return result_fail(w.res, -EINVAL, "wrong argument type %s",
+				   arg->descriptor->name);
 	if (cl->err)
-		return result_fail(w.res, cl->err, "%s: connection unusable",
-				   full);
+		return result_fail(w.res, cl->err, "connection unusable");
 	r = client_send(cl, full, arg, fds, nfds, on_event != NULL);
 	if (r < 0)
-		return result_fail(w.res, r, "%s: %s", full, strerror(-r));
+		return result_fail(w.res, r, "%s", strerror(-r));
 	w.id = cl->next_id;
 	r = client_wait(cl, &w, deadline);
 	if (w.res == &local)

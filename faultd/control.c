@@ -294,7 +294,9 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 			      NULL, NULL);
 	if (ret < 0) {
 		rpc_result_close_fds(&res);
-		snprintf(err, len, "vmm %s: %.400s", vm, res.message);
+		/* The vmm's own words name the call; ours do not. */
+		snprintf(err, len, "vmm %s: %s%.400s", vm,
+			 res.remote ? "" : "UffdCreate: ", res.message);
 		if (!res.remote) {
 			/* The vmm may still read it: in time, it made a uffd
 			 * that our release, sent past the deadline, undoes;

@@ -615,9 +615,11 @@ static int call(struct rpc_client *cl, const char *method,
 		progress_end();
 		say_connection_lost(cl, method);
 	} else if (r < 0) {
+		/* migd's own words name what failed; ours, the call. */
 		progress_end();
-		cli_errx("%s%s", res.message[0] ? text_safe(res.message) :
-			 strerror(-r), cli_call_hint(r));
+		cli_errx("%s%s%s%s", res.remote ? "" : method,
+			 res.remote ? "" : ": ", res.message[0] ?
+			 text_safe(res.message) : strerror(-r), cli_call_hint(r));
 	}
 	return r;
 }

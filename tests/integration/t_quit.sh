@@ -64,8 +64,9 @@ kill -STOP "$old"
 out=$("$BIN/vmmctl" --rundir "$RUNDIR" --timeout 1 quit q 2>&1) && {
 	kill -CONT "$old"; fail "quit of a stopped vmm: $out"; }
 kill -CONT "$old"
+# The method once ("vmm q: Quit: tern.vmm.Vmm/Quit: ..." named it twice).
 case $out in
-*"Quit: Connection timed out (no answer within --timeout: the request may still take effect once the daemon gets to it"*) ;;
+*"vmmctl: vmm q: Quit: Connection timed out (no answer within --timeout: the request may still take effect once the daemon gets to it"*) ;;
 *) fail "quit of a stopped vmm: $out" ;; esac
 wait_exit "$old" || fail "vmm $old exited with $?"
 echo "ok: $out; vmm $old quit once it ran again"
