@@ -298,8 +298,12 @@ static int source_connect(struct source *s)
 	if (uri_parse(spec->peer, &u) < 0 || u.kind == URI_FILE)
 		return worker_fail(s->w, EINVAL, "'%s' is not a tcp: or unix: address",
 				   spec->peer);
-	if (fault_active("source-slow-connect"))
-		sleep(2);
+	/* A test's slow dial (t_precopy_features): the job connects only
+	 * once its timeout (or a cancel) has aborted it, a minute at most,
+	 * whatever the load: the abort finds no connection to shut. */
+	for (i = 0; i < 6000 && fault_active("source-slow-connect") &&
+	     !worker_aborted(s->w); i++)
+		usleep(10000);
 	s->main_fd = source_dial(s, &u, STREAM_ROLE_MAIN, 0);
 	if (s->main_fd < 0)
 		return s->main_fd;

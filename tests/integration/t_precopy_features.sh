@@ -276,7 +276,9 @@ vmmctl check w || fail "w after a verified migration"
 
 note "a timeout that passes while the source is still connecting ends the job there"
 # The timeout's abort found no connection to shut yet; the job used to
-# connect afterwards and migrate on with no limit.
+# connect afterwards and migrate on with no limit.  source-slow-connect
+# holds the dial until the abort (it slept 2 s, which a loaded host's
+# late timeout could outlast).
 stop_migd
 start_migd TERN_FAULT=source-slow-connect
 start_vmm y --memory 256M --incoming
