@@ -365,26 +365,15 @@ enum rpc_stall {
 /* "pid 1234 (vmmctl, uid 0)": who a peer is, as far as it is known. */
 static void peer_name(const struct rpc_peer *p, char *buf, size_t len)
 {
-	char path[32], comm[32] = "", shown[64];
-	ssize_t n = -1;
-	int fd;
+	char shown[64];
 
 	if (!p->has_cred) {
 		snprintf(buf, len, "the peer on descriptor %d",
 			 rpc_conn_fd(p->conn));
 		return;
 	}
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)p->cred.pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		n = read(fd, comm, sizeof(comm) - 1);
-		close(fd);
-	}
-	if (n > 0 && comm[n - 1] == '\n')
-		n--;
-	comm[n > 0 ? n : 0] = '\0';
 	/* The peer names itself (prctl): shown, never written raw. */
-	str_shown(comm, shown, sizeof(shown));
+	proc_comm_shown((int)p->cred.pid, shown, sizeof(shown));
 	snprintf(buf, len, "pid %d (%s%suid %u)", (int)p->cred.pid, shown,
 		 shown[0] ? ", " : "", (unsigned int)p->cred.uid);
 }

@@ -240,6 +240,24 @@ const char *str_shown(const char *s, char *buf, size_t len)
 	return buf;
 }
 
+const char *proc_comm_shown(int pid, char *buf, size_t len)
+{
+	char path[32], comm[32] = "";   /* the kernel keeps 15 bytes */
+	ssize_t n = -1;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, comm, sizeof(comm) - 1);
+		close(fd);
+	}
+	if (n > 0 && comm[n - 1] == '\n')
+		n--;
+	comm[n > 0 ? n : 0] = '\0';
+	return str_shown(comm, buf, len);
+}
+
 int str_copy(char *dst, const char *src, size_t len)
 {
 	size_t n = strlen(src);

@@ -51,6 +51,10 @@ bool str_is_text(const char *s);
 const char *str_shown(const char *s, char *buf, size_t len);
 /* All of buf to fd (a file: retried on EINTR and short writes), or -errno. */
 int write_all(int fd, const void *buf, size_t len);
+/* The name process pid gives itself (/proc/PID/comm, which it sets as
+ * it likes), shown as str_shown does; "" when it is gone or hidden.
+ * Returns buf. */
+const char *proc_comm_shown(int pid, char *buf, size_t len);
 /* Copies like strlcpy; -ENAMETOOLONG when src does not fit (dst untouched). */
 int str_copy(char *dst, const char *src, size_t len);
 /* A state and the error that ended in it, the state named once: the

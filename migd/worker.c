@@ -44,9 +44,16 @@
  * that was on its way at the switch never is (migd refuses one once it
  * sees the switch), nor is migd's end: the job waits, without migd,
  * for the next one to adopt it (adopt.c) and for its recovery.
+ * A SIGTERM or SIGINT that another process sent (a stray kill) is told
+ * apart by its sender (worker_check_stray_locked).
  */
 static int cancel_signalled;            /* (A): set by the handler, read by
 					 * the reporter thread */
+static int stray_signalled;             /* (A): the same, for a signal
+					 * neither migd nor the kernel sent */
+static int stray_from;                  /* (A): ... and its sender's pid */
+static char stray_cancel[128];          /* (L): "SIGTERM from pid N (COMM)"
+					 * once such a signal cancelled the job */
 static uint64_t plain_cancel_at;        /* (A): now_ns() when a plain cancel
 					 * came; 0 for none */
 static int cancel_taken;                /* (A): what worker_cancelled() says */
@@ -64,8 +71,22 @@ static int cancel_by_migd;              /* (A): the cancel taken was migd's
 					 * what worker_migd_ended() says */
 static bool orphan_noted;               /* (L): "goes on without migd" logged */
 
-static void handle_term(int sig)
+/*
+ * migd's signal is migd's end: that of the migd that forked us (the
+ * kernel's SIGTERM at its death comes from its pid too, SI_USER), and
+ * the kernel's own (si_code > 0: a terminal's ^C).  Anyone else's is a
+ * stray, and so is every one once another migd adopted the job (which
+ * never signals a job past its switch, jobs_signal_all).
+ */
+static void handle_term(int sig, siginfo_t *si, void *ctx)
 {
+	(void)ctx;
+	if (si->si_code <= 0 && (si->si_pid != parent_pid ||
+				 __atomic_load_n(&adopted, __ATOMIC_SEQ_CST))) {
+		__atomic_store_n(&stray_from, (int)si->si_pid, __ATOMIC_RELAXED);
+		__atomic_store_n(&stray_signalled, sig, __ATOMIC_SEQ_CST);
+		return;
+	}
 	__atomic_store_n(&cancel_signalled, sig, __ATOMIC_RELAXED);
 }
 
@@ -608,13 +629,51 @@ static void worker_abort_cancelled_locked(struct worker *w)
 		return;
 	w->abort_done = true;
 	/* The reason, before the broken connections it causes. */
-	if (!w->failed || w->error_is_note)
+	if ((!w->failed || w->error_is_note) && stray_cancel[0])
+		snprintf(w->error, sizeof(w->error), "cancelled: %s",
+			 stray_cancel);
+	else if (!w->failed || w->error_is_note)
 		snprintf(w->error, sizeof(w->error), "%s", worker_migd_ended() &&
 			 worker_orphaned() ? "cancelled: migd died" : "cancelled");
 	w->failed = true;
 	w->error_is_note = false;
 	state_change_locked(w, JOB_STATE_CANCELLING);
 	w->abort_fn(w, w->abort_arg);
+}
+
+/*
+ * A SIGTERM or SIGINT that neither our migd nor the kernel sent (w->lock
+ * held): said as what it is, with its sender's pid and name.  Before the
+ * switch it cancels the job as migd's would, though the peer hears of a
+ * cancel, not of migd's end; past it, it is dropped as migd's is (the
+ * guest runs there, with pages only here).  True when one was taken or
+ * dropped now.
+ */
+static bool worker_check_stray_locked(struct worker *w)
+{
+	int sig = __atomic_exchange_n(&stray_signalled, 0, __ATOMIC_SEQ_CST);
+	int pid = __atomic_load_n(&stray_from, __ATOMIC_RELAXED);
+	char comm[64], who[sizeof(stray_cancel)];
+
+	if (!sig || worker_cancelled())
+		return false;
+	/* (pid 0: a process outside our pid namespace) */
+	snprintf(who, sizeof(who), "%s from pid %d (%s)",
+		 sig == SIGINT ? "SIGINT" : "SIGTERM", pid,
+		 pid > 0 && proc_comm_shown(pid, comm, sizeof(comm))[0] ? comm :
+		 "gone or unknown");
+	if (worker_past_switch_locked(w)) {
+		log_warnx("%s, not from migd %d, which started the job: ignored "
+			  "past the switch, the migration goes on", who,
+			  (int)parent_pid);
+		return true;
+	}
+	log_warnx("%s, not from migd %d, which started the job: cancelling "
+		  "it", who, (int)parent_pid);
+	snprintf(stray_cancel, sizeof(stray_cancel), "%s", who);
+	__atomic_store_n(&cancel_taken, 1, __ATOMIC_RELAXED);
+	worker_abort_cancelled_locked(w);
+	return true;
 }
 
 /* Once cancelled or timed out, shut the job's sockets so blocked calls
@@ -624,7 +683,7 @@ static void worker_abort_cancelled_locked(struct worker *w)
  * does).  True when a cancel was taken or dropped now. */
 static bool worker_check_cancel(struct worker *w)
 {
-	bool timeout, past, sig, plain;
+	bool timeout, past, sig, plain, stray;
 	int n;
 
 	pthread_mutex_lock(&w->lock);
@@ -660,11 +719,12 @@ static bool worker_check_cancel(struct worker *w)
 	}
 	/* Looked at under the lock: both threads may look at once, and
 	 * only one takes (or drops) the cancel. */
+	stray = worker_check_stray_locked(w);
 	sig = __atomic_load_n(&cancel_signalled, __ATOMIC_SEQ_CST) != 0;
 	plain = plain_cancel_seen(w);
 	if ((!sig && !plain) || worker_cancelled()) {
 		pthread_mutex_unlock(&w->lock);
-		return false;
+		return stray;
 	}
 	past = worker_past_switch_locked(w);
 	/* SIGTERM past the switch that no abandon came with: migd's end
@@ -987,7 +1047,8 @@ static int worker_drop_privileges(const struct job_spec *spec)
 
 int worker_main(const struct job_spec *spec, int status_fd)
 {
-	struct sigaction sa = { .sa_handler = handle_term };
+	struct sigaction sa = { .sa_sigaction = handle_term,
+				.sa_flags = SA_SIGINFO };
 	struct worker w = {
 		.spec = spec,
 		.state = spec->role == JOB_ROLE_DEST ? JOB_STATE_WAITING :

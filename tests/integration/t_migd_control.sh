@@ -463,7 +463,18 @@ ctl_fails "nothing to cancel: the last migration job of x already ended (cancell
 # The port is free again: the job's socket is closed.
 out=$(migctl incoming x --listen "$addr" --token $T) || fail "incoming on $addr again: $out"
 printf '%s\n' "$out" | grep -qx "token $T" || fail "the given token was not used: $out"
-migctl cancel x --wait >/dev/null || fail "second cancel"
+# A SIGTERM no migd sent cancels a job before its switch all the same,
+# and says whose it was (it passed for migd's end).
+kill_worker TERM x
+me=$BASHPID
+wait_until 20 job_final x || fail "job after a stray SIGTERM: $(migctl --json status x)"
+err=$(job_field x error)
+[ "$(job_field x state)" = cancelled ] &&
+	[ "$err" = "cancelled: SIGTERM from pid $me ($(cat "/proc/$me/comm"))" ] ||
+	fail "after a stray SIGTERM: $(migctl --json status x)"
+grep -q "^migd\[x/in\]: SIGTERM from pid $me (.*), not from migd $MIGD, which started the job: cancelling it" \
+	"$RUNDIR/migd.log" || fail "no stray SIGTERM logged: $(grep SIGTERM "$RUNDIR/migd.log")"
+echo "ok: $err"
 
 note "a worker killed with SIGKILL: the job fails, migd serves on"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (3)"

@@ -726,6 +726,8 @@ spid=$(job_get q5 worker_pid) dpid=$(job_get q6 worker_pid)
 kill -KILL "$MIGD_PID"
 gone() { ! kill -0 "$spid" 2>/dev/null && ! kill -0 "$dpid" 2>/dev/null; }
 wait_until 30 gone || fail "workers $spid and $dpid outlived migd"
+# The kernel's SIGTERM comes from the dead migd's pid: migd's end.
+grep "not from migd" "$RUNDIR/migd.log" && fail "the kernel's SIGTERM was taken for a stray"
 source_fine q5
 dest_fresh q6
 echo "ok: both workers ended with migd; q5 runs on, q6 was emptied"

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -180,6 +181,22 @@ static void test_str_shown(void **state)
 	assert_string_equal(str_shown("x", buf, 1), "");
 	assert_string_equal(str_shown("a\xc2\x9b" "b", buf, sizeof(buf)),
 			    "a\\xc2\\x9bb");
+}
+
+/* A process's name is its own to set: shown, never written raw. */
+static void test_proc_comm_shown(void **state)
+{
+	char old[32] = "", buf[64];
+
+	(void)state;
+	assert_int_equal(prctl(PR_GET_NAME, old), 0);
+	assert_int_equal(prctl(PR_SET_NAME, "a\x1b[2Jb"), 0);
+	assert_string_equal(proc_comm_shown(getpid(), buf, sizeof(buf)),
+			    "a\\x1b[2Jb");
+	assert_int_equal(prctl(PR_SET_NAME, old), 0);
+	assert_string_equal(proc_comm_shown(getpid(), buf, sizeof(buf)), old);
+	/* Gone (or never there): nothing to show. */
+	assert_string_equal(proc_comm_shown(INT_MAX, buf, sizeof(buf)), "");
 }
 
 static void test_name_valid(void **state)
@@ -446,6 +463,7 @@ int main(void)
 		cmocka_unit_test(test_str_copy),
 		cmocka_unit_test(test_str_is_text),
 		cmocka_unit_test(test_str_shown),
+		cmocka_unit_test(test_proc_comm_shown),
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_now_ns),
 		cmocka_unit_test(test_mul_div),
