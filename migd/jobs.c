@@ -898,37 +898,20 @@ static void job_free(struct job *j)
 	free(j);
 }
 
-/*
- * The history keeps the last MIGD_HISTORY jobs, and at most
- * MIGD_HISTORY_PER_VM of one VM: a VM whose jobs come and go by the dozen
- * (a script's retries) must not push every other VM's last job, and the
- * error that said what to do, out of it.
- */
-void job_history_add(struct migd *m, struct job *j)
+/* From the running jobs, if there, into the history (history.c);
+ * by_time: an end learnt late, placed by its own time. */
+void job_history_add(struct migd *m, struct job *j, bool by_time)
 {
-	struct job **pp, **oldest = NULL, *gone;
-	unsigned int same = 0;
+	struct job **pp, *gone;
 
 	for (pp = &m->running; *pp; pp = &(*pp)->next)
 		if (*pp == j) {
 			*pp = j->next;
 			break;
 		}
-	j->next = m->history;
-	m->history = j;
-	m->nhistory++;
-	for (pp = &m->history; *pp; pp = &(*pp)->next)
-		if (!strcmp((*pp)->spec.vm, j->spec.vm) && ++same > MIGD_HISTORY_PER_VM)
-			oldest = pp;
-	if (!oldest && m->nhistory > MIGD_HISTORY)
-		for (oldest = &m->history; (*oldest)->next; oldest = &(*oldest)->next)
-			;
-	if (!oldest)
-		return;
-	gone = *oldest;
-	*oldest = gone->next;
-	job_free(gone);
-	m->nhistory--;
+	gone = history_add(m, j, by_time);
+	if (gone)
+		job_free(gone);
 }
 
 /* The job is over, its vmm tidied: answer its waiters, into the history. */
@@ -936,12 +919,13 @@ static void job_ended(struct migd *m, struct job *j)
 {
 	Tern__Migd__JobStatus js;
 	char line[sizeof(j->error) + 32];
+	bool late = j->finished_unix_ms != 0;
 	size_t i;
 	int r;
 
 	j->finished = true;
 	/* (An end learnt later keeps its own time, jobadopt.c.) */
-	if (!j->finished_unix_ms)
+	if (!late)
 		j->finished_unix_ms = unix_ms();
 	j->finished_ns = now_ns();
 	job_unlink_listen(j);
@@ -957,7 +941,7 @@ static void job_ended(struct migd *m, struct job *j)
 		rpc_call_finish(j->waiters[i].call, r);
 	}
 	j->nwaiters = 0;
-	job_history_add(m, j);
+	job_history_add(m, j, late);
 	migd_state_save(m);
 	migd_check_quit(m);
 }

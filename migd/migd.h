@@ -269,6 +269,11 @@ const char *job_state_text(enum job_state st, const char *error, char *buf,
 bool job_state_final(enum job_state st);
 bool job_state_may_change(enum job_state from, enum job_state to);
 
+/* history.c: finished jobs, newest end first.  Adds j (by_time: where
+ * its finished_unix_ms puts it, else first) and returns the job it
+ * pushed out of the bounds, for the caller to free, or NULL. */
+struct job *history_add(struct migd *m, struct job *j, bool by_time);
+
 /* jobs.c: the job table, workers, history */
 const char *job_role_name(enum job_role role);
 /* Fork a worker for spec (its listen_fd is closed in the parent). */
@@ -320,9 +325,10 @@ void jobs_reap(struct migd *m);
  * those whose job outlives migd. */
 void jobs_signal_all(struct migd *m, bool force);
 void jobs_free_all(struct migd *m);
-/* A finished job (out of running, if there) to the front of the
- * history, which then drops what its bounds do not keep. */
-void job_history_add(struct migd *m, struct job *j);
+/* A finished job (out of running, if there) into the history: at its
+ * front, or by_time by its end's time (history.c); the history then
+ * drops what its bounds do not keep. */
+void job_history_add(struct migd *m, struct job *j, bool by_time);
 
 /* jobadopt.c: jobs that outlive their migd, and those an earlier migd
  * left (Migd.Adopt) */

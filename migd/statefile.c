@@ -147,7 +147,7 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	 * nothing (job_pause_fixed_us).  The worker is long gone, and its
 	 * pid may be another process's by now. */
 	j->last->worker_pid = 0;
-	job_history_add(m, j);
+	job_history_add(m, j, false);
 	return 0;
 }
 
