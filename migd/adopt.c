@@ -8,7 +8,8 @@
  * socketpair, the job's new status link.  Called by the worker's
  * command thread (worker.c); a job before its switch is cancelled by
  * migd's end as always, and never asks.  A postcopy job that ended
- * while no migd had it (it completed, or failed) offers its final
+ * while no migd had it (it completed, or failed), or whose migd's link
+ * ended before that migd said it took the final report, offers that
  * report the same way, without a link, once it let go of everything
  * else: the worker's main thread, as its last step.
  */
@@ -65,16 +66,17 @@ static int adopt_check_peer(struct rpc_client *cl, char *err, size_t len)
 
 /*
  * One try with the job's status packed: a running job's gives the new
- * status link in *ret_fd; an ended job's (ret_fd NULL) none, its end
+ * status link in *ret_fd, and whether its migd says "taken" of a final
+ * report in *ret_acks; an ended job's (ret_fd NULL) none, its end
  * taken.  0, or -errno and why in err.
  */
 static int adopt_try(struct worker *w, const uint8_t *packed, size_t plen,
-		     int *ret_fd, char *err, size_t len)
+		     int *ret_fd, bool *ret_acks, char *err, size_t len)
 {
 	const struct job_spec *s = w->spec;
 	Tern__Migd__AdoptRequest req = TERN__MIGD__ADOPT_REQUEST__INIT;
 	Tern__Migd__Params pp = TERN__MIGD__PARAMS__INIT;
-	Tern__Migd__JobStatus *js = NULL;
+	Tern__Migd__JobStatus *js = NULL, *rep = NULL;
 	struct rpc_client *cl = NULL;
 	struct rpc_result res = { 0 };
 	char path[PATH_MAX + 16], idhex[2 * STREAM_ID_LEN + 1];
@@ -122,8 +124,8 @@ static int adopt_try(struct worker *w, const uint8_t *packed, size_t plen,
 	req.started_unix_ms = w->started_unix_ms;
 	req.status = js;
 	r = rpc_client_call(cl, &tern__migd__migd__descriptor, "Adopt", &req.base,
-			    &sv[1], ret_fd ? 1 : 0, NULL, &res, ADOPT_CALL_MS,
-			    NULL, NULL);
+			    &sv[1], ret_fd ? 1 : 0, (ProtobufCMessage **)&rep,
+			    &res, ADOPT_CALL_MS, NULL, NULL);
 	rpc_result_close_fds(&res);
 	if (r < 0) {
 		snprintf(err, len, "Adopt: %.400s", res.message[0] ? res.message :
@@ -136,9 +138,12 @@ static int adopt_try(struct worker *w, const uint8_t *packed, size_t plen,
 	}
 	*ret_fd = sv[0];
 	sv[0] = -1;
+	*ret_acks = rep->final_ack;
 	log_info("adopted by migd %d: its status link is ours, the job goes on "
 		 "with it", rpc_client_peer_pid(cl));
 out:
+	if (rep)
+		protobuf_c_message_free_unpacked(&rep->base, NULL);
 	if (sv[0] >= 0)
 		close(sv[0]);
 	if (sv[1] >= 0)
@@ -154,16 +159,17 @@ static int adopt_try_running(struct worker *w, char *err, size_t len)
 {
 	uint8_t *packed = NULL;
 	size_t plen;
+	bool acks = false;
 	int fd = -1, r;
 
 	r = worker_status_pack(w, &packed, &plen);
 	if (r < 0)
 		snprintf(err, len, "status: %s", strerror(-r));
 	else
-		r = adopt_try(w, packed, plen, &fd, err, len);
+		r = adopt_try(w, packed, plen, &fd, &acks, err, len);
 	free(packed);
 	if (r == 0)
-		worker_take_migd(w, fd);
+		worker_take_migd(w, fd, acks);
 	return r;
 }
 
@@ -255,7 +261,7 @@ static void adopt_offer_end(struct worker *w)
 		return;
 	}
 	for (;;) {
-		r = adopt_try(w, packed, plen, NULL, err, sizeof(err));
+		r = adopt_try(w, packed, plen, NULL, NULL, err, sizeof(err));
 		if (r == 0 || now_ns() >= end)
 			break;
 		if (!told)
@@ -285,7 +291,8 @@ void worker_offer_end(struct worker *w, int reported)
 	 * link's first one (worker_take_migd).  Held from here on, the
 	 * lock keeps the command thread from trying again. */
 	pthread_mutex_lock(&adopt_lock);
-	if (!worker_orphaned() && (reported == 0 || worker_report(w) == 0))
+	if (!worker_orphaned() && (reported == 0 || worker_report(w) == 0) &&
+	    worker_end_taken(w))
 		return;
 	adopt_offer_end(w);
 }

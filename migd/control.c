@@ -142,6 +142,17 @@ static int reply_job(struct rpc_call *call, struct job *j)
 	return rpc_call_reply(call, &js.base, NULL, 0);
 }
 
+/* An adopted job's Adopt reply: we say "taken" of its final report
+ * (jobs.c job_take_report), which its worker then waits for. */
+static int reply_adopted(struct rpc_call *call, struct job *j)
+{
+	Tern__Migd__JobStatus js;
+
+	job_status(j, &js);
+	js.final_ack = true;
+	return rpc_call_reply(call, &js.base, NULL, 0);
+}
+
 static int job_spec_init(struct migd *m, struct job_spec *spec,
 			 enum job_role role, const char *vm)
 {
@@ -817,7 +828,7 @@ static int method_adopt(struct rpc_call *call, const ProtobufCMessage *arg)
 			return rpc_call_errorf(call, -r, "Adopt: %s", strerror(-r));
 		log_info("%s: worker %d gave a new status link", req->vm,
 			 (int)cred.pid);
-		return reply_job(call, j);
+		return reply_adopted(call, j);
 	}
 	r = adopt_check(call, m, req, false, &spec);
 	for (j = m->running; r == 0 && j; j = j->next)
@@ -834,7 +845,7 @@ static int method_adopt(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (r < 0)
 		return rpc_call_errorf(call, -r, "Adopt: cannot watch process %d: "
 				       "%s", (int)cred.pid, strerror(-r));
-	return reply_job(call, j);
+	return reply_adopted(call, j);
 }
 
 /* Handlers by method name, matched to the descriptor's order at start. */

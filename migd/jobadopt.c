@@ -43,12 +43,13 @@ bool jobs_hold_quit(struct migd *m)
 	bool hold = false;
 
 	for (j = m->running; j; j = j->next) {
+		/* Left, it is the next migd's, even once it ended. */
+		if (j->left)
+			continue;
 		if (!job_outlives_migd(j)) {
 			hold = true;
 			continue;
 		}
-		if (j->left)
-			continue;
 		j->left = true;
 		job_status(j, &js);
 		log_info("%s: postcopy job %s (worker %d, %s) goes on without "

@@ -376,9 +376,16 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 		j->cancel_requested = false;
 	/* A final state shows once the job is over (job_tidy_done): until
 	 * the worker is reaped and its vmm tidied, the VM takes no new job,
-	 * and a caller who sees "failed" may start the next one. */
-	if (job_state_final((enum job_state)js->state))
+	 * and a caller who sees "failed" may start the next one.  The
+	 * worker hears that we have its end (worker_end_taken), unless we
+	 * are quitting and left the job to the next migd: the worker then
+	 * gives its end to that one (jobadopt.c), not to our history,
+	 * which ends with us. */
+	if (job_state_final((enum job_state)js->state)) {
+		if (!j->left)
+			job_command(j, "taken", NULL);
 		return 0;
+	}
 	j->state = j->cancel_requested ? JOB_STATE_CANCELLING :
 		   (enum job_state)js->state;
 	return 0;
@@ -446,7 +453,10 @@ static void handle_worker_report(evutil_socket_t fd, short what, void *arg)
 		migd_check_quit(j->m);
 	if (r >= 0)
 		return;
-	if (r != -EPIPE) {
+	/* ECONNRESET: the worker exited with our last words unread (the
+	 * "taken" after its final report, which only a postcopy job's
+	 * waits for); all it sent was read before. */
+	if (r != -EPIPE && r != -ECONNRESET) {
 		/* A worker that speaks garbage is not trusted to finish. */
 		log_warnx("%s: worker %d sent a malformed status report (%s); "
 			  "killing it", j->spec.vm, (int)j->pid, strerror(-r));
@@ -1020,7 +1030,7 @@ void jobs_signal_all(struct migd *m, bool force)
 		/* Past its postcopy switch a job cannot be undone, and
 		 * needs no migd to go on: it is left to the next one
 		 * (jobs_hold_quit says so). */
-		if (j->pid <= 0 || job_outlives_migd(j))
+		if (j->pid <= 0 || j->left || job_outlives_migd(j))
 			continue;
 		if (force) {
 			log_warnx("%s: worker %d did not end; killing it",

@@ -20,6 +20,7 @@
 
 #include "common/caps.h"
 #include "common/cli.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/pidlock.h"
 #include "common/util.h"
@@ -147,6 +148,16 @@ static void handle_term(evutil_socket_t sig, short what, void *arg)
 
 	if (m->quitting)
 		return;
+	/* (A test's hold point: the event loop stands still while the file
+	 * RUNDIR/migd-quit-deaf exists, a minute at most, then migd exits
+	 * reading nothing more, its workers' last reports unread.) */
+	if (fault_active("migd-quit-deaf")) {
+		log_info("TERN_FAULT: quitting, deaf to the workers");
+		fault_hold(m->rundir, "migd-quit-deaf", 0);
+		m->quitting = true;
+		event_base_loopbreak(m->base);
+		return;
+	}
 	log_info("signal %d: cancelling running jobs and quitting", (int)sig);
 	m->quitting = true;
 	jobs_signal_all(m, false);

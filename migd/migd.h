@@ -624,8 +624,15 @@ void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
  * final report (worker_offer_end first, if it waits). */
 void worker_keep_ram(struct worker *w, struct ram_view *v,
 		     struct ram_place *place);
-/* A migd adopted the job: fd is its new status link. */
-void worker_take_migd(struct worker *w, int fd);
+/* A migd adopted the job: fd is its new status link; acks: that migd
+ * says "taken" of a final report (its Adopt reply's final_ack). */
+void worker_take_migd(struct worker *w, int fd, bool acks);
+/* After the final report, on a job past a postcopy switch: whether the
+ * migd has it.  Waits (up to WORKER_END_ACK_MS) for its "taken", or for
+ * the status link's end, which says no; a migd that never says "taken"
+ * (an older one) is trusted to read it when it reaps the worker. */
+#define WORKER_END_ACK_MS 10000
+bool worker_end_taken(struct worker *w);
 /* The job was past its postcopy switch (w->lock held). */
 bool worker_was_postcopy_locked(const struct worker *w);
 
@@ -636,8 +643,10 @@ bool worker_was_postcopy_locked(const struct worker *w);
 int worker_adopt_wait(struct worker *w);
 /* The worker's last step, in its main thread, once the final report was
  * sent (reported: worker_report's return): a postcopy job that ended
- * while no migd had it lets go of all it holds, then offers its final
- * report to the next migd (Migd.Adopt) for up to WORKER_END_WAIT_S. */
+ * while no migd had it, or whose migd's link ended before it took the
+ * report (worker_end_taken), lets go of all it holds, then offers its
+ * final report to the next migd (Migd.Adopt) for up to
+ * WORKER_END_WAIT_S. */
 #define WORKER_END_WAIT_S 300
 void worker_offer_end(struct worker *w, int reported);
 

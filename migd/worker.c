@@ -70,6 +70,11 @@ static int cancel_by_migd;              /* (A): the cancel taken was migd's
 					 * end (SIGTERM), no operator's:
 					 * what worker_migd_ended() says */
 static bool orphan_noted;               /* (L): "goes on without migd" logged */
+static bool migd_acks = true;           /* (L): the migd on the status link
+					 * says "taken" of a final report:
+					 * the one that forked us (this
+					 * code), or one whose Adopt said so */
+static bool end_taken;                  /* (L): it did */
 
 /*
  * migd's signal is migd's end: that of the migd that forked us (the
@@ -833,6 +838,12 @@ static void worker_read_commands(struct worker *w)
 				__atomic_store_n(&plain_cancel_at, now_ns() | 1,
 						 __ATOMIC_SEQ_CST);
 				cancel = true;
+			} else if (!strcmp(f->event->name, "taken")) {
+				/* migd has the final report (worker_end_taken). */
+				pthread_mutex_lock(&w->lock);
+				end_taken = true;
+				pthread_cond_broadcast(&w->cmd_cond);
+				pthread_mutex_unlock(&w->lock);
 			} else if (!strcmp(f->event->name, "abandon")) {
 				/* A cancel, told apart from migd's end. */
 				__atomic_store_n(&abandon_requested, 1, __ATOMIC_SEQ_CST);
@@ -884,10 +895,38 @@ static void worker_lost_migd(struct worker *w)
 	pthread_mutex_lock(&w->lock);
 	if (worker_in_postcopy_locked(w))
 		worker_note_orphan_locked(w);
+	pthread_cond_broadcast(&w->cmd_cond);   /* worker_end_taken */
 	pthread_mutex_unlock(&w->lock);
 }
 
-void worker_take_migd(struct worker *w, int fd)
+bool worker_end_taken(struct worker *w)
+{
+	uint64_t end = deadline_ms(WORKER_END_ACK_MS);
+	bool taken, gone;
+
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		taken = end_taken || !migd_acks;
+		gone = __atomic_load_n(&migd_gone, __ATOMIC_SEQ_CST);
+		if (taken || gone || now_ns() >= end)
+			break;
+		cond_wait_ms(&w->cmd_cond, &w->lock, ms_until(end));
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (taken)
+		return true;
+	if (gone) {
+		log_warnx("migd's status link ended before it took the final "
+			  "report: it goes to the next migd");
+		return false;
+	}
+	/* Alive and silent: it reads the link when it reaps us. */
+	log_warnx("migd did not say it took the final report within %u ms: "
+		  "left on the status link", WORKER_END_ACK_MS);
+	return true;
+}
+
+void worker_take_migd(struct worker *w, int fd, bool acks)
 {
 	int old;
 
@@ -900,6 +939,7 @@ void worker_take_migd(struct worker *w, int fd)
 	__atomic_store_n(&adopted, 1, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&migd_gone, 0, __ATOMIC_SEQ_CST);
 	orphan_noted = false;
+	migd_acks = acks;
 	pthread_mutex_unlock(&w->lock);
 	worker_report(w);
 }

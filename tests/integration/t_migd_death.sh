@@ -12,7 +12,10 @@
 #  - Both migds stopped in postcopy-active, and the postcopy completes
 #    while neither runs: each worker lets go of the guest and waits for
 #    the next migd, which shows the job completed, with its id.  Before,
-#    the workers exited, and no migd ever knew how the job ended.
+#    the workers exited, and no migd ever knew how the job ended.  The
+#    source's migd exits with the final report unread (migd-quit-deaf):
+#    the worker, told nothing ("taken"), offers it to the next migd.
+#    Before, it sat unread, and the job was lost.
 #  - A migd restarted past a postcopy switch (stopped or killed, on
 #    either host, postcopy-active or -paused): the next one adopts the
 #    job, shows it with its id, recovers it, and reports its end.
@@ -130,7 +133,7 @@ grep -q "^migd\[a/out\]: .*postcopy completed" "$TEST_DIR/src/migd.log" ||
 echo "ok: b completed and runs; the source worker pushed its $needed pages, adopted as $id by the new migd, which reports it completed"
 src vmmctl quit a >/dev/null; vmmctl quit b >/dev/null
 
-note "both migds stop in postcopy-active, and it completes while neither runs: the next ones learn its end from the workers"
+note "both migds stop in postcopy-active, and it completes while neither runs: the next ones learn its end from the workers, the source's from a worker its deaf migd never told \"taken\""
 # The source's worker, stopped, pushes nothing until both migds are
 # gone (a peer is given 10 s of silence).  It stops itself as it enters
 # postcopy-active (source-postcopy-stop, migd(8)).  Before, the test
@@ -139,7 +142,7 @@ note "both migds stop in postcopy-active, and it completes while neither runs: t
 # the test itself, and its timeout.
 kill -TERM "$SRC_MIGD"
 wait_exit "$SRC_MIGD" || fail "the source's migd exited with $? on SIGTERM"
-src_migd TERN_FAULT=source-postcopy-stop
+src_migd TERN_FAULT=source-postcopy-stop,migd-quit-deaf
 pair a6 b6 --guest-range 8M
 : >"$TEST_DIR/src/source-postcopy-stop"
 postcopy_pair a6 b6 16M
@@ -151,11 +154,22 @@ PIDS+=("$sw" "$dw")             # killed at exit, should they stay
 rm "$TEST_DIR/src/source-postcopy-stop"
 stopped() { [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" = T ]; }
 wait_until 10 stopped "$sw" || fail "the source worker $sw did not stop"
+# The source's migd quits deaf: it reads nothing more until it exits.
+: >"$TEST_DIR/src/migd-quit-deaf"
 kill -TERM "$SRC_MIGD"
-wait_exit "$SRC_MIGD" || fail "the source's migd exited with $? on SIGTERM"
+deaf() { grep -q "TERN_FAULT: quitting, deaf to the workers" "$TEST_DIR/src/migd.log"; }
+wait_until 10 deaf || fail "the source's migd: $(tail -n 3 "$TEST_DIR/src/migd.log")"
 kill -KILL "$DST_MIGD"
 wait_exit "$DST_MIGD"
 kill -CONT "$sw"
+# a6 ends with its final report on the link of a migd that never reads
+# it: the report is sent (the worker's line comes after it).
+ended() { grep -q "^migd\[a6/out\]: completed" "$TEST_DIR/src/migd.log"; }
+wait_until 60 ended || fail "a6: $(grep 'a6/out' "$TEST_DIR/src/migd.log" | tail -n 5)"
+rm "$TEST_DIR/src/migd-quit-deaf"
+wait_exit "$SRC_MIGD" || fail "the source's migd exited with $? on SIGTERM"
+grep -q "^migd\[a6/out\]: .*migd's status link ended before it took the final report: it goes to the next migd" \
+	"$TEST_DIR/src/migd.log" || fail "a6: $(grep 'a6/out' "$TEST_DIR/src/migd.log" | tail -n 5)"
 # Each worker ends its job alone, lets go of the guest and of its links
 # (no RAM mapped, no memfd, no uffd, no socket), and keeps its final
 # report for the next migd.
