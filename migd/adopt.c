@@ -3,9 +3,10 @@
  * A worker whose migd ended (its status link reached EOF: migd stopped,
  * restarted or died) while its job is past a postcopy switch: the job
  * goes on without migd, a paused one waits for its recovery, and about
- * once a second the worker asks the migd on RUNDIR/migd.sock to adopt
- * it (Migd.Adopt, tern-rpc(7)), handing it one end of a fresh
- * socketpair, the job's new status link.  Called by the worker's
+ * once a second, and at once when a migd.sock appears in RUNDIR
+ * (inotify), the worker asks the migd on RUNDIR/migd.sock to adopt it
+ * (Migd.Adopt, tern-rpc(7)), handing it one end of a fresh socketpair,
+ * the job's new status link.  Called by the worker's
  * command thread (worker.c); a job before its switch is cancelled by
  * migd's end as always, and never asks.  A postcopy job that ended
  * while no migd had it (it completed, or failed), or whose migd's link
@@ -16,9 +17,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -173,17 +176,64 @@ static int adopt_try_running(struct worker *w, char *err, size_t len)
 	return r;
 }
 
-static void adopt_pause(void)
+/* The run directory, watched for a new migd.sock: -1 if it cannot be
+ * (the pauses are then whole).  Opened before the first try, so that a
+ * migd that comes up between a try and the pause is not missed. */
+static int adopt_watch_open(const char *rundir)
+{
+	int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+
+	if (fd < 0)
+		return -1;
+	/* migd renames its socket into place once it listens (control.c);
+	 * one that binds it there in place is seen as it is created. */
+	if (inotify_add_watch(fd, rundir, IN_CREATE | IN_MOVED_TO) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Whether the events waiting on watch name migd.sock (all are read). */
+static bool adopt_watch_saw_sock(int watch)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	const struct inotify_event *ev;
+	bool seen = false;
+	ssize_t n;
+	char *p;
+
+	while ((n = read(watch, buf, sizeof(buf))) > 0)
+		for (p = buf; p + sizeof(*ev) <= buf + n;
+		     p += sizeof(*ev) + ev->len) {
+			ev = (const struct inotify_event *)p;
+			if (ev->len && !strcmp(ev->name, "migd.sock"))
+				seen = true;
+		}
+	return seen;
+}
+
+/* ADOPT_RETRY_MS between tries, cut short by a new migd.sock. */
+static void adopt_pause(int watch)
 {
 	struct timespec ts = { ADOPT_RETRY_MS / 1000,
 			       (ADOPT_RETRY_MS % 1000) * 1000000L };
+	struct pollfd pfd = { .fd = watch, .events = POLLIN };
+	uint64_t end = deadline_ms(ADOPT_RETRY_MS);
 
-	nanosleep(&ts, NULL);
+	if (watch < 0) {
+		nanosleep(&ts, NULL);
+		return;
+	}
+	while (poll_until(&pfd, 1, end) > 0)
+		if (adopt_watch_saw_sock(watch))
+			return;
 }
 
 int worker_adopt_wait(struct worker *w)
 {
 	bool wanted, over, told = false;
+	int watch = adopt_watch_open(w->spec->rundir);
 	char err[512];
 	int r = -1;
 
@@ -195,16 +245,18 @@ int worker_adopt_wait(struct worker *w)
 		if (wanted && !over)
 			r = adopt_try_running(w, err, sizeof(err));
 		pthread_mutex_unlock(&adopt_lock);
-		if (over)
-			return -1;
-		if (r == 0)
-			return 0;
+		if (over || r == 0)
+			break;
 		if (wanted && !told)
 			log_warnx("no migd adopted the job yet (%s): trying again "
-				  "every %u ms", err, ADOPT_RETRY_MS);
+				  "every %u ms, and when a migd comes up", err,
+				  ADOPT_RETRY_MS);
 		told |= wanted;
-		adopt_pause();
+		adopt_pause(watch);
 	}
+	if (watch >= 0)
+		close(watch);
+	return over ? -1 : 0;
 }
 
 void worker_keep_ram(struct worker *w, struct ram_view *v,
@@ -244,6 +296,7 @@ static void adopt_drop_link(struct worker *w)
 static void adopt_offer_end(struct worker *w)
 {
 	uint64_t end = now_ns() + WORKER_END_WAIT_S * 1000000000ULL;
+	int watch = adopt_watch_open(w->spec->rundir);
 	uint8_t *packed = NULL;
 	bool told = false;
 	char err[512];
@@ -258,7 +311,7 @@ static void adopt_offer_end(struct worker *w)
 		log_warnx("the job ended while no migd ran, and its final report "
 			  "cannot be kept (%s): its end is in this log only",
 			  strerror(-r));
-		return;
+		goto out;
 	}
 	for (;;) {
 		r = adopt_try(w, packed, plen, NULL, NULL, err, sizeof(err));
@@ -270,12 +323,15 @@ static void adopt_offer_end(struct worker *w)
 				  "take it (%s)", WORKER_END_WAIT_S, w->spec->rundir,
 				  err);
 		told = true;
-		adopt_pause();
+		adopt_pause(watch);
 	}
 	if (r < 0)
 		log_warnx("no migd took the job's final report within %u s (%s): "
 			  "its end is in this log only", WORKER_END_WAIT_S, err);
+out:
 	free(packed);
+	if (watch >= 0)
+		close(watch);
 }
 
 void worker_offer_end(struct worker *w, int reported)

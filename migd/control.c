@@ -364,6 +364,7 @@ static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
 		     const char *id, struct job **ret)
 {
 	uint8_t bin[STREAM_ID_LEN];
+	char late[160] = "";
 
 	if (name_valid(vm) < 0)
 		return rpc_call_errorf(call, EINVAL, "'%.64s' is not a valid VM name",
@@ -374,13 +375,20 @@ static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
 				       "digits expected, not all zero", id,
 				       2 * STREAM_ID_LEN);
 	*ret = id && id[0] ? job_find_id(m, vm, bin) : job_find(m, vm, false);
-	if (!*ret && id && id[0])
+	if (*ret)
+		return 0;
+	if (migd_just_started(m))
+		snprintf(late, sizeof(late), " (migd started %llu ms ago: a job "
+			 "past its postcopy switch that an earlier migd left "
+			 "may not be back yet; ask again in a few seconds)",
+			 (unsigned long long)((now_ns() - m->started_ns) / 1000000));
+	if (id && id[0])
 		return rpc_call_errorf(call, ENOENT, "no job %s of %s here (its "
 				       "running job, or one of the last %d it "
-				       "finished)", id, vm, MIGD_HISTORY_PER_VM);
-	if (!*ret)
-		return rpc_call_errorf(call, ENOENT, "no migration job for %s", vm);
-	return 0;
+				       "finished)%s", id, vm, MIGD_HISTORY_PER_VM,
+				       late);
+	return rpc_call_errorf(call, ENOENT, "no migration job for %s%s", vm,
+			       late);
 }
 
 static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
@@ -868,23 +876,35 @@ int control_start(struct migd *m)
 {
 	const ProtobufCServiceDescriptor *d = &tern__migd__migd__descriptor;
 	struct uri u = { .kind = URI_UNIX };
+	char path[PATH_MAX + 16];
 	const char *missing = NULL;
 	mode_t mask;
 	int fd, ret;
 
-	if ((size_t)snprintf(u.path, sizeof(u.path), "%s/migd.sock", m->rundir) >=
-	    sizeof(((struct sockaddr_un *)0)->sun_path)) {
+	/* Bound as migd.sock.new, and renamed into place once it listens:
+	 * a worker that waits for a migd (adopt.c) sees it appear (inotify)
+	 * only when a connect can succeed. */
+	if ((size_t)snprintf(u.path, sizeof(u.path), "%s/migd.sock.new",
+			     m->rundir) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		log_warnx("control socket path %s/migd.sock is too long", m->rundir);
 		return -ENAMETOOLONG;
 	}
+	snprintf(path, sizeof(path), "%s/migd.sock", m->rundir);
 	/* We hold migd.lock, so a socket file left here is stale. */
+	unlink(path);
 	unlink(u.path);
 	/* Born 0600: only root and our own uid may connect (SO_PEERCRED too). */
 	mask = umask(0177);
 	fd = uri_listen(&u, CONTROL_LISTEN_BACKLOG);
 	umask(mask);
+	if (fd >= 0 && rename(u.path, path) < 0) {
+		ret = -errno;
+		unlink(u.path);
+		close(fd);
+		fd = ret;
+	}
 	if (fd < 0) {
-		log_warnc(fd, "control socket %s", u.path);
+		log_warnc(fd, "control socket %s", path);
 		return fd;
 	}
 	ret = rpc_server_new(m->base, &m->server);

@@ -132,6 +132,11 @@ static void handle_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(m->base, NULL);
 }
 
+bool migd_just_started(const struct migd *m)
+{
+	return now_ns() - m->started_ns < MIGD_ADOPT_GRACE_MS * 1000000ULL;
+}
+
 /* Quitting: once every job has ended but those past their postcopy
  * switch, which go on without migd for the next one to adopt. */
 void migd_check_quit(struct migd *m)
@@ -221,6 +226,7 @@ int main(int argc, char **argv)
 		fatalx("event set-up");
 	if (bgwork_init(&m.tidying, m.base) < 0)
 		fatalx("cannot watch the clean-up threads");
+	m.started_ns = now_ns();
 	migd_state_load(&m);
 	if (control_start(&m) < 0)
 		goto out;

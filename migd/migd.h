@@ -253,6 +253,7 @@ struct migd {
 					 * this teach no pause (now_ns() time) */
 	bool quitting;                  /* SIGTERM: no new jobs */
 	bool state_unsaved;             /* the last migd_state_save failed */
+	uint64_t started_ns;            /* now_ns() at start-up */
 	struct event *ev_shutdown;      /* the bound on waiting for workers */
 	struct bgwork_set tidying;      /* jobs' clean-ups at their vmms */
 	struct bgwork_set lookups_work; /* Incoming's host names (control.c) */
@@ -261,6 +262,12 @@ struct migd {
 
 /* main.c: start-up, signals, shutdown */
 void migd_check_quit(struct migd *m);
+/* Within MIGD_ADOPT_GRACE_MS of start-up: a worker an earlier migd left
+ * may not have asked us to adopt it yet (adopt.c tries once a
+ * second, and at once when migd.sock appears; its call takes up to
+ * 5 s). */
+#define MIGD_ADOPT_GRACE_MS 6000
+bool migd_just_started(const struct migd *m);
 
 /* jobstate.c: states, and the changes each may make */
 const char *job_state_name(enum job_state st);

@@ -260,6 +260,13 @@ grep "did not end; killing it" "$RUNDIR/migd.log" && fail "migd killed a paused 
 kill -0 "$worker" || fail "b5's worker ended with its migd"
 start_migd
 DST_MIGD=$MIGD_PID
+# At once: the worker saw migd.sock appear, or migd says it may be
+# re-attaching.  Before, "no migration job for b5", for up to a second.
+out=$(migctl status b5 2>&1)
+case $out in "b5: destination, postcopy-paused"*) ;;
+*"no migration job for b5 (migd started "*" ms ago: a job past its postcopy switch that an earlier migd left may not be back yet; ask again in a few seconds)"*) ;;
+*) fail "status b5 right after the restart: $out" ;; esac
+echo "ok: right after the restart: $(echo "$out" | head -n 1)"
 wait_until 10 job_is b5 postcopy_paused || fail "b5 not adopted: $(migctl status b5 2>&1)"
 [ "$(job_get b5 id)" = "$id" ] || fail "b5: another job: $(migctl status b5)"
 # Adopted, the worker is no child of this migd (no PDEATHSIG): it sees
