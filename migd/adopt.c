@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/pbuf.h"
 #include "common/rpc.h"
@@ -295,7 +296,9 @@ static void adopt_drop_link(struct worker *w)
  */
 static void adopt_offer_end(struct worker *w)
 {
-	uint64_t end = now_ns() + WORKER_END_WAIT_S * 1000000000ULL;
+	unsigned int wait_s = fault_active("worker-end-wait-short") ?
+			      WORKER_END_WAIT_SHORT_S : WORKER_END_WAIT_S;
+	uint64_t end = now_ns() + wait_s * 1000000000ULL;
 	int watch = adopt_watch_open(w->spec->rundir);
 	uint8_t *packed = NULL;
 	bool told = false;
@@ -320,14 +323,13 @@ static void adopt_offer_end(struct worker *w)
 		if (!told)
 			log_warnx("the job ended while no migd ran: its final report "
 				  "waits up to %u s for a migd on %s/migd.sock to "
-				  "take it (%s)", WORKER_END_WAIT_S, w->spec->rundir,
-				  err);
+				  "take it (%s)", wait_s, w->spec->rundir, err);
 		told = true;
 		adopt_pause(watch);
 	}
 	if (r < 0)
 		log_warnx("no migd took the job's final report within %u s (%s): "
-			  "its end is in this log only", WORKER_END_WAIT_S, err);
+			  "its end is in this log only", wait_s, err);
 out:
 	free(packed);
 	if (watch >= 0)

@@ -653,8 +653,10 @@ int worker_adopt_wait(struct worker *w);
  * while no migd had it, or whose migd's link ended before it took the
  * report (worker_end_taken), lets go of all it holds, then offers its
  * final report to the next migd (Migd.Adopt) for up to
- * WORKER_END_WAIT_S. */
+ * WORKER_END_WAIT_S (a test's fault point, worker-end-wait-short:
+ * WORKER_END_WAIT_SHORT_S). */
 #define WORKER_END_WAIT_S 300
+#define WORKER_END_WAIT_SHORT_S 3
 void worker_offer_end(struct worker *w, int reported);
 
 /* 0, or -errno and a place that falls back to pwrite(). */
