@@ -730,12 +730,16 @@ ID2 = b"abcdef0123456789abcdef0123456789"
 def call(method, arg, fds=()):
     return rpcwire.call(sys.argv[1], method, arg, fds)
 def adopt(role=2, vm=b"adoptee", peer=b"tcp:127.0.0.1:4444", id=ID, token=TOK,
-          state=10, link="socket", params=True, svm=None, switched=False):
+          state=10, link="socket", params=True, svm=None, switched=False,
+          error=b"", started=0, finished=0):
     st = ld(1, id) + ld(2, svm or vm) + field(3, 0, varint(role)) + \
          field(4, 0, varint(state)) + \
-         (field(27, 0, varint(1)) + field(33, 0, varint(1)) if switched else b"")
+         (field(27, 0, varint(1)) + field(33, 0, varint(1)) if switched else b"") + \
+         (ld(22, error) if error else b"") + \
+         field(23, 0, varint(started)) + field(24, 0, varint(finished))
     a = field(1, 0, varint(role)) + ld(2, vm) + ld(3, peer) + ld(4, id) + \
-        ld(5, token) + (ld(6, field(1, 0, varint(1))) if params else b"") + ld(10, st)
+        ld(5, token) + (ld(6, field(1, 0, varint(1))) if params else b"") + \
+        ld(10, st) + field(9, 0, varint(started))
     keep, fds = None, []
     if link == "socket":
         keep, other = socket.socketpair()
@@ -794,6 +798,17 @@ for i in range(2):
 status, msg, res = call("tern.migd.Migd/Status", ld(1, b"ended"))
 assert status == 0 and fields(res)[4] == [4], (status, msg, res)
 print("ok: an ended job's end taken, twice")
+# Ends learnt late, a failed and a cancelled one, each with its error;
+# late's older end is learnt after its newer one, and goes behind it.
+now = int(time.time() * 1000)
+for vm, id, state, error, started, finished in (
+        (b"late", b"4" * 32, 4, b"", now - 20000, now - 1000),
+        (b"late", b"3" * 32, 5, b"the vmm exited", now - 60000, now - 30000),
+        (b"gone", b"5" * 32, 7, b"cancelled", now - 10000, now - 5000)):
+    status, msg, _ = adopt(vm=vm, id=id, state=state, link=None, switched=True,
+                           error=error, started=started, finished=finished)
+    assert status == 0, (vm, status, msg)
+print("ok: late and gone offered ended")
 EOF
 kill -0 "$MIGD" || fail "migd died of Adopt calls"
 wait_until 20 job_final adoptee || fail "adoptee: $(migctl --json status adoptee)"
@@ -809,6 +824,15 @@ echo "ok: adoptee: $(job_field adoptee error)"
 	fail "ended: $(migctl --json status ended)"
 [ "$(grep -c "ended: learnt the outcome of destination job abcdef0123456789abcdef0123456789 from its worker [0-9]*: it ended while no migd ran" \
 	"$RUNDIR/migd.log")" = 1 ] || fail "ended: $(grep ended: "$RUNDIR/migd.log")"
+# The VM's newest end first, whichever was learnt last.  Before, late
+# showed its older, failed job.
+[ "$(job_field late id)" = 44444444444444444444444444444444 ] &&
+	[ "$(job_field late state)" = completed ] || fail "late: $(migctl status late)"
+migctl list | grep -A 1 "^late .*failed .*33333333333333333333333333333333" |
+	grep -q "^  the vmm exited" || fail "list: $(migctl list)"
+[ "$(job_field gone state)" = cancelled ] && [ "$(job_field gone error)" = cancelled ] ||
+	fail "gone: $(migctl --json status gone)"
+echo "ok: ends learnt late: $(migctl status late | head -n 1); $(migctl status gone | head -n 1)"
 
 # The refusals held back above are counted once their 10 s are over,
 # though no refusal came after them (by now, most often).
