@@ -374,7 +374,7 @@ static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
 		return rpc_call_errorf(call, EINVAL, "job id '%.40s': %d hex "
 				       "digits expected, not all zero", id,
 				       2 * STREAM_ID_LEN);
-	*ret = id && id[0] ? job_find_id(m, vm, bin) : job_find(m, vm, false);
+	*ret = id && id[0] ? job_find_id(m, vm, id) : job_find(m, vm, false);
 	if (*ret)
 		return 0;
 	if (migd_just_started(m))

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -152,16 +153,23 @@ struct job *job_find(struct migd *m, const char *vm, bool running_only)
 	return NULL;
 }
 
-struct job *job_find_id(struct migd *m, const char *vm, const uint8_t *id)
+/* A destination's id is learnt from the source's hello by its worker,
+ * and known here from its reports only (spec.id stays zero): the id as
+ * status gives it is the one to compare. */
+struct job *job_find_id(struct migd *m, const char *vm, const char *id)
 {
 	struct job *lists[] = { m->running, m->history }, *j;
+	Tern__Migd__JobStatus js;
 	size_t i;
 
 	for (i = 0; i < ARRAY_SIZE(lists); i++)
-		for (j = lists[i]; j; j = j->next)
-			if (!strcmp(j->spec.vm, vm) &&
-			    !memcmp(j->spec.id, id, STREAM_ID_LEN))
+		for (j = lists[i]; j; j = j->next) {
+			if (strcmp(j->spec.vm, vm))
+				continue;
+			job_status(j, &js);
+			if (!strcasecmp(js.id, id))
 				return j;
+		}
 	return NULL;
 }
 

@@ -1350,7 +1350,8 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		return -EINVAL;
 	}
 	if (a->id && (strlen(a->id) != 2 * STREAM_ID_LEN ||
-		      stream_unhex(a->id, id, sizeof(id)) < 0)) {
+		      stream_unhex(a->id, id, sizeof(id)) < 0 ||
+		      strspn(a->id, "0") == strlen(a->id))) {
 		cli_errx("--id %s: expected the %d hex digits of a job's id (as "
 			 "status and list show it)", a->id, 2 * STREAM_ID_LEN);
 		return -EINVAL;

@@ -293,8 +293,9 @@ uint64_t job_pause_fixed_us(const struct migd *m);
 #define PAUSE_FIXED_FIRST_US 5000
 /* The VM's running job, else its latest finished one, else NULL. */
 struct job *job_find(struct migd *m, const char *vm, bool running_only);
-/* The VM's job of migration id (binary), running or finished, or NULL. */
-struct job *job_find_id(struct migd *m, const char *vm, const uint8_t *id);
+/* The VM's job of migration id (hex, either case), running or finished,
+ * or NULL. */
+struct job *job_find_id(struct migd *m, const char *vm, const char *id);
 /* A shallow status (points into job) for replies and events. */
 void job_status(struct job *j, Tern__Migd__JobStatus *ret);
 /* Reply to call when the job ends; forward events meanwhile if asked. */

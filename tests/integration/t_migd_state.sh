@@ -43,6 +43,11 @@ migctl migrate s "$ADDR" --token "$TOKEN" --wait >/dev/null || fail "migrate s t
 migctl incoming w --listen tcp:127.0.0.1:0 >/dev/null && migctl cancel w --wait >/dev/null ||
 	fail "incoming and cancel of w"
 [ "$(stat -c %a "$STATE")" = 600 ] || fail "$STATE: mode $(stat -c %a "$STATE")"
+# The destination's job by the source's id (its worker learnt it from
+# the source: before, --id found only a source's job until a restart).
+sid=$(job_get s id)
+[ "$(migctl --json status d --id "${sid^^}" | jget id)" = "$sid" ] ||
+	fail "d --id ${sid^^}: $(migctl status d --id "${sid^^}" 2>&1)"
 for vm in s d w; do status_kept "$vm" >"$RUNDIR/$vm.before" || fail "status $vm"; done
 migctl --json get >"$RUNDIR/get.before" || fail "get"
 migctl --json list | sed 's/"worker_pid":[0-9]*,\{0,1\}//g' >"$RUNDIR/list.before"
@@ -111,9 +116,11 @@ ctl_fails "nothing to cancel: $ID_OLD job of h already ended (failed)" cancel h 
 ctl_fails "no job 0123456789abcdef0123456789abcdef of h here (its running job, or one of the last 16 it finished)" \
 	status h --id 0123456789abcdef0123456789abcdef
 ctl_fails "no job $ID_OLD of ok1 here" status ok1 --id $ID_OLD
-err=$(migctl status h --id 12345 2>&1); rc=$?
-[ $rc = 2 ] && [[ $err == *"--id 12345: expected the 32 hex digits of a job's id (as status and list show it)"* ]] ||
-	fail "status --id 12345: exit $rc: $err"
+for bad in 12345 00000000000000000000000000000000; do
+	err=$(migctl status h --id $bad 2>&1); rc=$?
+	[ $rc = 2 ] && [[ $err == *"--id $bad: expected the 32 hex digits of a job's id (as status and list show it)"* ]] ||
+		fail "status --id $bad: exit $rc: $err"
+done
 # migd checks it too (an agent need not use migctl): JobQuery vm 1, id 4.
 out=$(wire python3 -c 'import sys, rpcwire
 print(*rpcwire.call(sys.argv[1], "tern.migd.Migd/Status", rpcwire.ld(1, b"h") + rpcwire.ld(4, b"zz"))[:2])' "$RUNDIR/migd.sock" 2>&1)
