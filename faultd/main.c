@@ -212,6 +212,10 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o);
 	log_init("faultd", NULL, o.level);
 	signal(SIGPIPE, SIG_IGN);
+	/* A hang-up of the terminal it was started from, or a "reload"
+	 * habit (pkill -HUP, systemctl kill -s HUP), must not end it:
+	 * there is nothing to reload. */
+	signal(SIGHUP, SIG_IGN);
 	/* No SA_RESTART: a read() it interrupts returns EINTR (session_stop). */
 	sigemptyset(&nudge.sa_mask);
 	sigaction(FAULTD_NUDGE, &nudge, NULL);

@@ -202,6 +202,10 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o);
 	log_init("migd", NULL, o.debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);
+	/* A hang-up of the terminal it was started from, or a "reload"
+	 * habit (pkill -HUP, systemctl kill -s HUP), must not end it:
+	 * there is nothing to reload. */
+	signal(SIGHUP, SIG_IGN);
 	m.realtime = !o.no_realtime;
 	m.worker_nice = o.worker_nice;
 	if (str_copy(m.rundir, o.rundir, sizeof(m.rundir)) < 0 ||

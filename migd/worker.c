@@ -1109,6 +1109,9 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* (As migd's, which child_run set back to the default: a worker
+	 * past its switch that a SIGHUP ended would lose the guest.) */
+	signal(SIGHUP, SIG_IGN);
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_mutex_init(&w.report_lock, NULL);
 	pthread_cond_init(&w.cmd_cond, NULL);

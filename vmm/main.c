@@ -308,6 +308,10 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o, &vm);
 	log_init("vmm", o.name, o.debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
 	signal(SIGPIPE, SIG_IGN);
+	/* A hang-up of the terminal it was started from, or a "reload"
+	 * habit (pkill -HUP, systemctl kill -s HUP), must not end it (and its guest):
+	 * there is nothing to reload. */
+	signal(SIGHUP, SIG_IGN);
 	pthread_mutex_init(&vm.lock, NULL);
 	vm_cond_init(&vm.cond);
 	vm.state = VM_STATE_INCOMING;

@@ -53,6 +53,10 @@ for f in CapEff CapPrm CapInh CapBnd CapAmb; do
 done
 [ "$(status_field "$FAULTD_PID" NoNewPrivs)" = 1 ] || fail "faultd: NoNewPrivs is not set"
 why=$(no_caps_anywhere "$FAULTD_PID") || fail "faultd: $why"
+# SIGHUP is ignored (it ended faultd, and its sessions, before).
+kill -HUP "$FAULTD_PID"
+sleep 0.5
+kill -0 "$FAULTD_PID" 2>/dev/null || fail "faultd died of SIGHUP"
 # The thread that starts the fault threads took SCHED_FIFO while faultd
 # had CAP_SYS_NICE (rtspawn.c), which root has unless a container took it.
 RT=0

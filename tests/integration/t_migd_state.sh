@@ -159,6 +159,20 @@ restart_migd
 [ "$(migctl --json get | jget channels)" = 5 ] || fail "channels after the restart: $(migctl --json get)"
 echo "ok: one warning for two failed saves; then saved again"
 
+note "SIGHUP ends neither migd, nor a worker, nor a vmm"
+# Before, each died of it (a past-switch worker's guest with it): a
+# "pkill -HUP migd" reaches the workers too.  Each answers after the
+# signal, so each handled it first.
+migctl incoming w --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming w (3)"
+wpid=$(job_get w worker_pid)
+[ -n "$wpid" ] && [ "$wpid" -gt 0 ] || fail "w: no worker"
+kill -HUP "$MIGD_PID" "$wpid" "$(pid_of w)"
+migctl list >/dev/null || fail "migd did not answer after SIGHUP"
+[ "$(state_of w)" = incoming ] || fail "vmm w after SIGHUP: $(state_of w)"
+out=$(migctl --json cancel w --wait) || true
+[ "$(echo "$out" | jget state)" = cancelled ] || fail "w's job after SIGHUP: $out"
+echo "ok: migd, worker $wpid and vmm w took SIGHUP; w's job ended only by its cancel"
+
 for vm in s d w; do vmmctl quit "$vm" >/dev/null || fail "quit $vm"; done
 stop_migd
 echo PASS
