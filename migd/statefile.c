@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -38,6 +39,18 @@ static void state_path(const struct migd *m, const char *suffix, char *buf,
 		       size_t len)
 {
 	snprintf(buf, len, "%s/" STATE_NAME "%s", m->rundir, suffix);
+}
+
+/* "at 2026-12-06 17:45:01 UTC", for the log. */
+static const char *state_when(uint64_t unix_ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(unix_ms / 1000);
+	struct tm tm;
+
+	if (!unix_ms || !gmtime_r(&t, &tm) ||
+	    !strftime(buf, len, "at %Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(buf, len, "at an unknown time");
+	return buf;
 }
 
 /* The file's bytes, if it is one that only we could have written. */
@@ -128,6 +141,9 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	str_copy(spec.peer, js->peer, sizeof(spec.peer));
 	str_copy(spec.rundir, m->rundir, sizeof(spec.rundir));
 	spec.pause_fixed_us = js->pause_fixed_learned_us;
+	/* (A file that names a job twice is not ours: a second never shows.) */
+	if (js->id[0] && job_find_migration(m->history, &spec))
+		return snprintf(why, len, "%s: job %s twice", js->vm, js->id), -EINVAL;
 
 	j = calloc(1, sizeof(*j));
 	if (!j || !(j->last = job_status_copy(js))) {
@@ -185,7 +201,7 @@ static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
 void migd_state_load(struct migd *m)
 {
 	Tern__Migd__SavedState *s = NULL;
-	char path[PATH_MAX + 16], bad[PATH_MAX + 16], why[256] = "";
+	char path[PATH_MAX + 16], bad[PATH_MAX + 16], why[256] = "", when[32];
 	uint8_t *buf = NULL;
 	size_t len = 0, skipped = 0;
 	int r;
@@ -210,9 +226,9 @@ void migd_state_load(struct migd *m)
 			  "built-in defaults and no history", path, why,
 			  rename(path, bad) == 0 ? bad : "it is (it cannot be renamed)");
 	} else {
-		log_info("restored from %s, saved at %llu: the defaults and %zu "
-			 "finished jobs", path,
-			 (unsigned long long)s->saved_unix_ms, m->nhistory);
+		log_info("restored from %s, saved %s: the defaults and %zu "
+			 "finished jobs", path, state_when(s->saved_unix_ms, when,
+							   sizeof(when)), m->nhistory);
 		if (skipped)
 			log_warnx("%s: %zu saved jobs left out, which did not "
 				  "check (the first: %s)", path, skipped, why);
