@@ -128,6 +128,8 @@ int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
 	m->running = j;
 	log_info("%s: adopted postcopy job %s (worker %d) left by an earlier migd",
 		 spec->vm, js->id, (int)pid);
+	job_forget_lost(m, spec);
+	migd_state_save(m);
 	*ret = j;
 	return 0;
 fail_link:
@@ -164,9 +166,11 @@ int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
 		    struct job **ret)
 {
 	Tern__Migd__JobStatus *c;
-	struct job *j = job_find_migration(m->history, spec);
+	struct job *j;
 	uint64_t now = unix_ms();
 
+	job_forget_lost(m, spec);
+	j = job_find_migration(m->history, spec);
 	/* Known already: the reply to an earlier offer was lost. */
 	if (j) {
 		*ret = j;

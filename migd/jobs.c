@@ -341,6 +341,7 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	Tern__Migd__JobStatus *js;
 	const Tern__Rpc__Event *ev = f->event;
 	enum job_role role;
+	bool save;
 
 	if (f->body_case != TERN__RPC__FRAME__BODY_EVENT || !ev->name ||
 	    strcmp(ev->name, "status"))
@@ -359,9 +360,18 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 		tern__migd__job_status__free_unpacked(js, NULL);
 		return -EPROTO;
 	}
+	/* Saved when the job learns its id (a destination, from the source)
+	 * and when it passes its switch: what migd.state tells the next
+	 * migd of a job this one did not see end (statefile.c). */
+	save = (!j->last || strcmp(j->last->id, js->id) ||
+		j->last->switched != js->switched ||
+		j->last->postcopy_started != js->postcopy_started) &&
+	       !job_state_final((enum job_state)js->state);
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
 	j->last = js;
+	if (save)
+		migd_state_save(j->m);
 	/* migd's end cancelled it: said, where the worker knows only that
 	 * it was cancelled (the memory is malloc()'s, pbuf.c). */
 	if (j->cancel_how == JOB_CANCEL_SHUTDOWN &&
@@ -565,6 +575,7 @@ int job_start(struct migd *m, const struct job_spec *spec, struct job **ret)
 	j->spec.listen_fd = -1;
 	j->next = m->running;
 	m->running = j;
+	migd_state_save(m);
 	log_info("%s: %s job started, worker %d", spec->vm,
 		 job_role_name(spec->role), (int)pid);
 	*ret = j;
@@ -930,6 +941,25 @@ void job_history_add(struct migd *m, struct job *j, bool by_time)
 	gone = history_add(m, j, by_time);
 	if (gone)
 		job_free(gone);
+}
+
+void job_forget_lost(struct migd *m, const struct job_spec *spec)
+{
+	static const uint8_t none[STREAM_ID_LEN];
+	struct job **pp = &m->history, *j;
+
+	while ((j = *pp)) {
+		if (j->lost && j->spec.role == spec->role &&
+		    !strcmp(j->spec.vm, spec->vm) &&
+		    (!memcmp(j->spec.id, spec->id, STREAM_ID_LEN) ||
+		     !memcmp(j->spec.id, none, STREAM_ID_LEN))) {
+			*pp = j->next;
+			m->nhistory--;
+			job_free(j);
+			continue;
+		}
+		pp = &j->next;
+	}
 }
 
 /* The job is over, its vmm tidied: answer its waiters, into the history. */

@@ -196,6 +196,8 @@ struct job {
 	bool adopted;                   /* an earlier migd started the job */
 	bool left;                      /* migd quits and leaves the job (past
 					 * its postcopy switch) to the next */
+	bool lost;                      /* restored from a job running when
+					 * an earlier migd ended (statefile.c) */
 	struct rpc_conn *conn;          /* the status socketpair; NULL at EOF */
 	struct event *ev;               /* reads conn */
 	Tern__Migd__JobStatus *last;    /* the worker's latest report, or NULL */
@@ -337,6 +339,10 @@ void jobs_free_all(struct migd *m);
  * front, or by_time by its end's time (history.c); the history then
  * drops what its bounds do not keep. */
 void job_history_add(struct migd *m, struct job *j, bool by_time);
+/* A job of spec's VM and role has come back (adopted, or its end
+ * learnt): the history forgets what a lost record guessed of it (one of
+ * the same id, or of none known then). */
+void job_forget_lost(struct migd *m, const struct job_spec *spec);
 
 /* jobadopt.c: jobs that outlive their migd, and those an earlier migd
  * left (Migd.Adopt) */

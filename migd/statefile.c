@@ -4,11 +4,16 @@
  * upgrade or a crash (systemd restarts it) loses neither the defaults an
  * operator set (a bandwidth cap that protects the network must not lapse
  * unseen) nor the outcome of the jobs an agent has yet to ask about.
- * The file holds a tern.migd.SavedState: the defaults and the history,
- * newest first, each job as Status gives it.  It is written whole, under
- * a new name renamed over the old one, whenever either changes (a job's
- * end, SetParams): a few KB on the run directory, a tmpfs as a rule, so
- * it is lost with the host's reboot, as are the VMs it describes.
+ * The file holds a tern.migd.SavedState: the defaults, the history and
+ * the running jobs, newest first, each job as Status gives it.  It is
+ * written whole, under a new name renamed over the old one, whenever one
+ * of them changes (a job starts, learns its id, passes its switch or
+ * ends; SetParams): a few KB on the run directory, a tmpfs as a rule,
+ * so it is lost with the host's reboot, as are the VMs it describes.
+ * A job that was running when the migd that saved it ended is told as
+ * what became of it (state_job), unless it is past its postcopy switch:
+ * that one comes back by itself (Adopt), and its record is forgotten
+ * then (job_forget_lost).
  *
  * Read back at start-up, before the service is up, as untrusted input:
  * a file that is not ours (a link, another owner, writable by others),
@@ -97,14 +102,19 @@ static int state_read(const char *path, uint8_t **ret, size_t *ret_len,
 	return r;
 }
 
-/* One saved job, checked as a peer's report is (control.c's Adopt), into
- * the history. */
+/*
+ * One saved job, checked as a peer's report is (control.c's Adopt), into
+ * the history.  lost: one that ran when the migd that saved it (pid)
+ * ended: what became of it, as far as can be said (a postcopy comes back
+ * by itself, through Adopt, and is not guessed at).
+ */
 static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
-		     char *why, size_t len)
+		     bool lost, uint32_t pid, char *why, size_t len)
 {
 	struct job_spec spec = { 0 };
+	enum job_state state = (enum job_state)js->state;
+	char err[160], guess[sizeof(((struct job *)0)->error)] = "";
 	struct job *j;
-	char err[160];
 
 	if (js->role != TERN__MIGD__JOB_ROLE__ROLE_SOURCE &&
 	    js->role != TERN__MIGD__JOB_ROLE__ROLE_DEST)
@@ -115,8 +125,24 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 			  stream_unhex(js->id, spec.id, STREAM_ID_LEN) < 0))
 		return snprintf(why, len, "%s: not a job id", js->vm), -EINVAL;
 	if ((unsigned int)js->state >= JOB_STATE_MAX ||
-	    !job_state_final((enum job_state)js->state))
-		return snprintf(why, len, "%s: not a finished job", js->vm), -EINVAL;
+	    job_state_final((enum job_state)js->state) == lost)
+		return snprintf(why, len, "%s: not a %s job", js->vm,
+				lost ? "running" : "finished"), -EINVAL;
+	if (lost && js->postcopy_started)
+		return 0;
+	if (lost && js->switched) {
+		state = JOB_STATE_FAILED;
+		snprintf(guess, sizeof(guess), "outcome unknown: migd (pid %u) "
+			 "ended while this job was past its switch: it went on "
+			 "without migd, and the guest runs on the destination if "
+			 "it completed there (vmmctl status on both hosts tells)",
+			 pid);
+	} else if (lost) {
+		state = JOB_STATE_CANCELLED;
+		snprintf(guess, sizeof(guess), "cancelled: migd (pid %u) ended "
+			 "while this job ran, before its switch, and its worker "
+			 "cancelled it then (migd(8), SIGNALS)", pid);
+	}
 	if (js->n_channels > STREAM_MAX_CHANNELS)
 		return snprintf(why, len, "%s: %zu channels", js->vm,
 				js->n_channels), -EINVAL;
@@ -155,10 +181,12 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	j->pidfd = -1;
 	j->answered = true;
 	j->finished = true;
-	j->state = (enum job_state)js->state;
-	str_copy(j->error, js->error, sizeof(j->error));
+	j->lost = lost;
+	j->state = state;
+	str_copy(j->error, lost ? guess : js->error, sizeof(j->error));
 	j->started_unix_ms = js->started_unix_ms;
-	j->finished_unix_ms = js->finished_unix_ms;
+	/* (A lost job's end is not known: it is known ended from now.) */
+	j->finished_unix_ms = lost ? unix_ms() : js->finished_unix_ms;
 	/* finished_ns stays 0: an earlier migd's pauses teach this one
 	 * nothing (job_pause_fixed_us).  The worker is long gone, and its
 	 * pid may be another process's by now. */
@@ -169,7 +197,7 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 
 /* The defaults and jobs of a decoded file; why says what did not check. */
 static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
-		       size_t *skipped, char *why, size_t len)
+		       size_t *skipped, size_t *lost, char *why, size_t len)
 {
 	struct mig_params p;
 	char err[160], first[256] = "", later[256];
@@ -191,9 +219,16 @@ static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
 	/* Oldest first, each to the front: the history's order is the
 	 * file's, and its bounds (job_history_add) drop the oldest. */
 	for (i = s->n_history; i-- > 0;)
-		if (state_job(m, s->history[i], first[0] ? later : first,
-			      sizeof(first)) < 0)
+		if (state_job(m, s->history[i], false, s->pid,
+			      first[0] ? later : first, sizeof(first)) < 0)
 			(*skipped)++;
+	/* Then those that ran when it ended: newer than any that ended. */
+	*lost = m->nhistory;
+	for (i = s->n_running; i-- > 0;)
+		if (state_job(m, s->running[i], true, s->pid,
+			      first[0] ? later : first, sizeof(first)) < 0)
+			(*skipped)++;
+	*lost = m->nhistory - *lost;
 	snprintf(why, len, "%s", first);
 	return 0;
 }
@@ -203,7 +238,7 @@ void migd_state_load(struct migd *m)
 	Tern__Migd__SavedState *s = NULL;
 	char path[PATH_MAX + 16], bad[PATH_MAX + 16], why[256] = "", when[32];
 	uint8_t *buf = NULL;
-	size_t len = 0, skipped = 0;
+	size_t len = 0, skipped = 0, lost = 0;
 	int r;
 
 	state_path(m, "", path, sizeof(path));
@@ -219,7 +254,7 @@ void migd_state_load(struct migd *m)
 		}
 	}
 	if (r == 0)
-		r = state_apply(m, s, &skipped, why, sizeof(why));
+		r = state_apply(m, s, &skipped, &lost, why, sizeof(why));
 	if (r < 0) {
 		state_path(m, ".bad", bad, sizeof(bad));
 		log_warnx("%s: %s; kept as %s, and this migd starts with the "
@@ -232,6 +267,11 @@ void migd_state_load(struct migd *m)
 		if (skipped)
 			log_warnx("%s: %zu saved jobs left out, which did not "
 				  "check (the first: %s)", path, skipped, why);
+		if (lost)
+			log_warnx("%zu jobs ran when migd %u ended, and no word of "
+				  "their end came: recorded as cancelled (before "
+				  "their switch) or of unknown outcome (past it)",
+				  lost, s->pid);
 	}
 	if (s)
 		tern__migd__saved_state__free_unpacked(s, NULL);
@@ -268,23 +308,38 @@ void migd_state_save(struct migd *m)
 	Tern__Migd__JobStatus *js, **list;
 	struct job *j;
 	uint8_t *buf = NULL;
-	size_t i = 0, len;
+	size_t i = 0, n = m->nhistory, len;
 	int r = -ENOMEM;
 
-	js = calloc(m->nhistory + 1, sizeof(*js));
-	list = calloc(m->nhistory + 1, sizeof(*list));
+	for (j = m->running; j; j = j->next)
+		n++;
+	js = calloc(n + 1, sizeof(*js));
+	list = calloc(n + 1, sizeof(*list));
 	if (!js || !list)
 		goto out;
-	for (j = m->history; j && i < m->nhistory; j = j->next, i++) {
+	/* The running ones first (a job that ended is in the history only),
+	 * then the history, both newest first. */
+	for (j = m->running; j && i < n; j = j->next) {
+		if (j->finished)
+			continue;
 		job_status(j, &js[i]);
 		list[i] = &js[i];
+		i++;
+	}
+	s.n_running = i;
+	s.running = list;
+	for (j = m->history; j && i < n; j = j->next) {
+		job_status(j, &js[i]);
+		list[i] = &js[i];
+		i++;
 	}
 	params_to_proto(&m->defaults, &defaults);
 	s.version = STATE_VERSION;
+	s.pid = (uint32_t)getpid();
 	s.saved_unix_ms = unix_ms();
 	s.defaults = &defaults;
-	s.n_history = i;
-	s.history = list;
+	s.n_history = i - s.n_running;
+	s.history = list + s.n_running;
 	len = tern__migd__saved_state__get_packed_size(&s);
 	buf = malloc(len ? len : 1);
 	if (!buf)

@@ -159,6 +159,32 @@ restart_migd
 [ "$(migctl --json get | jget channels)" = 5 ] || fail "channels after the restart: $(migctl --json get)"
 echo "ok: one warning for two failed saves; then saved again"
 
+note "jobs running when migd is killed: what became of them"
+# Before, the next migd knew nothing of them, and status showed the VM's
+# job before (restored), as if it were the latest.
+start_vmm s2 --memory 64M --test-guest dirty --guest-rate 2000
+start_vmm d2 --memory 64M --incoming
+wait_pass s2 0 1
+incoming d2
+migctl migrate s2 "$ADDR" --token "$TOKEN" --max-bandwidth 1M --channels 1 --detach >/dev/null ||
+	fail "migrate s2"
+wait_until 20 job_is s2 active || fail "s2: $(migctl status s2)"
+wait_until 20 test -n "$(job_get d2 id)" || fail "d2: no id"
+sid=$(job_get s2 id)
+old=$MIGD_PID
+kill -KILL "$old"
+wait_exit "$old" || true
+start_migd
+log_has "2 jobs ran when migd $old ended, and no word of their end came: recorded as cancelled (before their switch) or of unknown outcome (past it)"
+for vm in s2 d2; do
+	[ "$(migctl --json status $vm --id $sid | jget error)" = "cancelled: migd (pid $old) ended while this job ran, before its switch, and its worker cancelled it then (migd(8), SIGNALS)" ] &&
+		job_is $vm cancelled || fail "$vm: $(migctl status $vm --id $sid 2>&1)"
+done
+wait_pass s2 0 1
+[ "$(state_of s2)" = running ] || fail "vmm s2 is $(state_of s2)"
+echo "ok: $(migctl status s2 | head -n 1): $(job_get s2 error)"
+vmmctl quit s2 >/dev/null && vmmctl quit d2 >/dev/null || fail "quit s2, d2"
+
 note "SIGHUP ends neither migd, nor a worker, nor a vmm"
 # Before, each died of it (a past-switch worker's guest with it): a
 # "pkill -HUP migd" reaches the workers too.  Each answers after the
