@@ -568,13 +568,22 @@ static struct rpc_client *ctl_connect(void)
 static void say_connection_lost(const struct rpc_client *lost,
 				const char *method)
 {
+	Tern__Migd__Empty empty = TERN__MIGD__EMPTY__INIT;
 	int was = rpc_client_peer_pid(lost), now = -ENOENT;
 	char path[PATH_MAX + 16];
 	struct rpc_client *cl;
+	struct rpc_result res;
+	unsigned int ms = MIN(opts.timeout_ms ? opts.timeout_ms : 5000, 5000);
 
+	/* Who answers there now: an answer, not a connect, which the socket
+	 * of a migd killed a moment ago still takes until its files close. */
 	snprintf(path, sizeof(path), "%s/migd.sock", opts.rundir);
-	if (rpc_client_connect_path(path, opts.timeout_ms, &cl) == 0) {
-		now = rpc_client_peer_pid(cl);
+	if (rpc_client_connect_path(path, ms, &cl) == 0) {
+		if (rpc_client_call(cl, &tern__migd__migd__descriptor, "GetParams",
+				    &empty.base, NULL, 0, NULL, &res, ms, NULL,
+				    NULL) == 0)
+			now = rpc_client_peer_pid(cl);
+		rpc_result_close_fds(&res);
 		rpc_client_free(cl);
 	}
 	if (was > 0 && now == was)
