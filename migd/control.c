@@ -729,15 +729,9 @@ static int adopt_check(struct rpc_call *call, struct migd *m,
 		return rpc_call_errorf(call, ENAMETOOLONG, "Adopt: peer too long");
 	if (!req->params)
 		return rpc_call_errorf(call, EINVAL, "Adopt: no params");
-	params_defaults(&spec->params);
-	r = params_merge(req->params, &spec->params, err, sizeof(err));
+	r = params_whole(req->params, &spec->params, err, sizeof(err));
 	if (r < 0)
 		return rpc_call_errorf(call, -r, "Adopt: %s", err);
-	/* 0 has a meaning here (no cap, measured, none): the job's own. */
-	spec->params.max_bandwidth = req->params->max_bandwidth;
-	spec->params.avail_switchover_bandwidth =
-		req->params->avail_switchover_bandwidth;
-	spec->params.timeout_s = req->params->timeout_s;
 	spec->listen_dev = (dev_t)req->listen_dev;
 	spec->listen_ino = (ino_t)req->listen_ino;
 	r = adopt_check_status(call, req, ended);

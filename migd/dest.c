@@ -373,8 +373,7 @@ static void dest_learn_params(struct dest *d, const ProtobufCBinaryData *b)
 		log_info("the source's parameters could not be decoded");
 		return;
 	}
-	params_defaults(&p);
-	if (params_merge(pp, &p, why, sizeof(why)) < 0) {
+	if (params_whole(pp, &p, why, sizeof(why)) < 0) {
 		log_info("the source's parameters are not understood here: %s", why);
 	} else {
 		pthread_mutex_lock(&d->w->lock);

@@ -120,6 +120,12 @@ void params_defaults(struct mig_params *p);
  * (out untouched). */
 int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 		 char *err, size_t len);
+/* A whole set of parameters, as params_to_proto gave it (a job's own, a
+ * saved set of defaults): the built-in defaults merged with p, whose 0
+ * in max_bandwidth, avail_switchover_bandwidth and timeout_s is taken as
+ * it is; -errno with err on refusal (out untouched). */
+int params_whole(const Tern__Migd__Params *p, struct mig_params *out,
+		 char *err, size_t len);
 void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out);
 /* The fields named in clear (by their proto names) set to 0, where 0
  * has a meaning (unlimited, measured, none; timeout_s also puts

@@ -119,6 +119,26 @@ int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 	return 0;
 }
 
+int params_whole(const Tern__Migd__Params *p, struct mig_params *out,
+		 char *err, size_t len)
+{
+	struct mig_params n;
+	int r;
+
+	params_defaults(&n);
+	r = params_merge(p, &n, err, len);
+	if (r < 0)
+		return r;
+	/* 0 has a meaning in these (no cap, measured, none), not "keep". */
+	if (p) {
+		n.max_bandwidth = p->max_bandwidth;
+		n.avail_switchover_bandwidth = p->avail_switchover_bandwidth;
+		n.timeout_s = p->timeout_s;
+	}
+	*out = n;
+	return 0;
+}
+
 void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out)
 {
 	tern__migd__params__init(out);

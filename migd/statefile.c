@@ -153,16 +153,9 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	spec.role = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE ?
 		    JOB_ROLE_SOURCE : JOB_ROLE_DEST;
 	spec.listen_fd = -1;
-	params_defaults(&spec.params);
-	if (params_merge(js->params, &spec.params, err, sizeof(err)) < 0)
+	if (params_whole(js->params, &spec.params, err, sizeof(err)) < 0)
 		return snprintf(why, len, "%s: its parameters: %s", js->vm, err),
 		       -EINVAL;
-	if (js->params) {       /* 0 has a meaning here: the job's own */
-		spec.params.max_bandwidth = js->params->max_bandwidth;
-		spec.params.avail_switchover_bandwidth =
-			js->params->avail_switchover_bandwidth;
-		spec.params.timeout_s = js->params->timeout_s;
-	}
 	str_copy(spec.vm, js->vm, sizeof(spec.vm));
 	str_copy(spec.peer, js->peer, sizeof(spec.peer));
 	str_copy(spec.rundir, m->rundir, sizeof(spec.rundir));
@@ -206,15 +199,8 @@ static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
 	if (s->version != STATE_VERSION)
 		return snprintf(why, len, "version %u, where this migd reads %u",
 				s->version, STATE_VERSION), -EINVAL;
-	params_defaults(&p);
-	if (params_merge(s->defaults, &p, err, sizeof(err)) < 0)
+	if (params_whole(s->defaults, &p, err, sizeof(err)) < 0)
 		return snprintf(why, len, "its defaults: %s", err), -EINVAL;
-	if (s->defaults) {
-		p.max_bandwidth = s->defaults->max_bandwidth;
-		p.avail_switchover_bandwidth =
-			s->defaults->avail_switchover_bandwidth;
-		p.timeout_s = s->defaults->timeout_s;
-	}
 	m->defaults = p;
 	/* Oldest first, each to the front: the history's order is the
 	 * file's, and its bounds (job_history_add) drop the oldest. */
