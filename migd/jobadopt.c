@@ -161,6 +161,24 @@ struct job *job_find_migration(struct job *list, const struct job_spec *spec)
 	return NULL;
 }
 
+struct job *job_from_status(struct migd *m, const struct job_spec *spec,
+			    const Tern__Migd__JobStatus *js)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j || !(j->last = job_status_copy(js))) {
+		free(j);
+		return NULL;
+	}
+	j->spec = *spec;
+	j->spec.listen_fd = -1;
+	j->m = m;
+	j->pidfd = -1;
+	j->answered = true;
+	j->state = (enum job_state)js->state;
+	return j;
+}
+
 int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
 		    const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
 		    struct job **ret)
@@ -181,29 +199,20 @@ int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
 	j = job_find_migration(m->running, spec);
 	if (j && (!j->adopted || j->pid != pid))
 		return -EBUSY;
-	c = job_status_copy(js);
-	if (!c)
-		return -ENOMEM;
 	if (j) {
+		c = job_status_copy(js);
+		if (!c)
+			return -ENOMEM;
 		tern__migd__job_status__free_unpacked(j->last, NULL);
 		j->last = c;
 		*ret = j;
 		return 0;
 	}
-	j = calloc(1, sizeof(*j));
-	if (!j) {
-		tern__migd__job_status__free_unpacked(c, NULL);
+	j = job_from_status(m, spec, js);
+	if (!j)
 		return -ENOMEM;
-	}
-	j->spec = *spec;
-	j->spec.listen_fd = -1;
-	j->m = m;
 	j->adopted = true;
-	j->pidfd = -1;
-	j->answered = true;
 	j->started_unix_ms = started_unix_ms;
-	j->last = c;
-	j->state = (enum job_state)js->state;
 	/* Its own time of end, if it can be; else now. */
 	if (js->finished_unix_ms >= started_unix_ms && js->finished_unix_ms <= now)
 		j->finished_unix_ms = js->finished_unix_ms;

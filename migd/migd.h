@@ -365,6 +365,11 @@ int job_adopt(struct migd *m, const struct job_spec *spec, pid_t pid, int fd,
 	      struct job **ret);
 /* A copy of js that a job owns (j->last is freed as unpacked), or NULL. */
 Tern__Migd__JobStatus *job_status_copy(const Tern__Migd__JobStatus *js);
+/* A job known by its status alone (a worker no child of ours, or gone):
+ * spec's, with a copy of js as its last report, in js's state, in no
+ * list; NULL without memory. */
+struct job *job_from_status(struct migd *m, const struct job_spec *spec,
+			    const Tern__Migd__JobStatus *js);
 /* The job of spec's migration (id) and role in list (running or
  * history), or NULL. */
 struct job *job_find_migration(struct job *list, const struct job_spec *spec);

@@ -164,15 +164,9 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	if (js->id[0] && job_find_migration(m->history, &spec))
 		return snprintf(why, len, "%s: job %s twice", js->vm, js->id), -EINVAL;
 
-	j = calloc(1, sizeof(*j));
-	if (!j || !(j->last = job_status_copy(js))) {
-		free(j);
+	j = job_from_status(m, &spec, js);
+	if (!j)
 		return snprintf(why, len, "%s", strerror(ENOMEM)), -ENOMEM;
-	}
-	j->spec = spec;
-	j->m = m;
-	j->pidfd = -1;
-	j->answered = true;
 	j->finished = true;
 	j->lost = lost;
 	j->state = state;
