@@ -106,7 +106,8 @@ static int state_read(const char *path, uint8_t **ret, size_t *ret_len,
  * One saved job, checked as a peer's report is (control.c's Adopt), into
  * the history.  lost: one that ran when the migd that saved it (pid)
  * ended: what became of it, as far as can be said (a postcopy comes back
- * by itself, through Adopt, and is not guessed at).
+ * by itself, through Adopt, and is not guessed at).  1 if it went in as
+ * such a guess, 0 if it went in as it was (or not at all: a postcopy).
  */
 static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 		     bool lost, uint32_t pid, char *why, size_t len)
@@ -125,9 +126,11 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 			  stream_unhex(js->id, spec.id, STREAM_ID_LEN) < 0))
 		return snprintf(why, len, "%s: not a job id", js->vm), -EINVAL;
 	if ((unsigned int)js->state >= JOB_STATE_MAX ||
-	    job_state_final((enum job_state)js->state) == lost)
-		return snprintf(why, len, "%s: not a %s job", js->vm,
-				lost ? "running" : "finished"), -EINVAL;
+	    (!lost && !job_state_final((enum job_state)js->state)))
+		return snprintf(why, len, "%s: not a finished job", js->vm), -EINVAL;
+	/* Running, its end known (migd was cleaning up at its vmm): that. */
+	if (lost && job_state_final((enum job_state)js->state))
+		lost = false;
 	if (lost && js->postcopy_started)
 		return 0;
 	if (lost && js->switched) {
@@ -179,7 +182,7 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	 * pid may be another process's by now. */
 	j->last->worker_pid = 0;
 	job_history_add(m, j, false);
-	return 0;
+	return lost;
 }
 
 /* The defaults and jobs of a decoded file; why says what did not check. */
@@ -189,6 +192,7 @@ static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
 	struct mig_params p;
 	char err[160], first[256] = "", later[256];
 	size_t i;
+	int r;
 
 	if (s->version != STATE_VERSION)
 		return snprintf(why, len, "version %u, where this migd reads %u",
@@ -203,12 +207,14 @@ static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
 			      first[0] ? later : first, sizeof(first)) < 0)
 			(*skipped)++;
 	/* Then those that ran when it ended: newer than any that ended. */
-	*lost = m->nhistory;
-	for (i = s->n_running; i-- > 0;)
-		if (state_job(m, s->running[i], true, s->pid,
-			      first[0] ? later : first, sizeof(first)) < 0)
+	for (i = s->n_running; i-- > 0;) {
+		r = state_job(m, s->running[i], true, s->pid,
+			      first[0] ? later : first, sizeof(first));
+		if (r < 0)
 			(*skipped)++;
-	*lost = m->nhistory - *lost;
+		else
+			*lost += (size_t)r;
+	}
 	snprintf(why, len, "%s", first);
 	return 0;
 }
