@@ -143,8 +143,11 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	} else if (lost) {
 		state = JOB_STATE_CANCELLED;
 		snprintf(guess, sizeof(guess), "cancelled: migd (pid %u) ended "
-			 "while this job ran, before its switch, and its worker "
-			 "cancelled it then (migd(8), SIGNALS)", pid);
+			 "while this job ran, before its switch when last "
+			 "reported, so its worker cancelled it (migd(8), SIGNALS); "
+			 "should the switch have come in between, the guest runs "
+			 "on the destination (vmmctl status on both hosts tells)",
+			 pid);
 	}
 	if (js->n_channels > STREAM_MAX_CHANNELS)
 		return snprintf(why, len, "%s: %zu channels", js->vm,
