@@ -369,8 +369,7 @@ static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
 	if (name_valid(vm) < 0)
 		return rpc_call_errorf(call, EINVAL, "'%.64s' is not a valid VM name",
 				       vm);
-	if (id && id[0] && (strlen(id) != 2 * STREAM_ID_LEN || job_id_unknown(id) ||
-			    stream_unhex(id, bin, STREAM_ID_LEN) < 0))
+	if (id && id[0] && job_id_parse(id, bin) < 0)
 		return rpc_call_errorf(call, EINVAL, "job id '%.40s': %d hex "
 				       "digits expected, not all zero", id,
 				       2 * STREAM_ID_LEN);
@@ -715,8 +714,7 @@ static int adopt_check(struct rpc_call *call, struct migd *m,
 		return rpc_call_errorf(call, EINVAL, "Adopt: '%.64s' is not a "
 				       "valid VM name (" NAME_RULE ")", req->vm);
 	job_spec_init(m, spec, role, req->vm);
-	if (strlen(req->id) != 2 * STREAM_ID_LEN || job_id_unknown(req->id) ||
-	    stream_unhex(req->id, spec->id, STREAM_ID_LEN) < 0)
+	if (job_id_parse(req->id, spec->id) < 0)
 		return rpc_call_errorf(call, EINVAL, "Adopt: the id must be %d hex "
 				       "digits, not all zero", 2 * STREAM_ID_LEN);
 	r = check_token(call, req->token, spec->token);

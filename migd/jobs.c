@@ -48,6 +48,14 @@ bool job_id_unknown(const char *hex)
 	return !hex || !hex[0] || strspn(hex, "0") == strlen(hex);
 }
 
+int job_id_parse(const char *hex, uint8_t *out)
+{
+	if (strlen(hex) != 2 * STREAM_ID_LEN || job_id_unknown(hex) ||
+	    stream_unhex(hex, out, STREAM_ID_LEN) < 0)
+		return -EINVAL;
+	return 0;
+}
+
 void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 {
 	Tern__Migd__JobStatus *js = ret;
@@ -397,8 +405,7 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	 * and a caller who sees "failed" may start the next one.  The
 	 * worker hears that we have its end (worker_end_taken), unless we
 	 * are quitting and left the job to the next migd: the worker then
-	 * gives its end to that one (jobadopt.c), not to our history,
-	 * which ends with us. */
+	 * gives its end to that one (jobadopt.c). */
 	if (job_state_final((enum job_state)js->state)) {
 		if (!j->left)
 			job_command(j, "taken", NULL);

@@ -318,6 +318,9 @@ int job_defer_recover(struct job *j, struct rpc_call *call, bool wait);
 /* An id in hex that names no migration yet (empty or all zeroes: a
  * destination learns its id from the source). */
 bool job_id_unknown(const char *hex);
+/* hex as a migration id (2 * STREAM_ID_LEN hex digits, not all zero)
+ * into out, or -EINVAL. */
+int job_id_parse(const char *hex, uint8_t *out);
 /* Read the worker's reports from fd (taken) in the event loop. */
 int job_watch_link(struct migd *m, struct job *j, int fd);
 /* Signal the worker (by its pidfd if adopted): 0 or -errno. */
@@ -380,8 +383,8 @@ int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
 		    const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
 		    struct job **ret);
 
-/* statefile.c: RUNDIR/migd.state, the defaults and the history across
- * migd's restarts.  Load before the service starts (a file that does not
+/* statefile.c: RUNDIR/migd.state, the defaults, the history and the
+ * running jobs across migd's restarts.  Load before the service starts (a file that does not
  * check is set aside, said in the log); save after each change (a
  * failure is logged, once until a save works again). */
 void migd_state_load(struct migd *m);

@@ -122,8 +122,7 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 		return snprintf(why, len, "a role neither source nor destination"), -EINVAL;
 	if (name_valid(js->vm) < 0)
 		return snprintf(why, len, "not a VM name"), -EINVAL;
-	if (js->id[0] && (strlen(js->id) != 2 * STREAM_ID_LEN ||
-			  stream_unhex(js->id, spec.id, STREAM_ID_LEN) < 0))
+	if (js->id[0] && job_id_parse(js->id, spec.id) < 0)
 		return snprintf(why, len, "%s: not a job id", js->vm), -EINVAL;
 	if ((unsigned int)js->state >= JOB_STATE_MAX ||
 	    (!lost && !job_state_final((enum job_state)js->state)))
