@@ -365,6 +365,7 @@ static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
 {
 	uint8_t bin[STREAM_ID_LEN];
 	char late[160] = "";
+	struct job *orphan;
 
 	if (name_valid(vm) < 0)
 		return rpc_call_errorf(call, EINVAL, "'%.64s' is not a valid VM name",
@@ -374,6 +375,18 @@ static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
 				       "digits expected, not all zero", id,
 				       2 * STREAM_ID_LEN);
 	*ret = id && id[0] ? job_find_id(m, vm, id) : job_find(m, vm, false);
+	orphan = migd_state_orphan(m, vm, id);
+	/* Not the VM's job before it, nor none: the one coming back. */
+	if (orphan && (!*ret || (*ret)->finished))
+		return rpc_call_errorf(call, EAGAIN, "%s: its postcopy job %s, "
+				       "which ran when migd %u ended, is not "
+				       "back yet (this migd started %llu ms "
+				       "ago, and waits %d s for its worker); "
+				       "ask again in a few seconds", vm,
+				       orphan->last->id, m->orphans_pid,
+				       (unsigned long long)((now_ns() -
+							     m->started_ns) / 1000000),
+				       MIGD_ADOPT_GRACE_MS / 1000);
 	if (*ret)
 		return 0;
 	if (migd_just_started(m))

@@ -950,10 +950,13 @@ void job_history_add(struct migd *m, struct job *j, bool by_time)
 		job_free(gone);
 }
 
-void job_forget_lost(struct migd *m, const struct job_spec *spec)
+/* Of the list at pp, the lost records of spec's job (job_forget_lost):
+ * how many went. */
+static size_t job_forget_lost_in(struct job **pp, const struct job_spec *spec)
 {
 	static const uint8_t none[STREAM_ID_LEN];
-	struct job **pp = &m->history, *j;
+	struct job *j;
+	size_t n = 0;
 
 	while ((j = *pp)) {
 		if (j->lost && j->spec.role == spec->role &&
@@ -961,12 +964,19 @@ void job_forget_lost(struct migd *m, const struct job_spec *spec)
 		    (!memcmp(j->spec.id, spec->id, STREAM_ID_LEN) ||
 		     !memcmp(j->spec.id, none, STREAM_ID_LEN))) {
 			*pp = j->next;
-			m->nhistory--;
 			job_free(j);
+			n++;
 			continue;
 		}
 		pp = &j->next;
 	}
+	return n;
+}
+
+void job_forget_lost(struct migd *m, const struct job_spec *spec)
+{
+	m->nhistory -= job_forget_lost_in(&m->history, spec);
+	job_forget_lost_in(&m->orphans, spec);
 }
 
 /* The job is over, its vmm tidied: answer its waiters, into the history. */
@@ -1100,4 +1110,8 @@ void jobs_free_all(struct migd *m)
 		job_free(j);
 	}
 	m->nhistory = 0;
+	while ((j = m->orphans)) {
+		m->orphans = j->next;
+		job_free(j);
+	}
 }

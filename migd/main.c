@@ -250,6 +250,8 @@ out:
 	event_free(ev_int);
 	event_free(ev_chld);
 	event_free(m.ev_shutdown);
+	if (m.ev_orphans)
+		event_free(m.ev_orphans);
 	event_base_free(m.base);
 	/* The lock file stays (see vmm/main.c for why). */
 	close(lock_fd);

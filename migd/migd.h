@@ -261,6 +261,11 @@ struct migd {
 					 * this teach no pause (now_ns() time) */
 	bool quitting;                  /* SIGTERM: no new jobs */
 	bool state_unsaved;             /* the last migd_state_save failed */
+	struct job *orphans;            /* postcopy jobs that ran when an
+					 * earlier migd ended, not back yet */
+	uint32_t orphans_pid;           /* ... that migd's pid */
+	struct event *ev_orphans;       /* ... given up on MIGD_ADOPT_GRACE_MS
+					 * after start-up (statefile.c) */
 	uint64_t started_ns;            /* now_ns() at start-up */
 	struct event *ev_shutdown;      /* the bound on waiting for workers */
 	struct bgwork_set tidying;      /* jobs' clean-ups at their vmms */
@@ -388,6 +393,9 @@ int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
  * check is set aside, said in the log); save after each change (a
  * failure is logged, once until a save works again). */
 void migd_state_load(struct migd *m);
+/* A postcopy job of vm (of that id, if one is given) that ran when an
+ * earlier migd ended and has not come back to this one yet, or NULL. */
+struct job *migd_state_orphan(struct migd *m, const char *vm, const char *id);
 void migd_state_save(struct migd *m);
 
 /* control.c: the tern.migd.Migd service */

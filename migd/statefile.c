@@ -12,8 +12,11 @@
  * so it is lost with the host's reboot, as are the VMs it describes.
  * A job that was running when the migd that saved it ended is told as
  * what became of it (state_job), unless it is past its postcopy switch:
- * that one comes back by itself (Adopt), and its record is forgotten
- * then (job_forget_lost).
+ * that one comes back by itself (Adopt) within moments, so it waits
+ * among the orphans, and only one that has not come back
+ * MIGD_ADOPT_GRACE_MS after start-up goes into the history, as of
+ * unknown outcome (its worker ended too, or serves another run
+ * directory).  A later adoption forgets it there (job_forget_lost).
  *
  * Read back at start-up, before the service is up, as untrusted input:
  * a file that is not ours (a link, another owner, writable by others),
@@ -27,10 +30,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/pbuf.h"
 #include "common/util.h"
@@ -105,16 +112,20 @@ static int state_read(const char *path, uint8_t **ret, size_t *ret_len,
 /*
  * One saved job, checked as a peer's report is (control.c's Adopt), into
  * the history.  lost: one that ran when the migd that saved it (pid)
- * ended: what became of it, as far as can be said (a postcopy comes back
- * by itself, through Adopt, and is not guessed at).  1 if it went in as
- * such a guess, 0 if it went in as it was (or not at all: a postcopy).
+ * ended: what became of it, as far as can be said.  A postcopy comes
+ * back by itself, through Adopt, and is not guessed at yet: it goes
+ * among the orphans (state_orphans_due).  STATE_JOB_KEPT if it went in
+ * as it was, STATE_JOB_GUESSED as such a guess, STATE_JOB_ORPHAN.
  */
+enum { STATE_JOB_KEPT, STATE_JOB_GUESSED, STATE_JOB_ORPHAN };
+
 static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 		     bool lost, uint32_t pid, char *why, size_t len)
 {
 	struct job_spec spec = { 0 };
 	enum job_state state = (enum job_state)js->state;
 	char err[160], guess[sizeof(((struct job *)0)->error)] = "";
+	bool orphan = false;
 	struct job *j;
 
 	if (js->role != TERN__MIGD__JOB_ROLE__ROLE_SOURCE &&
@@ -130,9 +141,9 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	/* Running, its end known (migd was cleaning up at its vmm): that. */
 	if (lost && job_state_final((enum job_state)js->state))
 		lost = false;
-	if (lost && js->postcopy_started)
-		return 0;
-	if (lost && js->switched) {
+	if (lost && js->postcopy_started) {
+		orphan = true;
+	} else if (lost && js->switched) {
 		state = JOB_STATE_FAILED;
 		snprintf(guess, sizeof(guess), "outcome unknown: migd (pid %u) "
 			 "ended while this job was past its switch: it went on "
@@ -166,30 +177,94 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	str_copy(spec.rundir, m->rundir, sizeof(spec.rundir));
 	spec.pause_fixed_us = js->pause_fixed_learned_us;
 	/* (A file that names a job twice is not ours: a second never shows.) */
-	if (js->id[0] && job_find_migration(m->history, &spec))
+	if (js->id[0] && (job_find_migration(m->history, &spec) ||
+			  job_find_migration(m->orphans, &spec)))
 		return snprintf(why, len, "%s: job %s twice", js->vm, js->id), -EINVAL;
 
 	j = job_from_status(m, &spec, js);
 	if (!j)
 		return snprintf(why, len, "%s", strerror(ENOMEM)), -ENOMEM;
+	j->started_unix_ms = js->started_unix_ms;
+	j->last->worker_pid = 0;
+	if (orphan) {
+		/* Running, as far as anyone here knows, until it is back
+		 * or given up on. */
+		j->lost = true;
+		j->next = m->orphans;
+		m->orphans = j;
+		return STATE_JOB_ORPHAN;
+	}
 	j->finished = true;
 	j->lost = lost;
 	j->state = state;
 	str_copy(j->error, lost ? guess : js->error, sizeof(j->error));
-	j->started_unix_ms = js->started_unix_ms;
 	/* (A lost job's end is not known: it is known ended from now.) */
 	j->finished_unix_ms = lost ? unix_ms() : js->finished_unix_ms;
 	/* finished_ns stays 0: an earlier migd's pauses teach this one
-	 * nothing (job_pause_fixed_us).  The worker is long gone, and its
-	 * pid may be another process's by now. */
-	j->last->worker_pid = 0;
+	 * nothing (job_pause_fixed_us).  The worker (its pid zeroed above)
+	 * is long gone, and its pid may be another process's by now. */
 	job_history_add(m, j, false);
-	return lost;
+	return lost ? STATE_JOB_GUESSED : STATE_JOB_KEPT;
+}
+
+/* MIGD_ADOPT_GRACE_MS after start-up: the postcopy jobs an earlier migd
+ * left that have not come back go into the history as of unknown
+ * outcome (a later adoption forgets the record: job_forget_lost). */
+static void state_orphans_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct migd *m = arg;
+	struct timeval again = { 0, 100000 };
+	struct job *j;
+	bool src;
+
+	(void)fd;
+	(void)what;
+	/* TERN_FAULT=migd-orphans-hold: the wait lasts while a test's file
+	 * DIR/migd-orphans-hold exists (a minute at most), so that it sees
+	 * the wait whatever the load. */
+	if (m->ev_orphans && !fault_hold_over(m->rundir, "migd-orphans-hold",
+					      m->started_ns, MIGD_ADOPT_GRACE_MS) &&
+	    evtimer_add(m->ev_orphans, &again) == 0)
+		return;
+	while ((j = m->orphans)) {
+		m->orphans = j->next;
+		src = j->spec.role == JOB_ROLE_SOURCE;
+		j->finished = true;
+		j->state = JOB_STATE_FAILED;
+		j->finished_unix_ms = unix_ms();
+		snprintf(j->error, sizeof(j->error), "outcome unknown: migd "
+			 "(pid %u) ended while this job was in postcopy, and "
+			 "its worker has not come back to this migd: it ended "
+			 "too (its log says how the job ended), or it asks "
+			 "another run directory's migd.  Should it have died "
+			 "before the job's end, %s (vmmctl status on both hosts "
+			 "tells)", m->orphans_pid, src ?
+			 "the destination runs the guest, and the pages it "
+			 "still lacks are only in this vmm: do not quit it" :
+			 "the guest here waits for good on the pages it still "
+			 "lacks");
+		log_warnx("%s: %s job %s", j->spec.vm, job_role_name(j->spec.role),
+			  j->error);
+		job_history_add(m, j, false);
+	}
+	migd_state_save(m);
+}
+
+struct job *migd_state_orphan(struct migd *m, const char *vm, const char *id)
+{
+	struct job *j;
+
+	for (j = m->orphans; j; j = j->next)
+		if (!strcmp(j->spec.vm, vm) &&
+		    (!id || !id[0] || !strcasecmp(j->last->id, id)))
+			return j;
+	return NULL;
 }
 
 /* The defaults and jobs of a decoded file; why says what did not check. */
 static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
-		       size_t *skipped, size_t *lost, char *why, size_t len)
+		       size_t *skipped, size_t *lost, size_t *orphans,
+		       char *why, size_t len)
 {
 	struct mig_params p;
 	char err[160], first[256] = "", later[256];
@@ -214,9 +289,12 @@ static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
 			      first[0] ? later : first, sizeof(first));
 		if (r < 0)
 			(*skipped)++;
-		else
-			*lost += (size_t)r;
+		else if (r == STATE_JOB_GUESSED)
+			(*lost)++;
+		else if (r == STATE_JOB_ORPHAN)
+			(*orphans)++;
 	}
+	m->orphans_pid = s->pid;
 	snprintf(why, len, "%s", first);
 	return 0;
 }
@@ -226,7 +304,9 @@ void migd_state_load(struct migd *m)
 	Tern__Migd__SavedState *s = NULL;
 	char path[PATH_MAX + 16], bad[PATH_MAX + 16], why[256] = "", when[32];
 	uint8_t *buf = NULL;
-	size_t len = 0, skipped = 0, lost = 0;
+	size_t len = 0, skipped = 0, lost = 0, orphans = 0;
+	struct timeval due;
+	uint64_t ms;
 	int r;
 
 	state_path(m, "", path, sizeof(path));
@@ -242,7 +322,8 @@ void migd_state_load(struct migd *m)
 		}
 	}
 	if (r == 0)
-		r = state_apply(m, s, &skipped, &lost, why, sizeof(why));
+		r = state_apply(m, s, &skipped, &lost, &orphans, why,
+				sizeof(why));
 	if (r < 0) {
 		state_path(m, ".bad", bad, sizeof(bad));
 		log_warnx("%s: %s; kept as %s, and this migd starts with the "
@@ -260,6 +341,19 @@ void migd_state_load(struct migd *m)
 				  "their end came: recorded as cancelled (before "
 				  "their switch) or of unknown outcome (past it)",
 				  lost, s->pid);
+		if (orphans)
+			log_info("%zu postcopy jobs ran when migd %u ended: "
+				 "their workers have %d s to come back", orphans,
+				 s->pid, MIGD_ADOPT_GRACE_MS / 1000);
+	}
+	if (m->orphans) {
+		ms = (now_ns() - m->started_ns) / 1000000;
+		ms = ms < MIGD_ADOPT_GRACE_MS ? MIGD_ADOPT_GRACE_MS - ms : 0;
+		due.tv_sec = (time_t)(ms / 1000);
+		due.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+		m->ev_orphans = evtimer_new(m->base, state_orphans_due, m);
+		if (!m->ev_orphans || evtimer_add(m->ev_orphans, &due) < 0)
+			state_orphans_due(-1, 0, m);    /* now, then */
 	}
 	if (s)
 		tern__migd__saved_state__free_unpacked(s, NULL);
@@ -301,6 +395,8 @@ void migd_state_save(struct migd *m)
 
 	for (j = m->running; j; j = j->next)
 		n++;
+	for (j = m->orphans; j; j = j->next)
+		n++;
 	js = calloc(n + 1, sizeof(*js));
 	list = calloc(n + 1, sizeof(*list));
 	if (!js || !list)
@@ -310,6 +406,13 @@ void migd_state_save(struct migd *m)
 	for (j = m->running; j && i < n; j = j->next) {
 		if (j->finished)
 			continue;
+		job_status(j, &js[i]);
+		list[i] = &js[i];
+		i++;
+	}
+	/* Not back yet: still running for the next migd, if this one dies
+	 * before they are. */
+	for (j = m->orphans; j && i < n; j = j->next) {
 		job_status(j, &js[i]);
 		list[i] = &js[i];
 		i++;

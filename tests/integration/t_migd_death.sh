@@ -29,6 +29,10 @@
 #  - The source's worker killed in postcopy-active: the job's error says
 #    that the destination runs the guest, which pages only this vmm has,
 #    and what to do.
+#  - The source's migd and worker both killed in postcopy-active: the
+#    next migd says the job is not back yet, then records it as of
+#    unknown outcome, with what that means here.  Before, its record was
+#    dropped, and status showed the VM's job before it.
 #  - The destination's worker killed in postcopy-active: its job's error
 #    says that the guest there can never get its missing pages, and what
 #    to do (quit that vmm, cancel the source's job with --force, cont
@@ -203,10 +207,20 @@ wait_until 10 gone "$sw" || fail "the source worker $sw did not exit"
 gave_up() { grep -q "^migd\[b6/in\]: .*no migd took the job's final report within 3 s (.*): its end is in this log only" "$RUNDIR/migd.log"; }
 wait_until 30 gave_up || fail "b6: $(grep 'b6/in' "$RUNDIR/migd.log" | tail -n 5)"
 wait_until 10 gone "$dw" || fail "the destination worker $dw did not exit"
-start_migd
+# b6's record (it ran when its migd was killed) waits for a worker that
+# will not come: "not back yet", then of unknown outcome, which its
+# worker's log tells.  Before, "no migration job for b6".
+: >"$RUNDIR/migd-orphans-hold"
+start_migd TERN_FAULT=migd-orphans-hold
 DST_MIGD=$MIGD_PID
 out=$(migctl status b6 2>&1) && fail "b6: $out"
-case $out in *"no migration job for b6"*) ;; *) fail "b6: $out" ;; esac
+case $out in *"b6: its postcopy job "*", which ran when migd "*" ended, is not back yet"*) ;;
+*) fail "b6: $out" ;; esac
+rm "$RUNDIR/migd-orphans-hold"
+wait_until 15 job_is b6 failed || fail "b6: $(migctl status b6 2>&1)"
+case $(job_get b6 error) in
+"outcome unknown: migd (pid "*") ended while this job was in postcopy, and its worker has not come back to this migd: it ended too (its log says how the job ended), or it asks another run directory's migd.  Should it have died before the job's end, the guest here waits for good on the pages it still lacks (vmmctl status on both hosts tells)") ;;
+*) fail "b6: $(job_get b6 error)" ;; esac
 vmmctl check b6 || fail "b6: memory check after a postcopy that completed while no migd ran"
 wait_progress b6 0
 echo "ok: $id completed while no migd ran; the next source migd shows it: $(src migctl status a6)"
@@ -265,7 +279,7 @@ DST_MIGD=$MIGD_PID
 # re-attaching.  Before, "no migration job for b5", for up to a second.
 out=$(migctl status b5 2>&1)
 case $out in "b5: destination, postcopy-paused"*) ;;
-*"no migration job for b5 (migd started "*" ms ago: a job past its postcopy switch that an earlier migd left may not be back yet; ask again in a few seconds)"*) ;;
+*"b5: its postcopy job $id, which ran when migd "*" ended, is not back yet (this migd started "*" ms ago, and waits 6 s for its worker); ask again in a few seconds"*) ;;
 *) fail "status b5 right after the restart: $out" ;; esac
 echo "ok: right after the restart: $(echo "$out" | head -n 1)"
 wait_until 10 job_is b5 postcopy_paused || fail "b5 not adopted: $(migctl status b5 2>&1)"
@@ -329,6 +343,53 @@ src vmmctl check a2 || fail "a2: memory check after cont --force"
 src wait_progress a2 0
 echo "ok: a2 runs again from the switch"
 src vmmctl quit a2 >/dev/null
+
+note "the source's migd and its worker both die in postcopy-active: the next migd says the job is not back yet, then records its outcome as unknown, not the VM's job before it"
+# Before, the record was dropped: status showed a8's previous job (here
+# none: "no migration job"), and after the grace the same.
+pair a8 b8 --guest-range 8M
+postcopy_pair a8 b8 2M
+id=$(src job_get a8 id)
+worker=$(src job_get a8 worker_pid)
+[ "${worker:-0}" -gt 0 ] || fail "a8: no worker pid"
+old_migd=$SRC_MIGD
+kill -KILL "$SRC_MIGD" "$worker"
+wait_exit "$SRC_MIGD"
+wait_until 10 gone "$worker" || fail "the source worker $worker outlived SIGKILL"
+# The hold keeps migd waiting for the worker whatever the load.
+: >"$TEST_DIR/src/migd-orphans-hold"
+src_migd TERN_FAULT=migd-orphans-hold
+out=$(src migctl status a8 2>&1) && fail "status a8 while it is not back: $out"
+case $out in
+*"a8: its postcopy job $id, which ran when migd $old_migd ended, is not back yet (this migd started "*" ms ago, and waits 6 s for its worker); ask again in a few seconds"*) ;;
+*) fail "a8 while it is not back: $out" ;; esac
+echo "ok: $out"
+out=$(src migctl status a8 --id "$id" 2>&1) && fail "status a8 --id while it is not back: $out"
+case $out in *"is not back yet"*) ;; *) fail "a8 --id: $out" ;; esac
+rm "$TEST_DIR/src/migd-orphans-hold"
+src wait_until 15 src_job_is a8 failed || fail "a8: $(src migctl status a8 2>&1)"
+err=$(src job_get a8 error)
+case $err in
+"outcome unknown: migd (pid $old_migd) ended while this job was in postcopy, and its worker has not come back to this migd: it ended too (its log says how the job ended), or it asks another run directory's migd.  Should it have died before the job's end, the destination runs the guest, and the pages it still lacks are only in this vmm: do not quit it (vmmctl status on both hosts tells)") ;;
+*) fail "a8: $err" ;; esac
+[ "$(src job_get a8 id)" = "$id" ] || fail "a8: another job: $(src migctl status a8)"
+grep -q "a8: source job outcome unknown: migd (pid $old_migd)" "$TEST_DIR/src/migd.log" ||
+	fail "a8: $(tail -n 5 "$TEST_DIR/src/migd.log")"
+echo "ok: a8: $err"
+# A restart keeps the record as it is.
+kill -TERM "$SRC_MIGD"
+wait_exit "$SRC_MIGD" || fail "the source's migd exited with $? on SIGTERM"
+src_migd
+[ "$(src job_get a8 error)" = "$err" ] || fail "a8 after a restart: $(src migctl status a8 2>&1)"
+# What it says holds: the destination waits, the source vmm keeps the
+# guest, and the way out (a2's) works.
+wait_until 30 job_is b8 postcopy_paused || fail "b8: $(job_get b8 state)"
+migctl cancel b8 --force --wait >/dev/null || fail "cancel b8 --force"
+vmmctl quit b8 >/dev/null
+[ "$(src state_of a8)" = paused ] || fail "a8 is $(src state_of a8)"
+src vmmctl cont a8 --force >/dev/null || fail "cont a8 --force"
+src vmmctl check a8 || fail "a8: memory check after cont --force"
+src vmmctl quit a8 >/dev/null
 
 note "the destination's worker dies in postcopy-active: the error says the guest there waits for good, and what to do"
 # Before, it said only "the guest runs here in postcopy: its vCPUs wait
