@@ -240,21 +240,38 @@ const char *str_shown(const char *s, char *buf, size_t len)
 	return buf;
 }
 
-const char *proc_comm_shown(int pid, char *buf, size_t len)
+void proc_comm(int pid, char comm[PROC_COMM_LEN])
 {
-	char path[32], comm[32] = "";   /* the kernel keeps 15 bytes */
+	char path[32] = "/proc/", digits[12];
+	size_t i = sizeof("/proc/") - 1, k = 0;
+	unsigned int v = pid < 0 ? 0 : (unsigned int)pid;
 	ssize_t n = -1;
-	int fd;
+	int fd = -1, saved = errno;
 
-	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* No snprintf: this runs in signal handlers. */
+	do
+		digits[k++] = (char)('0' + v % 10);
+	while ((v /= 10) > 0);
+	while (k)
+		path[i++] = digits[--k];
+	memcpy(path + i, "/comm", sizeof("/comm"));
+	if (pid > 0)
+		fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0) {
-		n = read(fd, comm, sizeof(comm) - 1);
+		n = read(fd, comm, PROC_COMM_LEN - 1);
 		close(fd);
 	}
 	if (n > 0 && comm[n - 1] == '\n')
 		n--;
 	comm[n > 0 ? n : 0] = '\0';
+	errno = saved;
+}
+
+const char *proc_comm_shown(int pid, char *buf, size_t len)
+{
+	char comm[PROC_COMM_LEN];
+
+	proc_comm(pid, comm);
 	return str_shown(comm, buf, len);
 }
 

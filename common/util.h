@@ -55,6 +55,11 @@ int write_all(int fd, const void *buf, size_t len);
  * it likes), shown as str_shown does; "" when it is gone or hidden.
  * Returns buf. */
 const char *proc_comm_shown(int pid, char *buf, size_t len);
+/* The same as the kernel keeps it (15 bytes and a NUL, not shown: for
+ * str_shown later), with async-signal-safe calls only and errno kept, so
+ * that a signal handler can name its sender before the sender is gone. */
+#define PROC_COMM_LEN 32
+void proc_comm(int pid, char comm[PROC_COMM_LEN]);
 /* Copies like strlcpy; -ENAMETOOLONG when src does not fit (dst untouched). */
 int str_copy(char *dst, const char *src, size_t len);
 /* A state and the error that ended in it, the state named once: the

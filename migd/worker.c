@@ -52,6 +52,8 @@ static int cancel_signalled;            /* (A): set by the handler, read by
 static int stray_signalled;             /* (A): the same, for a signal
 					 * neither migd nor the kernel sent */
 static int stray_from;                  /* (A): ... and its sender's pid */
+static char stray_comm[PROC_COMM_LEN];  /* ... and name, read in the handler
+					 * (a pkill is gone by the next tick) */
 static char stray_cancel[128];          /* (L): "SIGTERM from pid N (COMM)"
 					 * once such a signal cancelled the job */
 static uint64_t plain_cancel_at;        /* (A): now_ns() when a plain cancel
@@ -89,6 +91,7 @@ static void handle_term(int sig, siginfo_t *si, void *ctx)
 	if (si->si_code <= 0 && (si->si_pid != parent_pid ||
 				 __atomic_load_n(&adopted, __ATOMIC_SEQ_CST))) {
 		__atomic_store_n(&stray_from, (int)si->si_pid, __ATOMIC_RELAXED);
+		proc_comm((int)si->si_pid, stray_comm);
 		__atomic_store_n(&stray_signalled, sig, __ATOMIC_SEQ_CST);
 		return;
 	}
@@ -665,7 +668,7 @@ static bool worker_check_stray_locked(struct worker *w)
 	/* (pid 0: a process outside our pid namespace) */
 	snprintf(who, sizeof(who), "%s from pid %d (%s)",
 		 sig == SIGINT ? "SIGINT" : "SIGTERM", pid,
-		 pid > 0 && proc_comm_shown(pid, comm, sizeof(comm))[0] ? comm :
+		 stray_comm[0] ? str_shown(stray_comm, comm, sizeof(comm)) :
 		 "gone or unknown");
 	if (worker_past_switch_locked(w)) {
 		log_warnx("%s, not from migd %d, which started the job: ignored "

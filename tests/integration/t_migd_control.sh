@@ -475,6 +475,17 @@ err=$(job_field x error)
 grep -q "^migd\[x/in\]: SIGTERM from pid $me (.*), not from migd $MIGD, which started the job: cancelling it" \
 	"$RUNDIR/migd.log" || fail "no stray SIGTERM logged: $(grep SIGTERM "$RUNDIR/migd.log")"
 echo "ok: $err"
+# A sender gone at once (pkill, /bin/kill) is named all the same: the
+# handler reads its name.  Before, "(gone or unknown)".
+migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (stray kill)"
+wpid=$(job_field x worker_pid)
+[ "${wpid:-0}" -gt 0 ] || fail "no worker pid: $(migctl --json status x)"
+/bin/kill -TERM "$wpid" || fail "/bin/kill $wpid"
+wait_until 20 job_final x || fail "job after /bin/kill: $(migctl --json status x)"
+err=$(job_field x error)
+[[ $err =~ ^"cancelled: SIGTERM from pid "[0-9]+" (kill)"$ ]] ||
+	fail "after /bin/kill: $(migctl --json status x)"
+echo "ok: $err"
 
 note "a worker killed with SIGKILL: the job fails, migd serves on"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (3)"
@@ -492,9 +503,9 @@ kill -0 "$MIGD" || fail "migd died with its worker"
 note "list: history, newest first"
 migctl list
 n=$(migctl --json list | grep -o '"vm":"x"' | wc -l)
-[ "$n" -eq 3 ] || fail "list shows $n jobs of x, expected 3"
+[ "$n" -eq 4 ] || fail "list shows $n jobs of x, expected 4"
 states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
-[ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" ' ] ||
+[ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" "state":"cancelled" ' ] ||
 	fail "list order: $states"
 
 note "the history keeps at most 16 jobs of one VM: the others' stay"
@@ -508,8 +519,8 @@ done
 n=$(migctl --json list | grep -o '"vm":"hy"' | wc -l)
 [ "$n" -eq 16 ] || fail "list shows $n jobs of hy, expected the last 16"
 n=$(migctl --json list | grep -o '"vm":"x"' | wc -l)
-[ "$n" -eq 3 ] || fail "list shows $n jobs of x after hy's, expected 3"
-echo "ok: 18 jobs of hy, 16 kept; x's 3 kept"
+[ "$n" -eq 4 ] || fail "list shows $n jobs of x after hy's, expected 4"
+echo "ok: 18 jobs of hy, 16 kept; x's 4 kept"
 vmmctl quit hy >/dev/null
 
 note "a vmm a job waits in: no load, cont, write or transfer but the job's"

@@ -199,6 +199,30 @@ static void test_proc_comm_shown(void **state)
 	assert_string_equal(proc_comm_shown(INT_MAX, buf, sizeof(buf)), "");
 }
 
+/* The raw name, as a signal handler reads it: errno untouched, nothing
+ * for a pid that is none (0: a sender outside our pid namespace). */
+static void test_proc_comm(void **state)
+{
+	char old[32] = "", comm[PROC_COMM_LEN];
+
+	(void)state;
+	assert_int_equal(prctl(PR_GET_NAME, old), 0);
+	/* (the kernel keeps the first 15 bytes, raw) */
+	assert_int_equal(prctl(PR_SET_NAME, "x\x1b" "bcdefghijklmnopq"), 0);
+	errno = EXDEV;
+	proc_comm(getpid(), comm);
+	assert_string_equal(comm, "x\x1b" "bcdefghijklmn");
+	assert_int_equal(errno, EXDEV);
+	assert_int_equal(prctl(PR_SET_NAME, old), 0);
+	proc_comm(1000000000, comm);
+	assert_string_equal(comm, "");
+	assert_int_equal(errno, EXDEV);
+	proc_comm(0, comm);
+	assert_string_equal(comm, "");
+	proc_comm(-7, comm);
+	assert_string_equal(comm, "");
+}
+
 static void test_name_valid(void **state)
 {
 	static const char *const good[] = { "vm1", "a", "A.b_c-9", "1",
@@ -464,6 +488,7 @@ int main(void)
 		cmocka_unit_test(test_str_is_text),
 		cmocka_unit_test(test_str_shown),
 		cmocka_unit_test(test_proc_comm_shown),
+		cmocka_unit_test(test_proc_comm),
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_now_ns),
 		cmocka_unit_test(test_mul_div),
