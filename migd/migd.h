@@ -31,6 +31,7 @@
 #include "common/stream.h"
 #include "proto/faultd.pb-c.h"
 #include "proto/migd.pb-c.h"
+#include "proto/stream.pb-c.h"
 #include "proto/vmm.pb-c.h"
 
 /* migd's fault points (TERN_FAULT, common/fault.h) are listed in migd(8),
@@ -893,8 +894,7 @@ void ram_view_unmap(struct ram_view *v);
 int vmm_memfd_check(int fd, const char *what, uint64_t *ret_size, char *err,
 		    size_t errlen);
 
-/* source.c, dest.c: one job; return 0 when the job completed. */
-int source_run(struct worker *w);
+/* dest.c: one job; return 0 when the job completed. */
 int dest_run(struct worker *w);
 
 /* vmmlink.c: the vmm's control service (workers, and the parent's clean-up) */
@@ -996,5 +996,98 @@ int fault_link_detach_force(struct fault_link *f, const char *vm);
 /* Postcopy recovery: faultd takes the new page link. */
 int fault_link_relink(struct fault_link *f, const char *vm, int page_fd,
 		      char *err, size_t len);
+
+/* source.c: the source side of one job, its main thread's: set-up,
+ * precopy, the switchover, the job's end; source_postcopy.c goes on past
+ * a postcopy switch.  The job's state, both files': */
+struct source {
+	struct worker *w;
+	bool learned_left_out;          /* (L) the learned fixed part is at or
+					 * above the limit (source_fixed_us) */
+	bool precopy;                   /* in precopy rounds (not the final one) */
+	uint64_t check_ns;              /* auto-converge: the last look */
+	uint64_t check_bytes;           /* bytes sent by then */
+	uint64_t round_taken;           /* pages the round took from the bitmap */
+	uint64_t round_bytes;           /* bytes sent in precopy rounds ... */
+	uint64_t round_ns;              /* ... over this long: the bandwidth */
+	uint64_t settle_ns;             /* waiting in source_settle */
+	uint64_t hash_rate;             /* verify: bytes/s, timed at the start */
+	uint64_t verify_ms;             /* verify's expected share of the pause */
+	uint64_t vmm_rtt_ns;            /* the quickest DirtySync: a call to the vmm */
+	uint64_t vmm_seen_ns;           /* source_vmm_alive's last look */
+	uint64_t hello_rtt_ns;          /* Hello to Accept: the link both ways and a
+					 * call to the other vmm */
+	struct vmm_link vmm;
+	struct ram_view ram;
+	uint32_t vcpus;                 /* the guest's, for the Hello */
+	int dialing;                    /* (w->lock) the connection source_dial
+					 * waits on, for source_abort to shut */
+	uint32_t base_throttle;         /* an operator's, found at the start:
+					 * never lowered, given back at the end */
+	int main_fd;
+	pthread_mutex_t main_tx;        /* one writer at a time on main_fd */
+	struct chan_tx chan[STREAM_MAX_CHANNELS];
+	unsigned int nchan;
+	uint64_t *dirty;                /* the bitmap shared with the vmm */
+	uint64_t dirty_bytes;
+	bool dirty_on;
+	bool stopped;                   /* we paused the VM (or asked to) */
+	bool throttled;                 /* a throttle was asked for, maybe
+					 * applied though its answer was lost */
+	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
+	char err[768];
+	/* postcopy */
+	int page_fd;                    /* the page link (faultd dials nothing:
+					 * we connect it at set-up) */
+	uint64_t *tosend;               /* pages the destination still needs */
+	struct page_server ps;
+	uint64_t pushed;                /* pages queued by the push */
+	uint64_t *pc_hashes;            /* verify: the stopped RAM's, once hashed */
+	size_t n_pc_hashes;
+	char peer[PATH_MAX];            /* the address dialled: the job's, or
+					 * the one a recovery names */
+	bool fault_extra_done;          /* source-resume-extra-channel, once */
+};
+/* The job: 0 when it completed. */
+int source_run(struct worker *w);
+/* The main connection: a message (named in the error), a connection
+ * dialled, the destination's next message, an answer after the pages. */
+int source_send(struct source *s, const ProtobufCMessage *m);
+int source_send_named(struct source *s, const ProtobufCMessage *m,
+		      const char *what);
+struct uri;
+int source_dial(struct source *s, const struct uri *u, enum stream_role role,
+		uint32_t index);
+int source_expect(struct source *s, int body, const char *what,
+		  Tern__Stream__StreamMsg **ret);
+int source_await(struct source *s, const char *what);
+/* Pages: a dirty-log sync, queued to their channels, the channels' counts. */
+int source_sync(struct source *s, uint64_t *ret_dirty);
+unsigned int page_region(const struct ram_view *v, uint64_t page);
+int source_queue(struct source *s, unsigned int region, uint64_t off);
+int source_flush(struct source *s);
+uint64_t source_channel_pages(const struct source *s, uint64_t *counts);
+/* The switch's steps, precopy's and postcopy's: the state, Stop, the
+ * point of no return, Go and what Resumed said, the mark of a moved guest. */
+int source_save_state(struct source *s, ProtobufCBinaryData *out);
+void source_stopping(struct source *s);
+int source_stop(struct source *s);
+int source_cross(struct source *s);
+int source_go(struct source *s, uint64_t *t_go,
+	      Tern__Stream__StreamMsg **resumed);
+uint64_t source_pause_ns(uint64_t t_stop, uint64_t t_go, uint64_t t_ack,
+			 const Tern__Stream__Resumed *r);
+void source_check_kept(struct source *s, const Tern__Stream__Resumed *r);
+bool source_guest_paused(struct source *s);
+bool source_switched(struct source *s);
+void source_moved(struct source *s, bool confirmed, bool postcopy);
+/* Every connection to the destination dropped (the job's end, a pause). */
+void source_drop_links(struct source *s);
+/* ns in whole us, for the logs */
+#define US(ns) ((unsigned long long)(ns) / 1000)
+
+/* source_postcopy.c: the source past a postcopy switch (source_run, when
+ * precopy stopped to switch): 0 when the job completed. */
+int source_postcopy(struct source *s);
 
 #endif
