@@ -27,6 +27,7 @@
 
 #include "common/bgwork.h"
 #include "common/fault.h"
+#include "common/ratelim.h"
 #include "common/rpc.h"
 #include "common/stream.h"
 #include "proto/faultd.pb-c.h"
@@ -894,9 +895,6 @@ void ram_view_unmap(struct ram_view *v);
 int vmm_memfd_check(int fd, const char *what, uint64_t *ret_size, char *err,
 		    size_t errlen);
 
-/* dest.c: one job; return 0 when the job completed. */
-int dest_run(struct worker *w);
-
 /* vmmlink.c: the vmm's control service (workers, and the parent's clean-up) */
 struct vmm_link {
 	struct rpc_client *cl;
@@ -1089,5 +1087,100 @@ void source_drop_links(struct source *s);
 /* source_postcopy.c: the source past a postcopy switch (source_run, when
  * precopy stopped to switch): 0 when the job completed. */
 int source_postcopy(struct source *s);
+
+/* dest.c: the destination side of one job, its main thread's: set-up,
+ * precopy, the switchover, the job's end; dest_postcopy.c goes on past a
+ * postcopy switch.  The job's state, both files': */
+/* A connection accepted whose hello has not come whole yet (dest_hellos). */
+struct pending {
+	int fd;
+	size_t got;
+	uint64_t deadline;
+	struct stream_hello h;
+};
+
+#define DEST_PENDING_MAX 16
+
+struct dest {
+	struct worker *w;
+	struct vmm_link vmm;
+	struct ram_view ram;
+	uint32_t vcpus;                 /* the vmm's: the source's must match */
+	struct ram_place place;         /* first-time pages go through it */
+	struct stream_layout layout;
+	int main_fd;
+	pthread_mutex_t main_tx;        /* one message at a time on main_fd:
+					 * dest_abort writes there too */
+	struct chan_rx chan[STREAM_MAX_CHANNELS];
+	unsigned int nchan, nconnected;
+	bool have_id;
+	bool received;                  /* the vmm holds data of this job */
+	bool refused;                   /* the source was sent a Refuse
+					 * (under main_tx) */
+	bool cont_failed;               /* Go came, the vmm did not resume */
+	bool keep_paused;               /* ... nor keep it paused, as Go asked */
+	uint64_t *received_map;         /* pages present here, across regions */
+	char err[768];
+	/* postcopy */
+	int page_fd;                    /* the page link, until faultd takes it */
+	struct pc_place pc;
+	int needed_fd;                  /* the needed-pages bitmap, shared with faultd */
+	uint64_t *needed;
+	size_t needed_bytes;
+	size_t needed_map;              /* mapped: the bitmap and, with verify,
+					 * the page hashes (pc.hashes) */
+	Tern__Stream__StreamMsg *hashes_msg;  /* PostcopyHashes, once it came */
+	struct fault_link fl;
+	bool attached;                  /* faultd serves this VM's faults */
+	/* postcopy recovery */
+	int listen_fd;                  /* the parent's, or one bound for recovery */
+	bool own_listen;                /* listen_fd was bound here */
+	char listen[PATH_MAX];          /* ... on this address */
+	bool recovering;                /* a main connection must be this job's */
+	bool session_gone;              /* faultd's session is: no recovery */
+	struct pending pend[DEST_PENDING_MAX];
+	unsigned int npend;
+	struct ratelim refusals;        /* logged a few per window, then counted */
+	/* accept failed (out of descriptors): the listening socket is not
+	 * polled until then; logged once per window */
+	uint64_t accept_paused_until;
+	struct ratelim accept_fails;
+};
+/* The job: 0 when it completed. */
+int dest_run(struct worker *w);
+/* Connections: a round of accepting and hellos, all of the job's. */
+int dest_hellos(struct dest *d, uint64_t wake, int busy);
+int dest_accept(struct dest *d);
+/*
+ * The vmm closed its end: it quit or died, and can take no guest (or,
+ * recovering, the guest is gone with it).  Looked at while waiting and
+ * receiving, so that the job ends then, not after all of RAM was sent.
+ */
+#define DEST_VMM_GONE "vmm %s closed its connection: it quit or died"
+/* In precopy, and at the postcopy switch, what may come next on the
+ * main connection. */
+#define BODY_PRECOPY_NEXT (-1)
+#define BODY_SWITCH_NEXT (-2)
+/* The main connection: the source's next message (body, or one of those
+ * above), a message (named in the error), a Refuse that fails the job. */
+int dest_recv(struct dest *d, int body, const char *what,
+	      Tern__Stream__StreamMsg **ret);
+int dest_send(struct dest *d, Tern__Stream__StreamMsg *m, const char *what);
+int dest_refuse(struct dest *d, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The switch's steps, precopy's and postcopy's: the device state loaded;
+ * Ready, Go, Resumed; verify's comparison of chunk hashes. */
+int dest_load(struct dest *d, const ProtobufCBinaryData *vm_state);
+int dest_go(struct dest *d);
+size_t dest_compare(const struct dest *d, const uint64_t *mine,
+		    const uint64_t *theirs, size_t n, uint64_t *gpa);
+/* Every connection dropped (the job's end, a pause). */
+void dest_drop_links(struct dest *d);
+
+/* dest_postcopy.c: the destination past a postcopy switch (dest_run's
+ * receiving, when PostcopyDiscard came): 0 when the job completed; and
+ * the listening socket a recovery bound, closed at the job's end. */
+int dest_postcopy(struct dest *d, const Tern__Stream__PostcopyDiscard *pd);
+void dest_close_listen(struct dest *d);
 
 #endif
