@@ -424,7 +424,7 @@ static void pending_close_all(struct dest *d)
  * (then it is turned away and dropped from the table). */
 static int pending_read(struct dest *d, unsigned int i)
 {
-	struct pending *p = &d->pend[i];
+	struct dest_pending *p = &d->pend[i];
 	ssize_t got;
 
 	got = recv(p->fd, (uint8_t *)&p->h + p->got, sizeof(p->h) - p->got,
@@ -533,7 +533,7 @@ int dest_hellos(struct dest *d, uint64_t wake, int busy)
 				       "and newer connections waiting");
 			pending_drop(d, 0);
 		}
-		d->pend[d->npend++] = (struct pending){ .fd = fd,
+		d->pend[d->npend++] = (struct dest_pending){ .fd = fd,
 			.deadline = deadline_ms(MIGD_HELLO_TIMEOUT_MS) };
 	}
 	if (r > 0 && busy >= 0 && pfd[1].revents)

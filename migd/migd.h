@@ -3,10 +3,13 @@
  * migd: the migration daemon.  This header is the program's table of
  * contents, by file.
  *
- * The parent process (main.c, control.c, jobs.c) serves the tern.migd.Migd
- * service on RUNDIR/migd.sock, keeps the job table and history, and forks
- * one worker process per job so that a crash in one job harms no other.
- * A worker (worker.c, source.c, dest.c, channel.c, vmmlink.c) runs one
+ * The parent process (main.c, control.c, jobs.c, jobadopt.c, jobstate.c,
+ * history.c, statefile.c, params.c) serves the tern.migd.Migd service on
+ * RUNDIR/migd.sock, keeps the job table and history, and forks one
+ * worker process per job so that a crash in one job harms no other.
+ * A worker (worker.c, source.c, source_postcopy.c, dest.c,
+ * dest_postcopy.c, channel.c, pace.c, place.c, pageserve.c, faultlink.c,
+ * vmmlink.c, adopt.c) runs one
  * migration end to end with blocking I/O and threads, and reports its
  * JobStatus to the parent over a socketpair as tern.rpc.Frame events named
  * "status" (the last one carries the final state).  The parent cancels a
@@ -1061,7 +1064,7 @@ int source_expect(struct source *s, int body, const char *what,
 int source_await(struct source *s, const char *what);
 /* Pages: a dirty-log sync, queued to their channels, the channels' counts. */
 int source_sync(struct source *s, uint64_t *ret_dirty);
-unsigned int page_region(const struct ram_view *v, uint64_t page);
+unsigned int source_page_region(const struct ram_view *v, uint64_t page);
 int source_queue(struct source *s, unsigned int region, uint64_t off);
 int source_flush(struct source *s);
 uint64_t source_channel_pages(const struct source *s, uint64_t *counts);
@@ -1092,7 +1095,7 @@ int source_postcopy(struct source *s);
  * precopy, the switchover, the job's end; dest_postcopy.c goes on past a
  * postcopy switch.  The job's state, both files': */
 /* A connection accepted whose hello has not come whole yet (dest_hellos). */
-struct pending {
+struct dest_pending {
 	int fd;
 	size_t got;
 	uint64_t deadline;
@@ -1138,7 +1141,7 @@ struct dest {
 	char listen[PATH_MAX];          /* ... on this address */
 	bool recovering;                /* a main connection must be this job's */
 	bool session_gone;              /* faultd's session is: no recovery */
-	struct pending pend[DEST_PENDING_MAX];
+	struct dest_pending pend[DEST_PENDING_MAX];
 	unsigned int npend;
 	struct ratelim refusals;        /* logged a few per window, then counted */
 	/* accept failed (out of descriptors): the listening socket is not

@@ -477,7 +477,7 @@ int source_sync(struct source *s, uint64_t *ret_dirty)
 	return 0;
 }
 
-unsigned int page_region(const struct ram_view *v, uint64_t page)
+unsigned int source_page_region(const struct ram_view *v, uint64_t page)
 {
 	unsigned int i = v->n - 1;
 
@@ -521,7 +521,7 @@ static int source_dirty_round(struct source *s, uint64_t *ret_pages)
 		w = __atomic_exchange_n(&s->dirty[i], 0, __ATOMIC_RELAXED);
 		while (w && r == 0) {
 			uint64_t page = i * 64 + __builtin_ctzll(w);
-			unsigned int reg = page_region(&s->ram, page);
+			unsigned int reg = source_page_region(&s->ram, page);
 
 			w &= w - 1;
 			if (page >= s->ram.pages)

@@ -243,7 +243,7 @@ static int source_push(struct source *s)
 			bits &= bits - 1;
 			if (page >= s->ram.pages)
 				break;
-			reg = page_region(&s->ram, page);
+			reg = source_page_region(&s->ram, page);
 			r = source_queue(s, reg, (page - s->ram.first_page[reg]) *
 					 STREAM_PAGE);
 			s->pushed++;
