@@ -323,6 +323,20 @@ echo "ok: d: $(job_get d error); c runs on"
 src vmmctl quit c >/dev/null; vmmctl quit d >/dev/null
 src_migd
 
+# way_out SRC DST: the way out a dead source worker's error gives, taken:
+# the destination's paused job cancelled with --force and its vmm quit,
+# the source's vmm continued from the switch, its memory intact, running.
+way_out() {
+	wait_until 30 job_is "$2" postcopy_paused || fail "$2: $(job_get "$2" state)"
+	migctl cancel "$2" --force --wait >/dev/null || fail "cancel $2 --force"
+	vmmctl quit "$2" >/dev/null
+	[ "$(src state_of "$1")" = paused ] || fail "$1 is $(src state_of "$1")"
+	src vmmctl cont "$1" --force >/dev/null || fail "cont $1 --force"
+	src vmmctl check "$1" || fail "$1: memory check after cont --force"
+	src wait_progress "$1" 0
+	src vmmctl quit "$1" >/dev/null
+}
+
 note "the source's worker dies in postcopy-active: the error says what is where, and what to do"
 pair a2 b2 --guest-range 8M
 postcopy_pair a2 b2 2M
@@ -334,15 +348,8 @@ case $err in
 *) fail "a2: $err" ;; esac
 echo "ok: a2: $err"
 # The way out it gives works.
-wait_until 30 job_is b2 postcopy_paused || fail "b2: $(job_get b2 state)"
-migctl cancel b2 --force --wait >/dev/null || fail "cancel b2 --force"
-vmmctl quit b2 >/dev/null
-[ "$(src state_of a2)" = paused ] || fail "a2 is $(src state_of a2)"
-src vmmctl cont a2 --force >/dev/null || fail "cont a2 --force"
-src vmmctl check a2 || fail "a2: memory check after cont --force"
-src wait_progress a2 0
+way_out a2 b2
 echo "ok: a2 runs again from the switch"
-src vmmctl quit a2 >/dev/null
 
 note "the source's migd and its worker both die in postcopy-active: the next migd says the job is not back yet, then records its outcome as unknown, not the VM's job before it"
 # Before, the record was dropped: status showed a8's previous job (here
@@ -383,13 +390,7 @@ src_migd
 [ "$(src job_get a8 error)" = "$err" ] || fail "a8 after a restart: $(src migctl status a8 2>&1)"
 # What it says holds: the destination waits, the source vmm keeps the
 # guest, and the way out (a2's) works.
-wait_until 30 job_is b8 postcopy_paused || fail "b8: $(job_get b8 state)"
-migctl cancel b8 --force --wait >/dev/null || fail "cancel b8 --force"
-vmmctl quit b8 >/dev/null
-[ "$(src state_of a8)" = paused ] || fail "a8 is $(src state_of a8)"
-src vmmctl cont a8 --force >/dev/null || fail "cont a8 --force"
-src vmmctl check a8 || fail "a8: memory check after cont --force"
-src vmmctl quit a8 >/dev/null
+way_out a8 b8
 
 note "the destination's worker dies in postcopy-active: the error says the guest there waits for good, and what to do"
 # Before, it said only "the guest runs here in postcopy: its vCPUs wait
