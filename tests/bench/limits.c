@@ -22,7 +22,12 @@
  *   - the loopback TCP round trip of a small request answered with one
  *     page (TCP_NODELAY, both ends blocked in read()): what postcopy's
  *     page link adds to that floor for every remote fault;
- *   - zstd level 1 on incompressible and on text-like 4 KiB pages.
+ *   - zstd level 1 on incompressible and on text-like 4 KiB pages;
+ *   - the page size's share in placing pages: UFFDIO_COPY of 4 KiB pages
+ *     into a fresh memfd registered with userfaultfd (migd's placement),
+ *     and, when a pool of 2 MiB huge pages is there (run.sh reserves one
+ *     for the run), the first write to a fresh hugetlb memfd and
+ *     UFFDIO_COPY of 2 MiB pages into one (null without a pool).
  *
  * All RAM comes from memfds mapped shared, like guest RAM.  Each figure is
  * the median of a few repetitions; each repetition is bounded in time, the
@@ -437,6 +442,82 @@ out:
 	return ret;
 }
 
+/* ---- placing pages, by page size -------------------------------------- */
+
+#define HUGE_PAGE (2 * MiB)
+
+/*
+ * GB/s of placing FRESH_TOUCH bytes by UFFDIO_COPY of page-sized copies
+ * into a fresh memfd (hugetlb: 2 MiB pages) registered with userfaultfd,
+ * as a postcopy destination places pages; with touch, of writing every
+ * page through a plain mapping instead.  -1 when it cannot (no
+ * userfaultfd, no huge page pool).
+ */
+static double place_rep(size_t page, bool touch)
+{
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = page == PAGE ? UFFD_FEATURE_MISSING_SHMEM :
+					      UFFD_FEATURE_MISSING_HUGETLBFS };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_copy cp = { .len = page };
+	double t0, ret = -1;
+	uint8_t *area, *src;
+	size_t off;
+	int fd, uffd = -1;
+
+	fd = memfd_create("bench", MFD_CLOEXEC | (page == PAGE ? 0 : MFD_HUGETLB));
+	if (fd < 0)
+		return -1;
+	area = ftruncate(fd, FRESH_TOUCH) == 0 ?
+	       mmap(NULL, FRESH_TOUCH, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) :
+	       MAP_FAILED;
+	close(fd);
+	if (area == MAP_FAILED)
+		return -1;              /* (hugetlb: no pool to reserve from) */
+	src = aligned_alloc(PAGE, page);
+	if (!src)
+		fail("aligned_alloc", ENOMEM);
+	memset(src, 0x5a, page);
+	if (!touch) {
+		uffd = uffd_open();
+		reg.range = (struct uffdio_range){ (uintptr_t)area, FRESH_TOUCH };
+		if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0 ||
+		    ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+			goto out;
+	}
+	t0 = now_s();
+	for (off = 0; off < FRESH_TOUCH; off += page) {
+		if (touch) {
+			memcpy(area + off, src, page);
+			continue;
+		}
+		cp.dst = (uintptr_t)area + off;
+		cp.src = (uintptr_t)src;
+		if (ioctl(uffd, UFFDIO_COPY, &cp) < 0)
+			goto out;
+	}
+	ret = FRESH_TOUCH / (now_s() - t0) / GB;
+out:
+	if (uffd >= 0)
+		close(uffd);
+	free(src);
+	munmap(area, FRESH_TOUCH);
+	return ret;
+}
+
+/* The median of place_rep's; the first repetition of a new huge page
+ * pool also pays for the host backing it, the later ones reuse it. */
+static double measure_place(size_t page, bool touch)
+{
+	double v[REPS];
+	int r;
+
+	for (r = 0; r < REPS; r++)
+		if ((v[r] = place_rep(page, touch)) < 0)
+			return -1;
+	return median(v, REPS);
+}
+
 /* ---- loopback TCP ---------------------------------------------------------- */
 
 struct stream {
@@ -832,12 +913,22 @@ static void print_us(const char *name, double us)
 		printf(",\"%s\":%.1f", name, us);
 }
 
+/* A rate, or null for one the machine could not measure. */
+static void print_gbps(const char *name, double gbps)
+{
+	if (gbps < 0)
+		printf(",\"%s\":null", name);
+	else
+		printf(",\"%s\":%.3f", name, gbps);
+}
+
 int main(int argc, char **argv)
 {
 	static const int streams[] = { 1, 2, 4 };
 	struct stream s[MAX_STREAMS] = { 0 };
 	double t_start = now_s(), cp1, cp2, z64, zavx = -1;
 	double tcp[3], fresh[2], touch, uffd[UFFD_PLACES], rtt;
+	double place4k, place2m, touch2m;
 	struct zstd_result zr, zt;
 	uint8_t *buf;
 	bool avx2;
@@ -879,6 +970,12 @@ int main(int argc, char **argv)
 
 	note("first touch of a fresh memfd");
 	touch = measure_fresh_touch();
+
+	note("placing pages: UFFDIO_COPY of 4 KiB and 2 MiB pages, first "
+	     "write to 2 MiB pages");
+	place4k = measure_place(PAGE, false);
+	place2m = measure_place(HUGE_PAGE, false);
+	touch2m = measure_place(HUGE_PAGE, true);
 
 	note("userfaultfd round trip: handler in poll() on another CPU, on "
 	     "the same CPU, anywhere; spinning");
@@ -929,6 +1026,9 @@ int main(int argc, char **argv)
 	print_us("uffd_rtt_any_cpu_us", uffd[UFFD_ANY]);
 	print_us("uffd_rtt_spin_us", uffd[UFFD_SPIN]);
 	printf(",\"tcp_rtt_page_us\":%.1f", rtt);
+	print_gbps("uffd_copy_4k_gbps", place4k);
+	print_gbps("uffd_copy_2m_gbps", place2m);
+	print_gbps("fresh_touch_2m_gbps", touch2m);
 	printf(",\"tcp_gbps_1s\":%.3f,\"tcp_gbps_2s\":%.3f,\"tcp_gbps_4s\":%.3f,"
 	       "\"tcp_fresh_gbps_1s\":%.3f,\"tcp_fresh_gbps_2s\":%.3f,"
 	       "\"zstd1_gbps_random\":%.3f,\"zstd1_ratio_random\":%.3f,"
