@@ -608,18 +608,36 @@ static void say_connection_lost(const struct rpc_client *lost,
 /* One call; prints the error (migd's text) and returns -errno.  A call
  * that waits for a job's end has no deadline: migd reports every 200 ms
  * and a dead migd closes the connection. */
+/* How long a call that waits (--wait, --watch) waits through migd's
+ * EAGAIN: a job that an earlier migd left is not back yet (migd(8) gives
+ * its worker 6 s). */
+#define CALL_AGAIN_MS 15000
+
 static int call(struct rpc_client *cl, const char *method,
 		const ProtobufCMessage *arg, ProtobufCMessage **ret, bool wait)
 {
 	Tern__Migd__Empty empty = TERN__MIGD__EMPTY__INIT;
+	const struct timespec pause = { 0, 250 * 1000 * 1000 };
+	uint64_t until = now_ns() + CALL_AGAIN_MS * 1000000ULL;
 	struct rpc_result res;
+	bool told = false;
 	int r;
 
-	r = rpc_client_call(cl, &tern__migd__migd__descriptor, method,
-			    arg ? arg : &empty.base, NULL, 0, ret, &res,
-			    wait ? 0 : opts.timeout_ms, wait ? handle_event : NULL,
-			    NULL);
-	rpc_result_close_fds(&res);
+	for (;;) {
+		r = rpc_client_call(cl, &tern__migd__migd__descriptor, method,
+				    arg ? arg : &empty.base, NULL, 0, ret, &res,
+				    wait ? 0 : opts.timeout_ms,
+				    wait ? handle_event : NULL, NULL);
+		rpc_result_close_fds(&res);
+		if (!wait || r != -EAGAIN || !res.remote || now_ns() >= until)
+			break;
+		if (!told)
+			fprintf(stderr, "migctl: asking again for up to %d s: "
+				"%s\n", CALL_AGAIN_MS / 1000,
+				text_safe(res.message));
+		told = true;
+		nanosleep(&pause, NULL);
+	}
 	if (r == -EPIPE && wait) {
 		progress_end();
 		say_connection_lost(cl, method);

@@ -373,7 +373,17 @@ case $out in
 echo "ok: $out"
 out=$(src migctl status a8 --id "$id" 2>&1) && fail "status a8 --id while it is not back: $out"
 case $out in *"is not back yet"*) ;; *) fail "a8 --id: $out" ;; esac
+# A watch waits through it (an agent's, right after a restart): it says
+# so, then follows the job.  Before, it failed at once.
+src migctl status a8 --watch >"$TEST_DIR/a8.watch" 2>&1 &
+watch=$!
+PIDS+=("$watch")
+waiting() { grep -q "^migctl: asking again for up to 15 s: a8: its postcopy job $id, which ran when migd $old_migd ended, is not back yet" "$TEST_DIR/a8.watch"; }
+wait_until 10 waiting || fail "a8's watch: $(cat "$TEST_DIR/a8.watch")"
 rm "$TEST_DIR/src/migd-orphans-hold"
+wait_exit "$watch" && fail "a8's watch exited 0: $(cat "$TEST_DIR/a8.watch")"
+grep -q "outcome unknown: migd (pid $old_migd)" "$TEST_DIR/a8.watch" ||
+	fail "a8's watch: $(cat "$TEST_DIR/a8.watch")"
 src wait_until 15 src_job_is a8 failed || fail "a8: $(src migctl status a8 2>&1)"
 err=$(src job_get a8 error)
 case $err in
