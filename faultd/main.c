@@ -6,7 +6,8 @@
  * RUNDIR/faultd.sock, then serve (control.c) from one event
  * loop until SIGTERM or SIGINT.  Quitting stops every session; faults on
  * pages still missing then wait in the vmms, which keep their uffds.
- * faultd stays in the foreground (systemd Type=simple).
+ * faultd stays in the foreground, and tells systemd (Type=notify) it is
+ * ready once the socket listens.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -27,6 +28,7 @@
 #include "common/caps.h"
 #include "common/cli.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "common/pidlock.h"
 #include "common/rtspawn.h"
 #include "common/util.h"
@@ -269,6 +271,8 @@ int main(int argc, char **argv)
 		goto out;
 	log_info("serving %s (no capabilities; fault threads in %s)", d.sock_path,
 		 rt == 0 ? "SCHED_FIFO" : "the ordinary class");
+	if ((ret = notify_ready()) < 0)
+		log_warnc(ret, "cannot tell systemd that faultd is ready (NOTIFY_SOCKET)");
 	event_base_dispatch(d.base);
 	ret = 0;
 out:

@@ -5,7 +5,8 @@
  * event loop until SIGTERM or SIGINT, which cancel the running jobs and
  * wait a bounded time for their workers; a job past its postcopy switch
  * is left running, for the next migd to adopt (jobadopt.c).  migd stays
- * in the foreground (systemd Type=simple); it never daemonizes.
+ * in the foreground and tells systemd (Type=notify) it is ready once the
+ * socket listens; it never daemonizes.
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -22,6 +23,7 @@
 #include "common/cli.h"
 #include "common/fault.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "common/pidlock.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -236,6 +238,8 @@ int main(int argc, char **argv)
 		goto out;
 	log_info("serving %s/migd.sock (%s)", o.rundir,
 		 sched_note(&m, note, sizeof(note)));
+	if ((ret = notify_ready()) < 0)
+		log_warnc(ret, "cannot tell systemd that migd is ready (NOTIFY_SOCKET)");
 	event_base_dispatch(m.base);
 	ret = 0;
 out:

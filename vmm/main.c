@@ -18,6 +18,7 @@
 #include "common/cli.h"
 #include "common/fault.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "common/pidlock.h"
 #include "common/testguest.h"
 #include "common/util.h"
@@ -347,6 +348,8 @@ int main(int argc, char **argv)
 		 vm.nvcpus > 1 ? "s" : "",
 		 o.incoming ? "waiting for an incoming guest" :
 		 o.test_mode ? o.test_mode : vm.guest.image);
+	if ((ret = notify_ready()) < 0)
+		log_warnc(ret, "cannot tell systemd that the vmm is ready (NOTIFY_SOCKET)");
 	event_base_dispatch(base);
 	ret = 0;
 out:
