@@ -2,11 +2,13 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # Install the Debian packages tern needs to build and test, if any are
 # missing (the tests speak the wire protocol with python3, and use ip
-# and ss from iproute2).  Called by 'make deps', 'make check' and 'make demo'.
+# and ss from iproute2; t_units boots a container with systemd-nspawn,
+# from systemd-container, to run the shipped units under a real systemd).
+# Called by 'make deps', 'make check' and 'make demo'.
 set -eu
 pkgs="build-essential pkg-config libevent-dev libprotobuf-c-dev
 protobuf-c-compiler libcap-dev liburing-dev libcmocka-dev libzstd-dev
-gnuplot-nox python3 iproute2"
+gnuplot-nox python3 iproute2 systemd-container"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
