@@ -475,17 +475,30 @@ err=$(job_field x error)
 grep -q "^migd\[x/in\]: SIGTERM from pid $me (.*), not from migd $MIGD, which started the job: cancelling it" \
 	"$RUNDIR/migd.log" || fail "no stray SIGTERM logged: $(grep SIGTERM "$RUNDIR/migd.log")"
 echo "ok: $err"
-# A sender gone at once (pkill, /bin/kill) is named all the same: the
-# handler reads its name.  Before, "(gone or unknown)".
-migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (stray kill)"
-wpid=$(job_field x worker_pid)
-[ "${wpid:-0}" -gt 0 ] || fail "no worker pid: $(migctl --json status x)"
-/bin/kill -TERM "$wpid" || fail "/bin/kill $wpid"
-wait_until 20 job_final x || fail "job after /bin/kill: $(migctl --json status x)"
-err=$(job_field x error)
-[[ $err =~ ^"cancelled: SIGTERM from pid "[0-9]+" (kill)"$ ]] ||
-	fail "after /bin/kill: $(migctl --json status x)"
-echo "ok: $err"
+# A sender gone at once (pkill, /bin/kill) is named too: the handler
+# reads its name, unless the sender exits before the handler runs (a
+# race no test can force either way).  Before, it was read at the next
+# tick, up to 200 ms later: "(gone or unknown)" every time.  So of up to
+# five, one must be named (by hand, under load: 37 of 40, and 0 of 20
+# before).
+start_vmm xk --memory 64M --incoming
+named=
+for i in 1 2 3 4 5; do
+	migctl incoming xk --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming xk ($i)"
+	wpid=$(job_field xk worker_pid)
+	[ "${wpid:-0}" -gt 0 ] || fail "no worker pid: $(migctl --json status xk)"
+	/bin/kill -TERM "$wpid" || fail "/bin/kill $wpid"
+	wait_until 20 job_final xk || fail "job after /bin/kill: $(migctl --json status xk)"
+	err=$(job_field xk error)
+	[[ $err =~ ^"cancelled: SIGTERM from pid "[0-9]+" ("(kill|gone or unknown)")"$ ]] ||
+		fail "after /bin/kill: $(migctl --json status xk)"
+	[ "${BASH_REMATCH[1]}" = kill ] || continue
+	named="$err (of $i)"
+	break
+done
+[ -n "$named" ] || fail "five strays from /bin/kill, none named: $err"
+echo "ok: $named"
+vmmctl quit xk >/dev/null
 
 note "a worker killed with SIGKILL: the job fails, migd serves on"
 migctl incoming x --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming x (3)"
@@ -503,9 +516,11 @@ kill -0 "$MIGD" || fail "migd died with its worker"
 note "list: history, newest first"
 migctl list
 n=$(migctl --json list | grep -o '"vm":"x"' | wc -l)
-[ "$n" -eq 4 ] || fail "list shows $n jobs of x, expected 4"
-states=$(migctl --json list | grep -o '"state":"[a-z]*"' | tr '\n' ' ')
-[ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" "state":"cancelled" ' ] ||
+[ "$n" -eq 3 ] || fail "list shows $n jobs of x, expected 3"
+# (x's jobs: xk's are in the list too)
+states=$(migctl --json list | grep -o '"vm":"x","role":"[a-z]*","state":"[a-z]*"' |
+	grep -o '"state":"[a-z]*"' | tr '\n' ' ')
+[ "$states" = '"state":"failed" "state":"cancelled" "state":"cancelled" ' ] ||
 	fail "list order: $states"
 
 note "the history keeps at most 16 jobs of one VM: the others' stay"
@@ -519,8 +534,8 @@ done
 n=$(migctl --json list | grep -o '"vm":"hy"' | wc -l)
 [ "$n" -eq 16 ] || fail "list shows $n jobs of hy, expected the last 16"
 n=$(migctl --json list | grep -o '"vm":"x"' | wc -l)
-[ "$n" -eq 4 ] || fail "list shows $n jobs of x after hy's, expected 4"
-echo "ok: 18 jobs of hy, 16 kept; x's 4 kept"
+[ "$n" -eq 3 ] || fail "list shows $n jobs of x after hy's, expected 3"
+echo "ok: 18 jobs of hy, 16 kept; x's 3 kept"
 vmmctl quit hy >/dev/null
 
 note "a vmm a job waits in: no load, cont, write or transfer but the job's"
