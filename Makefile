@@ -82,14 +82,16 @@ $(LIBCOMMON): $(COMMON_OBJS)
 
 # ---- programs -----------------------------------------------------------
 # Each program is the objects of its directory that are not another
-# program's main file.  vmm/ also holds vmmctl (its control client).
+# program's files.  vmm/ also holds vmmctl (its control client), migd/
+# migctl (migd/migctl*.c).
 VMM_SRCS    := $(filter-out vmm/vmmctl.c,$(wildcard vmm/*.c)) $(wildcard vmm/*.S)
 VMM_OBJS    := $(patsubst %,$(O)/%.o,$(basename $(VMM_SRCS)))
 VMMCTL_OBJS := $(O)/vmm/vmmctl.o
 
-MIGD_SRCS   := $(filter-out migd/migctl.c,$(wildcard migd/*.c))
+MIGCTL_SRCS := $(wildcard migd/migctl*.c)
+MIGD_SRCS   := $(filter-out $(MIGCTL_SRCS),$(wildcard migd/*.c))
 MIGD_OBJS   := $(patsubst %.c,$(O)/%.o,$(MIGD_SRCS))
-MIGCTL_OBJS := $(O)/migd/migctl.o
+MIGCTL_OBJS := $(patsubst %.c,$(O)/%.o,$(MIGCTL_SRCS))
 
 FAULTD_SRCS := $(wildcard faultd/*.c)
 FAULTD_OBJS := $(patsubst %.c,$(O)/%.o,$(FAULTD_SRCS))
@@ -98,7 +100,7 @@ PROGS := $(O)/bin/vmm $(O)/bin/vmmctl
 ifneq ($(MIGD_SRCS),)
 PROGS += $(O)/bin/migd
 endif
-ifneq ($(wildcard migd/migctl.c),)
+ifneq ($(MIGCTL_SRCS),)
 PROGS += $(O)/bin/migctl
 endif
 ifneq ($(FAULTD_SRCS),)

@@ -16,7 +16,8 @@
  * worker with SIGTERM.  A worker exits 0 when its job completed, 1 when
  * it failed or was cancelled (after restoring what it must).
  *
- * migctl (migctl.c) is a separate program: the command-line client.
+ * migctl (migctl.c, migctl_cmd.c, migctl_show.c; its header migctl.h) is
+ * a separate program: the command-line client.
  */
 #ifndef MIGD_H
 #define MIGD_H
