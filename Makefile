@@ -82,11 +82,12 @@ $(LIBCOMMON): $(COMMON_OBJS)
 
 # ---- programs -----------------------------------------------------------
 # Each program is the objects of its directory that are not another
-# program's files.  vmm/ also holds vmmctl (its control client), migd/
-# migctl (migd/migctl*.c).
-VMM_SRCS    := $(filter-out vmm/vmmctl.c,$(wildcard vmm/*.c)) $(wildcard vmm/*.S)
+# program's files.  vmm/ also holds vmmctl (its control client, the
+# files vmm/vmmctl*.c), migd/ migctl (migd/migctl*.c).
+VMMCTL_SRCS := $(wildcard vmm/vmmctl*.c)
+VMM_SRCS    := $(filter-out $(VMMCTL_SRCS),$(wildcard vmm/*.c)) $(wildcard vmm/*.S)
 VMM_OBJS    := $(patsubst %,$(O)/%.o,$(basename $(VMM_SRCS)))
-VMMCTL_OBJS := $(O)/vmm/vmmctl.o
+VMMCTL_OBJS := $(patsubst %.c,$(O)/%.o,$(VMMCTL_SRCS))
 
 MIGCTL_SRCS := $(wildcard migd/migctl*.c)
 MIGD_SRCS   := $(filter-out $(MIGCTL_SRCS),$(wildcard migd/*.c))
