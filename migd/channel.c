@@ -6,9 +6,9 @@
  * channel thread splits each batch into zero pages (sent as offsets only)
  * and data pages, which go out with sendmsg() straight from the mapped
  * memfd (iovecs, no copy in user space).  A page is always queued to the
- * same channel (source.c picks the channel from its page number), so the
- * order of its versions is the channel's order and no cross-channel
- * barrier is needed.
+ * same channel (source_precopy.c picks the channel from its page
+ * number), so the order of its versions is the channel's order and no
+ * cross-channel barrier is needed.
  *
  * With compression, a packet's data pages are compressed as one zstd frame
  * straight from the mapping (streaming input, no copy) and sent that way

@@ -7,9 +7,9 @@
  * history.c, statefile.c, params.c) serves the tern.migd.Migd service on
  * RUNDIR/migd.sock, keeps the job table and history, and forks one
  * worker process per job so that a crash in one job harms no other.
- * A worker (worker.c, source.c, source_postcopy.c, dest.c,
- * dest_postcopy.c, channel.c, pace.c, place.c, pageserve.c, faultlink.c,
- * vmmlink.c, adopt.c) runs one
+ * A worker (worker.c, source.c, source_precopy.c, source_postcopy.c,
+ * dest.c, dest_conn.c, dest_postcopy.c, channel.c, pace.c, place.c,
+ * pageserve.c, faultlink.c, vmmlink.c, adopt.c) runs one
  * migration end to end with blocking I/O and threads, and reports its
  * JobStatus to the parent over a socketpair as tern.rpc.Frame events named
  * "status" (the last one carries the final state).  The parent cancels a
@@ -308,7 +308,7 @@ int job_start(struct migd *m, const struct job_spec *spec, struct job **ret);
  * pages, in us (their lower median, with the first guess): a new source
  * job counts it, unless it is at or above the job's limit. */
 uint64_t job_pause_fixed_us(const struct migd *m);
-/* Before any job measured it (source.c, jobs.c). */
+/* Before any job measured it (source_precopy.c, jobs.c). */
 #define PAUSE_FIXED_FIRST_US 5000
 /* The VM's running job, else its latest finished one, else NULL. */
 struct job *job_find(struct migd *m, const char *vm, bool running_only);
@@ -999,9 +999,10 @@ int fault_link_detach_force(struct fault_link *f, const char *vm);
 int fault_link_relink(struct fault_link *f, const char *vm, int page_fd,
 		      char *err, size_t len);
 
-/* source.c: the source side of one job, its main thread's: set-up,
- * precopy, the switchover, the job's end; source_postcopy.c goes on past
- * a postcopy switch.  The job's state, both files': */
+/* source.c: the source side of one job, its main thread's: set-up, the
+ * switchover, the job's end; source_precopy.c sends the pages before the
+ * switch, source_postcopy.c goes on past a postcopy switch.  The job's
+ * state, the three files': */
 struct source {
 	struct worker *w;
 	bool learned_left_out;          /* (L) the learned fixed part is at or
@@ -1063,12 +1064,6 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 int source_expect(struct source *s, int body, const char *what,
 		  Tern__Stream__StreamMsg **ret);
 int source_await(struct source *s, const char *what);
-/* Pages: a dirty-log sync, queued to their channels, the channels' counts. */
-int source_sync(struct source *s, uint64_t *ret_dirty);
-unsigned int source_page_region(const struct ram_view *v, uint64_t page);
-int source_queue(struct source *s, unsigned int region, uint64_t off);
-int source_flush(struct source *s);
-uint64_t source_channel_pages(const struct source *s, uint64_t *counts);
 /* The switch's steps, precopy's and postcopy's: the state, Stop, the
  * point of no return, Go and what Resumed said, the mark of a moved guest. */
 int source_save_state(struct source *s, ProtobufCBinaryData *out);
@@ -1087,6 +1082,24 @@ void source_moved(struct source *s, bool confirmed, bool postcopy);
 void source_drop_links(struct source *s);
 /* ns in whole us, for the logs */
 #define US(ns) ((unsigned long long)(ns) / 1000)
+
+/* source_precopy.c: the source's rounds of pages and their convergence
+ * (source_run, after set-up): 0 when the rest fits the downtime limit,
+ * SOURCE_PC_SWITCH when precopy stopped to switch to postcopy. */
+#define SOURCE_PC_SWITCH 1              /* a round stopped to switch to postcopy */
+int source_precopy(struct source *s);
+/* Pages: a dirty-log sync, a round of what it found (the switchover's
+ * last), queued to their channels, the channels' counts. */
+int source_sync(struct source *s, uint64_t *ret_dirty);
+int source_dirty_round(struct source *s, uint64_t *ret_pages);
+unsigned int source_page_region(const struct ram_view *v, uint64_t page);
+int source_queue(struct source *s, unsigned int region, uint64_t off);
+int source_flush(struct source *s);
+uint64_t source_channel_pages(const struct source *s, uint64_t *counts);
+/* Verify's share of the pause for the data held now, into verify_ms
+ * (source_await); auto-converge's throttle, 0 lifting it (the job's end). */
+uint64_t source_verify_estimate(struct source *s);
+int source_throttle(struct source *s, uint32_t percent);
 
 /* source_postcopy.c: the source past a postcopy switch (source_run, when
  * precopy stopped to switch): 0 when the job completed. */
