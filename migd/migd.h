@@ -1106,8 +1106,9 @@ int source_throttle(struct source *s, uint32_t percent);
 int source_postcopy(struct source *s);
 
 /* dest.c: the destination side of one job, its main thread's: set-up,
- * precopy, the switchover, the job's end; dest_postcopy.c goes on past a
- * postcopy switch.  The job's state, both files': */
+ * precopy, the switchover, the job's end; dest_conn.c accepts its
+ * connections, dest_postcopy.c goes on past a postcopy switch.  The job's
+ * state, the three files': */
 /* A connection accepted whose hello has not come whole yet (dest_hellos). */
 struct dest_pending {
 	int fd;
@@ -1165,9 +1166,9 @@ struct dest {
 };
 /* The job: 0 when it completed. */
 int dest_run(struct worker *w);
-/* Connections: a round of accepting and hellos, all of the job's. */
-int dest_hellos(struct dest *d, uint64_t wake, int busy);
-int dest_accept(struct dest *d);
+/* The source's layout, the main connection's first message: it must be
+ * exactly this vmm's (dest_accept, once the main connection is in). */
+int dest_check_hello(struct dest *d);
 /*
  * The vmm closed its end: it quit or died, and can take no guest (or,
  * recovering, the guest is gone with it).  Looked at while waiting and
@@ -1193,6 +1194,15 @@ size_t dest_compare(const struct dest *d, const uint64_t *mine,
 		    const uint64_t *theirs, size_t n, uint64_t *gpa);
 /* Every connection dropped (the job's end, a pause). */
 void dest_drop_links(struct dest *d);
+
+/* dest_conn.c: the job's connections (dest_run's set-up, and every wait
+ * on the main connection): a round of accepting and hellos, all of the
+ * job's; at the job's end, the connections whose hello is still to come
+ * closed, and the refusals not logged yet counted in the log. */
+int dest_hellos(struct dest *d, uint64_t wake, int busy);
+int dest_accept(struct dest *d);
+void dest_pending_close_all(struct dest *d);
+void dest_refusals_flush(struct dest *d);
 
 /* dest_postcopy.c: the destination past a postcopy switch (dest_run's
  * receiving, when PostcopyDiscard came): 0 when the job completed; and
