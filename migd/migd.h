@@ -645,6 +645,8 @@ void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 void worker_set_chan_wake(struct worker *w, unsigned int chan, int fd);
 void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
 		  uint64_t pages, uint64_t zero_pages);
+/* Pages the first nchan ram channels have counted so far. */
+uint64_t worker_pages_counted(struct worker *w, unsigned int nchan);
 /* Postcopy-paused: wait up to ms for a command from the parent (or a
  * cancel); the command taken, or WORKER_CMD_NONE. */
 /* A destination leaves postcopy-paused for st; a Recover that came

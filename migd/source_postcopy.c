@@ -191,11 +191,8 @@ static void source_pc_pushed(struct source *s)
 static void source_pc_base(struct source *s, uint64_t left)
 {
 	struct worker *w = s->w;
-	uint64_t sent = 0;
-	unsigned int i;
+	uint64_t sent = worker_pages_counted(w, s->nchan);
 
-	for (i = 0; i < s->nchan; i++)
-		sent += __atomic_load_n(&w->chan[i].pages, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&w->lock);
 	w->pc_counting = true;
 	w->pc_base_left = left;

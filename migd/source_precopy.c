@@ -134,11 +134,8 @@ int source_flush(struct source *s)
 static void source_round_begin(struct source *s, uint64_t pages)
 {
 	struct worker *w = s->w;
-	uint64_t sent = 0;
-	unsigned int i;
+	uint64_t sent = worker_pages_counted(w, s->nchan);
 
-	for (i = 0; i < s->nchan; i++)
-		sent += __atomic_load_n(&w->chan[i].pages, __ATOMIC_RELAXED);
 	s->round_taken = 0;
 	pthread_mutex_lock(&w->lock);
 	w->round_pages = pages;

@@ -241,6 +241,16 @@ void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
 	__atomic_add_fetch(&w->transferred_bytes, bytes, __ATOMIC_RELAXED);
 }
 
+uint64_t worker_pages_counted(struct worker *w, unsigned int nchan)
+{
+	uint64_t pages = 0;
+	unsigned int i;
+
+	for (i = 0; i < nchan; i++)
+		pages += __atomic_load_n(&w->chan[i].pages, __ATOMIC_RELAXED);
+	return pages;
+}
+
 void worker_note(struct worker *w, const char *fmt, ...)
 {
 	size_t n;
