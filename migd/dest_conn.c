@@ -287,6 +287,29 @@ int dest_hellos(struct dest *d, uint64_t wake, int busy)
 	return took_main;
 }
 
+/*
+ * A source that failed after its hello (a refusal of its own: its job
+ * may switch to postcopy, which this RAM cannot take) says why and
+ * closes: its channels will not come, and what it said ends the wait
+ * now, not after MIGD_IO_TIMEOUT_MS.  Only its close is watched:
+ * anything it sends before is read in order, once the channels are in.
+ */
+static int dest_source_left(struct dest *d)
+{
+	struct pollfd p = { .fd = d->main_fd, .events = POLLRDHUP };
+	Tern__Stream__StreamMsg *m = NULL;
+	int r;
+
+	if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+		return 0;
+	r = dest_recv(d, BODY_PRECOPY_NEXT, "ram channels", &m);
+	if (r < 0)
+		return r;
+	protobuf_c_message_free_unpacked(&m->base, NULL);
+	return worker_fail(d->w, EPIPE, "the source closed the connection "
+			   "before its ram channels came");
+}
+
 /* Accept until the main connection, all its ram channels and the page
  * link are there. */
 int dest_accept(struct dest *d)
@@ -309,6 +332,9 @@ int dest_accept(struct dest *d)
 		r = dest_hellos(d, deadline_ms(200), -1);
 		if (r < 0)
 			return worker_fail(d->w, r, "listening: %s", strerror(-r));
+		if (r == 0 && d->main_fd >= 0 && !d->recovering &&
+		    (r = dest_source_left(d)) < 0)
+			return r;
 		if (r == 1 && !d->recovering) {
 			r = dest_check_hello(d);
 			if (r < 0)
