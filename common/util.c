@@ -393,6 +393,15 @@ bool fd_all_data(int fd, uint64_t size)
 	       (uint64_t)st.st_blocks * 512 >= (uint64_t)st.st_size;
 }
 
+int fd_hugetlb(int fd)
+{
+	struct statfs fs;
+
+	if (fstatfs(fd, &fs) < 0)
+		return -errno;
+	return fs.f_type == HUGETLBFS_MAGIC;
+}
+
 int fd_check_sealed(int fd, bool add_seal, uint64_t *ret_size)
 {
 	struct stat st;

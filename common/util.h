@@ -111,6 +111,13 @@ int fd_next_data(int fd, uint64_t off, uint64_t size, uint64_t *start,
  */
 bool fd_all_data(int fd, uint64_t size);
 /*
+ * Whether fd is a file of hugetlbfs (a memfd made with MFD_HUGETLB: guest
+ * RAM of vmm --hugepages), whose pages are 2 MiB or more: it cannot be
+ * punched or placed (UFFDIO_COPY) a 4 KiB page at a time, and SEEK_DATA
+ * calls all of it data.  1, 0, or -errno from fstatfs().
+ */
+int fd_hugetlb(int fd);
+/*
  * Whether fd, handed over by another process, may stay mapped: a regular
  * file (a memfd) sealed against shrinking (F_SEAL_SHRINK; with add_seal,
  * the seal is added when missing and the file allows it).  Past the end

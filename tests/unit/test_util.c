@@ -361,6 +361,27 @@ static void test_thread_join_ms(void **state)
 	pthread_mutex_unlock(&m);
 }
 
+/* Only a memfd of MFD_HUGETLB is hugetlbfs; it needs no pages of the
+ * pool to be made (none may be reserved here). */
+static void test_fd_hugetlb(void **state)
+{
+	int fd = memfd_create("t", MFD_CLOEXEC), huge;
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(fd_hugetlb(fd), 0);
+	close(fd);
+	assert_int_equal(fd_hugetlb(-1), -EBADF);
+	huge = memfd_create("t", MFD_CLOEXEC | MFD_HUGETLB);
+	if (huge < 0) {
+		print_message("no hugetlbfs memfd here (%s): only the rest checked\n",
+			      strerror(errno));
+		return;
+	}
+	assert_int_equal(fd_hugetlb(huge), 1);
+	close(huge);
+}
+
 /* Only a memfd with every page allocated is all data without a walk. */
 static void test_fd_all_data(void **state)
 {
@@ -495,6 +516,7 @@ int main(void)
 		cmocka_unit_test(test_median_low),
 		cmocka_unit_test(test_mkdir_p),
 		cmocka_unit_test(test_fd_next_data),
+		cmocka_unit_test(test_fd_hugetlb),
 		cmocka_unit_test(test_fd_all_data),
 		cmocka_unit_test(test_fd_check_sealed),
 		cmocka_unit_test(test_timespec_after_ms),
