@@ -487,6 +487,10 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL, "%s is %s: only a migration in "
 				       "precopy can switch to postcopy", q->vm,
 				       job_state_name(j->state));
+	if (j->last && j->last->no_postcopy && j->last->no_postcopy[0])
+		return rpc_call_errorf(call, EOPNOTSUPP, "%s: postcopy cannot be: "
+				       "%s; the migration goes on in precopy",
+				       q->vm, j->last->no_postcopy);
 	r = job_command(j, "postcopy", NULL);
 	if (r == 0)
 		log_info("%s: switching to postcopy (worker %d)", q->vm, (int)j->pid);

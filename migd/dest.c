@@ -78,7 +78,9 @@ static int dest_vmm(struct dest *d)
 			     sizeof(d->err));
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err);
-	r = ram_place_open(&d->place, &d->ram);
+	/* Huge pages are written in place (dest_present): UFFDIO_COPY
+	 * would place a whole 2 MiB page at once. */
+	r = d->ram.huge ? 0 : ram_place_open(&d->place, &d->ram);
 	if (r < 0)
 		log_info("first-time pages go by pwrite(): no userfaultfd "
 			 "here: %s", strerror(-r));
@@ -267,6 +269,9 @@ int dest_check_hello(struct dest *d)
 	d->nchan = h->channels;
 	__atomic_store_n(&d->w->nchannels, h->channels, __ATOMIC_RELAXED);
 	dest_learn_params(d, &h->params);
+	if (d->ram.huge)
+		acc.no_postcopy = "its guest RAM is in 2 MiB huge pages "
+				  "(vmm --hugepages)";
 	ok.body_case = TERN__STREAM__STREAM_MSG__BODY_ACCEPT;
 	ok.accept = &acc;
 	r = dest_send_main(d, &ok);
@@ -702,7 +707,10 @@ int dest_go(struct dest *d)
  * received straight into place (a first-time page goes through
  * UFFDIO_COPY, which needs a hole), and at a postcopy switch the needed
  * ones among them are dropped like any stale page.  RAM that is all
- * there was preallocated on purpose, and is kept so: true then.
+ * there was preallocated on purpose, and is kept so: true then.  RAM of
+ * huge pages (vmm --hugepages) is all data to SEEK_DATA, and is written
+ * in place too: a first write allocates its whole 2 MiB page, and a
+ * zero page is written, not punched.
  */
 static bool dest_present(struct dest *d)
 {
@@ -711,7 +719,9 @@ static bool dest_present(struct dest *d)
 
 	for (i = 0; i < d->ram.n; i++)
 		all += ram_view_mark_data(&d->ram, i, d->received_map);
-	if (all)
+	if (d->ram.huge)
+		log_info("RAM in 2 MiB huge pages: received in place");
+	else if (all)
 		log_info("%llu of %llu pages already allocated here%s",
 			 (unsigned long long)all, (unsigned long long)d->ram.pages,
 			 all == d->ram.pages ? " (preallocated): received in place" : "");

@@ -317,6 +317,9 @@ void print_status(Tern__Migd__JobStatus *js)
 		printf("  throttle      vCPUs throttled %u%%\n", js->throttle);
 	if (js->verified[0])
 		printf("  verified      %s\n", show_text_safe(js->verified));
+	if (js->no_postcopy[0])
+		printf("  postcopy      cannot be: %s\n",
+		       show_text_safe(js->no_postcopy));
 	if (js->postcopy_stats)
 		print_postcopy(js);
 	printf("  time          setup %s, total %s\n",

@@ -458,6 +458,8 @@ enum worker_cmd {
 };
 
 /* Guest RAM as the worker sees it: the vmm's memfds, mapped shared. */
+#define RAM_HUGE_PAGE (2u << 20)        /* vmm --hugepages */
+
 struct ram_view {
 	unsigned int n;
 	struct {
@@ -468,6 +470,9 @@ struct ram_view {
 	} r[STREAM_MAX_REGIONS];
 	uint64_t pages;                 /* across regions */
 	uint64_t first_page[STREAM_MAX_REGIONS];
+	bool huge;                      /* hugetlb memfds (vmm --hugepages):
+					 * all data, no 4 KiB punch or
+					 * placement, no postcopy */
 };
 
 /*
@@ -545,6 +550,8 @@ struct worker {
 	uint32_t throttle;              /* (L) percent asked of the vmm now */
 	uint32_t throttle_before;       /* (L) the vmm's when the job began */
 	char verified[160];             /* (L) "ok", or what differed */
+	char no_postcopy[160];          /* (L) source: why postcopy cannot be
+					 * (worker_no_postcopy) */
 	bool postcopy;                  /* (L) switching or switched to postcopy */
 	Tern__Migd__PostcopyStats pc;   /* (L) its figures (pc_hist holds the
 					 * histogram; pc.latency_hist unused) */
@@ -606,6 +613,11 @@ bool worker_past_switch_locked(const struct worker *w);
 /* Migd.Postcopy (the parent's "postcopy" command) or the timeout asked
  * to switch to postcopy. */
 bool worker_postcopy_requested(void);
+/* The source's job cannot switch to postcopy, for the reason why (once
+ * known: its own or the destination's RAM in huge pages).  A request
+ * that came before is dropped; later ones are refused by migd (the
+ * status's no_postcopy) or dropped with a warning. */
+void worker_no_postcopy(struct worker *w, const char *why);
 void worker_set_state(struct worker *w, enum job_state st);
 /* The job's parameters now (a "tune" changes some during the job). */
 void worker_params(struct worker *w, struct mig_params *ret);

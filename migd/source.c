@@ -186,6 +186,37 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 	return fd;
 }
 
+/*
+ * Postcopy places pages 4 KiB at a time: not into RAM of huge pages
+ * (vmm --hugepages), neither this host's (whose pages would be served
+ * from it) nor the destination's (its Accept says so; dest_present).
+ * Such a job stays in precopy: one that may switch by itself (postcopy
+ * auto, a timeout's postcopy) fails here, before anything moved, rather
+ * than run on without the way out it was given.
+ */
+static int source_postcopy_possible(struct source *s, const char *dest_why)
+{
+	struct mig_params p;
+	char why[160];
+
+	if (s->ram.huge)
+		snprintf(why, sizeof(why), "vmm %s's guest RAM is in 2 MiB huge "
+			 "pages (--hugepages)", s->w->spec->vm);
+	else if (dest_why && dest_why[0])
+		snprintf(why, sizeof(why), "at the destination, %.120s", dest_why);
+	else
+		return 0;
+	worker_params(s->w, &p);
+	if (p.postcopy == POSTCOPY_POLICY_AUTO ||
+	    (p.timeout_s && p.timeout_action == TIMEOUT_ACTION_POSTCOPY))
+		return worker_fail(s->w, EOPNOTSUPP, "postcopy cannot be: %s; "
+				   "start the migration without %s", why,
+				   p.postcopy == POSTCOPY_POLICY_AUTO ?
+				   "--postcopy auto" : "--timeout-action postcopy");
+	worker_no_postcopy(s->w, why);
+	return 0;
+}
+
 static int source_hello(struct source *s)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *reply = NULL;
@@ -237,6 +268,8 @@ static int source_hello(struct source *s)
 	else if (reply->body_case != TERN__STREAM__STREAM_MSG__BODY_ACCEPT)
 		r = worker_fail(s->w, EPROTO, "the destination answered our layout "
 				"with message %d", reply->body_case);
+	else
+		r = source_postcopy_possible(s, reply->accept->no_postcopy);
 	protobuf_c_message_free_unpacked(&reply->base, NULL);
 	return r;
 }

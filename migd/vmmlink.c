@@ -234,7 +234,7 @@ int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 	uint64_t pages = 0, has;
 	char what[64];
 	size_t i;
-	int r;
+	int r, huge;
 
 	memset(v, 0, sizeof(*v));
 	if (lay->page_size != STREAM_PAGE || lay->n_regions == 0 ||
@@ -255,6 +255,21 @@ int ram_view_map(struct ram_view *v, const Tern__Vmm__RamLayout *lay,
 				 (unsigned long long)has);
 			r = -EPROTO;
 		}
+		huge = r == 0 ? fd_hugetlb(fds[i]) : 0;
+		if (huge < 0) {
+			r = huge;
+			snprintf(err, errlen, "%s: %s", what, strerror(-r));
+		} else if (r == 0 && i && v->huge != (huge == 1)) {
+			snprintf(err, errlen, "region %zu's memfd is %s huge "
+				 "pages, region 0's %s", i, huge ? "of" : "not of",
+				 huge ? "is not" : "is");
+			r = -EPROTO;
+		} else if (r == 0 && huge && size % RAM_HUGE_PAGE) {
+			snprintf(err, errlen, "region %zu: %llu bytes of huge pages, "
+				 "not a multiple of 2 MiB", i, (unsigned long long)size);
+			r = -EPROTO;
+		}
+		v->huge = huge == 1;
 		if (r < 0) {
 			ram_view_unmap(v);
 			return r;

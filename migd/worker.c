@@ -108,6 +108,27 @@ bool worker_postcopy_requested(void)
 	return __atomic_load_n(&postcopy_requested, __ATOMIC_RELAXED) != 0;
 }
 
+void worker_no_postcopy(struct worker *w, const char *why)
+{
+	pthread_mutex_lock(&w->lock);
+	snprintf(w->no_postcopy, sizeof(w->no_postcopy), "%s", why);
+	__atomic_store_n(&postcopy_requested, 0, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&w->lock);
+	worker_report(w);
+}
+
+/* Migd.Postcopy, unless the job cannot (worker_no_postcopy). */
+static void worker_postcopy_asked(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->no_postcopy[0])
+		log_warnx("postcopy asked, but it cannot be: %s; the job goes "
+			  "on in precopy", w->no_postcopy);
+	else
+		request_postcopy();
+	pthread_mutex_unlock(&w->lock);
+}
+
 void worker_params(struct worker *w, struct mig_params *ret)
 {
 	pthread_mutex_lock(&w->lock);
@@ -512,6 +533,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->throttle = w->throttle;
 	js->throttle_before = w->throttle_before;
 	js->verified = w->verified;
+	js->no_postcopy = w->no_postcopy;
 	js->postcopy_started = w->postcopy;
 	if (w->postcopy) {
 		*pcst = w->pc;
@@ -711,7 +733,7 @@ static bool worker_check_cancel(struct worker *w)
 		  (!w->failed || w->error_is_note) && worker_timed_out(w);
 	/* Postcopy needs precopy begun: in set-up the timeout cancels. */
 	if (timeout && w->spec->params.timeout_action == TIMEOUT_ACTION_POSTCOPY &&
-	    w->state != JOB_STATE_SETUP) {
+	    w->state != JOB_STATE_SETUP && !w->no_postcopy[0]) {
 		if (!worker_postcopy_requested())
 			log_info("the %u s timeout passed: switching to postcopy",
 				 w->spec->params.timeout_s);
@@ -838,7 +860,7 @@ static void worker_read_commands(struct worker *w)
 			} else if (!strcmp(f->event->name, "pause")) {
 				cmd = WORKER_CMD_PAUSE;
 			} else if (!strcmp(f->event->name, "postcopy")) {
-				request_postcopy();     /* the job's rounds look */
+				worker_postcopy_asked(w); /* the rounds look */
 			} else if (!strcmp(f->event->name, "tune")) {
 				tp = (Tern__Migd__Params *)pbuf_unpack(
 					&tern__migd__params__descriptor,

@@ -201,6 +201,7 @@ static int reply_status(struct rpc_call *call, Tern__Vmm__RunState found)
 	st.name = (char *)vm->name;
 	st.vcpus = vm->nvcpus;
 	st.memory = vm->memory;
+	st.hugepages = vm->hugepages;
 	st.guest = (Tern__Vmm__GuestKind)vm->guest.kind;
 	st.guest_mode = vm->guest.kind == GUEST_KIND_TEST ?
 			(char *)tg_mode_name(vm->guest.mode) : "";

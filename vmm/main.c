@@ -39,8 +39,8 @@ struct options {
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: vmm --name NAME --memory SIZE [--prealloc] [--vcpus N] [--rundir DIR]\n"
-"           [--serial FILE|stdio|none] [--serial-max SIZE] [--debug]\n"
+"usage: vmm --name NAME --memory SIZE [--prealloc] [--hugepages] [--vcpus N]\n"
+"           [--rundir DIR] [--serial FILE|stdio|none] [--serial-max SIZE] [--debug]\n"
 "           (--test-guest dirty|fill|full|idle [--guest-rate PAGES] [--guest-passes N]\n"
 "                 [--guest-range SIZE] [--heartbeat MS]\n"
 "            | --image FILE [--image-addr ADDR] | --incoming)\n"
@@ -83,7 +83,8 @@ static uint64_t opt_size(const char *flag, const char *s)
 static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 {
 	enum { O_RATE = 256, O_PASSES, O_RANGE, O_HEARTBEAT, O_IMAGE_ADDR,
-	       O_INCOMING, O_TEST, O_IMAGE, O_VERSION, O_PREALLOC, O_SERIAL_MAX };
+	       O_INCOMING, O_TEST, O_IMAGE, O_VERSION, O_PREALLOC, O_SERIAL_MAX,
+	       O_HUGEPAGES };
 	static const struct option longopts[] = {
 		{ "name", required_argument, NULL, 'n' },
 		{ "memory", required_argument, NULL, 'm' },
@@ -103,6 +104,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		{ "image-addr", required_argument, NULL, O_IMAGE_ADDR },
 		{ "incoming", no_argument, NULL, O_INCOMING },
 		{ "prealloc", no_argument, NULL, O_PREALLOC },
+		{ "hugepages", no_argument, NULL, O_HUGEPAGES },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct sockaddr_un sun;
@@ -128,6 +130,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		case O_IMAGE: vm->guest.image = optarg; kinds++; break;
 		case O_INCOMING: o->incoming = true; kinds++; break;
 		case O_PREALLOC: vm->prealloc = true; break;
+		case O_HUGEPAGES: vm->hugepages = true; break;
 		case O_SERIAL_MAX:
 			o->serial_max = opt_size("--serial-max", optarg);
 			if (o->serial_max && o->serial_max < 4096)

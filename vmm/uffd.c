@@ -36,6 +36,11 @@ int uffd_create(struct vm *vm, int devfd, int *ret_uffd, char *err, size_t len)
 		snprintf(err, len, "a userfaultfd already exists (UffdRelease first)");
 		return -EBUSY;
 	}
+	if (vm->hugepages) {
+		snprintf(err, len, "postcopy needs guest RAM in 4 KiB pages; this "
+			 "vmm's is in 2 MiB huge pages (--hugepages)");
+		return -EOPNOTSUPP;
+	}
 	if (fstat(devfd, &st) < 0 || !S_ISCHR(st.st_mode)) {
 		snprintf(err, len, "the descriptor lent is not a character device "
 			 "(expected an open /dev/userfaultfd)");

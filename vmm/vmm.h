@@ -99,6 +99,8 @@ struct vm {
 	const char *name;
 	uint64_t memory;
 	bool prealloc;                  /* --prealloc: every page allocated up front */
+	bool hugepages;                 /* RAM in 2 MiB hugetlb pages: --hugepages,
+					 * or such RAM adopted (cpr-transfer) */
 	int nvcpus;
 	struct guest_config guest;
 
@@ -154,7 +156,8 @@ int mem_adopt(struct vm *vm, const int *fds, const uint64_t *gpas,
 void mem_destroy(struct vm *vm);
 int mem_register(struct vm *vm, bool log_dirty);
 /* Every page dropped: the memfds become holes again (--prealloc: the
- * caller allocates them anew, mem_populate). */
+ * caller allocates them anew, mem_populate; huge pages are taken back at
+ * once, zeroed). */
 int mem_discard(struct vm *vm);
 /* --prealloc: allocate every page of guest RAM now (logs its failure). */
 int mem_populate(struct vm *vm);

@@ -49,8 +49,9 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 		return;
 	}
 	fmt_size(s->memory, mem, sizeof(mem));
-	printf("%s: %s, %u vCPU%s, %s, pid %u", s->name, run_state_name(s->state),
-	       s->vcpus, s->vcpus == 1 ? "" : "s", mem, s->pid);
+	printf("%s: %s, %u vCPU%s, %s%s, pid %u", s->name,
+	       run_state_name(s->state), s->vcpus, s->vcpus == 1 ? "" : "s", mem,
+	       s->hugepages ? " in 2 MiB huge pages" : "", s->pid);
 	if (s->guest == TERN__VMM__GUEST_KIND__GUEST_TEST)
 		printf(", test guest (%s)", s->guest_mode);
 	else if (s->guest == TERN__VMM__GUEST_KIND__GUEST_IMAGE)
