@@ -24,6 +24,7 @@ cleanup() {
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
+	hp_give_back
 	# Keep the logs of a run that went wrong (or when asked to).
 	if [ "$FAILED" = 1 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
 		mkdir -p "$OUT/logs"
@@ -35,6 +36,27 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# hp_take N: N more 2 MiB huge pages in the host's pool, for a while;
+# hp_give_back puts /proc/sys/vm/nr_hugepages back as it was (pages in
+# use then go back to the host when freed).  HP_WHY says why hp_take
+# could not, empty when the pool has them.
+HP=/proc/sys/vm/nr_hugepages HP_RESTORE= HP_WHY=
+hp_take() {
+	local got
+	HP_WHY=
+	[ -w "$HP" ] || { HP_WHY="$HP is not writable"; return; }
+	[ -n "$HP_RESTORE" ] || HP_RESTORE=$(cat "$HP")
+	echo $((HP_RESTORE + $1)) 2>/dev/null >"$HP"
+	got=$(awk '/^HugePages_Free/ { f = $2 } /^HugePages_Rsvd/ { r = $2 } END { print f - r }' /proc/meminfo)
+	[ "$got" -ge "$1" ] && return
+	hp_give_back
+	HP_WHY="the host's pool gave $got of the $1 huge pages of 2 MiB asked for"
+}
+hp_give_back() {
+	[ -n "$HP_RESTORE" ] && echo "$HP_RESTORE" >"$HP"
+	HP_RESTORE=
+}
 
 die() {
 	FAILED=1

@@ -14,8 +14,9 @@
 # (keep the programs' logs in $O/bench/logs), BENCH_PERF=1 (one more
 # scenario b run under 'perf record -a', top symbols in
 # $O/bench/perf-b.txt; BENCH_PERF_CHANNELS=N and BENCH_PERF_PREALLOC=1
-# choose which of b's runs), BENCH_B_KINDS ("1 2 z1 1p 2p", the default
-# with zstd: which of b's runs, for A/B comparisons), BENCH_A_RATE, BENCH_A_DOWNTIME,
+# choose which of b's runs), BENCH_B_KINDS ("1 2 z1 1p 2p 1h 2h", the
+# default with zstd: which of b's runs, for A/B comparisons; h: into RAM
+# of huge pages, hp: preallocated too), BENCH_A_RATE, BENCH_A_DOWNTIME,
 # BENCH_A_VERIFY_DOWNTIME, BENCH_C_CHANNELS, BENCH_NOAC_SECONDS,
 # BENCH_AC_FLAGS, BENCH_EXTRA (1: also zstd and verify runs when migctl
 # has them; the default), BENCH_LIMITS_JSON (a
@@ -99,11 +100,9 @@ else
 	say "measuring this machine's limits (about 20 s)"
 	# A pool of 2 MiB huge pages for bench_limits' page-size figures,
 	# taken for its run only and given back (nr_hugepages as it was).
-	HP=/proc/sys/vm/nr_hugepages HP_OLD=
-	[ -w "$HP" ] && HP_OLD=$(cat "$HP") &&
-		{ echo $((HP_OLD + 136)) >"$HP"; } 2>/dev/null
+	hp_take 136
 	LIMITS=$("$O/tests/bench_limits" -q) || LIMITS=
-	[ -n "$HP_OLD" ] && echo "$HP_OLD" >"$HP"
+	hp_give_back
 	[ -n "$LIMITS" ] || die "bench_limits failed"
 	LIMITS_FROM="this run"
 fi
@@ -229,14 +228,35 @@ scenario_a() {	# CHANNELS [SUFFIX EXTRA_FLAGS...]
 # ---- b: fill 2 GiB (incompressible), then migrate with 1 and 2 channels ------
 scenario_b() {
 	local total_pages=$(( (2048 - 2) * 256 )) src=bf dst ch lim ok i run fl kind flags pre alloc with res order
-	local kinds=${BENCH_B_KINDS:-1 2 ${COMPRESS_FLAGS:+z1} 1p 2p}
+	local kinds=${BENCH_B_KINDS:-1 2 ${COMPRESS_FLAGS:+z1} 1p 2p 1h 2h} huge hp_want=0 hp_why="" hp_warm_ms=""
 	for kind in $kinds; do
 		case $kind in
 		1|2|1p|2p) ;;
+		1h|2h|1hp|2hp) hp_want=$(( 2 * 1024 + 8 )) ;;
 		z1) [ -n "$COMPRESS_FLAGS" ] || die "BENCH_B_KINDS: z1 needs migctl --compress" ;;
-		*) die "BENCH_B_KINDS: no run '$kind' (1, 2, z1, 1p or 2p)" ;;
+		*) die "BENCH_B_KINDS: no run '$kind' (1, 2, z1, 1p, 2p, 1h, 2h, 1hp or 2hp)" ;;
 		esac
 	done
+	# h: into vmm --hugepages.  Two such 2 GiB guests live at once (a
+	# run's source and destination): their pool is taken for b's run
+	# and given back after it (cleanup too, should b die).
+	# The pool's pages come from memory this nested host may have to
+	# back first (as b's first run's RAM, below): a vmm that takes all
+	# of them once, timed, backs them, so that the h runs measure
+	# receiving into huge pages, as b's later runs do into RAM just
+	# freed.  Its rate is the cold figure, shown beside them.
+	if [ "$hp_want" -gt 0 ]; then
+		hp_take "$hp_want"
+		hp_why=$HP_WHY
+		if [ -n "$hp_why" ]; then
+			say "scenario b: no runs into huge pages: $hp_why"
+		else
+			start_vmm bhw --memory 4G --vcpus 1 --incoming --hugepages --prealloc
+			hp_warm_ms=$(prealloc_ms bhw)
+			quit_vmm bhw
+			say "  the pool's 4 GiB of huge pages first touched in ${hp_warm_ms:-?} ms"
+		fi
+	fi
 	say "scenario b: fill 2 GiB with incompressible pages (one pass), then migrate"
 	start_vmm bf --memory 2G --vcpus 1 --test-guest fill --guest-passes 1 --heartbeat 200
 	wait_until 120 pages_at_least bf 0 "$total_pages" ||
@@ -246,13 +266,22 @@ scenario_b() {
 	# as it arrives); z1: compressed; 1p, 2p: into one started with
 	# --prealloc (its RAM allocated before the migration, the time shown).
 	for kind in $kinds; do
+		flags=() pre="" huge=""
+		case $kind in
+		*h*)
+			if [ -n "$hp_why" ]; then
+				row "b fill 2G, ${kind%%h*}ch, huge" "-" "-" "-" "-" "n/a" \
+				    "not run: $hp_why"
+				continue
+			fi
+			flags=(--hugepages) huge=", huge pages" ;;
+		esac
+		case $kind in
+		*p) flags+=(--prealloc) pre=", preallocated destination" ;;
+		esac
 		i=$((i + 1))
 		dst=bd$i
-		ch=${kind%p}
-		flags=() pre=""
-		case $kind in
-		*p) flags=(--prealloc) pre=", preallocated destination" ;;
-		esac
+		ch=${kind%%[hp]*}
 		start_vmm "$dst" --memory 2G --vcpus 1 --incoming "${flags[@]}"
 		if [ "$kind" = z1 ]; then
 			say "scenario b-1ch-zstd: $src -> $dst, 1 channel, $COMPRESS_FLAGS"
@@ -261,8 +290,8 @@ scenario_b() {
 			run="b-1ch-zstd"
 			ch=1
 		else
-			run=b-${ch}ch${pre:+-prealloc}
-			say "scenario $run: $src -> $dst, $ch channel(s)$pre"
+			run=b-${ch}ch${huge:+-huge}${pre:+-prealloc}
+			say "scenario $run: $src -> $dst, $ch channel(s)$huge$pre"
 			migrate_sampled "$run" "$src" "$dst" 120 --channels "$ch"
 		fi
 		[ "$OUTCOME" = completed ] || die "$run: migration $OUTCOME"
@@ -286,7 +315,7 @@ scenario_b() {
 		ok=$(awk "BEGIN { print ($D_gbps >= $T_B_RATIO * $lim) ? 1 : 0 }")
 		res=$(pass_miss "$ok")
 		[ "$run" = b-1ch-zstd ] && res=info     # as its row: no target
-		record "$run" b "$ch" "$lim" "$res" "2G fill$pre"
+		record "$run" b "$ch" "$lim" "$res" "2G fill$huge$pre"
 		if [ "$run" = b-1ch-zstd ]; then
 			row "b fill 2G, 1ch zstd:1" \
 			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), $D_compressed_pages pages compressed" \
@@ -298,11 +327,17 @@ scenario_b() {
 			# the rate with it counted in goes beside the figure.
 			alloc=$(prealloc_ms "$dst")
 			with=$(calc %.3f "$D_data_bytes / ((${alloc:-0} + $D_xfer_ms) / 1000) / 1e9")
-			row "b fill 2G, ${ch}ch, prealloc" \
+			row "b fill 2G, ${ch}ch${huge:+, huge}, prealloc" \
 			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), total $D_total_ms ms; $with GB/s with the allocation counted in" \
 			    "tcp ${ch}s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
 			    ">= $T_B_RATIO" "$(pass_miss "$ok")" \
-			    "vmm --prealloc allocated the destination's 2 GiB before the migration, in ${alloc:-?} ms: not counted in the ratio and result; counted in (page bytes / (allocation + transfer)), the ratio is $(calc %.2f "$with / $lim")"
+			    "vmm --prealloc${huge:+ --hugepages} allocated the destination's 2 GiB before the migration, in ${alloc:-?} ms: not counted in the ratio and result; counted in (page bytes / (allocation + transfer)), the ratio is $(calc %.2f "$with / $lim")"
+		elif [ -n "$huge" ]; then
+			row "b fill 2G, ${ch}ch, huge" \
+			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), total $D_total_ms ms" \
+			    "tcp ${ch}s $lim GB/s" "$(calc %.2f "$D_gbps / $lim")" \
+			    ">= $T_B_RATIO" "$(pass_miss "$ok")" \
+			    "into vmm --hugepages: 2 MiB pages allocated as they arrive (one fault per 2 MiB, written in place), from a pool taken at b's start and touched once (4 GiB by a vmm --prealloc in ${hp_warm_ms:-?} ms, $(calc %.3f "4294967296 / (${hp_warm_ms:-0} + 0.001) / 1e6") GB/s: the cost of memory this host had not backed). For comparison, not a limit: first writes into fresh 2 MiB pages $L_FT2M GB/s, into 4 KiB pages $L_FT GB/s (bench_limits)"
 		else
 			row "b fill 2G, ${ch}ch" \
 			    "$D_gbps GB/s ($D_mib MiB in $D_xfer_ms ms), total $D_total_ms ms" \
@@ -312,6 +347,7 @@ scenario_b() {
 		fi
 	done
 	quit_vmm "$src"
+	hp_give_back
 }
 
 # ---- c: 2 GiB guest rewriting all of its memory, 2 vCPUs -------------------------
