@@ -232,7 +232,7 @@ scenario_b() {
 	for kind in $kinds; do
 		case $kind in
 		1|2|1p|2p) ;;
-		1h|2h|1hp|2hp) hp_want=$(( 2 * 1024 + 8 )) ;;
+		1h|2h|1hp|2hp) hp_want=1 ;;
 		z1) [ -n "$COMPRESS_FLAGS" ] || die "BENCH_B_KINDS: z1 needs migctl --compress" ;;
 		*) die "BENCH_B_KINDS: no run '$kind' (1, 2, z1, 1p, 2p, 1h, 2h, 1hp or 2hp)" ;;
 		esac
@@ -240,22 +240,10 @@ scenario_b() {
 	# h: into vmm --hugepages.  Two such 2 GiB guests live at once (a
 	# run's source and destination): their pool is taken for b's run
 	# and given back after it (cleanup too, should b die).
-	# The pool's pages come from memory this nested host may have to
-	# back first (as b's first run's RAM, below): a vmm that takes all
-	# of them once, timed, backs them, so that the h runs measure
-	# receiving into huge pages, as b's later runs do into RAM just
-	# freed.  Its rate is the cold figure, shown beside them.
 	if [ "$hp_want" -gt 0 ]; then
-		hp_take "$hp_want"
-		hp_why=$HP_WHY
-		if [ -n "$hp_why" ]; then
-			say "scenario b: no runs into huge pages: $hp_why"
-		else
-			start_vmm bhw --memory 4G --vcpus 1 --incoming --hugepages --prealloc
-			hp_warm_ms=$(prealloc_ms bhw)
-			quit_vmm bhw
-			say "  the pool's 4 GiB of huge pages first touched in ${hp_warm_ms:-?} ms"
-		fi
+		hp_pool 2048
+		hp_why=$HP_WHY hp_warm_ms=$HP_WARM_MS
+		[ -n "$hp_why" ] && say "scenario b: no runs into huge pages: $hp_why"
 	fi
 	say "scenario b: fill 2 GiB with incompressible pages (one pass), then migrate"
 	start_vmm bf --memory 2G --vcpus 1 --test-guest fill --guest-passes 1 --heartbeat 200
@@ -348,6 +336,24 @@ scenario_b() {
 	done
 	quit_vmm "$src"
 	hp_give_back
+}
+
+# hp_pool MIB: huge pages for two guests of MIB MiB (a run's source and
+# destination) in the host's pool until hp_give_back; HP_WHY says why
+# not.  The pool's pages come from memory this nested host may have to
+# back first (as b's first run's RAM): a vmm that takes them all
+# once, timed (HP_WARM_MS), backs them, so that the runs measure
+# receiving into huge pages, as b's later runs do into RAM just freed.
+# Its rate is the cold figure, shown beside theirs.
+hp_pool() {
+	local mib=$(( $1 * 2 ))
+	HP_WARM_MS=
+	hp_take $(( mib / 2 + 8 ))
+	[ -n "$HP_WHY" ] && return
+	start_vmm hpw --memory "${mib}M" --vcpus 1 --incoming --hugepages --prealloc
+	HP_WARM_MS=$(prealloc_ms hpw)
+	quit_vmm hpw
+	say "  the pool's $mib MiB of huge pages first touched in ${HP_WARM_MS:-?} ms"
 }
 
 # ---- c: 2 GiB guest rewriting all of its memory, 2 vCPUs -------------------------
@@ -632,6 +638,12 @@ perf_b() {
 	case $ch in 1|2|3|4) ;; *) die "BENCH_PERF_CHANNELS=$ch: 1 to 4" ;; esac
 	[ "${BENCH_PERF_PREALLOC:-0}" = 1 ] && flags=(--prealloc)
 	what="$ch channel(s)${flags:+, preallocated destination}"
+	if [ "${BENCH_PERF_HUGE:-0}" = 1 ]; then
+		hp_pool 2048
+		[ -n "$HP_WHY" ] && die "BENCH_PERF_HUGE: $HP_WHY"
+		flags+=(--hugepages)
+		what+=", huge pages"
+	fi
 	say "perf: scenario b ($what) once more under 'perf record -a -g'"
 	start_vmm pf --memory 2G --vcpus 1 --test-guest fill --guest-passes 1 --heartbeat 200
 	wait_until 120 pages_at_least pf 0 $(( (2048 - 2) * 256 )) || die "pf: fill did not finish"
@@ -663,6 +675,7 @@ perf_b() {
 			--tid "$W_TIDS_DST" --percentage relative --sort dso,sym \
 			2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 15
 	} >"$OUT/perf-b.txt"
+	hp_give_back
 	say "perf: top symbols in $OUT/perf-b.txt"
 }
 
