@@ -11,7 +11,10 @@
 # postcopy (through faultd.service) between vmm@ guests each end with
 # the guest running on the destination and its memory check passing;
 # then a postcopy between vmms of their own user, with the drop-ins
-# vmm@.service's comments give (t_user.sh's layout, under systemd).
+# vmm@.service's comments give (t_user.sh's layout, under systemd).  Both
+# ways, root and user, a precopy in huge pages too (vmm --hugepages: the
+# units' hardening lets the vmm take them), from a pool raised here on the
+# host and lowered again at exit.
 # Then the container powers off.  Skips when systemd-nspawn
 # (systemd-container) is missing or the container cannot boot here.
 . "$(dirname "$0")/lib.sh"
@@ -64,7 +67,36 @@ units_down() {
 			echo "could not remove cgroup $d"
 	done
 }
-trap 'units_down; cleanup' EXIT
+# The huge page pool for the vmm@ guests with --hugepages: the host's
+# /proc/sys/vm/nr_hugepages (no namespace has a pool of its own, and the
+# container's /proc/sys is read-only), raised here before the container
+# needs it, for two guests of 64 MiB at once (32 pages each), and lowered
+# by as much at exit (not set back to what it was: another test on this
+# host may have raised it meanwhile, and still need its pages).
+HP=/proc/sys/vm/nr_hugepages
+HP_ADDED=0              # pages this test added to the pool
+HUGE=                   # 1: the pool holds our guests' pages
+hp_free() { awk '/^HugePages_Free/ { f = $2 } /^HugePages_Rsvd/ { r = $2 } END { print f - r }' /proc/meminfo; }
+hp_giveback() {
+	local now
+	[ "$HP_ADDED" -gt 0 ] || return 0
+	now=$(cat "$HP")
+	echo $(( now > HP_ADDED ? now - HP_ADDED : 0 )) >"$HP" ||
+		echo "could not give $HP_ADDED huge pages back to $HP"
+	HP_ADDED=0
+}
+trap 'units_down; hp_giveback; cleanup' EXIT
+if [ -w "$HP" ]; then
+	hp_old=$(cat "$HP")
+	echo $((hp_old + 64)) >"$HP" 2>/dev/null
+	# The kernel may find fewer than asked for.
+	HP_ADDED=$(( $(cat "$HP") - hp_old ))
+	[ "$HP_ADDED" -ge 0 ] || HP_ADDED=0
+	[ "$(hp_free)" -ge 64 ] && HUGE=1 ||
+		not_tried "vmm --hugepages under the units: the host gave only $(hp_free) of the 64 huge pages asked for"
+else
+	not_tried "vmm --hugepages under the units: $HP is not writable (not root?)"
+fi
 
 # save_journal: the units' journal as RUNDIR/UNIT.log (lib.sh shows
 # migd.log and faultd.log on a FAIL, and checks every *.log for
@@ -216,6 +248,14 @@ start_unit_vmm() {
 note "vmm@a (dirty guest) and vmm@b (incoming); a precopy a -> b"
 start_unit_vmm a --memory 128M --vcpus 2 --test-guest dirty --heartbeat 100
 start_unit_vmm b --memory 128M --vcpus 2 --incoming
+# With the pool: vmm@h1 and vmm@h2 in huge pages, for a precopy after
+# this one (h1's guest boots meanwhile).
+HUGE_VMS=()             # the vmms in huge pages, stopped with the others
+if [ -n "$HUGE" ]; then
+	HUGE_VMS=(h1 h2)
+	start_unit_vmm h1 --memory 64M --hugepages --test-guest dirty --heartbeat 100
+	start_unit_vmm h2 --memory 64M --hugepages --incoming
+fi
 # vmm(8): no capability at all, not even in the bounding set.
 caps_are "$(ct_systemctl show -P MainPID vmm@a)" "vmm@a" $Z $Z $Z $Z $Z
 wait_pass a 1 2
@@ -231,6 +271,34 @@ vmmctl status a | grep -q "(this copy is stale)" || fail "a: $(vmmctl status a)"
 ct_systemctl stop vmm@a || fail "systemctl stop vmm@a"
 [ "$(ct_systemctl show -P Result vmm@a)" = success ] ||
 	fail "vmm@a: $(ct_systemctl show -P Result vmm@a)"
+
+# huge_precopy SRC DST: SRC and DST (vmm@ guests of 64 MiB with
+# --hugepages) took their RAM from the host's pool under the units'
+# hardening; a precopy SRC -> DST leaves the guest running there, in huge
+# pages still, its memory check passing.
+huge_precopy() {
+	local src=$1 dst=$2 vm out
+	for vm in "$src" "$dst"; do
+		vmmctl status "$vm" | grep -q "64.0 MiB in 2 MiB huge pages" ||
+			fail "vmm@$vm: $(vmmctl status "$vm")"
+	done
+	wait_pass "$src" 0 2
+	incoming "$dst"
+	out=$(migctl --json migrate "$src" "$ADDR" --token "$TOKEN" --channels 2 --wait) ||
+		fail "precopy $src -> $dst: $out"
+	[ "$(state_of "$dst")" = running ] || fail "$dst is $(state_of "$dst") after the precopy"
+	wait_progress "$dst" 0
+	vmmctl check "$dst" || fail "$dst: memory check after the precopy in huge pages"
+	vmmctl status "$dst" | grep -q "in 2 MiB huge pages" ||
+		fail "$dst is not in huge pages: $(vmmctl status "$dst")"
+	grep -a -m 8 FAIL "$RUNDIR/$dst.serial" && fail "$dst: the guest reported a failure"
+	echo "ok: $src -> $dst in huge pages in $(echo "$out" | jget total_ms) ms: $(vmmctl status "$dst")"
+}
+
+if [ -n "$HUGE" ]; then
+	note "vmm@h1 -> vmm@h2, both with --hugepages (the host's pool): a precopy"
+	huge_precopy h1 h2
+fi
 
 note "vmm@c (incoming); a postcopy b -> c through faultd.service"
 start_unit_vmm c --memory 128M --vcpus 2 --incoming
@@ -255,8 +323,10 @@ check_done b c "$(migctl --json status b)"
 [ "$(job_get c faults)" -gt 0 ] || fail "c: no faults served: $(migctl --json status c)"
 
 note "the drop-ins of vmm@.service's comments: vmms of their own user"
-ct_systemctl stop vmm@b vmm@c || fail "systemctl stop vmm@b vmm@c"
-for u in vmm@a vmm@b vmm@c; do
+# (h1's and h2's pages go back to the pool, for hu1 and hu2 below.)
+ct_systemctl stop vmm@b vmm@c "${HUGE_VMS[@]/#/vmm@}" ||
+	fail "systemctl stop vmm@b vmm@c ${HUGE_VMS[*]/#/vmm@}"
+for u in vmm@a vmm@b vmm@c "${HUGE_VMS[@]/#/vmm@}"; do
 	r=$(ct_systemctl show -P Result "$u")
 	[ "$r" = success ] || fail "$u: $r"
 done
@@ -281,8 +351,15 @@ in_ct sh -c 'set -e
 	systemctl restart faultd migd' || fail "the drop-ins"
 start_unit_vmm u1 --memory 64M --vcpus 2 --test-guest fill --heartbeat 100
 start_unit_vmm u2 --memory 64M --vcpus 2 --incoming
+# An unprivileged vmm takes huge pages too (vmm(8), --hugepages): hu1
+# and hu2, for a precopy after the postcopy u1 -> u2.
+if [ -n "$HUGE" ]; then
+	HUGE_VMS=(hu1 hu2)
+	start_unit_vmm hu1 --memory 64M --hugepages --test-guest dirty --heartbeat 100
+	start_unit_vmm hu2 --memory 64M --hugepages --incoming
+fi
 TERN_UID=$(in_ct id -u tern)
-for vm in u1 u2; do
+for vm in u1 u2 "${HUGE_VMS[@]}"; do
 	pid=$(ct_systemctl show -P MainPID "vmm@$vm")
 	uid=$(in_ct sed -n 's/^Uid:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$pid/status")
 	[ "$uid" = "$TERN_UID" ] || fail "vmm@$vm runs as uid $uid, not tern's ($TERN_UID)"
@@ -293,10 +370,15 @@ incoming u2
 postcopy_on_request u1 --max-bandwidth 32M --channels 2
 wait_job_final u1
 check_done u1 u2 "$(migctl --json status u1)"
+if [ -n "$HUGE" ]; then
+	note "vmm@hu1 -> vmm@hu2 of user tern, both with --hugepages: a precopy"
+	huge_precopy hu1 hu2
+fi
 
 note "power off; nothing of the container is left"
-ct_systemctl stop vmm@u1 vmm@u2 || fail "systemctl stop vmm@u1 vmm@u2"
-for u in vmm@u1 vmm@u2 faultd migd; do
+ct_systemctl stop vmm@u1 vmm@u2 "${HUGE_VMS[@]/#/vmm@}" ||
+	fail "systemctl stop vmm@u1 vmm@u2 ${HUGE_VMS[*]/#/vmm@}"
+for u in vmm@u1 vmm@u2 "${HUGE_VMS[@]/#/vmm@}" faultd migd; do
 	r=$(ct_systemctl show -P Result "$u")
 	[ "$r" = success ] || fail "$u: $r"
 done
