@@ -23,7 +23,7 @@
 # and consoles of each round that broke an invariant.
 # SOAK_SEED=N replays a run's random choices; SOAK_<KNOB>=VALUE fixes one
 # knob (GUEST VCPUS MEM RANGE CHANNELS BW POSTCOPY VERIFY COMPRESS
-# TIMEOUT FAULT WHEN DELAY WARM) to re-run a round's scenario, e.g.
+# TIMEOUT FAULT WHEN DELAY WARM HUGE) to re-run a round's scenario, e.g.
 #     SOAK_FAULT=kill_dst_worker SOAK_POSTCOPY=manual bash tests/soak/chaos.sh 120
 set -u
 cd "$(dirname "$0")/../.."
@@ -42,6 +42,21 @@ echo "soak: seed $SEED, $DURATION s, results in $OUT"
 echo "seed $SEED duration $DURATION start $(date -Is)" >>"$OUT/summary.log"
 HAVE_SS=1
 ss_kill_works || { HAVE_SS=0; echo "soak: no ss -K ($SS_KILL_WHY): no cut faults"; }
+
+# HUGE: a guest in 2 MiB huge pages (vmm --hugepages) on the source, the
+# destination or both, from a pool this soak adds to the host's and
+# gives back at its end (two 64 MiB guests at most at once).  Such a job
+# cannot postcopy: a request is refused and it goes on in precopy, and
+# one that may switch by itself fails at once, its source running on.
+HP=/proc/sys/vm/nr_hugepages HP_GAINED=0 HUGES=(none)
+if [ -w "$HP" ]; then
+	hp_before=$(cat "$HP")
+	echo $((hp_before + 72)) 2>/dev/null >"$HP"
+	HP_GAINED=$(( $(cat "$HP") - hp_before ))
+	trap 'echo $(( $(cat "$HP") - HP_GAINED )) >"$HP"; cleanup' EXIT
+	[ "$HP_GAINED" -ge 72 ] && HUGES=(none none none src dst both)
+fi
+[ ${#HUGES[@]} = 1 ] && echo "soak: no huge page pool to take: no guests in huge pages"
 
 SRC_DIR=$TEST_DIR/src
 mkdir -p "$SRC_DIR"
@@ -476,6 +491,7 @@ one_round() {
 	VERIFY=$(pick VERIFY no yes)
 	COMPRESS=$(pick COMPRESS none none zstd)
 	TMO=$(pick TIMEOUT none none cancel postcopy)
+	HUGE=$(pick HUGE "${HUGES[@]}")
 	local faults=(none kill_src_worker kill_dst_worker kill_faultd restart_faultd
 		restart_src_migd kill_src_migd restart_dst_migd kill_dst_migd cancel pause)
 	[ $HAVE_SS = 1 ] && faults+=(ss_cut ss_cut cut_then_restart_src_migd
@@ -488,6 +504,8 @@ one_round() {
 	WHEN=$(pick WHEN early active active postcopy postcopy time)
 	case $FAULT in cut_then_*) WHEN=postcopy; [ "$POSTCOPY" = none ] && POSTCOPY=manual ;; esac
 	[ "$WHEN" = postcopy ] && [ "$POSTCOPY" = none ] && [ "$TMO" != postcopy ] && WHEN=active
+	# In huge pages postcopy never comes: a fault waits for precopy.
+	[ "$HUGE" != none ] && [ "$WHEN" = postcopy ] && WHEN=active
 	local est_ms=500
 	[ "$BW" != unlimited ] && est_ms=$(( ${MEM%M} * 1000 / ${BW%M} ))
 	case $WHEN in
@@ -497,14 +515,17 @@ one_round() {
 	DELAY=$(pick DELAY "$(printf '%d.%03d' $(( (RANDOM * 32768 + RANDOM) % est_ms / 1000 )) $(( RANDOM % 1000 )))")
 	[ "$WHEN" = early ] && DELAY=0.$(( RANDOM % 300 ))
 	WARM=$(pick WARM 0 1 2 3)
-	SPEC="SOAK_GUEST=$GUEST SOAK_VCPUS=$VCPUS SOAK_MEM=$MEM SOAK_RANGE=$RANGE SOAK_CHANNELS=$CHANNELS SOAK_BW=$BW SOAK_POSTCOPY=$POSTCOPY SOAK_VERIFY=$VERIFY SOAK_COMPRESS=$COMPRESS SOAK_TIMEOUT=$TMO SOAK_FAULT=$FAULT SOAK_WHEN=$WHEN SOAK_DELAY=$DELAY SOAK_WARM=$WARM"
+	SPEC="SOAK_GUEST=$GUEST SOAK_VCPUS=$VCPUS SOAK_MEM=$MEM SOAK_RANGE=$RANGE SOAK_CHANNELS=$CHANNELS SOAK_BW=$BW SOAK_POSTCOPY=$POSTCOPY SOAK_VERIFY=$VERIFY SOAK_COMPRESS=$COMPRESS SOAK_TIMEOUT=$TMO SOAK_FAULT=$FAULT SOAK_WHEN=$WHEN SOAK_DELAY=$DELAY SOAK_WARM=$WARM SOAK_HUGE=$HUGE"
 	echo "R$ROUND $(date +%T) $SPEC" | tee -a "$OUT/commands.log"
 
 	local gargs=(--memory "$MEM" --vcpus "$VCPUS" --test-guest "$GUEST" --guest-rate 2000 --heartbeat 100)
+	local dargs=(--memory "$MEM" --vcpus "$VCPUS" --incoming)
 	[ "$RANGE" != all ] && gargs+=(--guest-range "$RANGE")
+	case $HUGE in src|both) gargs+=(--hugepages) ;; esac
+	case $HUGE in dst|both) dargs+=(--hugepages) ;; esac
 	RUNDIR=$SRC_DIR start_vmm "$S" "${gargs[@]}" || { cleanup_round; return; }
 	SPID=$(pid_of "$S")
-	start_vmm "$D" --memory "$MEM" --vcpus "$VCPUS" --incoming || { cleanup_round; return; }
+	start_vmm "$D" "${dargs[@]}" || { cleanup_round; return; }
 	DPID=$(pid_of "$D")
 	local i
 	for ((i = 0; i < 300; i++)); do RUNDIR=$SRC_DIR pass_at_least "$S" 0 1 && break; sleep 0.1; done
