@@ -7,9 +7,9 @@
  * history.c, statefile.c, params.c) serves the tern.migd.Migd service on
  * RUNDIR/migd.sock, keeps the job table and history, and forks one
  * worker process per job so that a crash in one job harms no other.
- * A worker (worker.c, source.c, source_precopy.c, source_postcopy.c,
- * dest.c, dest_conn.c, dest_postcopy.c, channel.c, pace.c, place.c,
- * pageserve.c, faultlink.c, vmmlink.c, adopt.c) runs one
+ * A worker (worker.c, worker_status.c, source.c, source_precopy.c,
+ * source_postcopy.c, dest.c, dest_conn.c, dest_postcopy.c, channel.c,
+ * pace.c, place.c, pageserve.c, faultlink.c, vmmlink.c, adopt.c) runs one
  * migration end to end with blocking I/O and threads, and reports its
  * JobStatus to the parent over a socketpair as tern.rpc.Frame events named
  * "status" (the last one carries the final state).  The parent cancels a
@@ -605,8 +605,6 @@ bool worker_orphaned(void);
 /* Past a postcopy switch (postcopy-active, -paused or -recover): the job
  * outlives its migd, and the next one adopts it. */
 bool worker_in_postcopy_locked(const struct worker *w);
-/* The job's status as a packed JobStatus (free *ret). */
-int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len);
 /* The cancel taken was migd's end (its stop or death), no operator's. */
 bool worker_migd_ended(void);
 bool worker_past_switch_locked(const struct worker *w);
@@ -624,14 +622,6 @@ void worker_params(struct worker *w, struct mig_params *ret);
 /* Record the job's failure (the first one wins); returns -err. */
 int worker_fail(struct worker *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Send the job's status to migd: 0, or -errno when no migd took it. */
-int worker_report(struct worker *w);
-/* A destination's word for a deferred reply (jobs.c): first on its vmm,
- * for Incoming: 0, it can take the guest, or -errno (the reason in the
- * job's error, msg NULL); then after each recover --listen: 0, it
- * listens there (reported first), or -errno and why in msg. */
-#define WORKER_ANSWER_MAX 512           /* bytes of msg told */
-void worker_answer(struct worker *w, int err, const char *msg);
 bool worker_failed(struct worker *w);
 bool worker_aborted(struct worker *w);
 /* The peer's Refuse said that its job was cancelled (Refuse.cancelled):
@@ -655,10 +645,6 @@ void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 		      void *arg);
 /* Ram channel chan's eventfd, which each tune writes (-1: none now). */
 void worker_set_chan_wake(struct worker *w, unsigned int chan, int fd);
-void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
-		  uint64_t pages, uint64_t zero_pages);
-/* Pages the first nchan ram channels have counted so far. */
-uint64_t worker_pages_counted(struct worker *w, unsigned int nchan);
 /* Postcopy-paused: wait up to ms for a command from the parent (or a
  * cancel); the command taken, or WORKER_CMD_NONE. */
 /* A destination leaves postcopy-paused for st; a Recover that came
@@ -668,12 +654,6 @@ enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
 				size_t len);
 /* Recovered: the job's failure is history (its text stays in the log). */
 void worker_clear_failure(struct worker *w);
-void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
-		       uint64_t raw_bytes);
-/* The page server answered a request: pages sent, taken of them off the
- * push's bitmap, bytes on the wire. */
-void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
-			 uint64_t bytes);
 
 /* The role's mappings of the guest's RAM (place: a destination's, or
  * NULL), as its job ends: the worker's exit unmaps them, after the
@@ -691,6 +671,32 @@ void worker_take_migd(struct worker *w, int fd, bool acks);
 bool worker_end_taken(struct worker *w);
 /* The job was past its postcopy switch (w->lock held). */
 bool worker_was_postcopy_locked(const struct worker *w);
+
+/* worker_status.c: the job's figures and its reports to migd.  The
+ * counters the ram channels and the page server add to: */
+void worker_count(struct worker *w, unsigned int chan, uint64_t bytes,
+		  uint64_t pages, uint64_t zero_pages);
+/* Pages the first nchan ram channels have counted so far. */
+uint64_t worker_pages_counted(struct worker *w, unsigned int nchan);
+void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
+		       uint64_t raw_bytes);
+/* The page server answered a request: pages sent, taken of them off the
+ * push's bitmap, bytes on the wire. */
+void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
+			 uint64_t bytes);
+/* Each channel's throughput over the last second, from a sample of its
+ * bytes at now (w->lock held): the reporter's, and the job's last. */
+void worker_sample_rates_locked(struct worker *w, uint64_t now);
+/* The job's status as a packed JobStatus (free *ret). */
+int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len);
+/* Send the job's status to migd: 0, or -errno when no migd took it. */
+int worker_report(struct worker *w);
+/* A destination's word for a deferred reply (jobs.c): first on its vmm,
+ * for Incoming: 0, it can take the guest, or -errno (the reason in the
+ * job's error, msg NULL); then after each recover --listen: 0, it
+ * listens there (reported first), or -errno and why in msg. */
+#define WORKER_ANSWER_MAX 512           /* bytes of msg told */
+void worker_answer(struct worker *w, int err, const char *msg);
 
 /* adopt.c: a worker whose migd ended, in its command thread: once the
  * job is past a postcopy switch, asks the migd on RUNDIR/migd.sock
