@@ -7,7 +7,7 @@
  * error that said what to do, out of it.  An end learnt late (a worker
  * that ended while no migd ran, jobadopt.c) goes where its own time puts
  * it, behind a newer job of the same VM that ended meanwhile: Status
- * shows a VM's newest.  Called by jobs.c as a job ends; no I/O.
+ * shows a VM's newest.  Called by jobend.c as a job ends; no I/O.
  */
 #include <string.h>
 

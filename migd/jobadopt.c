@@ -5,7 +5,7 @@
  * workers ask the next migd to adopt them (adopt.c, Migd.Adopt checked
  * in control.c).  An adopted worker is no child of ours, so no SIGCHLD
  * tells its end: its pidfd does, readable in the event loop, and the job
- * then ends as any other does (jobs.c job_finish), without a wait
+ * then ends as any other does (jobend.c job_finish), without a wait
  * status.  One that ended while no migd ran gives its final report,
  * and the job ends at once, into the history.
  */

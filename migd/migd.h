@@ -3,10 +3,11 @@
  * migd: the migration daemon.  This header is the program's table of
  * contents, by file.
  *
- * The parent process (main.c, control.c, jobs.c, jobadopt.c, jobstate.c,
- * history.c, statefile.c, params.c) serves the tern.migd.Migd service on
- * RUNDIR/migd.sock, keeps the job table and history, and forks one
- * worker process per job so that a crash in one job harms no other.
+ * The parent process (main.c, control.c, jobs.c, jobend.c, jobadopt.c,
+ * jobstate.c, history.c, statefile.c, params.c) serves the
+ * tern.migd.Migd service on RUNDIR/migd.sock, keeps the job table and
+ * history, and forks one worker process per job so that a crash in one
+ * job harms no other.
  * A worker (worker.c, worker_status.c, source.c, source_precopy.c,
  * source_postcopy.c, dest.c, dest_conn.c, dest_postcopy.c, channel.c,
  * pace.c, place.c, pageserve.c, faultlink.c, vmmlink.c, adopt.c) runs one
@@ -236,7 +237,7 @@ struct job {
 	char idhex[2 * STREAM_ID_LEN + 1];
 	Tern__Migd__Params params;
 	/* The clean-up at the vmm once the worker has ended, in a thread
-	 * of its own (jobs.c); the job stays running until it is done. */
+	 * of its own (jobend.c); the job stays running until it is done. */
 	struct bgwork tidy;
 	struct migd *m;
 	enum job_tidy tidy_kind;
@@ -300,7 +301,7 @@ bool job_state_may_change(enum job_state from, enum job_state to);
  * pushed out of the bounds, for the caller to free, or NULL. */
 struct job *history_add(struct migd *m, struct job *j, bool by_time);
 
-/* jobs.c: the job table, workers, history */
+/* jobs.c: the job table, workers, their reports and commands */
 const char *job_role_name(enum job_role role);
 /* Fork a worker for spec (its listen_fd is closed in the parent). */
 int job_start(struct migd *m, const struct job_spec *spec, struct job **ret);
@@ -346,6 +347,18 @@ const char *job_ending(const struct job *j);
 /* Send the worker a command (worker.c reads it): "recover", "pause",
  * "postcopy", "tune". */
 int job_command(struct job *j, const char *name, const ProtobufCMessage *arg);
+/* The steps of a job's end (jobend.c) taken from here: its callers
+ * told where it stands (job_notify), Incoming's or Migrate's reply and
+ * Recover's given, the worker's last reports read (job_read: up to max,
+ * 0 to keep reading, <0 at EOF or error), its status link closed. */
+void job_notify(struct job *j);
+void job_answer_start(struct job *j);
+void job_answer_recover(struct job *j, int err, const char *msg);
+int job_read(struct job *j, unsigned int max);
+void job_close_conn(struct job *j);
+
+/* jobend.c: a job's end (its verdict, the clean-up at its vmm, into the
+ * history), and migd's */
 /* The worker has ended (wstatus NULL: adopted, no wait status): its
  * last reports, the verdict, the clean-up at its vmm. */
 void job_finish(struct migd *m, struct job *j, const int *wstatus);

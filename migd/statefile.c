@@ -22,8 +22,8 @@
  * a file that is not ours (a link, another owner, writable by others),
  * too large or undecodable is set aside as migd.state.bad with a warning,
  * and migd starts as a fresh one does; a job whose record does not check
- * is left out, counted in the warning.  Called from main.c, jobs.c and
- * control.c (event loop only).
+ * is left out, counted in the warning.  Called from main.c, jobs.c,
+ * jobend.c and control.c (event loop only).
  */
 #include <errno.h>
 #include <fcntl.h>
