@@ -8,14 +8,15 @@
  * tern.migd.Migd service on RUNDIR/migd.sock, keeps the job table and
  * history, and forks one worker process per job so that a crash in one
  * job harms no other.
- * A worker (worker.c, worker_status.c, source.c, source_precopy.c,
- * source_postcopy.c, dest.c, dest_conn.c, dest_postcopy.c, channel.c,
- * pace.c, place.c, pageserve.c, faultlink.c, vmmlink.c, adopt.c) runs one
- * migration end to end with blocking I/O and threads, and reports its
- * JobStatus to the parent over a socketpair as tern.rpc.Frame events named
- * "status" (the last one carries the final state).  The parent cancels a
- * worker with SIGTERM.  A worker exits 0 when its job completed, 1 when
- * it failed or was cancelled (after restoring what it must).
+ * A worker (worker.c, worker_status.c, source.c, source_conn.c,
+ * source_precopy.c, source_postcopy.c, dest.c, dest_conn.c,
+ * dest_postcopy.c, channel.c, pace.c, place.c, pageserve.c, faultlink.c,
+ * vmmlink.c, adopt.c) runs one migration end to end with blocking I/O
+ * and threads, and reports its JobStatus to the parent over a socketpair
+ * as tern.rpc.Frame events named "status" (the last one carries the
+ * final state).  The parent cancels a worker with SIGTERM.  A worker
+ * exits 0 when its job completed, 1 when it failed or was cancelled
+ * (after restoring what it must).
  *
  * migctl (migctl.c, migctl_cmd.c, migctl_show.c; its header migctl.h) is
  * a separate program: the command-line client.
@@ -1033,9 +1034,10 @@ int fault_link_relink(struct fault_link *f, const char *vm, int page_fd,
 		      char *err, size_t len);
 
 /* source.c: the source side of one job, its main thread's: set-up, the
- * switchover, the job's end; source_precopy.c sends the pages before the
- * switch, source_postcopy.c goes on past a postcopy switch.  The job's
- * state, the three files': */
+ * switchover, the job's end; source_conn.c connects to the destination
+ * and carries the main connection's messages, source_precopy.c sends the
+ * pages before the switch, source_postcopy.c goes on past a postcopy
+ * switch.  The job's state, the four files': */
 struct source {
 	struct worker *w;
 	bool learned_left_out;          /* (L) the learned fixed part is at or
@@ -1086,17 +1088,6 @@ struct source {
 };
 /* The job: 0 when it completed. */
 int source_run(struct worker *w);
-/* The main connection: a message (named in the error), a connection
- * dialled, the destination's next message, an answer after the pages. */
-int source_send(struct source *s, const ProtobufCMessage *m);
-int source_send_named(struct source *s, const ProtobufCMessage *m,
-		      const char *what);
-struct uri;
-int source_dial(struct source *s, const struct uri *u, enum stream_role role,
-		uint32_t index);
-int source_expect(struct source *s, int body, const char *what,
-		  Tern__Stream__StreamMsg **ret);
-int source_await(struct source *s, const char *what);
 /* The switch's steps, precopy's and postcopy's: the state, Stop, the
  * point of no return, Go and what Resumed said, the mark of a moved guest. */
 int source_save_state(struct source *s, ProtobufCBinaryData *out);
@@ -1115,6 +1106,22 @@ void source_moved(struct source *s, bool confirmed, bool postcopy);
 void source_drop_links(struct source *s);
 /* ns in whole us, for the logs */
 #define US(ns) ((unsigned long long)(ns) / 1000)
+
+/* source_conn.c: the connections to the destination (source_run's
+ * set-up: the main connection with the job's layout and its answer, the
+ * ram channels, the page link), and the main connection's messages. */
+int source_connect(struct source *s);
+/* The main connection: a message (named in the error), a connection
+ * dialled, the destination's next message, an answer after the pages. */
+int source_send(struct source *s, const ProtobufCMessage *m);
+int source_send_named(struct source *s, const ProtobufCMessage *m,
+		      const char *what);
+struct uri;
+int source_dial(struct source *s, const struct uri *u, enum stream_role role,
+		uint32_t index);
+int source_expect(struct source *s, int body, const char *what,
+		  Tern__Stream__StreamMsg **ret);
+int source_await(struct source *s, const char *what);
 
 /* source_precopy.c: the source's rounds of pages and their convergence
  * (source_run, after set-up): 0 when the rest fits the downtime limit,
