@@ -9,7 +9,6 @@
  * with the clean-up its worker could not do and the history of finished
  * jobs, is jobend.c's.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>

@@ -659,11 +659,11 @@ void worker_set_abort(struct worker *w, void (*fn)(struct worker *, void *),
 		      void *arg);
 /* Ram channel chan's eventfd, which each tune writes (-1: none now). */
 void worker_set_chan_wake(struct worker *w, unsigned int chan, int fd);
-/* Postcopy-paused: wait up to ms for a command from the parent (or a
- * cancel); the command taken, or WORKER_CMD_NONE. */
 /* A destination leaves postcopy-paused for st; a Recover that came
  * meanwhile is answered, not kept for a later pause. */
 void worker_leave_pause(struct worker *w, enum job_state st);
+/* Postcopy-paused: wait up to ms for a command from the parent (or a
+ * cancel); the command taken, or WORKER_CMD_NONE. */
 enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
 				size_t len);
 /* Recovered: the job's failure is history (its text stays in the log). */
