@@ -30,7 +30,7 @@
 /* rpc_accept_root_or_self's: one per process, as its control server is. */
 static struct ratelim refusals_lim;
 
-void server_resume_accept(struct rpc_server *s)
+void rpc_server_resume_accept(struct rpc_server *s)
 {
 	struct rpc_listener *l;
 
@@ -88,7 +88,7 @@ static void server_tell_overload(struct rpc_server *s, int err)
 	s->overload_err = err;
 	if (!ratelim_take(&s->overload_lim, now_ns(), RPC_OVERLOAD_TELL_NS, 1,
 			  &held)) {
-		server_watch_held(s);
+		rpc_server_watch_held(s);
 		return;
 	}
 	if ((err == EMFILE || err == ENFILE) &&
@@ -113,7 +113,7 @@ static void refusals_say(unsigned int n);
  * burst followed by silence would otherwise never be counted.  With
  * all, what is held in a window still under way too (at the end).
  */
-void server_tell_held(struct rpc_server *s, bool all)
+void rpc_server_tell_held(struct rpc_server *s, bool all)
 {
 	uint64_t now = now_ns();
 	char msg[200];
@@ -143,12 +143,12 @@ static void handle_held(evutil_socket_t fd, short what, void *arg)
 {
 	struct rpc_server *s = arg;
 
-	server_tell_held(s, false);
-	server_watch_held(s);
+	rpc_server_tell_held(s, false);
+	rpc_server_watch_held(s);
 }
 
 /* Something was held back: the timer is set for the first count due. */
-void server_watch_held(struct rpc_server *s)
+void rpc_server_watch_held(struct rpc_server *s)
 {
 	const uint64_t w = RPC_OVERLOAD_TELL_NS, now = now_ns();
 	uint64_t drops = ratelim_due_in(&s->drop_lim, now, w);
@@ -193,10 +193,10 @@ static void handle_accept(evutil_socket_t lfd, short what, void *arg)
 		}
 		if (s->accept_fn && s->accept_fn(s->accept_ctx, fd) < 0) {
 			close(fd);
-			server_watch_held(s);   /* refusals it counted */
+			rpc_server_watch_held(s);   /* refusals it counted */
 			continue;
 		}
-		r = peer_new(s, fd);
+		r = rpc_peer_new(s, fd);
 		if (r < 0)
 			log_debug("rpc: new peer: %s", strerror(-r));
 	}

@@ -75,14 +75,14 @@ struct rpc_server {
 
 /* rpc_server.c: peers, their frames and calls */
 /* Serve the connection on fd (taken: closed on failure). */
-int peer_new(struct rpc_server *s, int fd);
+int rpc_peer_new(struct rpc_server *s, int fd);
 
 /* rpc_accept.c: the listening sockets, who may connect, the notes */
 /* A descriptor is free again: accept again if it was paused. */
-void server_resume_accept(struct rpc_server *s);
+void rpc_server_resume_accept(struct rpc_server *s);
 /* Set the timer for the first count held back that falls due. */
-void server_watch_held(struct rpc_server *s);
+void rpc_server_watch_held(struct rpc_server *s);
 /* Tell the counts held back that are due (all: every one, at the end). */
-void server_tell_held(struct rpc_server *s, bool all);
+void rpc_server_tell_held(struct rpc_server *s, bool all);
 
 #endif

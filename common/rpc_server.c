@@ -118,7 +118,7 @@ static void peer_close(struct rpc_peer *p, int err)
 	p->s = NULL;
 	p->state = RPC_PEER_CLOSED;
 	peer_unref(p);
-	server_resume_accept(s);        /* a descriptor is free again */
+	rpc_server_resume_accept(s);        /* a descriptor is free again */
 }
 
 /*
@@ -359,7 +359,7 @@ static void peer_drop(struct rpc_peer *p, enum rpc_stall why)
 		goto close;
 	if (!ratelim_take(&s->drop_lim, now_ns(), RPC_OVERLOAD_TELL_NS,
 			  RPC_DROPS_TOLD, &held)) {
-		server_watch_held(s);
+		rpc_server_watch_held(s);
 		goto close;
 	}
 	peer_name(p, who, sizeof(who));
@@ -437,7 +437,7 @@ static void peer_get_cred(struct rpc_peer *p)
 		p->has_cred = true;
 }
 
-int peer_new(struct rpc_server *s, int fd)
+int rpc_peer_new(struct rpc_server *s, int fd)
 {
 	struct rpc_peer *p = calloc(1, sizeof(*p));
 	int r;
@@ -501,7 +501,7 @@ void rpc_server_free(struct rpc_server *s)
 
 	if (!s)
 		return;
-	server_tell_held(s, true);
+	rpc_server_tell_held(s, true);
 	if (s->ev_held)
 		event_free(s->ev_held);
 	if (s->ev_accept_retry)
@@ -524,7 +524,7 @@ void rpc_server_free(struct rpc_server *s)
 
 int rpc_server_add_peer(struct rpc_server *s, int fd)
 {
-	return peer_new(s, fd);
+	return rpc_peer_new(s, fd);
 }
 
 int rpc_server_add_service(struct rpc_server *s,
