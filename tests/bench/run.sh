@@ -740,7 +740,7 @@ echo "  for comparison, not a limit for migd (which places first-time pages by U
 echo "  zstd level 1 on 4 KiB pages: incompressible $L_ZR, text-like $L_ZT"
 echo "  userfaultfd round trip (fault, UFFDIO_COPY, resume; microseconds): poll()ing handler on another CPU $L_UFFD, on the same CPU $L_UFFD_SAME, anywhere $L_UFFD_ANY; spinning $L_UFFD_SPIN"
 echo "  loopback TCP round trip, a small request answered with one page (microseconds): $L_RTT"
-echo "  placing pages by page size, for comparison (guest RAM here is in 4 KiB pages): UFFDIO_COPY into fresh memory, 4 KiB pages $L_P4K, 2 MiB huge pages $L_P2M; first write to fresh 2 MiB huge pages $L_FT2M (null: no huge page pool could be reserved)"
+echo "  placing pages by page size, for comparison (guest RAM is in 4 KiB pages but in b's huge rows, vmm --hugepages): UFFDIO_COPY into fresh memory, 4 KiB pages $L_P4K, 2 MiB huge pages $L_P2M; first write to fresh 2 MiB huge pages $L_FT2M (null: no huge page pool could be reserved)"
 [ -n "$BUSY_NOTE" ] && echo "WARNING: $BUSY_NOTE"
 [ -z "$AC_FLAGS$TIMEOUT_FLAGS$COMPRESS_FLAGS$VERIFY_FLAGS" ] &&
 	echo "note: migctl has none of --auto-converge, --timeout-action, --compress, --verify yet"
