@@ -179,26 +179,6 @@ int mem_populate(struct vm *vm)
 	return 0;
 }
 
-/* The pool's huge pages neither in use nor reserved (HugePages_Free
- * less HugePages_Rsvd of /proc/meminfo), or -1 if unknown. */
-static long long huge_pages_unreserved(void)
-{
-	char line[128];
-	long long n, free_pages = -1, rsvd = -1;
-	FILE *f = fopen("/proc/meminfo", "re");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "HugePages_Free: %lld", &n) == 1)
-			free_pages = n;
-		else if (sscanf(line, "HugePages_Rsvd: %lld", &n) == 1)
-			rsvd = n;
-	}
-	fclose(f);
-	return free_pages < 0 || rsvd < 0 ? -1 : free_pages - rsvd;
-}
-
 int mem_create(struct vm *vm)
 {
 	uint64_t gpas[VMM_MAX_REGIONS], sizes[VMM_MAX_REGIONS];
@@ -209,7 +189,7 @@ int mem_create(struct vm *vm)
 
 	if (vm->hugepages) {
 		flags |= MFD_HUGETLB | MFD_HUGE_2MB;
-		avail = huge_pages_unreserved();
+		avail = mem_huge_room();
 	}
 	mem_layout(vm, gpas, sizes, &n);
 	for (i = 0; i < n; i++) {

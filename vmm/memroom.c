@@ -5,6 +5,8 @@
  * and the cgroup's ancestors (cgroup v2's memory.max, or v1's
  * memory.limit_in_bytes).  Taking more than that does not fail cleanly:
  * the OOM killer ends some process, possibly this one, halfway through.
+ * And for --hugepages, what the host's pool of huge pages has left, for
+ * the message of a start it cannot hold.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,23 +19,44 @@
 
 #define CGROUP_ROOT "/sys/fs/cgroup"
 
-/* MemAvailable from /proc/meminfo in bytes, or UINT64_MAX if unknown. */
-static uint64_t host_available(void)
+/* The number after "key:" in /proc/meminfo (kB for sizes), or
+ * UINT64_MAX if unknown. */
+static uint64_t meminfo(const char *key)
 {
 	char line[128];
-	unsigned long long kib;
-	uint64_t avail = UINT64_MAX;
+	unsigned long long v;
+	uint64_t ret = UINT64_MAX;
+	size_t klen = strlen(key);
 	FILE *f = fopen("/proc/meminfo", "re");
 
 	if (!f)
-		return avail;
+		return ret;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
-			avail = (uint64_t)kib << 10;
+		if (!strncmp(line, key, klen) && line[klen] == ':' &&
+		    sscanf(line + klen + 1, "%llu", &v) == 1) {
+			ret = v;
 			break;
 		}
 	fclose(f);
-	return avail;
+	return ret;
+}
+
+/* MemAvailable in bytes, or UINT64_MAX if unknown. */
+static uint64_t host_available(void)
+{
+	uint64_t kib = meminfo("MemAvailable");
+
+	return kib == UINT64_MAX ? kib : kib << 10;
+}
+
+long long mem_huge_room(void)
+{
+	uint64_t free_pages = meminfo("HugePages_Free");
+	uint64_t rsvd = meminfo("HugePages_Rsvd");
+
+	if (free_pages == UINT64_MAX || rsvd == UINT64_MAX || rsvd > free_pages)
+		return -1;
+	return (long long)(free_pages - rsvd);
 }
 
 /* The number in file dir/name ("max" and absent files: UINT64_MAX). */

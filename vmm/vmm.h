@@ -165,6 +165,9 @@ int mem_populate(struct vm *vm);
  * host's MemAvailable, its memory cgroups' limits); else -ENOMEM, and
  * why ("the host has only ..." or "its memory cgroup allows only ..."). */
 int mem_room(uint64_t want, char *why, size_t len);
+/* The host pool's huge pages neither in use nor reserved (HugePages_Free
+ * less HugePages_Rsvd), or -1 if unknown. */
+long long mem_huge_room(void);
 void *mem_gpa_to_host(struct vm *vm, uint64_t gpa, uint64_t len);
 /* Whether every page of [gpa, gpa + len) is in RAM, or no userfaultfd is
  * registered: else touching one would block until postcopy places it,
