@@ -34,31 +34,9 @@ cleanup() {
 	fi
 	rm -rf "$RUNDIR"
 }
+. "$(dirname "${BASH_SOURCE[0]}")/../hugepool.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# hp_take N: N more 2 MiB huge pages in the host's pool, for a while;
-# hp_give_back gives back to the host what hp_take added (pages in use
-# then go when freed).  Relative, not the old value put back: a test
-# may take pages of the pool meanwhile.  HP_WHY says why hp_take could
-# not, empty when the pool has them.
-HP=/proc/sys/vm/nr_hugepages HP_GAINED=0 HP_WHY=
-hp_take() {
-	local got before
-	HP_WHY=
-	[ -w "$HP" ] || { HP_WHY="$HP is not writable"; return; }
-	before=$(cat "$HP")
-	echo $((before + $1)) 2>/dev/null >"$HP"
-	HP_GAINED=$(( HP_GAINED + $(cat "$HP") - before ))
-	got=$(awk '/^HugePages_Free/ { f = $2 } /^HugePages_Rsvd/ { r = $2 } END { print f - r }' /proc/meminfo)
-	[ "$got" -ge "$1" ] && return
-	hp_give_back
-	HP_WHY="the host's pool gave $got of the $1 huge pages of 2 MiB asked for"
-}
-hp_give_back() {
-	[ "$HP_GAINED" -gt 0 ] && echo $(( $(cat "$HP") - HP_GAINED )) >"$HP"
-	HP_GAINED=0
-}
 
 die() {
 	FAILED=1

@@ -228,11 +228,11 @@ scenario_a() {	# CHANNELS [SUFFIX EXTRA_FLAGS...]
 # ---- b: fill 2 GiB (incompressible), then migrate with 1 and 2 channels ------
 scenario_b() {
 	local total_pages=$(( (2048 - 2) * 256 )) src=bf dst ch lim ok i run fl kind flags pre alloc with res order
-	local kinds=${BENCH_B_KINDS:-1 2 ${COMPRESS_FLAGS:+z1} 1p 2p 1h 2h} huge hp_want=0 hp_why="" hp_warm_ms=""
+	local kinds=${BENCH_B_KINDS:-1 2 ${COMPRESS_FLAGS:+z1} 1p 2p 1h 2h} huge huge_runs=0 hp_why="" hp_warm_ms=""
 	for kind in $kinds; do
 		case $kind in
 		1|2|1p|2p) ;;
-		1h|2h|1hp|2hp) hp_want=1 ;;
+		1h|2h|1hp|2hp) huge_runs=1 ;;
 		z1) [ -n "$COMPRESS_FLAGS" ] || die "BENCH_B_KINDS: z1 needs migctl --compress" ;;
 		*) die "BENCH_B_KINDS: no run '$kind' (1, 2, z1, 1p, 2p, 1h, 2h, 1hp or 2hp)" ;;
 		esac
@@ -240,7 +240,7 @@ scenario_b() {
 	# h: into vmm --hugepages.  Two such 2 GiB guests live at once (a
 	# run's source and destination): their pool is taken for b's run
 	# and given back after it (cleanup too, should b die).
-	if [ "$hp_want" -gt 0 ]; then
+	if [ "$huge_runs" = 1 ]; then
 		hp_pool 2048
 		hp_why=$HP_WHY hp_warm_ms=$HP_WARM_MS
 		[ -n "$hp_why" ] && say "scenario b: no runs into huge pages: $hp_why"

@@ -30,6 +30,7 @@ cleanup() {
 		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$p" 2>/dev/null
 	done
+	hp_give_back            # huge pages a test took (hugepool.sh)
 	# Only once nothing of ours runs in them.
 	for ns in "${NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null || echo "could not delete netns $ns"
@@ -51,6 +52,7 @@ cleanup() {
 	fi
 	rm -rf "$TEST_DIR"
 }
+. "$(dirname "${BASH_SOURCE[0]}")/../hugepool.sh"
 trap cleanup EXIT
 
 # fail MESSAGE: the test fails; the daemons' last words go with it (CI

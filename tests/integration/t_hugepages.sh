@@ -11,18 +11,10 @@
 . "$(dirname "$0")/lib.sh"
 need_kvm
 
-HP=/proc/sys/vm/nr_hugepages
-[ -w "$HP" ] || skip "$HP is not writable (not root?): no huge page pool to take"
-# Three guests of 64 MiB at most at once (32 pages each), and 8 spare.
-# Given back first at the end (what was added, not an old value: the
-# pool is the host's): pages still in use then go back to the host when
-# their vmm ends (cleanup, just after).
-hp_before=$(cat "$HP")
-echo $((hp_before + 104)) >"$HP"
-HP_GAINED=$(( $(cat "$HP") - hp_before ))
-trap 'echo $(( $(cat "$HP") - HP_GAINED )) >"$HP"; cleanup' EXIT
-hp_free() { awk '/^HugePages_Free/ { f = $2 } /^HugePages_Rsvd/ { r = $2 } END { print f - r }' /proc/meminfo; }
-[ "$(hp_free)" -ge 104 ] || skip "the host gave only $(hp_free) of the 104 huge pages asked for"
+# Three guests of 64 MiB at most at once (32 pages each), and 8 spare,
+# given back at the end (hugepool.sh).
+hp_take 104
+[ -z "$HP_WHY" ] || skip "no huge pages for the test: $HP_WHY"
 
 is_huge() { [ "$(vmmctl --json status "$1" | jget hugepages)" = true ]; }
 

@@ -68,34 +68,16 @@ units_down() {
 	done
 }
 # The huge page pool for the vmm@ guests with --hugepages: the host's
-# /proc/sys/vm/nr_hugepages (no namespace has a pool of its own, and the
-# container's /proc/sys is read-only), raised here before the container
-# needs it, for two guests of 64 MiB at once (32 pages each), and lowered
-# by as much at exit (not set back to what it was: another test on this
-# host may have raised it meanwhile, and still need its pages).
-HP=/proc/sys/vm/nr_hugepages
-HP_ADDED=0              # pages this test added to the pool
+# (no namespace has a pool of its own, and the container's /proc/sys is
+# read-only), taken here before the container needs it, for two guests of
+# 64 MiB at once (32 pages each), and given back at exit (hugepool.sh).
 HUGE=                   # 1: the pool holds our guests' pages
-hp_free() { awk '/^HugePages_Free/ { f = $2 } /^HugePages_Rsvd/ { r = $2 } END { print f - r }' /proc/meminfo; }
-hp_giveback() {
-	local now
-	[ "$HP_ADDED" -gt 0 ] || return 0
-	now=$(cat "$HP")
-	echo $(( now > HP_ADDED ? now - HP_ADDED : 0 )) >"$HP" ||
-		echo "could not give $HP_ADDED huge pages back to $HP"
-	HP_ADDED=0
-}
-trap 'units_down; hp_giveback; cleanup' EXIT
-if [ -w "$HP" ]; then
-	hp_old=$(cat "$HP")
-	echo $((hp_old + 64)) >"$HP" 2>/dev/null
-	# The kernel may find fewer than asked for.
-	HP_ADDED=$(( $(cat "$HP") - hp_old ))
-	[ "$HP_ADDED" -ge 0 ] || HP_ADDED=0
-	[ "$(hp_free)" -ge 64 ] && HUGE=1 ||
-		not_tried "vmm --hugepages under the units: the host gave only $(hp_free) of the 64 huge pages asked for"
+trap 'units_down; cleanup' EXIT
+hp_take 64
+if [ -z "$HP_WHY" ]; then
+	HUGE=1
 else
-	not_tried "vmm --hugepages under the units: $HP is not writable (not root?)"
+	not_tried "vmm --hugepages under the units: $HP_WHY"
 fi
 
 # save_journal: the units' journal as RUNDIR/UNIT.log (lib.sh shows

@@ -48,15 +48,13 @@ ss_kill_works || { HAVE_SS=0; echo "soak: no ss -K ($SS_KILL_WHY): no cut faults
 # gives back at its end (two 64 MiB guests at most at once).  Such a job
 # cannot postcopy: a request is refused and it goes on in precopy, and
 # one that may switch by itself fails at once, its source running on.
-HP=/proc/sys/vm/nr_hugepages HP_GAINED=0 HUGES=(none)
-if [ -w "$HP" ]; then
-	hp_before=$(cat "$HP")
-	echo $((hp_before + 72)) 2>/dev/null >"$HP"
-	HP_GAINED=$(( $(cat "$HP") - hp_before ))
-	trap 'echo $(( $(cat "$HP") - HP_GAINED )) >"$HP"; cleanup' EXIT
-	[ "$HP_GAINED" -ge 72 ] && HUGES=(none none none src dst both)
+HUGES=(none)
+hp_take 72
+if [ -z "$HP_WHY" ]; then
+	HUGES=(none none none src dst both)
+else
+	echo "soak: no guests in huge pages: $HP_WHY"
 fi
-[ ${#HUGES[@]} = 1 ] && echo "soak: no huge page pool to take: no guests in huge pages"
 
 SRC_DIR=$TEST_DIR/src
 mkdir -p "$SRC_DIR"
