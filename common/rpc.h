@@ -244,6 +244,17 @@ int rpc_client_wait_hangup(struct rpc_client *cl, int timeout_ms);
 
 typedef void (*rpc_event_fn)(void *ctx, const char *name,
 			     const uint8_t *data, size_t len);
+/*
+ * A call's silence: nothing (no event, no reply) has come for silent_ms.
+ * 0 keeps waiting (asked again each idle_ms of silence), -errno ends the
+ * call with that error.
+ */
+typedef int (*rpc_idle_fn)(void *ctx, uint64_t silent_ms);
+/* Call fn when a call hears nothing for idle_ms (0: never, the default);
+ * for a call that waits without a deadline on a server that speaks
+ * regularly (migctl's waits on migd's reports). */
+void rpc_client_set_idle(struct rpc_client *cl, unsigned int idle_ms,
+			 rpc_idle_fn fn, void *ctx);
 
 struct rpc_result {
 	int fds[RPC_MAX_FDS];   /* received descriptors; caller closes them */

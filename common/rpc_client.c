@@ -23,6 +23,9 @@ struct rpc_client {
 	struct rpc_conn *conn;
 	uint64_t next_id;
 	int err;                /* sticky protocol error */
+	unsigned int idle_ms;   /* rpc_client_set_idle */
+	rpc_idle_fn idle_fn;
+	void *idle_ctx;
 };
 
 int rpc_client_from_fd(int fd, struct rpc_client **ret)
@@ -259,6 +262,41 @@ static int client_handle_frame(struct rpc_client *cl,
 	return result_fail(w->res, -EPROTO, "server sent a request");
 }
 
+void rpc_client_set_idle(struct rpc_client *cl, unsigned int idle_ms,
+			 rpc_idle_fn fn, void *ctx)
+{
+	cl->idle_ms = fn ? idle_ms : 0;
+	cl->idle_fn = fn;
+	cl->idle_ctx = ctx;
+}
+
+/* Poll until the deadline or, with an idle hook, the next moment of
+ * silence to tell it of (*quiet, the time the last frame came, moved on
+ * by one idle_ms each time the hook lets the call wait on). */
+static int client_poll_idle(struct rpc_client *cl, uint64_t deadline,
+			    uint64_t last, uint64_t *quiet)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	uint64_t until = deadline, now;
+	int r;
+
+	if (cl->idle_ms) {
+		until = *quiet + cl->idle_ms * 1000000ULL;
+		if (deadline && deadline < until)
+			until = deadline;
+	}
+	r = client_poll(cl, until);
+	if (r != -ETIMEDOUT || !cl->idle_ms || until == deadline)
+		return r;
+	/* What came while this process was stopped is no silence. */
+	pfd.fd = rpc_conn_fd(cl->conn);
+	if (poll(&pfd, 1, 0) > 0)
+		return 0;
+	now = now_ns();
+	*quiet = now;
+	return cl->idle_fn(cl->idle_ctx, (now - last) / 1000000);
+}
+
 #define CLIENT_LATE_FRAMES 64
 
 static int client_wait(struct rpc_client *cl, const struct client_wait *w,
@@ -268,6 +306,7 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 	int fds[RPC_MAX_FDS];
 	size_t nfds;
 	unsigned int late = 0;
+	uint64_t last = now_ns(), quiet = last;
 	int r;
 
 	for (;;) {
@@ -284,6 +323,7 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 		if (r >= 0)
 			r = rpc_conn_recv(cl->conn, &f, fds, &nfds);
 		if (r == 1) {
+			last = quiet = now_ns();
 			r = client_handle_frame(cl, w, f, fds, nfds);
 			tern__rpc__frame__free_unpacked(f, NULL);
 			if (r != 0)
@@ -291,7 +331,7 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 			continue;
 		}
 		if (r == 0)
-			r = client_poll(cl, deadline);
+			r = client_poll_idle(cl, deadline, last, &quiet);
 		if (r < 0)
 			return result_fail(w->res, r, "%s",
 					   r == -EPIPE ? "connection closed" :

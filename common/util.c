@@ -275,6 +275,29 @@ const char *proc_comm_shown(int pid, char *buf, size_t len)
 	return str_shown(comm, buf, len);
 }
 
+char proc_state(int pid)
+{
+	char path[32], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* "PID (COMM) S ...": the name may hold ") ", the state follows
+	 * the last ')'. */
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] ? p[2] : 0;
+}
+
 int str_copy(char *dst, const char *src, size_t len)
 {
 	size_t n = strlen(src);

@@ -60,6 +60,10 @@ const char *proc_comm_shown(int pid, char *buf, size_t len);
  * that a signal handler can name its sender before the sender is gone. */
 #define PROC_COMM_LEN 32
 void proc_comm(int pid, char comm[PROC_COMM_LEN]);
+/* Process pid's state letter from /proc/PID/stat ('R', 'S', 'T' for
+ * stopped, 't' for stopped by a tracer, 'Z'...), or 0 when it is gone or
+ * hidden. */
+char proc_state(int pid);
 /* Copies like strlcpy; -ENAMETOOLONG when src does not fit (dst untouched). */
 int str_copy(char *dst, const char *src, size_t len);
 /* A state and the error that ended in it, the state named once: the

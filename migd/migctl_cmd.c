@@ -33,18 +33,48 @@
  * migctl exits 1. */
 static bool stop_unrecoverable;
 
+/*
+ * A call that waits hears migd five times a second while the job runs
+ * (its worker's reports, passed on).  Silence means migd or the worker
+ * is stopped (SIGSTOP, a debugger) or stuck: said after SILENT_TELL_MS,
+ * and the wait given up after --timeout of it, with who is stopped.
+ */
+#define SILENT_TELL_MS 5000
+
+static struct {
+	int migd_pid;
+	int worker_pid;         /* from the last report */
+	bool told;              /* the silence was said */
+} waiting;
+
+/* Heard after the silence was said: an event, or the call's answer. */
+static void speaks_again(void)
+{
+	if (!waiting.told)
+		return;
+	progress_end();
+	fprintf(stderr, "migctl: migd speaks again\n");
+	waiting.told = false;
+}
+
 static void handle_event(void *ctx, const char *name, const uint8_t *data,
 			 size_t len)
 {
 	Tern__Migd__JobStatus *js;
 	char text[1024];
 
-	if (strcmp(name, "status") || (migctl_opts.json && !stop_unrecoverable))
+	speaks_again();
+	if (strcmp(name, "status"))
 		return;
 	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
 						    len, data);
 	if (!js)
 		return;
+	waiting.worker_pid = (int)js->worker_pid;
+	if (migctl_opts.json && !stop_unrecoverable) {
+		tern__migd__job_status__free_unpacked(js, NULL);
+		return;
+	}
 	if (stop_unrecoverable && js->unrecoverable &&
 	    js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED) {
 		progress_end();
@@ -145,9 +175,57 @@ static void say_connection_lost(const struct rpc_client *lost,
 			 "migd adopts it", method);
 }
 
+/* Who keeps a waiting call silent, as far as /proc tells. */
+static const char *silent_who(char *buf, size_t len)
+{
+	char m = proc_state(waiting.migd_pid);
+	char w = proc_state(waiting.worker_pid);
+
+	if (m == 'T' || m == 't')
+		snprintf(buf, len, "migd (pid %d) is stopped (by a signal or "
+			 "a debugger; 'kill -CONT %d' resumes it)",
+			 waiting.migd_pid, waiting.migd_pid);
+	else if (w == 'T' || w == 't')
+		snprintf(buf, len, "the job's worker (pid %d) is stopped (by a "
+			 "signal or a debugger; 'kill -CONT %d' resumes it)",
+			 waiting.worker_pid, waiting.worker_pid);
+	else
+		snprintf(buf, len, "migd (pid %d) runs, but neither it nor the "
+			 "job's worker%s sends the reports it should five "
+			 "times a second: stuck, or starved of CPU", waiting.migd_pid,
+			 waiting.worker_pid > 0 && !w ? " (gone)" : "");
+	return buf;
+}
+
+static int waiting_silent(void *ctx, uint64_t silent_ms)
+{
+	const char *method = ctx;
+	char who[256];
+
+	progress_end();
+	if (silent_ms >= (uint64_t)migctl_opts.timeout_ms) {
+		cli_errx("%s: nothing from migd for %llu s while this waited: "
+			 "%s; giving up the wait (--timeout %d): the job's end "
+			 "is not known here, and the job is left as it is "
+			 "('migctl status' asks again)", method,
+			 (unsigned long long)silent_ms / 1000,
+			 silent_who(who, sizeof(who)),
+			 migctl_opts.timeout_ms / 1000);
+		return -ETIMEDOUT;
+	}
+	if (!waiting.told)
+		fprintf(stderr, "migctl: nothing from migd for %llu s: %s; "
+			"waiting up to %d s of silence (--timeout)\n",
+			(unsigned long long)silent_ms / 1000,
+			silent_who(who, sizeof(who)),
+			migctl_opts.timeout_ms / 1000);
+	waiting.told = true;
+	return 0;
+}
+
 /* One call; prints the error (migd's text) and returns -errno.  A call
- * that waits for a job's end has no deadline: migd reports every 200 ms
- * and a dead migd closes the connection. */
+ * that waits for a job's end has no deadline, only a bound on migd's
+ * silence (waiting_silent), and a dead migd closes the connection. */
 /* How long a call that waits (--wait, --watch) waits through migd's
  * EAGAIN: a job that an earlier migd left is not back yet (migd(8) gives
  * its worker 6 s). */
@@ -163,12 +241,21 @@ static int call(struct rpc_client *cl, const char *method,
 	bool told = false;
 	int r;
 
+	if (wait) {
+		waiting.migd_pid = rpc_client_peer_pid(cl);
+		rpc_client_set_idle(cl, MIN(SILENT_TELL_MS, migctl_opts.timeout_ms),
+				    waiting_silent, (void *)method);
+	}
 	for (;;) {
 		r = rpc_client_call(cl, &tern__migd__migd__descriptor, method,
 				    arg ? arg : &empty.base, NULL, 0, ret, &res,
 				    wait ? 0 : migctl_opts.timeout_ms,
 				    wait ? handle_event : NULL, NULL);
 		rpc_result_close_fds(&res);
+		if (r == -ETIMEDOUT && wait && !res.remote)
+			return r;       /* said by waiting_silent */
+		if (r != -EPIPE)
+			speaks_again();
 		if (!wait || r != -EAGAIN || !res.remote || now_ns() >= until)
 			break;
 		if (!told)

@@ -443,11 +443,31 @@ migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 6M --detach >/dev/null
 	fail "migrate h"
 wait_until 30 job_is h active || fail "h: $(job_get h state)"
 spid=$(job_get h worker_pid) dpid=$(job_get h2 worker_pid)
+# A wait for the job's end hears nothing while the job's worker is
+# stopped: it says so, and gives up after --timeout of silence.
+kill -STOP "$spid"
+"$BIN/migctl" --rundir "$RUNDIR" -t 2 status h --watch >/dev/null 2>"$RUNDIR/watchw.err" & watchw=$!
+wait_exit "$watchw" && { kill -CONT "$spid"; fail "a watch of a stopped worker did not give up"; }
+kill -CONT "$spid"
+grep "nothing from migd for 2 s while this waited: the job's worker (pid $spid) is stopped" \
+	"$RUNDIR/watchw.err" || fail "watchw: $(cat "$RUNDIR/watchw.err")"
 kill -STOP "$MIGD_PID"
+# So does one when migd is stopped.  One with a longer --timeout says
+# so at 5 s, then that migd speaks again, and sees the job's end.
+"$BIN/migctl" --rundir "$RUNDIR" -t 2 status h --watch >/dev/null 2>"$RUNDIR/watch2.err" & watch2=$!
+"$BIN/migctl" --rundir "$RUNDIR" -t 600 status h --watch >/dev/null 2>"$RUNDIR/watch600.err" & watch600=$!
+wait_exit "$watch2" && { kill -CONT "$MIGD_PID"; fail "a watch of a stopped migd did not give up"; }
+grep "nothing from migd for 2 s while this waited: migd (pid $MIGD_PID) is stopped" \
+	"$RUNDIR/watch2.err" || { kill -CONT "$MIGD_PID"; fail "watch2: $(cat "$RUNDIR/watch2.err")"; }
 zombie() { [ "$(stat_field "/proc/$1/stat" 3)" = Z ]; }
 wait_until 120 zombie "$spid" && wait_until 30 zombie "$dpid" ||
 	{ kill -CONT "$MIGD_PID"; fail "the workers did not finish while migd was stopped"; }
+wait_until 10 grep -q "nothing from migd for 5 s: migd (pid $MIGD_PID) is stopped" \
+	"$RUNDIR/watch600.err" || { kill -CONT "$MIGD_PID"; fail "watch600: $(cat "$RUNDIR/watch600.err")"; }
 kill -CONT "$MIGD_PID"
+wait_exit "$watch600" || fail "the watch after migd's return: $(cat "$RUNDIR/watch600.err")"
+grep "migd speaks again" "$RUNDIR/watch600.err" || fail "watch600: $(cat "$RUNDIR/watch600.err")"
+echo "ok: $(head -n 1 "$RUNDIR/watch600.err")"
 wait_job_final h
 [ "$(job_get h state)" = completed ] || fail "h: $(job_get h state): $(job_get h error)"
 wait_job_final h2

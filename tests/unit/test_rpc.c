@@ -1165,6 +1165,83 @@ static void test_client_timeout(void **state)
 	rpc_client_free(cl);
 }
 
+/* A call without a deadline tells its idle hook of each idle_ms of
+ * silence, with the silence so far; an event restarts it, and the
+ * hook's error ends the call. */
+struct idle_seen {
+	int calls;
+	uint64_t silent_ms[4], at_ns[4];
+	int writes_at;          /* on this call, an event is sent... */
+	int fd;                 /* ...on this end */
+	uint8_t frame[64];
+	size_t len;
+};
+
+static void count_event(void *ctx, const char *name, const uint8_t *data,
+			size_t len)
+{
+	++*(int *)ctx;
+}
+
+static int idle_hook(void *ctx, uint64_t silent_ms)
+{
+	struct idle_seen *s = ctx;
+
+	s->silent_ms[s->calls] = silent_ms;
+	s->at_ns[s->calls] = now_ns();
+	if (++s->calls == s->writes_at)
+		assert_int_equal(write(s->fd, s->frame, s->len), (ssize_t)s->len);
+	return s->calls < 4 ? 0 : -ETIMEDOUT;
+}
+
+static void test_client_idle(void **state)
+{
+	Tern__Vmm__Empty em = TERN__VMM__EMPTY__INIT;
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
+	struct idle_seen s = { .writes_at = 2 };
+	struct rpc_result res;
+	struct rpc_client *cl;
+	int sv[2], n, events = 0;
+
+	(void)state;
+	make_pair(sv);
+	ev.id = 1;
+	ev.name = "status";
+	f.body_case = TERN__RPC__FRAME__BODY_EVENT;
+	f.event = &ev;
+	n = rpc_frame_encode(&f, s.frame, sizeof(s.frame));
+	assert_true(n > 0);
+	s.len = (size_t)n;
+	s.fd = sv[1];
+	assert_int_equal(rpc_client_from_fd(sv[0], &cl), 0);
+	rpc_client_set_idle(cl, 30, idle_hook, &s);
+	assert_int_equal(rpc_client_call(cl, VMM, "Status", &em.base, NULL, 0,
+					 NULL, &res, 0, count_event, &events),
+			 -ETIMEDOUT);
+	assert_int_equal(s.calls, 4);
+	assert_int_equal(events, 1);
+	/* 30 ms, 60 ms; the event, sent in the second call; then counted
+	 * from the event, not from the call's start. */
+	assert_true(s.silent_ms[0] >= 30 && s.silent_ms[1] >= 60);
+	assert_true(s.silent_ms[1] > s.silent_ms[0]);
+	assert_true(s.silent_ms[2] >= 30);
+	assert_true(s.silent_ms[2] <= (s.at_ns[2] - s.at_ns[1]) / 1000000 + 1);
+	assert_true(s.silent_ms[3] > s.silent_ms[2]);
+	/* A deadline still ends a call first; no hook: none is called. */
+	s.calls = 0;
+	s.writes_at = 0;
+	rpc_client_set_idle(cl, 1000, idle_hook, &s);
+	assert_int_equal(rpc_client_call(cl, VMM, "Status", &em.base, NULL, 0,
+					 NULL, &res, 50, NULL, NULL), -ETIMEDOUT);
+	rpc_client_set_idle(cl, 10, NULL, NULL);
+	assert_int_equal(rpc_client_call(cl, VMM, "Status", &em.base, NULL, 0,
+					 NULL, &res, 50, NULL, NULL), -ETIMEDOUT);
+	assert_int_equal(s.calls, 0);
+	rpc_client_free(cl);
+	close(sv[1]);
+}
+
 #define ECHO_MAX 10000000ul
 
 struct echo {
@@ -1623,6 +1700,7 @@ int main(void)
 		SRV_TEST(test_srv_large_frames),
 		SRV_TEST(test_srv_wrong_arg_type),
 		cmocka_unit_test(test_client_timeout),
+		cmocka_unit_test(test_client_idle),
 		cmocka_unit_test(test_client_timeout_under_events),
 		cmocka_unit_test(test_client_timeout_takes_buffered),
 		SRV_TEST(test_srv_listen_and_accept),

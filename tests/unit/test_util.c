@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -221,6 +223,38 @@ static void test_proc_comm(void **state)
 	assert_string_equal(comm, "");
 	proc_comm(-7, comm);
 	assert_string_equal(comm, "");
+}
+
+/* A stopped child reads 'T' (whatever its name: one with ") " in it),
+ * a running one not; nothing for a pid that is none. */
+static void test_proc_state(void **state)
+{
+	int status, i;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(proc_state(getpid()), 'R');
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_NAME, "a) T (b");
+		for (;;)
+			pause();
+	}
+	/* Named, then asleep in pause(): the name's "T" is not read. */
+	for (i = 0; i < 2000 && (proc_state(pid) != 'S' ||
+	     strcmp(proc_comm_shown(pid, (char[32]){ 0 }, 32), "a) T (b")); i++)
+		usleep(1000);
+	assert_int_equal(proc_state(pid), 'S');
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	assert_int_equal(waitpid(pid, &status, WUNTRACED), pid);
+	assert_int_equal(proc_state(pid), 'T');
+	assert_int_equal(kill(pid, SIGKILL), 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(proc_state(pid), 0);
+	assert_int_equal(proc_state(0), 0);
+	assert_int_equal(proc_state(-7), 0);
+	assert_int_equal(proc_state(1000000000), 0);
 }
 
 static void test_name_valid(void **state)
@@ -510,6 +544,7 @@ int main(void)
 		cmocka_unit_test(test_str_shown),
 		cmocka_unit_test(test_proc_comm_shown),
 		cmocka_unit_test(test_proc_comm),
+		cmocka_unit_test(test_proc_state),
 		cmocka_unit_test(test_name_valid),
 		cmocka_unit_test(test_now_ns),
 		cmocka_unit_test(test_mul_div),
