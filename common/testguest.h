@@ -119,6 +119,7 @@
 #define TGP_STALL_TSC 112       /* running without a tick or an IPI ack: FAIL */
 #define TGP_GAP_TSC 120         /* a longer step means the vCPU did not run */
 #define TGP_SLICES 128          /* TG_MAX_VCPUS x { start gpa, pages } */
+#define TGP_FAST_FIRST (TGP_SLICES + TG_MAX_VCPUS * 16) /* 1: pass 1 uncapped */
 
 /* Offsets in struct tg_vcpu_status (64 bytes each). */
 #define TGS_SIZE 64
@@ -246,6 +247,7 @@ struct tg_params {
 	uint64_t stall_tsc;
 	uint64_t gap_tsc;
 	struct tg_slice slices[TG_MAX_VCPUS];
+	uint64_t fast_first;    /* the rate holds from pass 2 on (0 in older guests) */
 };
 
 struct tg_vcpu_status {
@@ -263,6 +265,8 @@ _Static_assert(__builtin_offsetof(struct tg_params, slices) == TGP_SLICES,
 _Static_assert(__builtin_offsetof(struct tg_params, uart_lock) == TGP_UART_LOCK,
 	       "tg_params layout");
 _Static_assert(__builtin_offsetof(struct tg_params, gap_tsc) == TGP_GAP_TSC,
+	       "tg_params layout");
+_Static_assert(__builtin_offsetof(struct tg_params, fast_first) == TGP_FAST_FIRST,
 	       "tg_params layout");
 _Static_assert(sizeof(struct tg_params) <= TG_PAGE, "tg_params size");
 _Static_assert(TG_FULL_GPA + TG_MAX_VCPUS * TGF_SIZE <= TG_PT_GPA, "full blocks");

@@ -234,6 +234,7 @@ static int boot_params(struct vm *vm)
 		.nvcpus = vm->nvcpus,
 		.tsc_hz = vm->tsc_khz * 1000,
 		.passes = vm->guest.passes,
+		.fast_first = vm->guest.fast_first,
 		.heartbeat = vm->guest.heartbeat_ms * vm->tsc_khz,
 	};
 	uint64_t total = (vm->memory - TG_RANGE_GPA) / TG_PAGE, lin = 0;

@@ -280,7 +280,17 @@ pace:
 	jb 1f
 	add %rax, %r8
 	call heartbeat_line
-1:	mov TGP_RATE(%r15), %rcx
+1:	cmpq $0, TGP_FAST_FIRST(%r15)	/* pass 1 uncapped: the rate */
+	je 5f				/* counts from its end */
+	cmp $1, %r12
+	jne 5f
+	rdtsc
+	shl $32, %rdx
+	or %rdx, %rax
+	mov %rax, %r10
+	xor %r9, %r9
+	ret
+5:	mov TGP_RATE(%r15), %rcx
 	test %rcx, %rcx
 	jz 3f
 2:	cmpq $TG_MODE_FULL, TGP_MODE(%r15)

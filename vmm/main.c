@@ -42,7 +42,7 @@ static void usage(FILE *f)
 "usage: vmm --name NAME --memory SIZE [--prealloc] [--hugepages] [--vcpus N]\n"
 "           [--rundir DIR] [--serial FILE|stdio|none] [--serial-max SIZE] [--debug]\n"
 "           (--test-guest dirty|fill|full|idle [--guest-rate PAGES] [--guest-passes N]\n"
-"                 [--guest-range SIZE] [--heartbeat MS]\n"
+"                 [--guest-fast-first-pass] [--guest-range SIZE] [--heartbeat MS]\n"
 "            | --image FILE [--image-addr ADDR] | --incoming)\n"
 "       vmm --help | --version\n"
 "see vmm(8)\n");
@@ -82,7 +82,7 @@ static uint64_t opt_size(const char *flag, const char *s)
 
 static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 {
-	enum { O_RATE = 256, O_PASSES, O_RANGE, O_HEARTBEAT, O_IMAGE_ADDR,
+	enum { O_RATE = 256, O_PASSES, O_FAST_FIRST, O_RANGE, O_HEARTBEAT, O_IMAGE_ADDR,
 	       O_INCOMING, O_TEST, O_IMAGE, O_VERSION, O_PREALLOC, O_SERIAL_MAX,
 	       O_HUGEPAGES };
 	static const struct option longopts[] = {
@@ -98,6 +98,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		{ "test-guest", required_argument, NULL, O_TEST },
 		{ "guest-rate", required_argument, NULL, O_RATE },
 		{ "guest-passes", required_argument, NULL, O_PASSES },
+		{ "guest-fast-first-pass", no_argument, NULL, O_FAST_FIRST },
 		{ "guest-range", required_argument, NULL, O_RANGE },
 		{ "heartbeat", required_argument, NULL, O_HEARTBEAT },
 		{ "image", required_argument, NULL, O_IMAGE },
@@ -142,6 +143,9 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 			break;
 		case O_PASSES:
 			vm->guest.passes = opt_u64("--guest-passes", optarg, 0, 1ULL << 40);
+			break;
+		case O_FAST_FIRST:
+			vm->guest.fast_first = true;
 			break;
 		case O_RANGE:
 			vm->guest.range = opt_size("--guest-range", optarg);

@@ -89,6 +89,7 @@ struct guest_config {
 	int mode;                       /* TG_MODE_* for the test guest */
 	uint64_t rate;                  /* test guest: pages/s in all, 0 = no cap */
 	uint64_t passes;                /* test guest: 0 = forever */
+	bool fast_first;                /* test guest: pass 1 not held to rate */
 	uint64_t range;                 /* test guest: bytes of the test range, 0 = all */
 	uint64_t heartbeat_ms;
 	const char *image;              /* raw image path */

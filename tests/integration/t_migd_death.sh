@@ -66,7 +66,7 @@ pair() {
 	local s=$1 d=$2
 	shift 2
 	src start_vmm "$s" --memory 64M --test-guest dirty --guest-rate 2000 \
-		--heartbeat 100 "$@"
+		--guest-fast-first-pass --heartbeat 100 "$@"
 	src wait_pass "$s" 0 2
 	start_vmm "$d" --memory 64M --incoming
 	incoming "$d"

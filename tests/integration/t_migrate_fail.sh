@@ -211,7 +211,7 @@ good_migration d2 e
 note "the connection is cut (sockets destroyed) while another job goes on"
 if ss_kill_works; then
 	start_vmm other --memory 128M --test-guest dirty --guest-rate 2000 \
-		--guest-range 8M --heartbeat 100
+		--guest-fast-first-pass --guest-range 8M --heartbeat 100
 	start_vmm other2 --memory 128M --incoming
 	wait_pass other 0 2
 	incoming other2

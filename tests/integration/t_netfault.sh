@@ -306,7 +306,7 @@ if have_netns; then
 	else
 		on_host "$HOST_B" start_faultd
 		on_host "$HOST_A" start_vmm pm --memory $MEM --test-guest dirty \
-			--guest-rate 2000 --heartbeat 100
+			--guest-rate 2000 --guest-fast-first-pass --heartbeat 100
 		on_host "$HOST_A" wait_pass pm 0 2
 		on_host "$HOST_B" start_vmm pn --memory $MEM --incoming
 		on_host "$HOST_B" incoming pn "tcp:$IP_B:0"

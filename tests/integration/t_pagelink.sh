@@ -25,7 +25,8 @@ start_migd
 both_back() { both_active "$1" "$2" || job_is "$1" completed; }
 error_has() { [[ $(job_get "$1" error) == *"$2"* ]]; }
 
-start_vmm p --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+start_vmm p --memory 64M --test-guest dirty --guest-rate 2000 --guest-fast-first-pass \
+	--heartbeat 100
 wait_pass p 0 2
 start_vmm q --memory 64M --incoming
 incoming q

@@ -183,7 +183,8 @@ note "under the lowest cap, a tune that lifts the cap ends the channel's wait"
 # of a 64 KiB/s cap for its last packet waited them out at the old cap.
 # Now the tune wakes it, it owes the rest at the new cap (nothing, with
 # none), and it says so; the job then completes uncapped.
-start_vmm u1 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+start_vmm u1 --memory 64M --test-guest dirty --guest-rate 2000 --guest-fast-first-pass \
+	--heartbeat 100
 start_vmm u2 --memory 64M --incoming
 wait_pass u1 0 2
 incoming u2

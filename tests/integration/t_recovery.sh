@@ -89,7 +89,8 @@ five_cuts() {
 }
 
 note "five cuts at random points, recovered on the same and on new ports"
-start_vmm p --memory 128M --test-guest dirty --guest-rate 2000 --heartbeat 100
+start_vmm p --memory 128M --test-guest dirty --guest-rate 2000 --guest-fast-first-pass \
+	--heartbeat 100
 wait_pass p 0 2
 start_vmm q --memory 128M --incoming
 five_cuts p q
@@ -113,7 +114,8 @@ vmmctl quit fs >/dev/null; vmmctl quit ft >/dev/null
 small_postcopy() {	# SRC DST FLAGS...; DST_FAULT: the TERN_FAULT of DST's vmm
 	local src=$1 dst=$2
 	shift 2
-	start_vmm "$src" --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+	start_vmm "$src" --memory 64M --test-guest dirty --guest-rate 2000 \
+		--guest-fast-first-pass --heartbeat 100
 	wait_pass "$src" 0 2
 	TERN_FAULT=${DST_FAULT:-} start_vmm "$dst" --memory 64M --incoming
 	incoming "$dst"
@@ -309,7 +311,8 @@ echo "ok: cancel --force: $(echo "$out" | jget error)"
 # kept for the vmm that exited (before: "already has a session (paused);
 # Detach it first", and no tool could).
 start_vmm s3 --memory 64M --incoming
-start_vmm r4 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+start_vmm r4 --memory 64M --test-guest dirty --guest-rate 2000 --guest-fast-first-pass \
+	--heartbeat 100
 wait_pass r4 0 2
 incoming s3
 postcopy_on_request r4 --max-bandwidth 16M --channels 2
@@ -372,7 +375,8 @@ note "a plain cancel on its way at the switch is dropped, though the job paused 
 # (migd(8)).
 stop_migd
 start_migd TERN_FAULT=worker-slow-cancel
-start_vmm r9 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+start_vmm r9 --memory 64M --test-guest dirty --guest-rate 2000 --guest-fast-first-pass \
+	--heartbeat 100
 wait_pass r9 0 2
 start_vmm s9 --memory 64M --incoming
 incoming s9
