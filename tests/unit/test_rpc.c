@@ -1165,6 +1165,23 @@ static void test_client_timeout(void **state)
 	rpc_client_free(cl);
 }
 
+/* A "status" event of the client's first call, encoded into buf: its
+ * length. */
+static size_t status_event_frame(uint8_t *buf, size_t len)
+{
+	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
+	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
+	int n;
+
+	ev.id = 1;
+	ev.name = "status";
+	f.body_case = TERN__RPC__FRAME__BODY_EVENT;
+	f.event = &ev;
+	n = rpc_frame_encode(&f, buf, len);
+	assert_true(n > 0);
+	return (size_t)n;
+}
+
 /* A call without a deadline tells its idle hook of each idle_ms of
  * silence, with the silence so far; an event restarts it, and the
  * hook's error ends the call. */
@@ -1197,22 +1214,14 @@ static int idle_hook(void *ctx, uint64_t silent_ms)
 static void test_client_idle(void **state)
 {
 	Tern__Vmm__Empty em = TERN__VMM__EMPTY__INIT;
-	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
-	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
 	struct idle_seen s = { .writes_at = 2 };
 	struct rpc_result res;
 	struct rpc_client *cl;
-	int sv[2], n, events = 0;
+	int sv[2], events = 0;
 
 	(void)state;
 	make_pair(sv);
-	ev.id = 1;
-	ev.name = "status";
-	f.body_case = TERN__RPC__FRAME__BODY_EVENT;
-	f.event = &ev;
-	n = rpc_frame_encode(&f, s.frame, sizeof(s.frame));
-	assert_true(n > 0);
-	s.len = (size_t)n;
+	s.len = status_event_frame(s.frame, sizeof(s.frame));
 	s.fd = sv[1];
 	assert_int_equal(rpc_client_from_fd(sv[0], &cl), 0);
 	rpc_client_set_idle(cl, 30, idle_hook, &s);
@@ -1268,22 +1277,14 @@ static void echo_event(void *ctx, const char *name, const uint8_t *data,
 static void test_client_timeout_under_events(void **state)
 {
 	Tern__Vmm__Empty em = TERN__VMM__EMPTY__INIT;
-	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
-	Tern__Rpc__Event ev = TERN__RPC__EVENT__INIT;
 	struct echo e = { 0 };
 	struct rpc_result res;
 	struct rpc_client *cl;
 	ProtobufCMessage *out = NULL;
-	int sv[2], n;
+	int sv[2];
 
 	make_pair(sv);
-	ev.id = 1;              /* the client's first call */
-	ev.name = "status";
-	f.body_case = TERN__RPC__FRAME__BODY_EVENT;
-	f.event = &ev;
-	n = rpc_frame_encode(&f, e.frame, sizeof(e.frame));
-	assert_true(n > 0);
-	e.len = (size_t)n;
+	e.len = status_event_frame(e.frame, sizeof(e.frame));
 	e.fd = sv[1];
 	assert_int_equal(write(e.fd, e.frame, e.len), (ssize_t)e.len);
 	assert_int_equal(rpc_client_from_fd(sv[0], &cl), 0);
