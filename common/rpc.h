@@ -246,8 +246,8 @@ typedef void (*rpc_event_fn)(void *ctx, const char *name,
 			     const uint8_t *data, size_t len);
 /*
  * A call's silence: nothing (no event, no reply) has come for silent_ms.
- * 0 keeps waiting (asked again each idle_ms of silence), -errno ends the
- * call with that error.
+ * 0 keeps waiting, asked again after idle_ms more; N > 0, again after N
+ * ms; -errno ends the call with that error.
  */
 typedef int (*rpc_idle_fn)(void *ctx, uint64_t silent_ms);
 /* Call fn when a call hears nothing for idle_ms (0: never, the default);

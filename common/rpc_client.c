@@ -271,30 +271,28 @@ void rpc_client_set_idle(struct rpc_client *cl, unsigned int idle_ms,
 }
 
 /* Poll until the deadline or, with an idle hook, the next moment of
- * silence to tell it of (*quiet, the time the last frame came, moved on
- * by one idle_ms each time the hook lets the call wait on). */
+ * silence to tell it of (*next: idle_ms after the last frame, then as
+ * the hook asks). */
 static int client_poll_idle(struct rpc_client *cl, uint64_t deadline,
-			    uint64_t last, uint64_t *quiet)
+			    uint64_t last, uint64_t *next)
 {
 	struct pollfd pfd = { .events = POLLIN };
 	uint64_t until = deadline, now;
 	int r;
 
-	if (cl->idle_ms) {
-		until = *quiet + cl->idle_ms * 1000000ULL;
-		if (deadline && deadline < until)
-			until = deadline;
-	}
+	if (cl->idle_ms && (!deadline || *next < deadline))
+		until = *next;
 	r = client_poll(cl, until);
-	if (r != -ETIMEDOUT || !cl->idle_ms || until == deadline)
+	if (r != -ETIMEDOUT || until == deadline)
 		return r;
 	/* What came while this process was stopped is no silence. */
 	pfd.fd = rpc_conn_fd(cl->conn);
 	if (poll(&pfd, 1, 0) > 0)
 		return 0;
 	now = now_ns();
-	*quiet = now;
-	return cl->idle_fn(cl->idle_ctx, (now - last) / 1000000);
+	r = cl->idle_fn(cl->idle_ctx, (now - last) / 1000000);
+	*next = now + (r > 0 ? (uint64_t)r : cl->idle_ms) * 1000000ULL;
+	return r > 0 ? 0 : r;
 }
 
 #define CLIENT_LATE_FRAMES 64
@@ -306,7 +304,7 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 	int fds[RPC_MAX_FDS];
 	size_t nfds;
 	unsigned int late = 0;
-	uint64_t last = now_ns(), quiet = last;
+	uint64_t last = now_ns(), next = last + cl->idle_ms * 1000000ULL;
 	int r;
 
 	for (;;) {
@@ -323,7 +321,8 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 		if (r >= 0)
 			r = rpc_conn_recv(cl->conn, &f, fds, &nfds);
 		if (r == 1) {
-			last = quiet = now_ns();
+			last = now_ns();
+			next = last + cl->idle_ms * 1000000ULL;
 			r = client_handle_frame(cl, w, f, fds, nfds);
 			tern__rpc__frame__free_unpacked(f, NULL);
 			if (r != 0)
@@ -331,7 +330,7 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 			continue;
 		}
 		if (r == 0)
-			r = client_poll_idle(cl, deadline, last, &quiet);
+			r = client_poll_idle(cl, deadline, last, &next);
 		if (r < 0)
 			return result_fail(w->res, r, "%s",
 					   r == -EPIPE ? "connection closed" :

@@ -44,7 +44,9 @@ static bool stop_unrecoverable;
 static struct {
 	int migd_pid;
 	int worker_pid;         /* from the last report */
+	bool heard;             /* a report came: migd has taken the request */
 	bool told;              /* the silence was said */
+	int state;              /* the last report's JobState */
 } waiting;
 
 /* Heard after the silence was said: an event, or the call's answer. */
@@ -64,6 +66,7 @@ static void handle_event(void *ctx, const char *name, const uint8_t *data,
 	char text[1024];
 
 	speaks_again();
+	waiting.heard = true;
 	if (strcmp(name, "status"))
 		return;
 	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
@@ -71,6 +74,18 @@ static void handle_event(void *ctx, const char *name, const uint8_t *data,
 	if (!js)
 		return;
 	waiting.worker_pid = (int)js->worker_pid;
+	/* A recovery that failed leaves the job paused, to be recovered
+	 * again: a wait goes on, and says why once. */
+	if (waiting.state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER &&
+	    js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED &&
+	    !js->unrecoverable) {
+		progress_end();
+		fprintf(stderr, "migctl: %s: the recovery failed: %s; the job "
+			"is postcopy-paused again ('migctl recover' tries "
+			"again; this waits on)\n", show_text_safe(js->vm),
+			js->error[0] ? show_text_safe(js->error) : "(no reason given)");
+	}
+	waiting.state = js->state;
 	if (migctl_opts.json && !stop_unrecoverable) {
 		tern__migd__job_status__free_unpacked(js, NULL);
 		return;
@@ -197,30 +212,36 @@ static const char *silent_who(char *buf, size_t len)
 	return buf;
 }
 
+/* Told of each stretch of silence: said once, then asked again at the
+ * bound (its ms from now), where the wait ends. */
 static int waiting_silent(void *ctx, uint64_t silent_ms)
 {
+	const uint64_t bound = (uint64_t)migctl_opts.timeout_ms;
 	const char *method = ctx;
 	char who[256];
 
 	progress_end();
-	if (silent_ms >= (uint64_t)migctl_opts.timeout_ms) {
+	if (silent_ms >= bound) {
+		/* Before any report, migd may not have read the request:
+		 * it is then carried out whenever migd gets to it. */
 		cli_errx("%s: nothing from migd for %llu s while this waited: "
-			 "%s; giving up the wait (--timeout %d): the job's end "
-			 "is not known here, and the job is left as it is "
-			 "('migctl status' asks again)", method,
+			 "%s; giving up the wait (--timeout %d): %s ('migctl "
+			 "status' asks again)", method,
 			 (unsigned long long)silent_ms / 1000,
-			 silent_who(who, sizeof(who)),
-			 migctl_opts.timeout_ms / 1000);
+			 silent_who(who, sizeof(who)), (int)(bound / 1000),
+			 waiting.heard ? "the job's end is not known here, and "
+			 "the job is left as it is" : "migd has not answered "
+			 "the request, and may still carry it out once it gets "
+			 "to it");
 		return -ETIMEDOUT;
 	}
 	if (!waiting.told)
 		fprintf(stderr, "migctl: nothing from migd for %llu s: %s; "
 			"waiting up to %d s of silence (--timeout)\n",
 			(unsigned long long)silent_ms / 1000,
-			silent_who(who, sizeof(who)),
-			migctl_opts.timeout_ms / 1000);
+			silent_who(who, sizeof(who)), (int)(bound / 1000));
 	waiting.told = true;
-	return 0;
+	return (int)(bound - silent_ms);
 }
 
 /* One call; prints the error (migd's text) and returns -errno.  A call
@@ -243,6 +264,8 @@ static int call(struct rpc_client *cl, const char *method,
 
 	if (wait) {
 		waiting.migd_pid = rpc_client_peer_pid(cl);
+		waiting.heard = false;
+		waiting.state = 0;
 		rpc_client_set_idle(cl, MIN(SILENT_TELL_MS, migctl_opts.timeout_ms),
 				    waiting_silent, (void *)method);
 	}

@@ -451,17 +451,20 @@ wait_exit "$watchw" && { kill -CONT "$spid"; fail "a watch of a stopped worker d
 kill -CONT "$spid"
 grep "nothing from migd for 2 s while this waited: the job's worker (pid $spid) is stopped" \
 	"$RUNDIR/watchw.err" || fail "watchw: $(cat "$RUNDIR/watchw.err")"
+grep -q "the job is left as it is" "$RUNDIR/watchw.err" || fail "watchw: $(cat "$RUNDIR/watchw.err")"
 kill -STOP "$MIGD_PID"
-# So does one when migd is stopped.  One with a longer --timeout says
-# so at 5 s, then that migd speaks again, and sees the job's end.
-"$BIN/migctl" --rundir "$RUNDIR" -t 2 status h --watch >/dev/null 2>"$RUNDIR/watch2.err" & watch2=$!
+# So does one when migd is stopped, which has not read its request: said
+# at 5 s, given up at its --timeout of 6.  One with a longer --timeout
+# hears migd speak again, and sees the job's end.
+"$BIN/migctl" --rundir "$RUNDIR" -t 6 status h --watch >/dev/null 2>"$RUNDIR/watch6.err" & watch6=$!
 "$BIN/migctl" --rundir "$RUNDIR" -t 600 status h --watch >/dev/null 2>"$RUNDIR/watch600.err" & watch600=$!
-wait_exit "$watch2" && { kill -CONT "$MIGD_PID"; fail "a watch of a stopped migd did not give up"; }
-grep "nothing from migd for 2 s while this waited: migd (pid $MIGD_PID) is stopped" \
-	"$RUNDIR/watch2.err" || { kill -CONT "$MIGD_PID"; fail "watch2: $(cat "$RUNDIR/watch2.err")"; }
 zombie() { [ "$(stat_field "/proc/$1/stat" 3)" = Z ]; }
 wait_until 120 zombie "$spid" && wait_until 30 zombie "$dpid" ||
 	{ kill -CONT "$MIGD_PID"; fail "the workers did not finish while migd was stopped"; }
+wait_exit "$watch6" && { kill -CONT "$MIGD_PID"; fail "a watch of a stopped migd did not give up"; }
+grep "nothing from migd for 5 s: migd (pid $MIGD_PID) is stopped" "$RUNDIR/watch6.err" &&
+grep "nothing from migd for 6 s while this waited: migd (pid $MIGD_PID) is stopped.*migd has not answered the request, and may still carry it out" \
+	"$RUNDIR/watch6.err" || { kill -CONT "$MIGD_PID"; fail "watch6: $(cat "$RUNDIR/watch6.err")"; }
 wait_until 10 grep -q "nothing from migd for 5 s: migd (pid $MIGD_PID) is stopped" \
 	"$RUNDIR/watch600.err" || { kill -CONT "$MIGD_PID"; fail "watch600: $(cat "$RUNDIR/watch600.err")"; }
 kill -CONT "$MIGD_PID"

@@ -232,11 +232,17 @@ err=$(vmmctl transfer s sx 2>&1) && fail "s moved while pages are missing: $err"
 case $err in *"vmm s still waits for pages of a postcopy migration"*) ;; *) fail "transfer s: $err" ;; esac
 vmmctl quit sx >/dev/null
 echo "ok: $err"
-migctl recover r tcp:127.0.0.1:1 >/dev/null || fail "recover r (wrong address)"
-wait_until 30 job_is r postcopy_paused || fail "r: $(job_get r state)"
-wait_until 30 bash -c "'$BIN/migctl' --rundir '$RUNDIR' --json status r | grep -q 'cannot connect'" ||
-	fail "r: $(job_get r error)"
-echo "ok: a wrong address: $(job_get r error)"
+# recover --wait waits on after a recovery that failed, and says why
+# (it waited in silence).
+migctl recover r tcp:127.0.0.1:1 --wait >/dev/null 2>"$RUNDIR/recover-wrong.err" &
+wrong=$!
+PIDS+=("$wrong")
+wait_until 30 grep -q "^migctl: r: the recovery failed: cannot connect to tcp:127.0.0.1:1: .*; the job is postcopy-paused again ('migctl recover' tries again; this waits on)" \
+	"$RUNDIR/recover-wrong.err" || fail "recover r --wait: $(cat "$RUNDIR/recover-wrong.err")"
+kill -0 "$wrong" || fail "recover r --wait ended: $(cat "$RUNDIR/recover-wrong.err")"
+kill "$wrong"
+job_is r postcopy_paused || fail "r: $(job_get r state)"
+echo "ok: a wrong address: $(cat "$RUNDIR/recover-wrong.err")"
 migctl recover r "$ADDR" >/dev/null || fail "recover r (extra channel)"
 wait_until 30 bash -c "'$BIN/migctl' --rundir '$RUNDIR' --json status s | grep -q 'Resume with 5 ram channels; the job has 4'" ||
 	fail "s: $(job_get s state): $(job_get s error)"
