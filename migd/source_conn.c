@@ -102,17 +102,43 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 		r = stream_read_full(fd, &status, 4, deadline());
 	source_dialing(s, -1);
 	if (r == 0 && le32toh(status)) {
+		const unsigned char *b = (const unsigned char *)&status;
+		bool text = true;
+		char shown[40];
+		int i;
+
+		/* As they came, in hex, and as text when they are ("HTTP"). */
+		for (i = 0; i < 4; i++)
+			text = text && b[i] >= 0x20 && b[i] < 0x7f &&
+			       b[i] != '"' && b[i] != '\'' && b[i] != '\\';
+		i = snprintf(shown, sizeof(shown), "%02x %02x %02x %02x",
+			     b[0], b[1], b[2], b[3]);
+		if (text)
+			snprintf(shown + i, sizeof(shown) - i, " ('%.4s')", b);
 		status = le32toh(status);
 		close(fd);
-		/* The peer's word: an errno (1 to 4095) or it is damaged. */
+		/* The peer's word: an errno (1 to 4095), else it is no migd
+		 * (an HTTP server) or the answer is damaged. */
 		if (status > STREAM_MAX_ERRNO)
-			return worker_fail(s->w, EPROTO, "the destination answered "
-					   "the %s's hello with %u, which is no error "
-					   "code", conn_name(role), status);
+			return worker_fail(s->w, EPROTO, "%s answered the %s's "
+					   "hello with the bytes %s, not a status: "
+					   "no tern migd listens there, or the "
+					   "answer was damaged", s->peer,
+					   conn_name(role), shown);
 		r = -(int)status;
 		return worker_fail(s->w, r, "the destination refused the %s: %s",
 				   conn_name(role), r == -EACCES ?
-				   "token mismatch" : strerror(-r));
+				   "token mismatch" : r == -EBUSY ?
+				   "it is busy with another migration, or already "
+				   "has this connection (its migd's log says which)" :
+				   strerror(-r));
+	}
+	if (r == -EPIPE || r == -EBADMSG || r == -ECONNRESET) {
+		close(fd);
+		return worker_fail(s->w, r, "%s closed the connection before it "
+				   "answered our hello (%s): no tern migd listens "
+				   "there, or it dropped us (its log says why)",
+				   s->peer, strerror(-r));
 	}
 	if (r < 0) {
 		close(fd);

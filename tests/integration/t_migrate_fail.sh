@@ -146,7 +146,7 @@ wait_until 30 job_is s2 active || fail "the job never became active"
 # name (it used to wait unanswered until its own 10 s timeout).
 start_vmm z --memory 16M --test-guest dirty --heartbeat 100
 out=$(migctl migrate z "$ADDR" --token "$TOKEN" --wait 2>&1) && fail "z migrated into a busy job"
-echo "$out" | grep -q "refused the main connection: Device or resource busy" ||
+echo "$out" | grep -q "refused the main connection: it is busy with another migration" ||
 	fail "a second source: $out"
 vmm_is z running || fail "z is $(state_of z)"
 job_is d2 active || fail "d2 is $(job_get d2 state) after a second source"

@@ -215,7 +215,7 @@ proxy_cmd quit >/dev/null
 # makes it 0xff000000, which is neither.
 note "a byte flipped in the destination's answer to the main hello"
 flip_fails answer 0 down 3 "a damaged hello answer"
-job_names f "answered the main connection's hello with 4278190080, which is no error code" ||
+job_names f "answered the main connection's hello with the bytes 00 00 00 ff, not a status" ||
 	defect "the source does not name the damaged answer"
 source_fine f $HALT
 if ! wait_until 10 job_final g; then
