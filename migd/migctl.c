@@ -379,23 +379,33 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	if (a->uri && check_uri("", a->uri, false) < 0)
 		return -EINVAL;
 	if (!strcmp(c->name, "migrate")) {
-		if (!a->token)
-			return usage_of(c);
+		if (!a->token) {
+			cli_errx("migrate %s: --token is required: the one that "
+				 "'migctl incoming' printed on the destination "
+				 "host", a->vm);
+			return -EINVAL;
+		}
 		if (a->wait && a->detach) {
 			cli_errx("migrate: --wait and --detach exclude each other");
 			return -EINVAL;
 		}
 	}
 	if (a->token && stream_unhex(a->token, tok, sizeof(tok)) < 0) {
-		cli_errx("--token %s: expected the %d hex digits that 'migctl incoming' "
-		      "printed", a->token, STREAM_TOKEN_HEX);
+		cli_errx("--token %s: expected %d hex digits (%s)", a->token,
+			 STREAM_TOKEN_HEX, strcmp(c->name, "incoming") ?
+			 "the token that 'migctl incoming' printed" :
+			 "a token of your own, or none: migd then makes one");
 		return -EINVAL;
 	}
 	if (a->id && (strlen(a->id) != 2 * STREAM_ID_LEN ||
-		      stream_unhex(a->id, id, sizeof(id)) < 0 ||
-		      strspn(a->id, "0") == strlen(a->id))) {
+		      stream_unhex(a->id, id, sizeof(id)) < 0)) {
 		cli_errx("--id %s: expected the %d hex digits of a job's id (as "
 			 "status and list show it)", a->id, 2 * STREAM_ID_LEN);
+		return -EINVAL;
+	}
+	if (a->id && strspn(a->id, "0") == strlen(a->id)) {
+		cli_errx("--id %s: an id of all zeros is no job's (status and "
+			 "list show the ids)", a->id);
 		return -EINVAL;
 	}
 	return 0;

@@ -48,8 +48,12 @@ ctl_usage "not a valid VM name" incoming ../x --listen tcp:127.0.0.1:0
 ctl_usage 'unix:/tmp/a\x0ab.sock: it holds a control character or bytes that are not UTF-8' \
 	incoming x --listen "unix:/tmp/a
 b.sock"
-ctl_usage "usage: migctl migrate" migrate x tcp:127.0.0.1:4444
-ctl_usage "--token abc: expected the 32 hex digits" migrate x tcp:127.0.0.1:4444 --token abc
+ctl_usage "migrate x: --token is required: the one that 'migctl incoming' printed on the destination host" \
+	migrate x tcp:127.0.0.1:4444
+ctl_usage "--token abc: expected 32 hex digits (the token that 'migctl incoming' printed)" \
+	migrate x tcp:127.0.0.1:4444 --token abc
+ctl_usage "--token abc: expected 32 hex digits (a token of your own, or none: migd then makes one)" \
+	incoming x --listen tcp:127.0.0.1:0 --token abc
 T=0123456789abcdef0123456789abcdef
 ctl_usage "--channels 0: expected a number from 1 to 16" migrate x tcp:127.0.0.1:4444 \
 	--token $T --channels 0
@@ -84,7 +88,7 @@ ctl_usage "set: option '--t' is ambiguous: --throttle-initial, --throttle-increm
 ctl_usage "unknown option '-x'" --json -xj list
 # Options after the VM, and operands after "--", whatever POSIXLY_CORRECT says.
 POSIXLY_CORRECT=1 ctl_usage "--listen ftp:x: neither tcp: nor unix:" incoming x --listen ftp:x
-POSIXLY_CORRECT=1 ctl_usage "--token abc: expected the 32 hex digits" \
+POSIXLY_CORRECT=1 ctl_usage "--token abc: expected 32 hex digits" \
 	migrate x tcp:127.0.0.1:4444 --token abc
 ctl_usage "usage: migctl status VM" status -- x y
 ctl_usage "not a valid VM name" status -- --x

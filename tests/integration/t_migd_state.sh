@@ -119,10 +119,11 @@ ctl_fails "nothing to cancel: $ID_OLD job of h already ended (failed)" cancel h 
 ctl_fails "no job 0123456789abcdef0123456789abcdef of h here (its running job, or one of the last 16 it finished)" \
 	status h --id 0123456789abcdef0123456789abcdef
 ctl_fails "no job $ID_OLD of ok1 here" status ok1 --id $ID_OLD
-for bad in 12345 00000000000000000000000000000000; do
-	err=$(migctl status h --id $bad 2>&1); rc=$?
-	[ $rc = 2 ] && [[ $err == *"--id $bad: expected the 32 hex digits of a job's id (as status and list show it)"* ]] ||
-		fail "status --id $bad: exit $rc: $err"
+for bad in 12345:"expected the 32 hex digits of a job's id (as status and list show it)" \
+	00000000000000000000000000000000:"an id of all zeros is no job's"; do
+	err=$(migctl status h --id "${bad%%:*}" 2>&1); rc=$?
+	[ $rc = 2 ] && [[ $err == *"--id ${bad%%:*}: ${bad#*:}"* ]] ||
+		fail "status --id ${bad%%:*}: exit $rc: $err"
 done
 # migd checks it too (an agent need not use migctl): JobQuery vm 1, id 4.
 out=$(wire python3 -c 'import sys, rpcwire
