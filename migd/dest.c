@@ -209,6 +209,7 @@ int dest_check_hello(struct dest *d)
 	Tern__Stream__StreamMsg ok = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__Accept acc = TERN__STREAM__ACCEPT__INIT;
 	const Tern__Stream__Hello *h;
+	char no_faultd[PATH_MAX + 160];
 	unsigned int i;
 	int r;
 
@@ -269,9 +270,15 @@ int dest_check_hello(struct dest *d)
 	d->nchan = h->channels;
 	__atomic_store_n(&d->w->nchannels, h->channels, __ATOMIC_RELAXED);
 	dest_learn_params(d, &h->params);
+	/* What would fail a switch is said now, before a page moved: the
+	 * source then fails a job that may switch by itself, and refuses a
+	 * request while precopy goes on. */
 	if (d->ram.huge)
 		acc.no_postcopy = "its guest RAM is in 2 MiB huge pages "
 				  "(vmm --hugepages)";
+	else if (fault_link_probe(d->w->spec->rundir, no_faultd,
+				  sizeof(no_faultd)) < 0)
+		acc.no_postcopy = no_faultd;
 	ok.body_case = TERN__STREAM__STREAM_MSG__BODY_ACCEPT;
 	ok.accept = &acc;
 	r = dest_send_main(d, &ok);

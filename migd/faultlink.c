@@ -30,6 +30,20 @@ int fault_link_open(struct fault_link *f, const char *rundir, char *err,
 	return r;
 }
 
+int fault_link_probe(const char *rundir, char *why, size_t len)
+{
+	struct fault_link f = { 0 };
+	char err[PATH_MAX + 96];
+	int r;
+
+	r = fault_link_open(&f, rundir, err, sizeof(err));
+	if (r < 0)
+		snprintf(why, len, "no faultd runs there (%s/faultd.sock: %s; "
+			 "start faultd(8) there first)", rundir, strerror(-r));
+	fault_link_close(&f);
+	return r;
+}
+
 void fault_link_close(struct fault_link *f)
 {
 	if (f->cl)

@@ -564,7 +564,7 @@ struct worker {
 	uint32_t throttle;              /* (L) percent asked of the vmm now */
 	uint32_t throttle_before;       /* (L) the vmm's when the job began */
 	char verified[160];             /* (L) "ok", or what differed */
-	char no_postcopy[160];          /* (L) source: why postcopy cannot be
+	char no_postcopy[320];          /* (L) source: why postcopy cannot be
 					 * (worker_no_postcopy) */
 	bool postcopy;                  /* (L) switching or switched to postcopy */
 	Tern__Migd__PostcopyStats pc;   /* (L) its figures (pc_hist holds the
@@ -1015,6 +1015,9 @@ struct fault_link {
 int fault_link_open(struct fault_link *f, const char *rundir, char *err,
 		    size_t len);
 void fault_link_close(struct fault_link *f);
+/* Whether faultd answers on rundir's socket (connect only): 0, or -errno
+ * with why postcopy cannot be, for the source (Accept.no_postcopy). */
+int fault_link_probe(const char *rundir, char *why, size_t len);
 /* faultd closed the connection: it stopped or restarted (it closes no
  * other client that keeps to the protocol), and its sessions, each the
  * only handler of its guest's page faults, are gone with it. */

@@ -159,13 +159,13 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 static int source_postcopy_possible(struct source *s, const char *dest_why)
 {
 	struct mig_params p;
-	char why[160];
+	char why[320];
 
 	if (s->ram.huge)
 		snprintf(why, sizeof(why), "vmm %s's guest RAM is in 2 MiB huge "
 			 "pages (--hugepages)", s->w->spec->vm);
 	else if (dest_why && dest_why[0])
-		snprintf(why, sizeof(why), "at the destination, %.120s", dest_why);
+		snprintf(why, sizeof(why), "at the destination, %.280s", dest_why);
 	else
 		return 0;
 	worker_params(s->w, &p);

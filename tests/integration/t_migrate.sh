@@ -182,6 +182,36 @@ start_vmm g --memory 128M --incoming
 migrate f g 4
 vmmctl quit f >/dev/null; vmmctl quit g >/dev/null
 
+note "no faultd on the destination host: postcopy cannot be, said before a page moved"
+# Before, a switch failed the whole migration, and --postcopy auto found
+# out only after a full round of precopy.
+start_vmm nf --memory 64M --test-guest dirty --guest-rate 20000 --heartbeat 100
+start_vmm ng --memory 64M --incoming
+wait_pass nf 0 1
+incoming ng
+out=$(migctl migrate nf "$ADDR" --token "$TOKEN" --postcopy auto --wait 2>&1) &&
+	fail "--postcopy auto with no faultd: $out"
+echo "$out" | grep "postcopy cannot be: at the destination, no faultd runs there ($RUNDIR/faultd.sock: .*; start faultd(8) there first); start the migration without --postcopy auto" ||
+	fail "nf -> ng: $out"
+vmm_is nf running || fail "nf is $(state_of nf)"
+wait_job_final ng
+wait_until 30 vmm_is ng incoming || fail "ng is $(state_of ng)"
+# Without it, the job says so, a switch asked for is refused, and the
+# migration goes on in precopy.
+incoming ng
+migctl migrate nf "$ADDR" --token "$TOKEN" --max-bandwidth 4M --detach >/dev/null || fail "migrate nf"
+wait_until 30 job_is nf active || fail "nf: $(job_get nf state)"
+out=$(migctl postcopy nf 2>&1) && fail "a switch with no faultd was taken: $out"
+echo "$out" | grep "nf: postcopy cannot be: at the destination, no faultd runs there .*; the migration goes on in precopy" ||
+	fail "postcopy nf: $out"
+migctl status nf | grep -q "postcopy      cannot be: at the destination, no faultd runs there" ||
+	fail "status nf: $(migctl status nf)"
+migctl tune nf --max-bandwidth unlimited >/dev/null || fail "tune nf"
+wait_job_final nf
+[ "$(job_get nf state)" = completed ] || fail "nf: $(migctl status nf)"
+vmmctl check ng || fail "ng: memory check"
+vmmctl quit nf >/dev/null; vmmctl quit ng >/dev/null
+
 note "a worker holds no capabilities and cannot gain any"
 start_vmm w --memory 64M --incoming
 incoming w
