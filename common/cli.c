@@ -296,8 +296,17 @@ const char *cli_refused_hint(int r)
 	       " (only root and the user the daemon runs as may use its socket)" : "";
 }
 
-const char *cli_call_hint(int r)
+const char *cli_call_hint(int r, int pid)
 {
+	static char hint[200];
+	char st = proc_state(pid);
+
+	if (r == -ETIMEDOUT && (st == 'T' || st == 't')) {
+		snprintf(hint, sizeof(hint), " (the daemon, pid %d, is stopped "
+			 "by a signal or a debugger: 'kill -CONT %d' resumes it, "
+			 "and the request may take effect then)", pid, pid);
+		return hint;
+	}
 	if (r == -ETIMEDOUT)
 		return " (no answer within --timeout: the request may still "
 		       "take effect once the daemon gets to it; its status "

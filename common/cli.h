@@ -96,10 +96,12 @@ bool cli_global_option(const char *name, size_t n);
  */
 const char *cli_refused_hint(int r);
 /*
- * The same for a call that was made: also, past the timeout (-ETIMEDOUT),
- * that the request went and may still take effect (a stopped or busy
- * daemon acts on it once it runs), which a bare "timed out" hides.
+ * The same for a call that was made to the daemon of pid (SO_PEERCRED;
+ * <= 0: not known): also, past the timeout (-ETIMEDOUT), that the request
+ * went and may still take effect (a stopped or busy daemon acts on it
+ * once it runs), which a bare "timed out" hides, and that the daemon is
+ * stopped when it is (in a static buffer: one hint at a time).
  */
-const char *cli_call_hint(int r);
+const char *cli_call_hint(int r, int pid);
 
 #endif

@@ -296,7 +296,8 @@ static int call(struct rpc_client *cl, const char *method,
 		progress_end();
 		cli_errx("%s%s%s%s", res.remote ? "" : method,
 			 res.remote ? "" : ": ", res.message[0] ?
-			 show_text_safe(res.message) : strerror(-r), cli_call_hint(r));
+			 show_text_safe(res.message) : strerror(-r),
+			 cli_call_hint(r, rpc_client_peer_pid(cl)));
 	}
 	return r;
 }
