@@ -22,16 +22,6 @@ start_vmm in --memory 4100M --incoming
 kill -0 "$(pid_of in)" || fail "the incoming vmm died"
 [ "$(state_of in)" = incoming ] || fail "the incoming vmm left its state"
 
-note "a stopped vmm: a call that times out says so, with the kill -CONT"
-kill -STOP "$(pid_of in)"
-err=$("$BIN/vmmctl" --rundir "$RUNDIR" --timeout 1 status in 2>&1) &&
-	{ kill -CONT "$(pid_of in)"; fail "a stopped vmm answered: $err"; }
-kill -CONT "$(pid_of in)"
-case $err in *"Connection timed out (the daemon, pid $(pid_of in), is stopped by a signal or a debugger: 'kill -CONT $(pid_of in)' resumes it, and the request may take effect then)"*) ;;
-*) fail "vmmctl status of a stopped vmm: $err" ;; esac
-vmmctl status in >/dev/null || fail "in after its SIGCONT"
-echo "ok: $err"
-
 note "vmmctl write: the most bytes one argument carries"
 # 65535 bytes, 131070 hex digits: all that one argument of at most 128
 # KiB with its NUL holds, and write's limit in vmmctl(8).

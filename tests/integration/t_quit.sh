@@ -66,7 +66,7 @@ out=$("$BIN/vmmctl" --rundir "$RUNDIR" --timeout 1 quit q 2>&1) && {
 kill -CONT "$old"
 # The method once ("vmm q: Quit: tern.vmm.Vmm/Quit: ..." named it twice).
 case $out in
-*"vmmctl: vmm q: Quit: Connection timed out (no answer within --timeout: the request may still take effect once the daemon gets to it"*) ;;
+*"vmmctl: vmm q: Quit: Connection timed out (the daemon, pid $old, is stopped by a signal or a debugger: 'kill -CONT $old' resumes it, and the request may take effect then)"*) ;;
 *) fail "quit of a stopped vmm: $out" ;; esac
 wait_exit "$old" || fail "vmm $old exited with $?"
 echo "ok: $out; vmm $old quit once it ran again"
