@@ -70,6 +70,16 @@ tg_user:
 .Lpass:
 	inc %r12
 	mov %r12, TGS_PASS(%r14)
+	cmpq $0, TGP_FAST_FIRST(%r15)	/* pass 1 went uncapped: the rate */
+	je 1f				/* counts from its end */
+	cmp $2, %r12
+	jne 1f
+	rdtsc
+	shl $32, %rdx
+	or %rdx, %rax
+	mov %rax, %r10
+	xor %r9, %r9
+1:
 	mov %r13, %rax
 	shl $4, %rax
 	mov TGP_SLICES(%r15,%rax), %rbx
@@ -280,16 +290,10 @@ pace:
 	jb 1f
 	add %rax, %r8
 	call heartbeat_line
-1:	cmpq $0, TGP_FAST_FIRST(%r15)	/* pass 1 uncapped: the rate */
-	je 5f				/* counts from its end */
+1:	cmpq $0, TGP_FAST_FIRST(%r15)	/* pass 1 uncapped (.Lpass) */
+	je 5f
 	cmp $1, %r12
-	jne 5f
-	rdtsc
-	shl $32, %rdx
-	or %rdx, %rax
-	mov %rax, %r10
-	xor %r9, %r9
-	ret
+	je 3f
 5:	mov TGP_RATE(%r15), %rcx
 	test %rcx, %rcx
 	jz 3f
