@@ -53,7 +53,9 @@ done
 # The guests' memfds are sparse, but up to two 4 GiB and three 2 GiB
 # guests live at once, and the receiving ones fill their RAM.  (b's runs
 # into huge pages take 4 GiB more, when the host has it: hp_pool.)
-avail_gib=$(awk '/MemAvailable/ { printf "%d", $2 / 1048576 }' /proc/meminfo)
+# MemAvailable in MiB.
+avail_mib() { awk '/^MemAvailable:/ { printf "%d", $2 / 1024 }' /proc/meminfo; }
+avail_gib=$(( $(avail_mib) / 1024 ))
 [ "$avail_gib" -ge 8 ] || die "only $avail_gib GiB of memory available; the scenarios need 8"
 # Nothing of an earlier run may sit beside this one's results (a subset
 # run too): $OUT holds only what this script writes (charts, samples,
@@ -354,7 +356,7 @@ hp_pool() {
 	[ -n "$HP_WHY" ] && return
 	# The pool's pages are no longer MemAvailable: b's runs in 4 KiB
 	# pages (a source and a destination of MIB each) must still fit.
-	left=$(awk '/MemAvailable/ { printf "%d", $2 / 1024 }' /proc/meminfo)
+	left=$(avail_mib)
 	if [ "$left" -lt "$mib" ]; then
 		HP_WHY="with $mib MiB in huge pages, only $left MiB of memory would be left available, and b's runs in 4 KiB pages need $mib"
 		hp_give_back
