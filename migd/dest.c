@@ -347,8 +347,8 @@ int dest_recv(struct dest *d, int body, const char *what,
 			    (ProtobufCMessage **)&m);
 	if (r < 0)
 		return worker_fail(d->w, r, "waiting for the source's %s: %s", what,
-				   r == -EPIPE ? "the source closed the connection" :
-				   strerror(-r));
+				   worker_peer_why(d->w, r, "the source"));
+	worker_heard(d->w, m);
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    m->refuse->cancelled) {
 		r = worker_fail_cancelled(d->w, "the source",

@@ -510,6 +510,8 @@ struct worker {
 					 * parent's is as long) */
 	bool error_is_note;             /* (L) error only notes a refusal: any
 					 * failure replaces it */
+	bool peer_heard;                /* (L) the peer's end of the job was
+					 * read (worker_note_refuse) */
 	uint64_t total_bytes;           /* (L) */
 	struct mig_params source_params; /* (L) destination: the source job's,
 					  * from its hello, for the status */
@@ -646,8 +648,17 @@ bool worker_aborted(struct worker *w);
 int worker_fail_cancelled(struct worker *w, const char *who, bool migd_ended);
 /* After a failure: if the peer's next message on fd, within ms, is a
  * Refuse, "WHO said: why" is added to the job's error (or, if it says
- * the peer's job was cancelled, worker_fail_cancelled). */
+ * the peer's job was cancelled, worker_fail_cancelled); if the peer
+ * closed or reset the connection instead, that is added, and what it
+ * means (its worker died, as a rule). */
 void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *who);
+/* m, read from the peer on the main connection, is marked if it is a
+ * Refuse: the peer's word on the job's end. */
+void worker_heard(struct worker *w, const Tern__Stream__StreamMsg *m);
+/* Why reading WHO's next message on the main connection failed with r:
+ * what a close (-EPIPE) or reset (-ECONNRESET) before any word of its
+ * means (its worker died, as a rule), said once; else strerror. */
+const char *worker_peer_why(struct worker *w, int r, const char *who);
 /* Append "; what" to the error text (what the clean-up did). */
 void worker_note(struct worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -219,7 +219,9 @@ static int source_hello(struct source *s)
 	s->hello_rtt_ns = now_ns() - t0;
 	if (r < 0)
 		return worker_fail(s->w, r, "%s: the destination did not answer our "
-				   "layout: %s", s->w->spec->peer, strerror(-r));
+				   "layout: %s", s->w->spec->peer,
+				   worker_peer_why(s->w, r, "the destination"));
+	worker_heard(s->w, reply);
 	if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    reply->refuse->cancelled)
 		r = worker_fail_cancelled(s->w, "the destination",
@@ -300,8 +302,8 @@ int source_expect(struct source *s, int body, const char *what,
 			    (ProtobufCMessage **)&m);
 	if (r < 0)
 		return worker_fail(s->w, r, "waiting for the destination's %s: %s",
-				   what, r == -EPIPE ? "connection closed" :
-				   strerror(-r));
+				   what, worker_peer_why(s->w, r, "the destination"));
+	worker_heard(s->w, m);
 	if ((int)m->body_case == body) {
 		if (ret)
 			*ret = m;

@@ -272,17 +272,68 @@ void worker_note(struct worker *w, const char *fmt, ...)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* Whether the peer's end was heard (or said here) before; now it is. */
+static bool heard_once(struct worker *w)
+{
+	bool before;
+
+	pthread_mutex_lock(&w->lock);
+	before = w->peer_heard;
+	w->peer_heard = true;
+	pthread_mutex_unlock(&w->lock);
+	return before;
+}
+
+void worker_heard(struct worker *w, const Tern__Stream__StreamMsg *m)
+{
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
+		heard_once(w);
+}
+
+/* A peer that ends a job says why (Refuse), then closes: a close without
+ * a word is its worker's death, as a rule; a reset, that or the network's
+ * doing.  Said once: after its word (or this), a close is only the rest
+ * of it.  False if r is neither, or it was said. */
+static bool peer_gone(struct worker *w, int r, const char *who, char *why,
+		      size_t len)
+{
+	if ((r != -EPIPE && r != -ECONNRESET) || heard_once(w))
+		return false;
+	if (r == -EPIPE)
+		snprintf(why, len, "%s closed the connection without a word: its "
+			 "worker died or was killed, or a proxy between closed "
+			 "it ('migctl status' there says which)", who);
+	else
+		snprintf(why, len, "%s reset the connection: its worker died, or "
+			 "the network between cut it ('migctl status' there says "
+			 "which)", who);
+	return true;
+}
+
+const char *worker_peer_why(struct worker *w, int r, const char *who)
+{
+	static __thread char why[200];
+
+	return peer_gone(w, r, who, why, sizeof(why)) ? why : strerror(-r);
+}
+
 void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *who)
 {
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	Tern__Stream__StreamMsg *m = NULL;
 	uint64_t end = deadline_ms(ms);
+	char why[200];
+	int r;
 
 	if (fd < 0 || poll_until(&pfd, 1, end) <= 0)
 		return;
-	if (stream_msg_recv(fd, &tern__stream__stream_msg__descriptor, 4096, end,
-			    (ProtobufCMessage **)&m) < 0)
+	r = stream_msg_recv(fd, &tern__stream__stream_msg__descriptor, 4096, end,
+			    (ProtobufCMessage **)&m);
+	if (r < 0 && peer_gone(w, r, who, why, sizeof(why)))
+		worker_note(w, "%s", why);
+	if (r < 0)
 		return;
+	worker_heard(w, m);
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    m->refuse->cancelled)
 		worker_fail_cancelled(w, who, m->refuse->migd_ended);

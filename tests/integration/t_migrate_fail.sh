@@ -199,6 +199,9 @@ kill_worker KILL e
 wait_job_final d2
 [ "$(job_get d2 state)" = failed ] || fail "source job is $(job_get d2 state)"
 echo "source said: $(job_get d2 error)"
+# Not only "ram channel N: send: Broken pipe": what that means.
+job_get d2 error | grep -Eq "the destination (closed the connection without a word: its worker died or was killed|reset the connection: its worker died)" ||
+	fail "the source does not say the destination's worker died: $(job_get d2 error)"
 job_get e error | grep -q "killed by signal 9" || fail "dest: $(job_get e error)"
 source_fine d2
 dest_fresh e
