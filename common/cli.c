@@ -298,13 +298,13 @@ const char *cli_refused_hint(int r)
 
 const char *cli_call_hint(int r, int pid)
 {
-	static char hint[200];
-	char st = proc_state(pid);
+	static char hint[240];
+	char who[160];
 
-	if (r == -ETIMEDOUT && (st == 'T' || st == 't')) {
-		snprintf(hint, sizeof(hint), " (the daemon, pid %d, is stopped "
-			 "by a signal or a debugger: 'kill -CONT %d' resumes it, "
-			 "and the request may take effect then)", pid, pid);
+	if (r == -ETIMEDOUT && proc_stopped_say(pid, "the daemon", who,
+						sizeof(who))) {
+		snprintf(hint, sizeof(hint), " (%s, and the request may take "
+			 "effect then)", who);
 		return hint;
 	}
 	if (r == -ETIMEDOUT)

@@ -298,6 +298,17 @@ char proc_state(int pid)
 	return p && p[1] == ' ' && p[2] ? p[2] : 0;
 }
 
+bool proc_stopped_say(int pid, const char *name, char *buf, size_t len)
+{
+	char st = proc_state(pid);
+
+	if (st != 'T' && st != 't')
+		return false;
+	snprintf(buf, len, "%s, pid %d, is stopped by a signal or a debugger: "
+		 "'kill -CONT %d' resumes it", name, pid, pid);
+	return true;
+}
+
 int str_copy(char *dst, const char *src, size_t len)
 {
 	size_t n = strlen(src);

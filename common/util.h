@@ -64,6 +64,10 @@ void proc_comm(int pid, char comm[PROC_COMM_LEN]);
  * stopped, 't' for stopped by a tracer, 'Z'...), or 0 when it is gone or
  * hidden. */
 char proc_state(int pid);
+/* If process pid is stopped (by a signal, or a tracer): "NAME, pid N, is
+ * stopped by a signal or a debugger: 'kill -CONT N' resumes it" into buf,
+ * and true.  False, buf untouched, when it runs or is gone. */
+bool proc_stopped_say(int pid, const char *name, char *buf, size_t len);
 /* Copies like strlcpy; -ENAMETOOLONG when src does not fit (dst untouched). */
 int str_copy(char *dst, const char *src, size_t len);
 /* A state and the error that ended in it, the state named once: the

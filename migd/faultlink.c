@@ -57,13 +57,18 @@ static int fault_call(struct fault_link *f, const char *method,
 		      size_t len)
 {
 	struct rpc_result own;
+	char who[160];
 	int r;
 
 	if (!res)
 		res = &own;
 	r = rpc_client_call(f->cl, &tern__faultd__faultd__descriptor, method, arg,
 			    fds, nfds, ret, res, FAULTD_TIMEOUT_MS, NULL, NULL);
-	if (r < 0)
+	if (r == -ETIMEDOUT && proc_stopped_say(rpc_client_peer_pid(f->cl),
+						"faultd", who, sizeof(who)))
+		snprintf(err, len, "faultd: %s: no answer in %d s: %s", method,
+			 FAULTD_TIMEOUT_MS / 1000, who);
+	else if (r < 0)
 		snprintf(err, len, "faultd: %s: %.160s", method, res->message);
 	if (res == &own)
 		rpc_result_close_fds(res);

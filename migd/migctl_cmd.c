@@ -193,22 +193,13 @@ static void say_connection_lost(const struct rpc_client *lost,
 /* Who keeps a waiting call silent, as far as /proc tells. */
 static const char *silent_who(char *buf, size_t len)
 {
-	char m = proc_state(waiting.migd_pid);
-	char w = proc_state(waiting.worker_pid);
-
-	if (m == 'T' || m == 't')
-		snprintf(buf, len, "migd (pid %d) is stopped (by a signal or "
-			 "a debugger; 'kill -CONT %d' resumes it)",
-			 waiting.migd_pid, waiting.migd_pid);
-	else if (w == 'T' || w == 't')
-		snprintf(buf, len, "the job's worker (pid %d) is stopped (by a "
-			 "signal or a debugger; 'kill -CONT %d' resumes it)",
-			 waiting.worker_pid, waiting.worker_pid);
-	else
+	if (!proc_stopped_say(waiting.migd_pid, "migd", buf, len) &&
+	    !proc_stopped_say(waiting.worker_pid, "the job's worker", buf, len))
 		snprintf(buf, len, "migd (pid %d) runs, but neither it nor the "
 			 "job's worker%s sends the reports it should five "
 			 "times a second: stuck, or starved of CPU", waiting.migd_pid,
-			 waiting.worker_pid > 0 && !w ? " (gone)" : "");
+			 waiting.worker_pid > 0 && !proc_state(waiting.worker_pid) ?
+			 " (gone)" : "");
 	return buf;
 }
 

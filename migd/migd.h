@@ -956,6 +956,9 @@ int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 void vmm_link_close(struct vmm_link *l);
 /* Whether the vmm closed its end (it is gone, or quit), without a call. */
 bool vmm_link_gone(const struct vmm_link *l);
+/* Whether the link's vmm is stopped (by a signal or a debugger): then
+ * why says so, with the kill -CONT that resumes it. */
+bool vmm_link_stopped(const struct vmm_link *l, char *why, size_t len);
 /* One call; on failure err holds "vmm VM: Method: reason". */
 int vmm_link_call(struct vmm_link *l, const char *method,
 		  const ProtobufCMessage *arg, const int *fds, size_t nfds,

@@ -48,10 +48,16 @@
 static int source_vmm(struct source *s)
 {
 	struct vmm_start st;
+	char why[PATH_MAX];
 	int r;
 
 	r = vmm_link_open(&s->vmm, s->w->spec->rundir, s->w->spec->vm, s->err,
 			  sizeof(s->err));
+	/* Not 30 s of silence first (the Status call's bound): a frozen
+	 * vmm is not one to migrate now. */
+	if (r == 0 && vmm_link_stopped(&s->vmm, why, sizeof(why)))
+		return worker_fail(s->w, EAGAIN, "%s; not migrated now "
+				   "(nothing was sent to %s)", why, s->peer);
 	if (r == 0)
 		r = vmm_link_status(&s->vmm, &st, s->err, sizeof(s->err));
 	if (r < 0)

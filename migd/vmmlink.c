@@ -82,18 +82,31 @@ void vmm_link_close(struct vmm_link *l)
 	l->cl = NULL;
 }
 
+bool vmm_link_stopped(const struct vmm_link *l, char *why, size_t len)
+{
+	char name[sizeof(l->vm) + 8];
+
+	snprintf(name, sizeof(name), "vmm %s", l->vm);
+	return l->cl && proc_stopped_say(rpc_client_peer_pid(l->cl), name, why,
+					 len);
+}
+
 int vmm_link_call(struct vmm_link *l, const char *method,
 		  const ProtobufCMessage *arg, const int *fds, size_t nfds,
 		  ProtobufCMessage **ret, struct rpc_result *res, char *err,
 		  size_t errlen)
 {
 	struct rpc_result tmp;
+	char who[sizeof(l->vm) + 128];
 	int r;
 
 	r = rpc_client_call(l->cl, &tern__vmm__vmm__descriptor, method,
 			    arg, fds, nfds, ret, &tmp,
 			    link_ms(l), NULL, NULL);
-	if (r < 0 && err)
+	if (r == -ETIMEDOUT && err && vmm_link_stopped(l, who, sizeof(who)))
+		snprintf(err, errlen, "vmm %s: %s: no answer in time: %s",
+			 l->vm, method, who);
+	else if (r < 0 && err)
 		snprintf(err, errlen, "vmm %s: %s: %s", l->vm, method,
 			 tmp.message[0] ? tmp.message : strerror(-r));
 	if (res)

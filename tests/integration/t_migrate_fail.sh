@@ -442,6 +442,15 @@ wait_pass h 0 2
 vmmctl stop h >/dev/null || fail "stop h"
 start_vmm h2 --memory 64M --incoming
 incoming h2
+# A source vmm stopped by a signal: said at once (before, 30 s of a
+# Status call, then "Connection timed out"), the destination untouched.
+kill -STOP "$(pid_of h)"
+err=$(migctl migrate h "$ADDR" --token "$TOKEN" 2>&1) &&
+	{ kill -CONT "$(pid_of h)"; fail "migrate of a stopped vmm: $err"; }
+kill -CONT "$(pid_of h)"
+case $err in *"vmm h, pid $(pid_of h), is stopped by a signal or a debugger: 'kill -CONT $(pid_of h)' resumes it; not migrated now (nothing was sent to $ADDR)"*) ;;
+*) fail "migrate of a stopped vmm: $err" ;; esac
+echo "ok: $err"
 migctl migrate h "$ADDR" --token "$TOKEN" --max-bandwidth 6M --detach >/dev/null ||
 	fail "migrate h"
 wait_until 30 job_is h active || fail "h: $(job_get h state)"
@@ -452,7 +461,7 @@ kill -STOP "$spid"
 "$BIN/migctl" --rundir "$RUNDIR" -t 2 status h --watch >/dev/null 2>"$RUNDIR/watchw.err" & watchw=$!
 wait_exit "$watchw" && { kill -CONT "$spid"; fail "a watch of a stopped worker did not give up"; }
 kill -CONT "$spid"
-grep "nothing from migd for 2 s while this waited: the job's worker (pid $spid) is stopped" \
+grep "nothing from migd for 2 s while this waited: the job's worker, pid $spid, is stopped" \
 	"$RUNDIR/watchw.err" || fail "watchw: $(cat "$RUNDIR/watchw.err")"
 grep -q "the job is left as it is" "$RUNDIR/watchw.err" || fail "watchw: $(cat "$RUNDIR/watchw.err")"
 kill -STOP "$MIGD_PID"
@@ -469,11 +478,11 @@ wait_exit "$watch6" && { kill -CONT "$MIGD_PID"; fail "a watch of a stopped migd
 err=$("$BIN/migctl" --rundir "$RUNDIR" -t 1 status h 2>&1) && { kill -CONT "$MIGD_PID"; fail "status h: $err"; }
 case $err in *"(the daemon, pid $MIGD_PID, is stopped by a signal or a debugger: 'kill -CONT $MIGD_PID' resumes it"*) ;;
 *) kill -CONT "$MIGD_PID"; fail "status h of a stopped migd: $err" ;; esac
-grep "nothing from migd for 5 s: migd (pid $MIGD_PID) is stopped" "$RUNDIR/watch6.err" &&
+grep "nothing from migd for 5 s: migd, pid $MIGD_PID, is stopped" "$RUNDIR/watch6.err" &&
 # (At 6 s, not at the next 5 s after the notice: 10.)
-grep "nothing from migd for [6-9] s while this waited: migd (pid $MIGD_PID) is stopped.*migd has not answered the request, and may still carry it out" \
+grep "nothing from migd for [6-9] s while this waited: migd, pid $MIGD_PID, is stopped.*migd has not answered the request, and may still carry it out" \
 	"$RUNDIR/watch6.err" || { kill -CONT "$MIGD_PID"; fail "watch6: $(cat "$RUNDIR/watch6.err")"; }
-wait_until 10 grep -q "nothing from migd for 5 s: migd (pid $MIGD_PID) is stopped" \
+wait_until 10 grep -q "nothing from migd for 5 s: migd, pid $MIGD_PID, is stopped" \
 	"$RUNDIR/watch600.err" || { kill -CONT "$MIGD_PID"; fail "watch600: $(cat "$RUNDIR/watch600.err")"; }
 kill -CONT "$MIGD_PID"
 wait_exit "$watch600" || fail "the watch after migd's return: $(cat "$RUNDIR/watch600.err")"

@@ -168,6 +168,24 @@ migctl cancel s7 --force --wait >/dev/null || fail "cancel s7"
 migctl cancel r7 --force --wait >/dev/null || fail "cancel r7"
 vmmctl quit s7 >/dev/null; vmmctl quit r7 >/dev/null
 
+note "faultd stopped by a signal in postcopy: the job pauses, says so, and recovers once it runs again"
+# Before, the destination said only "faultd: Stats: Connection timed out".
+small_postcopy r8 s8 --max-bandwidth 1M --channels 1
+kill -STOP "$FAULTD_PID"
+wait_until 60 both_paused r8 s8 ||
+	{ kill -CONT "$FAULTD_PID"; fail "faultd stopped: r8 $(job_get r8 state), s8 $(job_get s8 state)"; }
+kill -CONT "$FAULTD_PID"
+case $(job_get s8 error) in
+*"faultd: Stats: no answer in 10 s: faultd, pid $FAULTD_PID, is stopped by a signal or a debugger: 'kill -CONT $FAULTD_PID' resumes it"*) ;;
+*) fail "s8: $(job_get s8 error)" ;; esac
+echo "ok: s8: $(job_get s8 error)"
+recover r8 s8 0
+migctl pause r8 >/dev/null || fail "pause r8"
+wait_until 30 both_paused r8 s8 || fail "r8 $(job_get r8 state), s8 $(job_get s8 state)"
+migctl cancel s8 --force --wait >/dev/null || fail "cancel s8"
+migctl cancel r8 --force --wait >/dev/null || fail "cancel r8"
+vmmctl quit s8 >/dev/null; vmmctl quit r8 >/dev/null
+
 note "migctl pause, a recovery at a wrong address, one that announces a channel too many, then the right one; a new address asked for too late"
 # The source's first Resume announces (and opens) one ram channel more
 # than the job has: the destination must refuse it and stay paused.  At

@@ -226,9 +226,11 @@ static void test_proc_comm(void **state)
 }
 
 /* A stopped child reads 'T' (whatever its name: one with ") " in it),
- * a running one not; nothing for a pid that is none. */
+ * a running one not; nothing for a pid that is none.  proc_stopped_say
+ * speaks of the stopped one only. */
 static void test_proc_state(void **state)
 {
+	char said[128], want[128];
 	int status, i;
 	pid_t pid;
 
@@ -246,12 +248,20 @@ static void test_proc_state(void **state)
 	     strcmp(proc_comm_shown(pid, (char[32]){ 0 }, 32), "a) T (b")); i++)
 		usleep(1000);
 	assert_int_equal(proc_state(pid), 'S');
+	strcpy(said, "untouched");
+	assert_false(proc_stopped_say(pid, "x", said, sizeof(said)));
 	assert_int_equal(kill(pid, SIGSTOP), 0);
 	assert_int_equal(waitpid(pid, &status, WUNTRACED), pid);
 	assert_int_equal(proc_state(pid), 'T');
+	assert_true(proc_stopped_say(pid, "x", said, sizeof(said)));
+	snprintf(want, sizeof(want), "x, pid %d, is stopped by a signal or a "
+		 "debugger: 'kill -CONT %d' resumes it", pid, pid);
+	assert_string_equal(said, want);
 	assert_int_equal(kill(pid, SIGKILL), 0);
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_int_equal(proc_state(pid), 0);
+	assert_false(proc_stopped_say(pid, "x", said, sizeof(said)));
+	assert_string_equal(said, want);
 	assert_int_equal(proc_state(0), 0);
 	assert_int_equal(proc_state(-7), 0);
 	assert_int_equal(proc_state(1000000000), 0);
