@@ -61,6 +61,8 @@ static struct control {
 	enum ram_from ram_from;
 	char moved_to[256];             /* SetMoved: the guest runs there */
 	bool moved_postcopy;            /* ... by a postcopy not complete */
+	bool quit_when_done;            /* a signal's quit, put off until the
+					 * postcopy no longer needs this copy */
 	int moved_pidfd;                /* and the pidfd of the vmm there, on
 					 * this host, if the mover gave it; -1 */
 	/* A migration's pause: the connection that turned dirty logging on,
@@ -358,11 +360,59 @@ static void handle_quit(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(ctl.base, NULL);
 }
 
+/* The guest moved away by a postcopy not known to have completed: this
+ * copy holds pages the destination may lack, and must not go. */
+static bool needed_by_postcopy(void)
+{
+	return ctl.moved_to[0] && ctl.moved_postcopy;
+}
+
+bool control_may_quit(int sig)
+{
+	if (!needed_by_postcopy() || ctl.quit_when_done) {
+		log_info("signal %d: quitting%s", sig, needed_by_postcopy() ?
+			 " now (a second signal): the pages the postcopy's "
+			 "destination still lacks go with this copy" : "");
+		return true;
+	}
+	ctl.quit_when_done = true;
+	log_warnx("signal %d: the guest moved to %s by a postcopy not known to "
+		  "have completed, and this copy holds the pages it may still "
+		  "lack: quitting once that migration completes (another "
+		  "SIGTERM or SIGINT quits now, and loses them)", sig, ctl.moved_to);
+	return false;
+}
+
+/* A quit put off by a signal (control_may_quit) is due once this copy
+ * is no longer needed. */
+static void quit_if_due(void)
+{
+	if (!ctl.quit_when_done || needed_by_postcopy())
+		return;
+	log_info("the postcopy completed: quitting, as a signal asked");
+	event_base_once(ctl.base, -1, EV_TIMEOUT, handle_quit, NULL, NULL);
+}
+
 static int method_quit(struct rpc_call *call, const ProtobufCMessage *arg)
 {
+	const Tern__Vmm__QuitRequest *q = (const Tern__Vmm__QuitRequest *)arg;
 	int fd;
 
-	log_info("quit requested");
+	if (needed_by_postcopy() && !q->force)
+		return rpc_call_errorf(call, EBUSY, "cannot quit: the guest moved "
+				       "to %s by a postcopy not known to have "
+				       "completed, and this copy holds the pages it "
+				       "may still lack: quitting would lose the guest "
+				       "there.  Wait for the migration to complete "
+				       "(migctl status %s); only if it can neither "
+				       "complete nor recover, 'vmmctl quit %s --force'",
+				       ctl.moved_to, ctl.vm->name, ctl.vm->name);
+	if (needed_by_postcopy())
+		log_warnx("quit requested with --force: the guest moved to %s by "
+			  "a postcopy not known to have completed, and the pages "
+			  "it still lacks go with this copy", ctl.moved_to);
+	else
+		log_info("quit requested");
 	/* More callers than that, or no copy: theirs ends with the server,
 	 * a moment early (before the name lock is free). */
 	fd = ctl.nquit < CONTROL_MAX_QUITTERS ? rpc_call_dup_socket(call) : -EMFILE;
@@ -785,6 +835,7 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 		ctl.moved_to[0] = 0;
 		ctl.moved_postcopy = false;
 		moved_forget_pidfd();
+		quit_if_due();
 		return 0;
 	}
 	if (st != VM_STATE_PAUSED)
@@ -834,6 +885,7 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 	else
 		log_info("the guest moved to %s: this copy is stale, and will not "
 			 "run or migrate again", ctl.moved_to);
+	quit_if_due();
 	return 0;
 }
 

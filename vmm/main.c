@@ -245,8 +245,8 @@ static int take_name_lock(const char *rundir, const char *name)
 
 static void handle_signal(evutil_socket_t sig, short what, void *arg)
 {
-	log_info("signal %d: quitting", (int)sig);
-	event_base_loopexit(arg, NULL);
+	if (control_may_quit((int)sig))
+		event_base_loopexit(arg, NULL);
 }
 
 static void handle_vcpu_notify(evutil_socket_t fd, short what, void *arg)

@@ -234,6 +234,10 @@ int uffd_release(struct vm *vm);
 /* control.c: the control service on RUNDIR/vmm/NAME.sock */
 struct event_base;
 int control_start(struct vm *vm, struct event_base *base, const char *rundir);
+/* SIGTERM or SIGINT came: true to quit now.  While a postcopy not known
+ * to have completed needs this copy, the first is put off until it
+ * completes (said in the log); a second quits all the same. */
+bool control_may_quit(int sig);
 /* Close the socket and every connection, but Quit's callers' (below). */
 void control_stop(void);
 /* Last of all, once the name lock is let go: Quit's callers see the end

@@ -32,7 +32,7 @@ static void usage(FILE *f)
 "  status NAME              state of the vmm and its guest\n"
 "  stop NAME                pause the guest's vCPUs\n"
 "  cont NAME [--force]      resume them (or start a loaded incoming guest)\n"
-"  quit NAME                end the vmm\n"
+"  quit NAME [--force]      end the vmm\n"
 "  save NAME FILE           write the paused VM's CPU and device state (no RAM)\n"
 "  load NAME FILE           load a state FILE into an incoming vmm\n"
 "  check NAME               verify the test guest's memory (pauses it meanwhile)\n"
@@ -51,7 +51,8 @@ struct cmd_args {
 	uint8_t *bytes;                 /* write */
 	size_t nbytes;
 	bool flag;                      /* the command's flag: transfer --copy,
-					 * cont --force, write --force */
+					 * cont --force, quit --force,
+					 * write --force */
 };
 
 /*
@@ -96,7 +97,7 @@ static const struct command {
 	{ "status", 1, 1, "NAME", NULL },
 	{ "stop", 1, 1, "NAME", NULL },
 	{ "cont", 1, 2, "NAME [--force]", "--force" },
-	{ "quit", 1, 1, "NAME", NULL },
+	{ "quit", 1, 2, "NAME [--force]", "--force" },
 	{ "save", 2, 2, "NAME FILE", NULL },
 	{ "load", 2, 2, "NAME FILE", NULL },
 	{ "check", 1, 1, "NAME", NULL },
@@ -175,7 +176,7 @@ static int run_cmd(const char *name, struct vmm_conn *c, char **argv,
 	if (!strcmp(name, "cont"))
 		return a->flag ? cmd_cont_force(c) : cmd_simple(c, "Cont");
 	if (!strcmp(name, "quit"))
-		return cmd_quit(c);
+		return cmd_quit(c, a->flag);
 	if (!strcmp(name, "save"))
 		return cmd_save(c, argv[2]);
 	if (!strcmp(name, "load"))

@@ -50,8 +50,8 @@ int conn_get_status(struct vmm_conn *c, Tern__Vmm__VmmStatus **ret);
 /* vmmctl_cmd.c: the commands on one vmm; what a transfer shares of them */
 int cmd_simple(struct vmm_conn *c, const char *method);
 int cmd_cont_force(struct vmm_conn *c);
-int quit_vmm(struct vmm_conn *c);
-int cmd_quit(struct vmm_conn *c);
+int quit_vmm(struct vmm_conn *c, bool force);
+int cmd_quit(struct vmm_conn *c, bool force);
 int cmd_save(struct vmm_conn *c, const char *path);
 int cmd_load(struct vmm_conn *c, const char *path);
 struct ram_map {

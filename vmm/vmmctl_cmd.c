@@ -119,12 +119,14 @@ int cmd_cont_force(struct vmm_conn *c)
  * is for the end of the connection, which the vmm closes after its name
  * lock, a moment before it exits.  -errno, said.
  */
-int quit_vmm(struct vmm_conn *c)
+int quit_vmm(struct vmm_conn *c, bool force)
 {
+	Tern__Vmm__QuitRequest q = TERN__VMM__QUIT_REQUEST__INIT;
 	int pid, pidfd = conn_pidfd(c, &pid), ret;
 	struct pollfd p;
 
-	ret = conn_call(c, "Quit", NULL, NULL, 0, NULL, NULL);
+	q.force = force;
+	ret = conn_call(c, "Quit", &q.base, NULL, 0, NULL, NULL);
 	if (ret < 0)
 		goto out;
 	if (pidfd >= 0) {
@@ -148,9 +150,9 @@ out:
 	return ret;
 }
 
-int cmd_quit(struct vmm_conn *c)
+int cmd_quit(struct vmm_conn *c, bool force)
 {
-	return quit_vmm(c) < 0 ? CLI_FAILED : CLI_OK;
+	return quit_vmm(c, force) < 0 ? CLI_FAILED : CLI_OK;
 }
 
 /* ---- state files: "TERNVMS1", 8-byte little-endian length, VmState ---- */

@@ -311,7 +311,7 @@ int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		 * without starting the guest.  One that was not sent them
 		 * stays as it was, waiting. */
 		gone = (handed || loaded) && !started && conn_gone(dst);
-		if ((handed || loaded) && !gone && quit_vmm(dst) < 0) {
+		if ((handed || loaded) && !gone && quit_vmm(dst, false) < 0) {
 			/* Its end may be why Quit failed. */
 			gone = !started && conn_gone(dst);
 			if (!gone) {
@@ -349,7 +349,7 @@ int cmd_transfer(struct vmm_conn *src, struct vmm_conn *dst, bool copy)
 		dst->pidfd = -1;
 		transfer_mark(src, dst, true, NULL);
 	}
-	if (quit_vmm(src) < 0)
+	if (quit_vmm(src, false) < 0)
 		cli_errx("%s %s the guest now, but %s did not quit: stop it by hand",
 			 dst->name, was_running ? "runs" : "holds", src->name);
 	printf("%s now %s on %s (%s", src->name, was_running ? "runs" : "is",

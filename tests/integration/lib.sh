@@ -26,8 +26,12 @@ cleanup() {
 	for p in "${PIDS[@]}"; do
 		kill -TERM "$p" 2>/dev/null
 	done
+	# A second SIGTERM: a vmm that a postcopy still needs puts off the
+	# first until the migration completes (vmm(8)).
 	for p in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		for _ in $(seq 10); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -TERM "$p" 2>/dev/null
+		for _ in $(seq 40); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$p" 2>/dev/null
 	done
 	hp_give_back            # huge pages a test took (hugepool.sh)

@@ -166,25 +166,25 @@ case $out in *"s7: postcopy-paused: "*"this job can never recover."*) ;;
 echo "ok: status s7 --watch ended"
 migctl cancel s7 --force --wait >/dev/null || fail "cancel s7"
 migctl cancel r7 --force --wait >/dev/null || fail "cancel r7"
-vmmctl quit s7 >/dev/null; vmmctl quit r7 >/dev/null
+vmmctl quit s7 >/dev/null; vmmctl quit r7 --force >/dev/null || fail "quit r7 --force"
 
 note "faultd stopped by a signal in postcopy: the job pauses, says so, and recovers once it runs again"
 # Before, the destination said only "faultd: Stats: Connection timed out".
-small_postcopy r8 s8 --max-bandwidth 1M --channels 1
+small_postcopy r10 s10 --max-bandwidth 1M --channels 1
 kill -STOP "$FAULTD_PID"
-wait_until 60 both_paused r8 s8 ||
-	{ kill -CONT "$FAULTD_PID"; fail "faultd stopped: r8 $(job_get r8 state), s8 $(job_get s8 state)"; }
+wait_until 60 both_paused r10 s10 ||
+	{ kill -CONT "$FAULTD_PID"; fail "faultd stopped: r10 $(job_get r10 state), s10 $(job_get s10 state)"; }
 kill -CONT "$FAULTD_PID"
-case $(job_get s8 error) in
+case $(job_get s10 error) in
 *"faultd: Stats: no answer in 10 s: faultd, pid $FAULTD_PID, is stopped by a signal or a debugger: 'kill -CONT $FAULTD_PID' resumes it"*) ;;
-*) fail "s8: $(job_get s8 error)" ;; esac
-echo "ok: s8: $(job_get s8 error)"
-recover r8 s8 0
-migctl pause r8 >/dev/null || fail "pause r8"
-wait_until 30 both_paused r8 s8 || fail "r8 $(job_get r8 state), s8 $(job_get s8 state)"
-migctl cancel s8 --force --wait >/dev/null || fail "cancel s8"
-migctl cancel r8 --force --wait >/dev/null || fail "cancel r8"
-vmmctl quit s8 >/dev/null; vmmctl quit r8 >/dev/null
+*) fail "s10: $(job_get s10 error)" ;; esac
+echo "ok: s10: $(job_get s10 error)"
+recover r10 s10 0
+migctl pause r10 >/dev/null || fail "pause r10"
+wait_until 30 both_paused r10 s10 || fail "r10 $(job_get r10 state), s10 $(job_get s10 state)"
+migctl cancel s10 --force --wait >/dev/null || fail "cancel s10"
+migctl cancel r10 --force --wait >/dev/null || fail "cancel r10"
+vmmctl quit s10 >/dev/null; vmmctl quit r10 --force >/dev/null || fail "quit r10 --force"
 
 note "migctl pause, a recovery at a wrong address, one that announces a channel too many, then the right one; a new address asked for too late"
 # The source's first Resume announces (and opens) one ram channel more
@@ -386,7 +386,7 @@ vmmctl quit s5 >/dev/null
 # r5 waits paused for a recovery that cannot come, across migd's
 # restarts too: only cancel --force ends it.
 migctl cancel r5 --force --wait >/dev/null || fail "cancel r5 --force"
-vmmctl quit r5 >/dev/null
+vmmctl quit r5 --force >/dev/null || fail "quit r5 --force"
 echo "ok: $err"
 
 note "a plain cancel on its way at the switch is dropped, though the job paused meanwhile"
