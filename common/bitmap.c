@@ -40,6 +40,11 @@ void bitmap_set_atomic(uint64_t *map, uint64_t bit)
 	__atomic_fetch_or(&map[WORD(bit)], MASK(bit), __ATOMIC_RELAXED);
 }
 
+bool bitmap_test_atomic(const uint64_t *map, uint64_t bit)
+{
+	return __atomic_load_n(&map[WORD(bit)], __ATOMIC_RELAXED) & MASK(bit);
+}
+
 bool bitmap_test_and_clear_atomic(uint64_t *map, uint64_t bit)
 {
 	uint64_t old = __atomic_fetch_and(&map[WORD(bit)], ~MASK(bit),

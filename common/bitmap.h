@@ -17,8 +17,10 @@
 void bitmap_set(uint64_t *map, uint64_t bit);
 void bitmap_clear(uint64_t *map, uint64_t bit);
 bool bitmap_test(const uint64_t *map, uint64_t bit);
-/* Atomic (relaxed) set for maps shared between threads or processes. */
+/* Atomic (relaxed) set and test for maps shared between threads or
+ * processes. */
 void bitmap_set_atomic(uint64_t *map, uint64_t bit);
+bool bitmap_test_atomic(const uint64_t *map, uint64_t bit);
 /* Test and clear in one atomic step; returns the old value. */
 bool bitmap_test_and_clear_atomic(uint64_t *map, uint64_t bit);
 

@@ -289,8 +289,9 @@ static int send_packet(struct chan_tx *c, struct tx_state *t, uint16_t flags,
 
 static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch *b)
 {
-	uint64_t zero[STREAM_MAX_BATCH], data[STREAM_MAX_BATCH];
-	uint32_t nz = 0, nd = 0, i;
+	uint64_t zero[STREAM_MAX_BATCH], data[STREAM_MAX_BATCH], first;
+	uint32_t nz = 0, nd = 0, dropped = 0, i;
+	const uint64_t *served;
 	int r = 0;
 
 	if (b->nop)
@@ -301,18 +302,27 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 	}
 	if (b->marker)
 		return send_packet(c, t, STREAM_PKT_POSTCOPY, 0, NULL, 0);
+	served = __atomic_load_n(&c->served, __ATOMIC_ACQUIRE);
+	first = c->ram->first_page[b->region];
 	for (i = 0; i < b->npages; i++) {
-		if (page_is_zero(c->ram->r[b->region].host + b->off[i]))
+		/* In postcopy a page the guest faulted on since the push
+		 * queued it went on the page link: the destination has it
+		 * (or has it back by a recovery's needed pages). */
+		if (served && bitmap_test_atomic(served, first + b->off[i] / STREAM_PAGE))
+			dropped++;
+		else if (page_is_zero(c->ram->r[b->region].host + b->off[i]))
 			zero[nz++] = b->off[i];
 		else
 			data[nd++] = b->off[i];
 	}
+	if (dropped)
+		worker_count_dropped(c->w, dropped);
 	if (nz)
 		r = send_packet(c, t, STREAM_PKT_ZERO, b->region, zero, nz);
 	if (r == 0 && nd)
 		r = send_packet(c, t, 0, b->region, data, nd);
 	if (r == 0)
-		c->pages_total += b->npages;
+		c->pages_total += nz + nd;
 	return r;
 }
 

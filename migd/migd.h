@@ -584,7 +584,10 @@ struct worker {
 	uint64_t pc_base_taken;         /* (L) */
 	uint64_t pc_requests;           /* (A) source: page requests answered */
 	uint64_t pc_served;             /* (A) pages sent on the page link */
-	uint64_t pc_taken;              /* (A) ... that the push had still to send */
+	uint64_t pc_taken;              /* (A) ... that the push had still to send
+					 * (or had queued: pc_dropped) */
+	uint64_t pc_dropped;            /* (A) pages the push had queued, served
+					 * on the page link first: not sent */
 	uint64_t pc_link_seen;          /* (L) destination: faultd's page link
 					 * bytes, as last added to
 					 * transferred_bytes */
@@ -707,6 +710,9 @@ void worker_count_zstd(struct worker *w, unsigned int chan, uint64_t pages,
 		       uint64_t raw_bytes);
 /* The page server answered a request: pages sent, taken of them off the
  * push's bitmap, bytes on the wire. */
+/* A ram channel dropped pages of the postcopy push that the page server
+ * had sent meanwhile. */
+void worker_count_dropped(struct worker *w, uint64_t pages);
 void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
 			 uint64_t bytes);
 /* Each channel's throughput over the last second, from a sample of its
@@ -834,6 +840,9 @@ struct chan_tx {
 	uint64_t pages_total;           /* pages carried, for the device state */
 	int nice;                       /* (A) for the thread: the postcopy push
 					 * yields to the page link */
+	const uint64_t *served;         /* (A) postcopy: pages the page server
+					 * sent, which a batch drops (NULL:
+					 * precopy sends all) */
 };
 
 /*
@@ -1010,6 +1019,7 @@ struct page_server {
 	const struct ram_view *ram;
 	uint64_t *tosend;               /* the push's bitmap; pages sent here
 					 * are cleared (atomically) */
+	uint64_t *served;               /* pages sent here, set (atomically) */
 	uint64_t hint;                  /* (A) the page after the last request */
 	struct worker *w;               /* counts what it serves in the job's
 					 * figures (worker_count_served) */
@@ -1095,6 +1105,8 @@ struct source {
 	int page_fd;                    /* the page link (faultd dials nothing:
 					 * we connect it at set-up) */
 	uint64_t *tosend;               /* pages the destination still needs */
+	uint64_t *served;               /* pages the page server sent since the
+					 * switch or the last recovery */
 	struct page_server ps;
 	uint64_t pushed;                /* pages queued by the push */
 	uint64_t *pc_hashes;            /* verify: the stopped RAM's, once hashed */

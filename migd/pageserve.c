@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/bitmap.h"
 #include "common/log.h"
 #include "common/rtspawn.h"
 #include "common/util.h"
@@ -64,6 +65,8 @@ static int serve_one(struct page_server *ps, const Tern__Stream__PageRequest *q)
 	first = v->first_page[q->region] + q->offset / STREAM_PAGE;
 	for (i = first; i < first + q->pages; i++) {
 		bit = 1ULL << (i % 64);
+		/* A batch of the push that holds it drops it. */
+		bitmap_set_atomic(ps->served, i);
 		if (__atomic_fetch_and(&ps->tosend[i / 64], ~bit,
 				       __ATOMIC_RELAXED) & bit)
 			taken++;        /* the push will not send it now */

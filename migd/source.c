@@ -715,6 +715,7 @@ int source_run(struct worker *w)
 	if (s.dirty_on)
 		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
 	free(s.tosend);
+	free(s.served);
 	free(s.pc_hashes);
 	/* The guest's RAM stays mapped, the worker's now: its exit unmaps
 	 * it, after the final report (or worker_offer_end, before a wait).

@@ -174,11 +174,22 @@ static int source_check_links(struct source *s)
 	return 0;
 }
 
-/* The status's count of pages queued by the push. */
+/* Pages the push sent: those it queued, but for the ones the channels
+ * dropped as the page server had sent them meanwhile. */
+static uint64_t source_pushed(struct source *s)
+{
+	uint64_t dropped = __atomic_load_n(&s->w->pc_dropped, __ATOMIC_RELAXED);
+
+	return s->pushed - MIN(s->pushed, dropped);
+}
+
+/* The status's count of pages sent by the push. */
 static void source_pc_pushed(struct source *s)
 {
+	uint64_t pushed = source_pushed(s);
+
 	pthread_mutex_lock(&s->w->lock);
-	s->w->pc.pages_pushed = s->pushed;
+	s->w->pc.pages_pushed = pushed;
 	pthread_mutex_unlock(&s->w->lock);
 }
 
@@ -198,7 +209,7 @@ static void source_pc_base(struct source *s, uint64_t left)
 	w->pc_base_left = left;
 	w->pc_base_sent = sent;
 	w->pc_base_taken = __atomic_load_n(&w->pc_taken, __ATOMIC_RELAXED);
-	w->pc.pages_pushed = s->pushed;
+	w->pc.pages_pushed = source_pushed(s);
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -378,6 +389,7 @@ static int source_resume(struct source *s, const char *uri)
 		c->ram = keep.ram;
 		c->zstd_level = keep.zstd_level;
 		c->nice = PC_BULK_NICE;
+		c->served = s->served;
 		c->fd = source_dial(s, &u, STREAM_ROLE_RAM, i);
 		if (c->fd < 0)
 			return c->fd;
@@ -406,6 +418,9 @@ static int source_resume(struct source *s, const char *uri)
 				(unsigned long long)rn->resume_needed->pages);
 	else
 		memcpy(s->tosend, rn->resume_needed->needed.data, s->dirty_bytes);
+	/* What the page server sent before the break may not have come:
+	 * the destination's needed pages say, and the push sends them all. */
+	memset(s->served, 0, s->dirty_bytes);
 	protobuf_c_message_free_unpacked(&rn->base, NULL);
 	if (r < 0)
 		return r;
@@ -538,8 +553,9 @@ int source_postcopy(struct source *s)
 	if (r < 0)
 		return r;
 	s->tosend = malloc(s->dirty_bytes);
-	if (!s->tosend)
-		return worker_fail(w, ENOMEM, "no memory for the postcopy bitmap");
+	s->served = calloc(1, s->dirty_bytes);
+	if (!s->tosend || !s->served)
+		return worker_fail(w, ENOMEM, "no memory for the postcopy bitmaps");
 	memcpy(s->tosend, s->dirty, s->dirty_bytes);
 	memset(s->dirty, 0, s->dirty_bytes);
 	for (i = 0; r == 0 && i < s->nchan; i++) {
@@ -586,6 +602,9 @@ int source_postcopy(struct source *s)
 	s->ps.ram = &s->ram;
 	s->ps.w = w;
 	s->ps.tosend = s->tosend;
+	s->ps.served = s->served;
+	for (i = 0; i < s->nchan; i++)
+		__atomic_store_n(&s->chan[i].served, s->served, __ATOMIC_RELEASE);
 	if (r == 0) {
 		r = page_server_start(&s->ps);
 		if (r < 0)
@@ -671,7 +690,7 @@ int source_postcopy(struct source *s)
 	}
 	source_moved(s, true, false);   /* the copy here is stale now */
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
-		 (unsigned long long)s->pushed,
+		 (unsigned long long)source_pushed(s),
 		 (unsigned long long)__atomic_load_n(&w->pc_served, __ATOMIC_RELAXED));
 	return 0;
 }

@@ -57,6 +57,14 @@ void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
 	__atomic_add_fetch(&w->transferred_bytes, bytes, __ATOMIC_RELAXED);
 }
 
+void worker_count_dropped(struct worker *w, uint64_t pages)
+{
+	__atomic_add_fetch(&w->pc_dropped, pages, __ATOMIC_RELAXED);
+	/* Taken from the push by the page server, as much as those it
+	 * took before the push queued them. */
+	__atomic_add_fetch(&w->pc_taken, pages, __ATOMIC_RELAXED);
+}
+
 /*
  * A source in postcopy, from its counters (w->lock held): the page
  * server's figures, and what the push still has to send, down from its

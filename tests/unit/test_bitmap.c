@@ -145,7 +145,11 @@ static void test_atomic(void **state)
 {
 	bitmap_set_atomic(map, 77);
 	assert_true(bitmap_test(map, 77));
+	assert_true(bitmap_test_atomic(map, 77));
+	assert_false(bitmap_test_atomic(map, 76));
+	assert_false(bitmap_test_atomic(map, 78));
 	assert_true(bitmap_test_and_clear_atomic(map, 77));
+	assert_false(bitmap_test_atomic(map, 77));
 	assert_false(bitmap_test(map, 77));
 	assert_false(bitmap_test_and_clear_atomic(map, 77));
 	assert_int_equal(bitmap_count(map, NBITS), 0);
