@@ -103,6 +103,20 @@ if command -v groff >/dev/null; then
 else
 	not_tried "groff (groff-base) is not installed"
 fi
+# groff says nothing of prose left among a font-alternating macro's
+# arguments, where it is run together: ".RI (\(lq "x" \(rq): once the job
+# knows" printed "once thejobknows".  Three plain words in a row there
+# are that.
+bad=$(awk '/^\.(RI|IR|BI|IB|RB|BR)[ \t]/ {
+	line = $0; sub(/^\.[A-Z][A-Z][ \t]+/, "", line); gsub(/"[^"]*"/, " Q ", line)
+	n = split(line, a, /[ \t]+/); run = 0
+	for (i = 1; i <= n; i++) {
+		if (a[i] ~ /^[A-Za-z][A-Za-z'"'"'-]*[,.;:]?$/ && a[i] != "Q") { if (++run >= 3) { print FILENAME ":" FNR ": " $0; break } }
+		else run = 0
+	}
+}' "$SRC"/man/*.[0-9])
+[ -z "$bad" ] || fail "words run together by a font macro: $bad"
+echo "ok: no prose among font macros' arguments"
 
 note "make uninstall leaves nothing"
 run_make uninstall >"$RUNDIR/uninstall.log" 2>&1 || { cat "$RUNDIR/uninstall.log"; fail "make uninstall"; }
