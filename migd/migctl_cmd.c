@@ -608,7 +608,8 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 	} else if (l->n_jobs == 0) {
 		printf("no migration jobs\n");
 	} else {
-		printf("%-16s %-11s %-10s %4s %11s %-19s %s\n", "VM", "ROLE", "STATE",
+		/* STATE holds the longest, "postcopy-recover" */
+		printf("%-16s %-11s %-16s %4s %11s %-19s %s\n", "VM", "ROLE", "STATE",
 		       "DONE", "TRANSFERRED", "STARTED", "ID");
 		for (i = 0; i < l->n_jobs; i++) {
 			Tern__Migd__JobStatus *js = l->jobs[i];
@@ -620,7 +621,7 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 					 (unsigned long long)job_round(js));
 			else
 				snprintf(st, sizeof(st), "%s", show_state_name(js->state));
-			printf("%-16s %-11s %-10s %3.0f%% %11s %-19s %s\n", js->vm,
+			printf("%-16s %-11s %-16s %3.0f%% %11s %-19s %s\n", js->vm,
 			       show_role_name(js->role), st, job_fraction(js) * 100,
 			       fmt_size(js->transferred_bytes, t, sizeof(t)),
 			       fmt_time(js->started_unix_ms, s, sizeof(s)),
