@@ -133,6 +133,10 @@ uint64_t job_pause_fixed_us(const struct migd *m)
 			continue;
 		v[n++] = j->last->pause_fixed_us;
 	}
+	/* None: nothing learned (source_fixed_us takes the first guess),
+	 * and the status says nothing of earlier jobs. */
+	if (!n)
+		return 0;
 	/* The first-guess value counts as one more while fewer completed:
 	 * so one slow pause (the first job's, on cold caches) never sets
 	 * the estimate alone, and cannot keep every later job at a tight

@@ -240,14 +240,14 @@ int source_dirty_round(struct source *s, uint64_t *ret_pages)
 static int source_first_round(struct source *s, uint64_t *ret_pages)
 {
 	unsigned int i;
-	int r;
 
 	for (i = 0; i < s->ram.n; i++)
 		ram_view_mark_data(&s->ram, i, s->dirty);
-	r = source_dirty_round(s, ret_pages);
-	__atomic_store_n(&s->w->skipped_pages, s->ram.pages - *ret_pages,
-			 __ATOMIC_RELAXED);
-	return r;
+	/* Counted now: a round cut short (a cancel, a failure, a switch
+	 * to postcopy) did not skip the pages it had no time for. */
+	__atomic_store_n(&s->w->skipped_pages, s->ram.pages -
+			 bitmap_count(s->dirty, s->ram.pages), __ATOMIC_RELAXED);
+	return source_dirty_round(s, ret_pages);
 }
 
 /* ---- convergence ------------------------------------------------------------ */

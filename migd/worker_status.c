@@ -141,8 +141,11 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->zero_pages = zero;
 	js->compressed_pages = zstd;
 	js->raw_bytes = raw;
-	/* Within a round, what it still has to send counts as remaining. */
-	if (w->round_pages && w->state == JOB_STATE_ACTIVE) {
+	/* Within a round, what it still has to send counts as remaining;
+	 * and where a precopy job ended in one (a cancel, a failure). */
+	if (w->round_pages && !w->pc_counting &&
+	    (w->state == JOB_STATE_ACTIVE || w->state == JOB_STATE_CANCELLING ||
+	     w->state == JOB_STATE_CANCELLED || w->state == JOB_STATE_FAILED)) {
 		js->round_pages = w->round_pages;
 		js->round_sent = MIN(w->round_pages, pages - w->round_base);
 		js->remaining_bytes = (js->round_pages - js->round_sent) *
