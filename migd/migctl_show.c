@@ -317,7 +317,13 @@ void print_status(Tern__Migd__JobStatus *js)
 		printf("  throttle      vCPUs throttled %u%%\n", js->throttle);
 	if (js->verified[0])
 		printf("  verified      %s\n", show_text_safe(js->verified));
-	if (js->no_postcopy[0])
+	/* Once the job ended, only if it would have switched by itself:
+	 * else it is no news for a precopy that completed. */
+	if (js->no_postcopy[0] && (!show_state_final(js->state) ||
+				   (js->params && (js->params->postcopy ==
+				    TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO ||
+				    js->params->timeout_action ==
+				    TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY))))
 		printf("  postcopy      cannot be: %s\n",
 		       show_text_safe(js->no_postcopy));
 	if (js->postcopy_stats)

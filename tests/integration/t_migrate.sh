@@ -209,6 +209,9 @@ migctl status nf | grep -q "postcopy      cannot be: at the destination, no faul
 migctl tune nf --max-bandwidth unlimited >/dev/null || fail "tune nf"
 wait_job_final nf
 [ "$(job_get nf state)" = completed ] || fail "nf: $(migctl status nf)"
+# Done in precopy, as asked: the text no longer says it (the JSON does).
+migctl status nf | grep "cannot be" && fail "nf, completed, still says postcopy cannot be"
+[ -n "$(job_get nf no_postcopy)" ] || fail "nf's JSON lost no_postcopy"
 vmmctl check ng || fail "ng: memory check"
 vmmctl quit nf >/dev/null; vmmctl quit ng >/dev/null
 
