@@ -467,6 +467,17 @@ static int dest_postcopy_paused(struct dest *d)
 	uint64_t paused_at;
 	int r;
 
+	/* The guest went with the vmm: the source hears it while its main
+	 * connection is there, with what is left to do; else it would wait
+	 * paused for a recovery that cannot come. */
+	if (vmm_link_gone(&d->vmm)) {
+		worker_set_unrecoverable(d->w);
+		dest_refuse(d, EPIPE, DEST_VMM_GONE ", and the guest with it: "
+			    "this job can never recover.  On the source host, "
+			    "cancel the job with --force: its vmm keeps the guest "
+			    "as it was at the switch ('vmmctl cont --force' runs "
+			    "it from there)", d->w->spec->vm);
+	}
 	pthread_mutex_lock(&d->w->lock);
 	log_warnx("postcopy paused: %s", d->w->error);
 	pthread_mutex_unlock(&d->w->lock);

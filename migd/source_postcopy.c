@@ -486,6 +486,12 @@ static int source_postcopy_paused(struct source *s, int why)
 			 strerror(-why));
 		w->failed = true;
 	}
+	pthread_mutex_unlock(&w->lock);
+	/* The destination's word, if it had one: its guest may be gone, and
+	 * the job never recoverable. */
+	if (why != -ECANCELED)
+		worker_note_refuse(w, s->main_fd, 500, "the destination");
+	pthread_mutex_lock(&w->lock);
 	log_warnx("postcopy paused: %s", w->error);
 	pthread_mutex_unlock(&w->lock);
 	for (;;) {

@@ -331,9 +331,30 @@ vmmctl cont r3 --force >/dev/null || fail "cont r3 --force"
 [ "$(state_of r3)" = running ] || fail "r3 is $(state_of r3)"
 vmmctl quit r3 >/dev/null
 echo "ok: cancel --force: $(echo "$out" | jget error)"
-# A new vmm of that name takes a postcopy: faultd drops the session it
-# kept for the vmm that exited (before: "already has a session (paused);
-# Detach it first", and no tool could).
+
+note "the destination vmm dies in postcopy-active: the source hears it, and that no recovery can come"
+# Before, the source paused with only "ram channel 0: send: Broken pipe",
+# as if a recovery could bring the guest back, and its vmm said "do not
+# quit it" for good.
+small_postcopy r11 s11 --max-bandwidth 1M --channels 1
+kill -KILL "$(pid_of s11)"
+wait_job_final s11
+wait_until 30 job_is r11 postcopy_paused || fail "r11: $(job_get r11 state)"
+wait_until 10 test "$(job_get r11 unrecoverable)" = true ||
+	fail "r11 may recover, it says: $(migctl --json status r11)"
+case $(job_get r11 error) in
+*"the destination said: vmm s11 closed its connection: it quit or died, and the guest with it: this job can never recover.  On the source host, cancel the job with --force: its vmm keeps the guest as it was at the switch ('vmmctl cont --force' runs it from there)"*) ;;
+*) fail "r11: $(job_get r11 error)" ;; esac
+echo "ok: r11: $(job_get r11 error)"
+# The way out it names works: the guest runs on here, intact.
+migctl cancel r11 --force --wait >/dev/null || fail "cancel r11 --force"
+vmmctl cont r11 --force >/dev/null || fail "cont r11 --force"
+vmmctl check r11 || fail "r11: memory check after cont --force"
+wait_progress r11 0
+vmmctl quit r11 >/dev/null || fail "quit r11"
+
+# A new vmm of that name takes a postcopy (before: "already has a
+# session (paused); Detach it first", and no tool could).
 start_vmm s3 --memory 64M --incoming
 start_vmm r4 --memory 64M --test-guest dirty --guest-rate 2000 --guest-fast-first-pass \
 	--heartbeat 100
