@@ -33,6 +33,7 @@
 #include "proto/vmm.pb-c.h"
 
 #define CONTROL_LISTEN_BACKLOG 64
+#define SWEEP_MS 1000
 
 /*
  * An Attach at its vmm.  The event loop fills in the request's part and
@@ -65,6 +66,33 @@ static void session_unlink(struct faultd *d, struct session *s)
 	for (pp = &d->sessions; *pp != s; pp = &(*pp)->next)
 		;
 	*pp = s->next;
+}
+
+/* A session whose vmm exited (the guest gone with it): nothing to serve,
+ * and no tool left to Detach it.  Dropped, its fault thread and uffd with
+ * it; true if it was. */
+static bool drop_if_gone(struct faultd *d, struct session *s)
+{
+	if (!session_vmm_gone(s))
+		return false;
+	log_info("%s: dropped the session (%s): its vmm has exited", s->vm,
+		 session_state_name(s->state));
+	session_unlink(d, s);
+	session_free(s);
+	return true;
+}
+
+/* Looked for every SWEEP_MS: before, such a session stayed, a thread and
+ * a uffd held, until a new vmm of that name attached. */
+static void sweep_gone(evutil_socket_t fd, short what, void *arg)
+{
+	struct faultd *d = arg;
+	struct session *s, *next;
+
+	for (s = d->sessions; s; s = next) {
+		next = s->next;
+		drop_if_gone(d, s);
+	}
 }
 
 static struct session *session_find(struct faultd *d, const char *vm)
@@ -507,15 +535,9 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "Attach needs two descriptors, the page link and the "
 				       "needed bitmap (got %zu)", rpc_call_nfds(call));
 	s = session_find(d, a->vm);
-	if (s && session_vmm_gone(s)) {
-		/* Its vmm exited, with the guest: nothing to serve, and no
-		 * tool left to Detach it.  A new vmm of that name may come. */
-		log_info("%s: dropped the session (%s) of a vmm that has exited",
-			 s->vm, session_state_name(s->state));
-		session_unlink(d, s);
-		session_free(s);
+	/* (A new vmm of that name may come before the sweep.) */
+	if (s && drop_if_gone(d, s))
 		s = NULL;
-	}
 	if (s)
 		return rpc_call_errorf(call, EBUSY, "VM %s already has a session (%s); "
 				       "Detach it first", a->vm,
@@ -704,9 +726,17 @@ int control_start(struct faultd *d)
 	rpc_server_set_overload(d->server, rpc_overload_warn, d);
 	rpc_server_set_drop(d->server, rpc_drop_warn, d);
 	ret = bgwork_init(&d->attaching, d->base);
-	if (ret < 0)
+	if (ret < 0) {
 		log_warnc(ret, "cannot watch the attach threads");
-	return ret;
+		return ret;
+	}
+	d->sweep = event_new(d->base, -1, EV_PERSIST, sweep_gone, d);
+	if (!d->sweep || event_add(d->sweep, &(struct timeval){
+			.tv_sec = SWEEP_MS / 1000, .tv_usec = SWEEP_MS % 1000 * 1000 })) {
+		log_warnx("cannot start the sweep of sessions whose vmm exited");
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 void control_stop(struct faultd *d)
@@ -717,6 +747,9 @@ void control_stop(struct faultd *d)
 	 * (FAULTD_VMM_TIMEOUT_MS a call) and write into their struct,
 	 * which is left to them; quitting need not wait. */
 	bgwork_stop(&d->attaching, 0, attach_free);
+	if (d->sweep)
+		event_free(d->sweep);
+	d->sweep = NULL;
 	if (d->server) {
 		rpc_server_free(d->server);
 		d->server = NULL;

@@ -140,6 +140,7 @@ struct faultd {
 	int devfd;                      /* /dev/userfaultfd, lent to vmms */
 	struct session *sessions;       /* event loop */
 	struct bgwork_set attaching;    /* Attaches at their vmm (control.c) */
+	struct event *sweep;            /* drops sessions whose vmm exited */
 };
 
 /* main.c: start-up, privilege drop, signals */

@@ -304,6 +304,10 @@ migctl pause r3 >/dev/null || fail "pause r3"
 wait_until 30 both_paused r3 s3 || fail "pause: r3 $(job_get r3 state), s3 $(job_get s3 state)"
 vmmctl quit s3 >/dev/null
 wait_job_final s3
+# faultd drops the session of the vmm that exited, its fault thread and
+# uffd with it (before, it kept them until a vmm of that name attached).
+wait_until 10 grep -q "s3: dropped the session (paused): its vmm has exited" \
+	"$RUNDIR/faultd.log" || fail "faultd: $(tail -n 5 "$RUNDIR/faultd.log")"
 # (A FAIL here is this guest's, the next s3 gets a console of its own.)
 grep -a -m 8 FAIL "$RUNDIR/s3.serial" && fail "the first s3's guest ran on as its vmm quit"
 job_get s3 error | grep -q "vmm s3 closed its connection: it quit or died, and the guest with it: nothing to recover" ||
@@ -362,8 +366,6 @@ wait_pass r4 0 2
 incoming s3
 postcopy_on_request r4 --max-bandwidth 16M --channels 2
 wait_until 30 both_active r4 s3 || fail "no postcopy into the new s3: $(migctl status r4)"
-grep -q "s3: dropped the session (paused) of a vmm that has exited" "$RUNDIR/faultd.log" ||
-	fail "faultd: $(tail -n 5 "$RUNDIR/faultd.log")"
 out=$(migctl --json status r4 --watch) || fail "r4: $out"
 check_done r4 s3 "$out"
 
