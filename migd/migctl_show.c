@@ -289,14 +289,17 @@ void print_status(Tern__Migd__JobStatus *js)
 		printf("  downtime      none: the guest was paused when the job "
 		       "stopped it\n");
 	} else if (source) {
-		printf("  downtime      expected %s, final %s",
-		       fmt_ms(js->expected_downtime_ms, a, sizeof(a)),
+		/* The part not for pages is the expected pause's: it may be
+		 * more than the final one. */
+		printf("  downtime      expected %s",
+		       fmt_ms(js->expected_downtime_ms, a, sizeof(a)));
+		if (js->pause_fixed_us)
+			printf(" (%.1f ms of it not for pages)",
+			       js->pause_fixed_us / 1000.0);
+		printf(", final %s",
 		       js->downtime_us ? fmt_us(js->downtime_us, b, sizeof(b)) : "-");
 		if (js->params)
 			printf(" (limit %u ms)", js->params->downtime_limit_ms);
-		if (js->pause_fixed_us)
-			printf("; %.1f ms of it not for pages",
-			       js->pause_fixed_us / 1000.0);
 		printf("\n");
 	}
 	/* What migd learned from earlier jobs, which an operator cannot
@@ -399,6 +402,7 @@ void progress_show(const Tern__Migd__JobStatus *js)
 {
 	char line[512], bar[CTL_BAR_WIDTH + 1], a[32], b[32], c[32], d[32];
 	bool active = js->state == TERN__MIGD__JOB_STATE__JOB_ACTIVE;
+	bool source = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE;
 	double frac = job_fraction(js);
 	uint64_t now = now_ns(), round = job_round(js);
 	int i, fill, n, width;
@@ -426,18 +430,23 @@ void progress_show(const Tern__Migd__JobStatus *js)
 			     fmt_size(js->transferred_bytes, a, sizeof(a)),
 			     fmt_size(js->remaining_bytes, b, sizeof(b)));
 	else
-		n = snprintf(line, sizeof(line), "%s [%s] %3.0f%% %-10s sent %s, "
-			     "%s left", js->vm, bar, progress.max * 100,
-			     show_state_name(js->state),
-			     fmt_size(js->transferred_bytes, a, sizeof(a)),
-			     fmt_size(js->remaining_bytes, b, sizeof(b)));
+		n = snprintf(line, sizeof(line), "%s [%s] %3.0f%% %-10s %s %s",
+			     js->vm, bar, progress.max * 100,
+			     show_state_name(js->state), source ? "sent" : "received",
+			     fmt_size(js->transferred_bytes, a, sizeof(a)));
+	/* (a destination in precopy: what is left is the source's to know) */
+	if (!round && (source || js->postcopy_stats) && n < (int)sizeof(line))
+		n += snprintf(line + n, sizeof(line) - n, ", %s left",
+			      fmt_size(js->remaining_bytes, b, sizeof(b)));
 	/* A destination counts no rounds, nor does a job that ended in
 	 * its first: no "round 0". */
-	if (!round && js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE &&
-	    js->rounds + (active ? 1 : 0) && n < (int)sizeof(line))
+	if (!round && source && js->rounds + (active ? 1 : 0) &&
+	    n < (int)sizeof(line))
 		n += snprintf(line + n, sizeof(line) - n, "  round %llu",
 			      (unsigned long long)js->rounds + (active ? 1 : 0));
-	if (js->rounds && n < (int)sizeof(line))
+	/* (precopy's: in postcopy no page is dirtied, and the pause is
+	 * over) */
+	if (js->rounds && !js->postcopy_stats && n < (int)sizeof(line))
 		n += snprintf(line + n, sizeof(line) - n,
 			      "  %s  dirty %llu p/s  downtime ~%s",
 			      fmt_rate(js->bandwidth, c, sizeof(c)),
