@@ -183,8 +183,12 @@ void cli_bad_option(char **argv, int ch, const char *where,
 	if (!islong) {
 		snprintf(what, sizeof(what), isprint(optopt) ? "'-%c'" :
 			 "'-\\x%02x'", optopt & 0xff);
-		cli_errx("%s%s%s %s (see %s --help)", where, sep, ch == ':' ?
+		/* -r, -j, -t after the command: the globals' letters */
+		global = where[0] && ch != ':' && optopt &&
+			 strchr("rjt", optopt);
+		cli_errx("%s%s%s %s%s (see %s --help)", where, sep, ch == ':' ?
 			 "missing the value of option" : "unknown option", what,
+			 global ? ": global options go before the command" : "",
 			 cli_prog);
 		return;
 	}
@@ -249,6 +253,7 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		{ "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cli_seen seen = { { 0 } };
@@ -272,6 +277,9 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 			break;
 		case 'h':
 			usage(stdout);
+			return -1;
+		case 'V':
+			printf("%s (tern) %s\n", cli_prog, TERN_VERSION);
 			return -1;
 		default:
 			cli_bad_option(argv, ch, NULL, longopts);

@@ -12,6 +12,10 @@
 #include <stdint.h>
 #include <time.h>
 
+/* The release of every tern program (their --version, a saved state's
+ * producer). */
+#define TERN_VERSION "0.1"
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))

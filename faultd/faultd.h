@@ -27,7 +27,6 @@
 #include "proto/faultd.pb-c.h"
 #include "proto/stream.pb-c.h"
 
-#define FAULTD_VERSION "0.1"
 #define FAULTD_DEFAULT_RUNDIR "/run/tern"
 #define FAULTD_VMM_TIMEOUT_MS 5000      /* all of an Attach's calls to its vmm,
 					 * well within migd's wait for Attach

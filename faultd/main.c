@@ -101,7 +101,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case 'f': break;        /* always: faultd never daemonizes */
 		case 'h': usage(stdout); exit(0);
 		case O_NO_RT: o->realtime = false; break;
-		case O_VERSION: printf("faultd (tern) %s\n", FAULTD_VERSION); exit(0);
+		case O_VERSION: printf("faultd (tern) %s\n", TERN_VERSION); exit(0);
 		case O_LEVEL:
 			if (strcmp(optarg, "warn") == 0)
 				o->level = LOG_LEVEL_WARN;

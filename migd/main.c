@@ -94,7 +94,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 					  "from -20 to 19", optarg);
 			o->worker_nice = neg ? -(int)v : (int)v;
 			break;
-		case O_VERSION: printf("migd (tern) %s\n", MIGD_VERSION); exit(0);
+		case O_VERSION: printf("migd (tern) %s\n", TERN_VERSION); exit(0);
 		default: usage(stderr); exit(2);
 		}
 	}

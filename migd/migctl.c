@@ -440,7 +440,7 @@ static void usage(FILE *f)
 "  [--[no-]auto-converge] [--throttle-initial P] [--throttle-increment P]\n"
 "  [--throttle-max P] [--timeout SEC] [--timeout-action cancel|postcopy]\n"
 "  [--[no-]verify] [--postcopy manual|auto]\n"
-"see migctl(1)\n");
+"migctl --version prints the version; see migctl(1)\n");
 }
 
 static const struct cli_commands cli_commands = {

@@ -44,7 +44,6 @@
 /* migd's fault points (TERN_FAULT, common/fault.h) are listed in migd(8),
  * under ENVIRONMENT: crash points in a worker, and changed behaviours. */
 
-#define MIGD_VERSION "0.1"
 #define MIGD_DEFAULT_RUNDIR "/run/tern"
 #define MIGD_DEFAULT_CHANNELS 4
 #define MIGD_DEFAULT_DOWNTIME_MS 300

@@ -110,7 +110,8 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 	};
 	struct sockaddr_un sun;
 	struct cli_seen seen = { { 0 } };
-	const char *rep;
+	const char *rep, *tg_opt = NULL;        /* a test-guest option given */
+	bool image_addr_given = false;
 	int c, n, kinds = 0;
 
 	vm->guest.heartbeat_ms = 1000;
@@ -126,7 +127,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 		case 's': o->serial = optarg; break;
 		case 'd': o->debug = true; break;
 		case 'h': usage(stdout); exit(0);
-		case O_VERSION: printf("vmm (tern) %s\n", VMM_VERSION); exit(0);
+		case O_VERSION: printf("vmm (tern) %s\n", TERN_VERSION); exit(0);
 		case O_TEST: o->test_mode = optarg; kinds++; break;
 		case O_IMAGE: vm->guest.image = optarg; kinds++; break;
 		case O_INCOMING: o->incoming = true; kinds++; break;
@@ -140,20 +141,26 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 			break;
 		case O_RATE:
 			vm->guest.rate = opt_u64("--guest-rate", optarg, 0, 1ULL << 40);
+			tg_opt = "--guest-rate";
 			break;
 		case O_PASSES:
 			vm->guest.passes = opt_u64("--guest-passes", optarg, 0, 1ULL << 40);
+			tg_opt = "--guest-passes";
 			break;
 		case O_FAST_FIRST:
 			vm->guest.fast_first = true;
+			tg_opt = "--guest-fast-first-pass";
 			break;
 		case O_RANGE:
 			vm->guest.range = opt_size("--guest-range", optarg);
+			tg_opt = "--guest-range";
 			break;
 		case O_HEARTBEAT:
 			vm->guest.heartbeat_ms = opt_u64("--heartbeat", optarg, 0, 3600000);
+			tg_opt = "--heartbeat";
 			break;
 		case O_IMAGE_ADDR:
+			image_addr_given = true;
 			vm->guest.image_addr = opt_u64("--image-addr", optarg, 0,
 						       (1ULL << 20) - 1);
 			break;
@@ -175,6 +182,15 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 			  o->memory);
 	if (kinds != 1)
 		die_usage("choose exactly one of --test-guest MODE, --image FILE, --incoming");
+	/* Not taken silently where nothing reads them: an incoming guest
+	 * comes with its own (its state says them). */
+	if (tg_opt && !o->test_mode)
+		die_usage("%s is an option of --test-guest, not of %s", tg_opt,
+			  o->incoming ? "--incoming (the guest that comes "
+			  "brings its own)" : "--image");
+	if (image_addr_given && !vm->guest.image)
+		die_usage("--image-addr is an option of --image, not of %s",
+			  o->incoming ? "--incoming" : "--test-guest");
 	/* xAPIC ids are 8 bits and we do not enable x2APIC. */
 	vm->nvcpus = o->vcpus ? (int)opt_u64("--vcpus", o->vcpus, 1, VMM_MAX_VCPUS) : 1;
 	if (o->test_mode) {

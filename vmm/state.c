@@ -375,7 +375,7 @@ int state_save(struct vm *vm, Tern__Vmm__VmState **ret)
 	st = &b->st;
 	tern__vmm__vm_state__init(st);
 	st->version = VMM_STATE_VERSION;
-	st->producer = (char *)"tern-vmm " VMM_VERSION;
+	st->producer = (char *)"tern-vmm " TERN_VERSION;
 	st->memory = vm->memory;
 	st->vcpus_count = vm->nvcpus;
 	st->guest = (Tern__Vmm__GuestKind)vm->guest.kind;

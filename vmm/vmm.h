@@ -20,7 +20,6 @@
 
 #include "proto/vmm.pb-c.h"
 
-#define VMM_VERSION "0.1"
 #define VMM_STATE_VERSION 1             /* VmState.version; bump on change */
 #define VMM_PAGE 4096ULL
 #define VMM_HOLE_START (3ULL << 30)      /* 32-bit PCI hole: [3 GiB, 4 GiB) */

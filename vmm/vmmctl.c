@@ -10,6 +10,7 @@
  * main(), which connects (vmmctl_conn.c) and runs the command
  * (vmmctl_cmd.c, vmmctl_transfer.c).  vmmctl.h lists the program's files.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -42,7 +43,7 @@ static void usage(FILE *f)
 "  dirty-rate NAME [SEC]    measure how fast the guest dirties memory\n"
 "  throttle NAME PERCENT    take PERCENT of the vCPUs' time (0 lifts it)\n"
 "  help [COMMAND]           this, or one command's usage\n"
-"see vmmctl(8)\n");
+"vmmctl --version prints the version; see vmmctl(8)\n");
 }
 
 /* Parsed arguments of one command, all checked before connecting. */
@@ -119,14 +120,18 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	const char *name = c->name;
 	int i;
 
-	/* An option among the arguments is named, not counted. */
+	/* An option among the arguments is named, not counted: a long
+	 * one, or a letter alone (-t, as the globals have it). */
 	for (i = 1; i < argc; i++) {
-		if (strncmp(argv[i], "--", 2) || !argv[i][2] ||
-		    (c->flag && i == c->max && !strcmp(argv[i], c->flag)))
+		bool letter = argv[i][0] == '-' && isalpha((unsigned char)argv[i][1]) &&
+			      !argv[i][2];
+
+		if (!letter && (strncmp(argv[i], "--", 2) || !argv[i][2] ||
+		    (c->flag && i == c->max && !strcmp(argv[i], c->flag))))
 			continue;
 		cli_errx("%s: unknown option '%s'%s (see vmmctl --help)", name,
-			 argv[i], cli_global_option(argv[i] + 2,
-			 strcspn(argv[i] + 2, "=")) ?
+			 argv[i], (letter ? strchr("rjt", argv[i][1]) != NULL :
+			 cli_global_option(argv[i] + 2, strcspn(argv[i] + 2, "="))) ?
 			 ": global options go before the command" : "");
 		return -EINVAL;
 	}

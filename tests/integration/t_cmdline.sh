@@ -41,6 +41,13 @@ expect_error "--name ../x" --name ../x --memory 64M --test-guest idle "${R[@]}"
 expect_error "exactly one of" --name a --memory 64M "${R[@]}"
 expect_error "exactly one of" --name a --memory 64M --incoming --test-guest idle "${R[@]}"
 expect_error "unexpected argument" --name a --memory 64M --incoming extra "${R[@]}"
+# Options nothing would read: said, not taken silently.
+expect_error "--guest-rate is an option of --test-guest, not of --incoming (the guest that comes brings its own)" \
+	--name a --memory 64M --incoming --guest-rate 100 "${R[@]}"
+expect_error "--guest-fast-first-pass is an option of --test-guest, not of --image" \
+	--name a --memory 64M --image /dev/null --guest-fast-first-pass "${R[@]}"
+expect_error "--image-addr is an option of --image, not of --test-guest" \
+	--name a --memory 64M --test-guest idle --image-addr 0x8000 "${R[@]}"
 # --prealloc of more than the host has: refused before any page is taken.
 avail_kib=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
 if [ -e /dev/kvm ] && [ "$avail_kib" -lt $((1 << 30)) ]; then
@@ -107,6 +114,16 @@ ctl_usage "option '--json' takes no value" --json=yes status x
 ctl_usage "status: unknown option '--json': global options go before the command" status x --json
 ctl_usage "dirty-rate: unknown option '--json': global options" dirty-rate x --json
 ctl_usage "status: unknown option '--foo'" status --foo
+# The short forms too (before, a plain "unknown option '-t'").
+ctl_usage "status: unknown option '-t': global options go before the command" status x -t 1
+usage_error migctl "status: unknown option '-j': global options go before the command" status x -j
+ctl_usage "status: unknown option '-q' (see" status x -q
+# --version, as the daemons have it.
+for p in vmmctl migctl; do
+	out=$("$BIN/$p" --version) && [ "$out" = "$p (tern) $("$BIN/vmm" --version | sed 's/.* //')" ] ||
+		fail "$p --version: $out"
+done
+echo "ok: vmmctl and migctl --version"
 ctl_usage "--rundir: give a directory" --rundir '' status x
 usage_error migctl "--rundir: give a directory" --rundir= list
 err=$("$BIN/vmmctl" --rundir "$RUNDIR" status ghost 2>&1)
