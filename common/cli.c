@@ -297,14 +297,17 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 	return optind;
 }
 
-const char *cli_refused_hint(int r)
+const char *cli_refused_hint(int r, bool group)
 {
-	return (r == -EPIPE || r == -ECONNRESET || r == -EACCES) &&
-	       geteuid() != 0 ?
-	       " (only root and the user the daemon runs as may use its socket)" : "";
+	if ((r != -EPIPE && r != -ECONNRESET && r != -EACCES) || geteuid() == 0)
+		return "";
+	return group ? " (only root, the user the daemon runs as and its group "
+		       "may use its socket)" :
+		       " (only root and the user the daemon runs as may use its "
+		       "socket)";
 }
 
-const char *cli_call_hint(int r, int pid)
+const char *cli_call_hint(int r, int pid, bool group)
 {
 	static char hint[240];
 	char who[160];
@@ -319,5 +322,5 @@ const char *cli_call_hint(int r, int pid)
 		return " (no answer within --timeout: the request may still "
 		       "take effect once the daemon gets to it; its status "
 		       "will tell)";
-	return cli_refused_hint(r);
+	return cli_refused_hint(r, group);
 }

@@ -92,9 +92,10 @@ bool cli_global_option(const char *name, size_t n);
  * (connect fails, -EACCES), and they close a connection from a user that
  * is neither root nor their own (SO_PEERCRED), which the client sees
  * only as a closed or reset connection (-EPIPE, -ECONNRESET, as the
- * timing falls): to a user not root, say so.  "" otherwise.
+ * timing falls): to a user not root, say so (group: the socket admits
+ * the daemon's group too, as a vmm's, mode 0660).  "" otherwise.
  */
-const char *cli_refused_hint(int r);
+const char *cli_refused_hint(int r, bool group);
 /*
  * The same for a call that was made to the daemon of pid (SO_PEERCRED;
  * <= 0: not known): also, past the timeout (-ETIMEDOUT), that the request
@@ -102,6 +103,6 @@ const char *cli_refused_hint(int r);
  * once it runs), which a bare "timed out" hides, and that the daemon is
  * stopped when it is (in a static buffer: one hint at a time).
  */
-const char *cli_call_hint(int r, int pid);
+const char *cli_call_hint(int r, int pid, bool group);
 
 #endif

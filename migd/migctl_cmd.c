@@ -135,7 +135,7 @@ struct rpc_client *ctl_connect(void)
 	}
 	if (r < 0) {
 		cli_errx("cannot connect to migd at %s: %s%s", path, strerror(-r),
-			 cli_refused_hint(r));
+			 cli_refused_hint(r, false));
 		return NULL;
 	}
 	rpc_client_set_max_frame(cl, CTL_MAX_FRAME);
@@ -288,7 +288,7 @@ static int call(struct rpc_client *cl, const char *method,
 		cli_errx("%s%s%s%s", res.remote ? "" : method,
 			 res.remote ? "" : ": ", res.message[0] ?
 			 show_text_safe(res.message) : strerror(-r),
-			 cli_call_hint(r, rpc_client_peer_pid(cl)));
+			 cli_call_hint(r, rpc_client_peer_pid(cl), false));
 	}
 	return r;
 }

@@ -47,7 +47,7 @@ int conn_open(struct vmm_conn *c, const char *name)
 	}
 	if (ret < 0) {
 		cli_errx("vmm %s: cannot connect to %s: %s%s", name, path,
-			 strerror(-ret), cli_refused_hint(ret));
+			 strerror(-ret), cli_refused_hint(ret, true));
 		return ret;
 	}
 	rpc_client_set_max_frame(c->cl, CTL_MAX_FRAME);
@@ -137,7 +137,7 @@ int conn_call_ev(struct vmm_conn *c, const char *method,
 	if (ret < 0)
 		cli_errx("vmm %s: %s: %s%s", c->name, method,
 			 res.message[0] ? res.message : strerror(-ret),
-			 cli_call_hint(ret, rpc_client_peer_pid(c->cl)));
+			 cli_call_hint(ret, rpc_client_peer_pid(c->cl), true));
 	if (ret_res)
 		*ret_res = res;
 	else
