@@ -870,6 +870,7 @@ int dest_run(struct worker *w)
 	int answer_fd = -1;
 	bool discarded = false;
 	char msg[256], answer[320];
+	uint64_t ready;
 	unsigned int i;
 	int r;
 
@@ -887,12 +888,16 @@ int dest_run(struct worker *w)
 	pthread_mutex_unlock(&w->lock);
 	worker_set_abort(w, dest_abort, &d);
 	r = dest_vmm(&d);
+	ready = now_ns();
 	/* Incoming replies now: its vmm can take the guest, or why not. */
 	worker_answer(w, r, NULL);
 	if (r == 0)
 		r = dest_accept(&d);
+	/* Not the wait for a source, which may be hours: the vmm's set-up,
+	 * and from the source's hello to its last connection. */
 	pthread_mutex_lock(&w->lock);
-	w->setup_ms = (now_ns() - w->started_ns) / 1000000;
+	w->setup_ms = (ready - w->started_ns +
+		       (d.hello_ns ? now_ns() - d.hello_ns : 0)) / 1000000;
 	pthread_mutex_unlock(&w->lock);
 	if (r == 0)
 		r = dest_receive(&d);

@@ -131,6 +131,7 @@ static int dest_take(struct dest *d, int fd, struct stream_hello h, bool busy)
 	dest_answer(fd, 0);
 	if (h.role == STREAM_ROLE_MAIN) {
 		d->main_fd = fd;
+		d->hello_ns = now_ns();
 		pthread_mutex_lock(&d->w->lock);
 		memcpy(d->w->id, h.id, STREAM_ID_LEN);
 		if (d->w->error_is_note)

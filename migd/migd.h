@@ -1195,6 +1195,7 @@ struct dest {
 	struct ram_place place;         /* first-time pages go through it */
 	struct stream_layout layout;
 	int main_fd;
+	uint64_t hello_ns;              /* when the source's main hello came */
 	pthread_mutex_t main_tx;        /* one message at a time on main_fd:
 					 * dest_abort writes there too */
 	struct chan_rx chan[STREAM_MAX_CHANNELS];
