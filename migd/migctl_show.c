@@ -238,7 +238,7 @@ static void print_postcopy(const Tern__Migd__JobStatus *js)
 void print_status(Tern__Migd__JobStatus *js)
 {
 	bool source = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE;
-	char a[32], b[32], c[32], d[32];
+	char a[32], b[32], c[32], d[32], stopped[128];
 	size_t i;
 
 	printf("%s: %s, %s", js->vm, show_role_name(js->role), show_state_name(js->state));
@@ -336,7 +336,12 @@ void print_status(Tern__Migd__JobStatus *js)
 	printf("  started       %s\n", fmt_time(js->started_unix_ms, c, sizeof(c)));
 	if (js->finished_unix_ms)
 		printf("  finished      %s\n", fmt_time(js->finished_unix_ms, d, sizeof(d)));
-	if (js->worker_pid)
+	if (js->worker_pid && proc_stopped_say((int)js->worker_pid, "the "
+					       "worker", stopped, sizeof(stopped)))
+		/* Its figures are those of its last report, before the stop */
+		printf("  worker        %s; the figures above are its last "
+		       "report's\n", stopped);
+	else if (js->worker_pid)
 		printf("  worker        pid %u\n", js->worker_pid);
 	if (source)
 		printf("  switched      %s\n", !js->switched ? "no" :

@@ -473,6 +473,11 @@ spid=$(job_get h worker_pid) dpid=$(job_get h2 worker_pid)
 # A wait for the job's end hears nothing while the job's worker is
 # stopped: it says so, and gives up after --timeout of silence.
 kill -STOP "$spid"
+# A plain status says whose figures it shows (before, frozen ones, as if
+# the job went on).
+worker_said() { migctl status h | grep -q "^  worker        the worker, pid $spid, is stopped by a signal or a debugger: 'kill -CONT $spid' resumes it; the figures above are its last report's$"; }
+wait_until 10 worker_said ||
+	{ kill -CONT "$spid"; fail "status h, its worker stopped: $(migctl status h)"; }
 "$BIN/migctl" --rundir "$RUNDIR" -t 2 status h --watch >/dev/null 2>"$RUNDIR/watchw.err" & watchw=$!
 wait_exit "$watchw" && { kill -CONT "$spid"; fail "a watch of a stopped worker did not give up"; }
 kill -CONT "$spid"
