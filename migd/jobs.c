@@ -375,6 +375,11 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 		j->last->switched != js->switched ||
 		j->last->postcopy_started != js->postcopy_started) &&
 	       !job_state_final((enum job_state)js->state);
+	/* And every STATE_SAVE_RUNNING_NS while jobs run: a migd killed
+	 * (SIGKILL, the OOM killer) left only the job's figures at its
+	 * start ("0% 0 B") for the next one to record. */
+	save |= now_ns() - j->m->state_saved_ns >= STATE_SAVE_RUNNING_NS &&
+		!job_state_final((enum job_state)js->state);
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
 	j->last = js;

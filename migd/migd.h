@@ -62,6 +62,9 @@
 #define MIGD_STATUS_INTERVAL_MS 200     /* worker status reports while busy */
 #define MIGD_HISTORY 64                 /* finished jobs kept for status/list */
 #define MIGD_HISTORY_PER_VM 16          /* ... of them, at most this many a VM */
+/* migd.state is saved this often while jobs report, for a migd that
+ * dies: its successor records their figures this recent. */
+#define STATE_SAVE_RUNNING_NS (2 * 1000000000ULL)
 
 enum job_role {
 	JOB_ROLE_SOURCE = 1,
@@ -268,6 +271,7 @@ struct migd {
 					 * this teach no pause (now_ns() time) */
 	bool quitting;                  /* SIGTERM: no new jobs */
 	bool state_unsaved;             /* the last migd_state_save failed */
+	uint64_t state_saved_ns;        /* when migd_state_save last wrote */
 	struct job *orphans;            /* postcopy jobs that ran when an
 					 * earlier migd ended, not back yet */
 	uint32_t orphans_pid;           /* ... that migd's pid */

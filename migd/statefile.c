@@ -437,6 +437,7 @@ void migd_state_save(struct migd *m)
 		goto out;
 	tern__migd__saved_state__pack(&s, buf);
 	r = state_write(m, buf, len);
+	m->state_saved_ns = now_ns();
 out:
 	/* Said once a failure, and once it is over: a full run directory
 	 * must not fill the log at every job's end. */

@@ -175,6 +175,13 @@ migctl migrate s2 "$ADDR" --token "$TOKEN" --max-bandwidth 1M --channels 1 --det
 wait_until 20 job_is s2 active || fail "s2: $(migctl status s2)"
 wait_until 20 test -n "$(job_get d2 id)" || fail "d2: no id"
 sid=$(job_get s2 id)
+# migd.state is saved every 2 s while jobs report: once it was, after
+# bytes went, the next migd records them (before: "0% 0 B").
+sent_some() { [ "$(job_get s2 transferred_bytes)" -gt 1048576 ]; }
+wait_until 20 sent_some || fail "s2 sent nothing: $(migctl status s2)"
+t0=$(date +%s%N)
+saved_since() { local m; m=$(stat -c %.9Y "$RUNDIR/migd.state"); [ "${m/./}" -gt "$t0" ]; }
+wait_until 20 saved_since || fail "migd.state not saved while s2 ran"
 old=$MIGD_PID
 kill -KILL "$old"
 wait_exit "$old" || true
@@ -184,9 +191,11 @@ for vm in s2 d2; do
 	[ "$(migctl --json status $vm --id $sid | jget error)" = "cancelled: migd (pid $old) ended while this job ran, before its switch when last reported, so its worker cancelled it (migd(8), SIGNALS); should the switch have come in between, the guest runs on the destination (vmmctl status on both hosts tells)" ] &&
 		job_is $vm cancelled || fail "$vm: $(migctl status $vm --id $sid 2>&1)"
 done
+[ "$(migctl --json status s2 --id $sid | jget transferred_bytes)" -gt 1048576 ] ||
+	fail "s2's record lost what it sent: $(migctl status s2 --id $sid)"
 wait_pass s2 0 1
 [ "$(state_of s2)" = running ] || fail "vmm s2 is $(state_of s2)"
-echo "ok: $(migctl status s2 | head -n 1): $(job_get s2 error)"
+echo "ok: $(migctl status s2 | head -n 1): $(job_get s2 error); $(job_get s2 transferred_bytes) bytes recorded"
 vmmctl quit s2 >/dev/null && vmmctl quit d2 >/dev/null || fail "quit s2, d2"
 
 note "SIGHUP ends neither migd, nor a worker, nor a vmm"
