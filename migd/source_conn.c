@@ -103,7 +103,7 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 	source_dialing(s, -1);
 	if (r == 0 && le32toh(status)) {
 		const unsigned char *b = (const unsigned char *)&status;
-		bool text = true;
+		bool text = true, resuming;
 		char shown[40];
 		int i;
 
@@ -126,8 +126,15 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 					   "answer was damaged", s->peer,
 					   conn_name(role), shown);
 		r = -(int)status;
+		pthread_mutex_lock(&s->w->lock);
+		resuming = s->w->state == JOB_STATE_POSTCOPY_RECOVER;
+		pthread_mutex_unlock(&s->w->lock);
 		return worker_fail(s->w, r, "the destination refused the %s: %s",
-				   conn_name(role), r == -EACCES ?
+				   conn_name(role), r == -EACCES && resuming ?
+				   "token mismatch: the migration listening there "
+				   "is not this job (recover to where its "
+				   "destination job listens: its 'migctl status' "
+				   "says)" : r == -EACCES ?
 				   "token mismatch" : r == -EBUSY ?
 				   "it is busy with another migration, or already "
 				   "has this connection (its migd's log says which)" :

@@ -250,6 +250,18 @@ err=$(vmmctl transfer s sx 2>&1) && fail "s moved while pages are missing: $err"
 case $err in *"vmm s still waits for pages of a postcopy migration"*) ;; *) fail "transfer s: $err" ;; esac
 vmmctl quit sx >/dev/null
 echo "ok: $err"
+# A recovery aimed at another migration's port says so (before: only
+# "token mismatch"), and the job waits on.
+start_vmm sy --memory 64M --incoming
+addr_y=$(migctl --json incoming sy --listen tcp:127.0.0.1:0 | jget listen)
+[ -n "$addr_y" ] || fail "incoming sy"
+migctl recover r "$addr_y" >/dev/null || fail "recover r to sy's port"
+not_this_job() { job_get r error | grep -q "the destination refused the main connection: token mismatch: the migration listening there is not this job (recover to where its destination job listens: its 'migctl status' says)"; }
+wait_until 30 not_this_job || fail "r: $(job_get r state): $(job_get r error)"
+wait_until 30 job_is r postcopy_paused || fail "r: $(job_get r state)"
+echo "ok: r: $(job_get r error)"
+migctl cancel sy --wait >/dev/null || fail "cancel sy"
+vmmctl quit sy >/dev/null
 # recover --wait waits on after a recovery that failed, and says why
 # (it waited in silence).
 migctl recover r tcp:127.0.0.1:1 --wait >/dev/null 2>"$RUNDIR/recover-wrong.err" &
