@@ -835,7 +835,12 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 		ctl.moved_to[0] = 0;
 		ctl.moved_postcopy = false;
 		moved_forget_pidfd();
-		quit_if_due();
+		/* This copy is the guest now (cont --force): a quit put off
+		 * would end it, which is not what the signal asked. */
+		if (ctl.quit_when_done)
+			log_warnx("the quit a signal asked for is dropped: this "
+				  "copy is the guest now (send it again to quit)");
+		ctl.quit_when_done = false;
 		return 0;
 	}
 	if (st != VM_STATE_PAUSED)

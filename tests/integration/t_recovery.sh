@@ -343,7 +343,14 @@ vmmctl status r3 | grep -q "paused, .*moved to tcp:.* by a postcopy not known to
 err=$(vmmctl cont r3 2>&1) && fail "r3 continued without --force"
 case $err in *"by a postcopy not known to have completed"*"do not quit this vmm"*"quit the destination's vmm first, then 'vmmctl cont r3 --force'"*) ;;
 *) fail "cont r3: $err" ;; esac
+# A SIGTERM is put off while the mark stands; cont --force, which makes
+# this copy the guest, drops it rather than end the guest.
+kill -TERM "$(pid_of r3)"
+wait_until 10 grep -q "signal 15: the guest moved to .* quitting once that migration completes" \
+	"$RUNDIR/r3.log" || fail "r3's log: $(tail -n 3 "$RUNDIR/r3.log")"
 vmmctl cont r3 --force >/dev/null || fail "cont r3 --force"
+grep -q "the quit a signal asked for is dropped: this copy is the guest now" "$RUNDIR/r3.log" ||
+	fail "r3's log: $(tail -n 3 "$RUNDIR/r3.log")"
 [ "$(state_of r3)" = running ] || fail "r3 is $(state_of r3)"
 vmmctl quit r3 >/dev/null
 echo "ok: cancel --force: $(echo "$out" | jget error)"
