@@ -144,6 +144,11 @@ const void *cli_command(const struct cli_commands *c, int argc, char **argv,
 
 static const char *const globals[] = { "rundir", "json", "timeout" };
 
+bool cli_global_letter(int c)
+{
+	return c > 0 && c < 256 && strchr("rjt", c);
+}
+
 bool cli_global_option(const char *name, size_t n)
 {
 	size_t i;
@@ -184,8 +189,7 @@ void cli_bad_option(char **argv, int ch, const char *where,
 		snprintf(what, sizeof(what), isprint(optopt) ? "'-%c'" :
 			 "'-\\x%02x'", optopt & 0xff);
 		/* -r, -j, -t after the command: the globals' letters */
-		global = where[0] && ch != ':' && optopt &&
-			 strchr("rjt", optopt);
+		global = where[0] && ch != ':' && cli_global_letter(optopt);
 		cli_errx("%s%s%s %s%s (see %s --help)", where, sep, ch == ':' ?
 			 "missing the value of option" : "unknown option", what,
 			 global ? ": global options go before the command" : "",

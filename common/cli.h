@@ -87,6 +87,8 @@ const void *cli_command(const struct cli_commands *c, int argc, char **argv,
 			int *code);
 /* Whether the n bytes at name are a global option's name (rundir...). */
 bool cli_global_option(const char *name, size_t n);
+/* Whether c is a global option's letter (-r, -j, -t). */
+bool cli_global_letter(int c);
 /*
  * What to add to a call's error r: the daemons' sockets are mode 0600
  * (connect fails, -EACCES), and they close a connection from a user that

@@ -40,7 +40,7 @@ static int serve_one(struct page_server *ps, const Tern__Stream__PageRequest *q)
 	Tern__Stream__PageMsg m = TERN__STREAM__PAGE_MSG__INIT;
 	Tern__Stream__PageData d = TERN__STREAM__PAGE_DATA__INIT;
 	const struct ram_view *v = ps->ram;
-	uint64_t first, i, bit, taken = 0;
+	uint64_t first, i, taken = 0;
 	int r;
 
 	if (q->region >= v->n || q->offset % STREAM_PAGE ||
@@ -64,11 +64,9 @@ static int serve_one(struct page_server *ps, const Tern__Stream__PageRequest *q)
 	}
 	first = v->first_page[q->region] + q->offset / STREAM_PAGE;
 	for (i = first; i < first + q->pages; i++) {
-		bit = 1ULL << (i % 64);
 		/* A batch of the push that holds it drops it. */
 		bitmap_set_atomic(ps->served, i);
-		if (__atomic_fetch_and(&ps->tosend[i / 64], ~bit,
-				       __ATOMIC_RELAXED) & bit)
+		if (bitmap_test_and_clear_atomic(ps->tosend, i))
 			taken++;        /* the push will not send it now */
 	}
 	__atomic_store_n(&ps->hint, first + q->pages, __ATOMIC_RELAXED);

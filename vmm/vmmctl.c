@@ -130,7 +130,7 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		    (c->flag && i == c->max && !strcmp(argv[i], c->flag))))
 			continue;
 		cli_errx("%s: unknown option '%s'%s (see vmmctl --help)", name,
-			 argv[i], (letter ? strchr("rjt", argv[i][1]) != NULL :
+			 argv[i], (letter ? cli_global_letter(argv[i][1]) :
 			 cli_global_option(argv[i] + 2, strcspn(argv[i] + 2, "="))) ?
 			 ": global options go before the command" : "");
 		return -EINVAL;
