@@ -556,7 +556,8 @@ static int method_pause(struct rpc_call *call, const ProtobufCMessage *arg)
 	return job_acted(call, j, r, q->wait);
 }
 
-/* A source job's cap and limits, changed while it is in precopy. */
+/* A source job's cap and limits, changed while it is in precopy; past
+ * its postcopy switch, the push's cap. */
 static int method_tune(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__TuneRequest *req = (const void *)arg;
@@ -564,6 +565,7 @@ static int method_tune(struct rpc_call *call, const ProtobufCMessage *arg)
 	struct mig_params p;
 	char err[256];
 	struct job *j;
+	bool pc;
 	int r = query_job(call, control_migd(call), req->vm, req->id, &j);
 
 	if (r < 0)
@@ -572,14 +574,18 @@ static int method_tune(struct rpc_call *call, const ProtobufCMessage *arg)
 			 "tuned");
 	if (r < 0)
 		return r;
-	if ((j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE) ||
-	    (j->last && j->last->postcopy_started))
+	pc = j->state == JOB_STATE_POSTCOPY_ACTIVE ||
+	     j->state == JOB_STATE_POSTCOPY_PAUSED ||
+	     j->state == JOB_STATE_POSTCOPY_RECOVER;
+	if (!pc && ((j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE) ||
+		    (j->last && j->last->postcopy_started)))
 		return rpc_call_errorf(call, EINVAL, "%s is %s%s: only a migration "
-				       "in precopy (setup or active) can be tuned",
-				       req->vm, job_state_name(j->state),
+				       "in precopy (setup or active) or past its "
+				       "postcopy switch can be tuned", req->vm,
+				       job_state_name(j->state),
 				       j->last && j->last->postcopy_started ?
 				       " and switching to postcopy" : "");
-	r = params_check_live(req->params, req->clear, req->n_clear, err,
+	r = params_check_live(req->params, req->clear, req->n_clear, pc, err,
 			      sizeof(err));
 	if (r < 0)
 		return rpc_call_errorf(call, -r, "%s", err);

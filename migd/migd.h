@@ -144,9 +144,10 @@ void params_to_proto(const struct mig_params *p, Tern__Migd__Params *out);
 int params_update(const Tern__Migd__Params *p, char *const *clear,
 		  size_t n_clear, struct mig_params *out, char *err, size_t len);
 /* p and clear name something, and only what a running job can change
- * (Tune); -EINVAL with err if not. */
+ * (Tune), past its postcopy switch the cap only; -EINVAL with err if
+ * not. */
 int params_check_live(const Tern__Migd__Params *p, char *const *clear,
-		      size_t n_clear, char *err, size_t len);
+		      size_t n_clear, bool postcopy, char *err, size_t len);
 
 /* Everything a worker needs; filled by the parent before fork. */
 struct job_spec {

@@ -221,12 +221,13 @@ int params_update(const Tern__Migd__Params *p, char *const *clear,
 	return 0;
 }
 
-/* What a running job takes (Tune): the rest shaped it at set-up. */
-static bool params_live(const char *name)
+/* What a running job takes (Tune): the rest shaped it at set-up.  Past
+ * the postcopy switch only the cap means anything (the push's). */
+static bool params_live(const char *name, bool postcopy)
 {
 	return !strcmp(name, "max_bandwidth") ||
-	       !strcmp(name, "avail_switchover_bandwidth") ||
-	       !strcmp(name, "downtime_limit_ms");
+	       (!postcopy && (!strcmp(name, "avail_switchover_bandwidth") ||
+			      !strcmp(name, "downtime_limit_ms")));
 }
 
 /* Params holds only numbers and enums: set is nonzero. */
@@ -240,7 +241,7 @@ static bool field_set(const Tern__Migd__Params *p, const ProtobufCFieldDescripto
 }
 
 int params_check_live(const Tern__Migd__Params *p, char *const *clear,
-		      size_t n_clear, char *err, size_t len)
+		      size_t n_clear, bool postcopy, char *err, size_t len)
 {
 	const ProtobufCMessageDescriptor *d = &tern__migd__params__descriptor;
 	const char *bad = NULL;
@@ -251,12 +252,17 @@ int params_check_live(const Tern__Migd__Params *p, char *const *clear,
 		if (!field_set(p, &d->fields[i]))
 			continue;
 		any = true;
-		if (!params_live(d->fields[i].name))
+		if (!params_live(d->fields[i].name, postcopy))
 			bad = d->fields[i].name;
 	}
 	for (i = 0; i < n_clear; i++)
-		if (!params_live(clear[i]))
+		if (!params_live(clear[i], postcopy))
 			bad = clear[i];
+	if (bad && postcopy && params_live(bad, false)) {
+		snprintf(err, len, "%.64s means nothing past the postcopy switch: "
+			 "only max_bandwidth (the push's cap) can change", bad);
+		return -EINVAL;
+	}
 	if (bad) {
 		snprintf(err, len, "%.64s cannot change during a job: only "
 			 "max_bandwidth, avail_switchover_bandwidth and "
