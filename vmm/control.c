@@ -720,6 +720,18 @@ static int method_discard(struct rpc_call *call, const ProtobufCMessage *arg)
 	return 0;
 }
 
+/* The uffd's addresses: each region's in this process. */
+static void uffd_info_fill(const struct vm *vm, Tern__Vmm__UffdInfo *info,
+			   uint64_t *host)
+{
+	int i;
+
+	for (i = 0; i < vm->nregions; i++)
+		host[i] = (uintptr_t)vm->regions[i].host;
+	info->n_host = vm->nregions;
+	info->host = host;
+}
+
 /*
  * Postcopy: create a userfaultfd with the caller's /dev/userfaultfd and
  * register all guest RAM on it; the uffd goes back with the reply, and a
@@ -734,7 +746,7 @@ static int method_uffd_create(struct rpc_call *call, const ProtobufCMessage *arg
 	enum vm_state st = vm_state_now(ctl.vm);
 	struct vm *vm = ctl.vm;
 	char err[256];
-	int devfd, uffd, i, ret;
+	int devfd, uffd, ret;
 
 	if (st != VM_STATE_INCOMING)
 		return rpc_call_errorf(call, EBUSY,
@@ -761,10 +773,7 @@ static int method_uffd_create(struct rpc_call *call, const ProtobufCMessage *arg
 	close(devfd);           /* lent, not given: faultd keeps its own */
 	if (ret < 0)
 		return rpc_call_errorf(call, -ret, "UffdCreate: %s", err);
-	for (i = 0; i < vm->nregions; i++)
-		host[i] = (uintptr_t)vm->regions[i].host;
-	info.n_host = vm->nregions;
-	info.host = host;
+	uffd_info_fill(vm, &info, host);
 	ret = rpc_call_reply(call, &info.base, &uffd, 1);
 	if (ret < 0) {
 		uffd_release(vm);
@@ -774,6 +783,27 @@ static int method_uffd_create(struct rpc_call *call, const ProtobufCMessage *arg
 	log_info("userfaultfd created: %d region%s registered for missing pages",
 		 vm->nregions, vm->nregions == 1 ? "" : "s");
 	return 0;
+}
+
+/* The uffd we keep, for a faultd that started again in postcopy: the
+ * vCPUs' waiting faults are its to serve now (vmm.proto). */
+static int method_uffd_share(struct rpc_call *call, const ProtobufCMessage *arg)
+{
+	Tern__Vmm__UffdInfo info = TERN__VMM__UFFD_INFO__INIT;
+	uint64_t host[VMM_MAX_REGIONS];
+	struct vm *vm = ctl.vm;
+	int ret;
+
+	(void)arg;
+	if (vm->uffd < 0)
+		return rpc_call_errorf(call, ENOENT, "no userfaultfd to share: "
+				       "this vmm is not in a postcopy");
+	uffd_info_fill(vm, &info, host);
+	ret = rpc_call_reply(call, &info.base, &vm->uffd, 1);
+	if (ret == 0)
+		log_info("userfaultfd shared again (a faultd started since it "
+			 "was created)");
+	return ret;
 }
 
 /* Only the uffd the caller named, if it named one (vmm.proto). */
@@ -946,6 +976,7 @@ static const struct rpc_method_binding control_methods[] = {
 	{ "Discard", method_discard },
 	{ "SetThrottle", method_set_throttle },
 	{ "UffdCreate", method_uffd_create },
+	{ "UffdShare", method_uffd_share },
 	{ "UffdRelease", method_uffd_release },
 	{ "SetMoved", method_set_moved },
 	{ "HoldIncoming", method_hold_incoming },
