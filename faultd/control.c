@@ -51,6 +51,8 @@ struct attach {
 	int devfd;
 	uint64_t pages;
 	uint64_t token;                 /* our name for the vmm's uffd */
+	bool again;                     /* the vmm's uffd exists: shared, never
+					 * released by us (AttachRequest.again) */
 	int link, bitmap, vmm_pidfd;
 	/* the thread's */
 	int ret, uffd;
@@ -183,13 +185,14 @@ static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
 }
 
 /*
- * What UffdCreate answered must be a userfaultfd (faultd reads and
+ * What UffdCreate (or UffdShare) answered must be a userfaultfd (faultd reads and
  * ioctls it) with the features faultd serves (uffdcheck.c), and faultd's
  * reads must not block: the vmm made it and shares its file description
  * (a vmm that clears O_NONBLOCK later makes the kernel answer faultd's
  * poll with an error: the session fails).
  */
-static int check_uffd(int fd, const char *vm, char *err, size_t len)
+static int check_uffd(int fd, const char *vm, const char *method, char *err,
+		      size_t len)
 {
 	char path[64], what[64], why[400];
 	ssize_t n;
@@ -199,14 +202,14 @@ static int check_uffd(int fd, const char *vm, char *err, size_t len)
 	n = readlink(path, what, sizeof(what) - 1);
 	if (n < 0) {
 		e = errno;
-		snprintf(err, len, "vmm %s: cannot tell what UffdCreate answered "
-			 "(%s: %s)", vm, path, strerror(e));
+		snprintf(err, len, "vmm %s: cannot tell what %s answered "
+			 "(%s: %s)", vm, method, path, strerror(e));
 		return -e;
 	}
 	what[n] = 0;
 	if (strcmp(what, "anon_inode:[userfaultfd]")) {
-		snprintf(err, len, "vmm %s: UffdCreate answered a descriptor that "
-			 "is not a userfaultfd (%s)", vm, what);
+		snprintf(err, len, "vmm %s: %s answered a descriptor that "
+			 "is not a userfaultfd (%s)", vm, method, what);
 		return -EPROTO;
 	}
 	e = uffd_check_fd(fd, why, sizeof(why));
@@ -249,14 +252,18 @@ static void vmm_release(const char *rundir, const char *vm, uint64_t token,
  * on a later error.  On failure it holds none of ours: a UffdCreate that
  * got no answer carried a deadline, past which the vmm refuses it, and
  * once past it we release what it may have made in time.
+ * Again (AttachRequest.again), the uffd the vmm kept (UffdShare): never
+ * released here, as the guest runs with pages missing.
  */
 #define FAULTD_RELEASE_MS 1000          /* UffdRelease after a bad answer or
 					 * none: within the worker's wait */
 
 static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pages,
-		     uint64_t token, struct fault_region *r, unsigned int *ret_n,
-		     int *ret_uffd, int *ret_pidfd, char *err, size_t len)
+		     uint64_t token, bool again, struct fault_region *r,
+		     unsigned int *ret_n, int *ret_uffd, int *ret_pidfd, char *err,
+		     size_t len)
 {
+	const char *method = again ? "UffdShare" : "UffdCreate";
 	uint64_t until = deadline_ms(FAULTD_VMM_TIMEOUT_MS), now;
 	Tern__Vmm__RamLayout *lay = NULL;
 	Tern__Vmm__UffdInfo *info = NULL;
@@ -317,15 +324,16 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 	}
 	owner.token = token;
 	owner.deadline_ns = until;
-	ret = rpc_client_call(cl, svc, "UffdCreate", &owner.base, &devfd, 1,
-			      (ProtobufCMessage **)&info, &res, ms_until(until),
-			      NULL, NULL);
+	ret = rpc_client_call(cl, svc, method, again ? &empty.base : &owner.base,
+			      again ? NULL : &devfd, !again, (ProtobufCMessage **)&info,
+			      &res, ms_until(until), NULL, NULL);
 	if (ret < 0) {
 		rpc_result_close_fds(&res);
 		/* The vmm's own words name the call; ours do not. */
-		snprintf(err, len, "vmm %s: %s%.400s", vm,
-			 res.remote ? "" : "UffdCreate: ", res.message);
-		if (!res.remote) {
+		snprintf(err, len, "vmm %s: %s%s%.400s", vm,
+			 res.remote ? "" : method, res.remote ? "" : ": ",
+			 res.message);
+		if (!res.remote && !again) {
 			/* The vmm may still read it: in time, it made a uffd
 			 * that our release, sent past the deadline, undoes;
 			 * too late, it refuses it. */
@@ -337,15 +345,16 @@ static int vmm_setup(const char *rundir, int devfd, const char *vm, uint64_t pag
 	}
 	ret = -EPROTO;
 	if (res.nfds != 1 || info->n_host != lay->n_regions)
-		snprintf(err, len, "vmm %s: UffdCreate answered %zu descriptors and "
-			 "%zu addresses for %zu regions", vm, res.nfds, info->n_host,
-			 lay->n_regions);
+		snprintf(err, len, "vmm %s: %s answered %zu descriptors and "
+			 "%zu addresses for %zu regions", vm, method, res.nfds,
+			 info->n_host, lay->n_regions);
 	else
-		ret = check_uffd(res.fds[0], vm, err, len);
+		ret = check_uffd(res.fds[0], vm, method, err, len);
 	if (ret < 0) {
 		rpc_result_close_fds(&res);
-		rpc_client_call(cl, svc, "UffdRelease", &owner.base, NULL, 0, NULL,
-				NULL, FAULTD_RELEASE_MS, NULL, NULL);
+		if (!again)
+			rpc_client_call(cl, svc, "UffdRelease", &owner.base, NULL, 0,
+					NULL, NULL, FAULTD_RELEASE_MS, NULL, NULL);
 		goto out;
 	}
 	for (i = 0; i < lay->n_regions; i++)
@@ -407,8 +416,17 @@ static void attach_run(struct bgwork *w)
 {
 	struct attach *t = container_of(w, struct attach, work);
 
-	t->ret = vmm_setup(t->rundir, t->devfd, t->vm, t->pages, t->token, t->r,
-			   &t->n, &t->uffd, &t->vmm_pidfd, t->err, sizeof(t->err));
+	t->ret = vmm_setup(t->rundir, t->devfd, t->vm, t->pages, t->token,
+			   t->again, t->r, &t->n, &t->uffd, &t->vmm_pidfd, t->err,
+			   sizeof(t->err));
+}
+
+/* An Attach that fails after its vmm made a uffd for it undoes that; not
+ * one again: the guest runs with pages missing on the uffd it shared. */
+static void attach_undo(struct attach *t)
+{
+	if (!t->again)
+		vmm_release_async(t->d, t->vm, t->token);
 }
 
 /* The vmm answered (or not): start the session and reply.  0 or -errno
@@ -430,19 +448,19 @@ static int attach_session(struct attach *t)
 	if (rpc_call_gone(t->call)) {
 		/* Nobody would learn of the session: no session. */
 		close(t->uffd);
-		vmm_release_async(d, t->vm, t->token);
+		attach_undo(t);
 		return -ECONNRESET;
 	}
 	sa = (struct session_attach){ .vm = a->vm, .job = a->job, .pages = a->pages,
 				      .prefetch = a->prefetch, .hashes = a->hashes,
-				      .link_fd = t->link,
+				      .again = t->again, .link_fd = t->link,
 				      .needed_fd = t->bitmap, .uffd = t->uffd,
 				      .vmm_pidfd = t->vmm_pidfd,
 				      .nregions = t->n, .r = t->r };
 	t->link = t->bitmap = t->vmm_pidfd = -1;
 	ret = session_start(&sa, &s, err, sizeof(err));
 	if (ret < 0) {
-		vmm_release_async(d, a->vm, t->token);
+		attach_undo(t);
 		return rpc_call_errorf(t->call, -ret, "%s", err);
 	}
 	for (i = 0; i < t->n; i++) {
@@ -457,14 +475,16 @@ static int attach_session(struct attach *t)
 	ret = rpc_call_reply(t->call, &rep.base, &s->uffd, 1);
 	if (ret < 0) {
 		session_free(s);
-		vmm_release_async(d, a->vm, t->token);
+		attach_undo(t);
 		return ret;
 	}
 	s->next = d->sessions;
 	d->sessions = s;
-	log_info("%s: attached (job %s, %llu pages, %u region%s, prefetch %u)",
-		 s->vm, s->job[0] ? s->job : "-", (unsigned long long)s->pages,
-		 t->n, t->n == 1 ? "" : "s", s->prefetch);
+	log_info("%s: attached%s (job %s, %llu pages, %u region%s, prefetch %u)",
+		 s->vm, t->again ? " again, to the vmm's userfaultfd (a former "
+		 "faultd served it)" : "", s->job[0] ? s->job : "-",
+		 (unsigned long long)s->pages, t->n, t->n == 1 ? "" : "s",
+		 s->prefetch);
 	return 0;
 }
 
@@ -550,6 +570,7 @@ static int method_attach(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, ENOMEM, "out of memory");
 	*t = (struct attach){ .d = d, .call = call, .a = a, .pages = a->pages,
 			      .devfd = d->devfd, .token = uffd_token(),
+			      .again = a->again,
 			      .link = -1, .bitmap = -1, .uffd = -1,
 			      .vmm_pidfd = -1 };
 	str_copy(t->vm, a->vm, sizeof(t->vm));

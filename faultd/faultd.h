@@ -102,6 +102,7 @@ struct session {
 					 * written by each page's placer
 					 * (link.c), or NULL */
 	uint32_t prefetch;
+	bool unserved;                  /* TERN_FAULT=faults-unserved (faultd(8)) */
 	int wake_fd;                    /* eventfd: ends the fault thread */
 	pthread_t fault_thread;
 	pthread_t link_thread;          /* event loop starts and joins it */
@@ -154,6 +155,8 @@ struct session_attach {
 	uint64_t pages;
 	uint32_t prefetch;
 	bool hashes;                    /* the needed memfd holds page hashes */
+	bool again;                     /* a former faultd served this uffd:
+					 * wake its waiting faults */
 	int link_fd, needed_fd, uffd;   /* taken by session_start, even on failure */
 	int vmm_pidfd;                  /* the vmm's pidfd, or -1; taken too */
 	unsigned int nregions;

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/bitmap.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/ramhash.h"
 #include "common/rtspawn.h"
@@ -357,6 +358,11 @@ static void handle_fault(struct session *s, uint64_t addr, uint64_t t_ns)
 		return;         /* outside the layout: the vmm registered only it */
 	pthread_mutex_lock(&s->lock);
 	s->st.faults++;
+	/* For a test: read and left, as by a faultd that dies next. */
+	if (s->unserved) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
 	off = ALIGN_DOWN(addr - r->host, (uint64_t)STREAM_PAGE);
 	page = r->first_page + off / STREAM_PAGE;
 	/*
@@ -507,6 +513,26 @@ static void session_close(struct session *s)
 	free(s);
 }
 
+/*
+ * A former faultd read the faults of the threads that wait now: the
+ * kernel will not tell them again.  Woken, each fault is taken again
+ * (VM_FAULT_RETRY), and one on a page still missing comes to our uffd as
+ * a new event; the others go on.  Best effort: a range that cannot be
+ * woken waits for the push to place its pages.
+ */
+static void wake_all(struct session *s)
+{
+	unsigned int i;
+
+	for (i = 0; i < s->nregions; i++) {
+		struct uffdio_range rg = { .start = s->r[i].host,
+					   .len = s->r[i].size };
+
+		if (ioctl(s->uffd, UFFDIO_WAKE, &rg) < 0)
+			log_warn("%s: UFFDIO_WAKE of region %u", s->vm, i);
+	}
+}
+
 int session_start(const struct session_attach *a, struct session **ret,
 		  char *err, size_t len)
 {
@@ -533,6 +559,7 @@ int session_start(const struct session_attach *a, struct session **ret,
 	str_copy(s->job, a->job, sizeof(s->job));
 	s->pages = a->pages;
 	s->prefetch = a->prefetch;
+	s->unserved = fault_active("faults-unserved");
 	s->nregions = a->nregions;
 	memcpy(s->r, a->r, a->nregions * sizeof(s->r[0]));
 	s->state = SESSION_STATE_ACTIVE;
@@ -571,6 +598,8 @@ int session_start(const struct session_attach *a, struct session **ret,
 		pthread_join(s->fault_thread, NULL);
 		goto fail;
 	}
+	if (a->again)
+		wake_all(s);
 	*ret = s;
 	return 0;
 fail:

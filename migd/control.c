@@ -511,6 +511,10 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EINVAL, "%s is %s: only a job in "
 				       "postcopy-paused can recover", q->vm,
 				       job_state_name(j->state));
+	/* A try would only hide why behind its own failure. */
+	if (j->last && j->last->unrecoverable)
+		return rpc_call_errorf(call, EINVAL, "%s cannot recover: %.400s",
+				       q->vm, j->last->error);
 	/* An address for the other side is a mistake, not a default. */
 	if (j->spec.role == JOB_ROLE_SOURCE && q->listen[0])
 		return rpc_call_errorf(call, EINVAL, "%s is a source job: it takes "

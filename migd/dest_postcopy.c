@@ -37,17 +37,13 @@
 #include "proto/stream.pb-c.h"
 
 /*
- * faultd's session of the guest is gone (fault_link_gone), and with it
- * what handled its page faults: no recovery can bring the job back.
- * What the operator can do is in migctl(1), under cancel --force.
+ * faultd's session of the guest is gone (fault_link_gone): the guest's
+ * page faults wait (the vmm keeps the uffd) until a recovery attaches
+ * this job to a faultd again (fault_link_again).
  */
-#define DEST_SESSION_GONE "faultd's session of vm %s is gone (faultd closed " \
-	"its connection: it stopped or restarted since the switch), and with " \
-	"it the handler of the guest's page faults: this job can never " \
-	"recover.  The guest on the destination will never get its missing " \
-	"pages: cancel its job with --force and quit vmm %s there; on the " \
-	"source host cancel the job with --force too: its vmm keeps the guest " \
-	"as it was at the switch ('vmmctl cont --force' runs it from there)"
+#define DEST_FAULTD_GONE "faultd closed its connection: it stopped or " \
+	"restarted, and the page faults of vm %s wait until one runs here " \
+	"again; then recover the job (migctl recover, on the source host)"
 
 /* In postcopy: the job verifies (PostcopyDiscard said so). */
 static bool verifies(const struct dest *d)
@@ -290,7 +286,7 @@ static int dest_attach(struct dest *d)
 	if (r == 0)
 		r = fault_link_attach(&d->fl, d->w->spec->vm, job, d->ram.pages,
 				      d->page_fd, d->needed_fd, &d->ram, &d->pc,
-				      d->err, sizeof(d->err));
+				      false, d->err, sizeof(d->err));
 	if (r < 0)
 		return dest_refuse(d, -r, "%s", d->err);
 	d->attached = true;
@@ -369,6 +365,22 @@ static int dest_relisten(struct dest *d, const char *addr, char *msg,
 	return 0;
 }
 
+/* faultd takes the new page link: the session's faultd, or, if it is
+ * gone (or a recovery found none), the one that runs now, attached
+ * again. */
+static int dest_fault_link(struct dest *d)
+{
+	char job[STREAM_ID_LEN * 2 + 1];
+
+	if (d->fl.cl && !fault_link_gone(&d->fl))
+		return fault_link_relink(&d->fl, d->w->spec->vm, d->page_fd,
+					 d->err, sizeof(d->err));
+	stream_hex(d->w->id, STREAM_ID_LEN, job);
+	d->session_gone = false;
+	return fault_link_again(&d->fl, d->w, job, d->page_fd, d->needed_fd,
+				&d->ram, &d->pc, d->err, sizeof(d->err));
+}
+
 /* The source came back (on the main connection dest_hellos took): its
  * Resume, its channels, then the handshake.  0 when the job is active
  * again. */
@@ -397,14 +409,6 @@ static int dest_resume(struct dest *d)
 	protobuf_c_message_free_unpacked(&rm->base, NULL);
 	if (r == 0)
 		r = dest_accept(d);
-	/* The source hears why it cannot recover, rather than a close: once
-	 * its channels are taken (it waits for ResumeNeeded then), and
-	 * before their threads could fail on their own. */
-	if (r == 0 && fault_link_gone(&d->fl)) {
-		worker_set_unrecoverable(d->w);
-		return dest_refuse(d, EPIPE, DEST_SESSION_GONE, d->w->spec->vm,
-				   d->w->spec->vm);
-	}
 	pthread_mutex_lock(&d->pc.lock);
 	d->pc.ended = 0;
 	pthread_mutex_unlock(&d->pc.lock);
@@ -420,8 +424,7 @@ static int dest_resume(struct dest *d)
 			snprintf(d->err, sizeof(d->err), "ram channel %u: cannot "
 				 "start its thread: %s", i, strerror(-r));
 	}
-	if (r == 0 && (r = fault_link_relink(&d->fl, d->w->spec->vm, d->page_fd,
-					     d->err, sizeof(d->err))) < 0)
+	if (r == 0 && (r = dest_fault_link(d)) < 0)
 		return dest_refuse(d, -r, "%s", d->err);
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err[0] ? d->err : strerror(-r));
@@ -442,17 +445,17 @@ static int dest_resume(struct dest *d)
 	return 0;
 }
 
-/* The job's error says so, once: the reason it paused led to this. */
+/* The job's error says so, once: the reason it paused led to this (and
+ * the source hears it, while the main connection is there). */
 static void dest_note_session_gone(struct dest *d)
 {
-	const char *vm = d->w->spec->vm;
-
-	if (d->session_gone || !fault_link_gone(&d->fl))
+	/* (A guest gone with its vmm says more: no recovery can come.) */
+	if (d->session_gone || !fault_link_gone(&d->fl) ||
+	    worker_unrecoverable(d->w))
 		return;
 	d->session_gone = true;
-	worker_set_unrecoverable(d->w);
 	worker_clear_failure(d->w);
-	worker_fail(d->w, EPIPE, DEST_SESSION_GONE, vm, vm);
+	dest_refuse(d, EPIPE, DEST_FAULTD_GONE, d->w->spec->vm);
 	worker_report(d->w);
 }
 
@@ -478,6 +481,7 @@ static int dest_postcopy_paused(struct dest *d)
 			    "as it was at the switch ('vmmctl cont --force' runs "
 			    "it from there)", d->w->spec->vm);
 	}
+	dest_note_session_gone(d);
 	pthread_mutex_lock(&d->w->lock);
 	log_warnx("postcopy paused: %s", d->w->error);
 	pthread_mutex_unlock(&d->w->lock);

@@ -3,13 +3,17 @@
  * The destination worker's link to faultd (faultd(8)): Attach hands it
  * the page link and the needed-pages bitmap and gets back a duplicate of
  * the userfaultfd (to place pushed pages) with the regions' addresses in
- * the vmm; Stats feeds the job's postcopy figures; Detach ends it.
+ * the vmm; Stats feeds the job's postcopy figures; Detach ends it.  A
+ * faultd that stopped or restarted past the switch is attached again at
+ * the next recovery (fault_link_again): the vmm kept the uffd, and the
+ * bitmap is ours.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "migd/migd.h"
 #include "proto/faultd.pb-c.h"
@@ -60,6 +64,10 @@ static int fault_call(struct fault_link *f, const char *method,
 	char who[160];
 	int r;
 
+	if (!f->cl) {
+		snprintf(err, len, "faultd: %s: not connected", method);
+		return -ENOTCONN;
+	}
 	if (!res)
 		res = &own;
 	r = rpc_client_call(f->cl, &tern__faultd__faultd__descriptor, method, arg,
@@ -82,8 +90,8 @@ bool fault_link_gone(const struct fault_link *f)
 
 int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 		      uint64_t pages, int page_fd, int needed_fd,
-		      const struct ram_view *ram, struct pc_place *pc, char *err,
-		      size_t len)
+		      const struct ram_view *ram, struct pc_place *pc, bool again,
+		      char *err, size_t len)
 {
 	Tern__Faultd__AttachRequest req = TERN__FAULTD__ATTACH_REQUEST__INIT;
 	Tern__Faultd__AttachReply *rep = NULL;
@@ -97,6 +105,7 @@ int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 	req.pages = pages;
 	req.prefetch = 0;
 	req.hashes = pc->hashes != NULL;
+	req.again = again;
 	r = fault_call(f, "Attach", &req.base, fds, 2, (ProtobufCMessage **)&rep,
 		       &res, err, len);
 	if (r < 0)
@@ -110,16 +119,21 @@ int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 	for (i = 0; i < ram->n; i++) {
 		const Tern__Faultd__Region *g = rep->regions[i];
 
+		/* Again, the channels place pages at the addresses of the
+		 * first Attach, with its uffd, which stays. */
 		if (g->gpa != ram->r[i].gpa || g->size != ram->r[i].size ||
-		    g->host % STREAM_PAGE) {
+		    g->host % STREAM_PAGE || (again && g->host != pc->host[i])) {
 			snprintf(err, len, "faultd: Attach: region %u differs from "
 				 "the vmm's RAM", i);
 			goto out;
 		}
-		pc->host[i] = g->host;
+		if (!again)
+			pc->host[i] = g->host;
 	}
-	pc->uffd = res.fds[0];
-	res.fds[0] = -1;
+	if (!again) {
+		pc->uffd = res.fds[0];
+		res.fds[0] = -1;
+	}
 	r = 0;
 out:
 	rpc_result_close_fds(&res);
@@ -127,30 +141,67 @@ out:
 	return r;
 }
 
-/* Copy faultd's figures into the job's (the caller holds w->lock). */
+/* The upper end of the histogram's bucket that holds percentile pct. */
+static uint64_t hist_percentile(const uint64_t *hist, uint64_t n, unsigned int pct)
+{
+	uint64_t want = (n * pct + 99) / 100, seen = 0;
+	unsigned int i;
+
+	for (i = 0; i < PC_HIST_BUCKETS; i++)
+		if ((seen += hist[i]) >= want)
+			break;
+	return 2ULL << MIN(i, PC_HIST_BUCKETS - 1);
+}
+
+/*
+ * Copy faultd's figures into the job's (the caller holds w->lock), on top
+ * of those of the sessions before it (w->pc_before: faultd restarted).
+ * Counts add up.  The percentiles of remote faults come from faultd's
+ * finer buckets while one session has them all; past a restart, from the
+ * sum of the power-of-two histograms (a bucket's upper end).  Those of
+ * zero-page faults are the session's with the most.
+ */
 static void fault_stats_take(struct worker *w, const Tern__Faultd__FaultStats *st)
 {
+	const Tern__Migd__PostcopyStats *b = &w->pc_before;
 	uint64_t seen = w->pc_link_seen;
 	size_t i;
 
-	/* What faultd received on the page link is the job's too.  A count
-	 * below the last one is a new session's (faultd started again). */
+	/* What faultd received on the page link is the job's too. */
 	__atomic_add_fetch(&w->transferred_bytes, st->link_bytes -
 			   (st->link_bytes >= seen ? seen : 0), __ATOMIC_RELAXED);
 	w->pc_link_seen = st->link_bytes;
 
-	w->pc.faults = st->faults;
-	w->pc.remote_faults = st->remote_faults;
-	w->pc.pages_on_demand = st->pages_fetched;
-	w->pc.latency_p50_us = st->latency_p50_us;
-	w->pc.latency_p99_us = st->latency_p99_us;
-	w->pc.latency_max_us = st->latency_max_us;
-	w->pc.blocked_us = st->blocked_us;
-	w->pc.zero_faults = st->zero_faults;
-	w->pc.zero_latency_p50_us = st->zero_latency_p50_us;
-	w->pc.zero_latency_p99_us = st->zero_latency_p99_us;
+	w->pc.faults = b->faults + st->faults;
+	w->pc.remote_faults = b->remote_faults + st->remote_faults;
+	w->pc.pages_on_demand = b->pages_on_demand + st->pages_fetched;
+	w->pc.latency_max_us = MAX(b->latency_max_us, st->latency_max_us);
+	w->pc.blocked_us = b->blocked_us + st->blocked_us;
+	w->pc.zero_faults = b->zero_faults + st->zero_faults;
 	for (i = 0; i < PC_HIST_BUCKETS; i++)
-		w->pc_hist[i] = i < st->n_latency_hist ? st->latency_hist[i] : 0;
+		w->pc_hist[i] = w->pc_hist_before[i] +
+			(i < st->n_latency_hist ? st->latency_hist[i] : 0);
+	if (!b->remote_faults) {
+		w->pc.latency_p50_us = st->latency_p50_us;
+		w->pc.latency_p99_us = st->latency_p99_us;
+	} else if (st->remote_faults) {
+		w->pc.latency_p50_us = hist_percentile(w->pc_hist, w->pc.remote_faults, 50);
+		w->pc.latency_p99_us = hist_percentile(w->pc_hist, w->pc.remote_faults, 99);
+	}
+	if (st->zero_faults >= b->zero_faults) {
+		w->pc.zero_latency_p50_us = st->zero_latency_p50_us;
+		w->pc.zero_latency_p99_us = st->zero_latency_p99_us;
+	}
+}
+
+/* A new faultd session: what the job counted so far is its base. */
+static void fault_stats_fold(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->pc_before = w->pc;
+	memcpy(w->pc_hist_before, w->pc_hist, sizeof(w->pc_hist_before));
+	w->pc_link_seen = 0;
+	pthread_mutex_unlock(&w->lock);
 }
 
 int fault_link_stats(struct fault_link *f, struct worker *w, bool detach,
@@ -195,4 +246,33 @@ int fault_link_detach_force(struct fault_link *f, const char *vm)
 	d.force = true;
 	return fault_call(f, "Detach", &d.base, NULL, 0, NULL, NULL, err,
 			  sizeof(err));
+}
+
+int fault_link_again(struct fault_link *f, struct worker *w, const char *job,
+		     int page_fd, int needed_fd, const struct ram_view *ram,
+		     struct pc_place *pc, char *err, size_t len)
+{
+	const char *vm = w->spec->vm;
+	int r;
+
+	fault_link_close(f);
+	r = fault_link_open(f, w->spec->rundir, err, len);
+	if (r < 0) {
+		snprintf(err, len, "no faultd runs here to serve the guest's page "
+			 "faults again (%s/faultd.sock: %s): start faultd(8), then "
+			 "recover again", w->spec->rundir, strerror(-r));
+		return r;
+	}
+	/* Only our connection may have gone, its session still there. */
+	r = fault_link_relink(f, vm, page_fd, err, len);
+	if (r != -ENOENT)
+		return r;
+	r = fault_link_attach(f, vm, job, ram->pages, page_fd, needed_fd, ram, pc,
+			      true, err, len);
+	if (r == 0) {
+		fault_stats_fold(w);
+		log_info("attached again to faultd (pid %d): a former faultd "
+			 "served this postcopy", rpc_client_peer_pid(f->cl));
+	}
+	return r;
 }

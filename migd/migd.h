@@ -576,6 +576,10 @@ struct worker {
 	Tern__Migd__PostcopyStats pc;   /* (L) its figures (pc_hist holds the
 					 * histogram; pc.latency_hist unused) */
 	uint64_t pc_hist[PC_HIST_BUCKETS]; /* (L) */
+	Tern__Migd__PostcopyStats pc_before;   /* (L) destination: pc as the
+						* sessions of faultds that
+						* stopped left it (faultlink.c) */
+	uint64_t pc_hist_before[PC_HIST_BUCKETS]; /* (L) */
 	/* Source in postcopy: the pages the push still has to send, for
 	 * the status (worker_fill).  source_pc_base sets the base: pages
 	 * left when the channels had sent pc_base_sent pages and the page
@@ -1047,14 +1051,21 @@ void fault_link_close(struct fault_link *f);
  * with why postcopy cannot be, for the source (Accept.no_postcopy). */
 int fault_link_probe(const char *rundir, char *why, size_t len);
 /* faultd closed the connection: it stopped or restarted (it closes no
- * other client that keeps to the protocol), and its sessions, each the
- * only handler of its guest's page faults, are gone with it. */
+ * other client that keeps to the protocol), and its sessions are gone
+ * with it: the guest's faults wait until a faultd attaches again. */
 bool fault_link_gone(const struct fault_link *f);
-/* Attach: pc->uffd and pc->host are set on success. */
+/* Attach: pc->uffd and pc->host are set on success; again
+ * (AttachRequest.again), they are checked to be what they were. */
 int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 		      uint64_t pages, int page_fd, int needed_fd,
-		      const struct ram_view *ram, struct pc_place *pc, char *err,
-		      size_t len);
+		      const struct ram_view *ram, struct pc_place *pc, bool again,
+		      char *err, size_t len);
+/* Recovery once faultd's connection is gone: connect again, and Relink
+ * if that faultd still has the session, else Attach again (the job's
+ * figures go on from where they were). */
+int fault_link_again(struct fault_link *f, struct worker *w, const char *job,
+		     int page_fd, int needed_fd, const struct ram_view *ram,
+		     struct pc_place *pc, char *err, size_t len);
 /* Stats (or Detach) into w->pc; *ret_state is the session's state; err
  * holds the session's error text, if any. */
 int fault_link_stats(struct fault_link *f, struct worker *w, bool detach,

@@ -72,6 +72,7 @@ struct region { uint64_t gpa, size, host; };
 
 struct peer {
 	const char *vm;
+	bool again;                     /* Attach with again (refused) */
 	struct region r[STREAM_MAX_REGIONS];
 	unsigned int n;
 	uint64_t pages;
@@ -660,6 +661,7 @@ static void refused(struct peer *p, int link, uint64_t pages, uint32_t prefetch,
 	a.vm = (char *)p->vm;
 	a.pages = pages;
 	a.prefetch = prefetch;
+	a.again = p->again;
 	r = fcall("Attach", &a.base, fds, nfds, NULL, &res);
 	rpc_result_close_fds(&res);
 	CHECK(r < 0, "Attach %s (%s) was accepted", p->vm, words);
@@ -671,9 +673,9 @@ static void refused(struct peer *p, int link, uint64_t pages, uint32_t prefetch,
 static int cmd_errors(const char *in, const char *run)
 {
 	struct peer p = { .vm = in }, q = { .vm = run }, x = { .vm = "nosuch" };
-	struct peer ro = { .vm = in };
+	struct peer ro = { .vm = in }, qa = { .vm = run, .again = true };
 	int ours, theirs, pfd[2];
-	char path[64];
+	char path[64], words[160];
 	uint64_t *map;
 
 	layout(&p);
@@ -684,6 +686,12 @@ static int cmd_errors(const char *in, const char *run)
 	x.bitmap_fd = p.bitmap_fd;
 	refused(&x, theirs, p.pages, 0, 2, "no vmm named nosuch");
 	refused(&q, theirs, q.pages, 0, 2, "not incoming");
+	/* Again, to a vmm that holds no uffd (not in a postcopy). */
+	qa.bitmap_fd = q.bitmap_fd;
+	qa.pages = q.pages;
+	snprintf(words, sizeof(words), "vmm %s: no userfaultfd to share: this "
+		 "vmm is not in a postcopy", run);
+	refused(&qa, theirs, q.pages, 0, 2, words);
 	refused(&p, theirs, p.pages, 0, 1, "two descriptors");
 	refused(&p, theirs, p.pages, 0, 0, "two descriptors");
 	refused(&p, theirs, p.pages, 64, 2, "prefetch 64");

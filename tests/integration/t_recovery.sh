@@ -14,8 +14,8 @@
 # migd quitting leaves paused workers to the next migd, which adopts
 # them, and 'migctl cancel --force' ends one job, when the other side
 # lost the guest (when it comes, not at a status tick); a faultd
-# restarted in
-# postcopy leaves a job that can never recover, and its error says so.
+# restarted in postcopy pauses the job, and the recovery attaches the
+# new faultd, which serves again the faults the former one had read.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -123,50 +123,59 @@ small_postcopy() {	# SRC DST FLAGS...; DST_FAULT: the TERN_FAULT of DST's vmm
 	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
 }
 
-note "faultd restarts in postcopy: the job can never recover, and says so"
-# Before, each recovery failed with only "faultd: Relink: ...: connection
-# closed" here and "waiting for the destination's ResumeNeeded:
-# connection closed" on the source.
-small_postcopy r7 s7 --max-bandwidth 1M --channels 1
+note "faultd restarts in postcopy: both pause and say so; no faultd, no recovery; once one runs, the recovery attaches it again"
+# Before, the job could never recover.  The first faultd here reads the
+# faults and serves none (faults-unserved), as one that dies with faults
+# read: the vCPU waits on a page the source never heard of, which the
+# push at 256K/s would bring in minutes.  The new faultd wakes it: the
+# fault comes again.
+kill -TERM "$FAULTD_PID"
+wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
+TERN_FAULT=faults-unserved start_faultd
+small_postcopy r7 s7 --max-bandwidth 256K --channels 1
+wait_until 30 pages_still s7 0 || fail "s7: its vCPU does not wait on its fault"
+faults=$(job_get s7 faults)
 kill -TERM "$FAULTD_PID"
 wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
 wait_until 30 both_paused r7 s7 || fail "faultd gone: r7 $(job_get r7 state), s7 $(job_get s7 state)"
-never="faultd's session of vm s7 is gone (faultd closed its connection: it stopped or restarted since the switch), and with it the handler of the guest's page faults: this job can never recover."
-never_recovers() { job_get "$1" error | grep -qF "$never"; }
-wait_until 10 never_recovers s7 || fail "s7: $(job_get s7 error)"
-migctl status s7 | grep -q "^  error .*this job can never recover" || fail "s7: $(migctl status s7)"
-start_faultd
-# recover --wait ends (exit 1, the error said) once the destination
-# refused for good.  Before, it waited for ever (timeout's 124 here).
-out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" recover r7 "$ADDR" --wait 2>&1)
-rc=$?
-[ $rc = 1 ] || fail "recover r7 --wait: exit $rc: $out"
-case $out in *"r7: postcopy-paused: "*"this job can never recover."*) ;;
-*) fail "recover r7 --wait: $out" ;; esac
-echo "ok: recover --wait ended: $(printf '%s\n' "$out" | tail -n 1)"
-wait_until 30 never_recovers r7 || fail "r7: $(job_get r7 state): $(job_get r7 error)"
-wait_until 30 both_paused r7 s7 || fail "r7 $(job_get r7 state), s7 $(job_get s7 state)"
-never_recovers s7 || fail "s7 after the recovery: $(job_get s7 error)"
-case $(job_get r7 error) in *"cancel the job with --force too"*) ;; *) fail "r7: $(job_get r7 error)" ;; esac
+gone="faultd closed its connection: it stopped or restarted, and the page faults of vm s7 wait until one runs here again; then recover the job (migctl recover, on the source host)"
+[ "$(job_get s7 error)" = "$gone" ] || fail "s7: $(job_get s7 error)"
+case $(job_get r7 error) in *"; the destination said: $gone") ;; *) fail "r7: $(job_get r7 error)" ;; esac
+[ "$(job_get s7 unrecoverable)" != true ] || fail "s7: $(migctl --json status s7)"
 echo "ok: r7: $(job_get r7 error)"
-# The destination's, already paused for good, ends at once.
-out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" recover s7 --listen "$ADDR" --wait 2>&1)
-rc=$?
-[ $rc = 1 ] || fail "recover s7 --wait: exit $rc: $out"
-case $out in *"s7: postcopy-paused: "*"this job can never recover."*) ;;
-*) fail "recover s7 --wait: $out" ;; esac
-[ "$(job_get s7 unrecoverable)" = true ] || fail "s7: $(migctl --json status s7)"
-echo "ok: recover s7 --wait ended"
-# So does status --watch (before: for ever).
-out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" status s7 --watch 2>&1)
-rc=$?
-[ $rc = 1 ] || fail "status s7 --watch: exit $rc: $out"
-case $out in *"s7: postcopy-paused: "*"this job can never recover."*) ;;
-*) fail "status s7 --watch: $out" ;; esac
-echo "ok: status s7 --watch ended"
-migctl cancel s7 --force --wait >/dev/null || fail "cancel s7"
-migctl cancel r7 --force --wait >/dev/null || fail "cancel r7"
-vmmctl quit s7 >/dev/null; vmmctl quit r7 --force >/dev/null || fail "quit r7 --force"
+# With no faultd running, the recovery is refused and both stay paused.
+migctl recover r7 "$ADDR" >/dev/null || fail "recover r7"
+nofaultd="no faultd runs here to serve the guest's page faults again ($RUNDIR/faultd.sock: No such file or directory): start faultd(8), then recover again"
+refused() { job_is r7 postcopy_paused && job_get r7 error | grep -qF "$nofaultd"; }
+wait_until 30 refused || fail "r7: $(job_get r7 state): $(job_get r7 error)"
+wait_until 30 both_paused r7 s7 || fail "r7 $(job_get r7 state), s7 $(job_get s7 state)"
+echo "ok: r7: $(job_get r7 error)"
+start_faultd
+before=$(pages_of s7 0)
+migctl recover r7 "$ADDR" >/dev/null || fail "recover r7"
+wait_until 30 both_active r7 s7 ||
+	fail "not active again: r7 $(job_get r7 state): $(job_get r7 error); s7 $(job_get s7 state): $(job_get s7 error)"
+wait_until 20 pages_above s7 0 "${before:-0}" ||
+	fail "s7: its vCPU still waits on the fault the former faultd read"
+grep -q "^faultd: s7: attached again" "$RUNDIR/faultd.log" ||
+	fail "faultd: $(tail -n 5 "$RUNDIR/faultd.log")"
+# The job's figures go on from the former faultd's.
+more_faults() { [ "$(job_get s7 faults)" -gt "$faults" ]; }
+wait_until 10 more_faults || fail "s7: faults $faults, then $(job_get s7 faults)"
+# Past the switch only the push's cap can be tuned.
+out=$(migctl tune r7 --downtime-limit 500 2>&1) && fail "tune r7 --downtime-limit: $out"
+case $out in *"downtime_limit_ms means nothing past the postcopy switch: only max_bandwidth (the push's cap) can change"*) ;;
+*) fail "tune r7 --downtime-limit: $out" ;; esac
+migctl tune r7 --max-bandwidth unlimited >/dev/null || fail "tune r7"
+out=$(migctl --json status r7 --watch) || fail "r7: $out"
+[ "$(echo "$out" | jget state)" = completed ] || fail "r7: $out"
+wait_until 30 job_is s7 completed || fail "s7: $(migctl status s7)"
+[ "$(job_get s7 recoveries)" = 1 ] || fail "s7: $(migctl --json status s7)"
+wait_progress s7 0
+vmmctl check s7 || fail "s7: memory check after faultd restarted"
+grep -a -m 8 FAIL "$RUNDIR/s7.serial" && fail "s7: the guest reported a failure"
+echo "ok: s7 completed after faultd restarted: $(job_get s7 faults) faults"
+vmmctl quit r7 >/dev/null; vmmctl quit s7 >/dev/null
 
 note "faultd stopped by a signal in postcopy: the job pauses, says so, and recovers once it runs again"
 # Before, the destination said only "faultd: Stats: Connection timed out".
@@ -369,6 +378,19 @@ case $(job_get r11 error) in
 *"the destination said: vmm s11 closed its connection: it quit or died, and the guest with it: this job can never recover.  On the source host, cancel the job with --force: its vmm keeps the guest as it was at the switch ('vmmctl cont --force' runs it from there)"*) ;;
 *) fail "r11: $(job_get r11 error)" ;; esac
 echo "ok: r11: $(job_get r11 error)"
+# A recover is refused, saying why (before, it tried, and its failure hid
+# the reason); status --watch ends (exit 1, the error said; before, it
+# waited for ever: timeout's 124).
+for t in "recover r11 $ADDR --wait|r11 cannot recover: " \
+	 "status r11 --watch|r11: postcopy-paused: "; do
+	# shellcheck disable=SC2086
+	out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" ${t%%|*} 2>&1)
+	rc=$?
+	[ $rc = 1 ] || fail "${t%%|*}: exit $rc: $out"
+	case $out in *"${t#*|}"*"this job can never recover."*) ;;
+	*) fail "${t%%|*}: $out" ;; esac
+	echo "ok: ${t%%|*} ended: $(printf '%s\n' "$out" | tail -n 1)"
+done
 # The way out it names works: the guest runs on here, intact.
 migctl cancel r11 --force --wait >/dev/null || fail "cancel r11 --force"
 vmmctl cont r11 --force >/dev/null || fail "cont r11 --force"
