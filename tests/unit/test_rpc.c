@@ -569,7 +569,8 @@ static const rpc_method_fn handlers[] = {
 	h_status, h_stop, h_cont, NULL /* Quit */, NULL, NULL, h_get_ram,
 	h_adopt_ram, h_dirty_start, h_dirty_sync, NULL, h_read_mem, NULL,
 	NULL /* Discard */, NULL /* SetThrottle */, NULL /* UffdCreate */,
-	NULL /* UffdRelease */, NULL /* SetMoved */, NULL /* HoldIncoming */,
+	NULL /* UffdShare */, NULL /* UffdRelease */, NULL /* SetMoved */,
+	NULL /* HoldIncoming */,
 };
 
 static void handle_done(evutil_socket_t fd, short what, void *arg)
