@@ -142,11 +142,14 @@ out:
 }
 
 /* The upper end of the histogram's bucket that holds percentile pct. */
-static uint64_t hist_percentile(const uint64_t *hist, uint64_t n, unsigned int pct)
+static uint64_t hist_percentile(const uint64_t *hist, unsigned int pct)
 {
-	uint64_t want = (n * pct + 99) / 100, seen = 0;
+	uint64_t n = 0, want, seen = 0;
 	unsigned int i;
 
+	for (i = 0; i < PC_HIST_BUCKETS; i++)
+		n += hist[i];
+	want = (n * pct + 99) / 100;
 	for (i = 0; i < PC_HIST_BUCKETS; i++)
 		if ((seen += hist[i]) >= want)
 			break;
@@ -158,7 +161,8 @@ static uint64_t hist_percentile(const uint64_t *hist, uint64_t n, unsigned int p
  * of those of the sessions before it (w->pc_before: faultd restarted).
  * Counts add up.  The percentiles of remote faults come from faultd's
  * finer buckets while one session has them all; past a restart, from the
- * sum of the power-of-two histograms (a bucket's upper end).  Those of
+ * sum of the power-of-two histograms (a bucket's upper end, at most the
+ * maximum).  Those of
  * zero-page faults are the session's with the most.
  */
 static void fault_stats_take(struct worker *w, const Tern__Faultd__FaultStats *st)
@@ -185,8 +189,11 @@ static void fault_stats_take(struct worker *w, const Tern__Faultd__FaultStats *s
 		w->pc.latency_p50_us = st->latency_p50_us;
 		w->pc.latency_p99_us = st->latency_p99_us;
 	} else if (st->remote_faults) {
-		w->pc.latency_p50_us = hist_percentile(w->pc_hist, w->pc.remote_faults, 50);
-		w->pc.latency_p99_us = hist_percentile(w->pc_hist, w->pc.remote_faults, 99);
+		/* (at most the maximum, as faultd's own) */
+		w->pc.latency_p50_us = MIN(hist_percentile(w->pc_hist, 50),
+					   w->pc.latency_max_us);
+		w->pc.latency_p99_us = MIN(hist_percentile(w->pc_hist, 99),
+					   w->pc.latency_max_us);
 	}
 	if (st->zero_faults >= b->zero_faults) {
 		w->pc.zero_latency_p50_us = st->zero_latency_p50_us;
