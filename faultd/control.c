@@ -185,11 +185,11 @@ static int take_bitmap(struct rpc_call *call, size_t i, uint64_t pages,
 }
 
 /*
- * What UffdCreate (or UffdShare) answered must be a userfaultfd (faultd reads and
- * ioctls it) with the features faultd serves (uffdcheck.c), and faultd's
- * reads must not block: the vmm made it and shares its file description
- * (a vmm that clears O_NONBLOCK later makes the kernel answer faultd's
- * poll with an error: the session fails).
+ * What UffdCreate (or UffdShare) answered must be a userfaultfd (faultd
+ * reads and ioctls it) with the features faultd serves (uffdcheck.c),
+ * and faultd's reads must not block: the vmm made it and shares its file
+ * description (a vmm that clears O_NONBLOCK later makes the kernel answer
+ * faultd's poll with an error: the session fails).
  */
 static int check_uffd(int fd, const char *vm, const char *method, char *err,
 		      size_t len)
