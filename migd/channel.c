@@ -150,7 +150,8 @@ static uint64_t chan_rate(const struct chan_tx *c)
 
 /* Hold the channel to its share of max-bandwidth (pace.c), as it is at
  * this packet.  The wait ends early when the job's abort shuts the
- * socket (the next send then fails), and when a tune changes the cap:
+ * socket or the peer closes it (the next send then fails), and when a
+ * tune changes the cap:
  * what is left of it is then owed at the new cap (none: nothing). */
 static void chan_pace(struct chan_tx *c, struct pace *pc, uint64_t bytes)
 {
@@ -166,10 +167,11 @@ static void chan_pace(struct chan_tx *c, struct pace *pc, uint64_t bytes)
 		r = pace_wait(c->fd, c->wake_fd, wait);
 		if (r == 0)
 			return;
-		/* (Once per job at most: the wait ends only with it.) */
+		/* (Once per connection at most: the wait ends only with it.) */
 		if (r < 0) {
-			log_info("ram channel %u: the job ends: its wait for the "
-				 "cap (%llu ms) is cut short", c->index,
+			log_info("ram channel %u: its connection ends (the job "
+				 "ends, fails or pauses): its wait for the cap "
+				 "(%llu ms) is cut short", c->index,
 				 (unsigned long long)(wait / 1000000));
 			return;
 		}

@@ -14,7 +14,9 @@
  *
  * The wait itself (pace_wait) watches the channel's socket: the abort
  * of a job (a cancel, its timeout, a failure) shuts its sockets down,
- * and a paced channel must go then, not when its packet is paid for: a
+ * and the peer closes them when it fails or pauses (a postcopy whose
+ * faultd stopped: the source must pause too, at once), and a paced
+ * channel must go then, not when its packet is paid for: a
  * packet of 128 pages is 8 s of a 64 KiB/s cap, and a sleep held a
  * cancel or a timeout that long.  It watches the channel's eventfd too,
  * which a Tune writes (worker_tune): a channel waiting at the old cap
@@ -76,12 +78,13 @@ uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes)
 
 int pace_wait(int fd, int wake_fd, uint64_t ns)
 {
-	/* No event asked of the socket: one shut down both ways (or in
-	 * error) reports POLLHUP (POLLERR) all the same, and nothing else
-	 * of it wakes this, not even data from the peer.  (A wake_fd of -1
-	 * is not polled.) */
+	/* Of the socket only its end: shut down both ways (or in error) it
+	 * reports POLLHUP (POLLERR) all the same, and the peer's close
+	 * POLLRDHUP (a ram channel's peer never shuts down one way only);
+	 * nothing else of it wakes this, not even data from the peer.  (A
+	 * wake_fd of -1 is not polled.) */
 	struct pollfd pfd[2] = {
-		{ .fd = fd, .events = 0 },
+		{ .fd = fd, .events = POLLRDHUP },
 		{ .fd = wake_fd, .events = POLLIN },
 	};
 	uint64_t until = now_ns() + ns, now;

@@ -296,6 +296,27 @@ static void wait_ends_on_shutdown(void **state)
 	close(sv[1]);
 }
 
+static void *close_soon(void *arg)
+{
+	usleep(100000);         /* most likely while pace_wait waits */
+	close(*(int *)arg);
+	return NULL;
+}
+
+/* The peer's close (a destination that fails or pauses) ends it too. */
+static void wait_ends_on_peer_close(void **state)
+{
+	pthread_t t;
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(pthread_create(&t, NULL, close_soon, &sv[1]), 0);
+	assert_int_equal(pace_wait(sv[0], -1, LONG_WAIT), -EPIPE);
+	pthread_join(t, NULL);
+	close(sv[0]);
+}
+
 static void *wake_soon(void *arg)
 {
 	usleep(100000);         /* most likely while pace_wait waits */
@@ -347,6 +368,7 @@ int main(void)
 		cmocka_unit_test(large_rates),
 		cmocka_unit_test(cap_changes_mid_wait),
 		cmocka_unit_test(wait_ends_on_shutdown),
+		cmocka_unit_test(wait_ends_on_peer_close),
 		cmocka_unit_test(wait_ends_on_wake),
 	};
 
