@@ -445,8 +445,7 @@ static int dest_resume(struct dest *d)
 	return 0;
 }
 
-/* The job's error says so, once: the reason it paused led to this (and
- * the source hears it, while the main connection is there). */
+/* The job's error says so, once: the reason it paused led to this. */
 static void dest_note_session_gone(struct dest *d)
 {
 	/* (A guest gone with its vmm says more: no recovery can come.) */
@@ -455,8 +454,22 @@ static void dest_note_session_gone(struct dest *d)
 		return;
 	d->session_gone = true;
 	worker_clear_failure(d->w);
-	dest_refuse(d, EPIPE, DEST_FAULTD_GONE, d->w->spec->vm);
+	worker_fail(d->w, EPIPE, DEST_FAULTD_GONE, d->w->spec->vm);
 	worker_report(d->w);
+}
+
+/* The source hears why the job paused here, while the main connection
+ * is there (a link cut is not; faultd's end, a Stats timeout are):
+ * otherwise it would see only a closed connection. */
+static void dest_tell_pause(struct dest *d)
+{
+	char why[sizeof(d->w->error)];
+
+	pthread_mutex_lock(&d->w->lock);
+	str_copy(why, d->w->error, sizeof(why));
+	pthread_mutex_unlock(&d->w->lock);
+	if (why[0])
+		dest_refuse(d, EPIPE, "%s", why);
 }
 
 /*
@@ -482,6 +495,7 @@ static int dest_postcopy_paused(struct dest *d)
 			    "it from there)", d->w->spec->vm);
 	}
 	dest_note_session_gone(d);
+	dest_tell_pause(d);
 	pthread_mutex_lock(&d->w->lock);
 	log_warnx("postcopy paused: %s", d->w->error);
 	pthread_mutex_unlock(&d->w->lock);

@@ -72,10 +72,14 @@ static int fault_call(struct fault_link *f, const char *method,
 		res = &own;
 	r = rpc_client_call(f->cl, &tern__faultd__faultd__descriptor, method, arg,
 			    fds, nfds, ret, res, FAULTD_TIMEOUT_MS, NULL, NULL);
+	/* (A Stats that timed out paused the postcopy: resuming faultd
+	 * does not resume the job.) */
 	if (r == -ETIMEDOUT && proc_stopped_say(rpc_client_peer_pid(f->cl),
 						"faultd", who, sizeof(who)))
-		snprintf(err, len, "faultd: %s: no answer in %d s: %s", method,
-			 FAULTD_TIMEOUT_MS / 1000, who);
+		snprintf(err, len, "faultd: %s: no answer in %d s: %s%s", method,
+			 FAULTD_TIMEOUT_MS / 1000, who, strcmp(method, "Stats") ? "" :
+			 ", then recover the job (migctl recover, on the source "
+			 "host)");
 	else if (r < 0)
 		snprintf(err, len, "faultd: %s: %.160s", method, res->message);
 	if (res == &own)

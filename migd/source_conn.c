@@ -338,8 +338,16 @@ int source_expect(struct source *s, int body, const char *what,
 		r = worker_fail_cancelled(s->w, "the destination",
 					  m->refuse->migd_ended);
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
+		bool paused;
+
+		/* Past the switch, a destination that may still recover has
+		 * not failed: it paused, or refused a recovery. */
+		pthread_mutex_lock(&s->w->lock);
+		paused = s->w->switched && !m->refuse->unrecoverable;
+		pthread_mutex_unlock(&s->w->lock);
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
-				"the destination failed: %s", m->refuse->message);
+				"the destination %s: %s", paused ? "says" : "failed",
+				m->refuse->message);
 		/* A recovery refused for good: no later one can succeed. */
 		if (m->refuse->unrecoverable)
 			worker_set_unrecoverable(s->w);
