@@ -567,6 +567,14 @@ int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
 }
 
 /* A running outgoing job's cap and limits; what it has now. */
+/* Past the postcopy switch a tune sets the push's cap, nothing else. */
+static bool tuned_push(const Tern__Migd__JobStatus *js)
+{
+	return js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
+	       js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
+	       js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER;
+}
+
 int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__TuneRequest req = TERN__MIGD__TUNE_REQUEST__INIT;
@@ -584,6 +592,11 @@ int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 	p = js->params;
 	if (migctl_opts.json)
 		json_print(&js->base);
+	else if (p && tuned_push(js))
+		printf("%s: max-bandwidth %s for the postcopy push from now on "
+		       "(job %s)\n", js->vm, p->max_bandwidth ?
+		       fmt_rate(p->max_bandwidth, bw, sizeof(bw)) : "unlimited",
+		       show_text_safe(js->id));
 	else if (p)
 		printf("%s: max-bandwidth %s, avail-switchover-bandwidth %s, "
 		       "downtime-limit %u ms from now on (job %s)\n", js->vm,

@@ -168,7 +168,9 @@ wait_until 10 more_faults || fail "s7: faults $faults, then $(job_get s7 faults)
 out=$(migctl tune r7 --downtime-limit 500 2>&1) && fail "tune r7 --downtime-limit: $out"
 case $out in *"downtime_limit_ms means nothing past the postcopy switch: only max_bandwidth (the push's cap) can change"*) ;;
 *) fail "tune r7 --downtime-limit: $out" ;; esac
-migctl tune r7 --max-bandwidth unlimited >/dev/null || fail "tune r7"
+out=$(migctl tune r7 --max-bandwidth unlimited) || fail "tune r7: $out"
+case $out in "r7: max-bandwidth unlimited for the postcopy push from now on (job "*")") ;;
+*) fail "tune r7: $out" ;; esac
 out=$(migctl --json status r7 --watch) || fail "r7: $out"
 [ "$(echo "$out" | jget state)" = completed ] || fail "r7: $out"
 wait_until 30 job_is s7 completed || fail "s7: $(migctl status s7)"
