@@ -269,10 +269,21 @@ static void cap_changes_mid_wait(void **state)
 /* A wait the job's abort must cut: far longer than any test runs. */
 #define LONG_WAIT (600 * SEC)
 
-static void *shut_soon(void *arg)
+/* A socket's end, soon: shut down both ways, or closed. */
+struct end_soon {
+	int fd;
+	bool close;
+};
+
+static void *end_soon(void *arg)
 {
+	struct end_soon *e = arg;
+
 	usleep(100000);         /* most likely while pace_wait waits */
-	shutdown(*(int *)arg, SHUT_RDWR);
+	if (e->close)
+		close(e->fd);
+	else
+		shutdown(e->fd, SHUT_RDWR);
 	return NULL;
 }
 
@@ -280,6 +291,7 @@ static void *shut_soon(void *arg)
  * (before or during the wait) ends it at once. */
 static void wait_ends_on_shutdown(void **state)
 {
+	struct end_soon e;
 	pthread_t t;
 	int sv[2];
 
@@ -288,7 +300,8 @@ static void wait_ends_on_shutdown(void **state)
 	assert_int_equal(pace_wait(sv[0], -1, 1000000), 0);
 	assert_int_equal(write(sv[1], "x", 1), 1);
 	assert_int_equal(pace_wait(sv[0], -1, 1000000), 0);
-	assert_int_equal(pthread_create(&t, NULL, shut_soon, &sv[0]), 0);
+	e = (struct end_soon){ .fd = sv[0] };
+	assert_int_equal(pthread_create(&t, NULL, end_soon, &e), 0);
 	assert_int_equal(pace_wait(sv[0], -1, LONG_WAIT), -EPIPE);
 	pthread_join(t, NULL);
 	assert_int_equal(pace_wait(sv[0], -1, LONG_WAIT), -EPIPE);
@@ -296,22 +309,17 @@ static void wait_ends_on_shutdown(void **state)
 	close(sv[1]);
 }
 
-static void *close_soon(void *arg)
-{
-	usleep(100000);         /* most likely while pace_wait waits */
-	close(*(int *)arg);
-	return NULL;
-}
-
 /* The peer's close (a destination that fails or pauses) ends it too. */
 static void wait_ends_on_peer_close(void **state)
 {
+	struct end_soon e;
 	pthread_t t;
 	int sv[2];
 
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	assert_int_equal(pthread_create(&t, NULL, close_soon, &sv[1]), 0);
+	e = (struct end_soon){ .fd = sv[1], .close = true };
+	assert_int_equal(pthread_create(&t, NULL, end_soon, &e), 0);
 	assert_int_equal(pace_wait(sv[0], -1, LONG_WAIT), -EPIPE);
 	pthread_join(t, NULL);
 	close(sv[0]);
