@@ -667,6 +667,12 @@ static int dest_postcopy_run(struct dest *d)
 	for (;;) {
 		r = fault_link_stats(&d->fl, d->w, false, &st, d->err,
 				     sizeof(d->err));
+		/* A faultd that answers again (resumed, or no longer
+		 * busy) does not resume the job: the pause needs it. */
+		if (r == -ETIMEDOUT)
+			return worker_fail(d->w, EPIPE, "%s, then recover the "
+					   "job (migctl recover, on the source "
+					   "host)", d->err);
 		if (r < 0)
 			return dest_link_failed(d, d->err);
 		if (st != TERN__FAULTD__SESSION_STATE__SESSION_ACTIVE &&

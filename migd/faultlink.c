@@ -72,14 +72,10 @@ static int fault_call(struct fault_link *f, const char *method,
 		res = &own;
 	r = rpc_client_call(f->cl, &tern__faultd__faultd__descriptor, method, arg,
 			    fds, nfds, ret, res, FAULTD_TIMEOUT_MS, NULL, NULL);
-	/* (A Stats that timed out paused the postcopy: resuming faultd
-	 * does not resume the job.) */
 	if (r == -ETIMEDOUT && proc_stopped_say(rpc_client_peer_pid(f->cl),
 						"faultd", who, sizeof(who)))
-		snprintf(err, len, "faultd: %s: no answer in %d s: %s%s", method,
-			 FAULTD_TIMEOUT_MS / 1000, who, strcmp(method, "Stats") ? "" :
-			 ", then recover the job (migctl recover, on the source "
-			 "host)");
+		snprintf(err, len, "faultd: %s: no answer in %d s: %s", method,
+			 FAULTD_TIMEOUT_MS / 1000, who);
 	else if (r < 0)
 		snprintf(err, len, "faultd: %s: %.160s", method, res->message);
 	if (res == &own)
@@ -166,8 +162,7 @@ static uint64_t hist_percentile(const uint64_t *hist, unsigned int pct)
  * Counts add up.  The percentiles of remote faults come from faultd's
  * finer buckets while one session has them all; past a restart, from the
  * sum of the power-of-two histograms (a bucket's upper end, at most the
- * maximum).  Those of
- * zero-page faults are the session's with the most.
+ * maximum).  Those of zero-page faults are the session's with the most.
  */
 static void fault_stats_take(struct worker *w, const Tern__Faultd__FaultStats *st)
 {
