@@ -18,8 +18,6 @@
 #include "migd/migd.h"
 #include "proto/faultd.pb-c.h"
 
-#define FAULTD_TIMEOUT_MS 10000
-
 int fault_link_open(struct fault_link *f, const char *rundir, char *err,
 		    size_t len)
 {
@@ -27,7 +25,7 @@ int fault_link_open(struct fault_link *f, const char *rundir, char *err,
 	int r;
 
 	snprintf(path, sizeof(path), "%s/faultd.sock", rundir);
-	r = rpc_client_connect_path(path, FAULTD_TIMEOUT_MS, &f->cl);
+	r = rpc_client_connect_path(path, MIGD_FAULTD_TIMEOUT_MS, &f->cl);
 	if (r < 0)
 		snprintf(err, len, "cannot reach faultd at %s/faultd.sock (is it "
 			 "running?): %s", rundir, strerror(-r));
@@ -71,11 +69,11 @@ static int fault_call(struct fault_link *f, const char *method,
 	if (!res)
 		res = &own;
 	r = rpc_client_call(f->cl, &tern__faultd__faultd__descriptor, method, arg,
-			    fds, nfds, ret, res, FAULTD_TIMEOUT_MS, NULL, NULL);
+			    fds, nfds, ret, res, MIGD_FAULTD_TIMEOUT_MS, NULL, NULL);
 	if (r == -ETIMEDOUT && proc_stopped_say(rpc_client_peer_pid(f->cl),
 						"faultd", who, sizeof(who)))
 		snprintf(err, len, "faultd: %s: no answer in %d s: %s", method,
-			 FAULTD_TIMEOUT_MS / 1000, who);
+			 MIGD_FAULTD_TIMEOUT_MS / 1000, who);
 	else if (r < 0)
 		snprintf(err, len, "faultd: %s: %.160s", method, res->message);
 	if (res == &own)

@@ -58,6 +58,9 @@
  * channel's own stall limit, so that a silent connection fails first,
  * naming itself; this one catches a channel that moves bytes, no pages. */
 #define MIGD_SWITCH_STALL_MS (MIGD_STALL_TIMEOUT_MS + 5000)
+/* A faultd call's longest wait: a faultd that does not answer by then
+ * has failed (and is named: stopped by a signal, or hung). */
+#define MIGD_FAULTD_TIMEOUT_MS 10000
 #define MIGD_HELLO_TIMEOUT_MS 5000      /* a new connection must say hello by then */
 #define MIGD_STATUS_INTERVAL_MS 200     /* worker status reports while busy */
 #define MIGD_HISTORY 64                 /* finished jobs kept for status/list */

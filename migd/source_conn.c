@@ -304,6 +304,12 @@ int source_expect(struct source *s, int body, const char *what,
 	if (body == TERN__STREAM__STREAM_MSG__BODY_READY)
 		more_ns = 2 * s->verify_ms * 1000000ULL +
 			  (fault_active("source-channel-no-end") ? 60000000000ULL : 0);
+	/* ResumeNeeded comes after the destination's faultd took the new
+	 * page link (a Relink, then perhaps an Attach): a faultd that does
+	 * not answer is the destination's to name, before this gives up
+	 * and blames the network. */
+	if (body == TERN__STREAM__STREAM_MSG__BODY_RESUME_NEEDED)
+		more_ns = 2 * MIGD_FAULTD_TIMEOUT_MS * 1000000ULL;
 	r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
 			    s->dirty_bytes + 4096, deadline() + more_ns,
 			    (ProtobufCMessage **)&m);
