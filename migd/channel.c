@@ -429,18 +429,24 @@ int chan_tx_start(struct chan_tx *c)
 
 /*
  * How many batches may wait.  A capped channel holds what it sends in
- * CHAN_QUEUE_MS (at least 2 batches): what is queued must go out before
- * the source can stop or switch to postcopy, and 64 batches (16 MiB) at
- * 0.5 MB/s held a requested switch for half a minute.
+ * CHAN_QUEUE_MS: what is queued must go out before the source can stop
+ * or switch to postcopy, and 64 batches (16 MiB) at 0.5 MB/s held a
+ * requested switch for half a minute.  But at least 2 batches, and a
+ * chunk's pages: the source queues a chunk to one channel in a row, and
+ * a queue too short for it (small batches under a low cap) held the
+ * source on one channel while the others idled.
  */
 static unsigned int chan_queue_max(const struct chan_tx *c)
 {
 	uint64_t n, rate = chan_rate(c);
+	unsigned int batch;
 
 	if (!rate)
 		return CHAN_QUEUE;
-	n = rate * CHAN_QUEUE_MS / 1000 / (STREAM_MAX_BATCH * STREAM_PAGE);
-	return (unsigned int)MIN(MAX(n, 2), CHAN_QUEUE);
+	batch = pace_batch_pages(rate);
+	n = rate * CHAN_QUEUE_MS / 1000 / ((uint64_t)batch * STREAM_PAGE);
+	n = MAX(n, MAX(2u, DIV_ROUND_UP(CHUNK_PAGES, batch)));
+	return (unsigned int)MIN(n, CHAN_QUEUE);
 }
 
 int chan_tx_push(struct chan_tx *c, const struct batch *b)

@@ -817,12 +817,21 @@ void pace_set_rate(struct pace *p, uint64_t rate, uint64_t now);
 /* Count bytes just sent at now; returns the ns to wait before the next
  * (with 0 bytes: what is left of the wait). */
 uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes);
+/* Pages in one packet under a channel's cap rate (0 = none): at most
+ * PACE_BURST_NS of the cap, at least PACE_BATCH_MIN, at most
+ * STREAM_MAX_BATCH. */
+#define PACE_BURST_NS 100000000ULL      /* 100 ms */
+#define PACE_BATCH_MIN 8u               /* 32 KiB: packets' overhead */
+unsigned int pace_batch_pages(uint64_t rate);
 /* Wait ns, or less: -EPIPE as soon as socket fd is shut down (the job's
  * abort, chan_abort_fd) or fails; 1 as soon as eventfd wake_fd (-1:
  * none) is written (a tune: the cap changed), which it reads back; 0
  * when the time is up. */
 int pace_wait(int fd, int wake_fd, uint64_t ns);
 
+/* Pages of one chunk go to one channel, always the same one: a page sent
+ * again must not overtake its older copy on another connection. */
+#define CHUNK_PAGES 64
 #define CHAN_QUEUE 64                   /* batches queued per channel */
 #define CHAN_QUEUE_MS 250               /* under max-bandwidth: this much */
 

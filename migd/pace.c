@@ -64,6 +64,24 @@ void pace_set_rate(struct pace *p, uint64_t rate, uint64_t now)
 	p->rate = rate;
 }
 
+/*
+ * A packet goes out at line rate, then its channel waits until the cap
+ * paid for it: 128 pages (512 KiB) are 8 s of a 64 KiB/s share, so a
+ * low cap meant to spare a busy link sent 2 MiB bursts (4 channels) with
+ * seconds of silence between.  A packet holds at most PACE_BURST_NS of
+ * the cap, and no fewer than PACE_BATCH_MIN pages, so that zero pages
+ * (8 bytes each on the wire) do not go one header apiece.
+ */
+unsigned int pace_batch_pages(uint64_t rate)
+{
+	uint64_t n;
+
+	if (!rate)
+		return STREAM_MAX_BATCH;
+	n = mul_div(rate, PACE_BURST_NS, 1000000000ULL * STREAM_PAGE);
+	return (unsigned int)MIN(MAX(n, PACE_BATCH_MIN), STREAM_MAX_BATCH);
+}
+
 uint64_t pace_sent(struct pace *p, uint64_t now, uint64_t bytes)
 {
 	uint64_t floor = now > PACE_CREDIT_NS ? now - PACE_CREDIT_NS : 0;

@@ -23,7 +23,6 @@
 #include "migd/migd.h"
 #include "proto/stream.pb-c.h"
 
-#define CHUNK_PAGES 64                  /* pages of one chunk go to one channel */
 #define PC_AUTO_ROUNDS 5                /* postcopy auto: switch after this many */
 #define ROUND_MIN_US 5000               /* precopy rounds: at most one this often */
 
@@ -98,7 +97,9 @@ int source_queue(struct source *s, unsigned int region, uint64_t off)
 
 	b->region = region;
 	b->off[b->npages++] = off;
-	if (b->npages == STREAM_MAX_BATCH) {
+	/* (A cap lowered meanwhile: a batch over the new size goes now.) */
+	if (b->npages >= pace_batch_pages(__atomic_load_n(&s->w->chan_rate,
+							   __ATOMIC_RELAXED))) {
 		r = chan_tx_push(&s->chan[ch], b);
 		b->npages = 0;
 		if (r == 0)

@@ -232,6 +232,31 @@ static void cap_changes_between_packets(void **state)
 }
 
 /*
+ * A packet under a cap holds at most 100 ms of it: a low cap gives small
+ * packets, not multi-second bursts (128 pages at 64 KiB/s were 8 s);
+ * never fewer than 8 pages, never more than a packet may hold.
+ */
+static void packets_hold_a_tenth_of_a_second(void **state)
+{
+	const uint64_t kib = 1024;
+	uint64_t rate;
+
+	(void)state;
+	assert_int_equal(pace_batch_pages(0), STREAM_MAX_BATCH);
+	assert_int_equal(pace_batch_pages(1), PACE_BATCH_MIN);
+	assert_int_equal(pace_batch_pages(64 * kib), PACE_BATCH_MIN);
+	assert_int_equal(pace_batch_pages(1024 * kib), 25);
+	assert_int_equal(pace_batch_pages(1ULL << 62), STREAM_MAX_BATCH);
+	for (rate = 400 * kib; rate < 8192 * kib; rate += 100 * kib) {
+		unsigned int n = pace_batch_pages(rate);
+
+		assert_true(n >= PACE_BATCH_MIN && n <= STREAM_MAX_BATCH);
+		assert_true(n == STREAM_MAX_BATCH ||
+			    (uint64_t)n * STREAM_PAGE * SEC <= rate * PACE_BURST_NS);
+	}
+}
+
+/*
  * A cap changed while a channel waits (a tune wakes it): what it still
  * owes is owed at the new cap, more or less of it; a cap lifted owes
  * nothing, and one set again counts from then, not from the debt.
@@ -375,6 +400,7 @@ int main(void)
 		cmocka_unit_test(uneven_samples),
 		cmocka_unit_test(large_rates),
 		cmocka_unit_test(cap_changes_mid_wait),
+		cmocka_unit_test(packets_hold_a_tenth_of_a_second),
 		cmocka_unit_test(wait_ends_on_shutdown),
 		cmocka_unit_test(wait_ends_on_peer_close),
 		cmocka_unit_test(wait_ends_on_wake),
