@@ -456,6 +456,12 @@ static void source_paused_end(struct source *s)
 	else if (!worker_abandoned())
 		worker_note(s->w, "postcopy paused; the source VM keeps the "
 			    "guest's remaining pages (paused)");
+	else if (worker_unrecoverable(s->w))
+		/* (The destination's words, in the error already, say how to
+		 * run it again.) */
+		worker_note(s->w, "cancelled while postcopy was paused: the source "
+			    "VM stays paused, marked as moved, with the guest as "
+			    "it was at the switch");
 	else
 		worker_note(s->w, "cancelled while postcopy was paused: the source "
 			    "VM stays paused, marked as moved, with the guest as "
