@@ -276,9 +276,10 @@ int dest_check_hello(struct dest *d)
 	if (d->ram.huge)
 		acc.no_postcopy = "its guest RAM is in 2 MiB huge pages "
 				  "(vmm --hugepages)";
-	else if (fault_link_probe(d->w->spec->rundir, no_faultd,
+	else if (fault_link_probe(d->w->spec->rundir, false, no_faultd,
 				  sizeof(no_faultd)) < 0)
 		acc.no_postcopy = no_faultd;
+	acc.answers_postcopy_ask = true;
 	ok.body_case = TERN__STREAM__STREAM_MSG__BODY_ACCEPT;
 	ok.accept = &acc;
 	r = dest_send_main(d, &ok);
@@ -320,6 +321,27 @@ static int dest_wait_main(struct dest *d)
 	}
 }
 
+/*
+ * The source asks before a postcopy switch whether this host can take it
+ * now: its faultd, there at the hello, may have stopped since, and once
+ * the source sent its markers the switch cannot be undone (a failed
+ * Attach then failed the whole job).  A refusal leaves the job in
+ * precopy; the source may ask again.
+ */
+static int dest_postcopy_answer(struct dest *d)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__PostcopyAnswer a = TERN__STREAM__POSTCOPY_ANSWER__INIT;
+	char why[PATH_MAX + 160] = "";
+
+	if (fault_link_probe(d->w->spec->rundir, true, why, sizeof(why)) < 0)
+		log_warnx("postcopy refused: %s; the job goes on in precopy", why);
+	a.refused = why;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_ANSWER;
+	m.postcopy_answer = &a;
+	return dest_send(d, &m, "PostcopyAnswer");
+}
+
 /* Whether a message with body got answers a wait for body. */
 static bool body_fits(int body, int got)
 {
@@ -327,7 +349,8 @@ static bool body_fits(int body, int got)
 	case BODY_PRECOPY_NEXT:
 		return got == TERN__STREAM__STREAM_MSG__BODY_DEVICE ||
 		       got == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_DISCARD ||
-		       got == TERN__STREAM__STREAM_MSG__BODY_SETTLE;
+		       got == TERN__STREAM__STREAM_MSG__BODY_SETTLE ||
+		       got == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_ASK;
 	case BODY_SWITCH_NEXT:
 		return got == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_STALE ||
 		       got == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY;
@@ -772,9 +795,14 @@ static int dest_receive(struct dest *d)
 		r = dest_wait_main(d);
 		if (r == 0)
 			r = dest_recv(d, BODY_PRECOPY_NEXT, "device state", &dev);
-		if (r < 0 || dev->body_case != TERN__STREAM__STREAM_MSG__BODY_SETTLE)
+		if (r < 0)
 			break;
-		r = dest_settle(d, dev->settle);
+		if (dev->body_case == TERN__STREAM__STREAM_MSG__BODY_SETTLE)
+			r = dest_settle(d, dev->settle);
+		else if (dev->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_ASK)
+			r = dest_postcopy_answer(d);
+		else
+			break;
 		protobuf_c_message_free_unpacked(&dev->base, NULL);
 		dev = NULL;
 	}

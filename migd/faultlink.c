@@ -32,20 +32,6 @@ int fault_link_open(struct fault_link *f, const char *rundir, char *err,
 	return r;
 }
 
-int fault_link_probe(const char *rundir, char *why, size_t len)
-{
-	struct fault_link f = { 0 };
-	char err[PATH_MAX + 96];
-	int r;
-
-	r = fault_link_open(&f, rundir, err, sizeof(err));
-	if (r < 0)
-		snprintf(why, len, "no faultd runs there (%s/faultd.sock: %s; "
-			 "start faultd(8) there first)", rundir, strerror(-r));
-	fault_link_close(&f);
-	return r;
-}
-
 void fault_link_close(struct fault_link *f)
 {
 	if (f->cl)
@@ -60,7 +46,7 @@ static int fault_call(struct fault_link *f, const char *method,
 {
 	struct rpc_result own;
 	char who[160];
-	int r;
+	int ms, r;
 
 	if (!f->cl) {
 		snprintf(err, len, "faultd: %s: not connected", method);
@@ -68,16 +54,39 @@ static int fault_call(struct fault_link *f, const char *method,
 	}
 	if (!res)
 		res = &own;
+	ms = f->timeout_ms ? f->timeout_ms : MIGD_FAULTD_TIMEOUT_MS;
 	r = rpc_client_call(f->cl, &tern__faultd__faultd__descriptor, method, arg,
-			    fds, nfds, ret, res, MIGD_FAULTD_TIMEOUT_MS, NULL, NULL);
+			    fds, nfds, ret, res, ms, NULL, NULL);
 	if (r == -ETIMEDOUT && proc_stopped_say(rpc_client_peer_pid(f->cl),
 						"faultd", who, sizeof(who)))
 		snprintf(err, len, "faultd: %s: no answer in %d s: %s", method,
-			 MIGD_FAULTD_TIMEOUT_MS / 1000, who);
+			 ms / 1000, who);
 	else if (r < 0)
 		snprintf(err, len, "faultd: %s: %.160s", method, res->message);
 	if (res == &own)
 		rpc_result_close_fds(res);
+	return r;
+}
+
+int fault_link_probe(const char *rundir, bool call, char *why, size_t len)
+{
+	Tern__Faultd__Empty q = TERN__FAULTD__EMPTY__INIT;
+	Tern__Faultd__SessionList *l = NULL;
+	struct fault_link f = { .timeout_ms = MIGD_FAULTD_PROBE_MS };
+	char err[PATH_MAX + 96];
+	int r;
+
+	r = fault_link_open(&f, rundir, err, sizeof(err));
+	if (r < 0)
+		snprintf(why, len, "no faultd runs there (%s/faultd.sock: %s; "
+			 "start faultd(8) there first)", rundir, strerror(-r));
+	else if (call && (r = fault_call(&f, "List", &q.base, NULL, 0,
+					 (ProtobufCMessage **)&l, NULL, err,
+					 sizeof(err))) < 0)
+		snprintf(why, len, "%s", err);
+	if (l)
+		protobuf_c_message_free_unpacked(&l->base, NULL);
+	fault_link_close(&f);
 	return r;
 }
 

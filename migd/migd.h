@@ -646,6 +646,13 @@ bool worker_postcopy_requested(void);
  * that came before is dropped; later ones are refused by migd (the
  * status's no_postcopy) or dropped with a warning. */
 void worker_no_postcopy(struct worker *w, const char *why);
+/* The destination refused a switch to postcopy, for the reason why: the
+ * request is dropped and the job goes on in precopy, saying so (a note
+ * in its error, which a later switch or worker_clear_note drops); past
+ * a timeout whose action was the switch, the job fails instead.  0, or
+ * that failure. */
+int worker_postcopy_refused(struct worker *w, const char *why);
+void worker_clear_note(struct worker *w);
 void worker_set_state(struct worker *w, enum job_state st);
 /* The job's parameters now (a "tune" changes some during the job). */
 void worker_params(struct worker *w, struct mig_params *ret);
@@ -1055,13 +1062,17 @@ void page_server_stop(struct page_server *ps);
 /* faultlink.c: the destination worker's faultd client (postcopy) */
 struct fault_link {
 	struct rpc_client *cl;
+	int timeout_ms;                 /* a call's; 0: MIGD_FAULTD_TIMEOUT_MS */
 };
 int fault_link_open(struct fault_link *f, const char *rundir, char *err,
 		    size_t len);
 void fault_link_close(struct fault_link *f);
-/* Whether faultd answers on rundir's socket (connect only): 0, or -errno
- * with why postcopy cannot be, for the source (Accept.no_postcopy). */
-int fault_link_probe(const char *rundir, char *why, size_t len);
+/* Whether faultd answers on rundir's socket: 0, or -errno with why
+ * postcopy cannot be, for the source (Accept.no_postcopy, PostcopyAnswer).
+ * With call, it must also answer a call (List) within
+ * MIGD_FAULTD_PROBE_MS; else a connection is enough. */
+#define MIGD_FAULTD_PROBE_MS 3000
+int fault_link_probe(const char *rundir, bool call, char *why, size_t len);
 /* faultd closed the connection: it stopped or restarted (it closes no
  * other client that keeps to the protocol), and its sessions are gone
  * with it: the guest's faults wait until a faultd attaches again. */
@@ -1097,6 +1108,8 @@ struct source {
 	bool learned_left_out;          /* (L) the learned fixed part is at or
 					 * above the limit (source_fixed_us) */
 	bool precopy;                   /* in precopy rounds (not the final one) */
+	bool dest_answers_ask;          /* the destination answers PostcopyAsk */
+	uint64_t pc_refused_ns;         /* when it last refused a switch */
 	uint64_t check_ns;              /* auto-converge: the last look */
 	uint64_t check_bytes;           /* bytes sent by then */
 	uint64_t round_taken;           /* pages the round took from the bitmap */

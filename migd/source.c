@@ -668,9 +668,10 @@ int source_run(struct worker *w)
 	pthread_mutex_unlock(&w->lock);
 	if (r == 0)
 		r = source_precopy(&s);
-	if (r == 0)
+	if (r == 0) {
+		worker_clear_note(w);   /* a refused switch is past */
 		r = source_switchover(&s);
-	else if (r == SOURCE_PC_SWITCH)
+	} else if (r == SOURCE_PC_SWITCH)
 		r = source_postcopy(&s);
 	if (r < 0 && worker_cancelled())
 		worker_fail(w, ECANCELED, "cancelled");

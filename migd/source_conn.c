@@ -239,8 +239,10 @@ static int source_hello(struct source *s)
 	else if (reply->body_case != TERN__STREAM__STREAM_MSG__BODY_ACCEPT)
 		r = worker_fail(s->w, EPROTO, "the destination answered our layout "
 				"with message %d", reply->body_case);
-	else
+	else {
+		s->dest_answers_ask = reply->accept->answers_postcopy_ask;
 		r = source_postcopy_possible(s, reply->accept->no_postcopy);
+	}
 	protobuf_c_message_free_unpacked(&reply->base, NULL);
 	return r;
 }
@@ -310,6 +312,9 @@ int source_expect(struct source *s, int body, const char *what,
 	 * and blames the network. */
 	if (body == TERN__STREAM__STREAM_MSG__BODY_RESUME_NEEDED)
 		more_ns = 2 * MIGD_FAULTD_TIMEOUT_MS * 1000000ULL;
+	/* (and PostcopyAnswer after its probe of faultd) */
+	if (body == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_ANSWER)
+		more_ns = MIGD_FAULTD_PROBE_MS * 1000000ULL;
 	r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
 			    s->dirty_bytes + 4096, deadline() + more_ns,
 			    (ProtobufCMessage **)&m);

@@ -14,6 +14,7 @@
  * lifted at the job's end, are listed in migd.h.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 
 #define PC_AUTO_ROUNDS 5                /* postcopy auto: switch after this many */
 #define ROUND_MIN_US 5000               /* precopy rounds: at most one this often */
+#define PC_ASK_AGAIN_NS 1000000000ULL   /* postcopy auto: a refused switch, 1 s */
 
 /* ---- sending pages ---------------------------------------------------------- */
 
@@ -542,6 +544,42 @@ static int source_verify_time(struct source *s)
 	return source_verify_fits(s);   /* before any page is sent */
 }
 
+/*
+ * Precopy stopped to switch to postcopy (r: SOURCE_PC_SWITCH; asked, the
+ * timeout's action, or postcopy auto): first, whether the destination can
+ * take it now (PostcopyAsk).  The markers it would send next cannot be
+ * taken back, so a refusal here is the last point where the job goes on
+ * in precopy with nothing lost: the pages a round cut short did not take
+ * stay in the bitmap.  SOURCE_PC_SWITCH to switch, 0 to go on, or r as
+ * it came.
+ */
+static int source_ask_switch(struct source *s, int r)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *a = NULL;
+	Tern__Stream__PostcopyAsk ask = TERN__STREAM__POSTCOPY_ASK__INIT;
+	char why[400];
+
+	/* (an older destination does not answer: the switch goes ahead) */
+	if (r != SOURCE_PC_SWITCH || !s->dest_answers_ask)
+		return r;
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_ASK;
+	m.postcopy_ask = &ask;
+	r = source_send_named(s, &m.base, "the postcopy ask");
+	if (r == 0)
+		r = source_expect(s, TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_ANSWER,
+				  "PostcopyAnswer", &a);
+	if (r < 0)
+		return r;
+	snprintf(why, sizeof(why), "%s", a->postcopy_answer->refused);
+	protobuf_c_message_free_unpacked(&a->base, NULL);
+	if (!why[0]) {
+		worker_clear_note(s->w);
+		return SOURCE_PC_SWITCH;
+	}
+	s->pc_refused_ns = now_ns();
+	return worker_postcopy_refused(s->w, why);
+}
+
 int source_precopy(struct source *s)
 {
 	struct worker *w = s->w;
@@ -564,6 +602,7 @@ int source_precopy(struct source *s)
 	b0 = __atomic_load_n(&w->transferred_bytes, __ATOMIC_RELAXED);
 	r = source_first_round(s, &pages);
 	for (;;) {
+		r = source_ask_switch(s, r);
 		if (r != 0)
 			return r;       /* an error, or SOURCE_PC_SWITCH */
 		t1 = now_ns();
@@ -583,16 +622,22 @@ int source_precopy(struct source *s)
 			if (expected <= p.downtime_limit_ms)
 				return 0;
 		}
+		r = 0;
 		if (worker_postcopy_requested())
-			return SOURCE_PC_SWITCH;
+			r = SOURCE_PC_SWITCH;
 		/* Postcopy auto: a round that dirtied more than half of what it
-		 * sent will not converge (nor will PC_AUTO_ROUNDS of them). */
-		if (w->spec->params.postcopy == POSTCOPY_POLICY_AUTO &&
-		    (dirty * STREAM_PAGE * 2 > sent || w->rounds >= PC_AUTO_ROUNDS)) {
+		 * sent will not converge (nor will PC_AUTO_ROUNDS of them);
+		 * refused, it asks again a while later. */
+		else if (w->spec->params.postcopy == POSTCOPY_POLICY_AUTO &&
+			 (dirty * STREAM_PAGE * 2 > sent || w->rounds >= PC_AUTO_ROUNDS) &&
+			 now_ns() - s->pc_refused_ns >= PC_ASK_AGAIN_NS) {
 			log_info("precopy will not converge (round %llu): switching "
 				 "to postcopy", (unsigned long long)w->rounds);
-			return SOURCE_PC_SWITCH;
+			r = SOURCE_PC_SWITCH;
 		}
+		r = source_ask_switch(s, r);
+		if (r != 0)
+			return r;
 		r = source_auto_converge(s, sent, dirty);
 		if (r < 0)
 			return r;

@@ -121,6 +121,42 @@ void worker_no_postcopy(struct worker *w, const char *why)
 	worker_report(w);
 }
 
+static bool worker_timed_out(struct worker *w);
+
+int worker_postcopy_refused(struct worker *w, const char *why)
+{
+	const struct mig_params *p = &w->spec->params;
+
+	/* The timeout's way out is gone: it cancels, as without one. */
+	if (p->timeout_action == TIMEOUT_ACTION_POSTCOPY && worker_timed_out(w))
+		return worker_fail(w, ETIMEDOUT, "did not complete within the %u s "
+				   "timeout, and the destination refused the "
+				   "switch to postcopy, its action: %s",
+				   p->timeout_s, why);
+	pthread_mutex_lock(&w->lock);
+	__atomic_store_n(&postcopy_requested, 0, __ATOMIC_RELAXED);
+	if (!w->error[0] || w->error_is_note) {
+		snprintf(w->error, sizeof(w->error), "the destination refused the "
+			 "switch to postcopy: %s; the migration goes on in precopy "
+			 "('migctl postcopy' asks again)", why);
+		w->error_is_note = true;
+		log_warnx("%s", w->error);
+	}
+	pthread_mutex_unlock(&w->lock);
+	worker_report(w);
+	return 0;
+}
+
+void worker_clear_note(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->error_is_note) {
+		w->error[0] = 0;
+		w->error_is_note = false;
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
 /* Migd.Postcopy, unless the job cannot (worker_no_postcopy). */
 static void worker_postcopy_asked(struct worker *w)
 {

@@ -289,6 +289,55 @@ vmmctl quit pc >/dev/null; vmmctl quit pd >/dev/null
 stop_migd
 start_migd
 
+note "faultd stops after the hello: a switch is refused and precopy goes on; with faultd back, it is taken"
+# Before, the switch went ahead, its Attach failed, and the whole
+# migration with it: precopy's progress lost.  A job whose timeout's
+# action is the switch fails as a timeout would without one.
+start_vmm m1 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+start_vmm n1 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+wait_pass m1 0 1
+wait_pass n1 0 1
+start_vmm m2 --memory 64M --incoming
+start_vmm n2 --memory 64M --incoming
+incoming m2
+migctl migrate m1 "$ADDR" --token "$TOKEN" --max-bandwidth 1M --channels 1 \
+	--detach >/dev/null || fail "migrate m1"
+incoming n2
+migctl migrate n1 "$ADDR" --token "$TOKEN" --max-bandwidth 1M --channels 1 \
+	--timeout 4 --timeout-action postcopy --detach >/dev/null || fail "migrate n1"
+wait_until 30 job_is m1 active || fail "m1: $(migctl status m1)"
+kill -STOP "$FAULTD_PID"
+migctl postcopy m1 >/dev/null || { kill -CONT "$FAULTD_PID"; fail "postcopy m1"; }
+refused_with() { job_is "$1" active && job_get "$1" error | grep -qF "$2"; }
+stopped="faultd: List: no answer in 3 s: faultd, pid $FAULTD_PID, is stopped by a signal or a debugger: 'kill -CONT $FAULTD_PID' resumes it"
+wait_until 30 refused_with m1 "the destination refused the switch to postcopy: $stopped; the migration goes on in precopy ('migctl postcopy' asks again)" ||
+	{ kill -CONT "$FAULTD_PID"; fail "m1: $(job_get m1 state): $(job_get m1 error)"; }
+echo "ok: m1: $(job_get m1 error)"
+wait_job_final n1
+kill -CONT "$FAULTD_PID"
+[ "$(job_get n1 state)" = failed ] || fail "n1: $(migctl status n1)"
+case $(job_get n1 error) in
+"did not complete within the 4 s timeout, and the destination refused the switch to postcopy, its action: $stopped"*) ;;
+*) fail "n1: $(job_get n1 error)" ;; esac
+echo "ok: n1: $(job_get n1 error)"
+wait_until 30 vmm_is n1 running || fail "n1 is $(state_of n1)"
+vmmctl quit n1 >/dev/null; vmmctl quit n2 >/dev/null
+kill -TERM "$FAULTD_PID"
+wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
+migctl postcopy m1 >/dev/null || fail "postcopy m1"
+wait_until 30 refused_with m1 "the destination refused the switch to postcopy: no faultd runs there ($RUNDIR/faultd.sock: No such file or directory; start faultd(8) there first); the migration goes on" ||
+	fail "m1: $(job_get m1 state): $(job_get m1 error)"
+echo "ok: m1: $(job_get m1 error)"
+job_is m2 active || fail "m2: $(migctl status m2)"
+start_faultd
+migctl postcopy m1 >/dev/null || fail "postcopy m1"
+wait_until 30 both_active m1 m2 || fail "m1: $(job_get m1 state): $(job_get m1 error)"
+[ -z "$(job_get m1 error)" ] || fail "m1 still says: $(job_get m1 error)"
+migctl tune m1 --max-bandwidth unlimited >/dev/null || fail "tune m1"
+out=$(migctl --json status m1 --watch) || fail "m1: $out"
+check_done m1 m2 "$out"
+vmmctl quit m1 >/dev/null; vmmctl quit m2 >/dev/null
+
 note "faultd dies mid-postcopy: both sides postcopy-paused, the guest waits"
 start_vmm p --memory 256M --test-guest dirty --heartbeat 100
 wait_pass p 0 2
