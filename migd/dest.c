@@ -150,12 +150,17 @@ int dest_refuse(struct dest *d, int err, const char *fmt, ...)
 {
 	char msg[sizeof(d->w->error)];
 	va_list ap;
+	int r;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* Recorded first: the source closes its connections once it has
+	 * this, and a channel's thread that sees its end first would have
+	 * the job's error say only that. */
+	r = worker_fail(d->w, err, "%s", msg);
 	dest_send_refuse(d, d->main_fd, err, msg, false);
-	return worker_fail(d->w, err, "%s", msg);
+	return r;
 }
 
 /* The job failed here (say, on a ram channel): tell the source why. */
