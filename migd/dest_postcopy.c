@@ -646,11 +646,19 @@ static int dest_main_watch(struct dest *d, int wait_ms)
 	r = stream_msg_recv(d->main_fd, &tern__stream__stream_msg__descriptor,
 			    STREAM_MSG_MAX, deadline_ms(MIGD_IO_TIMEOUT_MS),
 			    (ProtobufCMessage **)&m);
-	if (r < 0) {
+	if (r == -EPIPE)
 		snprintf(d->err, sizeof(d->err), "the source closed the main "
 			 "connection");
+	else if (r == -ECONNRESET || r == -ECONNABORTED)
+		/* (a cut's words on the source are the same) */
+		snprintf(d->err, sizeof(d->err), "the main connection was reset "
+			 "(%s): the source's worker died, or the network between "
+			 "cut it", strerror(-r));
+	else if (r < 0)
+		snprintf(d->err, sizeof(d->err), "the main connection from the "
+			 "source: %s", strerror(-r));
+	if (r < 0)
 		return -EPIPE;
-	}
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_HASHES) {
 		if (d->hashes_msg)
 			protobuf_c_message_free_unpacked(&d->hashes_msg->base, NULL);
