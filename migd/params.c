@@ -102,8 +102,11 @@ int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 	if (p->postcopy)
 		n.postcopy = p->postcopy == TERN__MIGD__POSTCOPY_POLICY__POSTCOPY_AUTO ?
 			     POSTCOPY_POLICY_AUTO : POSTCOPY_POLICY_MANUAL;
-	/* A channel slower than this could go MIGD_STALL_TIMEOUT_MS without a
-	 * byte while it paces one full packet: it would look stalled. */
+	/* The floor keeps a paced channel's packets (PACE_BATCH_MIN pages
+	 * at least, pace_batch_pages) within a second of each other, far
+	 * inside the MIGD_STALL_TIMEOUT_MS after which a channel that
+	 * moves nothing looks stalled (with 128-page packets, a slower
+	 * channel could pass it while it paced one). */
 	if (n.max_bandwidth && n.max_bandwidth / n.channels < PARAM_MIN_CHANNEL_BPS) {
 		snprintf(err, len, "max bandwidth %llu bytes/s for %u channels: at "
 			 "least %u bytes/s a channel", (unsigned long long)n.max_bandwidth,
