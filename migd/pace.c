@@ -16,12 +16,13 @@
  * of a job (a cancel, its timeout, a failure) shuts its sockets down,
  * and the peer closes them when it fails or pauses (a postcopy whose
  * faultd stopped: the source must pause too, at once), and a paced
- * channel must go then, not when its packet is paid for: a
- * packet of 128 pages is 8 s of a 64 KiB/s cap, and a sleep held a
- * cancel or a timeout that long.  It watches the channel's eventfd too,
- * which a Tune writes (worker_tune): a channel waiting at the old cap
- * then owes the rest at the new one, and a cap lifted no longer held it
- * for those 8 s.
+ * channel must go then, not when its packet is paid for: a packet of
+ * 128 pages was 8 s of a 64 KiB/s cap (a capped packet is smaller now,
+ * pace_batch_pages, but a cap lowered by a Tune still leaves one paid at
+ * the new rate), and a sleep held a cancel or a timeout that long.  It
+ * watches the channel's eventfd too, which a Tune writes (worker_tune):
+ * a channel waiting at the old cap then owes the rest at the new one,
+ * and a cap lifted no longer held it for the rest of its wait.
  *
  * And the rate a channel went at, as status reports it: over the last
  * second (RATE_WINDOW_NS), from the byte counts the worker's reporter
