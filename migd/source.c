@@ -541,11 +541,11 @@ static void source_tell_dest(struct source *s, struct worker *w)
 {
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
 	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
-	char msg[200];
+	char msg[sizeof(w->error)];
 
 	if (s->main_fd < 0 || w->switched || pthread_mutex_trylock(&s->main_tx))
 		return;
-	snprintf(msg, sizeof(msg), "%.199s", w->error[0] ? w->error : "failed");
+	snprintf(msg, sizeof(msg), "%s", w->error[0] ? w->error : "failed");
 	rf.err = ECANCELED;
 	rf.message = msg;
 	/* Cancelled, not failed: the destination says the source cancelled,
@@ -556,7 +556,10 @@ static void source_tell_dest(struct source *s, struct worker *w)
 	rf.migd_ended = rf.cancelled && worker_migd_ended();
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_REFUSE;
 	m.refuse = &rf;
-	stream_msg_send(s->main_fd, &m.base, now_ns() + 200000000ULL);
+	/* Said: the destination's close or reset that follows is this
+	 * end, not news of its own (peer_gone, worker.c). */
+	if (stream_msg_send(s->main_fd, &m.base, now_ns() + 200000000ULL) == 0)
+		w->peer_heard = true;
 	pthread_mutex_unlock(&s->main_tx);
 }
 
