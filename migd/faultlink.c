@@ -80,9 +80,16 @@ int fault_link_probe(const char *rundir, bool call, char *why, size_t len)
 	if (r < 0)
 		snprintf(why, len, "no faultd runs there (%s/faultd.sock: %s; "
 			 "start faultd(8) there first)", rundir, strerror(-r));
-	else if (call && (r = fault_call(&f, "List", &q.base, NULL, 0,
-					 (ProtobufCMessage **)&l, NULL, err,
-					 sizeof(err))) < 0)
+	/* One stopped by a signal is said at once, not after the call's
+	 * wait: the source waits for this answer, and sends nothing
+	 * meanwhile. */
+	else if (call && proc_stopped_say(rpc_client_peer_pid(f.cl), "faultd",
+					  err, sizeof(err))) {
+		snprintf(why, len, "%s", err);
+		r = -EAGAIN;
+	} else if (call && (r = fault_call(&f, "List", &q.base, NULL, 0,
+					   (ProtobufCMessage **)&l, NULL, err,
+					   sizeof(err))) < 0)
 		snprintf(why, len, "%s", err);
 	if (l)
 		protobuf_c_message_free_unpacked(&l->base, NULL);

@@ -1117,6 +1117,7 @@ struct source {
 	uint64_t round_ns;              /* ... over this long: the bandwidth */
 	uint64_t settle_ns;             /* waiting in source_settle */
 	uint64_t hash_rate;             /* verify: bytes/s, timed at the start */
+	uint64_t pc_ask_again_ns;       /* postcopy auto: asks again after */
 	uint64_t verify_ms;             /* verify's expected share of the pause */
 	uint64_t vmm_rtt_ns;            /* the quickest DirtySync: a call to the vmm */
 	uint64_t vmm_seen_ns;           /* source_vmm_alive's last look */

@@ -26,7 +26,11 @@
 
 #define PC_AUTO_ROUNDS 5                /* postcopy auto: switch after this many */
 #define ROUND_MIN_US 5000               /* precopy rounds: at most one this often */
-#define PC_ASK_AGAIN_NS 1000000000ULL   /* postcopy auto: a refused switch, 1 s */
+/* Postcopy auto: after a refused switch, ask again 1 s later, then 2, 4,
+ * up to 16 s while refusals go on (an ask may hold precopy up to the
+ * destination's probe of its faultd, MIGD_FAULTD_PROBE_MS). */
+#define PC_ASK_AGAIN_NS 1000000000ULL
+#define PC_ASK_AGAIN_MAX_NS 16000000000ULL
 
 /* ---- sending pages ---------------------------------------------------------- */
 
@@ -582,6 +586,8 @@ static int source_ask_switch(struct source *s, int r)
 
 int source_precopy(struct source *s)
 {
+	s->pc_ask_again_ns = !s->pc_ask_again_ns ? PC_ASK_AGAIN_NS :
+			     MIN(2 * s->pc_ask_again_ns, PC_ASK_AGAIN_MAX_NS);
 	struct worker *w = s->w;
 	uint64_t t0, t1, b0, el, dirty, pages, expected, sent;
 	struct mig_params p;
@@ -630,7 +636,7 @@ int source_precopy(struct source *s)
 		 * refused, it asks again a while later. */
 		else if (w->spec->params.postcopy == POSTCOPY_POLICY_AUTO &&
 			 (dirty * STREAM_PAGE * 2 > sent || w->rounds >= PC_AUTO_ROUNDS) &&
-			 now_ns() - s->pc_refused_ns >= PC_ASK_AGAIN_NS) {
+			 now_ns() - s->pc_refused_ns >= s->pc_ask_again_ns) {
 			log_info("precopy will not converge (round %llu): switching "
 				 "to postcopy", (unsigned long long)w->rounds);
 			r = SOURCE_PC_SWITCH;

@@ -309,7 +309,7 @@ wait_until 30 job_is m1 active || fail "m1: $(migctl status m1)"
 kill -STOP "$FAULTD_PID"
 migctl postcopy m1 >/dev/null || { kill -CONT "$FAULTD_PID"; fail "postcopy m1"; }
 refused_with() { job_is "$1" active && job_get "$1" error | grep -qF "$2"; }
-stopped="faultd: List: no answer in 3 s: faultd, pid $FAULTD_PID, is stopped by a signal or a debugger: 'kill -CONT $FAULTD_PID' resumes it"
+stopped="faultd, pid $FAULTD_PID, is stopped by a signal or a debugger: 'kill -CONT $FAULTD_PID' resumes it"
 wait_until 30 refused_with m1 "the destination refused the switch to postcopy: $stopped; the migration goes on in precopy ('migctl postcopy' asks again)" ||
 	{ kill -CONT "$FAULTD_PID"; fail "m1: $(job_get m1 state): $(job_get m1 error)"; }
 echo "ok: m1: $(job_get m1 error)"
