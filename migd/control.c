@@ -491,9 +491,18 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EOPNOTSUPP, "%s: postcopy cannot be: "
 				       "%s; the migration goes on in precopy",
 				       q->vm, j->last->no_postcopy);
+	/* In precopy the worker answers once the destination said whether
+	 * it can take the switch now (a refusal leaves the job in precopy);
+	 * asked again in postcopy, at once. */
+	if (!job_in_postcopy(j) && j->deferred)
+		return rpc_call_errorf(call, EBUSY, "%s: a switch to postcopy "
+				       "already waits for the destination's "
+				       "answer", q->vm);
 	r = job_command(j, "postcopy", NULL);
 	if (r == 0)
 		log_info("%s: switching to postcopy (worker %d)", q->vm, (int)j->pid);
+	if (r == 0 && !job_in_postcopy(j))
+		return job_defer_answer(j, call, q->wait);
 	return job_acted(call, j, r, q->wait);
 }
 
@@ -530,7 +539,7 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 		r = check_uri(call, "listen address", q->listen, &u);
 	if (r < 0)
 		return r;
-	if (j->recovering)
+	if (j->deferred)
 		return rpc_call_errorf(call, EBUSY, "%s: another recover --listen is "
 				       "being set up", q->vm);
 	r = job_command(j, "recover", &q->base);
@@ -540,7 +549,7 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 	/* A new address is bound by the worker: the reply says which (port
 	 * 0 is a free port), or why none. */
 	if (r == 0 && j->spec.role != JOB_ROLE_SOURCE && q->listen[0])
-		return job_defer_recover(j, call, q->wait);
+		return job_defer_answer(j, call, q->wait);
 	return job_acted(call, j, r, q->wait);
 }
 

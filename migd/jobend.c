@@ -258,8 +258,8 @@ static void job_free(struct job *j)
 		rpc_call_finish(j->waiters[i].call, -ESHUTDOWN);
 	if (j->starting)
 		rpc_call_finish(j->starting, -ESHUTDOWN);
-	if (j->recovering)
-		rpc_call_finish(j->recovering, -ESHUTDOWN);
+	if (j->deferred)
+		rpc_call_finish(j->deferred, -ESHUTDOWN);
 	job_close_conn(j);
 	job_close_pidfd(j);
 	if (j->last)
@@ -331,7 +331,7 @@ static void job_ended(struct migd *m, struct job *j)
 	log_info("%s: %s job %s", j->spec.vm, job_role_name(j->spec.role),
 		 job_state_text(j->state, js.error, line, sizeof(line)));
 	job_answer_start(j);
-	job_answer_recover(j, 0, NULL);
+	job_answer_deferred(j, 0, NULL);
 	job_notify(j);
 	job_status(j, &js);
 	for (i = 0; i < j->nwaiters; i++) {

@@ -286,31 +286,35 @@ void job_answer_start(struct job *j)
 	rpc_call_finish(call, r);
 }
 
-/* ---- Recover's reply, on a destination given a new address ---------- */
+/* ---- the replies a worker gives later --------------------------------- */
 
 /*
- * Its worker binds the address (dest_relisten) and answers once it
- * listens there, after the report that shows it: the reply is the job
- * with its new listen address, or why the worker could not (the job
- * waits on where it was).  With wait, the caller then waits for the end.
+ * Recover on a destination given a new address: its worker binds it
+ * (dest_relisten) and answers once it listens there, after the report
+ * that shows it; the reply is the job with its new listen address, or
+ * why the worker could not (the job waits on where it was).  Postcopy
+ * on a source in precopy: its worker asks the destination first
+ * (PostcopyAsk), and answers with what it said: the job, switching, or
+ * why not (the job goes on in precopy).  With wait, the caller then
+ * waits for the end.
  */
-int job_defer_recover(struct job *j, struct rpc_call *call, bool wait)
+int job_defer_answer(struct job *j, struct rpc_call *call, bool wait)
 {
-	j->recovering = call;
-	j->recovering_wait = wait;
+	j->deferred = call;
+	j->deferred_wait = wait;
 	return RPC_DEFERRED;
 }
 
-void job_answer_recover(struct job *j, int err, const char *msg)
+void job_answer_deferred(struct job *j, int err, const char *msg)
 {
-	struct rpc_call *call = j->recovering;
+	struct rpc_call *call = j->deferred;
 	Tern__Migd__JobStatus js;
 	int r;
 
 	if (!call)
 		return;
-	j->recovering = NULL;
-	if (!err && !j->finished && j->recovering_wait) {
+	j->deferred = NULL;
+	if (!err && !j->finished && j->deferred_wait) {
 		r = job_add_waiter(j, call);
 		if (r != RPC_DEFERRED)
 			rpc_call_finish(call, r);
@@ -319,6 +323,11 @@ void job_answer_recover(struct job *j, int err, const char *msg)
 	job_status(j, &js);
 	if (!err && !j->finished)
 		r = rpc_call_reply(call, &js.base, NULL, 0);
+	else if (!msg && j->spec.role == JOB_ROLE_SOURCE)
+		r = rpc_call_errorf(call, EALREADY, "%s: the job ended (%s) before "
+				    "it switched to postcopy%s%s", j->spec.vm,
+				    job_state_name(j->state), js.error[0] ? ": " : "",
+				    js.error);
 	else
 		r = rpc_call_errorf(call, err ? err : EIO, "%s", msg && msg[0] ? msg :
 				    js.error[0] ? js.error : "the job ended");
@@ -326,14 +335,13 @@ void job_answer_recover(struct job *j, int err, const char *msg)
 }
 
 /* The worker's answers (worker_answer): the first for Incoming or
- * Migrate, a destination's later ones for Recover with a new address. */
+ * Migrate, later ones for the call deferred (job_defer_answer). */
 static int job_take_answer(struct job *j, const Tern__Rpc__Reply *rep)
 {
-	if (rep->status < 0 || rep->status > 4095 ||
-	    (j->answered && j->spec.role != JOB_ROLE_DEST))
+	if (rep->status < 0 || rep->status > 4095)
 		return -EPROTO;
 	if (j->answered) {
-		job_answer_recover(j, rep->status, rep->message);
+		job_answer_deferred(j, rep->status, rep->message);
 		return 0;
 	}
 	j->answered = true;
@@ -418,6 +426,10 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	}
 	j->state = j->cancel_requested ? JOB_STATE_CANCELLING :
 		   (enum job_state)js->state;
+	/* A Postcopy that came as the worker had already begun a switch of
+	 * its own (postcopy auto, the timeout's) has it. */
+	if (j->spec.role == JOB_ROLE_SOURCE && js->postcopy_started)
+		job_answer_deferred(j, 0, NULL);
 	return 0;
 }
 

@@ -233,9 +233,12 @@ struct job {
 	size_t nwaiters;
 	struct rpc_call *starting;      /* Incoming's or a detached Migrate's
 					 * call, until answered */
-	struct rpc_call *recovering;    /* a destination's Recover with a new
-					 * address, until its worker listens */
-	bool recovering_wait;           /* ... then it waits for the end */
+	struct rpc_call *deferred;      /* a call its worker answers later: a
+					 * destination's Recover with a new
+					 * address (once it listens there), a
+					 * source's Postcopy (once the
+					 * destination said yes or no) */
+	bool deferred_wait;             /* ... then it waits for the end */
 	bool answered;                  /* the worker looked at its vmm ... */
 	int answer_err;                 /* ... and found it fit (incoming, or
 					 * not a stale copy: 0), or
@@ -332,9 +335,10 @@ int job_add_waiter(struct job *j, struct rpc_call *call);
  * vmm incoming (or fit to migrate), or with the job's error once it
  * ended without; returns RPC_DEFERRED. */
 int job_defer_start(struct job *j, struct rpc_call *call);
-/* Reply to a destination's Recover with a new address once its worker
- * listens there (or say why not); with wait, at the job's end. */
-int job_defer_recover(struct job *j, struct rpc_call *call, bool wait);
+/* Reply to a call once the worker answers it (j->deferred: a
+ * destination's Recover with a new address, a source's Postcopy), or
+ * with why not; with wait, at the job's end.  Returns RPC_DEFERRED. */
+int job_defer_answer(struct job *j, struct rpc_call *call, bool wait);
 /* An id in hex that names no migration yet (empty or all zeroes: a
  * destination learns its id from the source). */
 bool job_id_unknown(const char *hex);
@@ -361,7 +365,7 @@ int job_command(struct job *j, const char *name, const ProtobufCMessage *arg);
  * 0 to keep reading, <0 at EOF or error), its status link closed. */
 void job_notify(struct job *j);
 void job_answer_start(struct job *j);
-void job_answer_recover(struct job *j, int err, const char *msg);
+void job_answer_deferred(struct job *j, int err, const char *msg);
 int job_read(struct job *j, unsigned int max);
 void job_close_conn(struct job *j);
 
@@ -652,6 +656,9 @@ void worker_no_postcopy(struct worker *w, const char *why);
  * a timeout whose action was the switch, the job fails instead.  0, or
  * that failure. */
 int worker_postcopy_refused(struct worker *w, const char *why);
+/* Migd's Postcopy call, if it waits (a request made in precopy), has its
+ * answer: err 0 as the switch begins, else err and msg (why not). */
+void worker_postcopy_answer(struct worker *w, int err, const char *msg);
 void worker_clear_note(struct worker *w);
 void worker_set_state(struct worker *w, enum job_state st);
 /* The job's parameters now (a "tune" changes some during the job). */
@@ -1110,6 +1117,7 @@ struct source {
 	bool precopy;                   /* in precopy rounds (not the final one) */
 	bool dest_answers_ask;          /* the destination answers PostcopyAsk */
 	uint64_t pc_refused_ns;         /* when it last refused a switch */
+	uint64_t pc_ask_again_ns;       /* postcopy auto: asks again after */
 	uint64_t check_ns;              /* auto-converge: the last look */
 	uint64_t check_bytes;           /* bytes sent by then */
 	uint64_t round_taken;           /* pages the round took from the bitmap */
@@ -1117,7 +1125,6 @@ struct source {
 	uint64_t round_ns;              /* ... over this long: the bandwidth */
 	uint64_t settle_ns;             /* waiting in source_settle */
 	uint64_t hash_rate;             /* verify: bytes/s, timed at the start */
-	uint64_t pc_ask_again_ns;       /* postcopy auto: asks again after */
 	uint64_t verify_ms;             /* verify's expected share of the pause */
 	uint64_t vmm_rtt_ns;            /* the quickest DirtySync: a call to the vmm */
 	uint64_t vmm_seen_ns;           /* source_vmm_alive's last look */

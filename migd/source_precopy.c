@@ -563,9 +563,13 @@ static int source_ask_switch(struct source *s, int r)
 	Tern__Stream__PostcopyAsk ask = TERN__STREAM__POSTCOPY_ASK__INIT;
 	char why[400];
 
-	/* (an older destination does not answer: the switch goes ahead) */
-	if (r != SOURCE_PC_SWITCH || !s->dest_answers_ask)
+	if (r != SOURCE_PC_SWITCH)
 		return r;
+	/* (an older destination does not answer: the switch goes ahead) */
+	if (!s->dest_answers_ask) {
+		worker_postcopy_answer(s->w, 0, NULL);
+		return r;
+	}
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_ASK;
 	m.postcopy_ask = &ask;
 	r = source_send_named(s, &m.base, "the postcopy ask");
@@ -578,16 +582,17 @@ static int source_ask_switch(struct source *s, int r)
 	protobuf_c_message_free_unpacked(&a->base, NULL);
 	if (!why[0]) {
 		worker_clear_note(s->w);
+		worker_postcopy_answer(s->w, 0, NULL);
 		return SOURCE_PC_SWITCH;
 	}
 	s->pc_refused_ns = now_ns();
+	s->pc_ask_again_ns = !s->pc_ask_again_ns ? PC_ASK_AGAIN_NS :
+			     MIN(2 * s->pc_ask_again_ns, PC_ASK_AGAIN_MAX_NS);
 	return worker_postcopy_refused(s->w, why);
 }
 
 int source_precopy(struct source *s)
 {
-	s->pc_ask_again_ns = !s->pc_ask_again_ns ? PC_ASK_AGAIN_NS :
-			     MIN(2 * s->pc_ask_again_ns, PC_ASK_AGAIN_MAX_NS);
 	struct worker *w = s->w;
 	uint64_t t0, t1, b0, el, dirty, pages, expected, sent;
 	struct mig_params p;

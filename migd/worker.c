@@ -69,6 +69,8 @@ static int migd_gone;                   /* (A): the status link ended, and
 static int adopted;                     /* (A): a later migd took the job:
 					 * the parent is no migd of ours */
 static int postcopy_requested;          /* (A): Migd.Postcopy or the timeout */
+static int postcopy_answer_due;         /* (A): migd waits for Postcopy's
+					 * answer (worker_postcopy_answer) */
 static int abandon_requested;           /* (A): the cancel is an operator's
 					 * end of a paused postcopy (cancel
 					 * --force), not migd's end */
@@ -127,24 +129,37 @@ int worker_postcopy_refused(struct worker *w, const char *why)
 {
 	const struct mig_params *p = &w->spec->params;
 
+	char msg[WORKER_ANSWER_MAX];
+	char answer[sizeof(w->spec->vm) + 2 + WORKER_ANSWER_MAX];
+	int r = 0;
+
+	snprintf(msg, sizeof(msg), "the destination refused the switch to "
+		 "postcopy: %s; the migration goes on in precopy ('migctl "
+		 "postcopy' asks again)", why);
 	/* The timeout's way out is gone: it cancels, as without one. */
-	if (p->timeout_action == TIMEOUT_ACTION_POSTCOPY && worker_timed_out(w))
-		return worker_fail(w, ETIMEDOUT, "did not complete within the %u s "
-				   "timeout, and the destination refused the "
-				   "switch to postcopy, its action: %s",
-				   p->timeout_s, why);
-	pthread_mutex_lock(&w->lock);
-	__atomic_store_n(&postcopy_requested, 0, __ATOMIC_RELAXED);
-	if (!w->error[0] || w->error_is_note) {
-		snprintf(w->error, sizeof(w->error), "the destination refused the "
-			 "switch to postcopy: %s; the migration goes on in precopy "
-			 "('migctl postcopy' asks again)", why);
-		w->error_is_note = true;
-		log_warnx("%s", w->error);
+	if (p->timeout_action == TIMEOUT_ACTION_POSTCOPY && worker_timed_out(w)) {
+		r = worker_fail(w, ETIMEDOUT, "did not complete within the %u s "
+				"timeout, and the destination refused the "
+				"switch to postcopy, its action: %s",
+				p->timeout_s, why);
+		snprintf(msg, sizeof(msg), "the destination refused the switch to "
+			 "postcopy: %s; the job fails: its %u s timeout passed",
+			 why, p->timeout_s);
+	} else {
+		pthread_mutex_lock(&w->lock);
+		__atomic_store_n(&postcopy_requested, 0, __ATOMIC_RELAXED);
+		if (!w->error[0] || w->error_is_note) {
+			str_copy(w->error, msg, sizeof(w->error));
+			w->error_is_note = true;
+			log_warnx("%s", w->error);
+		}
+		pthread_mutex_unlock(&w->lock);
+		worker_report(w);
 	}
-	pthread_mutex_unlock(&w->lock);
-	worker_report(w);
-	return 0;
+	/* (the report first: the caller may look at the status next) */
+	snprintf(answer, sizeof(answer), "%s: %s", w->spec->vm, msg);
+	worker_postcopy_answer(w, EAGAIN, answer);
+	return r;
 }
 
 void worker_clear_note(struct worker *w)
@@ -157,16 +172,32 @@ void worker_clear_note(struct worker *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Migd.Postcopy, unless the job cannot (worker_no_postcopy). */
+void worker_postcopy_answer(struct worker *w, int err, const char *msg)
+{
+	if (__atomic_exchange_n(&postcopy_answer_due, 0, __ATOMIC_SEQ_CST))
+		worker_answer(w, err, msg);
+}
+
+/* Migd.Postcopy, unless the job cannot (worker_no_postcopy); migd waits
+ * for the answer (worker_postcopy_answer). */
 static void worker_postcopy_asked(struct worker *w)
 {
+	char msg[WORKER_ANSWER_MAX] = "";
+
 	pthread_mutex_lock(&w->lock);
-	if (w->no_postcopy[0])
+	__atomic_store_n(&postcopy_answer_due, 1, __ATOMIC_SEQ_CST);
+	if (w->no_postcopy[0]) {
 		log_warnx("postcopy asked, but it cannot be: %s; the job goes "
 			  "on in precopy", w->no_postcopy);
-	else
+		snprintf(msg, sizeof(msg), "%s: postcopy cannot be: %s; the "
+			 "migration goes on in precopy", w->spec->vm,
+			 w->no_postcopy);
+	} else {
 		request_postcopy();
+	}
 	pthread_mutex_unlock(&w->lock);
+	if (msg[0])
+		worker_postcopy_answer(w, EOPNOTSUPP, msg);
 }
 
 void worker_params(struct worker *w, struct mig_params *ret)
