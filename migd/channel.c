@@ -325,6 +325,8 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 		r = send_packet(c, t, 0, b->region, data, nd);
 	if (r == 0)
 		c->pages_total += nz + nd;
+	if (r == 0 && served)
+		__atomic_add_fetch(&c->w->pc_pushed, nz + nd, __ATOMIC_RELAXED);
 	return r;
 }
 

@@ -600,9 +600,9 @@ struct worker {
 	uint64_t pc_requests;           /* (A) source: page requests answered */
 	uint64_t pc_served;             /* (A) pages sent on the page link */
 	uint64_t pc_taken;              /* (A) ... that the push had still to send
-					 * (or had queued: pc_dropped) */
-	uint64_t pc_dropped;            /* (A) pages the push had queued, served
-					 * on the page link first: not sent */
+					 * (or had queued, and the channels then
+					 * dropped: worker_count_dropped) */
+	uint64_t pc_pushed;             /* (A) pages the push sent */
 	uint64_t pc_link_seen;          /* (L) destination: faultd's page link
 					 * bytes, as last added to
 					 * transferred_bytes */
@@ -1156,7 +1156,6 @@ struct source {
 	uint64_t *served;               /* pages the page server sent since the
 					 * switch or the last recovery */
 	struct page_server ps;
-	uint64_t pushed;                /* pages queued by the push */
 	uint64_t *pc_hashes;            /* verify: the stopped RAM's, once hashed */
 	size_t n_pc_hashes;
 	char peer[PATH_MAX];            /* the address dialled: the job's, or

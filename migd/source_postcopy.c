@@ -174,13 +174,12 @@ static int source_check_links(struct source *s)
 	return 0;
 }
 
-/* Pages the push sent: those it queued, but for the ones the channels
- * dropped as the page server had sent them meanwhile. */
+/* Pages the push sent, as the channels sent them: not those they
+ * dropped as the page server had sent them meanwhile.  (Counted as
+ * queued, less those dropped, the figure went down as drops came.) */
 static uint64_t source_pushed(struct source *s)
 {
-	uint64_t dropped = __atomic_load_n(&s->w->pc_dropped, __ATOMIC_RELAXED);
-
-	return s->pushed - MIN(s->pushed, dropped);
+	return __atomic_load_n(&s->w->pc_pushed, __ATOMIC_RELAXED);
 }
 
 /* The status's count of pages sent by the push. */
@@ -254,7 +253,6 @@ static int source_push(struct source *s)
 			reg = source_page_region(&s->ram, page);
 			r = source_queue(s, reg, (page - s->ram.first_page[reg]) *
 					 STREAM_PAGE);
-			s->pushed++;
 		}
 		if (r < 0 && bits)
 			__atomic_fetch_or(&s->tosend[cur], bits, __ATOMIC_RELAXED);

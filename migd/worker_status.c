@@ -59,7 +59,6 @@ void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
 
 void worker_count_dropped(struct worker *w, uint64_t pages)
 {
-	__atomic_add_fetch(&w->pc_dropped, pages, __ATOMIC_RELAXED);
 	/* Taken from the push by the page server, as much as those it
 	 * took before the push queued them. */
 	__atomic_add_fetch(&w->pc_taken, pages, __ATOMIC_RELAXED);
