@@ -276,13 +276,40 @@ static int dest_punch_stale(struct dest *d)
 	}
 }
 
+/*
+ * faultd takes the job.  Its socket may be gone for a moment since the
+ * source's ask (a restart: systemctl restart faultd): the guest still
+ * runs on the source, and the switch waits for a new one up to
+ * DEST_FAULTD_BACK_MS rather than fail the migration.
+ */
+#define DEST_FAULTD_BACK_MS 5000
+
 static int dest_attach(struct dest *d)
 {
 	char job[2 * STREAM_ID_LEN + 1];
+	bool said = false;
+	uint64_t until;
 	int r;
 
+	/* (a test's hold point: faultd restarted between the ask and this) */
+	if (fault_held(d->w->spec->rundir, "dest-attach-held")) {
+		log_info("TERN_FAULT: holding before Attach");
+		fault_hold(d->w->spec->rundir, "dest-attach-held", 0);
+	}
 	stream_hex(d->w->id, STREAM_ID_LEN, job);
-	r = fault_link_open(&d->fl, d->w->spec->rundir, d->err, sizeof(d->err));
+	until = deadline_ms(DEST_FAULTD_BACK_MS);
+	for (;;) {
+		r = fault_link_open(&d->fl, d->w->spec->rundir, d->err,
+				    sizeof(d->err));
+		if ((r != -ENOENT && r != -ECONNREFUSED) || now_ns() > until ||
+		    worker_failed(d->w) || worker_cancelled())
+			break;
+		if (!said)
+			log_warnx("%s; waiting up to %d s for one (a restart)",
+				  d->err, DEST_FAULTD_BACK_MS / 1000);
+		said = true;
+		usleep(100000);
+	}
 	if (r == 0)
 		r = fault_link_attach(&d->fl, d->w->spec->vm, job, d->ram.pages,
 				      d->page_fd, d->needed_fd, &d->ram, &d->pc,

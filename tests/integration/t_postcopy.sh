@@ -287,7 +287,7 @@ source_fine pc
 dest_fresh pd
 vmmctl quit pc >/dev/null; vmmctl quit pd >/dev/null
 stop_migd
-start_migd
+start_migd TERN_FAULT=dest-attach-held
 
 note "faultd stops after the hello: a switch is refused and precopy goes on; with faultd back, it is taken"
 # Before, the switch went ahead, its Attach failed, and the whole
@@ -337,8 +337,20 @@ echo "ok: $(printf '%s\n' "$out" | tail -n 1)"
 refused_with m1 "no faultd runs there" || fail "m1: $(job_get m1 state): $(job_get m1 error)"
 job_is m2 active || fail "m2: $(migctl status m2)"
 start_faultd
+# And a faultd restarted after the destination said yes, before its
+# Attach (held there): the switch waits for the new one (before, the
+# migration failed, "cannot reach faultd").
+touch "$RUNDIR/dest-attach-held"
 out=$(migctl postcopy m1) || fail "postcopy m1: $out"
 case $out in "m1: switching to postcopy (job "*")") ;; *) fail "postcopy m1: $out" ;; esac
+wait_until 30 grep -q "^migd\[m2/in\]: TERN_FAULT: holding before Attach" "$RUNDIR/migd.log" ||
+	fail "m2 did not reach its Attach: $(tail -n 5 "$RUNDIR/migd.log")"
+kill -TERM "$FAULTD_PID"
+wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
+rm -f "$RUNDIR/dest-attach-held"
+wait_until 10 grep -q "^migd\[m2/in\]: cannot reach faultd at .*; waiting up to 5 s for one (a restart)" \
+	"$RUNDIR/migd.log" || fail "m2: $(tail -n 5 "$RUNDIR/migd.log")"
+start_faultd
 wait_until 30 both_active m1 m2 || fail "m1: $(job_get m1 state): $(job_get m1 error)"
 [ -z "$(job_get m1 error)" ] || fail "m1 still says: $(job_get m1 error)"
 migctl tune m1 --max-bandwidth unlimited >/dev/null || fail "tune m1"
