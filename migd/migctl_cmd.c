@@ -511,16 +511,38 @@ int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 			TERN__MIGD__JOB_STATE__JOB_CANCELLED, NULL, false);
 }
 
+/*
+ * In precopy migd answers once the destination said whether it takes
+ * the switch: a plain call, bounded by --timeout.  With wait, then the
+ * job's end is waited for as 'status --watch' does (a wait from the start
+ * would hear no report while the destination is asked, and take that
+ * silence for migd's).
+ */
 int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
+	Tern__Migd__JobStatus *js = NULL;
+	char id[80];
+	int code;
 
 	q.vm = (char *)a->vm;
 	q.id = (char *)(a->id ? a->id : "");
-	q.wait = a->wait;
-	return job_call(cl, "Postcopy", &q.base, a->wait,
-			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "switching to postcopy",
-			false);
+	if (!a->wait)
+		return job_call(cl, "Postcopy", &q.base, false,
+				TERN__MIGD__JOB_STATE__JOB_COMPLETED,
+				"switching to postcopy", false);
+	if (call(cl, "Postcopy", &q.base, (ProtobufCMessage **)&js, false) < 0)
+		return CLI_FAILED;
+	snprintf(id, sizeof(id), "%.64s", js->id);
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	js = NULL;
+	q.id = id;
+	q.wait = true;
+	if (call(cl, "Status", &q.base, (ProtobufCMessage **)&js, true) < 0)
+		return CLI_FAILED;
+	code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return code;
 }
 
 /* Recover a postcopy-paused job: the source names the destination's

@@ -548,6 +548,17 @@ static int source_verify_time(struct source *s)
 	return source_verify_fits(s);   /* before any page is sent */
 }
 
+/* The switch is taken: the status says so before migd's Postcopy hears
+ * it (its reply shows postcopy_started). */
+static void source_switch_taken(struct source *s)
+{
+	pthread_mutex_lock(&s->w->lock);
+	s->w->postcopy = true;
+	pthread_mutex_unlock(&s->w->lock);
+	worker_report(s->w);
+	worker_postcopy_answer(s->w, 0, NULL);
+}
+
 /*
  * Precopy stopped to switch to postcopy (r: SOURCE_PC_SWITCH; asked, the
  * timeout's action, or postcopy auto): first, whether the destination can
@@ -567,7 +578,7 @@ static int source_ask_switch(struct source *s, int r)
 		return r;
 	/* (an older destination does not answer: the switch goes ahead) */
 	if (!s->dest_answers_ask) {
-		worker_postcopy_answer(s->w, 0, NULL);
+		source_switch_taken(s);
 		return r;
 	}
 	m.body_case = TERN__STREAM__STREAM_MSG__BODY_POSTCOPY_ASK;
@@ -582,7 +593,7 @@ static int source_ask_switch(struct source *s, int r)
 	protobuf_c_message_free_unpacked(&a->base, NULL);
 	if (!why[0]) {
 		worker_clear_note(s->w);
-		worker_postcopy_answer(s->w, 0, NULL);
+		source_switch_taken(s);
 		return SOURCE_PC_SWITCH;
 	}
 	s->pc_refused_ns = now_ns();

@@ -114,21 +114,32 @@ bool worker_postcopy_requested(void)
 	return __atomic_load_n(&postcopy_requested, __ATOMIC_RELAXED) != 0;
 }
 
+static bool worker_timed_out(struct worker *w);
+
+/* Why postcopy cannot be, as Postcopy's answer says it. */
+static void no_postcopy_answer(const struct worker *w, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s: postcopy cannot be: %s; the migration goes on "
+		 "in precopy", w->spec->vm, w->no_postcopy);
+}
+
 void worker_no_postcopy(struct worker *w, const char *why)
 {
+	char msg[WORKER_ANSWER_MAX];
+
 	pthread_mutex_lock(&w->lock);
 	snprintf(w->no_postcopy, sizeof(w->no_postcopy), "%s", why);
 	__atomic_store_n(&postcopy_requested, 0, __ATOMIC_RELAXED);
+	no_postcopy_answer(w, msg, sizeof(msg));
 	pthread_mutex_unlock(&w->lock);
 	worker_report(w);
+	/* (a request made in set-up, before the hello said so) */
+	worker_postcopy_answer(w, EOPNOTSUPP, msg);
 }
-
-static bool worker_timed_out(struct worker *w);
 
 int worker_postcopy_refused(struct worker *w, const char *why)
 {
 	const struct mig_params *p = &w->spec->params;
-
 	char msg[WORKER_ANSWER_MAX];
 	char answer[sizeof(w->spec->vm) + 2 + WORKER_ANSWER_MAX];
 	int r = 0;
@@ -158,17 +169,22 @@ int worker_postcopy_refused(struct worker *w, const char *why)
 	}
 	/* (the report first: the caller may look at the status next) */
 	snprintf(answer, sizeof(answer), "%s: %s", w->spec->vm, msg);
-	worker_postcopy_answer(w, EAGAIN, answer);
+	worker_postcopy_answer(w, ECONNREFUSED, answer);
 	return r;
+}
+
+static void clear_note_locked(struct worker *w)
+{
+	if (w->error_is_note) {
+		w->error[0] = 0;
+		w->error_is_note = false;
+	}
 }
 
 void worker_clear_note(struct worker *w)
 {
 	pthread_mutex_lock(&w->lock);
-	if (w->error_is_note) {
-		w->error[0] = 0;
-		w->error_is_note = false;
-	}
+	clear_note_locked(w);
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -189,11 +205,11 @@ static void worker_postcopy_asked(struct worker *w)
 	if (w->no_postcopy[0]) {
 		log_warnx("postcopy asked, but it cannot be: %s; the job goes "
 			  "on in precopy", w->no_postcopy);
-		snprintf(msg, sizeof(msg), "%s: postcopy cannot be: %s; the "
-			 "migration goes on in precopy", w->spec->vm,
-			 w->no_postcopy);
+		no_postcopy_answer(w, msg, sizeof(msg));
 	} else {
 		request_postcopy();
+		/* A refusal before is not this request's answer. */
+		clear_note_locked(w);
 	}
 	pthread_mutex_unlock(&w->lock);
 	if (msg[0])
