@@ -1148,6 +1148,8 @@ struct source {
 	bool throttled;                 /* a throttle was asked for, maybe
 					 * applied though its answer was lost */
 	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];
+	unsigned int batch_pages;       /* pages a batch holds under the cap
+					 * now; 0: to be looked at again */
 	char err[768];
 	/* postcopy */
 	int page_fd;                    /* the page link (faultd dials nothing:

@@ -103,11 +103,15 @@ int source_queue(struct source *s, unsigned int region, uint64_t off)
 
 	b->region = region;
 	b->off[b->npages++] = off;
-	/* (A cap lowered meanwhile: a batch over the new size goes now.) */
-	if (b->npages >= pace_batch_pages(__atomic_load_n(&s->w->chan_rate,
-							   __ATOMIC_RELAXED))) {
+	/* The size under the cap is looked at per batch, not per page (a
+	 * cap lowered meanwhile: a batch over the new size goes next). */
+	if (!s->batch_pages)
+		s->batch_pages = pace_batch_pages(__atomic_load_n(&s->w->chan_rate,
+								  __ATOMIC_RELAXED));
+	if (b->npages >= s->batch_pages) {
 		r = chan_tx_push(&s->chan[ch], b);
 		b->npages = 0;
+		s->batch_pages = 0;
 		if (r == 0)
 			r = source_midround(s);
 	}
