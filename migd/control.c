@@ -493,8 +493,8 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 				       q->vm, j->last->no_postcopy);
 	/* In precopy the worker answers once the destination said whether
 	 * it can take the switch now (a refusal leaves the job in precopy);
-	 * asked again in postcopy, at once. */
-	/* (one whose caller left, given up on its --timeout, gives way) */
+	 * asked again in postcopy, at once.  One request waits at a time;
+	 * one whose caller left (its --timeout) gives way. */
 	if (!job_in_postcopy(j) && j->deferred && rpc_call_gone(j->deferred)) {
 		rpc_call_finish(j->deferred, -ENOTCONN);
 		j->deferred = NULL;
