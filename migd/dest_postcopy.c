@@ -451,15 +451,12 @@ static int dest_resume(struct dest *d)
 			snprintf(d->err, sizeof(d->err), "ram channel %u: cannot "
 				 "start its thread: %s", i, strerror(-r));
 	}
-	if (r == 0 && (r = dest_fault_link(d)) < 0) {
-		/* A faultd that answers later does not bring the job
-		 * back by itself: the recovery needs it. */
-		if (r == -ETIMEDOUT)
-			return dest_refuse(d, ETIMEDOUT, "%s, then recover "
-					   "again (migctl recover, on the source "
-					   "host)", d->err);
-		return dest_refuse(d, -r, "%s", d->err);
-	}
+	/* (A faultd that answers later does not bring the job back by
+	 * itself: the recovery needs it.) */
+	if (r == 0 && (r = dest_fault_link(d)) < 0)
+		return dest_refuse(d, -r, "%s%s", d->err, r == -ETIMEDOUT ?
+				   ", then recover again (migctl recover, on the "
+				   "source host)" : "");
 	if (r < 0)
 		return worker_fail(d->w, r, "%s", d->err[0] ? d->err : strerror(-r));
 	close(d->page_fd);              /* faultd's now, as after Attach */

@@ -453,21 +453,28 @@ int cmd_migrate(struct rpc_client *cl, struct cmd_args *a)
 	return code;
 }
 
+/* Status of q's job, with q->wait its end: the exit code. */
+static int status_call(struct rpc_client *cl, Tern__Migd__JobQuery *q)
+{
+	Tern__Migd__JobStatus *js = NULL;
+	int code;
+
+	if (call(cl, "Status", &q->base, (ProtobufCMessage **)&js, q->wait) < 0)
+		return CLI_FAILED;
+	code = job_outcome(js, q->wait, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
+	protobuf_c_message_free_unpacked(&js->base, NULL);
+	return code;
+}
+
 int cmd_status(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
-	Tern__Migd__JobStatus *js = NULL;
-	int code;
 
 	q.vm = (char *)a->vm;
 	q.id = (char *)(a->id ? a->id : "");
 	q.wait = a->watch;
 	stop_unrecoverable = a->watch;
-	if (call(cl, "Status", &q.base, (ProtobufCMessage **)&js, a->watch) < 0)
-		return CLI_FAILED;
-	code = job_outcome(js, a->watch, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
-	protobuf_c_message_free_unpacked(&js->base, NULL);
-	return code;
+	return status_call(cl, &q);
 }
 
 /*
@@ -523,7 +530,6 @@ int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
 	Tern__Migd__JobStatus *js = NULL;
 	char id[80];
-	int code;
 
 	q.vm = (char *)a->vm;
 	q.id = (char *)(a->id ? a->id : "");
@@ -535,14 +541,9 @@ int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 		return CLI_FAILED;
 	snprintf(id, sizeof(id), "%.64s", js->id);
 	protobuf_c_message_free_unpacked(&js->base, NULL);
-	js = NULL;
 	q.id = id;
 	q.wait = true;
-	if (call(cl, "Status", &q.base, (ProtobufCMessage **)&js, true) < 0)
-		return CLI_FAILED;
-	code = job_outcome(js, true, TERN__MIGD__JOB_STATE__JOB_COMPLETED);
-	protobuf_c_message_free_unpacked(&js->base, NULL);
-	return code;
+	return status_call(cl, &q);
 }
 
 /* Recover a postcopy-paused job: the source names the destination's

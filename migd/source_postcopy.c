@@ -444,6 +444,8 @@ static int source_resume(struct source *s, const char *uri)
  * whose destination lost the guest (cancel --force). */
 static void source_paused_end(struct source *s)
 {
+	char how[160] = "";
+
 	/* Nothing is kept by a vmm that has exited: say that instead. */
 	if (vmm_link_gone(&s->vmm))
 		worker_note(s->w, "%s; vmm %s had closed its connection (it quit "
@@ -454,18 +456,17 @@ static void source_paused_end(struct source *s)
 	else if (!worker_abandoned())
 		worker_note(s->w, "postcopy paused; the source VM keeps the "
 			    "guest's remaining pages (paused)");
-	else if (worker_unrecoverable(s->w))
-		/* (The destination's words, in the error already, say how to
-		 * run it again.) */
+	else {
+		/* (Where the destination said the job can never recover, its
+		 * words, in the error already, say how to run it again.) */
+		if (!worker_unrecoverable(s->w))
+			snprintf(how, sizeof(how), " (if the destination lost the "
+				 "guest, 'vmmctl cont %s --force' runs it again "
+				 "from there)", s->w->spec->vm);
 		worker_note(s->w, "cancelled while postcopy was paused: the source "
 			    "VM stays paused, marked as moved, with the guest as "
-			    "it was at the switch");
-	else
-		worker_note(s->w, "cancelled while postcopy was paused: the source "
-			    "VM stays paused, marked as moved, with the guest as "
-			    "it was at the switch (if the destination lost the "
-			    "guest, 'vmmctl cont %s --force' runs it again from "
-			    "there)", s->w->spec->vm);
+			    "it was at the switch%s", how);
+	}
 }
 
 /*

@@ -140,22 +140,23 @@ void worker_no_postcopy(struct worker *w, const char *why)
 int worker_postcopy_refused(struct worker *w, const char *why)
 {
 	const struct mig_params *p = &w->spec->params;
-	char msg[WORKER_ANSWER_MAX];
+	/* The timeout's way out is gone: it cancels, as without one. */
+	bool timed_out = p->timeout_action == TIMEOUT_ACTION_POSTCOPY &&
+			 worker_timed_out(w);
+	char msg[WORKER_ANSWER_MAX], then[64];
 	char answer[sizeof(w->spec->vm) + 2 + WORKER_ANSWER_MAX];
 	int r = 0;
 
+	snprintf(then, sizeof(then), "the job fails: its %u s timeout passed",
+		 p->timeout_s);
 	snprintf(msg, sizeof(msg), "the destination refused the switch to "
-		 "postcopy: %s; the migration goes on in precopy ('migctl "
-		 "postcopy' asks again)", why);
-	/* The timeout's way out is gone: it cancels, as without one. */
-	if (p->timeout_action == TIMEOUT_ACTION_POSTCOPY && worker_timed_out(w)) {
+		 "postcopy: %s; %s", why, timed_out ? then : "the migration goes "
+		 "on in precopy ('migctl postcopy' asks again)");
+	if (timed_out) {
 		r = worker_fail(w, ETIMEDOUT, "did not complete within the %u s "
 				"timeout, and the destination refused the "
 				"switch to postcopy, its action: %s",
 				p->timeout_s, why);
-		snprintf(msg, sizeof(msg), "the destination refused the switch to "
-			 "postcopy: %s; the job fails: its %u s timeout passed",
-			 why, p->timeout_s);
 	} else {
 		pthread_mutex_lock(&w->lock);
 		__atomic_store_n(&postcopy_requested, 0, __ATOMIC_RELAXED);
