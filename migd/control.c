@@ -299,6 +299,7 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 	}
 	if (uri_needs_lookup(&u))
 		return lookup_start(call, m, &spec, &u, req->listen);
+	tombstone_release(m, &u);
 	return incoming_listening(call, m, &spec, &u,
 				  uri_listen_bound(&u, CONTROL_LISTEN_BACKLOG),
 				  req->listen);
@@ -547,6 +548,8 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (j->deferred)
 		return rpc_call_errorf(call, EBUSY, "%s: another recover --listen is "
 				       "being set up", q->vm);
+	if (j->spec.role != JOB_ROLE_SOURCE && q->listen[0])
+		tombstone_release(control_migd(call), &u);
 	r = job_command(j, "recover", &q->base);
 	if (r == 0)
 		log_info("%s: recovering%s%s", q->vm, q->uri[0] || q->listen[0] ? " via " : "",

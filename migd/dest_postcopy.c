@@ -543,6 +543,7 @@ static int dest_postcopy_paused(struct dest *d)
 			 * of a guest), is its end. */
 			if (vmm_link_gone(&d->vmm)) {
 				worker_clear_failure(d->w);
+				worker_set_unrecoverable(d->w);
 				return worker_fail(d->w, EPIPE, DEST_VMM_GONE
 						   ", and the guest with it: "
 						   "nothing to recover",

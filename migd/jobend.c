@@ -312,6 +312,28 @@ void job_forget_lost(struct migd *m, const struct job_spec *spec)
 	job_forget_lost_in(&m->orphans, spec);
 }
 
+/* A destination that can never recover (its guest went with its vmm):
+ * its source may come back to recover and must hear it (tombstone.c). */
+static void job_leave_tombstone(struct migd *m, const struct job *j,
+				const Tern__Migd__JobStatus *js)
+{
+	int r;
+
+	if (j->spec.role != JOB_ROLE_DEST || !js->unrecoverable || m->quitting ||
+	    !js->listen || !js->listen[0] || job_id_unknown(js->id))
+		return;
+	r = tombstone_add(m, j->spec.vm, js->listen, js->id, j->spec.token);
+	if (r < 0)
+		log_warnx("%s: cannot listen on %s again to tell its source that "
+			  "the job can never recover: %s (the source learns it "
+			  "only from this host's status)", j->spec.vm, js->listen,
+			  strerror(-r));
+	else
+		log_info("%s: answers its source on %s that the job can never "
+			 "recover, for a day or until the address is taken again",
+			 j->spec.vm, js->listen);
+}
+
 /* The job is over, its vmm tidied: answer its waiters, into the history. */
 static void job_ended(struct migd *m, struct job *j)
 {
@@ -339,6 +361,7 @@ static void job_ended(struct migd *m, struct job *j)
 		rpc_call_finish(j->waiters[i].call, r);
 	}
 	j->nwaiters = 0;
+	job_leave_tombstone(m, j, &js);
 	job_history_add(m, j, late);
 	migd_state_save(m);
 	migd_check_quit(m);

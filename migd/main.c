@@ -250,6 +250,7 @@ out:
 		jobs_free_all(&m);
 	else
 		log_warnx("a clean-up at a vmm did not end; exiting anyway");
+	tombstones_free_all(&m);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_chld);

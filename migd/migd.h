@@ -179,6 +179,8 @@ struct job_spec {
 struct event;
 struct event_base;
 struct lookup;
+struct tomb;
+struct uri;
 
 /* A caller waiting for a job's end (Migrate/Status/Cancel with wait). */
 struct job_waiter {
@@ -289,6 +291,9 @@ struct migd {
 	struct bgwork_set tidying;      /* jobs' clean-ups at their vmms */
 	struct bgwork_set lookups_work; /* Incoming's host names (control.c) */
 	struct lookup *lookups;         /* ... under way */
+	struct tomb *tombs;             /* ended jobs' addresses, answered
+					 * (tombstone.c), newest first */
+	unsigned int ntombs;
 };
 
 /* main.c: start-up, signals, shutdown */
@@ -299,6 +304,14 @@ void migd_check_quit(struct migd *m);
  * 5 s). */
 #define MIGD_ADOPT_GRACE_MS 6000
 bool migd_just_started(const struct migd *m);
+
+/* tombstone.c: a destination job that can never recover goes on
+ * answering its source on listen (its migration idhex, its token) */
+int tombstone_add(struct migd *m, const char *vm, const char *listen,
+		  const char *idhex, const uint8_t *token);
+/* ... and stops once its address (its port, its path) is wanted again */
+void tombstone_release(struct migd *m, const struct uri *u);
+void tombstones_free_all(struct migd *m);
 
 /* jobstate.c: states, and the changes each may make */
 const char *job_state_name(enum job_state st);
@@ -1194,7 +1207,6 @@ int source_connect(struct source *s);
 int source_send(struct source *s, const ProtobufCMessage *m);
 int source_send_named(struct source *s, const ProtobufCMessage *m,
 		      const char *what);
-struct uri;
 int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 		uint32_t index);
 int source_expect(struct source *s, int body, const char *what,

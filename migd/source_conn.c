@@ -129,6 +129,18 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 		pthread_mutex_lock(&s->w->lock);
 		resuming = s->w->state == JOB_STATE_POSTCOPY_RECOVER;
 		pthread_mutex_unlock(&s->w->lock);
+		/* A destination job that ended for good, its migd's word
+		 * (tombstone.c): no later recovery can succeed. */
+		if (r == -EOWNERDEAD && resuming) {
+			worker_set_unrecoverable(s->w);
+			return worker_fail(s->w, r, "the destination's migd says "
+					   "its job ended: its vmm quit or died, "
+					   "and the guest with it: this job can never recover.  "
+					   "Cancel it with --force: vmm %s keeps the "
+					   "guest as it was at the switch ('vmmctl "
+					   "cont --force' runs it from there)",
+					   s->w->spec->vm);
+		}
 		return worker_fail(s->w, r, "the destination refused the %s: %s",
 				   conn_name(role), r == -EACCES && resuming ?
 				   "token mismatch: the migration listening there "

@@ -15,7 +15,9 @@
 # them, and 'migctl cancel --force' ends one job, when the other side
 # lost the guest (when it comes, not at a status tick); a faultd
 # restarted in postcopy pauses the job, and the recovery attaches the
-# new faultd, which serves again the faults the former one had read.
+# new faultd, which serves again the faults the former one had read; a
+# destination vmm that dies while the job is paused is heard of at the
+# next recovery.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fullguest.sh"
 need_kvm
@@ -422,6 +424,46 @@ vmmctl cont r11 --force >/dev/null || fail "cont r11 --force"
 vmmctl check r11 || fail "r11: memory check after cont --force"
 wait_progress r11 0
 vmmctl quit r11 >/dev/null || fail "quit r11"
+
+note "the destination vmm dies while the job is paused: the source's next recovery hears that none can come"
+# Before, the destination's job ended and its address closed: each
+# recovery failed with "Connection refused", and recover --wait waited
+# for ever.  migd now answers on that address (tombstone.c).
+small_postcopy r12 s12 --max-bandwidth 1M --channels 1
+ADDR12=$ADDR
+migctl pause r12 >/dev/null || fail "pause r12"
+wait_until 30 both_paused r12 s12 || fail "pause: r12 $(job_get r12 state), s12 $(job_get s12 state)"
+kill -KILL "$(pid_of s12)"
+wait_exit "$(pid_of s12)"
+wait_job_final s12
+[ "$(job_get r12 unrecoverable)" != true ] || fail "r12 knew before it asked: $(job_get r12 error)"
+out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" recover r12 "$ADDR12" --wait 2>&1)
+rc=$?
+[ $rc = 1 ] || fail "recover r12 --wait: exit $rc: $out"
+case $out in
+*"r12: postcopy-paused: the destination's migd says its job ended: its vmm quit or died, and the guest with it: this job can never recover.  Cancel it with --force: vmm r12 keeps the guest as it was at the switch ('vmmctl cont --force' runs it from there)") ;;
+*) fail "recover r12 --wait: $out" ;; esac
+[ "$(job_get r12 unrecoverable)" = true ] || fail "r12: $(migctl --json status r12)"
+grep -q "^migd: s12: told a source on $ADDR12 that the job can never recover" "$RUNDIR/migd.log" ||
+	fail "migd: $(grep s12 "$RUNDIR/migd.log" | tail -n 3)"
+echo "ok: r12: $(job_get r12 error)"
+# Anything else on that address gets a worker's answer: not this
+# protocol (EPROTO, 71), then the connection is closed.
+exec {g}<>"/dev/tcp/127.0.0.1/${ADDR12##*:}"
+printf 'GET / HTTP/1.0\r\n%56s\r\n' '' >&"$g"
+ans=$(timeout 10 od -An -tx1 -N4 <&"$g" | tr -d ' \n')
+exec {g}>&-
+[ "$ans" = 47000000 ] || fail "a stranger on $ADDR12 was answered '$ans'"
+# The address is not held against a new incoming job.
+start_vmm s13 --memory 64M --incoming
+incoming s13 "$ADDR12"
+[ "$ADDR" = "$ADDR12" ] || fail "incoming s13 listens on $ADDR, not $ADDR12"
+migctl cancel s13 --wait >/dev/null || fail "cancel s13"
+vmmctl quit s13 >/dev/null
+migctl cancel r12 --force --wait >/dev/null || fail "cancel r12 --force"
+vmmctl cont r12 --force >/dev/null || fail "cont r12 --force"
+vmmctl check r12 || fail "r12: memory check after cont --force"
+vmmctl quit r12 >/dev/null || fail "quit r12"
 
 # A new vmm of that name takes a postcopy (before: "already has a
 # session (paused); Detach it first", and no tool could).
