@@ -483,6 +483,12 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 	r = outgoing_job(call, j, "");
 	if (r < 0)
 		return r;
+	/* Switching already (the destination said yes: a switch asked
+	 * before, or an automatic or timeout one, maybe in its pause): the
+	 * answer is that yes. */
+	if (!job_in_postcopy(j) && j->last && j->last->postcopy_started &&
+	    !j->deferred)
+		return job_acted(call, j, 0, q->wait);
 	if (j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE &&
 	    !job_in_postcopy(j))
 		return rpc_call_errorf(call, EINVAL, "%s is %s: only a migration in "

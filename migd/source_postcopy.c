@@ -591,6 +591,12 @@ int source_postcopy(struct source *s)
 
 	/* Step two: the pause. */
 	source_stopping(s);
+	/* (a test's hold point: the job stays in its state 'device' while
+	 * the file is there, a minute at most) */
+	if (fault_held(w->spec->rundir, "source-switch-held")) {
+		log_info("TERN_FAULT: holding in the switch's pause");
+		fault_hold(w->spec->rundir, "source-switch-held", 0);
+	}
 	t_stop = now_ns();
 	r = source_stop(s);
 	if (r < 0)

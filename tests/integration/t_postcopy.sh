@@ -287,7 +287,7 @@ source_fine pc
 dest_fresh pd
 vmmctl quit pc >/dev/null; vmmctl quit pd >/dev/null
 stop_migd
-start_migd TERN_FAULT=dest-attach-held
+start_migd TERN_FAULT=dest-attach-held,source-switch-held
 
 note "faultd stops after the hello: a switch is refused and precopy goes on; with faultd back, it is taken"
 # Before, the switch went ahead, its Attach failed, and the whole
@@ -352,12 +352,20 @@ out=$(migctl --json postcopy m1) || fail "postcopy m1: $out"
 [ "$(echo "$out" | jget postcopy_started)" = true ] || fail "postcopy m1: $out"
 wait_until 30 grep -q "^migd\[m2/in\]: TERN_FAULT: holding before Attach" "$RUNDIR/migd.log" ||
 	fail "m2 did not reach its Attach: $(tail -n 5 "$RUNDIR/migd.log")"
+touch "$RUNDIR/source-switch-held"
 kill -TERM "$FAULTD_PID"
 wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
 rm -f "$RUNDIR/dest-attach-held"
 wait_until 10 grep -q "^migd\[m2/in\]: cannot reach faultd at .*; waiting up to 5 s for one (a restart)" \
 	"$RUNDIR/migd.log" || fail "m2: $(tail -n 5 "$RUNDIR/migd.log")"
 start_faultd
+# Asked again in the switch's pause (held there): the same yes, at once
+# (before, "m1 is device: only a migration in precopy can switch").
+wait_until 30 job_is m1 device || { rm -f "$RUNDIR/source-switch-held"; fail "m1: $(job_get m1 state)"; }
+out=$(timeout 20 "$BIN/migctl" --rundir "$RUNDIR" postcopy m1 2>&1) ||
+	{ rm -f "$RUNDIR/source-switch-held"; fail "postcopy m1 in its switch: $out"; }
+rm -f "$RUNDIR/source-switch-held"
+case $out in "m1: switching to postcopy"*) ;; *) fail "postcopy m1 in its switch: $out" ;; esac
 wait_until 30 both_active m1 m2 || fail "m1: $(job_get m1 state): $(job_get m1 error)"
 [ -z "$(job_get m1 error)" ] || fail "m1 still says: $(job_get m1 error)"
 migctl tune m1 --max-bandwidth unlimited >/dev/null || fail "tune m1"
