@@ -279,7 +279,10 @@ static int call(struct rpc_client *cl, const char *method,
 		told = true;
 		nanosleep(&pause, NULL);
 	}
-	if (r == -EPIPE && wait) {
+	/* (Postcopy and Recover may be answered late: once the destination
+	 * said yes, or bound its new address.) */
+	if (r == -EPIPE && (wait || !strcmp(method, "Postcopy") ||
+			    !strcmp(method, "Recover"))) {
 		progress_end();
 		say_connection_lost(cl, method);
 	} else if (r < 0) {

@@ -25,7 +25,8 @@
 #    progress since the switch was lost.
 #  - A migd killed in precopy: its worker still cancels (the source VM
 #    runs on), and the peer hears that the migd stopped or died, not that
-#    someone cancelled.
+#    someone cancelled; its callers (status --watch, and a postcopy
+#    waiting for the destination's answer) hear it too.
 #  - The source's worker killed in postcopy-active: the job's error says
 #    that the destination runs the guest, which pages only this vmm has,
 #    and what to do.
@@ -305,11 +306,24 @@ src migctl status c --watch >"$RUNDIR/watch-c.out" 2>&1 &
 WATCH=$!
 PIDS+=("$WATCH")
 src wait_until 10 grep -q "round" "$RUNDIR/watch-c.out"
+# So does a plain postcopy whose answer is pending, the destination's
+# worker stopped here (before: "Postcopy: connection closed").
+wd=$(job_get d worker_pid)
+kill -STOP "$wd"
+src migctl postcopy c >"$RUNDIR/postcopy-c.out" 2>&1 &
+PC=$!
+PIDS+=("$PC")
+src wait_until 10 grep -q "^migd: c: switching to postcopy" "$TEST_DIR/src/migd.log" ||
+	{ kill -CONT "$wd"; fail "postcopy c: $(cat "$RUNDIR/postcopy-c.out")"; }
 kill -KILL "$SRC_MIGD"
 wait_exit "$SRC_MIGD"
 wait_exit "$WATCH"
+wait_exit "$PC"
+kill -CONT "$wd"
 grep -q "migd closed the connection while this waited (it stopped or died): the job's end is not known here; 'vmmctl status' of the VM says where its guest is" \
 	"$RUNDIR/watch-c.out" || fail "status c --watch: $(cat "$RUNDIR/watch-c.out")"
+grep -q "^migctl: Postcopy: migd closed the connection while this waited (it stopped or died)" \
+	"$RUNDIR/postcopy-c.out" || fail "postcopy c: $(cat "$RUNDIR/postcopy-c.out")"
 wait_job_final d
 [ "$(job_get d state)" = failed ] || fail "d: $(job_get d state): $(job_get d error)"
 case $(job_get d error) in
