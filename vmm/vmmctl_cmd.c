@@ -280,11 +280,38 @@ out:
 	return r;
 }
 
+/*
+ * The file takes FILE's name by rename: whatever had it before is gone.
+ * Fine for an older state file (any regular file), not for a device, a
+ * FIFO, a socket or a link: as root, 'save vm /dev/null' would leave the
+ * host a regular file there.  Those are refused, before the VM is asked.
+ */
+static const char *save_target_kind(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0 || S_ISREG(st.st_mode))
+		return NULL;    /* (a missing directory: said at the write) */
+	return S_ISLNK(st.st_mode) ? "a symbolic link (give the path it "
+				     "points to)" :
+	       S_ISDIR(st.st_mode) ? "a directory" :
+	       S_ISCHR(st.st_mode) ? "a character device" :
+	       S_ISBLK(st.st_mode) ? "a block device" :
+	       S_ISFIFO(st.st_mode) ? "a FIFO" :
+	       S_ISSOCK(st.st_mode) ? "a socket" : "not a regular file";
+}
+
 int cmd_save(struct vmm_conn *c, const char *path)
 {
 	Tern__Vmm__VmState *st = NULL;
+	const char *kind = save_target_kind(path);
 	int ret;
 
+	if (kind) {
+		cli_errx("%s is %s: save writes a new file, or replaces a state "
+			 "file, nothing else", path, kind);
+		return CLI_FAILED;
+	}
 	if (conn_call(c, "SaveState", NULL, NULL, 0, (ProtobufCMessage **)&st, NULL) < 0)
 		return CLI_FAILED;
 	ret = state_file_write(path, st);

@@ -96,6 +96,20 @@ rm "$RUNDIR/good.state.tmp"
 case $out in "saved the CPU and device state of s (1 vCPU) to $RUNDIR/good.state; it holds no RAM, so it is no snapshot"*) ;;
 *) fail "save: $out" ;; esac
 ls "$RUNDIR"/good.state.?????? 2>/dev/null && fail "temporary file left behind"
+# Only a regular file is replaced: a device, a FIFO or a link keeps its
+# place (before, 'save s /dev/null' left a regular file at /dev/null).
+mknod "$RUNDIR/null" c 1 3
+mkfifo "$RUNDIR/fifo"
+ln -s "$RUNDIR/good.state" "$RUNDIR/link.state"
+for t in "null|a character device" "fifo|a FIFO" "link.state|a symbolic link"; do
+	out=$(vmmctl save s "$RUNDIR/${t%%|*}" 2>&1) && fail "save s ${t%%|*}: $out"
+	case $out in "vmmctl: $RUNDIR/${t%%|*} is ${t#*|}"*) ;; *) fail "save s ${t%%|*}: $out" ;; esac
+done
+[ -c "$RUNDIR/null" ] && [ -p "$RUNDIR/fifo" ] && [ -L "$RUNDIR/link.state" ] ||
+	fail "save replaced what was no state file: $(ls -l "$RUNDIR")"
+echo "ok: $out"
+rm "$RUNDIR/null" "$RUNDIR/fifo" "$RUNDIR/link.state"
+out=$(vmmctl save s "$RUNDIR/good.state") || fail "save over an older state file: $out"
 
 start_vmm in --memory 64M --incoming
 out=$(vmmctl cont in 2>&1) && fail "an incoming vmm started without state"
