@@ -165,7 +165,7 @@ void print_params(const Tern__Migd__Params *p, const char *indent)
 		printf("%scompress                    none\n", indent);
 	/* The throttle's figures show with auto-converge off too: a set
 	 * --throttle-max must be seen to have taken. */
-	printf("%sauto-converge               %s (%u%% + %u%% a round, up to "
+	printf("%sauto-converge               %s (%u%% + %u%% a step, up to "
 	       "%u%%%s)\n", indent, converge ? "on" : "off",
 	       p->throttle_initial, p->throttle_increment, p->throttle_max,
 	       converge ? "" : ", when on");

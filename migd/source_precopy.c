@@ -480,9 +480,10 @@ int source_throttle(struct source *s, uint32_t percent)
 }
 
 /*
- * Auto-converge: a round that dirtied more than half of what it could send
- * will not converge; take more of the vCPUs' time (initial, then plus the
- * increment each such round, up to the maximum).
+ * Auto-converge: a round (or half a second of one) that dirtied more than
+ * half of what it could send will not converge; take more of the vCPUs'
+ * time (initial, then plus the increment at each such look, up to the
+ * maximum).
  */
 static int source_auto_converge(struct source *s, uint64_t sent_bytes,
 				uint64_t dirty)

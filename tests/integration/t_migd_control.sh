@@ -336,7 +336,7 @@ out=$(migctl set --throttle-initial 90 --throttle-max 50 2>&1) &&
 echo "$out" | grep -q "initial throttle 90% is above the maximum 50%" || fail "$out"
 # The throttle's figures show with auto-converge off: what set stored.
 out=$(migctl set --no-auto-converge --throttle-max 30) || fail "set: $out"
-echo "$out" | grep -q "^auto-converge  *off (20% + 10% a round, up to 30%, when on)$" ||
+echo "$out" | grep -q "^auto-converge  *off (20% + 10% a step, up to 30%, when on)$" ||
 	fail "set --throttle-max hid its value: $out"
 migctl set --auto-converge --throttle-max 99 >/dev/null || fail "set back"
 migctl get | grep -q "max-bandwidth *unlimited" || fail "get: $(migctl get)"
