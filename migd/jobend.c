@@ -267,17 +267,30 @@ static void job_free(struct job *j)
 	free(j);
 }
 
-/* From the running jobs, if there, into the history (history.c);
- * by_time: an end learnt late, placed by its own time. */
-void job_history_add(struct migd *m, struct job *j, bool by_time)
+static void job_unlink_running(struct migd *m, struct job *j)
 {
-	struct job **pp, *gone;
+	struct job **pp;
 
 	for (pp = &m->running; *pp; pp = &(*pp)->next)
 		if (*pp == j) {
 			*pp = j->next;
 			break;
 		}
+}
+
+static void job_drop(struct migd *m, struct job *j)
+{
+	job_unlink_running(m, j);
+	job_free(j);
+}
+
+/* From the running jobs, if there, into the history (history.c);
+ * by_time: an end learnt late, placed by its own time. */
+void job_history_add(struct migd *m, struct job *j, bool by_time)
+{
+	struct job *gone;
+
+	job_unlink_running(m, j);
 	gone = history_add(m, j, by_time);
 	if (gone)
 		job_free(gone);
@@ -362,7 +375,13 @@ static void job_ended(struct migd *m, struct job *j)
 	}
 	j->nwaiters = 0;
 	job_leave_tombstone(m, j, &js);
-	job_history_add(m, j, late);
+	/* Refused at its start (its vmm unfit), and its caller heard why:
+	 * no job began, as for the refusals migd makes itself, and the VM's
+	 * last job stays the one before. */
+	if (j->refusal_heard)
+		job_drop(m, j);
+	else
+		job_history_add(m, j, late);
 	migd_state_save(m);
 	migd_check_quit(m);
 }

@@ -280,6 +280,7 @@ void job_answer_start(struct job *j)
 	} else {
 		err = j->answer_err ? j->answer_err :
 		      j->state == JOB_STATE_CANCELLED ? ECANCELED : EIO;
+		j->refusal_heard = j->answer_err && !rpc_call_gone(call);
 		r = rpc_call_errorf(call, err, "%s", js.error[0] ? js.error :
 				    "the job ended");
 	}

@@ -245,6 +245,8 @@ struct job {
 	int answer_err;                 /* ... and found it fit (incoming, or
 					 * not a stale copy: 0), or
 					 * not (a positive errno) */
+	bool refusal_heard;             /* ... not, and its caller was told:
+					 * no job to remember (jobend.c) */
 	/* storage for the status built by job_status() */
 	char idhex[2 * STREAM_ID_LEN + 1];
 	Tern__Migd__Params params;
