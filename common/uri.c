@@ -185,6 +185,15 @@ bool uri_is_wildcard(const struct uri *u)
 	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&a6);
 }
 
+const char *uri_strerror(const struct uri *u, int err)
+{
+	if (uri_needs_lookup(u) && err == -ENXIO)
+		return "the host name is not known";
+	if (uri_needs_lookup(u) && err == -EAGAIN)
+		return "no name server answered (give an address, or try again)";
+	return strerror(-err);
+}
+
 bool uri_needs_lookup(const struct uri *u)
 {
 	struct addrinfo hints = {

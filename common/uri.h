@@ -43,6 +43,9 @@ bool uri_is_wildcard(const struct uri *u);
  * (a resolver may take seconds), not an address in any form it reads
  * without one. */
 bool uri_needs_lookup(const struct uri *u);
+/* What -err from uri_listen or uri_connect of u means, in words: a
+ * failed name lookup (-ENXIO, -EAGAIN) said as one, else strerror. */
+const char *uri_strerror(const struct uri *u, int err);
 /* As uri_format, but the address a peer dials: a wildcard host is
  * printed as host (a placeholder such as "THIS-HOST") instead. */
 int uri_format_peer(const struct uri *u, const char *host, char *buf,

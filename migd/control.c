@@ -183,11 +183,7 @@ static int incoming_listening(struct rpc_call *call, struct migd *m,
 
 	if (fd < 0)
 		return rpc_call_errorf(call, -fd, "cannot listen on %s: %s", text,
-				       !uri_needs_lookup(u) ? strerror(-fd) :
-				       fd == -ENXIO ? "the host name is not known" :
-				       fd == -EAGAIN ? "no name server answered "
-				       "(give an address, or try again)" :
-				       strerror(-fd));
+				       uri_strerror(u, fd));
 	if (uri_format(u, bound, sizeof(bound)) < 0 ||
 	    str_copy(spec->peer, bound, sizeof(spec->peer)) < 0) {
 		close(fd);

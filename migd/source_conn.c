@@ -89,7 +89,7 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 	fd = uri_connect(u, MIGD_IO_TIMEOUT_MS);
 	if (fd < 0)
 		return worker_fail(s->w, fd, "cannot connect to %s: %s",
-				   s->peer, strerror(-fd));
+				   s->peer, uri_strerror(u, fd));
 	if (source_dialing(s, fd)) {
 		source_dialing(s, -1);
 		close(fd);

@@ -745,6 +745,16 @@ wait_until 20 djob_final late || fail "late: $(dctl status late 2>&1)"
 unheard late "$D/migd.log" || fail "late: $(tail -n 3 "$D/migd.log")"
 echo "ok: an Incoming whose name was known only after its caller left ($err) leaves no job waiting"
 "$BIN/vmmctl" --rundir "$D" quit late >/dev/null
+# A migration to a name that is not known says so, as Incoming does
+# (before: "No such device or address").
+rm -f "$D/dns.addr"
+dvmm named --memory 16M --test-guest dirty
+err=$(dctl migrate named tcp:gone.tern.invalid:4444 \
+	--token 0123456789abcdef0123456789abcdef --wait 2>&1) && fail "migrate to an unknown name: $err"
+case $err in *"cannot connect to tcp:gone.tern.invalid:4444: the host name is not known"*) ;;
+*) fail "migrate to an unknown name: $err" ;; esac
+echo "ok: $err"
+"$BIN/vmmctl" --rundir "$D" quit named >/dev/null
 kill -TERM "$dmigd"
 wait_exit "$dmigd" || fail "the slow resolver's migd exited with $?"
 
