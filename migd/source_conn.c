@@ -375,9 +375,19 @@ int source_expect(struct source *s, int body, const char *what,
 		if (m->refuse->unrecoverable)
 			worker_set_unrecoverable(s->w);
 		if (!strncmp(m->refuse->message, "verify", 6)) {
+			/* Its words say "here" of the destination. */
+			const char *at = "differs from the source's: ";
+			const char *part = strstr(m->refuse->message, at);
+
 			pthread_mutex_lock(&s->w->lock);
-			snprintf(s->w->verified, sizeof(s->w->verified), "%s",
-				 m->refuse->message);
+			if (part)
+				snprintf(s->w->verified, sizeof(s->w->verified),
+					 "verify failed: the destination's guest RAM "
+					 "differs from the RAM here: %s",
+					 part + strlen(at));
+			else
+				snprintf(s->w->verified, sizeof(s->w->verified),
+					 "%s", m->refuse->message);
 			pthread_mutex_unlock(&s->w->lock);
 		}
 	}

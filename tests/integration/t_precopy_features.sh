@@ -257,6 +257,9 @@ echo "source: $(job_get v error)"
 [ "$(job_get v state)" = failed ] || fail "the corrupted migration was not failed"
 job_get v error | grep -q "verify failed" || fail "$(job_get v error)"
 migctl --json status v | grep -q "the first at gpa 0x0" || fail "the first differing chunk is not named"
+# Said from the source's side (before, the destination's "here").
+case $(job_get v verified) in "verify failed: the destination's guest RAM differs from the RAM here: 1 of "*" 2 MiB chunks, the first at gpa 0x0") ;;
+*) fail "v: verified: $(job_get v verified)" ;; esac
 source_fine v idle
 wait_job_final w
 dest_fresh w
