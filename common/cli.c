@@ -133,6 +133,12 @@ const void *cli_command(const struct cli_commands *c, int argc, char **argv,
 		*code = CLI_OK;
 		return NULL;
 	}
+	/* (help is no command of the table, but --help lists it) */
+	if (help && !strcmp(argv[1], "help")) {
+		printf("usage: %s help [COMMAND]\nsee %s\n", cli_prog, cli_manual);
+		*code = CLI_OK;
+		return NULL;
+	}
 	entry = find_command(c, argv[help ? 1 : 0]);
 	if (entry && !help && !wants_help(argc, argv))
 		return entry;       /* *code untouched */

@@ -96,6 +96,11 @@ ctl_usage "not a valid VM name" status -- --x
 ctl_usage "file:/tmp/x: a file is not a migration peer" migrate x file:/tmp/x
 ctl_usage "unknown command 'nope'" help nope
 ctl_usage "usage: migctl help [COMMAND]" help migrate status
+# help is listed as a command: its own help is its usage (before:
+# "unknown command 'help'", exit 2).
+out=$(migctl help help) || fail "help help: exit $?: $out"
+[ "$out" = "usage: migctl help [COMMAND]
+see migctl(1)" ] || fail "help help: $out"
 err=$(migctl status x 2>&1)
 [ $? -eq 1 ] && [[ $err == *"migd is not running"* ]] || fail "no migd: $err"
 # A command's own help: its usage on stdout, exit 0, whatever else is on
