@@ -289,15 +289,24 @@ void print_status(Tern__Migd__JobStatus *js)
 		printf("  downtime      none: the guest was paused when the job "
 		       "stopped it\n");
 	} else if (source) {
-		/* The part not for pages is the expected pause's: it may be
-		 * more than the final one. */
+		/* The part not for pages: the expected pause's, or once a
+		 * precopy without verify completed, the final one's, as
+		 * measured (tern-rpc(7)); beside the pause it is part of. */
+		bool measured = js->state == TERN__MIGD__JOB_STATE__JOB_COMPLETED &&
+				!js->postcopy_started &&
+				!(js->params &&
+				  js->params->verify == TERN__MIGD__TOGGLE__TOGGLE_ON);
+
 		printf("  downtime      expected %s",
 		       fmt_ms(js->expected_downtime_ms, a, sizeof(a)));
-		if (js->pause_fixed_us)
+		if (js->pause_fixed_us && !measured)
 			printf(" (%.1f ms of it not for pages)",
 			       js->pause_fixed_us / 1000.0);
 		printf(", final %s",
 		       js->downtime_us ? fmt_us(js->downtime_us, b, sizeof(b)) : "-");
+		if (js->pause_fixed_us && measured)
+			printf(" (%.1f ms of it not for pages)",
+			       js->pause_fixed_us / 1000.0);
 		if (js->params)
 			printf(" (limit %u ms)", js->params->downtime_limit_ms);
 		printf("\n");
