@@ -409,7 +409,8 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT, *ans = NULL;
 	Tern__Stream__Settle f = TERN__STREAM__SETTLE__INIT;
 	uint64_t counts[STREAM_MAX_CHANNELS], t0 = now_ns(), waited, dirty, bw;
-	uint64_t pending, sent;
+	uint64_t pending, sent, given;
+	char rate[32];
 	int r;
 
 	r = source_flush(s);            /* the channels are idle: counts */
@@ -440,15 +441,22 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 	pthread_mutex_lock(&s->w->lock);
 	/* What a slow link still carries is part of the pause too. */
 	*ret_expected = source_estimate(s, dirty + pending);
-	bw = s->w->bandwidth;
+	/* The rate the estimate took: the one given, else the measured. */
+	given = s->w->params.avail_switchover_bandwidth;
+	bw = given ? given : s->w->bandwidth;
 	pthread_mutex_unlock(&s->w->lock);
 	worker_report(s->w);
+	/* (a cap of 64K is 0.066 MB/s, not 0) */
+	if (bw >= 10000000)
+		snprintf(rate, sizeof(rate), "%llu", (unsigned long long)bw / 1000000);
+	else
+		snprintf(rate, sizeof(rate), "%.3f", bw / 1e6);
 	log_info("the pages sent settled there in %llu us (%llu still on their "
-		 "way); %llu dirty since, %llu ms expected at %llu MB/s (%llu us "
+		 "way); %llu dirty since, %llu ms expected at %s%s MB/s (%llu us "
 		 "of it not for pages)",
 		 US(waited), (unsigned long long)pending,
 		 (unsigned long long)dirty, (unsigned long long)*ret_expected,
-		 (unsigned long long)bw / 1000000,
+		 given ? "the avail-switchover-bandwidth of " : "", rate,
 		 (unsigned long long)s->w->pause_fixed_us);
 	return 0;
 }
