@@ -667,6 +667,13 @@ static int method_write_mem(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (!d->force && held_from(call))
 		return rpc_call_errorf(call, EBUSY, "cannot write guest memory: %s",
 				       held_msg(why, sizeof(why)));
+	/* The guest as it was at the move: what 'cont --force' runs again
+	 * should the guest be lost where it went. */
+	if (!d->force && ctl.moved_to[0])
+		return rpc_call_errorf(call, EBUSY, "cannot write guest memory: "
+				       "the guest moved to %s, and this copy is "
+				       "kept as it was then (--force writes all "
+				       "the same)", ctl.moved_to);
 	if (d->data.len > CONTROL_MAX_MEM_IO)
 		return rpc_call_errorf(call, EINVAL, "at most %u bytes at a time",
 				       CONTROL_MAX_MEM_IO);

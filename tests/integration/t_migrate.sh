@@ -129,6 +129,11 @@ vmmctl status a | grep -q "moved to tcp:127.0.0.1:[0-9]* (job [0-9a-f]*) (this c
 	fail "a's status: $(vmmctl status a)"
 out=$(vmmctl cont a 2>&1) && fail "the stale copy in a continued"
 echo "$out" | grep -q "cannot continue: the guest moved to tcp:" || fail "$out"
+# Nor is it written without --force: it is what 'cont --force' would run
+# again (before, the write was taken silently).
+out=$(vmmctl write a 0x300000 00 2>&1) && fail "a write into the stale copy in a was taken"
+case $out in *"cannot write guest memory: the guest moved to tcp:"*", and this copy is kept as it was then (--force writes all the same)") ;;
+*) fail "write a: $out" ;; esac
 start_vmm a2 --memory 128M --vcpus 2 --incoming
 incoming a2
 out=$(migctl migrate a "$ADDR" --token "$TOKEN" --wait 2>&1) &&
