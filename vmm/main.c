@@ -116,7 +116,15 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 
 	vm->guest.heartbeat_ms = 1000;
 	vm->guest.image_addr = 0x7c00;
-	while ((c = getopt_long(argc, argv, "n:m:c:r:s:dh", longopts, NULL)) != -1) {
+	/* An unknown option, or one without its value: one line, as the
+	 * clients say it (not getopt's, with the whole usage). */
+	cli_init("vmm", "vmm(8)");
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":n:m:c:r:s:dh", longopts, NULL)) != -1) {
+		if (c == '?' || c == ':') {
+			cli_bad_option(argv, c, NULL, longopts);
+			exit(2);
+		}
 		if ((rep = cli_option_repeated(&seen, c, longopts)))
 			die_usage(CLI_REPEATED, rep);
 		switch (c) {

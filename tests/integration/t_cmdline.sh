@@ -183,6 +183,15 @@ usage_error migctl "migrate: --auto-converge and --no-auto-converge exclude each
 	migrate vm1 tcp:127.0.0.1:1 --token "$tok" --no-auto-converge --auto-converge
 usage_error faultd "--debug and --log-level given together: --debug is --log-level debug" \
 	--log-level warn --debug --version
+# The daemons say an unknown option, or one without its value, in one
+# line as the clients do (before: getopt's, with the program's path,
+# then the whole usage).
+for d in vmm migd faultd; do
+	usage_error "$d" "$d: unknown option '--bogus' (see $d --help)" --bogus --version
+	usage_error "$d" "$d: unknown option '-z' (see $d --help)" -z --version
+done
+usage_error migd "migd: missing the value of option '--worker-nice' (see migd --help)" \
+	--worker-nice
 
 need_kvm
 expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
