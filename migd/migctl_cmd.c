@@ -637,7 +637,7 @@ int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobList *l = NULL;
-	char t[32], s[32], st[48];
+	char t[32], s[32], st[48], done[8];
 	size_t i;
 
 	if (call(cl, "List", NULL, (ProtobufCMessage **)&l, false) < 0)
@@ -660,8 +660,16 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 					 (unsigned long long)job_round(js));
 			else
 				snprintf(st, sizeof(st), "%s", show_state_name(js->state));
-			printf("%-16s %-11s %-16s %3.0f%% %11s %-19s %s\n", js->vm,
-			       show_role_name(js->role), st, job_fraction(js) * 100,
+			/* A job that failed or was cancelled is not some
+			 * way done: '-', not the 99% it had reached. */
+			if (js->state == TERN__MIGD__JOB_STATE__JOB_FAILED ||
+			    js->state == TERN__MIGD__JOB_STATE__JOB_CANCELLED)
+				snprintf(done, sizeof(done), "   -");
+			else
+				snprintf(done, sizeof(done), "%3.0f%%",
+					 job_fraction(js) * 100);
+			printf("%-16s %-11s %-16s %4s %11s %-19s %s\n", js->vm,
+			       show_role_name(js->role), st, done,
 			       fmt_size(js->transferred_bytes, t, sizeof(t)),
 			       fmt_time(js->started_unix_ms, s, sizeof(s)),
 			       js->id[0] ? show_text_safe(js->id) : "-");

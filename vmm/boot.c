@@ -383,7 +383,8 @@ int boot_image(struct vm *vm)
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode) || st.st_size == 0) {
-		log_warnx("%s: not a non-empty regular file", vm->guest.image);
+		log_warnx("%s: %s", vm->guest.image, !S_ISREG(st.st_mode) ?
+			  "not a regular file" : "empty: nothing to boot");
 		ret = -EINVAL;
 		goto out;
 	}

@@ -629,6 +629,9 @@ refused stuck "vmm stuck did not answer within 10 s"
 kill -CONT "$PID_stuck"
 out=$(migctl incoming stuck --listen tcp:127.0.0.1:0) || fail "incoming stuck once it answers: $out"
 migctl cancel stuck --wait >/dev/null || fail "cancel stuck"
+# list: a cancelled job is not some way done (before: its last percent).
+migctl list | grep -qE "^stuck +destination +cancelled +- " ||
+	fail "list: $(migctl list | grep stuck)"
 # A caller that gives up before the answer never hears the token migd
 # made: the job, which no source could ever reach, is cancelled instead
 # of holding the vmm.  (It waited for good.)
