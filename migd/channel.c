@@ -294,6 +294,7 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 	uint64_t zero[STREAM_MAX_BATCH], data[STREAM_MAX_BATCH], first;
 	uint32_t nz = 0, nd = 0, dropped = 0, i;
 	const uint64_t *served;
+	bool pushing;
 	int r = 0;
 
 	if (b->nop)
@@ -302,9 +303,14 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 		c->ended = true;        /* nothing after it, not even a NOP */
 		return send_packet(c, t, STREAM_PKT_END, 0, NULL, 0);
 	}
-	if (b->marker)
+	if (b->marker) {
+		c->past_marker = true;
 		return send_packet(c, t, STREAM_PKT_POSTCOPY, 0, NULL, 0);
+	}
 	served = __atomic_load_n(&c->served, __ATOMIC_ACQUIRE);
+	/* Pushed: past the marker (the page server may not serve yet), or
+	 * on a channel of a recovery (which sends none) */
+	pushing = c->past_marker || served;
 	first = c->ram->first_page[b->region];
 	for (i = 0; i < b->npages; i++) {
 		/* In postcopy a page the guest faulted on since the push
@@ -319,14 +325,18 @@ static int send_batch(struct chan_tx *c, struct tx_state *t, const struct batch 
 	}
 	if (dropped)
 		worker_count_dropped(c->w, dropped);
+	/* (pc_pushed with each packet, as the channel's page count: the
+	 * status's needed_pages counts down from that) */
 	if (nz)
 		r = send_packet(c, t, STREAM_PKT_ZERO, b->region, zero, nz);
+	if (r == 0 && nz && pushing)
+		__atomic_add_fetch(&c->w->pc_pushed, nz, __ATOMIC_RELAXED);
 	if (r == 0 && nd)
 		r = send_packet(c, t, 0, b->region, data, nd);
+	if (r == 0 && nd && pushing)
+		__atomic_add_fetch(&c->w->pc_pushed, nd, __ATOMIC_RELAXED);
 	if (r == 0)
 		c->pages_total += nz + nd;
-	if (r == 0 && served)
-		__atomic_add_fetch(&c->w->pc_pushed, nz + nd, __ATOMIC_RELAXED);
 	return r;
 }
 

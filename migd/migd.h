@@ -604,13 +604,13 @@ struct worker {
 	uint64_t pc_hist_before[PC_HIST_BUCKETS]; /* (L) */
 	/* Source in postcopy: the pages the push still has to send, for
 	 * the status (worker_fill).  source_pc_base sets the base: pages
-	 * left when the channels had sent pc_base_sent pages and the page
+	 * left when the push had sent pc_base_pushed pages and the page
 	 * server had taken pc_base_taken off the push's bitmap; each page
 	 * sent or taken since is one fewer.  (A page taken by either is
 	 * taken once: the bitmap's bits are cleared atomically.) */
 	bool pc_counting;               /* (L) the base is set */
 	uint64_t pc_base_left;          /* (L) */
-	uint64_t pc_base_sent;          /* (L) */
+	uint64_t pc_base_pushed;        /* (L) */
 	uint64_t pc_base_taken;         /* (L) */
 	uint64_t pc_requests;           /* (A) source: page requests answered */
 	uint64_t pc_served;             /* (A) pages sent on the page link */
@@ -887,6 +887,7 @@ struct chan_tx {
 	int err;                        /* first error; the channel is dead */
 	bool ended;                     /* its end packet went (own thread) */
 	uint64_t pages_total;           /* pages carried, for the device state */
+	bool past_marker;               /* own thread: its postcopy marker went */
 	int nice;                       /* (A) for the thread: the postcopy push
 					 * yields to the page link */
 	const uint64_t *served;         /* (A) postcopy: pages the page server

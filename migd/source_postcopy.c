@@ -182,16 +182,6 @@ static uint64_t source_pushed(struct source *s)
 	return __atomic_load_n(&s->w->pc_pushed, __ATOMIC_RELAXED);
 }
 
-/* The status's count of pages sent by the push. */
-static void source_pc_pushed(struct source *s)
-{
-	uint64_t pushed = source_pushed(s);
-
-	pthread_mutex_lock(&s->w->lock);
-	s->w->pc.pages_pushed = pushed;
-	pthread_mutex_unlock(&s->w->lock);
-}
-
 /*
  * The push has `left` pages to send from now (the bitmap just made, or
  * the destination's after a recovery; 0 once it has them all): the
@@ -201,14 +191,12 @@ static void source_pc_pushed(struct source *s)
 static void source_pc_base(struct source *s, uint64_t left)
 {
 	struct worker *w = s->w;
-	uint64_t sent = worker_pages_counted(w, s->nchan);
 
 	pthread_mutex_lock(&w->lock);
 	w->pc_counting = true;
 	w->pc_base_left = left;
-	w->pc_base_sent = sent;
+	w->pc_base_pushed = source_pushed(s);
 	w->pc_base_taken = __atomic_load_n(&w->pc_taken, __ATOMIC_RELAXED);
-	w->pc.pages_pushed = source_pushed(s);
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -258,7 +246,6 @@ static int source_push(struct source *s)
 			__atomic_fetch_or(&s->tosend[cur], bits, __ATOMIC_RELAXED);
 		if (r == 0 && ((cur & 1023) == 0 || now_ns() - checked >= LINK_CHECK_NS)) {
 			checked = now_ns();
-			source_pc_pushed(s);
 			r = source_check_links(s);
 		}
 		cur = (cur + 1) % words;
@@ -700,7 +687,6 @@ int source_postcopy(struct source *s)
 			source_pc_base(s, 0);   /* PostcopyDone: it has them all */
 			break;
 		}
-		source_pc_pushed(s);
 		r = source_postcopy_paused(s, r);
 		if (r < 0)
 			return r;

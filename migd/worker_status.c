@@ -66,21 +66,27 @@ void worker_count_dropped(struct worker *w, uint64_t pages)
 
 /*
  * A source in postcopy, from its counters (w->lock held): the page
- * server's figures, and what the push still has to send, down from its
- * base by each page a channel sent or the page server took since; so
- * the figures move while the push runs, not only when its main thread
- * looks.  pages: what the channels sent so far.
+ * server's figures, the pages pushed, and what the push still has to
+ * send, down from its base by each page pushed or taken by the page
+ * server since; so the figures move while the push runs, not only when
+ * its main thread looks.
  */
 static void worker_fill_push(struct worker *w, Tern__Migd__JobStatus *js,
-			     Tern__Migd__PostcopyStats *pcst, uint64_t pages)
+			     Tern__Migd__PostcopyStats *pcst)
 {
 	uint64_t done, taken = __atomic_load_n(&w->pc_taken, __ATOMIC_RELAXED);
+	uint64_t pushed = __atomic_load_n(&w->pc_pushed, __ATOMIC_RELAXED);
 
 	pcst->requests_served = __atomic_load_n(&w->pc_requests, __ATOMIC_RELAXED);
 	pcst->pages_on_demand = __atomic_load_n(&w->pc_served, __ATOMIC_RELAXED);
+	/* One read for both figures, so that they add up at any time
+	 * (before, the push copied this in now and then, and needed_pages
+	 * went down with the channels' counts: it ran hundreds of pages
+	 * ahead). */
+	pcst->pages_pushed = pushed;
 	if (!w->pc_counting)
 		return;
-	done = (pages - MIN(pages, w->pc_base_sent)) +
+	done = (pushed - MIN(pushed, w->pc_base_pushed)) +
 	       (taken - MIN(taken, w->pc_base_taken));
 	pcst->needed_pages = w->pc_base_left - MIN(w->pc_base_left, done);
 	js->remaining_bytes = pcst->needed_pages * STREAM_PAGE;
@@ -174,7 +180,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 		js->postcopy_stats = pcst;
 	}
 	if (w->postcopy && s->role == JOB_ROLE_SOURCE)
-		worker_fill_push(w, js, pcst, pages);
+		worker_fill_push(w, js, pcst);
 }
 
 int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len)

@@ -180,6 +180,20 @@ postcopy_on_request pp --max-bandwidth 32M --channels 2
 # saying why (before, it quit, and the guest was lost on pq); a SIGTERM
 # (systemctl stop) is put off until the migration completes.
 wait_until 30 both_active pp pq || fail "no postcopy: $(migctl status pp)"
+# No vCPU runs, so none faults: what the push sent and what it still has
+# to send add up to the same at any time (before, needed_pages ran
+# hundreds of pages ahead of pages_pushed).
+sums=()
+for _ in 1 2 3 4 5; do
+	js=$(migctl --json status pp)
+	n=$(echo "$js" | jget needed_pages)
+	[ "$(echo "$js" | jget state)" = postcopy_active ] && [ "${n:-0}" -gt 0 ] || break
+	sums+=("$(($(echo "$js" | jget pages_pushed) + n))")
+	sleep 0.2
+done
+[ ${#sums[@]} -ge 2 ] || fail "pp: too few samples of the push: ${sums[*]}"
+for v in "${sums[@]}"; do [ "$v" = "${sums[0]}" ] || fail "pp: pushed + needed: ${sums[*]}"; done
+echo "ok: pp: pages pushed + needed: ${sums[*]}"
 err=$(vmmctl quit pp 2>&1) && fail "quit pp in postcopy: $err"
 case $err in *"cannot quit: the guest moved to $ADDR (job "*") by a postcopy not known to have completed, and this copy holds the pages it may still lack: quitting would lose the guest there."*"'vmmctl quit pp --force'"*) ;;
 *) fail "quit pp in postcopy: $err" ;; esac
