@@ -69,12 +69,18 @@ static int link_place(struct session *s, uint64_t dst, const uint8_t *src,
 	uint64_t copied = 0, exist = 0, done, i;
 	int r;
 
+	/* With verify: the hashes of what we place, before the needed bits
+	 * clear (link_placed_locked), and before the copy itself: a faultd
+	 * that died between a copy and its hashes left the page without
+	 * them, and verify reported a false mismatch at the end.  Whoever
+	 * places a page, the push or this, places the same bytes (the
+	 * source is stopped since the switch), so a page there already
+	 * keeps the hash it had. */
+	for (i = 0; s->hashes && i < len / STREAM_PAGE; i++)
+		__atomic_store_n(&s->hashes[page + i],
+				 ramhash_entry(src + i * STREAM_PAGE), __ATOMIC_RELAXED);
 	while (len) {
 		r = uffdio_fill(s->uffd, dst, src, len, &done);
-		/* With verify: what we placed, hashed before the needed
-		 * bits clear (link_placed_locked). */
-		for (i = 0; s->hashes && i < done / STREAM_PAGE; i++)
-			s->hashes[page + i] = ramhash_entry(src + i * STREAM_PAGE);
 		copied += done / STREAM_PAGE;
 		page += done / STREAM_PAGE;
 		dst += done;
