@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/bitmap.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/ramhash.h"
 #include "common/rpc.h"
@@ -445,6 +446,13 @@ static int attach_session(struct attach *t)
 
 	if (t->ret < 0)
 		return rpc_call_errorf(t->call, -t->ret, "%s", t->err);
+	/* TERN_FAULT=faultd-attach-exit: faultd dies here, as a crash in
+	 * the middle of an Attach would leave things: the vmm made its
+	 * uffd, the caller has no answer. */
+	if (fault_active("faultd-attach-exit") && !t->again) {
+		log_warnx("TERN_FAULT: exiting in the middle of an Attach");
+		_exit(70);
+	}
 	if (rpc_call_gone(t->call)) {
 		/* Nobody would learn of the session: no session. */
 		close(t->uffd);

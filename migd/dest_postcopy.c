@@ -278,16 +278,21 @@ static int dest_punch_stale(struct dest *d)
 
 /*
  * faultd takes the job.  Its socket may be gone for a moment since the
- * source's ask (a restart: systemctl restart faultd): the guest still
- * runs on the source, and the switch waits for a new one up to
- * DEST_FAULTD_BACK_MS rather than fail the migration.
+ * source's ask (a restart: systemctl restart faultd), or faultd may go
+ * in the middle of the Attach (a crash, a restart just then): the guest
+ * still runs on the source, and the switch waits for a new one up to
+ * DEST_FAULTD_BACK_MS rather than fail the migration.  A vmm that made
+ * its uffd for the faultd that went answers a new UffdCreate EBUSY:
+ * the new faultd then takes that uffd, as after a restart in postcopy
+ * (Attach again; no vCPU has faulted on it, the guest not running here
+ * yet).
  */
 #define DEST_FAULTD_BACK_MS 5000
 
 static int dest_attach(struct dest *d)
 {
 	char job[2 * STREAM_ID_LEN + 1];
-	bool said = false;
+	bool said = false, lost = false, again = false;
 	uint64_t until;
 	int r;
 
@@ -301,19 +306,33 @@ static int dest_attach(struct dest *d)
 	for (;;) {
 		r = fault_link_open(&d->fl, d->w->spec->rundir, d->err,
 				    sizeof(d->err));
-		if ((r != -ENOENT && r != -ECONNREFUSED) || now_ns() > until ||
-		    worker_failed(d->w) || worker_cancelled())
+		if (r == 0)
+			r = fault_link_attach(&d->fl, d->w->spec->vm, job,
+					      d->ram.pages, d->page_fd,
+					      d->needed_fd, &d->ram, &d->pc,
+					      again, d->err, sizeof(d->err));
+		if (r == 0 || now_ns() > until || worker_failed(d->w) ||
+		    worker_cancelled())
 			break;
-		if (!said)
-			log_warnx("%s; waiting up to %d s for one (a restart)",
-				  d->err, DEST_FAULTD_BACK_MS / 1000);
-		said = true;
-		usleep(100000);
+		if (r == -EBUSY && lost && !again) {
+			/* The uffd the one that went had the vmm make. */
+			log_info("%s: taking the vmm's userfaultfd as it is", d->err);
+			again = true;
+		} else if (r == -ENOENT || r == -ECONNREFUSED ||
+			   fault_link_gone(&d->fl)) {
+			lost = lost || fault_link_gone(&d->fl);
+			if (!said)
+				log_warnx("%s; waiting up to %d s for one (a restart)",
+					  fault_link_gone(&d->fl) ? "faultd closed its "
+					  "connection during Attach" : d->err,
+					  DEST_FAULTD_BACK_MS / 1000);
+			said = true;
+			usleep(100000);
+		} else {
+			break;
+		}
+		fault_link_close(&d->fl);
 	}
-	if (r == 0)
-		r = fault_link_attach(&d->fl, d->w->spec->vm, job, d->ram.pages,
-				      d->page_fd, d->needed_fd, &d->ram, &d->pc,
-				      false, d->err, sizeof(d->err));
 	if (r < 0)
 		return dest_refuse(d, -r, "%s", d->err);
 	d->attached = true;

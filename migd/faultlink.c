@@ -112,6 +112,7 @@ int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 	struct rpc_result res;
 	int fds[2] = { page_fd, needed_fd };
 	unsigned int i;
+	bool first;
 	int r;
 
 	req.vm = (char *)vm;
@@ -130,21 +131,24 @@ int fault_link_attach(struct fault_link *f, const char *vm, const char *job,
 			 "in its answer", res.nfds, rep->n_regions);
 		goto out;
 	}
+	/* Again, the channels place pages at the addresses of the first
+	 * Attach, with its uffd, which stays; unless that one's answer
+	 * never came (its faultd died in the call): then this uffd, the
+	 * one the vmm kept, is ours too. */
+	first = !again || pc->uffd < 0;
 	for (i = 0; i < ram->n; i++) {
 		const Tern__Faultd__Region *g = rep->regions[i];
 
-		/* Again, the channels place pages at the addresses of the
-		 * first Attach, with its uffd, which stays. */
 		if (g->gpa != ram->r[i].gpa || g->size != ram->r[i].size ||
-		    g->host % STREAM_PAGE || (again && g->host != pc->host[i])) {
+		    g->host % STREAM_PAGE || (!first && g->host != pc->host[i])) {
 			snprintf(err, len, "faultd: Attach: region %u differs from "
 				 "the vmm's RAM", i);
 			goto out;
 		}
-		if (!again)
+		if (first)
 			pc->host[i] = g->host;
 	}
-	if (!again) {
+	if (first) {
 		pc->uffd = res.fds[0];
 		res.fds[0] = -1;
 	}

@@ -387,6 +387,33 @@ out=$(migctl --json status m1 --watch) || fail "m1: $out"
 check_done m1 m2 "$out"
 vmmctl quit m1 >/dev/null; vmmctl quit m2 >/dev/null
 
+note "faultd dies in the middle of the Attach: the switch waits for a new one, which takes the vmm's userfaultfd"
+# Before, the migration failed ("faultd: Attach: connection closed"),
+# its precopy progress lost, and the vmm kept a uffd no faultd had.
+kill -TERM "$FAULTD_PID"
+wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
+TERN_FAULT=faultd-attach-exit start_faultd
+f1=$FAULTD_PID
+start_vmm m3 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+wait_pass m3 0 1
+start_vmm m4 --memory 64M --incoming
+incoming m4
+migctl migrate m3 "$ADDR" --token "$TOKEN" --max-bandwidth 1M --channels 1 \
+	--detach >/dev/null || fail "migrate m3"
+wait_until 30 job_is m3 active || fail "m3: $(migctl status m3)"
+migctl postcopy m3 >/dev/null || fail "postcopy m3"
+wait_exit "$f1"
+grep -q "TERN_FAULT: exiting in the middle of an Attach" "$RUNDIR/faultd.log" ||
+	fail "faultd: $(tail -n 3 "$RUNDIR/faultd.log")"
+start_faultd
+wait_until 30 both_active m3 m4 || fail "m3: $(job_get m3 state): $(job_get m3 error)"
+grep -q "^migd\[m4/in\]: faultd closed its connection during Attach; waiting up to 5 s for one (a restart)" \
+	"$RUNDIR/migd.log" || fail "m4: $(grep 'm4/in' "$RUNDIR/migd.log" | tail -n 3)"
+migctl tune m3 --max-bandwidth unlimited >/dev/null || fail "tune m3"
+out=$(migctl --json status m3 --watch) || fail "m3: $out"
+check_done m3 m4 "$out"
+vmmctl quit m3 >/dev/null; vmmctl quit m4 >/dev/null
+
 note "faultd dies mid-postcopy: both sides postcopy-paused, the guest waits"
 start_vmm p --memory 256M --test-guest dirty --heartbeat 100
 wait_pass p 0 2
