@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -223,6 +224,22 @@ void cli_bad_option(char **argv, int ch, const char *where,
 			 what, global ? ": global options go before the command" : "",
 			 cli_prog);
 	}
+}
+
+int cli_daemon_getopt(int argc, char **argv, const char *opts,
+		      const struct option *longopts)
+{
+	char colon[64];
+	int c;
+
+	snprintf(colon, sizeof(colon), ":%s", opts);
+	opterr = 0;
+	c = getopt_long(argc, argv, colon, longopts, NULL);
+	if (c == '?' || c == ':') {
+		cli_bad_option(argv, c, NULL, longopts);
+		exit(CLI_USAGE);
+	}
+	return c;
 }
 
 const char *cli_option_repeated(struct cli_seen *seen, int ch,

@@ -44,6 +44,14 @@ struct option;
 void cli_bad_option(char **argv, int ch, const char *where,
 		    const struct option *longopts);
 /*
+ * getopt_long for a daemon's own command line (opts without the leading
+ * ':', which this adds): an unknown option, or one lacking its value, is
+ * said as the clients say it, in one line (cli_bad_option; cli_init
+ * named the program), and the program exits with status 2.
+ */
+int cli_daemon_getopt(int argc, char **argv, const char *opts,
+		      const struct option *longopts);
+/*
  * The options given so far, by getopt_long's value (below CLI_SEEN_MAX),
  * so that one that takes a single value is refused the second time
  * instead of the last value silently winning.  Zero it before parsing.

@@ -78,15 +78,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 
 	o->rundir = MIGD_DEFAULT_RUNDIR;
 	o->worker_nice = MIGD_WORKER_NICE;
-	/* An unknown option, or one without its value: one line, as the
-	 * clients say it (not getopt's, with the whole usage). */
-	cli_init("migd", "migd(8)");
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":r:dfh", longopts, NULL)) != -1) {
-		if (c == '?' || c == ':') {
-			cli_bad_option(argv, c, NULL, longopts);
-			exit(2);
-		}
+	cli_init("migd", "migd(8)");     /* (cli_daemon_getopt's words) */
+	while ((c = cli_daemon_getopt(argc, argv, "r:dfh", longopts)) != -1) {
 		if ((rep = cli_option_repeated(&seen, c, longopts)))
 			die_usage(CLI_REPEATED, rep);
 		switch (c) {

@@ -116,15 +116,8 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 
 	vm->guest.heartbeat_ms = 1000;
 	vm->guest.image_addr = 0x7c00;
-	/* An unknown option, or one without its value: one line, as the
-	 * clients say it (not getopt's, with the whole usage). */
-	cli_init("vmm", "vmm(8)");
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":n:m:c:r:s:dh", longopts, NULL)) != -1) {
-		if (c == '?' || c == ':') {
-			cli_bad_option(argv, c, NULL, longopts);
-			exit(2);
-		}
+	cli_init("vmm", "vmm(8)");     /* (cli_daemon_getopt's words) */
+	while ((c = cli_daemon_getopt(argc, argv, "n:m:c:r:s:dh", longopts)) != -1) {
 		if ((rep = cli_option_repeated(&seen, c, longopts)))
 			die_usage(CLI_REPEATED, rep);
 		switch (c) {
