@@ -135,11 +135,11 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 			worker_set_unrecoverable(s->w);
 			return worker_fail(s->w, r, "the destination's migd says "
 					   "its job ended: its vmm quit or died, "
-					   "and the guest with it: this job can never recover.  "
-					   "Cancel it with --force: vmm %s keeps the "
-					   "guest as it was at the switch ('vmmctl "
-					   "cont --force' runs it from there)",
-					   s->w->spec->vm);
+					   "and the guest with it: this job can "
+					   "never recover.  Cancel it with --force: "
+					   "vmm %s keeps the guest as it was at the "
+					   "switch ('vmmctl cont --force' runs it "
+					   "from there)", s->w->spec->vm);
 		}
 		return worker_fail(s->w, r, "the destination refused the %s: %s",
 				   conn_name(role), r == -EACCES && resuming ?

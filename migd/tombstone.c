@@ -291,8 +291,8 @@ int tombstone_add(struct migd *m, const char *vm, const char *listen,
 				 tomb_accept, t);
 	t->ev_retry = evtimer_new(m->base, tomb_retry, t);
 	t->ev_expire = evtimer_new(m->base, tomb_expire, t);
-	if (!t->ev_accept || !t->ev_retry || !t->ev_expire || event_add(t->ev_accept, NULL) < 0 ||
-	    event_add(t->ev_expire, &ttl) < 0) {
+	if (!t->ev_accept || !t->ev_retry || !t->ev_expire ||
+	    event_add(t->ev_accept, NULL) < 0 || event_add(t->ev_expire, &ttl) < 0) {
 		r = -ENOMEM;
 		goto fail;
 	}
