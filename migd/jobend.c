@@ -325,26 +325,40 @@ void job_forget_lost(struct migd *m, const struct job_spec *spec)
 	job_forget_lost_in(&m->orphans, spec);
 }
 
-/* A destination that can never recover (its guest went with its vmm):
- * its source may come back to recover and must hear it (tombstone.c). */
-static void job_leave_tombstone(struct migd *m, const struct job *j,
+/* A destination that can never recover (its guest went with its vmm,
+ * or it was cancelled with --force past the switch): its source may come
+ * back to recover and must hear it (tombstone.c). */
+static void job_leave_tombstone(struct migd *m, struct job *j,
 				const Tern__Migd__JobStatus *js)
 {
+	char note[PATH_MAX + 128];
+	/* (cancel_how alone: cancel_requested is dropped once the worker
+	 * reports its end) */
+	bool abandoned = j->cancel_how == JOB_CANCEL_ABANDON &&
+			 js->state == TERN__MIGD__JOB_STATE__JOB_CANCELLED &&
+			 js->switched;
 	int r;
 
-	if (j->spec.role != JOB_ROLE_DEST || !js->unrecoverable || m->quitting ||
-	    !js->listen || !js->listen[0] || job_id_unknown(js->id))
+	if (j->spec.role != JOB_ROLE_DEST || !(js->unrecoverable || abandoned) ||
+	    m->quitting || !js->listen || !js->listen[0] || job_id_unknown(js->id))
 		return;
-	r = tombstone_add(m, j->spec.vm, js->listen, js->id, j->spec.token);
-	if (r < 0)
+	r = tombstone_add(m, j->spec.vm, js->listen, js->id, j->spec.token,
+			  js->unrecoverable ? EOWNERDEAD : ECANCELED);
+	if (r < 0) {
 		log_warnx("%s: cannot listen on %s again to tell its source that "
 			  "the job can never recover: %s (the source learns it "
 			  "only from this host's status)", j->spec.vm, js->listen,
 			  strerror(-r));
-	else
-		log_info("%s: answers its source on %s that the job can never "
-			 "recover, for a day or until the address is taken again",
-			 j->spec.vm, js->listen);
+		return;
+	}
+	snprintf(note, sizeof(note), "migd answers its source on %s that the "
+		 "job can never recover, for a day or until the address is "
+		 "taken again", js->listen);
+	log_info("%s: %s", j->spec.vm, note);
+	/* (the status says it too: the worker's words, then this) */
+	if (!j->error[0])
+		str_copy(j->error, js->error, sizeof(j->error));
+	job_append_error(j, note);
 }
 
 /* The job is over, its vmm tidied: answer its waiters, into the history. */

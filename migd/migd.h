@@ -308,9 +308,10 @@ void migd_check_quit(struct migd *m);
 bool migd_just_started(const struct migd *m);
 
 /* tombstone.c: a destination job that can never recover goes on
- * answering its source on listen (its migration idhex, its token) */
+ * answering its source on listen (its migration idhex, its token) with
+ * err: EOWNERDEAD, its vmm went; ECANCELED, cancelled with --force */
 int tombstone_add(struct migd *m, const char *vm, const char *listen,
-		  const char *idhex, const uint8_t *token);
+		  const char *idhex, const uint8_t *token, int err);
 /* ... and stops once its address (its port, its path) is wanted again */
 void tombstone_release(struct migd *m, const struct uri *u);
 void tombstones_free_all(struct migd *m);

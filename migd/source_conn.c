@@ -131,15 +131,18 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 		pthread_mutex_unlock(&s->w->lock);
 		/* A destination job that ended for good, its migd's word
 		 * (tombstone.c): no later recovery can succeed. */
-		if (r == -EOWNERDEAD && resuming) {
+		if ((r == -EOWNERDEAD || r == -ECANCELED) && resuming) {
 			worker_set_unrecoverable(s->w);
 			return worker_fail(s->w, r, "the destination's migd says "
-					   "its job ended: its vmm quit or died, "
-					   "and the guest with it: this job can "
-					   "never recover.  Cancel it with --force: "
-					   "vmm %s keeps the guest as it was at the "
+					   "its job ended: %s: this job can never "
+					   "recover.  Cancel it with --force: vmm "
+					   "%s keeps the guest as it was at the "
 					   "switch ('vmmctl cont --force' runs it "
-					   "from there)", s->w->spec->vm);
+					   "from there)", r == -EOWNERDEAD ?
+					   "its vmm quit or died, and the guest "
+					   "with it" : "it was cancelled there with "
+					   "--force, and the guest given up",
+					   s->w->spec->vm);
 		}
 		return worker_fail(s->w, r, "the destination refused the %s: %s",
 				   conn_name(role), r == -EACCES && resuming ?

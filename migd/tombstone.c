@@ -1,21 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * Tombstones, in the migd parent: the addresses of destination jobs that
- * ended for good past the postcopy switch, their vmm (and the guest with
- * it) gone.  Such a job's source is often paused already (the link broke
- * first), and learns nothing more until it comes back to recover: with
- * no one listening it would be told "connection refused" at every try,
- * and wait paused for a recovery that cannot come.  So migd listens on
- * the job's address again, and answers a hello of that migration (its
- * id and token) with EOWNERDEAD: the source then marks its job as never
- * recoverable and says why (source_conn.c).  Any other hello gets what a
- * worker would answer it, and every connection is closed after its
- * answer.
+ * ended for good past the postcopy switch: their vmm (and the guest with
+ * it) gone, or cancelled there with --force.  Such a job's source is
+ * often paused already (the link broke first), and learns nothing more
+ * until it comes back to recover: with no one listening it would be
+ * told "connection refused" at every try, and wait paused for a
+ * recovery that cannot come.  So migd listens on the job's address
+ * again, and answers a hello of that migration (its id and token) with
+ * EOWNERDEAD (the vmm went) or ECANCELED (cancelled): the source then
+ * marks its job as never recoverable and says why (source_conn.c).  Any
+ * other hello gets what a worker would answer it, and every connection
+ * is closed after its answer; strangers are logged a few per window.
  *
  * Bounded: at most TOMB_MAX at once (the oldest goes first), each for
- * TOMB_TTL_S, a few pending hellos each; a new Incoming, or a Recover
- * --listen, on the same address takes it back at once (control.c).  Kept
- * in memory only: a migd restart forgets them (migd(8)).
+ * TOMB_TTL_S; of TOMB_PENDING connections without their hello, the
+ * oldest makes room for a new one.  A new Incoming, or a Recover
+ * --listen, on the same address takes it back at once (control.c).
+ * Kept in memory only: a migd restart forgets them (migd(8)).
  */
 #include <endian.h>
 #include <errno.h>
@@ -27,14 +29,17 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/ratelim.h"
 #include "common/uri.h"
 #include "common/util.h"
 #include "migd/migd.h"
 
 #define TOMB_MAX 16
 #define TOMB_TTL_S (24 * 3600)
-#define TOMB_PENDING 8
+#define TOMB_PENDING 16
 #define TOMB_RETRY_MS 100
+#define TOMB_SAID 5                     /* refusals logged per window */
+#define TOMB_SAID_WINDOW_NS (10 * 1000000000ull)
 
 struct tomb;
 
@@ -42,6 +47,7 @@ struct tomb;
 struct tomb_conn {
 	struct tomb *t;
 	int fd;
+	uint64_t since;                 /* accepted then (now_ns) */
 	size_t got;
 	struct stream_hello h;
 	struct event *ev;
@@ -53,6 +59,9 @@ struct tomb {
 	char vm[65];
 	uint8_t id[STREAM_ID_LEN];
 	uint8_t token[STREAM_TOKEN_LEN];
+	int err;                        /* the answer to its source: EOWNERDEAD
+					 * (the vmm went) or ECANCELED (cancel
+					 * --force there) */
 	struct uri addr;                /* as bound */
 	char text[PATH_MAX];            /* ... as said */
 	dev_t dev;                      /* unix: the socket file bound */
@@ -61,6 +70,7 @@ struct tomb {
 	struct event *ev_accept;
 	struct event *ev_retry;         /* accept short of a resource */
 	struct event *ev_expire;
+	struct ratelim refusals;
 	struct tomb_conn conn[TOMB_PENDING];
 };
 
@@ -94,7 +104,21 @@ static int hello_answer(const struct tomb *t, struct stream_hello *h)
 		return -r;
 	/* The same token, another migration (a token chosen twice): no job
 	 * listens here for it. */
-	return memcmp(h->id, t->id, STREAM_ID_LEN) ? ECONNREFUSED : EOWNERDEAD;
+	return memcmp(h->id, t->id, STREAM_ID_LEN) ? ECONNREFUSED : t->err;
+}
+
+/* Strangers, a few per window (anyone who reaches the port can make
+ * them); how many more, with the next one said. */
+static void tomb_say_refusal(struct tomb *t, const char *why)
+{
+	unsigned int held;
+
+	if (!ratelim_take(&t->refusals, now_ns(), TOMB_SAID_WINDOW_NS, TOMB_SAID,
+			  &held))
+		return;
+	log_warnx("%s: turned away a connection on %s: %s (for its ended "
+		  "job)%s", t->vm, t->text, why, held ? ", and more since the "
+		  "last one said" : "");
 }
 
 static void conn_read(evutil_socket_t fd, short what, void *arg)
@@ -120,9 +144,11 @@ static void conn_read(evutil_socket_t fd, short what, void *arg)
 	if (c->got < sizeof(c->h))
 		return;
 	err = hello_answer(t, &c->h);
-	if (err == EOWNERDEAD)
-		log_info("%s: told a source on %s that the job can never "
-			 "recover (its vmm is gone)", t->vm, t->text);
+	if (err == t->err)
+		log_info("%s: told its source on %s that the job can never "
+			 "recover", t->vm, t->text);
+	else
+		tomb_say_refusal(t, strerror(err));
 	conn_answer(c, err);
 }
 
@@ -149,14 +175,23 @@ static void tomb_accept(evutil_socket_t fd, short what, void *arg)
 		evtimer_add(t->ev_retry, &later);
 		return;
 	}
-	for (i = 0; i < TOMB_PENDING && !c; i++)
-		if (t->conn[i].fd < 0)
+	/* A free slot, else the oldest silent one's: a source says hello
+	 * at once, and strangers holding every slot must not keep it out. */
+	for (i = 0; i < TOMB_PENDING; i++) {
+		if (t->conn[i].fd < 0) {
 			c = &t->conn[i];
-	if (!c) {
-		close(cfd);     /* strangers holding every slot: not waited for */
-		return;
+			break;
+		}
+		if (!c || t->conn[i].since < c->since)
+			c = &t->conn[i];
+	}
+	if (c->fd >= 0) {
+		tomb_say_refusal(t, "the oldest of its connections without a "
+				 "hello, for a new one");
+		conn_close(c);
 	}
 	c->fd = cfd;
+	c->since = now_ns();
 	c->ev = event_new(t->m->base, cfd, EV_READ | EV_PERSIST, conn_read, c);
 	if (!c->ev || event_add(c->ev, &tv) < 0)
 		conn_close(c);
@@ -254,7 +289,7 @@ static void tomb_drop_oldest(struct migd *m)
 }
 
 int tombstone_add(struct migd *m, const char *vm, const char *listen,
-		  const char *idhex, const uint8_t *token)
+		  const char *idhex, const uint8_t *token, int err)
 {
 	struct timeval ttl = { TOMB_TTL_S, 0 };
 	struct tomb *t;
@@ -271,6 +306,7 @@ int tombstone_add(struct migd *m, const char *vm, const char *listen,
 		t->conn[i] = (struct tomb_conn){ .t = t, .fd = -1 };
 	str_copy(t->vm, vm, sizeof(t->vm));
 	memcpy(t->token, token, STREAM_TOKEN_LEN);
+	t->err = err;
 	if (job_id_parse(idhex, t->id) < 0 || uri_parse(listen, &t->addr) < 0 ||
 	    (t->addr.kind != URI_TCP && t->addr.kind != URI_UNIX) ||
 	    str_copy(t->text, listen, sizeof(t->text)) < 0) {
@@ -313,6 +349,8 @@ void tombstones_free_all(struct migd *m)
 
 	while ((t = m->tombs)) {
 		m->tombs = t->next;
+		log_info("%s: no longer answers on %s for its ended job (migd "
+			 "stops)", t->vm, t->text);
 		tomb_free(t);
 	}
 	m->ntombs = 0;

@@ -437,14 +437,24 @@ kill -KILL "$(pid_of s12)"
 wait_exit "$(pid_of s12)"
 wait_job_final s12
 [ "$(job_get r12 unrecoverable)" != true ] || fail "r12 knew before it asked: $(job_get r12 error)"
+# The destination's status says who answers there.
+case $(job_get s12 error) in *"; migd answers its source on $ADDR12 that the job can never recover, for a day or until the address is taken again") ;;
+*) fail "s12: $(job_get s12 error)" ;; esac
+# Strangers that connect and say nothing, more than it waits for, do
+# not keep the source out (before, eight made it reset the source).
+strangers=()
+for _ in $(seq 20); do
+	exec {g}<>"/dev/tcp/127.0.0.1/${ADDR12##*:}" && strangers+=("$g")
+done
 out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" recover r12 "$ADDR12" --wait 2>&1)
 rc=$?
+for g in "${strangers[@]}"; do exec {g}>&-; done
 [ $rc = 1 ] || fail "recover r12 --wait: exit $rc: $out"
 case $out in
 *"r12: postcopy-paused: the destination's migd says its job ended: its vmm quit or died, and the guest with it: this job can never recover.  Cancel it with --force: vmm r12 keeps the guest as it was at the switch ('vmmctl cont --force' runs it from there)") ;;
 *) fail "recover r12 --wait: $out" ;; esac
 [ "$(job_get r12 unrecoverable)" = true ] || fail "r12: $(migctl --json status r12)"
-grep -q "^migd: s12: told a source on $ADDR12 that the job can never recover" "$RUNDIR/migd.log" ||
+grep -q "^migd: s12: told its source on $ADDR12 that the job can never recover" "$RUNDIR/migd.log" ||
 	fail "migd: $(grep s12 "$RUNDIR/migd.log" | tail -n 3)"
 echo "ok: r12: $(job_get r12 error)"
 # Anything else on that address gets a worker's answer: not this
@@ -464,6 +474,26 @@ migctl cancel r12 --force --wait >/dev/null || fail "cancel r12 --force"
 vmmctl cont r12 --force >/dev/null || fail "cont r12 --force"
 vmmctl check r12 || fail "r12: memory check after cont --force"
 vmmctl quit r12 >/dev/null || fail "quit r12"
+# A destination cancelled with --force while paused, as migd(8) has its
+# operator do when the source cannot come back: so is its source told
+# (before: "Connection refused" at each recovery, for ever).
+small_postcopy r14 s14 --max-bandwidth 1M --channels 1
+ADDR14=$ADDR
+migctl pause r14 >/dev/null || fail "pause r14"
+wait_until 30 both_paused r14 s14 || fail "pause: r14 $(job_get r14 state), s14 $(job_get s14 state)"
+migctl cancel s14 --force --wait >/dev/null || fail "cancel s14 --force"
+vmmctl quit s14 >/dev/null || fail "quit s14"
+out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" recover r14 "$ADDR14" --wait 2>&1)
+rc=$?
+[ $rc = 1 ] || fail "recover r14 --wait: exit $rc: $out"
+case $out in
+*"r14: postcopy-paused: the destination's migd says its job ended: it was cancelled there with --force, and the guest given up: this job can never recover.  Cancel it with --force"*) ;;
+*) fail "recover r14 --wait: $out" ;; esac
+echo "ok: r14: $(job_get r14 error)"
+migctl cancel r14 --force --wait >/dev/null || fail "cancel r14 --force"
+vmmctl cont r14 --force >/dev/null || fail "cont r14 --force"
+vmmctl check r14 || fail "r14: memory check after cont --force"
+vmmctl quit r14 >/dev/null || fail "quit r14"
 
 # A new vmm of that name takes a postcopy (before: "already has a
 # session (paused); Detach it first", and no tool could).
