@@ -227,18 +227,27 @@ static void state_orphans_due(evutil_socket_t fd, short what, void *arg)
 	    evtimer_add(m->ev_orphans, &again) == 0)
 		return;
 	while ((j = m->orphans)) {
+		bool switching;
+
 		m->orphans = j->next;
 		src = j->spec.role == JOB_ROLE_SOURCE;
 		j->finished = true;
 		j->state = JOB_STATE_FAILED;
 		j->finished_unix_ms = unix_ms();
+		/* Still switching when last reported (before Go): its
+		 * worker may have cancelled the switch when migd went. */
+		switching = !j->last || !j->last->switched;
 		snprintf(j->error, sizeof(j->error), "outcome unknown: migd "
-			 "(pid %u) ended while this job was in postcopy, and "
+			 "(pid %u) ended while this job was %s, and "
 			 "its worker has not come back to this migd: it ended "
 			 "too (its log says how the job ended), or it asks "
-			 "another run directory's migd.  Should it have died "
-			 "before the job's end, %s (vmmctl status on both hosts "
-			 "tells)", m->orphans_pid, src ?
+			 "another run directory's migd.  %s%s (vmmctl status on "
+			 "both hosts tells)", m->orphans_pid,
+			 switching ? "switching to postcopy" : "in postcopy",
+			 switching ? "It may have cancelled the switch, and "
+			 "the guest then runs on the source; if not, and it "
+			 "died before the job's end, " : "Should it have died "
+			 "before the job's end, ", src ?
 			 "the destination runs the guest, and the pages it "
 			 "still lacks are only in this vmm: do not quit it" :
 			 "the guest here waits for good on the pages it still "

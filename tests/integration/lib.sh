@@ -41,7 +41,7 @@ cleanup() {
 		kill -KILL "$p" 2>/dev/null
 	done
 	for p in "${kids[@]}"; do
-		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "^$BIN/migd " &&
+		tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q "^$BIN/migd " &&
 			kill -KILL "$p" 2>/dev/null
 	done
 	hp_give_back            # huge pages a test took (hugepool.sh)

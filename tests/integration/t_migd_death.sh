@@ -335,7 +335,41 @@ grep -q "^migd\[c/out\]: .*cancelled: migd died" "$TEST_DIR/src/migd.log" ||
 	fail "c: $(grep 'c/out' "$TEST_DIR/src/migd.log" | tail -n 3)"
 echo "ok: d: $(job_get d error); c runs on"
 src vmmctl quit c >/dev/null; vmmctl quit d >/dev/null
+
+note "the source's migd dies while its switch to postcopy waits for the destination: the next one does not say the guest moved"
+# The destination is held before its Attach: the switch has begun (the
+# destination said yes), Go has not gone.  The worker cancels when its
+# migd goes; the next migd, which cannot know that, said before "the
+# destination runs the guest ... do not quit it".
+MIGD_PID=$DST_MIGD
+stop_migd
+start_migd TERN_FAULT=dest-attach-held
+DST_MIGD=$MIGD_PID
 src_migd
+pair e f --guest-range 8M
+src migrate_active e 1M --channels 1
+touch "$RUNDIR/dest-attach-held"
+src migctl postcopy e >/dev/null || { rm -f "$RUNDIR/dest-attach-held"; fail "postcopy e"; }
+wait_until 30 grep -q "^migd\[f/in\]: TERN_FAULT: holding before Attach" "$RUNDIR/migd.log" ||
+	{ rm -f "$RUNDIR/dest-attach-held"; fail "f: $(tail -n 3 "$RUNDIR/migd.log")"; }
+gone_migd=$SRC_MIGD
+kill -KILL "$SRC_MIGD"
+wait_exit "$SRC_MIGD"
+rm -f "$RUNDIR/dest-attach-held"
+src_migd
+src wait_until 30 vmm_is e running || fail "e is $(src state_of e)"
+ended() { src job_final e; }
+wait_until 30 ended || fail "e: $(src job_get e state)"
+case $(src job_get e error) in
+"outcome unknown: migd (pid $gone_migd) ended while this job was switching to postcopy, and its worker has not come back to this migd: it ended too (its log says how the job ended), or it asks another run directory's migd.  It may have cancelled the switch, and the guest then runs on the source; if not"*) ;;
+*) fail "e: $(src job_get e state): $(src job_get e error)" ;; esac
+src vmmctl check e || fail "e: memory check after its migd died in the switch"
+# (the worker did cancel: its destination heard it)
+wait_job_final f
+case $(job_get f error) in "the source's migd stopped or died, cancelling the migration"*) ;;
+*) fail "f: $(job_get f error)" ;; esac
+echo "ok: e: $(src job_get e error)"
+src vmmctl quit e >/dev/null; vmmctl quit f >/dev/null
 
 # way_out SRC DST: the way out a dead source worker's error gives, taken:
 # the destination's paused job cancelled with --force and its vmm quit,
