@@ -806,8 +806,12 @@ static void worker_read_commands(struct worker *w)
 		 * MIGD_STATUS_INTERVAL_MS later), with the same rules. */
 		if (cancel && worker_check_cancel(w))
 			worker_report(w);
-		if (cmd == WORKER_CMD_PAUSE && w->state == JOB_STATE_POSTCOPY_ACTIVE)
+		if (cmd == WORKER_CMD_PAUSE && w->state == JOB_STATE_POSTCOPY_ACTIVE) {
 			worker_fail(w, EINTR, "paused on request (migctl pause)");
+			/* This side cuts the links: the peer's reset that
+			 * follows is no news of it (peer_gone). */
+			heard_once(w);
+		}
 		late = false;
 		pthread_mutex_lock(&w->lock);
 		if (cmd == WORKER_CMD_RECOVER && w->spec->role != JOB_ROLE_SOURCE &&
