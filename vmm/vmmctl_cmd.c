@@ -282,16 +282,30 @@ out:
 
 /*
  * The file takes FILE's name by rename: whatever had it before is gone.
- * Fine for an older state file (any regular file), not for a device, a
- * FIFO, a socket or a link: as root, 'save vm /dev/null' would leave the
- * host a regular file there.  Those are refused, before the VM is asked.
+ * Fine for an older state file, or an empty file; not for any other
+ * file, nor a device, a FIFO, a socket or a link: as root, 'save vm
+ * /dev/null' would leave the host a regular file there, and a slip of
+ * the path would lose a file.  Those are refused, before the VM is asked.
  */
 static const char *save_target_kind(const char *path)
 {
+	char head[7];           /* "TERNVMS", of any version */
+	bool state = false;
 	struct stat st;
+	int fd;
 
-	if (lstat(path, &st) < 0 || S_ISREG(st.st_mode))
+	if (lstat(path, &st) < 0 || (S_ISREG(st.st_mode) && st.st_size == 0))
 		return NULL;    /* (a missing directory: said at the write) */
+	if (S_ISREG(st.st_mode)) {
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0) {
+			state = read(fd, head, sizeof(head)) == (ssize_t)sizeof(head) &&
+				!memcmp(head, STATE_FILE_MAGIC, sizeof(head));
+			close(fd);
+		}
+		return state ? NULL : "a file that is no state file (it does "
+		       "not begin with TERNVMS)";
+	}
 	return S_ISLNK(st.st_mode) ? "a symbolic link (give the path it "
 				     "points to)" :
 	       S_ISDIR(st.st_mode) ? "a directory" :

@@ -101,14 +101,19 @@ ls "$RUNDIR"/good.state.?????? 2>/dev/null && fail "temporary file left behind"
 mknod "$RUNDIR/null" c 1 3
 mkfifo "$RUNDIR/fifo"
 ln -s "$RUNDIR/good.state" "$RUNDIR/link.state"
-for t in "null|a character device" "fifo|a FIFO" "link.state|a symbolic link"; do
+echo "not a state" >"$RUNDIR/other"
+for t in "null|a character device" "fifo|a FIFO" "link.state|a symbolic link" \
+	 "other|a file that is no state file (it does not begin with TERNVMS)"; do
 	out=$(vmmctl save s "$RUNDIR/${t%%|*}" 2>&1) && fail "save s ${t%%|*}: $out"
 	case $out in "vmmctl: $RUNDIR/${t%%|*} is ${t#*|}"*) ;; *) fail "save s ${t%%|*}: $out" ;; esac
 done
-[ -c "$RUNDIR/null" ] && [ -p "$RUNDIR/fifo" ] && [ -L "$RUNDIR/link.state" ] ||
+[ -c "$RUNDIR/null" ] && [ -p "$RUNDIR/fifo" ] && [ -L "$RUNDIR/link.state" ] &&
+	[ "$(cat "$RUNDIR/other")" = "not a state" ] ||
 	fail "save replaced what was no state file: $(ls -l "$RUNDIR")"
 echo "ok: $out"
-rm "$RUNDIR/null" "$RUNDIR/fifo" "$RUNDIR/link.state"
+rm "$RUNDIR/null" "$RUNDIR/fifo" "$RUNDIR/link.state" "$RUNDIR/other"
+: >"$RUNDIR/empty.state"
+out=$(vmmctl save s "$RUNDIR/empty.state") || fail "save over an empty file: $out"
 out=$(vmmctl save s "$RUNDIR/good.state") || fail "save over an older state file: $out"
 
 start_vmm in --memory 64M --incoming
