@@ -316,7 +316,8 @@ static int dest_attach(struct dest *d)
 			break;
 		if (r == -EBUSY && lost && !again) {
 			/* The uffd the one that went had the vmm make. */
-			log_info("%s: taking the vmm's userfaultfd as it is", d->err);
+			log_info("the vmm kept the userfaultfd it made for the "
+				 "faultd that went: the new one takes it");
 			again = true;
 		} else if (r == -ENOENT || r == -ECONNREFUSED ||
 			   fault_link_gone(&d->fl)) {
@@ -333,6 +334,11 @@ static int dest_attach(struct dest *d)
 		}
 		fault_link_close(&d->fl);
 	}
+	if (r < 0 && said)
+		return dest_refuse(d, -r, "%s (after %s; waited %d s for a new "
+				   "one)", d->err, lost ? "faultd closed its "
+				   "connection during Attach" : "faultd went away "
+				   "since it said yes", DEST_FAULTD_BACK_MS / 1000);
 	if (r < 0)
 		return dest_refuse(d, -r, "%s", d->err);
 	d->attached = true;

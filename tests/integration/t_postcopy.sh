@@ -413,6 +413,29 @@ migctl tune m3 --max-bandwidth unlimited >/dev/null || fail "tune m3"
 out=$(migctl --json status m3 --watch) || fail "m3: $out"
 check_done m3 m4 "$out"
 vmmctl quit m3 >/dev/null; vmmctl quit m4 >/dev/null
+# With none coming back, the switch fails after the wait, saying so, and
+# the source VM runs on.
+kill -TERM "$FAULTD_PID"
+wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
+TERN_FAULT=faultd-attach-exit start_faultd
+f1=$FAULTD_PID
+start_vmm m5 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+wait_pass m5 0 1
+start_vmm m6 --memory 64M --incoming
+incoming m6
+migctl migrate m5 "$ADDR" --token "$TOKEN" --max-bandwidth 1M --channels 1 \
+	--detach >/dev/null || fail "migrate m5"
+wait_until 30 job_is m5 active || fail "m5: $(migctl status m5)"
+migctl postcopy m5 >/dev/null || fail "postcopy m5"
+wait_exit "$f1"
+wait_job_final m5
+case $(job_get m5 error) in *"cannot reach faultd at $RUNDIR/faultd.sock (is it running?): "*" (after faultd closed its connection during Attach; waited 5 s for a new one)"*) ;;
+*) fail "m5: $(job_get m5 state): $(job_get m5 error)" ;; esac
+wait_until 30 vmm_is m5 running || fail "m5 is $(state_of m5)"
+wait_progress m5 0
+echo "ok: m5: $(job_get m5 error)"
+vmmctl quit m5 >/dev/null; vmmctl quit m6 >/dev/null
+start_faultd
 
 note "faultd dies mid-postcopy: both sides postcopy-paused, the guest waits"
 start_vmm p --memory 256M --test-guest dirty --heartbeat 100
