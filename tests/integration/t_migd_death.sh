@@ -353,8 +353,14 @@ src migctl postcopy e >/dev/null || { rm -f "$RUNDIR/dest-attach-held"; fail "po
 wait_until 30 grep -q "^migd\[f/in\]: TERN_FAULT: holding before Attach" "$RUNDIR/migd.log" ||
 	{ rm -f "$RUNDIR/dest-attach-held"; fail "f: $(tail -n 3 "$RUNDIR/migd.log")"; }
 gone_migd=$SRC_MIGD
+worker=$(src job_get e worker_pid)
 kill -KILL "$SRC_MIGD"
 wait_exit "$SRC_MIGD"
+# It takes its migd's death as a cancel (the kernel's SIGTERM) when it
+# looks, within a status tick: the destination is held until then, or
+# the switch could cross Go first (then the next migd adopts the job).
+wait_until 30 gone "$worker" ||
+	{ rm -f "$RUNDIR/dest-attach-held"; fail "e's worker $worker went on"; }
 rm -f "$RUNDIR/dest-attach-held"
 src_migd
 src wait_until 30 vmm_is e running || fail "e is $(src state_of e)"
