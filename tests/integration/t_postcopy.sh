@@ -390,21 +390,25 @@ vmmctl quit m1 >/dev/null; vmmctl quit m2 >/dev/null
 note "faultd dies in the middle of the Attach: the switch waits for a new one, which takes the vmm's userfaultfd"
 # Before, the migration failed ("faultd: Attach: connection closed"),
 # its precopy progress lost, and the vmm kept a uffd no faultd had.
-kill -TERM "$FAULTD_PID"
-wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
-TERN_FAULT=faultd-attach-exit start_faultd
-f1=$FAULTD_PID
-start_vmm m3 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
-wait_pass m3 0 1
-start_vmm m4 --memory 64M --incoming
-incoming m4
-migctl migrate m3 "$ADDR" --token "$TOKEN" --max-bandwidth 1M --channels 1 \
-	--detach >/dev/null || fail "migrate m3"
-wait_until 30 job_is m3 active || fail "m3: $(migctl status m3)"
-migctl postcopy m3 >/dev/null || fail "postcopy m3"
-wait_exit "$f1"
-grep -q "TERN_FAULT: exiting in the middle of an Attach" "$RUNDIR/faultd.log" ||
-	fail "faultd: $(tail -n 3 "$RUNDIR/faultd.log")"
+# attach_dies SRC DST: faultd (restarted with faultd-attach-exit) dies
+# in the middle of the Attach of DST's switch, asked of SRC in precopy.
+attach_dies() {
+	local f
+	kill -TERM "$FAULTD_PID"
+	wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
+	TERN_FAULT=faultd-attach-exit start_faultd
+	f=$FAULTD_PID
+	start_vmm "$1" --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
+	wait_pass "$1" 0 1
+	start_vmm "$2" --memory 64M --incoming
+	incoming "$2"
+	migrate_active "$1" 1M --channels 1
+	migctl postcopy "$1" >/dev/null || fail "postcopy $1"
+	wait_exit "$f"
+	grep -q "TERN_FAULT: exiting in the middle of an Attach" "$RUNDIR/faultd.log" ||
+		fail "faultd: $(tail -n 3 "$RUNDIR/faultd.log")"
+}
+attach_dies m3 m4
 start_faultd
 wait_until 30 both_active m3 m4 || fail "m3: $(job_get m3 state): $(job_get m3 error)"
 grep -q "^migd\[m4/in\]: faultd closed its connection during Attach; waiting up to 5 s for one (a restart)" \
@@ -415,19 +419,7 @@ check_done m3 m4 "$out"
 vmmctl quit m3 >/dev/null; vmmctl quit m4 >/dev/null
 # With none coming back, the switch fails after the wait, saying so, and
 # the source VM runs on.
-kill -TERM "$FAULTD_PID"
-wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
-TERN_FAULT=faultd-attach-exit start_faultd
-f1=$FAULTD_PID
-start_vmm m5 --memory 64M --test-guest dirty --guest-rate 2000 --heartbeat 100
-wait_pass m5 0 1
-start_vmm m6 --memory 64M --incoming
-incoming m6
-migctl migrate m5 "$ADDR" --token "$TOKEN" --max-bandwidth 1M --channels 1 \
-	--detach >/dev/null || fail "migrate m5"
-wait_until 30 job_is m5 active || fail "m5: $(migctl status m5)"
-migctl postcopy m5 >/dev/null || fail "postcopy m5"
-wait_exit "$f1"
+attach_dies m5 m6
 wait_job_final m5
 case $(job_get m5 error) in *"cannot reach faultd at $RUNDIR/faultd.sock (is it running?): "*" (after faultd closed its connection during Attach; waited 5 s for a new one)"*) ;;
 *) fail "m5: $(job_get m5 state): $(job_get m5 error)" ;; esac
