@@ -116,9 +116,11 @@ static void tomb_say_refusal(struct tomb *t, const char *why)
 	if (!ratelim_take(&t->refusals, now_ns(), TOMB_SAID_WINDOW_NS, TOMB_SAID,
 			  &held))
 		return;
+	if (held)
+		log_warnx("%s: turned away %u more connections on %s, not "
+			  "logged one by one", t->vm, held, t->text);
 	log_warnx("%s: turned away a connection on %s: %s (for its ended "
-		  "job)%s", t->vm, t->text, why, held ? ", and more since the "
-		  "last one said" : "");
+		  "job)", t->vm, t->text, why);
 }
 
 static void conn_read(evutil_socket_t fd, short what, void *arg)
