@@ -293,9 +293,11 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, -r, "cannot make a token: %s",
 				       strerror(-r));
 	}
+	/* (A tombstone's address is matched by port or path: a name
+	 * need not be looked up first.) */
+	tombstone_release(m, &u);
 	if (uri_needs_lookup(&u))
 		return lookup_start(call, m, &spec, &u, req->listen);
-	tombstone_release(m, &u);
 	return incoming_listening(call, m, &spec, &u,
 				  uri_listen_bound(&u, CONTROL_LISTEN_BACKLOG),
 				  req->listen);

@@ -553,7 +553,7 @@ static int dest_verify(struct dest *d, const Tern__Stream__DeviceState *dev)
 	pthread_mutex_unlock(&d->w->lock);
 	if (bad)
 		return dest_refuse(d, EIO, "verify failed: the guest RAM here "
-				   "differs from the source's: %zu of %zu 2 MiB chunks, "
+				   VERIFY_DIFFERS "%zu of %zu 2 MiB chunks, "
 				   "the first at gpa 0x%llx", bad, n,
 				   (unsigned long long)gpa);
 	return 0;

@@ -291,6 +291,7 @@ static int dest_punch_stale(struct dest *d)
 
 static int dest_attach(struct dest *d)
 {
+	static const char lost_why[] = "faultd closed its connection during Attach";
 	char job[2 * STREAM_ID_LEN + 1];
 	bool said = false, lost = false, again = false;
 	uint64_t until;
@@ -324,8 +325,7 @@ static int dest_attach(struct dest *d)
 			lost = lost || fault_link_gone(&d->fl);
 			if (!said)
 				log_warnx("%s; waiting up to %d s for one (a restart)",
-					  fault_link_gone(&d->fl) ? "faultd closed its "
-					  "connection during Attach" : d->err,
+					  fault_link_gone(&d->fl) ? lost_why : d->err,
 					  DEST_FAULTD_BACK_MS / 1000);
 			said = true;
 			usleep(100000);
@@ -336,9 +336,8 @@ static int dest_attach(struct dest *d)
 	}
 	if (r < 0 && said)
 		return dest_refuse(d, -r, "%s (after %s; waited %d s for a new "
-				   "one)", d->err, lost ? "faultd closed its "
-				   "connection during Attach" : "faultd went away "
-				   "since it said yes", DEST_FAULTD_BACK_MS / 1000);
+				   "one)", d->err, lost ? lost_why : "faultd went "
+				   "away since it said yes", DEST_FAULTD_BACK_MS / 1000);
 	if (r < 0)
 		return dest_refuse(d, -r, "%s", d->err);
 	d->attached = true;

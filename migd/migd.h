@@ -1310,6 +1310,10 @@ int dest_check_hello(struct dest *d);
  * receiving, so that the job ends then, not after all of RAM was sent.
  */
 #define DEST_VMM_GONE "vmm %s closed its connection: it quit or died"
+/* A destination's verify failure: "verify failed: the guest RAM here "
+ * VERIFY_DIFFERS "B of N 2 MiB chunks, ..."; its source says it from its
+ * own side, with what follows (source_conn.c). */
+#define VERIFY_DIFFERS "differs from the source's: "
 /* In precopy, and at the postcopy switch, what may come next on the
  * main connection. */
 #define BODY_PRECOPY_NEXT (-1)

@@ -379,15 +379,15 @@ int source_expect(struct source *s, int body, const char *what,
 			worker_set_unrecoverable(s->w);
 		if (!strncmp(m->refuse->message, "verify", 6)) {
 			/* Its words say "here" of the destination. */
-			const char *at = "differs from the source's: ";
-			const char *part = strstr(m->refuse->message, at);
+			const char *part = strstr(m->refuse->message,
+						  VERIFY_DIFFERS);
 
 			pthread_mutex_lock(&s->w->lock);
 			if (part)
 				snprintf(s->w->verified, sizeof(s->w->verified),
 					 "verify failed: the destination's guest RAM "
 					 "differs from the RAM here: %s",
-					 part + strlen(at));
+					 part + strlen(VERIFY_DIFFERS));
 			else
 				snprintf(s->w->verified, sizeof(s->w->verified),
 					 "%s", m->refuse->message);
