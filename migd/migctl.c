@@ -472,6 +472,7 @@ static int run(int argc, char **argv)
 	cl = ctl_connect();
 	if (!cl)
 		return CLI_FAILED;
+	cmd_label(cmd->name, a.vm);
 	if (!strcmp(cmd->name, "incoming"))
 		code = cmd_incoming(cl, &a);
 	else if (!strcmp(cmd->name, "migrate"))

@@ -58,6 +58,8 @@ struct cmd_args {
 	bool wait, detach, watch, force, reset;
 };
 void handle_interrupt(int sig);
+/* The command and its VM (or NULL), as error lines about a call name it. */
+void cmd_label(const char *cmd, const char *vm);
 struct rpc_client *ctl_connect(void);
 int cmd_incoming(struct rpc_client *cl, struct cmd_args *a);
 int cmd_migrate(struct rpc_client *cl, struct cmd_args *a);

@@ -41,6 +41,22 @@ static bool stop_unrecoverable;
  */
 #define SILENT_TELL_MS 5000
 
+/* What the operator ran, "postcopy vm1", for the lines that say what
+ * became of a call (cmd_label); the RPC's name when none was set. */
+static char call_label[160];
+
+void cmd_label(const char *cmd, const char *vm)
+{
+	snprintf(call_label, sizeof(call_label), "%s%s%.100s", cmd,
+		 vm ? " " : "", vm ? vm : "");
+	show_text_safe(call_label);
+}
+
+static const char *label_of(const char *method)
+{
+	return call_label[0] ? call_label : method;
+}
+
 static struct {
 	int migd_pid;
 	int worker_pid;         /* from the last report */
@@ -258,7 +274,7 @@ static int call(struct rpc_client *cl, const char *method,
 		waiting.heard = false;
 		waiting.state = 0;
 		rpc_client_set_idle(cl, MIN(SILENT_TELL_MS, migctl_opts.timeout_ms),
-				    waiting_silent, (void *)method);
+				    waiting_silent, (void *)label_of(method));
 	}
 	for (;;) {
 		r = rpc_client_call(cl, &tern__migd__migd__descriptor, method,
@@ -284,11 +300,11 @@ static int call(struct rpc_client *cl, const char *method,
 	if (r == -EPIPE && (wait || !strcmp(method, "Postcopy") ||
 			    !strcmp(method, "Recover"))) {
 		progress_end();
-		say_connection_lost(cl, method);
+		say_connection_lost(cl, label_of(method));
 	} else if (r < 0) {
 		/* migd's own words name what failed; ours, the call. */
 		progress_end();
-		cli_errx("%s%s%s%s", res.remote ? "" : method,
+		cli_errx("%s%s%s%s", res.remote ? "" : label_of(method),
 			 res.remote ? "" : ": ", res.message[0] ?
 			 show_text_safe(res.message) : strerror(-r),
 			 cli_call_hint(r, rpc_client_peer_pid(cl), false));

@@ -322,7 +322,7 @@ wait_exit "$PC"
 kill -CONT "$wd"
 grep -q "migd closed the connection while this waited (it stopped or died): the job's end is not known here; 'vmmctl status' of the VM says where its guest is" \
 	"$RUNDIR/watch-c.out" || fail "status c --watch: $(cat "$RUNDIR/watch-c.out")"
-grep -q "^migctl: Postcopy: migd closed the connection while this waited (it stopped or died)" \
+grep -q "^migctl: postcopy [^ ]*: migd closed the connection while this waited (it stopped or died)" \
 	"$RUNDIR/postcopy-c.out" || fail "postcopy c: $(cat "$RUNDIR/postcopy-c.out")"
 wait_job_final d
 [ "$(job_get d state)" = failed ] || fail "d: $(job_get d state): $(job_get d error)"
