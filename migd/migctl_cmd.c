@@ -537,6 +537,30 @@ int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 			TERN__MIGD__JOB_STATE__JOB_CANCELLED, NULL, false);
 }
 
+/* A job past its switch answers Postcopy yes at once, as it did when it
+ * switched: a look first tells the line "already" from "switching" (its
+ * errors are the Postcopy call's to say). */
+static const char *postcopy_doing(struct rpc_client *cl,
+				  const Tern__Migd__JobQuery *q, char *buf,
+				  size_t len)
+{
+	Tern__Migd__JobStatus *js = NULL;
+	struct rpc_result res;
+
+	snprintf(buf, len, "switching to postcopy");
+	if (rpc_client_call(cl, &tern__migd__migd__descriptor, "Status", &q->base,
+			    NULL, 0, (ProtobufCMessage **)&js, &res,
+			    migctl_opts.timeout_ms, NULL, NULL) == 0 && js &&
+	    (js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
+	     js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
+	     js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER))
+		snprintf(buf, len, "already in postcopy");
+	rpc_result_close_fds(&res);
+	if (js)
+		protobuf_c_message_free_unpacked(&js->base, NULL);
+	return buf;
+}
+
 /*
  * In precopy migd answers once the destination said whether it takes
  * the switch: a plain call, bounded by --timeout.  With wait, then the
@@ -548,14 +572,15 @@ int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobQuery q = TERN__MIGD__JOB_QUERY__INIT;
 	Tern__Migd__JobStatus *js = NULL;
-	char id[80];
+	char id[80], doing[80];
 
 	q.vm = (char *)a->vm;
 	q.id = (char *)(a->id ? a->id : "");
 	if (!a->wait)
 		return job_call(cl, "Postcopy", &q.base, false,
 				TERN__MIGD__JOB_STATE__JOB_COMPLETED,
-				"switching to postcopy", false);
+				migctl_opts.json ? NULL :
+				postcopy_doing(cl, &q, doing, sizeof(doing)), false);
 	if (call(cl, "Postcopy", &q.base, (ProtobufCMessage **)&js, false) < 0)
 		return CLI_FAILED;
 	snprintf(id, sizeof(id), "%.64s", js->id);

@@ -194,6 +194,9 @@ done
 [ ${#sums[@]} -ge 2 ] || fail "pp: too few samples of the push: ${sums[*]}"
 for v in "${sums[@]}"; do [ "$v" = "${sums[0]}" ] || fail "pp: pushed + needed: ${sums[*]}"; done
 echo "ok: pp: pages pushed + needed: ${sums[*]}"
+# Asked again past its switch: said as it is (before: "switching").
+out=$(migctl postcopy pp) || fail "postcopy pp again: $out"
+case $out in "pp: already in postcopy (job "*) ;; *) fail "postcopy pp again: $out" ;; esac
 err=$(vmmctl quit pp 2>&1) && fail "quit pp in postcopy: $err"
 case $err in *"cannot quit: the guest moved to $ADDR (job "*") by a postcopy not known to have completed, and this copy holds the pages it may still lack: quitting would lose the guest there."*"'vmmctl quit pp --force'"*) ;;
 *) fail "quit pp in postcopy: $err" ;; esac
