@@ -107,12 +107,19 @@ const char *fmt_time(uint64_t unix_ms, char *buf, size_t len)
 	return buf;
 }
 
+/* A source switching to postcopy: still active, but past its rounds. */
+static bool job_switching(const Tern__Migd__JobStatus *js)
+{
+	return js->state == TERN__MIGD__JOB_STATE__JOB_ACTIVE &&
+	       js->postcopy_started;
+}
+
 /* A source in precopy: the round under way, or next (1 for the first);
  * else 0. */
 uint64_t job_round(const Tern__Migd__JobStatus *js)
 {
 	if (js->state != TERN__MIGD__JOB_STATE__JOB_ACTIVE ||
-	    js->role != TERN__MIGD__JOB_ROLE__ROLE_SOURCE)
+	    js->role != TERN__MIGD__JOB_ROLE__ROLE_SOURCE || job_switching(js))
 		return 0;
 	return js->rounds + 1;
 }
@@ -241,15 +248,22 @@ void print_status(Tern__Migd__JobStatus *js)
 	char a[32], b[32], c[32], d[32], stopped[128];
 	size_t i;
 
-	printf("%s: %s, %s", js->vm, show_role_name(js->role), show_state_name(js->state));
+	printf("%s: %s, %s%s", js->vm, show_role_name(js->role),
+	       show_state_name(js->state), job_switching(js) ?
+	       ", switching to postcopy" : "");
 	if (js->id[0])
 		printf(" (job %s)", show_text_safe(js->id));
 	printf("\n");
 	show_text_safe(js->peer);
 	show_text_safe(js->listen);
-	printf("  peer          %s\n", js->peer[0] ? js->peer : "-");
-	if (js->listen[0] && strcmp(js->listen, js->peer))
-		printf("  listening on  %s\n", js->listen);
+	/* A destination's peer is where it first listened (tern-rpc(7)):
+	 * the address it answers on now is what it has to say. */
+	if (source)
+		printf("  peer          %s\n", js->peer[0] ? js->peer : "-");
+	else
+		printf("  %s  %s\n", show_state_final(js->state) ?
+		       "listened on " : "listening on", js->listen[0] ?
+		       js->listen : js->peer[0] ? js->peer : "-");
 	printf("  progress      ");
 	if (job_round(js))
 		printf("round %llu ", (unsigned long long)job_round(js));
@@ -265,10 +279,18 @@ void print_status(Tern__Migd__JobStatus *js)
 		       "round 1)\n", (unsigned long long)js->pages_sent,
 		       (unsigned long long)js->zero_pages,
 		       (unsigned long long)js->skipped_pages);
-		printf("  rounds        %llu\n", (unsigned long long)js->rounds);
-		printf("  dirty rate    %llu pages/s\n",
-		       (unsigned long long)js->dirty_rate);
-		printf("  bandwidth     %s\n", fmt_rate(js->bandwidth, a, sizeof(a)));
+		printf("  rounds        %llu%s\n", (unsigned long long)js->rounds,
+		       js->postcopy_started ? " (of precopy, before the switch)" : "");
+		/* Measured as a round ends: none before the first did. */
+		if (js->rounds) {
+			printf("  dirty rate    %llu pages/s\n",
+			       (unsigned long long)js->dirty_rate);
+			printf("  bandwidth     %s\n",
+			       fmt_rate(js->bandwidth, a, sizeof(a)));
+		} else {
+			printf("  dirty rate    - (measured as a round ends)\n");
+			printf("  bandwidth     - (measured as a round ends)\n");
+		}
 	} else {
 		printf("  pages         %llu received, %llu zero\n",
 		       (unsigned long long)js->pages_sent,
@@ -415,7 +437,8 @@ static int term_width(void)
 void progress_show(const Tern__Migd__JobStatus *js)
 {
 	char line[512], bar[CTL_BAR_WIDTH + 1], a[32], b[32], c[32], d[32];
-	bool active = js->state == TERN__MIGD__JOB_STATE__JOB_ACTIVE;
+	bool switching = job_switching(js);
+	bool active = js->state == TERN__MIGD__JOB_STATE__JOB_ACTIVE && !switching;
 	bool source = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE;
 	double frac = job_fraction(js);
 	uint64_t now = now_ns(), round = job_round(js);
@@ -445,7 +468,7 @@ void progress_show(const Tern__Migd__JobStatus *js)
 			     fmt_size(js->remaining_bytes, b, sizeof(b)));
 	else
 		n = snprintf(line, sizeof(line), "%s [%s] %3.0f%% %-10s %s %s",
-			     js->vm, bar, progress.max * 100,
+			     js->vm, bar, progress.max * 100, switching ? "switching" :
 			     show_state_name(js->state), source ? "sent" : "received",
 			     fmt_size(js->transferred_bytes, a, sizeof(a)));
 	/* (a destination in precopy: what is left is the source's to know) */
@@ -454,7 +477,7 @@ void progress_show(const Tern__Migd__JobStatus *js)
 			      fmt_size(js->remaining_bytes, b, sizeof(b)));
 	/* A destination counts no rounds, nor does a job that ended in
 	 * its first: no "round 0". */
-	if (!round && source && js->rounds + (active ? 1 : 0) &&
+	if (!round && source && !switching && js->rounds + (active ? 1 : 0) &&
 	    n < (int)sizeof(line))
 		n += snprintf(line + n, sizeof(line) - n, "  round %llu",
 			      (unsigned long long)js->rounds + (active ? 1 : 0));

@@ -369,6 +369,10 @@ out=$(migctl --json postcopy m1) || fail "postcopy m1: $out"
 [ "$(echo "$out" | jget postcopy_started)" = true ] || fail "postcopy m1: $out"
 wait_until 30 grep -q "^migd\[m2/in\]: TERN_FAULT: holding before Attach" "$RUNDIR/migd.log" ||
 	fail "m2 did not reach its Attach: $(tail -n 5 "$RUNDIR/migd.log")"
+# Status says so, and counts no round (before: "round 2 0%").
+out=$(migctl status m1)
+case $out in "m1: source, active, switching to postcopy (job "*) ;; *) fail "status m1: $out" ;; esac
+echo "$out" | grep -q "^  progress      [0-9]*%: " || fail "status m1: $out"
 touch "$RUNDIR/source-switch-held"
 kill -TERM "$FAULTD_PID"
 wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
