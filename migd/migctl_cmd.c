@@ -414,11 +414,12 @@ static void print_bound(const char *vm, const char *listen, const char *cmd,
 	    uri_format_peer(&u, "THIS-HOST", peer, sizeof(peer)) >= 0)
 		printf("%s waits on every address of this host; on the source host "
 		       "run,\nwith THIS-HOST a name or address of this host that "
-		       "the source can reach:\n  migctl %s VM %s%s\n",
-		       vm, cmd, peer, tail);
+		       "the source can reach\n(and the guest's name there, if not "
+		       "%s):\n  migctl %s %s %s%s\n", vm, vm, cmd, vm, peer, tail);
 	else
-		printf("%s waits; on the source host run:\n  migctl %s "
-		       "VM %s%s\n", vm, cmd, listen, tail);
+		printf("%s waits; on the source host run (with the guest's name "
+		       "there, if not %s):\n  migctl %s %s %s%s\n", vm, vm, cmd,
+		       vm, listen, tail);
 }
 
 int cmd_incoming(struct rpc_client *cl, struct cmd_args *a)
