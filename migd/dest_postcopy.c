@@ -544,7 +544,7 @@ static int dest_postcopy_paused(struct dest *d)
 	if (vmm_link_gone(&d->vmm)) {
 		worker_set_unrecoverable(d->w);
 		dest_refuse(d, EPIPE, DEST_VMM_GONE ", and the guest with it: "
-			    "this job can never recover.  On the source host, "
+			    NEVER_RECOVER ".  On the source host, "
 			    "cancel the job with --force: its vmm keeps the guest "
 			    "as it was at the switch ('vmmctl cont --force' runs "
 			    "it from there)", d->w->spec->vm);

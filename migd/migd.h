@@ -703,6 +703,9 @@ void worker_heard(struct worker *w, const Tern__Stream__StreamMsg *m);
  * what a close (-EPIPE) or reset (-ECONNRESET) before any word of its
  * means (its worker died, as a rule), said once; else strerror. */
 const char *worker_peer_why(struct worker *w, int r, const char *who);
+/* Drop what follows the first `upto` in the error text (advice a later
+ * step made moot); the text stays as it is without one. */
+void worker_error_cut(struct worker *w, const char *upto);
 /* Append "; what" to the error text (what the clean-up did). */
 void worker_note(struct worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -1196,7 +1199,13 @@ uint64_t source_pause_ns(uint64_t t_stop, uint64_t t_go, uint64_t t_ack,
 void source_check_kept(struct source *s, const Tern__Stream__Resumed *r);
 bool source_guest_paused(struct source *s);
 bool source_switched(struct source *s);
-void source_moved(struct source *s, bool confirmed, bool postcopy);
+/* How the copy left here stands (source_moved). */
+enum source_copy {
+	SOURCE_COPY_STALE,              /* the destination has the guest */
+	SOURCE_COPY_POSTCOPY,           /* ... and lacks pages only here */
+	SOURCE_COPY_ONLY,               /* ... lost it: this is the only one */
+};
+void source_moved(struct source *s, bool confirmed, enum source_copy copy);
 /* Every connection to the destination dropped (the job's end, a pause). */
 void source_drop_links(struct source *s);
 /* ns in whole us, for the logs */
@@ -1310,6 +1319,10 @@ int dest_check_hello(struct dest *d);
  * receiving, so that the job ends then, not after all of RAM was sent.
  */
 #define DEST_VMM_GONE "vmm %s closed its connection: it quit or died"
+/* A postcopy job that can never recover says so in these words, then
+ * what to do: a cancel of it keeps the words and drops that advice
+ * (worker_error_cut). */
+#define NEVER_RECOVER "this job can never recover"
 /* A destination's verify failure: "verify failed: the guest RAM here "
  * VERIFY_DIFFERS "B of N 2 MiB chunks, ..."; its source says it from its
  * own side, with what follows (source_conn.c). */

@@ -339,7 +339,7 @@ bool source_switched(struct source *s)
  * so (postcopy), so that an operator who finds it after this worker or
  * migd died does not quit it; the completed job marks it again without.
  */
-void source_moved(struct source *s, bool confirmed, bool postcopy)
+void source_moved(struct source *s, bool confirmed, enum source_copy copy)
 {
 	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
 	char to[256], id[2 * STREAM_ID_LEN + 1], err[256];
@@ -350,7 +350,8 @@ void source_moved(struct source *s, bool confirmed, bool postcopy)
 	snprintf(to, sizeof(to), "%.160s (job %.12s%s)", s->peer, id,
 		 confirmed ? "" : ", not confirmed: it may not run there");
 	n.to = to;
-	n.postcopy = postcopy;
+	n.postcopy = copy != SOURCE_COPY_STALE;
+	n.lost = copy == SOURCE_COPY_ONLY;
 	if (vmm_link_call(&s->vmm, "SetMoved", &n.base, NULL, 0, NULL, NULL, err,
 			  sizeof(err)) < 0)
 		log_warnx("the source vmm was not marked as moved: %s", err);
@@ -481,7 +482,7 @@ static int source_switchover(struct source *s)
 	fault_point("source-before-go");
 	r = source_go(s, &t_go, &resumed);
 	t_ack = now_ns();
-	source_moved(s, r == 0, false);
+	source_moved(s, r == 0, SOURCE_COPY_STALE);
 	if (r < 0 && source_switched(s)) {
 		/* The error says only what broke ("waiting for the
 		 * destination's Resumed: ..."): say what is left here, and

@@ -134,14 +134,15 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 		if ((r == -EOWNERDEAD || r == -ECANCELED) && resuming) {
 			worker_set_unrecoverable(s->w);
 			return worker_fail(s->w, r, "the destination's migd says "
-					   "its job ended: %s: this job can never "
-					   "recover.  Cancel it with --force: vmm "
-					   "%s keeps the guest as it was at the "
-					   "switch ('vmmctl cont --force' runs it "
-					   "from there)", r == -EOWNERDEAD ?
+					   "its job ended: %s: " NEVER_RECOVER
+					   ".  'migctl cancel %s --force' ends it, "
+					   "and vmm %s keeps the guest as it was "
+					   "at the switch ('vmmctl cont %s --force' "
+					   "runs it from there)", r == -EOWNERDEAD ?
 					   "its vmm quit or died, and the guest "
 					   "with it" : "it was cancelled there with "
 					   "--force, and the guest given up",
+					   s->w->spec->vm, s->w->spec->vm,
 					   s->w->spec->vm);
 		}
 		return worker_fail(s->w, r, "the destination refused the %s: %s",

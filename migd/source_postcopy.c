@@ -443,13 +443,17 @@ static void source_paused_end(struct source *s)
 	else if (!worker_abandoned())
 		worker_note(s->w, "postcopy paused; the source VM keeps the "
 			    "guest's remaining pages (paused)");
-	else {
-		/* (Where the destination said the job can never recover, its
-		 * words, in the error already, say how to run it again.) */
-		if (!worker_unrecoverable(s->w))
-			snprintf(how, sizeof(how), " (if the destination lost the "
-				 "guest, 'vmmctl cont %s --force' runs it again "
-				 "from there)", s->w->spec->vm);
+	else if (worker_unrecoverable(s->w)) {
+		/* The error's advice was this cancel: what it did instead. */
+		worker_error_cut(s->w, NEVER_RECOVER);
+		worker_note(s->w, "cancelled: vmm %s stays paused, marked as "
+			    "moved, with the guest as it was at the switch "
+			    "('vmmctl cont %s --force' runs it from there)",
+			    s->w->spec->vm, s->w->spec->vm);
+	} else {
+		snprintf(how, sizeof(how), " (if the destination lost the guest, "
+			 "'vmmctl cont %s --force' runs it again from there)",
+			 s->w->spec->vm);
 		worker_note(s->w, "cancelled while postcopy was paused: the source "
 			    "VM stays paused, marked as moved, with the guest as "
 			    "it was at the switch%s", how);
@@ -468,6 +472,7 @@ static int source_postcopy_paused(struct source *s, int why)
 	struct worker *w = s->w;
 	enum worker_cmd cmd;
 	char uri[PATH_MAX];
+	bool told_only = false;
 
 	pthread_mutex_lock(&w->lock);
 	/* The reason, where no thread gave one (a call that failed without
@@ -489,6 +494,12 @@ static int source_postcopy_paused(struct source *s, int why)
 	for (;;) {
 		worker_set_state(w, JOB_STATE_POSTCOPY_PAUSED);
 		source_drop_links(s);
+		/* The destination's migd said the guest is gone there: the
+		 * vmm's status says what its copy is now (once). */
+		if (worker_unrecoverable(w) && !told_only) {
+			source_moved(s, true, SOURCE_COPY_ONLY);
+			told_only = true;
+		}
 		/* A cancel taken ends the job, even with a Recover pending. */
 		for (cmd = WORKER_CMD_NONE; cmd != WORKER_CMD_RECOVER; ) {
 			cmd = worker_wait_cmd(w, 500, uri, sizeof(uri));
@@ -625,7 +636,7 @@ int source_postcopy(struct source *s)
 	worker_report(w);
 	fault_point("source-postcopy-before-go");
 	r = source_go(s, &t_go, &resumed);
-	source_moved(s, r == 0, true);
+	source_moved(s, r == 0, SOURCE_COPY_POSTCOPY);
 	if (r < 0 && !source_switched(s))
 		return r;               /* given back: source_recover resumes it */
 	if (r < 0) {
@@ -691,7 +702,7 @@ int source_postcopy(struct source *s)
 		if (r < 0)
 			return r;
 	}
-	source_moved(s, true, false);   /* the copy here is stale now */
+	source_moved(s, true, SOURCE_COPY_STALE);   /* stale now */
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)source_pushed(s),
 		 (unsigned long long)__atomic_load_n(&w->pc_served, __ATOMIC_RELAXED));

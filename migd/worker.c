@@ -339,6 +339,17 @@ bool worker_abandoned(void)
 	return __atomic_load_n(&abandon_requested, __ATOMIC_SEQ_CST) != 0;
 }
 
+void worker_error_cut(struct worker *w, const char *upto)
+{
+	char *p;
+
+	pthread_mutex_lock(&w->lock);
+	p = strstr(w->error, upto);
+	if (p)
+		p[strlen(upto)] = 0;
+	pthread_mutex_unlock(&w->lock);
+}
+
 void worker_note(struct worker *w, const char *fmt, ...)
 {
 	size_t n;

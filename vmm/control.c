@@ -61,6 +61,7 @@ static struct control {
 	enum ram_from ram_from;
 	char moved_to[256];             /* SetMoved: the guest runs there */
 	bool moved_postcopy;            /* ... by a postcopy not complete */
+	bool moved_lost;                /* ... whose destination lost the guest */
 	bool quit_when_done;            /* a signal's quit, put off until the
 					 * postcopy no longer needs this copy */
 	int moved_pidfd;                /* and the pidfd of the vmm there, on
@@ -217,6 +218,7 @@ static int reply_status(struct rpc_call *call, Tern__Vmm__RunState found)
 	st.moved_to = ctl.moved_to;
 	st.moved_gone = moved_gone();
 	st.moved_postcopy = ctl.moved_to[0] && ctl.moved_postcopy;
+	st.moved_lost = st.moved_postcopy && ctl.moved_lost;
 	st.uffd = vm->uffd >= 0;
 	st.ram_missing = ram_missing();
 	st.found = found;
@@ -315,6 +317,13 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "this copy is the guest, and 'vmmctl cont %s "
 				       "--force' runs it; if it did, this copy is from "
 				       "before the move", ctl.moved_to, ctl.vm->name);
+	if (ctl.moved_to[0] && ctl.moved_postcopy && ctl.moved_lost)
+		return rpc_call_errorf(call, EBUSY,
+				       "cannot continue: the guest moved to %s by a "
+				       "postcopy whose destination lost it (its migd "
+				       "said so): this copy, as it was at the switch, "
+				       "is the guest's only one, and 'vmmctl cont %s "
+				       "--force' runs it", ctl.moved_to, ctl.vm->name);
 	if (ctl.moved_to[0] && ctl.moved_postcopy)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot continue: the guest moved to %s by a "
@@ -398,6 +407,14 @@ static int method_quit(struct rpc_call *call, const ProtobufCMessage *arg)
 	const Tern__Vmm__QuitRequest *q = (const Tern__Vmm__QuitRequest *)arg;
 	int fd;
 
+	if (needed_by_postcopy() && ctl.moved_lost && !q->force)
+		return rpc_call_errorf(call, EBUSY, "cannot quit: the guest moved "
+				       "to %s by a postcopy whose destination lost "
+				       "it: this copy, as it was at the switch, is "
+				       "the guest's only one, and quitting would "
+				       "lose it ('vmmctl cont %s --force' runs it; "
+				       "'vmmctl quit %s --force' quits all the same)",
+				       ctl.moved_to, ctl.vm->name, ctl.vm->name);
 	if (needed_by_postcopy() && !q->force)
 		return rpc_call_errorf(call, EBUSY, "cannot quit: the guest moved "
 				       "to %s by a postcopy not known to have "
@@ -871,6 +888,7 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 				 ctl.moved_to);
 		ctl.moved_to[0] = 0;
 		ctl.moved_postcopy = false;
+		ctl.moved_lost = false;
 		moved_forget_pidfd();
 		/* This copy is the guest now (cont --force): a quit put off
 		 * would end it, which is not what the signal asked. */
@@ -919,8 +937,13 @@ static int method_set_moved(struct rpc_call *call, const ProtobufCMessage *arg)
 	ctl.moved_pidfd = pidfd;
 	str_copy(ctl.moved_to, n->to, sizeof(ctl.moved_to));
 	ctl.moved_postcopy = n->postcopy;
+	ctl.moved_lost = n->postcopy && n->lost;
 	ctl.hold = rpc_call_peer(call);
-	if (n->postcopy)
+	if (ctl.moved_lost)
+		log_warnx("the guest moved to %s by postcopy, and its destination "
+			  "lost it: this copy, as it was at the switch, is the "
+			  "guest's only one", ctl.moved_to);
+	else if (n->postcopy)
 		log_info("the guest moved to %s by postcopy: this copy holds the "
 			 "pages the destination lacks until it completes, and will "
 			 "not run or migrate again", ctl.moved_to);

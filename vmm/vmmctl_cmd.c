@@ -67,6 +67,11 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 	if (s->moved_to[0] && s->moved_gone)
 		printf(", moved to %s, which has exited since (this copy may be "
 		       "the guest's only one)", s->moved_to);
+	else if (s->moved_to[0] && s->moved_lost)
+		printf(", moved to %s by a postcopy whose destination lost the "
+		       "guest (this copy, as it was at the switch, is its only "
+		       "one: 'vmmctl cont %s --force' runs it)", s->moved_to,
+		       s->name);
 	else if (s->moved_to[0] && s->moved_postcopy)
 		printf(", moved to %s by a postcopy not known to have completed "
 		       "(this copy holds the pages the destination may still "

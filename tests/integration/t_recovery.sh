@@ -420,9 +420,10 @@ for t in "recover r11 $ADDR --wait|r11 cannot recover: " \
 done
 # The way out it names works: the guest runs on here, intact.
 migctl cancel r11 --force --wait >/dev/null || fail "cancel r11 --force"
-# The cancel's note does not repeat the advice (before, it came twice).
+# The cancel's note replaces the advice it followed (before, the advice
+# came twice, then stayed in the error after the cancel).
 case $(job_get r11 error) in
-*"runs it from there); cancelled while postcopy was paused: the source VM stays paused, marked as moved, with the guest as it was at the switch") ;;
+*"; the destination said: vmm s11 closed its connection: it quit or died, and the guest with it: this job can never recover; cancelled: vmm r11 stays paused, marked as moved, with the guest as it was at the switch ('vmmctl cont r11 --force' runs it from there)") ;;
 *) fail "r11 after cancel --force: $(job_get r11 error)" ;; esac
 vmmctl cont r11 --force >/dev/null || fail "cont r11 --force"
 vmmctl check r11 || fail "r11: memory check after cont --force"
@@ -455,12 +456,21 @@ rc=$?
 for g in "${strangers[@]}"; do exec {g}>&-; done
 [ $rc = 1 ] || fail "recover r12 --wait: exit $rc: $out"
 case $out in
-*"r12: postcopy-paused: the destination's migd says its job ended: its vmm quit or died, and the guest with it: this job can never recover.  Cancel it with --force: vmm r12 keeps the guest as it was at the switch ('vmmctl cont --force' runs it from there)") ;;
+*"r12: postcopy-paused: the destination's migd says its job ended: its vmm quit or died, and the guest with it: this job can never recover.  'migctl cancel r12 --force' ends it, and vmm r12 keeps the guest as it was at the switch ('vmmctl cont r12 --force' runs it from there)") ;;
 *) fail "recover r12 --wait: $out" ;; esac
 [ "$(job_get r12 unrecoverable)" = true ] || fail "r12: $(migctl --json status r12)"
 grep -q "^migd: s12: told its source on $ADDR12 that the job can never recover" "$RUNDIR/migd.log" ||
 	fail "migd: $(grep s12 "$RUNDIR/migd.log" | tail -n 3)"
 echo "ok: r12: $(job_get r12 error)"
+# Its vmm learns it too: its copy is the guest's only one (before, it
+# said the destination "may still lack" pages, and "do not quit it").
+out=$(vmmctl status r12)
+case $out in *", moved to $ADDR12 (job "*") by a postcopy whose destination lost the guest (this copy, as it was at the switch, is its only one: 'vmmctl cont r12 --force' runs it)"*) ;;
+*) fail "vmmctl status r12: $out" ;; esac
+[ "$(vmmctl --json status r12 | jget moved_lost)" = true ] || fail "r12: $(vmmctl --json status r12)"
+err=$(vmmctl quit r12 2>&1) && fail "quit r12 without --force: $err"
+case $err in *"by a postcopy whose destination lost it: this copy, as it was at the switch, is the guest's only one, and quitting would lose it"*) ;;
+*) fail "quit r12: $err" ;; esac
 # Anything else on that address gets a worker's answer: not this
 # protocol (EPROTO, 71), then the connection is closed.
 exec {g}<>"/dev/tcp/127.0.0.1/${ADDR12##*:}"
@@ -475,6 +485,11 @@ incoming s13 "$ADDR12"
 migctl cancel s13 --wait >/dev/null || fail "cancel s13"
 vmmctl quit s13 >/dev/null
 migctl cancel r12 --force --wait >/dev/null || fail "cancel r12 --force"
+# Its error keeps why, and says what the cancel did (before, it still
+# told the operator to cancel).
+case $(job_get r12 error) in
+"the destination's migd says its job ended: its vmm quit or died, and the guest with it: this job can never recover; cancelled: vmm r12 stays paused, marked as moved, with the guest as it was at the switch ('vmmctl cont r12 --force' runs it from there)") ;;
+*) fail "r12 after cancel --force: $(job_get r12 error)" ;; esac
 vmmctl cont r12 --force >/dev/null || fail "cont r12 --force"
 vmmctl check r12 || fail "r12: memory check after cont --force"
 vmmctl quit r12 >/dev/null || fail "quit r12"
@@ -491,7 +506,7 @@ out=$(timeout 60 "$BIN/migctl" --rundir "$RUNDIR" recover r14 "$ADDR14" --wait 2
 rc=$?
 [ $rc = 1 ] || fail "recover r14 --wait: exit $rc: $out"
 case $out in
-*"r14: postcopy-paused: the destination's migd says its job ended: it was cancelled there with --force, and the guest given up: this job can never recover.  Cancel it with --force"*) ;;
+*"r14: postcopy-paused: the destination's migd says its job ended: it was cancelled there with --force, and the guest given up: this job can never recover.  'migctl cancel r14 --force' ends it"*) ;;
 *) fail "recover r14 --wait: $out" ;; esac
 echo "ok: r14: $(job_get r14 error)"
 migctl cancel r14 --force --wait >/dev/null || fail "cancel r14 --force"
