@@ -622,11 +622,8 @@ static int method_tune(struct rpc_call *call, const ProtobufCMessage *arg)
 	r = job_command(j, "tune", &msg.base);
 	if (r == 0) {
 		j->spec.params = p;
-		log_info("%s: tuned: max bandwidth %llu B/s, switchover bandwidth "
-			 "%llu B/s, downtime limit %u ms", req->vm,
-			 (unsigned long long)p.max_bandwidth,
-			 (unsigned long long)p.avail_switchover_bandwidth,
-			 p.downtime_limit_ms);
+		params_log_tuned(req->vm, p.max_bandwidth,
+				 p.avail_switchover_bandwidth, p.downtime_limit_ms);
 	}
 	return job_acted(call, j, r, false);
 }

@@ -151,6 +151,10 @@ int params_update(const Tern__Migd__Params *p, char *const *clear,
  * not. */
 int params_check_live(const Tern__Migd__Params *p, char *const *clear,
 		      size_t n_clear, bool postcopy, char *err, size_t len);
+/* The log line of a tune (vm: migd's, NULL: a worker's), the limits
+ * named as migctl's options. */
+void params_log_tuned(const char *vm, uint64_t max_bw, uint64_t avail_bw,
+		      uint32_t limit_ms);
 
 /* Everything a worker needs; filled by the parent before fork. */
 struct job_spec {

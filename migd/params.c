@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/log.h"
+#include "common/util.h"
 #include "migd/migd.h"
 
 #define PARAM_MAX_DOWNTIME_MS 600000
@@ -243,12 +245,54 @@ static bool field_set(const Tern__Migd__Params *p, const ProtobufCFieldDescripto
 	return *(const uint32_t *)v != 0;
 }
 
+static const char *rate_said(uint64_t bw, const char *zero, char *buf, size_t len)
+{
+	char n[32];
+
+	if (!bw)
+		return zero;
+	snprintf(buf, len, "%s/s", fmt_size(bw, n, sizeof(n)));
+	return buf;
+}
+
+void params_log_tuned(const char *vm, uint64_t max_bw, uint64_t avail_bw,
+		      uint32_t limit_ms)
+{
+	char a[40], b[40];
+
+	log_info("%s%stuned: max-bandwidth %s, avail-switchover-bandwidth %s, "
+		 "downtime-limit %u ms", vm ? vm : "", vm ? ": " : "",
+		 rate_said(max_bw, "unlimited", a, sizeof(a)),
+		 rate_said(avail_bw, "measured", b, sizeof(b)), limit_ms);
+}
+
+/* A field as an operator typed it and as an agent sent it: migctl's
+ * option, then the field ("--downtime-limit (downtime_limit_ms)"). */
+static const char *param_said(const char *field, char *buf, size_t len)
+{
+	size_t n, i;
+
+	n = strlen(field);
+	if (n > 3 && !strcmp(field + n - 3, "_ms"))
+		n -= 3;
+	else if (n > 2 && !strcmp(field + n - 2, "_s"))
+		n -= 2;
+	else if (!strcmp(field, "compress_level"))
+		n = strlen("compress");
+	snprintf(buf, len, "--%.*s (%.64s)", (int)MIN(n, 64), field, field);
+	for (i = 2; i < n + 2 && buf[i]; i++)
+		if (buf[i] == '_')
+			buf[i] = '-';
+	return buf;
+}
+
 int params_check_live(const Tern__Migd__Params *p, char *const *clear,
 		      size_t n_clear, bool postcopy, char *err, size_t len)
 {
 	const ProtobufCMessageDescriptor *d = &tern__migd__params__descriptor;
 	const char *bad = NULL;
 	bool any = n_clear > 0;
+	char said[160];
 	unsigned int i;
 
 	for (i = 0; p && i < d->n_fields; i++) {
@@ -262,19 +306,24 @@ int params_check_live(const Tern__Migd__Params *p, char *const *clear,
 		if (!params_live(clear[i], postcopy))
 			bad = clear[i];
 	if (bad && postcopy && params_live(bad, false)) {
-		snprintf(err, len, "%.64s means nothing past the postcopy switch: "
-			 "only max_bandwidth (the push's cap) can change", bad);
+		snprintf(err, len, "%s means nothing past the postcopy switch: "
+			 "only --max-bandwidth (max_bandwidth, the push's cap) "
+			 "can change", param_said(bad, said, sizeof(said)));
 		return -EINVAL;
 	}
 	if (bad) {
-		snprintf(err, len, "%.64s cannot change during a job: only "
-			 "max_bandwidth, avail_switchover_bandwidth and "
-			 "downtime_limit_ms can", bad);
+		snprintf(err, len, "%s cannot change during a job: only "
+			 "--max-bandwidth, --avail-switchover-bandwidth and "
+			 "--downtime-limit (max_bandwidth, "
+			 "avail_switchover_bandwidth and downtime_limit_ms) can",
+			 param_said(bad, said, sizeof(said)));
 		return -EINVAL;
 	}
 	if (!any) {
-		snprintf(err, len, "nothing to change: give max_bandwidth, "
-			 "avail_switchover_bandwidth or downtime_limit_ms");
+		snprintf(err, len, "nothing to change: give --max-bandwidth, "
+			 "--avail-switchover-bandwidth or --downtime-limit "
+			 "(max_bandwidth, avail_switchover_bandwidth or "
+			 "downtime_limit_ms)");
 		return -EINVAL;
 	}
 	return 0;

@@ -253,9 +253,8 @@ static void worker_tune(struct worker *w, const Tern__Migd__Params *p)
 		if (w->chan_wake[i] >= 0)
 			eventfd_write(w->chan_wake[i], 1);
 	pthread_mutex_unlock(&w->lock);
-	log_info("tuned: max bandwidth %llu B/s, switchover bandwidth %llu B/s, "
-		 "downtime limit %u ms", (unsigned long long)p->max_bandwidth,
-		 (unsigned long long)p->avail_switchover_bandwidth, limit);
+	params_log_tuned(NULL, p->max_bandwidth, p->avail_switchover_bandwidth,
+			 limit);
 	worker_report(w);
 }
 

@@ -104,8 +104,8 @@ from rpcwire import field, varint, ld, request, recv_frame
 s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
 vm = ld(1, b"t2")
 for rid, arg, want in (
-        (1, vm + ld(2, field(1, 0, varint(2))), b"channels cannot change during a job"),
-        (2, vm + ld(3, b"timeout_s"), b"timeout_s cannot change during a job"),
+        (1, vm + ld(2, field(1, 0, varint(2))), b"--channels (channels) cannot change during a job: only --max-bandwidth"),
+        (2, vm + ld(3, b"timeout_s"), b"--timeout (timeout_s) cannot change during a job"),
         (3, vm + ld(2, field(4, 0, varint(700000))), b"downtime limit (ms) 700000"),
         (4, vm, b"nothing to change")):
     s.sendall(request(rid, "tern.migd.Migd/Tune", arg))

@@ -168,7 +168,7 @@ more_faults() { [ "$(job_get s7 faults)" -gt "$faults" ]; }
 wait_until 10 more_faults || fail "s7: faults $faults, then $(job_get s7 faults)"
 # Past the switch only the push's cap can be tuned.
 out=$(migctl tune r7 --downtime-limit 500 2>&1) && fail "tune r7 --downtime-limit: $out"
-case $out in *"downtime_limit_ms means nothing past the postcopy switch: only max_bandwidth (the push's cap) can change"*) ;;
+case $out in *"--downtime-limit (downtime_limit_ms) means nothing past the postcopy switch: only --max-bandwidth (max_bandwidth, the push's cap) can change"*) ;;
 *) fail "tune r7 --downtime-limit: $out" ;; esac
 out=$(migctl tune r7 --max-bandwidth unlimited) || fail "tune r7: $out"
 case $out in "r7: max-bandwidth unlimited for the postcopy push from now on (job "*")") ;;
