@@ -151,8 +151,11 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		cli_errx("%s: '%s' is not a guest physical address", name, argv[2]);
 		return -EINVAL;
 	}
-	if (!strcmp(name, "read") && parse_u64(argv[3], 1, 1ULL << 32, &a->len) < 0) {
-		cli_errx("read: '%s' is not a length from 1 to 4 GiB", argv[3]);
+	/* (a number, or a size as vmm --memory takes it: 2M) */
+	if (!strcmp(name, "read") && parse_u64(argv[3], 1, 1ULL << 32, &a->len) < 0 &&
+	    (parse_size(argv[3], &a->len) < 0 || !a->len || a->len > 1ULL << 32)) {
+		cli_errx("read: '%s' is not a length from 1 to 4 GiB (bytes, or "
+			 "with K, M or G)", argv[3]);
 		return -EINVAL;
 	}
 	if (!strcmp(name, "write"))

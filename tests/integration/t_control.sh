@@ -30,6 +30,13 @@ vmmctl write in 0x100000 "$hex" || fail "a write of 65535 bytes"
 [ "$(vmmctl read in 0x100000 65535 | tr -d ' \n')" = "$hex" ] ||
 	fail "the 65535 bytes written do not read back"
 echo "ok: 65535 bytes written and read back"
+# A length as vmm --memory takes a size (before: "'4K' is not a length
+# from 1 to 4 GiB").
+[ "$(vmmctl read in 0x100000 4K | tr -d ' \n')" = "${hex:0:8192}" ] ||
+	fail "read of 4K"
+err=$(vmmctl read in 0x100000 5G 2>&1) && fail "read of 5G: $err"
+[ "$err" = "vmmctl: read: '5G' is not a length from 1 to 4 GiB (bytes, or with K, M or G)" ] ||
+	fail "read of 5G: $err"
 
 note "a vmm out of descriptors keeps serving once they are freed"
 (ulimit -n 48; exec "$BIN/vmm" --name few --memory 64M --rundir "$RUNDIR" \
