@@ -122,7 +122,7 @@ int serial_init(struct serial *s, const char *spec, uint64_t max)
 		log_warnx("--serial %s: a symbolic link, not followed (name the "
 			  "file itself, or stdio for the vmm's standard output)",
 			  spec);
-	else if (fd == -EINVAL)
+	else if (fd == -EINVAL || fd == -EISDIR)   /* (a directory's open) */
 		log_warnx("--serial %s: neither a regular file, a character "
 			  "device nor a FIFO", spec);
 	else if (fd < 0)

@@ -88,6 +88,10 @@ done
 		--name a --memory 4M --test-guest idle --serial /dev/stdout "${R[@]}"
 [ ! -e "$RUNDIR/made" ] || fail "--serial made the file a link names"
 [ "$(cat "$RUNDIR/kept")" = kept ] || fail "--serial wrote through a link"
+# A directory too (before: "Is a directory", not what vmm(8) says).
+mkdir "$RUNDIR/dir"
+expect_error "--serial $RUNDIR/dir: neither a regular file, a character device nor a FIFO" \
+	--name a --memory 4M --test-guest idle --serial "$RUNDIR/dir" "${R[@]}"
 loop=$(losetup -f 2>/dev/null)
 if [ -b "$loop" ]; then
 	expect_error "--serial $loop: neither a regular file, a character device nor a FIFO" \
