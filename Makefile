@@ -167,6 +167,7 @@ $(O)/tests/test_place: $(O)/migd/place.o
 $(O)/tests/test_pace: $(O)/migd/pace.o
 $(O)/tests/test_jobstate: $(O)/migd/jobstate.o
 $(O)/tests/test_history: $(O)/migd/history.o
+$(O)/tests/test_params: $(O)/migd/params.o
 $(O)/tests/test_uffdcheck: $(O)/faultd/uffdcheck.o
 
 $(O)/tests/unit/%.o: tests/unit/%.c | $(PROTO_H)

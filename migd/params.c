@@ -279,7 +279,8 @@ static const char *param_said(const char *field, char *buf, size_t len)
 		n -= 2;
 	else if (!strcmp(field, "compress_level"))
 		n = strlen("compress");
-	snprintf(buf, len, "--%.*s (%.64s)", (int)MIN(n, 64), field, field);
+	n = MIN(n, 64);
+	snprintf(buf, len, "--%.*s (%.64s)", (int)n, field, field);
 	for (i = 2; i < n + 2 && buf[i]; i++)
 		if (buf[i] == '_')
 			buf[i] = '-';
