@@ -140,6 +140,14 @@ const char *fmt_size(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
+const char *fmt_rate(uint64_t bytes_per_s, char *buf, size_t len)
+{
+	char s[32];
+
+	snprintf(buf, len, "%s/s", fmt_size(bytes_per_s, s, sizeof(s)));
+	return buf;
+}
+
 const char *fmt_size_arg(uint64_t bytes, char *buf, size_t len)
 {
 	static const char units[] = "KMGT";    /* what parse_size takes */

@@ -38,6 +38,8 @@ int parse_size(const char *s, uint64_t *ret);
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 /* "4.0 GiB" style, into buf; returns buf. */
 const char *fmt_size(uint64_t bytes, char *buf, size_t len);
+/* A rate as status shows it: "1.5 MiB/s". */
+const char *fmt_rate(uint64_t bytes_per_s, char *buf, size_t len);
 /* The same size as an option takes it (parse_size), exactly: "4G",
  * "96M", "12K" or bytes, into buf; returns buf. */
 const char *fmt_size_arg(uint64_t bytes, char *buf, size_t len);

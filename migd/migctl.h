@@ -28,7 +28,6 @@ const char *show_state_name(Tern__Migd__JobState s);
 const char *show_role_name(Tern__Migd__JobRole r);
 bool show_state_final(Tern__Migd__JobState s);
 char *show_text_safe(char *s);
-const char *fmt_rate(uint64_t bytes_per_s, char *buf, size_t len);
 const char *fmt_ms(uint64_t ms, char *buf, size_t len);
 const char *fmt_time(uint64_t unix_ms, char *buf, size_t len);
 uint64_t job_round(const Tern__Migd__JobStatus *js);

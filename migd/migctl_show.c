@@ -67,14 +67,6 @@ char *show_text_safe(char *s)
 	return s;
 }
 
-const char *fmt_rate(uint64_t bytes_per_s, char *buf, size_t len)
-{
-	char s[32];
-
-	snprintf(buf, len, "%s/s", fmt_size(bytes_per_s, s, sizeof(s)));
-	return buf;
-}
-
 const char *fmt_ms(uint64_t ms, char *buf, size_t len)
 {
 	if (ms < 10000)

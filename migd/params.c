@@ -245,16 +245,6 @@ static bool field_set(const Tern__Migd__Params *p, const ProtobufCFieldDescripto
 	return *(const uint32_t *)v != 0;
 }
 
-static const char *rate_said(uint64_t bw, const char *zero, char *buf, size_t len)
-{
-	char n[32];
-
-	if (!bw)
-		return zero;
-	snprintf(buf, len, "%s/s", fmt_size(bw, n, sizeof(n)));
-	return buf;
-}
-
 void params_log_tuned(const char *vm, uint64_t max_bw, uint64_t avail_bw,
 		      uint32_t limit_ms)
 {
@@ -262,8 +252,8 @@ void params_log_tuned(const char *vm, uint64_t max_bw, uint64_t avail_bw,
 
 	log_info("%s%stuned: max-bandwidth %s, avail-switchover-bandwidth %s, "
 		 "downtime-limit %u ms", vm ? vm : "", vm ? ": " : "",
-		 rate_said(max_bw, "unlimited", a, sizeof(a)),
-		 rate_said(avail_bw, "measured", b, sizeof(b)), limit_ms);
+		 max_bw ? fmt_rate(max_bw, a, sizeof(a)) : "unlimited",
+		 avail_bw ? fmt_rate(avail_bw, b, sizeof(b)) : "measured", limit_ms);
 }
 
 /* A field as an operator typed it and as an agent sent it: migctl's

@@ -446,17 +446,14 @@ static int source_settle(struct source *s, uint64_t *ret_expected)
 	bw = given ? given : s->w->bandwidth;
 	pthread_mutex_unlock(&s->w->lock);
 	worker_report(s->w);
-	/* (a cap of 64K is 0.066 MB/s, not 0) */
-	if (bw >= 10000000)
-		snprintf(rate, sizeof(rate), "%llu", (unsigned long long)bw / 1000000);
-	else
-		snprintf(rate, sizeof(rate), "%.3f", bw / 1e6);
+	/* (in status's units) */
 	log_info("the pages sent settled there in %llu us (%llu still on their "
-		 "way); %llu dirty since, %llu ms expected at %s%s MB/s (%llu us "
+		 "way); %llu dirty since, %llu ms expected at %s%s (%llu us "
 		 "of it not for pages)",
 		 US(waited), (unsigned long long)pending,
 		 (unsigned long long)dirty, (unsigned long long)*ret_expected,
-		 given ? "the avail-switchover-bandwidth of " : "", rate,
+		 given ? "the avail-switchover-bandwidth of " : "",
+		 fmt_rate(bw, rate, sizeof(rate)),
 		 (unsigned long long)s->w->pause_fixed_us);
 	return 0;
 }
@@ -547,6 +544,7 @@ static int source_verify_fits(struct source *s)
 
 static int source_verify_time(struct source *s)
 {
+	char rate[32];
 	int r;
 
 	if (!s->w->spec->params.verify)
@@ -555,9 +553,9 @@ static int source_verify_time(struct source *s)
 	if (r < 0)
 		return worker_fail(s->w, r, "timing the RAM's hashing: %s",
 				   strerror(-r));
-	log_info("verify: %llu MiB of RAM data, hashed at %llu MB/s here",
+	log_info("verify: %llu MiB of RAM data, hashed at %s here",
 		 (unsigned long long)source_verify_estimate(s) >> 20,
-		 (unsigned long long)s->hash_rate / 1000000);
+		 fmt_rate(s->hash_rate, rate, sizeof(rate)));
 	return source_verify_fits(s);   /* before any page is sent */
 }
 

@@ -253,7 +253,7 @@ out=$(migctl --json migrate h "$ADDR" --token "$TOKEN" \
 [ "$(echo "$out" | jget rounds)" -eq 1 ] || fail "expected one round: $out"
 vmmctl check k || fail "k after a one-round migration"
 # The log names the rate the estimate took (before: the measured one).
-grep -q "^migd\[h/out\]: .* ms expected at the avail-switchover-bandwidth of 1099511 MB/s" \
+grep -q "^migd\[h/out\]: .* ms expected at the avail-switchover-bandwidth of 1.0 TiB/s" \
 	"$RUNDIR/migd.log" || fail "h: $(grep 'h/out.*expected at' "$RUNDIR/migd.log")"
 
 note "an idle guest: untouched pages are skipped, not sent"

@@ -113,6 +113,8 @@ static void test_fmt_size(void **state)
 	assert_string_equal(fmt_size(UINT64_MAX, buf, sizeof(buf)),
 			    "16.0 EiB");
 	assert_string_equal(fmt_size(4ull << 30, buf, 4), "4.0");
+	assert_string_equal(fmt_rate(65536, buf, sizeof(buf)), "64.0 KiB/s");
+	assert_string_equal(fmt_rate(0, buf, sizeof(buf)), "0 B/s");
 }
 
 /* What it writes, parse_size reads back exactly. */
