@@ -383,7 +383,10 @@ echo "ok: set --reset"
 need_kvm
 note "Incoming for an incoming vmm: a token and a real port"
 start_vmm x --memory 64M --incoming
-out=$(migctl incoming x --listen tcp:127.0.0.1:0) || fail "incoming x"
+# On a terminal (script(1) gives one): the command for the source host
+# follows, with this VM's name (before: the word VM, which failed).
+out=$(script -qec "$BIN/migctl --rundir $RUNDIR --timeout 60 incoming x --listen tcp:127.0.0.1:0" \
+	/dev/null </dev/null | tr -d '\r') || fail "incoming x: $out"
 echo "$out"
 tok=$(printf '%s\n' "$out" | sed -n 's/^token \([0-9a-f]\{32\}\)$/\1/p')
 addr=$(printf '%s\n' "$out" | sed -n 's/^listen \(tcp:127\.0\.0\.1:[0-9]*\)$/\1/p')
@@ -391,6 +394,8 @@ addr=$(printf '%s\n' "$out" | sed -n 's/^listen \(tcp:127\.0\.0\.1:[0-9]*\)$/\1/
 [ -n "$addr" ] || fail "no tcp:127.0.0.1:PORT address in: $out"
 port=${addr##*:}
 [ "$port" -gt 0 ] || fail "port 0 was not replaced by the bound port"
+printf '%s\n' "$out" | grep -qxF "  migctl migrate x $addr --token $tok" ||
+	fail "no command for the source host in: $out"
 [ "$(job_field x state)" = waiting ] || fail "job state: $(migctl --json status x)"
 [ "$(job_field x listen)" = "$addr" ] || fail "status listen: $(migctl --json status x)"
 
