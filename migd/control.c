@@ -453,6 +453,9 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "the source, so cancelling would lose it; wait "
 				       "for the job to complete%s", q->vm, q->force ?
 				       " (--force takes only a postcopy-paused job)" : "");
+	r = job_wait_room(j, call, q->wait);
+	if (r < 0)
+		return r;
 	r = job_cancel(j, job_in_postcopy(j) ? JOB_CANCEL_ABANDON : JOB_CANCEL_PLAIN);
 	return job_acted(call, j, r, q->wait);
 }
@@ -508,6 +511,9 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 		return rpc_call_errorf(call, EBUSY, "%s: a switch to postcopy "
 				       "already waits for the destination's "
 				       "answer", q->vm);
+	r = job_wait_room(j, call, q->wait);
+	if (r < 0)
+		return r;
 	r = job_command(j, "postcopy", NULL);
 	if (r == 0)
 		log_info("%s: switching to postcopy (worker %d)", q->vm, (int)j->pid);
@@ -552,6 +558,9 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (j->deferred)
 		return rpc_call_errorf(call, EBUSY, "%s: another recover --listen is "
 				       "being set up", q->vm);
+	r = job_wait_room(j, call, q->wait);
+	if (r < 0)
+		return r;
 	if (j->spec.role != JOB_ROLE_SOURCE && q->listen[0])
 		tombstone_release(control_migd(call), &u);
 	r = job_command(j, "recover", &q->base);

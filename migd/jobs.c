@@ -207,9 +207,9 @@ int job_add_waiter(struct job *j, struct rpc_call *call)
 	struct job_waiter *w;
 
 	if (j->nwaiters >= MIGD_MAX_WAITERS)
-		return rpc_call_errorf(call, EBUSY,
-				       "too many callers wait for the job of %s",
-				       j->spec.vm);
+		return rpc_call_errorf(call, EUSERS,
+				       "too many callers wait for the job of %s "
+				       "(%d)", j->spec.vm, MIGD_MAX_WAITERS);
 	w = &j->waiters[j->nwaiters++];
 	w->call = call;
 	w->events = rpc_call_wants_events(call);
@@ -221,6 +221,16 @@ int job_add_waiter(struct job *j, struct rpc_call *call)
 		rpc_call_event(call, "status", &js.base);
 	}
 	return RPC_DEFERRED;
+}
+
+int job_wait_room(struct job *j, struct rpc_call *call, bool wait)
+{
+	if (!wait || j->finished || j->nwaiters < MIGD_MAX_WAITERS)
+		return 0;
+	return rpc_call_errorf(call, EUSERS, "too many callers wait for the job "
+			       "of %s (%d): nothing was done; ask without "
+			       "waiting, then follow the job with Status",
+			       j->spec.vm, MIGD_MAX_WAITERS);
 }
 
 /* ---- Incoming's reply, and a detached Migrate's ------------------------ */

@@ -251,6 +251,49 @@ static int waiting_silent(void *ctx, uint64_t silent_ms)
 	return (int)(bound - silent_ms);
 }
 
+/*
+ * A Status wait that migd had no room for (EUSERS: MIGD_MAX_WAITERS
+ * callers wait on the job already): the same, by asking five times a
+ * second; each answer goes where a report would (handle_event).  0 with
+ * the final JobStatus in *ret, or -errno with res as the failed call's.
+ */
+static int poll_status(struct rpc_client *cl, const ProtobufCMessage *arg,
+		       ProtobufCMessage **ret, struct rpc_result *res)
+{
+	const struct timespec pause = { 0, 200 * 1000 * 1000 };
+	Tern__Migd__JobQuery q = *(const Tern__Migd__JobQuery *)arg;
+	Tern__Migd__JobStatus *js;
+	uint8_t *buf;
+	size_t len;
+	int r;
+
+	fprintf(stderr, "migctl: %s: %s; asking five times a second instead\n",
+		label_of("Status"), show_text_safe(res->message));
+	q.wait = false;
+	for (;;) {
+		js = NULL;
+		r = rpc_client_call(cl, &tern__migd__migd__descriptor, "Status",
+				    &q.base, NULL, 0, (ProtobufCMessage **)&js, res,
+				    migctl_opts.timeout_ms, NULL, NULL);
+		rpc_result_close_fds(res);
+		if (r < 0)
+			return r;
+		len = protobuf_c_message_get_packed_size(&js->base);
+		buf = malloc(len ? len : 1);
+		if (buf) {
+			protobuf_c_message_pack(&js->base, buf);
+			handle_event(NULL, "status", buf, len);
+			free(buf);
+		}
+		if (show_state_final(js->state)) {
+			*ret = &js->base;
+			return 0;
+		}
+		protobuf_c_message_free_unpacked(&js->base, NULL);
+		nanosleep(&pause, NULL);
+	}
+}
+
 /* One call; prints the error (migd's text) and returns -errno.  A call
  * that waits for a job's end has no deadline, only a bound on migd's
  * silence (waiting_silent), and a dead migd closes the connection. */
@@ -295,6 +338,8 @@ static int call(struct rpc_client *cl, const char *method,
 		told = true;
 		nanosleep(&pause, NULL);
 	}
+	if (r == -EUSERS && wait && res.remote && !strcmp(method, "Status"))
+		r = poll_status(cl, arg, ret, &res);
 	/* (Postcopy and Recover may be answered late: once the destination
 	 * said yes, or bound its new address.) */
 	if (r == -EPIPE && (wait || !strcmp(method, "Postcopy") ||

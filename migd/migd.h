@@ -349,8 +349,12 @@ struct job *job_find(struct migd *m, const char *vm, bool running_only);
 struct job *job_find_id(struct migd *m, const char *vm, const char *id);
 /* A shallow status (points into job) for replies and events. */
 void job_status(struct job *j, Tern__Migd__JobStatus *ret);
-/* Reply to call when the job ends; forward events meanwhile if asked. */
+/* Reply to call when the job ends; forward events meanwhile if asked.
+ * EUSERS when MIGD_MAX_WAITERS wait already. */
 int job_add_waiter(struct job *j, struct rpc_call *call);
+/* Before a method acts on j for a caller who would wait for its end: 0,
+ * or EUSERS said to call (nothing done) when no waiter could be added. */
+int job_wait_room(struct job *j, struct rpc_call *call, bool wait);
 /* Reply to Incoming (or a detached Migrate) once the worker found its
  * vmm incoming (or fit to migrate), or with the job's error once it
  * ended without; returns RPC_DEFERRED. */

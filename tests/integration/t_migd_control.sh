@@ -467,9 +467,34 @@ else
 	not_tried "setpriv (util-linux) is missing: the peer check"
 fi
 
+note "64 callers wait on the job: a cancel --wait is refused before it acts, a 65th watch asks instead"
+# Before, the cancel was done and its caller then refused the wait
+# (exit 1 as if refused), and a 65th watch failed.
+watchers=()
+for i in $(seq 64); do
+	migctl status x --watch >"$RUNDIR/watch$i.out" 2>&1 &
+	watchers+=("$!")
+done
+PIDS+=("${watchers[@]}")
+all_watching() { local i; for i in $(seq 64); do [ -s "$RUNDIR/watch$i.out" ] || return 1; done; }
+wait_until 30 all_watching || fail "64 watchers did not all hear migd"
+err=$(migctl cancel x --wait 2>&1) && fail "cancel --wait past 64 waiters: $err"
+[ "$err" = "migctl: too many callers wait for the job of x (64): nothing was done; ask without waiting, then follow the job with Status" ] ||
+	fail "cancel --wait past 64 waiters: $err"
+[ "$(job_field x state)" = waiting ] || fail "a refused cancel acted: $(migctl --json status x)"
+migctl status x --watch >"$RUNDIR/watch65.out" 2>&1 &
+w65=$!
+PIDS+=("$w65")
+wait_until 30 grep -q "^migctl: status x: too many callers wait for the job of x (64); asking five times a second instead" \
+	"$RUNDIR/watch65.out" || fail "watch 65: $(cat "$RUNDIR/watch65.out")"
+
 note "cancel the waiting job; the vmm stays incoming"
-out=$(migctl cancel x --wait) || fail "cancel x: $out"
+out=$(migctl cancel x) || fail "cancel x: $out"
 echo "$out"
+wait_exit "$w65"
+grep -q "^migctl: x: migration cancelled" "$RUNDIR/watch65.out" ||
+	fail "watch 65 did not follow the job to its end: $(cat "$RUNDIR/watch65.out")"
+for w in "${watchers[@]}"; do wait_exit "$w"; done
 [ "$(job_field x state)" = cancelled ] || fail "after cancel: $(migctl --json status x)"
 [ "$(state_of x)" = incoming ] || fail "vmm x is $(state_of x) after cancel"
 ctl_fails "nothing to cancel: the last migration job of x already ended (cancelled)" \
