@@ -575,6 +575,32 @@ static void print_check(const char *name, const struct memcheck_result *r)
 		fprintf(vmmctl_opts.json ? stderr : stdout, "  %s\n", r->reports[i]);
 }
 
+/*
+ * The guest the check paused runs again.  One that a migration took in
+ * the meantime (Cont's EBUSY: paused for its switch, or moved away) is
+ * the migration's now: said, and the check's result stands.
+ */
+static int check_resume(struct vmm_conn *c, int code)
+{
+	struct rpc_result res;
+	bool taken;
+	int r;
+
+	r = rpc_client_call(c->cl, &tern__vmm__vmm__descriptor, "Cont", NULL,
+			    NULL, 0, NULL, &res, vmmctl_opts.timeout_ms, NULL,
+			    NULL);
+	taken = r == -EBUSY && res.remote;
+	if (taken)
+		fprintf(stderr, "vmmctl: vmm %s: not resumed after the check: "
+			"%s\n", c->name, res.message);
+	else if (r < 0)
+		cli_errx("vmm %s: Cont: %s%s", c->name, res.message[0] ?
+			 res.message : strerror(-r),
+			 cli_call_hint(r, rpc_client_peer_pid(c->cl), true));
+	rpc_result_close_fds(&res);
+	return r < 0 && !taken ? CLI_FAILED : code;
+}
+
 int cmd_check(struct vmm_conn *c)
 {
 	struct memcheck_result r;
@@ -597,9 +623,7 @@ int cmd_check(struct vmm_conn *c)
 		code = r.bad || r.guest_errors ? CLI_FAILED : CLI_OK;
 	}
 resume:
-	if (was_running && conn_call(c, "Cont", NULL, NULL, 0, NULL, NULL) < 0)
-		code = CLI_FAILED;
-	return code;
+	return was_running ? check_resume(c, code) : code;
 }
 
 /* ---- memory access ---------------------------------------------------- */
