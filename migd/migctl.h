@@ -31,6 +31,8 @@ char *show_text_safe(char *s);
 const char *fmt_ms(uint64_t ms, char *buf, size_t len);
 const char *fmt_time(uint64_t unix_ms, char *buf, size_t len);
 uint64_t job_round(const Tern__Migd__JobStatus *js);
+/* A source switching to postcopy: still active, but past its rounds. */
+bool job_switching(const Tern__Migd__JobStatus *js);
 double job_fraction(const Tern__Migd__JobStatus *js);
 void print_params(const Tern__Migd__Params *p, const char *indent);
 void print_status(Tern__Migd__JobStatus *js);

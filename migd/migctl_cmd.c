@@ -725,6 +725,7 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobList *l = NULL;
 	char t[32], s[32], st[48], done[8];
+	int w = 16;
 	size_t i;
 
 	if (call(cl, "List", NULL, (ProtobufCMessage **)&l, false) < 0)
@@ -734,9 +735,13 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 	} else if (l->n_jobs == 0) {
 		printf("no migration jobs\n");
 	} else {
-		/* STATE holds the longest, "postcopy-recover" */
-		printf("%-16s %-11s %-16s %4s %11s %-19s %s\n", "VM", "ROLE", "STATE",
-		       "DONE", "TRANSFERRED", "STARTED", "ID");
+		/* VM as wide as the longest name (64 at most), the columns
+		 * after it in line; STATE holds the longest,
+		 * "postcopy-recover" */
+		for (i = 0; i < l->n_jobs; i++)
+			w = MAX(w, (int)MIN(strlen(l->jobs[i]->vm), 64));
+		printf("%-*s %-11s %-16s %4s %11s %-19s %s\n", w, "VM", "ROLE",
+		       "STATE", "DONE", "TRANSFERRED", "STARTED", "ID");
 		for (i = 0; i < l->n_jobs; i++) {
 			Tern__Migd__JobStatus *js = l->jobs[i];
 
@@ -745,6 +750,8 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 				snprintf(st, sizeof(st), "%s r%llu",
 					 show_state_name(js->state),
 					 (unsigned long long)job_round(js));
+			else if (job_switching(js))
+				snprintf(st, sizeof(st), "switching");
 			else
 				snprintf(st, sizeof(st), "%s", show_state_name(js->state));
 			/* A job that failed or was cancelled is not some
@@ -755,7 +762,7 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 			else
 				snprintf(done, sizeof(done), "%3.0f%%",
 					 job_fraction(js) * 100);
-			printf("%-16s %-11s %-16s %4s %11s %-19s %s\n", js->vm,
+			printf("%-*s %-11s %-16s %4s %11s %-19s %s\n", w, js->vm,
 			       show_role_name(js->role), st, done,
 			       fmt_size(js->transferred_bytes, t, sizeof(t)),
 			       fmt_time(js->started_unix_ms, s, sizeof(s)),

@@ -99,8 +99,7 @@ const char *fmt_time(uint64_t unix_ms, char *buf, size_t len)
 	return buf;
 }
 
-/* A source switching to postcopy: still active, but past its rounds. */
-static bool job_switching(const Tern__Migd__JobStatus *js)
+bool job_switching(const Tern__Migd__JobStatus *js)
 {
 	return js->state == TERN__MIGD__JOB_STATE__JOB_ACTIVE &&
 	       js->postcopy_started;

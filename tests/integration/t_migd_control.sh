@@ -662,6 +662,18 @@ migctl cancel stuck --wait >/dev/null || fail "cancel stuck"
 # list: a cancelled job is not some way done (before: its last percent).
 migctl list | grep -qE "^stuck +destination +cancelled +- " ||
 	fail "list: $(migctl list | grep stuck)"
+# A long name widens the VM column, and ROLE stays in line on every row
+# (before, a name past 16 characters pushed its row's columns right).
+long=a-vm-with-a-name-for-a-fleet-of-many-0123456789
+start_vmm "$long" --memory 16M --incoming
+migctl incoming "$long" --listen tcp:127.0.0.1:0 >/dev/null || fail "incoming $long"
+out=$(migctl list)
+echo "$out"
+cols=$(printf '%s\n' "$out" | grep -v "^  " |
+	awk '{ print index($0, " " $2 " ") }' | sort -u)
+[ "$cols" = "$((${#long} + 1))" ] || fail "list columns out of line ($cols): $out"
+migctl cancel "$long" --wait >/dev/null || fail "cancel $long"
+vmmctl quit "$long" >/dev/null
 # A caller that gives up before the answer never hears the token migd
 # made: the job, which no source could ever reach, is cancelled instead
 # of holding the vmm.  (It waited for good.)
