@@ -542,6 +542,18 @@ int cmd_status(struct rpc_client *cl, struct cmd_args *a)
 	return status_call(cl, &q);
 }
 
+/* What was asked of a job whose worker is stopped (SIGSTOP, a debugger)
+ * waits for it: migd took it, the worker has not. */
+static void note_worker_stopped(const Tern__Migd__JobStatus *js)
+{
+	char why[160];
+
+	if (js->worker_pid && !show_state_final(js->state) &&
+	    proc_stopped_say((int)js->worker_pid, "its worker", why, sizeof(why)))
+		fprintf(stderr, "migctl: %s: %s; the job does nothing until "
+			"then\n", js->vm, why);
+}
+
 /*
  * A method on one job that answers its JobStatus: with wait, the job's
  * end (success when it reaches want); else a line saying what is being
@@ -567,6 +579,8 @@ static int job_call(struct rpc_client *cl, const char *method,
 		if (bound)
 			print_bound(js->vm, js->listen, "recover", NULL);
 	}
+	if (!wait)
+		note_worker_stopped(js);
 	protobuf_c_message_free_unpacked(&js->base, NULL);
 	return code;
 }
@@ -717,6 +731,7 @@ int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 		       "unlimited", p->avail_switchover_bandwidth ?
 		       fmt_rate(p->avail_switchover_bandwidth, sw, sizeof(sw)) :
 		       "measured", p->downtime_limit_ms, show_text_safe(js->id));
+	note_worker_stopped(js);
 	protobuf_c_message_free_unpacked(&js->base, NULL);
 	return CLI_OK;
 }
@@ -724,7 +739,7 @@ int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobList *l = NULL;
-	char t[32], s[32], st[48], done[8];
+	char t[32], s[32], st[48], done[8], why[160];
 	int w = 16;
 	size_t i;
 
@@ -769,6 +784,10 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 			       js->id[0] ? show_text_safe(js->id) : "-");
 			if (js->error[0])
 				printf("  %s\n", show_text_safe(js->error));
+			if (!show_state_final(js->state) && js->worker_pid &&
+			    proc_stopped_say((int)js->worker_pid, "its worker",
+					     why, sizeof(why)))
+				printf("  %s\n", why);
 		}
 	}
 	protobuf_c_message_free_unpacked(&l->base, NULL);

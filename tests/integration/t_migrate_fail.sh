@@ -478,6 +478,13 @@ kill -STOP "$spid"
 worker_said() { migctl status h | grep -q "^  worker        the worker, pid $spid, is stopped by a signal or a debugger: 'kill -CONT $spid' resumes it; the figures above are its last report's$"; }
 wait_until 10 worker_said ||
 	{ kill -CONT "$spid"; fail "status h, its worker stopped: $(migctl status h)"; }
+# So do list and a tune (the tune waits for the worker; before, neither
+# said a thing).
+stopped="its worker, pid $spid, is stopped by a signal or a debugger: 'kill -CONT $spid' resumes it"
+migctl list | grep -qxF "  $stopped" || { kill -CONT "$spid"; fail "list: $(migctl list)"; }
+err=$(migctl tune h --max-bandwidth 6M 2>&1 >/dev/null) || { kill -CONT "$spid"; fail "tune h: $err"; }
+[ "$err" = "migctl: h: $stopped; the job does nothing until then" ] ||
+	{ kill -CONT "$spid"; fail "tune h, its worker stopped: $err"; }
 "$BIN/migctl" --rundir "$RUNDIR" -t 2 status h --watch >/dev/null 2>"$RUNDIR/watchw.err" & watchw=$!
 wait_exit "$watchw" && { kill -CONT "$spid"; fail "a watch of a stopped worker did not give up"; }
 kill -CONT "$spid"
