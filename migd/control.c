@@ -488,7 +488,7 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 	 * before, or an automatic or timeout one, maybe in its pause): the
 	 * answer is that yes. */
 	if (!job_in_postcopy(j) && j->last && j->last->postcopy_started &&
-	    !j->deferred)
+	    !j->ndeferred)
 		return job_acted(call, j, 0, q->wait);
 	if (j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE &&
 	    !job_in_postcopy(j))
@@ -501,19 +501,15 @@ static int method_postcopy(struct rpc_call *call, const ProtobufCMessage *arg)
 				       q->vm, j->last->no_postcopy);
 	/* In precopy the worker answers once the destination said whether
 	 * it can take the switch now (a refusal leaves the job in precopy);
-	 * asked again in postcopy, at once.  One request waits at a time;
-	 * one whose caller left (its --timeout) gives way. */
-	if (!job_in_postcopy(j) && j->deferred && rpc_call_gone(j->deferred)) {
-		rpc_call_finish(j->deferred, -ENOTCONN);
-		j->deferred = NULL;
-	}
-	if (!job_in_postcopy(j) && j->deferred)
-		return rpc_call_errorf(call, EBUSY, "%s: a switch to postcopy "
-				       "already waits for the destination's "
-				       "answer", q->vm);
+	 * asked again in postcopy, at once.  A request while one waits for
+	 * that answer hears it too; one whose caller left (its --timeout)
+	 * gives way. */
 	r = job_wait_room(j, call, q->wait);
 	if (r < 0)
 		return r;
+	job_deferred_tidy(j);
+	if (!job_in_postcopy(j) && j->ndeferred)
+		return job_defer_answer(j, call, q->wait);
 	r = job_command(j, "postcopy", NULL);
 	if (r == 0)
 		log_info("%s: switching to postcopy (worker %d)", q->vm, (int)j->pid);
@@ -555,7 +551,7 @@ static int method_recover(struct rpc_call *call, const ProtobufCMessage *arg)
 		r = check_uri(call, "listen address", q->listen, &u);
 	if (r < 0)
 		return r;
-	if (j->deferred)
+	if (j->ndeferred)
 		return rpc_call_errorf(call, EBUSY, "%s: another recover --listen is "
 				       "being set up", q->vm);
 	r = job_wait_room(j, call, q->wait);

@@ -258,8 +258,9 @@ static void job_free(struct job *j)
 		rpc_call_finish(j->waiters[i].call, -ESHUTDOWN);
 	if (j->starting)
 		rpc_call_finish(j->starting, -ESHUTDOWN);
-	if (j->deferred)
-		rpc_call_finish(j->deferred, -ESHUTDOWN);
+	for (i = 0; i < j->ndeferred; i++)
+		rpc_call_finish(j->deferred[i].call, -ESHUTDOWN);
+	j->ndeferred = 0;
 	job_close_conn(j);
 	job_close_pidfd(j);
 	if (j->last)

@@ -311,21 +311,36 @@ void job_answer_start(struct job *j)
  */
 int job_defer_answer(struct job *j, struct rpc_call *call, bool wait)
 {
-	j->deferred = call;
-	j->deferred_wait = wait;
+	if (j->ndeferred >= MIGD_MAX_DEFERRED)
+		return rpc_call_errorf(call, EBUSY, "%s: %d callers wait for the "
+				       "worker's answer already", j->spec.vm,
+				       MIGD_MAX_DEFERRED);
+	j->deferred[j->ndeferred].call = call;
+	j->deferred[j->ndeferred].wait = wait;
+	j->ndeferred++;
 	return RPC_DEFERRED;
 }
 
-void job_answer_deferred(struct job *j, int err, const char *msg)
+void job_deferred_tidy(struct job *j)
 {
-	struct rpc_call *call = j->deferred;
+	unsigned int i, n = 0;
+
+	for (i = 0; i < j->ndeferred; i++) {
+		if (rpc_call_gone(j->deferred[i].call))
+			rpc_call_finish(j->deferred[i].call, -ENOTCONN);
+		else
+			j->deferred[n++] = j->deferred[i];
+	}
+	j->ndeferred = n;
+}
+
+static void answer_one(struct job *j, struct rpc_call *call, bool wait,
+		       int err, const char *msg)
+{
 	Tern__Migd__JobStatus js;
 	int r;
 
-	if (!call)
-		return;
-	j->deferred = NULL;
-	if (!err && !j->finished && j->deferred_wait) {
+	if (!err && !j->finished && wait) {
 		r = job_add_waiter(j, call);
 		if (r != RPC_DEFERRED)
 			rpc_call_finish(call, r);
@@ -343,6 +358,15 @@ void job_answer_deferred(struct job *j, int err, const char *msg)
 		r = rpc_call_errorf(call, err ? err : EIO, "%s", msg && msg[0] ? msg :
 				    js.error[0] ? js.error : "the job ended");
 	rpc_call_finish(call, r);
+}
+
+void job_answer_deferred(struct job *j, int err, const char *msg)
+{
+	unsigned int i, n = j->ndeferred;
+
+	j->ndeferred = 0;
+	for (i = 0; i < n; i++)
+		answer_one(j, j->deferred[i].call, j->deferred[i].wait, err, msg);
 }
 
 /* The worker's answers (worker_answer): the first for Incoming or

@@ -178,6 +178,7 @@ struct job_spec {
 /* ---- parent ------------------------------------------------------------ */
 
 #define MIGD_MAX_WAITERS 64         /* deferred calls per job */
+#define MIGD_MAX_DEFERRED 8         /* callers of one worker's answer */
 #define MIGD_SHUTDOWN_MS 10000      /* workers get this long to end on SIGTERM */
 
 struct event;
@@ -239,12 +240,16 @@ struct job {
 	size_t nwaiters;
 	struct rpc_call *starting;      /* Incoming's or a detached Migrate's
 					 * call, until answered */
-	struct rpc_call *deferred;      /* a call its worker answers later: a
+	struct {
+		struct rpc_call *call;  /* a call its worker answers later: a
 					 * destination's Recover with a new
 					 * address (once it listens there), a
 					 * source's Postcopy (once the
-					 * destination said yes or no) */
-	bool deferred_wait;             /* ... then it waits for the end */
+					 * destination said yes or no: each
+					 * Postcopy meanwhile hears that) */
+		bool wait;              /* ... then it waits for the end */
+	} deferred[MIGD_MAX_DEFERRED];
+	unsigned int ndeferred;
 	bool answered;                  /* the worker looked at its vmm ... */
 	int answer_err;                 /* ... and found it fit (incoming, or
 					 * not a stale copy: 0), or
@@ -361,8 +366,11 @@ int job_wait_room(struct job *j, struct rpc_call *call, bool wait);
 int job_defer_start(struct job *j, struct rpc_call *call);
 /* Reply to a call once the worker answers it (j->deferred: a
  * destination's Recover with a new address, a source's Postcopy), or
- * with why not; with wait, at the job's end.  Returns RPC_DEFERRED. */
+ * with why not; with wait, at the job's end.  Returns RPC_DEFERRED, or
+ * EBUSY said to call when MIGD_MAX_DEFERRED wait already. */
 int job_defer_answer(struct job *j, struct rpc_call *call, bool wait);
+/* Drop the deferred calls whose callers left (their --timeout). */
+void job_deferred_tidy(struct job *j);
 /* An id in hex that names no migration yet (empty or all zeroes: a
  * destination learns its id from the source). */
 bool job_id_unknown(const char *hex);

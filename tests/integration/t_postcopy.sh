@@ -363,7 +363,23 @@ start_faultd
 # Attach (held there): the switch waits for the new one (before, the
 # migration failed, "cannot reach faultd").
 touch "$RUNDIR/dest-attach-held"
-out=$(migctl --json postcopy m1) || fail "postcopy m1: $out"
+# Two callers at once, the destination's answer held back (its worker
+# stopped): both hear its yes (before, the second was refused, "a switch
+# to postcopy already waits for the destination's answer", exit 1).
+dw=$(job_get m2 worker_pid)
+asked=$(grep -c "^migd: m1: switching to postcopy" "$RUNDIR/migd.log")
+kill -STOP "$dw"
+migctl postcopy m1 >"$RUNDIR/pc-first.out" 2>&1 &
+first=$!
+PIDS+=("$first")
+asked_more() { [ "$(grep -c "^migd: m1: switching to postcopy" "$RUNDIR/migd.log")" -gt "$asked" ]; }
+wait_until 10 asked_more ||
+	{ kill -CONT "$dw"; fail "the first postcopy m1 did not reach migd"; }
+( sleep 1; kill -CONT "$dw" ) &
+out=$(migctl --json postcopy m1) || { kill -CONT "$dw"; fail "postcopy m1: $out"; }
+wait_exit "$first" || fail "the first postcopy m1: $(cat "$RUNDIR/pc-first.out")"
+grep -q "^m1: switching to postcopy (job " "$RUNDIR/pc-first.out" ||
+	fail "the first postcopy m1: $(cat "$RUNDIR/pc-first.out")"
 # The reply to the yes shows the switch begun (before, postcopy_started
 # was false in it, and true in a status moments later).
 [ "$(echo "$out" | jget postcopy_started)" = true ] || fail "postcopy m1: $out"
