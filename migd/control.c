@@ -607,14 +607,16 @@ static int method_tune(struct rpc_call *call, const ProtobufCMessage *arg)
 	pc = j->state == JOB_STATE_POSTCOPY_ACTIVE ||
 	     j->state == JOB_STATE_POSTCOPY_PAUSED ||
 	     j->state == JOB_STATE_POSTCOPY_RECOVER;
-	if (!pc && ((j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE) ||
-		    (j->last && j->last->postcopy_started)))
-		return rpc_call_errorf(call, EINVAL, "%s is %s%s: only a migration "
+	if (!pc && j->last && j->last->postcopy_started)
+		return rpc_call_errorf(call, EBUSY, "%s is switching to postcopy: "
+				       "tune it once it is past the switch "
+				       "(postcopy-active), where the push's cap "
+				       "can change", req->vm);
+	if (!pc && j->state != JOB_STATE_SETUP && j->state != JOB_STATE_ACTIVE)
+		return rpc_call_errorf(call, EINVAL, "%s is %s: only a migration "
 				       "in precopy (setup or active) or past its "
 				       "postcopy switch can be tuned", req->vm,
-				       job_state_name(j->state),
-				       j->last && j->last->postcopy_started ?
-				       " and switching to postcopy" : "");
+				       job_state_name(j->state));
 	r = params_check_live(req->params, req->clear, req->n_clear, pc, err,
 			      sizeof(err));
 	if (r < 0)

@@ -608,9 +608,10 @@ static const char *postcopy_doing(struct rpc_client *cl,
 	struct rpc_result res;
 
 	snprintf(buf, len, "switching to postcopy");
+	/* (a look: a second at most, the call after it has --timeout) */
 	if (rpc_client_call(cl, &tern__migd__migd__descriptor, "Status", &q->base,
 			    NULL, 0, (ProtobufCMessage **)&js, &res,
-			    migctl_opts.timeout_ms, NULL, NULL) == 0 && js &&
+			    MIN(migctl_opts.timeout_ms, 1000), NULL, NULL) == 0 && js &&
 	    (js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
 	     js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
 	     js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER))

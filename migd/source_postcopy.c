@@ -446,10 +446,10 @@ static void source_paused_end(struct source *s)
 	else if (worker_unrecoverable(s->w)) {
 		/* The error's advice was this cancel: what it did instead. */
 		worker_error_cut(s->w, NEVER_RECOVER);
-		worker_note(s->w, "cancelled: vmm %s stays paused, marked as "
-			    "moved, with the guest as it was at the switch "
-			    "('vmmctl cont %s --force' runs it from there)",
-			    s->w->spec->vm, s->w->spec->vm);
+		worker_note(s->w, "vmm %s stays paused, marked as moved, with "
+			    "the guest as it was at the switch ('vmmctl cont %s "
+			    "--force' runs it from there)", s->w->spec->vm,
+			    s->w->spec->vm);
 	} else {
 		snprintf(how, sizeof(how), " (if the destination lost the guest, "
 			 "'vmmctl cont %s --force' runs it again from there)",

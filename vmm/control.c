@@ -101,7 +101,13 @@ static bool held_from(const struct rpc_call *call)
 /* Who holds the VM (held_from), for the refusals. */
 static const char *held_msg(char *buf, size_t len)
 {
-	if (ctl.hold == ctl.dirty_peer)
+	if (ctl.hold == ctl.dirty_peer && ctl.moved_lost)
+		snprintf(buf, len, "its postcopy job, whose destination lost the "
+			 "guest, still holds it: end the job first ('migctl "
+			 "cancel %s --force'), then 'vmmctl cont %s --force' runs "
+			 "this copy, the guest's only one", ctl.vm->name,
+			 ctl.vm->name);
+	else if (ctl.hold == ctl.dirty_peer)
 		snprintf(buf, len, "a migration paused this VM for its switch, and "
 			 "its job still runs (migctl status %s): the job decides "
 			 "whether the guest runs here again", ctl.vm->name);
@@ -323,7 +329,9 @@ static int method_cont(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "postcopy whose destination lost it (its migd "
 				       "said so): this copy, as it was at the switch, "
 				       "is the guest's only one, and 'vmmctl cont %s "
-				       "--force' runs it", ctl.moved_to, ctl.vm->name);
+				       "--force' runs it once its job has ended ('migctl "
+				       "cancel %s --force')", ctl.moved_to, ctl.vm->name,
+				       ctl.vm->name);
 	if (ctl.moved_to[0] && ctl.moved_postcopy)
 		return rpc_call_errorf(call, EBUSY,
 				       "cannot continue: the guest moved to %s by a "
@@ -412,9 +420,11 @@ static int method_quit(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "to %s by a postcopy whose destination lost "
 				       "it: this copy, as it was at the switch, is "
 				       "the guest's only one, and quitting would "
-				       "lose it ('vmmctl cont %s --force' runs it; "
+				       "lose it ('vmmctl cont %s --force' runs it once "
+				       "its job has ended: 'migctl cancel %s --force'; "
 				       "'vmmctl quit %s --force' quits all the same)",
-				       ctl.moved_to, ctl.vm->name, ctl.vm->name);
+				       ctl.moved_to, ctl.vm->name, ctl.vm->name,
+				       ctl.vm->name);
 	if (needed_by_postcopy() && !q->force)
 		return rpc_call_errorf(call, EBUSY, "cannot quit: the guest moved "
 				       "to %s by a postcopy not known to have "

@@ -70,8 +70,9 @@ static void print_status(const Tern__Vmm__VmmStatus *s)
 	else if (s->moved_to[0] && s->moved_lost)
 		printf(", moved to %s by a postcopy whose destination lost the "
 		       "guest (this copy, as it was at the switch, is its only "
-		       "one: 'vmmctl cont %s --force' runs it)", s->moved_to,
-		       s->name);
+		       "one: 'vmmctl cont %s --force' runs it once its job has "
+		       "ended, 'migctl cancel %s --force')", s->moved_to,
+		       s->name, s->name);
 	else if (s->moved_to[0] && s->moved_postcopy)
 		printf(", moved to %s by a postcopy not known to have completed "
 		       "(this copy holds the pages the destination may still "

@@ -389,6 +389,11 @@ wait_until 30 grep -q "^migd\[m2/in\]: TERN_FAULT: holding before Attach" "$RUND
 out=$(migctl status m1)
 case $out in "m1: source, active, switching to postcopy (job "*) ;; *) fail "status m1: $out" ;; esac
 echo "$out" | grep -q "^  progress      [0-9]*%: " || fail "status m1: $out"
+# A tune there says when it can be (before: "m1 is active and switching
+# to postcopy: only a migration in precopy (setup or active) ...").
+err=$(migctl tune m1 --max-bandwidth 2M 2>&1) && fail "tune m1 in its switch: $err"
+[ "$err" = "migctl: m1 is switching to postcopy: tune it once it is past the switch (postcopy-active), where the push's cap can change" ] ||
+	fail "tune m1 in its switch: $err"
 touch "$RUNDIR/source-switch-held"
 kill -TERM "$FAULTD_PID"
 wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"

@@ -423,7 +423,7 @@ migctl cancel r11 --force --wait >/dev/null || fail "cancel r11 --force"
 # The cancel's note replaces the advice it followed (before, the advice
 # came twice, then stayed in the error after the cancel).
 case $(job_get r11 error) in
-*"; the destination said: vmm s11 closed its connection: it quit or died, and the guest with it: this job can never recover; cancelled: vmm r11 stays paused, marked as moved, with the guest as it was at the switch ('vmmctl cont r11 --force' runs it from there)") ;;
+*"; the destination said: vmm s11 closed its connection: it quit or died, and the guest with it: this job can never recover; vmm r11 stays paused, marked as moved, with the guest as it was at the switch ('vmmctl cont r11 --force' runs it from there)") ;;
 *) fail "r11 after cancel --force: $(job_get r11 error)" ;; esac
 vmmctl cont r11 --force >/dev/null || fail "cont r11 --force"
 vmmctl check r11 || fail "r11: memory check after cont --force"
@@ -465,12 +465,17 @@ echo "ok: r12: $(job_get r12 error)"
 # Its vmm learns it too: its copy is the guest's only one (before, it
 # said the destination "may still lack" pages, and "do not quit it").
 out=$(vmmctl status r12)
-case $out in *", moved to $ADDR12 (job "*") by a postcopy whose destination lost the guest (this copy, as it was at the switch, is its only one: 'vmmctl cont r12 --force' runs it)"*) ;;
+case $out in *", moved to $ADDR12 (job "*") by a postcopy whose destination lost the guest (this copy, as it was at the switch, is its only one: 'vmmctl cont r12 --force' runs it once its job has ended, 'migctl cancel r12 --force')"*) ;;
 *) fail "vmmctl status r12: $out" ;; esac
 [ "$(vmmctl --json status r12 | jget moved_lost)" = true ] || fail "r12: $(vmmctl --json status r12)"
 err=$(vmmctl quit r12 2>&1) && fail "quit r12 without --force: $err"
-case $err in *"by a postcopy whose destination lost it: this copy, as it was at the switch, is the guest's only one, and quitting would lose it"*) ;;
+case $err in *"by a postcopy whose destination lost it: this copy, as it was at the switch, is the guest's only one, and quitting would lose it ('vmmctl cont r12 --force' runs it once its job has ended: 'migctl cancel r12 --force';"*) ;;
 *) fail "quit r12: $err" ;; esac
+# Its cont --force waits for the job's end, and says so (before, the
+# status's advice to run it was refused: "the job decides").
+err=$(vmmctl cont r12 --force 2>&1) && fail "cont --force of r12 under its job: $err"
+case $err in *"its postcopy job, whose destination lost the guest, still holds it: end the job first ('migctl cancel r12 --force'), then 'vmmctl cont r12 --force' runs this copy, the guest's only one"*) ;;
+*) fail "cont r12 --force under its job: $err" ;; esac
 # Anything else on that address gets a worker's answer: not this
 # protocol (EPROTO, 71), then the connection is closed.
 exec {g}<>"/dev/tcp/127.0.0.1/${ADDR12##*:}"
@@ -488,7 +493,7 @@ migctl cancel r12 --force --wait >/dev/null || fail "cancel r12 --force"
 # Its error keeps why, and says what the cancel did (before, it still
 # told the operator to cancel).
 case $(job_get r12 error) in
-"the destination's migd says its job ended: its vmm quit or died, and the guest with it: this job can never recover; cancelled: vmm r12 stays paused, marked as moved, with the guest as it was at the switch ('vmmctl cont r12 --force' runs it from there)") ;;
+"the destination's migd says its job ended: its vmm quit or died, and the guest with it: this job can never recover; vmm r12 stays paused, marked as moved, with the guest as it was at the switch ('vmmctl cont r12 --force' runs it from there)") ;;
 *) fail "r12 after cancel --force: $(job_get r12 error)" ;; esac
 vmmctl cont r12 --force >/dev/null || fail "cont r12 --force"
 vmmctl check r12 || fail "r12: memory check after cont --force"
