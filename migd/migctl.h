@@ -31,6 +31,10 @@ char *show_text_safe(char *s);
 const char *fmt_ms(uint64_t ms, char *buf, size_t len);
 const char *fmt_time(uint64_t unix_ms, char *buf, size_t len);
 uint64_t job_round(const Tern__Migd__JobStatus *js);
+/* The job's worker is stopped (a signal, a debugger): proc_stopped_say's
+ * words of it, as NAME, into buf. */
+bool show_worker_stopped(const Tern__Migd__JobStatus *js, const char *name,
+			 char *buf, size_t len);
 /* A source switching to postcopy: still active, but past its rounds. */
 bool job_switching(const Tern__Migd__JobStatus *js);
 double job_fraction(const Tern__Migd__JobStatus *js);

@@ -75,20 +75,11 @@ static void speaks_again(void)
 	waiting.told = false;
 }
 
-static void handle_event(void *ctx, const char *name, const uint8_t *data,
-			 size_t len)
+/* A report of the job waited for (an event, or a status polled). */
+static void take_status(Tern__Migd__JobStatus *js)
 {
-	Tern__Migd__JobStatus *js;
 	char text[1024];
 
-	speaks_again();
-	waiting.heard = true;
-	if (strcmp(name, "status"))
-		return;
-	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
-						    len, data);
-	if (!js)
-		return;
 	waiting.worker_pid = (int)js->worker_pid;
 	/* A recovery that failed leaves the job paused, to be recovered
 	 * again: a wait goes on, and says why once. */
@@ -102,10 +93,8 @@ static void handle_event(void *ctx, const char *name, const uint8_t *data,
 			js->error[0] ? show_text_safe(js->error) : "(no reason given)");
 	}
 	waiting.state = js->state;
-	if (migctl_opts.json && !stop_unrecoverable) {
-		tern__migd__job_status__free_unpacked(js, NULL);
+	if (migctl_opts.json && !stop_unrecoverable)
 		return;
-	}
 	if (stop_unrecoverable && js->unrecoverable &&
 	    js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED) {
 		progress_end();
@@ -117,6 +106,22 @@ static void handle_event(void *ctx, const char *name, const uint8_t *data,
 	}
 	if (!show_state_final(js->state) && !migctl_opts.json)
 		progress_show(js);
+}
+
+static void handle_event(void *ctx, const char *name, const uint8_t *data,
+			 size_t len)
+{
+	Tern__Migd__JobStatus *js;
+
+	speaks_again();
+	waiting.heard = true;
+	if (strcmp(name, "status"))
+		return;
+	js = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
+						    len, data);
+	if (!js)
+		return;
+	take_status(js);
 	tern__migd__job_status__free_unpacked(js, NULL);
 }
 
@@ -254,8 +259,9 @@ static int waiting_silent(void *ctx, uint64_t silent_ms)
 /*
  * A Status wait that migd had no room for (EUSERS: MIGD_MAX_WAITERS
  * callers wait on the job already): the same, by asking five times a
- * second; each answer goes where a report would (handle_event).  0 with
- * the final JobStatus in *ret, or -errno with res as the failed call's.
+ * second; each answer but the last goes where a report would
+ * (take_status).  0 with the final JobStatus in *ret, or -errno with res
+ * as the failed call's.
  */
 static int poll_status(struct rpc_client *cl, const ProtobufCMessage *arg,
 		       ProtobufCMessage **ret, struct rpc_result *res)
@@ -263,8 +269,6 @@ static int poll_status(struct rpc_client *cl, const ProtobufCMessage *arg,
 	const struct timespec pause = { 0, 200 * 1000 * 1000 };
 	Tern__Migd__JobQuery q = *(const Tern__Migd__JobQuery *)arg;
 	Tern__Migd__JobStatus *js;
-	uint8_t *buf;
-	size_t len;
 	int r;
 
 	fprintf(stderr, "migctl: %s: %s; asking five times a second instead\n",
@@ -278,17 +282,11 @@ static int poll_status(struct rpc_client *cl, const ProtobufCMessage *arg,
 		rpc_result_close_fds(res);
 		if (r < 0)
 			return r;
-		len = protobuf_c_message_get_packed_size(&js->base);
-		buf = malloc(len ? len : 1);
-		if (buf) {
-			protobuf_c_message_pack(&js->base, buf);
-			handle_event(NULL, "status", buf, len);
-			free(buf);
-		}
 		if (show_state_final(js->state)) {
 			*ret = &js->base;
 			return 0;
 		}
+		take_status(js);
 		protobuf_c_message_free_unpacked(&js->base, NULL);
 		nanosleep(&pause, NULL);
 	}
@@ -548,8 +546,7 @@ static void note_worker_stopped(const Tern__Migd__JobStatus *js)
 {
 	char why[160];
 
-	if (js->worker_pid && !show_state_final(js->state) &&
-	    proc_stopped_say((int)js->worker_pid, "its worker", why, sizeof(why)))
+	if (show_worker_stopped(js, "its worker", why, sizeof(why)))
 		fprintf(stderr, "migctl: %s: %s; the job does nothing until "
 			"then\n", js->vm, why);
 }
@@ -597,6 +594,14 @@ int cmd_cancel(struct rpc_client *cl, struct cmd_args *a)
 			TERN__MIGD__JOB_STATE__JOB_CANCELLED, NULL, false);
 }
 
+/* In postcopy: active, paused or recovering. */
+static bool past_switch(const Tern__Migd__JobStatus *js)
+{
+	return js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
+	       js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
+	       js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER;
+}
+
 /* A job past its switch answers Postcopy yes at once, as it did when it
  * switched: a look first tells the line "already" from "switching" (its
  * errors are the Postcopy call's to say). */
@@ -612,9 +617,7 @@ static const char *postcopy_doing(struct rpc_client *cl,
 	if (rpc_client_call(cl, &tern__migd__migd__descriptor, "Status", &q->base,
 			    NULL, 0, (ProtobufCMessage **)&js, &res,
 			    MIN(migctl_opts.timeout_ms, 1000), NULL, NULL) == 0 && js &&
-	    (js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
-	     js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
-	     js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER))
+	    past_switch(js))
 		snprintf(buf, len, "already in postcopy");
 	rpc_result_close_fds(&res);
 	if (js)
@@ -694,15 +697,8 @@ int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
 			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "pausing postcopy", false);
 }
 
-/* A running outgoing job's cap and limits; what it has now. */
-/* Past the postcopy switch a tune sets the push's cap, nothing else. */
-static bool tuned_push(const Tern__Migd__JobStatus *js)
-{
-	return js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE ||
-	       js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
-	       js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER;
-}
-
+/* A running outgoing job's cap and limits; what it has now.  Past the
+ * postcopy switch a tune sets the push's cap, nothing else. */
 int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__TuneRequest req = TERN__MIGD__TUNE_REQUEST__INIT;
@@ -720,7 +716,7 @@ int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 	p = js->params;
 	if (migctl_opts.json)
 		json_print(&js->base);
-	else if (p && tuned_push(js))
+	else if (p && past_switch(js))
 		printf("%s: max-bandwidth %s for the postcopy push from now on "
 		       "(job %s)\n", js->vm, p->max_bandwidth ?
 		       fmt_rate(p->max_bandwidth, bw, sizeof(bw)) : "unlimited",
@@ -785,9 +781,7 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 			       js->id[0] ? show_text_safe(js->id) : "-");
 			if (js->error[0])
 				printf("  %s\n", show_text_safe(js->error));
-			if (!show_state_final(js->state) && js->worker_pid &&
-			    proc_stopped_say((int)js->worker_pid, "its worker",
-					     why, sizeof(why)))
+			if (show_worker_stopped(js, "its worker", why, sizeof(why)))
 				printf("  %s\n", why);
 		}
 	}

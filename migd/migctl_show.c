@@ -105,6 +105,13 @@ bool job_switching(const Tern__Migd__JobStatus *js)
 	       js->postcopy_started;
 }
 
+bool show_worker_stopped(const Tern__Migd__JobStatus *js, const char *name,
+			 char *buf, size_t len)
+{
+	return js->worker_pid && !show_state_final(js->state) &&
+	       proc_stopped_say((int)js->worker_pid, name, buf, len);
+}
+
 /* A source in precopy: the round under way, or next (1 for the first);
  * else 0. */
 uint64_t job_round(const Tern__Migd__JobStatus *js)
@@ -358,8 +365,7 @@ void print_status(Tern__Migd__JobStatus *js)
 	printf("  started       %s\n", fmt_time(js->started_unix_ms, c, sizeof(c)));
 	if (js->finished_unix_ms)
 		printf("  finished      %s\n", fmt_time(js->finished_unix_ms, d, sizeof(d)));
-	if (js->worker_pid && proc_stopped_say((int)js->worker_pid, "the "
-					       "worker", stopped, sizeof(stopped)))
+	if (show_worker_stopped(js, "the worker", stopped, sizeof(stopped)))
 		/* Its figures are those of its last report, before the stop */
 		printf("  worker        %s; the figures above are its last "
 		       "report's\n", stopped);
