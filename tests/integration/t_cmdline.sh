@@ -197,7 +197,7 @@ done
 usage_error migd "migd: missing the value of option '--worker-nice' (see migd --help)" \
 	--worker-nice
 
-need_kvm
+need_kvm "the vmm's set-up errors past KVM, a second vmm of one name, sockets left behind"
 expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
 truncate -s 5M "$RUNDIR/big.img"
 expect_error "do not fit" --name a --memory 4M --image "$RUNDIR/big.img" "${R[@]}"

@@ -380,7 +380,7 @@ migctl set --reset >/dev/null || fail "set --reset"
 params_are "$(migctl --json get)" channels=4
 echo "ok: set --reset"
 
-need_kvm
+need_kvm "Incoming, jobs, waiters, the peer check, cancel, history, a worker killed, Adopt, SIGTERM"
 note "Incoming for an incoming vmm: a token and a real port"
 start_vmm x --memory 64M --incoming
 # On a terminal (script(1) gives one): the command for the source host
