@@ -41,8 +41,11 @@ watch_console() {	# NAME SECONDS
 	timeout "$2" tail -n 4 -f "$RUNDIR/$1.console" | sed 's/^/   | /'
 }
 
-if [ ! -w /dev/kvm ]; then
-	echo "demo: /dev/kvm is missing or not writable; the demo needs KVM" >&2
+if [ ! -e /dev/kvm ]; then
+	echo "demo: /dev/kvm is missing: this host offers no KVM (no KVM module for its CPU is loaded, such as kvm_intel or kvm_amd, or it is a virtual machine without nested virtualization); the demo needs KVM" >&2
+	exit 1
+elif [ ! -w /dev/kvm ]; then
+	echo "demo: /dev/kvm is not writable; the demo needs KVM (run it as root)" >&2
 	exit 1
 fi
 

@@ -72,6 +72,12 @@ int kvm_vm_create(struct vm *vm)
 			log_warnx("/dev/kvm: %s (a vmm needs read and write access: "
 				  "run it as root, or as a user in /dev/kvm's group, "
 				  "often 'kvm')", strerror(-ret));
+		else if (ret == -ENOENT || ret == -ENODEV || ret == -ENXIO)
+			log_warnx("/dev/kvm: %s: this host offers no KVM, and a "
+				  "vmm cannot run here (no KVM module for its CPU "
+				  "is loaded, such as kvm_intel or kvm_amd, or it "
+				  "is a virtual machine without nested "
+				  "virtualization)", strerror(-ret));
 		else
 			log_warn("/dev/kvm");
 		return ret;

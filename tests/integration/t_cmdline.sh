@@ -197,6 +197,18 @@ done
 usage_error migd "migd: missing the value of option '--worker-nice' (see migd --help)" \
 	--worker-nice
 
+# A host without KVM (here /dev hidden by a tmpfs in a mount namespace of
+# its own): one line says so and why (before: "/dev/kvm: No such file or
+# directory").
+if unshare -m true 2>/dev/null; then
+	VMM_WRAP=(unshare -m sh -c 'mount -t tmpfs -o size=1M tmpfs /dev && exec "$@"' sh)
+	expect_error "vmm[a]: /dev/kvm: No such file or directory: this host offers no KVM, and a vmm cannot run here (no KVM module" \
+		--name a --memory 16M --test-guest idle --serial none "${R[@]}"
+	VMM_WRAP=()
+else
+	not_tried "unshare -m is not allowed here: a host without /dev/kvm"
+fi
+
 need_kvm "the vmm's set-up errors past KVM, a second vmm of one name, sockets left behind"
 expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
 truncate -s 5M "$RUNDIR/big.img"
