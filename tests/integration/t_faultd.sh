@@ -12,7 +12,6 @@
 # delays nobody else, and
 # one too slow keeps no uffd; faultd holds no capability.
 . "$(dirname "$0")/lib.sh"
-need_kvm
 [ -c /dev/userfaultfd ] || skip "/dev/userfaultfd is missing (Linux 6.1 or later)"
 command -v setpriv >/dev/null || skip "setpriv (util-linux) is missing"
 PEER=$TESTS/itest_pagepeer
@@ -75,6 +74,23 @@ out=$(timeout 20 "$BIN/faultd" --rundir "$RUNDIR/other" 2>&1) && fail "faultd bo
 echo "$out" | grep -q "faultd holds no capability by now: $RUNDIR/other must let its own uid write there" ||
 	fail "faultd in another uid's directory: $out"
 
+note "garbage on faultd.sock closes that peer only (once more with sessions below)"
+peer sockabuse || fail "faultd.sock abuse"
+
+note "--no-realtime: every thread in the ordinary class"
+R3=$RUNDIR/r3
+mkdir -p "$R3"
+"$BIN/faultd" --rundir "$R3" --no-realtime >"$R3/faultd.log" 2>&1 &
+pid3=$!
+PIDS+=("$pid3")
+# Its socket comes before its start-up line: wait for the line.
+wait_until 20 grep -q "fault threads in the ordinary class" "$R3/faultd.log" ||
+	fail "faultd --no-realtime did not come up: $(cat "$R3/faultd.log")"
+[ "$(fifo_threads "$pid3")" = 0 ] || fail "faultd --no-realtime has threads in SCHED_FIFO"
+kill -TERM "$pid3"
+wait_exit "$pid3" || fail "faultd --no-realtime exited with $?"
+
+need_kvm "vmms without capabilities: Attach refusals, hostile page links, sessions served and failed, Discard"
 note "vmms without capabilities"
 start_vmm_nocaps in --memory 64M --incoming
 for v in bad1 bad2 bad3 bad4; do start_vmm_nocaps $v --memory 64M --incoming; done
@@ -181,7 +197,7 @@ timeout 10 "$BIN/vmmctl" --rundir "$RUNDIR" read late 0x1000 16 >/dev/null ||
 	fail "a read of the late vmm's empty RAM did not answer"
 echo "ok: $(grep -h "after its caller's deadline" "$RUNDIR/late.log" | tail -n 1)"
 
-note "garbage on faultd.sock closes that peer only"
+note "garbage on faultd.sock, sessions open: it closes that peer only"
 peer sockabuse || fail "faultd.sock abuse"
 
 note "a hostile page link fails its own session only"
@@ -227,19 +243,6 @@ peer detach pre force || fail "Detach pre"
 # A faultd whose /dev/userfaultfd is /dev/null (a bind mount) no longer
 # starts (t_faultd_device); the vmm's own refusal of a lent descriptor
 # that is not the device is tried directly (t_control, itest_ctlabuse).
-
-note "--no-realtime: every thread in the ordinary class"
-R3=$RUNDIR/r3
-mkdir -p "$R3"
-"$BIN/faultd" --rundir "$R3" --no-realtime >"$R3/faultd.log" 2>&1 &
-pid3=$!
-PIDS+=("$pid3")
-# Its socket comes before its start-up line: wait for the line.
-wait_until 20 grep -q "fault threads in the ordinary class" "$R3/faultd.log" ||
-	fail "faultd --no-realtime did not come up: $(cat "$R3/faultd.log")"
-[ "$(fifo_threads "$pid3")" = 0 ] || fail "faultd --no-realtime has threads in SCHED_FIFO"
-kill -TERM "$pid3"
-wait_exit "$pid3" || fail "faultd --no-realtime exited with $?"
 
 note "faultd logs no line per page, and quits cleanly"
 n=$(wc -l <"$RUNDIR/faultd.log")

@@ -8,7 +8,6 @@
 # A vmm drops the control peers that stall (here after 2 s: TERN_FAULT
 # control-stall-2s), says who in its log, and gives their memory back.
 . "$(dirname "$0")/lib.sh"
-need_kvm
 command -v prlimit >/dev/null || skip "prlimit (util-linux) is missing"
 command -v python3 >/dev/null || skip "python3 is missing"
 
@@ -71,6 +70,7 @@ out=$(migctl list) || fail "migd does not answer once the flood is gone: $out"
 wait_until 5 test "$(nfds "$MIGD_PID")" -eq "$fds0" ||
 	fail "migd has $(nfds "$MIGD_PID") descriptors open, $fds0 before"
 
+need_kvm "a vmm's stalled control peers, an incoming job's port, the migration after the flood"
 HOST_EXEC=(env TERN_FAULT=control-stall-2s)
 start_vmm s --memory 16M --test-guest dirty --heartbeat 100
 HOST_EXEC=()
