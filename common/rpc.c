@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "common/pbuf.h"
 #include "common/rpc.h"
 #include "common/rpc_priv.h"
+#include "common/util.h"
 
 union rpc_cmsg {
 	char buf[CMSG_SPACE(RPC_MAX_FDS * sizeof(int))];
@@ -66,6 +68,7 @@ struct rpc_conn {
 	bool is_unix;
 	uint32_t max_frame;
 	int err;                        /* sticky receive error */
+	char why[128];                  /* what the peer sent, for -EPROTO & co. */
 	uint8_t hdr[RPC_LEN_BYTES];
 	size_t hdr_got;
 	uint8_t *body;                  /* allocated once the length passed */
@@ -183,12 +186,18 @@ static int conn_take_cmsg(struct rpc_conn *c, struct msghdr *msg)
 				c->fds[c->nfds++] = fd;
 			} else {
 				close(fd);
+				snprintf(c->why, sizeof(c->why), "more than %d "
+					 "descriptors with a frame", RPC_MAX_FDS);
 				r = -EPROTO;
 			}
 		}
 	}
-	if (msg->msg_flags & MSG_CTRUNC)
+	if (msg->msg_flags & MSG_CTRUNC) {
+		snprintf(c->why, sizeof(c->why), "descriptors that came cut "
+			 "short (MSG_CTRUNC: this process may be at its limit "
+			 "of open files)");
 		r = -EPROTO;
+	}
 	return r;
 }
 
@@ -232,16 +241,40 @@ static void le32_put(uint8_t *p, uint32_t v)
 static int conn_start_body(struct rpc_conn *c)
 {
 	uint32_t len = le32_get(c->hdr);
+	char a[32], b[32];
 
-	if (len > c->max_frame)
+	if (len > c->max_frame) {
+		snprintf(c->why, sizeof(c->why), "the length of a frame of %s, "
+			 "over the %s a frame may have", fmt_size(len, a, sizeof(a)),
+			 fmt_size(c->max_frame, b, sizeof(b)));
 		return -EMSGSIZE;
-	if (len == 0)
+	}
+	if (len == 0) {
+		snprintf(c->why, sizeof(c->why), "a frame of length 0");
 		return -EPROTO;
+	}
 	c->body = malloc(len);
 	if (!c->body)
 		return -ENOMEM;
 	c->body_len = len;
 	return 0;
+}
+
+/* The socket closed: between frames (-EPIPE) or in one (-EBADMSG). */
+static int conn_eof(struct rpc_conn *c)
+{
+	char a[32], b[32];
+
+	if (c->hdr_got == 0)
+		return -EPIPE;
+	if (c->hdr_got < RPC_LEN_BYTES)
+		snprintf(c->why, sizeof(c->why), "%zu bytes of a frame's length, "
+			 "then closed its socket", c->hdr_got);
+	else
+		snprintf(c->why, sizeof(c->why), "%s of a %s frame, then closed "
+			 "its socket", fmt_size(c->body_got, a, sizeof(a)),
+			 fmt_size(c->body_len, b, sizeof(b)));
+	return -EBADMSG;
 }
 
 /*
@@ -271,7 +304,7 @@ static int conn_fill(struct rpc_conn *c)
 		if (n < 0)
 			return n;
 		if (n == 0)
-			return c->hdr_got == 0 ? -EPIPE : -EBADMSG;
+			return conn_eof(c);
 		c->in_total += (size_t)n;
 		if (c->hdr_got < RPC_LEN_BYTES) {
 			c->hdr_got += (size_t)n;
@@ -288,13 +321,23 @@ static int conn_decode(struct rpc_conn *c, Tern__Rpc__Frame **ret_frame,
 		       int *fds, size_t *ret_nfds)
 {
 	Tern__Rpc__Frame *f;
+	char a[32];
 
 	f = (Tern__Rpc__Frame *)pbuf_unpack(&tern__rpc__frame__descriptor,
 						c->body_len, c->body);
-	if (!f)
+	if (!f) {
+		snprintf(c->why, sizeof(c->why), "a frame of %s that is not a "
+			 "tern.rpc.Frame", fmt_size(c->body_len, a, sizeof(a)));
 		return -EPROTO;
+	}
 	if (f->body_case == TERN__RPC__FRAME__BODY__NOT_SET ||
 	    f->nfds != c->nfds) {
+		if (f->body_case == TERN__RPC__FRAME__BODY__NOT_SET)
+			snprintf(c->why, sizeof(c->why), "a tern.rpc.Frame with "
+				 "neither a request nor a reply");
+		else
+			snprintf(c->why, sizeof(c->why), "%zu descriptors with a "
+				 "frame that says %u", c->nfds, f->nfds);
 		tern__rpc__frame__free_unpacked(f, NULL);
 		return -EPROTO;
 	}
@@ -482,6 +525,11 @@ uint64_t rpc_conn_total_in(const struct rpc_conn *c)
 uint64_t rpc_conn_total_out(const struct rpc_conn *c)
 {
 	return c->out_total;
+}
+
+const char *rpc_conn_why(const struct rpc_conn *c)
+{
+	return c->why;
 }
 
 size_t rpc_conn_in_partial(const struct rpc_conn *c, uint32_t *ret_len)

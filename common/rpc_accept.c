@@ -122,7 +122,7 @@ void rpc_server_tell_held(struct rpc_server *s, bool all)
 	n = all ? ratelim_flush(&s->drop_lim) :
 		  ratelim_due(&s->drop_lim, now, RPC_OVERLOAD_TELL_NS);
 	if (n && s->drop_fn) {
-		snprintf(msg, sizeof(msg), "dropped %u more peer%s that stalled "
+		snprintf(msg, sizeof(msg), "dropped %u more peer%s "
 			 "since the last one said, not said one by one", n,
 			 n == 1 ? "" : "s");
 		s->drop_fn(s->drop_ctx, msg);

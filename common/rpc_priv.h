@@ -29,6 +29,9 @@ size_t rpc_conn_out_bytes(const struct rpc_conn *c);
 /* Bytes taken from the socket, and given to it, since the connection began. */
 uint64_t rpc_conn_total_in(const struct rpc_conn *c);
 uint64_t rpc_conn_total_out(const struct rpc_conn *c);
+/* What the peer sent that made receiving fail (-EMSGSIZE, -EBADMSG,
+ * -EPROTO), as the object of "it sent"; "" otherwise. */
+const char *rpc_conn_why(const struct rpc_conn *c);
 /* Bytes of a frame begun and not yet whole (prefix included; 0 between
  * frames), and in *ret_len its length once the prefix is in (else 0). */
 size_t rpc_conn_in_partial(const struct rpc_conn *c, uint32_t *ret_len);

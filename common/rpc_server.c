@@ -285,6 +285,8 @@ static int peer_dispatch(struct rpc_peer *p, const Tern__Rpc__Request *req,
 	return 0;
 }
 
+static void peer_refuse(struct rpc_peer *p, int err, const char *sent);
+
 static int peer_read_one(struct rpc_peer *p)
 {
 	Tern__Rpc__Frame *f;
@@ -300,6 +302,7 @@ static int peer_read_one(struct rpc_peer *p)
 	} else {
 		rpc_fds_close(fds, nfds);
 		r = -EPROTO;
+		peer_refuse(p, r, "a reply, where only requests may come");
 	}
 	tern__rpc__frame__free_unpacked(f, NULL);
 	return r < 0 ? r : 1;
@@ -342,48 +345,70 @@ static void peer_name(const struct rpc_peer *p, char *buf, size_t len)
 }
 
 /*
- * Close a peer that stalled, and tell the program why (RPC_DROPS_TOLD
- * per window, the others counted and said with the next one told).
+ * Tell the program that a peer goes, who and why (WHAT): RPC_DROPS_TOLD
+ * per window, whatever the reason, the others counted and said with the
+ * next one told.
  */
-static void peer_drop(struct rpc_peer *p, enum rpc_stall why)
+static void peer_tell(struct rpc_peer *p, const char *what)
 {
 	struct rpc_server *s = p->s;
-	char who[128], size[32], part[32], what[160], again[96] = "";
-	char msg[480];
-	double secs = s->stall.tv_sec + s->stall.tv_usec / 1e6;
+	char who[128], again[96] = "", msg[480];
 	unsigned int held;
-	uint32_t len;
-	size_t got;
 
 	if (!s->drop_fn)
-		goto close;
+		return;
 	if (!ratelim_take(&s->drop_lim, now_ns(), RPC_OVERLOAD_TELL_NS,
 			  RPC_DROPS_TOLD, &held)) {
 		rpc_server_watch_held(s);
-		goto close;
+		return;
 	}
 	peer_name(p, who, sizeof(who));
-	got = rpc_conn_in_partial(p->conn, &len);
-	if (why == RPC_STALL_OUTPUT)
-		snprintf(what, sizeof(what), "it read nothing of the %s owed "
-			 "to it", fmt_size(rpc_conn_out_bytes(p->conn), size,
-					   sizeof(size)));
-	else if (len)
-		snprintf(what, sizeof(what), "it sent %s of a %s frame, then "
-			 "nothing more", fmt_size(got - RPC_LEN_BYTES, part,
-						  sizeof(part)),
-			 fmt_size(len, size, sizeof(size)));
-	else
-		snprintf(what, sizeof(what), "it sent %zu bytes of a frame's "
-			 "length, then nothing more", got);
 	if (held)
 		snprintf(again, sizeof(again), " (%u more dropped since the last "
 			 "one said, not said one by one)", held);
-	snprintf(msg, sizeof(msg), "dropped %s: %s for %g s%s", who, what,
-		 secs, again);
+	snprintf(msg, sizeof(msg), "dropped %s: %s%s", who, what, again);
 	s->drop_fn(s->drop_ctx, msg);
-close:
+}
+
+/* Close a peer that stalled, saying so. */
+static void peer_drop(struct rpc_peer *p, enum rpc_stall why)
+{
+	struct rpc_server *s = p->s;
+	char size[32], part[32], what[200];
+	double secs = s->stall.tv_sec + s->stall.tv_usec / 1e6;
+	uint32_t len;
+	size_t got = rpc_conn_in_partial(p->conn, &len);
+
+	if (why == RPC_STALL_OUTPUT)
+		snprintf(what, sizeof(what), "it read nothing of the %s owed "
+			 "to it for %g s",
+			 fmt_size(rpc_conn_out_bytes(p->conn), size, sizeof(size)),
+			 secs);
+	else if (len)
+		snprintf(what, sizeof(what), "it sent %s of a %s frame, then "
+			 "nothing more for %g s",
+			 fmt_size(got - RPC_LEN_BYTES, part, sizeof(part)),
+			 fmt_size(len, size, sizeof(size)), secs);
+	else
+		snprintf(what, sizeof(what), "it sent %zu bytes of a frame's "
+			 "length, then nothing more for %g s", got, secs);
+	peer_tell(p, what);
 	peer_close(p, -ETIMEDOUT);
+}
+
+/*
+ * Close a peer that broke the framing (rpc_conn_recv's -EMSGSIZE,
+ * -EBADMSG, -EPROTO, or a reply where requests come), saying what it
+ * sent: whoever wrote that client learns it from this log alone, for
+ * its socket just closes.
+ */
+static void peer_refuse(struct rpc_peer *p, int err, const char *sent)
+{
+	char what[200];
+
+	snprintf(what, sizeof(what), "it sent %s", sent[0] ? sent : strerror(-err));
+	peer_tell(p, what);
+	peer_close(p, err);
 }
 
 static void handle_peer_read(evutil_socket_t fd, short what, void *arg)
@@ -402,6 +427,9 @@ static void handle_peer_read(evutil_socket_t fd, short what, void *arg)
 	}
 	if (p->state == RPC_PEER_OPEN && r == -EPIPE && !peer_hung_up(p))
 		p->state = RPC_PEER_DRAINING;
+	else if (p->state == RPC_PEER_OPEN &&
+		 (r == -EMSGSIZE || r == -EBADMSG || r == -EPROTO))
+		peer_refuse(p, r, rpc_conn_why(p->conn));
 	else if (p->state == RPC_PEER_OPEN && r < 0)
 		peer_close(p, r);
 	/* The bound ran out (the loop above took what came meanwhile). */

@@ -380,6 +380,31 @@ migctl set --reset >/dev/null || fail "set --reset"
 params_are "$(migctl --json get)" channels=4
 echo "ok: set --reset"
 
+note "a caller that breaks the framing on migd.sock: dropped, and migd's log says who and what"
+# Before, its socket just closed and nothing said why.  One at a time,
+# each waiting for its close, three at most (what the log tells in 10 s).
+python3 - "$RUNDIR/migd.sock" <<'EOF' || fail "framing errors"
+import socket, struct, sys
+def conn():
+    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1]); return s
+def closed(s):
+    try:
+        assert s.recv(10) == b""
+    except ConnectionResetError:
+        pass
+s = conn(); s.sendall(struct.pack("<I", 0x7fffffff) + b"x" * 100); closed(s)
+s = conn(); s.sendall(struct.pack("<I", 10) + b"\xff" * 10); closed(s)
+s = conn(); s.sendall(struct.pack("<I", 7) + b"\x0a\x01"); s.shutdown(socket.SHUT_WR); closed(s)
+EOF
+for said in "the length of a frame of 2.0 GiB, over the 1.0 MiB a frame may have" \
+	"a frame of 10 B that is not a tern.rpc.Frame" \
+	"2 B of a 7 B frame, then closed its socket"; do
+	wait_until 10 grep -qE "^migd: control: dropped pid [0-9]+ \(python3, uid $(id -u)\): it sent $said\$" \
+		"$RUNDIR/migd.log" || fail "migd's log lacks '$said': $(tail -n 3 "$RUNDIR/migd.log")"
+done
+echo "ok: $(grep -c "^migd: control: dropped pid" "$RUNDIR/migd.log") framing errors said"
+kill -0 "$MIGD" || fail "migd died of framing errors"
+
 need_kvm "Incoming, jobs, waiters, the peer check, cancel, history, a worker killed, Adopt, SIGTERM"
 note "Incoming for an incoming vmm: a token and a real port"
 start_vmm x --memory 64M --incoming

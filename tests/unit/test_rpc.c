@@ -730,6 +730,30 @@ static Tern__Rpc__Reply *raw_call(int sock, const char *method,
 	return (*keep)->reply;
 }
 
+/* What the server told its program about peers it dropped. */
+static int drop_calls;
+static char drop_msgs[2][512];
+
+static void on_drop(void *ctx, const char *msg)
+{
+	(void)ctx;
+	if (drop_calls < 2)
+		snprintf(drop_msgs[drop_calls], sizeof(drop_msgs[0]), "%s", msg);
+	drop_calls++;
+}
+
+/* A peer told its program as dropped, once: "dropped pid P (test_rpc,
+ * uid U): it sent SENT". */
+static void expect_told(const char *sent)
+{
+	char want[512];
+
+	snprintf(want, sizeof(want), "dropped pid %d (test_rpc, uid %u): it sent %s",
+		 (int)getpid(), (unsigned int)getuid(), sent);
+	assert_int_equal(drop_calls, 1);
+	assert_string_equal(drop_msgs[0], want);
+}
+
 static int raw_peer(void)
 {
 	int sv[2];
@@ -824,19 +848,59 @@ static void test_srv_malformed_arg(void **state)
 	close(sock);
 }
 
+/* A peer that breaks the framing is closed, and its program told who it
+ * was and what it sent (before: closed without a word). */
 static void test_srv_garbage_peer(void **state)
 {
 	struct job j = { .method = "Status" };
 	int sock = raw_peer();
 
+	rpc_server_set_drop(g->s, on_drop, NULL);
+	drop_calls = 0;
 	assert_int_equal(rpc_server_npeers(g->s), 2);
 	assert_int_equal(write(sock, "\x03\x00\x00\x00\xff\xff\xff", 7), 7);
 	step_until_npeers(1);
 	/* the server closed that peer */
 	assert_int_equal(read(sock, (char[4]){ 0 }, 4), 0);
 	close(sock);
+	expect_told("a frame of 3 B that is not a tern.rpc.Frame");
 	assert_int_equal(run_call(&j), 0);
 	job_done(&j);
+}
+
+static void test_srv_empty_frame_peer(void **state)
+{
+	int sock = raw_peer();
+
+	rpc_server_set_drop(g->s, on_drop, NULL);
+	drop_calls = 0;
+	assert_int_equal(write(sock, "\x00\x00\x00\x00", 4), 4);
+	step_until_npeers(1);
+	close(sock);
+	expect_told("a frame of length 0");
+}
+
+static void test_srv_cut_frame_peer(void **state)
+{
+	int sock = raw_peer(), len = raw_peer();
+	char in_body[256], in_len[256];
+
+	rpc_server_set_drop(g->s, on_drop, NULL);
+	drop_calls = 0;
+	assert_int_equal(write(sock, "\x0a\x00\x00\x00\x0a\x01\x00", 7), 7);
+	close(sock);
+	assert_int_equal(write(len, "\x0a\x00", 2), 2);
+	close(len);
+	step_until_npeers(1);
+	assert_int_equal(drop_calls, 2);
+	snprintf(in_body, sizeof(in_body), "dropped pid %d (test_rpc, uid %u): "
+		 "it sent 3 B of a 10 B frame, then closed its socket",
+		 (int)getpid(), (unsigned int)getuid());
+	snprintf(in_len, sizeof(in_len), "dropped pid %d (test_rpc, uid %u): "
+		 "it sent 2 bytes of a frame's length, then closed its socket",
+		 (int)getpid(), (unsigned int)getuid());
+	assert_true((!strcmp(drop_msgs[0], in_body) && !strcmp(drop_msgs[1], in_len)) ||
+		    (!strcmp(drop_msgs[0], in_len) && !strcmp(drop_msgs[1], in_body)));
 }
 
 static void test_srv_reply_frame_from_client(void **state)
@@ -848,19 +912,25 @@ static void test_srv_reply_frame_from_client(void **state)
 
 	f.body_case = TERN__RPC__FRAME__BODY_REPLY;
 	f.reply = &rep;
+	rpc_server_set_drop(g->s, on_drop, NULL);
+	drop_calls = 0;
 	n = rpc_frame_encode(&f, buf, sizeof(buf));
 	assert_int_equal(write(sock, buf, (size_t)n), n);
 	step_until_npeers(1);
 	close(sock);
+	expect_told("a reply, where only requests may come");
 }
 
 static void test_srv_oversize_peer(void **state)
 {
 	int sock = raw_peer();
 
+	rpc_server_set_drop(g->s, on_drop, NULL);
+	drop_calls = 0;
 	assert_int_equal(write(sock, "\xff\xff\xff\x7f", 4), 4);
 	step_until_npeers(1);
 	close(sock);
+	expect_told("the length of a frame of 2.0 GiB, over the 1.0 MiB a frame may have");
 }
 
 static void test_srv_events(void **state)
@@ -1506,18 +1576,6 @@ static void test_srv_accept_overload_told(void **state)
 	rmdir(dir);
 }
 
-/* What the server told its program about peers it dropped. */
-static int drop_calls;
-static char drop_msgs[2][512];
-
-static void on_drop(void *ctx, const char *msg)
-{
-	(void)ctx;
-	if (drop_calls < 2)
-		snprintf(drop_msgs[drop_calls], sizeof(drop_msgs[0]), "%s", msg);
-	drop_calls++;
-}
-
 /* A peer whose socket takes 32 KiB at most from the server (16 KiB
  * asked, doubled by the kernel): one that reads a socketful at a time
  * is owed for many of them. */
@@ -1698,6 +1756,8 @@ int main(void)
 		SRV_TEST(test_srv_unknown_method),
 		SRV_TEST(test_srv_malformed_arg),
 		SRV_TEST(test_srv_garbage_peer),
+		SRV_TEST(test_srv_empty_frame_peer),
+		SRV_TEST(test_srv_cut_frame_peer),
 		SRV_TEST(test_srv_reply_frame_from_client),
 		SRV_TEST(test_srv_oversize_peer),
 		SRV_TEST(test_srv_events),
