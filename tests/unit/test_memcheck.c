@@ -32,7 +32,9 @@ static int setup(void **state)
 	struct guest *g = calloc(1, sizeof(*g));
 	uint64_t per, i;
 
+	assert_non_null(g);
 	g->ram = calloc(1, MEM);
+	assert_non_null(g->ram);
 	g->view.nregions = 1;
 	g->view.r[0].size = MEM;
 	g->view.r[0].host = g->ram;

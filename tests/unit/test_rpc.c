@@ -132,6 +132,7 @@ static int conn_setup(void **state)
 	struct conn_fixture *fx = calloc(1, sizeof(*fx));
 	int sv[2];
 
+	assert_non_null(fx);
 	make_pair(sv);
 	assert_int_equal(rpc_conn_new(sv[0], 0, &fx->c), 0);
 	fx->peer = sv[1];
@@ -591,6 +592,7 @@ static int srv_setup(void **state)
 	struct srv *x = calloc(1, sizeof(*x));
 	int sv[2];
 
+	assert_non_null(x);
 	g = x;
 	assert_int_equal(ARRAY_SIZE(handlers), VMM->n_methods);
 	assert_string_equal(VMM->methods[12].name, "WriteMem");
