@@ -331,6 +331,12 @@ static int client_wait(struct rpc_client *cl, const struct client_wait *w,
 		}
 		if (r == 0)
 			r = client_poll_idle(cl, deadline, last, &next);
+		if ((r == -EMSGSIZE || r == -EBADMSG || r == -EPROTO) &&
+		    rpc_conn_why(cl->conn)[0])
+			return result_fail(w->res, r, "the server sent %s (%s)",
+					   rpc_conn_why(cl->conn),
+					   r == -EBADMSG ? "did it exit?" :
+					   "is it a tern daemon of this version?");
 		if (r < 0)
 			return result_fail(w->res, r, "%s",
 					   r == -EPIPE ? "connection closed" :

@@ -1238,6 +1238,49 @@ static void test_client_timeout(void **state)
 	rpc_client_free(cl);
 }
 
+/* A server that answers with what no tern server sends: the caller is
+ * told what came (before: "Protocol error", "Bad message"). */
+static void test_client_garbage_reply(void **state)
+{
+	static const struct {
+		const char *bytes;
+		size_t len;
+		int err;
+		const char *said;
+	} c[] = {
+		{ "\x0a\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 14,
+		  -EPROTO, "the server sent a frame of 10 B that is not a "
+		  "tern.rpc.Frame (is it a tern daemon of this version?)" },
+		{ "\xff\xff\xff\x7f", 4, -EMSGSIZE, "the server sent the length "
+		  "of a frame of 2.0 GiB, over the 1.0 MiB a frame may have (is "
+		  "it a tern daemon of this version?)" },
+		{ "\x64\x00\x00\x00\x0a", 5, -EBADMSG, "the server sent 1 B of a "
+		  "100 B frame, then closed its socket (did it exit?)" },
+	};
+	Tern__Vmm__Empty e = TERN__VMM__EMPTY__INIT;
+	ProtobufCMessage *out = NULL;
+	struct rpc_result res;
+	struct rpc_client *cl;
+	size_t i;
+	int sv[2];
+
+	for (i = 0; i < ARRAY_SIZE(c); i++) {
+		make_pair(sv);
+		assert_int_equal(rpc_client_from_fd(sv[0], &cl), 0);
+		assert_int_equal(write(sv[1], c[i].bytes, c[i].len),
+				 (ssize_t)c[i].len);
+		/* (its reading side stays open: the request goes out) */
+		assert_int_equal(shutdown(sv[1], SHUT_WR), 0);
+		assert_int_equal(rpc_client_call(cl, VMM, "Status", &e.base,
+						 NULL, 0, &out, &res, 1000,
+						 NULL, NULL), c[i].err);
+		assert_null(out);
+		assert_string_equal(res.message, c[i].said);
+		rpc_client_free(cl);
+		close(sv[1]);
+	}
+}
+
 /* A "status" event of the client's first call, encoded into buf: its
  * length. */
 static size_t status_event_frame(uint8_t *buf, size_t len)
@@ -1775,6 +1818,7 @@ int main(void)
 		SRV_TEST(test_srv_large_frames),
 		SRV_TEST(test_srv_wrong_arg_type),
 		cmocka_unit_test(test_client_timeout),
+		cmocka_unit_test(test_client_garbage_reply),
 		cmocka_unit_test(test_client_idle),
 		cmocka_unit_test(test_client_timeout_under_events),
 		cmocka_unit_test(test_client_timeout_takes_buffered),
