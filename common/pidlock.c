@@ -9,20 +9,40 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/pidlock.h"
 
+/*
+ * The lock is written (truncated, then our pid), by root too, in a run
+ * directory that someone else may be able to write (a vmm's own user
+ * owns RUNDIR/vmm): never through a symbolic link (O_NOFOLLOW: -ELOOP),
+ * and only to a regular file of one link (else -EMLINK), so that a link
+ * placed there cannot aim that write at another file.
+ */
 int pidlock_take(const char *path, char *holder, size_t len)
 {
+	struct stat st;
 	char pid[32];
 	ssize_t n;
 	int fd, ret;
 
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY |
+		  O_NONBLOCK, 0640);
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0)
+		ret = -errno;
+	else if (!S_ISREG(st.st_mode) || st.st_nlink != 1)
+		ret = -EMLINK;
+	else
+		ret = 0;
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		ret = errno == EWOULDBLOCK ? -EEXIST : -errno;
 		n = pread(fd, pid, sizeof(pid) - 1, 0);
@@ -54,6 +74,14 @@ int pidlock_take_in(const char *dir, const char *name, const char *busy)
 	fd = pidlock_take(path, holder, sizeof(holder));
 	if (fd == -EEXIST)
 		log_warnx("%s (pid %s)", busy, holder);
+	else if (fd == -ELOOP)
+		log_warnx("%s is a symbolic link: refused, as a lock file is "
+			  "written (remove it; whoever can write %s may have "
+			  "put it there)", path, dir);
+	else if (fd == -EMLINK)
+		log_warnx("%s is not a regular file of one link: refused, as a "
+			  "lock file is written (remove it; whoever can write "
+			  "%s may have put it there)", path, dir);
 	else if (fd < 0)
 		log_warnc(fd, "cannot create %s", path);
 	return fd;

@@ -13,7 +13,9 @@
 
 /*
  * Returns the fd that holds the lock (keep it open), -EEXIST when another
- * process holds it (its pid as text in holder, or "unknown"), or -errno.
+ * process holds it (its pid as text in holder, or "unknown"), -ELOOP when
+ * path is a symbolic link, -EMLINK when it is not a regular file of one
+ * link (neither is written), or -errno.
  */
 int pidlock_take(const char *path, char *holder, size_t len);
 /*

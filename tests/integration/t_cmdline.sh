@@ -209,6 +209,26 @@ else
 	not_tried "unshare -m is not allowed here: a host without /dev/kvm"
 fi
 
+# A lock file someone else placed as a link in a run directory they can
+# write (a vmm's own user owns RUNDIR/vmm): refused, its target not
+# written (before: migd, faultd and the vmm, as root, truncated the
+# target and wrote their pid into it).
+mkdir -p "$RUNDIR/planted/vmm"
+echo precious >"$RUNDIR/planted/target"
+for d in migd faultd vmm; do
+	lock=$RUNDIR/planted/$d.lock args=()
+	[ $d = vmm ] && lock=$RUNDIR/planted/vmm/a.lock \
+		args=(--name a --memory 16M --test-guest idle --serial none)
+	ln -s "$RUNDIR/planted/target" "$lock"
+	out=$(timeout 20 "$BIN/$d" "${args[@]}" --rundir "$RUNDIR/planted" 2>&1) &&
+		fail "$d started with its lock a link: $out"
+	case $out in *"$lock is a symbolic link: refused, as a lock file is written (remove it; whoever can write ${lock%/*} may have put it there)") ;;
+	*) fail "$d, its lock a link: $out" ;; esac
+	[ "$(cat "$RUNDIR/planted/target")" = precious ] || fail "$d wrote through the link"
+	rm "$lock"
+	echo "ok: $out"
+done
+
 need_kvm "the vmm's set-up errors past KVM, a second vmm of one name, sockets left behind"
 expect_error "$RUNDIR/none.img" --name a --memory 4M --image "$RUNDIR/none.img" "${R[@]}"
 truncate -s 5M "$RUNDIR/big.img"
