@@ -141,6 +141,7 @@ struct rpc_client *ctl_connect(void)
 {
 	struct rpc_client *cl = NULL;
 	char path[PATH_MAX + 16];
+	struct ucred cred;
 	struct stat st;
 	int r;
 
@@ -157,6 +158,19 @@ struct rpc_client *ctl_connect(void)
 	if (r < 0) {
 		cli_errx("cannot connect to migd at %s: %s%s", path, strerror(-r),
 			 cli_refused_hint(r, false));
+		return NULL;
+	}
+	/* What migctl sends may carry a job's token: only to a migd of
+	 * root's or of this user's (a socket put there by whoever else can
+	 * write the run directory is refused, as migd refuses its peers). */
+	if (rpc_client_peer_cred(cl, &cred) == 0 && cred.uid != 0 &&
+	    cred.uid != geteuid()) {
+		cli_errx("%s is served by pid %d of uid %u, neither root nor "
+			 "this user: refused, as a call may carry a job's token "
+			 "(whoever can write %s may have put that socket there)",
+			 path, (int)cred.pid, (unsigned int)cred.uid,
+			 migctl_opts.rundir);
+		rpc_client_free(cl);
 		return NULL;
 	}
 	rpc_client_set_max_frame(cl, CTL_MAX_FRAME);

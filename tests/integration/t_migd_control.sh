@@ -405,6 +405,39 @@ done
 echo "ok: $(grep -c "^migd: control: dropped pid" "$RUNDIR/migd.log") framing errors said"
 kill -0 "$MIGD" || fail "migd died of framing errors"
 
+note "a migd.sock served by another user's process: migctl sends it nothing"
+# Before, a root migctl sent its call, a token too, to whatever served
+# the socket in a run directory another user could write.  (Outside
+# RUNDIR, which only root may enter; Debian's python3, for one under
+# root's home, pyenv's, is not nobody's.)
+if command -v setpriv >/dev/null && [ -x /usr/bin/python3 ]; then
+	other=$(mktemp -d /tmp/tern-other.XXXXXX)
+	chown 65534:65534 "$other"
+	setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 - "$other/migd.sock" \
+		>"$RUNDIR/other.out" 2>&1 <<'EOF' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1); s.settimeout(20)
+c, _ = s.accept(); c.settimeout(3)
+try:
+    got = c.recv(4096)
+except socket.timeout:
+    got = b""
+print("got", len(got), "bytes", flush=True)
+EOF
+	fake=$!
+	PIDS+=("$fake")
+	wait_until 10 test -S "$other/migd.sock" || fail "the other user's socket: $(cat "$RUNDIR/other.out")"
+	err=$("$BIN/migctl" --rundir "$other" list 2>&1) && fail "migctl used another user's socket: $err"
+	case $err in "migctl: $other/migd.sock is served by pid "[0-9]*" of uid 65534, neither root nor this user: refused, as a call may carry a job's token (whoever can write $other may have put that socket there)") ;;
+	*) fail "migctl on another user's socket: $err" ;; esac
+	wait_exit "$fake" || fail "the other user's server: $(cat "$RUNDIR/other.out")"
+	rm -rf "$other"
+	[ "$(cat "$RUNDIR/other.out")" = "got 0 bytes" ] || fail "migctl sent: $(cat "$RUNDIR/other.out")"
+	echo "ok: $err"
+else
+	not_tried "setpriv (util-linux) or /usr/bin/python3 is missing: migctl's check of migd's uid"
+fi
+
 need_kvm "Incoming, jobs, waiters, the peer check, cancel, history, a worker killed, Adopt, SIGTERM"
 note "Incoming for an incoming vmm: a token and a real port"
 start_vmm x --memory 64M --incoming
