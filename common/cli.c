@@ -334,10 +334,15 @@ const char *cli_refused_hint(int r, bool group)
 		       "socket)";
 }
 
-const char *cli_call_hint(int r, int pid, bool group)
+const char *cli_call_hint(int r, bool remote, int pid, bool group)
 {
 	static char hint[240];
 	char who[160];
+
+	/* The daemon's own answer: its words say it all (a worker's
+	 * timeout on a vmm is not this caller's --timeout). */
+	if (remote)
+		return "";
 
 	if (r == -ETIMEDOUT && proc_stopped_say(pid, "the daemon", who,
 						sizeof(who))) {

@@ -111,8 +111,9 @@ const char *cli_refused_hint(int r, bool group);
  * <= 0: not known): also, past the timeout (-ETIMEDOUT), that the request
  * went and may still take effect (a stopped or busy daemon acts on it
  * once it runs), which a bare "timed out" hides, and that the daemon is
- * stopped when it is (in a static buffer: one hint at a time).
+ * stopped when it is (in a static buffer: one hint at a time).  Nothing
+ * when remote: the daemon answered r itself, in its own words.
  */
-const char *cli_call_hint(int r, int pid, bool group);
+const char *cli_call_hint(int r, bool remote, int pid, bool group);
 
 #endif

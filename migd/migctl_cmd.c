@@ -364,7 +364,8 @@ static int call(struct rpc_client *cl, const char *method,
 		cli_errx("%s%s%s%s", res.remote ? "" : label_of(method),
 			 res.remote ? "" : ": ", res.message[0] ?
 			 show_text_safe(res.message) : strerror(-r),
-			 cli_call_hint(r, rpc_client_peer_pid(cl), false));
+			 cli_call_hint(r, res.remote, rpc_client_peer_pid(cl),
+				       false));
 	}
 	return r;
 }

@@ -597,7 +597,8 @@ static int check_resume(struct vmm_conn *c, int code)
 	else if (r < 0)
 		cli_errx("vmm %s: Cont: %s%s", c->name, res.message[0] ?
 			 res.message : strerror(-r),
-			 cli_call_hint(r, rpc_client_peer_pid(c->cl), true));
+			 cli_call_hint(r, res.remote, rpc_client_peer_pid(c->cl),
+				       true));
 	rpc_result_close_fds(&res);
 	return r < 0 && !taken ? CLI_FAILED : code;
 }

@@ -137,7 +137,8 @@ int conn_call_ev(struct vmm_conn *c, const char *method,
 	if (ret < 0)
 		cli_errx("vmm %s: %s: %s%s", c->name, method,
 			 res.message[0] ? res.message : strerror(-ret),
-			 cli_call_hint(ret, rpc_client_peer_pid(c->cl), true));
+			 cli_call_hint(ret, res.remote, rpc_client_peer_pid(c->cl),
+				       true));
 	if (ret_res)
 		*ret_res = res;
 	else
