@@ -11,6 +11,7 @@
  * the command (migctl_cmd.c).  migctl.h lists the program's files.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stddef.h>
@@ -39,7 +40,7 @@ struct cli_globals migctl_opts = { CTL_DEFAULT_RUNDIR, false, 30000 };
 enum { O_LISTEN = 256, O_TOKEN, O_CHANNELS, O_MAXBW, O_DOWNTIME, O_AVAILBW,
        O_WAIT, O_DETACH, O_WATCH, O_COMPRESS, O_AUTOCONV, O_NOAUTOCONV,
        O_THR_INIT, O_THR_INC, O_THR_MAX, O_TIMEOUT, O_TIMEOUT_ACTION, O_VERIFY,
-       O_NOVERIFY, O_POSTCOPY, O_FORCE, O_RESET, O_ID };
+       O_NOVERIFY, O_POSTCOPY, O_FORCE, O_RESET, O_ID, O_TOKEN_FILE };
 
 /* The tuning flags migrate and set share. */
 #define TUNING_USAGE "[--channels N] [--max-bandwidth B] [--downtime-limit MS] " \
@@ -74,14 +75,17 @@ static const struct command {
 	const char *usage;
 	const struct option *opts;
 } commands[] = {
-	{ "incoming", 1, "VM --listen ADDR [--token T]",
+	{ "incoming", 1, "VM --listen ADDR [--token T|--token-file F]",
 	  (const struct option[]){
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "token", required_argument, NULL, O_TOKEN },
+		{ "token-file", required_argument, NULL, O_TOKEN_FILE },
 		{ NULL, 0, NULL, 0 } } },
-	{ "migrate", 2, "VM URI --token T " TUNING_USAGE " [--wait|--detach]",
+	{ "migrate", 2, "VM URI --token T|--token-file F " TUNING_USAGE
+	  " [--wait|--detach]",
 	  (const struct option[]){
 		{ "token", required_argument, NULL, O_TOKEN },
+		{ "token-file", required_argument, NULL, O_TOKEN_FILE },
 		TUNING_OPTS,
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ "detach", no_argument, NULL, O_DETACH },
@@ -210,6 +214,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	switch (ch) {
 	case O_LISTEN: a->listen = optarg; return 0;
 	case O_TOKEN: a->token = optarg; return 0;
+	case O_TOKEN_FILE: a->token_file = optarg; return 0;
 	case O_ID: a->id = optarg; return 0;
 	case O_WAIT: a->wait = true; return 0;
 	case O_FORCE: a->force = true; return 0;
@@ -289,6 +294,55 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 	default:
 		return usage_of(c);
 	}
+}
+
+/*
+ * --token-file F: the token from F's one line ("-": standard input), so
+ * that it is not on the command line, which every user of the host can
+ * read (ps).  Into a->token_buf.
+ */
+static int read_token_file(struct cmd_args *a)
+{
+	const char *f = a->token_file;
+	size_t got = 0, end;
+	bool failed = false;
+	ssize_t n;
+	int fd = strcmp(f, "-") ? open(f, O_RDONLY | O_CLOEXEC | O_NOCTTY) : 0;
+
+	if (fd < 0) {
+		cli_errx("--token-file %s: %s", f, strerror(errno));
+		return -EIO;
+	}
+	/* Up to a line of 32 hex digits and some blanks; past that it is
+	 * not a token file, whatever it holds. */
+	while (got < sizeof(a->token_buf) - 1) {
+		n = read(fd, a->token_buf + got, sizeof(a->token_buf) - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			cli_errx("--token-file %s: %s", f, strerror(errno));
+			failed = true;
+		}
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (fd != 0)
+		close(fd);
+	if (failed)
+		return -EIO;
+	a->token_buf[got] = 0;
+	end = strcspn(a->token_buf, "\n");
+	if (got == sizeof(a->token_buf) - 1 ||
+	    strspn(a->token_buf + end, " \t\r\n") != got - end) {
+		cli_errx("--token-file %s: expected one line (the token)", f);
+		return -EINVAL;
+	}
+	while (end > 0 && strchr(" \t\r", a->token_buf[end - 1]))
+		end--;
+	a->token_buf[end] = 0;
+	a->token = a->token_buf;
+	return 0;
 }
 
 /* A peer's or a listening address, as migd takes it; what is wrong
@@ -378,11 +432,18 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		return -EINVAL;
 	if (a->uri && check_uri("", a->uri, false) < 0)
 		return -EINVAL;
+	if (a->token && a->token_file) {
+		cli_errx("%s: --token and --token-file exclude each other",
+			 c->name);
+		return -EINVAL;
+	}
+	if (a->token_file && read_token_file(a) < 0)
+		return -EINVAL;
 	if (!strcmp(c->name, "migrate")) {
 		if (!a->token) {
-			cli_errx("migrate %s: --token is required: the one that "
-				 "'migctl incoming' printed on the destination "
-				 "host", a->vm);
+			cli_errx("migrate %s: --token (or --token-file) is "
+				 "required: the one that 'migctl incoming' "
+				 "printed on the destination host", a->vm);
 			return -EINVAL;
 		}
 		if (a->wait && a->detach) {
@@ -391,8 +452,12 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		}
 	}
 	if (a->token && stream_unhex(a->token, tok, sizeof(tok)) < 0) {
-		cli_errx("--token %s: expected %d hex digits (%s)", a->token,
-			 STREAM_TOKEN_HEX, strcmp(c->name, "incoming") ?
+		/* (what a file holds is not shown: it may be a secret) */
+		cli_errx("%s %s: expected %d hex digits%s (%s)",
+			 a->token_file ? "--token-file" : "--token",
+			 a->token_file ? a->token_file : a->token,
+			 STREAM_TOKEN_HEX, a->token_file ? " on its one line" : "",
+			 strcmp(c->name, "incoming") ?
 			 "the token that 'migctl incoming' printed" :
 			 "a token of your own, or none: migd then makes one");
 		return -EINVAL;
@@ -415,8 +480,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: migctl [--rundir DIR] [--json] [--timeout SEC] COMMAND [ARGS]\n"
-"  incoming VM --listen ADDR [--token T]   wait for VM from a source host\n"
-"  migrate VM URI --token T [TUNING] [--wait|--detach]\n"
+"  incoming VM --listen ADDR [--token T|--token-file F]\n"
+"                                           wait for VM from a source host\n"
+"  migrate VM URI --token T|--token-file F [TUNING] [--wait|--detach]\n"
 "                                           send VM live to URI\n"
 "  status VM [--watch]                      the VM's current or last job\n"
 "  cancel VM [--force] [--wait]             cancel the VM's running job\n"

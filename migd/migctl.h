@@ -57,7 +57,8 @@ void progress_end(void);
 /* migctl_cmd.c: the connection to migd, and the commands */
 /* Arguments of every command, all checked before connecting. */
 struct cmd_args {
-	const char *vm, *uri, *listen, *token, *id;
+	const char *vm, *uri, *listen, *token, *token_file, *id;
+	char token_buf[80];             /* --token-file's line */
 	Tern__Migd__Params params;
 	char *clear[3];                 /* take_clears() */
 	bool wait, detach, watch, force, reset;

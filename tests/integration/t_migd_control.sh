@@ -48,8 +48,20 @@ ctl_usage "not a valid VM name" incoming ../x --listen tcp:127.0.0.1:0
 ctl_usage 'unix:/tmp/a\x0ab.sock: it holds a control character or bytes that are not UTF-8' \
 	incoming x --listen "unix:/tmp/a
 b.sock"
-ctl_usage "migrate x: --token is required: the one that 'migctl incoming' printed on the destination host" \
+ctl_usage "migrate x: --token (or --token-file) is required: the one that 'migctl incoming' printed on the destination host" \
 	migrate x tcp:127.0.0.1:4444
+# --token-file: the token off the command line, which ps shows to all.
+# What the file holds is not shown in the error: it may be a secret.
+printf 'not a token\n' >"$RUNDIR/tok.bad"
+printf '0123456789abcdef0123456789abcdef\nmore\n' >"$RUNDIR/tok.two"
+ctl_usage "--token-file $RUNDIR/tok.bad: expected 32 hex digits on its one line (the token that 'migctl incoming' printed)" \
+	migrate x tcp:127.0.0.1:4444 --token-file "$RUNDIR/tok.bad"
+ctl_usage "--token-file $RUNDIR/tok.two: expected one line (the token)" \
+	migrate x tcp:127.0.0.1:4444 --token-file "$RUNDIR/tok.two"
+ctl_usage "--token-file $RUNDIR/none: No such file or directory" \
+	incoming x --listen tcp:127.0.0.1:0 --token-file "$RUNDIR/none"
+ctl_usage "migrate: --token and --token-file exclude each other" \
+	migrate x tcp:127.0.0.1:4444 --token-file - --token 0123456789abcdef0123456789abcdef
 ctl_usage "--token abc: expected 32 hex digits (the token that 'migctl incoming' printed)" \
 	migrate x tcp:127.0.0.1:4444 --token abc
 ctl_usage "--token abc: expected 32 hex digits (a token of your own, or none: migd then makes one)" \
@@ -107,7 +119,7 @@ err=$(migctl status x 2>&1)
 # the line (before: "unknown option '--help'", exit 2).
 for args in "migrate --help" "migrate x y -h --channels 0" "help migrate"; do
 	out=$(migctl $args 2>&1) || fail "migctl $args: exit $?: $out"
-	case $out in "usage: migctl [--rundir DIR] [--json] [--timeout SEC] migrate VM URI --token T "*"see migctl(1)") ;;
+	case $out in "usage: migctl [--rundir DIR] [--json] [--timeout SEC] migrate VM URI --token T|--token-file F "*"see migctl(1)") ;;
 	*) fail "migctl $args: $out" ;; esac
 done
 out=$(migctl help) || fail "migctl help: $out"
