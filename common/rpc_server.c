@@ -695,16 +695,32 @@ fail:
 	return r;
 }
 
+/*
+ * The text goes into a protobuf string, which must be UTF-8 (a strict
+ * decoder, Go's or Python's, refuses the whole reply otherwise), and to
+ * a terminal: what it quotes of a caller or a peer (a name, a peer's
+ * message) shows as str_shown does, \xNN for a control character or a
+ * byte that is not UTF-8.
+ */
 int rpc_call_errorf(struct rpc_call *call, int err, const char *fmt, ...)
 {
-	char *msg = NULL;
+	char *msg = NULL, *shown;
+	size_t len;
 	va_list ap;
 	int r;
 
 	va_start(ap, fmt);
 	r = vasprintf(&msg, fmt, ap);
 	va_end(ap);
-	if (r >= 0) {
+	if (r >= 0 && !str_is_text(msg)) {
+		len = 4 * (size_t)r + 1;        /* a byte is at most \xNN */
+		shown = malloc(len);
+		if (shown)
+			str_shown(msg, shown, len);
+		free(msg);
+		msg = shown;
+	}
+	if (r >= 0 && msg) {
 		free(call->errmsg);
 		call->errmsg = msg;
 	}

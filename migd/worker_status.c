@@ -190,12 +190,17 @@ int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len)
 	Tern__Migd__ChannelStats cs[STREAM_MAX_CHANNELS];
 	Tern__Migd__ChannelStats *pcs[STREAM_MAX_CHANNELS];
 	Tern__Migd__PostcopyStats pcst;
-	char idhex[2 * STREAM_ID_LEN + 1];
+	char idhex[2 * STREAM_ID_LEN + 1], error[4 * sizeof(w->error)];
 	uint8_t *payload;
 	size_t len;
 
 	pthread_mutex_lock(&w->lock);
 	worker_fill(w, &js, &pp, cs, pcs, idhex, &pcst);
+	/* The error may quote a peer (its Refuse), a vmm or faultd: in a
+	 * protobuf string, what is not UTF-8 text shows as \xNN (a strict
+	 * decoder refuses a whole List otherwise, and migd.state keeps it). */
+	if (!str_is_text(js.error))
+		js.error = (char *)str_shown(js.error, error, sizeof(error));
 	len = tern__migd__job_status__get_packed_size(&js);
 	payload = malloc(len ? len : 1);
 	if (payload)

@@ -450,6 +450,57 @@ else
 	not_tried "setpriv (util-linux) or /usr/bin/python3 is missing: migctl's check of migd's uid"
 fi
 
+note "a peer's and a caller's text that is not UTF-8, or holds control characters: escaped"
+# A source's Refuse (played here by hand, its destination vmm a stand-in:
+# fakevmm.py) and a name sent by hand.  Before, their bytes went raw
+# into the job's error, List and migd.state (a strict protobuf decoder,
+# Go's or Python's, then refuses the whole List), and into the reply.
+wire python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" hv $((4 << 20)) >"$RUNDIR/hv.out" 2>&1 &
+PIDS+=("$!")
+wait_until 10 grep -q ready "$RUNDIR/hv.out" || fail "fakevmm: $(cat "$RUNDIR/hv.out")"
+out=$(migctl --json incoming hv --listen tcp:127.0.0.1:0) || fail "incoming hv: $out"
+wire python3 - "$(echo "$out" | json_field listen)" "$(echo "$out" | json_field token)" <<'EOF' ||
+import socket, struct, sys
+from rpcwire import field, varint, ld
+host, port = sys.argv[1].split(":")[1:]
+s = socket.create_connection((host, int(port)), timeout=10)
+s.sendall(b"TERNMIG1" + struct.pack("<IIII", 3, 1, 0, 0) + b"\x01" * 16 +
+          bytes.fromhex(sys.argv[2]) + b"\0" * 16)
+assert len(s.recv(4)) == 4
+mem = 4 << 20
+hello = (ld(1, b"hv") + field(2, 0, varint(1)) + field(3, 0, varint(mem)) +
+         field(4, 0, varint(1)) + ld(5, field(2, 0, varint(mem))) +
+         field(6, 0, varint(4096)))
+m = ld(1, hello)
+s.sendall(struct.pack("<I", len(m)) + m)
+assert s.recv(64), "no Accept"
+m = ld(3, field(1, 0, varint(5)) +
+       ld(2, b"boom\nmigd: hv: completed\x1b[31m red\xc2\x9b\xff\xfe end"))
+s.sendall(struct.pack("<I", len(m)) + m)
+s.close()
+EOF
+	fail "the hostile source"
+hv_failed() { [ "$(job_field hv state)" = failed ]; }
+wait_until 20 hv_failed || fail "hv: $(migctl status hv)"
+said='the source ended the migration: boom\x0amigd: hv: completed\x1b[31m red\xc2\x9b\xff\xfe end'
+err=$(migctl status hv | sed -n 's/^  error *//p')
+[ "$err" = "$said" ] || fail "hv's error: $err"
+wire python3 - "$RUNDIR/migd.sock" "$said" <<'EOF' || fail "List, and a name not UTF-8"
+import sys
+from rpcwire import call, fields, ld
+status, message, result = call(sys.argv[1], "tern.migd.Migd/List", b"")
+assert status == 0, message
+# JobList.jobs = 1, JobStatus.error = 22: text a strict decoder takes
+errors = [fields(j).get(22, [b""])[0].decode() for j in fields(result)[1]]
+assert sys.argv[2] in errors, errors
+status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
+                               ld(1, b"\xff\xfe\x1b[2J") + ld(2, b"tcp:127.0.0.1:0"))
+assert status != 0 and "\\xff\\xfe\\x1b[2J" in message, message   # decoded
+print("ok:", message)
+EOF
+grep -q "$(printf '\xff\xfe')" "$RUNDIR/migd.state" 2>/dev/null && fail "raw bytes in migd.state"
+echo "ok: hv: $err"
+
 need_kvm "Incoming, jobs, waiters, the peer check, cancel, history, a worker killed, Adopt, SIGTERM"
 note "Incoming for an incoming vmm: a token and a real port"
 start_vmm x --memory 64M --incoming

@@ -1,0 +1,70 @@
+# SPDX-License-Identifier: GPL-2.0-only
+# A stand-in for an incoming vmm, for tests of what migd does with a
+# migration peer's bytes before any page lands (a hostile source): it
+# serves RUNDIR/vmm/NAME.sock, says it is incoming (Status), hands its
+# RAM (GetRam: one region in a memfd), and answers any other call with
+# an empty success.  It runs no guest: no KVM needed.  Until killed.
+# Usage: fakevmm.py RUNDIR NAME MEMORY
+import fcntl
+import os
+import socket
+import struct
+import sys
+import threading
+
+from rpcwire import field, varint, ld, fields
+
+rundir, name, memory = sys.argv[1], sys.argv[2], int(sys.argv[3])
+INCOMING = 1
+ram = os.memfd_create("guest-ram", os.MFD_ALLOW_SEALING)
+os.ftruncate(ram, memory)
+fcntl.fcntl(ram, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+
+
+def framed_reply(rid, result, nfds=0):
+    r = field(1, 0, varint(rid)) + ld(4, result)
+    f = (field(1, 0, varint(nfds)) if nfds else b"") + ld(3, r)
+    return struct.pack("<I", len(f)) + f
+
+
+def answer(c, rid, method):
+    if method == "Status":
+        st = (ld(1, name.encode()) + field(2, 0, varint(INCOMING)) +
+              field(3, 0, varint(1)) + field(4, 0, varint(memory)) +
+              field(7, 0, varint(os.getpid())))
+        c.sendall(framed_reply(rid, st))
+    elif method == "GetRam":
+        layout = field(1, 0, varint(4096)) + \
+            ld(2, field(1, 0, varint(0)) + field(2, 0, varint(memory)))
+        socket.send_fds(c, [framed_reply(rid, layout, 1)], [ram])
+    else:
+        c.sendall(framed_reply(rid, b""))
+
+
+def serve(c):
+    buf = b""
+    while True:
+        data, fds, _, _ = socket.recv_fds(c, 65536, 16)
+        for fd in fds:
+            os.close(fd)
+        if not data:
+            return
+        buf += data
+        while len(buf) >= 4 and len(buf) >= 4 + struct.unpack("<I", buf[:4])[0]:
+            n = struct.unpack("<I", buf[:4])[0]
+            body, buf = buf[4:4 + n], buf[4 + n:]
+            req = fields(fields(body)[2][0])
+            method = req[2][0].decode().rsplit("/", 1)[-1]
+            print("call", method, flush=True)
+            answer(c, req.get(1, [0])[0], method)
+
+
+os.makedirs(rundir + "/vmm", exist_ok=True)
+path = "%s/vmm/%s.sock" % (rundir, name)
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen(8)
+print("ready", flush=True)
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
