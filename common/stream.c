@@ -46,6 +46,14 @@ int stream_hello_check(struct stream_hello *h, const uint8_t *token,
 		*why = "unsupported migration stream version";
 		return -EPROTO;
 	}
+	/* Reserved and padding: 0 in this version, so that a later one may
+	 * give them a meaning that no reader of this one mistakes. */
+	for (i = 0; i < sizeof(h->pad); i++)
+		diff |= h->pad[i];
+	if (h->reserved || diff) {
+		*why = "reserved bytes are not 0";
+		return -EPROTO;
+	}
 	for (i = 0; i < STREAM_TOKEN_LEN; i++)
 		diff |= h->token[i] ^ token[i];
 	if (diff) {

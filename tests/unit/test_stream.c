@@ -59,6 +59,16 @@ static void test_hello_refusals(void **state)
 
 	stream_hello_init(&h, 7, 0, id, token);
 	assert_int_equal(stream_hello_check(&h, token, &why), -EINVAL);
+
+	/* Reserved and padding must be 0 (before: taken as they came). */
+	stream_hello_init(&h, STREAM_ROLE_MAIN, 0, id, token);
+	h.reserved = htole32(7);
+	assert_int_equal(stream_hello_check(&h, token, &why), -EPROTO);
+	assert_string_equal(why, "reserved bytes are not 0");
+	stream_hello_init(&h, STREAM_ROLE_MAIN, 0, id, token);
+	h.pad[15] = 1;
+	assert_int_equal(stream_hello_check(&h, token, &why), -EPROTO);
+	assert_string_equal(why, "reserved bytes are not 0");
 }
 
 static struct stream_pkt pkt(uint16_t flags, uint16_t region, uint32_t n,
