@@ -288,6 +288,11 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 		r = check_token(call, req->token, spec.token);
 		if (r < 0)
 			return r;
+		if (strspn(req->token, "0") == strlen(req->token))
+			return rpc_call_errorf(call, EINVAL, "a token of all "
+					       "zeros is no secret: give another, "
+					       "or none (migd then makes a "
+					       "random one)");
 		spec.token_given = true;
 	} else if ((r = stream_token_new(spec.token)) < 0) {
 		return rpc_call_errorf(call, -r, "cannot make a token: %s",

@@ -60,6 +60,8 @@ ctl_usage "--token-file $RUNDIR/tok.two: expected one line (the token)" \
 	migrate x tcp:127.0.0.1:4444 --token-file "$RUNDIR/tok.two"
 ctl_usage "--token-file $RUNDIR/none: No such file or directory" \
 	incoming x --listen tcp:127.0.0.1:0 --token-file "$RUNDIR/none"
+ctl_usage "--token: a token of all zeros is no secret: give another, or none (migd then makes a random one)" \
+	incoming x --listen tcp:127.0.0.1:0 --token 00000000000000000000000000000000
 ctl_usage "migrate: --token and --token-file exclude each other" \
 	migrate x tcp:127.0.0.1:4444 --token-file - --token 0123456789abcdef0123456789abcdef
 ctl_usage "--token abc: expected 32 hex digits (the token that 'migctl incoming' printed)" \
@@ -496,6 +498,11 @@ assert sys.argv[2] in errors, errors
 status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
                                ld(1, b"\xff\xfe\x1b[2J") + ld(2, b"tcp:127.0.0.1:0"))
 assert status != 0 and "\\xff\\xfe\\x1b[2J" in message, message   # decoded
+print("ok:", message)
+# An agent's token of all zeros is refused as migctl's is (before: taken).
+status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
+                               ld(1, b"hv") + ld(2, b"tcp:127.0.0.1:0") + ld(3, b"0" * 32))
+assert status == 22 and message == "a token of all zeros is no secret: give another, or none (migd then makes a random one)", message
 print("ok:", message)
 EOF
 grep -q "$(printf '\xff\xfe')" "$RUNDIR/migd.state" 2>/dev/null && fail "raw bytes in migd.state"
