@@ -25,15 +25,26 @@ void cli_init(const char *prog, const char *manual)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+void cli_verrx(const char *fmt, va_list ap)
+{
+	char *msg = NULL, *shown = NULL;
+	int r = vasprintf(&msg, fmt, ap);
+
+	if (r >= 0)
+		shown = str_shown_dup(msg);
+	fprintf(stderr, "%s: %s\n", cli_prog, shown ? shown :
+		r >= 0 ? msg : "(out of memory for the message)");
+	free(shown);
+	free(msg);
+}
+
 void cli_errx(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", cli_prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	cli_verrx(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 /*

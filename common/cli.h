@@ -9,6 +9,7 @@
 #ifndef TERN_CLI_H
 #define TERN_CLI_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -24,8 +25,11 @@ struct cli_globals {
 /* The program's name for error lines, and its manual page ("migctl(1)")
  * for the usage of a command; also ignores SIGPIPE. */
 void cli_init(const char *prog, const char *manual);
-/* "PROG: message" on stderr. */
+/* "PROG: message" on stderr, what it quotes (a name, a value, a daemon's
+ * words) shown as str_shown does: a control character cannot colour or
+ * clear the terminal, nor a byte that is not UTF-8 garble it. */
 void cli_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_verrx(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 /*
  * Parse the global options.  Returns the index of the command word
  * (> 0), or -1 after --help printed usage (exit 0), or -2 after a usage

@@ -704,23 +704,19 @@ fail:
  */
 int rpc_call_errorf(struct rpc_call *call, int err, const char *fmt, ...)
 {
-	char *msg = NULL, *shown;
-	size_t len;
+	char *msg = NULL, *shown = NULL;
 	va_list ap;
 	int r;
 
 	va_start(ap, fmt);
 	r = vasprintf(&msg, fmt, ap);
 	va_end(ap);
-	if (r >= 0 && !str_is_text(msg)) {
-		len = 4 * (size_t)r + 1;        /* a byte is at most \xNN */
-		shown = malloc(len);
-		if (shown)
-			str_shown(msg, shown, len);
+	if (r >= 0) {
+		shown = str_shown_dup(msg);
 		free(msg);
 		msg = shown;
 	}
-	if (r >= 0 && msg) {
+	if (msg) {
 		free(call->errmsg);
 		call->errmsg = msg;
 	}

@@ -13,6 +13,7 @@
 #include <linux/magic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -246,6 +247,20 @@ const char *str_shown(const char *s, char *buf, size_t len)
 	}
 	buf[o] = '\0';
 	return buf;
+}
+
+char *str_shown_dup(const char *s)
+{
+	size_t len;
+	char *d;
+
+	if (str_is_text(s))
+		return strdup(s);
+	len = 4 * strlen(s) + 1;        /* a byte is at most \xNN */
+	d = malloc(len);
+	if (d)
+		str_shown(s, d, len);
+	return d;
 }
 
 void proc_comm(int pid, char comm[PROC_COMM_LEN])

@@ -55,6 +55,9 @@ bool str_is_text(const char *s);
  * UTF-8 written as \xNN, cut to fit len; returns buf.  For errors that
  * quote what a caller gave. */
 const char *str_shown(const char *s, char *buf, size_t len);
+/* A copy of s as str_shown writes it, whole (malloc; NULL when out of
+ * memory): for text that goes to a terminal or a protobuf string. */
+char *str_shown_dup(const char *s);
 /* All of buf to fd (a file: retried on EINTR and short writes), or -errno. */
 int write_all(int fd, const void *buf, size_t len);
 /* The name process pid gives itself (/proc/PID/comm, which it sets as

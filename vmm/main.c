@@ -53,11 +53,9 @@ static void die_usage(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "vmm: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	cli_verrx(fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n");
 	exit(2);
 }
 

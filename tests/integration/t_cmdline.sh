@@ -38,6 +38,9 @@ expect_error "--guest-range 107374182400: the test range of 1073741824 bytes of 
 expect_error "--rundir: give a directory" --name a --memory 64M --test-guest idle --rundir ''
 expect_error "--name is required" --memory 64M --test-guest idle "${R[@]}"
 expect_error "--name ../x" --name ../x --memory 64M --test-guest idle "${R[@]}"
+# What a usage error quotes cannot colour the terminal (before: raw).
+expect_error 'vmm: --name x\x1b[31m: use 1-64 letters' --name $'x\e[31m' --memory 64M \
+	--test-guest idle "${R[@]}"
 expect_error "exactly one of" --name a --memory 64M "${R[@]}"
 expect_error "exactly one of" --name a --memory 64M --incoming --test-guest idle "${R[@]}"
 expect_error "unexpected argument" --name a --memory 64M --incoming extra "${R[@]}"

@@ -48,6 +48,7 @@ ctl_usage "not a valid VM name" incoming ../x --listen tcp:127.0.0.1:0
 ctl_usage 'unix:/tmp/a\x0ab.sock: it holds a control character or bytes that are not UTF-8' \
 	incoming x --listen "unix:/tmp/a
 b.sock"
+ctl_usage "'x\x1b[31m\xff' is not a valid VM name" status $'x\e[31m\xff'
 ctl_usage "migrate x: --token (or --token-file) is required: the one that 'migctl incoming' printed on the destination host" \
 	migrate x tcp:127.0.0.1:4444
 # --token-file: the token off the command line, which ps shows to all.
