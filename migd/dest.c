@@ -207,6 +207,10 @@ static void dest_learn_params(struct dest *d, const ProtobufCBinaryData *b)
 	tern__migd__params__free_unpacked(pp, NULL);
 }
 
+/* The layout's bound: 10000 regions or more do not fit, nor does a name
+ * of 64 KiB (tern-migration(7)). */
+#define DEST_HELLO_MAX (64 << 10)
+
 /* The source's layout must be exactly this vmm's. */
 int dest_check_hello(struct dest *d)
 {
@@ -219,11 +223,24 @@ int dest_check_hello(struct dest *d)
 	int r;
 
 	r = stream_msg_recv(d->main_fd, &tern__stream__stream_msg__descriptor,
-			    65536, deadline_ms(MIGD_IO_TIMEOUT_MS),
+			    DEST_HELLO_MAX, deadline_ms(MIGD_IO_TIMEOUT_MS),
 			    (ProtobufCMessage **)&m);
+	if (r == -EMSGSIZE)
+		return worker_fail(d->w, r, "the source's layout, its first "
+				   "message, is over the %d KiB it may have",
+				   DEST_HELLO_MAX >> 10);
+	if (r == -ETIMEDOUT)
+		return worker_fail(d->w, r, "the source sent no layout within "
+				   "%d s", MIGD_IO_TIMEOUT_MS / 1000);
 	if (r < 0)
 		return worker_fail(d->w, r, "the source sent no layout: %s",
 				   strerror(-r));
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY__NOT_SET) {
+		r = dest_refuse(d, EPROTO, "the source's first message was "
+				"empty, or of a kind this version does not know: "
+				"expected its layout");
+		goto out;
+	}
 	if (m->body_case != TERN__STREAM__STREAM_MSG__BODY_HELLO) {
 		r = dest_refuse(d, EPROTO, "expected the source's layout first");
 		goto out;

@@ -508,6 +508,35 @@ print("ok:", message)
 EOF
 grep -q "$(printf '\xff\xfe')" "$RUNDIR/migd.state" 2>/dev/null && fail "raw bytes in migd.state"
 echo "ok: hv: $err"
+# A first message over the layout's 64 KiB, or an empty one: the job's
+# error says which (before: "the source sent no layout: Message too
+# long", and "expected the source's layout first").
+for first in big empty; do
+	out=$(migctl --json incoming hv --listen tcp:127.0.0.1:0) || fail "incoming hv: $out"
+	wire python3 - "$(echo "$out" | json_field listen)" "$(echo "$out" | json_field token)" $first <<'EOF' ||
+import socket, struct, sys
+host, port = sys.argv[1].split(":")[1:]
+s = socket.create_connection((host, int(port)), timeout=10)
+s.sendall(b"TERNMIG1" + struct.pack("<IIII", 3, 1, 0, 0) + b"\x02" * 16 +
+          bytes.fromhex(sys.argv[2]) + b"\0" * 16)
+assert len(s.recv(4)) == 4
+s.sendall(struct.pack("<I", (64 << 10) + 1) if sys.argv[3] == "big" else struct.pack("<I", 0))
+s.settimeout(10)
+try:
+    while s.recv(4096):
+        pass
+except ConnectionResetError:
+    pass
+EOF
+		fail "the source of $first"
+	wait_until 20 hv_failed || fail "hv: $(migctl status hv)"
+	err=$(migctl status hv | sed -n 's/^  error *//p')
+	case $first:$err in
+	"big:the source's layout, its first message, is over the 64 KiB it may have") ;;
+	"empty:the source's first message was empty, or of a kind this version does not know: expected its layout") ;;
+	*) fail "hv, $first: $err" ;; esac
+	echo "ok: $first: $err"
+done
 
 need_kvm "Incoming, jobs, waiters, the peer check, cancel, history, a worker killed, Adopt, SIGTERM"
 note "Incoming for an incoming vmm: a token and a real port"
