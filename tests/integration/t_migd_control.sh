@@ -63,6 +63,7 @@ ctl_usage "--token-file $RUNDIR/none: No such file or directory" \
 	incoming x --listen tcp:127.0.0.1:0 --token-file "$RUNDIR/none"
 ctl_usage "--token: a token of all zeros is no secret: give another, or none (migd then makes a random one)" \
 	incoming x --listen tcp:127.0.0.1:0 --token 00000000000000000000000000000000
+ctl_usage "--timeout -1: expected seconds from 1 to 604800, or none (or 0)" set --timeout -1
 ctl_usage "migrate: --token and --token-file exclude each other" \
 	migrate x tcp:127.0.0.1:4444 --token-file - --token 0123456789abcdef0123456789abcdef
 ctl_usage "--token abc: expected 32 hex digits (the token that 'migctl incoming' printed)" \
