@@ -14,8 +14,8 @@
 #define PBUF_BUDGET(len) (4 * (uint64_t)(len) + (1u << 20))
 
 /*
- * len bytes as a message of desc: NULL if they do not decode, or would
- * take more than PBUF_BUDGET(len).  Free the result as any unpacked
+ * len bytes as a message of desc: NULL if they do not decode, would
+ * take more than PBUF_BUDGET(len), or hold a string with a NUL in it.  Free the result as any unpacked
  * message (protobuf_c_message_free_unpacked with no allocator, or the
  * generated __free_unpacked(m, NULL)).
  */

@@ -501,6 +501,12 @@ status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
                                ld(1, b"\xff\xfe\x1b[2J") + ld(2, b"tcp:127.0.0.1:0"))
 assert status != 0 and "\\xff\\xfe\\x1b[2J" in message, message   # decoded
 print("ok:", message)
+# A name with a NUL in it is a malformed argument (before: Incoming for
+# "hv\0x" went ahead for hv, as C reads it).
+status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
+                               ld(1, b"hv\0x") + ld(2, b"tcp:127.0.0.1:0"))
+assert status == 22 and message == "malformed argument for tern.migd.Migd/Incoming", message
+print("ok:", message)
 # An agent's token of all zeros is refused as migctl's is (before: taken).
 status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
                                ld(1, b"hv") + ld(2, b"tcp:127.0.0.1:0") + ld(3, b"0" * 32))

@@ -112,12 +112,54 @@ static void test_unknown_fields(void **state)
 		3 << 20);
 }
 
+/*
+ * A string with a NUL in it (which C would read cut there) is refused,
+ * at the top and inside a message field; the same bytes in a bytes
+ * field, and the string without its NUL, decode.  Before, Incoming for
+ * "fd\0st" went ahead for fd.
+ */
+static void test_string_with_nul(void **state)
+{
+	Tern__Stream__StreamMsg m = TERN__STREAM__STREAM_MSG__INIT;
+	Tern__Stream__Hello h = TERN__STREAM__HELLO__INIT;
+	Tern__Vmm__VmmStatus st = TERN__VMM__VMM_STATUS__INIT;
+	static uint8_t zeros[8];
+	ProtobufCMessage *got;
+	uint8_t buf[256], *x;
+	size_t len;
+
+	st.name = "fdXst";
+	st.message = "fine";
+	len = tern__vmm__vmm_status__pack(&st, buf);
+	got = pbuf_unpack(&tern__vmm__vmm_status__descriptor, len, buf);
+	assert_non_null(got);
+	protobuf_c_message_free_unpacked(got, NULL);
+	x = memchr(buf, 'X', len);
+	*x = 0;
+	assert_null(pbuf_unpack(&tern__vmm__vmm_status__descriptor, len, buf));
+
+	h.vm = "aXb";
+	h.params.data = zeros;          /* NULs in bytes are bytes */
+	h.params.len = sizeof(zeros);
+	m.body_case = TERN__STREAM__STREAM_MSG__BODY_HELLO;
+	m.hello = &h;
+	len = tern__stream__stream_msg__pack(&m, buf);
+	got = pbuf_unpack(&tern__stream__stream_msg__descriptor, len, buf);
+	assert_non_null(got);
+	assert_string_equal(((Tern__Stream__StreamMsg *)got)->hello->vm, "aXb");
+	protobuf_c_message_free_unpacked(got, NULL);
+	x = memchr(buf, 'X', len);
+	*x = 0;
+	assert_null(pbuf_unpack(&tern__stream__stream_msg__descriptor, len, buf));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_real_state),
 		cmocka_unit_test(test_empty_vcpus),
 		cmocka_unit_test(test_unknown_fields),
+		cmocka_unit_test(test_string_with_nul),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
