@@ -850,36 +850,36 @@ static void test_srv_malformed_arg(void **state)
 	close(sock);
 }
 
-/* A peer that breaks the framing is closed, and its program told who it
- * was and what it sent (before: closed without a word). */
-static void test_srv_garbage_peer(void **state)
+/* A raw peer that sends n bytes is closed, and the server's program told
+ * who it was and what it sent (before: closed without a word). */
+static void closed_and_told(const void *bytes, size_t n, const char *sent)
 {
-	struct job j = { .method = "Status" };
 	int sock = raw_peer();
 
 	rpc_server_set_drop(g->s, on_drop, NULL);
 	drop_calls = 0;
 	assert_int_equal(rpc_server_npeers(g->s), 2);
-	assert_int_equal(write(sock, "\x03\x00\x00\x00\xff\xff\xff", 7), 7);
+	assert_int_equal(write(sock, bytes, n), (ssize_t)n);
 	step_until_npeers(1);
 	/* the server closed that peer */
 	assert_int_equal(read(sock, (char[4]){ 0 }, 4), 0);
 	close(sock);
-	expect_told("a frame of 3 B that is not a tern.rpc.Frame");
+	expect_told(sent);
+}
+
+static void test_srv_garbage_peer(void **state)
+{
+	struct job j = { .method = "Status" };
+
+	closed_and_told("\x03\x00\x00\x00\xff\xff\xff", 7,
+			"a frame of 3 B that is not a tern.rpc.Frame");
 	assert_int_equal(run_call(&j), 0);
 	job_done(&j);
 }
 
 static void test_srv_empty_frame_peer(void **state)
 {
-	int sock = raw_peer();
-
-	rpc_server_set_drop(g->s, on_drop, NULL);
-	drop_calls = 0;
-	assert_int_equal(write(sock, "\x00\x00\x00\x00", 4), 4);
-	step_until_npeers(1);
-	close(sock);
-	expect_told("a frame of length 0");
+	closed_and_told("\x00\x00\x00\x00", 4, "a frame of length 0");
 }
 
 static void test_srv_cut_frame_peer(void **state)
@@ -910,29 +910,19 @@ static void test_srv_reply_frame_from_client(void **state)
 	Tern__Rpc__Frame f = TERN__RPC__FRAME__INIT;
 	Tern__Rpc__Reply rep = TERN__RPC__REPLY__INIT;
 	uint8_t buf[64];
-	int sock = raw_peer(), n;
+	int n;
 
 	f.body_case = TERN__RPC__FRAME__BODY_REPLY;
 	f.reply = &rep;
-	rpc_server_set_drop(g->s, on_drop, NULL);
-	drop_calls = 0;
 	n = rpc_frame_encode(&f, buf, sizeof(buf));
-	assert_int_equal(write(sock, buf, (size_t)n), n);
-	step_until_npeers(1);
-	close(sock);
-	expect_told("a reply, where only requests may come");
+	assert_true(n > 0);
+	closed_and_told(buf, (size_t)n, "a reply, where only requests may come");
 }
 
 static void test_srv_oversize_peer(void **state)
 {
-	int sock = raw_peer();
-
-	rpc_server_set_drop(g->s, on_drop, NULL);
-	drop_calls = 0;
-	assert_int_equal(write(sock, "\xff\xff\xff\x7f", 4), 4);
-	step_until_npeers(1);
-	close(sock);
-	expect_told("the length of a frame of 2.0 GiB, over the 1.0 MiB a frame may have");
+	closed_and_told("\xff\xff\xff\x7f", 4, "the length of a frame of 2.0 GiB, "
+			"over the 1.0 MiB a frame may have");
 }
 
 static void test_srv_events(void **state)
