@@ -29,7 +29,8 @@ void cli_init(const char *prog, const char *manual);
  * words) shown as str_shown does: a control character cannot colour or
  * clear the terminal, nor a byte that is not UTF-8 garble it. */
 void cli_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void cli_verrx(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+void cli_verrx(const char *fmt, va_list ap)
+	__attribute__((format(printf, 1, 0)));
 /*
  * Parse the global options.  Returns the index of the command word
  * (> 0), or -1 after --help printed usage (exit 0), or -2 after a usage

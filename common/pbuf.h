@@ -15,9 +15,10 @@
 
 /*
  * len bytes as a message of desc: NULL if they do not decode, would
- * take more than PBUF_BUDGET(len), or hold a string with a NUL in it.  Free the result as any unpacked
- * message (protobuf_c_message_free_unpacked with no allocator, or the
- * generated __free_unpacked(m, NULL)).
+ * take more than PBUF_BUDGET(len), or hold a string with a NUL in it.
+ * Free the result as any unpacked message
+ * (protobuf_c_message_free_unpacked with no allocator, or the generated
+ * __free_unpacked(m, NULL)).
  */
 ProtobufCMessage *pbuf_unpack(const ProtobufCMessageDescriptor *desc,
 			      size_t len, const uint8_t *data);

@@ -32,7 +32,7 @@ void stream_hello_init(struct stream_hello *h, enum stream_role role,
 int stream_hello_check(struct stream_hello *h, const uint8_t *token,
 		       const char **why)
 {
-	uint8_t diff = 0;
+	uint8_t diff = 0, pad = 0;
 	unsigned int i;
 
 	if (memcmp(h->magic, STREAM_MAGIC, 8)) {
@@ -49,8 +49,8 @@ int stream_hello_check(struct stream_hello *h, const uint8_t *token,
 	/* Reserved and padding: 0 in this version, so that a later one may
 	 * give them a meaning that no reader of this one mistakes. */
 	for (i = 0; i < sizeof(h->pad); i++)
-		diff |= h->pad[i];
-	if (h->reserved || diff) {
+		pad |= h->pad[i];
+	if (h->reserved || pad) {
 		*why = "reserved bytes are not 0";
 		return -EPROTO;
 	}

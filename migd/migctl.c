@@ -266,8 +266,8 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 			return 0;
 		}
 		if (parse_u64(optarg, 1, CTL_MAX_TIMEOUT_S, &v) < 0) {
-			cli_errx("--timeout %s: expected seconds from 1 to %d, or none (or 0)",
-				 optarg, CTL_MAX_TIMEOUT_S);
+			cli_errx("--timeout %s: expected seconds from 1 to %d, "
+				 "or none (or 0)", optarg, CTL_MAX_TIMEOUT_S);
 			return -EINVAL;
 		}
 		a->params.timeout_s = v;

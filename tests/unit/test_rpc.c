@@ -901,8 +901,10 @@ static void test_srv_cut_frame_peer(void **state)
 	snprintf(in_len, sizeof(in_len), "dropped pid %d (test_rpc, uid %u): "
 		 "it sent 2 bytes of a frame's length, then closed its socket",
 		 (int)getpid(), (unsigned int)getuid());
-	assert_true((!strcmp(drop_msgs[0], in_body) && !strcmp(drop_msgs[1], in_len)) ||
-		    (!strcmp(drop_msgs[0], in_len) && !strcmp(drop_msgs[1], in_body)));
+	assert_true((!strcmp(drop_msgs[0], in_body) &&
+		     !strcmp(drop_msgs[1], in_len)) ||
+		    (!strcmp(drop_msgs[0], in_len) &&
+		     !strcmp(drop_msgs[1], in_body)));
 }
 
 static void test_srv_reply_frame_from_client(void **state)
