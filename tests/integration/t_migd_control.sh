@@ -459,7 +459,9 @@ note "a peer's and a caller's text that is not UTF-8, or holds control character
 # fakevmm.py) and a name sent by hand.  Before, their bytes went raw
 # into the job's error, List and migd.state (a strict protobuf decoder,
 # Go's or Python's, then refuses the whole List), and into the reply.
-wire python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" hv $((4 << 20)) >"$RUNDIR/hv.out" 2>&1 &
+# (Not through wire: $! must be python's own pid, for the clean-up.)
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
+	python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" hv $((4 << 20)) >"$RUNDIR/hv.out" 2>&1 &
 PIDS+=("$!")
 wait_until 10 grep -q ready "$RUNDIR/hv.out" || fail "fakevmm: $(cat "$RUNDIR/hv.out")"
 out=$(migctl --json incoming hv --listen tcp:127.0.0.1:0) || fail "incoming hv: $out"
