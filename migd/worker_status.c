@@ -183,6 +183,12 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 		worker_fill_push(w, js, pcst);
 }
 
+/* s, or what str_shown makes of it when it is not text. */
+static const char *shown_field(const char *s, char *buf, size_t len)
+{
+	return str_is_text(s) ? s : str_shown(s, buf, len);
+}
+
 int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len)
 {
 	Tern__Migd__JobStatus js = TERN__MIGD__JOB_STATUS__INIT;
@@ -191,16 +197,23 @@ int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len)
 	Tern__Migd__ChannelStats *pcs[STREAM_MAX_CHANNELS];
 	Tern__Migd__PostcopyStats pcst;
 	char idhex[2 * STREAM_ID_LEN + 1], error[4 * sizeof(w->error)];
+	char verified[4 * sizeof(w->verified)];
+	char no_postcopy[4 * sizeof(w->no_postcopy)];
 	uint8_t *payload;
 	size_t len;
 
 	pthread_mutex_lock(&w->lock);
 	worker_fill(w, &js, &pp, cs, pcs, idhex, &pcst);
-	/* The error may quote a peer (its Refuse), a vmm or faultd: in a
-	 * protobuf string, what is not UTF-8 text shows as \xNN (a strict
-	 * decoder refuses a whole List otherwise, and migd.state keeps it). */
-	if (!str_is_text(js.error))
-		js.error = (char *)str_shown(js.error, error, sizeof(error));
+	/* What may quote a peer (its Refuse, its verdict, why it takes no
+	 * postcopy), a vmm or faultd, or be cut in the middle of a UTF-8
+	 * sequence (%.400s): in a protobuf string, what is not text shows as
+	 * \xNN.  A strict decoder refuses a whole List otherwise, and
+	 * migd.state keeps it. */
+	js.error = (char *)shown_field(js.error, error, sizeof(error));
+	js.verified = (char *)shown_field(js.verified, verified,
+					  sizeof(verified));
+	js.no_postcopy = (char *)shown_field(js.no_postcopy, no_postcopy,
+					     sizeof(no_postcopy));
 	len = tern__migd__job_status__get_packed_size(&js);
 	payload = malloc(len ? len : 1);
 	if (payload)

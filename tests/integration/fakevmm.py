@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: GPL-2.0-only
-# A stand-in for an incoming vmm, for tests of what migd does with a
-# migration peer's bytes before any page lands (a hostile source): it
-# serves RUNDIR/vmm/NAME.sock, says it is incoming (Status), hands its
-# RAM (GetRam: one region in a memfd), and answers any other call with
-# an empty success.  It runs no guest: no KVM needed.  Until killed.
-# Usage: fakevmm.py RUNDIR NAME MEMORY
+# A stand-in for a vmm, for tests of what migd does with a migration
+# peer's bytes (a hostile source or destination) before any page lands:
+# it serves RUNDIR/vmm/NAME.sock, says it is incoming (or running: a
+# source's), hands its RAM (GetRam: one region in a memfd) and, running,
+# a dirty bitmap that stays clean (DirtyStart, DirtySync), and answers
+# any other call with an empty success.  It runs no guest: no KVM
+# needed.  Until killed.
+# Usage: fakevmm.py RUNDIR NAME MEMORY [incoming|running]
 import fcntl
 import os
 import socket
@@ -15,10 +17,16 @@ import threading
 from rpcwire import field, varint, ld, fields
 
 rundir, name, memory = sys.argv[1], sys.argv[2], int(sys.argv[3])
-INCOMING = 1
+INCOMING, RUNNING = 1, 2
+state = RUNNING if sys.argv[4:] == ["running"] else INCOMING
 ram = os.memfd_create("guest-ram", os.MFD_ALLOW_SEALING)
 os.ftruncate(ram, memory)
 fcntl.fcntl(ram, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+pages = memory // 4096
+bitmap_bytes = (pages + 63) // 64 * 8
+bitmap = os.memfd_create("dirty", os.MFD_ALLOW_SEALING)
+os.ftruncate(bitmap, bitmap_bytes)
+fcntl.fcntl(bitmap, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
 
 
 def framed_reply(rid, result, nfds=0):
@@ -28,11 +36,16 @@ def framed_reply(rid, result, nfds=0):
 
 
 def answer(c, rid, method):
-    if method == "Status":
-        st = (ld(1, name.encode()) + field(2, 0, varint(INCOMING)) +
+    if method in ("Status", "Stop", "Cont"):
+        # (Stop's reply says what it found: running, as a source's is)
+        st = (ld(1, name.encode()) + field(2, 0, varint(state)) +
               field(3, 0, varint(1)) + field(4, 0, varint(memory)) +
-              field(7, 0, varint(os.getpid())))
+              field(7, 0, varint(os.getpid())) +
+              (field(18, 0, varint(RUNNING)) if method == "Stop" else b""))
         c.sendall(framed_reply(rid, st))
+    elif method == "DirtyStart":
+        info = field(1, 0, varint(pages)) + field(2, 0, varint(bitmap_bytes))
+        socket.send_fds(c, [framed_reply(rid, info, 1)], [bitmap])
     elif method == "GetRam":
         layout = field(1, 0, varint(4096)) + \
             ld(2, field(1, 0, varint(0)) + field(2, 0, varint(memory)))

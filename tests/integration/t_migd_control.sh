@@ -547,6 +547,57 @@ EOF
 	echo "ok: $first: $err"
 done
 
+note "a destination's words that are not text (why it takes no postcopy): escaped in the source's job"
+# Before, Accept.no_postcopy went raw into the source job's status, List
+# and migd.state, and a strict decoder refused them whole.  The source
+# vmm is a stand-in too (running: its RAM, a dirty bitmap that stays
+# clean), the destination played by hand, up to its Accept.
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
+	python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" sv $((4 << 20)) running >"$RUNDIR/sv.out" 2>&1 &
+PIDS+=("$!")
+wait_until 10 grep -q ready "$RUNDIR/sv.out" || fail "fakevmm sv: $(cat "$RUNDIR/sv.out")"
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" python3 - >"$RUNDIR/dst.out" 2>&1 <<'EOF' &
+import socket, struct, time
+from rpcwire import ld, recv_frame
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(8)
+l.settimeout(20)
+print(l.getsockname()[1], flush=True)
+c, _ = l.accept()
+c.settimeout(20)
+hello = b""
+while len(hello) < 72:
+    hello += c.recv(72 - len(hello))
+c.sendall(struct.pack("<I", 0))
+layout, _ = recv_frame(c, b"")
+m = ld(2, ld(1, b"huge pages\xff\xfe\x1b[31m, cut \xc3"))
+c.sendall(struct.pack("<I", len(m)) + m)
+time.sleep(5)
+EOF
+dst=$!
+PIDS+=("$dst")
+wait_until 10 test -s "$RUNDIR/dst.out" || fail "no destination"
+migctl migrate sv "tcp:127.0.0.1:$(head -n 1 "$RUNDIR/dst.out")" \
+	--token 0123456789abcdef0123456789abcdef --detach >/dev/null || fail "migrate sv"
+said='at the destination, huge pages\xff\xfe\x1b[31m, cut \xc3'
+sv_told() {
+	wire python3 - "$RUNDIR/migd.sock" "$said" <<'EOF'
+import sys
+from rpcwire import call, fields
+status, message, result = call(sys.argv[1], "tern.migd.Migd/List", b"")
+assert status == 0, message
+# JobList.jobs = 1; JobStatus.vm = 2, no_postcopy = 45: text
+said = [fields(j).get(45, [b""])[0].decode() for j in fields(result)[1]
+        if fields(j)[2][0] == b"sv"]
+print(said)
+assert said and said[0] == sys.argv[2], said
+EOF
+}
+wait_until 20 sv_told || fail "sv's no_postcopy: $(sv_told 2>&1)"
+echo "ok: sv: no postcopy: $said"
+wait_exit "$dst" || fail "the destination: $(cat "$RUNDIR/dst.out")"
+
 need_kvm "Incoming, jobs, waiters, the peer check, cancel, history, a worker killed, Adopt, SIGTERM"
 note "Incoming for an incoming vmm: a token and a real port"
 start_vmm x --memory 64M --incoming
