@@ -114,12 +114,15 @@ static int check_uri(struct rpc_call *call, const char *what, const char *s,
 			       sizeof(shown)), why);
 }
 
-static int check_token(struct rpc_call *call, const char *s, uint8_t *ret)
+/* own: Incoming's, the destination's choice; else the one it printed. */
+static int check_token(struct rpc_call *call, const char *s, bool own,
+		       uint8_t *ret)
 {
 	if (stream_unhex(s, ret, STREAM_TOKEN_LEN) < 0)
-		return rpc_call_errorf(call, EINVAL,
-				       "the token must be %d hex digits (as Incoming printed it)",
-				       STREAM_TOKEN_HEX);
+		return rpc_call_errorf(call, EINVAL, "the token must be %d hex "
+				       "digits (%s)", STREAM_TOKEN_HEX, own ?
+				       "a token of your own, or none: migd then "
+				       "makes one" : "as Incoming printed it");
 	return 0;
 }
 
@@ -285,7 +288,7 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 		return r;
 	job_spec_init(m, &spec, JOB_ROLE_DEST, req->vm);
 	if (req->token[0]) {
-		r = check_token(call, req->token, spec.token);
+		r = check_token(call, req->token, true, spec.token);
 		if (r < 0)
 			return r;
 		if (strspn(req->token, "0") == strlen(req->token))
@@ -325,7 +328,7 @@ static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)
 	if (r < 0)
 		return r;
 	job_spec_init(m, &spec, JOB_ROLE_SOURCE, req->vm);
-	r = check_token(call, req->token, spec.token);
+	r = check_token(call, req->token, false, spec.token);
 	if (r == 0)
 		r = params_apply(call, req->params, req->clear, req->n_clear,
 				 &spec.params);
@@ -774,7 +777,7 @@ static int adopt_check(struct rpc_call *call, struct migd *m,
 	if (job_id_parse(req->id, spec->id) < 0)
 		return rpc_call_errorf(call, EINVAL, "Adopt: the id must be %d hex "
 				       "digits, not all zero", 2 * STREAM_ID_LEN);
-	r = check_token(call, req->token, spec->token);
+	r = check_token(call, req->token, false, spec->token);
 	if (r == 0)
 		r = check_uri(call, role == JOB_ROLE_SOURCE ? "Adopt: destination" :
 			      "Adopt: listen address", req->peer, &u);

@@ -110,9 +110,10 @@ int params_merge(const Tern__Migd__Params *p, struct mig_params *out,
 	 * moves nothing looks stalled (with 128-page packets, a slower
 	 * channel could pass it while it paced one). */
 	if (n.max_bandwidth && n.max_bandwidth / n.channels < PARAM_MIN_CHANNEL_BPS) {
-		snprintf(err, len, "max bandwidth %llu bytes/s for %u channels: at "
-			 "least %u bytes/s a channel", (unsigned long long)n.max_bandwidth,
-			 n.channels, PARAM_MIN_CHANNEL_BPS);
+		snprintf(err, len, "max bandwidth %llu bytes/s for %u channel%s: "
+			 "at least %u bytes/s a channel",
+			 (unsigned long long)n.max_bandwidth, n.channels,
+			 n.channels == 1 ? "" : "s", PARAM_MIN_CHANNEL_BPS);
 		return -ERANGE;
 	}
 	if (n.throttle_initial > n.throttle_max) {

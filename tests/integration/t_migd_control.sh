@@ -304,6 +304,9 @@ note "Incoming for a VM without a vmm"
 ctl_fails "no vmm named ghost on this host ($RUNDIR/vmm/ghost.sock: No such file or directory)" incoming ghost --listen tcp:127.0.0.1:0
 ctl_fails "no migration job for ghost" status ghost
 ctl_fails "no migration job for ghost" cancel ghost
+# (one channel is one: before, "for 1 channels")
+ctl_fails "max bandwidth 1000 bytes/s for 1 channel: at least 65536 bytes/s a channel" \
+	set --channels 1 --max-bandwidth 1000
 
 note "parameters: defaults, round trip, range errors"
 # params_are JSON KEY=VALUE...: each key of the parameters has that value.
@@ -508,6 +511,12 @@ print("ok:", message)
 status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
                                ld(1, b"hv\0x") + ld(2, b"tcp:127.0.0.1:0"))
 assert status == 22 and message == "malformed argument for tern.migd.Migd/Incoming", message
+print("ok:", message)
+# A token of its own that is not hex: said as Incoming's (before: "as
+# Incoming printed it", to Incoming itself).
+status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
+                               ld(1, b"hv") + ld(2, b"tcp:127.0.0.1:0") + ld(3, b"abc"))
+assert status == 22 and message == "the token must be 32 hex digits (a token of your own, or none: migd then makes one)", message
 print("ok:", message)
 # An agent's token of all zeros is refused as migctl's is (before: taken).
 status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
