@@ -251,7 +251,8 @@ static int source_hello(struct source *s)
 					  reply->refuse->migd_ended);
 	else if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
 		r = worker_fail(s->w, stream_peer_errno(reply->refuse->err),
-				"the destination refused: %s", reply->refuse->message);
+				"the destination refused: %.400s",
+				reply->refuse->message);
 	else if (reply->body_case != TERN__STREAM__STREAM_MSG__BODY_ACCEPT)
 		r = worker_fail(s->w, EPROTO, "the destination answered our layout "
 				"with message %d", reply->body_case);
@@ -357,7 +358,7 @@ int source_expect(struct source *s, int body, const char *what,
 		ran = s->w->source_was_running;
 		pthread_mutex_unlock(&s->w->lock);
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
-				"the destination failed: %s; %s", m->refuse->message,
+				"the destination failed: %.400s; %s", m->refuse->message,
 				ran ? "the guest resumes here" : "the guest stays "
 				"paused here, as it was when the job stopped it");
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
@@ -373,7 +374,7 @@ int source_expect(struct source *s, int body, const char *what,
 		paused = s->w->switched && !m->refuse->unrecoverable;
 		pthread_mutex_unlock(&s->w->lock);
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
-				"the destination %s: %s", paused ? "says" : "failed",
+				"the destination %s: %.400s", paused ? "says" : "failed",
 				m->refuse->message);
 		/* A recovery refused for good: no later one can succeed. */
 		if (m->refuse->unrecoverable)
