@@ -182,7 +182,11 @@ struct job *job_find_id(struct migd *m, const char *vm, const char *id)
 }
 
 /* Send the current status as a "status" event to every waiter that
- * asked; a waiter whose caller has gone is dropped. */
+ * asked; a waiter whose caller has gone is dropped.  So do the calls
+ * whose answer the worker still owes (a Postcopy while the destination
+ * says whether it can switch, which a low cap may hold up for seconds:
+ * before, such a caller heard nothing and its client took the silence
+ * for a stopped migd); job_deferred_tidy drops those gone. */
 void job_notify(struct job *j)
 {
 	Tern__Migd__JobStatus js;
@@ -200,6 +204,10 @@ void job_notify(struct job *j)
 		}
 		i++;
 	}
+	for (i = 0; i < j->ndeferred; i++)
+		if (rpc_call_wants_events(j->deferred[i].call) &&
+		    !rpc_call_gone(j->deferred[i].call))
+			rpc_call_event(j->deferred[i].call, "status", &js.base);
 }
 
 int job_add_waiter(struct job *j, struct rpc_call *call)

@@ -660,7 +660,10 @@ int cmd_postcopy(struct rpc_client *cl, struct cmd_args *a)
 				TERN__MIGD__JOB_STATE__JOB_COMPLETED,
 				migctl_opts.json ? NULL :
 				postcopy_doing(cl, &q, doing, sizeof(doing)), false);
-	if (call(cl, "Postcopy", &q.base, (ProtobufCMessage **)&js, false) < 0)
+	/* As a wait (silence bounds it, not --timeout): the answer waits
+	 * for the destination's, which what a low cap has queued may hold
+	 * up for seconds, and migd tells the job meanwhile. */
+	if (call(cl, "Postcopy", &q.base, (ProtobufCMessage **)&js, true) < 0)
 		return CLI_FAILED;
 	snprintf(id, sizeof(id), "%.64s", js->id);
 	protobuf_c_message_free_unpacked(&js->base, NULL);

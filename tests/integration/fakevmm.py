@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # A stand-in for a vmm, for tests of what migd does with a migration
-# peer's bytes (a hostile source or destination) before any page lands:
-# it serves RUNDIR/vmm/NAME.sock, says it is incoming (or running: a
-# source's), hands its RAM (GetRam: one region in a memfd) and, running,
-# a dirty bitmap that stays clean (DirtyStart, DirtySync), and answers
-# any other call with an empty success.  It runs no guest: no KVM
-# needed.  Until killed.
+# peer's bytes (a hostile source or destination) and with its callers
+# while pages move: it serves RUNDIR/vmm/NAME.sock, says it is incoming
+# (or running: a source's), hands its RAM (GetRam: one region in a
+# memfd; running, of random bytes) and, running, a dirty bitmap that
+# stays clean (DirtyStart, DirtySync), and answers any other call with
+# an empty success.  It runs no guest: no KVM needed.  Until killed.
 # Usage: fakevmm.py RUNDIR NAME MEMORY [incoming|running]
 import fcntl
 import os
@@ -22,6 +22,8 @@ state = RUNNING if sys.argv[4:] == ["running"] else INCOMING
 ram = os.memfd_create("guest-ram", os.MFD_ALLOW_SEALING)
 os.ftruncate(ram, memory)
 fcntl.fcntl(ram, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+if state == RUNNING:        # a source's: pages to send (zero ones are not)
+    os.pwrite(ram, os.urandom(memory), 0)
 pages = memory // 4096
 bitmap_bytes = (pages + 63) // 64 * 8
 bitmap = os.memfd_create("dirty", os.MFD_ALLOW_SEALING)

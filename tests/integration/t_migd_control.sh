@@ -640,6 +640,44 @@ case $out in *"migctl: sv: migration failed: the destination refused: y"*"; the 
 echo "ok: sv: ...${out: -60}"
 wait_exit "$dst" || fail "the destination: $(cat "$RUNDIR/dst2.out")"
 
+note "postcopy --wait held up by the destination's answer: the caller hears the job meanwhile"
+# Here the destination's worker is stopped; operator round 12 saw a low
+# cap's queued packets hold the answer up for 5-35 s.  Before, migd told
+# such a caller nothing, and 'migctl --timeout 3 postcopy --wait' gave
+# up after 3 s ("no answer within --timeout"); the switch came later.
+# The stand-in destination cannot take a postcopy: the job then fails,
+# saying so, and the source runs on.
+start_faultd
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
+	python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" ps $((16 << 20)) running >"$RUNDIR/ps.out" 2>&1 &
+PIDS+=("$!")
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
+	python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" pd $((16 << 20)) >"$RUNDIR/pd.out" 2>&1 &
+PIDS+=("$!")
+wait_until 10 grep -q ready "$RUNDIR/ps.out" || fail "fakevmm ps: $(cat "$RUNDIR/ps.out")"
+wait_until 10 grep -q ready "$RUNDIR/pd.out" || fail "fakevmm pd: $(cat "$RUNDIR/pd.out")"
+out=$(migctl --json incoming pd --listen tcp:127.0.0.1:0) || fail "incoming pd: $out"
+migctl migrate ps "$(echo "$out" | json_field listen)" --token "$(echo "$out" | json_field token)" \
+	--max-bandwidth 1M --channels 1 --detach >/dev/null || fail "migrate ps"
+ps_active() { [ "$(job_field ps state)" = active ]; }
+wait_until 30 ps_active || fail "ps: $(migctl status ps)"
+dw=$(job_field pd worker_pid)
+kill -STOP "$dw"
+"$BIN/migctl" --rundir "$RUNDIR" --timeout 3 postcopy ps --wait >"$RUNDIR/pc.out" 2>&1 &
+pc=$!
+PIDS+=("$pc")
+sleep 6         # twice its --timeout of silence
+kill -0 "$pc" || { kill -CONT "$dw"; fail "postcopy ps --wait gave up: $(cat "$RUNDIR/pc.out")"; }
+grep -q "^ps .* of round 1 " "$RUNDIR/pc.out" || { kill -CONT "$dw"; fail "postcopy ps --wait heard nothing: $(cat "$RUNDIR/pc.out")"; }
+kill -CONT "$dw"
+wait_exit "$pc"
+grep -q "timed out" "$RUNDIR/pc.out" && fail "postcopy ps --wait: $(cat "$RUNDIR/pc.out")"
+grep -q "^migctl: ps: migration failed: the destination failed: .*; the source VM kept running$" "$RUNDIR/pc.out" ||
+	fail "postcopy ps --wait: $(tail -n 3 "$RUNDIR/pc.out")"
+echo "ok: $(tail -n 1 "$RUNDIR/pc.out")"
+kill -TERM "$FAULTD_PID"
+wait_exit "$FAULTD_PID" || fail "faultd exited with $? on SIGTERM"
+
 need_kvm "Incoming, jobs, waiters, the peer check, cancel, history, a worker killed, Adopt, SIGTERM"
 note "Incoming for an incoming vmm: a token and a real port"
 start_vmm x --memory 64M --incoming
