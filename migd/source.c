@@ -657,7 +657,11 @@ int source_run(struct worker *w)
 	 * far: each connection (source_dial) and each step looks first. */
 	r = source_vmm(&s);
 	/* Migrate's caller hears now whether the vmm can be migrated at
-	 * all (a refusal's text comes with the job's end, jobs.c). */
+	 * all (a refusal's text comes with the job's end, jobs.c), and,
+	 * reported first, what the job found: its reply showed 0 bytes of
+	 * RAM and a guest that did not run, until the reporter's first tick. */
+	if (r == 0)
+		worker_report(w);
 	worker_answer(w, r, NULL);
 	if (r == 0)
 		r = source_connect(&s);

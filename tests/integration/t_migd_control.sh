@@ -657,8 +657,13 @@ PIDS+=("$!")
 wait_until 10 grep -q ready "$RUNDIR/ps.out" || fail "fakevmm ps: $(cat "$RUNDIR/ps.out")"
 wait_until 10 grep -q ready "$RUNDIR/pd.out" || fail "fakevmm pd: $(cat "$RUNDIR/pd.out")"
 out=$(migctl --json incoming pd --listen tcp:127.0.0.1:0) || fail "incoming pd: $out"
-migctl migrate ps "$(echo "$out" | json_field listen)" --token "$(echo "$out" | json_field token)" \
-	--max-bandwidth 1M --channels 1 --detach >/dev/null || fail "migrate ps"
+out=$(migctl --json migrate ps "$(echo "$out" | json_field listen)" \
+	--token "$(echo "$out" | json_field token)" --max-bandwidth 1M --channels 1 --detach) ||
+	fail "migrate ps: $out"
+# Its reply shows what the job found (before: 0 bytes, a guest not running,
+# until the worker's first report).
+[ "$(echo "$out" | json_field total_bytes)" = $((16 << 20)) ] &&
+	[ "$(echo "$out" | json_field source_was_running)" = true ] || fail "migrate ps: $out"
 ps_active() { [ "$(job_field ps state)" = active ]; }
 wait_until 30 ps_active || fail "ps: $(migctl status ps)"
 dw=$(job_field pd worker_pid)
