@@ -295,6 +295,7 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cli_seen seen = { { 0 } };
+	const char *why;
 	uint64_t t;
 	int ch;
 
@@ -324,8 +325,9 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 			return -2;
 		}
 	}
-	if (g->rundir && !g->rundir[0]) {
-		cli_errx("--rundir: give a directory");
+	if (g->rundir && (why = cli_rundir_why(g->rundir))) {
+		cli_errx("--rundir%s%s: %s", g->rundir[0] ? " " : "", g->rundir,
+			 why);
 		return -2;
 	}
 	if (optind >= argc) {
@@ -333,6 +335,16 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 		return -2;
 	}
 	return optind;
+}
+
+const char *cli_rundir_why(const char *dir)
+{
+	if (!dir[0])
+		return "give a directory";
+	if (dir[0] != '/')
+		return "give an absolute path (a relative one names another "
+		       "directory from each program's working directory)";
+	return NULL;
 }
 
 const char *cli_refused_hint(int r, bool group)

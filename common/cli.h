@@ -112,6 +112,12 @@ bool cli_global_letter(int c);
  */
 const char *cli_refused_hint(int r, bool group);
 /*
+ * What is wrong with a --rundir, or NULL: it must be a non-empty absolute
+ * path, for a relative one would name another directory from each
+ * program's working directory (a daemon's and its clients').
+ */
+const char *cli_rundir_why(const char *dir);
+/*
  * The same for a call that was made to the daemon of pid (SO_PEERCRED;
  * <= 0: not known): also, past the timeout (-ETIMEDOUT), that the request
  * went and may still take effect (a stopped or busy daemon acts on it

@@ -80,7 +80,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 	};
 	struct cli_seen seen = { { 0 } };
 	bool debug = false, level = false;
-	const char *rep;
+	const char *rep, *why;
 	int c;
 
 	o->rundir = FAULTD_DEFAULT_RUNDIR;
@@ -118,8 +118,9 @@ static void parse_args(int argc, char **argv, struct options *o)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
-	if (!o->rundir[0])
-		die_usage("--rundir: give a directory");
+	if ((why = cli_rundir_why(o->rundir)))
+		die_usage("--rundir%s%s: %s", o->rundir[0] ? " " : "", o->rundir,
+			  why);
 	/* Room for "/faultd.sock" in a sun_path, as migd. */
 	if (strlen(o->rundir) > RUNDIR_MAX)
 		die_usage("--rundir %s: at most %d characters", o->rundir,

@@ -73,6 +73,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 	uint64_t v;
 	bool neg;
 	struct cli_seen seen = { { 0 } };
+	const char *why;
 	const char *rep;
 	int c;
 
@@ -101,8 +102,9 @@ static void parse_args(int argc, char **argv, struct options *o)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
-	if (!o->rundir[0])
-		die_usage("--rundir: give a directory");
+	if ((why = cli_rundir_why(o->rundir)))
+		die_usage("--rundir%s%s: %s", o->rundir[0] ? " " : "", o->rundir,
+			  why);
 	/* Room for "/migd.sock" and the vmm sockets in a sun_path. */
 	if (strlen(o->rundir) > RUNDIR_MAX)
 		die_usage("--rundir %s: at most %d characters", o->rundir,

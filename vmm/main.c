@@ -108,6 +108,7 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 	};
 	struct sockaddr_un sun;
 	struct cli_seen seen = { { 0 } };
+	const char *why;
 	const char *rep, *tg_opt = NULL;        /* a test-guest option given */
 	bool image_addr_given = false;
 	int c, n, kinds = 0;
@@ -218,8 +219,9 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 	}
 	if (!o->rundir)
 		o->rundir = VMM_DEFAULT_RUNDIR;
-	if (!o->rundir[0])
-		die_usage("--rundir: give a directory");
+	if ((why = cli_rundir_why(o->rundir)))
+		die_usage("--rundir%s%s: %s", o->rundir[0] ? " " : "", o->rundir,
+			  why);
 	/* Checked before anything is created in it: the control socket,
 	 * DIR/vmm/NAME.sock, must fit a sun_path, as migd's and faultd's. */
 	if (strlen(o->rundir) > RUNDIR_MAX)

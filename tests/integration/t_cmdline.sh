@@ -199,6 +199,15 @@ for d in vmm migd faultd; do
 done
 usage_error migd "migd: missing the value of option '--worker-nice' (see migd --help)" \
 	--worker-nice
+# A relative run directory is refused by every program (before: each took
+# it from its own working directory, and a client started elsewhere
+# missed its daemon).
+rel="--rundir rel: give an absolute path (a relative one names another directory from each program's working directory)"
+for p in migd faultd migctl vmmctl; do
+	case $p in migctl) args=(list) ;; vmmctl) args=(status a) ;; *) args=() ;; esac
+	usage_error "$p" "$p: $rel" --rundir rel "${args[@]}"
+done
+expect_error "vmm: $rel" --name a --memory 64M --test-guest idle --rundir rel
 
 # A host without KVM (here /dev hidden by a tmpfs in a mount namespace of
 # its own): one line says so and why (before: "/dev/kvm: No such file or
