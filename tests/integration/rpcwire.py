@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # The tern RPC framing by hand, for tests that must send what no client
 # would (tern-rpc(7)): protobuf fields, and frames of a 4-byte
-# little-endian length and a tern.rpc.Frame.
+# little-endian length and a tern.rpc.Frame.  Also a migration's main
+# connection, by hand, from either end (tern-migration(7)).
 import socket
 import struct
 
@@ -110,3 +111,43 @@ def reply(rid, result=b"", status=0, message=""):
     r += ld(4, result)
     f = ld(3, r)
     return struct.pack("<I", len(f)) + f
+
+
+# ---- the migration stream's main connection --------------------------------
+
+def send_msg(s, m):
+    """A StreamMsg (encoded) with its 4-byte length."""
+    s.sendall(struct.pack("<I", len(m)) + m)
+
+
+def as_source(addr, token, mig_id=b"\x01" * 16):
+    """A main connection to addr (tcp:HOST:PORT) with the job's token
+    (hex), its hello answered with 0; the socket."""
+    host, port = addr.split(":")[1:]
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b"TERNMIG1" + struct.pack("<IIII", 3, 1, 0, 0) + mig_id +
+              bytes.fromhex(token) + b"\0" * 16)
+    status = s.recv(4)
+    assert status == b"\0\0\0\0", status
+    return s
+
+
+def as_destination():
+    """Listen on 127.0.0.1, print the port (a line the test reads), take
+    the source's main connection, answer its hello with 0 and read its
+    layout; the socket."""
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(8)
+    lsn.settimeout(20)
+    print(lsn.getsockname()[1], flush=True)
+    c, _ = lsn.accept()
+    c.settimeout(20)
+    hello = b""
+    while len(hello) < 72:
+        chunk = c.recv(72 - len(hello))
+        assert chunk, "the source closed in its hello"
+        hello += chunk
+    c.sendall(struct.pack("<I", 0))
+    recv_frame(c, b"")
+    return c

@@ -25,6 +25,14 @@ ctl_fails() {
 
 # wire CMD...: CMD with tests/integration/rpcwire.py importable.
 wire() { PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" "$@"; }
+# fake_vmm NAME MEMORY [running]: a stand-in vmm (fakevmm.py), ready.
+# (Not through wire: $! must be python's own pid, for the clean-up.)
+fake_vmm() {
+	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
+		python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" "$@" >"$RUNDIR/$1.out" 2>&1 &
+	PIDS+=("$!")
+	wait_until 10 grep -q ready "$RUNDIR/$1.out" || fail "fakevmm $1: $(cat "$RUNDIR/$1.out")"
+}
 
 json_field() { sed -n "s/.*\"$1\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p"; }
 job_field() { migctl --json status "$1" | json_field "$2"; }
@@ -462,30 +470,19 @@ note "a peer's and a caller's text that is not UTF-8, or holds control character
 # fakevmm.py) and a name sent by hand.  Before, their bytes went raw
 # into the job's error, List and migd.state (a strict protobuf decoder,
 # Go's or Python's, then refuses the whole List), and into the reply.
-# (Not through wire: $! must be python's own pid, for the clean-up.)
-PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
-	python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" hv $((4 << 20)) >"$RUNDIR/hv.out" 2>&1 &
-PIDS+=("$!")
-wait_until 10 grep -q ready "$RUNDIR/hv.out" || fail "fakevmm: $(cat "$RUNDIR/hv.out")"
+fake_vmm hv $((4 << 20))
 out=$(migctl --json incoming hv --listen tcp:127.0.0.1:0) || fail "incoming hv: $out"
 wire python3 - "$(echo "$out" | json_field listen)" "$(echo "$out" | json_field token)" <<'EOF' ||
-import socket, struct, sys
-from rpcwire import field, varint, ld
-host, port = sys.argv[1].split(":")[1:]
-s = socket.create_connection((host, int(port)), timeout=10)
-s.sendall(b"TERNMIG1" + struct.pack("<IIII", 3, 1, 0, 0) + b"\x01" * 16 +
-          bytes.fromhex(sys.argv[2]) + b"\0" * 16)
-assert len(s.recv(4)) == 4
+import sys
+from rpcwire import field, varint, ld, as_source, send_msg
+s = as_source(sys.argv[1], sys.argv[2])
 mem = 4 << 20
-hello = (ld(1, b"hv") + field(2, 0, varint(1)) + field(3, 0, varint(mem)) +
-         field(4, 0, varint(1)) + ld(5, field(2, 0, varint(mem))) +
-         field(6, 0, varint(4096)))
-m = ld(1, hello)
-s.sendall(struct.pack("<I", len(m)) + m)
+send_msg(s, ld(1, ld(1, b"hv") + field(2, 0, varint(1)) + field(3, 0, varint(mem)) +
+                  field(4, 0, varint(1)) + ld(5, field(2, 0, varint(mem))) +
+                  field(6, 0, varint(4096))))
 assert s.recv(64), "no Accept"
-m = ld(3, field(1, 0, varint(5)) +
-       ld(2, b"boom\nmigd: hv: completed\x1b[31m red\xc2\x9b\xff\xfe end"))
-s.sendall(struct.pack("<I", len(m)) + m)
+send_msg(s, ld(3, field(1, 0, varint(5)) +
+               ld(2, b"boom\nmigd: hv: completed\x1b[31m red\xc2\x9b\xff\xfe end")))
 s.close()
 EOF
 	fail "the hostile source"
@@ -532,12 +529,9 @@ echo "ok: hv: $err"
 for first in big empty; do
 	out=$(migctl --json incoming hv --listen tcp:127.0.0.1:0) || fail "incoming hv: $out"
 	wire python3 - "$(echo "$out" | json_field listen)" "$(echo "$out" | json_field token)" $first <<'EOF' ||
-import socket, struct, sys
-host, port = sys.argv[1].split(":")[1:]
-s = socket.create_connection((host, int(port)), timeout=10)
-s.sendall(b"TERNMIG1" + struct.pack("<IIII", 3, 1, 0, 0) + b"\x02" * 16 +
-          bytes.fromhex(sys.argv[2]) + b"\0" * 16)
-assert len(s.recv(4)) == 4
+import struct, sys
+from rpcwire import as_source
+s = as_source(sys.argv[1], sys.argv[2], b"\x02" * 16)
 s.sendall(struct.pack("<I", (64 << 10) + 1) if sys.argv[3] == "big" else struct.pack("<I", 0))
 s.settimeout(10)
 try:
@@ -561,27 +555,12 @@ note "a destination's words that are not text (why it takes no postcopy): escape
 # and migd.state, and a strict decoder refused them whole.  The source
 # vmm is a stand-in too (running: its RAM, a dirty bitmap that stays
 # clean), the destination played by hand, up to its Accept.
-PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
-	python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" sv $((4 << 20)) running >"$RUNDIR/sv.out" 2>&1 &
-PIDS+=("$!")
-wait_until 10 grep -q ready "$RUNDIR/sv.out" || fail "fakevmm sv: $(cat "$RUNDIR/sv.out")"
+fake_vmm sv $((4 << 20)) running
 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" python3 - >"$RUNDIR/dst.out" 2>&1 <<'EOF' &
-import socket, struct, time
-from rpcwire import ld, recv_frame
-l = socket.socket()
-l.bind(("127.0.0.1", 0))
-l.listen(8)
-l.settimeout(20)
-print(l.getsockname()[1], flush=True)
-c, _ = l.accept()
-c.settimeout(20)
-hello = b""
-while len(hello) < 72:
-    hello += c.recv(72 - len(hello))
-c.sendall(struct.pack("<I", 0))
-layout, _ = recv_frame(c, b"")
-m = ld(2, ld(1, b"huge pages\xff\xfe\x1b[31m, cut \xc3"))
-c.sendall(struct.pack("<I", len(m)) + m)
+import time
+from rpcwire import ld, as_destination, send_msg
+c = as_destination()
+send_msg(c, ld(2, ld(1, b"huge pages\xff\xfe\x1b[31m, cut \xc3")))
 time.sleep(5)
 EOF
 dst=$!
@@ -612,22 +591,9 @@ wait_exit "$dst" || fail "the destination: $(cat "$RUNDIR/dst.out")"
 sv_failed() { [ "$(job_field sv state)" = failed ]; }
 wait_until 30 sv_failed || fail "sv: $(migctl status sv)"
 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" python3 - >"$RUNDIR/dst2.out" 2>&1 <<'EOF' &
-import socket, struct
-from rpcwire import field, varint, ld, recv_frame
-l = socket.socket()
-l.bind(("127.0.0.1", 0))
-l.listen(8)
-l.settimeout(20)
-print(l.getsockname()[1], flush=True)
-c, _ = l.accept()
-c.settimeout(20)
-hello = b""
-while len(hello) < 72:
-    hello += c.recv(72 - len(hello))
-c.sendall(struct.pack("<I", 0))
-layout, _ = recv_frame(c, b"")
-m = ld(3, field(1, 0, varint(22)) + ld(2, ("y" + "\u00e9" * 380).encode()))
-c.sendall(struct.pack("<I", len(m)) + m)
+from rpcwire import field, varint, ld, as_destination, send_msg
+c = as_destination()
+send_msg(c, ld(3, field(1, 0, varint(22)) + ld(2, ("y" + "\u00e9" * 380).encode())))
 c.close()
 EOF
 dst=$!
@@ -648,14 +614,8 @@ note "postcopy --wait held up by the destination's answer: the caller hears the 
 # The stand-in destination cannot take a postcopy: the job then fails,
 # saying so, and the source runs on.
 start_faultd
-PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
-	python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" ps $((16 << 20)) running >"$RUNDIR/ps.out" 2>&1 &
-PIDS+=("$!")
-PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
-	python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" pd $((16 << 20)) >"$RUNDIR/pd.out" 2>&1 &
-PIDS+=("$!")
-wait_until 10 grep -q ready "$RUNDIR/ps.out" || fail "fakevmm ps: $(cat "$RUNDIR/ps.out")"
-wait_until 10 grep -q ready "$RUNDIR/pd.out" || fail "fakevmm pd: $(cat "$RUNDIR/pd.out")"
+fake_vmm ps $((16 << 20)) running
+fake_vmm pd $((16 << 20))
 out=$(migctl --json incoming pd --listen tcp:127.0.0.1:0) || fail "incoming pd: $out"
 out=$(migctl --json migrate ps "$(echo "$out" | json_field listen)" \
 	--token "$(echo "$out" | json_field token)" --max-bandwidth 1M --channels 1 --detach) ||
