@@ -70,13 +70,19 @@ static void handle_adopted_end(evutil_socket_t fd, short what, void *arg)
 
 Tern__Migd__JobStatus *job_status_copy(const Tern__Migd__JobStatus *js)
 {
-	size_t len = tern__migd__job_status__get_packed_size(js);
-	Tern__Migd__JobStatus *c = NULL;
-	uint8_t *buf = malloc(len ? len : 1);
+	Tern__Migd__JobStatus shown = *js, *c = NULL;
+	struct status_text text;
+	uint8_t *buf;
+	size_t len;
 
+	/* (one an older migd saved, or an older worker reported, may not be
+	 * text) */
+	status_text_shown(&shown, &text);
+	len = tern__migd__job_status__get_packed_size(&shown);
+	buf = malloc(len ? len : 1);
 	if (!buf)
 		return NULL;
-	tern__migd__job_status__pack(js, buf);
+	tern__migd__job_status__pack(&shown, buf);
 	c = (Tern__Migd__JobStatus *)pbuf_unpack(&tern__migd__job_status__descriptor,
 						   len, buf);
 	free(buf);

@@ -779,6 +779,15 @@ void worker_count_served(struct worker *w, uint64_t pages, uint64_t taken,
  * bytes at now (w->lock held): the reporter's, and the job's last. */
 void worker_sample_rates_locked(struct worker *w, uint64_t now);
 /* The job's status as a packed JobStatus (free *ret). */
+/* The strings of a JobStatus that may quote a peer, each as text (its
+ * \xNN form in these buffers when it is not): the worker's reports and
+ * every status migd keeps (worker_status.c). */
+struct status_text {
+	char error[4 * sizeof(((struct worker *)0)->error)];
+	char verified[4 * sizeof(((struct worker *)0)->verified)];
+	char no_postcopy[4 * sizeof(((struct worker *)0)->no_postcopy)];
+};
+void status_text_shown(Tern__Migd__JobStatus *js, struct status_text *t);
 int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len);
 /* Send the job's status to migd: 0, or -errno when no migd took it. */
 int worker_report(struct worker *w);

@@ -162,10 +162,13 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	if (js->n_channels > STREAM_MAX_CHANNELS)
 		return snprintf(why, len, "%s: %zu channels", js->vm,
 				js->n_channels), -EINVAL;
-	if (!str_is_text(js->error) || strlen(js->error) >= sizeof(j->error) ||
+	/* (An error that is not text, an older migd's, is shown as text
+	 * below: the record is kept.) */
+	if (strlen(js->error) >= sizeof(j->error) ||
 	    !str_is_text(js->peer) || strlen(js->peer) >= sizeof(spec.peer))
-		return snprintf(why, len, "%s: its error or peer is not text "
-				"of a length it can have", js->vm), -EINVAL;
+		return snprintf(why, len, "%s: its error or peer is not of a "
+				"length it can have, or its peer not text",
+				js->vm), -EINVAL;
 	spec.role = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE ?
 		    JOB_ROLE_SOURCE : JOB_ROLE_DEST;
 	spec.listen_fd = -1;
@@ -197,7 +200,10 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	j->finished = true;
 	j->lost = lost;
 	j->state = state;
-	str_copy(j->error, lost ? guess : js->error, sizeof(j->error));
+	if (lost)
+		str_copy(j->error, guess, sizeof(j->error));
+	else
+		str_shown(js->error, j->error, sizeof(j->error));
 	/* (A lost job's end is not known: it is known ended from now.) */
 	j->finished_unix_ms = lost ? unix_ms() : js->finished_unix_ms;
 	/* finished_ns stays 0: an earlier migd's pauses teach this one

@@ -189,6 +189,22 @@ static const char *shown_field(const char *s, char *buf, size_t len)
 	return str_is_text(s) ? s : str_shown(s, buf, len);
 }
 
+/*
+ * What may quote a peer (its Refuse, its verdict, why it takes no
+ * postcopy), a vmm or faultd, or be cut in the middle of a UTF-8
+ * sequence (%.400s): in a protobuf string, what is not text shows as
+ * \xNN.  A strict decoder refuses a whole List otherwise, and
+ * migd.state keeps it, across an upgrade too (job_status_copy).
+ */
+void status_text_shown(Tern__Migd__JobStatus *js, struct status_text *t)
+{
+	js->error = (char *)shown_field(js->error, t->error, sizeof(t->error));
+	js->verified = (char *)shown_field(js->verified, t->verified,
+					   sizeof(t->verified));
+	js->no_postcopy = (char *)shown_field(js->no_postcopy, t->no_postcopy,
+					      sizeof(t->no_postcopy));
+}
+
 int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len)
 {
 	Tern__Migd__JobStatus js = TERN__MIGD__JOB_STATUS__INIT;
@@ -196,24 +212,14 @@ int worker_status_pack(struct worker *w, uint8_t **ret, size_t *ret_len)
 	Tern__Migd__ChannelStats cs[STREAM_MAX_CHANNELS];
 	Tern__Migd__ChannelStats *pcs[STREAM_MAX_CHANNELS];
 	Tern__Migd__PostcopyStats pcst;
-	char idhex[2 * STREAM_ID_LEN + 1], error[4 * sizeof(w->error)];
-	char verified[4 * sizeof(w->verified)];
-	char no_postcopy[4 * sizeof(w->no_postcopy)];
+	char idhex[2 * STREAM_ID_LEN + 1];
+	struct status_text text;
 	uint8_t *payload;
 	size_t len;
 
 	pthread_mutex_lock(&w->lock);
 	worker_fill(w, &js, &pp, cs, pcs, idhex, &pcst);
-	/* What may quote a peer (its Refuse, its verdict, why it takes no
-	 * postcopy), a vmm or faultd, or be cut in the middle of a UTF-8
-	 * sequence (%.400s): in a protobuf string, what is not text shows as
-	 * \xNN.  A strict decoder refuses a whole List otherwise, and
-	 * migd.state keeps it. */
-	js.error = (char *)shown_field(js.error, error, sizeof(error));
-	js.verified = (char *)shown_field(js.verified, verified,
-					  sizeof(verified));
-	js.no_postcopy = (char *)shown_field(js.no_postcopy, no_postcopy,
-					     sizeof(no_postcopy));
+	status_text_shown(&js, &text);
 	len = tern__migd__job_status__get_packed_size(&js);
 	payload = malloc(len ? len : 1);
 	if (payload)

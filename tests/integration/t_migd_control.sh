@@ -606,6 +606,47 @@ case $out in *"migctl: sv: migration failed: the destination refused: y"*"; the 
 echo "ok: sv: ...${out: -60}"
 wait_exit "$dst" || fail "the destination: $(cat "$RUNDIR/dst2.out")"
 
+note "a saved history whose peer text is not text (an older migd's): shown as text when loaded"
+# Before, a record whose error was not text was dropped, and its
+# verified and no_postcopy were served raw.  This migd's own file, with
+# hv's last record given such bytes, loaded by a second migd.
+mkdir -m 0700 "$RUNDIR/older"
+wire python3 - "$RUNDIR/migd.state" "$RUNDIR/older/migd.state" <<'EOF' || fail "the older state"
+import os, sys
+from rpcwire import field, varint, ld, fields
+def encode(d):
+    return b"".join(field(n, 0, varint(v)) if isinstance(v, int) else ld(n, v)
+                    for n, vs in sorted(d.items()) for v in vs)
+st = fields(open(sys.argv[1], "rb").read())
+jobs = [fields(j) for j in st[4]]
+for hv in (j for j in jobs if j[2][0] == b"hv"):
+    hv[22] = [b"old\x1b[31m\xff error"]       # error
+    hv[32] = [b"old\xfe verdict"]              # verified
+    hv[45] = [b"old\x9b reason"]               # no_postcopy
+st[4] = [encode(j) for j in jobs]
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, encode(st))
+os.close(fd)
+EOF
+"$BIN/migd" --rundir "$RUNDIR/older" >"$RUNDIR/older.log" 2>&1 &
+older=$!
+PIDS+=("$older")
+wait_until 20 test -S "$RUNDIR/older/migd.sock" || fail "the second migd: $(cat "$RUNDIR/older.log")"
+wire python3 - "$RUNDIR/older/migd.sock" <<'EOF' || fail "List of the older history: $(cat "$RUNDIR/older.log")"
+import sys
+from rpcwire import call, fields
+status, message, result = call(sys.argv[1], "tern.migd.Migd/List", b"")
+assert status == 0, message
+hvs = [fields(j) for j in fields(result)[1] if fields(j)[2][0] == b"hv"]
+assert hvs
+for hv in hvs:
+    got = [hv.get(n, [b""])[0].decode() for n in (22, 32, 45)]
+    assert got == ["old\\x1b[31m\\xff error", "old\\xfe verdict", "old\\x9b reason"], got
+print("ok:", len(hvs), "records of hv:", got)
+EOF
+kill -TERM "$older"
+wait_exit "$older" || fail "the second migd exited with $?"
+
 note "postcopy --wait held up by the destination's answer: the caller hears the job meanwhile"
 # Here the destination's worker is stopped; operator round 12 saw a low
 # cap's queued packets hold the answer up for 5-35 s.  Before, migd told
