@@ -297,26 +297,28 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 }
 
 /*
- * --token-file F: the token from F's one line ("-": standard input), so
+ * --token-file F: the token from F's first line ("-": standard input), so
  * that it is not on the command line, which every user of the host can
- * read (ps).  Into a->token_buf.
+ * read (ps).  Read a byte at a time up to the line's end, so that a pipe
+ * or a terminal left open after it is not waited on; blanks around the
+ * token are dropped; what follows the line is not read.  Into
+ * a->token_buf.
  */
 static int read_token_file(struct cmd_args *a)
 {
 	const char *f = a->token_file;
-	size_t got = 0, end;
-	bool failed = false;
+	size_t got = 0, start;
+	bool failed = false, line = false;
 	ssize_t n;
+	char c;
 	int fd = strcmp(f, "-") ? open(f, O_RDONLY | O_CLOEXEC | O_NOCTTY) : 0;
 
 	if (fd < 0) {
 		cli_errx("--token-file %s: %s", f, strerror(errno));
 		return -EIO;
 	}
-	/* Up to a line of 32 hex digits and some blanks; past that it is
-	 * not a token file, whatever it holds. */
-	while (got < sizeof(a->token_buf) - 1) {
-		n = read(fd, a->token_buf + got, sizeof(a->token_buf) - 1 - got);
+	while (!line && got < sizeof(a->token_buf) - 1) {
+		n = read(fd, &c, 1);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -325,23 +327,25 @@ static int read_token_file(struct cmd_args *a)
 		}
 		if (n <= 0)
 			break;
-		got += (size_t)n;
+		line = c == '\n';
+		if (!line)
+			a->token_buf[got++] = c;
 	}
 	if (fd != 0)
 		close(fd);
 	if (failed)
 		return -EIO;
-	a->token_buf[got] = 0;
-	end = strcspn(a->token_buf, "\n");
-	if (got == sizeof(a->token_buf) - 1 ||
-	    strspn(a->token_buf + end, " \t\r\n") != got - end) {
-		cli_errx("--token-file %s: expected one line (the token)", f);
+	/* Past a token and some blanks, it is not a token file. */
+	if (!line && got == sizeof(a->token_buf) - 1) {
+		cli_errx("--token-file %s: expected the token on its first line",
+			 f);
 		return -EINVAL;
 	}
-	while (end > 0 && strchr(" \t\r", a->token_buf[end - 1]))
-		end--;
-	a->token_buf[end] = 0;
-	a->token = a->token_buf;
+	a->token_buf[got] = 0;
+	while (got > 0 && strchr(" \t\r", a->token_buf[got - 1]))
+		a->token_buf[--got] = 0;
+	start = strspn(a->token_buf, " \t");
+	a->token = a->token_buf + start;
 	return 0;
 }
 
@@ -456,7 +460,7 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		cli_errx("%s %s: expected %d hex digits%s (%s)",
 			 a->token_file ? "--token-file" : "--token",
 			 a->token_file ? a->token_file : a->token,
-			 STREAM_TOKEN_HEX, a->token_file ? " on its one line" : "",
+			 STREAM_TOKEN_HEX, a->token_file ? " on its first line" : "",
 			 strcmp(c->name, "incoming") ?
 			 "the token that 'migctl incoming' printed" :
 			 "a token of your own, or none: migd then makes one");

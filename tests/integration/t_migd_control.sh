@@ -61,12 +61,12 @@ ctl_usage "migrate x: --token (or --token-file) is required: the one that 'migct
 	migrate x tcp:127.0.0.1:4444
 # --token-file: the token off the command line, which ps shows to all.
 # What the file holds is not shown in the error: it may be a secret.
-printf 'not a token\n' >"$RUNDIR/tok.bad"
-printf '0123456789abcdef0123456789abcdef\nmore\n' >"$RUNDIR/tok.two"
-ctl_usage "--token-file $RUNDIR/tok.bad: expected 32 hex digits on its one line (the token that 'migctl incoming' printed)" \
+printf 'not a token\n0123456789abcdef0123456789abcdef\n' >"$RUNDIR/tok.bad"
+ctl_usage "--token-file $RUNDIR/tok.bad: expected 32 hex digits on its first line (the token that 'migctl incoming' printed)" \
 	migrate x tcp:127.0.0.1:4444 --token-file "$RUNDIR/tok.bad"
-ctl_usage "--token-file $RUNDIR/tok.two: expected one line (the token)" \
-	migrate x tcp:127.0.0.1:4444 --token-file "$RUNDIR/tok.two"
+head -c 4096 /dev/zero >"$RUNDIR/tok.zero"
+ctl_usage "--token-file $RUNDIR/tok.zero: expected the token on its first line" \
+	migrate x tcp:127.0.0.1:4444 --token-file "$RUNDIR/tok.zero"
 ctl_usage "--token-file $RUNDIR/none: No such file or directory" \
 	incoming x --listen tcp:127.0.0.1:0 --token-file "$RUNDIR/none"
 ctl_usage "--token: a token of all zeros is no secret: give another, or none (migd then makes a random one)" \
@@ -312,6 +312,19 @@ note "Incoming for a VM without a vmm"
 ctl_fails "no vmm named ghost on this host ($RUNDIR/vmm/ghost.sock: No such file or directory)" incoming ghost --listen tcp:127.0.0.1:0
 ctl_fails "no migration job for ghost" status ghost
 ctl_fails "no migration job for ghost" cancel ghost
+# --token-file on a pipe left open after the token's line: read up to
+# the line's end, not waited on to its end (before: until then, past
+# --timeout too).
+mkfifo "$RUNDIR/tok.fifo"
+exec 7<>"$RUNDIR/tok.fifo"
+printf '%s\n' 0123456789abcdef0123456789abcdef >&7
+err=$(timeout 10 "$BIN/migctl" --rundir "$RUNDIR" migrate ghost tcp:127.0.0.1:1 \
+	--token-file "$RUNDIR/tok.fifo" 2>&1)
+rc=$?
+exec 7>&-
+[ $rc -eq 1 ] && [ "$err" = "migctl: no vmm named ghost on this host ($RUNDIR/vmm/ghost.sock: No such file or directory)" ] ||
+	fail "--token-file on an open pipe: exit $rc: $err"
+echo "ok: --token-file on an open pipe: $err"
 # (one channel is one: before, "for 1 channels")
 ctl_fails "max bandwidth 1000 bytes/s for 1 channel: at least 65536 bytes/s a channel" \
 	set --channels 1 --max-bandwidth 1000
