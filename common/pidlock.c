@@ -31,8 +31,9 @@ int pidlock_take(const char *path, char *holder, size_t len)
 
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY |
 		  O_NONBLOCK, 0640);
+	/* (a directory, a socket: no regular file either) */
 	if (fd < 0)
-		return -errno;
+		return errno == EISDIR || errno == ENXIO ? -EMLINK : -errno;
 	if (fstat(fd, &st) < 0)
 		ret = -errno;
 	else if (!S_ISREG(st.st_mode) || st.st_nlink != 1)

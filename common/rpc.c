@@ -194,8 +194,8 @@ static int conn_take_cmsg(struct rpc_conn *c, struct msghdr *msg)
 	}
 	if (msg->msg_flags & MSG_CTRUNC) {
 		snprintf(c->why, sizeof(c->why), "descriptors that came cut "
-			 "short (MSG_CTRUNC: this process may be at its limit "
-			 "of open files)");
+			 "short (MSG_CTRUNC: more than %d, or this process at "
+			 "its limit of open files)", RPC_MAX_FDS);
 		r = -EPROTO;
 	}
 	return r;

@@ -302,7 +302,8 @@ static int peer_read_one(struct rpc_peer *p)
 	} else {
 		rpc_fds_close(fds, nfds);
 		r = -EPROTO;
-		peer_refuse(p, r, "a reply, where only requests may come");
+		peer_refuse(p, r, "a reply or an event, where only requests "
+			    "may come");
 	}
 	tern__rpc__frame__free_unpacked(f, NULL);
 	return r < 0 ? r : 1;

@@ -140,6 +140,18 @@ static void test_fifo_refused(void **state)
 	assert_int_equal(pidlock_take(f->lock, holder, sizeof(holder)), -EMLINK);
 }
 
+/* A directory under the lock's name: said as any other that is no
+ * regular file (before: "Is a directory"). */
+static void test_directory_refused(void **state)
+{
+	struct fx *f = *state;
+	char holder[32];
+
+	assert_int_equal(mkdir(f->lock, 0700), 0);
+	assert_int_equal(pidlock_take(f->lock, holder, sizeof(holder)), -EMLINK);
+	assert_int_equal(rmdir(f->lock), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -150,6 +162,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hard_link_refused, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fifo_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_directory_refused, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

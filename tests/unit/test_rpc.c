@@ -918,7 +918,8 @@ static void test_srv_reply_frame_from_client(void **state)
 	f.reply = &rep;
 	n = rpc_frame_encode(&f, buf, sizeof(buf));
 	assert_true(n > 0);
-	closed_and_told(buf, (size_t)n, "a reply, where only requests may come");
+	closed_and_told(buf, (size_t)n,
+			"a reply or an event, where only requests may come");
 }
 
 static void test_srv_oversize_peer(void **state)
