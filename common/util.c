@@ -249,6 +249,22 @@ const char *str_shown(const char *s, char *buf, size_t len)
 	return buf;
 }
 
+int str_cut(const char *s, int max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	int n = 0, k;
+
+	while (n < max && p[n]) {
+		k = utf8_seq_len(p + n);
+		if (!k)
+			k = 1;
+		if (n + k > max)
+			break;
+		n += k;
+	}
+	return n;
+}
+
 char *str_shown_dup(const char *s)
 {
 	size_t len;

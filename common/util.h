@@ -55,6 +55,10 @@ bool str_is_text(const char *s);
  * UTF-8 written as \xNN, cut to fit len; returns buf.  For errors that
  * quote what a caller gave. */
 const char *str_shown(const char *s, char *buf, size_t len);
+/* The length of s cut to at most max bytes at the end of a UTF-8
+ * sequence (for "%.*s": a peer's words cut short stay whole
+ * characters); a byte that is not UTF-8 counts alone. */
+int str_cut(const char *s, int max);
 /* A copy of s as str_shown writes it, whole (malloc; NULL when out of
  * memory): for text that goes to a terminal or a protobuf string. */
 char *str_shown_dup(const char *s);

@@ -404,9 +404,12 @@ int dest_recv(struct dest *d, int body, const char *what,
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
 		/* A channel may have failed first, as the source closed it. */
 		if (worker_failed(d->w))
-			worker_note(d->w, "the source said: %.400s", m->refuse->message);
+			worker_note(d->w, "the source said: %.*s",
+				    str_cut(m->refuse->message, 400),
+				    m->refuse->message);
 		r = worker_fail(d->w, stream_peer_errno(m->refuse->err), "the "
-				"source ended the migration: %.400s", m->refuse->message);
+				"source ended the migration: %.*s",
+				str_cut(m->refuse->message, 400), m->refuse->message);
 		protobuf_c_message_free_unpacked(&m->base, NULL);
 		return r;
 	}

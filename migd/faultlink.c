@@ -62,7 +62,8 @@ static int fault_call(struct fault_link *f, const char *method,
 		snprintf(err, len, "faultd: %s: no answer in %d s: %s", method,
 			 ms / 1000, who);
 	else if (r < 0)
-		snprintf(err, len, "faultd: %s: %.160s", method, res->message);
+		snprintf(err, len, "faultd: %s: %.*s", method,
+			 str_cut(res->message, 160), res->message);
 	if (res == &own)
 		rpc_result_close_fds(res);
 	return r;

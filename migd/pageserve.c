@@ -98,7 +98,8 @@ static void *page_server_thread(void *arg)
 			r = serve_one(ps, m->request);
 		else if (m->body_case == TERN__STREAM__PAGE_MSG__BODY_REFUSE) {
 			snprintf(ps->why, sizeof(ps->why), "page link: the "
-				 "destination dropped it: %.160s", m->refuse->message);
+				 "destination dropped it: %.*s",
+				 str_cut(m->refuse->message, 160), m->refuse->message);
 			r = -ECONNABORTED;
 		} else
 			r = serve_refuse(ps, "a message that is not a page request");

@@ -188,7 +188,8 @@ static int source_postcopy_possible(struct source *s, const char *dest_why)
 		snprintf(why, sizeof(why), "vmm %s's guest RAM is in 2 MiB huge "
 			 "pages (--hugepages)", s->w->spec->vm);
 	else if (dest_why && dest_why[0])
-		snprintf(why, sizeof(why), "at the destination, %.280s", dest_why);
+		snprintf(why, sizeof(why), "at the destination, %.*s",
+			 str_cut(dest_why, 280), dest_why);
 	else
 		return 0;
 	worker_params(s->w, &p);
@@ -251,7 +252,8 @@ static int source_hello(struct source *s)
 					  reply->refuse->migd_ended);
 	else if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
 		r = worker_fail(s->w, stream_peer_errno(reply->refuse->err),
-				"the destination refused: %.400s",
+				"the destination refused: %.*s",
+				str_cut(reply->refuse->message, 400),
 				reply->refuse->message);
 	else if (reply->body_case != TERN__STREAM__STREAM_MSG__BODY_ACCEPT)
 		r = worker_fail(s->w, EPROTO, "the destination answered our layout "
@@ -358,7 +360,8 @@ int source_expect(struct source *s, int body, const char *what,
 		ran = s->w->source_was_running;
 		pthread_mutex_unlock(&s->w->lock);
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
-				"the destination failed: %.400s; %s", m->refuse->message,
+				"the destination failed: %.*s; %s",
+				str_cut(m->refuse->message, 400), m->refuse->message,
 				ran ? "the guest resumes here" : "the guest stays "
 				"paused here, as it was when the job stopped it");
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
@@ -374,8 +377,8 @@ int source_expect(struct source *s, int body, const char *what,
 		paused = s->w->switched && !m->refuse->unrecoverable;
 		pthread_mutex_unlock(&s->w->lock);
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
-				"the destination %s: %.400s", paused ? "says" : "failed",
-				m->refuse->message);
+				"the destination %s: %.*s", paused ? "says" : "failed",
+				str_cut(m->refuse->message, 400), m->refuse->message);
 		/* A recovery refused for good: no later one can succeed. */
 		if (m->refuse->unrecoverable)
 			worker_set_unrecoverable(s->w);

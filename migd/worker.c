@@ -432,7 +432,8 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 	    m->refuse->cancelled)
 		worker_fail_cancelled(w, who, m->refuse->migd_ended);
 	else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
-		worker_note(w, "%s said: %.400s", who, m->refuse->message);
+		worker_note(w, "%s said: %.*s", who,
+			    str_cut(m->refuse->message, 400), m->refuse->message);
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    m->refuse->unrecoverable)
 		worker_set_unrecoverable(w);

@@ -614,6 +614,8 @@ PIDS+=("$dst")
 wait_until 10 grep -q "^[0-9]" "$RUNDIR/dst2.out" || fail "no destination: $(cat "$RUNDIR/dst2.out")"
 out=$(migctl migrate sv "tcp:127.0.0.1:$(head -n 1 "$RUNDIR/dst2.out")" \
 	--token 0123456789abcdef0123456789abcdef 2>&1) && fail "migrate sv into a refusal: $out"
+# (and cut between characters: before, a stray \xc3 ended the words)
+case $out in *'\x'*) fail "sv, refused at length: $out" ;; esac
 case $out in *"migctl: sv: migration failed: the destination refused: y"*"; the source VM kept running") ;;
 *) fail "sv, refused at length: $out" ;; esac
 echo "ok: sv: ...${out: -60}"

@@ -544,6 +544,22 @@ static void test_cpus_usable(void **state)
 	assert_int_equal(cpus_usable(), CPU_COUNT(&all));
 }
 
+/* A peer's words cut short stay whole characters (before: "%.400s" cut
+ * an é in two, a stray \xc3 at the end). */
+static void test_str_cut(void **state)
+{
+	(void)state;
+	assert_int_equal(str_cut("abcdef", 4), 4);
+	assert_int_equal(str_cut("ab", 4), 2);
+	assert_int_equal(str_cut("a\xc3\xa9\xc3\xa9", 4), 3);    /* a é|é */
+	assert_int_equal(str_cut("a\xc3\xa9\xc3\xa9", 5), 5);
+	assert_int_equal(str_cut("\xe2\x82\xac", 2), 0);          /* € */
+	/* bytes that are not UTF-8 count alone (shown as \xNN later) */
+	assert_int_equal(str_cut("\xff\xfe\xc3", 2), 2);
+	assert_int_equal(str_cut("x\xc3", 4), 2);
+	assert_int_equal(str_cut("abc", 0), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -569,6 +585,7 @@ int main(void)
 		cmocka_unit_test(test_timespec_after_ms),
 		cmocka_unit_test(test_thread_join_ms),
 		cmocka_unit_test(test_cpus_usable),
+		cmocka_unit_test(test_str_cut),
 	};
 
 	/* Bounds every read, join and wait below: a hang fails the test
