@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -325,9 +326,8 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 			return -2;
 		}
 	}
-	if (g->rundir && (why = cli_rundir_why(g->rundir))) {
-		cli_errx("--rundir%s%s: %s", g->rundir[0] ? " " : "", g->rundir,
-			 why);
+	if (g->rundir && (why = cli_rundir_error(g->rundir))) {
+		cli_errx("%s", why);
 		return -2;
 	}
 	if (optind >= argc) {
@@ -337,14 +337,18 @@ int cli_parse_globals(int argc, char **argv, struct cli_globals *g,
 	return optind;
 }
 
-const char *cli_rundir_why(const char *dir)
+const char *cli_rundir_error(const char *dir)
 {
+	static char msg[PATH_MAX + 160];
+
 	if (!dir[0])
-		return "give a directory";
-	if (dir[0] != '/')
-		return "give an absolute path (a relative one names another "
-		       "directory from each program's working directory)";
-	return NULL;
+		return "--rundir: give a directory";
+	if (dir[0] == '/')
+		return NULL;
+	snprintf(msg, sizeof(msg), "--rundir %s: give an absolute path (a "
+		 "relative one names another directory from each program's "
+		 "working directory)", dir);
+	return msg;
 }
 
 const char *cli_refused_hint(int r, bool group)

@@ -112,11 +112,13 @@ bool cli_global_letter(int c);
  */
 const char *cli_refused_hint(int r, bool group);
 /*
- * What is wrong with a --rundir, or NULL: it must be a non-empty absolute
- * path, for a relative one would name another directory from each
- * program's working directory (a daemon's and its clients').
+ * What is wrong with a --rundir, as the usage error says it ("--rundir
+ * rel: give an absolute path ..."; a static buffer), or NULL: it must be
+ * a non-empty absolute path, for a relative one would name another
+ * directory from each program's working directory (a daemon's and its
+ * clients').
  */
-const char *cli_rundir_why(const char *dir);
+const char *cli_rundir_error(const char *dir);
 /*
  * The same for a call that was made to the daemon of pid (SO_PEERCRED;
  * <= 0: not known): also, past the timeout (-ETIMEDOUT), that the request

@@ -102,9 +102,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
-	if ((why = cli_rundir_why(o->rundir)))
-		die_usage("--rundir%s%s: %s", o->rundir[0] ? " " : "", o->rundir,
-			  why);
+	if ((why = cli_rundir_error(o->rundir)))
+		die_usage("%s", why);
 	/* Room for "/migd.sock" and the vmm sockets in a sun_path. */
 	if (strlen(o->rundir) > RUNDIR_MAX)
 		die_usage("--rundir %s: at most %d characters", o->rundir,

@@ -191,9 +191,8 @@ static const char *shown_field(const char *s, char *buf, size_t len)
 
 /*
  * What may quote a peer (its Refuse, its verdict, why it takes no
- * postcopy), a vmm or faultd, or be cut in the middle of a UTF-8
- * sequence (%.400s): in a protobuf string, what is not text shows as
- * \xNN.  A strict decoder refuses a whole List otherwise, and
+ * postcopy), a vmm or faultd: in a protobuf string, what is not text
+ * shows as \xNN.  A strict decoder refuses a whole List otherwise, and
  * migd.state keeps it, across an upgrade too (job_status_copy).
  */
 void status_text_shown(Tern__Migd__JobStatus *js, struct status_text *t)

@@ -219,9 +219,8 @@ static void parse_args(int argc, char **argv, struct options *o, struct vm *vm)
 	}
 	if (!o->rundir)
 		o->rundir = VMM_DEFAULT_RUNDIR;
-	if ((why = cli_rundir_why(o->rundir)))
-		die_usage("--rundir%s%s: %s", o->rundir[0] ? " " : "", o->rundir,
-			  why);
+	if ((why = cli_rundir_error(o->rundir)))
+		die_usage("%s", why);
 	/* Checked before anything is created in it: the control socket,
 	 * DIR/vmm/NAME.sock, must fit a sun_path, as migd's and faultd's. */
 	if (strlen(o->rundir) > RUNDIR_MAX)
