@@ -5,7 +5,9 @@
 # answering is refused at once) and the port it binds, one
 # job per VM, cancel, parameters, history, hostile bytes on migd.sock, and
 # a worker killed under migd: the job fails with a clear error and migd
-# keeps serving.
+# keeps serving.  Its first part needs no KVM: with stand-in vmms
+# (fakevmm.py) it plays hostile sources and destinations by hand, and
+# holds up a postcopy's answer, against the real migd and its workers.
 . "$(dirname "$0")/lib.sh"
 
 migctl() { "$BIN/migctl" --rundir "$RUNDIR" --timeout 20 "$@"; }
