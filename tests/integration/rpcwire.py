@@ -103,6 +103,22 @@ def fields(b):
     return out
 
 
+# JobStatus's fields read as text below (decode() is as strict as Go's
+# and Python's protobuf runtimes: it refuses what is not UTF-8)
+JOB_VM, JOB_ERROR, JOB_VERIFIED, JOB_NO_POSTCOPY = 2, 22, 32, 45
+
+
+def job_texts(path, vm, numbers):
+    """migd's List on the unix socket path: for each job of vm (newest
+    first), the text of each JobStatus field in numbers.  Those fields
+    are read as text in every job listed, as a strict decoder would."""
+    status, message, result = call(path, "tern.migd.Migd/List", b"")
+    assert status == 0, message
+    jobs = [fields(j) for j in fields(result).get(1, [])]       # JobList.jobs
+    texts = [[j.get(n, [b""])[0].decode() for n in numbers] for j in jobs]
+    return [t for j, t in zip(jobs, texts) if j[JOB_VM][0] == vm.encode()]
+
+
 def reply(rid, result=b"", status=0, message=""):
     """A framed Reply (Frame.reply = 3): id, status, message, result."""
     r = field(1, 0, varint(rid))

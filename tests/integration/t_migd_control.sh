@@ -508,12 +508,9 @@ err=$(migctl status hv | sed -n 's/^  error *//p')
 [ "$err" = "$said" ] || fail "hv's error: $err"
 wire python3 - "$RUNDIR/migd.sock" "$said" <<'EOF' || fail "List, and a name not UTF-8"
 import sys
-from rpcwire import call, fields, ld
-status, message, result = call(sys.argv[1], "tern.migd.Migd/List", b"")
-assert status == 0, message
-# JobList.jobs = 1, JobStatus.error = 22: text a strict decoder takes
-errors = [fields(j).get(22, [b""])[0].decode() for j in fields(result)[1]]
-assert sys.argv[2] in errors, errors
+from rpcwire import call, ld, job_texts, JOB_ERROR
+errors = job_texts(sys.argv[1], "hv", [JOB_ERROR])
+assert [sys.argv[2]] in errors, errors
 status, message, result = call(sys.argv[1], "tern.migd.Migd/Incoming",
                                ld(1, b"\xff\xfe\x1b[2J") + ld(2, b"tcp:127.0.0.1:0"))
 assert status != 0 and "\\xff\\xfe\\x1b[2J" in message, message   # decoded
@@ -587,14 +584,10 @@ said='at the destination, huge pages\xff\xfe\x1b[31m, cut \xc3'
 sv_told() {
 	wire python3 - "$RUNDIR/migd.sock" "$said" <<'EOF'
 import sys
-from rpcwire import call, fields
-status, message, result = call(sys.argv[1], "tern.migd.Migd/List", b"")
-assert status == 0, message
-# JobList.jobs = 1; JobStatus.vm = 2, no_postcopy = 45: text
-said = [fields(j).get(45, [b""])[0].decode() for j in fields(result)[1]
-        if fields(j)[2][0] == b"sv"]
+from rpcwire import job_texts, JOB_NO_POSTCOPY
+said = job_texts(sys.argv[1], "sv", [JOB_NO_POSTCOPY])
 print(said)
-assert said and said[0] == sys.argv[2], said
+assert said and said[0] == [sys.argv[2]], said
 EOF
 }
 wait_until 20 sv_told || fail "sv's no_postcopy: $(sv_told 2>&1)"
@@ -651,13 +644,10 @@ PIDS+=("$older")
 wait_until 20 test -S "$RUNDIR/older/migd.sock" || fail "the second migd: $(cat "$RUNDIR/older.log")"
 wire python3 - "$RUNDIR/older/migd.sock" <<'EOF' || fail "List of the older history: $(cat "$RUNDIR/older.log")"
 import sys
-from rpcwire import call, fields
-status, message, result = call(sys.argv[1], "tern.migd.Migd/List", b"")
-assert status == 0, message
-hvs = [fields(j) for j in fields(result)[1] if fields(j)[2][0] == b"hv"]
+from rpcwire import job_texts, JOB_ERROR, JOB_VERIFIED, JOB_NO_POSTCOPY
+hvs = job_texts(sys.argv[1], "hv", [JOB_ERROR, JOB_VERIFIED, JOB_NO_POSTCOPY])
 assert hvs
-for hv in hvs:
-    got = [hv.get(n, [b""])[0].decode() for n in (22, 32, 45)]
+for got in hvs:
     assert got == ["old\\x1b[31m\\xff error", "old\\xfe verdict", "old\\x9b reason"], got
 print("ok:", len(hvs), "records of hv:", got)
 EOF
