@@ -5,6 +5,7 @@
 set -u
 BIN=${TERN_BUILD:-$PWD/build}/bin
 TESTS=${TERN_BUILD:-$PWD/build}/tests
+ITEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)     # these scripts
 RUNDIR=$(mktemp -d /tmp/tern-test.XXXXXX)
 TEST_DIR=$RUNDIR        # RUNDIR may be another host's for a while (on_host)
 PIDS=()
@@ -433,6 +434,29 @@ start_faultd() {
 	wait_until 20 test -S "$RUNDIR/faultd.sock" ||
 		{ cat "$RUNDIR/faultd.log"; fail "faultd did not come up"; }
 }
+
+# ---- stand-in vmms: migd's peers without KVM ---------------------------------
+
+# wire CMD...: CMD with tests/integration/rpcwire.py importable.
+wire() { PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$ITEST_DIR" "$@"; }
+
+# fake_vmm NAME MEMORY [incoming|running [DIRTY]]: a stand-in vmm
+# (fakevmm.py), ready; its output in RUNDIR/NAME.out, and its RAM, to
+# corrupt, at FAKE_RAM (/proc/PID/fd/N).  (Not through wire: $! must be
+# python's own pid, for the clean-up.)
+fake_vmm() {
+	local fd
+	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$ITEST_DIR" \
+		python3 "$ITEST_DIR/fakevmm.py" "$RUNDIR" "$@" >"$RUNDIR/$1.out" 2>&1 &
+	PIDS+=("$!")
+	wait_until 10 grep -q "^ready" "$RUNDIR/$1.out" || fail "fakevmm $1: $(cat "$RUNDIR/$1.out")"
+	fd=$(sed -n 's/^ready \([0-9]*\)$/\1/p' "$RUNDIR/$1.out")
+	FAKE_RAM=/proc/$!/fd/$fd
+}
+
+# fake_ram NAME WHAT: the SHA-256 of stand-in NAME's RAM at its last
+# WHAT (stop, cont or discard), or nothing.
+fake_ram() { sed -n "s/^$2 ram //p" "$RUNDIR/$1.out" | tail -n 1; }
 
 # ---- threads: scheduling class, capabilities ----------------------------------
 

@@ -25,17 +25,6 @@ ctl_fails() {
 	echo "ok: $err"
 }
 
-# wire CMD...: CMD with tests/integration/rpcwire.py importable.
-wire() { PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" "$@"; }
-# fake_vmm NAME MEMORY [running]: a stand-in vmm (fakevmm.py), ready.
-# (Not through wire: $! must be python's own pid, for the clean-up.)
-fake_vmm() {
-	PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$(dirname "$0")" \
-		python3 "$(dirname "$0")/fakevmm.py" "$RUNDIR" "$@" >"$RUNDIR/$1.out" 2>&1 &
-	PIDS+=("$!")
-	wait_until 10 grep -q ready "$RUNDIR/$1.out" || fail "fakevmm $1: $(cat "$RUNDIR/$1.out")"
-}
-
 json_field() { sed -n "s/.*\"$1\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p"; }
 job_field() { migctl --json status "$1" | json_field "$2"; }
 

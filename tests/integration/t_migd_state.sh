@@ -28,7 +28,6 @@ def job(vm, state, error=b"", role=1, id=b""):
 open(sys.argv[1], "wb").write(eval(sys.argv[2]))' "$STATE" "$1"
 	chmod 600 "$STATE"
 }
-wire() { PYTHONPATH="$(dirname "$0")" "$@"; }
 
 start_migd
 note "a migd's defaults and finished jobs"

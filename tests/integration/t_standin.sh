@@ -1,0 +1,113 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Precopy between stand-in vmms (fakevmm.py), on any host, KVM or not:
+# migd, its workers and migctl are the real programs; the vmm's part is
+# played by a program that hands over its RAM in a memfd and logs, as
+# KVM would, the pages that a writer thread rewrites in place of a
+# guest.  Multifd channels, zstd, auto-converge (the writer slows as the
+# throttle rises), a timeout that cancels, and verify catching a page
+# corrupted on the destination.  What arrives is checked bit for bit:
+# the SHA-256 of the RAM the source stopped with against that of the
+# RAM the destination starts with.  The same, with real guests, and the
+# guest's own checks: t_migrate and t_precopy_features (KVM).
+. "$(dirname "$0")/lib.sh"
+start_migd
+
+MEM=$((64 << 20))
+
+# fake_did NAME WHAT: stand-in NAME has printed its RAM at a WHAT.
+fake_did() { [ -n "$(fake_ram "$1" "$2")" ]; }
+# same_ram SRC DST: DST started with the RAM SRC stopped with.
+same_ram() {
+	local s d
+	wait_until 20 fake_did "$2" cont || fail "$2 was never resumed"
+	s=$(fake_ram "$1" stop) d=$(fake_ram "$2" cont)
+	[ -n "$s" ] && [ "$s" = "$d" ] || fail "$2's RAM is not what $1 stopped with ($d, $s)"
+	echo "ok: $2 started with the RAM $1 stopped with (sha256 ${s:0:16}...)"
+}
+# throttles NAME: the throttles stand-in NAME was given, in order.
+throttles() { sed -n 's/^throttle //p' "$RUNDIR/$1.out" | tr '\n' ' '; }
+
+note "2 channels and verify, a writer rewriting 2000 pages a second"
+fake_vmm a "$MEM" running 2000
+fake_vmm b "$MEM"
+incoming b
+out=$(migctl --json migrate a "$ADDR" --token "$TOKEN" --channels 2 --verify --wait) ||
+	fail "a -> b: $out"
+same_ram a b
+[ "$(echo "$out" | jget verified)" = ok ] || fail "a: verified: $out"
+# Zero pages are never sent: a quarter of a's RAM is zero.
+sent=$(echo "$out" | jget pages_sent)
+[ "$sent" -ge $((MEM / 4096 * 3 / 4)) ] || fail "a: $sent pages sent: $out"
+echo "ok: $sent pages sent, $(echo "$out" | jget rounds) rounds, downtime $(echo "$out" | jget downtime_ms) ms"
+
+note "4 channels and zstd:3: the text pages compress, the random ones go raw"
+fake_vmm c "$MEM" running 2000
+fake_vmm d "$MEM"
+incoming d
+out=$(migctl --json migrate c "$ADDR" --token "$TOKEN" --channels 4 --compress zstd:3 --wait) ||
+	fail "c -> d: $out"
+same_ram c d
+zp=$(echo "$out" | jget compressed_pages)
+# The text quarter: 4096 pages; the writer's 64 random bytes leave a
+# rewritten text page compressible, and a random page stays random.
+[ "$zp" -ge $((MEM / 4096 / 4)) ] && [ "$zp" -lt $((MEM / 4096 / 2)) ] ||
+	fail "c: $zp pages compressed: $out"
+echo "ok: $zp pages compressed of $(echo "$out" | jget pages_sent) sent"
+
+note "auto-converge: a writer outrunning the cap is throttled until it converges, then let go"
+# 20000 pages (80 MB) a second against 16 MB/s: without a throttle,
+# every round leaves more to send than the downtime limit allows.
+fake_vmm e "$MEM" running 20000
+fake_vmm f "$MEM"
+incoming f
+out=$(migctl --json migrate e "$ADDR" --token "$TOKEN" --max-bandwidth 16M \
+	--auto-converge --timeout 120 --wait) || fail "e -> f: $out"
+same_ram e f
+t=$(throttles e)
+echo "e's throttles: $t"
+case $t in 0\ *|"") fail "e was never throttled: $t" ;; esac
+case $t in *" 0 ") ;; *) fail "e's throttle was not lifted at the end: $t" ;; esac
+echo "ok: $(echo "$out" | jget rounds) rounds, downtime $(echo "$out" | jget downtime_ms) ms"
+
+note "a timeout cancels a migration that cannot converge; the source runs on, the destination is emptied"
+fake_vmm g "$MEM" running 20000
+fake_vmm h "$MEM"
+incoming h
+out=$(migctl migrate g "$ADDR" --token "$TOKEN" --max-bandwidth 4M --timeout 3 2>&1) &&
+	fail "a migration that cannot converge completed: $out"
+echo "$out" | tail -n 1
+echo "$out" | grep -q "migration failed: did not complete within the 3 s timeout[^;]*; the source VM kept running$" ||
+	fail "$out"
+[ -z "$(fake_ram g stop)" ] || fail "g was stopped"
+vmm_is g running || fail "g is $(state_of g)"
+zero=$(head -c "$MEM" /dev/zero | sha256sum | cut -d' ' -f1)
+wait_until 20 fake_did h discard || fail "h was not told to drop what it received"
+[ "$(fake_ram h discard)" = "$zero" ] || fail "h's RAM is not empty"
+echo "ok: h dropped what it received"
+
+note "verify: a page corrupted on the destination during the migration is caught; the source runs on"
+# No writer: the last quarter of i stays zero, so that its pages are
+# never sent and the corrupted one stays so.  At 16 MB/s the 48 MiB of
+# data take 3 s: the job is surely still running when the page is hit.
+fake_vmm i "$MEM" running
+fake_vmm j "$MEM"
+ram_j=$FAKE_RAM
+incoming j
+migctl migrate i "$ADDR" --token "$TOKEN" --verify --downtime-limit 2000 \
+	--max-bandwidth 16M --detach >/dev/null || fail "migrate i"
+wait_until 30 job_is i active || fail "i: $(migctl status i)"
+printf '\377' | dd of="$ram_j" bs=1 seek=$((MEM - 4096)) conv=notrunc status=none ||
+	fail "corrupting j"
+wait_job_final i
+[ "$(job_get i state)" = failed ] || fail "the corrupted migration was not failed: $(migctl status i)"
+gpa=$(printf '0x%x' $((MEM - (2 << 20))))
+case $(job_get i verified) in "verify failed: the destination's guest RAM differs from the RAM here: 1 of 32 2 MiB chunks, the first at gpa $gpa") ;;
+*) fail "i: verified: $(job_get i verified)" ;; esac
+case $(job_get i error) in *"; the source VM runs again") ;;
+*) fail "i: $(job_get i error)" ;; esac
+echo "ok: $(job_get i error)"
+wait_until 20 vmm_is i running || fail "i is $(state_of i), not running again"
+[ "$(fake_ram i cont)" = "$(fake_ram i stop)" ] || fail "i's RAM changed while it was stopped"
+wait_until 20 fake_did j discard || fail "j was not told to drop what it received"
+echo "ok: i runs on, j dropped what it received"
