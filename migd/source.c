@@ -616,9 +616,13 @@ static void source_recover(struct source *s)
 	if (fault_active("source-no-cont"))
 		return;
 	/* Its operator may have paused it during the job's pause (a
-	 * vmmctl stop): it stays so. */
+	 * vmmctl stop): it stays so, and migd's clean-up after this
+	 * worker must not resume it either (source_resumable, jobend.c). */
 	if (source_stop_found(s, &found) == 0 &&
 	    found == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED) {
+		pthread_mutex_lock(&w->lock);
+		w->source_was_running = false;
+		pthread_mutex_unlock(&w->lock);
 		worker_note(w, "the source VM stays paused: its operator paused "
 			    "it during the job's stop");
 		return;

@@ -111,3 +111,30 @@ wait_until 20 vmm_is i running || fail "i is $(state_of i), not running again"
 [ "$(fake_ram i cont)" = "$(fake_ram i stop)" ] || fail "i's RAM changed while it was stopped"
 wait_until 20 fake_did j discard || fail "j was not told to drop what it received"
 echo "ok: i runs on, j dropped what it received"
+
+note "an operator's pause in the job's stop outlasts a failure"
+# The job's pause is held (TERN_FAULT=source-slow-pause, while the file
+# of that name is there) for the operator's 'vmmctl stop'; verify then
+# fails.  Before, the worker left the VM paused, saying so, and migd's
+# clean-up after it resumed the VM all the same ("the source VM was
+# resumed").
+stop_migd
+start_migd TERN_FAULT=source-slow-pause
+fake_vmm k "$MEM" running
+fake_vmm l "$MEM"
+printf '\377' | dd of="$FAKE_RAM" bs=1 seek=$((MEM - 4096)) conv=notrunc status=none ||
+	fail "corrupting l"
+incoming l
+: >"$RUNDIR/source-slow-pause"
+migctl migrate k "$ADDR" --token "$TOKEN" --verify --downtime-limit 2000 --detach >/dev/null ||
+	fail "migrate k"
+wait_until 30 fake_did k stop || fail "k was never stopped: $(migctl status k)"
+vmmctl stop k >/dev/null || fail "vmmctl stop k"
+rm "$RUNDIR/source-slow-pause"
+wait_job_final k
+err=$(job_get k error)
+case $err in *"verify failed"*"; the source VM stays paused: its operator paused it during the job's stop") ;;
+*) fail "k: $err" ;; esac
+vmm_is k paused || fail "k is $(state_of k), not paused"
+grep -q "^call Cont" "$RUNDIR/k.out" && fail "k was resumed"
+echo "ok: $err"
