@@ -5,11 +5,16 @@
 # played by a program that hands over its RAM in a memfd and logs, as
 # KVM would, the pages that a writer thread rewrites in place of a
 # guest.  Multifd channels, zstd, auto-converge (the writer slows as the
-# throttle rises), a timeout that cancels, and verify catching a page
-# corrupted on the destination.  What arrives is checked bit for bit:
+# throttle rises), a timeout that cancels, verify catching a page
+# corrupted on the destination, an operator's pause that outlasts a
+# failure; then postcopy through the real faultd (the destination's
+# RAM registered with a userfaultfd, a reader thread faulting on it):
+# on request with verify, by policy, and faultd killed mid-way, the
+# reader waiting, then recovered.  What arrives is checked bit for bit:
 # the SHA-256 of the RAM the source stopped with against that of the
-# RAM the destination starts with.  The same, with real guests, and the
-# guest's own checks: t_migrate and t_precopy_features (KVM).
+# RAM the destination starts with (or ends with, in postcopy).  The
+# same, with real guests and their own checks: t_migrate,
+# t_precopy_features, t_postcopy and t_recovery (KVM).
 . "$(dirname "$0")/lib.sh"
 start_migd
 
@@ -138,3 +143,78 @@ case $err in *"verify failed"*"; the source VM stays paused: its operator paused
 vmm_is k paused || fail "k is $(state_of k), not paused"
 grep -q "^call Cont" "$RUNDIR/k.out" && fail "k was resumed"
 echo "ok: $err"
+
+# ---- postcopy: the destination's RAM registered with a userfaultfd --------
+if ! [ -c /dev/userfaultfd ] || ! [ -r /dev/userfaultfd ]; then
+	not_tried "/dev/userfaultfd is missing or not accessible: postcopy"
+	exit 0
+fi
+stop_migd
+start_migd
+start_faultd
+
+# postcopy_done SRC DST OUT: a postcopy of stand-ins ended (OUT: the
+# source's status as JSON): completed on both sides, nothing left, and
+# DST's RAM at the end (faultd and migd let go of its userfaultfd) is
+# the RAM SRC stopped with.
+postcopy_done() {
+	local src=$1 dst=$2 out=$3 s d
+	[ "$(echo "$out" | jget state)" = completed ] || fail "$src: $out"
+	[ "$(echo "$out" | jget postcopy_started)" = true ] || fail "$src did not switch: $out"
+	[ "$(echo "$out" | jget remaining_bytes)" = 0 ] || fail "$src: bytes left: $out"
+	wait_until 30 job_is "$dst" completed || fail "$dst: $(migctl status "$dst")"
+	[ "$(job_get "$dst" needed_pages)" = 0 ] || fail "$dst: $(migctl --json status "$dst")"
+	wait_until 20 fake_did "$dst" release || fail "$dst's userfaultfd was never released"
+	s=$(fake_ram "$src" stop) d=$(fake_ram "$dst" release)
+	[ -n "$s" ] && [ "$s" = "$d" ] || fail "$dst's RAM is not what $src stopped with ($d, $s)"
+	echo "ok: $dst ended with the RAM $src stopped with: $(job_get "$dst" faults) faults, $(job_get "$dst" pages_on_demand) pages on demand, $(job_get "$dst" pages_pushed) pushed"
+}
+
+# waits_on_uffd PID: a thread of PID waits on a userfaultfd's answer.
+waits_on_uffd() { grep -qx handle_userfault /proc/"$1"/task/*/wchan 2>/dev/null; }
+
+note "postcopy on request, with verify: a reader on the destination faults, the push brings the rest"
+# The source's writer goes on until the switch; the destination's reader
+# touches 2000 pages a second through the mapping from its start, and
+# waits in the kernel on each missing one until faultd places it.
+fake_vmm m "$MEM" running 5000
+fake_vmm n "$MEM" incoming 2000
+incoming n
+postcopy_on_request m --max-bandwidth 16M --channels 2 --verify --downtime-limit 2000
+out=$(migctl --json status m --watch) || fail "m: $out"
+postcopy_done m n "$out"
+[ "$(job_get n faults)" -gt 0 ] && [ "$(job_get n pages_on_demand)" -gt 0 ] ||
+	fail "n: no page came on demand: $(migctl --json status n)"
+[ "$(echo "$out" | jget verified)" = ok ] || fail "m: verify: $out"
+
+note "--postcopy auto: a writer that outruns the cap switches after a round"
+fake_vmm o "$MEM" running 20000
+fake_vmm p "$MEM" incoming 2000
+incoming p
+out=$(migctl --json migrate o "$ADDR" --token "$TOKEN" --max-bandwidth 16M \
+	--postcopy auto --downtime-limit 1 --wait) || fail "o: $out"
+postcopy_done o p "$out"
+
+note "faultd dies mid-postcopy: both sides pause, the reader waits; with faultd back, the recovery completes it"
+fake_vmm q "$MEM" running 5000
+fake_vmm r "$MEM" incoming 2000
+r_pid=${PIDS[-1]}
+incoming r
+postcopy_on_request q --max-bandwidth 4M --channels 1
+wait_until 30 both_active q r || fail "no postcopy: $(migctl status q)"
+kill -KILL "$FAULTD_PID"
+wait_until 30 both_paused q r || fail "faultd gone: q $(job_get q state), r $(job_get r state)"
+echo "ok: r: $(job_get r error)"
+# r's reader waits in the kernel on a missing page (its vCPU would):
+# not given zeros.
+wait_until 30 waits_on_uffd "$r_pid" || fail "r's reader does not wait on a missing page"
+[ -z "$(fake_ram r release)" ] || fail "r's userfaultfd was released while paused"
+echo "ok: r's reader waits on a missing page"
+start_faultd
+migctl tune q --max-bandwidth unlimited >/dev/null || fail "tune q"
+migctl recover q "$ADDR" >/dev/null || fail "recover q"
+out=$(migctl --json status q --watch) || fail "q: $out"
+postcopy_done q r "$out"
+[ "$(echo "$out" | jget recoveries)" = 1 ] || fail "q: recoveries: $out"
+grep -q "^faultd: r: attached again" "$RUNDIR/faultd.log" ||
+	fail "faultd: $(tail -n 5 "$RUNDIR/faultd.log")"
