@@ -218,3 +218,37 @@ postcopy_done q r "$out"
 [ "$(echo "$out" | jget recoveries)" = 1 ] || fail "q: recoveries: $out"
 grep -q "^faultd: r: attached again" "$RUNDIR/faultd.log" ||
 	fail "faultd: $(tail -n 5 "$RUNDIR/faultd.log")"
+
+note "the links cut twice in postcopy (ss -K): both pause; recovered on the same port, then on a new one"
+if ss_kill_works; then
+	fake_vmm s "$MEM" running 5000
+	fake_vmm t "$MEM" incoming 2000
+	t_pid=${PIDS[-1]}
+	incoming t
+	postcopy_on_request s --max-bandwidth 4M --channels 2 --verify --downtime-limit 5000
+	wait_until 30 both_active s t || fail "no postcopy: $(migctl status s)"
+	for i in 1 2; do
+		ss_kill "( src 127.0.0.1:${ADDR##*:} or dst 127.0.0.1:${ADDR##*:} )" || fail "ss -K"
+		wait_until 30 both_paused s t ||
+			fail "cut $i: s $(job_get s state), t $(job_get t state)"
+		wait_until 30 waits_on_uffd "$t_pid" || fail "t's reader does not wait on a missing page"
+		echo "cut $i: s: $(job_get s error); t: $(job_get t error)"
+		if [ $i = 2 ]; then
+			out=$(migctl recover t --listen tcp:127.0.0.1:0) || fail "recover t: $out"
+			ADDR=$(printf '%s\n' "$out" |
+				sed -n 's/^listen \(tcp:127\.0\.0\.1:[1-9][0-9]*\)$/\1/p')
+			[ -n "$ADDR" ] || fail "recover t printed no address bound: $out"
+		fi
+		migctl recover s "$ADDR" >/dev/null || fail "recover s"
+		wait_until 30 both_active s t ||
+			fail "not active again: s $(job_get s state): $(job_get s error); t $(job_get t state): $(job_get t error)"
+		echo "ok: recovered on $ADDR"
+	done
+	migctl tune s --max-bandwidth unlimited >/dev/null || fail "tune s"
+	out=$(migctl --json status s --watch) || fail "s: $out"
+	postcopy_done s t "$out"
+	[ "$(echo "$out" | jget recoveries)" = 2 ] || fail "s: recoveries: $out"
+	[ "$(echo "$out" | jget verified)" = ok ] || fail "s: verify: $out"
+else
+	not_tried "$SS_KILL_WHY: links cut in postcopy"
+fi
