@@ -567,6 +567,14 @@ int source_postcopy(struct source *s)
 		return worker_fail(w, ENOMEM, "no memory for the postcopy bitmaps");
 	memcpy(s->tosend, s->dirty, s->dirty_bytes);
 	memset(s->dirty, 0, s->dirty_bytes);
+	/* Left from here: these pages, and those dirtied until the pause.
+	 * (Before, a switch in round 1 showed the whole RAM as left until
+	 * the push began: the round's start's figure.) */
+	left = bitmap_count(s->tosend, s->ram.pages);
+	pthread_mutex_lock(&w->lock);
+	w->round_pages = 0;
+	w->remaining_bytes = left * STREAM_PAGE;
+	pthread_mutex_unlock(&w->lock);
 	for (i = 0; r == 0 && i < s->nchan; i++) {
 		__atomic_store_n(&s->chan[i].nice, PC_BULK_NICE, __ATOMIC_RELAXED);
 		if (i == 0 && fault_active("source-marker-withheld"))

@@ -219,6 +219,32 @@ postcopy_done q r "$out"
 grep -q "^faultd: r: attached again" "$RUNDIR/faultd.log" ||
 	fail "faultd: $(tail -n 5 "$RUNDIR/faultd.log")"
 
+note "held in the switch's pause mid-round 1: what is left is what the push must bring"
+# Before, the status (and migctl's bar) showed the whole RAM as left
+# there, the figure of round 1's start, until the push began.  No
+# writer: what is left is exactly the data pages not yet sent.
+stop_migd
+start_migd TERN_FAULT=source-switch-held
+fake_vmm u "$MEM" running
+fake_vmm v "$MEM" incoming
+incoming v
+: >"$RUNDIR/source-switch-held"
+migrate_active u 8M --channels 1
+sent_some() { [ "$(job_get u pages_sent)" -gt 2048 ]; }
+wait_until 30 sent_some || fail "u: $(migctl status u)"
+migctl postcopy u >/dev/null || fail "postcopy u"
+wait_until 30 job_is u device || fail "u: $(migctl status u)"
+js=$(migctl --json status u)
+left=$(echo "$js" | jget remaining_bytes) sent=$(echo "$js" | jget pages_sent)
+rm "$RUNDIR/source-switch-held"
+[ "$left" -gt 0 ] && [ $((left + sent * 4096)) -le $((MEM * 3 / 4)) ] ||
+	fail "u: $left bytes left after $sent pages sent, of $((MEM * 3 / 4)) bytes of data"
+echo "ok: in the pause, $left bytes left after $sent pages sent"
+wait_until 30 job_is u postcopy_active || fail "u: $(migctl status u)"
+migctl tune u --max-bandwidth unlimited >/dev/null || fail "tune u"
+out=$(migctl --json status u --watch) || fail "u: $out"
+postcopy_done u v "$out"
+
 note "the links cut twice in postcopy (ss -K): both pause; recovered on the same port, then on a new one"
 if ss_kill_works; then
 	fake_vmm s "$MEM" running 5000
