@@ -18,9 +18,8 @@
 # what the source stopped with, what the destination starts with),
 # SetThrottle "throttle P", and UffdRelease "release ram SHA256" (what a
 # postcopy's destination holds at its end).  Other calls get an empty
-# success.  A
-# running one's RAM: its first half random, its third quarter text, its
-# last quarter zero.  Until killed.
+# success.  A running one's RAM: its first half random, its third
+# quarter text, its last quarter zero.  Until killed.
 # Usage: fakevmm.py RUNDIR NAME MEMORY [incoming|running [RATE]]
 # It prints "ready RAMFD" (/proc/PID/fd/RAMFD: its RAM, to corrupt).
 import ctypes
@@ -164,7 +163,6 @@ def answer(c, rid, method, arg, fds):
             elif method == "Cont":
                 state, held = RUNNING, False
             now = state
-        # (Stop's reply says what it found)
         st = (ld(1, name.encode()) + field(2, 0, varint(now)) +
               field(3, 0, varint(1)) + field(4, 0, varint(memory)) +
               field(7, 0, varint(os.getpid())) +
