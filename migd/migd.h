@@ -722,6 +722,10 @@ const char *worker_peer_why(struct worker *w, int r, const char *who);
 /* Drop what follows the first `upto` in the error text (advice a later
  * step made moot); the text stays as it is without one. */
 void worker_error_cut(struct worker *w, const char *upto);
+/* A note in the error text of a job that goes on (what a failure then
+ * replaces), logged and reported, unless the job failed already. */
+void worker_set_note(struct worker *w, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 /* Append "; what" to the error text (what the clean-up did). */
 void worker_note(struct worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -1208,6 +1212,7 @@ struct source {
 	char peer[PATH_MAX];            /* the address dialled: the job's, or
 					 * the one a recovery names */
 	bool fault_extra_done;          /* source-resume-extra-channel, once */
+	bool vmm_gone_said;             /* postcopy: the vmm's end said (note) */
 };
 /* The job: 0 when it completed. */
 int source_run(struct worker *w);

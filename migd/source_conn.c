@@ -132,18 +132,28 @@ int source_dial(struct source *s, const struct uri *u, enum stream_role role,
 		/* A destination job that ended for good, its migd's word
 		 * (tombstone.c): no later recovery can succeed. */
 		if ((r == -EOWNERDEAD || r == -ECANCELED) && resuming) {
+			char kept[320];
+
 			worker_set_unrecoverable(s->w);
+			/* (this worker's copy is no guest: what the
+			 * destination lacked, since the switch) */
+			if (vmm_link_gone(&s->vmm))
+				snprintf(kept, sizeof(kept), "; vmm %s had quit "
+					 "or died too: the guest is lost",
+					 s->w->spec->vm);
+			else
+				snprintf(kept, sizeof(kept), ", and vmm %s keeps "
+					 "the guest as it was at the switch "
+					 "('vmmctl cont %s --force' runs it from "
+					 "there)", s->w->spec->vm, s->w->spec->vm);
 			return worker_fail(s->w, r, "the destination's migd says "
 					   "its job ended: %s: " NEVER_RECOVER
-					   ".  'migctl cancel %s --force' ends it, "
-					   "and vmm %s keeps the guest as it was "
-					   "at the switch ('vmmctl cont %s --force' "
-					   "runs it from there)", r == -EOWNERDEAD ?
+					   ".  'migctl cancel %s --force' ends it%s",
+					   r == -EOWNERDEAD ?
 					   "its vmm quit or died, and the guest "
 					   "with it" : "it was cancelled there with "
 					   "--force, and the guest given up",
-					   s->w->spec->vm, s->w->spec->vm,
-					   s->w->spec->vm);
+					   s->w->spec->vm, kept);
 		}
 		return worker_fail(s->w, r, "the destination refused the %s: %s",
 				   conn_name(role), r == -EACCES && resuming ?

@@ -214,6 +214,25 @@ static void source_pc_base(struct source *s, uint64_t left)
  */
 #define LINK_CHECK_NS 100000000ULL      /* 100 ms */
 
+/*
+ * The source vmm quit or died past the switch.  Its RAM is still mapped
+ * here, and the job's pages go on from this worker's mapping (the push,
+ * the page server); but this worker now holds the only copy of the pages
+ * the destination lacks: said, not failed.  (Once the job ended on it:
+ * the destination's guest, which runs on those pages, was lost with it.)
+ */
+#define VMM_GONE "vmm %s closed its connection (it quit or died): this " \
+		 "worker now holds the only copy of the pages the destination " \
+		 "still lacks"
+
+static void source_vmm_watch(struct source *s)
+{
+	if (s->vmm_gone_said || !vmm_link_gone(&s->vmm))
+		return;
+	s->vmm_gone_said = true;
+	worker_set_note(s->w, VMM_GONE "; the push goes on", s->w->spec->vm);
+}
+
 static int source_push(struct source *s)
 {
 	uint64_t words = BITMAP_WORDS(s->ram.pages), cur = 0, empty = 0;
@@ -247,6 +266,7 @@ static int source_push(struct source *s)
 		if (r == 0 && ((cur & 1023) == 0 || now_ns() - checked >= LINK_CHECK_NS)) {
 			checked = now_ns();
 			r = source_check_links(s);
+			source_vmm_watch(s);
 		}
 		cur = (cur + 1) % words;
 	}
@@ -433,14 +453,18 @@ static void source_paused_end(struct source *s)
 {
 	char how[160] = "";
 
-	/* Nothing is kept by a vmm that has exited: say that instead. */
-	if (vmm_link_gone(&s->vmm))
+	/* Nothing is kept by a vmm that has exited: say that instead (and
+	 * not the advice of a never recoverable job: this cancel). */
+	if (vmm_link_gone(&s->vmm)) {
+		if (worker_unrecoverable(s->w))
+			worker_error_cut(s->w, NEVER_RECOVER);
 		worker_note(s->w, "%s; vmm %s had closed its connection (it quit "
-			    "or died), and the guest's remaining pages went with "
-			    "it: the destination can never get them",
+			    "or died), and the guest's remaining pages, which "
+			    "only this job held since, end with it: the "
+			    "destination can never get them",
 			    worker_abandoned() ? "cancelled while postcopy was "
 			    "paused" : "postcopy paused", s->w->spec->vm);
-	else if (!worker_abandoned())
+	} else if (!worker_abandoned())
 		worker_note(s->w, "postcopy paused; the source VM keeps the "
 			    "guest's remaining pages (paused)");
 	else if (worker_unrecoverable(s->w)) {
@@ -472,7 +496,7 @@ static int source_postcopy_paused(struct source *s, int why)
 	struct worker *w = s->w;
 	enum worker_cmd cmd;
 	char uri[PATH_MAX];
-	bool told_only = false;
+	bool told_only = false, vmm_said;
 
 	pthread_mutex_lock(&w->lock);
 	/* The reason, where no thread gave one (a call that failed without
@@ -494,6 +518,7 @@ static int source_postcopy_paused(struct source *s, int why)
 	for (;;) {
 		worker_set_state(w, JOB_STATE_POSTCOPY_PAUSED);
 		source_drop_links(s);
+		vmm_said = false;       /* (in this pause's error) */
 		/* The destination's migd said the guest is gone there: the
 		 * vmm's status says what its copy is now (once). */
 		if (worker_unrecoverable(w) && !told_only) {
@@ -507,16 +532,12 @@ static int source_postcopy_paused(struct source *s, int why)
 				source_paused_end(s);
 				return -ECANCELED;
 			}
-			/* Nothing left to recover with: that is the job's end. */
-			if (vmm_link_gone(&s->vmm)) {
-				worker_clear_failure(w);
-				return worker_fail(w, EPIPE, "vmm %s closed its "
-						   "connection (it quit or died), and "
-						   "the guest's remaining pages went "
-						   "with it: the destination can never "
-						   "get them (cancel its job there with "
-						   "--force, and quit its vmm)",
-						   w->spec->vm);
+			if (!vmm_said && vmm_link_gone(&s->vmm)) {
+				vmm_said = true;
+				worker_note(w, VMM_GONE ": recover the job ('migctl "
+					    "recover'); its cancel, or this worker's "
+					    "end, loses them", w->spec->vm);
+				worker_report(w);
 			}
 		}
 		worker_clear_failure(w);
@@ -531,6 +552,7 @@ static int source_postcopy_paused(struct source *s, int why)
 	pthread_mutex_lock(&w->lock);
 	w->pc.recoveries++;
 	pthread_mutex_unlock(&w->lock);
+	s->vmm_gone_said = false;       /* (the error was cleared) */
 	worker_set_state(w, JOB_STATE_POSTCOPY_ACTIVE);
 	log_info("postcopy recovered");
 	return 0;
@@ -710,7 +732,13 @@ int source_postcopy(struct source *s)
 		if (r < 0)
 			return r;
 	}
-	source_moved(s, true, SOURCE_COPY_STALE);   /* stale now */
+	source_vmm_watch(s);
+	if (s->vmm_gone_said)   /* (the note, as it ends) */
+		worker_set_note(w, "vmm %s closed its connection (it quit or died) "
+				"during the postcopy: the pages the destination "
+				"lacked went from this worker's copy", w->spec->vm);
+	else
+		source_moved(s, true, SOURCE_COPY_STALE);   /* stale now */
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)source_pushed(s),
 		 (unsigned long long)__atomic_load_n(&w->pc_served, __ATOMIC_RELAXED));

@@ -174,6 +174,22 @@ int worker_postcopy_refused(struct worker *w, const char *why)
 	return r;
 }
 
+void worker_set_note(struct worker *w, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&w->lock);
+	if (!w->error[0] || w->error_is_note) {
+		va_start(ap, fmt);
+		vsnprintf(w->error, sizeof(w->error), fmt, ap);
+		va_end(ap);
+		w->error_is_note = true;
+		log_warnx("%s", w->error);
+	}
+	pthread_mutex_unlock(&w->lock);
+	worker_report(w);
+}
+
 static void clear_note_locked(struct worker *w)
 {
 	if (w->error_is_note) {

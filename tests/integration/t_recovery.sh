@@ -620,20 +620,30 @@ migctl pause r2 >/dev/null || fail "pause r2"
 wait_until 30 both_paused r2 s2 || fail "pause: r2 $(job_get r2 state), s2 $(job_get s2 state)"
 # And a pair whose vmms have both exited meanwhile: their workers must
 # not say that the vmms keep anything (before, the source's said "the
-# source VM keeps the guest's remaining pages (paused)").
+# source VM keeps the guest's remaining pages (paused)").  The source's
+# worker holds the pages its vmm had (it waits paused: with the
+# destination alive, a recovery would complete the job); it learns at
+# its recovery that the destination lost the guest, and its cancel
+# --force ends it (t_standin runs the same with stand-in vmms).
 small_postcopy r8 s8 --max-bandwidth 1M --channels 1
 migctl pause r8 >/dev/null || fail "pause r8"
 wait_until 30 both_paused r8 s8 || fail "pause: r8 $(job_get r8 state), s8 $(job_get s8 state)"
 kill -KILL "$(pid_of r8)" "$(pid_of s8)"
 wait_exit "$(pid_of r8)"; wait_exit "$(pid_of s8)"
-# Both jobs end by themselves: nothing is left to recover with (before,
-# the source stayed paused saying "keep this vmm").
-wait_job_final r8
 wait_job_final s8
-job_get r8 error | grep -q "vmm r8 closed its connection (it quit or died), and the guest's remaining pages went with it: the destination can never get them" ||
-	fail "r8: $(job_get r8 state): $(job_get r8 error)"
 job_get s8 error | grep -q "vmm s8 closed its connection: it quit or died, and the guest with it: nothing to recover" ||
 	fail "s8: $(job_get s8 state): $(job_get s8 error)"
+r8_said() { job_get r8 error | grep -qF "vmm r8 closed its connection (it quit or died): this worker now holds the only copy of the pages the destination still lacks: recover the job"; }
+wait_until 20 r8_said || fail "r8: $(job_get r8 state): $(job_get r8 error)"
+job_is r8 postcopy_paused || fail "r8: $(job_get r8 state): $(job_get r8 error)"
+migctl recover r8 "$ADDR" >/dev/null || fail "recover r8"
+r8_never() { [ "$(job_get r8 unrecoverable)" = true ]; }
+wait_until 30 r8_never || fail "r8: $(migctl --json status r8)"
+job_get r8 error | grep -qF "this job can never recover.  'migctl cancel r8 --force' ends it; vmm r8 had quit or died too: the guest is lost" ||
+	fail "r8: $(job_get r8 error)"
+migctl cancel r8 --force --wait >/dev/null || fail "cancel r8 --force"
+job_get r8 error | grep -qF "cancelled while postcopy was paused; vmm r8 had closed its connection (it quit or died), and the guest's remaining pages, which only this job held since, end with it" ||
+	fail "r8: $(job_get r8 state): $(job_get r8 error)"
 w_r2=$(job_get r2 worker_pid) w_s2=$(job_get s2 worker_pid)
 PIDS+=("$w_r2" "$w_s2")
 stop_migd

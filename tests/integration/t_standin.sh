@@ -278,3 +278,60 @@ if ss_kill_works; then
 else
 	not_tried "$SS_KILL_WHY: links cut in postcopy"
 fi
+
+note "the source vmm dies in postcopy: its worker's copy serves on; paused, the job waits for its recovery"
+# Before, the job went on while active, but failed at its next pause
+# ("the guest's remaining pages went with it"): the destination's
+# guest, which runs on pages that this worker still had, was lost.
+fake_vmm w "$MEM" running 3000
+w_pid=${PIDS[-1]}
+fake_vmm x "$MEM" incoming 1000
+incoming x
+postcopy_on_request w --max-bandwidth 4M --channels 2
+wait_until 30 both_active w x || fail "no postcopy: $(migctl status w)"
+kill -KILL "$w_pid"
+gone="vmm w closed its connection (it quit or died): this worker now holds the only copy of the pages the destination still lacks"
+said() { [[ $(job_get "$1" error) == *"$2"* ]]; }
+wait_until 20 said w "$gone; the push goes on" || fail "w: $(job_get w state): $(job_get w error)"
+migctl pause w >/dev/null || fail "pause w"
+wait_until 30 both_paused w x || fail "pause: w $(job_get w state), x $(job_get x state)"
+wait_until 20 said w "$gone: recover the job ('migctl recover'); its cancel, or this worker's end, loses them" ||
+	fail "w: $(job_get w state): $(job_get w error)"
+echo "ok: w: $(job_get w error)"
+migctl recover w "$ADDR" >/dev/null || fail "recover w"
+wait_until 30 both_active w x || fail "w $(job_get w state): $(job_get w error); x $(job_get x state)"
+migctl tune w --max-bandwidth unlimited >/dev/null || fail "tune w"
+out=$(migctl --json status w --watch) || fail "w: $out"
+postcopy_done w x "$out"
+said w "vmm w closed its connection (it quit or died) during the postcopy: the pages the destination lacked went from this worker's copy" ||
+	fail "w: $(job_get w error)"
+
+note "both vmms die while postcopy is paused: the destination ends, the source learns it at its recovery"
+fake_vmm y "$MEM" running
+y_pid=${PIDS[-1]}
+fake_vmm z "$MEM" incoming 1000
+z_pid=${PIDS[-1]}
+incoming z
+postcopy_on_request y --max-bandwidth 1M --channels 1
+wait_until 30 both_active y z || fail "no postcopy: $(migctl status y)"
+migctl pause z >/dev/null || fail "pause z"
+wait_until 30 both_paused y z || fail "pause: y $(job_get y state), z $(job_get z state)"
+kill -KILL "$y_pid" "$z_pid"
+wait_job_final z
+said z "vmm z closed its connection: it quit or died, and the guest with it: nothing to recover" ||
+	fail "z: $(job_get z state): $(job_get z error)"
+wait_until 20 said y "vmm y closed its connection (it quit or died): this worker now holds the only copy" ||
+	fail "y: $(job_get y state): $(job_get y error)"
+job_is y postcopy_paused || fail "y: $(job_get y state): $(job_get y error)"
+# z's migd answers y's hello on z's address: the job can never recover.
+migctl recover y "$ADDR" >/dev/null || fail "recover y"
+never() { [ "$(job_get y unrecoverable)" = true ]; }
+wait_until 30 never || fail "y: $(migctl --json status y)"
+# (not "vmm y keeps the guest as it was at the switch": it is gone)
+said y "this job can never recover.  'migctl cancel y --force' ends it; vmm y had quit or died too: the guest is lost" ||
+	fail "y: $(job_get y error)"
+echo "ok: y: $(job_get y error)"
+migctl cancel y --force --wait >/dev/null || fail "cancel y --force"
+said y "vmm y had closed its connection (it quit or died), and the guest's remaining pages, which only this job held since, end with it: the destination can never get them" ||
+	fail "y: $(job_get y state): $(job_get y error)"
+echo "ok: y: $(job_get y state): $(job_get y error)"
