@@ -1193,6 +1193,8 @@ struct source {
 	uint64_t *dirty;                /* the bitmap shared with the vmm */
 	uint64_t dirty_bytes;
 	bool dirty_on;
+	uint64_t synced_ns;             /* the last DirtySync (or DirtyStart) */
+	uint64_t sync_gap_ns;           /* ... and the time it covered */
 	bool stopped;                   /* we paused the VM (or asked to) */
 	bool throttled;                 /* a throttle was asked for, maybe
 					 * applied though its answer was lost */

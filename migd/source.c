@@ -109,6 +109,7 @@ static int source_dirty_start(struct source *s)
 	if (r < 0)
 		return worker_fail(s->w, r, "%s", s->err);
 	s->dirty_on = true;
+	s->synced_ns = now_ns();
 	/* A memfd shorter than it says, or one the vmm may shrink later,
 	 * would kill this worker (SIGBUS). */
 	r = -EPROTO;
