@@ -377,10 +377,11 @@ void print_status(Tern__Migd__JobStatus *js)
 		       "the guest, paused)" : "yes (the destination was told to "
 		       "resume)");
 	if (js->guest_paused)
-		printf("  guest         %s\n", source ? "kept paused on the "
-		       "destination at the switch, as it was here when the job "
-		       "stopped it" : "kept paused here at the switch, as it was "
-		       "on the source (vmmctl cont starts it)");
+		printf("  guest         %s\n", !source ? "kept paused here at "
+		       "the switch, as it was on the source (vmmctl cont starts "
+		       "it)" : js->switched ? "kept paused on the destination at "
+		       "the switch, as it was here when the job stopped it" :
+		       "paused here when the job stopped it, as it stays");
 	if (js->params) {
 		printf("  parameters\n");
 		print_params(js->params, "    ");

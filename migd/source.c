@@ -612,8 +612,13 @@ static void source_recover(struct source *s)
 	switched = w->switched;
 	was_running = w->source_was_running;
 	pthread_mutex_unlock(&w->lock);
-	if (switched || !s->stopped || !was_running || !s->vmm.cl)
+	if (switched || !s->stopped || !s->vmm.cl)
 		return;
+	if (!was_running) {
+		worker_note(w, "the source VM stays paused, as it was when the "
+			    "job stopped it");
+		return;
+	}
 	if (fault_active("source-no-cont"))
 		return;
 	/* Its operator may have paused it during the job's pause (a

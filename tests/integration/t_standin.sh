@@ -144,6 +144,30 @@ vmm_is k paused || fail "k is $(state_of k), not paused"
 grep -q "^call Cont" "$RUNDIR/k.out" && fail "k was resumed"
 echo "ok: $err"
 
+note "a source its operator paused in precopy stays paused after a failure, and the job says so"
+# Before, the job's error did not say where the guest was, and its
+# status said "kept paused on the destination at the switch", though
+# there was none.
+stop_migd
+start_migd
+fake_vmm k2 "$MEM" running
+fake_vmm l2 "$MEM"
+printf '\377' | dd of="$FAKE_RAM" bs=1 seek=$((MEM - 4096)) conv=notrunc status=none ||
+	fail "corrupting l2"
+incoming l2
+migctl migrate k2 "$ADDR" --token "$TOKEN" --verify --downtime-limit 2000 \
+	--max-bandwidth 16M --detach >/dev/null || fail "migrate k2"
+wait_until 30 job_is k2 active || fail "k2: $(migctl status k2)"
+vmmctl stop k2 >/dev/null || fail "vmmctl stop k2"
+wait_job_final k2
+case $(job_get k2 error) in *"verify failed"*"; the source VM stays paused, as it was when the job stopped it") ;;
+*) fail "k2: $(job_get k2 error)" ;; esac
+migctl status k2 | grep -qx "  guest         paused here when the job stopped it, as it stays" ||
+	fail "k2: $(migctl status k2)"
+vmm_is k2 paused || fail "k2 is $(state_of k2), not paused"
+grep -q "^call Cont" "$RUNDIR/k2.out" && fail "k2 was resumed"
+echo "ok: $(job_get k2 error)"
+
 # ---- postcopy: the destination's RAM registered with a userfaultfd --------
 if ! [ -c /dev/userfaultfd ] || ! [ -r /dev/userfaultfd ]; then
 	not_tried "/dev/userfaultfd is missing or not accessible: postcopy"
