@@ -317,7 +317,10 @@ void print_status(Tern__Migd__JobStatus *js)
 				!(js->params &&
 				  js->params->verify == TERN__MIGD__TOGGLE__TOGGLE_ON);
 
-		printf("  downtime      expected %s",
+		/* (none before a round's end: not "0 ms", which reads as
+		 * good news) */
+		printf("  downtime      expected %s", !js->rounds &&
+		       !js->expected_downtime_ms ? "-" :
 		       fmt_ms(js->expected_downtime_ms, a, sizeof(a)));
 		if (js->pause_fixed_us && !measured)
 			printf(" (%.1f ms of it not for pages)",
