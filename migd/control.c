@@ -426,26 +426,35 @@ static int method_status(struct rpc_call *call, const ProtobufCMessage *arg)
 static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 {
 	const Tern__Migd__JobQuery *q = (const void *)arg;
-	const char *ending, *which = q->id[0] ? q->id : "the last migration";
+	const char *ending;
+	char which[96];
 	struct job *j;
 	bool paused;
 	int r = query_job(call, control_migd(call), q->vm, q->id, &j);
 
 	if (r < 0)
 		return r;
+	/* (the id, checked by query_job: hex digits) */
+	snprintf(which, sizeof(which), q->id[0] ? "job %.64s" : "the last "
+		 "migration job", q->id);
 	if (j->finished)
 		return rpc_call_errorf(call, EINVAL,
-				       "nothing to cancel: %s job of %s already "
+				       "nothing to cancel: %s of %s already "
 				       "ended (%s)", which, q->vm,
 				       job_state_name(j->state));
 	if ((ending = job_ending(j)))
 		return rpc_call_errorf(call, EINVAL,
-				       "nothing to cancel: %s job of %s is ending "
+				       "nothing to cancel: %s of %s is ending "
 				       "(%s)", which, q->vm, ending);
 	/* Past the switch only a paused job, and only when told that the
 	 * other side is lost for good: the guest is lost with it. */
 	paused = j->state == JOB_STATE_POSTCOPY_PAUSED ||
 		 (j->state == JOB_STATE_CANCELLING && j->cancel_requested);
+	if (job_in_postcopy(j) && paused && !q->force && j->last &&
+	    j->last->unrecoverable)
+		return rpc_call_errorf(call, EBUSY,
+				       "%s can never recover (its error says why): "
+				       "cancel it with --force", q->vm);
 	if (job_in_postcopy(j) && paused && !q->force)
 		return rpc_call_errorf(call, EBUSY,
 				       "%s is postcopy-paused: the guest runs on the "

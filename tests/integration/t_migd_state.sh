@@ -114,7 +114,7 @@ ctl_fails() {
 	err=$(migctl "$@" 2>&1) && fail "migctl $*: taken ($err)"
 	case $err in *"$words"*) echo "ok: $err" ;; *) fail "migctl $*: $err" ;; esac
 }
-ctl_fails "nothing to cancel: $ID_OLD job of h already ended (failed)" cancel h --id $ID_OLD
+ctl_fails "nothing to cancel: job $ID_OLD of h already ended (failed)" cancel h --id $ID_OLD
 ctl_fails "no job 0123456789abcdef0123456789abcdef of h here (its running job, or one of the last 16 it finished)" \
 	status h --id 0123456789abcdef0123456789abcdef
 ctl_fails "no job $ID_OLD of ok1 here" status ok1 --id $ID_OLD

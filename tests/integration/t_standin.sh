@@ -355,6 +355,10 @@ wait_until 30 never || fail "y: $(migctl --json status y)"
 said y "this job can never recover.  'migctl cancel y --force' ends it; vmm y had quit or died too: the guest is lost" ||
 	fail "y: $(job_get y error)"
 echo "ok: y: $(job_get y error)"
+# A plain cancel names the way out (before: "recover the job").
+out=$(migctl cancel y 2>&1) && fail "a plain cancel of y was taken: $out"
+case $out in *"y can never recover (its error says why): cancel it with --force") ;;
+*) fail "cancel y: $out" ;; esac
 migctl cancel y --force --wait >/dev/null || fail "cancel y --force"
 said y "vmm y had closed its connection (it quit or died), and the guest's remaining pages, which only this job held since, end with it: the destination can never get them" ||
 	fail "y: $(job_get y state): $(job_get y error)"
