@@ -1042,6 +1042,9 @@ struct vmm_link {
 	char vm[65];
 	uint64_t until;                 /* 0 (each call 30 s), or a deadline
 					 * for all of them (now_ns) */
+	bool deaf;                      /* the last call timed out: a job's
+					 * end leaves the vmm to migd's
+					 * clean-up, which has a bound */
 };
 int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 		  char *err, size_t errlen);

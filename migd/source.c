@@ -612,7 +612,7 @@ static void source_recover(struct source *s)
 	switched = w->switched;
 	was_running = w->source_was_running;
 	pthread_mutex_unlock(&w->lock);
-	if (switched || !s->stopped || !s->vmm.cl)
+	if (switched || !s->stopped || !s->vmm.cl || s->vmm.deaf)
 		return;
 	if (!was_running) {
 		worker_note(w, "the source VM stays paused, as it was when the "
@@ -705,11 +705,18 @@ int source_run(struct worker *w)
 		never_stopped = !w->switched && w->source_was_running && !s.stopped;
 		pthread_mutex_unlock(&w->lock);
 		/* Untouched by the job; but its operator may have paused it,
-		 * or the vmm may be gone (and the guest with it). */
-		if (never_stopped && (!s.vmm.cl ||
-				      vmm_link_state(&s.vmm, &st, NULL, 0) < 0))
+		 * or the vmm may be gone (and the guest with it).  One that
+		 * did not answer the job's last call is not asked again: that
+		 * would hold the job's end (and the destination's word) for
+		 * another call's bound. */
+		if (never_stopped && s.vmm.deaf)
+			st = TERN__VMM__RUN_STATE__RUN_STATE_ERROR;
+		else if (never_stopped && (!s.vmm.cl ||
+					   vmm_link_state(&s.vmm, &st, NULL, 0) < 0))
 			st = TERN__VMM__RUN_STATE__RUN_STATE_NONE;
-		how = st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED ?
+		how = s.vmm.deaf ? "the job did not pause the source VM, whose "
+		      "vmm does not answer" :
+		      st == TERN__VMM__RUN_STATE__RUN_STATE_PAUSED ?
 		      "the job did not pause the source VM, which stays paused" :
 		      st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ?
 		      "the source VM kept running" :
@@ -726,12 +733,13 @@ int source_run(struct worker *w)
 		source_recover(&s);
 	}
 	worker_set_abort(w, NULL, NULL);
-	if (s.throttled && source_throttle(&s, 0) < 0)
+	/* (a vmm that does not answer: migd's clean-up, bounded, does it) */
+	if (s.throttled && !s.vmm.deaf && source_throttle(&s, 0) < 0)
 		log_warnx("could not lift the vCPU throttle");
 	source_drop_links(&s);
 	if (s.dirty)
 		munmap(s.dirty, s.dirty_bytes);
-	if (s.dirty_on)
+	if (s.dirty_on && !s.vmm.deaf)
 		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
 	free(s.tosend);
 	free(s.served);

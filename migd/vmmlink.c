@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/bitmap.h"
+#include "common/fault.h"
 #include "common/ramhash.h"
 #include "common/util.h"
 #include "migd/migd.h"
@@ -20,12 +21,13 @@
 #define VMM_CALL_TIMEOUT_MS 30000
 #define VMM_MAX_FRAME (64u << 20)
 
-/* ms a call may take: VMM_CALL_TIMEOUT_MS, or what is left before
- * l->until. */
+/* ms a call may take: VMM_CALL_TIMEOUT_MS (a test's 3 s), or what is
+ * left before l->until. */
 static int link_ms(const struct vmm_link *l)
 {
-	return l->until ? MIN(ms_until(l->until), VMM_CALL_TIMEOUT_MS) :
-	       VMM_CALL_TIMEOUT_MS;
+	int ms = fault_active("vmm-call-short") ? 3000 : VMM_CALL_TIMEOUT_MS;
+
+	return l->until ? MIN(ms_until(l->until), ms) : ms;
 }
 
 static int link_open(struct vmm_link *l, const char *rundir, const char *vm,
@@ -103,6 +105,7 @@ int vmm_link_call(struct vmm_link *l, const char *method,
 	r = rpc_client_call(l->cl, &tern__vmm__vmm__descriptor, method,
 			    arg, fds, nfds, ret, &tmp,
 			    link_ms(l), NULL, NULL);
+	l->deaf = r == -ETIMEDOUT;
 	if (r == -ETIMEDOUT && err && vmm_link_stopped(l, who, sizeof(who)))
 		snprintf(err, errlen, "vmm %s: %s: no answer in time: %s",
 			 l->vm, method, who);

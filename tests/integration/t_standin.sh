@@ -168,6 +168,29 @@ vmm_is k2 paused || fail "k2 is $(state_of k2), not paused"
 grep -q "^call Cont" "$RUNDIR/k2.out" && fail "k2 was resumed"
 echo "ok: $(job_get k2 error)"
 
+note "a source vmm that stops answering mid-round: the job fails after that call, asking it nothing more"
+# (vmm-call-short: a call's bound is 3 s, not 30.)  Before, the worker
+# asked the silent vmm twice more (its state, DirtyStop), a bound each,
+# before it told the destination, and ended saying "the source vmm no
+# longer answers: its guest may be gone" after "kill -CONT resumes it".
+stop_migd
+start_migd TERN_FAULT=vmm-call-short
+fake_vmm h2 "$MEM" running 2000
+h2_pid=${PIDS[-1]}
+fake_vmm i2 "$MEM"
+incoming i2
+migrate_active h2 16M
+kill -STOP "$h2_pid"
+t0=$SECONDS
+wait_job_final h2
+took=$((SECONDS - t0))
+kill -CONT "$h2_pid"
+case $(job_get h2 error) in "vmm h2: "*": no answer in time: vmm h2, pid $h2_pid, is stopped by a signal or a debugger: 'kill -CONT $h2_pid' resumes it; the job did not pause the source VM, whose vmm does not answer") ;;
+*) fail "h2: $(job_get h2 error)" ;; esac
+wait_job_final i2
+wait_until 20 fake_did i2 discard || fail "i2 was not told to drop what it received"
+echo "ok: failed $took s after the stop: $(job_get h2 error)"
+
 # ---- postcopy: the destination's RAM registered with a userfaultfd --------
 if ! [ -c /dev/userfaultfd ] || ! [ -r /dev/userfaultfd ]; then
 	not_tried "/dev/userfaultfd is missing or not accessible: postcopy"
