@@ -1199,6 +1199,7 @@ struct source {
 	uint64_t synced_ns;             /* the last DirtySync (or DirtyStart) */
 	uint64_t sync_gap_ns;           /* ... and the time it covered */
 	bool stopped;                   /* we paused the VM (or asked to) */
+	uint64_t stop_ns;               /* ... then (now_ns) */
 	bool throttled;                 /* a throttle was asked for, maybe
 					 * applied though its answer was lost */
 	struct batch pending[STREAM_MAX_CHANNELS][STREAM_MAX_REGIONS];

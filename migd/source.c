@@ -243,6 +243,7 @@ int source_cross(struct source *s)
 void source_stopping(struct source *s)
 {
 	s->stopped = true;
+	s->stop_ns = now_ns();
 	pthread_mutex_lock(&s->w->lock);
 	s->w->source_stopped = true;
 	pthread_mutex_unlock(&s->w->lock);
@@ -641,7 +642,10 @@ static void source_recover(struct source *s)
 		return;
 	}
 	s->stopped = false;
-	worker_note(w, "the source VM runs again");
+	/* (how long the guest was paused for nothing: no downtime of a
+	 * switch, which never came) */
+	worker_note(w, "the source VM runs again, after a pause of %llu ms",
+		    (unsigned long long)((now_ns() - s->stop_ns) / 1000000));
 }
 
 /* 0, or -ECANCELED once the job was aborted (its error is set). */

@@ -347,6 +347,15 @@ int source_expect(struct source *s, int body, const char *what,
 	r = stream_msg_recv(s->main_fd, &tern__stream__stream_msg__descriptor,
 			    s->dirty_bytes + 4096, deadline() + more_ns,
 			    (ProtobufCMessage **)&m);
+	if (r == -ETIMEDOUT)
+		return worker_fail(s->w, r, "the destination sent no %s%s in %llu "
+				   "s (its job's status there says what it was "
+				   "doing)", what, body ==
+				   TERN__STREAM__STREAM_MSG__BODY_READY ? " (its "
+				   "word that it loaded the guest's state)" : "",
+				   (unsigned long long)
+				   ((MIGD_IO_TIMEOUT_MS * 1000000ULL + more_ns) /
+				    1000000000ULL));
 	if (r < 0)
 		return worker_fail(s->w, r, "waiting for the destination's %s: %s",
 				   what, worker_peer_why(s->w, r, "the destination"));
