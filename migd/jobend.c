@@ -344,7 +344,7 @@ static void job_leave_tombstone(struct migd *m, struct job *j,
 	    m->quitting || !js->listen || !js->listen[0] || job_id_unknown(js->id))
 		return;
 	r = tombstone_add(m, j->spec.vm, js->listen, js->id, j->spec.token,
-			  js->unrecoverable ? EOWNERDEAD : ECANCELED);
+			  js->unrecoverable ? EOWNERDEAD : ECANCELED, 0);
 	if (r < 0) {
 		log_warnx("%s: cannot listen on %s again to tell its source that "
 			  "the job can never recover: %s (the source learns it "
@@ -353,8 +353,8 @@ static void job_leave_tombstone(struct migd *m, struct job *j,
 		return;
 	}
 	snprintf(note, sizeof(note), "migd answers its source on %s that the "
-		 "job can never recover, for a day or until the address is "
-		 "taken again", js->listen);
+		 "job can never recover, for a day (across its restarts) or "
+		 "until the address is taken again", js->listen);
 	log_info("%s: %s", j->spec.vm, note);
 	/* (the status says it too: the worker's words, then this) */
 	if (!j->error[0])

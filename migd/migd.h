@@ -320,10 +320,19 @@ bool migd_just_started(const struct migd *m);
  * answering its source on listen (its migration idhex, its token) with
  * err: EOWNERDEAD, its vmm went; ECANCELED, cancelled with --force */
 int tombstone_add(struct migd *m, const char *vm, const char *listen,
-		  const char *idhex, const uint8_t *token, int err);
+		  const char *idhex, const uint8_t *token, int err,
+		  uint64_t expires_unix_ms);
 /* ... and stops once its address (its port, its path) is wanted again */
 void tombstone_release(struct migd *m, const struct uri *u);
 void tombstones_free_all(struct migd *m);
+/* For migd.state: up to max of them into out (their ids' text in ids),
+ * newest first; their number.  Valid while they are. */
+size_t tombstones_save(const struct migd *m, Tern__Migd__SavedTombstone *out,
+		       char (*ids)[2 * STREAM_ID_LEN + 1], size_t max);
+/* Those a state file kept, each while its day lasts. */
+void tombstones_restore(struct migd *m, Tern__Migd__SavedTombstone **saved,
+			size_t n);
+#define TOMB_MAX 16
 
 /* jobstate.c: states, and the changes each may make */
 const char *job_state_name(enum job_state st);

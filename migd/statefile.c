@@ -310,6 +310,7 @@ static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
 			(*orphans)++;
 	}
 	m->orphans_pid = s->pid;
+	tombstones_restore(m, s->tombstones, s->n_tombstones);
 	snprintf(why, len, "%s", first);
 	return 0;
 }
@@ -401,6 +402,8 @@ static int state_write(const struct migd *m, const uint8_t *buf, size_t len)
 void migd_state_save(struct migd *m)
 {
 	Tern__Migd__SavedState s = TERN__MIGD__SAVED_STATE__INIT;
+	Tern__Migd__SavedTombstone tombs[TOMB_MAX], *ptombs[TOMB_MAX];
+	char tomb_ids[TOMB_MAX][2 * STREAM_ID_LEN + 1];
 	Tern__Migd__Params defaults;
 	Tern__Migd__JobStatus *js, **list;
 	struct job *j;
@@ -446,6 +449,10 @@ void migd_state_save(struct migd *m)
 	s.defaults = &defaults;
 	s.n_history = i - s.n_running;
 	s.history = list + s.n_running;
+	s.n_tombstones = tombstones_save(m, tombs, tomb_ids, TOMB_MAX);
+	for (i = 0; i < s.n_tombstones; i++)
+		ptombs[i] = &tombs[i];
+	s.tombstones = ptombs;
 	len = tern__migd__saved_state__get_packed_size(&s);
 	buf = malloc(len ? len : 1);
 	if (!buf)

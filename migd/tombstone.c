@@ -17,7 +17,8 @@
  * TOMB_TTL_S; of TOMB_PENDING connections without their hello, the
  * oldest makes room for a new one.  A new Incoming, or a Recover
  * --listen, on the same address takes it back at once (control.c).
- * Kept in memory only: a migd restart forgets them (migd(8)).
+ * Kept in migd.state too (statefile.c): a restarted migd answers on
+ * them again for the rest of their day.
  */
 #include <endian.h>
 #include <errno.h>
@@ -34,7 +35,6 @@
 #include "common/util.h"
 #include "migd/migd.h"
 
-#define TOMB_MAX 16
 #define TOMB_TTL_S (24 * 3600)
 #define TOMB_PENDING 16
 #define TOMB_RETRY_MS 100
@@ -62,6 +62,7 @@ struct tomb {
 	int err;                        /* the answer to its source: EOWNERDEAD
 					 * (the vmm went) or ECANCELED (cancel
 					 * --force there) */
+	uint64_t expires_unix_ms;
 	struct uri addr;                /* as bound */
 	char text[PATH_MAX];            /* ... as said */
 	dev_t dev;                      /* unix: the socket file bound */
@@ -264,6 +265,7 @@ static bool tomb_same_place(const struct uri *a, const struct uri *b)
 void tombstone_release(struct migd *m, const struct uri *u)
 {
 	struct tomb **pp = &m->tombs, *t;
+	bool released = false;
 
 	while ((t = *pp)) {
 		if (!tomb_same_place(&t->addr, u)) {
@@ -275,7 +277,10 @@ void tombstone_release(struct migd *m, const struct uri *u)
 		log_info("%s: %s is taken again: no longer answers there for "
 			 "its ended job", t->vm, t->text);
 		tomb_free(t);
+		released = true;
 	}
+	if (released)           /* (not again after a restart) */
+		migd_state_save(m);
 }
 
 static void tomb_drop_oldest(struct migd *m)
@@ -291,9 +296,11 @@ static void tomb_drop_oldest(struct migd *m)
 }
 
 int tombstone_add(struct migd *m, const char *vm, const char *listen,
-		  const char *idhex, const uint8_t *token, int err)
+		  const char *idhex, const uint8_t *token, int err,
+		  uint64_t expires_unix_ms)
 {
-	struct timeval ttl = { TOMB_TTL_S, 0 };
+	uint64_t now = unix_ms(), ms;
+	struct timeval ttl;
 	struct tomb *t;
 	struct stat st;
 	unsigned int i;
@@ -309,6 +316,13 @@ int tombstone_add(struct migd *m, const char *vm, const char *listen,
 	str_copy(t->vm, vm, sizeof(t->vm));
 	memcpy(t->token, token, STREAM_TOKEN_LEN);
 	t->err = err;
+	if (!expires_unix_ms)
+		expires_unix_ms = now + TOMB_TTL_S * 1000ULL;
+	t->expires_unix_ms = expires_unix_ms;
+	ms = expires_unix_ms > now ? MIN(expires_unix_ms - now,
+					 TOMB_TTL_S * 1000ULL) : 0;
+	ttl.tv_sec = (time_t)(ms / 1000);
+	ttl.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	if (job_id_parse(idhex, t->id) < 0 || uri_parse(listen, &t->addr) < 0 ||
 	    (t->addr.kind != URI_TCP && t->addr.kind != URI_UNIX) ||
 	    str_copy(t->text, listen, sizeof(t->text)) < 0) {
@@ -351,9 +365,63 @@ void tombstones_free_all(struct migd *m)
 
 	while ((t = m->tombs)) {
 		m->tombs = t->next;
-		log_info("%s: no longer answers on %s for its ended job (migd "
-			 "stops)", t->vm, t->text);
+		log_info("%s: no longer answers on %s for its ended job until "
+			 "migd runs again (migd stops)", t->vm, t->text);
 		tomb_free(t);
 	}
 	m->ntombs = 0;
+}
+
+size_t tombstones_save(const struct migd *m, Tern__Migd__SavedTombstone *out,
+		       char (*ids)[2 * STREAM_ID_LEN + 1], size_t max)
+{
+	const struct tomb *t;
+	size_t n = 0;
+
+	for (t = m->tombs; t && n < max; t = t->next, n++) {
+		tern__migd__saved_tombstone__init(&out[n]);
+		stream_hex(t->id, STREAM_ID_LEN, ids[n]);
+		out[n].vm = (char *)t->vm;
+		out[n].listen = (char *)t->text;
+		out[n].id = ids[n];
+		out[n].token.data = (uint8_t *)t->token;
+		out[n].token.len = STREAM_TOKEN_LEN;
+		out[n].err = (uint32_t)t->err;
+		out[n].expires_unix_ms = t->expires_unix_ms;
+	}
+	return n;
+}
+
+void tombstones_restore(struct migd *m, Tern__Migd__SavedTombstone **saved,
+			size_t n)
+{
+	const Tern__Migd__SavedTombstone *s;
+	char vm[80], addr[256];
+	size_t i;
+	int r;
+
+	/* Oldest first: the list keeps the newest first. */
+	for (i = MIN(n, TOMB_MAX); i-- > 0;) {
+		s = saved[i];
+		if (s->expires_unix_ms <= unix_ms())
+			continue;
+		if (name_valid(s->vm) < 0 || !str_is_text(s->listen) ||
+		    s->token.len != STREAM_TOKEN_LEN ||
+		    (s->err != EOWNERDEAD && s->err != ECANCELED))
+			r = -EINVAL;
+		else
+			r = tombstone_add(m, s->vm, s->listen, s->id, s->token.data,
+					  (int)s->err, s->expires_unix_ms);
+		if (r < 0)
+			log_warnx("%s: cannot answer its source on %s again "
+				  "that its ended job can never recover: %s",
+				  str_shown(s->vm, vm, sizeof(vm)),
+				  str_shown(s->listen, addr, sizeof(addr)),
+				  r == -EINVAL ? "the saved record does not check" :
+				  strerror(-r));
+		else
+			log_info("%s: answers its source on %s again that the "
+				 "job can never recover (restored)", s->vm,
+				 s->listen);
+	}
 }

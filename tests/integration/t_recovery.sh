@@ -443,7 +443,7 @@ wait_exit "$(pid_of s12)"
 wait_job_final s12
 [ "$(job_get r12 unrecoverable)" != true ] || fail "r12 knew before it asked: $(job_get r12 error)"
 # The destination's status says who answers there.
-case $(job_get s12 error) in *"; migd answers its source on $ADDR12 that the job can never recover, for a day or until the address is taken again") ;;
+case $(job_get s12 error) in *"; migd answers its source on $ADDR12 that the job can never recover, for a day (across its restarts) or until the address is taken again") ;;
 *) fail "s12: $(job_get s12 error)" ;; esac
 # Strangers that connect and say nothing, more than it waits for, do
 # not keep the source out (before, eight made it reset the source).

@@ -353,7 +353,7 @@ postcopy_done w x "$out"
 said w "vmm w closed its connection (it quit or died) during the postcopy: the pages the destination lacked went from this worker's copy" ||
 	fail "w: $(job_get w error)"
 
-note "both vmms die while postcopy is paused: the destination ends, the source learns it at its recovery"
+note "both vmms die while postcopy is paused: the destination ends, the source learns it at its recovery, across a migd restart"
 fake_vmm y "$MEM" running
 y_pid=${PIDS[-1]}
 fake_vmm z "$MEM" incoming 1000
@@ -370,7 +370,15 @@ said z "vmm z closed its connection: it quit or died, and the guest with it: not
 wait_until 20 said y "vmm y closed its connection (it quit or died): this worker now holds the only copy" ||
 	fail "y: $(job_get y state): $(job_get y error)"
 job_is y postcopy_paused || fail "y: $(job_get y state): $(job_get y error)"
-# z's migd answers y's hello on z's address: the job can never recover.
+# z's migd answers y's hello on z's address: the job can never recover;
+# a migd started again does too (before, a restart forgot it, and y's
+# recoveries met "Connection refused" for good).  y's paused worker
+# goes on without migd, and the next one adopts it.
+stop_migd
+start_migd
+grep -q "^migd: z: answers its source on $ADDR again that the job can never recover (restored)$" \
+	"$RUNDIR/migd.log" || fail "z's address not restored: $(cat "$RUNDIR/migd.log")"
+wait_until 20 job_is y postcopy_paused || fail "y not adopted: $(migctl list)"
 migctl recover y "$ADDR" >/dev/null || fail "recover y"
 never() { [ "$(job_get y unrecoverable)" = true ]; }
 wait_until 30 never || fail "y: $(migctl --json status y)"
