@@ -685,9 +685,18 @@ static bool worker_check_cancel(struct worker *w)
 	if (timeout) {
 		n = snprintf(w->error, sizeof(w->error), "did not complete within "
 			     "the %u s timeout", w->spec->params.timeout_s);
-		/* Why not, if it was in precopy: the last estimate. */
-		if (w->expected_downtime_ms && w->expected_downtime_ms != UINT64_MAX &&
-		    w->rounds && n > 0 && (size_t)n < sizeof(w->error))
+		/* Why not: still setting up (connecting, the hello), or, if
+		 * it was in precopy, the last estimate. */
+		if (w->state == JOB_STATE_SETUP && n > 0 &&
+		    (size_t)n < sizeof(w->error))
+			snprintf(w->error + n, sizeof(w->error) - n, " (still "
+				 "setting up, before any page was sent: %s)",
+				 w->spec->role == JOB_ROLE_SOURCE ? "connecting "
+				 "to the destination, or waiting for its answer" :
+				 "with the source");
+		else if (w->expected_downtime_ms &&
+			 w->expected_downtime_ms != UINT64_MAX &&
+			 w->rounds && n > 0 && (size_t)n < sizeof(w->error))
 			snprintf(w->error + n, sizeof(w->error) - n, " (expected "
 				 "downtime %llu ms against the %u ms limit, %llu us "
 				 "of it not for pages)",

@@ -91,6 +91,20 @@ wait_until 20 fake_did h discard || fail "h was not told to drop what it receive
 [ "$(fake_ram h discard)" = "$zero" ] || fail "h's RAM is not empty"
 echo "ok: h dropped what it received"
 
+note "a timeout in set-up says so"
+# A listener that never answers the hello.  Before, the error said only
+# "did not complete within the 2 s timeout".
+python3 -c 'import socket, time
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+print(l.getsockname()[1], flush=True); time.sleep(30)' >"$RUNDIR/mute.port" &
+PIDS+=("$!")
+wait_until 10 test -s "$RUNDIR/mute.port" || fail "no silent listener"
+out=$(migctl migrate g "tcp:127.0.0.1:$(cat "$RUNDIR/mute.port")" \
+	--token 0123456789abcdef0123456789abcdef --timeout 2 2>&1) && fail "migrate g: $out"
+echo "$out" | grep -q "migration failed: did not complete within the 2 s timeout (still setting up, before any page was sent: connecting to the destination, or waiting for its answer); the source VM kept running$" ||
+	fail "$out"
+echo "ok: $(echo "$out" | tail -n 1)"
+
 note "verify: a page corrupted on the destination during the migration is caught; the source runs on"
 # No writer: the last quarter of i stays zero, so that its pages are
 # never sent and the corrupted one stays so.  At 16 MB/s the 48 MiB of
