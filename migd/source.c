@@ -620,6 +620,11 @@ static void source_recover(struct source *s)
 			    "job stopped it");
 		return;
 	}
+	if (vmm_link_gone(&s->vmm)) {   /* (stopped by the job, then gone) */
+		worker_note(w, "the source vmm no longer answers: its guest may "
+			    "be gone");
+		return;
+	}
 	if (fault_active("source-no-cont"))
 		return;
 	/* Its operator may have paused it during the job's pause (a

@@ -201,6 +201,10 @@ static int source_vmm_alive(struct source *s)
 	if (!vmm_link_gone(&s->vmm))
 		return 0;
 	/* (source_run adds what that means for the guest) */
+	if (s->stopped)
+		return worker_fail(s->w, EPIPE, "vmm %s closed its connection in "
+				   "the stop-and-copy, after round %llu",
+				   s->w->spec->vm, (unsigned long long)s->w->rounds);
 	return worker_fail(s->w, EPIPE, "vmm %s closed its connection in round %llu",
 			   s->w->spec->vm, (unsigned long long)s->w->rounds + 1);
 }

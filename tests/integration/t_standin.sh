@@ -205,6 +205,24 @@ wait_job_final i2
 wait_until 20 fake_did i2 discard || fail "i2 was not told to drop what it received"
 echo "ok: failed $took s after the stop: $(job_get h2 error)"
 
+note "the source vmm dies in the stop-and-copy: the job says where, and what it means"
+# Before: "vmm j2 closed its connection in round 2", in a job of one
+# round, and nothing of the guest.  A long last round: the pages a
+# writer dirtied during round 1, at 8 MB/s.
+fake_vmm j2 "$MEM" running 3000
+j2_pid=${PIDS[-1]}
+fake_vmm j3 "$MEM"
+incoming j3
+migctl migrate j2 "$ADDR" --token "$TOKEN" --max-bandwidth 8M --downtime-limit 30000 \
+	--detach >/dev/null || fail "migrate j2"
+wait_until 60 fake_did j2 stop || fail "j2 was never stopped: $(migctl status j2)"
+kill -KILL "$j2_pid"
+wait_job_final j2
+case $(job_get j2 error) in "vmm j2 closed its connection in the stop-and-copy, after round 1; the source vmm no longer answers: its guest may be gone"*) ;;
+*) fail "j2: $(job_get j2 error)" ;; esac
+wait_until 20 fake_did j3 discard || fail "j3 was not told to drop what it received"
+echo "ok: $(job_get j2 error)"
+
 # ---- postcopy: the destination's RAM registered with a userfaultfd --------
 if ! [ -c /dev/userfaultfd ] || ! [ -r /dev/userfaultfd ]; then
 	not_tried "/dev/userfaultfd is missing or not accessible: postcopy"
