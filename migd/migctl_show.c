@@ -208,8 +208,10 @@ static void print_postcopy(const Tern__Migd__JobStatus *js)
 	if (source) {
 		printf("                %llu page requests served\n",
 		       (unsigned long long)pc->requests_served);
-		/* Paused, the source cannot know what did not arrive. */
-		if (js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED)
+		/* Paused, the source cannot know what did not arrive (and
+		 * a job that can never recover needs nothing kept). */
+		if (js->state == TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED &&
+		    !js->unrecoverable)
 			printf("                the destination says which pages it "
 			       "still needs; they are here only: keep this vmm\n");
 		return;
@@ -243,7 +245,7 @@ static void print_postcopy(const Tern__Migd__JobStatus *js)
 void print_status(Tern__Migd__JobStatus *js)
 {
 	bool source = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE;
-	char a[32], b[32], c[32], d[32], stopped[128];
+	char a[32], b[32], c[32], d[32], stopped[128], *vm;
 	size_t i;
 
 	printf("%s: %s, %s%s", js->vm, show_role_name(js->role),
@@ -391,6 +393,20 @@ void print_status(Tern__Migd__JobStatus *js)
 	}
 	if (js->error[0])
 		printf("  error         %s\n", show_text_safe(js->error));
+	/* What brings a paused job back (the error says what paused it). */
+	if (js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED ||
+	    js->unrecoverable)
+		return;
+	vm = show_text_safe(js->vm);
+	if (source)
+		printf("  next          once the cause is gone, 'migctl recover "
+		       "%s ADDR' here, ADDR where the destination job listens\n",
+		       vm);
+	else
+		printf("  next          once the cause is gone, 'migctl recover' "
+		       "of the source's job on its host, to this job's address "
+		       "(or to a new one that 'migctl recover %s --listen' here "
+		       "prints)\n", vm);
 }
 
 /*

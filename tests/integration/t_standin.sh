@@ -377,6 +377,11 @@ wait_until 30 both_paused w x || fail "pause: w $(job_get w state), x $(job_get 
 wait_until 20 said w "$gone: recover the job ('migctl recover'); its cancel, or this worker's end, loses them" ||
 	fail "w: $(job_get w state): $(job_get w error)"
 echo "ok: w: $(job_get w error)"
+# Its status says what brings it back; the destination's too.
+migctl status w | grep -qx "  next          once the cause is gone, 'migctl recover w ADDR' here, ADDR where the destination job listens" ||
+	fail "w: $(migctl status w)"
+migctl status x | grep -qx "  next          once the cause is gone, 'migctl recover' of the source's job on its host, to this job's address (or to a new one that 'migctl recover x --listen' here prints)" ||
+	fail "x: $(migctl status x)"
 migctl recover w "$ADDR" >/dev/null || fail "recover w"
 wait_until 30 both_active w x || fail "w $(job_get w state): $(job_get w error); x $(job_get x state)"
 migctl tune w --max-bandwidth unlimited >/dev/null || fail "tune w"
@@ -414,6 +419,7 @@ wait_until 20 job_is y postcopy_paused || fail "y not adopted: $(migctl list)"
 migctl recover y "$ADDR" >/dev/null || fail "recover y"
 never() { [ "$(job_get y unrecoverable)" = true ]; }
 wait_until 30 never || fail "y: $(migctl --json status y)"
+migctl status y | grep -q "^  next  \|keep this vmm" && fail "y: $(migctl status y)"
 # (not "vmm y keeps the guest as it was at the switch": it is gone)
 said y "this job can never recover.  'migctl cancel y --force' ends it; vmm y had quit or died too: the guest is lost" ||
 	fail "y: $(job_get y error)"
