@@ -120,12 +120,14 @@ static int state_read(const char *path, uint8_t **ret, size_t *ret_len,
 enum { STATE_JOB_KEPT, STATE_JOB_GUESSED, STATE_JOB_ORPHAN };
 
 static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
-		     bool lost, uint32_t pid, char *why, size_t len)
+		     bool lost, const Tern__Migd__SavedState *s, char *why,
+		     size_t len)
 {
 	struct job_spec spec = { 0 };
 	enum job_state state = (enum job_state)js->state;
 	char err[160], guess[sizeof(((struct job *)0)->error)] = "";
 	bool orphan = false;
+	uint32_t pid = s->pid;
 	struct job *j;
 
 	if (js->role != TERN__MIGD__JOB_ROLE__ROLE_SOURCE &&
@@ -150,6 +152,11 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 			 "without migd, and the guest runs on the destination if "
 			 "it completed there (vmmctl status on both hosts tells)",
 			 pid);
+	} else if (lost && state == JOB_STATE_WAITING) {
+		state = JOB_STATE_CANCELLED;
+		snprintf(guess, sizeof(guess), "cancelled: migd (pid %u) ended "
+			 "while this job waited for its source, so its worker "
+			 "cancelled it (migd(8), SIGNALS)", pid);
 	} else if (lost) {
 		state = JOB_STATE_CANCELLED;
 		snprintf(guess, sizeof(guess), "cancelled: migd (pid %u) ended "
@@ -204,8 +211,11 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 		str_copy(j->error, guess, sizeof(j->error));
 	else
 		str_shown(js->error, j->error, sizeof(j->error));
-	/* (A lost job's end is not known: it is known ended from now.) */
-	j->finished_unix_ms = lost ? unix_ms() : js->finished_unix_ms;
+	/* (A lost job's end is not known: its worker ended with the migd
+	 * that saved the file, which saves every 2 s while jobs report:
+	 * then, give or take that.  Before, the time of this start.) */
+	j->finished_unix_ms = !lost ? js->finished_unix_ms :
+			      MAX(s->saved_unix_ms, js->started_unix_ms);
 	/* finished_ns stays 0: an earlier migd's pauses teach this one
 	 * nothing (job_pause_fixed_us).  The worker (its pid zeroed above)
 	 * is long gone, and its pid may be another process's by now. */
@@ -295,12 +305,12 @@ static int state_apply(struct migd *m, const Tern__Migd__SavedState *s,
 	/* Oldest first, each to the front: the history's order is the
 	 * file's, and its bounds (job_history_add) drop the oldest. */
 	for (i = s->n_history; i-- > 0;)
-		if (state_job(m, s->history[i], false, s->pid,
+		if (state_job(m, s->history[i], false, s,
 			      first[0] ? later : first, sizeof(first)) < 0)
 			(*skipped)++;
 	/* Then those that ran when it ended: newer than any that ended. */
 	for (i = s->n_running; i-- > 0;) {
-		r = state_job(m, s->running[i], true, s->pid,
+		r = state_job(m, s->running[i], true, s,
 			      first[0] ? later : first, sizeof(first));
 		if (r < 0)
 			(*skipped)++;

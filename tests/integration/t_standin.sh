@@ -182,6 +182,22 @@ vmm_is k2 paused || fail "k2 is $(state_of k2), not paused"
 grep -q "^call Cont" "$RUNDIR/k2.out" && fail "k2 was resumed"
 echo "ok: $(job_get k2 error)"
 
+note "migd killed while an incoming job waits: the next one says it was cancelled waiting, then"
+fake_vmm w2 "$MEM"
+incoming w2
+old=$MIGD_PID
+t_kill=$(date +%s%3N)
+kill -KILL "$old"
+wait_exit "$old" || true
+start_migd
+[ "$(job_get w2 error)" = "cancelled: migd (pid $old) ended while this job waited for its source, so its worker cancelled it (migd(8), SIGNALS)" ] &&
+	job_is w2 cancelled || fail "w2: $(migctl status w2)"
+# Ended with the migd that saved the file (its last save), not when the
+# next one started.
+[ "$(job_get w2 finished_unix_ms)" -le "$t_kill" ] ||
+	fail "w2 ended at $(job_get w2 finished_unix_ms), after migd $old was killed at $t_kill"
+echo "ok: w2: $(job_get w2 error)"
+
 note "a source vmm that stops answering mid-round: the job fails after that call, asking it nothing more"
 # (vmm-call-short: a call's bound is 3 s, not 30.)  Before, the worker
 # asked the silent vmm twice more (its state, DirtyStop), a bound each,
