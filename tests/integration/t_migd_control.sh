@@ -643,6 +643,52 @@ EOF
 kill -TERM "$older"
 wait_exit "$older" || fail "the second migd exited with $?"
 
+note "saved addresses that answer ended jobs' sources: restored for their day, bad records refused"
+# A file as a migd would leave it, with four SavedState.tombstones: one
+# good, one expired, one whose token is short, one whose name is not a
+# VM's.  The good one answers its migration's hello with EOWNERDEAD
+# (130): that job can never recover.
+mkdir -m 0700 "$RUNDIR/tombs"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+wire python3 - "$RUNDIR/tombs/migd.state" "$port" <<'EOF' || fail "the saved tombstones"
+import os, sys, time
+from rpcwire import field, varint, ld
+now = int(time.time() * 1000)
+def tomb(vm, listen, token, err, expires):
+    return ld(7, ld(1, vm) + ld(2, listen) + ld(3, b"ab" * 16) + ld(4, token) +
+              field(5, 0, varint(err)) + field(6, 0, varint(expires)))
+defaults = field(1, 0, varint(1)) + field(3, 0, varint(300))
+st = (field(1, 0, varint(1)) + ld(3, defaults) +
+      tomb(b"good", b"tcp:127.0.0.1:%s" % sys.argv[2].encode(), b"\x11" * 16, 130, now + 3600000) +
+      tomb(b"old", b"tcp:127.0.0.1:1", b"\x11" * 16, 130, now - 1000) +
+      tomb(b"short", b"tcp:127.0.0.1:2", b"\x11" * 3, 130, now + 3600000) +
+      tomb(b"../x\x1b", b"tcp:127.0.0.1:3", b"\x11" * 16, 130, now + 3600000))
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, st)
+os.close(fd)
+EOF
+"$BIN/migd" --rundir "$RUNDIR/tombs" >"$RUNDIR/tombs.log" 2>&1 &
+tm=$!
+PIDS+=("$tm")
+wait_until 20 test -S "$RUNDIR/tombs/migd.sock" || fail "the migd of saved tombstones: $(cat "$RUNDIR/tombs.log")"
+grep -qxF "migd: good: answers its source on tcp:127.0.0.1:$port again that the job can never recover (restored)" \
+	"$RUNDIR/tombs.log" || fail "good: $(cat "$RUNDIR/tombs.log")"
+grep -qxF "migd: short: cannot answer its source on tcp:127.0.0.1:2 again that its ended job can never recover: the saved record does not check" \
+	"$RUNDIR/tombs.log" || fail "short: $(cat "$RUNDIR/tombs.log")"
+grep -qxF 'migd: ../x\x1b: cannot answer its source on tcp:127.0.0.1:3 again that its ended job can never recover: the saved record does not check' \
+	"$RUNDIR/tombs.log" || fail "../x: $(cat "$RUNDIR/tombs.log")"
+grep -q "^migd: old:" "$RUNDIR/tombs.log" && fail "an expired one: $(cat "$RUNDIR/tombs.log")"
+wire python3 - "$port" <<'EOF' || fail "the good one's answer"
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"TERNMIG1" + struct.pack("<IIII", 3, 1, 0, 0) + b"\xab" * 16 + b"\x11" * 16 + b"\0" * 16)
+status = struct.unpack("<I", s.recv(4))[0]
+assert status == 130, status
+print("ok: the restored address answered EOWNERDEAD")
+EOF
+kill -TERM "$tm"
+wait_exit "$tm" || fail "the migd of saved tombstones exited with $?"
+
 note "postcopy --wait held up by the destination's answer: the caller hears the job meanwhile"
 # Here the destination's worker is stopped; operator round 12 saw a low
 # cap's queued packets hold the answer up for 5-35 s.  Before, migd told
