@@ -601,6 +601,8 @@ void source_drop_links(struct source *s)
 	memset(s->pending, 0, sizeof(s->pending));
 }
 
+#define VMM_LOST "the source vmm no longer answers: its guest may be gone"
+
 /* After a failure: the guest runs again on the source, unless Go left. */
 static void source_recover(struct source *s)
 {
@@ -621,8 +623,7 @@ static void source_recover(struct source *s)
 		return;
 	}
 	if (vmm_link_gone(&s->vmm)) {   /* (stopped by the job, then gone) */
-		worker_note(w, "the source vmm no longer answers: its guest may "
-			    "be gone");
+		worker_note(w, VMM_LOST);
 		return;
 	}
 	if (fault_active("source-no-cont"))
@@ -718,10 +719,8 @@ int source_run(struct worker *w)
 		 * did not answer the job's last call is not asked again: that
 		 * would hold the job's end (and the destination's word) for
 		 * another call's bound. */
-		if (never_stopped && s.vmm.deaf)
-			st = TERN__VMM__RUN_STATE__RUN_STATE_ERROR;
-		else if (never_stopped && (!s.vmm.cl ||
-					   vmm_link_state(&s.vmm, &st, NULL, 0) < 0))
+		if (never_stopped && !s.vmm.deaf &&
+		    (!s.vmm.cl || vmm_link_state(&s.vmm, &st, NULL, 0) < 0))
 			st = TERN__VMM__RUN_STATE__RUN_STATE_NONE;
 		how = s.vmm.deaf ? "the job did not pause the source VM, whose "
 		      "vmm does not answer" :
@@ -729,8 +728,7 @@ int source_run(struct worker *w)
 		      "the job did not pause the source VM, which stays paused" :
 		      st == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING ?
 		      "the source VM kept running" :
-		      st == TERN__VMM__RUN_STATE__RUN_STATE_NONE ?
-		      "the source vmm no longer answers: its guest may be gone" :
+		      st == TERN__VMM__RUN_STATE__RUN_STATE_NONE ? VMM_LOST :
 		      "the source VM is neither running nor paused";
 		pthread_mutex_lock(&w->lock);
 		if (never_stopped)
