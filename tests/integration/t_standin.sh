@@ -67,7 +67,8 @@ fake_vmm e "$MEM" running 20000
 fake_vmm f "$MEM"
 incoming f
 out=$(migctl --json migrate e "$ADDR" --token "$TOKEN" --max-bandwidth 16M \
-	--auto-converge --timeout 120 --wait) || fail "e -> f: $out"
+	--auto-converge --throttle-initial 40 --throttle-increment 20 --timeout 120 \
+	--wait) || fail "e -> f: $out"
 same_ram e f
 t=$(throttles e)
 echo "e's throttles: $t"
@@ -205,9 +206,9 @@ note "a source vmm that stops answering mid-round: the job fails after that call
 # longer answers: its guest may be gone" after "kill -CONT resumes it".
 stop_migd
 start_migd TERN_FAULT=vmm-call-short
-fake_vmm h2 "$MEM" running 2000
+fake_vmm h2 $((16 << 20)) running 2000
 h2_pid=${PIDS[-1]}
-fake_vmm i2 "$MEM"
+fake_vmm i2 $((16 << 20))
 incoming i2
 migrate_active h2 16M
 kill -STOP "$h2_pid"
@@ -225,9 +226,9 @@ note "the source vmm dies in the stop-and-copy: the job says where, and what it 
 # Before: "vmm j2 closed its connection in round 2", in a job of one
 # round, and nothing of the guest.  A long last round: the pages a
 # writer dirtied during round 1, at 8 MB/s.
-fake_vmm j2 "$MEM" running 3000
+fake_vmm j2 $((16 << 20)) running 3000
 j2_pid=${PIDS[-1]}
-fake_vmm j3 "$MEM"
+fake_vmm j3 $((16 << 20))
 incoming j3
 migctl migrate j2 "$ADDR" --token "$TOKEN" --max-bandwidth 8M --downtime-limit 30000 \
 	--detach >/dev/null || fail "migrate j2"
