@@ -1051,10 +1051,12 @@ struct vmm_link {
 	char vm[65];
 	uint64_t until;                 /* 0 (each call 30 s), or a deadline
 					 * for all of them (now_ns) */
-	bool deaf;                      /* the last call timed out: a job's
-					 * end leaves the vmm to migd's
-					 * clean-up, which has a bound */
+	bool deaf;                      /* the last call timed out */
+	unsigned int short_ms;          /* each call's bound if not 0: a job's
+					 * end asks a deaf vmm without waiting
+					 * (the calls queue for when it runs) */
 };
+#define VMM_ASK_MS 300                  /* short_ms: long enough to send */
 int vmm_link_open(struct vmm_link *l, const char *rundir, const char *vm,
 		  char *err, size_t errlen);
 void vmm_link_close(struct vmm_link *l);

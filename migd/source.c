@@ -615,7 +615,7 @@ static void source_recover(struct source *s)
 	switched = w->switched;
 	was_running = w->source_was_running;
 	pthread_mutex_unlock(&w->lock);
-	if (switched || !s->stopped || !s->vmm.cl || s->vmm.deaf)
+	if (switched || !s->stopped || !s->vmm.cl)
 		return;
 	if (!was_running) {
 		worker_note(w, "the source VM stays paused, as it was when the "
@@ -628,6 +628,21 @@ static void source_recover(struct source *s)
 	}
 	if (fault_active("source-no-cont"))
 		return;
+	/* A vmm that did not answer is asked (its Cont queues), not
+	 * waited for, and not asked what its operator did meanwhile. */
+	if (s->vmm.deaf) {
+		if (vmm_link_call(&s->vmm, "Cont", NULL, NULL, 0, NULL, NULL,
+				  NULL, 0) == 0) {
+			s->stopped = false;
+			worker_note(w, "the source VM runs again");
+		} else {
+			worker_note(w, "its vmm does not answer: the job asked it "
+				    "to resume the source VM, which it does once "
+				    "it runs again ('vmmctl status %s' tells)",
+				    w->spec->vm);
+		}
+		return;
+	}
 	/* Its operator may have paused it during the job's pause (a
 	 * vmmctl stop): it stays so, and migd's clean-up after this
 	 * worker must not resume it either (source_resumable, jobend.c). */
@@ -705,22 +720,30 @@ int source_run(struct worker *w)
 		worker_fail(w, ECANCELED, "cancelled");
 	if (r < 0) {
 		Tern__Vmm__RunState st = TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
-		bool never_stopped;
+		bool never_stopped, was_running;
 		const char *how;
 
 		/* First the destination's word: it may be the cause. */
 		if (!worker_cancelled())
 			worker_note_refuse(w, s.main_fd, 500, "the destination");
 		pthread_mutex_lock(&w->lock);
-		never_stopped = !w->switched && w->source_was_running && !s.stopped;
+		never_stopped = !w->switched && !s.stopped;
+		was_running = w->source_was_running;
 		pthread_mutex_unlock(&w->lock);
-		/* Untouched by the job; but its operator may have paused it,
-		 * or the vmm may be gone (and the guest with it).  One that
-		 * did not answer the job's last call is not asked again: that
-		 * would hold the job's end (and the destination's word) for
-		 * another call's bound. */
-		if (never_stopped && !s.vmm.deaf &&
-		    (!s.vmm.cl || vmm_link_state(&s.vmm, &st, NULL, 0) < 0))
+		/* From here a vmm that did not answer is only asked. */
+		if (s.vmm.deaf)
+			s.vmm.short_ms = VMM_ASK_MS;
+		/* Untouched by the job: paused before it, as it stays; or its
+		 * operator may have paused it since, or the vmm may be gone
+		 * (and the guest with it).  One that did not answer the
+		 * job's last call is not asked its state: that would hold the
+		 * job's end (and the destination's word) for nothing. */
+		if (never_stopped && vmm_link_gone(&s.vmm))
+			st = TERN__VMM__RUN_STATE__RUN_STATE_NONE;
+		else if (never_stopped && !was_running)
+			st = TERN__VMM__RUN_STATE__RUN_STATE_PAUSED;
+		else if (never_stopped && !s.vmm.deaf &&
+			 vmm_link_state(&s.vmm, &st, NULL, 0) < 0)
 			st = TERN__VMM__RUN_STATE__RUN_STATE_NONE;
 		how = s.vmm.deaf ? "the job did not pause the source VM, whose "
 		      "vmm does not answer" :
@@ -740,13 +763,19 @@ int source_run(struct worker *w)
 		source_recover(&s);
 	}
 	worker_set_abort(w, NULL, NULL);
-	/* (a vmm that does not answer: migd's clean-up, bounded, does it) */
-	if (s.throttled && !s.vmm.deaf && source_throttle(&s, 0) < 0)
-		log_warnx("could not lift the vCPU throttle");
+	/* (a vmm that does not answer is asked: it lifts the throttle once
+	 * it runs again; the job says so) */
+	if (s.throttled && source_throttle(&s, 0) < 0) {
+		if (s.vmm.deaf)
+			worker_note(w, "the job asked its vmm to lift the vCPU "
+				    "throttle, which it does once it runs again");
+		else
+			log_warnx("could not lift the vCPU throttle");
+	}
 	source_drop_links(&s);
 	if (s.dirty)
 		munmap(s.dirty, s.dirty_bytes);
-	if (s.dirty_on && !s.vmm.deaf)
+	if (s.dirty_on)
 		vmm_link_call(&s.vmm, "DirtyStop", NULL, NULL, 0, NULL, NULL, NULL, 0);
 	free(s.tosend);
 	free(s.served);

@@ -27,6 +27,8 @@ static int link_ms(const struct vmm_link *l)
 {
 	int ms = fault_active("vmm-call-short") ? 3000 : VMM_CALL_TIMEOUT_MS;
 
+	if (l->short_ms)
+		ms = MIN(ms, (int)l->short_ms);
 	return l->until ? MIN(ms_until(l->until), ms) : ms;
 }
 

@@ -222,10 +222,50 @@ wait_job_final i2
 wait_until 20 fake_did i2 discard || fail "i2 was not told to drop what it received"
 echo "ok: failed $took s after the stop: $(job_get h2 error)"
 
+note "a source vmm that stops answering in the job's pause, or throttled: the job asks it to resume and lift, which it does once it runs"
+# Before, the job made no call once one timed out, and migd's clean-up
+# (3 s) found the vmm still stopped: after 'kill -CONT' its guest stayed
+# paused, or throttled, and the job said nothing of it.
+stop_migd
+start_migd TERN_FAULT=vmm-call-short,source-slow-pause
+fake_vmm k4 $((16 << 20)) running
+k4_pid=${PIDS[-1]}
+fake_vmm k5 $((16 << 20))
+incoming k5
+: >"$RUNDIR/source-slow-pause"
+migctl migrate k4 "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate k4"
+wait_until 30 fake_did k4 stop || fail "k4 was never stopped: $(migctl status k4)"
+kill -STOP "$k4_pid"
+rm "$RUNDIR/source-slow-pause"
+wait_job_final k4
+case $(job_get k4 error) in *"; its vmm does not answer: the job asked it to resume the source VM, which it does once it runs again ('vmmctl status k4' tells)") ;;
+*) kill -CONT "$k4_pid"; fail "k4: $(job_get k4 error)" ;; esac
+kill -CONT "$k4_pid"
+wait_until 20 vmm_is k4 running || fail "k4 is $(state_of k4) after its vmm runs again"
+echo "ok: k4: $(job_get k4 error)"
+fake_vmm k6 $((16 << 20)) running 20000
+k6_pid=${PIDS[-1]}
+fake_vmm k7 $((16 << 20))
+incoming k7
+migctl migrate k6 "$ADDR" --token "$TOKEN" --max-bandwidth 4M --auto-converge --detach >/dev/null ||
+	fail "migrate k6"
+throttled() { grep -q "^throttle [1-9]" "$RUNDIR/k6.out"; }
+wait_until 30 throttled || fail "k6 was never throttled: $(migctl status k6)"
+kill -STOP "$k6_pid"
+wait_job_final k6
+case $(job_get k6 error) in *"the job asked its vmm to lift the vCPU throttle, which it does once it runs again"*) ;;
+*) kill -CONT "$k6_pid"; fail "k6: $(job_get k6 error)" ;; esac
+kill -CONT "$k6_pid"
+lifted() { [ "$(sed -n 's/^throttle //p' "$RUNDIR/k6.out" | tail -n 1)" = 0 ]; }
+wait_until 20 lifted || fail "k6's throttle: $(sed -n 's/^throttle //p' "$RUNDIR/k6.out" | tr '\n' ' ')"
+echo "ok: k6: $(job_get k6 error)"
+
 note "the source vmm dies in the stop-and-copy: the job says where, and what it means"
 # Before: "vmm j2 closed its connection in round 2", in a job of one
 # round, and nothing of the guest.  A long last round: the pages a
 # writer dirtied during round 1, at 8 MB/s.
+stop_migd
+start_migd
 fake_vmm j2 $((16 << 20)) running 3000
 j2_pid=${PIDS[-1]}
 fake_vmm j3 $((16 << 20))
