@@ -183,6 +183,18 @@ vmm_is k2 paused || fail "k2 is $(state_of k2), not paused"
 grep -q "^call Cont" "$RUNDIR/k2.out" && fail "k2 was resumed"
 echo "ok: $(job_get k2 error)"
 
+note "a source paused before the job, cancelled in precopy: the job says the guest stays paused"
+fake_vmm p2 $((16 << 20)) running
+fake_vmm p3 $((16 << 20))
+vmmctl stop p2 >/dev/null || fail "vmmctl stop p2"
+incoming p3
+migrate_active p2 4M
+migctl cancel p2 --wait >/dev/null
+[ "$(job_get p2 error)" = "cancelled; the job did not pause the source VM, which stays paused" ] ||
+	fail "p2: $(job_get p2 error)"
+vmm_is p2 paused || fail "p2 is $(state_of p2)"
+echo "ok: p2: $(job_get p2 error)"
+
 note "migd killed while an incoming job waits: the next one says it was cancelled waiting, then"
 fake_vmm w2 "$MEM"
 incoming w2
