@@ -305,6 +305,9 @@ struct migd {
 	struct tomb *tombs;             /* ended jobs' addresses, answered
 					 * (tombstone.c), newest first */
 	unsigned int ntombs;
+	struct tomb_kept *tombs_kept;   /* saved ones that could not listen
+					 * again: kept in the file */
+	unsigned int ntombs_kept;
 };
 
 /* main.c: start-up, signals, shutdown */

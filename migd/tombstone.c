@@ -370,14 +370,63 @@ void tombstones_free_all(struct migd *m)
 		tomb_free(t);
 	}
 	m->ntombs = 0;
+	free(m->tombs_kept);
+	m->tombs_kept = NULL;
+	m->ntombs_kept = 0;
+}
+
+/* A saved record that could not listen again, kept for the file. */
+struct tomb_kept {
+	char vm[65];
+	char listen[PATH_MAX];
+	char id[2 * STREAM_ID_LEN + 1];
+	uint8_t token[STREAM_TOKEN_LEN];
+	uint32_t err;
+	uint64_t expires_unix_ms;
+};
+
+/* (s checked: a VM's name, text, a token's length) */
+static int tomb_keep(struct migd *m, const Tern__Migd__SavedTombstone *s)
+{
+	struct tomb_kept *k;
+
+	if (!m->tombs_kept)
+		m->tombs_kept = calloc(TOMB_MAX, sizeof(*m->tombs_kept));
+	if (!m->tombs_kept || str_copy(m->tombs_kept[m->ntombs_kept].listen,
+				       s->listen, sizeof(k->listen)) < 0 ||
+	    strlen(s->id) >= sizeof(k->id))
+		return -ENOMEM;
+	k = &m->tombs_kept[m->ntombs_kept++];
+	str_copy(k->vm, s->vm, sizeof(k->vm));
+	str_copy(k->id, s->id, sizeof(k->id));
+	memcpy(k->token, s->token.data, STREAM_TOKEN_LEN);
+	k->err = s->err;
+	k->expires_unix_ms = s->expires_unix_ms;
+	return 0;
 }
 
 size_t tombstones_save(const struct migd *m, Tern__Migd__SavedTombstone *out,
 		       char (*ids)[2 * STREAM_ID_LEN + 1], size_t max)
 {
+	const struct tomb_kept *k;
 	const struct tomb *t;
+	unsigned int i;
 	size_t n = 0;
 
+	for (i = 0; i < m->ntombs_kept && n < max; i++) {
+		k = &m->tombs_kept[i];
+		if (k->expires_unix_ms <= unix_ms())
+			continue;
+		tern__migd__saved_tombstone__init(&out[n]);
+		out[n].vm = (char *)k->vm;
+		out[n].listen = (char *)k->listen;
+		out[n].id = (char *)k->id;
+		out[n].token.data = (uint8_t *)k->token;
+		out[n].token.len = STREAM_TOKEN_LEN;
+		out[n].err = k->err;
+		out[n].expires_unix_ms = k->expires_unix_ms;
+		n++;
+	}
 	for (t = m->tombs; t && n < max; t = t->next, n++) {
 		tern__migd__saved_tombstone__init(&out[n]);
 		stream_hex(t->id, STREAM_ID_LEN, ids[n]);
@@ -412,7 +461,15 @@ void tombstones_restore(struct migd *m, Tern__Migd__SavedTombstone **saved,
 		else
 			r = tombstone_add(m, s->vm, s->listen, s->id, s->token.data,
 					  (int)s->err, s->expires_unix_ms);
-		if (r < 0)
+		/* An address taken meanwhile (by another program) may be
+		 * free at the next start: the record stays in the file. */
+		if (r < 0 && r != -EINVAL && m->ntombs_kept < TOMB_MAX &&
+		    tomb_keep(m, s) == 0)
+			log_warnx("%s: cannot answer its source on %s again "
+				  "that its ended job can never recover: %s (the "
+				  "next start of migd tries again)", s->vm,
+				  s->listen, strerror(-r));
+		else if (r < 0)
 			log_warnx("%s: cannot answer its source on %s again "
 				  "that its ended job can never recover: %s",
 				  str_shown(s->vm, vm, sizeof(vm)),

@@ -648,9 +648,19 @@ note "saved addresses that answer ended jobs' sources: restored for their day, b
 # good, one expired, one whose token is short, one whose name is not a
 # VM's.  The good one answers its migration's hello with EOWNERDEAD
 # (130): that job can never recover.
+# A fifth's port is taken by another program at the start: it stays in
+# the file, and the next start, the port free, answers there.
 mkdir -m 0700 "$RUNDIR/tombs"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-wire python3 - "$RUNDIR/tombs/migd.state" "$port" <<'EOF' || fail "the saved tombstones"
+python3 -c 'import socket, time
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", 0)); l.listen(1)
+print(l.getsockname()[1], flush=True); time.sleep(60)' >"$RUNDIR/busy.port" &
+busy=$!
+PIDS+=("$busy")
+wait_until 10 test -s "$RUNDIR/busy.port" || fail "no listener"
+bport=$(cat "$RUNDIR/busy.port")
+wire python3 - "$RUNDIR/tombs/migd.state" "$port" "$bport" <<'EOF' || fail "the saved tombstones"
 import os, sys, time
 from rpcwire import field, varint, ld
 now = int(time.time() * 1000)
@@ -662,7 +672,8 @@ st = (field(1, 0, varint(1)) + ld(3, defaults) +
       tomb(b"good", b"tcp:127.0.0.1:%s" % sys.argv[2].encode(), b"\x11" * 16, 130, now + 3600000) +
       tomb(b"old", b"tcp:127.0.0.1:1", b"\x11" * 16, 130, now - 1000) +
       tomb(b"short", b"tcp:127.0.0.1:2", b"\x11" * 3, 130, now + 3600000) +
-      tomb(b"../x\x1b", b"tcp:127.0.0.1:3", b"\x11" * 16, 130, now + 3600000))
+      tomb(b"../x\x1b", b"tcp:127.0.0.1:3", b"\x11" * 16, 130, now + 3600000) +
+      tomb(b"busy", b"tcp:127.0.0.1:%s" % sys.argv[3].encode(), b"\x11" * 16, 125, now + 3600000))
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 os.write(fd, st)
 os.close(fd)
@@ -686,8 +697,23 @@ status = struct.unpack("<I", s.recv(4))[0]
 assert status == 130, status
 print("ok: the restored address answered EOWNERDEAD")
 EOF
+grep -qxF "migd: busy: cannot answer its source on tcp:127.0.0.1:$bport again that its ended job can never recover: Address already in use (the next start of migd tries again)" \
+	"$RUNDIR/tombs.log" || fail "busy: $(cat "$RUNDIR/tombs.log")"
 kill -TERM "$tm"
 wait_exit "$tm" || fail "the migd of saved tombstones exited with $?"
+kill "$busy"
+wait_exit "$busy" || true
+"$BIN/migd" --rundir "$RUNDIR/tombs" >"$RUNDIR/tombs2.log" 2>&1 &
+tm=$!
+PIDS+=("$tm")
+wait_until 20 test -S "$RUNDIR/tombs/migd.sock" || fail "the migd started again: $(cat "$RUNDIR/tombs2.log")"
+grep -qxF "migd: busy: answers its source on tcp:127.0.0.1:$bport again that the job can never recover (restored)" \
+	"$RUNDIR/tombs2.log" || fail "busy, again: $(cat "$RUNDIR/tombs2.log")"
+grep -qxF "migd: good: answers its source on tcp:127.0.0.1:$port again that the job can never recover (restored)" \
+	"$RUNDIR/tombs2.log" || fail "good, again: $(cat "$RUNDIR/tombs2.log")"
+echo "ok: busy's address answered once free"
+kill -TERM "$tm"
+wait_exit "$tm" || fail "the migd started again exited with $?"
 
 note "postcopy --wait held up by the destination's answer: the caller hears the job meanwhile"
 # Here the destination's worker is stopped; operator round 12 saw a low
