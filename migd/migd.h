@@ -583,6 +583,8 @@ struct worker {
 	uint64_t downtime_us;           /* (L) final, stop to resumed */
 	uint64_t resume_ms;             /* (L) */
 	uint64_t setup_ms;              /* (L) */
+	const char *setup_step;         /* (L) what set-up does now, for the
+					 * words of a timeout in it */
 	bool switched;                  /* (L) */
 	bool go_taken;                  /* (L) destination: Go came and the
 					 * guest resumes here: a cancel is

@@ -669,9 +669,19 @@ static void source_recover(struct source *s)
 		    (unsigned long long)((now_ns() - s->stop_ns) / 1000000));
 }
 
-/* 0, or -ECANCELED once the job was aborted (its error is set). */
-static int source_set_up_goes_on(struct worker *w)
+/* What set-up does next, for a timeout's words (NULL: it is over). */
+static void source_setup_step(struct worker *w, const char *next)
 {
+	pthread_mutex_lock(&w->lock);
+	w->setup_step = next;
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* 0, or -ECANCELED once the job was aborted (its error is set); then
+ * the next step, as source_setup_step. */
+static int source_set_up_goes_on(struct worker *w, const char *next)
+{
+	source_setup_step(w, next);
 	return worker_aborted(w) ? -ECANCELED : 0;
 }
 
@@ -690,6 +700,7 @@ int source_run(struct worker *w)
 	worker_set_abort(w, source_abort, &s);
 	/* A timeout or cancel in set-up shuts only the connections made so
 	 * far: each connection (source_dial) and each step looks first. */
+	source_setup_step(w, "asking the source vmm for its RAM");
 	r = source_vmm(&s);
 	/* Migrate's caller hears now whether the vmm can be migrated at
 	 * all (a refusal's text comes with the job's end, jobs.c), and,
@@ -699,13 +710,17 @@ int source_run(struct worker *w)
 		worker_report(w);
 	worker_answer(w, r, NULL);
 	if (r == 0)
+		r = source_set_up_goes_on(w, "connecting to the destination, or "
+					  "waiting for its answer");
+	if (r == 0)
 		r = source_connect(&s);
 	if (r == 0)
-		r = source_set_up_goes_on(w);
+		r = source_set_up_goes_on(w, "asking the source vmm to log the "
+					  "pages its guest dirties");
 	if (r == 0)
 		r = source_dirty_start(&s);
 	if (r == 0)
-		r = source_set_up_goes_on(w);
+		r = source_set_up_goes_on(w, NULL);
 	pthread_mutex_lock(&w->lock);
 	w->setup_ms = (now_ns() - w->started_ns) / 1000000;
 	pthread_mutex_unlock(&w->lock);

@@ -691,9 +691,7 @@ static bool worker_check_cancel(struct worker *w)
 		    (size_t)n < sizeof(w->error))
 			snprintf(w->error + n, sizeof(w->error) - n, " (still "
 				 "setting up, before any page was sent: %s)",
-				 w->spec->role == JOB_ROLE_SOURCE ? "connecting "
-				 "to the destination, or waiting for its answer" :
-				 "with the source");
+				 w->setup_step ? w->setup_step : "with its peer");
 		else if (w->expected_downtime_ms &&
 			 w->expected_downtime_ms != UINT64_MAX &&
 			 w->rounds && n > 0 && (size_t)n < sizeof(w->error))
