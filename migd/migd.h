@@ -1257,7 +1257,7 @@ enum source_copy {
 	SOURCE_COPY_POSTCOPY,           /* ... and lacks pages only here */
 	SOURCE_COPY_ONLY,               /* ... lost it: this is the only one */
 };
-void source_moved(struct source *s, bool confirmed, enum source_copy copy);
+int source_moved(struct source *s, bool confirmed, enum source_copy copy);
 /* Every connection to the destination dropped (the job's end, a pause). */
 void source_drop_links(struct source *s);
 /* ns in whole us, for the logs */

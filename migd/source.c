@@ -341,22 +341,25 @@ bool source_switched(struct source *s)
  * so (postcopy), so that an operator who finds it after this worker or
  * migd died does not quit it; the completed job marks it again without.
  */
-void source_moved(struct source *s, bool confirmed, enum source_copy copy)
+int source_moved(struct source *s, bool confirmed, enum source_copy copy)
 {
 	Tern__Vmm__MovedNote n = TERN__VMM__MOVED_NOTE__INIT;
 	char to[256], id[2 * STREAM_ID_LEN + 1], err[256];
+	int r;
 
 	if (!source_switched(s))
-		return;
+		return 0;
 	stream_hex(s->w->id, STREAM_ID_LEN, id);
 	snprintf(to, sizeof(to), "%.160s (job %.12s%s)", s->peer, id,
 		 confirmed ? "" : ", not confirmed: it may not run there");
 	n.to = to;
 	n.postcopy = copy != SOURCE_COPY_STALE;
 	n.lost = copy == SOURCE_COPY_ONLY;
-	if (vmm_link_call(&s->vmm, "SetMoved", &n.base, NULL, 0, NULL, NULL, err,
-			  sizeof(err)) < 0)
+	r = vmm_link_call(&s->vmm, "SetMoved", &n.base, NULL, 0, NULL, NULL, err,
+			  sizeof(err));
+	if (r < 0)
 		log_warnx("the source vmm was not marked as moved: %s", err);
+	return r;
 }
 
 /*

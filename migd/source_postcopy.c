@@ -737,8 +737,12 @@ int source_postcopy(struct source *s)
 		worker_set_note(w, "vmm %s closed its connection (it quit or died) "
 				"during the postcopy: the pages the destination "
 				"lacked went from this worker's copy", w->spec->vm);
-	else
-		source_moved(s, true, SOURCE_COPY_STALE);   /* stale now */
+	else if (source_moved(s, true, SOURCE_COPY_STALE) < 0)  /* stale now */
+		worker_set_note(w, "vmm %s did not take the mark of a completed "
+				"move: it still says that it holds pages the "
+				"destination lacks, which it does not ('vmmctl "
+				"quit %s --force' quits it)", w->spec->vm,
+				w->spec->vm);
 	log_info("postcopy completed: %llu pages pushed, %llu on demand",
 		 (unsigned long long)source_pushed(s),
 		 (unsigned long long)__atomic_load_n(&w->pc_served, __ATOMIC_RELAXED));

@@ -211,33 +211,13 @@ start_migd
 	fail "w2 ended at $(job_get w2 finished_unix_ms), after migd $old was killed at $t_kill"
 echo "ok: w2: $(job_get w2 error)"
 
-note "a source vmm that stops answering mid-round: the job fails after that call, asking it nothing more"
-# (vmm-call-short: a call's bound is 3 s, not 30.)  Before, the worker
-# asked the silent vmm twice more (its state, DirtyStop), a bound each,
-# before it told the destination, and ended saying "the source vmm no
-# longer answers: its guest may be gone" after "kill -CONT resumes it".
-stop_migd
-start_migd TERN_FAULT=vmm-call-short
-fake_vmm h2 $((16 << 20)) running 2000
-h2_pid=${PIDS[-1]}
-fake_vmm i2 $((16 << 20))
-incoming i2
-migrate_active h2 16M
-kill -STOP "$h2_pid"
-t0=$SECONDS
-wait_job_final h2
-took=$((SECONDS - t0))
-kill -CONT "$h2_pid"
-case $(job_get h2 error) in "vmm h2: "*": no answer in time: vmm h2, pid $h2_pid, is stopped by a signal or a debugger: 'kill -CONT $h2_pid' resumes it; the job did not pause the source VM, whose vmm does not answer") ;;
-*) fail "h2: $(job_get h2 error)" ;; esac
-wait_job_final i2
-wait_until 20 fake_did i2 discard || fail "i2 was not told to drop what it received"
-echo "ok: failed $took s after the stop: $(job_get h2 error)"
-
 note "a source vmm that stops answering in the job's pause, or throttled: the job asks it to resume and lift, which it does once it runs"
-# Before, the job made no call once one timed out, and migd's clean-up
-# (3 s) found the vmm still stopped: after 'kill -CONT' its guest stayed
-# paused, or throttled, and the job said nothing of it.
+# (vmm-call-short: a call's bound is 3 s, not 30.)  At first the worker
+# asked the silent vmm twice more (its state, DirtyStop), a bound each,
+# before it told the destination, and ended saying "its guest may be
+# gone" right after "kill -CONT resumes it"; then it made no call once
+# one timed out, and migd's clean-up (3 s) found the vmm still stopped:
+# after 'kill -CONT' its guest stayed paused, or throttled, unsaid.
 stop_migd
 start_migd TERN_FAULT=vmm-call-short,source-slow-pause
 fake_vmm k4 $((16 << 20)) running
@@ -259,13 +239,14 @@ fake_vmm k6 $((16 << 20)) running 20000
 k6_pid=${PIDS[-1]}
 fake_vmm k7 $((16 << 20))
 incoming k7
-migctl migrate k6 "$ADDR" --token "$TOKEN" --max-bandwidth 4M --auto-converge --detach >/dev/null ||
+migctl migrate k6 "$ADDR" --token "$TOKEN" --max-bandwidth 16M --auto-converge --detach >/dev/null ||
 	fail "migrate k6"
 throttled() { grep -q "^throttle [1-9]" "$RUNDIR/k6.out"; }
 wait_until 30 throttled || fail "k6 was never throttled: $(migctl status k6)"
 kill -STOP "$k6_pid"
 wait_job_final k6
-case $(job_get k6 error) in *"the job asked its vmm to lift the vCPU throttle, which it does once it runs again"*) ;;
+# The call that timed out, then what it means: no word of a guest gone.
+case $(job_get k6 error) in "vmm k6: "*": no answer in time: vmm k6, pid $k6_pid, is stopped by a signal or a debugger: 'kill -CONT $k6_pid' resumes it; the job did not pause the source VM, whose vmm does not answer; the job asked its vmm to lift the vCPU throttle, which it does once it runs again") ;;
 *) kill -CONT "$k6_pid"; fail "k6: $(job_get k6 error)" ;; esac
 kill -CONT "$k6_pid"
 lifted() { [ "$(sed -n 's/^throttle //p' "$RUNDIR/k6.out" | tail -n 1)" = 0 ]; }
@@ -339,7 +320,7 @@ note "--postcopy auto: a writer that outruns the cap switches after a round"
 fake_vmm o "$MEM" running 20000
 fake_vmm p "$MEM" incoming 2000
 incoming p
-out=$(migctl --json migrate o "$ADDR" --token "$TOKEN" --max-bandwidth 16M \
+out=$(migctl --json migrate o "$ADDR" --token "$TOKEN" --max-bandwidth 32M \
 	--postcopy auto --downtime-limit 1 --wait) || fail "o: $out"
 postcopy_done o p "$out"
 
@@ -501,3 +482,24 @@ migctl cancel y --force --wait >/dev/null || fail "cancel y --force"
 said y "vmm y had closed its connection (it quit or died), and the guest's remaining pages, which only this job held since, end with it: the destination can never get them" ||
 	fail "y: $(job_get y state): $(job_get y error)"
 echo "ok: y: $(job_get y state): $(job_get y error)"
+
+note "a source vmm stopped in postcopy: the job completes, and says the vmm did not take the completed move's mark"
+# (vmm-call-short: its SetMoved gives up after 3 s, not 30)  Before, only
+# the log said so, and the vmm, still marked as holding pages the
+# destination lacks, refused a plain quit for no reason anyone was told.
+stop_migd
+start_migd TERN_FAULT=vmm-call-short
+fake_vmm q2 "$MEM" running
+q2_pid=${PIDS[-1]}
+fake_vmm q3 "$MEM" incoming 1000
+incoming q3
+postcopy_on_request q2 --max-bandwidth 4M --channels 1
+wait_until 30 both_active q2 q3 || fail "no postcopy: $(migctl status q2)"
+kill -STOP "$q2_pid"
+migctl tune q2 --max-bandwidth unlimited >/dev/null || { kill -CONT "$q2_pid"; fail "tune q2"; }
+out=$(migctl --json status q2 --watch)
+kill -CONT "$q2_pid"
+postcopy_done q2 q3 "$out"
+said q2 "vmm q2 did not take the mark of a completed move: it still says that it holds pages the destination lacks, which it does not ('vmmctl quit q2 --force' quits it)" ||
+	fail "q2: $(job_get q2 error)"
+echo "ok: q2: $(job_get q2 error)"
