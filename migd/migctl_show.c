@@ -247,6 +247,7 @@ void print_status(Tern__Migd__JobStatus *js)
 {
 	bool source = js->role == TERN__MIGD__JOB_ROLE__ROLE_SOURCE;
 	char a[32], b[32], c[32], d[32], stopped[128], *vm;
+	const char *when;
 	size_t i;
 
 	printf("%s: %s, %s%s", js->vm, show_role_name(js->role),
@@ -399,15 +400,16 @@ void print_status(Tern__Migd__JobStatus *js)
 	    js->unrecoverable)
 		return;
 	vm = show_text_safe(js->vm);
+	/* (a pause asked for has no cause to wait out) */
+	when = strstr(js->error, "paused on request") ? "when wanted" :
+	       "once the cause is gone";
 	if (source)
-		printf("  next          once the cause is gone, 'migctl recover "
-		       "%s ADDR' here, ADDR where the destination job listens\n",
-		       vm);
+		printf("  next          %s, 'migctl recover %s ADDR' here, ADDR "
+		       "where the destination job listens\n", when, vm);
 	else
-		printf("  next          once the cause is gone, 'migctl recover' "
-		       "of the source's job on its host, to this job's address "
-		       "(or to a new one that 'migctl recover %s --listen' here "
-		       "prints)\n", vm);
+		printf("  next          %s, 'migctl recover' of the source's job "
+		       "on its host, to this job's address (or to a new one that "
+		       "'migctl recover %s --listen' here prints)\n", when, vm);
 }
 
 /*

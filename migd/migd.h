@@ -1214,6 +1214,7 @@ struct source {
 	bool dirty_on;
 	uint64_t synced_ns;             /* the last DirtySync (or DirtyStart) */
 	uint64_t sync_gap_ns;           /* ... and the time it covered */
+	bool state_known;               /* its vmm said how the guest ran */
 	bool stopped;                   /* we paused the VM (or asked to) */
 	uint64_t stop_ns;               /* ... then (now_ns) */
 	bool throttled;                 /* a throttle was asked for, maybe

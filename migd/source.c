@@ -81,6 +81,7 @@ static int source_vmm(struct source *s)
 				   "guest to migrate", s->w->spec->vm);
 	s->vcpus = st.vcpus;
 	s->base_throttle = st.throttle;
+	s->state_known = true;
 	pthread_mutex_lock(&s->w->lock);
 	s->w->source_was_running = st.state == TERN__VMM__RUN_STATE__RUN_STATE_RUNNING;
 	s->w->throttle_before = st.throttle;
@@ -631,19 +632,16 @@ static void source_recover(struct source *s)
 	}
 	if (fault_active("source-no-cont"))
 		return;
-	/* A vmm that did not answer is asked (its Cont queues), not
-	 * waited for, and not asked what its operator did meanwhile. */
+	/* A vmm that did not answer cannot say whether its operator
+	 * paused it meanwhile: a Cont queued for it could override that.
+	 * It stays paused, said (and migd's clean-up does not resume it). */
 	if (s->vmm.deaf) {
-		if (vmm_link_call(&s->vmm, "Cont", NULL, NULL, 0, NULL, NULL,
-				  NULL, 0) == 0) {
-			s->stopped = false;
-			worker_note(w, "the source VM runs again");
-		} else {
-			worker_note(w, "its vmm does not answer: the job asked it "
-				    "to resume the source VM, which it does once "
-				    "it runs again ('vmmctl status %s' tells)",
-				    w->spec->vm);
-		}
+		pthread_mutex_lock(&w->lock);
+		w->source_was_running = false;
+		pthread_mutex_unlock(&w->lock);
+		worker_note(w, "its vmm does not answer: the source VM, which the "
+			    "job paused, stays paused ('vmmctl cont %s' resumes "
+			    "it once its vmm runs again)", w->spec->vm);
 		return;
 	}
 	/* Its operator may have paused it during the job's pause (a
@@ -758,9 +756,9 @@ int source_run(struct worker *w)
 		 * job's end (and the destination's word) for nothing. */
 		if (never_stopped && vmm_link_gone(&s.vmm))
 			st = TERN__VMM__RUN_STATE__RUN_STATE_NONE;
-		else if (never_stopped && !was_running)
+		else if (never_stopped && s.state_known && !was_running)
 			st = TERN__VMM__RUN_STATE__RUN_STATE_PAUSED;
-		else if (never_stopped && !s.vmm.deaf &&
+		else if (never_stopped && s.state_known && !s.vmm.deaf &&
 			 vmm_link_state(&s.vmm, &st, NULL, 0) < 0)
 			st = TERN__VMM__RUN_STATE__RUN_STATE_NONE;
 		how = s.vmm.deaf ? "the job did not pause the source VM, whose "
@@ -772,7 +770,9 @@ int source_run(struct worker *w)
 		      st == TERN__VMM__RUN_STATE__RUN_STATE_NONE ? VMM_LOST :
 		      "the source VM is neither running nor paused";
 		pthread_mutex_lock(&w->lock);
-		if (never_stopped)
+		/* (nothing of a guest whose state the job never learnt: its
+		 * first look at the vmm failed, and said why) */
+		if (never_stopped && (s.state_known || s.vmm.deaf))
 			snprintf(w->error + strlen(w->error),
 				 sizeof(w->error) - strlen(w->error), "%s%s",
 				 w->error[0] ? "; " : "", how);

@@ -43,6 +43,16 @@
 
 struct tomb;
 
+/* A saved record that could not listen again, kept for the file. */
+struct tomb_kept {
+	char vm[65];
+	char listen[PATH_MAX];
+	char id[2 * STREAM_ID_LEN + 1];
+	uint8_t token[STREAM_TOKEN_LEN];
+	uint32_t err;
+	uint64_t expires_unix_ms;
+};
+
 /* A connection whose hello has not all come. */
 struct tomb_conn {
 	struct tomb *t;
@@ -266,6 +276,21 @@ void tombstone_release(struct migd *m, const struct uri *u)
 {
 	struct tomb **pp = &m->tombs, *t;
 	bool released = false;
+	struct uri ku;
+	unsigned int i;
+
+	/* A saved one waiting for its address (tomb_keep) lets it go too. */
+	for (i = 0; i < m->ntombs_kept;) {
+		if (uri_parse(m->tombs_kept[i].listen, &ku) < 0 ||
+		    !tomb_same_place(&ku, u)) {
+			i++;
+			continue;
+		}
+		log_info("%s: %s is taken again: its saved record is dropped",
+			 m->tombs_kept[i].vm, m->tombs_kept[i].listen);
+		m->tombs_kept[i] = m->tombs_kept[--m->ntombs_kept];
+		released = true;
+	}
 
 	while ((t = *pp)) {
 		if (!tomb_same_place(&t->addr, u)) {
@@ -374,16 +399,6 @@ void tombstones_free_all(struct migd *m)
 	m->tombs_kept = NULL;
 	m->ntombs_kept = 0;
 }
-
-/* A saved record that could not listen again, kept for the file. */
-struct tomb_kept {
-	char vm[65];
-	char listen[PATH_MAX];
-	char id[2 * STREAM_ID_LEN + 1];
-	uint8_t token[STREAM_TOKEN_LEN];
-	uint32_t err;
-	uint64_t expires_unix_ms;
-};
 
 /* (s checked: a VM's name, text, a token's length) */
 static int tomb_keep(struct migd *m, const Tern__Migd__SavedTombstone *s)
