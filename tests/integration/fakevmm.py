@@ -75,6 +75,16 @@ USERFAULTFD_IOC_NEW, UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER = \
 UFFD_API, UFFD_FEATURE_MISSING_SHMEM, UFFDIO_REGISTER_MODE_MISSING = 0xaa, 0x20, 1
 
 
+out_lock = threading.Lock()
+
+
+def say(*words):
+    """A line of output, whole: the threads' lines never interleave."""
+    with out_lock:
+        sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+        sys.stdout.flush()
+
+
 def ram_sha():
     h = hashlib.sha256()
     for off in range(0, memory, 1 << 20):
@@ -172,7 +182,7 @@ def answer(c, rid, method, arg, fds):
         # after the reply: not in the pause; and not in a postcopy,
         # whose missing pages read as zeros here
         if method != "Status" and uffd < 0:
-            print("%s ram %s" % (method.lower(), ram_sha()), flush=True)
+            say("%s ram %s" % (method.lower(), ram_sha()))
     elif method == "DirtyStart":
         with lock:
             logging = True
@@ -188,7 +198,7 @@ def answer(c, rid, method, arg, fds):
     elif method == "SetThrottle":
         with lock:
             throttle = min(fields(arg).get(1, [0])[0], 99)
-        print("throttle", throttle, flush=True)
+        say("throttle", throttle)
         c.sendall(framed_reply(rid, field(1, 0, varint(throttle))))
     elif method == "SaveState":
         c.sendall(framed_reply(rid, saved))
@@ -201,7 +211,7 @@ def answer(c, rid, method, arg, fds):
             for off in range(0, memory, 1 << 20):
                 os.pwrite(ram, bytes(min(1 << 20, memory - off)), off)
         c.sendall(framed_reply(rid, b""))
-        print("discard ram", ram_sha(), flush=True)
+        say("discard ram", ram_sha())
     elif method in ("UffdCreate", "UffdShare"):
         if method == "UffdCreate":
             try:
@@ -220,7 +230,7 @@ def answer(c, rid, method, arg, fds):
             fcntl.ioctl(uffd, UFFDIO_UNREGISTER, struct.pack("<QQ", ram_addr, memory))
             os.close(uffd)
             uffd = -1
-            print("release ram", ram_sha(), flush=True)
+            say("release ram", ram_sha())
         c.sendall(framed_reply(rid, b""))
     elif method == "GetRam":
         layout = field(1, 0, varint(4096)) + \
@@ -243,7 +253,7 @@ def serve(c):
             body, buf = buf[4:4 + n], buf[4 + n:]
             req = fields(fields(body)[2][0])
             method = req[2][0].decode().rsplit("/", 1)[-1]
-            print("call", method, flush=True)
+            say("call", method)
             # A caller gone does not undo its calls (as the vmm's
             # server, which takes the frames it read before the end).
             try:
@@ -263,7 +273,7 @@ srv.listen(8)
 if rate:
     threading.Thread(target=writer if state == RUNNING else reader,
                      daemon=True).start()
-print("ready", ram, flush=True)
+say("ready", ram)
 while True:
     conn, _ = srv.accept()
     threading.Thread(target=serve, args=(conn,), daemon=True).start()
