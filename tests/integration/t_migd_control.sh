@@ -651,6 +651,13 @@ note "saved addresses that answer ended jobs' sources: restored for their day, b
 # A fifth's port is taken by another program at the start: it stays in
 # the file, and the next start, the port free, answers there.
 mkdir -m 0700 "$RUNDIR/tombs"
+# tombs_migd LOG: a migd on RUNDIR/tombs, its log RUNDIR/LOG; its pid in tm.
+tombs_migd() {
+	"$BIN/migd" --rundir "$RUNDIR/tombs" >"$RUNDIR/$1" 2>&1 &
+	tm=$!
+	PIDS+=("$tm")
+	wait_until 20 test -S "$RUNDIR/tombs/migd.sock" || fail "a migd on tombs: $(cat "$RUNDIR/$1")"
+}
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 python3 -c 'import socket, time
 l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -678,10 +685,7 @@ fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 os.write(fd, st)
 os.close(fd)
 EOF
-"$BIN/migd" --rundir "$RUNDIR/tombs" >"$RUNDIR/tombs.log" 2>&1 &
-tm=$!
-PIDS+=("$tm")
-wait_until 20 test -S "$RUNDIR/tombs/migd.sock" || fail "the migd of saved tombstones: $(cat "$RUNDIR/tombs.log")"
+tombs_migd tombs.log
 grep -qxF "migd: good: answers its source on tcp:127.0.0.1:$port again that the job can never recover (restored)" \
 	"$RUNDIR/tombs.log" || fail "good: $(cat "$RUNDIR/tombs.log")"
 grep -qxF "migd: short: cannot answer its source on tcp:127.0.0.1:2 again that its ended job can never recover: the saved record does not check" \
@@ -703,10 +707,7 @@ kill -TERM "$tm"
 wait_exit "$tm" || fail "the migd of saved tombstones exited with $?"
 kill "$busy"
 wait_exit "$busy" || true
-"$BIN/migd" --rundir "$RUNDIR/tombs" >"$RUNDIR/tombs2.log" 2>&1 &
-tm=$!
-PIDS+=("$tm")
-wait_until 20 test -S "$RUNDIR/tombs/migd.sock" || fail "the migd started again: $(cat "$RUNDIR/tombs2.log")"
+tombs_migd tombs2.log
 grep -qxF "migd: busy: answers its source on tcp:127.0.0.1:$bport again that the job can never recover (restored)" \
 	"$RUNDIR/tombs2.log" || fail "busy, again: $(cat "$RUNDIR/tombs2.log")"
 grep -qxF "migd: good: answers its source on tcp:127.0.0.1:$port again that the job can never recover (restored)" \

@@ -304,6 +304,22 @@ postcopy_done() {
 	echo "ok: $dst ended with the RAM $src stopped with: $(job_get "$dst" faults) faults, $(job_get "$dst" pages_on_demand) pages on demand, $(job_get "$dst" pages_pushed) pushed"
 }
 
+# pc_pair SRC DST SRC_RATE DST_RATE ARGS...: stand-ins SRC (running,
+# its writer at SRC_RATE) and DST (incoming, its reader at DST_RATE),
+# SRC's migration to DST switched to postcopy with ARGS and active on
+# both sides; their pids in SRC_PID and DST_PID.
+pc_pair() {
+	local src=$1 dst=$2
+	fake_vmm "$src" "$MEM" running "$3"
+	SRC_PID=${PIDS[-1]}
+	fake_vmm "$dst" "$MEM" incoming "$4"
+	DST_PID=${PIDS[-1]}
+	incoming "$dst"
+	shift 4
+	postcopy_on_request "$src" "$@"
+	wait_until 30 both_active "$src" "$dst" || fail "no postcopy: $(migctl status "$src")"
+}
+
 # waits_on_uffd PID: a thread of PID waits on a userfaultfd's answer.
 waits_on_uffd() { grep -qx handle_userfault /proc/"$1"/task/*/wchan 2>/dev/null; }
 
@@ -330,12 +346,8 @@ out=$(migctl --json migrate o "$ADDR" --token "$TOKEN" --max-bandwidth 32M \
 postcopy_done o p "$out"
 
 note "faultd dies mid-postcopy: both sides pause, the reader waits; with faultd back, the recovery completes it"
-fake_vmm q "$MEM" running 5000
-fake_vmm r "$MEM" incoming 2000
-r_pid=${PIDS[-1]}
-incoming r
-postcopy_on_request q --max-bandwidth 4M --channels 1
-wait_until 30 both_active q r || fail "no postcopy: $(migctl status q)"
+pc_pair q r 5000 2000 --max-bandwidth 4M --channels 1
+r_pid=$DST_PID
 kill -KILL "$FAULTD_PID"
 wait_until 30 both_paused q r || fail "faultd gone: q $(job_get q state), r $(job_get r state)"
 echo "ok: r: $(job_get r error)"
@@ -381,12 +393,8 @@ postcopy_done u v "$out"
 
 note "the links cut twice in postcopy (ss -K): both pause; recovered on the same port, then on a new one"
 if ss_kill_works; then
-	fake_vmm s "$MEM" running 5000
-	fake_vmm t "$MEM" incoming 2000
-	t_pid=${PIDS[-1]}
-	incoming t
-	postcopy_on_request s --max-bandwidth 4M --channels 2 --verify --downtime-limit 5000
-	wait_until 30 both_active s t || fail "no postcopy: $(migctl status s)"
+	pc_pair s t 5000 2000 --max-bandwidth 4M --channels 2 --verify --downtime-limit 5000
+	t_pid=$DST_PID
 	for i in 1 2; do
 		ss_kill "( src 127.0.0.1:${ADDR##*:} or dst 127.0.0.1:${ADDR##*:} )" || fail "ss -K"
 		wait_until 30 both_paused s t ||
@@ -417,12 +425,8 @@ note "the source vmm dies in postcopy: its worker's copy serves on; paused, the 
 # Before, the job went on while active, but failed at its next pause
 # ("the guest's remaining pages went with it"): the destination's
 # guest, which runs on pages that this worker still had, was lost.
-fake_vmm w "$MEM" running 3000
-w_pid=${PIDS[-1]}
-fake_vmm x "$MEM" incoming 1000
-incoming x
-postcopy_on_request w --max-bandwidth 4M --channels 2
-wait_until 30 both_active w x || fail "no postcopy: $(migctl status w)"
+pc_pair w x 3000 1000 --max-bandwidth 4M --channels 2
+w_pid=$SRC_PID
 kill -KILL "$w_pid"
 gone="vmm w closed its connection (it quit or died): this worker now holds the only copy of the pages the destination still lacks"
 said() { [[ $(job_get "$1" error) == *"$2"* ]]; }
@@ -446,13 +450,8 @@ said w "vmm w closed its connection (it quit or died) during the postcopy: the p
 	fail "w: $(job_get w error)"
 
 note "both vmms die while postcopy is paused: the destination ends, the source learns it at its recovery, across a migd restart"
-fake_vmm y "$MEM" running
-y_pid=${PIDS[-1]}
-fake_vmm z "$MEM" incoming 1000
-z_pid=${PIDS[-1]}
-incoming z
-postcopy_on_request y --max-bandwidth 1M --channels 1
-wait_until 30 both_active y z || fail "no postcopy: $(migctl status y)"
+pc_pair y z 0 1000 --max-bandwidth 1M --channels 1
+y_pid=$SRC_PID z_pid=$DST_PID
 migctl pause z >/dev/null || fail "pause z"
 wait_until 30 both_paused y z || fail "pause: y $(job_get y state), z $(job_get z state)"
 kill -KILL "$y_pid" "$z_pid"
@@ -494,12 +493,8 @@ note "a source vmm stopped in postcopy: the job completes, and says the vmm did 
 # destination lacks, refused a plain quit for no reason anyone was told.
 stop_migd
 start_migd TERN_FAULT=vmm-call-short
-fake_vmm q2 "$MEM" running
-q2_pid=${PIDS[-1]}
-fake_vmm q3 "$MEM" incoming 1000
-incoming q3
-postcopy_on_request q2 --max-bandwidth 4M --channels 1
-wait_until 30 both_active q2 q3 || fail "no postcopy: $(migctl status q2)"
+pc_pair q2 q3 0 1000 --max-bandwidth 4M --channels 1
+q2_pid=$SRC_PID
 kill -STOP "$q2_pid"
 migctl tune q2 --max-bandwidth unlimited >/dev/null || { kill -CONT "$q2_pid"; fail "tune q2"; }
 out=$(migctl --json status q2 --watch)
