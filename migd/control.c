@@ -434,9 +434,10 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	if (r < 0)
 		return r;
-	/* (the id, checked by query_job: hex digits) */
-	snprintf(which, sizeof(which), q->id[0] ? "job %.64s" : "the last "
-		 "migration job", q->id);
+	if (q->id[0])   /* (found by query_job: a job's id) */
+		snprintf(which, sizeof(which), "job %.64s", q->id);
+	else
+		snprintf(which, sizeof(which), "the last migration job");
 	if (j->finished)
 		return rpc_call_errorf(call, EINVAL,
 				       "nothing to cancel: %s of %s already "

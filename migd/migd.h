@@ -1235,7 +1235,9 @@ struct source {
 	char peer[PATH_MAX];            /* the address dialled: the job's, or
 					 * the one a recovery names */
 	bool fault_extra_done;          /* source-resume-extra-channel, once */
-	bool vmm_gone_said;             /* postcopy: the vmm's end said (note) */
+	bool vmm_gone_said;             /* postcopy: the vmm's end is said in
+					 * the error now (the active note, or
+					 * the pause's) */
 };
 /* The job: 0 when it completed. */
 int source_run(struct worker *w);

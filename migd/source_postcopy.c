@@ -496,7 +496,7 @@ static int source_postcopy_paused(struct source *s, int why)
 	struct worker *w = s->w;
 	enum worker_cmd cmd;
 	char uri[PATH_MAX];
-	bool told_only = false, vmm_said;
+	bool told_only = false;
 
 	pthread_mutex_lock(&w->lock);
 	/* The reason, where no thread gave one (a call that failed without
@@ -518,7 +518,7 @@ static int source_postcopy_paused(struct source *s, int why)
 	for (;;) {
 		worker_set_state(w, JOB_STATE_POSTCOPY_PAUSED);
 		source_drop_links(s);
-		vmm_said = false;       /* (in this pause's error) */
+		s->vmm_gone_said = false;       /* (in this pause's error) */
 		/* The destination's migd said the guest is gone there: the
 		 * vmm's status says what its copy is now (once). */
 		if (worker_unrecoverable(w) && !told_only) {
@@ -532,8 +532,8 @@ static int source_postcopy_paused(struct source *s, int why)
 				source_paused_end(s);
 				return -ECANCELED;
 			}
-			if (!vmm_said && vmm_link_gone(&s->vmm)) {
-				vmm_said = true;
+			if (!s->vmm_gone_said && vmm_link_gone(&s->vmm)) {
+				s->vmm_gone_said = true;
 				worker_note(w, VMM_GONE ": recover the job ('migctl "
 					    "recover'); its cancel, or this worker's "
 					    "end, loses them", w->spec->vm);

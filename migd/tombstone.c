@@ -420,6 +420,21 @@ static int tomb_keep(struct migd *m, const Tern__Migd__SavedTombstone *s)
 	return 0;
 }
 
+/* A SavedTombstone that points into the strings given. */
+static void saved_tomb(Tern__Migd__SavedTombstone *out, const char *vm,
+		       const char *listen, const char *idhex,
+		       const uint8_t *token, uint32_t err, uint64_t expires)
+{
+	tern__migd__saved_tombstone__init(out);
+	out->vm = (char *)vm;
+	out->listen = (char *)listen;
+	out->id = (char *)idhex;
+	out->token.data = (uint8_t *)token;
+	out->token.len = STREAM_TOKEN_LEN;
+	out->err = err;
+	out->expires_unix_ms = expires;
+}
+
 size_t tombstones_save(const struct migd *m, Tern__Migd__SavedTombstone *out,
 		       char (*ids)[2 * STREAM_ID_LEN + 1], size_t max)
 {
@@ -430,28 +445,14 @@ size_t tombstones_save(const struct migd *m, Tern__Migd__SavedTombstone *out,
 
 	for (i = 0; i < m->ntombs_kept && n < max; i++) {
 		k = &m->tombs_kept[i];
-		if (k->expires_unix_ms <= unix_ms())
-			continue;
-		tern__migd__saved_tombstone__init(&out[n]);
-		out[n].vm = (char *)k->vm;
-		out[n].listen = (char *)k->listen;
-		out[n].id = (char *)k->id;
-		out[n].token.data = (uint8_t *)k->token;
-		out[n].token.len = STREAM_TOKEN_LEN;
-		out[n].err = k->err;
-		out[n].expires_unix_ms = k->expires_unix_ms;
-		n++;
+		if (k->expires_unix_ms > unix_ms())
+			saved_tomb(&out[n++], k->vm, k->listen, k->id, k->token,
+				   k->err, k->expires_unix_ms);
 	}
 	for (t = m->tombs; t && n < max; t = t->next, n++) {
-		tern__migd__saved_tombstone__init(&out[n]);
 		stream_hex(t->id, STREAM_ID_LEN, ids[n]);
-		out[n].vm = (char *)t->vm;
-		out[n].listen = (char *)t->text;
-		out[n].id = ids[n];
-		out[n].token.data = (uint8_t *)t->token;
-		out[n].token.len = STREAM_TOKEN_LEN;
-		out[n].err = (uint32_t)t->err;
-		out[n].expires_unix_ms = t->expires_unix_ms;
+		saved_tomb(&out[n], t->vm, t->text, ids[n], t->token,
+			   (uint32_t)t->err, t->expires_unix_ms);
 	}
 	return n;
 }

@@ -158,15 +158,8 @@ int worker_postcopy_refused(struct worker *w, const char *why)
 				"switch to postcopy, its action: %s",
 				p->timeout_s, why);
 	} else {
-		pthread_mutex_lock(&w->lock);
 		__atomic_store_n(&postcopy_requested, 0, __ATOMIC_RELAXED);
-		if (!w->error[0] || w->error_is_note) {
-			str_copy(w->error, msg, sizeof(w->error));
-			w->error_is_note = true;
-			log_warnx("%s", w->error);
-		}
-		pthread_mutex_unlock(&w->lock);
-		worker_report(w);
+		worker_set_note(w, "%s", msg);
 	}
 	/* (the report first: the caller may look at the status next) */
 	snprintf(answer, sizeof(answer), "%s: %s", w->spec->vm, msg);
