@@ -119,6 +119,55 @@ int parse_size(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* Up to 9 decimals after the point, as fmt_size prints one. */
+#define RATE_MAX_DECIMALS 9
+
+int parse_rate(const char *s, uint64_t *ret)
+{
+	uint64_t whole, frac = 0, scale = 1;
+	unsigned __int128 v;
+	const char *p;
+	int shift = 0;
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	r = parse_digits(s, 10, &whole, &p);
+	if (r < 0)
+		return r;
+	if (*p == '.') {
+		const char *q = ++p;
+
+		for (; *p >= '0' && *p <= '9'; p++) {
+			if (p - q == RATE_MAX_DECIMALS)
+				return -EINVAL;
+			frac = frac * 10 + (uint64_t)(*p - '0');
+			scale *= 10;
+		}
+		if (p == q)
+			return -EINVAL;
+	}
+	if (*p == ' ' && (size_shift(p[1]) >= 0 || p[1] == 'B'))
+		p++;	/* a space only before a unit: "1.0 GiB/s" */
+	if (*p && size_shift(*p) >= 0) {
+		shift = size_shift(*p++);
+		if (!strncmp(p, "iB", 2))
+			p++;
+	}
+	if (*p == 'B')
+		p++;
+	if (!strcmp(p, "/s"))
+		p += 2;
+	if (*p || (scale > 1 && !shift))	/* "1.5" bytes is no rate */
+		return -EINVAL;
+	v = ((unsigned __int128)whole << shift) +
+	    (((unsigned __int128)frac << shift) + scale / 2) / scale;
+	if (v > UINT64_MAX)
+		return -ERANGE;
+	*ret = (uint64_t)v;
+	return 0;
+}
+
 const char *fmt_size(uint64_t bytes, char *buf, size_t len)
 {
 	static const char *const units[] = { "KiB", "MiB", "GiB", "TiB",

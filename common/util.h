@@ -34,6 +34,10 @@
  * suffix) -> bytes.  -EINVAL on anything else, -ERANGE on overflow.
  */
 int parse_size(const char *s, uint64_t *ret);
+/* A rate or size as options take it (parse_size) or as status prints
+ * it (fmt_rate): "500M", "1.5G", "1.0 GiB/s", "851.6 MiB/s"; a fraction
+ * needs a unit and is rounded to the byte.  -EINVAL, -ERANGE. */
+int parse_rate(const char *s, uint64_t *ret);
 /* A decimal or 0x-hex unsigned number within [min, max]. */
 int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 /* "4.0 GiB" style, into buf; returns buf. */

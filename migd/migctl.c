@@ -150,13 +150,32 @@ static int parse_bandwidth(const char *flag, const char *s, uint64_t *ret)
 		*ret = UINT64_MAX;
 		return 0;
 	}
-	if (parse_size(s, &v) < 0 || v == 0 || v == UINT64_MAX) {
-		cli_errx("%s %s: expected bytes per second such as 500M or 1G, "
-			 "or %s", flag, s, word);
+	if (parse_rate(s, &v) < 0 || v == 0 || v == UINT64_MAX) {
+		cli_errx("%s %s: expected bytes per second such as 500M, 1.5G "
+			 "or '1.0 GiB/s', or %s", flag, s, word);
 		return -EINVAL;
 	}
 	*ret = v;
 	return 0;
+}
+
+/* A number within [min, max], with unit after it or not: "250", "250ms"
+ * or "250 ms", as get prints it. */
+static int parse_in_unit(const char *s, const char *unit, uint64_t min,
+			 uint64_t max, uint64_t *ret)
+{
+	size_t n = strlen(s), u = strlen(unit);
+	char buf[32];
+
+	if (n > u && n < sizeof(buf) && !strcmp(s + n - u, unit)) {
+		n -= u;
+		if (s[n - 1] == ' ')
+			n--;
+		memcpy(buf, s, n);
+		buf[n] = '\0';
+		s = buf;
+	}
+	return parse_u64(s, min, max, ret);
 }
 
 static int parse_percent(const char *flag, const char *s, uint32_t *ret)
@@ -230,7 +249,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 		a->params.channels = v;
 		return 0;
 	case O_DOWNTIME:
-		if (parse_u64(optarg, 1, CTL_MAX_DOWNTIME_MS, &v) < 0) {
+		if (parse_in_unit(optarg, "ms", 1, CTL_MAX_DOWNTIME_MS, &v) < 0) {
 			cli_errx("--downtime-limit %s: expected milliseconds from 1 to %d",
 			      optarg, CTL_MAX_DOWNTIME_MS);
 			return -EINVAL;
@@ -265,7 +284,7 @@ static int parse_opt(const struct command *c, int ch, struct cmd_args *a)
 			a->params.timeout_s = UINT32_MAX;       /* take_clears */
 			return 0;
 		}
-		if (parse_u64(optarg, 1, CTL_MAX_TIMEOUT_S, &v) < 0) {
+		if (parse_in_unit(optarg, "s", 1, CTL_MAX_TIMEOUT_S, &v) < 0) {
 			cli_errx("--timeout %s: expected seconds from 1 to %d, "
 				 "or none (or 0)", optarg, CTL_MAX_TIMEOUT_S);
 			return -EINVAL;

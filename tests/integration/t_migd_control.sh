@@ -75,7 +75,7 @@ ctl_usage "--channels 0: expected a number from 1 to 16" migrate x tcp:127.0.0.1
 ctl_usage "--channels 17" set --channels 17
 ctl_usage "--downtime-limit 0: expected milliseconds" set --downtime-limit 0
 ctl_usage "--max-bandwidth fast" set --max-bandwidth fast
-ctl_usage "--max-bandwidth measured: expected bytes per second such as 500M or 1G, or unlimited" \
+ctl_usage "--max-bandwidth measured: expected bytes per second such as 500M, 1.5G or '1.0 GiB/s', or unlimited" \
 	set --max-bandwidth measured
 ctl_usage "exclude each other" migrate x tcp:127.0.0.1:4444 --token $T --wait --detach
 ctl_usage "usage: migctl status VM" status
@@ -345,6 +345,22 @@ migctl set --max-bandwidth unlimited --avail-switchover-bandwidth 1G \
 out=$(migctl --json get)
 params_are "$out" channels=8 max_bandwidth=0 avail_switchover_bandwidth=1073741824 \
 	downtime_limit_ms=50 auto_converge=off verify=off
+# What get prints, set takes back: "1.5 GiB/s", "850.0 MiB/s", "50 ms".
+got=$(migctl set --max-bandwidth 1.5G --avail-switchover-bandwidth 850M) || fail "set: $got"
+bw=$(echo "$got" | sed -n 's/^max-bandwidth  *//p')
+abw=$(echo "$got" | sed -n 's/^avail-switchover-bandwidth  *//p')
+dl=$(echo "$got" | sed -n 's/^downtime-limit  *//p')
+[ "$bw" = "1.5 GiB/s" ] && [ "$abw" = "850.0 MiB/s" ] && [ "$dl" = "50 ms" ] || fail "get: $got"
+migctl set --reset >/dev/null || fail "set --reset"
+migctl set --channels 8 --max-bandwidth "$bw" --avail-switchover-bandwidth "$abw" \
+	--downtime-limit "$dl" --timeout "30 s" >/dev/null || fail "set what get printed"
+params_are "$(migctl --json get)" max_bandwidth=1610612736 \
+	avail_switchover_bandwidth=891289600 downtime_limit_ms=50 timeout_s=30
+for bad in "--max-bandwidth 1.5" "--max-bandwidth 1G/m" "--downtime-limit 50s" \
+	"--timeout 30ms"; do
+	usage_error migctl "${bad%% *}" set $bad
+done
+migctl set --avail-switchover-bandwidth 1G --timeout none >/dev/null || fail "set back"
 # Clearing one value keeps every other setting.
 migctl set --compress zstd:7 --auto-converge --timeout 30 >/dev/null || fail set
 migctl set --max-bandwidth unlimited >/dev/null || fail "set unlimited again"

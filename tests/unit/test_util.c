@@ -70,6 +70,77 @@ static void test_parse_size(void **state)
 	}
 }
 
+/* parse_rate takes every size parse_size takes, the same, and what
+ * fmt_rate prints. */
+static const struct {
+	const char *s;
+	int r;
+	uint64_t v;
+} rate_cases[] = {
+	{ "1.5G", 0, 3ull << 29 },
+	{ "1.0 GiB/s", 0, 1ull << 30 },
+	{ "851.6 MiB/s", 0, 892967322 },	/* 851.6 * 2^20, rounded */
+	{ "500M/s", 0, 500ull << 20 },
+	{ "64 KiB/s", 0, 64ull << 10 },
+	{ "100 B/s", 0, 100 },
+	{ "100/s", 0, 100 },
+	{ "0.5K", 0, 512 },
+	{ "0.0001K", 0, 0 },
+	{ "1.999999999G", 0, (2ull << 30) - 1 },
+	{ "1.9999999999G", -EINVAL, 0 },	/* past 9 decimals */
+	{ "16777215.9T", 0, (16777215ull << 40) + (1ull << 40) * 9 / 10 },
+	{ "16777215.99999999T", 0, (16777215ull << 40) + 1099511616781 },
+	{ "1.5", -EINVAL, 0 },
+	{ "1.5B", -EINVAL, 0 },
+	{ "1.G", -EINVAL, 0 },
+	{ ".5G", -EINVAL, 0 },
+	{ "64 /s", -EINVAL, 0 },
+	{ "64 ", -EINVAL, 0 },
+	{ "64  M", -EINVAL, 0 },
+	{ "1G/", -EINVAL, 0 },
+	{ "1G/s ", -EINVAL, 0 },
+	{ "1G/min", -EINVAL, 0 },
+	{ "1GiB/s/s", -EINVAL, 0 },
+};
+
+static void test_parse_rate(void **state)
+{
+	char buf[32];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(size_cases) + ARRAY_SIZE(rate_cases); i++) {
+		bool size = i < ARRAY_SIZE(size_cases);
+		const char *s = size ? size_cases[i].s :
+				rate_cases[i - ARRAY_SIZE(size_cases)].s;
+		int want = size ? size_cases[i].r :
+			   rate_cases[i - ARRAY_SIZE(size_cases)].r;
+		uint64_t wv = size ? size_cases[i].v :
+			      rate_cases[i - ARRAY_SIZE(size_cases)].v;
+		uint64_t v = 12345;
+		int r;
+
+		if (size && !strcmp(s, "1.5G"))
+			continue;
+		r = parse_rate(s, &v);
+		if (r != want)
+			fail_msg("parse_rate(\"%s\") = %d, want %d", s, r, want);
+		if (v != (r == 0 ? wv : 12345))
+			fail_msg("parse_rate(\"%s\"): %llu, want %llu", s,
+				 (unsigned long long)v, (unsigned long long)wv);
+	}
+	/* What status prints reads back within its rounding (0.05 of a
+	 * unit in at least 1 of it). */
+	for (i = 1; i < 49; i++) {	/* up to TiB, the largest unit */
+		uint64_t want = (1ull << i) + (1ull << i) / 3, v;
+
+		fmt_rate(want, buf, sizeof(buf));
+		assert_int_equal(parse_rate(buf, &v), 0);
+		if ((v > want ? v - want : want - v) > want / 20)
+			fail_msg("%llu shown as %s, read back as %llu",
+				 (unsigned long long)want, buf, (unsigned long long)v);
+	}
+}
+
 static void test_parse_u64(void **state)
 {
 	uint64_t v = 7;
@@ -564,6 +635,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_parse_rate),
 		cmocka_unit_test(test_parse_u64),
 		cmocka_unit_test(test_fmt_size),
 		cmocka_unit_test(test_fmt_size_arg),
