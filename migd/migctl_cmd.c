@@ -446,6 +446,13 @@ static int job_outcome(Tern__Migd__JobStatus *js, bool waited,
 			printf("%s: %s\n", js->vm, outcome_text(js, text, sizeof(text)));
 		return CLI_OK;
 	}
+	/* A cancel that came as the job ended: nothing was cancelled. */
+	if (want == TERN__MIGD__JOB_STATE__JOB_CANCELLED &&
+	    js->state == TERN__MIGD__JOB_STATE__JOB_COMPLETED) {
+		cli_errx("%s: not cancelled: the migration completed first "
+			 "(job %s)", js->vm, show_text_safe(js->id));
+		return CLI_FAILED;
+	}
 	cli_errx("%s: migration %s", js->vm, outcome_text(js, text, sizeof(text)));
 	return CLI_FAILED;
 }

@@ -130,8 +130,9 @@ uint64_t job_round(const Tern__Migd__JobStatus *js)
  * did not converge); the rounds and the expected downtime say how that
  * goes.  Otherwise transferred / (transferred + remaining), or against
  * guest RAM while nothing is known to remain (a destination before the
- * switch; not a postcopy with nothing left, which is near its end, not
- * at transferred / RAM).  Only a completed job is at 100%.
+ * switch; not a postcopy, nor a stopped source, with nothing left: each
+ * is near its end, not at transferred / RAM, which counts the zero
+ * pages never sent).  Only a completed job is at 100%.
  */
 double job_fraction(const Tern__Migd__JobStatus *js)
 {
@@ -143,7 +144,8 @@ double job_fraction(const Tern__Migd__JobStatus *js)
 	if (job_round(js))      /* between rounds: the next, at 0 */
 		f = js->round_pages ? (double)js->round_sent /
 				      (double)js->round_pages : 0;
-	else if (r > 0 || (js->postcopy_started && t))
+	else if (r > 0 || (t && (js->postcopy_started ||
+				 js->state == TERN__MIGD__JOB_STATE__JOB_DEVICE)))
 		f = (double)t / (double)(t + r);   /* (0.99 below: not done) */
 	else if (js->total_bytes)
 		f = (double)t / (double)js->total_bytes;

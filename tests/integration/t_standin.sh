@@ -195,6 +195,34 @@ migctl cancel p2 --wait >/dev/null
 vmm_is p2 paused || fail "p2 is $(state_of p2)"
 echo "ok: p2: $(job_get p2 error)"
 
+note "a cancel that comes once the destination was told to resume: not cancelled, said"
+# The destination's worker holds between Go and the vmm's Cont
+# (TERN_FAULT=dest-slow-cont, while the file is there).  Before, the
+# cancel ended "migration completed" on standard error with exit 1,
+# and its bar stood at 76% with nothing left (the zero pages, never
+# sent, counted against it).
+stop_migd
+start_migd TERN_FAULT=dest-slow-cont
+fake_vmm c2 $((16 << 20)) running 100
+fake_vmm c3 $((16 << 20))
+incoming c3
+: >"$RUNDIR/dest-slow-cont"
+migctl migrate c2 "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate c2"
+go_came() { grep -q "Go came; Cont in 2 s or more" "$RUNDIR/migd.log"; }
+wait_until 30 go_came || fail "c3 was never told to resume: $(migctl status c2)"
+migctl cancel c2 --wait >"$RUNDIR/cancel.out" 2>&1 &
+cancel_pid=$!
+bar_at_device() { grep -q "% device " "$RUNDIR/cancel.out"; }
+wait_until 20 bar_at_device || fail "cancel c2: $(cat "$RUNDIR/cancel.out")"
+rm "$RUNDIR/dest-slow-cont"
+rc=0
+wait "$cancel_pid" || rc=$?
+out=$(cat "$RUNDIR/cancel.out")
+[ $rc = 1 ] && echo "$out" | grep -q "^migctl: c2: not cancelled: the migration completed first (job " &&
+	echo "$out" | grep -q "c2 \[#*\.\]  99% device     sent .*, 0 B left" || fail "cancel c2 (exit $rc): $out"
+same_ram c2 c3
+echo "ok: $(echo "$out" | tail -n 1)"
+
 note "migd killed while an incoming job waits: the next one says it was cancelled waiting, then"
 fake_vmm w2 "$MEM"
 incoming w2
