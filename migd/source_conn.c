@@ -388,35 +388,36 @@ int source_expect(struct source *s, int body, const char *what,
 		r = worker_fail_cancelled(s->w, "the destination",
 					  m->refuse->migd_ended);
 	} else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
+		const char *msg = m->refuse->message;
+		/* A verify's words say "here" of the destination: said again
+		 * from here, in the error and in verified alike. */
+		const char *part = strncmp(msg, "verify", 6) ? NULL :
+				   strstr(msg, VERIFY_DIFFERS);
+		char said[512];
 		bool paused;
 
+		if (part) {
+			part += strlen(VERIFY_DIFFERS);
+			snprintf(said, sizeof(said), "verify failed: the "
+				 "destination's guest RAM differs from the RAM "
+				 "here: %.*s", str_cut(part, 300), part);
+		} else {
+			snprintf(said, sizeof(said), "%.*s", str_cut(msg, 400), msg);
+		}
 		/* Past the switch, a destination that may still recover has
 		 * not failed: it paused, or refused a recovery. */
 		pthread_mutex_lock(&s->w->lock);
 		paused = s->w->switched && !m->refuse->unrecoverable;
+		if (!strncmp(msg, "verify", 6))
+			snprintf(s->w->verified, sizeof(s->w->verified), "%.*s",
+				 str_cut(said, sizeof(s->w->verified) - 1), said);
 		pthread_mutex_unlock(&s->w->lock);
 		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
-				"the destination %s: %.*s", paused ? "says" : "failed",
-				str_cut(m->refuse->message, 400), m->refuse->message);
+				"the destination %s: %s", paused ? "says" : "failed",
+				said);
 		/* A recovery refused for good: no later one can succeed. */
 		if (m->refuse->unrecoverable)
 			worker_set_unrecoverable(s->w);
-		if (!strncmp(m->refuse->message, "verify", 6)) {
-			/* Its words say "here" of the destination. */
-			const char *part = strstr(m->refuse->message,
-						  VERIFY_DIFFERS);
-
-			pthread_mutex_lock(&s->w->lock);
-			if (part)
-				snprintf(s->w->verified, sizeof(s->w->verified),
-					 "verify failed: the destination's guest RAM "
-					 "differs from the RAM here: %s",
-					 part + strlen(VERIFY_DIFFERS));
-			else
-				snprintf(s->w->verified, sizeof(s->w->verified),
-					 "%s", m->refuse->message);
-			pthread_mutex_unlock(&s->w->lock);
-		}
 	}
 	else
 		r = worker_fail(s->w, EPROTO, "the destination sent message %d "

@@ -124,7 +124,9 @@ wait_job_final i
 gpa=$(printf '0x%x' $((MEM - (2 << 20))))
 case $(job_get i verified) in "verify failed: the destination's guest RAM differs from the RAM here: 1 of 32 2 MiB chunks, the first at gpa $gpa") ;;
 *) fail "i: verified: $(job_get i verified)" ;; esac
-case $(job_get i error) in *"; the source VM runs again, after a pause of "*" ms") ;;
+# (the error says it from the source's side too: before, it quoted the
+# destination's "the guest RAM here differs")
+case $(job_get i error) in "the destination failed: $(job_get i verified); the source VM runs again, after a pause of "*" ms") ;;
 *) fail "i: $(job_get i error)" ;; esac
 echo "ok: $(job_get i error)"
 wait_until 20 vmm_is i running || fail "i is $(state_of i), not running again"
