@@ -382,7 +382,7 @@ static void *chan_tx_thread(void *arg)
 			c->busy = false;
 			if (r < 0 && !c->err) {
 				c->err = r;
-				worker_fail(c->w, r, "ram channel %u: send: %s",
+				worker_fail_link(c->w, r, "ram channel %u: send: %s",
 					    c->index, strerror(-r));
 			}
 			pthread_cond_broadcast(&c->cond);
@@ -396,7 +396,7 @@ static void *chan_tx_thread(void *arg)
 		c->busy = false;
 		if (r < 0 && !c->err) {
 			c->err = r;
-			worker_fail(c->w, r, "ram channel %u: send: %s", c->index,
+			worker_fail_link(c->w, r, "ram channel %u: send: %s", c->index,
 				    strerror(-r));
 		}
 		if (c->err)
@@ -767,7 +767,7 @@ static int read_iov(int fd, struct iovec *iov, int n)
 
 static int rx_fail(struct chan_rx *c, int r)
 {
-	return worker_fail(c->w, r, "ram channel %u: %s", c->index,
+	return worker_fail_link(c->w, r, "ram channel %u: %s", c->index,
 			   r == -EPIPE || r == -EBADMSG ?
 			   "the source closed the connection mid-stream" :
 			   r == -ETIMEDOUT ? "nothing received for 20 s: the "

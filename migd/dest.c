@@ -391,8 +391,8 @@ int dest_recv(struct dest *d, int body, const char *what,
 			    STREAM_MSG_MAX, deadline_ms(MIGD_IO_TIMEOUT_MS),
 			    (ProtobufCMessage **)&m);
 	if (r < 0)
-		return worker_fail(d->w, r, "waiting for the source's %s: %s", what,
-				   worker_peer_why(d->w, r, "the source"));
+		return worker_fail_link(d->w, r, "waiting for the source's %s: %s",
+					what, worker_peer_why(d->w, r, "the source"));
 	worker_heard(d->w, m);
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    m->refuse->cancelled) {
@@ -878,12 +878,30 @@ static void dest_tell_cancel(struct dest *d, struct worker *w)
 	pthread_mutex_unlock(&d->main_tx);
 }
 
+/*
+ * Paused on request here (w->lock held): the source hears why before
+ * the connections close, which it would otherwise take for this
+ * worker's death.
+ */
+static void dest_tell_pause_locked(struct dest *d, struct worker *w)
+{
+	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
+
+	if (w->cmd != WORKER_CMD_PAUSE || pthread_mutex_trylock(&d->main_tx))
+		return;
+	rf.err = EINTR;
+	rf.message = w->error;
+	dest_send_refuse_locked(d, d->main_fd, &rf, deadline_ms(200));
+	pthread_mutex_unlock(&d->main_tx);
+}
+
 static void dest_abort(struct worker *w, void *arg)
 {
 	struct dest *d = arg;
 	unsigned int i;
 
 	dest_tell_cancel(d, w);
+	dest_tell_pause_locked(d, w);
 	chan_abort_fd(d->main_fd);
 	chan_abort_fd(d->page_fd);
 	for (i = 0; i < STREAM_MAX_CHANNELS; i++)

@@ -714,8 +714,20 @@ static int dest_main_watch(struct dest *d, int wait_ms)
 		d->hashes_msg = m;
 		return 0;
 	}
-	snprintf(d->err, sizeof(d->err), "the source sent message %d during "
-		 "postcopy", m->body_case);
+	/* A pause on request there, said before its links close: the job's
+	 * error (not what broke here as they did), and nothing said back. */
+	worker_heard(d->w, m);
+	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE) {
+		snprintf(d->err, sizeof(d->err), "the source said: %.*s",
+			 str_cut(m->refuse->message, 400), m->refuse->message);
+		worker_fail_said(d->w, EPIPE, "%s", d->err);
+		pthread_mutex_lock(&d->main_tx);
+		d->refused = true;
+		pthread_mutex_unlock(&d->main_tx);
+	} else {
+		snprintf(d->err, sizeof(d->err), "the source sent message %d "
+			 "during postcopy", m->body_case);
+	}
 	protobuf_c_message_free_unpacked(&m->base, NULL);
 	return -EPIPE;
 }

@@ -567,6 +567,8 @@ struct worker {
 					 * failure replaces it */
 	bool peer_heard;                /* (L) the peer's end of the job was
 					 * read (worker_note_refuse) */
+	bool peer_guessed;              /* (L) error guesses at a close that
+					 * came without a word (peer_gone) */
 	uint64_t total_bytes;           /* (L) */
 	struct mig_params source_params; /* (L) destination: the source job's,
 					  * from its hello, for the status */
@@ -711,6 +713,15 @@ void worker_set_state(struct worker *w, enum job_state st);
 void worker_params(struct worker *w, struct mig_params *ret);
 /* Record the job's failure (the first one wins); returns -err. */
 int worker_fail(struct worker *w, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The same, for a link that the peer closed or reset (err EPIPE,
+ * ECONNRESET or EBADMSG): the peer's word that may come after it, of a
+ * pause on request there, takes its place (worker_fail_said). */
+int worker_fail_link(struct worker *w, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The peer's word on why it ended: the job's error if it has none, or
+ * has only a link's close (worker_fail_link). */
+int worker_fail_said(struct worker *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 bool worker_failed(struct worker *w);
 bool worker_aborted(struct worker *w);

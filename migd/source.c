@@ -550,7 +550,10 @@ static void source_tell_dest(struct source *s, struct worker *w)
 	Tern__Stream__Refuse rf = TERN__STREAM__REFUSE__INIT;
 	char msg[sizeof(w->error)];
 
-	if (s->main_fd < 0 || w->switched || pthread_mutex_trylock(&s->main_tx))
+	/* Past the switch, only a pause on request is said: any other
+	 * end there is a link's, or this worker's. */
+	if (s->main_fd < 0 || (w->switched && w->cmd != WORKER_CMD_PAUSE) ||
+	    pthread_mutex_trylock(&s->main_tx))
 		return;
 	snprintf(msg, sizeof(msg), "%s", w->error[0] ? w->error : "failed");
 	rf.err = ECANCELED;

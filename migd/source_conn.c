@@ -252,9 +252,9 @@ static int source_hello(struct source *s)
 				    4096, deadline(), (ProtobufCMessage **)&reply);
 	s->hello_rtt_ns = now_ns() - t0;
 	if (r < 0)
-		return worker_fail(s->w, r, "%s: the destination did not answer our "
-				   "layout: %s", s->w->spec->peer,
-				   worker_peer_why(s->w, r, "the destination"));
+		return worker_fail_link(s->w, r, "%s: the destination did not "
+					"answer our layout: %s", s->w->spec->peer,
+					worker_peer_why(s->w, r, "the destination"));
 	worker_heard(s->w, reply);
 	if (reply->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    reply->refuse->cancelled)
@@ -357,8 +357,9 @@ int source_expect(struct source *s, int body, const char *what,
 				   ((MIGD_IO_TIMEOUT_MS * 1000000ULL + more_ns) /
 				    1000000000ULL));
 	if (r < 0)
-		return worker_fail(s->w, r, "waiting for the destination's %s: %s",
-				   what, worker_peer_why(s->w, r, "the destination"));
+		return worker_fail_link(s->w, r, "waiting for the destination's "
+					"%s: %s", what,
+					worker_peer_why(s->w, r, "the destination"));
 	worker_heard(s->w, m);
 	if ((int)m->body_case == body) {
 		if (ret)
@@ -412,9 +413,9 @@ int source_expect(struct source *s, int body, const char *what,
 			snprintf(s->w->verified, sizeof(s->w->verified), "%.*s",
 				 str_cut(said, sizeof(s->w->verified) - 1), said);
 		pthread_mutex_unlock(&s->w->lock);
-		r = worker_fail(s->w, stream_peer_errno(m->refuse->err),
-				"the destination %s: %s", paused ? "says" : "failed",
-				said);
+		r = worker_fail_said(s->w, stream_peer_errno(m->refuse->err),
+				     "the destination %s: %s", paused ? "says" : "failed",
+				     said);
 		/* A recovery refused for good: no later one can succeed. */
 		if (m->refuse->unrecoverable)
 			worker_set_unrecoverable(s->w);

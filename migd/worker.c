@@ -420,6 +420,24 @@ const char *worker_peer_why(struct worker *w, int r, const char *who)
 	return peer_gone(w, r, who, why, sizeof(why)) ? why : strerror(-r);
 }
 
+/* The peer's word, after this side's failure: in place of a link's
+ * close that it explains (worker_fail_said), else noted after it. */
+static void worker_said(struct worker *w, const Tern__Stream__Refuse *rf,
+			const char *who)
+{
+	bool guessed;
+
+	pthread_mutex_lock(&w->lock);
+	guessed = w->peer_guessed;
+	pthread_mutex_unlock(&w->lock);
+	if (guessed)
+		worker_fail_said(w, rf->err, "%s said: %.*s", who,
+				 str_cut(rf->message, 400), rf->message);
+	else
+		worker_note(w, "%s said: %.*s", who, str_cut(rf->message, 400),
+			    rf->message);
+}
+
 void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *who)
 {
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
@@ -441,8 +459,7 @@ void worker_note_refuse(struct worker *w, int fd, unsigned int ms, const char *w
 	    m->refuse->cancelled)
 		worker_fail_cancelled(w, who, m->refuse->migd_ended);
 	else if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE)
-		worker_note(w, "%s said: %.*s", who,
-			    str_cut(m->refuse->message, 400), m->refuse->message);
+		worker_said(w, m->refuse, who);
 	if (m->body_case == TERN__STREAM__STREAM_MSG__BODY_REFUSE &&
 	    m->refuse->unrecoverable)
 		worker_set_unrecoverable(w);
@@ -539,22 +556,60 @@ void worker_set_state(struct worker *w, enum job_state st)
 	worker_report(w);
 }
 
-int worker_fail(struct worker *w, int err, const char *fmt, ...)
-{
-	va_list ap;
+/* How a failure takes the job's error: the first one wins; a link's
+ * close may be the peer's doing that its word, later, says; the peer's
+ * word replaces such a close. */
+enum fail_kind { FAIL_PLAIN, FAIL_LINK, FAIL_SAID };
 
+static int worker_vfail(struct worker *w, int err, enum fail_kind kind,
+			const char *fmt, va_list ap)
+{
 	err = err < 0 ? -err : err;
 	pthread_mutex_lock(&w->lock);
 	w->failed = true;
-	if (!w->error[0] || w->error_is_note) {
+	if (!w->error[0] || w->error_is_note ||
+	    (kind == FAIL_SAID && w->peer_guessed)) {
 		w->error_is_note = false;
-		va_start(ap, fmt);
+		w->peer_guessed = kind == FAIL_LINK &&
+				  (err == EPIPE || err == ECONNRESET || err == EBADMSG);
 		vsnprintf(w->error, sizeof(w->error), fmt, ap);
-		va_end(ap);
 		log_warnx("%s", w->error);
 	}
 	pthread_mutex_unlock(&w->lock);
 	return -(err ? err : EIO);
+}
+
+int worker_fail(struct worker *w, int err, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = worker_vfail(w, err, FAIL_PLAIN, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int worker_fail_link(struct worker *w, int err, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = worker_vfail(w, err, FAIL_LINK, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int worker_fail_said(struct worker *w, int err, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = worker_vfail(w, err, FAIL_SAID, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 static void worker_abort_cancelled_locked(struct worker *w);

@@ -421,6 +421,31 @@ migctl tune u --max-bandwidth unlimited >/dev/null || fail "tune u"
 out=$(migctl --json status u --watch) || fail "u: $out"
 postcopy_done u v "$out"
 
+note "migctl pause on each side in turn: the other side says why; recovered each time"
+# Before, the side that did not pause blamed a dead worker ("the
+# destination closed the connection without a word: its worker died or
+# was killed ..."), or said only that the source closed the connection.
+pc_pair pa pb 5000 2000 --max-bandwidth 4M --channels 2
+for side in pb pa; do
+	migctl pause "$side" >/dev/null || fail "pause $side"
+	wait_until 30 both_paused pa pb || fail "pause $side: pa $(job_get pa state), pb $(job_get pb state)"
+	if [ "$side" = pb ]; then
+		mine=$(job_get pb error) theirs=$(job_get pa error) who=destination
+	else
+		mine=$(job_get pa error) theirs=$(job_get pb error) who=source
+	fi
+	[ "$mine" = "paused on request (migctl pause)" ] &&
+		[ "$theirs" = "the $who said: paused on request (migctl pause)" ] ||
+		fail "pause $side: pa: $(job_get pa error); pb: $(job_get pb error)"
+	migctl status pa | grep -q "^  next          when wanted, " || fail "pa: $(migctl status pa)"
+	migctl recover pa "$ADDR" >/dev/null || fail "recover pa"
+	wait_until 30 both_active pa pb || fail "pa $(job_get pa state), pb $(job_get pb state)"
+	echo "ok: paused on $side; the other side: $theirs"
+done
+migctl tune pa --max-bandwidth unlimited >/dev/null || fail "tune pa"
+out=$(migctl --json status pa --watch) || fail "pa: $out"
+postcopy_done pa pb "$out"
+
 note "the links cut twice in postcopy (ss -K): both pause; recovered on the same port, then on a new one"
 if ss_kill_works; then
 	pc_pair s t 5000 2000 --max-bandwidth 4M --channels 2 --verify --downtime-limit 5000
@@ -466,10 +491,11 @@ wait_until 30 both_paused w x || fail "pause: w $(job_get w state), x $(job_get 
 wait_until 20 said w "$gone: recover the job ('migctl recover'); its cancel, or this worker's end, loses them" ||
 	fail "w: $(job_get w state): $(job_get w error)"
 echo "ok: w: $(job_get w error)"
-# Its status says what brings it back; the destination's too.
+# Its status says what brings it back; the destination's too (which
+# heard that the pause was asked for).
 migctl status w | grep -qx "  next          when wanted, 'migctl recover w ADDR' here, ADDR where the destination job listens" ||
 	fail "w: $(migctl status w)"
-migctl status x | grep -qx "  next          once the cause is gone, 'migctl recover' of the source's job on its host, to this job's address (or to a new one that 'migctl recover x --listen' here prints)" ||
+migctl status x | grep -qx "  next          when wanted, 'migctl recover' of the source's job on its host, to this job's address (or to a new one that 'migctl recover x --listen' here prints)" ||
 	fail "x: $(migctl status x)"
 migctl recover w "$ADDR" >/dev/null || fail "recover w"
 wait_until 30 both_active w x || fail "w $(job_get w state): $(job_get w error); x $(job_get x state)"
