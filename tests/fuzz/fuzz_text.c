@@ -3,7 +3,8 @@
  * libFuzzer target: what users type, as the CLIs and the control service
  * take it.  URIs must survive a round trip (parse, format, parse gives
  * the same address); sizes and numbers must agree with a plain reference
- * parse of the same text; names are checked without crashing.
+ * parse of the same text, and rates with sizes; names are checked
+ * without crashing.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -46,6 +47,24 @@ static void check_numbers(const char *s)
 	(void)name_valid(s);
 }
 
+/* A rate: every size parse_size takes means the same, and what status
+ * prints of a rate reads back within its rounding (0.05 of a unit). */
+static void check_rate(const char *s)
+{
+	uint64_t size, rate, again;
+	char text[64];
+
+	if (parse_size(s, &size) == 0 &&
+	    (parse_rate(s, &rate) != 0 || rate != size))
+		abort();
+	if (parse_rate(s, &rate) != 0 || rate < 1024 || rate >= (1ULL << 50))
+		return;
+	fmt_rate(rate, text, sizeof(text));
+	if (parse_rate(text, &again) != 0 ||
+	    (again > rate ? again - rate : rate - again) > rate / 20)
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *s = malloc(size + 1);
@@ -56,6 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size] = 0;
 	check_uri(s);
 	check_numbers(s);
+	check_rate(s);
 	free(s);
 	return 0;
 }
