@@ -12,7 +12,9 @@
  * while no migd had it (it completed, or failed), or whose migd's link
  * ended before that migd said it took the final report, offers that
  * report the same way, without a link, once it let go of everything
- * else: the worker's main thread, as its last step.
+ * else: the worker's main thread, as its last step.  So does a job
+ * whose migd ended before it did, past its switch or in a postcopy
+ * switch: the next migd would guess it stopped before its switch.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -340,8 +342,16 @@ void worker_offer_end(struct worker *w, int reported)
 {
 	bool offer;
 
+	/* Past a postcopy switch; or, with migd gone before the end, one
+	 * that the next migd, which guesses that migd's end stopped the job
+	 * before its switch, would get wrong: a precopy past its switch (it
+	 * completed as migd went, say), or a postcopy switch begun, whose
+	 * end it waits for. */
 	pthread_mutex_lock(&w->lock);
-	offer = worker_was_postcopy_locked(w);
+	offer = worker_was_postcopy_locked(w) ||
+		(worker_orphaned() &&
+		 (w->postcopy || worker_past_switch_locked(w) ||
+		  w->state == JOB_STATE_COMPLETED));
 	pthread_mutex_unlock(&w->lock);
 	if (!offer)
 		return;

@@ -744,10 +744,6 @@ static int adopt_check_status(struct rpc_call *call,
 	    strcmp(js->id, req->id))
 		return rpc_call_errorf(call, EINVAL, "Adopt: the status is of "
 				       "another job (vm, role or id differ)");
-	if (ended && (!js->switched || !js->postcopy_started))
-		return rpc_call_errorf(call, EINVAL, "Adopt: only a job that "
-				       "ended past its postcopy switch is taken "
-				       "ended, not one that ended before it");
 	if (!ended && js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_ACTIVE &&
 	    js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED &&
 	    js->state != TERN__MIGD__JOB_STATE__JOB_POSTCOPY_RECOVER)
@@ -839,6 +835,14 @@ static int adopt_ended(struct rpc_call *call, struct migd *m,
 
 	if (r < 0)
 		return r;
+	/* Before the switch, only an end this migd guessed at (its migd
+	 * ended while it ran) or took already (a reply lost). */
+	if ((!req->status->switched || !req->status->postcopy_started) &&
+	    !job_end_awaited(m, &spec))
+		return rpc_call_errorf(call, EINVAL, "Adopt: a job that ended "
+				       "before its postcopy switch is taken "
+				       "ended only if its migd ended while it "
+				       "ran, which job %s's did not", req->id);
 	r = job_adopt_ended(m, &spec, pid, req->status, req->started_unix_ms, &j);
 	if (r == -EBUSY)
 		return rpc_call_errorf(call, EBUSY, "Adopt: job %s runs here, "

@@ -185,6 +185,15 @@ struct job *job_from_status(struct migd *m, const struct job_spec *spec,
 	return j;
 }
 
+bool job_end_awaited(struct migd *m, const struct job_spec *spec)
+{
+	struct job *j = job_find_migration(m->history, spec);
+
+	if (!j)
+		j = job_find_migration(m->orphans, spec);
+	return j && (j->lost || j->adopted);
+}
+
 int job_adopt_ended(struct migd *m, const struct job_spec *spec, pid_t pid,
 		    const Tern__Migd__JobStatus *js, uint64_t started_unix_ms,
 		    struct job **ret)

@@ -419,10 +419,12 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 		tern__migd__job_status__free_unpacked(js, NULL);
 		return -EPROTO;
 	}
-	/* Saved when the job learns its id (a destination, from the source)
-	 * and when it passes its switch: what migd.state tells the next
-	 * migd of a job this one did not see end (statefile.c). */
+	/* Saved when the job learns its id (a destination, from the source),
+	 * changes state (a destination's source came) and passes its
+	 * switch: what migd.state tells the next migd of a job this one did
+	 * not see end (statefile.c). */
 	save = (!j->last || strcmp(j->last->id, js->id) ||
+		j->last->state != js->state ||
 		j->last->switched != js->switched ||
 		j->last->postcopy_started != js->postcopy_started) &&
 	       !job_state_final((enum job_state)js->state);

@@ -456,6 +456,10 @@ struct job *job_from_status(struct migd *m, const struct job_spec *spec,
 /* The job of spec's migration (id) and role in list (running or
  * history), or NULL. */
 struct job *job_find_migration(struct job *list, const struct job_spec *spec);
+/* This migd only guessed at the end of spec's job (its migd ended while
+ * it ran: a lost record, in the history or among the orphans), or took
+ * it from its worker already. */
+bool job_end_awaited(struct migd *m, const struct job_spec *spec);
 /* A job for spec that ended while no migd ran, as its worker pid says in
  * js (final, copied): into the history, as if migd had seen its end,
  * once; -EBUSY if another worker runs that job here. */

@@ -1273,7 +1273,7 @@ link.close()
 # without a link, goes into the history, once.
 for kw, text in (
         (dict(switched=True), "Adopt of an ended job takes no descriptor (nothing can reach the job), not 1"),
-        (dict(link=None), "only a job that ended past its postcopy switch is taken ended")):
+        (dict(link=None), "a job that ended before its postcopy switch is taken ended only if its migd ended while it ran, which job %s's did not" % ID2.decode())):
     status, msg, _ = adopt(vm=b"ended", id=ID2, state=4, **kw)
     assert status == 22 and text in msg, (kw, status, msg)
     print("ok: refused:", msg)

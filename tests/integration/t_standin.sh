@@ -225,6 +225,32 @@ out=$(cat "$RUNDIR/cancel.out")
 same_ram c2 c3
 echo "ok: $(echo "$out" | tail -n 1)"
 
+note "migd killed once the destination was told to resume: the workers complete, and the next migd learns it from them"
+# (operator round 19) Before, both records stayed as the next migd
+# guessed them from migd.state: the destination's "cancelled ... waited
+# for its source", while its guest ran.  A worker whose migd ended
+# before the job did now offers its end to the next one, unless it is
+# the cancel that migd's end makes before a switch.
+fake_vmm c4 $((16 << 20)) running 100
+fake_vmm c5 $((16 << 20))
+incoming c5
+: >"$RUNDIR/dest-slow-cont"
+: >"$RUNDIR/migd.log"
+migctl migrate c4 "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate c4"
+wait_until 30 go_came || fail "c5 was never told to resume: $(migctl status c4)"
+old=$MIGD_PID
+kill -KILL "$old"
+wait_exit "$old" || true
+start_migd TERN_FAULT=dest-slow-cont
+case $(job_get c5 error) in "cancelled: migd (pid $old) ended while this job ran, before its switch when last reported, "*"should the switch have come in between, the guest runs on the destination"*) ;;
+*) fail "c5 as guessed: $(job_get c5 error)" ;; esac
+rm "$RUNDIR/dest-slow-cont"
+wait_until 30 job_is c5 completed || fail "c5: $(migctl status c5)"
+wait_until 30 job_is c4 completed || fail "c4: $(migctl status c4)"
+same_ram c4 c5
+vmm_is c4 paused || fail "c4 is $(state_of c4)"
+echo "ok: both jobs completed, as their workers told the next migd"
+
 note "migd killed while an incoming job waits: the next one says it was cancelled waiting, then"
 fake_vmm w2 "$MEM"
 incoming w2
@@ -420,6 +446,29 @@ wait_until 30 job_is u postcopy_active || fail "u: $(migctl status u)"
 migctl tune u --max-bandwidth unlimited >/dev/null || fail "tune u"
 out=$(migctl --json status u --watch) || fail "u: $out"
 postcopy_done u v "$out"
+
+note "migd killed in a postcopy switch's pause, before Go: the worker cancels, and tells the next migd"
+# (operator round 19) Before, the next migd recorded "outcome unknown"
+# once its wait for the job's return was over, though the worker had
+# cancelled the switch and resumed the guest.
+fake_vmm u2 $((32 << 20)) running 1000
+fake_vmm v2 $((32 << 20)) incoming 100
+incoming v2
+: >"$RUNDIR/source-switch-held"
+migrate_active u2 8M --channels 2
+migctl postcopy u2 >/dev/null || fail "postcopy u2"
+wait_until 30 job_is u2 device || fail "u2: $(migctl status u2)"
+old=$MIGD_PID
+kill -KILL "$old"
+wait_exit "$old" || true
+rm "$RUNDIR/source-switch-held"
+wait_until 30 fake_did u2 cont || fail "u2 was not resumed by its worker"
+start_migd TERN_FAULT=source-switch-held
+wait_until 30 job_is u2 cancelled || fail "u2: $(migctl status u2)"
+case $(job_get u2 error) in "cancelled: migd died; the source VM runs again, after a pause of "*" ms") ;;
+*) fail "u2: $(job_get u2 error)" ;; esac
+wait_until 20 vmm_is u2 running || fail "u2 is $(state_of u2)"
+echo "ok: u2: $(job_get u2 error)"
 
 note "migctl pause on each side in turn: the other side says why; recovered each time"
 # Before, the side that did not pause blamed a dead worker ("the
