@@ -75,12 +75,34 @@ static int check_vm(struct rpc_call *call, struct migd *m, const char *vm)
 	return 0;
 }
 
-static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm)
+/* EAGAIN: vm's postcopy job that an earlier migd left (orphan) is not
+ * back yet; what the caller asked for waits until it is. */
+static int orphan_not_back(struct rpc_call *call, struct migd *m,
+			   const char *vm, const struct job *orphan)
+{
+	return rpc_call_errorf(call, EAGAIN, "%s: its postcopy job %s, which ran "
+			       "when migd %u ended, is not back yet (this migd "
+			       "started %llu ms ago, and waits %d s for its "
+			       "worker); ask again in a few seconds", vm,
+			       orphan->last->id, m->orphans_pid,
+			       (unsigned long long)((now_ns() - m->started_ns) /
+						    1000000),
+			       MIGD_ADOPT_GRACE_MS / 1000);
+}
+
+/* vm has no running job here; for a new job (Incoming, Migrate), no
+ * job that an earlier migd left and that may still come back either. */
+static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm,
+			  bool new_job)
 {
 	struct job *j = job_find(m, vm, true);
+	struct job *orphan = new_job ? migd_state_orphan(m, vm, NULL) : NULL;
 	Tern__Migd__JobStatus js;
 	const char *ending;
 	struct lookup *l;
+
+	if (orphan)
+		return orphan_not_back(call, m, vm, orphan);
 
 	for (l = m->lookups; l; l = l->next)
 		if (!strcmp(l->spec.vm, vm))
@@ -281,7 +303,7 @@ static int method_incoming(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	r = check_vm(call, m, req->vm);
 	if (r == 0)
-		r = check_not_busy(call, m, req->vm);
+		r = check_not_busy(call, m, req->vm, true);
 	if (r == 0)
 		r = check_uri(call, "listen address", req->listen, &u);
 	if (r < 0)
@@ -322,7 +344,7 @@ static int method_migrate(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	r = check_vm(call, m, req->vm);
 	if (r == 0)
-		r = check_not_busy(call, m, req->vm);
+		r = check_not_busy(call, m, req->vm, true);
 	if (r == 0)
 		r = check_uri(call, "destination", req->uri, &u);
 	if (r < 0)
@@ -385,15 +407,7 @@ static int query_job(struct rpc_call *call, struct migd *m, const char *vm,
 	orphan = migd_state_orphan(m, vm, id);
 	/* Not the VM's job before it, nor none: the one coming back. */
 	if (orphan && (!*ret || (*ret)->finished))
-		return rpc_call_errorf(call, EAGAIN, "%s: its postcopy job %s, "
-				       "which ran when migd %u ended, is not "
-				       "back yet (this migd started %llu ms "
-				       "ago, and waits %d s for its worker); "
-				       "ask again in a few seconds", vm,
-				       orphan->last->id, m->orphans_pid,
-				       (unsigned long long)((now_ns() -
-							     m->started_ns) / 1000000),
-				       MIGD_ADOPT_GRACE_MS / 1000);
+		return orphan_not_back(call, m, vm, orphan);
 	if (*ret)
 		return 0;
 	if (migd_just_started(m))
@@ -664,6 +678,8 @@ static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	for (j = m->running; j; j = j->next)
 		n++;
+	for (j = m->orphans; j; j = j->next)
+		n++;
 	n += m->nhistory;
 	all = calloc(n ? n : 1, sizeof(*all));
 	ptrs = calloc(n ? n : 1, sizeof(*ptrs));
@@ -675,6 +691,14 @@ static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 	n = 0;
 	for (j = m->running; j; j = j->next, n++)
 		job_status(j, &all[n]);
+	/* Running as far as this migd knows, and said to be not back yet
+	 * (as status says): not left out until they are. */
+	for (j = m->orphans; j; j = j->next, n++) {
+		job_status(j, &all[n]);
+		all[n].error = (char *)"not back yet: its worker has not come "
+			       "back to this migd since migd ended (it waits a "
+			       "few seconds for it)";
+	}
 	for (j = m->history; j; j = j->next, n++)
 		job_status(j, &all[n]);
 	for (r = 0; (size_t)r < n; r++)
@@ -800,7 +824,7 @@ static int adopt_check(struct rpc_call *call, struct migd *m,
 	spec->listen_ino = (ino_t)req->listen_ino;
 	r = adopt_check_status(call, req, ended);
 	if (r == 0 && !ended)
-		r = check_not_busy(call, m, req->vm);
+		r = check_not_busy(call, m, req->vm, false);
 	if (r < 0 || ended)
 		return r;
 	j = job_find_migration(m->running, spec);

@@ -495,6 +495,35 @@ migctl tune pa --max-bandwidth unlimited >/dev/null || fail "tune pa"
 out=$(migctl --json status pa --watch) || fail "pa: $out"
 postcopy_done pa pb "$out"
 
+note "migd killed in postcopy with both workers stopped: until they are back, no new job for their VMs"
+# (operator round 19) Before, in the next migd's wait for the workers
+# to come back, a migrate of the source VM started a second worker on
+# it, an incoming one was set up for the destination VM, and list left
+# the two jobs out.
+pc_pair oa ob 2000 500 --max-bandwidth 4M --channels 2
+wa=$(job_get oa worker_pid) wb=$(job_get ob worker_pid) id=$(job_get oa id)
+kill -STOP "$wa" "$wb"
+old=$MIGD_PID
+kill -KILL "$old"
+wait_exit "$old" || true
+: >"$RUNDIR/migd-orphans-hold"
+start_migd TERN_FAULT=migd-orphans-hold
+for cmd in "migrate oa $ADDR --token $TOKEN" "incoming ob --listen tcp:127.0.0.1:0"; do
+	vm=${cmd#* } vm=${vm%% *}
+	err=$(migctl $cmd 2>&1) && { kill -CONT "$wa" "$wb"; fail "$cmd was taken: $err"; }
+	case $err in *"$vm: its postcopy job $id, which ran when migd $old ended, is not back yet"*) ;;
+	*) kill -CONT "$wa" "$wb"; fail "$cmd: $err" ;; esac
+	echo "ok: $err"
+done
+n=$(migctl list | grep -c "^  not back yet: ")
+[ "$n" = 2 ] || { kill -CONT "$wa" "$wb"; fail "list: $(migctl list)"; }
+kill -CONT "$wa" "$wb"
+rm "$RUNDIR/migd-orphans-hold"
+wait_until 30 both_active oa ob || fail "not adopted: oa $(job_get oa state 2>&1), ob $(job_get ob state 2>&1)"
+migctl tune oa --max-bandwidth unlimited >/dev/null || fail "tune oa"
+out=$(migctl --json status oa --watch) || fail "oa: $out"
+postcopy_done oa ob "$out"
+
 note "the links cut twice in postcopy (ss -K): both pause; recovered on the same port, then on a new one"
 if ss_kill_works; then
 	pc_pair s t 5000 2000 --max-bandwidth 4M --channels 2 --verify --downtime-limit 5000
