@@ -508,7 +508,7 @@ kill -KILL "$old"
 wait_exit "$old" || true
 : >"$RUNDIR/migd-orphans-hold"
 start_migd TERN_FAULT=migd-orphans-hold
-for cmd in "migrate oa $ADDR --token $TOKEN" "incoming ob --listen tcp:127.0.0.1:0"; do
+for cmd in "migrate oa $ADDR --token $TOKEN --detach" "incoming ob --listen tcp:127.0.0.1:0"; do
 	vm=${cmd#* } vm=${vm%% *}
 	err=$(migctl $cmd 2>&1) && { kill -CONT "$wa" "$wb"; fail "$cmd was taken: $err"; }
 	case $err in *"$vm: its postcopy job $id, which ran when migd $old ended, is not back yet"*) ;;
