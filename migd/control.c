@@ -478,7 +478,23 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 				       "the job (migctl recover), or, if the other host "
 				       "has lost its side for good, cancel with --force",
 				       q->vm);
-	if (job_in_postcopy(j) && !paused)
+	/* A recovery under way: the worker takes a forced cancel if it
+	 * fails, and drops it (logged) if it succeeds. */
+	if (j->state == JOB_STATE_POSTCOPY_RECOVER && !q->force)
+		return rpc_call_errorf(call, EBUSY,
+				       "%s is recovering its postcopy: the guest runs "
+				       "on the destination and part of its memory is "
+				       "only on the source; if the other host has "
+				       "lost its side for good, cancel with --force, "
+				       "which is taken if the recovery fails", q->vm);
+	/* Told to resume on the destination (Go): the job ends as that
+	 * goes, and a cancel would be dropped. */
+	if (!job_in_postcopy(j) && j->last && j->last->switched)
+		return rpc_call_errorf(call, EBUSY,
+				       "%s has switched: the destination was told to "
+				       "resume the guest, and the job ends as that "
+				       "goes; nothing to cancel", q->vm);
+	if (job_in_postcopy(j) && !paused && j->state != JOB_STATE_POSTCOPY_RECOVER)
 		return rpc_call_errorf(call, EBUSY,
 				       "%s is in postcopy: the guest runs on the "
 				       "destination and part of its memory is only on "

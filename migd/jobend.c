@@ -157,6 +157,17 @@ static void job_died(struct job *j, const int *wstatus)
 			 "was on the source" : "the guest runs here",
 			 j->spec.vm);
 		job_append_error(j, note);
+	} else if (j->last && j->last->switched) {
+		/* Go came: the vmm holds the guest's state, loaded, which a
+		 * Discard would drop; the source's copy is paused. */
+		char note[512];
+
+		snprintf(note, sizeof(note), "the source had told it to resume "
+			 "the guest: vmm %s holds the guest, loaded and not "
+			 "started ('vmmctl cont %s' starts it here, if 'vmmctl "
+			 "status' says it is not running yet); the source keeps "
+			 "its copy paused, marked as moved", j->spec.vm, j->spec.vm);
+		job_append_error(j, note);
 	} else {
 		j->tidy_kind = JOB_TIDY_DEST;
 	}

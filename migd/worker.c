@@ -804,8 +804,12 @@ static bool worker_check_cancel(struct worker *w)
 	}
 	/* SIGTERM that no operator's cancel or abandon came with: migd's
 	 * end, its stop or its death; the peer hears that, not a cancel. */
-	if (sig && !plain && !worker_abandoned())
+	if (sig && !plain && !worker_abandoned()) {
 		__atomic_store_n(&cancel_by_migd, 1, __ATOMIC_RELAXED);
+		if (!past && worker_orphaned())
+			log_warnx("migd is gone: before the switch, this worker "
+				  "cancels the job");
+	}
 	__atomic_store_n(&cancel_taken, 1, __ATOMIC_RELAXED);
 	if (!past)
 		worker_abort_cancelled_locked(w);

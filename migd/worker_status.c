@@ -163,7 +163,9 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	js->finished_unix_ms = job_state_final(w->state) ? unix_ms() : 0;
 	js->worker_pid = getpid();
 	js->listen = w->listen;
-	js->switched = w->switched;
+	/* (a destination: from Go on, as a source from sending it; a Cont
+	 * that failed leaves the guest on the source) */
+	js->switched = w->switched || (w->go_taken && !w->failed);
 	js->source_was_running = w->source_was_running;
 	js->source_stopped = w->source_stopped;
 	js->guest_paused = w->guest_paused;
