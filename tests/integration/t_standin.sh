@@ -521,6 +521,41 @@ migctl tune pa --max-bandwidth unlimited >/dev/null || fail "tune pa"
 out=$(migctl --json status pa --watch) || fail "pa: $out"
 postcopy_done pa pb "$out"
 
+note "a cancel --force that meets a recovery under way is taken when the recovery fails"
+# (operator round 19) Before, migd refused it: "ra is in postcopy: ...
+# wait for the job to complete (--force takes only a postcopy-paused
+# job)", though a recovery to a peer that never answers cannot complete.
+pc_pair ra rb 2000 500 --max-bandwidth 4M --channels 2
+migctl pause ra >/dev/null || fail "pause ra"
+wait_until 30 both_paused ra rb || fail "pause: ra $(job_get ra state), rb $(job_get rb state)"
+# A peer that takes connections and says nothing: the recovery waits
+# for its hello's answer until the listener goes.
+python3 -c '
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+held, end = [], time.time() + 60
+s.settimeout(1)
+while time.time() < end:
+    try: held.append(s.accept())
+    except OSError: pass
+' >"$RUNDIR/quiet.port" &
+quiet=$!
+PIDS+=("$quiet")
+wait_until 10 test -s "$RUNDIR/quiet.port" || fail "no quiet listener"
+migctl recover ra "tcp:127.0.0.1:$(cat "$RUNDIR/quiet.port")" >/dev/null || fail "recover ra"
+wait_until 30 job_is ra postcopy_recover || fail "ra: $(job_get ra state)"
+err=$(migctl cancel ra 2>&1) && fail "a plain cancel of a recovering job was taken: $err"
+case $err in *"ra is recovering its postcopy: "*"cancel with --force, which is taken if the recovery fails") ;;
+*) fail "cancel ra: $err" ;; esac
+migctl cancel ra --force >/dev/null || fail "cancel ra --force"
+kill "$quiet"
+wait_job_final ra
+[ "$(job_get ra state)" = cancelled ] || fail "ra: $(migctl status ra)"
+case $(job_get ra error) in *"cancelled while postcopy was paused: the source VM stays paused, marked as moved"*) ;;
+*) fail "ra: $(job_get ra error)" ;; esac
+echo "ok: ra: $(job_get ra error)"
+
 note "migd killed in postcopy with both workers stopped: until they are back, no new job for their VMs"
 # (operator round 19) Before, in the next migd's wait for the workers
 # to come back, a migrate of the source VM started a second worker on
