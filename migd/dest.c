@@ -691,6 +691,11 @@ int dest_go(struct dest *d)
 	aborted = d->w->abort_done;
 	d->w->go_taken = !aborted;
 	pthread_mutex_unlock(&d->w->lock);
+	/* migd hears it before the Cont, as from the source before its Go:
+	 * a cancel is refused from now on, and a death here keeps the
+	 * guest's state (jobend.c). */
+	if (!aborted)
+		worker_report(d->w);
 	if (aborted) {
 		d->cont_failed = true;
 		snprintf(d->err, sizeof(d->err), "the job was cancelled as Go came");

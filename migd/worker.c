@@ -53,6 +53,9 @@
  */
 static int cancel_signalled;            /* (A): set by the handler, read by
 					 * the reporter thread */
+static int signalled_by_migd;           /* (A): cancel_signalled came from the
+					 * migd that forked us (its stop, or
+					 * the kernel at its death) */
 static int stray_signalled;             /* (A): the same, for a signal
 					 * neither migd nor the kernel sent */
 static int stray_from;                  /* (A): ... and its sender's pid */
@@ -101,6 +104,8 @@ static void handle_term(int sig, siginfo_t *si, void *ctx)
 		__atomic_store_n(&stray_signalled, sig, __ATOMIC_SEQ_CST);
 		return;
 	}
+	if (si->si_code <= 0)
+		__atomic_store_n(&signalled_by_migd, 1, __ATOMIC_RELAXED);
 	__atomic_store_n(&cancel_signalled, sig, __ATOMIC_RELAXED);
 }
 
@@ -774,9 +779,12 @@ static bool worker_check_cancel(struct worker *w)
 	if (past && sig && !worker_abandoned()) {
 		__atomic_store_n(&cancel_signalled, 0, __ATOMIC_SEQ_CST);
 		sig = false;
-		if (worker_orphaned())
+		/* (migd's end, maybe taken after an adoption, is no cancel;
+		 * a plain cancel's is said below) */
+		if (worker_orphaned() ||
+		    (!plain && __atomic_load_n(&signalled_by_migd, __ATOMIC_RELAXED)))
 			worker_note_orphan_locked(w);
-		else
+		else if (!plain)
 			log_warnx("a cancel came after the switch: ignored, the "
 				  "migration goes on");
 		if (!plain) {
