@@ -485,12 +485,17 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 			 "a token of your own, or none: migd then makes one");
 		return -EINVAL;
 	}
-	/* (a destination's own choice; a source sends what it was given) */
-	if (a->token && !strcmp(c->name, "incoming") &&
-	    strspn(a->token, "0") == strlen(a->token)) {
-		cli_errx("%s: a token of all zeros is no secret: give another, "
-			 "or none (migd then makes a random one)",
-			 a->token_file ? "--token-file" : "--token");
+	/* (a destination's own choice, which no destination takes) */
+	if (a->token && strspn(a->token, "0") == strlen(a->token)) {
+		if (!strcmp(c->name, "incoming"))
+			cli_errx("%s: a token of all zeros is no secret: give "
+				 "another, or none (migd then makes a random one)",
+				 a->token_file ? "--token-file" : "--token");
+		else
+			cli_errx("%s: a token of all zeros, which no destination "
+				 "takes: give the one that 'migctl incoming' "
+				 "printed there", a->token_file ? "--token-file" :
+				 "--token");
 		return -EINVAL;
 	}
 	if (a->id && (strlen(a->id) != 2 * STREAM_ID_LEN ||

@@ -69,6 +69,8 @@ ctl_usage "--token abc: expected 32 hex digits (the token that 'migctl incoming'
 	migrate x tcp:127.0.0.1:4444 --token abc
 ctl_usage "--token abc: expected 32 hex digits (a token of your own, or none: migd then makes one)" \
 	incoming x --listen tcp:127.0.0.1:0 --token abc
+ctl_usage "--token: a token of all zeros, which no destination takes: give the one that 'migctl incoming' printed there" \
+	migrate x tcp:127.0.0.1:4444 --token 00000000000000000000000000000000
 T=0123456789abcdef0123456789abcdef
 ctl_usage "--channels 0: expected a number from 1 to 16" migrate x tcp:127.0.0.1:4444 \
 	--token $T --channels 0
