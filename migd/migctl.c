@@ -138,6 +138,25 @@ static int usage_of(const struct command *c)
 	return -EINVAL;
 }
 
+/* A word past the command's operands, named; after an option that takes
+ * no value (--auto-converge on), said so. */
+static int stray_word(const struct command *c, const char *word,
+		      const char *after)
+{
+	const struct option *o;
+
+	for (o = c->opts; o->name; o++)
+		if (o->has_arg == no_argument && !strncmp(after, "--", 2) &&
+		    !strcmp(after + 2, o->name)) {
+			cli_errx("%s: unexpected argument '%s' (--%s takes no "
+				 "value)", c->name, word, o->name);
+			return -EINVAL;
+		}
+	cli_errx("%s: unexpected argument '%s' (usage: migctl %s%s%s)", c->name,
+		 word, c->name, c->usage[0] ? " " : "", c->usage);
+	return -EINVAL;
+}
+
 /* A bandwidth: a size per second (500M), or 0 or the flag's own word
  * for none (unlimited, or measured), returned as UINT64_MAX ("set to
  * zero", take_clears). */
@@ -394,7 +413,8 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	struct cli_seen seen = { { 0 } };
 	uint8_t tok[STREAM_TOKEN_LEN], id[STREAM_ID_LEN];
 	char *pos[3];
-	int ch, r, npos = 0;
+	const char *after[3];
+	int ch, r, npos = 0, most;
 
 	optind = 0;
 	opterr = 0;
@@ -402,8 +422,10 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 	 * follow them even when POSIXLY_CORRECT is set. */
 	while ((ch = getopt_long(argc, argv, "-:", c->opts, NULL)) != -1) {
 		if (ch == 1) {
-			if (npos < 3)
+			if (npos < 3) {
 				pos[npos] = optarg;
+				after[npos] = optind >= 2 ? argv[optind - 2] : "";
+			}
 			npos++;
 			continue;
 		}
@@ -417,10 +439,16 @@ static int parse_cmd(const struct command *c, int argc, char **argv,
 		if (r < 0)
 			return r;
 	}
-	for (; optind < argc; optind++, npos++)  /* after "--" */
-		if (npos < 3)
+	for (; optind < argc; optind++, npos++) { /* after "--" */
+		if (npos < 3) {
 			pos[npos] = argv[optind];
+			after[npos] = "--";
+		}
+	}
 	/* recover VM [URI]: the source names the destination's address. */
+	most = c->nargs + !strcmp(c->name, "recover");
+	if (npos > most)
+		return stray_word(c, pos[most], after[most]);
 	if (!strcmp(c->name, "recover") && npos == 2)
 		a->uri = pos[1];
 	else if (npos != c->nargs)

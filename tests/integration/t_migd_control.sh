@@ -87,6 +87,10 @@ ctl_usage "recover x: give the destination's URI (on the source host) or --liste
 ctl_usage "recover x: give the destination's URI" recover x --wait
 ctl_usage "usage: migctl recover VM URI|--listen ADDR [--id ID] [--wait]" recover
 ctl_usage "usage: migctl list" list extra
+# A word too many is named; after a flag, the flag's nature said.
+ctl_usage "set: unexpected argument 'on' (--auto-converge takes no value)" set --auto-converge on
+ctl_usage "migrate: unexpected argument 'extra' (usage: migctl migrate VM URI" \
+	migrate x tcp:127.0.0.1:4444 --token 0123456789abcdef0123456789abcdef extra
 ctl_usage "status: unknown option '--wach'" status x --wach
 ctl_usage "status: unknown option '--json': global options go before the command" \
 	status x --json
