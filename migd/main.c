@@ -138,7 +138,8 @@ static void handle_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 
 bool migd_just_started(const struct migd *m)
 {
-	return now_ns() - m->started_ns < MIGD_ADOPT_GRACE_MS * 1000000ULL;
+	return m->state_lost &&
+	       now_ns() - m->started_ns < MIGD_ADOPT_GRACE_MS * 1000000ULL;
 }
 
 /* Quitting: once every job has ended but those past their postcopy

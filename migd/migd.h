@@ -298,6 +298,8 @@ struct migd {
 	struct event *ev_orphans;       /* ... given up on MIGD_ADOPT_GRACE_MS
 					 * after start-up (statefile.c) */
 	uint64_t started_ns;            /* now_ns() at start-up */
+	bool state_lost;                /* migd.state did not read: what an
+					 * earlier migd left is not known */
 	struct event *ev_shutdown;      /* the bound on waiting for workers */
 	struct bgwork_set tidying;      /* jobs' clean-ups at their vmms */
 	struct bgwork_set lookups_work; /* Incoming's host names (control.c) */
@@ -312,10 +314,10 @@ struct migd {
 
 /* main.c: start-up, signals, shutdown */
 void migd_check_quit(struct migd *m);
-/* Within MIGD_ADOPT_GRACE_MS of start-up: a worker an earlier migd left
- * may not have asked us to adopt it yet (adopt.c tries once a
- * second, and at once when migd.sock appears; its call takes up to
- * 5 s). */
+/* Within MIGD_ADOPT_GRACE_MS of start-up, with migd.state unread: a
+ * worker an earlier migd left may not have asked us to adopt it yet
+ * (adopt.c tries once a second, and at once when migd.sock appears;
+ * its call takes up to 5 s).  (One the file names is an orphan.) */
 #define MIGD_ADOPT_GRACE_MS 6000
 bool migd_just_started(const struct migd *m);
 

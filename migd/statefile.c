@@ -339,6 +339,10 @@ void migd_state_load(struct migd *m)
 	r = state_read(path, &buf, &len, why, sizeof(why));
 	if (r == -ENOENT)
 		return;                 /* a first start */
+	if (r == 0 && len == 0) {
+		snprintf(why, sizeof(why), "it is empty");
+		r = -EINVAL;
+	}
 	if (r == 0) {
 		s = (Tern__Migd__SavedState *)pbuf_unpack(
 			&tern__migd__saved_state__descriptor, len, buf);
@@ -351,6 +355,7 @@ void migd_state_load(struct migd *m)
 		r = state_apply(m, s, &skipped, &lost, &orphans, why,
 				sizeof(why));
 	if (r < 0) {
+		m->state_lost = true;
 		state_path(m, ".bad", bad, sizeof(bad));
 		log_warnx("%s: %s; kept as %s, and this migd starts with the "
 			  "built-in defaults and no history", path, why,

@@ -69,6 +69,10 @@ cleanup() {
 }
 . "$(dirname "${BASH_SOURCE[0]}")/../hugepool.sh"
 trap cleanup EXIT
+# tests/run.sh's timeout (SIGTERM to the test's process group): the
+# daemons' last words, then the clean-up.  Killed by the signal, bash
+# would skip the EXIT trap and leave the test's daemons running.
+trap 'fail "stopped by SIGTERM: the test ran past its time (TEST_TIMEOUT), or was stopped"' TERM
 
 # fail MESSAGE: the test fails; the daemons' last words go with it (CI
 # shows only the end of a failed test's output).

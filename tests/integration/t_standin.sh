@@ -698,3 +698,22 @@ postcopy_done q2 q3 "$out"
 said q2 "vmm q2 did not take the mark of a completed move: it still says that it holds pages the destination lacks, which it does not ('vmmctl quit q2 --force' quits it)" ||
 	fail "q2: $(job_get q2 error)"
 echo "ok: q2: $(job_get q2 error)"
+
+note "an empty migd.state is said to be empty; only then does a status of no job hint that one may come back"
+# (operator round 18) Before, an empty file was "version 0, where this
+# migd reads 1", and every such status in a migd's first 6 s said "a
+# job past its postcopy switch that an earlier migd left may not be back
+# yet", though the file had named every such job.
+stop_migd
+start_migd
+err=$(migctl status nosuch 2>&1) && fail "status of no job: $err"
+[ "$err" = "migctl: no migration job for nosuch" ] || fail "status after a clean restart: $err"
+stop_migd
+: >"$RUNDIR/migd.state"
+start_migd
+grep -q "migd.state: it is empty; kept as $RUNDIR/migd.state.bad" "$RUNDIR/migd.log" ||
+	fail "empty migd.state: $(tail -n 3 "$RUNDIR/migd.log")"
+err=$(migctl status nosuch 2>&1) && fail "status of no job: $err"
+case $err in "migctl: no migration job for nosuch (migd started "*" ms ago: a job past its postcopy switch that an earlier migd left may not be back yet; ask again in a few seconds)") ;;
+*) fail "status with migd.state lost: $err" ;; esac
+echo "ok: $err"
