@@ -443,7 +443,7 @@ static int dest_resume(struct dest *d)
 	unsigned int i;
 	int r;
 
-	worker_clear_failure(d->w);
+	worker_new_links(d->w);
 	d->err[0] = 0;                  /* the pause's reason is told */
 	pthread_mutex_lock(&d->main_tx);
 	d->refused = false;             /* a new main connection */

@@ -777,6 +777,9 @@ enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
 				size_t len);
 /* Recovered: the job's failure is history (its text stays in the log). */
 void worker_clear_failure(struct worker *w);
+/* A recovery's new links: that, and nothing heard of the peer on them
+ * yet (a close without a word is news again, peer_gone). */
+void worker_new_links(struct worker *w);
 
 /* The role's mappings of the guest's RAM (place: a destination's, or
  * NULL), as its job ends: the worker's exit unmaps them, after the

@@ -540,7 +540,7 @@ static int source_postcopy_paused(struct source *s, int why)
 				worker_report(w);
 			}
 		}
-		worker_clear_failure(w);
+		worker_new_links(w);
 		worker_set_state(w, JOB_STATE_POSTCOPY_RECOVER);
 		log_info("recovering via %s", uri);
 		if (source_resume(s, uri) == 0)

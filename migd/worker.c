@@ -1039,12 +1039,21 @@ enum worker_cmd worker_wait_cmd(struct worker *w, unsigned int ms, char *arg,
 	return cmd;
 }
 
+void worker_new_links(struct worker *w)
+{
+	worker_clear_failure(w);
+	pthread_mutex_lock(&w->lock);
+	w->peer_heard = false;
+	pthread_mutex_unlock(&w->lock);
+}
+
 void worker_clear_failure(struct worker *w)
 {
 	pthread_mutex_lock(&w->lock);
 	w->failed = false;
 	w->error[0] = 0;
 	w->error_is_note = false;
+	w->peer_guessed = false;
 	w->abort_done = false;
 	pthread_mutex_unlock(&w->lock);
 }
