@@ -152,19 +152,33 @@ double job_fraction(const Tern__Migd__JobStatus *js)
 	return MIN(f, 0.99);
 }
 
+/* A rate as status shows it, and its exact bytes when that shows it
+ * rounded: what get prints, set takes back (parse_rate). */
+static const char *param_rate(uint64_t v, char *buf, size_t len)
+{
+	uint64_t back;
+	size_t n;
+
+	fmt_rate(v, buf, len);
+	n = strlen(buf);
+	if ((parse_rate(buf, &back) < 0 || back != v) && n < len)
+		snprintf(buf + n, len - n, " (exactly %llu)", (unsigned long long)v);
+	return buf;
+}
+
 void print_params(const Tern__Migd__Params *p, const char *indent)
 {
 	bool postcopy_at_timeout = p->timeout_action ==
 				   TERN__MIGD__TIMEOUT_ACTION__TIMEOUT_POSTCOPY;
 	bool converge = p->auto_converge == TERN__MIGD__TOGGLE__TOGGLE_ON;
-	char a[32], b[32];
+	char a[64], b[64];
 
 	printf("%schannels                    %u\n", indent, p->channels);
 	printf("%smax-bandwidth               %s\n", indent, p->max_bandwidth ?
-	       fmt_rate(p->max_bandwidth, a, sizeof(a)) : "unlimited");
+	       param_rate(p->max_bandwidth, a, sizeof(a)) : "unlimited");
 	printf("%savail-switchover-bandwidth  %s\n", indent,
 	       p->avail_switchover_bandwidth ?
-	       fmt_rate(p->avail_switchover_bandwidth, b, sizeof(b)) : "measured");
+	       param_rate(p->avail_switchover_bandwidth, b, sizeof(b)) : "measured");
 	printf("%sdowntime-limit              %u ms\n", indent, p->downtime_limit_ms);
 	if (p->compress == TERN__MIGD__COMPRESS__COMPRESS_ZSTD)
 		printf("%scompress                    zstd:%u\n", indent,

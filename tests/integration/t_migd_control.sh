@@ -366,6 +366,10 @@ for bad in "--max-bandwidth 1.5" "--max-bandwidth 1G/m" "--downtime-limit 50s" \
 	"--timeout 30ms"; do
 	usage_error migctl "${bad%% *}" set $bad
 done
+# Shown rounded, the exact figure goes with it.
+got=$(migctl set --max-bandwidth 1500M | sed -n 's/^max-bandwidth  *//p')
+[ "$got" = "1.5 GiB/s (exactly 1572864000)" ] || fail "get: $got"
+migctl set --max-bandwidth 1572864000 >/dev/null || fail "set the exact figure"
 migctl set --avail-switchover-bandwidth 1G --timeout none >/dev/null || fail "set back"
 # Clearing one value keeps every other setting.
 migctl set --compress zstd:7 --auto-converge --timeout 30 >/dev/null || fail set
