@@ -297,8 +297,15 @@ void print_status(Tern__Migd__JobStatus *js)
 		       "round 1)\n", (unsigned long long)js->pages_sent,
 		       (unsigned long long)js->zero_pages,
 		       (unsigned long long)js->skipped_pages);
-		printf("  rounds        %llu%s\n", (unsigned long long)js->rounds,
-		       js->postcopy_started ? " (of precopy, before the switch)" : "");
+		/* Rounds completed: the one under way (the bar's, list's
+		 * "r1") is not counted yet. */
+		printf("  rounds        %llu", (unsigned long long)js->rounds);
+		if (job_round(js))
+			printf(" completed, round %llu under way",
+			       (unsigned long long)job_round(js));
+		else if (js->postcopy_started)
+			printf(" completed before the postcopy switch");
+		printf("\n");
 		/* Measured as a round ends: none before the first did. */
 		if (js->rounds) {
 			printf("  dirty rate    %llu pages/s\n",

@@ -175,6 +175,10 @@ incoming l2
 migctl migrate k2 "$ADDR" --token "$TOKEN" --verify --downtime-limit 2000 \
 	--max-bandwidth 16M --detach >/dev/null || fail "migrate k2"
 wait_until 30 job_is k2 active || fail "k2: $(migctl status k2)"
+# (the round under way is not among those completed: before, "rounds 0"
+# beside the bar's "round 1")
+migctl status k2 | grep -Eqx "  rounds        [0-9]+ completed, round [1-9][0-9]* under way" ||
+	fail "k2: $(migctl status k2)"
 vmmctl stop k2 >/dev/null || fail "vmmctl stop k2"
 wait_job_final k2
 case $(job_get k2 error) in *"verify failed"*"; the source VM stays paused, as it was when the job stopped it") ;;
