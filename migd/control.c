@@ -98,6 +98,7 @@ static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm,
 	struct job *j = job_find(m, vm, true);
 	struct job *orphan = new_job ? migd_state_orphan(m, vm, NULL) : NULL;
 	Tern__Migd__JobStatus js;
+	char hint[128];
 	const char *ending;
 	struct lookup *l;
 
@@ -113,6 +114,12 @@ static int check_not_busy(struct rpc_call *call, struct migd *m, const char *vm,
 		return 0;
 	job_status(j, &js);
 	ending = job_ending(j);
+	/* (a cancel's end is moments away: say how to wait for it) */
+	if (!ending && j->state == JOB_STATE_CANCELLING) {
+		snprintf(hint, sizeof(hint), "'migctl cancel %s --wait' waits "
+			 "for its end", vm);
+		ending = hint;
+	}
 	return rpc_call_errorf(call, EBUSY,
 			       "%s already has a running migration job (%s%s, %s%s%s)",
 			       vm, js.id[0] ? "id " : "no id yet",
