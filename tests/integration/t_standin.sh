@@ -210,13 +210,19 @@ note "a cancel that comes once the destination was told to resume: refused on bo
 # left (the zero pages, never sent, counted against it).
 stop_migd
 start_migd TERN_FAULT=dest-slow-cont
-fake_vmm c2 $((16 << 20)) running 100
-fake_vmm c3 $((16 << 20))
-incoming c3
-: >"$RUNDIR/dest-slow-cont"
-migctl migrate c2 "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate c2"
+# held_at_go SRC DST: stand-ins SRC (running) and DST, SRC's precopy to
+# DST held there between Go and the Cont.
 go_came() { grep -q "Go came; Cont in 2 s or more" "$RUNDIR/migd.log"; }
-wait_until 30 go_came || fail "c3 was never told to resume: $(migctl status c2)"
+held_at_go() {
+	fake_vmm "$1" $((16 << 20)) running 100
+	fake_vmm "$2" $((16 << 20))
+	incoming "$2"
+	: >"$RUNDIR/dest-slow-cont"
+	: >"$RUNDIR/migd.log"
+	migctl migrate "$1" "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate $1"
+	wait_until 30 go_came || fail "$2 was never told to resume: $(migctl status "$1")"
+}
+held_at_go c2 c3
 for vm in c2 c3; do
 	err=$(migctl cancel $vm --wait 2>&1) && fail "cancel $vm was taken: $err"
 	[ "$err" = "migctl: $vm has switched: the destination was told to resume the guest, and the job ends as that goes; nothing to cancel" ] ||
@@ -234,13 +240,7 @@ note "migd killed once the destination was told to resume: the workers complete,
 # for its source", while its guest ran.  A worker whose migd ended
 # before the job did now offers its end to the next one, unless it is
 # the cancel that migd's end makes before a switch.
-fake_vmm c4 $((16 << 20)) running 100
-fake_vmm c5 $((16 << 20))
-incoming c5
-: >"$RUNDIR/dest-slow-cont"
-: >"$RUNDIR/migd.log"
-migctl migrate c4 "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate c4"
-wait_until 30 go_came || fail "c5 was never told to resume: $(migctl status c4)"
+held_at_go c4 c5
 old=$MIGD_PID
 kill -KILL "$old"
 wait_exit "$old" || true
@@ -258,13 +258,7 @@ echo "ok: both jobs completed, as their workers told the next migd"
 note "the destination's worker killed between Go and its Cont: the vmm keeps the guest, loaded, said"
 # Before, migd's clean-up made the vmm drop what it received, the
 # guest's state with it, while the source stayed paused, marked as moved.
-fake_vmm c6 $((16 << 20)) running 100
-fake_vmm c7 $((16 << 20))
-incoming c7
-: >"$RUNDIR/dest-slow-cont"
-: >"$RUNDIR/migd.log"
-migctl migrate c6 "$ADDR" --token "$TOKEN" --detach >/dev/null || fail "migrate c6"
-wait_until 30 go_came || fail "c7 was never told to resume: $(migctl status c6)"
+held_at_go c6 c7
 kill -KILL "$(job_get c7 worker_pid)"
 rm "$RUNDIR/dest-slow-cont"
 wait_job_final c7
