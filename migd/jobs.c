@@ -436,8 +436,6 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	if (j->last)
 		tern__migd__job_status__free_unpacked(j->last, NULL);
 	j->last = js;
-	if (save)
-		migd_state_save(j->m);
 	/* migd's end cancelled it: said, where the worker knows only that
 	 * it was cancelled (the memory is malloc()'s, pbuf.c). */
 	if (j->cancel_how == JOB_CANCEL_SHUTDOWN &&
@@ -471,6 +469,9 @@ static int job_take_report(struct job *j, const Tern__Rpc__Frame *f)
 	}
 	j->state = j->cancel_requested ? JOB_STATE_CANCELLING :
 		   (enum job_state)js->state;
+	/* (with the state just taken: job_status shows j->state) */
+	if (save)
+		migd_state_save(j->m);
 	/* A Postcopy that came as the worker had already begun a switch of
 	 * its own (postcopy auto, the timeout's) has it. */
 	if (j->spec.role == JOB_ROLE_SOURCE && js->postcopy_started)
