@@ -1402,6 +1402,9 @@ int dest_check_hello(struct dest *d);
  * VERIFY_DIFFERS "B of N 2 MiB chunks, ..."; its source says it from its
  * own side, with what follows (source_conn.c). */
 #define VERIFY_DIFFERS "differs from the source's: "
+/* A pause on request's words, in the job's error on both sides (the
+ * peer's: "the source said: " and these). */
+#define PAUSED_ON_REQUEST "paused on request (migctl pause)"
 /* In precopy, and at the postcopy switch, what may come next on the
  * main connection. */
 #define BODY_PRECOPY_NEXT (-1)

@@ -498,8 +498,10 @@ static int source_switchover(struct source *s)
 			    "resume");
 		worker_note(w, "the guest may be running there, so the source VM "
 			    "stays paused, marked as moved (this copy is stale): "
-			    "check whether the guest runs on the destination; if "
-			    "not, 'vmmctl cont %s --force' runs it here again, "
+			    "check the destination, whose vmm may run the guest "
+			    "or hold it loaded and not started (its job then "
+			    "says how to start it there); only if it has no "
+			    "copy, 'vmmctl cont %s --force' runs it here again, "
 			    "from where it stopped", w->spec->vm);
 		return r;
 	}

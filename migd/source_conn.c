@@ -414,7 +414,7 @@ int source_expect(struct source *s, int body, const char *what,
 				 str_cut(said, sizeof(s->w->verified) - 1), said);
 		pthread_mutex_unlock(&s->w->lock);
 		r = worker_fail_said(s->w, stream_peer_errno(m->refuse->err),
-				     "the destination %s: %s", paused ? "says" : "failed",
+				     "the destination %s: %s", paused ? "said" : "failed",
 				     said);
 		/* A recovery refused for good: no later one can succeed. */
 		if (m->refuse->unrecoverable)

@@ -901,7 +901,7 @@ static void worker_read_commands(struct worker *w)
 		if (cancel && worker_check_cancel(w))
 			worker_report(w);
 		if (cmd == WORKER_CMD_PAUSE && w->state == JOB_STATE_POSTCOPY_ACTIVE) {
-			worker_fail(w, EINTR, "paused on request (migctl pause)");
+			worker_fail(w, EINTR, PAUSED_ON_REQUEST);
 			/* This side cuts the links: the peer's reset that
 			 * follows is no news of it (peer_gone). */
 			heard_once(w);
@@ -1169,6 +1169,11 @@ int worker_main(const struct job_spec *spec, int status_fd)
 	worker_sample_rates_locked(&w, now_ns());
 	if (ret < 0 && !w.error[0])
 		snprintf(w.error, sizeof(w.error), "%s", strerror(-ret));
+	/* A pause on request (here or there) that came as the job ended:
+	 * not taken, and no failure of a job that completed. */
+	if (ret == 0 && strstr(w.error, PAUSED_ON_REQUEST))
+		snprintf(w.error, sizeof(w.error), "a pause on request (migctl "
+			 "pause) came as the job completed: not needed");
 	state_change_locked(&w, ret == 0 ? JOB_STATE_COMPLETED :
 			    worker_cancelled() ? JOB_STATE_CANCELLED :
 			    JOB_STATE_FAILED);

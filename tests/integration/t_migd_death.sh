@@ -512,12 +512,16 @@ rm "$RUNDIR/dest-slow-cont"
 src wait_job_final g
 err=$(src job_get g error)
 case $err in
-*"the guest may be running there, so the source VM stays paused, marked as moved (this copy is stale): check whether the guest runs on the destination; if not, 'vmmctl cont g --force' runs it here again, from where it stopped"*) ;;
+*"the guest may be running there, so the source VM stays paused, marked as moved (this copy is stale): check the destination, whose vmm may run the guest or hold it loaded and not started (its job then says how to start it there); only if it has no copy, 'vmmctl cont g --force' runs it here again, from where it stopped"*) ;;
 *) fail "g: $err" ;; esac
 echo "ok: g: $err"
 [ "$(src state_of g)" = paused ] || fail "g is $(src state_of g)"
 wait_job_final h
 [ "$(state_of h)" != running ] || fail "h runs the guest"
+# (h keeps the guest's state, loaded: its job says so; here the source
+# is the copy run)
+case $(job_get h error) in *"vmm h holds the guest, loaded and not started"*) ;;
+*) fail "h: $(job_get h error)" ;; esac
 src vmmctl cont g --force >/dev/null || fail "cont g --force"
 src vmmctl check g || fail "g: memory check after cont --force"
 src wait_progress g 0

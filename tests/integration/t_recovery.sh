@@ -202,7 +202,7 @@ case $(job_get r10 error) in *"the destination said: $stopped" | *"the destinati
 # for ResumeNeeded first, "Connection timed out").
 migctl recover r10 "$ADDR" >/dev/null || { kill -CONT "$FAULTD_PID"; fail "recover r10"; }
 relink="faultd: Relink: no answer in 10 s: faultd, pid $FAULTD_PID, is stopped by a signal or a debugger: 'kill -CONT $FAULTD_PID' resumes it, then recover again (migctl recover, on the source host)"
-named() { job_is r10 postcopy_paused && job_get r10 error | grep -qF "the destination says: $relink"; }
+named() { job_is r10 postcopy_paused && job_get r10 error | grep -qF "the destination said: $relink"; }
 wait_until 60 named ||
 	{ kill -CONT "$FAULTD_PID"; fail "r10 $(job_get r10 state): $(job_get r10 error)"; }
 wait_until 30 both_paused r10 s10 ||
