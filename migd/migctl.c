@@ -152,6 +152,14 @@ static int stray_word(const struct command *c, const char *word,
 				 "value)", c->name, word, o->name);
 			return -EINVAL;
 		}
+	/* A unit cut off its value: "250 ms" pasted from get unquoted. */
+	if (after[0] >= '0' && after[0] <= '9' &&
+	    strspn(word, "KMGTiBs/m%") == strlen(word)) {
+		cli_errx("%s: unexpected argument '%s' (a value with a space in it "
+			 "needs quotes, as in --downtime-limit '250 ms')", c->name,
+			 word);
+		return -EINVAL;
+	}
 	cli_errx("%s: unexpected argument '%s' (usage: migctl %s%s%s)", c->name,
 		 word, c->name, c->usage[0] ? " " : "", c->usage);
 	return -EINVAL;
@@ -201,7 +209,7 @@ static int parse_percent(const char *flag, const char *s, uint32_t *ret)
 {
 	uint64_t v;
 
-	if (parse_u64(s, 1, 99, &v) < 0) {
+	if (parse_in_unit(s, "%", 1, 99, &v) < 0) {
 		cli_errx("%s %s: expected a percentage from 1 to 99", flag, s);
 		return -EINVAL;
 	}
@@ -550,7 +558,8 @@ static void usage(FILE *f)
 "                                           send VM live to URI\n"
 "  status VM [--watch]                      the VM's current or last job\n"
 "  cancel VM [--force] [--wait]             cancel the VM's running job\n"
-"                                           (--force: one postcopy-paused)\n"
+"                                           (--force: one postcopy-paused or\n"
+"                                           recovering)\n"
 "  postcopy VM [--wait]                     switch VM's migration to postcopy\n"
 "  pause VM                                 force postcopy-paused (move networks)\n"
 "  tune VM [--max-bandwidth B|unlimited] [--downtime-limit MS]\n"

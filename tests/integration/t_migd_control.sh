@@ -89,6 +89,8 @@ ctl_usage "usage: migctl recover VM URI|--listen ADDR [--id ID] [--wait]" recove
 ctl_usage "usage: migctl list" list extra
 # A word too many is named; after a flag, the flag's nature said.
 ctl_usage "set: unexpected argument 'on' (--auto-converge takes no value)" set --auto-converge on
+ctl_usage "set: unexpected argument 'ms' (a value with a space in it needs quotes, as in --downtime-limit '250 ms')" \
+	set --downtime-limit 250 ms
 ctl_usage "migrate: unexpected argument 'extra' (usage: migctl migrate VM URI" \
 	migrate x tcp:127.0.0.1:4444 --token 0123456789abcdef0123456789abcdef extra
 ctl_usage "status: unknown option '--wach'" status x --wach
