@@ -45,6 +45,13 @@ cleanup() {
 		tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q "^$BIN/migd " &&
 			kill -KILL "$p" 2>/dev/null
 	done
+	# Workers of a migd the test killed (SIGKILL) are init's children
+	# by now: found by their run directory, this test's own.
+	for p in /proc/[0-9]*; do
+		tr '\0' ' ' 2>/dev/null <"$p/cmdline" |
+			grep -q "^$BIN/migd --rundir $TEST_DIR[/ ]" &&
+			kill -KILL "${p#/proc/}" 2>/dev/null
+	done
 	hp_give_back            # huge pages a test took (hugepool.sh)
 	# Only once nothing of ours runs in them.
 	for ns in "${NETNS[@]}"; do
