@@ -806,6 +806,9 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 			       js->id[0] ? show_text_safe(js->id) : "-");
 			if (js->error[0])
 				printf("  %s\n", show_text_safe(js->error));
+			if (js->stalled_ms)
+				printf("  stalled: nothing sent for %llu s\n",
+				       (unsigned long long)(js->stalled_ms / 1000));
 			if (show_worker_stopped(js, "its worker", why, sizeof(why)))
 				printf("  %s\n", why);
 		}

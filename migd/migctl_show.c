@@ -292,6 +292,11 @@ void print_status(Tern__Migd__JobStatus *js)
 	/* (not known before the job has mapped the vmm's RAM) */
 	printf(", RAM %s\n", js->total_bytes ?
 	       fmt_size(js->total_bytes, c, sizeof(c)) : "-");
+	if (js->stalled_ms)
+		printf("  stalled       nothing sent for %llu s: the destination "
+		       "takes nothing (its worker may be stopped, or the link "
+		       "blocked: 'migctl status' there says more)\n",
+		       (unsigned long long)(js->stalled_ms / 1000));
 	if (source) {
 		printf("  pages         %llu sent, %llu zero, %llu skipped (holes at "
 		       "round 1)\n", (unsigned long long)js->pages_sent,
@@ -532,6 +537,9 @@ void progress_show(const Tern__Migd__JobStatus *js)
 			      fmt_rate(js->bandwidth, c, sizeof(c)),
 			      (unsigned long long)js->dirty_rate,
 			      fmt_ms(js->expected_downtime_ms, d, sizeof(d)));
+	if (js->stalled_ms && n < (int)sizeof(line))
+		n += snprintf(line + n, sizeof(line) - n, "  stalled %llu s",
+			      (unsigned long long)(js->stalled_ms / 1000));
 	if (progress.tty) {
 		width = term_width() - 1;
 		if (n > width)

@@ -183,6 +183,13 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	}
 	if (w->postcopy && s->role == JOB_ROLE_SOURCE)
 		worker_fill_push(w, js, pcst);
+	/* Pages left, and nothing sent for a while: the destination takes
+	 * nothing (its worker stopped, say), which a precopy waits out. */
+	if (s->role == JOB_ROLE_SOURCE && js->remaining_bytes && w->moved_ns &&
+	    (w->state == JOB_STATE_ACTIVE || w->state == JOB_STATE_DEVICE) &&
+	    !w->postcopy &&
+	    now_ns() - w->moved_ns >= WORKER_STALL_SHOWN_NS)
+		js->stalled_ms = (now_ns() - w->moved_ns) / 1000000;
 }
 
 /* s, or what str_shown makes of it when it is not text. */
@@ -296,6 +303,7 @@ void worker_answer(struct worker *w, int err, const char *msg)
 void worker_sample_rates_locked(struct worker *w, uint64_t now)
 {
 	unsigned int i, n = __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
+	uint64_t moved;
 
 	n = MIN(n, STREAM_MAX_CHANNELS);
 	for (i = 0; i < n; i++) {
@@ -310,4 +318,11 @@ void worker_sample_rates_locked(struct worker *w, uint64_t now)
 	}
 	w->rate_seen = MAX(w->rate_seen, n);
 	w->rate_prev_ns = now;
+	moved = 0;
+	for (i = 0; i < n; i++)
+		moved += __atomic_load_n(&w->chan[i].bytes, __ATOMIC_RELAXED);
+	if (moved != w->moved_bytes || !w->moved_ns) {
+		w->moved_bytes = moved;
+		w->moved_ns = now;
+	}
 }

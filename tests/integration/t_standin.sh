@@ -276,6 +276,27 @@ vmmctl cont c7 >/dev/null || fail "vmmctl cont c7"
 same_ram c6 c7
 echo "ok: c7: $(job_get c7 error)"
 
+note "the destination's worker stopped in precopy: the source says that nothing goes, then goes on"
+# (a leftover of operator round 16) Before, the source showed an active
+# round at a standstill, without a word, as long as the stop lasted.
+fake_vmm s5 $((64 << 20)) running 1000
+fake_vmm s6 $((64 << 20))
+incoming s6
+migrate_active s5 8M
+w6=$(job_get s6 worker_pid)
+kill -STOP "$w6"
+stalled() { [ "$(job_get s5 stalled_ms)" -ge 5000 ] 2>/dev/null; }
+wait_until 60 stalled || { kill -CONT "$w6"; fail "s5: $(migctl status s5)"; }
+out=$(migctl status s5)
+kill -CONT "$w6"
+echo "$out" | grep -Eqx "  stalled       nothing sent for [0-9]+ s: the destination takes nothing \(its worker may be stopped, or the link blocked: 'migctl status' there says more\)" ||
+	fail "s5: $out"
+migctl tune s5 --max-bandwidth unlimited >/dev/null || fail "tune s5"
+wait_job_final s5
+[ "$(job_get s5 state)" = completed ] || fail "s5: $(migctl status s5)"
+same_ram s5 s6
+echo "ok: $(echo "$out" | grep stalled)"
+
 note "migd killed while an incoming job waits: the next one says it was cancelled waiting, then"
 fake_vmm w2 "$MEM"
 incoming w2
