@@ -92,33 +92,6 @@ static int size_shift(char unit)
 	}
 }
 
-int parse_size(const char *s, uint64_t *ret)
-{
-	const char *end;
-	int shift = 0;
-	uint64_t v;
-	int r;
-
-	if (!s)
-		return -EINVAL;
-	r = parse_digits(s, 10, &v, &end);
-	if (r < 0)
-		return r;
-	if (*end && size_shift(*end) >= 0) {
-		shift = size_shift(*end++);
-		if (strcmp(end, "iB") == 0)
-			end += 2;
-	}
-	if (strcmp(end, "B") == 0)
-		end++;
-	if (*end)
-		return -EINVAL;
-	if (shift && v > (UINT64_MAX >> shift))
-		return -ERANGE;
-	*ret = v << shift;
-	return 0;
-}
-
 /* Up to 9 decimals after the point, as fmt_size prints one. */
 #define RATE_MAX_DECIMALS 9
 
@@ -166,6 +139,14 @@ int parse_rate(const char *s, uint64_t *ret)
 		return -ERANGE;
 	*ret = (uint64_t)v;
 	return 0;
+}
+
+/* A rate's forms without its fraction, space or "/s": "64M", "4GiB". */
+int parse_size(const char *s, uint64_t *ret)
+{
+	if (!s || strpbrk(s, ". /"))
+		return -EINVAL;
+	return parse_rate(s, ret);
 }
 
 const char *fmt_size(uint64_t bytes, char *buf, size_t len)

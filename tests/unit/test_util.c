@@ -55,19 +55,27 @@ static const struct {
 	{ "0x10", -EINVAL, 0 },
 };
 
+/* One case of parse(s): its return, and *ret only when it is 0. */
+static void check_parse(int (*parse)(const char *, uint64_t *), const char *name,
+			const char *s, int want, uint64_t want_v)
+{
+	uint64_t v = 12345;
+	int r = parse(s, &v);
+
+	if (r != want)
+		fail_msg("%s(\"%s\") = %d, want %d", name, s, r, want);
+	if (v != (r == 0 ? want_v : 12345))
+		fail_msg("%s(\"%s\"): %llu, want %llu", name, s,
+			 (unsigned long long)v, (unsigned long long)want_v);
+}
+
 static void test_parse_size(void **state)
 {
 	size_t i;
 
-	for (i = 0; i < ARRAY_SIZE(size_cases); i++) {
-		uint64_t v = 12345;
-		int r = parse_size(size_cases[i].s, &v);
-
-		if (r != size_cases[i].r)
-			fail_msg("parse_size(\"%s\") = %d, want %d",
-				 size_cases[i].s, r, size_cases[i].r);
-		assert_int_equal(v, r == 0 ? size_cases[i].v : 12345);
-	}
+	for (i = 0; i < ARRAY_SIZE(size_cases); i++)
+		check_parse(parse_size, "parse_size", size_cases[i].s,
+			    size_cases[i].r, size_cases[i].v);
 }
 
 /* parse_rate takes every size parse_size takes, the same, and what
@@ -108,26 +116,13 @@ static void test_parse_rate(void **state)
 	char buf[32];
 	size_t i;
 
-	for (i = 0; i < ARRAY_SIZE(size_cases) + ARRAY_SIZE(rate_cases); i++) {
-		bool size = i < ARRAY_SIZE(size_cases);
-		const char *s = size ? size_cases[i].s :
-				rate_cases[i - ARRAY_SIZE(size_cases)].s;
-		int want = size ? size_cases[i].r :
-			   rate_cases[i - ARRAY_SIZE(size_cases)].r;
-		uint64_t wv = size ? size_cases[i].v :
-			      rate_cases[i - ARRAY_SIZE(size_cases)].v;
-		uint64_t v = 12345;
-		int r;
-
-		if (size && !strcmp(s, "1.5G"))
-			continue;
-		r = parse_rate(s, &v);
-		if (r != want)
-			fail_msg("parse_rate(\"%s\") = %d, want %d", s, r, want);
-		if (v != (r == 0 ? wv : 12345))
-			fail_msg("parse_rate(\"%s\"): %llu, want %llu", s,
-				 (unsigned long long)v, (unsigned long long)wv);
-	}
+	for (i = 0; i < ARRAY_SIZE(size_cases); i++)
+		if (strcmp(size_cases[i].s, "1.5G"))    /* a rate, not a size */
+			check_parse(parse_rate, "parse_rate", size_cases[i].s,
+				    size_cases[i].r, size_cases[i].v);
+	for (i = 0; i < ARRAY_SIZE(rate_cases); i++)
+		check_parse(parse_rate, "parse_rate", rate_cases[i].s,
+			    rate_cases[i].r, rate_cases[i].v);
 	/* What status prints reads back within its rounding (0.05 of a
 	 * unit in at least 1 of it). */
 	for (i = 1; i < 49; i++) {	/* up to TiB, the largest unit */
