@@ -279,10 +279,15 @@ echo "ok: c7: $(job_get c7 error)"
 note "the destination's worker stopped in precopy: the source says that nothing goes, then goes on"
 # (a leftover of operator round 16) Before, the source showed an active
 # round at a standstill, without a word, as long as the stop lasted.
+# One channel, its buffers filled within a second: the source stands
+# still about 5 s after the destination's window closed, and a link
+# closed that long fails at 20 s (migd(8)).  At 8 MiB/s over 4 channels
+# one channel's window could close 10 s before the last byte went, and
+# CI, slower, failed the job before the test saw the stall.
 fake_vmm s5 $((64 << 20)) running 1000
 fake_vmm s6 $((64 << 20))
 incoming s6
-migrate_active s5 8M
+migrate_active s5 32M --channels 1
 w6=$(job_get s6 worker_pid)
 kill -STOP "$w6"
 stalled() { [ "$(job_get s5 stalled_ms)" -ge 5000 ] 2>/dev/null; }
