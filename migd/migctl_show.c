@@ -292,10 +292,13 @@ void print_status(Tern__Migd__JobStatus *js)
 	/* (not known before the job has mapped the vmm's RAM) */
 	printf(", RAM %s\n", js->total_bytes ?
 	       fmt_size(js->total_bytes, c, sizeof(c)) : "-");
+	/* (20 s: MIGD_STALL_TIMEOUT_MS, counted by the kernel from when
+	 * the window closed, a little before the source's last byte) */
 	if (js->stalled_ms)
 		printf("  stalled       nothing sent for %llu s: the destination "
 		       "takes nothing (its worker may be stopped, or the link "
-		       "blocked: 'migctl status' there says more)\n",
+		       "blocked: 'migctl status' there says more); a link that "
+		       "takes nothing for about 20 s fails the job\n",
 		       (unsigned long long)(js->stalled_ms / 1000));
 	if (source) {
 		printf("  pages         %llu sent, %llu zero, %llu skipped (holes at "

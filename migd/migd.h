@@ -619,9 +619,10 @@ struct worker {
 					 * channel's bytes, for its throughput */
 	unsigned int rate_seen;         /* (L) channels sampled so far */
 	uint64_t rate_prev_ns;          /* (L) the last sample's time */
-	uint64_t moved_bytes;           /* (L) the channels' bytes, as last
-					 * sampled, ... */
-	uint64_t moved_ns;              /* (L) ... and when they last grew */
+	uint64_t seen_bytes[STREAM_MAX_CHANNELS]; /* (L) each channel's
+					 * bytes, as last sampled, ... */
+	uint64_t moved_ns[STREAM_MAX_CHANNELS]; /* (L) ... and when they last
+					 * grew */
 	uint64_t transferred_bytes;     /* (A) */
 	uint64_t skipped_pages;         /* (A) */
 	uint64_t started_ns;            /* (M) */
@@ -1408,8 +1409,9 @@ int dest_check_hello(struct dest *d);
 /* A pause on request's words, in the job's error on both sides (the
  * peer's: "the source said: " and these). */
 #define PAUSED_ON_REQUEST "paused on request (migctl pause)"
-/* A source's channels that sent nothing this long, with pages left,
- * are said to be stalled (JobStatus.stalled_ms). */
+/* A source with pages left, one of whose channels sent nothing this
+ * long, is said to be stalled (JobStatus.stalled_ms): an idle channel
+ * sends a NOP every 2 s, a paced one a packet within a second. */
 #define WORKER_STALL_SHOWN_NS 5000000000ULL
 /* In precopy, and at the postcopy switch, what may come next on the
  * main connection. */

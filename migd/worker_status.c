@@ -92,6 +92,18 @@ static void worker_fill_push(struct worker *w, Tern__Migd__JobStatus *js,
 	js->remaining_bytes = pcst->needed_pages * STREAM_PAGE;
 }
 
+/* Since when the quietest channel sampled has sent nothing; 0: none. */
+static uint64_t worker_quiet_since(const struct worker *w)
+{
+	unsigned int i, n = MIN(w->rate_seen, STREAM_MAX_CHANNELS);
+	uint64_t since = 0;
+
+	for (i = 0; i < n; i++)
+		if (w->moved_ns[i] && (!since || w->moved_ns[i] < since))
+			since = w->moved_ns[i];
+	return since;
+}
+
 /* Build the JobStatus; the caller holds w->lock.  chans must have room. */
 static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 			Tern__Migd__Params *pp, Tern__Migd__ChannelStats *cs,
@@ -99,7 +111,7 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 			Tern__Migd__PostcopyStats *pcst)
 {
 	const struct job_spec *s = w->spec;
-	uint64_t pages = 0, zero = 0, zstd = 0, raw = 0;
+	uint64_t pages = 0, zero = 0, zstd = 0, raw = 0, quiet;
 	unsigned int i, nch = __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
 
 	stream_hex(w->id, STREAM_ID_LEN, idhex);
@@ -183,13 +195,14 @@ static void worker_fill(struct worker *w, Tern__Migd__JobStatus *js,
 	}
 	if (w->postcopy && s->role == JOB_ROLE_SOURCE)
 		worker_fill_push(w, js, pcst);
-	/* Pages left, and nothing sent for a while: the destination takes
-	 * nothing (its worker stopped, say), which a precopy waits out. */
-	if (s->role == JOB_ROLE_SOURCE && js->remaining_bytes && w->moved_ns &&
+	/* Pages left, and a channel that sent nothing for a while: the
+	 * destination takes nothing (its worker stopped, say), which a
+	 * precopy waits out up to MIGD_STALL_TIMEOUT_MS. */
+	quiet = worker_quiet_since(w);
+	if (s->role == JOB_ROLE_SOURCE && js->remaining_bytes && quiet &&
 	    (w->state == JOB_STATE_ACTIVE || w->state == JOB_STATE_DEVICE) &&
-	    !w->postcopy &&
-	    now_ns() - w->moved_ns >= WORKER_STALL_SHOWN_NS)
-		js->stalled_ms = (now_ns() - w->moved_ns) / 1000000;
+	    !w->postcopy && now_ns() - quiet >= WORKER_STALL_SHOWN_NS)
+		js->stalled_ms = (now_ns() - quiet) / 1000000;
 }
 
 /* s, or what str_shown makes of it when it is not text. */
@@ -303,7 +316,6 @@ void worker_answer(struct worker *w, int err, const char *msg)
 void worker_sample_rates_locked(struct worker *w, uint64_t now)
 {
 	unsigned int i, n = __atomic_load_n(&w->nchannels, __ATOMIC_RELAXED);
-	uint64_t moved;
 
 	n = MIN(n, STREAM_MAX_CHANNELS);
 	for (i = 0; i < n; i++) {
@@ -315,14 +327,14 @@ void worker_sample_rates_locked(struct worker *w, uint64_t now)
 			rate_start(&w->rate[i], w->rate_prev_ns, 0);
 		__atomic_store_n(&c->throughput, rate_sample(&w->rate[i], now, b),
 				 __ATOMIC_RELAXED);
+		/* Per channel: the kernel fails a link whose peer took
+		 * nothing for MIGD_STALL_TIMEOUT_MS, however busy the
+		 * others are. */
+		if (b != w->seen_bytes[i] || !w->moved_ns[i]) {
+			w->seen_bytes[i] = b;
+			w->moved_ns[i] = now;
+		}
 	}
 	w->rate_seen = MAX(w->rate_seen, n);
 	w->rate_prev_ns = now;
-	moved = 0;
-	for (i = 0; i < n; i++)
-		moved += __atomic_load_n(&w->chan[i].bytes, __ATOMIC_RELAXED);
-	if (moved != w->moved_bytes || !w->moved_ns) {
-		w->moved_bytes = moved;
-		w->moved_ns = now;
-	}
 }

@@ -294,7 +294,7 @@ stalled() { [ "$(job_get s5 stalled_ms)" -ge 5000 ] 2>/dev/null; }
 wait_until 60 stalled || { kill -CONT "$w6"; fail "s5: $(migctl status s5)"; }
 out=$(migctl status s5)
 kill -CONT "$w6"
-echo "$out" | grep -Eqx "  stalled       nothing sent for [0-9]+ s: the destination takes nothing \(its worker may be stopped, or the link blocked: 'migctl status' there says more\)" ||
+echo "$out" | grep -Eqx "  stalled       nothing sent for [0-9]+ s: the destination takes nothing \(its worker may be stopped, or the link blocked: 'migctl status' there says more\); a link that takes nothing for about 20 s fails the job" ||
 	fail "s5: $out"
 migctl tune s5 --max-bandwidth unlimited >/dev/null || fail "tune s5"
 wait_job_final s5
