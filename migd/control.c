@@ -80,14 +80,13 @@ static int check_vm(struct rpc_call *call, struct migd *m, const char *vm)
 static int orphan_not_back(struct rpc_call *call, struct migd *m,
 			   const char *vm, const struct job *orphan)
 {
+	char why[256];
+
 	return rpc_call_errorf(call, EAGAIN, "%s: its postcopy job %s, which ran "
-			       "when migd %u ended, is not back yet (this migd "
-			       "started %llu ms ago, and waits %d s for its "
-			       "worker); ask again in a few seconds", vm,
-			       orphan->last->id, m->orphans_pid,
-			       (unsigned long long)((now_ns() - m->started_ns) /
-						    1000000),
-			       MIGD_ADOPT_GRACE_MS / 1000);
+			       "when migd %u ended, is not back yet (%s); ask "
+			       "again in a few seconds", vm, orphan->last->id,
+			       m->orphans_pid,
+			       migd_orphan_why(m, orphan, why, sizeof(why)));
 }
 
 /* vm has no running job here; for a new job (Incoming, Migrate), no
@@ -695,20 +694,23 @@ static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 	Tern__Migd__JobList list = TERN__MIGD__JOB_LIST__INIT;
 	struct migd *m = control_migd(call);
 	Tern__Migd__JobStatus *all, **ptrs;
+	char (*why)[256];
 	struct job *j;
-	size_t n = 0;
+	size_t n = 0, norphans = 0, k;
 	int r;
 
 	for (j = m->running; j; j = j->next)
 		n++;
 	for (j = m->orphans; j; j = j->next)
-		n++;
-	n += m->nhistory;
+		norphans++;
+	n += norphans + m->nhistory;
 	all = calloc(n ? n : 1, sizeof(*all));
 	ptrs = calloc(n ? n : 1, sizeof(*ptrs));
-	if (!all || !ptrs) {
+	why = calloc(norphans ? norphans : 1, sizeof(*why));
+	if (!all || !ptrs || !why) {
 		free(all);
 		free(ptrs);
+		free(why);
 		return -ENOMEM;
 	}
 	n = 0;
@@ -716,11 +718,11 @@ static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 		job_status(j, &all[n]);
 	/* Running as far as this migd knows, and said to be not back yet
 	 * (as status says): not left out until they are. */
-	for (j = m->orphans; j; j = j->next, n++) {
+	for (j = m->orphans, k = 0; j; j = j->next, n++, k++) {
 		job_status(j, &all[n]);
-		all[n].error = (char *)"not back yet: its worker has not come "
-			       "back to this migd since migd ended (it waits a "
-			       "few seconds for it)";
+		memcpy(why[k], "not back yet: ", 14);
+		migd_orphan_why(m, j, why[k] + 14, sizeof(why[k]) - 14);
+		all[n].error = why[k];
 	}
 	for (j = m->history; j; j = j->next, n++)
 		job_status(j, &all[n]);
@@ -731,6 +733,7 @@ static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 	r = rpc_call_reply(call, &list.base, NULL, 0);
 	free(all);
 	free(ptrs);
+	free(why);
 	return r;
 }
 

@@ -87,7 +87,8 @@ void job_status(struct job *j, Tern__Migd__JobStatus *ret)
 	js->state = (Tern__Migd__JobState)j->state;
 	if (j->error[0])
 		js->error = j->error;
-	js->worker_pid = j->pid > 0 ? (uint32_t)j->pid : js->worker_pid;
+	js->worker_pid = j->pid > 0 ? (uint32_t)j->pid :
+			 j->orphan_pid > 0 ? (uint32_t)j->orphan_pid : js->worker_pid;
 	if (j->finished) {
 		js->finished_unix_ms = j->finished_unix_ms;
 		if (js->started_unix_ms && js->finished_unix_ms > js->started_unix_ms &&

@@ -225,6 +225,9 @@ struct job {
 					 * its postcopy switch) to the next */
 	bool lost;                      /* restored from a job running when
 					 * an earlier migd ended (statefile.c) */
+	pid_t orphan_pid;               /* an orphan's worker, as the file
+					 * saved it (0: not known) */
+	bool orphan_alive;              /* ... which ran on past the grace */
 	struct rpc_conn *conn;          /* the status socketpair; NULL at EOF */
 	struct event *ev;               /* reads conn */
 	Tern__Migd__JobStatus *last;    /* the worker's latest report, or NULL */
@@ -477,6 +480,10 @@ void migd_state_load(struct migd *m);
 /* A postcopy job of vm (of that id, if one is given) that ran when an
  * earlier migd ended and has not come back to this one yet, or NULL. */
 struct job *migd_state_orphan(struct migd *m, const char *vm, const char *id);
+/* Why orphan is not back yet, for Status and List: in its first seconds
+ * it may be on its way; after them, its worker still runs (stopped?). */
+const char *migd_orphan_why(const struct migd *m, const struct job *orphan,
+			    char *buf, size_t len);
 void migd_state_save(struct migd *m);
 
 /* control.c: the tern.migd.Migd service */

@@ -14,9 +14,10 @@
  * what became of it (state_job), unless it is past its postcopy switch:
  * that one comes back by itself (Adopt) within moments, so it waits
  * among the orphans, and only one that has not come back
- * MIGD_ADOPT_GRACE_MS after start-up goes into the history, as of
- * unknown outcome (its worker ended too, or serves another run
- * directory).  A later adoption forgets it there (job_forget_lost).
+ * MIGD_ADOPT_GRACE_MS after start-up, and whose worker no longer runs,
+ * goes into the history, as of unknown outcome.  A later adoption
+ * forgets it there (job_forget_lost): a worker whose pid an older file
+ * did not keep.
  *
  * Read back at start-up, before the service is up, as untrusted input:
  * a file that is not ours (a link, another owner, writable by others),
@@ -200,6 +201,7 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 		/* Running, as far as anyone here knows, until it is back
 		 * or given up on. */
 		j->lost = true;
+		j->orphan_pid = js->worker_pid <= INT_MAX ? (pid_t)js->worker_pid : 0;
 		j->next = m->orphans;
 		m->orphans = j;
 		return STATE_JOB_ORPHAN;
@@ -223,15 +225,68 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 	return lost ? STATE_JOB_GUESSED : STATE_JOB_KEPT;
 }
 
+/*
+ * The worker an orphan's record names still runs: a live process of
+ * that pid named as this one is (a fork of migd keeps the name, across
+ * an upgrade of the binary too), and no worker of this migd.  Stopped,
+ * it cannot come back; given up on, it would later (operator round 21:
+ * a job said failed, a final state, came back as postcopy-active).
+ */
+static bool orphan_runs(const struct migd *m, const struct job *orphan)
+{
+	char mine[PROC_COMM_LEN], its[PROC_COMM_LEN], st;
+	const struct job *j;
+
+	if (orphan->orphan_pid <= 0 || orphan->orphan_pid == getpid())
+		return false;
+	for (j = m->running; j; j = j->next)
+		if (j->pid == orphan->orphan_pid)
+			return false;
+	st = proc_state(orphan->orphan_pid);
+	if (!st || st == 'Z' || st == 'X')
+		return false;
+	proc_comm(getpid(), mine);
+	proc_comm(orphan->orphan_pid, its);
+	return its[0] && !strcmp(mine, its);
+}
+
+const char *migd_orphan_why(const struct migd *m, const struct job *orphan,
+			    char *buf, size_t len)
+{
+	char stopped[160];
+	pid_t pid = orphan->orphan_pid;
+
+	if (!orphan->orphan_alive)
+		snprintf(buf, len, "this migd started %llu ms ago, and waits %d "
+			 "s for its worker",
+			 (unsigned long long)((now_ns() - m->started_ns) / 1000000),
+			 MIGD_ADOPT_GRACE_MS / 1000);
+	else if (proc_stopped_say(pid, "its worker", stopped, sizeof(stopped)))
+		snprintf(buf, len, "%s, and comes back once it runs; this migd "
+			 "waits for it", stopped);
+	else
+		snprintf(buf, len, "its worker, pid %d, still runs but has not "
+			 "asked this migd to adopt it; this migd waits for it, "
+			 "as long as it runs", pid);
+	return buf;
+}
+
 /* MIGD_ADOPT_GRACE_MS after start-up: the postcopy jobs an earlier migd
  * left that have not come back go into the history as of unknown
- * outcome (a later adoption forgets the record: job_forget_lost). */
+ * outcome (a later adoption forgets the record: job_forget_lost), but
+ * for those whose worker still runs: those are waited for, and looked at
+ * again every ORPHAN_RECHECK_MS. */
+#define ORPHAN_RECHECK_MS 1000
+
 static void state_orphans_due(evutil_socket_t fd, short what, void *arg)
 {
 	struct migd *m = arg;
 	struct timeval again = { 0, 100000 };
-	struct job *j;
-	bool src;
+	struct timeval recheck = { ORPHAN_RECHECK_MS / 1000,
+				   ORPHAN_RECHECK_MS % 1000 * 1000 };
+	struct job *j, **pj = &m->orphans;
+	char why[256];
+	bool src, ended = false;
 
 	(void)fd;
 	(void)what;
@@ -242,10 +297,21 @@ static void state_orphans_due(evutil_socket_t fd, short what, void *arg)
 					      m->started_ns, MIGD_ADOPT_GRACE_MS) &&
 	    evtimer_add(m->ev_orphans, &again) == 0)
 		return;
-	while ((j = m->orphans)) {
+	while ((j = *pj)) {
 		bool switching;
 
-		m->orphans = j->next;
+		if (orphan_runs(m, j)) {
+			if (!j->orphan_alive) {
+				j->orphan_alive = true;
+				log_warnx("%s: %s job %s is not back: %s", j->spec.vm,
+					  job_role_name(j->spec.role), j->last->id,
+					  migd_orphan_why(m, j, why, sizeof(why)));
+			}
+			pj = &j->next;
+			continue;
+		}
+		*pj = j->next;
+		ended = true;
 		src = j->spec.role == JOB_ROLE_SOURCE;
 		j->finished = true;
 		j->state = JOB_STATE_FAILED;
@@ -272,7 +338,11 @@ static void state_orphans_due(evutil_socket_t fd, short what, void *arg)
 			  j->error);
 		job_history_add(m, j, false);
 	}
-	migd_state_save(m);
+	if (ended)
+		migd_state_save(m);
+	if (m->orphans && m->ev_orphans && evtimer_add(m->ev_orphans, &recheck) < 0)
+		log_warnx("cannot look at the workers not back again: they are "
+			  "waited for until they come back");
 }
 
 struct job *migd_state_orphan(struct migd *m, const char *vm, const char *id)

@@ -625,8 +625,19 @@ for cmd in "migrate oa $ADDR --token $TOKEN --detach" "incoming ob --listen tcp:
 done
 n=$(migctl list | grep -c "^  not back yet: ")
 [ "$n" = 2 ] || { kill -CONT "$wa" "$wb"; fail "list: $(migctl list)"; }
-kill -CONT "$wa" "$wb"
+# (operator round 21) Past the wait, a worker that still runs is waited
+# for.  Before, its job was said to have failed, a final state, then
+# came back as postcopy-active once its worker ran again.
 rm "$RUNDIR/migd-orphans-hold"
+not_back() { grep -q "^migd: oa: source job $id is not back: its worker, pid $wa, is stopped" "$RUNDIR/migd.log"; }
+wait_until 30 not_back || { kill -CONT "$wa" "$wb"; fail "$(tail -n 5 "$RUNDIR/migd.log")"; }
+err=$(migctl status oa 2>&1) && { kill -CONT "$wa" "$wb"; fail "status oa: $err"; }
+case $err in *"is not back yet (its worker, pid $wa, is stopped by a signal or a debugger: 'kill -CONT $wa' resumes it, and comes back once it runs; this migd waits for it); ask again in a few seconds") ;;
+*) kill -CONT "$wa" "$wb"; fail "status oa: $err" ;; esac
+echo "ok: $err"
+n=$(migctl list | grep -c "^  not back yet: its worker, pid [0-9]*, is stopped")
+[ "$n" = 2 ] || { kill -CONT "$wa" "$wb"; fail "list: $(migctl list)"; }
+kill -CONT "$wa" "$wb"
 wait_until 30 both_active oa ob || fail "not adopted: oa $(job_get oa state 2>&1), ob $(job_get ob state 2>&1)"
 migctl tune oa --max-bandwidth unlimited >/dev/null || fail "tune oa"
 out=$(migctl --json status oa --watch) || fail "oa: $out"
