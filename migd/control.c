@@ -458,6 +458,11 @@ static int method_cancel(struct rpc_call *call, const ProtobufCMessage *arg)
 		snprintf(which, sizeof(which), "job %.64s", q->id);
 	else
 		snprintf(which, sizeof(which), "the last migration job");
+	/* Asked again (a retry): what was asked for is so; the answer is
+	 * the job, as a first cancel's --wait gives it (operator round 21:
+	 * an agent's retry failed on its own success). */
+	if (j->finished && j->state == JOB_STATE_CANCELLED)
+		return reply_job(call, j);
 	if (j->finished)
 		return rpc_call_errorf(call, EINVAL,
 				       "nothing to cancel: %s of %s already "
@@ -632,6 +637,9 @@ static int method_pause(struct rpc_call *call, const ProtobufCMessage *arg)
 
 	if (r < 0)
 		return r;
+	/* Paused already (a retry, or a fault first): so be it. */
+	if (!j->finished && j->state == JOB_STATE_POSTCOPY_PAUSED)
+		return job_acted(call, j, 0, q->wait);
 	if (j->finished || j->state != JOB_STATE_POSTCOPY_ACTIVE)
 		return rpc_call_errorf(call, EINVAL, "%s is %s: only a job in "
 				       "postcopy-active can be paused", q->vm,

@@ -588,6 +588,9 @@ static int job_call(struct rpc_client *cl, const char *method,
 
 	if (call(cl, method, arg, (ProtobufCMessage **)&js, wait) < 0)
 		return CLI_FAILED;
+	/* (a retry: what it asked for is so; its state says it) */
+	if (js->state == want)
+		doing = NULL;
 	if (wait) {
 		code = job_outcome(js, true, want);
 	} else if (migctl_opts.json) {
@@ -719,7 +722,8 @@ int cmd_pause(struct rpc_client *cl, struct cmd_args *a)
 	q.vm = (char *)a->vm;
 	q.id = (char *)(a->id ? a->id : "");
 	return job_call(cl, "Pause", &q.base, false,
-			TERN__MIGD__JOB_STATE__JOB_COMPLETED, "pausing postcopy", false);
+			TERN__MIGD__JOB_STATE__JOB_POSTCOPY_PAUSED,
+			"pausing postcopy", false);
 }
 
 /* A running outgoing job's cap and limits; what it has now.  Past the

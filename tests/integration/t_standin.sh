@@ -214,6 +214,13 @@ migctl cancel p2 --wait >/dev/null
 	fail "p2: $(job_get p2 error)"
 vmm_is p2 paused || fail "p2 is $(state_of p2)"
 echo "ok: p2: $(job_get p2 error)"
+# Asked again (an agent's retry), by id too: so it is, exit 0.  Before,
+# exit 1: "nothing to cancel: ... already ended (cancelled)".
+id=$(job_get p2 id)
+out=$(migctl cancel p2 --id "$id") && [ "$out" = "p2: cancelled (job $id)" ] ||
+	fail "cancel p2 again: $out"
+out=$(migctl --json cancel p2 --wait) && [ "$(echo "$out" | jget state)" = cancelled ] ||
+	fail "cancel p2 --wait again: $out"
 
 note "a cancel that comes once the destination was told to resume: refused on both hosts, said"
 # The destination's worker holds between Go and the vmm's Cont
@@ -560,6 +567,10 @@ for side in pb pa; do
 		[ "$theirs" = "the $who said: paused on request (migctl pause)" ] ||
 		fail "pause $side: pa: $(job_get pa error); pb: $(job_get pb error)"
 	migctl status pa | grep -q "^  next          when wanted, " || fail "pa: $(migctl status pa)"
+	# Asked again (an agent's retry): so it is.  Before, exit 1: "pa is
+	# postcopy-paused: only a job in postcopy-active can be paused".
+	out=$(migctl pause "$side" 2>&1) && [[ $out == "$side: postcopy-paused (job "* ]] ||
+		fail "pause $side again: $out"
 	migctl recover pa "$ADDR" >/dev/null || fail "recover pa"
 	wait_until 30 both_active pa pb || fail "pa $(job_get pa state), pb $(job_get pb state)"
 	echo "ok: paused on $side; the other side: $theirs"
