@@ -29,25 +29,27 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_CFLAGS := $(shell pkg-config --cflags cmocka 2>/dev/null)
 CMOCKA_LIBS   := $(shell pkg-config --libs cmocka 2>/dev/null)
 
+# CFLAGS, CPPFLAGS and LDFLAGS are the builder's (dpkg-buildflags sets
+# them, or 'make CFLAGS=-O0'): what the build needs goes on top of them.
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow \
+override CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow \
 	    -Wmissing-prototypes -fno-strict-aliasing -D_GNU_SOURCE \
 	    -I. -I$(O) $(PKG_CFLAGS)
 ifeq ($(WERROR),1)
-CFLAGS   += -Werror
+override CFLAGS += -Werror
 endif
 ifeq ($(SANITIZE),1)
-CFLAGS   += -fsanitize=address,undefined -fno-omit-frame-pointer \
+override CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
 	    -fno-sanitize-recover=undefined
-LDFLAGS  += -fsanitize=address,undefined
+override LDFLAGS += -fsanitize=address,undefined
 endif
 # -Wno-tsan: gcc warns that TSan does not model atomic_thread_fence
 # (dest_postcopy_verify has one, after joins TSan sees anyway).
 ifeq ($(SANITIZE),thread)
-CFLAGS   += -fsanitize=thread -fno-omit-frame-pointer -Wno-tsan
-LDFLAGS  += -fsanitize=thread
+override CFLAGS += -fsanitize=thread -fno-omit-frame-pointer -Wno-tsan
+override LDFLAGS += -fsanitize=thread
 endif
-LDLIBS   += $(PKG_LIBS) -lpthread
+override LDLIBS += $(PKG_LIBS) -lpthread
 
 ifeq ($(V),1)
 Q :=
@@ -137,16 +139,16 @@ $(O)/bin/faultd: $(FAULTD_OBJS) $(LIBCOMMON)
 $(O)/%.o: %.c | $(PROTO_H)
 	$(call msg,CC,$<)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(O)/%.o: %.S
 	$(call msg,AS,$<)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(O)/proto/%.o: $(O)/proto/%.c
 	$(call msg,CC,$<)
-	$(Q)$(CC) $(filter-out -Wmissing-prototypes -Wshadow,$(CFLAGS)) -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(filter-out -Wmissing-prototypes -Wshadow,$(CFLAGS)) -c -o $@ $<
 
 # ---- tests ------------------------------------------------------------------
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
@@ -173,7 +175,7 @@ $(O)/tests/test_uffdcheck: $(O)/faultd/uffdcheck.o
 $(O)/tests/unit/%.o: tests/unit/%.c | $(PROTO_H)
 	$(call msg,CC,$<)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CMOCKA_CFLAGS) -MMD -MP -c -o $@ $<
 
 # ---- top-level targets ------------------------------------------------------
 .DEFAULT_GOAL := all
@@ -213,7 +215,7 @@ TEST_IMAGES := $(patsubst tests/images/%.S,$(O)/tests/%.img,$(wildcard tests/ima
 $(O)/tests/itest_%: tests/integration/%.c $(LIBCOMMON) | $(PROTO_H)
 	$(call msg,CCLD,$@)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBCOMMON) $(LDLIBS)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBCOMMON) $(LDLIBS)
 
 $(O)/tests/%.img: tests/images/%.S $(wildcard tests/images/*.inc)
 	$(call msg,IMAGE,$@)
@@ -229,12 +231,15 @@ all: $(ITEST_BINS) $(TEST_IMAGES)
 # Daemons and vmmctl go to PREFIX/sbin, migctl (a user command) to
 # PREFIX/bin, man pages to PREFIX/share/man, the systemd units to
 # PREFIX/lib/systemd/system (systemd reads /usr/local/lib/systemd/system
-# too); the units' paths are rewritten to match PREFIX.
+# too); the units' paths are rewritten to match PREFIX.  The schemas go
+# to PREFIX/share/tern/proto, for agents that speak the RPC
+# (tern-rpc(7)) and for reading migd.state.
 PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+PROTODIR ?= $(PREFIX)/share/tern/proto
 INSTALL ?= install
 MAN1    := man/migctl.1
 MAN7    := man/tern-rpc.7 man/tern-migration.7
@@ -248,12 +253,14 @@ install: $(PROGS)
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 \
-		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR)
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(PROTODIR)
 	$(Q)$(INSTALL) -m 0755 $(SBIN_PROGS) $(DESTDIR)$(SBINDIR)/
 	$(Q)$(if $(BIN_PROGS),$(INSTALL) -m 0755 $(BIN_PROGS) $(DESTDIR)$(BINDIR)/,true)
 	$(Q)$(if $(MAN1),$(INSTALL) -m 0644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/,true)
 	$(Q)$(INSTALL) -m 0644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
 	$(Q)$(INSTALL) -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+	$(Q)$(INSTALL) -m 0644 $(PROTOS) $(DESTDIR)$(PROTODIR)/
 	$(Q)for u in $(UNITS); do \
 		sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' \
 		    -e 's|/usr/local/bin/|$(BINDIR)/|g' $$u \
@@ -268,7 +275,9 @@ uninstall:
 	      $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
 	      $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7))) \
 	      $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8))) \
-	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
+	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS))) \
+	      $(addprefix $(DESTDIR)$(PROTODIR)/,$(notdir $(PROTOS)))
+	rmdir $(DESTDIR)$(PROTODIR) $(DESTDIR)$(PREFIX)/share/tern 2>/dev/null || true
 
 # ---- make bench: issue 5's speed scenarios beside this machine's limits ----
 # tests/bench/*.c are stand-alone measuring programs ($(O)/tests/bench_NAME);
@@ -279,7 +288,7 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(O)/tests/bench_%,$(BENCH_SRCS))
 $(O)/tests/bench_%: tests/bench/%.c
 	$(call msg,CCLD,$@)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
 
 all: $(BENCH_BINS)
 

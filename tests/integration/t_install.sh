@@ -40,6 +40,10 @@ done
 for m in tern-rpc.7 tern-migration.7; do
 	[ -f "$PREFIX/share/man/man7/$m" ] || fail "no man page $m"
 done
+# The schemas an agent speaks the RPC with (tern-rpc(7) names where).
+for f in proto/*.proto; do
+	cmp -s "$f" "$PREFIX/share/tern/$f" || fail "$f is not installed in $PREFIX/share/tern/proto"
+done
 for p in "${!UNIT[@]}"; do
 	u=$PREFIX/lib/systemd/system/${UNIT[$p]}
 	[ -f "$u" ] || fail "daemon $p: no unit ${UNIT[$p]}"
