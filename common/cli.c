@@ -146,8 +146,10 @@ const void *cli_command(const struct cli_commands *c, int argc, char **argv,
 		*code = CLI_OK;
 		return NULL;
 	}
-	/* (help is no command of the table, but --help lists it) */
-	if (help && !strcmp(argv[1], "help")) {
+	/* (help is no command of the table, but --help lists it; 'help
+	 * --help' asks about it too) */
+	if (help && (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+		     !strcmp(argv[1], "-h"))) {
 		printf("usage: %s help [COMMAND]\nsee %s\n", cli_prog, cli_manual);
 		*code = CLI_OK;
 		return NULL;

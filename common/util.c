@@ -587,6 +587,13 @@ int mkdir_p(const char *path, unsigned int mode)
 	return mkdir_one(buf, mode);
 }
 
+const char *rundir_hint(int err)
+{
+	return err == -EACCES || err == -EPERM || err == -EROFS ?
+	       " (run it as root, as its unit does, or give --rundir a "
+	       "directory this user may create or write)" : "";
+}
+
 uint64_t deadline_ms(unsigned int ms)
 {
 	return now_ns() + ms * 1000000ULL;

@@ -175,6 +175,9 @@ int poll_until(struct pollfd *fds, unsigned int nfds, uint64_t deadline_ns);
 
 /* mkdir -p with mode for missing components. */
 int mkdir_p(const char *path, unsigned int mode);
+/* What mkdir_p's error err (-errno) on a run directory leaves an
+ * operator to do: "" or " (run it as root, or give --rundir ...)". */
+const char *rundir_hint(int err);
 
 /*
  * The mode of a run directory (--rundir) that migd, faultd or a vmm

@@ -210,7 +210,7 @@ int main(int argc, char **argv)
 	struct options o = { 0 };
 	struct faultd d = { .devfd = -1 };
 	struct event *ev_term = NULL, *ev_int = NULL;
-	int lock_fd, rt, ret = 1;
+	int lock_fd, rt, ret = 1, nice_now = FAULTD_NICE;
 
 	parse_args(argc, argv, &o);
 	log_init("faultd", NULL, o.level);
@@ -222,9 +222,10 @@ int main(int argc, char **argv)
 	/* No SA_RESTART: a read() it interrupts returns EINTR (session_stop). */
 	sigemptyset(&nudge.sa_mask);
 	sigaction(FAULTD_NUDGE, &nudge, NULL);
-	if (str_copy(d.rundir, o.rundir, sizeof(d.rundir)) < 0 ||
+	if ((ret = str_copy(d.rundir, o.rundir, sizeof(d.rundir))) < 0 ||
 	    (ret = mkdir_p(o.rundir, RUNDIR_MODE)) < 0) {
-		log_warnc(ret, "rundir %s", o.rundir);
+		log_warnx("cannot create the run directory %s: %s%s", o.rundir,
+			  strerror(-ret), rundir_hint(ret));
 		return 1;
 	}
 	lock_fd = take_lock(o.rundir);
@@ -246,12 +247,14 @@ int main(int argc, char **argv)
 	 * them ahead of bulk work, in the real-time class where root's
 	 * CAP_SYS_NICE allows it (rtspawn.c), else at a raised priority.
 	 */
-	if (setpriority(PRIO_PROCESS, 0, FAULTD_NICE) < 0)
+	if (setpriority(PRIO_PROCESS, 0, FAULTD_NICE) < 0) {
 		log_warn("cannot raise faultd's priority (nice %d)", FAULTD_NICE);
+		nice_now = getpriority(PRIO_PROCESS, 0);
+	}
 	rt = o.realtime ? rtspawn_init(RTSPAWN_PRIORITY) : -ECANCELED;
 	if (rt < 0 && rt != -ECANCELED)
 		log_warnc(rt, "fault threads stay in the ordinary class at nice %d "
-			  "(SCHED_FIFO needs CAP_SYS_NICE at start)", FAULTD_NICE);
+			  "(SCHED_FIFO needs CAP_SYS_NICE at start)", nice_now);
 	/*
 	 * No capability is kept: the open /dev/userfaultfd is all faultd
 	 * needs (USERFAULTFD_IOC_NEW, in the vmm, and the uffd ioctls check

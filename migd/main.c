@@ -213,9 +213,10 @@ int main(int argc, char **argv)
 	signal(SIGHUP, SIG_IGN);
 	m.realtime = !o.no_realtime;
 	m.worker_nice = o.worker_nice;
-	if (str_copy(m.rundir, o.rundir, sizeof(m.rundir)) < 0 ||
+	if ((ret = str_copy(m.rundir, o.rundir, sizeof(m.rundir))) < 0 ||
 	    (ret = mkdir_p(o.rundir, RUNDIR_MODE)) < 0) {
-		log_warnc(ret, "rundir %s", o.rundir);
+		log_warnx("cannot create the run directory %s: %s%s", o.rundir,
+			  strerror(-ret), rundir_hint(ret));
 		return 1;
 	}
 	lock_fd = take_lock(o.rundir);

@@ -432,8 +432,9 @@ void migd_state_load(struct migd *m)
 			  rename(path, bad) == 0 ? bad : "it is (it cannot be renamed)");
 	} else {
 		log_info("restored from %s, saved %s: the defaults and %zu "
-			 "finished jobs", path, state_when(s->saved_unix_ms, when,
-							   sizeof(when)), m->nhistory);
+			 "finished job%s", path, state_when(s->saved_unix_ms, when,
+							    sizeof(when)),
+			 m->nhistory, m->nhistory == 1 ? "" : "s");
 		if (skipped)
 			log_warnx("%s: %zu saved jobs left out, which did not "
 				  "check (the first: %s)", path, skipped, why);

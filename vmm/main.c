@@ -247,12 +247,14 @@ static int take_name_lock(const char *rundir, const char *name)
 	snprintf(dir, sizeof(dir), "%s/vmm", rundir);
 	ret = mkdir_p(rundir, RUNDIR_MODE);
 	if (ret < 0) {
-		log_warnc(ret, "rundir %s: cannot create it", rundir);
+		log_warnx("cannot create the run directory %s: %s%s", rundir,
+			  strerror(-ret), rundir_hint(ret));
 		return ret;
 	}
 	ret = mkdir_p(dir, 0750);
 	if (ret < 0) {
-		log_warnc(ret, "rundir %s: cannot create %s", rundir, dir);
+		log_warnx("cannot create %s in the run directory: %s%s", dir,
+			  strerror(-ret), rundir_hint(ret));
 		return ret;
 	}
 	snprintf(busy, sizeof(busy), "a vmm named %s is already running", name);

@@ -72,7 +72,7 @@ fi
 [ -e /dev/kvm ] && expect_error "the test guest maps at most 238 GiB" \
 	--name a --memory 240G --test-guest idle --serial none "${R[@]}"
 touch "$RUNDIR/file"
-expect_error "rundir $RUNDIR/file/sub" --name a --memory 64M --test-guest idle \
+expect_error "cannot create the run directory $RUNDIR/file/sub: Not a directory" --name a --memory 64M --test-guest idle \
 	--rundir "$RUNDIR/file/sub"
 expect_error "--image-addr" --name a --memory 64M --image x --image-addr 0x100000 "${R[@]}"
 

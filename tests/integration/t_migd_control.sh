@@ -121,9 +121,12 @@ ctl_usage "unknown command 'nope'" help nope
 ctl_usage "usage: migctl help [COMMAND]" help migrate status
 # help is listed as a command: its own help is its usage (before:
 # "unknown command 'help'", exit 2).
-out=$(migctl help help) || fail "help help: exit $?: $out"
-[ "$out" = "usage: migctl help [COMMAND]
-see migctl(1)" ] || fail "help help: $out"
+# 'help --help' too (operator round 22: "unknown command '--help'").
+for h in help --help; do
+	out=$(migctl help $h) || fail "help $h: exit $?: $out"
+	[ "$out" = "usage: migctl help [COMMAND]
+see migctl(1)" ] || fail "help $h: $out"
+done
 err=$(migctl status x 2>&1)
 [ $? -eq 1 ] && [[ $err == *"migd is not running"* ]] || fail "no migd: $err"
 # A command's own help: its usage on stdout, exit 0, whatever else is on
