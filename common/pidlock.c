@@ -62,6 +62,28 @@ int pidlock_take(const char *path, char *holder, size_t len)
 	return fd;
 }
 
+/* A daemon's directory that another user may write: whoever can may put
+ * sockets and files of their own there (a peer's check of who connects
+ * is no help when the socket is not the daemon's).  Said, not refused:
+ * an operator's test directory may be one. */
+static void dir_warn_open(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st) < 0)
+		return;
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		log_warnx("%s is writable by %s (mode %04o): whoever can write it "
+			  "may put sockets and files of their own there; give a "
+			  "directory only this user can write", dir,
+			  st.st_mode & S_IWOTH ? "every user" : "its group",
+			  (unsigned int)(st.st_mode & 07777));
+	else if (st.st_uid != geteuid() && st.st_uid != 0)
+		log_warnx("%s belongs to uid %u, not to this user (uid %u): its "
+			  "owner may put sockets and files of their own there",
+			  dir, (unsigned int)st.st_uid, (unsigned int)geteuid());
+}
+
 int pidlock_take_in(const char *dir, const char *name, const char *busy)
 {
 	char path[PATH_MAX], holder[32];
@@ -85,5 +107,7 @@ int pidlock_take_in(const char *dir, const char *name, const char *busy)
 			  "%s may have put it there)", path, dir);
 	else if (fd < 0)
 		log_warnc(fd, "cannot create %s", path);
+	else
+		dir_warn_open(dir);
 	return fd;
 }

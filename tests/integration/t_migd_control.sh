@@ -309,6 +309,17 @@ grep -q "(workers at nice 3, postcopy page servers in the ordinary class (--no-r
 kill -TERM "$pid"
 wait_exit "$pid" || fail "migd --no-realtime exited with $?"
 echo "ok: --worker-nice 3 --no-realtime: $(sed -n 's/.*(\(workers.*\))$/\1/p' "$RUNDIR/nort/migd.log")"
+# A run directory every user may write (operator round 22: not a word).
+mkdir -p "$RUNDIR/open" && chmod 1777 "$RUNDIR/open"
+"$BIN/migd" --rundir "$RUNDIR/open" >"$RUNDIR/open.log" 2>&1 &
+pid=$!
+PIDS+=("$pid")
+wait_until 20 grep -q "serving" "$RUNDIR/open.log" || fail "migd on $RUNDIR/open did not come up"
+kill -TERM "$pid"
+wait_exit "$pid" || fail "migd on $RUNDIR/open exited with $?"
+grep -qx "migd: $RUNDIR/open is writable by every user (mode 1777): whoever can write it may put sockets and files of their own there; give a directory only this user can write" \
+	"$RUNDIR/open.log" || fail "migd on $RUNDIR/open: $(cat "$RUNDIR/open.log")"
+echo "ok: $(head -n 1 "$RUNDIR/open.log")"
 
 note "Incoming for a VM without a vmm"
 ctl_fails "no vmm named ghost on this host ($RUNDIR/vmm/ghost.sock: No such file or directory)" incoming ghost --listen tcp:127.0.0.1:0
