@@ -38,8 +38,11 @@ static const unsigned int next_states[JOB_STATE_MAX] = {
 	[JOB_STATE_WAITING] = BIT(JOB_STATE_SETUP) | BIT(JOB_STATE_CANCELLING),
 	[JOB_STATE_SETUP] = BIT(JOB_STATE_ACTIVE) | BIT(JOB_STATE_CANCELLING),
 	[JOB_STATE_ACTIVE] = BIT(JOB_STATE_DEVICE) | BIT(JOB_STATE_CANCELLING),
+	/* (postcopy paused: a source's link lost between its Go and the
+	 * destination's Resumed, the guest maybe running there) */
 	[JOB_STATE_DEVICE] = BIT(JOB_STATE_COMPLETED) |
 			     BIT(JOB_STATE_POSTCOPY_ACTIVE) |
+			     BIT(JOB_STATE_POSTCOPY_PAUSED) |
 			     BIT(JOB_STATE_CANCELLING),
 	[JOB_STATE_POSTCOPY_ACTIVE] = BIT(JOB_STATE_COMPLETED) |
 				      BIT(JOB_STATE_POSTCOPY_PAUSED),

@@ -684,6 +684,36 @@ else
 	not_tried "$SS_KILL_WHY: links cut in postcopy"
 fi
 
+note "the links cut in the postcopy switch between Go and Resumed: the source pauses, not stuck; recovered"
+# (operator round 23) The source's job stayed in 'device' for good: its
+# worker paused, but the state machine refused device -> postcopy-paused,
+# and recover, cancel and pause were all refused, with the guest running
+# on the destination and pages only here.
+if ss_kill_works; then
+	stop_migd
+	start_migd TERN_FAULT=dest-slow-cont
+	fake_vmm g1 "$MEM" running 2000
+	fake_vmm g2 "$MEM" incoming 500
+	incoming g2
+	: >"$RUNDIR/dest-slow-cont"
+	: >"$RUNDIR/migd.log"
+	postcopy_on_request g1 --max-bandwidth 4M --channels 2
+	wait_until 30 go_came || fail "g2 was never told to resume: $(migctl status g1)"
+	ss_kill "( src 127.0.0.1:${ADDR##*:} or dst 127.0.0.1:${ADDR##*:} )" || fail "ss -K"
+	rm "$RUNDIR/dest-slow-cont"
+	wait_until 40 both_paused g1 g2 ||
+		fail "g1 $(job_get g1 state): $(job_get g1 error); g2 $(job_get g2 state): $(job_get g2 error)"
+	echo "ok: g1: $(job_get g1 error)"
+	migctl recover g1 "$ADDR" >/dev/null || fail "recover g1"
+	migctl tune g1 --max-bandwidth unlimited >/dev/null || fail "tune g1"
+	out=$(migctl --json status g1 --watch) || fail "g1: $out"
+	postcopy_done g1 g2 "$out"
+	stop_migd
+	start_migd
+else
+	not_tried "$SS_KILL_WHY: links cut in the postcopy switch"
+fi
+
 note "the source vmm dies in postcopy: its worker's copy serves on; paused, the job waits for its recovery"
 # Before, the job went on while active, but failed at its next pause
 # ("the guest's remaining pages went with it"): the destination's

@@ -42,6 +42,11 @@ static void the_workers_paths(void **state)
 	     JOB_STATE_POSTCOPY_PAUSED, JOB_STATE_POSTCOPY_PAUSED,
 	     JOB_STATE_POSTCOPY_RECOVER, JOB_STATE_POSTCOPY_ACTIVE,
 	     JOB_STATE_COMPLETED);
+	/* a source whose link broke between Go and Resumed: paused, then
+	 * recovered (operator round 23: it stayed in device for good) */
+	PATH(JOB_STATE_ACTIVE, JOB_STATE_DEVICE, JOB_STATE_POSTCOPY_PAUSED,
+	     JOB_STATE_POSTCOPY_RECOVER, JOB_STATE_POSTCOPY_ACTIVE,
+	     JOB_STATE_COMPLETED);
 	/* cancels and failures */
 	PATH(JOB_STATE_SETUP, JOB_STATE_CANCELLING, JOB_STATE_CANCELLED);
 	PATH(JOB_STATE_DEVICE, JOB_STATE_CANCELLING, JOB_STATE_COMPLETED);
