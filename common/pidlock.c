@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "common/pidlock.h"
+#include "common/util.h"
 
 /*
  * The lock is written (truncated, then our pid), by root too, in a run
@@ -106,7 +107,8 @@ int pidlock_take_in(const char *dir, const char *name, const char *busy)
 			  "lock file is written (remove it; whoever can write "
 			  "%s may have put it there)", path, dir);
 	else if (fd < 0)
-		log_warnc(fd, "cannot create %s", path);
+		log_warnx("cannot create %s: %s%s", path, strerror(-fd),
+			  rundir_hint(fd));
 	else
 		dir_warn_open(dir);
 	return fd;

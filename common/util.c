@@ -367,6 +367,52 @@ char proc_state(int pid)
 	return p && p[1] == ' ' && p[2] ? p[2] : 0;
 }
 
+/* /proc/stat's btime: the boot, in seconds since the epoch; 0 unknown. */
+static uint64_t boot_unix_s(void)
+{
+	char line[256];
+	unsigned long long bt = 0;
+	FILE *f = fopen("/proc/stat", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "btime %llu", &bt) == 1)
+			break;
+	fclose(f);
+	return bt;
+}
+
+uint64_t proc_start_unix_ms(int pid)
+{
+	char path[32], buf[1024], *p;
+	unsigned long long ticks;
+	long hz = sysconf(_SC_CLK_TCK);
+	uint64_t boot;
+	ssize_t n;
+	int fd, i;
+
+	if (pid <= 0 || hz <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* After "PID (COMM)": the state (field 3) ... starttime (22). */
+	p = strrchr(buf, ')');
+	for (i = 3; p && i <= 22; i++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p + 1, "%llu", &ticks) != 1)
+		return 0;
+	boot = boot_unix_s();
+	return boot ? boot * 1000 + ticks * 1000 / (unsigned long long)hz : 0;
+}
+
 bool proc_stopped_say(int pid, const char *name, char *buf, size_t len)
 {
 	char st = proc_state(pid);

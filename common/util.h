@@ -81,6 +81,9 @@ void proc_comm(int pid, char comm[PROC_COMM_LEN]);
  * stopped, 't' for stopped by a tracer, 'Z'...), or 0 when it is gone or
  * hidden. */
 char proc_state(int pid);
+/* When process pid started, in ms since the epoch (to a second: the
+ * boot time is), or 0 when it is gone or hidden. */
+uint64_t proc_start_unix_ms(int pid);
 /* If process pid is stopped (by a signal, or a tracer): "NAME, pid N, is
  * stopped by a signal or a debugger: 'kill -CONT N' resumes it" into buf,
  * and true.  False, buf untouched, when it runs or is gone. */

@@ -813,7 +813,9 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 			if (js->stalled_ms)
 				printf("  stalled: nothing sent for %llu s\n",
 				       (unsigned long long)(js->stalled_ms / 1000));
-			if (show_worker_stopped(js, "its worker", why, sizeof(why)))
+			/* (a job not back yet says it in its error) */
+			if (strncmp(js->error, "not back yet: ", 14) &&
+			    show_worker_stopped(js, "its worker", why, sizeof(why)))
 				printf("  %s\n", why);
 		}
 	}

@@ -228,14 +228,18 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 /*
  * The worker an orphan's record names still runs: a live process of
  * that pid named as this one is (a fork of migd keeps the name, across
- * an upgrade of the binary too), and no worker of this migd.  Stopped,
+ * an upgrade of the binary too), started by the time its job did, and no
+ * worker of this migd.  Stopped,
  * it cannot come back; given up on, it would later (operator round 21:
  * a job said failed, a final state, came back as postcopy-active).
  */
+#define ORPHAN_START_SLACK_MS 2000
+
 static bool orphan_runs(const struct migd *m, const struct job *orphan)
 {
 	char mine[PROC_COMM_LEN], its[PROC_COMM_LEN], st;
 	const struct job *j;
+	uint64_t started;
 
 	if (orphan->orphan_pid <= 0 || orphan->orphan_pid == getpid())
 		return false;
@@ -244,6 +248,13 @@ static bool orphan_runs(const struct migd *m, const struct job *orphan)
 			return false;
 	st = proc_state(orphan->orphan_pid);
 	if (!st || st == 'Z' || st == 'X')
+		return false;
+	/* Its pid taken again by a later process (operator round 24: a
+	 * migd of another run directory): that is no worker of the job.
+	 * (Slack: the boot time is to a second, the fork a moment late.) */
+	started = proc_start_unix_ms(orphan->orphan_pid);
+	if (started && orphan->started_unix_ms &&
+	    started > orphan->started_unix_ms + ORPHAN_START_SLACK_MS)
 		return false;
 	proc_comm(getpid(), mine);
 	proc_comm(orphan->orphan_pid, its);

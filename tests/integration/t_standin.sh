@@ -648,6 +648,10 @@ case $err in *"is not back yet (its worker, pid $wa, is stopped by a signal or a
 echo "ok: $err"
 n=$(migctl list | grep -c "^  not back yet: its worker, pid [0-9]*, is stopped")
 [ "$n" = 2 ] || { kill -CONT "$wa" "$wb"; fail "list: $(migctl list)"; }
+# (said once: migctl's own line for a stopped worker is not added)
+out=$(migctl list)
+! echo "$out" | grep -q "^  its worker, pid \($wa\|$wb\), is stopped" ||
+	{ kill -CONT "$wa" "$wb"; fail "list: $out"; }
 kill -CONT "$wa" "$wb"
 wait_until 30 both_active oa ob || fail "not adopted: oa $(job_get oa state 2>&1), ob $(job_get ob state 2>&1)"
 migctl tune oa --max-bandwidth unlimited >/dev/null || fail "tune oa"

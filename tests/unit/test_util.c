@@ -299,11 +299,13 @@ static void test_proc_comm(void **state)
 static void test_proc_state(void **state)
 {
 	char said[128], want[128];
+	uint64_t forked, started;
 	int status, i;
 	pid_t pid;
 
 	(void)state;
 	assert_int_equal(proc_state(getpid()), 'R');
+	forked = unix_ms();
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -316,6 +318,11 @@ static void test_proc_state(void **state)
 	     strcmp(proc_comm_shown(pid, (char[32]){ 0 }, 32), "a) T (b")); i++)
 		usleep(1000);
 	assert_int_equal(proc_state(pid), 'S');
+	/* Its start, read past the name's ") ": the boot time is to a
+	 * second, the clocks' ticks to a hundredth. */
+	started = proc_start_unix_ms(pid);
+	assert_true(started + 2000 >= forked);
+	assert_true(started <= unix_ms() + 1000);
 	strcpy(said, "untouched");
 	assert_false(proc_stopped_say(pid, "x", said, sizeof(said)));
 	assert_int_equal(kill(pid, SIGSTOP), 0);
@@ -333,6 +340,9 @@ static void test_proc_state(void **state)
 	assert_int_equal(proc_state(0), 0);
 	assert_int_equal(proc_state(-7), 0);
 	assert_int_equal(proc_state(1000000000), 0);
+	assert_int_equal(proc_start_unix_ms(pid), 0);
+	assert_int_equal(proc_start_unix_ms(0), 0);
+	assert_int_equal(proc_start_unix_ms(1000000000), 0);
 }
 
 static void test_name_valid(void **state)
