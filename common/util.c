@@ -344,26 +344,34 @@ const char *proc_comm_shown(int pid, char *buf, size_t len)
 	return str_shown(comm, buf, len);
 }
 
-char proc_state(int pid)
+/* /proc/PID/stat into buf: its last ')', after which its fields follow
+ * ("PID (COMM) S ...": the name may hold ") "), or NULL when it is gone
+ * or hidden. */
+static const char *proc_stat_after_name(int pid, char *buf, size_t len)
 {
-	char path[32], buf[512], *p;
+	char path[32];
 	ssize_t n;
 	int fd;
 
 	if (pid <= 0)
-		return 0;
+		return NULL;
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
+		return NULL;
+	n = read(fd, buf, len - 1);
 	close(fd);
 	if (n <= 0)
-		return 0;
+		return NULL;
 	buf[n] = '\0';
-	/* "PID (COMM) S ...": the name may hold ") ", the state follows
-	 * the last ')'. */
-	p = strrchr(buf, ')');
+	return strrchr(buf, ')');
+}
+
+char proc_state(int pid)
+{
+	char buf[512];
+	const char *p = proc_stat_after_name(pid, buf, sizeof(buf));
+
 	return p && p[1] == ' ' && p[2] ? p[2] : 0;
 }
 
@@ -385,29 +393,17 @@ static uint64_t boot_unix_s(void)
 
 uint64_t proc_start_unix_ms(int pid)
 {
-	char path[32], buf[1024], *p;
+	char buf[1024];
+	const char *p = proc_stat_after_name(pid, buf, sizeof(buf));
 	unsigned long long ticks;
 	long hz = sysconf(_SC_CLK_TCK);
 	uint64_t boot;
-	ssize_t n;
-	int fd, i;
+	int i;
 
-	if (pid <= 0 || hz <= 0)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	/* After "PID (COMM)": the state (field 3) ... starttime (22). */
-	p = strrchr(buf, ')');
+	/* The state (field 3) ... starttime (22). */
 	for (i = 3; p && i <= 22; i++)
 		p = strchr(p + 1, ' ');
-	if (!p || sscanf(p + 1, "%llu", &ticks) != 1)
+	if (!p || hz <= 0 || sscanf(p + 1, "%llu", &ticks) != 1)
 		return 0;
 	boot = boot_unix_s();
 	return boot ? boot * 1000 + ticks * 1000 / (unsigned long long)hz : 0;
