@@ -228,10 +228,10 @@ static int state_job(struct migd *m, const Tern__Migd__JobStatus *js,
 /*
  * The worker an orphan's record names still runs: a live process of
  * that pid named as this one is (a fork of migd keeps the name, across
- * an upgrade of the binary too), started by the time its job did, and no
- * worker of this migd.  Stopped,
- * it cannot come back; given up on, it would later (operator round 21:
- * a job said failed, a final state, came back as postcopy-active).
+ * an upgrade of the binary too), started by the time its job did, and
+ * no worker of this migd.  Stopped, it cannot come back; given up on,
+ * it would later (operator round 21: a job said failed, a final state,
+ * came back as postcopy-active).
  */
 #define ORPHAN_START_SLACK_MS 2000
 
