@@ -727,9 +727,11 @@ static int method_list(struct rpc_call *call, const ProtobufCMessage *arg)
 	/* Running as far as this migd knows, and said to be not back yet
 	 * (as status says): not left out until they are. */
 	for (j = m->orphans, k = 0; j; j = j->next, n++, k++) {
+		char text[sizeof(why[k])];
+
 		job_status(j, &all[n]);
-		memcpy(why[k], "not back yet: ", 14);
-		migd_orphan_why(m, j, why[k] + 14, sizeof(why[k]) - 14);
+		snprintf(why[k], sizeof(why[k]), "not back yet: %s",
+			 migd_orphan_why(m, j, text, sizeof(text)));
 		all[n].error = why[k];
 	}
 	for (j = m->history; j; j = j->next, n++)

@@ -762,6 +762,9 @@ int cmd_tune(struct rpc_client *cl, struct cmd_args *a)
 	return CLI_OK;
 }
 
+/* List's error of a job an earlier migd left that is not back yet. */
+#define NOT_BACK "not back yet: "
+
 int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 {
 	Tern__Migd__JobList *l = NULL;
@@ -813,8 +816,9 @@ int cmd_list(struct rpc_client *cl, struct cmd_args *a)
 			if (js->stalled_ms)
 				printf("  stalled: nothing sent for %llu s\n",
 				       (unsigned long long)(js->stalled_ms / 1000));
-			/* (a job not back yet says it in its error) */
-			if (strncmp(js->error, "not back yet: ", 14) &&
+			/* (a job not back yet says it in its error, as
+			 * tern-rpc(7) List says) */
+			if (strncmp(js->error, NOT_BACK, sizeof(NOT_BACK) - 1) &&
 			    show_worker_stopped(js, "its worker", why, sizeof(why)))
 				printf("  %s\n", why);
 		}
